@@ -1,0 +1,64 @@
+"""The ``cryoshift`` command line.
+
+Only light modules are imported here; each command module imports its heavy wing
+(torch, onnx) inside the command body, so ``cryoshift --help`` and ``classify`` work on
+a node without PyTorch. Errors that users cause print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cryoshift.runtime.commands import bench, classify, demo, evaluate, export, info, simulate, train
+from cryoshift.runtime.errors import InputError, MissingExtraError
+
+app = typer.Typer(
+    name="cryoshift",
+    help="Classify cryo-ET subtomograms with domain-adapted networks: "
+    "simulate -> train -> export -> classify.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from cryoshift.runtime import __version__
+
+        typer.echo(f"cryoshift {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_version,
+                                 is_eager=True),
+) -> None:
+    """Classify cryo-ET subtomograms with domain-adapted networks."""
+
+
+for _module in (info, simulate, train, evaluate, export, classify, bench, demo):
+    app.command(name=_module.NAME, no_args_is_help=getattr(_module, "NO_ARGS_IS_HELP", True))(_module.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit code (2 for bad input or a missing extra)."""
+    try:
+        app(args=argv, prog_name="cryoshift", standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except (InputError, MissingExtraError) as exc:
+        typer.echo(f"cryoshift: error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("cryoshift: interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

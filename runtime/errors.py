@@ -1,0 +1,39 @@
+"""Errors that reach users.
+
+Every reader raises :class:`InputError` with the offending path and a one-line reason, so
+the CLI can print ``cryoshift: error: PATH: REASON`` and batch runs can write the same
+text into their errors table instead of stopping.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """Bad user input: a file that cannot be read or does not fit the job."""
+
+    def __init__(self, path: str | Path | None, reason: str):
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+
+class MissingExtraError(ImportError):
+    """A command needs an optional dependency group that is not installed."""
+
+    def __init__(self, extra: str, what: str, cause: BaseException | None = None):
+        self.extra = extra
+        missing = f" ({cause})" if cause else ""
+        super().__init__(f"{what} needs the '{extra}' extra{missing}: pip install 'cryoshift[{extra}]'")
+
+
+def require_extra(extra: str, what: str, *modules: str) -> None:
+    """Import ``modules`` or raise :class:`MissingExtraError` naming the extra to install."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise MissingExtraError(extra, what, exc) from exc

@@ -1,0 +1,117 @@
+"""One schema for what a deployed model says about itself.
+
+The same fields travel in the ONNX file (``metadata_props``, JSON values under the
+``cryoshift.`` prefix) and in the JSON sidecar of a TensorRT engine, so the runtime never
+guesses box size, contrast, normalisation or class names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryoshift.runtime.errors import InputError
+
+SCHEMA_VERSION = 1
+PREFIX = "cryoshift."
+CONTRASTS = ("dark", "light")  # dark: protein darker than solvent, as in raw cryo-ET tomograms
+NORMALISATIONS = ("zscore", "minmax")
+
+
+@dataclass
+class ModelMetadata:
+    class_names: list[str]
+    box_size: int
+    voxel_size: float  # Angstrom per voxel
+    contrast: str = "dark"
+    normalisation: str = "zscore"
+    temperature: float = 1.0  # calibration: probabilities = softmax(logits / temperature)
+    unknown_threshold: float = 0.0  # calibrated confidence under which the answer is "unknown"
+    # Shift score reference: diagonal Gaussian of the adapted target's features, and the
+    # median normalised distance of those target features (so an in-domain score is ~1).
+    feature_mean: list[float] = field(default_factory=list)
+    feature_var: list[float] = field(default_factory=list)
+    shift_reference: float = 1.0
+    method: str = ""
+    backbone: str = ""
+    precision: str = "fp32"
+    data_fingerprints: dict[str, str] = field(default_factory=dict)
+    cryoshift_version: str = ""
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.contrast not in CONTRASTS:
+            raise ValueError(f"contrast must be one of {CONTRASTS}, not {self.contrast!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, not {self.normalisation!r}")
+        self.box_size = int(self.box_size)
+        self.voxel_size = float(self.voxel_size)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> ModelMetadata:
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = [n for n in ("class_names", "box_size", "voxel_size") if n not in data]
+        if missing:
+            raise InputError(source, f"model metadata lacks {', '.join(missing)}; not a cryoshift model?")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, ValueError) as exc:
+            raise InputError(source, f"invalid model metadata: {exc}") from exc
+
+    # ONNX metadata_props: flat string map, one JSON value per field.
+    def to_properties(self) -> dict[str, str]:
+        return {PREFIX + k: json.dumps(v) for k, v in self.to_dict().items()}
+
+    @classmethod
+    def from_properties(cls, props: dict[str, str], source: str | Path | None = None) -> ModelMetadata:
+        data = {}
+        for key, value in props.items():
+            if key.startswith(PREFIX):
+                try:
+                    data[key[len(PREFIX):]] = json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise InputError(source, f"metadata field {key} is not JSON: {exc}") from exc
+        return cls.from_dict(data, source)
+
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> ModelMetadata:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(path, f"cannot read model metadata: {exc}") from exc
+        return cls.from_dict(data, path)
+
+
+def read_onnx_metadata(path: str | Path) -> ModelMetadata:
+    """Metadata of an exported ONNX model, read with onnxruntime (no onnx package needed)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        from cryoshift.runtime.errors import MissingExtraError
+
+        raise MissingExtraError("cpu", "reading an ONNX model", exc) from exc
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types for corrupt files
+        raise InputError(path, f"not a readable ONNX model ({type(exc).__name__})") from exc
+    return ModelMetadata.from_properties(sess.get_modelmeta().custom_metadata_map, path)

@@ -1,0 +1,90 @@
+"""Checkpoints: weights and plain config only, loadable with ``weights_only=True``.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts:
+
+``format``          "cryoshift.checkpoint/1"
+``backbone``        registry name, ``backbone_kwargs`` the keyword arguments it was built with
+``state_dict``      the backbone's weights
+``metadata``        :class:`cryoshift.runtime.metadata.ModelMetadata` as a dict
+``epoch``, ``config`` what produced it (plain JSON-like values)
+``extra``           optional dict (e.g. optimiser state for ``--resume``, only in run checkpoints)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.metadata import ModelMetadata
+
+FORMAT = "cryoshift.checkpoint/1"
+RUN_MODEL = "model.pt"  # the label-free selected checkpoint inside a run directory
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    backbone: str,
+    backbone_kwargs: dict[str, Any],
+    metadata: ModelMetadata,
+    epoch: int = 0,
+    config: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "backbone": backbone,
+        "backbone_kwargs": dict(backbone_kwargs),
+        "state_dict": state,
+        "metadata": metadata.to_dict(),
+        "epoch": int(epoch),
+        "config": dict(config or {}),
+        "extra": dict(extra or {}),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a killed run never leaves half a checkpoint
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the selected model of a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RUN_MODEL
+    if not path.is_file():
+        raise InputError(path, "no such checkpoint (give a .pt file or a training run directory)")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = resolve_checkpoint(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise InputError(path, f"not a readable weights-only checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(path, f"not a cryoshift checkpoint (expected format {FORMAT})")
+    return payload
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelMetadata, dict[str, Any]]:
+    """Rebuild the backbone from a checkpoint; returns (model in eval mode, metadata, payload)."""
+    from cryoshift.training.backbones import create_backbone
+
+    payload = read_checkpoint(path)
+    metadata = ModelMetadata.from_dict(payload["metadata"], path)
+    model = create_backbone(payload["backbone"], **payload["backbone_kwargs"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise InputError(path, f"weights do not fit backbone {payload['backbone']!r}: {exc}") from exc
+    model.eval()
+    return model, metadata, payload
