@@ -69,7 +69,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise InputError(path, f"not a readable weights-only checkpoint ({exc.__class__.__name__}: {exc})") from exc
+        reason = f"not a readable weights-only checkpoint ({exc.__class__.__name__}: {exc})"
+        raise InputError(path, reason) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(path, f"not a cryoshift checkpoint (expected format {FORMAT})")
     return payload
