@@ -1,1 +1,44 @@
-"""cryoshift."""
+"""Backbones (timm style): one file per family, registered by name in ``BACKBONES``.
+
+Every backbone takes normalised (B, 1, D, D, D) input for any cubic D >= 16 and exposes
+``num_features``, ``forward_features(x) -> (B, F)``, ``forward_head(f) -> (B, K)`` and
+``forward(x) -> logits``. ``model.backbone_name`` is its registry name and ``model.config`` the
+keyword arguments that rebuild it (``create_backbone(model.backbone_name, **model.config)``), which
+is what checkpoints store as ``backbone`` and ``backbone_kwargs``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from . import cb3d, cryonet, dsrf3d, encoder4  # noqa: F401  (registers the families)
+from ._registry import BACKBONES
+from .flops import count_flops
+
+DEFAULT_BACKBONE = "cryonet"
+
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "count_flops", "create_backbone", "list_backbones"]
+
+
+def create_backbone(name: str, num_classes: int, box_size: int, **kw: Any) -> nn.Module:
+    """Build backbone ``name`` for ``num_classes`` classes and cubic ``box_size``.
+
+    Keyword arguments that are None keep the family default (an unset CLI option never overrides
+    it); an unknown name raises ValueError with the closest valid name.
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    model = BACKBONES.create(name, num_classes=num_classes, box_size=box_size, **kw)
+    model.backbone_name = name
+    model.config = {
+        "num_classes": num_classes,
+        "box_size": box_size,
+        **{k: v for k, v in kw.items() if v is not None},
+    }
+    return model
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    return BACKBONES.names(pattern)

@@ -1,0 +1,64 @@
+"""Backbones: shapes for several box sizes, the registry, FLOP counting, rebuild from config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cryoshift.training.backbones import BACKBONES, count_flops, create_backbone
+
+TINY = {
+    "cryonet": {},
+    "cryonet-small": {},
+    "dsrf3d-v2": {"width": 0.125},
+    "cb3d": {"width": 1 / 16},
+    "encoder4": {},
+}
+
+
+def test_every_registered_backbone_is_covered() -> None:
+    assert set(BACKBONES.names()) == set(TINY)
+
+
+@pytest.mark.parametrize("box", [16, 24])
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_backbone_shapes(name: str, box: int) -> None:
+    torch.manual_seed(0)
+    model = create_backbone(name, num_classes=3, box_size=box, **TINY[name]).eval()
+    x = torch.randn(2, 1, box, box, box)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, model.num_features)
+    logits = model.forward_head(feats)
+    assert logits.shape == (2, 3)
+    torch.testing.assert_close(model(x), logits)
+    assert torch.isfinite(logits).all()
+
+
+def test_unknown_backbone_suggests_closest() -> None:
+    with pytest.raises(ValueError, match="Did you mean 'cryonet'"):
+        create_backbone("cryonett", num_classes=2, box_size=16)
+
+
+def test_too_small_box_rejected() -> None:
+    with pytest.raises(ValueError, match="box_size >= 16"):
+        create_backbone("cryonet", num_classes=2, box_size=8)
+
+
+def test_rebuild_from_config_loads_weights() -> None:
+    model = create_backbone("dsrf3d-v2", num_classes=4, box_size=16, width=0.125, drop_rate=None)
+    assert "drop_rate" not in model.config  # None keeps the family default
+    again = create_backbone(model.backbone_name, **model.config)
+    again.load_state_dict(model.state_dict())
+
+
+def test_flops_counts_conv_and_linear_exactly() -> None:
+    model = create_backbone("cryonet-small", num_classes=3, box_size=16)
+    # widths 8,16,32 with stride 2: outputs 8^3, 4^3, 2^3 voxels; linear 32 -> 3
+    expected = 2 * (8**3 * 8 * 27 * 1 + 4**3 * 16 * 27 * 8 + 2**3 * 32 * 27 * 16 + 32 * 3)
+    assert count_flops(model, 16) == expected
+
+
+def test_default_backbone_is_cheap() -> None:
+    """The throughput claim rests on the default staying in the 0.05-0.3 GFLOP range at 32^3."""
+    flops = count_flops(create_backbone("cryonet", num_classes=5, box_size=32), 32)
+    assert 0.05e9 <= flops <= 0.3e9
