@@ -1,0 +1,186 @@
+"""Structures, source simulation, target domains and budgets of the domain-shift benchmark.
+
+Everything that decides *what* is measured lives here, chosen a priori and never by
+looking at target accuracy (see docs in benchmarks/results/domain_shift_<profile>.md).
+
+The source is the simple simulation a user would train on; the targets differ from it the
+way experimental tomograms do (benchmarks.md, section 1). Each target is generated with
+held-back labels, used ONLY for scoring (and for the oracle ceiling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAPS_10A = Path(__file__).resolve().parents[2] / "shared" / "data" / "maps" / "10A"
+
+# Eight complexes from the 10 A maps: a range of sizes and shapes with three hard pairs.
+#  - 4v4r 70S vs 4v7r 80S ribosome: same shape family, 80S is larger (hard pair)
+#  - 3j9i 20S proteasome (open barrel, D7) vs 6utj singly-capped 20S (C7): differ by one cap (hard pair)
+#  - 3cf3 p97 vs 1qvr ClpB: two AAA+ hexamers of similar size (hard pair)
+#  - 4v94 TRiC (large double ring) and 1bxn RuBisCO (compact, mid-size)
+STRUCTURES_10A: dict[str, str] = {
+    "ribosome70S": "4v4r",
+    "ribosome80S": "4v7r",
+    "proteasome20S": "3j9i",
+    "proteasome20S_capped": "6utj",
+    "p97": "3cf3",
+    "ClpB": "1qvr",
+    "TRiC": "4v94",
+    "RuBisCO": "1bxn",
+}
+HARD_PAIRS = [("ribosome70S", "ribosome80S"), ("proteasome20S", "proteasome20S_capped"), ("p97", "ClpB")]
+
+
+def structure_paths(names: dict[str, str] | None = None) -> dict[str, Path]:
+    """Class name -> map file under ../shared (benchmarks may read it; the package may not)."""
+    names = names or STRUCTURES_10A
+    return {cls: MAPS_10A / f"{code}.mrc" for cls, code in names.items()}
+
+
+# Source: the randomised "simple" simulation (fast fidelity: projection-free CTF + wedge in
+# Fourier space), centred isolated particles, white noise, dark contrast.
+SOURCE: dict[str, Any] = {
+    "fidelity": "fast",
+    "snr": (0.05, 2.0),  # log-uniform range
+    "defocus_um": (-4.0, -1.5),
+    "tilt_range": (-60.0, 60.0),
+    "crowding": 0.0,
+    "offset_px": 0.0,
+    "noise_colour": "white",
+    "contrast": "dark",
+    "voxel_scale": 1.0,
+}
+
+# Target domains: every one differs from SOURCE in several ways at once, like real data.
+TARGETS: dict[str, dict[str, Any]] = {
+    # (a) A crowded cytosol: neighbours in the box, picks a few voxels off centre, low SNR,
+    # narrow tilt range (+-45) with dose weighting, reconstructed from a tilt series.
+    "crowded": {
+        "fidelity": "tilt-series",
+        "snr": (0.02, 0.15),
+        "defocus_um": (-4.0, -2.5),
+        "tilt_range": (-45.0, 45.0),
+        "dose_weighting": True,
+        "crowding": 0.6,
+        "offset_px": 2.0,
+        "noise_colour": "white",
+        "contrast": "dark",
+        "voxel_scale": 1.0,
+    },
+    # (b) Another microscope: 1.25x the voxel size (particles look smaller), coloured (1/f)
+    # noise with an ice gradient, strong underfocus, and the opposite contrast convention.
+    "optics": {
+        "fidelity": "tilt-series",
+        "snr": (0.05, 0.5),
+        "defocus_um": (-8.0, -6.0),
+        "tilt_range": (-60.0, 60.0),
+        "dose_weighting": True,
+        "crowding": 0.0,
+        "offset_px": 0.5,
+        "noise_colour": "pink",
+        "ice_gradient": 0.3,
+        "contrast": "light",
+        "voxel_scale": 1.25,
+    },
+}
+
+TARGET_NOTES: dict[str, str] = {
+    "crowded": "Crowded boxes (neighbours), off-centre picks (~2 px), low SNR 0.02-0.15, tilt range "
+    "+-45 deg with dose weighting, tilt-series reconstruction.",
+    "optics": "Voxel size 1.25x the source, coloured (pink) noise + ice gradient, defocus -6 to -8 um, "
+    "inverted (light) contrast, tilt-series reconstruction.",
+}
+
+METHODS = ["source-only", "adabn", "dann", "mada", "warp", "cryoshift", "oracle"]
+
+
+@dataclass
+class Profile:
+    """A budget: every method gets exactly the same data, backbone, epochs and batch size."""
+
+    name: str
+    structures: str  # "maps10A" or "builtin"
+    box_size: int
+    voxel_size: float  # Angstrom, source domain
+    n_source: int  # labelled source volumes for training (+ a source validation split)
+    n_source_val: int
+    n_target: int  # unlabelled target volumes seen in training (adaptation split)
+    n_target_test: int  # held-out labelled target volumes used ONLY for scoring
+    backbone: str
+    epochs: int
+    batch_size: int
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    lr: float = 1e-3
+    threads: int = 2
+    method_hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: str = ""
+
+
+PROFILES: dict[str, Profile] = {
+    # < 30 min on 2 CPU cores for 7 methods x 2 targets x 3 seeds.
+    "cpu": Profile(
+        name="cpu",
+        structures="maps10A",
+        box_size=16,
+        voxel_size=20.0,
+        n_source=960,
+        n_source_val=160,
+        n_target=480,
+        n_target_test=320,
+        backbone="cryonet-small",
+        epochs=6,
+        batch_size=32,
+        notes="16^3 boxes at 20 A, 8 classes from the 10 A maps, cryonet-small.",
+    ),
+    # The paper's scale; written for a GPU node (not run in CI).
+    "gpu": Profile(
+        name="gpu",
+        structures="maps10A",
+        box_size=40,
+        voxel_size=10.0,
+        n_source=24000,
+        n_source_val=2000,
+        n_target=12000,
+        n_target_test=4000,
+        backbone="cryonet",
+        epochs=30,
+        batch_size=64,
+        seeds=[0, 1, 2, 3, 4],
+        lr=5e-4,
+        threads=8,
+        notes="40^3 boxes at 10 A, 8 classes, cryonet, tens of thousands of volumes.",
+    ),
+    # Built-in structures (no external maps): the second, smaller profile.
+    "builtin": Profile(
+        name="builtin",
+        structures="builtin",
+        box_size=16,
+        voxel_size=10.0,
+        n_source=600,
+        n_source_val=120,
+        n_target=300,
+        n_target_test=240,
+        backbone="cryonet-small",
+        epochs=5,
+        batch_size=32,
+        notes="16^3 boxes, the package's built-in synthetic structures, cryonet-small.",
+    ),
+    # For developing the harness: seconds, not minutes; numbers mean nothing.
+    "tiny": Profile(
+        name="tiny",
+        structures="builtin",
+        box_size=16,
+        voxel_size=10.0,
+        n_source=96,
+        n_source_val=32,
+        n_target=64,
+        n_target_test=64,
+        backbone="cryonet-small",
+        epochs=1,
+        batch_size=16,
+        seeds=[0],
+    ),
+}
