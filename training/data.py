@@ -1,0 +1,212 @@
+"""Training data: labelled source (a dataset or the simulator on the fly) and unlabelled target.
+
+The rule that makes this unsupervised domain adaptation lives here: target data is read
+through :func:`load_target`, which reads a dataset with ``with_labels=False`` and never opens
+a label column, unless the caller passes ``oracle_labels=True`` (only the oracle baseline,
+behind the explicit ``--oracle-target-labels`` flag). Targets can be a dataset directory, a
+directory/glob of MRC subtomograms or stacks, or picks (STAR/CSV) plus tomograms, read with
+the runtime's planner so training and classification see the same voxels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryoshift.runtime.errors import InputError
+
+
+@dataclass
+class Domain:
+    """Volumes of one domain, in memory or memory-mapped, with what is known about them."""
+
+    volumes: np.ndarray  # (N, D, D, D)
+    labels: np.ndarray | None  # (N,) int indices into class_names, or None (unlabelled)
+    class_names: list[str]
+    box_size: int
+    voxel_size: float
+    contrast: str
+    fingerprint: str
+    description: str
+    skipped: list[str] = field(default_factory=list)  # "item: reason" for unreadable items
+
+    def __len__(self) -> int:
+        return len(self.volumes)
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        """float32 copy of the volumes at ``index`` (sorted reads are kinder to memory maps)."""
+        index = np.asarray(index)
+        order = np.argsort(index, kind="stable")
+        out = np.empty((len(index), *self.volumes.shape[1:]), dtype=np.float32)
+        out[order] = self.volumes[index[order]]
+        return out
+
+    def subset(self, index: np.ndarray) -> Domain:
+        labels = None if self.labels is None else self.labels[index]
+        return Domain(self.take(index), labels, self.class_names, self.box_size, self.voxel_size,
+                      self.contrast, self.fingerprint, self.description)
+
+
+def is_dataset(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "dataset.json").is_file()
+
+
+def dataset_fingerprint(path: Path) -> str:
+    """Cheap identity of a dataset: hash of its description and the volume file's size/mtime."""
+    h = hashlib.sha256()
+    for name in ("dataset.json", "particles.csv"):
+        p = path / name
+        if p.is_file() and name == "dataset.json":
+            h.update(p.read_bytes())
+    vols = path / "volumes.mrc"
+    if vols.is_file():
+        h.update(str(vols.stat().st_size).encode())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def _labels_by_name(names: Any, class_names: list[str], path: Path) -> np.ndarray:
+    index = {n: i for i, n in enumerate(class_names)}
+    names = [str(n) for n in names]
+    missing = sorted(set(names) - set(index))
+    if missing:
+        raise InputError(path, f"classes {missing} are not among the source classes {class_names}")
+    return np.array([index[n] for n in names], dtype=np.int64)
+
+
+def load_source_dataset(path: str | Path) -> Domain:
+    """A labelled dataset directory as the source domain."""
+    from cryoshift.runtime.dataset import read_dataset
+
+    path = Path(path)
+    ds = read_dataset(path, with_labels=True)
+    class_names = [str(c) for c in ds.class_names]
+    if not class_names:
+        raise InputError(path, "the source dataset has no class names; is it labelled?")
+    labels = _labels_by_name(ds.class_names_per_item, class_names, path)
+    volumes = ds.volumes
+    return Domain(volumes, labels, class_names, int(volumes.shape[1]), float(ds.voxel_size),
+                  str(ds.contrast), dataset_fingerprint(path), f"dataset {path}")
+
+
+def load_target(
+    spec: str | Path,
+    box_size: int,
+    voxel_size: float,
+    contrast: str,
+    class_names: list[str],
+    tomograms: list[str] | None = None,
+    oracle_labels: bool = False,
+    max_items: int | None = None,
+) -> Domain:
+    """Unlabelled target volumes (labels only when ``oracle_labels``: the oracle baseline).
+
+    A box size that differs from the source's is refused: the network would see another
+    physical scale and the exported model could not take both.
+    """
+    path = Path(spec)
+    if is_dataset(path):
+        from cryoshift.runtime.dataset import read_dataset
+
+        ds = read_dataset(path, with_labels=oracle_labels)
+        volumes = ds.volumes
+        if volumes.shape[1:] != (box_size,) * 3:
+            shown = "x".join(str(s) for s in volumes.shape[1:])
+            raise InputError(path, f"target boxes are {shown} but the source boxes are {box_size}^3; "
+                                   "re-extract the target at the source box size")
+        labels = _labels_by_name(ds.class_names_per_item, class_names, path) if oracle_labels else None
+        if max_items is not None and len(volumes) > max_items:
+            keep = np.sort(np.random.default_rng(0).choice(len(volumes), max_items, replace=False))
+            volumes = volumes[keep]
+            labels = None if labels is None else labels[keep]
+        return Domain(volumes, labels, class_names, box_size, float(ds.voxel_size), str(ds.contrast),
+                      dataset_fingerprint(path), f"dataset {path}")
+    if oracle_labels:
+        raise InputError(path, "--oracle-target-labels needs a labelled target dataset directory")
+    return _load_planned(str(spec), box_size, voxel_size, contrast, tomograms, max_items)
+
+
+def _load_planned(spec: str, box_size: int, voxel_size: float, contrast: str,
+                  tomograms: list[str] | None, max_items: int | None) -> Domain:
+    """MRC files/stacks or picks + tomograms via the runtime's planner; bad items are skipped."""
+    from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
+
+    cache = VolumeCache()
+    plan = plan_inputs([spec], box_size, voxel_size, model_contrast=contrast, tomograms=tomograms,
+                       cache=cache)
+    items = plan.items
+    if max_items is not None and len(items) > max_items:
+        keep = np.sort(np.random.default_rng(0).choice(len(items), max_items, replace=False))
+        items = [items[i] for i in keep]
+    volumes = np.empty((len(items), box_size, box_size, box_size), dtype=np.float32)
+    ok, skipped = [], []
+    for i, item in enumerate(items):
+        try:
+            load_item(item, volumes[i], cache)
+            ok.append(i)
+        except InputError as exc:
+            skipped.append(f"{item.id}: {exc.reason}")
+    if not ok:
+        reason = "no readable target subtomograms" + (f" (first problem: {skipped[0]})" if skipped else "")
+        raise InputError(spec, reason)
+    h = hashlib.sha256(json.dumps([it.id for it in items]).encode()).hexdigest()[:16]
+    voxel = next(iter(plan.voxel_sizes.values()), voxel_size)
+    return Domain(volumes[ok], None, [], box_size, float(voxel), plan.contrast, f"sha256:{h}",
+                  f"{len(ok)} subtomograms from {spec}", skipped)
+
+
+def split_validation(domain: Domain, fraction: float, seed: int) -> tuple[Domain, Domain]:
+    """Seeded, stratified train/validation split of a labelled domain (every class in both)."""
+    if not 0 <= fraction < 1:
+        raise InputError(None, f"--val-fraction must be in [0, 1), not {fraction}")
+    rng = np.random.default_rng(seed)
+    train_idx, val_idx = [], []
+    if domain.labels is None:
+        raise ValueError("only a labelled domain can be split")
+    for k in np.unique(domain.labels):
+        idx = rng.permutation(np.flatnonzero(domain.labels == k))
+        n_val = round(len(idx) * fraction)
+        if fraction > 0 and len(idx) > 1:
+            n_val = max(1, n_val)
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    tr = np.sort(np.concatenate(train_idx))
+    va = np.sort(np.concatenate(val_idx))
+    return domain.subset(tr), domain.subset(va)
+
+
+class SimulatedSource:
+    """Labelled source drawn from the simulator on the fly, fresh volumes every epoch.
+
+    Its random generator is part of the resume state, so a resumed run draws exactly the
+    volumes an uninterrupted one would have drawn.
+    """
+
+    def __init__(self, structures: str, box_size: int, voxel_size: float | None, preset: str, seed: int):
+        from cryoshift.training import simulate
+
+        self._simulate = simulate
+        self.structures = simulate.load_structures(structures)
+        kwargs: dict[str, Any] = {"box_size": box_size}
+        if voxel_size is not None:
+            kwargs["voxel_size"] = voxel_size
+        self.config = simulate.SimulationConfig.preset(preset, **kwargs)
+        self.rng = np.random.default_rng(seed)
+        self.simulator = simulate.Simulator(self.structures, self.config, rng=self.rng)
+        self.class_names = [str(n) for n in self.simulator.class_names]
+        self.box_size = int(self.config.box_size)
+        self.voxel_size = float(self.config.voxel_size)
+        self.contrast = str(getattr(self.config, "contrast", "dark"))
+        digest = hashlib.sha256(f"{structures}|{preset}|{box_size}|{voxel_size}".encode()).hexdigest()[:16]
+        self.fingerprint = f"sha256:{digest}"
+
+    def draw(self, n: int) -> Domain:
+        """Simulate ``n`` labelled volumes with the source generator."""
+        batch = self.simulator.sample(n)
+        return Domain(np.asarray(batch.volumes, dtype=np.float32), np.asarray(batch.labels, dtype=np.int64),
+                      self.class_names, self.box_size, self.voxel_size, self.contrast, self.fingerprint,
+                      f"simulated {self.structures!r}")

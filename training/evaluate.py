@@ -1,0 +1,203 @@
+"""Score a model on labelled data: metrics in numpy, predictions from a checkpoint or ONNX.
+
+This is the ONLY place where target labels are read (training and model selection never do).
+Given a run directory it also scores every epoch checkpoint, so the report can say which
+epoch the labels would have chosen and how far the label-free choice was from it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.training.calibrate import nll, softmax
+
+# --------------------------------------------------------------------------- metrics
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts C[i, j] of true class i predicted as j."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)), 1)
+    return cm
+
+
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class precision/recall/F1/support from a confusion matrix.
+
+    A class with no prediction has precision 0 (and no support: recall 0); macro-F1 averages
+    over the classes present in ``y_true`` so an absent class does not drag it down.
+    """
+    k = len(class_names)
+    y_true = np.asarray(y_true, dtype=int)
+    y_pred = np.asarray(y_pred, dtype=int)
+    cm = confusion_matrix(y_true, y_pred, k)
+    tp = np.diag(cm).astype(np.float64)
+    predicted = cm.sum(axis=0).astype(np.float64)
+    support = cm.sum(axis=1).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = support > 0
+    per_class = {
+        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+               "support": int(support[i])}
+        for i, name in enumerate(class_names)
+    }
+    return {
+        "n": len(y_true),
+        "accuracy": float(tp.sum() / max(len(y_true), 1)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+        "class_names": list(class_names),
+    }
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 10) -> float:
+    """ECE with equal-width confidence bins."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y_true)
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+@dataclass
+class Predictions:
+    logits: np.ndarray  # (N, K)
+    features: np.ndarray  # (N, F)
+    metadata: ModelMetadata
+
+
+def predict_checkpoint(path: str | Path, volumes: np.ndarray, batch_size: int = 64,
+                       device: str = "cpu") -> Predictions:
+    """Run a weights-only checkpoint (file or run directory) on raw volumes (N, D, D, D)."""
+    import torch
+
+    from cryoshift.training.checkpoint import load_checkpoint
+    from cryoshift.training.normalise import normalise
+
+    model, metadata, _ = load_checkpoint(path)
+    model.to(device)
+    logits, feats = [], []
+    with torch.no_grad():
+        for start in range(0, len(volumes), batch_size):
+            x = torch.as_tensor(np.ascontiguousarray(volumes[start:start + batch_size]), dtype=torch.float32)
+            x = normalise(x.unsqueeze(1).to(device), metadata.normalisation)
+            f = model.forward_features(x)
+            logits.append(model.forward_head(f).float().cpu().numpy())
+            feats.append(f.float().cpu().numpy())
+    k = metadata.num_classes
+    return Predictions(np.concatenate(logits) if logits else np.zeros((0, k)),
+                       np.concatenate(feats) if feats else np.zeros((0, 0)), metadata)
+
+
+def predict_onnx(path: str | Path, volumes: np.ndarray, batch_size: int = 64) -> Predictions:
+    """Run an exported ONNX model with onnxruntime (normalisation is inside the graph)."""
+    import onnxruntime as ort
+
+    from cryoshift.runtime.metadata import read_onnx_metadata
+
+    metadata = read_onnx_metadata(path)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    logits, feats = [], []
+    for start in range(0, len(volumes), batch_size):
+        x = np.ascontiguousarray(volumes[start:start + batch_size], dtype=np.float32)[:, None]
+        out_logits, out_feats = sess.run(["logits", "features"], {"subtomograms": x})
+        logits.append(out_logits)
+        feats.append(out_feats)
+    return Predictions(np.concatenate(logits), np.concatenate(feats), metadata)
+
+
+def predict(model: str | Path, volumes: np.ndarray, batch_size: int = 64, device: str = "cpu") -> Predictions:
+    """Dispatch on the model path: ``.onnx`` -> onnxruntime, else a checkpoint or run directory."""
+    model = Path(model)
+    if model.suffix == ".onnx":
+        return predict_onnx(model, volumes, batch_size)
+    return predict_checkpoint(model, volumes, batch_size, device)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def names_to_indices(
+    label_names: Sequence[str], model_classes: Sequence[str], source: str | Path
+) -> np.ndarray:
+    """Per-sample class names -> model class indices."""
+    index = {name: i for i, name in enumerate(model_classes)}
+    missing = sorted({str(n) for n in label_names if n not in index})
+    if missing:
+        raise InputError(source, f"classes {missing} are not classes of the model ({list(model_classes)})")
+    return np.array([index[n] for n in label_names], dtype=int)
+
+
+def score_predictions(pred: Predictions, labels: np.ndarray) -> dict[str, Any]:
+    """All metrics of one model on labelled data (labels already in model class order)."""
+    meta = pred.metadata
+    y_pred = pred.logits.argmax(axis=1)
+    out = classification_metrics(labels, y_pred, meta.class_names)
+    probs = softmax(pred.logits, meta.temperature)
+    out["nll"] = nll(pred.logits, labels, meta.temperature)
+    out["ece"] = expected_calibration_error(probs, labels)
+    confident = probs.max(axis=1) if len(probs) else np.ones(0)
+    out["unknown_fraction"] = float((confident < meta.unknown_threshold).mean()) if len(probs) else 0.0
+    return out
+
+
+def checkpoint_epochs(run_dir: Path) -> list[tuple[int, Path]]:
+    """The epoch checkpoints of a run directory, in epoch order."""
+    out = []
+    for path in sorted((run_dir / "checkpoints").glob("epoch_*.pt")):
+        try:
+            out.append((int(path.stem.split("_")[1]), path))
+        except (IndexError, ValueError):
+            continue
+    return out
+
+
+def evaluate_run(run_dir: Path, volumes: np.ndarray, label_names: Sequence[str], batch_size: int = 64,
+                 device: str = "cpu") -> dict[str, Any]:
+    """Accuracy per epoch checkpoint, the epoch the labels would pick, and the label-free gap."""
+    selection_path = run_dir / "selection.json"
+    selected = None
+    if selection_path.is_file():
+        selected = json.loads(selection_path.read_text()).get("selected_epoch")
+    rows = []
+    for epoch, path in checkpoint_epochs(run_dir):
+        pred = predict_checkpoint(path, volumes, batch_size, device)
+        labels = names_to_indices(label_names, pred.metadata.class_names, path)
+        m = classification_metrics(labels, pred.logits.argmax(axis=1), pred.metadata.class_names)
+        rows.append({"epoch": epoch, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]})
+    if not rows:
+        return {"epochs": [], "oracle_epoch": None, "selected_epoch": selected}
+    best = max(rows, key=lambda r: (r["accuracy"], -r["epoch"]))
+    chosen = next((r for r in rows if r["epoch"] == selected), None)
+    return {
+        "epochs": rows,
+        "selected_epoch": selected,
+        "selected_accuracy": chosen["accuracy"] if chosen else None,
+        "oracle_epoch": best["epoch"],
+        "oracle_accuracy": best["accuracy"],
+        "selection_gap": (best["accuracy"] - chosen["accuracy"]) if chosen else None,
+    }
