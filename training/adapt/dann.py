@@ -1,0 +1,57 @@
+"""DANN: one domain discriminator on the pooled features behind gradient reversal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._registry import METHODS
+from .base import AdaptationMethod
+from .discriminators import FeatureDiscriminator, domain_labels
+from .grl import grl_lambda, reverse_gradient
+
+
+@METHODS.register("dann")
+class DANN(AdaptationMethod):
+    """Cross-entropy on source + BCE(source=0, target=1) of a feature discriminator through a GRL.
+
+    Source and target go through the backbone in one batch so BatchNorm sees both domains.
+    """
+
+    name = "dann"
+    needs_target = True
+    USES = ("ce_weight", "label_smoothing", "dann_weight", "grl_max", "disc_hidden", "disc_lr_mult")
+
+    def __init__(self, backbone: nn.Module, num_classes: int, box_size: int, **hparams: Any):
+        super().__init__(backbone, num_classes, box_size, **hparams)
+        self.discriminator = FeatureDiscriminator(backbone.num_features, int(self.hparams["disc_hidden"]))
+
+    def losses(
+        self,
+        source_x: torch.Tensor,
+        source_y: torch.Tensor,
+        target_x: torch.Tensor | None = None,
+        progress: float = 1.0,
+        target_y: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        self._check_inputs(target_x, target_y, target_required=True)
+        n_s = source_x.shape[0]
+        feats = self.backbone.forward_features(torch.cat([source_x, target_x]))
+        ce = self._ce(self.backbone.forward_head(feats[:n_s]), source_y)
+        lam = grl_lambda(progress, self.hparams["grl_max"])
+        dom_logits = self.discriminator(reverse_gradient(feats, lam))
+        dann = F.binary_cross_entropy_with_logits(
+            dom_logits, domain_labels(n_s, target_x.shape[0], feats.device)
+        )
+        total = self.hparams["ce_weight"] * ce + self.hparams["dann_weight"] * dann
+        return {"total": total, "ce": ce.detach(), "dann": dann.detach()}
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        groups = [
+            self._group("backbone", [self.backbone], lr),
+            self._group("discriminator", [self.discriminator], lr * self.hparams["disc_lr_mult"]),
+        ]
+        return [g for g in groups if g]
