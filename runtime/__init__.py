@@ -1,11 +1,16 @@
 """cryoshift.runtime: read subtomograms, classify them with an exported model, write results.
 
 numpy + onnxruntime only; this wing never imports torch.
+
+The readers and writers are loaded on first use (``cryoshift.runtime.read_volume`` imports
+``runtime.mrc`` then), so ``cryoshift --help`` does not pay for numpy, pandas and mrcfile.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from cryoshift.runtime.errors import InputError, MissingExtraError
 from cryoshift.runtime.metadata import ModelMetadata
@@ -15,4 +20,42 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["InputError", "MissingExtraError", "ModelMetadata", "__version__"]
+# Public name -> module that defines it (imported lazily by __getattr__).
+_LAZY: dict[str, str] = {
+    # I/O (runtime issue 2)
+    "read_volume": "mrc",
+    "open_volume": "mrc",
+    "read_header": "mrc",
+    "write_volume": "mrc",
+    "write_stack": "mrc",
+    "MrcVolume": "mrc",
+    "crop_box": "crop",
+    "crop_boxes": "crop",
+    "read_picks": "picks",
+    "read_particle_listing": "picks",
+    "centered_to_pixels": "picks",
+    "read_dataset": "dataset",
+    "write_dataset": "dataset",
+    "DatasetWriter": "dataset",
+    "Dataset": "dataset",
+    "is_dataset": "dataset",
+    "write_results": "results",
+    "read_results": "results",
+    "describe": "info",
+    # classification (runtime classify issue): add load_model / classify here
+}
+
+__all__ = ["InputError", "MissingExtraError", "ModelMetadata", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cryoshift.runtime' has no attribute {name!r}")
+    value = getattr(import_module(f"cryoshift.runtime.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -2,13 +2,51 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 NAME = "info"
-NO_ARGS_IS_HELP = False
+NO_ARGS_IS_HELP = True
 
 
-def command() -> None:
-    """Describe an MRC volume, a picks table, a dataset or an ONNX model."""
-    typer.echo("cryoshift info: not built yet", err=True)
-    raise typer.Exit(2)
+def command(
+    paths: list[Path] = typer.Argument(
+        ..., help="MRC file (.mrc .mrcs .map .rec, gzip ok), picks or listing (.star .csv .tsv), "
+        "dataset directory, or ONNX model. Several allowed."),
+    full: bool = typer.Option(False, "--full", help="Compute min/max/mean from the data even for big "
+                              "tomograms (default: from the header above 256 MiB)."),
+) -> None:
+    """Describe an MRC volume, a picks table, a dataset or an ONNX model.
+
+    Prints shape, mode, voxel size and min/max/mean of an MRC; rows and tomograms of a
+    STAR/CSV of picks; classes and counts of a dataset; the metadata of an ONNX model.
+    With several paths, a bad one is reported and the rest are still described (exit 2).
+
+    Example: cryoshift info tomo.mrc picks.star data/sim model.onnx
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.info import describe
+
+    console = Console()
+    failed = []
+    for path in paths:
+        try:
+            desc = describe(path, full=full)
+        except InputError as exc:
+            if len(paths) == 1:
+                raise
+            typer.echo(f"cryoshift: error: {exc}", err=True)
+            failed.append(path)
+            continue
+        table = Table(title=f"{desc.path} ({desc.kind})", show_header=False, title_justify="left")
+        table.add_column("key", style="bold")
+        table.add_column("value", overflow="fold")
+        for key, value in desc.rows:
+            table.add_row(key, value)
+        console.print(table)
+    if failed:
+        raise typer.Exit(2)

@@ -1,0 +1,333 @@
+"""The labelled dataset directory that ``simulate`` writes and train/evaluate/classify read.
+
+::
+
+    DIR/volumes.mrc      (N, D, D, D) MRC volume stack, float32 or float16, voxel size in header
+    DIR/particles.csv    one row per volume: index, [label, class_name,] then any parameters
+    DIR/dataset.json     {"format": "cryoshift.dataset/1", "n", "box_size", "voxel_size",
+                          "contrast", "class_names", "labelled", ...extra metadata}
+
+Why this shape: a stack maps into memory in one piece (fast random access for training,
+no thousands of small files), CSV stays readable in a spreadsheet, and JSON holds the
+facts a model must agree with. ``dataset.json`` is written last, so a directory without
+it is an unfinished write and is never mistaken for a dataset. Labels are read only when
+asked for (``with_labels=True``) so target labels cannot leak into training by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.mrc import MrcVolume, open_volume
+
+FORMAT = "cryoshift.dataset/1"
+VOLUMES = "volumes.mrc"
+TABLE = "particles.csv"
+META = "dataset.json"
+CONTRASTS = ("dark", "light")
+LABEL_COLUMNS = ("label", "class_name")
+
+
+def _version() -> str:
+    try:
+        from cryoshift.runtime import __version__
+
+        return __version__
+    except ImportError:  # pragma: no cover
+        return "0.0.0"
+
+
+def is_dataset(path: str | Path) -> bool:
+    """True if ``path`` is a finished dataset directory (it has ``dataset.json``)."""
+    path = Path(path)
+    return path.is_dir() and (path / META).is_file()
+
+
+@dataclass
+class Dataset:
+    """A dataset opened for reading; ``volumes`` is a read-only memory map (N, D, D, D)."""
+
+    path: Path
+    volumes: np.ndarray
+    labels: np.ndarray | None
+    class_names: list[str]
+    voxel_size: float
+    contrast: str
+    table: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+    _mrc: MrcVolume | None = field(default=None, repr=False)
+
+    @property
+    def box_size(self) -> int:
+        return int(self.volumes.shape[-1])
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.meta.get("labelled", False))
+
+    def __len__(self) -> int:
+        return int(self.volumes.shape[0])
+
+    def close(self) -> None:
+        """Release the memory map (arrays taken from ``volumes`` become invalid)."""
+        if self._mrc is not None:
+            self._mrc.close()
+            self._mrc = None
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _validate_names(directory: Path, class_names: list[str] | None, labels: np.ndarray | None) -> None:
+    if class_names is not None:
+        if len(set(class_names)) != len(class_names):
+            raise InputError(directory, f"class names must be unique, got {class_names}")
+        if any(not str(c) for c in class_names):
+            raise InputError(directory, "class names must be non-empty")
+    if labels is not None:
+        if class_names is None:
+            raise InputError(directory, "labels need class_names")
+        if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
+            raise InputError(directory, f"labels must lie in 0..{len(class_names) - 1} "
+                                        f"for {len(class_names)} classes, got {labels.min()}..{labels.max()}")
+
+
+class DatasetWriter:
+    """Write a dataset chunk by chunk into a stack created up front (memory-mapped).
+
+    Simulation produces volumes in batches; writing them straight into the final file keeps
+    memory flat however large N is. ``particles.csv`` and ``dataset.json`` are written on a
+    successful :meth:`close`; closing after fewer than ``n`` volumes is an error, and an
+    exception inside ``with`` leaves the directory without ``dataset.json`` (unfinished).
+    """
+
+    def __init__(self, directory: str | Path, n: int, box_size: int, voxel_size: float = 1.0,
+                 class_names: list[str] | None = None, contrast: str = "dark",
+                 meta: dict[str, Any] | None = None, dtype: Any = np.float32):
+        import mrcfile
+
+        self.directory = Path(directory)
+        self.n, self.box_size = int(n), int(box_size)
+        if self.n <= 0 or self.box_size <= 0:
+            raise InputError(self.directory, f"need n > 0 and box_size > 0, got n={n}, box_size={box_size}")
+        if contrast not in CONTRASTS:
+            raise InputError(self.directory, f"contrast must be one of {CONTRASTS}, not {contrast!r}")
+        if not (voxel_size and voxel_size > 0):
+            raise InputError(self.directory, f"voxel size must be positive, got {voxel_size}")
+        self.dtype = np.dtype(dtype)
+        modes = {np.dtype(np.float32): 2, np.dtype(np.float16): 12}
+        if self.dtype not in modes:
+            raise InputError(self.directory, f"dataset volumes are float32 or float16, not {self.dtype}")
+        self.voxel_size = float(voxel_size)
+        self.class_names = list(class_names) if class_names is not None else None
+        _validate_names(self.directory, self.class_names, None)
+        self.contrast = contrast
+        self.meta = dict(meta or {})
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / META).unlink(missing_ok=True)  # the directory is unfinished from now on
+        self._mrc = mrcfile.new_mmap(self.directory / VOLUMES, shape=(self.n,) + (self.box_size,) * 3,
+                                     mrc_mode=modes[self.dtype], overwrite=True)
+        self._mrc.voxel_size = self.voxel_size
+        self._count = 0
+        self._labels: list[np.ndarray] = []
+        self._rows: list[dict[str, Any]] = []
+        self._labelled: bool | None = None
+        self._stats = [math.inf, -math.inf, 0.0, 0.0]  # min, max, sum, sum of squares
+
+    def write(self, volumes: np.ndarray, labels: np.ndarray | list[int] | None = None,
+              rows: list[dict[str, Any]] | None = None) -> None:
+        """Append a chunk of (k, D, D, D) volumes with their labels and per-volume parameters."""
+        if self._mrc is None:
+            raise InputError(self.directory, "dataset writer is closed")
+        volumes = np.asarray(volumes)
+        if volumes.ndim == 3:
+            volumes = volumes[None]
+        k = volumes.shape[0]
+        if volumes.shape[1:] != (self.box_size,) * 3:
+            raise InputError(self.directory, f"volumes must be (k, {self.box_size}, {self.box_size}, "
+                                             f"{self.box_size}), got {volumes.shape}")
+        if self._count + k > self.n:
+            raise InputError(self.directory, f"too many volumes: {self._count + k} written, "
+                                             f"dataset holds {self.n}")
+        if not np.isfinite(volumes).all():
+            raise InputError(self.directory, f"volumes {self._count}..{self._count + k - 1} contain NaN/Inf")
+        labelled = labels is not None
+        if self._labelled is None:
+            self._labelled = labelled
+        elif self._labelled != labelled:
+            raise InputError(self.directory, "either every chunk has labels or none does")
+        if labelled:
+            lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+            if lab.size != k:
+                raise InputError(self.directory, f"{lab.size} labels for {k} volumes")
+            _validate_names(self.directory, self.class_names, lab)
+            self._labels.append(lab)
+        if rows is not None and len(rows) != k:
+            raise InputError(self.directory, f"{len(rows)} parameter rows for {k} volumes")
+        if rows is not None:
+            self._rows.extend(dict(r) for r in rows)
+        else:
+            self._rows.extend({} for _ in range(k))
+        self._mrc.data[self._count:self._count + k] = volumes.astype(self.dtype, copy=False)
+        v = volumes.astype(np.float64)
+        s = self._stats
+        s[0], s[1] = min(s[0], float(v.min())), max(s[1], float(v.max()))
+        s[2] += float(v.sum())
+        s[3] += float(np.square(v).sum())
+        self._count += k
+
+    def close(self) -> Path:
+        """Finish the stack header, then write ``particles.csv`` and ``dataset.json``."""
+        if self._mrc is None:
+            return self.directory
+        if self._count != self.n:
+            self.abort()
+            raise InputError(self.directory, f"only {self._count} of {self.n} volumes were written")
+        total = self.n * self.box_size**3
+        mean = self._stats[2] / total
+        header = self._mrc.header
+        header.dmin, header.dmax, header.dmean = self._stats[0], self._stats[1], mean
+        header.rms = math.sqrt(max(self._stats[3] / total - mean * mean, 0.0))
+        self._mrc.flush()
+        self._mrc.close()
+        self._mrc = None
+        table = pd.DataFrame(self._rows)
+        for col in ("index", *LABEL_COLUMNS):
+            if col in table.columns:
+                table = table.drop(columns=col)
+        front = {"index": np.arange(self.n)}
+        if self._labelled:
+            labels = np.concatenate(self._labels)
+            front["label"] = labels
+            front["class_name"] = np.asarray(self.class_names, dtype=object)[labels]
+        table = pd.concat([pd.DataFrame(front), table.reset_index(drop=True)], axis=1)
+        table.to_csv(self.directory / TABLE, index=False)
+        info = {
+            "format": FORMAT,
+            "n": self.n,
+            "box_size": self.box_size,
+            "voxel_size": self.voxel_size,
+            "contrast": self.contrast,
+            "class_names": self.class_names or [],
+            "labelled": bool(self._labelled),
+            "dtype": self.dtype.name,
+            "cryoshift_version": _version(),
+        }
+        for key, value in self.meta.items():
+            info.setdefault(key, value)
+        (self.directory / META).write_text(json.dumps(info, indent=2, default=_json_default) + "\n")
+        return self.directory
+
+    def abort(self) -> None:
+        """Close the stack without marking the directory finished."""
+        if self._mrc is not None:
+            self._mrc.close()
+            self._mrc = None
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_dataset(directory: str | Path, volumes: np.ndarray, labels: np.ndarray | list[int] | None = None,
+                  class_names: list[str] | None = None, voxel_size: float = 1.0, contrast: str = "dark",
+                  table: pd.DataFrame | list[dict[str, Any]] | None = None,
+                  meta: dict[str, Any] | None = None) -> Path:
+    """Write a whole in-memory (N, D, D, D) dataset at once; returns the directory."""
+    volumes = np.asarray(volumes)
+    if volumes.ndim != 4 or len(set(volumes.shape[1:])) != 1:
+        raise InputError(directory, f"volumes must be an (N, D, D, D) array of cubes, got {volumes.shape}")
+    dtype = np.float16 if volumes.dtype == np.float16 else np.float32
+    rows = table.to_dict("records") if isinstance(table, pd.DataFrame) else table
+    if labels is not None and class_names is None:
+        raise InputError(directory, "labels need class_names")
+    with DatasetWriter(directory, len(volumes), volumes.shape[1], voxel_size, class_names, contrast,
+                       meta, dtype) as writer:
+        writer.write(volumes, labels, rows)
+    return Path(directory)
+
+
+def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
+    """Open a dataset directory; labels (and the label columns of the table) only if asked for."""
+    directory = Path(directory)
+    if not directory.exists():
+        raise InputError(directory, "no such directory")
+    if not directory.is_dir():
+        raise InputError(directory, f"is a file, expected a dataset directory with {META}")
+    if not any(directory.iterdir()):
+        raise InputError(directory, f"empty directory, expected {VOLUMES}, {TABLE} and {META}")
+    if not (directory / META).is_file():
+        hint = " (an unfinished write?)" if (directory / VOLUMES).exists() else ""
+        raise InputError(directory, f"not a cryoshift dataset: no {META}{hint}")
+    try:
+        info = json.loads((directory / META).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(directory / META, f"not valid JSON ({exc})") from exc
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        found = info.get("format") if isinstance(info, dict) else None
+        raise InputError(directory / META, f"unknown format {found!r}, expected {FORMAT!r}")
+    for name in (VOLUMES, TABLE):
+        if not (directory / name).is_file():
+            raise InputError(directory, f"{name} is missing")
+    vol = open_volume(directory / VOLUMES)
+    data = vol.data if vol.data.ndim == 4 else vol.data[None]
+    n, box = int(info.get("n", -1)), int(info.get("box_size", -1))
+    if data.shape != (n, box, box, box):
+        vol.close()
+        raise InputError(directory / VOLUMES, f"stack has shape {data.shape}, dataset.json says "
+                                              f"{n} volumes of {box}^3")
+    try:
+        table = pd.read_csv(directory / TABLE)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        vol.close()
+        raise InputError(directory / TABLE, f"not a readable CSV ({exc})") from exc
+    if len(table) != n:
+        vol.close()
+        raise InputError(directory / TABLE, f"has {len(table)} rows, dataset.json says {n}")
+    labels = None
+    if with_labels:
+        if not info.get("labelled") or "label" not in table.columns:
+            vol.close()
+            raise InputError(directory, "dataset is unlabelled; labels were asked for")
+        labels = table["label"].to_numpy(dtype=np.int64)
+    else:
+        table = table.drop(columns=[c for c in LABEL_COLUMNS if c in table.columns])
+    return Dataset(
+        path=directory,
+        volumes=data,
+        labels=labels,
+        class_names=list(info.get("class_names") or []),
+        voxel_size=float(info.get("voxel_size", vol.voxel_size)),
+        contrast=str(info.get("contrast", "dark")),
+        table=table,
+        meta=info,
+        _mrc=vol,
+    )

@@ -1,0 +1,225 @@
+"""``describe(path)``: what a file is and what is in it, for ``cryoshift info``.
+
+Kinds: an MRC volume/stack/tomogram (shape, mode, voxel size, min/max/mean), a STAR or
+CSV/TSV table of picks (rows, tomograms) or of subtomogram files (rlnImageName), a
+labelled dataset directory (classes and counts) and an ONNX model (its cryoshift
+metadata). Cheap by default: MRC statistics are computed from the data only when the file
+is small enough (or ``full=True``); otherwise the header's values are shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryoshift.runtime.errors import InputError
+
+FULL_STATS_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class Description:
+    """A titled list of (key, value) rows; ``kind`` is mrc | picks | listing | dataset | onnx."""
+
+    kind: str
+    path: str
+    rows: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, key: str, value: object) -> None:
+        self.rows.append((key, value if isinstance(value, str) else _fmt(value)))
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (tuple, list)) and all(isinstance(v, int) for v in value):
+        return " x ".join(str(v) for v in value)
+    return str(value)
+
+
+def _counts(values: object, limit: int = 10) -> str:
+    import pandas as pd
+
+    counts = pd.Series(values).value_counts(sort=False)
+    parts = [f"{k}: {v}" for k, v in counts.items()]
+    return ", ".join(parts[:limit]) + (f" ... ({len(parts)} in all)" if len(parts) > limit else "")
+
+
+def _describe_mrc(path: Path, full: bool) -> Description:
+    from cryoshift.runtime.mrc import open_volume, volume_stats
+
+    d = Description("mrc", str(path))
+    with open_volume(path, allow_2d=True) as vol:
+        h = vol.header
+        shape = h["shape"]
+        if len(shape) == 2:
+            kind = "2-D image (not usable as a volume)"
+        elif vol.is_stack:
+            kind = f"volume stack of {shape[0]}"
+        else:
+            kind = "volume"
+        d.add("type", kind)
+        d.add("shape (Z, Y, X)" if len(shape) == 3 else "shape", tuple(int(s) for s in shape))
+        if len(shape) == 3:
+            d.add("size (X x Y x Z)", f"{shape[2]} x {shape[1]} x {shape[0]}")
+        d.add("mode", f"{h['mode']} ({h['dtype']})")
+        unset = "" if vol.voxel_size_known else " (not set in header)"
+        d.add("voxel size (A)", f"{vol.voxel_size:.4g}{unset}")
+        d.add("file size", _bytes(h["file_bytes"]) + (f", {h['compressed']}" if h["compressed"] else ""))
+        if full or h["data_bytes"] <= FULL_STATS_BYTES or h["compressed"]:
+            s = volume_stats(vol.data)
+            d.add("min / max", f"{s.min:.6g} / {s.max:.6g}")
+            d.add("mean / std", f"{s.mean:.6g} / {s.std:.6g}")
+            if s.nonfinite:
+                d.add("non-finite voxels", f"{s.nonfinite} (NaN/Inf: unusable until fixed)")
+        else:
+            d.add("min / max / mean", f"{h['dmin']:.6g} / {h['dmax']:.6g} / {h['dmean']:.6g} "
+                                      "(from header; --full computes them)")
+    return d
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def _describe_table(path: Path) -> Description:
+    from cryoshift.runtime.picks import (
+        CENTERED_COLUMNS,
+        STAR_SUFFIXES,
+        _read_table,
+        read_particle_listing,
+        read_picks,
+        read_star_blocks,
+    )
+
+    if path.suffix.lower() in STAR_SUFFIXES:
+        blocks = read_star_blocks(path)
+        columns = {c for df in blocks.values() for c in df.columns}
+        block_text = ", ".join(f"{k or '(unnamed)'} ({len(v)} rows)" for k, v in blocks.items())
+    else:
+        table = _read_table(path)
+        columns, block_text = set(table.columns), ""
+    coord_names = ("x", "rlncoordinatex", "rlncenteredcoordinatexangst")
+    has_coords = any(c.lower() in coord_names for c in map(str, columns))
+    if "rlnImageName" in columns and not has_coords:
+        listing = read_particle_listing(path)
+        d = Description("listing", str(path))
+        d.add("type", "subtomogram listing (rlnImageName)")
+        if block_text:
+            d.add("blocks", block_text)
+        d.add("rows", len(listing))
+        d.add("files", listing["path"].nunique())
+        missing = sum(not Path(p).exists() for p in listing["path"].unique())
+        if missing:
+            d.add("missing files", missing)
+        return d
+    centered = set(CENTERED_COLUMNS) <= columns and "rlnCoordinateX" not in columns
+    if centered:
+        # Centred Angstrom coordinates need the tomograms to become pixels; describe them as they are.
+        from cryoshift.runtime.picks import _star_picks_block
+
+        picks = _star_picks_block(path, blocks) if block_text else table
+        tomo = picks.get("rlnTomoName")
+        coords = "rlnCenteredCoordinateX/Y/ZAngst (Angstrom from the tomogram centre)"
+    else:
+        picks = read_picks(path)
+        tomo = picks["tomo_name"]
+        coords = "pixels"
+    d = Description("picks", str(path))
+    d.add("type", "picks")
+    if block_text:
+        d.add("blocks", block_text)
+    d.add("rows", len(picks))
+    d.add("coordinates", coords)
+    if tomo is not None and (tomo.astype(str) != "").any():
+        d.add("tomograms", f"{tomo.nunique()}: {_counts(tomo)}")
+    else:
+        d.add("tomograms", "not named (one tomogram)")
+    if not centered and len(picks):
+        for axis in "xyz":
+            d.add(f"{axis} range", f"{picks[axis].min():.6g} .. {picks[axis].max():.6g}")
+    extra = [c for c in picks.columns if c not in ("tomo_name", "x", "y", "z")]
+    if extra:
+        d.add("other columns", ", ".join(map(str, extra[:12])) + (" ..." if len(extra) > 12 else ""))
+    return d
+
+
+def _describe_dataset(path: Path) -> Description:
+    from cryoshift.runtime.dataset import read_dataset
+
+    d = Description("dataset", str(path))
+    with read_dataset(path, with_labels=False) as ds:
+        labelled = ds.labelled
+        d.add("type", "labelled dataset" if labelled else "unlabelled dataset")
+        d.add("volumes", len(ds))
+        d.add("box size", ds.box_size)
+        d.add("voxel size (A)", f"{ds.voxel_size:.4g}")
+        d.add("contrast", ds.contrast)
+        d.add("dtype", str(ds.volumes.dtype))
+        d.add("classes", ", ".join(ds.class_names) if ds.class_names else "(none)")
+        for key in ("generator", "seed", "cryoshift_version"):
+            if key in ds.meta:
+                d.add(key, ds.meta[key])
+    if labelled:
+        with read_dataset(path, with_labels=True) as ds:
+            names = ds.class_names
+            counts = [int((ds.labels == i).sum()) for i in range(len(names))]
+        for name, count in zip(names, counts, strict=True):
+            d.add(f"  {name}", count)
+    return d
+
+
+def _describe_onnx(path: Path) -> Description:
+    from cryoshift.runtime.metadata import read_onnx_metadata
+
+    meta = read_onnx_metadata(path)
+    d = Description("onnx", str(path))
+    d.add("type", "ONNX model")
+    d.add("classes", f"{meta.num_classes}: {', '.join(meta.class_names)}")
+    d.add("box size", meta.box_size)
+    d.add("voxel size (A)", f"{meta.voxel_size:.4g}")
+    d.add("contrast", meta.contrast)
+    d.add("normalisation", meta.normalisation)
+    d.add("temperature", meta.temperature)
+    d.add("unknown threshold", meta.unknown_threshold)
+    d.add("shift reference", f"{meta.shift_reference:.4g} ({len(meta.feature_mean)} features)")
+    for key in ("method", "backbone", "precision", "cryoshift_version", "created"):
+        value = getattr(meta, key)
+        if value:
+            d.add(key, value)
+    if meta.data_fingerprints:
+        d.add("data", ", ".join(f"{k}={v}" for k, v in meta.data_fingerprints.items()))
+    d.add("file size", _bytes(path.stat().st_size))
+    return d
+
+
+def describe(path: str | Path, full: bool = False) -> Description:
+    """Describe ``path``; unknown kinds and unreadable files raise :class:`InputError`."""
+    from cryoshift.runtime.dataset import META, is_dataset
+    from cryoshift.runtime.mrc import is_mrc_path
+    from cryoshift.runtime.picks import STAR_SUFFIXES, TABLE_SUFFIXES
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or directory")
+    if path.is_dir():
+        if is_dataset(path):
+            return _describe_dataset(path)
+        entries = list(path.iterdir())
+        if not entries:
+            raise InputError(path, "empty directory")
+        raise InputError(path, f"directory is not a cryoshift dataset (no {META}); "
+                               f"{len(entries)} entries; give a file instead")
+    suffix = path.suffix.lower()
+    if is_mrc_path(path):
+        return _describe_mrc(path, full)
+    if suffix in STAR_SUFFIXES or suffix in TABLE_SUFFIXES:
+        return _describe_table(path)
+    if suffix == ".onnx":
+        return _describe_onnx(path)
+    raise InputError(path, f"unknown file type {suffix or '(no suffix)'!r}; info reads MRC "
+                           "(.mrc .mrcs .map .rec), .star, .csv/.tsv, .onnx or a dataset directory")

@@ -1,0 +1,322 @@
+"""MRC volumes, volume stacks and whole tomograms, read and written with ``mrcfile``.
+
+Why a wrapper: mrcfile's own errors do not name the file and a truncated tomogram only
+shows up as a warning (permissive mode) or a cryptic ValueError. Here the header is
+checked against the file size first, so users get one line such as
+``tomo.mrc: file is truncated: header says 64x64x64 float32 = 1048576 bytes of data,
+file has 524288``. Big files are memory-mapped (read-only); gzip/bzip2 files are read
+into memory because they cannot be mapped.
+
+Arrays are (Z, Y, X) for one volume and (N, Z, Y, X) for a stack; voxel size is in
+Angstrom (taken from the X axis of the header).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import mrcfile
+import numpy as np
+
+from cryoshift.runtime.errors import InputError
+
+# MRC mode -> numpy dtype for the modes cryoshift reads and writes.
+MODES: dict[int, np.dtype] = {
+    0: np.dtype(np.int8),
+    1: np.dtype(np.int16),
+    2: np.dtype(np.float32),
+    6: np.dtype(np.uint16),
+    12: np.dtype(np.float16),
+}
+MODE_NAMES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
+HEADER_BYTES = 1024
+MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec", ".st", ".ali", ".mrc.gz", ".mrc.bz2", ".map.gz")
+_GZIP_MAGIC = b"\x1f\x8b"
+_BZIP2_MAGIC = b"BZh"
+
+
+def is_mrc_path(path: str | Path) -> bool:
+    """True if the file name looks like an MRC file (by suffix)."""
+    name = Path(path).name.lower()
+    return any(name.endswith(s) for s in MRC_SUFFIXES)
+
+
+def _compression(path: Path) -> str | None:
+    with open(path, "rb") as fh:
+        magic = fh.read(3)
+    if magic.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if magic.startswith(_BZIP2_MAGIC):
+        return "bzip2"
+    return None
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a directory, expected an MRC file")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty")
+
+
+def _open_header(path: Path) -> Any:
+    """mrcfile header (numpy record) in permissive mode; warnings are turned into our checks."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+                return mrc.header.copy()
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(path, f"not a readable MRC file ({exc})") from exc
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """Header facts without touching the data: cheap enough to call on every tomogram.
+
+    Returns a dict with ``shape`` (Z,Y,X) or (N,Z,Y,X), ``mode``, ``dtype``, ``voxel_size``,
+    ``voxel_size_known``, ``is_stack``, ``compressed``, ``data_bytes``, ``file_bytes``, header
+    statistics ``dmin``/``dmax``/``dmean`` and ``extended_header_bytes``. Raises
+    :class:`InputError` for a corrupt, unsupported or truncated file.
+    """
+    path = Path(path)
+    _check_file(path)
+    compressed = _compression(path)
+    if compressed is None and path.stat().st_size < HEADER_BYTES:
+        raise InputError(path, f"file is truncated: {path.stat().st_size} bytes, shorter than the "
+                               f"{HEADER_BYTES}-byte MRC header")
+    header = _open_header(path)
+    if bytes(header.map).strip() not in (b"MAP", b"MAP\x00"):
+        raise InputError(path, "not an MRC file (no 'MAP ' identifier in the header) or the file is corrupt")
+    mode = int(header.mode)
+    if mode not in MODES:
+        supported = ", ".join(f"{m} ({n})" for m, n in MODE_NAMES.items())
+        raise InputError(path, f"unsupported MRC mode {mode}; cryoshift reads modes {supported}")
+    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+    if min(nx, ny, nz) <= 0:
+        raise InputError(path, f"corrupt header: dimensions {nx}x{ny}x{nz}")
+    mz, ispg = int(header.mz), int(header.ispg)
+    is_stack = 401 <= ispg <= 630 and mz > 0 and nz % mz == 0
+    shape: tuple[int, ...]
+    if is_stack:
+        shape = (nz // mz, mz, ny, nx)
+    elif nz == 1:
+        shape = (ny, nx)
+    else:
+        shape = (nz, ny, nx)
+    dtype = MODES[mode]
+    ext = int(header.nsymbt)
+    data_bytes = nx * ny * nz * dtype.itemsize
+    file_bytes = path.stat().st_size
+    if compressed is None:
+        have = file_bytes - HEADER_BYTES - ext
+        if have < data_bytes:
+            raise InputError(path, f"file is truncated: header says {nx}x{ny}x{nz} {MODE_NAMES[mode]} = "
+                                   f"{data_bytes} bytes of data, file has {max(have, 0)}")
+    vs = float(header.cella.x) / float(header.mx) if int(header.mx) > 0 else 0.0
+    known = bool(np.isfinite(vs) and vs > 0)
+    return {
+        "path": str(path),
+        "shape": shape,
+        "mode": mode,
+        "dtype": MODE_NAMES[mode],
+        "voxel_size": vs if known else 1.0,
+        "voxel_size_known": known,
+        "is_stack": is_stack,
+        "compressed": compressed,
+        "data_bytes": data_bytes,
+        "file_bytes": file_bytes,
+        "extended_header_bytes": ext,
+        "dmin": float(header.dmin),
+        "dmax": float(header.dmax),
+        "dmean": float(header.dmean),
+    }
+
+
+class MrcVolume:
+    """A read-only view of an MRC file: memory-mapped data plus the facts the pipeline needs.
+
+    ``data`` keeps the file's dtype so a tomogram is never copied whole; crop from it and
+    convert the crop. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, path: Path, mrc: Any, header: dict[str, Any]):
+        self.path = path
+        self._mrc = mrc
+        self.header = header
+        self.voxel_size: float = header["voxel_size"]
+        self.voxel_size_known: bool = header["voxel_size_known"]
+        self.is_stack: bool = header["is_stack"]
+        data = mrc.data
+        if self.is_stack and data.ndim == 3:  # mrcfile gives 3-D for some one-volume stacks
+            data = data.reshape(header["shape"])
+        self.data: np.ndarray = data
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    def close(self) -> None:
+        if self._mrc is not None:
+            self._mrc.close()
+            self._mrc = None
+
+    def __enter__(self) -> MrcVolume:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"MrcVolume({str(self.path)!r}, shape={self.shape}, dtype={self.dtype}, "
+                f"voxel_size={self.voxel_size:g})")
+
+
+def open_volume(path: str | Path, allow_2d: bool = False) -> MrcVolume:
+    """Open a volume, a volume stack or a tomogram without reading it (memory map, read-only).
+
+    Compressed files (gzip, bzip2) cannot be mapped and are read into memory instead.
+    A 2-D image is rejected unless ``allow_2d``.
+    """
+    path = Path(path)
+    header = read_header(path)
+    if len(header["shape"]) == 2 and not allow_2d:
+        ny, nx = header["shape"]
+        raise InputError(path, f"is a 2-D image ({nx}x{ny}), expected a 3-D volume")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if header["compressed"]:
+                mrc = mrcfile.open(path, mode="r", permissive=True)
+            else:
+                mrc = mrcfile.mmap(path, mode="r", permissive=True)
+    except (ValueError, OSError, EOFError) as exc:
+        kind = header["compressed"] or "uncompressed"
+        raise InputError(path, f"cannot read MRC data ({kind}): {exc}") from exc
+    if mrc.data is None:
+        mrc.close()
+        raise InputError(path, "cannot read MRC data: file is corrupt")
+    return MrcVolume(path, mrc, header)
+
+
+def check_finite(array: np.ndarray, path: str | Path | None = None) -> None:
+    """Raise :class:`InputError` if ``array`` holds NaN or Inf (they poison normalisation)."""
+    if array.dtype.kind != "f":
+        return
+    finite = np.isfinite(array)
+    if not finite.all():
+        n_nan = int(np.isnan(array).sum())
+        n_inf = int(finite.size - finite.sum()) - n_nan
+        raise InputError(path, f"{n_nan} NaN and {n_inf} Inf voxels; volumes must be finite")
+
+
+def read_volume(path: str | Path) -> np.ndarray:
+    """One volume as a float32 (D, H, W) array (a copy; the file is closed on return).
+
+    Rejects 2-D images, stacks of several volumes, non-finite voxels and truncated or
+    corrupt files, each with a one-line :class:`InputError`.
+    """
+    with open_volume(path) as vol:
+        if vol.is_stack:
+            if vol.shape[0] != 1:
+                raise InputError(path, f"is a stack of {vol.shape[0]} volumes, expected one volume "
+                                       "(open it with open_volume or read it as a dataset)")
+            data = vol.data[0]
+        else:
+            data = vol.data
+        try:
+            out = np.array(data, dtype=np.float32, copy=True)
+        except (ValueError, OSError) as exc:  # pragma: no cover - I/O failure while reading
+            raise InputError(path, f"cannot read MRC data: {exc}") from exc
+    check_finite(out, path)
+    return out
+
+
+def _as_writable(array: np.ndarray, path: Path) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype == np.float64:
+        return array.astype(np.float32)
+    if array.dtype not in MODES.values():
+        allowed = ", ".join(MODE_NAMES.values())
+        raise InputError(path, f"cannot write dtype {array.dtype} to MRC; use one of {allowed}")
+    return array
+
+
+def _write(path: str | Path, array: np.ndarray, voxel_size: float, stack: bool) -> Path:
+    path = Path(path)
+    array = _as_writable(array, path)
+    want = 4 if stack else 3
+    if array.ndim != want:
+        what = "(N, Z, Y, X) stack" if stack else "(Z, Y, X) volume"
+        raise InputError(path, f"expected a {what}, got an array of shape {array.shape}")
+    if not voxel_size or voxel_size <= 0:
+        raise InputError(path, f"voxel size must be positive, got {voxel_size}")
+    # Write next to the target and rename, so a crash never leaves a half-written MRC behind.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.new(tmp, overwrite=True) as mrc:
+                mrc.set_data(np.ascontiguousarray(array))
+                if stack:
+                    mrc.header.ispg = 401
+                    mrc.header.mz = array.shape[1]
+                mrc.voxel_size = float(voxel_size)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_volume(path: str | Path, array: np.ndarray, voxel_size: float = 1.0) -> Path:
+    """Write one (Z, Y, X) volume; float64 becomes float32, other dtypes must be an MRC mode."""
+    return _write(path, array, voxel_size, stack=False)
+
+
+def write_stack(path: str | Path, array4d: np.ndarray, voxel_size: float = 1.0) -> Path:
+    """Write an (N, Z, Y, X) volume stack (MRC space group 401, one volume per Z block)."""
+    return _write(path, array4d, voxel_size, stack=True)
+
+
+@dataclass
+class VolumeStats:
+    """Min, max, mean and non-finite count of a volume, computed in slabs to bound memory."""
+
+    min: float
+    max: float
+    mean: float
+    std: float
+    nonfinite: int
+
+
+def volume_stats(data: np.ndarray, slab_voxels: int = 1 << 24) -> VolumeStats:
+    """Statistics over a (possibly memory-mapped) array without loading it all at once."""
+    flat = data.reshape(-1)
+    lo, hi, total, total2, count, bad = np.inf, -np.inf, 0.0, 0.0, 0, 0
+    for start in range(0, flat.size, slab_voxels):
+        part = np.asarray(flat[start:start + slab_voxels], dtype=np.float64)
+        good = np.isfinite(part)
+        if not good.all():
+            bad += int(good.size - good.sum())
+            part = part[good]
+        if part.size:
+            lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+            total += float(part.sum())
+            total2 += float(np.square(part).sum())
+            count += part.size
+    mean = total / count if count else float("nan")
+    var = max(total2 / count - mean * mean, 0.0) if count else float("nan")
+    return VolumeStats(lo if count else float("nan"), hi if count else float("nan"), mean,
+                       float(np.sqrt(var)), bad)

@@ -1,0 +1,308 @@
+"""Particle picks and per-particle listings, read into one pandas table shape.
+
+Why one shape: the classifier should not care whether picks came from RELION 5, Warp,
+a template matcher or a spreadsheet. :func:`read_picks` always returns ``tomo_name``
+(str, "" if the file has none) and ``x``, ``y``, ``z`` (float pixels of the tomogram,
+voxel i centred on i) followed by every original column, untouched.
+
+Accepted inputs
+- STAR (read with ``starfile``): the block holding coordinates is used (RELION 5 writes
+  ``general``/``optics``/``particles``; ``particles`` wins when several qualify).
+  ``rlnCoordinateX/Y/Z`` are pixels. RELION 5's ``rlnCenteredCoordinateX/Y/ZAngst`` are
+  Angstrom relative to the tomogram centre: ``pixel = angst / pixel_size + size / 2``
+  per axis (size in voxels, the centre convention RELION 5 and teamtomo tools share), so
+  they need the tomogram's pixel size and size.
+- CSV / TSV / whitespace text with ``x, y, z`` columns (any case), and optionally
+  ``tomo``, ``tomo_name`` or ``rlnTomoName`` for the tomogram.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import pandas as pd
+
+from cryoshift.runtime.errors import InputError
+
+PIXEL_COLUMNS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
+CENTERED_COLUMNS = (
+    "rlnCenteredCoordinateXAngst",
+    "rlnCenteredCoordinateYAngst",
+    "rlnCenteredCoordinateZAngst",
+)
+TOMO_COLUMNS = ("rlnTomoName", "tomo_name", "tomo", "tomogram", "rlnMicrographName")
+STAR_SUFFIXES = (".star",)
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".tab")
+
+# A per-tomogram value: one value for all, a mapping by tomogram name, or a function of the name.
+PerTomo = Union[float, Sequence[int], Mapping[str, Any], Callable[[str], Any], None]
+
+
+def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame]:
+    """All loop blocks of a STAR file as DataFrames (name -> table); key-value blocks become
+    one-row tables. Raises :class:`InputError` for a missing, empty or unparsable file."""
+    import starfile
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a directory, expected a STAR file")
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except Exception as exc:  # starfile raises assorted parser errors on malformed text
+        raise InputError(path, f"not a readable STAR file ({type(exc).__name__}: {exc})") from exc
+    out = {}
+    for name, block in blocks.items():
+        if isinstance(block, pd.DataFrame):
+            out[name] = block
+        elif isinstance(block, dict):
+            out[name] = pd.DataFrame([block])
+    if not out:
+        raise InputError(path, "no data blocks found; not a STAR file or the file is empty")
+    return out
+
+
+def _star_picks_block(path: Path, blocks: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    def has_coords(df: pd.DataFrame) -> bool:
+        return set(PIXEL_COLUMNS) <= set(df.columns) or set(CENTERED_COLUMNS) <= set(df.columns)
+
+    candidates = [name for name, df in blocks.items() if has_coords(df)]
+    if not candidates:
+        found = sorted({c for df in blocks.values() for c in df.columns})
+        raise InputError(path, "no coordinate columns: need rlnCoordinateX/Y/Z or "
+                               f"rlnCenteredCoordinateX/Y/ZAngst; found {_list(found)}")
+    name = "particles" if "particles" in candidates else candidates[0]
+    return blocks[name].reset_index(drop=True)
+
+
+def _list(columns: Sequence[str], limit: int = 12) -> str:
+    if not columns:
+        return "no columns"
+    shown = ", ".join(str(c) for c in columns[:limit])
+    return shown + (f" and {len(columns) - limit} more" if len(columns) > limit else "")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """CSV/TSV/whitespace text; the separator is sniffed from the first lines."""
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a directory, expected a CSV/TSV file")
+    try:
+        with open(path, newline="") as fh:
+            head = fh.read(8192)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read as text ({exc})") from exc
+    if not head.strip():
+        raise InputError(path, "file is empty")
+    first = head.splitlines()[0]
+    if "\t" in first:
+        sep = "\t"
+    elif "," in first:
+        sep = ","
+    elif ";" in first:
+        sep = ";"
+    else:
+        sep = r"\s+"
+    try:
+        return pd.read_csv(path, sep=sep, engine="python" if sep == r"\s+" else "c", comment=None,
+                           quoting=csv.QUOTE_MINIMAL, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(path, f"not a readable table ({type(exc).__name__}: {exc})") from exc
+
+
+def _find(columns: Sequence[str], *names: str) -> str | None:
+    lower = {str(c).strip().lower(): c for c in columns}
+    for n in names:
+        if n.lower() in lower:
+            return lower[n.lower()]
+    return None
+
+
+def _per_tomo(value: PerTomo, name: str) -> Any:
+    if callable(value):
+        return value(name)
+    if isinstance(value, Mapping):
+        if name not in value:
+            return None
+        return value[name]
+    return value
+
+
+def centered_to_pixels(df: pd.DataFrame, pixel_size: PerTomo, tomo_shape: PerTomo,
+                       path: str | Path | None = None) -> pd.DataFrame:
+    """Add ``x, y, z`` pixel columns from RELION 5 ``rlnCenteredCoordinate*Angst`` columns.
+
+    ``pixel_size`` (Angstrom per tomogram voxel) and ``tomo_shape`` ((Z, Y, X) voxels, the
+    array shape) may each be one value, a mapping from ``tomo_name`` or a function of it,
+    so a multi-tomogram file can be resolved from the tomograms' headers.
+    """
+    out = df.copy()
+    xyz = np.full((len(df), 3), np.nan)
+    names = out["tomo_name"] if "tomo_name" in out else pd.Series([""] * len(out), index=out.index)
+    angst = out[list(CENTERED_COLUMNS)].to_numpy(dtype=np.float64)
+    for name in pd.unique(names):
+        rows = (names == name).to_numpy()
+        ps, shape = _per_tomo(pixel_size, name), _per_tomo(tomo_shape, name)
+        label = f"tomogram '{name}'" if name else "the tomogram"
+        if ps is None or shape is None:
+            raise InputError(path, "rlnCenteredCoordinate*Angst are relative to the tomogram centre: "
+                                   f"give the pixel size and size of {label} (e.g. --pixel-size and the "
+                                   "tomogram MRC)")
+        ps = float(ps)
+        if not ps > 0:
+            raise InputError(path, f"pixel size of {label} must be positive, got {ps}")
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 3:
+            raise InputError(path, f"tomogram size of {label} must be (Z, Y, X), got {shape}")
+        size_xyz = np.array(shape[::-1], dtype=np.float64)
+        xyz[rows] = angst[rows] / ps + size_xyz / 2.0
+    out["x"], out["y"], out["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    return out
+
+
+def _ordered(df: pd.DataFrame) -> pd.DataFrame:
+    front = ["tomo_name", "x", "y", "z"]
+    return df[front + [c for c in df.columns if c not in front]]
+
+
+def _check_values(df: pd.DataFrame, path: Path) -> None:
+    bad = ~np.isfinite(df[["x", "y", "z"]].to_numpy(dtype=np.float64)).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        shown = ", ".join(str(r) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+        raise InputError(path, f"{len(rows)} rows have missing or non-numeric coordinates (rows {shown})")
+
+
+def read_picks(path: str | Path, pixel_size: PerTomo = None, tomo_shape: PerTomo = None) -> pd.DataFrame:
+    """Picks as a DataFrame: ``tomo_name``, ``x``, ``y``, ``z`` (float pixels) + original columns.
+
+    ``pixel_size`` and ``tomo_shape`` are only needed for RELION 5 centred Angstrom
+    coordinates (see :func:`centered_to_pixels`). If ``tomo_shape`` is given, coordinates
+    outside the tomogram raise :class:`InputError` (use :func:`outside` to skip them instead).
+    """
+    path = Path(path)
+    if path.is_dir():
+        entries = list(path.iterdir())
+        raise InputError(path, "empty directory, expected a STAR/CSV file of picks" if not entries
+                         else "is a directory, expected a STAR/CSV file of picks")
+    if path.suffix.lower() in STAR_SUFFIXES:
+        df = _star_picks_block(path, read_star_blocks(path)).copy()
+        tomo_col = "rlnTomoName" if "rlnTomoName" in df.columns else None
+        centered = not set(PIXEL_COLUMNS) <= set(df.columns)
+        coords = CENTERED_COLUMNS if centered else PIXEL_COLUMNS
+    else:
+        df = _read_table(path)
+        df.columns = [str(c).strip() for c in df.columns]
+        cols = [_find(df.columns, a, r) for a, r in zip("xyz", PIXEL_COLUMNS, strict=True)]
+        centered = False
+        if None in cols:
+            cent = [_find(df.columns, c) for c in CENTERED_COLUMNS]
+            if None in cent:
+                found = _list(list(df.columns))
+                raise InputError(path, f"no coordinate columns: need x, y, z; found {found}")
+            cols, centered = cent, True
+        coords = tuple(cols)
+        tomo_col = _find(df.columns, *TOMO_COLUMNS)
+    df = df.reset_index(drop=True)
+    if tomo_col:
+        raw = df[tomo_col]
+        tomo = raw.where(raw.notna(), "").astype(str).str.strip()
+    else:
+        tomo = pd.Series([""] * len(df), dtype=object)
+    base = pd.DataFrame({"tomo_name": tomo.to_numpy(dtype=object).astype(str)}, index=df.index)
+    values = np.column_stack([pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+                              for c in coords]) if len(df) else np.zeros((0, 3))
+    if centered:
+        base[list(CENTERED_COLUMNS)] = values
+        base = centered_to_pixels(base, pixel_size, tomo_shape, path).drop(columns=list(CENTERED_COLUMNS))
+    else:
+        base["x"], base["y"], base["z"] = values[:, 0], values[:, 1], values[:, 2]
+    # Every original column travels along, except plain x/y/z/tomo names now held by the front columns.
+    replaced = {"x", "y", "z", "tomo_name", "tomo", "tomogram"}
+    extra = df[[c for c in df.columns if str(c).lower() not in replaced]]
+    out = _ordered(pd.concat([base, extra], axis=1))
+    _check_values(out, path)
+    if tomo_shape is not None:
+        mask = outside(out, tomo_shape)
+        if mask.any():
+            i = int(np.flatnonzero(mask)[0])
+            row = out.iloc[i]
+            shape = _per_tomo(tomo_shape, row["tomo_name"])
+            nz, ny, nx = (int(s) for s in shape)
+            raise InputError(path, f"{int(mask.sum())} picks lie outside the tomogram, first row {i}: "
+                                   f"(x, y, z) = ({row['x']:g}, {row['y']:g}, {row['z']:g}) "
+                                   f"not within {nx}x{ny}x{nz} voxels")
+    return out
+
+
+def outside(picks: pd.DataFrame, tomo_shape: PerTomo) -> np.ndarray:
+    """Boolean mask of picks whose nearest voxel is outside their tomogram ((Z, Y, X) shapes;
+    one shape, a mapping by ``tomo_name`` or a function of it; unknown tomograms are not flagged)."""
+    mask = np.zeros(len(picks), dtype=bool)
+    names = picks["tomo_name"] if "tomo_name" in picks else pd.Series([""] * len(picks))
+    xyz = np.floor(picks[["x", "y", "z"]].to_numpy(dtype=np.float64) + 0.5)
+    for name in pd.unique(names):
+        shape = _per_tomo(tomo_shape, name)
+        if shape is None:
+            continue
+        rows = (names == name).to_numpy()
+        limit = np.array(tuple(int(s) for s in shape)[::-1], dtype=np.float64)
+        mask[rows] = ((xyz[rows] < 0) | (xyz[rows] >= limit)).any(axis=1)
+    return mask
+
+
+_IMAGE_RE = re.compile(r"^\s*(\d+)@(.+)$")
+
+
+def read_particle_listing(path: str | Path) -> pd.DataFrame:
+    """Per-particle subtomogram files as RELION lists them (``rlnImageName``).
+
+    Returns ``path`` (absolute) and ``index`` (0-based slice of a stack for
+    ``000003@stack.mrcs`` -> 2; -1 for a whole file) followed by the original columns.
+    Relative names are resolved against the STAR file's folder; when that file does not
+    exist but one relative to the working directory (RELION's project folder) does, that
+    one is used. CSV/TSV listings with an ``rlnImageName``, ``path`` or ``image`` column work too.
+    """
+    path = Path(path)
+    if path.is_dir():
+        what = "empty directory" if not any(path.iterdir()) else "is a directory"
+        raise InputError(path, f"{what}, expected a STAR file listing subtomograms")
+    if path.suffix.lower() in STAR_SUFFIXES:
+        blocks = read_star_blocks(path)
+        names = [n for n, df in blocks.items() if "rlnImageName" in df.columns]
+        if not names:
+            found = sorted({c for df in blocks.values() for c in df.columns})
+            raise InputError(path, f"no rlnImageName column (a per-particle listing); found {_list(found)}")
+        df = blocks["particles" if "particles" in names else names[0]].reset_index(drop=True)
+        col = "rlnImageName"
+    else:
+        df = _read_table(path)
+        col = _find(df.columns, "rlnImageName", "path", "image", "image_name")
+        if col is None:
+            raise InputError(path, f"no rlnImageName/path column; found {_list(list(df.columns))}")
+    base = path.resolve().parent
+    paths, index = [], []
+    for i, value in enumerate(df[col].astype(str)):
+        m = _IMAGE_RE.match(value)
+        name, idx = (m.group(2).strip(), int(m.group(1)) - 1) if m else (value.strip(), -1)
+        if m and idx < 0:
+            raise InputError(path, f"row {i}: {value!r} has slice number 0; RELION numbers slices from 1")
+        if not name or name == "nan":
+            raise InputError(path, f"row {i}: empty image name")
+        p = Path(name)
+        if not p.is_absolute():
+            here = base / p
+            p = here if here.exists() or not Path(os.getcwd(), p).exists() else Path(os.getcwd(), p)
+        paths.append(str(p.resolve()))
+        index.append(idx)
+    front = pd.DataFrame({"path": paths, "index": np.asarray(index, dtype=np.int64)})
+    rest = df.drop(columns=[c for c in ("path", "index") if c in df.columns]).reset_index(drop=True)
+    return pd.concat([front, rest], axis=1)

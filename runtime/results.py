@@ -1,0 +1,161 @@
+"""Result tables: one row per subtomogram, written as CSV (for people) and STAR (for RELION,
+Warp, ArtiaX) with identical rows.
+
+Column mapping, CSV -> STAR (``read_results`` applies it backwards, so both files read
+back into the same DataFrame):
+
+==================  =====================================================
+CSV                 STAR
+==================  =====================================================
+``id``              ``rlnImageName`` (subtomogram name, e.g. ``000003@stack.mrcs``)
+``tomo_name``       ``rlnTomoName``
+``x`` ``y`` ``z``   ``rlnCoordinateX`` ``rlnCoordinateY`` ``rlnCoordinateZ`` (pixels)
+``class_index``     ``rlnClassNumber`` = class_index + 1 (RELION counts from 1; -1 "unknown" -> 0)
+``prob_<class>``    ``csProb_<class>``
+``rln...``          unchanged (original RELION columns of the picks travel along)
+``snake_case``      ``cs`` + CamelCase: ``class_name`` -> ``csClassName``, ``confidence`` ->
+                    ``csConfidence``, ``shift_score`` -> ``csShiftScore``
+anything else       ``cs_`` + the name unchanged
+==================  =====================================================
+
+An original column that would land on the STAR name of a canonical column (an
+``rlnCoordinateX`` next to ``x``) is dropped from both files; the canonical column
+carries the value. Floats are written with 9 significant digits in both files, booleans
+as 0/1, missing numbers as NaN, missing strings as "".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryoshift.runtime.errors import InputError
+
+FIXED = {
+    "id": "rlnImageName",
+    "tomo_name": "rlnTomoName",
+    "x": "rlnCoordinateX",
+    "y": "rlnCoordinateY",
+    "z": "rlnCoordinateZ",
+    "class_index": "rlnClassNumber",
+}
+FIXED_BACK = {v: k for k, v in FIXED.items()}
+BLOCK = "particles"
+FLOAT_FORMAT = "%.9g"
+_SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z][a-z0-9]*)*$")
+_CAMEL = re.compile(r"^cs[A-Z][A-Za-z0-9]*$")
+
+
+def star_name(column: str) -> str:
+    """The STAR label for a result column (see the module table)."""
+    column = str(column)
+    if not column or any(ch.isspace() for ch in column):
+        raise ValueError(f"column name {column!r} cannot be a STAR label (empty or has spaces)")
+    if column in FIXED:
+        return FIXED[column]
+    if column.startswith("rln"):
+        return column
+    if column.startswith("prob_") and len(column) > 5:
+        return "csProb_" + column[5:]
+    if _SNAKE.match(column):
+        return "cs" + "".join(part.capitalize() for part in column.split("_"))
+    return "cs_" + column
+
+
+def csv_name(label: str) -> str:
+    """Inverse of :func:`star_name`."""
+    if label in FIXED_BACK:
+        return FIXED_BACK[label]
+    if label.startswith("rln"):
+        return label
+    if label.startswith("cs_"):
+        return label[3:]
+    if label.startswith("csProb_"):
+        return "prob_" + label[7:]
+    if _CAMEL.match(label):
+        return re.sub(r"(?<!^)([A-Z])", r"_\1", label[2:]).lower()
+    return label
+
+
+def _prepare(rows: pd.DataFrame) -> pd.DataFrame:
+    """Normalise values so CSV and STAR carry exactly the same text."""
+    df = rows.reset_index(drop=True).copy()
+    df.columns = [str(c) for c in df.columns]
+    targets = {c: star_name(c) for c in df.columns}
+    canonical = {targets[c] for c in df.columns if c in FIXED}
+    drop = [c for c in df.columns if c not in FIXED and targets[c] in canonical]
+    df = df.drop(columns=drop)
+    seen: dict[str, str] = {}
+    for c in df.columns:
+        if targets[c] in seen:
+            raise ValueError(f"columns {seen[targets[c]]!r} and {c!r} both map to STAR label {targets[c]!r}")
+        seen[targets[c]] = c
+    for c in df.columns:
+        col = df[c]
+        if col.dtype == bool:
+            df[c] = col.astype(np.int64)
+        elif not pd.api.types.is_numeric_dtype(col):
+            df[c] = col.astype(object).where(col.notna(), "").astype(str)
+    return df
+
+
+def write_results(rows: pd.DataFrame, csv_path: str | Path, star_path: str | Path | None = None) -> Path:
+    """Write ``rows`` to ``csv_path`` and, if given, ``star_path`` (same rows, same order).
+
+    Files are written to a temporary name and renamed, so a reader never sees half a table.
+    """
+    import starfile
+
+    df = _prepare(rows)
+    csv_path = Path(csv_path)
+    _atomic(csv_path, lambda p: df.to_csv(p, index=False, float_format=FLOAT_FORMAT, na_rep="nan"))
+    if star_path is not None:
+        star = df.copy()
+        if "class_index" in star.columns:
+            idx = pd.to_numeric(star["class_index"], errors="coerce")
+            star["class_index"] = np.where(idx >= 0, idx + 1, 0).astype(np.int64)
+        star.columns = [star_name(c) for c in star.columns]
+        _atomic(Path(star_path), lambda p: starfile.write({BLOCK: star}, p, float_format=FLOAT_FORMAT,
+                                                          overwrite=True))
+    return csv_path
+
+
+def _atomic(path: Path, write: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)  # type: ignore[operator]
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """A results table written by :func:`write_results`, from its CSV or its STAR file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file" if not path.exists() else "is not a file")
+    if path.suffix.lower() == ".star":
+        from cryoshift.runtime.picks import read_star_blocks
+
+        blocks = read_star_blocks(path)
+        df = blocks.get(BLOCK, next(iter(blocks.values()))).reset_index(drop=True).copy()
+        if "rlnClassNumber" in df.columns:
+            num = pd.to_numeric(df["rlnClassNumber"], errors="coerce")
+            df["rlnClassNumber"] = (num - 1).astype(np.int64)
+        df.columns = [csv_name(c) for c in df.columns]
+    else:
+        sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+        try:
+            df = pd.read_csv(path, sep=sep, keep_default_na=False, na_values=["nan", "NaN", "<NA>"])
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise InputError(path, f"not a readable results table ({exc})") from exc
+    for c in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
+    return df
