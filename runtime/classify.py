@@ -1,0 +1,361 @@
+"""``classify()``: the public entry point that turns inputs into results on disk.
+
+One call plans the inputs (checking them against the model), skips what a previous run
+already finished (``resume``), runs the pipeline on this process's share of the items
+(``shard``), and leaves in ``out_dir``:
+
+``predictions.csv``  one row per classified subtomogram (the append-only resume ledger)
+``predictions.star`` the same rows for RELION/Warp/ArtiaX, written at the end from the CSV
+``errors.csv``       one row per bad item with its reason
+``manifest.json``    model hash, inputs, counts, errors, timings, versions
+
+With ``devices=[0, 1, ...]`` it runs one worker process per GPU (``CUDA_VISIBLE_DEVICES``
+set per process; never threads sharing a session), each on a deterministic share, and
+merges their ledgers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryoshift.runtime.backends import Model, load_model
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.ledger import ERROR_COLUMNS, Ledger, merge_csv
+from cryoshift.runtime.pipeline import RunStats, result_columns, run_pipeline
+from cryoshift.runtime.sources import Item, Plan, VolumeCache, parse_shard, plan_inputs
+
+PREDICTIONS = "predictions"
+ERRORS = "errors"
+MANIFEST = "manifest"
+
+
+@dataclass
+class ClassifySummary:
+    """What a classify run did; ``lines()`` is the human summary the CLI prints."""
+
+    out_dir: str
+    predictions_csv: str
+    predictions_star: str
+    errors_csv: str
+    manifest: str
+    backend: str
+    planned: int = 0  # items of this shard
+    classified: int = 0  # rows written by this run
+    errors: int = 0  # error rows written by this run
+    resumed: int = 0  # items skipped because a previous run finished them
+    total_rows: int = 0  # rows in the results file now
+    total_errors: int = 0
+    class_counts: dict[str, int] = field(default_factory=dict)  # over the whole results file
+    unknown: int = 0
+    wall_s: float = 0.0
+    read_s: float = 0.0
+    compute_s: float = 0.0
+    write_s: float = 0.0
+    wait_s: float = 0.0
+    rate: float = 0.0  # items/s over this run's wall time
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.class_counts.items(), key=lambda kv: -kv[1]))
+        out = [
+            f"backend: {self.backend}",
+            f"classified {self.classified} subtomograms, {self.errors} errors"
+            + (f", {self.resumed} already done (resumed)" if self.resumed else "")
+            + f" in {self.wall_s:.1f} s ({self.rate:,.1f} subtomograms/s)",
+            f"time: reading {self.read_s:.1f} s (summed over reader threads), "
+            f"computing {self.compute_s:.1f} s, "
+            f"writing {self.write_s:.1f} s, model waiting for data {self.wait_s:.1f} s",
+            f"classes: {counts or '-'}",
+            f"results: {self.predictions_csv} ({self.total_rows} rows), {self.predictions_star}",
+        ]
+        if self.total_errors:
+            out.append(f"errors: {self.errors_csv} ({self.total_errors} rows)")
+        out.extend(f"note: {n}" for n in self.notes)
+        return out
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+
+    from cryoshift.runtime import __version__
+
+    found = {"cryoshift": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
+             "platform": platform.platform()}
+    try:
+        import onnxruntime
+
+        found["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return found
+
+
+def _names(out_dir: Path, shard: tuple[int, int] | None) -> dict[str, Path]:
+    suffix = f".shard-{shard[0]}-of-{shard[1]}" if shard else ""
+    return {
+        "csv": out_dir / f"{PREDICTIONS}{suffix}.csv",
+        "star": out_dir / f"{PREDICTIONS}{suffix}.star",
+        "errors": out_dir / f"{ERRORS}{suffix}.csv",
+        "manifest": out_dir / f"{MANIFEST}{suffix}.json",
+    }
+
+
+def _write_star(csv_path: Path, star_path: Path) -> None:
+    """Rewrite the CSV and write the STAR file from it with identical rows (atomic renames, so a
+    kill during this step leaves either ledger version intact for ``--resume``)."""
+    import pandas as pd
+
+    from cryoshift.runtime.results import write_results
+
+    df = pd.read_csv(csv_path, keep_default_na=False, na_values=["", "nan"],
+                     dtype={"id": str, "path": str, "tomo_name": str, "class_name": str, "best_class": str})
+    write_results(df, csv_path, star_path)
+
+
+def _count_rows(csv_path: Path) -> tuple[int, Counter]:
+    """Rows and class counts of a finished results CSV (the whole file, resumed parts included)."""
+    import csv
+
+    counts: Counter = Counter()
+    n = 0
+    if not csv_path.is_file():
+        return 0, counts
+    with open(csv_path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return 0, counts
+        col = header.index("class_name") if "class_name" in header else None
+        for row in reader:
+            if not row:
+                continue
+            n += 1
+            if col is not None:
+                counts[row[col]] += 1
+    return n, counts
+
+
+def _dedupe(items: list[Item]) -> tuple[list[Item], int]:
+    seen: set[str] = set()
+    out = []
+    for it in items:
+        if it.id not in seen:
+            seen.add(it.id)
+            out.append(it)
+    return out, len(items) - len(out)
+
+
+def _model_info(model: Model) -> dict[str, Any]:
+    meta = model.metadata
+    return {"path": str(model.path), "sha256": model.sha256, "backend": model.backend,
+            "description": model.description, "class_names": list(meta.class_names),
+            "box_size": meta.box_size, "voxel_size": meta.voxel_size, "contrast": meta.contrast,
+            "temperature": meta.temperature, "unknown_threshold": meta.unknown_threshold,
+            "method": meta.method, "backbone": meta.backbone, "precision": meta.precision}
+
+
+def finish_run(names: dict[str, Path], model: Model, plan: Plan, summary: ClassifySummary,
+               settings: dict[str, Any]) -> ClassifySummary:
+    """Write the STAR file from the CSV and the manifest; fill whole-file counts in ``summary``."""
+    summary.total_rows, counts = _count_rows(names["csv"])
+    summary.total_errors, _ = _count_rows(names["errors"])
+    summary.class_counts = dict(counts)
+    _write_star(names["csv"], names["star"])
+    manifest = {
+        "format": "cryoshift.classify/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": _model_info(model),
+        "inputs": plan.inputs,
+        "settings": settings,
+        "data": {"box_size": plan.box_size, "contrast": plan.contrast, "voxel_sizes": plan.voxel_sizes},
+        "summary": asdict(summary),
+        "versions": _versions(),
+    }
+    tmp = names["manifest"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    tmp.replace(names["manifest"])
+    return summary
+
+
+def classify(
+    model: str | Path | Model,
+    inputs: list[str],
+    out_dir: str | Path,
+    backend: str = "auto",
+    batch_size: int = 64,
+    workers: int = 2,
+    resume: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    unknown_threshold: float | None = None,
+    progress: bool = True,
+    tomograms: list[str] | None = None,
+    contrast: str | None = None,
+    ignore_voxel_size: bool = False,
+    threads: int | None = None,
+    devices: list[int] | None = None,
+    subshard: tuple[int, int] | None = None,
+) -> ClassifySummary:
+    """Classify every subtomogram in ``inputs`` and write results into ``out_dir``.
+
+    ``inputs`` mixes MRC files, globs, directories, volume stacks, STAR listings
+    (rlnImageName), pick tables (with ``tomograms`` to crop from) and dataset directories.
+    A bad item is written to ``errors.csv`` and the run goes on; ``resume=True`` continues a
+    killed run without losing or duplicating a row. ``shard="i/n"`` keeps every n-th item.
+
+    Example::
+
+        summary = classify("model.onnx", ["particles/", "picks.star"], "out",
+                           tomograms=["tomos/*.mrc"], backend="cpu")
+        print("\\n".join(summary.lines()))
+    """
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    if unknown_threshold is not None and not 0.0 <= unknown_threshold <= 1.0:
+        raise InputError(None, f"unknown threshold must lie in [0, 1], not {unknown_threshold}")
+    if devices and len(devices) > 1:
+        return _classify_devices(model, inputs, out_dir, devices, backend=backend, batch_size=batch_size,
+                                 workers=workers, resume=resume, shard=shard,
+                                 unknown_threshold=unknown_threshold, progress=progress, tomograms=tomograms,
+                                 contrast=contrast, ignore_voxel_size=ignore_voxel_size, threads=threads)
+    if devices and len(devices) == 1:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices[0])
+    t0 = time.perf_counter()
+    if not isinstance(model, Model):
+        model = load_model(model, backend, batch_size=batch_size, threads=threads)
+    meta = model.metadata
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = VolumeCache()
+    plan = plan_inputs(inputs, meta.box_size, meta.voxel_size, meta.contrast, contrast, tomograms,
+                       ignore_voxel_size, cache)
+    if shard:
+        plan = plan.shard(*shard)
+    if subshard:
+        plan = plan.shard(*subshard)
+    items, duplicates = _dedupe(plan.items)
+    names = _names(out, shard)
+    summary = ClassifySummary(str(out), str(names["csv"]), str(names["star"]), str(names["errors"]),
+                              str(names["manifest"]), model.description, planned=len(items))
+    summary.notes.extend(model.notes)
+    if duplicates:
+        summary.notes.append(f"{duplicates} inputs were given more than once and are classified once")
+    with Ledger(names["csv"], result_columns(meta.class_names), resume) as results, \
+            Ledger(names["errors"], ERROR_COLUMNS, resume) as errors:
+        if results.repaired_bytes or errors.repaired_bytes:
+            summary.notes.append("cut a partial last line left by the interrupted run")
+        done = results.done | errors.done
+        todo = [it for it in items if it.id not in done]
+        summary.resumed = len(items) - len(todo)
+
+        def write(rows: list[list[Any]], errs: list[tuple[str, str, str]]) -> None:
+            results.append(rows)
+            errors.append(errs)
+
+        stats: RunStats = run_pipeline(model, todo, write, batch_size=batch_size, workers=workers,
+                                       unknown_threshold=unknown_threshold, cache=cache, progress=progress)
+    summary.classified, summary.errors, summary.unknown = stats.done, stats.errors, stats.unknown
+    summary.read_s, summary.compute_s = stats.read_s, stats.compute_s
+    summary.write_s, summary.wait_s = stats.write_s, stats.wait_s
+    summary.wall_s = time.perf_counter() - t0
+    summary.rate = (stats.done + stats.errors) / stats.wall_s if stats.wall_s > 0 else 0.0
+    settings = {"backend": model.backend, "batch_size": batch_size, "workers": workers, "resume": resume,
+                "shard": list(shard) if shard else None, "subshard": list(subshard) if subshard else None,
+                "unknown_threshold": unknown_threshold, "tomograms": tomograms, "contrast": contrast,
+                "ignore_voxel_size": ignore_voxel_size}
+    return finish_run(names, model, plan, summary, settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# One worker process per device
+
+
+def _classify_devices(model: str | Path | Model, inputs: list[str], out_dir: str | Path, devices: list[int],
+                      **kw: Any) -> ClassifySummary:
+    """Spawn one ``classify`` process per device on a deterministic share; merge their ledgers."""
+    if isinstance(model, Model):
+        model = model.path
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    progress = kw.pop("progress", True)
+    procs = []
+    parts = []
+    for rank, device in enumerate(devices):
+        part = out / "parts" / f"device-{device}"
+        parts.append(part)
+        job = {"model": str(model), "inputs": list(inputs), "out_dir": str(part),
+               "subshard": [rank, len(devices)],
+               **{k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}, "progress": False}
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(device))
+        code = "import sys; from cryoshift.runtime.classify import _worker; _worker(sys.argv[1])"
+        cmd = [sys.executable, "-c", code, json.dumps(job)]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True))
+    failures = []
+    for device, proc in zip(devices, procs, strict=True):
+        _stdout, stderr = proc.communicate()
+        if proc.returncode != 0:
+            last = (stderr.strip().splitlines() or ["no output"])[-1]
+            failures.append(f"device {device}: {last}")
+    if failures:
+        raise InputError(out, "worker failed: " + "; ".join(failures))
+    shard = kw.get("shard")
+    names = _names(out, shard)
+    suffix_names = [_names(p, shard) for p in parts]
+    merge_csv([n["csv"] for n in suffix_names], names["csv"])
+    merge_csv([n["errors"] for n in suffix_names], names["errors"])
+    worker_summaries = [json.loads(n["manifest"].read_text())["summary"] for n in suffix_names]
+    first = json.loads(suffix_names[0]["manifest"].read_text())
+    summary = ClassifySummary(str(out), str(names["csv"]), str(names["star"]), str(names["errors"]),
+                              str(names["manifest"]), f"{len(devices)} worker processes: "
+                              + first["model"]["description"])
+    for ws in worker_summaries:
+        for key in ("planned", "classified", "errors", "resumed", "unknown", "read_s", "compute_s", "write_s",
+                    "wait_s"):
+            setattr(summary, key, getattr(summary, key) + ws[key])
+    summary.wall_s = time.perf_counter() - t0
+    summary.rate = (summary.classified + summary.errors) / summary.wall_s if summary.wall_s > 0 else 0.0
+    model_obj = _ManifestModel.from_manifest(first)
+    data = first["data"]
+    plan = Plan([], list(inputs), data["box_size"], data["contrast"], data["voxel_sizes"])
+    settings = {**{k: v for k, v in kw.items()}, "devices": devices, "progress": progress}
+    return finish_run(names, model_obj, plan, summary, settings)
+
+
+class _ManifestModel(Model):
+    """Model facts read back from a worker's manifest (the parent never opens a GPU session)."""
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> Model:
+        from cryoshift.runtime.metadata import ModelMetadata
+
+        info = manifest["model"]
+        meta = ModelMetadata(class_names=info["class_names"], box_size=info["box_size"],
+                             voxel_size=info["voxel_size"], contrast=info["contrast"])
+        return Model(Path(info["path"]), meta, info["backend"], info["sha256"],
+                     description=info["description"])
+
+
+def _worker(job_json: str) -> None:
+    """Entry point of one device worker process (see :func:`_classify_devices`)."""
+    job = json.loads(job_json)
+    job["subshard"] = tuple(job["subshard"])
+    if job.get("shard"):
+        job["shard"] = tuple(job["shard"])
+    model = job.pop("model")
+    inputs = job.pop("inputs")
+    out_dir = job.pop("out_dir")
+    try:
+        classify(model, inputs, out_dir, **job)
+    except InputError as exc:
+        print(f"cryoshift: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,141 @@
+"""Append-only CSV ledgers that survive ``kill -9``.
+
+The results CSV *is* the resume ledger: every finished batch is appended, flushed and
+fsync'ed before the next one is written, so after a crash the file holds whole batches plus
+at most one partial last line. On resume the partial line is cut off, the ids already present
+are read back, and the run skips exactly those, so every input appears once, none lost and
+none duplicated. Bad items go to a second ledger (the errors table) with the same rules.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from cryoshift.runtime.errors import InputError
+
+ERROR_COLUMNS = ("id", "path", "reason")
+
+
+def format_value(value: object) -> str:
+    """CSV cell text in the results-table conventions (floats to 9 significant digits, NaN as
+    ``nan``, booleans as 0/1), so the final rewrite by ``write_results`` changes nothing."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.9g}"
+    return str(value)
+
+
+def _repair_tail(path: Path) -> int:
+    """Truncate a partial last line (a write killed mid-line); returns bytes removed."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return 0
+        # Walk back to the last newline in blocks.
+        pos = size
+        block = 65536
+        keep = 0
+        while pos > 0:
+            start = max(0, pos - block)
+            fh.seek(start)
+            chunk = fh.read(pos - start)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            pos = start
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return size - keep
+
+
+class Ledger:
+    """One append-only CSV file with a fixed header and an ``id`` first column."""
+
+    def __init__(self, path: str | Path, columns: Sequence[str], resume: bool = False):
+        self.path = Path(path)
+        self.columns = list(columns)
+        self.done: set[str] = set()
+        self.repaired_bytes = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        exists = self.path.is_file() and self.path.stat().st_size > 0
+        if exists and not resume:
+            raise InputError(self.path, "already exists; pass --resume to continue that run, "
+                                        "or choose a new output directory")
+        if exists:
+            self.repaired_bytes = _repair_tail(self.path)
+            self.done = self._read_ids()
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            with open(self.path, "w", newline="") as fh:
+                fh.write(self._line(self.columns))
+                fh.flush()
+                os.fsync(fh.fileno())
+        self._fh = open(self.path, "a", newline="")  # noqa: SIM115 - held open for the whole run
+
+    def _line(self, values: Iterable[object]) -> str:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow([format_value(v) for v in values])
+        return buf.getvalue()
+
+    def _read_ids(self) -> set[str]:
+        with open(self.path, newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                return set()
+            if header != self.columns:
+                raise InputError(self.path, "was written with other columns (another model?); "
+                                            "cannot resume into it")
+            return {row[0] for row in reader if row}
+
+    def append(self, rows: Sequence[Sequence[object]]) -> None:
+        """Append rows (each starting with its id) durably: write, flush, fsync."""
+        if not rows:
+            return
+        self._fh.write("".join(self._line(r) for r in rows))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.done.update(str(r[0]) for r in rows)
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def merge_csv(parts: Sequence[Path], out: Path) -> int:
+    """Concatenate CSV ledgers with one header into ``out`` atomically; returns data rows."""
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    rows = 0
+    header: str | None = None
+    with open(tmp, "w", newline="") as dst:
+        for part in parts:
+            if not part.is_file():
+                continue
+            with open(part, newline="") as src:
+                first = src.readline()
+                if header is None:
+                    header = first
+                    dst.write(first)
+                for line in src:
+                    if line.endswith("\n"):
+                        dst.write(line)
+                        rows += 1
+        dst.flush()
+        os.fsync(dst.fileno())
+    tmp.replace(out)
+    return rows

@@ -1,0 +1,276 @@
+"""The classification pipeline: readers -> bounded queue of preallocated batches -> one model
+-> writer.
+
+Reader threads fill batch buffers drawn from a fixed pool (so memory is bounded and nothing
+is allocated per batch), the calling thread runs the model on each full buffer and scores
+it, and a writer thread appends finished rows and errors to the ledgers (fsync per batch).
+The pool holds ``workers + 2`` buffers: while the model computes one batch, the readers are
+already filling the next ones, so the accelerator never waits on the disk while work is
+queued. A bad item becomes an error row and the run goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cryoshift.runtime.backends import Model
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.scoring import score
+from cryoshift.runtime.sources import Item, VolumeCache, load_item
+
+ID_COLUMNS = ("id", "path", "index", "tomo_name", "x", "y", "z")
+UNKNOWN = "unknown"
+
+
+def result_columns(class_names: Sequence[str]) -> list[str]:
+    """Columns of the results table (and ledger); one probability column per class."""
+    return [*ID_COLUMNS, "class_index", "class_name", "best_class", "unknown", "confidence", "shift_score",
+            *(f"prob_{name}" for name in class_names)]
+
+
+@dataclass
+class RunStats:
+    """What happened in one pipeline run (times in seconds, summed over reader threads)."""
+
+    done: int = 0
+    errors: int = 0
+    unknown: int = 0
+    class_counts: Counter = field(default_factory=Counter)
+    read_s: float = 0.0
+    compute_s: float = 0.0
+    write_s: float = 0.0
+    wait_s: float = 0.0  # model thread waiting for a batch: the readers were the bottleneck
+    wall_s: float = 0.0
+    batches: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Subtomograms (good and bad) per second of wall time."""
+        total = self.done + self.errors
+        return total / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass
+class _Batch:
+    number: int  # chunk number: the writer restores input order with it
+    buffer: np.ndarray
+    items: list[Item]  # the good items, in buffer rows 0..n-1
+    errors: list[tuple[str, str, str]]
+    read_s: float
+
+
+def _id_fields(item: Item) -> list[Any]:
+    if item.kind == "tomogram":
+        return [item.id, item.path, -1, item.tomo, item.x, item.y, item.z]
+    return [item.id, item.path, item.index, "", math.nan, math.nan, math.nan]
+
+
+def _error_reason(exc: BaseException) -> str:
+    if isinstance(exc, InputError):
+        return exc.reason
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Reader:
+    """Fill buffers with chunks of items; shared by all reader threads."""
+
+    def __init__(self, chunks: list[list[Item]], pool: queue.Queue, ready: queue.Queue, cache: VolumeCache,
+                 stop: threading.Event, transform: Callable[[np.ndarray], None] | None):
+        self.chunks = chunks
+        self.next = 0
+        self.lock = threading.Lock()
+        self.pool = pool
+        self.ready = ready
+        self.cache = cache
+        self.stop = stop
+        self.transform = transform
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                with self.lock:
+                    if self.next >= len(self.chunks):
+                        return
+                    number = self.next
+                    chunk = self.chunks[number]
+                    self.next += 1
+                buffer = self.pool.get()
+                t0 = time.perf_counter()
+                good: list[Item] = []
+                errors: list[tuple[str, str, str]] = []
+                for item in chunk:
+                    row = buffer[len(good), 0]
+                    try:
+                        load_item(item, row, self.cache)
+                    except (InputError, OSError, ValueError, IndexError, EOFError) as exc:
+                        errors.append((item.id, item.path, _error_reason(exc)))
+                        continue
+                    if self.transform is not None:
+                        self.transform(row)
+                    good.append(item)
+                self.ready.put(_Batch(number, buffer, good, errors, time.perf_counter() - t0))
+        finally:
+            self.ready.put(None)  # one end marker per reader thread
+
+
+def run_pipeline(
+    model: Model,
+    items: Sequence[Item],
+    write_rows: Callable[[list[list[Any]], list[tuple[str, str, str]]], None],
+    batch_size: int = 64,
+    workers: int = 2,
+    unknown_threshold: float | None = None,
+    cache: VolumeCache | None = None,
+    progress: bool = True,
+    transform: Callable[[np.ndarray], None] | None = None,
+    description: str = "classifying",
+) -> RunStats:
+    """Classify ``items`` with ``model``; ``write_rows(rows, errors)`` is called once per batch.
+
+    ``write_rows`` runs on a writer thread, in batch order as they finish; rows follow
+    :func:`result_columns`. ``transform`` (in place, per volume) is applied after reading,
+    e.g. a contrast inversion.
+    """
+    stats = RunStats()
+    meta = model.metadata
+    box = meta.box_size
+    cache = cache or VolumeCache()
+    workers = max(1, int(workers))
+    chunks = [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
+    pool: queue.Queue = queue.Queue()
+    for _ in range(min(len(chunks), workers + 2)):
+        # Rows past the last good item stay zero: a padded batch for fixed-shape backends.
+        pool.put(np.zeros((batch_size, 1, box, box, box), np.float32))
+    ready: queue.Queue = queue.Queue()
+    done_q: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    reader = _Reader(chunks, pool, ready, cache, stop, transform)
+    threads = [threading.Thread(target=reader.run, name=f"cryoshift-reader-{i}", daemon=True)
+               for i in range(workers)]
+    names = meta.class_names
+    writer_error: list[BaseException] = []
+    bar = _Progress(len(items), description, enabled=progress)
+
+    def writer() -> None:
+        # Batches finish out of order (several readers); rows are written in input order.
+        pending: dict[int, tuple[list[list[Any]], list[tuple[str, str, str]]]] = {}
+        expected = 0
+        while True:
+            job = done_q.get()
+            if job is None:
+                return
+            number, rows, errors = job
+            pending[number] = (rows, errors)
+            while expected in pending:
+                rows, errors = pending.pop(expected)
+                expected += 1
+                t0 = time.perf_counter()
+                try:
+                    if not writer_error:
+                        write_rows(rows, errors)
+                except BaseException as exc:  # surfaced in the main thread after the run
+                    writer_error.append(exc)
+                stats.write_s += time.perf_counter() - t0
+                bar.advance(len(rows) + len(errors))
+
+    write_thread = threading.Thread(target=writer, name="cryoshift-writer", daemon=True)
+    t_start = time.perf_counter()
+    write_thread.start()
+    for t in threads:
+        t.start()
+    finished = 0
+    bar.__enter__()
+    try:
+        while finished < len(threads):
+            t0 = time.perf_counter()
+            batch = ready.get()
+            stats.wait_s += time.perf_counter() - t0
+            if batch is None:
+                finished += 1
+                continue
+            if writer_error:
+                raise writer_error[0]
+            stats.read_s += batch.read_s
+            rows: list[list[Any]] = []
+            n = len(batch.items)
+            if n:
+                t0 = time.perf_counter()
+                logits, features = model.predict(batch.buffer, n)
+                stats.compute_s += time.perf_counter() - t0
+                s = score(logits, features, meta, unknown_threshold)
+                for j, item in enumerate(batch.items):
+                    k = int(s.predicted[j])
+                    unknown = bool(s.unknown[j])
+                    label = UNKNOWN if unknown else names[k]
+                    stats.class_counts[label] += 1
+                    stats.unknown += unknown
+                    rows.append([*_id_fields(item), -1 if unknown else k, label, names[k], unknown,
+                                 float(s.confidence[j]),
+                                 float(s.shift[j]), *(float(p) for p in s.probabilities[j])])
+            pool.put(batch.buffer)
+            stats.done += n
+            stats.errors += len(batch.errors)
+            stats.batches += 1
+            done_q.put((batch.number, rows, batch.errors))
+    finally:
+        stop.set()
+        done_q.put(None)
+        write_thread.join()
+        for t in threads:
+            t.join(timeout=5)
+        stats.wall_s = time.perf_counter() - t_start
+        bar.__exit__(None, None, None)
+    if writer_error:
+        raise writer_error[0]
+    return stats
+
+
+class _Progress:
+    """A rich progress bar with subtomograms/second and ETA (a no-op when disabled)."""
+
+    def __init__(self, total: int, description: str, enabled: bool = True):
+        self.enabled = enabled and total > 0
+        self.total = total
+        self.description = description
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                TimeRemainingColumn(), transient=False,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.description, total=self.total, rate="")
+        return self
+
+    def advance(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+            speed = self._progress.tasks[0].speed
+            if speed:
+                self._progress.update(self._task, rate=f"{speed:,.0f} subtomograms/s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)

@@ -1,0 +1,398 @@
+"""What to classify: turn the user's inputs into a flat, deterministic list of items.
+
+Inputs mix freely in one run: single-volume MRC files, globs and directories of them, MRC
+volume stacks, STAR listings of per-particle MRCs (``rlnImageName``), pick tables (STAR or
+CSV) matched by name to memory-mapped tomograms, and cryoshift dataset directories. Each
+item carries an id that traces back to its origin (``path``, ``path#index`` or
+``tomogram:x,y,z``), so results, the resume ledger and the errors table all speak the same
+language. Planning never reads voxel data; readers load one item into a preallocated batch
+row. A bad input becomes an item with an error attached, so it flows through the same
+pipeline and ends up in the errors table exactly once.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from cryoshift.runtime.errors import InputError
+
+MRC_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map", ".st", ".ali")
+TABLE_SUFFIXES = (".star", ".csv", ".tsv")
+VOXEL_TOLERANCE = 0.05  # relative voxel-size mismatch tolerated between data and model
+CONTRASTS = ("dark", "light")
+
+
+class Item(NamedTuple):
+    """One subtomogram to classify (a tuple: millions of them must stay cheap)."""
+
+    id: str
+    kind: str  # "file" | "stack" | "tomogram" | "error"
+    path: str  # volume file, stack or tomogram
+    index: int = -1  # index in a stack, -1 for a single volume
+    x: float = math.nan  # pick coordinates in pixels (tomogram items)
+    y: float = math.nan
+    z: float = math.nan
+    tomo: str = ""
+    error: str = ""  # reason, for items that failed while planning
+
+
+@dataclass
+class Plan:
+    """Items in a fixed order plus the facts checked while planning."""
+
+    items: list[Item]
+    inputs: list[str]
+    box_size: int
+    contrast: str
+    voxel_sizes: dict[str, float] = field(default_factory=dict)  # per opened stack/tomogram/file group
+    notes: list[str] = field(default_factory=list)
+
+    def shard(self, index: int, count: int) -> Plan:
+        """Deterministic partition: every ``count``-th item from position ``index``.
+
+        Position in the planned order (sorted within globs and directories) is stable across
+        runs, so SLURM array tasks and resumed runs always agree on who owns what.
+        """
+        if count < 1 or not 0 <= index < count:
+            raise InputError(None, f"shard {index}/{count} is invalid: need 0 <= i < n")
+        return Plan(self.items[index::count], self.inputs, self.box_size, self.contrast,
+                    self.voxel_sizes, self.notes)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        left, right = text.split("/")
+        index, count = int(left), int(right)
+    except ValueError:
+        raise InputError(None, f"--shard {text!r} is not of the form i/n (e.g. 0/4)") from None
+    if count < 1 or not 0 <= index < count:
+        raise InputError(None, f"--shard {text!r}: need 0 <= i < n")
+    return index, count
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening volumes (memory maps), shared by planning and the reader threads.
+
+
+class VolumeCache:
+    """Thread-safe LRU of opened memory-mapped MRC files (stacks and tomograms stay open)."""
+
+    def __init__(self, size: int = 32):
+        self.size = size
+        self._open: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> Any:
+        with self._lock:
+            vol = self._open.get(path)
+            if vol is not None:
+                self._open.move_to_end(path)
+                return vol
+        vol = open_mrc(path)
+        with self._lock:
+            self._open[path] = vol
+            while len(self._open) > self.size:
+                self._open.popitem(last=False)
+        return vol
+
+
+def open_mrc(path: str | Path) -> Any:
+    """Memory-map an MRC file via the runtime reader, with every failure as InputError."""
+    from cryoshift.runtime.mrc import open_volume
+
+    try:
+        return open_volume(path)
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read MRC file ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+def _expand(text: str) -> list[Path]:
+    """A path, a directory (its MRC files, sorted) or a glob (sorted matches)."""
+    if any(ch in text for ch in "*?["):
+        return [Path(p) for p in sorted(glob.glob(text, recursive=True))]
+    path = Path(text)
+    if path.is_dir() and not (path / "dataset.json").is_file():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in MRC_SUFFIXES and p.is_file())
+    return [path]
+
+
+def _tomogram_index(tomograms: list[str]) -> dict[str, Path]:
+    """Tomogram files by stem (the name pick tables use)."""
+    index: dict[str, Path] = {}
+    for text in tomograms:
+        for path in _expand(text):
+            if not path.is_file():
+                raise InputError(path, "no such tomogram")
+            index[path.stem] = path
+    return index
+
+
+def _match_tomogram(name: str, index: dict[str, Path], picks: Path) -> Path:
+    """Pick-table tomogram name -> file: exact stem, else the one stem that starts with it."""
+    if name in index:
+        return index[name]
+    stem = Path(name).stem
+    if stem in index:
+        return index[stem]
+    close = [p for s, p in index.items() if s.startswith(stem) or stem.startswith(s)]
+    if len(close) == 1:
+        return close[0]
+    if not index:
+        raise InputError(picks, "picks need tomograms: pass them with --tomograms")
+    names = ", ".join(sorted(index)[:5])
+    raise InputError(picks, f"no tomogram matches name {name!r} (have: {names})")
+
+
+class _Planner:
+    def __init__(self, box_size: int, model_voxel: float, contrast: str | None, model_contrast: str,
+                 ignore_voxel_size: bool, tomograms: list[str], cache: VolumeCache):
+        self.box = box_size
+        self.model_voxel = model_voxel
+        self.contrast = contrast
+        self.model_contrast = model_contrast
+        self.ignore_voxel = ignore_voxel_size
+        self.tomograms = tomograms
+        self._tomo_index: dict[str, Path] | None = None
+        self.cache = cache
+        self.items: list[Item] = []
+        self.voxel_sizes: dict[str, float] = {}
+        self.notes: list[str] = []
+
+    # -- checks ------------------------------------------------------------------------------
+    def check_voxel(self, path: Path | str, vol: Any) -> None:
+        voxel = float(vol.voxel_size or 0.0)
+        self.voxel_sizes[str(path)] = voxel
+        if not getattr(vol, "voxel_size_known", True) or voxel <= 0 or self.model_voxel <= 0:
+            return  # header says "unset": nothing to compare
+        mismatch = abs(voxel - self.model_voxel) / self.model_voxel
+        if mismatch > VOXEL_TOLERANCE and not self.ignore_voxel:
+            raise InputError(path, f"voxel size {voxel:.3g} A differs from the model's "
+                                   f"{self.model_voxel:.3g} A "
+                                   f"by {mismatch:.0%} (> {VOXEL_TOLERANCE:.0%}); rescale the data or pass "
+                                   "--ignore-voxel-size")
+
+    def check_contrast(self, source: str, contrast: str) -> None:
+        if contrast != self.model_contrast:
+            raise InputError(source, f"data contrast is {contrast!r} but the model expects "
+                                     f"{self.model_contrast!r}; use a model exported for {contrast!r} data "
+                                     "or pass the right --contrast")
+
+    # -- inputs ------------------------------------------------------------------------------
+    def add(self, text: str) -> None:
+        path = Path(text)
+        if path.is_dir() and (path / "dataset.json").is_file():
+            self.add_dataset(path)
+            return
+        paths = _expand(text)
+        if not paths:
+            raise InputError(text, "matches no files")
+        for p in paths:
+            suffix = p.suffix.lower()
+            if suffix in TABLE_SUFFIXES:
+                self.add_table(p)
+            else:
+                self.add_volume_file(p, strict=len(paths) == 1 and not p.exists())
+
+    def add_volume_file(self, path: Path, strict: bool = False) -> None:
+        from cryoshift.runtime.mrc import read_header
+
+        if strict:
+            raise InputError(path, "no such file or directory")
+        try:
+            header = read_header(path)  # the header only: cheap for directories of many files
+        except InputError as exc:
+            self.items.append(Item(str(path), "error", str(path), error=exc.reason))
+            return
+        self.check_voxel(path, SimpleNamespace(**header))
+        if header["is_stack"]:
+            shape = header["shape"]
+            self.check_box(path, shape[1:])
+            self.items.extend(Item(f"{path}#{i}", "stack", str(path), i) for i in range(shape[0]))
+        else:
+            self.items.append(Item(str(path), "file", str(path)))
+
+    def check_box(self, path: Path | str, shape: tuple[int, ...]) -> None:
+        if tuple(shape) != (self.box,) * 3:
+            shown = "x".join(str(s) for s in shape)
+            raise InputError(path, f"volumes are {shown} but the model takes {self.box}^3 boxes; "
+                                   "re-extract at the model's box size")
+
+    def add_dataset(self, path: Path) -> None:
+        try:
+            info = json.loads((path / "dataset.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(path / "dataset.json", f"cannot read dataset description: {exc}") from exc
+        contrast = self.contrast or info.get("contrast") or "dark"
+        self.check_contrast(str(path), contrast)
+        stack = path / "volumes.mrc"
+        vol = open_mrc(stack)
+        self.check_voxel(stack, vol)
+        data = vol.data if vol.is_stack else vol.data[None]
+        self.check_box(stack, data.shape[1:])
+        self.items.extend(Item(f"{stack}#{i}", "stack", str(stack), i) for i in range(data.shape[0]))
+
+    def add_table(self, path: Path) -> None:
+        from cryoshift.runtime.picks import read_particle_listing, read_picks
+
+        if not path.is_file():
+            raise InputError(path, "no such file")
+        if path.suffix.lower() == ".star" and _star_has(path, "rlnImageName"):
+            listing = read_particle_listing(path)
+            seen_voxel: set[str] = set()
+            for row in listing.itertuples(index=False):
+                vpath = str(row.path)
+                index = _as_index(getattr(row, "index", -1))
+                if vpath not in seen_voxel:
+                    seen_voxel.add(vpath)
+                    self._check_listed_file(vpath)
+                if index >= 0:
+                    self.items.append(Item(f"{vpath}#{index}", "stack", vpath, index))
+                else:
+                    self.items.append(Item(vpath, "file", vpath))
+            return
+        picks = read_picks(path)
+        self.add_picks(path, picks)
+
+    def _check_listed_file(self, vpath: str) -> None:
+        """Voxel size of a listed file, read once per file; unreadable files fail per item later."""
+        try:
+            vol = self.cache.get(vpath)
+        except InputError:
+            return
+        self.check_voxel(vpath, vol)
+
+    def add_picks(self, path: Path, picks: Any) -> None:
+        if self._tomo_index is None:
+            self._tomo_index = _tomogram_index(self.tomograms)
+        index = self._tomo_index
+        names = picks["tomo_name"] if "tomo_name" in picks.columns else None
+        xs, ys, zs = (picks[c].to_numpy(dtype=float) for c in ("x", "y", "z"))
+        tomo_for: dict[str, Path] = {}
+        seen: dict[str, int] = {}
+        for row in range(len(picks)):
+            name = "" if names is None or _missing(names.iloc[row]) else str(names.iloc[row])
+            if not name:
+                if len(index) != 1:
+                    raise InputError(path, "picks name no tomogram (no tomo_name/rlnTomoName column); "
+                                           "pass exactly one tomogram with --tomograms")
+                name = next(iter(index))
+            if name not in tomo_for:
+                tomo_path = _match_tomogram(name, index, path)
+                vol = self.cache.get(str(tomo_path))
+                if vol.is_stack:
+                    raise InputError(tomo_path, "is a volume stack, not a tomogram")
+                self.check_voxel(tomo_path, vol)
+                tomo_for[name] = tomo_path
+            x, y, z = xs[row], ys[row], zs[row]
+            ident = f"{name}:{x:.1f},{y:.1f},{z:.1f}"
+            if ident in seen:  # the same coordinates picked twice: keep both, distinctly
+                seen[ident] += 1
+                ident = f"{ident}~{seen[ident]}"
+            else:
+                seen[ident] = 1
+            self.items.append(Item(ident, "tomogram", str(tomo_for[name]), -1, x, y, z, name))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) in ("", "nan")
+
+
+def _as_index(value: Any) -> int:
+    try:
+        if _missing(value):
+            return -1
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
+def _star_has(path: Path, label: str) -> bool:
+    """Cheap sniff of a STAR file's column labels (no full parse)."""
+    try:
+        with open(path, errors="replace") as fh:
+            for _, line in zip(range(200), fh, strict=False):
+                if line.strip().startswith("_" + label):
+                    return True
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc}") from exc
+    return False
+
+
+def plan_inputs(inputs: list[str], box_size: int, model_voxel_size: float, model_contrast: str = "dark",
+                contrast: str | None = None, tomograms: list[str] | None = None,
+                ignore_voxel_size: bool = False, cache: VolumeCache | None = None) -> Plan:
+    """Enumerate every item of ``inputs`` in a stable order and check them against the model.
+
+    Refuses (InputError) what can never work: a data contrast or voxel size that differs from
+    the model's, stacks of the wrong box size, missing inputs. Items that are merely bad
+    (a corrupt file among thousands) come back as ``kind == "error"`` items.
+    """
+    if contrast is not None and contrast not in CONTRASTS:
+        raise InputError(None, f"--contrast must be one of {', '.join(CONTRASTS)}, not {contrast!r}")
+    if not inputs:
+        raise InputError(None, "no inputs given")
+    planner = _Planner(box_size, model_voxel_size, contrast, model_contrast, ignore_voxel_size,
+                       list(tomograms or []), cache or VolumeCache())
+    data_contrast = contrast or "dark"
+    has_non_dataset = any(not (Path(t).is_dir() and (Path(t) / "dataset.json").is_file()) for t in inputs)
+    if has_non_dataset:
+        planner.check_contrast("--contrast", data_contrast)
+    for text in inputs:
+        planner.add(text)
+    return Plan(planner.items, list(inputs), box_size, data_contrast, planner.voxel_sizes, planner.notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading one item into a batch row
+
+
+def load_item(item: Item, out: np.ndarray, cache: VolumeCache) -> None:
+    """Fill ``out`` (D, D, D) float32 with ``item``'s voxels or raise InputError with the reason."""
+    if item.kind == "error":
+        raise InputError(item.path, item.error)
+    box = out.shape[0]
+    if item.kind == "file":
+        with open_mrc(item.path) as vol:  # not cached: directories can hold millions of files
+            data = vol.data
+            if vol.is_stack or data.ndim != 3:
+                raise InputError(item.path, f"expected a single volume, found shape {tuple(data.shape)}")
+            if data.shape != (box, box, box):
+                shown = "x".join(str(s) for s in data.shape)
+                raise InputError(item.path, f"box {shown} does not match the model's {box}^3")
+            out[...] = data
+    elif item.kind == "stack":
+        vol = cache.get(item.path)
+        data = vol.data if vol.data.ndim == 4 else vol.data[None]
+        if not 0 <= item.index < data.shape[0]:
+            raise InputError(item.path, f"index {item.index} outside stack of {data.shape[0]} volumes")
+        if data.shape[1:] != (box, box, box):
+            shown = "x".join(str(s) for s in data.shape[1:])
+            raise InputError(item.path, f"box {shown} does not match the model's {box}^3")
+        out[...] = data[item.index]
+    elif item.kind == "tomogram":
+        from cryoshift.runtime.crop import crop_box
+
+        # Crops straight into the batch row; a pick outside the tomogram raises InputError.
+        crop_box(cache.get(item.path).data, (item.x, item.y, item.z), box, out=out, path=item.path)
+    else:  # pragma: no cover - planning only makes the kinds above
+        raise InputError(item.path, f"unknown item kind {item.kind}")
+    if not np.isfinite(out).all():
+        raise InputError(item.path, "contains NaN or infinite values" + (f" (item {item.id})"
+                                                                        if item.id != item.path else ""))
