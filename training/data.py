@@ -87,7 +87,7 @@ def load_source_dataset(path: str | Path) -> Domain:
     class_names = [str(c) for c in ds.class_names]
     if not class_names:
         raise InputError(path, "the source dataset has no class names; is it labelled?")
-    labels = _labels_by_name(ds.class_names_per_item, class_names, path)
+    labels = np.asarray(ds.labels, dtype=np.int64)
     volumes = ds.volumes
     return Domain(volumes, labels, class_names, int(volumes.shape[1]), float(ds.voxel_size),
                   str(ds.contrast), dataset_fingerprint(path), f"dataset {path}")
@@ -118,7 +118,10 @@ def load_target(
             shown = "x".join(str(s) for s in volumes.shape[1:])
             raise InputError(path, f"target boxes are {shown} but the source boxes are {box_size}^3; "
                                    "re-extract the target at the source box size")
-        labels = _labels_by_name(ds.class_names_per_item, class_names, path) if oracle_labels else None
+        labels = None
+        if oracle_labels:
+            names = [ds.class_names[i] for i in np.asarray(ds.labels, dtype=np.int64)]
+            labels = _labels_by_name(names, class_names, path)
         if max_items is not None and len(volumes) > max_items:
             keep = np.sort(np.random.default_rng(0).choice(len(volumes), max_items, replace=False))
             volumes = volumes[keep]

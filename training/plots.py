@@ -1,0 +1,104 @@
+"""Figures of a run: loss curves, confusion matrices, source-vs-target feature embeddings.
+
+matplotlib with the Agg backend (no display on cluster nodes); the embedding is a PCA fitted
+on source and target features together, so the two domains share axes in each panel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Loss components per epoch (left) and label-free selection scores (right)."""
+    plt = _pyplot()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    epochs = [int(r["epoch"]) for r in history]
+    fig, (ax_loss, ax_sel) = plt.subplots(1, 2, figsize=(10, 4))
+    keys = [k for k in history[0] if k.startswith("loss_")] if history else []
+    for key in keys:
+        ax_loss.plot(epochs, [float(r.get(key, np.nan)) for r in history], marker="o", label=key[5:])
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("mean loss")
+    ax_loss.legend(fontsize=8)
+    for key, label in (("src_val_acc", "source val accuracy"), ("snd", "target SND"),
+                       ("tgt_entropy", "target entropy")):
+        if history and key in history[0]:
+            ax_sel.plot(epochs, [float(r.get(key, np.nan)) for r in history], marker="o", label=label)
+    ax_sel.set_xlabel("epoch")
+    ax_sel.set_ylim(0, 1.05)
+    ax_sel.legend(fontsize=8)
+    ax_sel.set_title("label-free selection scores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix with counts in the cells."""
+    plt = _pyplot()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cm = np.asarray(cm)
+    rows = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * k, 1.0 + 0.6 * k))
+    ax.imshow(frac, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
+                    color="white" if frac[i, j] > 0.5 else "black", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """Project onto the two leading principal components (SVD of the centred data)."""
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean(axis=0)
+    if len(x) < 2:
+        return np.zeros((len(x), 2))
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    comps = vt[:2]
+    out = centred @ comps.T
+    return out if out.shape[1] == 2 else np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+
+
+def plot_embedding(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
+    """One PCA panel per (title, source features, target features)."""
+    plt = _pyplot()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    for ax, (title, fs, ft) in zip(axes[0], panels, strict=True):
+        z = pca_2d(np.concatenate([fs, ft]))
+        ax.scatter(z[:len(fs), 0], z[:len(fs), 1], s=6, alpha=0.6, label="source")
+        ax.scatter(z[len(fs):, 0], z[len(fs):, 1], s=6, alpha=0.6, label="target")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
+    fig.suptitle("features, PCA of source + target", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,536 @@
+"""The trainer: one loop for every adaptation method, on CPU, one GPU or several (DDP).
+
+The trainer touches a model only through the method API (``losses``, ``param_groups``,
+``finalize``) and the backbone contract (``forward_features``/``forward_head``). Per epoch it
+trains, makes the deployable model (a copy of the method with ``finalize`` applied, which
+for AdaBN re-estimates BatchNorm on the target), scores it without target labels, and saves
+a weights-only checkpoint plus a resume state. At the end it picks an epoch label-free
+(select.py), calibrates it on held-out source data (calibrate.py) and writes ``model.pt``.
+
+Python API (used by the benchmarks)::
+
+    from cryoshift.training.trainer import TrainConfig, train
+    result = train(TrainConfig(source="data/sim", target="data/exp", method="cryoshift",
+                               epochs=10, out="runs/a"))
+    result.model_path, result.selected_epoch, result.history
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import random
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.metadata import NORMALISATIONS, ModelMetadata
+from cryoshift.training import calibrate, distributed, run
+from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint, read_checkpoint, save_checkpoint
+from cryoshift.training.data import Domain, SimulatedSource, is_dataset, load_source_dataset, load_target
+from cryoshift.training.normalise import normalise
+from cryoshift.training.select import select_epoch, target_scores
+
+MAX_TARGET_EVAL = 2000  # target volumes scored per epoch for label-free selection
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; saved as config.json and in every checkpoint."""
+
+    source: str  # labelled dataset directory, or structures to simulate ("builtin", map/model paths)
+    out: str  # run directory
+    target: str | None = None  # dataset dir | MRC file/dir/glob | picks STAR/CSV (with tomograms)
+    method: str = "cryoshift"
+    backbone: str = "cryonet"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    val_fraction: float = 0.1
+    normalisation: str = "zscore"
+    # simulated source (when ``source`` is not a dataset directory)
+    box: int | None = None
+    voxel_size: float | None = None
+    sim_preset: str = "default"
+    sim_per_epoch: int = 1024
+    sim_val: int = 256
+    # target
+    tomograms: list[str] = field(default_factory=list)
+    max_target: int | None = None
+    oracle_target_labels: bool = False  # only the oracle baseline may read target labels
+    # model / method
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    method_kwargs: dict[str, Any] = field(default_factory=dict)
+    # selection / calibration
+    selection_tolerance: float = 0.05
+    selection_criterion: str = "im"  # im | snd | entropy (see select.py)
+    unknown_quantile: float = calibrate.UNKNOWN_QUANTILE
+    # execution
+    amp: bool = True  # mixed precision on CUDA
+    eval_batch_size: int = 64
+    threads: int | None = None
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(None, f"unknown training config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def check(self) -> None:
+        """Refuse impossible settings before any data is read."""
+        if self.epochs < 1:
+            raise InputError(None, f"--epochs must be at least 1, not {self.epochs}")
+        if self.batch_size < 1:
+            raise InputError(None, f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.lr <= 0:
+            raise InputError(None, f"--lr must be positive, not {self.lr}")
+        if self.normalisation not in NORMALISATIONS:
+            raise InputError(None, f"--normalisation must be one of {', '.join(NORMALISATIONS)}")
+        from cryoshift.training.select import CRITERIA
+
+        if self.selection_criterion not in CRITERIA:
+            raise InputError(None, f"--selection must be one of {', '.join(CRITERIA)}")
+        if not 0 <= self.val_fraction < 1:
+            raise InputError(None, f"--val-fraction must be in [0, 1), not {self.val_fraction}")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_path: Path | None  # None when the run stopped before its last epoch
+    selected_epoch: int | None
+    history: list[dict[str, Any]]
+    selection: dict[str, Any] | None = None
+    metadata: ModelMetadata | None = None
+    state_digest: str = ""  # sha256 of the final training weights (method state): resume checks
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def state_digest(module: nn.Module) -> str:
+    """Hash of every parameter and buffer, to compare runs bit for bit."""
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _batch(domain: Domain, index: np.ndarray, mode: str, device: str) -> torch.Tensor:
+    x = torch.from_numpy(domain.take(index)).unsqueeze(1).to(device, non_blocking=True)
+    return normalise(x, mode)
+
+
+def _labels(domain: Domain, index: np.ndarray, device: str) -> torch.Tensor:
+    if domain.labels is None:
+        raise RuntimeError(f"{domain.description} has no labels")
+    return torch.from_numpy(domain.labels[index]).to(device)
+
+
+@torch.no_grad()
+def forward_numpy(backbone: nn.Module, volumes: np.ndarray, mode: str, device: str,
+                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, features) of raw volumes through ``backbone`` in eval mode."""
+    was_training = backbone.training
+    backbone.eval()
+    logits, feats = [], []
+    for start in range(0, len(volumes), batch_size):
+        x = torch.from_numpy(np.array(volumes[start:start + batch_size], dtype=np.float32)).unsqueeze(1)
+        x = normalise(x.to(device), mode)
+        f = backbone.forward_features(x)
+        logits.append(backbone.forward_head(f).float().cpu().numpy())
+        feats.append(f.float().cpu().numpy())
+    backbone.train(was_training)
+    if not logits:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    return np.concatenate(logits), np.concatenate(feats)
+
+
+def _target_batches(target: Domain, mode: str, device: str, batch_size: int) -> list[torch.Tensor]:
+    return [_batch(target, np.arange(s, min(s + batch_size, len(target))), mode, device)
+            for s in range(0, len(target), batch_size)]
+
+
+def deployable_backbone(method: nn.Module, target: Domain | None, mode: str, device: str,
+                        batch_size: int) -> nn.Module:
+    """The backbone as it would be exported now: ``finalize`` applied to a copy of the method.
+
+    Training continues from the un-finalized weights, so AdaBN's per-epoch checkpoints all get
+    target BatchNorm statistics without disturbing training.
+    """
+    if target is None or len(target) == 0:
+        return method.backbone
+    clone = copy.deepcopy(method)
+    clone.finalize(_target_batches(target, mode, device, batch_size))
+    return clone.backbone
+
+
+def _progress(enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.1f} vol/s" if speed else "- vol/s")
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), disable=not enabled,
+                    transient=False)
+
+
+def _build(config: TrainConfig, class_names: list[str], box: int) -> tuple[nn.Module, dict[str, Any]]:
+    from cryoshift.training.adapt import create_method
+    from cryoshift.training.backbones import create_backbone
+
+    backbone_kwargs = {**config.backbone_kwargs, "num_classes": len(class_names), "box_size": box}
+    try:
+        backbone = create_backbone(config.backbone, **backbone_kwargs)
+        method = create_method(config.method, backbone=backbone, num_classes=len(class_names), box_size=box,
+                               **config.method_kwargs)
+    except (ValueError, TypeError) as exc:
+        raise InputError(None, str(exc)) from exc
+    return method, backbone_kwargs
+
+
+def _method_flags(name: str) -> tuple[bool, bool]:
+    from cryoshift.training.adapt import METHODS
+
+    try:
+        factory = METHODS.get(name)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from exc
+    return bool(getattr(factory, "needs_target", False)), bool(getattr(factory, "needs_target_labels", False))
+
+
+def _autocast(device: str, enabled: bool):
+    if device.startswith("cuda") and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | None = None) -> TrainResult:
+    """Train, select label-free, calibrate and write a run directory.
+
+    ``resume`` continues the run in ``config.out`` from its last finished epoch (its stored
+    config wins, except ``epochs``, ``device``, ``progress`` and ``threads``).
+    ``stop_after_epoch`` ends the process after that epoch as a kill would (tests, wall limits).
+    """
+    config.check()
+    info = distributed.setup(config.device)
+    try:
+        return _Run(config, info, resume).execute(stop_after_epoch)
+    finally:
+        distributed.cleanup(info)
+
+
+class _Run:
+    def __init__(self, config: TrainConfig, info: distributed.DistInfo, resume: bool):
+        self.info = info
+        self.dir = Path(config.out)
+        self.resume = resume
+        self.config = self._resolve_config(config)
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        self.device = info.device
+        _seed_all(self.config.seed)
+
+    def _resolve_config(self, config: TrainConfig) -> TrainConfig:
+        stored = self.dir / "config.json"
+        if self.resume:
+            if not stored.is_file():
+                raise InputError(self.dir, "nothing to resume: no config.json in this run directory")
+            old = TrainConfig.from_dict(json.loads(stored.read_text()))
+            return dataclasses.replace(old, out=str(self.dir), epochs=config.epochs, device=config.device,
+                                       progress=config.progress, threads=config.threads)
+        if stored.is_file():
+            raise InputError(self.dir, "already holds a training run; pass --resume to continue it "
+                                       "or choose another --out")
+        return config
+
+    # -- data ------------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        c = self.config
+        self.needs_target, self.needs_target_labels = _method_flags(c.method)
+        if c.oracle_target_labels and not self.needs_target_labels:
+            raise InputError(None, f"--oracle-target-labels is only for the 'oracle' benchmark method; "
+                                   f"{c.method!r} never sees target labels")
+        if self.needs_target_labels and not c.oracle_target_labels:
+            raise InputError(None, f"method {c.method!r} trains on target labels: pass "
+                                   "--oracle-target-labels to confirm (benchmarks only)")
+        self.sim: SimulatedSource | None = None
+        if is_dataset(c.source):
+            from cryoshift.training.data import split_validation
+
+            full = load_source_dataset(c.source)
+            if c.box is not None and c.box != full.box_size:
+                raise InputError(c.source, f"source boxes are {full.box_size}^3 but --box is {c.box}")
+            self.train_src, self.val_src = split_validation(full, c.val_fraction, c.seed)
+            ref = full
+        else:
+            if c.box is None:
+                raise InputError(c.source, "not a dataset directory; to simulate from structures give --box")
+            self.sim = SimulatedSource(c.source, c.box, c.voxel_size, c.sim_preset, c.seed)
+            val_sim = SimulatedSource(c.source, c.box, c.voxel_size, c.sim_preset, c.seed + 7919)
+            self.val_src = val_sim.draw(max(c.sim_val, 1))
+            self.train_src = None
+            ref = self.val_src
+        self.class_names = list(ref.class_names)
+        self.box, self.voxel_size, self.contrast = ref.box_size, ref.voxel_size, ref.contrast
+        self.source_fp = ref.fingerprint
+        if c.target is None and (self.needs_target or self.needs_target_labels):
+            raise InputError(None, f"method {c.method!r} needs unlabelled target data: give --target")
+        self.target = None
+        if c.target is not None:
+            self.target = load_target(c.target, self.box, self.voxel_size, self.contrast, self.class_names,
+                                      tomograms=c.tomograms, oracle_labels=c.oracle_target_labels,
+                                      max_items=c.max_target)
+        eval_rng = np.random.default_rng(c.seed + 1)
+        if self.target is not None and len(self.target) > MAX_TARGET_EVAL:
+            idx = np.sort(eval_rng.choice(len(self.target), MAX_TARGET_EVAL, replace=False))
+            self.target_eval = self.target.subset(idx)
+        else:
+            self.target_eval = self.target
+
+    def _metadata(self) -> ModelMetadata:
+        from cryoshift.runtime import __version__
+
+        fps = {"source": self.source_fp}
+        if self.target is not None:
+            fps["target"] = self.target.fingerprint
+        return ModelMetadata(
+            class_names=self.class_names, box_size=self.box, voxel_size=self.voxel_size,
+            contrast=self.contrast if self.contrast in ("dark", "light") else "dark",
+            normalisation=self.config.normalisation, method=self.config.method,
+            backbone=self.config.backbone, data_fingerprints=fps, cryoshift_version=__version__,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+
+    # -- main ------------------------------------------------------------------------------
+    def execute(self, stop_after_epoch: int | None) -> TrainResult:
+        c, info = self.config, self.info
+        self._load_data()
+        method, self.backbone_kwargs = _build(c, self.class_names, self.box)
+        method.to(self.device)
+        groups = method.param_groups(c.lr)
+        optimiser = torch.optim.Adam(groups, lr=c.lr, weight_decay=c.weight_decay)
+        use_scaler = self.device.startswith("cuda") and c.amp and not torch.cuda.is_bf16_supported()
+        scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        order_rng = np.random.default_rng(c.seed + 2)
+        rngs = {"order": order_rng}
+        if self.sim is not None:
+            rngs["simulator"] = self.sim.rng
+        history: list[dict[str, Any]] = []
+        start = 0
+        resume_path = self.dir / run.CHECKPOINTS / run.RESUME
+        if self.resume and resume_path.is_file():
+            payload = read_checkpoint(resume_path)
+            extra = payload["extra"]
+            method.load_state_dict(extra["method_state"])
+            optimiser.load_state_dict(extra["optimizer_state"])
+            if scaler is not None and extra.get("scaler_state"):
+                scaler.load_state_dict(extra["scaler_state"])
+            history = list(extra["history"])
+            start = int(payload["epoch"])
+            run.restore_rng(extra["rng"], rngs)
+        if info.is_main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            run.write_json(self.dir / "config.json", c.to_dict())
+            run.write_json(self.dir / "versions.json", run.versions(self.device))
+        loss_fn = distributed.wrap(method, info)
+        metadata = self._metadata()
+        last = c.epochs if stop_after_epoch is None else min(c.epochs, stop_after_epoch)
+        with _progress(c.progress and info.is_main) as bar:
+            task = None
+            for epoch in range(start + 1, last + 1):
+                source = self.sim.draw(c.sim_per_epoch) if self.sim is not None else self.train_src
+                steps = distributed.steps_per_epoch(len(source), c.batch_size, info)
+                if task is None:
+                    per_epoch = steps * c.batch_size * info.world_size
+                    task = bar.add_task("train", total=per_epoch * (c.epochs - start))
+                t0 = time.perf_counter()
+                means = self._train_epoch(method, loss_fn, optimiser, scaler, source, order_rng, epoch, steps,
+                                          bar, task)
+                row = {"epoch": epoch, **means}
+                if info.is_main:
+                    row.update(self._end_epoch(method, epoch, metadata))
+                row["seconds"] = time.perf_counter() - t0
+                history.append(row)
+                if info.is_main:
+                    run.write_metrics(self.dir / run.METRICS, history)
+                    extra = {"method_state": {k: v.detach().cpu() for k, v in method.state_dict().items()},
+                             "optimizer_state": optimiser.state_dict(),
+                             "scaler_state": scaler.state_dict() if scaler is not None else {},
+                             "rng": run.capture_rng(rngs), "history": history}
+                    save_checkpoint(resume_path, method.backbone, c.backbone, self.backbone_kwargs, metadata,
+                                    epoch=epoch, config=c.to_dict(), extra=extra)
+                distributed.barrier(info)
+        digest = state_digest(method)
+        if last < c.epochs:
+            return TrainResult(self.dir, None, None, history, state_digest=digest)
+        result = TrainResult(self.dir, None, None, history, state_digest=digest)
+        if info.is_main:
+            result = self._finish(history, digest)
+        distributed.barrier(info)
+        return result
+
+    def _train_epoch(self, method: nn.Module, loss_fn: nn.Module, optimiser: torch.optim.Optimizer,
+                     scaler: Any, source: Domain, order_rng: np.random.Generator, epoch: int, steps: int,
+                     bar: Any, task: Any) -> dict[str, float]:
+        c, info = self.config, self.info
+        order = order_rng.permutation(len(source))
+        use_target = self.target is not None and (self.needs_target or self.needs_target_labels)
+        torder = order_rng.permutation(len(self.target)) if use_target else None
+        method.train()
+        sums: dict[str, float] = defaultdict(float)
+        for step in range(steps):
+            idx = distributed.rank_slice(order, step, c.batch_size, info)
+            sx = _batch(source, idx, c.normalisation, self.device)
+            sy = _labels(source, idx, self.device)
+            tx = ty = None
+            if use_target:
+                tidx = distributed.rank_slice(torder, step, c.batch_size, info)
+                tx = _batch(self.target, tidx, c.normalisation, self.device)
+                if self.needs_target_labels:
+                    ty = _labels(self.target, tidx, self.device)
+            progress = ((epoch - 1) * steps + step) / max(1, c.epochs * steps)
+            with _autocast(self.device, c.amp):
+                out = loss_fn(sx, sy, target_x=tx, progress=progress, target_y=ty)
+            total = out["total"]
+            if not torch.isfinite(total):
+                raise RuntimeError(f"training diverged at epoch {epoch} step {step} (loss {float(total)}); "
+                                   "lower --lr")
+            optimiser.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(total).backward()
+                scaler.step(optimiser)
+                scaler.update()
+            else:
+                total.backward()
+                optimiser.step()
+            for key, value in out.items():
+                if torch.is_tensor(value) and value.numel() == 1:
+                    sums[key] += float(value.detach())
+            bar.update(task, advance=c.batch_size * info.world_size,
+                       description=f"epoch {epoch}/{c.epochs} loss {float(total.detach()):.3f}")
+        means = {f"loss_{k}": v / steps for k, v in sums.items()}
+        return distributed.mean_across(means, info)
+
+    def _end_epoch(self, method: nn.Module, epoch: int, metadata: ModelMetadata) -> dict[str, float]:
+        """Deployable model of this epoch: label-free scores and its checkpoint (rank 0)."""
+        c = self.config
+        cuda_devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=cuda_devices):  # evaluation never shifts the training RNG
+            backbone = deployable_backbone(method, self.target, c.normalisation, self.device,
+                                           c.eval_batch_size)
+            row: dict[str, float] = {}
+            if len(self.val_src):
+                logits, _ = forward_numpy(backbone, self.val_src.volumes, c.normalisation, self.device,
+                                          c.eval_batch_size)
+                row["src_val_acc"] = float((logits.argmax(1) == self.val_src.labels).mean())
+                row["src_val_nll"] = calibrate.nll(logits, self.val_src.labels)
+            if self.target_eval is not None:
+                tlogits, _ = forward_numpy(backbone, self.target_eval.volumes, c.normalisation, self.device,
+                                           c.eval_batch_size)
+                row.update(target_scores(tlogits))
+            save_checkpoint(run.epoch_checkpoint(self.dir, epoch), backbone, c.backbone, self.backbone_kwargs,
+                            metadata, epoch=epoch, config=c.to_dict())
+        return row
+
+    def _finish(self, history: list[dict[str, Any]], digest: str) -> TrainResult:
+        """Select label-free, calibrate on held-out source, store target feature statistics."""
+        c = self.config
+        selection = select_epoch(history, c.selection_tolerance, c.selection_criterion)
+        epoch = selection["selected_epoch"]
+        model, metadata, _ = load_checkpoint(run.epoch_checkpoint(self.dir, epoch))
+        model.to(self.device)
+        val_logits, val_feats = forward_numpy(model, self.val_src.volumes, c.normalisation, self.device,
+                                              c.eval_batch_size)
+        temperature = 1.0
+        if len(val_logits):
+            temperature = calibrate.fit_temperature(val_logits, self.val_src.labels)
+        metadata.temperature = temperature
+        metadata.unknown_threshold = calibrate.unknown_threshold(val_logits, temperature, c.unknown_quantile)
+        ref_domain = self.target if self.target is not None else self.val_src
+        _, ref_feats = forward_numpy(model, ref_domain.volumes, c.normalisation, self.device,
+                                     c.eval_batch_size)
+        ref = calibrate.feature_reference(ref_feats if len(ref_feats) else val_feats)
+        metadata.feature_mean = [float(v) for v in ref.mean]
+        metadata.feature_var = [float(v) for v in ref.var]
+        metadata.shift_reference = float(ref.shift_reference)
+        metadata.extra = {"selected_epoch": epoch, "selection_rule": selection["rule"],
+                          "unknown_quantile": c.unknown_quantile,
+                          "feature_reference": "target" if self.target is not None else "source validation"}
+        selection.update({
+            "temperature": temperature,
+            "unknown_threshold": metadata.unknown_threshold,
+            "val_nll_before": calibrate.nll(val_logits, self.val_src.labels) if len(val_logits) else None,
+            "val_nll_after": (calibrate.nll(val_logits, self.val_src.labels, temperature)
+                              if len(val_logits) else None),
+        })
+        run.write_json(self.dir / "selection.json", selection)
+        model_path = save_checkpoint(self.dir / RUN_MODEL, model, c.backbone, self.backbone_kwargs, metadata,
+                                     epoch=epoch, config=c.to_dict())
+        self._plots(history, model, val_logits)
+        return TrainResult(self.dir, model_path, epoch, history, selection, metadata, digest)
+
+    def _plots(self, history: list[dict[str, Any]], model: nn.Module, val_logits: np.ndarray) -> None:
+        from cryoshift.training import plots
+        from cryoshift.training.evaluate import confusion_matrix
+
+        c, out = self.config, self.dir / "plots"
+        plots.plot_history(history, out / "losses.png")
+        if len(val_logits):
+            cm = confusion_matrix(self.val_src.labels, val_logits.argmax(1), len(self.class_names))
+            plots.plot_confusion(cm, self.class_names, out / "confusion_source_val.png",
+                                 "source validation (the only labels training sees)")
+        if self.target_eval is None:
+            return
+        first, _, _ = load_checkpoint(run.epoch_checkpoint(self.dir, int(history[0]["epoch"])))
+        panels = []
+        for title, net in ((f"epoch {int(history[0]['epoch'])}", first.to(self.device)),
+                           ("selected model", model)):
+            _, fs = forward_numpy(net, self.val_src.volumes, c.normalisation, self.device, c.eval_batch_size)
+            _, ft = forward_numpy(net, self.target_eval.volumes, c.normalisation, self.device,
+                                  c.eval_batch_size)
+            panels.append((title, fs, ft))
+        plots.plot_embedding(panels, out / "embedding.png")
