@@ -1,0 +1,113 @@
+"""Subtomograms for parity checks and int8 calibration.
+
+Parity proven on random noise says little about real data, so the exporter looks for real
+subtomograms first: a ``--parity-data`` / ``--calibration`` dataset directory or MRC stack, else
+the datasets the training run's config names (target first: that is where the model will be
+used), and only then random volumes, with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryoshift.runtime.errors import InputError
+
+DATASET_VOLUMES = "volumes.mrc"
+# Config keys that may hold dataset paths, most wanted first (target data is what gets classified).
+CONFIG_KEYS = ("target", "target_data", "target_dataset", "calibration", "val", "source", "source_data",
+               "source_dataset", "data", "dataset")
+
+
+def read_volumes(path: str | Path, box_size: int | None = None, limit: int = 64, seed: int = 0) -> np.ndarray:
+    """Up to ``limit`` volumes (N, D, D, D) float32 from a dataset directory, an MRC stack, a single
+    MRC volume or a directory of single-volume MRC files; a random subset when there are more."""
+    import mrcfile
+
+    path = Path(path)
+    if path.is_dir():
+        if (path / DATASET_VOLUMES).is_file():
+            return read_volumes(path / DATASET_VOLUMES, box_size, limit, seed)
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".mrc", ".mrcs", ".rec", ".map"))
+        if not files:
+            raise InputError(path, f"no {DATASET_VOLUMES} and no MRC files in this directory")
+        rng = np.random.default_rng(seed)
+        if len(files) > limit:
+            files = [files[i] for i in sorted(rng.choice(len(files), limit, replace=False))]
+        return np.concatenate([read_volumes(f, box_size, 1, seed) for f in files])
+    if not path.is_file():
+        raise InputError(path, "no such file or directory")
+    try:
+        with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
+            data = mrc.data
+            if data is None:
+                raise InputError(path, "MRC file has no data")
+            if data.ndim == 3:
+                data = data[None]
+            if data.ndim != 4:
+                raise InputError(path, f"expected a volume or a 4-D volume stack, got {data.ndim}-D data")
+            n = data.shape[0]
+            idx = np.arange(n)
+            if n > limit:
+                idx = np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+            volumes = np.asarray(data[idx], dtype=np.float32)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(path, f"not a readable MRC file ({exc})") from exc
+    if volumes.shape[1] != volumes.shape[2] or volumes.shape[2] != volumes.shape[3]:
+        raise InputError(path, f"volumes are not cubic: {volumes.shape[1:]}")
+    if box_size is not None and volumes.shape[1] != box_size:
+        raise InputError(path, f"box size {volumes.shape[1]} does not match the model's {box_size}")
+    return volumes
+
+
+def config_data_paths(config: dict[str, Any]) -> list[Path]:
+    """Existing dataset paths named in a training config (nested dicts searched), target first."""
+    found: dict[str, list[Path]] = {}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in CONFIG_KEYS:
+                    for item in value if isinstance(value, list) else [value]:
+                        if isinstance(item, str) and item and Path(item).exists():
+                            found.setdefault(key, []).append(Path(item))
+                visit(value)
+        elif isinstance(node, list):
+            for item in node:
+                visit(item)
+
+    visit(config)
+    return [p for key in CONFIG_KEYS for p in found.get(key, [])]
+
+
+def random_volumes(n: int, box_size: int, seed: int = 0) -> np.ndarray:
+    """Gaussian blobs in noise: a last resort so the graph is at least exercised."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices((box_size,) * 3).astype(np.float32) - (box_size - 1) / 2
+    r2 = (grid ** 2).sum(axis=0)
+    vols = rng.normal(size=(n, box_size, box_size, box_size)).astype(np.float32)
+    widths = rng.uniform(0.1, 0.3, size=n) * box_size
+    vols -= 3.0 * np.exp(-r2[None] / (2 * widths[:, None, None, None] ** 2))
+    return vols
+
+
+def find_volumes(box_size: int, given: str | Path | None = None, config: dict[str, Any] | None = None,
+                 limit: int = 64, seed: int = 0, purpose: str = "parity") -> tuple[np.ndarray, str]:
+    """Volumes for ``purpose`` and a description of where they came from."""
+    if given is not None:
+        return read_volumes(given, box_size, limit, seed), str(given)
+    candidates: Iterable[Path] = config_data_paths(config or {})
+    for path in candidates:
+        try:
+            return read_volumes(path, box_size, limit, seed), str(path)
+        except InputError as exc:
+            warnings.warn(f"{purpose} data from the training config unusable: {exc}", stacklevel=2)
+    warnings.warn(f"no real subtomograms for the {purpose} check (give --parity-data); "
+                  f"using {min(limit, 32)} random volumes", stacklevel=2)
+    return random_volumes(min(limit, 32), box_size, seed), "random volumes"

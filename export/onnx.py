@@ -1,0 +1,184 @@
+"""PyTorch backbone -> fp32 ONNX that the runtime can trust.
+
+The graph takes raw voxel values ``subtomograms`` (batch, 1, D, H, W) with a dynamic batch axis,
+normalises each subtomogram itself (training's :class:`Normalise`, so runtime and training cannot
+disagree) and returns ``logits`` and ``features``. It is exported with PyTorch's own exporter,
+optimised by onnxslim (constant folding, BN folding, dead-node removal), stamped with the model
+metadata, checked by ``onnx.checker`` and proven against PyTorch before it is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import warnings
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from cryoshift.export.parity import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    ParityError,
+    check_onnx_parity,
+    run_batched,
+)
+from cryoshift.export.result import ExportResult
+from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.training.normalise import Normalise
+
+DEFAULT_OPSET = 20  # torch's exporter default; ORT >= 1.17 and TensorRT 10+/11 run it
+MIN_OPSET = 17  # LayerNormalization and friends need 17
+
+
+class ExportWrapper(nn.Module):
+    """Normalise -> backbone features -> head: the exact computation the runtime gets."""
+
+    def __init__(self, backbone: nn.Module, normalisation: str = "zscore"):
+        super().__init__()
+        self.normalise = Normalise(normalisation)
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.backbone.forward_features(self.normalise(x))
+        return self.backbone.forward_head(features), features
+
+
+def complete_metadata(metadata: ModelMetadata, precision: str = "fp32") -> ModelMetadata:
+    """Fill version, creation time and precision so every artefact says what it is."""
+    from cryoshift.runtime import __version__
+
+    return replace(
+        metadata,
+        precision=precision,
+        cryoshift_version=metadata.cryoshift_version or __version__,
+        created=metadata.created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def set_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:
+    """Replace the ``cryoshift.*`` metadata_props with ``metadata``."""
+    keep = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith("cryoshift.")]
+    del model.metadata_props[:]
+    for key, value in [*keep, *metadata.to_properties().items()]:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = "cryoshift"
+    model.producer_version = metadata.cryoshift_version
+    model.doc_string = (f"cryoshift {metadata.backbone or 'model'}: {metadata.num_classes} classes "
+                        f"({', '.join(metadata.class_names)}), box {metadata.box_size}, "
+                        f"{metadata.voxel_size} A/voxel, {metadata.precision}")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch.onnx prints progress lines and warnings for optional packages; keep the console clean."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def trace_to_onnx(wrapper: nn.Module, box_size: int, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Export ``wrapper`` with a dynamic batch axis; torch.export first, TorchScript as fallback."""
+    example = torch.zeros(2, 1, box_size, box_size, box_size)
+    example[1].normal_(generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), _quiet():
+        try:
+            program = torch.onnx.export(
+                wrapper, (example,), None, dynamo=True, opset_version=opset, verbose=False,
+                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), optimize=True,
+            )
+            return program.model_proto
+        except Exception as exc:  # the new exporter rejects some Python control flow
+            first_error = exc
+        buffer = io.BytesIO()
+        try:
+            torch.onnx.export(
+                wrapper, (example,), buffer, dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"},
+                              OUTPUT_NAMES[1]: {0: "batch"}},
+            )
+        except Exception as exc:
+            raise RuntimeError(f"ONNX export failed: {first_error}; TorchScript fallback: {exc}") from exc
+    warnings.warn(f"torch.export-based ONNX export failed ({first_error}); used the TorchScript exporter",
+                  stacklevel=2)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def optimise(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant folding, BN folding and cleanup by onnxslim (a maintained optimiser, not by hand)."""
+    import onnxslim
+
+    with _quiet():
+        slimmed = onnxslim.slim(model)
+    return slimmed if slimmed is not None else model
+
+
+def _batch_is_dynamic(model: onnx.ModelProto) -> bool:
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    return not dim.HasField("dim_value")
+
+
+def torch_reference(wrapper: nn.Module, volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch logits and features for ``volumes``: the reference every artefact is held to."""
+    wrapper.eval()
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            logits, feats = wrapper(torch.from_numpy(batch))
+        return logits.numpy(), feats.numpy()
+
+    return run_batched(run, volumes)
+
+
+def export_onnx(
+    model: nn.Module,
+    metadata: ModelMetadata,
+    out_path: str | Path,
+    parity_volumes: np.ndarray,
+    opset: int | None = None,
+    parity_source: str = "",
+    reference_logits: np.ndarray | None = None,
+) -> ExportResult:
+    """Write the fp32 ONNX model and prove it against PyTorch; raises :class:`ParityError` (and removes
+    the file) when ONNX Runtime disagrees beyond the fp32 tolerance."""
+    start = time.perf_counter()
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} is too old; use {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = complete_metadata(metadata, "fp32")
+    wrapper = model if isinstance(model, ExportWrapper) else ExportWrapper(model, metadata.normalisation)
+    wrapper.eval()
+    if reference_logits is None:
+        reference_logits, _ = torch_reference(wrapper, parity_volumes)
+    proto = optimise(trace_to_onnx(wrapper, metadata.box_size, opset))
+    if not _batch_is_dynamic(proto):
+        raise RuntimeError("exported graph has a fixed batch size; the backbone must not depend on it")
+    set_metadata(proto, metadata)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, out_path)
+    report = check_onnx_parity(out_path, parity_volumes, reference_logits, "fp32", parity_source)
+    if not report.passed:
+        out_path.unlink(missing_ok=True)
+        raise ParityError(out_path, report)
+    return ExportResult("onnx", out_path, out_path.stat().st_size, report, time.perf_counter() - start,
+                        [f"opset {opset}"])
