@@ -88,6 +88,13 @@ class Predictions:
     metadata: ModelMetadata
 
 
+def check_box(volumes: np.ndarray, metadata: ModelMetadata, model: str | Path) -> None:
+    shape = tuple(volumes.shape[1:])
+    if shape != (metadata.box_size,) * 3:
+        shown = "x".join(str(s) for s in shape)
+        raise InputError(model, f"takes {metadata.box_size}^3 boxes but the data has {shown} boxes")
+
+
 def predict_checkpoint(path: str | Path, volumes: np.ndarray, batch_size: int = 64,
                        device: str = "cpu") -> Predictions:
     """Run a weights-only checkpoint (file or run directory) on raw volumes (N, D, D, D)."""
@@ -97,11 +104,12 @@ def predict_checkpoint(path: str | Path, volumes: np.ndarray, batch_size: int = 
     from cryoshift.training.normalise import normalise
 
     model, metadata, _ = load_checkpoint(path)
+    check_box(volumes, metadata, path)
     model.to(device)
     logits, feats = [], []
     with torch.no_grad():
         for start in range(0, len(volumes), batch_size):
-            x = torch.as_tensor(np.ascontiguousarray(volumes[start:start + batch_size]), dtype=torch.float32)
+            x = torch.from_numpy(np.array(volumes[start:start + batch_size], dtype=np.float32))
             x = normalise(x.unsqueeze(1).to(device), metadata.normalisation)
             f = model.forward_features(x)
             logits.append(model.forward_head(f).float().cpu().numpy())
@@ -118,6 +126,7 @@ def predict_onnx(path: str | Path, volumes: np.ndarray, batch_size: int = 64) ->
     from cryoshift.runtime.metadata import read_onnx_metadata
 
     metadata = read_onnx_metadata(path)
+    check_box(volumes, metadata, path)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -201,3 +210,48 @@ def evaluate_run(run_dir: Path, volumes: np.ndarray, label_names: Sequence[str],
         "oracle_accuracy": best["accuracy"],
         "selection_gap": (best["accuracy"] - chosen["accuracy"]) if chosen else None,
     }
+
+
+def default_out_dir(model: Path, data: Path) -> Path:
+    """Where a report goes when --out is not given: inside the run, or next to the model file."""
+    name = data.resolve().name or "data"
+    if model.is_dir():
+        return model / "eval" / name
+    return model.parent / f"{model.stem}_eval_{name}"
+
+
+def evaluate(model: str | Path, data: str | Path, out_dir: str | Path | None = None,
+             run_dir: str | Path | None = None, batch_size: int = 64, device: str = "cpu") -> dict[str, Any]:
+    """Score ``model`` (checkpoint, run directory or ONNX) on the labelled dataset ``data``.
+
+    Writes ``evaluation.json`` and ``confusion.png`` to ``out_dir`` and returns the report. With a
+    run directory (``model`` itself or ``run_dir``) every epoch checkpoint is scored too, and the
+    report says which epoch the labels would have picked against the label-free choice.
+    """
+    from cryoshift.runtime.dataset import read_dataset
+    from cryoshift.training import plots
+    model, data = Path(model), Path(data)
+    if not model.exists():
+        raise InputError(model, "no such model (give a .pt checkpoint, a run directory or a .onnx file)")
+    ds = read_dataset(data, with_labels=True)  # evaluation is where target labels belong
+    label_names = [ds.class_names[i] for i in ds.labels]
+    pred = predict(model, ds.volumes, batch_size, device)
+    labels = names_to_indices(label_names, pred.metadata.class_names, data)
+    report: dict[str, Any] = {
+        "model": str(model),
+        "data": str(data),
+        "box_size": pred.metadata.box_size,
+        "method": pred.metadata.method,
+        **score_predictions(pred, labels),
+    }
+    out = Path(out_dir) if out_dir is not None else default_out_dir(model, data)
+    out.mkdir(parents=True, exist_ok=True)
+    run = Path(run_dir) if run_dir is not None else (model if model.is_dir() else None)
+    if run is not None:
+        report["checkpoints"] = evaluate_run(run, ds.volumes, label_names, batch_size, device)
+    cm = np.asarray(report["confusion_matrix"])
+    report["confusion_png"] = str(plots.plot_confusion(cm, pred.metadata.class_names, out / "confusion.png",
+                                                       f"{model.name} on {data.name}"))
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    report["json"] = str(out / "evaluation.json")
+    return report

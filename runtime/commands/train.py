@@ -1,6 +1,8 @@
-"""``cryoshift train``: train a domain-adapted classifier."""
+"""``cryoshift train``: train a domain-adapted classifier (labelled source + unlabelled target)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -8,7 +10,101 @@ NAME = "train"
 NO_ARGS_IS_HELP = True
 
 
-def command() -> None:
-    """Train a domain-adapted classifier."""
-    typer.echo("cryoshift train: not built yet", err=True)
-    raise typer.Exit(2)
+def _parse_kv(items: list[str], option: str) -> dict[str, object]:
+    """``key=value`` pairs; values parsed as JSON when they look like it (numbers, bools, lists)."""
+    import json
+
+    from cryoshift.runtime.errors import InputError
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(None, f"{option} expects key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def command(
+    source: str = typer.Option(..., "--source", help="Labelled source: a dataset directory (cryoshift "
+                               "simulate), or structures to simulate on the fly ('builtin', map/model paths; "
+                               "then --box is required)."),
+    out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
+    target: str = typer.Option(None, "--target", help="Unlabelled target: dataset directory, MRC file/"
+                               "directory/glob, or picks STAR/CSV (with --tomograms). Labels are never "
+                               "read."),
+    method: str = typer.Option("cryoshift", "--method", help="source-only, adabn, dann, mada, warp, "
+                               "cryoshift, or oracle (benchmarks only)."),
+    backbone: str = typer.Option("cryonet", "--backbone", help="Backbone registry name (e.g. cryonet, "
+                                 "cryonet-small, dsrf3d-v2, encoder4, cb3d)."),
+    epochs: int = typer.Option(10, "--epochs", help="Training epochs (passes over the source)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Source (and target) volumes per step and "
+                                   "process."),
+    lr: float = typer.Option(1e-3, "--lr", help="Base learning rate (methods scale it per module)."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="Adam weight decay."),
+    seed: int = typer.Option(0, "--seed", help="Seed for every random generator."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the killed run in --out from its last "
+                                "finished epoch (its stored config wins, except --epochs/--device)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto. Under torchrun each process "
+                               "takes its LOCAL_RANK GPU."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Held-out share of a source dataset, "
+                                       "used for selection and calibration."),
+    normalisation: str = typer.Option("zscore", "--normalisation", help="Per-subtomogram normalisation "
+                                      "(zscore or minmax); travels into the exported graph."),
+    box: int = typer.Option(None, "--box", help="Box size in voxels when simulating the source."),
+    voxel_size: float = typer.Option(None, "--voxel-size", help="Voxel size (A) when simulating the source."),
+    sim_preset: str = typer.Option("default", "--sim-preset", help="Simulation preset when simulating."),
+    sim_per_epoch: int = typer.Option(1024, "--sim-per-epoch", help="Fresh simulated volumes per epoch."),
+    tomograms: list[str] = typer.Option([], "--tomograms", help="Tomogram MRCs (files, dirs or globs) that "
+                                        "a picks --target refers to by rlnTomoName or file name."),
+    max_target: int = typer.Option(None, "--max-target", help="Use at most this many target volumes "
+                                   "(seeded subset)."),
+    oracle_target_labels: bool = typer.Option(False, "--oracle-target-labels", help="Let the 'oracle' "
+                                              "method read target labels (benchmark ceiling only)."),
+    hparam: list[str] = typer.Option([], "--hparam", help="Method hyper-parameter key=value (repeatable), "
+                                     "e.g. --hparam mada_weight=0.5."),
+    backbone_opt: list[str] = typer.Option([], "--backbone-opt", help="Backbone keyword key=value "
+                                           "(repeatable), e.g. --backbone-opt drop_rate=0.2."),
+    selection: str = typer.Option("im", "--selection", help="Label-free target criterion for picking "
+                                  "the epoch: im (information maximisation), snd, entropy."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
+) -> None:
+    """Train a domain-adapted classifier on labelled source + unlabelled target data.
+
+    Writes a run directory: config.json, versions.json, metrics.csv (per epoch),
+    checkpoints/ (weights only), selection.json (label-free epoch choice), model.pt (the
+    selected, calibrated model that `cryoshift export` reads) and plots/. No target label is
+    read, except by --method oracle with --oracle-target-labels. Several GPUs: launch with
+    `torchrun --nproc_per_node N -m cryoshift.runtime.cli train ...`.
+
+    Example: cryoshift train --source data/sim --target data/exp --method cryoshift --epochs 20 --out runs/a
+    """
+    from cryoshift.runtime.errors import require_extra
+
+    require_extra("train", "cryoshift train", "torch")
+    from cryoshift.training.trainer import TrainConfig, train
+
+    config = TrainConfig(
+        source=source, out=str(out), target=target, method=method, backbone=backbone, epochs=epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
+        val_fraction=val_fraction, normalisation=normalisation, box=box, voxel_size=voxel_size,
+        sim_preset=sim_preset, sim_per_epoch=sim_per_epoch, tomograms=list(tomograms), max_target=max_target,
+        oracle_target_labels=oracle_target_labels, method_kwargs=_parse_kv(hparam, "--hparam"),
+        backbone_kwargs=_parse_kv(backbone_opt, "--backbone-opt"), selection_criterion=selection,
+        threads=threads, progress=not no_progress,
+    )
+    result = train(config, resume=resume)
+    if result.model_path is None:  # a non-zero rank under torchrun
+        return
+    meta = result.metadata
+    last = result.history[-1] if result.history else {}
+    typer.echo(f"model: {result.model_path}  (epoch {result.selected_epoch} of {len(result.history)}, "
+               f"chosen without target labels)")
+    if meta is not None:
+        typer.echo(f"temperature {meta.temperature:.3f}  unknown_threshold {meta.unknown_threshold:.3f}  "
+                   f"last source val accuracy {last.get('src_val_acc', float('nan')):.3f}")
+    typer.echo(f"next: cryoshift export {result.run_dir}")
