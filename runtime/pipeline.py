@@ -24,6 +24,7 @@ import numpy as np
 
 from cryoshift.runtime.backends import Model
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.scoring import score
 from cryoshift.runtime.sources import Item, VolumeCache, load_item
 
@@ -72,6 +73,24 @@ def _id_fields(item: Item) -> list[Any]:
     if item.kind == "tomogram":
         return [item.id, item.path, -1, item.tomo, item.x, item.y, item.z]
     return [item.id, item.path, item.index, "", math.nan, math.nan, math.nan]
+
+
+_LABEL = len(ID_COLUMNS) + 1  # position of class_name in a row
+
+
+def score_rows(items: Sequence[Item], logits: np.ndarray, features: np.ndarray, metadata: ModelMetadata,
+               unknown_threshold: float | None = None) -> list[list[Any]]:
+    """Result rows (see :func:`result_columns`) for ``items`` from the model's raw outputs."""
+    s = score(logits, features, metadata, unknown_threshold)
+    names = metadata.class_names
+    rows = []
+    for j, item in enumerate(items):
+        k = int(s.predicted[j])
+        unknown = bool(s.unknown[j])
+        rows.append([*_id_fields(item), -1 if unknown else k, UNKNOWN if unknown else names[k], names[k],
+                     unknown, float(s.confidence[j]), float(s.shift[j]),
+                     *(float(p) for p in s.probabilities[j])])
+    return rows
 
 
 def _error_reason(exc: BaseException) -> str:
@@ -156,7 +175,6 @@ def run_pipeline(
     reader = _Reader(chunks, pool, ready, cache, stop, transform)
     threads = [threading.Thread(target=reader.run, name=f"cryoshift-reader-{i}", daemon=True)
                for i in range(workers)]
-    names = meta.class_names
     writer_error: list[BaseException] = []
     bar = _Progress(len(items), description, enabled=progress)
 
@@ -206,16 +224,10 @@ def run_pipeline(
                 t0 = time.perf_counter()
                 logits, features = model.predict(batch.buffer, n)
                 stats.compute_s += time.perf_counter() - t0
-                s = score(logits, features, meta, unknown_threshold)
-                for j, item in enumerate(batch.items):
-                    k = int(s.predicted[j])
-                    unknown = bool(s.unknown[j])
-                    label = UNKNOWN if unknown else names[k]
-                    stats.class_counts[label] += 1
-                    stats.unknown += unknown
-                    rows.append([*_id_fields(item), -1 if unknown else k, label, names[k], unknown,
-                                 float(s.confidence[j]),
-                                 float(s.shift[j]), *(float(p) for p in s.probabilities[j])])
+                rows = score_rows(batch.items, logits, features, meta, unknown_threshold)
+                for row in rows:
+                    stats.class_counts[row[_LABEL]] += 1
+                    stats.unknown += row[_LABEL] == UNKNOWN
             pool.put(batch.buffer)
             stats.done += n
             stats.errors += len(batch.errors)

@@ -2,13 +2,112 @@
 
 from __future__ import annotations
 
+from enum import Enum
+from pathlib import Path
+
 import typer
 
 NAME = "classify"
 NO_ARGS_IS_HELP = True
 
 
-def command() -> None:
-    """Classify experimental subtomograms with an exported model."""
-    typer.echo("cryoshift classify: not built yet", err=True)
-    raise typer.Exit(2)
+class Backend(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    tensorrt = "tensorrt"
+    engine = "engine"
+
+
+class Contrast(str, Enum):
+    dark = "dark"
+    light = "light"
+
+
+_MODEL_HELP = "Exported model: model.onnx, or a TensorRT model.engine with its .engine.json sidecar."
+_INPUTS_HELP = ("What to classify, mixed freely: MRC files, globs ('sub/*.mrc'), directories, MRC volume "
+                "stacks, STAR listings (rlnImageName), pick tables (STAR/CSV + --tomograms), dataset folders.")
+_TOMO_HELP = ("Tomograms to crop picks from (files, globs, folders; repeatable), matched to the picks' "
+              "rlnTomoName/tomo_name by file stem.")
+_BACKEND_HELP = "Inference backend; auto picks the fastest that works here and says which."
+_SHARD_HELP = ("Classify only share i of n (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); output "
+               "files get a .shard-i-of-n suffix.")
+
+
+def _devices(text: str | None) -> list[int] | None:
+    from cryoshift.runtime.errors import InputError
+
+    if not text:
+        return None
+    try:
+        devices = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(None, f"--devices {text!r}: give GPU numbers separated by commas (0,1)") from None
+    if len(set(devices)) != len(devices):
+        raise InputError(None, f"--devices {text!r} lists a GPU twice")
+    return devices
+
+
+def command(
+    model: Path = typer.Argument(..., help=_MODEL_HELP),
+    inputs: list[str] = typer.Argument(..., help=_INPUTS_HELP),
+    out: Path = typer.Option(Path("cryoshift_results"), "--out", "-o",
+                             help="Output folder: predictions.csv/.star, errors.csv, manifest.json."),
+    tomograms: list[str] = typer.Option(None, "--tomograms", "-t", help=_TOMO_HELP),
+    backend: Backend = typer.Option(Backend.auto, "--backend", "-b", help=_BACKEND_HELP),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Subtomograms per batch (GPU: 256-2048)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Reader threads filling batches."),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU backend: inference threads."),
+    devices: str = typer.Option(None, "--devices",
+                                help="GPUs of this node, e.g. 0,1,2,3: one worker process per GPU."),
+    shard: str = typer.Option(None, "--shard", help=_SHARD_HELP),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out: no row is "
+                                                        "lost or written twice."),
+    unknown_threshold: float = typer.Option(None, "--unknown-threshold", min=0.0, max=1.0,
+                                            help="Confidence under which a subtomogram is 'unknown' "
+                                                 "(default: the model's calibrated threshold)."),
+    contrast: Contrast = typer.Option(None, "--contrast", help="Contrast of the data (default dark, as raw "
+                                      "cryo-ET; datasets say their own)."),
+    ignore_voxel_size: bool = typer.Option(False, "--ignore-voxel-size",
+                                           help="Classify even if the data's voxel size differs from the "
+                                                "model's by more than 5%."),
+    ray: bool = typer.Option(False, "--ray", help="Run on a Ray cluster (Ray Data actor pool, one model "
+                             "per GPU) instead of this process."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: start or "
+                                    "join a local one)."),
+    ray_workers: int = typer.Option(2, "--ray-workers", min=1, help="Ray actors (one model each)."),
+    ray_gpus: float = typer.Option(0.0, "--ray-gpus", min=0.0, help="GPUs per Ray actor (1 on GPU nodes)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+) -> None:
+    """Classify experimental subtomograms with an exported model.
+
+    Writes one row per subtomogram (class, probabilities, calibrated confidence, 'unknown'
+    under the threshold, shift score) to CSV and STAR; bad items go to errors.csv and the
+    run goes on. Killed? Run the same command again with --resume.
+
+    Example: cryoshift classify model.onnx picks.star -t 'tomos/*.mrc' stack.mrcs -o results --backend auto
+    """
+    from cryoshift.runtime.errors import InputError
+
+    device_list = _devices(devices)
+    common = dict(
+        resume=resume, unknown_threshold=unknown_threshold, tomograms=list(tomograms or []),
+        contrast=contrast.value if contrast else None, ignore_voxel_size=ignore_voxel_size,
+    )
+    if ray:
+        if device_list or shard:
+            raise InputError(None, "--ray distributes by itself; drop --devices/--shard")
+        from cryoshift.runtime.distributed import classify_ray
+
+        summary = classify_ray(model, list(inputs), out, backend=backend.value, batch_size=batch_size,
+                               num_workers=ray_workers, num_gpus=ray_gpus, address=ray_address,
+                               progress=not quiet, **common)
+    else:
+        from cryoshift.runtime.classify import classify
+
+        summary = classify(model, list(inputs), out, backend=backend.value, batch_size=batch_size,
+                           workers=workers, shard=shard, progress=not quiet, threads=threads,
+                           devices=device_list, **common)
+    if not quiet:
+        for line in summary.lines():
+            typer.echo(line)
