@@ -78,7 +78,7 @@ class Dataset:
         return int(self.volumes.shape[0])
 
     def close(self) -> None:
-        """Release the memory map (arrays taken from ``volumes`` become invalid)."""
+        """Close the MRC file (arrays already taken from ``volumes`` stay readable)."""
         if self._mrc is not None:
             self._mrc.close()
             self._mrc = None

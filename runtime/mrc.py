@@ -38,6 +38,7 @@ HEADER_BYTES = 1024
 MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec", ".st", ".ali", ".mrc.gz", ".mrc.bz2", ".map.gz")
 _GZIP_MAGIC = b"\x1f\x8b"
 _BZIP2_MAGIC = b"BZh"
+_NOT_MRC = "not an MRC file (no 'MAP ' identifier at byte 208 of the header) or the file is corrupt"
 
 
 def is_mrc_path(path: str | Path) -> bool:
@@ -90,9 +91,14 @@ def read_header(path: str | Path) -> dict[str, Any]:
     if compressed is None and path.stat().st_size < HEADER_BYTES:
         raise InputError(path, f"file is truncated: {path.stat().st_size} bytes, shorter than the "
                                f"{HEADER_BYTES}-byte MRC header")
+    if compressed is None:
+        with open(path, "rb") as fh:
+            magic = fh.read(HEADER_BYTES)[208:211]
+        if magic != b"MAP":
+            raise InputError(path, _NOT_MRC)
     header = _open_header(path)
-    if bytes(header.map).strip() not in (b"MAP", b"MAP\x00"):
-        raise InputError(path, "not an MRC file (no 'MAP ' identifier in the header) or the file is corrupt")
+    if not bytes(header.map).startswith(b"MAP"):
+        raise InputError(path, _NOT_MRC)
     mode = int(header.mode)
     if mode not in MODES:
         supported = ", ".join(f"{m} ({n})" for m, n in MODE_NAMES.items())

@@ -1,0 +1,94 @@
+"""The runtime wing works on a node without PyTorch (the facility GPU install).
+
+Each test runs the real ``cryoshift`` console script in a fresh interpreter. "No torch" is
+made by a ``sitecustomize`` that installs a meta-path finder raising ImportError for
+``torch``, first on ``PYTHONPATH``, so it is active before any cryoshift code runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cryoshift.runtime.mrc import write_volume
+
+BLOCKER = textwrap.dedent("""
+    import sys
+
+    class _NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError(f"No module named {name!r} (blocked by the no-torch test)")
+            return None
+
+    sys.meta_path.insert(0, _NoTorch())
+""")
+
+# Runs the CLI in-process after the blocker, then reports whether torch got imported.
+PROBE = textwrap.dedent("""
+    import sys
+    import cryoshift.runtime as rt
+    from cryoshift.runtime import cli
+    for name in ("read_volume", "open_volume", "read_picks", "crop_box", "read_dataset", "write_results",
+                 "describe"):
+        getattr(rt, name)
+    try:
+        code = cli.main(sys.argv[1:])
+    finally:
+        print("TORCH_LOADED" if "torch" in sys.modules else "TORCH_ABSENT", file=sys.stderr)
+    sys.exit(code)
+""")
+
+
+def run(args: list[str], tmp_path: Path, block: bool) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if block:
+        site = tmp_path / "site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(BLOCKER)
+        env["PYTHONPATH"] = str(site) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+
+
+def test_blocker_really_blocks_torch(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    env = dict(os.environ, PYTHONPATH=str(site))
+    proc = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0 and "blocked by the no-torch test" in proc.stderr
+
+
+def test_help_and_info_without_torch(tmp_path: Path) -> None:
+    path = write_volume(tmp_path / "v.mrc", np.ones((8, 8, 8), np.float32), voxel_size=2.0)
+    proc = run(["info", str(path)], tmp_path, block=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "8 x 8 x 8" in proc.stdout and "TORCH_ABSENT" in proc.stderr
+    proc = run(["--help"], tmp_path, block=True)
+    assert proc.returncode == 0 and "info" in proc.stdout
+
+
+def test_help_and_info_never_import_torch_even_when_installed(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    (tmp_path / "p.csv").write_text("x,y,z\n1,2,3\n")
+    for args in (["--help"], ["info", str(tmp_path / "p.csv")]):
+        proc = run(args, tmp_path, block=False)
+        assert proc.returncode == 0, proc.stderr
+        assert "TORCH_ABSENT" in proc.stderr, f"cryoshift {' '.join(args)} imported torch"
+
+
+def test_train_without_torch_names_the_extra(tmp_path: Path) -> None:
+    proc = run(["train", "--source", "builtin", "--out", str(tmp_path / "run"), "--box", "16"], tmp_path,
+               block=True)
+    probe = ("TORCH_ABSENT", "TORCH_LOADED")
+    lines = [line for line in proc.stderr.strip().splitlines() if line not in probe]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and "cryoshift[train]" in lines[0] and lines[0].startswith("cryoshift: error:")

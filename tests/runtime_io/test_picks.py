@@ -1,0 +1,115 @@
+"""Picks from RELION 5 STAR files and CSV/TSV tables, and RELION per-particle listings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+
+from cryoshift.runtime import InputError, read_particle_listing, read_picks
+from cryoshift.runtime.picks import centered_to_pixels, outside
+
+
+def relion5_star(path: Path, particles: pd.DataFrame) -> Path:
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
+                           "rlnTomoTiltSeriesPixelSize": [1.35], "rlnVoltage": [300.0]})
+    starfile.write({"general": {"rlnTomoSubTomosAre2DStacks": 1}, "optics": optics, "particles": particles},
+                   path, overwrite=True)
+    return path
+
+
+def test_relion5_pixel_coordinates_keep_other_columns(tmp_path: Path) -> None:
+    parts = pd.DataFrame({"rlnTomoName": ["TS_01", "TS_01", "TS_02"], "rlnCoordinateX": [10.0, 20.5, 30.0],
+                          "rlnCoordinateY": [1.0, 2.0, 3.0], "rlnCoordinateZ": [4.0, 5.0, 6.0],
+                          "rlnAngleRot": [0.0, 90.0, 180.0], "rlnOpticsGroup": [1, 1, 1]})
+    picks = read_picks(relion5_star(tmp_path / "particles.star", parts))
+    assert list(picks.columns[:4]) == ["tomo_name", "x", "y", "z"]
+    assert picks["tomo_name"].tolist() == ["TS_01", "TS_01", "TS_02"]
+    assert picks["x"].tolist() == [10.0, 20.5, 30.0] and picks["z"].dtype == np.float64
+    assert picks["rlnAngleRot"].tolist() == [0.0, 90.0, 180.0]
+    assert "rlnCoordinateX" in picks.columns  # originals preserved
+
+
+def test_relion5_centred_angstrom_coordinates(tmp_path: Path) -> None:
+    parts = pd.DataFrame({"rlnTomoName": ["a", "b"],
+                          "rlnCenteredCoordinateXAngst": [0.0, -100.0],
+                          "rlnCenteredCoordinateYAngst": [50.0, 0.0],
+                          "rlnCenteredCoordinateZAngst": [-20.0, 10.0]})
+    path = relion5_star(tmp_path / "c.star", parts)
+    with pytest.raises(InputError, match="relative to the tomogram centre: give the pixel size"):
+        read_picks(path)
+    # tomogram a: 10 A pixels, 40 (Z) x 60 (Y) x 80 (X); b: 5 A pixels, 20 x 30 x 50
+    picks = read_picks(path, pixel_size={"a": 10.0, "b": 5.0},
+                       tomo_shape=lambda name: {"a": (40, 60, 80), "b": (20, 30, 50)}[name])
+    np.testing.assert_allclose(picks[["x", "y", "z"]].to_numpy(), [[40.0, 35.0, 18.0], [5.0, 15.0, 12.0]])
+    one = centered_to_pixels(picks.assign(**{c: parts[c] for c in parts.columns[1:]}), 10.0, (40, 60, 80))
+    assert one["x"].tolist() == [40.0, 30.0]
+    with pytest.raises(InputError, match="outside the tomogram"):
+        read_picks(path, pixel_size=10.0, tomo_shape=(40, 60, 10))
+
+
+def test_star_without_coordinates_names_the_columns(tmp_path: Path) -> None:
+    parts = pd.DataFrame({"rlnTomoName": ["a"], "rlnAngleRot": [1.0]})
+    path = relion5_star(tmp_path / "nocoord.star", parts)
+    with pytest.raises(InputError) as err:
+        read_picks(path)
+    assert "no coordinate columns: need rlnCoordinateX/Y/Z" in str(err.value)
+    assert "found rlnAngleRot, rlnOpticsGroup" in str(err.value)
+
+
+def test_csv_and_tsv_any_case_with_tomo_column(tmp_path: Path) -> None:
+    (tmp_path / "p.csv").write_text("X,Y,Z,Tomo,score\n1,2,3,t1,0.5\n4.5,5,6,t2,0.9\n")
+    picks = read_picks(tmp_path / "p.csv")
+    assert picks[["x", "y", "z"]].to_numpy().tolist() == [[1, 2, 3], [4.5, 5, 6]]
+    assert picks["tomo_name"].tolist() == ["t1", "t2"] and picks["score"].tolist() == [0.5, 0.9]
+    (tmp_path / "p.tsv").write_text("x\ty\tz\n1\t2\t3\n")
+    picks = read_picks(tmp_path / "p.tsv")
+    assert picks["tomo_name"].tolist() == [""] and picks["x"].tolist() == [1.0]
+    (tmp_path / "p.txt").write_text("x y z\n7 8 9\n")
+    assert read_picks(tmp_path / "p.txt")["z"].tolist() == [9.0]
+
+
+def test_table_errors_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.csv").write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(InputError, match="no coordinate columns: need x, y, z; found a, b, c"):
+        read_picks(tmp_path / "bad.csv")
+    (tmp_path / "nan.csv").write_text("x,y,z\n1,2,3\n1,,3\nfoo,2,3\n")
+    with pytest.raises(InputError, match=r"2 rows have missing or non-numeric coordinates \(rows 1, 2\)"):
+        read_picks(tmp_path / "nan.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(InputError, match="file is empty"):
+        read_picks(tmp_path / "empty.csv")
+    (tmp_path / "garbage.star").write_bytes(b"\x00\x01\x02 not a star file")
+    with pytest.raises(InputError, match=r"garbage\.star"):
+        read_picks(tmp_path / "garbage.star")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(InputError, match="empty directory"):
+        read_picks(tmp_path / "dir")
+
+
+def test_coordinates_outside_the_tomogram(tmp_path: Path) -> None:
+    (tmp_path / "p.csv").write_text("x,y,z\n1,2,3\n27.4,2,3\n27.5,2,3\n-0.6,0,0\n")
+    mask = outside(read_picks(tmp_path / "p.csv"), (20, 24, 28))
+    assert mask.tolist() == [False, False, True, True]
+    msg = r"2 picks lie outside the tomogram, first row 2: \(x, y, z\) = \(27\.5, 2, 3\)"
+    with pytest.raises(InputError, match=msg):
+        read_picks(tmp_path / "p.csv", tomo_shape=(20, 24, 28))
+
+
+def test_particle_listing_resolves_paths_and_slices(tmp_path: Path) -> None:
+    sub = tmp_path / "Extract"
+    sub.mkdir()
+    df = pd.DataFrame({"rlnImageName": ["000003@Extract/stack.mrcs", "Extract/p1.mrc", "/abs/p2.mrc"],
+                       "rlnTomoName": ["a", "a", "b"]})
+    starfile.write({"particles": df}, tmp_path / "listing.star")
+    listing = read_particle_listing(tmp_path / "listing.star")
+    assert list(listing.columns[:2]) == ["path", "index"]
+    assert listing["index"].tolist() == [2, -1, -1]
+    assert listing["path"].tolist() == [str(sub / "stack.mrcs"), str(sub / "p1.mrc"), "/abs/p2.mrc"]
+    assert listing["rlnTomoName"].tolist() == ["a", "a", "b"]
+    starfile.write({"particles": pd.DataFrame({"rlnCoordinateX": [1.0]})}, tmp_path / "nolist.star")
+    with pytest.raises(InputError, match="no rlnImageName column"):
+        read_particle_listing(tmp_path / "nolist.star")
