@@ -40,58 +40,62 @@ def structure_paths(names: dict[str, str] | None = None) -> dict[str, Path]:
     return {cls: MAPS_10A / f"{code}.mrc" for cls, code in names.items()}
 
 
-# Source: the randomised "simple" simulation (fast fidelity: projection-free CTF + wedge in
-# Fourier space), centred isolated particles, white noise, dark contrast.
+# Source: the randomised "simple" simulation a user would train on: the fast fidelity level
+# (CTF + missing wedge in Fourier space), the Cryo-Shift paper's randomised ranges for SNR,
+# wedge and Cs, defocus -1..-5 um, near-centred isolated particles, white noise, dark contrast.
+# Keys are SimulationConfig fields, plus "voxel_scale" (x the profile's voxel size).
 SOURCE: dict[str, Any] = {
     "fidelity": "fast",
-    "snr": (0.05, 2.0),  # log-uniform range
-    "defocus_um": (-4.0, -1.5),
-    "tilt_range": (-60.0, 60.0),
+    "snr": (0.03, 10.0),
+    "tilt_max": (40.0, 90.0),
+    "defocus_um": (-5.0, -1.0),
+    "cs_mm": (1.5, 3.0),
+    "shift_voxels": 1.0,
     "crowding": 0.0,
-    "offset_px": 0.0,
-    "noise_colour": "white",
-    "contrast": "dark",
     "voxel_scale": 1.0,
 }
 
-# Target domains: every one differs from SOURCE in several ways at once, like real data.
+# Target domains: each differs from SOURCE in several ways at once, like real data, and is
+# made with the tilt-series fidelity level (projections, CTF per tilt, back-projection).
 TARGETS: dict[str, dict[str, Any]] = {
-    # (a) A crowded cytosol: neighbours in the box, picks a few voxels off centre, low SNR,
-    # narrow tilt range (+-45) with dose weighting, reconstructed from a tilt series.
+    # (a) A crowded cytosol: neighbours in most boxes, picks off centre, low SNR, a narrow
+    # tilt range (+-42..48 deg) collected dose-symmetrically with dose weighting, ice ramps.
     "crowded": {
-        "fidelity": "tilt-series",
-        "snr": (0.02, 0.15),
-        "defocus_um": (-4.0, -2.5),
-        "tilt_range": (-45.0, 45.0),
+        "fidelity": "tilt",
+        "snr": (0.03, 0.3),
+        "tilt_max": (42.0, 48.0),
         "dose_weighting": True,
-        "crowding": 0.6,
-        "offset_px": 2.0,
-        "noise_colour": "white",
-        "contrast": "dark",
+        "dose": (120.0, 160.0),
+        "defocus_um": (-5.0, -3.0),
+        "shift_voxels": 2.5,
+        "crowding": 0.8,
+        "neighbours": (1, 3),
+        "gradient": (0.0, 0.3),
         "voxel_scale": 1.0,
     },
-    # (b) Another microscope: 1.25x the voxel size (particles look smaller), coloured (1/f)
-    # noise with an ice gradient, strong underfocus, and the opposite contrast convention.
+    # (b) Another microscope and pipeline: 1.25x the voxel size (particles look smaller),
+    # coloured 1/f noise, strong underfocus with astigmatism and B-factor, inverted contrast
+    # (every subtomogram's sign flipped, as when a pipeline writes light-on-dark).
     "optics": {
-        "fidelity": "tilt-series",
+        "fidelity": "tilt",
         "snr": (0.05, 0.5),
-        "defocus_um": (-8.0, -6.0),
-        "tilt_range": (-60.0, 60.0),
+        "tilt_max": (55.0, 60.0),
         "dose_weighting": True,
-        "crowding": 0.0,
-        "offset_px": 0.5,
-        "noise_colour": "pink",
-        "ice_gradient": 0.3,
-        "contrast": "light",
+        "defocus_um": (-10.0, -8.0),
+        "astigmatism_um": (0.3, 0.8),
+        "bfactor": (100.0, 300.0),
+        "shift_voxels": 1.0,
+        "noise_alpha": (1.0, 1.5),
+        "invert_contrast": 1.0,
         "voxel_scale": 1.25,
     },
 }
 
 TARGET_NOTES: dict[str, str] = {
-    "crowded": "Crowded boxes (neighbours), off-centre picks (~2 px), low SNR 0.02-0.15, tilt range "
-    "+-45 deg with dose weighting, tilt-series reconstruction.",
-    "optics": "Voxel size 1.25x the source, coloured (pink) noise + ice gradient, defocus -6 to -8 um, "
-    "inverted (light) contrast, tilt-series reconstruction.",
+    "crowded": "Tilt-series reconstruction; 80% of boxes crowded by 1-3 neighbours; picks up to 2.5 voxels "
+    "off centre; SNR 0.03-0.3; tilt range +-42..48 deg, dose-symmetric with dose weighting; ice ramps.",
+    "optics": "Tilt-series reconstruction; voxel size 1.25x the source; coloured 1/f^1-1.5 noise; defocus "
+    "-8..-10 um with astigmatism and B-factor 100-300; contrast inverted.",
 }
 
 METHODS = ["source-only", "adabn", "dann", "mada", "warp", "cryoshift", "oracle"]

@@ -1,0 +1,184 @@
+"""Data and training plumbing of the domain-shift benchmark.
+
+Builds the fixed data of one profile (source train + source test, and per target an
+unlabelled adaptation split plus a held-out labelled test split), trains one method on it
+with the project's trainer, and predicts with a checkpoint. Data are cached in the work
+directory, so re-running the benchmark re-uses them. Every method of a profile sees exactly
+the same files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from domains import SOURCE, TARGETS, Profile, structure_paths
+
+
+@dataclass
+class Split:
+    """Volumes in memory with labels kept aside for scoring."""
+
+    path: Path
+    volumes: np.ndarray  # (N, D, D, D) raw float32
+    labels: np.ndarray  # (N,) class indices in the benchmark's class order
+
+
+@dataclass
+class TargetData:
+    name: str
+    spec: dict[str, Any]
+    adapt: Path  # dataset directory the trainer sees (its labels are never read, oracle excepted)
+    test: Split  # held-out, labels for scoring only
+
+
+@dataclass
+class BenchData:
+    class_names: list[str]
+    structures: dict[str, str]
+    source_spec: dict[str, Any]
+    source_train: Path
+    source_val: Split  # held-out labelled source (source accuracy, embeddings)
+    targets: dict[str, TargetData] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def load_split(path: Path, class_names: list[str]) -> Split:
+    """Read a labelled dataset into memory, labels mapped onto the benchmark's class order."""
+    from cryoshift.runtime.dataset import read_dataset
+    from cryoshift.runtime.errors import InputError
+
+    with read_dataset(path, with_labels=True) as ds:
+        index = {n: i for i, n in enumerate(class_names)}
+        names = [ds.class_names[i] for i in np.asarray(ds.labels)]
+        unknown = sorted(set(names) - set(index))
+        if unknown:
+            raise InputError(path, f"classes {unknown} are not benchmark classes {class_names}")
+        labels = np.array([index[n] for n in names], dtype=np.int64)
+        volumes = np.array(ds.volumes, dtype=np.float32)
+    return Split(path, volumes, labels)
+
+
+def _structures(profile: Profile, voxel_size: float) -> Any:
+    """Structures on the profile's grid at ``voxel_size`` with readable class names."""
+    from cryoshift.training.simulate import load_structures
+
+    if profile.structures == "builtin":
+        structs = load_structures(["builtin"], box_size=profile.box_size, voxel_size=voxel_size)
+        return structs, {n: f"builtin:{n}" for n in structs.names}
+    paths = structure_paths()
+    structs = load_structures([str(p) for p in paths.values()], box_size=profile.box_size,
+                              voxel_size=voxel_size)
+    structs.names = list(paths)  # "4v4r" -> "ribosome70S": same order as given
+    return structs, {cls: p.stem for cls, p in paths.items()}
+
+
+def simulate_split(profile: Profile, spec: dict[str, Any], n: int, seed: int, out: Path) -> Path:
+    """Simulate ``n`` labelled volumes of one domain into a dataset directory (cached)."""
+    if (out / "dataset.json").is_file():
+        return out
+    from cryoshift.training.simulate import SimulationConfig, simulate_dataset
+
+    spec = dict(spec)
+    voxel = profile.voxel_size * float(spec.pop("voxel_scale", 1.0))
+    structs, _ = _structures(profile, voxel)
+    config = SimulationConfig.from_dict(spec)
+    simulate_dataset(structs, config, n, out, seed=seed, progress=False)
+    return out
+
+
+def build_data(profile: Profile, work: Path, targets: list[str], user_targets: list[Path]) -> BenchData:
+    """Simulate (or re-use) every split the profile needs."""
+    work.mkdir(parents=True, exist_ok=True)
+    n_src = profile.n_source
+    src = simulate_split(profile, SOURCE, n_src, 1, work / "source_train")
+    src_val = simulate_split(profile, SOURCE, profile.n_source_val, 2, work / "source_test")
+    from cryoshift.runtime.dataset import read_dataset
+
+    with read_dataset(src) as ds:
+        class_names = list(ds.class_names)
+    _, provenance = _structures(profile, profile.voxel_size) if profile.structures == "builtin" else \
+        (None, {cls: p.stem for cls, p in structure_paths().items()})
+    data = BenchData(class_names, provenance, dict(SOURCE), src, load_split(src_val, class_names))
+    for i, name in enumerate(targets):
+        spec = TARGETS[name]
+        adapt = simulate_split(profile, spec, profile.n_target, 10 + 2 * i, work / f"target_{name}_adapt")
+        test = simulate_split(profile, spec, profile.n_target_test, 11 + 2 * i, work / f"target_{name}_test")
+        data.targets[name] = TargetData(name, dict(spec), adapt, load_split(test, class_names))
+    for path in user_targets:
+        name = f"user_{path.stem or path.name}"
+        adapt, test = split_user_target(path, class_names, work / name)
+        data.targets[name] = TargetData(name, {"dataset": str(path)}, adapt, load_split(test, class_names))
+    (work / "data.json").write_text(json.dumps({"class_names": class_names, "targets": list(data.targets)}))
+    return data
+
+
+def split_user_target(path: Path, class_names: list[str], out: Path, seed: int = 0) -> tuple[Path, Path]:
+    """A user's labelled experimental set -> half for (unlabelled) adaptation, half held out for scoring.
+
+    Accepts a labelled dataset directory, or a picks table (STAR/CSV) with a class column
+    next to the tomograms it names (see :func:`picks_to_dataset`).
+    """
+    from cryoshift.runtime.dataset import is_dataset, read_dataset, write_dataset
+    from cryoshift.runtime.errors import InputError
+
+    adapt, test = out / "adapt", out / "test"
+    if (adapt / "dataset.json").is_file() and (test / "dataset.json").is_file():
+        return adapt, test
+    if not is_dataset(path):
+        path = picks_to_dataset(path, class_names, out / "full")
+    with read_dataset(path, with_labels=True) as ds:
+        missing = sorted(set(ds.class_names) - set(class_names))
+        if missing:
+            raise InputError(path, f"classes {missing} are not among the benchmark's classes {class_names}")
+        order = np.random.default_rng(seed).permutation(len(ds))
+        half = len(order) // 2
+        if half < 2:
+            raise InputError(path, f"only {len(ds)} labelled volumes; need at least 4 to split")
+        for part, idx in ((adapt, np.sort(order[:half])), (test, np.sort(order[half:]))):
+            write_dataset(part, np.asarray(ds.volumes[idx], dtype=np.float32), ds.labels[idx],
+                          class_names=list(ds.class_names), voxel_size=ds.voxel_size, contrast=ds.contrast,
+                          meta={"generator": f"domain_shift split of {path}"})
+    return adapt, test
+
+
+def picks_to_dataset(picks: Path, class_names: list[str], out: Path, box_size: int | None = None) -> Path:
+    """Crop labelled picks (a class column: rlnClassName / class_name / class) into a dataset."""
+    raise NotImplementedError("labelled picks are not supported yet")
+
+
+def train_method(profile: Profile, method: str, data: BenchData, target: str, seed: int,
+                 run_dir: Path) -> Path:
+    """Train ``method`` with the profile's budget; a finished run directory is re-used."""
+    from cryoshift.training.checkpoint import RUN_MODEL
+    from cryoshift.training.trainer import TrainConfig, train
+
+    if (run_dir / RUN_MODEL).is_file():
+        return run_dir
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)  # unfinished (killed) run: start it again from scratch
+    config = TrainConfig(
+        source=str(data.source_train), target=str(data.targets[target].adapt), out=str(run_dir),
+        method=method, backbone=profile.backbone, epochs=profile.epochs, batch_size=profile.batch_size,
+        lr=profile.lr, seed=seed, device="auto", threads=profile.threads, progress=False,
+        oracle_target_labels=method == "oracle", method_kwargs=dict(profile.method_hparams.get(method, {})),
+    )
+    train(config)
+    return run_dir
+
+
+def predict(model: Path, volumes: np.ndarray) -> Any:
+    """Predicted class indices (``.pred``) and pooled features of a checkpoint (evaluate's torch path)."""
+    from cryoshift.training.evaluate import predict as _predict
+
+    out = _predict(model, volumes, batch_size=128)
+    out.pred = out.logits.argmax(axis=1)
+    return out
