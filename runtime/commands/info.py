@@ -12,16 +12,18 @@ NO_ARGS_IS_HELP = True
 
 def command(
     paths: list[Path] = typer.Argument(
-        ..., help="MRC file (.mrc .mrcs .map .rec, gzip ok), picks or listing (.star .csv .tsv), "
-        "dataset directory, or ONNX model. Several allowed."),
+        ..., metavar="PATH", help="MRC file (.mrc .mrcs .map .rec, gzip ok), picks or listing "
+        "(.star .csv .tsv), dataset directory, or ONNX model. Several allowed."),
     full: bool = typer.Option(False, "--full", help="Compute min/max/mean from the data even for big "
                               "tomograms (default: from the header above 256 MiB)."),
 ) -> None:
     """Describe an MRC volume, a picks table, a dataset or an ONNX model.
 
-    Prints shape, mode, voxel size and min/max/mean of an MRC; rows and tomograms of a
-    STAR/CSV of picks; classes and counts of a dataset; the metadata of an ONNX model.
-    With several paths, a bad one is reported and the rest are still described (exit 2).
+    MRC: shape, mode, voxel size, min/max/mean. Picks (STAR/CSV): rows, tomograms.
+
+    Dataset directory: classes and counts. ONNX model: its cryoshift metadata.
+
+    With several paths, bad ones are reported, the rest described; exit code 2.
 
     Example: cryoshift info tomo.mrc picks.star data/sim model.onnx
     """
