@@ -3,9 +3,9 @@
 Inputs mix freely in one run: single-volume MRC files, globs and directories of them, MRC
 volume stacks, STAR listings of per-particle MRCs (``rlnImageName``), pick tables (STAR or
 CSV) matched by name to memory-mapped tomograms, and cryoshift dataset directories. Each
-item carries an id that traces back to its origin (``path``, ``path#index`` or
-``tomogram:x,y,z``), so results, the resume ledger and the errors table all speak the same
-language. Planning never reads voxel data; readers load one item into a preallocated batch
+item carries an id that traces back to its origin (``path``, RELION's ``000003@path`` for
+a 1-based stack slice, or ``tomogram:x,y,z``), so results, the resume ledger and the errors
+table all speak the same language. Planning never reads voxel data; readers load one item into a preallocated batch
 row. A bad input becomes an item with an error attached, so it flows through the same
 pipeline and ends up in the errors table exactly once.
 """
@@ -67,6 +67,11 @@ class Plan:
             raise InputError(None, f"shard {index}/{count} is invalid: need 0 <= i < n")
         return Plan(self.items[index::count], self.inputs, self.box_size, self.contrast,
                     self.voxel_sizes, self.notes)
+
+
+def stack_id(path: str | Path, index: int) -> str:
+    """RELION's name for slice ``index`` (0-based) of a stack: ``000003@path`` counts from 1."""
+    return f"{index + 1:06d}@{path}"
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -224,7 +229,7 @@ class _Planner:
         if header["is_stack"]:
             shape = header["shape"]
             self.check_box(path, shape[1:])
-            self.items.extend(Item(f"{path}#{i}", "stack", str(path), i) for i in range(shape[0]))
+            self.items.extend(Item(stack_id(path, i), "stack", str(path), i) for i in range(shape[0]))
         else:
             self.items.append(Item(str(path), "file", str(path)))
 
@@ -246,7 +251,7 @@ class _Planner:
         self.check_voxel(stack, vol)
         data = vol.data if vol.is_stack else vol.data[None]
         self.check_box(stack, data.shape[1:])
-        self.items.extend(Item(f"{stack}#{i}", "stack", str(stack), i) for i in range(data.shape[0]))
+        self.items.extend(Item(stack_id(stack, i), "stack", str(stack), i) for i in range(data.shape[0]))
 
     def add_table(self, path: Path) -> None:
         from cryoshift.runtime.picks import read_particle_listing, read_picks
@@ -263,7 +268,7 @@ class _Planner:
                     seen_voxel.add(vpath)
                     self._check_listed_file(vpath)
                 if index >= 0:
-                    self.items.append(Item(f"{vpath}#{index}", "stack", vpath, index))
+                    self.items.append(Item(stack_id(vpath, index), "stack", vpath, index))
                 else:
                     self.items.append(Item(vpath, "file", vpath))
             return

@@ -1,0 +1,132 @@
+"""classify() end to end on every input kind, checked against ONNX Runtime run directly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryoshift.runtime.classify import classify
+from cryoshift.runtime.results import read_results
+
+
+def _run(model_path: Path, inputs: dict, out: Path, **kw) -> object:
+    return classify(model_path, [str(inputs["files"]), str(inputs["stack"]), str(inputs["listing"]),
+                                 str(inputs["picks"]), str(inputs["dataset"])], out,
+                    tomograms=[str(inputs["tomos"])], backend="cpu", batch_size=8, workers=2,
+                    progress=False, **kw)
+
+
+def test_mixed_inputs_match_direct_onnxruntime(model_path, inputs, helpers, tmp_path):
+    summary = _run(model_path, inputs, tmp_path / "out")
+    expected: dict = inputs["expected"]
+    df = read_results(tmp_path / "out" / "predictions.csv")
+    # Every good input exactly once (the listing repeats stack slices and files: classified once).
+    assert sorted(df["id"]) == sorted(expected)
+    assert summary.classified == len(expected) and summary.total_rows == len(expected)
+    errors = pd.read_csv(tmp_path / "out" / "errors.csv", keep_default_na=False)
+    assert set(errors["id"]) == inputs["bad"]
+    reasons = dict(zip(errors["id"], errors["reason"], strict=True))
+    assert "outside the tomogram" in reasons["TS_02:55.0,5.0,5.0"]
+    assert "NaN" in reasons[str(inputs["files"] / "has_nan.mrc")]
+    assert "16^3" in reasons[str(inputs["files"] / "wrong_box.mrc")]
+    # Probabilities and shift scores equal those of ONNX Runtime on the same voxels.
+    ids = list(df["id"])
+    probs, shift = helpers.expected_scores(model_path, np.stack([expected[i] for i in ids]))
+    got = df[[f"prob_{c}" for c in helpers.CLASSES]].to_numpy()
+    np.testing.assert_allclose(got, probs, atol=1e-5)
+    np.testing.assert_allclose(df["shift_score"].to_numpy(), shift, rtol=1e-4)
+    np.testing.assert_allclose(df["confidence"], probs.max(1), atol=1e-5)
+    assert list(df["class_name"]) == [helpers.CLASSES[k] for k in probs.argmax(1)]
+    assert len(set(df["class_name"])) > 1
+    # Ids trace back: tomogram rows carry name and coordinates, stack rows file and index.
+    tomo = df[df["tomo_name"] == "TS_01"]
+    assert len(tomo) == 3 and set(tomo["x"]) == {20.0, 8.0, 39.0}
+    stack_rows = df[df["path"] == str(inputs["stack"])]
+    assert sorted(stack_rows["index"]) == list(range(12))
+
+
+def test_star_has_the_same_rows_as_csv(model_path, inputs, tmp_path):
+    _run(model_path, inputs, tmp_path / "out")
+    from_csv = read_results(tmp_path / "out" / "predictions.csv")
+    from_star = read_results(tmp_path / "out" / "predictions.star")
+    assert list(from_star["id"]) == list(from_csv["id"])
+    np.testing.assert_allclose(from_star["confidence"], from_csv["confidence"])
+    assert list(from_star["class_name"]) == list(from_csv["class_name"])
+
+
+def test_manifest_records_model_inputs_counts_versions(model_path, inputs, tmp_path):
+    summary = _run(model_path, inputs, tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    from cryoshift.runtime.backends import file_sha256
+
+    assert manifest["model"]["sha256"] == file_sha256(model_path)
+    assert manifest["summary"]["total_rows"] == summary.total_rows
+    assert manifest["summary"]["total_errors"] == 4
+    assert sum(manifest["summary"]["class_counts"].values()) == summary.total_rows
+    assert {"cryoshift", "numpy", "onnxruntime", "python"} <= set(manifest["versions"])
+    assert manifest["inputs"][0] == str(inputs["files"])
+
+
+def test_unknown_threshold_marks_low_confidence(model_path, inputs, tmp_path):
+    base = _run(model_path, inputs, tmp_path / "a")
+    df = read_results(tmp_path / "a" / "predictions.csv")
+    cut = float(np.median(df["confidence"]))
+    _run(model_path, inputs, tmp_path / "b", unknown_threshold=cut)
+    low = read_results(tmp_path / "b" / "predictions.csv")
+    flagged = low["class_name"] == "unknown"
+    assert flagged.sum() == (low["confidence"] < cut).sum() > 0
+    assert (low.loc[flagged, "class_index"] == -1).all()
+    assert (low.loc[flagged, "best_class"] != "unknown").all()
+    assert base.total_rows == len(low)
+
+
+def test_shards_partition_the_items(model_path, inputs, tmp_path):
+    seen = []
+    for i in range(3):
+        s = classify(model_path, [str(inputs["stack"]), str(inputs["files"])], tmp_path, backend="cpu",
+                     shard=f"{i}/3", progress=False, batch_size=4)
+        assert Path(s.predictions_csv).name == f"predictions.shard-{i}-of-3.csv"
+        seen.extend(read_results(s.predictions_csv)["id"])
+    assert len(seen) == len(set(seen)) == 12 + 8
+
+
+def test_devices_run_one_process_each_and_merge(model_path, inputs, tmp_path):
+    args = [str(inputs["stack"]), str(inputs["picks"])]
+    kw = dict(tomograms=[str(inputs["tomos"])], backend="cpu", progress=False, batch_size=4)
+    single = classify(model_path, args, tmp_path / "one", **kw)
+    multi = classify(model_path, args, tmp_path / "two", devices=[0, 1], **kw)
+    a = read_results(single.predictions_csv).sort_values("id").reset_index(drop=True)
+    b = read_results(multi.predictions_csv).sort_values("id").reset_index(drop=True)
+    assert list(a["id"]) == list(b["id"]) and multi.total_rows == single.total_rows
+    np.testing.assert_allclose(a["confidence"], b["confidence"])
+    assert multi.total_errors == single.total_errors == 1
+    assert (tmp_path / "two" / "parts" / "device-1" / "predictions.csv").is_file()
+    assert (tmp_path / "two" / "predictions.star").is_file()
+
+
+@pytest.mark.slow
+def test_ray_actor_pool_matches_local_run(model_path, inputs, tmp_path):
+    pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    import ray
+
+    from cryoshift.runtime.distributed import classify_ray
+
+    args = [str(inputs["stack"]), str(inputs["files"])]
+    local = classify(model_path, args, tmp_path / "local", backend="cpu", progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        summary = classify_ray(model_path, args, tmp_path / "ray", backend="cpu", batch_size=8, num_workers=2,
+                               threads=1, progress=False)
+    finally:
+        ray.shutdown()
+    a = read_results(local.predictions_csv).sort_values("id").reset_index(drop=True)
+    b = read_results(summary.predictions_csv).sort_values("id").reset_index(drop=True)
+    assert list(a["id"]) == list(b["id"])
+    assert list(a["class_name"]) == list(b["class_name"])
+    np.testing.assert_allclose(a["confidence"], b["confidence"], atol=1e-6)
+    assert summary.total_errors == local.total_errors == 3
