@@ -5,9 +5,9 @@ volume stacks, STAR listings of per-particle MRCs (``rlnImageName``), pick table
 CSV) matched by name to memory-mapped tomograms, and cryoshift dataset directories. Each
 item carries an id that traces back to its origin (``path``, RELION's ``000003@path`` for
 a 1-based stack slice, or ``tomogram:x,y,z``), so results, the resume ledger and the errors
-table all speak the same language. Planning never reads voxel data; readers load one item into a preallocated batch
-row. A bad input becomes an item with an error attached, so it flows through the same
-pipeline and ends up in the errors table exactly once.
+table all speak the same language. Planning never reads voxel data; readers load one item
+into a preallocated batch row. A bad input becomes an item with an error attached, so it
+flows through the same pipeline and ends up in the errors table exactly once.
 """
 
 from __future__ import annotations
