@@ -1,0 +1,126 @@
+"""Refusals, bad items, kill -9 + --resume, ledger repair."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cryoshift.runtime.classify import classify
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.ledger import Ledger
+from cryoshift.runtime.mrc import write_stack, write_volume
+from cryoshift.runtime.results import read_results
+
+
+def test_wrong_box_stack_is_refused(model_path, tmp_path):
+    write_stack(tmp_path / "big.mrcs", np.zeros((3, 24, 24, 24), np.float32), voxel_size=10.0)
+    with pytest.raises(InputError, match="model takes 16\\^3"):
+        classify(model_path, [str(tmp_path / "big.mrcs")], tmp_path / "out", backend="cpu", progress=False)
+
+
+def test_contrast_mismatch_is_refused(light_model_path, inputs, tmp_path):
+    with pytest.raises(InputError, match="contrast is 'dark' but the model expects 'light'"):
+        classify(light_model_path, [str(inputs["stack"])], tmp_path / "out", backend="cpu", progress=False)
+    s = classify(light_model_path, [str(inputs["stack"])], tmp_path / "ok", backend="cpu", progress=False,
+                 contrast="light")
+    assert s.total_rows == 12
+
+
+def test_voxel_size_mismatch_is_refused_unless_ignored(model_path, helpers, tmp_path):
+    vols = helpers.make_volumes(4)
+    write_stack(tmp_path / "s.mrcs", vols, voxel_size=11.0)  # 10% off the model's 10 A
+    with pytest.raises(InputError, match="voxel size 11 A differs .* --ignore-voxel-size"):
+        classify(model_path, [str(tmp_path / "s.mrcs")], tmp_path / "out", backend="cpu", progress=False)
+    s = classify(model_path, [str(tmp_path / "s.mrcs")], tmp_path / "out2", backend="cpu", progress=False,
+                 ignore_voxel_size=True)
+    assert s.total_rows == 4
+    write_stack(tmp_path / "near.mrcs", vols, voxel_size=10.4)  # 4%: accepted
+    assert classify(model_path, [str(tmp_path / "near.mrcs")], tmp_path / "out3", backend="cpu",
+                    progress=False).total_rows == 4
+
+
+def test_missing_input_and_rerun_without_resume_are_refused(model_path, inputs, tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        classify(model_path, [str(tmp_path / "nope.mrc")], tmp_path / "out", backend="cpu", progress=False)
+    classify(model_path, [str(inputs["stack"])], tmp_path / "o", backend="cpu", progress=False)
+    with pytest.raises(InputError, match="--resume"):
+        classify(model_path, [str(inputs["stack"])], tmp_path / "o", backend="cpu", progress=False)
+
+
+def test_all_bad_items_still_finish_the_run(model_path, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.mrc").write_bytes(b"MAP " * 10)
+    write_volume(bad / "b.mrc", np.full((16, 16, 16), np.inf, np.float32), voxel_size=10.0)
+    s = classify(model_path, [str(bad)], tmp_path / "out", backend="cpu", progress=False)
+    assert (s.classified, s.errors, s.total_errors) == (0, 2, 2)
+    assert read_results(s.predictions_csv).empty
+
+
+def test_ledger_cuts_partial_last_line_and_checks_header(tmp_path):
+    path = tmp_path / "l.csv"
+    with Ledger(path, ["id", "v"]) as led:
+        led.append([["a", 1.0], ["b,with comma", 2.0]])
+    with open(path, "a") as fh:
+        fh.write('"c",3.')  # a write killed mid-line
+    with Ledger(path, ["id", "v"], resume=True) as led:
+        assert led.done == {"a", "b,with comma"} and led.repaired_bytes == 6
+        led.append([["c", 3.0]])
+    assert path.read_text().splitlines()[-1] == "c,3"
+    with pytest.raises(InputError, match="other columns"):
+        Ledger(path, ["id", "w"], resume=True)
+
+
+_CHILD = """
+import sys
+from cryoshift.runtime.classify import classify
+classify(sys.argv[1], [sys.argv[2]], sys.argv[3], backend="cpu", batch_size=3, workers=2, resume=True,
+         progress=False, threads=1)
+"""
+
+
+def test_kill_9_at_random_moments_then_resume_gives_every_item_once(model_path, helpers, tmp_path):
+    n = 900
+    stack = tmp_path / "many.mrcs"
+    write_stack(stack, np.repeat(helpers.make_volumes(30), n // 30, axis=0), voxel_size=10.0)
+    out = tmp_path / "out"
+    csv = out / "predictions.csv"
+    rng = random.Random(0)
+    kills_mid_run = 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for attempt in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(model_path), str(stack), str(out)], env=env,
+                                stderr=subprocess.PIPE)
+        if attempt == 3:  # the last run is left to finish
+            assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
+            break
+        before = csv.stat().st_size if csv.exists() else 0
+        pause = rng.uniform(0.0, 0.3)
+        # Wait until this run has appended rows, then a random moment more, then kill -9.
+        while proc.poll() is None and not (csv.exists() and csv.stat().st_size > before):
+            time.sleep(0.005)
+        time.sleep(pause)
+        if proc.poll() is not None:
+            assert proc.returncode == 0, proc.stderr.read().decode()
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills_mid_run += len(read_results(csv)) < n  # killed before every row was written
+    assert kills_mid_run >= 1
+    df = read_results(csv)
+    ids = list(df["id"])
+    assert len(ids) == len(set(ids)) == n
+    assert set(ids) == {f"{i + 1:06d}@{stack}" for i in range(n)}
+    assert read_results(out / "predictions.star").shape[0] == n
+    # A resume of a finished run changes nothing.
+    s = classify(model_path, [str(stack)], out, backend="cpu", resume=True, progress=False)
+    assert (s.classified, s.resumed, s.total_rows) == (0, n, n)
+    assert isinstance(Path(s.manifest).read_text(), str)
