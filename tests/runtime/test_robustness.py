@@ -37,7 +37,7 @@ def test_contrast_mismatch_is_refused(light_model_path, inputs, tmp_path):
 def test_voxel_size_mismatch_is_refused_unless_ignored(model_path, helpers, tmp_path):
     vols = helpers.make_volumes(4)
     write_stack(tmp_path / "s.mrcs", vols, voxel_size=11.0)  # 10% off the model's 10 A
-    with pytest.raises(InputError, match="voxel size 11 A differs .* --ignore-voxel-size"):
+    with pytest.raises(InputError, match=r"voxel size 11 A differs .* --ignore-voxel-size"):
         classify(model_path, [str(tmp_path / "s.mrcs")], tmp_path / "out", backend="cpu", progress=False)
     s = classify(model_path, [str(tmp_path / "s.mrcs")], tmp_path / "out2", backend="cpu", progress=False,
                  ignore_voxel_size=True)
@@ -97,8 +97,8 @@ def test_kill_9_at_random_moments_then_resume_gives_every_item_once(model_path, 
     kills_mid_run = 0
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for attempt in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(model_path), str(stack), str(out)], env=env,
-                                stderr=subprocess.PIPE)
+        cmd = [sys.executable, "-c", _CHILD, str(model_path), str(stack), str(out)]
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
         if attempt == 3:  # the last run is left to finish
             assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
             break
