@@ -182,34 +182,41 @@ def split_validation(domain: Domain, fraction: float, seed: int) -> tuple[Domain
     return domain.subset(tr), domain.subset(va)
 
 
+DEFAULT_VOXEL_SIZE = 10.0  # Angstrom, when simulating without --voxel-size
+
+
 class SimulatedSource:
     """Labelled source drawn from the simulator on the fly, fresh volumes every epoch.
 
-    Its random generator is part of the resume state, so a resumed run draws exactly the
-    volumes an uninterrupted one would have drawn.
+    The simulator's generators (parameters on the CPU, noise on the device) are part of the
+    resume state, so a resumed run draws exactly the volumes an uninterrupted one would have.
     """
 
-    def __init__(self, structures: str, box_size: int, voxel_size: float | None, preset: str, seed: int):
-        from cryoshift.training import simulate
+    def __init__(self, structures: str, box_size: int, voxel_size: float | None, preset: str, seed: int,
+                 device: str = "cpu"):
+        from cryoshift.training.simulate.config import PRESETS
+        from cryoshift.training.simulate.simulator import Simulator
+        from cryoshift.training.simulate.structures import load_structures
 
-        self._simulate = simulate
-        self.structures = simulate.load_structures(structures)
-        kwargs: dict[str, Any] = {"box_size": box_size}
-        if voxel_size is not None:
-            kwargs["voxel_size"] = voxel_size
-        self.config = simulate.SimulationConfig.preset(preset, **kwargs)
-        self.rng = np.random.default_rng(seed)
-        self.simulator = simulate.Simulator(self.structures, self.config, rng=self.rng)
+        if preset not in PRESETS:
+            raise InputError(None, f"unknown --sim-preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        voxel = float(voxel_size) if voxel_size is not None else DEFAULT_VOXEL_SIZE
+        sources = [s for s in str(structures).split(",") if s]
+        self.structures = load_structures(sources, box_size, voxel, seed=0)
+        self.config = PRESETS[preset]
+        self.simulator = Simulator(self.structures, self.config, device=device, seed=seed)
+        sim = self.simulator
+        self.generators = {"sim_params": sim.generator, "sim_noise": sim.noise_generator}
         self.class_names = [str(n) for n in self.simulator.class_names]
-        self.box_size = int(self.config.box_size)
-        self.voxel_size = float(self.config.voxel_size)
+        self.box_size = int(box_size)
+        self.voxel_size = voxel
         self.contrast = str(getattr(self.config, "contrast", "dark"))
-        digest = hashlib.sha256(f"{structures}|{preset}|{box_size}|{voxel_size}".encode()).hexdigest()[:16]
+        digest = hashlib.sha256(f"{structures}|{preset}|{box_size}|{voxel}".encode()).hexdigest()[:16]
         self.fingerprint = f"sha256:{digest}"
+        self.description = f"simulated {structures!r} ({preset})"
 
     def draw(self, n: int) -> Domain:
-        """Simulate ``n`` labelled volumes with the source generator."""
-        batch = self.simulator.sample(n)
-        return Domain(np.asarray(batch.volumes, dtype=np.float32), np.asarray(batch.labels, dtype=np.int64),
-                      self.class_names, self.box_size, self.voxel_size, self.contrast, self.fingerprint,
-                      f"simulated {self.structures!r}")
+        """Simulate ``n`` labelled volumes with the source generators."""
+        vol, labels, _rows = self.simulator.sample(n)
+        return Domain(vol.float().cpu().numpy(), labels.cpu().numpy().astype(np.int64), self.class_names,
+                      self.box_size, self.voxel_size, self.contrast, self.fingerprint, self.description)

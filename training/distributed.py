@@ -116,3 +116,35 @@ def mean_across(values: dict[str, float], info: DistInfo) -> dict[str, float]:
     dist.all_reduce(t)
     t = t.cpu()
     return {k: float(v) / info.world_size for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _local_worker(rank: int, world_size: int, port: int, config: dict[str, Any], queue: Any) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size)})
+    from cryoshift.training.trainer import TrainConfig, train
+
+    result = train(TrainConfig.from_dict(config))
+    queue.put((rank, result.param_digest))
+
+
+def launch_local(config: Any, nprocs: int) -> list[str]:
+    """Train with ``nprocs`` processes on this machine (gloo on CPU) without torchrun.
+
+    Returns each rank's final parameter digest, in rank order: DDP keeps the replicas identical,
+    so they should all be equal. torchrun remains the way to go across nodes.
+    """
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    mp.spawn(_local_worker, args=(nprocs, free_port(), config.to_dict(), queue), nprocs=nprocs, join=True)
+    digests = dict(queue.get() for _ in range(nprocs))
+    return [digests[r] for r in range(nprocs)]

@@ -34,7 +34,7 @@ def epoch_checkpoint(run_dir: Path, epoch: int) -> Path:
     return run_dir / CHECKPOINTS / f"epoch_{epoch:04d}.pt"
 
 
-def versions(device: str = "cpu") -> dict[str, Any]:
+def versions(device: str = "cpu", world_size: int = 1) -> dict[str, Any]:
     """Library and machine versions recorded next to every output."""
     from cryoshift.runtime import __version__
 
@@ -46,6 +46,7 @@ def versions(device: str = "cpu") -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "device": device,
+        "world_size": world_size,
         "torch_threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():
@@ -112,28 +113,40 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 # Stored as tensors / lists / ints so the resume checkpoint loads with weights_only=True.
 
 
-def capture_rng(numpy_rngs: dict[str, np.random.Generator] | None = None) -> dict[str, Any]:
-    """Snapshot of every random generator that decides what training does next."""
+def capture_rng(numpy_rngs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Snapshot of every random generator that decides what training does next.
+
+    ``numpy_rngs`` holds named extra generators: numpy ``Generator`` or ``torch.Generator``
+    (the simulator's), stored as plain dicts / uint8 tensors.
+    """
     version, state, gauss = random.getstate()
     out: dict[str, Any] = {
         "python": [int(version), [int(s) for s in state], gauss],
         "torch": torch.get_rng_state(),
         "numpy_global": _np_global_state(),
-        "numpy": {name: rng.bit_generator.state for name, rng in (numpy_rngs or {}).items()},
+        "numpy": {name: _gen_state(rng) for name, rng in (numpy_rngs or {}).items()},
     }
     if torch.cuda.is_available():
         out["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
     return out
 
 
-def restore_rng(state: dict[str, Any], numpy_rngs: dict[str, np.random.Generator] | None = None) -> None:
+def _gen_state(rng: Any) -> Any:
+    return rng.get_state() if isinstance(rng, torch.Generator) else rng.bit_generator.state
+
+
+def restore_rng(state: dict[str, Any], numpy_rngs: dict[str, Any] | None = None) -> None:
     version, py_state, gauss = state["python"]
     random.setstate((int(version), tuple(int(s) for s in py_state), gauss))
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, cached = state["numpy_global"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
     for name, rng in (numpy_rngs or {}).items():
-        if name in state["numpy"]:
+        if name not in state["numpy"]:
+            continue
+        if isinstance(rng, torch.Generator):
+            rng.set_state(state["numpy"][name])
+        else:
             rng.bit_generator.state = state["numpy"][name]
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -109,6 +109,8 @@ def select_epoch(rows: Sequence[dict[str, Any]], tolerance: float = DEFAULT_TOLE
     """
     if not rows:
         raise ValueError("no epochs to select from")
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown selection criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
     best_acc = max(float(r.get("src_val_acc", 0.0)) for r in rows)
     epochs = []
     for r in rows:

@@ -65,7 +65,7 @@ class TrainConfig:
     # simulated source (when ``source`` is not a dataset directory)
     box: int | None = None
     voxel_size: float | None = None
-    sim_preset: str = "default"
+    sim_preset: str = "paper"
     sim_per_epoch: int = 1024
     sim_val: int = 256
     # target
@@ -122,7 +122,8 @@ class TrainResult:
     history: list[dict[str, Any]]
     selection: dict[str, Any] | None = None
     metadata: ModelMetadata | None = None
-    state_digest: str = ""  # sha256 of the final training weights (method state): resume checks
+    state_digest: str = ""  # sha256 of the final training state (method weights + buffers): resume checks
+    param_digest: str = ""  # sha256 of the parameters only: DDP replicas agree on it
 
 
 # --------------------------------------------------------------------------- helpers
@@ -134,10 +135,15 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def state_digest(module: nn.Module) -> str:
-    """Hash of every parameter and buffer, to compare runs bit for bit."""
+def state_digest(module: nn.Module, buffers: bool = True) -> str:
+    """Hash of every parameter (and buffer), to compare runs bit for bit.
+
+    DDP keeps parameters identical across ranks but each rank keeps its own BatchNorm running
+    statistics, so replicas are compared with ``buffers=False``.
+    """
     h = hashlib.sha256()
-    for key, value in sorted(module.state_dict().items()):
+    items = module.state_dict().items() if buffers else module.named_parameters()
+    for key, value in sorted(items):
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -358,7 +364,7 @@ class _Run:
         order_rng = np.random.default_rng(c.seed + 2)
         rngs = {"order": order_rng}
         if self.sim is not None:
-            rngs["simulator"] = self.sim.rng
+            rngs.update(self.sim.generators)
         history: list[dict[str, Any]] = []
         start = 0
         resume_path = self.dir / run.CHECKPOINTS / run.RESUME
@@ -375,7 +381,7 @@ class _Run:
         if info.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
             run.write_json(self.dir / "config.json", c.to_dict())
-            run.write_json(self.dir / "versions.json", run.versions(self.device))
+            run.write_json(self.dir / "versions.json", run.versions(self.device, info.world_size))
         loss_fn = distributed.wrap(method, info)
         metadata = self._metadata()
         last = c.epochs if stop_after_epoch is None else min(c.epochs, stop_after_epoch)
@@ -405,11 +411,12 @@ class _Run:
                                     epoch=epoch, config=c.to_dict(), extra=extra)
                 distributed.barrier(info)
         digest = state_digest(method)
+        result = TrainResult(self.dir, None, None, history, state_digest=digest,
+                             param_digest=state_digest(method, buffers=False))
         if last < c.epochs:
-            return TrainResult(self.dir, None, None, history, state_digest=digest)
-        result = TrainResult(self.dir, None, None, history, state_digest=digest)
+            return result
         if info.is_main:
-            result = self._finish(history, digest)
+            result = self._finish(history, result)
         distributed.barrier(info)
         return result
 
@@ -476,7 +483,7 @@ class _Run:
                             metadata, epoch=epoch, config=c.to_dict())
         return row
 
-    def _finish(self, history: list[dict[str, Any]], digest: str) -> TrainResult:
+    def _finish(self, history: list[dict[str, Any]], partial: TrainResult) -> TrainResult:
         """Select label-free, calibrate on held-out source, store target feature statistics."""
         c = self.config
         selection = select_epoch(history, c.selection_tolerance, c.selection_criterion)
@@ -511,7 +518,8 @@ class _Run:
         model_path = save_checkpoint(self.dir / RUN_MODEL, model, c.backbone, self.backbone_kwargs, metadata,
                                      epoch=epoch, config=c.to_dict())
         self._plots(history, model, val_logits)
-        return TrainResult(self.dir, model_path, epoch, history, selection, metadata, digest)
+        return dataclasses.replace(partial, model_path=model_path, selected_epoch=epoch, selection=selection,
+                                   metadata=metadata)
 
     def _plots(self, history: list[dict[str, Any]], model: nn.Module, val_logits: np.ndarray) -> None:
         from cryoshift.training import plots

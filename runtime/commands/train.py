@@ -55,8 +55,10 @@ def command(
     normalisation: str = typer.Option("zscore", "--normalisation", help="Per-subtomogram normalisation "
                                       "(zscore or minmax); travels into the exported graph."),
     box: int = typer.Option(None, "--box", help="Box size in voxels when simulating the source."),
-    voxel_size: float = typer.Option(None, "--voxel-size", help="Voxel size (A) when simulating the source."),
-    sim_preset: str = typer.Option("default", "--sim-preset", help="Simulation preset when simulating."),
+    voxel_size: float = typer.Option(None, "--voxel-size", help="Voxel size (A) when simulating the source "
+                                     "(default 10)."),
+    sim_preset: str = typer.Option("paper", "--sim-preset", help="Simulation preset when simulating "
+                                   "(paper, realistic, tilt, wide, clean)."),
     sim_per_epoch: int = typer.Option(1024, "--sim-per-epoch", help="Fresh simulated volumes per epoch."),
     tomograms: list[str] = typer.Option([], "--tomograms", help="Tomogram MRCs (files, dirs or globs) that "
                                         "a picks --target refers to by rlnTomoName or file name."),

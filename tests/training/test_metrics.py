@@ -1,0 +1,96 @@
+"""Metrics, calibration and selection on hand-made numbers (no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cryoshift.training import calibrate
+from cryoshift.training.evaluate import classification_metrics, confusion_matrix
+from cryoshift.training.select import (
+    information_maximisation,
+    mean_entropy,
+    select_epoch,
+    soft_neighbourhood_density,
+)
+
+
+def test_metrics_match_a_hand_computed_case() -> None:
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 0, 1, 1, 2, 2])
+    m = classification_metrics(y_true, y_pred, ["a", "b", "c"])
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # a: P 2/2, R 2/3 -> F1 0.8; b: P 1/2, R 1/2 -> 0.5; c: P 1/2, R 1 -> 2/3
+    assert m["per_class"]["a"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
+    assert m["per_class"]["b"]["f1"] == pytest.approx(0.5)
+    assert m["per_class"]["c"]["precision"] == pytest.approx(0.5)
+    assert m["per_class"]["c"]["recall"] == pytest.approx(1.0)
+    assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+
+
+def test_absent_class_counts_zero_precision_and_is_left_out_of_macro_f1() -> None:
+    m = classification_metrics(np.array([0, 0, 1]), np.array([0, 2, 1]), ["a", "b", "c"])
+    assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)
+    assert confusion_matrix(np.array([1]), np.array([0]), 2).tolist() == [[0, 0], [1, 0]]
+
+
+def test_temperature_scaling_reduces_nll_of_an_overconfident_model() -> None:
+    rng = np.random.default_rng(0)
+    n, k = 400, 4
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k))
+    logits[np.arange(n), labels] += 1.5  # informative but noisy
+    overconfident = logits * 6.0  # miscalibrated: far too sharp
+    t = calibrate.fit_temperature(overconfident, labels)
+    assert t > 2.0
+    assert calibrate.nll(overconfident, labels, t) < 0.8 * calibrate.nll(overconfident, labels)
+    assert calibrate.fit_temperature(np.zeros((0, k)), np.zeros(0)) == 1.0
+
+
+def test_unknown_threshold_is_a_low_quantile_of_confidence() -> None:
+    logits = np.log(np.array([[0.9, 0.1], [0.6, 0.4], [0.99, 0.01]] * 10))
+    thr = calibrate.unknown_threshold(logits, 1.0, quantile=0.05)
+    assert 0.59 < thr < 0.61
+
+
+def test_feature_reference_scores_one_in_domain_and_more_away() -> None:
+    rng = np.random.default_rng(1)
+    feats = rng.normal(2.0, 0.5, (500, 16))
+    ref = calibrate.feature_reference(feats)
+    assert np.median(ref.shift_score(feats)) == pytest.approx(1.0)
+    assert np.median(ref.shift_score(feats + 3.0)) > 3.0
+
+
+def test_label_free_scores_behave() -> None:
+    k = 3
+    confident = np.repeat(np.eye(k) * 0.97 + 0.01, 10, axis=0)
+    uniform = np.full((30, k), 1 / k)
+    collapsed = np.tile([0.98, 0.01, 0.01], (30, 1))
+    assert mean_entropy(uniform) == pytest.approx(1.0)
+    assert information_maximisation(confident) > 0.8
+    assert information_maximisation(uniform) == pytest.approx(0.0, abs=1e-9)
+    assert information_maximisation(collapsed) < 0.05
+    # SND is highest for uniform outputs: why it is not the default criterion
+    assert soft_neighbourhood_density(uniform) > soft_neighbourhood_density(confident)
+
+
+def test_selection_respects_the_source_accuracy_guard() -> None:
+    rows = [
+        {"epoch": 1, "src_val_acc": 0.50, "tgt_im": 0.9, "snd": 0.9},  # good target score, poor source
+        {"epoch": 2, "src_val_acc": 0.90, "tgt_im": 0.4, "snd": 0.5},
+        {"epoch": 3, "src_val_acc": 0.88, "tgt_im": 0.6, "snd": 0.4},
+        {"epoch": 4, "src_val_acc": 0.70, "tgt_im": 0.7, "snd": 0.7},
+    ]
+    sel = select_epoch(rows, tolerance=0.05)
+    assert sel["selected_epoch"] == 3
+    assert sel["uses_target_labels"] is False
+    assert [e["eligible"] for e in sel["epochs"]] == [False, True, True, False]
+    assert select_epoch(rows, tolerance=0.05, criterion="snd")["selected_epoch"] == 2
+    assert select_epoch(rows, tolerance=1.0)["selected_epoch"] == 1
+    # no target scores at all: best source accuracy
+    no_target = [{"epoch": 1, "src_val_acc": 0.2}, {"epoch": 2, "src_val_acc": 0.3}]
+    assert select_epoch(no_target)["selected_epoch"] == 2
+    with pytest.raises(ValueError):
+        select_epoch(rows, criterion="nonsense")
