@@ -5,6 +5,8 @@ The target domain has a different contrast, offset and noise level, like simulat
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -29,3 +31,12 @@ def toy() -> dict[str, torch.Tensor]:
     sx, sy = make_domain(24, seed=1, contrast=1.0, offset=0.0, noise=0.3)
     tx, ty = make_domain(24, seed=2, contrast=-0.7, offset=2.0, noise=0.5)
     return {"sx": sx, "sy": sy, "tx": tx, "ty": ty}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads, and on a shared 2-core CI box they lose a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -3,7 +3,10 @@
 A plain stack of 3x3x3 Conv3d + BatchNorm + ReLU stages, the later ones strided, then global
 average pooling and a linear head. No data-dependent Python control flow, so the ONNX graph is
 only Conv/BatchNorm(folded)/Relu/GlobalAveragePool/Gemm and any cubic box size works.
-``cryonet`` costs ~0.23 GFLOP per 32^3 subtomogram (see ``count_flops``).
+``cryonet`` costs ~0.10 GFLOP per 32^3 subtomogram (see ``count_flops``): the stem is strided, so
+no activation is ever stored at full resolution (that, not the FLOPs, is what limits 3-D conv speed
+on CPU and GPU memory bandwidth). ``cryonet-fine`` keeps a full-resolution first layer (~0.23 GFLOP,
+~2-4x slower) for classes that differ only in fine detail.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ class CryoNet(Backbone):
         num_classes: int,
         box_size: int,
         widths: Sequence[int] = (16, 32, 64, 128),
-        strides: Sequence[int] = (1, 2, 2, 2),
+        strides: Sequence[int] = (2, 2, 1, 2),
         drop_rate: float = 0.0,
     ):
         super().__init__()
@@ -54,7 +57,13 @@ def _create(num_classes: int, box_size: int, **kw) -> CryoNet:
 
 @BACKBONES.register("cryonet")
 def cryonet(num_classes: int, box_size: int, **kw) -> CryoNet:
-    """Default: widths 16-32-64-128, 128 features, ~0.23 GFLOP at 32^3."""
+    """Default: widths 16-32-64-128, strides 2-2-1-2, 128 features, ~0.10 GFLOP at 32^3."""
+    return _create(num_classes, box_size, **{"widths": (16, 32, 64, 128), "strides": (2, 2, 1, 2), **kw})
+
+
+@BACKBONES.register("cryonet-fine")
+def cryonet_fine(num_classes: int, box_size: int, **kw) -> CryoNet:
+    """Full-resolution first layer: strides 1-2-2-2, 128 features, ~0.23 GFLOP at 32^3."""
     return _create(num_classes, box_size, **{"widths": (16, 32, 64, 128), "strides": (1, 2, 2, 2), **kw})
 
 
