@@ -42,7 +42,11 @@ _LAZY: dict[str, str] = {
     "write_results": "results",
     "read_results": "results",
     "describe": "info",
-    # classification (runtime classify issue): add load_model / classify here
+    # classification (runtime classify issue)
+    "load_model": "backends",
+    "Model": "backends",
+    "classify": "classify",
+    "ClassifySummary": "classify",
 }
 
 __all__ = ["InputError", "MissingExtraError", "ModelMetadata", "__version__", *_LAZY]

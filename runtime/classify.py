@@ -22,6 +22,7 @@ import platform
 import subprocess
 import sys
 import time
+import types
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -359,3 +360,15 @@ def _worker(job_json: str) -> None:
     except InputError as exc:
         print(f"cryoshift: error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+class _CallableModule(types.ModuleType):
+    """``cryoshift.runtime.classify`` is both this module and the public function: importing the
+    submodule makes it the package attribute, so ``from cryoshift.runtime import classify`` must
+    stay callable whichever was imported first."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ClassifySummary:
+        return classify(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
