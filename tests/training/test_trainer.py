@@ -1,0 +1,162 @@
+"""The trainer end to end on 16^3 blobs: every method, resume, the no-target-labels rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cryoshift.runtime.dataset import read_dataset, write_dataset
+from cryoshift.runtime.errors import InputError
+from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint
+from cryoshift.training.trainer import TrainConfig, train
+
+METHODS = ["source-only", "adabn", "dann", "mada", "warp", "cryoshift", "oracle"]
+
+
+def _config(domains: dict[str, Path], out: Path, **kw: object) -> TrainConfig:
+    base = {"source": str(domains["source"]), "target": str(domains["target_unlabelled"]), "out": str(out),
+            "backbone": "cryonet-small", "epochs": 2, "batch_size": 8, "lr": 2e-3, "progress": False,
+            "val_fraction": 0.25}
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_trains_end_to_end_and_its_loss_falls(domains: dict[str, Path], tmp_path: Path,
+                                                          method: str) -> None:
+    oracle = method == "oracle"
+    target = domains["target"] if oracle else domains["target_unlabelled"]
+    result = train(_config(domains, tmp_path / method, method=method, target=str(target),
+                           oracle_target_labels=oracle))
+    first, last = result.history[0], result.history[-1]
+    assert last["loss_ce"] < first["loss_ce"]
+    assert np.isfinite(last["loss_total"])
+    assert result.selected_epoch in (1, 2)
+    assert result.model_path == tmp_path / method / RUN_MODEL
+    meta = result.metadata
+    assert meta.method == method and meta.class_names == ["sphere", "rod", "dumbbell"]
+    assert meta.box_size == 16 and meta.voxel_size == 10.0 and meta.contrast == "dark"
+    assert len(meta.feature_mean) == len(meta.feature_var) > 0 and meta.shift_reference > 0
+
+
+def test_run_directory_and_weights_only_checkpoint(domains: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = train(_config(domains, run, method="dann"))
+    for name in ("config.json", "versions.json", "metrics.csv", "selection.json", RUN_MODEL,
+                 "checkpoints/epoch_0001.pt", "checkpoints/epoch_0002.pt", "checkpoints/resume.pt",
+                 "plots/losses.png", "plots/confusion_source_val.png", "plots/embedding.png"):
+        assert (run / name).is_file(), name
+    payload = torch.load(run / RUN_MODEL, map_location="cpu", weights_only=True)  # no pickle needed
+    assert payload["metadata"]["temperature"] == pytest.approx(result.metadata.temperature)
+    model, meta, _ = load_checkpoint(run)
+    x = torch.randn(3, 1, 16, 16, 16)
+    assert model(x).shape == (3, 3)
+    assert meta.extra["selected_epoch"] == result.selected_epoch
+    selection = json.loads((run / "selection.json").read_text())
+    assert selection["uses_target_labels"] is False and len(selection["epochs"]) == 2
+    assert json.loads((run / "config.json").read_text())["method"] == "dann"
+    assert (run / "metrics.csv").read_text().count("\n") == 3
+    # a second run into the same directory is refused, resume is the way to continue
+    with pytest.raises(InputError, match="--resume"):
+        train(_config(domains, run, method="dann"))
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(domains: dict[str, Path], tmp_path: Path) -> None:
+    kw = {"method": "cryoshift", "epochs": 2}  # warp draws random fields: the RNG state must carry over
+    full = train(_config(domains, tmp_path / "full", **kw))
+    killed = train(_config(domains, tmp_path / "killed", **kw), stop_after_epoch=1)
+    assert killed.model_path is None and len(killed.history) == 1
+    resumed = train(_config(domains, tmp_path / "killed", **kw), resume=True)
+    assert resumed.state_digest == full.state_digest
+    assert [r["loss_total"] for r in resumed.history] == [r["loss_total"] for r in full.history]
+    a = torch.load(tmp_path / "full" / RUN_MODEL, weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "killed" / RUN_MODEL, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "killed" / "metrics.csv").read_text().count("\n") == 3
+
+
+def _permuted_copy(src: Path, dst: Path) -> Path:
+    ds = read_dataset(src, with_labels=True)
+    labels = np.random.default_rng(5).permutation(ds.labels)
+    return write_dataset(dst, np.asarray(ds.volumes), labels, ds.class_names, voxel_size=ds.voxel_size)
+
+
+def test_training_never_reads_target_labels(domains: dict[str, Path], tmp_path: Path) -> None:
+    # Shuffled target labels must not change a single weight or the model selection.
+    shuffled = _permuted_copy(domains["target"], tmp_path / "shuffled")
+    a = train(_config(domains, tmp_path / "a", method="mada", target=str(domains["target"]), epochs=1))
+    b = train(_config(domains, tmp_path / "b", method="mada", target=str(shuffled), epochs=1))
+    assert a.state_digest == b.state_digest
+    sa = json.loads((tmp_path / "a" / "selection.json").read_text())
+    sb = json.loads((tmp_path / "b" / "selection.json").read_text())
+    assert sa["epochs"] == sb["epochs"]
+    # ... and the only way to use them is the oracle with an explicit flag
+    with pytest.raises(InputError, match="oracle-target-labels"):
+        train(_config(domains, tmp_path / "c", method="oracle", target=str(domains["target"])))
+    with pytest.raises(InputError, match="only for the 'oracle'"):
+        train(_config(domains, tmp_path / "d", method="dann", oracle_target_labels=True))
+    with pytest.raises(InputError, match="unlabelled"):  # the oracle cannot invent labels
+        train(_config(domains, tmp_path / "e", method="oracle", oracle_target_labels=True))
+
+
+def test_bad_inputs_are_refused_clearly(domains: dict[str, Path], tmp_path: Path) -> None:
+    small = write_dataset(tmp_path / "small", np.zeros((4, 12, 12, 12), np.float32), voxel_size=10.0)
+    with pytest.raises(InputError, match="source boxes are 16"):
+        train(_config(domains, tmp_path / "r1", method="dann", target=str(small)))
+    with pytest.raises(InputError, match="needs unlabelled target"):
+        train(_config(domains, tmp_path / "r2", method="dann", target=None))
+    with pytest.raises(InputError, match="unknown method"):
+        train(_config(domains, tmp_path / "r3", method="dan"))
+    with pytest.raises(InputError, match="nothing to resume"):
+        train(_config(domains, tmp_path / "nothing", method="dann"), resume=True)
+
+
+def test_target_from_a_directory_of_mrc_files(domains: dict[str, Path], tmp_path: Path) -> None:
+    from cryoshift.runtime.mrc import write_volume
+
+    ds = read_dataset(domains["target_unlabelled"])
+    mrcs = tmp_path / "mrcs"
+    mrcs.mkdir()
+    for i in range(12):
+        write_volume(mrcs / f"p{i:02d}.mrc", np.asarray(ds.volumes[i]), voxel_size=10.0)
+    (mrcs / "broken.mrc").write_bytes(b"not an mrc")
+    result = train(_config(domains, tmp_path / "run", method="dann", target=str(mrcs), epochs=1))
+    assert result.model_path is not None
+    assert result.metadata.data_fingerprints["target"].startswith("sha256:")
+
+
+def test_simulated_source_on_the_fly_and_resume(domains: dict[str, Path], tmp_path: Path) -> None:
+    kw = {"source": "builtin:ribosome,builtin:proteasome", "box": 16, "sim_per_epoch": 16, "sim_val": 8,
+          "method": "dann", "epochs": 2}
+    full = train(_config(domains, tmp_path / "full", **kw))
+    assert full.metadata.class_names == ["ribosome", "proteasome"]
+    train(_config(domains, tmp_path / "cut", **kw), stop_after_epoch=1)
+    resumed = train(_config(domains, tmp_path / "cut", **kw), resume=True)
+    assert resumed.state_digest == full.state_digest
+
+
+def test_cli_train_then_evaluate(domains: dict[str, Path], tmp_path: Path) -> None:
+    from cryoshift.runtime.cli import main
+
+    run = tmp_path / "run"
+    rc = main(["train", "--source", str(domains["source"]), "--target", str(domains["target_unlabelled"]),
+               "--method", "dann", "--backbone", "cryonet-small", "--epochs", "2", "--batch-size", "8",
+               "--out", str(run), "--no-progress", "--hparam", "dann_weight=0.5"])
+    assert rc == 0
+    assert json.loads((run / "config.json").read_text())["method_kwargs"] == {"dann_weight": 0.5}
+    rc = main(["evaluate", str(run), str(domains["target"]), "--out", str(tmp_path / "ev")])
+    assert rc == 0
+    report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert report["n"] == 30 and 0 <= report["accuracy"] <= 1
+    assert sum(map(sum, report["confusion_matrix"])) == 30
+    ck = report["checkpoints"]
+    assert [e["epoch"] for e in ck["epochs"]] == [1, 2]
+    assert ck["selection_gap"] == pytest.approx(ck["oracle_accuracy"] - ck["selected_accuracy"])
+    assert (tmp_path / "ev" / "confusion.png").is_file()
+    # errors are one line and exit 2
+    assert main(["evaluate", str(run), str(tmp_path / "nope")]) == 2
+    assert main(["train", "--source", str(domains["source"]), "--out", str(run)]) == 2
