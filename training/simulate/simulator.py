@@ -1,0 +1,220 @@
+"""The batched simulator: draw imaging parameters per subtomogram, then render a batch.
+
+``Simulator.sample(n)`` returns volumes, labels and one dict of drawn parameters per volume;
+``Simulator.batches(batch_size)`` is an endless source for on-the-fly training. Parameters are
+drawn on the CPU from the simulator's own ``torch.Generator``, so a seed gives the same
+parameters on any device; the noise is drawn on the device (same seed, same device -> same data).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from cryoshift.runtime.errors import InputError
+from cryoshift.training.simulate.config import SimulationConfig
+from cryoshift.training.simulate.fast import render_fast
+from cryoshift.training.simulate.physics import euler_matrices, rfft_grid, rotate_passes, rotate_trilinear
+from cryoshift.training.simulate.structures import Structures
+from cryoshift.training.simulate.tilt import render_tilt
+
+# Order of the per-subtomogram parameter columns (the dataset's particles.csv follows it).
+PARAM_COLUMNS = [
+    "rot", "tilt", "psi", "shift_x", "shift_y", "shift_z", "snr", "tilt_max", "wedge_angle", "tilt_step",
+    "dose", "defocus_um", "astigmatism_um", "astigmatism_angle", "voltage_kv", "cs_mm", "amplitude_contrast",
+    "bfactor", "noise_alpha", "gradient", "gradient_x", "gradient_y", "gradient_z", "inverted",
+    "n_neighbours", "neighbour_classes",
+]
+
+
+class Simulator:
+    """Domain-randomised subtomogram simulator over a fixed set of structures."""
+
+    def __init__(self, structures: Structures, config: SimulationConfig | None = None,
+                 device: str | torch.device = "cpu", seed: int = 0):
+        if len(structures) == 0:
+            raise InputError(None, "no structures to simulate")
+        self.structures = structures
+        self.config = config or SimulationConfig()
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(None, "device 'cuda' requested but no CUDA GPU is available")
+        self.seed = int(seed)
+        self.maps = torch.as_tensor(np.ascontiguousarray(structures.maps), dtype=torch.float32,
+                                    device=self.device)
+        self.box = int(self.maps.shape[-1])
+        self.voxel_size = float(structures.voxel_size)
+        self.grid = rfft_grid(self.box, self.voxel_size, self.device)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.noise_generator = torch.Generator(device=self.device).manual_seed(self.seed + 7919)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.structures.names)
+
+    # -- parameters -------------------------------------------------------------------------
+    def _uniform(self, n: int, bounds: tuple[float, float]) -> torch.Tensor:
+        lo, hi = float(bounds[0]), float(bounds[1])
+        return lo + (hi - lo) * torch.rand(n, generator=self.generator, dtype=torch.float64)
+
+    def draw(self, n: int, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Draw every parameter for ``n`` subtomograms (CPU float64 tensors; angles in degrees)."""
+        c, gen = self.config, self.generator
+        k = len(self.structures)
+        p: dict[str, torch.Tensor] = {}
+        p["label"] = (torch.randint(0, k, (n,), generator=gen) if labels is None
+                      else torch.as_tensor(labels, dtype=torch.long))
+        u = torch.rand(n, 3, generator=gen, dtype=torch.float64)
+        p["rot"] = 360.0 * u[:, 0]
+        p["tilt"] = torch.rad2deg(torch.arccos(1.0 - 2.0 * u[:, 1]))  # uniform on SO(3) with rot, psi
+        p["psi"] = 360.0 * u[:, 2]
+        s = c.shift_voxels * (2.0 * torch.rand(n, 3, generator=gen, dtype=torch.float64) - 1.0)
+        p["shift_x"], p["shift_y"], p["shift_z"] = s[:, 0], s[:, 1], s[:, 2]
+        if c.snr is None:
+            p["snr"] = torch.full((n,), math.inf, dtype=torch.float64)
+        else:
+            lo, hi = math.log(c.snr[0]), math.log(c.snr[1])
+            p["snr"] = torch.exp(lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64))
+        p["tilt_max"] = self._uniform(n, c.tilt_max)
+        p["wedge_angle"] = 90.0 - p["tilt_max"]
+        p["tilt_step"] = self._uniform(n, c.tilt_step)
+        p["dose"] = self._uniform(n, c.dose)
+        p["defocus_um"] = self._uniform(n, c.defocus_um)
+        p["astigmatism_um"] = self._uniform(n, c.astigmatism_um)
+        p["astigmatism_angle"] = self._uniform(n, (0.0, 180.0))
+        p["voltage_kv"] = self._uniform(n, c.voltage_kv)
+        p["cs_mm"] = self._uniform(n, c.cs_mm)
+        p["amplitude_contrast"] = self._uniform(n, c.amplitude_contrast)
+        p["bfactor"] = self._uniform(n, c.bfactor)
+        p["noise_alpha"] = self._uniform(n, c.noise_alpha)
+        p["gradient"] = self._uniform(n, c.gradient)
+        direction = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+        direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        g = direction * p["gradient"].unsqueeze(1)
+        p["gradient_x"], p["gradient_y"], p["gradient_z"] = g[:, 0], g[:, 1], g[:, 2]
+        p["inverted"] = (torch.rand(n, generator=gen, dtype=torch.float64) < c.invert_contrast).double()
+        crowded = torch.rand(n, generator=gen, dtype=torch.float64) < c.crowding
+        lo_n, hi_n = c.neighbours
+        count = torch.randint(lo_n, hi_n + 1, (n,), generator=gen)
+        p["n_neighbours"] = (count * crowded).double()
+        return p
+
+    def _neighbours(self, p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[str]]:
+        """Draw neighbour particles: (owner index, class, rotation, shift) rows for every neighbour."""
+        counts = p["n_neighbours"].long()
+        total = int(counts.sum())
+        names = [""] * len(counts)
+        if total == 0:
+            return torch.empty(0, 9, dtype=torch.float64), names
+        gen = self.generator
+        owner = torch.repeat_interleave(torch.arange(len(counts)), counts)
+        cls = torch.randint(0, len(self.structures), (total,), generator=gen)
+        u = torch.rand(total, 3, generator=gen, dtype=torch.float64)
+        angles = torch.stack([2 * math.pi * u[:, 0], torch.arccos(1 - 2 * u[:, 1]), 2 * math.pi * u[:, 2]], 1)
+        direction = torch.randn(total, 3, generator=gen, dtype=torch.float64)
+        direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        distance = self.box * (0.45 + 0.3 * torch.rand(total, generator=gen, dtype=torch.float64))
+        shift = direction * distance.unsqueeze(1)
+        for i in range(len(counts)):
+            sel = (owner == i).nonzero().flatten().tolist()
+            names[i] = ";".join(self.structures.names[int(cls[j])] for j in sel)
+        return torch.cat([owner[:, None].double(), cls[:, None].double(), angles, shift,
+                          torch.zeros(total, 1, dtype=torch.float64)], 1), names
+
+    # -- rendering ---------------------------------------------------------------------------
+    def _tensors(self, p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(device=self.device, dtype=torch.float32) for k, v in p.items()
+                if isinstance(v, torch.Tensor) and k != "label"}
+
+    def _density(self, p: dict[str, torch.Tensor], neighbours: torch.Tensor) -> torch.Tensor:
+        """Rotated, shifted particles plus their neighbours: (n, D, D, D) density, protein positive."""
+        accurate = self.config.fidelity == "tilt"
+        labels = p["label"].to(self.device)
+        dens = self.maps.index_select(0, labels)
+        rad = {k: torch.deg2rad(p[k]).to(self.device, torch.float32) for k in ("rot", "tilt", "psi")}
+        shift = torch.stack([p["shift_x"], p["shift_y"], p["shift_z"]], 1).to(self.device, torch.float32)
+        out = self._rotate(dens, rad["rot"], rad["tilt"], rad["psi"], shift, accurate)
+        if len(neighbours):
+            nb = neighbours.to(self.device, torch.float32)
+            extra = self._rotate(self.maps.index_select(0, nb[:, 1].long()), nb[:, 2], nb[:, 3], nb[:, 4],
+                                 nb[:, 5:8], accurate)
+            out.index_add_(0, nb[:, 0].long(), extra)
+        return out
+
+    @staticmethod
+    def _rotate(dens: torch.Tensor, rot: torch.Tensor, tilt: torch.Tensor, psi: torch.Tensor,
+                shift: torch.Tensor, accurate: bool) -> torch.Tensor:
+        if accurate:
+            return rotate_trilinear(dens, euler_matrices(rot, tilt, psi), shift)
+        return rotate_passes(dens, rot, tilt, psi, shift)
+
+    def render(self, p: dict[str, torch.Tensor], generator: torch.Generator | None = None,
+               neighbours: torch.Tensor | None = None, noise: bool = True) -> torch.Tensor:
+        """Render volumes (n, D, D, D) float32 for drawn parameters ``p``.
+
+        Rendering the same ``p`` twice with different generators gives two noise realisations of
+        the same signal (how the tests measure SNR). ``noise=False`` gives the clean signal.
+        """
+        c = self.config
+        t = self._tensors(p)
+        if neighbours is None:
+            neighbours = torch.empty(0, 9, dtype=torch.float64)
+        dens = self._density(p, neighbours)
+        noise = noise and c.snr is not None
+        gen = self.noise_generator if generator is None else generator
+        if c.fidelity == "fast":
+            vol, signal_var = render_fast(dens, t, self.grid, c.ctf, c.dose_weighting, c.dose_order, noise,
+                                          gen)
+        else:
+            vol, signal_var = render_tilt(dens, t, self.voxel_size, c.ctf, c.dose_weighting, c.dose_order,
+                                          noise, gen)
+        if bool((t["gradient"] != 0).any()):
+            a = torch.arange(self.box, device=self.device, dtype=torch.float32) - self.box // 2
+            ramp = (t["gradient_x"].view(-1, 1, 1, 1) * a.view(1, 1, 1, -1)
+                    + t["gradient_y"].view(-1, 1, 1, 1) * a.view(1, 1, -1, 1)
+                    + t["gradient_z"].view(-1, 1, 1, 1) * a.view(1, -1, 1, 1)) / (self.box / 2)
+            vol = vol + ramp * torch.sqrt(signal_var).view(-1, 1, 1, 1)
+        sign = 1.0 - 2.0 * t["inverted"]
+        if c.contrast == "light":
+            sign = -sign
+        if bool((sign != 1).any()):
+            vol = vol * sign.view(-1, 1, 1, 1)
+        return vol
+
+    def sample(self, n: int, labels: torch.Tensor | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+        """Simulate ``n`` subtomograms with classes drawn uniformly (or the given ``labels``).
+
+        Returns volumes (n, D, D, D) float32 on the simulator's device, labels (n,) long and one
+        dict per volume with every drawn parameter (angles in degrees, shifts in voxels).
+        """
+        p = self.draw(n, labels)
+        neighbours, names = self._neighbours(p)
+        vol = self.render(p, neighbours=neighbours)
+        return vol, p["label"].to(self.device), self.rows(p, names)
+
+    def rows(self, p: dict[str, torch.Tensor], neighbour_names: list[str] | None = None,
+             ) -> list[dict[str, Any]]:
+        """One plain dict per subtomogram: label, class_name and the PARAM_COLUMNS values."""
+        n = len(p["label"])
+        cols = {k: p[k].tolist() for k in PARAM_COLUMNS if k in p}
+        cols["n_neighbours"] = [int(v) for v in cols["n_neighbours"]]
+        cols["inverted"] = [int(v) for v in cols["inverted"]]
+        cols["neighbour_classes"] = neighbour_names or [""] * n
+        labels = p["label"].tolist()
+        out = []
+        for i in range(n):
+            row: dict[str, Any] = {"label": labels[i], "class_name": self.structures.names[labels[i]]}
+            row.update({k: cols[k][i] for k in PARAM_COLUMNS})
+            out.append(row)
+        return out
+
+    def batches(self, batch_size: int, with_params: bool = False) -> Iterator[tuple]:
+        """Endless (volumes (B, 1, D, D, D), labels) batches for on-the-fly training (+ rows if asked)."""
+        while True:
+            vol, labels, rows = self.sample(batch_size)
+            yield (vol.unsqueeze(1), labels, rows) if with_params else (vol.unsqueeze(1), labels)
