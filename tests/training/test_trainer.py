@@ -65,7 +65,9 @@ def test_run_directory_and_weights_only_checkpoint(domains: dict[str, Path], tmp
         train(_config(domains, run, method="dann"))
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(domains: dict[str, Path], tmp_path: Path) -> None:
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
+    domains: dict[str, Path], tmp_path: Path
+) -> None:
     kw = {"method": "cryoshift", "epochs": 2}  # warp draws random fields: the RNG state must carry over
     full = train(_config(domains, tmp_path / "full", **kw))
     killed = train(_config(domains, tmp_path / "killed", **kw), stop_after_epoch=1)
