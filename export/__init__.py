@@ -10,6 +10,14 @@ from __future__ import annotations
 from cryoshift.export.api import export_checkpoint, export_model
 from cryoshift.export.formats import FORMATS
 from cryoshift.export.parity import ParityError, ParityReport
-from cryoshift.export.result import ExportResult
+from cryoshift.export.result import ExportResult, ExportWarning
 
-__all__ = ["FORMATS", "ExportResult", "ParityError", "ParityReport", "export_checkpoint", "export_model"]
+__all__ = [
+    "FORMATS",
+    "ExportResult",
+    "ExportWarning",
+    "ParityError",
+    "ParityReport",
+    "export_checkpoint",
+    "export_model",
+]

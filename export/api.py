@@ -24,7 +24,7 @@ from torch import nn
 from cryoshift.export.data import find_volumes, random_volumes, read_volumes
 from cryoshift.export.formats import FORMATS, artefact_name, select_formats
 from cryoshift.export.onnx import ExportWrapper, complete_metadata, export_onnx, torch_reference
-from cryoshift.export.result import ExportResult
+from cryoshift.export.result import ExportResult, ExportWarning
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata
 
@@ -44,7 +44,7 @@ def export_model(model: nn.Module, metadata: ModelMetadata, out_path: str | Path
     source = "given volumes"
     if parity_volumes is None:
         warnings.warn("no parity volumes given; checking ONNX against PyTorch on random volumes",
-                      stacklevel=2)
+                      ExportWarning, stacklevel=2)
         parity_volumes, source = random_volumes(16, metadata.box_size), "random volumes"
     return export_onnx(model, metadata, out_path, parity_volumes, opset=opset, parity_source=source)
 
@@ -100,13 +100,13 @@ def export_checkpoint(
     say("reading parity volumes")
     volumes, source = find_volumes(metadata.box_size, parity_data, config, limit=PARITY_VOLUMES)
     wrapper = ExportWrapper(model, metadata.normalisation).eval()
-    reference, _ = torch_reference(wrapper, volumes)
 
     results: list[ExportResult] = []
     skipped: list[str] = []
     say("exporting ONNX (fp32)")
     onnx_result = export_onnx(wrapper, metadata, out_dir / artefact_name("onnx"), volumes, opset=opset,
-                              parity_source=source, reference_logits=reference)
+                              parity_source=source)
+    reference, _ = torch_reference(wrapper, volumes)  # every derived format is held to PyTorch too
     results.append(onnx_result)
     onnx_variants = [(onnx_result.path, "fp32")]
 
@@ -143,7 +143,7 @@ def export_checkpoint(
         reason = tensorrt_unavailable()
         if reason:
             msg = f"TensorRT engines skipped: {reason}"
-            warnings.warn(msg, stacklevel=2)
+            warnings.warn(msg, ExportWarning, stacklevel=2)
             skipped.append(msg)
         else:
             from cryoshift.export.tensorrt import export_tensorrt

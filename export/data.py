@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from cryoshift.export.result import ExportWarning
 from cryoshift.runtime.errors import InputError
 
 DATASET_VOLUMES = "volumes.mrc"
@@ -107,7 +108,8 @@ def find_volumes(box_size: int, given: str | Path | None = None, config: dict[st
         try:
             return read_volumes(path, box_size, limit, seed), str(path)
         except InputError as exc:
-            warnings.warn(f"{purpose} data from the training config unusable: {exc}", stacklevel=2)
+            warnings.warn(f"{purpose} data from the training config unusable: {exc}", ExportWarning,
+                          stacklevel=2)
     warnings.warn(f"no real subtomograms for the {purpose} check (give --parity-data); "
-                  f"using {min(limit, 32)} random volumes", stacklevel=2)
+                  f"using {min(limit, 32)} random volumes", ExportWarning, stacklevel=2)
     return random_volumes(min(limit, 32), box_size, seed), "random volumes"

@@ -155,10 +155,13 @@ def export_onnx(
     parity_volumes: np.ndarray,
     opset: int | None = None,
     parity_source: str = "",
-    reference_logits: np.ndarray | None = None,
 ) -> ExportResult:
     """Write the fp32 ONNX model and prove it against PyTorch; raises :class:`ParityError` (and removes
-    the file) when ONNX Runtime disagrees beyond the fp32 tolerance."""
+    the file) when ONNX Runtime disagrees beyond the fp32 tolerance.
+
+    The PyTorch reference is computed after the graph is captured, from the module as it is then:
+    a graph that went stale (weights changed after tracing, a hook that ran only once) is caught.
+    """
     start = time.perf_counter()
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < MIN_OPSET:
@@ -168,14 +171,13 @@ def export_onnx(
     metadata = complete_metadata(metadata, "fp32")
     wrapper = model if isinstance(model, ExportWrapper) else ExportWrapper(model, metadata.normalisation)
     wrapper.eval()
-    if reference_logits is None:
-        reference_logits, _ = torch_reference(wrapper, parity_volumes)
     proto = optimise(trace_to_onnx(wrapper, metadata.box_size, opset))
     if not _batch_is_dynamic(proto):
         raise RuntimeError("exported graph has a fixed batch size; the backbone must not depend on it")
     set_metadata(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, out_path)
+    reference_logits, _ = torch_reference(wrapper, parity_volumes)
     report = check_onnx_parity(out_path, parity_volumes, reference_logits, "fp32", parity_source)
     if not report.passed:
         out_path.unlink(missing_ok=True)

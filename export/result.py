@@ -8,6 +8,11 @@ from pathlib import Path
 from cryoshift.export.parity import ParityReport
 
 
+class ExportWarning(UserWarning):
+    """Something the user should know about an export that still succeeded (random parity data,
+    a skipped GPU format)."""
+
+
 @dataclass
 class ExportResult:
     format: str

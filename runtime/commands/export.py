@@ -1,6 +1,8 @@
-"""``cryoshift export``: export a trained checkpoint to ONNX (fp16, TensorRT)."""
+"""``cryoshift export``: a trained checkpoint -> verified ONNX (+ fp16, int8 Q/DQ, TensorRT engines)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -8,7 +10,97 @@ NAME = "export"
 NO_ARGS_IS_HELP = True
 
 
-def command() -> None:
-    """Export a trained checkpoint to ONNX (fp16, TensorRT)."""
-    typer.echo("cryoshift export: not built yet", err=True)
-    raise typer.Exit(2)
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def command(
+    checkpoint: Path = typer.Argument(..., help="Training run directory (its selected model.pt) or a "
+                                      "checkpoint .pt file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (created): model.onnx, the derived "
+                             "formats and export.json (what was written, parity, versions)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write model.fp16.onnx: fp16 weights and "
+                              "activations, fp32 input/outputs and normalisation (for GPUs)."),
+    tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build a TensorRT engine from each ONNX "
+                                  "written (model.engine, model.fp16.engine, model.int8.engine) with a "
+                                  ".engine.json sidecar. Needs an NVIDIA GPU + TensorRT; skipped otherwise."),
+    int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx with explicit Q/DQ nodes, "
+                              "calibrated on target subtomograms (--calibration, else the run's target)."),
+    calibration: Path = typer.Option(None, "--calibration", help="int8 calibration subtomograms: dataset "
+                                     "directory, MRC volume stack, or directory of MRC volumes."),
+    parity_data: Path = typer.Option(None, "--parity-data", help="Subtomograms for the parity check "
+                                     "(dataset directory or MRC stack). Default: the run's target/source "
+                                     "data, else random volumes with a warning."),
+    opset: int = typer.Option(None, "--opset", help="ONNX opset (default 20; 17 or newer)."),
+    batch_max: int = typer.Option(256, "--batch-max", help="Largest batch of the TensorRT optimisation "
+                                  "profile (engines accept 1..N and are tuned for N)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress spinner (logs, CI)."),
+) -> None:
+    """Export a trained checkpoint to deployable artefacts that `cryoshift classify` trusts.
+
+    model.onnx takes raw subtomograms (batch, 1, D, H, W) with a dynamic batch, normalises each
+    one inside the graph and returns logits and features; its metadata carries class names, box
+    and voxel size, contrast, calibration, shift-score statistics and provenance (see `cryoshift
+    info model.onnx`). Every artefact is checked against PyTorch right after it is written (max
+    |logit difference| and argmax agreement); an export that breaks parity fails with exit code 1
+    and leaves no artefact behind.
+
+    Example:
+        cryoshift export runs/ribo -o deploy --fp16 --int8 --calibration data/exp --parity-data data/exp
+    """
+    from cryoshift.runtime.errors import require_extra
+
+    require_extra("train", "cryoshift export", "torch", "onnx")
+    import warnings
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from cryoshift.export import export_checkpoint
+    from cryoshift.export.parity import ParityError
+    from cryoshift.export.result import ExportWarning
+
+    if batch_max < 1:
+        from cryoshift.runtime.errors import InputError
+
+        raise InputError(None, f"--batch-max must be at least 1, got {batch_max}")
+    console = Console(stderr=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if no_progress:
+                results = export_checkpoint(checkpoint, out, fp16=fp16, tensorrt=tensorrt, int8=int8,
+                                            calibration=calibration, parity_data=parity_data, opset=opset,
+                                            batch_max=batch_max)
+            else:
+                with console.status("exporting") as status:
+                    results = export_checkpoint(
+                        checkpoint, out, fp16=fp16, tensorrt=tensorrt, int8=int8, calibration=calibration,
+                        parity_data=parity_data, opset=opset, batch_max=batch_max,
+                        progress=lambda msg: status.update(msg),
+                    )
+        except ParityError as exc:
+            typer.echo(f"cryoshift: error: parity check failed: {exc}", err=True)
+            raise typer.Exit(1) from exc
+    for w in caught:
+        if issubclass(w.category, ExportWarning):
+            console.print(f"[yellow]warning:[/] {w.message}")
+    table = Table(title=f"cryoshift export -> {out}")
+    for col in ("format", "file", "size", "max |dlogit|", "argmax agree", "parity", "seconds"):
+        table.add_column(col, justify="right" if col in ("size", "seconds", "max |dlogit|") else "left")
+    for r in results:
+        p = r.parity
+        table.add_row(
+            r.format, r.path.name, _size(r.size_bytes),
+            "-" if p is None else f"{p.max_abs_logit_diff:.2e}",
+            "-" if p is None else f"{p.argmax_agreement:.1%} of {p.n}",
+            "not checked" if p is None else ("ok" if p.passed else "FAILED"),
+            f"{r.seconds:.1f}",
+        )
+    Console().print(table)
+    if results and results[0].parity is not None:
+        Console().print(f"parity data: {results[0].parity.source}; report: {out / 'export.json'}")
