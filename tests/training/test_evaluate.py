@@ -1,0 +1,53 @@
+"""evaluate on a checkpoint and on its ONNX export: same predictions, same report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cryoshift.runtime.errors import InputError
+from cryoshift.training.evaluate import evaluate
+from cryoshift.training.trainer import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def run_dir(domains: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("evalrun") / "run"
+    train(TrainConfig(source=str(domains["source"]), target=str(domains["target_unlabelled"]), out=str(out),
+                      method="adabn", backbone="cryonet-small", epochs=2, batch_size=8, progress=False))
+    return out
+
+
+def test_checkpoint_and_onnx_evaluate_alike(run_dir: Path, domains: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    from cryoshift.export.api import export_checkpoint
+
+    export_checkpoint(run_dir, tmp_path / "export", parity_data=str(domains["source"]))
+    onnx_path = tmp_path / "export" / "model.onnx"
+    a = evaluate(run_dir / "model.pt", domains["target"], tmp_path / "a")
+    b = evaluate(onnx_path, domains["target"], tmp_path / "b", run_dir=run_dir)
+    assert a["confusion_matrix"] == b["confusion_matrix"]
+    assert a["accuracy"] == pytest.approx(b["accuracy"])
+    assert a["nll"] == pytest.approx(b["nll"], abs=1e-3)  # temperature travels in the ONNX metadata
+    assert [e["epoch"] for e in b["checkpoints"]["epochs"]] == [1, 2]
+    saved = json.loads((tmp_path / "b" / "evaluation.json").read_text())
+    assert saved["macro_f1"] == pytest.approx(b["macro_f1"])
+
+
+def test_evaluate_refuses_mismatched_data(run_dir: Path, tmp_path: Path) -> None:
+    from cryoshift.runtime.dataset import write_dataset
+
+    other = write_dataset(tmp_path / "other", np.zeros((3, 16, 16, 16), np.float32), [0, 1, 0], ["x", "y"],
+                          voxel_size=10.0)
+    with pytest.raises(InputError, match="not classes of the model"):
+        evaluate(run_dir, other, tmp_path / "o")
+    unlabelled = write_dataset(tmp_path / "u", np.zeros((3, 16, 16, 16), np.float32), voxel_size=10.0)
+    with pytest.raises(InputError, match="unlabelled"):
+        evaluate(run_dir, unlabelled, tmp_path / "u_out")
+    small = write_dataset(tmp_path / "s", np.zeros((3, 8, 8, 8), np.float32), [0, 1, 2],
+                          ["sphere", "rod", "dumbbell"], voxel_size=10.0)
+    with pytest.raises(InputError, match="boxes"):
+        evaluate(run_dir, small, tmp_path / "s_out")
