@@ -262,7 +262,8 @@ def classify(
             errors.append(errs)
 
         stats: RunStats = run_pipeline(model, todo, write, batch_size=batch_size, workers=workers,
-                                       unknown_threshold=unknown_threshold, cache=cache, progress=progress)
+                                       unknown_threshold=unknown_threshold, cache=cache, progress=progress,
+                                       check_voxel_size=not ignore_voxel_size)
     summary.classified, summary.errors, summary.unknown = stats.done, stats.errors, stats.unknown
     summary.read_s, summary.compute_s = stats.read_s, stats.compute_s
     summary.write_s, summary.wait_s = stats.write_s, stats.wait_s

@@ -28,12 +28,14 @@ class Classifier:
     """Ray Data callable class: one model per actor, one call per batch of item descriptions."""
 
     def __init__(self, model_path: str, backend: str = "auto", batch_size: int = 64,
-                 unknown_threshold: float | None = None, threads: int | None = None):
+                 unknown_threshold: float | None = None, threads: int | None = None,
+                 ignore_voxel_size: bool = False):
         from cryoshift.runtime.backends import load_model
         from cryoshift.runtime.sources import VolumeCache
 
         self.model = load_model(model_path, backend, batch_size=batch_size, threads=threads)
         self.threshold = unknown_threshold
+        self.voxel_size = None if ignore_voxel_size else self.model.metadata.voxel_size
         self.cache = VolumeCache()
         box = self.model.metadata.box_size
         self.buffer = np.zeros((batch_size, 1, box, box, box), np.float32)
@@ -54,7 +56,7 @@ class Classifier:
                         float(col["x"]), float(col["y"]), float(col["z"]), str(col["tomo"]),
                         str(col["error"]))
             try:
-                load_item(item, self.buffer[len(good), 0], self.cache)
+                load_item(item, self.buffer[len(good), 0], self.cache, self.voxel_size)
             except (InputError, OSError, ValueError, IndexError, EOFError) as exc:
                 kinds.append("error")
                 payloads.append(json.dumps([item.id, item.path, _error_reason(exc)]))
@@ -136,7 +138,7 @@ def classify_ray(
                 Classifier,
                 fn_constructor_kwargs={"model_path": str(model_path), "backend": backend,
                                        "batch_size": batch_size, "unknown_threshold": unknown_threshold,
-                                       "threads": threads},
+                                       "threads": threads, "ignore_voxel_size": ignore_voxel_size},
                 batch_size=batch_size, num_gpus=num_gpus, batch_format="numpy",
                 compute=ActorPoolStrategy(size=num_workers),
             )

@@ -103,7 +103,8 @@ class _Reader:
     """Fill buffers with chunks of items; shared by all reader threads."""
 
     def __init__(self, chunks: list[list[Item]], pool: queue.Queue, ready: queue.Queue, cache: VolumeCache,
-                 stop: threading.Event, transform: Callable[[np.ndarray], None] | None):
+                 stop: threading.Event, transform: Callable[[np.ndarray], None] | None,
+                 voxel_size: float | None):
         self.chunks = chunks
         self.next = 0
         self.lock = threading.Lock()
@@ -112,6 +113,7 @@ class _Reader:
         self.cache = cache
         self.stop = stop
         self.transform = transform
+        self.voxel_size = voxel_size
 
     def run(self) -> None:
         try:
@@ -129,7 +131,7 @@ class _Reader:
                 for item in chunk:
                     row = buffer[len(good), 0]
                     try:
-                        load_item(item, row, self.cache)
+                        load_item(item, row, self.cache, self.voxel_size)
                     except (InputError, OSError, ValueError, IndexError, EOFError) as exc:
                         errors.append((item.id, item.path, _error_reason(exc)))
                         continue
@@ -152,12 +154,14 @@ def run_pipeline(
     progress: bool = True,
     transform: Callable[[np.ndarray], None] | None = None,
     description: str = "classifying",
+    check_voxel_size: bool = True,
 ) -> RunStats:
     """Classify ``items`` with ``model``; ``write_rows(rows, errors)`` is called once per batch.
 
     ``write_rows`` runs on a writer thread, in batch order as they finish; rows follow
     :func:`result_columns`. ``transform`` (in place, per volume) is applied after reading,
-    e.g. a contrast inversion.
+    e.g. a contrast inversion. ``check_voxel_size`` refuses single files whose voxel size is
+    more than 5% off the model's (as error rows).
     """
     stats = RunStats()
     meta = model.metadata
@@ -172,7 +176,8 @@ def run_pipeline(
     ready: queue.Queue = queue.Queue()
     done_q: queue.Queue = queue.Queue()
     stop = threading.Event()
-    reader = _Reader(chunks, pool, ready, cache, stop, transform)
+    voxel = meta.voxel_size if check_voxel_size else None
+    reader = _Reader(chunks, pool, ready, cache, stop, transform, voxel)
     threads = [threading.Thread(target=reader.run, name=f"cryoshift-reader-{i}", daemon=True)
                for i in range(workers)]
     writer_error: list[BaseException] = []

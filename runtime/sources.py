@@ -212,6 +212,10 @@ class _Planner:
             suffix = p.suffix.lower()
             if suffix in TABLE_SUFFIXES:
                 self.add_table(p)
+            elif len(paths) > 1 and suffix != ".mrcs" and p is not paths[0]:
+                # Directories and globs can hold millions of single volumes: no header read per
+                # file here (readers check each file); the first one was checked in full.
+                self.items.append(Item(str(p), "file", str(p)))
             else:
                 self.add_volume_file(p, strict=len(paths) == 1 and not p.exists())
 
@@ -368,13 +372,64 @@ def plan_inputs(inputs: list[str], box_size: int, model_voxel_size: float, model
 # Loading one item into a batch row
 
 
-def load_item(item: Item, out: np.ndarray, cache: VolumeCache) -> None:
-    """Fill ``out`` (D, D, D) float32 with ``item``'s voxels or raise InputError with the reason."""
+_HEADER = 1024
+_MODES = {0: np.dtype("<i1"), 1: np.dtype("<i2"), 2: np.dtype("<f4"), 6: np.dtype("<u2"), 12: np.dtype("<f2")}
+
+
+def _read_single_fast(path: str, out: np.ndarray) -> float | None:
+    """Read a plain little-endian single-volume MRC of ``out``'s shape straight into ``out``.
+
+    About 20x faster than opening it through mrcfile, which matters for directories of
+    millions of files. Returns the voxel size (0 if unset), or None for anything unusual
+    (compressed, big-endian, stack, other shape, short file), which then takes the full reader
+    and its precise error messages.
+    """
+    box = out.shape[0]
+    with open(path, "rb") as fh:
+        head = fh.read(_HEADER)
+        if len(head) < _HEADER or head[208:211] != b"MAP" or head[212] != 0x44:
+            return None
+        ints = np.frombuffer(head, "<i4", 24)
+        nx, ny, nz, mode, mx, ispg, nsymbt = (int(ints[i]) for i in (0, 1, 2, 3, 7, 22, 23))
+        dtype = _MODES.get(mode)
+        if dtype is None or (nz, ny, nx) != (box, box, box) or 401 <= ispg <= 630 or nsymbt < 0:
+            return None
+        fh.seek(_HEADER + nsymbt)
+        data = np.fromfile(fh, dtype=dtype, count=box**3)
+        if data.size != box**3:
+            return None
+    out[...] = data.reshape(out.shape)
+    cella_x = float(np.frombuffer(head, "<f4", 1, 40)[0])
+    return cella_x / mx if mx > 0 and cella_x > 0 else 0.0
+
+
+def _check_item_voxel(item: Item, voxel: float, model_voxel: float | None) -> None:
+    if model_voxel and voxel > 0:
+        mismatch = abs(voxel - model_voxel) / model_voxel
+        if mismatch > VOXEL_TOLERANCE:
+            raise InputError(item.path, f"voxel size {voxel:.3g} A differs from the model's "
+                                        f"{model_voxel:.3g} A by {mismatch:.0%}")
+
+
+def load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: float | None = None) -> None:
+    """Fill ``out`` (D, D, D) float32 with ``item``'s voxels or raise InputError with the reason.
+
+    ``voxel_size`` (the model's) makes single files of another voxel size fail as items;
+    stacks and tomograms were already checked while planning.
+    """
     if item.kind == "error":
         raise InputError(item.path, item.error)
     box = out.shape[0]
     if item.kind == "file":
+        voxel = _read_single_fast(item.path, out)
+        if voxel is not None:
+            _check_item_voxel(item, voxel, voxel_size)
+            if not np.isfinite(out).all():
+                raise InputError(item.path, "contains NaN or infinite values")
+            return
         with open_mrc(item.path) as vol:  # not cached: directories can hold millions of files
+            if vol.voxel_size_known:
+                _check_item_voxel(item, vol.voxel_size, voxel_size)
             data = vol.data
             if vol.is_stack or data.ndim != 3:
                 raise InputError(item.path, f"expected a single volume, found shape {tuple(data.shape)}")

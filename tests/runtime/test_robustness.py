@@ -124,3 +124,18 @@ def test_kill_9_at_random_moments_then_resume_gives_every_item_once(model_path, 
     s = classify(model_path, [str(stack)], out, backend="cpu", resume=True, progress=False)
     assert (s.classified, s.resumed, s.total_rows) == (0, n, n)
     assert isinstance(Path(s.manifest).read_text(), str)
+
+
+def test_single_file_of_other_voxel_size_in_a_folder_is_an_error_row(model_path, helpers, tmp_path):
+    vols = helpers.make_volumes(3)
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    for i, voxel in enumerate((10.0, 12.0, 10.2)):
+        write_volume(folder / f"s{i}.mrc", vols[i], voxel_size=voxel)
+    s = classify(model_path, [str(folder)], tmp_path / "out", backend="cpu", progress=False)
+    errors = read_results(s.errors_csv)
+    assert (s.total_rows, s.total_errors) == (2, 1)
+    assert errors["id"][0].endswith("s1.mrc") and "voxel size 12 A" in errors["reason"][0]
+    s2 = classify(model_path, [str(folder)], tmp_path / "out2", backend="cpu", progress=False,
+                  ignore_voxel_size=True)
+    assert (s2.total_rows, s2.total_errors) == (3, 0)
