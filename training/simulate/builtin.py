@@ -178,6 +178,6 @@ def render_builtin(name: str, box_size: int, voxel_size: float, seed: int = 0) -
         b = blobs[start:start + 64]
         d2 = ((flat[:, None, :] - b[None, :, :3]) ** 2).sum(-1)
         # Blurring to at least one voxel keeps each domain band-limited at large voxel sizes.
-        sigma2 = np.maximum(b[:, 3] ** 2, (0.8 * nm) ** 2)
+        sigma2 = np.maximum(b[:, 3] ** 2, nm**2)
         density += (b[:, 4] * np.exp(-d2 / (2 * sigma2))).sum(1)
     return density.reshape(box_size, box_size, box_size).astype(np.float32)

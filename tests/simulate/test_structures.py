@@ -1,0 +1,121 @@
+"""Structures from the three sources land on one grid: centred, protein positive, comparable scale."""
+
+from __future__ import annotations
+
+import mrcfile
+import numpy as np
+import pytest
+
+from cryoshift.runtime.errors import InputError
+from cryoshift.training.simulate import BUILTIN_NAMES, builtin_structures, load_structures
+from cryoshift.training.simulate.atomic import atom_positions, atomic_density
+
+from .conftest import BOX, VOXEL, centroid
+
+# A tiny made-up "protein": 3 residues of backbone + a few side-chain carbons, asymmetric.
+ATOMS = [(12.0, 4.0, -6.0), (13.4, 4.6, -5.8), (14.6, 3.7, -5.2), (14.4, 2.5, -4.9), (15.8, 4.3, -5.0),
+         (17.0, 3.6, -4.4), (18.2, 4.4, -4.1), (18.1, 5.6, -3.7), (19.5, 3.6, -3.9), (13.2, 6.0, -6.6),
+         (20.8, 4.0, -3.0), (21.6, 5.2, -2.4), (9.0, 1.0, -8.0), (11.0, 2.2, -7.1)]
+
+
+def write_pdb(path) -> None:
+    lines = []
+    for i, (x, y, z) in enumerate(ATOMS, start=1):
+        coords = f"{x:8.3f}{y:8.3f}{z:8.3f}"
+        lines.append(f"ATOM  {i:5d}  C   ALA A{1 + i // 5:4d}    {coords}  1.00 20.00           C")
+    path.write_text("\n".join(lines) + "\nEND\n")
+
+
+def test_builtins_are_many_distinct_and_deterministic(builtins16):
+    assert len(BUILTIN_NAMES) >= 8
+    maps = builtins16.maps
+    assert maps.shape == (len(BUILTIN_NAMES), BOX, BOX, BOX) and maps.dtype == np.float32
+    flat = maps.reshape(len(maps), -1)
+    corr = np.corrcoef(flat)
+    off_diagonal = corr[~np.eye(len(maps), dtype=bool)]
+    assert off_diagonal.max() < 0.95, "two built-in structures look the same"
+    masses = flat.sum(1)
+    assert masses.max() / masses.min() > 5, "structures should differ in size like real complexes"
+    again = builtin_structures(BOX, VOXEL, seed=0)
+    assert np.array_equal(again.maps, maps)
+    other = builtin_structures(BOX, VOXEL, seed=1)
+    assert not np.array_equal(other.maps, maps)
+
+
+def test_builtins_centred_positive_and_normalised(builtins16):
+    for name, m in zip(builtins16.names, builtins16.maps, strict=True):
+        assert np.percentile(m[m > 0], 99.9) == pytest.approx(1.0, rel=1e-3)
+        if name in ("filament", "membrane"):  # extend across the box: centred by construction only
+            continue
+        assert np.allclose(centroid(m, BOX), BOX // 2, atol=0.6), name
+
+
+def test_pdb_density_has_the_atoms_centre_of_mass(tmp_path):
+    pdb = tmp_path / "tiny.pdb"
+    write_pdb(pdb)
+    xyz = atom_positions(pdb)
+    assert xyz.shape == (len(ATOMS), 3)
+    density, origin, spacing = atomic_density(pdb, resolution=6.0, spacing=1.0)
+    w = np.clip(density.astype(np.float64), 0, None)
+    idx = np.indices(density.shape)
+    com_xyz = origin + np.array([(i * w).sum() / w.sum() for i in idx])[::-1] * spacing
+    assert np.allclose(com_xyz, np.mean(ATOMS, axis=0), atol=0.25)
+    # Loaded as a structure: centre of mass on the box centre, protein positive.
+    s = load_structures([str(pdb)], box_size=BOX, voxel_size=4.0)
+    assert s.names == ["tiny"] and s.maps.shape == (1, BOX, BOX, BOX)
+    assert np.allclose(centroid(s.maps[0], BOX), BOX // 2, atol=0.3)
+
+
+def _blob_map(box: int, centre_xyz, sigma: float) -> np.ndarray:
+    z, y, x = np.indices((box, box, box))
+    cx, cy, cz = centre_xyz
+    a = np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / (2 * sigma**2))
+    b = np.exp(-((x - cx - 6) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / (2 * (0.6 * sigma) ** 2))
+    return (a + 0.5 * b).astype(np.float32)
+
+
+def test_mrc_maps_resampled_and_contrast_handled(tmp_path):
+    light = _blob_map(40, (17, 22, 18), 3.0)
+    with mrcfile.new(tmp_path / "light.mrc") as m:
+        m.set_data(100.0 * light)
+        m.voxel_size = 5.0
+    with mrcfile.new(tmp_path / "dark.mrc") as m:  # a raw-tomogram-like average: protein dark, offset
+        m.set_data(3.0 - 2.0 * light)
+        m.voxel_size = 5.0
+    s = load_structures([str(tmp_path / "light.mrc"), str(tmp_path / "dark.mrc")], BOX, 10.0)
+    a, b = s.maps
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99, "dark map should be inverted to light"
+    assert np.allclose(centroid(a, BOX), BOX // 2, atol=0.3)
+    # 40 voxels of 5 A = 200 A -> 20 voxels at 10 A: the blob's width halves in voxels.
+    width = (a > 0.5).sum(axis=(0, 1)).astype(bool).sum()
+    assert 3 <= width <= 7
+
+
+def test_directory_skips_bad_files_and_named_bad_file_is_an_error(tmp_path):
+    with mrcfile.new(tmp_path / "good.mrc") as m:
+        m.set_data(_blob_map(24, (12, 12, 12), 2.0))
+        m.voxel_size = 10.0
+    (tmp_path / "broken.mrc").write_bytes(b"not an mrc file at all")
+    s = load_structures([str(tmp_path)], BOX, VOXEL)
+    assert s.names == ["good"] and len(s.skipped) == 1 and "broken.mrc" in s.skipped[0]
+    with pytest.raises(InputError, match=r"broken\.mrc"):
+        load_structures([str(tmp_path / "broken.mrc")], BOX, VOXEL)
+    with pytest.raises(InputError, match="did you mean ribosome"):
+        load_structures(["builtin:ribosom"], BOX, VOXEL)
+    with pytest.raises(InputError, match="no such file"):
+        load_structures([str(tmp_path / "missing.pdb")], BOX, VOXEL)
+
+
+SHARED = "/work/shared/data/maps/10A"
+
+
+def test_real_complexes_load_when_present():
+    import os
+
+    if not os.path.isdir(SHARED):
+        pytest.skip("shared maps of real complexes not present")
+    s = load_structures([SHARED], 32, 10.0)
+    assert len(s) == 16 and not s.skipped
+    for name, m in zip(s.names, s.maps, strict=True):
+        assert np.isfinite(m).all() and m.max() > 0.5, name
+        assert np.allclose(centroid(m, 32), 16, atol=1.0), name
