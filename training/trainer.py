@@ -330,6 +330,14 @@ class _Run:
             self.target = load_target(c.target, self.box, self.voxel_size, self.contrast, self.class_names,
                                       tomograms=c.tomograms, oracle_labels=c.oracle_target_labels,
                                       max_items=c.max_target)
+        if self.target is not None and self.target.skipped and self.info.is_main:
+            import sys
+
+            for line in self.target.skipped[:10]:
+                print(f"cryoshift: skipped target item {line}", file=sys.stderr)
+            more = len(self.target.skipped) - 10
+            if more > 0:
+                print(f"cryoshift: ... and {more} more unreadable target items", file=sys.stderr)
         eval_rng = np.random.default_rng(c.seed + 1)
         if self.target is not None and len(self.target) > MAX_TARGET_EVAL:
             idx = np.sort(eval_rng.choice(len(self.target), MAX_TARGET_EVAL, replace=False))

@@ -162,3 +162,24 @@ def test_cli_train_then_evaluate(domains: dict[str, Path], tmp_path: Path) -> No
     # errors are one line and exit 2
     assert main(["evaluate", str(run), str(tmp_path / "nope")]) == 2
     assert main(["train", "--source", str(domains["source"]), "--out", str(run)]) == 2
+
+
+def test_target_from_picks_and_a_tomogram(domains: dict[str, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from cryoshift.runtime.mrc import write_volume
+
+    ds = read_dataset(domains["target_unlabelled"])
+    tomo = np.zeros((32, 64, 64), np.float32)
+    picks = []
+    for i in range(8):  # paste 8 target particles into a small tomogram, one pick each
+        z, y, x = 8, 8 + 16 * (i // 4 % 4), 8 + 16 * (i % 4)
+        tomo[z - 8:z + 8, y - 8:y + 8, x - 8:x + 8] = ds.volumes[i]
+        picks.append(f"{x},{y},{z}")
+    picks.append("500,500,500")  # outside the tomogram: reported and skipped
+    write_volume(tmp_path / "tomo.mrc", tomo, voxel_size=10.0)
+    (tmp_path / "picks.csv").write_text("x,y,z\n" + "\n".join(picks) + "\n")
+    result = train(_config(domains, tmp_path / "run", method="dann", target=str(tmp_path / "picks.csv"),
+                           tomograms=[str(tmp_path / "tomo.mrc")], epochs=1))
+    assert result.model_path is not None
+    err = capsys.readouterr().err
+    assert "skipped target item" in err and "outside the tomogram" in err
