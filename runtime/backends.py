@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,11 @@ def _session_options(ort: Any, threads: int | None) -> Any:
     return opts
 
 
+def _log(message: str) -> None:
+    """Progress notes for slow one-off steps, on stderr (stdout stays for results)."""
+    print(f"cryoshift: {message}", file=sys.stderr, flush=True)
+
+
 def gpu_name(device_id: int = 0) -> str | None:
     """Name of GPU ``device_id`` from nvidia-smi, or None when there is no GPU."""
     try:
@@ -173,6 +179,9 @@ def _ort_session(path: Path, backend: str, meta: ModelMetadata, sha: str, batch_
     else:  # tensorrt
         cache = trt_cache_dir(sha, device_id, cache_root)
         cache.mkdir(parents=True, exist_ok=True)
+        if not any(cache.glob("*.engine")):
+            _log(f"building a TensorRT engine for this model and GPU (first run: can take minutes; "
+                 f"cached in {cache})")
         dims = f"1x{box}x{box}x{box}"
         trt = {
             "device_id": device_id,

@@ -233,6 +233,10 @@ def classify(
     if not isinstance(model, Model):
         model = load_model(model, backend, batch_size=batch_size, threads=threads)
     meta = model.metadata
+    if progress:
+        print(f"cryoshift: backend {model.description}", file=sys.stderr, flush=True)
+        for note in model.notes:
+            print(f"cryoshift: not {note}", file=sys.stderr, flush=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = VolumeCache()
@@ -302,6 +306,8 @@ def _classify_devices(model: str | Path | Model, inputs: list[str], out_dir: str
         cmd = [sys.executable, "-c", code, json.dumps(job)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       text=True))
+    if progress:
+        _watch(procs, parts, kw.get("shard"), model, inputs, kw)
     failures = []
     for device, proc in zip(devices, procs, strict=True):
         _stdout, stderr = proc.communicate()
@@ -331,6 +337,41 @@ def _classify_devices(model: str | Path | Model, inputs: list[str], out_dir: str
     plan = Plan([], list(inputs), data["box_size"], data["contrast"], data["voxel_sizes"])
     settings = {**{k: v for k, v in kw.items()}, "devices": devices, "progress": progress}
     return finish_run(names, model_obj, plan, summary, settings)
+
+
+def _ledger_rows(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return max(0, sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b"")) - 1)
+    except OSError:
+        return 0
+
+
+def _watch(procs: list[subprocess.Popen], parts: list[Path], shard: tuple[int, int] | None,
+           model: str | Path, inputs: list[str], kw: dict[str, Any]) -> None:
+    """Progress bar over all device workers, from the rows their ledgers hold."""
+    from cryoshift.runtime.metadata import read_onnx_metadata
+    from cryoshift.runtime.pipeline import _Progress
+
+    try:
+        meta = read_onnx_metadata(model)
+        plan = plan_inputs(inputs, meta.box_size, meta.voxel_size, meta.contrast, kw.get("contrast"),
+                           kw.get("tomograms"), True)
+        total = len(plan.shard(*shard).items if shard else plan.items)
+    except InputError:
+        return  # the workers report the problem themselves
+    names = [_names(p, shard) for p in parts]
+    with _Progress(total, f"classifying on {len(procs)} devices") as bar:
+        shown = 0
+        while True:
+            running = any(p.poll() is None for p in procs)
+            now = sum(_ledger_rows(n["csv"]) + _ledger_rows(n["errors"]) for n in names)
+            if now > shown:
+                bar.advance(now - shown)
+                shown = now
+            if not running:
+                return
+            time.sleep(0.5)
 
 
 class _ManifestModel(Model):
