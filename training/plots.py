@@ -34,8 +34,8 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path:
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("mean loss")
     ax_loss.legend(fontsize=8)
-    for key, label in (("src_val_acc", "source val accuracy"), ("snd", "target SND"),
-                       ("tgt_entropy", "target entropy")):
+    for key, label in (("src_val_acc", "source val accuracy"), ("tgt_im", "target IM"),
+                       ("snd", "target SND"), ("tgt_entropy", "target entropy")):
         if history and key in history[0]:
             ax_sel.plot(epochs, [float(r.get(key, np.nan)) for r in history], marker="o", label=label)
     ax_sel.set_xlabel("epoch")
