@@ -58,6 +58,7 @@ def command(
     import warnings
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from cryoshift.export import export_checkpoint
@@ -88,19 +89,21 @@ def command(
             raise typer.Exit(1) from exc
     for w in caught:
         if issubclass(w.category, ExportWarning):
-            console.print(f"[yellow]warning:[/] {w.message}")
+            console.print(f"[yellow]warning:[/] {escape(str(w.message))}")
     table = Table(title=f"cryoshift export -> {out}")
-    for col in ("format", "file", "size", "max |dlogit|", "argmax agree", "parity", "seconds"):
-        table.add_column(col, justify="right" if col in ("size", "seconds", "max |dlogit|") else "left")
+    for col in ("format", "file", "size", "max dlogit", "agreement", "parity", "s"):
+        table.add_column(col, justify="right" if col in ("size", "s", "max dlogit") else "left",
+                         no_wrap=col == "file", overflow="fold")
     for r in results:
         p = r.parity
         table.add_row(
             r.format, r.path.name, _size(r.size_bytes),
             "-" if p is None else f"{p.max_abs_logit_diff:.2e}",
-            "-" if p is None else f"{p.argmax_agreement:.1%} of {p.n}",
+            "-" if p is None else f"{p.argmax_agreement:.0%} of {p.n}",
             "not checked" if p is None else ("ok" if p.passed else "FAILED"),
             f"{r.seconds:.1f}",
         )
     Console().print(table)
     if results and results[0].parity is not None:
-        Console().print(f"parity data: {results[0].parity.source}; report: {out / 'export.json'}")
+        Console().print(f"parity data: {results[0].parity.source}; report: {out / 'export.json'}",
+                        soft_wrap=True)
