@@ -233,10 +233,6 @@ def classify(
     if not isinstance(model, Model):
         model = load_model(model, backend, batch_size=batch_size, threads=threads)
     meta = model.metadata
-    if progress:
-        print(f"cryoshift: backend {model.description}", file=sys.stderr, flush=True)
-        for note in model.notes:
-            print(f"cryoshift: not {note}", file=sys.stderr, flush=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = VolumeCache()
@@ -248,6 +244,9 @@ def classify(
         plan = plan.shard(*subshard)
     items, duplicates = _dedupe(plan.items)
     names = _names(out, shard)
+    if progress:
+        passed = f"; passed over: {'; '.join(model.notes)}" if model.notes else ""
+        print(f"cryoshift: backend {model.description}{passed}", file=sys.stderr, flush=True)
     summary = ClassifySummary(str(out), str(names["csv"]), str(names["star"]), str(names["errors"]),
                               str(names["manifest"]), model.description, planned=len(items))
     summary.notes.extend(model.notes)
