@@ -43,6 +43,12 @@ class ExportWrapper(nn.Module):
 
     def __init__(self, backbone: nn.Module, normalisation: str = "zscore"):
         super().__init__()
+        needed = ("forward_features", "forward_head")
+        missing = [m for m in needed if not callable(getattr(backbone, m, None))]
+        if missing:
+            raise TypeError(f"{type(backbone).__name__} lacks {', '.join(missing)}: an exported backbone "
+                            "must follow the timm-style contract (features and head separate) of "
+                            "docs/design.md")
         self.normalise = Normalise(normalisation)
         self.backbone = backbone
 
@@ -170,6 +176,8 @@ def export_onnx(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     metadata = complete_metadata(metadata, "fp32")
     wrapper = model if isinstance(model, ExportWrapper) else ExportWrapper(model, metadata.normalisation)
+    if not metadata.backbone:
+        metadata = replace(metadata, backbone=str(getattr(wrapper.backbone, "backbone_name", "")))
     wrapper.eval()
     proto = optimise(trace_to_onnx(wrapper, metadata.box_size, opset))
     if not _batch_is_dynamic(proto):

@@ -113,7 +113,8 @@ def onnx_runner(path: str | Path, providers: list[str] | None = None
 
 
 def check_onnx_parity(path: str | Path, volumes: np.ndarray, reference_logits: np.ndarray,
-                      precision: str = "fp32", source: str = "") -> ParityReport:
-    """Run the ONNX file on ``volumes`` with ONNX Runtime (CPU) and compare with the reference."""
-    logits, _ = run_batched(onnx_runner(path), volumes)
+                      precision: str = "fp32", source: str = "", providers: list[str] | None = None,
+                      ) -> ParityReport:
+    """Run the ONNX file on ``volumes`` with ONNX Runtime (CPU unless ``providers``) and compare."""
+    logits, _ = run_batched(onnx_runner(path, providers), volumes)
     return compare_logits(reference_logits, logits, precision, source)

@@ -121,3 +121,8 @@ def test_compare_logits_bars() -> None:
     flipped = ref[:, ::-1]
     report = compare_logits(ref, flipped, precision="int8")
     assert report.argmax_agreement == 0.0 and not report.passed
+
+
+def test_backbone_contract_enforced() -> None:
+    with pytest.raises(TypeError, match="forward_features"):
+        ExportWrapper(torch.nn.Linear(4, 2))
