@@ -67,7 +67,7 @@ def load_split(path: Path, class_names: list[str]) -> Split:
 
 def _structures(profile: Profile, voxel_size: float) -> Any:
     """Structures on the profile's grid at ``voxel_size`` with readable class names."""
-    from cryoshift.training.simulate import load_structures
+    from cryoshift.training.simulate.structures import load_structures
 
     if profile.structures == "builtin":
         structs = load_structures(["builtin"], box_size=profile.box_size, voxel_size=voxel_size)
@@ -83,17 +83,17 @@ def simulate_split(profile: Profile, spec: dict[str, Any], n: int, seed: int, ou
     """Simulate ``n`` labelled volumes of one domain into a dataset directory (cached)."""
     if (out / "dataset.json").is_file():
         return out
-    from cryoshift.training.simulate import SimulationConfig, simulate_dataset
+    from cryoshift.training.demo import simulate_to_dataset
+    from cryoshift.training.simulate.config import SimulationConfig
 
     spec = dict(spec)
     voxel = profile.voxel_size * float(spec.pop("voxel_scale", 1.0))
     structs, _ = _structures(profile, voxel)
-    config = SimulationConfig.from_dict(spec)
-    simulate_dataset(structs, config, n, out, seed=seed, progress=False)
-    return out
+    return simulate_to_dataset(structs, SimulationConfig.from_dict(spec), n, out, seed)
 
 
-def build_data(profile: Profile, work: Path, targets: list[str], user_targets: list[Path]) -> BenchData:
+def build_data(profile: Profile, work: Path, targets: list[str], user_targets: list[Path],
+               tomograms: list[Path] | None = None) -> BenchData:
     """Simulate (or re-use) every split the profile needs."""
     work.mkdir(parents=True, exist_ok=True)
     n_src = profile.n_source
@@ -113,17 +113,18 @@ def build_data(profile: Profile, work: Path, targets: list[str], user_targets: l
         data.targets[name] = TargetData(name, dict(spec), adapt, load_split(test, class_names))
     for path in user_targets:
         name = f"user_{path.stem or path.name}"
-        adapt, test = split_user_target(path, class_names, work / name)
+        adapt, test = split_user_target(path, class_names, work / name, profile.box_size, tomograms)
         data.targets[name] = TargetData(name, {"dataset": str(path)}, adapt, load_split(test, class_names))
     (work / "data.json").write_text(json.dumps({"class_names": class_names, "targets": list(data.targets)}))
     return data
 
 
-def split_user_target(path: Path, class_names: list[str], out: Path, seed: int = 0) -> tuple[Path, Path]:
+def split_user_target(path: Path, class_names: list[str], out: Path, box_size: int,
+                      tomograms: list[Path] | None = None, seed: int = 0) -> tuple[Path, Path]:
     """A user's labelled experimental set -> half for (unlabelled) adaptation, half held out for scoring.
 
     Accepts a labelled dataset directory, or a picks table (STAR/CSV) with a class column
-    next to the tomograms it names (see :func:`picks_to_dataset`).
+    plus the tomograms it names (see :func:`picks_to_dataset`).
     """
     from cryoshift.runtime.dataset import is_dataset, read_dataset, write_dataset
     from cryoshift.runtime.errors import InputError
@@ -132,11 +133,13 @@ def split_user_target(path: Path, class_names: list[str], out: Path, seed: int =
     if (adapt / "dataset.json").is_file() and (test / "dataset.json").is_file():
         return adapt, test
     if not is_dataset(path):
-        path = picks_to_dataset(path, class_names, out / "full")
+        path = picks_to_dataset(path, class_names, out / "full", box_size, tomograms or [])
     with read_dataset(path, with_labels=True) as ds:
         missing = sorted(set(ds.class_names) - set(class_names))
         if missing:
             raise InputError(path, f"classes {missing} are not among the benchmark's classes {class_names}")
+        if ds.box_size != box_size:
+            raise InputError(path, f"boxes are {ds.box_size}^3, the profile's are {box_size}^3")
         order = np.random.default_rng(seed).permutation(len(ds))
         half = len(order) // 2
         if half < 2:
@@ -148,9 +151,49 @@ def split_user_target(path: Path, class_names: list[str], out: Path, seed: int =
     return adapt, test
 
 
-def picks_to_dataset(picks: Path, class_names: list[str], out: Path, box_size: int | None = None) -> Path:
-    """Crop labelled picks (a class column: rlnClassName / class_name / class) into a dataset."""
-    raise NotImplementedError("labelled picks are not supported yet")
+CLASS_COLUMNS = ("rlnClassName", "class_name", "class", "label")
+
+
+def picks_to_dataset(picks: Path, class_names: list[str], out: Path, box_size: int,
+                     tomograms: list[Path]) -> Path:
+    """Crop labelled picks (class column: rlnClassName / class_name / class / label) into a dataset.
+
+    Tomograms are matched to the picks' tomogram names by file stem (one tomogram needs no name).
+    """
+    from cryoshift.runtime.crop import crop_box
+    from cryoshift.runtime.dataset import write_dataset
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.mrc import open_volume
+    from cryoshift.runtime.picks import read_picks
+
+    table = read_picks(picks)
+    column = next((c for c in CLASS_COLUMNS if c in table.columns), None)
+    if column is None:
+        raise InputError(picks, f"no class column; expected one of {', '.join(CLASS_COLUMNS)}")
+    if not tomograms:
+        raise InputError(picks, "picks need the tomograms they were picked in (--tomograms)")
+    by_stem = {Path(t).stem: Path(t) for t in tomograms}
+    names = [str(c) for c in table[column]]
+    unknown = sorted(set(names) - set(class_names))
+    if unknown:
+        raise InputError(picks, f"classes {unknown} are not among the benchmark's classes {class_names}")
+    volumes = np.zeros((len(table), box_size, box_size, box_size), dtype=np.float32)
+    opened: dict[Path, Any] = {}
+    voxel = None
+    for i, row in enumerate(table.itertuples(index=False)):
+        only = next(iter(by_stem.values())) if len(by_stem) == 1 else None
+        tomo = by_stem.get(str(row.tomo_name)) or only
+        if tomo is None:
+            raise InputError(picks, f"row {i}: no tomogram named {row.tomo_name!r} among --tomograms")
+        if tomo not in opened:
+            opened[tomo] = open_volume(tomo)
+        voxel = opened[tomo].voxel_size
+        crop_box(opened[tomo], (row.x, row.y, row.z), box_size, out=volumes[i], path=str(tomo))
+    for vol in opened.values():
+        vol.close()
+    labels = np.array([class_names.index(n) for n in names], dtype=np.int64)
+    return write_dataset(out, volumes, labels, class_names=class_names, voxel_size=voxel or 1.0,
+                         meta={"generator": f"domain_shift crop of {picks}"})
 
 
 def train_method(profile: Profile, method: str, data: BenchData, target: str, seed: int,

@@ -53,30 +53,41 @@ class DemoConfig:
             self.n_source, self.n_target, self.epochs = 240, 120, 2
 
 
-def source_config(box_size: int, voxel_size: float) -> Any:
+def source_config() -> Any:
     """The simple simulation a user trains on: fast model, centred isolated particles, white noise."""
-    from cryoshift.training.simulate import SimulationConfig
+    from cryoshift.training.simulate.config import SimulationConfig
 
     return SimulationConfig(fidelity="fast", snr=(0.1, 2.0), tilt_max=(55.0, 65.0), defocus_um=(-4.0, -2.0),
                             shift_voxels=0.5, crowding=0.0)
 
 
-def target_config(box_size: int, voxel_size: float) -> Any:
+def target_config() -> Any:
     """The "experimental" target: what the simple source simulation leaves out."""
-    from cryoshift.training.simulate import SimulationConfig
+    from cryoshift.training.simulate.config import SimulationConfig
 
     return SimulationConfig(fidelity="tilt", snr=(0.05, 0.3), tilt_max=(45.0, 50.0), dose_weighting=True,
                             defocus_um=(-5.0, -3.0), shift_voxels=1.5, crowding=0.5, neighbours=(1, 2),
                             noise_alpha=(0.5, 1.0), gradient=(0.0, 0.3))
 
 
-def simulate_to_dataset(structures: list[str], config: Any, n: int, box_size: int, voxel_size: float,
-                        seed: int, out: Path, labelled: bool = True) -> Path:
-    """Simulate ``n`` volumes into a dataset directory (labels kept in the table for scoring)."""
-    from cryoshift.training.simulate import load_structures, simulate_dataset
+def simulate_to_dataset(structures: Any, config: Any, n: int, out: Path, seed: int,
+                        chunk: int = 64) -> Path:
+    """Simulate ``n`` labelled volumes of ``structures`` into a dataset directory, chunk by chunk.
 
-    structs = load_structures(structures, box_size=box_size, voxel_size=voxel_size, seed=seed)
-    simulate_dataset(structs, config, n, out, seed=seed, progress=False)
+    Labels go into the table as usual; training reads a target's labels only for the oracle,
+    and the demo reads them only to score.
+    """
+    from cryoshift.runtime.dataset import DatasetWriter
+    from cryoshift.training.simulate.simulator import Simulator
+
+    sim = Simulator(structures, config, seed=seed)
+    meta = {"generator": "cryoshift.training.demo", "seed": seed, "simulation": config.to_dict(),
+            "structures": list(structures.sources)}
+    with DatasetWriter(out, n, structures.box_size, structures.voxel_size, sim.class_names,
+                       contrast=config.contrast, meta=meta) as writer:
+        for start in range(0, n, chunk):
+            vol, labels, rows = sim.sample(min(chunk, n - start))
+            writer.write(vol.cpu().numpy(), labels.cpu().numpy(), rows)
     return out
 
 
@@ -118,6 +129,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     from cryoshift.runtime.classify import classify
     from cryoshift.runtime.dataset import read_dataset
     from cryoshift.training.evaluate import predict_checkpoint
+    from cryoshift.training.simulate.structures import load_structures
     from cryoshift.training.trainer import TrainConfig, train
 
     cfg = DemoConfig(out_dir=str(out_dir), quick=quick, seed=seed, **overrides)
@@ -133,13 +145,12 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     src_dir, tgt_dir = out / "data" / "source", out / "data" / "target"
     say(f"1/5 simulating {cfg.n_source} labelled source and {cfg.n_target} shifted target subtomograms "
         f"({len(cfg.structures)} built-in classes, {cfg.box_size}^3)")
-    structures = [f"builtin:{s}" for s in cfg.structures]
+    structures = load_structures([f"builtin:{s}" for s in cfg.structures], box_size=cfg.box_size,
+                                 voxel_size=cfg.voxel_size, seed=cfg.seed)
     if not (src_dir / "dataset.json").is_file():
-        simulate_to_dataset(structures, source_config(cfg.box_size, cfg.voxel_size), cfg.n_source,
-                            cfg.box_size, cfg.voxel_size, cfg.seed, src_dir)
+        simulate_to_dataset(structures, source_config(), cfg.n_source, src_dir, cfg.seed)
     if not (tgt_dir / "dataset.json").is_file():
-        simulate_to_dataset(structures, target_config(cfg.box_size, cfg.voxel_size), cfg.n_target,
-                            cfg.box_size, cfg.voxel_size, cfg.seed + 1000, tgt_dir)
+        simulate_to_dataset(structures, target_config(), cfg.n_target, tgt_dir, cfg.seed + 1000)
     seconds["simulate"] = time.perf_counter() - t0
     paths.update(source=str(src_dir), target=str(tgt_dir))
 
