@@ -26,7 +26,7 @@ class Contrast(str, Enum):
 
 _MODEL_HELP = "Exported model: model.onnx, or a TensorRT model.engine with its .engine.json sidecar."
 _INPUTS_HELP = ("What to classify, mixed freely: MRC files, globs ('sub/*.mrc'), directories, MRC volume "
-                "stacks, STAR listings (rlnImageName), pick tables (STAR/CSV + --tomograms), dataset folders.")
+                "stacks, STAR listings (rlnImageName), pick tables (STAR/CSV + -t), dataset folders.")
 _TOMO_HELP = ("Tomograms to crop picks from (files, globs, folders; repeatable), matched to the picks' "
               "rlnTomoName/tomo_name by file stem.")
 _BACKEND_HELP = "Inference backend; auto picks the fastest that works here and says which."
