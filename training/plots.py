@@ -33,14 +33,16 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path:
         ax_loss.plot(epochs, [float(r.get(key, np.nan)) for r in history], marker="o", label=key[5:])
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("mean loss")
-    ax_loss.legend(fontsize=8)
+    if keys:
+        ax_loss.legend(fontsize=8)
     for key, label in (("src_val_acc", "source val accuracy"), ("tgt_im", "target IM"),
                        ("snd", "target SND"), ("tgt_entropy", "target entropy")):
         if history and key in history[0]:
             ax_sel.plot(epochs, [float(r.get(key, np.nan)) for r in history], marker="o", label=label)
     ax_sel.set_xlabel("epoch")
     ax_sel.set_ylim(0, 1.05)
-    ax_sel.legend(fontsize=8)
+    if ax_sel.get_legend_handles_labels()[0]:
+        ax_sel.legend(fontsize=8)
     ax_sel.set_title("label-free selection scores")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -498,23 +498,28 @@ class _Run:
         epoch = selection["selected_epoch"]
         model, metadata, _ = load_checkpoint(run.epoch_checkpoint(self.dir, epoch))
         model.to(self.device)
-        val_logits, val_feats = forward_numpy(model, self.val_src.volumes, c.normalisation, self.device,
-                                              c.eval_batch_size)
+        val_logits, _ = forward_numpy(model, self.val_src.volumes, c.normalisation, self.device,
+                                      c.eval_batch_size)
         temperature = 1.0
         if len(val_logits):
             temperature = calibrate.fit_temperature(val_logits, self.val_src.labels)
         metadata.temperature = temperature
         metadata.unknown_threshold = calibrate.unknown_threshold(val_logits, temperature, c.unknown_quantile)
-        ref_domain = self.target if self.target is not None else self.val_src
+        ref_domain, ref_name = self.target, "target"
+        if ref_domain is None:
+            if len(self.val_src) > 0 or self.train_src is None:
+                ref_domain, ref_name = self.val_src, "source validation"
+            else:
+                ref_domain, ref_name = self.train_src, "source"
         _, ref_feats = forward_numpy(model, ref_domain.volumes, c.normalisation, self.device,
                                      c.eval_batch_size)
-        ref = calibrate.feature_reference(ref_feats if len(ref_feats) else val_feats)
+        ref = calibrate.feature_reference(ref_feats)
         metadata.feature_mean = [float(v) for v in ref.mean]
         metadata.feature_var = [float(v) for v in ref.var]
         metadata.shift_reference = float(ref.shift_reference)
         metadata.extra = {"selected_epoch": epoch, "selection_rule": selection["rule"],
                           "unknown_quantile": c.unknown_quantile,
-                          "feature_reference": "target" if self.target is not None else "source validation"}
+                          "feature_reference": ref_name}
         selection.update({
             "temperature": temperature,
             "unknown_threshold": metadata.unknown_threshold,
@@ -539,7 +544,7 @@ class _Run:
             cm = confusion_matrix(self.val_src.labels, val_logits.argmax(1), len(self.class_names))
             plots.plot_confusion(cm, self.class_names, out / "confusion_source_val.png",
                                  "source validation (the only labels training sees)")
-        if self.target_eval is None:
+        if self.target_eval is None or len(self.val_src) == 0:
             return
         first, _, _ = load_checkpoint(run.epoch_checkpoint(self.dir, int(history[0]["epoch"])))
         panels = []

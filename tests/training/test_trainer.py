@@ -183,3 +183,11 @@ def test_target_from_picks_and_a_tomogram(domains: dict[str, Path], tmp_path: Pa
     assert result.model_path is not None
     err = capsys.readouterr().err
     assert "skipped target item" in err and "outside the tomogram" in err
+
+
+def test_source_only_without_target_or_validation(domains: dict[str, Path], tmp_path: Path) -> None:
+    result = train(_config(domains, tmp_path / "run", method="source-only", target=None, val_fraction=0.0,
+                           epochs=1))
+    meta = result.metadata
+    assert meta.temperature == 1.0 and meta.unknown_threshold == 0.0  # nothing held out to calibrate on
+    assert meta.extra["feature_reference"] == "source" and len(meta.feature_mean) > 0
