@@ -115,6 +115,15 @@ class _Reader:
         self.transform = transform
         self.voxel_size = voxel_size
 
+    def _buffer(self) -> np.ndarray | None:
+        """A free batch buffer, or None once the run is stopping (so a failed run never hangs)."""
+        while not self.stop.is_set():
+            try:
+                return self.pool.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
     def run(self) -> None:
         try:
             while not self.stop.is_set():
@@ -124,7 +133,9 @@ class _Reader:
                     number = self.next
                     chunk = self.chunks[number]
                     self.next += 1
-                buffer = self.pool.get()
+                buffer = self._buffer()
+                if buffer is None:
+                    return
                 t0 = time.perf_counter()
                 good: list[Item] = []
                 errors: list[tuple[str, str, str]] = []

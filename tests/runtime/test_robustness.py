@@ -139,3 +139,26 @@ def test_single_file_of_other_voxel_size_in_a_folder_is_an_error_row(model_path,
     s2 = classify(model_path, [str(folder)], tmp_path / "out2", backend="cpu", progress=False,
                   ignore_voxel_size=True)
     assert (s2.total_rows, s2.total_errors) == (3, 0)
+
+
+def test_a_failing_model_stops_the_run_promptly_and_keeps_finished_rows(model_path, inputs, tmp_path):
+    from cryoshift.runtime.backends import load_model
+
+    model = load_model(model_path, "cpu", batch_size=4)
+    calls = {"n": 0}
+    real = model._runner
+
+    def flaky(batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("device lost")
+        return real(batch)
+
+    model._runner = flaky
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="device lost"):
+        classify(model, [str(inputs["stack"])], tmp_path / "out", batch_size=4, workers=2, progress=False)
+    assert time.perf_counter() - t0 < 4  # reader threads did not hang the failed run
+    model._runner = real
+    s = classify(model, [str(inputs["stack"])], tmp_path / "out", batch_size=4, resume=True, progress=False)
+    assert s.total_rows == 12 and s.resumed >= 4
