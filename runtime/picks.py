@@ -11,7 +11,8 @@ Accepted inputs
   ``rlnCoordinateX/Y/Z`` are pixels. RELION 5's ``rlnCenteredCoordinateX/Y/ZAngst`` are
   Angstrom relative to the tomogram centre: ``pixel = angst / pixel_size + size / 2``
   per axis (size in voxels, the centre convention RELION 5 and teamtomo tools share), so
-  they need the tomogram's pixel size and size.
+  they need the tomogram's pixel size and size. Refinement shifts
+  (``rlnOriginX/Y/ZAngst``) are not applied; they stay in the table untouched.
 - CSV / TSV / whitespace text with ``x, y, z`` columns (any case), and optionally
   ``tomo``, ``tomo_name`` or ``rlnTomoName`` for the tomogram.
 """
