@@ -278,6 +278,8 @@ class _Run:
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         self.device = info.device
+        if self.device.startswith("cuda"):
+            torch.backends.cudnn.benchmark = True  # one box size throughout: autotune once
         _seed_all(self.config.seed)
 
     def _resolve_config(self, config: TrainConfig) -> TrainConfig:
