@@ -93,7 +93,7 @@ def command(
     table = Table(title=f"cryoshift export -> {out}")
     for col in ("format", "file", "size", "max dlogit", "agreement", "parity", "s"):
         table.add_column(col, justify="right" if col in ("size", "s", "max dlogit") else "left",
-                         no_wrap=col == "file", overflow="fold")
+                         no_wrap=True)
     for r in results:
         p = r.parity
         table.add_row(
