@@ -122,3 +122,12 @@ def test_cli_writes_a_dataset_and_reports_bad_input(tmp_path, capsys):
     assert main(["simulate", str(tmp_path / "bad"), "--preset", "papr"]) == 2
     config.write_text(json.dumps({"snr": [1, 2], "wedge": 3}))
     assert main(["simulate", str(tmp_path / "bad"), "--config", str(config)]) == 2
+
+
+def test_data_do_not_depend_on_the_number_of_threads(builtins16):
+    outs = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        outs.append(Simulator(builtins16, PRESETS["realistic"], seed=3).sample(6)[0])
+    torch.set_num_threads(1)
+    assert torch.equal(outs[0], outs[1])

@@ -18,7 +18,13 @@ from __future__ import annotations
 
 import torch
 
-from cryoshift.training.simulate.physics import complex_white_noise, ctf, spectrum_variance, wedge_and_dose
+from cryoshift.training.simulate.physics import (
+    complex_white_noise,
+    ctf,
+    irfftn3,
+    spectrum_variance,
+    wedge_and_dose,
+)
 
 
 def fourier_filters(grid: dict[str, torch.Tensor], p: dict[str, torch.Tensor], use_ctf: bool,
@@ -69,7 +75,7 @@ def render_fast(density: torch.Tensor, p: dict[str, torch.Tensor], grid: dict[st
         noise_filter.mul_(grid["noise_gain"]).mul_(sigma.view(-1, 1, 1, 1))
         white = complex_white_noise((n, box, box, box // 2 + 1), generator, density.device)
         spec.add_(white.mul_(noise_filter))
-    vol = torch.fft.irfftn(spec, s=(box, box, box), dim=(-3, -2, -1), norm="ortho")
+    vol = irfftn3(spec, box)
     return vol, signal_var
 
 
