@@ -48,9 +48,9 @@ class DemoConfig:
     threads: int | None = None
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        if self.quick:
-            self.n_source, self.n_target, self.epochs = 240, 120, 2
+
+# ``--quick``: a smoke test of every stage in about a minute; accuracies are not meaningful.
+QUICK = {"n_source": 240, "n_target": 120, "epochs": 2}
 
 
 def source_config() -> Any:
@@ -128,11 +128,17 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     from cryoshift.export import export_checkpoint
     from cryoshift.runtime.classify import classify
     from cryoshift.runtime.dataset import read_dataset
+    from cryoshift.runtime.errors import InputError
     from cryoshift.training.evaluate import predict_checkpoint
     from cryoshift.training.simulate.structures import load_structures
     from cryoshift.training.trainer import TrainConfig, train
 
-    cfg = DemoConfig(out_dir=str(out_dir), quick=quick, seed=seed, **overrides)
+    sizes = {**(QUICK if quick else {}), **overrides}
+    cfg = DemoConfig(out_dir=str(out_dir), quick=quick, seed=seed, **sizes)
+    if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():
+        raise InputError(cfg.out_dir, "exists and is not a directory; choose another --out")
+    if min(cfg.n_source, cfg.n_target, cfg.epochs) < 1:
+        raise InputError(None, "demo sizes and epochs must be positive")
     say = say or (lambda _m: None)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
