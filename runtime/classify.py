@@ -204,6 +204,7 @@ def classify(
     threads: int | None = None,
     devices: list[int] | None = None,
     subshard: tuple[int, int] | None = None,
+    reader_processes: bool = False,
 ) -> ClassifySummary:
     """Classify every subtomogram in ``inputs`` and write results into ``out_dir``.
 
@@ -211,6 +212,8 @@ def classify(
     (rlnImageName), pick tables (with ``tomograms`` to crop from) and dataset directories.
     A bad item is written to ``errors.csv`` and the run goes on; ``resume=True`` continues a
     killed run without losing or duplicating a row. ``shard="i/n"`` keeps every n-th item.
+    ``workers`` reader threads fill batches (``reader_processes=True``: processes sharing
+    memory with this one, for GPUs that consume faster than one Python process reads).
 
     Example::
 
@@ -226,7 +229,8 @@ def classify(
         return _classify_devices(model, inputs, out_dir, devices, backend=backend, batch_size=batch_size,
                                  workers=workers, resume=resume, shard=shard,
                                  unknown_threshold=unknown_threshold, progress=progress, tomograms=tomograms,
-                                 contrast=contrast, ignore_voxel_size=ignore_voxel_size, threads=threads)
+                                 contrast=contrast, ignore_voxel_size=ignore_voxel_size, threads=threads,
+                                 reader_processes=reader_processes)
     if devices and len(devices) == 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices[0])
     t0 = time.perf_counter()
@@ -266,13 +270,15 @@ def classify(
 
         stats: RunStats = run_pipeline(model, todo, write, batch_size=batch_size, workers=workers,
                                        unknown_threshold=unknown_threshold, cache=cache, progress=progress,
-                                       check_voxel_size=not ignore_voxel_size)
+                                       check_voxel_size=not ignore_voxel_size,
+                                       reader_processes=reader_processes)
     summary.classified, summary.errors, summary.unknown = stats.done, stats.errors, stats.unknown
     summary.read_s, summary.compute_s = stats.read_s, stats.compute_s
     summary.write_s, summary.wait_s = stats.write_s, stats.wait_s
     summary.wall_s = time.perf_counter() - t0
     summary.rate = (stats.done + stats.errors) / stats.wall_s if stats.wall_s > 0 else 0.0
-    settings = {"backend": model.backend, "batch_size": batch_size, "workers": workers, "resume": resume,
+    settings = {"backend": model.backend, "batch_size": batch_size, "workers": workers,
+                "reader_processes": reader_processes, "resume": resume,
                 "shard": list(shard) if shard else None, "subshard": list(subshard) if subshard else None,
                 "unknown_threshold": unknown_threshold, "tomograms": tomograms, "contrast": contrast,
                 "ignore_voxel_size": ignore_voxel_size}

@@ -41,7 +41,8 @@ class Classifier:
         self.buffer = np.zeros((batch_size, 1, box, box, box), np.float32)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from cryoshift.runtime.pipeline import _error_reason, score_rows
+        from cryoshift.runtime.pipeline import score_rows
+        from cryoshift.runtime.readers import error_reason
         from cryoshift.runtime.sources import Item, load_item
 
         n = len(batch["id"])
@@ -59,7 +60,7 @@ class Classifier:
                 load_item(item, self.buffer[len(good), 0], self.cache, self.voxel_size)
             except (InputError, OSError, ValueError, IndexError, EOFError) as exc:
                 kinds.append("error")
-                payloads.append(json.dumps([item.id, item.path, _error_reason(exc)]))
+                payloads.append(json.dumps([item.id, item.path, error_reason(exc)]))
                 continue
             good.append(item)
         if good:

@@ -1,12 +1,13 @@
 """The classification pipeline: readers -> bounded queue of preallocated batches -> one model
 -> writer.
 
-Reader threads fill batch buffers drawn from a fixed pool (so memory is bounded and nothing
-is allocated per batch), the calling thread runs the model on each full buffer and scores
-it, and a writer thread appends finished rows and errors to the ledgers (fsync per batch).
-The pool holds ``workers + 2`` buffers: while the model computes one batch, the readers are
-already filling the next ones, so the accelerator never waits on the disk while work is
-queued. A bad item becomes an error row and the run goes on.
+Reader threads (or processes, see ``readers.py``) fill batch buffers drawn from a fixed
+pool (so memory is bounded and nothing is allocated per batch), the calling thread runs the
+model on each full buffer and scores it, and a writer thread appends finished rows and
+errors to the ledgers (fsync per batch). The pool holds ``workers + 2`` buffers: while the
+model computes one batch, the readers are already filling the next ones, so the accelerator
+never waits on the disk while work is queued. A bad item becomes an error row and the run
+goes on.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from cryoshift.runtime.backends import Model
-from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.readers import ProcessReaders, ThreadReaders
 from cryoshift.runtime.scoring import score
-from cryoshift.runtime.sources import Item, VolumeCache, load_item
+from cryoshift.runtime.sources import Item, VolumeCache
 
 ID_COLUMNS = ("id", "path", "index", "tomo_name", "x", "y", "z")
 UNKNOWN = "unknown"
@@ -60,15 +61,6 @@ class RunStats:
         return total / self.wall_s if self.wall_s > 0 else 0.0
 
 
-@dataclass
-class _Batch:
-    number: int  # chunk number: the writer restores input order with it
-    buffer: np.ndarray
-    items: list[Item]  # the good items, in buffer rows 0..n-1
-    errors: list[tuple[str, str, str]]
-    read_s: float
-
-
 def _id_fields(item: Item) -> list[Any]:
     if item.kind == "tomogram":
         return [item.id, item.path, -1, item.tomo, item.x, item.y, item.z]
@@ -93,67 +85,6 @@ def score_rows(items: Sequence[Item], logits: np.ndarray, features: np.ndarray, 
     return rows
 
 
-def _error_reason(exc: BaseException) -> str:
-    if isinstance(exc, InputError):
-        return exc.reason
-    return f"{type(exc).__name__}: {exc}"
-
-
-class _Reader:
-    """Fill buffers with chunks of items; shared by all reader threads."""
-
-    def __init__(self, chunks: list[list[Item]], pool: queue.Queue, ready: queue.Queue, cache: VolumeCache,
-                 stop: threading.Event, transform: Callable[[np.ndarray], None] | None,
-                 voxel_size: float | None):
-        self.chunks = chunks
-        self.next = 0
-        self.lock = threading.Lock()
-        self.pool = pool
-        self.ready = ready
-        self.cache = cache
-        self.stop = stop
-        self.transform = transform
-        self.voxel_size = voxel_size
-
-    def _buffer(self) -> np.ndarray | None:
-        """A free batch buffer, or None once the run is stopping (so a failed run never hangs)."""
-        while not self.stop.is_set():
-            try:
-                return self.pool.get(timeout=0.1)
-            except queue.Empty:
-                continue
-        return None
-
-    def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                with self.lock:
-                    if self.next >= len(self.chunks):
-                        return
-                    number = self.next
-                    chunk = self.chunks[number]
-                    self.next += 1
-                buffer = self._buffer()
-                if buffer is None:
-                    return
-                t0 = time.perf_counter()
-                good: list[Item] = []
-                errors: list[tuple[str, str, str]] = []
-                for item in chunk:
-                    row = buffer[len(good), 0]
-                    try:
-                        load_item(item, row, self.cache, self.voxel_size)
-                    except (InputError, OSError, ValueError, IndexError, EOFError) as exc:
-                        errors.append((item.id, item.path, _error_reason(exc)))
-                        continue
-                    if self.transform is not None:
-                        self.transform(row)
-                    good.append(item)
-                self.ready.put(_Batch(number, buffer, good, errors, time.perf_counter() - t0))
-        finally:
-            self.ready.put(None)  # one end marker per reader thread
-
-
 def run_pipeline(
     model: Model,
     items: Sequence[Item],
@@ -163,16 +94,16 @@ def run_pipeline(
     unknown_threshold: float | None = None,
     cache: VolumeCache | None = None,
     progress: bool = True,
-    transform: Callable[[np.ndarray], None] | None = None,
     description: str = "classifying",
     check_voxel_size: bool = True,
+    reader_processes: bool = False,
 ) -> RunStats:
     """Classify ``items`` with ``model``; ``write_rows(rows, errors)`` is called once per batch.
 
     ``write_rows`` runs on a writer thread, in batch order as they finish; rows follow
-    :func:`result_columns`. ``transform`` (in place, per volume) is applied after reading,
-    e.g. a contrast inversion. ``check_voxel_size`` refuses single files whose voxel size is
-    more than 5% off the model's (as error rows).
+    :func:`result_columns`. ``check_voxel_size`` refuses single files whose voxel size is more
+    than 5% off the model's (as error rows). ``reader_processes`` reads in ``workers``
+    processes into shared memory instead of threads (for GPUs faster than one process reads).
     """
     stats = RunStats()
     meta = model.metadata
@@ -180,17 +111,15 @@ def run_pipeline(
     cache = cache or VolumeCache()
     workers = max(1, int(workers))
     chunks = [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
-    pool: queue.Queue = queue.Queue()
-    for _ in range(min(len(chunks), workers + 2)):
-        # Rows past the last good item stay zero: a padded batch for fixed-shape backends.
-        pool.put(np.zeros((batch_size, 1, box, box, box), np.float32))
     ready: queue.Queue = queue.Queue()
     done_q: queue.Queue = queue.Queue()
-    stop = threading.Event()
     voxel = meta.voxel_size if check_voxel_size else None
-    reader = _Reader(chunks, pool, ready, cache, stop, transform, voxel)
-    threads = [threading.Thread(target=reader.run, name=f"cryoshift-reader-{i}", daemon=True)
-               for i in range(workers)]
+    # Rows past the last good item of a batch are padding for fixed-shape backends.
+    readers: ThreadReaders | ProcessReaders
+    if reader_processes and chunks:
+        readers = ProcessReaders(chunks, batch_size, box, workers, ready, voxel)
+    else:
+        readers = ThreadReaders(chunks, batch_size, box, workers, ready, cache, voxel)
     writer_error: list[BaseException] = []
     bar = _Progress(len(items), description, enabled=progress)
 
@@ -219,21 +148,23 @@ def run_pipeline(
     write_thread = threading.Thread(target=writer, name="cryoshift-writer", daemon=True)
     t_start = time.perf_counter()
     write_thread.start()
-    for t in threads:
-        t.start()
-    finished = 0
     bar.__enter__()
+    finished = 0
     try:
-        while finished < len(threads):
+        readers.start()
+        while finished < readers.ends:
             t0 = time.perf_counter()
             batch = ready.get()
             stats.wait_s += time.perf_counter() - t0
             if batch is None:
                 finished += 1
                 continue
+            if isinstance(batch, BaseException):  # a reader process died
+                raise batch
             if writer_error:
                 raise writer_error[0]
             stats.read_s += batch.read_s
+            number, errors = batch.number, batch.errors
             rows: list[list[Any]] = []
             n = len(batch.items)
             if n:
@@ -244,17 +175,16 @@ def run_pipeline(
                 for row in rows:
                     stats.class_counts[row[_LABEL]] += 1
                     stats.unknown += row[_LABEL] == UNKNOWN
-            pool.put(batch.buffer)
+            readers.release(batch)
+            del batch  # the buffer may be shared memory: hold no view past release
             stats.done += n
-            stats.errors += len(batch.errors)
+            stats.errors += len(errors)
             stats.batches += 1
-            done_q.put((batch.number, rows, batch.errors))
+            done_q.put((number, rows, errors))
     finally:
-        stop.set()
+        readers.stop()
         done_q.put(None)
         write_thread.join()
-        for t in threads:
-            t.join(timeout=5)
         stats.wall_s = time.perf_counter() - t_start
         bar.__exit__(None, None, None)
     if writer_error:

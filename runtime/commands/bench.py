@@ -77,7 +77,7 @@ def inference_rate(model: Any, batch_size: int, repeats: int = 3, batches: int =
 
 
 def pipeline_rate(model: Any, data: dict[str, Any], kind: str, batch_size: int, workers: int,
-                  repeats: int = 3) -> dict:
+                  repeats: int = 3, processes: bool = False) -> dict:
     """Median subtomograms/s of the whole pipeline (plan, read, batch, model, fsync'ed rows)."""
     from cryoshift.runtime.ledger import ERROR_COLUMNS, Ledger
     from cryoshift.runtime.pipeline import result_columns, run_pipeline
@@ -99,7 +99,7 @@ def pipeline_rate(model: Any, data: dict[str, Any], kind: str, batch_size: int, 
                     errs.append(e)
 
                 stats = run_pipeline(model, plan.items, write, batch_size=batch_size, workers=workers,
-                                     cache=cache, progress=False)
+                                     cache=cache, progress=False, reader_processes=processes)
             rates.append((stats.done + stats.errors) / (time.perf_counter() - t0))
     assert stats is not None
     return {"rate": statistics.median(rates), "repeats": rates, "errors": stats.errors,

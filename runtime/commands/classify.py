@@ -56,7 +56,10 @@ def command(
     tomograms: list[str] = typer.Option(None, "--tomograms", "-t", help=_TOMO_HELP),
     backend: Backend = typer.Option(Backend.auto, "--backend", "-b", help=_BACKEND_HELP),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Subtomograms per batch (GPU: 256-2048)."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Reader threads filling batches."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Readers filling batches (threads by default)."),
+    reader_processes: bool = typer.Option(False, "--reader-processes",
+                                          help="Read in processes sharing memory with the model (GPU nodes: "
+                                               "faster than one Python process can read)."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU backend: inference threads."),
     devices: str = typer.Option(None, "--devices",
                                 help="GPUs of this node, e.g. 0,1,2,3: one worker process per GPU."),
@@ -107,7 +110,7 @@ def command(
 
         summary = classify(model, list(inputs), out, backend=backend.value, batch_size=batch_size,
                            workers=workers, shard=shard, progress=not quiet, threads=threads,
-                           devices=device_list, **common)
+                           devices=device_list, reader_processes=reader_processes, **common)
     if not quiet:
         for line in summary.lines():
             typer.echo(line)

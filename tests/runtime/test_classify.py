@@ -130,3 +130,14 @@ def test_ray_actor_pool_matches_local_run(model_path, inputs, tmp_path):
     assert list(a["class_name"]) == list(b["class_name"])
     np.testing.assert_allclose(a["confidence"], b["confidence"], atol=1e-6)
     assert summary.total_errors == local.total_errors == 3
+
+
+def test_reader_processes_give_the_same_rows_as_threads(model_path, inputs, tmp_path):
+    args = [str(inputs["files"]), str(inputs["stack"]), str(inputs["picks"])]
+    kw = dict(tomograms=[str(inputs["tomos"])], backend="cpu", progress=False, batch_size=4, workers=2)
+    threads = classify(model_path, args, tmp_path / "t", **kw)
+    procs = classify(model_path, args, tmp_path / "p", reader_processes=True, **kw)
+    a, b = read_results(threads.predictions_csv), read_results(procs.predictions_csv)
+    assert list(a["id"]) == list(b["id"])  # same order too: the writer restores input order
+    np.testing.assert_allclose(a["confidence"], b["confidence"])
+    assert read_results(procs.errors_csv).equals(read_results(threads.errors_csv))

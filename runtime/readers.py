@@ -1,0 +1,210 @@
+"""Readers that fill preallocated batch buffers for the pipeline: threads or processes.
+
+Threads share one process and its memory maps; they are enough on CPU, where inference costs
+far more than reading. A GPU can consume subtomograms faster than one Python process reads
+them (the GIL binds), so reader *processes* fill slots of one shared-memory block instead; the
+model process reads the finished slot in place, with no copy and no pickling of voxels.
+Both hand the pipeline the same :class:`Batch` objects on its ``ready`` queue and get each
+buffer back through :meth:`release`, so at most ``slots`` batches exist at any time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.sources import Item, VolumeCache, load_item
+
+ErrorRow = tuple[str, str, str]
+_ITEM_ERRORS = (InputError, OSError, ValueError, IndexError, EOFError)
+
+
+@dataclass
+class Batch:
+    number: int  # chunk number: the writer restores input order with it
+    buffer: np.ndarray  # (B, 1, D, D, D); rows 0..len(items)-1 hold the good items
+    items: list[Item]
+    errors: list[ErrorRow]
+    read_s: float
+    slot: int = -1  # shared-memory slot (process readers)
+
+
+def error_reason(exc: BaseException) -> str:
+    return exc.reason if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+
+
+def fill(chunk: list[Item], buffer: np.ndarray, cache: VolumeCache, voxel_size: float | None
+         ) -> tuple[list[int], list[ErrorRow]]:
+    """Load ``chunk`` into ``buffer`` rows; returns positions (in ``chunk``) of the good items."""
+    good: list[int] = []
+    errors: list[ErrorRow] = []
+    for pos, item in enumerate(chunk):
+        try:
+            load_item(item, buffer[len(good), 0], cache, voxel_size)
+        except _ITEM_ERRORS as exc:
+            errors.append((item.id, item.path, error_reason(exc)))
+            continue
+        good.append(pos)
+    return good, errors
+
+
+class ThreadReaders:
+    """``workers`` threads taking chunks in order and filling buffers from a bounded pool."""
+
+    def __init__(self, chunks: list[list[Item]], batch_size: int, box: int, workers: int, ready: queue.Queue,
+                 cache: VolumeCache, voxel_size: float | None):
+        self.chunks, self.ready, self.cache, self.voxel_size = chunks, ready, cache, voxel_size
+        self.ends = workers
+        self.next = 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.pool: queue.Queue = queue.Queue()
+        for _ in range(min(len(chunks), workers + 2)):
+            self.pool.put(np.zeros((batch_size, 1, box, box, box), np.float32))
+        self.threads = [threading.Thread(target=self._run, name=f"cryoshift-reader-{i}", daemon=True)
+                        for i in range(workers)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def release(self, batch: Batch) -> None:
+        self.pool.put(batch.buffer)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(timeout=5)
+
+    def _buffer(self) -> np.ndarray | None:
+        """A free buffer, or None once the run is stopping (so a failed run never hangs)."""
+        while not self.stopping.is_set():
+            try:
+                return self.pool.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
+    def _run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                with self.lock:
+                    if self.next >= len(self.chunks):
+                        return
+                    number = self.next
+                    self.next += 1
+                buffer = self._buffer()
+                if buffer is None:
+                    return
+                t0 = time.perf_counter()
+                chunk = self.chunks[number]
+                good, errors = fill(chunk, buffer, self.cache, self.voxel_size)
+                read_s = time.perf_counter() - t0
+                self.ready.put(Batch(number, buffer, [chunk[i] for i in good], errors, read_s))
+        finally:
+            self.ready.put(None)  # one end marker per thread
+
+
+def _process_main(shm_name: str, shape: tuple[int, ...], tasks: Any, results: Any,
+                  voxel_size: float | None) -> None:
+    """Reader process: fill shared-memory slots for the chunks it is sent until told to stop."""
+    from multiprocessing import resource_tracker, shared_memory
+
+    shm = shared_memory.SharedMemory(name=shm_name)
+    # The parent owns (and unlinks) the block; without this the tracker would also claim it here.
+    resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+    slots = np.ndarray(shape, dtype=np.float32, buffer=shm.buf)
+    cache = VolumeCache()
+    try:
+        while (task := tasks.get()) is not None:
+            number, slot, chunk = task
+            t0 = time.perf_counter()
+            good, errors = fill(chunk, slots[slot], cache, voxel_size)
+            results.put((number, slot, good, errors, time.perf_counter() - t0))
+    finally:
+        del slots
+        shm.close()
+
+
+class ProcessReaders:
+    """``workers`` spawned processes filling slots of one shared-memory block."""
+
+    def __init__(self, chunks: list[list[Item]], batch_size: int, box: int, workers: int, ready: queue.Queue,
+                 voxel_size: float | None):
+        import multiprocessing as mp
+        from multiprocessing import shared_memory
+
+        self.chunks, self.ready = chunks, ready
+        self.ends = 1
+        n_slots = max(1, min(len(chunks), workers + 2))
+        shape = (n_slots, batch_size, 1, box, box, box)
+        self.shm = shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape)) * 4))
+        self.slots = np.ndarray(shape, dtype=np.float32, buffer=self.shm.buf)
+        self.slots[...] = 0
+        ctx = mp.get_context("spawn")  # never fork a process whose inference threads are running
+        self.tasks = ctx.Queue()
+        self.results = ctx.Queue()
+        args = (self.shm.name, shape, self.tasks, self.results, voxel_size)
+        self.procs = [ctx.Process(target=_process_main, args=args, daemon=True, name=f"cryoshift-reader-{i}")
+                      for i in range(workers)]
+        self.next = 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.n_slots = n_slots
+        self.collector = threading.Thread(target=self._collect, name="cryoshift-collector", daemon=True)
+
+    def _dispatch(self, slot: int) -> None:
+        with self.lock:
+            if self.next < len(self.chunks):
+                self.tasks.put((self.next, slot, self.chunks[self.next]))
+                self.next += 1
+
+    def start(self) -> None:
+        for p in self.procs:
+            p.start()
+        for slot in range(self.n_slots):
+            self._dispatch(slot)
+        self.collector.start()
+
+    def release(self, batch: Batch) -> None:
+        self._dispatch(batch.slot)  # the model is done with this slot: refill it
+
+    def _collect(self) -> None:
+        try:
+            received = 0
+            while received < len(self.chunks) and not self.stopping.is_set():
+                try:
+                    number, slot, good, errors, read_s = self.results.get(timeout=0.5)
+                except queue.Empty:
+                    if not any(p.is_alive() for p in self.procs):
+                        raise RuntimeError("all reader processes died") from None
+                    continue
+                chunk = self.chunks[number]
+                items = [chunk[i] for i in good]
+                self.ready.put(Batch(number, self.slots[slot], items, errors, read_s, slot))
+                received += 1
+        except RuntimeError as exc:
+            self.ready.put(exc)
+        finally:
+            self.ready.put(None)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for _ in self.procs:
+            self.tasks.put(None)
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+        self.collector.join(timeout=5)
+        del self.slots
+        with contextlib.suppress(BufferError):  # a view still referenced: the mapping goes with it
+            self.shm.close()
+        self.shm.unlink()
