@@ -24,6 +24,7 @@ import json
 import random
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -152,12 +153,6 @@ def state_digest(module: nn.Module, buffers: bool = True) -> str:
 def _batch(domain: Domain, index: np.ndarray, mode: str, device: str) -> torch.Tensor:
     x = torch.from_numpy(domain.take(index)).unsqueeze(1).to(device, non_blocking=True)
     return normalise(x, mode)
-
-
-def _labels(domain: Domain, index: np.ndarray, device: str) -> torch.Tensor:
-    if domain.labels is None:
-        raise RuntimeError(f"{domain.description} has no labels")
-    return torch.from_numpy(domain.labels[index]).to(device)
 
 
 @torch.no_grad()
@@ -317,8 +312,9 @@ class _Run:
         else:
             if c.box is None:
                 raise InputError(c.source, "not a dataset directory; to simulate from structures give --box")
-            self.sim = SimulatedSource(c.source, c.box, c.voxel_size, c.sim_preset, c.seed)
-            val_sim = SimulatedSource(c.source, c.box, c.voxel_size, c.sim_preset, c.seed + 7919)
+            dev = self.device
+            self.sim = SimulatedSource(c.source, c.box, c.voxel_size, c.sim_preset, c.seed, dev)
+            val_sim = SimulatedSource(c.source, c.box, c.voxel_size, c.sim_preset, c.seed + 7919, dev)
             self.val_src = val_sim.draw(max(c.sim_val, 1))
             self.train_src = None
             ref = self.val_src
@@ -439,38 +435,67 @@ class _Run:
         torder = order_rng.permutation(len(self.target)) if use_target else None
         method.train()
         sums: dict[str, float] = defaultdict(float)
-        for step in range(steps):
+
+        def load(step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+            """Host-side batch of one step (no randomness here: the orders are drawn above)."""
             idx = distributed.rank_slice(order, step, c.batch_size, info)
-            sx = _batch(source, idx, c.normalisation, self.device)
-            sy = _labels(source, idx, self.device)
+            if source.labels is None:
+                raise RuntimeError(f"{source.description} has no labels")
             tx = ty = None
             if use_target:
                 tidx = distributed.rank_slice(torder, step, c.batch_size, info)
-                tx = _batch(self.target, tidx, c.normalisation, self.device)
-                if self.needs_target_labels:
-                    ty = _labels(self.target, tidx, self.device)
-            progress = ((epoch - 1) * steps + step) / max(1, c.epochs * steps)
-            with _autocast(self.device, c.amp):
-                out = loss_fn(sx, sy, target_x=tx, progress=progress, target_y=ty)
-            total = out["total"]
-            if not torch.isfinite(total):
-                raise RuntimeError(f"training diverged at epoch {epoch} step {step} (loss {float(total)}); "
-                                   "lower --lr")
-            optimiser.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(total).backward()
-                scaler.step(optimiser)
-                scaler.update()
-            else:
-                total.backward()
-                optimiser.step()
-            for key, value in out.items():
-                if torch.is_tensor(value) and value.numel() == 1:
-                    sums[key] += float(value.detach())
-            bar.update(task, advance=c.batch_size * info.world_size,
-                       description=f"epoch {epoch}/{c.epochs} loss {float(total.detach()):.3f}")
+                tx = self.target.take(tidx)
+                ty = self.target.labels[tidx] if self.needs_target_labels else None
+            return source.take(idx), source.labels[idx], tx, ty
+
+        # One reader thread prepares step k+1 while step k runs, so the device never waits on reads.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryoshift-batches") as pool:
+            pending = pool.submit(load, 0)
+            for step in range(steps):
+                sx_np, sy_np, tx_np, ty_np = pending.result()
+                if step + 1 < steps:
+                    pending = pool.submit(load, step + 1)
+                self._step(method, loss_fn, optimiser, scaler, (sx_np, sy_np, tx_np, ty_np), epoch, step,
+                           steps, sums)
+                bar.update(task, advance=c.batch_size * info.world_size,
+                           description=f"epoch {epoch}/{c.epochs} loss {sums['_last']:.3f}")
+        sums.pop("_last", None)
         means = {f"loss_{k}": v / steps for k, v in sums.items()}
         return distributed.mean_across(means, info)
+
+    def _step(self, method: nn.Module, loss_fn: nn.Module, optimiser: torch.optim.Optimizer, scaler: Any,
+              batch: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], epoch: int,
+              step: int, steps: int, sums: dict[str, float]) -> None:
+        """One optimiser step on a host batch; adds each scalar loss to ``sums``."""
+        c = self.config
+        sx_np, sy_np, tx_np, ty_np = batch
+        sx = self._to_device(sx_np)
+        sy = torch.from_numpy(sy_np).to(self.device)
+        tx = None if tx_np is None else self._to_device(tx_np)
+        ty = None if ty_np is None else torch.from_numpy(ty_np).to(self.device)
+        progress = ((epoch - 1) * steps + step) / max(1, c.epochs * steps)
+        with _autocast(self.device, c.amp):
+            out = loss_fn(sx, sy, target_x=tx, progress=progress, target_y=ty)
+        total = out["total"]
+        if not torch.isfinite(total):
+            raise RuntimeError(f"training diverged at epoch {epoch} step {step} (loss {float(total)}); "
+                               "lower --lr")
+        optimiser.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.step(optimiser)
+            scaler.update()
+        else:
+            total.backward()
+            optimiser.step()
+        for key, value in out.items():
+            if torch.is_tensor(value) and value.numel() == 1:
+                sums[key] += float(value.detach())
+        sums["_last"] = float(total.detach())
+
+    def _to_device(self, volumes: np.ndarray) -> torch.Tensor:
+        return normalise(torch.from_numpy(volumes).unsqueeze(1).to(self.device, non_blocking=True),
+                         self.config.normalisation)
 
     def _end_epoch(self, method: nn.Module, epoch: int, metadata: ModelMetadata) -> dict[str, float]:
         """Deployable model of this epoch: label-free scores and its checkpoint (rank 0)."""
