@@ -291,12 +291,12 @@ class _Planner:
         if self._tomo_index is None:
             self._tomo_index = _tomogram_index(self.tomograms)
         index = self._tomo_index
-        names = picks["tomo_name"] if "tomo_name" in picks.columns else None
-        xs, ys, zs = (picks[c].to_numpy(dtype=float) for c in ("x", "y", "z"))
+        names = picks["tomo_name"].tolist() if "tomo_name" in picks.columns else None  # lists: fast per row
+        xs, ys, zs = (picks[c].to_numpy(dtype=float).tolist() for c in ("x", "y", "z"))
         tomo_for: dict[str, Path] = {}
         seen: dict[str, int] = {}
         for row in range(len(picks)):
-            name = "" if names is None or _missing(names.iloc[row]) else str(names.iloc[row])
+            name = "" if names is None or _missing(names[row]) else str(names[row])
             if not name:
                 if len(index) != 1:
                     raise InputError(path, "picks name no tomogram (no tomo_name/rlnTomoName column); "
