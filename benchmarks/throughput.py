@@ -245,6 +245,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             record(f"feed rate, null model: {kind}, {workers} readers", fig["rate"],
                    [round(x, 1) for x in fig["repeats"]], peak)
             feed[f"{kind}/{workers}"] = fig["rate"]
+        with PeakRss() as peak:
+            fig = pipeline_rate(null, data, kind, args.batch_size, 2, reps, processes=True)
+        record(f"feed rate, null model: {kind}, 2 reader processes", fig["rate"],
+               [round(x, 1) for x in fig["repeats"]], peak)
+        feed[f"{kind}/2p"] = fig["rate"]
     res["rows"] = rows
     best = {kind: max(v for k, v in e2e.items() if k.startswith(kind + "/")) for kind in ("files", "stack",
                                                                                            "tomogram")}

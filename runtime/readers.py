@@ -148,7 +148,13 @@ class ProcessReaders:
         self.shm = shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape)) * 4))
         self.slots = np.ndarray(shape, dtype=np.float32, buffer=self.shm.buf)
         self.slots[...] = 0
-        ctx = mp.get_context("spawn")  # never fork a process whose inference threads are running
+        # Never fork this process (its inference threads may hold locks): children come from a
+        # single-threaded fork server that has the reader code imported once, so later runs in
+        # the same process start their readers in milliseconds.
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        ctx = mp.get_context(method)
+        if method == "forkserver":
+            ctx.set_forkserver_preload(["cryoshift.runtime.readers"])
         self.tasks = ctx.Queue()
         self.results = ctx.Queue()
         args = (self.shm.name, shape, self.tasks, self.results, voxel_size)

@@ -108,7 +108,7 @@ def pipeline_rate(model: Any, data: dict[str, Any], kind: str, batch_size: int, 
 
 def run_bench(model_path: Path, backend: str = "auto", batch_size: int = 64, box: int | None = None,
               n: int = 256, workers: int = 2, repeats: int = 3, threads: int | None = None,
-              work_dir: Path | None = None) -> dict[str, Any]:
+              work_dir: Path | None = None, processes: bool = False) -> dict[str, Any]:
     """Inference-only rate of the model and the null-model feed rate per input kind."""
     import dataclasses
 
@@ -124,7 +124,7 @@ def run_bench(model_path: Path, backend: str = "auto", batch_size: int = 64, box
     null = null_model(feed_meta, batch_size=batch_size)
     with tempfile.TemporaryDirectory(prefix="cryoshift-bench-data-", dir=work_dir) as tmp:
         data = make_bench_data(Path(tmp), n, feed_meta.box_size, feed_meta.voxel_size)
-        result["feed"] = {kind: pipeline_rate(null, data, kind, batch_size, workers, repeats)
+        result["feed"] = {kind: pipeline_rate(null, data, kind, batch_size, workers, repeats, processes)
                           for kind in KINDS}
     return result
 
@@ -135,7 +135,8 @@ def command(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Subtomograms per batch."),
     box: int = typer.Option(None, "--box", min=4, help="Box size of the feed-rate data (default: model's)."),
     n: int = typer.Option(256, "--n", min=1, help="Subtomograms per feed-rate input kind."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Reader threads in the pipeline."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Readers in the pipeline."),
+    reader_processes: bool = typer.Option(False, "--reader-processes", help="Readers are processes."),
     repeats: int = typer.Option(3, "--repeats", min=1, help="Repeats; medians are reported."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU backend: inference threads."),
     json_out: Path = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
@@ -152,14 +153,16 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
-    result = run_bench(model, backend.value, batch_size, box, n, workers, repeats, threads)
+    result = run_bench(model, backend.value, batch_size, box, n, workers, repeats, threads,
+                       processes=reader_processes)
     table = Table(title=f"cryoshift bench: {result['backend']}, batch {batch_size}")
     table.add_column("measure")
     table.add_column("subtomograms/s", justify="right")
     table.add_row(f"inference only (batch in memory, {result['model_box']}^3)",
                   f"{result['inference']['rate']:,.0f}")
     for kind, fig in result["feed"].items():
-        table.add_row(f"feed rate, null model: {kind} ({result['feed_box']}^3, {workers} readers)",
+        readers = f"{workers} reader {'processes' if reader_processes else 'threads'}"
+        table.add_row(f"feed rate, null model: {kind} ({result['feed_box']}^3, {readers})",
                       f"{fig['rate']:,.0f}")
     Console().print(table)
     typer.echo(f"medians of {repeats} repeats")
