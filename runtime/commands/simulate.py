@@ -52,7 +52,10 @@ def command(
                                            "tomograms, default) or light."),
     resolution: float | None = typer.Option(None, "--resolution", help="Resolution (A) of densities "
                                                "computed from atomic models (default 2 voxels)."),
-    seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same dataset."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the imaging parameters and noise: the same seed "
+                             "gives the same dataset."),
+    structure_seed: int = typer.Option(0, "--structure-seed", help="Seed of the built-in structures' "
+                                       "details; keep it fixed so train and test sets share classes."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     batch_size: int = typer.Option(256, "--batch-size", help="Subtomograms simulated per batch."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
@@ -93,7 +96,7 @@ def command(
                       shift_voxels=shift, crowding=crowding, noise_alpha=noise_alpha, gradient=gradient,
                       invert_contrast=invert, contrast=contrast)
     sources = [s for item in structures for s in item.split(",") if s]
-    structs = load_structures(sources, box, voxel_size, seed=seed, resolution=resolution)
+    structs = load_structures(sources, box, voxel_size, seed=structure_seed, resolution=resolution)
     path = simulate_dataset(out_dir, structs, cfg, n, seed=seed, batch_size=batch_size, device=device,
                             progress=not no_progress)
     typer.echo(f"wrote {n} subtomograms of {len(structs)} classes ({', '.join(structs.names)}) to {path}")

@@ -127,9 +127,9 @@ def _p97(rng: np.random.Generator) -> Blobs:
 
 @_builder("globular")
 def _globular(rng: np.random.Generator) -> Blobs:
-    """Small asymmetric globular protein, ~5 nm (a single Hsp70-sized domain)."""
-    pts = np.array([[0.0, 0.0, 0.0], [1.5, 0.8, -0.4], [-1.0, 1.2, 0.6], [0.4, -1.3, 0.9]])
-    return _blobs(pts + rng.normal(0, 0.1, pts.shape), 1.3)
+    """Small asymmetric globular protein, ~6 nm (an Hsp70-sized, two-lobed chain)."""
+    pts = np.array([[0.0, 0.0, 0.0], [1.8, 0.9, -0.5], [-1.2, 1.4, 0.7], [0.5, -1.5, 1.0], [2.6, -0.8, 0.8]])
+    return _blobs(pts + rng.normal(0, 0.1, pts.shape), 1.5)
 
 
 _MEMBRANE = "membrane"

@@ -65,7 +65,8 @@ def render_fast(density: torch.Tensor, p: dict[str, torch.Tensor], grid: dict[st
     n_vox = box**3
     signal_filter, noise_filter = fourier_filters(grid, p, use_ctf, dose_weighting, dose_order)
     spec = torch.fft.rfftn(density, dim=(-3, -2, -1), norm="ortho")
-    spec.mul_(signal_filter)
+    spec_re = torch.view_as_real(spec)  # real views: complex x real products would upcast the filter
+    spec_re.mul_(signal_filter.unsqueeze(-1))
     weight = grid["weight"]
     signal_var = spectrum_variance(spec, weight, n_vox)
     if noise:
@@ -74,7 +75,7 @@ def render_fast(density: torch.Tensor, p: dict[str, torch.Tensor], grid: dict[st
         sigma = torch.sqrt(signal_var / p["snr"] / (noise_power / n_vox).clamp_min(1e-20))
         noise_filter.mul_(grid["noise_gain"]).mul_(sigma.view(-1, 1, 1, 1))
         white = complex_white_noise((n, box, box, box // 2 + 1), generator, density.device)
-        spec.add_(white.mul_(noise_filter))
+        spec_re.addcmul_(torch.view_as_real(white), noise_filter.unsqueeze(-1))
     vol = irfftn3(spec, box)
     return vol, signal_var
 
