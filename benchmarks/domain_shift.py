@@ -49,9 +49,17 @@ def _machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    import subprocess
+
     from cryoshift.runtime import __version__
 
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, check=False).stdout.strip()
+    except OSError:
+        commit = ""
     return {
+        "git_commit": commit,
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -94,12 +102,13 @@ def score_run(
 
 
 def run_benchmark(profile: Profile, work: Path, methods: list[str], targets: list[str],
-                  user_targets: list[Path], seeds: list[int], plots: bool = True) -> dict[str, Any]:
+                  user_targets: list[Path], seeds: list[int], plots: bool = True,
+                  tomograms: list[Path] | None = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(profile.threads)
     t_start = time.perf_counter()
-    data = domain_data.build_data(profile, work / "data", targets, user_targets)
+    data = domain_data.build_data(profile, work / "data", targets, user_targets, tomograms)
     runs: list[dict[str, Any]] = []
     cache = work / "runs"
     cache.mkdir(parents=True, exist_ok=True)
@@ -222,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-dataset", nargs="*", type=Path, default=[],
                         help="labelled experimental dataset directories (or picks with a class column) "
                              "to use as extra targets")
+    parser.add_argument("--tomograms", nargs="*", type=Path, default=[],
+                        help="tomograms that a --target-dataset picks table names (matched by file stem)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds (profile default)")
     parser.add_argument("--work", type=Path, default=None,
                         help="work directory (default /tmp/cryoshift_ds_<profile>)")
@@ -231,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds if args.seeds is not None else profile.seeds
     work = args.work or Path(f"/tmp/cryoshift_ds_{profile.name}")
     result = run_benchmark(profile, work, list(args.methods), list(args.targets), list(args.target_dataset),
-                           seeds, plots=not args.no_plots)
+                           seeds, plots=not args.no_plots, tomograms=list(args.tomograms))
     json_path, md_path = write_results(result, profile.name)
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")
