@@ -143,8 +143,8 @@ def command(
 ) -> None:
     """Measure inference-only throughput and the pipeline's null-model feed rate on this machine.
 
-    The feed rate (read, crop, batch and write rows with no inference) for a stack, single files
-    and a tomogram with picks says whether the readers can keep a faster engine busy.
+    The feed rate (read, crop, batch, write rows; no inference) for a stack, files and a tomogram with picks
+    says whether the readers can keep a faster engine busy. Medians of --repeats runs.
 
     Example: cryoshift bench model.onnx --backend cpu --batch-size 64 --box 32
     """

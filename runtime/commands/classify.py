@@ -84,11 +84,10 @@ def command(
 ) -> None:
     """Classify experimental subtomograms with an exported model.
 
-    Writes one row per subtomogram (class, probabilities, calibrated confidence, 'unknown'
-    under the threshold, shift score) to CSV and STAR; bad items go to errors.csv and the
-    run goes on. Killed? Run the same command again with --resume.
+    One row per subtomogram in CSV and STAR: class, probabilities, confidence, 'unknown', shift score.
+    Bad items go to errors.csv and the run goes on; after a crash or kill, rerun with --resume.
 
-    Example: cryoshift classify model.onnx picks.star -t 'tomos/*.mrc' stack.mrcs -o results --backend auto
+    Example: cryoshift classify model.onnx picks.star -t 'tomos/*.mrc' stack.mrcs -o results
     """
     from cryoshift.runtime.errors import InputError
 
