@@ -60,6 +60,20 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _calibration(given: str | Path | None, config: dict[str, Any], box_size: int,
+                 checkpoint: Path) -> tuple[np.ndarray, str]:
+    """int8 calibration volumes: ``given``, else the first dataset the run's config names (target first)."""
+    from cryoshift.export.data import config_data_paths
+
+    if given is None:
+        paths = config_data_paths(config)
+        if not paths:
+            raise InputError(checkpoint, "--int8 needs --calibration DATA (target subtomograms); "
+                                         "the run's config names no dataset")
+        given = paths[0]
+    return read_volumes(given, box_size, CALIBRATION_VOLUMES), str(given)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -99,6 +113,8 @@ def export_checkpoint(
 
     say("reading parity volumes")
     volumes, source = find_volumes(metadata.box_size, parity_data, config, limit=PARITY_VOLUMES)
+    if "int8" in formats:  # resolved before any work: a missing calibration set fails fast
+        calib, calib_source = _calibration(calibration, config, metadata.box_size, checkpoint)
     wrapper = ExportWrapper(model, metadata.normalisation).eval()
 
     results: list[ExportResult] = []
@@ -123,17 +139,6 @@ def export_checkpoint(
         from cryoshift.export.int8 import export_int8_onnx
 
         say("calibrating int8 Q/DQ ONNX")
-        if calibration is not None:
-            calib_source = str(calibration)
-        else:
-            from cryoshift.export.data import config_data_paths
-
-            paths = config_data_paths(config)
-            if not paths:
-                raise InputError(checkpoint, "--int8 needs --calibration DATA (target subtomograms); "
-                                             "the run's config names no dataset")
-            calib_source = str(paths[0])
-        calib = read_volumes(calib_source, metadata.box_size, CALIBRATION_VOLUMES)
         res = export_int8_onnx(onnx_result.path, out_dir / artefact_name("int8"), metadata, calib, volumes,
                                reference, source, calib_source)
         results.append(res)

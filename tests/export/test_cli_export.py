@@ -97,3 +97,14 @@ def test_help_is_the_manual(capsys: pytest.CaptureFixture[str]) -> None:
     for word in ("--fp16", "--tensorrt", "--int8", "--calibration", "--parity-data", "--opset", "--batch-max",
                  "Example"):
         assert word in text
+
+
+def test_int8_without_calibration_fails_before_exporting(tiny_model, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from cryoshift.training.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "model.pt", tiny_model, "cryonet-small", dict(tiny_model.config),
+                           tiny_model_metadata(), config={})
+    assert main(["export", str(ckpt), "-o", str(tmp_path / "o"), "--int8", "--no-progress"]) == 2
+    assert "--int8 needs --calibration" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "model.onnx").exists()
