@@ -31,6 +31,7 @@ from cryoshift.export.parity import (
     run_batched,
 )
 from cryoshift.export.result import ExportResult
+from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.training.normalise import Normalise
 
@@ -170,8 +171,9 @@ def export_onnx(
     """
     start = time.perf_counter()
     opset = DEFAULT_OPSET if opset is None else int(opset)
-    if opset < MIN_OPSET:
-        raise ValueError(f"opset {opset} is too old; use {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise InputError(None, f"--opset {opset} is outside {MIN_OPSET}..{newest} (default {DEFAULT_OPSET})")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     metadata = complete_metadata(metadata, "fp32")
