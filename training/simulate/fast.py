@@ -51,8 +51,7 @@ def fourier_filters(grid: dict[str, torch.Tensor], p: dict[str, torch.Tensor], u
     if bool((alpha != 0).any()):
         f = torch.sqrt(k2).clamp_min(1e-12)
         noise_filter = noise_filter * (f / f.max()).pow(-0.5 * alpha.view(-1, 1, 1, 1))
-    else:
-        noise_filter = noise_filter.clone()
+    # (signal_filter never aliases noise_filter here: the CTF, sign and envelope steps make new tensors)
     noise_filter[:, 0, 0, 0] = 0.0  # zero-mean noise
     return signal_filter, noise_filter
 
@@ -71,7 +70,9 @@ def render_fast(density: torch.Tensor, p: dict[str, torch.Tensor], grid: dict[st
     signal_var = spectrum_variance(spec, weight, n_vox)
     if noise:
         # Expected noise variance = mean |H|^2 over the full spectrum (Parseval, ortho norm).
-        noise_power = noise_filter.square().flatten(1) @ weight.expand(noise_filter.shape[1:]).flatten()
+        binary = not bool((p["noise_alpha"] != 0).any())  # a 0/1 mask is its own square
+        power = noise_filter if binary else noise_filter.square()
+        noise_power = power.flatten(1) @ weight.expand(noise_filter.shape[1:]).flatten()
         sigma = torch.sqrt(signal_var / p["snr"] / (noise_power / n_vox).clamp_min(1e-20))
         noise_filter.mul_(grid["noise_gain"]).mul_(sigma.view(-1, 1, 1, 1))
         white = complex_white_noise((n, box, box, box // 2 + 1), generator, density.device)

@@ -127,8 +127,10 @@ class Simulator:
 
     # -- rendering ---------------------------------------------------------------------------
     def _tensors(self, p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.to(device=self.device, dtype=torch.float32) for k, v in p.items()
-                if isinstance(v, torch.Tensor) and k != "label"}
+        """The float parameters as float32 on the device, moved in one transfer."""
+        keys = [k for k, v in p.items() if isinstance(v, torch.Tensor) and k != "label"]
+        packed = torch.stack([p[k] for k in keys], 1).to(device=self.device, dtype=torch.float32)
+        return dict(zip(keys, packed.T.contiguous().unbind(0), strict=True))
 
     def _density(self, p: dict[str, torch.Tensor], neighbours: torch.Tensor) -> torch.Tensor:
         """Rotated, shifted particles plus their neighbours: (n, D, D, D) density, protein positive."""
