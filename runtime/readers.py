@@ -115,11 +115,11 @@ class ThreadReaders:
 def _process_main(shm_name: str, shape: tuple[int, ...], tasks: Any, results: Any,
                   voxel_size: float | None) -> None:
     """Reader process: fill shared-memory slots for the chunks it is sent until told to stop."""
-    from multiprocessing import resource_tracker, shared_memory
+    from multiprocessing import shared_memory
 
+    # Attaching registers the name with the resource tracker this process shares with its parent
+    # (a set: no double entry); the parent's unlink() unregisters it once, at the end.
     shm = shared_memory.SharedMemory(name=shm_name)
-    # The parent owns (and unlinks) the block; without this the tracker would also claim it here.
-    resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
     slots = np.ndarray(shape, dtype=np.float32, buffer=shm.buf)
     cache = VolumeCache()
     try:
