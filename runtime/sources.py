@@ -262,7 +262,7 @@ class _Planner:
 
         if not path.is_file():
             raise InputError(path, "no such file")
-        if path.suffix.lower() == ".star" and _star_has(path, "rlnImageName"):
+        if _is_listing(path):
             listing = read_particle_listing(path)
             seen_voxel: set[str] = set()
             for row in listing.itertuples(index=False):
@@ -330,6 +330,19 @@ def _as_index(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return -1
+
+
+def _is_listing(path: Path) -> bool:
+    """A table of subtomogram files (rlnImageName / path column) rather than of coordinates."""
+    if path.suffix.lower() == ".star":
+        return _star_has(path, "rlnImageName")
+    try:
+        with open(path, errors="replace") as fh:
+            header = fh.readline()
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc}") from exc
+    cols = {c.strip().strip('"').lower() for c in header.replace("\t", ",").split(",")}
+    return bool(cols & {"rlnimagename", "path", "image", "image_name"}) and not cols & {"x", "rlncoordinatex"}
 
 
 def _star_has(path: Path, label: str) -> bool:

@@ -141,3 +141,13 @@ def test_reader_processes_give_the_same_rows_as_threads(model_path, inputs, tmp_
     assert list(a["id"]) == list(b["id"])  # same order too: the writer restores input order
     np.testing.assert_allclose(a["confidence"], b["confidence"])
     assert read_results(procs.errors_csv).equals(read_results(threads.errors_csv))
+
+
+def test_csv_listing_of_files_and_stack_slices(model_path, inputs, tmp_path):
+    listing = tmp_path / "list.csv"
+    pd.DataFrame({"rlnImageName": [f"000003@{inputs['stack']}", str(inputs["files"] / "sub_02.mrc")]}).to_csv(
+        listing, index=False)
+    s = classify(model_path, [str(listing)], tmp_path / "out", backend="cpu", progress=False)
+    df = read_results(s.predictions_csv)
+    assert list(df["id"]) == [f"000003@{inputs['stack']}", str(inputs["files"] / "sub_02.mrc")]
+    assert list(df["index"]) == [2, -1]
