@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from cryoshift.runtime.errors import InputError, require_extra
+
 NAME = "simulate"
 NO_ARGS_IS_HELP = True
 
@@ -71,8 +73,6 @@ def command(
 
         cryoshift simulate sim32 --structures builtin --n 2000 --box 32 --voxel-size 10 --snr 0.03 10
     """
-    from cryoshift.runtime.errors import InputError, require_extra
-
     require_extra("train", "cryoshift simulate", "torch")
     import torch
 
@@ -104,8 +104,6 @@ def command(
 
 def _read_json(path: Path) -> dict:
     import json
-
-    from cryoshift.runtime.errors import InputError
 
     try:
         data = json.loads(Path(path).read_text())

@@ -119,3 +119,15 @@ def test_real_complexes_load_when_present():
     for name, m in zip(s.names, s.maps, strict=True):
         assert np.isfinite(m).all() and m.max() > 0.5, name
         assert np.allclose(centroid(m, 32), 16, atol=1.0), name
+    # ... and simulate at the requested SNR (measured from two noise realisations).
+    import torch
+
+    from cryoshift.training.simulate import SimulationConfig, Simulator
+    from cryoshift.training.simulate.fast import snr_from_pair
+
+    sim = Simulator(s, SimulationConfig(snr=(0.5, 0.5)), seed=0)
+    p = sim.draw(32, labels=torch.arange(16).repeat(2))
+    a = sim.render(p, generator=torch.Generator().manual_seed(1))
+    b = sim.render(p, generator=torch.Generator().manual_seed(2))
+    assert torch.isfinite(a).all()
+    assert float(snr_from_pair(a, b).median()) == pytest.approx(0.5, rel=0.15)
