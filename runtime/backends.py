@@ -73,9 +73,22 @@ class Model:
         """
         n = batch.shape[0] if n is None else n
         if not self.fixed_batch:
-            batch = batch[:n]
-        logits, features = self._runner(np.ascontiguousarray(batch, dtype=np.float32))
-        return logits[:n], features[:n]
+            return self._runner(np.ascontiguousarray(batch[:n], dtype=np.float32))
+        if batch.shape[0] == self.batch_size:
+            logits, features = self._runner(np.ascontiguousarray(batch, dtype=np.float32))
+            return logits[:n], features[:n]
+        # Any other size (API users): run fixed-size pieces, padding the last one.
+        pad = np.zeros((self.batch_size, *batch.shape[1:]), np.float32)
+        parts = []
+        for start in range(0, n, self.batch_size):
+            piece = batch[start:min(start + self.batch_size, n)]
+            pad[:len(piece)] = piece
+            logits, features = self._runner(pad)
+            parts.append((logits[:len(piece)].copy(), features[:len(piece)].copy()))
+        if not parts:  # n == 0: empty outputs of the right width
+            logits, features = self._runner(pad)
+            return logits[:0], features[:0]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     @property
     def num_features(self) -> int:

@@ -124,3 +124,17 @@ def test_gpu_backends_agree_with_cpu(model_path, inputs, tmp_path, backend, prov
     assert list(a["id"]) == list(b["id"])
     np.testing.assert_allclose(a["confidence"], b["confidence"], atol=1e-3)
     assert (a["best_class"] == b["best_class"]).mean() >= 0.9
+
+
+def test_fixed_shape_predict_pads_and_splits_any_batch(model_path, helpers):
+    from cryoshift.runtime.backends import load_model
+
+    free = load_model(model_path, "cpu", batch_size=4)
+    fixed = load_model(model_path, "cpu", batch_size=4)
+    fixed.fixed_batch = True  # the GPU backends' contract, exercised on the CPU session
+    vols = helpers.make_volumes(7)[:, None]
+    for n in (1, 4, 7):
+        a, fa = free.predict(vols[:n])
+        b, fb = fixed.predict(vols[:n])
+        assert a.shape == b.shape == (n, 3) and fa.shape == fb.shape
+        np.testing.assert_allclose(a, b, atol=1e-5)
