@@ -72,7 +72,7 @@ def _structures(profile: Profile, voxel_size: float) -> Any:
     if profile.structures == "builtin":
         structs = load_structures(["builtin"], box_size=profile.box_size, voxel_size=voxel_size)
         return structs, {n: f"builtin:{n}" for n in structs.names}
-    paths = structure_paths()
+    paths = structure_paths(extra=profile.structures == "maps10A+")
     structs = load_structures([str(p) for p in paths.values()], box_size=profile.box_size,
                               voxel_size=voxel_size)
     structs.names = list(paths)  # "4v4r" -> "ribosome70S": same order as given
@@ -104,7 +104,7 @@ def build_data(profile: Profile, work: Path, targets: list[str], user_targets: l
     with read_dataset(src) as ds:
         class_names = list(ds.class_names)
     _, provenance = _structures(profile, profile.voxel_size) if profile.structures == "builtin" else \
-        (None, {cls: p.stem for cls, p in structure_paths().items()})
+        (None, {cls: p.stem for cls, p in structure_paths(profile.structures == "maps10A+").items()})
     data = BenchData(class_names, provenance, dict(SOURCE), src, load_split(src_val, class_names))
     for i, name in enumerate(targets):
         spec = TARGETS[name]
