@@ -276,8 +276,24 @@ class _Planner:
                 else:
                     self.items.append(Item(vpath, "file", vpath))
             return
-        picks = read_picks(path)
+        if path.suffix.lower() == ".star" and _star_has(path, "rlnCenteredCoordinateXAngst") \
+                and not _star_has(path, "rlnCoordinateX"):
+            # RELION 5 centred Angstrom coordinates: converted with each tomogram's own header
+            # (its picks outside the tomogram then refuse the table, naming the first one).
+            picks = read_picks(path, pixel_size=lambda name: self._tomo_header(path, name)["voxel_size"],
+                               tomo_shape=lambda name: self._tomo_header(path, name)["shape"])
+        else:
+            picks = read_picks(path)
         self.add_picks(path, picks)
+
+    def _tomo_header(self, picks: Path, name: str) -> dict[str, Any]:
+        from cryoshift.runtime.mrc import read_header
+
+        if self._tomo_index is None:
+            self._tomo_index = _tomogram_index(self.tomograms)
+        if not name and len(self._tomo_index) == 1:
+            name = next(iter(self._tomo_index))
+        return read_header(_match_tomogram(name, self._tomo_index, picks))
 
     def _check_listed_file(self, vpath: str) -> None:
         """Voxel size of a listed file, read once per file; unreadable files fail per item later."""

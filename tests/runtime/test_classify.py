@@ -151,3 +151,23 @@ def test_csv_listing_of_files_and_stack_slices(model_path, inputs, tmp_path):
     df = read_results(s.predictions_csv)
     assert list(df["id"]) == [f"000003@{inputs['stack']}", str(inputs["files"] / "sub_02.mrc")]
     assert list(df["index"]) == [2, -1]
+
+
+def test_relion5_centred_angstrom_picks_use_the_tomogram_header(model_path, inputs, tmp_path):
+    import starfile
+
+    # TS_01 is 40 x 48 x 24 voxels of 10 A: pixel (20, 24, 12) is the centre, (8, 8, 8) is off it.
+    picks = pd.DataFrame({"rlnTomoName": ["TS_01", "TS_01"],
+                          "rlnCenteredCoordinateXAngst": [0.0, -120.0],
+                          "rlnCenteredCoordinateYAngst": [0.0, -160.0],
+                          "rlnCenteredCoordinateZAngst": [0.0, -40.0]})
+    starfile.write({"particles": picks}, tmp_path / "centred.star")
+    tomos = [str(inputs["tomos"])]
+    s = classify(model_path, [str(tmp_path / "centred.star")], tmp_path / "out", tomograms=tomos,
+                 backend="cpu", progress=False)
+    df = read_results(s.predictions_csv)
+    assert list(df["id"]) == ["TS_01:20.0,24.0,12.0", "TS_01:8.0,8.0,8.0"]
+    plain = read_results(classify(model_path, [str(inputs["picks"])], tmp_path / "plain", tomograms=tomos,
+                                  backend="cpu", progress=False).predictions_csv)
+    same = plain.set_index("id").loc[list(df["id"]), "confidence"].to_numpy()
+    np.testing.assert_allclose(df["confidence"], same)
