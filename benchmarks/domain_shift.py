@@ -85,19 +85,34 @@ def score_run(
         "source_val_accuracy": dm.accuracy(source_val.labels, domain_data.predict(
             run_dir / RUN_MODEL, source_val.volumes).pred),
     }
-    # What target labels would have chosen among the same checkpoints (reported, never used).
-    per_ckpt = {}
-    for ckpt in sorted((run_dir / "checkpoints").glob("*.pt")):
-        per_ckpt[ckpt.name] = dm.accuracy(test.labels, domain_data.predict(ckpt, test.volumes).pred)
+    # What target labels would have chosen among the same epoch checkpoints (reported, never used).
+    from cryoshift.training.evaluate import checkpoint_epochs
+
+    record["checkpoint_accuracy"] = {
+        path.name: dm.accuracy(test.labels, domain_data.predict(path, test.volumes).pred)
+        for _, path in checkpoint_epochs(run_dir)
+    }
+    selection = run_dir / "selection.json"
+    if selection.is_file():
+        sel = json.loads(selection.read_text())
+        record["selected_epoch"] = sel.get("selected_epoch")
+        record["selection_rule"] = sel.get("rule")
+    return label_chosen(record)
+
+
+def label_chosen(record: dict[str, Any]) -> dict[str, Any]:
+    """Add the best epoch checkpoint by target accuracy (what the labels would have chosen)."""
+    selection = Path(record.get("run_dir", "")) / "selection.json"
+    if "selected_epoch" not in record and selection.is_file():  # records of an older harness
+        sel = json.loads(selection.read_text())
+        record["selected_epoch"], record["selection_rule"] = sel.get("selected_epoch"), sel.get("rule")
+        record.pop("selected", None)
+    per_ckpt = {k: v for k, v in record.get("checkpoint_accuracy", {}).items() if k.startswith("epoch_")}
     if per_ckpt:
         best = max(per_ckpt, key=lambda k: (per_ckpt[k], k))
         record["accuracy_label_chosen"] = per_ckpt[best]
         record["label_chosen_checkpoint"] = best
-        record["checkpoint_accuracy"] = per_ckpt
-    selection = run_dir / "selection.json"
-    if selection.is_file():
-        sel = json.loads(selection.read_text())
-        record["selected"] = {k: sel[k] for k in ("epoch", "checkpoint", "rule") if k in sel}
+    return record
     return record
 
 
@@ -117,7 +132,7 @@ def run_benchmark(profile: Profile, work: Path, methods: list[str], targets: lis
         key = f"{target}__{method}__s{seed}"
         done = cache / f"{key}.json"
         if done.is_file():
-            runs.append(json.loads(done.read_text()))
+            runs.append(label_chosen(json.loads(done.read_text())))
             continue
         run_dir = work / "train" / key
         t0 = time.perf_counter()
