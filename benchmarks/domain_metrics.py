@@ -91,9 +91,19 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
                 "gap_closed": _mean_sd(gaps),
                 "accuracy_label_chosen": _mean_sd(r.get("accuracy_label_chosen") for r in rows),
                 "source_val_accuracy": _mean_sd(r.get("source_val_accuracy") for r in rows),
+                "selected_epochs": [r.get("selected_epoch") for r in rows],
+                "label_chosen_epochs": [_epoch(r.get("label_chosen_checkpoint")) for r in rows],
                 "seeds": [r["seed"] for r in rows],
             }
     return dict(out)
+
+
+def _epoch(checkpoint: str | None) -> int | None:
+    """``epoch_0004.pt`` -> 4."""
+    try:
+        return int(str(checkpoint).split("_")[1].split(".")[0])
+    except (IndexError, ValueError):
+        return None
 
 
 def _fmt(stat: dict[str, Any], pct: bool = True) -> str:
@@ -101,6 +111,11 @@ def _fmt(stat: dict[str, Any], pct: bool = True) -> str:
         return "n/a"
     scale = 100.0 if pct else 1.0
     return f"{stat['mean'] * scale:.1f} ± {stat['sd'] * scale:.1f}"
+
+
+def _epochs(s: dict[str, Any]) -> str:
+    pairs = zip(s.get("selected_epochs", []), s.get("label_chosen_epochs", []), strict=False)
+    return ", ".join(f"{a}/{b}" for a, b in pairs)
 
 
 def markdown_table(summary: dict[str, dict[str, dict[str, Any]]], target_notes: dict[str, str]) -> str:
@@ -113,13 +128,13 @@ def markdown_table(summary: dict[str, dict[str, dict[str, Any]]], target_notes: 
             lines.append(target_notes[target])
         lines.append("")
         lines.append("| method | target acc (%) | macro-F1 (%) | gap closed (%) "
-                     "| acc, label-chosen ckpt (%) "
+                     "| acc, label-chosen ckpt (%) | epoch: label-free / label-chosen "
                      "| source val acc (%) | seeds |")
-        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for method, s in methods.items():
             lines.append(
                 f"| {method} | {_fmt(s['accuracy'])} | {_fmt(s['macro_f1'])} | {_fmt(s['gap_closed'])} "
-                f"| {_fmt(s['accuracy_label_chosen'])} | {_fmt(s['source_val_accuracy'])} "
+                f"| {_fmt(s['accuracy_label_chosen'])} | {_epochs(s)} | {_fmt(s['source_val_accuracy'])} "
                 f"| {len(s['seeds'])} |"
             )
         lines.append("")
