@@ -402,7 +402,9 @@ class _Run:
                 t0 = time.perf_counter()
                 means = self._train_epoch(method, loss_fn, optimiser, scaler, source, order_rng, epoch, steps,
                                           bar, task)
-                row = {"epoch": epoch, **means}
+                train_s = time.perf_counter() - t0
+                rate = steps * c.batch_size * info.world_size / train_s
+                row = {"epoch": epoch, **means, "train_vol_per_s": rate}
                 if info.is_main:
                     row.update(self._end_epoch(method, epoch, metadata))
                 row["seconds"] = time.perf_counter() - t0
