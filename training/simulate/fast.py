@@ -58,7 +58,7 @@ def fourier_filters(grid: dict[str, torch.Tensor], p: dict[str, torch.Tensor], u
 
 def render_fast(density: torch.Tensor, p: dict[str, torch.Tensor], grid: dict[str, torch.Tensor],
                 use_ctf: bool, dose_weighting: bool, dose_order: str, noise: bool,
-                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Simulate from rotated densities (n, D, D, D); returns (volumes, signal variance per sample)."""
     n, box = density.shape[0], density.shape[-1]
     n_vox = box**3

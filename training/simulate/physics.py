@@ -124,22 +124,25 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def complex_white_noise(shape: tuple[int, ...], generator: torch.Generator | None,
+def complex_white_noise(shape: tuple[int, ...], generator: torch.Generator | list[int] | None,
                         device: torch.device | str) -> torch.Tensor:
     """rfft-domain complex Gaussian noise, E|z|^2 = 2 (real and imaginary parts of unit variance).
 
     irfftn (norm="ortho") keeps only the Hermitian part of the x = 0 and Nyquist planes, which
     halves their power: multiplied by ``noise_plane_gain`` this is white noise of unit variance.
     On the CPU torch draws normals on one thread; there each volume gets its own generator,
-    seeded from ``generator``, and the volumes are filled in parallel threads (the result does
-    not depend on the number of threads).
+    seeded from ``generator`` (or given as a list of per-volume seeds), and the volumes are filled
+    in parallel threads (the result does not depend on the number of threads).
     """
     device = torch.device(device)
     out = torch.empty((*shape, 2), device=device)
     if device.type != "cpu":
-        out.normal_(generator=generator)
+        out.normal_(generator=generator if isinstance(generator, torch.Generator) else None)
         return torch.view_as_complex(out)
-    seeds = torch.randint(0, 2**62, (shape[0],), generator=generator).tolist()
+    if isinstance(generator, list):
+        seeds = generator
+    else:
+        seeds = torch.randint(0, 2**62, (shape[0],), generator=generator).tolist()
 
     def fill(i: int) -> None:
         out[i].normal_(generator=torch.Generator().manual_seed(seeds[i]))

@@ -34,6 +34,11 @@ PARAM_COLUMNS = [
 class Simulator:
     """Domain-randomised subtomogram simulator over a fixed set of structures."""
 
+    # On the CPU a batch is rendered in chunks that keep the working set in cache: 32 volumes of
+    # 32^3 render ~2x faster per volume than 256 at once. Fixed sizes, so results never depend on them.
+    CPU_CHUNK = 32
+    CPU_CHUNK_TILT = 8
+
     def __init__(self, structures: Structures, config: SimulationConfig | None = None,
                  device: str | torch.device = "cpu", seed: int = 0):
         if len(structures) == 0:
@@ -161,13 +166,34 @@ class Simulator:
         Rendering the same ``p`` twice with different generators gives two noise realisations of
         the same signal (how the tests measure SNR). ``noise=False`` gives the clean signal.
         """
-        c = self.config
-        t = self._tensors(p)
+        n = len(p["label"])
         if neighbours is None:
             neighbours = torch.empty(0, 9, dtype=torch.float64)
-        dens = self._density(p, neighbours)
-        noise = noise and c.snr is not None
+        noise = noise and self.config.snr is not None
         gen = self.noise_generator if generator is None else generator
+        fast = self.config.fidelity == "fast"
+        on_cpu = self.device.type == "cpu"
+        # Per-volume noise seeds on the CPU make the data independent of chunking and threads.
+        seeds = torch.randint(0, 2**62, (n,), generator=gen).tolist() if (noise and fast and on_cpu) else None
+        chunk = (self.CPU_CHUNK if fast else self.CPU_CHUNK_TILT) if on_cpu else n
+        if n <= chunk:
+            return self._render_chunk(p, neighbours, noise, seeds if seeds is not None else gen)
+        out = torch.empty((n, self.box, self.box, self.box), device=self.device)
+        owner = neighbours[:, 0].long() if len(neighbours) else torch.empty(0, dtype=torch.long)
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            part = {k: v[start:stop] for k, v in p.items()}
+            nb = neighbours[(owner >= start) & (owner < stop)].clone()
+            nb[:, 0] -= start
+            noise_source = seeds[start:stop] if seeds is not None else gen
+            out[start:stop] = self._render_chunk(part, nb, noise, noise_source)
+        return out
+
+    def _render_chunk(self, p: dict[str, torch.Tensor], neighbours: torch.Tensor, noise: bool,
+                      gen: torch.Generator | list[int]) -> torch.Tensor:
+        c = self.config
+        t = self._tensors(p)
+        dens = self._density(p, neighbours)
         if c.fidelity == "fast":
             vol, signal_var = render_fast(dens, t, self.grid, c.ctf, c.dose_weighting, c.dose_order, noise,
                                           gen)
