@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,15 @@ from cryoshift.training.simulate.fast import render_fast
 from cryoshift.training.simulate.physics import euler_matrices, rfft_grid, rotate_passes, rotate_trilinear
 from cryoshift.training.simulate.structures import Structures
 from cryoshift.training.simulate.tilt import render_tilt
+
+_CHUNK_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _chunk_pool(workers: int) -> ThreadPoolExecutor:
+    if workers not in _CHUNK_POOLS:
+        _CHUNK_POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cryoshift-sim")
+    return _CHUNK_POOLS[workers]
+
 
 # Order of the per-subtomogram parameter columns (the dataset's particles.csv follows it).
 PARAM_COLUMNS = [
@@ -180,13 +190,28 @@ class Simulator:
             return self._render_chunk(p, neighbours, noise, seeds if seeds is not None else gen)
         out = torch.empty((n, self.box, self.box, self.box), device=self.device)
         owner = neighbours[:, 0].long() if len(neighbours) else torch.empty(0, dtype=torch.long)
-        for start in range(0, n, chunk):
+
+        def work(start: int) -> None:
             stop = min(n, start + chunk)
             part = {k: v[start:stop] for k, v in p.items()}
             nb = neighbours[(owner >= start) & (owner < stop)].clone()
             nb[:, 0] -= start
             noise_source = seeds[start:stop] if seeds is not None else gen
             out[start:stop] = self._render_chunk(part, nb, noise, noise_source)
+
+        starts = list(range(0, n, chunk))
+        threads = torch.get_num_threads()
+        if seeds is None or threads < 2:  # the tilt level draws from one generator: keep the order
+            for start in starts:
+                work(start)
+            return out
+        # Chunks on parallel threads, each op single-threaded: no OpenMP barriers per small op,
+        # which matters on a loaded machine. torch's thread setting is restored afterwards.
+        torch.set_num_threads(1)
+        try:
+            list(_chunk_pool(threads).map(work, starts))
+        finally:
+            torch.set_num_threads(threads)
         return out
 
     def _render_chunk(self, p: dict[str, torch.Tensor], neighbours: torch.Tensor, noise: bool,
