@@ -184,7 +184,7 @@ class Simulator:
         fast = self.config.fidelity == "fast"
         on_cpu = self.device.type == "cpu"
         # Per-volume noise seeds on the CPU make the data independent of chunking and threads.
-        seeds = torch.randint(0, 2**62, (n,), generator=gen).tolist() if (noise and fast and on_cpu) else None
+        seeds = torch.randint(0, 2**62, (n,), generator=gen).tolist() if (noise and on_cpu) else None
         chunk = (self.CPU_CHUNK if fast else self.CPU_CHUNK_TILT) if on_cpu else n
         if n <= chunk:
             return self._render_chunk(p, neighbours, noise, seeds if seeds is not None else gen)
@@ -201,7 +201,7 @@ class Simulator:
 
         starts = list(range(0, n, chunk))
         threads = torch.get_num_threads()
-        if seeds is None or threads < 2:  # the tilt level draws from one generator: keep the order
+        if seeds is None or threads < 2:
             for start in starts:
                 work(start)
             return out

@@ -29,8 +29,12 @@ def _plane_grid(box: int, voxel_size: float, device: torch.device | str) -> dict
 
 def render_tilt(density: torch.Tensor, p: dict[str, torch.Tensor], voxel_size: float, use_ctf: bool,
                 dose_weighting: bool, dose_order: str, noise: bool,
-                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Simulate from rotated densities (n, D, D, D); returns (volumes, signal variance per sample)."""
+                generator: torch.Generator | list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Simulate from rotated densities (n, D, D, D); returns (volumes, signal variance per sample).
+
+    ``generator`` is one generator for the whole batch, or (CPU) one seed per volume so that a
+    volume's noise does not depend on how the batch was split.
+    """
     n, box = density.shape[0], density.shape[-1]
     dev = density.device
     g = _plane_grid(box, voxel_size, dev)
@@ -57,6 +61,8 @@ def render_tilt(density: torch.Tensor, p: dict[str, torch.Tensor], voxel_size: f
     recon = torch.zeros(n, channels * box, box, box, device=dev)
     zero = torch.zeros(n, 2, device=dev)
     j_max = int(n_half.max().item())
+    per_volume = ([torch.Generator().manual_seed(s) for s in generator] if isinstance(generator, list)
+                  else None)
     for j in range(-j_max, j_max + 1):
         active = (abs(j) <= n_half).to(density.dtype)
         theta = j * step
@@ -71,7 +77,11 @@ def render_tilt(density: torch.Tensor, p: dict[str, torch.Tensor], voxel_size: f
         spec = torch.fft.rfft2(proj) * tilt_filter * weight
         images = [torch.fft.irfft2(spec, s=(box, box))]
         if noise:
-            white = torch.randn(n, box, box, generator=generator, device=dev) / torch.sqrt(c).view(-1, 1, 1)
+            if per_volume is not None:
+                white = torch.stack([torch.randn(box, box, generator=g) for g in per_volume]).to(dev)
+            else:
+                white = torch.randn(n, box, box, generator=generator, device=dev)
+            white = white / torch.sqrt(c).view(-1, 1, 1)
             images.append(torch.fft.irfft2(torch.fft.rfft2(white) * colour * weight, s=(box, box)))
         stack = torch.cat(images, dim=1).unsqueeze(2)  # (n, channels*Y, 1, U)
         back = torch.stack([c, s, torch.zeros_like(c), torch.zeros_like(c)], -1).view(-1, 2, 2)
