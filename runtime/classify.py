@@ -110,16 +110,44 @@ def _names(out_dir: Path, shard: tuple[int, int] | None) -> dict[str, Path]:
     }
 
 
+def _star_value(text: str) -> str:
+    """A CSV cell as a STAR token: empty and whitespace-holding strings are quoted."""
+    if text == "":
+        return '""'
+    if any(ch.isspace() for ch in text) or text[0] in "#_'\"":
+        return f"'{text}'" if '"' in text else f'"{text}"'
+    return text
+
+
 def _write_star(csv_path: Path, star_path: Path) -> None:
-    """Rewrite the CSV and write the STAR file from it with identical rows (atomic renames, so a
-    kill during this step leaves either ledger version intact for ``--resume``)."""
-    import pandas as pd
+    """Write the STAR file from the results CSV, streaming (millions of rows never sit in memory).
 
-    from cryoshift.runtime.results import write_results
+    The cells are copied as text, so both files hold exactly the same values; labels follow
+    :func:`cryoshift.runtime.results.star_name` and RELION's 1-based ``rlnClassNumber``
+    (0 = unknown), as ``read_results`` expects. Written to a temporary name and renamed.
+    """
+    import csv
 
-    df = pd.read_csv(csv_path, keep_default_na=False, na_values=["", "nan"],
-                     dtype={"id": str, "path": str, "tomo_name": str, "class_name": str, "best_class": str})
-    write_results(df, csv_path, star_path)
+    from cryoshift.runtime import __version__
+    from cryoshift.runtime.results import BLOCK, star_name
+
+    tmp = star_path.with_name(f".{star_path.name}.tmp")
+    with open(csv_path, newline="") as src, open(tmp, "w") as dst:
+        reader = csv.reader(src)
+        header = next(reader)
+        k = header.index("class_index")
+        dst.write(f"# cryoshift {__version__} classify results (same rows as {csv_path.name})\n\n"
+                  f"data_{BLOCK}\n\nloop_\n")
+        dst.writelines(f"_{star_name(c)} #{i}\n" for i, c in enumerate(header, 1))
+        for row in reader:
+            if row:
+                index = int(row[k])
+                row[k] = str(index + 1 if index >= 0 else 0)
+                dst.write("\t".join(_star_value(v) for v in row) + "\n")
+        dst.write("\n")
+        dst.flush()
+        os.fsync(dst.fileno())
+    tmp.replace(star_path)
 
 
 def _count_rows(csv_path: Path) -> tuple[int, Counter]:
