@@ -56,6 +56,10 @@ def test_measured_snr_matches_the_requested_one(builtins16, fidelity):
     ratio = (snr_from_pair(a, b) / p["snr"].float()).numpy()
     assert np.median(ratio) == pytest.approx(1.0, abs=0.15), ratio
     assert (np.abs(np.log(ratio)) < math.log(2.0)).all(), ratio
+    # The noise in real space is Gaussian (excess kurtosis ~ 0), whatever its Fourier coefficients are.
+    diff = (a - b).flatten(1)
+    diff = (diff - diff.mean(1, keepdim=True)) / diff.std(1, keepdim=True)
+    assert abs(float((diff**4).mean()) - 3.0) < 0.15
     # The clean signal, rendered without noise, has the same per-volume SNR against the noise.
     clean = sim.render(p, noise=False)
     exact = clean.flatten(1).var(1) / (a - clean).flatten(1).var(1)
