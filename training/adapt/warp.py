@@ -54,7 +54,9 @@ class Warp(nn.Module):
         super().__init__()
         c = channels
         self.max_shift, self.sigma, self.intensity = float(max_shift), float(sigma), float(intensity)
-        self.enc1, self.enc2, self.enc3 = _conv(1, c), _conv(c, 2 * c, 2), _conv(2 * c, 2 * c, 2)
+        # Every learned layer works at half resolution or coarser: 3-D convolution backward passes at
+        # full size are an order of magnitude slower on CPU, and the intensity change is upsampled.
+        self.enc1, self.enc2, self.enc3 = _conv(1, c, 2), _conv(c, 2 * c, 2), _conv(2 * c, 2 * c, 2)
         self.dec2, self.dec1 = _conv(4 * c, c), _conv(2 * c, c)
         self.to_intensity = nn.Conv3d(c, 1, 1)
         nn.init.zeros_(self.to_intensity.weight)  # start as "deformation only"; intensity is learned
@@ -62,14 +64,25 @@ class Warp(nn.Module):
         self.strength = nn.Linear(2 * c, 1)  # sigmoid -> per-sample deformation strength in (0, 1)
         nn.init.zeros_(self.strength.bias)
 
+    @torch.no_grad()
     def random_field(self, feats: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
-        """Displacement field (B, 3, D, H, W) in voxels, max |shift| = 1, from a fresh random decoder."""
+        """Displacement field (B, 3, D, H, W) in voxels, max |shift| = 1, from a fresh random decoder.
+
+        The field is random by design, so no gradient flows through it (only the learned per-sample
+        strength is trained). It is smoothed on the coarse feature grid (``sigma`` converted to that
+        grid) and then upsampled trilinearly: the result is as smooth as smoothing at full size, at a
+        fraction of the cost, which is what keeps the warp affordable on CPU.
+        """
+        feats = feats.detach()
         c_in, hidden = feats.shape[1], max(4, feats.shape[1] // 2)
-        w1 = torch.randn(hidden, c_in, 3, 3, 3, device=feats.device) * math.sqrt(2.0 / (c_in * 27))
-        w2 = torch.randn(3, hidden, 3, 3, 3, device=feats.device) * math.sqrt(1.0 / (hidden * 27))
+        w1 = torch.randn(hidden, c_in, 3, 3, 3, device=feats.device, dtype=feats.dtype)
+        w2 = torch.randn(3, hidden, 3, 3, 3, device=feats.device, dtype=feats.dtype)
+        w1 *= math.sqrt(2.0 / (c_in * 27))
+        w2 *= math.sqrt(1.0 / (hidden * 27))
         field = F.conv3d(F.relu(F.conv3d(feats, w1, padding=1)), w2, padding=1)
+        coarse_sigma = self.sigma * feats.shape[-1] / max(size[-1], 1)
+        field = gaussian_smooth(field, coarse_sigma)
         field = F.interpolate(field, size=size, mode="trilinear", align_corners=True)
-        field = gaussian_smooth(field, self.sigma)
         peak = field.abs().amax(dim=(1, 2, 3, 4), keepdim=True)
         return field / (peak + 1e-6)
 
@@ -80,11 +93,12 @@ class Warp(nn.Module):
         e3 = self.enc3(e2)
         # intensity branch (learned, U-Net-like)
         d2 = self.dec2(torch.cat([F.interpolate(e3, size=e2.shape[2:], mode="trilinear"), e2], 1))
-        d1 = self.dec1(torch.cat([F.interpolate(d2, size=size, mode="trilinear"), e1], 1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[2:], mode="trilinear"), e1], 1))
         flat = x.detach().flatten(1)
         lo = flat.amin(1).reshape(-1, 1, 1, 1, 1)
         hi = flat.amax(1).reshape(-1, 1, 1, 1, 1)
-        delta = torch.tanh(self.to_intensity(d1)) * self.intensity * (hi - lo)
+        change = F.interpolate(self.to_intensity(d1), size=size, mode="trilinear", align_corners=False)
+        delta = torch.tanh(change) * self.intensity * (hi - lo)
         # deformation branch (random decoder, learned strength)
         strength = torch.sigmoid(self.strength(e3.mean(dim=(2, 3, 4)))).reshape(-1, 1, 1, 1, 1)
         shift = self.random_field(e3, size) * self.max_shift * strength  # voxels, (B, 3, D, H, W)
