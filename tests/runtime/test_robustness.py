@@ -155,10 +155,12 @@ def test_a_failing_model_stops_the_run_promptly_and_keeps_finished_rows(model_pa
         return real(batch)
 
     model._runner = flaky
-    t0 = time.perf_counter()
     with pytest.raises(RuntimeError, match="device lost"):
         classify(model, [str(inputs["stack"])], tmp_path / "out", batch_size=4, workers=2, progress=False)
-    assert time.perf_counter() - t0 < 4  # reader threads did not hang the failed run
+    import threading
+
+    # The readers were stopped, not left blocked on a full buffer pool.
+    assert not [t for t in threading.enumerate() if t.name.startswith("cryoshift-reader")]
     model._runner = real
     s = classify(model, [str(inputs["stack"])], tmp_path / "out", batch_size=4, resume=True, progress=False)
     assert s.total_rows == 12 and s.resumed >= 4
