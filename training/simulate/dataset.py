@@ -33,7 +33,7 @@ def simulate_dataset(out_dir: str | Path, structures: Structures, config: Simula
 
     particles.csv holds every parameter drawn per subtomogram; dataset.json records the full
     config, the seed, the structure sources and library versions. Writing is chunked, so memory
-    stays flat for any ``n``; the same seed gives byte-identical volumes on the same device.
+    stays flat for any ``n``; the same seed gives identical volumes on the same device.
     """
     from cryoshift.runtime.dataset import DatasetWriter
 

@@ -74,7 +74,7 @@ def render_fast(density: torch.Tensor, p: dict[str, torch.Tensor], grid: dict[st
         power = noise_filter if binary else noise_filter.square()
         noise_power = power.flatten(1) @ weight.expand(noise_filter.shape[1:]).flatten()
         sigma = torch.sqrt(signal_var / p["snr"] / (noise_power / n_vox).clamp_min(1e-20))
-        noise_filter.mul_(grid["noise_gain"]).mul_(sigma.view(-1, 1, 1, 1))
+        noise_filter.mul_(grid["noise_gain"] * sigma.view(-1, 1, 1, 1))
         white = complex_white_noise((n, box, box, box // 2 + 1), generator, density.device)
         spec_re.addcmul_(torch.view_as_real(white), noise_filter.unsqueeze(-1))
     vol = irfftn3(spec, box)
