@@ -64,6 +64,14 @@ def test_pdb_density_has_the_atoms_centre_of_mass(tmp_path):
     s = load_structures([str(pdb)], box_size=BOX, voxel_size=4.0)
     assert s.names == ["tiny"] and s.maps.shape == (1, BOX, BOX, BOX)
     assert np.allclose(centroid(s.maps[0], BOX), BOX // 2, atol=0.3)
+    # The same model as mmCIF gives the same map.
+    import gemmi
+
+    st = gemmi.read_structure(str(pdb))
+    st.setup_entities()
+    st.make_mmcif_document().write_file(str(tmp_path / "tiny_cif.cif"))
+    cif = load_structures([str(tmp_path / "tiny_cif.cif")], box_size=BOX, voxel_size=4.0)
+    assert np.allclose(cif.maps[0], s.maps[0], atol=1e-4)
 
 
 def _blob_map(box: int, centre_xyz, sigma: float) -> np.ndarray:

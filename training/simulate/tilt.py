@@ -81,7 +81,7 @@ def render_tilt(density: torch.Tensor, p: dict[str, torch.Tensor], voxel_size: f
                 white = torch.stack([torch.randn(box, box, generator=g) for g in per_volume]).to(dev)
             else:
                 white = torch.randn(n, box, box, generator=generator, device=dev)
-            white = white / torch.sqrt(c).view(-1, 1, 1)
+            white = white / torch.sqrt(c.clamp_min(0.2)).view(-1, 1, 1)  # path length capped near 90 deg
             images.append(torch.fft.irfft2(torch.fft.rfft2(white) * colour * weight, s=(box, box)))
         stack = torch.cat(images, dim=1).unsqueeze(2)  # (n, channels*Y, 1, U)
         back = torch.stack([c, s, torch.zeros_like(c), torch.zeros_like(c)], -1).view(-1, 2, 2)
