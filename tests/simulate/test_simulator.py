@@ -58,11 +58,12 @@ def test_neighbours_add_density_to_the_box(builtins16):
     cfg = SimulationConfig(snr=None, ctf=False, tilt_max=(90.0, 90.0), crowding=1.0, neighbours=(2, 2))
     sim = Simulator(builtins16, cfg, seed=2)
     p = sim.draw(8)
-    neighbours, names = sim._neighbours(p)
+    neighbours, names, poses = sim._neighbours(p)
     crowded = -sim.render(p, neighbours=neighbours)
     alone = -sim.render(p)
     assert (crowded.sum((1, 2, 3)) > alone.sum((1, 2, 3)) + 1e-3).all()
     assert all(n.count(";") == 1 for n in names)
+    assert all(len(pose.split(";")) == 2 and len(pose.split(";")[0].split(",")) == 6 for pose in poses)
 
 
 def test_batches_are_an_endless_training_source(builtins16):

@@ -37,7 +37,7 @@ PARAM_COLUMNS = [
     "rot", "tilt", "psi", "shift_x", "shift_y", "shift_z", "snr", "tilt_max", "wedge_angle", "tilt_step",
     "dose", "defocus_um", "astigmatism_um", "astigmatism_angle", "voltage_kv", "cs_mm", "amplitude_contrast",
     "bfactor", "noise_alpha", "gradient", "gradient_x", "gradient_y", "gradient_z", "inverted",
-    "n_neighbours", "neighbour_classes",
+    "n_neighbours", "neighbour_classes", "neighbour_poses",
 ]
 
 
@@ -118,13 +118,19 @@ class Simulator:
         p["n_neighbours"] = (count * crowded).double()
         return p
 
-    def _neighbours(self, p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[str]]:
-        """Draw neighbour particles: (owner index, class, rotation, shift) rows for every neighbour."""
+    def _neighbours(self, p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[str], list[str]]:
+        """Draw neighbour particles.
+
+        Returns rows (owner index, class, rot, tilt, psi in radians, x, y, z shift in voxels, 0) for
+        every neighbour, and per subtomogram the neighbours' class names and poses as text
+        ("rot,tilt,psi,x,y,z" in degrees and voxels, ";"-separated) for the parameter record.
+        """
         counts = p["n_neighbours"].long()
         total = int(counts.sum())
         names = [""] * len(counts)
+        poses = [""] * len(counts)
         if total == 0:
-            return torch.empty(0, 9, dtype=torch.float64), names
+            return torch.empty(0, 9, dtype=torch.float64), names, poses
         gen = self.generator
         owner = torch.repeat_interleave(torch.arange(len(counts)), counts)
         cls = torch.randint(0, len(self.structures), (total,), generator=gen)
@@ -134,9 +140,11 @@ class Simulator:
         direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
         distance = self.box * (0.45 + 0.3 * torch.rand(total, generator=gen, dtype=torch.float64))
         shift = direction * distance.unsqueeze(1)
+        pose = torch.cat([torch.rad2deg(angles), shift], 1).tolist()
         for i in range(len(counts)):
             sel = (owner == i).nonzero().flatten().tolist()
             names[i] = ";".join(self.structures.names[int(cls[j])] for j in sel)
+            poses[i] = ";".join(",".join(f"{v:.1f}" for v in pose[j]) for j in sel)
         return torch.cat([owner[:, None].double(), cls[:, None].double(), angles, shift,
                           torch.zeros(total, 1, dtype=torch.float64)], 1), names
 
@@ -246,18 +254,19 @@ class Simulator:
         dict per volume with every drawn parameter (angles in degrees, shifts in voxels).
         """
         p = self.draw(n, labels)
-        neighbours, names = self._neighbours(p)
+        neighbours, names, poses = self._neighbours(p)
         vol = self.render(p, neighbours=neighbours)
-        return vol, p["label"].to(self.device), self.rows(p, names)
+        return vol, p["label"].to(self.device), self.rows(p, names, poses)
 
     def rows(self, p: dict[str, torch.Tensor], neighbour_names: list[str] | None = None,
-             ) -> list[dict[str, Any]]:
+             neighbour_poses: list[str] | None = None) -> list[dict[str, Any]]:
         """One plain dict per subtomogram: label, class_name and the PARAM_COLUMNS values."""
         n = len(p["label"])
         cols = {k: p[k].tolist() for k in PARAM_COLUMNS if k in p}
         cols["n_neighbours"] = [int(v) for v in cols["n_neighbours"]]
         cols["inverted"] = [int(v) for v in cols["inverted"]]
         cols["neighbour_classes"] = neighbour_names or [""] * n
+        cols["neighbour_poses"] = neighbour_poses or [""] * n
         labels = p["label"].tolist()
         out = []
         for i in range(n):
