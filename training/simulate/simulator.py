@@ -146,7 +146,7 @@ class Simulator:
             names[i] = ";".join(self.structures.names[int(cls[j])] for j in sel)
             poses[i] = ";".join(",".join(f"{v:.1f}" for v in pose[j]) for j in sel)
         return torch.cat([owner[:, None].double(), cls[:, None].double(), angles, shift,
-                          torch.zeros(total, 1, dtype=torch.float64)], 1), names
+                          torch.zeros(total, 1, dtype=torch.float64)], 1), names, poses
 
     # -- rendering ---------------------------------------------------------------------------
     def _tensors(self, p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
