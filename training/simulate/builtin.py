@@ -153,11 +153,14 @@ def _membrane_density(coords: np.ndarray, rng: np.random.Generator) -> np.ndarra
 BUILTIN_NAMES: list[str] = [*_BUILDERS, _MEMBRANE]
 
 
-def render_builtin(name: str, box_size: int, voxel_size: float, seed: int = 0) -> np.ndarray:
+def render_builtin(name: str, box_size: int, voxel_size: float, seed: int = 0,
+                   rotation: np.ndarray | None = None) -> np.ndarray:
     """Density (Z, Y, X) of one built-in structure, centre at voxel box_size // 2, unnormalised.
 
     ``voxel_size`` is in Angstrom; structure sizes are physical, so a smaller voxel size gives a
-    bigger particle in voxels (and the box may then cut it, like a real crop).
+    bigger particle in voxels (and the box may then cut it, like a real crop). ``rotation`` (3x3,
+    acting on x, y, z) renders the structure analytically rotated about its centre of mass: an
+    interpolation-free reference for testing rotations (not for the membrane).
     """
     if name not in BUILTIN_NAMES:
         raise KeyError(name)
@@ -172,6 +175,8 @@ def render_builtin(name: str, box_size: int, voxel_size: float, seed: int = 0) -
     mass = blobs[:, 4] * blobs[:, 3] ** 3
     if name != "filament":  # centre of mass on the box centre (a filament is centred by construction)
         blobs[:, :3] -= (blobs[:, :3] * mass[:, None]).sum(0) / mass.sum()
+    if rotation is not None:
+        blobs[:, :3] = blobs[:, :3] @ np.asarray(rotation, dtype=np.float64).T
     flat = coords.reshape(-1, 3)
     density = np.zeros(len(flat))
     for start in range(0, len(blobs), 64):
