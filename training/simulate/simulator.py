@@ -253,6 +253,11 @@ class Simulator:
         Returns volumes (n, D, D, D) float32 on the simulator's device, labels (n,) long and one
         dict per volume with every drawn parameter (angles in degrees, shifts in voxels).
         """
+        if int(n) <= 0:
+            raise InputError(None, f"number of subtomograms to simulate must be positive, got {n}")
+        if labels is not None and (len(labels) != n or int(torch.as_tensor(labels).min()) < 0
+                                   or int(torch.as_tensor(labels).max()) >= len(self.structures)):
+            raise InputError(None, f"labels must be {n} class indices in 0..{len(self.structures) - 1}")
         p = self.draw(n, labels)
         neighbours, names, poses = self._neighbours(p)
         vol = self.render(p, neighbours=neighbours)
