@@ -184,3 +184,26 @@ def test_fidelity_levels_agree_without_noise(builtins16):
     scale = b.std(1) / a.std(1)
     assert ((scale > 0.85) & (scale < 1.15)).all(), scale
     assert (torch.nn.functional.cosine_similarity(a, b) > 0.85).all()
+
+
+def test_astigmatism_moves_the_first_zero_along_its_axis():
+    """Defocus df +- astig/2 along the astigmatism angle and across it: first zeros where the formula says."""
+    box, voxel = 32, 5.0
+    delta = np.zeros((1, box, box, box), np.float32)
+    delta[0, box // 2, box // 2, box // 2] = 1.0
+    point = Structures(names=["point"], maps=delta, voxel_size=voxel)
+    cfg = SimulationConfig(snr=None, tilt_max=(90.0, 90.0), shift_voxels=0.0, defocus_um=(-2.0, -2.0),
+                           astigmatism_um=(1.5, 1.5), cs_mm=(2.7, 2.7), amplitude_contrast=(0.0, 0.0))
+    sim, ref = Simulator(point, cfg, seed=0), Simulator(point, cfg.replace(ctf=False), seed=0)
+    p = sim.draw(1)
+    p["astigmatism_angle"][:] = 0.0  # along x
+    transfer = (torch.fft.rfftn(sim.render(p), dim=(-3, -2, -1)).abs()
+                / torch.fft.rfftn(ref.render(p), dim=(-3, -2, -1)).abs().clamp_min(1e-6))[0]
+    along_x = transfer[0, 0, 1:box // 2].numpy()  # kz = ky = 0
+    along_y = transfer[0, 1:box // 2, 0].numpy()
+    lam = 0.019687
+    for profile, defocus in ((along_x, 2.75e4), (along_y, 1.25e4)):
+        k1 = math.sqrt(1.0 / (lam * defocus))  # first zero of sin(pi lam df k^2) (Cs negligible here)
+        lo, hi = int(0.6 * k1 * box * voxel), int(1.4 * k1 * box * voxel) + 1  # bins around the zero
+        found = (lo + np.argmin(profile[lo - 1:hi - 1])) / (box * voxel)
+        assert abs(found - k1) <= 1.0 / (box * voxel), (found, k1)
