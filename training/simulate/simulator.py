@@ -2,8 +2,14 @@
 
 ``Simulator.sample(n)`` returns volumes, labels and one dict of drawn parameters per volume;
 ``Simulator.batches(batch_size)`` is an endless source for on-the-fly training. Parameters are
-drawn on the CPU from the simulator's own ``torch.Generator``, so a seed gives the same
-parameters on any device; the noise is drawn on the device (same seed, same device -> same data).
+drawn on the CPU from the simulator's own ``torch.Generator`` (``generator``), so a seed gives
+the same parameters on any device. Noise comes from ``noise_generator``: on the CPU as one seed
+per volume (so data do not depend on threads or chunking), on a GPU from the device generator
+(same seed, same device -> same data).
+
+Recorded angles: rot, tilt, psi are ZYZ Euler angles in degrees of the rotation
+R = Rz(rot) Ry(tilt) Rz(psi) applied to the structure (uniform on SO(3): rot, psi uniform,
+cos(tilt) uniform), then the shift (voxels) is applied. Tilt axis Y, beam along Z.
 """
 
 from __future__ import annotations
