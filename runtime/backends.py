@@ -142,6 +142,9 @@ def _session_options(ort: Any, threads: int | None) -> Any:
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+    # Idle inference threads sleep instead of spinning: the reader threads share these cores
+    # (measured on 2 shared cores: end to end 165 -> 206 subtomograms/s, inference-only not slower).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
