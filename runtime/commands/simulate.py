@@ -37,14 +37,22 @@ def command(
     defocus: Pair = typer.Option(None, "--defocus", help="Defocus range in um, negative = underfocus "
                                  "(paper -12 0)."),
     cs: Pair = typer.Option(None, "--cs", help="Spherical aberration range in mm (paper 1.5 3.0)."),
+    astigmatism: Pair = typer.Option(None, "--astigmatism", help="Astigmatism range in um (difference of the "
+                                     "principal defoci; random direction)."),
+    amplitude_contrast: Pair = typer.Option(None, "--amplitude-contrast", help="Amplitude contrast range "
+                                            "(default 0.07 0.07)."),
     voltage: Pair = typer.Option(None, "--voltage", help="Voltage range in kV (default 300 300)."),
     bfactor: Pair = typer.Option(None, "--bfactor", help="B-factor envelope range in A^2."),
     dose: Pair = typer.Option(None, "--dose", help="Total dose range of the tilt series, e-/A^2."),
     dose_weighting: bool | None = typer.Option(None, "--dose-weighting/--no-dose-weighting",
                                                   help="Attenuate each tilt by its accumulated dose."),
+    dose_order: str | None = typer.Option(None, "--dose-order", help="Acquisition order: dose-symmetric, "
+                                          "bidirectional or sequential."),
     shift: float | None = typer.Option(None, "--shift", help="Maximum off-centre shift per axis, voxels."),
     crowding: float | None = typer.Option(None, "--crowding", help="Probability of neighbouring "
                                              "particles in the box."),
+    neighbours: tuple[int, int] | None = typer.Option(None, "--neighbours", help="Number of neighbours LO HI "
+                                                      "when crowded (default 1 3)."),
     noise_alpha: Pair = typer.Option(None, "--noise-alpha", help="Noise colour range: power ~ 1/f^alpha "
                                      "(0 = white)."),
     gradient: Pair = typer.Option(None, "--gradient", help="Background ramp amplitude range (x signal std)."),
@@ -93,7 +101,9 @@ def command(
         cfg = SimulationConfig.from_dict(data, where=str(config))
     cfg = cfg.replace(fidelity=fidelity, snr=snr, tilt_max=tilt_max, tilt_step=tilt_step, defocus_um=defocus,
                       cs_mm=cs, voltage_kv=voltage, bfactor=bfactor, dose=dose, dose_weighting=dose_weighting,
-                      shift_voxels=shift, crowding=crowding, noise_alpha=noise_alpha, gradient=gradient,
+                      dose_order=dose_order, astigmatism_um=astigmatism,
+                      amplitude_contrast=amplitude_contrast, shift_voxels=shift, crowding=crowding,
+                      neighbours=neighbours, noise_alpha=noise_alpha, gradient=gradient,
                       invert_contrast=invert, contrast=contrast)
     sources = [s for item in structures for s in item.split(",") if s]
     structs = load_structures(sources, box, voxel_size, seed=structure_seed, resolution=resolution)
