@@ -10,6 +10,10 @@ import typer
 from cryoshift.runtime.errors import InputError, require_extra
 
 NAME = "simulate"
+# Names of the built-in structures, for --help (the training wing is not imported here; a test keeps
+# this list equal to cryoshift.training.simulate.BUILTIN_NAMES).
+BUILTIN_NAMES = ("ribosome", "proteasome", "chaperonin", "rubisco", "apoferritin", "filament", "p97",
+                 "globular", "membrane")
 NO_ARGS_IS_HELP = True
 
 Pair = Optional[tuple[float, float]]  # noqa: UP045 (typer reads the annotation at run time)
@@ -20,7 +24,8 @@ def command(
                                    "dataset.json)."),
     structures: list[str] = typer.Option(["builtin"], "--structures", "-s", help="Structure sources "
                                          "(repeatable or comma-separated): 'builtin', 'builtin:NAME', an MRC "
-                                         "map, a PDB/mmCIF model, or a directory of those."),
+                                         "map, a PDB/mmCIF model, or a directory of those. Built-ins: "
+                                         f"{', '.join(BUILTIN_NAMES)}."),
     n: int = typer.Option(2000, "--n", help="Number of subtomograms (classes drawn uniformly)."),
     box: int = typer.Option(32, "--box", help="Box size in voxels."),
     voxel_size: float = typer.Option(10.0, "--voxel-size", help="Voxel size in Angstrom."),

@@ -105,6 +105,13 @@ def test_simulate_dataset_writes_the_format_and_is_reproducible(builtins16, tmp_
     assert {"index", "label", "class_name", "snr", "defocus_um", "rot"} <= set(table.columns)
 
 
+def test_cli_help_lists_the_builtins():
+    from cryoshift.runtime.commands import simulate as verb
+    from cryoshift.training.simulate import BUILTIN_NAMES
+
+    assert list(verb.BUILTIN_NAMES) == BUILTIN_NAMES
+
+
 def test_cli_writes_a_dataset_and_reports_bad_input(tmp_path, capsys):
     out = tmp_path / "sim"
     code = main(["simulate", str(out), "--structures", "builtin:ribosome,builtin:proteasome", "--n", "6",
