@@ -17,7 +17,7 @@ from cryoshift.training.simulate import PARAM_COLUMNS, PRESETS, SimulationConfig
 from .conftest import BOX
 
 
-@pytest.mark.parametrize("preset", ["paper", "realistic", "tilt"])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_same_seed_same_data_other_seed_other_data(builtins16, preset):
     cfg = PRESETS[preset]
     a = Simulator(builtins16, cfg, seed=11).sample(6)
