@@ -70,8 +70,18 @@ class Simulator:
         self.box = int(self.maps.shape[-1])
         self.voxel_size = float(structures.voxel_size)
         self.grid = rfft_grid(self.box, self.voxel_size, self.device)
+        self.radii = self._radii(structures.maps)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(self.seed + 7919)
+
+    @staticmethod
+    def _radii(maps: np.ndarray) -> torch.Tensor:
+        """Radius (voxels) of each structure: farthest voxel above 10% of its peak, from the centre."""
+        box = maps.shape[-1]
+        axis = np.arange(box) - box // 2
+        r = np.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2)
+        return torch.tensor([float(r[m > 0.1 * m.max()].max()) if m.max() > 0 else 1.0 for m in maps],
+                            dtype=torch.float64)
 
     @property
     def class_names(self) -> list[str]:
@@ -144,7 +154,9 @@ class Simulator:
         angles = torch.stack([2 * math.pi * u[:, 0], torch.arccos(1 - 2 * u[:, 1]), 2 * math.pi * u[:, 2]], 1)
         direction = torch.randn(total, 3, generator=gen, dtype=torch.float64)
         direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        distance = self.box * (0.45 + 0.3 * torch.rand(total, generator=gen, dtype=torch.float64))
+        # Touching or a little apart, never interpenetrating: centre distance 1-1.25 x the sum of radii.
+        contact = self.radii[p["label"][owner]] + self.radii[cls]
+        distance = contact * (1.0 + 0.25 * torch.rand(total, generator=gen, dtype=torch.float64))
         shift = direction * distance.unsqueeze(1)
         pose = torch.cat([torch.rad2deg(angles), shift], 1).tolist()
         for i in range(len(counts)):
