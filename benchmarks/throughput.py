@@ -363,8 +363,13 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
         "|---|---:|---:|",
     ]
     lines += [f"| {name} | {row['rate']:,.1f} | {row['peak_rss_mb']} |" for name, row in res["rows"].items()]
-    lines += ["", "| ratio | value |", "|---|---:|"]
-    lines += [f"| {k} | {v} |" for k, v in res["ratios"].items() if k != "per_repeat"]
+    per = res["ratios"].get("per_repeat", {})
+    reps = res["settings"]["paired_repeats"]
+    lines += ["", f"Ratios: medians of per-repeat ratios from {reps} interleaved "
+              "repeats (inference only, naive loop and classify timed back to back), with the range.", "",
+              "| ratio | median | range |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v} | {min(per[k]):.2f}-{max(per[k]):.2f} |" if k in per else f"| {k} | {v} | |"
+              for k, v in res["ratios"].items() if k != "per_repeat"]
     cb = res["compute_bound"]
     lines += ["", f"Compute bound: measured sgemm {cb['sgemm_gflops']} GFLOP/s -> at most "
               f"{cb['bound_subtomograms_per_s']:,} subtomograms/s; ORT inference reaches "
