@@ -115,17 +115,17 @@ class _OrtCpu:
 class _OrtIoBinding:
     """CUDA / TensorRT EP runner: fixed-shape device input and outputs bound once."""
 
-    def __init__(self, ort: Any, sess: Any, batch_size: int, box: int, num_classes: int, device_id: int):
+    def __init__(self, ort: Any, sess: Any, batch_size: int, box: int, device_id: int, device: str = "cuda"):
         self.sess = sess
         names = [o.name for o in sess.get_outputs()]
         self.has_features = "features" in names
         shape = (batch_size, 1, box, box, box)
-        self.input = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", device_id)
+        self.input = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, device, device_id)
         self.binding = sess.io_binding()
         self.binding.bind_ortvalue_input(INPUT, self.input)
-        self.binding.bind_output("logits", "cuda", device_id)
+        self.binding.bind_output("logits", device, device_id)
         if self.has_features:
-            self.binding.bind_output("features", "cuda", device_id)
+            self.binding.bind_output("features", device, device_id)
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.input.update_inplace(batch)  # one host->device copy into the bound buffer
@@ -241,7 +241,7 @@ def _load_onnx(path: Path, backend: str, batch_size: int, threads: int | None, d
         runner: Any = _OrtCpu(sess)
         fixed = False
     else:
-        runner = _OrtIoBinding(_ort(), sess, batch_size, meta.box_size, meta.num_classes, device_id)
+        runner = _OrtIoBinding(_ort(), sess, batch_size, meta.box_size, device_id)
         fixed = True
     ort = _ort()
     desc = f"{backend} (onnxruntime {ort.__version__}, {provider}" + (
