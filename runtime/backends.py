@@ -230,6 +230,11 @@ def _load_onnx(path: Path, backend: str, batch_size: int, threads: int | None, d
     from cryoshift.runtime.metadata import read_onnx_metadata
 
     meta = read_onnx_metadata(path)
+    wanted = _WANTED_PROVIDER[backend]
+    if wanted not in _ort().get_available_providers():
+        extra = "gpu" if backend != "cpu" else "cpu"
+        raise InputError(path, f"backend {backend} needs onnxruntime with {wanted}, which this install "
+                               f"lacks: pip install 'cryoshift[{extra}]' (or use --backend auto)")
     sha = file_sha256(path)
     sess, provider = _ort_session(path, backend, meta, sha, batch_size, threads, device_id, cache_root)
     if provider != _WANTED_PROVIDER[backend]:

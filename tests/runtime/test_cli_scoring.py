@@ -155,3 +155,13 @@ def test_io_binding_runner_matches_plain_run(model_path, helpers):
         np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
         np.testing.assert_allclose(feats, ref_feats, atol=1e-5)
         vols = vols[::-1].copy()
+
+
+def test_gpu_backend_without_its_provider_is_refused_in_one_line(model_path, tmp_path, capsys):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    code = main(["classify", str(model_path), str(tmp_path), "-b", "cuda", "-o", str(tmp_path / "o")])
+    assert code == 2
+    assert "backend cuda needs onnxruntime with CUDAExecutionProvider" in capsys.readouterr().err
