@@ -106,11 +106,15 @@ def _epoch(checkpoint: str | None) -> int | None:
         return None
 
 
-def _fmt(stat: dict[str, Any], pct: bool = True) -> str:
+def _fmt(stat: dict[str, Any], pct: bool = True, of: int | None = None) -> str:
+    """mean ± s.d.; ``of`` = expected count, so a score defined for fewer seeds says so."""
     if stat["mean"] is None:
         return "n/a"
     scale = 100.0 if pct else 1.0
-    return f"{stat['mean'] * scale:.1f} ± {stat['sd'] * scale:.1f}"
+    text = f"{stat['mean'] * scale:.1f} ± {stat['sd'] * scale:.1f}"
+    if of is not None and stat["n"] < of:
+        text += f" (n={stat['n']})"
+    return text
 
 
 def _epochs(s: dict[str, Any]) -> str:
@@ -119,7 +123,11 @@ def _epochs(s: dict[str, Any]) -> str:
 
 
 def markdown_table(summary: dict[str, dict[str, dict[str, Any]]], target_notes: dict[str, str]) -> str:
-    """One table per target domain; every number is mean ± s.d. over seeds (percent)."""
+    """One table per target domain; every number is mean ± s.d. over seeds (percent).
+
+    Gap closed is left out (n/a) for a seed whose oracle is less than MIN_GAP above source-only:
+    the ratio would be noise over noise; "(n=k)" says how many seeds it covers.
+    """
     lines: list[str] = []
     for target, methods in summary.items():
         lines.append(f"### Target `{target}`")
@@ -133,7 +141,8 @@ def markdown_table(summary: dict[str, dict[str, dict[str, Any]]], target_notes: 
         lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for method, s in methods.items():
             lines.append(
-                f"| {method} | {_fmt(s['accuracy'])} | {_fmt(s['macro_f1'])} | {_fmt(s['gap_closed'])} "
+                f"| {method} | {_fmt(s['accuracy'])} | {_fmt(s['macro_f1'])} "
+                f"| {_fmt(s['gap_closed'], of=len(s['seeds']))} "
                 f"| {_fmt(s['accuracy_label_chosen'])} | {_epochs(s)} | {_fmt(s['source_val_accuracy'])} "
                 f"| {len(s['seeds'])} |"
             )

@@ -181,6 +181,7 @@ def run_benchmark(profile: Profile, work: Path, methods: list[str], targets: lis
         "runs": runs,
         "machine": _machine(),
         "wall_minutes": round((time.perf_counter() - t_start) / 60, 1),
+        "train_minutes_total": round(sum(r.get("train_seconds", 0.0) for r in runs) / 60, 1),
         "protocol": (
             "Same backbone, data, epochs, batch size and learning rate for every method; only the training "
             "seed changes between seeds (data are fixed). Target labels are never read in training or "
@@ -244,10 +245,14 @@ def write_results(result: dict[str, Any], name: str) -> tuple[Path, Path]:
         result["protocol"],
         "",
         f"Machine: {result['machine']['cpu']} ({result['machine']['cores']} cores, torch threads "
-        f"{result['machine']['torch_threads']}), torch {result['machine']['torch']}; wall time "
-        f"{result['wall_minutes']} min.",
+        f"{result['machine']['torch_threads']}), torch {result['machine']['torch']}, commit "
+        f"{result['machine'].get('git_commit', '?')}; training time summed over runs "
+        f"{result.get('train_minutes_total', '?')} min; this report's process {result['wall_minutes']} min "
+        "(runs cached by earlier shards are not re-timed).",
         "",
-        f"Reproduce: `.venv/bin/python benchmarks/domain_shift.py --profile {name}`",
+        f"Reproduce: `.venv/bin/python benchmarks/domain_shift.py --profile {name}` (or two "
+        f"`--shard i/2 --threads 1` workers, then the same command to report).",
+        "",
         "",
     ]
     body = dm.markdown_table(result["summary"], notes)
