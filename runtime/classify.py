@@ -72,7 +72,7 @@ class ClassifySummary:
             f"classified {self.classified} subtomograms, {self.errors} errors"
             + (f", {self.resumed} already done (resumed)" if self.resumed else "")
             + f" in {self.wall_s:.1f} s ({self.rate:,.1f} subtomograms/s)",
-            f"time: reading {self.read_s:.1f} s (summed over reader threads), "
+            f"time: reading {self.read_s:.1f} s (summed over readers), "
             f"computing {self.compute_s:.1f} s, "
             f"writing {self.write_s:.1f} s, model waiting for data {self.wait_s:.1f} s",
             f"classes: {counts or '-'}",
