@@ -159,6 +159,7 @@ def classify_ray(
                     summary.unknown += sum(r[_LABEL] == UNKNOWN for r in rows)
                     bar.advance(len(rows) + len(errs))
     summary.wall_s = time.perf_counter() - t0
+    summary.pipeline_s = summary.wall_s
     summary.rate = (summary.classified + summary.errors) / summary.wall_s if summary.wall_s > 0 else 0.0
     settings = {"engine": "ray", "address": address, "num_workers": num_workers, "num_gpus": num_gpus,
                 "backend": backend, "batch_size": batch_size, "resume": resume,
