@@ -96,16 +96,16 @@ def build_data(profile: Profile, work: Path, targets: list[str], user_targets: l
                tomograms: list[Path] | None = None) -> BenchData:
     """Simulate (or re-use) every split the profile needs."""
     work.mkdir(parents=True, exist_ok=True)
-    n_src = profile.n_source
-    src = simulate_split(profile, SOURCE, n_src, 1, work / "source_train")
-    src_val = simulate_split(profile, SOURCE, profile.n_source_val, 2, work / "source_test")
+    source = {**SOURCE, **profile.source_overrides}
+    src = simulate_split(profile, source, profile.n_source, 1, work / "source_train")
+    src_val = simulate_split(profile, source, profile.n_source_val, 2, work / "source_test")
     from cryoshift.runtime.dataset import read_dataset
 
     with read_dataset(src) as ds:
         class_names = list(ds.class_names)
     _, provenance = _structures(profile, profile.voxel_size) if profile.structures == "builtin" else \
         (None, {cls: p.stem for cls, p in structure_paths(profile.structures == "maps10A+").items()})
-    data = BenchData(class_names, provenance, dict(SOURCE), src, load_split(src_val, class_names))
+    data = BenchData(class_names, provenance, source, src, load_split(src_val, class_names))
     for i, name in enumerate(targets):
         spec = TARGETS[name]
         adapt = simulate_split(profile, spec, profile.n_target, 10 + 2 * i, work / f"target_{name}_adapt")

@@ -119,6 +119,7 @@ class Profile:
     lr: float = 1e-3
     threads: int = 2
     method_hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source_overrides: dict[str, Any] = field(default_factory=dict)  # changes to SOURCE (ablations)
     notes: str = ""
 
 
@@ -174,6 +175,30 @@ PROFILES: dict[str, Profile] = {
         },
         notes="Round 1 (the a priori budget): 16^3 boxes at 20 A, 6 classes from the 10 A maps, "
         "cryonet-small, 768 source volumes, 5 epochs.",
+    ),
+    # Investigation (not tuning: reported whatever it gives): randomise the contrast sign in the
+    # SOURCE simulator (half the volumes inverted), i.e. domain randomization at the simulator
+    # level for the one shift (contrast convention) that the warp's bounded intensity change cannot make.
+    "cpu-randsign": Profile(
+        name="cpu-randsign",
+        structures="maps10A",
+        box_size=16,
+        voxel_size=20.0,
+        n_source=1024,
+        n_source_val=192,
+        n_target=384,
+        n_target_test=288,
+        backbone="cryonet-small",
+        epochs=8,
+        batch_size=32,
+        method_hparams={
+            "dann": {"disc_hidden": 64, "disc_lr_mult": 0.1},
+            "mada": {"disc_hidden": 64, "disc_lr_mult": 0.1},
+            "warp": {"warp_channels": 4, "img_disc_channels": 4, "disc_lr_mult": 0.1},
+            "cryoshift": {"warp_channels": 4, "img_disc_channels": 4, "disc_hidden": 64, "disc_lr_mult": 0.1},
+        },
+        source_overrides={"invert_contrast": 0.5},
+        notes="As `cpu`, but the source simulation inverts the contrast of half its volumes.",
     ),
     # The paper's scale; written for a GPU node (not run in CI).
     "gpu": Profile(
