@@ -51,6 +51,8 @@ def command(
     for row in result.rows:
         table.add_row(row["model"], f"{row['accuracy'] * 100:.1f}%", f"{row['macro_f1'] * 100:.1f}%")
     console.print(table)
+    console.print("(one seed, a short budget: a demonstration, not a measurement; the benchmark with seeds "
+                  "and baselines is benchmarks/domain_shift.py)")
     rt = result.runtime
     console.print(f"runtime ({rt['backend']}): {rt['rate']:,.0f} subtomograms/s end to end "
                   f"({rt['n']} subtomograms in {rt['wall_s']:.2f} s)")
