@@ -38,7 +38,8 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def measure(fidelity: str, box: int, device: str, batch: int, repeats: int) -> dict:
+def measure(fidelity: str, box: int, device: str, batch: int, repeats: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
     structures = builtin_structures(box, 10.0, seed=0)
     config = PRESETS["paper"].replace(fidelity=fidelity)
     sim = Simulator(structures, config, device=device, seed=0)
@@ -53,7 +54,8 @@ def measure(fidelity: str, box: int, device: str, batch: int, repeats: int) -> d
             torch.cuda.synchronize()
         rates.append(batch / (time.perf_counter() - t0))
         cpu_rates.append(batch / (time.process_time() - c0))
-    return {"fidelity": fidelity, "box": box, "device": device, "batch": batch, "repeats": repeats,
+    return {"fidelity": fidelity, "box": box, "device": device, "threads": threads, "batch": batch,
+            "repeats": repeats,
             "median_per_s": statistics.median(rates), "min_per_s": min(rates), "max_per_s": max(rates),
             # volumes per CPU-second of this process (all its threads): insensitive to other users' load
             "per_cpu_second": statistics.median(cpu_rates)}
@@ -77,11 +79,15 @@ def main() -> None:
                     batch = (64 if args.quick else 512) if fidelity == "fast" else (4 if args.quick else 16)
                 else:
                     batch = 2048 if fidelity == "fast" else 256
-                row = measure(fidelity, box, device, batch, repeats)
-                rows.append(row)
-                print(f"{device:5s} {fidelity:5s} {box}^3  {row['median_per_s']:10.1f} /s "
-                      f"(min {row['min_per_s']:.1f}, max {row['max_per_s']:.1f}, batch {batch}; "
-                      f"{row['per_cpu_second']:.1f} per CPU-second)", flush=True)
+                # The fast 32^3 case also runs on one thread: the same-run baseline for thread scaling.
+                baseline = (device, fidelity, box) == ("cpu", "fast", 32) and args.threads > 1
+                thread_counts = [1, args.threads] if baseline else [args.threads]
+                for threads in thread_counts:
+                    row = measure(fidelity, box, device, batch, repeats, threads)
+                    rows.append(row)
+                    print(f"{device:5s} {fidelity:5s} {box}^3 {threads} thr {row['median_per_s']:10.1f} /s "
+                          f"(min {row['min_per_s']:.1f}, max {row['max_per_s']:.1f}, batch {batch}; "
+                          f"{row['per_cpu_second']:.1f} per CPU-second)", flush=True)
     machine = {
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": args.threads,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -101,17 +107,17 @@ def main() -> None:
              "(shared machine).",
              "", "Preset `paper`, built-in structures, 10 A/voxel; subtomograms per second, median of "
              f"{repeats} timed `Simulator.sample(batch)` calls after a warm-up.", "",
-             f"| device | fidelity | box | batch | median /s | min /s | max /s | per CPU-second | "
-             f"x {args.threads} (free cores, estimate) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| device | fidelity | box | threads | batch | median /s | min /s | max /s | per CPU-second | "
+             "x threads (free cores, estimate) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        ideal = f"{r['per_cpu_second'] * args.threads:.0f}" if r["device"] == "cpu" else "-"
-        lines.append(f"| {r['device']} | {r['fidelity']} | {r['box']}^3 | {r['batch']} | "
+        ideal = f"{r['per_cpu_second'] * r['threads']:.0f}" if r["device"] == "cpu" else "-"
+        lines.append(f"| {r['device']} | {r['fidelity']} | {r['box']}^3 | {r['threads']} | {r['batch']} | "
                      f"{r['median_per_s']:.1f} | {r['min_per_s']:.1f} | {r['max_per_s']:.1f} | "
                      f"{r['per_cpu_second']:.1f} | {ideal} |")
     lines += ["", "Wall-clock rates (/s) depend on what else the shared machine runs; 'per CPU-second' "
               "is volumes per second of CPU time used by this process (all threads), so "
-              f"{args.threads} x that is the rate {args.threads} fully available cores would give "
+              "threads x that is the rate as many fully available cores would give "
               "if threads scaled perfectly (an estimate, not a measurement; CPU time itself grows on a "
               "busy machine, so the estimate leans low)."]
     lines += ["", "Re-run: `.venv/bin/python benchmarks/simulator_speed.py --threads 2 --repeats 5`", ""]
