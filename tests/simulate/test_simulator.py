@@ -136,12 +136,15 @@ def test_cli_writes_a_dataset_and_reports_bad_input(tmp_path, capsys):
 
 
 def test_data_do_not_depend_on_the_number_of_threads(builtins16):
-    outs = []
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        outs.append(Simulator(builtins16, PRESETS["realistic"], seed=3).sample(70)[0])  # 3 CPU chunks
-    torch.set_num_threads(1)
-    assert torch.equal(outs[0], outs[1])
+    """Threads change how a batch is chunked; every volume's noise has its own seed, so data stay put."""
+    for preset, n in (("realistic", 70), ("realistic", 5), ("tilt", 5)):  # chunks of 32/35, 5/3, 5/3
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append(Simulator(builtins16, PRESETS[preset], seed=3).sample(n)[0])
+        torch.set_num_threads(1)
+        # batched kernels may round differently for other batch sizes: equal to float precision
+        assert torch.allclose(outs[0], outs[1], rtol=0, atol=1e-5 * float(outs[0].abs().max())), preset
 
 
 @pytest.mark.gpu

@@ -132,7 +132,7 @@ def complex_white_noise(shape: tuple[int, ...], generator: torch.Generator | lis
     halves their power: multiplied by ``noise_plane_gain`` this is white noise of unit variance.
     On the CPU torch draws normals on one thread; there each volume gets its own generator,
     seeded from ``generator`` (or given as a list of per-volume seeds), and the volumes are filled
-    in parallel threads (the result does not depend on the number of threads).
+    in parallel threads (the noise does not depend on the number of threads).
     """
     device = torch.device(device)
     out = torch.empty((*shape, 2), device=device)

@@ -209,10 +209,14 @@ class Simulator:
         gen = self.noise_generator if generator is None else generator
         fast = self.config.fidelity == "fast"
         on_cpu = self.device.type == "cpu"
-        # Per-volume noise seeds on the CPU make the data independent of chunking and threads.
+        # Per-volume noise seeds on the CPU make the data independent of chunking and threads (up to
+        # float rounding of batched kernels; every other step works on each volume on its own).
         seeds = torch.randint(0, 2**62, (n,), generator=gen).tolist() if (noise and on_cpu) else None
+        threads = torch.get_num_threads() if on_cpu else 1
         chunk = (self.CPU_CHUNK if fast else self.CPU_CHUNK_TILT) if on_cpu else n
-        if n <= chunk:
+        if threads > 1:
+            chunk = min(chunk, -(-n // threads))  # at least one chunk per thread
+        elif n <= chunk:
             return self._render_chunk(p, neighbours, noise, seeds if seeds is not None else gen)
         out = torch.empty((n, self.box, self.box, self.box), device=self.device)
         owner = neighbours[:, 0].long() if len(neighbours) else torch.empty(0, dtype=torch.long)
@@ -226,8 +230,7 @@ class Simulator:
             out[start:stop] = self._render_chunk(part, nb, noise, noise_source)
 
         starts = list(range(0, n, chunk))
-        threads = torch.get_num_threads()
-        if seeds is None or threads < 2:
+        if threads < 2:
             for start in starts:
                 work(start)
             return out

@@ -77,8 +77,10 @@ def render_tilt(density: torch.Tensor, p: dict[str, torch.Tensor], voxel_size: f
         spec = torch.fft.rfft2(proj) * tilt_filter * weight
         images = [torch.fft.irfft2(spec, s=(box, box))]
         if noise:
-            if per_volume is not None:
-                white = torch.stack([torch.randn(box, box, generator=g) for g in per_volume]).to(dev)
+            if per_volume is not None:  # draw only for the volumes whose scheme has this tilt
+                white = torch.stack([torch.randn(box, box, generator=g) if abs(j) <= int(h) else
+                                     torch.zeros(box, box) for g, h in zip(per_volume, n_half.tolist(),
+                                                                           strict=True)]).to(dev)
             else:
                 white = torch.randn(n, box, box, generator=generator, device=dev)
             white = white / torch.sqrt(c.clamp_min(0.2)).view(-1, 1, 1)  # path length capped near 90 deg
