@@ -256,3 +256,17 @@ PROFILES: dict[str, Profile] = {
         seeds=[0],
     ),
 }
+
+
+def _grl_variant(gain: float) -> Profile:
+    """Sensitivity of Cryo-Shift to the reversal weight's maximum (reported in full, never used to choose)."""
+    import dataclasses
+
+    base = PROFILES["cpu-randsign"]
+    hp = {**base.method_hparams, "cryoshift": {**base.method_hparams["cryoshift"], "grl_max": gain}}
+    return dataclasses.replace(base, name=f"cpu-randsign-grl{gain:g}", method_hparams=hp,
+                               notes=f"As `cpu-randsign`, Cryo-Shift with grl_max = {gain:g} (default 1).")
+
+
+for _gain in (0.3, 3.0):
+    PROFILES[f"cpu-randsign-grl{_gain:g}"] = _grl_variant(_gain)
