@@ -33,6 +33,23 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1, bn: bool = True) -> nn.
     return nn.Sequential(*layers)
 
 
+def fc_features(in_features: int, dim: int, drop_rate: float) -> nn.Sequential:
+    """Flatten + two ReLU/dropout FC layers: the feature head of the C3D-style families (cb3d, dsrf3d).
+
+    Kept in one place so both families produce the same module layout (``fc.1``, ``fc.4``), and
+    so their checkpoints keep loading if either changes its convolutional stages.
+    """
+    return nn.Sequential(
+        nn.Flatten(1),
+        nn.Linear(in_features, dim),
+        nn.ReLU(inplace=True),
+        nn.Dropout(drop_rate),
+        nn.Linear(dim, dim),
+        nn.ReLU(inplace=True),
+        nn.Dropout(drop_rate),
+    )
+
+
 class Backbone(nn.Module):
     """Base class: subclasses set ``num_features``/``num_classes``, ``head`` and ``forward_features``."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import Backbone, check_box, conv_bn_relu, scaled
+from ._base import Backbone, check_box, conv_bn_relu, fc_features, scaled
 from ._registry import BACKBONES
 
 
@@ -37,15 +37,7 @@ class CB3D(Backbone):
         # (Z, Y, X) after pooling: Z is halved three times, Y and X four times (floor each time).
         z, yx = box_size // 2 // 2 // 2, box_size // 2 // 2 // 2 // 2
         fc = scaled(fc_dim, width)
-        self.fc = nn.Sequential(
-            nn.Flatten(1),
-            nn.Linear(c4 * z * yx * yx, fc),
-            nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
-            nn.Linear(fc, fc),
-            nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
-        )
+        self.fc = fc_features(c4 * z * yx * yx, fc, drop_rate)
         self.num_features = fc
         self.head = nn.Linear(fc, num_classes)
 

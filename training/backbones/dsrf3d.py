@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import Backbone, check_box, conv_bn_relu, scaled
+from ._base import Backbone, check_box, conv_bn_relu, fc_features, scaled
 from ._registry import BACKBONES
 
 
@@ -29,15 +29,7 @@ class DSRF3D(Backbone):
             c_in, side = c, side // 2
         self.stages = nn.Sequential(*layers)
         fc = scaled(fc_dim, width)
-        self.fc = nn.Sequential(
-            nn.Flatten(1),
-            nn.Linear(c_in * side**3, fc),
-            nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
-            nn.Linear(fc, fc),
-            nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
-        )
+        self.fc = fc_features(c_in * side**3, fc, drop_rate)
         self.num_features = fc
         self.head = nn.Linear(fc, num_classes)
 
