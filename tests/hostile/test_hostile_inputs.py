@@ -1,0 +1,659 @@
+"""Hostile and unusual input files through the real CLI.
+
+Why: users feed cryoshift files it never saw - truncated, lying headers, wrong formats,
+pickles with payloads. The contract is one line ``cryoshift: error: PATH: REASON`` on stderr
+and exit code 2 (never a traceback), or, in batch work, an errors-table row while the good
+items are still classified. Every file here is built in ``tmp_path`` by the test itself.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryoshift.runtime.cli import main
+from cryoshift.runtime.mrc import write_stack, write_volume
+
+BOX = 16
+VOXEL = 10.0
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def run_cli(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int | str, str, str]:
+    """Run the CLI in-process; an exception escaping ``main`` is what a user would see as a traceback."""
+    capsys.readouterr()
+    try:
+        code: int | str = main([str(a) for a in argv])
+    except BaseException as exc:  # noqa: BLE001 - any escape is the failure under test
+        import traceback
+
+        code = "uncaught " + "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_error(result: tuple[int | str, str, str], name: str | Path, code: int = 2) -> str:
+    """Exit ``code``, exactly one stderr line starting 'cryoshift: error:', naming ``name``."""
+    got, out, err = result
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert got == code, f"exit {got!r}; stderr: {err!r}"
+    assert "Traceback" not in err
+    assert len(lines) == 1, f"stderr is not one line: {err!r}"
+    assert lines[0].startswith("cryoshift: error: "), lines[0]
+    assert str(name) in lines[0], f"{name} not named in {lines[0]!r}"
+    return lines[0]
+
+
+def raw_mrc(path: Path, nx: int = BOX, ny: int = BOX, nz: int = BOX, mode: int = 2, data: bytes | None = None,
+            nsymbt: int = 0, cella: float | None = None, mx: int | None = None, ispg: int = 0,
+            mz: int | None = None) -> Path:
+    """A hand-made MRC2014 header (little-endian) followed by ``data`` (default: zeros of the right size)."""
+    ints = np.zeros(56, "<i4")
+    ints[:4] = [nx, ny, nz, mode]
+    ints[7:10] = [mx if mx is not None else nx, ny, mz if mz is not None else nz]
+    ints[16:19] = [1, 2, 3]
+    ints[22], ints[23] = ispg, nsymbt
+    head = bytearray(ints.tobytes())
+    cell = cella if cella is not None else VOXEL * (mx if mx is not None else nx)
+    head[40:52] = struct.pack("<3f", cell, VOXEL * ny, VOXEL * (mz if mz is not None else nz))
+    head[52:64] = struct.pack("<3f", 90.0, 90.0, 90.0)
+    head = head + bytes(1024 - len(head))
+    head[208:212] = b"MAP "
+    head[212:216] = b"\x44\x44\x00\x00"
+    if data is None:
+        itemsize = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}.get(mode, 4)
+        data = bytes(max(nx * ny * nz * itemsize, 0))
+    ext = bytes(nsymbt) if 0 < nsymbt <= 65536 else b""  # a lying nsymbt gets no bytes
+    path.write_bytes(bytes(head) + ext + data)
+    return path
+
+
+def volumes(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 1, (n, BOX, BOX, BOX)).astype(np.float32)
+
+
+def errors_table(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "errors.csv")
+
+
+def predictions(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "predictions.csv")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A genuine tiny ONNX classifier with cryoshift metadata (see tests/runtime/conftest.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_runtime_conftest", Path(__file__).resolve().parents[1] / "runtime" / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    return mod.build_model(tmp_path_factory.mktemp("model") / "model.onnx", box=BOX, voxel=VOXEL)
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile MRC files: `info` and `classify` of a single bad file refuse with one line
+
+
+def _put(p: Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``p`` and return ``p`` (for the tables of hostile files below)."""
+    if isinstance(data, str):
+        p.write_text(data)
+    else:
+        p.write_bytes(data)
+    return p
+
+
+def _zero(p: Path) -> Path:
+    p.write_bytes(b"")
+    return p
+
+
+def _random(p: Path) -> Path:
+    p.write_bytes(np.random.default_rng(1).bytes(5000))
+    return p
+
+
+def _short(p: Path) -> Path:
+    p.write_bytes(b"MAP " * 10)
+    return p
+
+
+HOSTILE_MRC = {
+    "zero_bytes.mrc": _zero,
+    "random_bytes.mrc": _random,
+    "shorter_than_header.mrc": _short,
+    "negative_nx.mrc": lambda p: raw_mrc(p, nx=-16, data=b""),
+    "zero_nz.mrc": lambda p: raw_mrc(p, nz=0, data=b""),
+    "huge_dims.mrc": lambda p: raw_mrc(p, nx=2**31 - 1, ny=2**31 - 1, nz=2**31 - 1, data=bytes(4096)),
+    "overflow_dims.mrc": lambda p: raw_mrc(p, nx=2**16, ny=2**16, nz=2**16, data=bytes(4096)),
+    "mode3.mrc": lambda p: raw_mrc(p, mode=3, data=bytes(BOX**3 * 4)),
+    "mode4.mrc": lambda p: raw_mrc(p, mode=4, data=bytes(BOX**3 * 8)),
+    "mode101.mrc": lambda p: raw_mrc(p, nx=15, ny=15, nz=15, mode=101, data=bytes(15 * 15 * 8)),
+    "mode_minus1.mrc": lambda p: raw_mrc(p, mode=-1, data=bytes(BOX**3 * 4)),
+    "truncated.mrc": lambda p: raw_mrc(p, data=bytes(BOX**3 * 2)),
+    "ext_past_end.mrc": lambda p: raw_mrc(p, nsymbt=10**9, data=b""),
+    "ext_negative.mrc": lambda p: raw_mrc(p, nsymbt=-4096),
+    "ext_huge_int.mrc": lambda p: raw_mrc(p, nsymbt=2**31 - 1, data=b""),
+    "not_gzip.mrc.gz": lambda p: _put(p, b"\x1f\x8b" + np.random.default_rng(2).bytes(3000)),
+    "bad_bzip2.mrc": lambda p: _put(p, b"BZh9" + np.random.default_rng(3).bytes(3000)),
+    "text.mrc": lambda p: _put(p, "this is not an MRC file\n" * 100),
+    "empty_gzip.mrc.gz": lambda p: _put(p, gzip.compress(b"")),
+    "gzip_of_junk.mrc.gz": lambda p: _put(p, gzip.compress(b"junk" * 400)),
+    "gzip_truncated.mrc.gz": lambda p: _put(p, gzip.compress(
+        raw_mrc(p.with_suffix(".tmp"), data=bytes(BOX**3 * 4)).read_bytes())[:600]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_MRC))
+def test_info_refuses_hostile_mrc(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = HOSTILE_MRC[name](tmp_path / name)
+    assert_error(run_cli(["info", path], capsys), path)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_MRC))
+def test_classify_single_hostile_mrc_is_an_error_row(name: str, model: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """One bad file among good ones: it lands in errors.csv, the good ones are classified."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for i, v in enumerate(volumes(2)):
+        write_volume(d / f"good_{i}.mrc", v, voxel_size=VOXEL)
+    bad = HOSTILE_MRC[name](d / f"bad_{name}")
+    for extra in d.glob("*.tmp"):
+        extra.unlink()
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, d / "good_0.mrc", bad, d / "good_1.mrc", "-o", out, "-q",
+                            "-b", "cpu"], capsys)
+    assert code == 0, err
+    assert "Traceback" not in err
+    errs = errors_table(out)
+    assert len(errs) == 1 and str(bad) in errs.iloc[0].to_string() or str(bad) in " ".join(
+        errs.astype(str).to_numpy().ravel()), errs
+    assert len(predictions(out)) == 2
+
+
+def test_info_and_classify_refuse_a_single_bad_file_named_on_its_own(model: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A single hostile file given alone: either a one-line refusal or an errors row, never a traceback."""
+    bad = raw_mrc(tmp_path / "trunc.mrc", data=bytes(100))
+    code, _, err = run_cli(["classify", model, bad, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys)
+    assert "Traceback" not in err
+    if code == 0:
+        assert len(errors_table(tmp_path / "o")) == 1
+    else:
+        assert_error((code, "", err), bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# unusual but readable MRC files
+
+
+@pytest.mark.parametrize("cella", [0.0, -50.0, float("nan"), float("inf")])
+def test_bad_voxel_size_in_header_is_unknown_not_a_crash(cella: float, model: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    path = raw_mrc(tmp_path / "vs.mrc", cella=cella, data=volumes(1)[0].tobytes())
+    code, out, err = run_cli(["info", path], capsys)
+    assert code == 0 and "Traceback" not in err, err
+    code, _, err = run_cli(["classify", model, path, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys)
+    assert code == 0 and "Traceback" not in err, err
+    assert len(predictions(tmp_path / "o")) == 1
+
+
+def test_mx_zero_voxel_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = raw_mrc(tmp_path / "mx0.mrc", mx=0, data=volumes(1)[0].tobytes())
+    code, _, err = run_cli(["info", path], capsys)
+    assert code == 0 and "Traceback" not in err, err
+
+
+def test_odd_sized_float16_and_uint16_volumes_are_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for mode, dtype in ((12, np.float16), (6, np.uint16), (0, np.int8), (1, np.int16)):
+        arr = (np.arange(15 * 13 * 11) % 50).astype(dtype)
+        path = raw_mrc(tmp_path / f"odd_{mode}.mrc", nx=11, ny=13, nz=15, mode=mode, data=arr.tobytes())
+        code, out, err = run_cli(["info", path], capsys)
+        assert code == 0 and "Traceback" not in err, (mode, err)
+
+
+def test_nan_inf_voxels_and_constant_volume(model: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """NaN/Inf volumes are error rows; an all-constant volume (std 0) gives finite outputs."""
+    d = tmp_path / "in"
+    d.mkdir()
+    v = volumes(3)
+    nan, inf = v[0].copy(), v[1].copy()
+    nan[3, 3, 3] = np.nan
+    inf[0, 0, 0] = -np.inf
+    write_volume(d / "a_nan.mrc", nan, voxel_size=VOXEL)
+    write_volume(d / "b_inf.mrc", inf, voxel_size=VOXEL)
+    write_volume(d / "c_const.mrc", np.full((BOX,) * 3, 7.5, np.float32), voxel_size=VOXEL)
+    write_volume(d / "d_zero.mrc", np.zeros((BOX,) * 3, np.float32), voxel_size=VOXEL)
+    write_volume(d / "e_good.mrc", v[2], voxel_size=VOXEL)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, d, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    errs = " ".join(errors_table(out).astype(str).to_numpy().ravel())
+    assert "a_nan.mrc" in errs and "b_inf.mrc" in errs
+    pred = predictions(out)
+    assert len(pred) == 3
+    numeric = pred.select_dtypes(include=[np.number])
+    assert np.isfinite(numeric.to_numpy(dtype=np.float64)).all(), pred
+    code, _, err = run_cli(["info", d / "a_nan.mrc"], capsys)
+    assert code == 0 and "Traceback" not in err, err
+
+
+def test_constant_volume_through_onnx_is_finite(model: Path) -> None:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    x = np.full((2, 1, BOX, BOX, BOX), 3.0, np.float32)
+    x[1] = 0.0
+    logits, feats = sess.run(["logits", "features"], {"subtomograms": x})
+    assert np.isfinite(logits).all() and np.isfinite(feats).all()
+
+
+def test_2d_image_non_cubic_and_wrong_box(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "in"
+    d.mkdir()
+    raw_mrc(d / "a_image2d.mrc", nz=1, data=volumes(1)[0][0].tobytes())
+    write_volume(d / "b_noncubic.mrc", np.ones((BOX, BOX, BOX + 4), np.float32), voxel_size=VOXEL)
+    write_volume(d / "c_wrongbox.mrc", np.ones((BOX + 2,) * 3, np.float32), voxel_size=VOXEL)
+    write_volume(d / "d_good.mrc", volumes(1)[0], voxel_size=VOXEL)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, d, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    assert len(errors_table(out)) == 3 and len(predictions(out)) == 1
+    code, _, err = run_cli(["info", d / "a_image2d.mrc"], capsys)
+    assert code == 0 and "Traceback" not in err, err
+    # a 4-D stack of the wrong box can never work with this model: refused up front
+    stack = write_stack(tmp_path / "wrong box.mrcs", np.zeros((3, 12, 12, 12), np.float32), voxel_size=VOXEL)
+    assert_error(run_cli(["classify", model, stack, "-o", tmp_path / "o2", "-q", "-b", "cpu"], capsys), stack)
+    # a stack header whose mz does not divide nz
+    odd = raw_mrc(tmp_path / "odd_stack.mrcs", nz=BOX * 3 - 1, ispg=401, mz=BOX)
+    code, _, err = run_cli(["classify", model, odd, "-o", tmp_path / "o3", "-q", "-b", "cpu"], capsys)
+    assert "Traceback" not in err
+    if code != 0:
+        assert_error((code, "", err), odd)
+
+
+# ---------------------------------------------------------------------------------------------
+# picks tables
+
+
+@pytest.fixture()
+def tomo(tmp_path: Path) -> Path:
+    t = np.random.default_rng(5).normal(0, 1, (24, 40, 32)).astype(np.float32)  # Z, Y, X
+    return write_volume(tmp_path / "TS_01.mrc", t, voxel_size=VOXEL)
+
+
+def _star(path: Path, df: pd.DataFrame) -> Path:
+    import starfile
+
+    starfile.write({"particles": df}, path)
+    return path
+
+
+STAR_BAD = {
+    "empty.star": lambda p: _put(p, ""),
+    "whitespace.star": lambda p: _put(p, "\n\n   \n"),
+    "no_block.star": lambda p: _put(p, "# just a comment\nhello world\n"),
+    "binary.star": lambda p: _put(p, np.random.default_rng(4).bytes(2000)),
+    "no_coords.star": lambda p: _star(p, pd.DataFrame({"rlnTomoName": ["TS_01"], "rlnAngleRot": [1.0]})),
+    "text_coords.star": lambda p: _put(p, 
+        "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
+        "_rlnCoordinateZ #4\nTS_01 abc def ghi\nTS_01 1 2 3\n"),
+    "nan_coords.star": lambda p: _put(p, 
+        "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
+        "_rlnCoordinateZ #4\nTS_01 nan 5 5\nTS_01 8 8 8\n"),
+    "dup_columns.star": lambda p: _put(p, 
+        "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateX #3\n"
+        "_rlnCoordinateY #4\n_rlnCoordinateZ #5\nTS_01 8 9 8 8\n"),
+    "loop_no_rows.star": lambda p: _put(p, 
+        "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
+        "_rlnCoordinateZ #4\n"),
+    "ragged.star": lambda p: _put(p, 
+        "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
+        "_rlnCoordinateZ #4\nTS_01 8 8\nTS_01 8 8 8 9 9\n"),
+    "missing_x.csv": lambda p: _put(p, "tomo,y,z\nTS_01,5,5\n"),
+    "header_only.csv": lambda p: _put(p, "tomo,x,y,z\n"),
+    "empty.csv": lambda p: _put(p, ""),
+    "binary.csv": lambda p: _put(p, b"\xff\xfe\x00\x01" * 300),
+    "quote.csv": lambda p: _put(p, 'tomo,x,y,z\n"TS_01,5,5,5\n'),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STAR_BAD))
+def test_bad_picks_tables_are_refused(name: str, model: Path, tomo: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A table that cannot be read at all refuses the run (or, if readable, bad rows become errors)."""
+    path = STAR_BAD[name](tmp_path / name)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, path, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert "Traceback" not in err, err
+    if code == 0:  # readable table: every bad row must be an errors row, nothing silently lost
+        n_rows = len(predictions(out)) + len(errors_table(out))
+        assert n_rows >= 1 and len(errors_table(out)) >= 1, (name, err)
+    else:
+        assert_error((code, "", err), path)
+    code, _, err = run_cli(["info", path], capsys)
+    assert "Traceback" not in err, err
+    if code != 0:
+        assert_error((code, "", err), path)
+
+
+def test_picks_outside_the_tomogram_become_error_rows(model: Path, tomo: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    picks = _star(tmp_path / "picks.star", pd.DataFrame({
+        "rlnTomoName": ["TS_01"] * 4,
+        "rlnCoordinateX": [16.0, 500.0, -40.0, 10.0],
+        "rlnCoordinateY": [20.0, 10.0, 10.0, 10.0],
+        "rlnCoordinateZ": [12.0, 10.0, 10.0, 1e9],
+    }))
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, picks, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    assert len(predictions(out)) == 1 and len(errors_table(out)) == 3
+
+
+def test_relion5_centered_picks_outside_become_error_rows(model: Path, tomo: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Centred Angstrom picks outside the tomogram must not refuse the whole table."""
+    picks = _star(tmp_path / "centered.star", pd.DataFrame({
+        "rlnTomoName": ["TS_01"] * 3,
+        "rlnCenteredCoordinateXAngst": [0.0, 10_000.0, -5.0],
+        "rlnCenteredCoordinateYAngst": [0.0, 0.0, 5.0],
+        "rlnCenteredCoordinateZAngst": [0.0, 0.0, -10_000.0],
+    }))
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, picks, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    assert len(predictions(out)) == 1 and len(errors_table(out)) == 2
+
+
+def test_semicolon_csv_and_nan_row(model: Path, tomo: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    semi = tmp_path / "semi.csv"
+    semi.write_text("tomo;x;y;z\nTS_01;16;20;12\nTS_01;10;10;10\n")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, semi, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    assert len(predictions(out)) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# per-particle listings (rlnImageName)
+
+
+def test_listing_with_bad_references(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_stack(tmp_path / "stack.mrcs", volumes(3), voxel_size=VOXEL)
+    listing = _star(tmp_path / "listing.star", pd.DataFrame({"rlnImageName": [
+        "000001@stack.mrcs", "000009@stack.mrcs", "abc@stack.mrcs", "missing.mrc", "000002@nope.mrcs",
+        "000003@stack.mrcs"]}))
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, listing, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    assert len(predictions(out)) == 2 and len(errors_table(out)) == 4
+
+
+def test_listing_slice_zero_is_refused(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_stack(tmp_path / "stack.mrcs", volumes(2), voxel_size=VOXEL)
+    listing = _star(tmp_path / "l0.star", pd.DataFrame({"rlnImageName": ["000000@stack.mrcs"]}))
+    code, _, err = run_cli(["classify", model, listing, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys)
+    assert "Traceback" not in err
+    if code != 0:
+        assert_error((code, "", err), listing)
+
+
+# ---------------------------------------------------------------------------------------------
+# paths: directories, symlink loops, spaces and unicode
+
+
+def test_directory_of_non_mrc_files(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "junk"
+    d.mkdir()
+    (d / "a.txt").write_text("hello")
+    (d / "b.png").write_bytes(b"\x89PNG")
+    assert_error(run_cli(["classify", model, d, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys), d)
+    code, _, err = run_cli(["info", d], capsys)
+    assert "Traceback" not in err and code == 2, err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
+def test_symlink_loop(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    loop = tmp_path / "loop.mrc"
+    os.symlink(loop, loop)
+    assert_error(run_cli(["info", loop], capsys), loop)
+    code, _, err = run_cli(["classify", model, loop, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys)
+    assert "Traceback" not in err
+    if code == 0:
+        assert len(errors_table(tmp_path / "o")) == 1
+    else:
+        assert_error((code, "", err), loop)
+    d = tmp_path / "dirloop"
+    d.mkdir()
+    os.symlink(d / "x.mrc", d / "x.mrc")
+    write_volume(d / "y.mrc", volumes(1)[0], voxel_size=VOXEL)
+    code, _, err = run_cli(["classify", model, d, "-o", tmp_path / "o2", "-q", "-b", "cpu"], capsys)
+    assert code == 0 and "Traceback" not in err, err
+    assert len(predictions(tmp_path / "o2")) == 1
+
+
+def test_spaces_and_unicode_in_paths(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "données été" / "sub tomos ✓"
+    d.mkdir(parents=True)
+    good = write_volume(d / "ribosome n°1 ü.mrc", volumes(1)[0], voxel_size=VOXEL)
+    code, _, err = run_cli(["info", good], capsys)
+    assert code == 0, err
+    out = tmp_path / "résultats ä"
+    code, _, err = run_cli(["classify", model, good, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    assert len(predictions(out)) == 1
+    bad = d / "cassé ✗.mrc"
+    bad.write_bytes(b"nope")
+    assert_error(run_cli(["info", bad], capsys), bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# models: garbage ONNX, ONNX without metadata, malicious checkpoints
+
+
+def test_garbage_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
+    for name, payload in (("garbage.onnx", np.random.default_rng(6).bytes(4000)), ("empty.onnx", b""),
+                          ("text.onnx", b"hello world\n")):
+        bad = tmp_path / name
+        bad.write_bytes(payload)
+        assert_error(run_cli(["classify", bad, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys), bad)
+        assert_error(run_cli(["info", bad], capsys), bad)
+
+
+def test_onnx_without_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str], model: Path) -> None:
+    import onnx
+
+    m = onnx.load(str(model))
+    del m.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(m, str(bare))
+    vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
+    assert_error(run_cli(["classify", bare, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys), bare)
+    # metadata present but lying (a string where a number is expected, bad JSON)
+    m = onnx.load(str(model))
+    for entry in m.metadata_props:
+        if entry.key == "cryoshift.box_size":
+            entry.value = '"sixteen"'
+        if entry.key == "cryoshift.class_names":
+            entry.value = "[not json"
+    liar = tmp_path / "liar.onnx"
+    onnx.save(m, str(liar))
+    assert_error(run_cli(["classify", liar, vol, "-o", tmp_path / "o2", "-q", "-b", "cpu"], capsys), liar)
+    code, _, err = run_cli(["info", liar], capsys)
+    assert "Traceback" not in err
+    if code != 0:
+        assert_error((code, "", err), liar)
+
+
+class _Payload:
+    """Pickled, this object calls ``open(marker, 'w')`` on load: proof that unpickling ran code."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):  # noqa: D105
+        return (open, (self.marker, "w"))
+
+
+def test_malicious_checkpoint_is_refused_and_does_not_run(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    torch = pytest.importorskip("torch")
+    marker = tmp_path / "PWNED"
+    zipped = tmp_path / "evil.pt"
+    torch.save({"format": "cryoshift.checkpoint/1", "x": _Payload(marker)}, zipped)
+    legacy = tmp_path / "legacy.pt"
+    with open(legacy, "wb") as fh:
+        pickle.dump({"x": _Payload(marker)}, fh)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(np.random.default_rng(7).bytes(3000))
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    not_ours = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(3)}, not_ours)
+    for bad in (zipped, legacy, garbage, empty, not_ours):
+        assert_error(run_cli(["export", bad, "-o", tmp_path / "exp", "--no-progress"], capsys), bad)
+        assert not marker.exists(), f"{bad.name}: the pickle payload ran"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes(zipped.read_bytes())
+    assert_error(run_cli(["export", run, "-o", tmp_path / "exp", "--no-progress"], capsys), run)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset directories
+
+
+@pytest.fixture()
+def dataset(tmp_path: Path) -> Path:
+    from cryoshift.runtime.dataset import write_dataset
+
+    return write_dataset(tmp_path / "ds", volumes(6), labels=[0, 1, 2, 0, 1, 2],
+                         class_names=["ribosome", "proteasome", "junk"], voxel_size=VOXEL)
+
+
+@pytest.mark.parametrize("breakage", ["invalid_json", "n_disagrees", "box_disagrees", "json_list",
+                                      "no_volumes", "csv_garbage", "volumes_garbage", "n_string",
+                                      "labels_out_of_range", "labels_text"])
+def test_broken_dataset(breakage: str, dataset: Path, model: Path, tmp_path: Path,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    meta = dataset / "dataset.json"
+    info = json.loads(meta.read_text())
+    if breakage == "invalid_json":
+        meta.write_text("{not json")
+    elif breakage == "n_disagrees":
+        meta.write_text(json.dumps({**info, "n": 9}))
+    elif breakage == "box_disagrees":
+        meta.write_text(json.dumps({**info, "box_size": 32}))
+    elif breakage == "json_list":
+        meta.write_text("[1, 2, 3]")
+    elif breakage == "n_string":
+        meta.write_text(json.dumps({**info, "n": "many"}))
+    elif breakage == "no_volumes":
+        (dataset / "volumes.mrc").unlink()
+    elif breakage == "csv_garbage":
+        (dataset / "particles.csv").write_bytes(b"\x00\xff" * 100)
+    elif breakage == "volumes_garbage":
+        (dataset / "volumes.mrc").write_bytes(b"x" * 5000)
+    elif breakage == "labels_out_of_range":
+        t = pd.read_csv(dataset / "particles.csv")
+        t["label"] = [0, 1, 7, 0, 1, -2]
+        t.to_csv(dataset / "particles.csv", index=False)
+    elif breakage == "labels_text":
+        t = pd.read_csv(dataset / "particles.csv")
+        t["label"] = ["a", "b", "c", "a", "b", "c"]
+        t.to_csv(dataset / "particles.csv", index=False)
+    labels_only = breakage.startswith("labels")
+    for argv in (["info", dataset], ["evaluate", model, dataset, "--out", tmp_path / "ev"],
+                 ["classify", model, dataset, "-o", tmp_path / "cl", "-q", "-b", "cpu"]):
+        code, out, err = run_cli(argv, capsys)
+        assert "Traceback" not in err, (argv[0], err)
+        if labels_only and argv[0] != "evaluate":
+            continue  # labels are not read by info/classify
+        if argv[0] == "classify" and breakage in ("csv_garbage",):
+            continue  # classify reads only the stack
+        assert_error((code, out, err), dataset)
+
+
+# ---------------------------------------------------------------------------------------------
+# training target loading and simulate --structures
+
+
+def test_train_target_loading_skips_bad_items(tmp_path: Path) -> None:
+    from cryoshift.training.data import load_target
+
+    d = tmp_path / "target"
+    d.mkdir()
+    for i, v in enumerate(volumes(3)):
+        write_volume(d / f"g{i}.mrc", v, voxel_size=VOXEL)
+    raw_mrc(d / "h_trunc.mrc", data=bytes(10))
+    (d / "i_zero.mrc").write_bytes(b"")
+    raw_mrc(d / "j_mode4.mrc", mode=4)
+    nan = volumes(1)[0]
+    nan[0, 0, 0] = np.nan
+    write_volume(d / "k_nan.mrc", nan, voxel_size=VOXEL)
+    dom = load_target(str(d), BOX, VOXEL, "dark", ["a", "b"])
+    assert len(dom) == 3
+    assert len(dom.skipped) == 4 and all(s.split(": ")[0].endswith(".mrc") for s in dom.skipped)
+
+
+def test_train_refuses_hostile_target(tmp_path: Path, capsys: pytest.CaptureFixture[str], dataset: Path) -> None:
+    pytest.importorskip("torch")
+    for name, payload in (("t.star", b""), ("t.csv", b"a;b\n1;2\n"), ("t.mrc", b"junk" * 300)):
+        bad = tmp_path / name
+        bad.write_bytes(payload)
+        result = run_cli(["train", "--source", dataset, "--target", bad, "--out", tmp_path / f"run_{name}",
+                          "--epochs", "1", "--backbone", "cryonet-small", "--no-progress", "--threads", "1"],
+                         capsys)
+        assert_error(result, bad)
+
+
+@pytest.mark.parametrize("name,payload", [("empty.pdb", b""), ("junk.pdb", b"HELLO\x00\xff" * 50),
+                                          ("junk.cif", b"data_x\n_loop\n\x00\x01"),
+                                          ("junk.mrc", b"abc" * 400), ("noatoms.pdb", b"REMARK nothing\nEND\n"),
+                                          ("zero.mrc", None)])
+def test_simulate_refuses_bad_structure_file(name: str, payload: bytes | None, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    bad = tmp_path / name
+    if payload is None:
+        write_volume(bad, np.zeros((BOX,) * 3, np.float32), voxel_size=VOXEL)
+    else:
+        bad.write_bytes(payload)
+    result = run_cli(["simulate", tmp_path / "sim", "--structures", bad, "--n", "4", "--box", BOX], capsys)
+    assert_error(result, bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# a real subprocess: what the user's terminal sees
+
+
+def test_subprocess_one_line_error(tmp_path: Path) -> None:
+    bad = raw_mrc(tmp_path / "huge dims ✗.mrc", nx=2**31 - 1, ny=2**31 - 1, nz=2**31 - 1, data=b"")
+    proc = subprocess.run([sys.executable, "-m", "cryoshift.runtime.cli", "info", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in proc.stderr
