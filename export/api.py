@@ -8,7 +8,6 @@ from what, with which library versions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import warnings
@@ -25,6 +24,7 @@ from cryoshift.export.data import find_volumes, random_volumes, read_volumes
 from cryoshift.export.formats import FORMATS, artefact_name, select_formats
 from cryoshift.export.onnx import ExportWrapper, complete_metadata, export_onnx, torch_reference
 from cryoshift.export.result import ExportResult, ExportWarning
+from cryoshift.runtime.engine_sidecar import file_sha256
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata
 
@@ -72,10 +72,6 @@ def _calibration(given: str | Path | None, config: dict[str, Any], box_size: int
                                          "the run's config names no dataset")
         given = paths[0]
     return read_volumes(given, box_size, CALIBRATION_VOLUMES), str(given)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def export_checkpoint(
@@ -162,7 +158,7 @@ def export_checkpoint(
     report = {
         "format": "cryoshift.export/1",
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256": _sha256(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
         "epoch": payload.get("epoch"),
         "backbone": payload.get("backbone"),
         "parity_data": source,

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from cryoshift.runtime.engine_sidecar import file_sha256
 from cryoshift.runtime.errors import InputError, MissingExtraError
 from cryoshift.runtime.metadata import ModelMetadata
 
@@ -32,14 +33,6 @@ BACKENDS = ("auto", "cpu", "cuda", "tensorrt", "engine")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 INPUT = "subtomograms"
 OUTPUTS = ("logits", "features")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _ort() -> Any:
