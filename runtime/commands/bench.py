@@ -12,23 +12,16 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from cryoshift.runtime.commands._options import Backend
+
 NAME = "bench"
 NO_ARGS_IS_HELP = True
 KINDS = ("stack", "files", "tomogram")
-
-
-class Backend(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    tensorrt = "tensorrt"
-    engine = "engine"
 
 
 def make_bench_data(root: Path, n: int, box: int, voxel_size: float, seed: int = 0) -> dict[str, Any]:

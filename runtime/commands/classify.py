@@ -7,16 +7,10 @@ from pathlib import Path
 
 import typer
 
+from cryoshift.runtime.commands._options import Backend
+
 NAME = "classify"
 NO_ARGS_IS_HELP = True
-
-
-class Backend(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    tensorrt = "tensorrt"
-    engine = "engine"
 
 
 class Contrast(str, Enum):
