@@ -22,13 +22,15 @@ def command(
 ) -> None:
     """Simulate -> train -> export -> classify on built-in structures, and score the result.
 
-    Simulates a labelled source and a shifted "experimental" target (tilt-series
-    reconstruction, crowding, off-centre picks, low SNR, coloured noise) from six built-in
-    structures; trains a source-only baseline and Cryo-Shift for the same short budget
-    (the target's labels are never read in training); exports Cryo-Shift to ONNX;
-    classifies the target with the PyTorch-free runtime; prints each model's target
-    accuracy (scored with the held-back labels) and the runtime's throughput.
-    A re-run re-uses finished stages in --out. Needs the 'train' extra.
+    Simulates a labelled source and a shifted target (tilt series, crowding, low SNR, 1/f noise).
+
+    Trains source-only and Cryo-Shift for the same short budget; target labels are never read.
+
+    Exports Cryo-Shift to ONNX and classifies the target with the PyTorch-free runtime.
+
+    Prints each model's target accuracy (held-back labels) and the runtime's throughput.
+
+    A re-run re-uses finished stages in --out. About 2 minutes on 2 CPU cores. Needs the 'train' extra.
 
     Example: cryoshift demo --out demo_out
     """
