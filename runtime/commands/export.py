@@ -55,6 +55,7 @@ def command(
     from cryoshift.runtime.errors import require_extra
 
     require_extra("train", "cryoshift export", "torch", "onnx")
+    import contextlib
     import warnings
 
     from rich.console import Console
@@ -73,17 +74,12 @@ def command(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            if no_progress:
-                results = export_checkpoint(checkpoint, out, fp16=fp16, tensorrt=tensorrt, int8=int8,
-                                            calibration=calibration, parity_data=parity_data, opset=opset,
-                                            batch_max=batch_max)
-            else:
-                with console.status("exporting") as status:
-                    results = export_checkpoint(
-                        checkpoint, out, fp16=fp16, tensorrt=tensorrt, int8=int8, calibration=calibration,
-                        parity_data=parity_data, opset=opset, batch_max=batch_max,
-                        progress=lambda msg: status.update(msg),
-                    )
+            with contextlib.nullcontext() if no_progress else console.status("exporting") as status:
+                results = export_checkpoint(
+                    checkpoint, out, fp16=fp16, tensorrt=tensorrt, int8=int8, calibration=calibration,
+                    parity_data=parity_data, opset=opset, batch_max=batch_max,
+                    progress=None if status is None else status.update,
+                )
         except ParityError as exc:
             typer.echo(f"cryoshift: error: parity check failed: {exc}", err=True)
             raise typer.Exit(1) from exc
