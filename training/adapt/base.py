@@ -91,6 +91,22 @@ class AdaptationMethod(nn.Module):
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         return {"name": name, "params": params, "lr": lr} if params else None
 
+    def _groups(
+        self, lr: float, discriminators: Iterable[nn.Module] = (), warp: nn.Module | None = None
+    ) -> list[dict[str, Any]]:
+        """Backbone at ``lr``, discriminators at ``lr * disc_lr_mult``, the warp at ``lr * warp_lr_mult``.
+
+        Groups without trainable parameters are left out. One place for the learning-rate rules,
+        so that the adversarial methods cannot drift apart.
+        """
+        groups = [self._group("backbone", [self.backbone], lr)]
+        discriminators = list(discriminators)
+        if discriminators:
+            groups.append(self._group("discriminator", discriminators, lr * self.hparams["disc_lr_mult"]))
+        if warp is not None:
+            groups.append(self._group("warp", [warp], lr * self.hparams["warp_lr_mult"]))
+        return [g for g in groups if g]
+
     # -- the contract ------------------------------------------------------------------------
     def losses(
         self,
@@ -107,8 +123,7 @@ class AdaptationMethod(nn.Module):
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Optimiser parameter groups (``name``, ``params``, ``lr``); by default one backbone group."""
-        group = self._group("backbone", [self.backbone], lr)
-        return [group] if group else []
+        return self._groups(lr)
 
     def finalize(self, target_batches: Iterable[torch.Tensor]) -> None:
         """Hook run once after training on normalised target batches; a no-op by default."""

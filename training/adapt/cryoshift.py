@@ -89,13 +89,7 @@ class WarpRandomization(WarpMixin, AdaptationMethod):
         return {"total": total, "ce": ce.detach(), "img_disc": img.detach()}
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        h = self.hparams
-        groups = [
-            self._group("backbone", [self.backbone], lr),
-            self._group("discriminator", [self.img_discriminator], lr * h["disc_lr_mult"]),
-            self._group("warp", [self.warp], lr * h["warp_lr_mult"]),
-        ]
-        return [g for g in groups if g]
+        return self._groups(lr, [self.img_discriminator], warp=self.warp)
 
 
 @METHODS.register("cryoshift")
@@ -131,11 +125,4 @@ class CryoShift(MADAMixin, WarpMixin, AdaptationMethod):
         return {"total": total, "ce": ce.detach(), "img_disc": img.detach(), "mada": mada.detach()}
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        h = self.hparams
-        discs = [self.img_discriminator, self.class_discriminators]
-        groups = [
-            self._group("backbone", [self.backbone], lr),
-            self._group("discriminator", discs, lr * h["disc_lr_mult"]),
-            self._group("warp", [self.warp], lr * h["warp_lr_mult"]),
-        ]
-        return [g for g in groups if g]
+        return self._groups(lr, [self.img_discriminator, self.class_discriminators], warp=self.warp)

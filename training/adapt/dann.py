@@ -50,8 +50,4 @@ class DANN(AdaptationMethod):
         return {"total": total, "ce": ce.detach(), "dann": dann.detach()}
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        groups = [
-            self._group("backbone", [self.backbone], lr),
-            self._group("discriminator", [self.discriminator], lr * self.hparams["disc_lr_mult"]),
-        ]
-        return [g for g in groups if g]
+        return self._groups(lr, [self.discriminator])

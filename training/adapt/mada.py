@@ -97,8 +97,4 @@ class MADA(MADAMixin, AdaptationMethod):
         return {"total": total, "ce": ce.detach(), "mada": mada.detach()}
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        groups = [
-            self._group("backbone", [self.backbone], lr),
-            self._group("discriminator", [self.class_discriminators], lr * self.hparams["disc_lr_mult"]),
-        ]
-        return [g for g in groups if g]
+        return self._groups(lr, [self.class_discriminators])
