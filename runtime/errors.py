@@ -15,8 +15,9 @@ class InputError(ValueError):
 
     def __init__(self, path: str | Path | None, reason: str):
         self.path = None if path is None else str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}" if self.path else reason)
+        # One line, whatever the cause says: library messages (pandas, torch) span several lines.
+        self.reason = " ".join(str(reason).split())
+        super().__init__(f"{self.path}: {self.reason}" if self.path else self.reason)
 
 
 class MissingExtraError(ImportError):

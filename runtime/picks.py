@@ -182,12 +182,25 @@ def _check_values(df: pd.DataFrame, path: Path) -> None:
         raise InputError(path, f"{len(rows)} rows have missing or non-numeric coordinates (rows {shown})")
 
 
-def read_picks(path: str | Path, pixel_size: PerTomo = None, tomo_shape: PerTomo = None) -> pd.DataFrame:
+def _check_table(df: pd.DataFrame, path: Path, what: str) -> None:
+    """Refuse tables that would mislead later steps: duplicated column names (which column is
+    meant?) and tables with a header but no rows (a run that classifies nothing and says so
+    only in a count is easy to miss)."""
+    dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    if dup:
+        raise InputError(path, f"duplicate column names: {_list(dup)}")
+    if len(df) == 0:
+        raise InputError(path, f"no {what}: the table has column names but no rows")
+
+
+def read_picks(path: str | Path, pixel_size: PerTomo = None, tomo_shape: PerTomo = None,
+               check_inside: bool = True) -> pd.DataFrame:
     """Picks as a DataFrame: ``tomo_name``, ``x``, ``y``, ``z`` (float pixels) + original columns.
 
     ``pixel_size`` and ``tomo_shape`` are only needed for RELION 5 centred Angstrom
     coordinates (see :func:`centered_to_pixels`). If ``tomo_shape`` is given, coordinates
-    outside the tomogram raise :class:`InputError` (use :func:`outside` to skip them instead).
+    outside the tomogram raise :class:`InputError` unless ``check_inside`` is False (batch
+    work: such picks then fail one by one when cropped; :func:`outside` finds them).
     """
     path = Path(path)
     if path.is_dir():
@@ -213,6 +226,7 @@ def read_picks(path: str | Path, pixel_size: PerTomo = None, tomo_shape: PerTomo
         coords = tuple(cols)
         tomo_col = _find(df.columns, *TOMO_COLUMNS)
     df = df.reset_index(drop=True)
+    _check_table(df, path, "picks")
     if tomo_col:
         raw = df[tomo_col]
         tomo = raw.where(raw.notna(), "").astype(str).str.strip()
@@ -231,7 +245,7 @@ def read_picks(path: str | Path, pixel_size: PerTomo = None, tomo_shape: PerTomo
     extra = df[[c for c in df.columns if str(c).lower() not in replaced]]
     out = _ordered(pd.concat([base, extra], axis=1))
     _check_values(out, path)
-    if tomo_shape is not None:
+    if tomo_shape is not None and check_inside:
         mask = outside(out, tomo_shape)
         if mask.any():
             i = int(np.flatnonzero(mask)[0])
@@ -284,6 +298,7 @@ def read_particle_listing(path: str | Path) -> pd.DataFrame:
             raise InputError(path, f"no rlnImageName column (a per-particle listing); found {_list(found)}")
         df = blocks["particles" if "particles" in names else names[0]].reset_index(drop=True)
         col = "rlnImageName"
+        _check_table(df, path, "subtomograms listed")
     else:
         df = _read_table(path)
         col = _find(df.columns, "rlnImageName", "path", "image", "image_name")

@@ -278,10 +278,11 @@ class _Planner:
             return
         if path.suffix.lower() == ".star" and _star_has(path, "rlnCenteredCoordinateXAngst") \
                 and not _star_has(path, "rlnCoordinateX"):
-            # RELION 5 centred Angstrom coordinates: converted with each tomogram's own header
-            # (its picks outside the tomogram then refuse the table, naming the first one).
+            # RELION 5 centred Angstrom coordinates: converted with each tomogram's own header;
+            # picks outside the tomogram become error rows when cropped, like pixel picks.
             picks = read_picks(path, pixel_size=lambda name: self._tomo_header(path, name)["voxel_size"],
-                               tomo_shape=lambda name: self._tomo_header(path, name)["shape"])
+                               tomo_shape=lambda name: self._tomo_header(path, name)["shape"],
+                               check_inside=False)
         else:
             picks = read_picks(path)
         self.add_picks(path, picks)

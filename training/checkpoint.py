@@ -12,6 +12,7 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +65,31 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one short line.
+
+    torch's own message is a page of advice ending in the line that matters (which global the
+    pickle asked for); only that line is kept, since the advice (load without weights_only)
+    is exactly what must not be done with a file from elsewhere.
+    """
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        after = text.split("WeightsUnpickler error:", 1)[1].strip()
+        detail = (after.splitlines() or [""])[0].split(". Please use", 1)[0].strip()
+        return (f"refused: the file holds Python objects other than tensors ({detail or 'unsafe pickle'}); "
+                "cryoshift loads weights only and never runs code from a checkpoint")
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"not a readable weights-only checkpoint ({exc.__class__.__name__}: {first[:300]})"
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = resolve_checkpoint(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        reason = f"not a readable weights-only checkpoint ({exc.__class__.__name__}: {exc})"
-        raise InputError(path, reason) from exc
+        raise InputError(path, _load_failure(exc)) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(path, f"not a cryoshift checkpoint (expected format {FORMAT})")
     return payload
