@@ -22,20 +22,11 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import cpu_model  # benchmarks/ is on sys.path: scripts run as files
 
 from cryoshift.training.simulate import PRESETS, Simulator, builtin_structures
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def measure(fidelity: str, box: int, device: str, batch: int, repeats: int, threads: int) -> dict:

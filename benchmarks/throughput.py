@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import cpu_model  # benchmarks/ is on sys.path: scripts run as files
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -96,17 +97,9 @@ def sgemm_gflops(size: int = 1536, repeats: int = 5) -> float:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     from cryoshift.runtime.backends import gpu_name
 
-    info = {"cpu": cpu, "logical_cores": os.cpu_count(),
+    info = {"cpu": cpu_model(), "logical_cores": os.cpu_count(),
             "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "gpu": gpu_name(), "python": platform.python_version(), "platform": platform.platform()}
