@@ -275,6 +275,26 @@ def write_dataset(directory: str | Path, volumes: np.ndarray, labels: np.ndarray
     return Path(directory)
 
 
+def _count(info: dict[str, Any], key: str, directory: Path) -> int:
+    """A positive integer field of dataset.json (a hand-edited file may hold anything)."""
+    value = info.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InputError(directory / META, f"{key!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _labels(column: pd.Series, class_names: list[str], path: Path, vol: MrcVolume) -> np.ndarray:
+    """Integer labels indexing ``class_names``; anything else would crash scoring far from here."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values != np.round(values)) | (values < 0) | (values >= len(class_names))
+    if bad.any():
+        vol.close()
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(path, f"{int(bad.sum())} labels are not class indices 0..{len(class_names) - 1} "
+                               f"(first: row {row}, label {column.iloc[row]!r})")
+    return values.astype(np.int64)
+
+
 def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
     """Open a dataset directory; labels (and the label columns of the table) only if asked for."""
     directory = Path(directory)
@@ -297,9 +317,9 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
     for name in (VOLUMES, TABLE):
         if not (directory / name).is_file():
             raise InputError(directory, f"{name} is missing")
+    n, box = _count(info, "n", directory), _count(info, "box_size", directory)
     vol = open_volume(directory / VOLUMES)
     data = vol.data if vol.data.ndim == 4 else vol.data[None]
-    n, box = int(info.get("n", -1)), int(info.get("box_size", -1))
     if data.shape != (n, box, box, box):
         vol.close()
         raise InputError(directory / VOLUMES, f"stack has shape {data.shape}, dataset.json says "
@@ -317,7 +337,7 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
         if not info.get("labelled") or "label" not in table.columns:
             vol.close()
             raise InputError(directory, "dataset is unlabelled; labels were asked for")
-        labels = table["label"].to_numpy(dtype=np.int64)
+        labels = _labels(table["label"], list(info.get("class_names") or []), directory / TABLE, vol)
     else:
         table = table.drop(columns=[c for c in LABEL_COLUMNS if c in table.columns])
     return Dataset(

@@ -13,7 +13,6 @@ flows through the same pipeline and ends up in the errors table exactly once.
 from __future__ import annotations
 
 import glob
-import json
 import math
 import threading
 from collections import OrderedDict
@@ -244,10 +243,10 @@ class _Planner:
                                    "re-extract at the model's box size")
 
     def add_dataset(self, path: Path) -> None:
-        try:
-            info = json.loads((path / "dataset.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(path / "dataset.json", f"cannot read dataset description: {exc}") from exc
+        from cryoshift.runtime.dataset import read_dataset
+
+        with read_dataset(path) as ds:  # checks dataset.json against the stack and the table
+            info = ds.meta
         contrast = self.contrast or info.get("contrast") or "dark"
         self.check_contrast(str(path), contrast)
         stack = path / "volumes.mrc"

@@ -26,18 +26,19 @@ from cryoshift.runtime.mrc import write_stack, write_volume
 
 BOX = 16
 VOXEL = 10.0
+Capsys = pytest.CaptureFixture[str]
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
 
 
-def run_cli(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int | str, str, str]:
+def run_cli(argv: list[object], capsys: Capsys) -> tuple[int | str, str, str]:
     """Run the CLI in-process; an exception escaping ``main`` is what a user would see as a traceback."""
     capsys.readouterr()
     try:
         code: int | str = main([str(a) for a in argv])
-    except BaseException as exc:  # noqa: BLE001 - any escape is the failure under test
+    except BaseException as exc:
         import traceback
 
         code = "uncaught " + "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -47,7 +48,7 @@ def run_cli(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int
 
 def assert_error(result: tuple[int | str, str, str], name: str | Path, code: int = 2) -> str:
     """Exit ``code``, exactly one stderr line starting 'cryoshift: error:', naming ``name``."""
-    got, out, err = result
+    got, _out, err = result
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert got == code, f"exit {got!r}; stderr: {err!r}"
     assert "Traceback" not in err
@@ -162,14 +163,14 @@ HOSTILE_MRC = {
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_MRC))
-def test_info_refuses_hostile_mrc(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_refuses_hostile_mrc(name: str, tmp_path: Path, capsys: Capsys) -> None:
     path = HOSTILE_MRC[name](tmp_path / name)
     assert_error(run_cli(["info", path], capsys), path)
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_MRC))
 def test_classify_single_hostile_mrc_is_an_error_row(name: str, model: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                                     capsys: Capsys) -> None:
     """One bad file among good ones: it lands in errors.csv, the good ones are classified."""
     d = tmp_path / "in"
     d.mkdir()
@@ -184,13 +185,13 @@ def test_classify_single_hostile_mrc_is_an_error_row(name: str, model: Path, tmp
     assert code == 0, err
     assert "Traceback" not in err
     errs = errors_table(out)
-    assert len(errs) == 1 and str(bad) in errs.iloc[0].to_string() or str(bad) in " ".join(
+    assert (len(errs) == 1 and str(bad) in errs.iloc[0].to_string()) or str(bad) in " ".join(
         errs.astype(str).to_numpy().ravel()), errs
     assert len(predictions(out)) == 2
 
 
 def test_info_and_classify_refuse_a_single_bad_file_named_on_its_own(model: Path, tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+                                                                      capsys: Capsys) -> None:
     """A single hostile file given alone: either a one-line refusal or an errors row, never a traceback."""
     bad = raw_mrc(tmp_path / "trunc.mrc", data=bytes(100))
     code, _, err = run_cli(["classify", model, bad, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys)
@@ -207,31 +208,31 @@ def test_info_and_classify_refuse_a_single_bad_file_named_on_its_own(model: Path
 
 @pytest.mark.parametrize("cella", [0.0, -50.0, float("nan"), float("inf")])
 def test_bad_voxel_size_in_header_is_unknown_not_a_crash(cella: float, model: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+                                                         capsys: Capsys) -> None:
     path = raw_mrc(tmp_path / "vs.mrc", cella=cella, data=volumes(1)[0].tobytes())
-    code, out, err = run_cli(["info", path], capsys)
+    code, _out, err = run_cli(["info", path], capsys)
     assert code == 0 and "Traceback" not in err, err
     code, _, err = run_cli(["classify", model, path, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys)
     assert code == 0 and "Traceback" not in err, err
     assert len(predictions(tmp_path / "o")) == 1
 
 
-def test_mx_zero_voxel_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mx_zero_voxel_size(tmp_path: Path, capsys: Capsys) -> None:
     path = raw_mrc(tmp_path / "mx0.mrc", mx=0, data=volumes(1)[0].tobytes())
     code, _, err = run_cli(["info", path], capsys)
     assert code == 0 and "Traceback" not in err, err
 
 
-def test_odd_sized_float16_and_uint16_volumes_are_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_odd_sized_float16_and_uint16_volumes_are_read(tmp_path: Path, capsys: Capsys) -> None:
     for mode, dtype in ((12, np.float16), (6, np.uint16), (0, np.int8), (1, np.int16)):
         arr = (np.arange(15 * 13 * 11) % 50).astype(dtype)
         path = raw_mrc(tmp_path / f"odd_{mode}.mrc", nx=11, ny=13, nz=15, mode=mode, data=arr.tobytes())
-        code, out, err = run_cli(["info", path], capsys)
+        code, _out, err = run_cli(["info", path], capsys)
         assert code == 0 and "Traceback" not in err, (mode, err)
 
 
 def test_nan_inf_voxels_and_constant_volume(model: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+                                            capsys: Capsys) -> None:
     """NaN/Inf volumes are error rows; an all-constant volume (std 0) gives finite outputs."""
     d = tmp_path / "in"
     d.mkdir()
@@ -251,8 +252,8 @@ def test_nan_inf_voxels_and_constant_volume(model: Path, tmp_path: Path,
     assert "a_nan.mrc" in errs and "b_inf.mrc" in errs
     pred = predictions(out)
     assert len(pred) == 3
-    numeric = pred.select_dtypes(include=[np.number])
-    assert np.isfinite(numeric.to_numpy(dtype=np.float64)).all(), pred
+    scores = pred[["confidence", "shift_score"] + [c for c in pred.columns if c.startswith("prob_")]]
+    assert np.isfinite(scores.to_numpy(dtype=np.float64)).all(), pred
     code, _, err = run_cli(["info", d / "a_nan.mrc"], capsys)
     assert code == 0 and "Traceback" not in err, err
 
@@ -267,7 +268,7 @@ def test_constant_volume_through_onnx_is_finite(model: Path) -> None:
     assert np.isfinite(logits).all() and np.isfinite(feats).all()
 
 
-def test_2d_image_non_cubic_and_wrong_box(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_2d_image_non_cubic_and_wrong_box(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     d = tmp_path / "in"
     d.mkdir()
     raw_mrc(d / "a_image2d.mrc", nz=1, data=volumes(1)[0][0].tobytes())
@@ -314,19 +315,19 @@ STAR_BAD = {
     "no_block.star": lambda p: _put(p, "# just a comment\nhello world\n"),
     "binary.star": lambda p: _put(p, np.random.default_rng(4).bytes(2000)),
     "no_coords.star": lambda p: _star(p, pd.DataFrame({"rlnTomoName": ["TS_01"], "rlnAngleRot": [1.0]})),
-    "text_coords.star": lambda p: _put(p, 
+    "text_coords.star": lambda p: _put(p,
         "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
         "_rlnCoordinateZ #4\nTS_01 abc def ghi\nTS_01 1 2 3\n"),
-    "nan_coords.star": lambda p: _put(p, 
+    "nan_coords.star": lambda p: _put(p,
         "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
         "_rlnCoordinateZ #4\nTS_01 nan 5 5\nTS_01 8 8 8\n"),
-    "dup_columns.star": lambda p: _put(p, 
+    "dup_columns.star": lambda p: _put(p,
         "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateX #3\n"
         "_rlnCoordinateY #4\n_rlnCoordinateZ #5\nTS_01 8 9 8 8\n"),
-    "loop_no_rows.star": lambda p: _put(p, 
+    "loop_no_rows.star": lambda p: _put(p,
         "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
         "_rlnCoordinateZ #4\n"),
-    "ragged.star": lambda p: _put(p, 
+    "ragged.star": lambda p: _put(p,
         "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
         "_rlnCoordinateZ #4\nTS_01 8 8\nTS_01 8 8 8 9 9\n"),
     "missing_x.csv": lambda p: _put(p, "tomo,y,z\nTS_01,5,5\n"),
@@ -339,7 +340,7 @@ STAR_BAD = {
 
 @pytest.mark.parametrize("name", sorted(STAR_BAD))
 def test_bad_picks_tables_are_refused(name: str, model: Path, tomo: Path, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+                                      capsys: Capsys) -> None:
     """A table that cannot be read at all refuses the run (or, if readable, bad rows become errors)."""
     path = STAR_BAD[name](tmp_path / name)
     out = tmp_path / "out"
@@ -357,7 +358,7 @@ def test_bad_picks_tables_are_refused(name: str, model: Path, tomo: Path, tmp_pa
 
 
 def test_picks_outside_the_tomogram_become_error_rows(model: Path, tomo: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+                                                      capsys: Capsys) -> None:
     picks = _star(tmp_path / "picks.star", pd.DataFrame({
         "rlnTomoName": ["TS_01"] * 4,
         "rlnCoordinateX": [16.0, 500.0, -40.0, 10.0],
@@ -371,7 +372,7 @@ def test_picks_outside_the_tomogram_become_error_rows(model: Path, tomo: Path, t
 
 
 def test_relion5_centered_picks_outside_become_error_rows(model: Path, tomo: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+                                                          capsys: Capsys) -> None:
     """Centred Angstrom picks outside the tomogram must not refuse the whole table."""
     picks = _star(tmp_path / "centered.star", pd.DataFrame({
         "rlnTomoName": ["TS_01"] * 3,
@@ -386,7 +387,7 @@ def test_relion5_centered_picks_outside_become_error_rows(model: Path, tomo: Pat
 
 
 def test_semicolon_csv_and_nan_row(model: Path, tomo: Path, tmp_path: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+                                   capsys: Capsys) -> None:
     semi = tmp_path / "semi.csv"
     semi.write_text("tomo;x;y;z\nTS_01;16;20;12\nTS_01;10;10;10\n")
     out = tmp_path / "out"
@@ -399,7 +400,7 @@ def test_semicolon_csv_and_nan_row(model: Path, tomo: Path, tmp_path: Path,
 # per-particle listings (rlnImageName)
 
 
-def test_listing_with_bad_references(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_listing_with_bad_references(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     write_stack(tmp_path / "stack.mrcs", volumes(3), voxel_size=VOXEL)
     listing = _star(tmp_path / "listing.star", pd.DataFrame({"rlnImageName": [
         "000001@stack.mrcs", "000009@stack.mrcs", "abc@stack.mrcs", "missing.mrc", "000002@nope.mrcs",
@@ -410,7 +411,7 @@ def test_listing_with_bad_references(model: Path, tmp_path: Path, capsys: pytest
     assert len(predictions(out)) == 2 and len(errors_table(out)) == 4
 
 
-def test_listing_slice_zero_is_refused(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_listing_slice_zero_is_refused(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     write_stack(tmp_path / "stack.mrcs", volumes(2), voxel_size=VOXEL)
     listing = _star(tmp_path / "l0.star", pd.DataFrame({"rlnImageName": ["000000@stack.mrcs"]}))
     code, _, err = run_cli(["classify", model, listing, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys)
@@ -423,7 +424,7 @@ def test_listing_slice_zero_is_refused(model: Path, tmp_path: Path, capsys: pyte
 # paths: directories, symlink loops, spaces and unicode
 
 
-def test_directory_of_non_mrc_files(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_directory_of_non_mrc_files(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     d = tmp_path / "junk"
     d.mkdir()
     (d / "a.txt").write_text("hello")
@@ -434,7 +435,7 @@ def test_directory_of_non_mrc_files(model: Path, tmp_path: Path, capsys: pytest.
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
-def test_symlink_loop(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_symlink_loop(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     loop = tmp_path / "loop.mrc"
     os.symlink(loop, loop)
     assert_error(run_cli(["info", loop], capsys), loop)
@@ -453,7 +454,7 @@ def test_symlink_loop(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert len(predictions(tmp_path / "o2")) == 1
 
 
-def test_spaces_and_unicode_in_paths(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_spaces_and_unicode_in_paths(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     d = tmp_path / "données été" / "sub tomos ✓"
     d.mkdir(parents=True)
     good = write_volume(d / "ribosome n°1 ü.mrc", volumes(1)[0], voxel_size=VOXEL)
@@ -472,7 +473,7 @@ def test_spaces_and_unicode_in_paths(model: Path, tmp_path: Path, capsys: pytest
 # models: garbage ONNX, ONNX without metadata, malicious checkpoints
 
 
-def test_garbage_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_garbage_onnx(tmp_path: Path, capsys: Capsys) -> None:
     vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
     for name, payload in (("garbage.onnx", np.random.default_rng(6).bytes(4000)), ("empty.onnx", b""),
                           ("text.onnx", b"hello world\n")):
@@ -482,7 +483,7 @@ def test_garbage_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         assert_error(run_cli(["info", bad], capsys), bad)
 
 
-def test_onnx_without_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str], model: Path) -> None:
+def test_onnx_without_metadata(tmp_path: Path, capsys: Capsys, model: Path) -> None:
     import onnx
 
     m = onnx.load(str(model))
@@ -513,12 +514,12 @@ class _Payload:
     def __init__(self, marker: Path):
         self.marker = str(marker)
 
-    def __reduce__(self):  # noqa: D105
+    def __reduce__(self):
         return (open, (self.marker, "w"))
 
 
 def test_malicious_checkpoint_is_refused_and_does_not_run(tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+                                                          capsys: Capsys) -> None:
     torch = pytest.importorskip("torch")
     marker = tmp_path / "PWNED"
     zipped = tmp_path / "evil.pt"
@@ -558,7 +559,7 @@ def dataset(tmp_path: Path) -> Path:
                                       "no_volumes", "csv_garbage", "volumes_garbage", "n_string",
                                       "labels_out_of_range", "labels_text"])
 def test_broken_dataset(breakage: str, dataset: Path, model: Path, tmp_path: Path,
-                        capsys: pytest.CaptureFixture[str]) -> None:
+                        capsys: Capsys) -> None:
     meta = dataset / "dataset.json"
     info = json.loads(meta.read_text())
     if breakage == "invalid_json":
@@ -619,7 +620,7 @@ def test_train_target_loading_skips_bad_items(tmp_path: Path) -> None:
     assert len(dom.skipped) == 4 and all(s.split(": ")[0].endswith(".mrc") for s in dom.skipped)
 
 
-def test_train_refuses_hostile_target(tmp_path: Path, capsys: pytest.CaptureFixture[str], dataset: Path) -> None:
+def test_train_refuses_hostile_target(tmp_path: Path, capsys: Capsys, dataset: Path) -> None:
     pytest.importorskip("torch")
     for name, payload in (("t.star", b""), ("t.csv", b"a;b\n1;2\n"), ("t.mrc", b"junk" * 300)):
         bad = tmp_path / name
@@ -632,10 +633,11 @@ def test_train_refuses_hostile_target(tmp_path: Path, capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize("name,payload", [("empty.pdb", b""), ("junk.pdb", b"HELLO\x00\xff" * 50),
                                           ("junk.cif", b"data_x\n_loop\n\x00\x01"),
-                                          ("junk.mrc", b"abc" * 400), ("noatoms.pdb", b"REMARK nothing\nEND\n"),
+                                          ("junk.mrc", b"abc" * 400),
+                                          ("noatoms.pdb", b"REMARK nothing\nEND\n"),
                                           ("zero.mrc", None)])
 def test_simulate_refuses_bad_structure_file(name: str, payload: bytes | None, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+                                             capsys: Capsys) -> None:
     pytest.importorskip("torch")
     bad = tmp_path / name
     if payload is None:
