@@ -101,9 +101,7 @@ def command(
         torch.set_num_threads(threads)
     cfg = PRESETS[preset]
     if config is not None:
-        data = cfg.to_dict()
-        data.update(_read_json(config))
-        cfg = SimulationConfig.from_dict(data, where=str(config))
+        cfg = SimulationConfig.from_json(config, base=cfg)
     cfg = cfg.replace(fidelity=fidelity, snr=snr, tilt_max=tilt_max, tilt_step=tilt_step, defocus_um=defocus,
                       cs_mm=cs, voltage_kv=voltage, bfactor=bfactor, dose=dose, dose_weighting=dose_weighting,
                       dose_order=dose_order, astigmatism_um=astigmatism,
@@ -115,15 +113,3 @@ def command(
     path = simulate_dataset(out_dir, structs, cfg, n, seed=seed, batch_size=batch_size, device=device,
                             progress=not no_progress)
     typer.echo(f"wrote {n} subtomograms of {len(structs)} classes ({', '.join(structs.names)}) to {path}")
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"cannot read simulation config JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise InputError(path, "simulation config JSON must be an object of SimulationConfig fields")
-    return data

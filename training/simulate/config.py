@@ -134,13 +134,19 @@ class SimulationConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def from_json(cls, path: str | Path) -> SimulationConfig:
+    def from_json(cls, path: str | Path, base: SimulationConfig | None = None) -> SimulationConfig:
+        """Read a config JSON; with ``base`` the file may name only the fields it changes.
+
+        ``base`` serves ``cryoshift simulate --preset P --config FILE``: the preset, then the file.
+        """
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(path, f"cannot read simulation config JSON ({exc})") from exc
         if not isinstance(data, dict):
-            raise InputError(path, "simulation config JSON must be an object")
+            raise InputError(path, "simulation config JSON must be an object of SimulationConfig fields")
+        if base is not None:
+            data = {**base.to_dict(), **data}
         return cls.from_dict(data, where=str(path))
 
 
