@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -73,7 +74,7 @@ def _open_header(path: Path) -> Any:
             warnings.simplefilter("ignore")
             with mrcfile.open(path, header_only=True, permissive=True) as mrc:
                 return mrc.header.copy()
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zlib.error) as exc:
         raise InputError(path, f"not a readable MRC file ({exc})") from exc
 
 
@@ -206,9 +207,9 @@ def open_volume(path: str | Path, allow_2d: bool = False) -> MrcVolume:
                 mrc = mrcfile.open(path, mode="r", permissive=True)
             else:
                 mrc = mrcfile.mmap(path, mode="r", permissive=True)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zlib.error) as exc:
         kind = header["compressed"] or "uncompressed"
-        raise InputError(path, f"cannot read MRC data ({kind}): {exc}") from exc
+        raise InputError(path, f"cannot read MRC data ({kind}, corrupt or truncated): {exc}") from exc
     if mrc.data is None:
         mrc.close()
         raise InputError(path, "cannot read MRC data: file is corrupt")

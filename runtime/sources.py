@@ -429,7 +429,8 @@ def _read_single_fast(path: str, out: np.ndarray) -> float | None:
             return None
     out[...] = data.reshape(out.shape)
     cella_x = float(np.frombuffer(head, "<f4", 1, 40)[0])
-    return cella_x / mx if mx > 0 and cella_x > 0 else 0.0
+    voxel = cella_x / mx if mx > 0 else 0.0
+    return voxel if math.isfinite(voxel) and voxel > 0 else 0.0  # NaN/Inf/negative cell: unset
 
 
 def _check_item_voxel(item: Item, voxel: float, model_voxel: float | None) -> None:

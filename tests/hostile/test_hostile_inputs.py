@@ -158,8 +158,20 @@ HOSTILE_MRC = {
     "empty_gzip.mrc.gz": lambda p: _put(p, gzip.compress(b"")),
     "gzip_of_junk.mrc.gz": lambda p: _put(p, gzip.compress(b"junk" * 400)),
     "gzip_truncated.mrc.gz": lambda p: _put(p, gzip.compress(
-        raw_mrc(p.with_suffix(".tmp"), data=bytes(BOX**3 * 4)).read_bytes())[:600]),
+        raw_mrc(p.with_suffix(".tmp"), data=volumes(1)[0].tobytes()).read_bytes())[:6000]),
+    "gzip_short_data.mrc.gz": lambda p: _put(p, gzip.compress(
+        raw_mrc(p.with_suffix(".tmp"), data=volumes(1)[0].tobytes()[:5000]).read_bytes())),
+    "gzip_corrupt_middle.mrc.gz": lambda p: _put(p, _corrupt_middle(gzip.compress(
+        raw_mrc(p.with_suffix(".tmp"), data=volumes(1)[0].tobytes()).read_bytes()))),
+    "bzip2_corrupt.mrc.bz2": lambda p: _put(p, _corrupt_middle(__import__("bz2").compress(
+        raw_mrc(p.with_suffix(".tmp"), data=volumes(1)[0].tobytes()).read_bytes()))),
 }
+
+
+def _corrupt_middle(blob: bytes) -> bytes:
+    """Keep the compression header, scramble the stream after it."""
+    mid = len(blob) // 2
+    return blob[:40] + np.random.default_rng(8).bytes(mid - 40) + blob[mid:]
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_MRC))
