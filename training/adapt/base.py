@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .grl import grl_lambda, reverse_gradient
+
 DEFAULT_HPARAMS: dict[str, Any] = {
     "ce_weight": 1.0,  # cross-entropy on labelled source (and warped source)
     "dann_weight": 1.0,  # DANN domain BCE
@@ -83,6 +85,10 @@ class AdaptationMethod(nn.Module):
             )
         if target_required and target_x is None:
             raise ValueError(f"method {self.name!r} needs target_x (unlabelled target batch)")
+
+    def _reversed(self, x: torch.Tensor, progress: float) -> torch.Tensor:
+        """``x`` behind gradient reversal at this step's ramped weight (``grl_lambda`` up to ``grl_max``)."""
+        return reverse_gradient(x, grl_lambda(progress, self.hparams["grl_max"]))
 
     def _ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=float(self.hparams.get("label_smoothing", 0.0)))

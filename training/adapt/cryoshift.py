@@ -17,13 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._registry import METHODS
 from .base import AdaptationMethod
-from .discriminators import ImageDiscriminator, domain_labels
-from .grl import grl_lambda, reverse_gradient
+from .discriminators import ImageDiscriminator, domain_bce, domain_labels
 from .mada import MADAMixin
 from .warp import Warp
 
@@ -55,12 +53,8 @@ class WarpMixin:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(warped source, detached for the classifier; image-discriminator BCE)."""
         warped = self.warp(source_x)
-        lam = grl_lambda(progress, self.hparams["grl_max"])
-        logits = self.img_discriminator(torch.cat([reverse_gradient(warped, lam), target_x]))
-        img = F.binary_cross_entropy_with_logits(
-            logits, domain_labels(source_x.shape[0], target_x.shape[0], logits.device)
-        )
-        return warped.detach(), img
+        logits = self.img_discriminator(torch.cat([self._reversed(warped, progress), target_x]))
+        return warped.detach(), domain_bce(logits, source_x.shape[0])
 
 
 @METHODS.register("warp")

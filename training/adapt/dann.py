@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._registry import METHODS
 from .base import AdaptationMethod
-from .discriminators import FeatureDiscriminator, domain_labels
-from .grl import grl_lambda, reverse_gradient
+from .discriminators import FeatureDiscriminator, domain_bce
 
 
 @METHODS.register("dann")
@@ -41,11 +39,7 @@ class DANN(AdaptationMethod):
         n_s = source_x.shape[0]
         feats = self.backbone.forward_features(torch.cat([source_x, target_x]))
         ce = self._ce(self.backbone.forward_head(feats[:n_s]), source_y)
-        lam = grl_lambda(progress, self.hparams["grl_max"])
-        dom_logits = self.discriminator(reverse_gradient(feats, lam))
-        dann = F.binary_cross_entropy_with_logits(
-            dom_logits, domain_labels(n_s, target_x.shape[0], feats.device)
-        )
+        dann = domain_bce(self.discriminator(self._reversed(feats, progress)), n_s)
         total = self.hparams["ce_weight"] * ce + self.hparams["dann_weight"] * dann
         return {"total": total, "ce": ce.detach(), "dann": dann.detach()}
 

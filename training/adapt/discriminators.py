@@ -8,6 +8,7 @@ enough to give the backbone a useful adversarial signal.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -51,3 +52,9 @@ class ImageDiscriminator(nn.Module):
 def domain_labels(n_source: int, n_target: int, device: torch.device) -> torch.Tensor:
     """Float labels for BCE: ``n_source`` zeros then ``n_target`` ones."""
     return torch.cat([torch.zeros(n_source, device=device), torch.ones(n_target, device=device)])
+
+
+def domain_bce(logits: torch.Tensor, n_source: int) -> torch.Tensor:
+    """Mean BCE of one discriminator's logits on a batch of ``n_source`` source samples then target."""
+    labels = domain_labels(n_source, logits.shape[0] - n_source, logits.device)
+    return F.binary_cross_entropy_with_logits(logits, labels)

@@ -17,7 +17,6 @@ from torch import nn
 from ._registry import METHODS
 from .base import AdaptationMethod
 from .discriminators import FeatureDiscriminator, domain_labels
-from .grl import grl_lambda, reverse_gradient
 
 
 def mada_loss(
@@ -62,9 +61,8 @@ class MADAMixin:
     def _mada_term(
         self, feats: torch.Tensor, logits: torch.Tensor, domains: torch.Tensor, progress: float
     ) -> torch.Tensor:
-        lam = grl_lambda(progress, self.hparams["grl_max"])
         probs = torch.softmax(logits.detach(), dim=1)
-        loss, _ = mada_loss(self.class_discriminators(reverse_gradient(feats, lam)), probs, domains)
+        loss, _ = mada_loss(self.class_discriminators(self._reversed(feats, progress)), probs, domains)
         return loss
 
 
