@@ -67,6 +67,45 @@ def _check_file(path: Path) -> None:
         raise InputError(path, "file is empty")
 
 
+def _opener(compressed: str | None) -> Any:
+    import bz2
+    import gzip
+
+    return {"gzip": gzip.open, "bzip2": bz2.open}.get(compressed or "", open)
+
+
+def _check_raw_header(path: Path, compressed: str | None) -> None:
+    """Check the identifier and the extended-header size from the raw bytes, before mrcfile.
+
+    Why: mrcfile trusts ``nsymbt`` and tries to read that many bytes (up to 2 GiB) even for
+    ``header_only``, so a lying header costs seconds and gigabytes before any check of ours.
+    """
+    try:
+        with _opener(compressed)(path, "rb") as fh:
+            head = fh.read(HEADER_BYTES)
+            if len(head) < HEADER_BYTES:
+                raise InputError(path, f"file is truncated: {len(head)} bytes, shorter than the "
+                                       f"{HEADER_BYTES}-byte MRC header")
+            if head[208:211] != b"MAP":
+                raise InputError(path, _NOT_MRC)
+            order = ">" if head[212] == 0x11 else "<"  # machine stamp; permissive: little by default
+            ext = int(np.frombuffer(head, f"{order}i4", 1, 92)[0])
+            if ext < 0:
+                raise InputError(path, f"corrupt header: negative extended header size {ext}")
+            if compressed is None:
+                have = path.stat().st_size - HEADER_BYTES
+            else:  # count decompressed bytes only as far as the extended header reaches
+                have, chunk = 0, b"x"
+                while have < ext and chunk:
+                    chunk = fh.read(min(1 << 20, ext - have))
+                    have += len(chunk)
+            if ext > have:
+                raise InputError(path, f"file is truncated: extended header size {ext} bytes (nsymbt) "
+                                       f"points past the end of the file ({have} bytes after the header)")
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(path, f"cannot read {compressed or 'MRC'} data: {exc}") from exc
+
+
 def _open_header(path: Path) -> Any:
     """mrcfile header (numpy record) in permissive mode; warnings are turned into our checks."""
     try:
@@ -92,11 +131,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
     if compressed is None and path.stat().st_size < HEADER_BYTES:
         raise InputError(path, f"file is truncated: {path.stat().st_size} bytes, shorter than the "
                                f"{HEADER_BYTES}-byte MRC header")
-    if compressed is None:
-        with open(path, "rb") as fh:
-            magic = fh.read(HEADER_BYTES)[208:211]
-        if magic != b"MAP":
-            raise InputError(path, _NOT_MRC)
+    _check_raw_header(path, compressed)
     header = _open_header(path)
     if not bytes(header.map).startswith(b"MAP"):
         raise InputError(path, _NOT_MRC)
