@@ -15,6 +15,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +34,22 @@ Capsys = pytest.CaptureFixture[str]
 # helpers
 
 
+def _to_stderr(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+               file: object = None, line: str | None = None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def run_cli(argv: list[object], capsys: Capsys) -> tuple[int | str, str, str]:
     """Run the CLI in-process; an exception escaping ``main`` is what a user would see as a traceback."""
     capsys.readouterr()
     try:
-        code: int | str = main([str(a) for a in argv])
+        with warnings.catch_warnings():
+            # As in a terminal: library warnings would print on stderr (pytest would hide them).
+            warnings.simplefilter("default")
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            warnings.showwarning = _to_stderr
+            code: int | str = main([str(a) for a in argv])
     except BaseException as exc:
         import traceback
 

@@ -94,15 +94,14 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
     level (median of the map's border): a protein is a sparse tail of strong voxels, positive in
     a density map and negative in a raw tomogram average.
     """
-    import mrcfile
+    from cryoshift.runtime.mrc import read_header, read_volume
 
-    try:
-        with mrcfile.open(path, permissive=True) as mrc:
-            data = None if mrc.data is None else np.asarray(mrc.data, dtype=np.float64)
-            in_voxel = float(mrc.voxel_size.x)
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read MRC map ({exc})") from exc
-    if data is None or data.ndim != 3 or min(data.shape) < 2:
+    # The runtime reader checks the header against the file first (no mrcfile warnings on stderr,
+    # no gigabyte reads for a lying header) and refuses 2-D images, stacks and NaN/Inf in one line.
+    data = read_volume(path).astype(np.float64)
+    header = read_header(path)
+    in_voxel = float(header["voxel_size"]) if header["voxel_size_known"] else 0.0
+    if data.ndim != 3 or min(data.shape) < 2:
         shape = None if data is None else data.shape
         raise InputError(path, f"expected a 3-D density map, got shape {shape}")
     if not np.isfinite(data).all():
