@@ -17,7 +17,8 @@ class InputError(ValueError):
         self.path = None if path is None else str(path)
         # One line, whatever the cause says: library messages (pandas, torch) span several lines.
         self.reason = " ".join(str(reason).split())
-        super().__init__(f"{self.path}: {self.reason}" if self.path else self.reason)
+        shown = None if self.path is None else self.path.replace("\n", "\\n").replace("\r", "\\r")
+        super().__init__(f"{shown}: {self.reason}" if shown else self.reason)
 
 
 class MissingExtraError(ImportError):

@@ -683,3 +683,96 @@ def test_subprocess_one_line_error(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# more: evaluate's model argument, hostile tomograms behind picks, odd paths
+
+
+def test_evaluate_refuses_bad_models(model: Path, dataset: Path, tmp_path: Path, capsys: Capsys) -> None:
+    torch = pytest.importorskip("torch")
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": _Payload(marker)}, evil)
+    legacy = tmp_path / "legacy.pt"
+    with open(legacy, "wb") as fh:
+        pickle.dump({"x": _Payload(marker)}, fh)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(np.random.default_rng(9).bytes(999))
+    for bad in (evil, legacy, garbage, tmp_path / "missing.onnx"):
+        assert_error(run_cli(["evaluate", bad, dataset, "--out", tmp_path / "ev"], capsys), bad)
+    assert not marker.exists()
+
+
+def test_evaluate_refuses_unlabelled_data(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    from cryoshift.runtime.dataset import write_dataset
+
+    unl = write_dataset(tmp_path / "unl", volumes(4), voxel_size=VOXEL)
+    assert_error(run_cli(["evaluate", model, unl, "--out", tmp_path / "ev"], capsys), unl)
+    stack = write_stack(tmp_path / "s.mrcs", volumes(2), voxel_size=VOXEL)
+    assert_error(run_cli(["evaluate", model, stack, "--out", tmp_path / "ev2"], capsys), stack)
+
+
+def test_big_endian_mrc_is_read(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    vol = volumes(1)[0]
+    path = raw_mrc(tmp_path / "be.mrc", data=vol.astype(">f4").tobytes())
+    head = bytearray(path.read_bytes())
+    ints = np.frombuffer(bytes(head[:1024]), "<i4").astype(">i4").tobytes()
+    floats_cell = struct.unpack("<6f", bytes(head[40:64]))
+    head[:1024] = ints
+    head[40:64] = struct.pack(">6f", *floats_cell)
+    head[208:212] = b"MAP "
+    head[212:216] = b"\x11\x11\x00\x00"
+    path.write_bytes(bytes(head))
+    code, _, err = run_cli(["info", path], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["classify", model, path, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    assert len(predictions(tmp_path / "o")) == 1
+
+
+@pytest.mark.parametrize("kind", ["truncated", "image2d", "stack", "garbage", "nan_patch", "loop"])
+def test_hostile_tomogram_behind_picks(kind: str, model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """A bad tomogram refuses the run naming it, or (NaN patch) only its affected picks fail."""
+    tomo = tmp_path / "TS_01.mrc"
+    t = np.random.default_rng(5).normal(0, 1, (24, 40, 32)).astype(np.float32)
+    if kind == "truncated":
+        raw_mrc(tomo, nx=32, ny=40, nz=24, data=t.tobytes()[:20000])
+    elif kind == "image2d":
+        write_volume(tomo, t[:1], voxel_size=VOXEL)
+        raw_mrc(tomo, nx=32, ny=40, nz=1, data=t[0].tobytes())
+    elif kind == "stack":
+        write_stack(tomo, volumes(2), voxel_size=VOXEL)
+    elif kind == "garbage":
+        tomo.write_bytes(np.random.default_rng(3).bytes(5000))
+    elif kind == "nan_patch":
+        t[:8, :8, :8] = np.nan
+        write_volume(tomo, t, voxel_size=VOXEL)
+    else:
+        os.symlink(tomo, tomo)
+    picks = _star(tmp_path / "picks.star", pd.DataFrame({
+        "rlnTomoName": ["TS_01", "TS_01"], "rlnCoordinateX": [4.0, 20.0], "rlnCoordinateY": [4.0, 24.0],
+        "rlnCoordinateZ": [4.0, 14.0]}))
+    out = tmp_path / "out"
+    result = run_cli(["classify", model, picks, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
+    if kind == "nan_patch":
+        assert result[0] == 0, result[2]
+        assert len(predictions(out)) == 1 and len(errors_table(out)) == 1
+    else:
+        assert_error(result, tomo)
+
+
+def test_newline_in_file_name_stays_one_line(tmp_path: Path, capsys: Capsys) -> None:
+    bad = tmp_path / "two\nlines.mrc"
+    bad.write_bytes(b"nope")
+    code, _, err = run_cli(["info", bad], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "two\\nlines.mrc" in err
+
+
+def test_bad_model_paths(tmp_path: Path, capsys: Capsys) -> None:
+    vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
+    d = tmp_path / "modeldir"
+    d.mkdir()
+    for bad in (d, tmp_path / "missing.onnx", vol):
+        assert_error(run_cli(["classify", bad, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys), bad)
