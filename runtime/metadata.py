@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,24 @@ class ModelMetadata:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, not {self.normalisation!r}")
         self.box_size = int(self.box_size)
         self.voxel_size = float(self.voxel_size)
+        # The runtime trusts these numbers; a hand-edited or foreign file must fail here, in one
+        # line, not as a numpy error in the middle of a run.
+        if not isinstance(self.class_names, list) or not self.class_names \
+                or not all(isinstance(c, str) and c for c in self.class_names):
+            raise ValueError(f"class_names must be a non-empty list of names, not {self.class_names!r}")
+        if self.box_size < 1:
+            raise ValueError(f"box_size must be positive, not {self.box_size}")
+        if not math.isfinite(self.voxel_size) or self.voxel_size < 0:
+            raise ValueError(f"voxel_size must be a finite number >= 0, not {self.voxel_size}")
+        self.temperature = float(self.temperature)
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"temperature must be a positive number, not {self.temperature}")
+        self.unknown_threshold = float(self.unknown_threshold)
+        if not 0.0 <= self.unknown_threshold <= 1.0:
+            raise ValueError(f"unknown_threshold must lie in [0, 1], not {self.unknown_threshold}")
+        self.shift_reference = float(self.shift_reference)
+        self.feature_mean = [float(v) for v in self.feature_mean]
+        self.feature_var = [float(v) for v in self.feature_var]
 
     @property
     def num_classes(self) -> int:
@@ -114,4 +133,21 @@ def read_onnx_metadata(path: str | Path) -> ModelMetadata:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types for corrupt files
         raise InputError(path, f"not a readable ONNX model ({type(exc).__name__})") from exc
-    return ModelMetadata.from_properties(sess.get_modelmeta().custom_metadata_map, path)
+    meta = ModelMetadata.from_properties(sess.get_modelmeta().custom_metadata_map, path)
+    _check_graph(sess, meta, path)
+    return meta
+
+
+def _check_graph(sess: Any, meta: ModelMetadata, path: Path) -> None:
+    """The graph must keep the model contract its metadata describes (names, classes, box)."""
+    outputs = {o.name: o.shape for o in sess.get_outputs()}
+    inputs = {i.name: i.shape for i in sess.get_inputs()}
+    if "subtomograms" not in inputs or "logits" not in outputs:  # 'features' is optional (no shift score)
+        raise InputError(path, "graph does not follow the cryoshift model contract (input 'subtomograms', "
+                               f"output 'logits'); has inputs {sorted(inputs)}, outputs {sorted(outputs)}")
+    k = outputs["logits"][-1] if outputs["logits"] else None
+    if isinstance(k, int) and k != meta.num_classes:
+        raise InputError(path, f"graph gives {k} logits but the metadata names {meta.num_classes} classes")
+    spatial = list(inputs["subtomograms"])[2:]
+    if any(isinstance(d, int) and d != meta.box_size for d in spatial):
+        raise InputError(path, f"graph takes boxes of {spatial} but the metadata says {meta.box_size}^3")

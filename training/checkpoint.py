@@ -76,8 +76,8 @@ def _load_failure(exc: Exception) -> str:
     if "WeightsUnpickler error:" in text:
         after = text.split("WeightsUnpickler error:", 1)[1].strip()
         detail = (after.splitlines() or [""])[0].split(". Please use", 1)[0].strip()
-        return (f"refused: the file holds Python objects other than tensors ({detail or 'unsafe pickle'}); "
-                "cryoshift loads weights only and never runs code from a checkpoint")
+        return (f"not a readable weights-only checkpoint: it holds Python objects other than tensors "
+                f"({detail or 'unsafe pickle'}); refused, cryoshift never runs code from a checkpoint")
     first = text.strip().splitlines()[0] if text.strip() else ""
     return f"not a readable weights-only checkpoint ({exc.__class__.__name__}: {first[:300]})"
 

@@ -776,3 +776,32 @@ def test_bad_model_paths(tmp_path: Path, capsys: Capsys) -> None:
     d.mkdir()
     for bad in (d, tmp_path / "missing.onnx", vol):
         assert_error(run_cli(["classify", bad, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys), bad)
+
+
+@pytest.mark.parametrize("field,value", [("class_names", "5"), ("class_names", "[]"), ("temperature", "0"),
+                                         ("temperature", "-1"), ("feature_var", "[0, 0]"),
+                                         ("feature_mean", "[1.0]"), ("box_size", "-16"),
+                                         ("voxel_size", "NaN"), ("unknown_threshold", '"high"'),
+                                         ("shift_reference", "0"), ("class_names", '["a", "b"]'),
+                                         ("class_names", '["a", "b", "c", "d"]'), ("contrast", '"grey"')])
+def test_onnx_with_lying_metadata(field: str, value: str, model: Path, tmp_path: Path,
+                                  capsys: Capsys) -> None:
+    """Metadata the runtime trusts must be sane: refused in one line, or probabilities stay finite
+    (the shift score is NaN by design when the feature statistics do not fit the features)."""
+    import onnx
+
+    m = onnx.load(str(model))
+    for entry in m.metadata_props:
+        if entry.key == f"cryoshift.{field}":
+            entry.value = value
+    liar = tmp_path / f"liar_{field}.onnx"
+    onnx.save(m, str(liar))
+    vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
+    out = tmp_path / "o"
+    result = run_cli(["classify", liar, vol, "-o", out, "-q", "-b", "cpu"], capsys)
+    if result[0] == 0:
+        pred = predictions(out)
+        scores = pred[["confidence"] + [c for c in pred.columns if c.startswith("prob_")]]
+        assert len(pred) == 1 and np.isfinite(scores.to_numpy(dtype=np.float64)).all(), pred
+    else:
+        assert_error(result, liar)
