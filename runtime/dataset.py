@@ -283,6 +283,20 @@ def _count(info: dict[str, Any], key: str, directory: Path) -> int:
     return value
 
 
+def _check_meta(info: dict[str, Any], directory: Path) -> None:
+    """Class names, contrast and voxel size of dataset.json have the types readers rely on."""
+    names = info.get("class_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(c, str) for c in names)):
+        raise InputError(directory / META, f"'class_names' must be a list of names, got {names!r}")
+    if "contrast" in info and info["contrast"] not in CONTRASTS:
+        raise InputError(directory / META, f"'contrast' must be one of {CONTRASTS}, got {info['contrast']!r}")
+    if "voxel_size" in info:
+        value = info["voxel_size"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value <= 0:
+            raise InputError(directory / META, f"'voxel_size' must be a positive number, got {value!r}")
+
+
 def _labels(column: pd.Series, class_names: list[str], path: Path, vol: MrcVolume) -> np.ndarray:
     """Integer labels indexing ``class_names``; anything else would crash scoring far from here."""
     values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
@@ -318,6 +332,7 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
         if not (directory / name).is_file():
             raise InputError(directory, f"{name} is missing")
     n, box = _count(info, "n", directory), _count(info, "box_size", directory)
+    _check_meta(info, directory)
     vol = open_volume(directory / VOLUMES)
     data = vol.data if vol.data.ndim == 4 else vol.data[None]
     if data.shape != (n, box, box, box):

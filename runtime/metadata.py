@@ -54,6 +54,8 @@ class ModelMetadata:
         self.voxel_size = float(self.voxel_size)
         # The runtime trusts these numbers; a hand-edited or foreign file must fail here, in one
         # line, not as a numpy error in the middle of a run.
+        if isinstance(self.class_names, tuple):
+            self.class_names = list(self.class_names)
         if not isinstance(self.class_names, list) or not self.class_names \
                 or not all(isinstance(c, str) and c for c in self.class_names):
             raise ValueError(f"class_names must be a non-empty list of names, not {self.class_names!r}")

@@ -581,7 +581,8 @@ def dataset(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("breakage", ["invalid_json", "n_disagrees", "box_disagrees", "json_list",
                                       "no_volumes", "csv_garbage", "volumes_garbage", "n_string",
-                                      "labels_out_of_range", "labels_text"])
+                                      "labels_out_of_range", "labels_text", "class_names_string",
+                                      "contrast_grey", "voxel_text", "voxel_nan"])
 def test_broken_dataset(breakage: str, dataset: Path, model: Path, tmp_path: Path,
                         capsys: Capsys) -> None:
     meta = dataset / "dataset.json"
@@ -602,6 +603,14 @@ def test_broken_dataset(breakage: str, dataset: Path, model: Path, tmp_path: Pat
         (dataset / "particles.csv").write_bytes(b"\x00\xff" * 100)
     elif breakage == "volumes_garbage":
         (dataset / "volumes.mrc").write_bytes(b"x" * 5000)
+    elif breakage == "class_names_string":
+        meta.write_text(json.dumps({**info, "class_names": "abc"}))
+    elif breakage == "contrast_grey":
+        meta.write_text(json.dumps({**info, "contrast": "grey"}))
+    elif breakage == "voxel_text":
+        meta.write_text(json.dumps({**info, "voxel_size": "ten"}))
+    elif breakage == "voxel_nan":
+        meta.write_text(json.dumps({**info, "voxel_size": float("nan")}))
     elif breakage == "labels_out_of_range":
         t = pd.read_csv(dataset / "particles.csv")
         t["label"] = [0, 1, 7, 0, 1, -2]
