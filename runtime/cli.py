@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, MissingExtraError) as exc:
         typer.echo(f"cryoshift: error: {exc}", err=True)
         return 2
+    except OSError as exc:  # the file system refused (a file where a folder must go, no space, ...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        reason = " ".join(str(exc.strerror or exc).split())
+        typer.echo(f"cryoshift: error: {where}{reason}", err=True)
+        return 2
     except KeyboardInterrupt:
         typer.echo("cryoshift: interrupted", err=True)
         return 130

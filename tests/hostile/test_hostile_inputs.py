@@ -814,3 +814,14 @@ def test_onnx_with_lying_metadata(field: str, value: str, model: Path, tmp_path:
         assert len(pred) == 1 and np.isfinite(scores.to_numpy(dtype=np.float64)).all(), pred
     else:
         assert_error(result, liar)
+
+
+def test_output_folder_that_is_a_file(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
+    blocker = tmp_path / "results"
+    blocker.write_text("I am a file")
+    assert_error(run_cli(["classify", model, vol, "-o", blocker, "-q", "-b", "cpu"], capsys), blocker)
+    ds_blocker = tmp_path / "sim"
+    ds_blocker.write_text("I am a file")
+    code, _, err = run_cli(["info", tmp_path / "sim" / "dataset.json"], capsys)
+    assert "Traceback" not in err and code == 2, err
