@@ -825,3 +825,44 @@ def test_output_folder_that_is_a_file(model: Path, tmp_path: Path, capsys: Capsy
     ds_blocker.write_text("I am a file")
     code, _, err = run_cli(["info", tmp_path / "sim" / "dataset.json"], capsys)
     assert "Traceback" not in err and code == 2, err
+
+
+# ---------------------------------------------------------------------------------------------
+# fuzz: random MRC headers never escape as anything but InputError
+
+
+def test_random_headers_fail_only_with_input_error(tmp_path: Path) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.info import describe
+    from cryoshift.runtime.mrc import read_volume
+
+    small = st.integers(-3, 40)
+    anyint = st.integers(-(2**31), 2**31 - 1)
+    word = st.one_of(small, anyint)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(nx=word, ny=word, nz=word, mode=st.one_of(st.sampled_from([0, 1, 2, 3, 4, 6, 12, 101]), anyint),
+           nsymbt=st.one_of(st.integers(-10, 2000), anyint), ispg=st.sampled_from([0, 1, 401, 630, -1]),
+           mz=word, cella=st.floats(allow_nan=True, allow_infinity=True, width=32),
+           stamp=st.sampled_from([b"\x44\x44", b"\x11\x11", b"\x00\x00", b"\xff\xff"]),
+           payload=st.integers(0, 70000))
+    def check(nx: int, ny: int, nz: int, mode: int, nsymbt: int, ispg: int, mz: int, cella: float,
+              stamp: bytes, payload: int) -> None:
+        path = tmp_path / "fuzz.mrc"
+        raw_mrc(path, nx=nx, ny=ny, nz=nz, mode=mode, data=bytes(payload), nsymbt=nsymbt, cella=cella,
+                ispg=ispg, mz=mz)
+        head = bytearray(path.read_bytes())
+        head[212:214] = stamp
+        path.write_bytes(bytes(head))
+        for reader in (read_volume, describe):
+            try:
+                reader(path)
+            except InputError as exc:
+                assert "\n" not in str(exc)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning escaping to the user's terminal is a failure too
+        check()
