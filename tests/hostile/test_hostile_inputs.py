@@ -866,3 +866,28 @@ def test_random_headers_fail_only_with_input_error(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a warning escaping to the user's terminal is a failure too
         check()
+
+
+def test_simulate_refuses_bad_structure_sources(tmp_path: Path, capsys: Capsys) -> None:
+    pytest.importorskip("torch")
+    junk = tmp_path / "junk dir"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("hello")
+    (junk / "broken.pdb").write_bytes(b"ATOM  garbage\n")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text("{not json")
+    cfg_list = tmp_path / "cfg_list.json"
+    cfg_list.write_text("[1, 2]")
+    cfg_field = tmp_path / "cfg_field.json"
+    cfg_field.write_text('{"snr": "loud", "no_such_field": 3}')
+    empty = tmp_path / "empty dir"
+    empty.mkdir()
+    for extra, name in ((["--structures", junk], junk), (["--structures", empty], empty),
+                        (["--structures", tmp_path / "missing.mrc"], tmp_path / "missing.mrc"),
+                        (["--config", cfg], cfg), (["--config", cfg_list], cfg_list),
+                        (["--config", cfg_field], cfg_field)):
+        result = run_cli(["simulate", tmp_path / "sim", "--n", "4", "--box", BOX, *extra], capsys)
+        assert_error(result, name)
+    code, _, err = run_cli(["simulate", tmp_path / "sim", "--n", "4", "--box", BOX, "--structures",
+                            "builtin:no_such_thing"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
