@@ -92,6 +92,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputError(path, _load_failure(exc)) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(path, f"not a cryoshift checkpoint (expected format {FORMAT})")
+    for key, kind in (("backbone", str), ("backbone_kwargs", dict), ("state_dict", dict), ("metadata", dict)):
+        if not isinstance(payload.get(key), kind):
+            found = "missing" if key not in payload else type(payload[key]).__name__
+            raise InputError(path, f"corrupt cryoshift checkpoint: {key!r} should be a {kind.__name__}, "
+                                   f"found {found}")
     return payload
 
 
@@ -101,10 +106,15 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelMetadata, dict[st
 
     payload = read_checkpoint(path)
     metadata = ModelMetadata.from_dict(payload["metadata"], path)
-    model = create_backbone(payload["backbone"], **payload["backbone_kwargs"])
+    try:
+        model = create_backbone(payload["backbone"], **payload["backbone_kwargs"])
+    except (TypeError, ValueError, KeyError) as exc:
+        if isinstance(exc, InputError):
+            raise InputError(path, exc.reason) from exc
+        raise InputError(path, f"cannot rebuild backbone {payload['backbone']!r}: {exc}") from exc
     try:
         model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, ValueError) as exc:
         raise InputError(path, f"weights do not fit backbone {payload['backbone']!r}: {exc}") from exc
     model.eval()
     return model, metadata, payload

@@ -891,3 +891,28 @@ def test_simulate_refuses_bad_structure_sources(tmp_path: Path, capsys: Capsys) 
     code, _, err = run_cli(["simulate", tmp_path / "sim", "--n", "4", "--box", BOX, "--structures",
                             "builtin:no_such_thing"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_export_refuses_checkpoints_with_broken_contents(tmp_path: Path, capsys: Capsys) -> None:
+    """Right format tag, wrong insides: missing keys, unknown backbone, odd kwargs, foreign weights."""
+    torch = pytest.importorskip("torch")
+    meta = {"class_names": ["a", "b"], "box_size": BOX, "voxel_size": VOXEL}
+    good = {"format": "cryoshift.checkpoint/1", "backbone": "cryonet-small",
+            "backbone_kwargs": {"num_classes": 2, "box_size": BOX}, "state_dict": {"w": torch.zeros(2)},
+            "metadata": meta, "epoch": 0, "config": {}, "extra": {}}
+    cases = {
+        "only_format.pt": {"format": "cryoshift.checkpoint/1"},
+        "no_metadata.pt": {k: v for k, v in good.items() if k != "metadata"},
+        "bad_metadata.pt": {**good, "metadata": {"class_names": 3, "box_size": "x", "voxel_size": 1}},
+        "metadata_list.pt": {**good, "metadata": [1, 2]},
+        "unknown_backbone.pt": {**good, "backbone": "no-such-net"},
+        "bad_kwargs.pt": {**good, "backbone_kwargs": {"num_classes": 2, "box_size": BOX, "bogus": 1}},
+        "kwargs_list.pt": {**good, "backbone_kwargs": [1, 2]},
+        "foreign_weights.pt": good,
+        "state_not_dict.pt": {**good, "state_dict": [1, 2, 3]},
+        "list_payload.pt": [1, 2, 3],
+    }
+    for name, payload in cases.items():
+        path = tmp_path / name
+        torch.save(payload, path)
+        assert_error(run_cli(["export", path, "-o", tmp_path / "exp", "--no-progress"], capsys), path)
