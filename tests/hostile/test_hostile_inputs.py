@@ -916,3 +916,16 @@ def test_export_refuses_checkpoints_with_broken_contents(tmp_path: Path, capsys:
         path = tmp_path / name
         torch.save(payload, path)
         assert_error(run_cli(["export", path, "-o", tmp_path / "exp", "--no-progress"], capsys), path)
+
+
+def test_evaluate_with_data_that_does_not_fit_the_model(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    from cryoshift.runtime.dataset import write_dataset
+
+    small = write_dataset(tmp_path / "small", np.zeros((3, 12, 12, 12), np.float32), labels=[0, 1, 2],
+                          class_names=["ribosome", "proteasome", "junk"], voxel_size=VOXEL)
+    other = write_dataset(tmp_path / "other", volumes(3), labels=[0, 1, 0], class_names=["cat", "dog"],
+                          voxel_size=VOXEL)
+    for data in (small, other):
+        result = run_cli(["evaluate", model, data, "--out", tmp_path / f"ev_{data.name}"], capsys)
+        line = assert_error(result, "")  # a mismatch of two files: naming either is fair
+        assert str(data) in line or str(model) in line, line
