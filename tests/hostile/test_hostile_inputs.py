@@ -387,7 +387,7 @@ def test_picks_outside_the_tomogram_become_error_rows(model: Path, tomo: Path, t
         "rlnTomoName": ["TS_01"] * 4,
         "rlnCoordinateX": [16.0, 500.0, -40.0, 10.0],
         "rlnCoordinateY": [20.0, 10.0, 10.0, 10.0],
-        "rlnCoordinateZ": [12.0, 10.0, 10.0, 1e9],
+        "rlnCoordinateZ": [12.0, 10.0, -1e300, 1e300],
     }))
     out = tmp_path / "out"
     code, _, err = run_cli(["classify", model, picks, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
