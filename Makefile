@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade "pip>=23"
 	# The CPU wheel of torch first, so that no dependency pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0"
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[cpu,train,dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[cpu,train,distributed,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
