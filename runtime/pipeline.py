@@ -171,7 +171,15 @@ def run_pipeline(
                 t0 = time.perf_counter()
                 logits, features = model.predict(batch.buffer, n)
                 stats.compute_s += time.perf_counter() - t0
-                rows = score_rows(batch.items, logits, features, meta, unknown_threshold)
+                scored = list(batch.items)
+                bad = ~np.isfinite(logits[:n]).all(axis=1)
+                if bad.any():  # never a NaN "prediction": such items become error rows
+                    errors = list(errors) + [(it.id, it.path, "model output is not finite for this "
+                                              "subtomogram") for it, b in zip(scored, bad, strict=True) if b]
+                    keep = np.flatnonzero(~bad)
+                    scored, logits, features = [scored[i] for i in keep], logits[keep], features[keep]
+                    n = len(scored)
+                rows = score_rows(scored, logits, features, meta, unknown_threshold)
                 for row in rows:
                     stats.class_counts[row[_LABEL]] += 1
                     stats.unknown += row[_LABEL] == UNKNOWN

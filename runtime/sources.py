@@ -441,6 +441,25 @@ def _check_item_voxel(item: Item, voxel: float, model_voxel: float | None) -> No
                                         f"{model_voxel:.3g} A by {mismatch:.0%}")
 
 
+VALUE_LIMIT = 1e15  # |voxel| beyond this overflows float32 sums of squares in the model's normalisation
+
+
+def _check_values(out: np.ndarray, item: Item) -> None:
+    """NaN/Inf, or values so large that z-scoring in float32 overflows (NaN logits), fail the item.
+
+    Two reductions instead of ``isfinite(...).all()``: no temporary array, and NaN fails both
+    comparisons, so one test covers NaN, Inf and absurd magnitudes.
+    """
+    lo, hi = float(out.min()), float(out.max())
+    if lo > -VALUE_LIMIT and hi < VALUE_LIMIT:
+        return
+    where = f" (item {item.id})" if item.id != item.path else ""
+    if not np.isfinite(out).all():
+        raise InputError(item.path, "contains NaN or infinite values" + where)
+    raise InputError(item.path, f"values reach {max(abs(lo), abs(hi)):.3g}, beyond +-{VALUE_LIMIT:.0e}: "
+                                "not subtomogram intensities (normalisation would overflow)" + where)
+
+
 def load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: float | None = None) -> None:
     """Fill ``out`` (D, D, D) float32 with ``item``'s voxels or raise InputError with the reason.
 
@@ -454,8 +473,7 @@ def load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: float
         voxel = _read_single_fast(item.path, out)
         if voxel is not None:
             _check_item_voxel(item, voxel, voxel_size)
-            if not np.isfinite(out).all():
-                raise InputError(item.path, "contains NaN or infinite values")
+            _check_values(out, item)
             return
         with open_mrc(item.path) as vol:  # not cached: directories can hold millions of files
             if vol.voxel_size_known:
@@ -483,6 +501,4 @@ def load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: float
         crop_box(cache.get(item.path).data, (item.x, item.y, item.z), box, out=out, path=item.path)
     else:  # pragma: no cover - planning only makes the kinds above
         raise InputError(item.path, f"unknown item kind {item.kind}")
-    if not np.isfinite(out).all():
-        raise InputError(item.path, "contains NaN or infinite values" + (f" (item {item.id})"
-                                                                        if item.id != item.path else ""))
+    _check_values(out, item)

@@ -951,3 +951,60 @@ def test_train_cli_skips_bad_target_items(tmp_path: Path, capsys: Capsys) -> Non
     skipped = [ln for ln in err.splitlines() if "skipped target item" in ln]
     assert len(skipped) == 2 and str(bad) in skipped[0] and str(trunc) in skipped[1], err
     assert (tmp_path / "run" / "model.pt").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# values that are finite but break a float32 model, and a model that returns NaN
+
+
+def test_absurd_magnitudes_are_error_rows(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    d = tmp_path / "in"
+    d.mkdir()
+    write_volume(d / "a_max_const.mrc", np.full((BOX,) * 3, 3e38, np.float32), voxel_size=VOXEL)
+    write_volume(d / "b_huge_noise.mrc", volumes(1)[0] * 1e20, voxel_size=VOXEL)
+    write_stack(d / "c_stack.mrcs", np.stack([volumes(1)[0], np.full((BOX,) * 3, -3e38, np.float32)]),
+                voxel_size=VOXEL)
+    write_volume(d / "d_good.mrc", volumes(1)[0] * 1e4, voxel_size=VOXEL)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, d, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    errs = errors_table(out)
+    assert len(errs) == 3 and all("beyond" in r for r in errs["reason"]), errs
+    pred = predictions(out)
+    assert len(pred) == 2 and np.isfinite(pred["confidence"].to_numpy(dtype=float)).all()
+
+
+def _nan_model(path: Path) -> Path:
+    """logits = log(mean voxel) per class: NaN for volumes with a negative mean."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cryoshift.runtime.metadata import ModelMetadata
+
+    w = np.full((2, BOX**3), 1.0 / BOX**3, np.float32)
+    nodes = [helper.make_node("Flatten", ["subtomograms"], ["flat"], axis=1),
+             helper.make_node("Gemm", ["flat", "w"], ["mean"], transB=1),
+             helper.make_node("Log", ["mean"], ["logits"])]
+    x = helper.make_tensor_value_info("subtomograms", TensorProto.FLOAT, ["batch", 1, BOX, BOX, BOX])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
+    graph = helper.make_graph(nodes, "nan", [x], [y], [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    meta = ModelMetadata(class_names=["a", "b"], box_size=BOX, voxel_size=VOXEL)
+    for key, value in meta.to_properties().items():
+        entry = m.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(m, str(path))
+    return path
+
+
+def test_non_finite_model_output_is_an_error_row(tmp_path: Path, capsys: Capsys) -> None:
+    nan_model = _nan_model(tmp_path / "nan.onnx")
+    vols = np.stack([np.full((BOX,) * 3, v, np.float32) for v in (1, -1, 2, -3)])
+    stack = write_stack(tmp_path / "s.mrcs", vols, voxel_size=VOXEL)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", nan_model, stack, "-o", out, "-q", "-b", "cpu", "--batch-size", 3],
+                           capsys)
+    assert code == 0, err
+    assert sorted(errors_table(out)["id"]) == [f"000002@{stack}", f"000004@{stack}"]
+    assert sorted(predictions(out)["id"]) == [f"000001@{stack}", f"000003@{stack}"]
