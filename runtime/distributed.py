@@ -41,7 +41,7 @@ class Classifier:
         self.buffer = np.zeros((batch_size, 1, box, box, box), np.float32)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from cryoshift.runtime.pipeline import score_rows
+        from cryoshift.runtime.pipeline import finite_outputs, score_rows
         from cryoshift.runtime.readers import error_reason
         from cryoshift.runtime.sources import Item, load_item
 
@@ -65,6 +65,10 @@ class Classifier:
             good.append(item)
         if good:
             logits, features = self.model.predict(self.buffer, len(good))
+            good, logits, features, failed = finite_outputs(good, logits, features)
+            for failure in failed:
+                kinds.append("error")
+                payloads.append(json.dumps(list(failure)))
             for row in score_rows(good, logits, features, self.model.metadata, self.threshold):
                 kinds.append("row")
                 # JSON has no NaN: send None and turn it back on the driver.

@@ -85,6 +85,19 @@ def score_rows(items: Sequence[Item], logits: np.ndarray, features: np.ndarray, 
     return rows
 
 
+def finite_outputs(items: Sequence[Item], logits: np.ndarray, features: np.ndarray
+                   ) -> tuple[list[Item], np.ndarray, np.ndarray, list[tuple[str, str, str]]]:
+    """Split off items whose logits are not finite: never a NaN "prediction", an error row instead."""
+    items = list(items)
+    bad = ~np.isfinite(logits[:len(items)]).all(axis=1)
+    if not bad.any():
+        return items, logits, features, []
+    failed = [(it.id, it.path, "model output is not finite for this subtomogram")
+              for it, b in zip(items, bad, strict=True) if b]
+    keep = np.flatnonzero(~bad)
+    return [items[i] for i in keep], logits[keep], features[keep], failed
+
+
 def run_pipeline(
     model: Model,
     items: Sequence[Item],
@@ -171,14 +184,9 @@ def run_pipeline(
                 t0 = time.perf_counter()
                 logits, features = model.predict(batch.buffer, n)
                 stats.compute_s += time.perf_counter() - t0
-                scored = list(batch.items)
-                bad = ~np.isfinite(logits[:n]).all(axis=1)
-                if bad.any():  # never a NaN "prediction": such items become error rows
-                    errors = list(errors) + [(it.id, it.path, "model output is not finite for this "
-                                              "subtomogram") for it, b in zip(scored, bad, strict=True) if b]
-                    keep = np.flatnonzero(~bad)
-                    scored, logits, features = [scored[i] for i in keep], logits[keep], features[keep]
-                    n = len(scored)
+                scored, logits, features, failed = finite_outputs(batch.items, logits, features)
+                if failed:
+                    errors, n = list(errors) + failed, len(scored)
                 rows = score_rows(scored, logits, features, meta, unknown_threshold)
                 for row in rows:
                     stats.class_counts[row[_LABEL]] += 1
