@@ -78,6 +78,23 @@ def _labels_by_name(names: Any, class_names: list[str], path: Path) -> np.ndarra
     return np.array([index[n] for n in names], dtype=np.int64)
 
 
+def unusable_volumes(volumes: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Indices of volumes holding NaN/Inf or magnitudes that overflow float32 normalisation.
+
+    One such volume turns every loss into NaN. Read in chunks (the stack may be a memory map);
+    NaN fails both comparisons, so per-volume min/max cover NaN, Inf and absurd values alike.
+    """
+    from cryoshift.runtime.sources import VALUE_LIMIT
+
+    bad: list[np.ndarray] = []
+    for start in range(0, len(volumes), chunk):
+        part = np.asarray(volumes[start:start + chunk])
+        flat = part.reshape(len(part), -1)
+        ok = (flat.min(axis=1) > -VALUE_LIMIT) & (flat.max(axis=1) < VALUE_LIMIT)
+        bad.append(np.flatnonzero(~ok) + start)
+    return np.concatenate(bad).astype(np.int64) if bad else np.zeros(0, np.int64)
+
+
 def load_source_dataset(path: str | Path) -> Domain:
     """A labelled dataset directory as the source domain."""
     from cryoshift.runtime.dataset import read_dataset
@@ -89,6 +106,11 @@ def load_source_dataset(path: str | Path) -> Domain:
         raise InputError(path, "the source dataset has no class names; is it labelled?")
     labels = np.asarray(ds.labels, dtype=np.int64)
     volumes = ds.volumes
+    bad = unusable_volumes(volumes)
+    if len(bad):
+        raise InputError(path / "volumes.mrc", f"{len(bad)} volumes hold NaN/Inf or values beyond "
+                                               f"+-1e15 (first: index {bad[0]}); labelled source data "
+                                               "must be clean")
     return Domain(volumes, labels, class_names, int(volumes.shape[1]), float(ds.voxel_size),
                   str(ds.contrast), dataset_fingerprint(path), f"dataset {path}")
 
@@ -114,6 +136,9 @@ def load_target(
 
         ds = read_dataset(path, with_labels=oracle_labels)
         volumes = ds.volumes
+        bad = unusable_volumes(volumes)
+        skipped = [f"{int(i) + 1:06d}@{path / 'volumes.mrc'}: holds NaN/Inf or values beyond +-1e15"
+                   for i in bad]
         if volumes.shape[1:] != (box_size,) * 3:
             shown = "x".join(str(s) for s in volumes.shape[1:])
             raise InputError(path, f"target boxes are {shown} but the source boxes are {box_size}^3; "
@@ -122,12 +147,18 @@ def load_target(
         if oracle_labels:
             names = [ds.class_names[i] for i in np.asarray(ds.labels, dtype=np.int64)]
             labels = _labels_by_name(names, class_names, path)
+        if len(bad):  # batch work: bad volumes are reported and skipped (a copy, only in this case)
+            if len(bad) == len(volumes):
+                raise InputError(path, f"no usable target volumes ({skipped[0]})")
+            keep = np.setdiff1d(np.arange(len(volumes)), bad)
+            volumes = volumes[keep]
+            labels = None if labels is None else labels[keep]
         if max_items is not None and len(volumes) > max_items:
             keep = np.sort(np.random.default_rng(0).choice(len(volumes), max_items, replace=False))
             volumes = volumes[keep]
             labels = None if labels is None else labels[keep]
         return Domain(volumes, labels, class_names, box_size, float(ds.voxel_size), str(ds.contrast),
-                      dataset_fingerprint(path), f"dataset {path}")
+                      dataset_fingerprint(path), f"dataset {path}", skipped)
     if oracle_labels:
         raise InputError(path, "--oracle-target-labels needs a labelled target dataset directory")
     return _load_planned(str(spec), box_size, voxel_size, contrast, tomograms, max_items)

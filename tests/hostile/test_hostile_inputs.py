@@ -843,7 +843,7 @@ def test_random_headers_fail_only_with_input_error(tmp_path: Path) -> None:
     anyint = st.integers(-(2**31), 2**31 - 1)
     word = st.one_of(small, anyint)
 
-    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(nx=word, ny=word, nz=word, mode=st.one_of(st.sampled_from([0, 1, 2, 3, 4, 6, 12, 101]), anyint),
            nsymbt=st.one_of(st.integers(-10, 2000), anyint), ispg=st.sampled_from([0, 1, 401, 630, -1]),
            mz=word, cella=st.floats(allow_nan=True, allow_infinity=True, width=32),
@@ -1008,3 +1008,29 @@ def test_non_finite_model_output_is_an_error_row(tmp_path: Path, capsys: Capsys)
     assert code == 0, err
     assert sorted(errors_table(out)["id"]) == [f"000002@{stack}", f"000004@{stack}"]
     assert sorted(predictions(out)["id"]) == [f"000001@{stack}", f"000003@{stack}"]
+
+
+def test_train_with_nan_volumes_in_datasets(tmp_path: Path, capsys: Capsys) -> None:
+    """A NaN volume in a target dataset is skipped and reported; in the labelled source it refuses the run."""
+    pytest.importorskip("torch")
+    import mrcfile
+
+    from cryoshift.runtime.dataset import write_dataset
+
+    src = write_dataset(tmp_path / "src", volumes(8, seed=1), labels=[0, 1] * 4, class_names=["a", "b"],
+                        voxel_size=VOXEL)
+    tgt = write_dataset(tmp_path / "tgt", volumes(5, seed=2), voxel_size=VOXEL)
+    with mrcfile.mmap(tgt / "volumes.mrc", "r+") as m:
+        m.data[3, 1, 1, 1] = np.nan
+        m.data[4, 0, 0, 0] = 1e30
+    argv = ["--epochs", 1, "--backbone", "cryonet-small", "--batch-size", 4, "--no-progress", "--threads", 1,
+            "--method", "dann"]
+    code, _, err = run_cli(["train", "--source", src, "--target", tgt, "--out", tmp_path / "run", *argv],
+                           capsys)
+    assert code == 0 and "Traceback" not in err, err
+    skipped = [ln for ln in err.splitlines() if "skipped target item" in ln]
+    assert len(skipped) == 2 and "000004@" in skipped[0] and "000005@" in skipped[1], err
+    with mrcfile.mmap(src / "volumes.mrc", "r+") as m:
+        m.data[2, 0, 0, 0] = np.inf
+    result = run_cli(["train", "--source", src, "--target", tgt, "--out", tmp_path / "run2", *argv], capsys)
+    assert_error(result, src)
