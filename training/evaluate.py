@@ -234,6 +234,12 @@ def evaluate(model: str | Path, data: str | Path, out_dir: str | Path | None = N
     if not model.exists():
         raise InputError(model, "no such model (give a .pt checkpoint, a run directory or a .onnx file)")
     ds = read_dataset(data, with_labels=True)  # evaluation is where target labels belong
+    from cryoshift.training.data import unusable_volumes
+
+    bad = unusable_volumes(ds.volumes)
+    if len(bad):  # one NaN volume makes NLL/ECE NaN and its prediction arbitrary
+        raise InputError(data / "volumes.mrc", f"{len(bad)} volumes hold NaN/Inf or values beyond +-1e15 "
+                                               f"(first: index {bad[0]}); evaluation data must be clean")
     label_names = [ds.class_names[i] for i in ds.labels]
     pred = predict(model, ds.volumes, batch_size, device)
     labels = names_to_indices(label_names, pred.metadata.class_names, data)

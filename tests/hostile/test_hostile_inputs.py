@@ -1034,3 +1034,14 @@ def test_train_with_nan_volumes_in_datasets(tmp_path: Path, capsys: Capsys) -> N
         m.data[2, 0, 0, 0] = np.inf
     result = run_cli(["train", "--source", src, "--target", tgt, "--out", tmp_path / "run2", *argv], capsys)
     assert_error(result, src)
+
+
+def test_evaluate_refuses_nan_volumes(model: Path, dataset: Path, tmp_path: Path, capsys: Capsys) -> None:
+    import mrcfile
+
+    with mrcfile.mmap(dataset / "volumes.mrc", "r+") as m:
+        m.data[1, 0, 0, 0] = np.nan
+    assert_error(run_cli(["evaluate", model, dataset, "--out", tmp_path / "ev"], capsys), dataset)
+    code, _, err = run_cli(["classify", model, dataset, "-o", tmp_path / "cl", "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    assert len(errors_table(tmp_path / "cl")) == 1 and len(predictions(tmp_path / "cl")) == 5
