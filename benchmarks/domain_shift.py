@@ -149,14 +149,21 @@ def run_benchmark(profile: Profile, work: Path, methods: list[str], targets: lis
             continue
         key = f"{target}__{method}__s{seed}"
         done = cache / f"{key}.json"
+        hparams = profile.method_hparams.get(method, {})
         if done.is_file():
-            runs.append(label_chosen(json.loads(done.read_text())))
+            cached = json.loads(done.read_text())
+            settings = (cached.get("hparams", hparams), cached.get("epochs", profile.epochs))
+            if settings != (hparams, profile.epochs):
+                raise SystemExit(f"{done} was trained with other settings ({cached.get('hparams')}, "
+                                 f"{cached.get('epochs')} epochs): give this profile its own --work")
+            runs.append(label_chosen(cached))
             continue
         run_dir = work / "train" / key
         t0 = time.perf_counter()
         domain_data.train_method(profile, method, data, target, seed, run_dir)
         train_s = time.perf_counter() - t0
-        record = {"target": target, "method": method, "seed": seed, "train_seconds": round(train_s, 1)}
+        record = {"target": target, "method": method, "seed": seed, "train_seconds": round(train_s, 1),
+                  "hparams": hparams, "epochs": profile.epochs}
         record.update(score_run(run_dir, data.targets[target].test, data.source_val, data.num_classes))
         record["run_dir"] = str(run_dir)
         done.write_text(json.dumps(record, indent=1))
