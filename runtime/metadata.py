@@ -147,6 +147,10 @@ def _check_graph(sess: Any, meta: ModelMetadata, path: Path) -> None:
     if "subtomograms" not in inputs or "logits" not in outputs:  # 'features' is optional (no shift score)
         raise InputError(path, "graph does not follow the cryoshift model contract (input 'subtomograms', "
                                f"output 'logits'); has inputs {sorted(inputs)}, outputs {sorted(outputs)}")
+    arg = next(i for i in sess.get_inputs() if i.name == "subtomograms")
+    if len(arg.shape) != 5 or arg.type != "tensor(float)":
+        raise InputError(path, f"input 'subtomograms' must be float32 (batch, 1, D, H, W); the graph has "
+                               f"{arg.type} of rank {len(arg.shape)}")
     k = outputs["logits"][-1] if outputs["logits"] else None
     if isinstance(k, int) and k != meta.num_classes:
         raise InputError(path, f"graph gives {k} logits but the metadata names {meta.num_classes} classes")

@@ -1045,3 +1045,32 @@ def test_evaluate_refuses_nan_volumes(model: Path, dataset: Path, tmp_path: Path
     code, _, err = run_cli(["classify", model, dataset, "-o", tmp_path / "cl", "-q", "-b", "cpu"], capsys)
     assert code == 0, err
     assert len(errors_table(tmp_path / "cl")) == 1 and len(predictions(tmp_path / "cl")) == 5
+
+
+@pytest.mark.parametrize("kind", ["rank4", "float16", "no_logits"])
+def test_onnx_off_contract_graph(kind: str, tmp_path: Path, capsys: Capsys) -> None:
+    """A graph whose input is not float32 (batch, 1, D, H, W), or without 'logits', is refused up front."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cryoshift.runtime.metadata import ModelMetadata
+
+    dtype = TensorProto.FLOAT16 if kind == "float16" else TensorProto.FLOAT
+    shape = ["batch", BOX, BOX, BOX] if kind == "rank4" else ["batch", 1, BOX, BOX, BOX]
+    out_name = "scores" if kind == "no_logits" else "logits"
+    w = np.full((2, BOX**3), 1.0 / BOX**3, np.float16 if kind == "float16" else np.float32)
+    nodes = [helper.make_node("Flatten", ["subtomograms"], ["flat"], axis=1),
+             helper.make_node("Gemm", ["flat", "w"], [out_name], transB=1)]
+    graph = helper.make_graph(nodes, "off", [helper.make_tensor_value_info("subtomograms", dtype, shape)],
+                              [helper.make_tensor_value_info(out_name, dtype, ["batch", 2])],
+                              [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    meta = ModelMetadata(class_names=["a", "b"], box_size=BOX, voxel_size=VOXEL)
+    for key, value in meta.to_properties().items():
+        entry = m.metadata_props.add()
+        entry.key, entry.value = key, value
+    path = tmp_path / f"{kind}.onnx"
+    onnx.save(m, str(path))
+    vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
+    assert_error(run_cli(["classify", path, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys), path)
