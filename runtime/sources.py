@@ -310,7 +310,9 @@ class _Planner:
         names = picks["tomo_name"].tolist() if "tomo_name" in picks.columns else None  # lists: fast per row
         xs, ys, zs = (picks[c].to_numpy(dtype=float).tolist() for c in ("x", "y", "z"))
         tomo_for: dict[str, Path] = {}
+        unmatched: dict[str, str] = {}  # picks of a tomogram not given: error rows, not a refusal
         seen: dict[str, int] = {}
+        start = len(self.items)
         for row in range(len(picks)):
             name = "" if names is None or _missing(names[row]) else str(names[row])
             if not name:
@@ -318,13 +320,6 @@ class _Planner:
                     raise InputError(path, "picks name no tomogram (no tomo_name/rlnTomoName column); "
                                            "pass exactly one tomogram with --tomograms")
                 name = next(iter(index))
-            if name not in tomo_for:
-                tomo_path = _match_tomogram(name, index, path)
-                vol = self.cache.get(str(tomo_path))
-                if vol.is_stack:
-                    raise InputError(tomo_path, "is a volume stack, not a tomogram")
-                self.check_voxel(tomo_path, vol)
-                tomo_for[name] = tomo_path
             x, y, z = xs[row], ys[row], zs[row]
             ident = f"{name}:{x:.1f},{y:.1f},{z:.1f}"
             if ident in seen:  # the same coordinates picked twice: keep both, distinctly
@@ -332,7 +327,26 @@ class _Planner:
                 ident = f"{ident}~{seen[ident]}"
             else:
                 seen[ident] = 1
-            self.items.append(Item(ident, "tomogram", str(tomo_for[name]), -1, x, y, z, name))
+            if name not in tomo_for and name not in unmatched:
+                try:
+                    tomo_path = _match_tomogram(name, index, path)
+                except InputError as exc:
+                    if not index:
+                        raise
+                    unmatched[name] = exc.reason
+                else:
+                    vol = self.cache.get(str(tomo_path))
+                    if vol.is_stack:
+                        raise InputError(tomo_path, "is a volume stack, not a tomogram")
+                    self.check_voxel(tomo_path, vol)
+                    tomo_for[name] = tomo_path
+            if name in unmatched:
+                self.items.append(Item(ident, "error", str(path), -1, x, y, z, name, unmatched[name]))
+            else:
+                self.items.append(Item(ident, "tomogram", str(tomo_for[name]), -1, x, y, z, name))
+        if unmatched and not tomo_for:  # nothing matched at all: a naming problem, say it once
+            del self.items[start:]
+            raise InputError(path, next(iter(unmatched.values())))
 
 
 def _missing(value: Any) -> bool:

@@ -1074,3 +1074,21 @@ def test_onnx_off_contract_graph(kind: str, tmp_path: Path, capsys: Capsys) -> N
     onnx.save(m, str(path))
     vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
     assert_error(run_cli(["classify", path, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys), path)
+
+
+def test_picks_of_a_tomogram_not_given_are_error_rows(model: Path, tomo: Path, tmp_path: Path,
+                                                       capsys: Capsys) -> None:
+    picks = _star(tmp_path / "mixed.star", pd.DataFrame({
+        "rlnTomoName": ["TS_01", "TS_99", "TS_01", "TS_99"], "rlnCoordinateX": [16.0, 5.0, 10.0, 5.0],
+        "rlnCoordinateY": [20.0, 5.0, 10.0, 5.0], "rlnCoordinateZ": [12.0, 5.0, 10.0, 5.0]}))
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, picks, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    errs = errors_table(out)
+    assert len(predictions(out)) == 2 and len(errs) == 2 and errs["id"].nunique() == 2, errs
+    assert all("TS_99" in r for r in errs["reason"])
+    only_missing = _star(tmp_path / "missing.star", pd.DataFrame({
+        "rlnTomoName": ["TS_99"], "rlnCoordinateX": [5.0], "rlnCoordinateY": [5.0], "rlnCoordinateZ": [5.0]}))
+    result = run_cli(["classify", model, only_missing, "-t", tomo, "-o", tmp_path / "o2", "-q", "-b", "cpu"],
+                     capsys)
+    assert "TS_99" in assert_error(result, only_missing)
