@@ -113,8 +113,10 @@ def _read_table(path: Path) -> pd.DataFrame:
     else:
         sep = r"\s+"
     try:
+        # Semicolon tables come from spreadsheets in locales that write decimal commas (1,5).
         return pd.read_csv(path, sep=sep, engine="python" if sep == r"\s+" else "c", comment=None,
-                           quoting=csv.QUOTE_MINIMAL, skipinitialspace=True)
+                           quoting=csv.QUOTE_MINIMAL, skipinitialspace=True,
+                           decimal="," if sep == ";" else ".")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(path, f"not a readable table ({type(exc).__name__}: {exc})") from exc
 

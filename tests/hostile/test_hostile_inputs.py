@@ -413,7 +413,7 @@ def test_relion5_centered_picks_outside_become_error_rows(model: Path, tomo: Pat
 def test_semicolon_csv_and_nan_row(model: Path, tomo: Path, tmp_path: Path,
                                    capsys: Capsys) -> None:
     semi = tmp_path / "semi.csv"
-    semi.write_text("tomo;x;y;z\nTS_01;16;20;12\nTS_01;10;10;10\n")
+    semi.write_text("tomo;x;y;z\nTS_01;16;20;12\nTS_01;10,5;10.5;10\n")  # decimal comma (and point)
     out = tmp_path / "out"
     code, _, err = run_cli(["classify", model, semi, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
     assert code == 0, err
