@@ -87,6 +87,14 @@ classify(sys.argv[1], [sys.argv[2]], sys.argv[3], backend="cpu", batch_size=3, w
 """
 
 
+def _lines(path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
 def test_kill_9_at_random_moments_then_resume_gives_every_item_once(model_path, helpers, tmp_path):
     n = 900
     stack = tmp_path / "many.mrcs"
@@ -102,12 +110,12 @@ def test_kill_9_at_random_moments_then_resume_gives_every_item_once(model_path, 
         if attempt == 3:  # the last run is left to finish
             assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
             break
-        before = csv.stat().st_size if csv.exists() else 0
-        pause = rng.uniform(0.0, 0.3)
-        # Wait until this run has appended rows, then a random moment more, then kill -9.
-        while proc.poll() is None and not (csv.exists() and csv.stat().st_size > before):
-            time.sleep(0.005)
-        time.sleep(pause)
+        before = _lines(csv)
+        wanted = before + rng.randint(1, 60)
+        # Wait until this run has appended a random number of rows (counted, not timed, so a fast
+        # machine cannot finish the whole run inside the wait), then kill -9 at once.
+        while proc.poll() is None and _lines(csv) < wanted:
+            time.sleep(0.002)
         if proc.poll() is not None:
             assert proc.returncode == 0, proc.stderr.read().decode()
             break
