@@ -10,6 +10,7 @@ held-back labels, used ONLY for scoring (and for the oracle ceiling).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,80 +124,57 @@ class Profile:
     notes: str = ""
 
 
+# Compute, not accuracy: a 4-channel warp and image discriminator and 64-unit domain discriminators keep
+# the adversarial methods affordable on 2 cores (chosen before any run). From round 2 on, discriminator lr
+# is 0.1x the network's (the release's ratio) for every adversarial method alike.
+_SMALL_ADVERSARIES = {
+    "dann": {"disc_hidden": 64},
+    "mada": {"disc_hidden": 64},
+    "warp": {"warp_channels": 4, "img_disc_channels": 4},
+    "cryoshift": {"warp_channels": 4, "img_disc_channels": 4, "disc_hidden": 64},
+}
+_SLOW_DISCRIMINATORS = {name: {**hp, "disc_lr_mult": 0.1} for name, hp in _SMALL_ADVERSARIES.items()}
+
+# < 30 min on 2 CPU cores for 7 methods x 2 targets x 3 seeds (two single-threaded workers).
+# Changed from round 1 (cpu-r1) on label-free evidence only: source val accuracy was still rising
+# (so more data and epochs), and the image/domain discriminators won outright (BCE -> 0, so the
+# reversed gradient carried nothing): discriminator lr 0.1x the network's.
+_CPU = Profile(
+    name="cpu",
+    structures="maps10A",
+    box_size=16,
+    voxel_size=20.0,
+    n_source=1024,
+    n_source_val=192,
+    n_target=384,
+    n_target_test=288,
+    backbone="cryonet-small",
+    epochs=8,
+    batch_size=32,
+    method_hparams=_SLOW_DISCRIMINATORS,
+    notes="16^3 boxes at 20 A, 6 classes from the 10 A maps, cryonet-small, 1024 source volumes, "
+    "8 epochs.",
+)
+
 PROFILES: dict[str, Profile] = {
-    # < 30 min on 2 CPU cores for 7 methods x 2 targets x 3 seeds.
-    # < 30 min on 2 CPU cores for 7 methods x 2 targets x 3 seeds (two single-threaded workers).
-    # Changed from round 1 (cpu-r1) on label-free evidence only: source val accuracy was still rising
-    # (so more data and epochs), and the image/domain discriminators won outright (BCE -> 0, so the
-    # reversed gradient carried nothing): discriminator lr 0.1x the network's, the release's ratio,
-    # for every adversarial method alike.
-    "cpu": Profile(
-        name="cpu",
-        structures="maps10A",
-        box_size=16,
-        voxel_size=20.0,
-        n_source=1024,
-        n_source_val=192,
-        n_target=384,
-        n_target_test=288,
-        backbone="cryonet-small",
-        epochs=8,
-        batch_size=32,
-        method_hparams={
-            "dann": {"disc_hidden": 64, "disc_lr_mult": 0.1},
-            "mada": {"disc_hidden": 64, "disc_lr_mult": 0.1},
-            "warp": {"warp_channels": 4, "img_disc_channels": 4, "disc_lr_mult": 0.1},
-            "cryoshift": {"warp_channels": 4, "img_disc_channels": 4, "disc_hidden": 64, "disc_lr_mult": 0.1},
-        },
-        notes="16^3 boxes at 20 A, 6 classes from the 10 A maps, cryonet-small, 1024 source volumes, "
-        "8 epochs.",
-    ),
+    "cpu": _CPU,
     # Round 1, kept for the record: undertrained (source val accuracy still rising at epoch 5) and
     # the image discriminator saturated (BCE ~5e-4 from epoch 3). See domain_shift_cpu.md.
-    "cpu-r1": Profile(
+    "cpu-r1": dataclasses.replace(
+        _CPU,
         name="cpu-r1",
-        structures="maps10A",
-        box_size=16,
-        voxel_size=20.0,
         n_source=768,
-        n_source_val=192,
-        n_target=384,
-        n_target_test=288,
-        backbone="cryonet-small",
         epochs=5,
-        batch_size=32,
-        # Compute, not accuracy: a 4-channel warp and image discriminator and 64-unit domain
-        # discriminators keep the adversarial methods affordable on 2 cores (chosen before any run).
-        method_hparams={
-            "dann": {"disc_hidden": 64},
-            "mada": {"disc_hidden": 64},
-            "warp": {"warp_channels": 4, "img_disc_channels": 4},
-            "cryoshift": {"warp_channels": 4, "img_disc_channels": 4, "disc_hidden": 64},
-        },
+        method_hparams=_SMALL_ADVERSARIES,
         notes="Round 1 (the a priori budget): 16^3 boxes at 20 A, 6 classes from the 10 A maps, "
         "cryonet-small, 768 source volumes, 5 epochs.",
     ),
     # Investigation (not tuning: reported whatever it gives): randomise the contrast sign in the
     # SOURCE simulator (half the volumes inverted), i.e. domain randomization at the simulator
     # level for the one shift (contrast convention) that the warp's bounded intensity change cannot make.
-    "cpu-randsign": Profile(
+    "cpu-randsign": dataclasses.replace(
+        _CPU,
         name="cpu-randsign",
-        structures="maps10A",
-        box_size=16,
-        voxel_size=20.0,
-        n_source=1024,
-        n_source_val=192,
-        n_target=384,
-        n_target_test=288,
-        backbone="cryonet-small",
-        epochs=8,
-        batch_size=32,
-        method_hparams={
-            "dann": {"disc_hidden": 64, "disc_lr_mult": 0.1},
-            "mada": {"disc_hidden": 64, "disc_lr_mult": 0.1},
-            "warp": {"warp_channels": 4, "img_disc_channels": 4, "disc_lr_mult": 0.1},
-            "cryoshift": {"warp_channels": 4, "img_disc_channels": 4, "disc_hidden": 64, "disc_lr_mult": 0.1},
-        },
         source_overrides={"invert_contrast": 0.5},
         notes="As `cpu`, but the source simulation inverts the contrast of half its volumes.",
     ),
@@ -219,24 +197,12 @@ PROFILES: dict[str, Profile] = {
         notes="40^3 boxes at 10 A, 8 classes (with p97/ClpB), cryonet, tens of thousands of volumes.",
     ),
     # Built-in structures (no external maps): the second, smaller profile.
-    "builtin": Profile(
+    "builtin": dataclasses.replace(
+        _CPU,
         name="builtin",
         structures="builtin",
-        box_size=16,
-        voxel_size=20.0,
         n_source=768,
-        n_source_val=192,
-        n_target=384,
-        n_target_test=288,
-        backbone="cryonet-small",
         epochs=6,
-        batch_size=32,
-        method_hparams={
-            "dann": {"disc_hidden": 64, "disc_lr_mult": 0.1},
-            "mada": {"disc_hidden": 64, "disc_lr_mult": 0.1},
-            "warp": {"warp_channels": 4, "img_disc_channels": 4, "disc_lr_mult": 0.1},
-            "cryoshift": {"warp_channels": 4, "img_disc_channels": 4, "disc_hidden": 64, "disc_lr_mult": 0.1},
-        },
         notes="16^3 boxes at 20 A, the package's 9 built-in synthetic structures, cryonet-small, 768 source "
         "volumes, 6 epochs (method settings as `cpu`).",
     ),
@@ -260,8 +226,6 @@ PROFILES: dict[str, Profile] = {
 
 def _grl_variant(gain: float) -> Profile:
     """Sensitivity of Cryo-Shift to the reversal weight's maximum (reported in full, never used to choose)."""
-    import dataclasses
-
     base = PROFILES["cpu-randsign"]
     hp = {**base.method_hparams, "cryoshift": {**base.method_hparams["cryoshift"], "grl_max": gain}}
     return dataclasses.replace(base, name=f"cpu-randsign-grl{gain:g}", method_hparams=hp,
