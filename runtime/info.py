@@ -103,6 +103,8 @@ def _describe_table(path: Path) -> Description:
     else:
         table = _read_table(path)
         columns, block_text = set(table.columns), ""
+    if {"csConfidence", "csClassName"} <= columns or {"confidence", "class_name"} <= columns:
+        return _describe_results(path)
     coord_names = ("x", "rlncoordinatex", "rlncenteredcoordinatexangst")
     has_coords = any(c.lower() in coord_names for c in map(str, columns))
     if "rlnImageName" in columns and not has_coords:
@@ -145,6 +147,23 @@ def _describe_table(path: Path) -> Description:
     extra = [c for c in picks.columns if c not in ("tomo_name", "x", "y", "z")]
     if extra:
         d.add("other columns", ", ".join(map(str, extra[:12])) + (" ..." if len(extra) > 12 else ""))
+    return d
+
+
+def _describe_results(path: Path) -> Description:
+    """A predictions table written by ``cryoshift classify`` (CSV or STAR: the same rows)."""
+    from cryoshift.runtime.results import read_results
+
+    rows = read_results(path)
+    d = Description("results", str(path))
+    d.add("type", "classification results")
+    d.add("rows", len(rows))
+    if len(rows):
+        d.add("classes", _counts(rows["class_name"]))
+        d.add("confidence", f"median {rows['confidence'].median():.3g}, min {rows['confidence'].min():.3g}")
+        if "shift_score" in rows:
+            d.add("shift score", f"median {rows['shift_score'].median():.3g}, "
+                                 f"max {rows['shift_score'].max():.3g} (~1 = the adapted domain)")
     return d
 
 

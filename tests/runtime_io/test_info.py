@@ -83,3 +83,22 @@ def test_describe_errors(tmp_path: Path) -> None:
     write_volume(tmp_path / "v.mrc", np.zeros((4, 4, 4), np.float32))
     with pytest.raises(InputError, match="not a cryoshift dataset"):
         describe(tmp_path)
+
+
+def test_results_tables_are_described_as_results_not_picks(tmp_path: Path) -> None:
+    from cryoshift.runtime import write_results
+
+    table = pd.DataFrame({
+        "id": ["000001@a.mrcs", "000002@a.mrcs", "000003@a.mrcs"],
+        "class_index": [0, 1, -1],
+        "class_name": ["ribosome", "proteasome", "unknown"],
+        "confidence": [0.9, 0.6, 0.2],
+        "shift_score": [1.0, 1.5, 4.0],
+    })
+    csv = write_results(table, tmp_path / "p.csv", tmp_path / "p.star")
+    for path in (csv, tmp_path / "p.star"):
+        got = rows(describe(path))
+        assert got["type"] == "classification results"
+        assert got["rows"] == "3"
+        assert "unknown: 1" in got["classes"] and "ribosome: 1" in got["classes"]
+        assert got["shift score"].startswith("median 1.5")
