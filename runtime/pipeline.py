@@ -138,17 +138,22 @@ def run_pipeline(
 
     def writer() -> None:
         # Batches finish out of order (several readers); rows are written in input order.
+        # On the way out (a failed run), batches still waiting for an earlier one are written
+        # anyway: they are finished work, and the resume ledger does not need input order.
         pending: dict[int, tuple[list[list[Any]], list[tuple[str, str, str]]]] = {}
         expected = 0
+        closing = False
         while True:
             job = done_q.get()
             if job is None:
-                return
-            number, rows, errors = job
-            pending[number] = (rows, errors)
-            while expected in pending:
-                rows, errors = pending.pop(expected)
-                expected += 1
+                closing = True
+            else:
+                number, rows, errors = job
+                pending[number] = (rows, errors)
+            while pending and (expected in pending or closing):
+                key = expected if expected in pending else min(pending)
+                rows, errors = pending.pop(key)
+                expected = key + 1
                 t0 = time.perf_counter()
                 try:
                     if not writer_error:
@@ -157,6 +162,8 @@ def run_pipeline(
                     writer_error.append(exc)
                 stats.write_s += time.perf_counter() - t0
                 bar.advance(len(rows) + len(errors))
+            if closing:
+                return
 
     write_thread = threading.Thread(target=writer, name="cryoshift-writer", daemon=True)
     t_start = time.perf_counter()
