@@ -112,44 +112,23 @@ def _names(out_dir: Path, shard: tuple[int, int] | None) -> dict[str, Path]:
     }
 
 
-def _star_value(text: str) -> str:
-    """A CSV cell as a STAR token: empty and whitespace-holding strings are quoted."""
-    if text == "":
-        return '""'
-    if any(ch.isspace() for ch in text) or text[0] in "#_'\"":
-        return f"'{text}'" if '"' in text else f'"{text}"'
-    return text
-
-
-def _write_star(csv_path: Path, star_path: Path) -> None:
-    """Write the STAR file from the results CSV, streaming (millions of rows never sit in memory).
-
-    The cells are copied as text, so both files hold exactly the same values; labels follow
-    :func:`cryoshift.runtime.results.star_name` and RELION's 1-based ``rlnClassNumber``
-    (0 = unknown), as ``read_results`` expects. Written to a temporary name and renamed.
-    """
+def _per_tomogram(csv_path: Path) -> dict[str, dict[str, int]]:
+    """Class counts per tomogram (picks only) of a finished results CSV."""
     import csv
 
-    from cryoshift.runtime import __version__
-    from cryoshift.runtime.results import BLOCK, star_name
-
-    tmp = star_path.with_name(f".{star_path.name}.tmp")
-    with open(csv_path, newline="") as src, open(tmp, "w") as dst:
-        reader = csv.reader(src)
-        header = next(reader)
-        k = header.index("class_index")
-        dst.write(f"# cryoshift {__version__} classify results (same rows as {csv_path.name})\n\n"
-                  f"data_{BLOCK}\n\nloop_\n")
-        dst.writelines(f"_{star_name(c)} #{i}\n" for i, c in enumerate(header, 1))
+    counts: dict[str, Counter] = {}
+    if not csv_path.is_file():
+        return {}
+    with open(csv_path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header or "tomo_name" not in header or "class_name" not in header:
+            return {}
+        t, c = header.index("tomo_name"), header.index("class_name")
         for row in reader:
-            if row:
-                index = int(row[k])
-                row[k] = str(index + 1 if index >= 0 else 0)
-                dst.write("\t".join(_star_value(v) for v in row) + "\n")
-        dst.write("\n")
-        dst.flush()
-        os.fsync(dst.fileno())
-    tmp.replace(star_path)
+            if row and row[t]:
+                counts.setdefault(row[t], Counter())[row[c]] += 1
+    return {name: dict(sorted(n.items())) for name, n in sorted(counts.items())}
 
 
 def _count_rows(csv_path: Path) -> tuple[int, Counter]:
@@ -200,7 +179,15 @@ def finish_run(names: dict[str, Path], model: Model, plan: Plan, summary: Classi
     summary.total_rows, counts = _count_rows(names["csv"])
     summary.total_errors, _ = _count_rows(names["errors"])
     summary.class_counts = dict(counts)
-    _write_star(names["csv"], names["star"])
+    from cryoshift.runtime.star_out import write_predictions_star
+
+    for note in plan.notes:
+        if note not in summary.notes:
+            summary.notes.append(note)
+    split = write_predictions_star(names["csv"], names["star"], plan.origins,
+                                   split_by_class=bool(settings.get("split_by_class")))
+    if split:
+        summary.notes.append(f"one STAR per class: {', '.join(p.name for p in split)}")
     manifest = {
         "format": "cryoshift.classify/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -209,6 +196,7 @@ def finish_run(names: dict[str, Path], model: Model, plan: Plan, summary: Classi
         "settings": settings,
         "data": {"box_size": plan.box_size, "contrast": plan.contrast, "voxel_sizes": plan.voxel_sizes},
         "summary": asdict(summary),
+        "tomograms": _per_tomogram(names["csv"]),  # class counts per tomogram (picks)
         "versions": _versions(),
     }
     tmp = names["manifest"].with_suffix(".json.tmp")
@@ -235,6 +223,9 @@ def classify(
     devices: list[int] | None = None,
     subshard: tuple[int, int] | None = None,
     reader_processes: bool = False,
+    coordinate_pixel_size: float | None = None,
+    binning: float | None = None,
+    split_by_class: bool = False,
 ) -> ClassifySummary:
     """Classify every subtomogram in ``inputs`` and write results into ``out_dir``.
 
@@ -242,6 +233,9 @@ def classify(
     (rlnImageName), pick tables (with ``tomograms`` to crop from) and dataset directories.
     A bad item is written to ``errors.csv`` and the run goes on; ``resume=True`` continues a
     killed run without losing or duplicating a row. ``shard="i/n"`` keeps every n-th item.
+    ``binning`` (or ``coordinate_pixel_size``, A per pick pixel) scales pixel picks made on
+    another sampling (RELION 4 unbinned picks) to the reconstruction's voxels;
+    ``split_by_class`` also writes one ``predictions_<class>.star`` per class.
     ``workers`` reader threads fill batches (``reader_processes=True``: processes sharing
     memory with this one, for GPUs that consume faster than one Python process reads).
 
@@ -260,7 +254,8 @@ def classify(
                                  workers=workers, resume=resume, shard=shard,
                                  unknown_threshold=unknown_threshold, progress=progress, tomograms=tomograms,
                                  contrast=contrast, ignore_voxel_size=ignore_voxel_size, threads=threads,
-                                 reader_processes=reader_processes)
+                                 reader_processes=reader_processes, binning=binning,
+                                 coordinate_pixel_size=coordinate_pixel_size, split_by_class=split_by_class)
     if devices and len(devices) == 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices[0])
     t0 = time.perf_counter()
@@ -271,7 +266,7 @@ def classify(
     out.mkdir(parents=True, exist_ok=True)
     cache = VolumeCache()
     plan = plan_inputs(inputs, meta.box_size, meta.voxel_size, meta.contrast, contrast, tomograms,
-                       ignore_voxel_size, cache)
+                       ignore_voxel_size, cache, coordinate_pixel_size=coordinate_pixel_size, binning=binning)
     if shard:
         plan = plan.shard(*shard)
     if subshard:
@@ -312,7 +307,8 @@ def classify(
                 "reader_processes": reader_processes, "resume": resume,
                 "shard": list(shard) if shard else None, "subshard": list(subshard) if subshard else None,
                 "unknown_threshold": unknown_threshold, "tomograms": tomograms, "contrast": contrast,
-                "ignore_voxel_size": ignore_voxel_size}
+                "ignore_voxel_size": ignore_voxel_size, "coordinate_pixel_size": coordinate_pixel_size,
+                "binning": binning, "split_by_class": split_by_class}
     return finish_run(names, model, plan, summary, settings)
 
 
@@ -372,6 +368,13 @@ def _classify_devices(model: str | Path | Model, inputs: list[str], out_dir: str
     model_obj = _ManifestModel.from_manifest(first)
     data = first["data"]
     plan = Plan([], list(inputs), data["box_size"], data["contrast"], data["voxel_sizes"])
+    try:  # the input tables' rows, for predictions.star (planning reads headers, not voxels)
+        meta = model_obj.metadata
+        plan = plan_inputs(inputs, meta.box_size, meta.voxel_size, meta.contrast, kw.get("contrast"),
+                           kw.get("tomograms"), True, coordinate_pixel_size=kw.get("coordinate_pixel_size"),
+                           binning=kw.get("binning"))
+    except InputError:
+        pass
     settings = {**{k: v for k, v in kw.items()}, "devices": devices, "progress": progress}
     return finish_run(names, model_obj, plan, summary, settings)
 

@@ -148,7 +148,11 @@ def read_results(path: str | Path) -> pd.DataFrame:
         if "rlnClassNumber" in df.columns:
             num = pd.to_numeric(df["rlnClassNumber"], errors="coerce")
             df["rlnClassNumber"] = (num - 1).astype(np.int64)
-        df.columns = [csv_name(c) for c in df.columns]
+        if "csId" in df.columns:  # classify's STAR (runtime/star_out.py): csId is the id, input columns stay
+            df.columns = ["id" if c == "csId" else c if c in FIXED_BACK and c != "rlnClassNumber"
+                          else csv_name(c) for c in df.columns]
+        else:
+            df.columns = [csv_name(c) for c in df.columns]
     else:
         sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
         try:

@@ -55,6 +55,9 @@ class Plan:
     contrast: str
     voxel_sizes: dict[str, float] = field(default_factory=dict)  # per opened stack/tomogram/file group
     notes: list[str] = field(default_factory=list)
+    # STAR tables classified row by row: (path, item id per table row or None); the output STAR
+    # copies their blocks and columns (see runtime/star_out.py).
+    origins: list[tuple[str, list[str | None]]] = field(default_factory=list)
 
     def shard(self, index: int, count: int) -> Plan:
         """Deterministic partition: every ``count``-th item from position ``index``.
@@ -65,7 +68,7 @@ class Plan:
         if count < 1 or not 0 <= index < count:
             raise InputError(None, f"shard {index}/{count} is invalid: need 0 <= i < n")
         return Plan(self.items[index::count], self.inputs, self.box_size, self.contrast,
-                    self.voxel_sizes, self.notes)
+                    self.voxel_sizes, self.notes, self.origins)
 
 
 def stack_id(path: str | Path, index: int) -> str:
@@ -137,13 +140,22 @@ def _expand(text: str) -> list[Path]:
     return [path]
 
 
-def _tomogram_index(tomograms: list[str]) -> dict[str, Path]:
-    """Tomogram files by stem (the name pick tables use)."""
+def _tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Tomogram files by stem (the name pick tables use); a RELION 5 ``tomograms.star`` adds its
+    tomograms by rlnTomoName (their table rows go into ``tables``)."""
+    from cryoshift.runtime.tomograms import is_tomogram_table, read_tomogram_table
+
     index: dict[str, Path] = {}
     for text in tomograms:
         for path in _expand(text):
             if not path.is_file():
                 raise InputError(path, "no such tomogram")
+            if is_tomogram_table(path):
+                for entry in read_tomogram_table(path):
+                    index[entry.name] = entry.path
+                    if tables is not None:
+                        tables[entry.name] = entry
+                continue
             index[path.stem] = path
     return index
 
@@ -166,7 +178,8 @@ def _match_tomogram(name: str, index: dict[str, Path], picks: Path) -> Path:
 
 class _Planner:
     def __init__(self, box_size: int, model_voxel: float, contrast: str | None, model_contrast: str,
-                 ignore_voxel_size: bool, tomograms: list[str], cache: VolumeCache):
+                 ignore_voxel_size: bool, tomograms: list[str], cache: VolumeCache,
+                 coordinate_pixel_size: float | None = None, binning: float | None = None):
         self.box = box_size
         self.model_voxel = model_voxel
         self.contrast = contrast
@@ -178,6 +191,10 @@ class _Planner:
         self.items: list[Item] = []
         self.voxel_sizes: dict[str, float] = {}
         self.notes: list[str] = []
+        self.origins: list[tuple[str, list[str | None]]] = []
+        self.tomo_tables: dict[str, Any] = {}  # rlnTomoName -> TomogramEntry from a tomograms.star
+        self.coordinate_pixel_size = coordinate_pixel_size
+        self.binning = binning
 
     # -- checks ------------------------------------------------------------------------------
     def check_voxel(self, path: Path | str, vol: Any) -> None:
@@ -274,26 +291,49 @@ class _Planner:
                     self.items.append(Item(stack_id(vpath, index), "stack", vpath, index))
                 else:
                     self.items.append(Item(vpath, "file", vpath))
+            if path.suffix.lower() == ".star":
+                self.origins.append((str(path), [it.id for it in self.items[-len(listing):]]))
             return
-        if path.suffix.lower() == ".star" and _star_has(path, "rlnCenteredCoordinateXAngst") \
-                and not _star_has(path, "rlnCoordinateX"):
+        centred = path.suffix.lower() == ".star" and _star_has(path, "rlnCenteredCoordinateXAngst") \
+            and not _star_has(path, "rlnCoordinateX")
+        if centred:
             # RELION 5 centred Angstrom coordinates: converted with each tomogram's own header;
             # picks outside the tomogram become error rows when cropped, like pixel picks.
-            picks = read_picks(path, pixel_size=lambda name: self._tomo_header(path, name)["voxel_size"],
+            picks = read_picks(path, pixel_size=lambda name: self._tomo_pixel(path, name),
                                tomo_shape=lambda name: self._tomo_header(path, name)["shape"],
                                check_inside=False)
         else:
             picks = read_picks(path)
-        self.add_picks(path, picks)
+        self.add_picks(path, picks, scale=not centred)  # Angstrom picks need no --binning
 
     def _tomo_header(self, picks: Path, name: str) -> dict[str, Any]:
         from cryoshift.runtime.mrc import read_header
 
         if self._tomo_index is None:
-            self._tomo_index = _tomogram_index(self.tomograms)
+            self._tomo_index = _tomogram_index(self.tomograms, self.tomo_tables)
         if not name and len(self._tomo_index) == 1:
             name = next(iter(self._tomo_index))
         return read_header(_match_tomogram(name, self._tomo_index, picks))
+
+    def _tomo_pixel(self, picks: Path, name: str) -> float:
+        """A per voxel of a tomogram: its tomograms.star row (tilt-series pixel x binning) when
+        there is one, else the MRC header."""
+        header = self._tomo_header(picks, name)
+        entry = self.tomo_tables.get(name)
+        return entry.pixel_size if entry is not None and entry.pixel_size else header["voxel_size"]
+
+    def _coordinate_scale(self, name: str, vol: Any) -> float:
+        """Factor from pick pixels to reconstruction voxels (--binning / --coordinate-pixel-size)."""
+        if self.binning:
+            return 1.0 / self.binning
+        if self.coordinate_pixel_size:
+            entry = self.tomo_tables.get(name)
+            voxel = entry.pixel_size if entry is not None and entry.pixel_size else float(vol.voxel_size or 0)
+            if voxel <= 0:
+                raise InputError(name, "--coordinate-pixel-size needs the tomogram's voxel size, and its "
+                                       "header has none; use --binning instead")
+            return self.coordinate_pixel_size / voxel
+        return 1.0
 
     def _check_listed_file(self, vpath: str) -> None:
         """Voxel size of a listed file, read once per file; unreadable files fail per item later."""
@@ -303,15 +343,16 @@ class _Planner:
             return
         self.check_voxel(vpath, vol)
 
-    def add_picks(self, path: Path, picks: Any) -> None:
+    def add_picks(self, path: Path, picks: Any, scale: bool = True) -> None:
         if self._tomo_index is None:
-            self._tomo_index = _tomogram_index(self.tomograms)
+            self._tomo_index = _tomogram_index(self.tomograms, self.tomo_tables)
         index = self._tomo_index
         names = picks["tomo_name"].tolist() if "tomo_name" in picks.columns else None  # lists: fast per row
         xs, ys, zs = (picks[c].to_numpy(dtype=float).tolist() for c in ("x", "y", "z"))
         tomo_for: dict[str, Path] = {}
         unmatched: dict[str, str] = {}  # picks of a tomogram not given: error rows, not a refusal
         seen: dict[str, int] = {}
+        scales: dict[str, float] = {}
         start = len(self.items)
         for row in range(len(picks)):
             name = "" if names is None or _missing(names[row]) else str(names[row])
@@ -321,6 +362,14 @@ class _Planner:
                                            "pass exactly one tomogram with --tomograms")
                 name = next(iter(index))
             x, y, z = xs[row], ys[row], zs[row]
+            if scale and (self.binning or self.coordinate_pixel_size) and name not in unmatched:
+                if name not in scales:
+                    try:
+                        vol = self.cache.get(str(_match_tomogram(name, index, path)))
+                    except InputError:
+                        vol = None
+                    scales[name] = self._coordinate_scale(name, vol) if vol is not None else 1.0
+                x, y, z = x * scales[name], y * scales[name], z * scales[name]
             ident = f"{name}:{x:.1f},{y:.1f},{z:.1f}"
             if ident in seen:  # the same coordinates picked twice: keep both, distinctly
                 seen[ident] += 1
@@ -347,6 +396,14 @@ class _Planner:
         if unmatched and not tomo_for:  # nothing matched at all: a naming problem, say it once
             del self.items[start:]
             raise InputError(path, next(iter(unmatched.values())))
+        from cryoshift.runtime.tomograms import outside_hint
+
+        hint = outside_hint(path, self.items[start:], {n: self.cache.get(str(p)).data.shape
+                                                       for n, p in tomo_for.items()}, self.tomo_tables)
+        if hint:
+            self.notes.append(hint)
+        if path.suffix.lower() == ".star":
+            self.origins.append((str(path), [it.id for it in self.items[start:]]))
 
 
 def _missing(value: Any) -> bool:
@@ -389,7 +446,8 @@ def _star_has(path: Path, label: str) -> bool:
 
 def plan_inputs(inputs: list[str], box_size: int, model_voxel_size: float, model_contrast: str = "dark",
                 contrast: str | None = None, tomograms: list[str] | None = None,
-                ignore_voxel_size: bool = False, cache: VolumeCache | None = None) -> Plan:
+                ignore_voxel_size: bool = False, cache: VolumeCache | None = None,
+                coordinate_pixel_size: float | None = None, binning: float | None = None) -> Plan:
     """Enumerate every item of ``inputs`` in a stable order and check them against the model.
 
     Refuses (InputError) what can never work: a data contrast or voxel size that differs from
@@ -401,14 +459,15 @@ def plan_inputs(inputs: list[str], box_size: int, model_voxel_size: float, model
     if not inputs:
         raise InputError(None, "no inputs given")
     planner = _Planner(box_size, model_voxel_size, contrast, model_contrast, ignore_voxel_size,
-                       list(tomograms or []), cache or VolumeCache())
+                       list(tomograms or []), cache or VolumeCache(), coordinate_pixel_size, binning)
     data_contrast = contrast or "dark"
     has_non_dataset = any(not (Path(t).is_dir() and (Path(t) / "dataset.json").is_file()) for t in inputs)
     if has_non_dataset:
         planner.check_contrast("--contrast", data_contrast)
     for text in inputs:
         planner.add(text)
-    return Plan(planner.items, list(inputs), box_size, data_contrast, planner.voxel_sizes, planner.notes)
+    return Plan(planner.items, list(inputs), box_size, data_contrast, planner.voxel_sizes, planner.notes,
+                planner.origins)
 
 
 # ---------------------------------------------------------------------------------------------

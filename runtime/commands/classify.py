@@ -21,8 +21,8 @@ class Contrast(str, Enum):
 _MODEL_HELP = "Exported model: model.onnx, or a TensorRT model.engine with its .engine.json sidecar."
 _INPUTS_HELP = ("What to classify, mixed freely: MRC files, globs ('sub/*.mrc'), directories, MRC volume "
                 "stacks, STAR listings (rlnImageName), pick tables (STAR/CSV + -t), dataset folders.")
-_TOMO_HELP = ("Tomograms to crop picks from (files, globs, folders; repeatable), matched to the picks' "
-              "rlnTomoName/tomo_name by file stem.")
+_TOMO_HELP = ("Tomograms to crop picks from (files, globs, folders, or a RELION 5 tomograms.star; "
+              "repeatable), matched to the picks' rlnTomoName/tomo_name.")
 _BACKEND_HELP = "Inference backend; auto picks the fastest that works here and says which."
 _SHARD_HELP = ("Classify only share i of n (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); output "
                "files get a .shard-i-of-n suffix.")
@@ -74,6 +74,16 @@ def command(
                                     "join a local one)."),
     ray_workers: int = typer.Option(2, "--ray-workers", min=1, help="Ray actors (one model each)."),
     ray_gpus: float = typer.Option(0.0, "--ray-gpus", min=0.0, help="GPUs per Ray actor (1 on GPU nodes)."),
+    coordinate_pixel_size: float = typer.Option(None, "--coordinate-pixel-size", min=0.0,
+                                                help="A per pixel of pixel picks made on another sampling "
+                                                     "(e.g. unbinned tilt-series pixels); they are scaled to "
+                                                     "the reconstruction's voxels."),
+    binning: float = typer.Option(None, "--binning", min=1.0,
+                                  help="Pixel picks are this many times finer than the reconstruction "
+                                       "(RELION 4 unbinned picks on a bin-4 tomogram: 4)."),
+    split_by_class: bool = typer.Option(False, "--split-by-class",
+                                        help="Also write predictions_<class>.star per class (for RELION "
+                                             "Extract subtomos and ArtiaX)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
     """Classify experimental subtomograms with an exported model.
@@ -86,11 +96,16 @@ def command(
     from cryoshift.runtime.errors import InputError
 
     device_list = _devices(devices)
+    if binning and coordinate_pixel_size:
+        raise InputError(None, "give --binning or --coordinate-pixel-size, not both")
     common = dict(
         resume=resume, unknown_threshold=unknown_threshold, tomograms=list(tomograms or []),
         contrast=contrast.value if contrast else None, ignore_voxel_size=ignore_voxel_size,
     )
     if ray:
+        if binning or coordinate_pixel_size or split_by_class:
+            raise InputError(None, "--binning/--coordinate-pixel-size/--split-by-class are not yet supported "
+                                   "with --ray")
         if device_list or shard:
             raise InputError(None, "--ray distributes by itself; drop --devices/--shard")
         from cryoshift.runtime.distributed import classify_ray
@@ -103,7 +118,9 @@ def command(
 
         summary = classify(model, list(inputs), out, backend=backend.value, batch_size=batch_size,
                            workers=workers, shard=shard, progress=not quiet, threads=threads,
-                           devices=device_list, reader_processes=reader_processes, **common)
+                           devices=device_list, reader_processes=reader_processes,
+                           coordinate_pixel_size=coordinate_pixel_size, binning=binning,
+                           split_by_class=split_by_class, **common)
     if not quiet:
         for line in summary.lines():
             typer.echo(line)

@@ -1,0 +1,138 @@
+"""Tomogram tables: RELION 5 ``tomograms.star`` given to ``-t``, and the pixel-size facts
+that turn pick coordinates into voxels of the reconstruction.
+
+RELION 5 (``Reconstruct tomograms`` / ``Denoise`` jobs) writes ``tomograms.star`` with one
+``data_global`` loop, one row per tomogram::
+
+    _rlnTomoName                   TS_01
+    _rlnTomoTiltSeriesPixelSize    2.5      (A per pixel of the tilt series, unbinned)
+    _rlnTomoTomogramBinning        4        (reconstruction voxel = 2.5 x 4 = 10 A)
+    _rlnTomoSizeX/Y/Z              unbinned tomogram size in pixels
+    _rlnTomoReconstructedTomogram  Tomograms/job006/tomograms/rec_TS_01.mrc
+
+Paths in RELION files are relative to the RELION project directory, which is usually two
+folders above the STAR file (``<project>/Tomograms/job006/tomograms.star``). A relative path
+is looked up next to the STAR file first, then in each folder above it, then in the working
+directory; the first that exists wins (or the one next to the STAR when none does, so the
+error names a sensible path).
+
+Half-map (``rlnTomoReconstructedTomogramHalf1``) and denoised
+(``rlnTomoReconstructedTomogramDenoised``) columns are used only when the full
+reconstruction column is absent, in that order of preference: denoised, then half 1.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryoshift.runtime.errors import InputError
+
+RECONSTRUCTION_COLUMNS = (
+    "rlnTomoReconstructedTomogram",
+    "rlnTomoReconstructedTomogramDenoised",
+    "rlnTomoReconstructedTomogramHalf1",
+)
+
+
+@dataclass(frozen=True)
+class TomogramEntry:
+    """One row of a tomogram table."""
+
+    name: str
+    path: Path
+    pixel_size: float | None  # A per voxel of the reconstruction (tilt-series pixel x binning)
+    tilt_series_pixel_size: float | None  # A per unbinned pixel
+    binning: float | None
+
+
+def is_tomogram_table(path: str | Path) -> bool:
+    """A STAR file (``-t tomograms.star``) rather than a volume."""
+    return Path(path).suffix.lower() == ".star"
+
+
+def resolve_relative(name: str, star: Path) -> Path:
+    """A path written in a RELION STAR file, resolved as the module docstring says."""
+    p = Path(name)
+    if p.is_absolute():
+        return p
+    base = star.resolve().parent
+    candidates = [base / p, *(parent / p for parent in base.parents), Path(os.getcwd()) / p]
+    for c in candidates:
+        if c.exists():
+            return c
+    return base / p
+
+
+def _number(value: object) -> float | None:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) and out > 0 else None
+
+
+def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
+    """The tomograms listed in a RELION 5 ``tomograms.star`` (see the module docstring)."""
+    from cryoshift.runtime.picks import read_star_blocks
+
+    path = Path(path)
+    blocks = read_star_blocks(path)
+    names = [n for n, df in blocks.items() if "rlnTomoName" in df.columns]
+    if not names:
+        found = sorted({c for df in blocks.values() for c in df.columns})
+        raise InputError(path, f"not a tomogram table: no rlnTomoName column (found {', '.join(found[:8])})")
+    df = blocks["global" if "global" in names else names[0]].reset_index(drop=True)
+    col = next((c for c in RECONSTRUCTION_COLUMNS if c in df.columns), None)
+    if col is None:
+        raise InputError(path, "no reconstruction column: need rlnTomoReconstructedTomogram (run RELION's "
+                               "Reconstruct tomograms job, or pass the MRC files to -t instead)")
+    entries = []
+    seen: set[str] = set()
+    for i, row in df.iterrows():
+        name = str(row["rlnTomoName"]).strip()
+        if not name or name in seen:
+            raise InputError(path, f"row {i}: " + ("empty rlnTomoName" if not name
+                                                   else f"tomogram {name!r} listed twice"))
+        seen.add(name)
+        rec = str(row[col]).strip()
+        if not rec or rec == "nan":
+            raise InputError(path, f"row {i}: tomogram {name!r} has no {col}")
+        ts_pixel = _number(row.get("rlnTomoTiltSeriesPixelSize"))
+        binning = _number(row.get("rlnTomoTomogramBinning"))
+        pixel = ts_pixel * (binning or 1.0) if ts_pixel else None
+        entries.append(TomogramEntry(name, resolve_relative(rec, path), pixel, ts_pixel, binning))
+    return entries
+
+
+def outside_hint(picks: str | Path, items: list, shapes: dict[str, tuple[int, ...]],
+                 tables: dict[str, TomogramEntry] | None = None) -> str | None:
+    """A note when most picks of one table fall outside their tomograms, saying how many times
+    too large the coordinates look (unbinned pixel picks against a binned reconstruction).
+
+    ``items`` are planned items (``x, y, z`` voxels, ``tomo``), ``shapes`` (Z, Y, X) by name.
+    """
+    import numpy as np
+
+    rows = [(it.x, it.y, it.z, shapes[it.tomo]) for it in items
+            if it.kind == "tomogram" and it.tomo in shapes]
+    if not rows:
+        return None
+    xyz = np.array([r[:3] for r in rows], dtype=np.float64)
+    size = np.array([r[3][::-1] for r in rows], dtype=np.float64)  # (X, Y, Z) voxels
+    near = np.floor(xyz + 0.5)
+    out = ((near < 0) | (near >= size)).any(axis=1)
+    if out.sum() * 2 <= len(rows):
+        return None
+    ratio = float(np.nanmax(np.abs(xyz) / size, axis=0).max())  # ~N for picks spread over an N-x larger frame
+    head = f"{int(out.sum())} of {len(rows)} picks in {Path(picks).name} lie outside their tomograms"
+    if ratio < 1.5:
+        return head + "; check the tomogram names and the coordinate convention"
+    factor = max(2, round(ratio))
+    binnings = sorted({int(e.binning) for e in (tables or {}).values() if e.binning and e.binning > 1})
+    if binnings and min(binnings) / 1.5 <= ratio <= max(binnings) * 1.05:
+        factor = min(binnings, key=lambda b: abs(b - ratio))
+    return (f"{head}; the coordinates look {factor}x too large for the reconstructions (unbinned pixel "
+            f"picks?): rerun with --binning {factor} or --coordinate-pixel-size <A per pick pixel>")

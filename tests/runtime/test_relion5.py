@@ -1,0 +1,170 @@
+"""Round trips with RELION 5 files, written here the way RELION 5 writes them.
+
+The headers follow RELION 5's own output: ``tomograms.star`` (data_global, one row per
+tomogram: rlnTomoTiltSeriesPixelSize, rlnTomoTomogramBinning, rlnTomoSizeX/Y/Z,
+rlnTomoReconstructedTomogram relative to the project directory) and a particles.star with
+data_general (rlnTomoSubTomosAre2DStacks), data_optics and data_particles (rlnTomoName,
+rlnCenteredCoordinateX/Y/ZAngst, angles, optics group, rlnTomoParticleName).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryoshift.runtime.cli import main
+from cryoshift.runtime.mrc import write_volume
+
+SHAPE = (24, 48, 40)  # Z, Y, X voxels of each reconstruction
+VOXEL = 10.0  # 2.5 A tilt series, binned 4x
+PIXEL_PICKS = {  # pixel (x, y, z) in the reconstruction
+    "TS_01": [(20.0, 24.0, 12.0), (12.0, 30.0, 10.0), (30.0, 16.0, 14.0), (25.0, 35.0, 9.0)],
+    "TS_02": [(18.0, 20.0, 12.0), (28.0, 40.0, 11.0), (10.0, 10.0, 13.0)],
+}
+
+
+def _project(root: Path) -> dict[str, Path]:
+    """A RELION 5 project: Tomograms/job006/{tomograms.star, tomograms/rec_TS_0N.mrc}, picks."""
+    job = root / "Tomograms" / "job006"
+    (job / "tomograms").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    rows = []
+    for name in PIXEL_PICKS:
+        write_volume(job / "tomograms" / f"rec_{name}.mrc", rng.normal(0, 1, SHAPE).astype(np.float32),
+                     voxel_size=VOXEL)
+        rows.append(f"{name} Tomograms/job006/tilt_series/{name}.star 300.000000 2.700000 0.100000 "
+                    f"2.500000 -1.000000 optics1 2.500000 4.000000 160 192 96 "
+                    f"Tomograms/job006/tomograms/rec_{name}.mrc")
+    labels = ["rlnTomoName", "rlnTomoTiltSeriesStarFile", "rlnVoltage", "rlnSphericalAberration",
+              "rlnAmplitudeContrast", "rlnMicrographOriginalPixelSize", "rlnTomoHand", "rlnOpticsGroupName",
+              "rlnTomoTiltSeriesPixelSize", "rlnTomoTomogramBinning", "rlnTomoSizeX", "rlnTomoSizeY",
+              "rlnTomoSizeZ", "rlnTomoReconstructedTomogram"]
+    tomograms = job / "tomograms.star"
+    tomograms.write_text("\n# version 50001\n\ndata_global\n\nloop_ \n"
+                         + "".join(f"_{label} #{i} \n" for i, label in enumerate(labels, 1))
+                         + "\n".join(rows) + "\n\n")
+    size = np.array(SHAPE[::-1], dtype=float)
+    particles, unbinned = [], []
+    n = 0
+    for name, picks in PIXEL_PICKS.items():
+        for x, y, z in picks:
+            n += 1
+            centred = (np.array([x, y, z]) - size / 2) * VOXEL
+            particles.append(f"{name} {centred[0]:.6f} {centred[1]:.6f} {centred[2]:.6f} {10.0 * n:.6f} "
+                             f"{90.0:.6f} {-30.0 + n:.6f} 1 {name}/{n} {0.5 + n / 100:.6f}")
+            unbinned.append(f"{name} {4 * x:.6f} {4 * y:.6f} {4 * z:.6f} {10.0 * n:.6f}")
+    picks = root / "Picks" / "job007" / "particles.star"
+    picks.parent.mkdir(parents=True)
+    plabels = ["rlnTomoName", "rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
+               "rlnCenteredCoordinateZAngst", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOpticsGroup",
+               "rlnTomoParticleName", "rlnAutopickFigureOfMerit"]
+    picks.write_text(
+        "\n# version 50001\n\ndata_general\n\n_rlnTomoSubTomosAre2DStacks                       1\n\n"
+        "\n# version 50001\n\ndata_optics\n\nloop_ \n_rlnOpticsGroup #1 \n_rlnOpticsGroupName #2 \n"
+        "_rlnSphericalAberration #3 \n_rlnVoltage #4 \n_rlnTomoTiltSeriesPixelSize #5 \n"
+        "_rlnAmplitudeContrast #6 \n"
+        "           1    optics1     2.700000   300.000000     2.500000     0.100000 \n"
+        "\n\n# version 50001\n\ndata_particles\n\nloop_ \n"
+        + "".join(f"_{label} #{i} \n" for i, label in enumerate(plabels, 1)) + "\n".join(particles) + "\n\n")
+    relion4 = root / "relion4_picks.star"
+    relion4.write_text("\ndata_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
+                       "_rlnCoordinateZ #4\n_rlnAngleRot #5\n" + "\n".join(unbinned) + "\n\n")
+    return {"tomograms": tomograms, "picks": picks, "relion4": relion4}
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> dict[str, Path]:
+    return _project(tmp_path / "relion")
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def test_tomograms_star_and_centred_picks_round_trip(model_path, project, tmp_path, capsys, monkeypatch):
+    import starfile
+
+    from cryoshift.runtime.results import read_results
+
+    monkeypatch.chdir(tmp_path)  # paths in tomograms.star are found from the STAR, not the cwd
+    out = tmp_path / "out"
+    _run(["classify", str(model_path), str(project["picks"]), "-t", str(project["tomograms"]), "-o", str(out),
+          "-b", "cpu", "--split-by-class", "-q"], capsys)
+    csv = read_results(out / "predictions.csv")
+    assert len(csv) == 7
+    # Centred Angstrom -> reconstruction voxels with the tomograms.star pixel size (2.5 A x bin 4).
+    got = {(r.tomo_name, r.x, r.y, r.z) for r in csv.itertuples()}
+    assert got == {(n, *p) for n, picks in PIXEL_PICKS.items() for p in picks}
+
+    src = starfile.read(project["picks"], always_dict=True)
+    res = starfile.read(out / "predictions.star", always_dict=True)
+    assert list(res) == ["general", "optics", "particles"]  # RELION 5's blocks, in its order
+    assert res["general"] == src["general"]
+    pd.testing.assert_frame_equal(res["optics"], src["optics"], check_dtype=False)
+    particles, original = res["particles"], src["particles"]
+    assert list(particles.columns[:len(original.columns)]) == list(original.columns)  # every input column
+    pd.testing.assert_frame_equal(particles[original.columns], original, check_dtype=False)
+    assert "rlnImageName" not in particles and "rlnCoordinateX" not in particles  # centred in, centred out
+    assert {"rlnClassNumber", "csClassName", "csConfidence", "csShiftScore", "csId"} <= set(particles.columns)
+    by_id = csv.set_index("id")
+    for row in particles.itertuples():
+        expected = by_id.loc[row.csId]
+        assert row.csClassName == expected["class_name"]
+        assert row.rlnClassNumber == (expected["class_index"] + 1 if expected["class_index"] >= 0 else 0)
+    # The STAR reads back as the same results (ids, classes, confidences).
+    back = read_results(out / "predictions.star").set_index("id").loc[csv["id"]]
+    np.testing.assert_allclose(back["confidence"], csv["confidence"].to_numpy(), rtol=1e-7)
+    # One STAR per class, each with the optics block, together exactly the rows.
+    split = sorted(out.glob("predictions_*.star"))
+    assert split and sum(len(starfile.read(p, always_dict=True)["particles"]) for p in split) == 7
+    for p in split:
+        blocks = starfile.read(p, always_dict=True)
+        assert "optics" in blocks and blocks["particles"]["csClassName"].nunique() == 1
+    # Per-tomogram class counts in the manifest.
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {k: sum(v.values()) for k, v in manifest["tomograms"].items()} == {"TS_01": 4, "TS_02": 3}
+    # predictions.star is itself a RELION 5 picks file: classify it again, same answers.
+    again = tmp_path / "again"
+    _run(["classify", str(model_path), str(out / "predictions.star"), "-t", str(project["tomograms"]),
+          "-o", str(again), "-b", "cpu", "-q"], capsys)
+    second = read_results(again / "predictions.csv").set_index("id").loc[csv["id"]]
+    assert list(second["class_name"]) == list(csv["class_name"])
+
+
+def test_unbinned_pixel_picks_get_a_hint_and_binning_fixes_them(model_path, project, tmp_path, capsys):
+    from cryoshift.runtime.results import read_results
+
+    out = _run(["classify", str(model_path), str(project["relion4"]), "-t", str(project["tomograms"]), "-o",
+                str(tmp_path / "raw"), "-b", "cpu"], capsys)
+    assert "look 4x too large" in out and "--binning 4" in out
+    for flag in (["--binning", "4"], ["--coordinate-pixel-size", "2.5"]):
+        _run(["classify", str(model_path), str(project["relion4"]), "-t", str(project["tomograms"]), "-o",
+              str(tmp_path / flag[0][2:]), "-b", "cpu", "-q", *flag], capsys)
+        csv = read_results(tmp_path / flag[0][2:] / "predictions.csv")
+        assert {(r.tomo_name, r.x, r.y, r.z) for r in csv.itertuples()} == \
+            {(n, *p) for n, picks in PIXEL_PICKS.items() for p in picks}
+        import starfile
+
+        star = starfile.read(tmp_path / flag[0][2:] / "predictions.star")
+        assert star["rlnCoordinateX"].max() > SHAPE[2]  # the input's own (unbinned) coordinates stay
+
+
+def test_listing_keeps_image_name_and_mrc_rows_name_their_file(model_path, inputs, tmp_path):
+    import starfile
+
+    from cryoshift.runtime.classify import classify
+
+    classify(model_path, [str(inputs["listing"]), str(inputs["files"] / "sub_03.mrc")], tmp_path / "o",
+             backend="cpu", progress=False)
+    star = starfile.read(tmp_path / "o" / "predictions.star")
+    listed = starfile.read(inputs["listing"])
+    assert list(star["rlnImageName"][:len(listed)]) == list(listed["rlnImageName"])  # the input's own text
+    assert star["rlnImageName"].iloc[-1].endswith("sub_03.mrc")
