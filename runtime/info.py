@@ -64,7 +64,16 @@ def _describe_mrc(path: Path, full: bool) -> Description:
             d.add("size (X x Y x Z)", f"{shape[2]} x {shape[1]} x {shape[0]}")
         d.add("mode", f"{h['mode']} ({h['dtype']})")
         unset = "" if vol.voxel_size_known else " (not set in header)"
-        d.add("voxel size (A)", f"{vol.voxel_size:.4g}{unset}")
+        if vol.anisotropic:
+            sx, sy, sz = vol.voxel_sizes
+            d.add("voxel size (A)", f"{sx:.4g} x {sy:.4g} x {sz:.4g} (X, Y, Z): anisotropic, classify and "
+                                    "train refuse it")
+        else:
+            d.add("voxel size (A)", f"{vol.voxel_size:.4g}{unset}")
+        order = h["axis_order"]
+        if order != (1, 2, 3):
+            shown = "-".join(str(o) for o in order)
+            d.add("axis order", f"{shown} (mapc-mapr-maps; shown and read as Z, Y, X)")
         d.add("file size", _bytes(h["file_bytes"]) + (f", {h['compressed']}" if h["compressed"] else ""))
         if full or h["data_bytes"] <= FULL_STATS_BYTES or h["compressed"]:
             s = volume_stats(vol.data)

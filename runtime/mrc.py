@@ -7,8 +7,11 @@ checked against the file size first, so users get one line such as
 file has 524288``. Big files are memory-mapped (read-only); gzip/bzip2 files are read
 into memory because they cannot be mapped.
 
-Arrays are (Z, Y, X) for one volume and (N, Z, Y, X) for a stack; voxel size is in
-Angstrom (taken from the X axis of the header).
+Arrays are (Z, Y, X) for one volume and (N, Z, Y, X) for a stack, whatever the file's axis
+order (``mapc/mapr/maps``): a file stored with columns along Y or Z is transposed (a view, no
+copy) so every reader sees the same density. Voxel size is in Angstrom, per axis
+``cella / (mx, my, mz)``; ``voxel_size`` is the X one and ``anisotropic`` says whether the three
+differ by more than :data:`ANISOTROPY_TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -36,16 +39,52 @@ MODES: dict[int, np.dtype] = {
 }
 MODE_NAMES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
 HEADER_BYTES = 1024
-MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec", ".st", ".ali", ".mrc.gz", ".mrc.bz2", ".map.gz")
+# The one suffix table every reader uses (info, classify inputs and folders, tomograms, training).
+BASE_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec", ".st", ".ali")
+COMPRESSED_SUFFIXES = (".gz", ".bz2")
+MRC_SUFFIXES = BASE_SUFFIXES + tuple(b + c for b in BASE_SUFFIXES for c in COMPRESSED_SUFFIXES)
+ANISOTROPY_TOLERANCE = 0.01  # relative spread of the X/Y/Z voxel sizes still called isotropic
 _GZIP_MAGIC = b"\x1f\x8b"
 _BZIP2_MAGIC = b"BZh"
 _NOT_MRC = "not an MRC file (no 'MAP ' identifier at byte 208 of the header) or the file is corrupt"
 
 
-def is_mrc_path(path: str | Path) -> bool:
-    """True if the file name looks like an MRC file (by suffix)."""
+def mrc_suffix(path: str | Path) -> str:
+    """The MRC suffix of a file name (``.mrc``, ``.map.bz2`` ...), or "" if it has none."""
     name = Path(path).name.lower()
-    return any(name.endswith(s) for s in MRC_SUFFIXES)
+    return max((s for s in MRC_SUFFIXES if name.endswith(s)), key=len, default="")
+
+
+def is_mrc_path(path: str | Path) -> bool:
+    """True if the file name looks like an MRC file (by suffix, compressed ones included)."""
+    return bool(mrc_suffix(path))
+
+
+def mrc_stem(path: str | Path) -> str:
+    """File name without its MRC suffix: ``TS_01.mrc.gz`` -> ``TS_01`` (other names: ``Path.stem``)."""
+    name = Path(path).name
+    suffix = mrc_suffix(name)
+    return name[: len(name) - len(suffix)] if suffix else Path(name).stem
+
+
+def axis_permutation(order: tuple[int, int, int]) -> tuple[int, int, int]:
+    """``transpose`` axes turning file order (sections, rows, columns) into (Z, Y, X).
+
+    ``order`` is the header's (mapc, mapr, maps): the physical axis (1 = X, 2 = Y, 3 = Z) along
+    the file's columns, rows and sections.
+    """
+    mapc, mapr, maps = order
+    by_axis = {maps: 0, mapr: 1, mapc: 2}  # physical axis -> array axis in file order
+    return by_axis[3], by_axis[2], by_axis[1]
+
+
+def check_isotropic(header: dict[str, Any], path: str | Path | None = None) -> None:
+    """Refuse a volume whose X, Y and Z voxel sizes differ (crops and models assume cubes)."""
+    if header.get("anisotropic"):
+        sx, sy, sz = header["voxel_sizes"]
+        raise InputError(path if path is not None else header.get("path"),
+                         f"anisotropic voxels: {sx:.4g} x {sy:.4g} x {sz:.4g} A (X, Y, Z); resample "
+                         "the map to cubic voxels first")
 
 
 def _compression(path: Path) -> str | None:
@@ -142,15 +181,29 @@ def read_header(path: str | Path) -> dict[str, Any]:
     nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
     if min(nx, ny, nz) <= 0:
         raise InputError(path, f"corrupt header: dimensions {nx}x{ny}x{nz}")
+    order = (int(header.mapc), int(header.mapr), int(header.maps))
+    if order == (0, 0, 0):  # unset in some old writers: the standard order
+        order = (1, 2, 3)
+    if sorted(order) != [1, 2, 3]:
+        shown = "/".join(str(o) for o in order)
+        raise InputError(path, f"corrupt header: axis order mapc/mapr/maps = {shown} is not a permutation "
+                               "of 1, 2, 3")
     mz, ispg = int(header.mz), int(header.ispg)
     is_stack = 401 <= ispg <= 630 and mz > 0 and nz % mz == 0
+    if is_stack and order != (1, 2, 3):
+        raise InputError(path, f"volume stack with axis order {order[0]}-{order[1]}-{order[2]}: "
+                               "cryoshift reads stacks in the standard order 1-2-3 only")
+    perm = axis_permutation(order)
     shape: tuple[int, ...]
     if is_stack:
         shape = (nz // mz, mz, ny, nx)
-    elif nz == 1:
+    elif nz == 1 and order == (1, 2, 3):
         shape = (ny, nx)
     else:
-        shape = (nz, ny, nx)
+        file_shape = (nz, ny, nx)
+        shape = tuple(file_shape[i] for i in perm)
+        if shape[0] == 1:  # one section along Z after reordering: a 2-D image
+            shape = shape[1:]
     dtype = MODES[mode]
     ext = int(header.nsymbt)
     data_bytes = nx * ny * nz * dtype.itemsize
@@ -160,8 +213,16 @@ def read_header(path: str | Path) -> dict[str, Any]:
         if have < data_bytes:
             raise InputError(path, f"file is truncated: header says {nx}x{ny}x{nz} {MODE_NAMES[mode]} = "
                                    f"{data_bytes} bytes of data, file has {max(have, 0)}")
-    vs = float(header.cella.x) / float(header.mx) if int(header.mx) > 0 else 0.0
-    known = bool(np.isfinite(vs) and vs > 0)
+    sizes = []
+    cella = (header.cella.x, header.cella.y, header.cella.z)
+    for cell, count in zip(cella, (header.mx, header.my, header.mz), strict=True):
+        size = float(cell) / float(count) if int(count) > 0 else 0.0
+        sizes.append(size if np.isfinite(size) and size > 0 else 0.0)
+    vs = sizes[0]
+    known = vs > 0
+    # Compare the axes the volume has (a 2-D image or a stack's section count says nothing about Z).
+    axes = sizes[:2] if len(shape) == 2 else sizes
+    anisotropic = known and min(axes) > 0 and (max(axes) - min(axes)) / min(axes) > ANISOTROPY_TOLERANCE
     return {
         "path": str(path),
         "shape": shape,
@@ -169,6 +230,9 @@ def read_header(path: str | Path) -> dict[str, Any]:
         "dtype": MODE_NAMES[mode],
         "voxel_size": vs if known else 1.0,
         "voxel_size_known": known,
+        "voxel_sizes": tuple(sizes),
+        "anisotropic": bool(anisotropic),
+        "axis_order": order,
         "is_stack": is_stack,
         "compressed": compressed,
         "data_bytes": data_bytes,
@@ -193,10 +257,17 @@ class MrcVolume:
         self.header = header
         self.voxel_size: float = header["voxel_size"]
         self.voxel_size_known: bool = header["voxel_size_known"]
+        self.voxel_sizes: tuple[float, float, float] = header["voxel_sizes"]
+        self.anisotropic: bool = header["anisotropic"]
         self.is_stack: bool = header["is_stack"]
         data = mrc.data
         if self.is_stack and data.ndim == 3:  # mrcfile gives 3-D for some one-volume stacks
             data = data.reshape(header["shape"])
+        order = header.get("axis_order", (1, 2, 3))
+        if order != (1, 2, 3) and not self.is_stack:
+            nx, ny, nz = int(mrc.header.nx), int(mrc.header.ny), int(mrc.header.nz)
+            # File order (sections, rows, columns) -> (Z, Y, X): a view of the memory map, no copy.
+            data = data.reshape(nz, ny, nx).transpose(axis_permutation(order)).reshape(header["shape"])
         self.data: np.ndarray = data
 
     @property

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import glob
 import math
+import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -25,10 +27,14 @@ import numpy as np
 
 from cryoshift.runtime.errors import InputError
 
-MRC_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map", ".st", ".ali")
 TABLE_SUFFIXES = (".star", ".csv", ".tsv")
 VOXEL_TOLERANCE = 0.05  # relative voxel-size mismatch tolerated between data and model
 CONTRASTS = ("dark", "light")
+
+
+class PlanRefusal(InputError):
+    """A problem with the run itself (options, data that does not fit the model), not with one
+    input: it stops planning instead of becoming an error row."""
 
 
 class Item(NamedTuple):
@@ -122,8 +128,23 @@ def open_mrc(path: str | Path) -> Any:
         return open_volume(path)
     except InputError:
         raise
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise InputError(path, os_reason(path, exc)) from exc
+    except ValueError as exc:
         raise InputError(path, f"cannot read MRC file ({exc})") from exc
+
+
+def os_reason(path: str | Path, exc: OSError) -> str:
+    """A file-system failure in words (no ``[Errno 2]``): what a user can act on."""
+    if isinstance(exc, FileNotFoundError):
+        if os.path.islink(path):
+            return f"dangling symbolic link (points to {os.readlink(path)}, which does not exist)"
+        return "no such file or directory"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, expected an MRC file"
+    if isinstance(exc, PermissionError):
+        return "permission denied (cannot read the file)"
+    return f"cannot read: {' '.join(str(exc.strerror or exc).split())}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,8 +157,40 @@ def _expand(text: str) -> list[Path]:
         return [Path(p) for p in sorted(glob.glob(text, recursive=True))]
     path = Path(text)
     if path.is_dir() and not (path / "dataset.json").is_file():
-        return sorted(p for p in path.iterdir() if p.suffix.lower() in MRC_SUFFIXES and p.is_file())
+        from cryoshift.runtime.mrc import is_mrc_path
+
+        return sorted(p for p in path.iterdir() if is_mrc_path(p) and p.is_file())
     return [path]
+
+
+# Tomogram names: the decorations below (and only these) are ignored when a pick table's name is
+# matched to a tomogram file; everything else must be equal. Documented in the README.
+_NAME_SUFFIXES = (".tomostar",)
+_PIXEL_SUFFIX = re.compile(r"_\d+(?:\.\d+)?Apx$")  # Warp: TS_01_10.00Apx
+_BIN_SUFFIX = re.compile(r"_bin\d+$")  # IMOD/AreTomo binning: TS_01_bin4
+_REC_PREFIX = "rec_"  # IMOD reconstructions: rec_TS_01
+
+
+def _strip_suffix(name: str) -> str:
+    """A name without folder and MRC suffix (``.mrc``, ``.rec``, ``.mrc.gz`` ...) or ``.tomostar``."""
+    from cryoshift.runtime.mrc import mrc_suffix
+
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    suffix = mrc_suffix(name) or next((s for s in _NAME_SUFFIXES if name.lower().endswith(s)), "")
+    return name[: len(name) - len(suffix)] if suffix else name
+
+
+def tomogram_key(name: str) -> str:
+    """A tomogram name without its documented decorations: folder, MRC suffix or ``.tomostar``,
+    the ``rec_`` prefix, Warp's ``_<pixel>Apx`` and a ``_bin<N>`` suffix."""
+    key = _strip_suffix(name)
+    if key.startswith(_REC_PREFIX) and len(key) > len(_REC_PREFIX):
+        key = key[len(_REC_PREFIX):]
+    while True:
+        stripped = _BIN_SUFFIX.sub("", _PIXEL_SUFFIX.sub("", key))
+        if stripped == key or not stripped:
+            return key
+        key = stripped
 
 
 def _tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -> dict[str, Path]:
@@ -149,31 +202,42 @@ def _tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) 
     for text in tomograms:
         for path in _expand(text):
             if not path.is_file():
-                raise InputError(path, "no such tomogram")
+                reason = "not a file" if path.exists() else os_reason(path, FileNotFoundError())
+                raise PlanRefusal(path, f"tomogram given with --tomograms: {reason}")
             if is_tomogram_table(path):
                 for entry in read_tomogram_table(path):
                     index[entry.name] = entry.path
                     if tables is not None:
                         tables[entry.name] = entry
                 continue
-            index[path.stem] = path
+            stem = _strip_suffix(path.name)
+            if stem in index and index[stem] != path:
+                raise PlanRefusal(path, f"two tomograms are named {stem!r}: {index[stem]} and {path}; "
+                                        "give only one of them")
+            index[stem] = path
     return index
 
 
 def _match_tomogram(name: str, index: dict[str, Path], picks: Path) -> Path:
-    """Pick-table tomogram name -> file: exact stem, else the one stem that starts with it."""
-    if name in index:
-        return index[name]
-    stem = Path(name).stem
-    if stem in index:
-        return index[stem]
-    close = [p for s, p in index.items() if s.startswith(stem) or stem.startswith(s)]
-    if len(close) == 1:
-        return close[0]
+    """Pick-table tomogram name -> file: the same name (folder and file suffix aside), else the
+    same name once the documented decorations are stripped from both (:func:`tomogram_key`).
+    Never a guess: no match, or several, raise :class:`InputError` naming what was found."""
     if not index:
-        raise InputError(picks, "picks need tomograms: pass them with --tomograms")
-    names = ", ".join(sorted(index)[:5])
-    raise InputError(picks, f"no tomogram matches name {name!r} (have: {names})")
+        raise PlanRefusal(picks, "picks need tomograms: pass them with --tomograms")
+    for exact in (name, _strip_suffix(name)):
+        if exact in index:
+            return index[exact]
+    key = tomogram_key(name)
+    found = sorted({str(p) for stem, p in index.items() if tomogram_key(stem) == key})
+    if len(found) == 1:
+        return Path(found[0])
+    if found:
+        shown = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
+        raise InputError(picks, f"tomogram name {name!r} is ambiguous: it matches {shown}; "
+                                "give only the one meant with --tomograms")
+    names = ", ".join(sorted(index)[:5]) + (" ..." if len(index) > 5 else "")
+    raise InputError(picks, f"no tomogram matches name {name!r} (have: {names}; names must be equal apart "
+                            "from folder, file suffix, a rec_ prefix and _<pixel>Apx/_bin<N> suffixes)")
 
 
 class _Planner:
@@ -189,6 +253,7 @@ class _Planner:
         self._tomo_index: dict[str, Path] | None = None
         self.cache = cache
         self.items: list[Item] = []
+        self.failed_inputs: list[InputError] = []  # explicit inputs that became error items
         self.voxel_sizes: dict[str, float] = {}
         self.notes: list[str] = []
         self.origins: list[tuple[str, list[str | None]]] = []
@@ -204,51 +269,79 @@ class _Planner:
             return  # header says "unset": nothing to compare
         mismatch = abs(voxel - self.model_voxel) / self.model_voxel
         if mismatch > VOXEL_TOLERANCE and not self.ignore_voxel:
-            raise InputError(path, f"voxel size {voxel:.3g} A differs from the model's "
+            raise PlanRefusal(path, f"voxel size {voxel:.3g} A differs from the model's "
                                    f"{self.model_voxel:.3g} A "
                                    f"by {mismatch:.0%} (> {VOXEL_TOLERANCE:.0%}); rescale the data or pass "
                                    "--ignore-voxel-size")
 
     def check_contrast(self, source: str, contrast: str) -> None:
         if contrast != self.model_contrast:
-            raise InputError(source, f"data contrast is {contrast!r} but the model expects "
+            raise PlanRefusal(source, f"data contrast is {contrast!r} but the model expects "
                                      f"{self.model_contrast!r}; use a model exported for {contrast!r} data "
                                      "or pass the right --contrast")
 
     # -- inputs ------------------------------------------------------------------------------
     def add(self, text: str) -> None:
+        """Plan one input. A problem with it (missing, dangling link, empty folder, unreadable,
+        wrong type, a stack of the wrong box) becomes one error item and the other inputs go on;
+        :class:`PlanRefusal` (options, data that does not fit the model) stops planning."""
+        start, n_origins = len(self.items), len(getattr(self, "origins", ()))
+        try:
+            self._add(text)
+        except PlanRefusal:
+            raise
+        except InputError as exc:
+            del self.items[start:]
+            if hasattr(self, "origins"):
+                del self.origins[n_origins:]
+            own = exc.path is None or exc.path in (text, str(Path(text)))
+            reason = exc.reason if own else f"{exc.path}: {exc.reason}"
+            self.items.append(Item(text, "error", text, error=reason))
+            self.failed_inputs.append(exc)
+
+    def _add(self, text: str) -> None:
         path = Path(text)
         if path.is_dir() and (path / "dataset.json").is_file():
             self.add_dataset(path)
             return
         paths = _expand(text)
         if not paths:
+            if path.is_dir():
+                raise InputError(text, "folder holds no MRC files" if any(path.iterdir()) else "empty folder")
             raise InputError(text, "matches no files")
         for p in paths:
             suffix = p.suffix.lower()
-            if suffix in TABLE_SUFFIXES:
-                self.add_table(p)
-            elif len(paths) > 1 and suffix != ".mrcs" and p is not paths[0]:
+            if len(paths) > 1 and suffix not in TABLE_SUFFIXES and suffix != ".mrcs" and p is not paths[0]:
                 # Directories and globs can hold millions of single volumes: no header read per
                 # file here (readers check each file); the first one was checked in full.
                 self.items.append(Item(str(p), "file", str(p)))
-            else:
-                self.add_volume_file(p, strict=len(paths) == 1 and not p.exists())
+                continue
+            try:
+                if suffix in TABLE_SUFFIXES:
+                    self.add_table(p)
+                else:
+                    self.add_volume_file(p, strict=len(paths) == 1 and not p.exists())
+            except PlanRefusal:
+                raise
+            except InputError as exc:
+                if len(paths) == 1:
+                    raise  # the input itself failed: add() makes it one error item
+                self.items.append(Item(str(p), "error", str(p), error=exc.reason))
 
     def add_volume_file(self, path: Path, strict: bool = False) -> None:
-        from cryoshift.runtime.mrc import read_header
+        from cryoshift.runtime.mrc import check_isotropic, read_header
 
         if strict:
-            raise InputError(path, "no such file or directory")
+            raise InputError(path, os_reason(path, FileNotFoundError()))
         try:
             header = read_header(path)  # the header only: cheap for directories of many files
-        except InputError as exc:
-            self.items.append(Item(str(path), "error", str(path), error=exc.reason))
-            return
+            check_isotropic(header, path)
+        except OSError as exc:
+            raise InputError(path, os_reason(path, exc)) from exc
         self.check_voxel(path, SimpleNamespace(**header))
         if header["is_stack"]:
             shape = header["shape"]
-            self.check_box(path, shape[1:])
+            self.check_box(path, shape[1:])  # an error item for this stack (see add)
             self.items.extend(Item(stack_id(path, i), "stack", str(path), i) for i in range(shape[0]))
         else:
             self.items.append(Item(str(path), "file", str(path)))
@@ -268,6 +361,9 @@ class _Planner:
         self.check_contrast(str(path), contrast)
         stack = path / "volumes.mrc"
         vol = open_mrc(stack)
+        from cryoshift.runtime.mrc import check_isotropic
+
+        check_isotropic(vol.header, stack)
         self.check_voxel(stack, vol)
         data = vol.data if vol.is_stack else vol.data[None]
         self.check_box(stack, data.shape[1:])
@@ -358,7 +454,7 @@ class _Planner:
             name = "" if names is None or _missing(names[row]) else str(names[row])
             if not name:
                 if len(index) != 1:
-                    raise InputError(path, "picks name no tomogram (no tomo_name/rlnTomoName column); "
+                    raise PlanRefusal(path, "picks name no tomogram (no tomo_name/rlnTomoName column); "
                                            "pass exactly one tomogram with --tomograms")
                 name = next(iter(index))
             x, y, z = xs[row], ys[row], zs[row]
@@ -387,6 +483,10 @@ class _Planner:
                     vol = self.cache.get(str(tomo_path))
                     if vol.is_stack:
                         raise InputError(tomo_path, "is a volume stack, not a tomogram")
+                    if vol.anisotropic:
+                        from cryoshift.runtime.mrc import check_isotropic
+
+                        check_isotropic(vol.header, tomo_path)
                     self.check_voxel(tomo_path, vol)
                     tomo_for[name] = tomo_path
             if name in unmatched:
@@ -466,6 +566,11 @@ def plan_inputs(inputs: list[str], box_size: int, model_voxel_size: float, model
         planner.check_contrast("--contrast", data_contrast)
     for text in inputs:
         planner.add(text)
+    if len(planner.failed_inputs) == len(inputs):  # nothing at all to classify: say why, once
+        first = planner.failed_inputs[0]
+        if len(inputs) == 1:
+            raise first
+        raise InputError(None, f"none of the {len(inputs)} inputs can be classified; the first: {first}")
     return Plan(planner.items, list(inputs), box_size, data_contrast, planner.voxel_sizes, planner.notes,
                 planner.origins)
 
@@ -496,6 +601,11 @@ def _read_single_fast(path: str, out: np.ndarray) -> float | None:
         dtype = _MODES.get(mode)
         if dtype is None or (nz, ny, nx) != (box, box, box) or 401 <= ispg <= 630 or nsymbt < 0:
             return None
+        if tuple(int(v) for v in ints[16:19]) not in ((1, 2, 3), (0, 0, 0)):
+            return None  # another axis order: the full reader transposes it
+        cell = np.frombuffer(head, "<f4", 3, 40).astype(np.float64)
+        if not (ints[7:10] == mx).all() or not np.allclose(cell, cell[0], rtol=0.01):
+            return None  # anisotropic or odd sampling: the full reader decides
         fh.seek(_HEADER + nsymbt)
         data = np.fromfile(fh, dtype=dtype, count=box**3)
         if data.size != box**3:
@@ -541,6 +651,13 @@ def load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: float
     """
     if item.kind == "error":
         raise InputError(item.path, item.error)
+    try:
+        _load_item(item, out, cache, voxel_size)
+    except OSError as exc:  # a file gone, a dangling link, no permission: said in words
+        raise InputError(item.path, os_reason(item.path, exc)) from exc
+
+
+def _load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: float | None) -> None:
     box = out.shape[0]
     if item.kind == "file":
         voxel = _read_single_fast(item.path, out)
@@ -549,6 +666,10 @@ def load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: float
             _check_values(out, item)
             return
         with open_mrc(item.path) as vol:  # not cached: directories can hold millions of files
+            if vol.anisotropic:
+                from cryoshift.runtime.mrc import check_isotropic
+
+                check_isotropic(vol.header, item.path)
             if vol.voxel_size_known:
                 _check_item_voxel(item, vol.voxel_size, voxel_size)
             data = vol.data

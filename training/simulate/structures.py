@@ -94,12 +94,14 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
     level (median of the map's border): a protein is a sparse tail of strong voxels, positive in
     a density map and negative in a raw tomogram average.
     """
-    from cryoshift.runtime.mrc import read_header, read_volume
+    from cryoshift.runtime.mrc import check_isotropic, read_header, read_volume
 
     # The runtime reader checks the header against the file first (no mrcfile warnings on stderr,
-    # no gigabyte reads for a lying header) and refuses 2-D images, stacks and NaN/Inf in one line.
-    data = read_volume(path).astype(np.float64)
+    # no gigabyte reads for a lying header) and refuses 2-D images, stacks and NaN/Inf in one line;
+    # it also puts any axis order (mapc/mapr/maps) into (Z, Y, X). Resampling assumes cubic voxels.
     header = read_header(path)
+    check_isotropic(header, path)
+    data = read_volume(path).astype(np.float64)
     in_voxel = float(header["voxel_size"]) if header["voxel_size_known"] else 0.0
     if data.ndim != 3 or min(data.shape) < 2:
         shape = None if data is None else data.shape

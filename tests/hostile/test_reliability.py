@@ -1,0 +1,345 @@
+"""Data correctness and reliability through the real CLI (issue 13).
+
+Each test reproduces a case that used to give a silently wrong answer or stop a batch: picks
+cropped from the wrong tomogram, MRC axis order ignored, concurrent runs duplicating rows, one
+bad explicit input stopping a run, huge tables, and misleading messages.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryoshift.runtime.cli import main
+from cryoshift.runtime.mrc import write_stack, write_volume
+
+BOX = 16
+VOXEL = 10.0
+Capsys = pytest.CaptureFixture[str]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(argv: list[object], capsys: Capsys) -> tuple[int | str, str, str]:
+    capsys.readouterr()
+    try:
+        code: int | str = main([str(a) for a in argv])
+    except BaseException as exc:  # a traceback for a user
+        code = f"uncaught {type(exc).__name__}: {exc}"
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(result: tuple[int | str, str, str], name: object, code: int = 2) -> str:
+    got, _out, err = result
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert got == code, f"exit {got!r}; stderr: {err!r}"
+    assert len(lines) == 1 and lines[0].startswith("cryoshift: error: "), err
+    assert str(name) in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spec = importlib.util.spec_from_file_location("_runtime_conftest", REPO / "tests" / "runtime" / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    return mod.build_model(tmp_path_factory.mktemp("model") / "model.onnx", box=BOX, voxel=VOXEL)
+
+
+def density(seed: int = 0, shape: tuple[int, int, int] = (BOX, BOX, BOX)) -> np.ndarray:
+    """An asymmetric volume: any mirroring or axis swap changes what a model sees."""
+    rng = np.random.default_rng(seed)
+    vol = rng.normal(0, 1, shape).astype(np.float32)
+    vol[: shape[0] // 3, : shape[1] // 2, : shape[2] // 4] += 3.0
+    return vol
+
+
+def write_ordered(path: Path, vol: np.ndarray, order: tuple[int, int, int],
+                  voxel: tuple[float, float, float] = (VOXEL, VOXEL, VOXEL)) -> Path:
+    """Store ``vol`` (Z, Y, X) with axis order ``order`` = (mapc, mapr, maps) as another program would."""
+    mapc, mapr, maps = order
+    axis_of = {1: 2, 2: 1, 3: 0}  # physical axis -> axis of vol
+    stored = np.ascontiguousarray(vol.transpose(axis_of[maps], axis_of[mapr], axis_of[mapc]))
+    nz, ny, nx = vol.shape
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(stored)
+        mrc.header.mapc, mrc.header.mapr, mrc.header.maps = order
+        mrc.header.mx, mrc.header.my, mrc.header.mz = nx, ny, nz  # sampling along X, Y, Z
+        mrc.header.cella = (voxel[0] * nx, voxel[1] * ny, voxel[2] * nz)
+    return path
+
+
+def star(path: Path, df: pd.DataFrame) -> Path:
+    import starfile
+
+    starfile.write({"particles": df}, path, overwrite=True)
+    return path
+
+
+def predictions(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "predictions.csv")
+
+
+def errors(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "errors.csv")
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. picks are cropped from the tomogram they name, never from a similar name
+
+
+def _tomogram(path: Path, seed: int) -> Path:
+    return write_volume(path, density(seed, (24, 40, 32)), voxel_size=VOXEL)
+
+
+def _picks(path: Path, names: list[str]) -> Path:
+    n = len(names)
+    return star(path, pd.DataFrame({"rlnTomoName": names, "rlnCoordinateX": [16.0] * n,
+                                    "rlnCoordinateY": [20.0] * n, "rlnCoordinateZ": [12.0] * n}))
+
+
+def test_ts3_is_never_cropped_from_ts34(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """Before: picks of TS_3 were cropped from TS_34.mrc (TS_3.mrc not given), no warning."""
+    ts34 = _tomogram(tmp_path / "TS_34.mrc", 1)
+    picks = _picks(tmp_path / "picks.star", ["TS_3", "TS_34"])
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, picks, "-t", ts34, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    pred, errs = predictions(out), errors(out)
+    assert list(pred["tomo_name"]) == ["TS_34"]
+    assert len(errs) == 1 and "TS_3:" in errs["id"][0] and "no tomogram matches name 'TS_3'" in errs["reason"][0]
+    only = _picks(tmp_path / "only3.star", ["TS_3"])
+    line = one_error_line(run_cli(["classify", model, only, "-t", ts34, "-o", tmp_path / "o2", "-q", "-b",
+                                   "cpu"], capsys), only)
+    assert "TS_3" in line
+
+
+def test_documented_decorations_match(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """TS_12 <-> TS_12_bin4.mrc (before: 'no tomogram matches' once TS_1.mrc was also given),
+    rec_ prefix, Warp's _10.00Apx suffix, .rec and .mrc.gz files, Warp's .tomostar names."""
+    tomos = tmp_path / "tomos"
+    tomos.mkdir()
+    _tomogram(tomos / "TS_1.mrc", 1)
+    _tomogram(tomos / "TS_12_bin4.mrc", 2)
+    _tomogram(tomos / "rec_TS_5.rec", 3)
+    _tomogram(tomos / "TS_7_10.00Apx.mrc", 4)
+    gz = _tomogram(tmp_path / "TS_9.mrc", 5)
+    (tomos / "TS_9.mrc.gz").write_bytes(gzip.compress(gz.read_bytes()))
+    gz.unlink()
+    names = ["TS_12", "TS_1", "TS_5", "TS_7", "TS_9.tomostar"]
+    picks = _picks(tmp_path / "picks.star", names)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, picks, "-t", tomos, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    pred = predictions(out)
+    assert sorted(pred["tomo_name"]) == sorted(names), pred
+    by_name = dict(zip(pred["tomo_name"], pred["path"], strict=True))
+    assert by_name["TS_12"].endswith("TS_12_bin4.mrc") and by_name["TS_1"].endswith("TS_1.mrc")
+    assert by_name["TS_5"].endswith("rec_TS_5.rec") and by_name["TS_9.tomostar"].endswith("TS_9.mrc.gz")
+    assert not (out / "errors.csv").exists() or len(errors(out)) == 0
+
+
+def test_ambiguous_match_is_an_error_row_naming_the_candidates(model: Path, tmp_path: Path,
+                                                                capsys: Capsys) -> None:
+    tomos = tmp_path / "tomos"
+    tomos.mkdir()
+    _tomogram(tomos / "TS_12_bin4.mrc", 1)
+    _tomogram(tomos / "TS_12_bin8.mrc", 2)
+    _tomogram(tomos / "TS_2.mrc", 3)
+    picks = _picks(tmp_path / "picks.star", ["TS_12", "TS_2", "TS_12_bin8"])
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, picks, "-t", tomos, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    assert sorted(predictions(out)["tomo_name"]) == ["TS_12_bin8", "TS_2"]  # the exact name wins
+    reason = errors(out)["reason"][0]
+    assert "ambiguous" in reason and "TS_12_bin4.mrc" in reason and "TS_12_bin8.mrc" in reason
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. MRC axis order (mapc/mapr/maps) and anisotropic voxels
+
+
+ORDERS = [(1, 2, 3), (2, 1, 3), (3, 1, 2)]
+
+
+def test_axis_orders_give_identical_predictions(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """Before: the same density stored 2-1-3 was read mirrored and got other probabilities."""
+    from cryoshift.runtime.mrc import read_volume
+
+    vols = [density(s) for s in range(3)]
+    probs = []
+    for order in ORDERS:
+        folder = tmp_path / "o{}{}{}".format(*order)
+        folder.mkdir()
+        for i, vol in enumerate(vols):
+            path = write_ordered(folder / f"v{i}.mrc", vol, order)
+            assert np.array_equal(read_volume(path), vol), order
+        out = tmp_path / f"out{folder.name}"
+        code, _, err = run_cli(["classify", model, folder, "-o", out, "-q", "-b", "cpu"], capsys)
+        assert code == 0, err
+        pred = predictions(out).sort_values("id")
+        probs.append(pred[[c for c in pred.columns if c.startswith("prob_")]].to_numpy())
+    np.testing.assert_allclose(probs[1], probs[0], atol=1e-6)
+    np.testing.assert_allclose(probs[2], probs[0], atol=1e-6)
+    assert np.abs(np.diff(probs[0], axis=0)).max() > 1e-3  # the volumes are told apart at all
+
+
+def test_axis_order_in_tomograms_and_info(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    tomo = density(7, (24, 40, 32))
+    write_ordered(tmp_path / "TS_01.mrc", tomo, (1, 2, 3))
+    other = tmp_path / "other"
+    other.mkdir()
+    write_ordered(other / "TS_01.mrc", tomo, (3, 1, 2))
+    picks = _picks(tmp_path / "picks.star", ["TS_01", "TS_01"])
+    results = []
+    for where in (tmp_path, other):
+        out = where / "out"
+        code, _, err = run_cli(["classify", model, picks, "-t", where / "TS_01.mrc", "-o", out, "-q", "-b",
+                                "cpu"], capsys)
+        assert code == 0, err
+        results.append(predictions(out)["confidence"].to_numpy())
+    np.testing.assert_allclose(results[0], results[1], atol=1e-6)
+    code, out, err = run_cli(["info", other / "TS_01.mrc"], capsys)
+    assert code == 0, err
+    assert "24, 40, 32" in out.replace(" x ", ", ") and "3-1-2" in out
+
+
+def test_anisotropic_voxels_reported_by_info_refused_by_classify(model: Path, tmp_path: Path,
+                                                                 capsys: Capsys) -> None:
+    """EMD-3001 style: order 3-1-2 with 0.448/0.3925/0.459 A voxels (before: one voxel size)."""
+    path = write_ordered(tmp_path / "emd.map", density(1, (25, 43, 73)), (3, 1, 2), (0.448, 0.3925, 0.459))
+    code, out, err = run_cli(["info", path], capsys)
+    assert code == 0, err
+    assert "0.448 x 0.3925 x 0.459" in out and "anisotropic" in out
+    assert "25 x 43 x 73" in out  # (Z, Y, X) after honouring the axis order
+    cube = write_ordered(tmp_path / "cube.mrc", density(2), (1, 2, 3), (10.0, 10.0, 12.0))
+    line = one_error_line(run_cli(["classify", model, cube, "-o", tmp_path / "o", "-q", "-b", "cpu",
+                                   "--ignore-voxel-size"], capsys), cube)
+    assert "anisotropic" in line and "10 x 10 x 12" in line
+
+
+def test_train_refuses_anisotropic_target(tmp_path: Path) -> None:
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
+
+    cube = write_ordered(tmp_path / "cube.mrc", density(2), (1, 2, 3), (10.0, 10.0, 12.0))
+    good = write_volume(tmp_path / "good.mrc", density(3), voxel_size=VOXEL)
+    plan = plan_inputs([str(good), str(cube)], BOX, VOXEL)
+    bad = [it for it in plan.items if it.kind == "error"]
+    assert len(bad) == 1 and "anisotropic" in bad[0].error
+    with pytest.raises(InputError, match="anisotropic"):  # the training target loader's path
+        load_item(plan.items[0]._replace(kind="file", path=str(cube)), np.zeros((BOX,) * 3, np.float32),
+                  VolumeCache(), VOXEL)
+
+
+def test_simulate_structure_axis_order(tmp_path: Path) -> None:
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.training.simulate.structures import load_structures
+
+    vol = density(4, (20, 24, 28))
+    vol[vol < 1.5] = 0
+    a = load_structures([str(write_ordered(tmp_path / "a.mrc", vol, (1, 2, 3)))], BOX, VOXEL)
+    b = load_structures([str(write_ordered(tmp_path / "b.mrc", vol, (2, 1, 3)))], BOX, VOXEL)
+    np.testing.assert_allclose(a.maps, b.maps, atol=1e-6)
+    with pytest.raises(InputError, match="anisotropic"):
+        load_structures([str(write_ordered(tmp_path / "c.mrc", vol, (1, 2, 3), (10, 10, 13)))], BOX, VOXEL)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. one bad explicit input never stops the batch; 7. one suffix table
+
+
+def test_bad_explicit_inputs_become_error_rows(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """Before: 40 inputs including a dangling link, an empty folder and a non-MRC exited 2, nothing done."""
+    good = [write_volume(tmp_path / f"good{i}.mrc", density(i), voxel_size=VOXEL) for i in range(30)]
+    os.symlink(tmp_path / "gone.mrc", tmp_path / "dangling.mrc")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "junk.mrc").write_bytes(b"junk" * 300)
+    unreadable = write_volume(tmp_path / "locked.mrc", density(99), voxel_size=VOXEL)
+    unreadable.chmod(0)
+    wrong_box = write_stack(tmp_path / "big.mrcs", np.zeros((2, 20, 20, 20), np.float32), voxel_size=VOXEL)
+    bad = [tmp_path / "dangling.mrc", tmp_path / "empty", tmp_path / "notes.txt", tmp_path / "junk.mrc",
+           tmp_path / "missing.mrc", unreadable, wrong_box, tmp_path / "nothing*.mrc", tmp_path / "no.star",
+           tmp_path / "empty.star"]
+    (tmp_path / "empty.star").write_text("")
+    out = tmp_path / "out"
+    try:
+        code, _, err = run_cli(["classify", model, *good, *bad, "-o", out, "-q", "-b", "cpu"], capsys)
+    finally:
+        unreadable.chmod(0o644)
+    assert code == 0, err
+    assert len(predictions(out)) == 30 + (1 if os.geteuid() == 0 else 0)  # root reads mode-0 files
+    errs = errors(out)
+    reasons = dict(zip(errs["path"], errs["reason"], strict=True))
+    assert "dangling symbolic link" in reasons[str(tmp_path / "dangling.mrc")]
+    assert "empty folder" in reasons[str(tmp_path / "empty")]
+    assert "no such file" in reasons[str(tmp_path / "missing.mrc")]
+    assert "20x20x20" in reasons[str(wrong_box)]
+    assert "matches no files" in reasons[str(tmp_path / "nothing*.mrc")]
+    assert not any("Errno" in r for r in reasons.values()), reasons
+    assert len(errs) == len(bad) - (1 if os.geteuid() == 0 else 0)
+
+
+def test_glob_listed_bad_files_have_clean_reasons(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    d = tmp_path / "subs"
+    d.mkdir()
+    for i in range(3):
+        write_volume(d / f"a{i}.mrc", density(i), voxel_size=VOXEL)
+    os.symlink(d / "gone.mrc", d / "a9.mrc")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, str(d / "*.mrc"), "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    reason = errors(out)["reason"][0]
+    assert "dangling symbolic link" in reason and "Errno" not in reason
+
+
+def test_one_suffix_table(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """Before: a folder of .mrc.gz 'matches no files'; info x.map.bz2 said 'unknown file type'."""
+    d = tmp_path / "gz"
+    d.mkdir()
+    for i in range(3):
+        raw = write_volume(tmp_path / f"v{i}.mrc", density(i), voxel_size=VOXEL).read_bytes()
+        (d / f"v{i}.mrc.gz").write_bytes(gzip.compress(raw))
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, d, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    assert len(predictions(out)) == 3
+    bz = tmp_path / "x.map.bz2"
+    bz.write_bytes(bz2.compress((tmp_path / "v0.mrc").read_bytes()))
+    code, text, err = run_cli(["info", bz], capsys)
+    assert code == 0, err
+    assert "bzip2" in text
+
+
+@pytest.fixture()
+def no_scipy_env(tmp_path: Path) -> dict[str, str]:
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(textwrap.dedent("""
+        import sys
+        class _Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "scipy" or name.startswith("scipy."):
+                    raise ImportError(f"No module named {name!r} (blocked by the test)")
+                return None
+        sys.meta_path.insert(0, _Block())
+    """))
+    return {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def _cli(args: list[object], env: dict[str, str] | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cryoshift.runtime.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=timeout)
