@@ -1,0 +1,33 @@
+"""``cryoshift merge``: join the outputs of ``classify --shard i/n`` runs, each id exactly once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+NAME = "merge"
+NO_ARGS_IS_HELP = True
+
+
+def command(
+    folders: list[Path] = typer.Argument(..., metavar="FOLDER",
+                                         help="Folders holding predictions.shard-i-of-n.csv files (the -o "
+                                              "of the shard runs; one or several)."),
+    out: Path = typer.Option(None, "--out", "-o",
+                             help="Where the merged files go (default: the first folder)."),
+    allow_missing: bool = typer.Option(False, "--allow-missing",
+                                       help="Merge even if some of the n shards are missing."),
+) -> None:
+    """Join --shard outputs into predictions.csv/.star, errors.csv and manifest.json.
+
+    Every id appears exactly once (a row found in two shards is kept once; a prediction wins
+    over an error row). Shards of another model, or a missing shard, are refused in one line.
+
+    Example: cryoshift merge results   (after cryoshift classify ... -o results --shard $I/$N)
+    """
+    from cryoshift.runtime.merge import merge_shards
+
+    summary = merge_shards(list(folders), out, allow_missing=allow_missing)
+    for line in summary.lines():
+        typer.echo(line)

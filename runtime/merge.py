@@ -1,0 +1,146 @@
+"""``merge_shards``: join the outputs of ``classify --shard i/n`` runs into one result set.
+
+SLURM array tasks write ``predictions.shard-i-of-n.csv`` (and ``errors``, ``manifest``) into
+one folder, or into several. Merging keeps every id exactly once (the first shard that has
+it; a prediction wins over an error row for the same id), refuses shards of different models
+or class lists, says which of the n shards are missing, and writes the usual
+``predictions.csv``/``.star``, ``errors.csv`` and ``manifest.json`` (with per-tomogram class
+counts); predictions.star keeps the input STAR tables' blocks and columns as classify does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from cryoshift.runtime.errors import InputError
+
+_SHARD = re.compile(r"^predictions\.shard-(\d+)-of-(\d+)\.csv$")
+
+
+def find_shards(folders: list[Path]) -> dict[tuple[int, int], Path]:
+    """(i, n) -> predictions CSV of each shard found in ``folders``."""
+    found: dict[tuple[int, int], Path] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise InputError(folder, "no such folder" if not folder.exists() else "not a folder")
+        for path in sorted(folder.iterdir()):
+            m = _SHARD.match(path.name)
+            if m:
+                key = (int(m.group(1)), int(m.group(2)))
+                if key in found:
+                    raise InputError(path, f"shard {key[0]}/{key[1]} also in {found[key].parent}")
+                found[key] = path
+    if not found:
+        raise InputError(folders[0], "no predictions.shard-i-of-n.csv files (classify --shard writes them)")
+    return found
+
+
+def _join(parts: list[Path], out: Path, skip: set[str]) -> tuple[set[str], int]:
+    """Copy rows of ``parts`` into ``out``, each id once and none in ``skip``; returns ids, duplicates."""
+    seen: set[str] = set()
+    dupes = 0
+    header0: list[str] | None = None
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as dst:
+        writer = csv.writer(dst, lineterminator="\n")
+        for part in parts:
+            if not part.is_file():
+                continue
+            with open(part, newline="") as fh:
+                reader = csv.reader(fh)
+                header = next(reader, None)
+                if header is None:
+                    raise InputError(part, "empty file (no header)")
+                if header0 is None:
+                    header0 = header
+                    writer.writerow(header)
+                elif header != header0:
+                    raise InputError(part, "columns differ from the other shards (another model or "
+                                           "class list)")
+                for row in reader:
+                    if not row:
+                        continue
+                    if row[0] in seen or row[0] in skip:
+                        dupes += 1
+                        continue
+                    seen.add(row[0])
+                    writer.writerow(row)
+        dst.flush()
+        os.fsync(dst.fileno())
+    tmp.replace(out)
+    return seen, dupes
+
+
+def merge_shards(folders: list[str | Path], out_dir: str | Path | None = None,
+                 allow_missing: bool = False) -> Any:
+    """Merge shard outputs found in ``folders`` into ``out_dir`` (default: the first folder).
+
+    Returns a :class:`~cryoshift.runtime.classify.ClassifySummary` of the merged set.
+    """
+    from cryoshift.runtime.classify import ClassifySummary, _ManifestModel, _names, finish_run
+    from cryoshift.runtime.sources import Plan, plan_inputs
+
+    t0 = time.perf_counter()
+    dirs = [Path(f) for f in folders]
+    shards = find_shards(dirs)
+    counts = {n for _, n in shards}
+    if len(counts) != 1:
+        splits = ", ".join(f"of {n}" for n in sorted(counts))
+        raise InputError(dirs[0], f"shards of different splits ({splits})")
+    n = counts.pop()
+    missing = [i for i in range(n) if (i, n) not in shards]
+    if missing and not allow_missing:
+        raise InputError(dirs[0], f"shards {', '.join(map(str, missing))} of {n} are missing (still running "
+                                  "or failed?); rerun them, or pass --allow-missing")
+    keys = sorted(shards)
+    manifests = []
+    for key in keys:
+        m = shards[key].with_name(f"manifest.shard-{key[0]}-of-{key[1]}.json")
+        if not m.is_file():
+            raise InputError(m, "missing: the shard did not finish (rerun it with --resume)")
+        manifests.append(json.loads(m.read_text()))
+    sha = {m["model"]["sha256"] for m in manifests}
+    if len(sha) != 1:
+        raise InputError(dirs[0], "shards were classified with different models")
+    out = Path(out_dir) if out_dir else dirs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    names = _names(out, None)
+    preds = [shards[k] for k in keys]
+    errs = [p.with_name(f"errors.shard-{k[0]}-of-{k[1]}.csv") for k, p in zip(keys, preds, strict=True)]
+    done, dup_pred = _join(preds, names["csv"], set())
+    _, dup_err = _join(errs, names["errors"], done)
+    first = manifests[0]
+    model = _ManifestModel.from_manifest(first)
+    summary = ClassifySummary(str(out), str(names["csv"]), str(names["star"]), str(names["errors"]),
+                              str(names["manifest"]), f"merged {len(keys)} of {n} shards: "
+                              + first["model"]["description"])
+    for m in manifests:
+        for key in ("planned", "classified", "errors", "resumed", "unknown", "read_s", "compute_s", "write_s",
+                    "wait_s", "pipeline_s"):
+            setattr(summary, key, getattr(summary, key) + m["summary"].get(key, 0))
+    busy = sum(m["summary"].get("pipeline_s", 0.0) for m in manifests)
+    summary.rate = (summary.classified + summary.errors) / busy if busy > 0 else 0.0
+    if missing:
+        summary.notes.append(f"shards {', '.join(map(str, missing))} of {n} were missing")
+    if dup_pred or dup_err:
+        summary.notes.append(f"{dup_pred + dup_err} rows found in more than one shard were kept once")
+    settings = dict(first.get("settings", {}))
+    data = first["data"]
+    plan = Plan([], list(first["inputs"]), data["box_size"], data["contrast"], data["voxel_sizes"])
+    try:  # the input tables' rows, so predictions.star keeps their blocks and columns
+        meta = model.metadata
+        plan = plan_inputs(plan.inputs, meta.box_size, meta.voxel_size, meta.contrast,
+                           settings.get("contrast"), settings.get("tomograms"), True,
+                           coordinate_pixel_size=settings.get("coordinate_pixel_size"),
+                           binning=settings.get("binning"))
+    except (InputError, OSError):
+        summary.notes.append("input tables not readable here: predictions.star has the plain columns")
+    settings.update(shard=None, merged_shards=[list(k) for k in keys])
+    summary.wall_s = time.perf_counter() - t0
+    return finish_run(names, model, plan, summary, settings)
