@@ -212,6 +212,17 @@ def evaluate_run(run_dir: Path, volumes: np.ndarray, label_names: Sequence[str],
     }
 
 
+def _model_box(model: Path) -> int:
+    """Box size of a model, read before any data (labelled picks are cropped at it)."""
+    if model.suffix == ".onnx":
+        from cryoshift.runtime.metadata import read_onnx_metadata
+
+        return read_onnx_metadata(model).box_size
+    from cryoshift.training.checkpoint import load_checkpoint
+
+    return load_checkpoint(model)[1].box_size
+
+
 def default_out_dir(model: Path, data: Path) -> Path:
     """Where a report goes when --out is not given: inside the run, or next to the model file."""
     name = data.resolve().name or "data"
@@ -221,27 +232,36 @@ def default_out_dir(model: Path, data: Path) -> Path:
 
 
 def evaluate(model: str | Path, data: str | Path, out_dir: str | Path | None = None,
-             run_dir: str | Path | None = None, batch_size: int = 64, device: str = "cpu") -> dict[str, Any]:
+             run_dir: str | Path | None = None, batch_size: int = 64, device: str = "cpu",
+             tomograms: Sequence[str] = (), label_column: str | None = None) -> dict[str, Any]:
     """Score ``model`` (checkpoint, run directory or ONNX) on the labelled dataset ``data``.
 
     Writes ``evaluation.json`` and ``confusion.png`` to ``out_dir`` and returns the report. With a
     run directory (``model`` itself or ``run_dir``) every epoch checkpoint is scored too, and the
     report says which epoch the labels would have picked against the label-free choice.
+    ``data`` may also be labelled picks (STAR/CSV with a class column) cropped from ``tomograms``.
     """
     from cryoshift.runtime.dataset import read_dataset
     from cryoshift.training import plots
     model, data = Path(model), Path(data)
     if not model.exists():
         raise InputError(model, "no such model (give a .pt checkpoint, a run directory or a .onnx file)")
-    ds = read_dataset(data, with_labels=True)  # evaluation is where target labels belong
+    from cryoshift.runtime.labelled_picks import is_pick_table, read_labelled_picks
+
+    skipped: dict[str, int] = {}
+    if is_pick_table(data):  # labelled picks: crop them from the tomograms with the model's box
+        volumes, label_names, skipped = read_labelled_picks(data, list(tomograms), _model_box(model),
+                                                            label_column)
+    else:
+        ds = read_dataset(data, with_labels=True)  # evaluation is where target labels belong
+        volumes, label_names = ds.volumes, [ds.class_names[i] for i in ds.labels]
     from cryoshift.training.data import unusable_volumes
 
-    bad = unusable_volumes(ds.volumes)
+    bad = unusable_volumes(volumes)
     if len(bad):  # one NaN volume makes NLL/ECE NaN and its prediction arbitrary
         raise InputError(data / "volumes.mrc", f"{len(bad)} volumes hold NaN/Inf or values beyond +-1e15 "
                                                f"(first: index {bad[0]}); evaluation data must be clean")
-    label_names = [ds.class_names[i] for i in ds.labels]
-    pred = predict(model, ds.volumes, batch_size, device)
+    pred = predict(model, volumes, batch_size, device)
     labels = names_to_indices(label_names, pred.metadata.class_names, data)
     report: dict[str, Any] = {
         "model": str(model),
@@ -250,11 +270,13 @@ def evaluate(model: str | Path, data: str | Path, out_dir: str | Path | None = N
         "method": pred.metadata.method,
         **score_predictions(pred, labels),
     }
+    if skipped:
+        report["skipped_picks"] = skipped
     out = Path(out_dir) if out_dir is not None else default_out_dir(model, data)
     out.mkdir(parents=True, exist_ok=True)
     run = Path(run_dir) if run_dir is not None else (model if model.is_dir() else None)
     if run is not None:
-        report["checkpoints"] = evaluate_run(run, ds.volumes, label_names, batch_size, device)
+        report["checkpoints"] = evaluate_run(run, volumes, label_names, batch_size, device)
     cm = np.asarray(report["confusion_matrix"])
     report["confusion_png"] = str(plots.plot_confusion(cm, pred.metadata.class_names, out / "confusion.png",
                                                        f"{model.name} on {data.name}"))

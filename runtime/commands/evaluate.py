@@ -13,7 +13,12 @@ NO_ARGS_IS_HELP = True
 def command(
     model: Path = typer.Argument(..., help="Checkpoint (.pt), training run directory, or exported .onnx."),
     data: Path = typer.Argument(..., help="Labelled dataset directory (e.g. target data with held-back "
-                                "labels; this is the only command that reads them)."),
+                                "labels; this is the only command that reads them), or labelled picks "
+                                "(STAR/CSV with a class/label column) with -t."),
+    tomograms: list[str] = typer.Option(None, "--tomograms", "-t", help="Tomograms of labelled picks "
+                                        "(files, globs, folders or a RELION 5 tomograms.star)."),
+    label_column: str = typer.Option(None, "--label-column", help="Column of labelled picks holding the "
+                                     "class (default: class, label, class_name or true_class)."),
     out: Path = typer.Option(None, "--out", help="Report directory (default: RUN/eval/DATA for a run, "
                              "MODEL_eval_DATA next to a file)."),
     run: Path = typer.Option(None, "--run", help="Training run directory whose epoch checkpoints are scored "
@@ -38,7 +43,8 @@ def command(
         require_extra("train", "cryoshift evaluate (of a PyTorch checkpoint)", "torch")
     from cryoshift.training.evaluate import evaluate
 
-    report = evaluate(model, data, out, run, batch_size, device)
+    report = evaluate(model, data, out, run, batch_size, device, tomograms=list(tomograms or []),
+                      label_column=label_column)
     console = Console()
     table = Table(title=f"{model} on {data}: accuracy {report['accuracy']:.3f}, macro-F1 "
                         f"{report['macro_f1']:.3f} (n={report['n']})", title_justify="left")
@@ -50,6 +56,9 @@ def command(
     console.print(table)
     console.print(f"NLL {report['nll']:.3f}  ECE {report['ece']:.3f}  "
                   f"unknown {100 * report['unknown_fraction']:.1f}%")
+    if report.get("skipped_picks"):
+        skipped = report["skipped_picks"].items()
+        console.print("skipped picks: " + ", ".join(f"{n} {why}" for why, n in skipped))
     ck = report.get("checkpoints")
     if ck and ck.get("epochs"):
         console.print(

@@ -1,0 +1,78 @@
+"""Labelled picks: a pick table (STAR or CSV) with a class column, cropped from its tomograms.
+
+``cryoshift evaluate MODEL picks.star -t tomograms.star`` scores a model on hand-labelled
+picks. The label column is the first of ``class``, ``label``, ``class_name``, ``true_class``
+(any case) unless one is named. Classify's own ``csClassName`` is a prediction, never a
+label, and is refused. Picks that cannot be cropped (outside the tomogram, unreadable) are
+skipped and counted; ones with an empty label are skipped too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cryoshift.runtime.errors import InputError
+
+LABEL_COLUMNS = ("class", "label", "class_name", "true_class")
+PICK_SUFFIXES = (".star", ".csv", ".tsv", ".txt")
+
+
+def is_pick_table(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_file() and path.suffix.lower() in PICK_SUFFIXES
+
+
+def _label_column(columns: list[str], path: Path, name: str | None) -> str:
+    lower = {str(c).lower(): str(c) for c in columns}
+    if name:
+        if name not in columns and name.lower() not in lower:
+            raise InputError(path, f"no label column {name!r}")
+        return name if name in columns else lower[name.lower()]
+    for candidate in LABEL_COLUMNS:
+        if candidate in lower:
+            return lower[candidate]
+    hint = " (csClassName holds cryoshift's predictions, not labels)" if "csclassname" in lower else ""
+    raise InputError(path, f"no label column: need one of {', '.join(LABEL_COLUMNS)}{hint}")
+
+
+def read_labelled_picks(path: str | Path, tomograms: list[str], box_size: int,
+                        label_column: str | None = None, **plan_options: object
+                        ) -> tuple[np.ndarray, list[str], dict[str, int]]:
+    """(volumes (N, D, D, D) float32, label names, counts of skipped picks by reason)."""
+    from cryoshift.runtime.picks import read_star_blocks
+    from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
+
+    path = Path(path)
+    if path.suffix.lower() == ".star":
+        blocks = read_star_blocks(path)
+        table = blocks["particles"] if "particles" in blocks else max(blocks.values(), key=len)
+    else:
+        from cryoshift.runtime.picks import read_picks
+
+        table = read_picks(path)
+    column = _label_column([str(c) for c in table.columns], path, label_column)
+    labels = table[column].astype(object).where(table[column].notna(), "").astype(str).str.strip().tolist()
+    cache = VolumeCache()
+    plan = plan_inputs([str(path)], box_size, 0.0, tomograms=list(tomograms), cache=cache,
+                       ignore_voxel_size=True, **plan_options)  # type: ignore[arg-type]
+    if len(plan.items) != len(labels):
+        raise InputError(path, f"{len(plan.items)} picks planned for {len(labels)} rows")
+    volumes, names = [], []
+    skipped: dict[str, int] = {}
+    out = np.empty((box_size,) * 3, dtype=np.float32)
+    for item, label in zip(plan.items, labels, strict=True):
+        if not label or label == "nan":
+            skipped["no label"] = skipped.get("no label", 0) + 1
+            continue
+        try:
+            load_item(item, out, cache)
+        except InputError as exc:
+            skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
+            continue
+        volumes.append(out.copy())
+        names.append(label)
+    if not volumes:
+        raise InputError(path, "no labelled pick could be cropped" + (f" ({skipped})" if skipped else ""))
+    return np.stack(volumes), names, skipped
