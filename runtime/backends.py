@@ -11,13 +11,19 @@
 
 ``auto`` picks the fastest that really works here and says which (and why not the others).
 GPU paths import their libraries lazily and are only exercised where a GPU exists.
+
+Two batches in flight: the GPU runners hold ``slots`` (2) device input buffers. The pipeline
+uploads batch n+1 into one slot (``Model.upload``, on its own thread) while batch n computes in
+the other (``Model.compute``). ORT: one IO binding per slot, ``run_with_iobinding``; native
+engine: one CUDA stream per slot (CuPy), else a single slot on the default stream.
+``transfer="fp16"``: the model gets a float16 input cast to float32 first in the graph
+(:func:`cryoshift.runtime.transfer.fp16_input_model`), so half the bytes cross the bus.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +34,7 @@ import numpy as np
 from cryoshift.runtime.engine_sidecar import file_sha256
 from cryoshift.runtime.errors import InputError, MissingExtraError
 from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.transfer import fp16_input_model, transfer_dtype
 
 BACKENDS = ("auto", "cpu", "cuda", "tensorrt", "engine")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -57,6 +64,10 @@ class Model:
     description: str = ""
     notes: list[str] = field(default_factory=list)
     _runner: Any = None
+    input_dtype: Any = np.float32  # float16 with --transfer fp16
+    slots: int = 0  # device input buffers for upload/compute overlap (0: predict only)
+    pinned: bool = False  # batch buffers should be pinned host memory (GPU backends)
+    device_id: int = 0
 
     def predict(self, batch: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Logits (n, K) and features (n, F) for the first ``n`` rows of ``batch`` (B, 1, D, D, D).
@@ -66,12 +77,12 @@ class Model:
         """
         n = batch.shape[0] if n is None else n
         if not self.fixed_batch:
-            return self._runner(np.ascontiguousarray(batch[:n], dtype=np.float32))
+            return self._runner(np.ascontiguousarray(batch[:n], dtype=self.input_dtype))
         if batch.shape[0] == self.batch_size:
-            logits, features = self._runner(np.ascontiguousarray(batch, dtype=np.float32))
+            logits, features = self._runner(np.ascontiguousarray(batch, dtype=self.input_dtype))
             return logits[:n], features[:n]
         # Any other size (API users): run fixed-size pieces, padding the last one.
-        pad = np.zeros((self.batch_size, *batch.shape[1:]), np.float32)
+        pad = np.zeros((self.batch_size, *batch.shape[1:]), self.input_dtype)
         parts = []
         for start in range(0, n, self.batch_size):
             piece = batch[start:min(start + self.batch_size, n)]
@@ -82,6 +93,15 @@ class Model:
             logits, features = self._runner(pad)
             return logits[:0], features[:0]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def upload(self, slot: int, batch: np.ndarray) -> None:
+        """Copy a full batch (``batch_size`` rows) into device slot ``slot`` (thread-safe per slot)."""
+        self._runner.upload(slot, np.ascontiguousarray(batch, dtype=self.input_dtype))
+
+    def compute(self, slot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Run the batch held in ``slot``; logits and features of its first ``n`` rows, on the host."""
+        logits, features = self._runner.run(slot)
+        return logits[:n], features[:n]
 
     @property
     def num_features(self) -> int:
@@ -106,26 +126,48 @@ class _OrtCpu:
 
 
 class _OrtIoBinding:
-    """CUDA / TensorRT EP runner: fixed-shape device input and outputs bound once."""
+    """CUDA / TensorRT EP runner: ``slots`` fixed-shape device inputs, each with its own IO binding.
 
-    def __init__(self, ort: Any, sess: Any, batch_size: int, box: int, device_id: int, device: str = "cuda"):
+    ``upload(slot, batch)`` copies a host batch into the slot's bound device buffer (a
+    synchronous copy, from pinned memory when the readers use it); ``run(slot)`` runs the
+    session on it and copies the small outputs back. While the pipeline's model thread runs
+    one slot, its upload thread fills the other: ORT computes on its own (non-blocking) stream,
+    so the copy of batch n+1 overlaps the compute of batch n. Works on the CPU EP too
+    (``device="cpu"``), which is how the tests exercise it.
+    """
+
+    def __init__(self, ort: Any, sess: Any, batch_size: int, box: int, device_id: int, device: str = "cuda",
+                 slots: int = 2, dtype: Any = np.float32):
         self.sess = sess
         names = [o.name for o in sess.get_outputs()]
         self.has_features = "features" in names
-        shape = (batch_size, 1, box, box, box)
-        self.input = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, device, device_id)
-        self.binding = sess.io_binding()
-        self.binding.bind_ortvalue_input(INPUT, self.input)
-        self.binding.bind_output("logits", device, device_id)
-        if self.has_features:
-            self.binding.bind_output("features", device, device_id)
+        self.batch_size = batch_size
+        shape = [batch_size, 1, box, box, box]
+        self.inputs = []
+        self.bindings = []
+        for _ in range(max(1, slots)):
+            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.dtype(dtype).type, device, device_id)
+            binding = sess.io_binding()
+            binding.bind_ortvalue_input(INPUT, value)
+            binding.bind_output("logits", device, device_id)
+            if self.has_features:
+                binding.bind_output("features", device, device_id)
+            self.inputs.append(value)
+            self.bindings.append(binding)
+
+    def upload(self, slot: int, batch: np.ndarray) -> None:
+        self.inputs[slot].update_inplace(batch)  # one host->device copy into the bound buffer
+
+    def run(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
+        binding = self.bindings[slot]
+        self.sess.run_with_iobinding(binding)
+        outs = binding.copy_outputs_to_cpu()  # small: (B, K) and (B, F)
+        feats = outs[1] if self.has_features else np.zeros((self.batch_size, 0), np.float32)
+        return outs[0], feats
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.input.update_inplace(batch)  # one host->device copy into the bound buffer
-        self.sess.run_with_iobinding(self.binding)
-        outs = self.binding.copy_outputs_to_cpu()  # small: (B, K) and (B, F)
-        feats = outs[1] if self.has_features else np.zeros((batch.shape[0], 0), np.float32)
-        return outs[0], feats
+        self.upload(0, batch)
+        return self.run(0)
 
 
 def _session_options(ort: Any, threads: int | None) -> Any:
@@ -147,14 +189,11 @@ def _log(message: str) -> None:
 
 
 def gpu_name(device_id: int = 0) -> str | None:
-    """Name of GPU ``device_id`` from nvidia-smi, or None when there is no GPU."""
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", f"-i={device_id}"],
-                             capture_output=True, text=True, timeout=20, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    name = out.stdout.strip().splitlines()
-    return name[0].strip() if name else None
+    """Name of GPU ``device_id``, or None when there is no GPU: the one lookup that engine sidecars
+    are written with (export) and checked against (here), so the two can never disagree."""
+    from cryoshift.runtime.engine_sidecar import query_gpu_name
+
+    return query_gpu_name(device_id)
 
 
 def _tensorrt_version() -> str:
@@ -166,17 +205,24 @@ def _tensorrt_version() -> str:
         return "unknown"
 
 
-def trt_cache_dir(model_sha: str, device_id: int = 0, root: str | Path | None = None) -> Path:
-    """Engine-cache folder keyed by GPU model, TensorRT, ORT and ONNX hash (a stale cache never loads)."""
+def trt_cache_dir(model_sha: str, device_id: int = 0, root: str | Path | None = None,
+                  variant: str = "") -> Path:
+    """Engine-cache folder keyed by GPU model, TensorRT, ORT and ONNX hash (a stale cache never loads).
+
+    ``variant`` ("fp16-input" for ``--transfer fp16``) keeps engines of the edited graph apart.
+    """
     ort = _ort()
-    key = "|".join([gpu_name(device_id) or "gpu", _tensorrt_version(), ort.__version__, model_sha])
+    key = "|".join([gpu_name(device_id) or "gpu", _tensorrt_version(), ort.__version__, model_sha,
+                    *([variant] if variant else [])])
     base = Path(root or os.environ.get("CRYOSHIFT_TRT_CACHE", Path.home() / ".cache" / "cryoshift" / "trt"))
     return base / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _ort_session(path: Path, backend: str, meta: ModelMetadata, sha: str, batch_size: int,
-                 threads: int | None, device_id: int, cache_root: str | Path | None) -> tuple[Any, str]:
+                 threads: int | None, device_id: int, cache_root: str | Path | None,
+                 model_bytes: bytes | None = None) -> tuple[Any, str]:
     ort = _ort()
+    source: str | bytes = model_bytes if model_bytes is not None else str(path)
     opts = _session_options(ort, threads if backend == "cpu" else None)
     box = meta.box_size
     if backend == "cpu":
@@ -186,8 +232,13 @@ def _ort_session(path: Path, backend: str, meta: ModelMetadata, sha: str, batch_
                 "do_copy_in_default_stream": True}
         providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
     else:  # tensorrt
-        cache = trt_cache_dir(sha, device_id, cache_root)
+        cache = trt_cache_dir(sha, device_id, cache_root, "fp16-input" if model_bytes is not None else "")
         cache.mkdir(parents=True, exist_ok=True)
+        if model_bytes is not None:  # the TensorRT EP keys its engine files by model path: give it one
+            edited = cache / "model.fp16-input.onnx"
+            if not edited.is_file() or edited.read_bytes() != model_bytes:
+                edited.write_bytes(model_bytes)
+            source = str(edited)
         if not any(cache.glob("*.engine")):
             _log(f"building a TensorRT engine for this model and GPU (first run: can take minutes; "
                  f"cached in {cache})")
@@ -207,10 +258,12 @@ def _ort_session(path: Path, backend: str, meta: ModelMetadata, sha: str, batch_
                                                 "cudnn_conv_algo_search": "EXHAUSTIVE"}),
                      "CPUExecutionProvider"]
     try:
-        sess = ort.InferenceSession(str(path), opts, providers=providers)
+        sess = ort.InferenceSession(source, opts, providers=providers)
     except Exception as exc:  # ORT raises its own types for bad files and missing libraries
-        raise InputError(path, f"cannot open the model with the {backend} backend ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        from cryoshift.runtime.metadata import ort_failure
+
+        reason = ort_failure(exc)
+        raise InputError(path, f"cannot open the model with the {backend} backend: {reason}") from exc
     return sess, sess.get_providers()[0]
 
 
@@ -219,7 +272,7 @@ _WANTED_PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
 
 
 def _load_onnx(path: Path, backend: str, batch_size: int, threads: int | None, device_id: int,
-               cache_root: str | Path | None) -> Model:
+               cache_root: str | Path | None, transfer: str = "fp32", slots: int | None = None) -> Model:
     from cryoshift.runtime.metadata import read_onnx_metadata
 
     meta = read_onnx_metadata(path)
@@ -229,22 +282,35 @@ def _load_onnx(path: Path, backend: str, batch_size: int, threads: int | None, d
         raise InputError(path, f"backend {backend} needs onnxruntime with {wanted}, which this install "
                                f"lacks: pip install 'cryoshift[{extra}]' (or use --backend auto)")
     sha = file_sha256(path)
-    sess, provider = _ort_session(path, backend, meta, sha, batch_size, threads, device_id, cache_root)
+    dtype = transfer_dtype(transfer)
+    model_bytes = None
+    if dtype == np.float16:
+        try:
+            model_bytes = fp16_input_model(path.read_bytes())
+        except (ValueError, IndexError) as exc:
+            raise InputError(path, f"cannot make a float16-input graph for --transfer fp16 ({exc})") from exc
+    sess, provider = _ort_session(path, backend, meta, sha, batch_size, threads, device_id, cache_root,
+                                  model_bytes)
     if provider != _WANTED_PROVIDER[backend]:
         raise InputError(path, f"backend {backend} is not usable here (onnxruntime fell back to {provider})")
     inputs = sess.get_inputs()
     if not inputs or inputs[0].name != INPUT:
         raise InputError(path, f"model input must be named {INPUT!r} (see the model contract)")
-    if backend == "cpu":
+    slots = (0 if backend == "cpu" else 2) if slots is None else slots
+    if backend == "cpu" and not slots:
         runner: Any = _OrtCpu(sess)
         fixed = False
-    else:
-        runner = _OrtIoBinding(_ort(), sess, batch_size, meta.box_size, device_id)
+    else:  # IO binding: GPU backends, or the CPU EP when asked for slots (tests of the GPU path)
+        runner = _OrtIoBinding(_ort(), sess, batch_size, meta.box_size, device_id,
+                               "cpu" if backend == "cpu" else "cuda", max(1, slots), dtype)
         fixed = True
     ort = _ort()
     desc = f"{backend} (onnxruntime {ort.__version__}, {provider}" + (
-        f", device {device_id})" if backend != "cpu" else f", {threads or 'all'} threads)")
-    return Model(path, meta, backend, sha, batch_size, fixed, desc, _runner=runner)
+        f", device {device_id}" if backend != "cpu" else f", {threads or 'all'} threads") + (
+        f", {slots} batches in flight" if slots > 1 else "") + (
+        ", fp16 transfer)" if model_bytes is not None else ")")
+    return Model(path, meta, backend, sha, batch_size, fixed, desc, _runner=runner, input_dtype=dtype,
+                 slots=slots if slots > 1 else 0, pinned=backend != "cpu", device_id=device_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,14 +318,19 @@ def _load_onnx(path: Path, backend: str, batch_size: int, threads: int | None, d
 
 
 class _TrtEngine:
-    """Runs a deserialised engine; device buffers are ORT CUDA OrtValues (no extra CUDA package)."""
+    """Runs a deserialised engine.
 
-    def __init__(self, path: Path, batch_size: int, box: int, device_id: int):
+    With CuPy: ``slots`` device buffer sets, each with its own non-blocking CUDA stream, so the
+    upload of one slot (on the upload thread) overlaps ``execute_async_v3`` of the other.
+    Without CuPy: one slot of ORT CUDA OrtValues on the default stream (copies and compute in
+    order, no overlap).
+    """
+
+    def __init__(self, path: Path, batch_size: int, box: int, device_id: int, slots: int = 2):
         try:
             import tensorrt as trt
         except ImportError as exc:
             raise MissingExtraError("tensorrt", "running a TensorRT engine", exc) from exc
-        ort = _ort()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
@@ -268,29 +339,79 @@ class _TrtEngine:
                                    "(built for another GPU or TensorRT version?)")
         self.context = self.engine.create_execution_context()
         self.context.set_input_shape(INPUT, (batch_size, 1, box, box, box))
-        self.buffers: dict[str, Any] = {}
-        self.host: dict[str, np.ndarray] = {}
+        self.batch_size = batch_size
+        self.device_id = device_id
+        self.specs: dict[str, tuple[tuple[int, ...], Any]] = {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
-            shape = tuple(self.context.get_tensor_shape(name))
-            dtype = trt.nptype(self.engine.get_tensor_dtype(name))
-            buf = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cuda", device_id)
-            self.buffers[name] = buf
-            self.context.set_tensor_address(name, buf.data_ptr())
-        self.has_features = "features" in self.buffers
+            self.specs[name] = (tuple(self.context.get_tensor_shape(name)),
+                                np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))))
+        self.input_dtype = self.specs[INPUT][1]
+        self.has_features = "features" in self.specs
+        try:
+            import cupy
+        except ImportError:
+            cupy = None
+        self.cupy = cupy
+        self.buffers: list[dict[str, Any]] = []
+        self.streams: list[Any] = []
+        if cupy is not None:
+            with cupy.cuda.Device(device_id):
+                for _ in range(max(1, slots)):
+                    self.streams.append(cupy.cuda.Stream(non_blocking=True))
+                    self.buffers.append({n: cupy.empty(shape, dtype)
+                                         for n, (shape, dtype) in self.specs.items()})
+        else:
+            ort = _ort()
+            self.buffers.append({n: ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype.type, "cuda",
+                                                                              device_id)
+                                 for n, (shape, dtype) in self.specs.items()})
+        self.slots = len(self.buffers)
 
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.buffers[INPUT].update_inplace(batch)
-        # Default (legacy) stream: the OrtValue copies before and after are ordered with it.
-        if not self.context.execute_async_v3(0):
-            raise RuntimeError("TensorRT execution failed")
-        logits = self.buffers["logits"].numpy().astype(np.float32, copy=False)
-        feats = (self.buffers["features"].numpy().astype(np.float32, copy=False) if self.has_features
-                 else np.zeros((batch.shape[0], 0), np.float32))
+    @staticmethod
+    def _ptr(buf: Any) -> int:
+        return int(buf.data.ptr) if hasattr(buf, "data") and hasattr(buf.data, "ptr") else int(buf.data_ptr())
+
+    def upload(self, slot: int, batch: np.ndarray) -> None:
+        buf = self.buffers[slot][INPUT]
+        if self.cupy is None:
+            buf.update_inplace(batch)
+            return
+        with self.cupy.cuda.Device(self.device_id):
+            stream = self.streams[slot]
+            buf.set(batch, stream=stream)  # async from pinned memory
+            stream.synchronize()  # the host buffer goes back to the readers after this
+
+    def run(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
+        bufs = self.buffers[slot]
+        for name, buf in bufs.items():
+            self.context.set_tensor_address(name, self._ptr(buf))
+        if self.cupy is None:
+            # Default (legacy) stream: the OrtValue copies before and after are ordered with it.
+            if not self.context.execute_async_v3(0):
+                raise RuntimeError("TensorRT execution failed")
+            logits = bufs["logits"].numpy()
+            feats = bufs["features"].numpy() if self.has_features else None
+        else:
+            with self.cupy.cuda.Device(self.device_id):
+                stream = self.streams[slot]
+                if not self.context.execute_async_v3(stream.ptr):
+                    raise RuntimeError("TensorRT execution failed")
+                logits = bufs["logits"].get(stream=stream)
+                feats = bufs["features"].get(stream=stream) if self.has_features else None
+                stream.synchronize()
+        logits = logits.astype(np.float32, copy=False)
+        feats = (feats.astype(np.float32, copy=False) if feats is not None
+                 else np.zeros((self.batch_size, 0), np.float32))
         return logits, feats
 
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.upload(0, batch)
+        return self.run(0)
 
-def _load_engine(path: Path, batch_size: int, device_id: int) -> Model:
+
+def _load_engine(path: Path, batch_size: int, device_id: int, transfer: str = "fp32",
+                 slots: int | None = None) -> Model:
     """A native engine, refused unless its sidecar says it was built for this GPU and TensorRT."""
     from cryoshift.runtime.engine_sidecar import (
         check_engine_compatible,
@@ -309,10 +430,15 @@ def _load_engine(path: Path, batch_size: int, device_id: int) -> Model:
         raise InputError(path, f"engine was built for batches up to {sidecar.batch_max}, not {batch_size}; "
                                f"pass --batch-size {sidecar.batch_max}")
     meta = sidecar.metadata
-    runner = _TrtEngine(sidecar.path, batch_size, meta.box_size, device_id)
+    runner = _TrtEngine(sidecar.path, batch_size, meta.box_size, device_id, 2 if slots is None else slots)
+    if runner.input_dtype != transfer_dtype(transfer):
+        raise InputError(path, f"this engine takes {runner.input_dtype} input, not --transfer {transfer}: "
+                               "build the engine from an ONNX with the matching input type")
+    streams = f", {runner.slots} CUDA streams" if runner.slots > 1 else ", default stream"
+    desc = f"engine (native TensorRT {_tensorrt_version()}, {sidecar.precision}, {name}{streams})"
     return Model(sidecar.path, meta, "engine", sidecar.engine_sha256 or file_sha256(sidecar.path), batch_size,
-                 True, f"engine (native TensorRT {_tensorrt_version()}, {sidecar.precision}, {name})",
-                 _runner=runner)
+                 True, desc, _runner=runner, input_dtype=runner.input_dtype,
+                 slots=runner.slots if runner.slots > 1 else 0, pinned=True, device_id=device_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,12 +458,17 @@ def available_backends() -> list[str]:
 
 
 def load_model(path: str | Path, backend: str = "auto", batch_size: int = 64, threads: int | None = None,
-               device_id: int = 0, cache_dir: str | Path | None = None) -> Model:
+               device_id: int = 0, cache_dir: str | Path | None = None, transfer: str = "fp32",
+               slots: int | None = None) -> Model:
     """Load an exported model for inference.
 
     ``auto`` tries TensorRT EP, then CUDA EP, then CPU (a native engine file always uses
     ``engine``) and records in ``Model.notes`` why a faster backend was passed over.
+    ``transfer="fp16"`` feeds the graph float16 (cast to float32 inside it). ``slots``: device
+    input buffers for overlapping upload and compute (default 2 on GPU backends, 0 on CPU; a
+    CPU model with slots runs through IO binding, which is how the tests exercise that path).
     """
+    transfer_dtype(transfer)  # refuses an unknown transfer in one line
     path = Path(path)
     if backend not in BACKENDS:
         import difflib
@@ -351,11 +482,11 @@ def load_model(path: str | Path, backend: str = "auto", batch_size: int = 64, th
         raise InputError(None, f"batch size must be positive, not {batch_size}")
     is_engine = path.suffix.lower() in ENGINE_SUFFIXES
     if backend == "engine" or (backend == "auto" and is_engine):
-        return _load_engine(path, batch_size, device_id)
+        return _load_engine(path, batch_size, device_id, transfer, slots)
     if is_engine:
         raise InputError(path, f"a TensorRT engine runs only with --backend engine (not {backend})")
     if backend != "auto":
-        return _load_onnx(path, backend, batch_size, threads, device_id, cache_dir)
+        return _load_onnx(path, backend, batch_size, threads, device_id, cache_dir, transfer, slots)
     notes: list[str] = []
     have = available_backends()
     gpu = gpu_name(device_id) is not None
@@ -368,13 +499,13 @@ def load_model(path: str | Path, backend: str = "auto", batch_size: int = 64, th
             notes.append(f"{candidate}: no GPU visible")
             continue
         try:
-            model = _load_onnx(path, candidate, batch_size, threads, device_id, cache_dir)
+            model = _load_onnx(path, candidate, batch_size, threads, device_id, cache_dir, transfer, slots)
         except InputError as exc:
             notes.append(f"{candidate}: {exc.reason}")
             continue
         model.notes = notes
         return model
-    model = _load_onnx(path, "cpu", batch_size, threads, device_id, cache_dir)
+    model = _load_onnx(path, "cpu", batch_size, threads, device_id, cache_dir, transfer, slots)
     model.notes = notes
     return model
 

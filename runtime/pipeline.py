@@ -8,10 +8,16 @@ errors to the ledgers (fsync per batch). The pool holds ``workers + 2`` buffers:
 model computes one batch, the readers are already filling the next ones, so the accelerator
 never waits on the disk while work is queued. A bad item becomes an error row and the run
 goes on.
+
+On a GPU backend with device slots (``Model.slots >= 2``) an upload thread sits between the
+readers and the model: it copies each filled (pinned) host batch into a free device slot and
+hands the host buffer straight back to the readers, while the model thread computes the
+previous slot. So batch n+1 crosses the bus while batch n computes: two batches in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import threading
@@ -28,6 +34,7 @@ from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.readers import ProcessReaders, ThreadReaders
 from cryoshift.runtime.scoring import score
 from cryoshift.runtime.sources import Item, VolumeCache
+from cryoshift.runtime.transfer import HostAllocator
 
 ID_COLUMNS = ("id", "path", "index", "tomo_name", "x", "y", "z")
 UNKNOWN = "unknown"
@@ -53,6 +60,8 @@ class RunStats:
     wait_s: float = 0.0  # model thread waiting for a batch: the readers were the bottleneck
     wall_s: float = 0.0
     batches: int = 0
+    upload_s: float = 0.0  # host->device copies on the upload thread (GPU slots), overlapping compute
+    host_memory: str = ""  # what the batch buffers are: pinned (how) or pageable
 
     @property
     def rate(self) -> float:
@@ -129,10 +138,53 @@ def run_pipeline(
     voxel = meta.voxel_size if check_voxel_size else None
     # Rows past the last good item of a batch are padding for fixed-shape backends.
     readers: ThreadReaders | ProcessReaders
+    dtype = np.dtype(model.input_dtype)
     if reader_processes and chunks:
-        readers = ProcessReaders(chunks, batch_size, box, workers, ready, voxel)
+        readers = ProcessReaders(chunks, batch_size, box, workers, ready, voxel, dtype, model.pinned)
+        stats.host_memory = "shared memory, " + ("pinned" if readers.pinned else "pageable")
     else:
-        readers = ThreadReaders(chunks, batch_size, box, workers, ready, cache, voxel)
+        alloc = HostAllocator(model.pinned, model.device_id)
+        readers = ThreadReaders(chunks, batch_size, box, workers, ready, cache, voxel, alloc, dtype)
+        stats.host_memory = alloc.describe()
+    staged = model.slots >= 2 and bool(chunks)
+    source: queue.Queue = queue.Queue() if staged else ready
+    free_slots: queue.Queue = queue.Queue()
+    for slot in range(model.slots if staged else 0):
+        free_slots.put(slot)
+    stop_upload = threading.Event()
+
+    def uploader() -> None:
+        # Batch n+1 goes into a free device slot while the model thread computes batch n.
+        ends = 0
+        try:
+            while ends < readers.ends and not stop_upload.is_set():
+                try:
+                    batch = ready.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if batch is None or isinstance(batch, BaseException):
+                    ends += batch is None
+                    source.put(batch)
+                    if isinstance(batch, BaseException):
+                        return
+                    continue
+                slot = None
+                if batch.items:
+                    while slot is None and not stop_upload.is_set():
+                        with contextlib.suppress(queue.Empty):
+                            slot = free_slots.get(timeout=0.1)
+                    if slot is None:
+                        return
+                    t0 = time.perf_counter()
+                    model.upload(slot, batch.buffer)
+                    stats.upload_s += time.perf_counter() - t0
+                readers.release(batch)  # the host buffer is free again as soon as it is on the device
+                batch.buffer = None  # type: ignore[assignment]
+                source.put((batch, slot))
+        except BaseException as exc:  # a failed upload ends the run with its error
+            source.put(exc)
+
+    upload_thread = threading.Thread(target=uploader, name="cryoshift-upload", daemon=True)
     writer_error: list[BaseException] = []
     bar = _Progress(len(items), description, enabled=progress)
 
@@ -172,15 +224,18 @@ def run_pipeline(
     finished = 0
     try:
         readers.start()
+        if staged:
+            upload_thread.start()
         while finished < readers.ends:
             t0 = time.perf_counter()
-            batch = ready.get()
+            got = source.get()
             stats.wait_s += time.perf_counter() - t0
-            if batch is None:
+            if got is None:
                 finished += 1
                 continue
-            if isinstance(batch, BaseException):  # a reader process died
-                raise batch
+            if isinstance(got, BaseException):  # a reader process died, or an upload failed
+                raise got
+            batch, slot = got if staged else (got, None)
             if writer_error:
                 raise writer_error[0]
             stats.read_s += batch.read_s
@@ -189,7 +244,11 @@ def run_pipeline(
             n = len(batch.items)
             if n:
                 t0 = time.perf_counter()
-                logits, features = model.predict(batch.buffer, n)
+                if slot is not None:
+                    logits, features = model.compute(slot, n)
+                    free_slots.put(slot)
+                else:
+                    logits, features = model.predict(batch.buffer, n)
                 stats.compute_s += time.perf_counter() - t0
                 scored, logits, features, failed = finite_outputs(batch.items, logits, features)
                 if failed:
@@ -198,14 +257,18 @@ def run_pipeline(
                 for row in rows:
                     stats.class_counts[row[_LABEL]] += 1
                     stats.unknown += row[_LABEL] == UNKNOWN
-            readers.release(batch)
+            if not staged:
+                readers.release(batch)
             del batch  # the buffer may be shared memory: hold no view past release
             stats.done += n
             stats.errors += len(errors)
             stats.batches += 1
             done_q.put((number, rows, errors))
     finally:
+        stop_upload.set()
         readers.stop()
+        if upload_thread.is_alive():
+            upload_thread.join(timeout=5)
         done_q.put(None)
         write_thread.join()
         stats.wall_s = time.perf_counter() - t_start

@@ -6,11 +6,30 @@ them (the GIL binds), so reader *processes* fill slots of one shared-memory bloc
 model process reads the finished slot in place, with no copy and no pickling of voxels.
 Both hand the pipeline the same :class:`Batch` objects on its ``ready`` queue and get each
 buffer back through :meth:`release`, so at most ``slots`` batches exist at any time.
+
+Batch buffers come from a :class:`~cryoshift.runtime.transfer.HostAllocator` (pinned host
+memory on GPU backends) and have the model's input dtype: with ``--transfer fp16`` each
+subtomogram is read as float32 into a one-box scratch, checked, and cast into its float16 row,
+so the cast runs in the readers, in parallel, never in the model thread.
+
+How many readers (:func:`reader_workers`): enough that their summed feed rate covers what the
+backend can consume, and no more than the cores left after the model and writer threads::
+
+    workers = clamp(ceil(headroom * min(engine_rate, bus_rate) / feed_rate_per_reader),
+                    1, usable_cores - 1)
+
+``feed_rate_per_reader`` is the null-model rate of one reader on one core (measured with
+``cryoshift bench``: stack ~25,000/s, tomogram + picks ~12,000/s, single files ~3,000/s at 32^3 on
+the development machine; scaled by (32/box)^3 for other boxes), ``engine_rate`` the backend's
+expected inference rate, ``bus_rate`` the host->device bound (PCIe Gen5 ~50 GB/s over the bytes of
+one subtomogram in the transfer dtype) and ``headroom`` 1.25 so a slow file does not starve it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import queue
 import threading
 import time
@@ -21,6 +40,7 @@ import numpy as np
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.sources import Item, VolumeCache, load_item
+from cryoshift.runtime.transfer import FP16_MAX, register_pinned
 
 ErrorRow = tuple[str, str, str]
 _ITEM_ERRORS = (InputError, OSError, ValueError, IndexError, EOFError)
@@ -40,14 +60,29 @@ def error_reason(exc: BaseException) -> str:
     return exc.reason if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
 
 
-def fill(chunk: list[Item], buffer: np.ndarray, cache: VolumeCache, voxel_size: float | None
-         ) -> tuple[list[int], list[ErrorRow]]:
-    """Load ``chunk`` into ``buffer`` rows; returns positions (in ``chunk``) of the good items."""
+def fill(chunk: list[Item], buffer: np.ndarray, cache: VolumeCache, voxel_size: float | None,
+         scratch: np.ndarray | None = None) -> tuple[list[int], list[ErrorRow]]:
+    """Load ``chunk`` into ``buffer`` rows; returns positions (in ``chunk``) of the good items.
+
+    A float16 ``buffer`` (``--transfer fp16``) is filled through a float32 ``scratch`` box; an
+    item whose values do not fit float16 becomes an error row instead of infinities.
+    """
     good: list[int] = []
     errors: list[ErrorRow] = []
+    half = buffer.dtype != np.float32
+    if half and scratch is None:
+        scratch = np.empty(buffer.shape[2:], np.float32)
     for pos, item in enumerate(chunk):
         try:
-            load_item(item, buffer[len(good), 0], cache, voxel_size)
+            if half:
+                assert scratch is not None
+                load_item(item, scratch, cache, voxel_size)
+                if max(-float(scratch.min()), float(scratch.max())) > FP16_MAX:
+                    raise InputError(item.path, f"values exceed the float16 range (+-{FP16_MAX:.0f}) "
+                                                "of --transfer fp16; classify it with --transfer fp32")
+                buffer[len(good), 0] = scratch
+            else:
+                load_item(item, buffer[len(good), 0], cache, voxel_size)
         except _ITEM_ERRORS as exc:
             errors.append((item.id, item.path, error_reason(exc)))
             continue
@@ -55,19 +90,37 @@ def fill(chunk: list[Item], buffer: np.ndarray, cache: VolumeCache, voxel_size: 
     return good, errors
 
 
+# Null-model feed rate of one reader on one core at 32^3 (cryoshift bench, development machine).
+FEED_RATE_32 = {"stack": 25_000.0, "tomogram": 12_000.0, "file": 3_000.0}
+PCIE_BYTES_PER_S = 50e9  # PCIe Gen5 x16 with pinned memory (docs/gpu.md); topology can cut it 3-4x
+
+
+def reader_workers(engine_rate: float, kind: str = "stack", box: int = 32, itemsize: int = 4,
+                   feed_rate: float | None = None, cores: int | None = None, headroom: float = 1.25) -> int:
+    """Readers needed so the feed covers ``engine_rate`` (see the module docstring's formula)."""
+    per_reader = feed_rate or FEED_RATE_32.get(kind, FEED_RATE_32["file"]) * (32 / box) ** 3
+    bus_rate = PCIE_BYTES_PER_S / (box**3 * itemsize)
+    need = math.ceil(headroom * min(engine_rate, bus_rate) / max(per_reader, 1e-9))
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(need, cores - 1))
+
+
 class ThreadReaders:
     """``workers`` threads taking chunks in order and filling buffers from a bounded pool."""
 
     def __init__(self, chunks: list[list[Item]], batch_size: int, box: int, workers: int, ready: queue.Queue,
-                 cache: VolumeCache, voxel_size: float | None):
+                 cache: VolumeCache, voxel_size: float | None, alloc: Any = None, dtype: Any = np.float32):
         self.chunks, self.ready, self.cache, self.voxel_size = chunks, ready, cache, voxel_size
+        self.box = box
         self.ends = workers
         self.next = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.pool: queue.Queue = queue.Queue()
+        shape = (batch_size, 1, box, box, box)
         for _ in range(min(len(chunks), workers + 2)):
-            self.pool.put(np.zeros((batch_size, 1, box, box, box), np.float32))
+            self.pool.put(alloc.empty(shape, dtype) if alloc is not None else np.zeros(shape, dtype))
         self.threads = [threading.Thread(target=self._run, name=f"cryoshift-reader-{i}", daemon=True)
                         for i in range(workers)]
 
@@ -93,6 +146,7 @@ class ThreadReaders:
         return None
 
     def _run(self) -> None:
+        scratch = np.empty((self.box,) * 3, np.float32)  # float16 batches are filled through it
         try:
             while not self.stopping.is_set():
                 with self.lock:
@@ -105,7 +159,7 @@ class ThreadReaders:
                     return
                 t0 = time.perf_counter()
                 chunk = self.chunks[number]
-                good, errors = fill(chunk, buffer, self.cache, self.voxel_size)
+                good, errors = fill(chunk, buffer, self.cache, self.voxel_size, scratch)
                 read_s = time.perf_counter() - t0
                 self.ready.put(Batch(number, buffer, [chunk[i] for i in good], errors, read_s))
         finally:
@@ -113,14 +167,14 @@ class ThreadReaders:
 
 
 def _process_main(shm_name: str, shape: tuple[int, ...], tasks: Any, results: Any,
-                  voxel_size: float | None) -> None:
+                  voxel_size: float | None, dtype: str = "float32") -> None:
     """Reader process: fill shared-memory slots for the chunks it is sent until told to stop."""
     from multiprocessing import shared_memory
 
     # Attaching registers the name with the resource tracker this process shares with its parent
     # (a set: no double entry); the parent's unlink() unregisters it once, at the end.
     shm = shared_memory.SharedMemory(name=shm_name)
-    slots = np.ndarray(shape, dtype=np.float32, buffer=shm.buf)
+    slots = np.ndarray(shape, dtype=np.dtype(dtype), buffer=shm.buf)
     cache = VolumeCache()
     try:
         while (task := tasks.get()) is not None:
@@ -137,7 +191,7 @@ class ProcessReaders:
     """``workers`` spawned processes filling slots of one shared-memory block."""
 
     def __init__(self, chunks: list[list[Item]], batch_size: int, box: int, workers: int, ready: queue.Queue,
-                 voxel_size: float | None):
+                 voxel_size: float | None, dtype: Any = np.float32, pinned: bool = False):
         import multiprocessing as mp
         from multiprocessing import shared_memory
 
@@ -145,9 +199,12 @@ class ProcessReaders:
         self.ends = 1
         n_slots = max(1, min(len(chunks), workers + 2))
         shape = (n_slots, batch_size, 1, box, box, box)
-        self.shm = shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape)) * 4))
-        self.slots = np.ndarray(shape, dtype=np.float32, buffer=self.shm.buf)
+        dtype = np.dtype(dtype)
+        self.shm = shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape)) * dtype.itemsize))
+        self.slots = np.ndarray(shape, dtype=dtype, buffer=self.shm.buf)
         self.slots[...] = 0
+        # GPU backends: page-lock the shared block (through CuPy, when installed) for fast copies.
+        self.pinned = pinned and register_pinned(self.slots)
         # Never fork this process (its inference threads may hold locks): children come from a
         # single-threaded fork server that has the reader code imported once, so later runs in
         # the same process start their readers in milliseconds.
@@ -157,7 +214,7 @@ class ProcessReaders:
             ctx.set_forkserver_preload(["cryoshift.runtime.readers"])
         self.tasks = ctx.Queue()
         self.results = ctx.Queue()
-        args = (self.shm.name, shape, self.tasks, self.results, voxel_size)
+        args = (self.shm.name, shape, self.tasks, self.results, voxel_size, dtype.name)
         self.procs = [ctx.Process(target=_process_main, args=args, daemon=True, name=f"cryoshift-reader-{i}")
                       for i in range(workers)]
         self.next = 0
@@ -210,6 +267,11 @@ class ProcessReaders:
             if p.is_alive():
                 p.terminate()
         self.collector.join(timeout=5)
+        if self.pinned:
+            with contextlib.suppress(Exception):
+                import cupy
+
+                cupy.cuda.runtime.hostUnregister(self.slots.ctypes.data)
         del self.slots
         with contextlib.suppress(BufferError):  # a view still referenced: the mapping goes with it
             self.shm.close()
