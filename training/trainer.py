@@ -37,7 +37,7 @@ from torch import nn
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import NORMALISATIONS, ModelMetadata
-from cryoshift.training import calibrate, distributed, run
+from cryoshift.training import calibrate, distributed, log, run
 from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint, read_checkpoint, save_checkpoint
 from cryoshift.training.data import Domain, SimulatedSource, is_dataset, load_source_dataset, load_target
 from cryoshift.training.normalise import normalise
@@ -328,6 +328,8 @@ class _Run:
             self.target = load_target(c.target, self.box, self.voxel_size, self.contrast, self.class_names,
                                       tomograms=c.tomograms, oracle_labels=c.oracle_target_labels,
                                       max_items=c.max_target)
+        if self.target is not None and self.info.is_main and log.plain():
+            print(log.target_line(self.target), flush=True)
         if self.target is not None and self.target.skipped and self.info.is_main:
             import sys
 
@@ -409,6 +411,8 @@ class _Run:
                     row.update(self._end_epoch(method, epoch, metadata))
                 row["seconds"] = time.perf_counter() - t0
                 history.append(row)
+                if info.is_main and log.plain():
+                    print(log.epoch_line(row, c.epochs), flush=True)
                 if info.is_main:
                     run.write_metrics(self.dir / run.METRICS, history)
                     extra = {"method_state": {k: v.detach().cpu() for k, v in method.state_dict().items()},
