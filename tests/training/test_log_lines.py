@@ -21,5 +21,6 @@ def test_plain_epoch_lines_when_stdout_is_a_file(domains: dict[str, Path], tmp_p
 
 
 def test_epoch_line_format() -> None:
-    row = {"epoch": 3, "loss": 0.91234, "val_acc": 0.5, "train_vol_per_s": 410.2, "seconds": 12.34, "note": "x"}
+    row = {"epoch": 3, "loss": 0.91234, "val_acc": 0.5, "train_vol_per_s": 410.2, "seconds": 12.34,
+           "note": "x"}
     assert epoch_line(row, 20) == "epoch 3/20 loss 0.9123 val_acc 0.5 12.3 s 410 vol/s"
