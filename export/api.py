@@ -71,7 +71,9 @@ def _calibration(given: str | Path | None, config: dict[str, Any], box_size: int
             raise InputError(checkpoint, "--int8 needs --calibration DATA (target subtomograms); "
                                          "the run's config names no dataset")
         given = paths[0]
-    return read_volumes(given, box_size, CALIBRATION_VOLUMES), str(given)
+    # A picks target (STAR/CSV) is cropped from the run's --tomograms.
+    tomograms = list(config.get("tomograms") or [])
+    return read_volumes(given, box_size, CALIBRATION_VOLUMES, tomograms=tomograms), str(given)
 
 
 def export_checkpoint(

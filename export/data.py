@@ -24,12 +24,20 @@ CONFIG_KEYS = ("target", "target_data", "target_dataset", "calibration", "val", 
                "source_dataset", "data", "dataset")
 
 
-def read_volumes(path: str | Path, box_size: int | None = None, limit: int = 64, seed: int = 0) -> np.ndarray:
+def read_volumes(path: str | Path, box_size: int | None = None, limit: int = 64, seed: int = 0,
+                 tomograms: list[str] | None = None) -> np.ndarray:
     """Up to ``limit`` volumes (N, D, D, D) float32 from a dataset directory, an MRC stack, a single
-    MRC volume or a directory of single-volume MRC files; a random subset when there are more."""
+    MRC volume or a directory of single-volume MRC files; a random subset when there are more.
+    A pick table (STAR/CSV) is cropped from ``tomograms`` at ``box_size``."""
     import mrcfile
 
+    from cryoshift.runtime.labelled_picks import crop_picks, is_pick_table
+
     path = Path(path)
+    if is_pick_table(path):
+        if box_size is None:
+            raise InputError(path, "picks are cropped at the model's box size, which is not known here")
+        return crop_picks(path, list(tomograms or []), box_size, limit, seed)
     if path.is_dir():
         if (path / DATASET_VOLUMES).is_file():
             return read_volumes(path / DATASET_VOLUMES, box_size, limit, seed)
@@ -101,12 +109,13 @@ def random_volumes(n: int, box_size: int, seed: int = 0) -> np.ndarray:
 def find_volumes(box_size: int, given: str | Path | None = None, config: dict[str, Any] | None = None,
                  limit: int = 64, seed: int = 0, purpose: str = "parity") -> tuple[np.ndarray, str]:
     """Volumes for ``purpose`` and a description of where they came from."""
+    tomograms = list((config or {}).get("tomograms") or [])
     if given is not None:
-        return read_volumes(given, box_size, limit, seed), str(given)
+        return read_volumes(given, box_size, limit, seed, tomograms), str(given)
     candidates: Iterable[Path] = config_data_paths(config or {})
     for path in candidates:
         try:
-            return read_volumes(path, box_size, limit, seed), str(path)
+            return read_volumes(path, box_size, limit, seed, tomograms), str(path)
         except InputError as exc:
             warnings.warn(f"{purpose} data from the training config unusable: {exc}", ExportWarning,
                           stacklevel=2)

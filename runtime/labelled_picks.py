@@ -76,3 +76,34 @@ def read_labelled_picks(path: str | Path, tomograms: list[str], box_size: int,
     if not volumes:
         raise InputError(path, "no labelled pick could be cropped" + (f" ({skipped})" if skipped else ""))
     return np.stack(volumes), names, skipped
+
+
+def crop_picks(path: str | Path, tomograms: list[str], box_size: int, limit: int = 64,
+               seed: int = 0) -> np.ndarray:
+    """Up to ``limit`` subtomograms (a random subset) cropped at the picks of a STAR/CSV table
+    from ``tomograms`` (int8 calibration and parity data when the training target was picks)."""
+    from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
+
+    path = Path(path)
+    if not tomograms:
+        raise InputError(path, "picks need tomograms to crop from (the run's config names none; give "
+                               "--calibration a dataset or MRC stack instead)")
+    cache = VolumeCache()
+    plan = plan_inputs([str(path)], box_size, 0.0, tomograms=list(tomograms), cache=cache,
+                       ignore_voxel_size=True)
+    items = [it for it in plan.items if it.kind == "tomogram"]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(items))
+    out = np.empty((box_size,) * 3, dtype=np.float32)
+    volumes = []
+    for i in order:
+        if len(volumes) >= limit:
+            break
+        try:
+            load_item(items[i], out, cache)
+        except InputError:
+            continue  # outside the tomogram, unreadable: calibrate on the others
+        volumes.append(out.copy())
+    if not volumes:
+        raise InputError(path, "no pick could be cropped from the tomograms")
+    return np.stack(volumes)

@@ -29,3 +29,14 @@ def test_predictions_are_not_labels(model_path, inputs, tmp_path, capsys):
         .to_csv(tmp_path / "pred.csv", index=False)
     assert main(["evaluate", str(model_path), str(tmp_path / "pred.csv"), "-t", str(inputs["tomos"])]) == 2
     assert "csClassName holds cryoshift's predictions" in capsys.readouterr().err
+
+
+def test_int8_calibration_crops_picks_from_the_run_tomograms(inputs):
+    import numpy as np
+
+    from cryoshift.export.data import find_volumes
+
+    config = {"target": str(inputs["picks"]), "tomograms": [str(inputs["tomos"])]}
+    volumes, source = find_volumes(16, None, config, limit=4, purpose="calibration")
+    assert source == str(inputs["picks"]) and volumes.shape == (4, 16, 16, 16)
+    assert np.isfinite(volumes).all() and volumes.std() > 0  # real crops, not the random fallback
