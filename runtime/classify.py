@@ -223,6 +223,7 @@ def classify(
     devices: list[int] | None = None,
     subshard: tuple[int, int] | None = None,
     reader_processes: bool = False,
+    transfer: str = "fp32",
     coordinate_pixel_size: float | None = None,
     binning: float | None = None,
     split_by_class: bool = False,
@@ -254,13 +255,13 @@ def classify(
                                  workers=workers, resume=resume, shard=shard,
                                  unknown_threshold=unknown_threshold, progress=progress, tomograms=tomograms,
                                  contrast=contrast, ignore_voxel_size=ignore_voxel_size, threads=threads,
-                                 reader_processes=reader_processes, binning=binning,
+                                 transfer=transfer, reader_processes=reader_processes, binning=binning,
                                  coordinate_pixel_size=coordinate_pixel_size, split_by_class=split_by_class)
     if devices and len(devices) == 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices[0])
     t0 = time.perf_counter()
     if not isinstance(model, Model):
-        model = load_model(model, backend, batch_size=batch_size, threads=threads)
+        model = load_model(model, backend, batch_size=batch_size, threads=threads, transfer=transfer)
     meta = model.metadata
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -272,6 +273,11 @@ def classify(
     if subshard:
         plan = plan.shard(*subshard)
     items, duplicates = _dedupe(plan.items)
+    from cryoshift.runtime.readers import auto_workers
+    from cryoshift.runtime.transfer import startup_parity
+
+    workers = workers if workers >= 1 else auto_workers(model, items)  # 0: sized to the backend
+    parity = startup_parity(model, items, cache, None if ignore_voxel_size else meta.voxel_size)
     names = _names(out, shard)
     if progress:
         passed = f"; passed over: {'; '.join(model.notes)}" if model.notes else ""
@@ -304,7 +310,8 @@ def classify(
     summary.pipeline_s = stats.wall_s
     summary.rate = (stats.done + stats.errors) / stats.wall_s if stats.wall_s > 0 else 0.0
     settings = {"backend": model.backend, "batch_size": batch_size, "workers": workers,
-                "reader_processes": reader_processes, "resume": resume,
+                "reader_processes": reader_processes, "transfer": transfer, "transfer_parity": parity,
+                "resume": resume,
                 "shard": list(shard) if shard else None, "subshard": list(subshard) if subshard else None,
                 "unknown_threshold": unknown_threshold, "tomograms": tomograms, "contrast": contrast,
                 "ignore_voxel_size": ignore_voxel_size, "coordinate_pixel_size": coordinate_pixel_size,

@@ -276,3 +276,17 @@ class ProcessReaders:
         with contextlib.suppress(BufferError):  # a view still referenced: the mapping goes with it
             self.shm.close()
         self.shm.unlink()
+
+
+# Expected inference rate per backend for the default model at 32^3 (subtomograms/s): the CPU figure
+# is measured (2 cores); the GPU ones come from docs/gpu.md's arithmetic and await a device run.
+EXPECTED_RATE_32 = {"cpu": 500.0, "cuda": 150_000.0, "tensorrt": 400_000.0, "engine": 400_000.0}
+
+
+def auto_workers(model: Any, items: list[Item]) -> int:
+    """``--workers 0``: readers sized by :func:`reader_workers` for this model and input kind."""
+    box = model.metadata.box_size
+    rate = EXPECTED_RATE_32.get(model.backend, 1e9) * (32 / box) ** 3
+    kinds = [it.kind for it in items[:1000]]
+    kind = max(("stack", "tomogram", "file"), key=kinds.count) if kinds else "stack"
+    return reader_workers(rate, kind, box, np.dtype(model.input_dtype).itemsize)

@@ -323,3 +323,53 @@ def transfer_parity(model: Any, reference: Any, volumes: np.ndarray) -> Transfer
     # The same host cast the readers do (values beyond +-65504 never reach here: they are error rows).
     cand_logits, _ = model.predict(volumes.astype(np.float16))
     return compare(ref_logits, cand_logits, reference.description)
+
+
+def _reference_model(model: Any) -> Any:
+    """The fp32 model to check an fp16 transfer against: the ONNX on the CPU EP."""
+    from pathlib import Path
+
+    from cryoshift.runtime.backends import load_model
+
+    path = Path(model.path)
+    if model.backend == "engine":
+        from cryoshift.runtime.engine_sidecar import read_engine_sidecar
+
+        onnx_file = read_engine_sidecar(path).onnx_file
+        path = Path(onnx_file) if onnx_file else Path()
+        if not onnx_file or not path.is_file():
+            return None
+    return load_model(path, "cpu", batch_size=model.batch_size)
+
+
+def startup_parity(model: Any, items: list[Any], cache: Any, voxel_size: float | None,
+                   limit: int = 64) -> dict[str, Any] | None:
+    """Check an fp16-transfer ``model`` against fp32 on the run's first good items (None for fp32).
+
+    Raises InputError when argmax agreement falls under the fp16 bar; the figures go into the
+    manifest either way.
+    """
+    if np.dtype(model.input_dtype) != np.float16:
+        return None
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.readers import fill
+
+    reference = _reference_model(model)
+    if reference is None:
+        return {"checked": False, "reason": "no fp32 ONNX next to the engine to compare with"}
+    box = model.metadata.box_size
+    chunk = items[: limit * 2]
+    volumes = np.zeros((len(chunk), 1, box, box, box), np.float32)
+    good, _ = fill(chunk, volumes, cache, voxel_size)
+    volumes = volumes[: min(len(good), limit)]
+    volumes = volumes[np.abs(volumes).reshape(len(volumes), -1).max(axis=1) <= FP16_MAX]
+    if not len(volumes):
+        return {"checked": False, "reason": "no readable item among the first ones"}
+    report = transfer_parity(model, reference, volumes).to_dict()
+    report["checked"] = True
+    if not report["passed"]:
+        agreement = report["argmax_agreement"]
+        raise InputError(model.path, f"--transfer fp16 changes predictions: argmax agreement {agreement:.1%}"
+                                     f" < {FP16_AGREEMENT:.0%} with fp32 on the first {report['items']} "
+                                     "subtomograms; use --transfer fp32")
+    return report

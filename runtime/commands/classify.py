@@ -50,7 +50,10 @@ def command(
     tomograms: list[str] = typer.Option(None, "--tomograms", "-t", help=_TOMO_HELP),
     backend: Backend = typer.Option(Backend.auto, "--backend", "-b", help=_BACKEND_HELP),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Subtomograms per batch (GPU: 256-2048)."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Readers filling batches (threads by default)."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Readers filling batches (threads by default; "
+                                "0: as many as the backend can consume, up to the cores)."),
+    transfer: str = typer.Option("fp32", "--transfer", help="fp16: send half the bytes to the GPU (cast on "
+                                 "the host, checked against fp32 on the first batch; see the manifest)."),
     reader_processes: bool = typer.Option(False, "--reader-processes",
                                           help="Read in processes sharing memory with the model (GPU nodes: "
                                                "faster than one Python process can read)."),
@@ -118,7 +121,7 @@ def command(
 
         summary = classify(model, list(inputs), out, backend=backend.value, batch_size=batch_size,
                            workers=workers, shard=shard, progress=not quiet, threads=threads,
-                           devices=device_list, reader_processes=reader_processes,
+                           devices=device_list, reader_processes=reader_processes, transfer=transfer,
                            coordinate_pixel_size=coordinate_pixel_size, binning=binning,
                            split_by_class=split_by_class, **common)
     if not quiet:

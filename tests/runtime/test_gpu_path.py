@@ -108,3 +108,16 @@ def test_reader_sizing() -> None:
     assert reader_workers(1e6, "stack", itemsize=2, cores=64) == 39  # fp16 halves the bytes
     assert reader_workers(50_000, "tomogram", cores=64) == 6  # ceil(1.25 * 50_000 / 12_000)
     assert reader_workers(50_000, "tomogram", box=64, cores=64) == 40  # bus ~47.7k/s, 1.5k/s per reader
+
+
+def test_classify_fp16_transfer_records_parity(model_path, stack, tmp_path) -> None:
+    import json
+
+    summary = classify(str(model_path), [stack], tmp_path / "m", backend="cpu", batch_size=8, workers=0,
+                       transfer="fp16", progress=False)
+    assert summary.classified == 39
+    settings = json.loads((tmp_path / "m" / "manifest.json").read_text())["settings"]
+    assert settings["transfer"] == "fp16" and settings["workers"] == 1
+    parity = settings["transfer_parity"]
+    assert parity["checked"] and parity["passed"] and parity["items"] == 39
+    assert parity["argmax_agreement"] == 1.0 and 0 <= parity["max_abs_dlogit"] < 1e-2
