@@ -16,6 +16,7 @@ merges their ledgers.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -205,6 +206,26 @@ def finish_run(names: dict[str, Path], model: Model, plan: Plan, summary: Classi
     return summary
 
 
+def _one_writer(fn: Any) -> Any:
+    """Hold the output folder's lock (per shard) for the whole call: a second run on the same
+    folder is refused in one line naming the holder's pid instead of duplicating rows."""
+
+    @functools.wraps(fn)
+    def locked(model: Any, inputs: list[str], out_dir: str | Path, *args: Any, **kwargs: Any) -> Any:
+        from cryoshift.runtime.lock import FolderLock, lock_name
+
+        shard = kwargs.get("shard")
+        if isinstance(shard, str):
+            shard = parse_shard(shard)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with FolderLock(out, lock_name(tuple(shard) if shard else None), "classify run"):
+            return fn(model, inputs, out_dir, *args, **kwargs)
+
+    return locked
+
+
+@_one_writer
 def classify(
     model: str | Path | Model,
     inputs: list[str],
@@ -257,11 +278,13 @@ def classify(
                                  contrast=contrast, ignore_voxel_size=ignore_voxel_size, threads=threads,
                                  transfer=transfer, reader_processes=reader_processes, binning=binning,
                                  coordinate_pixel_size=coordinate_pixel_size, split_by_class=split_by_class)
-    if devices and len(devices) == 1:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices[0])
     t0 = time.perf_counter()
     if not isinstance(model, Model):
-        model = load_model(model, backend, batch_size=batch_size, threads=threads, transfer=transfer)
+        # One device: chosen by its number; the caller's environment (CUDA_VISIBLE_DEVICES) is left
+        # alone (only the worker processes of several devices get their own).
+        device_id = devices[0] if devices else 0
+        model = load_model(model, backend, batch_size=batch_size, threads=threads, device_id=device_id,
+                           transfer=transfer)
     meta = model.metadata
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

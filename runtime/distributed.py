@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from cryoshift.runtime.classify import _one_writer
 from cryoshift.runtime.errors import InputError, require_extra
 
 _ITEM_FIELDS = ("id", "kind", "path", "index", "x", "y", "z", "tomo", "error")
@@ -77,6 +78,24 @@ class Classifier:
         return {"kind": np.array(kinds, dtype=object), "payload": np.array(payloads, dtype=object)}
 
 
+def driver_model(model_path: Path, backend: str) -> Any:
+    """What the driver needs of the model (metadata, sha256) without running it: an ONNX model's
+    properties or a TensorRT engine's sidecar, so a GPU-only engine works on a CPU-only driver."""
+    from cryoshift.runtime.backends import Model
+    from cryoshift.runtime.engine_sidecar import file_sha256, read_engine_sidecar
+    from cryoshift.runtime.metadata import read_onnx_metadata
+
+    if model_path.suffix.lower() == ".engine":
+        meta = read_engine_sidecar(model_path).metadata
+        backend = "engine"
+    else:
+        meta = read_onnx_metadata(model_path)
+    if not model_path.is_file():
+        raise InputError(model_path, "no such file")
+    return Model(model_path, meta, backend, file_sha256(model_path), description=f"ray ({backend})")
+
+
+@_one_writer  # one writer per output folder, as for a local run
 def classify_ray(
     model: str | Path,
     inputs: list[str],
@@ -106,7 +125,6 @@ def classify_ray(
     import ray
     from ray.data import ActorPoolStrategy
 
-    from cryoshift.runtime.backends import load_model
     from cryoshift.runtime.classify import ClassifySummary, _dedupe, _names, finish_run
     from cryoshift.runtime.ledger import ERROR_COLUMNS, Ledger
     from cryoshift.runtime.pipeline import _LABEL, UNKNOWN, _Progress, result_columns
@@ -114,7 +132,7 @@ def classify_ray(
 
     t0 = time.perf_counter()
     model_path = Path(model).resolve()
-    local = load_model(model_path, "cpu", batch_size=batch_size, threads=1)  # metadata + hash on the driver
+    local = driver_model(model_path, backend)  # metadata and hash only: the actors run the backend
     meta = local.metadata
     plan = plan_inputs(inputs, meta.box_size, meta.voxel_size, meta.contrast, contrast, tomograms,
                        ignore_voxel_size)

@@ -251,3 +251,50 @@ def describe(path: str | Path, full: bool = False) -> Description:
         return _describe_onnx(path)
     raise InputError(path, f"unknown file type {suffix or '(no suffix)'!r}; info reads MRC "
                            "(.mrc .mrcs .map .rec), .star, .csv/.tsv, .onnx or a dataset directory")
+
+
+def validate(path: str | Path) -> list[str]:
+    """Problems that make ``path`` unusable for cryoshift, one reason each; [] = usable.
+
+    ``cryoshift info --validate`` prints them and exits 1 when there is any (mrcfile.validate
+    style), so scripts can trust the exit code: an MRC must be a 3-D volume or stack with finite
+    voxels (every voxel is read), cubic voxels and a voxel size; tables, datasets and models
+    must be readable.
+    """
+    path = Path(path)
+    try:
+        desc = describe(path) if not _looks_mrc(path) else None
+    except InputError as exc:
+        return [exc.reason if exc.path in (None, str(path)) else str(exc)]
+    if desc is not None:
+        return []
+    from cryoshift.runtime.mrc import open_volume, volume_stats
+
+    problems: list[str] = []
+    try:
+        with open_volume(path, allow_2d=True) as vol:
+            h = vol.header
+            if len(h["shape"]) == 2:
+                ny, nx = h["shape"]
+                problems.append(f"is a 2-D image ({nx}x{ny}), not a volume")
+            if not vol.voxel_size_known:
+                problems.append("voxel size is not set in the header (cella/mx)")
+            if vol.anisotropic:
+                sx, sy, sz = vol.voxel_sizes
+                problems.append(f"anisotropic voxels: {sx:.4g} x {sy:.4g} x {sz:.4g} A (X, Y, Z)")
+            stats = volume_stats(vol.data)
+            if stats.nonfinite:
+                problems.append(f"{stats.nonfinite} NaN/Inf voxels")
+            elif stats.max == stats.min:
+                problems.append(f"every voxel is {stats.min:g} (no contrast)")
+    except InputError as exc:
+        problems.append(exc.reason if exc.path in (None, str(path)) else str(exc))
+    except OSError as exc:
+        problems.append(f"cannot read: {' '.join(str(exc.strerror or exc).split())}")
+    return problems
+
+
+def _looks_mrc(path: Path) -> bool:
+    from cryoshift.runtime.mrc import is_mrc_path
+
+    return is_mrc_path(path) and not path.is_dir()

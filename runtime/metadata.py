@@ -118,6 +118,24 @@ class ModelMetadata:
         return cls.from_dict(data, path)
 
 
+def ort_failure(exc: BaseException) -> str:
+    """What onnxruntime's refusal means, in one line: a missing external-data file is named as
+    such; otherwise ORT's message without its ``[ONNXRuntimeError] : 1 : FAIL :`` prefix."""
+    import re
+
+    text = " ".join(str(exc).split())
+    missing = re.search(r'External data path does not exist: "?([^"]+)"?', text)
+    if missing:
+        return (f"its weights live in an external data file, {missing.group(1)}, which is missing; keep "
+                "that file next to the .onnx (or export again)")
+    if "external data" in text.lower():
+        where = re.search(r"initializer: ([^.\s]+)", text)
+        tensor = f" (tensor {where.group(1)})" if where else ""
+        return f"its external data file cannot be used{tensor}: {text.split('Error:')[-1].strip()}"
+    text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text)
+    return text[:300] or type(exc).__name__
+
+
 def read_onnx_metadata(path: str | Path) -> ModelMetadata:
     """Metadata of an exported ONNX model, read with onnxruntime (no onnx package needed)."""
     try:
@@ -134,7 +152,7 @@ def read_onnx_metadata(path: str | Path) -> ModelMetadata:
     try:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types for corrupt files
-        raise InputError(path, f"not a readable ONNX model ({type(exc).__name__})") from exc
+        raise InputError(path, f"not a readable ONNX model: {ort_failure(exc)}") from exc
     meta = ModelMetadata.from_properties(sess.get_modelmeta().custom_metadata_map, path)
     _check_graph(sess, meta, path)
     return meta

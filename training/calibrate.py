@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 UNKNOWN_QUANTILE = 0.05
 VAR_FLOOR = 1e-6
@@ -52,6 +51,8 @@ def fit_temperature(
     labels = np.asarray(labels, dtype=int)
     if len(labels) == 0:
         return 1.0
+    from scipy.optimize import minimize_scalar  # here: evaluating an ONNX model needs no scipy
+
     res = minimize_scalar(
         lambda log_t: nll(logits, labels, float(np.exp(log_t))),
         bounds=(np.log(bounds[0]), np.log(bounds[1])),

@@ -130,12 +130,15 @@ def predict_onnx(path: str | Path, volumes: np.ndarray, batch_size: int = 64) ->
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    # "features" is optional for scoring (classify accepts a model without it): without it the
+    # report has no feature-based numbers, never an onnxruntime traceback.
+    names = ["logits", "features"] if "features" in {o.name for o in sess.get_outputs()} else ["logits"]
     logits, feats = [], []
     for start in range(0, len(volumes), batch_size):
         x = np.ascontiguousarray(volumes[start:start + batch_size], dtype=np.float32)[:, None]
-        out_logits, out_feats = sess.run(["logits", "features"], {"subtomograms": x})
-        logits.append(out_logits)
-        feats.append(out_feats)
+        outputs = sess.run(names, {"subtomograms": x})
+        logits.append(outputs[0])
+        feats.append(outputs[1] if len(outputs) > 1 else np.zeros((len(x), 0), np.float32))
     return Predictions(np.concatenate(logits), np.concatenate(feats), metadata)
 
 

@@ -41,6 +41,7 @@ def command(
 
     if model.suffix != ".onnx":
         require_extra("train", "cryoshift evaluate (of a PyTorch checkpoint)", "torch")
+    require_extra("train", "cryoshift evaluate (its report plots)", "matplotlib")
     from cryoshift.training.evaluate import evaluate
 
     report = evaluate(model, data, out, run, batch_size, device, tomograms=list(tomograms or []),

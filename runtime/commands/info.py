@@ -16,6 +16,9 @@ def command(
         "(.star .csv .tsv), dataset directory, or ONNX model. Several allowed."),
     full: bool = typer.Option(False, "--full", help="Compute min/max/mean from the data even for big "
                               "tomograms (default: from the header above 256 MiB)."),
+    validate: bool = typer.Option(False, "--validate", help="Check instead of describe: one line per "
+                                  "problem (2-D, NaN/Inf, anisotropic or unset voxel size, unreadable); "
+                                  "exit 0 if every file is usable, 1 if not."),
 ) -> None:
     """Describe an MRC volume, a picks table, a dataset or an ONNX model.
 
@@ -25,8 +28,21 @@ def command(
 
     With several paths, bad ones are reported, the rest described; exit code 2.
 
+    --validate: for scripts; 'PATH: ok' or one 'PATH: problem' line each, exit 0 (usable) or 1.
+
     Example: cryoshift info tomo.mrc picks.star data/sim model.onnx
     """
+    if validate:
+        from cryoshift.runtime.info import validate as check
+
+        bad = 0
+        for path in paths:
+            problems = check(path)
+            bad += bool(problems)
+            shown = str(path).replace("\n", "\\n")
+            for problem in problems or ["ok"]:
+                typer.echo(f"{shown}: {problem}")
+        raise typer.Exit(1 if bad else 0)
     from rich.console import Console
     from rich.table import Table
 

@@ -51,7 +51,9 @@ def one_error_line(result: tuple[int | str, str, str], name: object, code: int =
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = importlib.util.spec_from_file_location("_runtime_conftest", REPO / "tests" / "runtime" / "conftest.py")
+    spec = importlib.util.spec_from_file_location(
+        "_runtime_conftest", REPO / "tests" / "runtime" / "conftest.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(mod)
@@ -66,8 +68,12 @@ def density(seed: int = 0, shape: tuple[int, int, int] = (BOX, BOX, BOX)) -> np.
     return vol
 
 
-def write_ordered(path: Path, vol: np.ndarray, order: tuple[int, int, int],
-                  voxel: tuple[float, float, float] = (VOXEL, VOXEL, VOXEL)) -> Path:
+def write_ordered(
+    path: Path,
+    vol: np.ndarray,
+    order: tuple[int, int, int],
+    voxel: tuple[float, float, float] = (VOXEL, VOXEL, VOXEL),
+) -> Path:
     """Store ``vol`` (Z, Y, X) with axis order ``order`` = (mapc, mapr, maps) as another program would."""
     mapc, mapr, maps = order
     axis_of = {1: 2, 2: 1, 3: 0}  # physical axis -> axis of vol
@@ -106,8 +112,17 @@ def _tomogram(path: Path, seed: int) -> Path:
 
 def _picks(path: Path, names: list[str]) -> Path:
     n = len(names)
-    return star(path, pd.DataFrame({"rlnTomoName": names, "rlnCoordinateX": [16.0] * n,
-                                    "rlnCoordinateY": [20.0] * n, "rlnCoordinateZ": [12.0] * n}))
+    return star(
+        path,
+        pd.DataFrame(
+            {
+                "rlnTomoName": names,
+                "rlnCoordinateX": [16.0] * n,
+                "rlnCoordinateY": [20.0] * n,
+                "rlnCoordinateZ": [12.0] * n,
+            }
+        ),
+    )
 
 
 def test_ts3_is_never_cropped_from_ts34(model: Path, tmp_path: Path, capsys: Capsys) -> None:
@@ -119,10 +134,13 @@ def test_ts3_is_never_cropped_from_ts34(model: Path, tmp_path: Path, capsys: Cap
     assert code == 0, err
     pred, errs = predictions(out), errors(out)
     assert list(pred["tomo_name"]) == ["TS_34"]
-    assert len(errs) == 1 and "TS_3:" in errs["id"][0] and "no tomogram matches name 'TS_3'" in errs["reason"][0]
+    assert (
+        len(errs) == 1 and "TS_3:" in errs["id"][0] and "no tomogram matches name 'TS_3'" in errs["reason"][0]
+    )
     only = _picks(tmp_path / "only3.star", ["TS_3"])
-    line = one_error_line(run_cli(["classify", model, only, "-t", ts34, "-o", tmp_path / "o2", "-q", "-b",
-                                   "cpu"], capsys), only)
+    line = one_error_line(
+        run_cli(["classify", model, only, "-t", ts34, "-o", tmp_path / "o2", "-q", "-b", "cpu"], capsys), only
+    )
     assert "TS_3" in line
 
 
@@ -151,8 +169,9 @@ def test_documented_decorations_match(model: Path, tmp_path: Path, capsys: Capsy
     assert not (out / "errors.csv").exists() or len(errors(out)) == 0
 
 
-def test_ambiguous_match_is_an_error_row_naming_the_candidates(model: Path, tmp_path: Path,
-                                                                capsys: Capsys) -> None:
+def test_ambiguous_match_is_an_error_row_naming_the_candidates(
+    model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
     tomos = tmp_path / "tomos"
     tomos.mkdir()
     _tomogram(tomos / "TS_12_bin4.mrc", 1)
@@ -206,8 +225,9 @@ def test_axis_order_in_tomograms_and_info(model: Path, tmp_path: Path, capsys: C
     results = []
     for where in (tmp_path, other):
         out = where / "out"
-        code, _, err = run_cli(["classify", model, picks, "-t", where / "TS_01.mrc", "-o", out, "-q", "-b",
-                                "cpu"], capsys)
+        code, _, err = run_cli(
+            ["classify", model, picks, "-t", where / "TS_01.mrc", "-o", out, "-q", "-b", "cpu"], capsys
+        )
         assert code == 0, err
         results.append(predictions(out)["confidence"].to_numpy())
     np.testing.assert_allclose(results[0], results[1], atol=1e-6)
@@ -216,8 +236,9 @@ def test_axis_order_in_tomograms_and_info(model: Path, tmp_path: Path, capsys: C
     assert "24, 40, 32" in out.replace(" x ", ", ") and "3-1-2" in out
 
 
-def test_anisotropic_voxels_reported_by_info_refused_by_classify(model: Path, tmp_path: Path,
-                                                                 capsys: Capsys) -> None:
+def test_anisotropic_voxels_reported_by_info_refused_by_classify(
+    model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
     """EMD-3001 style: order 3-1-2 with 0.448/0.3925/0.459 A voxels (before: one voxel size)."""
     path = write_ordered(tmp_path / "emd.map", density(1, (25, 43, 73)), (3, 1, 2), (0.448, 0.3925, 0.459))
     code, out, err = run_cli(["info", path], capsys)
@@ -225,8 +246,12 @@ def test_anisotropic_voxels_reported_by_info_refused_by_classify(model: Path, tm
     assert "0.448 x 0.3925 x 0.459" in out and "anisotropic" in out
     assert "25 x 43 x 73" in out  # (Z, Y, X) after honouring the axis order
     cube = write_ordered(tmp_path / "cube.mrc", density(2), (1, 2, 3), (10.0, 10.0, 12.0))
-    line = one_error_line(run_cli(["classify", model, cube, "-o", tmp_path / "o", "-q", "-b", "cpu",
-                                   "--ignore-voxel-size"], capsys), cube)
+    line = one_error_line(
+        run_cli(
+            ["classify", model, cube, "-o", tmp_path / "o", "-q", "-b", "cpu", "--ignore-voxel-size"], capsys
+        ),
+        cube,
+    )
     assert "anisotropic" in line and "10 x 10 x 12" in line
 
 
@@ -240,8 +265,12 @@ def test_train_refuses_anisotropic_target(tmp_path: Path) -> None:
     bad = [it for it in plan.items if it.kind == "error"]
     assert len(bad) == 1 and "anisotropic" in bad[0].error
     with pytest.raises(InputError, match="anisotropic"):  # the training target loader's path
-        load_item(plan.items[0]._replace(kind="file", path=str(cube)), np.zeros((BOX,) * 3, np.float32),
-                  VolumeCache(), VOXEL)
+        load_item(
+            plan.items[0]._replace(kind="file", path=str(cube)),
+            np.zeros((BOX,) * 3, np.float32),
+            VolumeCache(),
+            VOXEL,
+        )
 
 
 def test_simulate_structure_axis_order(tmp_path: Path) -> None:
@@ -271,9 +300,18 @@ def test_bad_explicit_inputs_become_error_rows(model: Path, tmp_path: Path, caps
     unreadable = write_volume(tmp_path / "locked.mrc", density(99), voxel_size=VOXEL)
     unreadable.chmod(0)
     wrong_box = write_stack(tmp_path / "big.mrcs", np.zeros((2, 20, 20, 20), np.float32), voxel_size=VOXEL)
-    bad = [tmp_path / "dangling.mrc", tmp_path / "empty", tmp_path / "notes.txt", tmp_path / "junk.mrc",
-           tmp_path / "missing.mrc", unreadable, wrong_box, tmp_path / "nothing*.mrc", tmp_path / "no.star",
-           tmp_path / "empty.star"]
+    bad = [
+        tmp_path / "dangling.mrc",
+        tmp_path / "empty",
+        tmp_path / "notes.txt",
+        tmp_path / "junk.mrc",
+        tmp_path / "missing.mrc",
+        unreadable,
+        wrong_box,
+        tmp_path / "nothing*.mrc",
+        tmp_path / "no.star",
+        tmp_path / "empty.star",
+    ]
     (tmp_path / "empty.star").write_text("")
     out = tmp_path / "out"
     try:
@@ -328,7 +366,8 @@ def test_one_suffix_table(model: Path, tmp_path: Path, capsys: Capsys) -> None:
 def no_scipy_env(tmp_path: Path) -> dict[str, str]:
     blocker = tmp_path / "block"
     blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(textwrap.dedent("""
+    (blocker / "sitecustomize.py").write_text(
+        textwrap.dedent("""
         import sys
         class _Block:
             def find_spec(self, name, path=None, target=None):
@@ -336,10 +375,233 @@ def no_scipy_env(tmp_path: Path) -> dict[str, str]:
                     raise ImportError(f"No module named {name!r} (blocked by the test)")
                 return None
         sys.meta_path.insert(0, _Block())
-    """))
+    """)
+    )
     return {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
 
-def _cli(args: list[object], env: dict[str, str] | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cryoshift.runtime.cli", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+def _cli(
+    args: list[object], env: dict[str, str] | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cryoshift.runtime.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. one writer per output folder
+
+
+def test_held_output_folder_is_refused_naming_the_pid(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    from cryoshift.runtime.lock import FolderLock, lock_name
+
+    vol = write_volume(tmp_path / "v.mrc", density(0), voxel_size=VOXEL)
+    out = tmp_path / "out"
+    out.mkdir()
+    with FolderLock(out, lock_name(None)):
+        line = one_error_line(
+            run_cli(["classify", model, vol, "-o", out, "-q", "-b", "cpu", "--resume"], capsys), out
+        )
+        assert f"pid {os.getpid()}" in line
+        # another shard of the same run writes other files: it is not blocked
+        code, _, err = run_cli(
+            ["classify", model, vol, "-o", out, "-q", "-b", "cpu", "--shard", "0/2"], capsys
+        )
+        assert code == 0, err
+    code, _, err = run_cli(["classify", model, vol, "-o", out, "-q", "-b", "cpu"], capsys)  # lock gone
+    assert code == 0, err
+
+
+def test_two_concurrent_resume_runs_never_duplicate_rows(model: Path, tmp_path: Path) -> None:
+    """Before: both runs exited 0 and 2,300-2,450 of 3,000 rows were written twice (CSV and STAR)."""
+    stack = write_stack(
+        tmp_path / "s.mrcs",
+        np.random.default_rng(0).normal(0, 1, (3000, BOX, BOX, BOX)).astype(np.float32),
+        voxel_size=VOXEL,
+    )
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "cryoshift.runtime.cli",
+        "classify",
+        str(model),
+        str(stack),
+        "-o",
+        str(out),
+        "-q",
+        "-b",
+        "cpu",
+        "--resume",
+        "--batch-size",
+        "32",
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    results = [(p.wait(timeout=300), p.stderr.read() if p.stderr else "") for p in procs]
+    for code, err in results:
+        assert code in (0, 2), err
+        if code == 2:
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and "pid " in lines[0] and "writing to this folder" in lines[0], err
+    assert any(code == 0 for code, _ in results)
+    pred = predictions(out)
+    assert len(pred) == 3000 and pred["id"].is_unique
+    import starfile
+
+    star_rows = starfile.read(out / "predictions.star")
+    assert len(star_rows) == 3000 and star_rows["rlnImageName"].is_unique
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. devices and engines
+
+
+def test_classify_leaves_the_callers_environment_alone(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryoshift.runtime import classify
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    vol = write_volume(tmp_path / "v.mrc", density(0), voxel_size=VOXEL)
+    classify(model, [str(vol)], tmp_path / "out", backend="cpu", devices=[0], progress=False)
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+def test_ray_driver_reads_an_engine_without_running_it(model: Path, tmp_path: Path) -> None:
+    """The Ray driver only needs metadata and a hash: a GPU-only engine must not be opened on CPU."""
+    from cryoshift.runtime.distributed import driver_model
+    from cryoshift.runtime.engine_sidecar import write_engine_sidecar
+    from cryoshift.runtime.metadata import read_onnx_metadata
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not really an engine")
+    write_engine_sidecar(
+        engine, read_onnx_metadata(model), "NVIDIA H100 80GB HBM3", "11.0.0", model, (1, 64, 256)
+    )
+    local = driver_model(engine, "auto")
+    assert local.backend == "engine" and local.metadata.box_size == BOX and len(local.sha256) == 64
+    assert driver_model(model, "cpu").metadata.box_size == BOX
+
+
+def test_one_gpu_name_lookup_for_sidecars() -> None:
+    from cryoshift.runtime import backends, engine_sidecar
+
+    assert "query_gpu_name" in inspect_source(backends.gpu_name)
+    assert engine_sidecar.query_gpu_name(0) == backends.gpu_name(0)
+
+
+def inspect_source(fn: object) -> str:
+    import inspect
+
+    return inspect.getsource(fn)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. messages
+
+
+def test_onnx_external_data_refusal_says_what_is_missing(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    import onnx
+
+    proto = onnx.load(model)
+    ext = tmp_path / "ext.onnx"
+    onnx.save(
+        proto,
+        ext,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="ext.onnx.data",
+        size_threshold=0,
+    )
+    (tmp_path / "ext.onnx.data").unlink()
+    vol = write_volume(tmp_path / "v.mrc", density(0), voxel_size=VOXEL)
+    for argv in (["info", ext], ["classify", ext, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"]):
+        line = one_error_line(run_cli(argv, capsys), ext)
+        assert "ext.onnx.data" in line and "missing" in line and "(Fail)" not in line
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. evaluate without scipy, and a model without a features output
+
+
+def _labelled(tmp_path: Path, classes: list[str]) -> Path:
+    from cryoshift.runtime.dataset import write_dataset
+
+    vols = np.stack([density(i) for i in range(6)])
+    return write_dataset(
+        tmp_path / "ds", vols, labels=[0, 1, 2, 0, 1, 2], class_names=classes[:3], voxel_size=VOXEL
+    )
+
+
+def test_evaluate_onnx_without_scipy(model: Path, tmp_path: Path, no_scipy_env: dict[str, str]) -> None:
+    """Before: a traceback (calibrate.py imported scipy at the top)."""
+    import onnx
+
+    proto = onnx.load(model)
+    classes = json_value(proto, "cryoshift.class_names")
+    data = _labelled(tmp_path, list(classes))
+    blocked = subprocess.run([sys.executable, "-c", "import scipy"], env=no_scipy_env, capture_output=True)
+    assert blocked.returncode != 0  # the blocker works
+    done = _cli(["evaluate", model, data, "--out", tmp_path / "rep"], env=no_scipy_env)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "accuracy" in done.stdout
+
+
+def json_value(proto: object, key: str) -> object:
+    import json
+
+    return json.loads(next(p.value for p in proto.metadata_props if p.key == key))  # type: ignore[attr-defined]
+
+
+def test_evaluate_model_without_features_output(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """Before: accepted by classify, an onnxruntime traceback in evaluate."""
+    import onnx
+
+    proto = onnx.load(model)
+    kept = [o for o in proto.graph.output if o.name != "features"]
+    del proto.graph.output[:]
+    proto.graph.output.extend(kept)
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, bare)
+    classes = json_value(proto, "cryoshift.class_names")
+    code, out, err = run_cli(
+        ["evaluate", bare, _labelled(tmp_path, list(classes)), "--out", tmp_path / "rep"], capsys
+    )
+    assert "Traceback" not in err and "uncaught" not in str(code)
+    if code == 0:
+        assert "accuracy" in out
+    else:
+        one_error_line((code, out, err), bare)
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. info --validate: an exit code scripts can trust
+
+
+def test_info_validate(tmp_path: Path, capsys: Capsys) -> None:
+    """Before: info exited 0 on 2-D, NaN and Inf maps, so scripts could not tell."""
+    good = write_volume(tmp_path / "good.mrc", density(0), voxel_size=VOXEL)
+    flat = write_volume(tmp_path / "flat.mrc", density(0)[:1], voxel_size=VOXEL)
+    nan = density(1)
+    nan[0, 0, 0] = np.nan
+    nan[1, 1, 1] = np.inf
+    nanf = write_volume(tmp_path / "nan.mrc", nan, voxel_size=VOXEL)
+    aniso = write_ordered(tmp_path / "aniso.mrc", density(2), (1, 2, 3), (10.0, 10.0, 12.0))
+    junk = tmp_path / "junk.mrc"
+    junk.write_bytes(b"x" * 2000)
+    code, out, err = run_cli(["info", "--validate", good], capsys)
+    assert code == 0 and out.strip() == f"{good}: ok", (out, err)
+    for bad, words in ((flat, "2-D"), (nanf, "2 NaN/Inf"), (aniso, "anisotropic"), (junk, "not an MRC")):
+        code, out, err = run_cli(["info", "--validate", bad], capsys)
+        assert code == 1, (bad, out, err)
+        assert words in out and all(line.startswith(f"{bad}: ") for line in out.strip().splitlines()), out
+    code, out, _ = run_cli(["info", "--validate", good, flat], capsys)
+    assert code == 1 and len(out.strip().splitlines()) == 2
+    code, out, _ = run_cli(["info", flat], capsys)  # plain info still describes it
+    assert code == 0
