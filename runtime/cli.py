@@ -45,12 +45,19 @@ for _module in (info, simulate, train, evaluate, export, classify, merge, bench,
     app.command(name=_module.NAME, no_args_is_help=getattr(_module, "NO_ARGS_IS_HELP", True))(_module.command)
 
 
+# Finished rows and checkpoints are already on disk (fsync'd ledgers): say how to go on.
+_INTERRUPTED = "cryoshift: interrupted; rerun with --resume to continue"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit code (2 for bad input or a missing extra)."""
     try:
         app(args=argv, prog_name="cryoshift", standalone_mode=True)
     except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+        code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
+        if code == 130:  # typer turns Ctrl-C into a silent exit 130
+            typer.echo(_INTERRUPTED, err=True)
+        return code
     except (InputError, MissingExtraError) as exc:
         typer.echo(f"cryoshift: error: {exc}", err=True)
         return 2
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"cryoshift: error: {where}{reason}", err=True)
         return 2
     except KeyboardInterrupt:
-        typer.echo("cryoshift: interrupted", err=True)
+        typer.echo(_INTERRUPTED, err=True)
         return 130
     return 0
 

@@ -101,9 +101,14 @@ class Ledger:
         """Append rows (each starting with its id) durably: write, flush, fsync."""
         if not rows:
             return
-        self._fh.write("".join(self._line(r) for r in rows))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            self._fh.write("".join(self._line(r) for r in rows))
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:  # disk full, quota, I/O error: say which file could not be written
+            if exc.filename is None:
+                raise OSError(exc.errno, f"cannot write: {exc.strerror or exc}", str(self.path)) from exc
+            raise
         self.done.update(str(r[0]) for r in rows)
 
     def close(self) -> None:

@@ -157,8 +157,8 @@ def centered_to_pixels(df: pd.DataFrame, pixel_size: PerTomo, tomo_shape: PerTom
         label = f"tomogram '{name}'" if name else "the tomogram"
         if ps is None or shape is None:
             raise InputError(path, "rlnCenteredCoordinate*Angst are relative to the tomogram centre: "
-                                   f"give the pixel size and size of {label} (e.g. --pixel-size and the "
-                                   "tomogram MRC)")
+                                   f"give the pixel size and size of {label}: pass the tomogram MRC "
+                                   "with --tomograms (its header has both)")
         ps = float(ps)
         if not ps > 0:
             raise InputError(path, f"pixel size of {label} must be positive, got {ps}")

@@ -72,14 +72,28 @@ def _load_failure(exc: Exception) -> str:
     pickle asked for); only that line is kept, since the advice (load without weights_only)
     is exactly what must not be done with a file from elsewhere.
     """
+    import re
+
     text = str(exc)
-    if "WeightsUnpickler error:" in text:
-        after = text.split("WeightsUnpickler error:", 1)[1].strip()
-        detail = (after.splitlines() or [""])[0].split(". Please use", 1)[0].strip()
-        return (f"not a readable weights-only checkpoint: it holds Python objects other than tensors "
-                f"({detail or 'unsafe pickle'}); refused, cryoshift never runs code from a checkpoint")
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return f"not a readable weights-only checkpoint ({exc.__class__.__name__}: {first[:300]})"
+    key = re.search(r"unsupported GLOBAL (\S+)", text, re.IGNORECASE) or re.search(
+        r"Unsupported global: GLOBAL (\S+)", text)
+    if key:
+        detail = f"unsupported GLOBAL {key.group(1)}"
+    elif "weights only load failed" in text.lower() or "WeightsUnpickler error:" in text:
+        # Keep the line that says what was refused; drop torch's advice around it.
+        advice = ("weights only load failed", "re-running", "please file an issue", "check the documentation",
+                  "weightsunpickler error:", "weights_only")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        marker = "WeightsUnpickler error:"
+        after = text.split(marker, 1)[-1].strip() if marker in text else ""
+        candidates = after.splitlines()[:1] if after else lines
+        kept = [ln for ln in candidates if not any(a in ln.lower() for a in advice)]
+        detail = kept[0].split(". Please use", 1)[0].strip() if kept else "unsafe pickle"
+    else:
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        return f"not a readable weights-only checkpoint ({exc.__class__.__name__}: {first[:300]})"
+    return (f"not a readable weights-only checkpoint: it holds Python objects other than tensors "
+            f"({detail}); refused, cryoshift never runs code from a checkpoint")
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ bad explicit input stopping a run, huge tables, and misleading messages.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import importlib.util
 import os
@@ -605,3 +606,69 @@ def test_info_validate(tmp_path: Path, capsys: Capsys) -> None:
     assert code == 1 and len(out.strip().splitlines()) == 2
     code, out, _ = run_cli(["info", flat], capsys)  # plain info still describes it
     assert code == 0
+
+
+def test_weights_only_refusal_shows_the_key_line(tmp_path: Path, capsys: Capsys) -> None:
+    """Before: torch's advice to retry with weights_only=False, without the refused global."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, ("echo pwned",))
+
+    bad = tmp_path / "model.pt"
+    with open(bad, "wb") as fh:
+        pickle.dump({"format": "x", "p": Payload()}, fh, protocol=2)
+    line = one_error_line(run_cli(["export", bad, "-o", tmp_path / "deploy"], capsys), bad).split(str(bad))[1]
+    assert "unsupported GLOBAL posix.system" in line and "weights_only" not in line and "False" not in line
+
+
+def test_disk_full_names_the_file(tmp_path: Path) -> None:
+    from cryoshift.runtime.ledger import Ledger
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    ledger = Ledger.__new__(Ledger)
+    ledger.path = tmp_path / "predictions.csv"
+    ledger._fh = open("/dev/full", "w")  # noqa: SIM115 - closed below
+    ledger._line = lambda row: ",".join(map(str, row)) + "\n"  # type: ignore[method-assign]
+    ledger.done = set()
+    with pytest.raises(OSError) as caught:
+        ledger.append([["a", 1]] * 10000)
+    with contextlib.suppress(OSError):  # closing flushes what is left: /dev/full refuses it again
+        ledger._fh.close()
+    assert caught.value.filename == str(tmp_path / "predictions.csv")
+
+
+def test_sigint_says_rerun_with_resume(model: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    stack = write_stack(
+        tmp_path / "s.mrcs",
+        np.random.default_rng(0).normal(0, 1, (4000, BOX, BOX, BOX)).astype(np.float32),
+        voxel_size=VOXEL,
+    )
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "cryoshift.runtime.cli",
+        "classify",
+        str(model),
+        str(stack),
+        "-o",
+        str(out),
+        "-q",
+    ]
+    proc = subprocess.Popen([*cmd, "-b", "cpu", "--batch-size", "8"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "predictions.csv").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before it could be interrupted")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "cryoshift: interrupted; rerun with --resume to continue", err
+    assert "Traceback" not in err
