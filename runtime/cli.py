@@ -11,7 +11,18 @@ import sys
 
 import typer
 
-from cryoshift.runtime.commands import bench, classify, demo, evaluate, export, info, merge, simulate, train
+from cryoshift.runtime.commands import (
+    bench,
+    classify,
+    demo,
+    evaluate,
+    export,
+    info,
+    merge,
+    report,
+    simulate,
+    train,
+)
 from cryoshift.runtime.errors import InputError, MissingExtraError
 
 app = typer.Typer(
@@ -41,7 +52,7 @@ def _root(
     """Classify cryo-ET subtomograms with domain-adapted networks."""
 
 
-for _module in (info, simulate, train, evaluate, export, classify, merge, bench, demo):
+for _module in (info, simulate, train, evaluate, export, classify, merge, report, bench, demo):
     app.command(name=_module.NAME, no_args_is_help=getattr(_module, "NO_ARGS_IS_HELP", True))(_module.command)
 
 

@@ -1,0 +1,409 @@
+"""``cryoshift report``: one self-contained HTML page a person can look at after a run.
+
+For a classify output folder (or a predictions CSV/STAR): per-tomogram class counts, the
+unknown fraction, confidence and shift-score histograms, throughput and timings from
+manifest.json, a confusion matrix when the input carried labels (a ``class``/``label``
+column travels into predictions.star), and the target embedding coloured by predicted class
+when ``features.npy`` (one row per prediction, same order) sits next to the predictions.
+For a training run folder: losses, source validation accuracy and target scores per epoch,
+with the epoch that label-free selection chose marked, and the selection rule.
+
+Figures are PNGs at 150 dpi with >= 9 pt text and legends, inlined as base64, so the page is
+one file that can be mailed or opened offline. Needs matplotlib (the ``train`` extra).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cryoshift.runtime.errors import InputError
+
+DPI = 150
+FONT = 10  # pt
+LABEL_COLUMNS = ("class", "label", "true_class")
+
+
+def _plt() -> Any:
+    from cryoshift.runtime.errors import require_extra
+
+    require_extra("train", "cryoshift report", "matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(
+        {
+            "font.size": FONT,
+            "axes.titlesize": FONT + 1,
+            "legend.fontsize": FONT - 1,
+            "xtick.labelsize": FONT - 1,
+            "ytick.labelsize": FONT - 1,
+        }
+    )
+    return plt
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _colours(names: list[str]) -> dict[str, Any]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    out = {n: cmap(i % cmap.N) for i, n in enumerate(n for n in names if n != "unknown")}
+    out["unknown"] = (0.6, 0.6, 0.6, 1.0)
+    return out
+
+
+# --------------------------------------------------------------------------- classify results
+
+
+def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path]:
+    from cryoshift.runtime.results import read_results
+
+    folder = path if path.is_dir() else path.parent
+    csv = path if path.is_file() else folder / "predictions.csv"
+    if not csv.is_file():
+        raise InputError(
+            path,
+            "no predictions.csv here (give a classify output folder, a predictions file or "
+            "a training run folder)",
+        )
+    df = read_results(csv)
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    star = csv.with_suffix(".star") if csv.suffix == ".csv" else csv
+    if star.is_file() and star.suffix == ".star":  # input columns (labels) travel in the STAR only
+        try:
+            import starfile
+
+            particles = starfile.read(star, always_dict=True).get("particles")
+            if particles is not None and "csId" in particles:
+                label = next((c for c in particles.columns if str(c).lower() in LABEL_COLUMNS), None)
+                if label:
+                    truth = dict(
+                        zip(particles["csId"].astype(str), particles[label].astype(str), strict=True)
+                    )
+                    df["true_class"] = df["id"].astype(str).map(truth)
+        except Exception:
+            pass
+    return df, manifest, folder
+
+
+def _class_order(df: pd.DataFrame, manifest: dict[str, Any]) -> list[str]:
+    names = list(manifest.get("model", {}).get("class_names") or [])
+    names += sorted(set(df["class_name"]) - set(names) - {"unknown"})
+    return [*names, "unknown"]
+
+
+def _fig_counts(plt: Any, df: pd.DataFrame, classes: list[str], colours: dict[str, Any]) -> str:
+    tomo = (
+        df["tomo_name"].where(df["tomo_name"].astype(str) != "", "(no tomogram)")
+        if "tomo_name" in df
+        else pd.Series("(all)", index=df.index)
+    )
+    table = pd.crosstab(tomo, df["class_name"]).reindex(
+        columns=[c for c in classes if c in set(df["class_name"])], fill_value=0
+    )
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(table) + 3), 3.6))
+    bottom = np.zeros(len(table))
+    for name in table.columns:
+        ax.bar(table.index.astype(str), table[name], bottom=bottom, label=name, color=colours[name])
+        bottom += table[name].to_numpy()
+    ax.set_ylabel("subtomograms")
+    ax.set_title("Predicted classes per tomogram")
+    ax.legend(title="class", bbox_to_anchor=(1.01, 1), loc="upper left")
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    return _png(fig)
+
+
+def _fig_hist(
+    plt: Any,
+    df: pd.DataFrame,
+    column: str,
+    classes: list[str],
+    colours: dict[str, Any],
+    title: str,
+    xlabel: str,
+    threshold: float | None = None,
+) -> str:
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    values = pd.to_numeric(df[column], errors="coerce")
+    finite = values[np.isfinite(values)]
+    bins = np.linspace(float(finite.min()), float(finite.max()) + 1e-9, 31) if len(finite) else 10
+    by = df["best_class"] if "best_class" in df else df["class_name"]
+    for name in classes:
+        sel = values[(by == name) & np.isfinite(values)]
+        if len(sel):
+            ax.hist(sel, bins=bins, alpha=0.6, label=f"{name} (n={len(sel)})", color=colours[name])
+    if threshold is not None:
+        ax.axvline(threshold, color="k", linestyle="--", label=f"unknown below {threshold:.2f}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("subtomograms")
+    ax.set_title(title)
+    ax.legend(title="best class")
+    return _png(fig)
+
+
+def _fig_embedding(
+    plt: Any, features: np.ndarray, df: pd.DataFrame, classes: list[str], colours: dict[str, Any]
+) -> str:
+    x = features - features.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    for name in classes:
+        sel = (df["class_name"] == name).to_numpy()
+        if sel.any():
+            ax.scatter(
+                xy[sel, 0],
+                xy[sel, 1],
+                s=8,
+                alpha=0.7,
+                label=f"{name} ({int(sel.sum())})",
+                color=colours[name],
+            )
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title("Target embedding (features), coloured by predicted class")
+    ax.legend(title="predicted", markerscale=2)
+    return _png(fig)
+
+
+def _fig_confusion(plt: Any, truth: pd.Series, pred: pd.Series, classes: list[str]) -> tuple[str, float]:
+    rows = [c for c in classes if c in set(truth)] + sorted(set(truth) - set(classes))
+    cols = [c for c in classes if c in set(pred) or c != "unknown"]
+    cm = pd.crosstab(truth, pred).reindex(index=rows, columns=cols, fill_value=0)
+    fig, ax = plt.subplots(figsize=(1.0 * len(cols) + 2.5, 0.8 * len(rows) + 2))
+    im = ax.imshow(cm.to_numpy(), cmap="Blues")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            v = int(cm.iloc[i, j])
+            ax.text(
+                j, i, str(v), ha="center", va="center", color="white" if v > cm.values.max() / 2 else "black"
+            )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("label")
+    ax.set_title("Confusion matrix (labelled picks)")
+    fig.colorbar(im, ax=ax, label="subtomograms")
+    return _png(fig), float((truth == pred).mean())
+
+
+def _results_sections(path: Path, plt: Any) -> tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]:
+    df, manifest, folder = _load_results(path)
+    if df.empty:
+        raise InputError(path, "no predictions to report (the run classified nothing)")
+    classes = _class_order(df, manifest)
+    colours = _colours(classes)
+    summary = manifest.get("summary", {})
+    n = len(df)
+    unknown = int((df["class_name"] == "unknown").sum())
+    facts = [
+        ("subtomograms classified", f"{n:,}"),
+        ("unknown (under the confidence threshold)", f"{unknown:,} ({unknown / n:.1%})"),
+    ]
+    for name in classes:
+        k = int((df["class_name"] == name).sum())
+        if k and name != "unknown":
+            facts.append((f"class {name}", f"{k:,} ({k / n:.1%})"))
+    if summary:
+        facts += [
+            ("errors", f"{summary.get('total_errors', 0):,} (errors.csv)"),
+            (
+                "throughput",
+                f"{summary.get('rate', 0):,.1f} subtomograms/s over {summary.get('pipeline_s', 0):.1f} s "
+                f"(wall {summary.get('wall_s', 0):.1f} s incl. model loading)",
+            ),
+            (
+                "time split",
+                f"reading {summary.get('read_s', 0):.1f} s, computing {summary.get('compute_s', 0):.1f} s, "
+                f"writing {summary.get('write_s', 0):.1f} s, model waiting {summary.get('wait_s', 0):.1f} s",
+            ),
+            ("backend", str(summary.get("backend", ""))),
+        ]
+    model = manifest.get("model", {})
+    if model:
+        facts.append(
+            (
+                "model",
+                f"{Path(str(model.get('path', ''))).name} ({model.get('method')}, "
+                f"{model.get('backbone')}, {model.get('precision')}), sha256 "
+                f"{str(model.get('sha256', ''))[:12]}",
+            )
+        )
+    for note in summary.get("notes", []):
+        facts.append(("note", str(note)))
+    threshold = model.get("unknown_threshold")
+    figures = [
+        ("Classes per tomogram", "", _fig_counts(plt, df, classes, colours)),
+        (
+            "Confidence",
+            "Calibrated max probability per subtomogram, by its best class.",
+            _fig_hist(
+                plt,
+                df,
+                "confidence",
+                classes,
+                colours,
+                "Confidence",
+                "confidence",
+                float(threshold) if threshold else None,
+            ),
+        ),
+        (
+            "Shift score",
+            "Distance from the adapted target domain: ~1 is typical, larger is further "
+            "from what the model was adapted to.",
+            _fig_hist(plt, df, "shift_score", classes, colours, "Shift score", "shift score"),
+        ),
+    ]
+    feats = folder / "features.npy"
+    if feats.is_file():
+        f = np.load(feats, allow_pickle=False)
+        if len(f) == n:
+            figures.append(
+                (
+                    "Target embedding",
+                    "PCA of the model's features; a class that swallows the others "
+                    "(one colour everywhere) is a collapse.",
+                    _fig_embedding(plt, f, df, classes, colours),
+                )
+            )
+    if "true_class" in df and df["true_class"].notna().any():
+        lab = df[df["true_class"].notna() & (df["true_class"] != "")]
+        png, acc = _fig_confusion(plt, lab["true_class"], lab["class_name"], classes)
+        facts.append(("accuracy on labelled picks", f"{acc:.3f} (n={len(lab)})"))
+        figures.append(
+            ("Confusion matrix", "Rows: the labels in the input table; columns: predictions.", png)
+        )
+    tomos = manifest.get("tomograms") or {}
+    table = ""
+    if tomos:
+        cols = [c for c in classes if any(c in v for v in tomos.values())]
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+        body = "".join(
+            f"<tr><td>{html.escape(t)}</td>"
+            + "".join(f"<td>{v.get(c, 0)}</td>" for c in cols)
+            + f"<td>{sum(v.values())}</td></tr>"
+            for t, v in tomos.items()
+        )
+        table = f"<table><tr><th>tomogram</th>{head}<th>total</th></tr>{body}</table>"
+    return table, facts, figures
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+def _run_sections(run: Path, plt: Any) -> tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]:
+    metrics = pd.read_csv(run / "metrics.csv")
+    selection = json.loads((run / "selection.json").read_text()) if (run / "selection.json").is_file() else {}
+    config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
+    chosen = selection.get("selected_epoch")
+    facts = [
+        ("method", str(config.get("method", "?"))),
+        ("backbone", str(config.get("backbone", "?"))),
+        ("epochs run", str(len(metrics))),
+    ]
+    if chosen is not None:
+        facts.append(("selected epoch", f"{chosen} ({selection.get('rule', '')})"))
+    for w in selection.get("warnings", []):
+        facts.append(("warning", str(w)))
+    figures = []
+    epochs = metrics["epoch"]
+    losses = [c for c in metrics.columns if c.startswith("loss")]
+    if losses:
+        fig, ax = plt.subplots(figsize=(5.6, 3.4))
+        for c in losses:
+            ax.plot(epochs, metrics[c], marker="o", ms=3, label=c)
+        if chosen is not None:
+            ax.axvline(chosen, color="k", linestyle="--", label=f"selected epoch {chosen}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_title("Training losses")
+        ax.legend()
+        figures.append(("Losses", "", _png(fig)))
+    scores = [c for c in ("src_val_acc", "tgt_im", "snd", "tgt_entropy", "tgt_top_share") if c in metrics]
+    if scores:
+        fig, ax = plt.subplots(figsize=(5.6, 3.4))
+        for c in scores:
+            ax.plot(epochs, metrics[c], marker="o", ms=3, label=c)
+        if chosen is not None:
+            ax.axvline(chosen, color="k", linestyle="--", label=f"selected epoch {chosen}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("score")
+        ax.set_title("Selection: source validation and label-free target scores")
+        ax.legend()
+        figures.append(
+            (
+                "Model selection",
+                "The selected epoch maximises the target criterion among epochs "
+                "close to the best source validation accuracy.",
+                _png(fig),
+            )
+        )
+    return "", facts, figures
+
+
+# --------------------------------------------------------------------------- page
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f3f3f3}.figs{display:flex;flex-wrap:wrap;gap:1.2em}figure{margin:0;max-width:100%}
+figure img{width:520px;max-width:100%;height:auto}figcaption{font-size:.9em;color:#555;max-width:34em}"""
+
+
+def build_report(path: str | Path) -> str:
+    """The HTML page for a classify output (folder or predictions file) or a training run folder."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    plt = _plt()
+    is_run = path.is_dir() and (path / "metrics.csv").is_file()
+    if is_run:
+        table, facts, figures = _run_sections(path, plt)
+        title = f"cryoshift training run {path.name}"
+    else:
+        table, facts, figures = _results_sections(path, plt)
+        title = f"cryoshift results {path.name}"
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
+    figs = "".join(
+        f'<figure><h2>{html.escape(t)}</h2><img alt="{html.escape(t)}" '
+        f'src="data:image/png;base64,{png}"><figcaption>{html.escape(cap)}</figcaption></figure>'
+        for t, cap, png in figures
+    )
+    tomo = f"<h2>Class counts per tomogram</h2>{table}" if table else ""
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<p>{html.escape(str(path.resolve()))}</p><h2>Summary</h2><table>{rows}</table>{tomo}"
+        f'<div class="figs">{figs}</div></body></html>\n'
+    )
+
+
+def write_report(path: str | Path, out: str | Path | None = None) -> Path:
+    """Write the page to ``out`` (default: ``report.html`` in the folder) and return its path."""
+    path = Path(path)
+    page = build_report(path)
+    target = Path(out) if out else (path if path.is_dir() else path.parent) / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(page)
+    return target
