@@ -45,6 +45,42 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".tab")
 PerTomo = Union[float, Sequence[int], Mapping[str, Any], Callable[[str], Any], None]
 
 
+MAX_LINE_BYTES = 1 << 20  # a table line longer than 1 MiB is not a pick or listing row
+
+
+def check_line_lengths(path: Path, limit: int = MAX_LINE_BYTES) -> None:
+    """Refuse a table holding a line longer than ``limit`` bytes before any parser sees it.
+
+    Why: pandas/pyarrow allocate several times a line's length, so one 1 GB line took 4 GiB and
+    ended in ArrowMemoryError. The scan reads 1 MiB blocks: memory stays flat, time ~ file size.
+    """
+    long_line = re.compile(rb"[^\n]{%d}" % (limit + 1))
+    run, line = 0, 1  # bytes of the line being read so far, its 1-based number
+    with open(path, "rb") as fh:
+        while block := fh.read(4 << 20):
+            first = block.find(b"\n")
+            if first < 0:
+                run += len(block)
+                if run > limit:
+                    break
+                continue
+            if run + first > limit:
+                break
+            last = block.rfind(b"\n")
+            inner = long_line.search(block, first + 1, last) if last - first - 1 > limit else None
+            if inner:
+                line += block.count(b"\n", 0, inner.start())
+                break
+            line += block.count(b"\n")
+            run = len(block) - last - 1
+            if run > limit:
+                break
+        else:
+            return
+    raise InputError(path, f"line {line} is longer than {limit // (1 << 20)} MiB: not a pick or listing "
+                           "table (STAR/CSV rows are short)")
+
+
 def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame]:
     """All loop blocks of a STAR file as DataFrames (name -> table); key-value blocks become
     one-row tables. Raises :class:`InputError` for a missing, empty or unparsable file."""
@@ -55,6 +91,7 @@ def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame]:
         raise InputError(path, "no such file")
     if path.is_dir():
         raise InputError(path, "is a directory, expected a STAR file")
+    check_line_lengths(path)
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as exc:  # starfile raises assorted parser errors on malformed text
@@ -103,6 +140,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise InputError(path, f"cannot read as text ({exc})") from exc
     if not head.strip():
         raise InputError(path, "file is empty")
+    check_line_lengths(path)
     first = head.splitlines()[0]
     if "\t" in first:
         sep = "\t"

@@ -672,3 +672,25 @@ def test_sigint_says_rerun_with_resume(model: Path, tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "cryoshift: interrupted; rerun with --resume to continue", err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. huge tables: an absurd line is refused in one line, before any parser allocates for it
+
+
+def test_table_with_a_huge_line_is_refused(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """Before: a 1 GB line made pyarrow raise ArrowMemoryError at 4.2 GiB (info and classify).
+    The scan is the same for any length above the 1 MiB limit; 64 MiB keeps the test fast."""
+    vol = write_volume(tmp_path / "TS_01.mrc", density(0, (24, 40, 32)), voxel_size=VOXEL)
+    for name, head in (("picks.csv", b"x,y,z\n1,2,3\n"), ("picks.star", b"data_\nloop_\n_rlnCoordinateX\n")):
+        path = tmp_path / name
+        with open(path, "wb") as fh:
+            fh.write(head)
+            fh.write(b"7" * (64 << 20))
+            fh.write(b"\n")
+        for argv in (
+            ["info", path],
+            ["classify", model, path, "-t", vol, "-o", tmp_path / "o", "-q", "-b", "cpu"],
+        ):
+            line = one_error_line(run_cli(argv, capsys), path)
+            assert "longer than 1 MiB" in line
