@@ -245,9 +245,18 @@ class SimulatedSource:
         digest = hashlib.sha256(f"{structures}|{preset}|{box_size}|{voxel}".encode()).hexdigest()[:16]
         self.fingerprint = f"sha256:{digest}"
         self.description = f"simulated {structures!r} ({preset})"
+        self.spectrum: Any = None  # a training.spectrum.SpectrumMatch once matched to a target
+
+    def match_spectrum(self, spectrum: Any) -> None:
+        """Filter every volume drawn from now on with ``spectrum`` (target-aware simulation)."""
+        self.spectrum = spectrum
+        self.generators["spectrum"] = spectrum.generator
 
     def draw(self, n: int) -> Domain:
         """Simulate ``n`` labelled volumes with the source generators."""
         vol, labels, _rows = self.simulator.sample(n)
-        return Domain(vol.float().cpu().numpy(), labels.cpu().numpy().astype(np.int64), self.class_names,
+        volumes = vol.float().cpu().numpy()
+        if self.spectrum is not None:
+            volumes = self.spectrum.apply(volumes)
+        return Domain(volumes, labels.cpu().numpy().astype(np.int64), self.class_names,
                       self.box_size, self.voxel_size, self.contrast, self.fingerprint, self.description)

@@ -82,12 +82,68 @@ def information_maximisation(probabilities: np.ndarray) -> float:
 
 CRITERIA = {"im": "tgt_im", "snd": "snd", "entropy": "tgt_entropy"}
 
+# Above this, a loss of a domain discriminator (BCE, nats) means it still cannot tell the domains
+# apart well; far below it the discriminator wins outright and its reversed gradient carries nothing.
+SATURATED_BCE = 0.05
+DISCRIMINATOR_LOSSES = ("dann", "mada", "img_disc")
 
-def target_scores(target_logits: np.ndarray) -> dict[str, float]:
-    """Every label-free target criterion of one model (rows of metrics.csv / selection.json)."""
+
+def collapse_share(num_classes: int) -> float:
+    """Share of the target taken by one predicted class above which predictions count as collapsed.
+
+    "Most of the target" (0.5) for six classes or more; with few classes a balanced set already gives
+    one class 1/K, so the bar rises to 2.5/K (0.83 for three classes), never above 0.9.
+    """
+    return float(min(0.9, max(0.5, 2.5 / max(num_classes, 1))))
+
+
+def class_shares(logits: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+    """Fraction of samples predicted as each class (the predicted-class histogram, normalised)."""
+    logits = np.asarray(logits)
+    k = num_classes if num_classes is not None else (logits.shape[1] if logits.ndim == 2 else 0)
+    if len(logits) == 0 or k == 0:
+        return np.zeros(k)
+    return np.bincount(logits.argmax(1), minlength=k)[:k] / len(logits)
+
+
+def target_scores(target_logits: np.ndarray, source_logits: np.ndarray | None = None) -> dict[str, float]:
+    """Every label-free target criterion of one model (rows of metrics.csv / selection.json).
+
+    ``tgt_top_share`` is the share of the commonest predicted target class; ``collapsed`` (1/0) is set
+    when it passes :func:`collapse_share` while the source predictions (if given) do not, i.e. the
+    model sends most of the target to one class although it keeps the source classes apart.
+    """
     probs = softmax(target_logits)
+    k = probs.shape[1] if probs.ndim == 2 else 0
+    top = float(class_shares(target_logits).max()) if len(probs) else 0.0
+    source_top = 0.0
+    if source_logits is not None and len(source_logits):
+        source_top = float(class_shares(source_logits).max())
+    collapsed = top > collapse_share(k) and source_top <= collapse_share(k)
     return {"snd": soft_neighbourhood_density(probs), "tgt_entropy": mean_entropy(probs),
-            "tgt_im": information_maximisation(probs)}
+            "tgt_im": information_maximisation(probs), "tgt_top_share": top, "collapsed": float(collapsed)}
+
+
+def training_warnings(rows: Sequence[dict[str, Any]], selected_epoch: int | None = None) -> list[str]:
+    """One-line warnings a user must see: collapsed target predictions, saturated discriminators."""
+    if not rows:
+        return []
+    warnings = []
+    # select_epoch only chooses a collapsed epoch when every epoch collapsed.
+    chosen = next((r for r in rows if int(r["epoch"]) == selected_epoch), rows[-1])
+    if float(chosen.get("collapsed", 0.0)) > 0:
+        share = 100 * float(chosen.get("tgt_top_share", 0.0))
+        warnings.append(f"target predictions collapsed: epoch {int(chosen['epoch'])} puts {share:.0f} % of "
+                        "the target in one class while the source classes stay apart; check the target "
+                        "(contrast, box, voxel size) before trusting it")
+    last = rows[-1]
+    for key in DISCRIMINATOR_LOSSES:
+        value = last.get(f"loss_{key}")
+        if value is not None and np.isfinite(float(value)) and float(value) < SATURATED_BCE:
+            warnings.append(f"the {key} discriminator saturated (BCE {float(value):.2g} in the last "
+                            "epoch): it tells the domains apart outright, so its reversed gradient no "
+                            "longer aligns them")
+    return warnings
 
 
 def _criterion(row: dict[str, Any], criterion: str) -> float:
@@ -111,11 +167,13 @@ def select_epoch(rows: Sequence[dict[str, Any]], tolerance: float = DEFAULT_TOLE
         raise ValueError("no epochs to select from")
     if criterion not in CRITERIA:
         raise ValueError(f"unknown selection criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
-    best_acc = max(float(r.get("src_val_acc", 0.0)) for r in rows)
+    # A collapsed epoch is never chosen, unless every epoch collapsed (then the warning says so).
+    usable = [r for r in rows if float(r.get("collapsed", 0.0)) == 0] or list(rows)
+    best_acc = max(float(r.get("src_val_acc", 0.0)) for r in usable)
     epochs = []
     for r in rows:
         acc = float(r.get("src_val_acc", 0.0))
-        eligible = acc >= best_acc - tolerance - 1e-12
+        eligible = acc >= best_acc - tolerance - 1e-12 and (r in usable)
         value = _criterion(r, criterion) if CRITERIA[criterion] in r else acc
         epochs.append({
             "epoch": int(r["epoch"]),
@@ -123,13 +181,16 @@ def select_epoch(rows: Sequence[dict[str, Any]], tolerance: float = DEFAULT_TOLE
             "snd": float(r.get("snd", float("nan"))),
             "tgt_entropy": float(r.get("tgt_entropy", float("nan"))),
             "tgt_im": float(r.get("tgt_im", float("nan"))),
+            "tgt_top_share": float(r.get("tgt_top_share", float("nan"))),
+            "collapsed": bool(float(r.get("collapsed", 0.0))),
             "eligible": bool(eligible),
             "score": value if eligible else -1.0,
         })
     chosen = max(epochs, key=lambda e: (e["score"], e["epoch"]))
     return {
         "selected_epoch": chosen["epoch"],
-        "rule": f"max target {criterion} among epochs with source val accuracy >= best - {tolerance}",
+        "rule": f"max target {criterion} among epochs with source val accuracy >= best - {tolerance}, "
+                "collapsed epochs excluded",
         "criterion": criterion,
         "tolerance": tolerance,
         "uses_target_labels": False,

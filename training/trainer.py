@@ -41,7 +41,7 @@ from cryoshift.training import calibrate, distributed, log, run
 from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint, read_checkpoint, save_checkpoint
 from cryoshift.training.data import Domain, SimulatedSource, is_dataset, load_source_dataset, load_target
 from cryoshift.training.normalise import normalise
-from cryoshift.training.select import select_epoch, target_scores
+from cryoshift.training.select import class_shares, select_epoch, target_scores, training_warnings
 
 MAX_TARGET_EVAL = 2000  # target volumes scored per epoch for label-free selection
 
@@ -69,6 +69,8 @@ class TrainConfig:
     sim_preset: str = "paper"
     sim_per_epoch: int = 1024
     sim_val: int = 256
+    # target-aware simulation: simulated volumes get the target's average power spectrum (spectrum.py)
+    spectrum_match: bool = False
     # target
     tomograms: list[str] = field(default_factory=list)
     max_target: int | None = None
@@ -316,6 +318,7 @@ class _Run:
             self.sim = SimulatedSource(c.source, c.box, c.voxel_size, c.sim_preset, c.seed, dev)
             val_sim = SimulatedSource(c.source, c.box, c.voxel_size, c.sim_preset, c.seed + 7919, dev)
             self.val_src = val_sim.draw(max(c.sim_val, 1))
+            self._val_sim = val_sim
             self.train_src = None
             ref = self.val_src
         self.class_names = list(ref.class_names)
@@ -338,12 +341,30 @@ class _Run:
             more = len(self.target.skipped) - 10
             if more > 0:
                 print(f"cryoshift: ... and {more} more unreadable target items", file=sys.stderr)
+        self.spectrum_summary: dict[str, float] | None = None
+        if c.spectrum_match and self.sim is not None and self.target is not None:
+            self._match_spectrum()
         eval_rng = np.random.default_rng(c.seed + 1)
         if self.target is not None and len(self.target) > MAX_TARGET_EVAL:
             idx = np.sort(eval_rng.choice(len(self.target), MAX_TARGET_EVAL, replace=False))
             self.target_eval = self.target.subset(idx)
         else:
             self.target_eval = self.target
+
+    def _match_spectrum(self) -> None:
+        """Fit the target-aware spectrum filter (target vs a fresh simulated draw) and apply it to the
+        simulated source from now on, validation data included (selection and calibration then see
+        what training sees)."""
+        from cryoshift.training.spectrum import SpectrumMatch
+
+        rng = np.random.default_rng(self.config.seed + 3)
+        n = min(len(self.target), 2000)
+        index = np.sort(rng.choice(len(self.target), n, replace=False))
+        reference = self._val_sim.draw(max(256, min(n, 1024)))
+        match = SpectrumMatch.fit(self.target.take(index), reference.volumes, seed=self.config.seed + 4)
+        self.sim.match_spectrum(match)
+        self.val_src.volumes = match.apply(self.val_src.volumes)
+        self.spectrum_summary = match.summary()
 
     def _metadata(self) -> ModelMetadata:
         from cryoshift.runtime import __version__
@@ -511,6 +532,7 @@ class _Run:
             backbone = deployable_backbone(method, self.target, c.normalisation, self.device,
                                            c.eval_batch_size)
             row: dict[str, float] = {}
+            logits = None
             if len(self.val_src):
                 logits, _ = forward_numpy(backbone, self.val_src.volumes, c.normalisation, self.device,
                                           c.eval_batch_size)
@@ -519,7 +541,7 @@ class _Run:
             if self.target_eval is not None:
                 tlogits, _ = forward_numpy(backbone, self.target_eval.volumes, c.normalisation, self.device,
                                            c.eval_batch_size)
-                row.update(target_scores(tlogits))
+                row.update(target_scores(tlogits, logits))
             save_checkpoint(run.epoch_checkpoint(self.dir, epoch), backbone, c.backbone, self.backbone_kwargs,
                             metadata, epoch=epoch, config=c.to_dict())
         return row
@@ -560,12 +582,32 @@ class _Run:
             "val_nll_after": (calibrate.nll(val_logits, self.val_src.labels, temperature)
                               if len(val_logits) else None),
         })
+        selection["warnings"] = training_warnings(history, epoch)
+        if self.spectrum_summary is not None:
+            selection["spectrum_match"] = self.spectrum_summary
+        self._target_histogram(model)
         run.write_json(self.dir / "selection.json", selection)
+        for line in selection["warnings"]:
+            import sys
+
+            print(f"cryoshift: warning: {line}", file=sys.stderr)
         model_path = save_checkpoint(self.dir / RUN_MODEL, model, c.backbone, self.backbone_kwargs, metadata,
                                      epoch=epoch, config=c.to_dict())
         self._plots(history, model, val_logits)
         return dataclasses.replace(partial, model_path=model_path, selected_epoch=epoch, selection=selection,
                                    metadata=metadata)
+
+    def _target_histogram(self, model: nn.Module) -> None:
+        """target_classes.csv: how the selected model splits the target among the classes."""
+        if self.target_eval is None:
+            return
+        c = self.config
+        logits, _ = forward_numpy(model, self.target_eval.volumes, c.normalisation, self.device,
+                                  c.eval_batch_size)
+        shares = class_shares(logits, len(self.class_names))
+        lines = ["class,count,share"] + [f"{name},{round(share * len(logits))},{share:.4f}"
+                                         for name, share in zip(self.class_names, shares, strict=True)]
+        (self.dir / "target_classes.csv").write_text("\n".join(lines) + "\n")
 
     def _plots(self, history: list[dict[str, Any]], model: nn.Module, val_logits: np.ndarray) -> None:
         from cryoshift.training import plots

@@ -60,6 +60,10 @@ def command(
     sim_preset: str = typer.Option("paper", "--sim-preset", help="Simulation preset when simulating "
                                    "(paper, realistic, tilt, wide, clean)."),
     sim_per_epoch: int = typer.Option(1024, "--sim-per-epoch", help="Fresh simulated volumes per epoch."),
+    spectrum_match: bool = typer.Option(False, "--spectrum-match/--no-spectrum-match", help="Target-aware "
+                                        "simulation: filter the simulated source to the target's average "
+                                        "power spectrum (wedge, CTF envelope, noise colour), measured on the "
+                                        "unlabelled target."),
     tomograms: list[str] = typer.Option([], "--tomograms", help="Tomogram MRCs (files, dirs or globs) that "
                                         "a picks --target refers to by rlnTomoName or file name."),
     max_target: int = typer.Option(None, "--max-target", help="Use at most this many target volumes "
@@ -94,7 +98,8 @@ def command(
         source=source, out=str(out), target=target, method=method, backbone=backbone, epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
         val_fraction=val_fraction, normalisation=normalisation, box=box, voxel_size=voxel_size,
-        sim_preset=sim_preset, sim_per_epoch=sim_per_epoch, tomograms=list(tomograms), max_target=max_target,
+        sim_preset=sim_preset, sim_per_epoch=sim_per_epoch, spectrum_match=spectrum_match,
+        tomograms=list(tomograms), max_target=max_target,
         oracle_target_labels=oracle_target_labels, method_kwargs=_parse_kv(hparam, "--hparam"),
         backbone_kwargs=_parse_kv(backbone_opt, "--backbone-opt"), selection_criterion=selection,
         threads=threads, progress=not no_progress,

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from cryoshift.training.adapt import METHODS, create_method
 from cryoshift.training.backbones import create_backbone
 
-ALL = ["source-only", "adabn", "dann", "mada", "warp", "cryoshift", "oracle"]
-NEEDS_TARGET = {"adabn", "dann", "mada", "warp", "cryoshift"}
+ALL = ["source-only", "adabn", "dann", "mada", "warp", "cryoshift", "selftrain", "oracle"]
+NEEDS_TARGET = {"adabn", "dann", "mada", "warp", "cryoshift", "selftrain"}
 TINY = {"disc_hidden": 16, "warp_channels": 4, "img_disc_channels": 4}
 
 
@@ -79,7 +79,7 @@ def test_target_labels_rejected(name: str, toy: dict) -> None:
         method.losses(toy["sx"][:2], toy["sy"][:2], target_x=toy["tx"][:2], target_y=toy["ty"][:2])
 
 
-@pytest.mark.parametrize("name", ["dann", "mada", "warp", "cryoshift"])
+@pytest.mark.parametrize("name", ["dann", "mada", "warp", "cryoshift", "selftrain"])
 def test_missing_target_rejected(name: str, toy: dict) -> None:
     with pytest.raises(ValueError, match="needs target_x"):
         _make(name).losses(toy["sx"][:2], toy["sy"][:2])

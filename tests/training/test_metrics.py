@@ -94,3 +94,41 @@ def test_selection_respects_the_source_accuracy_guard() -> None:
     assert select_epoch(no_target)["selected_epoch"] == 2
     with pytest.raises(ValueError):
         select_epoch(rows, criterion="nonsense")
+
+
+def test_collapse_is_flagged_never_selected_and_warned() -> None:
+    from cryoshift.training.select import collapse_share, target_scores, training_warnings
+
+    rng = np.random.default_rng(0)
+    balanced_source = np.eye(6)[np.arange(120) % 6] * 5 + rng.normal(size=(120, 6))
+    collapsed = np.zeros((120, 6))
+    collapsed[:, 2] = 4.0  # every target sample in class 2, confidently
+    spread = np.eye(6)[rng.integers(0, 6, 120)] * 3
+    assert target_scores(collapsed, balanced_source)["collapsed"] == 1.0
+    assert target_scores(spread, balanced_source)["collapsed"] == 0.0
+    # a source that itself predicts one class is not a target collapse
+    assert target_scores(collapsed, collapsed)["collapsed"] == 0.0
+    assert collapse_share(6) == 0.5 and collapse_share(2) == 0.9
+    assert collapse_share(3) == pytest.approx(2.5 / 3)
+
+    rows = [
+        {"epoch": 1, "src_val_acc": 0.80, **target_scores(spread, balanced_source)},
+        {"epoch": 2, "src_val_acc": 0.90, **target_scores(collapsed, balanced_source)},
+    ]
+    rows[1]["tgt_im"] = 0.99  # the collapsed epoch has the best source accuracy and a high target score
+    sel = select_epoch(rows, tolerance=0.05)
+    assert sel["selected_epoch"] == 1  # best source accuracy among non-collapsed epochs sets the guard
+    assert sel["epochs"][1]["collapsed"] and not sel["epochs"][1]["eligible"]
+    assert training_warnings(rows, sel["selected_epoch"]) == []
+    only_collapsed = [rows[1]]
+    assert select_epoch(only_collapsed)["selected_epoch"] == 2
+    (warning,) = training_warnings(only_collapsed, 2)
+    assert "collapsed" in warning and "100 %" in warning
+
+
+def test_saturated_discriminator_is_warned() -> None:
+    from cryoshift.training.select import training_warnings
+
+    rows = [{"epoch": 1, "src_val_acc": 0.5, "loss_mada": 0.4, "loss_img_disc": 2e-5}]
+    (warning,) = training_warnings(rows, 1)
+    assert "img_disc discriminator saturated" in warning

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from . import cryoshift, dann, mada, oracle, source_only  # noqa: F401  (registers the methods)
+from . import cryoshift, dann, mada, oracle, selftrain, source_only  # noqa: F401  (registers the methods)
 from ._registry import METHODS
 from .base import DEFAULT_HPARAMS, AdaptationMethod
 from .grl import GradientReversal, grl_lambda, reverse_gradient

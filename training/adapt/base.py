@@ -37,6 +37,11 @@ DEFAULT_HPARAMS: dict[str, Any] = {
     "warp_intensity": 0.1,  # additive intensity change as a fraction of each volume's value range
     "img_disc_channels": 8,  # image-discriminator width
     "label_smoothing": 0.0,
+    "im_weight": 1.0,  # selftrain: information maximisation on the target
+    "pseudo_weight": 0.5,  # selftrain: cross-entropy on class-balanced confident target predictions
+    "pseudo_fraction": 0.5,  # selftrain: share of each predicted class used as pseudo-labels
+    "adapt_start": 0.3,  # selftrain: fraction of training before the target terms start
+    "adapt_ramp": 0.2,  # selftrain: fraction of training over which they ramp up to full weight
 }
 
 

@@ -28,15 +28,19 @@ class CryoNet(Backbone):
         widths: Sequence[int] = (16, 32, 64, 128),
         strides: Sequence[int] = (2, 2, 1, 2),
         drop_rate: float = 0.0,
+        depth: int = 1,
     ):
         super().__init__()
         check_box(box_size, "cryonet")
         if len(widths) != len(strides) or not widths:
             raise ValueError("cryonet needs one stride per stage width")
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"cryonet depth (convolutions per stage) must be a positive int, not {depth!r}")
         self.num_classes, self.box_size = num_classes, box_size
         stages, c_in = [], 1
         for width, stride in zip(widths, strides, strict=True):
             stages.append(conv_bn_relu(c_in, width, stride=stride))
+            stages += [conv_bn_relu(width, width) for _ in range(depth - 1)]
             c_in = width
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool3d(1)
@@ -71,3 +75,10 @@ def cryonet_fine(num_classes: int, box_size: int, **kw) -> CryoNet:
 def cryonet_small(num_classes: int, box_size: int, **kw) -> CryoNet:
     """Tiny variant for tests and smoke runs: widths 8-16-32, 32 features."""
     return _create(num_classes, box_size, **{"widths": (8, 16, 32), "strides": (2, 2, 2), **kw})
+
+
+@BACKBONES.register("cryonet-deep")
+def cryonet_deep(num_classes: int, box_size: int, **kw) -> CryoNet:
+    """Two convolutions per stage: widths 16-32-64-128, strides 2-2-1-2, ~0.3 GFLOP at 32^3."""
+    return _create(num_classes, box_size,
+                   **{"widths": (16, 32, 64, 128), "strides": (2, 2, 1, 2), "depth": 2, **kw})

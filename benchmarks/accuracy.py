@@ -1,0 +1,466 @@
+"""Accuracy benchmark: does a label-free trained model beat template matching on realistic targets?
+
+The question a biologist asks (benchmarks.md, section 1): trained on the maps I already have plus
+my unlabelled subtomograms, is cryoshift more accurate than template matching against the same
+maps? Everything here is fixed a priori; no setting is chosen by looking at test accuracy.
+
+- Classes: the six 10 A maps of ``target_sim.CLASSES`` (three hard pairs: 70S/80S ribosome,
+  open/capped 20S proteasome, p97/ClpB), 32^3 boxes at 10 A.
+- Targets: ``target_sim.TARGETS``, made by a tilt-series generator that shares no code with the
+  project's simulator (per-tilt projection, CTF with defocus gradient, dose, MTF, shot noise,
+  alignment jitter, weighted back-projection, neighbours, membranes, off-centre picks, a slightly
+  wrong voxel size). Each data draw makes a fresh adaptation split (unlabelled for every method,
+  labelled only for the oracle) and a disjoint labelled test split, used only for scoring.
+- Source: what ``cryoshift train --source MAPS --box 32 --voxel-size 10`` simulates on the fly.
+- Methods: template matching (wedge-aware constrained cross-correlation), source-only, AdaBN,
+  DANN, MADA, warp, Cryo-Shift, the oracle, and ``default`` = ``cryoshift train`` with no option
+  beyond source/target/box/voxel size (plus seed/threads/out). Source-only is trained once per
+  draw and scored on every target; AdaBN is that model with BatchNorm re-estimated per target.
+- Spread: ``draws`` data draws, training seed = draw index; mean +- sample s.d. over draws.
+
+Run (2 single-threaded shards share 2 busy cores better than one 2-thread process)::
+
+    for i in 0 1; do python benchmarks/accuracy.py --profile cpu --work W --shard $i/2 --threads 1 &
+    done; wait
+    python benchmarks/accuracy.py --profile cpu --work W        # collects, writes results/accuracy_cpu.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import domain_metrics as dm
+import target_sim
+from _machine import cpu_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BASELINES = ("source-only", "adabn", "dann", "mada", "warp", "cryoshift", "oracle")
+ALL_METHODS = ("template_matching", *BASELINES, "default")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Budgets of one benchmark run. ``baseline_*`` is the training budget of every baseline method;
+    ``default`` always runs ``cryoshift train`` at its own defaults."""
+
+    name: str
+    draws: int = 3
+    n_adapt: int = 600  # unlabelled target volumes given to training (labelled for the oracle only)
+    n_test: int = 300  # held-out labelled target volumes, scoring only
+    box: int = 32
+    voxel_size: float = 10.0
+    baseline_epochs: int = 10
+    baseline_sim_per_epoch: int = 1024
+    baseline_backbone: str = "cryonet"
+    tm_rotations: int = 1000
+    tm_max_shift: int = 3
+    threads: int = 2
+    methods: tuple[str, ...] = ALL_METHODS
+    targets: tuple[str, ...] = ()  # empty = every target of target_sim.TARGETS
+    default_overrides: dict[str, Any] = field(default_factory=dict)  # only for smoke profiles
+
+
+PROFILES: dict[str, Profile] = {
+    "cpu": Profile("cpu"),
+    # Paper scale on a device: more data, more draws, the same methods.
+    "gpu": Profile(
+        "gpu",
+        draws=5,
+        n_adapt=2000,
+        n_test=1000,
+        baseline_epochs=30,
+        baseline_sim_per_epoch=4096,
+        tm_rotations=4000,
+        threads=8,
+    ),
+    # A few minutes: checks the harness end to end, measures nothing.
+    "smoke": Profile(
+        "smoke",
+        draws=1,
+        n_adapt=64,
+        n_test=48,
+        baseline_epochs=1,
+        baseline_sim_per_epoch=64,
+        baseline_backbone="cryonet-small",
+        tm_rotations=50,
+        methods=("template_matching", "source-only", "adabn", "oracle", "default"),
+        default_overrides={"epochs": 2, "sim_per_epoch": 64},
+    ),
+}
+
+
+def maps_source() -> str:
+    """The user's maps, as ``cryoshift train --source`` takes them (comma-separated paths)."""
+    return ",".join(str(target_sim.MAPS_10A / f"{code}.mrc") for code in target_sim.CLASSES.values())
+
+
+def class_names() -> list[str]:
+    """Class names as the trainer derives them from the map files (their stems)."""
+    return list(target_sim.CLASSES.values())
+
+
+# --------------------------------------------------------------------------- data
+
+
+def draw_seed(target: str, draw: int) -> int:
+    return 1000 * (draw + 1) + sum(ord(c) for c in target)
+
+
+def build_target(profile: Profile, target: str, draw: int, work: Path) -> tuple[Path, Path]:
+    """Adaptation split (dataset dir) and test split (npz) of one target and draw; cached."""
+    from cryoshift.runtime.dataset import write_dataset
+
+    out = work / "data" / f"{target}__d{draw}"
+    adapt, test = out / "adapt", out / "test.npz"
+    if (adapt / "dataset.json").is_file() and test.is_file():
+        return adapt, test
+    physics = target_sim.TARGETS[target]
+    n = profile.n_adapt + profile.n_test
+    volumes, labels, _ = target_sim.make_target(
+        physics, n, seed=draw_seed(target, draw), box=profile.box, voxel_size=profile.voxel_size
+    )
+    names = class_names()
+    out.mkdir(parents=True, exist_ok=True)
+    write_dataset(
+        adapt,
+        volumes[: profile.n_adapt],
+        labels[: profile.n_adapt],
+        class_names=names,
+        voxel_size=profile.voxel_size,
+    )
+    tmp = out / "test.tmp.npz"
+    np.savez(tmp, volumes=volumes[profile.n_adapt :], labels=labels[profile.n_adapt :])
+    tmp.replace(test)
+    return adapt, test
+
+
+def load_test(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as z:
+        return z["volumes"], z["labels"]
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def default_settings() -> dict[str, Any]:
+    """The settings ``cryoshift train`` uses when given only --source/--target/--box/--voxel-size."""
+    from cryoshift.training.trainer import TrainConfig
+
+    cfg = TrainConfig(source="MAPS", out="RUN", target="TARGET", box=32, voxel_size=10.0).to_dict()
+    for key in ("source", "out", "target", "box", "voxel_size", "tomograms", "progress", "threads"):
+        cfg.pop(key, None)
+    return cfg
+
+
+def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run_dir: Path) -> Path:
+    """Train one method with the project's trainer; returns model.pt."""
+    from cryoshift.training.trainer import TrainConfig
+    from cryoshift.training.trainer import train as run_train
+
+    if method == "default":
+        cfg = TrainConfig(
+            source=maps_source(),
+            out=str(run_dir),
+            target=str(target_dir),
+            box=profile.box,
+            voxel_size=profile.voxel_size,
+            seed=draw,
+            threads=profile.threads,
+            progress=False,
+        )
+        cfg = dataclasses.replace(cfg, **profile.default_overrides)
+    else:
+        cfg = TrainConfig(
+            source=maps_source(),
+            out=str(run_dir),
+            target=None if target_dir is None else str(target_dir),
+            method=method,
+            backbone=profile.baseline_backbone,
+            epochs=profile.baseline_epochs,
+            sim_per_epoch=profile.baseline_sim_per_epoch,
+            box=profile.box,
+            voxel_size=profile.voxel_size,
+            seed=draw,
+            threads=profile.threads,
+            progress=False,
+            oracle_target_labels=method == "oracle",
+        )
+    if (run_dir / "model.pt").is_file():
+        return run_dir / "model.pt"
+    if run_dir.exists():  # a killed run: start it again from scratch
+        import shutil
+
+        shutil.rmtree(run_dir)
+    return run_train(cfg).model_path
+
+
+def predict(model: Path, volumes: np.ndarray, bn_target: np.ndarray | None = None) -> np.ndarray:
+    """Predicted classes; with ``bn_target`` BatchNorm is first re-estimated on it (AdaBN)."""
+    import torch
+
+    from cryoshift.training.adapt import create_method
+    from cryoshift.training.checkpoint import load_checkpoint
+    from cryoshift.training.normalise import normalise
+    from cryoshift.training.trainer import forward_numpy
+
+    net, meta, _ = load_checkpoint(model)
+    if bn_target is not None:
+        method = create_method(
+            "adabn", backbone=net, num_classes=len(meta.class_names), box_size=meta.box_size
+        )
+        batches = (
+            normalise(
+                torch.from_numpy(np.ascontiguousarray(bn_target[s : s + 64])).unsqueeze(1), meta.normalisation
+            )
+            for s in range(0, len(bn_target), 64)
+        )
+        method.finalize(batches)
+        net = method.backbone
+    logits, _ = forward_numpy(net, volumes, meta.normalisation, "cpu", 64)
+    return logits.argmax(1)
+
+
+def template_matching(profile: Profile, target: str, test: Path) -> dict[str, Any]:
+    import template_matching as tm
+
+    volumes, _ = load_test(test)
+    maps, _ = target_sim.load_maps(box=profile.box, voxel_size=profile.voxel_size)
+    physics = target_sim.TARGETS[target]
+    res = tm.template_match(
+        volumes,
+        maps,
+        tilt_max=physics.tilt_max,
+        n_rotations=profile.tm_rotations,
+        max_shift=profile.tm_max_shift,
+        voxel_size=profile.voxel_size,
+        threads=profile.threads,
+    )
+    return {
+        "pred": np.asarray(res.predictions).tolist(),
+        "seconds": float(res.seconds),
+        "rate": float(res.rate),
+    }
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def jobs(profile: Profile) -> list[tuple[str, str, int]]:
+    """(target, method, draw); source-only runs once per draw (target "*")."""
+    targets = profile.targets or tuple(target_sim.TARGETS)
+    out: list[tuple[str, str, int]] = []
+    for draw in range(profile.draws):
+        if "source-only" in profile.methods or "adabn" in profile.methods:
+            out.append(("*", "source-only", draw))
+        for target in targets:
+            out += [(target, m, draw) for m in profile.methods if m not in ("source-only", "adabn")]
+    return out
+
+
+def run_job(profile: Profile, work: Path, target: str, method: str, draw: int) -> dict[str, Any]:
+    key = f"{target.replace('*', 'all')}__{method}__d{draw}"
+    done = work / "records" / f"{key}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {"target": target, "method": method, "draw": draw}
+    if method == "template_matching":
+        _, test = build_target(profile, target, draw, work)
+        record.update(template_matching(profile, target, test))
+    elif method == "source-only":
+        model = train(profile, method, draw, None, work / "runs" / key)
+        record["model"] = str(model)
+    else:
+        adapt, _ = build_target(profile, target, draw, work)
+        model = train(profile, method, draw, adapt, work / "runs" / key)
+        record["model"] = str(model)
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(record))
+    return record
+
+
+def score(profile: Profile, work: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (target, method, draw) with accuracy and macro-F1 on the test split."""
+    from cryoshift.runtime.dataset import read_dataset
+
+    k = len(target_sim.CLASSES)
+    rows = []
+    targets = profile.targets or tuple(target_sim.TARGETS)
+    for target in targets:
+        for draw in range(profile.draws):
+            adapt, test = build_target(profile, target, draw, work)
+            volumes, labels = load_test(test)
+            for rec in records:
+                if rec["draw"] != draw or rec["target"] not in (target, "*"):
+                    continue
+                variants = [rec["method"]]
+                if rec["method"] == "source-only":
+                    variants = [m for m in ("source-only", "adabn") if m in profile.methods]
+                for method in variants:
+                    if method == "template_matching":
+                        pred = np.asarray(rec["pred"])
+                    elif method == "adabn":
+                        with read_dataset(adapt) as ds:
+                            bn = np.array(ds.volumes, dtype=np.float32)
+                        pred = predict(Path(rec["model"]), volumes, bn_target=bn)
+                    else:
+                        pred = predict(Path(rec["model"]), volumes)
+                    row = {
+                        "target": target,
+                        "method": method,
+                        "draw": draw,
+                        "accuracy": dm.accuracy(labels, pred),
+                        "macro_f1": dm.macro_f1(labels, pred, k),
+                        "confusion": dm.confusion(labels, pred, k).tolist(),
+                        "seconds": rec["seconds"],
+                    }
+                    if method == "template_matching":
+                        row["rate"] = rec["rate"]
+                    rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """{"targets": {T: {method: {mean, sd, n, values, macro_f1, gap_closed}}}} over draws."""
+    out: dict[str, Any] = {}
+    for target in dict.fromkeys(r["target"] for r in rows):
+        per: dict[str, Any] = {}
+        by_method: dict[str, dict[int, dict[str, Any]]] = {}
+        for r in rows:
+            if r["target"] == target:
+                by_method.setdefault(r["method"], {})[r["draw"]] = r
+        for method, draws in by_method.items():
+            accs = [draws[d]["accuracy"] for d in sorted(draws)]
+            entry = dm._mean_sd(accs)
+            entry["macro_f1"] = dm._mean_sd([draws[d]["macro_f1"] for d in sorted(draws)])["mean"]
+            gaps = []
+            for d in sorted(draws):
+                so = by_method.get("source-only", {}).get(d)
+                orc = by_method.get("oracle", {}).get(d)
+                if so and orc:
+                    gaps.append(dm.gap_closed(draws[d]["accuracy"], so["accuracy"], orc["accuracy"]))
+            entry["gap_closed"] = dm._mean_sd(gaps)["mean"] if gaps else None
+            if method == "template_matching":
+                entry["rate_per_s"] = float(np.median([draws[d]["rate"] for d in draws]))
+            else:
+                entry["train_minutes"] = round(float(np.mean([draws[d]["seconds"] for d in draws])) / 60, 1)
+            per[method] = entry
+        out[target] = per
+    return out
+
+
+def write_results(profile: Profile, summary: dict[str, Any], rows: list[dict[str, Any]], wall: float) -> Path:
+    import platform
+
+    import torch
+
+    result = {
+        "benchmark": "accuracy",
+        "profile": dataclasses.asdict(profile),
+        "classes": target_sim.CLASSES,
+        "targets": summary,
+        "target_physics": {t: dataclasses.asdict(target_sim.TARGETS[t]) for t in summary},
+        "default": default_settings(),
+        "rows": [
+            {k: v for k, v in r.items() if k != "confusion"} | {"confusion": r["confusion"]} for r in rows
+        ],
+        "machine": {"cpu": cpu_model(), "python": platform.python_version(), "torch": torch.__version__},
+        "wall_minutes": round(wall / 60, 1),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"accuracy_{profile.name}.json"
+    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    path.with_suffix(".md").write_text(markdown(profile, summary))
+    return path
+
+
+def markdown(profile: Profile, summary: dict[str, Any]) -> str:
+    methods = [m for m in ALL_METHODS if any(m in per for per in summary.values())]
+    lines = [
+        f"# Accuracy benchmark, profile `{profile.name}`",
+        "",
+        f"Target accuracy % (mean ± s.d. over {profile.draws} data draws x seeds; test split of "
+        f"{profile.n_test} per draw; chance {100 / len(target_sim.CLASSES):.1f} %). Generated by "
+        f"`benchmarks/accuracy.py --profile {profile.name}`.",
+        "",
+        "| method | " + " | ".join(summary) + " |",
+        "|---|" + "---|" * len(summary),
+    ]
+    for m in methods:
+        cells = []
+        for per in summary.values():
+            e = per.get(m)
+            if not e or e["mean"] is None:
+                cells.append("-")
+                continue
+            gap = f", gap {100 * e['gap_closed']:.0f} %" if e.get("gap_closed") is not None else ""
+            cells.append(f"{100 * e['mean']:.1f} ± {100 * e['sd']:.1f}{gap}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    rates = [per["template_matching"]["rate_per_s"] for per in summary.values() if "template_matching" in per]
+    if rates:
+        lines += [
+            "",
+            f"Template matching speed: {np.median(rates):.2f} subtomograms/s (median, "
+            f"{profile.threads} threads, {profile.tm_rotations} rotations, shifts ±{profile.tm_max_shift}).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    ap.add_argument("--work", type=Path, required=True, help="cache of data, runs and per-job records")
+    ap.add_argument("--shard", default="0/1", help="i/n: run only every n-th job (fill the cache)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--methods", default=None, help="comma-separated subset of " + ",".join(ALL_METHODS))
+    ap.add_argument("--targets", default=None, help="comma-separated subset of target_sim.TARGETS")
+    ap.add_argument("--draws", type=int, default=None)
+    args = ap.parse_args(argv)
+    profile = PROFILES[args.profile]
+    changes: dict[str, Any] = {}
+    if args.threads:
+        changes["threads"] = args.threads
+    if args.methods:
+        changes["methods"] = tuple(args.methods.split(","))
+    if args.targets:
+        changes["targets"] = tuple(args.targets.split(","))
+    if args.draws:
+        changes["draws"] = args.draws
+    profile = dataclasses.replace(profile, **changes)
+    import torch
+
+    torch.set_num_threads(profile.threads)
+    i, n = (int(v) for v in args.shard.split("/"))
+    t0 = time.perf_counter()
+    records = []
+    for j, (target, method, draw) in enumerate(jobs(profile)):
+        if j % n != i:
+            continue
+        rec = run_job(profile, args.work, target, method, draw)
+        records.append(rec)
+        print(
+            f"[{time.perf_counter() - t0:7.0f}s] {target} {method} d{draw}: {rec['seconds']:.0f}s", flush=True
+        )
+    if n > 1:
+        return 0
+    rows = score(profile, args.work, records)
+    summary = summarise(rows)
+    path = write_results(profile, summary, rows, time.perf_counter() - t0)
+    print(path.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
