@@ -87,11 +87,12 @@ class TargetPhysics:
     potential_v: Range = (1.5, 2.5)  # protein minus ice mean inner potential (sets contrast)
     ice_nm: Range = (150.0, 220.0)  # specimen thickness (inelastic loss, 1/cos(tilt) path)
     inelastic_mfp_nm: float = 350.0  # inelastic mean free path (energy filter removes them)
+    dqe: float = 0.7  # detective quantum efficiency: fraction of electrons that count as signal
     mtf_cutoff: float = 0.55  # detector MTF: sinc(binning) * 1/(1 + (f/cutoff)^2), f cycles/px
     read_noise: float = 0.01  # extra Gaussian noise per tilt, relative to the mean intensity
     p_neighbours: float = 0.5  # probability of 1-3 touching neighbours
     p_membrane: float = 0.2  # probability of a vesicle membrane 1-2 radii from the pick
-    clutter: float = 0.6  # crowding blobs per 1000 voxels of the scene
+    clutter: float = 6.0  # crowding blobs (sigma 1.3 voxels) per 1000 voxels of free scene space
     pick_sigma: float = 1.0  # voxels, normal per axis, clipped at pick_max
     pick_max: float = 3.0
     shift_jitter_px: Range = (0.3, 0.6)  # per-tilt in-plane alignment error (sigma, pixels)
@@ -126,7 +127,7 @@ TARGETS: dict[str, TargetPhysics] = {
         potential_v=(1.8, 2.6),
         p_neighbours=0.5,
         p_membrane=0.2,
-        clutter=0.5,
+        clutter=6.0,
         shift_jitter_px=(0.3, 0.5),
         angle_jitter_deg=0.2,
     ),
@@ -142,7 +143,8 @@ TARGETS: dict[str, TargetPhysics] = {
         bfactor=(80.0, 180.0),
         p_neighbours=0.75,
         p_membrane=0.35,
-        clutter=1.0,
+        clutter=10.0,
+        dqe=0.5,
         shift_jitter_px=(0.4, 0.8),
         angle_jitter_deg=0.35,
         ice_gradient=(0.1, 0.5),
@@ -158,7 +160,8 @@ TARGETS: dict[str, TargetPhysics] = {
         potential_v=(1.6, 2.4),
         p_neighbours=0.35,
         p_membrane=0.1,
-        clutter=0.7,
+        clutter=8.0,
+        dqe=0.6,
         shift_jitter_px=(0.6, 1.0),
         angle_jitter_deg=0.5,
         group=3,
@@ -476,7 +479,7 @@ def _tomogram(
 
     # --- counting: electrons per pixel per tilt after inelastic loss in ice
     path = ice / np.cos(rad)
-    electrons = per_tilt * pix**2 * np.exp(-path / phys.inelastic_mfp_nm)
+    electrons = phys.dqe * per_tilt * pix**2 * np.exp(-path / phys.inelastic_mfp_nm)
     e_t = torch.as_tensor(electrons, dtype=torch.float32).view(1, t_n, 1, 1)
     counts = torch.poisson((image * e_t).clamp_min(0), generator=gen)
     norm = counts / e_t - 1
