@@ -10,6 +10,7 @@ from cryoshift.training.backbones import BACKBONES, count_flops, create_backbone
 TINY = {
     "cryonet": {},
     "cryonet-fine": {},
+    "cryonet-deep": {},
     "cryonet-small": {},
     "dsrf3d-v2": {"width": 0.125},
     "cb3d": {"width": 1 / 16},
