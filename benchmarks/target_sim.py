@@ -100,6 +100,12 @@ class TargetPhysics:
     lowpass: float = 0.5  # WBP roll-off: Gaussian low-pass, sigma as a fraction of Nyquist
     ice_gradient: Range = (0.0, 0.3)  # linear background ramp across the box, x volume std
     particles_per_tomogram: int = 24
+    # Structural variability: real complexes are never exactly the deposited map (conformations,
+    # partial occupancy, bound factors). Neither the user's templates nor the user's training
+    # maps have it; this is what keeps exact-map template matching from being perfect.
+    flex_voxels: Range = (0.0, 0.0)  # RMS of a smooth random displacement of the particle, voxels
+    p_partial: float = 0.0  # probability that a lobe of the particle is missing (sub-stoichiometric)
+    p_extra: float = 0.0  # probability of an extra bound density on the particle's surface
 
     def tilts(self) -> tuple[np.ndarray, np.ndarray]:
         """Tilt angles (ascending) and each one's acquisition index (dose-symmetric order)."""
@@ -130,6 +136,9 @@ TARGETS: dict[str, TargetPhysics] = {
         clutter=6.0,
         shift_jitter_px=(0.3, 0.5),
         angle_jitter_deg=0.2,
+        flex_voxels=(0.5, 1.5),
+        p_partial=0.3,
+        p_extra=0.3,
     ),
     "thick-ice-50": TargetPhysics(
         description="thick ice, +-50 step 2, high defocus, crowded with membranes, voxel 4 % smaller",
@@ -148,6 +157,9 @@ TARGETS: dict[str, TargetPhysics] = {
         shift_jitter_px=(0.4, 0.8),
         angle_jitter_deg=0.35,
         ice_gradient=(0.1, 0.5),
+        flex_voxels=(0.5, 1.5),
+        p_partial=0.3,
+        p_extra=0.3,
     ),
     "low-dose-45": TargetPhysics(
         description="low dose, narrow +-45 step 3, low defocus, poor alignment, voxel 5 % larger",
@@ -165,6 +177,9 @@ TARGETS: dict[str, TargetPhysics] = {
         shift_jitter_px=(0.6, 1.0),
         angle_jitter_deg=0.5,
         group=3,
+        flex_voxels=(1.0, 2.0),
+        p_partial=0.4,
+        p_extra=0.4,
     ),
 }
 
@@ -269,11 +284,17 @@ def _unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _render(
-    maps: torch.Tensor, labels: np.ndarray, rot: np.ndarray, offset_xyz: np.ndarray, scale: float
+    maps: torch.Tensor,
+    labels: np.ndarray,
+    rot: np.ndarray,
+    offset_xyz: np.ndarray,
+    scale: float,
+    flex: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample maps[labels] rotated by ``rot`` and moved by ``offset_xyz`` (output voxels) into
     the working box; ``scale`` = true / claimed voxel size, so a larger true voxel shows the
-    particle smaller. Trilinear; (n, W, W, W)."""
+    particle smaller. ``flex`` (n, W, W, W, 3) adds a displacement (voxels) to the sampling grid.
+    Trilinear; (n, W, W, W)."""
     w = maps.shape[-1]
     a, b, c = w / 2.0, (w - 1) / 2.0, float(w // 2)
     r = torch.as_tensor(rot * scale, dtype=torch.float32)
@@ -281,6 +302,8 @@ def _render(
     t = (torch.einsum("nij,nj->ni", r, (b - c) - o) + (c - b)) / a
     theta = torch.cat([r, t[:, :, None]], 2)
     grid = F.affine_grid(theta, (len(labels), 1, w, w, w), align_corners=False)
+    if flex is not None:
+        grid = grid + flex / a
     src = maps[torch.as_tensor(labels)].unsqueeze(1)
     return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
 
@@ -361,6 +384,43 @@ def _draw(r: Range, rng: np.random.Generator, size: int | None = None) -> Any:
     return rng.uniform(min(r), max(r), size)
 
 
+def _flex_field(phys: TargetPhysics, rng: np.random.Generator, n: int, w: int) -> torch.Tensor | None:
+    """A smooth random displacement per particle (n, W, W, W, 3): coarse 5^3 noise, upsampled."""
+    if max(phys.flex_voxels) <= 0:
+        return None
+    coarse = torch.from_numpy(rng.normal(size=(n, 3, 5, 5, 5)).astype(np.float32))
+    field = F.interpolate(coarse, size=(w, w, w), mode="trilinear", align_corners=True)
+    rms = field.square().mean(dim=(1, 2, 3, 4), keepdim=True).sqrt().clamp_min(1e-6)
+    amp = torch.from_numpy(_draw(phys.flex_voxels, rng, n).astype(np.float32)).view(-1, 1, 1, 1, 1)
+    return (field / rms * amp).permute(0, 2, 3, 4, 1).contiguous()
+
+
+def _vary_composition(
+    phys: TargetPhysics, rng: np.random.Generator, scene: torch.Tensor, pick: np.ndarray, radius: np.ndarray
+) -> None:
+    """In place: remove a lobe (partial occupancy) or add a bound blob at the particle's surface."""
+    w = scene.shape[-1]
+    g = torch.arange(w, dtype=torch.float32) - w // 2
+    gz, gy, gx = torch.meshgrid(g, g, g, indexing="ij")
+    for i in range(len(scene)):
+        missing, extra = rng.random() < phys.p_partial, rng.random() < phys.p_extra
+        if not (missing or extra):
+            continue
+        level = float(scene[i][scene[i] > 0.1 * scene[i].max()].mean()) if scene[i].max() > 0 else 0.0
+        for kind, on in (("missing", missing), ("extra", extra)):
+            if not on:
+                continue
+            u = _unit_vectors(rng, 1)[0]
+            frac = rng.uniform(0.3, 0.45)
+            cx, cy, cz = pick[i] + u * radius[i] * (0.6 if kind == "missing" else 1.0)
+            d2 = (gx - cx) ** 2 + (gy - cy) ** 2 + (gz - cz) ** 2
+            r = max(1.5, frac * radius[i])
+            if kind == "missing":
+                scene[i] *= torch.sigmoid((torch.sqrt(d2) - r) / 0.7)
+            else:
+                scene[i] += level * torch.exp(-0.5 * d2 / (0.6 * r) ** 2)
+
+
 def _tomogram(
     phys: TargetPhysics,
     labels: np.ndarray,
@@ -389,8 +449,9 @@ def _tomogram(
     # --- per particle scene
     rot = _random_rotations(rng, n)
     pick = np.clip(rng.normal(0, phys.pick_sigma, (n, 3)), -phys.pick_max, phys.pick_max)
-    scene = _render(scene_maps, labels, rot, pick, s)
     r_true = radii / s  # radii in true voxels
+    scene = _render(scene_maps, labels, rot, pick, s, _flex_field(phys, rng, n, w))
+    _vary_composition(phys, rng, scene, pick, r_true[labels])
     n_nb = np.where(rng.random(n) < phys.p_neighbours, rng.integers(1, 4, n), 0)
     for slot in range(3):
         idx = np.flatnonzero(n_nb > slot)

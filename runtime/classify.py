@@ -189,6 +189,11 @@ def finish_run(names: dict[str, Path], model: Model, plan: Plan, summary: Classi
                                    split_by_class=bool(settings.get("split_by_class")))
     if split:
         summary.notes.append(f"one STAR per class: {', '.join(p.name for p in split)}")
+    if names["csv"].name == f"{PREDICTIONS}.csv" and any(str(t).startswith("copick:") for t in plan.inputs):
+        from cryoshift.runtime.copick_io import default_session, write_predictions
+
+        settings["copick_session"] = settings.get("copick_session") or default_session(model.sha256)
+        summary.notes.extend(write_predictions(names["csv"], plan.inputs, settings["copick_session"]))
     manifest = {
         "format": "cryoshift.classify/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -248,6 +253,7 @@ def classify(
     coordinate_pixel_size: float | None = None,
     binning: float | None = None,
     split_by_class: bool = False,
+    copick_session: str | None = None,
 ) -> ClassifySummary:
     """Classify every subtomogram in ``inputs`` and write results into ``out_dir``.
 
@@ -257,7 +263,9 @@ def classify(
     killed run without losing or duplicating a row. ``shard="i/n"`` keeps every n-th item.
     ``binning`` (or ``coordinate_pixel_size``, A per pick pixel) scales pixel picks made on
     another sampling (RELION 4 unbinned picks) to the reconstruction's voxels;
-    ``split_by_class`` also writes one ``predictions_<class>.star`` per class.
+    ``split_by_class`` also writes one ``predictions_<class>.star`` per class. ``copick:`` inputs
+    (runtime/copick_io.py) get their predictions back as picks of session ``copick_session``
+    (default: ``cryoshift-<model sha256[:8]>``).
     ``workers`` reader threads fill batches (``reader_processes=True``: processes sharing
     memory with this one, for GPUs that consume faster than one Python process reads).
 
@@ -338,7 +346,7 @@ def classify(
                 "shard": list(shard) if shard else None, "subshard": list(subshard) if subshard else None,
                 "unknown_threshold": unknown_threshold, "tomograms": tomograms, "contrast": contrast,
                 "ignore_voxel_size": ignore_voxel_size, "coordinate_pixel_size": coordinate_pixel_size,
-                "binning": binning, "split_by_class": split_by_class}
+                "binning": binning, "split_by_class": split_by_class, "copick_session": copick_session}
     return finish_run(names, model, plan, summary, settings)
 
 

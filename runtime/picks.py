@@ -8,7 +8,8 @@ voxel i centred on i) followed by every original column, untouched.
 Accepted inputs
 - STAR (read with ``starfile``): the block holding coordinates is used (RELION 5 writes
   ``general``/``optics``/``particles``; ``particles`` wins when several qualify).
-  ``rlnCoordinateX/Y/Z`` are pixels. RELION 5's ``rlnCenteredCoordinateX/Y/ZAngst`` are
+  ``rlnCoordinateX/Y/Z`` are pixels; the tomogram is ``rlnTomoName``, else (Warp, M)
+  ``rlnMicrographName`` (``TS_01.tomostar``). RELION 5's ``rlnCenteredCoordinateX/Y/ZAngst`` are
   Angstrom relative to the tomogram centre: ``pixel = angst / pixel_size + size / 2``
   per axis (size in voxels, the centre convention RELION 5 and teamtomo tools share), so
   they need the tomogram's pixel size and size. Refinement shifts
@@ -249,7 +250,8 @@ def read_picks(path: str | Path, pixel_size: PerTomo = None, tomo_shape: PerTomo
                          else "is a directory, expected a STAR/CSV file of picks")
     if path.suffix.lower() in STAR_SUFFIXES:
         df = _star_picks_block(path, read_star_blocks(path)).copy()
-        tomo_col = "rlnTomoName" if "rlnTomoName" in df.columns else None
+        # Warp/M particle STARs name the tilt series by its .tomostar in rlnMicrographName.
+        tomo_col = next((c for c in ("rlnTomoName", "rlnMicrographName") if c in df.columns), None)
         centered = not set(PIXEL_COLUMNS) <= set(df.columns)
         coords = CENTERED_COLUMNS if centered else PIXEL_COLUMNS
     else:

@@ -124,6 +124,10 @@ def open_mrc(path: str | Path) -> Any:
     """Memory-map an MRC file via the runtime reader, with every failure as InputError."""
     from cryoshift.runtime.mrc import open_volume
 
+    if str(path).startswith("copick:"):  # a copick tomogram (runtime/copick_io.py)
+        from cryoshift.runtime.copick_io import open_volume as open_copick
+
+        return open_copick(str(path))
     try:
         return open_volume(path)
     except InputError:
@@ -300,6 +304,11 @@ class _Planner:
             self.failed_inputs.append(exc)
 
     def _add(self, text: str) -> None:
+        if text.startswith("copick:"):  # a copick project (runtime/copick_io.py)
+            from cryoshift.runtime.copick_io import plan
+
+            plan(self, text)
+            return
         path = Path(text)
         if path.is_dir() and (path / "dataset.json").is_file():
             self.add_dataset(path)
@@ -392,6 +401,7 @@ class _Planner:
             return
         centred = path.suffix.lower() == ".star" and _star_has(path, "rlnCenteredCoordinateXAngst") \
             and not _star_has(path, "rlnCoordinateX")
+        in_voxels = centred  # Angstrom picks (and Warp/M picks with a stated pixel size) need no --binning
         if centred:
             # RELION 5 centred Angstrom coordinates: converted with each tomogram's own header;
             # picks outside the tomogram become error rows when cropped, like pixel picks.
@@ -400,7 +410,14 @@ class _Planner:
                                check_inside=False)
         else:
             picks = read_picks(path)
-        self.add_picks(path, picks, scale=not centred)  # Angstrom picks need no --binning
+            if not (self.binning or self.coordinate_pixel_size):  # Warp/M: the table's own pixel size
+                from cryoshift.runtime.warp import scale_to_voxels
+
+                picks, note = scale_to_voxels(path, picks, lambda name: self._tomo_pixel(path, name))
+                if note:
+                    self.notes.append(note)
+                    in_voxels = True
+        self.add_picks(path, picks, scale=not in_voxels)
 
     def _tomo_header(self, picks: Path, name: str) -> dict[str, Any]:
         from cryoshift.runtime.mrc import read_header

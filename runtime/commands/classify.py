@@ -87,6 +87,19 @@ def command(
     split_by_class: bool = typer.Option(False, "--split-by-class",
                                         help="Also write predictions_<class>.star per class (for RELION "
                                              "Extract subtomos and ArtiaX)."),
+    copick_voxel_spacing: float = typer.Option(None, "--copick-voxel-spacing", min=0.0,
+                                               help="copick:CONFIG.json input: voxel spacing (A) of the "
+                                                    "tomograms to crop."),
+    copick_tomo_type: str = typer.Option(None, "--copick-tomo-type",
+                                         help="copick input: reconstruction type (wbp, denoised, ...)."),
+    copick_picks: list[str] = typer.Option(None, "--copick-picks",
+                                           help="copick input: picks to classify, OBJECT[:USER[:SESSION]] "
+                                                "(* = any; repeatable)."),
+    copick_run: list[str] = typer.Option(None, "--copick-run", help="copick input: only this run "
+                                         "(repeatable; default all)."),
+    copick_session: str = typer.Option(None, "--copick-session",
+                                       help="copick input: session id of the predicted picks written back "
+                                            "(user cryoshift; default cryoshift-<model sha256[:8]>)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
     """Classify experimental subtomograms with an exported model.
@@ -95,9 +108,14 @@ def command(
     Bad items go to errors.csv and the run goes on; after a crash or kill, rerun with --resume.
 
     Example: cryoshift classify model.onnx picks.star -t 'tomos/*.mrc' stack.mrcs -o results
+
+    copick: cryoshift classify model.onnx copick:config.json --copick-voxel-spacing 10
+    --copick-tomo-type wbp --copick-picks ribosome:alice:1 -o results (needs cryoshift[copick]).
     """
+    from cryoshift.runtime.copick_io import fold_inputs, is_copick
     from cryoshift.runtime.errors import InputError
 
+    inputs = fold_inputs(list(inputs), copick_voxel_spacing, copick_tomo_type, copick_picks, copick_run)
     device_list = _devices(devices)
     if binning and coordinate_pixel_size:
         raise InputError(None, "give --binning or --coordinate-pixel-size, not both")
@@ -111,6 +129,8 @@ def command(
                                    "with --ray")
         if device_list or shard:
             raise InputError(None, "--ray distributes by itself; drop --devices/--shard")
+        if any(is_copick(t) for t in inputs):
+            raise InputError(None, "copick inputs are not yet supported with --ray")
         from cryoshift.runtime.distributed import classify_ray
 
         summary = classify_ray(model, list(inputs), out, backend=backend.value, batch_size=batch_size,
@@ -123,7 +143,7 @@ def command(
                            workers=workers, shard=shard, progress=not quiet, threads=threads,
                            devices=device_list, reader_processes=reader_processes, transfer=transfer,
                            coordinate_pixel_size=coordinate_pixel_size, binning=binning,
-                           split_by_class=split_by_class, **common)
+                           split_by_class=split_by_class, copick_session=copick_session, **common)
     if not quiet:
         for line in summary.lines():
             typer.echo(line)

@@ -34,8 +34,8 @@ def command(
                                "then --box is required)."),
     out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
     target: str = typer.Option(None, "--target", help="Unlabelled target: dataset directory, MRC file/"
-                               "directory/glob, or picks STAR/CSV (with --tomograms). Labels are never "
-                               "read."),
+                               "directory/glob, picks STAR/CSV (with --tomograms), or copick:CONFIG.json "
+                               "(with --copick-*). Labels are never read."),
     method: str = typer.Option("cryoshift", "--method", help="source-only, adabn, dann, mada, warp, "
                                "cryoshift, or oracle (benchmarks only)."),
     backbone: str = typer.Option("cryonet", "--backbone", help="Backbone registry name (e.g. cryonet, "
@@ -66,6 +66,14 @@ def command(
                                         "unlabelled target."),
     tomograms: list[str] = typer.Option([], "--tomograms", help="Tomogram MRCs (files, dirs or globs) that "
                                         "a picks --target refers to by rlnTomoName or file name."),
+    copick_voxel_spacing: float = typer.Option(None, "--copick-voxel-spacing", help="--target copick:"
+                                               "CONFIG.json: voxel spacing (A) of the tomograms to crop."),
+    copick_tomo_type: str = typer.Option(None, "--copick-tomo-type", help="copick target: reconstruction "
+                                         "type (wbp, denoised, ...)."),
+    copick_picks: list[str] = typer.Option([], "--copick-picks", help="copick target: picks, "
+                                           "OBJECT[:USER[:SESSION]] (* = any; repeatable)."),
+    copick_run: list[str] = typer.Option([], "--copick-run", help="copick target: only this run "
+                                         "(repeatable; default all)."),
     max_target: int = typer.Option(None, "--max-target", help="Use at most this many target volumes "
                                    "(seeded subset)."),
     oracle_target_labels: bool = typer.Option(False, "--oracle-target-labels", help="Let the 'oracle' "
@@ -89,9 +97,12 @@ def command(
 
     Example: cryoshift train --source data/sim --target data/exp --method cryoshift --epochs 20 --out runs/a
     """
+    from cryoshift.runtime.copick_io import fold_inputs
     from cryoshift.runtime.errors import require_extra
 
     require_extra("train", "cryoshift train", "torch")
+    if target is not None:
+        (target,) = fold_inputs([target], copick_voxel_spacing, copick_tomo_type, copick_picks, copick_run)
     from cryoshift.training.trainer import TrainConfig, train
 
     config = TrainConfig(

@@ -53,6 +53,11 @@ class SimulationConfig:
     gradient: Range = (0.0, 0.0)  # background ramp amplitude, in units of the signal std
     noise_alpha: Range = (0.0, 0.0)  # noise power ~ 1/f^alpha; 0 = white
     invert_contrast: float = 0.0  # probability of flipping the sign of a subtomogram
+    # structural variability (variability.py): smooth random deformation RMS in voxels, and the
+    # probabilities of a missing lobe and of an extra bound blob per particle
+    flex_voxels: Range = (0.0, 0.0)
+    p_partial: float = 0.0
+    p_extra: float = 0.0
     contrast: str = "dark"  # output convention; "dark" like real tomograms
 
     def __post_init__(self) -> None:
@@ -91,11 +96,13 @@ class SimulationConfig:
             raise InputError(where, "voltage_kv must be positive")
         if not (self.amplitude_contrast[0] >= 0 and self.amplitude_contrast[1] < 1):
             raise InputError(where, "amplitude_contrast must lie in [0, 1)")
-        for name in ("crowding", "invert_contrast"):
+        for name in ("crowding", "invert_contrast", "p_partial", "p_extra"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(where, f"{name} is a probability in [0, 1]")
-        if self.shift_voxels < 0 or self.neighbours[0] < 0 or min(self.dose) < 0 or min(self.bfactor) < 0:
-            raise InputError(where, "shift_voxels, neighbours, dose and bfactor must not be negative")
+        if (self.shift_voxels < 0 or self.neighbours[0] < 0 or min(self.dose) < 0 or min(self.bfactor) < 0
+                or min(self.flex_voxels) < 0):
+            raise InputError(where, "shift_voxels, neighbours, dose, bfactor and flex_voxels must not be "
+                                    "negative")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""

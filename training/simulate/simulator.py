@@ -43,7 +43,7 @@ PARAM_COLUMNS = [
     "rot", "tilt", "psi", "shift_x", "shift_y", "shift_z", "snr", "tilt_max", "wedge_angle", "tilt_step",
     "dose", "defocus_um", "astigmatism_um", "astigmatism_angle", "voltage_kv", "cs_mm", "amplitude_contrast",
     "bfactor", "noise_alpha", "gradient", "gradient_x", "gradient_y", "gradient_z", "inverted",
-    "n_neighbours", "neighbour_classes", "neighbour_poses",
+    "n_neighbours", "neighbour_classes", "neighbour_poses", "variant",
 ]
 
 
@@ -54,6 +54,7 @@ class Simulator:
     # 32^3 render ~2x faster per volume than 256 at once. Fixed sizes, so results never depend on them.
     CPU_CHUNK = 32
     CPU_CHUNK_TILT = 8
+    VARIANTS = 16  # structural variants per class and draw, when the config asks for variability
 
     def __init__(self, structures: Structures, config: SimulationConfig | None = None,
                  device: str | torch.device = "cpu", seed: int = 0):
@@ -132,7 +133,38 @@ class Simulator:
         lo_n, hi_n = c.neighbours
         count = torch.randint(lo_n, hi_n + 1, (n,), generator=gen)
         p["n_neighbours"] = (count * crowded).double()
+        if self.varies:
+            self._new_variants()  # a fresh set of structural variants for every draw
+            p["variant"] = torch.randint(0, self.VARIANTS, (n,), generator=gen).double()
+        else:
+            p["variant"] = torch.full((n,), -1.0, dtype=torch.float64)
         return p
+
+    @property
+    def varies(self) -> bool:
+        c = self.config
+        return max(c.flex_voxels) > 0 or c.p_partial > 0 or c.p_extra > 0
+
+    def _new_variants(self) -> None:
+        """VARIANTS structurally varied copies of every map (variability.py), drawn from the generator.
+
+        Deforming each of thousands of volumes would cost more than simulating them; a fresh bank
+        of variants per draw, each seen under many rotations, costs a few percent.
+        """
+        from cryoshift.training.simulate import variability
+
+        c, gen, k = self.config, self.generator, len(self.structures)
+        m = k * self.VARIANTS
+        label = torch.arange(k).repeat_interleave(self.VARIANTS)
+        rms = self._uniform(m, c.flex_voxels)
+        missing = torch.rand(m, generator=gen, dtype=torch.float64) < c.p_partial
+        extra = torch.rand(m, generator=gen, dtype=torch.float64) < c.p_extra
+        numbers = variability.random_numbers(torch.randint(0, 2**62, (m,), generator=gen).tolist())
+        dens = self.maps.index_select(0, label.to(self.device))
+        if bool((rms > 0).any()):
+            dens = variability.deform(dens, variability.flex_fields(numbers["coarse"], self.box, rms, self.device))
+        dens = variability.vary_composition(dens, self.radii[label], missing, extra, numbers)
+        self._variants = dens.view(k, self.VARIANTS, *dens.shape[1:])
 
     def _neighbours(self, p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[str], list[str]]:
         """Draw neighbour particles.
@@ -177,7 +209,10 @@ class Simulator:
         """Rotated, shifted particles plus their neighbours: (n, D, D, D) density, protein positive."""
         accurate = self.config.fidelity == "tilt"
         labels = p["label"].to(self.device)
-        dens = self.maps.index_select(0, labels)
+        if self.varies:
+            dens = self._variants[labels, p["variant"].to(self.device).long()]
+        else:
+            dens = self.maps.index_select(0, labels)
         rad = {k: torch.deg2rad(p[k]).to(self.device, torch.float32) for k in ("rot", "tilt", "psi")}
         shift = torch.stack([p["shift_x"], p["shift_y"], p["shift_z"]], 1).to(self.device, torch.float32)
         out = self._rotate(dens, rad["rot"], rad["tilt"], rad["psi"], shift, accurate)
@@ -291,6 +326,7 @@ class Simulator:
         cols = {k: p[k].tolist() for k in PARAM_COLUMNS if k in p}
         cols["n_neighbours"] = [int(v) for v in cols["n_neighbours"]]
         cols["inverted"] = [int(v) for v in cols["inverted"]]
+        cols["variant"] = [int(v) for v in cols["variant"]]
         cols["neighbour_classes"] = neighbour_names or [""] * n
         cols["neighbour_poses"] = neighbour_poses or [""] * n
         labels = p["label"].tolist()

@@ -1,0 +1,336 @@
+"""copick projects as classify/train input and as the place predictions go back to.
+
+An input ``copick:CONFIG.json`` names a copick project (a filesystem project, or the CZ cryoET data
+portal through copick's ``cryoet_data_portal`` config). What to read is said in a query, which the
+CLI builds from its ``--copick-*`` options::
+
+    copick:/data/project.json?voxel_spacing=10&tomo_type=wbp&picks=ribosome:alice:1&picks=proteasome
+    copick:/data/project.json?voxel_spacing=10&tomo_type=wbp&picks=*&runs=TS_01,TS_02
+
+- ``voxel_spacing`` (A) and ``tomo_type`` (``wbp``, ``denoised`` ...): the tomogram cropped in each
+  run. Both required; a run without that tomogram is one error row naming what it has.
+- ``picks=OBJECT[:USER[:SESSION]]`` (repeatable; ``*`` or an empty part matches any): the pick sets
+  read. Picks made by ``cryoshift`` itself are never read back unless asked for by that user. A
+  point in several selected sets (two users picked it) is one particle, classified once.
+- ``runs``: only these runs (default: every run).
+
+Coordinates: copick stores Angstrom; a pick's centre is its location plus the translation of its
+transformation (copick's ``full_positions``), and voxel = Angstrom / voxel_spacing (copick's centre
+``shape / 2 * voxel_spacing`` is RELION's, so this is cryoshift's pixel convention).
+
+Tomogram items carry a path ``copick:CONFIG#RUN@VOXEL_SPACING/TOMO_TYPE`` that any process can open
+again (:func:`open_volume`): level ``0`` of the OME-Zarr array, read lazily per crop.
+
+Write-back (:func:`write_predictions`): each predicted class (not ``unknown``) becomes a pick set
+of the object of the same name, user ``cryoshift``, one session id, location in Angstrom, the
+confidence as the point's ``score``. A class the config has no pickable object for is not written
+(a note says so; the config file is never changed). Writing again to the same session replaces
+those picks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode
+
+from cryoshift.runtime.errors import InputError, require_extra
+
+PREFIX = "copick:"
+USER = "cryoshift"
+
+
+def is_copick(text: str | Path) -> bool:
+    return str(text).startswith(PREFIX)
+
+
+@dataclass(frozen=True)
+class PickSelector:
+    object: str
+    user: str | None = None
+    session: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> PickSelector:
+        parts = [p.strip() for p in text.split(":")]
+        if len(parts) > 3 or not parts[0]:
+            raise InputError(None, f"copick picks {text!r}: give OBJECT[:USER[:SESSION]] (* for any)")
+        parts += [""] * (3 - len(parts))
+        obj, user, session = (None if p in ("", "*") else p for p in parts)
+        return cls(obj or "*", user, session)
+
+    def text(self) -> str:
+        return ":".join([self.object, self.user or "*", self.session or "*"])
+
+    def matches(self, picks: Any) -> bool:
+        if self.object != "*" and picks.pickable_object_name != self.object:
+            return False
+        if self.user is None:
+            if picks.user_id == USER:  # our own predictions are output, not input, unless named
+                return False
+        elif picks.user_id != self.user:
+            return False
+        return self.session is None or picks.session_id == self.session
+
+
+@dataclass(frozen=True)
+class CopickSpec:
+    config: str
+    voxel_spacing: float
+    tomo_type: str
+    picks: tuple[PickSelector, ...]
+    runs: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        query = [("voxel_spacing", f"{self.voxel_spacing:g}"), ("tomo_type", self.tomo_type)]
+        query += [("picks", p.text()) for p in self.picks]
+        if self.runs:
+            query.append(("runs", ",".join(self.runs)))
+        return f"{PREFIX}{self.config}?{urlencode(query, safe=':*,/')}"
+
+
+def parse_spec(text: str) -> CopickSpec:
+    """``copick:CONFIG?query`` (see the module docstring) -> :class:`CopickSpec`."""
+    if not is_copick(text):
+        raise InputError(text, "not a copick input (copick:CONFIG.json)")
+    config, _, query = text[len(PREFIX):].partition("?")
+    fields = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(fields) - {"voxel_spacing", "tomo_type", "picks", "runs"})
+    if unknown:
+        raise InputError(text, f"unknown copick settings {', '.join(unknown)} (have: voxel_spacing, "
+                               "tomo_type, picks, runs)")
+    if not config:
+        raise InputError(text, "no copick config file: copick:CONFIG.json")
+    if "voxel_spacing" not in fields or "tomo_type" not in fields:
+        raise InputError(text, "copick input needs a voxel spacing and a tomogram type: "
+                               "--copick-voxel-spacing 10 --copick-tomo-type wbp")
+    try:
+        spacing = float(fields["voxel_spacing"][-1])
+    except ValueError:
+        spacing = math.nan
+    if not (math.isfinite(spacing) and spacing > 0):
+        shown = fields["voxel_spacing"][-1]
+        raise InputError(text, f"copick voxel spacing {shown!r} is not a positive number")
+    picks = tuple(PickSelector.parse(p) for p in fields.get("picks", []))
+    if not picks:
+        raise InputError(text, "copick input needs picks to classify: --copick-picks OBJECT[:USER[:SESSION]]")
+    runs = tuple(r for part in fields.get("runs", []) for r in part.split(",") if r)
+    return CopickSpec(config, spacing, fields["tomo_type"][-1], picks, runs)
+
+
+def with_options(text: str, voxel_spacing: float | None = None, tomo_type: str | None = None,
+                 picks: list[str] | None = None, runs: list[str] | None = None) -> str:
+    """The CLI's ``--copick-*`` options folded into a ``copick:`` input (options win over the query);
+    the config path becomes absolute, so the spec means the same from any folder or process."""
+    config, _, query = text[len(PREFIX):].partition("?")
+    fields = parse_qs(query, keep_blank_values=True)
+    if voxel_spacing is not None:
+        fields["voxel_spacing"] = [f"{voxel_spacing:g}"]
+    if tomo_type:
+        fields["tomo_type"] = [tomo_type]
+    if picks:
+        fields["picks"] = list(picks)
+    if runs:
+        fields["runs"] = [",".join(runs)]
+    if config and "://" not in config:
+        config = str(Path(config).expanduser().resolve())
+    pairs = [(k, v) for k, values in fields.items() for v in values]
+    return f"{PREFIX}{config}" + (f"?{urlencode(pairs, safe=':*,/')}" if pairs else "")
+
+
+def fold_inputs(inputs: list[str], voxel_spacing: float | None, tomo_type: str | None,
+                picks: list[str] | None, runs: list[str] | None) -> list[str]:
+    """Every ``copick:`` input with the options folded in; options without one are refused."""
+    given = voxel_spacing is not None or tomo_type or picks or runs
+    if given and not any(is_copick(t) for t in inputs):
+        raise InputError(None, "--copick-* options need a copick:CONFIG.json input")
+    return [with_options(t, voxel_spacing, tomo_type, picks, runs) if is_copick(t) else t for t in inputs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+_ROOTS: dict[str, Any] = {}
+
+
+def open_root(config: str) -> Any:
+    """The copick root of a config file (cached per process)."""
+    require_extra("copick", "reading copick projects", "copick")
+    if config not in _ROOTS:
+        import copick
+
+        if not Path(config).is_file():
+            raise InputError(config, "copick config: no such file")
+        try:
+            _ROOTS[config] = copick.from_file(config)
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            raise InputError(config, f"not a usable copick config ({type(exc).__name__}: {exc})") from exc
+    return _ROOTS[config]
+
+
+def tomogram_path(config: str, run: str, voxel_spacing: float, tomo_type: str) -> str:
+    return f"{PREFIX}{config}#{quote(run, safe='')}@{voxel_spacing:g}/{quote(tomo_type, safe='')}"
+
+
+def _parse_tomogram_path(path: str) -> tuple[str, str, float, str]:
+    from urllib.parse import unquote
+
+    config, _, rest = path[len(PREFIX):].rpartition("#")
+    run, _, rest = rest.rpartition("@")
+    spacing, _, tomo_type = rest.partition("/")
+    return config, unquote(run), float(spacing), unquote(tomo_type)
+
+
+class CopickVolume:
+    """A copick tomogram opened like an MRC volume (``data`` (Z, Y, X), sliced lazily)."""
+
+    is_stack = False
+    anisotropic = False
+    voxel_size_known = True
+
+    def __init__(self, path: str, data: Any, voxel_size: float):
+        self.path, self.data, self.voxel_size = path, data, voxel_size
+        self.header = {"shape": tuple(data.shape), "voxel_size": voxel_size, "is_stack": False}
+
+    def __enter__(self) -> CopickVolume:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _find_tomogram(config: str, run_name: str, voxel_spacing: float, tomo_type: str) -> Any:
+    run = open_root(config).get_run(run_name)
+    if run is None:
+        raise InputError(config, f"copick run {run_name!r} not found")
+    vs = run.get_voxel_spacing(voxel_spacing)
+    if vs is None:
+        have = ", ".join(f"{v.voxel_size:g}" for v in run.voxel_spacings) or "none"
+        raise InputError(config, f"run {run_name!r} has no voxel spacing {voxel_spacing:g} A (has: {have})")
+    tomo = next(iter(vs.get_tomograms(tomo_type)), None)
+    if tomo is None:
+        have = ", ".join(t.tomo_type for t in vs.tomograms) or "none"
+        raise InputError(config, f"run {run_name!r} at {voxel_spacing:g} A has no {tomo_type!r} tomogram "
+                                 f"(has: {have})")
+    return tomo
+
+
+def open_volume(path: str) -> CopickVolume:
+    """Open a tomogram item path (``copick:CONFIG#RUN@SPACING/TYPE``): level 0 of its OME-Zarr."""
+    import zarr
+
+    config, run, spacing, tomo_type = _parse_tomogram_path(path)
+    tomo = _find_tomogram(config, run, spacing, tomo_type)
+    try:
+        data = zarr.open(tomo.zarr(), mode="r")["0"]
+    except (KeyError, ValueError, OSError) as exc:
+        raise InputError(path, f"cannot read the tomogram's zarr ({type(exc).__name__}: {exc})") from exc
+    if len(data.shape) != 3:
+        raise InputError(path, f"expected a 3-D tomogram, found shape {tuple(data.shape)}")
+    return CopickVolume(path, data, spacing)
+
+
+def plan(planner: Any, text: str) -> None:
+    """Add the picks of a ``copick:`` input to ``planner`` (a sources._Planner): one tomogram item
+    per pick, ids ``RUN:x,y,z`` in voxels; a run whose tomogram is missing gives error items."""
+    import numpy as np
+
+    from cryoshift.runtime.sources import Item
+
+    spec = parse_spec(text)
+    root = open_root(spec.config)
+    runs = list(root.runs)
+    if spec.runs:
+        known = {r.name for r in runs}
+        missing = [r for r in spec.runs if r not in known]
+        if missing:
+            raise InputError(text, f"copick runs not in the project: {', '.join(missing)}")
+        runs = [r for r in runs if r.name in set(spec.runs)]
+    n_picks, first_problem, n_ok = 0, None, 0
+    for run in runs:
+        sets = [p for p in run.picks if any(s.matches(p) for s in spec.picks)]
+        if not sets:
+            continue
+        centres = [np.asarray(p.full_positions(), dtype=np.float64).reshape(-1, 3) for p in sets]
+        xyz = np.concatenate(centres) / spec.voxel_spacing
+        n_picks += len(xyz)
+        path = tomogram_path(spec.config, run.name, spec.voxel_spacing, spec.tomo_type)
+        try:
+            vol = planner.cache.get(path)
+        except InputError as exc:
+            first_problem = first_problem or exc
+            planner.items.extend(Item(f"{run.name}:{x:.1f},{y:.1f},{z:.1f}", "error", path, -1, x, y, z,
+                                      run.name, exc.reason) for x, y, z in xyz.tolist())
+            continue
+        planner.check_voxel(path, vol)
+        n_ok += 1
+        # The same point in two pick sets (two users) is one particle: one id, classified once.
+        planner.items.extend(Item(f"{run.name}:{x:.1f},{y:.1f},{z:.1f}", "tomogram", path, -1, x, y, z,
+                                  run.name) for x, y, z in xyz.tolist())
+    if not n_picks:
+        wanted = ", ".join(s.text() for s in spec.picks)
+        raise InputError(spec.config, f"no copick picks match {wanted} in {len(runs)} runs")
+    if not n_ok and first_problem is not None:  # no run has the tomogram asked for: say why, once
+        raise first_problem
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing predictions back
+
+
+def default_session(model_sha256: str) -> str:
+    """One session per model: rerunning a model replaces its picks, another model adds a session."""
+    digest = str(model_sha256).split(":")[-1]
+    return f"cryoshift-{digest[:8]}" if digest else "cryoshift"
+
+
+def write_predictions(csv_path: Path, inputs: list[str], session: str) -> list[str]:
+    """Predicted picks of the copick inputs back into their projects (see the module docstring).
+    Returns notes for the run summary."""
+    import numpy as np
+
+    from cryoshift.runtime.results import read_results
+
+    configs = {parse_spec(t).config for t in inputs if is_copick(t)}
+    if not configs:
+        return []
+    rows = read_results(csv_path)
+    notes = []
+    for config in sorted(configs):
+        from copick.util.escape import sanitize_name
+
+        root = open_root(config)
+        objects = {o.name for o in root.config.pickable_objects}
+        mine = rows[rows["path"].astype(str).str.startswith(f"{PREFIX}{config}#")]
+        if mine.empty:
+            continue
+        written, skipped = 0, {}
+        for path, group in mine.groupby("path", sort=True):
+            _, run_name, spacing, _ = _parse_tomogram_path(str(path))
+            run = root.get_run(run_name)
+            for name, picks in group.groupby("class_name", sort=True):
+                if (picks["class_index"] < 0).all():
+                    continue  # "unknown": under the confidence threshold, not a prediction to place
+                obj = name if name in objects else sanitize_name(str(name), suppress_warnings=True)
+                if obj not in objects:
+                    skipped[str(name)] = skipped.get(str(name), 0) + len(picks)
+                    continue
+                target = run.new_picks(obj, session, user_id=USER, exist_ok=True)
+                xyz = picks[["x", "y", "z"]].to_numpy(dtype=np.float64) * spacing
+                target.from_numpy(xyz, scores=picks["confidence"].to_numpy(dtype=np.float64))
+                target.meta.voxel_spacing = spacing
+                target.store()
+                written += len(picks)
+            # A class predicted by an earlier run of this session but not now: its picks are emptied.
+            for old in run.get_picks(user_id=USER, session_id=session):
+                if old.pickable_object_name not in {sanitize_name(str(n), suppress_warnings=True)
+                                                    for n in group["class_name"][group["class_index"] >= 0]}:
+                    old.from_numpy(np.zeros((0, 3)))
+        notes.append(f"copick: {written} picks written to {config} as user {USER}, session {session}")
+        if skipped:
+            shown = ", ".join(f"{k} ({v})" for k, v in sorted(skipped.items()))
+            notes.append(f"copick: classes without a pickable object in {config}, not written: {shown}")
+    return notes
