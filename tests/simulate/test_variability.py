@@ -35,7 +35,7 @@ def test_simulator_variability_is_seeded_and_changes_the_particles(builtins16) -
     plain = SimulationConfig(snr=None, tilt_max=(90.0, 90.0), shift_voxels=0.0, defocus_um=(-3.0, -3.0))
     varied = plain.replace(flex_voxels=(1.0, 2.0), p_partial=0.5, p_extra=0.5)
     a, la, rows = Simulator(builtins16, varied, seed=3).sample(12)
-    b, lb, _ = Simulator(builtins16, varied, seed=3).sample(12)
+    b, _, _ = Simulator(builtins16, varied, seed=3).sample(12)
     c, lc, _ = Simulator(builtins16, plain, seed=3).sample(12)
     torch.testing.assert_close(a, b)
     assert torch.equal(la, lc)  # variability draws come after every other parameter

@@ -162,7 +162,8 @@ class Simulator:
         numbers = variability.random_numbers(torch.randint(0, 2**62, (m,), generator=gen).tolist())
         dens = self.maps.index_select(0, label.to(self.device))
         if bool((rms > 0).any()):
-            dens = variability.deform(dens, variability.flex_fields(numbers["coarse"], self.box, rms, self.device))
+            fields = variability.flex_fields(numbers["coarse"], self.box, rms, self.device)
+            dens = variability.deform(dens, fields)
         dens = variability.vary_composition(dens, self.radii[label], missing, extra, numbers)
         self._variants = dens.view(k, self.VARIANTS, *dens.shape[1:])
 

@@ -41,7 +41,7 @@ def flex_fields(coarse: torch.Tensor, box: int, rms_voxels: torch.Tensor,
 
 def deform(density: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     """Resample (n, D, D, D) densities at x + displacement (voxels, last axis x, y, z)."""
-    n, box = density.shape[0], density.shape[-1]
+    box = density.shape[-1]
     axis = torch.linspace(-1.0, 1.0, box, device=density.device)
     z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
     grid = torch.stack([x, y, z], -1).unsqueeze(0) + displacement * (2.0 / (box - 1))
