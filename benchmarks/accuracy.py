@@ -232,7 +232,7 @@ def predict(model: Path, volumes: np.ndarray, bn_target: np.ndarray | None = Non
 
 
 def template_matching(profile: Profile, target: str, test: Path) -> dict[str, Any]:
-    import template_matching as tm
+    from cryoshift.training import template_matching as tm
 
     volumes, _ = load_test(test)
     maps, _ = target_sim.load_maps(box=profile.box, voxel_size=profile.voxel_size)

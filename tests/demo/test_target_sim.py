@@ -24,6 +24,9 @@ pytestmark = pytest.mark.skipif(
 # Little noise, nothing around the pick: what must be recognisable if the physics is right.
 CLEAN = dataclasses.replace(
     ts.TARGETS["lamella-60"],
+    flex_voxels=(0.0, 0.0),
+    p_partial=0.0,
+    p_extra=0.0,
     dose_total=(3000.0, 3000.0),
     p_neighbours=0.0,
     p_membrane=0.0,

@@ -167,6 +167,14 @@ def _presets() -> dict[str, SimulationConfig]:
             dose_weighting=True, dose=(80.0, 160.0), astigmatism_um=(0.0, 0.5), bfactor=(0.0, 300.0),
             shift_voxels=2.0, crowding=0.5, neighbours=(1, 3), gradient=(0.0, 0.5),
             noise_alpha=(0.0, 1.0), tilt_max=(50.0, 70.0), defocus_um=(-6.0, -2.0)),
+        # Realistic physics, randomised more broadly, with structural variability (variability.py):
+        # for data whose physics is not known; with --spectrum-match the target's own average
+        # spectrum is imposed on top.
+        "broad": paper.replace(
+            snr=(0.02, 3.0), dose_weighting=True, dose=(60.0, 180.0), astigmatism_um=(0.0, 0.5),
+            bfactor=(0.0, 300.0), shift_voxels=3.0, crowding=0.5, neighbours=(1, 3), gradient=(0.0, 0.5),
+            noise_alpha=(-1.0, 1.0), tilt_max=(40.0, 70.0), defocus_um=(-6.0, -1.5), flex_voxels=(0.0, 1.5),
+            p_partial=0.25, p_extra=0.25),
         # Same physics through the slower tilt-series model.
         "tilt": paper.replace(fidelity="tilt", dose_weighting=True, tilt_max=(50.0, 70.0)),
         # Very broad ranges for domain randomization. Half the volumes get inverted contrast: in the
