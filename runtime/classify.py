@@ -25,6 +25,7 @@ import sys
 import time
 import types
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,9 @@ def _count_rows(csv_path: Path) -> tuple[int, Counter]:
     return n, counts
 
 
-def _dedupe(items: list[Item]) -> tuple[list[Item], int]:
+def _dedupe(items: Sequence[Item]) -> tuple[Sequence[Item], int]:
+    if hasattr(items, "dedupe"):  # an ItemList: pick tables deduplicated as arrays
+        return items.dedupe()
     seen: set[str] = set()
     out = []
     for it in items:
@@ -323,7 +326,7 @@ def classify(
         if results.repaired_bytes or errors.repaired_bytes:
             summary.notes.append("cut a partial last line left by the interrupted run")
         done = results.done | errors.done
-        todo = [it for it in items if it.id not in done]
+        todo = items.without(done) if hasattr(items, "without") else [it for it in items if it.id not in done]
         summary.resumed = len(items) - len(todo)
 
         def write(rows: list[list[Any]], errs: list[tuple[str, str, str]]) -> None:

@@ -96,22 +96,12 @@ def _bytes(n: int) -> str:
 
 
 def _describe_table(path: Path) -> Description:
-    from cryoshift.runtime.picks import (
-        CENTERED_COLUMNS,
-        STAR_SUFFIXES,
-        _read_table,
-        read_particle_listing,
-        read_picks,
-        read_star_blocks,
-    )
+    """A pick table or listing, streamed (runtime/tables.py): memory stays ~28 bytes per pick."""
+    from cryoshift.runtime.picks import STAR_SUFFIXES, read_particle_listing
+    from cryoshift.runtime.tables import csv_columns, read_pick_table, scan_star
 
-    if path.suffix.lower() in STAR_SUFFIXES:
-        blocks = read_star_blocks(path)
-        columns = {c for df in blocks.values() for c in df.columns}
-        block_text = ", ".join(f"{k or '(unnamed)'} ({len(v)} rows)" for k, v in blocks.items())
-    else:
-        table = _read_table(path)
-        columns, block_text = set(table.columns), ""
+    star = path.suffix.lower() in STAR_SUFFIXES
+    columns = {c for b in scan_star(path) for c in b.labels} if star else set(csv_columns(path))
     if {"csConfidence", "csClassName"} <= columns or {"confidence", "class_name"} <= columns:
         return _describe_results(path)
     coord_names = ("x", "rlncoordinatex", "rlncenteredcoordinatexangst")
@@ -120,40 +110,38 @@ def _describe_table(path: Path) -> Description:
         listing = read_particle_listing(path)
         d = Description("listing", str(path))
         d.add("type", "subtomogram listing (rlnImageName)")
-        if block_text:
-            d.add("blocks", block_text)
+        if star:
+            d.add("blocks", ", ".join(f"{b.name or '(unnamed)'} ({b.count_rows(path)} rows)"
+                                      for b in scan_star(path)))
         d.add("rows", len(listing))
         d.add("files", listing["path"].nunique())
         missing = sum(not Path(p).exists() for p in listing["path"].unique())
         if missing:
             d.add("missing files", missing)
         return d
-    centered = set(CENTERED_COLUMNS) <= columns and "rlnCoordinateX" not in columns
-    if centered:
-        # Centred Angstrom coordinates need the tomograms to become pixels; describe them as they are.
-        from cryoshift.runtime.picks import _star_picks_block
-
-        picks = _star_picks_block(path, blocks) if block_text else table
-        tomo = picks.get("rlnTomoName")
-        coords = "rlnCenteredCoordinateX/Y/ZAngst (Angstrom from the tomogram centre)"
-    else:
-        picks = read_picks(path)
-        tomo = picks["tomo_name"]
-        coords = "pixels"
+    picks = read_pick_table(path, convert=False)  # centred Angstrom stays as it is: no tomograms here
+    centered = picks.centred
     d = Description("picks", str(path))
     d.add("type", "picks")
-    if block_text:
-        d.add("blocks", block_text)
+    if picks.blocks:
+        d.add("blocks", ", ".join(f"{name or '(unnamed)'} ({rows} rows)" for name, rows in picks.blocks))
     d.add("rows", len(picks))
-    d.add("coordinates", coords)
-    if tomo is not None and (tomo.astype(str) != "").any():
-        d.add("tomograms", f"{tomo.nunique()}: {_counts(tomo)}")
+    d.add("coordinates", "rlnCenteredCoordinateX/Y/ZAngst (Angstrom from the tomogram centre)" if centered
+          else "pixels")
+    counts = picks.counts()
+    if any(counts):
+        parts = [f"{k}: {v}" for k, v in counts.items()]
+        shown = ", ".join(parts[:10]) + (f" ... ({len(parts)} in all)" if len(parts) > 10 else "")
+        d.add("tomograms", f"{len(counts)}: {shown}")
     else:
         d.add("tomograms", "not named (one tomogram)")
-    if not centered and len(picks):
-        for axis in "xyz":
-            d.add(f"{axis} range", f"{picks[axis].min():.6g} .. {picks[axis].max():.6g}")
-    extra = [c for c in picks.columns if c not in ("tomo_name", "x", "y", "z")]
+    if not centered:
+        for i, axis in enumerate("xyz"):
+            d.add(f"{axis} range", f"{picks.xyz[:, i].min():.6g} .. {picks.xyz[:, i].max():.6g}")
+        replaced = {"x", "y", "z", "tomo_name", "tomo", "tomogram"}
+        extra = [c for c in picks.columns if c.lower() not in replaced]
+    else:
+        extra = [c for c in picks.columns if c not in ("tomo_name", "x", "y", "z")]
     if extra:
         d.add("other columns", ", ".join(map(str, extra[:12])) + (" ..." if len(extra) > 12 else ""))
     return d

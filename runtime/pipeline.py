@@ -132,7 +132,7 @@ def run_pipeline(
     box = meta.box_size
     cache = cache or VolumeCache()
     workers = max(1, int(workers))
-    chunks = [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
+    chunks = _Chunks(items, batch_size)  # made when read: a pick table's items are never all in memory
     ready: queue.Queue = queue.Queue()
     done_q: queue.Queue = queue.Queue()
     voxel = meta.voxel_size if check_voxel_size else None
@@ -276,6 +276,26 @@ def run_pipeline(
     if writer_error:
         raise writer_error[0]
     return stats
+
+
+class _Chunks(Sequence):
+    """``items`` in batches of ``size``, each made into a list only when a reader takes it."""
+
+    def __init__(self, items: Sequence[Item], size: int):
+        self.items, self.size = items, max(1, int(size))
+        self.n = -(-len(items) // self.size)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(self.n))]
+        if k < 0:
+            k += self.n
+        if not 0 <= k < self.n:
+            raise IndexError(k)
+        return list(self.items[k * self.size:(k + 1) * self.size])
 
 
 class _Progress:

@@ -18,6 +18,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -55,7 +56,7 @@ class Item(NamedTuple):
 class Plan:
     """Items in a fixed order plus the facts checked while planning."""
 
-    items: list[Item]
+    items: Sequence[Item]  # an ItemList: pick tables stay arrays (runtime/pickrows.py)
     inputs: list[str]
     box_size: int
     contrast: str
@@ -63,7 +64,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     # STAR tables classified row by row: (path, item id per table row or None); the output STAR
     # copies their blocks and columns (see runtime/star_out.py).
-    origins: list[tuple[str, list[str | None]]] = field(default_factory=list)
+    origins: list[tuple[str, Sequence[str | None]]] = field(default_factory=list)
 
     def shard(self, index: int, count: int) -> Plan:
         """Deterministic partition: every ``count``-th item from position ``index``.
@@ -256,11 +257,13 @@ class _Planner:
         self.tomograms = tomograms
         self._tomo_index: dict[str, Path] | None = None
         self.cache = cache
-        self.items: list[Item] = []
+        from cryoshift.runtime.pickrows import ItemList
+
+        self.items = ItemList()
         self.failed_inputs: list[InputError] = []  # explicit inputs that became error items
         self.voxel_sizes: dict[str, float] = {}
         self.notes: list[str] = []
-        self.origins: list[tuple[str, list[str | None]]] = []
+        self.origins: list[tuple[str, Sequence[str | None]]] = []
         self.tomo_tables: dict[str, Any] = {}  # rlnTomoName -> TomogramEntry from a tomograms.star
         self.coordinate_pixel_size = coordinate_pixel_size
         self.binning = binning
@@ -295,7 +298,7 @@ class _Planner:
         except PlanRefusal:
             raise
         except InputError as exc:
-            del self.items[start:]
+            self.items.truncate(start)
             if hasattr(self, "origins"):
                 del self.origins[n_origins:]
             own = exc.path is None or exc.path in (text, str(Path(text)))
@@ -380,11 +383,13 @@ class _Planner:
 
     def add_table(self, path: Path) -> None:
         from cryoshift.runtime.picks import read_particle_listing, read_picks
+        from cryoshift.runtime.tables import PickTable, read_pick_table
 
         if not path.is_file():
             raise InputError(path, "no such file")
         if _is_listing(path):
             listing = read_particle_listing(path)
+            start = len(self.items)
             seen_voxel: set[str] = set()
             for row in listing.itertuples(index=False):
                 vpath = str(row.path)
@@ -397,7 +402,7 @@ class _Planner:
                 else:
                     self.items.append(Item(vpath, "file", vpath))
             if path.suffix.lower() == ".star":
-                self.origins.append((str(path), [it.id for it in self.items[-len(listing):]]))
+                self.origins.append((str(path), [it.id for it in self.items[start:]]))
             return
         centred = path.suffix.lower() == ".star" and _star_has(path, "rlnCenteredCoordinateXAngst") \
             and not _star_has(path, "rlnCoordinateX")
@@ -405,9 +410,10 @@ class _Planner:
         if centred:
             # RELION 5 centred Angstrom coordinates: converted with each tomogram's own header;
             # picks outside the tomogram become error rows when cropped, like pixel picks.
-            picks = read_picks(path, pixel_size=lambda name: self._tomo_pixel(path, name),
-                               tomo_shape=lambda name: self._tomo_header(path, name)["shape"],
-                               check_inside=False)
+            picks = read_pick_table(path, pixel_size=lambda name: self._tomo_pixel(path, name),
+                                    tomo_shape=lambda name: self._tomo_header(path, name)["shape"])
+        elif self.binning or self.coordinate_pixel_size or not _star_has(path, "rlnDetectorPixelSize"):
+            picks = read_pick_table(path)  # streamed: only names and coordinates, as arrays
         else:
             picks = read_picks(path)
             if not (self.binning or self.coordinate_pixel_size):  # Warp/M: the table's own pixel size
@@ -417,6 +423,7 @@ class _Planner:
                 if note:
                     self.notes.append(note)
                     in_voxels = True
+            picks = PickTable.from_frame(path, picks)
         self.add_picks(path, picks, scale=not in_voxels)
 
     def _tomo_header(self, picks: Path, name: str) -> dict[str, Any]:
@@ -457,70 +464,72 @@ class _Planner:
         self.check_voxel(vpath, vol)
 
     def add_picks(self, path: Path, picks: Any, scale: bool = True) -> None:
+        """Plan a :class:`~cryoshift.runtime.tables.PickTable` as one lazy selection of rows
+        (:class:`~cryoshift.runtime.pickrows.PickRows`): per tomogram name, in order of first
+        appearance, its file or the reason it has none; items are made from the arrays when read."""
+        import numpy as np
+
+        from cryoshift.runtime.pickrows import PickRows, PickSource, RowIds
+
         if self._tomo_index is None:
             self._tomo_index = _tomogram_index(self.tomograms, self.tomo_tables)
         index = self._tomo_index
-        names = picks["tomo_name"].tolist() if "tomo_name" in picks.columns else None  # lists: fast per row
-        xs, ys, zs = (picks[c].to_numpy(dtype=float).tolist() for c in ("x", "y", "z"))
+        names = list(picks.names)
+        if "" in names:  # rows naming no tomogram: the only one given, else a refusal
+            if len(index) != 1:
+                raise PlanRefusal(path, "picks name no tomogram (no tomo_name/rlnTomoName column); "
+                                        "pass exactly one tomogram with --tomograms")
+            names[names.index("")] = next(iter(index))
+        unique: dict[str, int] = {}
+        remap = np.array([unique.setdefault(n, len(unique)) for n in names], dtype=np.int32)
+        tomo = picks.tomo if np.array_equal(remap, np.arange(len(names))) else remap[picks.tomo]
+        names = list(unique)
         tomo_for: dict[str, Path] = {}
         unmatched: dict[str, str] = {}  # picks of a tomogram not given: error rows, not a refusal
-        seen: dict[str, int] = {}
-        scales: dict[str, float] = {}
-        start = len(self.items)
-        for row in range(len(picks)):
-            name = "" if names is None or _missing(names[row]) else str(names[row])
-            if not name:
-                if len(index) != 1:
-                    raise PlanRefusal(path, "picks name no tomogram (no tomo_name/rlnTomoName column); "
-                                           "pass exactly one tomogram with --tomograms")
-                name = next(iter(index))
-            x, y, z = xs[row], ys[row], zs[row]
-            if scale and (self.binning or self.coordinate_pixel_size) and name not in unmatched:
-                if name not in scales:
-                    try:
-                        vol = self.cache.get(str(_match_tomogram(name, index, path)))
-                    except InputError:
-                        vol = None
-                    scales[name] = self._coordinate_scale(name, vol) if vol is not None else 1.0
-                x, y, z = x * scales[name], y * scales[name], z * scales[name]
-            ident = f"{name}:{x:.1f},{y:.1f},{z:.1f}"
-            if ident in seen:  # the same coordinates picked twice: keep both, distinctly
-                seen[ident] += 1
-                ident = f"{ident}~{seen[ident]}"
-            else:
-                seen[ident] = 1
-            if name not in tomo_for and name not in unmatched:
+        scales = np.ones(len(names))
+        for k, name in enumerate(names):
+            if scale and (self.binning or self.coordinate_pixel_size):
                 try:
-                    tomo_path = _match_tomogram(name, index, path)
-                except InputError as exc:
-                    if not index:
-                        raise
-                    unmatched[name] = exc.reason
-                else:
-                    vol = self.cache.get(str(tomo_path))
-                    if vol.is_stack:
-                        raise InputError(tomo_path, "is a volume stack, not a tomogram")
-                    if vol.anisotropic:
-                        from cryoshift.runtime.mrc import check_isotropic
+                    vol = self.cache.get(str(_match_tomogram(name, index, path)))
+                except InputError:
+                    vol = None
+                scales[k] = self._coordinate_scale(name, vol) if vol is not None else 1.0
+            try:
+                tomo_path = _match_tomogram(name, index, path)
+            except InputError as exc:
+                if not index:
+                    raise
+                unmatched[name] = exc.reason
+                continue
+            vol = self.cache.get(str(tomo_path))
+            if vol.is_stack:
+                raise InputError(tomo_path, "is a volume stack, not a tomogram")
+            if vol.anisotropic:
+                from cryoshift.runtime.mrc import check_isotropic
 
-                        check_isotropic(vol.header, tomo_path)
-                    self.check_voxel(tomo_path, vol)
-                    tomo_for[name] = tomo_path
-            if name in unmatched:
-                self.items.append(Item(ident, "error", str(path), -1, x, y, z, name, unmatched[name]))
-            else:
-                self.items.append(Item(ident, "tomogram", str(tomo_for[name]), -1, x, y, z, name))
+                check_isotropic(vol.header, tomo_path)
+            self.check_voxel(tomo_path, vol)
+            tomo_for[name] = tomo_path
         if unmatched and not tomo_for:  # nothing matched at all: a naming problem, say it once
-            del self.items[start:]
             raise InputError(path, next(iter(unmatched.values())))
-        from cryoshift.runtime.tomograms import outside_hint
+        xyz = picks.xyz
+        if (scales != 1.0).any():
+            xyz = xyz * scales[tomo][:, None]
+        from cryoshift.runtime.tomograms import outside_hint_arrays
 
-        hint = outside_hint(path, self.items[start:], {n: self.cache.get(str(p)).data.shape
-                                                       for n, p in tomo_for.items()}, self.tomo_tables)
+        shapes = {k: self.cache.get(str(tomo_for[n])).data.shape
+                  for k, n in enumerate(names) if n in tomo_for}
+        hint = outside_hint_arrays(path, xyz, tomo, shapes, self.tomo_tables)
         if hint:
             self.notes.append(hint)
+        key = (str(path.resolve()), bool(scale), self.binning, self.coordinate_pixel_size)
+        source = PickSource(str(path), key, names, tomo, xyz,
+                            [str(tomo_for[n]) if n in tomo_for else None for n in names],
+                            [unmatched.get(n, "") for n in names])
+        rows = PickRows(source)
+        self.items.add_rows(rows)
         if path.suffix.lower() == ".star":
-            self.origins.append((str(path), [it.id for it in self.items[start:]]))
+            self.origins.append((str(path), RowIds(rows)))
 
 
 def _missing(value: Any) -> bool:

@@ -36,6 +36,15 @@ import numpy as np
 import pandas as pd
 
 FLOAT_FORMAT = "%.9g"
+# Over this many rows, a table is never read whole: results are written to predictions.star in
+# chunks without the input's own columns, and an input table gives only the rows with results.
+STREAM_ROWS = 1_000_000
+INPUT_STREAM_ROWS = 100_000  # an input STAR over this is read in chunks, keeping rows with results
+
+
+def _data_rows(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return max(0, sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 22), b"")) - 1)
 CLASS_COLUMNS = ("class_index", "class_name", "best_class", "unknown", "confidence", "shift_score")
 
 
@@ -97,15 +106,19 @@ def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | N
     extra_blocks: dict[str, object] = {}
     for path, ids in origins:
         try:
-            blocks = starfile.read(path, always_dict=True)
+            big = len(ids) > INPUT_STREAM_ROWS
+            blocks = _read_large(Path(path), ids, row_of) if big else starfile.read(path, always_dict=True)
         except Exception:  # the input changed or vanished since planning: fall back to plain rows
             continue
         name = _particles_block(blocks)
         table = blocks[name].reset_index(drop=True)
-        if len(table) != len(ids):
+        if len(table) != len(ids) and "\0rows" not in blocks:
             continue
         keep, where = [], []
+        rows_of = blocks.pop("\0rows", None)  # a large table: only the rows with results were kept
         for r, ident in enumerate(ids):
+            if rows_of is not None and r not in rows_of:
+                continue
             i = row_of.get(ident) if ident is not None else None
             if i is not None and not used[i]:
                 used[i] = True
@@ -121,7 +134,7 @@ def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | N
                 extra_blocks[block_name] = joined.drop_duplicates().reset_index(drop=True)
         if not keep:
             continue
-        rows = table.iloc[keep].reset_index(drop=True)
+        rows = table.iloc[[rows_of[r] for r in keep] if rows_of is not None else keep].reset_index(drop=True)
         if "rlnClassNumber" in rows.columns:
             rows = rows.rename(columns={"rlnClassNumber": "csInputClassNumber"})
         cls = _classification(pred.iloc[where].reset_index(drop=True))
@@ -131,6 +144,95 @@ def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | N
         parts.append(_plain_rows(pred[~used]).reset_index(drop=True))
     particles = _fill(pd.concat(parts, ignore_index=True)) if parts else _plain_rows(pred)
     return {**extra_blocks, "particles": particles}
+
+
+def _read_large(path: Path, ids: Sequence[str | None], row_of: dict[str, int]) -> dict:
+    """The blocks of a large input STAR without reading it whole: the other blocks as they are,
+    the particles block with only the rows that have results (their text kept as written), and
+    under the key ``"\0rows"`` the map from input row number to position in that block."""
+    from cryoshift.runtime.tables import scan_star, star_chunks
+
+    blocks = scan_star(path)
+    loops = [b for b in blocks if b.loop]
+    name = "particles" if any(b.name == "particles" for b in loops) else loops[0].name
+    out: dict = {}
+    for block in blocks:
+        if not block.loop:
+            out[block.name] = dict(block.values)
+            continue
+        wanted = {r for r, ident in enumerate(ids) if ident is not None and ident in row_of} \
+            if block.name == name else None
+        parts, n = [], 0
+        for chunk in star_chunks(path, block, list(block.labels), text=tuple(block.labels)):
+            if wanted is None:
+                parts.append(chunk)
+            else:
+                idx = [r - n for r in range(n, n + len(chunk)) if r in wanted]
+                parts.append(chunk.iloc[idx])
+            n += len(chunk)
+        table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=block.labels)
+        out[block.name] = table
+        if wanted is not None:
+            out["\0rows"] = {r: i for i, r in enumerate(sorted(wanted))}
+    # the particles block last, as starfile gives it: _particles_block picks it by name or size
+    return out
+
+
+def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) -> list[Path]:
+    """predictions.star for a results table over ``STREAM_ROWS`` rows, written in chunks:
+    ``rlnImageName`` or ``rlnTomoName`` + ``rlnCoordinateX/Y/Z`` and the classification columns
+    (the input's other columns are not carried over; see the README's limits)."""
+    opts = {"dtype": str, "keep_default_na": False}
+    has_pick = has_image = False
+    for chunk in pd.read_csv(csv_path, usecols=["tomo_name", "x"], chunksize=1 << 20, **opts):
+        pick = (chunk["tomo_name"] != "") & (pd.to_numeric(chunk["x"], errors="coerce").notna())
+        has_pick |= bool(pick.any())
+        has_image |= bool((~pick).any())
+    handles: dict[str, object] = {}
+    paths: dict[str, Path] = {}
+
+    def handle(key: str, target: Path, labels: list[str]) -> object:
+        if key not in handles:
+            paths[key] = target
+            fh = open(target.with_name(f".{target.stem}.{os.getpid()}.tmp.star"), "w")  # noqa: SIM115
+            fh.write("# Created by cryoshift (streamed)\n\ndata_particles\n\nloop_\n")
+            fh.write("".join(f"_{c} #{i}\n" for i, c in enumerate(labels, 1)))
+            handles[key] = fh
+        return handles[key]
+
+    if split_by_class:
+        for old in star_path.parent.glob(f"{star_path.stem}_*.star"):
+            old.unlink()
+    try:
+        for chunk in pd.read_csv(csv_path, chunksize=1 << 18, **opts):
+            rows = _plain_rows(chunk)
+            if has_image and "rlnImageName" not in rows:
+                rows.insert(0, "rlnImageName", "")
+            if has_pick and "rlnTomoName" not in rows:
+                at = 1 if has_image else 0
+                rows.insert(at, "rlnTomoName", "")
+                for i, axis in enumerate("XYZ"):
+                    rows.insert(at + 1 + i, f"rlnCoordinate{axis}", np.nan)
+            text = rows.astype(object).where(rows.astype(str) != "", '""')
+            labels = list(rows.columns)
+            lines = text.to_csv(sep=" ", header=False, index=False, float_format=FLOAT_FORMAT, na_rep="nan",
+                                quoting=3)
+            handle("", star_path, labels).write(lines)
+            if split_by_class:
+                for name, part in text.groupby(rows["csClassName"], sort=True):
+                    target = star_path.with_name(f"{star_path.stem}_{_safe(str(name))}.star")
+                    handle(str(name), target, labels).write(
+                        part.to_csv(sep=" ", header=False, index=False, float_format=FLOAT_FORMAT,
+                                    na_rep="nan", quoting=3))
+        for key, fh in handles.items():
+            fh.close()
+            os.replace(fh.name, paths[key])
+    finally:
+        for fh in handles.values():
+            fh.close()
+            if os.path.exists(fh.name):
+                os.unlink(fh.name)
+    return [paths[k] for k in sorted(paths) if k]
 
 
 def _safe(name: str) -> str:
@@ -143,9 +245,11 @@ def write_predictions_star(csv_path: str | Path, star_path: str | Path,
     """Write ``star_path`` from the results CSV (and, with ``split_by_class``, one
     ``<stem>_<class>.star`` per class name next to it, each with the same other blocks).
     Returns the per-class files. Files are written under a temporary name and renamed."""
+    star_path = Path(star_path)
+    if _data_rows(Path(csv_path)) > STREAM_ROWS:
+        return _stream_plain_star(Path(csv_path), star_path, split_by_class)
     pred = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     blocks = build_star(pred, origins)
-    star_path = Path(star_path)
     _atomic_star(blocks, star_path)
     written = []
     if split_by_class:

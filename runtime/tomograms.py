@@ -27,6 +27,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryoshift.runtime.errors import InputError
 
@@ -116,18 +117,35 @@ def outside_hint(picks: str | Path, items: list, shapes: dict[str, tuple[int, ..
     """
     import numpy as np
 
-    rows = [(it.x, it.y, it.z, shapes[it.tomo]) for it in items
-            if it.kind == "tomogram" and it.tomo in shapes]
-    if not rows:
+    rows = [it for it in items if it.kind == "tomogram" and it.tomo in shapes]
+    names = list(shapes)
+    xyz = np.array([(it.x, it.y, it.z) for it in rows], dtype=np.float64).reshape(-1, 3)
+    tomo = np.array([names.index(it.tomo) for it in rows], dtype=np.int32)
+    return outside_hint_arrays(picks, xyz, tomo, dict(enumerate(shapes.values())), tables)
+
+
+def outside_hint_arrays(picks: str | Path, xyz: Any, tomo: Any, shapes: dict[int, tuple[int, ...]],
+                        tables: dict[str, TomogramEntry] | None = None) -> str | None:
+    """:func:`outside_hint` on arrays: ``xyz`` (n, 3) voxels, ``tomo`` (n,) tomogram numbers,
+    ``shapes`` (Z, Y, X) by number (picks of numbers without a shape are left out)."""
+    import numpy as np
+
+    n_out = n_in = 0
+    ratio = -np.inf
+    for k, shape in shapes.items():
+        rows = np.flatnonzero(tomo == k)
+        if not len(rows):
+            continue
+        size = np.array(tuple(shape)[::-1], dtype=np.float64)  # (X, Y, Z) voxels
+        part = xyz[rows]
+        near = np.floor(part + 0.5)
+        n_out += int(((near < 0) | (near >= size)).any(axis=1).sum())
+        n_in += len(rows)
+        ratio = max(ratio, float(np.nanmax(np.abs(part) / size, axis=0).max()))
+    if not n_in or n_out * 2 <= n_in:
         return None
-    xyz = np.array([r[:3] for r in rows], dtype=np.float64)
-    size = np.array([r[3][::-1] for r in rows], dtype=np.float64)  # (X, Y, Z) voxels
-    near = np.floor(xyz + 0.5)
-    out = ((near < 0) | (near >= size)).any(axis=1)
-    if out.sum() * 2 <= len(rows):
-        return None
-    ratio = float(np.nanmax(np.abs(xyz) / size, axis=0).max())  # ~N for picks spread over an N-x larger frame
-    head = f"{int(out.sum())} of {len(rows)} picks in {Path(picks).name} lie outside their tomograms"
+    # ratio ~N for picks spread over an N-x larger frame
+    head = f"{n_out} of {n_in} picks in {Path(picks).name} lie outside their tomograms"
     if ratio < 1.5:
         return head + "; check the tomogram names and the coordinate convention"
     factor = max(2, round(ratio))

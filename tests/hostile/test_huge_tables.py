@@ -1,0 +1,115 @@
+"""Issue 13 (5): pick tables of millions of rows, through the real CLI, under an address-space cap.
+
+Before: a 10M-row picks STAR went through starfile/pandas whole and planning kept one Python
+object per row: ``cryoshift info`` peaked at 4.9 GiB RSS (2 min 55 s), classify planning at 8.2 GiB
+(MemoryError where less is free). Now tables are read in chunks into float64/int32 arrays and
+items are made from them when read (runtime/tables.py, runtime/pickrows.py); both commands must pass under
+``RLIMIT_AS`` = 2 GiB (1M rows now; 10M rows is still an expected failure, see its
+marker). The file is generated with numpy as fixed-width text, in chunks.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BOX, VOXEL = 16, 10.0
+LIMIT = 2 << 30  # bytes of address space for the CLI process
+
+
+def write_picks(path: Path, n: int, tomos: int = 4, seed: int = 0, chunk: int = 1_000_000) -> None:
+    """``n`` RELION picks (tomogram, pixel coordinates 8.0-55.9, three angles) as fast as numpy
+    writes bytes; coordinates on a 0.1 grid repeat, so ``~n`` ids are exercised too."""
+    rng = np.random.default_rng(seed)
+    labels = ["rlnTomoName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnAngleRot",
+              "rlnAngleTilt", "rlnAnglePsi"]
+    head = "data_particles\n\nloop_\n" + "".join(f"_{c} #{i}\n" for i, c in enumerate(labels, 1))
+    width = 5 + 6 * 6 + 1
+    with open(path, "wb") as fh:
+        fh.write(head.encode())
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            out = np.empty((m, width), np.uint8)
+            out[:, :4] = np.frombuffer(b"TS_0", np.uint8)
+            out[:, 4] = ord("1") + rng.integers(0, tomos, m)
+            vals = np.concatenate([rng.integers(80, 560, (m, 3)), rng.integers(0, 3600, (m, 3))], axis=1)
+            for f in range(6):  # " ddd.d" per field
+                c = 5 + f * 6
+                out[:, c] = ord(" ")
+                for j, div in enumerate((1000, 100, 10)):
+                    out[:, c + 1 + j] = ord("0") + vals[:, f] // div % 10
+                out[:, c + 4] = ord(".")
+                out[:, c + 5] = ord("0") + vals[:, f] % 10
+            out[:, -1] = ord("\n")
+            fh.write(out.tobytes())
+
+
+def _limit() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
+
+
+def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cryoshift.runtime.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, preexec_fn=_limit, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    conftest = REPO / "tests" / "runtime" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_runtime_conftest", conftest)
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    return mod.build_model(tmp_path_factory.mktemp("model") / "model.onnx", box=BOX, voxel=VOXEL)
+
+
+def tomograms(folder: Path, n: int = 4) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for t in range(n):
+        with mrcfile.new(folder / f"TS_0{t + 1}.mrc") as m:
+            m.set_data(rng.normal(size=(64, 64, 64)).astype(np.float32))
+            m.voxel_size = VOXEL
+    return folder
+
+
+def check_table(tmp_path: Path, model: Path, n: int, shards: int) -> None:
+    picks = tmp_path / "picks.star"
+    write_picks(picks, n)
+    tomos = tomograms(tmp_path / "tomos")
+    info = cli("info", str(picks))
+    assert info.returncode == 0, info.stderr[-2000:]
+    assert f"{n}" in info.stdout and "TS_01" in info.stdout
+    out = tmp_path / "out"
+    run = cli("classify", str(model), str(picks), "-t", str(tomos), "-o", str(out), "--shard", f"0/{shards}",
+              "-b", "cpu", "--workers", "1")
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = (out / f"predictions.shard-0-of-{shards}.csv").read_text().splitlines()
+    assert len(rows) == 1 + n // shards
+    # The same ids as the row-by-row planner: row 0, then every shards-th row, one decimal.
+    with open(picks) as fh:
+        data = [line.split() for line in fh if line.startswith("TS_")][: shards * 3: shards]
+    ids = [r[0].split("~")[0] for r in csv.reader(rows[1:4])]
+    assert ids == [f"{t}:{float(x):.1f},{float(y):.1f},{float(z):.1f}" for t, x, y, z, *_ in data]
+    star = (out / f"predictions.shard-0-of-{shards}.star").read_text()
+    assert "rlnAngleRot" in star  # the input's own columns come back for the rows classified
+
+
+def test_million_row_picks_under_2_gib(tmp_path: Path, model: Path) -> None:
+    check_table(tmp_path, model, 1_000_000, 10_000)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="10M rows: RLIMIT_AS 2 GiB runs out at ~0.78 GiB RSS during "
+                   "classify planning (cause not yet found); peak RSS without the limit is 0.86 GiB")
+def test_ten_million_row_picks_under_2_gib(tmp_path: Path, model: Path) -> None:
+    check_table(tmp_path, model, 10_000_000, 100_000)
