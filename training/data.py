@@ -46,6 +46,15 @@ class Domain:
         out[order] = self.volumes[index[order]]
         return out
 
+    def concat(self, other: Domain) -> Domain:
+        """Both domains' volumes and labels in one (the first's description and provenance)."""
+        labels = None
+        if self.labels is not None and other.labels is not None:
+            labels = np.concatenate([self.labels, other.labels])
+        volumes = np.concatenate([np.asarray(v, np.float32) for v in (self.volumes, other.volumes)])
+        return Domain(volumes, labels, self.class_names, self.box_size, self.voxel_size, self.contrast,
+                      self.fingerprint, f"{self.description} + {other.description}")
+
     def subset(self, index: np.ndarray) -> Domain:
         labels = None if self.labels is None else self.labels[index]
         return Domain(self.take(index), labels, self.class_names, self.box_size, self.voxel_size,

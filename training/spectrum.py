@@ -17,6 +17,8 @@ average is a mean over many particles, never an exact description of any one of 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -94,3 +96,40 @@ class SpectrumMatch:
             "strength_lo": self.strength[0],
             "strength_hi": self.strength[1],
         }
+
+
+def estimate_tilt_max(volumes: np.ndarray, band: tuple[float, float] = (0.08, 0.3)) -> float:
+    """The tilt range (+-degrees, tilt axis Y, beam Z) of reconstructed subtomograms, from their spectrum.
+
+    Inside the missing wedge there is no data, so the average power of the volumes, as a function of
+    the angle between a frequency and the X axis in the XZ plane, drops at the largest tilt. The
+    estimate is where that power profile crosses halfway between its level near X (measured
+    everywhere) and its level near Z (inside any wedge). Used to build the wedge-aware templates of
+    template matching when the tilt range was not given.
+    """
+    power = mean_power(volumes).float()  # (D, D, D//2+1): z, y, x
+    box = power.shape[0]
+    kz = torch.fft.fftfreq(box).view(-1, 1, 1)
+    ky = torch.fft.fftfreq(box).view(1, -1, 1)
+    kx = torch.fft.rfftfreq(box).view(1, 1, -1)
+    radius = torch.sqrt(kz**2 + ky**2 + kx**2)
+    angle = torch.rad2deg(torch.atan2(kz.abs(), kx.abs())).expand_as(power)  # 0 = X axis, 90 = beam
+    near_plane = (ky.abs() <= 0.5 * torch.sqrt(kz**2 + kx**2)).expand_as(power)
+    sel = (radius >= band[0]) & (radius <= band[1]) & near_plane
+    edges = torch.arange(0.0, 92.0, 2.0)
+    profile = []
+    for lo, hi in itertools.pairwise(edges):
+        m = sel & (angle >= lo) & (angle < hi)
+        profile.append(float(power[m].mean()) if bool(m.any()) else float("nan"))
+    prof = np.log(np.asarray(profile) + 1e-12)
+    centres = 0.5 * (edges[:-1] + edges[1:]).numpy()
+    def level(values: np.ndarray) -> float:  # small boxes have empty angle bins near the beam
+        values = values[np.isfinite(values)]
+        return float(np.median(values)) if len(values) else float("nan")
+
+    inside, beam = level(prof[centres < 25]), level(prof[centres > 76])
+    if not np.isfinite(inside) or not np.isfinite(beam) or inside - beam < 0.5:
+        return 90.0  # no visible wedge: a full tilt range (or too little data to tell)
+    half = inside - 0.3 * (inside - beam)  # the first clear drop (interpolation blurs the edge outwards)
+    below = np.flatnonzero((prof < half) & (centres >= 25))
+    return float(np.clip(centres[below[0]] if len(below) else 90.0, 20.0, 90.0))

@@ -71,6 +71,9 @@ class TrainConfig:
     sim_val: int = 256
     # target-aware simulation: simulated volumes get the target's average power spectrum (spectrum.py)
     spectrum_match: bool = False
+    # target subtomograms labelled by template matching against the source maps (pseudo_labels.py);
+    # 0 = off. Only when the source is simulated from structures (the maps are needed).
+    template_labels: int = 0
     # target
     tomograms: list[str] = field(default_factory=list)
     max_target: int | None = None
@@ -344,6 +347,10 @@ class _Run:
         self.spectrum_summary: dict[str, float] | None = None
         if c.spectrum_match and self.sim is not None and self.target is not None:
             self._match_spectrum()
+        self.pseudo: Domain | None = None
+        self.pseudo_summary: dict[str, object] | None = None
+        if c.template_labels > 0 and self.sim is not None and self.target is not None:
+            self._template_labels()
         eval_rng = np.random.default_rng(c.seed + 1)
         if self.target is not None and len(self.target) > MAX_TARGET_EVAL:
             idx = np.sort(eval_rng.choice(len(self.target), MAX_TARGET_EVAL, replace=False))
@@ -365,6 +372,24 @@ class _Run:
         self.sim.match_spectrum(match)
         self.val_src.volumes = match.apply(self.val_src.volumes)
         self.spectrum_summary = match.summary()
+
+    def _template_labels(self) -> None:
+        """Label part of the target by template matching against the source maps (pseudo_labels.py)."""
+        from cryoshift.training.pseudo_labels import template_pseudo_labels
+
+        c = self.config
+        found = template_pseudo_labels(self.target.volumes, self.sim.structures.maps, self.voxel_size,
+                                       count=c.template_labels, seed=c.seed + 5, threads=c.threads)
+        self.pseudo = Domain(self.target.take(found.index), found.labels, self.class_names, self.box,
+                             self.voxel_size, self.contrast, self.target.fingerprint,
+                             f"{len(found.index)} target subtomograms labelled by template matching")
+        self.pseudo_summary = found.summary()
+        if self.info.is_main:
+            import sys
+
+            print(f"cryoshift: template matching labelled {len(found.index)} of {found.matched} target "
+                  f"subtomograms (tilt range +-{found.tilt_max:.0f} deg, {found.seconds:.0f} s)",
+                  file=sys.stderr)
 
     def _metadata(self) -> ModelMetadata:
         from cryoshift.runtime import __version__
@@ -418,6 +443,8 @@ class _Run:
             task = None
             for epoch in range(start + 1, last + 1):
                 source = self.sim.draw(c.sim_per_epoch) if self.sim is not None else self.train_src
+                if self.pseudo is not None:
+                    source = source.concat(self.pseudo)
                 steps = distributed.steps_per_epoch(len(source), c.batch_size, info)
                 if task is None:
                     per_epoch = steps * c.batch_size * info.world_size
@@ -585,6 +612,8 @@ class _Run:
         selection["warnings"] = training_warnings(history, epoch)
         if self.spectrum_summary is not None:
             selection["spectrum_match"] = self.spectrum_summary
+        if self.pseudo_summary is not None:
+            selection["template_labels"] = self.pseudo_summary
         self._target_histogram(model)
         run.write_json(self.dir / "selection.json", selection)
         for line in selection["warnings"]:

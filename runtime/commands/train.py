@@ -64,6 +64,9 @@ def command(
                                         "simulation: filter the simulated source to the target's average "
                                         "power spectrum (wedge, CTF envelope, noise colour), measured on the "
                                         "unlabelled target."),
+    template_labels: int = typer.Option(0, "--template-labels", help="Label this many target "
+                                        "subtomograms by template matching against the source maps and train "
+                                        "on the confident ones too (0 = off; needs a simulated source)."),
     tomograms: list[str] = typer.Option([], "--tomograms", help="Tomogram MRCs (files, dirs or globs) that "
                                         "a picks --target refers to by rlnTomoName or file name."),
     copick_voxel_spacing: float = typer.Option(None, "--copick-voxel-spacing", help="--target copick:"
@@ -110,6 +113,7 @@ def command(
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
         val_fraction=val_fraction, normalisation=normalisation, box=box, voxel_size=voxel_size,
         sim_preset=sim_preset, sim_per_epoch=sim_per_epoch, spectrum_match=spectrum_match,
+        template_labels=template_labels,
         tomograms=list(tomograms), max_target=max_target,
         oracle_target_labels=oracle_target_labels, method_kwargs=_parse_kv(hparam, "--hparam"),
         backbone_kwargs=_parse_kv(backbone_opt, "--backbone-opt"), selection_criterion=selection,

@@ -1,0 +1,77 @@
+"""Template-matching pseudo-labels: the user's maps label part of the unlabelled target.
+
+Why: a network trained on simulation alone has to cross the whole domain gap by itself; template
+matching against the same maps (training/template_matching.py) already reaches the target's own
+voxels, but is thousands of times too slow to run on every particle of a facility's data. Run it
+once, on a few hundred target subtomograms, keep the matches it is most sure of (per class, so a
+frequent class cannot crowd out a rare one), and train on those next to the simulation: the
+network then sees real target voxels with (mostly) right labels, and classifies everything else
+at network speed. No target label is read: the labels come from the maps the user trains on.
+The tilt range for the wedge-aware templates is estimated from the target's own spectrum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_COUNT = 300  # target subtomograms matched (a few minutes on 2 CPU cores)
+KEEP_FRACTION = 0.6  # share of each class's matches kept, by score margin
+ROTATIONS = 1000
+
+
+@dataclass
+class PseudoLabels:
+    index: np.ndarray  # (m,) rows of the target that got a label
+    labels: np.ndarray  # (m,) class indices
+    tilt_max: float  # the tilt range used for the wedge (estimated when not given)
+    seconds: float
+    matched: int  # target subtomograms matched (before keeping the confident ones)
+    class_counts: list[int]  # kept labels per class
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "matched": self.matched,
+            "kept": len(self.index),
+            "tilt_max": round(self.tilt_max, 1),
+            "seconds": round(self.seconds, 1),
+            "class_counts": self.class_counts,
+        }
+
+
+def template_pseudo_labels(
+    target: np.ndarray,
+    maps: np.ndarray,
+    voxel_size: float,
+    count: int = DEFAULT_COUNT,
+    keep: float = KEEP_FRACTION,
+    tilt_max: float | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+) -> PseudoLabels:
+    """Match ``count`` target volumes (seeded subset) against positive ``maps`` (K, D, D, D); keep the
+    ``keep`` share of each predicted class with the largest margin between best and second-best class."""
+    from cryoshift.training.spectrum import estimate_tilt_max
+    from cryoshift.training.template_matching import template_match
+
+    rng = np.random.default_rng(seed)
+    n = min(int(count), len(target))
+    index = np.sort(rng.choice(len(target), n, replace=False))
+    volumes = np.ascontiguousarray(np.asarray(target[index], dtype=np.float32))
+    wedge = float(tilt_max) if tilt_max is not None else estimate_tilt_max(volumes)
+    result = template_match(
+        volumes, maps, wedge, n_rotations=ROTATIONS, voxel_size=voxel_size, threads=threads
+    )
+    scores = np.asarray(result.scores, dtype=np.float64)
+    ordered = np.sort(scores, axis=1)
+    margin = ordered[:, -1] - ordered[:, -2] if scores.shape[1] > 1 else ordered[:, -1]
+    pred = np.asarray(result.predictions, dtype=np.int64)
+    chosen = []
+    for k in np.unique(pred):
+        members = np.flatnonzero(pred == k)
+        take = max(1, round(keep * len(members)))
+        chosen.append(members[np.argsort(-margin[members], kind="stable")[:take]])
+    sel = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+    counts = np.bincount(pred[sel], minlength=maps.shape[0]).tolist()
+    return PseudoLabels(index[sel], pred[sel], wedge, float(result.seconds), n, counts)
