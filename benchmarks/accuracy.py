@@ -63,6 +63,7 @@ class Profile:
     baseline_epochs: int = 10
     baseline_sim_per_epoch: int = 1024
     baseline_backbone: str = "cryonet"
+    baseline_preset: str = "paper"  # the published methods on the paper's randomisation, as before
     tm_rotations: int = 1000
     tm_max_shift: int = 3
     threads: int = 2
@@ -119,12 +120,27 @@ def draw_seed(target: str, draw: int) -> int:
 
 def build_target(profile: Profile, target: str, draw: int, work: Path) -> tuple[Path, Path]:
     """Adaptation split (dataset dir) and test split (npz) of one target and draw; cached."""
-    from cryoshift.runtime.dataset import write_dataset
+
+    import fcntl
 
     out = work / "data" / f"{target}__d{draw}"
     adapt, test = out / "adapt", out / "test.npz"
-    if (adapt / "dataset.json").is_file() and test.is_file():
-        return adapt, test
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:  # shards share the cache: one of them makes the data
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ((adapt / "dataset.json").is_file() and test.is_file()):
+            _make_target(profile, target, draw, out)
+    return adapt, test
+
+
+def _make_target(profile: Profile, target: str, draw: int, out: Path) -> None:
+    from cryoshift.runtime.dataset import write_dataset
+
+    adapt, test = out / "adapt", out / "test.npz"
+    if adapt.exists():  # a half-written split from a killed run
+        import shutil
+
+        shutil.rmtree(adapt)
     physics = target_sim.TARGETS[target]
     n = profile.n_adapt + profile.n_test
     volumes, labels, _ = target_sim.make_target(
@@ -142,7 +158,6 @@ def build_target(profile: Profile, target: str, draw: int, work: Path) -> tuple[
     tmp = out / "test.tmp.npz"
     np.savez(tmp, volumes=volumes[profile.n_adapt :], labels=labels[profile.n_adapt :])
     tmp.replace(test)
-    return adapt, test
 
 
 def load_test(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -189,6 +204,9 @@ def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run
             backbone=profile.baseline_backbone,
             epochs=profile.baseline_epochs,
             sim_per_epoch=profile.baseline_sim_per_epoch,
+            sim_preset=profile.baseline_preset,
+            spectrum_match=False,
+            template_labels=0,
             box=profile.box,
             voxel_size=profile.voxel_size,
             seed=draw,

@@ -36,11 +36,12 @@ def command(
     target: str = typer.Option(None, "--target", help="Unlabelled target: dataset directory, MRC file/"
                                "directory/glob, picks STAR/CSV (with --tomograms), or copick:CONFIG.json "
                                "(with --copick-*). Labels are never read."),
-    method: str = typer.Option("cryoshift", "--method", help="source-only, adabn, dann, mada, warp, "
-                               "cryoshift, or oracle (benchmarks only)."),
+    method: str = typer.Option("selftrain", "--method", help="selftrain (the default: self-training with "
+                               "AdaBN), source-only, adabn, dann, mada, warp, cryoshift (the paper), or "
+                               "oracle (benchmarks only)."),
     backbone: str = typer.Option("cryonet", "--backbone", help="Backbone registry name (e.g. cryonet, "
                                  "cryonet-small, dsrf3d-v2, encoder4, cb3d)."),
-    epochs: int = typer.Option(10, "--epochs", help="Training epochs (passes over the source)."),
+    epochs: int = typer.Option(20, "--epochs", help="Training epochs (passes over the source)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Source (and target) volumes per step and "
                                    "process."),
     lr: float = typer.Option(1e-3, "--lr", help="Base learning rate (methods scale it per module)."),
@@ -57,14 +58,14 @@ def command(
     box: int = typer.Option(None, "--box", help="Box size in voxels when simulating the source."),
     voxel_size: float = typer.Option(None, "--voxel-size", help="Voxel size (A) when simulating the source "
                                      "(default 10)."),
-    sim_preset: str = typer.Option("paper", "--sim-preset", help="Simulation preset when simulating "
-                                   "(paper, realistic, tilt, wide, clean)."),
-    sim_per_epoch: int = typer.Option(1024, "--sim-per-epoch", help="Fresh simulated volumes per epoch."),
-    spectrum_match: bool = typer.Option(False, "--spectrum-match/--no-spectrum-match", help="Target-aware "
+    sim_preset: str = typer.Option("broad", "--sim-preset", help="Simulation preset when simulating "
+                                   "(broad, paper, realistic, tilt, wide, clean)."),
+    sim_per_epoch: int = typer.Option(2048, "--sim-per-epoch", help="Fresh simulated volumes per epoch."),
+    spectrum_match: bool = typer.Option(True, "--spectrum-match/--no-spectrum-match", help="Target-aware "
                                         "simulation: filter the simulated source to the target's average "
                                         "power spectrum (wedge, CTF envelope, noise colour), measured on the "
                                         "unlabelled target."),
-    template_labels: int = typer.Option(0, "--template-labels", help="Label this many target "
+    template_labels: int = typer.Option(600, "--template-labels", help="Label this many target "
                                         "subtomograms by template matching against the source maps and train "
                                         "on the confident ones too (0 = off; needs a simulated source)."),
     tomograms: list[str] = typer.Option([], "--tomograms", help="Tomogram MRCs (files, dirs or globs) that "

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-TINY = {"n_source": 96, "n_target": 48, "epochs": 1, "batch_size": 16, "threads": 2, "progress": False,
-        "structures": ["ribosome", "proteasome", "membrane"]}
+TINY = {"n_target": 48, "epochs": 1, "sim_per_epoch": 64, "template_labels": 12, "tm_count": 12, "threads": 2,
+        "progress": False, "structures": ["ribosome", "proteasome", "membrane"]}
 
 
 @pytest.fixture(scope="module")
@@ -29,24 +29,30 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
 
 def test_demo_leaves_every_stage_on_disk(demo) -> None:
     out, result, lines = demo
-    assert [line.split()[0] for line in lines] == ["1/5", "2/5", "3/5", "4/5", "5/5"]
-    for stage in ("data/source/dataset.json", "data/target/dataset.json", "runs/source-only/model.pt",
-                  "runs/cryoshift/model.pt", "export/model.onnx", "classify/predictions.csv",
-                  "classify/predictions.star", "demo.json"):
+    assert [line.split()[0] for line in lines] == ["1/6", "2/6", "3/6", "4/6", "5/6", "6/6"]
+    for stage in ("data/target/dataset.json", "runs/source-only/model.pt", "runs/default/model.pt",
+                  "export/model.onnx", "classify/predictions.csv", "classify/predictions.star", "demo.json"):
         assert (out / stage).is_file(), stage
     summary = json.loads((out / "demo.json").read_text())
     assert summary["config"]["n_target"] == 48 and summary["class_names"] == TINY["structures"]
-    assert [r["method"] for r in result.rows] == ["source-only", "cryoshift"]
-    assert result.runtime["n"] == 48 and result.runtime["rate"] > 0
+    assert [r["method"] for r in result.rows] == ["source-only", "template-matching", "default"]
+    assert [r["n"] for r in result.rows] == [48, 12, 48]
+    assert result.runtime["n"] == 48 and result.runtime["rate"] > result.runtime["template_matching_rate"] > 0
     assert "subtomograms/s" in result.table()
 
 
 def test_demo_never_trains_on_target_labels(demo) -> None:
     out, _, _ = demo
-    for method in ("source-only", "cryoshift"):
-        config = json.loads((out / "runs" / method / "config.json").read_text())
+    from cryoshift.training.trainer import TrainConfig
+
+    default = TrainConfig(source="s", out="o")
+    for run, method in (("source-only", "source-only"), ("default", default.method)):
+        config = json.loads((out / "runs" / run / "config.json").read_text())
         assert config["method"] == method and config["oracle_target_labels"] is False
         assert config["target"] == str(out / "data" / "target")
+    config = json.loads((out / "runs" / "default" / "config.json").read_text())
+    for key in ("sim_preset", "spectrum_match", "backbone", "lr", "batch_size"):  # the user's defaults
+        assert config[key] == getattr(default, key), key
 
 
 def test_demo_scores_match_an_independent_recount(demo) -> None:
@@ -61,9 +67,9 @@ def test_demo_scores_match_an_independent_recount(demo) -> None:
         names = list(ds.class_names)
     table = pd.read_csv(out / "classify" / "predictions.csv").sort_values("index")
     onnx_pred = np.array([names.index(c) for c in table["best_class"]])
-    torch_pred = predict_checkpoint(out / "runs" / "cryoshift", volumes).logits.argmax(1)
+    torch_pred = predict_checkpoint(out / "runs" / "default", volumes).logits.argmax(1)
     assert (onnx_pred == torch_pred).mean() >= 0.95
-    cryoshift = next(r for r in result.rows if r["method"] == "cryoshift")
+    cryoshift = next(r for r in result.rows if r["method"] == "default")
     assert cryoshift["accuracy"] == pytest.approx((onnx_pred == labels).mean())
     source_only = next(r for r in result.rows if r["method"] == "source-only")
     so_pred = predict_checkpoint(out / "runs" / "source-only", volumes).logits.argmax(1)
@@ -71,13 +77,14 @@ def test_demo_scores_match_an_independent_recount(demo) -> None:
 
 
 def test_target_is_shifted_from_source() -> None:
-    """The demo's target differs from its source in the ways real data does."""
-    from cryoshift.training.demo import source_config, target_config
+    """The demo's target is made another way than the default training simulation."""
+    from cryoshift.training.demo import target_config
+    from cryoshift.training.simulate.config import PRESETS
+    from cryoshift.training.trainer import TrainConfig
 
-    src, tgt = source_config(), target_config()
+    src, tgt = PRESETS[TrainConfig(source="s", out="o").sim_preset], target_config()
     assert (src.fidelity, tgt.fidelity) == ("fast", "tilt")
-    assert tgt.crowding > src.crowding and tgt.shift_voxels > src.shift_voxels
-    assert tgt.snr[1] < src.snr[1] and tgt.noise_alpha[1] > 0
+    assert tgt.snr[1] < src.snr[1] and tgt.noise_alpha[0] > 0 and max(tgt.flex_voxels) > 0
 
 
 def test_cli_help_and_bad_out(tmp_path: Path) -> None:
