@@ -1,0 +1,84 @@
+"""Screening of accuracy levers on a development draw (never a reported draw of accuracy.py).
+
+One training configuration on one target of ``target_sim`` (draw 9 by default: the reported
+draws are 0-2), test accuracy of the label-free selected epoch and, for information only, of
+every epoch. One JSON line per run is appended to ``--log``. This is how the defaults of
+``cryoshift train`` were chosen (benchmarks/results/accuracy_levers.md); the claims are then
+measured by accuracy.py on other draws.
+
+    python benchmarks/accuracy_screen.py NAME lamella-60 '{"method": "selftrain", "spectrum_match": true}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import accuracy as A
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("name")
+    ap.add_argument("target", choices=sorted(A.target_sim.TARGETS))
+    ap.add_argument("overrides", help="JSON object of TrainConfig fields")
+    ap.add_argument("--draw", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=Path("screen_work"))
+    ap.add_argument("--log", type=Path, default=Path("screen_results.jsonl"))
+    args = ap.parse_args(argv)
+    import torch
+
+    from cryoshift.training.evaluate import checkpoint_epochs
+    from cryoshift.training.trainer import TrainConfig, train
+
+    torch.set_num_threads(args.threads)
+    overrides = json.loads(args.overrides)
+    adapt, test = A.build_target(A.PROFILES["cpu"], args.target, args.draw, args.work)
+    volumes, labels = A.load_test(test)
+    run_dir = args.work / "runs" / f"{args.name}__{args.target}__d{args.draw}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = {
+        "source": A.maps_source(),
+        "out": str(run_dir),
+        "target": str(adapt),
+        "box": 32,
+        "voxel_size": 10.0,
+        "seed": args.draw,
+        "threads": args.threads,
+        "progress": False,
+        **overrides,
+    }
+    t0 = time.time()
+    result = train(TrainConfig(**cfg))
+    pred = A.predict(result.model_path, volumes)
+    per_epoch = {
+        ep: round(float((A.predict(p, volumes) == labels).mean()), 3) for ep, p in checkpoint_epochs(run_dir)
+    }
+    record = {
+        "name": args.name,
+        "target": args.target,
+        "draw": args.draw,
+        "acc": float((pred == labels).mean()),
+        "selected": result.selected_epoch,
+        "per_epoch": per_epoch,
+        "minutes": round((time.time() - t0) / 60, 1),
+        "overrides": overrides,
+        "shares": np.bincount(pred, minlength=len(A.class_names())).tolist(),
+    }
+    print(json.dumps(record), flush=True)
+    with args.log.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
