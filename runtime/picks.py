@@ -20,7 +20,6 @@ Accepted inputs
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -129,33 +128,12 @@ def _list(columns: Sequence[str], limit: int = 12) -> str:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    """CSV/TSV/whitespace text; the separator is sniffed from the first lines."""
-    if not path.exists():
-        raise InputError(path, "no such file")
-    if path.is_dir():
-        raise InputError(path, "is a directory, expected a CSV/TSV file")
+    """CSV/TSV/whitespace text; the separator is sniffed from the first lines (tables.csv_options)."""
+    from cryoshift.runtime.tables import csv_options
+
+    options = csv_options(path)
     try:
-        with open(path, newline="") as fh:
-            head = fh.read(8192)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read as text ({exc})") from exc
-    if not head.strip():
-        raise InputError(path, "file is empty")
-    check_line_lengths(path)
-    first = head.splitlines()[0]
-    if "\t" in first:
-        sep = "\t"
-    elif "," in first:
-        sep = ","
-    elif ";" in first:
-        sep = ";"
-    else:
-        sep = r"\s+"
-    try:
-        # Semicolon tables come from spreadsheets in locales that write decimal commas (1,5).
-        return pd.read_csv(path, sep=sep, engine="python" if sep == r"\s+" else "c", comment=None,
-                           quoting=csv.QUOTE_MINIMAL, skipinitialspace=True,
-                           decimal="," if sep == ";" else ".")
+        return pd.read_csv(path, **options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(path, f"not a readable table ({type(exc).__name__}: {exc})") from exc
 

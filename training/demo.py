@@ -47,10 +47,10 @@ class DemoConfig:
     box_size: int = 16
     voxel_size: float = 20.0  # Angstrom: a 16^3 box is 32 nm, a ribosome fits
     n_target: int = 600
-    epochs: int = 8
-    sim_per_epoch: int = 1024
-    template_labels: int = 200  # target subtomograms the default's template matching labels
-    tm_count: int = 200  # target subtomograms the template-matching baseline classifies (it is slow)
+    epochs: int = 12
+    sim_per_epoch: int = 1536
+    template_labels: int = 300  # target subtomograms the default's template matching labels
+    tm_count: int = 150  # target subtomograms the template-matching baseline classifies (it is slow)
     structures: list[str] = field(default_factory=lambda: list(DEMO_STRUCTURES))
     threads: int | None = None
     progress: bool = True

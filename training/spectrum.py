@@ -116,7 +116,8 @@ def estimate_tilt_max(volumes: np.ndarray, band: tuple[float, float] = (0.08, 0.
     angle = torch.rad2deg(torch.atan2(kz.abs(), kx.abs())).expand_as(power)  # 0 = X axis, 90 = beam
     near_plane = (ky.abs() <= 0.5 * torch.sqrt(kz**2 + kx**2)).expand_as(power)
     sel = (radius >= band[0]) & (radius <= band[1]) & near_plane
-    edges = torch.arange(0.0, 92.0, 2.0)
+    width = max(2.0, 64.0 / box)  # angle bins wide enough to hold frequencies in small boxes
+    edges = torch.arange(0.0, 90.0 + width, width)
     profile = []
     for lo, hi in itertools.pairwise(edges):
         m = sel & (angle >= lo) & (angle < hi)
