@@ -32,7 +32,7 @@ def command(
 
     Prints each model's target accuracy (held-back labels) and both throughputs.
 
-    A re-run re-uses finished stages in --out. About 4 minutes on 2 CPU cores. Needs the 'train' extra.
+    A re-run re-uses finished stages in --out. Several minutes on 2 CPU cores. Needs the 'train' extra.
 
     Example: cryoshift demo --out demo_out
     """
