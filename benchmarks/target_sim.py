@@ -640,13 +640,11 @@ def save_preview(
     volumes: np.ndarray, labels: np.ndarray, names: list[str], path: Path, per_class: int = 3
 ) -> Path:
     """Central XY (top) and XZ (wedge) slices of a few volumes per class, each z-scored."""
-    import matplotlib
+    from cryoshift.training.plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     k = len(names)
-    fig, axes = plt.subplots(2 * per_class, k, figsize=(1.6 * k, 3.2 * per_class))
+    fig, axes = plt.subplots(2 * per_class, k, figsize=(1.8 * k, 3.4 * per_class))
     c = volumes.shape[-1] // 2
     for j, name in enumerate(names):
         idx = np.flatnonzero(labels == j)[:per_class]
@@ -661,12 +659,10 @@ def save_preview(
                 img = v[c] if s == 0 else v[:, c, :]
                 ax.imshow(img, cmap="gray", vmin=-3, vmax=3)
                 if r == 0 and s == 0:
-                    ax.set_title(name, fontsize=7)
-    fig.suptitle("rows: XY (z centre) / XZ (y centre, beam vertical)", fontsize=8)
+                    ax.set_title(name, fontsize=9)
+    fig.suptitle("rows: XY (z centre) / XZ (y centre, beam vertical)")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,10 @@
 
 matplotlib with the Agg backend (no display on cluster nodes); the embedding is a PCA fitted
 on source and target features together, so the two domains share axes in each panel.
+
+Every figure the project writes to disk takes its style from here (``pyplot()``, ``DPI``,
+``FONT``; the benchmarks import them too): PNGs at 150 dpi with >= 9 pt text everywhere,
+including the numbers in confusion-matrix cells, and a legend wherever there are several series.
 """
 
 from __future__ import annotations
@@ -12,19 +16,44 @@ from typing import Any
 
 import numpy as np
 
+DPI = 150
+FONT = 10  # pt; nothing smaller than FONT - 1 (= 9 pt) is drawn
+STYLE = {
+    "font.size": FONT,
+    "axes.titlesize": FONT + 1,
+    "axes.labelsize": FONT,
+    "figure.titlesize": FONT + 2,
+    "legend.fontsize": FONT - 1,
+    "xtick.labelsize": FONT - 1,
+    "ytick.labelsize": FONT - 1,
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+}
 
-def _pyplot():
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display on cluster nodes) with the house style."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams.update(STYLE)
     return plt
+
+
+def save(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``DPI`` (tight box, so long tick labels are not cut) and close it."""
+    plt = pyplot()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path:
     """Loss components per epoch (left) and label-free selection scores (right)."""
-    plt = _pyplot()
+    plt = pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     epochs = [int(r["epoch"]) for r in history]
     fig, (ax_loss, ax_sel) = plt.subplots(1, 2, figsize=(10, 4))
@@ -34,7 +63,7 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path:
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("mean loss")
     if keys:
-        ax_loss.legend(fontsize=8)
+        ax_loss.legend()
     for key, label in (("src_val_acc", "source val accuracy"), ("tgt_im", "target IM"),
                        ("snd", "target SND"), ("tgt_entropy", "target entropy")):
         if history and key in history[0]:
@@ -42,17 +71,15 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path:
     ax_sel.set_xlabel("epoch")
     ax_sel.set_ylim(0, 1.05)
     if ax_sel.get_legend_handles_labels()[0]:
-        ax_sel.legend(fontsize=8)
+        ax_sel.legend()
     ax_sel.set_title("label-free selection scores")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title: str = "") -> Path:
     """Row-normalised confusion matrix with counts in the cells."""
-    plt = _pyplot()
+    plt = pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     cm = np.asarray(cm)
     rows = cm.sum(axis=1, keepdims=True)
@@ -67,13 +94,11 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title
     for i in range(k):
         for j in range(k):
             ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
-                    color="white" if frac[i, j] > 0.5 else "black", fontsize=8)
+                    color="white" if frac[i, j] > 0.5 else "black", fontsize=FONT - 1)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def pca_2d(x: np.ndarray) -> np.ndarray:
@@ -90,17 +115,15 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
 
 def plot_embedding(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
     """One PCA panel per (title, source features, target features)."""
-    plt = _pyplot()
+    plt = pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
     for ax, (title, fs, ft) in zip(axes[0], panels, strict=True):
         z = pca_2d(np.concatenate([fs, ft]))
         ax.scatter(z[:len(fs), 0], z[:len(fs), 1], s=6, alpha=0.6, label="source")
         ax.scatter(z[len(fs):, 0], z[len(fs):, 1], s=6, alpha=0.6, label="target")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=8)
-    fig.suptitle("features, PCA of source + target", fontsize=10)
+        ax.set_title(title)
+        ax.legend()
+    fig.suptitle("features, PCA of source + target")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
