@@ -226,9 +226,19 @@ def _one_writer(fn: Any) -> Any:
         if isinstance(shard, str):
             shard = parse_shard(shard)
         out = Path(out_dir)
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-        with FolderLock(out, lock_name(tuple(shard) if shard else None), "classify run"):
-            return fn(model, inputs, out_dir, *args, **kwargs)
+        try:
+            with FolderLock(out, lock_name(tuple(shard) if shard else None), "classify run"):
+                return fn(model, inputs, out_dir, *args, **kwargs)
+        except BaseException:
+            if created:  # a refused run leaves no empty folder behind (only its lock file was there)
+                leftovers = list(out.iterdir())
+                if all(p.name.endswith(".lock") for p in leftovers):
+                    for p in leftovers:
+                        p.unlink(missing_ok=True)
+                    out.rmdir()
+            raise
 
     return locked
 

@@ -417,6 +417,13 @@ def test_held_output_folder_is_refused_naming_the_pid(model: Path, tmp_path: Pat
     assert code == 0, err
 
 
+def test_refused_run_leaves_no_empty_output_folder(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    out = tmp_path / "fresh_out"
+    code, _, err = run_cli(["classify", model, tmp_path / "missing.mrc", "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 2, err
+    assert not out.exists()  # only the lock file would have been there
+
+
 def test_two_concurrent_resume_runs_never_duplicate_rows(model: Path, tmp_path: Path) -> None:
     """Before: both runs exited 0 and 2,300-2,450 of 3,000 rows were written twice (CSV and STAR)."""
     stack = write_stack(
