@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 import resource
 import subprocess
 import sys
@@ -109,6 +110,8 @@ def test_million_row_picks_under_2_gib(tmp_path: Path, model: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("CRYOSHIFT_HUGE_TESTS"), reason="minutes of CPU for a known failure: "
+                    "set CRYOSHIFT_HUGE_TESTS=1 to run the 10M-row case")
 @pytest.mark.xfail(strict=False, reason="10M rows: RLIMIT_AS 2 GiB runs out at ~0.78 GiB RSS during "
                    "classify planning (cause not yet found); peak RSS without the limit is 0.86 GiB")
 def test_ten_million_row_picks_under_2_gib(tmp_path: Path, model: Path) -> None:
