@@ -419,7 +419,8 @@ def test_held_output_folder_is_refused_naming_the_pid(model: Path, tmp_path: Pat
 
 def test_refused_run_leaves_no_empty_output_folder(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     out = tmp_path / "fresh_out"
-    code, _, err = run_cli(["classify", model, tmp_path / "missing.mrc", "-o", out, "-q", "-b", "cpu"], capsys)
+    args = ["classify", model, tmp_path / "missing.mrc", "-o", out, "-q", "-b", "cpu"]
+    code, _, err = run_cli(args, capsys)
     assert code == 2, err
     assert not out.exists()  # only the lock file would have been there
 
