@@ -326,39 +326,33 @@ def _run_sections(run: Path, plt: Any) -> tuple[str, list[tuple[str, str]], list
     for w in selection.get("warnings", []):
         facts.append(("warning", str(w)))
     figures = []
-    epochs = metrics["epoch"]
     losses = [c for c in metrics.columns if c.startswith("loss")]
     if losses:
-        fig, ax = plt.subplots(figsize=(5.6, 3.4))
-        for c in losses:
-            ax.plot(epochs, metrics[c], marker="o", ms=3, label=c)
-        if chosen is not None:
-            ax.axvline(chosen, color="k", linestyle="--", label=f"selected epoch {chosen}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.set_title("Training losses")
-        ax.legend()
-        figures.append(("Losses", "", _png(fig)))
+        figures.append(("Losses", "", _epoch_plot(plt, metrics, losses, chosen, "loss", "Training losses")))
     scores = [c for c in ("src_val_acc", "tgt_im", "snd", "tgt_entropy", "tgt_top_share") if c in metrics]
     if scores:
-        fig, ax = plt.subplots(figsize=(5.6, 3.4))
-        for c in scores:
-            ax.plot(epochs, metrics[c], marker="o", ms=3, label=c)
-        if chosen is not None:
-            ax.axvline(chosen, color="k", linestyle="--", label=f"selected epoch {chosen}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("score")
-        ax.set_title("Selection: source validation and label-free target scores")
-        ax.legend()
-        figures.append(
-            (
-                "Model selection",
-                "The selected epoch maximises the target criterion among epochs "
-                "close to the best source validation accuracy.",
-                _png(fig),
-            )
-        )
+        figures.append((
+            "Model selection",
+            "The selected epoch maximises the target criterion among epochs "
+            "close to the best source validation accuracy.",
+            _epoch_plot(plt, metrics, scores, chosen, "score",
+                        "Selection: source validation and label-free target scores"),
+        ))
     return "", facts, figures
+
+
+def _epoch_plot(plt: Any, metrics: Any, columns: list[str], chosen: Any, ylabel: str, title: str) -> str:
+    """One line per metrics column against the epoch, the selected epoch marked; a PNG data URI."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    for c in columns:
+        ax.plot(metrics["epoch"], metrics[c], marker="o", ms=3, label=c)
+    if chosen is not None:
+        ax.axvline(chosen, color="k", linestyle="--", label=f"selected epoch {chosen}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    return _png(fig)
 
 
 # --------------------------------------------------------------------------- page
