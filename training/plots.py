@@ -113,17 +113,31 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
     return out if out.shape[1] == 2 else np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
 
 
-def plot_embedding(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
-    """One PCA panel per (title, source features, target features)."""
+def plot_embedding(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path,
+                   target_classes: tuple[np.ndarray, Sequence[str]] | None = None) -> Path:
+    """One PCA panel per (title, source features, target features); with ``target_classes``
+    (predicted class per target sample of the last panel, class names) one more panel shows the
+    last panel's target alone, coloured by predicted class: where a collapse is seen."""
     plt = pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
-    for ax, (title, fs, ft) in zip(axes[0], panels, strict=True):
+    extra = target_classes is not None
+    fig, axes = plt.subplots(1, len(panels) + extra, figsize=(4.5 * (len(panels) + extra), 4), squeeze=False)
+    for ax, (title, fs, ft) in zip(axes[0], panels, strict=False):
         z = pca_2d(np.concatenate([fs, ft]))
         ax.scatter(z[:len(fs), 0], z[:len(fs), 1], s=6, alpha=0.6, label="source")
         ax.scatter(z[len(fs):, 0], z[len(fs):, 1], s=6, alpha=0.6, label="target")
         ax.set_title(title)
         ax.legend()
+    if target_classes is not None:
+        pred, names = target_classes
+        title, fs, ft = panels[-1]
+        z = pca_2d(np.concatenate([fs, ft]))[len(fs):]
+        ax = axes[0][-1]
+        for k, name in enumerate(names):
+            sel = np.asarray(pred) == k
+            ax.scatter(z[sel, 0], z[sel, 1], s=6, alpha=0.7, label=f"{name} ({int(sel.sum())})")
+        ax.set_title(f"{title}: target by predicted class")
+        ax.legend(markerscale=2)
     fig.suptitle("features, PCA of source + target")
     fig.tight_layout()
     return save(fig, path)

@@ -658,7 +658,8 @@ class _Run:
         for title, net in ((f"epoch {int(history[0]['epoch'])}", first.to(self.device)),
                            ("selected model", model)):
             _, fs = forward_numpy(net, self.val_src.volumes, c.normalisation, self.device, c.eval_batch_size)
-            _, ft = forward_numpy(net, self.target_eval.volumes, c.normalisation, self.device,
-                                  c.eval_batch_size)
+            tl, ft = forward_numpy(net, self.target_eval.volumes, c.normalisation, self.device,
+                                   c.eval_batch_size)
             panels.append((title, fs, ft))
-        plots.plot_embedding(panels, out / "embedding.png")
+        # The view that shows a collapse: the selected model's target features by predicted class.
+        plots.plot_embedding(panels, out / "embedding.png", target_classes=(tl.argmax(1), self.class_names))
