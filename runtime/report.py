@@ -338,6 +338,14 @@ def _run_sections(run: Path, plt: Any) -> tuple[str, list[tuple[str, str]], list
             _epoch_plot(plt, metrics, scores, chosen, "score",
                         "Selection: source validation and label-free target scores"),
         ))
+    embedding = run / "plots" / "embedding.png"
+    if embedding.is_file():  # written by the trainer: source vs target, and the target by predicted class
+        figures.append((
+            "Feature embedding",
+            "PCA of source and target features at the first epoch and for the selected model; the last "
+            "panel colours the target by predicted class, where a collapse onto one class shows.",
+            base64.b64encode(embedding.read_bytes()).decode("ascii"),
+        ))
     return "", facts, figures
 
 

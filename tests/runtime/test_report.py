@@ -44,11 +44,21 @@ def test_report_of_a_training_run(tmp_path, capsys):
     pd.DataFrame({"epoch": [1, 2, 3], "loss_total": [1.2, 0.9, 0.8], "loss_ce": [1.0, 0.7, 0.6],
                   "src_val_acc": [0.5, 0.7, 0.72], "tgt_im": [0.1, 0.3, 0.25]}).to_csv(run / "metrics.csv",
                                                                                      index=False)
-    (run / "selection.json").write_text(json.dumps({"selected_epoch": 2, "rule": "max target im"}))
+    (run / "selection.json").write_text(json.dumps({"selected_epoch": 2, "rule": "max target im",
+                                                    "warnings": ["target predictions collapsed: test"]}))
     (run / "config.json").write_text(json.dumps({"method": "cryoshift", "backbone": "cryonet"}))
     assert main(["report", str(run), "-o", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()
     assert len(_pngs(page)) == 2 and "selected epoch" in page and "cryoshift" in page
+    assert "target predictions collapsed: test" in page  # the run's warnings are on the page
+    # the trainer's embedding (target coloured by predicted class) is shown when the run has it
+    import base64
+
+    (run / "plots").mkdir()
+    (run / "plots" / "embedding.png").write_bytes(base64.b64decode(_pngs(page)[0]))
+    assert main(["report", str(run), "-o", str(tmp_path / "r2.html")]) == 0
+    page = (tmp_path / "r2.html").read_text()
+    assert len(_pngs(page)) == 3 and "Feature embedding" in page
 
 
 def test_report_without_matplotlib_names_the_extra(tmp_path, capsys, monkeypatch):
