@@ -425,30 +425,22 @@ def test_refused_run_leaves_no_empty_output_folder(model: Path, tmp_path: Path, 
     assert not out.exists()  # only the lock file would have been there
 
 
-def test_two_concurrent_resume_runs_never_duplicate_rows(model: Path, tmp_path: Path) -> None:
-    """Before: both runs exited 0 and 2,300-2,450 of 3,000 rows were written twice (CSV and STAR)."""
+def _classify_noise_stack(model: Path, tmp_path: Path, n: int) -> tuple[list[str], Path]:
+    """A subprocess `classify` command over a stack of n noise volumes, and its output folder."""
     stack = write_stack(
         tmp_path / "s.mrcs",
-        np.random.default_rng(0).normal(0, 1, (3000, BOX, BOX, BOX)).astype(np.float32),
+        np.random.default_rng(0).normal(0, 1, (n, BOX, BOX, BOX)).astype(np.float32),
         voxel_size=VOXEL,
     )
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "cryoshift.runtime.cli",
-        "classify",
-        str(model),
-        str(stack),
-        "-o",
-        str(out),
-        "-q",
-        "-b",
-        "cpu",
-        "--resume",
-        "--batch-size",
-        "32",
-    ]
+    return [sys.executable, "-m", "cryoshift.runtime.cli", "classify", str(model), str(stack), "-o", str(out),
+            "-q"], out
+
+
+def test_two_concurrent_resume_runs_never_duplicate_rows(model: Path, tmp_path: Path) -> None:
+    """Before: both runs exited 0 and 2,300-2,450 of 3,000 rows were written twice (CSV and STAR)."""
+    cmd, out = _classify_noise_stack(model, tmp_path, 3000)
+    cmd += ["-b", "cpu", "--resume", "--batch-size", "32"]
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
     ]
@@ -652,23 +644,7 @@ def test_sigint_says_rerun_with_resume(model: Path, tmp_path: Path) -> None:
     import signal
     import time
 
-    stack = write_stack(
-        tmp_path / "s.mrcs",
-        np.random.default_rng(0).normal(0, 1, (4000, BOX, BOX, BOX)).astype(np.float32),
-        voxel_size=VOXEL,
-    )
-    out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "cryoshift.runtime.cli",
-        "classify",
-        str(model),
-        str(stack),
-        "-o",
-        str(out),
-        "-q",
-    ]
+    cmd, out = _classify_noise_stack(model, tmp_path, 4000)
     proc = subprocess.Popen([*cmd, "-b", "cpu", "--batch-size", "8"], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not (out / "predictions.csv").exists() and time.monotonic() < deadline and proc.poll() is None:
