@@ -57,7 +57,7 @@ def _classify(argv: list[str], capsys: pytest.CaptureFixture) -> str:
 
 
 def test_copick_round_trip(model_path, tmp_path, capsys):
-    import copick
+    copick = pytest.importorskip("copick")
 
     from cryoshift.runtime.mrc import write_volume
     from cryoshift.runtime.results import read_results
