@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cryoshift.export.result import ExportWarning
+from cryoshift.runtime.contract import MAP_SUFFIXES
 from cryoshift.runtime.errors import InputError
 
 DATASET_VOLUMES = "volumes.mrc"
@@ -41,7 +42,7 @@ def read_volumes(path: str | Path, box_size: int | None = None, limit: int = 64,
     if path.is_dir():
         if (path / DATASET_VOLUMES).is_file():
             return read_volumes(path / DATASET_VOLUMES, box_size, limit, seed)
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".mrc", ".mrcs", ".rec", ".map"))
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in MAP_SUFFIXES)
         if not files:
             raise InputError(path, f"no {DATASET_VOLUMES} and no MRC files in this directory")
         rng = np.random.default_rng(seed)

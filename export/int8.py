@@ -19,8 +19,9 @@ import numpy as np
 import onnx
 
 from cryoshift.export.fp16 import preprocessing_nodes
-from cryoshift.export.parity import INPUT_NAME, ParityError, as_model_input, check_onnx_parity
+from cryoshift.export.parity import ParityError, as_model_input, check_onnx_parity
 from cryoshift.export.result import ExportResult
+from cryoshift.runtime.contract import INPUT_NAME
 from cryoshift.runtime.metadata import ModelMetadata
 
 QUANTISED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]

@@ -23,14 +23,9 @@ import onnx
 import torch
 from torch import nn
 
-from cryoshift.export.parity import (
-    INPUT_NAME,
-    OUTPUT_NAMES,
-    ParityError,
-    check_onnx_parity,
-    run_batched,
-)
+from cryoshift.export.parity import ParityError, check_onnx_parity, run_batched
 from cryoshift.export.result import ExportResult
+from cryoshift.runtime.contract import INPUT_NAME, OUTPUT_NAMES
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.training.normalise import Normalise

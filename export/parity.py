@@ -13,9 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cryoshift.export.formats import TOLERANCES
-
-INPUT_NAME = "subtomograms"
-OUTPUT_NAMES = ("logits", "features")
+from cryoshift.runtime.contract import INPUT_NAME, OUTPUT_NAMES
 
 
 @dataclass

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoshift.export.parity import INPUT_NAME, OUTPUT_NAMES, ParityError, compare_logits, run_batched
+from cryoshift.export.parity import ParityError, compare_logits, run_batched
 from cryoshift.export.result import ExportResult
+from cryoshift.runtime.contract import INPUT_NAME, OUTPUT_NAMES
 from cryoshift.runtime.engine_sidecar import query_gpu_name, write_engine_sidecar
 from cryoshift.runtime.metadata import ModelMetadata
 

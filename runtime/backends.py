@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from cryoshift.runtime.contract import FEATURES, INPUT_NAME, LOGITS, OUTPUT_NAMES
 from cryoshift.runtime.engine_sidecar import file_sha256
 from cryoshift.runtime.errors import InputError, MissingExtraError
 from cryoshift.runtime.metadata import ModelMetadata
@@ -38,8 +39,6 @@ from cryoshift.runtime.transfer import fp16_input_model, transfer_dtype
 
 BACKENDS = ("auto", "cpu", "cuda", "tensorrt", "engine")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-INPUT = "subtomograms"
-OUTPUTS = ("logits", "features")
 
 
 def _ort() -> Any:
@@ -116,11 +115,11 @@ class _OrtCpu:
     def __init__(self, sess: Any):
         self.sess = sess
         names = [o.name for o in sess.get_outputs()]
-        self.has_features = "features" in names
-        self.outputs = ["logits", "features"] if self.has_features else ["logits"]
+        self.has_features = FEATURES in names
+        self.outputs = list(OUTPUT_NAMES) if self.has_features else [LOGITS]
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = self.sess.run(self.outputs, {INPUT: batch})
+        out = self.sess.run(self.outputs, {INPUT_NAME: batch})
         feats = out[1] if self.has_features else np.zeros((batch.shape[0], 0), np.float32)
         return out[0], feats
 
@@ -140,7 +139,7 @@ class _OrtIoBinding:
                  slots: int = 2, dtype: Any = np.float32):
         self.sess = sess
         names = [o.name for o in sess.get_outputs()]
-        self.has_features = "features" in names
+        self.has_features = FEATURES in names
         self.batch_size = batch_size
         shape = [batch_size, 1, box, box, box]
         self.inputs = []
@@ -148,10 +147,10 @@ class _OrtIoBinding:
         for _ in range(max(1, slots)):
             value = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.dtype(dtype).type, device, device_id)
             binding = sess.io_binding()
-            binding.bind_ortvalue_input(INPUT, value)
-            binding.bind_output("logits", device, device_id)
+            binding.bind_ortvalue_input(INPUT_NAME, value)
+            binding.bind_output(LOGITS, device, device_id)
             if self.has_features:
-                binding.bind_output("features", device, device_id)
+                binding.bind_output(FEATURES, device, device_id)
             self.inputs.append(value)
             self.bindings.append(binding)
 
@@ -249,9 +248,9 @@ def _ort_session(path: Path, backend: str, meta: ModelMetadata, sha: str, batch_
             "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True,
             "trt_timing_cache_path": str(cache),
-            "trt_profile_min_shapes": f"{INPUT}:1x{dims}",
-            "trt_profile_opt_shapes": f"{INPUT}:{batch_size}x{dims}",
-            "trt_profile_max_shapes": f"{INPUT}:{batch_size}x{dims}",
+            "trt_profile_min_shapes": f"{INPUT_NAME}:1x{dims}",
+            "trt_profile_opt_shapes": f"{INPUT_NAME}:{batch_size}x{dims}",
+            "trt_profile_max_shapes": f"{INPUT_NAME}:{batch_size}x{dims}",
         }
         providers = [("TensorrtExecutionProvider", trt),
                      ("CUDAExecutionProvider", {"device_id": device_id,
@@ -294,8 +293,8 @@ def _load_onnx(path: Path, backend: str, batch_size: int, threads: int | None, d
     if provider != _WANTED_PROVIDER[backend]:
         raise InputError(path, f"backend {backend} is not usable here (onnxruntime fell back to {provider})")
     inputs = sess.get_inputs()
-    if not inputs or inputs[0].name != INPUT:
-        raise InputError(path, f"model input must be named {INPUT!r} (see the model contract)")
+    if not inputs or inputs[0].name != INPUT_NAME:
+        raise InputError(path, f"model input must be named {INPUT_NAME!r} (see the model contract)")
     slots = (0 if backend == "cpu" else 2) if slots is None else slots
     if backend == "cpu" and not slots:
         runner: Any = _OrtCpu(sess)
@@ -338,7 +337,7 @@ class _TrtEngine:
             raise InputError(path, "TensorRT could not deserialise this engine "
                                    "(built for another GPU or TensorRT version?)")
         self.context = self.engine.create_execution_context()
-        self.context.set_input_shape(INPUT, (batch_size, 1, box, box, box))
+        self.context.set_input_shape(INPUT_NAME, (batch_size, 1, box, box, box))
         self.batch_size = batch_size
         self.device_id = device_id
         self.specs: dict[str, tuple[tuple[int, ...], Any]] = {}
@@ -346,8 +345,8 @@ class _TrtEngine:
             name = self.engine.get_tensor_name(i)
             self.specs[name] = (tuple(self.context.get_tensor_shape(name)),
                                 np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))))
-        self.input_dtype = self.specs[INPUT][1]
-        self.has_features = "features" in self.specs
+        self.input_dtype = self.specs[INPUT_NAME][1]
+        self.has_features = FEATURES in self.specs
         try:
             import cupy
         except ImportError:
@@ -373,7 +372,7 @@ class _TrtEngine:
         return int(buf.data.ptr) if hasattr(buf, "data") and hasattr(buf.data, "ptr") else int(buf.data_ptr())
 
     def upload(self, slot: int, batch: np.ndarray) -> None:
-        buf = self.buffers[slot][INPUT]
+        buf = self.buffers[slot][INPUT_NAME]
         if self.cupy is None:
             buf.update_inplace(batch)
             return
@@ -390,15 +389,15 @@ class _TrtEngine:
             # Default (legacy) stream: the OrtValue copies before and after are ordered with it.
             if not self.context.execute_async_v3(0):
                 raise RuntimeError("TensorRT execution failed")
-            logits = bufs["logits"].numpy()
-            feats = bufs["features"].numpy() if self.has_features else None
+            logits = bufs[LOGITS].numpy()
+            feats = bufs[FEATURES].numpy() if self.has_features else None
         else:
             with self.cupy.cuda.Device(self.device_id):
                 stream = self.streams[slot]
                 if not self.context.execute_async_v3(stream.ptr):
                     raise RuntimeError("TensorRT execution failed")
-                logits = bufs["logits"].get(stream=stream)
-                feats = bufs["features"].get(stream=stream) if self.has_features else None
+                logits = bufs[LOGITS].get(stream=stream)
+                feats = bufs[FEATURES].get(stream=stream) if self.has_features else None
                 stream.synchronize()
         logits = logits.astype(np.float32, copy=False)
         feats = (feats.astype(np.float32, copy=False) if feats is not None

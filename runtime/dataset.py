@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryoshift.runtime.contract import CONTRASTS
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.mrc import MrcVolume, open_volume
 
@@ -33,7 +34,6 @@ FORMAT = "cryoshift.dataset/1"
 VOLUMES = "volumes.mrc"
 TABLE = "particles.csv"
 META = "dataset.json"
-CONTRASTS = ("dark", "light")
 LABEL_COLUMNS = ("label", "class_name")
 
 

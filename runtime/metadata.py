@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryoshift.runtime.contract import CONTRASTS, INPUT_NAME, LOGITS, NORMALISATIONS
 from cryoshift.runtime.errors import InputError
 
 SCHEMA_VERSION = 1
 PREFIX = "cryoshift."
-CONTRASTS = ("dark", "light")  # dark: protein darker than solvent, as in raw cryo-ET tomograms
-NORMALISATIONS = ("zscore", "minmax")
 
 
 @dataclass
@@ -162,16 +161,16 @@ def _check_graph(sess: Any, meta: ModelMetadata, path: Path) -> None:
     """The graph must keep the model contract its metadata describes (names, classes, box)."""
     outputs = {o.name: o.shape for o in sess.get_outputs()}
     inputs = {i.name: i.shape for i in sess.get_inputs()}
-    if "subtomograms" not in inputs or "logits" not in outputs:  # 'features' is optional (no shift score)
-        raise InputError(path, "graph does not follow the cryoshift model contract (input 'subtomograms', "
-                               f"output 'logits'); has inputs {sorted(inputs)}, outputs {sorted(outputs)}")
-    arg = next(i for i in sess.get_inputs() if i.name == "subtomograms")
+    if INPUT_NAME not in inputs or LOGITS not in outputs:  # 'features' is optional (no shift score)
+        raise InputError(path, f"graph does not follow the cryoshift model contract (input '{INPUT_NAME}', "
+                               f"output '{LOGITS}'); has inputs {sorted(inputs)}, outputs {sorted(outputs)}")
+    arg = next(i for i in sess.get_inputs() if i.name == INPUT_NAME)
     if len(arg.shape) != 5 or arg.type != "tensor(float)":
-        raise InputError(path, f"input 'subtomograms' must be float32 (batch, 1, D, H, W); the graph has "
+        raise InputError(path, f"input '{INPUT_NAME}' must be float32 (batch, 1, D, H, W); the graph has "
                                f"{arg.type} of rank {len(arg.shape)}")
-    k = outputs["logits"][-1] if outputs["logits"] else None
+    k = outputs[LOGITS][-1] if outputs[LOGITS] else None
     if isinstance(k, int) and k != meta.num_classes:
         raise InputError(path, f"graph gives {k} logits but the metadata names {meta.num_classes} classes")
-    spatial = list(inputs["subtomograms"])[2:]
+    spatial = list(inputs[INPUT_NAME])[2:]
     if any(isinstance(d, int) and d != meta.box_size for d in spatial):
         raise InputError(path, f"graph takes boxes of {spatial} but the metadata says {meta.box_size}^3")

@@ -27,22 +27,9 @@ from typing import Any
 import mrcfile
 import numpy as np
 
+from cryoshift.runtime.contract import MRC_HEADER_BYTES, MRC_MODE_NAMES, MRC_MODES, MRC_SUFFIXES
 from cryoshift.runtime.errors import InputError
 
-# MRC mode -> numpy dtype for the modes cryoshift reads and writes.
-MODES: dict[int, np.dtype] = {
-    0: np.dtype(np.int8),
-    1: np.dtype(np.int16),
-    2: np.dtype(np.float32),
-    6: np.dtype(np.uint16),
-    12: np.dtype(np.float16),
-}
-MODE_NAMES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
-HEADER_BYTES = 1024
-# The one suffix table every reader uses (info, classify inputs and folders, tomograms, training).
-BASE_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec", ".st", ".ali")
-COMPRESSED_SUFFIXES = (".gz", ".bz2")
-MRC_SUFFIXES = BASE_SUFFIXES + tuple(b + c for b in BASE_SUFFIXES for c in COMPRESSED_SUFFIXES)
 ANISOTROPY_TOLERANCE = 0.01  # relative spread of the X/Y/Z voxel sizes still called isotropic
 _GZIP_MAGIC = b"\x1f\x8b"
 _BZIP2_MAGIC = b"BZh"
@@ -121,10 +108,10 @@ def _check_raw_header(path: Path, compressed: str | None) -> None:
     """
     try:
         with _opener(compressed)(path, "rb") as fh:
-            head = fh.read(HEADER_BYTES)
-            if len(head) < HEADER_BYTES:
+            head = fh.read(MRC_HEADER_BYTES)
+            if len(head) < MRC_HEADER_BYTES:
                 raise InputError(path, f"file is truncated: {len(head)} bytes, shorter than the "
-                                       f"{HEADER_BYTES}-byte MRC header")
+                                       f"{MRC_HEADER_BYTES}-byte MRC header")
             if head[208:211] != b"MAP":
                 raise InputError(path, _NOT_MRC)
             order = ">" if head[212] == 0x11 else "<"  # machine stamp; permissive: little by default
@@ -132,7 +119,7 @@ def _check_raw_header(path: Path, compressed: str | None) -> None:
             if ext < 0:
                 raise InputError(path, f"corrupt header: negative extended header size {ext}")
             if compressed is None:
-                have = path.stat().st_size - HEADER_BYTES
+                have = path.stat().st_size - MRC_HEADER_BYTES
             else:  # count decompressed bytes only as far as the extended header reaches
                 have, chunk = 0, b"x"
                 while have < ext and chunk:
@@ -167,16 +154,16 @@ def read_header(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     _check_file(path)
     compressed = _compression(path)
-    if compressed is None and path.stat().st_size < HEADER_BYTES:
+    if compressed is None and path.stat().st_size < MRC_HEADER_BYTES:
         raise InputError(path, f"file is truncated: {path.stat().st_size} bytes, shorter than the "
-                               f"{HEADER_BYTES}-byte MRC header")
+                               f"{MRC_HEADER_BYTES}-byte MRC header")
     _check_raw_header(path, compressed)
     header = _open_header(path)
     if not bytes(header.map).startswith(b"MAP"):
         raise InputError(path, _NOT_MRC)
     mode = int(header.mode)
-    if mode not in MODES:
-        supported = ", ".join(f"{m} ({n})" for m, n in MODE_NAMES.items())
+    if mode not in MRC_MODES:
+        supported = ", ".join(f"{m} ({n})" for m, n in MRC_MODE_NAMES.items())
         raise InputError(path, f"unsupported MRC mode {mode}; cryoshift reads modes {supported}")
     nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
     if min(nx, ny, nz) <= 0:
@@ -204,14 +191,14 @@ def read_header(path: str | Path) -> dict[str, Any]:
         shape = tuple(file_shape[i] for i in perm)
         if shape[0] == 1:  # one section along Z after reordering: a 2-D image
             shape = shape[1:]
-    dtype = MODES[mode]
+    dtype = MRC_MODES[mode]
     ext = int(header.nsymbt)
     data_bytes = nx * ny * nz * dtype.itemsize
     file_bytes = path.stat().st_size
     if compressed is None:
-        have = file_bytes - HEADER_BYTES - ext
+        have = file_bytes - MRC_HEADER_BYTES - ext
         if have < data_bytes:
-            raise InputError(path, f"file is truncated: header says {nx}x{ny}x{nz} {MODE_NAMES[mode]} = "
+            raise InputError(path, f"file is truncated: header says {nx}x{ny}x{nz} {MRC_MODE_NAMES[mode]} = "
                                    f"{data_bytes} bytes of data, file has {max(have, 0)}")
     sizes = []
     cella = (header.cella.x, header.cella.y, header.cella.z)
@@ -227,7 +214,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
         "path": str(path),
         "shape": shape,
         "mode": mode,
-        "dtype": MODE_NAMES[mode],
+        "dtype": MRC_MODE_NAMES[mode],
         "voxel_size": vs if known else 1.0,
         "voxel_size_known": known,
         "voxel_sizes": tuple(sizes),
@@ -359,8 +346,8 @@ def _as_writable(array: np.ndarray, path: Path) -> np.ndarray:
     array = np.asarray(array)
     if array.dtype == np.float64:
         return array.astype(np.float32)
-    if array.dtype not in MODES.values():
-        allowed = ", ".join(MODE_NAMES.values())
+    if array.dtype not in MRC_MODES.values():
+        allowed = ", ".join(MRC_MODE_NAMES.values())
         raise InputError(path, f"cannot write dtype {array.dtype} to MRC; use one of {allowed}")
     return array
 

@@ -26,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from cryoshift.runtime.contract import INPUT_NAME
+
 TRANSFERS = ("fp32", "fp16")
 FP16_MAX = 65504.0  # largest finite float16: voxel values beyond it cannot be sent as fp16
 FP16_AGREEMENT = 0.98  # the export wing's bar for fp16 artefacts, used for the fp16 transfer too
-INPUT = "subtomograms"
-CAST_OUTPUT = "subtomograms__fp32"
+CAST_OUTPUT = f"{INPUT_NAME}__fp32"
 
 
 def transfer_dtype(transfer: str) -> np.dtype:
@@ -270,21 +271,21 @@ def fp16_input_model(model: bytes) -> bytes:
     found = False
     for number, _wire, value, field in _fields(graph_raw):
         if number == 1:
-            nodes.append(_rename_node_inputs(value, INPUT, CAST_OUTPUT))  # type: ignore[arg-type]
-        elif number == 11 and any(n == 1 and _string(v) == INPUT for n, _w, v, _f in _fields(value)):  # type: ignore[arg-type]
+            nodes.append(_rename_node_inputs(value, INPUT_NAME, CAST_OUTPUT))  # type: ignore[arg-type]
+        elif number == 11 and any(n == 1 and _string(v) == INPUT_NAME for n, _w, v, _f in _fields(value)):  # type: ignore[arg-type]
             elem = _input_elem_type(value)  # type: ignore[arg-type]
             if elem == _FLOAT16:
                 return model
             if elem != _FLOAT:
-                raise ValueError(f"input {INPUT!r} has ONNX element type {elem}, not float32")
+                raise ValueError(f"input {INPUT_NAME!r} has ONNX element type {elem}, not float32")
             rest.append(_len_field(11, _retype_value_info(value, _FLOAT16)))  # type: ignore[arg-type]
             found = True
         else:
             rest.append(field)
     if not found:
-        raise ValueError(f"the graph has no input {INPUT!r}")
+        raise ValueError(f"the graph has no input {INPUT_NAME!r}")
     attr = _len_field(1, b"to") + _int_field(3, _FLOAT) + _int_field(20, _ATTR_INT)
-    cast = (_len_field(1, INPUT.encode()) + _len_field(2, CAST_OUTPUT.encode())
+    cast = (_len_field(1, INPUT_NAME.encode()) + _len_field(2, CAST_OUTPUT.encode())
             + _len_field(3, b"cryoshift_fp16_transfer_cast") + _len_field(4, b"Cast") + _len_field(5, attr))
     graph = _len_field(1, cast) + b"".join(_len_field(1, n) for n in nodes) + b"".join(rest)
     return head + _len_field(7, graph) + tail

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryoshift.runtime.contract import CONTRASTS
 from cryoshift.runtime.errors import InputError
 
 FIDELITIES = ("fast", "tilt")
 DOSE_ORDERS = ("dose-symmetric", "bidirectional", "sequential")
-CONTRASTS = ("dark", "light")
 
 Range = tuple[float, float]
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from cryoshift.runtime.contract import MAP_SUFFIXES
 from cryoshift.runtime.errors import InputError
 from cryoshift.training.simulate.builtin import BUILTIN_NAMES, render_builtin
 
-MAP_SUFFIXES = (".mrc", ".map", ".rec", ".mrcs")
 MODEL_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
 
 

@@ -1,0 +1,47 @@
+"""The model contract and the data facts every wing must agree on, kept in one place.
+
+Export writes models that follow it, the runtime trusts it, training makes data and
+checkpoints that fit it; so runtime, export and training all import these names from here and
+define none of them again. Constants only (numpy for the MRC dtypes): importing this module
+pulls no wing and no heavy library.
+
+The contract in words (``docs/design.md``): one float32 input ``subtomograms`` of shape
+(batch, 1, D, H, W) with a dynamic batch; outputs ``logits`` (batch, K) and ``features``
+(batch, F), ``features`` being optional (a model without it gets no shift score).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# ONNX graph names -------------------------------------------------------------------------------
+INPUT_NAME = "subtomograms"
+LOGITS = "logits"
+FEATURES = "features"  # optional: without it there is no shift score
+OUTPUT_NAMES = (LOGITS, FEATURES)
+
+# Metadata vocabularies ----------------------------------------------------------------------------
+# dark: protein darker than solvent, as in raw cryo-ET tomograms; light: as in density maps.
+CONTRASTS = ("dark", "light")
+NORMALISATIONS = ("zscore", "minmax")  # per-subtomogram, inside the exported graph
+
+# Data that meets a model --------------------------------------------------------------------------
+VOXEL_TOLERANCE = 0.05  # relative voxel-size mismatch tolerated between data and model
+
+# MRC files ---------------------------------------------------------------------------------------
+MRC_HEADER_BYTES = 1024
+# MRC mode -> little-endian numpy dtype, for the modes cryoshift reads and writes.
+MRC_MODES: dict[int, np.dtype] = {
+    0: np.dtype("<i1"),
+    1: np.dtype("<i2"),
+    2: np.dtype("<f4"),
+    6: np.dtype("<u2"),
+    12: np.dtype("<f2"),
+}
+MRC_MODE_NAMES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
+# The one suffix table every reader uses. Maps and volumes (structures, parity data, ...):
+MAP_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec")
+# ... plus tilt series and aligned stacks: every MRC file (info, classify inputs, tomograms).
+MRC_BASE_SUFFIXES = (*MAP_SUFFIXES, ".st", ".ali")
+MRC_COMPRESSED_SUFFIXES = (".gz", ".bz2")
+MRC_SUFFIXES = MRC_BASE_SUFFIXES + tuple(b + c for b in MRC_BASE_SUFFIXES for c in MRC_COMPRESSED_SUFFIXES)
