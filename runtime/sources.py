@@ -26,11 +26,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from cryoshift.runtime.contract import CONTRASTS, MRC_HEADER_BYTES, MRC_MODES, VOXEL_TOLERANCE
 from cryoshift.runtime.errors import InputError
 
 TABLE_SUFFIXES = (".star", ".csv", ".tsv")
-VOXEL_TOLERANCE = 0.05  # relative voxel-size mismatch tolerated between data and model
-CONTRASTS = ("dark", "light")
 
 
 class PlanRefusal(InputError):
@@ -605,8 +604,6 @@ def plan_inputs(inputs: list[str], box_size: int, model_voxel_size: float, model
 # Loading one item into a batch row
 
 
-_HEADER = 1024
-_MODES = {0: np.dtype("<i1"), 1: np.dtype("<i2"), 2: np.dtype("<f4"), 6: np.dtype("<u2"), 12: np.dtype("<f2")}
 
 
 def _read_single_fast(path: str, out: np.ndarray) -> float | None:
@@ -619,12 +616,12 @@ def _read_single_fast(path: str, out: np.ndarray) -> float | None:
     """
     box = out.shape[0]
     with open(path, "rb") as fh:
-        head = fh.read(_HEADER)
-        if len(head) < _HEADER or head[208:211] != b"MAP" or head[212] != 0x44:
+        head = fh.read(MRC_HEADER_BYTES)
+        if len(head) < MRC_HEADER_BYTES or head[208:211] != b"MAP" or head[212] != 0x44:
             return None
         ints = np.frombuffer(head, "<i4", 24)
         nx, ny, nz, mode, mx, ispg, nsymbt = (int(ints[i]) for i in (0, 1, 2, 3, 7, 22, 23))
-        dtype = _MODES.get(mode)
+        dtype = MRC_MODES.get(mode)
         if dtype is None or (nz, ny, nx) != (box, box, box) or 401 <= ispg <= 630 or nsymbt < 0:
             return None
         if tuple(int(v) for v in ints[16:19]) not in ((1, 2, 3), (0, 0, 0)):
@@ -632,7 +629,7 @@ def _read_single_fast(path: str, out: np.ndarray) -> float | None:
         cell = np.frombuffer(head, "<f4", 3, 40).astype(np.float64)
         if not (ints[7:10] == mx).all() or not np.allclose(cell, cell[0], rtol=0.01):
             return None  # anisotropic or odd sampling: the full reader decides
-        fh.seek(_HEADER + nsymbt)
+        fh.seek(MRC_HEADER_BYTES + nsymbt)
         data = np.fromfile(fh, dtype=dtype, count=box**3)
         if data.size != box**3:
             return None
