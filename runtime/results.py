@@ -22,13 +22,22 @@ An original column that would land on the STAR name of a canonical column (an
 ``rlnCoordinateX`` next to ``x``) is dropped from both files; the canonical column
 carries the value. Floats are written with 9 significant digits in both files, booleans
 as 0/1, missing numbers as NaN, missing strings as "".
+
+Every STAR file cryoshift writes goes through :class:`StarWriter` (``write_results`` here,
+``predictions.star`` in runtime/star_out.py): the blocks before the particles whole, then the
+particles block in chunks, so a table of millions of rows is never formatted in one piece. The
+text is starfile's (tab-separated; strings that are empty or hold a space in double quotes; a
+missing value ``<NA>``), and the file appears under its name only when complete.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -108,8 +117,6 @@ def write_results(rows: pd.DataFrame, csv_path: str | Path, star_path: str | Pat
 
     Files are written to a temporary name and renamed, so a reader never sees half a table.
     """
-    import starfile
-
     df = _prepare(rows)
     csv_path = Path(csv_path)
     _atomic(csv_path, lambda p: df.to_csv(p, index=False, float_format=FLOAT_FORMAT, na_rep="nan"))
@@ -119,8 +126,7 @@ def write_results(rows: pd.DataFrame, csv_path: str | Path, star_path: str | Pat
             idx = pd.to_numeric(star["class_index"], errors="coerce")
             star["class_index"] = np.where(idx >= 0, idx + 1, 0).astype(np.int64)
         star.columns = [star_name(c) for c in star.columns]
-        _atomic(Path(star_path), lambda p: starfile.write({BLOCK: star}, p, float_format=FLOAT_FORMAT,
-                                                          overwrite=True))
+        write_star({BLOCK: star}, star_path)
     return csv_path
 
 
@@ -163,3 +169,137 @@ def read_results(path: str | Path) -> pd.DataFrame:
         if not pd.api.types.is_numeric_dtype(df[c]):
             df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
     return df
+
+
+# ---------------------------------------------------------------------------------------------
+# STAR files, streamed
+
+STAR_NA = "<NA>"  # a missing value, as starfile writes it
+
+
+def _quote(value: Any) -> Any:
+    """starfile's rule: a string that is empty or holds a space goes in double quotes."""
+    if isinstance(value, str) and (not value or " " in value):
+        return f'"{value}"'
+    return value
+
+
+def _star_column(col: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return col
+    if pd.api.types.infer_dtype(col, skipna=False) == "string":  # all text: quoted in one pass
+        text = col.astype(object)
+        need = (text.str.len() == 0) | text.str.contains(" ", regex=False)
+        return text.where(~need, '"' + text + '"') if need.any() else text
+    return col.map(_quote)  # mixed values: one at a time
+
+
+def star_rows(rows: pd.DataFrame) -> str:
+    """The data lines of a loop block for ``rows`` (one line per row, each ending in a newline)."""
+    if not len(rows):
+        return ""
+    text = pd.DataFrame({i: _star_column(rows.iloc[:, i]) for i in range(rows.shape[1])})
+    return text.to_csv(sep="\t", header=False, index=False, float_format=FLOAT_FORMAT, na_rep=STAR_NA,
+                       quoting=csv.QUOTE_NONE, lineterminator="\n")
+
+
+def _star_block(name: str, block: pd.DataFrame | dict[str, Any]) -> str:
+    """A whole block: key-value pairs (a dict) or a loop (a DataFrame)."""
+    if isinstance(block, dict):
+        pairs = "".join(f"_{k}\t\t\t{_quote(v)}\n" for k, v in block.items())
+        return f"data_{name}\n\n{pairs}\n\n"
+    return _loop_header(name, list(block.columns)) + star_rows(block) + "\n\n"
+
+
+def _loop_header(name: str, labels: list[str]) -> str:
+    return f"data_{name}\n\nloop_\n" + "".join(f"_{c} #{i}\n" for i, c in enumerate(labels, 1))
+
+
+class StarWriter:
+    """One STAR file written as it goes: ``blocks`` whole first, then the loop block ``name``
+    whose rows arrive in chunks (:meth:`write`; ``name=None``: no such block). It is written
+    under a temporary name and renamed by :meth:`commit` (``with``: on leaving without an
+    error; an error removes it), so a reader never sees half a file.
+
+    Example::
+
+        with StarWriter("out.star", "particles", ["rlnImageName", "csClassName"]) as star:
+            for chunk in chunks:
+                star.write(chunk)
+    """
+
+    def __init__(self, path: str | Path, name: str | None, labels: Iterable[str] = (),
+                 blocks: dict[str, pd.DataFrame | dict[str, Any]] | None = None):
+        from cryoshift.runtime import __version__
+
+        self.path = Path(path)
+        self.name = name
+        self.labels = [str(c) for c in labels]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
+        self._fh: IO[str] | None = open(self._tmp, "w")  # noqa: SIM115 - closed by commit/discard
+        try:
+            self._fh.write(f"# Created by cryoshift {__version__}\n\n\n")
+            for block_name, block in (blocks or {}).items():
+                self._fh.write(_star_block(block_name, block))
+            if name is not None:
+                self._fh.write(_loop_header(name, self.labels))
+        except BaseException:
+            self.discard()
+            raise
+
+    def _open(self) -> IO[str]:
+        if self._fh is None:
+            raise RuntimeError(f"{self.path}: already committed or discarded")
+        return self._fh
+
+    def write(self, rows: pd.DataFrame) -> None:
+        """Append rows of the loop block (columns in the order of ``labels``)."""
+        if self.name is None or [str(c) for c in rows.columns] != self.labels:
+            raise ValueError(f"columns {list(rows.columns)} are not the loop block's labels {self.labels}")
+        self._open().write(star_rows(rows))
+
+    def commit(self) -> Path:
+        """Finish the file and give it its name."""
+        fh = self._open()
+        try:
+            if self.name is not None:
+                fh.write("\n\n")
+            fh.close()
+            self._fh = None
+            os.replace(self._tmp, self.path)
+        finally:
+            self.discard()
+        return self.path
+
+    def discard(self) -> None:
+        """Drop the file being written (a file already under the final name stays)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> StarWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def write_star(blocks: dict[str, pd.DataFrame | dict[str, Any]], path: str | Path) -> Path:
+    """Write ``blocks`` (name -> DataFrame: a loop; dict: key-value pairs) to ``path`` through
+    :class:`StarWriter`: a loop block last is streamed, the blocks before it go whole."""
+    if not blocks:
+        raise ValueError("a STAR file needs at least one block")
+    *head, last = list(blocks)
+    table = blocks[last]
+    if isinstance(table, dict):
+        with StarWriter(path, None, blocks=blocks):
+            pass
+        return Path(path)
+    with StarWriter(path, last, table.columns, {n: blocks[n] for n in head}) as star:
+        star.write(table)
+    return Path(path)

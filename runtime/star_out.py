@@ -27,7 +27,6 @@ RELION ignores labels it does not know (the ``cs`` ones).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-FLOAT_FORMAT = "%.9g"
+from cryoshift.runtime.results import StarWriter, star_name, write_star
+
 # Over this many rows, a table is never read whole: results are written to predictions.star in
 # chunks without the input's own columns, and an input table gives only the rows with results.
 STREAM_ROWS = 1_000_000
@@ -50,8 +50,6 @@ CLASS_COLUMNS = ("class_index", "class_name", "best_class", "unknown", "confiden
 
 def _classification(pred: pd.DataFrame) -> pd.DataFrame:
     """The classification columns of results rows, with STAR labels and values."""
-    from cryoshift.runtime.results import star_name
-
     cols = [c for c in pred.columns if c in CLASS_COLUMNS or c.startswith("prob_")]
     out = pd.DataFrame(index=pred.index)
     for c in cols:
@@ -188,17 +186,13 @@ def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) ->
         pick = (chunk["tomo_name"] != "") & (pd.to_numeric(chunk["x"], errors="coerce").notna())
         has_pick |= bool(pick.any())
         has_image |= bool((~pick).any())
-    handles: dict[str, object] = {}
-    paths: dict[str, Path] = {}
+    writers: dict[str, StarWriter] = {}  # "" -> star_path, class name -> its own file
 
-    def handle(key: str, target: Path, labels: list[str]) -> object:
-        if key not in handles:
-            paths[key] = target
-            fh = open(target.with_name(f".{target.stem}.{os.getpid()}.tmp.star"), "w")  # noqa: SIM115
-            fh.write("# Created by cryoshift (streamed)\n\ndata_particles\n\nloop_\n")
-            fh.write("".join(f"_{c} #{i}\n" for i, c in enumerate(labels, 1)))
-            handles[key] = fh
-        return handles[key]
+    def writer(key: str, labels: list[str]) -> StarWriter:
+        if key not in writers:
+            target = star_path.with_name(f"{star_path.stem}_{_safe(key)}.star") if key else star_path
+            writers[key] = StarWriter(target, "particles", labels)
+        return writers[key]
 
     if split_by_class:
         for old in star_path.parent.glob(f"{star_path.stem}_*.star"):
@@ -213,26 +207,17 @@ def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) ->
                 rows.insert(at, "rlnTomoName", "")
                 for i, axis in enumerate("XYZ"):
                     rows.insert(at + 1 + i, f"rlnCoordinate{axis}", np.nan)
-            text = rows.astype(object).where(rows.astype(str) != "", '""')
             labels = list(rows.columns)
-            lines = text.to_csv(sep=" ", header=False, index=False, float_format=FLOAT_FORMAT, na_rep="nan",
-                                quoting=3)
-            handle("", star_path, labels).write(lines)
+            writer("", labels).write(rows)
             if split_by_class:
-                for name, part in text.groupby(rows["csClassName"], sort=True):
-                    target = star_path.with_name(f"{star_path.stem}_{_safe(str(name))}.star")
-                    handle(str(name), target, labels).write(
-                        part.to_csv(sep=" ", header=False, index=False, float_format=FLOAT_FORMAT,
-                                    na_rep="nan", quoting=3))
-        for key, fh in handles.items():
-            fh.close()
-            os.replace(fh.name, paths[key])
+                for name, part in rows.groupby("csClassName", sort=True):
+                    writer(str(name), labels).write(part)
+        for star in writers.values():
+            star.commit()
     finally:
-        for fh in handles.values():
-            fh.close()
-            if os.path.exists(fh.name):
-                os.unlink(fh.name)
-    return [paths[k] for k in sorted(paths) if k]
+        for star in writers.values():
+            star.discard()
+    return [writers[k].path for k in sorted(writers) if k]
 
 
 def _safe(name: str) -> str:
@@ -250,7 +235,7 @@ def write_predictions_star(csv_path: str | Path, star_path: str | Path,
         return _stream_plain_star(Path(csv_path), star_path, split_by_class)
     pred = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     blocks = build_star(pred, origins)
-    _atomic_star(blocks, star_path)
+    write_star(blocks, star_path)
     written = []
     if split_by_class:
         particles = blocks["particles"]
@@ -260,18 +245,6 @@ def write_predictions_star(csv_path: str | Path, star_path: str | Path,
         for name in sorted(set(names)):
             part = particles[names == name].reset_index(drop=True)
             path = star_path.with_name(f"{star_path.stem}_{_safe(name)}.star")
-            _atomic_star({**blocks, "particles": part}, path)
+            write_star({**blocks, "particles": part}, path)
             written.append(path)
     return written
-
-
-def _atomic_star(blocks: dict, path: Path) -> None:
-    import starfile
-
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.star")
-    try:
-        starfile.write(blocks, tmp, float_format=FLOAT_FORMAT, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -59,3 +59,55 @@ def test_names_with_spaces_cannot_be_star_labels(tmp_path: Path) -> None:
 @given(st.from_regex(r"[A-Za-z_][A-Za-z0-9_.+\-]{0,12}", fullmatch=True))
 def test_star_names_are_reversible(name: str) -> None:
     assert csv_name(star_name(name)) == name
+
+
+def test_star_writer_writes_the_text_starfile_writes(tmp_path: Path) -> None:
+    """One writer for every STAR file: apart from the comment line, starfile's own bytes."""
+    from cryoshift.runtime.results import write_star
+
+    particles = rows().drop(columns=["Weird Name?"]).assign(
+        note=["a b", "", "c"], maybe=pd.array([1, None, 3], dtype="Int64"), mixed=[1, "x", 2.5])
+    blocks = {"general": {"rlnTomoSizeX": 100, "rlnTomoName": "TS 01"},
+              "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnVoltage": [300.0]}), "particles": particles}
+    starfile.write(blocks, tmp_path / "a.star", float_format="%.9g", overwrite=True)
+    write_star(blocks, tmp_path / "b.star")
+    a = (tmp_path / "a.star").read_text().splitlines()
+    b = (tmp_path / "b.star").read_text().splitlines()
+    assert b[0].startswith("# Created by cryoshift") and a[1:] == b[1:]
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def _predictions(n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    pick = np.arange(n) % 3 == 0
+    k = rng.integers(-1, 2, n)
+    names = np.array(["ribosome", "empty"])
+    return pd.DataFrame({
+        "id": [f"TS_01:{i}.0,1.0,2.0" if p else f"{i + 1:06d}@s.mrcs" for i, p in enumerate(pick)],
+        "path": np.where(pick, "TS_01.mrc", "s.mrcs"), "index": np.where(pick, -1, np.arange(n)),
+        "tomo_name": np.where(pick, "TS_01", ""), "x": np.where(pick, np.arange(n) * 1.0, np.nan),
+        "y": np.where(pick, 1.0, np.nan), "z": np.where(pick, 2.0, np.nan),
+        "class_index": k, "class_name": np.where(k < 0, "unknown", names[np.maximum(k, 0)]),
+        "best_class": names[np.maximum(k, 0)], "unknown": (k < 0).astype(int),
+        "confidence": rng.uniform(0, 1, n), "shift_score": rng.uniform(0, 3, n),
+        "prob_ribosome": rng.uniform(0, 1, n), "prob_empty": rng.uniform(0, 1, n)})
+
+
+def test_predictions_star_streamed_in_chunks_holds_the_rows_of_the_whole_one(tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    from cryoshift.runtime import star_out
+
+    csv_path = tmp_path / "predictions.csv"
+    _predictions(40).to_csv(csv_path, index=False)
+    whole = star_out.write_predictions_star(csv_path, tmp_path / "whole" / "p.star", split_by_class=True)
+    monkeypatch.setattr(star_out, "STREAM_ROWS", 5)
+    (tmp_path / "streamed").mkdir()
+    streamed = star_out.write_predictions_star(csv_path, tmp_path / "streamed" / "p.star",
+                                               split_by_class=True)
+    assert [p.name for p in streamed] == [p.name for p in whole] == ["p_empty.star", "p_ribosome.star",
+                                                                        "p_unknown.star"]
+    for a, b in zip([tmp_path / "whole" / "p.star", *whole], [tmp_path / "streamed" / "p.star", *streamed],
+                    strict=True):
+        pd.testing.assert_frame_equal(read_results(a), read_results(b))
+    assert len(read_results(tmp_path / "streamed" / "p.star")) == 40
+    assert not list(tmp_path.rglob(".*tmp*"))
