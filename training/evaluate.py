@@ -18,7 +18,8 @@ import numpy as np
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata
-from cryoshift.training.calibrate import nll, softmax
+from cryoshift.runtime.scoring import softmax
+from cryoshift.training.calibrate import nll
 
 # --------------------------------------------------------------------------- metrics
 
@@ -98,48 +99,36 @@ def check_box(volumes: np.ndarray, metadata: ModelMetadata, model: str | Path) -
 def predict_checkpoint(path: str | Path, volumes: np.ndarray, batch_size: int = 64,
                        device: str = "cpu") -> Predictions:
     """Run a weights-only checkpoint (file or run directory) on raw volumes (N, D, D, D)."""
-    import torch
-
     from cryoshift.training.checkpoint import load_checkpoint
-    from cryoshift.training.normalise import normalise
+    from cryoshift.training.forward import forward_numpy
 
     model, metadata, _ = load_checkpoint(path)
     check_box(volumes, metadata, path)
     model.to(device)
-    logits, feats = [], []
-    with torch.no_grad():
-        for start in range(0, len(volumes), batch_size):
-            x = torch.from_numpy(np.array(volumes[start:start + batch_size], dtype=np.float32))
-            x = normalise(x.unsqueeze(1).to(device), metadata.normalisation)
-            f = model.forward_features(x)
-            logits.append(model.forward_head(f).float().cpu().numpy())
-            feats.append(f.float().cpu().numpy())
-    k = metadata.num_classes
-    return Predictions(np.concatenate(logits) if logits else np.zeros((0, k)),
-                       np.concatenate(feats) if feats else np.zeros((0, 0)), metadata)
+    logits, feats = forward_numpy(model, volumes, metadata.normalisation, device, batch_size)
+    if not len(logits):
+        logits = np.zeros((0, metadata.num_classes))
+    return Predictions(logits, feats, metadata)
 
 
 def predict_onnx(path: str | Path, volumes: np.ndarray, batch_size: int = 64) -> Predictions:
-    """Run an exported ONNX model with onnxruntime (normalisation is inside the graph)."""
-    import onnxruntime as ort
+    """Run an exported ONNX model with the runtime's CPU backend (normalisation is inside the graph).
 
-    from cryoshift.runtime.metadata import read_onnx_metadata
+    "features" is optional for scoring (classify accepts a model without it): without it the
+    report has no feature-based numbers, never an onnxruntime traceback.
+    """
+    from cryoshift.runtime.backends import load_model
 
-    metadata = read_onnx_metadata(path)
-    check_box(volumes, metadata, path)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    # "features" is optional for scoring (classify accepts a model without it): without it the
-    # report has no feature-based numbers, never an onnxruntime traceback.
-    names = ["logits", "features"] if "features" in {o.name for o in sess.get_outputs()} else ["logits"]
+    model = load_model(path, backend="cpu", batch_size=batch_size)
+    check_box(volumes, model.metadata, path)
     logits, feats = [], []
     for start in range(0, len(volumes), batch_size):
-        x = np.ascontiguousarray(volumes[start:start + batch_size], dtype=np.float32)[:, None]
-        outputs = sess.run(names, {"subtomograms": x})
-        logits.append(outputs[0])
-        feats.append(outputs[1] if len(outputs) > 1 else np.zeros((len(x), 0), np.float32))
-    return Predictions(np.concatenate(logits), np.concatenate(feats), metadata)
+        out = model.predict(np.asarray(volumes[start:start + batch_size], dtype=np.float32)[:, None])
+        logits.append(out[0])
+        feats.append(out[1])
+    if not logits:
+        return Predictions(np.zeros((0, model.metadata.num_classes)), np.zeros((0, 0)), model.metadata)
+    return Predictions(np.concatenate(logits), np.concatenate(feats), model.metadata)
 
 
 def predict(model: str | Path, volumes: np.ndarray, batch_size: int = 64, device: str = "cpu") -> Predictions:
