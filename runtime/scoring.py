@@ -2,7 +2,9 @@
 confidence, an ``unknown`` flag and the shift score.
 
 Pure numpy so that every backend (ONNX Runtime, TensorRT, a null model in benchmarks)
-scores identically; the formulas follow the model contract in ``docs/design.md``.
+scores identically; the formulas follow the model contract in ``docs/design.md``. Training
+(``cryoshift.training.calibrate``) imports these functions, so the temperature, threshold and
+shift reference it fits are computed with exactly the numbers the runtime reports.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cryoshift.runtime.metadata import ModelMetadata
+
+VAR_FLOOR = 1e-6  # smallest feature variance the shift score divides by (training and runtime alike)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -29,6 +33,23 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return z
 
 
+def feature_distance(features: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Normalised distance ``sqrt(mean_j (f_j - mu_j)^2 / var_j)`` of each row from a diagonal Gaussian.
+
+    ``var`` is floored at :data:`VAR_FLOOR`: a feature that never varied in the reference data
+    (a dead channel) must not turn a tiny difference into an enormous score. Training computes
+    the reference statistics with this same function and floor.
+    """
+    f = np.asarray(features, dtype=np.float64)
+    var = np.maximum(np.asarray(var, dtype=np.float64), VAR_FLOOR)
+    return np.sqrt(np.mean((f - np.asarray(mean, dtype=np.float64)) ** 2 / var, axis=1))
+
+
+def shift_score(features: np.ndarray, mean: np.ndarray, var: np.ndarray, reference: float) -> np.ndarray:
+    """:func:`feature_distance` over the reference distance (~1 in the adapted domain)."""
+    return feature_distance(features, mean, var) / (float(reference) if reference > 0 else 1.0)
+
+
 def shift_scores(features: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
     """Distance of each feature vector from the adapted domain, ~1 in-domain.
 
@@ -36,15 +57,11 @@ def shift_scores(features: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
     feature statistics gets NaN: an honest "not available" rather than a made-up number.
     """
     f = np.asarray(features, dtype=np.float64)
-    n = f.shape[0]
     mean = np.asarray(metadata.feature_mean, dtype=np.float64)
     var = np.asarray(metadata.feature_var, dtype=np.float64)
     if mean.size == 0 or mean.size != f.shape[1] or var.size != mean.size:
-        return np.full(n, np.nan)
-    var = np.maximum(var, 1e-12)
-    dist = np.sqrt(np.mean((f - mean) ** 2 / var, axis=1))
-    ref = float(metadata.shift_reference) if metadata.shift_reference > 0 else 1.0
-    return dist / ref
+        return np.full(f.shape[0], np.nan)
+    return shift_score(f, mean, var, metadata.shift_reference)
 
 
 @dataclass

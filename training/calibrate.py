@@ -12,7 +12,8 @@ far new data lies from what the model was adapted to:
   target's features and the median normalised distance of those features, so the runtime's
   shift score (docs/design.md) is ~1 in the adapted domain.
 
-Everything here is numpy so the same code scores ONNX outputs.
+Everything here is numpy. Softmax and the shift score are the runtime's own functions
+(:mod:`cryoshift.runtime.scoring`), so what training fits is what the runtime computes.
 """
 
 from __future__ import annotations
@@ -21,17 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cryoshift.runtime.scoring import VAR_FLOOR, feature_distance, shift_score, softmax
+
 UNKNOWN_QUANTILE = 0.05
-VAR_FLOOR = 1e-6
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return np.exp(log_softmax(np.asarray(logits, dtype=np.float64) / temperature))
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
@@ -79,13 +77,12 @@ class FeatureReference:
     shift_reference: float
 
     def distance(self, features: np.ndarray) -> np.ndarray:
-        """Raw normalised distance sqrt(mean_j (f_j - mu_j)^2 / var_j) per sample."""
-        f = np.asarray(features, dtype=np.float64)
-        return np.sqrt(((f - self.mean) ** 2 / self.var).mean(axis=1))
+        """Raw normalised distance sqrt(mean_j (f_j - mu_j)^2 / var_j) per sample (the runtime's)."""
+        return feature_distance(features, self.mean, self.var)
 
     def shift_score(self, features: np.ndarray) -> np.ndarray:
-        """Shift score as the runtime computes it: ~1 in the adapted domain."""
-        return self.distance(features) / self.shift_reference
+        """Shift score as the runtime computes it (the same function): ~1 in the adapted domain."""
+        return shift_score(features, self.mean, self.var, self.shift_reference)
 
 
 def feature_reference(features: np.ndarray) -> FeatureReference:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from cryoshift.training.calibrate import softmax
+from cryoshift.runtime.scoring import softmax
 
 SND_TEMPERATURE = 0.05  # as in the SND paper
 DEFAULT_TOLERANCE = 0.05
