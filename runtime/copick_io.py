@@ -234,7 +234,7 @@ def open_volume(path: str) -> CopickVolume:
 
 
 def plan(planner: Any, text: str) -> None:
-    """Add the picks of a ``copick:`` input to ``planner`` (a sources._Planner): one tomogram item
+    """Add the picks of a ``copick:`` input to ``planner`` (a sources.planner.Planner): one tomogram item
     per pick, ids ``RUN:x,y,z`` in voxels; a run whose tomogram is missing gives error items."""
     import numpy as np
 

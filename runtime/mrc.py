@@ -22,7 +22,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import mrcfile
 import numpy as np
@@ -100,6 +100,61 @@ def _opener(compressed: str | None) -> Any:
     return {"gzip": gzip.open, "bzip2": bz2.open}.get(compressed or "", open)
 
 
+class RawHeader(NamedTuple):
+    """The header fields cryoshift needs, decoded from the raw 1024 bytes (no mrcfile)."""
+
+    stamp: int  # first byte of the machine stamp: 0x44 little-endian, 0x11 big-endian
+    size: tuple[int, int, int]  # nx, ny, nz (columns, rows, sections)
+    mode: int
+    sampling: tuple[int, int, int]  # mx, my, mz
+    cell: tuple[float, float, float]  # cella x, y, z (A)
+    axis_order: tuple[int, int, int]  # mapc, mapr, maps
+    ispg: int
+    nsymbt: int  # extended header bytes
+
+
+def raw_header(head: bytes) -> RawHeader | None:
+    """Decode a header's raw bytes (byte order from the machine stamp; permissive: little-endian
+    unless it says big); None when they are not an MRC header (short, no ``MAP`` identifier)."""
+    if len(head) < MRC_HEADER_BYTES or head[208:211] != b"MAP":
+        return None
+    order = ">" if head[212] == 0x11 else "<"
+    ints = [int(v) for v in np.frombuffer(head, f"{order}i4", 24)]
+    cell = [float(v) for v in np.frombuffer(head, f"{order}f4", 3, 40)]
+    return RawHeader(head[212], (ints[0], ints[1], ints[2]), ints[3], (ints[7], ints[8], ints[9]),
+                     (cell[0], cell[1], cell[2]), (ints[16], ints[17], ints[18]), ints[22], ints[23])
+
+
+def read_plain_volume(path: str | Path, out: np.ndarray) -> float | None:
+    """Read a plain little-endian single-volume MRC of ``out``'s (D, D, D) shape into ``out``.
+
+    About 20x faster than opening it through mrcfile, which matters for directories of
+    millions of files. Returns the voxel size (0 if unset), or None for anything unusual
+    (compressed, big-endian, stack, other shape or axis order, anisotropic, short file), which
+    then takes :func:`open_volume` and its precise error messages.
+    """
+    box = out.shape[0]
+    with open(path, "rb") as fh:
+        h = raw_header(fh.read(MRC_HEADER_BYTES))
+        if h is None or h.stamp != 0x44:
+            return None
+        dtype = MRC_MODES.get(h.mode)
+        if dtype is None or h.size != (box, box, box) or 401 <= h.ispg <= 630 or h.nsymbt < 0:
+            return None
+        if h.axis_order not in ((1, 2, 3), (0, 0, 0)):
+            return None  # another axis order: the full reader transposes it
+        mx = h.sampling[0]
+        if h.sampling != (mx, mx, mx) or not np.allclose(h.cell, h.cell[0], rtol=0.01):
+            return None  # anisotropic or odd sampling: the full reader decides
+        fh.seek(MRC_HEADER_BYTES + h.nsymbt)
+        data = np.fromfile(fh, dtype=dtype, count=box**3)
+        if data.size != box**3:
+            return None
+    out[...] = data.reshape(out.shape)
+    voxel = h.cell[0] / mx if mx > 0 else 0.0
+    return voxel if np.isfinite(voxel) and voxel > 0 else 0.0  # NaN/Inf/negative cell: unset
+
+
 def _check_raw_header(path: Path, compressed: str | None) -> None:
     """Check the identifier and the extended-header size from the raw bytes, before mrcfile.
 
@@ -112,10 +167,10 @@ def _check_raw_header(path: Path, compressed: str | None) -> None:
             if len(head) < MRC_HEADER_BYTES:
                 raise InputError(path, f"file is truncated: {len(head)} bytes, shorter than the "
                                        f"{MRC_HEADER_BYTES}-byte MRC header")
-            if head[208:211] != b"MAP":
+            raw = raw_header(head)
+            if raw is None:
                 raise InputError(path, _NOT_MRC)
-            order = ">" if head[212] == 0x11 else "<"  # machine stamp; permissive: little by default
-            ext = int(np.frombuffer(head, f"{order}i4", 1, 92)[0])
+            ext = raw.nsymbt
             if ext < 0:
                 raise InputError(path, f"corrupt header: negative extended header size {ext}")
             if compressed is None:

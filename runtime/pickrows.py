@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cryoshift.runtime.sources import Item
+from cryoshift.runtime.sources.items import Item
 
 BATCH = 65536
 

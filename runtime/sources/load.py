@@ -1,0 +1,95 @@
+"""Loading one planned item into a batch row: a single file, a stack slice or a crop from a
+tomogram, checked (voxel size, NaN/Inf, absurd values) so that a bad item fails alone."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cryoshift.runtime.contract import VOXEL_TOLERANCE
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
+from cryoshift.runtime.sources.items import Item
+
+
+def _check_item_voxel(item: Item, voxel: float, model_voxel: float | None) -> None:
+    if model_voxel and voxel > 0:
+        mismatch = abs(voxel - model_voxel) / model_voxel
+        if mismatch > VOXEL_TOLERANCE:
+            raise InputError(item.path, f"voxel size {voxel:.3g} A differs from the model's "
+                                        f"{model_voxel:.3g} A by {mismatch:.0%}")
+
+
+VALUE_LIMIT = 1e15  # |voxel| beyond this overflows float32 sums of squares in the model's normalisation
+
+
+def _check_values(out: np.ndarray, item: Item) -> None:
+    """NaN/Inf, or values so large that z-scoring in float32 overflows (NaN logits), fail the item.
+
+    Two reductions instead of ``isfinite(...).all()``: no temporary array, and NaN fails both
+    comparisons, so one test covers NaN, Inf and absurd magnitudes.
+    """
+    lo, hi = float(out.min()), float(out.max())
+    if lo > -VALUE_LIMIT and hi < VALUE_LIMIT:
+        return
+    where = f" (item {item.id})" if item.id != item.path else ""
+    if not np.isfinite(out).all():
+        raise InputError(item.path, "contains NaN or infinite values" + where)
+    raise InputError(item.path, f"values reach {max(abs(lo), abs(hi)):.3g}, beyond +-{VALUE_LIMIT:.0e}: "
+                                "not subtomogram intensities (normalisation would overflow)" + where)
+
+
+def load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: float | None = None) -> None:
+    """Fill ``out`` (D, D, D) float32 with ``item``'s voxels or raise InputError with the reason.
+
+    ``voxel_size`` (the model's) makes single files of another voxel size fail as items;
+    stacks and tomograms were already checked while planning.
+    """
+    if item.kind == "error":
+        raise InputError(item.path, item.error)
+    try:
+        _load_item(item, out, cache, voxel_size)
+    except OSError as exc:  # a file gone, a dangling link, no permission: said in words
+        raise InputError(item.path, os_reason(item.path, exc)) from exc
+
+
+def _load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: float | None) -> None:
+    box = out.shape[0]
+    if item.kind == "file":
+        from cryoshift.runtime.mrc import read_plain_volume
+
+        voxel = read_plain_volume(item.path, out)  # the fast path for plain files
+        if voxel is not None:
+            _check_item_voxel(item, voxel, voxel_size)
+            _check_values(out, item)
+            return
+        with open_mrc(item.path) as vol:  # not cached: directories can hold millions of files
+            if vol.anisotropic:
+                from cryoshift.runtime.mrc import check_isotropic
+
+                check_isotropic(vol.header, item.path)
+            if vol.voxel_size_known:
+                _check_item_voxel(item, vol.voxel_size, voxel_size)
+            data = vol.data
+            if vol.is_stack or data.ndim != 3:
+                raise InputError(item.path, f"expected a single volume, found shape {tuple(data.shape)}")
+            if data.shape != (box, box, box):
+                shown = "x".join(str(s) for s in data.shape)
+                raise InputError(item.path, f"box {shown} does not match the model's {box}^3")
+            out[...] = data
+    elif item.kind == "stack":
+        vol = cache.get(item.path)
+        data = vol.data if vol.data.ndim == 4 else vol.data[None]
+        if not 0 <= item.index < data.shape[0]:
+            raise InputError(item.path, f"index {item.index} outside stack of {data.shape[0]} volumes")
+        if data.shape[1:] != (box, box, box):
+            shown = "x".join(str(s) for s in data.shape[1:])
+            raise InputError(item.path, f"box {shown} does not match the model's {box}^3")
+        out[...] = data[item.index]
+    elif item.kind == "tomogram":
+        from cryoshift.runtime.crop import crop_box
+
+        # Crops straight into the batch row; a pick outside the tomogram raises InputError.
+        crop_box(cache.get(item.path).data, (item.x, item.y, item.z), box, out=out, path=item.path)
+    else:  # pragma: no cover - planning only makes the kinds above
+        raise InputError(item.path, f"unknown item kind {item.kind}")
+    _check_values(out, item)

@@ -1,0 +1,268 @@
+"""Planning: the user's inputs, checked against the model, as one deterministic list of items.
+
+:class:`Planner` takes each input in turn (MRC files, globs and folders of them, volume stacks,
+dataset folders, rlnImageName listings, pick tables via runtime/sources/picktables.py, copick
+projects via runtime/copick_io.py); :func:`plan_inputs` returns the :class:`Plan`. Planning
+reads headers, never voxel data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from cryoshift.runtime.contract import CONTRASTS, VOXEL_TOLERANCE
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
+from cryoshift.runtime.sources.items import Item, Plan, PlanRefusal, stack_id
+from cryoshift.runtime.sources.paths import expand, tomogram_index
+
+TABLE_SUFFIXES = (".star", ".csv", ".tsv")
+
+
+class Planner:
+    """Adds the items of one input at a time (:meth:`add`); ``items``, ``voxel_sizes``, ``notes``
+    and ``origins`` become the :class:`Plan`."""
+
+    def __init__(self, box_size: int, model_voxel: float, contrast: str | None, model_contrast: str,
+                 ignore_voxel_size: bool, tomograms: list[str], cache: VolumeCache,
+                 coordinate_pixel_size: float | None = None, binning: float | None = None):
+        self.box = box_size
+        self.model_voxel = model_voxel
+        self.contrast = contrast
+        self.model_contrast = model_contrast
+        self.ignore_voxel = ignore_voxel_size
+        self.tomograms = tomograms
+        self._tomo_index: dict[str, Path] | None = None
+        self.cache = cache
+        from cryoshift.runtime.pickrows import ItemList
+
+        self.items = ItemList()
+        self.failed_inputs: list[InputError] = []  # explicit inputs that became error items
+        self.voxel_sizes: dict[str, float] = {}
+        self.notes: list[str] = []
+        self.origins: list[tuple[str, Sequence[str | None]]] = []
+        self.tomo_tables: dict[str, Any] = {}  # rlnTomoName -> TomogramEntry from a tomograms.star
+        self.coordinate_pixel_size = coordinate_pixel_size
+        self.binning = binning
+
+    def tomogram_index(self) -> dict[str, Path]:
+        """The ``--tomograms`` files by name (read once, when the first pick table needs them)."""
+        if self._tomo_index is None:
+            self._tomo_index = tomogram_index(self.tomograms, self.tomo_tables)
+        return self._tomo_index
+
+    # -- checks ------------------------------------------------------------------------------
+    def check_voxel(self, path: Path | str, vol: Any) -> None:
+        voxel = float(vol.voxel_size or 0.0)
+        self.voxel_sizes[str(path)] = voxel
+        if not getattr(vol, "voxel_size_known", True) or voxel <= 0 or self.model_voxel <= 0:
+            return  # header says "unset": nothing to compare
+        mismatch = abs(voxel - self.model_voxel) / self.model_voxel
+        if mismatch > VOXEL_TOLERANCE and not self.ignore_voxel:
+            raise PlanRefusal(path, f"voxel size {voxel:.3g} A differs from the model's "
+                                   f"{self.model_voxel:.3g} A "
+                                   f"by {mismatch:.0%} (> {VOXEL_TOLERANCE:.0%}); rescale the data or pass "
+                                   "--ignore-voxel-size")
+
+    def check_contrast(self, source: str, contrast: str) -> None:
+        if contrast != self.model_contrast:
+            raise PlanRefusal(source, f"data contrast is {contrast!r} but the model expects "
+                                     f"{self.model_contrast!r}; use a model exported for {contrast!r} data "
+                                     "or pass the right --contrast")
+
+    # -- inputs ------------------------------------------------------------------------------
+    def add(self, text: str) -> None:
+        """Plan one input. A problem with it (missing, dangling link, empty folder, unreadable,
+        wrong type, a stack of the wrong box) becomes one error item and the other inputs go on;
+        :class:`PlanRefusal` (options, data that does not fit the model) stops planning."""
+        start, n_origins = len(self.items), len(getattr(self, "origins", ()))
+        try:
+            self._add(text)
+        except PlanRefusal:
+            raise
+        except InputError as exc:
+            self.items.truncate(start)
+            if hasattr(self, "origins"):
+                del self.origins[n_origins:]
+            own = exc.path is None or exc.path in (text, str(Path(text)))
+            reason = exc.reason if own else f"{exc.path}: {exc.reason}"
+            self.items.append(Item(text, "error", text, error=reason))
+            self.failed_inputs.append(exc)
+
+    def _add(self, text: str) -> None:
+        if text.startswith("copick:"):  # a copick project (runtime/copick_io.py)
+            from cryoshift.runtime.copick_io import plan
+
+            plan(self, text)
+            return
+        path = Path(text)
+        if path.is_dir() and (path / "dataset.json").is_file():
+            self.add_dataset(path)
+            return
+        paths = expand(text)
+        if not paths:
+            if path.is_dir():
+                raise InputError(text, "folder holds no MRC files" if any(path.iterdir()) else "empty folder")
+            raise InputError(text, "matches no files")
+        for p in paths:
+            suffix = p.suffix.lower()
+            if len(paths) > 1 and suffix not in TABLE_SUFFIXES and suffix != ".mrcs" and p is not paths[0]:
+                # Directories and globs can hold millions of single volumes: no header read per
+                # file here (readers check each file); the first one was checked in full.
+                self.items.append(Item(str(p), "file", str(p)))
+                continue
+            try:
+                if suffix in TABLE_SUFFIXES:
+                    self.add_table(p)
+                else:
+                    self.add_volume_file(p, strict=len(paths) == 1 and not p.exists())
+            except PlanRefusal:
+                raise
+            except InputError as exc:
+                if len(paths) == 1:
+                    raise  # the input itself failed: add() makes it one error item
+                self.items.append(Item(str(p), "error", str(p), error=exc.reason))
+
+    def add_volume_file(self, path: Path, strict: bool = False) -> None:
+        from cryoshift.runtime.mrc import check_isotropic, read_header
+
+        if strict:
+            raise InputError(path, os_reason(path, FileNotFoundError()))
+        try:
+            header = read_header(path)  # the header only: cheap for directories of many files
+            check_isotropic(header, path)
+        except OSError as exc:
+            raise InputError(path, os_reason(path, exc)) from exc
+        self.check_voxel(path, SimpleNamespace(**header))
+        if header["is_stack"]:
+            shape = header["shape"]
+            self.check_box(path, shape[1:])  # an error item for this stack (see add)
+            self.items.extend(Item(stack_id(path, i), "stack", str(path), i) for i in range(shape[0]))
+        else:
+            self.items.append(Item(str(path), "file", str(path)))
+
+    def check_box(self, path: Path | str, shape: tuple[int, ...]) -> None:
+        if tuple(shape) != (self.box,) * 3:
+            shown = "x".join(str(s) for s in shape)
+            raise InputError(path, f"volumes are {shown} but the model takes {self.box}^3 boxes; "
+                                   "re-extract at the model's box size")
+
+    def add_dataset(self, path: Path) -> None:
+        from cryoshift.runtime.dataset import read_dataset
+
+        with read_dataset(path) as ds:  # checks dataset.json against the stack and the table
+            info = ds.meta
+        contrast = self.contrast or info.get("contrast") or "dark"
+        self.check_contrast(str(path), contrast)
+        stack = path / "volumes.mrc"
+        vol = open_mrc(stack)
+        from cryoshift.runtime.mrc import check_isotropic
+
+        check_isotropic(vol.header, stack)
+        self.check_voxel(stack, vol)
+        data = vol.data if vol.is_stack else vol.data[None]
+        self.check_box(stack, data.shape[1:])
+        self.items.extend(Item(stack_id(stack, i), "stack", str(stack), i) for i in range(data.shape[0]))
+
+    def add_table(self, path: Path) -> None:
+        """A STAR/CSV table: a listing of subtomogram files, or picks in tomograms."""
+        from cryoshift.runtime.sources.picktables import plan_pick_table
+
+        if not path.is_file():
+            raise InputError(path, "no such file")
+        if _is_listing(path):
+            self.add_listing(path)
+        else:
+            plan_pick_table(self, path)
+
+    def add_listing(self, path: Path) -> None:
+        """A table of subtomogram files and stack slices (rlnImageName, ``path``/``index``)."""
+        from cryoshift.runtime.picks import read_particle_listing
+
+        listing = read_particle_listing(path)
+        start = len(self.items)
+        seen_voxel: set[str] = set()
+        for row in listing.itertuples(index=False):
+            vpath = str(row.path)
+            index = _as_index(getattr(row, "index", -1))
+            if vpath not in seen_voxel:
+                seen_voxel.add(vpath)
+                self._check_listed_file(vpath)
+            if index >= 0:
+                self.items.append(Item(stack_id(vpath, index), "stack", vpath, index))
+            else:
+                self.items.append(Item(vpath, "file", vpath))
+        if path.suffix.lower() == ".star":
+            self.origins.append((str(path), [it.id for it in self.items[start:]]))
+
+    def _check_listed_file(self, vpath: str) -> None:
+        """Voxel size of a listed file, read once per file; unreadable files fail per item later."""
+        try:
+            vol = self.cache.get(vpath)
+        except InputError:
+            return
+        self.check_voxel(vpath, vol)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) in ("", "nan")
+
+
+def _as_index(value: Any) -> int:
+    try:
+        if _missing(value):
+            return -1
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
+def _is_listing(path: Path) -> bool:
+    """A table of subtomogram files (rlnImageName / path column) rather than of coordinates."""
+    if path.suffix.lower() == ".star":
+        from cryoshift.runtime.sources.picktables import star_has
+
+        return star_has(path, "rlnImageName")
+    try:
+        with open(path, errors="replace") as fh:
+            header = fh.readline()
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc}") from exc
+    cols = {c.strip().strip('"').lower() for c in header.replace("\t", ",").split(",")}
+    return bool(cols & {"rlnimagename", "path", "image", "image_name"}) and not cols & {"x", "rlncoordinatex"}
+
+
+def plan_inputs(inputs: list[str], box_size: int, model_voxel_size: float, model_contrast: str = "dark",
+                contrast: str | None = None, tomograms: list[str] | None = None,
+                ignore_voxel_size: bool = False, cache: VolumeCache | None = None,
+                coordinate_pixel_size: float | None = None, binning: float | None = None) -> Plan:
+    """Enumerate every item of ``inputs`` in a stable order and check them against the model.
+
+    Refuses (InputError) what can never work: a data contrast or voxel size that differs from
+    the model's, stacks of the wrong box size, missing inputs. Items that are merely bad
+    (a corrupt file among thousands) come back as ``kind == "error"`` items.
+    """
+    if contrast is not None and contrast not in CONTRASTS:
+        raise InputError(None, f"--contrast must be one of {', '.join(CONTRASTS)}, not {contrast!r}")
+    if not inputs:
+        raise InputError(None, "no inputs given")
+    planner = Planner(box_size, model_voxel_size, contrast, model_contrast, ignore_voxel_size,
+                       list(tomograms or []), cache or VolumeCache(), coordinate_pixel_size, binning)
+    data_contrast = contrast or "dark"
+    has_non_dataset = any(not (Path(t).is_dir() and (Path(t) / "dataset.json").is_file()) for t in inputs)
+    if has_non_dataset:
+        planner.check_contrast("--contrast", data_contrast)
+    for text in inputs:
+        planner.add(text)
+    if len(planner.failed_inputs) == len(inputs):  # nothing at all to classify: say why, once
+        first = planner.failed_inputs[0]
+        if len(inputs) == 1:
+            raise first
+        raise InputError(None, f"none of the {len(inputs)} inputs can be classified; the first: {first}")
+    return Plan(planner.items, list(inputs), box_size, data_contrast, planner.voxel_sizes, planner.notes,
+                planner.origins)
+
