@@ -20,17 +20,16 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from cryoshift.export.data import find_volumes, random_volumes, read_volumes
-from cryoshift.export.formats import FORMATS, artefact_name, select_formats
-from cryoshift.export.onnx import ExportWrapper, complete_metadata, export_onnx, torch_reference
+from cryoshift.export.data import find_volumes, random_volumes
+from cryoshift.export.formats import FORMATS, select_formats
+from cryoshift.export.job import ExportJob
+from cryoshift.export.onnx import ExportWrapper, complete_metadata, export_onnx
 from cryoshift.export.result import ExportResult, ExportWarning
 from cryoshift.runtime.engine_sidecar import file_sha256
-from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata
 
 DEFAULT_BATCH_MAX = 256
 PARITY_VOLUMES = 64
-CALIBRATION_VOLUMES = 128
 REPORT = "export.json"
 Progress = Callable[[str], None]
 
@@ -60,22 +59,6 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _calibration(given: str | Path | None, config: dict[str, Any], box_size: int,
-                 checkpoint: Path) -> tuple[np.ndarray, str]:
-    """int8 calibration volumes: ``given``, else the first dataset the run's config names (target first)."""
-    from cryoshift.export.data import config_data_paths
-
-    if given is None:
-        paths = config_data_paths(config)
-        if not paths:
-            raise InputError(checkpoint, "--int8 needs --calibration DATA (target subtomograms); "
-                                         "the run's config names no dataset")
-        given = paths[0]
-    # A picks target (STAR/CSV) is cropped from the run's --tomograms.
-    tomograms = list(config.get("tomograms") or [])
-    return read_volumes(given, box_size, CALIBRATION_VOLUMES, tomograms=tomograms), str(given)
-
-
 def export_checkpoint(
     checkpoint_or_run: str | Path,
     out_dir: str | Path,
@@ -94,11 +77,11 @@ def export_checkpoint(
     every artefact passes its parity check or the export raises
     :class:`cryoshift.export.parity.ParityError`. TensorRT without a GPU is skipped with a warning.
     """
-    from cryoshift.export.tensorrt import tensorrt_unavailable
     from cryoshift.training.checkpoint import load_checkpoint, resolve_checkpoint
 
     say = progress or (lambda _msg: None)
-    formats = select_formats(fp16=fp16, tensorrt=tensorrt, int8=int8, calibration=calibration)
+    formats = select_formats(fp16=fp16, tensorrt=tensorrt, int8=int8, calibration=calibration,
+                             parity_data=parity_data, opset=opset, batch_max=batch_max)
     checkpoint = resolve_checkpoint(checkpoint_or_run)
     say(f"loading {checkpoint}")
     model, metadata, payload = load_checkpoint(checkpoint)
@@ -111,51 +94,22 @@ def export_checkpoint(
 
     say("reading parity volumes")
     volumes, source = find_volumes(metadata.box_size, parity_data, config, limit=PARITY_VOLUMES)
-    if "int8" in formats:  # resolved before any work: a missing calibration set fails fast
-        calib, calib_source = _calibration(calibration, config, metadata.box_size, checkpoint)
     wrapper = ExportWrapper(model, metadata.normalisation).eval()
-
+    job = ExportJob(checkpoint, config, metadata, out_dir, wrapper, volumes, source, say, opset=opset,
+                    batch_max=batch_max, calibration=calibration)
+    steps = [FORMATS[name] for name in formats]
+    for fmt in steps:  # e.g. int8 calibration data: resolved before any work, so it fails fast
+        fmt.prepare_job(job)
     results: list[ExportResult] = []
     skipped: list[str] = []
-    say("exporting ONNX (fp32)")
-    onnx_result = export_onnx(wrapper, metadata, out_dir / artefact_name("onnx"), volumes, opset=opset,
-                              parity_source=source)
-    reference, _ = torch_reference(wrapper, volumes)  # every derived format is held to PyTorch too
-    results.append(onnx_result)
-    onnx_variants = [(onnx_result.path, "fp32")]
-
-    if "fp16" in formats:
-        from cryoshift.export.fp16 import export_fp16
-
-        say("converting to fp16 ONNX")
-        res = export_fp16(onnx_result.path, out_dir / artefact_name("fp16"), metadata, volumes, reference,
-                          source)
-        results.append(res)
-        onnx_variants.append((res.path, "fp16"))
-
-    if "int8" in formats:
-        from cryoshift.export.int8 import export_int8_onnx
-
-        say("calibrating int8 Q/DQ ONNX")
-        res = export_int8_onnx(onnx_result.path, out_dir / artefact_name("int8"), metadata, calib, volumes,
-                               reference, source, calib_source)
-        results.append(res)
-        onnx_variants.append((res.path, "int8"))
-
-    if "tensorrt" in formats:
-        reason = tensorrt_unavailable()
+    for fmt in steps:
+        reason = fmt.why_not_here()
         if reason:
-            msg = f"TensorRT engines skipped: {reason}"
+            msg = f"{fmt.skipped} skipped: {reason}"
             warnings.warn(msg, ExportWarning, stacklevel=2)
             skipped.append(msg)
-        else:
-            from cryoshift.export.tensorrt import export_tensorrt
-
-            for path, precision in onnx_variants:
-                say(f"building TensorRT {precision} engine (takes minutes the first time)")
-                engine = out_dir / artefact_name("tensorrt", precision)
-                results.append(export_tensorrt(path, engine, replace(metadata, precision=precision),
-                                               batch_max, volumes, reference, source))
+            continue
+        results.extend(fmt.build(job))
 
     report = {
         "format": "cryoshift.export/1",

@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from cryoshift.export.formats import artefact_name
+from cryoshift.export.job import ExportJob
 from cryoshift.export.parity import ParityError, check_onnx_parity
 from cryoshift.export.result import ExportResult
 from cryoshift.runtime.metadata import ModelMetadata
@@ -144,3 +146,13 @@ def _fp16_providers() -> list[list[str]]:
     available = ort.get_available_providers()
     return [[p, "CPUExecutionProvider"] if p != "CPUExecutionProvider" else [p]
             for p in ("CPUExecutionProvider", "CUDAExecutionProvider") if p in available]
+
+
+def build_fp16(job: ExportJob) -> list[ExportResult]:
+    """The formats table's ``fp16`` builder: converts the fp32 ONNX that ``build_onnx`` wrote."""
+    onnx_path, reference = job.fp32()
+    job.say("converting to fp16 ONNX")
+    result = export_fp16(onnx_path, job.out_dir / artefact_name("fp16"), job.metadata, job.volumes, reference,
+                         job.source)
+    job.onnx_variants.append((result.path, "fp16"))
+    return [result]

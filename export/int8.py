@@ -18,13 +18,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from cryoshift.export.formats import artefact_name
 from cryoshift.export.fp16 import preprocessing_nodes
+from cryoshift.export.job import ExportJob
 from cryoshift.export.parity import ParityError, as_model_input, check_onnx_parity
 from cryoshift.export.result import ExportResult
 from cryoshift.runtime.contract import INPUT_NAME
+from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata
 
 QUANTISED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
+CALIBRATION_VOLUMES = 128
 
 
 def _reader(volumes: np.ndarray, batch: int = 8):
@@ -87,3 +91,37 @@ def export_int8_onnx(onnx_path: str | Path, out_path: str | Path, metadata: Mode
     note = f"calibrated on {len(calibration)} volumes from {calibration_source or 'given data'}"
     seconds = time.perf_counter() - start
     return ExportResult("int8", out_path, out_path.stat().st_size, report, seconds, [note])
+
+
+def prepare_int8(job: ExportJob) -> None:
+    """Read the calibration volumes before any work, so a missing calibration set fails fast.
+
+    ``job.calibration`` if given, else the first dataset the run's config names (target first); a
+    picks target (STAR/CSV) is cropped from the run's ``tomograms``.
+    """
+    from cryoshift.export.data import config_data_paths, read_volumes
+
+    given = job.calibration
+    if given is None:
+        paths = config_data_paths(job.config)
+        if not paths:
+            raise InputError(job.checkpoint, "--int8 needs --calibration DATA (target subtomograms); "
+                                             "the run's config names no dataset")
+        given = paths[0]
+    tomograms = list(job.config.get("tomograms") or [])
+    job.calibration_volumes = read_volumes(given, job.metadata.box_size, CALIBRATION_VOLUMES,
+                                           tomograms=tomograms)
+    job.calibration_source = str(given)
+
+
+def build_int8(job: ExportJob) -> list[ExportResult]:
+    """The formats table's ``int8`` builder: Q/DQ from the fp32 ONNX, calibrated by ``prepare_int8``."""
+    onnx_path, reference = job.fp32()
+    if job.calibration_volumes is None:
+        prepare_int8(job)
+    job.say("calibrating int8 Q/DQ ONNX")
+    result = export_int8_onnx(onnx_path, job.out_dir / artefact_name("int8"), job.metadata,
+                              job.calibration_volumes, job.volumes, reference, job.source,
+                              job.calibration_source)
+    job.onnx_variants.append((result.path, "int8"))
+    return [result]

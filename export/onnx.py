@@ -23,6 +23,8 @@ import onnx
 import torch
 from torch import nn
 
+from cryoshift.export.formats import artefact_name
+from cryoshift.export.job import ExportJob
 from cryoshift.export.parity import ParityError, check_onnx_parity, run_batched
 from cryoshift.export.result import ExportResult
 from cryoshift.runtime.contract import INPUT_NAME, OUTPUT_NAMES
@@ -189,3 +191,14 @@ def export_onnx(
         raise ParityError(out_path, report)
     return ExportResult("onnx", out_path, out_path.stat().st_size, report, time.perf_counter() - start,
                         [f"opset {opset}"])
+
+
+def build_onnx(job: ExportJob) -> list[ExportResult]:
+    """The formats table's ``onnx`` builder: the fp32 graph every other format is derived from."""
+    job.say("exporting ONNX (fp32)")
+    result = export_onnx(job.wrapper, job.metadata, job.out_dir / artefact_name("onnx"), job.volumes,
+                         opset=job.opset, parity_source=job.source)
+    job.reference, _ = torch_reference(job.wrapper, job.volumes)  # derived formats are held to PyTorch too
+    job.onnx_path = result.path
+    job.onnx_variants.append((result.path, "fp32"))
+    return [result]

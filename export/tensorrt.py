@@ -12,10 +12,13 @@ GPU model and TensorRT version that built it; both go into ``<engine>.json``
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from cryoshift.export.formats import artefact_name
+from cryoshift.export.job import ExportJob
 from cryoshift.export.parity import ParityError, compare_logits, run_batched
 from cryoshift.export.result import ExportResult
 from cryoshift.runtime.contract import INPUT_NAME, OUTPUT_NAMES
@@ -131,3 +134,15 @@ def export_tensorrt(onnx_path: str | Path, engine_path: str | Path, metadata: Mo
             raise ParityError(engine_path, report)
     return ExportResult("tensorrt", engine_path, engine_path.stat().st_size, report,
                         time.perf_counter() - start, notes)
+
+
+def build_tensorrt(job: ExportJob) -> list[ExportResult]:
+    """The formats table's ``tensorrt`` builder: one engine per ONNX variant written before it."""
+    _, reference = job.fp32()
+    results = []
+    for path, precision in job.onnx_variants:
+        job.say(f"building TensorRT {precision} engine (takes minutes the first time)")
+        engine = job.out_dir / artefact_name("tensorrt", precision)
+        results.append(export_tensorrt(path, engine, replace(job.metadata, precision=precision),
+                                       job.batch_max, job.volumes, reference, job.source))
+    return results
