@@ -260,7 +260,7 @@ def engine_rate(model: Any, batch: int, repeats: int, loops: int) -> float:
 def throughput_rows(check: Check, env: dict[str, Any], onnx_path: Path, work: Path, args: argparse.Namespace,
                     engines: dict[str, Path | str]) -> None:
     from cryoshift.runtime.backends import load_model
-    from cryoshift.runtime.commands.bench import make_bench_data, pipeline_rate
+    from cryoshift.runtime.bench import make_bench_data, pipeline_rate
     from cryoshift.runtime.metadata import read_onnx_metadata
     from cryoshift.runtime.readers import auto_workers
 
@@ -393,8 +393,8 @@ def training_rows(check: Check, env: dict[str, Any], work: Path, args: argparse.
 
 def devices_row(check: Check, env: dict[str, Any], onnx_path: Path, work: Path,
                 args: argparse.Namespace) -> None:
+    from cryoshift.runtime.bench import make_bench_data
     from cryoshift.runtime.classify import classify
-    from cryoshift.runtime.commands.bench import make_bench_data
     from cryoshift.runtime.metadata import read_onnx_metadata
 
     reason = why_not("cuda", env) or (None if env["gpu_count"] >= 2 else

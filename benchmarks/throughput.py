@@ -166,8 +166,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from cryoshift.runtime.backends import gpu_name, load_model, null_model
+    from cryoshift.runtime.bench import inference_rate, make_bench_data, pipeline_rate
     from cryoshift.runtime.classify import classify
-    from cryoshift.runtime.commands.bench import inference_rate, make_bench_data, pipeline_rate
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -294,8 +294,8 @@ def paired_ratios(model: Any, wrapper: Any, batch: np.ndarray, naive_files: list
 def gpu_part(onnx_path: Path, wrapper: Any, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """ORT CUDA, ORT TensorRT EP and native TensorRT fp16: inference only and end to end (stack)."""
     from cryoshift.runtime.backends import load_model
+    from cryoshift.runtime.bench import inference_rate
     from cryoshift.runtime.classify import classify
-    from cryoshift.runtime.commands.bench import inference_rate
 
     out: dict[str, Any] = {}
     bs = args.gpu_batch_size
