@@ -72,26 +72,19 @@ def target_config() -> Any:
 
 def simulate_to_dataset(structures: Any, config: Any, n: int, out: Path, seed: int,
                         chunk: int = 64) -> Path:
-    """Simulate ``n`` labelled volumes of ``structures`` into a dataset directory, chunk by chunk.
+    """Simulate ``n`` labelled volumes of ``structures`` into a dataset directory, ``chunk`` at a time.
 
     Labels go into the table as usual; training reads a target's labels only for the oracle,
-    and the demo reads them only to score.
+    and the demo reads them only to score. Same seed, same device -> same data; a GPU
+    (benchmark gpu profile) simulates much faster.
     """
     import torch
 
-    from cryoshift.runtime.dataset import DatasetWriter
-    from cryoshift.training.simulate.simulator import Simulator
+    from cryoshift.training.simulate.dataset import simulate_dataset
 
-    # Same seed, same device -> same data; a GPU (benchmark gpu profile) simulates much faster.
-    sim = Simulator(structures, config, device="cuda" if torch.cuda.is_available() else "cpu", seed=seed)
-    meta = {"generator": "cryoshift.training.demo", "seed": seed, "simulation": config.to_dict(),
-            "structures": list(structures.sources)}
-    with DatasetWriter(out, n, structures.box_size, structures.voxel_size, sim.class_names,
-                       contrast=config.contrast, meta=meta) as writer:
-        for start in range(0, n, chunk):
-            vol, labels, rows = sim.sample(min(chunk, n - start))
-            writer.write(vol.cpu().numpy(), labels.cpu().numpy(), rows)
-    return out
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return simulate_dataset(out, structures, config, n, seed=seed, batch_size=chunk, device=device,
+                            progress=False, generator="cryoshift.training.demo")
 
 
 @dataclass

@@ -28,18 +28,19 @@ def versions() -> dict[str, str]:
 
 def simulate_dataset(out_dir: str | Path, structures: Structures, config: SimulationConfig, n: int,
                      seed: int = 0, batch_size: int = 256, device: str = "cpu",
-                     progress: bool = True) -> Path:
+                     progress: bool = True, generator: str = "cryoshift simulate") -> Path:
     """Simulate ``n`` labelled subtomograms into ``out_dir`` (volumes.mrc, particles.csv, dataset.json).
 
     particles.csv holds every parameter drawn per subtomogram; dataset.json records the full
-    config, the seed, the structure sources and library versions. Writing is chunked, so memory
-    stays flat for any ``n``; the same seed gives identical volumes on the same device.
+    config, the seed, the structure sources, library versions and ``generator`` (who asked).
+    Writing is chunked (``batch_size`` volumes at a time), so memory stays flat for any ``n``;
+    the same seed and chunking give identical volumes on the same device.
     """
     from cryoshift.runtime.dataset import DatasetWriter
 
     sim = Simulator(structures, config, device=device, seed=seed)
     meta: dict[str, Any] = {
-        "generator": "cryoshift simulate",
+        "generator": generator,
         "seed": int(seed),
         "device": str(device),
         "simulation": config.to_dict(),
