@@ -183,7 +183,9 @@ def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run
     from cryoshift.training.trainer import TrainConfig
     from cryoshift.training.trainer import train as run_train
 
-    if method == "default":
+    if method in ("default", "oracle"):
+        # The oracle is the ceiling of the default recipe: the same simulation, spectrum matching and
+        # budget, with the adaptation split's true labels in place of template-matching pseudo-labels.
         cfg = TrainConfig(
             source=maps_source(),
             out=str(run_dir),
@@ -195,6 +197,8 @@ def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run
             progress=False,
         )
         cfg = dataclasses.replace(cfg, **profile.default_overrides)
+        if method == "oracle":
+            cfg = dataclasses.replace(cfg, method="oracle", template_labels=0, oracle_target_labels=True)
     else:
         cfg = TrainConfig(
             source=maps_source(),
@@ -212,7 +216,6 @@ def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run
             seed=draw,
             threads=profile.threads,
             progress=False,
-            oracle_target_labels=method == "oracle",
         )
     if (run_dir / "model.pt").is_file():
         return run_dir / "model.pt"
