@@ -53,7 +53,8 @@ def _root(
 
 
 for _module in (info, simulate, train, evaluate, export, classify, merge, report, bench, demo):
-    app.command(name=_module.NAME, no_args_is_help=getattr(_module, "NO_ARGS_IS_HELP", True))(_module.command)
+    app.command(name=_module.NAME, no_args_is_help=getattr(_module, "NO_ARGS_IS_HELP", True),
+                cls=getattr(_module, "COMMAND_CLASS", None))(_module.command)
 
 
 # Finished rows and checkpoints are already on disk (fsync'd ledgers): say how to go on.

@@ -5,9 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from typer.core import TyperCommand
 
 NAME = "train"
 NO_ARGS_IS_HELP = True
+# Without the training wing the methods cannot be listed (the list comes from its registry).
+METHOD_HELP = ("Adaptation method, a name from the training wing's registry (listed here once the 'train' "
+               "extra is installed).")
+
+
+class TrainCommand(TyperCommand):
+    """``cryoshift train``'s command: its help lists the adaptation methods from the registry.
+
+    Generated when the help is shown, not when the CLI starts, so ``cryoshift --help`` and every
+    other command stay free of torch; a new method file appears here without touching the CLI.
+    """
+
+    def format_help(self, ctx: typer.Context, formatter: object) -> None:
+        try:
+            from cryoshift.training.adapt import methods_help
+        except ImportError:  # no torch: keep METHOD_HELP
+            pass
+        else:
+            for param in self.params:
+                if param.name == "method":
+                    param.help = f"Adaptation method: {methods_help(default=param.default)}."
+        super().format_help(ctx, formatter)
+
+
+COMMAND_CLASS = TrainCommand
 
 
 def _parse_kv(items: list[str], option: str) -> dict[str, object]:
@@ -36,9 +62,7 @@ def command(
     target: str = typer.Option(None, "--target", help="Unlabelled target: dataset directory, MRC file/"
                                "directory/glob, picks STAR/CSV (with --tomograms), or copick:CONFIG.json "
                                "(with --copick-*). Labels are never read."),
-    method: str = typer.Option("selftrain", "--method", help="selftrain (the default: self-training with "
-                               "AdaBN), source-only, adabn, dann, mada, warp, cryoshift (the paper), or "
-                               "oracle (benchmarks only)."),
+    method: str = typer.Option("selftrain", "--method", help=METHOD_HELP),
     backbone: str = typer.Option("cryonet", "--backbone", help="Backbone registry name (e.g. cryonet, "
                                  "cryonet-small, dsrf3d-v2, encoder4, cb3d)."),
     epochs: int = typer.Option(20, "--epochs", help="Training epochs (passes over the source)."),

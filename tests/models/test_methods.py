@@ -101,3 +101,39 @@ def test_adabn_training_ignores_target(toy: dict) -> None:
     a = method.losses(toy["sx"][:4], toy["sy"][:4], target_x=toy["tx"][:4])["total"]
     b = method.losses(toy["sx"][:4], toy["sy"][:4])["total"]
     torch.testing.assert_close(a, b)
+
+
+def test_hyper_parameters_come_from_each_method_file_and_share_one_namespace() -> None:
+    from cryoshift.training.adapt import known_hparams
+
+    backbone = create_backbone("cryonet-small", num_classes=3, box_size=16)
+    known = known_hparams()
+    seen: set[str] = set()
+    for name in ALL:
+        cls = METHODS.get(name)
+        defaults = cls.defaults()
+        assert {"ce_weight", "label_smoothing"} <= set(defaults), name
+        assert all(known[k] == v for k, v in defaults.items()), name  # one default per key, everywhere
+        seen |= set(defaults)
+    assert seen == set(known)
+    # A key another method uses is accepted and ignored (one dictionary fits every method) ...
+    method = create_method("dann", backbone=backbone, num_classes=3, box_size=16, warp_sigma=3.0,
+                           dann_weight=0.5, disc_hidden=None)
+    assert method.hparams == {**METHODS.get("dann").defaults(), "dann_weight": 0.5}
+    # ... and a key no method knows lists every valid one.
+    with pytest.raises(ValueError, match="valid: " + ", ".join(sorted(known))):
+        create_method("source-only", backbone=backbone, num_classes=3, box_size=16, nonsense=1)
+
+
+def test_cli_method_help_is_generated_from_the_registry() -> None:
+    from typer.testing import CliRunner
+
+    from cryoshift.runtime.cli import app
+    from cryoshift.training.adapt import methods_help
+
+    text = methods_help(default="selftrain")
+    assert text.startswith("selftrain (the default: ") and all(name in text for name in METHODS.names())
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400"}, terminal_width=400)
+    assert result.exit_code == 0
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert "Adaptation method: " + text in flat

@@ -96,3 +96,12 @@ def test_train_without_torch_names_the_extra(tmp_path: Path) -> None:
     lines = [line for line in proc.stderr.strip().splitlines() if line not in PROBE_LINES]
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and "cryoshift[train]" in lines[0] and lines[0].startswith("cryoshift: error:")
+
+
+def test_train_help_without_torch_still_helps(tmp_path: Path) -> None:
+    """The --method list comes from the training registry; without torch the help says where it is."""
+    proc = run(["train", "--help"], tmp_path, block=True)
+    assert proc.returncode == 0, proc.stderr
+    flat = " ".join(proc.stdout.replace("│", " ").split())
+    assert "--method" in flat and "Adaptation method, a name from the training wing's registry" in flat
+    assert "the 'train' extra is installed" in flat

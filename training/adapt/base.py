@@ -2,11 +2,14 @@
 
 A method is an ``nn.Module`` that owns the backbone (``method.backbone``, the part that is
 exported) plus whatever it needs besides (discriminators, the warp net). The trainer calls only
-``losses``, ``param_groups`` and ``finalize``, so a new method is one file and one import line.
+``losses``, ``param_groups`` and ``finalize``, so a new method is one file in this package
+(``training/adapt/__init__.py`` imports every module here, which registers it).
 
-Hyper-parameters form one flat namespace shared by all methods (``DEFAULT_HPARAMS``): the trainer
-can pass the same dictionary to any method, each method reads the keys it uses (``USES``), and a
-misspelt key fails loudly with the closest valid name.
+Hyper-parameters form one flat namespace shared by all methods: the trainer can pass the same
+dictionary to any method. Each class declares the defaults of the keys it adds in ``HPARAMS``,
+next to the code that reads them; a method takes the ``HPARAMS`` of its whole class hierarchy
+(``defaults()``: a mixin's keys come with the mixin), and a key that no registered method knows
+fails loudly with the closest valid name.
 """
 
 from __future__ import annotations
@@ -19,55 +22,54 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._registry import METHODS
 from .grl import grl_lambda, reverse_gradient
 
-DEFAULT_HPARAMS: dict[str, Any] = {
-    "ce_weight": 1.0,  # cross-entropy on labelled source (and warped source)
-    "dann_weight": 1.0,  # DANN domain BCE
-    "mada_weight": 1.0,  # mean over classes of the class-wise domain BCEs
-    "img_weight": 1.0,  # image-level (warp) discriminator BCE
-    "target_weight": 1.0,  # oracle only: cross-entropy on labelled target
+# Read by the adversarial helpers below (``_reversed``, ``_groups``); methods with a discriminator
+# take them into their ``HPARAMS``.
+ADVERSARIAL_HPARAMS: dict[str, Any] = {
     "grl_max": 1.0,  # gradient-reversal weight reached at the end of the ramp
-    "disc_hidden": 256,  # feature-discriminator width
     "disc_lr_mult": 1.0,  # discriminator lr = lr * disc_lr_mult
-    "warp_lr_mult": 10.0,  # warp lr = lr * warp_lr_mult (the release: 5e-3 warp vs ~1e-4 net)
-    "warp_channels": 8,  # warp encoder width (kept small: it runs on every training batch)
-    "warp_max_shift": 2.0,  # largest displacement of the random deformation, in voxels
-    "warp_sigma": 2.0,  # Gaussian smoothing of the displacement field, in voxels
-    "warp_intensity": 0.1,  # additive intensity change as a fraction of each volume's value range
-    "img_disc_channels": 8,  # image-discriminator width
-    "label_smoothing": 0.0,
-    "im_weight": 1.0,  # selftrain: information maximisation on the target
-    "pseudo_weight": 0.5,  # selftrain: cross-entropy on class-balanced confident target predictions
-    "pseudo_fraction": 0.5,  # selftrain: share of each predicted class used as pseudo-labels
-    "adapt_start": 0.3,  # selftrain: fraction of training before the target terms start
-    "adapt_ramp": 0.2,  # selftrain: fraction of training over which they ramp up to full weight
 }
 
 
-def check_hparams(method: str, hparams: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``hparams`` (None = default) into the defaults; unknown keys raise ValueError."""
-    merged = dict(DEFAULT_HPARAMS)
-    for key, value in hparams.items():
-        if key not in DEFAULT_HPARAMS:
-            close = difflib.get_close_matches(key, DEFAULT_HPARAMS, n=1)
+def known_hparams() -> dict[str, Any]:
+    """Every hyper-parameter some registered method takes, with its default (the flat namespace)."""
+    known: dict[str, Any] = {}
+    for name in METHODS.names():
+        known.update(METHODS.get(name).defaults())  # type: ignore[attr-defined]
+    return known
+
+
+def check_hparams(method: type[AdaptationMethod], hparams: dict[str, Any]) -> dict[str, Any]:
+    """``method``'s defaults with ``hparams`` on top (None = default); unknown keys raise ValueError.
+
+    A key another method uses is accepted and ignored, so one dictionary fits every method.
+    """
+    defaults = method.defaults()
+    known = {**known_hparams(), **defaults}
+    for key in hparams:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(
-                f"method {method!r}: unknown hyper-parameter {key!r}; "
-                f"valid: {', '.join(sorted(DEFAULT_HPARAMS))}.{hint}"
+                f"method {method.name!r}: unknown hyper-parameter {key!r}; "
+                f"valid: {', '.join(sorted(known))}.{hint}"
             )
-        if value is not None:
-            merged[key] = value
-    return merged
+    return {key: default if hparams.get(key) is None else hparams[key] for key, default in defaults.items()}
 
 
 class AdaptationMethod(nn.Module):
     """Base: source cross-entropy only. Subclasses override ``losses`` and set the flags."""
 
     name: ClassVar[str] = "source-only"
+    summary: ClassVar[str] = ""  # a few words for the CLI's list of methods
     needs_target: ClassVar[bool] = False
     needs_target_labels: ClassVar[bool] = False
-    USES: ClassVar[tuple[str, ...]] = ("ce_weight", "label_smoothing")
+    HPARAMS: ClassVar[dict[str, Any]] = {
+        "ce_weight": 1.0,  # cross-entropy on labelled source (and warped source)
+        "label_smoothing": 0.0,
+    }
 
     def __init__(self, backbone: nn.Module, num_classes: int, box_size: int, **hparams: Any):
         super().__init__()
@@ -76,8 +78,15 @@ class AdaptationMethod(nn.Module):
         self.backbone = backbone
         self.num_classes = num_classes
         self.box_size = box_size
-        merged = check_hparams(self.name, hparams)
-        self.hparams: dict[str, Any] = {k: merged[k] for k in self.USES}
+        self.hparams: dict[str, Any] = check_hparams(type(self), hparams)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """This method's hyper-parameters and defaults: the ``HPARAMS`` of its classes and mixins."""
+        merged: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("HPARAMS", {}))
+        return merged
 
     # -- helpers -----------------------------------------------------------------------------
     def _check_inputs(

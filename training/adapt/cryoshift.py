@@ -14,31 +14,29 @@ factor does not change the updates much, so 10:10:1 is ``ce_weight=10, img_weigh
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ._registry import METHODS
-from .base import AdaptationMethod
+from .base import ADVERSARIAL_HPARAMS, AdaptationMethod
 from .discriminators import ImageDiscriminator, domain_bce, domain_labels
 from .mada import MADAMixin
 from .warp import Warp
 
-_WARP_USES = (
-    "img_weight",
-    "grl_max",
-    "disc_lr_mult",
-    "warp_lr_mult",
-    "warp_channels",
-    "warp_max_shift",
-    "warp_sigma",
-    "warp_intensity",
-    "img_disc_channels",
-)
-
 
 class WarpMixin:
+    HPARAMS: ClassVar[dict[str, Any]] = {
+        "img_weight": 1.0,  # image-level (warp) discriminator BCE
+        **ADVERSARIAL_HPARAMS,
+        "warp_lr_mult": 10.0,  # warp lr = lr * warp_lr_mult (the release: 5e-3 warp vs ~1e-4 net)
+        "warp_channels": 8,  # warp encoder width (kept small: it runs on every training batch)
+        "warp_max_shift": 2.0,  # largest displacement of the random deformation, in voxels
+        "warp_sigma": 2.0,  # Gaussian smoothing of the displacement field, in voxels
+        "warp_intensity": 0.1,  # additive intensity change as a fraction of each volume's value range
+        "img_disc_channels": 8,  # image-discriminator width
+    }
     hparams: dict[str, Any]
     warp: Warp
     img_discriminator: ImageDiscriminator
@@ -60,8 +58,8 @@ class WarpMixin:
 @METHODS.register("warp")
 class WarpRandomization(WarpMixin, AdaptationMethod):
     name = "warp"
+    summary = "learned warp of the simulation + image discriminator"
     needs_target = True
-    USES = ("ce_weight", "label_smoothing", *_WARP_USES)
 
     def __init__(self, backbone: nn.Module, num_classes: int, box_size: int, **hparams: Any):
         super().__init__(backbone, num_classes, box_size, **hparams)
@@ -91,8 +89,8 @@ class CryoShift(MADAMixin, WarpMixin, AdaptationMethod):
     """Full Cryo-Shift: warp randomization + image discriminator + MADA."""
 
     name = "cryoshift"
+    summary = "the paper: warp + MADA"
     needs_target = True
-    USES = ("ce_weight", "label_smoothing", "mada_weight", "disc_hidden", *_WARP_USES)
 
     def __init__(self, backbone: nn.Module, num_classes: int, box_size: int, **hparams: Any):
         super().__init__(backbone, num_classes, box_size, **hparams)

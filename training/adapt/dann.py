@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ._registry import METHODS
-from .base import AdaptationMethod
-from .discriminators import FeatureDiscriminator, domain_bce
+from .base import ADVERSARIAL_HPARAMS, AdaptationMethod
+from .discriminators import FEATURE_DISCRIMINATOR_HPARAMS, FeatureDiscriminator, domain_bce
 
 
 @METHODS.register("dann")
@@ -20,8 +20,13 @@ class DANN(AdaptationMethod):
     """
 
     name = "dann"
+    summary = "one domain discriminator"
     needs_target = True
-    USES = ("ce_weight", "label_smoothing", "dann_weight", "grl_max", "disc_hidden", "disc_lr_mult")
+    HPARAMS: ClassVar[dict[str, Any]] = {
+        "dann_weight": 1.0,  # DANN domain BCE
+        **ADVERSARIAL_HPARAMS,
+        **FEATURE_DISCRIMINATOR_HPARAMS,
+    }
 
     def __init__(self, backbone: nn.Module, num_classes: int, box_size: int, **hparams: Any):
         super().__init__(backbone, num_classes, box_size, **hparams)

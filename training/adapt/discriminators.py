@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+FEATURE_DISCRIMINATOR_HPARAMS = {"disc_hidden": 256}  # feature-discriminator width (DANN, MADA)
+
 
 class FeatureDiscriminator(nn.Module):
     """MLP F -> hidden -> hidden -> 1 with ReLU and dropout (the usual DANN/MADA discriminator)."""

@@ -8,15 +8,15 @@ the class the classifier believes it is, not toward the source distribution as a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._registry import METHODS
-from .base import AdaptationMethod
-from .discriminators import FeatureDiscriminator, domain_labels
+from .base import ADVERSARIAL_HPARAMS, AdaptationMethod
+from .discriminators import FEATURE_DISCRIMINATOR_HPARAMS, FeatureDiscriminator, domain_labels
 
 
 def mada_loss(
@@ -49,6 +49,11 @@ class ClassDiscriminators(nn.Module):
 class MADAMixin:
     """The MADA term, shared by ``mada`` and ``cryoshift``."""
 
+    HPARAMS: ClassVar[dict[str, Any]] = {
+        "mada_weight": 1.0,  # mean over classes of the class-wise domain BCEs
+        **ADVERSARIAL_HPARAMS,
+        **FEATURE_DISCRIMINATOR_HPARAMS,
+    }
     backbone: nn.Module
     hparams: dict[str, Any]
     class_discriminators: ClassDiscriminators
@@ -69,8 +74,8 @@ class MADAMixin:
 @METHODS.register("mada")
 class MADA(MADAMixin, AdaptationMethod):
     name = "mada"
+    summary = "one domain discriminator per class"
     needs_target = True
-    USES = ("ce_weight", "label_smoothing", "mada_weight", "grl_max", "disc_hidden", "disc_lr_mult")
 
     def __init__(self, backbone: nn.Module, num_classes: int, box_size: int, **hparams: Any):
         super().__init__(backbone, num_classes, box_size, **hparams)

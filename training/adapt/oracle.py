@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
 from ._registry import METHODS
@@ -13,8 +15,9 @@ class Oracle(AdaptationMethod):
     """Cross-entropy on source plus ``target_weight`` x cross-entropy on labelled target."""
 
     name = "oracle"
+    summary = "reads target labels: benchmarks only"
     needs_target_labels = True
-    USES = ("ce_weight", "label_smoothing", "target_weight")
+    HPARAMS: ClassVar[dict[str, Any]] = {"target_weight": 1.0}  # cross-entropy on labelled target
 
     def losses(
         self,

@@ -19,7 +19,7 @@ reinforce noise.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,16 +55,15 @@ class SelfTrain(AdaBN):
     """Source cross-entropy + target information maximisation + class-balanced pseudo-labels."""
 
     name = "selftrain"
+    summary = "self-training with AdaBN"
     needs_target = True
-    USES = (
-        "ce_weight",
-        "label_smoothing",
-        "im_weight",
-        "pseudo_weight",
-        "pseudo_fraction",
-        "adapt_start",
-        "adapt_ramp",
-    )
+    HPARAMS: ClassVar[dict[str, Any]] = {
+        "im_weight": 1.0,  # information maximisation on the target
+        "pseudo_weight": 0.5,  # cross-entropy on class-balanced confident target predictions
+        "pseudo_fraction": 0.5,  # share of each predicted class used as pseudo-labels
+        "adapt_start": 0.3,  # fraction of training before the target terms start
+        "adapt_ramp": 0.2,  # fraction of training over which they ramp up to full weight
+    }
 
     def target_weight(self, progress: float) -> float:
         """0 before ``adapt_start``, then a linear ramp to 1 over ``adapt_ramp`` of training."""

@@ -16,6 +16,7 @@ class SourceOnly(AdaptationMethod):
     """Cross-entropy on labelled simulation; the target is never seen (the baseline to beat)."""
 
     name = "source-only"
+    summary = "simulation alone, the baseline"
 
 
 @METHODS.register("adabn")
@@ -27,6 +28,7 @@ class AdaBN(AdaptationMethod):
     """
 
     name = "adabn"
+    summary = "BatchNorm statistics re-estimated on the target"
     needs_target = True  # only in finalize(); losses() ignores target_x
 
     def finalize(self, target_batches: Iterable[torch.Tensor]) -> None:
