@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -131,7 +132,9 @@ def test_kill_9_at_random_moments_then_resume_gives_every_item_once(model_path, 
     # A resume of a finished run changes nothing.
     s = classify(model_path, [str(stack)], out, backend="cpu", resume=True, progress=False)
     assert (s.classified, s.resumed, s.total_rows) == (0, n, n)
-    assert isinstance(Path(s.manifest).read_text(), str)
+    manifest = json.loads(Path(s.manifest).read_text())  # rewritten by the resume, with its counts
+    assert (manifest["summary"]["classified"], manifest["summary"]["resumed"]) == (0, n)
+    assert (manifest["summary"]["total_rows"], manifest["summary"]["total_errors"]) == (n, 0)
 
 
 def test_single_file_of_other_voxel_size_in_a_folder_is_an_error_row(model_path, helpers, tmp_path):

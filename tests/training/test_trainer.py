@@ -12,6 +12,7 @@ import torch
 from cryoshift.runtime.dataset import read_dataset, write_dataset
 from cryoshift.runtime.errors import InputError
 from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint
+from cryoshift.training.select import training_warnings
 from cryoshift.training.trainer import TrainConfig, train
 
 METHODS = ["source-only", "adabn", "dann", "mada", "warp", "cryoshift", "selftrain", "oracle"]
@@ -141,7 +142,8 @@ def test_simulated_source_on_the_fly_and_resume(domains: dict[str, Path], tmp_pa
     assert resumed.state_digest == full.state_digest
 
 
-def test_target_aware_source_resumes_and_reports(domains: dict[str, Path], tmp_path: Path) -> None:
+def test_target_aware_source_resumes_and_reports(domains: dict[str, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """Spectrum matching and template-matching pseudo-labels: recorded, and resume stays bit-identical."""
     kw = {"source": "builtin:ribosome,builtin:proteasome,builtin:membrane", "box": 16, "sim_per_epoch": 16,
           "sim_val": 8, "method": "selftrain", "epochs": 2, "spectrum_match": True, "template_labels": 12}
@@ -149,7 +151,10 @@ def test_target_aware_source_resumes_and_reports(domains: dict[str, Path], tmp_p
     sel = json.loads((tmp_path / "full" / "selection.json").read_text())
     assert sel["spectrum_match"]["gain_max"] >= sel["spectrum_match"]["gain_min"] > 0
     assert sel["template_labels"]["matched"] == 12 and 3 <= sel["template_labels"]["kept"] <= 12
-    assert isinstance(sel["warnings"], list)
+    assert sel["warnings"] == training_warnings(full.history, full.selected_epoch)
+    err = capsys.readouterr().err
+    printed = [line for line in err.splitlines() if line.startswith("cryoshift: warning: ")]
+    assert printed == [f"cryoshift: warning: {w}" for w in sel["warnings"]]  # recorded = what the user saw
     shares = (tmp_path / "full" / "target_classes.csv").read_text().splitlines()
     assert shares[0] == "class,count,share" and len(shares) == 4
     train(_config(domains, tmp_path / "cut", **kw), stop_after_epoch=1)
