@@ -8,6 +8,8 @@ already finished (``resume``), runs the pipeline on this process's share of the 
 ``predictions.star`` the same rows for RELION/Warp/ArtiaX, written at the end from the CSV
 ``errors.csv``       one row per bad item with its reason
 ``manifest.json``    model hash, inputs, counts, errors, timings, versions
+``features.npy``     with ``features=True``: the model's features, one float32 row per CSV row
+                     (runtime/features.py; appended and resumed with the CSV)
 
 With ``devices=[0, 1, ...]`` it runs one worker process per GPU (``CUDA_VISIBLE_DEVICES``
 set per process; never threads sharing a session), each on a deterministic share, and
@@ -16,6 +18,7 @@ merges their ledgers.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -32,6 +35,7 @@ from typing import Any
 
 from cryoshift.runtime.backends import Model, load_model
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.features import FeatureLedger, features_path, join_features, read_features
 from cryoshift.runtime.ledger import ERROR_COLUMNS, Ledger, merge_csv
 from cryoshift.runtime.pipeline import RunStats, result_columns, run_pipeline
 from cryoshift.runtime.sources import Item, Plan, VolumeCache, parse_shard, plan_inputs
@@ -168,6 +172,18 @@ def _dedupe(items: Sequence[Item]) -> tuple[Sequence[Item], int]:
     return out, len(items) - len(out)
 
 
+def _features_info(csv_path: Path) -> dict[str, Any] | None:
+    """File, rows and width of the features next to a results CSV (None when there are none)."""
+    path = features_path(csv_path)
+    if not path.is_file():
+        return None
+    try:
+        rows, dim = read_features(path).shape
+    except (ValueError, OSError):
+        return {"file": path.name, "readable": False}
+    return {"file": path.name, "rows": int(rows), "dim": int(dim), "dtype": "float32"}
+
+
 def _model_info(model: Model) -> dict[str, Any]:
     meta = model.metadata
     return {"path": str(model.path), "sha256": model.sha256, "backend": model.backend,
@@ -206,6 +222,7 @@ def finish_run(names: dict[str, Path], model: Model, plan: Plan, summary: Classi
         "data": {"box_size": plan.box_size, "contrast": plan.contrast, "voxel_sizes": plan.voxel_sizes},
         "summary": asdict(summary),
         "tomograms": _per_tomogram(names["csv"]),  # class counts per tomogram (picks)
+        "features": _features_info(names["csv"]),
         "versions": _versions(),
     }
     tmp = names["manifest"].with_suffix(".json.tmp")
@@ -267,6 +284,7 @@ def classify(
     binning: float | None = None,
     split_by_class: bool = False,
     copick_session: str | None = None,
+    features: bool = False,
 ) -> ClassifySummary:
     """Classify every subtomogram in ``inputs`` and write results into ``out_dir``.
 
@@ -278,7 +296,9 @@ def classify(
     another sampling (RELION 4 unbinned picks) to the reconstruction's voxels;
     ``split_by_class`` also writes one ``predictions_<class>.star`` per class. ``copick:`` inputs
     (runtime/copick_io.py) get their predictions back as picks of session ``copick_session``
-    (default: ``cryoshift-<model sha256[:8]>``).
+    (default: ``cryoshift-<model sha256[:8]>``). ``features=True`` also writes the model's
+    features, one float32 row per results row in the same order, to ``features.npy`` (for the
+    report's embedding; a resumed run goes on writing it when the interrupted one did).
     ``workers`` reader threads fill batches (``reader_processes=True``: processes sharing
     memory with this one, for GPUs that consume faster than one Python process reads).
 
@@ -298,7 +318,8 @@ def classify(
                                  unknown_threshold=unknown_threshold, progress=progress, tomograms=tomograms,
                                  contrast=contrast, ignore_voxel_size=ignore_voxel_size, threads=threads,
                                  transfer=transfer, reader_processes=reader_processes, binning=binning,
-                                 coordinate_pixel_size=coordinate_pixel_size, split_by_class=split_by_class)
+                                 coordinate_pixel_size=coordinate_pixel_size, split_by_class=split_by_class,
+                                 features=features)
     t0 = time.perf_counter()
     if not isinstance(model, Model):
         # One device: chosen by its number; the caller's environment (CUDA_VISIBLE_DEVICES) is left
@@ -309,6 +330,11 @@ def classify(
     meta = model.metadata
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # A resumed run goes on writing features when the interrupted one did (the file is there).
+    features = features or (resume and features_path(_names(out, shard)["csv"]).is_file())
+    if features and getattr(model._runner, "has_features", True) is False:
+        raise InputError(model.path, "has no 'features' output, which --features writes; classify without "
+                                     "--features (or export the model again with cryoshift export)")
     cache = VolumeCache()
     plan = plan_inputs(inputs, meta.box_size, meta.voxel_size, meta.contrast, contrast, tomograms,
                        ignore_voxel_size, cache, coordinate_pixel_size=coordinate_pixel_size, binning=binning)
@@ -332,21 +358,28 @@ def classify(
     if duplicates:
         summary.notes.append(f"{duplicates} inputs were given more than once and are classified once")
     with Ledger(names["csv"], result_columns(meta.class_names), resume) as results, \
-            Ledger(names["errors"], ERROR_COLUMNS, resume) as errors:
+            Ledger(names["errors"], ERROR_COLUMNS, resume) as errors, contextlib.ExitStack() as stack:
         if results.repaired_bytes or errors.repaired_bytes:
             summary.notes.append("cut a partial last line left by the interrupted run")
+        feats = None
+        if features:  # cut back to (or padded to) the rows the CSV holds, then appended with them
+            feats = stack.enter_context(FeatureLedger(features_path(names["csv"]), results.rows, resume,
+                                                      model.num_features))
+            summary.notes.extend(feats.notes)
         done = results.done | errors.done
         todo = items.without(done) if hasattr(items, "without") else [it for it in items if it.id not in done]
         summary.resumed = len(items) - len(todo)
 
-        def write(rows: list[list[Any]], errs: list[tuple[str, str, str]]) -> None:
+        def write(rows: list[list[Any]], errs: list[tuple[str, str, str]], f: Any = None) -> None:
+            if feats is not None and f is not None:
+                feats.append(f)  # first: a kill before the CSV append leaves rows the resume cuts off
             results.append(rows)
             errors.append(errs)
 
         stats: RunStats = run_pipeline(model, todo, write, batch_size=batch_size, workers=workers,
                                        unknown_threshold=unknown_threshold, cache=cache, progress=progress,
                                        check_voxel_size=not ignore_voxel_size,
-                                       reader_processes=reader_processes)
+                                       reader_processes=reader_processes, with_features=feats is not None)
     summary.classified, summary.errors, summary.unknown = stats.done, stats.errors, stats.unknown
     summary.read_s, summary.compute_s = stats.read_s, stats.compute_s
     summary.write_s, summary.wait_s = stats.write_s, stats.wait_s
@@ -359,7 +392,8 @@ def classify(
                 "shard": list(shard) if shard else None, "subshard": list(subshard) if subshard else None,
                 "unknown_threshold": unknown_threshold, "tomograms": tomograms, "contrast": contrast,
                 "ignore_voxel_size": ignore_voxel_size, "coordinate_pixel_size": coordinate_pixel_size,
-                "binning": binning, "split_by_class": split_by_class, "copick_session": copick_session}
+                "binning": binning, "split_by_class": split_by_class, "copick_session": copick_session,
+                "features": features}
     return finish_run(names, model, plan, summary, settings)
 
 
@@ -404,6 +438,14 @@ def _classify_devices(model: str | Path | Model, inputs: list[str], out_dir: str
     suffix_names = [_names(p, shard) for p in parts]
     merge_csv([n["csv"] for n in suffix_names], names["csv"])
     merge_csv([n["errors"] for n in suffix_names], names["errors"])
+    notes = []
+    if kw.get("features"):  # the workers' features in the order merge_csv joined their rows
+        part_feats = [features_path(n["csv"]) for n in suffix_names]
+        if all(f.is_file() and len(read_features(f)) == _ledger_rows(n["csv"])
+               for f, n in zip(part_feats, suffix_names, strict=True)):
+            join_features([(f, None) for f in part_feats], features_path(names["csv"]))
+        else:
+            notes.append("features of the device workers do not match their rows: no features.npy")
     worker_summaries = [json.loads(n["manifest"].read_text())["summary"] for n in suffix_names]
     first = json.loads(suffix_names[0]["manifest"].read_text())
     summary = ClassifySummary(str(out), str(names["csv"]), str(names["star"]), str(names["errors"]),
@@ -416,6 +458,7 @@ def _classify_devices(model: str | Path | Model, inputs: list[str], out_dir: str
     summary.wall_s = time.perf_counter() - t0
     summary.pipeline_s = summary.wall_s
     summary.rate = (summary.classified + summary.errors) / summary.wall_s if summary.wall_s > 0 else 0.0
+    summary.notes.extend(notes)
     model_obj = _ManifestModel.from_manifest(first)
     data = first["data"]
     plan = Plan([], list(inputs), data["box_size"], data["contrast"], data["voxel_sizes"])

@@ -65,6 +65,7 @@ class Ledger:
         self.path = Path(path)
         self.columns = list(columns)
         self.done: set[str] = set()
+        self.rows = 0  # data rows in the file (resumed ones included)
         self.repaired_bytes = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         exists = self.path.is_file() and self.path.stat().st_size > 0
@@ -95,7 +96,9 @@ class Ledger:
             if header != self.columns:
                 raise InputError(self.path, "was written with other columns (another model?); "
                                             "cannot resume into it")
-            return {row[0] for row in reader if row}
+            ids = [row[0] for row in reader if row]
+            self.rows = len(ids)
+            return set(ids)
 
     def append(self, rows: Sequence[Sequence[object]]) -> None:
         """Append rows (each starting with its id) durably: write, flush, fsync."""
@@ -110,6 +113,7 @@ class Ledger:
                 raise OSError(exc.errno, f"cannot write: {exc.strerror or exc}", str(self.path)) from exc
             raise
         self.done.update(str(r[0]) for r in rows)
+        self.rows += len(rows)
 
     def close(self) -> None:
         if not self._fh.closed:

@@ -6,6 +6,8 @@ it; a prediction wins over an error row for the same id), refuses shards of diff
 or class lists, says which of the n shards are missing, and writes the usual
 ``predictions.csv``/``.star``, ``errors.csv`` and ``manifest.json`` (with per-tomogram class
 counts); predictions.star keeps the input STAR tables' blocks and columns as classify does.
+When every shard has ``features.shard-i-of-n.npy`` (``classify --features``), their rows for the
+kept predictions become ``features.npy``, in the order of ``predictions.csv``.
 """
 
 from __future__ import annotations
@@ -41,8 +43,12 @@ def find_shards(folders: list[Path]) -> dict[tuple[int, int], Path]:
     return found
 
 
-def _join(parts: list[Path], out: Path, skip: set[str]) -> tuple[set[str], int]:
-    """Copy rows of ``parts`` into ``out``, each id once and none in ``skip``; returns ids, duplicates."""
+def _join(parts: list[Path], out: Path, skip: set[str],
+          kept: list[tuple[list[int], int]] | None = None) -> tuple[set[str], int]:
+    """Copy rows of ``parts`` into ``out``, each id once and none in ``skip``; returns ids, duplicates.
+
+    ``kept`` (a list) receives, per part, the positions of the data rows that were copied and
+    the number of data rows the part has."""
     seen: set[str] = set()
     dupes = 0
     header0: list[str] | None = None
@@ -50,7 +56,11 @@ def _join(parts: list[Path], out: Path, skip: set[str]) -> tuple[set[str], int]:
     with open(tmp, "w", newline="") as dst:
         writer = csv.writer(dst, lineterminator="\n")
         for part in parts:
+            rows: list[int] = []
+            position = -1
             if not part.is_file():
+                if kept is not None:
+                    kept.append((rows, 0))
                 continue
             with open(part, newline="") as fh:
                 reader = csv.reader(fh)
@@ -66,15 +76,48 @@ def _join(parts: list[Path], out: Path, skip: set[str]) -> tuple[set[str], int]:
                 for row in reader:
                     if not row:
                         continue
+                    position += 1
                     if row[0] in seen or row[0] in skip:
                         dupes += 1
                         continue
                     seen.add(row[0])
+                    rows.append(position)
                     writer.writerow(row)
+            if kept is not None:
+                kept.append((rows, position + 1))
         dst.flush()
         os.fsync(dst.fileno())
     tmp.replace(out)
     return seen, dupes
+
+
+def _merge_features(preds: list[Path], kept: list[tuple[list[int], int]], csv_out: Path) -> str | None:
+    """features.npy of the merged rows when every shard has its features; else a note (or None)."""
+    from cryoshift.runtime.features import features_path, join_features, read_features
+
+    files = [features_path(p) for p in preds]
+    have = [f for f in files if f.is_file()]
+    out = features_path(csv_out)
+    if not have:
+        return None
+    problem = None
+    if len(have) < len(files):
+        problem = "shards " + ", ".join(f.name for f in files if not f.is_file()) + " have no features"
+    else:
+        for f, (_, rows) in zip(files, kept, strict=True):
+            try:
+                n = len(read_features(f))
+            except (ValueError, OSError) as exc:
+                problem = f"{f.name} is not readable ({exc})"
+                break
+            if n != rows:
+                problem = f"{f.name} has {n} rows for {rows} predictions"
+                break
+    if problem:
+        out.unlink(missing_ok=True)  # an older merge's features would no longer match the rows
+        return f"no {out.name}: {problem} (rerun those shards with --features --resume)"
+    join_features([(f, k[0]) for f, k in zip(files, kept, strict=True)], out)
+    return None
 
 
 def merge_shards(folders: list[str | Path], out_dir: str | Path | None = None,
@@ -113,8 +156,10 @@ def merge_shards(folders: list[str | Path], out_dir: str | Path | None = None,
     names = _names(out, None)
     preds = [shards[k] for k in keys]
     errs = [p.with_name(f"errors.shard-{k[0]}-of-{k[1]}.csv") for k, p in zip(keys, preds, strict=True)]
-    done, dup_pred = _join(preds, names["csv"], set())
+    kept: list[tuple[list[int], int]] = []
+    done, dup_pred = _join(preds, names["csv"], set(), kept)
     _, dup_err = _join(errs, names["errors"], done)
+    feature_note = _merge_features(preds, kept, names["csv"])
     first = manifests[0]
     model = _ManifestModel.from_manifest(first)
     summary = ClassifySummary(str(out), str(names["csv"]), str(names["star"]), str(names["errors"]),
@@ -130,6 +175,8 @@ def merge_shards(folders: list[str | Path], out_dir: str | Path | None = None,
         summary.notes.append(f"shards {', '.join(map(str, missing))} of {n} were missing")
     if dup_pred or dup_err:
         summary.notes.append(f"{dup_pred + dup_err} rows found in more than one shard were kept once")
+    if feature_note:
+        summary.notes.append(feature_note)
     settings = dict(first.get("settings", {}))
     data = first["data"]
     plan = Plan([], list(first["inputs"]), data["box_size"], data["contrast"], data["voxel_sizes"])

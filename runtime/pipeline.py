@@ -119,6 +119,7 @@ def run_pipeline(
     description: str = "classifying",
     check_voxel_size: bool = True,
     reader_processes: bool = False,
+    with_features: bool = False,
 ) -> RunStats:
     """Classify ``items`` with ``model``; ``write_rows(rows, errors)`` is called once per batch.
 
@@ -126,6 +127,8 @@ def run_pipeline(
     :func:`result_columns`. ``check_voxel_size`` refuses single files whose voxel size is more
     than 5% off the model's (as error rows). ``reader_processes`` reads in ``workers``
     processes into shared memory instead of threads (for GPUs faster than one process reads).
+    ``with_features``: ``write_rows(rows, errors, features)`` instead, with the model's features
+    of the rows (float32 (len(rows), F), same order; None for a batch without rows).
     """
     stats = RunStats()
     meta = model.metadata
@@ -192,7 +195,7 @@ def run_pipeline(
         # Batches finish out of order (several readers); rows are written in input order.
         # On the way out (a failed run), batches still waiting for an earlier one are written
         # anyway: they are finished work, and the resume ledger does not need input order.
-        pending: dict[int, tuple[list[list[Any]], list[tuple[str, str, str]]]] = {}
+        pending: dict[int, tuple[list[list[Any]], list[tuple[str, str, str]], Any]] = {}
         expected = 0
         closing = False
         while True:
@@ -200,16 +203,19 @@ def run_pipeline(
             if job is None:
                 closing = True
             else:
-                number, rows, errors = job
-                pending[number] = (rows, errors)
+                number, rows, errors, feats = job
+                pending[number] = (rows, errors, feats)
             while pending and (expected in pending or closing):
                 key = expected if expected in pending else min(pending)
-                rows, errors = pending.pop(key)
+                rows, errors, feats = pending.pop(key)
                 expected = key + 1
                 t0 = time.perf_counter()
                 try:
                     if not writer_error:
-                        write_rows(rows, errors)
+                        if with_features:
+                            write_rows(rows, errors, feats)
+                        else:
+                            write_rows(rows, errors)
                 except BaseException as exc:  # surfaced in the main thread after the run
                     writer_error.append(exc)
                 stats.write_s += time.perf_counter() - t0
@@ -241,6 +247,7 @@ def run_pipeline(
             stats.read_s += batch.read_s
             number, errors = batch.number, batch.errors
             rows: list[list[Any]] = []
+            feats = None
             n = len(batch.items)
             if n:
                 t0 = time.perf_counter()
@@ -254,6 +261,8 @@ def run_pipeline(
                 if failed:
                     errors, n = list(errors) + failed, len(scored)
                 rows = score_rows(scored, logits, features, meta, unknown_threshold)
+                if with_features:  # a copy: a backend may reuse its output buffer for the next batch
+                    feats = np.array(features[:len(rows)], dtype=np.float32)
                 for row in rows:
                     stats.class_counts[row[_LABEL]] += 1
                     stats.unknown += row[_LABEL] == UNKNOWN
@@ -263,7 +272,7 @@ def run_pipeline(
             stats.done += n
             stats.errors += len(errors)
             stats.batches += 1
-            done_q.put((number, rows, errors))
+            done_q.put((number, rows, errors, feats))
     finally:
         stop_upload.set()
         readers.stop()

@@ -4,7 +4,8 @@ For a classify output folder (or a predictions CSV/STAR): per-tomogram class cou
 unknown fraction, confidence and shift-score histograms, throughput and timings from
 manifest.json, a confusion matrix when the input carried labels (a ``class``/``label``
 column travels into predictions.star), and the target embedding coloured by predicted class
-when ``features.npy`` (one row per prediction, same order) sits next to the predictions.
+when ``features.npy`` (``classify --features``: one row per prediction, same order) sits next to
+the predictions; without it the summary says how to get it.
 For a training run folder: losses, source validation accuracy and target scores per epoch,
 with the epoch that label-free selection chose marked, and the selection rule.
 
@@ -160,29 +161,66 @@ def _fig_hist(
     return _png(fig)
 
 
+EMBEDDING_POINTS = 20_000  # rows drawn (and used for the PCA) at most, a fixed random choice
+
+
 def _fig_embedding(
-    plt: Any, features: np.ndarray, df: pd.DataFrame, classes: list[str], colours: dict[str, Any]
+    plt: Any, features: np.ndarray, predicted: np.ndarray, classes: list[str], colours: dict[str, Any],
+    counts: dict[str, int],
 ) -> str:
-    x = features - features.mean(axis=0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    """PCA (numpy SVD) of ``features`` to 2-D, one colour per predicted class; a PNG (base64)."""
+    x = np.asarray(features, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    _, sv, vt = np.linalg.svd(x, full_matrices=False)
     xy = x @ vt[:2].T
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    if xy.shape[1] < 2:  # a single feature: its values against zero
+        xy = np.column_stack([xy[:, 0], np.zeros(len(xy))])
+    share = sv**2 / max(float((sv**2).sum()), 1e-30)
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
     for name in classes:
-        sel = (df["class_name"] == name).to_numpy()
+        sel = predicted == name
         if sel.any():
-            ax.scatter(
-                xy[sel, 0],
-                xy[sel, 1],
-                s=8,
-                alpha=0.7,
-                label=f"{name} ({int(sel.sum())})",
-                color=colours[name],
-            )
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=8, alpha=0.7, label=f"{name} ({counts.get(name, 0):,})",
+                       color=colours[name], linewidths=0)
+    ax.set_xlabel(f"PC 1 ({share[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)" if len(share) > 1 else "PC 2")
     ax.set_title("Target embedding (features), coloured by predicted class")
-    ax.legend(title="predicted", markerscale=2)
+    ax.legend(title="predicted", markerscale=2, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _png(fig)
+
+
+def _embedding(plt: Any, path: Path, df: pd.DataFrame, classes: list[str], colours: dict[str, Any]
+               ) -> tuple[str, str, str] | str:
+    """The embedding figure (title, caption, png) from a features file, or why there is none."""
+    from cryoshift.runtime.features import read_features
+
+    rerun = "rerun classify with --features"
+    if not path.is_file():
+        return f"not written: {rerun} (it writes {path.name}, one row per prediction)"
+    try:
+        features = read_features(path)
+    except (ValueError, OSError) as exc:
+        return f"{path.name} is not readable ({exc}): {rerun}"
+    n = len(df)
+    if features.ndim != 2 or len(features) != n:
+        return (f"{path.name} has {len(features):,} rows for {n:,} predictions (from another run?): {rerun}")
+    finite = np.flatnonzero(np.isfinite(features).all(axis=1))
+    if len(finite) < 3 or features.shape[1] < 1:
+        return f"{path.name} has {len(finite)} rows with features, too few to draw: {rerun}"
+    shown = finite
+    if len(shown) > EMBEDDING_POINTS:
+        shown = np.sort(np.random.default_rng(0).choice(finite, EMBEDDING_POINTS, replace=False))
+    predicted = df["class_name"].astype(str).to_numpy()
+    counts = pd.Series(predicted[finite]).value_counts().to_dict()
+    png = _fig_embedding(plt, features[shown], predicted[shown], classes, colours, counts)
+    caption = ("PCA of the model's features for the classified subtomograms, coloured by predicted "
+               "class (legend: how many). Classes that overlap here are hard to tell apart; one "
+               "class that swallows the others (one colour everywhere) is a collapse.")
+    if len(shown) < len(finite):
+        caption += f" {len(shown):,} of {len(finite):,} rows drawn (a fixed random choice)."
+    if len(finite) < n:
+        caption += f" {n - len(finite):,} rows without features (NaN) left out."
+    return "Target embedding", caption, png
 
 
 def _fig_confusion(plt: Any, truth: pd.Series, pred: pd.Series, classes: list[str]) -> tuple[str, float]:
@@ -274,18 +312,14 @@ def _results_sections(path: Path, plt: Any) -> tuple[str, list[tuple[str, str]],
             _fig_hist(plt, df, "shift_score", classes, colours, "Shift score", "shift score"),
         ),
     ]
-    feats = folder / "features.npy"
-    if feats.is_file():
-        f = np.load(feats, allow_pickle=False)
-        if len(f) == n:
-            figures.append(
-                (
-                    "Target embedding",
-                    "PCA of the model's features; a class that swallows the others "
-                    "(one colour everywhere) is a collapse.",
-                    _fig_embedding(plt, f, df, classes, colours),
-                )
-            )
+    from cryoshift.runtime.features import features_path
+
+    embedding = _embedding(plt, features_path(path if path.is_file() else folder / "predictions.csv"), df,
+                           classes, colours)
+    if isinstance(embedding, str):
+        facts.append(("target embedding", embedding))
+    else:
+        figures.append(embedding)
     if "true_class" in df and df["true_class"].notna().any():
         lab = df[df["true_class"].notna() & (df["true_class"] != "")]
         png, acc = _fig_confusion(plt, lab["true_class"], lab["class_name"], classes)

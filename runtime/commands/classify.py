@@ -87,6 +87,9 @@ def command(
     split_by_class: bool = typer.Option(False, "--split-by-class",
                                         help="Also write predictions_<class>.star per class (for RELION "
                                              "Extract subtomos and ArtiaX)."),
+    features: bool = typer.Option(False, "--features",
+                                  help="Also write the model's features, one float32 row per row of "
+                                       "predictions.csv, to features.npy (the report's embedding)."),
     copick_voxel_spacing: float = typer.Option(None, "--copick-voxel-spacing", min=0.0,
                                                help="copick:CONFIG.json input: voxel spacing (A) of the "
                                                     "tomograms to crop."),
@@ -124,9 +127,9 @@ def command(
         contrast=contrast.value if contrast else None, ignore_voxel_size=ignore_voxel_size,
     )
     if ray:
-        if binning or coordinate_pixel_size or split_by_class:
-            raise InputError(None, "--binning/--coordinate-pixel-size/--split-by-class are not yet supported "
-                                   "with --ray")
+        if binning or coordinate_pixel_size or split_by_class or features:
+            raise InputError(None, "--binning/--coordinate-pixel-size/--split-by-class/--features are not "
+                                   "yet supported with --ray")
         if device_list or shard:
             raise InputError(None, "--ray distributes by itself; drop --devices/--shard")
         if any(is_copick(t) for t in inputs):
@@ -143,7 +146,8 @@ def command(
                            workers=workers, shard=shard, progress=not quiet, threads=threads,
                            devices=device_list, reader_processes=reader_processes, transfer=transfer,
                            coordinate_pixel_size=coordinate_pixel_size, binning=binning,
-                           split_by_class=split_by_class, copick_session=copick_session, **common)
+                           split_by_class=split_by_class, copick_session=copick_session, features=features,
+                           **common)
     if not quiet:
         for line in summary.lines():
             typer.echo(line)
