@@ -393,8 +393,8 @@ def training_rows(check: Check, env: dict[str, Any], work: Path, args: argparse.
 
 def devices_row(check: Check, env: dict[str, Any], onnx_path: Path, work: Path,
                 args: argparse.Namespace) -> None:
+    from cryoshift.runtime import classify
     from cryoshift.runtime.bench import make_bench_data
-    from cryoshift.runtime.classify import classify
     from cryoshift.runtime.metadata import read_onnx_metadata
 
     reason = why_not("cuda", env) or (None if env["gpu_count"] >= 2 else

@@ -165,9 +165,9 @@ def torch_batched(wrapper: Any, batch: np.ndarray, loops: int) -> int:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from cryoshift.runtime import classify
     from cryoshift.runtime.backends import gpu_name, load_model, null_model
     from cryoshift.runtime.bench import inference_rate, make_bench_data, pipeline_rate
-    from cryoshift.runtime.classify import classify
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -263,7 +263,7 @@ def paired_ratios(model: Any, wrapper: Any, batch: np.ndarray, naive_files: list
     """Ratios from interleaved measurements: each repeat times inference only, the naive loop and
     classify end to end back to back, so load from other users of a shared CPU hits all alike;
     the reported ratio is the median of the per-repeat ratios."""
-    from cryoshift.runtime.classify import classify
+    from cryoshift.runtime import classify
 
     print(f"Paired repeats for the ratios ({args.paired_repeats})", flush=True)
     loops = max(1, args.n // args.batch_size)
@@ -293,9 +293,9 @@ def paired_ratios(model: Any, wrapper: Any, batch: np.ndarray, naive_files: list
 
 def gpu_part(onnx_path: Path, wrapper: Any, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """ORT CUDA, ORT TensorRT EP and native TensorRT fp16: inference only and end to end (stack)."""
+    from cryoshift.runtime import classify
     from cryoshift.runtime.backends import load_model
     from cryoshift.runtime.bench import inference_rate
-    from cryoshift.runtime.classify import classify
 
     out: dict[str, Any] = {}
     bs = args.gpu_batch_size

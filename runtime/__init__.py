@@ -45,8 +45,8 @@ _LAZY: dict[str, str] = {
     # classification (runtime classify issue)
     "load_model": "backends",
     "Model": "backends",
-    "classify": "classify",
-    "ClassifySummary": "classify",
+    "classify": "run",
+    "ClassifySummary": "summary",
 }
 
 __all__ = ["InputError", "MissingExtraError", "ModelMetadata", "__version__", *_LAZY]

@@ -66,29 +66,30 @@ def inference_rate(model: Any, batch_size: int, repeats: int = 3, batches: int =
 
 def pipeline_rate(model: Any, data: dict[str, Any], kind: str, batch_size: int, workers: int,
                   repeats: int = 3, processes: bool = False) -> dict:
-    """Median subtomograms/s of the whole pipeline (plan, read, batch, model, fsync'ed rows)."""
-    from cryoshift.runtime.ledger import ERROR_COLUMNS, Ledger
-    from cryoshift.runtime.pipeline import result_columns, run_pipeline
-    from cryoshift.runtime.sources import VolumeCache, plan_inputs
+    """Median subtomograms/s of a local run's plan, read, infer and write steps (runtime/run.py;
+    fsync'ed ledgers, no predictions.star or manifest), from planning to the last row."""
+    import dataclasses
 
-    meta = model.metadata
+    from cryoshift.runtime.ledger import RunLedgers
+    from cryoshift.runtime.pipeline import result_columns
+    from cryoshift.runtime.run import LocalInference, RunOptions, plan_run
+    from cryoshift.runtime.sources import VolumeCache
+    from cryoshift.runtime.summary import output_names
+
     rates, stats = [], None
     for _ in range(repeats):
         with tempfile.TemporaryDirectory(prefix="cryoshift-bench-") as tmp:
             t0 = time.perf_counter()
+            opts = RunOptions(data[kind]["inputs"], Path(tmp), tomograms=data[kind]["tomograms"],
+                              progress=False)
+            inference = LocalInference(model, batch_size, workers, reader_processes=processes)
             cache = VolumeCache()
-            plan = plan_inputs(data[kind]["inputs"], meta.box_size, meta.voxel_size, meta.contrast,
-                               tomograms=data[kind]["tomograms"], cache=cache)
-            with Ledger(Path(tmp) / "p.csv", result_columns(meta.class_names)) as rows, \
-                    Ledger(Path(tmp) / "e.csv", ERROR_COLUMNS) as errs:
-
-                def write(r: list, e: list) -> None:
-                    rows.append(r)
-                    errs.append(e)
-
-                stats = run_pipeline(model, plan.items, write, batch_size=batch_size, workers=workers,
-                                     cache=cache, progress=False, reader_processes=processes)
-            rates.append((stats.done + stats.errors) / (time.perf_counter() - t0))
+            _, items, _ = plan_run(model.metadata, opts, cache)
+            inference.prepare(items, cache, opts)
+            columns = result_columns(model.metadata.class_names)
+            with RunLedgers(output_names(opts.out_dir, None), columns) as ledgers:
+                stats = inference.run(items, ledgers, opts)
+            rates.append(dataclasses.replace(stats, wall_s=time.perf_counter() - t0).rate)
     assert stats is not None
     return {"rate": statistics.median(rates), "repeats": rates, "errors": stats.errors,
             "read_s": stats.read_s, "compute_s": stats.compute_s, "wait_s": stats.wait_s}

@@ -14,6 +14,7 @@ import io
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryoshift.runtime.errors import InputError
 
@@ -148,3 +149,73 @@ def merge_csv(parts: Sequence[Path], out: Path) -> int:
         os.fsync(dst.fileno())
     tmp.replace(out)
     return rows
+
+
+class RunLedgers:
+    """The ledgers of one classify run, appended together batch by batch: the results CSV, the
+    errors CSV and, with ``features``, ``features.npy`` (runtime/features.py; each batch's
+    features go first, so a kill between the two appends leaves rows the resume cuts off).
+
+    ``names`` are the run's files (:func:`~cryoshift.runtime.summary.output_names`); ``notes``
+    says what opening them found (a partial last line cut, rows without features).
+    """
+
+    def __init__(self, names: dict[str, Path], columns: Sequence[str], resume: bool = False,
+                 features: bool = False, feature_dim: int = 0):
+        self.notes: list[str] = []
+        self.features: Any = None
+        self.results = Ledger(names["csv"], columns, resume)
+        try:
+            self.errors = Ledger(names["errors"], ERROR_COLUMNS, resume)
+        except BaseException:
+            self.results.close()
+            raise
+        if self.results.repaired_bytes or self.errors.repaired_bytes:
+            self.notes.append("cut a partial last line left by the interrupted run")
+        if features:  # cut back to (or padded to) the rows the CSV holds, then appended with them
+            from cryoshift.runtime.features import FeatureLedger, features_path
+
+            try:
+                self.features = FeatureLedger(features_path(names["csv"]), self.results.rows, resume,
+                                              feature_dim)
+            except BaseException:
+                self.close()
+                raise
+            self.notes.extend(self.features.notes)
+
+    def todo(self, items: Sequence[Any]) -> Sequence[Any]:
+        """``items`` whose ids neither ledger holds yet."""
+        done = self.results.done | self.errors.done
+        return items.without(done) if hasattr(items, "without") else [it for it in items if it.id not in done]
+
+    def has(self, ident: str) -> bool:
+        return ident in self.results.done or ident in self.errors.done
+
+    def append(self, rows: Sequence[Sequence[object]], errors: Sequence[Sequence[object]],
+               features: Any = None) -> None:
+        """One batch: its features (when kept), then its rows, then its error rows; each durable."""
+        if self.features is not None and features is not None:
+            self.features.append(features)
+        self.results.append(rows)
+        self.errors.append(errors)
+
+    def drop_features(self, reason: str) -> None:
+        """Stop writing features and remove the file (it could no longer match the rows)."""
+        if self.features is not None:
+            self.features.close()
+            self.features.path.unlink(missing_ok=True)
+            self.features = None
+            self.notes.append(reason)
+
+    def close(self) -> None:
+        if self.features is not None:
+            self.features.close()
+        self.results.close()
+        if hasattr(self, "errors"):
+            self.errors.close()
+
+    def __enter__(self) -> RunLedgers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

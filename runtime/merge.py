@@ -124,10 +124,10 @@ def merge_shards(folders: list[str | Path], out_dir: str | Path | None = None,
                  allow_missing: bool = False) -> Any:
     """Merge shard outputs found in ``folders`` into ``out_dir`` (default: the first folder).
 
-    Returns a :class:`~cryoshift.runtime.classify.ClassifySummary` of the merged set.
+    Returns a :class:`~cryoshift.runtime.summary.ClassifySummary` of the merged set.
     """
-    from cryoshift.runtime.classify import ClassifySummary, _ManifestModel, _names, finish_run
-    from cryoshift.runtime.sources import Plan, plan_inputs
+    from cryoshift.runtime.pipeline import RunStats
+    from cryoshift.runtime.summary import ClassifySummary, finish_run, output_names
 
     t0 = time.perf_counter()
     dirs = [Path(f) for f in folders]
@@ -142,18 +142,10 @@ def merge_shards(folders: list[str | Path], out_dir: str | Path | None = None,
         raise InputError(dirs[0], f"shards {', '.join(map(str, missing))} of {n} are missing (still running "
                                   "or failed?); rerun them, or pass --allow-missing")
     keys = sorted(shards)
-    manifests = []
-    for key in keys:
-        m = shards[key].with_name(f"manifest.shard-{key[0]}-of-{key[1]}.json")
-        if not m.is_file():
-            raise InputError(m, "missing: the shard did not finish (rerun it with --resume)")
-        manifests.append(json.loads(m.read_text()))
-    sha = {m["model"]["sha256"] for m in manifests}
-    if len(sha) != 1:
-        raise InputError(dirs[0], "shards were classified with different models")
+    manifests = _manifests(shards, keys, dirs[0])
     out = Path(out_dir) if out_dir else dirs[0]
     out.mkdir(parents=True, exist_ok=True)
-    names = _names(out, None)
+    names = output_names(out, None)
     preds = [shards[k] for k in keys]
     errs = [p.with_name(f"errors.shard-{k[0]}-of-{k[1]}.csv") for k, p in zip(keys, preds, strict=True)]
     kept: list[tuple[list[int], int]] = []
@@ -161,16 +153,14 @@ def merge_shards(folders: list[str | Path], out_dir: str | Path | None = None,
     _, dup_err = _join(errs, names["errors"], done)
     feature_note = _merge_features(preds, kept, names["csv"])
     first = manifests[0]
-    model = _ManifestModel.from_manifest(first)
-    summary = ClassifySummary(str(out), str(names["csv"]), str(names["star"]), str(names["errors"]),
-                              str(names["manifest"]), f"merged {len(keys)} of {n} shards: "
-                              + first["model"]["description"])
+    summary = ClassifySummary.for_files(names, f"merged {len(keys)} of {n} shards: "
+                                        + first["model"]["description"])
     for m in manifests:
         for key in ("planned", "classified", "errors", "resumed", "unknown", "read_s", "compute_s", "write_s",
                     "wait_s", "pipeline_s"):
             setattr(summary, key, getattr(summary, key) + m["summary"].get(key, 0))
-    busy = sum(m["summary"].get("pipeline_s", 0.0) for m in manifests)
-    summary.rate = (summary.classified + summary.errors) / busy if busy > 0 else 0.0
+    # The rate over the shards' pipeline time summed (their busy time).
+    summary.rate = RunStats(summary.classified, summary.errors, wall_s=summary.pipeline_s).rate
     if missing:
         summary.notes.append(f"shards {', '.join(map(str, missing))} of {n} were missing")
     if dup_pred or dup_err:
@@ -178,16 +168,37 @@ def merge_shards(folders: list[str | Path], out_dir: str | Path | None = None,
     if feature_note:
         summary.notes.append(feature_note)
     settings = dict(first.get("settings", {}))
-    data = first["data"]
+    plan = _shards_plan(first, settings, summary)
+    settings.update(shard=None, merged_shards=[list(k) for k in keys])
+    summary.wall_s = time.perf_counter() - t0
+    return finish_run(names, first["model"], plan, summary, settings)
+
+
+def _manifests(shards: dict[tuple[int, int], Path], keys: list[tuple[int, int]], where: Path) -> list[dict]:
+    """The shards' manifests, all of one model."""
+    manifests = []
+    for key in keys:
+        m = shards[key].with_name(f"manifest.shard-{key[0]}-of-{key[1]}.json")
+        if not m.is_file():
+            raise InputError(m, "missing: the shard did not finish (rerun it with --resume)")
+        manifests.append(json.loads(m.read_text()))
+    if len({m["model"]["sha256"] for m in manifests}) != 1:
+        raise InputError(where, "shards were classified with different models")
+    return manifests
+
+
+def _shards_plan(first: dict[str, Any], settings: dict[str, Any], summary: Any) -> Any:
+    """The shards' inputs planned again (headers only), so predictions.star keeps the input tables'
+    blocks and columns; just the facts of the manifest when the inputs cannot be read here."""
+    from cryoshift.runtime.sources import Plan, plan_inputs
+
+    data, model = first["data"], first["model"]
     plan = Plan([], list(first["inputs"]), data["box_size"], data["contrast"], data["voxel_sizes"])
-    try:  # the input tables' rows, so predictions.star keeps their blocks and columns
-        meta = model.metadata
-        plan = plan_inputs(plan.inputs, meta.box_size, meta.voxel_size, meta.contrast,
+    try:
+        return plan_inputs(plan.inputs, model["box_size"], model["voxel_size"], model["contrast"],
                            settings.get("contrast"), settings.get("tomograms"), True,
                            coordinate_pixel_size=settings.get("coordinate_pixel_size"),
                            binning=settings.get("binning"))
     except (InputError, OSError):
         summary.notes.append("input tables not readable here: predictions.star has the plain columns")
-    settings.update(shard=None, merged_shards=[list(k) for k in keys])
-    summary.wall_s = time.perf_counter() - t0
-    return finish_run(names, model, plan, summary, settings)
+        return plan

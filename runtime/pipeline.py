@@ -22,9 +22,8 @@ import math
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,13 +52,11 @@ class RunStats:
     done: int = 0
     errors: int = 0
     unknown: int = 0
-    class_counts: Counter = field(default_factory=Counter)
     read_s: float = 0.0
     compute_s: float = 0.0
     write_s: float = 0.0
     wait_s: float = 0.0  # model thread waiting for a batch: the readers were the bottleneck
     wall_s: float = 0.0
-    batches: int = 0
     upload_s: float = 0.0  # host->device copies on the upload thread (GPU slots), overlapping compute
     host_memory: str = ""  # what the batch buffers are: pinned (how) or pageable
 
@@ -76,7 +73,7 @@ def _id_fields(item: Item) -> list[Any]:
     return [item.id, item.path, item.index, "", math.nan, math.nan, math.nan]
 
 
-_LABEL = len(ID_COLUMNS) + 1  # position of class_name in a row
+LABEL = len(ID_COLUMNS) + 1  # position of class_name in a row
 
 
 def score_rows(items: Sequence[Item], logits: np.ndarray, features: np.ndarray, metadata: ModelMetadata,
@@ -107,10 +104,20 @@ def finite_outputs(items: Sequence[Item], logits: np.ndarray, features: np.ndarr
     return [items[i] for i in keep], logits[keep], features[keep], failed
 
 
+def score_batch(items: Sequence[Item], logits: np.ndarray, features: np.ndarray, metadata: ModelMetadata,
+                unknown_threshold: float | None = None
+                ) -> tuple[list[list[Any]], list[tuple[str, str, str]], np.ndarray]:
+    """(rows, error rows, features of the rows) of one batch from the model's raw outputs: items
+    whose logits are not finite become error rows (:func:`finite_outputs`), the others rows
+    (:func:`score_rows`). The one scoring step of every launch mode."""
+    scored, logits, features, failed = finite_outputs(items, logits, features)
+    return score_rows(scored, logits, features, metadata, unknown_threshold), failed, features
+
+
 def run_pipeline(
     model: Model,
     items: Sequence[Item],
-    write_rows: Callable[[list[list[Any]], list[tuple[str, str, str]]], None],
+    write_rows: Callable[..., None],
     batch_size: int = 64,
     workers: int = 2,
     unknown_threshold: float | None = None,
@@ -131,75 +138,188 @@ def run_pipeline(
     of the rows (float32 (len(rows), F), same order; None for a batch without rows).
     """
     stats = RunStats()
-    meta = model.metadata
-    box = meta.box_size
-    cache = cache or VolumeCache()
-    workers = max(1, int(workers))
     chunks = _Chunks(items, batch_size)  # made when read: a pick table's items are never all in memory
     ready: queue.Queue = queue.Queue()
-    done_q: queue.Queue = queue.Queue()
-    voxel = meta.voxel_size if check_voxel_size else None
-    # Rows past the last good item of a batch are padding for fixed-shape backends.
-    readers: ThreadReaders | ProcessReaders
+    voxel = model.metadata.voxel_size if check_voxel_size else None
+    readers = _readers(model, chunks, batch_size, max(1, int(workers)), ready, cache or VolumeCache(), voxel,
+                       reader_processes, stats)
+    uploader = _Uploader(model, readers, ready, stats) if model.slots >= 2 and chunks else None
+    bar = Progress(len(items), description, enabled=progress)
+    writer = _OrderedWriter(write_rows, with_features, bar, stats)
+    t_start = time.perf_counter()
+    writer.start()
+    bar.__enter__()
+    try:
+        readers.start()
+        if uploader is not None:
+            uploader.start()
+        _infer_batches(model, readers, uploader.out if uploader else ready, uploader, writer, stats,
+                       unknown_threshold, with_features)
+    finally:
+        if uploader is not None:
+            uploader.stopping.set()
+        readers.stop()
+        if uploader is not None:
+            uploader.join()
+        writer.close()
+        stats.wall_s = time.perf_counter() - t_start
+        bar.__exit__(None, None, None)
+    writer.check()
+    return stats
+
+
+def _readers(model: Model, chunks: Sequence[list[Item]], batch_size: int, workers: int, ready: queue.Queue,
+             cache: VolumeCache, voxel: float | None, processes: bool, stats: RunStats
+             ) -> ThreadReaders | ProcessReaders:
+    """Reader threads (or processes) filling batches of the model's input dtype from a fixed pool.
+
+    Rows past the last good item of a batch are padding for fixed-shape backends.
+    """
+    box = model.metadata.box_size
     dtype = np.dtype(model.input_dtype)
-    if reader_processes and chunks:
+    if processes and chunks:
         readers = ProcessReaders(chunks, batch_size, box, workers, ready, voxel, dtype, model.pinned)
         stats.host_memory = "shared memory, " + ("pinned" if readers.pinned else "pageable")
-    else:
-        alloc = HostAllocator(model.pinned, model.device_id)
-        readers = ThreadReaders(chunks, batch_size, box, workers, ready, cache, voxel, alloc, dtype)
-        stats.host_memory = alloc.describe()
-    staged = model.slots >= 2 and bool(chunks)
-    source: queue.Queue = queue.Queue() if staged else ready
-    free_slots: queue.Queue = queue.Queue()
-    for slot in range(model.slots if staged else 0):
-        free_slots.put(slot)
-    stop_upload = threading.Event()
+        return readers
+    alloc = HostAllocator(model.pinned, model.device_id)
+    stats.host_memory = alloc.describe()
+    return ThreadReaders(chunks, batch_size, box, workers, ready, cache, voxel, alloc, dtype)
 
-    def uploader() -> None:
-        # Batch n+1 goes into a free device slot while the model thread computes batch n.
+
+def _infer_batches(model: Model, readers: ThreadReaders | ProcessReaders, source: queue.Queue,
+                   uploader: _Uploader | None, writer: _OrderedWriter, stats: RunStats,
+                   unknown_threshold: float | None, with_features: bool) -> None:
+    """The model thread: take each filled batch (on the device already when ``uploader``), run the
+    model, score, hand the buffer back and the rows to the writer, until every reader has ended."""
+    finished = 0
+    while finished < readers.ends:
+        t0 = time.perf_counter()
+        got = source.get()
+        stats.wait_s += time.perf_counter() - t0
+        if got is None:
+            finished += 1
+            continue
+        if isinstance(got, BaseException):  # a reader process died, or an upload failed
+            raise got
+        batch, slot = got if uploader is not None else (got, None)
+        writer.check()
+        stats.read_s += batch.read_s
+        number, errors = batch.number, batch.errors
+        rows: list[list[Any]] = []
+        feats = None
+        if batch.items:
+            n = len(batch.items)
+            t0 = time.perf_counter()
+            if slot is not None:
+                logits, features = model.compute(slot, n)
+                uploader.free.put(slot)  # type: ignore[union-attr]
+            else:
+                logits, features = model.predict(batch.buffer, n)
+            stats.compute_s += time.perf_counter() - t0
+            rows, failed, features = score_batch(batch.items, logits, features, model.metadata,
+                                                 unknown_threshold)
+            errors = [*errors, *failed] if failed else errors
+            if with_features:  # a copy: a backend may reuse its output buffer for the next batch
+                feats = np.array(features[:len(rows)], dtype=np.float32)
+            stats.unknown += sum(row[LABEL] == UNKNOWN for row in rows)
+        if uploader is None:
+            readers.release(batch)
+        del batch  # the buffer may be shared memory: hold no view past release
+        stats.done += len(rows)
+        stats.errors += len(errors)
+        writer.put(number, rows, errors, feats)
+
+
+class _Uploader:
+    """GPU device slots (``Model.slots >= 2``): a thread copies each filled (pinned) host batch
+    into a free device slot and hands the host buffer straight back to the readers, so batch n+1
+    crosses the bus while the model thread computes batch n. Its ``out`` queue feeds the model."""
+
+    def __init__(self, model: Model, readers: ThreadReaders | ProcessReaders, ready: queue.Queue,
+                 stats: RunStats):
+        self.model, self.readers, self.ready, self.stats = model, readers, ready, stats
+        self.out: queue.Queue = queue.Queue()
+        self.free: queue.Queue = queue.Queue()
+        for slot in range(model.slots):
+            self.free.put(slot)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="cryoshift-upload", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self) -> None:
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
+
+    def _slot(self) -> int | None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(queue.Empty):
+                return self.free.get(timeout=0.1)
+        return None
+
+    def _run(self) -> None:
         ends = 0
         try:
-            while ends < readers.ends and not stop_upload.is_set():
+            while ends < self.readers.ends and not self.stopping.is_set():
                 try:
-                    batch = ready.get(timeout=0.1)
+                    batch = self.ready.get(timeout=0.1)
                 except queue.Empty:
                     continue
                 if batch is None or isinstance(batch, BaseException):
                     ends += batch is None
-                    source.put(batch)
+                    self.out.put(batch)
                     if isinstance(batch, BaseException):
                         return
                     continue
                 slot = None
                 if batch.items:
-                    while slot is None and not stop_upload.is_set():
-                        with contextlib.suppress(queue.Empty):
-                            slot = free_slots.get(timeout=0.1)
+                    slot = self._slot()
                     if slot is None:
                         return
                     t0 = time.perf_counter()
-                    model.upload(slot, batch.buffer)
-                    stats.upload_s += time.perf_counter() - t0
-                readers.release(batch)  # the host buffer is free again as soon as it is on the device
+                    self.model.upload(slot, batch.buffer)
+                    self.stats.upload_s += time.perf_counter() - t0
+                self.readers.release(batch)  # the host buffer is free again as soon as it is on the device
                 batch.buffer = None  # type: ignore[assignment]
-                source.put((batch, slot))
+                self.out.put((batch, slot))
         except BaseException as exc:  # a failed upload ends the run with its error
-            source.put(exc)
+            self.out.put(exc)
 
-    upload_thread = threading.Thread(target=uploader, name="cryoshift-upload", daemon=True)
-    writer_error: list[BaseException] = []
-    bar = _Progress(len(items), description, enabled=progress)
 
-    def writer() -> None:
-        # Batches finish out of order (several readers); rows are written in input order.
-        # On the way out (a failed run), batches still waiting for an earlier one are written
-        # anyway: they are finished work, and the resume ledger does not need input order.
+class _OrderedWriter:
+    """The writer thread: batches finish out of order (several readers); rows are written in
+    input order. On the way out (a failed run), batches still waiting for an earlier one are
+    written anyway: they are finished work, and the resume ledger does not need input order. An
+    error of ``write_rows`` stops the writing and is raised in the model thread (:meth:`check`)."""
+
+    def __init__(self, write_rows: Callable[..., None], with_features: bool, bar: Progress, stats: RunStats):
+        self.write_rows, self.with_features, self.bar, self.stats = write_rows, with_features, bar, stats
+        self.jobs: queue.Queue = queue.Queue()
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name="cryoshift-writer", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def put(self, number: int, rows: list[list[Any]], errors: list[tuple[str, str, str]], feats: Any) -> None:
+        self.jobs.put((number, rows, errors, feats))
+
+    def close(self) -> None:
+        """Write what is pending and end the thread."""
+        self.jobs.put(None)
+        self.thread.join()
+
+    def check(self) -> None:
+        if self.errors:
+            raise self.errors[0]
+
+    def _run(self) -> None:
         pending: dict[int, tuple[list[list[Any]], list[tuple[str, str, str]], Any]] = {}
         expected = 0
         closing = False
         while True:
-            job = done_q.get()
+            job = self.jobs.get()
             if job is None:
                 closing = True
             else:
@@ -209,82 +329,22 @@ def run_pipeline(
                 key = expected if expected in pending else min(pending)
                 rows, errors, feats = pending.pop(key)
                 expected = key + 1
-                t0 = time.perf_counter()
-                try:
-                    if not writer_error:
-                        if with_features:
-                            write_rows(rows, errors, feats)
-                        else:
-                            write_rows(rows, errors)
-                except BaseException as exc:  # surfaced in the main thread after the run
-                    writer_error.append(exc)
-                stats.write_s += time.perf_counter() - t0
-                bar.advance(len(rows) + len(errors))
+                self._write(rows, errors, feats)
             if closing:
                 return
 
-    write_thread = threading.Thread(target=writer, name="cryoshift-writer", daemon=True)
-    t_start = time.perf_counter()
-    write_thread.start()
-    bar.__enter__()
-    finished = 0
-    try:
-        readers.start()
-        if staged:
-            upload_thread.start()
-        while finished < readers.ends:
-            t0 = time.perf_counter()
-            got = source.get()
-            stats.wait_s += time.perf_counter() - t0
-            if got is None:
-                finished += 1
-                continue
-            if isinstance(got, BaseException):  # a reader process died, or an upload failed
-                raise got
-            batch, slot = got if staged else (got, None)
-            if writer_error:
-                raise writer_error[0]
-            stats.read_s += batch.read_s
-            number, errors = batch.number, batch.errors
-            rows: list[list[Any]] = []
-            feats = None
-            n = len(batch.items)
-            if n:
-                t0 = time.perf_counter()
-                if slot is not None:
-                    logits, features = model.compute(slot, n)
-                    free_slots.put(slot)
+    def _write(self, rows: list[list[Any]], errors: list[tuple[str, str, str]], feats: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            if not self.errors:
+                if self.with_features:
+                    self.write_rows(rows, errors, feats)
                 else:
-                    logits, features = model.predict(batch.buffer, n)
-                stats.compute_s += time.perf_counter() - t0
-                scored, logits, features, failed = finite_outputs(batch.items, logits, features)
-                if failed:
-                    errors, n = list(errors) + failed, len(scored)
-                rows = score_rows(scored, logits, features, meta, unknown_threshold)
-                if with_features:  # a copy: a backend may reuse its output buffer for the next batch
-                    feats = np.array(features[:len(rows)], dtype=np.float32)
-                for row in rows:
-                    stats.class_counts[row[_LABEL]] += 1
-                    stats.unknown += row[_LABEL] == UNKNOWN
-            if not staged:
-                readers.release(batch)
-            del batch  # the buffer may be shared memory: hold no view past release
-            stats.done += n
-            stats.errors += len(errors)
-            stats.batches += 1
-            done_q.put((number, rows, errors, feats))
-    finally:
-        stop_upload.set()
-        readers.stop()
-        if upload_thread.is_alive():
-            upload_thread.join(timeout=5)
-        done_q.put(None)
-        write_thread.join()
-        stats.wall_s = time.perf_counter() - t_start
-        bar.__exit__(None, None, None)
-    if writer_error:
-        raise writer_error[0]
-    return stats
+                    self.write_rows(rows, errors)
+        except BaseException as exc:  # surfaced in the model thread after the run
+            self.errors.append(exc)
+        self.stats.write_s += time.perf_counter() - t0
+        self.bar.advance(len(rows) + len(errors))
 
 
 class _Chunks(Sequence):
@@ -307,7 +367,7 @@ class _Chunks(Sequence):
         return list(self.items[k * self.size:(k + 1) * self.size])
 
 
-class _Progress:
+class Progress:
     """A rich progress bar with subtomograms/second and ETA (a no-op when disabled)."""
 
     def __init__(self, total: int, description: str, enabled: bool = True):
@@ -317,7 +377,7 @@ class _Progress:
         self._progress: Any = None
         self._task: Any = None
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Progress:
         if self.enabled:
             from rich.progress import (
                 BarColumn,

@@ -141,7 +141,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     import torch
 
     from cryoshift.export import export_checkpoint
-    from cryoshift.runtime.classify import classify
+    from cryoshift.runtime import classify
     from cryoshift.runtime.dataset import read_dataset
     from cryoshift.runtime.errors import InputError
     from cryoshift.training.evaluate import predict_checkpoint

@@ -140,7 +140,7 @@ def command(
                                num_workers=ray_workers, num_gpus=ray_gpus, address=ray_address,
                                progress=not quiet, **common)
     else:
-        from cryoshift.runtime.classify import classify
+        from cryoshift.runtime.run import classify
 
         summary = classify(model, list(inputs), out, backend=backend.value, batch_size=batch_size,
                            workers=workers, shard=shard, progress=not quiet, threads=threads,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryoshift.runtime.classify import classify
+from cryoshift.runtime import classify
 from cryoshift.runtime.results import read_results
 
 
@@ -113,6 +113,22 @@ def test_devices_run_one_process_each_and_merge(model_path, inputs, tmp_path):
     assert multi.total_errors == single.total_errors == 1
     assert (tmp_path / "two" / "parts" / "device-1" / "predictions.csv").is_file()
     assert (tmp_path / "two" / "predictions.star").is_file()
+
+
+def test_devices_write_each_id_once_and_resume_from_the_run_ledgers(model_path, inputs, tmp_path):
+    # The same stack given three times: the device workers share the deduplicated items, so no id
+    # reaches two workers; a resumed run finds everything done and leaves the files as they were.
+    args = [str(inputs["stack"])] * 3
+    kw = dict(backend="cpu", progress=False, batch_size=4)
+    first = classify(model_path, args, tmp_path / "out", devices=[0, 1], **kw)
+    ids = list(read_results(first.predictions_csv)["id"])
+    assert len(ids) == len(set(ids)) == 12 and first.classified == 12
+    assert "2 worker processes" in first.backend
+    again = classify(model_path, args, tmp_path / "out", devices=[0, 1], resume=True, **kw)
+    assert again.classified == 0 and again.resumed == 12 and again.total_rows == 12
+    assert list(read_results(again.predictions_csv)["id"]) == ids
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["settings"]["devices"] == [0, 1] and manifest["model"]["backend"] == "cpu"
 
 
 @pytest.mark.slow

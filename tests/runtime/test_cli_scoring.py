@@ -79,8 +79,10 @@ sys.meta_path.insert(0, _BlockTorch())
 import cryoshift.runtime
 import cryoshift.runtime.backends, cryoshift.runtime.pipeline, cryoshift.runtime.sources
 import cryoshift.runtime.ledger, cryoshift.runtime.scoring, cryoshift.runtime.distributed
-import cryoshift.runtime.classify  # the submodule first: the name must stay callable
+import cryoshift.runtime.run, cryoshift.runtime.devices, cryoshift.runtime.summary  # the engine first:
 from cryoshift.runtime import classify, load_model
+import types
+assert isinstance(classify, types.FunctionType), classify  # the public name is the function, no module
 from cryoshift.runtime.cli import main
 model = load_model(sys.argv[1], "cpu")
 assert model.metadata.box_size == 16
@@ -114,7 +116,7 @@ def _has_gpu_provider(name: str) -> bool:
 def test_gpu_backends_agree_with_cpu(model_path, inputs, tmp_path, backend, provider):
     if not _has_gpu_provider(provider):
         pytest.skip(f"no GPU with {provider} here")
-    from cryoshift.runtime.classify import classify
+    from cryoshift.runtime import classify
 
     kw = dict(progress=False, batch_size=8)
     cpu = classify(model_path, [str(inputs["stack"])], tmp_path / "cpu", backend="cpu", **kw)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryoshift.runtime.classify import classify
+from cryoshift.runtime import classify
 from cryoshift.runtime.cli import main
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.features import FeatureLedger

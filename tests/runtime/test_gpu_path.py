@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cryoshift.runtime import classify
 from cryoshift.runtime.backends import load_model
-from cryoshift.runtime.classify import classify
 from cryoshift.runtime.crop import crop_box
 from cryoshift.runtime.gather import crop_reference, device_crop_unavailable, nearest_voxels, valid_centres
 from cryoshift.runtime.mrc import write_stack

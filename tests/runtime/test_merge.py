@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from cryoshift.runtime.classify import classify
+from cryoshift.runtime import classify
 from cryoshift.runtime.cli import main
 from cryoshift.runtime.results import read_results
 

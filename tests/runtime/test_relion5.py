@@ -160,7 +160,7 @@ def test_unbinned_pixel_picks_get_a_hint_and_binning_fixes_them(model_path, proj
 def test_listing_keeps_image_name_and_mrc_rows_name_their_file(model_path, inputs, tmp_path):
     import starfile
 
-    from cryoshift.runtime.classify import classify
+    from cryoshift.runtime import classify
 
     classify(model_path, [str(inputs["listing"]), str(inputs["files"] / "sub_03.mrc")], tmp_path / "o",
              backend="cpu", progress=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryoshift.runtime.classify import classify
+from cryoshift.runtime import classify
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.ledger import Ledger
 from cryoshift.runtime.mrc import write_stack, write_volume
@@ -82,7 +82,7 @@ def test_ledger_cuts_partial_last_line_and_checks_header(tmp_path):
 
 _CHILD = """
 import sys
-from cryoshift.runtime.classify import classify
+from cryoshift.runtime import classify
 classify(sys.argv[1], [sys.argv[2]], sys.argv[3], backend="cpu", batch_size=3, workers=2, resume=True,
          progress=False, threads=1)
 """

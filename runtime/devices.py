@@ -1,0 +1,202 @@
+"""Inference on several GPUs of one node: one worker process per device.
+
+:class:`DeviceInference` is the :class:`~cryoshift.runtime.run.Inference` of
+``classify(..., devices=[0, 1, ...])``. Each worker is a process of its own with
+``CUDA_VISIBLE_DEVICES`` set to its device (never threads sharing a session) and runs a local
+classify (runtime/run.py) on a deterministic share of the run's items, into
+``out_dir/parts/device-N/``: its own fsync'ed ledgers, so a killed run resumes per device. When
+the workers are done, their rows (and features) are appended to the run's own ledgers, each id
+once, and the run finishes as any other.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.ledger import RunLedgers
+from cryoshift.runtime.pipeline import LABEL, UNKNOWN, RunStats
+from cryoshift.runtime.run import RunOptions, driver_model
+from cryoshift.runtime.sources import Item, VolumeCache
+from cryoshift.runtime.summary import output_names
+
+CHUNK = 65536  # rows appended to the run's ledgers at a time
+
+
+class DeviceInference:
+    """One worker process per device, each classifying its share into ``parts/device-N``."""
+
+    def __init__(self, model_path: Path, devices: list[int], backend: str = "auto", batch_size: int = 64,
+                 workers: int = 2, threads: int | None = None, reader_processes: bool = False,
+                 transfer: str = "fp32"):
+        self.model_path = Path(model_path)
+        self.devices = list(devices)
+        self.model = driver_model(self.model_path, backend)  # metadata and hash: the workers run it
+        self.metadata = self.model.metadata
+        self.description = f"{len(devices)} worker processes: {backend}"
+        self.notes: list[str] = []
+        self.num_features = 0
+        self.options = {"backend": backend, "batch_size": batch_size, "workers": workers, "threads": threads,
+                        "transfer": transfer, "reader_processes": reader_processes}
+        self._worker_model: dict[str, Any] | None = None
+
+    def prepare(self, items: Sequence[Item], cache: VolumeCache, opts: RunOptions) -> dict[str, Any]:
+        return {**self.options, "devices": self.devices}
+
+    def parts(self, opts: RunOptions) -> list[dict[str, Path]]:
+        """The output files of each device worker."""
+        return [output_names(opts.out_dir / "parts" / f"device-{d}", opts.shard) for d in self.devices]
+
+    def run(self, todo: Sequence[Item], ledgers: RunLedgers, opts: RunOptions) -> RunStats:
+        t0 = time.perf_counter()
+        parts = self.parts(opts)
+        procs = [self._spawn(rank, device, opts) for rank, device in enumerate(self.devices)]
+        if opts.progress:
+            _watch(procs, parts, len(todo))
+        failures = []
+        for device, proc in zip(self.devices, procs, strict=True):
+            _stdout, stderr = proc.communicate()
+            if proc.returncode != 0:
+                last = (stderr.strip().splitlines() or ["no output"])[-1]
+                failures.append(f"device {device}: {last}")
+        if failures:
+            raise InputError(opts.out_dir, "worker failed: " + "; ".join(failures))
+        stats = RunStats()
+        if ledgers.features is not None and not all(_features_match(p) for p in parts):
+            ledgers.drop_features("features of the device workers do not match their rows: no features.npy")
+        for names in parts:
+            _collect(names, ledgers, stats)
+        manifests = [json.loads(p["manifest"].read_text()) for p in parts]
+        for m in manifests:
+            for key in ("read_s", "compute_s", "write_s", "wait_s"):
+                setattr(stats, key, getattr(stats, key) + m["summary"][key])
+        self._worker_model = manifests[0]["model"]
+        self.description = f"{len(self.devices)} worker processes: {self._worker_model['description']}"
+        stats.wall_s = time.perf_counter() - t0
+        return stats
+
+    def model_info(self) -> dict[str, Any]:
+        """The first worker's model block (the backend it resolved), else the driver's facts."""
+        if self._worker_model is not None:
+            return self._worker_model
+        from cryoshift.runtime.summary import model_info
+
+        return model_info(self.model)
+
+    def _spawn(self, rank: int, device: int, opts: RunOptions) -> subprocess.Popen:
+        settings = opts.settings()
+        job = {"model": str(self.model_path), "inputs": list(opts.inputs),
+               "out_dir": str(opts.out_dir / "parts" / f"device-{device}"),
+               **{k: v for k, v in self.options.items()},
+               **{k: settings[k] for k in ("resume", "shard", "unknown_threshold", "tomograms", "contrast",
+                                           "ignore_voxel_size", "coordinate_pixel_size", "binning",
+                                           "split_by_class", "features")},
+               "subshard": [rank, len(self.devices)], "progress": False}
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(device))
+        code = "import sys; from cryoshift.runtime.devices import worker_main; worker_main(sys.argv[1])"
+        return subprocess.Popen([sys.executable, "-c", code, json.dumps(job)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def worker_main(job_json: str) -> None:
+    """Entry point of one device worker process (see :class:`DeviceInference`)."""
+    from cryoshift.runtime.run import classify
+
+    job = json.loads(job_json)
+    model = job.pop("model")
+    inputs = job.pop("inputs")
+    out_dir = job.pop("out_dir")
+    job["subshard"] = tuple(job["subshard"])
+    if job.get("shard"):
+        job["shard"] = tuple(job["shard"])
+    try:
+        classify(model, inputs, out_dir, **job)
+    except InputError as exc:
+        print(f"cryoshift: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _data_rows(path: Path) -> Iterator[list[str]]:
+    if not path.is_file():
+        return
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader, None)
+        yield from (row for row in reader if row)
+
+
+def _features_match(names: dict[str, Path]) -> bool:
+    from cryoshift.runtime.features import features_path, read_features
+
+    path = features_path(names["csv"])
+    return path.is_file() and len(read_features(path)) == _ledger_rows(names["csv"])
+
+
+def _collect(names: dict[str, Path], ledgers: RunLedgers, stats: RunStats) -> None:
+    """Append a worker's rows (with their features) and errors that ``ledgers`` do not hold yet."""
+    feats = None
+    if ledgers.features is not None:
+        from cryoshift.runtime.features import features_path, read_features
+
+        feats = read_features(features_path(names["csv"]))
+    rows: list[list[str]] = []
+    keep: list[int] = []
+
+    def flush() -> None:
+        ledgers.append(rows, [], None if feats is None else np.asarray(feats[keep]))
+        rows.clear()
+        keep.clear()
+
+    for position, row in enumerate(_data_rows(names["csv"])):
+        if ledgers.has(row[0]):
+            continue
+        rows.append(row)
+        keep.append(position)
+        stats.done += 1
+        stats.unknown += row[LABEL] == UNKNOWN
+        if len(rows) >= CHUNK:
+            flush()
+    flush()
+    errors = [row for row in _data_rows(names["errors"]) if not ledgers.has(row[0])]
+    for start in range(0, len(errors), CHUNK):
+        ledgers.append([], errors[start:start + CHUNK])
+    stats.errors += len(errors)
+
+
+def _ledger_rows(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return max(0, sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b"")) - 1)
+    except OSError:
+        return 0
+
+
+def _watch(procs: list[subprocess.Popen], parts: list[dict[str, Path]], total: int) -> None:
+    """Progress bar over all device workers, from the rows their ledgers gain."""
+    from cryoshift.runtime.pipeline import Progress
+
+    def rows() -> int:
+        return sum(_ledger_rows(n["csv"]) + _ledger_rows(n["errors"]) for n in parts)
+
+    start = rows()
+    with Progress(total, f"classifying on {len(procs)} devices") as bar:
+        shown = 0
+        while True:
+            running = any(p.poll() is None for p in procs)
+            now = min(total, rows() - start)
+            if now > shown:
+                bar.advance(now - shown)
+                shown = now
+            if not running:
+                return
+            time.sleep(0.5)

@@ -1,0 +1,318 @@
+"""One classify run, whoever runs the model: plan -> read -> infer -> write -> ledger -> summary.
+
+:func:`run` is the engine. It plans the inputs against the model (and this shard's share),
+opens the ledgers (``resume`` skips what they already hold), hands the items still to do to an
+:class:`Inference`, and finishes: predictions.star, manifest.json, the summary. The launch
+modes differ only in the :class:`Inference` they hand it, that is in where items are read and
+inferred:
+
+==================  =============================================================================
+``LocalInference``  this process: reader threads (or processes) feed one model (runtime/pipeline.py)
+``DeviceInference`` one worker process per GPU, each a local run on its share (runtime/devices.py)
+``RayInference``    a Ray Data actor pool on a cluster (runtime/distributed.py)
+==================  =============================================================================
+
+:func:`classify` is the public entry point (this process, or ``devices=[...]``);
+:func:`~cryoshift.runtime.distributed.classify_ray` the one for Ray. Files written in
+``out_dir`` (``<name>.shard-i-of-n.<ext>`` for a shard):
+
+``predictions.csv``  one row per classified subtomogram (the append-only resume ledger)
+``predictions.star`` the same rows for RELION/Warp/ArtiaX, written at the end from the CSV
+``errors.csv``       one row per bad item with its reason
+``manifest.json``    model hash, inputs, counts, errors, timings, versions
+``features.npy``     with ``features=True``: the model's features, one float32 row per CSV row
+                     (runtime/features.py; appended and resumed with the CSV)
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryoshift.runtime.backends import Model, load_model
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.ledger import RunLedgers
+from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.pipeline import RunStats, result_columns, run_pipeline
+from cryoshift.runtime.sources import Item, Plan, VolumeCache, parse_shard, plan_inputs
+from cryoshift.runtime.summary import ClassifySummary, finish_run, model_info, output_names
+
+
+@dataclass
+class RunOptions:
+    """What a run is asked to do, whoever runs the model (the manifest's common settings)."""
+
+    inputs: list[str]
+    out_dir: Path
+    resume: bool = False
+    shard: tuple[int, int] | None = None  # this run's share of the planned items (SLURM arrays)
+    subshard: tuple[int, int] | None = None  # a device worker's share of the shard
+    unknown_threshold: float | None = None
+    tomograms: list[str] | None = None
+    contrast: str | None = None
+    ignore_voxel_size: bool = False
+    coordinate_pixel_size: float | None = None
+    binning: float | None = None
+    split_by_class: bool = False
+    copick_session: str | None = None
+    features: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        if isinstance(self.shard, str):
+            self.shard = parse_shard(self.shard)
+        self.shard = tuple(self.shard) if self.shard else None  # type: ignore[assignment]
+        self.subshard = tuple(self.subshard) if self.subshard else None  # type: ignore[assignment]
+        if self.unknown_threshold is not None and not 0.0 <= self.unknown_threshold <= 1.0:
+            raise InputError(None, f"unknown threshold must lie in [0, 1], not {self.unknown_threshold}")
+
+    def settings(self) -> dict[str, Any]:
+        return {"resume": self.resume, "shard": list(self.shard) if self.shard else None,
+                "subshard": list(self.subshard) if self.subshard else None,
+                "unknown_threshold": self.unknown_threshold, "tomograms": self.tomograms,
+                "contrast": self.contrast, "ignore_voxel_size": self.ignore_voxel_size,
+                "coordinate_pixel_size": self.coordinate_pixel_size, "binning": self.binning,
+                "split_by_class": self.split_by_class, "copick_session": self.copick_session,
+                "features": self.features}
+
+
+class Inference(Protocol):
+    """Where a run's items are read and classified: the one thing the launch modes change."""
+
+    metadata: ModelMetadata  # what planning checks the data against; the results' classes
+    description: str  # the summary's "backend" line (may be refined by run())
+    notes: list[str]  # for the summary, e.g. backends passed over
+    num_features: int  # width of the features output (0: not known before the first batch)
+
+    def prepare(self, items: Sequence[Item], cache: VolumeCache, opts: RunOptions) -> dict[str, Any]:
+        """Get ready for the planned ``items``; returns the manifest settings found doing so."""
+
+    def run(self, todo: Sequence[Item], ledgers: RunLedgers, opts: RunOptions) -> RunStats:
+        """Classify ``todo``, appending rows and errors to ``ledgers`` as batches finish."""
+
+    def model_info(self) -> dict[str, Any]:
+        """The manifest's model block (see :func:`~cryoshift.runtime.summary.model_info`)."""
+
+
+def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
+    """The engine: plan -> read -> infer -> write -> ledger -> summary (see the module docstring)."""
+    t0 = time.perf_counter()
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    names = output_names(opts.out_dir, opts.shard)
+    # A resumed run goes on writing features when the interrupted one did (the file is there).
+    if opts.resume and not opts.features:
+        from cryoshift.runtime.features import features_path
+
+        opts.features = features_path(names["csv"]).is_file()
+    cache = VolumeCache()
+    plan, items, duplicates = plan_run(inference.metadata, opts, cache)
+    settings = inference.prepare(items, cache, opts)
+    summary = ClassifySummary.for_files(names, inference.description, planned=len(items))
+    summary.notes.extend(inference.notes)
+    if duplicates:
+        summary.notes.append(f"{duplicates} inputs were given more than once and are classified once")
+    with RunLedgers(names, result_columns(inference.metadata.class_names), opts.resume, opts.features,
+                    inference.num_features) as ledgers:
+        summary.notes.extend(ledgers.notes)
+        todo = ledgers.todo(items)
+        summary.resumed = len(items) - len(todo)
+        stats = inference.run(todo, ledgers, opts)
+        summary.notes.extend(n for n in ledgers.notes if n not in summary.notes)
+    summary.record(stats)
+    summary.backend = inference.description
+    summary.wall_s = time.perf_counter() - t0
+    return finish_run(names, inference.model_info(), plan, summary, {**settings, **opts.settings()})
+
+
+def plan_run(metadata: ModelMetadata, opts: RunOptions, cache: VolumeCache | None = None
+             ) -> tuple[Plan, Sequence[Item], int]:
+    """The plan of ``opts.inputs`` against the model, this run's items (its shard, each id once,
+    its device's share) and how many repeated inputs were dropped."""
+    plan = plan_inputs(opts.inputs, metadata.box_size, metadata.voxel_size, metadata.contrast, opts.contrast,
+                       opts.tomograms, opts.ignore_voxel_size, cache,
+                       coordinate_pixel_size=opts.coordinate_pixel_size, binning=opts.binning)
+    if opts.shard:
+        plan = plan.shard(*opts.shard)
+    items, duplicates = _dedupe(plan.items)
+    if opts.subshard:  # after the dedupe: one device's share never repeats another's ids
+        index, count = opts.subshard
+        items = items[index::count]
+    return plan, items, duplicates
+
+
+def _dedupe(items: Sequence[Item]) -> tuple[Sequence[Item], int]:
+    if hasattr(items, "dedupe"):  # an ItemList: pick tables deduplicated as arrays
+        return items.dedupe()
+    seen: set[str] = set()
+    out = []
+    for it in items:
+        if it.id not in seen:
+            seen.add(it.id)
+            out.append(it)
+    return out, len(items) - len(out)
+
+
+def driver_model(model_path: Path, backend: str, description: str | None = None) -> Model:
+    """What a run's driver needs of the model (metadata, sha256) without running it: an ONNX
+    model's properties or a TensorRT engine's sidecar, so a GPU-only engine works on a CPU-only
+    driver (device workers and Ray actors open the sessions)."""
+    from cryoshift.runtime.engine_sidecar import file_sha256, read_engine_sidecar
+    from cryoshift.runtime.metadata import read_onnx_metadata
+
+    if model_path.suffix.lower() == ".engine":
+        meta = read_engine_sidecar(model_path).metadata
+        backend = "engine"
+    else:
+        meta = read_onnx_metadata(model_path)
+    if not model_path.is_file():
+        raise InputError(model_path, "no such file")
+    return Model(model_path, meta, backend, file_sha256(model_path), description=description or backend)
+
+
+class LocalInference:
+    """This process: reader threads (or processes) fill batches for one loaded model."""
+
+    def __init__(self, model: Model, batch_size: int = 64, workers: int = 2, reader_processes: bool = False,
+                 transfer: str = "fp32"):
+        self.model = model
+        self.metadata = model.metadata
+        self.description = model.description
+        self.notes = list(model.notes)
+        self.num_features = model.num_features
+        self.batch_size, self.workers = batch_size, workers
+        self.reader_processes, self.transfer = reader_processes, transfer
+        self.cache = VolumeCache()
+
+    def prepare(self, items: Sequence[Item], cache: VolumeCache, opts: RunOptions) -> dict[str, Any]:
+        from cryoshift.runtime.readers import auto_workers
+        from cryoshift.runtime.transfer import startup_parity
+
+        model = self.model
+        if opts.features and getattr(model._runner, "has_features", True) is False:
+            raise InputError(model.path, "has no 'features' output, which --features writes; classify "
+                                         "without --features (or export the model again with cryoshift "
+                                         "export)")
+        self.cache = cache
+        self.workers = self.workers if self.workers >= 1 else auto_workers(model, items)  # 0: sized to it
+        voxel = None if opts.ignore_voxel_size else self.metadata.voxel_size
+        parity = startup_parity(model, items, cache, voxel)
+        if opts.progress:
+            passed = f"; passed over: {'; '.join(model.notes)}" if model.notes else ""
+            print(f"cryoshift: backend {model.description}{passed}", file=sys.stderr, flush=True)
+        return {"backend": model.backend, "batch_size": self.batch_size, "workers": self.workers,
+                "reader_processes": self.reader_processes, "transfer": self.transfer,
+                "transfer_parity": parity}
+
+    def run(self, todo: Sequence[Item], ledgers: RunLedgers, opts: RunOptions) -> RunStats:
+        return run_pipeline(self.model, todo, ledgers.append, batch_size=self.batch_size,
+                            workers=self.workers, unknown_threshold=opts.unknown_threshold, cache=self.cache,
+                            progress=opts.progress, check_voxel_size=not opts.ignore_voxel_size,
+                            reader_processes=self.reader_processes,
+                            with_features=ledgers.features is not None)
+
+    def model_info(self) -> dict[str, Any]:
+        return model_info(self.model)
+
+
+def one_writer(fn: Any) -> Any:
+    """Hold the output folder's lock (per shard) for the whole call: a second run on the same
+    folder is refused in one line naming the holder's pid instead of duplicating rows."""
+
+    @functools.wraps(fn)
+    def locked(model: Any, inputs: list[str], out_dir: str | Path, *args: Any, **kwargs: Any) -> Any:
+        from cryoshift.runtime.lock import FolderLock, lock_name
+
+        shard = kwargs.get("shard")
+        if isinstance(shard, str):
+            shard = parse_shard(shard)
+        out = Path(out_dir)
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            with FolderLock(out, lock_name(tuple(shard) if shard else None), "classify run"):
+                return fn(model, inputs, out_dir, *args, **kwargs)
+        except BaseException:
+            if created:  # a refused run leaves no empty folder behind (only its lock file was there)
+                leftovers = list(out.iterdir())
+                if all(p.name.endswith(".lock") for p in leftovers):
+                    for p in leftovers:
+                        p.unlink(missing_ok=True)
+                    out.rmdir()
+            raise
+
+    return locked
+
+
+@one_writer
+def classify(
+    model: str | Path | Model,
+    inputs: list[str],
+    out_dir: str | Path,
+    backend: str = "auto",
+    batch_size: int = 64,
+    workers: int = 2,
+    resume: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    unknown_threshold: float | None = None,
+    progress: bool = True,
+    tomograms: list[str] | None = None,
+    contrast: str | None = None,
+    ignore_voxel_size: bool = False,
+    threads: int | None = None,
+    devices: list[int] | None = None,
+    subshard: tuple[int, int] | None = None,
+    reader_processes: bool = False,
+    transfer: str = "fp32",
+    coordinate_pixel_size: float | None = None,
+    binning: float | None = None,
+    split_by_class: bool = False,
+    copick_session: str | None = None,
+    features: bool = False,
+) -> ClassifySummary:
+    """Classify every subtomogram in ``inputs`` and write results into ``out_dir``.
+
+    ``inputs`` mixes MRC files, globs, directories, volume stacks, STAR listings
+    (rlnImageName), pick tables (with ``tomograms`` to crop from) and dataset directories.
+    A bad item is written to ``errors.csv`` and the run goes on; ``resume=True`` continues a
+    killed run without losing or duplicating a row. ``shard="i/n"`` keeps every n-th item.
+    ``binning`` (or ``coordinate_pixel_size``, A per pick pixel) scales pixel picks made on
+    another sampling (RELION 4 unbinned picks) to the reconstruction's voxels;
+    ``split_by_class`` also writes one ``predictions_<class>.star`` per class. ``copick:`` inputs
+    (runtime/copick_io.py) get their predictions back as picks of session ``copick_session``
+    (default: ``cryoshift-<model sha256[:8]>``). ``features=True`` also writes the model's
+    features, one float32 row per results row in the same order, to ``features.npy`` (for the
+    report's embedding; a resumed run goes on writing it when the interrupted one did).
+    ``workers`` reader threads fill batches (``reader_processes=True``: processes sharing
+    memory with this one, for GPUs that consume faster than one Python process reads).
+    ``devices=[0, 1, ...]`` runs one worker process per GPU (runtime/devices.py).
+
+    Example::
+
+        summary = classify("model.onnx", ["particles/", "picks.star"], "out",
+                           tomograms=["tomos/*.mrc"], backend="cpu")
+        print("\\n".join(summary.lines()))
+    """
+    opts = RunOptions(list(inputs), Path(out_dir), resume, shard, subshard, unknown_threshold,  # type: ignore[arg-type]
+                      tomograms, contrast, ignore_voxel_size, coordinate_pixel_size, binning, split_by_class,
+                      copick_session, features, progress)
+    inference: Inference
+    if devices and len(devices) > 1:
+        from cryoshift.runtime.devices import DeviceInference
+
+        inference = DeviceInference(model.path if isinstance(model, Model) else Path(model), devices,
+                                    backend=backend, batch_size=batch_size, workers=workers, threads=threads,
+                                    reader_processes=reader_processes, transfer=transfer)
+    else:
+        if not isinstance(model, Model):
+            # One device: chosen by its number; the caller's environment (CUDA_VISIBLE_DEVICES) is left
+            # alone (only the worker processes of several devices get their own).
+            model = load_model(model, backend, batch_size=batch_size, threads=threads,
+                               device_id=devices[0] if devices else 0, transfer=transfer)
+        inference = LocalInference(model, batch_size, workers, reader_processes, transfer)
+    return run(inference, opts)

@@ -1,0 +1,218 @@
+"""The last step of a classify run: what it did, and the files that say so.
+
+:func:`finish_run` takes a run's finished ledgers and writes, in ``out_dir``:
+
+``predictions.star`` the rows of ``predictions.csv`` for RELION/Warp/ArtiaX (runtime/star_out.py)
+``manifest.json``    model, inputs, settings, counts, errors, timings, versions
+copick picks         for ``copick:`` inputs, the predictions as picks of one session
+
+and fills the whole-file counts of :class:`ClassifySummary`, whose ``lines()`` the CLI prints.
+Shard runs name their files ``<name>.shard-i-of-n.<ext>`` (:func:`output_names`); ``merge``
+(runtime/merge.py) finishes joined shards the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PREDICTIONS = "predictions"
+ERRORS = "errors"
+MANIFEST = "manifest"
+
+
+@dataclass
+class ClassifySummary:
+    """What a classify run did; ``lines()`` is the human summary the CLI prints."""
+
+    out_dir: str
+    predictions_csv: str
+    predictions_star: str
+    errors_csv: str
+    manifest: str
+    backend: str
+    planned: int = 0  # items of this shard
+    classified: int = 0  # rows written by this run
+    errors: int = 0  # error rows written by this run
+    resumed: int = 0  # items skipped because a previous run finished them
+    total_rows: int = 0  # rows in the results file now
+    total_errors: int = 0
+    class_counts: dict[str, int] = field(default_factory=dict)  # over the whole results file
+    unknown: int = 0
+    wall_s: float = 0.0
+    read_s: float = 0.0
+    compute_s: float = 0.0
+    write_s: float = 0.0
+    wait_s: float = 0.0
+    rate: float = 0.0  # items/s while the pipeline ran (reading, inference, writing rows)
+    pipeline_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def for_files(cls, names: dict[str, Path], backend: str, **counts: Any) -> ClassifySummary:
+        """An empty summary of the run writing ``names`` (see :func:`output_names`)."""
+        return cls(str(names["csv"].parent), str(names["csv"]), str(names["star"]), str(names["errors"]),
+                   str(names["manifest"]), backend, **counts)
+
+    def record(self, stats: Any) -> None:
+        """Counts and times of a :class:`~cryoshift.runtime.pipeline.RunStats`."""
+        self.classified, self.errors, self.unknown = stats.done, stats.errors, stats.unknown
+        self.read_s, self.compute_s = stats.read_s, stats.compute_s
+        self.write_s, self.wait_s = stats.write_s, stats.wait_s
+        self.pipeline_s, self.rate = stats.wall_s, stats.rate
+
+    def lines(self) -> list[str]:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.class_counts.items(), key=lambda kv: -kv[1]))
+        out = [
+            f"backend: {self.backend}",
+            f"classified {self.classified} subtomograms, {self.errors} errors"
+            + (f", {self.resumed} already done (resumed)" if self.resumed else "")
+            + f" in {self.wall_s:.1f} s (model loading and planning included); pipeline "
+            f"{self.pipeline_s:.1f} s = {self.rate:,.1f} subtomograms/s",
+            f"time: reading {self.read_s:.1f} s (summed over readers), "
+            f"computing {self.compute_s:.1f} s, "
+            f"writing {self.write_s:.1f} s, model waiting for data {self.wait_s:.1f} s",
+            f"classes: {counts or '-'}",
+            f"results: {self.predictions_csv} ({self.total_rows} rows), {self.predictions_star}",
+        ]
+        if self.total_errors:
+            out.append(f"errors: {self.errors_csv} ({self.total_errors} rows)")
+        out.extend(f"note: {n}" for n in self.notes)
+        return out
+
+
+def output_names(out_dir: Path, shard: tuple[int, int] | None) -> dict[str, Path]:
+    """The files of a run in ``out_dir``: ``csv``, ``star``, ``errors``, ``manifest``."""
+    suffix = f".shard-{shard[0]}-of-{shard[1]}" if shard else ""
+    return {
+        "csv": out_dir / f"{PREDICTIONS}{suffix}.csv",
+        "star": out_dir / f"{PREDICTIONS}{suffix}.star",
+        "errors": out_dir / f"{ERRORS}{suffix}.csv",
+        "manifest": out_dir / f"{MANIFEST}{suffix}.json",
+    }
+
+
+def model_info(model: Any) -> dict[str, Any]:
+    """The manifest's ``model`` block for a :class:`~cryoshift.runtime.backends.Model`."""
+    meta = model.metadata
+    return {"path": str(model.path), "sha256": model.sha256, "backend": model.backend,
+            "description": model.description, "class_names": list(meta.class_names),
+            "box_size": meta.box_size, "voxel_size": meta.voxel_size, "contrast": meta.contrast,
+            "temperature": meta.temperature, "unknown_threshold": meta.unknown_threshold,
+            "method": meta.method, "backbone": meta.backbone, "precision": meta.precision}
+
+
+def finish_run(names: dict[str, Path], model: dict[str, Any], plan: Any, summary: ClassifySummary,
+               settings: dict[str, Any]) -> ClassifySummary:
+    """Write the STAR file from the CSV and the manifest; fill whole-file counts in ``summary``.
+
+    ``model`` is the manifest's model block (:func:`model_info`), ``plan`` the run's
+    :class:`~cryoshift.runtime.sources.Plan` (its input tables go into predictions.star).
+    """
+    summary.total_rows, counts = _count_rows(names["csv"])
+    summary.total_errors, _ = _count_rows(names["errors"])
+    summary.class_counts = dict(counts)
+    from cryoshift.runtime.star_out import write_predictions_star
+
+    for note in plan.notes:
+        if note not in summary.notes:
+            summary.notes.append(note)
+    split = write_predictions_star(names["csv"], names["star"], plan.origins,
+                                   split_by_class=bool(settings.get("split_by_class")))
+    if split:
+        summary.notes.append(f"one STAR per class: {', '.join(p.name for p in split)}")
+    if names["csv"].name == f"{PREDICTIONS}.csv" and any(str(t).startswith("copick:") for t in plan.inputs):
+        from cryoshift.runtime.copick_io import default_session, write_predictions
+
+        settings["copick_session"] = settings.get("copick_session") or default_session(model["sha256"])
+        summary.notes.extend(write_predictions(names["csv"], plan.inputs, settings["copick_session"]))
+    manifest = {
+        "format": "cryoshift.classify/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": model,
+        "inputs": plan.inputs,
+        "settings": settings,
+        "data": {"box_size": plan.box_size, "contrast": plan.contrast, "voxel_sizes": plan.voxel_sizes},
+        "summary": asdict(summary),
+        "tomograms": _per_tomogram(names["csv"]),  # class counts per tomogram (picks)
+        "features": _features_info(names["csv"]),
+        "versions": _versions(),
+    }
+    tmp = names["manifest"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    tmp.replace(names["manifest"])
+    return summary
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+
+    from cryoshift.runtime import __version__
+
+    found = {"cryoshift": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
+             "platform": platform.platform()}
+    try:
+        import onnxruntime
+
+        found["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return found
+
+
+def _per_tomogram(csv_path: Path) -> dict[str, dict[str, int]]:
+    """Class counts per tomogram (picks only) of a finished results CSV."""
+    counts: dict[str, Counter] = {}
+    if not csv_path.is_file():
+        return {}
+    with open(csv_path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header or "tomo_name" not in header or "class_name" not in header:
+            return {}
+        t, c = header.index("tomo_name"), header.index("class_name")
+        for row in reader:
+            if row and row[t]:
+                counts.setdefault(row[t], Counter())[row[c]] += 1
+    return {name: dict(sorted(n.items())) for name, n in sorted(counts.items())}
+
+
+def _count_rows(csv_path: Path) -> tuple[int, Counter]:
+    """Rows and class counts of a finished results CSV (the whole file, resumed parts included)."""
+    counts: Counter = Counter()
+    n = 0
+    if not csv_path.is_file():
+        return 0, counts
+    with open(csv_path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return 0, counts
+        col = header.index("class_name") if "class_name" in header else None
+        for row in reader:
+            if not row:
+                continue
+            n += 1
+            if col is not None:
+                counts[row[col]] += 1
+    return n, counts
+
+
+def _features_info(csv_path: Path) -> dict[str, Any] | None:
+    """File, rows and width of the features next to a results CSV (None when there are none)."""
+    from cryoshift.runtime.features import features_path, read_features
+
+    path = features_path(csv_path)
+    if not path.is_file():
+        return None
+    try:
+        rows, dim = read_features(path).shape
+    except (ValueError, OSError):
+        return {"file": path.name, "readable": False}
+    return {"file": path.name, "rows": int(rows), "dim": int(dim), "dtype": "float32"}
