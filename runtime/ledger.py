@@ -127,30 +127,6 @@ class Ledger:
         self.close()
 
 
-def merge_csv(parts: Sequence[Path], out: Path) -> int:
-    """Concatenate CSV ledgers with one header into ``out`` atomically; returns data rows."""
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    rows = 0
-    header: str | None = None
-    with open(tmp, "w", newline="") as dst:
-        for part in parts:
-            if not part.is_file():
-                continue
-            with open(part, newline="") as src:
-                first = src.readline()
-                if header is None:
-                    header = first
-                    dst.write(first)
-                for line in src:
-                    if line.endswith("\n"):
-                        dst.write(line)
-                        rows += 1
-        dst.flush()
-        os.fsync(dst.fileno())
-    tmp.replace(out)
-    return rows
-
-
 class RunLedgers:
     """The ledgers of one classify run, appended together batch by batch: the results CSV, the
     errors CSV and, with ``features``, ``features.npy`` (runtime/features.py; each batch's
