@@ -232,8 +232,8 @@ def predict(model: Path, volumes: np.ndarray, bn_target: np.ndarray | None = Non
 
     from cryoshift.training.adapt import create_method
     from cryoshift.training.checkpoint import load_checkpoint
+    from cryoshift.training.forward import forward_numpy
     from cryoshift.training.normalise import normalise
-    from cryoshift.training.trainer import forward_numpy
 
     net, meta, _ = load_checkpoint(model)
     if bn_target is not None:

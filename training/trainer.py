@@ -36,11 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from cryoshift.runtime.contract import CONTRASTS
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import NORMALISATIONS, ModelMetadata
 from cryoshift.training import augment, calibrate, distributed, log, run
 from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint, read_checkpoint, save_checkpoint
 from cryoshift.training.data import Domain, SimulatedSource, is_dataset, load_source_dataset, load_target
+from cryoshift.training.forward import forward_numpy
 from cryoshift.training.normalise import normalise
 from cryoshift.training.select import class_shares, select_epoch, target_scores, training_warnings
 
@@ -188,24 +190,6 @@ def _batch(domain: Domain, index: np.ndarray, mode: str, device: str) -> torch.T
 
 
 @torch.no_grad()
-def forward_numpy(backbone: nn.Module, volumes: np.ndarray, mode: str, device: str,
-                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, features) of raw volumes through ``backbone`` in eval mode."""
-    was_training = backbone.training
-    backbone.eval()
-    logits, feats = [], []
-    for start in range(0, len(volumes), batch_size):
-        x = torch.from_numpy(np.array(volumes[start:start + batch_size], dtype=np.float32)).unsqueeze(1)
-        x = normalise(x.to(device), mode)
-        f = backbone.forward_features(x)
-        logits.append(backbone.forward_head(f).float().cpu().numpy())
-        feats.append(f.float().cpu().numpy())
-    backbone.train(was_training)
-    if not logits:
-        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
-    return np.concatenate(logits), np.concatenate(feats)
-
-
 def _target_batches(target: Domain, mode: str, device: str, batch_size: int) -> list[torch.Tensor]:
     return [_batch(target, np.arange(s, min(s + batch_size, len(target))), mode, device)
             for s in range(0, len(target), batch_size)]
@@ -434,7 +418,7 @@ class _Run:
             fps["target"] = self.target.fingerprint
         return ModelMetadata(
             class_names=self.class_names, box_size=self.box, voxel_size=self.voxel_size,
-            contrast=self.contrast if self.contrast in ("dark", "light") else "dark",
+            contrast=self.contrast if self.contrast in CONTRASTS else "dark",
             normalisation=self.config.normalisation, method=self.config.method,
             backbone=self.config.backbone, data_fingerprints=fps, cryoshift_version=__version__,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -29,6 +29,8 @@ class CryoNet(Backbone):
         strides: Sequence[int] = (2, 2, 1, 2),
         drop_rate: float = 0.0,
         depth: int = 1,
+        head: str = "avg",
+        head_features: int = 256,
     ):
         super().__init__()
         check_box(box_size, "cryonet")
@@ -43,10 +45,20 @@ class CryoNet(Backbone):
             stages += [conv_bn_relu(width, width) for _ in range(depth - 1)]
             c_in = width
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool3d(1)
-        self.num_features = c_in
+        if head == "avg":  # translation-invariant: where a feature sits in the box is forgotten
+            self.pool = nn.AdaptiveAvgPool3d(1)
+            self.num_features = c_in
+        elif head == "full":  # picks are centred: a learnt weighting over the final grid keeps the layout
+            size = box_size
+            for stride in strides:
+                size = -(-size // stride)  # each 3x3x3 conv with padding 1 gives ceil(size / stride)
+            self.pool = nn.Sequential(nn.Conv3d(c_in, head_features, size, bias=False),
+                                      nn.BatchNorm3d(head_features), nn.ReLU(inplace=True))
+            self.num_features = head_features
+        else:
+            raise ValueError(f"cryonet head must be 'avg' or 'full', not {head!r}")
         self.drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(c_in, num_classes)
+        self.head = nn.Linear(self.num_features, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.pool(self.stages(x)), 1)
