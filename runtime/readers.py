@@ -134,7 +134,8 @@ class ThreadReaders:
     def stop(self) -> None:
         self.stopping.set()
         for t in self.threads:
-            t.join(timeout=5)
+            if t.ident is not None:  # started (an interrupt can land while start() is under way)
+                t.join(timeout=5)
 
     def _buffer(self) -> np.ndarray | None:
         """A free buffer, or None once the run is stopping (so a failed run never hangs)."""
@@ -263,10 +264,13 @@ class ProcessReaders:
         for _ in self.procs:
             self.tasks.put(None)
         for p in self.procs:
+            if p.pid is None:  # never started (interrupted in start())
+                continue
             p.join(timeout=5)
             if p.is_alive():
                 p.terminate()
-        self.collector.join(timeout=5)
+        if self.collector.ident is not None:
+            self.collector.join(timeout=5)
         if self.pinned:
             with contextlib.suppress(Exception):
                 import cupy

@@ -175,3 +175,17 @@ def test_a_failing_model_stops_the_run_promptly_and_keeps_finished_rows(model_pa
     model._runner = real
     s = classify(model, [str(inputs["stack"])], tmp_path / "out", batch_size=4, resume=True, progress=False)
     assert s.total_rows == 12 and s.resumed >= 4
+
+
+def test_readers_interrupted_before_they_started_stop_cleanly() -> None:
+    """Ctrl-C can land while the readers are being started: stopping them must not raise
+    ("cannot join thread before it is started"), or the CLI prints a traceback instead of
+    'rerun with --resume'."""
+    import queue
+
+    from cryoshift.runtime.readers import ProcessReaders, ThreadReaders
+    from cryoshift.runtime.sources import Item, VolumeCache
+
+    chunks = [[Item("a", "error", "a", error="x")]]
+    ThreadReaders(chunks, 1, 4, 2, queue.Queue(), VolumeCache(), None).stop()
+    ProcessReaders(chunks, 1, 4, 2, queue.Queue(), None).stop()
