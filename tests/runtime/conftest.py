@@ -3,7 +3,7 @@
 The test model is a genuine ONNX graph built with ``onnx.helper`` (z-score normalisation,
 a 3-D convolution, ReLU, global pooling, a linear head) carrying cryoshift metadata, so the
 runtime is exercised exactly as with an exported network while the tests stay fast and
-need no torch.
+need no torch. ``rng`` and ``tomo`` are the small files of the reader tests (mrc, crop, picks).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.mrc import write_volume
 
 BOX = 16
 VOXEL = 10.0
@@ -212,3 +213,16 @@ def make_inputs(root: Path, seed: int = 0) -> dict[str, object]:
 @pytest.fixture(scope="session")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return make_inputs(tmp_path_factory.mktemp("inputs"))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def tomo(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, np.ndarray]:
+    """A 20 (Z) x 24 (Y) x 28 (X) float32 tomogram with 4.5 A voxels, written as MRC."""
+    data = rng.normal(size=(20, 24, 28)).astype(np.float32)
+    path = write_volume(tmp_path / "tomo.mrc", data, voxel_size=4.5)
+    return path, data
