@@ -14,13 +14,13 @@ import importlib.util
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import mrcfile
 import numpy as np
 import pandas as pd
 import pytest
+from import_blocker import blocked_env
 
 from cryoshift.runtime.cli import main
 from cryoshift.runtime.mrc import write_stack, write_volume
@@ -365,20 +365,7 @@ def test_one_suffix_table(model: Path, tmp_path: Path, capsys: Capsys) -> None:
 
 @pytest.fixture()
 def no_scipy_env(tmp_path: Path) -> dict[str, str]:
-    blocker = tmp_path / "block"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        textwrap.dedent("""
-        import sys
-        class _Block:
-            def find_spec(self, name, path=None, target=None):
-                if name == "scipy" or name.startswith("scipy."):
-                    raise ImportError(f"No module named {name!r} (blocked by the test)")
-                return None
-        sys.meta_path.insert(0, _Block())
-    """)
-    )
-    return {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return blocked_env(tmp_path / "block", "scipy")
 
 
 def _cli(

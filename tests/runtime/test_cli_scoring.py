@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from import_blocker import blocked_env
 
 from cryoshift.runtime.cli import main
 from cryoshift.runtime.metadata import ModelMetadata
@@ -66,16 +67,9 @@ def test_cli_bench_reports_inference_and_feed_rates(model_path, tmp_path, capsys
     assert all(fig["rate"] > 0 and fig["errors"] == 0 for fig in result["feed"].values())
 
 
+# Run under the suite's import blocker (torch unimportable from interpreter start).
 _NO_TORCH = r"""
-import importlib.abc, sys
-
-class _BlockTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-        return None
-
-sys.meta_path.insert(0, _BlockTorch())
+import sys
 import cryoshift.runtime
 import cryoshift.runtime.backends, cryoshift.runtime.pipeline, cryoshift.runtime.sources
 import cryoshift.runtime.ledger, cryoshift.runtime.scoring, cryoshift.runtime.distributed
@@ -91,13 +85,20 @@ assert summary.total_rows == 12, summary
 code = main(["classify", sys.argv[1], sys.argv[2], "-o", sys.argv[3] + "/cli", "-q"])
 assert code == 0, code
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
+try:
+    import torch
+except ImportError as exc:
+    assert "blocked by the test" in str(exc), exc  # the blocker was active all along
+else:
+    raise AssertionError("torch was importable")
 print("ok without torch")
 """
 
 
 def test_runtime_and_classify_work_with_torch_unimportable(model_path, inputs, tmp_path):
     cmd = [sys.executable, "-c", _NO_TORCH, str(model_path), str(inputs["stack"]), str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env=blocked_env(tmp_path / "site", "torch"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ok without torch" in proc.stdout
 

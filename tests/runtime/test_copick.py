@@ -7,11 +7,11 @@ read back with copick. Skipped when copick is not installed (pip install 'cryosh
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from import_blocker import block_imports
 
 from cryoshift.runtime.cli import main
 
@@ -145,7 +145,7 @@ def test_copick_target_for_training(model_path, tmp_path):
 
 
 def test_missing_copick_names_the_extra(model_path, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "copick", None)  # import copick -> ImportError
+    block_imports(monkeypatch, "copick")
     config = tmp_path / "c.json"
     config.write_text("{}")
     code = main(["classify", str(model_path), f"copick:{config}", "--copick-voxel-spacing", "10",

@@ -1,8 +1,9 @@
 """The runtime wing works on a node without PyTorch (the facility GPU install).
 
 Each test runs the real ``cryoshift`` console script in a fresh interpreter. "No torch" is
-made by a ``sitecustomize`` that installs a meta-path finder raising ImportError for
-``torch``, first on ``PYTHONPATH``, so it is active before any cryoshift code runs.
+made by the suite's import blocker (tests/support/import_blocker.py): a ``sitecustomize`` first
+on ``PYTHONPATH`` whose meta-path finder raises ImportError for ``torch``, so it is active before
+any cryoshift code runs.
 """
 
 from __future__ import annotations
@@ -15,20 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from import_blocker import blocked_env
 
 from cryoshift.runtime.mrc import write_volume
-
-BLOCKER = textwrap.dedent("""
-    import sys
-
-    class _NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError(f"No module named {name!r} (blocked by the no-torch test)")
-            return None
-
-    sys.meta_path.insert(0, _NoTorch())
-""")
 
 # Runs one or more CLI commands in-process (separated by "::") after the blocker, then reports
 # whether torch got imported and whether it can be imported at all.
@@ -64,12 +54,7 @@ PROBE_LINES = ("TORCH_ABSENT", "TORCH_LOADED", "TORCH_IMPORTABLE", "TORCH_BLOCKE
 
 
 def run(args: list[str], tmp_path: Path, block: bool) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if block:
-        site = tmp_path / "site"
-        site.mkdir(exist_ok=True)
-        (site / "sitecustomize.py").write_text(BLOCKER)
-        env["PYTHONPATH"] = str(site) + os.pathsep + env.get("PYTHONPATH", "")
+    env = blocked_env(tmp_path / "site", "torch") if block else dict(os.environ)
     return subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)
 

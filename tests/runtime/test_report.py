@@ -6,6 +6,7 @@ import json
 import re
 
 import pandas as pd
+from import_blocker import block_imports
 
 from cryoshift.runtime.cli import main
 
@@ -62,16 +63,6 @@ def test_report_of_a_training_run(tmp_path, capsys):
 
 
 def test_report_without_matplotlib_names_the_extra(tmp_path, capsys, monkeypatch):
-    import builtins
-
-    real = builtins.__import__
-
-    def blocked(name, *args, **kwargs):
-        if name == "matplotlib" or name.startswith("matplotlib."):
-            raise ImportError("No module named 'matplotlib'")
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", blocked)
-    monkeypatch.delitem(__import__("sys").modules, "matplotlib", raising=False)
+    block_imports(monkeypatch, "matplotlib")
     assert main(["report", str(tmp_path)]) == 2
     assert "cryoshift[train]" in capsys.readouterr().err
