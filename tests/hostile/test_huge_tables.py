@@ -14,7 +14,6 @@ the 2 GiB cap (0.84 GiB resident). The file is generated with numpy as fixed-wid
 from __future__ import annotations
 
 import csv
-import importlib.util
 import itertools
 import os
 import resource
@@ -27,7 +26,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-BOX, VOXEL = 16, 10.0
+VOXEL = 10.0  # the conftest model's voxel size
 LIMIT = 2 << 30  # bytes of address space for the CLI process
 
 
@@ -65,16 +64,6 @@ def _limit() -> None:
 def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cryoshift.runtime.cli", *args], capture_output=True,
                           text=True, timeout=timeout, preexec_fn=_limit, cwd=REPO)
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    conftest = REPO / "tests" / "runtime" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_runtime_conftest", conftest)
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod.build_model(tmp_path_factory.mktemp("model") / "model.onnx", box=BOX, voxel=VOXEL)
 
 
 def tomograms(folder: Path, n: int = 4) -> Path:

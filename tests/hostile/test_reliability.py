@@ -10,7 +10,6 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
-import importlib.util
 import os
 import subprocess
 import sys
@@ -28,7 +27,6 @@ from cryoshift.runtime.mrc import write_stack, write_volume
 BOX = 16
 VOXEL = 10.0
 Capsys = pytest.CaptureFixture[str]
-REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(argv: list[object], capsys: Capsys) -> tuple[int | str, str, str]:
@@ -48,17 +46,6 @@ def one_error_line(result: tuple[int | str, str, str], name: object, code: int =
     assert len(lines) == 1 and lines[0].startswith("cryoshift: error: "), err
     assert str(name) in lines[0], lines[0]
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = importlib.util.spec_from_file_location(
-        "_runtime_conftest", REPO / "tests" / "runtime" / "conftest.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod.build_model(tmp_path_factory.mktemp("model") / "model.onnx", box=BOX, voxel=VOXEL)
 
 
 def density(seed: int = 0, shape: tuple[int, int, int] = (BOX, BOX, BOX)) -> np.ndarray:

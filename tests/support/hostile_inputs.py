@@ -1,0 +1,108 @@
+"""Helpers of the hostile-input tests (tests/hostile/test_bad_*.py): run the real CLI in-process
+and check its one-line refusals, and build hostile files by hand.
+
+The contract under test is one line ``cryoshift: error: PATH: REASON`` on stderr and exit code 2
+(never a traceback), or, in batch work, an errors-table row while the good items are still
+classified. The fixtures they share (``model``, ``dataset``) are in tests/hostile/conftest.py.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryoshift.runtime.cli import main
+
+BOX = 16
+VOXEL = 10.0
+Capsys = pytest.CaptureFixture[str]
+
+
+def _to_stderr(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+               file: object = None, line: str | None = None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def run_cli(argv: list[object], capsys: Capsys) -> tuple[int | str, str, str]:
+    """Run the CLI in-process; an exception escaping ``main`` is what a user would see as a traceback."""
+    capsys.readouterr()
+    try:
+        with warnings.catch_warnings():
+            # As in a terminal: library warnings would print on stderr (pytest would hide them).
+            warnings.simplefilter("default")
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            warnings.showwarning = _to_stderr
+            code: int | str = main([str(a) for a in argv])
+    except BaseException as exc:
+        import traceback
+
+        code = "uncaught " + "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_error(result: tuple[int | str, str, str], name: str | Path, code: int = 2) -> str:
+    """Exit ``code``, exactly one stderr line starting 'cryoshift: error:', naming ``name``."""
+    got, _out, err = result
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert got == code, f"exit {got!r}; stderr: {err!r}"
+    assert "Traceback" not in err
+    assert len(lines) == 1, f"stderr is not one line: {err!r}"
+    assert lines[0].startswith("cryoshift: error: "), lines[0]
+    assert str(name) in lines[0], f"{name} not named in {lines[0]!r}"
+    return lines[0]
+
+
+def raw_mrc(path: Path, nx: int = BOX, ny: int = BOX, nz: int = BOX, mode: int = 2, data: bytes | None = None,
+            nsymbt: int = 0, cella: float | None = None, mx: int | None = None, ispg: int = 0,
+            mz: int | None = None) -> Path:
+    """A hand-made MRC2014 header (little-endian) followed by ``data`` (default: zeros of the right size)."""
+    ints = np.zeros(56, "<i4")
+    ints[:4] = [nx, ny, nz, mode]
+    ints[7:10] = [mx if mx is not None else nx, ny, mz if mz is not None else nz]
+    ints[16:19] = [1, 2, 3]
+    ints[22], ints[23] = ispg, nsymbt
+    head = bytearray(ints.tobytes())
+    cell = cella if cella is not None else VOXEL * (mx if mx is not None else nx)
+    head[40:52] = struct.pack("<3f", cell, VOXEL * ny, VOXEL * (mz if mz is not None else nz))
+    head[52:64] = struct.pack("<3f", 90.0, 90.0, 90.0)
+    head = head + bytes(1024 - len(head))
+    head[208:212] = b"MAP "
+    head[212:216] = b"\x44\x44\x00\x00"
+    if data is None:
+        itemsize = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}.get(mode, 4)
+        data = bytes(max(nx * ny * nz * itemsize, 0))
+    ext = bytes(nsymbt) if 0 < nsymbt <= 65536 else b""  # a lying nsymbt gets no bytes
+    path.write_bytes(bytes(head) + ext + data)
+    return path
+
+
+def volumes(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 1, (n, BOX, BOX, BOX)).astype(np.float32)
+
+
+def errors_table(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "errors.csv")
+
+
+def predictions(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "predictions.csv")
+
+
+
+def put(p: Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``p`` and return ``p`` (for the tables of hostile files below)."""
+    if isinstance(data, str):
+        p.write_text(data)
+    else:
+        p.write_bytes(data)
+    return p
+
