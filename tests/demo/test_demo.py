@@ -19,7 +19,7 @@ TINY = {"n_target": 48, "epochs": 1, "sim_per_epoch": 64, "template_labels": 12,
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):
-    from cryoshift.training.demo import run_demo
+    from cryoshift.runtime.commands.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo") / "demo_out"
     lines: list[str] = []
