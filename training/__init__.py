@@ -1,1 +1,1 @@
-"""cryoshift."""
+"""cryoshift.training: simulate labelled subtomograms and train domain-adapted classifiers (PyTorch)."""
