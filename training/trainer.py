@@ -72,9 +72,9 @@ class TrainConfig:
     target: str | None = None  # dataset dir | MRC file/dir/glob | picks STAR/CSV (with tomograms)
     # The defaults are the recipe measured best without target labels (benchmarks/results/accuracy_*.md):
     # self-training on a broadly randomised simulation matched to the target's spectrum, plus
-    # template-matching pseudo-labels. runtime/commands/train.py repeats them as CLI defaults (tested).
+    # template-matching pseudo-labels, on a backbone whose head keeps where features sit in the box. runtime/commands/train.py repeats them as CLI defaults (tested).
     method: str = "selftrain"
-    backbone: str = "cryonet"
+    backbone: str = "cryonet-deep-centred"
     epochs: int = 20
     batch_size: int = 32
     lr: float = 1e-3

@@ -63,8 +63,9 @@ def command(
                                "directory/glob, picks STAR/CSV (with --tomograms), or copick:CONFIG.json "
                                "(with --copick-*). Labels are never read."),
     method: str = typer.Option("selftrain", "--method", help=METHOD_HELP),
-    backbone: str = typer.Option("cryonet", "--backbone", help="Backbone registry name (e.g. cryonet, "
-                                 "cryonet-small, dsrf3d-v2, encoder4, cb3d)."),
+    backbone: str = typer.Option("cryonet-deep-centred", "--backbone", help="Backbone registry name (e.g. "
+                                 "cryonet-deep-centred, cryonet-centred, cryonet, cryonet-small, "
+                                 "dsrf3d-v2, encoder4, cb3d)."),
     epochs: int = typer.Option(20, "--epochs", help="Training epochs (passes over the source)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Source (and target) volumes per step and "
                                    "process."),
