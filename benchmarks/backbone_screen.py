@@ -47,10 +47,22 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = json.loads(args.backbone_kwargs)
     run_dir = args.work / "backbones" / args.name
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = TrainConfig(source=A.maps_source(), out=str(run_dir), method="source-only", backbone=args.backbone,
-                      backbone_kwargs=kwargs, epochs=args.epochs, sim_per_epoch=args.sim_per_epoch,
-                      sim_preset=args.preset, sim_val=512, box=32, voxel_size=10.0, seed=args.seed,
-                      threads=args.threads, progress=False)
+    cfg = TrainConfig(
+        source=A.maps_source(),
+        out=str(run_dir),
+        method="source-only",
+        backbone=args.backbone,
+        backbone_kwargs=kwargs,
+        epochs=args.epochs,
+        sim_per_epoch=args.sim_per_epoch,
+        sim_preset=args.preset,
+        sim_val=512,
+        box=32,
+        voxel_size=10.0,
+        seed=args.seed,
+        threads=args.threads,
+        progress=False,
+    )
     t0 = time.time()
     train(cfg)
     with (run_dir / "metrics.csv").open() as fh:

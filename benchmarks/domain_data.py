@@ -73,8 +73,9 @@ def _structures(profile: Profile, voxel_size: float) -> Any:
         structs = load_structures(["builtin"], box_size=profile.box_size, voxel_size=voxel_size)
         return structs, {n: f"builtin:{n}" for n in structs.names}
     paths = structure_paths(extra=profile.structures == "maps10A+")
-    structs = load_structures([str(p) for p in paths.values()], box_size=profile.box_size,
-                              voxel_size=voxel_size)
+    structs = load_structures(
+        [str(p) for p in paths.values()], box_size=profile.box_size, voxel_size=voxel_size
+    )
     structs.names = list(paths)  # "4v4r" -> "ribosome70S": same order as given
     return structs, {cls: p.stem for cls, p in paths.items()}
 
@@ -92,8 +93,13 @@ def simulate_split(profile: Profile, spec: dict[str, Any], n: int, seed: int, ou
     return simulate_to_dataset(structs, SimulationConfig.from_dict(spec), n, out, seed)
 
 
-def build_data(profile: Profile, work: Path, targets: list[str], user_targets: list[Path],
-               tomograms: list[Path] | None = None) -> BenchData:
+def build_data(
+    profile: Profile,
+    work: Path,
+    targets: list[str],
+    user_targets: list[Path],
+    tomograms: list[Path] | None = None,
+) -> BenchData:
     """Simulate (or re-use) every split the profile needs."""
     work.mkdir(parents=True, exist_ok=True)
     source = {**SOURCE, **profile.source_overrides}
@@ -103,8 +109,11 @@ def build_data(profile: Profile, work: Path, targets: list[str], user_targets: l
 
     with read_dataset(src) as ds:
         class_names = list(ds.class_names)
-    _, provenance = _structures(profile, profile.voxel_size) if profile.structures == "builtin" else \
-        (None, {cls: p.stem for cls, p in structure_paths(profile.structures == "maps10A+").items()})
+    _, provenance = (
+        _structures(profile, profile.voxel_size)
+        if profile.structures == "builtin"
+        else (None, {cls: p.stem for cls, p in structure_paths(profile.structures == "maps10A+").items()})
+    )
     data = BenchData(class_names, provenance, source, src, load_split(src_val, class_names))
     for i, name in enumerate(targets):
         spec = TARGETS[name]
@@ -119,8 +128,14 @@ def build_data(profile: Profile, work: Path, targets: list[str], user_targets: l
     return data
 
 
-def split_user_target(path: Path, class_names: list[str], out: Path, box_size: int,
-                      tomograms: list[Path] | None = None, seed: int = 0) -> tuple[Path, Path]:
+def split_user_target(
+    path: Path,
+    class_names: list[str],
+    out: Path,
+    box_size: int,
+    tomograms: list[Path] | None = None,
+    seed: int = 0,
+) -> tuple[Path, Path]:
     """A user's labelled experimental set -> half for (unlabelled) adaptation, half held out for scoring.
 
     Accepts a labelled dataset directory, or a picks table (STAR/CSV) with a class column
@@ -145,17 +160,24 @@ def split_user_target(path: Path, class_names: list[str], out: Path, box_size: i
         if half < 2:
             raise InputError(path, f"only {len(ds)} labelled volumes; need at least 4 to split")
         for part, idx in ((adapt, np.sort(order[:half])), (test, np.sort(order[half:]))):
-            write_dataset(part, np.asarray(ds.volumes[idx], dtype=np.float32), ds.labels[idx],
-                          class_names=list(ds.class_names), voxel_size=ds.voxel_size, contrast=ds.contrast,
-                          meta={"generator": f"domain_shift split of {path}"})
+            write_dataset(
+                part,
+                np.asarray(ds.volumes[idx], dtype=np.float32),
+                ds.labels[idx],
+                class_names=list(ds.class_names),
+                voxel_size=ds.voxel_size,
+                contrast=ds.contrast,
+                meta={"generator": f"domain_shift split of {path}"},
+            )
     return adapt, test
 
 
 CLASS_COLUMNS = ("rlnClassName", "class_name", "class", "label")
 
 
-def picks_to_dataset(picks: Path, class_names: list[str], out: Path, box_size: int,
-                     tomograms: list[Path]) -> Path:
+def picks_to_dataset(
+    picks: Path, class_names: list[str], out: Path, box_size: int, tomograms: list[Path]
+) -> Path:
     """Crop labelled picks (class column: rlnClassName / class_name / class / label) into a dataset.
 
     Tomograms are matched to the picks' tomogram names by file stem (one tomogram needs no name).
@@ -192,12 +214,19 @@ def picks_to_dataset(picks: Path, class_names: list[str], out: Path, box_size: i
     for vol in opened.values():
         vol.close()
     labels = np.array([class_names.index(n) for n in names], dtype=np.int64)
-    return write_dataset(out, volumes, labels, class_names=class_names, voxel_size=voxel or 1.0,
-                         meta={"generator": f"domain_shift crop of {picks}"})
+    return write_dataset(
+        out,
+        volumes,
+        labels,
+        class_names=class_names,
+        voxel_size=voxel or 1.0,
+        meta={"generator": f"domain_shift crop of {picks}"},
+    )
 
 
-def train_method(profile: Profile, method: str, data: BenchData, target: str, seed: int,
-                 run_dir: Path) -> Path:
+def train_method(
+    profile: Profile, method: str, data: BenchData, target: str, seed: int, run_dir: Path
+) -> Path:
     """Train ``method`` with the profile's budget; a finished run directory is re-used."""
     from cryoshift.training.checkpoint import RUN_MODEL
     from cryoshift.training.trainer import TrainConfig, train
@@ -209,10 +238,20 @@ def train_method(profile: Profile, method: str, data: BenchData, target: str, se
 
         shutil.rmtree(run_dir)  # unfinished (killed) run: start it again from scratch
     config = TrainConfig(
-        source=str(data.source_train), target=str(data.targets[target].adapt), out=str(run_dir),
-        method=method, backbone=profile.backbone, epochs=profile.epochs, batch_size=profile.batch_size,
-        lr=profile.lr, seed=seed, device="auto", threads=profile.threads, progress=False,
-        oracle_target_labels=method == "oracle", method_kwargs=dict(profile.method_hparams.get(method, {})),
+        source=str(data.source_train),
+        target=str(data.targets[target].adapt),
+        out=str(run_dir),
+        method=method,
+        backbone=profile.backbone,
+        epochs=profile.epochs,
+        batch_size=profile.batch_size,
+        lr=profile.lr,
+        seed=seed,
+        device="auto",
+        threads=profile.threads,
+        progress=False,
+        oracle_target_labels=method == "oracle",
+        method_kwargs=dict(profile.method_hparams.get(method, {})),
     )
     train(config)
     return run_dir

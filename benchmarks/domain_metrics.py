@@ -135,9 +135,11 @@ def markdown_table(summary: dict[str, dict[str, dict[str, Any]]], target_notes: 
             lines.append("")
             lines.append(target_notes[target])
         lines.append("")
-        lines.append("| method | target acc (%) | macro-F1 (%) | gap closed (%) "
-                     "| acc, label-chosen ckpt (%) | epoch: label-free / label-chosen "
-                     "| source val acc (%) | seeds |")
+        lines.append(
+            "| method | target acc (%) | macro-F1 (%) | gap closed (%) "
+            "| acc, label-chosen ckpt (%) | epoch: label-free / label-chosen "
+            "| source val acc (%) | seeds |"
+        )
         lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for method, s in methods.items():
             lines.append(

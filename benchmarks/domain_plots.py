@@ -25,8 +25,15 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], title: str, path:
     for i in range(k):
         for j in range(k):
             if cm[i, j]:
-                ax.text(j, i, f"{rows[i, j]:.2f}"[1:] if rows[i, j] < 1 else "1", ha="center", va="center",
-                        fontsize=FONT - 1, color="white" if rows[i, j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{rows[i, j]:.2f}"[1:] if rows[i, j] < 1 else "1",
+                    ha="center",
+                    va="center",
+                    fontsize=FONT - 1,
+                    color="white" if rows[i, j] > 0.6 else "black",
+                )
     ax.set_xticks(range(k), class_names, rotation=45, ha="right")
     ax.set_yticks(range(k), class_names)
     ax.set_xlabel("predicted")
@@ -59,7 +66,7 @@ def plot_embedding(
     and what it must not do (classes merge).
     """
     both = pca_2d(np.concatenate([source_features, target_features]))
-    src, tgt = both[: len(source_features)], both[len(source_features):]
+    src, tgt = both[: len(source_features)], both[len(source_features) :]
     plt = pyplot()
     cmap = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(6.0, 4.8))

@@ -57,8 +57,13 @@ def _machine() -> dict[str, Any]:
     from cryoshift.runtime import __version__
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=False,
+        ).stdout.strip()
     except OSError:
         commit = ""
     return {
@@ -85,8 +90,9 @@ def score_run(
         "accuracy": dm.accuracy(test.labels, selected.pred),
         "macro_f1": dm.macro_f1(test.labels, selected.pred, num_classes),
         "confusion": dm.confusion(test.labels, selected.pred, num_classes).tolist(),
-        "source_val_accuracy": dm.accuracy(source_val.labels, domain_data.predict(
-            run_dir / RUN_MODEL, source_val.volumes).pred),
+        "source_val_accuracy": dm.accuracy(
+            source_val.labels, domain_data.predict(run_dir / RUN_MODEL, source_val.volumes).pred
+        ),
     }
     # What target labels would have chosen among the same epoch checkpoints (reported, never used).
     from cryoshift.training.evaluate import checkpoint_epochs
@@ -119,10 +125,18 @@ def label_chosen(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def run_benchmark(profile: Profile, work: Path, methods: list[str], targets: list[str],
-                  user_targets: list[Path], seeds: list[int], plots: bool = True,
-                  tomograms: list[Path] | None = None, shard: tuple[int, int] = (0, 1),
-                  threads: int | None = None) -> dict[str, Any] | None:
+def run_benchmark(
+    profile: Profile,
+    work: Path,
+    methods: list[str],
+    targets: list[str],
+    user_targets: list[Path],
+    seeds: list[int],
+    plots: bool = True,
+    tomograms: list[Path] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    threads: int | None = None,
+) -> dict[str, Any] | None:
     """Train and score every (target, method, seed); with ``shard=(i, n)`` only every n-th job.
 
     A shard only fills the run cache and returns None; a plain run (all cached or not) reports.
@@ -154,24 +168,35 @@ def run_benchmark(profile: Profile, work: Path, methods: list[str], targets: lis
             cached = json.loads(done.read_text())
             settings = (cached.get("hparams", hparams), cached.get("epochs", profile.epochs))
             if settings != (hparams, profile.epochs):
-                raise SystemExit(f"{done} was trained with other settings ({cached.get('hparams')}, "
-                                 f"{cached.get('epochs')} epochs): give this profile its own --work")
+                raise SystemExit(
+                    f"{done} was trained with other settings ({cached.get('hparams')}, "
+                    f"{cached.get('epochs')} epochs): give this profile its own --work"
+                )
             runs.append(label_chosen(cached))
             continue
         run_dir = work / "train" / key
         t0 = time.perf_counter()
         domain_data.train_method(profile, method, data, target, seed, run_dir)
         train_s = time.perf_counter() - t0
-        record = {"target": target, "method": method, "seed": seed, "train_seconds": round(train_s, 1),
-                  "hparams": hparams, "epochs": profile.epochs}
+        record = {
+            "target": target,
+            "method": method,
+            "seed": seed,
+            "train_seconds": round(train_s, 1),
+            "hparams": hparams,
+            "epochs": profile.epochs,
+        }
         record.update(score_run(run_dir, data.targets[target].test, data.source_val, data.num_classes))
         record["run_dir"] = str(run_dir)
         done.write_text(json.dumps(record, indent=1))
         runs.append(record)
         elapsed = time.perf_counter() - t_start
-        print(f"[{i}/{len(jobs)}] {key}: acc {record['accuracy']:.3f} f1 {record['macro_f1']:.3f} "
-              f"(label-chosen {record.get('accuracy_label_chosen', float('nan')):.3f}) "
-              f"train {train_s:.0f}s, total {elapsed / 60:.1f} min", flush=True)
+        print(
+            f"[{i}/{len(jobs)}] {key}: acc {record['accuracy']:.3f} f1 {record['macro_f1']:.3f} "
+            f"(label-chosen {record.get('accuracy_label_chosen', float('nan')):.3f}) "
+            f"train {train_s:.0f}s, total {elapsed / 60:.1f} min",
+            flush=True,
+        )
     if shard[1] > 1:
         return None
     summary = dm.summarise(runs)
@@ -202,8 +227,9 @@ def run_benchmark(profile: Profile, work: Path, methods: list[str], targets: lis
     return result
 
 
-def make_figures(profile: Profile, data: domain_data.BenchData, runs: list[dict[str, Any]],
-                 methods: list[str]) -> list[str]:
+def make_figures(
+    profile: Profile, data: domain_data.BenchData, runs: list[dict[str, Any]], methods: list[str]
+) -> list[str]:
     """Confusion matrices and PCA embeddings for the first seed, a few methods only."""
     from cryoshift.training.checkpoint import RUN_MODEL
 
@@ -213,14 +239,18 @@ def make_figures(profile: Profile, data: domain_data.BenchData, runs: list[dict[
     show = [m for m in ("source-only", "cryoshift", "oracle") if m in methods]
     for target, tdata in data.targets.items():
         for method in show:
-            run = next((r for r in runs
-                        if r["target"] == target and r["method"] == method and r["seed"] == seed), None)
+            run = next(
+                (r for r in runs if r["target"] == target and r["method"] == method and r["seed"] == seed),
+                None,
+            )
             if run is None:
                 continue
             path = domain_plots.plot_confusion(
-                np.asarray(run["confusion"]), data.class_names,
+                np.asarray(run["confusion"]),
+                data.class_names,
                 f"{method} on {target} (seed {seed}): acc {run['accuracy']:.2f}",
-                out / f"confusion_{target}_{method}.png")
+                out / f"confusion_{target}_{method}.png",
+            )
             figures.append(str(path.relative_to(RESULTS.parent)))
             if method == "oracle":
                 continue
@@ -228,8 +258,14 @@ def make_figures(profile: Profile, data: domain_data.BenchData, runs: list[dict[
             src = domain_data.predict(model, data.source_val.volumes)
             tgt = domain_data.predict(model, tdata.test.volumes)
             path = domain_plots.plot_embedding(
-                src.features, data.source_val.labels, tgt.features, tdata.test.labels, data.class_names,
-                f"{method}, target {target}, seed {seed}", out / f"embedding_{target}_{method}.png")
+                src.features,
+                data.source_val.labels,
+                tgt.features,
+                tdata.test.labels,
+                data.class_names,
+                f"{method}, target {target}, seed {seed}",
+                out / f"embedding_{target}_{method}.png",
+            )
             figures.append(str(path.relative_to(RESULTS.parent)))
     return figures
 
@@ -269,32 +305,57 @@ def write_results(result: dict[str, Any], name: str) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="budget and data sizes")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, help="methods to train")
-    parser.add_argument("--targets", nargs="*", default=list(TARGETS), choices=list(TARGETS),
-                        help="simulated target domains")
-    parser.add_argument("--target-dataset", nargs="*", type=Path, default=[],
-                        help="labelled experimental dataset directories (or picks with a class column) "
-                             "to use as extra targets")
-    parser.add_argument("--tomograms", nargs="*", type=Path, default=[],
-                        help="tomograms that a --target-dataset picks table names (matched by file stem)")
+    parser.add_argument(
+        "--targets", nargs="*", default=list(TARGETS), choices=list(TARGETS), help="simulated target domains"
+    )
+    parser.add_argument(
+        "--target-dataset",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="labelled experimental dataset directories (or picks with a class column) "
+        "to use as extra targets",
+    )
+    parser.add_argument(
+        "--tomograms",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="tomograms that a --target-dataset picks table names (matched by file stem)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds (profile default)")
-    parser.add_argument("--work", type=Path, default=None,
-                        help="work directory (default /tmp/cryoshift_ds_<profile>)")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="work directory (default /tmp/cryoshift_ds_<profile>)"
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs")
-    parser.add_argument("--shard", default="0/1",
-                        help="i/n: run every n-th job only (fills the cache; then run without it to report)")
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        help="i/n: run every n-th job only (fills the cache; then run without it to report)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (profile default)")
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     seeds = args.seeds if args.seeds is not None else profile.seeds
     work = args.work or Path(f"/tmp/cryoshift_ds_{profile.name}")
     shard = tuple(int(v) for v in args.shard.split("/"))
-    result = run_benchmark(profile, work, list(args.methods), list(args.targets), list(args.target_dataset),
-                           seeds, plots=not args.no_plots, tomograms=list(args.tomograms), shard=shard,
-                           threads=args.threads)
+    result = run_benchmark(
+        profile,
+        work,
+        list(args.methods),
+        list(args.targets),
+        list(args.target_dataset),
+        seeds,
+        plots=not args.no_plots,
+        tomograms=list(args.tomograms),
+        shard=shard,
+        threads=args.threads,
+    )
     if result is None:
         print(f"shard {args.shard} done; run again without --shard to write the report")
         return 0

@@ -152,8 +152,7 @@ _CPU = Profile(
     epochs=8,
     batch_size=32,
     method_hparams=_SLOW_DISCRIMINATORS,
-    notes="16^3 boxes at 20 A, 6 classes from the 10 A maps, cryonet-small, 1024 source volumes, "
-    "8 epochs.",
+    notes="16^3 boxes at 20 A, 6 classes from the 10 A maps, cryonet-small, 1024 source volumes, 8 epochs.",
 )
 
 PROFILES: dict[str, Profile] = {
@@ -228,8 +227,12 @@ def _grl_variant(gain: float) -> Profile:
     """Sensitivity of Cryo-Shift to the reversal weight's maximum (reported in full, never used to choose)."""
     base = PROFILES["cpu-randsign"]
     hp = {**base.method_hparams, "cryoshift": {**base.method_hparams["cryoshift"], "grl_max": gain}}
-    return dataclasses.replace(base, name=f"cpu-randsign-grl{gain:g}", method_hparams=hp,
-                               notes=f"As `cpu-randsign`, Cryo-Shift with grl_max = {gain:g} (default 1).")
+    return dataclasses.replace(
+        base,
+        name=f"cpu-randsign-grl{gain:g}",
+        method_hparams=hp,
+        notes=f"As `cpu-randsign`, Cryo-Shift with grl_max = {gain:g} (default 1).",
+    )
 
 
 for _gain in (0.3, 3.0):

@@ -61,8 +61,15 @@ class Check:
         self.rows.append({"section": section, "name": name, "status": "skipped", "reason": reason, **extra})
         print(f"  skip  {section}: {name}: {reason}", flush=True)
 
-    def run(self, section: str, name: str, fn: Callable[[], dict[str, Any]], need: str | None = None,
-            min_left: float = 5.0, **extra: Any) -> dict[str, Any] | None:
+    def run(
+        self,
+        section: str,
+        name: str,
+        fn: Callable[[], dict[str, Any]],
+        need: str | None = None,
+        min_left: float = 5.0,
+        **extra: Any,
+    ) -> dict[str, Any] | None:
         if need:
             self.skip(section, name, need, **extra)
             return None
@@ -74,12 +81,26 @@ class Check:
             values = fn()
         except Exception as exc:  # a failing row is a finding, not the end of the check
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            self.rows.append({"section": section, "name": name, "status": "failed", "reason": reason,
-                              "traceback": traceback.format_exc(limit=4), **extra})
+            self.rows.append(
+                {
+                    "section": section,
+                    "name": name,
+                    "status": "failed",
+                    "reason": reason,
+                    "traceback": traceback.format_exc(limit=4),
+                    **extra,
+                }
+            )
             print(f"  FAIL  {section}: {name}: {reason}", flush=True)
             return None
-        row = {"section": section, "name": name, "status": "measured", **extra, **values,
-               "seconds": round(time.perf_counter() - t, 2)}
+        row = {
+            "section": section,
+            "name": name,
+            "status": "measured",
+            **extra,
+            **values,
+            "seconds": round(time.perf_counter() - t, 2),
+        }
         self.rows.append(row)
         shown = ", ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, (list, dict)))
         print(f"  ok    {section}: {name}: {shown}", flush=True)
@@ -94,8 +115,13 @@ def environment() -> dict[str, Any]:
     from cryoshift.runtime.backends import available_backends, gpu_name
     from cryoshift.runtime.gather import device_crop_unavailable
 
-    info: dict[str, Any] = {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "gpu": gpu_name(),
-                            "python": platform.python_version(), "platform": platform.platform()}
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0)),
+        "gpu": gpu_name(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     for name in ("onnxruntime", "numpy", "torch", "tensorrt", "cupy", "polygraphy"):
         try:
             info[name] = __import__(name).__version__
@@ -111,8 +137,13 @@ def _gpu_count() -> int:
     import subprocess
 
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return 0
     return len([line for line in out.splitlines() if line.strip()])
@@ -148,13 +179,20 @@ def make_model(work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, An
 
     torch.manual_seed(0)
     net = create_backbone(args.backbone, num_classes=args.classes, box_size=args.box).eval()
-    meta = ModelMetadata(class_names=[f"class_{i}" for i in range(args.classes)], box_size=args.box,
-                         voxel_size=10.0, backbone=args.backbone, method="gpu_check")
+    meta = ModelMetadata(
+        class_names=[f"class_{i}" for i in range(args.classes)],
+        box_size=args.box,
+        voxel_size=10.0,
+        backbone=args.backbone,
+        method="gpu_check",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = export_model(net, meta, work / "model.onnx")
-    return Path(result.path), {"source": f"{args.backbone} (seeded, untrained), exported here",
-                               "gflop_per_subtomogram": round(count_flops(net, args.box) / 1e9, 4)}
+    return Path(result.path), {
+        "source": f"{args.backbone} (seeded, untrained), exported here",
+        "gflop_per_subtomogram": round(count_flops(net, args.box) / 1e9, 4),
+    }
 
 
 def derived_onnx(onnx_path: Path, work: Path, precision: str) -> tuple[Path | None, str]:
@@ -201,8 +239,14 @@ def build_native_engine(onnx_path: Path, work: Path, name: str, batch_max: int) 
 # Rows
 
 
-def parity_rows(check: Check, env: dict[str, Any], onnx_path: Path, work: Path, volumes: np.ndarray,
-                engines: dict[str, Path | str]) -> None:
+def parity_rows(
+    check: Check,
+    env: dict[str, Any],
+    onnx_path: Path,
+    work: Path,
+    volumes: np.ndarray,
+    engines: dict[str, Path | str],
+) -> None:
     from cryoshift.runtime.backends import load_model
     from cryoshift.runtime.transfer import compare
 
@@ -216,21 +260,40 @@ def parity_rows(check: Check, env: dict[str, Any], onnx_path: Path, work: Path, 
             x = volumes.astype(np.float16) if transfer == "fp16" else volumes
             logits, _ = model.predict(x)
             p = compare(reference, logits, "cpu fp32")
-            return {"backend": model.description, "items": p.items,
-                    "argmax_agreement": round(p.argmax_agreement, 4), "max_abs_dlogit": p.max_abs_dlogit}
+            return {
+                "backend": model.description,
+                "items": p.items,
+                "argmax_agreement": round(p.argmax_agreement, 4),
+                "max_abs_dlogit": p.max_abs_dlogit,
+            }
+
         return fn
 
     check.run("parity", "ORT CPU, fp16 transfer", against("cpu", onnx_path, "fp16"))
     for backend in ("cuda", "tensorrt"):
-        check.run("parity", f"ORT {backend} EP fp32", against(backend, onnx_path), why_not(backend, env),
-                  min_left=60 if backend == "tensorrt" else 5)
-        check.run("parity", f"ORT {backend} EP, fp16 transfer", against(backend, onnx_path, "fp16"),
-                  why_not(backend, env), min_left=60 if backend == "tensorrt" else 5)
+        check.run(
+            "parity",
+            f"ORT {backend} EP fp32",
+            against(backend, onnx_path),
+            why_not(backend, env),
+            min_left=60 if backend == "tensorrt" else 5,
+        )
+        check.run(
+            "parity",
+            f"ORT {backend} EP, fp16 transfer",
+            against(backend, onnx_path, "fp16"),
+            why_not(backend, env),
+            min_left=60 if backend == "tensorrt" else 5,
+        )
     for name in ("engine-fp32", "engine-fp16", "engine-int8"):
         engine = engines.get(name)
         reason = engine if isinstance(engine, str) else why_not("engine", env)
-        check.run("parity", f"native TensorRT {name[7:]}", against("engine", Path(str(engine))),
-                  reason if not isinstance(engine, Path) else None)
+        check.run(
+            "parity",
+            f"native TensorRT {name[7:]}",
+            against("engine", Path(str(engine))),
+            reason if not isinstance(engine, Path) else None,
+        )
 
 
 def engine_rate(model: Any, batch: int, repeats: int, loops: int) -> float:
@@ -257,8 +320,14 @@ def engine_rate(model: Any, batch: int, repeats: int, loops: int) -> float:
     return statistics.median(rates)
 
 
-def throughput_rows(check: Check, env: dict[str, Any], onnx_path: Path, work: Path, args: argparse.Namespace,
-                    engines: dict[str, Path | str]) -> None:
+def throughput_rows(
+    check: Check,
+    env: dict[str, Any],
+    onnx_path: Path,
+    work: Path,
+    args: argparse.Namespace,
+    engines: dict[str, Path | str],
+) -> None:
     from cryoshift.runtime.backends import load_model
     from cryoshift.runtime.bench import make_bench_data, pipeline_rate
     from cryoshift.runtime.metadata import read_onnx_metadata
@@ -273,8 +342,7 @@ def throughput_rows(check: Check, env: dict[str, Any], onnx_path: Path, work: Pa
             datasets[n] = make_bench_data(work / f"data_{n}", n, meta.box_size, meta.voxel_size)
         return datasets[n]
 
-    plans: list[tuple[str, str, Path, str, list[int]]] = [
-        ("cpu", "cpu", onnx_path, "fp32", args.cpu_batches)]
+    plans: list[tuple[str, str, Path, str, list[int]]] = [("cpu", "cpu", onnx_path, "fp32", args.cpu_batches)]
     gpu_batches = args.batches
     for backend in ("cuda", "tensorrt"):
         plans.append((backend, backend, onnx_path, "fp32", gpu_batches))
@@ -287,39 +355,77 @@ def throughput_rows(check: Check, env: dict[str, Any], onnx_path: Path, work: Pa
         reason = engine if isinstance(engine, str) else why_not(backend, env)
         for batch in batches:
             if batch > args.engine_batch_max and backend == "engine":
-                check.skip("throughput", f"{label} batch {batch}", f"engine built for batches up to "
-                           f"{args.engine_batch_max}", backend=label, batch=batch)
+                check.skip(
+                    "throughput",
+                    f"{label} batch {batch}",
+                    f"engine built for batches up to {args.engine_batch_max}",
+                    backend=label,
+                    batch=batch,
+                )
                 continue
             state: dict[str, Any] = {}
 
-            def engine_only(backend: str = backend, path: Path = path, transfer: str = transfer,
-                            batch: int = batch, state: dict[str, Any] = state) -> dict[str, Any]:
+            def engine_only(
+                backend: str = backend,
+                path: Path = path,
+                transfer: str = transfer,
+                batch: int = batch,
+                state: dict[str, Any] = state,
+            ) -> dict[str, Any]:
                 model = load_model(path, backend, batch_size=batch, transfer=transfer)
                 state["model"] = model
                 rate = engine_rate(model, batch, args.repeats, args.loops)
                 state["engine"] = rate
                 return {"rate": round(rate, 1), "backend": model.description}
 
-            got = check.run("throughput", f"{label} batch {batch}: engine only", engine_only, reason,
-                            min_left=90 if backend == "tensorrt" else 10, backend=label, batch=batch,
-                            kind="engine-only")
+            got = check.run(
+                "throughput",
+                f"{label} batch {batch}: engine only",
+                engine_only,
+                reason,
+                min_left=90 if backend == "tensorrt" else 10,
+                backend=label,
+                batch=batch,
+                kind="engine-only",
+            )
             for kind in ("stack", "tomogram"):
-                def e2e(kind: str = kind, batch: int = batch,
-                        state: dict[str, Any] = state) -> dict[str, Any]:
+
+                def e2e(
+                    kind: str = kind, batch: int = batch, state: dict[str, Any] = state
+                ) -> dict[str, Any]:
                     model = state["model"]
                     data = data_for(batch)
                     items_kind = "tomogram" if kind == "tomogram" else "stack"
                     from cryoshift.runtime.sources import Item
+
                     workers = auto_workers(model, [Item("", items_kind, "")])
                     workers = min(workers, args.max_workers) if args.max_workers else workers
-                    fig = pipeline_rate(model, data, kind, batch, workers, repeats=args.repeats,
-                                        processes=args.reader_processes)
-                    return {"rate": round(fig["rate"], 1), "workers": workers,
-                            "ratio_to_engine_only": round(fig["rate"] / state["engine"], 3),
-                            "model_wait_s": round(fig["wait_s"], 3), "compute_s": round(fig["compute_s"], 3)}
-                check.run("throughput", f"{label} batch {batch}: end to end, {kind}", e2e,
-                          reason or (None if got else "engine-only row did not run"), backend=label,
-                          batch=batch, kind=f"e2e-{kind}")
+                    fig = pipeline_rate(
+                        model,
+                        data,
+                        kind,
+                        batch,
+                        workers,
+                        repeats=args.repeats,
+                        processes=args.reader_processes,
+                    )
+                    return {
+                        "rate": round(fig["rate"], 1),
+                        "workers": workers,
+                        "ratio_to_engine_only": round(fig["rate"] / state["engine"], 3),
+                        "model_wait_s": round(fig["wait_s"], 3),
+                        "compute_s": round(fig["compute_s"], 3),
+                    }
+
+                check.run(
+                    "throughput",
+                    f"{label} batch {batch}: end to end, {kind}",
+                    e2e,
+                    reason or (None if got else "engine-only row did not run"),
+                    backend=label,
+                    batch=batch,
+                    kind=f"e2e-{kind}",
+                )
             state.clear()
 
 
@@ -342,13 +448,21 @@ def device_crop_row(check: Check, env: dict[str, Any], args: argparse.Namespace)
         cupy.cuda.Device().synchronize()
         t0 = time.perf_counter()
         for start in range(0, n, 512):
-            cropper.crop("t", tomo, centers[start:start + 512], box)
+            cropper.crop("t", tomo, centers[start : start + 512], box)
         cupy.cuda.Device().synchronize()
-        return {"rate": round(n / (time.perf_counter() - t0), 1), "matches_cpu_reference": same,
-                "tomogram_upload_bytes": cropper.uploaded_bytes}
+        return {
+            "rate": round(n / (time.perf_counter() - t0), 1),
+            "matches_cpu_reference": same,
+            "tomogram_upload_bytes": cropper.uploaded_bytes,
+        }
 
-    check.run("throughput", "crops gathered on the GPU (resident tomogram, batch 512)", fn, reason,
-              kind="device-crop")
+    check.run(
+        "throughput",
+        "crops gathered on the GPU (resident tomogram, batch 512)",
+        fn,
+        reason,
+        kind="device-crop",
+    )
 
 
 def training_rows(check: Check, env: dict[str, Any], work: Path, args: argparse.Namespace) -> None:
@@ -358,20 +472,39 @@ def training_rows(check: Check, env: dict[str, Any], work: Path, args: argparse.
         cuda = torch.cuda.is_available()
     except ImportError:
         cuda = None
-    reason = ("PyTorch is not installed (the [train] extra)" if cuda is None else
-              None if cuda else "PyTorch sees no CUDA device")
+    reason = (
+        "PyTorch is not installed (the [train] extra)"
+        if cuda is None
+        else None
+        if cuda
+        else "PyTorch sees no CUDA device"
+    )
 
     def amp_epoch() -> dict[str, Any]:
         from cryoshift.training.trainer import TrainConfig, train
 
-        config = TrainConfig(source="builtin", out=str(work / "train"), method="cryoshift", epochs=1,
-                             device="cuda", amp=True, box=args.box, voxel_size=10.0,
-                             sim_per_epoch=args.train_n, sim_val=256, batch_size=64, progress=False)
+        config = TrainConfig(
+            source="builtin",
+            out=str(work / "train"),
+            method="cryoshift",
+            epochs=1,
+            device="cuda",
+            amp=True,
+            box=args.box,
+            voxel_size=10.0,
+            sim_per_epoch=args.train_n,
+            sim_val=256,
+            batch_size=64,
+            progress=False,
+        )
         t0 = time.perf_counter()
         train(config)
         wall = time.perf_counter() - t0
-        return {"epoch_s": round(wall, 1), "subtomograms": args.train_n,
-                "rate_incl_simulation_and_eval": round(args.train_n / wall, 1)}
+        return {
+            "epoch_s": round(wall, 1),
+            "subtomograms": args.train_n,
+            "rate_incl_simulation_and_eval": round(args.train_n / wall, 1),
+        }
 
     def simulator() -> dict[str, Any]:
         from cryoshift.training.simulate import PRESETS, Simulator, builtin_structures
@@ -385,29 +518,48 @@ def training_rows(check: Check, env: dict[str, Any], work: Path, args: argparse.
         torch.cuda.synchronize()
         return {"rate": round(1024 / (time.perf_counter() - t0), 1), "preset": "paper", "fidelity": "fast"}
 
-    check.run("training", "one epoch of AMP training (cryoshift, simulated source) on CUDA", amp_epoch,
-              reason, min_left=60)
-    check.run("training", "simulator rate on CUDA (paper preset, fast fidelity, batch 256)", simulator,
-              reason)
+    check.run(
+        "training",
+        "one epoch of AMP training (cryoshift, simulated source) on CUDA",
+        amp_epoch,
+        reason,
+        min_left=60,
+    )
+    check.run(
+        "training", "simulator rate on CUDA (paper preset, fast fidelity, batch 256)", simulator, reason
+    )
 
 
-def devices_row(check: Check, env: dict[str, Any], onnx_path: Path, work: Path,
-                args: argparse.Namespace) -> None:
+def devices_row(
+    check: Check, env: dict[str, Any], onnx_path: Path, work: Path, args: argparse.Namespace
+) -> None:
     from cryoshift.runtime import classify
     from cryoshift.runtime.bench import make_bench_data
     from cryoshift.runtime.metadata import read_onnx_metadata
 
-    reason = why_not("cuda", env) or (None if env["gpu_count"] >= 2 else
-                                      f"needs 2 GPUs, this machine has {env['gpu_count']}")
+    reason = why_not("cuda", env) or (
+        None if env["gpu_count"] >= 2 else f"needs 2 GPUs, this machine has {env['gpu_count']}"
+    )
 
     def fn() -> dict[str, Any]:
         meta = read_onnx_metadata(onnx_path)
         data = make_bench_data(work / "devices", 8192, meta.box_size, meta.voxel_size)
         t0 = time.perf_counter()
-        s = classify(onnx_path, data["stack"]["inputs"], work / "devices_out", backend="cuda", batch_size=512,
-                     workers=4, devices=[0, 1], progress=False)
-        return {"rate": round((s.classified + s.errors) / (time.perf_counter() - t0), 1),
-                "classified": s.classified, "errors": s.errors}
+        s = classify(
+            onnx_path,
+            data["stack"]["inputs"],
+            work / "devices_out",
+            backend="cuda",
+            batch_size=512,
+            workers=4,
+            devices=[0, 1],
+            progress=False,
+        )
+        return {
+            "rate": round((s.classified + s.errors) / (time.perf_counter() - t0), 1),
+            "classified": s.classified,
+            "errors": s.errors,
+        }
 
     check.run("devices", "--devices 0,1 (cuda, stack, 8192 subtomograms)", fn, reason, min_left=30)
 
@@ -419,15 +571,22 @@ def write_results(out: Path, result: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     env = result["environment"]
-    lines = ["# GPU check", "",
-             f"Created {result['created']} with `{result['command']}` in {result['wall_s']} s.", "",
-             f"Machine: {env['cpu']}, {env['cores']} usable cores; GPU: {env['gpu'] or 'none'} "
-             f"({env['gpu_count']}); onnxruntime {env['onnxruntime']} ({', '.join(env['ort_backends'])}); "
-             f"TensorRT {env['tensorrt'] or '-'}; CuPy {env['cupy'] or '-'}; "
-             f"torch {env['torch'] or '-'}.", "",
-             f"Model: {result['model']}.", "",
-             f"Measured {result['counts']['measured']}, skipped {result['counts']['skipped']}, "
-             f"failed {result['counts']['failed']}.", ""]
+    lines = [
+        "# GPU check",
+        "",
+        f"Created {result['created']} with `{result['command']}` in {result['wall_s']} s.",
+        "",
+        f"Machine: {env['cpu']}, {env['cores']} usable cores; GPU: {env['gpu'] or 'none'} "
+        f"({env['gpu_count']}); onnxruntime {env['onnxruntime']} ({', '.join(env['ort_backends'])}); "
+        f"TensorRT {env['tensorrt'] or '-'}; CuPy {env['cupy'] or '-'}; "
+        f"torch {env['torch'] or '-'}.",
+        "",
+        f"Model: {result['model']}.",
+        "",
+        f"Measured {result['counts']['measured']}, skipped {result['counts']['skipped']}, "
+        f"failed {result['counts']['failed']}.",
+        "",
+    ]
     for section in ("parity", "throughput", "training", "devices"):
         rows = [r for r in result["rows"] if r["section"] == section]
         if not rows:
@@ -467,8 +626,11 @@ def main(argv: list[str] | None = None) -> int:
     check = Check(args.budget)
     t0 = time.perf_counter()
     env = environment()
-    print(f"gpu_check: GPU {env['gpu'] or 'none'}, backends {env['ort_backends']}, "
-          f"TensorRT {env['tensorrt']}, CuPy {env['cupy']}", flush=True)
+    print(
+        f"gpu_check: GPU {env['gpu'] or 'none'}, backends {env['ort_backends']}, "
+        f"TensorRT {env['tensorrt']}, CuPy {env['cupy']}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="cryoshift-gpu-check-") as tmp:
         work = Path(tmp)
         onnx_path, model_info = make_model(work, args)
@@ -488,10 +650,14 @@ def main(argv: list[str] | None = None) -> int:
             if source is None:
                 engines[name] = why
                 continue
-            got = check.run("build", f"native TensorRT engine {precision}",
-                            lambda s=source, n=name: {"path": str(build_native_engine(s, work, n,
-                                                                                      args.engine_batch_max))},
-                            min_left=90)
+            got = check.run(
+                "build",
+                f"native TensorRT engine {precision}",
+                lambda s=source, n=name: {
+                    "path": str(build_native_engine(s, work, n, args.engine_batch_max))
+                },
+                min_left=90,
+            )
             engines[name] = Path(got["path"]) if got else "engine build did not succeed (see the build row)"
         parity_rows(check, env, onnx_path, work, volumes, engines)
         throughput_rows(check, env, onnx_path, work, args, engines)
@@ -499,12 +665,17 @@ def main(argv: list[str] | None = None) -> int:
         training_rows(check, env, work, args)
         devices_row(check, env, onnx_path, work, args)
     counts = {s: sum(r["status"] == s for r in check.rows) for s in ("measured", "skipped", "failed")}
-    result = {"benchmark": "gpu_check", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "command": " ".join([Path(sys.executable).name, *sys.argv[:1], *(argv or sys.argv[1:])]),
-              "wall_s": round(time.perf_counter() - t0, 1), "environment": env,
-              "model": model_info, "settings": {k: (str(v) if isinstance(v, Path) else v)
-                                                for k, v in vars(args).items()},
-              "counts": counts, "rows": check.rows}
+    result = {
+        "benchmark": "gpu_check",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join([Path(sys.executable).name, *sys.argv[:1], *(argv or sys.argv[1:])]),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "environment": env,
+        "model": model_info,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "counts": counts,
+        "rows": check.rows,
+    }
     write_results(args.out, result)
     print(f"gpu_check: {counts} in {result['wall_s']} s -> {args.out / 'gpu_check.json'}", flush=True)
     return 1 if counts["failed"] else 0

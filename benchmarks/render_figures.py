@@ -64,19 +64,27 @@ def render(json_path: Path, methods: Sequence[str] | None = None, out_root: Path
             if run is None:
                 continue
             title = f"{method} on {target} ({rep} {first}): acc {run['accuracy']:.2f}"
-            paths.append(domain_plots.plot_confusion(np.asarray(run["confusion"]), names, title,
-                                                     out / f"confusion_{target}_{method}.png"))
+            paths.append(
+                domain_plots.plot_confusion(
+                    np.asarray(run["confusion"]), names, title, out / f"confusion_{target}_{method}.png"
+                )
+            )
     return paths
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("json", nargs="+", type=Path, help="results JSON of domain_shift.py or accuracy.py")
-    ap.add_argument("--methods", nargs="+", default=None,
-                    help="methods to draw ('all' for every one; default: source-only, cryoshift, oracle "
-                         "for domain_shift, all for accuracy)")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="root for <json stem>/ (default: next to the JSON)")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="methods to draw ('all' for every one; default: source-only, cryoshift, oracle "
+        "for domain_shift, all for accuracy)",
+    )
+    ap.add_argument(
+        "--out", type=Path, default=None, help="root for <json stem>/ (default: next to the JSON)"
+    )
     args = ap.parse_args(argv)
     for path in args.json:
         for png in render(path, args.methods, args.out):

@@ -99,10 +99,15 @@ def sgemm_gflops(size: int = 1536, repeats: int = 5) -> float:
 def machine() -> dict[str, Any]:
     from cryoshift.runtime.backends import gpu_name
 
-    info = {"cpu": cpu_model(), "logical_cores": os.cpu_count(),
-            "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "gpu": gpu_name(), "python": platform.python_version(), "platform": platform.platform()}
+    info = {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "gpu": gpu_name(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     for name in ("torch", "onnxruntime", "numpy", "mrcfile"):
         try:
             info[name] = __import__(name).__version__
@@ -126,8 +131,13 @@ def build_model(work: Path, box: int, classes: int, backbone: str) -> tuple[Any,
 
     torch.manual_seed(0)
     net = create_backbone(backbone, num_classes=classes, box_size=box).eval()
-    meta = ModelMetadata(class_names=[f"class_{i}" for i in range(classes)], box_size=box, voxel_size=10.0,
-                         backbone=backbone, method="benchmark")
+    meta = ModelMetadata(
+        class_names=[f"class_{i}" for i in range(classes)],
+        box_size=box,
+        voxel_size=10.0,
+        backbone=backbone,
+        method="benchmark",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = export_model(net, meta, work / "model.onnx")
@@ -173,14 +183,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     work = Path(tempfile.mkdtemp(prefix="cryoshift-throughput-"))
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    res: dict[str, Any] = {"benchmark": "throughput", "created": created,
-                           "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
-                           "settings": {k: v for k, v in vars(args).items()}}
+    res: dict[str, Any] = {
+        "benchmark": "throughput",
+        "created": created,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(args).items()},
+    }
     print(f"machine: {res['machine']['cpu']}, {res['machine']['cores_usable']} usable cores", flush=True)
     res["sgemm_gflops"] = round(sgemm_gflops(), 1)
     wrapper, onnx_path, flops = build_model(work, args.box, args.classes, args.backbone)
-    res["model"] = {"backbone": args.backbone, "box": args.box, "classes": args.classes,
-                    "gflop_per_subtomogram": flops / 1e9, "onnx_bytes": onnx_path.stat().st_size}
+    res["model"] = {
+        "backbone": args.backbone,
+        "box": args.box,
+        "classes": args.classes,
+        "gflop_per_subtomogram": flops / 1e9,
+        "onnx_bytes": onnx_path.stat().st_size,
+    }
     data = make_bench_data(work / "data", args.n, args.box, 10.0)
     files = sorted((work / "data" / "files").glob("*.mrc"))
     batch = np.random.default_rng(0).normal(0, 1, (args.batch_size, 1, args.box, args.box, args.box))
@@ -210,19 +229,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scaling_batch = {}
     for bs in args.batch_sweep:
         m = load_model(onnx_path, "cpu", batch_size=bs, threads=args.threads)
-        scaling_batch[bs] = round(inference_rate(m, bs, reps, max(1, args.loops * args.batch_size // bs // 2))
-                                  ["rate"], 1)
+        scaling_batch[bs] = round(
+            inference_rate(m, bs, reps, max(1, args.loops * args.batch_size // bs // 2))["rate"], 1
+        )
     res["ort_cpu_rate_vs_batch_size"] = scaling_batch
     print(f"  batch sweep: {scaling_batch}", flush=True)
 
     e2e: dict[str, Any] = {}
     for kind in ("files", "stack", "tomogram"):
         for workers in args.workers_sweep:
+
             def once(kind: str = kind, workers: int = workers) -> int:
                 with tempfile.TemporaryDirectory(dir=work) as out:
-                    s = classify(model, data[kind]["inputs"], out, tomograms=data[kind]["tomograms"],
-                                 batch_size=args.batch_size, workers=workers, progress=False)
+                    s = classify(
+                        model,
+                        data[kind]["inputs"],
+                        out,
+                        tomograms=data[kind]["tomograms"],
+                        batch_size=args.batch_size,
+                        workers=workers,
+                        progress=False,
+                    )
                     return s.classified + s.errors
+
             with PeakRss() as peak:
                 rate, r = median_rate(once, reps)
             name = f"cryoshift classify ort cpu: {kind}, {workers} readers"
@@ -235,31 +264,49 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for workers in (1, 2):
             with PeakRss() as peak:
                 fig = pipeline_rate(null, data, kind, args.batch_size, workers, reps)
-            record(f"feed rate, null model: {kind}, {workers} readers", fig["rate"],
-                   [round(x, 1) for x in fig["repeats"]], peak)
+            record(
+                f"feed rate, null model: {kind}, {workers} readers",
+                fig["rate"],
+                [round(x, 1) for x in fig["repeats"]],
+                peak,
+            )
             feed[f"{kind}/{workers}"] = fig["rate"]
         with PeakRss() as peak:
             fig = pipeline_rate(null, data, kind, args.batch_size, 2, reps, processes=True)
-        record(f"feed rate, null model: {kind}, 2 reader processes", fig["rate"],
-               [round(x, 1) for x in fig["repeats"]], peak)
+        record(
+            f"feed rate, null model: {kind}, 2 reader processes",
+            fig["rate"],
+            [round(x, 1) for x in fig["repeats"]],
+            peak,
+        )
         feed[f"{kind}/2p"] = fig["rate"]
     res["rows"] = rows
     res["ratios"] = paired_ratios(model, wrapper, batch, files[:naive_n], data, work, args)
     res["ratios"]["ort_over_pytorch_batched_inference"] = round(
-        inf["rate"] / rows[f"pytorch batched {args.batch_size} (inference only)"]["rate"], 2)
+        inf["rate"] / rows[f"pytorch batched {args.batch_size} (inference only)"]["rate"], 2
+    )
     achieved = inf["rate"] * flops / 1e9
-    res["compute_bound"] = {"gflop_per_subtomogram": round(flops / 1e9, 4),
-                            "sgemm_gflops": res["sgemm_gflops"],
-                            "bound_subtomograms_per_s": round(res["sgemm_gflops"] / (flops / 1e9), 1),
-                            "achieved_gflops_ort_inference": round(achieved, 1),
-                            "fraction_of_sgemm": round(achieved / res["sgemm_gflops"], 3)}
+    res["compute_bound"] = {
+        "gflop_per_subtomogram": round(flops / 1e9, 4),
+        "sgemm_gflops": res["sgemm_gflops"],
+        "bound_subtomograms_per_s": round(res["sgemm_gflops"] / (flops / 1e9), 1),
+        "achieved_gflops_ort_inference": round(achieved, 1),
+        "fraction_of_sgemm": round(achieved / res["sgemm_gflops"], 3),
+    }
     res["feed_rate"] = {k: round(v, 1) for k, v in feed.items()}
     res["gpu"] = gpu_part(onnx_path, wrapper, data, args) if gpu_name() else "skipped: no GPU"
     return res
 
 
-def paired_ratios(model: Any, wrapper: Any, batch: np.ndarray, naive_files: list[Path], data: dict[str, Any],
-                  work: Path, args: argparse.Namespace) -> dict[str, Any]:
+def paired_ratios(
+    model: Any,
+    wrapper: Any,
+    batch: np.ndarray,
+    naive_files: list[Path],
+    data: dict[str, Any],
+    work: Path,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     """Ratios from interleaved measurements: each repeat times inference only, the naive loop and
     classify end to end back to back, so load from other users of a shared CPU hits all alike;
     the reported ratio is the median of the per-repeat ratios."""
@@ -279,8 +326,15 @@ def paired_ratios(model: Any, wrapper: Any, batch: np.ndarray, naive_files: list
         for kind in ("files", "stack", "tomogram"):
             with tempfile.TemporaryDirectory(dir=work) as out:
                 t0 = time.perf_counter()
-                s = classify(model, data[kind]["inputs"], out, tomograms=data[kind]["tomograms"],
-                             batch_size=args.batch_size, workers=2, progress=False)
+                s = classify(
+                    model,
+                    data[kind]["inputs"],
+                    out,
+                    tomograms=data[kind]["tomograms"],
+                    batch_size=args.batch_size,
+                    workers=2,
+                    progress=False,
+                )
                 e2e = (s.classified + s.errors) / (time.perf_counter() - t0)
             per.setdefault(f"end_to_end_over_inference_only[{kind}]", []).append(e2e / inf)
             per.setdefault(f"end_to_end_over_naive_loop[{kind}]", []).append(e2e / naive)
@@ -299,8 +353,10 @@ def gpu_part(onnx_path: Path, wrapper: Any, data: dict[str, Any], args: argparse
 
     out: dict[str, Any] = {}
     bs = args.gpu_batch_size
-    targets: list[tuple[str, Path, str]] = [("ort cuda", onnx_path, "cuda"), ("ort tensorrt ep", onnx_path,
-                                                                                "tensorrt")]
+    targets: list[tuple[str, Path, str]] = [
+        ("ort cuda", onnx_path, "cuda"),
+        ("ort tensorrt ep", onnx_path, "tensorrt"),
+    ]
     try:
         targets.append(("native tensorrt fp16", build_fp16_engine(onnx_path, wrapper, args, bs), "engine"))
     except Exception as exc:  # report why, keep the other rows
@@ -313,8 +369,11 @@ def gpu_part(onnx_path: Path, wrapper: Any, data: dict[str, Any], args: argparse
                 t0 = time.perf_counter()
                 s = classify(model, data["stack"]["inputs"], tmp, batch_size=bs, workers=4, progress=False)
                 e2e = (s.classified + s.errors) / (time.perf_counter() - t0)
-            out[name] = {"inference_only": round(inf["rate"], 1), "end_to_end_stack": round(e2e, 1),
-                         "backend": model.description}
+            out[name] = {
+                "inference_only": round(inf["rate"], 1),
+                "end_to_end_stack": round(e2e, 1),
+                "backend": model.description,
+            }
         except Exception as exc:  # one backend failing must not hide the others
             out[name] = f"failed: {type(exc).__name__}: {exc}"
         print(f"  {name}: {out[name]}", flush=True)
@@ -358,23 +417,38 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
     lines += [f"| {name} | {row['rate']:,.1f} | {row['peak_rss_mb']} |" for name, row in res["rows"].items()]
     per = res["ratios"].get("per_repeat", {})
     reps = res["settings"]["paired_repeats"]
-    lines += ["", f"Ratios: medians of per-repeat ratios from {reps} interleaved "
-              "repeats (inference only, naive loop and classify timed back to back), with the range.", "",
-              "| ratio | median | range |", "|---|---:|---:|"]
-    lines += [f"| {k} | {v} | {min(per[k]):.2f}-{max(per[k]):.2f} |" if k in per else f"| {k} | {v} | |"
-              for k, v in res["ratios"].items() if k != "per_repeat"]
+    lines += [
+        "",
+        f"Ratios: medians of per-repeat ratios from {reps} interleaved "
+        "repeats (inference only, naive loop and classify timed back to back), with the range.",
+        "",
+        "| ratio | median | range |",
+        "|---|---:|---:|",
+    ]
+    lines += [
+        f"| {k} | {v} | {min(per[k]):.2f}-{max(per[k]):.2f} |" if k in per else f"| {k} | {v} | |"
+        for k, v in res["ratios"].items()
+        if k != "per_repeat"
+    ]
     cb = res["compute_bound"]
-    lines += ["", f"Compute bound: measured sgemm {cb['sgemm_gflops']} GFLOP/s -> at most "
-              f"{cb['bound_subtomograms_per_s']:,} subtomograms/s; ORT inference reaches "
-              f"{cb['achieved_gflops_ort_inference']} GFLOP/s = {cb['fraction_of_sgemm']:.1%} of sgemm.",
-              "", f"ORT CPU rate against batch size: {res['ort_cpu_rate_vs_batch_size']}", "",
-              f"GPU: {res['gpu']}", ""]
+    lines += [
+        "",
+        f"Compute bound: measured sgemm {cb['sgemm_gflops']} GFLOP/s -> at most "
+        f"{cb['bound_subtomograms_per_s']:,} subtomograms/s; ORT inference reaches "
+        f"{cb['achieved_gflops_ort_inference']} GFLOP/s = {cb['fraction_of_sgemm']:.1%} of sgemm.",
+        "",
+        f"ORT CPU rate against batch size: {res['ort_cpu_rate_vs_batch_size']}",
+        "",
+        f"GPU: {res['gpu']}",
+        "",
+    ]
     path.write_text("\n".join(lines))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--box", type=int, default=32, help="subtomogram box size")
     parser.add_argument("--n", type=int, default=384, help="subtomograms per input kind")
     parser.add_argument("--naive-n", type=int, default=48, help="files the naive loop classifies per repeat")
@@ -389,8 +463,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="inference threads (torch and ORT)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (not for reporting)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results stem (default results/throughput_cpu)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results stem (default results/throughput_cpu)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.n, args.naive_n, args.repeats, args.loops = 32, 8, 1, 1

@@ -46,8 +46,12 @@ def table() -> str:
     for wing in WINGS:
         base = ROOT / wing
         summary = job(base / "__init__.py").removeprefix(f"cryoshift.{wing}: ")
-        lines += [f"### `{wing}/` (cryoshift.{wing}): {summary}", "",
-                  "| module | its one job |", "| --- | --- |"]
+        lines += [
+            f"### `{wing}/` (cryoshift.{wing}): {summary}",
+            "",
+            "| module | its one job |",
+            "| --- | --- |",
+        ]
         for path in modules(wing):
             rel = path.relative_to(base)
             if rel == Path("__init__.py"):
@@ -77,8 +81,10 @@ def main(argv: list[str]) -> int:
     if argv == ["--check"]:
         if body == fresh:
             return 0
-        print("docs/design.md: the module table is not the code's; run: python docs/modules.py --write",
-              file=sys.stderr)
+        print(
+            "docs/design.md: the module table is not the code's; run: python docs/modules.py --write",
+            file=sys.stderr,
+        )
         return 1
     print("usage: python docs/modules.py [--write | --check]", file=sys.stderr)
     return 2

@@ -34,24 +34,42 @@ REPORT = "export.json"
 Progress = Callable[[str], None]
 
 
-def export_model(model: nn.Module, metadata: ModelMetadata, out_path: str | Path,
-                 parity_volumes: np.ndarray | None = None, opset: int | None = None) -> ExportResult:
+def export_model(
+    model: nn.Module,
+    metadata: ModelMetadata,
+    out_path: str | Path,
+    parity_volumes: np.ndarray | None = None,
+    opset: int | None = None,
+) -> ExportResult:
     """Export an in-memory backbone (timm-style contract) to a verified fp32 ONNX file.
 
     Without ``parity_volumes`` the parity check runs on random volumes and says so in a warning.
     """
     source = "given volumes"
     if parity_volumes is None:
-        warnings.warn("no parity volumes given; checking ONNX against PyTorch on random volumes",
-                      ExportWarning, stacklevel=2)
+        warnings.warn(
+            "no parity volumes given; checking ONNX against PyTorch on random volumes",
+            ExportWarning,
+            stacklevel=2,
+        )
         parity_volumes, source = random_volumes(16, metadata.box_size), "random volumes"
     return export_onnx(model, metadata, out_path, parity_volumes, opset=opset, parity_source=source)
 
 
 def _versions() -> dict[str, str]:
     found = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in ("cryoshift", "torch", "onnx", "onnxruntime", "onnxslim", "onnxconverter-common",
-                 "onnxscript", "numpy", "tensorrt", "polygraphy"):
+    for name in (
+        "cryoshift",
+        "torch",
+        "onnx",
+        "onnxruntime",
+        "onnxslim",
+        "onnxconverter-common",
+        "onnxscript",
+        "numpy",
+        "tensorrt",
+        "polygraphy",
+    ):
         try:
             found[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
@@ -80,8 +98,15 @@ def export_checkpoint(
     from cryoshift.training.checkpoint import load_checkpoint, resolve_checkpoint
 
     say = progress or (lambda _msg: None)
-    formats = select_formats(fp16=fp16, tensorrt=tensorrt, int8=int8, calibration=calibration,
-                             parity_data=parity_data, opset=opset, batch_max=batch_max)
+    formats = select_formats(
+        fp16=fp16,
+        tensorrt=tensorrt,
+        int8=int8,
+        calibration=calibration,
+        parity_data=parity_data,
+        opset=opset,
+        batch_max=batch_max,
+    )
     checkpoint = resolve_checkpoint(checkpoint_or_run)
     say(f"loading {checkpoint}")
     model, metadata, payload = load_checkpoint(checkpoint)
@@ -95,8 +120,19 @@ def export_checkpoint(
     say("reading parity volumes")
     volumes, source = find_volumes(metadata.box_size, parity_data, config, limit=PARITY_VOLUMES)
     wrapper = ExportWrapper(model, metadata.normalisation).eval()
-    job = ExportJob(checkpoint, config, metadata, out_dir, wrapper, volumes, source, say, opset=opset,
-                    batch_max=batch_max, calibration=calibration)
+    job = ExportJob(
+        checkpoint,
+        config,
+        metadata,
+        out_dir,
+        wrapper,
+        volumes,
+        source,
+        say,
+        opset=opset,
+        batch_max=batch_max,
+        calibration=calibration,
+    )
     steps = [FORMATS[name] for name in formats]
     for fmt in steps:  # e.g. int8 calibration data: resolved before any work, so it fails fast
         fmt.prepare_job(job)

@@ -21,12 +21,27 @@ from cryoshift.runtime.errors import InputError
 
 DATASET_VOLUMES = "volumes.mrc"
 # Config keys that may hold dataset paths, most wanted first (target data is what gets classified).
-CONFIG_KEYS = ("target", "target_data", "target_dataset", "calibration", "val", "source", "source_data",
-               "source_dataset", "data", "dataset")
+CONFIG_KEYS = (
+    "target",
+    "target_data",
+    "target_dataset",
+    "calibration",
+    "val",
+    "source",
+    "source_data",
+    "source_dataset",
+    "data",
+    "dataset",
+)
 
 
-def read_volumes(path: str | Path, box_size: int | None = None, limit: int = 64, seed: int = 0,
-                 tomograms: list[str] | None = None) -> np.ndarray:
+def read_volumes(
+    path: str | Path,
+    box_size: int | None = None,
+    limit: int = 64,
+    seed: int = 0,
+    tomograms: list[str] | None = None,
+) -> np.ndarray:
     """Up to ``limit`` volumes (N, D, D, D) float32 from a dataset directory, an MRC stack, a single
     MRC volume or a directory of single-volume MRC files; a random subset when there are more.
     A pick table (STAR/CSV) is cropped from ``tomograms`` at ``box_size``."""
@@ -100,15 +115,21 @@ def random_volumes(n: int, box_size: int, seed: int = 0) -> np.ndarray:
     """Gaussian blobs in noise: a last resort so the graph is at least exercised."""
     rng = np.random.default_rng(seed)
     grid = np.indices((box_size,) * 3).astype(np.float32) - (box_size - 1) / 2
-    r2 = (grid ** 2).sum(axis=0)
+    r2 = (grid**2).sum(axis=0)
     vols = rng.normal(size=(n, box_size, box_size, box_size)).astype(np.float32)
     widths = rng.uniform(0.1, 0.3, size=n) * box_size
     vols -= 3.0 * np.exp(-r2[None] / (2 * widths[:, None, None, None] ** 2))
     return vols
 
 
-def find_volumes(box_size: int, given: str | Path | None = None, config: dict[str, Any] | None = None,
-                 limit: int = 64, seed: int = 0, purpose: str = "parity") -> tuple[np.ndarray, str]:
+def find_volumes(
+    box_size: int,
+    given: str | Path | None = None,
+    config: dict[str, Any] | None = None,
+    limit: int = 64,
+    seed: int = 0,
+    purpose: str = "parity",
+) -> tuple[np.ndarray, str]:
     """Volumes for ``purpose`` and a description of where they came from."""
     tomograms = list((config or {}).get("tomograms") or [])
     if given is not None:
@@ -118,8 +139,13 @@ def find_volumes(box_size: int, given: str | Path | None = None, config: dict[st
         try:
             return read_volumes(path, box_size, limit, seed, tomograms), str(path)
         except InputError as exc:
-            warnings.warn(f"{purpose} data from the training config unusable: {exc}", ExportWarning,
-                          stacklevel=2)
-    warnings.warn(f"no real subtomograms for the {purpose} check (give --parity-data); "
-                  f"using {min(limit, 32)} random volumes", ExportWarning, stacklevel=2)
+            warnings.warn(
+                f"{purpose} data from the training config unusable: {exc}", ExportWarning, stacklevel=2
+            )
+    warnings.warn(
+        f"no real subtomograms for the {purpose} check (give --parity-data); "
+        f"using {min(limit, 32)} random volumes",
+        ExportWarning,
+        stacklevel=2,
+    )
     return random_volumes(min(limit, 32), box_size, seed), "random volumes"

@@ -57,19 +57,49 @@ class Format:
 FORMATS: dict[str, Format] = {  # in build order: every format comes after the one it is built from
     f.name: f
     for f in (
-        Format("onnx", ".onnx", False, ("opset", "parity_data", "batch_max"), None, "fp32",
-               "fp32 ONNX, dynamic batch, normalisation in the graph (always written)",
-               "cryoshift.export.onnx:build_onnx"),
-        Format("fp16", ".fp16.onnx", False, (), "onnx", "fp16",
-               "fp16 weights/activations, fp32 input/outputs and normalisation (for GPUs)",
-               "cryoshift.export.fp16:build_fp16"),
-        Format("int8", ".int8.onnx", False, ("calibration",), "onnx", "int8",
-               "explicit Q/DQ int8 ONNX calibrated on target subtomograms",
-               "cryoshift.export.int8:build_int8", prepare="cryoshift.export.int8:prepare_int8"),
-        Format("tensorrt", ".engine", True, ("batch_max",), "onnx", "fp32",
-               "TensorRT engine per ONNX variant (+ .engine.json sidecar); tied to GPU and TensorRT",
-               "cryoshift.export.tensorrt:build_tensorrt",
-               unavailable="cryoshift.export.tensorrt:tensorrt_unavailable", skipped="TensorRT engines"),
+        Format(
+            "onnx",
+            ".onnx",
+            False,
+            ("opset", "parity_data", "batch_max"),
+            None,
+            "fp32",
+            "fp32 ONNX, dynamic batch, normalisation in the graph (always written)",
+            "cryoshift.export.onnx:build_onnx",
+        ),
+        Format(
+            "fp16",
+            ".fp16.onnx",
+            False,
+            (),
+            "onnx",
+            "fp16",
+            "fp16 weights/activations, fp32 input/outputs and normalisation (for GPUs)",
+            "cryoshift.export.fp16:build_fp16",
+        ),
+        Format(
+            "int8",
+            ".int8.onnx",
+            False,
+            ("calibration",),
+            "onnx",
+            "int8",
+            "explicit Q/DQ int8 ONNX calibrated on target subtomograms",
+            "cryoshift.export.int8:build_int8",
+            prepare="cryoshift.export.int8:prepare_int8",
+        ),
+        Format(
+            "tensorrt",
+            ".engine",
+            True,
+            ("batch_max",),
+            "onnx",
+            "fp32",
+            "TensorRT engine per ONNX variant (+ .engine.json sidecar); tied to GPU and TensorRT",
+            "cryoshift.export.tensorrt:build_tensorrt",
+            unavailable="cryoshift.export.tensorrt:tensorrt_unavailable",
+            skipped="TensorRT engines",
+        ),
     )
 }
 
@@ -103,8 +133,9 @@ def artefact_name(fmt: str, precision: str | None = None) -> str:
     return MODEL_STEM + f.suffix
 
 
-def select_formats(fp16: bool = False, tensorrt: bool = False, int8: bool = False,
-                   **options: object) -> list[str]:
+def select_formats(
+    fp16: bool = False, tensorrt: bool = False, int8: bool = False, **options: object
+) -> list[str]:
     """Validate a request and return the formats to write, in build order (ONNX first).
 
     ``options`` are export_checkpoint keywords; one that is given (not None) but belongs to no

@@ -23,9 +23,21 @@ from cryoshift.export.result import ExportResult
 from cryoshift.runtime.metadata import ModelMetadata
 
 # Ops whose range or accumulation makes fp16 risky; kept in fp32 on top of the converter's defaults.
-FP32_OPS = ("Softmax", "LogSoftmax", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "ReduceSumSquare",
-            "ReduceL2", "InstanceNormalization", "LayerNormalization", "GroupNormalization",
-            "BatchNormalization")
+FP32_OPS = (
+    "Softmax",
+    "LogSoftmax",
+    "Exp",
+    "Log",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+    "ReduceSumSquare",
+    "ReduceL2",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "BatchNormalization",
+)
 FIRST_COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
@@ -96,11 +108,16 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     body = onnx.utils.Extractor(model).extract_model(boundary, [o.name for o in graph.output])
     _isolate_outputs(body)
     half = float16.convert_float_to_float16(
-        body, keep_io_types=True, op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OPS],
+        body,
+        keep_io_types=True,
+        op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OPS],
     )
     used = {t for n in pre_nodes for t in n.input}
     merged = helper.make_graph(
-        [*pre_nodes, *half.graph.node], graph.name, list(graph.input), list(half.graph.output),
+        [*pre_nodes, *half.graph.node],
+        graph.name,
+        list(graph.input),
+        list(half.graph.output),
         initializer=[i for i in graph.initializer if i.name in used and not (pre and i.name in boundary)]
         + list(half.graph.initializer),
         value_info=[v for v in half.graph.value_info if v.name not in produced],
@@ -110,9 +127,14 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def export_fp16(onnx_path: str | Path, out_path: str | Path, metadata: ModelMetadata,
-                parity_volumes: np.ndarray, reference_logits: np.ndarray,
-                parity_source: str = "") -> ExportResult:
+def export_fp16(
+    onnx_path: str | Path,
+    out_path: str | Path,
+    metadata: ModelMetadata,
+    parity_volumes: np.ndarray,
+    reference_logits: np.ndarray,
+    parity_source: str = "",
+) -> ExportResult:
     """Write the fp16 ONNX next to the fp32 one and check it (ORT CPU runs fp16 graphs)."""
     from cryoshift.export.onnx import set_metadata
 
@@ -125,8 +147,9 @@ def export_fp16(onnx_path: str | Path, out_path: str | Path, metadata: ModelMeta
     report, notes = None, []
     for providers in _fp16_providers():
         try:
-            report = check_onnx_parity(out_path, parity_volumes, reference_logits, "fp16", parity_source,
-                                       providers=providers)
+            report = check_onnx_parity(
+                out_path, parity_volumes, reference_logits, "fp16", parity_source, providers=providers
+            )
             notes.append(f"checked on {providers[0]}")
             break
         except Exception as exc:  # ORT raises NotImplemented/Fail when a provider lacks an fp16 kernel
@@ -144,15 +167,19 @@ def _fp16_providers() -> list[list[str]]:
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    return [[p, "CPUExecutionProvider"] if p != "CPUExecutionProvider" else [p]
-            for p in ("CPUExecutionProvider", "CUDAExecutionProvider") if p in available]
+    return [
+        [p, "CPUExecutionProvider"] if p != "CPUExecutionProvider" else [p]
+        for p in ("CPUExecutionProvider", "CUDAExecutionProvider")
+        if p in available
+    ]
 
 
 def build_fp16(job: ExportJob) -> list[ExportResult]:
     """The formats table's ``fp16`` builder: converts the fp32 ONNX that ``build_onnx`` wrote."""
     onnx_path, reference = job.fp32()
     job.say("converting to fp16 ONNX")
-    result = export_fp16(onnx_path, job.out_dir / artefact_name("fp16"), job.metadata, job.volumes, reference,
-                         job.source)
+    result = export_fp16(
+        onnx_path, job.out_dir / artefact_name("fp16"), job.metadata, job.volumes, reference, job.source
+    )
     job.onnx_variants.append((result.path, "fp16"))
     return [result]

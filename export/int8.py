@@ -39,7 +39,7 @@ def _reader(volumes: np.ndarray, batch: int = 8):
 
         def __init__(self) -> None:
             x = as_model_input(volumes)
-            self._batches = iter([{INPUT_NAME: x[i:i + batch]} for i in range(0, len(x), batch)])
+            self._batches = iter([{INPUT_NAME: x[i : i + batch]} for i in range(0, len(x), batch)])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._batches, None)
@@ -61,16 +61,29 @@ def quantise(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarra
         outputs = {o.name for o in graph.graph.output}
         exclude = preprocessing_nodes(graph) + [n.name for n in graph.graph.node if set(n.output) & outputs]
         quantize_static(
-            str(prepared), str(out_path), _reader(calibration),
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTISED_OPS, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+            str(prepared),
+            str(out_path),
+            _reader(calibration),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=QUANTISED_OPS,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
         )
 
 
-def export_int8_onnx(onnx_path: str | Path, out_path: str | Path, metadata: ModelMetadata,
-                     calibration: np.ndarray, parity_volumes: np.ndarray, reference_logits: np.ndarray,
-                     parity_source: str = "", calibration_source: str = "") -> ExportResult:
+def export_int8_onnx(
+    onnx_path: str | Path,
+    out_path: str | Path,
+    metadata: ModelMetadata,
+    calibration: np.ndarray,
+    parity_volumes: np.ndarray,
+    reference_logits: np.ndarray,
+    parity_source: str = "",
+    calibration_source: str = "",
+) -> ExportResult:
     """Write the Q/DQ int8 ONNX and check its agreement with PyTorch on ORT CPU."""
     from cryoshift.export.onnx import set_metadata
 
@@ -105,12 +118,15 @@ def prepare_int8(job: ExportJob) -> None:
     if given is None:
         paths = config_data_paths(job.config)
         if not paths:
-            raise InputError(job.checkpoint, "--int8 needs --calibration DATA (target subtomograms); "
-                                             "the run's config names no dataset")
+            raise InputError(
+                job.checkpoint,
+                "--int8 needs --calibration DATA (target subtomograms); the run's config names no dataset",
+            )
         given = paths[0]
     tomograms = list(job.config.get("tomograms") or [])
-    job.calibration_volumes = read_volumes(given, job.metadata.box_size, CALIBRATION_VOLUMES,
-                                           tomograms=tomograms)
+    job.calibration_volumes = read_volumes(
+        given, job.metadata.box_size, CALIBRATION_VOLUMES, tomograms=tomograms
+    )
     job.calibration_source = str(given)
 
 
@@ -120,8 +136,15 @@ def build_int8(job: ExportJob) -> list[ExportResult]:
     if job.calibration_volumes is None:
         prepare_int8(job)
     job.say("calibrating int8 Q/DQ ONNX")
-    result = export_int8_onnx(onnx_path, job.out_dir / artefact_name("int8"), job.metadata,
-                              job.calibration_volumes, job.volumes, reference, job.source,
-                              job.calibration_source)
+    result = export_int8_onnx(
+        onnx_path,
+        job.out_dir / artefact_name("int8"),
+        job.metadata,
+        job.calibration_volumes,
+        job.volumes,
+        reference,
+        job.source,
+        job.calibration_source,
+    )
     job.onnx_variants.append((result.path, "int8"))
     return [result]

@@ -44,9 +44,11 @@ class ExportWrapper(nn.Module):
         needed = ("forward_features", "forward_head")
         missing = [m for m in needed if not callable(getattr(backbone, m, None))]
         if missing:
-            raise TypeError(f"{type(backbone).__name__} lacks {', '.join(missing)}: an exported backbone "
-                            "must follow the timm-style contract (features and head separate) of "
-                            "docs/design.md")
+            raise TypeError(
+                f"{type(backbone).__name__} lacks {', '.join(missing)}: an exported backbone "
+                "must follow the timm-style contract (features and head separate) of "
+                "docs/design.md"
+            )
         self.normalise = Normalise(normalisation)
         self.backbone = backbone
 
@@ -76,9 +78,11 @@ def set_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:
         entry.key, entry.value = key, value
     model.producer_name = "cryoshift"
     model.producer_version = metadata.cryoshift_version
-    model.doc_string = (f"cryoshift {metadata.backbone or 'model'}: {metadata.num_classes} classes "
-                        f"({', '.join(metadata.class_names)}), box {metadata.box_size}, "
-                        f"{metadata.voxel_size} A/voxel, {metadata.precision}")
+    model.doc_string = (
+        f"cryoshift {metadata.backbone or 'model'}: {metadata.num_classes} classes "
+        f"({', '.join(metadata.class_names)}), box {metadata.box_size}, "
+        f"{metadata.voxel_size} A/voxel, {metadata.precision}"
+    )
 
 
 @contextlib.contextmanager
@@ -104,9 +108,16 @@ def trace_to_onnx(wrapper: nn.Module, box_size: int, opset: int = DEFAULT_OPSET)
     with torch.no_grad(), _quiet():
         try:
             program = torch.onnx.export(
-                wrapper, (example,), None, dynamo=True, opset_version=opset, verbose=False,
-                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), optimize=True,
+                wrapper,
+                (example,),
+                None,
+                dynamo=True,
+                opset_version=opset,
+                verbose=False,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                optimize=True,
             )
             return program.model_proto
         except Exception as exc:  # the new exporter rejects some Python control flow
@@ -114,15 +125,24 @@ def trace_to_onnx(wrapper: nn.Module, box_size: int, opset: int = DEFAULT_OPSET)
         buffer = io.BytesIO()
         try:
             torch.onnx.export(
-                wrapper, (example,), buffer, dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"},
-                              OUTPUT_NAMES[1]: {0: "batch"}},
+                wrapper,
+                (example,),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes={
+                    INPUT_NAME: {0: "batch"},
+                    OUTPUT_NAMES[0]: {0: "batch"},
+                    OUTPUT_NAMES[1]: {0: "batch"},
+                },
             )
         except Exception as exc:
             raise RuntimeError(f"ONNX export failed: {first_error}; TorchScript fallback: {exc}") from exc
-    warnings.warn(f"torch.export-based ONNX export failed ({first_error}); used the TorchScript exporter",
-                  stacklevel=2)
+    warnings.warn(
+        f"torch.export-based ONNX export failed ({first_error}); used the TorchScript exporter", stacklevel=2
+    )
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -189,15 +209,22 @@ def export_onnx(
     if not report.passed:
         out_path.unlink(missing_ok=True)
         raise ParityError(out_path, report)
-    return ExportResult("onnx", out_path, out_path.stat().st_size, report, time.perf_counter() - start,
-                        [f"opset {opset}"])
+    return ExportResult(
+        "onnx", out_path, out_path.stat().st_size, report, time.perf_counter() - start, [f"opset {opset}"]
+    )
 
 
 def build_onnx(job: ExportJob) -> list[ExportResult]:
     """The formats table's ``onnx`` builder: the fp32 graph every other format is derived from."""
     job.say("exporting ONNX (fp32)")
-    result = export_onnx(job.wrapper, job.metadata, job.out_dir / artefact_name("onnx"), job.volumes,
-                         opset=job.opset, parity_source=job.source)
+    result = export_onnx(
+        job.wrapper,
+        job.metadata,
+        job.out_dir / artefact_name("onnx"),
+        job.volumes,
+        opset=job.opset,
+        parity_source=job.source,
+    )
     job.reference, _ = torch_reference(job.wrapper, job.volumes)  # derived formats are held to PyTorch too
     job.onnx_path = result.path
     job.onnx_variants.append((result.path, "fp32"))

@@ -32,9 +32,11 @@ class ParityReport:
 
     def summary(self) -> str:
         verdict = "ok" if self.passed else "FAILED"
-        return (f"{self.precision} parity {verdict}: max |dlogit| {self.max_abs_logit_diff:.2e} "
-                f"(tol {self.tolerance:.2e}), argmax agreement {self.argmax_agreement:.1%} "
-                f"(min {self.min_agreement:.0%}) on {self.n} volumes from {self.source or 'given data'}")
+        return (
+            f"{self.precision} parity {verdict}: max |dlogit| {self.max_abs_logit_diff:.2e} "
+            f"(tol {self.tolerance:.2e}), argmax agreement {self.argmax_agreement:.1%} "
+            f"(min {self.min_agreement:.0%}) on {self.n} volumes from {self.source or 'given data'}"
+        )
 
 
 class ParityError(RuntimeError):
@@ -46,27 +48,31 @@ class ParityError(RuntimeError):
         super().__init__(f"{path}: {report.summary()}; the artefact was removed")
 
 
-def compare_logits(reference: np.ndarray, candidate: np.ndarray, precision: str = "fp32",
-                   source: str = "") -> ParityReport:
+def compare_logits(
+    reference: np.ndarray, candidate: np.ndarray, precision: str = "fp32", source: str = ""
+) -> ParityReport:
     """Compare two (N, K) logit arrays against the bar of ``precision``."""
     rel, min_agreement = TOLERANCES[precision]
     reference = np.asarray(reference, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
     if reference.shape != candidate.shape:
-        return ParityReport(float("inf"), 0.0, int(reference.shape[0]), False, 0.0, min_agreement,
-                            precision, source)
+        return ParityReport(
+            float("inf"), 0.0, int(reference.shape[0]), False, 0.0, min_agreement, precision, source
+        )
     scale = max(1.0, float(np.abs(reference).max(initial=0.0)))
     tolerance = rel * scale
     diff = float(np.abs(reference - candidate).max(initial=0.0))
     same = reference.argmax(axis=1) == candidate.argmax(axis=1)
     agreement = float(np.mean(same)) if len(reference) else 1.0
     passed = bool(np.isfinite(diff) and diff <= tolerance and agreement >= min_agreement)
-    return ParityReport(diff, agreement, int(reference.shape[0]), passed, tolerance, min_agreement,
-                        precision, source)
+    return ParityReport(
+        diff, agreement, int(reference.shape[0]), passed, tolerance, min_agreement, precision, source
+    )
 
 
-def run_batched(fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], volumes: np.ndarray,
-                batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def run_batched(
+    fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], volumes: np.ndarray, batch: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """Apply ``fn`` (B,1,D,H,W) -> (logits, features) in batches; the first batch has size 1 so a
     fixed-batch graph is caught too."""
     x = as_model_input(volumes)
@@ -76,7 +82,7 @@ def run_batched(fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], volum
     for size in sizes:
         if start >= len(x):
             break
-        lo, fe = fn(x[start:start + size])
+        lo, fe = fn(x[start : start + size])
         logits.append(np.asarray(lo, dtype=np.float32))
         feats.append(np.asarray(fe, dtype=np.float32))
         start += size
@@ -93,8 +99,9 @@ def as_model_input(volumes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def onnx_runner(path: str | Path, providers: list[str] | None = None
-                ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def onnx_runner(
+    path: str | Path, providers: list[str] | None = None
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """An ONNX Runtime session wrapped as ``fn(batch) -> (logits, features)``."""
     import onnxruntime as ort
 
@@ -110,9 +117,14 @@ def onnx_runner(path: str | Path, providers: list[str] | None = None
     return run
 
 
-def check_onnx_parity(path: str | Path, volumes: np.ndarray, reference_logits: np.ndarray,
-                      precision: str = "fp32", source: str = "", providers: list[str] | None = None,
-                      ) -> ParityReport:
+def check_onnx_parity(
+    path: str | Path,
+    volumes: np.ndarray,
+    reference_logits: np.ndarray,
+    precision: str = "fp32",
+    source: str = "",
+    providers: list[str] | None = None,
+) -> ParityReport:
     """Run the ONNX file on ``volumes`` with ONNX Runtime (CPU unless ``providers``) and compare."""
     logits, _ = run_batched(onnx_runner(path, providers), volumes)
     return compare_logits(reference_logits, logits, precision, source)

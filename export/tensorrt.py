@@ -47,9 +47,14 @@ def batch_profile(batch_max: int) -> tuple[int, int, int]:
     return 1, batch_max, batch_max
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, box_size: int,
-                 batch: tuple[int, int, int], timing_cache: str | Path | None = None,
-                 workspace_bytes: int = WORKSPACE_BYTES) -> Path:
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    box_size: int,
+    batch: tuple[int, int, int],
+    timing_cache: str | Path | None = None,
+    workspace_bytes: int = WORKSPACE_BYTES,
+) -> Path:
     """Parse ``onnx_path`` and serialise an engine for batch sizes ``batch`` = (min, opt, max)."""
     import tensorrt as trt
 
@@ -102,9 +107,15 @@ def engine_runner(engine_path: str | Path):
     return run
 
 
-def export_tensorrt(onnx_path: str | Path, engine_path: str | Path, metadata: ModelMetadata,
-                    batch_max: int, parity_volumes: np.ndarray, reference_logits: np.ndarray,
-                    parity_source: str = "") -> ExportResult:
+def export_tensorrt(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    metadata: ModelMetadata,
+    batch_max: int,
+    parity_volumes: np.ndarray,
+    reference_logits: np.ndarray,
+    parity_source: str = "",
+) -> ExportResult:
     """Build an engine from ``onnx_path`` (its precision is the ONNX graph's), write its sidecar and
     check it against PyTorch on the GPU."""
     import tensorrt as trt
@@ -132,8 +143,9 @@ def export_tensorrt(onnx_path: str | Path, engine_path: str | Path, metadata: Mo
         if not report.passed:
             engine_path.unlink(missing_ok=True)
             raise ParityError(engine_path, report)
-    return ExportResult("tensorrt", engine_path, engine_path.stat().st_size, report,
-                        time.perf_counter() - start, notes)
+    return ExportResult(
+        "tensorrt", engine_path, engine_path.stat().st_size, report, time.perf_counter() - start, notes
+    )
 
 
 def build_tensorrt(job: ExportJob) -> list[ExportResult]:
@@ -143,6 +155,15 @@ def build_tensorrt(job: ExportJob) -> list[ExportResult]:
     for path, precision in job.onnx_variants:
         job.say(f"building TensorRT {precision} engine (takes minutes the first time)")
         engine = job.out_dir / artefact_name("tensorrt", precision)
-        results.append(export_tensorrt(path, engine, replace(job.metadata, precision=precision),
-                                       job.batch_max, job.volumes, reference, job.source))
+        results.append(
+            export_tensorrt(
+                path,
+                engine,
+                replace(job.metadata, precision=precision),
+                job.batch_max,
+                job.volumes,
+                reference,
+                job.source,
+            )
+        )
     return results

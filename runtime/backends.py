@@ -84,10 +84,10 @@ class Model:
         pad = np.zeros((self.batch_size, *batch.shape[1:]), self.input_dtype)
         parts = []
         for start in range(0, n, self.batch_size):
-            piece = batch[start:min(start + self.batch_size, n)]
-            pad[:len(piece)] = piece
+            piece = batch[start : min(start + self.batch_size, n)]
+            pad[: len(piece)] = piece
             logits, features = self._runner(pad)
-            parts.append((logits[:len(piece)].copy(), features[:len(piece)].copy()))
+            parts.append((logits[: len(piece)].copy(), features[: len(piece)].copy()))
         if not parts:  # n == 0: empty outputs of the right width
             logits, features = self._runner(pad)
             return logits[:0], features[:0]
@@ -135,8 +135,17 @@ class _OrtIoBinding:
     (``device="cpu"``), which is how the tests exercise it.
     """
 
-    def __init__(self, ort: Any, sess: Any, batch_size: int, box: int, device_id: int, device: str = "cuda",
-                 slots: int = 2, dtype: Any = np.float32):
+    def __init__(
+        self,
+        ort: Any,
+        sess: Any,
+        batch_size: int,
+        box: int,
+        device_id: int,
+        device: str = "cuda",
+        slots: int = 2,
+        dtype: Any = np.float32,
+    ):
         self.sess = sess
         names = [o.name for o in sess.get_outputs()]
         self.has_features = FEATURES in names
@@ -204,22 +213,38 @@ def _tensorrt_version() -> str:
         return "unknown"
 
 
-def trt_cache_dir(model_sha: str, device_id: int = 0, root: str | Path | None = None,
-                  variant: str = "") -> Path:
+def trt_cache_dir(
+    model_sha: str, device_id: int = 0, root: str | Path | None = None, variant: str = ""
+) -> Path:
     """Engine-cache folder keyed by GPU model, TensorRT, ORT and ONNX hash (a stale cache never loads).
 
     ``variant`` ("fp16-input" for ``--transfer fp16``) keeps engines of the edited graph apart.
     """
     ort = _ort()
-    key = "|".join([gpu_name(device_id) or "gpu", _tensorrt_version(), ort.__version__, model_sha,
-                    *([variant] if variant else [])])
+    key = "|".join(
+        [
+            gpu_name(device_id) or "gpu",
+            _tensorrt_version(),
+            ort.__version__,
+            model_sha,
+            *([variant] if variant else []),
+        ]
+    )
     base = Path(root or os.environ.get("CRYOSHIFT_TRT_CACHE", Path.home() / ".cache" / "cryoshift" / "trt"))
     return base / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _ort_session(path: Path, backend: str, meta: ModelMetadata, sha: str, batch_size: int,
-                 threads: int | None, device_id: int, cache_root: str | Path | None,
-                 model_bytes: bytes | None = None) -> tuple[Any, str]:
+def _ort_session(
+    path: Path,
+    backend: str,
+    meta: ModelMetadata,
+    sha: str,
+    batch_size: int,
+    threads: int | None,
+    device_id: int,
+    cache_root: str | Path | None,
+    model_bytes: bytes | None = None,
+) -> tuple[Any, str]:
     ort = _ort()
     source: str | bytes = model_bytes if model_bytes is not None else str(path)
     opts = _session_options(ort, threads if backend == "cpu" else None)
@@ -227,8 +252,11 @@ def _ort_session(path: Path, backend: str, meta: ModelMetadata, sha: str, batch_
     if backend == "cpu":
         providers: list[Any] = ["CPUExecutionProvider"]
     elif backend == "cuda":
-        cuda = {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE",
-                "do_copy_in_default_stream": True}
+        cuda = {
+            "device_id": device_id,
+            "cudnn_conv_algo_search": "EXHAUSTIVE",
+            "do_copy_in_default_stream": True,
+        }
         providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
     else:  # tensorrt
         cache = trt_cache_dir(sha, device_id, cache_root, "fp16-input" if model_bytes is not None else "")
@@ -239,8 +267,10 @@ def _ort_session(path: Path, backend: str, meta: ModelMetadata, sha: str, batch_
                 edited.write_bytes(model_bytes)
             source = str(edited)
         if not any(cache.glob("*.engine")):
-            _log(f"building a TensorRT engine for this model and GPU (first run: can take minutes; "
-                 f"cached in {cache})")
+            _log(
+                f"building a TensorRT engine for this model and GPU (first run: can take minutes; "
+                f"cached in {cache})"
+            )
         dims = f"1x{box}x{box}x{box}"
         trt = {
             "device_id": device_id,
@@ -252,10 +282,11 @@ def _ort_session(path: Path, backend: str, meta: ModelMetadata, sha: str, batch_
             "trt_profile_opt_shapes": f"{INPUT_NAME}:{batch_size}x{dims}",
             "trt_profile_max_shapes": f"{INPUT_NAME}:{batch_size}x{dims}",
         }
-        providers = [("TensorrtExecutionProvider", trt),
-                     ("CUDAExecutionProvider", {"device_id": device_id,
-                                                "cudnn_conv_algo_search": "EXHAUSTIVE"}),
-                     "CPUExecutionProvider"]
+        providers = [
+            ("TensorrtExecutionProvider", trt),
+            ("CUDAExecutionProvider", {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE"}),
+            "CPUExecutionProvider",
+        ]
     try:
         sess = ort.InferenceSession(source, opts, providers=providers)
     except Exception as exc:  # ORT raises its own types for bad files and missing libraries
@@ -266,20 +297,34 @@ def _ort_session(path: Path, backend: str, meta: ModelMetadata, sha: str, batch_
     return sess, sess.get_providers()[0]
 
 
-_WANTED_PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
-                    "tensorrt": "TensorrtExecutionProvider"}
+_WANTED_PROVIDER = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
 
 
-def _load_onnx(path: Path, backend: str, batch_size: int, threads: int | None, device_id: int,
-               cache_root: str | Path | None, transfer: str = "fp32", slots: int | None = None) -> Model:
+def _load_onnx(
+    path: Path,
+    backend: str,
+    batch_size: int,
+    threads: int | None,
+    device_id: int,
+    cache_root: str | Path | None,
+    transfer: str = "fp32",
+    slots: int | None = None,
+) -> Model:
     from cryoshift.runtime.metadata import read_onnx_metadata
 
     meta = read_onnx_metadata(path)
     wanted = _WANTED_PROVIDER[backend]
     if wanted not in _ort().get_available_providers():
         extra = "gpu" if backend != "cpu" else "cpu"
-        raise InputError(path, f"backend {backend} needs onnxruntime with {wanted}, which this install "
-                               f"lacks: pip install 'cryoshift[{extra}]' (or use --backend auto)")
+        raise InputError(
+            path,
+            f"backend {backend} needs onnxruntime with {wanted}, which this install "
+            f"lacks: pip install 'cryoshift[{extra}]' (or use --backend auto)",
+        )
     sha = file_sha256(path)
     dtype = transfer_dtype(transfer)
     model_bytes = None
@@ -288,8 +333,9 @@ def _load_onnx(path: Path, backend: str, batch_size: int, threads: int | None, d
             model_bytes = fp16_input_model(path.read_bytes())
         except (ValueError, IndexError) as exc:
             raise InputError(path, f"cannot make a float16-input graph for --transfer fp16 ({exc})") from exc
-    sess, provider = _ort_session(path, backend, meta, sha, batch_size, threads, device_id, cache_root,
-                                  model_bytes)
+    sess, provider = _ort_session(
+        path, backend, meta, sha, batch_size, threads, device_id, cache_root, model_bytes
+    )
     if provider != _WANTED_PROVIDER[backend]:
         raise InputError(path, f"backend {backend} is not usable here (onnxruntime fell back to {provider})")
     inputs = sess.get_inputs()
@@ -300,16 +346,38 @@ def _load_onnx(path: Path, backend: str, batch_size: int, threads: int | None, d
         runner: Any = _OrtCpu(sess)
         fixed = False
     else:  # IO binding: GPU backends, or the CPU EP when asked for slots (tests of the GPU path)
-        runner = _OrtIoBinding(_ort(), sess, batch_size, meta.box_size, device_id,
-                               "cpu" if backend == "cpu" else "cuda", max(1, slots), dtype)
+        runner = _OrtIoBinding(
+            _ort(),
+            sess,
+            batch_size,
+            meta.box_size,
+            device_id,
+            "cpu" if backend == "cpu" else "cuda",
+            max(1, slots),
+            dtype,
+        )
         fixed = True
     ort = _ort()
-    desc = f"{backend} (onnxruntime {ort.__version__}, {provider}" + (
-        f", device {device_id}" if backend != "cpu" else f", {threads or 'all'} threads") + (
-        f", {slots} batches in flight" if slots > 1 else "") + (
-        ", fp16 transfer)" if model_bytes is not None else ")")
-    return Model(path, meta, backend, sha, batch_size, fixed, desc, _runner=runner, input_dtype=dtype,
-                 slots=slots if slots > 1 else 0, pinned=backend != "cpu", device_id=device_id)
+    desc = (
+        f"{backend} (onnxruntime {ort.__version__}, {provider}"
+        + (f", device {device_id}" if backend != "cpu" else f", {threads or 'all'} threads")
+        + (f", {slots} batches in flight" if slots > 1 else "")
+        + (", fp16 transfer)" if model_bytes is not None else ")")
+    )
+    return Model(
+        path,
+        meta,
+        backend,
+        sha,
+        batch_size,
+        fixed,
+        desc,
+        _runner=runner,
+        input_dtype=dtype,
+        slots=slots if slots > 1 else 0,
+        pinned=backend != "cpu",
+        device_id=device_id,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,8 +402,10 @@ class _TrtEngine:
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise InputError(path, "TensorRT could not deserialise this engine "
-                                   "(built for another GPU or TensorRT version?)")
+            raise InputError(
+                path,
+                "TensorRT could not deserialise this engine (built for another GPU or TensorRT version?)",
+            )
         self.context = self.engine.create_execution_context()
         self.context.set_input_shape(INPUT_NAME, (batch_size, 1, box, box, box))
         self.batch_size = batch_size
@@ -343,8 +413,10 @@ class _TrtEngine:
         self.specs: dict[str, tuple[tuple[int, ...], Any]] = {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
-            self.specs[name] = (tuple(self.context.get_tensor_shape(name)),
-                                np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))))
+            self.specs[name] = (
+                tuple(self.context.get_tensor_shape(name)),
+                np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))),
+            )
         self.input_dtype = self.specs[INPUT_NAME][1]
         self.has_features = FEATURES in self.specs
         try:
@@ -358,13 +430,17 @@ class _TrtEngine:
             with cupy.cuda.Device(device_id):
                 for _ in range(max(1, slots)):
                     self.streams.append(cupy.cuda.Stream(non_blocking=True))
-                    self.buffers.append({n: cupy.empty(shape, dtype)
-                                         for n, (shape, dtype) in self.specs.items()})
+                    self.buffers.append(
+                        {n: cupy.empty(shape, dtype) for n, (shape, dtype) in self.specs.items()}
+                    )
         else:
             ort = _ort()
-            self.buffers.append({n: ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype.type, "cuda",
-                                                                              device_id)
-                                 for n, (shape, dtype) in self.specs.items()})
+            self.buffers.append(
+                {
+                    n: ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype.type, "cuda", device_id)
+                    for n, (shape, dtype) in self.specs.items()
+                }
+            )
         self.slots = len(self.buffers)
 
     @staticmethod
@@ -400,8 +476,11 @@ class _TrtEngine:
                 feats = bufs[FEATURES].get(stream=stream) if self.has_features else None
                 stream.synchronize()
         logits = logits.astype(np.float32, copy=False)
-        feats = (feats.astype(np.float32, copy=False) if feats is not None
-                 else np.zeros((self.batch_size, 0), np.float32))
+        feats = (
+            feats.astype(np.float32, copy=False)
+            if feats is not None
+            else np.zeros((self.batch_size, 0), np.float32)
+        )
         return logits, feats
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -409,8 +488,9 @@ class _TrtEngine:
         return self.run(0)
 
 
-def _load_engine(path: Path, batch_size: int, device_id: int, transfer: str = "fp32",
-                 slots: int | None = None) -> Model:
+def _load_engine(
+    path: Path, batch_size: int, device_id: int, transfer: str = "fp32", slots: int | None = None
+) -> Model:
     """A native engine, refused unless its sidecar says it was built for this GPU and TensorRT."""
     from cryoshift.runtime.engine_sidecar import (
         check_engine_compatible,
@@ -422,22 +502,40 @@ def _load_engine(path: Path, batch_size: int, device_id: int, transfer: str = "f
     verify_engine_file(sidecar)
     name = gpu_name(device_id)
     if name is None:
-        raise InputError(path, "a TensorRT engine needs a GPU and none is visible; "
-                               "classify with the ONNX model")
+        raise InputError(
+            path, "a TensorRT engine needs a GPU and none is visible; classify with the ONNX model"
+        )
     check_engine_compatible(sidecar, name, _tensorrt_version())
     if batch_size > sidecar.batch_max:
-        raise InputError(path, f"engine was built for batches up to {sidecar.batch_max}, not {batch_size}; "
-                               f"pass --batch-size {sidecar.batch_max}")
+        raise InputError(
+            path,
+            f"engine was built for batches up to {sidecar.batch_max}, not {batch_size}; "
+            f"pass --batch-size {sidecar.batch_max}",
+        )
     meta = sidecar.metadata
     runner = _TrtEngine(sidecar.path, batch_size, meta.box_size, device_id, 2 if slots is None else slots)
     if runner.input_dtype != transfer_dtype(transfer):
-        raise InputError(path, f"this engine takes {runner.input_dtype} input, not --transfer {transfer}: "
-                               "build the engine from an ONNX with the matching input type")
+        raise InputError(
+            path,
+            f"this engine takes {runner.input_dtype} input, not --transfer {transfer}: "
+            "build the engine from an ONNX with the matching input type",
+        )
     streams = f", {runner.slots} CUDA streams" if runner.slots > 1 else ", default stream"
     desc = f"engine (native TensorRT {_tensorrt_version()}, {sidecar.precision}, {name}{streams})"
-    return Model(sidecar.path, meta, "engine", sidecar.engine_sha256 or file_sha256(sidecar.path), batch_size,
-                 True, desc, _runner=runner, input_dtype=runner.input_dtype,
-                 slots=runner.slots if runner.slots > 1 else 0, pinned=True, device_id=device_id)
+    return Model(
+        sidecar.path,
+        meta,
+        "engine",
+        sidecar.engine_sha256 or file_sha256(sidecar.path),
+        batch_size,
+        True,
+        desc,
+        _runner=runner,
+        input_dtype=runner.input_dtype,
+        slots=runner.slots if runner.slots > 1 else 0,
+        pinned=True,
+        device_id=device_id,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,9 +554,16 @@ def available_backends() -> list[str]:
     return names
 
 
-def load_model(path: str | Path, backend: str = "auto", batch_size: int = 64, threads: int | None = None,
-               device_id: int = 0, cache_dir: str | Path | None = None, transfer: str = "fp32",
-               slots: int | None = None) -> Model:
+def load_model(
+    path: str | Path,
+    backend: str = "auto",
+    batch_size: int = 64,
+    threads: int | None = None,
+    device_id: int = 0,
+    cache_dir: str | Path | None = None,
+    transfer: str = "fp32",
+    slots: int | None = None,
+) -> Model:
     """Load an exported model for inference.
 
     ``auto`` tries TensorRT EP, then CUDA EP, then CPU (a native engine file always uses
@@ -517,5 +622,6 @@ def null_model(metadata: ModelMetadata, num_features: int = 0, batch_size: int =
         n = batch.shape[0]
         return np.zeros((n, k), np.float32), np.zeros((n, num_features), np.float32)
 
-    return Model(Path("null"), metadata, "null", "0" * 64, batch_size, False, "null (no inference)",
-                 _runner=run)
+    return Model(
+        Path("null"), metadata, "null", "0" * 64, batch_size, False, "null (no inference)", _runner=run
+    )

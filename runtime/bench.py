@@ -38,13 +38,22 @@ def make_bench_data(root: Path, n: int, box: int, voxel_size: float, seed: int =
     tomo = rng.normal(0, 1, (max(2 * box, side // 2), side, side)).astype(np.float32)
     write_volume(root / "bench_tomo.mrc", tomo, voxel_size=voxel_size)
     nz, ny, nx = tomo.shape
-    picks = pd.DataFrame({"tomo_name": "bench_tomo", "x": rng.uniform(0, nx - 1, n).round(1),
-                          "y": rng.uniform(0, ny - 1, n).round(1), "z": rng.uniform(0, nz - 1, n).round(1)})
+    picks = pd.DataFrame(
+        {
+            "tomo_name": "bench_tomo",
+            "x": rng.uniform(0, nx - 1, n).round(1),
+            "y": rng.uniform(0, ny - 1, n).round(1),
+            "z": rng.uniform(0, nz - 1, n).round(1),
+        }
+    )
     picks.to_csv(root / "picks.csv", index=False)
-    return {"stack": {"inputs": [str(root / "stack.mrcs")], "tomograms": []},
-            "files": {"inputs": [str(files)], "tomograms": []},
-            "tomogram": {"inputs": [str(root / "picks.csv")], "tomograms": [str(root / "bench_tomo.mrc")]},
-            "n": n, "box": box}
+    return {
+        "stack": {"inputs": [str(root / "stack.mrcs")], "tomograms": []},
+        "files": {"inputs": [str(files)], "tomograms": []},
+        "tomogram": {"inputs": [str(root / "picks.csv")], "tomograms": [str(root / "bench_tomo.mrc")]},
+        "n": n,
+        "box": box,
+    }
 
 
 def inference_rate(model: Any, batch_size: int, repeats: int = 3, batches: int = 4, seed: int = 0) -> dict:
@@ -64,8 +73,15 @@ def inference_rate(model: Any, batch_size: int, repeats: int = 3, batches: int =
     return {"rate": statistics.median(rates), "repeats": rates}
 
 
-def pipeline_rate(model: Any, data: dict[str, Any], kind: str, batch_size: int, workers: int,
-                  repeats: int = 3, processes: bool = False) -> dict:
+def pipeline_rate(
+    model: Any,
+    data: dict[str, Any],
+    kind: str,
+    batch_size: int,
+    workers: int,
+    repeats: int = 3,
+    processes: bool = False,
+) -> dict:
     """Median subtomograms/s of a local run's plan, read, infer and write steps (runtime/run.py;
     fsync'ed ledgers, no predictions.star or manifest), from planning to the last row."""
     import dataclasses
@@ -80,8 +96,9 @@ def pipeline_rate(model: Any, data: dict[str, Any], kind: str, batch_size: int, 
     for _ in range(repeats):
         with tempfile.TemporaryDirectory(prefix="cryoshift-bench-") as tmp:
             t0 = time.perf_counter()
-            opts = RunOptions(data[kind]["inputs"], Path(tmp), tomograms=data[kind]["tomograms"],
-                              progress=False)
+            opts = RunOptions(
+                data[kind]["inputs"], Path(tmp), tomograms=data[kind]["tomograms"], progress=False
+            )
             inference = LocalInference(model, batch_size, workers, reader_processes=processes)
             cache = VolumeCache()
             _, items, _ = plan_run(model.metadata, opts, cache)
@@ -91,21 +108,42 @@ def pipeline_rate(model: Any, data: dict[str, Any], kind: str, batch_size: int, 
                 stats = inference.run(items, ledgers, opts)
             rates.append(dataclasses.replace(stats, wall_s=time.perf_counter() - t0).rate)
     assert stats is not None
-    return {"rate": statistics.median(rates), "repeats": rates, "errors": stats.errors,
-            "read_s": stats.read_s, "compute_s": stats.compute_s, "wait_s": stats.wait_s}
+    return {
+        "rate": statistics.median(rates),
+        "repeats": rates,
+        "errors": stats.errors,
+        "read_s": stats.read_s,
+        "compute_s": stats.compute_s,
+        "wait_s": stats.wait_s,
+    }
 
 
-def run_bench(model_path: Path, backend: str = "auto", batch_size: int = 64, box: int | None = None,
-              n: int = 256, workers: int = 2, repeats: int = 3, threads: int | None = None,
-              work_dir: Path | None = None, processes: bool = False) -> dict[str, Any]:
+def run_bench(
+    model_path: Path,
+    backend: str = "auto",
+    batch_size: int = 64,
+    box: int | None = None,
+    n: int = 256,
+    workers: int = 2,
+    repeats: int = 3,
+    threads: int | None = None,
+    work_dir: Path | None = None,
+    processes: bool = False,
+) -> dict[str, Any]:
     """Inference-only rate of the model and the null-model feed rate per input kind."""
     import dataclasses
 
     from cryoshift.runtime.backends import load_model, null_model
 
     model = load_model(model_path, backend, batch_size=batch_size, threads=threads)
-    result: dict[str, Any] = {"model": str(model_path), "backend": model.description,
-                              "batch_size": batch_size, "n": n, "workers": workers, "repeats": repeats}
+    result: dict[str, Any] = {
+        "model": str(model_path),
+        "backend": model.description,
+        "batch_size": batch_size,
+        "n": n,
+        "workers": workers,
+        "repeats": repeats,
+    }
     result["inference"] = inference_rate(model, batch_size, repeats)
     feed_meta = dataclasses.replace(model.metadata, box_size=box or model.metadata.box_size)
     result["feed_box"] = feed_meta.box_size
@@ -113,6 +151,7 @@ def run_bench(model_path: Path, backend: str = "auto", batch_size: int = 64, box
     null = null_model(feed_meta, batch_size=batch_size)
     with tempfile.TemporaryDirectory(prefix="cryoshift-bench-data-", dir=work_dir) as tmp:
         data = make_bench_data(Path(tmp), n, feed_meta.box_size, feed_meta.voxel_size)
-        result["feed"] = {kind: pipeline_rate(null, data, kind, batch_size, workers, repeats, processes)
-                          for kind in KINDS}
+        result["feed"] = {
+            kind: pipeline_rate(null, data, kind, batch_size, workers, repeats, processes) for kind in KINDS
+        }
     return result

@@ -47,15 +47,19 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_version,
-                                 is_eager=True),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
 ) -> None:
     """Classify cryo-ET subtomograms with domain-adapted networks."""
 
 
 for _module in (info, simulate, train, evaluate, export, classify, merge, report, bench, demo):
-    app.command(name=_module.NAME, no_args_is_help=getattr(_module, "NO_ARGS_IS_HELP", True),
-                cls=getattr(_module, "COMMAND_CLASS", None))(_module.command)
+    app.command(
+        name=_module.NAME,
+        no_args_is_help=getattr(_module, "NO_ARGS_IS_HELP", True),
+        cls=getattr(_module, "COMMAND_CLASS", None),
+    )(_module.command)
 
 
 # Finished rows and checkpoints are already on disk (fsync'd ledgers): say how to go on.

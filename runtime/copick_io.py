@@ -95,17 +95,22 @@ def parse_spec(text: str) -> CopickSpec:
     """``copick:CONFIG?query`` (see the module docstring) -> :class:`CopickSpec`."""
     if not is_copick(text):
         raise InputError(text, "not a copick input (copick:CONFIG.json)")
-    config, _, query = text[len(PREFIX):].partition("?")
+    config, _, query = text[len(PREFIX) :].partition("?")
     fields = parse_qs(query, keep_blank_values=True)
     unknown = sorted(set(fields) - {"voxel_spacing", "tomo_type", "picks", "runs"})
     if unknown:
-        raise InputError(text, f"unknown copick settings {', '.join(unknown)} (have: voxel_spacing, "
-                               "tomo_type, picks, runs)")
+        raise InputError(
+            text,
+            f"unknown copick settings {', '.join(unknown)} (have: voxel_spacing, tomo_type, picks, runs)",
+        )
     if not config:
         raise InputError(text, "no copick config file: copick:CONFIG.json")
     if "voxel_spacing" not in fields or "tomo_type" not in fields:
-        raise InputError(text, "copick input needs a voxel spacing and a tomogram type: "
-                               "--copick-voxel-spacing 10 --copick-tomo-type wbp")
+        raise InputError(
+            text,
+            "copick input needs a voxel spacing and a tomogram type: "
+            "--copick-voxel-spacing 10 --copick-tomo-type wbp",
+        )
     try:
         spacing = float(fields["voxel_spacing"][-1])
     except ValueError:
@@ -120,11 +125,16 @@ def parse_spec(text: str) -> CopickSpec:
     return CopickSpec(config, spacing, fields["tomo_type"][-1], picks, runs)
 
 
-def with_options(text: str, voxel_spacing: float | None = None, tomo_type: str | None = None,
-                 picks: list[str] | None = None, runs: list[str] | None = None) -> str:
+def with_options(
+    text: str,
+    voxel_spacing: float | None = None,
+    tomo_type: str | None = None,
+    picks: list[str] | None = None,
+    runs: list[str] | None = None,
+) -> str:
     """The CLI's ``--copick-*`` options folded into a ``copick:`` input (options win over the query);
     the config path becomes absolute, so the spec means the same from any folder or process."""
-    config, _, query = text[len(PREFIX):].partition("?")
+    config, _, query = text[len(PREFIX) :].partition("?")
     fields = parse_qs(query, keep_blank_values=True)
     if voxel_spacing is not None:
         fields["voxel_spacing"] = [f"{voxel_spacing:g}"]
@@ -140,8 +150,13 @@ def with_options(text: str, voxel_spacing: float | None = None, tomo_type: str |
     return f"{PREFIX}{config}" + (f"?{urlencode(pairs, safe=':*,/')}" if pairs else "")
 
 
-def fold_inputs(inputs: list[str], voxel_spacing: float | None, tomo_type: str | None,
-                picks: list[str] | None, runs: list[str] | None) -> list[str]:
+def fold_inputs(
+    inputs: list[str],
+    voxel_spacing: float | None,
+    tomo_type: str | None,
+    picks: list[str] | None,
+    runs: list[str] | None,
+) -> list[str]:
     """Every ``copick:`` input with the options folded in; options without one are refused."""
     given = voxel_spacing is not None or tomo_type or picks or runs
     if given and not any(is_copick(t) for t in inputs):
@@ -178,7 +193,7 @@ def tomogram_path(config: str, run: str, voxel_spacing: float, tomo_type: str) -
 def _parse_tomogram_path(path: str) -> tuple[str, str, float, str]:
     from urllib.parse import unquote
 
-    config, _, rest = path[len(PREFIX):].rpartition("#")
+    config, _, rest = path[len(PREFIX) :].rpartition("#")
     run, _, rest = rest.rpartition("@")
     spacing, _, tomo_type = rest.partition("/")
     return config, unquote(run), float(spacing), unquote(tomo_type)
@@ -213,8 +228,9 @@ def _find_tomogram(config: str, run_name: str, voxel_spacing: float, tomo_type: 
     tomo = next(iter(vs.get_tomograms(tomo_type)), None)
     if tomo is None:
         have = ", ".join(t.tomo_type for t in vs.tomograms) or "none"
-        raise InputError(config, f"run {run_name!r} at {voxel_spacing:g} A has no {tomo_type!r} tomogram "
-                                 f"(has: {have})")
+        raise InputError(
+            config, f"run {run_name!r} at {voxel_spacing:g} A has no {tomo_type!r} tomogram (has: {have})"
+        )
     return tomo
 
 
@@ -262,14 +278,18 @@ def plan(planner: Any, text: str) -> None:
             vol = planner.cache.get(path)
         except InputError as exc:
             first_problem = first_problem or exc
-            planner.items.extend(Item(f"{run.name}:{x:.1f},{y:.1f},{z:.1f}", "error", path, -1, x, y, z,
-                                      run.name, exc.reason) for x, y, z in xyz.tolist())
+            planner.items.extend(
+                Item(f"{run.name}:{x:.1f},{y:.1f},{z:.1f}", "error", path, -1, x, y, z, run.name, exc.reason)
+                for x, y, z in xyz.tolist()
+            )
             continue
         planner.check_voxel(path, vol)
         n_ok += 1
         # The same point in two pick sets (two users) is one particle: one id, classified once.
-        planner.items.extend(Item(f"{run.name}:{x:.1f},{y:.1f},{z:.1f}", "tomogram", path, -1, x, y, z,
-                                  run.name) for x, y, z in xyz.tolist())
+        planner.items.extend(
+            Item(f"{run.name}:{x:.1f},{y:.1f},{z:.1f}", "tomogram", path, -1, x, y, z, run.name)
+            for x, y, z in xyz.tolist()
+        )
     if not n_picks:
         wanted = ", ".join(s.text() for s in spec.picks)
         raise InputError(spec.config, f"no copick picks match {wanted} in {len(runs)} runs")
@@ -326,8 +346,10 @@ def write_predictions(csv_path: Path, inputs: list[str], session: str) -> list[s
                 written += len(picks)
             # A class predicted by an earlier run of this session but not now: its picks are emptied.
             for old in run.get_picks(user_id=USER, session_id=session):
-                if old.pickable_object_name not in {sanitize_name(str(n), suppress_warnings=True)
-                                                    for n in group["class_name"][group["class_index"] >= 0]}:
+                if old.pickable_object_name not in {
+                    sanitize_name(str(n), suppress_warnings=True)
+                    for n in group["class_name"][group["class_index"] >= 0]
+                }:
                     old.from_numpy(np.zeros((0, 3)))
         notes.append(f"copick: {written} picks written to {config} as user {USER}, session {session}")
         if skipped:

@@ -59,8 +59,11 @@ def crop_box(
     shape = volume_zyx.shape
     if any(c < 0 or c >= n for c, n in zip(centre_zyx, shape, strict=True)):
         nz, ny, nx = shape
-        raise InputError(path, f"coordinate (x, y, z) = {_fmt(center_xyz)} is outside the tomogram "
-                               f"of {nx}x{ny}x{nz} voxels (x 0..{nx - 1}, y 0..{ny - 1}, z 0..{nz - 1})")
+        raise InputError(
+            path,
+            f"coordinate (x, y, z) = {_fmt(center_xyz)} is outside the tomogram "
+            f"of {nx}x{ny}x{nz} voxels (x 0..{nx - 1}, y 0..{ny - 1}, z 0..{nz - 1})",
+        )
     if out is None:
         out = np.empty((box, box, box), dtype=np.float32)
     elif out.shape != (box, box, box) or out.dtype != np.float32:

@@ -100,8 +100,11 @@ def _validate_names(directory: Path, class_names: list[str] | None, labels: np.n
         if class_names is None:
             raise InputError(directory, "labels need class_names")
         if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
-            raise InputError(directory, f"labels must lie in 0..{len(class_names) - 1} "
-                                        f"for {len(class_names)} classes, got {labels.min()}..{labels.max()}")
+            raise InputError(
+                directory,
+                f"labels must lie in 0..{len(class_names) - 1} "
+                f"for {len(class_names)} classes, got {labels.min()}..{labels.max()}",
+            )
 
 
 class DatasetWriter:
@@ -113,9 +116,17 @@ class DatasetWriter:
     exception inside ``with`` leaves the directory without ``dataset.json`` (unfinished).
     """
 
-    def __init__(self, directory: str | Path, n: int, box_size: int, voxel_size: float = 1.0,
-                 class_names: list[str] | None = None, contrast: str = "dark",
-                 meta: dict[str, Any] | None = None, dtype: Any = np.float32):
+    def __init__(
+        self,
+        directory: str | Path,
+        n: int,
+        box_size: int,
+        voxel_size: float = 1.0,
+        class_names: list[str] | None = None,
+        contrast: str = "dark",
+        meta: dict[str, Any] | None = None,
+        dtype: Any = np.float32,
+    ):
         import mrcfile
 
         self.directory = Path(directory)
@@ -137,8 +148,12 @@ class DatasetWriter:
         self.meta = dict(meta or {})
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / META).unlink(missing_ok=True)  # the directory is unfinished from now on
-        self._mrc = mrcfile.new_mmap(self.directory / VOLUMES, shape=(self.n,) + (self.box_size,) * 3,
-                                     mrc_mode=modes[self.dtype], overwrite=True)
+        self._mrc = mrcfile.new_mmap(
+            self.directory / VOLUMES,
+            shape=(self.n,) + (self.box_size,) * 3,
+            mrc_mode=modes[self.dtype],
+            overwrite=True,
+        )
         self._mrc.voxel_size = self.voxel_size
         self._count = 0
         self._labels: list[np.ndarray] = []
@@ -146,8 +161,12 @@ class DatasetWriter:
         self._labelled: bool | None = None
         self._stats = [math.inf, -math.inf, 0.0, 0.0]  # min, max, sum, sum of squares
 
-    def write(self, volumes: np.ndarray, labels: np.ndarray | list[int] | None = None,
-              rows: list[dict[str, Any]] | None = None) -> None:
+    def write(
+        self,
+        volumes: np.ndarray,
+        labels: np.ndarray | list[int] | None = None,
+        rows: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Append a chunk of (k, D, D, D) volumes with their labels and per-volume parameters."""
         if self._mrc is None:
             raise InputError(self.directory, "dataset writer is closed")
@@ -156,11 +175,15 @@ class DatasetWriter:
             volumes = volumes[None]
         k = volumes.shape[0]
         if volumes.shape[1:] != (self.box_size,) * 3:
-            raise InputError(self.directory, f"volumes must be (k, {self.box_size}, {self.box_size}, "
-                                             f"{self.box_size}), got {volumes.shape}")
+            raise InputError(
+                self.directory,
+                f"volumes must be (k, {self.box_size}, {self.box_size}, "
+                f"{self.box_size}), got {volumes.shape}",
+            )
         if self._count + k > self.n:
-            raise InputError(self.directory, f"too many volumes: {self._count + k} written, "
-                                             f"dataset holds {self.n}")
+            raise InputError(
+                self.directory, f"too many volumes: {self._count + k} written, dataset holds {self.n}"
+            )
         if not np.isfinite(volumes).all():
             raise InputError(self.directory, f"volumes {self._count}..{self._count + k - 1} contain NaN/Inf")
         labelled = labels is not None
@@ -180,7 +203,7 @@ class DatasetWriter:
             self._rows.extend(dict(r) for r in rows)
         else:
             self._rows.extend({} for _ in range(k))
-        self._mrc.data[self._count:self._count + k] = volumes.astype(self.dtype, copy=False)
+        self._mrc.data[self._count : self._count + k] = volumes.astype(self.dtype, copy=False)
         v = volumes.astype(np.float64)
         s = self._stats
         s[0], s[1] = min(s[0], float(v.min())), max(s[1], float(v.max()))
@@ -239,8 +262,9 @@ class DatasetWriter:
     def __enter__(self) -> DatasetWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -257,10 +281,16 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def write_dataset(directory: str | Path, volumes: np.ndarray, labels: np.ndarray | list[int] | None = None,
-                  class_names: list[str] | None = None, voxel_size: float = 1.0, contrast: str = "dark",
-                  table: pd.DataFrame | list[dict[str, Any]] | None = None,
-                  meta: dict[str, Any] | None = None) -> Path:
+def write_dataset(
+    directory: str | Path,
+    volumes: np.ndarray,
+    labels: np.ndarray | list[int] | None = None,
+    class_names: list[str] | None = None,
+    voxel_size: float = 1.0,
+    contrast: str = "dark",
+    table: pd.DataFrame | list[dict[str, Any]] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
     """Write a whole in-memory (N, D, D, D) dataset at once; returns the directory."""
     volumes = np.asarray(volumes)
     if volumes.ndim != 4 or len(set(volumes.shape[1:])) != 1:
@@ -269,8 +299,9 @@ def write_dataset(directory: str | Path, volumes: np.ndarray, labels: np.ndarray
     rows = table.to_dict("records") if isinstance(table, pd.DataFrame) else table
     if labels is not None and class_names is None:
         raise InputError(directory, "labels need class_names")
-    with DatasetWriter(directory, len(volumes), volumes.shape[1], voxel_size, class_names, contrast,
-                       meta, dtype) as writer:
+    with DatasetWriter(
+        directory, len(volumes), volumes.shape[1], voxel_size, class_names, contrast, meta, dtype
+    ) as writer:
         writer.write(volumes, labels, rows)
     return Path(directory)
 
@@ -292,8 +323,12 @@ def _check_meta(info: dict[str, Any], directory: Path) -> None:
         raise InputError(directory / META, f"'contrast' must be one of {CONTRASTS}, got {info['contrast']!r}")
     if "voxel_size" in info:
         value = info["voxel_size"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
             raise InputError(directory / META, f"'voxel_size' must be a positive number, got {value!r}")
 
 
@@ -304,8 +339,11 @@ def _labels(column: pd.Series, class_names: list[str], path: Path, vol: MrcVolum
     if bad.any():
         vol.close()
         row = int(np.flatnonzero(bad)[0])
-        raise InputError(path, f"{int(bad.sum())} labels are not class indices 0..{len(class_names) - 1} "
-                               f"(first: row {row}, label {column.iloc[row]!r})")
+        raise InputError(
+            path,
+            f"{int(bad.sum())} labels are not class indices 0..{len(class_names) - 1} "
+            f"(first: row {row}, label {column.iloc[row]!r})",
+        )
     return values.astype(np.int64)
 
 
@@ -337,8 +375,9 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
     data = vol.data if vol.data.ndim == 4 else vol.data[None]
     if data.shape != (n, box, box, box):
         vol.close()
-        raise InputError(directory / VOLUMES, f"stack has shape {data.shape}, dataset.json says "
-                                              f"{n} volumes of {box}^3")
+        raise InputError(
+            directory / VOLUMES, f"stack has shape {data.shape}, dataset.json says {n} volumes of {box}^3"
+        )
     try:
         table = pd.read_csv(directory / TABLE)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

@@ -36,9 +36,17 @@ CHUNK = 65536  # rows appended to the run's ledgers at a time
 class DeviceInference:
     """One worker process per device, each classifying its share into ``parts/device-N``."""
 
-    def __init__(self, model_path: Path, devices: list[int], backend: str = "auto", batch_size: int = 64,
-                 workers: int = 2, threads: int | None = None, reader_processes: bool = False,
-                 transfer: str = "fp32"):
+    def __init__(
+        self,
+        model_path: Path,
+        devices: list[int],
+        backend: str = "auto",
+        batch_size: int = 64,
+        workers: int = 2,
+        threads: int | None = None,
+        reader_processes: bool = False,
+        transfer: str = "fp32",
+    ):
         self.model_path = Path(model_path)
         self.devices = list(devices)
         self.model = driver_model(self.model_path, backend)  # metadata and hash: the workers run it
@@ -46,8 +54,14 @@ class DeviceInference:
         self.description = f"{len(devices)} worker processes: {backend}"
         self.notes: list[str] = []
         self.num_features = 0
-        self.options = {"backend": backend, "batch_size": batch_size, "workers": workers, "threads": threads,
-                        "transfer": transfer, "reader_processes": reader_processes}
+        self.options = {
+            "backend": backend,
+            "batch_size": batch_size,
+            "workers": workers,
+            "threads": threads,
+            "transfer": transfer,
+            "reader_processes": reader_processes,
+        }
         self._worker_model: dict[str, Any] | None = None
 
     def prepare(self, items: Sequence[Item], cache: VolumeCache, opts: RunOptions) -> dict[str, Any]:
@@ -95,17 +109,38 @@ class DeviceInference:
 
     def _spawn(self, rank: int, device: int, opts: RunOptions) -> subprocess.Popen:
         settings = opts.settings()
-        job = {"model": str(self.model_path), "inputs": list(opts.inputs),
-               "out_dir": str(opts.out_dir / "parts" / f"device-{device}"),
-               **{k: v for k, v in self.options.items()},
-               **{k: settings[k] for k in ("resume", "shard", "unknown_threshold", "tomograms", "contrast",
-                                           "ignore_voxel_size", "coordinate_pixel_size", "binning",
-                                           "split_by_class", "features")},
-               "subshard": [rank, len(self.devices)], "progress": False}
+        job = {
+            "model": str(self.model_path),
+            "inputs": list(opts.inputs),
+            "out_dir": str(opts.out_dir / "parts" / f"device-{device}"),
+            **{k: v for k, v in self.options.items()},
+            **{
+                k: settings[k]
+                for k in (
+                    "resume",
+                    "shard",
+                    "unknown_threshold",
+                    "tomograms",
+                    "contrast",
+                    "ignore_voxel_size",
+                    "coordinate_pixel_size",
+                    "binning",
+                    "split_by_class",
+                    "features",
+                )
+            },
+            "subshard": [rank, len(self.devices)],
+            "progress": False,
+        }
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(device))
         code = "import sys; from cryoshift.runtime.devices import worker_main; worker_main(sys.argv[1])"
-        return subprocess.Popen([sys.executable, "-c", code, json.dumps(job)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(job)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
 
 def worker_main(job_json: str) -> None:
@@ -169,7 +204,7 @@ def _collect(names: dict[str, Path], ledgers: RunLedgers, stats: RunStats) -> No
     flush()
     errors = [row for row in _data_rows(names["errors"]) if not ledgers.has(row[0])]
     for start in range(0, len(errors), CHUNK):
-        ledgers.append([], errors[start:start + CHUNK])
+        ledgers.append([], errors[start : start + CHUNK])
     stats.errors += len(errors)
 
 

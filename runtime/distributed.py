@@ -35,9 +35,15 @@ _ITEM_FIELDS = ("id", "kind", "path", "index", "x", "y", "z", "tomo", "error")
 class Classifier:
     """Ray Data callable class: one model per actor, one call per batch of item descriptions."""
 
-    def __init__(self, model_path: str, backend: str = "auto", batch_size: int = 64,
-                 unknown_threshold: float | None = None, threads: int | None = None,
-                 ignore_voxel_size: bool = False):
+    def __init__(
+        self,
+        model_path: str,
+        backend: str = "auto",
+        batch_size: int = 64,
+        unknown_threshold: float | None = None,
+        threads: int | None = None,
+        ignore_voxel_size: bool = False,
+    ):
         from cryoshift.runtime.backends import load_model
 
         self.model = load_model(model_path, backend, batch_size=batch_size, threads=threads)
@@ -54,20 +60,33 @@ class Classifier:
         n = len(batch["id"])
         if n > self.buffer.shape[0]:
             self.buffer = np.zeros((n, *self.buffer.shape[1:]), np.float32)
-        chunk = [Item(str(c["id"]), str(c["kind"]), str(c["path"]), int(c["index"]), float(c["x"]),
-                      float(c["y"]), float(c["z"]), str(c["tomo"]), str(c["error"]))
-                 for c in ({f: batch[f][i] for f in _ITEM_FIELDS} for i in range(n))]
+        chunk = [
+            Item(
+                str(c["id"]),
+                str(c["kind"]),
+                str(c["path"]),
+                int(c["index"]),
+                float(c["x"]),
+                float(c["y"]),
+                float(c["z"]),
+                str(c["tomo"]),
+                str(c["error"]),
+            )
+            for c in ({f: batch[f][i] for f in _ITEM_FIELDS} for i in range(n))
+        ]
         good, errors = fill(chunk, self.buffer, self.cache, self.voxel_size)
         rows: list[list[Any]] = []
         if good:
             logits, features = self.model.predict(self.buffer, len(good))
-            rows, failed, _ = score_batch([chunk[i] for i in good], logits, features, self.model.metadata,
-                                          self.threshold)
+            rows, failed, _ = score_batch(
+                [chunk[i] for i in good], logits, features, self.model.metadata, self.threshold
+            )
             errors = [*errors, *failed]
         # JSON has no NaN: send None and turn it back on the driver.
         payloads = [json.dumps(list(e)) for e in errors]
-        payloads += [json.dumps([None if isinstance(v, float) and math.isnan(v) else v for v in r])
-                     for r in rows]
+        payloads += [
+            json.dumps([None if isinstance(v, float) and math.isnan(v) else v for v in r]) for r in rows
+        ]
         kinds = ["error"] * len(errors) + ["row"] * len(rows)
         return {"kind": np.array(kinds, dtype=object), "payload": np.array(payloads, dtype=object)}
 
@@ -75,8 +94,16 @@ class Classifier:
 class RayInference:
     """A pool of Ray actors reads and classifies; this process (the driver) writes the ledgers."""
 
-    def __init__(self, model_path: Path, backend: str = "auto", batch_size: int = 64, num_workers: int = 2,
-                 num_gpus: float = 0.0, address: str | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        model_path: Path,
+        backend: str = "auto",
+        batch_size: int = 64,
+        num_workers: int = 2,
+        num_gpus: float = 0.0,
+        address: str | None = None,
+        threads: int | None = None,
+    ):
         self.model_path = Path(model_path).resolve()
         self.description = f"ray ({num_workers} actors x {num_gpus:g} GPU, {backend})"
         self.model = driver_model(self.model_path, backend, self.description)  # the actors run it
@@ -90,11 +117,18 @@ class RayInference:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            ray.init(
+                address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False
+            )
         ray.data.DataContext.get_current().enable_progress_bars = False
-        return {"engine": "ray", "address": self.address, "num_workers": self.num_workers,
-                "num_gpus": self.num_gpus, "backend": self.backend, "batch_size": self.batch_size}
+        return {
+            "engine": "ray",
+            "address": self.address,
+            "num_workers": self.num_workers,
+            "num_gpus": self.num_gpus,
+            "backend": self.backend,
+            "batch_size": self.batch_size,
+        }
 
     def run(self, todo: Sequence[Item], ledgers: RunLedgers, opts: RunOptions) -> RunStats:
         t0 = time.perf_counter()
@@ -115,14 +149,22 @@ class RayInference:
         import ray
         from ray.data import ActorPoolStrategy
 
-        records = [{f: (getattr(it, f) if f != "index" else int(it.index)) for f in _ITEM_FIELDS}
-                   for it in todo]
+        records = [
+            {f: (getattr(it, f) if f != "index" else int(it.index)) for f in _ITEM_FIELDS} for it in todo
+        ]
         ds = ray.data.from_items(records).map_batches(
             Classifier,
-            fn_constructor_kwargs={"model_path": str(self.model_path), "backend": self.backend,
-                                   "batch_size": self.batch_size, "unknown_threshold": opts.unknown_threshold,
-                                   "threads": self.threads, "ignore_voxel_size": opts.ignore_voxel_size},
-            batch_size=self.batch_size, num_gpus=self.num_gpus, batch_format="numpy",
+            fn_constructor_kwargs={
+                "model_path": str(self.model_path),
+                "backend": self.backend,
+                "batch_size": self.batch_size,
+                "unknown_threshold": opts.unknown_threshold,
+                "threads": self.threads,
+                "ignore_voxel_size": opts.ignore_voxel_size,
+            },
+            batch_size=self.batch_size,
+            num_gpus=self.num_gpus,
+            batch_format="numpy",
             compute=ActorPoolStrategy(size=self.num_workers),
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -166,9 +208,15 @@ def classify_ray(
                      num_workers=8, num_gpus=1, address="auto")
     """
     require_extra("distributed", "cryoshift classify --ray", "ray", "ray.data")
-    opts = RunOptions(list(inputs), Path(out_dir), resume=resume, unknown_threshold=unknown_threshold,
-                      tomograms=tomograms, contrast=contrast, ignore_voxel_size=ignore_voxel_size,
-                      progress=progress)
+    opts = RunOptions(
+        list(inputs),
+        Path(out_dir),
+        resume=resume,
+        unknown_threshold=unknown_threshold,
+        tomograms=tomograms,
+        contrast=contrast,
+        ignore_voxel_size=ignore_voxel_size,
+        progress=progress,
+    )
     inference = RayInference(Path(model), backend, batch_size, num_workers, num_gpus, address, threads)
     return run(inference, opts)
-

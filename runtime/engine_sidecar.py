@@ -165,7 +165,10 @@ def query_gpu_name(index: int = 0) -> str | None:
     try:
         out = subprocess.run(
             [exe, f"--id={index}", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -81,13 +81,14 @@ def gather_crops(volume: Any, centres_zyx: Any, box: int, xp: Any = np, out: Any
             # The reference: exactly crop.py's expression on the same in-bounds view.
             fills = np.empty(len(rows), np.float64)
             for j, r in enumerate(rows.tolist()):
-                sl = tuple(slice(int(a[r][m].min()), int(a[r][m].max()) + 1)
-                           for a, m in zip(idx, (iz[r], iy[r], ix[r]), strict=True))
+                sl = tuple(
+                    slice(int(a[r][m].min()), int(a[r][m].max()) + 1)
+                    for a, m in zip(idx, (iz[r], iy[r], ix[r]), strict=True)
+                )
                 fills[j] = float(np.mean(volume[sl], dtype=np.float64))
         else:
             sub, m = crops[rows], mask[rows]
-            fills = (xp.where(m, sub, 0).astype(xp.float64).sum(axis=(1, 2, 3))
-                     / m.sum(axis=(1, 2, 3)))
+            fills = xp.where(m, sub, 0).astype(xp.float64).sum(axis=(1, 2, 3)) / m.sum(axis=(1, 2, 3))
         fill = fills.astype(xp.float32)[:, None, None, None]
         crops[rows] = xp.where(mask[rows], crops[rows], fill)
     if out is not None:
@@ -150,5 +151,11 @@ def crop_reference(volume: np.ndarray, centers_xyz: np.ndarray, box: int) -> np.
     return crops
 
 
-__all__ = ["DeviceCropper", "crop_reference", "device_crop_unavailable", "gather_crops", "nearest_voxels",
-           "valid_centres"]
+__all__ = [
+    "DeviceCropper",
+    "crop_reference",
+    "device_crop_unavailable",
+    "gather_crops",
+    "nearest_voxels",
+    "valid_centres",
+]

@@ -66,8 +66,10 @@ def _describe_mrc(path: Path, full: bool) -> Description:
         unset = "" if vol.voxel_size_known else " (not set in header)"
         if vol.anisotropic:
             sx, sy, sz = vol.voxel_sizes
-            d.add("voxel size (A)", f"{sx:.4g} x {sy:.4g} x {sz:.4g} (X, Y, Z): anisotropic, classify and "
-                                    "train refuse it")
+            d.add(
+                "voxel size (A)",
+                f"{sx:.4g} x {sy:.4g} x {sz:.4g} (X, Y, Z): anisotropic, classify and train refuse it",
+            )
         else:
             d.add("voxel size (A)", f"{vol.voxel_size:.4g}{unset}")
         order = h["axis_order"]
@@ -82,8 +84,10 @@ def _describe_mrc(path: Path, full: bool) -> Description:
             if s.nonfinite:
                 d.add("non-finite voxels", f"{s.nonfinite} (NaN/Inf: unusable until fixed)")
         else:
-            d.add("min / max / mean", f"{h['dmin']:.6g} / {h['dmax']:.6g} / {h['dmean']:.6g} "
-                                      "(from header; --full computes them)")
+            d.add(
+                "min / max / mean",
+                f"{h['dmin']:.6g} / {h['dmax']:.6g} / {h['dmean']:.6g} (from header; --full computes them)",
+            )
     return d
 
 
@@ -111,8 +115,10 @@ def _describe_table(path: Path) -> Description:
         d = Description("listing", str(path))
         d.add("type", "subtomogram listing (rlnImageName)")
         if star:
-            d.add("blocks", ", ".join(f"{b.name or '(unnamed)'} ({b.count_rows(path)} rows)"
-                                      for b in scan_star(path)))
+            d.add(
+                "blocks",
+                ", ".join(f"{b.name or '(unnamed)'} ({b.count_rows(path)} rows)" for b in scan_star(path)),
+            )
         d.add("rows", len(listing))
         d.add("files", listing["path"].nunique())
         missing = sum(not Path(p).exists() for p in listing["path"].unique())
@@ -126,8 +132,10 @@ def _describe_table(path: Path) -> Description:
     if picks.blocks:
         d.add("blocks", ", ".join(f"{name or '(unnamed)'} ({rows} rows)" for name, rows in picks.blocks))
     d.add("rows", len(picks))
-    d.add("coordinates", "rlnCenteredCoordinateX/Y/ZAngst (Angstrom from the tomogram centre)" if centered
-          else "pixels")
+    d.add(
+        "coordinates",
+        "rlnCenteredCoordinateX/Y/ZAngst (Angstrom from the tomogram centre)" if centered else "pixels",
+    )
     counts = picks.counts()
     if any(counts):
         parts = [f"{k}: {v}" for k, v in counts.items()]
@@ -159,8 +167,11 @@ def _describe_results(path: Path) -> Description:
         d.add("classes", _counts(rows["class_name"]))
         d.add("confidence", f"median {rows['confidence'].median():.3g}, min {rows['confidence'].min():.3g}")
         if "shift_score" in rows:
-            d.add("shift score", f"median {rows['shift_score'].median():.3g}, "
-                                 f"max {rows['shift_score'].max():.3g} (~1 = the adapted domain)")
+            d.add(
+                "shift score",
+                f"median {rows['shift_score'].median():.3g}, "
+                f"max {rows['shift_score'].max():.3g} (~1 = the adapted domain)",
+            )
     return d
 
 
@@ -228,8 +239,10 @@ def describe(path: str | Path, full: bool = False) -> Description:
         entries = list(path.iterdir())
         if not entries:
             raise InputError(path, "empty directory")
-        raise InputError(path, f"directory is not a cryoshift dataset (no {META}); "
-                               f"{len(entries)} entries; give a file instead")
+        raise InputError(
+            path,
+            f"directory is not a cryoshift dataset (no {META}); {len(entries)} entries; give a file instead",
+        )
     suffix = path.suffix.lower()
     if is_mrc_path(path):
         return _describe_mrc(path, full)
@@ -237,8 +250,11 @@ def describe(path: str | Path, full: bool = False) -> Description:
         return _describe_table(path)
     if suffix == ".onnx":
         return _describe_onnx(path)
-    raise InputError(path, f"unknown file type {suffix or '(no suffix)'!r}; info reads MRC "
-                           "(.mrc .mrcs .map .rec), .star, .csv/.tsv, .onnx or a dataset directory")
+    raise InputError(
+        path,
+        f"unknown file type {suffix or '(no suffix)'!r}; info reads MRC "
+        "(.mrc .mrcs .map .rec), .star, .csv/.tsv, .onnx or a dataset directory",
+    )
 
 
 def validate(path: str | Path) -> list[str]:

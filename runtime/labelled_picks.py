@@ -37,9 +37,13 @@ def _label_column(columns: list[str], path: Path, name: str | None) -> str:
     raise InputError(path, f"no label column: need one of {', '.join(LABEL_COLUMNS)}{hint}")
 
 
-def read_labelled_picks(path: str | Path, tomograms: list[str], box_size: int,
-                        label_column: str | None = None, **plan_options: object
-                        ) -> tuple[np.ndarray, list[str], dict[str, int]]:
+def read_labelled_picks(
+    path: str | Path,
+    tomograms: list[str],
+    box_size: int,
+    label_column: str | None = None,
+    **plan_options: object,
+) -> tuple[np.ndarray, list[str], dict[str, int]]:
     """(volumes (N, D, D, D) float32, label names, counts of skipped picks by reason)."""
     from cryoshift.runtime.picks import read_star_blocks
     from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
@@ -55,8 +59,15 @@ def read_labelled_picks(path: str | Path, tomograms: list[str], box_size: int,
     column = _label_column([str(c) for c in table.columns], path, label_column)
     labels = table[column].astype(object).where(table[column].notna(), "").astype(str).str.strip().tolist()
     cache = VolumeCache()
-    plan = plan_inputs([str(path)], box_size, 0.0, tomograms=list(tomograms), cache=cache,
-                       ignore_voxel_size=True, **plan_options)  # type: ignore[arg-type]
+    plan = plan_inputs(
+        [str(path)],
+        box_size,
+        0.0,
+        tomograms=list(tomograms),
+        cache=cache,
+        ignore_voxel_size=True,
+        **plan_options,
+    )  # type: ignore[arg-type]
     if len(plan.items) != len(labels):
         raise InputError(path, f"{len(plan.items)} picks planned for {len(labels)} rows")
     volumes, names = [], []
@@ -78,19 +89,24 @@ def read_labelled_picks(path: str | Path, tomograms: list[str], box_size: int,
     return np.stack(volumes), names, skipped
 
 
-def crop_picks(path: str | Path, tomograms: list[str], box_size: int, limit: int = 64,
-               seed: int = 0) -> np.ndarray:
+def crop_picks(
+    path: str | Path, tomograms: list[str], box_size: int, limit: int = 64, seed: int = 0
+) -> np.ndarray:
     """Up to ``limit`` subtomograms (a random subset) cropped at the picks of a STAR/CSV table
     from ``tomograms`` (int8 calibration and parity data when the training target was picks)."""
     from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
 
     path = Path(path)
     if not tomograms:
-        raise InputError(path, "picks need tomograms to crop from (the run's config names none; give "
-                               "--calibration a dataset or MRC stack instead)")
+        raise InputError(
+            path,
+            "picks need tomograms to crop from (the run's config names none; give "
+            "--calibration a dataset or MRC stack instead)",
+        )
     cache = VolumeCache()
-    plan = plan_inputs([str(path)], box_size, 0.0, tomograms=list(tomograms), cache=cache,
-                       ignore_voxel_size=True)
+    plan = plan_inputs(
+        [str(path)], box_size, 0.0, tomograms=list(tomograms), cache=cache, ignore_voxel_size=True
+    )
     items = [it for it in plan.items if it.kind == "tomogram"]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(items))

@@ -71,8 +71,10 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         exists = self.path.is_file() and self.path.stat().st_size > 0
         if exists and not resume:
-            raise InputError(self.path, "already exists; pass --resume to continue that run, "
-                                        "or choose a new output directory")
+            raise InputError(
+                self.path,
+                "already exists; pass --resume to continue that run, or choose a new output directory",
+            )
         if exists:
             self.repaired_bytes = _repair_tail(self.path)
             self.done = self._read_ids()
@@ -95,8 +97,9 @@ class Ledger:
             if header is None:
                 return set()
             if header != self.columns:
-                raise InputError(self.path, "was written with other columns (another model?); "
-                                            "cannot resume into it")
+                raise InputError(
+                    self.path, "was written with other columns (another model?); cannot resume into it"
+                )
             ids = [row[0] for row in reader if row]
             self.rows = len(ids)
             return set(ids)
@@ -136,8 +139,14 @@ class RunLedgers:
     says what opening them found (a partial last line cut, rows without features).
     """
 
-    def __init__(self, names: dict[str, Path], columns: Sequence[str], resume: bool = False,
-                 features: bool = False, feature_dim: int = 0):
+    def __init__(
+        self,
+        names: dict[str, Path],
+        columns: Sequence[str],
+        resume: bool = False,
+        features: bool = False,
+        feature_dim: int = 0,
+    ):
         self.notes: list[str] = []
         self.features: Any = None
         self.results = Ledger(names["csv"], columns, resume)
@@ -152,8 +161,9 @@ class RunLedgers:
             from cryoshift.runtime.features import FeatureLedger, features_path
 
             try:
-                self.features = FeatureLedger(features_path(names["csv"]), self.results.rows, resume,
-                                              feature_dim)
+                self.features = FeatureLedger(
+                    features_path(names["csv"]), self.results.rows, resume, feature_dim
+                )
             except BaseException:
                 self.close()
                 raise
@@ -167,8 +177,9 @@ class RunLedgers:
     def has(self, ident: str) -> bool:
         return ident in self.results.done or ident in self.errors.done
 
-    def append(self, rows: Sequence[Sequence[object]], errors: Sequence[Sequence[object]],
-               features: Any = None) -> None:
+    def append(
+        self, rows: Sequence[Sequence[object]], errors: Sequence[Sequence[object]], features: Any = None
+    ) -> None:
         """One batch: its features (when kept), then its rows, then its error rows; each durable."""
         if self.features is not None and features is not None:
             self.features.append(features)

@@ -43,8 +43,9 @@ def find_shards(folders: list[Path]) -> dict[tuple[int, int], Path]:
     return found
 
 
-def _join(parts: list[Path], out: Path, skip: set[str],
-          kept: list[tuple[list[int], int]] | None = None) -> tuple[set[str], int]:
+def _join(
+    parts: list[Path], out: Path, skip: set[str], kept: list[tuple[list[int], int]] | None = None
+) -> tuple[set[str], int]:
     """Copy rows of ``parts`` into ``out``, each id once and none in ``skip``; returns ids, duplicates.
 
     ``kept`` (a list) receives, per part, the positions of the data rows that were copied and
@@ -71,8 +72,9 @@ def _join(parts: list[Path], out: Path, skip: set[str],
                     header0 = header
                     writer.writerow(header)
                 elif header != header0:
-                    raise InputError(part, "columns differ from the other shards (another model or "
-                                           "class list)")
+                    raise InputError(
+                        part, "columns differ from the other shards (another model or class list)"
+                    )
                 for row in reader:
                     if not row:
                         continue
@@ -120,8 +122,9 @@ def _merge_features(preds: list[Path], kept: list[tuple[list[int], int]], csv_ou
     return None
 
 
-def merge_shards(folders: list[str | Path], out_dir: str | Path | None = None,
-                 allow_missing: bool = False) -> Any:
+def merge_shards(
+    folders: list[str | Path], out_dir: str | Path | None = None, allow_missing: bool = False
+) -> Any:
     """Merge shard outputs found in ``folders`` into ``out_dir`` (default: the first folder).
 
     Returns a :class:`~cryoshift.runtime.summary.ClassifySummary` of the merged set.
@@ -139,8 +142,11 @@ def merge_shards(folders: list[str | Path], out_dir: str | Path | None = None,
     n = counts.pop()
     missing = [i for i in range(n) if (i, n) not in shards]
     if missing and not allow_missing:
-        raise InputError(dirs[0], f"shards {', '.join(map(str, missing))} of {n} are missing (still running "
-                                  "or failed?); rerun them, or pass --allow-missing")
+        raise InputError(
+            dirs[0],
+            f"shards {', '.join(map(str, missing))} of {n} are missing (still running "
+            "or failed?); rerun them, or pass --allow-missing",
+        )
     keys = sorted(shards)
     manifests = _manifests(shards, keys, dirs[0])
     out = Path(out_dir) if out_dir else dirs[0]
@@ -153,11 +159,22 @@ def merge_shards(folders: list[str | Path], out_dir: str | Path | None = None,
     _, dup_err = _join(errs, names["errors"], done)
     feature_note = _merge_features(preds, kept, names["csv"])
     first = manifests[0]
-    summary = ClassifySummary.for_files(names, f"merged {len(keys)} of {n} shards: "
-                                        + first["model"]["description"])
+    summary = ClassifySummary.for_files(
+        names, f"merged {len(keys)} of {n} shards: " + first["model"]["description"]
+    )
     for m in manifests:
-        for key in ("planned", "classified", "errors", "resumed", "unknown", "read_s", "compute_s", "write_s",
-                    "wait_s", "pipeline_s"):
+        for key in (
+            "planned",
+            "classified",
+            "errors",
+            "resumed",
+            "unknown",
+            "read_s",
+            "compute_s",
+            "write_s",
+            "wait_s",
+            "pipeline_s",
+        ):
             setattr(summary, key, getattr(summary, key) + m["summary"].get(key, 0))
     # The rate over the shards' pipeline time summed (their busy time).
     summary.rate = RunStats(summary.classified, summary.errors, wall_s=summary.pipeline_s).rate
@@ -195,10 +212,17 @@ def _shards_plan(first: dict[str, Any], settings: dict[str, Any], summary: Any) 
     data, model = first["data"], first["model"]
     plan = Plan([], list(first["inputs"]), data["box_size"], data["contrast"], data["voxel_sizes"])
     try:
-        return plan_inputs(plan.inputs, model["box_size"], model["voxel_size"], model["contrast"],
-                           settings.get("contrast"), settings.get("tomograms"), True,
-                           coordinate_pixel_size=settings.get("coordinate_pixel_size"),
-                           binning=settings.get("binning"))
+        return plan_inputs(
+            plan.inputs,
+            model["box_size"],
+            model["voxel_size"],
+            model["contrast"],
+            settings.get("contrast"),
+            settings.get("tomograms"),
+            True,
+            coordinate_pixel_size=settings.get("coordinate_pixel_size"),
+            binning=settings.get("binning"),
+        )
     except (InputError, OSError):
         summary.notes.append("input tables not readable here: predictions.star has the plain columns")
         return plan

@@ -55,8 +55,11 @@ class ModelMetadata:
         # line, not as a numpy error in the middle of a run.
         if isinstance(self.class_names, tuple):
             self.class_names = list(self.class_names)
-        if not isinstance(self.class_names, list) or not self.class_names \
-                or not all(isinstance(c, str) and c for c in self.class_names):
+        if (
+            not isinstance(self.class_names, list)
+            or not self.class_names
+            or not all(isinstance(c, str) and c for c in self.class_names)
+        ):
             raise ValueError(f"class_names must be a non-empty list of names, not {self.class_names!r}")
         if self.box_size < 1:
             raise ValueError(f"box_size must be positive, not {self.box_size}")
@@ -100,7 +103,7 @@ class ModelMetadata:
         for key, value in props.items():
             if key.startswith(PREFIX):
                 try:
-                    data[key[len(PREFIX):]] = json.loads(value)
+                    data[key[len(PREFIX) :]] = json.loads(value)
                 except json.JSONDecodeError as exc:
                     raise InputError(source, f"metadata field {key} is not JSON: {exc}") from exc
         return cls.from_dict(data, source)
@@ -125,8 +128,10 @@ def ort_failure(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     missing = re.search(r'External data path does not exist: "?([^"]+)"?', text)
     if missing:
-        return (f"its weights live in an external data file, {missing.group(1)}, which is missing; keep "
-                "that file next to the .onnx (or export again)")
+        return (
+            f"its weights live in an external data file, {missing.group(1)}, which is missing; keep "
+            "that file next to the .onnx (or export again)"
+        )
     if "external data" in text.lower():
         where = re.search(r"initializer: ([^.\s]+)", text)
         tensor = f" (tensor {where.group(1)})" if where else ""
@@ -162,12 +167,18 @@ def _check_graph(sess: Any, meta: ModelMetadata, path: Path) -> None:
     outputs = {o.name: o.shape for o in sess.get_outputs()}
     inputs = {i.name: i.shape for i in sess.get_inputs()}
     if INPUT_NAME not in inputs or LOGITS not in outputs:  # 'features' is optional (no shift score)
-        raise InputError(path, f"graph does not follow the cryoshift model contract (input '{INPUT_NAME}', "
-                               f"output '{LOGITS}'); has inputs {sorted(inputs)}, outputs {sorted(outputs)}")
+        raise InputError(
+            path,
+            f"graph does not follow the cryoshift model contract (input '{INPUT_NAME}', "
+            f"output '{LOGITS}'); has inputs {sorted(inputs)}, outputs {sorted(outputs)}",
+        )
     arg = next(i for i in sess.get_inputs() if i.name == INPUT_NAME)
     if len(arg.shape) != 5 or arg.type != "tensor(float)":
-        raise InputError(path, f"input '{INPUT_NAME}' must be float32 (batch, 1, D, H, W); the graph has "
-                               f"{arg.type} of rank {len(arg.shape)}")
+        raise InputError(
+            path,
+            f"input '{INPUT_NAME}' must be float32 (batch, 1, D, H, W); the graph has "
+            f"{arg.type} of rank {len(arg.shape)}",
+        )
     k = outputs[LOGITS][-1] if outputs[LOGITS] else None
     if isinstance(k, int) and k != meta.num_classes:
         raise InputError(path, f"graph gives {k} logits but the metadata names {meta.num_classes} classes")

@@ -69,9 +69,11 @@ def check_isotropic(header: dict[str, Any], path: str | Path | None = None) -> N
     """Refuse a volume whose X, Y and Z voxel sizes differ (crops and models assume cubes)."""
     if header.get("anisotropic"):
         sx, sy, sz = header["voxel_sizes"]
-        raise InputError(path if path is not None else header.get("path"),
-                         f"anisotropic voxels: {sx:.4g} x {sy:.4g} x {sz:.4g} A (X, Y, Z); resample "
-                         "the map to cubic voxels first")
+        raise InputError(
+            path if path is not None else header.get("path"),
+            f"anisotropic voxels: {sx:.4g} x {sy:.4g} x {sz:.4g} A (X, Y, Z); resample "
+            "the map to cubic voxels first",
+        )
 
 
 def _compression(path: Path) -> str | None:
@@ -121,8 +123,16 @@ def raw_header(head: bytes) -> RawHeader | None:
     order = ">" if head[212] == 0x11 else "<"
     ints = [int(v) for v in np.frombuffer(head, f"{order}i4", 24)]
     cell = [float(v) for v in np.frombuffer(head, f"{order}f4", 3, 40)]
-    return RawHeader(head[212], (ints[0], ints[1], ints[2]), ints[3], (ints[7], ints[8], ints[9]),
-                     (cell[0], cell[1], cell[2]), (ints[16], ints[17], ints[18]), ints[22], ints[23])
+    return RawHeader(
+        head[212],
+        (ints[0], ints[1], ints[2]),
+        ints[3],
+        (ints[7], ints[8], ints[9]),
+        (cell[0], cell[1], cell[2]),
+        (ints[16], ints[17], ints[18]),
+        ints[22],
+        ints[23],
+    )
 
 
 def read_plain_volume(path: str | Path, out: np.ndarray) -> float | None:
@@ -165,8 +175,11 @@ def _check_raw_header(path: Path, compressed: str | None) -> None:
         with _opener(compressed)(path, "rb") as fh:
             head = fh.read(MRC_HEADER_BYTES)
             if len(head) < MRC_HEADER_BYTES:
-                raise InputError(path, f"file is truncated: {len(head)} bytes, shorter than the "
-                                       f"{MRC_HEADER_BYTES}-byte MRC header")
+                raise InputError(
+                    path,
+                    f"file is truncated: {len(head)} bytes, shorter than the "
+                    f"{MRC_HEADER_BYTES}-byte MRC header",
+                )
             raw = raw_header(head)
             if raw is None:
                 raise InputError(path, _NOT_MRC)
@@ -181,8 +194,11 @@ def _check_raw_header(path: Path, compressed: str | None) -> None:
                     chunk = fh.read(min(1 << 20, ext - have))
                     have += len(chunk)
             if ext > have:
-                raise InputError(path, f"file is truncated: extended header size {ext} bytes (nsymbt) "
-                                       f"points past the end of the file ({have} bytes after the header)")
+                raise InputError(
+                    path,
+                    f"file is truncated: extended header size {ext} bytes (nsymbt) "
+                    f"points past the end of the file ({have} bytes after the header)",
+                )
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(path, f"cannot read {compressed or 'MRC'} data: {exc}") from exc
 
@@ -210,8 +226,11 @@ def read_header(path: str | Path) -> dict[str, Any]:
     _check_file(path)
     compressed = _compression(path)
     if compressed is None and path.stat().st_size < MRC_HEADER_BYTES:
-        raise InputError(path, f"file is truncated: {path.stat().st_size} bytes, shorter than the "
-                               f"{MRC_HEADER_BYTES}-byte MRC header")
+        raise InputError(
+            path,
+            f"file is truncated: {path.stat().st_size} bytes, shorter than the "
+            f"{MRC_HEADER_BYTES}-byte MRC header",
+        )
     _check_raw_header(path, compressed)
     header = _open_header(path)
     if not bytes(header.map).startswith(b"MAP"):
@@ -228,13 +247,17 @@ def read_header(path: str | Path) -> dict[str, Any]:
         order = (1, 2, 3)
     if sorted(order) != [1, 2, 3]:
         shown = "/".join(str(o) for o in order)
-        raise InputError(path, f"corrupt header: axis order mapc/mapr/maps = {shown} is not a permutation "
-                               "of 1, 2, 3")
+        raise InputError(
+            path, f"corrupt header: axis order mapc/mapr/maps = {shown} is not a permutation of 1, 2, 3"
+        )
     mz, ispg = int(header.mz), int(header.ispg)
     is_stack = 401 <= ispg <= 630 and mz > 0 and nz % mz == 0
     if is_stack and order != (1, 2, 3):
-        raise InputError(path, f"volume stack with axis order {order[0]}-{order[1]}-{order[2]}: "
-                               "cryoshift reads stacks in the standard order 1-2-3 only")
+        raise InputError(
+            path,
+            f"volume stack with axis order {order[0]}-{order[1]}-{order[2]}: "
+            "cryoshift reads stacks in the standard order 1-2-3 only",
+        )
     perm = axis_permutation(order)
     shape: tuple[int, ...]
     if is_stack:
@@ -253,8 +276,11 @@ def read_header(path: str | Path) -> dict[str, Any]:
     if compressed is None:
         have = file_bytes - MRC_HEADER_BYTES - ext
         if have < data_bytes:
-            raise InputError(path, f"file is truncated: header says {nx}x{ny}x{nz} {MRC_MODE_NAMES[mode]} = "
-                                   f"{data_bytes} bytes of data, file has {max(have, 0)}")
+            raise InputError(
+                path,
+                f"file is truncated: header says {nx}x{ny}x{nz} {MRC_MODE_NAMES[mode]} = "
+                f"{data_bytes} bytes of data, file has {max(have, 0)}",
+            )
     sizes = []
     cella = (header.cella.x, header.cella.y, header.cella.z)
     for cell, count in zip(cella, (header.mx, header.my, header.mz), strict=True):
@@ -328,13 +354,16 @@ class MrcVolume:
     def __enter__(self) -> MrcVolume:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"MrcVolume({str(self.path)!r}, shape={self.shape}, dtype={self.dtype}, "
-                f"voxel_size={self.voxel_size:g})")
+        return (
+            f"MrcVolume({str(self.path)!r}, shape={self.shape}, dtype={self.dtype}, "
+            f"voxel_size={self.voxel_size:g})"
+        )
 
 
 def open_volume(path: str | Path, allow_2d: bool = False) -> MrcVolume:
@@ -384,8 +413,11 @@ def read_volume(path: str | Path) -> np.ndarray:
     with open_volume(path) as vol:
         if vol.is_stack:
             if vol.shape[0] != 1:
-                raise InputError(path, f"is a stack of {vol.shape[0]} volumes, expected one volume "
-                                       "(open it with open_volume or read it as a dataset)")
+                raise InputError(
+                    path,
+                    f"is a stack of {vol.shape[0]} volumes, expected one volume "
+                    "(open it with open_volume or read it as a dataset)",
+                )
             data = vol.data[0]
         else:
             data = vol.data
@@ -461,7 +493,7 @@ def volume_stats(data: np.ndarray, slab_voxels: int = 1 << 24) -> VolumeStats:
     flat = data.reshape(-1)
     lo, hi, total, total2, count, bad = np.inf, -np.inf, 0.0, 0.0, 0, 0
     for start in range(0, flat.size, slab_voxels):
-        part = np.asarray(flat[start:start + slab_voxels], dtype=np.float64)
+        part = np.asarray(flat[start : start + slab_voxels], dtype=np.float64)
         good = np.isfinite(part)
         if not good.all():
             bad += int(good.size - good.sum())
@@ -473,5 +505,6 @@ def volume_stats(data: np.ndarray, slab_voxels: int = 1 << 24) -> VolumeStats:
             count += part.size
     mean = total / count if count else float("nan")
     var = max(total2 / count - mean * mean, 0.0) if count else float("nan")
-    return VolumeStats(lo if count else float("nan"), hi if count else float("nan"), mean,
-                       float(np.sqrt(var)), bad)
+    return VolumeStats(
+        lo if count else float("nan"), hi if count else float("nan"), mean, float(np.sqrt(var)), bad
+    )

@@ -45,8 +45,10 @@ def _tenths(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return k, negzero
 
 
-_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5,
-                 0xFF51AFD7ED558CCD], dtype=np.uint64)
+_MIX = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5, 0xFF51AFD7ED558CCD],
+    dtype=np.uint64,
+)
 
 
 def repeats(tomo: np.ndarray, xyz: np.ndarray, chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +99,16 @@ def repeats(tomo: np.ndarray, xyz: np.ndarray, chunk: int = 1 << 20) -> tuple[np
 class PickSource:
     """One planned pick table: arrays plus per-tomogram facts; see the module docstring."""
 
-    def __init__(self, path: str, key: Any, names: list[str], tomo: np.ndarray, xyz: np.ndarray,
-                 tomo_paths: list[str | None], reasons: list[str]):
+    def __init__(
+        self,
+        path: str,
+        key: Any,
+        names: list[str],
+        tomo: np.ndarray,
+        xyz: np.ndarray,
+        tomo_paths: list[str | None],
+        reasons: list[str],
+    ):
         self.path, self.key, self.names = path, key, names
         self.tomo, self.xyz = tomo, xyz
         self.tomo_paths, self.reasons = tomo_paths, reasons
@@ -111,8 +121,10 @@ class PickSource:
         names = self.names
         t = self.tomo[rows].tolist()
         xyz = self.xyz[rows]
-        out = [f"{names[k]}:{x:.1f},{y:.1f},{z:.1f}"
-               for k, x, y, z in zip(t, *(xyz[:, a].tolist() for a in range(3)), strict=True)]
+        out = [
+            f"{names[k]}:{x:.1f},{y:.1f},{z:.1f}"
+            for k, x, y, z in zip(t, *(xyz[:, a].tolist() for a in range(3)), strict=True)
+        ]
         if len(self.dup_rows):
             pos = np.searchsorted(self.dup_rows, rows)
             pos = np.minimum(pos, len(self.dup_rows) - 1)
@@ -127,8 +139,9 @@ class PickSource:
         xyz = self.xyz[rows]
         names, paths, reasons, path = self.names, self.tomo_paths, self.reasons, self.path
         out = []
-        for ident, k, x, y, z in zip(ids, t, xyz[:, 0].tolist(), xyz[:, 1].tolist(), xyz[:, 2].tolist(),
-                                     strict=True):
+        for ident, k, x, y, z in zip(
+            ids, t, xyz[:, 0].tolist(), xyz[:, 1].tolist(), xyz[:, 2].tolist(), strict=True
+        ):
             tp = paths[k]
             if tp is None:
                 out.append(Item(ident, "error", path, -1, x, y, z, names[k], reasons[k]))
@@ -154,7 +167,7 @@ class PickRows(Sequence):
 
     def _batches(self) -> Iterator[np.ndarray]:
         for s in range(0, len(self.rows), BATCH):
-            yield np.asarray(self.rows[s:s + BATCH], dtype=np.int64)
+            yield np.asarray(self.rows[s : s + BATCH], dtype=np.int64)
 
     def __iter__(self) -> Iterator[Item]:
         for rows in self._batches():
@@ -166,8 +179,10 @@ class PickRows(Sequence):
 
     def where(self, keep: np.ndarray) -> PickRows:
         """The rows of this selection where ``keep`` (one bool per position) is true."""
-        return PickRows(self.source, np.asarray(self.rows, dtype=np.int64)[keep] if len(self.rows) else
-                        np.zeros(0, np.int64))
+        return PickRows(
+            self.source,
+            np.asarray(self.rows, dtype=np.int64)[keep] if len(self.rows) else np.zeros(0, np.int64),
+        )
 
 
 class RowIds(Sequence):
@@ -240,7 +255,7 @@ class ItemList(Sequence):
                     lo = start + -(-(lo - start) // step) * step  # first index of the slice in this segment
                 hi = min(stop, offset + n)
                 if lo < hi:
-                    out.append(seg[lo - offset:hi - offset:step])
+                    out.append(seg[lo - offset : hi - offset : step])
                 offset += n
             return ItemList(out)
         n = len(self)

@@ -77,8 +77,11 @@ def check_line_lengths(path: Path, limit: int = MAX_LINE_BYTES) -> None:
                 break
         else:
             return
-    raise InputError(path, f"line {line} is longer than {limit // (1 << 20)} MiB: not a pick or listing "
-                           "table (STAR/CSV rows are short)")
+    raise InputError(
+        path,
+        f"line {line} is longer than {limit // (1 << 20)} MiB: not a pick or listing "
+        "table (STAR/CSV rows are short)",
+    )
 
 
 def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame]:
@@ -114,8 +117,11 @@ def _star_picks_block(path: Path, blocks: dict[str, pd.DataFrame]) -> pd.DataFra
     candidates = [name for name, df in blocks.items() if has_coords(df)]
     if not candidates:
         found = sorted({c for df in blocks.values() for c in df.columns})
-        raise InputError(path, "no coordinate columns: need rlnCoordinateX/Y/Z or "
-                               f"rlnCenteredCoordinateX/Y/ZAngst; found {_list(found)}")
+        raise InputError(
+            path,
+            "no coordinate columns: need rlnCoordinateX/Y/Z or "
+            f"rlnCenteredCoordinateX/Y/ZAngst; found {_list(found)}",
+        )
     name = "particles" if "particles" in candidates else candidates[0]
     return blocks[name].reset_index(drop=True)
 
@@ -156,8 +162,9 @@ def _per_tomo(value: PerTomo, name: str) -> Any:
     return value
 
 
-def centered_to_pixels(df: pd.DataFrame, pixel_size: PerTomo, tomo_shape: PerTomo,
-                       path: str | Path | None = None) -> pd.DataFrame:
+def centered_to_pixels(
+    df: pd.DataFrame, pixel_size: PerTomo, tomo_shape: PerTomo, path: str | Path | None = None
+) -> pd.DataFrame:
     """Add ``x, y, z`` pixel columns from RELION 5 ``rlnCenteredCoordinate*Angst`` columns.
 
     ``pixel_size`` (Angstrom per tomogram voxel) and ``tomo_shape`` ((Z, Y, X) voxels, the
@@ -173,9 +180,12 @@ def centered_to_pixels(df: pd.DataFrame, pixel_size: PerTomo, tomo_shape: PerTom
         ps, shape = _per_tomo(pixel_size, name), _per_tomo(tomo_shape, name)
         label = f"tomogram '{name}'" if name else "the tomogram"
         if ps is None or shape is None:
-            raise InputError(path, "rlnCenteredCoordinate*Angst are relative to the tomogram centre: "
-                                   f"give the pixel size and size of {label}: pass the tomogram MRC "
-                                   "with --tomograms (its header has both)")
+            raise InputError(
+                path,
+                "rlnCenteredCoordinate*Angst are relative to the tomogram centre: "
+                f"give the pixel size and size of {label}: pass the tomogram MRC "
+                "with --tomograms (its header has both)",
+            )
         ps = float(ps)
         if not ps > 0:
             raise InputError(path, f"pixel size of {label} must be positive, got {ps}")
@@ -212,8 +222,9 @@ def _check_table(df: pd.DataFrame, path: Path, what: str) -> None:
         raise InputError(path, f"no {what}: the table has column names but no rows")
 
 
-def read_picks(path: str | Path, pixel_size: PerTomo = None, tomo_shape: PerTomo = None,
-               check_inside: bool = True) -> pd.DataFrame:
+def read_picks(
+    path: str | Path, pixel_size: PerTomo = None, tomo_shape: PerTomo = None, check_inside: bool = True
+) -> pd.DataFrame:
     """Picks as a DataFrame: ``tomo_name``, ``x``, ``y``, ``z`` (float pixels) + original columns.
 
     ``pixel_size`` and ``tomo_shape`` are only needed for RELION 5 centred Angstrom
@@ -224,8 +235,12 @@ def read_picks(path: str | Path, pixel_size: PerTomo = None, tomo_shape: PerTomo
     path = Path(path)
     if path.is_dir():
         entries = list(path.iterdir())
-        raise InputError(path, "empty directory, expected a STAR/CSV file of picks" if not entries
-                         else "is a directory, expected a STAR/CSV file of picks")
+        raise InputError(
+            path,
+            "empty directory, expected a STAR/CSV file of picks"
+            if not entries
+            else "is a directory, expected a STAR/CSV file of picks",
+        )
     if path.suffix.lower() in STAR_SUFFIXES:
         df = _star_picks_block(path, read_star_blocks(path)).copy()
         # Warp/M particle STARs name the tilt series by its .tomostar in rlnMicrographName.
@@ -253,8 +268,11 @@ def read_picks(path: str | Path, pixel_size: PerTomo = None, tomo_shape: PerTomo
     else:
         tomo = pd.Series([""] * len(df), dtype=object)
     base = pd.DataFrame({"tomo_name": tomo.to_numpy(dtype=object).astype(str)}, index=df.index)
-    values = np.column_stack([pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
-                              for c in coords]) if len(df) else np.zeros((0, 3))
+    values = (
+        np.column_stack([pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64) for c in coords])
+        if len(df)
+        else np.zeros((0, 3))
+    )
     if centered:
         base[list(CENTERED_COLUMNS)] = values
         base = centered_to_pixels(base, pixel_size, tomo_shape, path).drop(columns=list(CENTERED_COLUMNS))
@@ -272,9 +290,12 @@ def read_picks(path: str | Path, pixel_size: PerTomo = None, tomo_shape: PerTomo
             row = out.iloc[i]
             shape = _per_tomo(tomo_shape, row["tomo_name"])
             nz, ny, nx = (int(s) for s in shape)
-            raise InputError(path, f"{int(mask.sum())} picks lie outside the tomogram, first row {i}: "
-                                   f"(x, y, z) = ({row['x']:g}, {row['y']:g}, {row['z']:g}) "
-                                   f"not within {nx}x{ny}x{nz} voxels")
+            raise InputError(
+                path,
+                f"{int(mask.sum())} picks lie outside the tomogram, first row {i}: "
+                f"(x, y, z) = ({row['x']:g}, {row['y']:g}, {row['z']:g}) "
+                f"not within {nx}x{ny}x{nz} voxels",
+            )
     return out
 
 

@@ -41,8 +41,16 @@ UNKNOWN = "unknown"
 
 def result_columns(class_names: Sequence[str]) -> list[str]:
     """Columns of the results table (and ledger); one probability column per class."""
-    return [*ID_COLUMNS, "class_index", "class_name", "best_class", "unknown", "confidence", "shift_score",
-            *(f"prob_{name}" for name in class_names)]
+    return [
+        *ID_COLUMNS,
+        "class_index",
+        "class_name",
+        "best_class",
+        "unknown",
+        "confidence",
+        "shift_score",
+        *(f"prob_{name}" for name in class_names),
+    ]
 
 
 @dataclass
@@ -76,8 +84,13 @@ def _id_fields(item: Item) -> list[Any]:
 LABEL = len(ID_COLUMNS) + 1  # position of class_name in a row
 
 
-def score_rows(items: Sequence[Item], logits: np.ndarray, features: np.ndarray, metadata: ModelMetadata,
-               unknown_threshold: float | None = None) -> list[list[Any]]:
+def score_rows(
+    items: Sequence[Item],
+    logits: np.ndarray,
+    features: np.ndarray,
+    metadata: ModelMetadata,
+    unknown_threshold: float | None = None,
+) -> list[list[Any]]:
     """Result rows (see :func:`result_columns`) for ``items`` from the model's raw outputs."""
     s = score(logits, features, metadata, unknown_threshold)
     names = metadata.class_names
@@ -85,28 +98,45 @@ def score_rows(items: Sequence[Item], logits: np.ndarray, features: np.ndarray, 
     for j, item in enumerate(items):
         k = int(s.predicted[j])
         unknown = bool(s.unknown[j])
-        rows.append([*_id_fields(item), -1 if unknown else k, UNKNOWN if unknown else names[k], names[k],
-                     unknown, float(s.confidence[j]), float(s.shift[j]),
-                     *(float(p) for p in s.probabilities[j])])
+        rows.append(
+            [
+                *_id_fields(item),
+                -1 if unknown else k,
+                UNKNOWN if unknown else names[k],
+                names[k],
+                unknown,
+                float(s.confidence[j]),
+                float(s.shift[j]),
+                *(float(p) for p in s.probabilities[j]),
+            ]
+        )
     return rows
 
 
-def finite_outputs(items: Sequence[Item], logits: np.ndarray, features: np.ndarray
-                   ) -> tuple[list[Item], np.ndarray, np.ndarray, list[tuple[str, str, str]]]:
+def finite_outputs(
+    items: Sequence[Item], logits: np.ndarray, features: np.ndarray
+) -> tuple[list[Item], np.ndarray, np.ndarray, list[tuple[str, str, str]]]:
     """Split off items whose logits are not finite: never a NaN "prediction", an error row instead."""
     items = list(items)
-    bad = ~np.isfinite(logits[:len(items)]).all(axis=1)
+    bad = ~np.isfinite(logits[: len(items)]).all(axis=1)
     if not bad.any():
         return items, logits, features, []
-    failed = [(it.id, it.path, "model output is not finite for this subtomogram")
-              for it, b in zip(items, bad, strict=True) if b]
+    failed = [
+        (it.id, it.path, "model output is not finite for this subtomogram")
+        for it, b in zip(items, bad, strict=True)
+        if b
+    ]
     keep = np.flatnonzero(~bad)
     return [items[i] for i in keep], logits[keep], features[keep], failed
 
 
-def score_batch(items: Sequence[Item], logits: np.ndarray, features: np.ndarray, metadata: ModelMetadata,
-                unknown_threshold: float | None = None
-                ) -> tuple[list[list[Any]], list[tuple[str, str, str]], np.ndarray]:
+def score_batch(
+    items: Sequence[Item],
+    logits: np.ndarray,
+    features: np.ndarray,
+    metadata: ModelMetadata,
+    unknown_threshold: float | None = None,
+) -> tuple[list[list[Any]], list[tuple[str, str, str]], np.ndarray]:
     """(rows, error rows, features of the rows) of one batch from the model's raw outputs: items
     whose logits are not finite become error rows (:func:`finite_outputs`), the others rows
     (:func:`score_rows`). The one scoring step of every launch mode."""
@@ -141,8 +171,17 @@ def run_pipeline(
     chunks = _Chunks(items, batch_size)  # made when read: a pick table's items are never all in memory
     ready: queue.Queue = queue.Queue()
     voxel = model.metadata.voxel_size if check_voxel_size else None
-    readers = _readers(model, chunks, batch_size, max(1, int(workers)), ready, cache or VolumeCache(), voxel,
-                       reader_processes, stats)
+    readers = _readers(
+        model,
+        chunks,
+        batch_size,
+        max(1, int(workers)),
+        ready,
+        cache or VolumeCache(),
+        voxel,
+        reader_processes,
+        stats,
+    )
     uploader = _Uploader(model, readers, ready, stats) if model.slots >= 2 and chunks else None
     bar = Progress(len(items), description, enabled=progress)
     writer = _OrderedWriter(write_rows, with_features, bar, stats)
@@ -153,8 +192,16 @@ def run_pipeline(
         readers.start()
         if uploader is not None:
             uploader.start()
-        _infer_batches(model, readers, uploader.out if uploader else ready, uploader, writer, stats,
-                       unknown_threshold, with_features)
+        _infer_batches(
+            model,
+            readers,
+            uploader.out if uploader else ready,
+            uploader,
+            writer,
+            stats,
+            unknown_threshold,
+            with_features,
+        )
     finally:
         if uploader is not None:
             uploader.stopping.set()
@@ -168,9 +215,17 @@ def run_pipeline(
     return stats
 
 
-def _readers(model: Model, chunks: Sequence[list[Item]], batch_size: int, workers: int, ready: queue.Queue,
-             cache: VolumeCache, voxel: float | None, processes: bool, stats: RunStats
-             ) -> ThreadReaders | ProcessReaders:
+def _readers(
+    model: Model,
+    chunks: Sequence[list[Item]],
+    batch_size: int,
+    workers: int,
+    ready: queue.Queue,
+    cache: VolumeCache,
+    voxel: float | None,
+    processes: bool,
+    stats: RunStats,
+) -> ThreadReaders | ProcessReaders:
     """Reader threads (or processes) filling batches of the model's input dtype from a fixed pool.
 
     Rows past the last good item of a batch are padding for fixed-shape backends.
@@ -186,9 +241,16 @@ def _readers(model: Model, chunks: Sequence[list[Item]], batch_size: int, worker
     return ThreadReaders(chunks, batch_size, box, workers, ready, cache, voxel, alloc, dtype)
 
 
-def _infer_batches(model: Model, readers: ThreadReaders | ProcessReaders, source: queue.Queue,
-                   uploader: _Uploader | None, writer: _OrderedWriter, stats: RunStats,
-                   unknown_threshold: float | None, with_features: bool) -> None:
+def _infer_batches(
+    model: Model,
+    readers: ThreadReaders | ProcessReaders,
+    source: queue.Queue,
+    uploader: _Uploader | None,
+    writer: _OrderedWriter,
+    stats: RunStats,
+    unknown_threshold: float | None,
+    with_features: bool,
+) -> None:
     """The model thread: take each filled batch (on the device already when ``uploader``), run the
     model, score, hand the buffer back and the rows to the writer, until every reader has ended."""
     finished = 0
@@ -216,11 +278,12 @@ def _infer_batches(model: Model, readers: ThreadReaders | ProcessReaders, source
             else:
                 logits, features = model.predict(batch.buffer, n)
             stats.compute_s += time.perf_counter() - t0
-            rows, failed, features = score_batch(batch.items, logits, features, model.metadata,
-                                                 unknown_threshold)
+            rows, failed, features = score_batch(
+                batch.items, logits, features, model.metadata, unknown_threshold
+            )
             errors = [*errors, *failed] if failed else errors
             if with_features:  # a copy: a backend may reuse its output buffer for the next batch
-                feats = np.array(features[:len(rows)], dtype=np.float32)
+                feats = np.array(features[: len(rows)], dtype=np.float32)
             stats.unknown += sum(row[LABEL] == UNKNOWN for row in rows)
         if uploader is None:
             readers.release(batch)
@@ -235,8 +298,9 @@ class _Uploader:
     into a free device slot and hands the host buffer straight back to the readers, so batch n+1
     crosses the bus while the model thread computes batch n. Its ``out`` queue feeds the model."""
 
-    def __init__(self, model: Model, readers: ThreadReaders | ProcessReaders, ready: queue.Queue,
-                 stats: RunStats):
+    def __init__(
+        self, model: Model, readers: ThreadReaders | ProcessReaders, ready: queue.Queue, stats: RunStats
+    ):
         self.model, self.readers, self.ready, self.stats = model, readers, ready, stats
         self.out: queue.Queue = queue.Queue()
         self.free: queue.Queue = queue.Queue()
@@ -364,7 +428,7 @@ class _Chunks(Sequence):
             k += self.n
         if not 0 <= k < self.n:
             raise IndexError(k)
-        return list(self.items[k * self.size:(k + 1) * self.size])
+        return list(self.items[k * self.size : (k + 1) * self.size])
 
 
 class Progress:
@@ -389,9 +453,14 @@ class Progress:
             )
 
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                TimeRemainingColumn(), transient=False,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                transient=False,
             )
             self._progress.__enter__()
             self._task = self._progress.add_task(self.description, total=self.total, rate="")

@@ -60,8 +60,13 @@ def error_reason(exc: BaseException) -> str:
     return exc.reason if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
 
 
-def fill(chunk: list[Item], buffer: np.ndarray, cache: VolumeCache, voxel_size: float | None,
-         scratch: np.ndarray | None = None) -> tuple[list[int], list[ErrorRow]]:
+def fill(
+    chunk: list[Item],
+    buffer: np.ndarray,
+    cache: VolumeCache,
+    voxel_size: float | None,
+    scratch: np.ndarray | None = None,
+) -> tuple[list[int], list[ErrorRow]]:
     """Load ``chunk`` into ``buffer`` rows; returns positions (in ``chunk``) of the good items.
 
     A float16 ``buffer`` (``--transfer fp16``) is filled through a float32 ``scratch`` box; an
@@ -78,8 +83,11 @@ def fill(chunk: list[Item], buffer: np.ndarray, cache: VolumeCache, voxel_size: 
                 assert scratch is not None
                 load_item(item, scratch, cache, voxel_size)
                 if max(-float(scratch.min()), float(scratch.max())) > FP16_MAX:
-                    raise InputError(item.path, f"values exceed the float16 range (+-{FP16_MAX:.0f}) "
-                                                "of --transfer fp16; classify it with --transfer fp32")
+                    raise InputError(
+                        item.path,
+                        f"values exceed the float16 range (+-{FP16_MAX:.0f}) "
+                        "of --transfer fp16; classify it with --transfer fp32",
+                    )
                 buffer[len(good), 0] = scratch
             else:
                 load_item(item, buffer[len(good), 0], cache, voxel_size)
@@ -95,8 +103,15 @@ FEED_RATE_32 = {"stack": 25_000.0, "tomogram": 12_000.0, "file": 3_000.0}
 PCIE_BYTES_PER_S = 50e9  # PCIe Gen5 x16 with pinned memory (docs/gpu.md); topology can cut it 3-4x
 
 
-def reader_workers(engine_rate: float, kind: str = "stack", box: int = 32, itemsize: int = 4,
-                   feed_rate: float | None = None, cores: int | None = None, headroom: float = 1.25) -> int:
+def reader_workers(
+    engine_rate: float,
+    kind: str = "stack",
+    box: int = 32,
+    itemsize: int = 4,
+    feed_rate: float | None = None,
+    cores: int | None = None,
+    headroom: float = 1.25,
+) -> int:
     """Readers needed so the feed covers ``engine_rate`` (see the module docstring's formula)."""
     per_reader = feed_rate or FEED_RATE_32.get(kind, FEED_RATE_32["file"]) * (32 / box) ** 3
     bus_rate = PCIE_BYTES_PER_S / (box**3 * itemsize)
@@ -109,8 +124,18 @@ def reader_workers(engine_rate: float, kind: str = "stack", box: int = 32, items
 class ThreadReaders:
     """``workers`` threads taking chunks in order and filling buffers from a bounded pool."""
 
-    def __init__(self, chunks: list[list[Item]], batch_size: int, box: int, workers: int, ready: queue.Queue,
-                 cache: VolumeCache, voxel_size: float | None, alloc: Any = None, dtype: Any = np.float32):
+    def __init__(
+        self,
+        chunks: list[list[Item]],
+        batch_size: int,
+        box: int,
+        workers: int,
+        ready: queue.Queue,
+        cache: VolumeCache,
+        voxel_size: float | None,
+        alloc: Any = None,
+        dtype: Any = np.float32,
+    ):
         self.chunks, self.ready, self.cache, self.voxel_size = chunks, ready, cache, voxel_size
         self.box = box
         self.ends = workers
@@ -121,8 +146,10 @@ class ThreadReaders:
         shape = (batch_size, 1, box, box, box)
         for _ in range(min(len(chunks), workers + 2)):
             self.pool.put(alloc.empty(shape, dtype) if alloc is not None else np.zeros(shape, dtype))
-        self.threads = [threading.Thread(target=self._run, name=f"cryoshift-reader-{i}", daemon=True)
-                        for i in range(workers)]
+        self.threads = [
+            threading.Thread(target=self._run, name=f"cryoshift-reader-{i}", daemon=True)
+            for i in range(workers)
+        ]
 
     def start(self) -> None:
         for t in self.threads:
@@ -167,8 +194,14 @@ class ThreadReaders:
             self.ready.put(None)  # one end marker per thread
 
 
-def _process_main(shm_name: str, shape: tuple[int, ...], tasks: Any, results: Any,
-                  voxel_size: float | None, dtype: str = "float32") -> None:
+def _process_main(
+    shm_name: str,
+    shape: tuple[int, ...],
+    tasks: Any,
+    results: Any,
+    voxel_size: float | None,
+    dtype: str = "float32",
+) -> None:
     """Reader process: fill shared-memory slots for the chunks it is sent until told to stop."""
     from multiprocessing import shared_memory
 
@@ -191,8 +224,17 @@ def _process_main(shm_name: str, shape: tuple[int, ...], tasks: Any, results: An
 class ProcessReaders:
     """``workers`` spawned processes filling slots of one shared-memory block."""
 
-    def __init__(self, chunks: list[list[Item]], batch_size: int, box: int, workers: int, ready: queue.Queue,
-                 voxel_size: float | None, dtype: Any = np.float32, pinned: bool = False):
+    def __init__(
+        self,
+        chunks: list[list[Item]],
+        batch_size: int,
+        box: int,
+        workers: int,
+        ready: queue.Queue,
+        voxel_size: float | None,
+        dtype: Any = np.float32,
+        pinned: bool = False,
+    ):
         import multiprocessing as mp
         from multiprocessing import shared_memory
 
@@ -216,8 +258,10 @@ class ProcessReaders:
         self.tasks = ctx.Queue()
         self.results = ctx.Queue()
         args = (self.shm.name, shape, self.tasks, self.results, voxel_size, dtype.name)
-        self.procs = [ctx.Process(target=_process_main, args=args, daemon=True, name=f"cryoshift-reader-{i}")
-                      for i in range(workers)]
+        self.procs = [
+            ctx.Process(target=_process_main, args=args, daemon=True, name=f"cryoshift-reader-{i}")
+            for i in range(workers)
+        ]
         self.next = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()

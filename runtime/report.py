@@ -165,7 +165,11 @@ EMBEDDING_POINTS = 20_000  # rows drawn (and used for the PCA) at most, a fixed 
 
 
 def _fig_embedding(
-    plt: Any, features: np.ndarray, predicted: np.ndarray, classes: list[str], colours: dict[str, Any],
+    plt: Any,
+    features: np.ndarray,
+    predicted: np.ndarray,
+    classes: list[str],
+    colours: dict[str, Any],
     counts: dict[str, int],
 ) -> str:
     """PCA (numpy SVD) of ``features`` to 2-D, one colour per predicted class; a PNG (base64)."""
@@ -180,8 +184,15 @@ def _fig_embedding(
     for name in classes:
         sel = predicted == name
         if sel.any():
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=8, alpha=0.7, label=f"{name} ({counts.get(name, 0):,})",
-                       color=colours[name], linewidths=0)
+            ax.scatter(
+                xy[sel, 0],
+                xy[sel, 1],
+                s=8,
+                alpha=0.7,
+                label=f"{name} ({counts.get(name, 0):,})",
+                color=colours[name],
+                linewidths=0,
+            )
     ax.set_xlabel(f"PC 1 ({share[0]:.0%} of variance)")
     ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)" if len(share) > 1 else "PC 2")
     ax.set_title("Target embedding (features), coloured by predicted class")
@@ -189,8 +200,9 @@ def _fig_embedding(
     return _png(fig)
 
 
-def _embedding(plt: Any, path: Path, df: pd.DataFrame, classes: list[str], colours: dict[str, Any]
-               ) -> tuple[str, str, str] | str:
+def _embedding(
+    plt: Any, path: Path, df: pd.DataFrame, classes: list[str], colours: dict[str, Any]
+) -> tuple[str, str, str] | str:
     """The embedding figure (title, caption, png) from a features file, or why there is none."""
     from cryoshift.runtime.features import read_features
 
@@ -203,7 +215,7 @@ def _embedding(plt: Any, path: Path, df: pd.DataFrame, classes: list[str], colou
         return f"{path.name} is not readable ({exc}): {rerun}"
     n = len(df)
     if features.ndim != 2 or len(features) != n:
-        return (f"{path.name} has {len(features):,} rows for {n:,} predictions (from another run?): {rerun}")
+        return f"{path.name} has {len(features):,} rows for {n:,} predictions (from another run?): {rerun}"
     finite = np.flatnonzero(np.isfinite(features).all(axis=1))
     if len(finite) < 3 or features.shape[1] < 1:
         return f"{path.name} has {len(finite)} rows with features, too few to draw: {rerun}"
@@ -213,9 +225,11 @@ def _embedding(plt: Any, path: Path, df: pd.DataFrame, classes: list[str], colou
     predicted = df["class_name"].astype(str).to_numpy()
     counts = pd.Series(predicted[finite]).value_counts().to_dict()
     png = _fig_embedding(plt, features[shown], predicted[shown], classes, colours, counts)
-    caption = ("PCA of the model's features for the classified subtomograms, coloured by predicted "
-               "class (legend: how many). Classes that overlap here are hard to tell apart; one "
-               "class that swallows the others (one colour everywhere) is a collapse.")
+    caption = (
+        "PCA of the model's features for the classified subtomograms, coloured by predicted "
+        "class (legend: how many). Classes that overlap here are hard to tell apart; one "
+        "class that swallows the others (one colour everywhere) is a collapse."
+    )
     if len(shown) < len(finite):
         caption += f" {len(shown):,} of {len(finite):,} rows drawn (a fixed random choice)."
     if len(finite) < n:
@@ -314,8 +328,9 @@ def _results_sections(path: Path, plt: Any) -> tuple[str, list[tuple[str, str]],
     ]
     from cryoshift.runtime.features import features_path
 
-    embedding = _embedding(plt, features_path(path if path.is_file() else folder / "predictions.csv"), df,
-                           classes, colours)
+    embedding = _embedding(
+        plt, features_path(path if path.is_file() else folder / "predictions.csv"), df, classes, colours
+    )
     if isinstance(embedding, str):
         facts.append(("target embedding", embedding))
     else:
@@ -365,21 +380,31 @@ def _run_sections(run: Path, plt: Any) -> tuple[str, list[tuple[str, str]], list
         figures.append(("Losses", "", _epoch_plot(plt, metrics, losses, chosen, "loss", "Training losses")))
     scores = [c for c in ("src_val_acc", "tgt_im", "snd", "tgt_entropy", "tgt_top_share") if c in metrics]
     if scores:
-        figures.append((
-            "Model selection",
-            "The selected epoch maximises the target criterion among epochs "
-            "close to the best source validation accuracy.",
-            _epoch_plot(plt, metrics, scores, chosen, "score",
-                        "Selection: source validation and label-free target scores"),
-        ))
+        figures.append(
+            (
+                "Model selection",
+                "The selected epoch maximises the target criterion among epochs "
+                "close to the best source validation accuracy.",
+                _epoch_plot(
+                    plt,
+                    metrics,
+                    scores,
+                    chosen,
+                    "score",
+                    "Selection: source validation and label-free target scores",
+                ),
+            )
+        )
     embedding = run / "plots" / "embedding.png"
     if embedding.is_file():  # written by the trainer: source vs target, and the target by predicted class
-        figures.append((
-            "Feature embedding",
-            "PCA of source and target features at the first epoch and for the selected model; the last "
-            "panel colours the target by predicted class, where a collapse onto one class shows.",
-            base64.b64encode(embedding.read_bytes()).decode("ascii"),
-        ))
+        figures.append(
+            (
+                "Feature embedding",
+                "PCA of source and target features at the first epoch and for the selected model; the last "
+                "panel colours the target by predicted class, where a collapse onto one class shows.",
+                base64.b64encode(embedding.read_bytes()).decode("ascii"),
+            )
+        )
     return "", facts, figures
 
 

@@ -155,8 +155,10 @@ def read_results(path: str | Path) -> pd.DataFrame:
             num = pd.to_numeric(df["rlnClassNumber"], errors="coerce")
             df["rlnClassNumber"] = (num - 1).astype(np.int64)
         if "csId" in df.columns:  # classify's STAR (runtime/star_out.py): csId is the id, input columns stay
-            df.columns = ["id" if c == "csId" else c if c in FIXED_BACK and c != "rlnClassNumber"
-                          else csv_name(c) for c in df.columns]
+            df.columns = [
+                "id" if c == "csId" else c if c in FIXED_BACK and c != "rlnClassNumber" else csv_name(c)
+                for c in df.columns
+            ]
         else:
             df.columns = [csv_name(c) for c in df.columns]
     else:
@@ -199,8 +201,15 @@ def star_rows(rows: pd.DataFrame) -> str:
     if not len(rows):
         return ""
     text = pd.DataFrame({i: _star_column(rows.iloc[:, i]) for i in range(rows.shape[1])})
-    return text.to_csv(sep="\t", header=False, index=False, float_format=FLOAT_FORMAT, na_rep=STAR_NA,
-                       quoting=csv.QUOTE_NONE, lineterminator="\n")
+    return text.to_csv(
+        sep="\t",
+        header=False,
+        index=False,
+        float_format=FLOAT_FORMAT,
+        na_rep=STAR_NA,
+        quoting=csv.QUOTE_NONE,
+        lineterminator="\n",
+    )
 
 
 def _star_block(name: str, block: pd.DataFrame | dict[str, Any]) -> str:
@@ -228,8 +237,13 @@ class StarWriter:
                 star.write(chunk)
     """
 
-    def __init__(self, path: str | Path, name: str | None, labels: Iterable[str] = (),
-                 blocks: dict[str, pd.DataFrame | dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        name: str | None,
+        labels: Iterable[str] = (),
+        blocks: dict[str, pd.DataFrame | dict[str, Any]] | None = None,
+    ):
         from cryoshift.runtime import __version__
 
         self.path = Path(path)

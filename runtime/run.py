@@ -73,13 +73,20 @@ class RunOptions:
             raise InputError(None, f"unknown threshold must lie in [0, 1], not {self.unknown_threshold}")
 
     def settings(self) -> dict[str, Any]:
-        return {"resume": self.resume, "shard": list(self.shard) if self.shard else None,
-                "subshard": list(self.subshard) if self.subshard else None,
-                "unknown_threshold": self.unknown_threshold, "tomograms": self.tomograms,
-                "contrast": self.contrast, "ignore_voxel_size": self.ignore_voxel_size,
-                "coordinate_pixel_size": self.coordinate_pixel_size, "binning": self.binning,
-                "split_by_class": self.split_by_class, "copick_session": self.copick_session,
-                "features": self.features}
+        return {
+            "resume": self.resume,
+            "shard": list(self.shard) if self.shard else None,
+            "subshard": list(self.subshard) if self.subshard else None,
+            "unknown_threshold": self.unknown_threshold,
+            "tomograms": self.tomograms,
+            "contrast": self.contrast,
+            "ignore_voxel_size": self.ignore_voxel_size,
+            "coordinate_pixel_size": self.coordinate_pixel_size,
+            "binning": self.binning,
+            "split_by_class": self.split_by_class,
+            "copick_session": self.copick_session,
+            "features": self.features,
+        }
 
 
 class Inference(Protocol):
@@ -117,8 +124,13 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
     summary.notes.extend(inference.notes)
     if duplicates:
         summary.notes.append(f"{duplicates} inputs were given more than once and are classified once")
-    with RunLedgers(names, result_columns(inference.metadata.class_names), opts.resume, opts.features,
-                    inference.num_features) as ledgers:
+    with RunLedgers(
+        names,
+        result_columns(inference.metadata.class_names),
+        opts.resume,
+        opts.features,
+        inference.num_features,
+    ) as ledgers:
         summary.notes.extend(ledgers.notes)
         todo = ledgers.todo(items)
         summary.resumed = len(items) - len(todo)
@@ -130,13 +142,23 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
     return finish_run(names, inference.model_info(), plan, summary, {**settings, **opts.settings()})
 
 
-def plan_run(metadata: ModelMetadata, opts: RunOptions, cache: VolumeCache | None = None
-             ) -> tuple[Plan, Sequence[Item], int]:
+def plan_run(
+    metadata: ModelMetadata, opts: RunOptions, cache: VolumeCache | None = None
+) -> tuple[Plan, Sequence[Item], int]:
     """The plan of ``opts.inputs`` against the model, this run's items (its shard, each id once,
     its device's share) and how many repeated inputs were dropped."""
-    plan = plan_inputs(opts.inputs, metadata.box_size, metadata.voxel_size, metadata.contrast, opts.contrast,
-                       opts.tomograms, opts.ignore_voxel_size, cache,
-                       coordinate_pixel_size=opts.coordinate_pixel_size, binning=opts.binning)
+    plan = plan_inputs(
+        opts.inputs,
+        metadata.box_size,
+        metadata.voxel_size,
+        metadata.contrast,
+        opts.contrast,
+        opts.tomograms,
+        opts.ignore_voxel_size,
+        cache,
+        coordinate_pixel_size=opts.coordinate_pixel_size,
+        binning=opts.binning,
+    )
     if opts.shard:
         plan = plan.shard(*opts.shard)
     items, duplicates = _dedupe(plan.items)
@@ -178,8 +200,14 @@ def driver_model(model_path: Path, backend: str, description: str | None = None)
 class LocalInference:
     """This process: reader threads (or processes) fill batches for one loaded model."""
 
-    def __init__(self, model: Model, batch_size: int = 64, workers: int = 2, reader_processes: bool = False,
-                 transfer: str = "fp32"):
+    def __init__(
+        self,
+        model: Model,
+        batch_size: int = 64,
+        workers: int = 2,
+        reader_processes: bool = False,
+        transfer: str = "fp32",
+    ):
         self.model = model
         self.metadata = model.metadata
         self.description = model.description
@@ -195,9 +223,12 @@ class LocalInference:
 
         model = self.model
         if opts.features and getattr(model._runner, "has_features", True) is False:
-            raise InputError(model.path, "has no 'features' output, which --features writes; classify "
-                                         "without --features (or export the model again with cryoshift "
-                                         "export)")
+            raise InputError(
+                model.path,
+                "has no 'features' output, which --features writes; classify "
+                "without --features (or export the model again with cryoshift "
+                "export)",
+            )
         self.cache = cache
         self.workers = self.workers if self.workers >= 1 else auto_workers(model, items)  # 0: sized to it
         voxel = None if opts.ignore_voxel_size else self.metadata.voxel_size
@@ -205,16 +236,29 @@ class LocalInference:
         if opts.progress:
             passed = f"; passed over: {'; '.join(model.notes)}" if model.notes else ""
             print(f"cryoshift: backend {model.description}{passed}", file=sys.stderr, flush=True)
-        return {"backend": model.backend, "batch_size": self.batch_size, "workers": self.workers,
-                "reader_processes": self.reader_processes, "transfer": self.transfer,
-                "transfer_parity": parity}
+        return {
+            "backend": model.backend,
+            "batch_size": self.batch_size,
+            "workers": self.workers,
+            "reader_processes": self.reader_processes,
+            "transfer": self.transfer,
+            "transfer_parity": parity,
+        }
 
     def run(self, todo: Sequence[Item], ledgers: RunLedgers, opts: RunOptions) -> RunStats:
-        return run_pipeline(self.model, todo, ledgers.append, batch_size=self.batch_size,
-                            workers=self.workers, unknown_threshold=opts.unknown_threshold, cache=self.cache,
-                            progress=opts.progress, check_voxel_size=not opts.ignore_voxel_size,
-                            reader_processes=self.reader_processes,
-                            with_features=ledgers.features is not None)
+        return run_pipeline(
+            self.model,
+            todo,
+            ledgers.append,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            unknown_threshold=opts.unknown_threshold,
+            cache=self.cache,
+            progress=opts.progress,
+            check_voxel_size=not opts.ignore_voxel_size,
+            reader_processes=self.reader_processes,
+            with_features=ledgers.features is not None,
+        )
 
     def model_info(self) -> dict[str, Any]:
         return model_info(self.model)
@@ -298,21 +342,48 @@ def classify(
                            tomograms=["tomos/*.mrc"], backend="cpu")
         print("\\n".join(summary.lines()))
     """
-    opts = RunOptions(list(inputs), Path(out_dir), resume, shard, subshard, unknown_threshold,  # type: ignore[arg-type]
-                      tomograms, contrast, ignore_voxel_size, coordinate_pixel_size, binning, split_by_class,
-                      copick_session, features, progress)
+    opts = RunOptions(
+        list(inputs),
+        Path(out_dir),
+        resume,
+        shard,
+        subshard,
+        unknown_threshold,  # type: ignore[arg-type]
+        tomograms,
+        contrast,
+        ignore_voxel_size,
+        coordinate_pixel_size,
+        binning,
+        split_by_class,
+        copick_session,
+        features,
+        progress,
+    )
     inference: Inference
     if devices and len(devices) > 1:
         from cryoshift.runtime.devices import DeviceInference
 
-        inference = DeviceInference(model.path if isinstance(model, Model) else Path(model), devices,
-                                    backend=backend, batch_size=batch_size, workers=workers, threads=threads,
-                                    reader_processes=reader_processes, transfer=transfer)
+        inference = DeviceInference(
+            model.path if isinstance(model, Model) else Path(model),
+            devices,
+            backend=backend,
+            batch_size=batch_size,
+            workers=workers,
+            threads=threads,
+            reader_processes=reader_processes,
+            transfer=transfer,
+        )
     else:
         if not isinstance(model, Model):
             # One device: chosen by its number; the caller's environment (CUDA_VISIBLE_DEVICES) is left
             # alone (only the worker processes of several devices get their own).
-            model = load_model(model, backend, batch_size=batch_size, threads=threads,
-                               device_id=devices[0] if devices else 0, transfer=transfer)
+            model = load_model(
+                model,
+                backend,
+                batch_size=batch_size,
+                threads=threads,
+                device_id=devices[0] if devices else 0,
+                transfer=transfer,
+            )
         inference = LocalInference(model, batch_size, workers, reader_processes, transfer)
     return run(inference, opts)

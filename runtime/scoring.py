@@ -75,8 +75,9 @@ class Scores:
     shift: np.ndarray  # (n,) shift score (NaN without feature statistics)
 
 
-def score(logits: np.ndarray, features: np.ndarray, metadata: ModelMetadata,
-          unknown_threshold: float | None = None) -> Scores:
+def score(
+    logits: np.ndarray, features: np.ndarray, metadata: ModelMetadata, unknown_threshold: float | None = None
+) -> Scores:
     """Score one batch; ``unknown_threshold`` overrides the model's calibrated default."""
     probs = softmax(logits, metadata.temperature)
     predicted = probs.argmax(axis=1)

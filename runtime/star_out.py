@@ -45,6 +45,8 @@ INPUT_STREAM_ROWS = 100_000  # an input STAR over this is read in chunks, keepin
 def _data_rows(path: Path) -> int:
     with open(path, "rb") as fh:
         return max(0, sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 22), b"")) - 1)
+
+
 CLASS_COLUMNS = ("class_index", "class_name", "best_class", "unknown", "confidence", "shift_score")
 
 
@@ -158,8 +160,11 @@ def _read_large(path: Path, ids: Sequence[str | None], row_of: dict[str, int]) -
         if not block.loop:
             out[block.name] = dict(block.values)
             continue
-        wanted = {r for r, ident in enumerate(ids) if ident is not None and ident in row_of} \
-            if block.name == name else None
+        wanted = (
+            {r for r, ident in enumerate(ids) if ident is not None and ident in row_of}
+            if block.name == name
+            else None
+        )
         parts, n = [], 0
         for chunk in star_chunks(path, block, list(block.labels), text=tuple(block.labels)):
             if wanted is None:
@@ -224,9 +229,12 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "class"
 
 
-def write_predictions_star(csv_path: str | Path, star_path: str | Path,
-                           origins: Sequence[tuple[str, Sequence[str | None]]] = (),
-                           split_by_class: bool = False) -> list[Path]:
+def write_predictions_star(
+    csv_path: str | Path,
+    star_path: str | Path,
+    origins: Sequence[tuple[str, Sequence[str | None]]] = (),
+    split_by_class: bool = False,
+) -> list[Path]:
     """Write ``star_path`` from the results CSV (and, with ``split_by_class``, one
     ``<stem>_<class>.star`` per class name next to it, each with the same other blocks).
     Returns the per-class files. Files are written under a temporary name and renamed."""

@@ -57,8 +57,15 @@ class ClassifySummary:
     @classmethod
     def for_files(cls, names: dict[str, Path], backend: str, **counts: Any) -> ClassifySummary:
         """An empty summary of the run writing ``names`` (see :func:`output_names`)."""
-        return cls(str(names["csv"].parent), str(names["csv"]), str(names["star"]), str(names["errors"]),
-                   str(names["manifest"]), backend, **counts)
+        return cls(
+            str(names["csv"].parent),
+            str(names["csv"]),
+            str(names["star"]),
+            str(names["errors"]),
+            str(names["manifest"]),
+            backend,
+            **counts,
+        )
 
     def record(self, stats: Any) -> None:
         """Counts and times of a :class:`~cryoshift.runtime.pipeline.RunStats`."""
@@ -101,15 +108,30 @@ def output_names(out_dir: Path, shard: tuple[int, int] | None) -> dict[str, Path
 def model_info(model: Any) -> dict[str, Any]:
     """The manifest's ``model`` block for a :class:`~cryoshift.runtime.backends.Model`."""
     meta = model.metadata
-    return {"path": str(model.path), "sha256": model.sha256, "backend": model.backend,
-            "description": model.description, "class_names": list(meta.class_names),
-            "box_size": meta.box_size, "voxel_size": meta.voxel_size, "contrast": meta.contrast,
-            "temperature": meta.temperature, "unknown_threshold": meta.unknown_threshold,
-            "method": meta.method, "backbone": meta.backbone, "precision": meta.precision}
+    return {
+        "path": str(model.path),
+        "sha256": model.sha256,
+        "backend": model.backend,
+        "description": model.description,
+        "class_names": list(meta.class_names),
+        "box_size": meta.box_size,
+        "voxel_size": meta.voxel_size,
+        "contrast": meta.contrast,
+        "temperature": meta.temperature,
+        "unknown_threshold": meta.unknown_threshold,
+        "method": meta.method,
+        "backbone": meta.backbone,
+        "precision": meta.precision,
+    }
 
 
-def finish_run(names: dict[str, Path], model: dict[str, Any], plan: Any, summary: ClassifySummary,
-               settings: dict[str, Any]) -> ClassifySummary:
+def finish_run(
+    names: dict[str, Path],
+    model: dict[str, Any],
+    plan: Any,
+    summary: ClassifySummary,
+    settings: dict[str, Any],
+) -> ClassifySummary:
     """Write the STAR file from the CSV and the manifest; fill whole-file counts in ``summary``.
 
     ``model`` is the manifest's model block (:func:`model_info`), ``plan`` the run's
@@ -123,8 +145,9 @@ def finish_run(names: dict[str, Path], model: dict[str, Any], plan: Any, summary
     for note in plan.notes:
         if note not in summary.notes:
             summary.notes.append(note)
-    split = write_predictions_star(names["csv"], names["star"], plan.origins,
-                                   split_by_class=bool(settings.get("split_by_class")))
+    split = write_predictions_star(
+        names["csv"], names["star"], plan.origins, split_by_class=bool(settings.get("split_by_class"))
+    )
     if split:
         summary.notes.append(f"one STAR per class: {', '.join(p.name for p in split)}")
     if names["csv"].name == f"{PREDICTIONS}.csv" and any(str(t).startswith("copick:") for t in plan.inputs):
@@ -155,8 +178,12 @@ def _versions() -> dict[str, str]:
 
     from cryoshift.runtime import __version__
 
-    found = {"cryoshift": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
-             "platform": platform.platform()}
+    found = {
+        "cryoshift": __version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
     try:
         import onnxruntime
 

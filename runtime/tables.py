@@ -50,7 +50,7 @@ class StarBlock:
         n = 0
         for chunk in _byte_range(path, self.data_start, self.end):
             n += chunk.count(b"\n") - len(_EMPTY_LINE.findall(chunk))
-            tail = chunk[chunk.rfind(b"\n") + 1:].strip()
+            tail = chunk[chunk.rfind(b"\n") + 1 :].strip()
             n += bool(tail) and not tail.startswith(b"#")
         return n
 
@@ -115,8 +115,9 @@ def scan_star(path: str | Path) -> list[StarBlock]:
                     try:
                         key, value = shlex.split(text)
                     except ValueError as exc:
-                        raise InputError(path, f"not a readable STAR file (ValueError: {exc}: {text[:80]!r})"
-                                         ) from exc
+                        raise InputError(
+                            path, f"not a readable STAR file (ValueError: {exc}: {text[:80]!r})"
+                        ) from exc
                     block.labels.append(key[1:])
                     block.values[key[1:]] = _numericise(value)
                 elif block.labels:  # a key-value block ends at its first other line
@@ -163,8 +164,9 @@ class _Slice(io.RawIOBase):
         super().close()
 
 
-def star_chunks(path: Path, block: StarBlock, columns: list[str], text: tuple[str, ...] = (),
-                chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+def star_chunks(
+    path: Path, block: StarBlock, columns: list[str], text: tuple[str, ...] = (), chunk_rows: int = CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
     """The rows of a loop block in chunks, only ``columns`` (labels); ``text`` columns as str."""
     index = {label: i for i, label in enumerate(block.labels)}
     use = [index[c] for c in columns]
@@ -172,10 +174,19 @@ def star_chunks(path: Path, block: StarBlock, columns: list[str], text: tuple[st
         return
     stream = io.BufferedReader(_Slice(path, block.data_start, block.end), 1 << 20)
     try:
-        reader = pd.read_csv(stream, delimiter=r"\s+", header=None, comment="#",
-                             names=list(range(len(block.labels))),
-                             usecols=use, dtype={index[c]: str for c in text}, keep_default_na=False,
-                             na_values=["nan", "NaN", "<NA>"], engine="c", chunksize=chunk_rows)
+        reader = pd.read_csv(
+            stream,
+            delimiter=r"\s+",
+            header=None,
+            comment="#",
+            names=list(range(len(block.labels))),
+            usecols=use,
+            dtype={index[c]: str for c in text},
+            keep_default_na=False,
+            na_values=["nan", "NaN", "<NA>"],
+            engine="c",
+            chunksize=chunk_rows,
+        )
         for chunk in reader:
             chunk = chunk[use]
             chunk.columns = columns
@@ -211,8 +222,14 @@ def csv_options(path: Path) -> dict[str, Any]:
     first = head.splitlines()[0]
     sep = "\t" if "\t" in first else "," if "," in first else ";" if ";" in first else r"\s+"
     # Semicolon tables come from spreadsheets in locales that write decimal commas (1,5).
-    return {"sep": sep, "engine": "python" if sep == r"\s+" else "c", "comment": None,
-            "quoting": csv.QUOTE_MINIMAL, "skipinitialspace": True, "decimal": "," if sep == ";" else "."}
+    return {
+        "sep": sep,
+        "engine": "python" if sep == r"\s+" else "c",
+        "comment": None,
+        "quoting": csv.QUOTE_MINIMAL,
+        "skipinitialspace": True,
+        "decimal": "," if sep == ";" else ".",
+    }
 
 
 def _csv_error(path: Path, exc: Exception) -> InputError:
@@ -228,13 +245,15 @@ def csv_columns(path: Path) -> list[str]:
         raise _csv_error(path, exc) from exc
 
 
-def csv_chunks(path: Path, columns: list[str], text: tuple[str, ...] = (),
-               chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+def csv_chunks(
+    path: Path, columns: list[str], text: tuple[str, ...] = (), chunk_rows: int = CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
     """The rows of a CSV/TSV table in chunks, only ``columns`` (header names as in the file)."""
     opts = csv_options(path)
     try:
-        reader = pd.read_csv(path, usecols=columns, dtype={c: str for c in text}, chunksize=chunk_rows,
-                             **opts)
+        reader = pd.read_csv(
+            path, usecols=columns, dtype={c: str for c in text}, chunksize=chunk_rows, **opts
+        )
         for chunk in reader:
             yield chunk[columns]
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
@@ -266,8 +285,9 @@ class PickTable:
         """From :func:`~cryoshift.runtime.picks.read_picks`' DataFrame (``tomo_name``, ``x, y, z``)."""
         codes, names = pd.factorize(picks["tomo_name"].astype(str), use_na_sentinel=False)
         xyz = picks[["x", "y", "z"]].to_numpy(dtype=np.float64)
-        return cls(Path(path), [str(n) for n in names], codes.astype(np.int32), xyz,
-                   list(map(str, picks.columns)))
+        return cls(
+            Path(path), [str(n) for n in names], codes.astype(np.int32), xyz, list(map(str, picks.columns))
+        )
 
     def counts(self) -> dict[str, int]:
         """Picks per tomogram name, in order of first appearance."""
@@ -294,8 +314,9 @@ def _name_strings(raw: list[Any], numeric: bool) -> list[str]:
     return values.where(~missing, "").astype(str).str.strip().tolist()
 
 
-def read_pick_table(path: str | Path, pixel_size: Any = None, tomo_shape: Any = None,
-                    convert: bool = True) -> PickTable:
+def read_pick_table(
+    path: str | Path, pixel_size: Any = None, tomo_shape: Any = None, convert: bool = True
+) -> PickTable:
     """A pick table (STAR or CSV/TSV) as a :class:`PickTable`, read in chunks.
 
     The same columns, checks and messages as :func:`cryoshift.runtime.picks.read_picks`, which
@@ -315,8 +336,12 @@ def read_pick_table(path: str | Path, pixel_size: Any = None, tomo_shape: Any = 
     path = Path(path)
     if path.is_dir():
         entries = list(path.iterdir())
-        raise InputError(path, "empty directory, expected a STAR/CSV file of picks" if not entries
-                         else "is a directory, expected a STAR/CSV file of picks")
+        raise InputError(
+            path,
+            "empty directory, expected a STAR/CSV file of picks"
+            if not entries
+            else "is a directory, expected a STAR/CSV file of picks",
+        )
     blocks_info = None
     if path.suffix.lower() in STAR_SUFFIXES:
         blocks = scan_star(path)
@@ -328,8 +353,11 @@ def read_pick_table(path: str | Path, pixel_size: Any = None, tomo_shape: Any = 
         candidates = [b for b in loops if has_coords(b.labels)]
         if not candidates:
             found = sorted({c for b in blocks for c in b.labels})
-            raise InputError(path, "no coordinate columns: need rlnCoordinateX/Y/Z or "
-                                   f"rlnCenteredCoordinateX/Y/ZAngst; found {_list(found)}")
+            raise InputError(
+                path,
+                "no coordinate columns: need rlnCoordinateX/Y/Z or "
+                f"rlnCenteredCoordinateX/Y/ZAngst; found {_list(found)}",
+            )
         block = next((b for b in candidates if b.name == "particles"), candidates[0])
         columns = list(block.labels)
         # Warp/M particle STARs name the tilt series by its .tomostar in rlnMicrographName.
@@ -360,8 +388,10 @@ def read_pick_table(path: str | Path, pixel_size: Any = None, tomo_shape: Any = 
     else:
         raw_of = dict(zip(columns, raw_columns, strict=True))
         raw_wanted = [raw_of[c] for c in wanted]
-        chunks = (c.set_axis(wanted, axis=1) for c in
-                  csv_chunks(path, raw_wanted, text=(raw_of[tomo_col],) if tomo_col else ()))
+        chunks = (
+            c.set_axis(wanted, axis=1)
+            for c in csv_chunks(path, raw_wanted, text=(raw_of[tomo_col],) if tomo_col else ())
+        )
     names_raw: dict[Any, int] = {}
     tomo_parts, xyz_parts = [], []
     bad_rows: list[int] = []
@@ -370,11 +400,17 @@ def read_pick_table(path: str | Path, pixel_size: Any = None, tomo_shape: Any = 
     for chunk in chunks:
         if tomo_col:
             codes, uniques = pd.factorize(chunk[tomo_col], use_na_sentinel=False)
-            remap = np.array([names_raw.setdefault(_na_key(u), len(names_raw)) for u in uniques],
-                             dtype=np.int32)
+            remap = np.array(
+                [names_raw.setdefault(_na_key(u), len(names_raw)) for u in uniques], dtype=np.int32
+            )
             tomo_parts.append(remap[codes] if len(codes) else np.zeros(0, np.int32))
-        values = np.column_stack([pd.to_numeric(chunk[c], errors="coerce").to_numpy(dtype=np.float64)
-                                  for c in coords]) if len(chunk) else np.zeros((0, 3))
+        values = (
+            np.column_stack(
+                [pd.to_numeric(chunk[c], errors="coerce").to_numpy(dtype=np.float64) for c in coords]
+            )
+            if len(chunk)
+            else np.zeros((0, 3))
+        )
         bad = ~np.isfinite(values).all(axis=1)
         if bad.any():
             rows = np.flatnonzero(bad)
@@ -400,8 +436,9 @@ def read_pick_table(path: str | Path, pixel_size: Any = None, tomo_shape: Any = 
     remap = np.array([unique.setdefault(s, len(unique)) for s in strings], dtype=np.int32)
     if not np.array_equal(remap, np.arange(len(strings))):
         tomo = remap[tomo]
-    table = PickTable(path, list(unique), tomo.astype(np.int32, copy=False), xyz, columns, centred,
-                      blocks_info)
+    table = PickTable(
+        path, list(unique), tomo.astype(np.int32, copy=False), xyz, columns, centred, blocks_info
+    )
     if centred and convert:
         _centred_to_pixels(table, pixel_size, tomo_shape)
     if n_bad:
@@ -430,9 +467,12 @@ def _centred_to_pixels(table: PickTable, pixel_size: Any, tomo_shape: Any) -> No
         ps, shape = _per_tomo(pixel_size, name), _per_tomo(tomo_shape, name)
         label = f"tomogram '{name}'" if name else "the tomogram"
         if ps is None or shape is None:
-            raise InputError(table.path, "rlnCenteredCoordinate*Angst are relative to the tomogram centre: "
-                                         f"give the pixel size and size of {label}: pass the tomogram MRC "
-                                         "with --tomograms (its header has both)")
+            raise InputError(
+                table.path,
+                "rlnCenteredCoordinate*Angst are relative to the tomogram centre: "
+                f"give the pixel size and size of {label}: pass the tomogram MRC "
+                "with --tomograms (its header has both)",
+            )
         ps = float(ps)
         if not ps > 0:
             raise InputError(table.path, f"pixel size of {label} must be positive, got {ps}")

@@ -88,15 +88,19 @@ def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
     df = blocks["global" if "global" in names else names[0]].reset_index(drop=True)
     col = next((c for c in RECONSTRUCTION_COLUMNS if c in df.columns), None)
     if col is None:
-        raise InputError(path, "no reconstruction column: need rlnTomoReconstructedTomogram (run RELION's "
-                               "Reconstruct tomograms job, or pass the MRC files to -t instead)")
+        raise InputError(
+            path,
+            "no reconstruction column: need rlnTomoReconstructedTomogram (run RELION's "
+            "Reconstruct tomograms job, or pass the MRC files to -t instead)",
+        )
     entries = []
     seen: set[str] = set()
     for i, row in df.iterrows():
         name = str(row["rlnTomoName"]).strip()
         if not name or name in seen:
-            raise InputError(path, f"row {i}: " + ("empty rlnTomoName" if not name
-                                                   else f"tomogram {name!r} listed twice"))
+            raise InputError(
+                path, f"row {i}: " + ("empty rlnTomoName" if not name else f"tomogram {name!r} listed twice")
+            )
         seen.add(name)
         rec = str(row[col]).strip()
         if not rec or rec == "nan":
@@ -108,8 +112,12 @@ def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
     return entries
 
 
-def outside_hint(picks: str | Path, items: list, shapes: dict[str, tuple[int, ...]],
-                 tables: dict[str, TomogramEntry] | None = None) -> str | None:
+def outside_hint(
+    picks: str | Path,
+    items: list,
+    shapes: dict[str, tuple[int, ...]],
+    tables: dict[str, TomogramEntry] | None = None,
+) -> str | None:
     """A note when most picks of one table fall outside their tomograms, saying how many times
     too large the coordinates look (unbinned pixel picks against a binned reconstruction).
 
@@ -124,8 +132,13 @@ def outside_hint(picks: str | Path, items: list, shapes: dict[str, tuple[int, ..
     return outside_hint_arrays(picks, xyz, tomo, dict(enumerate(shapes.values())), tables)
 
 
-def outside_hint_arrays(picks: str | Path, xyz: Any, tomo: Any, shapes: dict[int, tuple[int, ...]],
-                        tables: dict[str, TomogramEntry] | None = None) -> str | None:
+def outside_hint_arrays(
+    picks: str | Path,
+    xyz: Any,
+    tomo: Any,
+    shapes: dict[int, tuple[int, ...]],
+    tables: dict[str, TomogramEntry] | None = None,
+) -> str | None:
     """:func:`outside_hint` on arrays: ``xyz`` (n, 3) voxels, ``tomo`` (n,) tomogram numbers,
     ``shapes`` (Z, Y, X) by number (picks of numbers without a shape are left out)."""
     import numpy as np
@@ -152,5 +165,7 @@ def outside_hint_arrays(picks: str | Path, xyz: Any, tomo: Any, shapes: dict[int
     binnings = sorted({int(e.binning) for e in (tables or {}).values() if e.binning and e.binning > 1})
     if binnings and min(binnings) / 1.5 <= ratio <= max(binnings) * 1.05:
         factor = min(binnings, key=lambda b: abs(b - ratio))
-    return (f"{head}; the coordinates look {factor}x too large for the reconstructions (unbinned pixel "
-            f"picks?): rerun with --binning {factor} or --coordinate-pixel-size <A per pick pixel>")
+    return (
+        f"{head}; the coordinates look {factor}x too large for the reconstructions (unbinned pixel "
+        f"picks?): rerun with --binning {factor} or --coordinate-pixel-size <A per pick pixel>"
+    )

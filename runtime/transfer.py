@@ -80,8 +80,9 @@ class HostAllocator:
     def _ort_pinned(self, shape: tuple[int, ...], dtype: np.dtype, memory_info: Any) -> np.ndarray:
         import onnxruntime as ort
 
-        value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.dtype(dtype).type,
-                                                          memory_info=memory_info)
+        value = ort.OrtValue.ortvalue_from_shape_and_type(
+            list(shape), np.dtype(dtype).type, memory_info=memory_info
+        )
         self._owners.append(value)
         return view_of_pointer(value.data_ptr(), shape, dtype)
 
@@ -180,12 +181,12 @@ def _fields(data: bytes | memoryview) -> Iterator[tuple[int, int, bytes | int, b
         if wire == 0:
             value, pos = _varint(data, pos)
         elif wire == 1:
-            value, pos = bytes(data[pos:pos + 8]), pos + 8
+            value, pos = bytes(data[pos : pos + 8]), pos + 8
         elif wire == 2:
             length, pos = _varint(data, pos)
-            value, pos = bytes(data[pos:pos + length]), pos + length
+            value, pos = bytes(data[pos : pos + length]), pos + length
         elif wire == 5:
-            value, pos = bytes(data[pos:pos + 4]), pos + 4
+            value, pos = bytes(data[pos : pos + 4]), pos + 4
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         yield number, wire, value, bytes(data[start:pos])
@@ -217,8 +218,9 @@ def _retype_value_info(raw: bytes, elem_type: int) -> bytes:
             tproto = b""
             for tn, _tw, tv, tf in _fields(value):  # type: ignore[arg-type]
                 if tn == 1:  # Tensor
-                    tensor = b"".join(_int_field(1, elem_type) if n == 1 else f
-                                      for n, _w, _v, f in _fields(tv))  # type: ignore[arg-type]
+                    tensor = b"".join(
+                        _int_field(1, elem_type) if n == 1 else f for n, _w, _v, f in _fields(tv)
+                    )  # type: ignore[arg-type]
                     tproto += _len_field(1, tensor)
                 else:
                     tproto += tf
@@ -285,8 +287,13 @@ def fp16_input_model(model: bytes) -> bytes:
     if not found:
         raise ValueError(f"the graph has no input {INPUT_NAME!r}")
     attr = _len_field(1, b"to") + _int_field(3, _FLOAT) + _int_field(20, _ATTR_INT)
-    cast = (_len_field(1, INPUT_NAME.encode()) + _len_field(2, CAST_OUTPUT.encode())
-            + _len_field(3, b"cryoshift_fp16_transfer_cast") + _len_field(4, b"Cast") + _len_field(5, attr))
+    cast = (
+        _len_field(1, INPUT_NAME.encode())
+        + _len_field(2, CAST_OUTPUT.encode())
+        + _len_field(3, b"cryoshift_fp16_transfer_cast")
+        + _len_field(4, b"Cast")
+        + _len_field(5, attr)
+    )
     graph = _len_field(1, cast) + b"".join(_len_field(1, n) for n in nodes) + b"".join(rest)
     return head + _len_field(7, graph) + tail
 
@@ -304,9 +311,14 @@ class TransferParity:
     passed: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"items": self.items, "argmax_agreement": round(self.argmax_agreement, 6),
-                "max_abs_dlogit": float(self.max_abs_dlogit), "reference": self.reference,
-                "threshold": FP16_AGREEMENT, "passed": self.passed}
+        return {
+            "items": self.items,
+            "argmax_agreement": round(self.argmax_agreement, 6),
+            "max_abs_dlogit": float(self.max_abs_dlogit),
+            "reference": self.reference,
+            "threshold": FP16_AGREEMENT,
+            "passed": self.passed,
+        }
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, name: str) -> TransferParity:
@@ -343,8 +355,9 @@ def _reference_model(model: Any) -> Any:
     return load_model(path, "cpu", batch_size=model.batch_size)
 
 
-def startup_parity(model: Any, items: list[Any], cache: Any, voxel_size: float | None,
-                   limit: int = 64) -> dict[str, Any] | None:
+def startup_parity(
+    model: Any, items: list[Any], cache: Any, voxel_size: float | None, limit: int = 64
+) -> dict[str, Any] | None:
     """Check an fp16-transfer ``model`` against fp32 on the run's first good items (None for fp32).
 
     Raises InputError when argmax agreement falls under the fp16 bar; the figures go into the
@@ -370,7 +383,10 @@ def startup_parity(model: Any, items: list[Any], cache: Any, voxel_size: float |
     report["checked"] = True
     if not report["passed"]:
         agreement = report["argmax_agreement"]
-        raise InputError(model.path, f"--transfer fp16 changes predictions: argmax agreement {agreement:.1%}"
-                                     f" < {FP16_AGREEMENT:.0%} with fp32 on the first {report['items']} "
-                                     "subtomograms; use --transfer fp32")
+        raise InputError(
+            model.path,
+            f"--transfer fp16 changes predictions: argmax agreement {agreement:.1%}"
+            f" < {FP16_AGREEMENT:.0%} with fp32 on the first {report['items']} "
+            "subtomograms; use --transfer fp32",
+        )
     return report

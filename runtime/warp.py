@@ -42,8 +42,9 @@ def coordinate_pixel_sizes(picks: pd.DataFrame) -> np.ndarray | None:
     return pixel
 
 
-def scale_to_voxels(path: Path, picks: pd.DataFrame,
-                    voxel_of: Callable[[str], float]) -> tuple[pd.DataFrame, str | None]:
+def scale_to_voxels(
+    path: Path, picks: pd.DataFrame, voxel_of: Callable[[str], float]
+) -> tuple[pd.DataFrame, str | None]:
     """Pixel picks with a stated pixel size (see the module docstring) in voxels of their
     reconstructions, and a note saying what was done; unchanged when the table states none or it
     already equals the voxel size. ``voxel_of(tomo_name)`` is the reconstruction's voxel size in A
@@ -67,5 +68,7 @@ def scale_to_voxels(path: Path, picks: pd.DataFrame,
     for axis in ("x", "y", "z"):
         out[axis] = out[axis].to_numpy(dtype=np.float64) * factors
     shown = ", ".join(f"{p:g}" for p in np.unique(pixel)[:3])
-    return out, (f"{path.name}: coordinates read as {shown} A pixels (rlnDetectorPixelSize/rlnMagnification) "
-                 "and scaled to the reconstructions' voxels; --coordinate-pixel-size overrides")
+    return out, (
+        f"{path.name}: coordinates read as {shown} A pixels (rlnDetectorPixelSize/rlnMagnification) "
+        "and scaled to the reconstructions' voxels; --coordinate-pixel-size overrides"
+    )

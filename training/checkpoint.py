@@ -76,13 +76,20 @@ def _load_failure(exc: Exception) -> str:
 
     text = str(exc)
     key = re.search(r"unsupported GLOBAL (\S+)", text, re.IGNORECASE) or re.search(
-        r"Unsupported global: GLOBAL (\S+)", text)
+        r"Unsupported global: GLOBAL (\S+)", text
+    )
     if key:
         detail = f"unsupported GLOBAL {key.group(1)}"
     elif "weights only load failed" in text.lower() or "WeightsUnpickler error:" in text:
         # Keep the line that says what was refused; drop torch's advice around it.
-        advice = ("weights only load failed", "re-running", "please file an issue", "check the documentation",
-                  "weightsunpickler error:", "weights_only")
+        advice = (
+            "weights only load failed",
+            "re-running",
+            "please file an issue",
+            "check the documentation",
+            "weightsunpickler error:",
+            "weights_only",
+        )
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         marker = "WeightsUnpickler error:"
         after = text.split(marker, 1)[-1].strip() if marker in text else ""
@@ -92,8 +99,10 @@ def _load_failure(exc: Exception) -> str:
     else:
         first = text.strip().splitlines()[0] if text.strip() else ""
         return f"not a readable weights-only checkpoint ({exc.__class__.__name__}: {first[:300]})"
-    return (f"not a readable weights-only checkpoint: it holds Python objects other than tensors "
-            f"({detail}); refused, cryoshift never runs code from a checkpoint")
+    return (
+        f"not a readable weights-only checkpoint: it holds Python objects other than tensors "
+        f"({detail}); refused, cryoshift never runs code from a checkpoint"
+    )
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -109,8 +118,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     for key, kind in (("backbone", str), ("backbone_kwargs", dict), ("state_dict", dict), ("metadata", dict)):
         if not isinstance(payload.get(key), kind):
             found = "missing" if key not in payload else type(payload[key]).__name__
-            raise InputError(path, f"corrupt cryoshift checkpoint: {key!r} should be a {kind.__name__}, "
-                                   f"found {found}")
+            raise InputError(
+                path, f"corrupt cryoshift checkpoint: {key!r} should be a {kind.__name__}, found {found}"
+            )
     return payload
 
 

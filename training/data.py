@@ -52,13 +52,29 @@ class Domain:
         if self.labels is not None and other.labels is not None:
             labels = np.concatenate([self.labels, other.labels])
         volumes = np.concatenate([np.asarray(v, np.float32) for v in (self.volumes, other.volumes)])
-        return Domain(volumes, labels, self.class_names, self.box_size, self.voxel_size, self.contrast,
-                      self.fingerprint, f"{self.description} + {other.description}")
+        return Domain(
+            volumes,
+            labels,
+            self.class_names,
+            self.box_size,
+            self.voxel_size,
+            self.contrast,
+            self.fingerprint,
+            f"{self.description} + {other.description}",
+        )
 
     def subset(self, index: np.ndarray) -> Domain:
         labels = None if self.labels is None else self.labels[index]
-        return Domain(self.take(index), labels, self.class_names, self.box_size, self.voxel_size,
-                      self.contrast, self.fingerprint, self.description)
+        return Domain(
+            self.take(index),
+            labels,
+            self.class_names,
+            self.box_size,
+            self.voxel_size,
+            self.contrast,
+            self.fingerprint,
+            self.description,
+        )
 
 
 def is_dataset(path: str | Path) -> bool:
@@ -97,7 +113,7 @@ def unusable_volumes(volumes: np.ndarray, chunk: int = 256) -> np.ndarray:
 
     bad: list[np.ndarray] = []
     for start in range(0, len(volumes), chunk):
-        part = np.asarray(volumes[start:start + chunk])
+        part = np.asarray(volumes[start : start + chunk])
         flat = part.reshape(len(part), -1)
         ok = (flat.min(axis=1) > -VALUE_LIMIT) & (flat.max(axis=1) < VALUE_LIMIT)
         bad.append(np.flatnonzero(~ok) + start)
@@ -117,11 +133,22 @@ def load_source_dataset(path: str | Path) -> Domain:
     volumes = ds.volumes
     bad = unusable_volumes(volumes)
     if len(bad):
-        raise InputError(path / "volumes.mrc", f"{len(bad)} volumes hold NaN/Inf or values beyond "
-                                               f"+-1e15 (first: index {bad[0]}); labelled source data "
-                                               "must be clean")
-    return Domain(volumes, labels, class_names, int(volumes.shape[1]), float(ds.voxel_size),
-                  str(ds.contrast), dataset_fingerprint(path), f"dataset {path}")
+        raise InputError(
+            path / "volumes.mrc",
+            f"{len(bad)} volumes hold NaN/Inf or values beyond "
+            f"+-1e15 (first: index {bad[0]}); labelled source data "
+            "must be clean",
+        )
+    return Domain(
+        volumes,
+        labels,
+        class_names,
+        int(volumes.shape[1]),
+        float(ds.voxel_size),
+        str(ds.contrast),
+        dataset_fingerprint(path),
+        f"dataset {path}",
+    )
 
 
 def load_target(
@@ -146,12 +173,16 @@ def load_target(
         ds = read_dataset(path, with_labels=oracle_labels)
         volumes = ds.volumes
         bad = unusable_volumes(volumes)
-        skipped = [f"{int(i) + 1:06d}@{path / 'volumes.mrc'}: holds NaN/Inf or values beyond +-1e15"
-                   for i in bad]
+        skipped = [
+            f"{int(i) + 1:06d}@{path / 'volumes.mrc'}: holds NaN/Inf or values beyond +-1e15" for i in bad
+        ]
         if volumes.shape[1:] != (box_size,) * 3:
             shown = "x".join(str(s) for s in volumes.shape[1:])
-            raise InputError(path, f"target boxes are {shown} but the source boxes are {box_size}^3; "
-                                   "re-extract the target at the source box size")
+            raise InputError(
+                path,
+                f"target boxes are {shown} but the source boxes are {box_size}^3; "
+                "re-extract the target at the source box size",
+            )
         labels = None
         if oracle_labels:
             names = [ds.class_names[i] for i in np.asarray(ds.labels, dtype=np.int64)]
@@ -166,21 +197,37 @@ def load_target(
             keep = np.sort(np.random.default_rng(0).choice(len(volumes), max_items, replace=False))
             volumes = volumes[keep]
             labels = None if labels is None else labels[keep]
-        return Domain(volumes, labels, class_names, box_size, float(ds.voxel_size), str(ds.contrast),
-                      dataset_fingerprint(path), f"dataset {path}", skipped)
+        return Domain(
+            volumes,
+            labels,
+            class_names,
+            box_size,
+            float(ds.voxel_size),
+            str(ds.contrast),
+            dataset_fingerprint(path),
+            f"dataset {path}",
+            skipped,
+        )
     if oracle_labels:
         raise InputError(path, "--oracle-target-labels needs a labelled target dataset directory")
     return _load_planned(str(spec), box_size, voxel_size, contrast, tomograms, max_items)
 
 
-def _load_planned(spec: str, box_size: int, voxel_size: float, contrast: str,
-                  tomograms: list[str] | None, max_items: int | None) -> Domain:
+def _load_planned(
+    spec: str,
+    box_size: int,
+    voxel_size: float,
+    contrast: str,
+    tomograms: list[str] | None,
+    max_items: int | None,
+) -> Domain:
     """MRC files/stacks or picks + tomograms via the runtime's planner; bad items are skipped."""
     from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
 
     cache = VolumeCache()
-    plan = plan_inputs([spec], box_size, voxel_size, model_contrast=contrast, tomograms=tomograms,
-                       cache=cache)
+    plan = plan_inputs(
+        [spec], box_size, voxel_size, model_contrast=contrast, tomograms=tomograms, cache=cache
+    )
     items = plan.items
     if max_items is not None and len(items) > max_items:
         keep = np.sort(np.random.default_rng(0).choice(len(items), max_items, replace=False))
@@ -198,8 +245,17 @@ def _load_planned(spec: str, box_size: int, voxel_size: float, contrast: str,
         raise InputError(spec, reason)
     h = hashlib.sha256(json.dumps([it.id for it in items]).encode()).hexdigest()[:16]
     voxel = next(iter(plan.voxel_sizes.values()), voxel_size)
-    return Domain(volumes[ok], None, [], box_size, float(voxel), plan.contrast, f"sha256:{h}",
-                  f"{len(ok)} subtomograms from {spec}", skipped)
+    return Domain(
+        volumes[ok],
+        None,
+        [],
+        box_size,
+        float(voxel),
+        plan.contrast,
+        f"sha256:{h}",
+        f"{len(ok)} subtomograms from {spec}",
+        skipped,
+    )
 
 
 def split_validation(domain: Domain, fraction: float, seed: int) -> tuple[Domain, Domain]:
@@ -232,8 +288,15 @@ class SimulatedSource:
     resume state, so a resumed run draws exactly the volumes an uninterrupted one would have.
     """
 
-    def __init__(self, structures: str, box_size: int, voxel_size: float | None, preset: str, seed: int,
-                 device: str = "cpu"):
+    def __init__(
+        self,
+        structures: str,
+        box_size: int,
+        voxel_size: float | None,
+        preset: str,
+        seed: int,
+        device: str = "cpu",
+    ):
         from cryoshift.training.simulate.config import PRESETS
         from cryoshift.training.simulate.simulator import Simulator
         from cryoshift.training.simulate.structures import load_structures
@@ -267,5 +330,13 @@ class SimulatedSource:
         volumes = vol.float().cpu().numpy()
         if self.spectrum is not None:
             volumes = self.spectrum.apply(volumes)
-        return Domain(volumes, labels.cpu().numpy().astype(np.int64), self.class_names,
-                      self.box_size, self.voxel_size, self.contrast, self.fingerprint, self.description)
+        return Domain(
+            volumes,
+            labels.cpu().numpy().astype(np.int64),
+            self.class_names,
+            self.box_size,
+            self.voxel_size,
+            self.contrast,
+            self.fingerprint,
+            self.description,
+        )

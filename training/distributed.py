@@ -127,8 +127,15 @@ def free_port() -> int:
 
 
 def _local_worker(rank: int, world_size: int, port: int, config: dict[str, Any], queue: Any) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size)})
+    os.environ.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+        }
+    )
     from cryoshift.training.trainer import TrainConfig, train
 
     result = train(TrainConfig.from_dict(config))

@@ -52,8 +52,12 @@ def classification_metrics(
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     present = support > 0
     per_class = {
-        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-               "support": int(support[i])}
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
         for i, name in enumerate(class_names)
     }
     return {
@@ -96,8 +100,9 @@ def check_box(volumes: np.ndarray, metadata: ModelMetadata, model: str | Path) -
         raise InputError(model, f"takes {metadata.box_size}^3 boxes but the data has {shown} boxes")
 
 
-def predict_checkpoint(path: str | Path, volumes: np.ndarray, batch_size: int = 64,
-                       device: str = "cpu") -> Predictions:
+def predict_checkpoint(
+    path: str | Path, volumes: np.ndarray, batch_size: int = 64, device: str = "cpu"
+) -> Predictions:
     """Run a weights-only checkpoint (file or run directory) on raw volumes (N, D, D, D)."""
     from cryoshift.training.checkpoint import load_checkpoint
     from cryoshift.training.forward import forward_numpy
@@ -123,7 +128,7 @@ def predict_onnx(path: str | Path, volumes: np.ndarray, batch_size: int = 64) ->
     check_box(volumes, model.metadata, path)
     logits, feats = [], []
     for start in range(0, len(volumes), batch_size):
-        out = model.predict(np.asarray(volumes[start:start + batch_size], dtype=np.float32)[:, None])
+        out = model.predict(np.asarray(volumes[start : start + batch_size], dtype=np.float32)[:, None])
         logits.append(out[0])
         feats.append(out[1])
     if not logits:
@@ -177,8 +182,9 @@ def checkpoint_epochs(run_dir: Path) -> list[tuple[int, Path]]:
     return out
 
 
-def evaluate_run(run_dir: Path, volumes: np.ndarray, label_names: Sequence[str], batch_size: int = 64,
-                 device: str = "cpu") -> dict[str, Any]:
+def evaluate_run(
+    run_dir: Path, volumes: np.ndarray, label_names: Sequence[str], batch_size: int = 64, device: str = "cpu"
+) -> dict[str, Any]:
     """Accuracy per epoch checkpoint, the epoch the labels would pick, and the label-free gap."""
     selection_path = run_dir / "selection.json"
     selected = None
@@ -223,9 +229,16 @@ def default_out_dir(model: Path, data: Path) -> Path:
     return model.parent / f"{model.stem}_eval_{name}"
 
 
-def evaluate(model: str | Path, data: str | Path, out_dir: str | Path | None = None,
-             run_dir: str | Path | None = None, batch_size: int = 64, device: str = "cpu",
-             tomograms: Sequence[str] = (), label_column: str | None = None) -> dict[str, Any]:
+def evaluate(
+    model: str | Path,
+    data: str | Path,
+    out_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    tomograms: Sequence[str] = (),
+    label_column: str | None = None,
+) -> dict[str, Any]:
     """Score ``model`` (checkpoint, run directory or ONNX) on the labelled dataset ``data``.
 
     Writes ``evaluation.json`` and ``confusion.png`` to ``out_dir`` and returns the report. With a
@@ -235,6 +248,7 @@ def evaluate(model: str | Path, data: str | Path, out_dir: str | Path | None = N
     """
     from cryoshift.runtime.dataset import read_dataset
     from cryoshift.training import plots
+
     model, data = Path(model), Path(data)
     if not model.exists():
         raise InputError(model, "no such model (give a .pt checkpoint, a run directory or a .onnx file)")
@@ -242,8 +256,9 @@ def evaluate(model: str | Path, data: str | Path, out_dir: str | Path | None = N
 
     skipped: dict[str, int] = {}
     if is_pick_table(data):  # labelled picks: crop them from the tomograms with the model's box
-        volumes, label_names, skipped = read_labelled_picks(data, list(tomograms), _model_box(model),
-                                                            label_column)
+        volumes, label_names, skipped = read_labelled_picks(
+            data, list(tomograms), _model_box(model), label_column
+        )
     else:
         ds = read_dataset(data, with_labels=True)  # evaluation is where target labels belong
         volumes, label_names = ds.volumes, [ds.class_names[i] for i in ds.labels]
@@ -251,8 +266,11 @@ def evaluate(model: str | Path, data: str | Path, out_dir: str | Path | None = N
 
     bad = unusable_volumes(volumes)
     if len(bad):  # one NaN volume makes NLL/ECE NaN and its prediction arbitrary
-        raise InputError(data / "volumes.mrc", f"{len(bad)} volumes hold NaN/Inf or values beyond +-1e15 "
-                                               f"(first: index {bad[0]}); evaluation data must be clean")
+        raise InputError(
+            data / "volumes.mrc",
+            f"{len(bad)} volumes hold NaN/Inf or values beyond +-1e15 "
+            f"(first: index {bad[0]}); evaluation data must be clean",
+        )
     pred = predict(model, volumes, batch_size, device)
     labels = names_to_indices(label_names, pred.metadata.class_names, data)
     report: dict[str, Any] = {
@@ -270,8 +288,11 @@ def evaluate(model: str | Path, data: str | Path, out_dir: str | Path | None = N
     if run is not None:
         report["checkpoints"] = evaluate_run(run, volumes, label_names, batch_size, device)
     cm = np.asarray(report["confusion_matrix"])
-    report["confusion_png"] = str(plots.plot_confusion(cm, pred.metadata.class_names, out / "confusion.png",
-                                                       f"{model.name} on {data.name}"))
+    report["confusion_png"] = str(
+        plots.plot_confusion(
+            cm, pred.metadata.class_names, out / "confusion.png", f"{model.name} on {data.name}"
+        )
+    )
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     report["json"] = str(out / "evaluation.json")
     return report

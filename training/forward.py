@@ -15,8 +15,9 @@ from cryoshift.training.normalise import normalise
 
 
 @torch.no_grad()
-def forward_numpy(backbone: nn.Module, volumes: np.ndarray, mode: str, device: str,
-                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def forward_numpy(
+    backbone: nn.Module, volumes: np.ndarray, mode: str, device: str, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """(logits, features) of raw volumes (N, D, D, D) through ``backbone`` in eval mode.
 
     Each batch is normalised with ``mode`` (as the exported graph does) on ``device``; the
@@ -26,7 +27,7 @@ def forward_numpy(backbone: nn.Module, volumes: np.ndarray, mode: str, device: s
     backbone.eval()
     logits, feats = [], []
     for start in range(0, len(volumes), batch_size):
-        x = torch.from_numpy(np.array(volumes[start:start + batch_size], dtype=np.float32)).unsqueeze(1)
+        x = torch.from_numpy(np.array(volumes[start : start + batch_size], dtype=np.float32)).unsqueeze(1)
         x = normalise(x.to(device), mode)
         f = backbone.forward_features(x)
         logits.append(backbone.forward_head(f).float().cpu().numpy())

@@ -64,8 +64,12 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> Path:
     ax_loss.set_ylabel("mean loss")
     if keys:
         ax_loss.legend()
-    for key, label in (("src_val_acc", "source val accuracy"), ("tgt_im", "target IM"),
-                       ("snd", "target SND"), ("tgt_entropy", "target entropy")):
+    for key, label in (
+        ("src_val_acc", "source val accuracy"),
+        ("tgt_im", "target IM"),
+        ("snd", "target SND"),
+        ("tgt_entropy", "target entropy"),
+    ):
         if history and key in history[0]:
             ax_sel.plot(epochs, [float(r.get(key, np.nan)) for r in history], marker="o", label=label)
     ax_sel.set_xlabel("epoch")
@@ -93,8 +97,15 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title
     ax.set_ylabel("true")
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
-                    color="white" if frac[i, j] > 0.5 else "black", fontsize=FONT - 1)
+            ax.text(
+                j,
+                i,
+                str(int(cm[i, j])),
+                ha="center",
+                va="center",
+                color="white" if frac[i, j] > 0.5 else "black",
+                fontsize=FONT - 1,
+            )
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -113,8 +124,11 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
     return out if out.shape[1] == 2 else np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
 
 
-def plot_embedding(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path,
-                   target_classes: tuple[np.ndarray, Sequence[str]] | None = None) -> Path:
+def plot_embedding(
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    path: Path,
+    target_classes: tuple[np.ndarray, Sequence[str]] | None = None,
+) -> Path:
     """One PCA panel per (title, source features, target features); with ``target_classes``
     (predicted class per target sample of the last panel, class names) one more panel shows the
     last panel's target alone, coloured by predicted class: where a collapse is seen."""
@@ -124,14 +138,14 @@ def plot_embedding(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], path: P
     fig, axes = plt.subplots(1, len(panels) + extra, figsize=(4.5 * (len(panels) + extra), 4), squeeze=False)
     for ax, (title, fs, ft) in zip(axes[0], panels, strict=False):
         z = pca_2d(np.concatenate([fs, ft]))
-        ax.scatter(z[:len(fs), 0], z[:len(fs), 1], s=6, alpha=0.6, label="source")
-        ax.scatter(z[len(fs):, 0], z[len(fs):, 1], s=6, alpha=0.6, label="target")
+        ax.scatter(z[: len(fs), 0], z[: len(fs), 1], s=6, alpha=0.6, label="source")
+        ax.scatter(z[len(fs) :, 0], z[len(fs) :, 1], s=6, alpha=0.6, label="target")
         ax.set_title(title)
         ax.legend()
     if target_classes is not None:
         pred, names = target_classes
         title, fs, ft = panels[-1]
-        z = pca_2d(np.concatenate([fs, ft]))[len(fs):]
+        z = pca_2d(np.concatenate([fs, ft]))[len(fs) :]
         ax = axes[0][-1]
         for k, name in enumerate(names):
             sel = np.asarray(pred) == k

@@ -36,7 +36,9 @@ MAX_SND_SAMPLES = 2000  # the similarity matrix is N x N
 
 
 def soft_neighbourhood_density(
-    probabilities: np.ndarray, temperature: float = SND_TEMPERATURE, max_samples: int = MAX_SND_SAMPLES,
+    probabilities: np.ndarray,
+    temperature: float = SND_TEMPERATURE,
+    max_samples: int = MAX_SND_SAMPLES,
     seed: int = 0,
 ) -> float:
     """Mean entropy of each target sample's softmax over its similarities to the others.
@@ -120,8 +122,13 @@ def target_scores(target_logits: np.ndarray, source_logits: np.ndarray | None = 
     if source_logits is not None and len(source_logits):
         source_top = float(class_shares(source_logits).max())
     collapsed = top > collapse_share(k) and source_top <= collapse_share(k)
-    return {"snd": soft_neighbourhood_density(probs), "tgt_entropy": mean_entropy(probs),
-            "tgt_im": information_maximisation(probs), "tgt_top_share": top, "collapsed": float(collapsed)}
+    return {
+        "snd": soft_neighbourhood_density(probs),
+        "tgt_entropy": mean_entropy(probs),
+        "tgt_im": information_maximisation(probs),
+        "tgt_top_share": top,
+        "collapsed": float(collapsed),
+    }
 
 
 def training_warnings(rows: Sequence[dict[str, Any]], selected_epoch: int | None = None) -> list[str]:
@@ -133,16 +140,20 @@ def training_warnings(rows: Sequence[dict[str, Any]], selected_epoch: int | None
     chosen = next((r for r in rows if int(r["epoch"]) == selected_epoch), rows[-1])
     if float(chosen.get("collapsed", 0.0)) > 0:
         share = 100 * float(chosen.get("tgt_top_share", 0.0))
-        warnings.append(f"target predictions collapsed: epoch {int(chosen['epoch'])} puts {share:.0f} % of "
-                        "the target in one class while the source classes stay apart; check the target "
-                        "(contrast, box, voxel size) before trusting it")
+        warnings.append(
+            f"target predictions collapsed: epoch {int(chosen['epoch'])} puts {share:.0f} % of "
+            "the target in one class while the source classes stay apart; check the target "
+            "(contrast, box, voxel size) before trusting it"
+        )
     last = rows[-1]
     for key in DISCRIMINATOR_LOSSES:
         value = last.get(f"loss_{key}")
         if value is not None and np.isfinite(float(value)) and float(value) < SATURATED_BCE:
-            warnings.append(f"the {key} discriminator saturated (BCE {float(value):.2g} in the last "
-                            "epoch): it tells the domains apart outright, so its reversed gradient no "
-                            "longer aligns them")
+            warnings.append(
+                f"the {key} discriminator saturated (BCE {float(value):.2g} in the last "
+                "epoch): it tells the domains apart outright, so its reversed gradient no "
+                "longer aligns them"
+            )
     return warnings
 
 
@@ -155,8 +166,9 @@ def _criterion(row: dict[str, Any], criterion: str) -> float:
     return 1.0 - value if criterion == "entropy" else value
 
 
-def select_epoch(rows: Sequence[dict[str, Any]], tolerance: float = DEFAULT_TOLERANCE,
-                 criterion: str = "im") -> dict[str, Any]:
+def select_epoch(
+    rows: Sequence[dict[str, Any]], tolerance: float = DEFAULT_TOLERANCE, criterion: str = "im"
+) -> dict[str, Any]:
     """Pick an epoch from per-epoch rows holding ``epoch``, ``src_val_acc`` and target scores.
 
     Rows without target scores (no target given) select on source accuracy alone. Returns
@@ -175,22 +187,24 @@ def select_epoch(rows: Sequence[dict[str, Any]], tolerance: float = DEFAULT_TOLE
         acc = float(r.get("src_val_acc", 0.0))
         eligible = acc >= best_acc - tolerance - 1e-12 and (r in usable)
         value = _criterion(r, criterion) if CRITERIA[criterion] in r else acc
-        epochs.append({
-            "epoch": int(r["epoch"]),
-            "src_val_acc": acc,
-            "snd": float(r.get("snd", float("nan"))),
-            "tgt_entropy": float(r.get("tgt_entropy", float("nan"))),
-            "tgt_im": float(r.get("tgt_im", float("nan"))),
-            "tgt_top_share": float(r.get("tgt_top_share", float("nan"))),
-            "collapsed": bool(float(r.get("collapsed", 0.0))),
-            "eligible": bool(eligible),
-            "score": value if eligible else -1.0,
-        })
+        epochs.append(
+            {
+                "epoch": int(r["epoch"]),
+                "src_val_acc": acc,
+                "snd": float(r.get("snd", float("nan"))),
+                "tgt_entropy": float(r.get("tgt_entropy", float("nan"))),
+                "tgt_im": float(r.get("tgt_im", float("nan"))),
+                "tgt_top_share": float(r.get("tgt_top_share", float("nan"))),
+                "collapsed": bool(float(r.get("collapsed", 0.0))),
+                "eligible": bool(eligible),
+                "score": value if eligible else -1.0,
+            }
+        )
     chosen = max(epochs, key=lambda e: (e["score"], e["epoch"]))
     return {
         "selected_epoch": chosen["epoch"],
         "rule": f"max target {criterion} among epochs with source val accuracy >= best - {tolerance}, "
-                "collapsed epochs excluded",
+        "collapsed epochs excluded",
         "criterion": criterion,
         "tolerance": tolerance,
         "uses_target_labels": False,

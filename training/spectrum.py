@@ -124,6 +124,7 @@ def estimate_tilt_max(volumes: np.ndarray, band: tuple[float, float] = (0.08, 0.
         profile.append(float(power[m].mean()) if bool(m.any()) else float("nan"))
     prof = np.log(np.asarray(profile) + 1e-12)
     centres = 0.5 * (edges[:-1] + edges[1:]).numpy()
+
     def level(values: np.ndarray) -> float:  # small boxes have empty angle bins near the beam
         values = values[np.isfinite(values)]
         return float(np.median(values)) if len(values) else float("nan")

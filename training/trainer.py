@@ -72,7 +72,8 @@ class TrainConfig:
     target: str | None = None  # dataset dir | MRC file/dir/glob | picks STAR/CSV (with tomograms)
     # The defaults are the recipe measured best without target labels (benchmarks/results/accuracy_*.md):
     # self-training on a broadly randomised simulation matched to the target's spectrum, plus
-    # template-matching pseudo-labels, on a backbone whose head keeps where features sit in the box. runtime/commands/train.py repeats them as CLI defaults (tested).
+    # template-matching pseudo-labels, on a backbone whose head keeps where features sit in the box.
+    # runtime/commands/train.py repeats them as CLI defaults (tested).
     method: str = "selftrain"
     backbone: str = "cryonet-deep-centred"
     epochs: int = 20
@@ -137,8 +138,9 @@ class TrainConfig:
         if self.lr <= 0:
             raise InputError(None, f"--lr must be positive, not {self.lr}")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise InputError(None, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, not "
-                                   f"{self.lr_schedule!r}")
+            raise InputError(
+                None, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}"
+            )
         if self.normalisation not in NORMALISATIONS:
             raise InputError(None, f"--normalisation must be one of {', '.join(NORMALISATIONS)}")
         from cryoshift.training.select import CRITERIA
@@ -191,12 +193,15 @@ def _batch(domain: Domain, index: np.ndarray, mode: str, device: str) -> torch.T
 
 @torch.no_grad()
 def _target_batches(target: Domain, mode: str, device: str, batch_size: int) -> list[torch.Tensor]:
-    return [_batch(target, np.arange(s, min(s + batch_size, len(target))), mode, device)
-            for s in range(0, len(target), batch_size)]
+    return [
+        _batch(target, np.arange(s, min(s + batch_size, len(target))), mode, device)
+        for s in range(0, len(target), batch_size)
+    ]
 
 
-def deployable_backbone(method: nn.Module, target: Domain | None, mode: str, device: str,
-                        batch_size: int) -> nn.Module:
+def deployable_backbone(
+    method: nn.Module, target: Domain | None, mode: str, device: str, batch_size: int
+) -> nn.Module:
     """The backbone as it would be exported now: ``finalize`` applied to a copy of the method.
 
     Training continues from the un-finalized weights, so AdaBN's per-epoch checkpoints all get
@@ -226,9 +231,17 @@ def _progress(enabled: bool):
             speed = task.finished_speed or task.speed
             return Text(f"{speed:,.1f} vol/s" if speed else "- vol/s")
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), disable=not enabled,
-                    transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
 
 
 def _build(config: TrainConfig, class_names: list[str], box: int) -> tuple[nn.Module, dict[str, Any]]:
@@ -238,8 +251,13 @@ def _build(config: TrainConfig, class_names: list[str], box: int) -> tuple[nn.Mo
     backbone_kwargs = {**config.backbone_kwargs, "num_classes": len(class_names), "box_size": box}
     try:
         backbone = create_backbone(config.backbone, **backbone_kwargs)
-        method = create_method(config.method, backbone=backbone, num_classes=len(class_names), box_size=box,
-                               **config.method_kwargs)
+        method = create_method(
+            config.method,
+            backbone=backbone,
+            num_classes=len(class_names),
+            box_size=box,
+            **config.method_kwargs,
+        )
     except (ValueError, TypeError) as exc:
         raise InputError(None, str(exc)) from exc
     return method, backbone_kwargs
@@ -299,11 +317,18 @@ class _Run:
             if not stored.is_file():
                 raise InputError(self.dir, "nothing to resume: no config.json in this run directory")
             old = TrainConfig.from_dict(json.loads(stored.read_text()))
-            return dataclasses.replace(old, out=str(self.dir), epochs=config.epochs, device=config.device,
-                                       progress=config.progress, threads=config.threads)
+            return dataclasses.replace(
+                old,
+                out=str(self.dir),
+                epochs=config.epochs,
+                device=config.device,
+                progress=config.progress,
+                threads=config.threads,
+            )
         if stored.is_file():
-            raise InputError(self.dir, "already holds a training run; pass --resume to continue it "
-                                       "or choose another --out")
+            raise InputError(
+                self.dir, "already holds a training run; pass --resume to continue it or choose another --out"
+            )
         return config
 
     # -- data ------------------------------------------------------------------------------
@@ -311,11 +336,17 @@ class _Run:
         c = self.config
         self.needs_target, self.needs_target_labels = _method_flags(c.method)
         if c.oracle_target_labels and not self.needs_target_labels:
-            raise InputError(None, f"--oracle-target-labels is only for the 'oracle' benchmark method; "
-                                   f"{c.method!r} never sees target labels")
+            raise InputError(
+                None,
+                f"--oracle-target-labels is only for the 'oracle' benchmark method; "
+                f"{c.method!r} never sees target labels",
+            )
         if self.needs_target_labels and not c.oracle_target_labels:
-            raise InputError(None, f"method {c.method!r} trains on target labels: pass "
-                                   "--oracle-target-labels to confirm (benchmarks only)")
+            raise InputError(
+                None,
+                f"method {c.method!r} trains on target labels: pass "
+                "--oracle-target-labels to confirm (benchmarks only)",
+            )
         self.sim: SimulatedSource | None = None
         if is_dataset(c.source):
             from cryoshift.training.data import split_validation
@@ -342,9 +373,16 @@ class _Run:
             raise InputError(None, f"method {c.method!r} needs unlabelled target data: give --target")
         self.target = None
         if c.target is not None:
-            self.target = load_target(c.target, self.box, self.voxel_size, self.contrast, self.class_names,
-                                      tomograms=c.tomograms, oracle_labels=c.oracle_target_labels,
-                                      max_items=c.max_target)
+            self.target = load_target(
+                c.target,
+                self.box,
+                self.voxel_size,
+                self.contrast,
+                self.class_names,
+                tomograms=c.tomograms,
+                oracle_labels=c.oracle_target_labels,
+                max_items=c.max_target,
+            )
         if self.target is not None and self.info.is_main and log.plain():
             print(log.target_line(self.target), flush=True)
         if self.target is not None and self.target.skipped and self.info.is_main:
@@ -389,19 +427,34 @@ class _Run:
         from cryoshift.training.pseudo_labels import template_pseudo_labels
 
         c = self.config
-        found = template_pseudo_labels(self.target.volumes, self.sim.structures.maps, self.voxel_size,
-                                       count=c.template_labels, keep=c.template_keep, seed=c.seed + 5,
-                                       threads=c.threads)
-        self.pseudo = Domain(self.target.take(found.index), found.labels, self.class_names, self.box,
-                             self.voxel_size, self.contrast, self.target.fingerprint,
-                             f"{len(found.index)} target subtomograms labelled by template matching")
+        found = template_pseudo_labels(
+            self.target.volumes,
+            self.sim.structures.maps,
+            self.voxel_size,
+            count=c.template_labels,
+            keep=c.template_keep,
+            seed=c.seed + 5,
+            threads=c.threads,
+        )
+        self.pseudo = Domain(
+            self.target.take(found.index),
+            found.labels,
+            self.class_names,
+            self.box,
+            self.voxel_size,
+            self.contrast,
+            self.target.fingerprint,
+            f"{len(found.index)} target subtomograms labelled by template matching",
+        )
         self.pseudo_summary = found.summary()
         if self.info.is_main:
             import sys
 
-            print(f"cryoshift: template matching labelled {len(found.index)} of {found.matched} target "
-                  f"subtomograms (tilt range +-{found.tilt_max:.0f} deg, {found.seconds:.0f} s)",
-                  file=sys.stderr)
+            print(
+                f"cryoshift: template matching labelled {len(found.index)} of {found.matched} target "
+                f"subtomograms (tilt range +-{found.tilt_max:.0f} deg, {found.seconds:.0f} s)",
+                file=sys.stderr,
+            )
 
     def _views(self, domain: Domain, rng: np.random.Generator) -> Domain:
         """``domain`` with each volume in a fresh wedge-preserving view (when ``target_views``)."""
@@ -417,10 +470,15 @@ class _Run:
         if self.target is not None:
             fps["target"] = self.target.fingerprint
         return ModelMetadata(
-            class_names=self.class_names, box_size=self.box, voxel_size=self.voxel_size,
+            class_names=self.class_names,
+            box_size=self.box,
+            voxel_size=self.voxel_size,
             contrast=self.contrast if self.contrast in CONTRASTS else "dark",
-            normalisation=self.config.normalisation, method=self.config.method,
-            backbone=self.config.backbone, data_fingerprints=fps, cryoshift_version=__version__,
+            normalisation=self.config.normalisation,
+            method=self.config.method,
+            backbone=self.config.backbone,
+            data_fingerprints=fps,
+            cryoshift_version=__version__,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
 
@@ -470,8 +528,9 @@ class _Run:
                     per_epoch = steps * c.batch_size * info.world_size
                     task = bar.add_task("train", total=per_epoch * (c.epochs - start))
                 t0 = time.perf_counter()
-                means = self._train_epoch(method, loss_fn, optimiser, scaler, source, order_rng, view_rng,
-                                          epoch, steps, bar, task)
+                means = self._train_epoch(
+                    method, loss_fn, optimiser, scaler, source, order_rng, view_rng, epoch, steps, bar, task
+                )
                 train_s = time.perf_counter() - t0
                 rate = steps * c.batch_size * info.world_size / train_s
                 row = {"epoch": epoch, **means, "train_vol_per_s": rate}
@@ -483,16 +542,33 @@ class _Run:
                     print(log.epoch_line(row, c.epochs), flush=True)
                 if info.is_main:
                     run.write_metrics(self.dir / run.METRICS, history)
-                    extra = {"method_state": {k: v.detach().cpu() for k, v in method.state_dict().items()},
-                             "optimizer_state": optimiser.state_dict(),
-                             "scaler_state": scaler.state_dict() if scaler is not None else {},
-                             "rng": run.capture_rng(rngs), "history": history}
-                    save_checkpoint(resume_path, method.backbone, c.backbone, self.backbone_kwargs, metadata,
-                                    epoch=epoch, config=c.to_dict(), extra=extra)
+                    extra = {
+                        "method_state": {k: v.detach().cpu() for k, v in method.state_dict().items()},
+                        "optimizer_state": optimiser.state_dict(),
+                        "scaler_state": scaler.state_dict() if scaler is not None else {},
+                        "rng": run.capture_rng(rngs),
+                        "history": history,
+                    }
+                    save_checkpoint(
+                        resume_path,
+                        method.backbone,
+                        c.backbone,
+                        self.backbone_kwargs,
+                        metadata,
+                        epoch=epoch,
+                        config=c.to_dict(),
+                        extra=extra,
+                    )
                 distributed.barrier(info)
         digest = state_digest(method)
-        result = TrainResult(self.dir, None, None, history, state_digest=digest,
-                             param_digest=state_digest(method, buffers=False))
+        result = TrainResult(
+            self.dir,
+            None,
+            None,
+            history,
+            state_digest=digest,
+            param_digest=state_digest(method, buffers=False),
+        )
         if last < c.epochs:
             return result
         if info.is_main:
@@ -500,10 +576,20 @@ class _Run:
         distributed.barrier(info)
         return result
 
-    def _train_epoch(self, method: nn.Module, loss_fn: nn.Module, optimiser: torch.optim.Optimizer,
-                     scaler: Any, source: Domain, order_rng: np.random.Generator,
-                     view_rng: np.random.Generator, epoch: int, steps: int, bar: Any,
-                     task: Any) -> dict[str, float]:
+    def _train_epoch(
+        self,
+        method: nn.Module,
+        loss_fn: nn.Module,
+        optimiser: torch.optim.Optimizer,
+        scaler: Any,
+        source: Domain,
+        order_rng: np.random.Generator,
+        view_rng: np.random.Generator,
+        epoch: int,
+        steps: int,
+        bar: Any,
+        task: Any,
+    ) -> dict[str, float]:
         c, info = self.config, self.info
         order = order_rng.permutation(len(source))
         use_target = self.target is not None and (self.needs_target or self.needs_target_labels)
@@ -536,17 +622,30 @@ class _Run:
                 sx_np, sy_np, tx_np, ty_np = pending.result()
                 if step + 1 < steps:
                     pending = pool.submit(load, step + 1)
-                self._step(method, loss_fn, optimiser, scaler, (sx_np, sy_np, tx_np, ty_np), epoch, step,
-                           steps, sums)
-                bar.update(task, advance=c.batch_size * info.world_size,
-                           description=f"epoch {epoch}/{c.epochs} loss {sums['_last']:.3f}")
+                self._step(
+                    method, loss_fn, optimiser, scaler, (sx_np, sy_np, tx_np, ty_np), epoch, step, steps, sums
+                )
+                bar.update(
+                    task,
+                    advance=c.batch_size * info.world_size,
+                    description=f"epoch {epoch}/{c.epochs} loss {sums['_last']:.3f}",
+                )
         sums.pop("_last", None)
         means = {f"loss_{k}": v / steps for k, v in sums.items()}
         return distributed.mean_across(means, info)
 
-    def _step(self, method: nn.Module, loss_fn: nn.Module, optimiser: torch.optim.Optimizer, scaler: Any,
-              batch: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], epoch: int,
-              step: int, steps: int, sums: dict[str, float]) -> None:
+    def _step(
+        self,
+        method: nn.Module,
+        loss_fn: nn.Module,
+        optimiser: torch.optim.Optimizer,
+        scaler: Any,
+        batch: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None],
+        epoch: int,
+        step: int,
+        steps: int,
+        sums: dict[str, float],
+    ) -> None:
         """One optimiser step on a host batch; adds each scalar loss to ``sums``."""
         c = self.config
         sx_np, sy_np, tx_np, ty_np = batch
@@ -562,8 +661,9 @@ class _Run:
             out = loss_fn(sx, sy, target_x=tx, progress=progress, target_y=ty)
         total = out["total"]
         if not torch.isfinite(total):
-            raise RuntimeError(f"training diverged at epoch {epoch} step {step} (loss {float(total)}); "
-                               "lower --lr")
+            raise RuntimeError(
+                f"training diverged at epoch {epoch} step {step} (loss {float(total)}); lower --lr"
+            )
         optimiser.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(total).backward()
@@ -578,29 +678,41 @@ class _Run:
         sums["_last"] = float(total.detach())
 
     def _to_device(self, volumes: np.ndarray) -> torch.Tensor:
-        return normalise(torch.from_numpy(volumes).unsqueeze(1).to(self.device, non_blocking=True),
-                         self.config.normalisation)
+        return normalise(
+            torch.from_numpy(volumes).unsqueeze(1).to(self.device, non_blocking=True),
+            self.config.normalisation,
+        )
 
     def _end_epoch(self, method: nn.Module, epoch: int, metadata: ModelMetadata) -> dict[str, float]:
         """Deployable model of this epoch: label-free scores and its checkpoint (rank 0)."""
         c = self.config
         cuda_devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         with torch.random.fork_rng(devices=cuda_devices):  # evaluation never shifts the training RNG
-            backbone = deployable_backbone(method, self.target, c.normalisation, self.device,
-                                           c.eval_batch_size)
+            backbone = deployable_backbone(
+                method, self.target, c.normalisation, self.device, c.eval_batch_size
+            )
             row: dict[str, float] = {}
             logits = None
             if len(self.val_src):
-                logits, _ = forward_numpy(backbone, self.val_src.volumes, c.normalisation, self.device,
-                                          c.eval_batch_size)
+                logits, _ = forward_numpy(
+                    backbone, self.val_src.volumes, c.normalisation, self.device, c.eval_batch_size
+                )
                 row["src_val_acc"] = float((logits.argmax(1) == self.val_src.labels).mean())
                 row["src_val_nll"] = calibrate.nll(logits, self.val_src.labels)
             if self.target_eval is not None:
-                tlogits, _ = forward_numpy(backbone, self.target_eval.volumes, c.normalisation, self.device,
-                                           c.eval_batch_size)
+                tlogits, _ = forward_numpy(
+                    backbone, self.target_eval.volumes, c.normalisation, self.device, c.eval_batch_size
+                )
                 row.update(target_scores(tlogits, logits))
-            save_checkpoint(run.epoch_checkpoint(self.dir, epoch), backbone, c.backbone, self.backbone_kwargs,
-                            metadata, epoch=epoch, config=c.to_dict())
+            save_checkpoint(
+                run.epoch_checkpoint(self.dir, epoch),
+                backbone,
+                c.backbone,
+                self.backbone_kwargs,
+                metadata,
+                epoch=epoch,
+                config=c.to_dict(),
+            )
         return row
 
     def _finish(self, history: list[dict[str, Any]], partial: TrainResult) -> TrainResult:
@@ -610,8 +722,9 @@ class _Run:
         epoch = selection["selected_epoch"]
         model, metadata, _ = load_checkpoint(run.epoch_checkpoint(self.dir, epoch))
         model.to(self.device)
-        val_logits, _ = forward_numpy(model, self.val_src.volumes, c.normalisation, self.device,
-                                      c.eval_batch_size)
+        val_logits, _ = forward_numpy(
+            model, self.val_src.volumes, c.normalisation, self.device, c.eval_batch_size
+        )
         temperature = 1.0
         if len(val_logits):
             temperature = calibrate.fit_temperature(val_logits, self.val_src.labels)
@@ -623,22 +736,29 @@ class _Run:
                 ref_domain, ref_name = self.val_src, "source validation"
             else:
                 ref_domain, ref_name = self.train_src, "source"
-        _, ref_feats = forward_numpy(model, ref_domain.volumes, c.normalisation, self.device,
-                                     c.eval_batch_size)
+        _, ref_feats = forward_numpy(
+            model, ref_domain.volumes, c.normalisation, self.device, c.eval_batch_size
+        )
         ref = calibrate.feature_reference(ref_feats)
         metadata.feature_mean = [float(v) for v in ref.mean]
         metadata.feature_var = [float(v) for v in ref.var]
         metadata.shift_reference = float(ref.shift_reference)
-        metadata.extra = {"selected_epoch": epoch, "selection_rule": selection["rule"],
-                          "unknown_quantile": c.unknown_quantile,
-                          "feature_reference": ref_name}
-        selection.update({
-            "temperature": temperature,
-            "unknown_threshold": metadata.unknown_threshold,
-            "val_nll_before": calibrate.nll(val_logits, self.val_src.labels) if len(val_logits) else None,
-            "val_nll_after": (calibrate.nll(val_logits, self.val_src.labels, temperature)
-                              if len(val_logits) else None),
-        })
+        metadata.extra = {
+            "selected_epoch": epoch,
+            "selection_rule": selection["rule"],
+            "unknown_quantile": c.unknown_quantile,
+            "feature_reference": ref_name,
+        }
+        selection.update(
+            {
+                "temperature": temperature,
+                "unknown_threshold": metadata.unknown_threshold,
+                "val_nll_before": calibrate.nll(val_logits, self.val_src.labels) if len(val_logits) else None,
+                "val_nll_after": (
+                    calibrate.nll(val_logits, self.val_src.labels, temperature) if len(val_logits) else None
+                ),
+            }
+        )
         selection["warnings"] = training_warnings(history, epoch)
         if self.spectrum_summary is not None:
             selection["spectrum_match"] = self.spectrum_summary
@@ -650,22 +770,33 @@ class _Run:
             import sys
 
             print(f"cryoshift: warning: {line}", file=sys.stderr)
-        model_path = save_checkpoint(self.dir / RUN_MODEL, model, c.backbone, self.backbone_kwargs, metadata,
-                                     epoch=epoch, config=c.to_dict())
+        model_path = save_checkpoint(
+            self.dir / RUN_MODEL,
+            model,
+            c.backbone,
+            self.backbone_kwargs,
+            metadata,
+            epoch=epoch,
+            config=c.to_dict(),
+        )
         self._plots(history, model, val_logits)
-        return dataclasses.replace(partial, model_path=model_path, selected_epoch=epoch, selection=selection,
-                                   metadata=metadata)
+        return dataclasses.replace(
+            partial, model_path=model_path, selected_epoch=epoch, selection=selection, metadata=metadata
+        )
 
     def _target_histogram(self, model: nn.Module) -> None:
         """target_classes.csv: how the selected model splits the target among the classes."""
         if self.target_eval is None:
             return
         c = self.config
-        logits, _ = forward_numpy(model, self.target_eval.volumes, c.normalisation, self.device,
-                                  c.eval_batch_size)
+        logits, _ = forward_numpy(
+            model, self.target_eval.volumes, c.normalisation, self.device, c.eval_batch_size
+        )
         shares = class_shares(logits, len(self.class_names))
-        lines = ["class,count,share"] + [f"{name},{round(share * len(logits))},{share:.4f}"
-                                         for name, share in zip(self.class_names, shares, strict=True)]
+        lines = ["class,count,share"] + [
+            f"{name},{round(share * len(logits))},{share:.4f}"
+            for name, share in zip(self.class_names, shares, strict=True)
+        ]
         (self.dir / "target_classes.csv").write_text("\n".join(lines) + "\n")
 
     def _plots(self, history: list[dict[str, Any]], model: nn.Module, val_logits: np.ndarray) -> None:
@@ -676,17 +807,24 @@ class _Run:
         plots.plot_history(history, out / "losses.png")
         if len(val_logits):
             cm = confusion_matrix(self.val_src.labels, val_logits.argmax(1), len(self.class_names))
-            plots.plot_confusion(cm, self.class_names, out / "confusion_source_val.png",
-                                 "source validation (the only labels training sees)")
+            plots.plot_confusion(
+                cm,
+                self.class_names,
+                out / "confusion_source_val.png",
+                "source validation (the only labels training sees)",
+            )
         if self.target_eval is None or len(self.val_src) == 0:
             return
         first, _, _ = load_checkpoint(run.epoch_checkpoint(self.dir, int(history[0]["epoch"])))
         panels = []
-        for title, net in ((f"epoch {int(history[0]['epoch'])}", first.to(self.device)),
-                           ("selected model", model)):
+        for title, net in (
+            (f"epoch {int(history[0]['epoch'])}", first.to(self.device)),
+            ("selected model", model),
+        ):
             _, fs = forward_numpy(net, self.val_src.volumes, c.normalisation, self.device, c.eval_batch_size)
-            tl, ft = forward_numpy(net, self.target_eval.volumes, c.normalisation, self.device,
-                                   c.eval_batch_size)
+            tl, ft = forward_numpy(
+                net, self.target_eval.volumes, c.normalisation, self.device, c.eval_batch_size
+            )
             panels.append((title, fs, ft))
         # The view that shows a collapse: the selected model's target features by predicted class.
         plots.plot_embedding(panels, out / "embedding.png", target_classes=(tl.argmax(1), self.class_names))

@@ -41,17 +41,20 @@ def command(
 
     from cryoshift.runtime.bench import run_bench
 
-    result = run_bench(model, backend.value, batch_size, box, n, workers, repeats, threads,
-                       processes=reader_processes)
+    result = run_bench(
+        model, backend.value, batch_size, box, n, workers, repeats, threads, processes=reader_processes
+    )
     table = Table(title=f"cryoshift bench: {result['backend']}, batch {batch_size}")
     table.add_column("measure")
     table.add_column("subtomograms/s", justify="right")
-    table.add_row(f"inference only (batch in memory, {result['model_box']}^3)",
-                  f"{result['inference']['rate']:,.0f}")
+    table.add_row(
+        f"inference only (batch in memory, {result['model_box']}^3)", f"{result['inference']['rate']:,.0f}"
+    )
     for kind, fig in result["feed"].items():
         readers = f"{workers} reader {'processes' if reader_processes else 'threads'}"
-        table.add_row(f"feed rate, null model: {kind} ({result['feed_box']}^3, {readers})",
-                      f"{fig['rate']:,.0f}")
+        table.add_row(
+            f"feed rate, null model: {kind} ({result['feed_box']}^3, {readers})", f"{fig['rate']:,.0f}"
+        )
     Console().print(table)
     typer.echo(f"medians of {repeats} repeats")
     if json_out:

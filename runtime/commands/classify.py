@@ -19,13 +19,19 @@ class Contrast(str, Enum):
 
 
 _MODEL_HELP = "Exported model: model.onnx, or a TensorRT model.engine with its .engine.json sidecar."
-_INPUTS_HELP = ("What to classify, mixed freely: MRC files, globs ('sub/*.mrc'), directories, MRC volume "
-                "stacks, STAR listings (rlnImageName), pick tables (STAR/CSV + -t), dataset folders.")
-_TOMO_HELP = ("Tomograms to crop picks from (files, globs, folders, or a RELION 5 tomograms.star; "
-              "repeatable), matched to the picks' rlnTomoName/tomo_name.")
+_INPUTS_HELP = (
+    "What to classify, mixed freely: MRC files, globs ('sub/*.mrc'), directories, MRC volume "
+    "stacks, STAR listings (rlnImageName), pick tables (STAR/CSV + -t), dataset folders."
+)
+_TOMO_HELP = (
+    "Tomograms to crop picks from (files, globs, folders, or a RELION 5 tomograms.star; "
+    "repeatable), matched to the picks' rlnTomoName/tomo_name."
+)
 _BACKEND_HELP = "Inference backend; auto picks the fastest that works here and says which."
-_SHARD_HELP = ("Classify only share i of n (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); output "
-               "files get a .shard-i-of-n suffix.")
+_SHARD_HELP = (
+    "Classify only share i of n (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); output "
+    "files get a .shard-i-of-n suffix."
+)
 
 
 def _devices(text: str | None) -> list[int] | None:
@@ -45,64 +51,118 @@ def _devices(text: str | None) -> list[int] | None:
 def command(
     model: Path = typer.Argument(..., help=_MODEL_HELP),
     inputs: list[str] = typer.Argument(..., help=_INPUTS_HELP),
-    out: Path = typer.Option(Path("cryoshift_results"), "--out", "-o",
-                             help="Output folder: predictions.csv/.star, errors.csv, manifest.json."),
+    out: Path = typer.Option(
+        Path("cryoshift_results"),
+        "--out",
+        "-o",
+        help="Output folder: predictions.csv/.star, errors.csv, manifest.json.",
+    ),
     tomograms: list[str] = typer.Option(None, "--tomograms", "-t", help=_TOMO_HELP),
     backend: Backend = typer.Option(Backend.auto, "--backend", "-b", help=_BACKEND_HELP),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Subtomograms per batch (GPU: 256-2048)."),
-    workers: int = typer.Option(2, "--workers", min=0, help="Readers filling batches (threads by default; "
-                                "0: as many as the backend can consume, up to the cores)."),
-    transfer: str = typer.Option("fp32", "--transfer", help="fp16: send half the bytes to the GPU (cast on "
-                                 "the host, checked against fp32 on the first batch; see the manifest)."),
-    reader_processes: bool = typer.Option(False, "--reader-processes",
-                                          help="Read in processes sharing memory with the model (GPU nodes: "
-                                               "faster than one Python process can read)."),
+    workers: int = typer.Option(
+        2,
+        "--workers",
+        min=0,
+        help="Readers filling batches (threads by default; "
+        "0: as many as the backend can consume, up to the cores).",
+    ),
+    transfer: str = typer.Option(
+        "fp32",
+        "--transfer",
+        help="fp16: send half the bytes to the GPU (cast on "
+        "the host, checked against fp32 on the first batch; see the manifest).",
+    ),
+    reader_processes: bool = typer.Option(
+        False,
+        "--reader-processes",
+        help="Read in processes sharing memory with the model (GPU nodes: "
+        "faster than one Python process can read).",
+    ),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU backend: inference threads."),
-    devices: str = typer.Option(None, "--devices",
-                                help="GPUs of this node, e.g. 0,1,2,3: one worker process per GPU."),
+    devices: str = typer.Option(
+        None, "--devices", help="GPUs of this node, e.g. 0,1,2,3: one worker process per GPU."
+    ),
     shard: str = typer.Option(None, "--shard", help=_SHARD_HELP),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out: no row is "
-                                                        "lost or written twice."),
-    unknown_threshold: float = typer.Option(None, "--unknown-threshold", min=0.0, max=1.0,
-                                            help="Confidence under which a subtomogram is 'unknown' "
-                                                 "(default: the model's calibrated threshold)."),
-    contrast: Contrast = typer.Option(None, "--contrast", help="Contrast of the data (default dark, as raw "
-                                      "cryo-ET; datasets say their own)."),
-    ignore_voxel_size: bool = typer.Option(False, "--ignore-voxel-size",
-                                           help="Classify even if the data's voxel size differs from the "
-                                                "model's by more than 5%."),
-    ray: bool = typer.Option(False, "--ray", help="Run on a Ray cluster (Ray Data actor pool, one model "
-                             "per GPU) instead of this process."),
-    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: start or "
-                                    "join a local one)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted run in --out: no row is lost or written twice."
+    ),
+    unknown_threshold: float = typer.Option(
+        None,
+        "--unknown-threshold",
+        min=0.0,
+        max=1.0,
+        help="Confidence under which a subtomogram is 'unknown' (default: the model's calibrated threshold).",
+    ),
+    contrast: Contrast = typer.Option(
+        None,
+        "--contrast",
+        help="Contrast of the data (default dark, as raw cryo-ET; datasets say their own).",
+    ),
+    ignore_voxel_size: bool = typer.Option(
+        False,
+        "--ignore-voxel-size",
+        help="Classify even if the data's voxel size differs from the model's by more than 5%.",
+    ),
+    ray: bool = typer.Option(
+        False,
+        "--ray",
+        help="Run on a Ray cluster (Ray Data actor pool, one model per GPU) instead of this process.",
+    ),
+    ray_address: str = typer.Option(
+        None, "--ray-address", help="Ray cluster address (default: start or join a local one)."
+    ),
     ray_workers: int = typer.Option(2, "--ray-workers", min=1, help="Ray actors (one model each)."),
     ray_gpus: float = typer.Option(0.0, "--ray-gpus", min=0.0, help="GPUs per Ray actor (1 on GPU nodes)."),
-    coordinate_pixel_size: float = typer.Option(None, "--coordinate-pixel-size", min=0.0,
-                                                help="A per pixel of pixel picks made on another sampling "
-                                                     "(e.g. unbinned tilt-series pixels); they are scaled to "
-                                                     "the reconstruction's voxels."),
-    binning: float = typer.Option(None, "--binning", min=1.0,
-                                  help="Pixel picks are this many times finer than the reconstruction "
-                                       "(RELION 4 unbinned picks on a bin-4 tomogram: 4)."),
-    split_by_class: bool = typer.Option(False, "--split-by-class",
-                                        help="Also write predictions_<class>.star per class (for RELION "
-                                             "Extract subtomos and ArtiaX)."),
-    features: bool = typer.Option(False, "--features",
-                                  help="Also write the model's features, one float32 row per row of "
-                                       "predictions.csv, to features.npy (the report's embedding)."),
-    copick_voxel_spacing: float = typer.Option(None, "--copick-voxel-spacing", min=0.0,
-                                               help="copick:CONFIG.json input: voxel spacing (A) of the "
-                                                    "tomograms to crop."),
-    copick_tomo_type: str = typer.Option(None, "--copick-tomo-type",
-                                         help="copick input: reconstruction type (wbp, denoised, ...)."),
-    copick_picks: list[str] = typer.Option(None, "--copick-picks",
-                                           help="copick input: picks to classify, OBJECT[:USER[:SESSION]] "
-                                                "(* = any; repeatable)."),
-    copick_run: list[str] = typer.Option(None, "--copick-run", help="copick input: only this run "
-                                         "(repeatable; default all)."),
-    copick_session: str = typer.Option(None, "--copick-session",
-                                       help="copick input: session id of the predicted picks written back "
-                                            "(user cryoshift; default cryoshift-<model sha256[:8]>)."),
+    coordinate_pixel_size: float = typer.Option(
+        None,
+        "--coordinate-pixel-size",
+        min=0.0,
+        help="A per pixel of pixel picks made on another sampling "
+        "(e.g. unbinned tilt-series pixels); they are scaled to "
+        "the reconstruction's voxels.",
+    ),
+    binning: float = typer.Option(
+        None,
+        "--binning",
+        min=1.0,
+        help="Pixel picks are this many times finer than the reconstruction "
+        "(RELION 4 unbinned picks on a bin-4 tomogram: 4).",
+    ),
+    split_by_class: bool = typer.Option(
+        False,
+        "--split-by-class",
+        help="Also write predictions_<class>.star per class (for RELION Extract subtomos and ArtiaX).",
+    ),
+    features: bool = typer.Option(
+        False,
+        "--features",
+        help="Also write the model's features, one float32 row per row of "
+        "predictions.csv, to features.npy (the report's embedding).",
+    ),
+    copick_voxel_spacing: float = typer.Option(
+        None,
+        "--copick-voxel-spacing",
+        min=0.0,
+        help="copick:CONFIG.json input: voxel spacing (A) of the tomograms to crop.",
+    ),
+    copick_tomo_type: str = typer.Option(
+        None, "--copick-tomo-type", help="copick input: reconstruction type (wbp, denoised, ...)."
+    ),
+    copick_picks: list[str] = typer.Option(
+        None,
+        "--copick-picks",
+        help="copick input: picks to classify, OBJECT[:USER[:SESSION]] (* = any; repeatable).",
+    ),
+    copick_run: list[str] = typer.Option(
+        None, "--copick-run", help="copick input: only this run (repeatable; default all)."
+    ),
+    copick_session: str = typer.Option(
+        None,
+        "--copick-session",
+        help="copick input: session id of the predicted picks written back "
+        "(user cryoshift; default cryoshift-<model sha256[:8]>).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
     """Classify experimental subtomograms with an exported model.
@@ -123,31 +183,60 @@ def command(
     if binning and coordinate_pixel_size:
         raise InputError(None, "give --binning or --coordinate-pixel-size, not both")
     common = dict(
-        resume=resume, unknown_threshold=unknown_threshold, tomograms=list(tomograms or []),
-        contrast=contrast.value if contrast else None, ignore_voxel_size=ignore_voxel_size,
+        resume=resume,
+        unknown_threshold=unknown_threshold,
+        tomograms=list(tomograms or []),
+        contrast=contrast.value if contrast else None,
+        ignore_voxel_size=ignore_voxel_size,
     )
     if ray:
         if binning or coordinate_pixel_size or split_by_class or features:
-            raise InputError(None, "--binning/--coordinate-pixel-size/--split-by-class/--features are not "
-                                   "yet supported with --ray")
+            raise InputError(
+                None,
+                "--binning/--coordinate-pixel-size/--split-by-class/--features are not "
+                "yet supported with --ray",
+            )
         if device_list or shard:
             raise InputError(None, "--ray distributes by itself; drop --devices/--shard")
         if any(is_copick(t) for t in inputs):
             raise InputError(None, "copick inputs are not yet supported with --ray")
         from cryoshift.runtime.distributed import classify_ray
 
-        summary = classify_ray(model, list(inputs), out, backend=backend.value, batch_size=batch_size,
-                               num_workers=ray_workers, num_gpus=ray_gpus, address=ray_address,
-                               progress=not quiet, **common)
+        summary = classify_ray(
+            model,
+            list(inputs),
+            out,
+            backend=backend.value,
+            batch_size=batch_size,
+            num_workers=ray_workers,
+            num_gpus=ray_gpus,
+            address=ray_address,
+            progress=not quiet,
+            **common,
+        )
     else:
         from cryoshift.runtime.run import classify
 
-        summary = classify(model, list(inputs), out, backend=backend.value, batch_size=batch_size,
-                           workers=workers, shard=shard, progress=not quiet, threads=threads,
-                           devices=device_list, reader_processes=reader_processes, transfer=transfer,
-                           coordinate_pixel_size=coordinate_pixel_size, binning=binning,
-                           split_by_class=split_by_class, copick_session=copick_session, features=features,
-                           **common)
+        summary = classify(
+            model,
+            list(inputs),
+            out,
+            backend=backend.value,
+            batch_size=batch_size,
+            workers=workers,
+            shard=shard,
+            progress=not quiet,
+            threads=threads,
+            devices=device_list,
+            reader_processes=reader_processes,
+            transfer=transfer,
+            coordinate_pixel_size=coordinate_pixel_size,
+            binning=binning,
+            split_by_class=split_by_class,
+            copick_session=copick_session,
+            features=features,
+            **common,
+        )
     if not quiet:
         for line in summary.lines():
             typer.echo(line)

@@ -84,11 +84,14 @@ class DemoResult:
         """Plain-text summary (the CLI renders the same numbers with rich)."""
         lines = [f"{'model':<34} {'target accuracy':>16} {'macro-F1':>9} {'scored':>7}"]
         for r in self.rows:
-            lines.append(f"{r['model']:<34} {r['accuracy'] * 100:>15.1f}% {r['macro_f1'] * 100:>8.1f}% "
-                         f"{r['n']:>7}")
-        lines.append(f"runtime ({self.runtime['backend']}): {self.runtime['rate']:,.0f} subtomograms/s "
-                     f"end to end on {self.runtime['n']} target subtomograms; template matching "
-                     f"{self.runtime['template_matching_rate']:.1f}/s")
+            lines.append(
+                f"{r['model']:<34} {r['accuracy'] * 100:>15.1f}% {r['macro_f1'] * 100:>8.1f}% {r['n']:>7}"
+            )
+        lines.append(
+            f"runtime ({self.runtime['backend']}): {self.runtime['rate']:,.0f} subtomograms/s "
+            f"end to end on {self.runtime['n']} target subtomograms; template matching "
+            f"{self.runtime['template_matching_rate']:.1f}/s"
+        )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,15 +115,32 @@ def _train(cfg: DemoConfig, run_dir: Path, target: Path, **settings: Any) -> Pat
 
             shutil.rmtree(run_dir)  # an unfinished run from an interrupted demo
         source = ",".join(f"builtin:{s}" for s in cfg.structures)
-        train(TrainConfig(source=source, target=str(target), out=str(run_dir), box=cfg.box_size,
-                          voxel_size=cfg.voxel_size, epochs=cfg.epochs, sim_per_epoch=cfg.sim_per_epoch,
-                          seed=cfg.seed, device="cpu", threads=cfg.threads, progress=cfg.progress,
-                          **settings))
+        train(
+            TrainConfig(
+                source=source,
+                target=str(target),
+                out=str(run_dir),
+                box=cfg.box_size,
+                voxel_size=cfg.voxel_size,
+                epochs=cfg.epochs,
+                sim_per_epoch=cfg.sim_per_epoch,
+                seed=cfg.seed,
+                device="cpu",
+                threads=cfg.threads,
+                progress=cfg.progress,
+                **settings,
+            )
+        )
     return run_dir
 
 
-def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 0,
-             say: Callable[[str], None] | None = None, **overrides: Any) -> DemoResult:
+def run_demo(
+    out_dir: str | Path = "demo_out",
+    quick: bool = False,
+    seed: int = 0,
+    say: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> DemoResult:
     """Run the demo into ``out_dir``; ``say`` receives one line per stage (the CLI prints them)."""
     import torch
 
@@ -149,10 +169,16 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
 
     t0 = time.perf_counter()
     tgt_dir = out / "data" / "target"
-    say(f"1/6 simulating {cfg.n_target} 'experimental' target subtomograms, labels held back "
-        f"({len(cfg.structures)} built-in classes, {cfg.box_size}^3 at {cfg.voxel_size:g} A)")
-    structures = load_structures([f"builtin:{s}" for s in cfg.structures], box_size=cfg.box_size,
-                                 voxel_size=cfg.voxel_size, seed=cfg.seed)
+    say(
+        f"1/6 simulating {cfg.n_target} 'experimental' target subtomograms, labels held back "
+        f"({len(cfg.structures)} built-in classes, {cfg.box_size}^3 at {cfg.voxel_size:g} A)"
+    )
+    structures = load_structures(
+        [f"builtin:{s}" for s in cfg.structures],
+        box_size=cfg.box_size,
+        voxel_size=cfg.voxel_size,
+        seed=cfg.seed,
+    )
     if not (tgt_dir / "dataset.json").is_file():
         simulate_to_dataset(structures, target_config(), cfg.n_target, tgt_dir, cfg.seed + 1000)
     seconds["simulate"] = time.perf_counter() - t0
@@ -160,12 +186,20 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
 
     t0 = time.perf_counter()
     say(f"2/6 training source-only: simulation alone ({cfg.epochs} epochs x {cfg.sim_per_epoch})")
-    so_run = _train(cfg, out / "runs" / "source-only", tgt_dir, method="source-only", template_labels=0,
-                    spectrum_match=False)
+    so_run = _train(
+        cfg,
+        out / "runs" / "source-only",
+        tgt_dir,
+        method="source-only",
+        template_labels=0,
+        spectrum_match=False,
+    )
     seconds["train source-only"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    say(f"3/6 training with cryoshift train's defaults, same budget, {cfg.template_labels} target "
-        "subtomograms template-matched for pseudo-labels")
+    say(
+        f"3/6 training with cryoshift train's defaults, same budget, {cfg.template_labels} target "
+        "subtomograms template-matched for pseudo-labels"
+    )
     default_run = _train(cfg, out / "runs" / "default", tgt_dir, template_labels=cfg.template_labels)
     seconds["train default"] = time.perf_counter() - t0
     paths.update({"run source-only": str(so_run), "run default": str(default_run)})
@@ -179,14 +213,18 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     k = len(class_names)
 
     t0 = time.perf_counter()
-    tm_index = np.sort(np.random.default_rng(cfg.seed).choice(len(labels), min(cfg.tm_count, len(labels)),
-                                                              replace=False))
+    tm_index = np.sort(
+        np.random.default_rng(cfg.seed).choice(len(labels), min(cfg.tm_count, len(labels)), replace=False)
+    )
     config = target_config()
     tilt_max = 0.5 * (config.tilt_max[0] + config.tilt_max[1])  # the biologist knows their tilt range
-    say(f"4/6 template matching {len(tm_index)} target subtomograms against the same structures "
-        f"(+-{tilt_max:g} deg wedge)")
-    tm = template_match(volumes[tm_index], structures.maps, tilt_max, voxel_size=cfg.voxel_size,
-                        threads=cfg.threads)
+    say(
+        f"4/6 template matching {len(tm_index)} target subtomograms against the same structures "
+        f"(+-{tilt_max:g} deg wedge)"
+    )
+    tm = template_match(
+        volumes[tm_index], structures.maps, tilt_max, voxel_size=cfg.voxel_size, threads=cfg.threads
+    )
     seconds["template matching"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -203,28 +241,58 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
         import shutil
 
         shutil.rmtree(classify_dir)
-    summary = classify(onnx_path, [str(tgt_dir)], classify_dir, backend="cpu", progress=cfg.progress,
-                       threads=cfg.threads)
+    summary = classify(
+        onnx_path, [str(tgt_dir)], classify_dir, backend="cpu", progress=cfg.progress, threads=cfg.threads
+    )
     seconds["classify"] = time.perf_counter() - t0
     paths.update(predictions_csv=summary.predictions_csv, predictions_star=summary.predictions_star)
 
     rows = []
     so = predict_checkpoint(so_run, volumes).logits.argmax(1)
     acc, f1 = _score(labels, so, k)
-    rows.append({"model": "source-only (PyTorch)", "method": "source-only", "accuracy": acc, "macro_f1": f1,
-                 "n": len(labels), "where": str(so_run / "model.pt")})
+    rows.append(
+        {
+            "model": "source-only (PyTorch)",
+            "method": "source-only",
+            "accuracy": acc,
+            "macro_f1": f1,
+            "n": len(labels),
+            "where": str(so_run / "model.pt"),
+        }
+    )
     acc, f1 = _score(labels[tm_index], np.asarray(tm.predictions), k)
-    rows.append({"model": "template matching", "method": "template-matching", "accuracy": acc,
-                 "macro_f1": f1, "n": len(tm_index), "where": "cryoshift.training.template_matching"})
+    rows.append(
+        {
+            "model": "template matching",
+            "method": "template-matching",
+            "accuracy": acc,
+            "macro_f1": f1,
+            "n": len(tm_index),
+            "where": "cryoshift.training.template_matching",
+        }
+    )
     pred = _runtime_predictions(Path(summary.predictions_csv), class_names, len(labels))
     acc, f1 = _score(labels, pred, k)
-    rows.append({"model": "cryoshift train defaults (ONNX runtime)", "method": "default", "accuracy": acc,
-                 "macro_f1": f1, "n": len(labels), "where": str(onnx_path)})
-    runtime = {"backend": summary.backend, "rate": summary.rate,
-               "n": summary.classified or summary.total_rows,
-               "wall_s": summary.wall_s, "template_matching_rate": float(tm.rate)}
-    result = DemoResult(str(out), class_names, rows, runtime, {k_: round(v, 1) for k_, v in seconds.items()},
-                        paths)
+    rows.append(
+        {
+            "model": "cryoshift train defaults (ONNX runtime)",
+            "method": "default",
+            "accuracy": acc,
+            "macro_f1": f1,
+            "n": len(labels),
+            "where": str(onnx_path),
+        }
+    )
+    runtime = {
+        "backend": summary.backend,
+        "rate": summary.rate,
+        "n": summary.classified or summary.total_rows,
+        "wall_s": summary.wall_s,
+        "template_matching_rate": float(tm.rate),
+    }
+    result = DemoResult(
+        str(out), class_names, rows, runtime, {k_: round(v, 1) for k_, v in seconds.items()}, paths
+    )
     (out / "demo.json").write_text(json.dumps({**result.to_dict(), "config": asdict(cfg)}, indent=1) + "\n")
     paths["summary"] = str(out / "demo.json")
     return result
@@ -243,13 +311,20 @@ def _runtime_predictions(csv_path: Path, class_names: list[str], n: int) -> np.n
 
 
 def command(
-    out: Path = typer.Option(Path("demo_out"), "--out", help="Directory for everything the demo makes "
-                             "(data, runs, ONNX model, predictions, demo.json)."),
-    quick: bool = typer.Option(False, "--quick", help="Tiny sizes and 2 epochs: a smoke test in about a "
-                               "minute (numbers are not meaningful)."),
+    out: Path = typer.Option(
+        Path("demo_out"),
+        "--out",
+        help="Directory for everything the demo makes (data, runs, ONNX model, predictions, demo.json).",
+    ),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help="Tiny sizes and 2 epochs: a smoke test in about a minute (numbers are not meaningful).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for simulation and training."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for PyTorch and onnxruntime "
-                                "(default: all cores)."),
+    threads: int = typer.Option(
+        None, "--threads", help="CPU threads for PyTorch and onnxruntime (default: all cores)."
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (logs, CI)."),
 ) -> None:
     """Simulate -> train -> template-match -> export -> classify on built-in structures, and score.
@@ -275,25 +350,39 @@ def command(
     from rich.table import Table
 
     console = Console(stderr=False)
-    result = run_demo(out, quick=quick, seed=seed, threads=threads, progress=not no_progress,
-                      say=lambda line: console.print(f"[bold]demo[/bold] {line}"))
-    table = Table(title=f"Target accuracy ({len(result.class_names)} classes, labels held back "
-                        "from training)")
+    result = run_demo(
+        out,
+        quick=quick,
+        seed=seed,
+        threads=threads,
+        progress=not no_progress,
+        say=lambda line: console.print(f"[bold]demo[/bold] {line}"),
+    )
+    table = Table(
+        title=f"Target accuracy ({len(result.class_names)} classes, labels held back from training)"
+    )
     table.add_column("model")
     table.add_column("target accuracy", justify="right")
     table.add_column("macro-F1", justify="right")
     table.add_column("scored", justify="right")
     for row in result.rows:
-        table.add_row(row["model"], f"{row['accuracy'] * 100:.1f}%", f"{row['macro_f1'] * 100:.1f}%",
-                      str(row["n"]))
+        table.add_row(
+            row["model"], f"{row['accuracy'] * 100:.1f}%", f"{row['macro_f1'] * 100:.1f}%", str(row["n"])
+        )
     console.print(table)
-    console.print("(one seed, a short budget: a demonstration, not a measurement; the benchmark over data "
-                  "draws, with every baseline, is benchmarks/accuracy.py)")
+    console.print(
+        "(one seed, a short budget: a demonstration, not a measurement; the benchmark over data "
+        "draws, with every baseline, is benchmarks/accuracy.py)"
+    )
     rt = result.runtime
-    console.print(f"runtime ({rt['backend']}): {rt['rate']:,.0f} subtomograms/s end to end "
-                  f"({rt['n']} subtomograms in {rt['wall_s']:.2f} s); template matching "
-                  f"{rt['template_matching_rate']:.1f} subtomograms/s "
-                  f"({rt['rate'] / max(rt['template_matching_rate'], 1e-9):,.0f}x slower)")
+    console.print(
+        f"runtime ({rt['backend']}): {rt['rate']:,.0f} subtomograms/s end to end "
+        f"({rt['n']} subtomograms in {rt['wall_s']:.2f} s); template matching "
+        f"{rt['template_matching_rate']:.1f} subtomograms/s "
+        f"({rt['rate'] / max(rt['template_matching_rate'], 1e-9):,.0f}x slower)"
+    )
     console.print("stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()))
-    console.print(f"outputs in {result.out_dir}: model {result.paths['onnx']}, "
-                  f"predictions {result.paths['predictions_csv']}, summary {result.paths['summary']}")
+    console.print(
+        f"outputs in {result.out_dir}: model {result.paths['onnx']}, "
+        f"predictions {result.paths['predictions_csv']}, summary {result.paths['summary']}"
+    )

@@ -12,17 +12,34 @@ NO_ARGS_IS_HELP = True
 
 def command(
     model: Path = typer.Argument(..., help="Checkpoint (.pt), training run directory, or exported .onnx."),
-    data: Path = typer.Argument(..., help="Labelled dataset directory (e.g. target data with held-back "
-                                "labels; this is the only command that reads them), or labelled picks "
-                                "(STAR/CSV with a class/label column) with -t."),
-    tomograms: list[str] = typer.Option(None, "--tomograms", "-t", help="Tomograms of labelled picks "
-                                        "(files, globs, folders or a RELION 5 tomograms.star)."),
-    label_column: str = typer.Option(None, "--label-column", help="Column of labelled picks holding the "
-                                     "class (default: class, label, class_name or true_class)."),
-    out: Path = typer.Option(None, "--out", help="Report directory (default: RUN/eval/DATA for a run, "
-                             "MODEL_eval_DATA next to a file)."),
-    run: Path = typer.Option(None, "--run", help="Training run directory whose epoch checkpoints are scored "
-                             "too (implied when MODEL is a run directory)."),
+    data: Path = typer.Argument(
+        ...,
+        help="Labelled dataset directory (e.g. target data with held-back "
+        "labels; this is the only command that reads them), or labelled picks "
+        "(STAR/CSV with a class/label column) with -t.",
+    ),
+    tomograms: list[str] = typer.Option(
+        None,
+        "--tomograms",
+        "-t",
+        help="Tomograms of labelled picks (files, globs, folders or a RELION 5 tomograms.star).",
+    ),
+    label_column: str = typer.Option(
+        None,
+        "--label-column",
+        help="Column of labelled picks holding the class (default: class, label, class_name or true_class).",
+    ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="Report directory (default: RUN/eval/DATA for a run, MODEL_eval_DATA next to a file).",
+    ),
+    run: Path = typer.Option(
+        None,
+        "--run",
+        help="Training run directory whose epoch checkpoints are scored "
+        "too (implied when MODEL is a run directory).",
+    ),
     batch_size: int = typer.Option(64, "--batch-size", help="Volumes per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (checkpoints only; ONNX runs on CPU)."),
 ) -> None:
@@ -44,19 +61,25 @@ def command(
     require_extra("train", "cryoshift evaluate (its report plots)", "matplotlib")
     from cryoshift.training.evaluate import evaluate
 
-    report = evaluate(model, data, out, run, batch_size, device, tomograms=list(tomograms or []),
-                      label_column=label_column)
+    report = evaluate(
+        model, data, out, run, batch_size, device, tomograms=list(tomograms or []), label_column=label_column
+    )
     console = Console()
-    table = Table(title=f"{model} on {data}: accuracy {report['accuracy']:.3f}, macro-F1 "
-                        f"{report['macro_f1']:.3f} (n={report['n']})", title_justify="left")
+    table = Table(
+        title=f"{model} on {data}: accuracy {report['accuracy']:.3f}, macro-F1 "
+        f"{report['macro_f1']:.3f} (n={report['n']})",
+        title_justify="left",
+    )
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for name, row in report["per_class"].items():
-        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
-                      str(row["support"]))
+        table.add_row(
+            name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
+        )
     console.print(table)
-    console.print(f"NLL {report['nll']:.3f}  ECE {report['ece']:.3f}  "
-                  f"unknown {100 * report['unknown_fraction']:.1f}%")
+    console.print(
+        f"NLL {report['nll']:.3f}  ECE {report['ece']:.3f}  unknown {100 * report['unknown_fraction']:.1f}%"
+    )
     if report.get("skipped_picks"):
         skipped = report["skipped_picks"].items()
         console.print("skipped picks: " + ", ".join(f"{n} {why}" for why, n in skipped))
@@ -65,7 +88,8 @@ def command(
         console.print(
             f"label-free choice: epoch {ck['selected_epoch']} (accuracy {_fmt(ck['selected_accuracy'])}); "
             f"labels would choose epoch {ck['oracle_epoch']} (accuracy {_fmt(ck['oracle_accuracy'])}); "
-            f"gap {_fmt(ck['selection_gap'])}")
+            f"gap {_fmt(ck['selection_gap'])}"
+        )
     console.print(f"report: {report['json']}  confusion: {report['confusion_png']}")
 
 

@@ -19,25 +19,54 @@ def _size(n: int) -> str:
 
 
 def command(
-    checkpoint: Path = typer.Argument(..., help="Training run directory (its selected model.pt) or a "
-                                      "checkpoint .pt file."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory (created): model.onnx, the derived "
-                             "formats and export.json (what was written, parity, versions)."),
-    fp16: bool = typer.Option(False, "--fp16", help="Also write model.fp16.onnx: fp16 weights and "
-                              "activations, fp32 input/outputs and normalisation (for GPUs)."),
-    tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build a TensorRT engine from each ONNX "
-                                  "written (model.engine, model.fp16.engine, model.int8.engine) with a "
-                                  ".engine.json sidecar. Needs an NVIDIA GPU + TensorRT; skipped otherwise."),
-    int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx with explicit Q/DQ nodes, "
-                              "calibrated on target subtomograms (--calibration, else the run's target)."),
-    calibration: Path = typer.Option(None, "--calibration", help="int8 calibration subtomograms: dataset "
-                                     "directory, MRC volume stack, or directory of MRC volumes."),
-    parity_data: Path = typer.Option(None, "--parity-data", help="Subtomograms for the parity check "
-                                     "(dataset directory or MRC stack). Default: the run's target/source "
-                                     "data, else random volumes with a warning."),
+    checkpoint: Path = typer.Argument(
+        ..., help="Training run directory (its selected model.pt) or a checkpoint .pt file."
+    ),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Output directory (created): model.onnx, the derived "
+        "formats and export.json (what was written, parity, versions).",
+    ),
+    fp16: bool = typer.Option(
+        False,
+        "--fp16",
+        help="Also write model.fp16.onnx: fp16 weights and "
+        "activations, fp32 input/outputs and normalisation (for GPUs).",
+    ),
+    tensorrt: bool = typer.Option(
+        False,
+        "--tensorrt",
+        help="Also build a TensorRT engine from each ONNX "
+        "written (model.engine, model.fp16.engine, model.int8.engine) with a "
+        ".engine.json sidecar. Needs an NVIDIA GPU + TensorRT; skipped otherwise.",
+    ),
+    int8: bool = typer.Option(
+        False,
+        "--int8",
+        help="Also write model.int8.onnx with explicit Q/DQ nodes, "
+        "calibrated on target subtomograms (--calibration, else the run's target).",
+    ),
+    calibration: Path = typer.Option(
+        None,
+        "--calibration",
+        help="int8 calibration subtomograms: dataset "
+        "directory, MRC volume stack, or directory of MRC volumes.",
+    ),
+    parity_data: Path = typer.Option(
+        None,
+        "--parity-data",
+        help="Subtomograms for the parity check "
+        "(dataset directory or MRC stack). Default: the run's target/source "
+        "data, else random volumes with a warning.",
+    ),
     opset: int = typer.Option(None, "--opset", help="ONNX opset (default 20; 17 or newer)."),
-    batch_max: int = typer.Option(256, "--batch-max", help="Largest batch of the TensorRT optimisation "
-                                  "profile (engines accept 1..N and are tuned for N)."),
+    batch_max: int = typer.Option(
+        256,
+        "--batch-max",
+        help="Largest batch of the TensorRT optimisation profile (engines accept 1..N and are tuned for N).",
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress spinner (logs, CI)."),
 ) -> None:
     """Export a trained checkpoint to deployable artefacts that `cryoshift classify` trusts.
@@ -76,8 +105,15 @@ def command(
         try:
             with contextlib.nullcontext() if no_progress else console.status("exporting") as status:
                 results = export_checkpoint(
-                    checkpoint, out, fp16=fp16, tensorrt=tensorrt, int8=int8, calibration=calibration,
-                    parity_data=parity_data, opset=opset, batch_max=batch_max,
+                    checkpoint,
+                    out,
+                    fp16=fp16,
+                    tensorrt=tensorrt,
+                    int8=int8,
+                    calibration=calibration,
+                    parity_data=parity_data,
+                    opset=opset,
+                    batch_max=batch_max,
                     progress=None if status is None else status.update,
                 )
         except ParityError as exc:
@@ -88,12 +124,13 @@ def command(
             console.print(f"[yellow]warning:[/] {escape(str(w.message))}")
     table = Table(title=f"cryoshift export -> {out}")
     for col in ("format", "file", "size", "max dlogit", "agreement", "parity", "s"):
-        table.add_column(col, justify="right" if col in ("size", "s", "max dlogit") else "left",
-                         no_wrap=True)
+        table.add_column(col, justify="right" if col in ("size", "s", "max dlogit") else "left", no_wrap=True)
     for r in results:
         p = r.parity
         table.add_row(
-            r.format, r.path.name, _size(r.size_bytes),
+            r.format,
+            r.path.name,
+            _size(r.size_bytes),
             "-" if p is None else f"{p.max_abs_logit_diff:.2e}",
             "-" if p is None else f"{p.argmax_agreement:.0%} of {p.n}",
             "not checked" if p is None else ("ok" if p.passed else "FAILED"),
@@ -101,5 +138,6 @@ def command(
         )
     Console().print(table)
     if results and results[0].parity is not None:
-        Console().print(f"parity data: {results[0].parity.source}; report: {out / 'export.json'}",
-                        soft_wrap=True)
+        Console().print(
+            f"parity data: {results[0].parity.source}; report: {out / 'export.json'}", soft_wrap=True
+        )

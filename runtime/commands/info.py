@@ -12,13 +12,24 @@ NO_ARGS_IS_HELP = True
 
 def command(
     paths: list[Path] = typer.Argument(
-        ..., metavar="PATH", help="MRC file (.mrc .mrcs .map .rec, gzip ok), picks or listing "
-        "(.star .csv .tsv), dataset directory, or ONNX model. Several allowed."),
-    full: bool = typer.Option(False, "--full", help="Compute min/max/mean from the data even for big "
-                              "tomograms (default: from the header above 256 MiB)."),
-    validate: bool = typer.Option(False, "--validate", help="Check instead of describe: one line per "
-                                  "problem (2-D, NaN/Inf, anisotropic or unset voxel size, unreadable); "
-                                  "exit 0 if every file is usable, 1 if not."),
+        ...,
+        metavar="PATH",
+        help="MRC file (.mrc .mrcs .map .rec, gzip ok), picks or listing "
+        "(.star .csv .tsv), dataset directory, or ONNX model. Several allowed.",
+    ),
+    full: bool = typer.Option(
+        False,
+        "--full",
+        help="Compute min/max/mean from the data even for big "
+        "tomograms (default: from the header above 256 MiB).",
+    ),
+    validate: bool = typer.Option(
+        False,
+        "--validate",
+        help="Check instead of describe: one line per "
+        "problem (2-D, NaN/Inf, anisotropic or unset voxel size, unreadable); "
+        "exit 0 if every file is usable, 1 if not.",
+    ),
 ) -> None:
     """Describe an MRC volume, a picks table, a dataset or an ONNX model.
 

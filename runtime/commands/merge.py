@@ -11,13 +11,17 @@ NO_ARGS_IS_HELP = True
 
 
 def command(
-    folders: list[Path] = typer.Argument(..., metavar="FOLDER",
-                                         help="Folders holding predictions.shard-i-of-n.csv files (the -o "
-                                              "of the shard runs; one or several)."),
-    out: Path = typer.Option(None, "--out", "-o",
-                             help="Where the merged files go (default: the first folder)."),
-    allow_missing: bool = typer.Option(False, "--allow-missing",
-                                       help="Merge even if some of the n shards are missing."),
+    folders: list[Path] = typer.Argument(
+        ...,
+        metavar="FOLDER",
+        help="Folders holding predictions.shard-i-of-n.csv files (the -o of the shard runs; one or several).",
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Where the merged files go (default: the first folder)."
+    ),
+    allow_missing: bool = typer.Option(
+        False, "--allow-missing", help="Merge even if some of the n shards are missing."
+    ),
 ) -> None:
     """Join --shard outputs into predictions.csv/.star, errors.csv and manifest.json.
 

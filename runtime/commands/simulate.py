@@ -12,65 +12,107 @@ from cryoshift.runtime.errors import InputError, require_extra
 NAME = "simulate"
 # Names of the built-in structures, for --help (the training wing is not imported here; a test keeps
 # this list equal to cryoshift.training.simulate.BUILTIN_NAMES).
-BUILTIN_NAMES = ("ribosome", "proteasome", "chaperonin", "rubisco", "apoferritin", "filament", "p97",
-                 "globular", "membrane")
+BUILTIN_NAMES = (
+    "ribosome",
+    "proteasome",
+    "chaperonin",
+    "rubisco",
+    "apoferritin",
+    "filament",
+    "p97",
+    "globular",
+    "membrane",
+)
 NO_ARGS_IS_HELP = True
 
 Pair = Optional[tuple[float, float]]  # noqa: UP045 (typer reads the annotation at run time)
 
 
 def command(
-    out_dir: Path = typer.Argument(..., help="Dataset directory to write (volumes.mrc, particles.csv, "
-                                   "dataset.json)."),
-    structures: list[str] = typer.Option(["builtin"], "--structures", "-s", help="Structure sources "
-                                         "(repeatable or comma-separated): 'builtin', 'builtin:NAME', an MRC "
-                                         "map, a PDB/mmCIF model, or a directory of those. Built-ins: "
-                                         f"{', '.join(BUILTIN_NAMES)}."),
+    out_dir: Path = typer.Argument(
+        ..., help="Dataset directory to write (volumes.mrc, particles.csv, dataset.json)."
+    ),
+    structures: list[str] = typer.Option(
+        ["builtin"],
+        "--structures",
+        "-s",
+        help="Structure sources "
+        "(repeatable or comma-separated): 'builtin', 'builtin:NAME', an MRC "
+        "map, a PDB/mmCIF model, or a directory of those. Built-ins: "
+        f"{', '.join(BUILTIN_NAMES)}.",
+    ),
     n: int = typer.Option(2000, "--n", help="Number of subtomograms (classes drawn uniformly)."),
     box: int = typer.Option(32, "--box", help="Box size in voxels."),
     voxel_size: float = typer.Option(10.0, "--voxel-size", help="Voxel size in Angstrom."),
-    preset: str = typer.Option("paper", "--preset", help="Starting ranges: paper, realistic, tilt, wide, "
-                               "clean."),
-    config: Path | None = typer.Option(None, "--config", help="JSON file of SimulationConfig fields; "
-                                          "applied on top of --preset, under the options below."),
-    fidelity: str | None = typer.Option(None, "--fidelity", help="fast (Fourier-space model) or tilt "
-                                           "(tilt series + weighted back-projection)."),
+    preset: str = typer.Option(
+        "paper", "--preset", help="Starting ranges: paper, realistic, tilt, wide, clean."
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="JSON file of SimulationConfig fields; applied on top of --preset, under the options below.",
+    ),
+    fidelity: str | None = typer.Option(
+        None,
+        "--fidelity",
+        help="fast (Fourier-space model) or tilt (tilt series + weighted back-projection).",
+    ),
     snr: Pair = typer.Option(None, "--snr", help="SNR range LO HI, drawn log-uniform (paper 0.03 10)."),
-    tilt_max: Pair = typer.Option(None, "--tilt-max", help="Tilt range +-LO..HI degrees (wedge = 90 - "
-                                  "tilt); paper 40 90."),
+    tilt_max: Pair = typer.Option(
+        None, "--tilt-max", help="Tilt range +-LO..HI degrees (wedge = 90 - tilt); paper 40 90."
+    ),
     tilt_step: Pair = typer.Option(None, "--tilt-step", help="Tilt step range in degrees."),
-    defocus: Pair = typer.Option(None, "--defocus", help="Defocus range in um, negative = underfocus "
-                                 "(paper -12 0)."),
+    defocus: Pair = typer.Option(
+        None, "--defocus", help="Defocus range in um, negative = underfocus (paper -12 0)."
+    ),
     cs: Pair = typer.Option(None, "--cs", help="Spherical aberration range in mm (paper 1.5 3.0)."),
-    astigmatism: Pair = typer.Option(None, "--astigmatism", help="Astigmatism range in um (difference of the "
-                                     "principal defoci; random direction)."),
-    amplitude_contrast: Pair = typer.Option(None, "--amplitude-contrast", help="Amplitude contrast range "
-                                            "(default 0.07 0.07)."),
+    astigmatism: Pair = typer.Option(
+        None,
+        "--astigmatism",
+        help="Astigmatism range in um (difference of the principal defoci; random direction).",
+    ),
+    amplitude_contrast: Pair = typer.Option(
+        None, "--amplitude-contrast", help="Amplitude contrast range (default 0.07 0.07)."
+    ),
     voltage: Pair = typer.Option(None, "--voltage", help="Voltage range in kV (default 300 300)."),
     bfactor: Pair = typer.Option(None, "--bfactor", help="B-factor envelope range in A^2."),
     dose: Pair = typer.Option(None, "--dose", help="Total dose range of the tilt series, e-/A^2."),
-    dose_weighting: bool | None = typer.Option(None, "--dose-weighting/--no-dose-weighting",
-                                                  help="Attenuate each tilt by its accumulated dose."),
-    dose_order: str | None = typer.Option(None, "--dose-order", help="Acquisition order: dose-symmetric, "
-                                          "bidirectional or sequential."),
+    dose_weighting: bool | None = typer.Option(
+        None, "--dose-weighting/--no-dose-weighting", help="Attenuate each tilt by its accumulated dose."
+    ),
+    dose_order: str | None = typer.Option(
+        None, "--dose-order", help="Acquisition order: dose-symmetric, bidirectional or sequential."
+    ),
     shift: float | None = typer.Option(None, "--shift", help="Maximum off-centre shift per axis, voxels."),
-    crowding: float | None = typer.Option(None, "--crowding", help="Probability of neighbouring "
-                                             "particles in the box."),
-    neighbours: tuple[int, int] | None = typer.Option(None, "--neighbours", help="Number of neighbours LO HI "
-                                                      "when crowded (default 1 3)."),
-    noise_alpha: Pair = typer.Option(None, "--noise-alpha", help="Noise colour range: power ~ 1/f^alpha "
-                                     "(0 = white)."),
+    crowding: float | None = typer.Option(
+        None, "--crowding", help="Probability of neighbouring particles in the box."
+    ),
+    neighbours: tuple[int, int] | None = typer.Option(
+        None, "--neighbours", help="Number of neighbours LO HI when crowded (default 1 3)."
+    ),
+    noise_alpha: Pair = typer.Option(
+        None, "--noise-alpha", help="Noise colour range: power ~ 1/f^alpha (0 = white)."
+    ),
     gradient: Pair = typer.Option(None, "--gradient", help="Background ramp amplitude range (x signal std)."),
-    invert: float | None = typer.Option(None, "--invert", help="Probability of inverting a "
-                                           "subtomogram's contrast."),
-    contrast: str | None = typer.Option(None, "--contrast", help="Output convention: dark (like "
-                                           "tomograms, default) or light."),
-    resolution: float | None = typer.Option(None, "--resolution", help="Resolution (A) of densities "
-                                               "computed from atomic models (default 2 voxels)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the imaging parameters and noise: the same seed "
-                             "gives the same dataset."),
-    structure_seed: int = typer.Option(0, "--structure-seed", help="Seed of the built-in structures' "
-                                       "details; keep it fixed so train and test sets share classes."),
+    invert: float | None = typer.Option(
+        None, "--invert", help="Probability of inverting a subtomogram's contrast."
+    ),
+    contrast: str | None = typer.Option(
+        None, "--contrast", help="Output convention: dark (like tomograms, default) or light."
+    ),
+    resolution: float | None = typer.Option(
+        None,
+        "--resolution",
+        help="Resolution (A) of densities computed from atomic models (default 2 voxels).",
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the imaging parameters and noise: the same seed gives the same dataset."
+    ),
+    structure_seed: int = typer.Option(
+        0,
+        "--structure-seed",
+        help="Seed of the built-in structures' details; keep it fixed so train and test sets share classes.",
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     batch_size: int = typer.Option(256, "--batch-size", help="Subtomograms simulated per batch."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
@@ -102,14 +144,31 @@ def command(
     cfg = PRESETS[preset]
     if config is not None:
         cfg = SimulationConfig.from_json(config, base=cfg)
-    cfg = cfg.replace(fidelity=fidelity, snr=snr, tilt_max=tilt_max, tilt_step=tilt_step, defocus_um=defocus,
-                      cs_mm=cs, voltage_kv=voltage, bfactor=bfactor, dose=dose, dose_weighting=dose_weighting,
-                      dose_order=dose_order, astigmatism_um=astigmatism,
-                      amplitude_contrast=amplitude_contrast, shift_voxels=shift, crowding=crowding,
-                      neighbours=neighbours, noise_alpha=noise_alpha, gradient=gradient,
-                      invert_contrast=invert, contrast=contrast)
+    cfg = cfg.replace(
+        fidelity=fidelity,
+        snr=snr,
+        tilt_max=tilt_max,
+        tilt_step=tilt_step,
+        defocus_um=defocus,
+        cs_mm=cs,
+        voltage_kv=voltage,
+        bfactor=bfactor,
+        dose=dose,
+        dose_weighting=dose_weighting,
+        dose_order=dose_order,
+        astigmatism_um=astigmatism,
+        amplitude_contrast=amplitude_contrast,
+        shift_voxels=shift,
+        crowding=crowding,
+        neighbours=neighbours,
+        noise_alpha=noise_alpha,
+        gradient=gradient,
+        invert_contrast=invert,
+        contrast=contrast,
+    )
     sources = [s for item in structures for s in item.split(",") if s]
     structs = load_structures(sources, box, voxel_size, seed=structure_seed, resolution=resolution)
-    path = simulate_dataset(out_dir, structs, cfg, n, seed=seed, batch_size=batch_size, device=device,
-                            progress=not no_progress)
+    path = simulate_dataset(
+        out_dir, structs, cfg, n, seed=seed, batch_size=batch_size, device=device, progress=not no_progress
+    )
     typer.echo(f"wrote {n} subtomograms of {len(structs)} classes ({', '.join(structs.names)}) to {path}")

@@ -10,8 +10,10 @@ from typer.core import TyperCommand
 NAME = "train"
 NO_ARGS_IS_HELP = True
 # Without the training wing the methods cannot be listed (the list comes from its registry).
-METHOD_HELP = ("Adaptation method, a name from the training wing's registry (listed here once the 'train' "
-               "extra is installed).")
+METHOD_HELP = (
+    "Adaptation method, a name from the training wing's registry (listed here once the 'train' "
+    "extra is installed)."
+)
 
 
 class TrainCommand(TyperCommand):
@@ -55,64 +57,120 @@ def _parse_kv(items: list[str], option: str) -> dict[str, object]:
 
 
 def command(
-    source: str = typer.Option(..., "--source", help="Labelled source: a dataset directory (cryoshift "
-                               "simulate), or structures to simulate on the fly ('builtin', map/model paths; "
-                               "then --box is required)."),
+    source: str = typer.Option(
+        ...,
+        "--source",
+        help="Labelled source: a dataset directory (cryoshift "
+        "simulate), or structures to simulate on the fly ('builtin', map/model paths; "
+        "then --box is required).",
+    ),
     out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
-    target: str = typer.Option(None, "--target", help="Unlabelled target: dataset directory, MRC file/"
-                               "directory/glob, picks STAR/CSV (with --tomograms), or copick:CONFIG.json "
-                               "(with --copick-*). Labels are never read."),
+    target: str = typer.Option(
+        None,
+        "--target",
+        help="Unlabelled target: dataset directory, MRC file/"
+        "directory/glob, picks STAR/CSV (with --tomograms), or copick:CONFIG.json "
+        "(with --copick-*). Labels are never read.",
+    ),
     method: str = typer.Option("selftrain", "--method", help=METHOD_HELP),
-    backbone: str = typer.Option("cryonet-deep-centred", "--backbone", help="Backbone registry name (e.g. "
-                                 "cryonet-deep-centred, cryonet-centred, cryonet, cryonet-small, "
-                                 "dsrf3d-v2, encoder4, cb3d)."),
+    backbone: str = typer.Option(
+        "cryonet-deep-centred",
+        "--backbone",
+        help="Backbone registry name (e.g. "
+        "cryonet-deep-centred, cryonet-centred, cryonet, cryonet-small, "
+        "dsrf3d-v2, encoder4, cb3d).",
+    ),
     epochs: int = typer.Option(20, "--epochs", help="Training epochs (passes over the source)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Source (and target) volumes per step and "
-                                   "process."),
+    batch_size: int = typer.Option(
+        32, "--batch-size", help="Source (and target) volumes per step and process."
+    ),
     lr: float = typer.Option(1e-3, "--lr", help="Base learning rate (methods scale it per module)."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="Adam weight decay."),
     seed: int = typer.Option(0, "--seed", help="Seed for every random generator."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the killed run in --out from its last "
-                                "finished epoch (its stored config wins, except --epochs/--device)."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto. Under torchrun each process "
-                               "takes its LOCAL_RANK GPU."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Held-out share of a source dataset, "
-                                       "used for selection and calibration."),
-    normalisation: str = typer.Option("zscore", "--normalisation", help="Per-subtomogram normalisation "
-                                      "(zscore or minmax); travels into the exported graph."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the killed run in --out from its last "
+        "finished epoch (its stored config wins, except --epochs/--device).",
+    ),
+    device: str = typer.Option(
+        "auto", "--device", help="cpu, cuda or auto. Under torchrun each process takes its LOCAL_RANK GPU."
+    ),
+    val_fraction: float = typer.Option(
+        0.1, "--val-fraction", help="Held-out share of a source dataset, used for selection and calibration."
+    ),
+    normalisation: str = typer.Option(
+        "zscore",
+        "--normalisation",
+        help="Per-subtomogram normalisation (zscore or minmax); travels into the exported graph.",
+    ),
     box: int = typer.Option(None, "--box", help="Box size in voxels when simulating the source."),
-    voxel_size: float = typer.Option(None, "--voxel-size", help="Voxel size (A) when simulating the source "
-                                     "(default 10)."),
-    sim_preset: str = typer.Option("broad", "--sim-preset", help="Simulation preset when simulating "
-                                   "(broad, paper, realistic, tilt, wide, clean)."),
+    voxel_size: float = typer.Option(
+        None, "--voxel-size", help="Voxel size (A) when simulating the source (default 10)."
+    ),
+    sim_preset: str = typer.Option(
+        "broad",
+        "--sim-preset",
+        help="Simulation preset when simulating (broad, paper, realistic, tilt, wide, clean).",
+    ),
     sim_per_epoch: int = typer.Option(2048, "--sim-per-epoch", help="Fresh simulated volumes per epoch."),
-    spectrum_match: bool = typer.Option(True, "--spectrum-match/--no-spectrum-match", help="Target-aware "
-                                        "simulation: filter the simulated source to the target's average "
-                                        "power spectrum (wedge, CTF envelope, noise colour), measured on the "
-                                        "unlabelled target."),
-    template_labels: int = typer.Option(600, "--template-labels", help="Label this many target "
-                                        "subtomograms by template matching against the source maps and train "
-                                        "on the confident ones too (0 = off; needs a simulated source)."),
-    tomograms: list[str] = typer.Option([], "--tomograms", help="Tomogram MRCs (files, dirs or globs) that "
-                                        "a picks --target refers to by rlnTomoName or file name."),
-    copick_voxel_spacing: float = typer.Option(None, "--copick-voxel-spacing", help="--target copick:"
-                                               "CONFIG.json: voxel spacing (A) of the tomograms to crop."),
-    copick_tomo_type: str = typer.Option(None, "--copick-tomo-type", help="copick target: reconstruction "
-                                         "type (wbp, denoised, ...)."),
-    copick_picks: list[str] = typer.Option([], "--copick-picks", help="copick target: picks, "
-                                           "OBJECT[:USER[:SESSION]] (* = any; repeatable)."),
-    copick_run: list[str] = typer.Option([], "--copick-run", help="copick target: only this run "
-                                         "(repeatable; default all)."),
-    max_target: int = typer.Option(None, "--max-target", help="Use at most this many target volumes "
-                                   "(seeded subset)."),
-    oracle_target_labels: bool = typer.Option(False, "--oracle-target-labels", help="Let the 'oracle' "
-                                              "method read target labels (benchmark ceiling only)."),
-    hparam: list[str] = typer.Option([], "--hparam", help="Method hyper-parameter key=value (repeatable), "
-                                     "e.g. --hparam mada_weight=0.5."),
-    backbone_opt: list[str] = typer.Option([], "--backbone-opt", help="Backbone keyword key=value "
-                                           "(repeatable), e.g. --backbone-opt drop_rate=0.2."),
-    selection: str = typer.Option("im", "--selection", help="Label-free target criterion for picking "
-                                  "the epoch: im (information maximisation), snd, entropy."),
+    spectrum_match: bool = typer.Option(
+        True,
+        "--spectrum-match/--no-spectrum-match",
+        help="Target-aware "
+        "simulation: filter the simulated source to the target's average "
+        "power spectrum (wedge, CTF envelope, noise colour), measured on the "
+        "unlabelled target.",
+    ),
+    template_labels: int = typer.Option(
+        600,
+        "--template-labels",
+        help="Label this many target "
+        "subtomograms by template matching against the source maps and train "
+        "on the confident ones too (0 = off; needs a simulated source).",
+    ),
+    tomograms: list[str] = typer.Option(
+        [],
+        "--tomograms",
+        help="Tomogram MRCs (files, dirs or globs) that "
+        "a picks --target refers to by rlnTomoName or file name.",
+    ),
+    copick_voxel_spacing: float = typer.Option(
+        None,
+        "--copick-voxel-spacing",
+        help="--target copick:CONFIG.json: voxel spacing (A) of the tomograms to crop.",
+    ),
+    copick_tomo_type: str = typer.Option(
+        None, "--copick-tomo-type", help="copick target: reconstruction type (wbp, denoised, ...)."
+    ),
+    copick_picks: list[str] = typer.Option(
+        [], "--copick-picks", help="copick target: picks, OBJECT[:USER[:SESSION]] (* = any; repeatable)."
+    ),
+    copick_run: list[str] = typer.Option(
+        [], "--copick-run", help="copick target: only this run (repeatable; default all)."
+    ),
+    max_target: int = typer.Option(
+        None, "--max-target", help="Use at most this many target volumes (seeded subset)."
+    ),
+    oracle_target_labels: bool = typer.Option(
+        False,
+        "--oracle-target-labels",
+        help="Let the 'oracle' method read target labels (benchmark ceiling only).",
+    ),
+    hparam: list[str] = typer.Option(
+        [], "--hparam", help="Method hyper-parameter key=value (repeatable), e.g. --hparam mada_weight=0.5."
+    ),
+    backbone_opt: list[str] = typer.Option(
+        [],
+        "--backbone-opt",
+        help="Backbone keyword key=value (repeatable), e.g. --backbone-opt drop_rate=0.2.",
+    ),
+    selection: str = typer.Option(
+        "im",
+        "--selection",
+        help="Label-free target criterion for picking "
+        "the epoch: im (information maximisation), snd, entropy.",
+    ),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
 ) -> None:
@@ -135,24 +193,46 @@ def command(
     from cryoshift.training.trainer import TrainConfig, train
 
     config = TrainConfig(
-        source=source, out=str(out), target=target, method=method, backbone=backbone, epochs=epochs,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
-        val_fraction=val_fraction, normalisation=normalisation, box=box, voxel_size=voxel_size,
-        sim_preset=sim_preset, sim_per_epoch=sim_per_epoch, spectrum_match=spectrum_match,
+        source=source,
+        out=str(out),
+        target=target,
+        method=method,
+        backbone=backbone,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        seed=seed,
+        device=device,
+        val_fraction=val_fraction,
+        normalisation=normalisation,
+        box=box,
+        voxel_size=voxel_size,
+        sim_preset=sim_preset,
+        sim_per_epoch=sim_per_epoch,
+        spectrum_match=spectrum_match,
         template_labels=template_labels,
-        tomograms=list(tomograms), max_target=max_target,
-        oracle_target_labels=oracle_target_labels, method_kwargs=_parse_kv(hparam, "--hparam"),
-        backbone_kwargs=_parse_kv(backbone_opt, "--backbone-opt"), selection_criterion=selection,
-        threads=threads, progress=not no_progress,
+        tomograms=list(tomograms),
+        max_target=max_target,
+        oracle_target_labels=oracle_target_labels,
+        method_kwargs=_parse_kv(hparam, "--hparam"),
+        backbone_kwargs=_parse_kv(backbone_opt, "--backbone-opt"),
+        selection_criterion=selection,
+        threads=threads,
+        progress=not no_progress,
     )
     result = train(config, resume=resume)
     if result.model_path is None:  # a non-zero rank under torchrun
         return
     meta = result.metadata
     last = result.history[-1] if result.history else {}
-    typer.echo(f"model: {result.model_path}  (epoch {result.selected_epoch} of {len(result.history)}, "
-               f"chosen without target labels)")
+    typer.echo(
+        f"model: {result.model_path}  (epoch {result.selected_epoch} of {len(result.history)}, "
+        f"chosen without target labels)"
+    )
     if meta is not None:
-        typer.echo(f"temperature {meta.temperature:.3f}  unknown_threshold {meta.unknown_threshold:.3f}  "
-                   f"last source val accuracy {last.get('src_val_acc', float('nan')):.3f}")
+        typer.echo(
+            f"temperature {meta.temperature:.3f}  unknown_threshold {meta.unknown_threshold:.3f}  "
+            f"last source val accuracy {last.get('src_val_acc', float('nan')):.3f}"
+        )
     typer.echo(f"next: cryoshift export {result.run_dir}")

@@ -35,5 +35,17 @@ from cryoshift.runtime.sources.load import VALUE_LIMIT, load_item
 from cryoshift.runtime.sources.paths import tomogram_key
 from cryoshift.runtime.sources.planner import plan_inputs
 
-__all__ = ["VALUE_LIMIT", "Item", "Plan", "PlanRefusal", "VolumeCache", "load_item", "open_mrc", "os_reason",
-           "parse_shard", "plan_inputs", "stack_id", "tomogram_key"]
+__all__ = [
+    "VALUE_LIMIT",
+    "Item",
+    "Plan",
+    "PlanRefusal",
+    "VolumeCache",
+    "load_item",
+    "open_mrc",
+    "os_reason",
+    "parse_shard",
+    "plan_inputs",
+    "stack_id",
+    "tomogram_key",
+]

@@ -63,4 +63,3 @@ def os_reason(path: str | Path, exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return "permission denied (cannot read the file)"
     return f"cannot read: {' '.join(str(exc.strerror or exc).split())}"
-

@@ -53,8 +53,15 @@ class Plan:
         """
         if count < 1 or not 0 <= index < count:
             raise InputError(None, f"shard {index}/{count} is invalid: need 0 <= i < n")
-        return Plan(self.items[index::count], self.inputs, self.box_size, self.contrast,
-                    self.voxel_sizes, self.notes, self.origins)
+        return Plan(
+            self.items[index::count],
+            self.inputs,
+            self.box_size,
+            self.contrast,
+            self.voxel_sizes,
+            self.notes,
+            self.origins,
+        )
 
 
 def stack_id(path: str | Path, index: int) -> str:
@@ -72,4 +79,3 @@ def parse_shard(text: str) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise InputError(None, f"--shard {text!r}: need 0 <= i < n")
     return index, count
-

@@ -15,8 +15,10 @@ def _check_item_voxel(item: Item, voxel: float, model_voxel: float | None) -> No
     if model_voxel and voxel > 0:
         mismatch = abs(voxel - model_voxel) / model_voxel
         if mismatch > VOXEL_TOLERANCE:
-            raise InputError(item.path, f"voxel size {voxel:.3g} A differs from the model's "
-                                        f"{model_voxel:.3g} A by {mismatch:.0%}")
+            raise InputError(
+                item.path,
+                f"voxel size {voxel:.3g} A differs from the model's {model_voxel:.3g} A by {mismatch:.0%}",
+            )
 
 
 VALUE_LIMIT = 1e15  # |voxel| beyond this overflows float32 sums of squares in the model's normalisation
@@ -34,8 +36,11 @@ def _check_values(out: np.ndarray, item: Item) -> None:
     where = f" (item {item.id})" if item.id != item.path else ""
     if not np.isfinite(out).all():
         raise InputError(item.path, "contains NaN or infinite values" + where)
-    raise InputError(item.path, f"values reach {max(abs(lo), abs(hi)):.3g}, beyond +-{VALUE_LIMIT:.0e}: "
-                                "not subtomogram intensities (normalisation would overflow)" + where)
+    raise InputError(
+        item.path,
+        f"values reach {max(abs(lo), abs(hi)):.3g}, beyond +-{VALUE_LIMIT:.0e}: "
+        "not subtomogram intensities (normalisation would overflow)" + where,
+    )
 
 
 def load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: float | None = None) -> None:

@@ -47,7 +47,7 @@ def tomogram_key(name: str) -> str:
     the ``rec_`` prefix, Warp's ``_<pixel>Apx`` and a ``_bin<N>`` suffix."""
     key = strip_suffix(name)
     if key.startswith(_REC_PREFIX) and len(key) > len(_REC_PREFIX):
-        key = key[len(_REC_PREFIX):]
+        key = key[len(_REC_PREFIX) :]
     while True:
         stripped = _BIN_SUFFIX.sub("", _PIXEL_SUFFIX.sub("", key))
         if stripped == key or not stripped:
@@ -74,8 +74,9 @@ def tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -
                 continue
             stem = strip_suffix(path.name)
             if stem in index and index[stem] != path:
-                raise PlanRefusal(path, f"two tomograms are named {stem!r}: {index[stem]} and {path}; "
-                                        "give only one of them")
+                raise PlanRefusal(
+                    path, f"two tomograms are named {stem!r}: {index[stem]} and {path}; give only one of them"
+                )
             index[stem] = path
     return index
 
@@ -95,8 +96,14 @@ def match_tomogram(name: str, index: dict[str, Path], picks: Path) -> Path:
         return Path(found[0])
     if found:
         shown = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
-        raise InputError(picks, f"tomogram name {name!r} is ambiguous: it matches {shown}; "
-                                "give only the one meant with --tomograms")
+        raise InputError(
+            picks,
+            f"tomogram name {name!r} is ambiguous: it matches {shown}; "
+            "give only the one meant with --tomograms",
+        )
     names = ", ".join(sorted(index)[:5]) + (" ..." if len(index) > 5 else "")
-    raise InputError(picks, f"no tomogram matches name {name!r} (have: {names}; names must be equal apart "
-                            "from folder, file suffix, a rec_ prefix and _<pixel>Apx/_bin<N> suffixes)")
+    raise InputError(
+        picks,
+        f"no tomogram matches name {name!r} (have: {names}; names must be equal apart "
+        "from folder, file suffix, a rec_ prefix and _<pixel>Apx/_bin<N> suffixes)",
+    )

@@ -35,15 +35,21 @@ def plan_pick_table(planner: Any, path: Path) -> None:
     from cryoshift.runtime.picks import read_picks
     from cryoshift.runtime.tables import PickTable, read_pick_table
 
-    centred = path.suffix.lower() == ".star" and star_has(path, "rlnCenteredCoordinateXAngst") \
+    centred = (
+        path.suffix.lower() == ".star"
+        and star_has(path, "rlnCenteredCoordinateXAngst")
         and not star_has(path, "rlnCoordinateX")
+    )
     in_voxels = centred  # Angstrom picks (and Warp/M picks with a stated pixel size) need no --binning
     rescaled = planner.binning or planner.coordinate_pixel_size
     if centred:
         # RELION 5 centred Angstrom coordinates: converted with each tomogram's own header;
         # picks outside the tomogram become error rows when cropped, like pixel picks.
-        picks = read_pick_table(path, pixel_size=lambda name: tomogram_pixel(planner, path, name),
-                                tomo_shape=lambda name: tomogram_header(planner, path, name)["shape"])
+        picks = read_pick_table(
+            path,
+            pixel_size=lambda name: tomogram_pixel(planner, path, name),
+            tomo_shape=lambda name: tomogram_header(planner, path, name)["shape"],
+        )
     elif rescaled or not star_has(path, "rlnDetectorPixelSize"):
         picks = read_pick_table(path)  # streamed: only names and coordinates, as arrays
     else:
@@ -85,8 +91,11 @@ def coordinate_scale(planner: Any, name: str, vol: Any) -> float:
         entry = planner.tomo_tables.get(name)
         voxel = entry.pixel_size if entry is not None and entry.pixel_size else float(vol.voxel_size or 0)
         if voxel <= 0:
-            raise InputError(name, "--coordinate-pixel-size needs the tomogram's voxel size, and its "
-                                   "header has none; use --binning instead")
+            raise InputError(
+                name,
+                "--coordinate-pixel-size needs the tomogram's voxel size, and its "
+                "header has none; use --binning instead",
+            )
         return planner.coordinate_pixel_size / voxel
     return 1.0
 
@@ -101,8 +110,11 @@ def add_picks(planner: Any, path: Path, picks: Any, scale: bool = True) -> None:
     names = list(picks.names)
     if "" in names:  # rows naming no tomogram: the only one given, else a refusal
         if len(index) != 1:
-            raise PlanRefusal(path, "picks name no tomogram (no tomo_name/rlnTomoName column); "
-                                    "pass exactly one tomogram with --tomograms")
+            raise PlanRefusal(
+                path,
+                "picks name no tomogram (no tomo_name/rlnTomoName column); "
+                "pass exactly one tomogram with --tomograms",
+            )
         names[names.index("")] = next(iter(index))
     unique: dict[str, int] = {}
     remap = np.array([unique.setdefault(n, len(unique)) for n in names], dtype=np.int32)
@@ -139,9 +151,15 @@ def add_picks(planner: Any, path: Path, picks: Any, scale: bool = True) -> None:
     if hint:
         planner.notes.append(hint)
     key = (str(path.resolve()), bool(scale), planner.binning, planner.coordinate_pixel_size)
-    source = PickSource(str(path), key, names, tomo, xyz,
-                        [str(tomo_for[n]) if n in tomo_for else None for n in names],
-                        [unmatched.get(n, "") for n in names])
+    source = PickSource(
+        str(path),
+        key,
+        names,
+        tomo,
+        xyz,
+        [str(tomo_for[n]) if n in tomo_for else None for n in names],
+        [unmatched.get(n, "") for n in names],
+    )
     rows = PickRows(source)
     planner.items.add_rows(rows)
     if path.suffix.lower() == ".star":

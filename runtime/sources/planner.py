@@ -27,9 +27,18 @@ class Planner:
     """Adds the items of one input at a time (:meth:`add`); ``items``, ``voxel_sizes``, ``notes``
     and ``origins`` become the :class:`Plan`."""
 
-    def __init__(self, box_size: int, model_voxel: float, contrast: str | None, model_contrast: str,
-                 ignore_voxel_size: bool, tomograms: list[str], cache: VolumeCache,
-                 coordinate_pixel_size: float | None = None, binning: float | None = None):
+    def __init__(
+        self,
+        box_size: int,
+        model_voxel: float,
+        contrast: str | None,
+        model_contrast: str,
+        ignore_voxel_size: bool,
+        tomograms: list[str],
+        cache: VolumeCache,
+        coordinate_pixel_size: float | None = None,
+        binning: float | None = None,
+    ):
         self.box = box_size
         self.model_voxel = model_voxel
         self.contrast = contrast
@@ -63,16 +72,22 @@ class Planner:
             return  # header says "unset": nothing to compare
         mismatch = abs(voxel - self.model_voxel) / self.model_voxel
         if mismatch > VOXEL_TOLERANCE and not self.ignore_voxel:
-            raise PlanRefusal(path, f"voxel size {voxel:.3g} A differs from the model's "
-                                   f"{self.model_voxel:.3g} A "
-                                   f"by {mismatch:.0%} (> {VOXEL_TOLERANCE:.0%}); rescale the data or pass "
-                                   "--ignore-voxel-size")
+            raise PlanRefusal(
+                path,
+                f"voxel size {voxel:.3g} A differs from the model's "
+                f"{self.model_voxel:.3g} A "
+                f"by {mismatch:.0%} (> {VOXEL_TOLERANCE:.0%}); rescale the data or pass "
+                "--ignore-voxel-size",
+            )
 
     def check_contrast(self, source: str, contrast: str) -> None:
         if contrast != self.model_contrast:
-            raise PlanRefusal(source, f"data contrast is {contrast!r} but the model expects "
-                                     f"{self.model_contrast!r}; use a model exported for {contrast!r} data "
-                                     "or pass the right --contrast")
+            raise PlanRefusal(
+                source,
+                f"data contrast is {contrast!r} but the model expects "
+                f"{self.model_contrast!r}; use a model exported for {contrast!r} data "
+                "or pass the right --contrast",
+            )
 
     # -- inputs ------------------------------------------------------------------------------
     def add(self, text: str) -> None:
@@ -148,8 +163,11 @@ class Planner:
     def check_box(self, path: Path | str, shape: tuple[int, ...]) -> None:
         if tuple(shape) != (self.box,) * 3:
             shown = "x".join(str(s) for s in shape)
-            raise InputError(path, f"volumes are {shown} but the model takes {self.box}^3 boxes; "
-                                   "re-extract at the model's box size")
+            raise InputError(
+                path,
+                f"volumes are {shown} but the model takes {self.box}^3 boxes; "
+                "re-extract at the model's box size",
+            )
 
     def add_dataset(self, path: Path) -> None:
         from cryoshift.runtime.dataset import read_dataset
@@ -236,10 +254,18 @@ def _is_listing(path: Path) -> bool:
     return bool(cols & {"rlnimagename", "path", "image", "image_name"}) and not cols & {"x", "rlncoordinatex"}
 
 
-def plan_inputs(inputs: list[str], box_size: int, model_voxel_size: float, model_contrast: str = "dark",
-                contrast: str | None = None, tomograms: list[str] | None = None,
-                ignore_voxel_size: bool = False, cache: VolumeCache | None = None,
-                coordinate_pixel_size: float | None = None, binning: float | None = None) -> Plan:
+def plan_inputs(
+    inputs: list[str],
+    box_size: int,
+    model_voxel_size: float,
+    model_contrast: str = "dark",
+    contrast: str | None = None,
+    tomograms: list[str] | None = None,
+    ignore_voxel_size: bool = False,
+    cache: VolumeCache | None = None,
+    coordinate_pixel_size: float | None = None,
+    binning: float | None = None,
+) -> Plan:
     """Enumerate every item of ``inputs`` in a stable order and check them against the model.
 
     Refuses (InputError) what can never work: a data contrast or voxel size that differs from
@@ -250,8 +276,17 @@ def plan_inputs(inputs: list[str], box_size: int, model_voxel_size: float, model
         raise InputError(None, f"--contrast must be one of {', '.join(CONTRASTS)}, not {contrast!r}")
     if not inputs:
         raise InputError(None, "no inputs given")
-    planner = Planner(box_size, model_voxel_size, contrast, model_contrast, ignore_voxel_size,
-                       list(tomograms or []), cache or VolumeCache(), coordinate_pixel_size, binning)
+    planner = Planner(
+        box_size,
+        model_voxel_size,
+        contrast,
+        model_contrast,
+        ignore_voxel_size,
+        list(tomograms or []),
+        cache or VolumeCache(),
+        coordinate_pixel_size,
+        binning,
+    )
     data_contrast = contrast or "dark"
     has_non_dataset = any(not (Path(t).is_dir() and (Path(t) / "dataset.json").is_file()) for t in inputs)
     if has_non_dataset:
@@ -263,6 +298,12 @@ def plan_inputs(inputs: list[str], box_size: int, model_voxel_size: float, model
         if len(inputs) == 1:
             raise first
         raise InputError(None, f"none of the {len(inputs)} inputs can be classified; the first: {first}")
-    return Plan(planner.items, list(inputs), box_size, data_contrast, planner.voxel_sizes, planner.notes,
-                planner.origins)
-
+    return Plan(
+        planner.items,
+        list(inputs),
+        box_size,
+        data_contrast,
+        planner.voxel_sizes,
+        planner.notes,
+        planner.origins,
+    )

@@ -40,8 +40,16 @@ def test_summarise_pairs_seeds_and_writes_a_table() -> None:
     runs = []
     for seed, (so, cs, orc) in enumerate([(0.4, 0.6, 0.8), (0.5, 0.6, 0.9)]):
         for method, acc in (("source-only", so), ("cryoshift", cs), ("oracle", orc)):
-            runs.append({"target": "a", "method": method, "seed": seed, "accuracy": acc, "macro_f1": acc,
-                         "accuracy_label_chosen": acc + 0.01})
+            runs.append(
+                {
+                    "target": "a",
+                    "method": method,
+                    "seed": seed,
+                    "accuracy": acc,
+                    "macro_f1": acc,
+                    "accuracy_label_chosen": acc + 0.01,
+                }
+            )
     summary = dm.summarise(runs)
     gap = summary["a"]["cryoshift"]["gap_closed"]
     assert gap["values"] == [0.5, 0.25] and gap["mean"] == pytest.approx(0.375)

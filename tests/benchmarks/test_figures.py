@@ -34,14 +34,17 @@ def test_domain_shift_json_renders_confusion_at_150_dpi(tmp_path: Path) -> None:
         "class_names": NAMES,
         "runs": [
             {"target": "optics", "method": m, "seed": s, "accuracy": 0.8, "confusion": CM}
-            for m in ("source-only", "dann", "oracle") for s in (1, 0)
+            for m in ("source-only", "dann", "oracle")
+            for s in (1, 0)
         ],
     }
     src = tmp_path / "domain_shift_tiny.json"
     src.write_text(json.dumps(result))
     paths = render_figures.render(src)
-    assert sorted(p.name for p in paths) == ["confusion_optics_oracle.png",
-                                             "confusion_optics_source-only.png"]
+    assert sorted(p.name for p in paths) == [
+        "confusion_optics_oracle.png",
+        "confusion_optics_source-only.png",
+    ]
     assert all(p.parent == tmp_path / "domain_shift_tiny" for p in paths)
     _check_png(paths[0])
 
@@ -50,15 +53,23 @@ def test_accuracy_json_renders_every_method_of_the_first_draw(tmp_path: Path) ->
     result = {
         "classes": dict(zip(NAMES, ["4v4r", "6utj", "7lum"], strict=True)),
         "rows": [
-            {"target": "lamella", "method": m, "draw": d, "accuracy": 0.5,
-             "confusion": (np.asarray(CM) * (d + 1)).tolist()}
-            for m in ("template_matching", "default") for d in (0, 1)
+            {
+                "target": "lamella",
+                "method": m,
+                "draw": d,
+                "accuracy": 0.5,
+                "confusion": (np.asarray(CM) * (d + 1)).tolist(),
+            }
+            for m in ("template_matching", "default")
+            for d in (0, 1)
         ],
     }
     src = tmp_path / "accuracy_tiny.json"
     src.write_text(json.dumps(result))
     paths = render_figures.render(src, out_root=tmp_path / "out")
-    assert sorted(p.name for p in paths) == ["confusion_lamella_default.png",
-                                             "confusion_lamella_template_matching.png"]
+    assert sorted(p.name for p in paths) == [
+        "confusion_lamella_default.png",
+        "confusion_lamella_template_matching.png",
+    ]
     for p in paths:
         _check_png(p)

@@ -42,15 +42,24 @@ def test_picks_with_a_class_column_are_cropped(tmp_path: Path) -> None:
     tomo = np.zeros((40, 48, 56), dtype=np.float32)
     tomo[20, 24, 28] = 5.0
     write_volume(tmp_path / "t1.mrc", tomo, voxel_size=20.0)
-    picks = pd.DataFrame({"tomo_name": ["t1"] * 4, "x": [28, 10, 40, 28], "y": [24, 10, 30, 24],
-                          "z": [20, 10, 30, 20], "class_name": ["b", "a", "c", "b"]})
+    picks = pd.DataFrame(
+        {
+            "tomo_name": ["t1"] * 4,
+            "x": [28, 10, 40, 28],
+            "y": [24, 10, 30, 24],
+            "z": [20, 10, 30, 20],
+            "class_name": ["b", "a", "c", "b"],
+        }
+    )
     picks.to_csv(tmp_path / "picks.csv", index=False)
-    out = domain_data.picks_to_dataset(tmp_path / "picks.csv", CLASSES, tmp_path / "ds", 16,
-                                       [tmp_path / "t1.mrc"])
+    out = domain_data.picks_to_dataset(
+        tmp_path / "picks.csv", CLASSES, tmp_path / "ds", 16, [tmp_path / "t1.mrc"]
+    )
     with read_dataset(out, with_labels=True) as ds:
         assert list(ds.labels) == [1, 0, 2, 1] and ds.voxel_size == pytest.approx(20.0)
         assert ds.volumes[0, 8, 8, 8] == 5.0 and ds.volumes[1].max() == 0.0
     picks.drop(columns="class_name").to_csv(tmp_path / "nolabel.csv", index=False)
     with pytest.raises(InputError, match="no class column"):
-        domain_data.picks_to_dataset(tmp_path / "nolabel.csv", CLASSES, tmp_path / "x", 16,
-                                     [tmp_path / "t1.mrc"])
+        domain_data.picks_to_dataset(
+            tmp_path / "nolabel.csv", CLASSES, tmp_path / "x", 16, [tmp_path / "t1.mrc"]
+        )

@@ -13,8 +13,16 @@ from typer.testing import CliRunner
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-TINY = {"n_target": 48, "epochs": 1, "sim_per_epoch": 64, "template_labels": 12, "tm_count": 12, "threads": 2,
-        "progress": False, "structures": ["ribosome", "proteasome", "membrane"]}
+TINY = {
+    "n_target": 48,
+    "epochs": 1,
+    "sim_per_epoch": 64,
+    "template_labels": 12,
+    "tm_count": 12,
+    "threads": 2,
+    "progress": False,
+    "structures": ["ribosome", "proteasome", "membrane"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +38,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
 def test_demo_leaves_every_stage_on_disk(demo) -> None:
     out, result, lines = demo
     assert [line.split()[0] for line in lines] == ["1/6", "2/6", "3/6", "4/6", "5/6", "6/6"]
-    for stage in ("data/target/dataset.json", "runs/source-only/model.pt", "runs/default/model.pt",
-                  "export/model.onnx", "classify/predictions.csv", "classify/predictions.star", "demo.json"):
+    for stage in (
+        "data/target/dataset.json",
+        "runs/source-only/model.pt",
+        "runs/default/model.pt",
+        "export/model.onnx",
+        "classify/predictions.csv",
+        "classify/predictions.star",
+        "demo.json",
+    ):
         assert (out / stage).is_file(), stage
     summary = json.loads((out / "demo.json").read_text())
     assert summary["config"]["n_target"] == 48 and summary["class_names"] == TINY["structures"]

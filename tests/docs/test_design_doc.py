@@ -14,8 +14,12 @@ TOP = ("runtime/", "training/", "export/", "benchmarks/", "tests/", "docs/")
 
 
 def test_module_table_is_current() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "modules.py"), "--check"], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "modules.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
 
 

@@ -56,10 +56,19 @@ def train_tiny(seed: int = 0, steps: int = 30) -> torch.nn.Module:
 def tiny_metadata() -> ModelMetadata:
     rng = np.random.default_rng(1)
     return ModelMetadata(
-        class_names=list(CLASSES), box_size=BOX, voxel_size=13.68, contrast="dark", normalisation="zscore",
-        temperature=1.7, unknown_threshold=0.4, feature_mean=rng.normal(size=32).round(4).tolist(),
-        feature_var=rng.uniform(0.5, 2, size=32).round(4).tolist(), shift_reference=2.5, method="cryoshift",
-        backbone="cryonet-small", data_fingerprints={"source": "sha256:abc", "target": "sha256:def"},
+        class_names=list(CLASSES),
+        box_size=BOX,
+        voxel_size=13.68,
+        contrast="dark",
+        normalisation="zscore",
+        temperature=1.7,
+        unknown_threshold=0.4,
+        feature_mean=rng.normal(size=32).round(4).tolist(),
+        feature_var=rng.uniform(0.5, 2, size=32).round(4).tolist(),
+        shift_reference=2.5,
+        method="cryoshift",
+        backbone="cryonet-small",
+        data_fingerprints={"source": "sha256:abc", "target": "sha256:def"},
     )
 
 
@@ -79,8 +88,9 @@ def parity_volumes() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def exported(tiny_model: torch.nn.Module, parity_volumes: np.ndarray,
-             tmp_path_factory: pytest.TempPathFactory):
+def exported(
+    tiny_model: torch.nn.Module, parity_volumes: np.ndarray, tmp_path_factory: pytest.TempPathFactory
+):
     """One fp32 export shared by the tests that only read it: (result, metadata, path)."""
     from cryoshift.export import export_model
 

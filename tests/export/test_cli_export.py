@@ -20,22 +20,37 @@ def run_dir(tiny_model, make_blobs, tmp_path_factory: pytest.TempPathFactory) ->
     vols, _ = make_blobs(40, seed=21, offset=500.0, scale=30.0)
     target = write_dataset(root / "target", vols, voxel_size=13.68)
     meta = tiny_model_metadata()
-    save_checkpoint(root / "run" / "model.pt", tiny_model, "cryonet-small", dict(tiny_model.config), meta,
-                    epoch=3, config={"source": str(root / "missing-source"), "target": str(target)})
+    save_checkpoint(
+        root / "run" / "model.pt",
+        tiny_model,
+        "cryonet-small",
+        dict(tiny_model.config),
+        meta,
+        epoch=3,
+        config={"source": str(root / "missing-source"), "target": str(target)},
+    )
     return root
 
 
 def tiny_model_metadata():
     from cryoshift.runtime.metadata import ModelMetadata
 
-    return ModelMetadata(class_names=["sphere", "rod"], box_size=16, voxel_size=13.68, temperature=1.3,
-                         method="cryoshift", feature_mean=[0.0] * 32, feature_var=[1.0] * 32)
+    return ModelMetadata(
+        class_names=["sphere", "rod"],
+        box_size=16,
+        voxel_size=13.68,
+        temperature=1.3,
+        method="cryoshift",
+        feature_mean=[0.0] * 32,
+        feature_var=[1.0] * 32,
+    )
 
 
 def test_export_run_directory(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = run_dir / "deploy"
-    code = main(["export", str(run_dir / "run"), "-o", str(out), "--fp16", "--int8", "--tensorrt",
-                 "--no-progress"])
+    code = main(
+        ["export", str(run_dir / "run"), "-o", str(out), "--fp16", "--int8", "--tensorrt", "--no-progress"]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "export.json"):
@@ -71,8 +86,19 @@ def test_bad_inputs_exit_2(run_dir: Path, tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err
     assert err.startswith("cryoshift: error: ") and "no such checkpoint" in err
 
-    assert main(["export", str(run_dir / "run"), "-o", str(tmp_path / "o"), "--calibration",
-                 str(run_dir / "target")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                str(run_dir / "run"),
+                "-o",
+                str(tmp_path / "o"),
+                "--calibration",
+                str(run_dir / "target"),
+            ]
+        )
+        == 2
+    )
     assert "--calibration only applies to --int8" in capsys.readouterr().err
 
     import numpy as np
@@ -94,17 +120,32 @@ def test_help_is_the_manual(capsys: pytest.CaptureFixture[str]) -> None:
 
         app(args=["export", "--help"], prog_name="cryoshift")
     text = capsys.readouterr().out
-    for word in ("--fp16", "--tensorrt", "--int8", "--calibration", "--parity-data", "--opset", "--batch-max",
-                 "Example"):
+    for word in (
+        "--fp16",
+        "--tensorrt",
+        "--int8",
+        "--calibration",
+        "--parity-data",
+        "--opset",
+        "--batch-max",
+        "Example",
+    ):
         assert word in text
 
 
-def test_int8_without_calibration_fails_before_exporting(tiny_model, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_int8_without_calibration_fails_before_exporting(
+    tiny_model, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from cryoshift.training.checkpoint import save_checkpoint
 
-    ckpt = save_checkpoint(tmp_path / "model.pt", tiny_model, "cryonet-small", dict(tiny_model.config),
-                           tiny_model_metadata(), config={})
+    ckpt = save_checkpoint(
+        tmp_path / "model.pt",
+        tiny_model,
+        "cryonet-small",
+        dict(tiny_model.config),
+        tiny_model_metadata(),
+        config={},
+    )
     assert main(["export", str(ckpt), "-o", str(tmp_path / "o"), "--int8", "--no-progress"]) == 2
     assert "--int8 needs --calibration" in capsys.readouterr().err
     assert not (tmp_path / "o" / "model.onnx").exists()

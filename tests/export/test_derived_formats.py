@@ -61,8 +61,16 @@ def test_int8_qdq_runs_on_cpu(exported, parity_volumes, reference, make_blobs, t
     _, _, path = exported
     meta = read_onnx_metadata(path)
     calibration = make_blobs(32, seed=11, offset=300.0, scale=40.0)[0]
-    result = export_int8_onnx(path, tmp_path / "model.int8.onnx", meta, calibration, parity_volumes,
-                              reference, "blobs", "calibration blobs")
+    result = export_int8_onnx(
+        path,
+        tmp_path / "model.int8.onnx",
+        meta,
+        calibration,
+        parity_volumes,
+        reference,
+        "blobs",
+        "calibration blobs",
+    )
     assert result.parity is not None and result.parity.passed
     assert result.parity.argmax_agreement >= 0.9
     q = onnx.load(str(result.path))
@@ -79,5 +87,6 @@ def test_int8_qdq_runs_on_cpu(exported, parity_volumes, reference, make_blobs, t
 def test_int8_needs_enough_calibration(exported, parity_volumes, reference, tmp_path: Path) -> None:
     _, _, path = exported
     with pytest.raises(ValueError, match="at least 8"):
-        export_int8_onnx(path, tmp_path / "x.onnx", read_onnx_metadata(path), parity_volumes[:3],
-                         parity_volumes, reference)
+        export_int8_onnx(
+            path, tmp_path / "x.onnx", read_onnx_metadata(path), parity_volumes[:3], parity_volumes, reference
+        )

@@ -44,11 +44,14 @@ def test_round_trip(engine: Path, metadata: ModelMetadata) -> None:
     verify_engine_file(side)
 
 
-@pytest.mark.parametrize(("gpu", "trt", "words"), [
-    ("NVIDIA A100-SXM4-40GB", "11.0.0.12", ["GPU 'NVIDIA H100 80GB HBM3'", "A100"]),
-    ("NVIDIA H100 80GB HBM3", "10.13.0.35", ["TensorRT 11.0.0.12", "10.13.0.35"]),
-    ("Tesla T4", "10.8.0", ["GPU", "TensorRT"]),
-])
+@pytest.mark.parametrize(
+    ("gpu", "trt", "words"),
+    [
+        ("NVIDIA A100-SXM4-40GB", "11.0.0.12", ["GPU 'NVIDIA H100 80GB HBM3'", "A100"]),
+        ("NVIDIA H100 80GB HBM3", "10.13.0.35", ["TensorRT 11.0.0.12", "10.13.0.35"]),
+        ("Tesla T4", "10.8.0", ["GPU", "TensorRT"]),
+    ],
+)
 def test_mismatch_refused(engine: Path, gpu: str, trt: str, words: list[str]) -> None:
     side = read_engine_sidecar(engine)
     with pytest.raises(InputError) as info:

@@ -23,8 +23,9 @@ def test_every_row_names_callables_that_exist_and_a_build_order() -> None:
     assert [f.name for f in FORMATS.values() if f.built_from is None] == ["onnx"]
 
 
-def test_export_checkpoint_calls_the_builders_the_table_names(tiny_model, make_blobs, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_checkpoint_calls_the_builders_the_table_names(
+    tiny_model, make_blobs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cryoshift.export import export_checkpoint
     from cryoshift.export import fp16 as fp16_module
     from cryoshift.export import tensorrt as tensorrt_module
@@ -38,6 +39,7 @@ def test_export_checkpoint_calls_the_builders_the_table_names(tiny_model, make_b
         def build(job):
             calls.append((name, job.onnx_path, list(job.onnx_variants), job.reference is not None))
             return []
+
         return build
 
     monkeypatch.setattr(fp16_module, "build_fp16", fake("fp16"))
@@ -50,8 +52,10 @@ def test_export_checkpoint_calls_the_builders_the_table_names(tiny_model, make_b
 
     onnx_path = tmp_path / "out" / "model.onnx"
     assert [r.format for r in results] == ["onnx"] and onnx_path.is_file()
-    assert calls == [("fp16", onnx_path, [(onnx_path, "fp32")], True),
-                     ("tensorrt", onnx_path, [(onnx_path, "fp32")], True)]
+    assert calls == [
+        ("fp16", onnx_path, [(onnx_path, "fp32")], True),
+        ("tensorrt", onnx_path, [(onnx_path, "fp32")], True),
+    ]
     report = json.loads((tmp_path / "out" / "export.json").read_text())
     assert report["requested"] == ["onnx", "fp16", "tensorrt"] and report["skipped"] == []
 

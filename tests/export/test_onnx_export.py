@@ -20,9 +20,21 @@ def test_metadata_round_trip(exported) -> None:
     result, meta, path = exported
     assert result.format == "onnx" and result.path == path and result.size_bytes == path.stat().st_size
     back = read_onnx_metadata(path)
-    for field in ("class_names", "box_size", "voxel_size", "contrast", "normalisation", "temperature",
-                  "unknown_threshold", "feature_mean", "feature_var", "shift_reference", "method",
-                  "backbone", "data_fingerprints"):
+    for field in (
+        "class_names",
+        "box_size",
+        "voxel_size",
+        "contrast",
+        "normalisation",
+        "temperature",
+        "unknown_threshold",
+        "feature_mean",
+        "feature_var",
+        "shift_reference",
+        "method",
+        "backbone",
+        "data_fingerprints",
+    ):
         assert getattr(back, field) == getattr(meta, field), field
     assert back.precision == "fp32"
     assert back.cryoshift_version and back.created  # filled in by the exporter
@@ -72,8 +84,9 @@ def test_the_model_has_learnt_something(exported, make_blobs) -> None:
     assert (pred == labels).mean() >= 0.8
 
 
-def test_weights_altered_after_tracing_is_caught(tiny_model, parity_volumes, metadata, tmp_path,
-                                                 monkeypatch) -> None:
+def test_weights_altered_after_tracing_is_caught(
+    tiny_model, parity_volumes, metadata, tmp_path, monkeypatch
+) -> None:
     """A graph that does not compute what PyTorch computes must never be handed over."""
     import copy
 

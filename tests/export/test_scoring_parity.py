@@ -17,8 +17,9 @@ from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.training import calibrate
 
 
-def test_pytorch_checkpoint_and_onnx_runtime_give_equal_scores(tiny_model, metadata, make_blobs,
-                                                                tmp_path: Path) -> None:
+def test_pytorch_checkpoint_and_onnx_runtime_give_equal_scores(
+    tiny_model, metadata, make_blobs, tmp_path: Path
+) -> None:
     from cryoshift.export import export_checkpoint
     from cryoshift.runtime.backends import load_model
     from cryoshift.runtime.dataset import write_dataset
@@ -31,10 +32,17 @@ def test_pytorch_checkpoint_and_onnx_runtime_give_equal_scores(tiny_model, metad
     # Calibrate as the trainer does: features of the reference data through the training forward.
     _, ref_feats = forward_numpy(tiny_model, reference_volumes, metadata.normalisation, "cpu")
     ref = calibrate.feature_reference(ref_feats)
-    meta = ModelMetadata(**{**metadata.to_dict(), "feature_mean": ref.mean.tolist(),
-                            "feature_var": ref.var.tolist(), "shift_reference": ref.shift_reference})
-    checkpoint = save_checkpoint(tmp_path / "model.pt", tiny_model, "cryonet-small",
-                                 {"num_classes": 2, "box_size": 16}, meta)
+    meta = ModelMetadata(
+        **{
+            **metadata.to_dict(),
+            "feature_mean": ref.mean.tolist(),
+            "feature_var": ref.var.tolist(),
+            "shift_reference": ref.shift_reference,
+        }
+    )
+    checkpoint = save_checkpoint(
+        tmp_path / "model.pt", tiny_model, "cryonet-small", {"num_classes": 2, "box_size": 16}, meta
+    )
     parity = write_dataset(tmp_path / "parity", reference_volumes, voxel_size=meta.voxel_size)
     onnx_path = export_checkpoint(checkpoint, tmp_path / "export", parity_data=parity)[0].path
 
@@ -42,7 +50,8 @@ def test_pytorch_checkpoint_and_onnx_runtime_give_equal_scores(tiny_model, metad
     torch_pred = predict_checkpoint(checkpoint, volumes)
     torch_probs = calibrate.softmax(torch_pred.logits, meta.temperature)
     torch_shift = calibrate.FeatureReference(ref.mean, ref.var, ref.shift_reference).shift_score(
-        torch_pred.features)
+        torch_pred.features
+    )
     # ONNX: the exported file through the runtime, as classify runs it.
     model = load_model(onnx_path, backend="cpu")
     logits, feats = model.predict(volumes[:, None])
@@ -67,8 +76,14 @@ def test_one_variance_floor_for_training_and_runtime() -> None:
     # Statistics stored by another tool with a variance under the floor: both sides floor it alike.
     var = ref.var.copy()
     var[2] = 1e-12
-    meta = ModelMetadata(class_names=["a"], box_size=4, voxel_size=1.0, feature_mean=ref.mean.tolist(),
-                         feature_var=var.tolist(), shift_reference=ref.shift_reference)
+    meta = ModelMetadata(
+        class_names=["a"],
+        box_size=4,
+        voxel_size=1.0,
+        feature_mean=ref.mean.tolist(),
+        feature_var=var.tolist(),
+        shift_reference=ref.shift_reference,
+    )
     probe = feats + rng.normal(scale=1e-3, size=feats.shape)
     runtime = scoring.shift_scores(probe, meta)
     training = calibrate.FeatureReference(ref.mean, var, ref.shift_reference).shift_score(probe)

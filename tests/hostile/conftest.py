@@ -23,6 +23,10 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def dataset(tmp_path: Path) -> Path:
     from cryoshift.runtime.dataset import write_dataset
 
-    return write_dataset(tmp_path / "ds", volumes(6), labels=[0, 1, 2, 0, 1, 2],
-                         class_names=["ribosome", "proteasome", "junk"], voxel_size=VOXEL)
-
+    return write_dataset(
+        tmp_path / "ds",
+        volumes(6),
+        labels=[0, 1, 2, 0, 1, 2],
+        class_names=["ribosome", "proteasome", "junk"],
+        voxel_size=VOXEL,
+    )

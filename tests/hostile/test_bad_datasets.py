@@ -18,12 +18,26 @@ from cryoshift.runtime.mrc import write_stack
 # dataset directories
 
 
-@pytest.mark.parametrize("breakage", ["invalid_json", "n_disagrees", "box_disagrees", "json_list",
-                                      "no_volumes", "csv_garbage", "volumes_garbage", "n_string",
-                                      "labels_out_of_range", "labels_text", "class_names_string",
-                                      "contrast_grey", "voxel_text", "voxel_nan"])
-def test_broken_dataset(breakage: str, dataset: Path, model: Path, tmp_path: Path,
-                        capsys: Capsys) -> None:
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        "invalid_json",
+        "n_disagrees",
+        "box_disagrees",
+        "json_list",
+        "no_volumes",
+        "csv_garbage",
+        "volumes_garbage",
+        "n_string",
+        "labels_out_of_range",
+        "labels_text",
+        "class_names_string",
+        "contrast_grey",
+        "voxel_text",
+        "voxel_nan",
+    ],
+)
+def test_broken_dataset(breakage: str, dataset: Path, model: Path, tmp_path: Path, capsys: Capsys) -> None:
     meta = dataset / "dataset.json"
     info = json.loads(meta.read_text())
     if breakage == "invalid_json":
@@ -59,8 +73,11 @@ def test_broken_dataset(breakage: str, dataset: Path, model: Path, tmp_path: Pat
         t["label"] = ["a", "b", "c", "a", "b", "c"]
         t.to_csv(dataset / "particles.csv", index=False)
     labels_only = breakage.startswith("labels")
-    for argv in (["info", dataset], ["evaluate", model, dataset, "--out", tmp_path / "ev"],
-                 ["classify", model, dataset, "-o", tmp_path / "cl", "-q", "-b", "cpu"]):
+    for argv in (
+        ["info", dataset],
+        ["evaluate", model, dataset, "--out", tmp_path / "ev"],
+        ["classify", model, dataset, "-o", tmp_path / "cl", "-q", "-b", "cpu"],
+    ):
         code, out, err = run_cli(argv, capsys)
         assert "Traceback" not in err, (argv[0], err)
         if labels_only and argv[0] != "evaluate":
@@ -82,10 +99,16 @@ def test_evaluate_refuses_unlabelled_data(model: Path, tmp_path: Path, capsys: C
 def test_evaluate_with_data_that_does_not_fit_the_model(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     from cryoshift.runtime.dataset import write_dataset
 
-    small = write_dataset(tmp_path / "small", np.zeros((3, 12, 12, 12), np.float32), labels=[0, 1, 2],
-                          class_names=["ribosome", "proteasome", "junk"], voxel_size=VOXEL)
-    other = write_dataset(tmp_path / "other", volumes(3), labels=[0, 1, 0], class_names=["cat", "dog"],
-                          voxel_size=VOXEL)
+    small = write_dataset(
+        tmp_path / "small",
+        np.zeros((3, 12, 12, 12), np.float32),
+        labels=[0, 1, 2],
+        class_names=["ribosome", "proteasome", "junk"],
+        voxel_size=VOXEL,
+    )
+    other = write_dataset(
+        tmp_path / "other", volumes(3), labels=[0, 1, 0], class_names=["cat", "dog"], voxel_size=VOXEL
+    )
     for data in (small, other):
         result = run_cli(["evaluate", model, data, "--out", tmp_path / f"ev_{data.name}"], capsys)
         line = assert_error(result, "")  # a mismatch of two files: naming either is fair

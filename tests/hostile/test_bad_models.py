@@ -19,8 +19,11 @@ from cryoshift.runtime.mrc import write_stack, write_volume
 
 def test_garbage_onnx(tmp_path: Path, capsys: Capsys) -> None:
     vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
-    for name, payload in (("garbage.onnx", np.random.default_rng(6).bytes(4000)), ("empty.onnx", b""),
-                          ("text.onnx", b"hello world\n")):
+    for name, payload in (
+        ("garbage.onnx", np.random.default_rng(6).bytes(4000)),
+        ("empty.onnx", b""),
+        ("text.onnx", b"hello world\n"),
+    ):
         bad = tmp_path / name
         bad.write_bytes(payload)
         assert_error(run_cli(["classify", bad, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys), bad)
@@ -60,14 +63,27 @@ def test_bad_model_paths(tmp_path: Path, capsys: Capsys) -> None:
         assert_error(run_cli(["classify", bad, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys), bad)
 
 
-@pytest.mark.parametrize("field,value", [("class_names", "5"), ("class_names", "[]"), ("temperature", "0"),
-                                         ("temperature", "-1"), ("feature_var", "[0, 0]"),
-                                         ("feature_mean", "[1.0]"), ("box_size", "-16"),
-                                         ("voxel_size", "NaN"), ("unknown_threshold", '"high"'),
-                                         ("shift_reference", "0"), ("class_names", '["a", "b"]'),
-                                         ("class_names", '["a", "b", "c", "d"]'), ("contrast", '"grey"')])
-def test_onnx_with_lying_metadata(field: str, value: str, model: Path, tmp_path: Path,
-                                  capsys: Capsys) -> None:
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("class_names", "5"),
+        ("class_names", "[]"),
+        ("temperature", "0"),
+        ("temperature", "-1"),
+        ("feature_var", "[0, 0]"),
+        ("feature_mean", "[1.0]"),
+        ("box_size", "-16"),
+        ("voxel_size", "NaN"),
+        ("unknown_threshold", '"high"'),
+        ("shift_reference", "0"),
+        ("class_names", '["a", "b"]'),
+        ("class_names", '["a", "b", "c", "d"]'),
+        ("contrast", '"grey"'),
+    ],
+)
+def test_onnx_with_lying_metadata(
+    field: str, value: str, model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
     """Metadata the runtime trusts must be sane: refused in one line, or probabilities stay finite
     (the shift score is NaN by design when the feature statistics do not fit the features)."""
     import onnx
@@ -101,11 +117,17 @@ def test_onnx_off_contract_graph(kind: str, tmp_path: Path, capsys: Capsys) -> N
     shape = ["batch", BOX, BOX, BOX] if kind == "rank4" else ["batch", 1, BOX, BOX, BOX]
     out_name = "scores" if kind == "no_logits" else "logits"
     w = np.full((2, BOX**3), 1.0 / BOX**3, np.float16 if kind == "float16" else np.float32)
-    nodes = [helper.make_node("Flatten", ["subtomograms"], ["flat"], axis=1),
-             helper.make_node("Gemm", ["flat", "w"], [out_name], transB=1)]
-    graph = helper.make_graph(nodes, "off", [helper.make_tensor_value_info("subtomograms", dtype, shape)],
-                              [helper.make_tensor_value_info(out_name, dtype, ["batch", 2])],
-                              [numpy_helper.from_array(w, "w")])
+    nodes = [
+        helper.make_node("Flatten", ["subtomograms"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "w"], [out_name], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "off",
+        [helper.make_tensor_value_info("subtomograms", dtype, shape)],
+        [helper.make_tensor_value_info(out_name, dtype, ["batch", 2])],
+        [numpy_helper.from_array(w, "w")],
+    )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     meta = ModelMetadata(class_names=["a", "b"], box_size=BOX, voxel_size=VOXEL)
@@ -126,9 +148,11 @@ def _nan_model(path: Path) -> Path:
     from cryoshift.runtime.metadata import ModelMetadata
 
     w = np.full((2, BOX**3), 1.0 / BOX**3, np.float32)
-    nodes = [helper.make_node("Flatten", ["subtomograms"], ["flat"], axis=1),
-             helper.make_node("Gemm", ["flat", "w"], ["mean"], transB=1),
-             helper.make_node("Log", ["mean"], ["logits"])]
+    nodes = [
+        helper.make_node("Flatten", ["subtomograms"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "w"], ["mean"], transB=1),
+        helper.make_node("Log", ["mean"], ["logits"]),
+    ]
     x = helper.make_tensor_value_info("subtomograms", TensorProto.FLOAT, ["batch", 1, BOX, BOX, BOX])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
     graph = helper.make_graph(nodes, "nan", [x], [y], [numpy_helper.from_array(w, "w")])
@@ -147,12 +171,12 @@ def test_non_finite_model_output_is_an_error_row(tmp_path: Path, capsys: Capsys)
     vols = np.stack([np.full((BOX,) * 3, v, np.float32) for v in (1, -1, 2, -3)])
     stack = write_stack(tmp_path / "s.mrcs", vols, voxel_size=VOXEL)
     out = tmp_path / "out"
-    code, _, err = run_cli(["classify", nan_model, stack, "-o", out, "-q", "-b", "cpu", "--batch-size", 3],
-                           capsys)
+    code, _, err = run_cli(
+        ["classify", nan_model, stack, "-o", out, "-q", "-b", "cpu", "--batch-size", 3], capsys
+    )
     assert code == 0, err
     assert sorted(errors_table(out)["id"]) == [f"000002@{stack}", f"000004@{stack}"]
     assert sorted(predictions(out)["id"]) == [f"000001@{stack}", f"000003@{stack}"]
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,8 +193,7 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-def test_malicious_checkpoint_is_refused_and_does_not_run(tmp_path: Path,
-                                                          capsys: Capsys) -> None:
+def test_malicious_checkpoint_is_refused_and_does_not_run(tmp_path: Path, capsys: Capsys) -> None:
     torch = pytest.importorskip("torch")
     marker = tmp_path / "PWNED"
     zipped = tmp_path / "evil.pt"
@@ -213,9 +236,16 @@ def test_export_refuses_checkpoints_with_broken_contents(tmp_path: Path, capsys:
     """Right format tag, wrong insides: missing keys, unknown backbone, odd kwargs, foreign weights."""
     torch = pytest.importorskip("torch")
     meta = {"class_names": ["a", "b"], "box_size": BOX, "voxel_size": VOXEL}
-    good = {"format": "cryoshift.checkpoint/1", "backbone": "cryonet-small",
-            "backbone_kwargs": {"num_classes": 2, "box_size": BOX}, "state_dict": {"w": torch.zeros(2)},
-            "metadata": meta, "epoch": 0, "config": {}, "extra": {}}
+    good = {
+        "format": "cryoshift.checkpoint/1",
+        "backbone": "cryonet-small",
+        "backbone_kwargs": {"num_classes": 2, "box_size": BOX},
+        "state_dict": {"w": torch.zeros(2)},
+        "metadata": meta,
+        "epoch": 0,
+        "config": {},
+        "extra": {},
+    }
     cases = {
         "only_format.pt": {"format": "cryoshift.checkpoint/1"},
         "no_metadata.pt": {k: v for k, v in good.items() if k != "metadata"},

@@ -67,14 +67,26 @@ HOSTILE_MRC = {
     "text.mrc": lambda p: put(p, "this is not an MRC file\n" * 100),
     "empty_gzip.mrc.gz": lambda p: put(p, gzip.compress(b"")),
     "gzip_of_junk.mrc.gz": lambda p: put(p, gzip.compress(b"junk" * 400)),
-    "gzip_truncated.mrc.gz": lambda p: put(p, gzip.compress(
-        raw_mrc(p.with_suffix(".tmp"), data=volumes(1)[0].tobytes()).read_bytes())[:6000]),
-    "gzip_short_data.mrc.gz": lambda p: put(p, gzip.compress(
-        raw_mrc(p.with_suffix(".tmp"), data=volumes(1)[0].tobytes()[:5000]).read_bytes())),
-    "gzip_corrupt_middle.mrc.gz": lambda p: put(p, _corrupt_middle(gzip.compress(
-        raw_mrc(p.with_suffix(".tmp"), data=volumes(1)[0].tobytes()).read_bytes()))),
-    "bzip2_corrupt.mrc.bz2": lambda p: put(p, _corrupt_middle(__import__("bz2").compress(
-        raw_mrc(p.with_suffix(".tmp"), data=volumes(1)[0].tobytes()).read_bytes()))),
+    "gzip_truncated.mrc.gz": lambda p: put(
+        p, gzip.compress(raw_mrc(p.with_suffix(".tmp"), data=volumes(1)[0].tobytes()).read_bytes())[:6000]
+    ),
+    "gzip_short_data.mrc.gz": lambda p: put(
+        p, gzip.compress(raw_mrc(p.with_suffix(".tmp"), data=volumes(1)[0].tobytes()[:5000]).read_bytes())
+    ),
+    "gzip_corrupt_middle.mrc.gz": lambda p: put(
+        p,
+        _corrupt_middle(
+            gzip.compress(raw_mrc(p.with_suffix(".tmp"), data=volumes(1)[0].tobytes()).read_bytes())
+        ),
+    ),
+    "bzip2_corrupt.mrc.bz2": lambda p: put(
+        p,
+        _corrupt_middle(
+            __import__("bz2").compress(
+                raw_mrc(p.with_suffix(".tmp"), data=volumes(1)[0].tobytes()).read_bytes()
+            )
+        ),
+    ),
 }
 
 
@@ -91,8 +103,9 @@ def test_info_refuses_hostile_mrc(name: str, tmp_path: Path, capsys: Capsys) -> 
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_MRC))
-def test_classify_single_hostile_mrc_is_an_error_row(name: str, model: Path, tmp_path: Path,
-                                                     capsys: Capsys) -> None:
+def test_classify_single_hostile_mrc_is_an_error_row(
+    name: str, model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
     """One bad file among good ones: it lands in errors.csv, the good ones are classified."""
     d = tmp_path / "in"
     d.mkdir()
@@ -102,18 +115,21 @@ def test_classify_single_hostile_mrc_is_an_error_row(name: str, model: Path, tmp
     for extra in d.glob("*.tmp"):
         extra.unlink()
     out = tmp_path / "out"
-    code, _, err = run_cli(["classify", model, d / "good_0.mrc", bad, d / "good_1.mrc", "-o", out, "-q",
-                            "-b", "cpu"], capsys)
+    code, _, err = run_cli(
+        ["classify", model, d / "good_0.mrc", bad, d / "good_1.mrc", "-o", out, "-q", "-b", "cpu"], capsys
+    )
     assert code == 0, err
     assert "Traceback" not in err
     errs = errors_table(out)
     assert (len(errs) == 1 and str(bad) in errs.iloc[0].to_string()) or str(bad) in " ".join(
-        errs.astype(str).to_numpy().ravel()), errs
+        errs.astype(str).to_numpy().ravel()
+    ), errs
     assert len(predictions(out)) == 2
 
 
-def test_info_and_classify_refuse_a_single_bad_file_named_on_its_own(model: Path, tmp_path: Path,
-                                                                      capsys: Capsys) -> None:
+def test_info_and_classify_refuse_a_single_bad_file_named_on_its_own(
+    model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
     """A single hostile file given alone: either a one-line refusal or an errors row, never a traceback."""
     bad = raw_mrc(tmp_path / "trunc.mrc", data=bytes(100))
     code, _, err = run_cli(["classify", model, bad, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys)
@@ -124,14 +140,14 @@ def test_info_and_classify_refuse_a_single_bad_file_named_on_its_own(model: Path
         assert_error((code, "", err), bad)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # unusual but readable MRC files
 
 
 @pytest.mark.parametrize("cella", [0.0, -50.0, float("nan"), float("inf")])
-def test_bad_voxel_size_in_header_is_unknown_not_a_crash(cella: float, model: Path, tmp_path: Path,
-                                                         capsys: Capsys) -> None:
+def test_bad_voxel_size_in_header_is_unknown_not_a_crash(
+    cella: float, model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
     path = raw_mrc(tmp_path / "vs.mrc", cella=cella, data=volumes(1)[0].tobytes())
     code, _out, err = run_cli(["info", path], capsys)
     assert code == 0 and "Traceback" not in err, err
@@ -154,8 +170,7 @@ def test_odd_sized_float16_and_uint16_volumes_are_read(tmp_path: Path, capsys: C
         assert code == 0 and "Traceback" not in err, (mode, err)
 
 
-def test_nan_inf_voxels_and_constant_volume(model: Path, tmp_path: Path,
-                                            capsys: Capsys) -> None:
+def test_nan_inf_voxels_and_constant_volume(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     """NaN/Inf volumes are error rows; an all-constant volume (std 0) gives finite outputs."""
     d = tmp_path / "in"
     d.mkdir()
@@ -233,7 +248,6 @@ def test_big_endian_mrc_is_read(model: Path, tmp_path: Path, capsys: Capsys) -> 
     assert len(predictions(tmp_path / "o")) == 1
 
 
-
 # ---------------------------------------------------------------------------------------------
 # values that are finite but break a float32 model
 
@@ -243,8 +257,11 @@ def test_absurd_magnitudes_are_error_rows(model: Path, tmp_path: Path, capsys: C
     d.mkdir()
     write_volume(d / "a_max_const.mrc", np.full((BOX,) * 3, 3e38, np.float32), voxel_size=VOXEL)
     write_volume(d / "b_huge_noise.mrc", volumes(1)[0] * 1e20, voxel_size=VOXEL)
-    write_stack(d / "c_stack.mrcs", np.stack([volumes(1)[0], np.full((BOX,) * 3, -3e38, np.float32)]),
-                voxel_size=VOXEL)
+    write_stack(
+        d / "c_stack.mrcs",
+        np.stack([volumes(1)[0], np.full((BOX,) * 3, -3e38, np.float32)]),
+        voxel_size=VOXEL,
+    )
     write_volume(d / "d_good.mrc", volumes(1)[0] * 1e4, voxel_size=VOXEL)
     out = tmp_path / "out"
     code, _, err = run_cli(["classify", model, d, "-o", out, "-q", "-b", "cpu"], capsys)
@@ -253,7 +270,6 @@ def test_absurd_magnitudes_are_error_rows(model: Path, tmp_path: Path, capsys: C
     assert len(errs) == 3 and all("beyond" in r for r in errs["reason"]), errs
     pred = predictions(out)
     assert len(pred) == 2 and np.isfinite(pred["confidence"].to_numpy(dtype=float)).all()
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,16 +289,43 @@ def test_random_headers_fail_only_with_input_error(tmp_path: Path) -> None:
     word = st.one_of(small, anyint)
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(nx=word, ny=word, nz=word, mode=st.one_of(st.sampled_from([0, 1, 2, 3, 4, 6, 12, 101]), anyint),
-           nsymbt=st.one_of(st.integers(-10, 2000), anyint), ispg=st.sampled_from([0, 1, 401, 630, -1]),
-           mz=word, cella=st.floats(allow_nan=True, allow_infinity=True, width=32),
-           stamp=st.sampled_from([b"\x44\x44", b"\x11\x11", b"\x00\x00", b"\xff\xff"]),
-           payload=st.integers(0, 70000))
-    def check(nx: int, ny: int, nz: int, mode: int, nsymbt: int, ispg: int, mz: int, cella: float,
-              stamp: bytes, payload: int) -> None:
+    @given(
+        nx=word,
+        ny=word,
+        nz=word,
+        mode=st.one_of(st.sampled_from([0, 1, 2, 3, 4, 6, 12, 101]), anyint),
+        nsymbt=st.one_of(st.integers(-10, 2000), anyint),
+        ispg=st.sampled_from([0, 1, 401, 630, -1]),
+        mz=word,
+        cella=st.floats(allow_nan=True, allow_infinity=True, width=32),
+        stamp=st.sampled_from([b"\x44\x44", b"\x11\x11", b"\x00\x00", b"\xff\xff"]),
+        payload=st.integers(0, 70000),
+    )
+    def check(
+        nx: int,
+        ny: int,
+        nz: int,
+        mode: int,
+        nsymbt: int,
+        ispg: int,
+        mz: int,
+        cella: float,
+        stamp: bytes,
+        payload: int,
+    ) -> None:
         path = tmp_path / "fuzz.mrc"
-        raw_mrc(path, nx=nx, ny=ny, nz=nz, mode=mode, data=bytes(payload), nsymbt=nsymbt, cella=cella,
-                ispg=ispg, mz=mz)
+        raw_mrc(
+            path,
+            nx=nx,
+            ny=ny,
+            nz=nz,
+            mode=mode,
+            data=bytes(payload),
+            nsymbt=nsymbt,
+            cella=cella,
+            ispg=ispg,
+            mz=mz,
+        )
         head = bytearray(path.read_bytes())
         head[212:214] = stamp
         path.write_bytes(bytes(head))

@@ -81,15 +81,18 @@ def test_output_folder_that_is_a_file(model: Path, tmp_path: Path, capsys: Capsy
     assert "Traceback" not in err and code == 2, err
 
 
-
 # ---------------------------------------------------------------------------------------------
 # a real subprocess: what the user's terminal sees
 
 
 def test_subprocess_one_line_error(tmp_path: Path) -> None:
     bad = raw_mrc(tmp_path / "huge dims ✗.mrc", nx=2**31 - 1, ny=2**31 - 1, nz=2**31 - 1, data=b"")
-    proc = subprocess.run([sys.executable, "-m", "cryoshift.runtime.cli", "info", str(bad)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cryoshift.runtime.cli", "info", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in proc.stderr

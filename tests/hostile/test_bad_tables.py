@@ -47,21 +47,31 @@ STAR_BAD = {
     "no_block.star": lambda p: put(p, "# just a comment\nhello world\n"),
     "binary.star": lambda p: put(p, np.random.default_rng(4).bytes(2000)),
     "no_coords.star": lambda p: _star(p, pd.DataFrame({"rlnTomoName": ["TS_01"], "rlnAngleRot": [1.0]})),
-    "text_coords.star": lambda p: put(p,
+    "text_coords.star": lambda p: put(
+        p,
         "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
-        "_rlnCoordinateZ #4\nTS_01 abc def ghi\nTS_01 1 2 3\n"),
-    "nan_coords.star": lambda p: put(p,
+        "_rlnCoordinateZ #4\nTS_01 abc def ghi\nTS_01 1 2 3\n",
+    ),
+    "nan_coords.star": lambda p: put(
+        p,
         "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
-        "_rlnCoordinateZ #4\nTS_01 nan 5 5\nTS_01 8 8 8\n"),
-    "dup_columns.star": lambda p: put(p,
+        "_rlnCoordinateZ #4\nTS_01 nan 5 5\nTS_01 8 8 8\n",
+    ),
+    "dup_columns.star": lambda p: put(
+        p,
         "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateX #3\n"
-        "_rlnCoordinateY #4\n_rlnCoordinateZ #5\nTS_01 8 9 8 8\n"),
-    "loop_no_rows.star": lambda p: put(p,
+        "_rlnCoordinateY #4\n_rlnCoordinateZ #5\nTS_01 8 9 8 8\n",
+    ),
+    "loop_no_rows.star": lambda p: put(
+        p,
         "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
-        "_rlnCoordinateZ #4\n"),
-    "ragged.star": lambda p: put(p,
+        "_rlnCoordinateZ #4\n",
+    ),
+    "ragged.star": lambda p: put(
+        p,
         "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
-        "_rlnCoordinateZ #4\nTS_01 8 8\nTS_01 8 8 8 9 9\n"),
+        "_rlnCoordinateZ #4\nTS_01 8 8\nTS_01 8 8 8 9 9\n",
+    ),
     "missing_x.csv": lambda p: put(p, "tomo,y,z\nTS_01,5,5\n"),
     "header_only.csv": lambda p: put(p, "tomo,x,y,z\n"),
     "empty.csv": lambda p: put(p, ""),
@@ -71,8 +81,9 @@ STAR_BAD = {
 
 
 @pytest.mark.parametrize("name", sorted(STAR_BAD))
-def test_bad_picks_tables_are_refused(name: str, model: Path, tomo: Path, tmp_path: Path,
-                                      capsys: Capsys) -> None:
+def test_bad_picks_tables_are_refused(
+    name: str, model: Path, tomo: Path, tmp_path: Path, capsys: Capsys
+) -> None:
     """A table that cannot be read at all refuses the run (or, if readable, bad rows become errors)."""
     path = STAR_BAD[name](tmp_path / name)
     out = tmp_path / "out"
@@ -89,37 +100,48 @@ def test_bad_picks_tables_are_refused(name: str, model: Path, tomo: Path, tmp_pa
         assert_error((code, "", err), path)
 
 
-def test_picks_outside_the_tomogram_become_error_rows(model: Path, tomo: Path, tmp_path: Path,
-                                                      capsys: Capsys) -> None:
-    picks = _star(tmp_path / "picks.star", pd.DataFrame({
-        "rlnTomoName": ["TS_01"] * 4,
-        "rlnCoordinateX": [16.0, 500.0, -40.0, 10.0],
-        "rlnCoordinateY": [20.0, 10.0, 10.0, 10.0],
-        "rlnCoordinateZ": [12.0, 10.0, -1e300, 1e300],
-    }))
+def test_picks_outside_the_tomogram_become_error_rows(
+    model: Path, tomo: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    picks = _star(
+        tmp_path / "picks.star",
+        pd.DataFrame(
+            {
+                "rlnTomoName": ["TS_01"] * 4,
+                "rlnCoordinateX": [16.0, 500.0, -40.0, 10.0],
+                "rlnCoordinateY": [20.0, 10.0, 10.0, 10.0],
+                "rlnCoordinateZ": [12.0, 10.0, -1e300, 1e300],
+            }
+        ),
+    )
     out = tmp_path / "out"
     code, _, err = run_cli(["classify", model, picks, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
     assert code == 0, err
     assert len(predictions(out)) == 1 and len(errors_table(out)) == 3
 
 
-def test_relion5_centered_picks_outside_become_error_rows(model: Path, tomo: Path, tmp_path: Path,
-                                                          capsys: Capsys) -> None:
+def test_relion5_centered_picks_outside_become_error_rows(
+    model: Path, tomo: Path, tmp_path: Path, capsys: Capsys
+) -> None:
     """Centred Angstrom picks outside the tomogram must not refuse the whole table."""
-    picks = _star(tmp_path / "centered.star", pd.DataFrame({
-        "rlnTomoName": ["TS_01"] * 3,
-        "rlnCenteredCoordinateXAngst": [0.0, 10_000.0, -5.0],
-        "rlnCenteredCoordinateYAngst": [0.0, 0.0, 5.0],
-        "rlnCenteredCoordinateZAngst": [0.0, 0.0, -10_000.0],
-    }))
+    picks = _star(
+        tmp_path / "centered.star",
+        pd.DataFrame(
+            {
+                "rlnTomoName": ["TS_01"] * 3,
+                "rlnCenteredCoordinateXAngst": [0.0, 10_000.0, -5.0],
+                "rlnCenteredCoordinateYAngst": [0.0, 0.0, 5.0],
+                "rlnCenteredCoordinateZAngst": [0.0, 0.0, -10_000.0],
+            }
+        ),
+    )
     out = tmp_path / "out"
     code, _, err = run_cli(["classify", model, picks, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
     assert code == 0, err
     assert len(predictions(out)) == 1 and len(errors_table(out)) == 2
 
 
-def test_semicolon_csv_and_nan_row(model: Path, tomo: Path, tmp_path: Path,
-                                   capsys: Capsys) -> None:
+def test_semicolon_csv_and_nan_row(model: Path, tomo: Path, tmp_path: Path, capsys: Capsys) -> None:
     semi = tmp_path / "semi.csv"
     semi.write_text("tomo;x;y;z\nTS_01;16;20;12\nTS_01;10,5;10.5;10\n")  # decimal comma (and point)
     out = tmp_path / "out"
@@ -128,23 +150,41 @@ def test_semicolon_csv_and_nan_row(model: Path, tomo: Path, tmp_path: Path,
     assert len(predictions(out)) == 2
 
 
-def test_picks_of_a_tomogram_not_given_are_error_rows(model: Path, tomo: Path, tmp_path: Path,
-                                                       capsys: Capsys) -> None:
-    picks = _star(tmp_path / "mixed.star", pd.DataFrame({
-        "rlnTomoName": ["TS_01", "TS_99", "TS_01", "TS_99"], "rlnCoordinateX": [16.0, 5.0, 10.0, 5.0],
-        "rlnCoordinateY": [20.0, 5.0, 10.0, 5.0], "rlnCoordinateZ": [12.0, 5.0, 10.0, 5.0]}))
+def test_picks_of_a_tomogram_not_given_are_error_rows(
+    model: Path, tomo: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    picks = _star(
+        tmp_path / "mixed.star",
+        pd.DataFrame(
+            {
+                "rlnTomoName": ["TS_01", "TS_99", "TS_01", "TS_99"],
+                "rlnCoordinateX": [16.0, 5.0, 10.0, 5.0],
+                "rlnCoordinateY": [20.0, 5.0, 10.0, 5.0],
+                "rlnCoordinateZ": [12.0, 5.0, 10.0, 5.0],
+            }
+        ),
+    )
     out = tmp_path / "out"
     code, _, err = run_cli(["classify", model, picks, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
     assert code == 0, err
     errs = errors_table(out)
     assert len(predictions(out)) == 2 and len(errs) == 2 and errs["id"].nunique() == 2, errs
     assert all("TS_99" in r for r in errs["reason"])
-    only_missing = _star(tmp_path / "missing.star", pd.DataFrame({
-        "rlnTomoName": ["TS_99"], "rlnCoordinateX": [5.0], "rlnCoordinateY": [5.0], "rlnCoordinateZ": [5.0]}))
-    result = run_cli(["classify", model, only_missing, "-t", tomo, "-o", tmp_path / "o2", "-q", "-b", "cpu"],
-                     capsys)
+    only_missing = _star(
+        tmp_path / "missing.star",
+        pd.DataFrame(
+            {
+                "rlnTomoName": ["TS_99"],
+                "rlnCoordinateX": [5.0],
+                "rlnCoordinateY": [5.0],
+                "rlnCoordinateZ": [5.0],
+            }
+        ),
+    )
+    result = run_cli(
+        ["classify", model, only_missing, "-t", tomo, "-o", tmp_path / "o2", "-q", "-b", "cpu"], capsys
+    )
     assert "TS_99" in assert_error(result, only_missing)
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,9 +193,21 @@ def test_picks_of_a_tomogram_not_given_are_error_rows(model: Path, tomo: Path, t
 
 def test_listing_with_bad_references(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     write_stack(tmp_path / "stack.mrcs", volumes(3), voxel_size=VOXEL)
-    listing = _star(tmp_path / "listing.star", pd.DataFrame({"rlnImageName": [
-        "000001@stack.mrcs", "000009@stack.mrcs", "abc@stack.mrcs", "missing.mrc", "000002@nope.mrcs",
-        "000003@stack.mrcs"]}))
+    listing = _star(
+        tmp_path / "listing.star",
+        pd.DataFrame(
+            {
+                "rlnImageName": [
+                    "000001@stack.mrcs",
+                    "000009@stack.mrcs",
+                    "abc@stack.mrcs",
+                    "missing.mrc",
+                    "000002@nope.mrcs",
+                    "000003@stack.mrcs",
+                ]
+            }
+        ),
+    )
     out = tmp_path / "out"
     code, _, err = run_cli(["classify", model, listing, "-o", out, "-q", "-b", "cpu"], capsys)
     assert code == 0, err
@@ -169,7 +221,6 @@ def test_listing_slice_zero_is_refused(model: Path, tmp_path: Path, capsys: Caps
     assert "Traceback" not in err
     if code != 0:
         assert_error((code, "", err), listing)
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,9 +246,17 @@ def test_hostile_tomogram_behind_picks(kind: str, model: Path, tmp_path: Path, c
         write_volume(tomo, t, voxel_size=VOXEL)
     else:
         os.symlink(tomo, tomo)
-    picks = _star(tmp_path / "picks.star", pd.DataFrame({
-        "rlnTomoName": ["TS_01", "TS_01"], "rlnCoordinateX": [4.0, 20.0], "rlnCoordinateY": [4.0, 24.0],
-        "rlnCoordinateZ": [4.0, 14.0]}))
+    picks = _star(
+        tmp_path / "picks.star",
+        pd.DataFrame(
+            {
+                "rlnTomoName": ["TS_01", "TS_01"],
+                "rlnCoordinateX": [4.0, 20.0],
+                "rlnCoordinateY": [4.0, 24.0],
+                "rlnCoordinateZ": [4.0, 14.0],
+            }
+        ),
+    )
     out = tmp_path / "out"
     result = run_cli(["classify", model, picks, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
     if kind == "nan_patch":

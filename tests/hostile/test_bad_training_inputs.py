@@ -39,9 +39,25 @@ def test_train_refuses_hostile_target(tmp_path: Path, capsys: Capsys, dataset: P
     for name, payload in (("t.star", b""), ("t.csv", b"a;b\n1;2\n"), ("t.mrc", b"junk" * 300)):
         bad = tmp_path / name
         bad.write_bytes(payload)
-        result = run_cli(["train", "--source", dataset, "--target", bad, "--out", tmp_path / f"run_{name}",
-                          "--epochs", "1", "--backbone", "cryonet-small", "--no-progress", "--threads", "1"],
-                         capsys)
+        result = run_cli(
+            [
+                "train",
+                "--source",
+                dataset,
+                "--target",
+                bad,
+                "--out",
+                tmp_path / f"run_{name}",
+                "--epochs",
+                "1",
+                "--backbone",
+                "cryonet-small",
+                "--no-progress",
+                "--threads",
+                "1",
+            ],
+            capsys,
+        )
         assert_error(result, bad)
 
 
@@ -50,17 +66,38 @@ def test_train_cli_skips_bad_target_items(tmp_path: Path, capsys: Capsys) -> Non
     pytest.importorskip("torch")
     from cryoshift.runtime.dataset import write_dataset
 
-    src = write_dataset(tmp_path / "src", volumes(8, seed=1), labels=[0, 1] * 4, class_names=["a", "b"],
-                        voxel_size=VOXEL)
+    src = write_dataset(
+        tmp_path / "src", volumes(8, seed=1), labels=[0, 1] * 4, class_names=["a", "b"], voxel_size=VOXEL
+    )
     tgt = tmp_path / "target files"
     tgt.mkdir()
     for i, v in enumerate(volumes(4, seed=2)):
         write_volume(tgt / f"g{i}.mrc", v, voxel_size=VOXEL)
     bad = put(tgt / "h_bad.mrc", b"junk" * 400)
     trunc = raw_mrc(tgt / "i_trunc.mrc", data=bytes(99))
-    code, _, err = run_cli(["train", "--source", src, "--target", tgt, "--out", tmp_path / "run",
-                            "--epochs", 1, "--backbone", "cryonet-small", "--batch-size", 4, "--no-progress",
-                            "--threads", 1, "--method", "source-only"], capsys)
+    code, _, err = run_cli(
+        [
+            "train",
+            "--source",
+            src,
+            "--target",
+            tgt,
+            "--out",
+            tmp_path / "run",
+            "--epochs",
+            1,
+            "--backbone",
+            "cryonet-small",
+            "--batch-size",
+            4,
+            "--no-progress",
+            "--threads",
+            1,
+            "--method",
+            "source-only",
+        ],
+        capsys,
+    )
     assert code == 0 and "Traceback" not in err, err
     skipped = [ln for ln in err.splitlines() if "skipped target item" in ln]
     assert len(skipped) == 2 and str(bad) in skipped[0] and str(trunc) in skipped[1], err
@@ -74,16 +111,29 @@ def test_train_with_nan_volumes_in_datasets(tmp_path: Path, capsys: Capsys) -> N
 
     from cryoshift.runtime.dataset import write_dataset
 
-    src = write_dataset(tmp_path / "src", volumes(8, seed=1), labels=[0, 1] * 4, class_names=["a", "b"],
-                        voxel_size=VOXEL)
+    src = write_dataset(
+        tmp_path / "src", volumes(8, seed=1), labels=[0, 1] * 4, class_names=["a", "b"], voxel_size=VOXEL
+    )
     tgt = write_dataset(tmp_path / "tgt", volumes(5, seed=2), voxel_size=VOXEL)
     with mrcfile.mmap(tgt / "volumes.mrc", "r+") as m:
         m.data[3, 1, 1, 1] = np.nan
         m.data[4, 0, 0, 0] = 1e30
-    argv = ["--epochs", 1, "--backbone", "cryonet-small", "--batch-size", 4, "--no-progress", "--threads", 1,
-            "--method", "dann"]
-    code, _, err = run_cli(["train", "--source", src, "--target", tgt, "--out", tmp_path / "run", *argv],
-                           capsys)
+    argv = [
+        "--epochs",
+        1,
+        "--backbone",
+        "cryonet-small",
+        "--batch-size",
+        4,
+        "--no-progress",
+        "--threads",
+        1,
+        "--method",
+        "dann",
+    ]
+    code, _, err = run_cli(
+        ["train", "--source", src, "--target", tgt, "--out", tmp_path / "run", *argv], capsys
+    )
     assert code == 0 and "Traceback" not in err, err
     skipped = [ln for ln in err.splitlines() if "skipped target item" in ln]
     assert len(skipped) == 2 and "000004@" in skipped[0] and "000005@" in skipped[1], err
@@ -93,18 +143,24 @@ def test_train_with_nan_volumes_in_datasets(tmp_path: Path, capsys: Capsys) -> N
     assert_error(result, src)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # simulate --structures and --config
 
 
-@pytest.mark.parametrize("name,payload", [("empty.pdb", b""), ("junk.pdb", b"HELLO\x00\xff" * 50),
-                                          ("junk.cif", b"data_x\n_loop\n\x00\x01"),
-                                          ("junk.mrc", b"abc" * 400),
-                                          ("noatoms.pdb", b"REMARK nothing\nEND\n"),
-                                          ("zero.mrc", None)])
-def test_simulate_refuses_bad_structure_file(name: str, payload: bytes | None, tmp_path: Path,
-                                             capsys: Capsys) -> None:
+@pytest.mark.parametrize(
+    "name,payload",
+    [
+        ("empty.pdb", b""),
+        ("junk.pdb", b"HELLO\x00\xff" * 50),
+        ("junk.cif", b"data_x\n_loop\n\x00\x01"),
+        ("junk.mrc", b"abc" * 400),
+        ("noatoms.pdb", b"REMARK nothing\nEND\n"),
+        ("zero.mrc", None),
+    ],
+)
+def test_simulate_refuses_bad_structure_file(
+    name: str, payload: bytes | None, tmp_path: Path, capsys: Capsys
+) -> None:
     pytest.importorskip("torch")
     bad = tmp_path / name
     if payload is None:
@@ -129,12 +185,18 @@ def test_simulate_refuses_bad_structure_sources(tmp_path: Path, capsys: Capsys) 
     cfg_field.write_text('{"snr": "loud", "no_such_field": 3}')
     empty = tmp_path / "empty dir"
     empty.mkdir()
-    for extra, name in ((["--structures", junk], junk), (["--structures", empty], empty),
-                        (["--structures", tmp_path / "missing.mrc"], tmp_path / "missing.mrc"),
-                        (["--config", cfg], cfg), (["--config", cfg_list], cfg_list),
-                        (["--config", cfg_field], cfg_field)):
+    for extra, name in (
+        (["--structures", junk], junk),
+        (["--structures", empty], empty),
+        (["--structures", tmp_path / "missing.mrc"], tmp_path / "missing.mrc"),
+        (["--config", cfg], cfg),
+        (["--config", cfg_list], cfg_list),
+        (["--config", cfg_field], cfg_field),
+    ):
         result = run_cli(["simulate", tmp_path / "sim", "--n", "4", "--box", BOX, *extra], capsys)
         assert_error(result, name)
-    code, _, err = run_cli(["simulate", tmp_path / "sim", "--n", "4", "--box", BOX, "--structures",
-                            "builtin:no_such_thing"], capsys)
+    code, _, err = run_cli(
+        ["simulate", tmp_path / "sim", "--n", "4", "--box", BOX, "--structures", "builtin:no_such_thing"],
+        capsys,
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

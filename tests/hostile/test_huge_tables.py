@@ -34,8 +34,15 @@ def write_picks(path: Path, n: int, tomos: int = 4, seed: int = 0, chunk: int = 
     """``n`` RELION picks (tomogram, pixel coordinates 8.0-55.9, three angles) as fast as numpy
     writes bytes; coordinates on a 0.1 grid repeat, so ``~n`` ids are exercised too."""
     rng = np.random.default_rng(seed)
-    labels = ["rlnTomoName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnAngleRot",
-              "rlnAngleTilt", "rlnAnglePsi"]
+    labels = [
+        "rlnTomoName",
+        "rlnCoordinateX",
+        "rlnCoordinateY",
+        "rlnCoordinateZ",
+        "rlnAngleRot",
+        "rlnAngleTilt",
+        "rlnAnglePsi",
+    ]
     head = "data_particles\n\nloop_\n" + "".join(f"_{c} #{i}\n" for i, c in enumerate(labels, 1))
     width = 5 + 6 * 6 + 1
     with open(path, "wb") as fh:
@@ -62,8 +69,14 @@ def _limit() -> None:
 
 
 def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cryoshift.runtime.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, preexec_fn=_limit, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "cryoshift.runtime.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=_limit,
+        cwd=REPO,
+    )
 
 
 def tomograms(folder: Path, n: int = 4) -> Path:
@@ -84,8 +97,21 @@ def check_table(tmp_path: Path, model: Path, n: int, shards: int) -> None:
     assert info.returncode == 0, info.stderr[-2000:]
     assert f"{n}" in info.stdout and "TS_01" in info.stdout
     out = tmp_path / "out"
-    run = cli("classify", str(model), str(picks), "-t", str(tomos), "-o", str(out), "--shard", f"0/{shards}",
-              "-b", "cpu", "--workers", "1")
+    run = cli(
+        "classify",
+        str(model),
+        str(picks),
+        "-t",
+        str(tomos),
+        "-o",
+        str(out),
+        "--shard",
+        f"0/{shards}",
+        "-b",
+        "cpu",
+        "--workers",
+        "1",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     rows = (out / f"predictions.shard-0-of-{shards}.csv").read_text().splitlines()
     assert len(rows) == 1 + n // shards
@@ -104,8 +130,10 @@ def test_million_row_picks_under_2_gib(tmp_path: Path, model: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("CRYOSHIFT_HUGE_TESTS"), reason="about 2 minutes of CPU: set "
-                    "CRYOSHIFT_HUGE_TESTS=1 to run the 10M-row case")
+@pytest.mark.skipif(
+    not os.environ.get("CRYOSHIFT_HUGE_TESTS"),
+    reason="about 2 minutes of CPU: set CRYOSHIFT_HUGE_TESTS=1 to run the 10M-row case",
+)
 def test_ten_million_row_picks_under_2_gib(tmp_path: Path, model: Path) -> None:
     check_table(tmp_path, model, 10_000_000, 100_000)
 
@@ -127,13 +155,21 @@ def test_cli_keeps_pyarrow_off_its_reserving_allocator(tmp_path: Path, before: s
     picks = tmp_path / "picks.star"
     write_picks(picks, 1000)
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
-    run = subprocess.run([sys.executable, "-c", _POOL.format(before=before), str(picks)], capture_output=True,
-                         text=True, timeout=300, cwd=REPO, env=env)
+    run = subprocess.run(
+        [sys.executable, "-c", _POOL.format(before=before), str(picks)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split()[-2:] == ["0", "system"]
     # A choice of the user's is kept.
-    code = "import os; from cryoshift.runtime.cli import _system_arrow_allocator as f; f(); " \
-           "print(os.environ['ARROW_DEFAULT_MEMORY_POOL'])"
+    code = (
+        "import os; from cryoshift.runtime.cli import _system_arrow_allocator as f; f(); "
+        "print(os.environ['ARROW_DEFAULT_MEMORY_POOL'])"
+    )
     env["ARROW_DEFAULT_MEMORY_POOL"] = "jemalloc"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert run.stdout.strip() == "jemalloc"
@@ -163,9 +199,25 @@ def test_few_malloc_arenas_only_under_an_address_space_limit(tmp_path: Path, mod
     tomos = tomograms(tmp_path / "tomos")
     heaps = {}
     for limit in ("none", str(4 << 30)):
-        cmd = [sys.executable, "-c", _ARENAS, limit, str(tmp_path / f"malloc_{limit}.xml"), "classify",
-               str(model), str(picks), "-t", str(tomos), "-o", str(tmp_path / f"out_{limit}"), "-b", "cpu",
-               "--workers", "4", "-q"]
+        cmd = [
+            sys.executable,
+            "-c",
+            _ARENAS,
+            limit,
+            str(tmp_path / f"malloc_{limit}.xml"),
+            "classify",
+            str(model),
+            str(picks),
+            "-t",
+            str(tomos),
+            "-o",
+            str(tmp_path / f"out_{limit}"),
+            "-b",
+            "cpu",
+            "--workers",
+            "4",
+            "-q",
+        ]
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
         assert run.returncode == 0, run.stderr[-2000:]
         code, heaps[limit] = map(int, run.stdout.split()[-2:])

@@ -407,8 +407,17 @@ def _classify_noise_stack(model: Path, tmp_path: Path, n: int) -> tuple[list[str
         voxel_size=VOXEL,
     )
     out = tmp_path / "out"
-    return [sys.executable, "-m", "cryoshift.runtime.cli", "classify", str(model), str(stack), "-o", str(out),
-            "-q"], out
+    return [
+        sys.executable,
+        "-m",
+        "cryoshift.runtime.cli",
+        "classify",
+        str(model),
+        str(stack),
+        "-o",
+        str(out),
+        "-q",
+    ], out
 
 
 def test_two_concurrent_resume_runs_never_duplicate_rows(model: Path, tmp_path: Path) -> None:

@@ -40,16 +40,20 @@ def expected_scores(path: Path, volumes: np.ndarray) -> tuple[np.ndarray, np.nda
     return p, shift
 
 
-
-
-
 @pytest.fixture(scope="session")
 def helpers():
     """The builders above, for test modules (pytest's importlib mode cannot import conftest)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(build_model=build_model, run_onnx=run_onnx, make_volumes=make_volumes,
-                           expected_scores=expected_scores, BOX=BOX, VOXEL=VOXEL, CLASSES=CLASSES)
+    return SimpleNamespace(
+        build_model=build_model,
+        run_onnx=run_onnx,
+        make_volumes=make_volumes,
+        expected_scores=expected_scores,
+        BOX=BOX,
+        VOXEL=VOXEL,
+        CLASSES=CLASSES,
+    )
 
 
 def make_inputs(root: Path, seed: int = 0) -> dict[str, object]:
@@ -85,9 +89,22 @@ def make_inputs(root: Path, seed: int = 0) -> dict[str, object]:
     for i in range(12):
         expected[f"{i + 1:06d}@{stack}"] = vols[10 + i]
     listing = root / "listing.star"
-    starfile.write({"particles": pd.DataFrame({"rlnImageName": ["000002@stack.mrcs", "000005@stack.mrcs",
-                                                                 "000012@stack.mrcs", "files/sub_00.mrc",
-                                                                 "files/sub_01.mrc"]})}, listing)
+    starfile.write(
+        {
+            "particles": pd.DataFrame(
+                {
+                    "rlnImageName": [
+                        "000002@stack.mrcs",
+                        "000005@stack.mrcs",
+                        "000012@stack.mrcs",
+                        "files/sub_00.mrc",
+                        "files/sub_01.mrc",
+                    ]
+                }
+            )
+        },
+        listing,
+    )
     tomos = root / "tomos"
     tomos.mkdir()
     rng = np.random.default_rng(seed + 7)
@@ -96,12 +113,14 @@ def make_inputs(root: Path, seed: int = 0) -> dict[str, object]:
         t = rng.normal(0, 1, (24, 48, 40)).astype(np.float32)
         write_volume(tomos / f"{name}.mrc", t, voxel_size=VOXEL)
         tomo_arrays[name] = t
-    picks = pd.DataFrame({
-        "rlnTomoName": ["TS_01", "TS_01", "TS_01", "TS_02", "TS_02", "TS_02"],
-        "rlnCoordinateX": [20.0, 8.0, 39.0, 20.0, 30.0, 55.0],
-        "rlnCoordinateY": [24.0, 8.0, 47.0, 10.0, 30.0, 5.0],
-        "rlnCoordinateZ": [12.0, 8.0, 23.0, 12.0, 12.0, 5.0],
-    })
+    picks = pd.DataFrame(
+        {
+            "rlnTomoName": ["TS_01", "TS_01", "TS_01", "TS_02", "TS_02", "TS_02"],
+            "rlnCoordinateX": [20.0, 8.0, 39.0, 20.0, 30.0, 55.0],
+            "rlnCoordinateY": [24.0, 8.0, 47.0, 10.0, 30.0, 5.0],
+            "rlnCoordinateZ": [12.0, 8.0, 23.0, 12.0, 12.0, 5.0],
+        }
+    )
     picks_path = root / "picks.star"
     starfile.write({"particles": picks}, picks_path)
     from cryoshift.runtime.crop import crop_box
@@ -115,10 +134,22 @@ def make_inputs(root: Path, seed: int = 0) -> dict[str, object]:
     write_dataset(dataset, vols[30:35], voxel_size=VOXEL)
     for i in range(5):
         expected[f"{i + 1:06d}@{dataset / 'volumes.mrc'}"] = vols[30 + i]
-    return {"root": root, "files": files, "stack": stack, "listing": listing, "tomos": tomos,
-            "picks": picks_path, "dataset": dataset, "expected": expected,
-            "bad": {str(files / "corrupt.mrc"), str(files / "wrong_box.mrc"), str(files / "has_nan.mrc"),
-                    "TS_02:55.0,5.0,5.0"}}
+    return {
+        "root": root,
+        "files": files,
+        "stack": stack,
+        "listing": listing,
+        "tomos": tomos,
+        "picks": picks_path,
+        "dataset": dataset,
+        "expected": expected,
+        "bad": {
+            str(files / "corrupt.mrc"),
+            str(files / "wrong_box.mrc"),
+            str(files / "has_nan.mrc"),
+            "TS_02:55.0,5.0,5.0",
+        },
+    }
 
 
 @pytest.fixture(scope="session")

@@ -14,10 +14,23 @@ from cryoshift.runtime.results import read_results
 
 
 def _run(model_path: Path, inputs: dict, out: Path, **kw) -> object:
-    return classify(model_path, [str(inputs["files"]), str(inputs["stack"]), str(inputs["listing"]),
-                                 str(inputs["picks"]), str(inputs["dataset"])], out,
-                    tomograms=[str(inputs["tomos"])], backend="cpu", batch_size=8, workers=2,
-                    progress=False, **kw)
+    return classify(
+        model_path,
+        [
+            str(inputs["files"]),
+            str(inputs["stack"]),
+            str(inputs["listing"]),
+            str(inputs["picks"]),
+            str(inputs["dataset"]),
+        ],
+        out,
+        tomograms=[str(inputs["tomos"])],
+        backend="cpu",
+        batch_size=8,
+        workers=2,
+        progress=False,
+        **kw,
+    )
 
 
 def test_mixed_inputs_match_direct_onnxruntime(model_path, inputs, helpers, tmp_path):
@@ -94,8 +107,15 @@ def test_unknown_threshold_marks_low_confidence(model_path, inputs, tmp_path):
 def test_shards_partition_the_items(model_path, inputs, tmp_path):
     seen = []
     for i in range(3):
-        s = classify(model_path, [str(inputs["stack"]), str(inputs["files"])], tmp_path, backend="cpu",
-                     shard=f"{i}/3", progress=False, batch_size=4)
+        s = classify(
+            model_path,
+            [str(inputs["stack"]), str(inputs["files"])],
+            tmp_path,
+            backend="cpu",
+            shard=f"{i}/3",
+            progress=False,
+            batch_size=4,
+        )
         assert Path(s.predictions_csv).name == f"predictions.shard-{i}-of-3.csv"
         seen.extend(read_results(s.predictions_csv)["id"])
     assert len(seen) == len(set(seen)) == 12 + 8
@@ -143,8 +163,16 @@ def test_ray_actor_pool_matches_local_run(model_path, inputs, tmp_path):
     local = classify(model_path, args, tmp_path / "local", backend="cpu", progress=False)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        summary = classify_ray(model_path, args, tmp_path / "ray", backend="cpu", batch_size=8, num_workers=2,
-                               threads=1, progress=False)
+        summary = classify_ray(
+            model_path,
+            args,
+            tmp_path / "ray",
+            backend="cpu",
+            batch_size=8,
+            num_workers=2,
+            threads=1,
+            progress=False,
+        )
     finally:
         ray.shutdown()
     a = read_results(local.predictions_csv).sort_values("id").reset_index(drop=True)
@@ -169,7 +197,8 @@ def test_reader_processes_give_the_same_rows_as_threads(model_path, inputs, tmp_
 def test_csv_listing_of_files_and_stack_slices(model_path, inputs, tmp_path):
     listing = tmp_path / "list.csv"
     pd.DataFrame({"rlnImageName": [f"000003@{inputs['stack']}", str(inputs["files"] / "sub_02.mrc")]}).to_csv(
-        listing, index=False)
+        listing, index=False
+    )
     s = classify(model_path, [str(listing)], tmp_path / "out", backend="cpu", progress=False)
     df = read_results(s.predictions_csv)
     assert list(df["id"]) == [f"000003@{inputs['stack']}", str(inputs["files"] / "sub_02.mrc")]
@@ -180,17 +209,35 @@ def test_relion5_centred_angstrom_picks_use_the_tomogram_header(model_path, inpu
     import starfile
 
     # TS_01 is 40 x 48 x 24 voxels of 10 A: pixel (20, 24, 12) is the centre, (8, 8, 8) is off it.
-    picks = pd.DataFrame({"rlnTomoName": ["TS_01", "TS_01"],
-                          "rlnCenteredCoordinateXAngst": [0.0, -120.0],
-                          "rlnCenteredCoordinateYAngst": [0.0, -160.0],
-                          "rlnCenteredCoordinateZAngst": [0.0, -40.0]})
+    picks = pd.DataFrame(
+        {
+            "rlnTomoName": ["TS_01", "TS_01"],
+            "rlnCenteredCoordinateXAngst": [0.0, -120.0],
+            "rlnCenteredCoordinateYAngst": [0.0, -160.0],
+            "rlnCenteredCoordinateZAngst": [0.0, -40.0],
+        }
+    )
     starfile.write({"particles": picks}, tmp_path / "centred.star")
     tomos = [str(inputs["tomos"])]
-    s = classify(model_path, [str(tmp_path / "centred.star")], tmp_path / "out", tomograms=tomos,
-                 backend="cpu", progress=False)
+    s = classify(
+        model_path,
+        [str(tmp_path / "centred.star")],
+        tmp_path / "out",
+        tomograms=tomos,
+        backend="cpu",
+        progress=False,
+    )
     df = read_results(s.predictions_csv)
     assert list(df["id"]) == ["TS_01:20.0,24.0,12.0", "TS_01:8.0,8.0,8.0"]
-    plain = read_results(classify(model_path, [str(inputs["picks"])], tmp_path / "plain", tomograms=tomos,
-                                  backend="cpu", progress=False).predictions_csv)
+    plain = read_results(
+        classify(
+            model_path,
+            [str(inputs["picks"])],
+            tmp_path / "plain",
+            tomograms=tomos,
+            backend="cpu",
+            progress=False,
+        ).predictions_csv
+    )
     same = plain.set_index("id").loc[list(df["id"]), "confidence"].to_numpy()
     np.testing.assert_allclose(df["confidence"], same)

@@ -19,8 +19,9 @@ def test_info_prints_a_table(tomo: tuple[Path, np.ndarray], capsys: pytest.Captu
 
 
 @pytest.mark.parametrize("case", ["truncated", "2d", "nan", "empty_dir", "no_coords", "unknown"])
-def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, case: str,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     if case == "truncated":
         path = write_volume(tmp_path / "t.mrc", np.zeros((16, 16, 16), np.float32))
         path.write_bytes(path.read_bytes()[:2048])
@@ -52,8 +53,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, case: str,
     elif case == "no_coords":
         path = tmp_path / "p.star"
         path.write_text("data_particles\n\nloop_\n_rlnAngleRot #1\n1.0\n")
-        reason = ("no coordinate columns: need rlnCoordinateX/Y/Z or rlnCenteredCoordinateX/Y/ZAngst; "
-                  "found rlnAngleRot")
+        reason = (
+            "no coordinate columns: need rlnCoordinateX/Y/Z or rlnCenteredCoordinateX/Y/ZAngst; "
+            "found rlnAngleRot"
+        )
     else:
         path = tmp_path / "a.bin"
         path.write_text("x")
@@ -63,8 +66,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, case: str,
     assert len(lines) == 1 and lines[0].startswith(f"cryoshift: error: {path}: {reason}")
 
 
-def test_several_paths_report_bad_ones_and_go_on(tomo: tuple[Path, np.ndarray], tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_several_paths_report_bad_ones_and_go_on(
+    tomo: tuple[Path, np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path, _ = tomo
     assert main(["info", str(tmp_path / "missing.mrc"), str(path)]) == 2
     captured = capsys.readouterr()

@@ -31,15 +31,35 @@ def test_softmax_temperature_and_unknown():
 
 
 def test_shift_score_is_one_at_reference_distance():
-    meta = ModelMetadata(class_names=["a"], box_size=16, voxel_size=10, feature_mean=[1.0, 2.0],
-                         feature_var=[4.0, 1.0], shift_reference=2.0)
+    meta = ModelMetadata(
+        class_names=["a"],
+        box_size=16,
+        voxel_size=10,
+        feature_mean=[1.0, 2.0],
+        feature_var=[4.0, 1.0],
+        shift_reference=2.0,
+    )
     f = np.array([[1.0, 2.0], [1.0 + 2 * 2.0, 2.0 + 2.0]])  # 0 and 2 standard deviations away
     np.testing.assert_allclose(shift_scores(f, meta), [0.0, 1.0])
 
 
 def test_cli_classify_writes_results_and_summary(model_path, inputs, tmp_path, capsys):
-    code = main(["classify", str(model_path), str(inputs["picks"]), "-t", str(inputs["tomos"] / "*.mrc"),
-                 str(inputs["stack"]), "-o", str(tmp_path / "out"), "--backend", "auto", "--batch-size", "4"])
+    code = main(
+        [
+            "classify",
+            str(model_path),
+            str(inputs["picks"]),
+            "-t",
+            str(inputs["tomos"] / "*.mrc"),
+            str(inputs["stack"]),
+            "-o",
+            str(tmp_path / "out"),
+            "--backend",
+            "auto",
+            "--batch-size",
+            "4",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "backend: cpu" in out and "classified 17 subtomograms, 1 errors" in out
@@ -58,8 +78,22 @@ def test_cli_bad_input_exits_2_with_one_line(model_path, tmp_path, capsys):
 
 def test_cli_bench_reports_inference_and_feed_rates(model_path, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", str(model_path), "--backend", "cpu", "--n", "16", "--repeats", "1",
-                 "--batch-size", "8", "--json", str(out)])
+    code = main(
+        [
+            "bench",
+            str(model_path),
+            "--backend",
+            "cpu",
+            "--n",
+            "16",
+            "--repeats",
+            "1",
+            "--batch-size",
+            "8",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert result["inference"]["rate"] > 0
@@ -97,8 +131,9 @@ print("ok without torch")
 
 def test_runtime_and_classify_work_with_torch_unimportable(model_path, inputs, tmp_path):
     cmd = [sys.executable, "-c", _NO_TORCH, str(model_path), str(inputs["stack"]), str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                          env=blocked_env(tmp_path / "site", "torch"))
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env=blocked_env(tmp_path / "site", "torch")
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ok without torch" in proc.stdout
 
@@ -112,8 +147,9 @@ def _has_gpu_provider(name: str) -> bool:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend,provider", [("cuda", "CUDAExecutionProvider"),
-                                              ("tensorrt", "TensorrtExecutionProvider")])
+@pytest.mark.parametrize(
+    "backend,provider", [("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")]
+)
 def test_gpu_backends_agree_with_cpu(model_path, inputs, tmp_path, backend, provider):
     if not _has_gpu_provider(provider):
         pytest.skip(f"no GPU with {provider} here")
@@ -121,8 +157,9 @@ def test_gpu_backends_agree_with_cpu(model_path, inputs, tmp_path, backend, prov
 
     kw = dict(progress=False, batch_size=8)
     cpu = classify(model_path, [str(inputs["stack"])], tmp_path / "cpu", backend="cpu", **kw)
-    gpu = classify(model_path, [str(inputs["stack"])], tmp_path / backend, backend=backend,
-                   **kw)  # 12 items, batch 8: the last batch is padded to the fixed shape
+    gpu = classify(
+        model_path, [str(inputs["stack"])], tmp_path / backend, backend=backend, **kw
+    )  # 12 items, batch 8: the last batch is padded to the fixed shape
     a, b = read_results(cpu.predictions_csv), read_results(gpu.predictions_csv)
     assert list(a["id"]) == list(b["id"])
     np.testing.assert_allclose(a["confidence"], b["confidence"], atol=1e-3)

@@ -15,10 +15,29 @@ ROOT = Path(__file__).resolve().parents[2]
 WINGS = ("runtime", "export", "training")
 # Names that only contract.py may bind (old spellings included, so a copy cannot come back).
 CONTRACT_NAMES = {
-    "INPUT_NAME", "INPUT", "OUTPUT_NAMES", "OUTPUTS", "LOGITS", "FEATURES", "CONTRASTS", "NORMALISATIONS",
-    "VOXEL_TOLERANCE", "MRC_HEADER_BYTES", "HEADER_BYTES", "_HEADER", "MRC_MODES", "MODES", "_MODES",
-    "MRC_MODE_NAMES", "MODE_NAMES", "MAP_SUFFIXES", "MRC_SUFFIXES", "BASE_SUFFIXES", "MRC_BASE_SUFFIXES",
-    "COMPRESSED_SUFFIXES", "MRC_COMPRESSED_SUFFIXES",
+    "INPUT_NAME",
+    "INPUT",
+    "OUTPUT_NAMES",
+    "OUTPUTS",
+    "LOGITS",
+    "FEATURES",
+    "CONTRASTS",
+    "NORMALISATIONS",
+    "VOXEL_TOLERANCE",
+    "MRC_HEADER_BYTES",
+    "HEADER_BYTES",
+    "_HEADER",
+    "MRC_MODES",
+    "MODES",
+    "_MODES",
+    "MRC_MODE_NAMES",
+    "MODE_NAMES",
+    "MAP_SUFFIXES",
+    "MRC_SUFFIXES",
+    "BASE_SUFFIXES",
+    "MRC_BASE_SUFFIXES",
+    "COMPRESSED_SUFFIXES",
+    "MRC_COMPRESSED_SUFFIXES",
 }
 # Literal values that give a copy away even under another name.
 CONTRACT_TUPLES = {contract.CONTRASTS, contract.OUTPUT_NAMES, contract.NORMALISATIONS}
@@ -52,8 +71,9 @@ def test_no_module_redefines_the_contract() -> None:
         tree = ast.parse(path.read_text(), str(path))
         where = path.relative_to(ROOT)
         for node in ast.walk(tree):
-            found += [f"{where}:{node.lineno} binds {name}" for name in _bound_names(node)
-                      if name in CONTRACT_NAMES]
+            found += [
+                f"{where}:{node.lineno} binds {name}" for name in _bound_names(node) if name in CONTRACT_NAMES
+            ]
             if isinstance(node, ast.Tuple) and any(_literal(node) == t for t in CONTRACT_TUPLES):
                 found.append(f"{where}:{node.lineno} spells out {_literal(node)}")
             if isinstance(node, ast.Dict) and {_literal(k) for k in node.keys} == set(contract.MRC_MODES):

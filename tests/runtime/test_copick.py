@@ -27,9 +27,11 @@ def _project(root: Path) -> tuple[Path, dict[str, np.ndarray]]:
     copick = pytest.importorskip("copick")
     from copick.models import PickableObject
 
-    objects = [PickableObject(name="particle", is_particle=True, label=1, radius=60.0),
-               PickableObject(name="ribosome", is_particle=True, label=2, radius=120.0),
-               PickableObject(name="proteasome", is_particle=True, label=3, radius=80.0)]  # no "junk"
+    objects = [
+        PickableObject(name="particle", is_particle=True, label=1, radius=60.0),
+        PickableObject(name="ribosome", is_particle=True, label=2, radius=120.0),
+        PickableObject(name="proteasome", is_particle=True, label=3, radius=80.0),
+    ]  # no "junk"
     config = root / "copick_config.json"
     copick.new_config(str(config), str(root / "overlay"), proj_name="test", pickable_objects=objects)
     project = copick.from_file(str(config))
@@ -64,22 +66,39 @@ def test_copick_round_trip(model_path, tmp_path, capsys):
 
     config, tomos = _project(tmp_path / "proj")
     out = tmp_path / "out"
-    text = _classify([str(model_path), f"copick:{config}", "--copick-voxel-spacing", "10",
-                      "--copick-tomo-type", "wbp", "--copick-picks", "particle:alice:1", "--copick-session",
-                      "7", "-o", str(out)], capsys)
+    text = _classify(
+        [
+            str(model_path),
+            f"copick:{config}",
+            "--copick-voxel-spacing",
+            "10",
+            "--copick-tomo-type",
+            "wbp",
+            "--copick-picks",
+            "particle:alice:1",
+            "--copick-session",
+            "7",
+            "-o",
+            str(out),
+        ],
+        capsys,
+    )
     assert "written to" in text
     got = read_results(out / "predictions.csv")
     assert {(r.tomo_name, r.x, r.y, r.z) for r in got.itertuples()} == {
-        (n, *p) for n, picks in PICKS.items() for p in picks}
+        (n, *p) for n, picks in PICKS.items() for p in picks
+    }
     # The same voxels given as MRC files + a CSV table: the same classes and confidences.
     mrc = tmp_path / "mrc"
     mrc.mkdir()
     for name, tomo in tomos.items():
         write_volume(mrc / f"{name}.mrc", tomo, voxel_size=SPACING)
-    (mrc / "picks.csv").write_text("tomo,x,y,z\n" + "".join(f"{n},{x},{y},{z}\n" for n, p in PICKS.items()
-                                                             for x, y, z in p))
-    _classify([str(model_path), str(mrc / "picks.csv"), "-t", str(mrc), "-o", str(tmp_path / "ref"), "-q"],
-              capsys)
+    (mrc / "picks.csv").write_text(
+        "tomo,x,y,z\n" + "".join(f"{n},{x},{y},{z}\n" for n, p in PICKS.items() for x, y, z in p)
+    )
+    _classify(
+        [str(model_path), str(mrc / "picks.csv"), "-t", str(mrc), "-o", str(tmp_path / "ref"), "-q"], capsys
+    )
     ref = read_results(tmp_path / "ref" / "predictions.csv").set_index("id").loc[got["id"]]
     assert list(ref["class_name"]) == list(got["class_name"])
     np.testing.assert_allclose(ref["confidence"], got["confidence"], rtol=1e-6)
@@ -105,9 +124,24 @@ def test_copick_round_trip(model_path, tmp_path, capsys):
     if (got["class_name"] == "junk").any():
         assert "not written: junk" in text
     # A second run of the same session replaces its picks (no duplicates) and never reads them as input.
-    _classify([str(model_path), f"copick:{config}", "--copick-voxel-spacing", "10", "--copick-tomo-type",
-               "wbp", "--copick-picks", "*", "--copick-session", "7", "-o", str(tmp_path / "again"), "-q"],
-              capsys)
+    _classify(
+        [
+            str(model_path),
+            f"copick:{config}",
+            "--copick-voxel-spacing",
+            "10",
+            "--copick-tomo-type",
+            "wbp",
+            "--copick-picks",
+            "*",
+            "--copick-session",
+            "7",
+            "-o",
+            str(tmp_path / "again"),
+            "-q",
+        ],
+        capsys,
+    )
     again = read_results(tmp_path / "again" / "predictions.csv")
     assert len(again) == len(got)  # alice's and bob's picks: bob's point is alice's, classified once
     project = copick.from_file(str(config))
@@ -119,13 +153,42 @@ def test_copick_round_trip(model_path, tmp_path, capsys):
 
 def test_copick_missing_tomogram_and_bad_options(model_path, tmp_path, capsys):
     config, _ = _project(tmp_path / "proj")
-    code = main(["classify", str(model_path), f"copick:{config}", "--copick-voxel-spacing", "10",
-                 "--copick-tomo-type", "denoised", "--copick-picks", "particle", "-o", str(tmp_path / "o"),
-                 "-b", "cpu", "-q"])
+    code = main(
+        [
+            "classify",
+            str(model_path),
+            f"copick:{config}",
+            "--copick-voxel-spacing",
+            "10",
+            "--copick-tomo-type",
+            "denoised",
+            "--copick-picks",
+            "particle",
+            "-o",
+            str(tmp_path / "o"),
+            "-b",
+            "cpu",
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "no 'denoised' tomogram (has: wbp)" in err and len(err.strip().splitlines()) == 1
-    code = main(["classify", str(model_path), f"copick:{config}", "--copick-voxel-spacing", "10",
-                 "--copick-tomo-type", "wbp", "-o", str(tmp_path / "p"), "-b", "cpu", "-q"])
+    code = main(
+        [
+            "classify",
+            str(model_path),
+            f"copick:{config}",
+            "--copick-voxel-spacing",
+            "10",
+            "--copick-tomo-type",
+            "wbp",
+            "-o",
+            str(tmp_path / "p"),
+            "-b",
+            "cpu",
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "--copick-picks" in err
 
@@ -148,8 +211,23 @@ def test_missing_copick_names_the_extra(model_path, tmp_path, capsys, monkeypatc
     block_imports(monkeypatch, "copick")
     config = tmp_path / "c.json"
     config.write_text("{}")
-    code = main(["classify", str(model_path), f"copick:{config}", "--copick-voxel-spacing", "10",
-                 "--copick-tomo-type", "wbp", "--copick-picks", "ribosome", "-o", str(tmp_path / "o"),
-                 "-b", "cpu", "-q"])
+    code = main(
+        [
+            "classify",
+            str(model_path),
+            f"copick:{config}",
+            "--copick-voxel-spacing",
+            "10",
+            "--copick-tomo-type",
+            "wbp",
+            "--copick-picks",
+            "ribosome",
+            "-o",
+            str(tmp_path / "o"),
+            "-b",
+            "cpu",
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "cryoshift[copick]" in err and len(err.splitlines()) == 1

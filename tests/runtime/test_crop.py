@@ -44,8 +44,9 @@ def test_centre_outside_the_tomogram_is_an_input_error(tomo: tuple[Path, np.ndar
     path, data = tomo
     with pytest.raises(InputError) as err:
         crop_box(data, (28, 5, 5), 8, path=str(path))
-    assert str(err.value).startswith(f"{path}: coordinate (x, y, z) = (28, 5, 5) is outside the tomogram "
-                                     "of 28x24x20 voxels")
+    assert str(err.value).startswith(
+        f"{path}: coordinate (x, y, z) = (28, 5, 5) is outside the tomogram of 28x24x20 voxels"
+    )
     with pytest.raises(InputError, match="not finite"):
         crop_box(data, (np.nan, 5, 5), 8)
     crop_box(data, (27.49, -0.5, 5), 8)  # still rounds inside

@@ -23,8 +23,16 @@ def test_write_then_read_labelled(tmp_path: Path) -> None:
     vols = volumes(12)
     labels = np.arange(12) % 3
     params = pd.DataFrame({"snr": np.linspace(0.1, 1.2, 12), "defocus_um": 3.0})
-    out = write_dataset(tmp_path / "ds", vols, labels, CLASSES, voxel_size=6.8, contrast="dark",
-                        table=params, meta={"seed": 7, "generator": "test"})
+    out = write_dataset(
+        tmp_path / "ds",
+        vols,
+        labels,
+        CLASSES,
+        voxel_size=6.8,
+        contrast="dark",
+        table=params,
+        meta={"seed": 7, "generator": "test"},
+    )
     assert is_dataset(out) and not is_dataset(tmp_path)
     info = json.loads((out / "dataset.json").read_text())
     assert info["format"] == "cryoshift.dataset/1" and info["labelled"] and info["seed"] == 7
@@ -53,10 +61,11 @@ def test_unlabelled_set_refuses_labels(tmp_path: Path) -> None:
 
 def test_chunked_writer_float16(tmp_path: Path) -> None:
     vols = volumes(10)
-    with DatasetWriter(tmp_path / "ds", n=10, box_size=8, voxel_size=3.0, class_names=CLASSES,
-                       dtype=np.float16) as writer:
+    with DatasetWriter(
+        tmp_path / "ds", n=10, box_size=8, voxel_size=3.0, class_names=CLASSES, dtype=np.float16
+    ) as writer:
         for start in range(0, 10, 4):
-            chunk = vols[start:start + 4]
+            chunk = vols[start : start + 4]
             writer.write(chunk, labels=[2] * len(chunk), rows=[{"i2": start + j} for j in range(len(chunk))])
     ds = read_dataset(tmp_path / "ds", with_labels=True)
     assert ds.volumes.dtype == np.float16

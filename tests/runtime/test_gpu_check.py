@@ -11,16 +11,23 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
 
 
 def test_gpu_check_quick_on_cpu(model_path, tmp_path) -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--model", str(model_path), "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--model", str(model_path), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     rows = result["rows"]
     assert not [r for r in rows if r["status"] == "failed"]
     measured = {r["name"] for r in rows if r["status"] == "measured"}
     assert "ORT CPU, fp16 transfer" in measured
-    assert any(r["kind"] == "e2e-stack" and r["status"] == "measured" and r["ratio_to_engine_only"] > 0
-               for r in rows if r.get("backend") == "cpu")
+    assert any(
+        r["kind"] == "e2e-stack" and r["status"] == "measured" and r["ratio_to_engine_only"] > 0
+        for r in rows
+        if r.get("backend") == "cpu"
+    )
     assert any(r.get("kind") == "e2e-tomogram" and r["status"] == "measured" for r in rows)
     if result["environment"]["gpu"] is None:
         gpu_rows = [r for r in rows if r["status"] == "skipped"]

@@ -32,8 +32,9 @@ def _rows(out) -> pd.DataFrame:
 
 
 def test_two_slots_match_plain_cpu(model_path, stack, tmp_path) -> None:
-    plain = classify(load_model(model_path, "cpu", batch_size=8), [stack], tmp_path / "a", batch_size=8,
-                     progress=False)
+    plain = classify(
+        load_model(model_path, "cpu", batch_size=8), [stack], tmp_path / "a", batch_size=8, progress=False
+    )
     staged_model = load_model(model_path, "cpu", batch_size=8, slots=2)
     assert staged_model.slots == 2 and staged_model.fixed_batch
     staged = classify(staged_model, [stack], tmp_path / "b", batch_size=8, progress=False, workers=2)
@@ -76,8 +77,12 @@ def test_gather_matches_crop_box_bit_for_bit() -> None:
     tomo = rng.normal(5, 2, (23, 31, 37)).astype(np.float32)
     box = 8
     # Interior, edges, corners, halves (rounding), one outside.
-    centers = np.concatenate([rng.uniform(-0.4, [36.4, 30.4, 22.4], (60, 3)),
-                              [[0, 0, 0], [36, 30, 22], [10.5, -0.5, 22.49], [3.5, 4.5, 5.5], [40, 1, 1]]])
+    centers = np.concatenate(
+        [
+            rng.uniform(-0.4, [36.4, 30.4, 22.4], (60, 3)),
+            [[0, 0, 0], [36, 30, 22], [10.5, -0.5, 22.49], [3.5, 4.5, 5.5], [40, 1, 1]],
+        ]
+    )
     centres = nearest_voxels(centers)
     ok = valid_centres(centres, tomo.shape)
     assert not ok[-1] and ok[:-1].all()
@@ -113,8 +118,16 @@ def test_reader_sizing() -> None:
 def test_classify_fp16_transfer_records_parity(model_path, stack, tmp_path) -> None:
     import json
 
-    summary = classify(str(model_path), [stack], tmp_path / "m", backend="cpu", batch_size=8, workers=0,
-                       transfer="fp16", progress=False)
+    summary = classify(
+        str(model_path),
+        [stack],
+        tmp_path / "m",
+        backend="cpu",
+        batch_size=8,
+        workers=0,
+        transfer="fp16",
+        progress=False,
+    )
     assert summary.classified == 39
     settings = json.loads((tmp_path / "m" / "manifest.json").read_text())["settings"]
     assert settings["transfer"] == "fp16" and settings["workers"] == 1

@@ -72,6 +72,9 @@ def test_the_checker_sees_every_form() -> None:
     found = _imports(source, ["cryoshift", "runtime", "commands"])
     assert ("torch.nn", 1, True) in found and ("cryoshift.training", 2, True) in found
     assert ("cryoshift.export.onnx", 6, False) in found
-    in_demo = {name for name, _, top in _file_imports(ROOT / "runtime" / "commands" / "demo.py", "runtime")
-               if not top}
+    in_demo = {
+        name
+        for name, _, top in _file_imports(ROOT / "runtime" / "commands" / "demo.py", "runtime")
+        if not top
+    }
     assert {"cryoshift.export", "cryoshift.training.trainer", "torch"} <= in_demo

@@ -24,10 +24,13 @@ def tiny_onnx(path: Path, meta: ModelMetadata) -> Path:
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 64])
     w = helper.make_tensor("w", TensorProto.FLOAT, [64, 2], np.zeros(128, np.float32).tolist())
-    nodes = [helper.make_node("Reshape", ["subtomograms", "shape"], ["flat"]),
-             helper.make_node("MatMul", ["flat", "w"], ["logits"])]
-    model = helper.make_model(helper.make_graph(nodes, "tiny", [x], [y], [shape, w]),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    nodes = [
+        helper.make_node("Reshape", ["subtomograms", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "tiny", [x], [y], [shape, w]), opset_imports=[helper.make_opsetid("", 17)]
+    )
     model.ir_version = 8
     helper.set_model_props(model, meta.to_properties())
     onnx.save(model, path)
@@ -48,13 +51,20 @@ def test_describe_picks_and_listing(tmp_path: Path) -> None:
     (tmp_path / "p.csv").write_text("x,y,z,tomo\n1,2,3,a\n4,5,6,a\n7,8,9,b\n")
     r = rows(describe(tmp_path / "p.csv"))
     assert r["rows"] == "3" and r["tomograms"] == "2: a: 2, b: 1" and r["x range"] == "1 .. 7"
-    centred = pd.DataFrame({"rlnTomoName": ["a"], "rlnCenteredCoordinateXAngst": [1.0],
-                            "rlnCenteredCoordinateYAngst": [1.0], "rlnCenteredCoordinateZAngst": [1.0]})
+    centred = pd.DataFrame(
+        {
+            "rlnTomoName": ["a"],
+            "rlnCenteredCoordinateXAngst": [1.0],
+            "rlnCenteredCoordinateYAngst": [1.0],
+            "rlnCenteredCoordinateZAngst": [1.0],
+        }
+    )
     starfile.write({"particles": centred}, tmp_path / "c.star")
     r = rows(describe(tmp_path / "c.star"))
     assert r["rows"] == "1" and r["coordinates"].startswith("rlnCenteredCoordinate")
-    starfile.write({"particles": pd.DataFrame({"rlnImageName": ["000001@s.mrcs", "000002@s.mrcs"]})},
-                   tmp_path / "l.star")
+    starfile.write(
+        {"particles": pd.DataFrame({"rlnImageName": ["000001@s.mrcs", "000002@s.mrcs"]})}, tmp_path / "l.star"
+    )
     d = describe(tmp_path / "l.star")
     assert d.kind == "listing" and rows(d)["rows"] == "2" and rows(d)["missing files"] == "1"
 
@@ -88,13 +98,15 @@ def test_describe_errors(tmp_path: Path) -> None:
 def test_results_tables_are_described_as_results_not_picks(tmp_path: Path) -> None:
     from cryoshift.runtime import write_results
 
-    table = pd.DataFrame({
-        "id": ["000001@a.mrcs", "000002@a.mrcs", "000003@a.mrcs"],
-        "class_index": [0, 1, -1],
-        "class_name": ["ribosome", "proteasome", "unknown"],
-        "confidence": [0.9, 0.6, 0.2],
-        "shift_score": [1.0, 1.5, 4.0],
-    })
+    table = pd.DataFrame(
+        {
+            "id": ["000001@a.mrcs", "000002@a.mrcs", "000003@a.mrcs"],
+            "class_index": [0, 1, -1],
+            "class_name": ["ribosome", "proteasome", "unknown"],
+            "confidence": [0.9, 0.6, 0.2],
+            "shift_score": [1.0, 1.5, 4.0],
+        }
+    )
     csv = write_results(table, tmp_path / "p.csv", tmp_path / "p.star")
     for path in (csv, tmp_path / "p.star"):
         got = rows(describe(path))

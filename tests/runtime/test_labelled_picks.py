@@ -10,13 +10,27 @@ from cryoshift.runtime.cli import main
 
 
 def test_evaluate_scores_labelled_picks(model_path, inputs, tmp_path, capsys):
-    picks = pd.DataFrame({"tomo": ["TS_01", "TS_01", "TS_02", "TS_02", "TS_02"],
-                          "x": [20.0, 8.0, 20.0, 30.0, 55.0], "y": [24.0, 8.0, 10.0, 30.0, 5.0],
-                          "z": [12.0, 8.0, 12.0, 12.0, 5.0],
-                          "class": ["ribosome", "junk", "proteasome", "", "junk"]})
+    picks = pd.DataFrame(
+        {
+            "tomo": ["TS_01", "TS_01", "TS_02", "TS_02", "TS_02"],
+            "x": [20.0, 8.0, 20.0, 30.0, 55.0],
+            "y": [24.0, 8.0, 10.0, 30.0, 5.0],
+            "z": [12.0, 8.0, 12.0, 12.0, 5.0],
+            "class": ["ribosome", "junk", "proteasome", "", "junk"],
+        }
+    )
     picks.to_csv(tmp_path / "labelled.csv", index=False)
-    code = main(["evaluate", str(model_path), str(tmp_path / "labelled.csv"), "-t", str(inputs["tomos"]),
-                 "--out", str(tmp_path / "eval")])
+    code = main(
+        [
+            "evaluate",
+            str(model_path),
+            str(tmp_path / "labelled.csv"),
+            "-t",
+            str(inputs["tomos"]),
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
@@ -25,8 +39,9 @@ def test_evaluate_scores_labelled_picks(model_path, inputs, tmp_path, capsys):
 
 
 def test_predictions_are_not_labels(model_path, inputs, tmp_path, capsys):
-    pd.DataFrame({"tomo": ["TS_01"], "x": [20.0], "y": [24.0], "z": [12.0], "csClassName": ["junk"]}) \
-        .to_csv(tmp_path / "pred.csv", index=False)
+    pd.DataFrame({"tomo": ["TS_01"], "x": [20.0], "y": [24.0], "z": [12.0], "csClassName": ["junk"]}).to_csv(
+        tmp_path / "pred.csv", index=False
+    )
     assert main(["evaluate", str(model_path), str(tmp_path / "pred.csv"), "-t", str(inputs["tomos"])]) == 2
     assert "csClassName holds cryoshift's predictions" in capsys.readouterr().err
 

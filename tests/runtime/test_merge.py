@@ -13,11 +13,19 @@ from cryoshift.runtime.results import read_results
 
 def test_merge_joins_shards_once_and_keeps_star_columns(model_path, inputs, tmp_path, capsys):
     args = [str(inputs["picks"]), str(inputs["stack"]), str(inputs["listing"])]
-    whole = classify(model_path, args, tmp_path / "whole", tomograms=[str(inputs["tomos"])], backend="cpu",
-                     progress=False)
+    whole = classify(
+        model_path, args, tmp_path / "whole", tomograms=[str(inputs["tomos"])], backend="cpu", progress=False
+    )
     for i in range(3):
-        classify(model_path, args, tmp_path / "shards", tomograms=[str(inputs["tomos"])], backend="cpu",
-                 progress=False, shard=f"{i}/3")
+        classify(
+            model_path,
+            args,
+            tmp_path / "shards",
+            tomograms=[str(inputs["tomos"])],
+            backend="cpu",
+            progress=False,
+            shard=f"{i}/3",
+        )
     # A retried array task left a copy of shard 1 in a second folder: refused, not doubled.
     (tmp_path / "retry").mkdir()
     for name in ("predictions", "errors"):
@@ -28,8 +36,9 @@ def test_merge_joins_shards_once_and_keeps_star_columns(model_path, inputs, tmp_
     merged = read_results(tmp_path / "merged" / "predictions.csv")
     ref = read_results(whole.predictions_csv)
     assert merged["id"].is_unique and set(merged["id"]) == set(ref["id"])
-    assert dict(zip(merged["id"], merged["class_name"], strict=True)) == \
-        dict(zip(ref["id"], ref["class_name"], strict=True))
+    assert dict(zip(merged["id"], merged["class_name"], strict=True)) == dict(
+        zip(ref["id"], ref["class_name"], strict=True)
+    )
     errors = read_results(tmp_path / "merged" / "errors.csv")
     assert set(errors["id"]) == set(read_results(whole.errors_csv)["id"])
     import starfile

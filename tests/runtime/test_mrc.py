@@ -76,8 +76,9 @@ def test_truncated_file_names_the_sizes(tmp_path: Path) -> None:
     path.write_bytes(raw[: 1024 + 524288])
     with pytest.raises(InputError) as err:
         read_volume(path)
-    assert str(err.value) == (f"{path}: file is truncated: header says 64x64x64 float32 = 1048576 bytes "
-                              "of data, file has 524288")
+    assert str(err.value) == (
+        f"{path}: file is truncated: header says 64x64x64 float32 = 1048576 bytes of data, file has 524288"
+    )
     path.write_bytes(raw[:500])
     with pytest.raises(InputError, match="shorter than the 1024-byte MRC header"):
         open_volume(path)
@@ -123,8 +124,9 @@ def test_nan_and_inf_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("compress", [gzip.compress, bz2.compress])
-def test_compressed_files_are_read_into_memory(tmp_path: Path, compress: object,
-                                               tomo: tuple[Path, np.ndarray]) -> None:
+def test_compressed_files_are_read_into_memory(
+    tmp_path: Path, compress: object, tomo: tuple[Path, np.ndarray]
+) -> None:
     path, data = tomo
     packed = tmp_path / "tomo.mrc.gz"
     packed.write_bytes(compress(path.read_bytes()))  # type: ignore[operator]

@@ -55,8 +55,14 @@ PROBE_LINES = ("TORCH_ABSENT", "TORCH_LOADED", "TORCH_IMPORTABLE", "TORCH_BLOCKE
 
 def run(args: list[str], tmp_path: Path, block: bool) -> subprocess.CompletedProcess[str]:
     env = blocked_env(tmp_path / "site", "torch") if block else dict(os.environ)
-    return subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
 
 
 def test_help_and_info_without_torch(tmp_path: Path) -> None:
@@ -76,8 +82,9 @@ def test_help_and_info_never_import_torch_even_when_installed(tmp_path: Path) ->
 
 
 def test_train_without_torch_names_the_extra(tmp_path: Path) -> None:
-    proc = run(["train", "--source", "builtin", "--out", str(tmp_path / "run"), "--box", "16"], tmp_path,
-               block=True)
+    proc = run(
+        ["train", "--source", "builtin", "--out", str(tmp_path / "run"), "--box", "16"], tmp_path, block=True
+    )
     lines = [line for line in proc.stderr.strip().splitlines() if line not in PROBE_LINES]
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and "cryoshift[train]" in lines[0] and lines[0].startswith("cryoshift: error:")

@@ -14,17 +14,33 @@ from cryoshift.runtime.picks import centered_to_pixels, outside
 
 
 def relion5_star(path: Path, particles: pd.DataFrame) -> Path:
-    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
-                           "rlnTomoTiltSeriesPixelSize": [1.35], "rlnVoltage": [300.0]})
-    starfile.write({"general": {"rlnTomoSubTomosAre2DStacks": 1}, "optics": optics, "particles": particles},
-                   path, overwrite=True)
+    optics = pd.DataFrame(
+        {
+            "rlnOpticsGroup": [1],
+            "rlnOpticsGroupName": ["opticsGroup1"],
+            "rlnTomoTiltSeriesPixelSize": [1.35],
+            "rlnVoltage": [300.0],
+        }
+    )
+    starfile.write(
+        {"general": {"rlnTomoSubTomosAre2DStacks": 1}, "optics": optics, "particles": particles},
+        path,
+        overwrite=True,
+    )
     return path
 
 
 def test_relion5_pixel_coordinates_keep_other_columns(tmp_path: Path) -> None:
-    parts = pd.DataFrame({"rlnTomoName": ["TS_01", "TS_01", "TS_02"], "rlnCoordinateX": [10.0, 20.5, 30.0],
-                          "rlnCoordinateY": [1.0, 2.0, 3.0], "rlnCoordinateZ": [4.0, 5.0, 6.0],
-                          "rlnAngleRot": [0.0, 90.0, 180.0], "rlnOpticsGroup": [1, 1, 1]})
+    parts = pd.DataFrame(
+        {
+            "rlnTomoName": ["TS_01", "TS_01", "TS_02"],
+            "rlnCoordinateX": [10.0, 20.5, 30.0],
+            "rlnCoordinateY": [1.0, 2.0, 3.0],
+            "rlnCoordinateZ": [4.0, 5.0, 6.0],
+            "rlnAngleRot": [0.0, 90.0, 180.0],
+            "rlnOpticsGroup": [1, 1, 1],
+        }
+    )
     picks = read_picks(relion5_star(tmp_path / "particles.star", parts))
     assert list(picks.columns[:4]) == ["tomo_name", "x", "y", "z"]
     assert picks["tomo_name"].tolist() == ["TS_01", "TS_01", "TS_02"]
@@ -34,16 +50,23 @@ def test_relion5_pixel_coordinates_keep_other_columns(tmp_path: Path) -> None:
 
 
 def test_relion5_centred_angstrom_coordinates(tmp_path: Path) -> None:
-    parts = pd.DataFrame({"rlnTomoName": ["a", "b"],
-                          "rlnCenteredCoordinateXAngst": [0.0, -100.0],
-                          "rlnCenteredCoordinateYAngst": [50.0, 0.0],
-                          "rlnCenteredCoordinateZAngst": [-20.0, 10.0]})
+    parts = pd.DataFrame(
+        {
+            "rlnTomoName": ["a", "b"],
+            "rlnCenteredCoordinateXAngst": [0.0, -100.0],
+            "rlnCenteredCoordinateYAngst": [50.0, 0.0],
+            "rlnCenteredCoordinateZAngst": [-20.0, 10.0],
+        }
+    )
     path = relion5_star(tmp_path / "c.star", parts)
     with pytest.raises(InputError, match="relative to the tomogram centre: give the pixel size"):
         read_picks(path)
     # tomogram a: 10 A pixels, 40 (Z) x 60 (Y) x 80 (X); b: 5 A pixels, 20 x 30 x 50
-    picks = read_picks(path, pixel_size={"a": 10.0, "b": 5.0},
-                       tomo_shape=lambda name: {"a": (40, 60, 80), "b": (20, 30, 50)}[name])
+    picks = read_picks(
+        path,
+        pixel_size={"a": 10.0, "b": 5.0},
+        tomo_shape=lambda name: {"a": (40, 60, 80), "b": (20, 30, 50)}[name],
+    )
     np.testing.assert_allclose(picks[["x", "y", "z"]].to_numpy(), [[40.0, 35.0, 18.0], [5.0, 15.0, 12.0]])
     one = centered_to_pixels(picks.assign(**{c: parts[c] for c in parts.columns[1:]}), 10.0, (40, 60, 80))
     assert one["x"].tolist() == [40.0, 30.0]
@@ -102,8 +125,12 @@ def test_coordinates_outside_the_tomogram(tmp_path: Path) -> None:
 def test_particle_listing_resolves_paths_and_slices(tmp_path: Path) -> None:
     sub = tmp_path / "Extract"
     sub.mkdir()
-    df = pd.DataFrame({"rlnImageName": ["000003@Extract/stack.mrcs", "Extract/p1.mrc", "/abs/p2.mrc"],
-                       "rlnTomoName": ["a", "a", "b"]})
+    df = pd.DataFrame(
+        {
+            "rlnImageName": ["000003@Extract/stack.mrcs", "Extract/p1.mrc", "/abs/p2.mrc"],
+            "rlnTomoName": ["a", "a", "b"],
+        }
+    )
     starfile.write({"particles": df}, tmp_path / "listing.star")
     listing = read_particle_listing(tmp_path / "listing.star")
     assert list(listing.columns[:2]) == ["path", "index"]

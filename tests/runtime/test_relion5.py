@@ -33,19 +33,39 @@ def _project(root: Path) -> dict[str, Path]:
     rng = np.random.default_rng(3)
     rows = []
     for name in PIXEL_PICKS:
-        write_volume(job / "tomograms" / f"rec_{name}.mrc", rng.normal(0, 1, SHAPE).astype(np.float32),
-                     voxel_size=VOXEL)
-        rows.append(f"{name} Tomograms/job006/tilt_series/{name}.star 300.000000 2.700000 0.100000 "
-                    f"2.500000 -1.000000 optics1 2.500000 4.000000 160 192 96 "
-                    f"Tomograms/job006/tomograms/rec_{name}.mrc")
-    labels = ["rlnTomoName", "rlnTomoTiltSeriesStarFile", "rlnVoltage", "rlnSphericalAberration",
-              "rlnAmplitudeContrast", "rlnMicrographOriginalPixelSize", "rlnTomoHand", "rlnOpticsGroupName",
-              "rlnTomoTiltSeriesPixelSize", "rlnTomoTomogramBinning", "rlnTomoSizeX", "rlnTomoSizeY",
-              "rlnTomoSizeZ", "rlnTomoReconstructedTomogram"]
+        write_volume(
+            job / "tomograms" / f"rec_{name}.mrc",
+            rng.normal(0, 1, SHAPE).astype(np.float32),
+            voxel_size=VOXEL,
+        )
+        rows.append(
+            f"{name} Tomograms/job006/tilt_series/{name}.star 300.000000 2.700000 0.100000 "
+            f"2.500000 -1.000000 optics1 2.500000 4.000000 160 192 96 "
+            f"Tomograms/job006/tomograms/rec_{name}.mrc"
+        )
+    labels = [
+        "rlnTomoName",
+        "rlnTomoTiltSeriesStarFile",
+        "rlnVoltage",
+        "rlnSphericalAberration",
+        "rlnAmplitudeContrast",
+        "rlnMicrographOriginalPixelSize",
+        "rlnTomoHand",
+        "rlnOpticsGroupName",
+        "rlnTomoTiltSeriesPixelSize",
+        "rlnTomoTomogramBinning",
+        "rlnTomoSizeX",
+        "rlnTomoSizeY",
+        "rlnTomoSizeZ",
+        "rlnTomoReconstructedTomogram",
+    ]
     tomograms = job / "tomograms.star"
-    tomograms.write_text("\n# version 50001\n\ndata_global\n\nloop_ \n"
-                         + "".join(f"_{label} #{i} \n" for i, label in enumerate(labels, 1))
-                         + "\n".join(rows) + "\n\n")
+    tomograms.write_text(
+        "\n# version 50001\n\ndata_global\n\nloop_ \n"
+        + "".join(f"_{label} #{i} \n" for i, label in enumerate(labels, 1))
+        + "\n".join(rows)
+        + "\n\n"
+    )
     size = np.array(SHAPE[::-1], dtype=float)
     particles, unbinned = [], []
     n = 0
@@ -53,14 +73,25 @@ def _project(root: Path) -> dict[str, Path]:
         for x, y, z in picks:
             n += 1
             centred = (np.array([x, y, z]) - size / 2) * VOXEL
-            particles.append(f"{name} {centred[0]:.6f} {centred[1]:.6f} {centred[2]:.6f} {10.0 * n:.6f} "
-                             f"{90.0:.6f} {-30.0 + n:.6f} 1 {name}/{n} {0.5 + n / 100:.6f}")
+            particles.append(
+                f"{name} {centred[0]:.6f} {centred[1]:.6f} {centred[2]:.6f} {10.0 * n:.6f} "
+                f"{90.0:.6f} {-30.0 + n:.6f} 1 {name}/{n} {0.5 + n / 100:.6f}"
+            )
             unbinned.append(f"{name} {4 * x:.6f} {4 * y:.6f} {4 * z:.6f} {10.0 * n:.6f}")
     picks = root / "Picks" / "job007" / "particles.star"
     picks.parent.mkdir(parents=True)
-    plabels = ["rlnTomoName", "rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
-               "rlnCenteredCoordinateZAngst", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOpticsGroup",
-               "rlnTomoParticleName", "rlnAutopickFigureOfMerit"]
+    plabels = [
+        "rlnTomoName",
+        "rlnCenteredCoordinateXAngst",
+        "rlnCenteredCoordinateYAngst",
+        "rlnCenteredCoordinateZAngst",
+        "rlnAngleRot",
+        "rlnAngleTilt",
+        "rlnAnglePsi",
+        "rlnOpticsGroup",
+        "rlnTomoParticleName",
+        "rlnAutopickFigureOfMerit",
+    ]
     picks.write_text(
         "\n# version 50001\n\ndata_general\n\n_rlnTomoSubTomosAre2DStacks                       1\n\n"
         "\n# version 50001\n\ndata_optics\n\nloop_ \n_rlnOpticsGroup #1 \n_rlnOpticsGroupName #2 \n"
@@ -68,10 +99,15 @@ def _project(root: Path) -> dict[str, Path]:
         "_rlnAmplitudeContrast #6 \n"
         "           1    optics1     2.700000   300.000000     2.500000     0.100000 \n"
         "\n\n# version 50001\n\ndata_particles\n\nloop_ \n"
-        + "".join(f"_{label} #{i} \n" for i, label in enumerate(plabels, 1)) + "\n".join(particles) + "\n\n")
+        + "".join(f"_{label} #{i} \n" for i, label in enumerate(plabels, 1))
+        + "\n".join(particles)
+        + "\n\n"
+    )
     relion4 = root / "relion4_picks.star"
-    relion4.write_text("\ndata_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
-                       "_rlnCoordinateZ #4\n_rlnAngleRot #5\n" + "\n".join(unbinned) + "\n\n")
+    relion4.write_text(
+        "\ndata_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
+        "_rlnCoordinateZ #4\n_rlnAngleRot #5\n" + "\n".join(unbinned) + "\n\n"
+    )
     return {"tomograms": tomograms, "picks": picks, "relion4": relion4}
 
 
@@ -94,8 +130,22 @@ def test_tomograms_star_and_centred_picks_round_trip(model_path, project, tmp_pa
 
     monkeypatch.chdir(tmp_path)  # paths in tomograms.star are found from the STAR, not the cwd
     out = tmp_path / "out"
-    _run(["classify", str(model_path), str(project["picks"]), "-t", str(project["tomograms"]), "-o", str(out),
-          "-b", "cpu", "--split-by-class", "-q"], capsys)
+    _run(
+        [
+            "classify",
+            str(model_path),
+            str(project["picks"]),
+            "-t",
+            str(project["tomograms"]),
+            "-o",
+            str(out),
+            "-b",
+            "cpu",
+            "--split-by-class",
+            "-q",
+        ],
+        capsys,
+    )
     csv = read_results(out / "predictions.csv")
     assert len(csv) == 7
     # Centred Angstrom -> reconstruction voxels with the tomograms.star pixel size (2.5 A x bin 4).
@@ -108,7 +158,7 @@ def test_tomograms_star_and_centred_picks_round_trip(model_path, project, tmp_pa
     assert res["general"] == src["general"]
     pd.testing.assert_frame_equal(res["optics"], src["optics"], check_dtype=False)
     particles, original = res["particles"], src["particles"]
-    assert list(particles.columns[:len(original.columns)]) == list(original.columns)  # every input column
+    assert list(particles.columns[: len(original.columns)]) == list(original.columns)  # every input column
     pd.testing.assert_frame_equal(particles[original.columns], original, check_dtype=False)
     assert "rlnImageName" not in particles and "rlnCoordinateX" not in particles  # centred in, centred out
     assert {"rlnClassNumber", "csClassName", "csConfidence", "csShiftScore", "csId"} <= set(particles.columns)
@@ -133,8 +183,21 @@ def test_tomograms_star_and_centred_picks_round_trip(model_path, project, tmp_pa
     assert {k: sum(v.values()) for k, v in manifest["tomograms"].items()} == {"TS_01": 4, "TS_02": 3}
     # predictions.star is itself a RELION 5 picks file: classify it again, same answers.
     again = tmp_path / "again"
-    _run(["classify", str(model_path), str(out / "predictions.star"), "-t", str(project["tomograms"]),
-          "-o", str(again), "-b", "cpu", "-q"], capsys)
+    _run(
+        [
+            "classify",
+            str(model_path),
+            str(out / "predictions.star"),
+            "-t",
+            str(project["tomograms"]),
+            "-o",
+            str(again),
+            "-b",
+            "cpu",
+            "-q",
+        ],
+        capsys,
+    )
     second = read_results(again / "predictions.csv").set_index("id").loc[csv["id"]]
     assert list(second["class_name"]) == list(csv["class_name"])
 
@@ -142,15 +205,42 @@ def test_tomograms_star_and_centred_picks_round_trip(model_path, project, tmp_pa
 def test_unbinned_pixel_picks_get_a_hint_and_binning_fixes_them(model_path, project, tmp_path, capsys):
     from cryoshift.runtime.results import read_results
 
-    out = _run(["classify", str(model_path), str(project["relion4"]), "-t", str(project["tomograms"]), "-o",
-                str(tmp_path / "raw"), "-b", "cpu"], capsys)
+    out = _run(
+        [
+            "classify",
+            str(model_path),
+            str(project["relion4"]),
+            "-t",
+            str(project["tomograms"]),
+            "-o",
+            str(tmp_path / "raw"),
+            "-b",
+            "cpu",
+        ],
+        capsys,
+    )
     assert "look 4x too large" in out and "--binning 4" in out
     for flag in (["--binning", "4"], ["--coordinate-pixel-size", "2.5"]):
-        _run(["classify", str(model_path), str(project["relion4"]), "-t", str(project["tomograms"]), "-o",
-              str(tmp_path / flag[0][2:]), "-b", "cpu", "-q", *flag], capsys)
+        _run(
+            [
+                "classify",
+                str(model_path),
+                str(project["relion4"]),
+                "-t",
+                str(project["tomograms"]),
+                "-o",
+                str(tmp_path / flag[0][2:]),
+                "-b",
+                "cpu",
+                "-q",
+                *flag,
+            ],
+            capsys,
+        )
         csv = read_results(tmp_path / flag[0][2:] / "predictions.csv")
-        assert {(r.tomo_name, r.x, r.y, r.z) for r in csv.itertuples()} == \
-            {(n, *p) for n, picks in PIXEL_PICKS.items() for p in picks}
+        assert {(r.tomo_name, r.x, r.y, r.z) for r in csv.itertuples()} == {
+            (n, *p) for n, picks in PIXEL_PICKS.items() for p in picks
+        }
         import starfile
 
         star = starfile.read(tmp_path / flag[0][2:] / "predictions.star")
@@ -162,9 +252,14 @@ def test_listing_keeps_image_name_and_mrc_rows_name_their_file(model_path, input
 
     from cryoshift.runtime import classify
 
-    classify(model_path, [str(inputs["listing"]), str(inputs["files"] / "sub_03.mrc")], tmp_path / "o",
-             backend="cpu", progress=False)
+    classify(
+        model_path,
+        [str(inputs["listing"]), str(inputs["files"] / "sub_03.mrc")],
+        tmp_path / "o",
+        backend="cpu",
+        progress=False,
+    )
     star = starfile.read(tmp_path / "o" / "predictions.star")
     listed = starfile.read(inputs["listing"])
-    assert list(star["rlnImageName"][:len(listed)]) == list(listed["rlnImageName"])  # the input's own text
+    assert list(star["rlnImageName"][: len(listed)]) == list(listed["rlnImageName"])  # the input's own text
     assert star["rlnImageName"].iloc[-1].endswith("sub_03.mrc")

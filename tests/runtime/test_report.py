@@ -22,14 +22,34 @@ def test_report_of_classified_labelled_picks(model_path, inputs, tmp_path, capsy
     picks["class"] = ["ribosome", "junk", "proteasome", "junk", "ribosome", "junk"]
     starfile.write({"particles": picks}, tmp_path / "labelled.star")
     out = tmp_path / "out"
-    assert main(["classify", str(model_path), str(tmp_path / "labelled.star"), "-t", str(inputs["tomos"]),
-                 "-o", str(out), "-b", "cpu", "-q"]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                str(model_path),
+                str(tmp_path / "labelled.star"),
+                "-t",
+                str(inputs["tomos"]),
+                "-o",
+                str(out),
+                "-b",
+                "cpu",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(out)]) == 0
     page = (out / "report.html").read_text()
     assert len(_pngs(page)) == 4  # counts, confidence, shift score, confusion matrix
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched from elsewhere
-    for text in ("Class counts per tomogram", "TS_01", "unknown", "subtomograms/s",
-                 "accuracy on labelled picks"):
+    for text in (
+        "Class counts per tomogram",
+        "TS_01",
+        "unknown",
+        "subtomograms/s",
+        "accuracy on labelled picks",
+    ):
         assert text in page
     import base64
 
@@ -42,11 +62,20 @@ def test_report_of_classified_labelled_picks(model_path, inputs, tmp_path, capsy
 def test_report_of_a_training_run(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    pd.DataFrame({"epoch": [1, 2, 3], "loss_total": [1.2, 0.9, 0.8], "loss_ce": [1.0, 0.7, 0.6],
-                  "src_val_acc": [0.5, 0.7, 0.72], "tgt_im": [0.1, 0.3, 0.25]}).to_csv(run / "metrics.csv",
-                                                                                     index=False)
-    (run / "selection.json").write_text(json.dumps({"selected_epoch": 2, "rule": "max target im",
-                                                    "warnings": ["target predictions collapsed: test"]}))
+    pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "loss_total": [1.2, 0.9, 0.8],
+            "loss_ce": [1.0, 0.7, 0.6],
+            "src_val_acc": [0.5, 0.7, 0.72],
+            "tgt_im": [0.1, 0.3, 0.25],
+        }
+    ).to_csv(run / "metrics.csv", index=False)
+    (run / "selection.json").write_text(
+        json.dumps(
+            {"selected_epoch": 2, "rule": "max target im", "warnings": ["target predictions collapsed: test"]}
+        )
+    )
     (run / "config.json").write_text(json.dumps({"method": "cryoshift", "backbone": "cryonet"}))
     assert main(["report", str(run), "-o", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()

@@ -16,23 +16,25 @@ from cryoshift.runtime.results import csv_name, star_name
 
 
 def rows() -> pd.DataFrame:
-    return pd.DataFrame({
-        "id": ["000001@a.mrcs", "000002@a.mrcs", "TS 01/p3.mrc"],
-        "tomo_name": ["TS_01", "", "TS_02"],
-        "x": [10.0, 20.25, np.nan],
-        "y": [1.0, 2.0, 3.0],
-        "z": [4.0, 5.0, 6.0],
-        "class_index": [0, -1, 2],
-        "class_name": ["ribosome", "unknown", "empty"],
-        "confidence": [0.912345678912, 0.3, 0.77],
-        "shift_score": [1.02, 3.5, 0.98],
-        "prob_ribosome": [0.9, 0.2, 0.1],
-        "prob_26S-proteasome": [0.05, 0.3, 0.13],
-        "padded": [False, True, False],
-        "rlnAngleRot": [10.0, 20.0, 30.0],
-        "rlnCoordinateX": [99.0, 99.0, 99.0],  # clashes with x: x wins in both files
-        "Weird Name?": [1, 2, 3],
-    })
+    return pd.DataFrame(
+        {
+            "id": ["000001@a.mrcs", "000002@a.mrcs", "TS 01/p3.mrc"],
+            "tomo_name": ["TS_01", "", "TS_02"],
+            "x": [10.0, 20.25, np.nan],
+            "y": [1.0, 2.0, 3.0],
+            "z": [4.0, 5.0, 6.0],
+            "class_index": [0, -1, 2],
+            "class_name": ["ribosome", "unknown", "empty"],
+            "confidence": [0.912345678912, 0.3, 0.77],
+            "shift_score": [1.02, 3.5, 0.98],
+            "prob_ribosome": [0.9, 0.2, 0.1],
+            "prob_26S-proteasome": [0.05, 0.3, 0.13],
+            "padded": [False, True, False],
+            "rlnAngleRot": [10.0, 20.0, 30.0],
+            "rlnCoordinateX": [99.0, 99.0, 99.0],  # clashes with x: x wins in both files
+            "Weird Name?": [1, 2, 3],
+        }
+    )
 
 
 def test_csv_and_star_rows_are_identical(tmp_path: Path) -> None:
@@ -45,8 +47,17 @@ def test_csv_and_star_rows_are_identical(tmp_path: Path) -> None:
     assert a["confidence"][0] == pytest.approx(0.912345679, abs=1e-12)
     star = starfile.read(tmp_path / "r.star", always_dict=True)["particles"]
     assert star["rlnClassNumber"].tolist() == [1, 0, 3]
-    for label in ("rlnImageName", "rlnTomoName", "rlnCoordinateX", "csClassName", "csConfidence",
-                  "csShiftScore", "csProb_ribosome", "csProb_26S-proteasome", "rlnAngleRot"):
+    for label in (
+        "rlnImageName",
+        "rlnTomoName",
+        "rlnCoordinateX",
+        "csClassName",
+        "csConfidence",
+        "csShiftScore",
+        "csProb_ribosome",
+        "csProb_26S-proteasome",
+        "rlnAngleRot",
+    ):
         assert label in star.columns
 
 
@@ -65,10 +76,16 @@ def test_star_writer_writes_the_text_starfile_writes(tmp_path: Path) -> None:
     """One writer for every STAR file: apart from the comment line, starfile's own bytes."""
     from cryoshift.runtime.results import write_star
 
-    particles = rows().drop(columns=["Weird Name?"]).assign(
-        note=["a b", "", "c"], maybe=pd.array([1, None, 3], dtype="Int64"), mixed=[1, "x", 2.5])
-    blocks = {"general": {"rlnTomoSizeX": 100, "rlnTomoName": "TS 01"},
-              "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnVoltage": [300.0]}), "particles": particles}
+    particles = (
+        rows()
+        .drop(columns=["Weird Name?"])
+        .assign(note=["a b", "", "c"], maybe=pd.array([1, None, 3], dtype="Int64"), mixed=[1, "x", 2.5])
+    )
+    blocks = {
+        "general": {"rlnTomoSizeX": 100, "rlnTomoName": "TS 01"},
+        "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnVoltage": [300.0]}),
+        "particles": particles,
+    }
     starfile.write(blocks, tmp_path / "a.star", float_format="%.9g", overwrite=True)
     write_star(blocks, tmp_path / "b.star")
     a = (tmp_path / "a.star").read_text().splitlines()
@@ -82,19 +99,30 @@ def _predictions(n: int) -> pd.DataFrame:
     pick = np.arange(n) % 3 == 0
     k = rng.integers(-1, 2, n)
     names = np.array(["ribosome", "empty"])
-    return pd.DataFrame({
-        "id": [f"TS_01:{i}.0,1.0,2.0" if p else f"{i + 1:06d}@s.mrcs" for i, p in enumerate(pick)],
-        "path": np.where(pick, "TS_01.mrc", "s.mrcs"), "index": np.where(pick, -1, np.arange(n)),
-        "tomo_name": np.where(pick, "TS_01", ""), "x": np.where(pick, np.arange(n) * 1.0, np.nan),
-        "y": np.where(pick, 1.0, np.nan), "z": np.where(pick, 2.0, np.nan),
-        "class_index": k, "class_name": np.where(k < 0, "unknown", names[np.maximum(k, 0)]),
-        "best_class": names[np.maximum(k, 0)], "unknown": (k < 0).astype(int),
-        "confidence": rng.uniform(0, 1, n), "shift_score": rng.uniform(0, 3, n),
-        "prob_ribosome": rng.uniform(0, 1, n), "prob_empty": rng.uniform(0, 1, n)})
+    return pd.DataFrame(
+        {
+            "id": [f"TS_01:{i}.0,1.0,2.0" if p else f"{i + 1:06d}@s.mrcs" for i, p in enumerate(pick)],
+            "path": np.where(pick, "TS_01.mrc", "s.mrcs"),
+            "index": np.where(pick, -1, np.arange(n)),
+            "tomo_name": np.where(pick, "TS_01", ""),
+            "x": np.where(pick, np.arange(n) * 1.0, np.nan),
+            "y": np.where(pick, 1.0, np.nan),
+            "z": np.where(pick, 2.0, np.nan),
+            "class_index": k,
+            "class_name": np.where(k < 0, "unknown", names[np.maximum(k, 0)]),
+            "best_class": names[np.maximum(k, 0)],
+            "unknown": (k < 0).astype(int),
+            "confidence": rng.uniform(0, 1, n),
+            "shift_score": rng.uniform(0, 3, n),
+            "prob_ribosome": rng.uniform(0, 1, n),
+            "prob_empty": rng.uniform(0, 1, n),
+        }
+    )
 
 
-def test_predictions_star_streamed_in_chunks_holds_the_rows_of_the_whole_one(tmp_path: Path,
-                                                                             monkeypatch) -> None:
+def test_predictions_star_streamed_in_chunks_holds_the_rows_of_the_whole_one(
+    tmp_path: Path, monkeypatch
+) -> None:
     from cryoshift.runtime import star_out
 
     csv_path = tmp_path / "predictions.csv"
@@ -102,12 +130,17 @@ def test_predictions_star_streamed_in_chunks_holds_the_rows_of_the_whole_one(tmp
     whole = star_out.write_predictions_star(csv_path, tmp_path / "whole" / "p.star", split_by_class=True)
     monkeypatch.setattr(star_out, "STREAM_ROWS", 5)
     (tmp_path / "streamed").mkdir()
-    streamed = star_out.write_predictions_star(csv_path, tmp_path / "streamed" / "p.star",
-                                               split_by_class=True)
-    assert [p.name for p in streamed] == [p.name for p in whole] == ["p_empty.star", "p_ribosome.star",
-                                                                        "p_unknown.star"]
-    for a, b in zip([tmp_path / "whole" / "p.star", *whole], [tmp_path / "streamed" / "p.star", *streamed],
-                    strict=True):
+    streamed = star_out.write_predictions_star(
+        csv_path, tmp_path / "streamed" / "p.star", split_by_class=True
+    )
+    assert (
+        [p.name for p in streamed]
+        == [p.name for p in whole]
+        == ["p_empty.star", "p_ribosome.star", "p_unknown.star"]
+    )
+    for a, b in zip(
+        [tmp_path / "whole" / "p.star", *whole], [tmp_path / "streamed" / "p.star", *streamed], strict=True
+    ):
         pd.testing.assert_frame_equal(read_results(a), read_results(b))
     assert len(read_results(tmp_path / "streamed" / "p.star")) == 40
     assert not list(tmp_path.rglob(".*tmp*"))

@@ -30,8 +30,14 @@ def test_wrong_box_stack_is_refused(model_path, tmp_path):
 def test_contrast_mismatch_is_refused(light_model_path, inputs, tmp_path):
     with pytest.raises(InputError, match="contrast is 'dark' but the model expects 'light'"):
         classify(light_model_path, [str(inputs["stack"])], tmp_path / "out", backend="cpu", progress=False)
-    s = classify(light_model_path, [str(inputs["stack"])], tmp_path / "ok", backend="cpu", progress=False,
-                 contrast="light")
+    s = classify(
+        light_model_path,
+        [str(inputs["stack"])],
+        tmp_path / "ok",
+        backend="cpu",
+        progress=False,
+        contrast="light",
+    )
     assert s.total_rows == 12
 
 
@@ -40,12 +46,22 @@ def test_voxel_size_mismatch_is_refused_unless_ignored(model_path, helpers, tmp_
     write_stack(tmp_path / "s.mrcs", vols, voxel_size=11.0)  # 10% off the model's 10 A
     with pytest.raises(InputError, match=r"voxel size 11 A differs .* --ignore-voxel-size"):
         classify(model_path, [str(tmp_path / "s.mrcs")], tmp_path / "out", backend="cpu", progress=False)
-    s = classify(model_path, [str(tmp_path / "s.mrcs")], tmp_path / "out2", backend="cpu", progress=False,
-                 ignore_voxel_size=True)
+    s = classify(
+        model_path,
+        [str(tmp_path / "s.mrcs")],
+        tmp_path / "out2",
+        backend="cpu",
+        progress=False,
+        ignore_voxel_size=True,
+    )
     assert s.total_rows == 4
     write_stack(tmp_path / "near.mrcs", vols, voxel_size=10.4)  # 4%: accepted
-    assert classify(model_path, [str(tmp_path / "near.mrcs")], tmp_path / "out3", backend="cpu",
-                    progress=False).total_rows == 4
+    assert (
+        classify(
+            model_path, [str(tmp_path / "near.mrcs")], tmp_path / "out3", backend="cpu", progress=False
+        ).total_rows
+        == 4
+    )
 
 
 def test_missing_input_and_rerun_without_resume_are_refused(model_path, inputs, tmp_path):
@@ -147,8 +163,9 @@ def test_single_file_of_other_voxel_size_in_a_folder_is_an_error_row(model_path,
     errors = read_results(s.errors_csv)
     assert (s.total_rows, s.total_errors) == (2, 1)
     assert errors["id"][0].endswith("s1.mrc") and "voxel size 12 A" in errors["reason"][0]
-    s2 = classify(model_path, [str(folder)], tmp_path / "out2", backend="cpu", progress=False,
-                  ignore_voxel_size=True)
+    s2 = classify(
+        model_path, [str(folder)], tmp_path / "out2", backend="cpu", progress=False, ignore_voxel_size=True
+    )
     assert (s2.total_rows, s2.total_errors) == (3, 0)
 
 

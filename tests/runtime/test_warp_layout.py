@@ -56,21 +56,26 @@ def _warp_project(root: Path) -> dict[str, Path]:
         write_volume(root / "reconstruction" / f"{name}_10.00Apx.mrc", tomo, voxel_size=VOXEL)
         for sub in ("deconv", "odd"):
             write_volume(root / "reconstruction" / sub / f"{name}_10.00Apx.mrc", tomo, voxel_size=VOXEL)
-    header = ("\ndata_\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n_rlnCoordinateZ #3\n"
-              "_rlnAngleRot #4\n_rlnAngleTilt #5\n_rlnAnglePsi #6\n_rlnMicrographName #7\n")
+    header = (
+        "\ndata_\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n_rlnCoordinateZ #3\n"
+        "_rlnAngleRot #4\n_rlnAngleTilt #5\n_rlnAnglePsi #6\n_rlnMicrographName #7\n"
+    )
     rows, unbinned = [], []
     for name, picks in PICKS.items():
         for i, (x, y, z) in enumerate(picks):
             angles = f"{10.0 * i:.6f}\t{45.0:.6f}\t{-20.0 * i:.6f}"
             rows.append(f"{x:.6f}\t{y:.6f}\t{z:.6f}\t{angles}\t{name}.tomostar")
             f = VOXEL / TS_PIXEL
-            unbinned.append(f"{x * f:.6f}\t{y * f:.6f}\t{z * f:.6f}\t{angles}\t{name}.tomostar\t"
-                            f"{TS_PIXEL:.6f}\t10000.000000")
+            unbinned.append(
+                f"{x * f:.6f}\t{y * f:.6f}\t{z * f:.6f}\t{angles}\t{name}.tomostar\t"
+                f"{TS_PIXEL:.6f}\t10000.000000"
+            )
     warp = root / "matching" / "particles_warp.star"
     warp.write_text(header + "\n".join(rows) + "\n\n")
     m_star = root / "matching" / "particles_m.star"
-    m_star.write_text(header + "_rlnDetectorPixelSize #8\n_rlnMagnification #9\n" + "\n".join(unbinned)
-                      + "\n\n")
+    m_star.write_text(
+        header + "_rlnDetectorPixelSize #8\n_rlnMagnification #9\n" + "\n".join(unbinned) + "\n\n"
+    )
     return {"root": root, "reconstruction": root / "reconstruction", "warp": warp, "m": m_star}
 
 
@@ -105,9 +110,11 @@ def test_warp_particles_on_reconstruction_folder(model_path, warp, tmp_path, cap
     src = starfile.read(warp["warp"])
     res = starfile.read(out / "predictions.star", always_dict=True)
     particles = next(iter(res.values()))
-    assert list(particles.columns[:len(src.columns)]) == list(src.columns)
-    np.testing.assert_allclose(particles[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(),
-                               src[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy())
+    assert list(particles.columns[: len(src.columns)]) == list(src.columns)
+    np.testing.assert_allclose(
+        particles[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(),
+        src[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(),
+    )
     assert list(particles["rlnMicrographName"]) == list(src["rlnMicrographName"])
     assert {"rlnClassNumber", "csClassName", "csConfidence"} <= set(particles.columns)
 
@@ -119,26 +126,52 @@ def test_m_star_with_detector_pixel_size_is_scaled(model_path, warp, tmp_path, c
     from cryoshift.runtime.results import read_results
 
     a, b = tmp_path / "a", tmp_path / "b"
-    _classify([str(model_path), str(warp["warp"]), "-t", str(warp["reconstruction"]), "-o", str(a), "-q"],
-              capsys)
+    _classify(
+        [str(model_path), str(warp["warp"]), "-t", str(warp["reconstruction"]), "-o", str(a), "-q"], capsys
+    )
     _classify([str(model_path), str(warp["m"]), "-t", str(warp["reconstruction"]), "-o", str(b)], capsys)
     first, second = read_results(a / "predictions.csv"), read_results(b / "predictions.csv")
     assert {(r.tomo_name, r.x, r.y, r.z) for r in second.itertuples()} == _expected()
     np.testing.assert_allclose(np.sort(second["confidence"]), np.sort(first["confidence"]), rtol=1e-6)
     # An explicit option still wins over the table's pixel size (and says nothing is outside).
     c = tmp_path / "c"
-    _classify([str(model_path), str(warp["m"]), "-t", str(warp["reconstruction"]), "-o", str(c), "-q",
-               "--coordinate-pixel-size", "2.5"], capsys)
+    _classify(
+        [
+            str(model_path),
+            str(warp["m"]),
+            "-t",
+            str(warp["reconstruction"]),
+            "-o",
+            str(c),
+            "-q",
+            "--coordinate-pixel-size",
+            "2.5",
+        ],
+        capsys,
+    )
     assert len(read_results(c / "predictions.csv")) == len(second)
 
 
 def test_warp_names_need_the_right_reconstruction(model_path, warp, tmp_path, capsys):
     """Two pixel sizes of one tilt series in -t: refused by name, never a guess."""
-    write_volume(warp["reconstruction"] / "TS_01_20.00Apx.mrc", np.zeros((12, 24, 20), np.float32),
-                 voxel_size=20.0)
+    write_volume(
+        warp["reconstruction"] / "TS_01_20.00Apx.mrc", np.zeros((12, 24, 20), np.float32), voxel_size=20.0
+    )
     out = tmp_path / "out"
-    code = main(["classify", str(model_path), str(warp["warp"]), "-t", str(warp["reconstruction"]),
-                 "-o", str(out), "-b", "cpu", "-q"])
+    code = main(
+        [
+            "classify",
+            str(model_path),
+            str(warp["warp"]),
+            "-t",
+            str(warp["reconstruction"]),
+            "-o",
+            str(out),
+            "-b",
+            "cpu",
+            "-q",
+        ]
+    )
     capsys.readouterr()
     from cryoshift.runtime.results import read_results
 

@@ -24,8 +24,14 @@ VOXEL = 10.0
 Capsys = pytest.CaptureFixture[str]
 
 
-def _to_stderr(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-               file: object = None, line: str | None = None) -> None:
+def _to_stderr(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
@@ -60,9 +66,19 @@ def assert_error(result: tuple[int | str, str, str], name: str | Path, code: int
     return lines[0]
 
 
-def raw_mrc(path: Path, nx: int = BOX, ny: int = BOX, nz: int = BOX, mode: int = 2, data: bytes | None = None,
-            nsymbt: int = 0, cella: float | None = None, mx: int | None = None, ispg: int = 0,
-            mz: int | None = None) -> Path:
+def raw_mrc(
+    path: Path,
+    nx: int = BOX,
+    ny: int = BOX,
+    nz: int = BOX,
+    mode: int = 2,
+    data: bytes | None = None,
+    nsymbt: int = 0,
+    cella: float | None = None,
+    mx: int | None = None,
+    ispg: int = 0,
+    mz: int | None = None,
+) -> Path:
     """A hand-made MRC2014 header (little-endian) followed by ``data`` (default: zeros of the right size)."""
     ints = np.zeros(56, "<i4")
     ints[:4] = [nx, ny, nz, mode]
@@ -97,7 +113,6 @@ def predictions(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "predictions.csv")
 
 
-
 def put(p: Path, data: bytes | str) -> Path:
     """Write ``data`` to ``p`` and return ``p`` (for the tables of hostile files below)."""
     if isinstance(data, str):
@@ -105,4 +120,3 @@ def put(p: Path, data: bytes | str) -> Path:
     else:
         p.write_bytes(data)
     return p
-

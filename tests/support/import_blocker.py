@@ -43,7 +43,8 @@ def blocked_env(folder: Path, *names: str) -> dict[str, str]:
     source = inspect.getsource(ImportBlocker)
     install = f"sys.meta_path.insert(0, ImportBlocker({tuple(names)!r}))"
     (folder / "sitecustomize.py").write_text(
-        f"from __future__ import annotations\n\nimport sys\n\n\n{source}\n\n{install}\n")
+        f"from __future__ import annotations\n\nimport sys\n\n\n{source}\n\n{install}\n"
+    )
     return {**os.environ, "PYTHONPATH": str(folder) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 

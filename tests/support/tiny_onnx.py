@@ -20,9 +20,16 @@ CLASSES = ["ribosome", "proteasome", "junk"]
 CHANNELS = 8
 
 
-def build_model(path: Path, box: int = BOX, voxel: float = VOXEL, contrast: str = "dark",
-                classes: list[str] | None = None, seed: int = 0, unknown_threshold: float = 0.0,
-                temperature: float = 1.5) -> Path:
+def build_model(
+    path: Path,
+    box: int = BOX,
+    voxel: float = VOXEL,
+    contrast: str = "dark",
+    classes: list[str] | None = None,
+    seed: int = 0,
+    unknown_threshold: float = 0.0,
+    temperature: float = 1.5,
+) -> Path:
     """Write a small ONNX classifier obeying the model contract; returns its path."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -33,9 +40,16 @@ def build_model(path: Path, box: int = BOX, voxel: float = VOXEL, contrast: str 
     b_conv = rng.normal(0, 0.1, CHANNELS).astype(np.float32)
     w_fc = rng.normal(0, 4.0, (len(classes), CHANNELS)).astype(np.float32)
     b_fc = rng.normal(0, 0.1, len(classes)).astype(np.float32)
-    inits = [numpy_helper.from_array(a, n) for a, n in
-             [(w_conv, "w_conv"), (b_conv, "b_conv"), (w_fc, "w_fc"), (b_fc, "b_fc"),
-              (np.array(1e-6, np.float32), "eps")]]
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in [
+            (w_conv, "w_conv"),
+            (b_conv, "b_conv"),
+            (w_fc, "w_fc"),
+            (b_fc, "b_fc"),
+            (np.array(1e-6, np.float32), "eps"),
+        ]
+    ]
     nodes = [
         helper.make_node("ReduceMean", ["subtomograms"], ["mean"], axes=[2, 3, 4], keepdims=1),
         helper.make_node("Sub", ["subtomograms", "mean"], ["xc"]),
@@ -44,26 +58,43 @@ def build_model(path: Path, box: int = BOX, voxel: float = VOXEL, contrast: str 
         helper.make_node("Sqrt", ["var"], ["std"]),
         helper.make_node("Add", ["std", "eps"], ["den"]),
         helper.make_node("Div", ["xc", "den"], ["xn"]),
-        helper.make_node("Conv", ["xn", "w_conv", "b_conv"], ["c1"], kernel_shape=[3, 3, 3], pads=[1] * 6,
-                         strides=[2, 2, 2]),
+        helper.make_node(
+            "Conv",
+            ["xn", "w_conv", "b_conv"],
+            ["c1"],
+            kernel_shape=[3, 3, 3],
+            pads=[1] * 6,
+            strides=[2, 2, 2],
+        ),
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("GlobalAveragePool", ["r1"], ["gp"]),
         helper.make_node("Flatten", ["gp"], ["features"], axis=1),
         helper.make_node("Gemm", ["features", "w_fc", "b_fc"], ["logits"], transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "cryoshift-test",
+        nodes,
+        "cryoshift-test",
         [helper.make_tensor_value_info("subtomograms", TensorProto.FLOAT, ["batch", 1, box, box, box])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(classes)]),
-         helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", CHANNELS])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(classes)]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", CHANNELS]),
+        ],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     # Reference feature statistics from "in-domain" data, as export would store them.
-    meta = ModelMetadata(class_names=list(classes), box_size=box, voxel_size=voxel, contrast=contrast,
-                         temperature=temperature, unknown_threshold=unknown_threshold,
-                         feature_mean=[0.0] * CHANNELS, feature_var=[1.0] * CHANNELS, method="test")
+    meta = ModelMetadata(
+        class_names=list(classes),
+        box_size=box,
+        voxel_size=voxel,
+        contrast=contrast,
+        temperature=temperature,
+        unknown_threshold=unknown_threshold,
+        feature_mean=[0.0] * CHANNELS,
+        feature_var=[1.0] * CHANNELS,
+        method="test",
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     feats = run_onnx(path, make_volumes(64, box, seed + 100))[1].astype(np.float64)

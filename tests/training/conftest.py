@@ -48,8 +48,14 @@ def make_volumes(n: int, seed: int, shifted: bool = False) -> tuple[np.ndarray, 
 
 def write_domain(path: Path, n: int, seed: int, shifted: bool, labelled: bool = True) -> Path:
     vols, labels = make_volumes(n, seed, shifted)
-    return write_dataset(path, vols, labels if labelled else None, CLASSES if labelled else None,
-                         voxel_size=10.0, contrast="dark")
+    return write_dataset(
+        path,
+        vols,
+        labels if labelled else None,
+        CLASSES if labelled else None,
+        voxel_size=10.0,
+        contrast="dark",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -22,9 +22,18 @@ def test_ranks_take_disjoint_slices_of_each_global_batch() -> None:
 
 
 def test_two_process_gloo_training_keeps_replicas_identical(domains: dict[str, Path], tmp_path: Path) -> None:
-    config = TrainConfig(source=str(domains["source"]), target=str(domains["target_unlabelled"]),
-                         out=str(tmp_path / "ddp"), method="mada", backbone="cryonet-small", epochs=1,
-                         batch_size=4, progress=False, threads=1, device="cpu")
+    config = TrainConfig(
+        source=str(domains["source"]),
+        target=str(domains["target_unlabelled"]),
+        out=str(tmp_path / "ddp"),
+        method="mada",
+        backbone="cryonet-small",
+        epochs=1,
+        batch_size=4,
+        progress=False,
+        threads=1,
+        device="cpu",
+    )
     digests = launch_local(config, 2)
     assert len(digests) == 2 and digests[0] == digests[1]
     run = tmp_path / "ddp"

@@ -16,8 +16,18 @@ from cryoshift.training.trainer import TrainConfig, train
 @pytest.fixture(scope="module")
 def run_dir(domains: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("evalrun") / "run"
-    train(TrainConfig(source=str(domains["source"]), target=str(domains["target_unlabelled"]), out=str(out),
-                      method="adabn", backbone="cryonet-small", epochs=2, batch_size=8, progress=False))
+    train(
+        TrainConfig(
+            source=str(domains["source"]),
+            target=str(domains["target_unlabelled"]),
+            out=str(out),
+            method="adabn",
+            backbone="cryonet-small",
+            epochs=2,
+            batch_size=8,
+            progress=False,
+        )
+    )
     return out
 
 
@@ -40,14 +50,20 @@ def test_checkpoint_and_onnx_evaluate_alike(run_dir: Path, domains: dict[str, Pa
 def test_evaluate_refuses_mismatched_data(run_dir: Path, tmp_path: Path) -> None:
     from cryoshift.runtime.dataset import write_dataset
 
-    other = write_dataset(tmp_path / "other", np.zeros((3, 16, 16, 16), np.float32), [0, 1, 0], ["x", "y"],
-                          voxel_size=10.0)
+    other = write_dataset(
+        tmp_path / "other", np.zeros((3, 16, 16, 16), np.float32), [0, 1, 0], ["x", "y"], voxel_size=10.0
+    )
     with pytest.raises(InputError, match="not classes of the model"):
         evaluate(run_dir, other, tmp_path / "o")
     unlabelled = write_dataset(tmp_path / "u", np.zeros((3, 16, 16, 16), np.float32), voxel_size=10.0)
     with pytest.raises(InputError, match="unlabelled"):
         evaluate(run_dir, unlabelled, tmp_path / "u_out")
-    small = write_dataset(tmp_path / "s", np.zeros((3, 8, 8, 8), np.float32), [0, 1, 2],
-                          ["sphere", "rod", "dumbbell"], voxel_size=10.0)
+    small = write_dataset(
+        tmp_path / "s",
+        np.zeros((3, 8, 8, 8), np.float32),
+        [0, 1, 2],
+        ["sphere", "rod", "dumbbell"],
+        voxel_size=10.0,
+    )
     with pytest.raises(InputError, match="boxes"):
         evaluate(run_dir, small, tmp_path / "s_out")

@@ -19,20 +19,30 @@ METHODS = ["source-only", "adabn", "dann", "mada", "warp", "cryoshift", "selftra
 
 
 def _config(domains: dict[str, Path], out: Path, **kw: object) -> TrainConfig:
-    base = {"source": str(domains["source"]), "target": str(domains["target_unlabelled"]), "out": str(out),
-            "backbone": "cryonet-small", "epochs": 2, "batch_size": 8, "lr": 2e-3, "progress": False,
-            "val_fraction": 0.25}
+    base = {
+        "source": str(domains["source"]),
+        "target": str(domains["target_unlabelled"]),
+        "out": str(out),
+        "backbone": "cryonet-small",
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 2e-3,
+        "progress": False,
+        "val_fraction": 0.25,
+    }
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_each_method_trains_end_to_end_and_its_loss_falls(domains: dict[str, Path], tmp_path: Path,
-                                                          method: str) -> None:
+def test_each_method_trains_end_to_end_and_its_loss_falls(
+    domains: dict[str, Path], tmp_path: Path, method: str
+) -> None:
     oracle = method == "oracle"
     target = domains["target"] if oracle else domains["target_unlabelled"]
-    result = train(_config(domains, tmp_path / method, method=method, target=str(target),
-                           oracle_target_labels=oracle))
+    result = train(
+        _config(domains, tmp_path / method, method=method, target=str(target), oracle_target_labels=oracle)
+    )
     first, last = result.history[0], result.history[-1]
     assert last["loss_ce"] < first["loss_ce"]
     assert np.isfinite(last["loss_total"])
@@ -47,9 +57,19 @@ def test_each_method_trains_end_to_end_and_its_loss_falls(domains: dict[str, Pat
 def test_run_directory_and_weights_only_checkpoint(domains: dict[str, Path], tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = train(_config(domains, run, method="dann"))
-    for name in ("config.json", "versions.json", "metrics.csv", "selection.json", RUN_MODEL,
-                 "checkpoints/epoch_0001.pt", "checkpoints/epoch_0002.pt", "checkpoints/resume.pt",
-                 "plots/losses.png", "plots/confusion_source_val.png", "plots/embedding.png"):
+    for name in (
+        "config.json",
+        "versions.json",
+        "metrics.csv",
+        "selection.json",
+        RUN_MODEL,
+        "checkpoints/epoch_0001.pt",
+        "checkpoints/epoch_0002.pt",
+        "checkpoints/resume.pt",
+        "plots/losses.png",
+        "plots/confusion_source_val.png",
+        "plots/embedding.png",
+    ):
         assert (run / name).is_file(), name
     payload = torch.load(run / RUN_MODEL, map_location="cpu", weights_only=True)  # no pickle needed
     assert payload["metadata"]["temperature"] == pytest.approx(result.metadata.temperature)
@@ -133,8 +153,14 @@ def test_target_from_a_directory_of_mrc_files(domains: dict[str, Path], tmp_path
 
 
 def test_simulated_source_on_the_fly_and_resume(domains: dict[str, Path], tmp_path: Path) -> None:
-    kw = {"source": "builtin:ribosome,builtin:proteasome", "box": 16, "sim_per_epoch": 16, "sim_val": 8,
-          "method": "dann", "epochs": 2}
+    kw = {
+        "source": "builtin:ribosome,builtin:proteasome",
+        "box": 16,
+        "sim_per_epoch": 16,
+        "sim_val": 8,
+        "method": "dann",
+        "epochs": 2,
+    }
     full = train(_config(domains, tmp_path / "full", **kw))
     assert full.metadata.class_names == ["ribosome", "proteasome"]
     train(_config(domains, tmp_path / "cut", **kw), stop_after_epoch=1)
@@ -142,11 +168,20 @@ def test_simulated_source_on_the_fly_and_resume(domains: dict[str, Path], tmp_pa
     assert resumed.state_digest == full.state_digest
 
 
-def test_target_aware_source_resumes_and_reports(domains: dict[str, Path], tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_target_aware_source_resumes_and_reports(
+    domains: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Spectrum matching and template-matching pseudo-labels: recorded, and resume stays bit-identical."""
-    kw = {"source": "builtin:ribosome,builtin:proteasome,builtin:membrane", "box": 16, "sim_per_epoch": 16,
-          "sim_val": 8, "method": "selftrain", "epochs": 2, "spectrum_match": True, "template_labels": 12}
+    kw = {
+        "source": "builtin:ribosome,builtin:proteasome,builtin:membrane",
+        "box": 16,
+        "sim_per_epoch": 16,
+        "sim_val": 8,
+        "method": "selftrain",
+        "epochs": 2,
+        "spectrum_match": True,
+        "template_labels": 12,
+    }
     full = train(_config(domains, tmp_path / "full", **kw))
     sel = json.loads((tmp_path / "full" / "selection.json").read_text())
     assert sel["spectrum_match"]["gain_max"] >= sel["spectrum_match"]["gain_min"] > 0
@@ -166,9 +201,28 @@ def test_cli_train_then_evaluate(domains: dict[str, Path], tmp_path: Path) -> No
     from cryoshift.runtime.cli import main
 
     run = tmp_path / "run"
-    rc = main(["train", "--source", str(domains["source"]), "--target", str(domains["target_unlabelled"]),
-               "--method", "dann", "--backbone", "cryonet-small", "--epochs", "2", "--batch-size", "8",
-               "--out", str(run), "--no-progress", "--hparam", "dann_weight=0.5"])
+    rc = main(
+        [
+            "train",
+            "--source",
+            str(domains["source"]),
+            "--target",
+            str(domains["target_unlabelled"]),
+            "--method",
+            "dann",
+            "--backbone",
+            "cryonet-small",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--out",
+            str(run),
+            "--no-progress",
+            "--hparam",
+            "dann_weight=0.5",
+        ]
+    )
     assert rc == 0
     assert json.loads((run / "config.json").read_text())["method_kwargs"] == {"dann_weight": 0.5}
     rc = main(["evaluate", str(run), str(domains["target"]), "--out", str(tmp_path / "ev")])
@@ -185,8 +239,9 @@ def test_cli_train_then_evaluate(domains: dict[str, Path], tmp_path: Path) -> No
     assert main(["train", "--source", str(domains["source"]), "--out", str(run)]) == 2
 
 
-def test_target_from_picks_and_a_tomogram(domains: dict[str, Path], tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_target_from_picks_and_a_tomogram(
+    domains: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from cryoshift.runtime.mrc import write_volume
 
     ds = read_dataset(domains["target_unlabelled"])
@@ -194,21 +249,30 @@ def test_target_from_picks_and_a_tomogram(domains: dict[str, Path], tmp_path: Pa
     picks = []
     for i in range(8):  # paste 8 target particles into a small tomogram, one pick each
         z, y, x = 8, 8 + 16 * (i // 4 % 4), 8 + 16 * (i % 4)
-        tomo[z - 8:z + 8, y - 8:y + 8, x - 8:x + 8] = ds.volumes[i]
+        tomo[z - 8 : z + 8, y - 8 : y + 8, x - 8 : x + 8] = ds.volumes[i]
         picks.append(f"{x},{y},{z}")
     picks.append("500,500,500")  # outside the tomogram: reported and skipped
     write_volume(tmp_path / "tomo.mrc", tomo, voxel_size=10.0)
     (tmp_path / "picks.csv").write_text("x,y,z\n" + "\n".join(picks) + "\n")
-    result = train(_config(domains, tmp_path / "run", method="dann", target=str(tmp_path / "picks.csv"),
-                           tomograms=[str(tmp_path / "tomo.mrc")], epochs=1))
+    result = train(
+        _config(
+            domains,
+            tmp_path / "run",
+            method="dann",
+            target=str(tmp_path / "picks.csv"),
+            tomograms=[str(tmp_path / "tomo.mrc")],
+            epochs=1,
+        )
+    )
     assert result.model_path is not None
     err = capsys.readouterr().err
     assert "skipped target item" in err and "outside the tomogram" in err
 
 
 def test_source_only_without_target_or_validation(domains: dict[str, Path], tmp_path: Path) -> None:
-    result = train(_config(domains, tmp_path / "run", method="source-only", target=None, val_fraction=0.0,
-                           epochs=1))
+    result = train(
+        _config(domains, tmp_path / "run", method="source-only", target=None, val_fraction=0.0, epochs=1)
+    )
     meta = result.metadata
     assert meta.temperature == 1.0 and meta.unknown_threshold == 0.0  # nothing held out to calibrate on
     assert meta.extra["feature_reference"] == "source" and len(meta.feature_mean) > 0

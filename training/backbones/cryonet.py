@@ -54,8 +54,11 @@ class CryoNet(Backbone):
             size = box_size
             for stride in strides:
                 size = -(-size // stride)  # each 3x3x3 conv with padding 1 gives ceil(size / stride)
-            self.pool = nn.Sequential(nn.Conv3d(c_in, head_features, size, bias=False),
-                                      nn.BatchNorm3d(head_features), nn.ReLU(inplace=True))
+            self.pool = nn.Sequential(
+                nn.Conv3d(c_in, head_features, size, bias=False),
+                nn.BatchNorm3d(head_features),
+                nn.ReLU(inplace=True),
+            )
             self.num_features = head_features
         else:
             raise ValueError(f"cryonet head must be 'avg' or 'full', not {head!r}")
@@ -94,8 +97,9 @@ def cryonet_small(num_classes: int, box_size: int, **kw) -> CryoNet:
 @BACKBONES.register("cryonet-deep")
 def cryonet_deep(num_classes: int, box_size: int, **kw) -> CryoNet:
     """Two convolutions per stage: widths 16-32-64-128, strides 2-2-1-2, ~0.3 GFLOP at 32^3."""
-    return _create(num_classes, box_size,
-                   **{"widths": (16, 32, 64, 128), "strides": (2, 2, 1, 2), "depth": 2, **kw})
+    return _create(
+        num_classes, box_size, **{"widths": (16, 32, 64, 128), "strides": (2, 2, 1, 2), "depth": 2, **kw}
+    )
 
 
 @BACKBONES.register("cryonet-centred")
@@ -103,12 +107,16 @@ def cryonet_centred(num_classes: int, box_size: int, **kw) -> CryoNet:
     """cryonet with a centred head: a learnt weighting over the final 4^3 grid (picks are centred, so
     where a feature sits says which complex it is) instead of global average pooling; 256 features,
     ~0.11 GFLOP at 32^3. +5 points on simulated validation, +9-14 on targets (accuracy_levers.md)."""
-    return _create(num_classes, box_size, **{"widths": (16, 32, 64, 128), "strides": (2, 2, 1, 2),
-                                             "head": "full", **kw})
+    return _create(
+        num_classes, box_size, **{"widths": (16, 32, 64, 128), "strides": (2, 2, 1, 2), "head": "full", **kw}
+    )
 
 
 @BACKBONES.register("cryonet-deep-centred")
 def cryonet_deep_centred(num_classes: int, box_size: int, **kw) -> CryoNet:
     """cryonet-deep with the centred head of ``cryonet-centred``; ~0.36 GFLOP at 32^3."""
-    return _create(num_classes, box_size, **{"widths": (16, 32, 64, 128), "strides": (2, 2, 1, 2),
-                                             "depth": 2, "head": "full", **kw})
+    return _create(
+        num_classes,
+        box_size,
+        **{"widths": (16, 32, 64, 128), "strides": (2, 2, 1, 2), "depth": 2, "head": "full", **kw},
+    )

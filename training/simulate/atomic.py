@@ -37,8 +37,9 @@ def atom_positions(path: str | Path) -> np.ndarray:
     return np.array([a.pos.tolist() for ch in st[0] for r in ch for a in r], dtype=np.float64).reshape(-1, 3)
 
 
-def atomic_density(path: str | Path, resolution: float, spacing: float = 2.0,
-                   margin: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def atomic_density(
+    path: str | Path, resolution: float, spacing: float = 2.0, margin: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Density of the first model of ``path`` on a grid of about ``spacing`` Angstrom.
 
     Returns ``(density (Z, Y, X) float32, origin_xyz, spacing_xyz)``: voxel (i, j, k) of the map

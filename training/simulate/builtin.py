@@ -121,8 +121,9 @@ def _p97(rng: np.random.Generator) -> Blobs:
     d1, d2 = np.array([[4.6, 0.0, 2.3]]), np.array([[4.3, 0.0, -2.3]])
     rings = np.concatenate([_cyclic(d1, 6), _cyclic(d2, 6)])
     n_domains = _cyclic(np.array([[7.0, 1.5, 3.8]]), 6)
-    return np.concatenate([_blobs(rings + rng.normal(0, 0.05, rings.shape), 2.0),
-                           _blobs(n_domains, 1.3, 0.6)])
+    return np.concatenate(
+        [_blobs(rings + rng.normal(0, 0.05, rings.shape), 2.0), _blobs(n_domains, 1.3, 0.6)]
+    )
 
 
 @_builder("globular")
@@ -153,8 +154,9 @@ def _membrane_density(coords: np.ndarray, rng: np.random.Generator) -> np.ndarra
 BUILTIN_NAMES: list[str] = [*_BUILDERS, _MEMBRANE]
 
 
-def render_builtin(name: str, box_size: int, voxel_size: float, seed: int = 0,
-                   rotation: np.ndarray | None = None) -> np.ndarray:
+def render_builtin(
+    name: str, box_size: int, voxel_size: float, seed: int = 0, rotation: np.ndarray | None = None
+) -> np.ndarray:
     """Density (Z, Y, X) of one built-in structure, centre at voxel box_size // 2, unnormalised.
 
     ``voxel_size`` is in Angstrom; structure sizes are physical, so a smaller voxel size gives a
@@ -180,7 +182,7 @@ def render_builtin(name: str, box_size: int, voxel_size: float, seed: int = 0,
     flat = coords.reshape(-1, 3)
     density = np.zeros(len(flat))
     for start in range(0, len(blobs), 64):
-        b = blobs[start:start + 64]
+        b = blobs[start : start + 64]
         d2 = ((flat[:, None, :] - b[None, :, :3]) ** 2).sum(-1)
         # Blurring to at least one voxel keeps each domain band-limited at large voxel sizes.
         sigma2 = np.maximum(b[:, 3] ** 2, nm**2)

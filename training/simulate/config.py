@@ -99,15 +99,23 @@ class SimulationConfig:
         for name in ("crowding", "invert_contrast", "p_partial", "p_extra"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(where, f"{name} is a probability in [0, 1]")
-        if (self.shift_voxels < 0 or self.neighbours[0] < 0 or min(self.dose) < 0 or min(self.bfactor) < 0
-                or min(self.flex_voxels) < 0):
-            raise InputError(where, "shift_voxels, neighbours, dose, bfactor and flex_voxels must not be "
-                                    "negative")
+        if (
+            self.shift_voxels < 0
+            or self.neighbours[0] < 0
+            or min(self.dose) < 0
+            or min(self.bfactor) < 0
+            or min(self.flex_voxels) < 0
+        ):
+            raise InputError(
+                where, "shift_voxels, neighbours, dose, bfactor and flex_voxels must not be negative"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+            for f in dataclasses.fields(self)
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "simulation config") -> SimulationConfig:
@@ -164,26 +172,56 @@ def _presets() -> dict[str, SimulationConfig]:
         "paper": paper,
         # Everything the paper left out switched on: what real tomograms add on top.
         "realistic": paper.replace(
-            dose_weighting=True, dose=(80.0, 160.0), astigmatism_um=(0.0, 0.5), bfactor=(0.0, 300.0),
-            shift_voxels=2.0, crowding=0.5, neighbours=(1, 3), gradient=(0.0, 0.5),
-            noise_alpha=(0.0, 1.0), tilt_max=(50.0, 70.0), defocus_um=(-6.0, -2.0)),
+            dose_weighting=True,
+            dose=(80.0, 160.0),
+            astigmatism_um=(0.0, 0.5),
+            bfactor=(0.0, 300.0),
+            shift_voxels=2.0,
+            crowding=0.5,
+            neighbours=(1, 3),
+            gradient=(0.0, 0.5),
+            noise_alpha=(0.0, 1.0),
+            tilt_max=(50.0, 70.0),
+            defocus_um=(-6.0, -2.0),
+        ),
         # Realistic physics, randomised more broadly, with structural variability (variability.py):
         # for data whose physics is not known; with --spectrum-match the target's own average
         # spectrum is imposed on top.
         "broad": paper.replace(
-            snr=(0.02, 3.0), dose_weighting=True, dose=(60.0, 180.0), astigmatism_um=(0.0, 0.5),
-            bfactor=(0.0, 300.0), shift_voxels=3.0, crowding=0.5, neighbours=(1, 3), gradient=(0.0, 0.5),
-            noise_alpha=(-1.0, 1.0), tilt_max=(40.0, 70.0), defocus_um=(-6.0, -1.5), flex_voxels=(0.0, 1.5),
-            p_partial=0.25, p_extra=0.25),
+            snr=(0.02, 3.0),
+            dose_weighting=True,
+            dose=(60.0, 180.0),
+            astigmatism_um=(0.0, 0.5),
+            bfactor=(0.0, 300.0),
+            shift_voxels=3.0,
+            crowding=0.5,
+            neighbours=(1, 3),
+            gradient=(0.0, 0.5),
+            noise_alpha=(-1.0, 1.0),
+            tilt_max=(40.0, 70.0),
+            defocus_um=(-6.0, -1.5),
+            flex_voxels=(0.0, 1.5),
+            p_partial=0.25,
+            p_extra=0.25,
+        ),
         # Same physics through the slower tilt-series model.
         "tilt": paper.replace(fidelity="tilt", dose_weighting=True, tilt_max=(50.0, 70.0)),
         # Very broad ranges for domain randomization. Half the volumes get inverted contrast: in the
         # domain-shift benchmark an inverted target left every adaptation method at chance, while a
         # contrast-randomised source lifted source-only from chance to ~32 % (benchmarks/results).
         "wide": paper.replace(
-            snr=(0.01, 20.0), tilt_max=(30.0, 90.0), astigmatism_um=(0.0, 1.0), bfactor=(0.0, 500.0),
-            shift_voxels=3.0, crowding=0.5, gradient=(0.0, 1.0), noise_alpha=(0.0, 1.5),
-            invert_contrast=0.5, voltage_kv=(200.0, 300.0), amplitude_contrast=(0.05, 0.15)),
+            snr=(0.01, 20.0),
+            tilt_max=(30.0, 90.0),
+            astigmatism_um=(0.0, 1.0),
+            bfactor=(0.0, 500.0),
+            shift_voxels=3.0,
+            crowding=0.5,
+            gradient=(0.0, 1.0),
+            noise_alpha=(0.0, 1.5),
+            invert_contrast=0.5,
+            voltage_kv=(200.0, 300.0),
+            amplitude_contrast=(0.05, 0.15),
+        ),
         # No noise, no wedge, no shift: to look at structures.
         "clean": SimulationConfig(snr=None, tilt_max=(90.0, 90.0), shift_voxels=0.0, defocus_um=(-3.0, -3.0)),
     }

@@ -26,9 +26,17 @@ def versions() -> dict[str, str]:
     return out
 
 
-def simulate_dataset(out_dir: str | Path, structures: Structures, config: SimulationConfig, n: int,
-                     seed: int = 0, batch_size: int = 256, device: str = "cpu",
-                     progress: bool = True, generator: str = "cryoshift simulate") -> Path:
+def simulate_dataset(
+    out_dir: str | Path,
+    structures: Structures,
+    config: SimulationConfig,
+    n: int,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: str = "cpu",
+    progress: bool = True,
+    generator: str = "cryoshift simulate",
+) -> Path:
     """Simulate ``n`` labelled subtomograms into ``out_dir`` (volumes.mrc, particles.csv, dataset.json).
 
     particles.csv holds every parameter drawn per subtomogram; dataset.json records the full
@@ -48,15 +56,26 @@ def simulate_dataset(out_dir: str | Path, structures: Structures, config: Simula
         "structures_skipped": list(structures.skipped),
         "versions": versions(),
     }
-    writer = DatasetWriter(out_dir, n, structures.box_size, structures.voxel_size, sim.class_names,
-                           contrast=config.contrast, meta=meta)
+    writer = DatasetWriter(
+        out_dir,
+        n,
+        structures.box_size,
+        structures.voxel_size,
+        sim.class_names,
+        contrast=config.contrast,
+        meta=meta,
+    )
     chunks = [min(batch_size, n - start) for start in range(0, n, batch_size)]
     try:
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-            columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                       TimeRemainingColumn())
+            columns = (
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+            )
             with Progress(*columns, transient=False) as bar:
                 task = bar.add_task("simulating", total=n)
                 for k in chunks:

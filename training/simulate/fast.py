@@ -27,21 +27,35 @@ from cryoshift.training.simulate.physics import (
 )
 
 
-def fourier_filters(grid: dict[str, torch.Tensor], p: dict[str, torch.Tensor], use_ctf: bool,
-                    dose_weighting: bool, dose_order: str) -> tuple[torch.Tensor, torch.Tensor]:
+def fourier_filters(
+    grid: dict[str, torch.Tensor],
+    p: dict[str, torch.Tensor],
+    use_ctf: bool,
+    dose_weighting: bool,
+    dose_order: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(signal filter, noise filter), each (n, D, D, D//2+1) real, for the drawn parameters."""
     k2 = grid["k2"]
     noise_filter = (grid["tilt"].abs() <= p["tilt_max"].view(-1, 1, 1, 1) + 1e-4).to(k2.dtype)
     if dose_weighting:
-        signal_filter = wedge_and_dose(grid, p["tilt_max"], p["tilt_step"], p["dose"], dose_order,
-                                       p["voltage_kv"])
+        signal_filter = wedge_and_dose(
+            grid, p["tilt_max"], p["tilt_step"], p["dose"], dose_order, p["voltage_kv"]
+        )
     else:
         signal_filter = noise_filter
     if use_ctf:
         astig = p["astigmatism_um"] * 1e4
         phi = grid["phi"] if bool((astig != 0).any()) else None
-        transfer = ctf(k2, phi, -p["defocus_um"] * 1e4, astig, torch.deg2rad(p["astigmatism_angle"]),
-                       p["voltage_kv"], p["cs_mm"], p["amplitude_contrast"])
+        transfer = ctf(
+            k2,
+            phi,
+            -p["defocus_um"] * 1e4,
+            astig,
+            torch.deg2rad(p["astigmatism_angle"]),
+            p["voltage_kv"],
+            p["cs_mm"],
+            p["amplitude_contrast"],
+        )
         signal_filter = transfer.mul_(signal_filter)
     else:  # no CTF: plain dark contrast (protein negative)
         signal_filter = -signal_filter
@@ -56,9 +70,16 @@ def fourier_filters(grid: dict[str, torch.Tensor], p: dict[str, torch.Tensor], u
     return signal_filter, noise_filter
 
 
-def render_fast(density: torch.Tensor, p: dict[str, torch.Tensor], grid: dict[str, torch.Tensor],
-                use_ctf: bool, dose_weighting: bool, dose_order: str, noise: bool,
-                generator: torch.Generator | list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+def render_fast(
+    density: torch.Tensor,
+    p: dict[str, torch.Tensor],
+    grid: dict[str, torch.Tensor],
+    use_ctf: bool,
+    dose_weighting: bool,
+    dose_order: str,
+    noise: bool,
+    generator: torch.Generator | list[int] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Simulate from rotated densities (n, D, D, D); returns (volumes, signal variance per sample)."""
     n, box = density.shape[0], density.shape[-1]
     n_vox = box**3

@@ -41,13 +41,28 @@ def rfft_grid(box: int, voxel_size: float, device: torch.device | str = "cpu") -
     weight[..., 0] = 1.0
     if box % 2 == 0:
         weight[..., -1] = 1.0
-    return {"kz": fz, "ky": fy, "kx": fx, "k2": k2, "phi": phi, "tilt": tilt, "weight": weight,
-            "noise_gain": noise_plane_gain(box, device)}
+    return {
+        "kz": fz,
+        "ky": fy,
+        "kx": fx,
+        "k2": k2,
+        "phi": phi,
+        "tilt": tilt,
+        "weight": weight,
+        "noise_gain": noise_plane_gain(box, device),
+    }
 
 
-def ctf(k2: torch.Tensor, phi: torch.Tensor | None, df: torch.Tensor, astig: torch.Tensor,
-        astig_angle: torch.Tensor, voltage_kv: torch.Tensor, cs_mm: torch.Tensor,
-        amplitude: torch.Tensor) -> torch.Tensor:
+def ctf(
+    k2: torch.Tensor,
+    phi: torch.Tensor | None,
+    df: torch.Tensor,
+    astig: torch.Tensor,
+    astig_angle: torch.Tensor,
+    voltage_kv: torch.Tensor,
+    cs_mm: torch.Tensor,
+    amplitude: torch.Tensor,
+) -> torch.Tensor:
     """Contrast transfer function, CTF = -sin(chi + asin(A)), one row per sample.
 
     chi = pi lambda df k^2 - pi/2 Cs lambda^3 k^4. Per-sample parameters have shape (n,) and are
@@ -90,8 +105,14 @@ def dose_position(tilt_index: torch.Tensor, n_half: torch.Tensor, order: str) ->
     raise ValueError(f"unknown dose order {order!r}")
 
 
-def wedge_and_dose(grid: dict[str, torch.Tensor], tilt_max: torch.Tensor, tilt_step: torch.Tensor,
-                   dose: torch.Tensor | None, order: str, voltage_kv: torch.Tensor) -> torch.Tensor:
+def wedge_and_dose(
+    grid: dict[str, torch.Tensor],
+    tilt_max: torch.Tensor,
+    tilt_step: torch.Tensor,
+    dose: torch.Tensor | None,
+    order: str,
+    voltage_kv: torch.Tensor,
+) -> torch.Tensor:
     """(n, D, D, D//2+1) weights: 0 in the missing wedge, else 1 or the dose filter of the nearest tilt.
 
     A voxel is measured when its tilt angle lies within +-tilt_max (continuous wedge). With dose
@@ -124,8 +145,9 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def complex_white_noise(shape: tuple[int, ...], generator: torch.Generator | list[int] | None,
-                        device: torch.device | str) -> torch.Tensor:
+def complex_white_noise(
+    shape: tuple[int, ...], generator: torch.Generator | list[int] | None, device: torch.device | str
+) -> torch.Tensor:
     """rfft-domain complex Gaussian noise, E|z|^2 = 2 (real and imaginary parts of unit variance).
 
     irfftn (norm="ortho") keeps only the Hermitian part of the x = 0 and Nyquist planes, which
@@ -163,8 +185,9 @@ def irfftn3(spec: torch.Tensor, box: int) -> torch.Tensor:
     if spec.device.type == "cpu" and spec.dtype == torch.complex64:
         import scipy.fft
 
-        out = scipy.fft.irfftn(spec.numpy(), s=(box, box, box), axes=(-3, -2, -1), norm="ortho",
-                               workers=torch.get_num_threads())
+        out = scipy.fft.irfftn(
+            spec.numpy(), s=(box, box, box), axes=(-3, -2, -1), norm="ortho", workers=torch.get_num_threads()
+        )
         return torch.from_numpy(out)
     return torch.fft.irfftn(spec, s=(box, box, box), dim=(-3, -2, -1), norm="ortho")
 
@@ -211,8 +234,12 @@ def _to_grid(coord: torch.Tensor, box: int) -> torch.Tensor:
     return (2.0 * (coord + box // 2) + 1.0) / box - 1.0
 
 
-def sample_planes(x: torch.Tensor, m: torch.Tensor, t: torch.Tensor, out_hw: tuple[int, int] | None = None,
-                  ) -> torch.Tensor:
+def sample_planes(
+    x: torch.Tensor,
+    m: torch.Tensor,
+    t: torch.Tensor,
+    out_hw: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """Resample every channel of (n, C, H, W): out(u, v) = in(m @ (u, v) + t), bilinear, zeros outside.
 
     (u, v) are offsets (W, H) from the centre pixel; m is (n, 2, 2), t is (n, 2). All channels share
@@ -236,8 +263,9 @@ def _rot2(c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return torch.stack([c, -s, s, c], -1).view(-1, 2, 2)
 
 
-def rotate_passes(vol: torch.Tensor, rot: torch.Tensor, tilt: torch.Tensor, psi: torch.Tensor,
-                  shift: torch.Tensor) -> torch.Tensor:
+def rotate_passes(
+    vol: torch.Tensor, rot: torch.Tensor, tilt: torch.Tensor, psi: torch.Tensor, shift: torch.Tensor
+) -> torch.Tensor:
     """Rotate (n, D, D, D) volumes by R = Rz(rot) Ry(tilt) Rz(psi) then shift (n, 3: x, y, z voxels).
 
     Three 2-D bilinear passes (about z, y, z), each a batched ``grid_sample`` over all planes at
@@ -266,5 +294,6 @@ def rotate_trilinear(vol: torch.Tensor, matrices: torch.Tensor, shift: torch.Ten
     p = torch.stack([x, y, z], -1).view(1, -1, 3) - shift.view(n, 1, 3)
     src = p @ matrices  # R^T p for row vectors: inverse rotation
     grid = _to_grid(src, box).view(n, box, box, box, 3)
-    return F.grid_sample(vol.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False).squeeze(1)
+    return F.grid_sample(
+        vol.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    ).squeeze(1)

@@ -40,10 +40,34 @@ def _chunk_pool(workers: int) -> ThreadPoolExecutor:
 
 # Order of the per-subtomogram parameter columns (the dataset's particles.csv follows it).
 PARAM_COLUMNS = [
-    "rot", "tilt", "psi", "shift_x", "shift_y", "shift_z", "snr", "tilt_max", "wedge_angle", "tilt_step",
-    "dose", "defocus_um", "astigmatism_um", "astigmatism_angle", "voltage_kv", "cs_mm", "amplitude_contrast",
-    "bfactor", "noise_alpha", "gradient", "gradient_x", "gradient_y", "gradient_z", "inverted",
-    "n_neighbours", "neighbour_classes", "neighbour_poses", "variant",
+    "rot",
+    "tilt",
+    "psi",
+    "shift_x",
+    "shift_y",
+    "shift_z",
+    "snr",
+    "tilt_max",
+    "wedge_angle",
+    "tilt_step",
+    "dose",
+    "defocus_um",
+    "astigmatism_um",
+    "astigmatism_angle",
+    "voltage_kv",
+    "cs_mm",
+    "amplitude_contrast",
+    "bfactor",
+    "noise_alpha",
+    "gradient",
+    "gradient_x",
+    "gradient_y",
+    "gradient_z",
+    "inverted",
+    "n_neighbours",
+    "neighbour_classes",
+    "neighbour_poses",
+    "variant",
 ]
 
 
@@ -56,8 +80,13 @@ class Simulator:
     CPU_CHUNK_TILT = 8
     VARIANTS = 16  # structural variants per class and draw, when the config asks for variability
 
-    def __init__(self, structures: Structures, config: SimulationConfig | None = None,
-                 device: str | torch.device = "cpu", seed: int = 0):
+    def __init__(
+        self,
+        structures: Structures,
+        config: SimulationConfig | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ):
         if len(structures) == 0:
             raise InputError(None, "no structures to simulate")
         self.structures = structures
@@ -66,8 +95,9 @@ class Simulator:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InputError(None, "device 'cuda' requested but no CUDA GPU is available")
         self.seed = int(seed)
-        self.maps = torch.as_tensor(np.ascontiguousarray(structures.maps), dtype=torch.float32,
-                                    device=self.device)
+        self.maps = torch.as_tensor(
+            np.ascontiguousarray(structures.maps), dtype=torch.float32, device=self.device
+        )
         self.box = int(self.maps.shape[-1])
         self.voxel_size = float(structures.voxel_size)
         self.grid = rfft_grid(self.box, self.voxel_size, self.device)
@@ -81,8 +111,9 @@ class Simulator:
         box = maps.shape[-1]
         axis = np.arange(box) - box // 2
         r = np.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2)
-        return torch.tensor([float(r[m > 0.1 * m.max()].max()) if m.max() > 0 else 1.0 for m in maps],
-                            dtype=torch.float64)
+        return torch.tensor(
+            [float(r[m > 0.1 * m.max()].max()) if m.max() > 0 else 1.0 for m in maps], dtype=torch.float64
+        )
 
     @property
     def class_names(self) -> list[str]:
@@ -98,8 +129,11 @@ class Simulator:
         c, gen = self.config, self.generator
         k = len(self.structures)
         p: dict[str, torch.Tensor] = {}
-        p["label"] = (torch.randint(0, k, (n,), generator=gen) if labels is None
-                      else torch.as_tensor(labels, dtype=torch.long))
+        p["label"] = (
+            torch.randint(0, k, (n,), generator=gen)
+            if labels is None
+            else torch.as_tensor(labels, dtype=torch.long)
+        )
         u = torch.rand(n, 3, generator=gen, dtype=torch.float64)
         p["rot"] = 360.0 * u[:, 0]
         p["tilt"] = torch.rad2deg(torch.arccos(1.0 - 2.0 * u[:, 1]))  # uniform on SO(3) with rot, psi
@@ -196,8 +230,20 @@ class Simulator:
             sel = (owner == i).nonzero().flatten().tolist()
             names[i] = ";".join(self.structures.names[int(cls[j])] for j in sel)
             poses[i] = ";".join(",".join(f"{v:.1f}" for v in pose[j]) for j in sel)
-        return torch.cat([owner[:, None].double(), cls[:, None].double(), angles, shift,
-                          torch.zeros(total, 1, dtype=torch.float64)], 1), names, poses
+        return (
+            torch.cat(
+                [
+                    owner[:, None].double(),
+                    cls[:, None].double(),
+                    angles,
+                    shift,
+                    torch.zeros(total, 1, dtype=torch.float64),
+                ],
+                1,
+            ),
+            names,
+            poses,
+        )
 
     # -- rendering ---------------------------------------------------------------------------
     def _tensors(self, p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -219,20 +265,32 @@ class Simulator:
         out = self._rotate(dens, rad["rot"], rad["tilt"], rad["psi"], shift, accurate)
         if len(neighbours):
             nb = neighbours.to(self.device, torch.float32)
-            extra = self._rotate(self.maps.index_select(0, nb[:, 1].long()), nb[:, 2], nb[:, 3], nb[:, 4],
-                                 nb[:, 5:8], accurate)
+            extra = self._rotate(
+                self.maps.index_select(0, nb[:, 1].long()), nb[:, 2], nb[:, 3], nb[:, 4], nb[:, 5:8], accurate
+            )
             out.index_add_(0, nb[:, 0].long(), extra)
         return out
 
     @staticmethod
-    def _rotate(dens: torch.Tensor, rot: torch.Tensor, tilt: torch.Tensor, psi: torch.Tensor,
-                shift: torch.Tensor, accurate: bool) -> torch.Tensor:
+    def _rotate(
+        dens: torch.Tensor,
+        rot: torch.Tensor,
+        tilt: torch.Tensor,
+        psi: torch.Tensor,
+        shift: torch.Tensor,
+        accurate: bool,
+    ) -> torch.Tensor:
         if accurate:
             return rotate_trilinear(dens, euler_matrices(rot, tilt, psi), shift)
         return rotate_passes(dens, rot, tilt, psi, shift)
 
-    def render(self, p: dict[str, torch.Tensor], generator: torch.Generator | None = None,
-               neighbours: torch.Tensor | None = None, noise: bool = True) -> torch.Tensor:
+    def render(
+        self,
+        p: dict[str, torch.Tensor],
+        generator: torch.Generator | None = None,
+        neighbours: torch.Tensor | None = None,
+        noise: bool = True,
+    ) -> torch.Tensor:
         """Render volumes (n, D, D, D) float32 for drawn parameters ``p``.
 
         Rendering the same ``p`` twice with different generators gives two noise realisations of
@@ -279,22 +337,31 @@ class Simulator:
             torch.set_num_threads(threads)
         return out
 
-    def _render_chunk(self, p: dict[str, torch.Tensor], neighbours: torch.Tensor, noise: bool,
-                      gen: torch.Generator | list[int]) -> torch.Tensor:
+    def _render_chunk(
+        self,
+        p: dict[str, torch.Tensor],
+        neighbours: torch.Tensor,
+        noise: bool,
+        gen: torch.Generator | list[int],
+    ) -> torch.Tensor:
         c = self.config
         t = self._tensors(p)
         dens = self._density(p, neighbours)
         if c.fidelity == "fast":
-            vol, signal_var = render_fast(dens, t, self.grid, c.ctf, c.dose_weighting, c.dose_order, noise,
-                                          gen)
+            vol, signal_var = render_fast(
+                dens, t, self.grid, c.ctf, c.dose_weighting, c.dose_order, noise, gen
+            )
         else:
-            vol, signal_var = render_tilt(dens, t, self.voxel_size, c.ctf, c.dose_weighting, c.dose_order,
-                                          noise, gen)
+            vol, signal_var = render_tilt(
+                dens, t, self.voxel_size, c.ctf, c.dose_weighting, c.dose_order, noise, gen
+            )
         if bool((t["gradient"] != 0).any()):
             a = torch.arange(self.box, device=self.device, dtype=torch.float32) - self.box // 2
-            ramp = (t["gradient_x"].view(-1, 1, 1, 1) * a.view(1, 1, 1, -1)
-                    + t["gradient_y"].view(-1, 1, 1, 1) * a.view(1, 1, -1, 1)
-                    + t["gradient_z"].view(-1, 1, 1, 1) * a.view(1, -1, 1, 1)) / (self.box / 2)
+            ramp = (
+                t["gradient_x"].view(-1, 1, 1, 1) * a.view(1, 1, 1, -1)
+                + t["gradient_y"].view(-1, 1, 1, 1) * a.view(1, 1, -1, 1)
+                + t["gradient_z"].view(-1, 1, 1, 1) * a.view(1, -1, 1, 1)
+            ) / (self.box / 2)
             vol = vol + ramp * torch.sqrt(signal_var).view(-1, 1, 1, 1)
         sign = 1.0 - 2.0 * t["inverted"]
         if c.contrast == "light":
@@ -303,8 +370,11 @@ class Simulator:
             vol = vol * sign.view(-1, 1, 1, 1)
         return vol
 
-    def sample(self, n: int, labels: torch.Tensor | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+    def sample(
+        self,
+        n: int,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
         """Simulate ``n`` subtomograms with classes drawn uniformly (or the given ``labels``).
 
         Returns volumes (n, D, D, D) float32 on the simulator's device, labels (n,) long and one
@@ -312,16 +382,23 @@ class Simulator:
         """
         if int(n) <= 0:
             raise InputError(None, f"number of subtomograms to simulate must be positive, got {n}")
-        if labels is not None and (len(labels) != n or int(torch.as_tensor(labels).min()) < 0
-                                   or int(torch.as_tensor(labels).max()) >= len(self.structures)):
+        if labels is not None and (
+            len(labels) != n
+            or int(torch.as_tensor(labels).min()) < 0
+            or int(torch.as_tensor(labels).max()) >= len(self.structures)
+        ):
             raise InputError(None, f"labels must be {n} class indices in 0..{len(self.structures) - 1}")
         p = self.draw(n, labels)
         neighbours, names, poses = self._neighbours(p)
         vol = self.render(p, neighbours=neighbours)
         return vol, p["label"].to(self.device), self.rows(p, names, poses)
 
-    def rows(self, p: dict[str, torch.Tensor], neighbour_names: list[str] | None = None,
-             neighbour_poses: list[str] | None = None) -> list[dict[str, Any]]:
+    def rows(
+        self,
+        p: dict[str, torch.Tensor],
+        neighbour_names: list[str] | None = None,
+        neighbour_poses: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
         """One plain dict per subtomogram: label, class_name and the PARAM_COLUMNS values."""
         n = len(p["label"])
         cols = {k: p[k].tolist() for k in PARAM_COLUMNS if k in p}

@@ -62,8 +62,13 @@ def finish_map(density: np.ndarray, box_size: int) -> np.ndarray:
     return (out / scale).astype(np.float32)
 
 
-def place_map(density: np.ndarray, in_voxel: float | np.ndarray, voxel_size: float, box_size: int,
-              centre_zyx: np.ndarray | None = None) -> np.ndarray:
+def place_map(
+    density: np.ndarray,
+    in_voxel: float | np.ndarray,
+    voxel_size: float,
+    box_size: int,
+    centre_zyx: np.ndarray | None = None,
+) -> np.ndarray:
     """Resample a (Z, Y, X) density to ``voxel_size`` with its centre of mass on voxel D // 2.
 
     ``in_voxel`` is the input voxel size (one value, or z, y, x values). Downsampling first
@@ -82,8 +87,14 @@ def place_map(density: np.ndarray, in_voxel: float | np.ndarray, voxel_size: flo
         grids = np.indices(density.shape, sparse=True)
         centre_zyx = np.array([(g * weights).sum() / total for g in grids])
     out_axis = np.arange(box_size) - box_size // 2
-    coords = np.stack(np.meshgrid(out_axis * factor[0] + centre_zyx[0], out_axis * factor[1] + centre_zyx[1],
-                                  out_axis * factor[2] + centre_zyx[2], indexing="ij"))
+    coords = np.stack(
+        np.meshgrid(
+            out_axis * factor[0] + centre_zyx[0],
+            out_axis * factor[1] + centre_zyx[1],
+            out_axis * factor[2] + centre_zyx[2],
+            indexing="ij",
+        )
+    )
     return ndimage.map_coordinates(density, coords, order=1, mode="constant", cval=0.0)
 
 
@@ -128,21 +139,27 @@ def read_atomic_model(path: Path, box_size: int, voxel_size: float, resolution: 
     """Density of a PDB/mmCIF model at ``resolution`` (default 2 voxels), centred in the box."""
     from cryoshift.training.simulate.atomic import atomic_density
 
-    density, _origin, spacing_xyz = atomic_density(path, resolution=resolution or 2.0 * voxel_size,
-                                                   spacing=min(voxel_size / 2.0, 2.0))
+    density, _origin, spacing_xyz = atomic_density(
+        path, resolution=resolution or 2.0 * voxel_size, spacing=min(voxel_size / 2.0, 2.0)
+    )
     try:
         return finish_map(place_map(density, spacing_xyz[::-1], voxel_size, box_size), box_size)
     except ValueError as exc:
         raise InputError(path, str(exc)) from exc
 
 
-def builtin_structures(box_size: int, voxel_size: float, seed: int = 0,
-                       names: list[str] | None = None) -> Structures:
+def builtin_structures(
+    box_size: int, voxel_size: float, seed: int = 0, names: list[str] | None = None
+) -> Structures:
     """The built-in procedural structures (all of BUILTIN_NAMES unless ``names`` is given)."""
     names = list(BUILTIN_NAMES if names is None else names)
     maps = np.stack([finish_map(render_builtin(n, box_size, voxel_size, seed), box_size) for n in names])
-    return Structures(names=names, maps=maps, voxel_size=float(voxel_size),
-                      sources=[f"builtin:{n}?seed={seed}" for n in names])
+    return Structures(
+        names=names,
+        maps=maps,
+        voxel_size=float(voxel_size),
+        sources=[f"builtin:{n}?seed={seed}" for n in names],
+    )
 
 
 def _expand(source: str) -> list[str]:
@@ -169,8 +186,9 @@ def _expand(source: str) -> list[str]:
     return [str(path)]
 
 
-def load_structures(sources: list[str], box_size: int, voxel_size: float, seed: int = 0,
-                    resolution: float | None = None) -> Structures:
+def load_structures(
+    sources: list[str], box_size: int, voxel_size: float, seed: int = 0, resolution: float | None = None
+) -> Structures:
     """Load structures from a list of sources onto one (box_size, voxel_size) grid.
 
     Items: "builtin" (all built-ins), "builtin:NAME", an MRC path, a PDB/mmCIF path or a directory
@@ -217,5 +235,6 @@ def load_structures(sources: list[str], box_size: int, voxel_size: float, seed: 
             origins.append(origin)
     if not maps:
         raise InputError(", ".join(sources), "no structure could be loaded")
-    return Structures(names=names, maps=np.stack(maps), voxel_size=float(voxel_size), sources=origins,
-                      skipped=skipped)
+    return Structures(
+        names=names, maps=np.stack(maps), voxel_size=float(voxel_size), sources=origins, skipped=skipped
+    )

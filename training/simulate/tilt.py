@@ -27,9 +27,16 @@ def _plane_grid(box: int, voxel_size: float, device: torch.device | str) -> dict
     return {"k2": fy**2 + fu**2, "phi": torch.atan2(fy, fu).expand(box, box // 2 + 1), "ramp": ramp}
 
 
-def render_tilt(density: torch.Tensor, p: dict[str, torch.Tensor], voxel_size: float, use_ctf: bool,
-                dose_weighting: bool, dose_order: str, noise: bool,
-                generator: torch.Generator | list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+def render_tilt(
+    density: torch.Tensor,
+    p: dict[str, torch.Tensor],
+    voxel_size: float,
+    use_ctf: bool,
+    dose_weighting: bool,
+    dose_order: str,
+    noise: bool,
+    generator: torch.Generator | list[int] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Simulate from rotated densities (n, D, D, D); returns (volumes, signal variance per sample).
 
     ``generator`` is one generator for the whole batch, or (CPU) one seed per volume so that a
@@ -42,9 +49,16 @@ def render_tilt(density: torch.Tensor, p: dict[str, torch.Tensor], voxel_size: f
     filt = torch.ones(n, box, box // 2 + 1, device=dev)
     if use_ctf:
         astig = p["astigmatism_um"] * 1e4
-        filt = ctf(g["k2"], g["phi"] if bool((astig != 0).any()) else None, -p["defocus_um"] * 1e4, astig,
-                   torch.deg2rad(p["astigmatism_angle"]), p["voltage_kv"], p["cs_mm"],
-                   p["amplitude_contrast"])
+        filt = ctf(
+            g["k2"],
+            g["phi"] if bool((astig != 0).any()) else None,
+            -p["defocus_um"] * 1e4,
+            astig,
+            torch.deg2rad(p["astigmatism_angle"]),
+            p["voltage_kv"],
+            p["cs_mm"],
+            p["amplitude_contrast"],
+        )
     else:
         filt = -filt
     filt = filt * torch.exp(-p["bfactor"].view(-1, 1, 1) * g["k2"] / 4.0)
@@ -61,8 +75,9 @@ def render_tilt(density: torch.Tensor, p: dict[str, torch.Tensor], voxel_size: f
     recon = torch.zeros(n, channels * box, box, box, device=dev)
     zero = torch.zeros(n, 2, device=dev)
     j_max = int(n_half.max().item())
-    per_volume = ([torch.Generator().manual_seed(s) for s in generator] if isinstance(generator, list)
-                  else None)
+    per_volume = (
+        [torch.Generator().manual_seed(s) for s in generator] if isinstance(generator, list) else None
+    )
     for j in range(-j_max, j_max + 1):
         active = (abs(j) <= n_half).to(density.dtype)
         theta = j * step
@@ -73,14 +88,17 @@ def render_tilt(density: torch.Tensor, p: dict[str, torch.Tensor], voxel_size: f
         if dose_weighting:
             exposure = (dose_position(torch.full_like(n_half, j), n_half, dose_order) + 0.5) * per_tilt
             tilt_filter = filt * torch.exp(-exposure.view(-1, 1, 1) / (2.0 * e_crit))
-        weight = (g["ramp"] * (step * active).view(-1, 1, 1))
+        weight = g["ramp"] * (step * active).view(-1, 1, 1)
         spec = torch.fft.rfft2(proj) * tilt_filter * weight
         images = [torch.fft.irfft2(spec, s=(box, box))]
         if noise:
             if per_volume is not None:  # draw only for the volumes whose scheme has this tilt
-                white = torch.stack([torch.randn(box, box, generator=g) if abs(j) <= int(h) else
-                                     torch.zeros(box, box) for g, h in zip(per_volume, n_half.tolist(),
-                                                                           strict=True)]).to(dev)
+                white = torch.stack(
+                    [
+                        torch.randn(box, box, generator=g) if abs(j) <= int(h) else torch.zeros(box, box)
+                        for g, h in zip(per_volume, n_half.tolist(), strict=True)
+                    ]
+                ).to(dev)
             else:
                 white = torch.randn(n, box, box, generator=generator, device=dev)
             white = white / torch.sqrt(c.clamp_min(0.2)).view(-1, 1, 1)  # path length capped near 90 deg

@@ -30,8 +30,9 @@ def random_numbers(seeds: list[int]) -> dict[str, torch.Tensor]:
     return {"coarse": torch.stack(coarse), "direction": torch.stack(direction), "size": torch.stack(size)}
 
 
-def flex_fields(coarse: torch.Tensor, box: int, rms_voxels: torch.Tensor,
-                device: torch.device) -> torch.Tensor:
+def flex_fields(
+    coarse: torch.Tensor, box: int, rms_voxels: torch.Tensor, device: torch.device
+) -> torch.Tensor:
     """Smooth random displacements (n, D, D, D, 3) in voxels with the given per-volume RMS."""
     coarse = coarse.to(device)
     field = F.interpolate(coarse, size=(box, box, box), mode="trilinear", align_corners=True)
@@ -45,12 +46,18 @@ def deform(density: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     axis = torch.linspace(-1.0, 1.0, box, device=density.device)
     z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
     grid = torch.stack([x, y, z], -1).unsqueeze(0) + displacement * (2.0 / (box - 1))
-    return F.grid_sample(density.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=True)[:, 0]
+    return F.grid_sample(
+        density.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )[:, 0]
 
 
-def vary_composition(density: torch.Tensor, radius: torch.Tensor, missing: torch.Tensor,
-                     extra: torch.Tensor, numbers: dict[str, torch.Tensor]) -> torch.Tensor:
+def vary_composition(
+    density: torch.Tensor,
+    radius: torch.Tensor,
+    missing: torch.Tensor,
+    extra: torch.Tensor,
+    numbers: dict[str, torch.Tensor],
+) -> torch.Tensor:
     """Remove a lobe (``missing``) and/or add a bound blob (``extra``) per volume, as boolean masks.
 
     The lobe is a soft sphere of 0.3-0.45 particle radii centred 0.6 radii from the centre; the

@@ -117,8 +117,15 @@ def test_hyper_parameters_come_from_each_method_file_and_share_one_namespace() -
         seen |= set(defaults)
     assert seen == set(known)
     # A key another method uses is accepted and ignored (one dictionary fits every method) ...
-    method = create_method("dann", backbone=backbone, num_classes=3, box_size=16, warp_sigma=3.0,
-                           dann_weight=0.5, disc_hidden=None)
+    method = create_method(
+        "dann",
+        backbone=backbone,
+        num_classes=3,
+        box_size=16,
+        warp_sigma=3.0,
+        dann_weight=0.5,
+        disc_hidden=None,
+    )
     assert method.hparams == {**METHODS.get("dann").defaults(), "dann_weight": 0.5}
     # ... and a key no method knows lists every valid one.
     with pytest.raises(ValueError, match="valid: " + ", ".join(sorted(known))):

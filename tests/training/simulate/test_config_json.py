@@ -23,8 +23,10 @@ def test_round_trip_and_partial_file_over_a_preset(tmp_path: Path) -> None:
     assert cfg.replace(snr=base.snr) == base  # every other field comes from the base
 
 
-@pytest.mark.parametrize("text, reason", [("[1, 2]", "must be an object"), ("{", "cannot read"),
-                                          ('{"snrr": [1, 2]}', "did you mean snr")])
+@pytest.mark.parametrize(
+    "text, reason",
+    [("[1, 2]", "must be an object"), ("{", "cannot read"), ('{"snrr": [1, 2]}', "did you mean snr")],
+)
 def test_bad_files_name_the_file(tmp_path: Path, text: str, reason: str) -> None:
     path = tmp_path / "c.json"
     path.write_text(text)

@@ -32,8 +32,13 @@ def _wedge_regions(box: int, tilt_max: float) -> tuple[torch.Tensor, torch.Tenso
 
 @pytest.mark.parametrize("fidelity", ["fast", "tilt"])
 def test_missing_wedge_is_empty_and_the_rest_is_not(builtins16, fidelity):
-    cfg = SimulationConfig(fidelity=fidelity, snr=(0.5, 0.5), tilt_max=(50.0, 50.0), tilt_step=(2.0, 2.0),
-                           defocus_um=(-2.0, -2.0))
+    cfg = SimulationConfig(
+        fidelity=fidelity,
+        snr=(0.5, 0.5),
+        tilt_max=(50.0, 50.0),
+        tilt_step=(2.0, 2.0),
+        defocus_um=(-2.0, -2.0),
+    )
     vol, _, rows = Simulator(builtins16, cfg, seed=3).sample(8 if fidelity == "fast" else 4)
     assert all(r["wedge_angle"] == pytest.approx(40.0) for r in rows)
     missing, measured = _wedge_regions(BOX, 50.0)
@@ -72,13 +77,20 @@ def test_ctf_zeros_fall_at_the_textbook_frequencies():
     delta = np.zeros((1, box, box, box), np.float32)
     delta[0, box // 2, box // 2, box // 2] = 1.0
     point = Structures(names=["point"], maps=delta, voxel_size=voxel)
-    base = dict(snr=None, tilt_max=(90.0, 90.0), shift_voxels=0.0, defocus_um=(-2.0, -2.0), cs_mm=(2.7, 2.7),
-                amplitude_contrast=(0.1, 0.1))
+    base = dict(
+        snr=None,
+        tilt_max=(90.0, 90.0),
+        shift_voxels=0.0,
+        defocus_um=(-2.0, -2.0),
+        cs_mm=(2.7, 2.7),
+        amplitude_contrast=(0.1, 0.1),
+    )
     with_ctf = Simulator(point, SimulationConfig(**base), seed=0)
     no_ctf = Simulator(point, SimulationConfig(**base, ctf=False), seed=0)
     p = with_ctf.draw(2)
-    transfer = (torch.fft.rfftn(with_ctf.render(p), dim=(-3, -2, -1)).abs()
-                / torch.fft.rfftn(no_ctf.render(p), dim=(-3, -2, -1)).abs().clamp_min(1e-6))
+    transfer = torch.fft.rfftn(with_ctf.render(p), dim=(-3, -2, -1)).abs() / torch.fft.rfftn(
+        no_ctf.render(p), dim=(-3, -2, -1)
+    ).abs().clamp_min(1e-6)
     # Textbook: lambda(300 kV) = 0.019687 A; chi = pi lam df k^2 - pi/2 Cs lam^3 k^4, df = 2 um underfocus.
     lam, df, cs, amp = 0.019687, 2.0e4, 2.7e7, 0.1
     k = np.linspace(0, 1 / (2 * voxel), 20000)
@@ -137,8 +149,10 @@ def test_rotation_matches_the_analytic_rotation_of_a_structure():
         exact = torch.as_tensor(render_builtin(name, box, voxel, rotation=matrix[0].double().numpy()))
         start = torch.as_tensor(render_builtin(name, box, voxel)).unsqueeze(0)
         zero = torch.zeros(1, 3)
-        for result, tolerance in ((rotate_passes(start, rot, tilt, psi, zero)[0], 0.10),
-                                  (rotate_trilinear(start, matrix, zero)[0], 0.06)):
+        for result, tolerance in (
+            (rotate_passes(start, rot, tilt, psi, zero)[0], 0.10),
+            (rotate_trilinear(start, matrix, zero)[0], 0.06),
+        ):
             error = float((result - exact).norm() / exact.norm())
             assert error < tolerance, (name, error)
 
@@ -159,8 +173,9 @@ def test_default_output_is_dark_and_options_flip_it(builtins16):
 
 
 def test_dose_weighting_damps_high_frequencies(builtins16):
-    cfg = SimulationConfig(snr=None, tilt_max=(60.0, 60.0), shift_voxels=0.0, defocus_um=(-1.0, -1.0),
-                           dose=(150.0, 150.0))
+    cfg = SimulationConfig(
+        snr=None, tilt_max=(60.0, 60.0), shift_voxels=0.0, defocus_um=(-1.0, -1.0), dose=(150.0, 150.0)
+    )
     sim = Simulator(builtins16, cfg, seed=0)
     p = sim.draw(6)
     damped = Simulator(builtins16, cfg.replace(dose_weighting=True), seed=0).render(p)
@@ -195,18 +210,27 @@ def test_astigmatism_moves_the_first_zero_along_its_axis():
     delta = np.zeros((1, box, box, box), np.float32)
     delta[0, box // 2, box // 2, box // 2] = 1.0
     point = Structures(names=["point"], maps=delta, voxel_size=voxel)
-    cfg = SimulationConfig(snr=None, tilt_max=(90.0, 90.0), shift_voxels=0.0, defocus_um=(-2.0, -2.0),
-                           astigmatism_um=(1.5, 1.5), cs_mm=(2.7, 2.7), amplitude_contrast=(0.0, 0.0))
+    cfg = SimulationConfig(
+        snr=None,
+        tilt_max=(90.0, 90.0),
+        shift_voxels=0.0,
+        defocus_um=(-2.0, -2.0),
+        astigmatism_um=(1.5, 1.5),
+        cs_mm=(2.7, 2.7),
+        amplitude_contrast=(0.0, 0.0),
+    )
     sim, ref = Simulator(point, cfg, seed=0), Simulator(point, cfg.replace(ctf=False), seed=0)
     p = sim.draw(1)
     p["astigmatism_angle"][:] = 0.0  # along x
-    transfer = (torch.fft.rfftn(sim.render(p), dim=(-3, -2, -1)).abs()
-                / torch.fft.rfftn(ref.render(p), dim=(-3, -2, -1)).abs().clamp_min(1e-6))[0]
-    along_x = transfer[0, 0, 1:box // 2].numpy()  # kz = ky = 0
-    along_y = transfer[0, 1:box // 2, 0].numpy()
+    transfer = (
+        torch.fft.rfftn(sim.render(p), dim=(-3, -2, -1)).abs()
+        / torch.fft.rfftn(ref.render(p), dim=(-3, -2, -1)).abs().clamp_min(1e-6)
+    )[0]
+    along_x = transfer[0, 0, 1 : box // 2].numpy()  # kz = ky = 0
+    along_y = transfer[0, 1 : box // 2, 0].numpy()
     lam = 0.019687
     for profile, defocus in ((along_x, 2.75e4), (along_y, 1.25e4)):
         k1 = math.sqrt(1.0 / (lam * defocus))  # first zero of sin(pi lam df k^2) (Cs negligible here)
         lo, hi = int(0.6 * k1 * box * voxel), int(1.4 * k1 * box * voxel) + 1  # bins around the zero
-        found = (lo + np.argmin(profile[lo - 1:hi - 1])) / (box * voxel)
+        found = (lo + np.argmin(profile[lo - 1 : hi - 1])) / (box * voxel)
         assert abs(found - k1) <= 1.0 / (box * voxel), (found, k1)

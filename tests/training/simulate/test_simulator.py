@@ -37,8 +37,14 @@ def test_every_parameter_is_recorded_within_its_range(builtins16):
     assert set(PARAM_COLUMNS) <= set(table.columns)
     assert (table["label"].to_numpy() == labels.numpy()).all()
     assert (table["class_name"] == [builtins16.names[i] for i in labels]).all()
-    for column, field in [("snr", "snr"), ("tilt_max", "tilt_max"), ("defocus_um", "defocus_um"),
-                          ("cs_mm", "cs_mm"), ("bfactor", "bfactor"), ("dose", "dose")]:
+    for column, field in [
+        ("snr", "snr"),
+        ("tilt_max", "tilt_max"),
+        ("defocus_um", "defocus_um"),
+        ("cs_mm", "cs_mm"),
+        ("bfactor", "bfactor"),
+        ("dose", "dose"),
+    ]:
         lo, hi = getattr(cfg, field)
         assert table[column].between(lo, hi).all(), column
     assert (table[["shift_x", "shift_y", "shift_z"]].abs() <= cfg.shift_voxels).all().all()
@@ -114,17 +120,52 @@ def test_cli_help_lists_the_builtins():
 
 def test_cli_writes_a_dataset_and_reports_bad_input(tmp_path, capsys):
     out = tmp_path / "sim"
-    code = main(["simulate", str(out), "--structures", "builtin:ribosome,builtin:proteasome", "--n", "6",
-                 "--box", "16", "--voxel-size", "20", "--snr", "0.5", "2", "--tilt-max", "50", "60",
-                 "--seed", "3", "--no-progress"])
+    code = main(
+        [
+            "simulate",
+            str(out),
+            "--structures",
+            "builtin:ribosome,builtin:proteasome",
+            "--n",
+            "6",
+            "--box",
+            "16",
+            "--voxel-size",
+            "20",
+            "--snr",
+            "0.5",
+            "2",
+            "--tilt-max",
+            "50",
+            "60",
+            "--seed",
+            "3",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     table = pd.read_csv(out / "particles.csv")
     assert len(table) == 6 and set(table["class_name"]) <= {"ribosome", "proteasome"}
     assert table["snr"].between(0.5, 2).all() and table["tilt_max"].between(50, 60).all()
     config = tmp_path / "sim.json"
     config.write_text(json.dumps({"fidelity": "tilt", "crowding": 0.5}))
-    code = main(["simulate", str(tmp_path / "sim2"), "--structures", "builtin:globular", "--n", "2", "--box",
-                 "16", "--voxel-size", "20", "--config", str(config), "--no-progress"])
+    code = main(
+        [
+            "simulate",
+            str(tmp_path / "sim2"),
+            "--structures",
+            "builtin:globular",
+            "--n",
+            "2",
+            "--box",
+            "16",
+            "--voxel-size",
+            "20",
+            "--config",
+            str(config),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert json.loads((tmp_path / "sim2" / "dataset.json").read_text())["simulation"]["fidelity"] == "tilt"
     capsys.readouterr()

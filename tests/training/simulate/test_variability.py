@@ -22,8 +22,13 @@ def test_missing_lobe_removes_and_extra_blob_adds_density() -> None:
     z, y, x = torch.meshgrid(*(torch.arange(16.0) - 8,) * 3, indexing="ij")
     ball = (x**2 + y**2 + z**2 < 36).float().expand(3, 16, 16, 16)
     numbers = variability.random_numbers([3, 4, 5])
-    out = variability.vary_composition(ball, torch.full((3,), 6.0), torch.tensor([True, False, False]),
-                                       torch.tensor([False, True, False]), numbers)
+    out = variability.vary_composition(
+        ball,
+        torch.full((3,), 6.0),
+        torch.tensor([True, False, False]),
+        torch.tensor([False, True, False]),
+        numbers,
+    )
     mass = out.flatten(1).sum(1)
     base = ball[0].sum()
     assert mass[0] < 0.95 * base  # a lobe of 0.3-0.45 radii is gone
