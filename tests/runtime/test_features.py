@@ -21,6 +21,12 @@ def _args(inputs) -> list[str]:
     return [str(inputs["files"]), str(inputs["stack"]), str(inputs["picks"]), "-t", str(inputs["tomos"])]
 
 
+def _classify(model_path, inputs, out, *options: str) -> None:
+    """classify every input kind on the CPU into ``out``, quietly; it must succeed."""
+    argv = ["classify", str(model_path), *_args(inputs), "-o", str(out), "-b", "cpu", "-q", *options]
+    assert main(argv) == 0
+
+
 def _reference(helpers, model_path, inputs, ids) -> np.ndarray:
     """The model's features for each id, computed by ONNX Runtime directly on the volumes."""
     vols = np.stack([inputs["expected"][i] for i in ids])
@@ -46,24 +52,7 @@ def _check_aligned(helpers, model_path, inputs, out, name="features.npy", csv="p
 
 def test_features_rows_follow_the_predictions(model_path, inputs, helpers, tmp_path, capsys):
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "classify",
-                str(model_path),
-                *_args(inputs),
-                "-o",
-                str(out),
-                "-b",
-                "cpu",
-                "-q",
-                "--features",
-                "--batch-size",
-                "4",
-            ]
-        )
-        == 0
-    )
+    _classify(model_path, inputs, str(out), "--features", "--batch-size", "4")
     feats, rows = _check_aligned(helpers, model_path, inputs, out)
     assert len(rows) == 8 + 12 + 5  # good files, stack slices, picks inside their tomograms
     assert len(read_results(out / "errors.csv")) == 4  # no features rows for these
@@ -119,24 +108,7 @@ def test_report_draws_the_embedding_coloured_by_predicted_class(model_path, inpu
 
 def test_features_stay_aligned_through_a_killed_run_and_resume(model_path, inputs, helpers, tmp_path, capsys):
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "classify",
-                str(model_path),
-                *_args(inputs),
-                "-o",
-                str(out),
-                "-b",
-                "cpu",
-                "-q",
-                "--features",
-                "--batch-size",
-                "4",
-            ]
-        )
-        == 0
-    )
+    _classify(model_path, inputs, str(out), "--features", "--batch-size", "4")
     csv = out / "predictions.csv"
     lines = csv.read_text().splitlines(keepends=True)
     # kill -9 between the two appends of a batch: features has 4 rows the CSV lacks, and the CSV
@@ -146,24 +118,8 @@ def test_features_stay_aligned_through_a_killed_run_and_resume(model_path, input
     with open(out / "features.npy", "r+b") as fh:
         fh.truncate(128 + 13 * feats.shape[1] * 4)
     (out / "manifest.json").unlink()
-    assert (
-        main(
-            [
-                "classify",
-                str(model_path),
-                *_args(inputs),
-                "-o",
-                str(out),
-                "-b",
-                "cpu",
-                "-q",
-                "--resume",
-                "--batch-size",
-                "4",
-            ]
-        )
-        == 0
-    )  # goes on writing features: the file is there
+    # goes on writing features: the file is there
+    _classify(model_path, inputs, str(out), "--resume", "--batch-size", "4")
     feats, rows = _check_aligned(helpers, model_path, inputs, out)
     assert rows["id"].is_unique and len(rows) == 25
 
@@ -199,25 +155,8 @@ def test_features_added_on_resume_are_nan_for_earlier_rows(model_path, inputs, h
 
 def test_shards_merge_and_devices_keep_features_aligned(model_path, inputs, helpers, tmp_path, capsys):
     for i in range(3):
-        assert (
-            main(
-                [
-                    "classify",
-                    str(model_path),
-                    *_args(inputs),
-                    "-o",
-                    str(tmp_path / "s"),
-                    "-b",
-                    "cpu",
-                    "-q",
-                    "--features",
-                    "--shard",
-                    f"{i}/3",
-                    "--batch-size",
-                    "3",
-                ]
-            )
-            == 0
+        _classify(
+            model_path, inputs, str(tmp_path / "s"), "--features", "--shard", f"{i}/3", "--batch-size", "3"
         )
         _check_aligned(
             helpers,
