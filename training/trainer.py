@@ -133,6 +133,8 @@ class TrainConfig:
         """Refuse impossible settings before any data is read."""
         if self.epochs < 1:
             raise InputError(None, f"--epochs must be at least 1, not {self.epochs}")
+        if not 0 < self.template_keep <= 1:
+            raise InputError(None, f"--template-keep must be in (0, 1], not {self.template_keep}")
         if self.batch_size < 1:
             raise InputError(None, f"--batch-size must be at least 1, not {self.batch_size}")
         if self.lr <= 0:

@@ -129,6 +129,19 @@ def command(
         "subtomograms by template matching against the source maps and train "
         "on the confident ones too (0 = off; needs a simulated source).",
     ),
+    template_keep: float = typer.Option(
+        0.6,
+        "--template-keep",
+        help="Share of each class's template matches kept as labels, the largest score margins first.",
+    ),
+    target_views: bool = typer.Option(
+        True,
+        "--target-views/--no-target-views",
+        help="Show labelled target volumes in wedge-preserving views (180-degree rotations, 1-voxel shifts).",
+    ),
+    lr_schedule: str = typer.Option(
+        "cosine", "--lr-schedule", help="cosine (from --lr down to 5 % of it) or constant."
+    ),
     tomograms: list[str] = typer.Option(
         [],
         "--tomograms",
@@ -212,6 +225,9 @@ def command(
         sim_per_epoch=sim_per_epoch,
         spectrum_match=spectrum_match,
         template_labels=template_labels,
+        template_keep=template_keep,
+        target_views=target_views,
+        lr_schedule=lr_schedule,
         tomograms=list(tomograms),
         max_target=max_target,
         oracle_target_labels=oracle_target_labels,

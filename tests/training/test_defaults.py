@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
 
 from cryoshift.runtime.commands import train as train_command
 from cryoshift.training.trainer import TrainConfig
@@ -27,3 +28,26 @@ def test_cli_defaults_are_the_trainer_defaults() -> None:
     assert (
         checked >= 12
     )  # method, backbone, epochs, batch size, lr, preset, volumes, spectrum, template labels...
+
+
+def test_impossible_schedule_and_template_settings_are_refused_in_one_line(capsys) -> None:
+    from cryoshift.runtime.cli import main
+
+    for option, value, message in [
+        ("--template-keep", "0", "--template-keep must be in (0, 1], not 0.0"),
+        ("--template-keep", "1.5", "--template-keep must be in (0, 1], not 1.5"),
+        ("--lr-schedule", "step", "--lr-schedule must be one of cosine, constant, not 'step'"),
+    ]:
+        code = main(["train", "--source", "builtin", "--box", "16", "--out", "unused", option, value])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and err == [f"cryoshift: error: {message}"]
+
+
+def test_cosine_schedule_falls_from_lr_to_its_floor() -> None:
+    from cryoshift.training.trainer import LR_FLOOR, lr_factor
+
+    values = [lr_factor("cosine", p) for p in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert values[0] == 1.0 and abs(values[-1] - LR_FLOOR) < 1e-12
+    assert all(a > b for a, b in itertools.pairwise(values))
+    assert abs(values[2] - (1 + LR_FLOOR) / 2) < 1e-12
+    assert lr_factor("constant", 0.7) == 1.0
