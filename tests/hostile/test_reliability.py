@@ -636,7 +636,10 @@ def test_sigint_says_rerun_with_resume(model: Path, tmp_path: Path) -> None:
         pytest.skip("the run finished before it could be interrupted")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    rows = len((out / "predictions.csv").read_text().splitlines()) - 1
+    if proc.returncode == 0 and rows == 4000:  # the signal came after the last row: nothing to interrupt
+        pytest.skip("the run finished before the interrupt reached it")
+    assert proc.returncode == 130, f"exit {proc.returncode} after {rows} of 4000 rows: {err}"
     assert err.strip().splitlines()[-1] == "cryoshift: interrupted; rerun with --resume to continue", err
     assert "Traceback" not in err
 
