@@ -628,7 +628,14 @@ def test_sigint_says_rerun_with_resume(model: Path, tmp_path: Path) -> None:
     import time
 
     cmd, out = _classify_noise_stack(model, tmp_path, 4000)
-    proc = subprocess.Popen([*cmd, "-b", "cpu", "--batch-size", "8"], stderr=subprocess.PIPE, text=True)
+    # A process started with SIGINT ignored (as an earlier test in the suite may leave this one, or a
+    # shell leaves a background job) keeps ignoring Ctrl-C, as it should; the user's terminal does not.
+    proc = subprocess.Popen(
+        [*cmd, "-b", "cpu", "--batch-size", "8"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     while not (out / "predictions.csv").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
