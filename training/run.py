@@ -38,6 +38,7 @@ def epoch_checkpoint(run_dir: Path, epoch: int) -> Path:
 def versions(device: str = "cpu", world_size: int = 1) -> dict[str, Any]:
     """Library and machine versions recorded next to every output."""
     from cryoshift.runtime import __version__
+    from cryoshift.training.trainer import cpu_has_native_bf16
 
     info: dict[str, Any] = {
         "cryoshift": __version__,
@@ -49,6 +50,7 @@ def versions(device: str = "cpu", world_size: int = 1) -> dict[str, Any]:
         "device": device,
         "world_size": world_size,
         "torch_threads": torch.get_num_threads(),
+        "cpu_native_bf16": cpu_has_native_bf16(),  # decides whether --amp trains in bf16 on CPU
     }
     if torch.cuda.is_available():
         info["cuda"] = torch.version.cuda
