@@ -113,7 +113,7 @@ def command(
         "--sim-preset",
         help="Simulation preset when simulating (broad, paper, realistic, tilt, wide, clean).",
     ),
-    sim_per_epoch: int = typer.Option(2048, "--sim-per-epoch", help="Fresh simulated volumes per epoch."),
+    sim_per_epoch: int = typer.Option(6144, "--sim-per-epoch", help="Fresh simulated volumes per epoch."),
     spectrum_match: bool = typer.Option(
         True,
         "--spectrum-match/--no-spectrum-match",
