@@ -608,9 +608,26 @@ def make_target(
     labels (n,) int64 into ``list(classes)`` (balanced), one dict of drawn parameters each.
 
     Seeded: the same seed gives the same data (tomogram i draws from its own child seed, so
-    the output does not depend on ``threads``)."""
+    the drawn scenes do not depend on ``threads``; float sums may round differently with another
+    thread count). ``threads`` applies to this call only."""
+    previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
+    try:
+        return _make_target(physics, n, seed, box, voxel_size, classes, maps_dir)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _make_target(
+    physics: TargetPhysics,
+    n: int,
+    seed: int,
+    box: int,
+    voxel_size: float,
+    classes: dict[str, str],
+    maps_dir: str | Path,
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     w = box + 16 + (box % 2)
     maps_np, radii = _map_set(tuple(classes.items()), w, float(voxel_size), str(maps_dir))
     scene_maps = torch.from_numpy(maps_np)

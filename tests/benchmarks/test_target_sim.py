@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -45,9 +46,14 @@ def test_shapes_dtypes_and_seeding() -> None:
     assert labels.min() >= 0 and labels.max() < len(ts.CLASSES)
     assert len(rows) == 7 and "defocus_um" in rows[0] and "class_name" not in rows[0]
     assert np.isfinite(vols).all()
-    again, labels2, _ = ts.make_target(phys, 7, seed=3, box=24, threads=1)
+    again, labels2, _ = ts.make_target(phys, 7, seed=3, box=24)
     np.testing.assert_array_equal(vols, again)
     np.testing.assert_array_equal(labels, labels2)
+    before = torch.get_num_threads()
+    one_thread, labels1, _ = ts.make_target(phys, 7, seed=3, box=24, threads=1)
+    assert torch.get_num_threads() == before  # the caller's setting is left alone
+    np.testing.assert_array_equal(labels, labels1)  # same scenes; sums may round differently
+    np.testing.assert_allclose(one_thread, vols, rtol=1e-3, atol=1e-6 * float(np.abs(vols).max()))
     other, _, _ = ts.make_target(phys, 7, seed=4, box=24)
     assert not np.allclose(vols, other)
 
