@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -275,6 +276,7 @@ def _method_flags(name: str) -> tuple[bool, bool]:
     return bool(getattr(factory, "needs_target", False)), bool(getattr(factory, "needs_target_labels", False))
 
 
+@functools.cache  # a fact of the machine, asked on every training step
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU runs bf16 convolutions in hardware (AMX or AVX512-BF16).
 
