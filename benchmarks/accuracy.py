@@ -226,8 +226,11 @@ def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run
     return run_train(cfg).model_path
 
 
-def predict(model: Path, volumes: np.ndarray, bn_target: np.ndarray | None = None) -> np.ndarray:
-    """Predicted classes; with ``bn_target`` BatchNorm is first re-estimated on it (AdaBN)."""
+def predict(
+    model: Path, volumes: np.ndarray, bn_target: np.ndarray | None = None, test_views: int | None = None
+) -> np.ndarray:
+    """Predicted classes; with ``bn_target`` BatchNorm is first re-estimated on it (AdaBN);
+    ``test_views`` overrides the poses the model averages (default: as trained)."""
     import torch
 
     from cryoshift.training.adapt import create_method
@@ -236,6 +239,8 @@ def predict(model: Path, volumes: np.ndarray, bn_target: np.ndarray | None = Non
     from cryoshift.training.normalise import normalise
 
     net, meta, _ = load_checkpoint(model)
+    if test_views is not None:
+        net.test_views = test_views
     if bn_target is not None:
         method = create_method(
             "adabn", backbone=net, num_classes=len(meta.class_names), box_size=meta.box_size

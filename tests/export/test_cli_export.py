@@ -73,7 +73,7 @@ def test_export_run_directory(run_dir: Path, capsys: pytest.CaptureFixture[str])
 
     meta = read_onnx_metadata(out / "model.onnx")
     assert meta.class_names == ["sphere", "rod"] and meta.temperature == 1.3
-    assert meta.backbone == "cryonet-small"
+    assert meta.backbone == "cryonet-small" and meta.extra["test_views"] == 1  # as trained
     assert main(["info", str(out / "model.onnx")]) == 0
     shown = capsys.readouterr().out
     assert "sphere" in shown and "rod" in shown and "13.68" in shown
@@ -107,6 +107,10 @@ def test_bad_inputs_exit_2(run_dir: Path, tmp_path: Path, capsys: pytest.Capture
     args = ["export", str(run_dir / "run"), "-o", str(tmp_path / "o"), "--parity-data", str(wrong_box)]
     assert main(args) == 2
     assert "does not match the model's 16" in capsys.readouterr().err
+
+    args = ["export", str(run_dir / "run"), "-o", str(tmp_path / "o"), "--test-views", "9"]
+    assert main(args) == 2
+    assert "--test-views must be from 1 to 4, not 9" in capsys.readouterr().err
 
     not_ckpt = tmp_path / "weights.pt"
     not_ckpt.write_bytes(b"garbage")
@@ -149,3 +153,12 @@ def test_int8_without_calibration_fails_before_exporting(
     assert main(["export", str(ckpt), "-o", str(tmp_path / "o"), "--int8", "--no-progress"]) == 2
     assert "--int8 needs --calibration" in capsys.readouterr().err
     assert not (tmp_path / "o" / "model.onnx").exists()
+
+
+def test_export_can_change_the_test_views(run_dir: Path, tmp_path: Path) -> None:
+    from cryoshift.runtime.metadata import read_onnx_metadata
+
+    assert (
+        main(["export", str(run_dir / "run"), "-o", str(tmp_path), "--test-views", "4", "--no-progress"]) == 0
+    )
+    assert read_onnx_metadata(tmp_path / "model.onnx").extra["test_views"] == 4

@@ -36,6 +36,7 @@ def test_impossible_schedule_and_template_settings_are_refused_in_one_line(capsy
     for option, value, message in [
         ("--template-keep", "0", "--template-keep must be in (0, 1], not 0.0"),
         ("--template-keep", "1.5", "--template-keep must be in (0, 1], not 1.5"),
+        ("--test-views", "5", "--test-views must be from 1 to 4, not 5"),
         ("--lr-schedule", "step", "--lr-schedule must be one of cosine, constant, not 'step'"),
     ]:
         code = main(["train", "--source", "builtin", "--box", "16", "--out", "unused", option, value])

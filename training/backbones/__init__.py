@@ -14,28 +14,47 @@ from typing import Any
 from torch import nn
 
 from . import cb3d, cryonet, dsrf3d, encoder4  # noqa: F401  (registers the families)
+from ._base import MAX_TEST_VIEWS, Backbone, check_test_views
 from ._registry import BACKBONES
 from .flops import count_flops
 
 DEFAULT_BACKBONE = "cryonet"
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "count_flops", "create_backbone", "list_backbones"]
+__all__ = [
+    "BACKBONES",
+    "DEFAULT_BACKBONE",
+    "MAX_TEST_VIEWS",
+    "count_flops",
+    "create_backbone",
+    "list_backbones",
+]
 
 
-def create_backbone(name: str, num_classes: int, box_size: int, **kw: Any) -> nn.Module:
+def create_backbone(
+    name: str, num_classes: int, box_size: int, test_views: int | None = None, **kw: Any
+) -> nn.Module:
     """Build backbone ``name`` for ``num_classes`` classes and cubic ``box_size``.
 
     Keyword arguments that are None keep the family default (an unset CLI option never overrides
-    it); an unknown name raises ValueError with the closest valid name.
+    it); an unknown name raises ValueError with the closest valid name. ``test_views`` > 1 makes
+    eval-mode forwards average that many wedge-preserving poses (see ``_base``); only backbones
+    built on :class:`Backbone` support it.
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     model = BACKBONES.create(name, num_classes=num_classes, box_size=box_size, **kw)
+    if test_views is not None and check_test_views(test_views) > 1:
+        if not isinstance(model, Backbone):
+            raise ValueError(
+                f"backbone {name!r} does not support test_views (it is not a cryoshift Backbone)"
+            )
+        model.test_views = test_views
     model.backbone_name = name
     model.config = {
         "num_classes": num_classes,
         "box_size": box_size,
         **{k: v for k, v in kw.items() if v is not None},
+        **({"test_views": test_views} if test_views is not None else {}),
     }
     return model
 

@@ -2,6 +2,14 @@
 
 The trainer and the exporter touch a backbone only through ``forward_features`` (pooled
 (B, F) features, which adaptation methods and the shift score need) and ``forward_head``.
+
+Test-time views: in eval mode a backbone built with ``test_views=4`` averages its features over
+the identity and the three 180-degree rotations about the volume axes, the poses that keep a
+tilt series' missing wedge where it was (``cryoshift.training.augment``). The head is linear, so
+this averages the logits: +1 to +4 points on the benchmark targets (benchmarks/results/
+accuracy_levers.md) for 4x the inference cost. It is part of the model, so every consumer
+(validation, label-free selection, pseudo-labels, calibration, the exported ONNX graph) sees the
+same prediction. Training-mode forwards see one view (the views are drawn as augmentation there).
 """
 
 from __future__ import annotations
@@ -9,7 +17,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cryoshift.training.augment import ROTATIONS
+
 MIN_BOX = 16
+MAX_TEST_VIEWS = len(ROTATIONS)
 
 
 def check_box(box_size: int, name: str) -> int:
@@ -50,16 +61,41 @@ def fc_features(in_features: int, dim: int, drop_rate: float) -> nn.Sequential:
     )
 
 
+def check_test_views(test_views: int) -> int:
+    """Reject a test-view count outside 1..MAX_TEST_VIEWS (ValueError: config input)."""
+    if (
+        isinstance(test_views, bool)
+        or not isinstance(test_views, int)
+        or not 1 <= test_views <= MAX_TEST_VIEWS
+    ):
+        raise ValueError(f"test_views must be an integer from 1 to {MAX_TEST_VIEWS}, not {test_views!r}")
+    return test_views
+
+
 class Backbone(nn.Module):
-    """Base class: subclasses set ``num_features``/``num_classes``, ``head`` and ``forward_features``."""
+    """Base class: subclasses set ``num_features``/``num_classes``, ``head`` and ``pooled_features``.
+
+    ``test_views`` (set by ``create_backbone``) is how many wedge-preserving poses an eval-mode
+    forward averages; 1 is a plain forward.
+    """
 
     num_features: int
     num_classes: int
     box_size: int
     head: nn.Module
+    test_views: int = 1
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """(B, F) features of one pose of each input volume."""
         raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        views = 1 if self.training else self.test_views
+        if views == 1:
+            return self.pooled_features(x)
+        # (z, y, x) volume axes are dims 2-4 of a (B, 1, D, H, W) batch; one batch of views * B
+        poses = [x] + [torch.flip(x, [a + 2 for a in axes]) for axes in ROTATIONS[1:views]]
+        return self.pooled_features(torch.cat(poses, 0)).unflatten(0, (views, -1)).mean(0)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)

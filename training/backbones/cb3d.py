@@ -41,7 +41,7 @@ class CB3D(Backbone):
         self.num_features = fc
         self.head = nn.Linear(fc, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.stages(x))
 
 

@@ -65,7 +65,7 @@ class CryoNet(Backbone):
         self.drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.pool(self.stages(x)), 1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:

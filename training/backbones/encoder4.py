@@ -31,7 +31,7 @@ class Encoder4(Backbone):
         self.num_features = c_in * side**3
         self.head = nn.Linear(self.num_features, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.stages(x), 1)
 
 

@@ -84,3 +84,36 @@ def test_default_backbone_is_cheap() -> None:
     """The throughput claim rests on the default staying in the 0.05-0.3 GFLOP range at 32^3."""
     flops = count_flops(create_backbone("cryonet", num_classes=5, box_size=32), 32)
     assert 0.05e9 <= flops <= 0.3e9
+
+
+def _rot180(x: torch.Tensor, axes: tuple[int, int]) -> torch.Tensor:
+    return torch.flip(x, [a + 2 for a in axes])
+
+
+@pytest.mark.parametrize("name", ["cryonet-centred", "dsrf3d-v2"])
+def test_test_views_average_the_wedge_preserving_poses_in_eval_only(name: str) -> None:
+    torch.manual_seed(0)
+    plain = create_backbone(name, num_classes=3, box_size=16, **TINY[name]).eval()
+    viewed = create_backbone(name, num_classes=3, box_size=16, test_views=4, **TINY[name]).eval()
+    viewed.load_state_dict(plain.state_dict())
+    assert viewed.config["test_views"] == 4 and "test_views" not in plain.config
+    x = torch.randn(3, 1, 16, 16, 16)
+    with torch.no_grad():
+        poses = [x, _rot180(x, (0, 1)), _rot180(x, (0, 2)), _rot180(x, (1, 2))]
+        expected = torch.stack([plain(p) for p in poses]).mean(0)
+        torch.testing.assert_close(viewed(x), expected, rtol=1e-4, atol=1e-5)
+        # the four poses are a group: a rotated particle gets the same averaged answer
+        torch.testing.assert_close(viewed(_rot180(x, (1, 2))), viewed(x), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(plain(_rot180(x, (1, 2))), plain(x), rtol=1e-4, atol=1e-5)
+    viewed.train()
+    plain.train()
+    torch.manual_seed(1)
+    a = viewed(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(a, plain(x))  # training forwards see one pose (dropout seeded alike)
+
+
+@pytest.mark.parametrize("views", [0, 5, 2.0, True])
+def test_test_views_out_of_range_are_refused(views) -> None:
+    with pytest.raises(ValueError, match="test_views must be an integer from 1 to 4"):
+        create_backbone("cryonet-small", num_classes=2, box_size=16, test_views=views)
