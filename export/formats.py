@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryoshift.runtime.contract import FP16_AGREEMENT
 from cryoshift.runtime.errors import InputError
 
 
@@ -107,7 +108,7 @@ FORMATS: dict[str, Format] = {  # in build order: every format comes after the o
 # ``agreement``: minimum fraction of identical argmax. Lower precisions: agreement is the bar.
 TOLERANCES: dict[str, tuple[float, float]] = {
     "fp32": (1e-3, 1.0),
-    "fp16": (5e-2, 0.98),
+    "fp16": (5e-2, FP16_AGREEMENT),
     "int8": (0.5, 0.90),
 }
 

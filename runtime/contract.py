@@ -28,6 +28,11 @@ NORMALISATIONS = ("zscore", "minmax")  # per-subtomogram, inside the exported gr
 # Data that meets a model --------------------------------------------------------------------------
 VOXEL_TOLERANCE = 0.05  # relative voxel-size mismatch tolerated between data and model
 
+# Reduced precision --------------------------------------------------------------------------------
+# fp16 must give the fp32 answer (argmax) on at least this share of subtomograms: the bar of an
+# fp16 export's parity check and of the runtime's fp16 host-to-device transfer check.
+FP16_AGREEMENT = 0.98
+
 # MRC files ---------------------------------------------------------------------------------------
 MRC_HEADER_BYTES = 1024
 # MRC mode -> little-endian numpy dtype, for the modes cryoshift reads and writes.

@@ -26,11 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from cryoshift.runtime.contract import INPUT_NAME
+from cryoshift.runtime.contract import FP16_AGREEMENT, INPUT_NAME
 
 TRANSFERS = ("fp32", "fp16")
 FP16_MAX = 65504.0  # largest finite float16: voxel values beyond it cannot be sent as fp16
-FP16_AGREEMENT = 0.98  # the export wing's bar for fp16 artefacts, used for the fp16 transfer too
 CAST_OUTPUT = f"{INPUT_NAME}__fp32"
 
 
