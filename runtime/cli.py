@@ -131,7 +131,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo(_INTERRUPTED, err=True)
         return 130
+    except (MemoryError, RuntimeError) as exc:
+        # host RAM (MemoryError) or a GPU (torch's OutOfMemoryError, a RuntimeError): one line with
+        # the remedy, not a traceback; other RuntimeErrors are bugs and keep theirs
+        if isinstance(exc, RuntimeError) and type(exc).__name__ != "OutOfMemoryError":
+            raise
+        where = "GPU" if isinstance(exc, RuntimeError) else "host"
+        typer.echo(f"cryoshift: error: out of {where} memory ({_first_line(exc)}); {_OOM_REMEDY}", err=True)
+        return 1
     return 0
+
+
+_OOM_REMEDY = "lower --batch-size"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

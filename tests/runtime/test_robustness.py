@@ -206,3 +206,19 @@ def test_readers_interrupted_before_they_started_stop_cleanly() -> None:
     chunks = [[Item("a", "error", "a", error="x")]]
     ThreadReaders(chunks, 1, 4, 2, queue.Queue(), VolumeCache(), None).stop()
     ProcessReaders(chunks, 1, 4, 2, queue.Queue(), None).stop()
+
+
+def test_out_of_memory_is_one_line_with_the_remedy(model_path, helpers, tmp_path, capsys):
+    """A batch no machine can hold fails at its first allocation: exit 1, one line, no traceback."""
+    from cryoshift.runtime.cli import main
+
+    stack = write_stack(tmp_path / "s.mrcs", helpers.make_volumes(3), voxel_size=helpers.VOXEL)
+    code = main(
+        ["classify", str(model_path), str(stack), "-o", str(tmp_path / "out"), "--batch-size", str(10**11)]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("cryoshift: error: out of host memory (") and err[-1].endswith(
+        "lower --batch-size"
+    )
+    assert not any("Traceback" in line for line in err)
