@@ -328,6 +328,9 @@ def score(profile: Profile, work: Path, records: list[dict[str, Any]]) -> list[d
     k = len(target_sim.CLASSES)
     rows = []
     targets = profile.targets or tuple(target_sim.TARGETS)
+    # every network is scored as `cryoshift export` deploys the default: with its test-time views
+    # (checkpoints trained before views existed included), so methods differ only in training
+    views = default_settings()["test_views"]
     for target in targets:
         for draw in range(profile.draws):
             if not any(r["draw"] == draw and r["target"] == target for r in records):
@@ -346,9 +349,9 @@ def score(profile: Profile, work: Path, records: list[dict[str, Any]]) -> list[d
                     elif method == "adabn":
                         with read_dataset(adapt) as ds:
                             bn = np.array(ds.volumes, dtype=np.float32)
-                        pred = predict(Path(rec["model"]), volumes, bn_target=bn)
+                        pred = predict(Path(rec["model"]), volumes, bn_target=bn, test_views=views)
                     else:
-                        pred = predict(Path(rec["model"]), volumes)
+                        pred = predict(Path(rec["model"]), volumes, test_views=views)
                     row = {
                         "target": target,
                         "method": method,
