@@ -38,7 +38,7 @@ def epoch_checkpoint(run_dir: Path, epoch: int) -> Path:
 def versions(device: str = "cpu", world_size: int = 1) -> dict[str, Any]:
     """Library and machine versions recorded next to every output."""
     from cryoshift.runtime import __version__
-    from cryoshift.training.trainer import cpu_has_native_bf16
+    from cryoshift.training.precision import cpu_has_native_bf16
 
     info: dict[str, Any] = {
         "cryoshift": __version__,

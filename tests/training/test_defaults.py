@@ -57,13 +57,13 @@ def test_cosine_schedule_falls_from_lr_to_its_floor() -> None:
 def test_cpu_mixed_precision_only_where_the_cpu_runs_bf16_natively() -> None:
     import torch
 
-    from cryoshift.training.trainer import _autocast, cpu_has_native_bf16
+    from cryoshift.training.precision import autocast, cpu_has_native_bf16
 
     conv = torch.nn.Conv3d(1, 2, 3)
     x = torch.randn(1, 1, 6, 6, 6)
-    with _autocast("cpu", True):
+    with autocast("cpu", True):
         on = conv(x).dtype
-    with _autocast("cpu", False):
+    with autocast("cpu", False):
         off = conv(x).dtype
     assert on == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
     assert off == torch.float32
