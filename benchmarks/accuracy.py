@@ -170,9 +170,11 @@ def load_test(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def default_settings() -> dict[str, Any]:
     """The settings ``cryoshift train`` uses when given only --source/--target/--box/--voxel-size."""
-    from cryoshift.training.trainer import TrainConfig
+    from cryoshift.training.trainer import TrainConfig, default_epochs
 
     cfg = TrainConfig(source="MAPS", out="RUN", target="TARGET", box=32, voxel_size=10.0).to_dict()
+    if cfg["epochs"] is None:  # the machine's default budget, as the trainer resolves it on this CPU
+        cfg["epochs"] = default_epochs("cpu", cfg["amp"])
     for key in ("source", "out", "target", "box", "voxel_size", "tomograms", "progress", "threads"):
         cfg.pop(key, None)
     return cfg

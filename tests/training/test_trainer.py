@@ -164,8 +164,23 @@ def test_simulated_source_on_the_fly_and_resume(domains: dict[str, Path], tmp_pa
     full = train(_config(domains, tmp_path / "full", **kw))
     assert full.metadata.class_names == ["ribosome", "proteasome"]
     train(_config(domains, tmp_path / "cut", **kw), stop_after_epoch=1)
-    resumed = train(_config(domains, tmp_path / "cut", **kw), resume=True)
+    resumed = train(
+        _config(domains, tmp_path / "cut", **{**kw, "epochs": None}), resume=True
+    )  # stored budget
     assert resumed.state_digest == full.state_digest
+
+
+def test_the_default_budget_is_the_machines_and_is_recorded(domains: dict[str, Path], tmp_path: Path) -> None:
+    from cryoshift.training.precision import cpu_has_native_bf16
+    from cryoshift.training.trainer import EPOCHS_FP32, EPOCHS_REDUCED_PRECISION, default_epochs
+
+    assert (
+        default_epochs("cpu", amp=False) == EPOCHS_FP32 < EPOCHS_REDUCED_PRECISION == default_epochs("cuda:0")
+    )
+    native = EPOCHS_REDUCED_PRECISION if cpu_has_native_bf16() else EPOCHS_FP32
+    assert default_epochs("cpu") == native
+    train(_config(domains, tmp_path / "run", epochs=None, device="cpu"), stop_after_epoch=1)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == native
 
 
 def test_target_aware_source_resumes_and_reports(
