@@ -218,6 +218,8 @@ def _describe_onnx(path: Path) -> Description:
         value = getattr(meta, key)
         if value:
             d.add(key, value)
+    if "test_views" in meta.extra:  # poses averaged per prediction: inference costs that many forwards
+        d.add("test views", meta.extra["test_views"])
     if meta.data_fingerprints:
         d.add("data", ", ".join(f"{k}={v}" for k, v in meta.data_fingerprints.items()))
     d.add("file size", _bytes(path.stat().st_size))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -155,10 +156,14 @@ def test_int8_without_calibration_fails_before_exporting(
     assert not (tmp_path / "o" / "model.onnx").exists()
 
 
-def test_export_can_change_the_test_views(run_dir: Path, tmp_path: Path) -> None:
+def test_export_can_change_the_test_views(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from cryoshift.runtime.metadata import read_onnx_metadata
 
     assert (
         main(["export", str(run_dir / "run"), "-o", str(tmp_path), "--test-views", "4", "--no-progress"]) == 0
     )
     assert read_onnx_metadata(tmp_path / "model.onnx").extra["test_views"] == 4
+    assert main(["info", str(tmp_path / "model.onnx")]) == 0
+    assert re.search(r"test views\W+4\b", capsys.readouterr().out)
