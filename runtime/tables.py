@@ -324,15 +324,6 @@ def read_pick_table(
     RELION 5 centred Angstrom coordinates are converted with ``pixel_size`` and ``tomo_shape``
     (see :func:`~cryoshift.runtime.picks.centered_to_pixels`) unless ``convert`` is False.
     """
-    from cryoshift.runtime.picks import (
-        CENTERED_COLUMNS,
-        PIXEL_COLUMNS,
-        STAR_SUFFIXES,
-        TOMO_COLUMNS,
-        _find,
-        _list,
-    )
-
     path = Path(path)
     if path.is_dir():
         entries = list(path.iterdir())
@@ -342,15 +333,59 @@ def read_pick_table(
             if not entries
             else "is a directory, expected a STAR/CSV file of picks",
         )
-    blocks_info = None
+    layout = _pick_layout(path)
+    dup = sorted({c for i, c in enumerate(layout.columns) if c in layout.columns[:i]})
+    if dup:
+        from cryoshift.runtime.picks import _list
+
+        raise InputError(path, f"duplicate column names: {_list(dup)}")
+    rows = _gather_picks(_pick_chunks(path, layout), layout)
+    if rows.n == 0:
+        raise InputError(path, "no picks: the table has column names but no rows")
+    blocks_info = layout.blocks_info
+    if blocks_info is not None:
+        blocks_info = [(name, rows.n if count < 0 else count) for name, count in blocks_info]
+    names, tomo = _tomogram_names(rows, layout.tomo_col is not None)
+    table = PickTable(path, names, tomo, rows.xyz, layout.columns, layout.centred, blocks_info)
+    if layout.centred and convert:
+        _centred_to_pixels(table, pixel_size, tomo_shape)
+    if rows.n_bad:
+        shown = ", ".join(str(r) for r in rows.bad_rows[:5]) + (" ..." if rows.n_bad > 5 else "")
+        raise InputError(path, f"{rows.n_bad} rows have missing or non-numeric coordinates (rows {shown})")
+    return table
+
+
+@dataclass
+class _PickLayout:
+    """Where a pick table keeps what cryoshift reads: its block (STAR), column names, the
+    tomogram-name column, the three coordinate columns and whether they are centred Angstrom."""
+
+    columns: list[str]
+    coords: list[str]
+    tomo_col: str | None
+    centred: bool
+    block: Any = None  # the STAR loop block, None for CSV/TSV
+    raw_columns: list[str] | None = None  # CSV header as written (before stripping)
+    blocks_info: list[tuple[str, int]] | None = None  # STAR: (block name, rows); -1 = the one read
+
+
+def _pick_layout(path: Path) -> _PickLayout:
+    from cryoshift.runtime.picks import (
+        CENTERED_COLUMNS,
+        PIXEL_COLUMNS,
+        STAR_SUFFIXES,
+        TOMO_COLUMNS,
+        _find,
+        _list,
+    )
+
     if path.suffix.lower() in STAR_SUFFIXES:
         blocks = scan_star(path)
 
         def has_coords(labels: list[str]) -> bool:
             return set(PIXEL_COLUMNS) <= set(labels) or set(CENTERED_COLUMNS) <= set(labels)
 
-        loops = [b for b in blocks if b.loop]
-        candidates = [b for b in loops if has_coords(b.labels)]
+        candidates = [b for b in blocks if b.loop and has_coords(b.labels)]
         if not candidates:
             found = sorted({c for b in blocks for c in b.labels})
             raise InputError(
@@ -363,40 +398,60 @@ def read_pick_table(
         # Warp/M particle STARs name the tilt series by its .tomostar in rlnMicrographName.
         tomo_col = next((c for c in ("rlnTomoName", "rlnMicrographName") if c in columns), None)
         centred = not set(PIXEL_COLUMNS) <= set(columns)
-        coords = list(CENTERED_COLUMNS if centred else PIXEL_COLUMNS)
-        blocks_info = [(b.name, b.count_rows(path) if b is not block else -1) for b in blocks]
-    else:
-        block = None
-        columns = [c.strip() for c in csv_columns(path)]
-        raw_columns = csv_columns(path)
-        cols = [_find(columns, a, r) for a, r in zip("xyz", PIXEL_COLUMNS, strict=True)]
-        centred = False
-        if None in cols:
-            cent = [_find(columns, c) for c in CENTERED_COLUMNS]
-            if None in cent:
-                raise InputError(path, f"no coordinate columns: need x, y, z; found {_list(columns)}")
-            cols, centred = cent, True
-        coords = [str(c) for c in cols]
-        tomo_col = _find(columns, *TOMO_COLUMNS)
-    dup = sorted({c for i, c in enumerate(columns) if c in columns[:i]})
-    if dup:
-        raise InputError(path, f"duplicate column names: {_list(dup)}")
-    wanted = [tomo_col] if tomo_col else []
-    wanted += coords
-    if block is not None:
-        chunks = star_chunks(path, block, wanted, text=(tomo_col,) if tomo_col else ())
-    else:
-        raw_of = dict(zip(columns, raw_columns, strict=True))
-        raw_wanted = [raw_of[c] for c in wanted]
-        chunks = (
-            c.set_axis(wanted, axis=1)
-            for c in csv_chunks(path, raw_wanted, text=(raw_of[tomo_col],) if tomo_col else ())
+        return _PickLayout(
+            columns,
+            list(CENTERED_COLUMNS if centred else PIXEL_COLUMNS),
+            tomo_col,
+            centred,
+            block=block,
+            blocks_info=[(b.name, b.count_rows(path) if b is not block else -1) for b in blocks],
         )
+    raw_columns = csv_columns(path)
+    columns = [c.strip() for c in raw_columns]
+    cols = [_find(columns, a, r) for a, r in zip("xyz", PIXEL_COLUMNS, strict=True)]
+    centred = False
+    if None in cols:
+        cent = [_find(columns, c) for c in CENTERED_COLUMNS]
+        if None in cent:
+            raise InputError(path, f"no coordinate columns: need x, y, z; found {_list(columns)}")
+        cols, centred = cent, True
+    return _PickLayout(
+        columns, [str(c) for c in cols], _find(columns, *TOMO_COLUMNS), centred, raw_columns=raw_columns
+    )
+
+
+def _pick_chunks(path: Path, layout: _PickLayout) -> Iterator[pd.DataFrame]:
+    """The tomogram-name and coordinate columns, chunk by chunk, named as in ``layout.columns``."""
+    tomo_col = layout.tomo_col
+    wanted = ([tomo_col] if tomo_col else []) + layout.coords
+    if layout.block is not None:
+        return star_chunks(path, layout.block, wanted, text=(tomo_col,) if tomo_col else ())
+    raw_of = dict(zip(layout.columns, layout.raw_columns or [], strict=True))
+    raw_wanted = [raw_of[c] for c in wanted]
+    return (
+        c.set_axis(wanted, axis=1)
+        for c in csv_chunks(path, raw_wanted, text=(raw_of[tomo_col],) if tomo_col else ())
+    )
+
+
+@dataclass
+class _PickRows:
+    """Every row's coordinates and tomogram code, and the rows whose coordinates are not numbers."""
+
+    xyz: np.ndarray
+    tomo: np.ndarray | None  # codes into ``names_raw``; None without a tomogram column
+    names_raw: dict[Any, int]
+    n: int
+    n_bad: int
+    bad_rows: list[int]
+
+
+def _gather_picks(chunks: Iterator[pd.DataFrame], layout: _PickLayout) -> _PickRows:
+    tomo_col = layout.tomo_col
     names_raw: dict[Any, int] = {}
     tomo_parts, xyz_parts = [], []
     bad_rows: list[int] = []
-    n_bad = 0
-    n = 0
+    n_bad = n = 0
     for chunk in chunks:
         if tomo_col:
             codes, uniques = pd.factorize(chunk[tomo_col], use_na_sentinel=False)
@@ -406,7 +461,7 @@ def read_pick_table(
             tomo_parts.append(remap[codes] if len(codes) else np.zeros(0, np.int32))
         values = (
             np.column_stack(
-                [pd.to_numeric(chunk[c], errors="coerce").to_numpy(dtype=np.float64) for c in coords]
+                [pd.to_numeric(chunk[c], errors="coerce").to_numpy(dtype=np.float64) for c in layout.coords]
             )
             if len(chunk)
             else np.zeros((0, 3))
@@ -418,33 +473,28 @@ def read_pick_table(
             bad_rows.extend(int(r) + n for r in rows[: max(0, 6 - len(bad_rows))])
         xyz_parts.append(values)
         n += len(chunk)
-    if n == 0:
-        raise InputError(path, "no picks: the table has column names but no rows")
-    if blocks_info is not None:
-        blocks_info = [(name, n if rows < 0 else rows) for name, rows in blocks_info]
-    xyz = np.concatenate(xyz_parts) if len(xyz_parts) > 1 else xyz_parts[0]
-    del xyz_parts
-    if tomo_col:
+    xyz = (
+        (np.concatenate(xyz_parts) if len(xyz_parts) > 1 else xyz_parts[0]) if xyz_parts else np.zeros((0, 3))
+    )
+    tomo = None
+    if tomo_col and tomo_parts:
         tomo = np.concatenate(tomo_parts) if len(tomo_parts) > 1 else tomo_parts[0]
-        raw_names = [None if k is _NA else k for k in names_raw]
+    return _PickRows(xyz, tomo, names_raw, n, n_bad, bad_rows)
+
+
+def _tomogram_names(rows: _PickRows, has_tomo_col: bool) -> tuple[list[str], np.ndarray]:
+    """Tomogram names and each row's index into them; names equal once stripped/numericised are one."""
+    if has_tomo_col and rows.tomo is not None:
+        raw_names = [None if k is _NA else k for k in rows.names_raw]
         strings = _name_strings(raw_names, numeric=True)
+        tomo = rows.tomo
     else:
-        tomo, strings = np.zeros(n, np.int32), [""]
-    del tomo_parts
-    # Names equal once stripped/numericised are one tomogram.
+        tomo, strings = np.zeros(rows.n, np.int32), [""]
     unique: dict[str, int] = {}
     remap = np.array([unique.setdefault(s, len(unique)) for s in strings], dtype=np.int32)
     if not np.array_equal(remap, np.arange(len(strings))):
         tomo = remap[tomo]
-    table = PickTable(
-        path, list(unique), tomo.astype(np.int32, copy=False), xyz, columns, centred, blocks_info
-    )
-    if centred and convert:
-        _centred_to_pixels(table, pixel_size, tomo_shape)
-    if n_bad:
-        shown = ", ".join(str(r) for r in bad_rows[:5]) + (" ..." if n_bad > 5 else "")
-        raise InputError(path, f"{n_bad} rows have missing or non-numeric coordinates (rows {shown})")
-    return table
+    return list(unique), tomo.astype(np.int32, copy=False)
 
 
 class _NAType:
