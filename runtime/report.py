@@ -264,45 +264,8 @@ def _results_sections(path: Path, plt: Any) -> tuple[str, list[tuple[str, str]],
         raise InputError(path, "no predictions to report (the run classified nothing)")
     classes = _class_order(df, manifest)
     colours = _colours(classes)
-    summary = manifest.get("summary", {})
-    n = len(df)
-    unknown = int((df["class_name"] == "unknown").sum())
-    facts = [
-        ("subtomograms classified", f"{n:,}"),
-        ("unknown (under the confidence threshold)", f"{unknown:,} ({unknown / n:.1%})"),
-    ]
-    for name in classes:
-        k = int((df["class_name"] == name).sum())
-        if k and name != "unknown":
-            facts.append((f"class {name}", f"{k:,} ({k / n:.1%})"))
-    if summary:
-        facts += [
-            ("errors", f"{summary.get('total_errors', 0):,} (errors.csv)"),
-            (
-                "throughput",
-                f"{summary.get('rate', 0):,.1f} subtomograms/s over {summary.get('pipeline_s', 0):.1f} s "
-                f"(wall {summary.get('wall_s', 0):.1f} s incl. model loading)",
-            ),
-            (
-                "time split",
-                f"reading {summary.get('read_s', 0):.1f} s, computing {summary.get('compute_s', 0):.1f} s, "
-                f"writing {summary.get('write_s', 0):.1f} s, model waiting {summary.get('wait_s', 0):.1f} s",
-            ),
-            ("backend", str(summary.get("backend", ""))),
-        ]
-    model = manifest.get("model", {})
-    if model:
-        facts.append(
-            (
-                "model",
-                f"{Path(str(model.get('path', ''))).name} ({model.get('method')}, "
-                f"{model.get('backbone')}, {model.get('precision')}), sha256 "
-                f"{str(model.get('sha256', ''))[:12]}",
-            )
-        )
-    for note in summary.get("notes", []):
-        facts.append(("note", str(note)))
-    threshold = model.get("unknown_threshold")
+    facts = _results_facts(df, manifest, classes)
+    threshold = manifest.get("model", {}).get("unknown_threshold")
     figures = [
         ("Classes per tomogram", "", _fig_counts(plt, df, classes, colours)),
         (
@@ -342,19 +305,64 @@ def _results_sections(path: Path, plt: Any) -> tuple[str, list[tuple[str, str]],
         figures.append(
             ("Confusion matrix", "Rows: the labels in the input table; columns: predictions.", png)
         )
-    tomos = manifest.get("tomograms") or {}
-    table = ""
-    if tomos:
-        cols = [c for c in classes if any(c in v for v in tomos.values())]
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-        body = "".join(
-            f"<tr><td>{html.escape(t)}</td>"
-            + "".join(f"<td>{v.get(c, 0)}</td>" for c in cols)
-            + f"<td>{sum(v.values())}</td></tr>"
-            for t, v in tomos.items()
+    return _tomogram_table(manifest.get("tomograms") or {}, classes), facts, figures
+
+
+def _results_facts(df: pd.DataFrame, manifest: dict[str, Any], classes: list[str]) -> list[tuple[str, str]]:
+    """The report's fact list: counts per class, errors, throughput and time split, the model, notes."""
+    summary = manifest.get("summary", {})
+    n = len(df)
+    unknown = int((df["class_name"] == "unknown").sum())
+    facts = [
+        ("subtomograms classified", f"{n:,}"),
+        ("unknown (under the confidence threshold)", f"{unknown:,} ({unknown / n:.1%})"),
+    ]
+    for name in classes:
+        k = int((df["class_name"] == name).sum())
+        if k and name != "unknown":
+            facts.append((f"class {name}", f"{k:,} ({k / n:.1%})"))
+    if summary:
+        facts += [
+            ("errors", f"{summary.get('total_errors', 0):,} (errors.csv)"),
+            (
+                "throughput",
+                f"{summary.get('rate', 0):,.1f} subtomograms/s over {summary.get('pipeline_s', 0):.1f} s "
+                f"(wall {summary.get('wall_s', 0):.1f} s incl. model loading)",
+            ),
+            (
+                "time split",
+                f"reading {summary.get('read_s', 0):.1f} s, computing {summary.get('compute_s', 0):.1f} s, "
+                f"writing {summary.get('write_s', 0):.1f} s, model waiting {summary.get('wait_s', 0):.1f} s",
+            ),
+            ("backend", str(summary.get("backend", ""))),
+        ]
+    model = manifest.get("model", {})
+    if model:
+        facts.append(
+            (
+                "model",
+                f"{Path(str(model.get('path', ''))).name} ({model.get('method')}, "
+                f"{model.get('backbone')}, {model.get('precision')}), sha256 "
+                f"{str(model.get('sha256', ''))[:12]}",
+            )
         )
-        table = f"<table><tr><th>tomogram</th>{head}<th>total</th></tr>{body}</table>"
-    return table, facts, figures
+    facts += [("note", str(note)) for note in summary.get("notes", [])]
+    return facts
+
+
+def _tomogram_table(tomos: dict[str, dict[str, int]], classes: list[str]) -> str:
+    """HTML table of predicted classes per tomogram ('' without tomograms)."""
+    if not tomos:
+        return ""
+    cols = [c for c in classes if any(c in v for v in tomos.values())]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(
+        f"<tr><td>{html.escape(t)}</td>"
+        + "".join(f"<td>{v.get(c, 0)}</td>" for c in cols)
+        + f"<td>{sum(v.values())}</td></tr>"
+        for t, v in tomos.items()
+    )
+    return f"<table><tr><th>tomogram</th>{head}<th>total</th></tr>{body}</table>"
 
 
 # --------------------------------------------------------------------------- training runs
