@@ -716,6 +716,10 @@ class _Run:
             )
             row: dict[str, float] = {}
             logits = None
+            # per-epoch scores see one pose (4x cheaper; on short budgets the views cost more than the
+            # steps); the selected model is calibrated and exported with its test views
+            views = getattr(backbone, "test_views", 1)
+            backbone.test_views = 1
             if len(self.val_src):
                 logits, _ = forward_numpy(
                     backbone, self.val_src.volumes, c.normalisation, self.device, c.eval_batch_size
@@ -727,6 +731,7 @@ class _Run:
                     backbone, self.target_eval.volumes, c.normalisation, self.device, c.eval_batch_size
                 )
                 row.update(target_scores(tlogits, logits))
+            backbone.test_views = views
             save_checkpoint(
                 run.epoch_checkpoint(self.dir, epoch),
                 backbone,
