@@ -7,9 +7,9 @@ Test-time views: in eval mode a backbone built with ``test_views=4`` averages it
 the identity and the three 180-degree rotations about the volume axes, the poses that keep a
 tilt series' missing wedge where it was (``cryoshift.training.augment``). The head is linear, so
 this averages the logits: +1 to +4 points on the benchmark targets (benchmarks/results/
-accuracy_levers.md) for 4x the inference cost. It is part of the model, so every consumer
-(validation, label-free selection, pseudo-labels, calibration, the exported ONNX graph) sees the
-same prediction. Training-mode forwards see one view (the views are drawn as augmentation there).
+accuracy_levers.md) for 4x the inference cost. It is part of the model, so calibration, evaluation
+and the exported ONNX graph see the same prediction (the trainer's cheap per-epoch scores set it to
+1). Training-mode forwards see one view (the views are drawn as augmentation there).
 """
 
 from __future__ import annotations
