@@ -119,11 +119,13 @@ def export_checkpoint(
     if not metadata.backbone:
         metadata = replace(metadata, backbone=str(payload.get("backbone", "")))
     if test_views is not None:
-        from cryoshift.training.backbones import MAX_TEST_VIEWS
+        from cryoshift.training.backbones import check_test_views_option, set_test_views
 
-        if not 1 <= test_views <= MAX_TEST_VIEWS:
-            raise InputError(None, f"--test-views must be from 1 to {MAX_TEST_VIEWS}, not {test_views}")
-        model.test_views = test_views
+        check_test_views_option(test_views)
+        try:  # a model that cannot average poses must not be labelled as doing so
+            set_test_views(model, test_views, str(payload.get("backbone", "")))
+        except ValueError as exc:
+            raise InputError(checkpoint, str(exc)) from exc
     views = int(getattr(model, "test_views", 1))
     metadata = complete_metadata(replace(metadata, extra={**metadata.extra, "test_views": views}), "fp32")
     config: dict[str, Any] = payload.get("config") or {}

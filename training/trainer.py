@@ -140,10 +140,9 @@ class TrainConfig:
             raise InputError(None, f"--epochs must be at least 1, not {self.epochs}")
         if not 0 < self.template_keep <= 1:
             raise InputError(None, f"--template-keep must be in (0, 1], not {self.template_keep}")
-        from cryoshift.training.backbones import MAX_TEST_VIEWS
+        from cryoshift.training.backbones import check_test_views_option
 
-        if not 1 <= self.test_views <= MAX_TEST_VIEWS:
-            raise InputError(None, f"--test-views must be from 1 to {MAX_TEST_VIEWS}, not {self.test_views}")
+        check_test_views_option(self.test_views)
         if self.batch_size < 1:
             raise InputError(None, f"--batch-size must be at least 1, not {self.batch_size}")
         if self.lr <= 0:

@@ -24,9 +24,11 @@ __all__ = [
     "BACKBONES",
     "DEFAULT_BACKBONE",
     "MAX_TEST_VIEWS",
+    "check_test_views_option",
     "count_flops",
     "create_backbone",
     "list_backbones",
+    "set_test_views",
 ]
 
 
@@ -43,12 +45,8 @@ def create_backbone(
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     model = BACKBONES.create(name, num_classes=num_classes, box_size=box_size, **kw)
-    if test_views is not None and check_test_views(test_views) > 1:
-        if not isinstance(model, Backbone):
-            raise ValueError(
-                f"backbone {name!r} does not support test_views (it is not a cryoshift Backbone)"
-            )
-        model.test_views = test_views
+    if test_views is not None:
+        set_test_views(model, test_views, name)
     model.backbone_name = name
     model.config = {
         "num_classes": num_classes,
@@ -61,3 +59,21 @@ def create_backbone(
 
 def list_backbones(pattern: str = "*") -> list[str]:
     return BACKBONES.names(pattern)
+
+
+def set_test_views(model: nn.Module, test_views: int, name: str = "") -> None:
+    """Make ``model``'s eval-mode forwards average ``test_views`` poses (ValueError if out of range, or
+    if > 1 on a model that is not a :class:`Backbone` and so could not honour it)."""
+    if check_test_views(test_views) > 1 and not isinstance(model, Backbone):
+        label = repr(name) if name else type(model).__name__
+        raise ValueError(f"backbone {label} does not support test_views (it is not a cryoshift Backbone)")
+    if isinstance(model, Backbone):
+        model.test_views = test_views
+
+
+def check_test_views_option(test_views: int) -> None:
+    """The ``--test-views`` bound of ``train`` and ``export``, as a one-line input error."""
+    from cryoshift.runtime.errors import InputError
+
+    if not 1 <= test_views <= MAX_TEST_VIEWS:
+        raise InputError(None, f"--test-views must be from 1 to {MAX_TEST_VIEWS}, not {test_views}")

@@ -117,3 +117,13 @@ def test_test_views_average_the_wedge_preserving_poses_in_eval_only(name: str) -
 def test_test_views_out_of_range_are_refused(views) -> None:
     with pytest.raises(ValueError, match="test_views must be an integer from 1 to 4"):
         create_backbone("cryonet-small", num_classes=2, box_size=16, test_views=views)
+
+
+def test_a_model_that_cannot_average_poses_is_never_given_views() -> None:
+    from cryoshift.training.backbones import set_test_views
+
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    set_test_views(plain, 1)  # one pose is what any model does
+    with pytest.raises(ValueError, match="Sequential does not support test_views"):
+        set_test_views(plain, 4)
+    assert not hasattr(plain, "test_views")
