@@ -369,6 +369,18 @@ def score(profile: Profile, work: Path, records: list[dict[str, Any]]) -> list[d
     return rows
 
 
+def merged_rows(profile: Profile, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` plus the on-record rows of ``results/accuracy_<profile>.json`` that they do not rescore."""
+    path = RESULTS / f"accuracy_{profile.name}.json"
+    if not path.is_file():
+        return rows
+    scored = {(r["target"], r["method"], r["draw"]) for r in rows}
+    on_record = json.loads(path.read_text())["rows"]
+    kept = [r for r in on_record if (r["target"], r["method"], r["draw"]) not in scored]
+    order = list(target_sim.TARGETS)
+    return sorted(kept + rows, key=lambda r: (order.index(r["target"]), r["draw"]))
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """{"targets": {T: {method: {mean, sd, n, values, macro_f1, gap_closed}}}} over draws."""
     out: dict[str, Any] = {}
@@ -464,6 +476,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=None, help="comma-separated subset of " + ",".join(ALL_METHODS))
     ap.add_argument("--targets", default=None, help="comma-separated subset of target_sim.TARGETS")
     ap.add_argument("--draws", type=int, default=None)
+    ap.add_argument("--draw-ids", default=None, help="comma-separated draw indices to run (1,2 adds draws)")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of the results file on record for every (target, method, draw) not scored now "
+        "(adds draws to a table whose earlier work dir is gone)",
+    )
     ap.add_argument(
         "--collect",
         action="store_true",
@@ -486,10 +505,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(profile.threads)
     i, n = (int(v) for v in args.shard.split("/"))
+    draw_ids = None if args.draw_ids is None else {int(v) for v in args.draw_ids.split(",")}
     t0 = time.perf_counter()
     records = []
     for j, (target, method, draw) in enumerate(jobs(profile)):
-        if j % n != i:
+        if j % n != i or (draw_ids is not None and draw not in draw_ids):
             continue
         if args.collect and not record_path(args.work, target, method, draw).is_file():
             continue
@@ -501,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     if n > 1:
         return 0
     rows = score(profile, args.work, records)
+    if args.merge:
+        rows = merged_rows(profile, rows)
     summary = summarise(rows)
     path = write_results(profile, summary, rows, time.perf_counter() - t0)
     print(path.with_suffix(".md").read_text())
