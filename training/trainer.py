@@ -39,6 +39,7 @@ from cryoshift.runtime.contract import CONTRASTS
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import NORMALISATIONS, ModelMetadata
 from cryoshift.training import augment, calibrate, distributed, log, run
+from cryoshift.training.backbones import one_pose
 from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint, read_checkpoint, save_checkpoint
 from cryoshift.training.data import Domain, SimulatedSource, is_dataset, load_source_dataset, load_target
 from cryoshift.training.forward import forward_numpy
@@ -717,20 +718,18 @@ class _Run:
             logits = None
             # per-epoch scores see one pose (4x cheaper; on short budgets the views cost more than the
             # steps); the selected model is calibrated and exported with its test views
-            views = getattr(backbone, "test_views", 1)
-            backbone.test_views = 1
-            if len(self.val_src):
-                logits, _ = forward_numpy(
-                    backbone, self.val_src.volumes, c.normalisation, self.device, c.eval_batch_size
-                )
-                row["src_val_acc"] = float((logits.argmax(1) == self.val_src.labels).mean())
-                row["src_val_nll"] = calibrate.nll(logits, self.val_src.labels)
-            if self.target_eval is not None:
-                tlogits, _ = forward_numpy(
-                    backbone, self.target_eval.volumes, c.normalisation, self.device, c.eval_batch_size
-                )
-                row.update(target_scores(tlogits, logits))
-            backbone.test_views = views
+            with one_pose(backbone):
+                if len(self.val_src):
+                    logits, _ = forward_numpy(
+                        backbone, self.val_src.volumes, c.normalisation, self.device, c.eval_batch_size
+                    )
+                    row["src_val_acc"] = float((logits.argmax(1) == self.val_src.labels).mean())
+                    row["src_val_nll"] = calibrate.nll(logits, self.val_src.labels)
+                if self.target_eval is not None:
+                    tlogits, _ = forward_numpy(
+                        backbone, self.target_eval.volumes, c.normalisation, self.device, c.eval_batch_size
+                    )
+                    row.update(target_scores(tlogits, logits))
             save_checkpoint(
                 run.epoch_checkpoint(self.dir, epoch),
                 backbone,

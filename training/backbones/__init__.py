@@ -9,6 +9,8 @@ is what checkpoints store as ``backbone`` and ``backbone_kwargs``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
@@ -28,6 +30,7 @@ __all__ = [
     "count_flops",
     "create_backbone",
     "list_backbones",
+    "one_pose",
     "set_test_views",
 ]
 
@@ -69,6 +72,18 @@ def set_test_views(model: nn.Module, test_views: int, name: str = "") -> None:
         raise ValueError(f"backbone {label} does not support test_views (it is not a cryoshift Backbone)")
     if isinstance(model, Backbone):
         model.test_views = test_views
+
+
+@contextmanager
+def one_pose(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` scoring one pose inside the block, its own test views restored after (even on error):
+    the trainer's per-epoch scores need not pay for the views the selected model is exported with."""
+    views = getattr(model, "test_views", 1)
+    set_test_views(model, 1)
+    try:
+        yield model
+    finally:
+        set_test_views(model, views)
 
 
 def check_test_views_option(test_views: int) -> None:

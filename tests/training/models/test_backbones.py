@@ -127,3 +127,22 @@ def test_a_model_that_cannot_average_poses_is_never_given_views() -> None:
     with pytest.raises(ValueError, match="Sequential does not support test_views"):
         set_test_views(plain, 4)
     assert not hasattr(plain, "test_views")
+
+
+def test_one_pose_scores_one_pose_and_restores_the_views_even_on_error() -> None:
+    from cryoshift.training.backbones import one_pose
+
+    torch.manual_seed(0)
+    viewed = create_backbone("cryonet-small", num_classes=3, box_size=16, test_views=4).eval()
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        four = viewed(x)
+        with one_pose(viewed):
+            one = viewed(x)
+        viewed.test_views = 1
+        torch.testing.assert_close(one, viewed(x))  # inside the block: exactly the one-pose forward
+        viewed.test_views = 4
+        assert not torch.allclose(one, four)
+    with pytest.raises(RuntimeError), one_pose(viewed):
+        raise RuntimeError("scoring failed")
+    assert viewed.test_views == 4
