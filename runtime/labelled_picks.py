@@ -45,13 +45,13 @@ def read_labelled_picks(
     **plan_options: object,
 ) -> tuple[np.ndarray, list[str], dict[str, int]]:
     """(volumes (N, D, D, D) float32, label names, counts of skipped picks by reason)."""
-    from cryoshift.runtime.picks import read_star_blocks
+    from cryoshift.runtime.picks import read_star_blocks, star_picks_block
     from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
 
     path = Path(path)
     if path.suffix.lower() == ".star":
-        blocks = read_star_blocks(path)
-        table = blocks["particles"] if "particles" in blocks else max(blocks.values(), key=len)
+        # the block the picks are planned from, so labels and picks are the same rows
+        table = star_picks_block(path, read_star_blocks(path))
     else:
         from cryoshift.runtime.picks import read_picks
 

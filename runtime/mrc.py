@@ -251,7 +251,15 @@ def read_header(path: str | Path) -> dict[str, Any]:
             path, f"corrupt header: axis order mapc/mapr/maps = {shown} is not a permutation of 1, 2, 3"
         )
     mz, ispg = int(header.mz), int(header.ispg)
-    is_stack = 401 <= ispg <= 630 and mz > 0 and nz % mz == 0
+    if 401 <= ispg <= 630 and (mz <= 0 or nz % mz != 0):
+        # mrcfile reads every such header as a stack of nz // mz volumes: mz = 0 crashes it, and an
+        # mz that does not divide nz silently drops the last sections. Neither is a guess to make.
+        raise InputError(
+            path,
+            f"corrupt header: volume stack (space group {ispg}) with mz = {mz} sections per volume, "
+            f"which does not divide nz = {nz}",
+        )
+    is_stack = 401 <= ispg <= 630
     if is_stack and order != (1, 2, 3):
         raise InputError(
             path,

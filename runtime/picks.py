@@ -7,7 +7,8 @@ voxel i centred on i) followed by every original column, untouched.
 
 Accepted inputs
 - STAR (read with ``starfile``): the block holding coordinates is used (RELION 5 writes
-  ``general``/``optics``/``particles``; ``particles`` wins when several qualify).
+  ``general``/``optics``/``particles``; ``particles`` wins when several qualify; several
+  others and no ``particles`` are refused).
   ``rlnCoordinateX/Y/Z`` are pixels; the tomogram is ``rlnTomoName``, else (Warp, M)
   ``rlnMicrographName`` (``TS_01.tomostar``). RELION 5's ``rlnCenteredCoordinateX/Y/ZAngst`` are
   Angstrom relative to the tomogram centre: ``pixel = angst / pixel_size + size / 2``
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.tables import coordinate_values, pick_block
 
 PIXEL_COLUMNS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
 CENTERED_COLUMNS = (
@@ -110,7 +112,7 @@ def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _star_picks_block(path: Path, blocks: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def star_picks_block(path: Path, blocks: dict[str, pd.DataFrame]) -> pd.DataFrame:
     def has_coords(df: pd.DataFrame) -> bool:
         return set(PIXEL_COLUMNS) <= set(df.columns) or set(CENTERED_COLUMNS) <= set(df.columns)
 
@@ -122,8 +124,7 @@ def _star_picks_block(path: Path, blocks: dict[str, pd.DataFrame]) -> pd.DataFra
             "no coordinate columns: need rlnCoordinateX/Y/Z or "
             f"rlnCenteredCoordinateX/Y/ZAngst; found {_list(found)}",
         )
-    name = "particles" if "particles" in candidates else candidates[0]
-    return blocks[name].reset_index(drop=True)
+    return blocks[pick_block(path, candidates, "coordinates")].reset_index(drop=True)
 
 
 def _list(columns: Sequence[str], limit: int = 12) -> str:
@@ -242,7 +243,7 @@ def read_picks(
             else "is a directory, expected a STAR/CSV file of picks",
         )
     if path.suffix.lower() in STAR_SUFFIXES:
-        df = _star_picks_block(path, read_star_blocks(path)).copy()
+        df = star_picks_block(path, read_star_blocks(path)).copy()
         # Warp/M particle STARs name the tilt series by its .tomostar in rlnMicrographName.
         tomo_col = next((c for c in ("rlnTomoName", "rlnMicrographName") if c in df.columns), None)
         centered = not set(PIXEL_COLUMNS) <= set(df.columns)
@@ -268,11 +269,7 @@ def read_picks(
     else:
         tomo = pd.Series([""] * len(df), dtype=object)
     base = pd.DataFrame({"tomo_name": tomo.to_numpy(dtype=object).astype(str)}, index=df.index)
-    values = (
-        np.column_stack([pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64) for c in coords])
-        if len(df)
-        else np.zeros((0, 3))
-    )
+    values = np.column_stack([coordinate_values(df[c]) for c in coords]) if len(df) else np.zeros((0, 3))
     if centered:
         base[list(CENTERED_COLUMNS)] = values
         base = centered_to_pixels(base, pixel_size, tomo_shape, path).drop(columns=list(CENTERED_COLUMNS))
@@ -337,7 +334,7 @@ def read_particle_listing(path: str | Path) -> pd.DataFrame:
         if not names:
             found = sorted({c for df in blocks.values() for c in df.columns})
             raise InputError(path, f"no rlnImageName column (a per-particle listing); found {_list(found)}")
-        df = blocks["particles" if "particles" in names else names[0]].reset_index(drop=True)
+        df = blocks[pick_block(path, names, "rlnImageName")].reset_index(drop=True)
         col = "rlnImageName"
         _check_table(df, path, "subtomograms listed")
     else:

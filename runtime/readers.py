@@ -94,6 +94,13 @@ def fill(
         except _ITEM_ERRORS as exc:
             errors.append((item.id, item.path, error_reason(exc)))
             continue
+        except MemoryError:
+            raise  # the machine's problem, not the item's: the run stops (resumable)
+        except Exception as exc:  # a reader library failing on a file we did not foresee
+            # Batch rule: the item is reported and skipped, the others go on. Raised, it ended the
+            # reader thread and lost its whole chunk, good files included.
+            errors.append((item.id, item.path, f"unexpected error reading it: {error_reason(exc)}"))
+            continue
         good.append(pos)
     return good, errors
 
@@ -190,6 +197,10 @@ class ThreadReaders:
                 good, errors = fill(chunk, buffer, self.cache, self.voxel_size, scratch)
                 read_s = time.perf_counter() - t0
                 self.ready.put(Batch(number, buffer, [chunk[i] for i in good], errors, read_s))
+        except BaseException as exc:
+            # Not an item error (those are rows): hand it to the model thread, which raises it.
+            # Left to kill the thread, its chunk was lost and the run still ended with exit 0.
+            self.ready.put(exc)
         finally:
             self.ready.put(None)  # one end marker per thread
 
@@ -214,7 +225,11 @@ def _process_main(
         while (task := tasks.get()) is not None:
             number, slot, chunk = task
             t0 = time.perf_counter()
-            good, errors = fill(chunk, slots[slot], cache, voxel_size)
+            try:
+                good, errors = fill(chunk, slots[slot], cache, voxel_size)
+            except Exception as exc:  # not an item error: tell the collector (the others may live on)
+                results.put((number, slot, None, f"{type(exc).__name__}: {exc}", 0.0))
+                raise
             results.put((number, slot, good, errors, time.perf_counter() - t0))
     finally:
         del slots
@@ -294,6 +309,8 @@ class ProcessReaders:
                     if not any(p.is_alive() for p in self.procs):
                         raise RuntimeError("all reader processes died") from None
                     continue
+                if good is None:  # the reader process failed on this chunk and has ended
+                    raise RuntimeError(f"a reader process failed: {errors}")
                 chunk = self.chunks[number]
                 items = [chunk[i] for i in good]
                 self.ready.put(Batch(number, self.slots[slot], items, errors, read_s, slot))

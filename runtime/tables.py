@@ -28,7 +28,7 @@ from cryoshift.runtime.errors import InputError
 
 CHUNK_ROWS = 1 << 20
 _BLOCK = 4 << 20
-_DATA_LINE = re.compile(rb"(?m)^[ \t]*data_")
+_DATA_LINE = re.compile(rb"(?m)^(?:\xef\xbb\xbf)?[ \t]*data_")  # a UTF-8 BOM may open the file
 _EMPTY_LINE = re.compile(rb"(?m)^[ \t\r]*(?:#[^\n]*)?\n")
 
 
@@ -100,7 +100,8 @@ def scan_star(path: str | Path) -> list[StarBlock]:
         for i, start in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else size
             fh.seek(start)
-            block = StarBlock(fh.readline().decode("utf-8", "replace").strip()[5:], end=end)
+            first = fh.readline().decode("utf-8", "replace").lstrip("\ufeff").strip()
+            block = StarBlock(first[5:], end=end)
             pos = fh.tell()
             while pos < end:  # header: blank and comment lines, loop_, labels, key-value lines
                 raw = fh.readline()
@@ -130,6 +131,18 @@ def scan_star(path: str | Path) -> list[StarBlock]:
     if not blocks:
         raise InputError(path, "no data blocks found; not a STAR file or the file is empty")
     return blocks
+
+
+def pick_block(path: Path, names: list[str], what: str) -> str:
+    """The one block to read among ``names`` (those holding ``what``): ``particles`` if present.
+
+    Several others and no ``particles`` would be a guess that may classify the wrong picks,
+    so it is refused, naming them.
+    """
+    if "particles" in names or len(names) == 1:
+        return "particles" if "particles" in names else names[0]
+    shown = ", ".join(f"data_{n}" for n in names)
+    raise InputError(path, f"several blocks hold {what} ({shown}) and none is data_particles; keep one")
 
 
 def _numericise(value: str) -> Any:
@@ -387,13 +400,20 @@ def _pick_layout(path: Path) -> _PickLayout:
 
         candidates = [b for b in blocks if b.loop and has_coords(b.labels)]
         if not candidates:
+            single = next((b for b in blocks if not b.loop and has_coords(b.labels)), None)
+            if single is not None:
+                raise InputError(
+                    path,
+                    f"data_{single.name} holds coordinates as key-value pairs; write picks as a loop_ table",
+                )
             found = sorted({c for b in blocks for c in b.labels})
             raise InputError(
                 path,
                 "no coordinate columns: need rlnCoordinateX/Y/Z or "
                 f"rlnCenteredCoordinateX/Y/ZAngst; found {_list(found)}",
             )
-        block = next((b for b in candidates if b.name == "particles"), candidates[0])
+        block = pick_block(path, [b.name for b in candidates], "coordinates")
+        block = next(b for b in candidates if b.name == block)
         columns = list(block.labels)
         # Warp/M particle STARs name the tilt series by its .tomostar in rlnMicrographName.
         tomo_col = next((c for c in ("rlnTomoName", "rlnMicrographName") if c in columns), None)
@@ -460,9 +480,7 @@ def _gather_picks(chunks: Iterator[pd.DataFrame], layout: _PickLayout) -> _PickR
             )
             tomo_parts.append(remap[codes] if len(codes) else np.zeros(0, np.int32))
         values = (
-            np.column_stack(
-                [pd.to_numeric(chunk[c], errors="coerce").to_numpy(dtype=np.float64) for c in layout.coords]
-            )
+            np.column_stack([coordinate_values(chunk[c]) for c in layout.coords])
             if len(chunk)
             else np.zeros((0, 3))
         )
@@ -480,6 +498,16 @@ def _gather_picks(chunks: Iterator[pd.DataFrame], layout: _PickLayout) -> _PickR
     if tomo_col and tomo_parts:
         tomo = np.concatenate(tomo_parts) if len(tomo_parts) > 1 else tomo_parts[0]
     return _PickRows(xyz, tomo, names_raw, n, n_bad, bad_rows)
+
+
+def coordinate_values(column: pd.Series) -> np.ndarray:
+    """A coordinate column as float64, anything not a number NaN (a bad row).
+
+    A column of only True/False parses as booleans, which would otherwise become 1.0 and 0.0.
+    """
+    if column.dtype == bool:
+        return np.full(len(column), np.nan)
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
 
 
 def _tomogram_names(rows: _PickRows, has_tomo_col: bool) -> tuple[list[str], np.ndarray]:

@@ -187,6 +187,59 @@ def test_picks_of_a_tomogram_not_given_are_error_rows(
     assert "TS_99" in assert_error(result, only_missing)
 
 
+_LOOP = "loop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n_rlnCoordinateZ #4\n"
+
+
+def test_star_picks_with_a_byte_order_mark_are_read(
+    model: Path, tomo: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A UTF-8 BOM before data_ used to give 'no data blocks found; not a STAR file'."""
+    picks = put(
+        tmp_path / "bom.star", "\ufeffdata_particles\n\n" + _LOOP + "TS_01 10 10 10\nTS_01 12 12 12\n"
+    )
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, picks, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    assert len(predictions(out)) == 2
+
+
+def test_ambiguous_or_unusable_star_blocks_are_refused(
+    model: Path, tomo: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Two coordinate blocks and no data_particles: which picks are meant? It used to take the first
+    silently. Coordinates as key-value pairs: the message used to list the very columns it 'needed'."""
+    two = put(
+        tmp_path / "two.star",
+        "data_a\n\n" + _LOOP + "TS_01 10 10 10\n\ndata_b\n\n" + _LOOP + "TS_01 12 12 12\n",
+    )
+    kv = put(
+        tmp_path / "kv.star",
+        "data_particles\n\n_rlnTomoName TS_01\n_rlnCoordinateX 10\n_rlnCoordinateY 10\n_rlnCoordinateZ 10\n",
+    )
+    listing = put(
+        tmp_path / "listing.star",
+        f"data_a\n\nloop_\n_rlnImageName #1\n{tomo}\n\ndata_b\n\nloop_\n_rlnImageName #1\n{tomo}\n",
+    )
+    for path, words in ((two, "data_a, data_b"), (kv, "key-value"), (listing, "data_a, data_b")):
+        for argv in (
+            ["info", path],
+            ["classify", model, path, "-t", tomo, "-o", tmp_path / "o", "-q", "-b", "cpu"],
+        ):
+            assert words in assert_error(run_cli(argv, capsys), path)
+
+
+def test_true_false_coordinates_are_not_numbers(
+    model: Path, tomo: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A coordinate column of True/False used to become 1.0/0.0 and be classified."""
+    picks = put(tmp_path / "bool.csv", "tomo,x,y,z\nTS_01,True,10,10\nTS_01,False,12,12\n")
+    line = assert_error(
+        run_cli(["classify", model, picks, "-t", tomo, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys),
+        picks,
+    )
+    assert "non-numeric" in line
+
+
 # ---------------------------------------------------------------------------------------------
 # per-particle listings (rlnImageName)
 

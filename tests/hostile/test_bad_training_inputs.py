@@ -200,3 +200,13 @@ def test_simulate_refuses_bad_structure_sources(tmp_path: Path, capsys: Capsys) 
         capsys,
     )
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("voxel", ["nan", "inf", "0"])
+def test_simulate_refuses_a_voxel_size_that_is_not_a_positive_number(
+    voxel: str, tmp_path: Path, capsys: Capsys
+) -> None:
+    """--voxel-size nan passed the '<= 0' check and ended in a ValueError traceback."""
+    pytest.importorskip("torch")
+    result = run_cli(["simulate", tmp_path / "sim", "--n", "4", "--box", BOX, "--voxel-size", voxel], capsys)
+    assert_error(result, "voxel size must be a positive number")

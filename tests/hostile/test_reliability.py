@@ -671,3 +671,28 @@ def test_table_with_a_huge_line_is_refused(model: Path, tmp_path: Path, capsys: 
         ):
             line = one_error_line(run_cli(argv, capsys), path)
             assert "longer than 1 MiB" in line
+
+
+def test_unexpected_reader_failure_is_an_error_row(
+    model: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader library failing on one file in a way nobody foresaw (mrcfile divided by a zero mz)
+    used to kill its reader thread, lose that thread's chunk (good files too) and exit 0 with
+    fewer rows. Now that file is an error row naming the failure and the others are classified."""
+    from cryoshift.runtime import readers
+
+    good = [write_volume(tmp_path / f"g{i}.mrc", density(i), voxel_size=VOXEL) for i in range(3)]
+    real = readers.load_item
+
+    def load_item(item, out, cache, voxel_size=None):  # type: ignore[no-untyped-def]
+        if item.path.endswith("g1.mrc"):
+            raise ZeroDivisionError("integer division or modulo by zero")
+        return real(item, out, cache, voxel_size)
+
+    monkeypatch.setattr(readers, "load_item", load_item)
+    out = tmp_path / "o"
+    code, _, err = run_cli(["classify", model, *good, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    assert sorted(Path(p).name for p in predictions(out)["path"]) == ["g0.mrc", "g2.mrc"]
+    (reason,) = errors(out)["reason"]
+    assert reason == "unexpected error reading it: ZeroDivisionError: integer division or modulo by zero"

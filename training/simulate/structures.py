@@ -11,6 +11,7 @@ contrast whatever the scale of the file they came from).
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,8 +198,8 @@ def load_structures(
     """
     if box_size < 8:
         raise InputError(None, f"box size {box_size} is too small (at least 8 voxels)")
-    if voxel_size <= 0:
-        raise InputError(None, f"voxel size must be positive, got {voxel_size}")
+    if not (math.isfinite(voxel_size) and voxel_size > 0):  # NaN passes a plain "<= 0" test
+        raise InputError(None, f"voxel size must be a positive number, got {voxel_size}")
     if not sources:
         raise InputError(None, "no structure sources given (try 'builtin')")
     names: list[str] = []
