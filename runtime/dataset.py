@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -90,21 +91,41 @@ class Dataset:
         self.close()
 
 
+def _check_class_names(where: Path, class_names: list[Any] | None, labelled: bool) -> None:
+    """The one check of a dataset's class names, for the writer and for a read dataset.json.
+
+    Unlabelled data may have none (the writer stores ``[]``); labelled data needs at least one,
+    and names must be unique and non-empty: labels index them, so a duplicate or an empty list
+    makes every per-class number wrong or meaningless far from here.
+    """
+    if not class_names:
+        if labelled:
+            state = "missing" if class_names is None else "empty"
+            raise InputError(where, f"class_names is {state}; a labelled dataset needs one name per class")
+        return
+    counts = Counter(str(c) for c in class_names)
+    dupes = [name for name, k in counts.items() if k > 1]
+    if dupes:
+        raise InputError(where, f"class_names has duplicates: {', '.join(dupes)}")
+    if any(not str(c) for c in class_names):
+        raise InputError(where, "class_names has an empty name")
+
+
 def _validate_names(directory: Path, class_names: list[str] | None, labels: np.ndarray | None) -> None:
-    if class_names is not None:
-        if len(set(class_names)) != len(class_names):
-            raise InputError(directory, f"class names must be unique, got {class_names}")
-        if any(not str(c) for c in class_names):
-            raise InputError(directory, "class names must be non-empty")
-    if labels is not None:
-        if class_names is None:
-            raise InputError(directory, "labels need class_names")
-        if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
-            raise InputError(
-                directory,
-                f"labels must lie in 0..{len(class_names) - 1} "
-                f"for {len(class_names)} classes, got {labels.min()}..{labels.max()}",
-            )
+    if labels is not None and class_names is None:
+        raise InputError(directory, "labels need class_names")
+    _check_class_names(directory, class_names, labelled=labels is not None)
+    if (
+        labels is not None
+        and class_names
+        and labels.size
+        and (labels.min() < 0 or labels.max() >= len(class_names))
+    ):
+        raise InputError(
+            directory,
+            f"labels must lie in 0..{len(class_names) - 1} "
+            f"for {len(class_names)} classes, got {labels.min()}..{labels.max()}",
+        )
 
 
 class DatasetWriter:
@@ -319,6 +340,7 @@ def _check_meta(info: dict[str, Any], directory: Path) -> None:
     names = info.get("class_names")
     if names is not None and (not isinstance(names, list) or not all(isinstance(c, str) for c in names)):
         raise InputError(directory / META, f"'class_names' must be a list of names, got {names!r}")
+    _check_class_names(directory / META, names, labelled=bool(info.get("labelled")))
     if "contrast" in info and info["contrast"] not in CONTRASTS:
         raise InputError(directory / META, f"'contrast' must be one of {CONTRASTS}, got {info['contrast']!r}")
     if "voxel_size" in info:

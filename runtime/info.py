@@ -228,8 +228,9 @@ def _describe_onnx(path: Path) -> Description:
 
 def describe(path: str | Path, full: bool = False) -> Description:
     """Describe ``path``; unknown kinds and unreadable files raise :class:`InputError`."""
+    from cryoshift.runtime.contract import MRC_HEADER_BYTES
     from cryoshift.runtime.dataset import META, is_dataset
-    from cryoshift.runtime.mrc import is_mrc_path
+    from cryoshift.runtime.mrc import is_mrc_path, refuse_foreign, refuse_special
     from cryoshift.runtime.picks import STAR_SUFFIXES, TABLE_SUFFIXES
 
     path = Path(path)
@@ -245,6 +246,7 @@ def describe(path: str | Path, full: bool = False) -> Description:
             path,
             f"directory is not a cryoshift dataset (no {META}); {len(entries)} entries; give a file instead",
         )
+    refuse_special(path)  # a named pipe would block every reader below
     suffix = path.suffix.lower()
     if is_mrc_path(path):
         return _describe_mrc(path, full)
@@ -252,6 +254,11 @@ def describe(path: str | Path, full: bool = False) -> Description:
         return _describe_table(path)
     if suffix == ".onnx":
         return _describe_onnx(path)
+    try:  # say what a file users mistake for volumes (.npz, .npy ...) is, not just "unknown"
+        with open(path, "rb") as fh:
+            refuse_foreign(path, fh.read(MRC_HEADER_BYTES))
+    except OSError:
+        pass  # unreadable: the unknown-type refusal below still names it
     raise InputError(
         path,
         f"unknown file type {suffix or '(no suffix)'!r}; info reads MRC "

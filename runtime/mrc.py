@@ -17,6 +17,7 @@ differ by more than :data:`ANISOTROPY_TOLERANCE`.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -34,6 +35,21 @@ ANISOTROPY_TOLERANCE = 0.01  # relative spread of the X/Y/Z voxel sizes still ca
 _GZIP_MAGIC = b"\x1f\x8b"
 _BZIP2_MAGIC = b"BZh"
 _NOT_MRC = "not an MRC file (no 'MAP ' identifier at byte 208 of the header) or the file is corrupt"
+# Files users mistake for volumes, known by their first bytes (or suffix when too short to tell):
+# named, they get "is a NumPy .npz archive" instead of "truncated MRC" or "corrupt header".
+_FOREIGN_MAGIC = (
+    (b"PK\x03\x04", "a zip archive (NumPy .npz or similar)"),
+    (b"PK\x05\x06", "a zip archive (NumPy .npz or similar)"),  # an empty zip
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+)
+_FOREIGN_SUFFIXES = {
+    ".npz": "a zip archive (NumPy .npz or similar)",
+    ".zip": "a zip archive (NumPy .npz or similar)",
+    ".npy": "a NumPy .npy array",
+    ".h5": "an HDF5 file",
+    ".hdf5": "an HDF5 file",
+}
 
 
 def mrc_suffix(path: str | Path) -> str:
@@ -76,14 +92,60 @@ def check_isotropic(header: dict[str, Any], path: str | Path | None = None) -> N
         )
 
 
-def _compression(path: Path) -> str | None:
-    with open(path, "rb") as fh:
-        magic = fh.read(3)
-    if magic.startswith(_GZIP_MAGIC):
+def _compression(head: bytes) -> str | None:
+    if head.startswith(_GZIP_MAGIC):
         return "gzip"
-    if magic.startswith(_BZIP2_MAGIC):
+    if head.startswith(_BZIP2_MAGIC):
         return "bzip2"
     return None
+
+
+def foreign_format(path: str | Path, head: bytes) -> str | None:
+    """What a file that is certainly not MRC is ("a NumPy .npy array" ...), from its first bytes
+    ``head`` (up to the 1024 of a header) or, for a file too short to tell, its suffix; else None.
+
+    Only magic bytes and names are looked at: nothing is unpickled or unpacked.
+    """
+    for magic, what in _FOREIGN_MAGIC:
+        if head.startswith(magic):
+            return what
+    what = _FOREIGN_SUFFIXES.get(Path(path).suffix.lower())
+    return what if what and head[208:211] != b"MAP" else None
+
+
+def refuse_foreign(path: str | Path, head: bytes) -> None:
+    """Raise :class:`InputError` saying what ``path`` is when :func:`foreign_format` knows it."""
+    what = foreign_format(path, head)
+    if what:
+        raise InputError(
+            path,
+            f"is {what}, not an MRC file; cryoshift reads MRC volumes and volume stacks "
+            "(.mrc, .mrcs, .map, .rec) or dataset directories: write the arrays to MRC first",
+        )
+
+
+def refuse_special(path: str | Path) -> None:
+    """Refuse an existing path that is neither a regular file nor a directory (a named pipe ...).
+
+    Why: ``stat`` says size 0 for a pipe ("file is empty" was the misleading answer) and opening
+    one for reading blocks until something writes to it, so such paths are refused by kind, from
+    ``stat`` alone, before anything opens them.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing or unreadable: the caller's open says so in words
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    if stat.S_ISFIFO(mode):
+        kind = "a named pipe (FIFO)"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    else:
+        kind = "a special file"
+    raise InputError(path, f"is {kind}, not a regular file; cryoshift reads data from regular files only")
 
 
 def _check_file(path: Path) -> None:
@@ -91,6 +153,7 @@ def _check_file(path: Path) -> None:
         raise InputError(path, "no such file")
     if path.is_dir():
         raise InputError(path, "is a directory, expected an MRC file")
+    refuse_special(path)
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty")
 
@@ -144,7 +207,12 @@ def read_plain_volume(path: str | Path, out: np.ndarray) -> float | None:
     then takes :func:`open_volume` and its precise error messages.
     """
     box = out.shape[0]
-    with open(path, "rb") as fh:
+    # Non-blocking open: a named pipe among the files must not hang this reader (regular files
+    # ignore the flag); anything but a regular file takes open_volume, which refuses it in words.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         h = raw_header(fh.read(MRC_HEADER_BYTES))
         if h is None or h.stamp != 0x44:
             return None
@@ -224,7 +292,10 @@ def read_header(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     _check_file(path)
-    compressed = _compression(path)
+    with open(path, "rb") as fh:
+        head = fh.read(MRC_HEADER_BYTES)
+    refuse_foreign(path, head)  # an .npz or .npy is named as such, not called a truncated MRC
+    compressed = _compression(head)
     if compressed is None and path.stat().st_size < MRC_HEADER_BYTES:
         raise InputError(
             path,

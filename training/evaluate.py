@@ -139,7 +139,7 @@ def predict_onnx(path: str | Path, volumes: np.ndarray, batch_size: int = 64) ->
 def predict(model: str | Path, volumes: np.ndarray, batch_size: int = 64, device: str = "cpu") -> Predictions:
     """Dispatch on the model path: ``.onnx`` -> onnxruntime, else a checkpoint or run directory."""
     model = Path(model)
-    if model.suffix == ".onnx":
+    if model.suffix.lower() == ".onnx":
         return predict_onnx(model, volumes, batch_size)
     return predict_checkpoint(model, volumes, batch_size, device)
 
@@ -212,7 +212,7 @@ def evaluate_run(
 
 def _model_box(model: Path) -> int:
     """Box size of a model, read before any data (labelled picks are cropped at it)."""
-    if model.suffix == ".onnx":
+    if model.suffix.lower() == ".onnx":
         from cryoshift.runtime.metadata import read_onnx_metadata
 
         return read_onnx_metadata(model).box_size

@@ -191,6 +191,9 @@ class Planner:
         from cryoshift.runtime.sources.picktables import plan_pick_table
 
         if not path.is_file():
+            from cryoshift.runtime.mrc import refuse_special
+
+            refuse_special(path)  # a named pipe is there, just not a file: say so
             raise InputError(path, "no such file")
         if _is_listing(path):
             self.add_listing(path)

@@ -87,6 +87,53 @@ def test_broken_dataset(breakage: str, dataset: Path, model: Path, tmp_path: Pat
         assert_error((code, out, err), dataset)
 
 
+@pytest.mark.parametrize(
+    "names,reason",
+    [
+        ([], "class_names is empty"),
+        (["ribosome", "junk", "ribosome"], "class_names has duplicates: ribosome"),
+    ],
+)
+def test_labelled_dataset_with_empty_or_duplicate_class_names(
+    names: list[str], reason: str, dataset: Path, model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Labels index class_names: an empty or duplicated list is refused where dataset.json is
+    read, naming it (info and classify accepted it; evaluate said "labels ... 0..-1")."""
+    meta = dataset / "dataset.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "class_names": names}))
+    for argv in (
+        ["info", dataset],
+        ["evaluate", model, dataset, "--out", tmp_path / "ev"],
+        ["classify", model, dataset, "-o", tmp_path / "cl", "-q", "-b", "cpu"],
+    ):
+        line = assert_error(run_cli(argv, capsys), meta)
+        assert reason in line, (argv[0], line)
+
+
+def test_unlabelled_dataset_needs_no_class_names(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """Unlabelled target data legitimately has no class names ([] as written, or null)."""
+    from cryoshift.runtime.dataset import write_dataset
+    from cryoshift.runtime.errors import InputError
+
+    unl = write_dataset(tmp_path / "unl", volumes(3), voxel_size=VOXEL)
+    meta = unl / "dataset.json"
+    info = json.loads(meta.read_text())
+    assert info["class_names"] == [] and not info["labelled"]
+    for names in ([], None):
+        meta.write_text(json.dumps({**info, "class_names": names}))
+        code, _, err = run_cli(["info", unl], capsys)
+        assert code == 0, err
+        out = tmp_path / f"cl_{names}"
+        code, _, err = run_cli(["classify", model, unl, "-o", out, "-q", "-b", "cpu"], capsys)
+        assert code == 0, err
+        assert len(predictions(out)) == 3
+    # the writer applies the same rule: labels need names, and unique ones
+    with pytest.raises(InputError, match="class_names is empty"):
+        write_dataset(tmp_path / "w1", volumes(2), labels=[0, 0], class_names=[], voxel_size=VOXEL)
+    with pytest.raises(InputError, match="class_names has duplicates: a"):
+        write_dataset(tmp_path / "w2", volumes(2), labels=[0, 1], class_names=["a", "a"], voxel_size=VOXEL)
+
+
 def test_evaluate_refuses_unlabelled_data(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     from cryoshift.runtime.dataset import write_dataset
 

@@ -217,6 +217,22 @@ def test_malicious_checkpoint_is_refused_and_does_not_run(tmp_path: Path, capsys
     assert not marker.exists()
 
 
+def test_export_of_an_onnx_model_says_it_is_already_exported(
+    model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """An ONNX model where a checkpoint is expected: named as such (it was "holds Python objects
+    other than tensors"), by suffix and, inside a run directory, by content."""
+    pytest.importorskip("torch")
+    line = assert_error(run_cli(["export", model, "-o", tmp_path / "exp", "--no-progress"], capsys), model)
+    assert "ONNX model" in line and "already exported" in line and "training run directory" in line, line
+    assert "Python objects" not in line
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes(model.read_bytes())
+    line = assert_error(run_cli(["export", run, "-o", tmp_path / "exp", "--no-progress"], capsys), run)
+    assert "ONNX model" in line and "Python objects" not in line, line
+
+
 def test_evaluate_refuses_bad_models(model: Path, dataset: Path, tmp_path: Path, capsys: Capsys) -> None:
     torch = pytest.importorskip("torch")
     marker = tmp_path / "PWNED"

@@ -5,9 +5,13 @@ Every file is built in ``tmp_path`` by the test itself."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
 import struct
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +146,99 @@ def test_info_and_classify_refuse_a_single_bad_file_named_on_its_own(
         assert len(errors_table(tmp_path / "o")) == 1
     else:
         assert_error((code, "", err), bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# files that are no MRC at all: named pipes, NumPy arrays and archives
+
+
+@contextlib.contextmanager
+def _unblocked(fifo: Path) -> Iterator[None]:
+    """Guard of the pipe tests: a reader blocked on ``fifo`` (the bug) gets end-of-file within
+    seconds, so the test fails on its message instead of hanging. Opening the write end without
+    blocking fails (ENXIO) while nobody reads, so the guard does nothing to a correct run."""
+    stop = threading.Event()
+
+    def unblock() -> None:
+        while not stop.wait(2.0):
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    guard = threading.Thread(target=unblock, daemon=True)
+    guard.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        guard.join()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_named_pipe_is_not_a_regular_file(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """A FIFO where an MRC file is expected: "not a regular file" (it was "file is empty"), an
+    errors row among good files, and never a reader blocked on it."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for i, v in enumerate(volumes(2)):
+        write_volume(d / f"good_{i}.mrc", v, voxel_size=VOXEL)
+    fifo = d / "pipe.mrc"
+    os.mkfifo(fifo)
+    with _unblocked(fifo):
+        line = assert_error(run_cli(["info", fifo], capsys), fifo)
+        assert "named pipe" in line and "not a regular file" in line, line
+        out = tmp_path / "out"
+        argv = ["classify", model, d / "good_0.mrc", fifo, d / "good_1.mrc", "-o", out, "-q", "-b", "cpu"]
+        code, _, err = run_cli(argv, capsys)
+        assert code == 0, err
+        errs = errors_table(out)
+        assert len(errs) == 1 and "not a regular file" in errs["reason"].iloc[0], errs
+        assert len(predictions(out)) == 2
+        # last of a glob: planning reads no header past the first file, the reader meets the pipe
+        out = tmp_path / "out_glob"
+        code, _, err = run_cli(["classify", model, d / "*.mrc", "-o", out, "-q", "-b", "cpu"], capsys)
+        assert code == 0, err
+        errs = errors_table(out)
+        assert len(errs) == 1 and "not a regular file" in errs["reason"].iloc[0], errs
+        assert len(predictions(out)) == 2
+
+
+def _npz(p: Path) -> Path:
+    np.savez(p, a=np.zeros(2, np.float32))  # a few hundred bytes: "shorter than the MRC header"
+    return p
+
+
+def _npz_of_volumes(p: Path) -> Path:
+    np.savez(p, volumes=volumes(2))
+    return p
+
+
+NOT_MRC = {
+    "tiny.npz": (_npz, "zip archive"),
+    "volumes.npz": (_npz_of_volumes, "zip archive"),
+    "volume.npy": (lambda p: np.save(p, volumes(1)[0]) or p, "NumPy .npy array"),
+    "zipped_volume.mrc": (lambda p: put(p, _npz(p.with_suffix(".npz")).read_bytes()), "zip archive"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_MRC))
+def test_numpy_files_are_named_not_called_truncated_mrc(
+    name: str, model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    make, what = NOT_MRC[name]
+    path = make(tmp_path / name)
+    line = assert_error(run_cli(["info", path], capsys), path)
+    assert what in line and "not an MRC file" in line, line
+    result = run_cli(["classify", model, path, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys)
+    line = assert_error(result, path)
+    assert what in line and "not an MRC file" in line and "truncated" not in line, line
+    # among good files: an errors row saying what it is
+    good = write_volume(tmp_path / "good.mrc", volumes(1)[0], voxel_size=VOXEL)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["classify", model, good, path, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    errs = errors_table(out)
+    assert len(errs) == 1 and what in errs["reason"].iloc[0], errs
+    assert len(predictions(out)) == 1
 
 
 # ---------------------------------------------------------------------------------------------

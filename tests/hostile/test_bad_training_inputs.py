@@ -34,6 +34,18 @@ def test_train_target_loading_skips_bad_items(tmp_path: Path) -> None:
     assert len(dom.skipped) == 4 and all(s.split(": ")[0].endswith(".mrc") for s in dom.skipped)
 
 
+def test_train_target_that_is_a_numpy_archive_is_named(tmp_path: Path) -> None:
+    """A tiny .npz given as target volumes: "a zip archive ... not an MRC file", not "truncated"."""
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.training.data import load_target
+
+    npz = tmp_path / "target.npz"
+    np.savez(npz, volumes=np.zeros(3, np.float32))
+    with pytest.raises(InputError, match=r"is a zip archive \(NumPy \.npz or similar\), not an MRC") as exc:
+        load_target(str(npz), BOX, VOXEL, "dark", ["a", "b"])
+    assert "truncated" not in str(exc.value) and str(npz) in str(exc.value)
+
+
 def test_train_refuses_hostile_target(tmp_path: Path, capsys: Capsys, dataset: Path) -> None:
     pytest.importorskip("torch")
     for name, payload in (("t.star", b""), ("t.csv", b"a;b\n1;2\n"), ("t.mrc", b"junk" * 300)):
