@@ -141,13 +141,17 @@ def test_relion5_centered_picks_outside_become_error_rows(
     assert len(predictions(out)) == 1 and len(errors_table(out)) == 2
 
 
+def classified(model: Path, picks: Path, tomo: Path, out: Path, capsys: Capsys) -> int:
+    """Rows predicted by a classify run of ``picks`` that must succeed."""
+    code, _, err = run_cli(["classify", model, picks, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    return len(predictions(out))
+
+
 def test_semicolon_csv_and_nan_row(model: Path, tomo: Path, tmp_path: Path, capsys: Capsys) -> None:
     semi = tmp_path / "semi.csv"
     semi.write_text("tomo;x;y;z\nTS_01;16;20;12\nTS_01;10,5;10.5;10\n")  # decimal comma (and point)
-    out = tmp_path / "out"
-    code, _, err = run_cli(["classify", model, semi, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
-    assert code == 0, err
-    assert len(predictions(out)) == 2
+    assert classified(model, semi, tomo, tmp_path / "out", capsys) == 2
 
 
 def test_picks_of_a_tomogram_not_given_are_error_rows(
@@ -197,10 +201,7 @@ def test_star_picks_with_a_byte_order_mark_are_read(
     picks = put(
         tmp_path / "bom.star", "\ufeffdata_particles\n\n" + _LOOP + "TS_01 10 10 10\nTS_01 12 12 12\n"
     )
-    out = tmp_path / "out"
-    code, _, err = run_cli(["classify", model, picks, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
-    assert code == 0, err
-    assert len(predictions(out)) == 2
+    assert classified(model, picks, tomo, tmp_path / "out", capsys) == 2
 
 
 def test_ambiguous_or_unusable_star_blocks_are_refused(
