@@ -5,14 +5,18 @@ the run itself (plan, ledgers, resume, predictions.star, manifest) is the local 
 (runtime/run.py); only the reading and inference happen on the actors. Each actor loads the
 model once (``__init__``) and classifies batches of item descriptions (paths, indices,
 coordinates; never voxel data, which the actor reads itself from the shared file system, with
-the same batch filling as a local run). The driver streams finished rows back and appends them
-to the same fsync'ed ledgers as a local run, so the files are identical in form.
+the same batch filling as a local run). The driver streams finished rows back (with their
+features, for ``features=True``: the exact float32 bytes of each row) and appends them to the
+same fsync'ed ledgers as a local run, so the files are identical in form. Planning options
+(``binning``, ``coordinate_pixel_size``) act on the driver's plan, and ``split_by_class`` on the
+files written at the end, as for a local run.
 
     ds.map_batches(Classifier, batch_size=N, num_gpus=1 or 0, compute=ActorPoolStrategy(size=n))
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
@@ -43,12 +47,14 @@ class Classifier:
         unknown_threshold: float | None = None,
         threads: int | None = None,
         ignore_voxel_size: bool = False,
+        features: bool = False,
     ):
         from cryoshift.runtime.backends import load_model
 
         self.model = load_model(model_path, backend, batch_size=batch_size, threads=threads)
         self.threshold = unknown_threshold
         self.voxel_size = None if ignore_voxel_size else self.model.metadata.voxel_size
+        self.features = features  # also send each row's features (the run keeps features.npy)
         self.cache = VolumeCache()
         box = self.model.metadata.box_size
         self.buffer = np.zeros((batch_size, 1, box, box, box), np.float32)
@@ -76,19 +82,27 @@ class Classifier:
         ]
         good, errors = fill(chunk, self.buffer, self.cache, self.voxel_size)
         rows: list[list[Any]] = []
+        feats = np.zeros((0, 0), np.float32)
         if good:
             logits, features = self.model.predict(self.buffer, len(good))
-            rows, failed, _ = score_batch(
+            rows, failed, features = score_batch(
                 [chunk[i] for i in good], logits, features, self.model.metadata, self.threshold
             )
             errors = [*errors, *failed]
+            feats = np.asarray(features[: len(rows)], dtype=np.float32)
         # JSON has no NaN: send None and turn it back on the driver.
         payloads = [json.dumps(list(e)) for e in errors]
         payloads += [
             json.dumps([None if isinstance(v, float) and math.isnan(v) else v for v in r]) for r in rows
         ]
         kinds = ["error"] * len(errors) + ["row"] * len(rows)
-        return {"kind": np.array(kinds, dtype=object), "payload": np.array(payloads, dtype=object)}
+        out = {"kind": np.array(kinds, dtype=object), "payload": np.array(payloads, dtype=object)}
+        if self.features:  # each row's float32 bytes as text (exact; error entries have none)
+            out["features"] = np.array(
+                [""] * len(errors) + [base64.b64encode(f.tobytes()).decode("ascii") for f in feats],
+                dtype=object,
+            )
+        return out
 
 
 class RayInference:
@@ -109,7 +123,7 @@ class RayInference:
         self.model = driver_model(self.model_path, backend, self.description)  # the actors run it
         self.metadata = self.model.metadata
         self.notes: list[str] = []
-        self.num_features = 0
+        self.num_features = self.model.num_features  # as a local run: the features file's width
         self.backend, self.batch_size, self.threads = backend, batch_size, threads
         self.num_workers, self.num_gpus, self.address = num_workers, num_gpus, address
 
@@ -135,8 +149,8 @@ class RayInference:
         stats = RunStats()
         if len(todo):
             with Progress(len(todo), "classifying (ray)", enabled=opts.progress) as bar:
-                for rows, errors in self._batches(todo, opts):
-                    ledgers.append(rows, errors)
+                for rows, errors, feats in self._batches(todo, opts, ledgers.features is not None):
+                    ledgers.append(rows, errors, feats)
                     stats.done += len(rows)
                     stats.errors += len(errors)
                     stats.unknown += sum(r[LABEL] == UNKNOWN for r in rows)
@@ -144,8 +158,9 @@ class RayInference:
         stats.wall_s = time.perf_counter() - t0
         return stats
 
-    def _batches(self, todo: Sequence[Item], opts: RunOptions) -> Any:
-        """(rows, errors) of each batch the actor pool returns."""
+    def _batches(self, todo: Sequence[Item], opts: RunOptions, with_features: bool = False) -> Any:
+        """(rows, errors, features of the rows) of each batch the actor pool returns; features
+        (float32 (len(rows), F), in the order of the rows) only ``with_features``, else None."""
         import ray
         from ray.data import ActorPoolStrategy
 
@@ -161,6 +176,7 @@ class RayInference:
                 "unknown_threshold": opts.unknown_threshold,
                 "threads": self.threads,
                 "ignore_voxel_size": opts.ignore_voxel_size,
+                "features": with_features,
             },
             batch_size=self.batch_size,
             num_gpus=self.num_gpus,
@@ -168,14 +184,16 @@ class RayInference:
             compute=ActorPoolStrategy(size=self.num_workers),
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            rows, errors = [], []
-            for kind, payload in zip(batch["kind"], batch["payload"], strict=True):
+            rows, errors, feats = [], [], []
+            encoded = batch["features"] if with_features else [""] * len(batch["kind"])
+            for kind, payload, f in zip(batch["kind"], batch["payload"], encoded, strict=True):
                 values = json.loads(payload)
                 if kind == "row":
                     rows.append([math.nan if v is None else v for v in values])
+                    feats.append(np.frombuffer(base64.b64decode(f), dtype=np.float32))
                 else:
                     errors.append(values)
-            yield rows, errors
+            yield rows, errors, (np.stack(feats) if with_features and rows else None)
 
     def model_info(self) -> dict[str, Any]:
         return model_info(self.model)
@@ -198,9 +216,16 @@ def classify_ray(
     ignore_voxel_size: bool = False,
     threads: int | None = None,
     progress: bool = True,
+    coordinate_pixel_size: float | None = None,
+    binning: float | None = None,
+    split_by_class: bool = False,
+    features: bool = False,
 ) -> ClassifySummary:
     """Classify with a pool of ``num_workers`` Ray actors (``num_gpus`` each); same outputs as
-    :func:`cryoshift.runtime.classify` (runtime/run.py). Inputs must be readable from every node.
+    :func:`cryoshift.runtime.classify` (runtime/run.py), whose options ``binning``,
+    ``coordinate_pixel_size``, ``split_by_class`` and ``features`` mean the same here (rows may
+    come in another order than a local run's; ``features.npy`` follows the CSV's order).
+    Inputs must be readable from every node.
 
     Example::
 
@@ -216,6 +241,10 @@ def classify_ray(
         tomograms=tomograms,
         contrast=contrast,
         ignore_voxel_size=ignore_voxel_size,
+        coordinate_pixel_size=coordinate_pixel_size,
+        binning=binning,
+        split_by_class=split_by_class,
+        features=features,
         progress=progress,
     )
     inference = RayInference(Path(model), backend, batch_size, num_workers, num_gpus, address, threads)

@@ -188,14 +188,12 @@ def command(
         tomograms=list(tomograms or []),
         contrast=contrast.value if contrast else None,
         ignore_voxel_size=ignore_voxel_size,
+        coordinate_pixel_size=coordinate_pixel_size,
+        binning=binning,
+        split_by_class=split_by_class,
+        features=features,
     )
     if ray:
-        if binning or coordinate_pixel_size or split_by_class or features:
-            raise InputError(
-                None,
-                "--binning/--coordinate-pixel-size/--split-by-class/--features are not "
-                "yet supported with --ray",
-            )
         if device_list or shard:
             raise InputError(None, "--ray distributes by itself; drop --devices/--shard")
         if any(is_copick(t) for t in inputs):
@@ -211,6 +209,7 @@ def command(
             num_workers=ray_workers,
             num_gpus=ray_gpus,
             address=ray_address,
+            threads=threads,
             progress=not quiet,
             **common,
         )
@@ -230,11 +229,7 @@ def command(
             devices=device_list,
             reader_processes=reader_processes,
             transfer=transfer,
-            coordinate_pixel_size=coordinate_pixel_size,
-            binning=binning,
-            split_by_class=split_by_class,
             copick_session=copick_session,
-            features=features,
             **common,
         )
     if not quiet:

@@ -183,6 +183,98 @@ def test_ray_actor_pool_matches_local_run(model_path, inputs, tmp_path):
     assert summary.total_errors == local.total_errors == 3
 
 
+def _by_id(out: Path, csv: str = "predictions.csv") -> tuple[pd.DataFrame, np.ndarray]:
+    """A run's rows sorted by id, and its features.npy rows in the same order."""
+    rows = read_results(out / csv)
+    feats = np.load(out / "features.npy", allow_pickle=False)
+    assert feats.dtype == np.float32 and feats.shape[0] == len(rows)  # row i of the CSV is row i here
+    order = np.argsort(rows["id"].to_numpy(), kind="stable")
+    return rows.iloc[order].reset_index(drop=True), feats[order]
+
+
+def _same_run(local: Path, other: Path) -> None:
+    """``other`` holds the rows, features, errors and per-class STARs of ``local`` (any row order)."""
+    import starfile
+
+    a, fa = _by_id(local)
+    b, fb = _by_id(other)
+    pd.testing.assert_frame_equal(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fb, fa, rtol=1e-5, atol=1e-6)
+    ea, eb = (read_results(d / "errors.csv").sort_values("id").reset_index(drop=True) for d in (local, other))
+    pd.testing.assert_frame_equal(ea, eb)
+    split = sorted(p.name for p in local.glob("predictions_*.star"))
+    assert len(split) > 1 and split == sorted(p.name for p in other.glob("predictions_*.star"))
+    for name in split:
+        sa, sb = (
+            starfile.read(d / name, always_dict=True)["particles"].sort_values("csId").reset_index(drop=True)
+            for d in (local, other)
+        )
+        pd.testing.assert_frame_equal(sa, sb, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_ray_binning_split_by_class_and_features_match_a_local_run(model_path, inputs, helpers, tmp_path):
+    """--binning / --coordinate-pixel-size / --split-by-class / --features with --ray: the same rows,
+    features (row i of features.npy with row i of the CSV), errors and per-class STARs as a local
+    run; a resumed Ray run goes on writing the features of the interrupted one, as a local one does."""
+    pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    import shutil
+
+    import ray
+    import starfile
+
+    from cryoshift.runtime.cli import main
+    from cryoshift.runtime.distributed import classify_ray
+
+    # Picks made on pixels twice as fine as the tomograms: --binning 2 (or VOXEL/2 A per pick pixel).
+    picks = starfile.read(inputs["picks"])
+    for axis in "XYZ":
+        picks[f"rlnCoordinate{axis}"] *= 2
+    fine = tmp_path / "fine.star"
+    starfile.write({"particles": picks}, fine)
+    tomos = str(inputs["tomos"])
+    args = [str(model_path), str(inputs["stack"]), str(inputs["files"]), str(fine), "-t", tomos]
+    opts = ["-b", "cpu", "-q", "--batch-size", "8", "--binning", "2", "--split-by-class", "--features"]
+    assert main(["classify", *args, "-o", str(tmp_path / "local"), *opts]) == 0
+    local_rows = read_results(tmp_path / "local" / "predictions.csv")
+    assert "TS_01:20.0,24.0,12.0" in set(local_rows["id"])  # the picks, scaled to the tomogram's voxels
+    # An interrupted local run: 6 rows in its CSV, all its features (the resume cuts them back), no errors.
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "local", killed)
+    lines = (killed / "predictions.csv").read_text().splitlines(keepends=True)
+    (killed / "predictions.csv").write_text("".join(lines[:7]))
+    (killed / "errors.csv").write_text((killed / "errors.csv").read_text().splitlines(keepends=True)[0])
+    for stale in [killed / "manifest.json", *killed.glob("predictions*.star")]:
+        stale.unlink()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ray_opts = ["--ray", "--ray-workers", "2", "--threads", "1"]
+        assert main(["classify", *args, "-o", str(tmp_path / "ray"), *opts, *ray_opts]) == 0
+        resumed = classify_ray(
+            model_path,
+            args[1:4],
+            killed,
+            tomograms=[tomos],
+            backend="cpu",
+            batch_size=8,
+            num_workers=2,
+            threads=1,
+            progress=False,
+            resume=True,
+            coordinate_pixel_size=helpers.VOXEL / 2,
+            split_by_class=True,
+        )
+    finally:
+        ray.shutdown()
+    _same_run(tmp_path / "local", tmp_path / "ray")
+    assert resumed.resumed == 6 and resumed.classified == len(local_rows) - 6
+    _same_run(tmp_path / "local", killed)
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert manifest["settings"]["binning"] == 2 and manifest["settings"]["engine"] == "ray"
+    assert manifest["features"]["rows"] == len(local_rows)
+
+
 def test_reader_processes_give_the_same_rows_as_threads(model_path, inputs, tmp_path):
     args = [str(inputs["files"]), str(inputs["stack"]), str(inputs["picks"])]
     kw = dict(tomograms=[str(inputs["tomos"])], backend="cpu", progress=False, batch_size=4, workers=2)
