@@ -115,12 +115,7 @@ def _validate_names(directory: Path, class_names: list[str] | None, labels: np.n
     if labels is not None and class_names is None:
         raise InputError(directory, "labels need class_names")
     _check_class_names(directory, class_names, labelled=labels is not None)
-    if (
-        labels is not None
-        and class_names
-        and labels.size
-        and (labels.min() < 0 or labels.max() >= len(class_names))
-    ):
+    if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
         raise InputError(
             directory,
             f"labels must lie in 0..{len(class_names) - 1} "
