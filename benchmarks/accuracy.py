@@ -221,7 +221,10 @@ def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run
         )
     if (run_dir / "model.pt").is_file():
         return run_dir / "model.pt"
-    if run_dir.exists():  # a killed run: start it again from scratch
+    if (run_dir / "checkpoints" / "resume.pt").is_file() and (run_dir / "config.json").is_file():
+        # a killed run: continue from its last finished epoch (the trainer's resume is bit-identical)
+        return run_train(cfg, resume=True).model_path
+    if run_dir.exists():  # killed before its first epoch ended: start again from scratch
         import shutil
 
         shutil.rmtree(run_dir)
