@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.metadata import is_onnx, read_onnx_metadata
 
 FULL_STATS_BYTES = 256 * 1024 * 1024
 
@@ -201,8 +202,6 @@ def _describe_dataset(path: Path) -> Description:
 
 
 def _describe_onnx(path: Path) -> Description:
-    from cryoshift.runtime.metadata import read_onnx_metadata
-
     meta = read_onnx_metadata(path)
     d = Description("onnx", str(path))
     d.add("type", "ONNX model")
@@ -252,7 +251,7 @@ def describe(path: str | Path, full: bool = False) -> Description:
         return _describe_mrc(path, full)
     if suffix in STAR_SUFFIXES or suffix in TABLE_SUFFIXES:
         return _describe_table(path)
-    if suffix == ".onnx":
+    if is_onnx(path):  # by suffix or content
         return _describe_onnx(path)
     try:  # say what a file users mistake for volumes (.npz, .npy ...) is, not just "unknown"
         with open(path, "rb") as fh:

@@ -120,6 +120,30 @@ class ModelMetadata:
         return cls.from_dict(data, path)
 
 
+# Tag bytes of the ModelProto fields that follow ir_version (producer_name, ..., graph, opset_import,
+# metadata_props ...): the third byte of an ONNX file is one of them.
+_ONNX_NEXT_TAGS = frozenset((0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xCA))
+
+
+def is_onnx(path: str | Path) -> bool:
+    """An exported ONNX model, by suffix or content: one test for every verb that takes a model, so
+    a run's ``model.pt`` that is really ONNX goes to onnxruntime rather than to torch.load.
+
+    Content: an ONNX file is a protobuf ``ModelProto`` opening with ``ir_version`` (tag byte 0x08,
+    a one-byte varint) and then another ModelProto field; a torch checkpoint starts with ``PK``
+    (zip) or 0x80 (pickle), so the two cannot be confused.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(3)
+    except OSError:
+        return False  # the reader that follows reports the failure
+    return len(head) == 3 and head[0] == 0x08 and 0 < head[1] < 0x80 and head[2] in _ONNX_NEXT_TAGS
+
+
 def ort_failure(exc: BaseException) -> str:
     """What onnxruntime's refusal means, in one line: a missing external-data file is named as
     such; otherwise ORT's message without its ``[ONNXRuntimeError] : 1 : FAIL :`` prefix."""

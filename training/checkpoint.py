@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from cryoshift.runtime.errors import InputError
-from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.metadata import ModelMetadata, is_onnx
 
 FORMAT = "cryoshift.checkpoint/1"
 RUN_MODEL = "model.pt"  # the label-free selected checkpoint inside a run directory
@@ -65,28 +65,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-# Tag bytes of the ModelProto fields that follow ir_version (producer_name, ..., graph, opset_import,
-# metadata_props ...): the third byte of an ONNX file is one of them.
-_ONNX_NEXT_TAGS = frozenset((0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xCA))
-
-
-def _is_onnx(path: Path) -> bool:
-    """An exported ONNX model, by suffix or content, told apart before torch.load sees it.
-
-    Content: an ONNX file is a protobuf ``ModelProto`` opening with ``ir_version`` (tag byte 0x08,
-    a one-byte varint) and then another ModelProto field; a torch checkpoint starts with ``PK``
-    (zip) or 0x80 (pickle), so the two cannot be confused.
-    """
-    if path.suffix.lower() == ".onnx":
-        return True
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(3)
-    except OSError:
-        return False  # torch.load reports the read failure
-    return len(head) == 3 and head[0] == 0x08 and 0 < head[1] < 0x80 and head[2] in _ONNX_NEXT_TAGS
-
-
 def _load_failure(exc: Exception) -> str:
     """Why ``torch.load(weights_only=True)`` refused a file, in one short line.
 
@@ -129,7 +107,7 @@ def _load_failure(exc: Exception) -> str:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = resolve_checkpoint(path)
-    if _is_onnx(path):  # torch.load would call it "Python objects other than tensors"
+    if is_onnx(path):  # torch.load would call it "Python objects other than tensors"
         raise InputError(
             path,
             "is an ONNX model (already exported), not a training checkpoint; export needs a "

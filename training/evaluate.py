@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from cryoshift.runtime.errors import InputError
-from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.metadata import ModelMetadata, is_onnx, read_onnx_metadata
 from cryoshift.runtime.scoring import softmax
 from cryoshift.training.calibrate import nll
 
@@ -139,7 +139,7 @@ def predict_onnx(path: str | Path, volumes: np.ndarray, batch_size: int = 64) ->
 def predict(model: str | Path, volumes: np.ndarray, batch_size: int = 64, device: str = "cpu") -> Predictions:
     """Dispatch on the model path: ``.onnx`` -> onnxruntime, else a checkpoint or run directory."""
     model = Path(model)
-    if model.suffix.lower() == ".onnx":
+    if is_onnx(model):
         return predict_onnx(model, volumes, batch_size)
     return predict_checkpoint(model, volumes, batch_size, device)
 
@@ -212,9 +212,7 @@ def evaluate_run(
 
 def _model_box(model: Path) -> int:
     """Box size of a model, read before any data (labelled picks are cropped at it)."""
-    if model.suffix.lower() == ".onnx":
-        from cryoshift.runtime.metadata import read_onnx_metadata
-
+    if is_onnx(model):
         return read_onnx_metadata(model).box_size
     from cryoshift.training.checkpoint import load_checkpoint
 

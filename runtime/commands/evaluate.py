@@ -55,8 +55,9 @@ def command(
     from rich.table import Table
 
     from cryoshift.runtime.errors import require_extra
+    from cryoshift.runtime.metadata import is_onnx
 
-    if model.suffix != ".onnx":
+    if not is_onnx(model):
         require_extra("train", "cryoshift evaluate (of a PyTorch checkpoint)", "torch")
     require_extra("train", "cryoshift evaluate (its report plots)", "matplotlib")
     from cryoshift.training.evaluate import evaluate

@@ -278,3 +278,23 @@ def test_export_refuses_checkpoints_with_broken_contents(tmp_path: Path, capsys:
         path = tmp_path / name
         torch.save(payload, path)
         assert_error(run_cli(["export", path, "-o", tmp_path / "exp", "--no-progress"], capsys), path)
+
+
+def test_onnx_under_another_suffix_is_read_as_onnx(
+    model: Path, dataset: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """An ONNX model saved as ``model.pt`` (a run directory's name for it) is recognised by content in
+    every verb that takes a model: evaluate scores it with onnxruntime, info describes it, and both
+    agree with the same model under its own suffix."""
+    from cryoshift.runtime.info import describe
+    from cryoshift.training.evaluate import evaluate
+
+    disguised = tmp_path / "model.pt"
+    disguised.write_bytes(model.read_bytes())
+    assert describe(disguised).kind == describe(model).kind == "onnx"
+    pytest.importorskip("matplotlib")
+    plain = evaluate(model, dataset, tmp_path / "plain")
+    other = evaluate(disguised, dataset, tmp_path / "other")
+    assert other["n"] == plain["n"] == 6
+    assert other["accuracy"] == plain["accuracy"]
+    assert other["confusion_matrix"] == plain["confusion_matrix"]
