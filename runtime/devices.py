@@ -26,7 +26,7 @@ import numpy as np
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.ledger import RunLedgers
 from cryoshift.runtime.pipeline import LABEL, UNKNOWN, RunStats
-from cryoshift.runtime.run import RunOptions, driver_model
+from cryoshift.runtime.run import RunOptions, driver_model, refuse_featureless
 from cryoshift.runtime.sources import Item, VolumeCache
 from cryoshift.runtime.summary import output_names
 
@@ -65,6 +65,8 @@ class DeviceInference:
         self._worker_model: dict[str, Any] | None = None
 
     def prepare(self, items: Sequence[Item], cache: VolumeCache, opts: RunOptions) -> dict[str, Any]:
+        if opts.features:
+            refuse_featureless(self.model_path)
         return {**self.options, "devices": self.devices}
 
     def parts(self, opts: RunOptions) -> list[dict[str, Path]]:

@@ -29,7 +29,7 @@ import numpy as np
 from cryoshift.runtime.errors import require_extra
 from cryoshift.runtime.ledger import RunLedgers
 from cryoshift.runtime.pipeline import LABEL, UNKNOWN, Progress, RunStats
-from cryoshift.runtime.run import RunOptions, driver_model, one_writer, run
+from cryoshift.runtime.run import RunOptions, driver_model, one_writer, refuse_featureless, run
 from cryoshift.runtime.sources import Item, VolumeCache
 from cryoshift.runtime.summary import ClassifySummary, model_info
 
@@ -130,6 +130,8 @@ class RayInference:
     def prepare(self, items: Sequence[Item], cache: VolumeCache, opts: RunOptions) -> dict[str, Any]:
         import ray
 
+        if opts.features:
+            refuse_featureless(self.model_path)
         if not ray.is_initialized():
             ray.init(
                 address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False

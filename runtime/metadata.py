@@ -166,24 +166,34 @@ def ort_failure(exc: BaseException) -> str:
 
 def read_onnx_metadata(path: str | Path) -> ModelMetadata:
     """Metadata of an exported ONNX model, read with onnxruntime (no onnx package needed)."""
+    path = Path(path)
+    sess = _cpu_session(path)
+    meta = ModelMetadata.from_properties(sess.get_modelmeta().custom_metadata_map, path)
+    _check_graph(sess, meta, path)
+    return meta
+
+
+def onnx_output_names(path: str | Path) -> set[str]:
+    """The graph outputs of an ONNX model ('features' is optional in the model contract)."""
+    return {o.name for o in _cpu_session(Path(path)).get_outputs()}
+
+
+def _cpu_session(path: Path) -> Any:
+    """A CPU onnxruntime session of ``path``, for reading it (not for classifying)."""
     try:
         import onnxruntime as ort
     except ImportError as exc:  # pragma: no cover - depends on the install
         from cryoshift.runtime.errors import MissingExtraError
 
         raise MissingExtraError("cpu", "reading an ONNX model", exc) from exc
-    path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such file")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types for corrupt files
         raise InputError(path, f"not a readable ONNX model: {ort_failure(exc)}") from exc
-    meta = ModelMetadata.from_properties(sess.get_modelmeta().custom_metadata_map, path)
-    _check_graph(sess, meta, path)
-    return meta
 
 
 def _check_graph(sess: Any, meta: ModelMetadata, path: Path) -> None:

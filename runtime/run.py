@@ -180,6 +180,23 @@ def _dedupe(items: Sequence[Item]) -> tuple[Sequence[Item], int]:
     return out, len(items) - len(out)
 
 
+FEATURELESS = (
+    "has no 'features' output, which --features writes; classify without --features "
+    "(or export the model again with cryoshift export)"
+)
+
+
+def refuse_featureless(model_path: Path) -> None:
+    """``--features`` on a driver (Ray actors, device workers): refused before any worker starts
+    when the ONNX model has no 'features' output, as a local run refuses it, rather than at the
+    first batch. A TensorRT engine is checked by its workers (its outputs need TensorRT)."""
+    from cryoshift.runtime.contract import FEATURES
+    from cryoshift.runtime.metadata import is_onnx, onnx_output_names
+
+    if is_onnx(model_path) and FEATURES not in onnx_output_names(model_path):
+        raise InputError(model_path, FEATURELESS)
+
+
 def driver_model(model_path: Path, backend: str, description: str | None = None) -> Model:
     """What a run's driver needs of the model (metadata, sha256) without running it: an ONNX
     model's properties or a TensorRT engine's sidecar, so a GPU-only engine works on a CPU-only
@@ -223,12 +240,7 @@ class LocalInference:
 
         model = self.model
         if opts.features and getattr(model._runner, "has_features", True) is False:
-            raise InputError(
-                model.path,
-                "has no 'features' output, which --features writes; classify "
-                "without --features (or export the model again with cryoshift "
-                "export)",
-            )
+            raise InputError(model.path, FEATURELESS)
         self.cache = cache
         self.workers = self.workers if self.workers >= 1 else auto_workers(model, items)  # 0: sized to it
         voxel = None if opts.ignore_voxel_size else self.metadata.voxel_size

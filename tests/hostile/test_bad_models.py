@@ -4,6 +4,7 @@ the right format tag but broken contents."""
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 from pathlib import Path
 
@@ -298,3 +299,22 @@ def test_onnx_under_another_suffix_is_read_as_onnx(
     assert other["n"] == plain["n"] == 6
     assert other["accuracy"] == plain["accuracy"]
     assert other["confusion_matrix"] == plain["confusion_matrix"]
+
+
+def test_features_of_a_featureless_model_refused_up_front(tmp_path: Path, capsys: Capsys) -> None:
+    """An export without the optional 'features' output classifies, but --features is refused in one
+    line naming the model before anything runs: locally, on device workers and on Ray actors alike."""
+    from tiny_onnx import build_model
+
+    bare = build_model(tmp_path / "nofeat.onnx", box=BOX, voxel=VOXEL, features=False)
+    stack = write_stack(tmp_path / "s.mrcs", volumes(6), voxel_size=VOXEL)
+    assert run_cli(["classify", bare, stack, "-o", tmp_path / "plain", "-q", "-b", "cpu"], capsys)[0] == 0
+    assert len(predictions(tmp_path / "plain")) == 6
+    drivers = [[], ["--devices", "0,1"]]
+    if importlib.util.find_spec("ray") is not None:
+        drivers.append(["--ray", "--ray-workers", "1"])
+    for extra in drivers:
+        out = tmp_path / f"feat{len(extra)}"
+        args = ["classify", bare, stack, "-o", out, "-q", "-b", "cpu", "--features", *extra]
+        assert "features" in assert_error(run_cli(args, capsys), bare)
+        assert not (out / "features.npy").exists()

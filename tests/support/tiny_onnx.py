@@ -29,8 +29,10 @@ def build_model(
     seed: int = 0,
     unknown_threshold: float = 0.0,
     temperature: float = 1.5,
+    features: bool = True,
 ) -> Path:
-    """Write a small ONNX classifier obeying the model contract; returns its path."""
+    """Write a small ONNX classifier obeying the model contract; returns its path. ``features=False``
+    leaves out the optional 'features' output (an older or foreign export)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -105,6 +107,8 @@ def build_model(
     meta.feature_var = (feats.var(0) + 1e-6).tolist()
     dist = np.sqrt(np.mean((feats - feats.mean(0)) ** 2 / (feats.var(0) + 1e-6), axis=1))
     meta.shift_reference = float(np.median(dist))
+    if not features:
+        del model.graph.output[1]
     for key, value in meta.to_properties().items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
