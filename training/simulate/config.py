@@ -58,6 +58,9 @@ class SimulationConfig:
     flex_voxels: Range = (0.0, 0.0)
     p_partial: float = 0.0
     p_extra: float = 0.0
+    # isotropic scale of each structural variant (1.05: the particle spans 5 % more voxels): real
+    # voxel sizes are often a few percent off the header's, and homologous complexes differ in size
+    magnification: Range = (1.0, 1.0)
     contrast: str = "dark"  # output convention; "dark" like real tomograms
 
     def __post_init__(self) -> None:
@@ -96,6 +99,8 @@ class SimulationConfig:
             raise InputError(where, "voltage_kv must be positive")
         if not (self.amplitude_contrast[0] >= 0 and self.amplitude_contrast[1] < 1):
             raise InputError(where, "amplitude_contrast must lie in [0, 1)")
+        if not (self.magnification[0] >= 0.5 and self.magnification[1] <= 2.0):
+            raise InputError(where, "magnification must lie in [0.5, 2] (a scale factor, 1 = as given)")
         for name in ("crowding", "invert_contrast", "p_partial", "p_extra"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(where, f"{name} is a probability in [0, 1]")

@@ -177,7 +177,7 @@ class Simulator:
     @property
     def varies(self) -> bool:
         c = self.config
-        return max(c.flex_voxels) > 0 or c.p_partial > 0 or c.p_extra > 0
+        return max(c.flex_voxels) > 0 or c.p_partial > 0 or c.p_extra > 0 or c.magnification != (1.0, 1.0)
 
     def _new_variants(self) -> None:
         """VARIANTS structurally varied copies of every map (variability.py), drawn from the generator.
@@ -194,9 +194,15 @@ class Simulator:
         missing = torch.rand(m, generator=gen, dtype=torch.float64) < c.p_partial
         extra = torch.rand(m, generator=gen, dtype=torch.float64) < c.p_extra
         numbers = variability.random_numbers(torch.randint(0, 2**62, (m,), generator=gen).tolist())
+        scale = self._uniform(m, c.magnification)
         dens = self.maps.index_select(0, label.to(self.device))
+        fields = None  # one resampling pass for flex and magnification together
         if bool((rms > 0).any()):
             fields = variability.flex_fields(numbers["coarse"], self.box, rms, self.device)
+        if bool((scale != 1.0).any()):
+            zoom = variability.magnification_field(scale, self.box, self.device)
+            fields = zoom if fields is None else fields + zoom
+        if fields is not None:
             dens = variability.deform(dens, fields)
         dens = variability.vary_composition(dens, self.radii[label], missing, extra, numbers)
         self._variants = dens.view(k, self.VARIANTS, *dens.shape[1:])

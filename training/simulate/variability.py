@@ -1,11 +1,12 @@
 """Structural variability: no particle in a cell is exactly its deposited map.
 
 Conformational flexibility, sub-stoichiometric subunits and bound partners make every copy of a
-complex a little different. A classifier trained on rigid copies of the map learns the map's
-exact details, which experimental particles do not share; randomising them (smooth random
-deformations, a missing lobe, an extra bound blob) teaches it the shape that survives. This is
-the simulator's side of the random deformations Cryo-Shift's warp module applies to volumes,
-done once on the clean density, where it is cheap.
+complex a little different, and a tomogram's voxel size is rarely exactly its header's, so a
+particle spans a few percent more or fewer voxels than its map. A classifier trained on rigid
+copies of the map learns the map's exact details, which experimental particles do not share;
+randomising them (smooth random deformations, a magnification, a missing lobe, an extra bound
+blob) teaches it the shape that survives. This is the simulator's side of the random deformations
+Cryo-Shift's warp module applies to volumes, done once on the clean density, where it is cheap.
 
 The simulator applies it to a small bank of variants of each map per draw (each then seen under
 many rotations), so the cost stays a few percent of simulation.
@@ -38,6 +39,15 @@ def flex_fields(
     field = F.interpolate(coarse, size=(box, box, box), mode="trilinear", align_corners=True)
     rms = field.square().mean(dim=(1, 2, 3, 4), keepdim=True).sqrt().clamp_min(1e-6)
     return (field / rms * rms_voxels.to(device, torch.float32).view(-1, 1, 1, 1, 1)).permute(0, 2, 3, 4, 1)
+
+
+def magnification_field(scale: torch.Tensor, box: int, device: torch.device) -> torch.Tensor:
+    """Displacements (n, D, D, D, 3) in voxels that magnify each volume by ``scale`` about the box
+    centre (for :func:`deform`, alone or added to a flex field): out(x) = in(c + (x - c) / scale)."""
+    axis = torch.arange(box, device=device, dtype=torch.float32) - (box - 1) / 2
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    pos = torch.stack([x, y, z], -1).unsqueeze(0)
+    return pos * (1.0 / scale.to(device, torch.float32).view(-1, 1, 1, 1, 1) - 1.0)
 
 
 def deform(density: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:

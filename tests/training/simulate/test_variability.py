@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cryoshift.training.simulate import variability
@@ -47,3 +48,39 @@ def test_simulator_variability_is_seeded_and_changes_the_particles(builtins16) -
     assert all(0 <= r["variant"] < Simulator.VARIANTS for r in rows)
     diff = (a - c).flatten(1).norm(dim=1) / c.flatten(1).norm(dim=1)
     assert float(diff.median()) > 0.1
+
+
+def test_magnification_scales_a_particle_about_the_centre() -> None:
+    """A ball of radius 5 magnified by 1.2 has radius 6 (volume x 1.2^3); scale 1 is the identity."""
+    a = torch.arange(24.0) - 11.5
+    z, y, x = torch.meshgrid(a, a, a, indexing="ij")
+    ball = torch.sigmoid((5.0 - (x**2 + y**2 + z**2).sqrt()) / 0.3).expand(2, 24, 24, 24)
+    field = variability.magnification_field(torch.tensor([1.0, 1.2]), 24, torch.device("cpu"))
+    out = variability.deform(ball, field)
+    torch.testing.assert_close(out[0], ball[0])
+    ratio = float(out[1].sum() / ball[1].sum())
+    assert abs(ratio - 1.2**3) < 0.05 * 1.2**3
+    centre = lambda v: (v * x).sum() / v.sum()  # noqa: E731 - the centre of mass stays put
+    assert abs(float(centre(out[1]))) < 1e-3
+
+
+def test_magnified_variants_change_the_particles_and_stay_seeded(builtins16) -> None:
+    plain = SimulationConfig(snr=None, tilt_max=(90.0, 90.0), shift_voxels=0.0, defocus_um=(-3.0, -3.0))
+    zoomed = plain.replace(magnification=(1.1, 1.15))
+    a, la, _ = Simulator(builtins16, zoomed, seed=4).sample(8)
+    b, _, _ = Simulator(builtins16, zoomed, seed=4).sample(8)
+    c, lc, _ = Simulator(builtins16, plain, seed=4).sample(8)
+    torch.testing.assert_close(a, b)
+    assert torch.equal(la, lc)
+    # a magnified particle spreads over more voxels: its density falls off further from the centre
+    r = torch.stack(torch.meshgrid(*(torch.arange(16.0) - 8,) * 3, indexing="ij")).square().sum(0).sqrt()
+    spread = lambda v: (v.abs() * r).flatten(1).sum(1) / v.abs().flatten(1).sum(1)  # noqa: E731
+    assert bool((spread(a) > spread(c)).float().mean() > 0.7)
+
+
+def test_magnification_outside_its_range_is_refused() -> None:
+    from cryoshift.runtime.errors import InputError
+
+    for bad in ((0.2, 1.0), (1.0, 3.0), (1.1, 0.9)):
+        with pytest.raises(InputError, match="magnification"):
+            SimulationConfig(magnification=bad)
