@@ -130,7 +130,10 @@ def export_checkpoint(
     metadata = complete_metadata(replace(metadata, extra={**metadata.extra, "test_views": views}), "fp32")
     config: dict[str, Any] = payload.get("config") or {}
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():  # mkdir would only say "File exists"
+        raise InputError(
+            out_dir, "exists and is not a folder; --out names the folder to write the model into"
+        )
 
     say("reading parity volumes")
     volumes, source = find_volumes(metadata.box_size, parity_data, config, limit=PARITY_VOLUMES)
@@ -151,6 +154,7 @@ def export_checkpoint(
     steps = [FORMATS[name] for name in formats]
     for fmt in steps:  # e.g. int8 calibration data: resolved before any work, so it fails fast
         fmt.prepare_job(job)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused export leaves no empty folder
     results: list[ExportResult] = []
     skipped: list[str] = []
     for fmt in steps:

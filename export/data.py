@@ -45,9 +45,8 @@ def read_volumes(
     """Up to ``limit`` volumes (N, D, D, D) float32 from a dataset directory, an MRC stack, a single
     MRC volume or a directory of single-volume MRC files; a random subset when there are more.
     A pick table (STAR/CSV) is cropped from ``tomograms`` at ``box_size``."""
-    import mrcfile
-
     from cryoshift.runtime.labelled_picks import crop_picks, is_pick_table
+    from cryoshift.runtime.mrc import check_finite, open_volume
 
     path = Path(path)
     if is_pick_table(path):
@@ -66,28 +65,26 @@ def read_volumes(
         return np.concatenate([read_volumes(f, box_size, 1, seed) for f in files])
     if not path.is_file():
         raise InputError(path, "no such file or directory")
-    try:
-        with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
-            data = mrc.data
-            if data is None:
-                raise InputError(path, "MRC file has no data")
-            if data.ndim == 3:
-                data = data[None]
-            if data.ndim != 4:
-                raise InputError(path, f"expected a volume or a 4-D volume stack, got {data.ndim}-D data")
-            n = data.shape[0]
-            idx = np.arange(n)
-            if n > limit:
-                idx = np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+    # The runtime's reader: gzip/bzip2, axis order, truncated or foreign files named in one line.
+    with open_volume(path) as vol:
+        data = vol.data
+        if data.ndim == 3:
+            data = data[None]
+        # Shape first: a whole tomogram given by mistake is refused before it is read.
+        if data.shape[1] != data.shape[2] or data.shape[2] != data.shape[3]:
+            raise InputError(path, f"volumes are not cubic: {data.shape[1:]}")
+        if box_size is not None and data.shape[1] != box_size:
+            raise InputError(path, f"box size {data.shape[1]} does not match the model's {box_size}")
+        n = data.shape[0]
+        idx = np.arange(n)
+        if n > limit:
+            idx = np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+        try:
             volumes = np.asarray(data[idx], dtype=np.float32)
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(path, f"not a readable MRC file ({exc})") from exc
-    if volumes.shape[1] != volumes.shape[2] or volumes.shape[2] != volumes.shape[3]:
-        raise InputError(path, f"volumes are not cubic: {volumes.shape[1:]}")
-    if box_size is not None and volumes.shape[1] != box_size:
-        raise InputError(path, f"box size {volumes.shape[1]} does not match the model's {box_size}")
+        except (OSError, ValueError) as exc:
+            raise InputError(path, f"cannot read MRC data: {exc}") from exc
+    # NaN/Inf would show up later as a failed parity check or a broken int8 range: a data problem.
+    check_finite(volumes, path)
     return volumes
 
 

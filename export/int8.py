@@ -29,6 +29,7 @@ from cryoshift.runtime.metadata import ModelMetadata
 
 QUANTISED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 CALIBRATION_VOLUMES = 128
+MIN_CALIBRATION_VOLUMES = 8  # fewer give activation ranges of no use
 
 
 def _reader(volumes: np.ndarray, batch: int = 8):
@@ -89,8 +90,10 @@ def export_int8_onnx(
 
     start = time.perf_counter()
     out_path = Path(out_path)
-    if len(calibration) < 8:
-        raise ValueError(f"int8 calibration needs at least 8 subtomograms, got {len(calibration)}")
+    if len(calibration) < MIN_CALIBRATION_VOLUMES:
+        raise ValueError(
+            f"int8 calibration needs at least {MIN_CALIBRATION_VOLUMES} subtomograms, got {len(calibration)}"
+        )
     quantise(onnx_path, out_path, calibration)
     model = onnx.load(str(out_path))
     extra = {**metadata.extra, "int8_calibration": calibration_source, "int8_calibration_n": len(calibration)}
@@ -124,9 +127,13 @@ def prepare_int8(job: ExportJob) -> None:
             )
         given = paths[0]
     tomograms = list(job.config.get("tomograms") or [])
-    job.calibration_volumes = read_volumes(
-        given, job.metadata.box_size, CALIBRATION_VOLUMES, tomograms=tomograms
-    )
+    volumes = read_volumes(given, job.metadata.box_size, CALIBRATION_VOLUMES, tomograms=tomograms)
+    if len(volumes) < MIN_CALIBRATION_VOLUMES:  # said here, before any work, naming the data
+        raise InputError(
+            given,
+            f"{len(volumes)} subtomograms; int8 calibration needs at least {MIN_CALIBRATION_VOLUMES}",
+        )
+    job.calibration_volumes = volumes
     job.calibration_source = str(given)
 
 

@@ -198,10 +198,48 @@ def _manifests(shards: dict[tuple[int, int], Path], keys: list[tuple[int, int]],
         m = shards[key].with_name(f"manifest.shard-{key[0]}-of-{key[1]}.json")
         if not m.is_file():
             raise InputError(m, "missing: the shard did not finish (rerun it with --resume)")
-        manifests.append(json.loads(m.read_text()))
+        try:
+            manifest = json.loads(m.read_text())
+            str(manifest["model"]["sha256"])  # what every shard manifest has
+        except (ValueError, OSError, KeyError, TypeError) as exc:  # a half-written or foreign file
+            raise InputError(m, f"not a readable shard manifest ({type(exc).__name__}: {exc})") from exc
+        manifests.append(manifest)
     if len({m["model"]["sha256"] for m in manifests}) != 1:
         raise InputError(where, "shards were classified with different models")
+    # A shard is every n-th item of the planned inputs: shards of other inputs would lose or repeat
+    # items, and other settings would give rows of one merged table different meanings.
+    for what, value in _SAME_IN_EVERY_SHARD.items():
+        first = value(manifests[0])
+        for key, m in zip(keys[1:], manifests[1:], strict=True):
+            if value(m) != first:
+                raise InputError(
+                    where,
+                    f"shards were classified with different {what} (shard {keys[0][0]}: "
+                    f"{_short(first)}; shard {key[0]}: {_short(value(m))}); rerun the odd shards "
+                    "with the same command line",
+                )
     return manifests
+
+
+_SAME_IN_EVERY_SHARD = {
+    "inputs": lambda m: m.get("inputs"),
+    **{
+        f"--{name.replace('_', '-')}": (lambda m, name=name: m.get("settings", {}).get(name))
+        for name in (
+            "tomograms",
+            "unknown_threshold",
+            "contrast",
+            "ignore_voxel_size",
+            "coordinate_pixel_size",
+            "binning",
+        )
+    },
+}
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _shards_plan(first: dict[str, Any], settings: dict[str, Any], summary: Any) -> Any:

@@ -211,7 +211,8 @@ def read_plain_volume(path: str | Path, out: np.ndarray) -> float | None:
     # ignore the flag); anything but a regular file takes open_volume, which refuses it in words.
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with open(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             return None
         h = raw_header(fh.read(MRC_HEADER_BYTES))
         if h is None or h.stamp != 0x44:
@@ -224,6 +225,8 @@ def read_plain_volume(path: str | Path, out: np.ndarray) -> float | None:
         mx = h.sampling[0]
         if h.sampling != (mx, mx, mx) or not np.allclose(h.cell, h.cell[0], rtol=0.01):
             return None  # anisotropic or odd sampling: the full reader decides
+        if info.st_size != MRC_HEADER_BYTES + h.nsymbt + box**3 * dtype.itemsize:
+            return None  # shorter or longer than the header says: the full reader names the problem
         fh.seek(MRC_HEADER_BYTES + h.nsymbt)
         data = np.fromfile(fh, dtype=dtype, count=box**3)
         if data.size != box**3:
@@ -359,6 +362,15 @@ def read_header(path: str | Path) -> dict[str, Any]:
                 path,
                 f"file is truncated: header says {nx}x{ny}x{nz} {MRC_MODE_NAMES[mode]} = "
                 f"{data_bytes} bytes of data, file has {max(have, 0)}",
+            )
+        if have > data_bytes:
+            # More data than the header describes: a wrong nx/ny/nz (the data would be read
+            # scrambled) or a stack whose header was never updated (volumes silently left out).
+            raise InputError(
+                path,
+                f"file is longer than its header says: header says {nx}x{ny}x{nz} "
+                f"{MRC_MODE_NAMES[mode]} = {data_bytes} bytes of data, file has {have}; "
+                "fix nx/ny/nz (and nsymbt) in the header",
             )
     sizes = []
     cella = (header.cella.x, header.cella.y, header.cella.z)

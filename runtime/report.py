@@ -74,6 +74,22 @@ def _colours(names: list[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- classify results
 
 
+REPORTED_COLUMNS = ("id", "class_name", "confidence", "shift_score")  # what every page shows
+
+
+def _json_dict(path: Path) -> dict[str, Any]:
+    """A JSON object file (manifest, selection, config), {} when absent; one line when it is not."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(path, f"not readable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(path, f"expected a JSON object, found a {type(data).__name__}")
+    return data
+
+
 def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path]:
     from cryoshift.runtime.results import read_results
 
@@ -86,8 +102,14 @@ def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path]:
             "a training run folder)",
         )
     df = read_results(csv)
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    missing = [c for c in REPORTED_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(
+            csv,
+            f"not a cryoshift predictions table: no {', '.join(missing)} column"
+            f"{'s' if len(missing) > 1 else ''} (give the output of cryoshift classify)",
+        )
+    manifest = _json_dict(folder / "manifest.json")
     star = csv.with_suffix(".star") if csv.suffix == ".csv" else csv
     if star.is_file() and star.suffix == ".star":  # input columns (labels) travel in the STAR only
         try:
@@ -369,9 +391,14 @@ def _tomogram_table(tomos: dict[str, dict[str, int]], classes: list[str]) -> str
 
 
 def _run_sections(run: Path, plt: Any) -> tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]:
-    metrics = pd.read_csv(run / "metrics.csv")
-    selection = json.loads((run / "selection.json").read_text()) if (run / "selection.json").is_file() else {}
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
+    try:
+        metrics = pd.read_csv(run / "metrics.csv")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(run / "metrics.csv", f"not a readable metrics table ({exc})") from exc
+    if "epoch" not in metrics.columns:
+        raise InputError(run / "metrics.csv", "not a cryoshift training metrics table: no epoch column")
+    selection = _json_dict(run / "selection.json")
+    config = _json_dict(run / "config.json")
     chosen = selection.get("selected_epoch")
     facts = [
         ("method", str(config.get("method", "?"))),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_inputs import BOX, VOXEL, Capsys, assert_error, errors_table, predictions, run_cli, volumes
+from hostile_inputs import BOX, VOXEL, Capsys, assert_error, errors_table, predictions, put, run_cli, volumes
 
 from cryoshift.runtime.mrc import write_stack, write_volume
 
@@ -318,3 +318,47 @@ def test_features_of_a_featureless_model_refused_up_front(tmp_path: Path, capsys
         args = ["classify", bare, stack, "-o", out, "-q", "-b", "cpu", "--features", *extra]
         assert "features" in assert_error(run_cli(args, capsys), bare)
         assert not (out / "features.npy").exists()
+
+
+def _checkpoint(path: Path) -> Path:
+    """A genuine (untrained) cryonet-small checkpoint of 16^3 boxes."""
+    from cryoshift.runtime.metadata import ModelMetadata
+    from cryoshift.training.backbones import create_backbone
+    from cryoshift.training.checkpoint import save_checkpoint
+
+    net = create_backbone("cryonet-small", num_classes=2, box_size=BOX)
+    meta = ModelMetadata(class_names=["a", "b"], box_size=BOX, voxel_size=VOXEL)
+    return save_checkpoint(path, net, "cryonet-small", {"num_classes": 2, "box_size": BOX}, meta)
+
+
+def test_export_refuses_bad_parity_and_calibration_data(tmp_path: Path, capsys: Capsys) -> None:
+    """--parity-data/--calibration went through mrcfile directly: a truncated stack said "MRC file has
+    no data", a NaN volume showed up as a failed parity check of the model, too few calibration
+    volumes ended in a ValueError traceback, and a refused export left an empty --out folder."""
+    import gzip
+
+    from cryoshift.export.data import read_volumes
+
+    pytest.importorskip("torch")
+    ckpt = _checkpoint(tmp_path / "ckpt.pt")
+    v = volumes(4)
+    good = write_stack(tmp_path / "good.mrcs", v, voxel_size=VOXEL)
+    v[1, 3, 3, 3] = np.nan
+    nan = write_stack(tmp_path / "nan.mrcs", v, voxel_size=VOXEL)
+    trunc = tmp_path / "trunc.mrcs"
+    trunc.write_bytes(good.read_bytes()[:5000])
+    out = tmp_path / "exp"
+    for extra, bad, words in (
+        (["--parity-data", nan], nan, "NaN"),
+        (["--parity-data", trunc], trunc, "truncated"),
+        (["--int8", "--calibration", good, "--parity-data", good], good, "at least 8"),
+    ):
+        line = assert_error(run_cli(["export", ckpt, "-o", out, "--no-progress", *extra], capsys), bad)
+        assert words in line, line
+        assert not out.exists()
+    afile = put(tmp_path / "afile", "x")
+    line = assert_error(run_cli(["export", ckpt, "-o", afile, "--no-progress"], capsys), afile)
+    assert "not a folder" in line, line
+    # a gzipped stack is read as classify reads it (it was "MRC file has no data")
+    gz = put(tmp_path / "good.mrcs.gz", gzip.compress(good.read_bytes()))
+    np.testing.assert_array_equal(read_volumes(gz, BOX), volumes(4))

@@ -63,6 +63,10 @@ HOSTILE_MRC = {
     "mode101.mrc": lambda p: raw_mrc(p, nx=15, ny=15, nz=15, mode=101, data=bytes(15 * 15 * 8)),
     "mode_minus1.mrc": lambda p: raw_mrc(p, mode=-1, data=bytes(BOX**3 * 4)),
     "truncated.mrc": lambda p: raw_mrc(p, data=bytes(BOX**3 * 2)),
+    # more data than the header says: a wrong nz (or an un-updated stack) and a wrong nx; the
+    # first BOX^3 voxels used to be classified silently, by the fast reader and by info alike
+    "two_volumes_one_in_header.mrc": lambda p: raw_mrc(p, data=volumes(2).tobytes()),
+    "header_nx_too_small.mrc": lambda p: raw_mrc(p, data=bytes((BOX + 1) * BOX * BOX * 4)),
     "ext_past_end.mrc": lambda p: raw_mrc(p, nsymbt=10**9, data=b""),
     "ext_negative.mrc": lambda p: raw_mrc(p, nsymbt=-4096),
     "ext_huge_int.mrc": lambda p: raw_mrc(p, nsymbt=2**31 - 1, data=b""),

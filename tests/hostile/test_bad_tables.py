@@ -318,3 +318,43 @@ def test_hostile_tomogram_behind_picks(kind: str, model: Path, tmp_path: Path, c
         assert len(predictions(out)) == 1 and len(errors_table(out)) == 1
     else:
         assert_error(result, tomo)
+
+
+# ---------------------------------------------------------------------------------------------
+# `report` of results and runs that are not what it expects
+
+
+def test_report_of_foreign_or_broken_results_is_refused(tmp_path: Path, capsys: Capsys) -> None:
+    """A CSV of other columns, a corrupt manifest.json or run files: KeyError/JSONDecodeError
+    tracebacks before."""
+    pytest.importorskip("matplotlib")
+    cases: dict[str, tuple[dict[str, str], str]] = {
+        "foreign": ({"predictions.csv": "foo,bar\n1,2\n"}, "predictions.csv"),
+        "no_shift": ({"predictions.csv": "id,class_name,confidence\na,x,0.5\n"}, "predictions.csv"),
+        "bad_manifest": (
+            {
+                "predictions.csv": "id,class_name,confidence,shift_score\na,x,0.5,1.0\n",
+                "manifest.json": "garbage{",
+            },
+            "manifest.json",
+        ),
+        "list_manifest": (
+            {
+                "predictions.csv": "id,class_name,confidence,shift_score\na,x,0.5,1.0\n",
+                "manifest.json": "[1]",
+            },
+            "manifest.json",
+        ),
+        "run_bad_selection": (
+            {"metrics.csv": "epoch,loss\n0,1.0\n", "selection.json": "{bad"},
+            "selection.json",
+        ),
+        "run_no_epoch": ({"metrics.csv": "foo,loss\nx,1.0\n"}, "metrics.csv"),
+        "run_empty_metrics": ({"metrics.csv": ""}, "metrics.csv"),
+    }
+    for name, (files, culprit) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        for fname, text in files.items():
+            put(folder / fname, text)
+        assert_error(run_cli(["report", folder], capsys), folder / culprit)

@@ -159,6 +159,11 @@ def test_train_with_nan_volumes_in_datasets(tmp_path: Path, capsys: Capsys) -> N
 # simulate --structures and --config
 
 
+def _atom(serial: int, x: float, y: float, z: float) -> str:
+    """One PDB ATOM record (fixed columns)."""
+    return f"ATOM  {serial:5d}  CA  ALA A{serial:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00           C\n"
+
+
 @pytest.mark.parametrize(
     "name,payload",
     [
@@ -167,6 +172,11 @@ def test_train_with_nan_volumes_in_datasets(tmp_path: Path, capsys: Capsys) -> N
         ("junk.cif", b"data_x\n_loop\n\x00\x01"),
         ("junk.mrc", b"abc" * 400),
         ("noatoms.pdb", b"REMARK nothing\nEND\n"),
+        # a NaN coordinate gave a RuntimeWarning above the error line
+        ("nan_coords.pdb", (_atom(1, float("nan"), 10, 10) + _atom(2, 12, 10, 10)).encode()),
+        # atoms 10000 A apart: gemmi was asked for a 5000^3 grid (500 GB; "out of host memory
+        # ... lower --batch-size", an option simulate does not have)
+        ("huge_span.pdb", (_atom(1, 0, 0, 0) + _atom(2, 9999, 9999, 9999)).encode()),
         ("zero.mrc", None),
     ],
 )

@@ -696,3 +696,37 @@ def test_unexpected_reader_failure_is_an_error_row(
     assert sorted(Path(p).name for p in predictions(out)["path"]) == ["g0.mrc", "g2.mrc"]
     (reason,) = errors(out)["reason"]
     assert reason == "unexpected error reading it: ZeroDivisionError: integer division or modulo by zero"
+
+
+def test_merge_refuses_shards_of_other_inputs_or_settings(
+    model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A shard is every n-th planned item, so shards of different inputs lose or repeat items, and
+    shards with another --unknown-threshold (or contrast, tomograms ...) mean different things per
+    row. Both used to merge silently ("classified 5 subtomograms" of 7)."""
+    stack = write_stack(tmp_path / "s.mrcs", np.stack([density(i) for i in range(4)]), voxel_size=VOXEL)
+    files = tmp_path / "files"
+    for i in range(3):
+        write_volume(files / f"v{i}.mrc", density(10 + i), voxel_size=VOXEL)
+
+    def shard(out: str, i: int, *args: object) -> None:
+        argv = ["classify", model, *args, "-o", tmp_path / out, "-q", "-b", "cpu", "--shard", f"{i}/2"]
+        assert run_cli(argv, capsys)[0] == 0
+
+    shard("a", 0, files, stack)
+    shard("fewer", 1, files)
+    shard("strict", 1, files, stack, "--unknown-threshold", "0.9")
+    line = one_error_line(run_cli(["merge", tmp_path / "a", tmp_path / "fewer"], capsys), tmp_path / "a")
+    assert "different inputs" in line, line
+    line = one_error_line(run_cli(["merge", tmp_path / "a", tmp_path / "strict"], capsys), tmp_path / "a")
+    assert "different --unknown-threshold" in line, line
+    shard("b", 1, files, stack)
+    assert run_cli(["merge", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "m"], capsys)[0] == 0
+    assert len(pd.read_csv(tmp_path / "m" / "predictions.csv")) == 7
+    manifest = tmp_path / "b" / "manifest.shard-1-of-2.json"
+    good = manifest.read_text()
+    for broken in (good[: len(good) // 2], "[1, 2]"):  # cut short, or not a manifest: a traceback before
+        manifest.write_text(broken)
+        one_error_line(
+            run_cli(["merge", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "m"], capsys), manifest
+        )

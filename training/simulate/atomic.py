@@ -15,6 +15,10 @@ import numpy as np
 
 from cryoshift.runtime.errors import InputError
 
+# Largest density grid computed (float32, ~4 GiB, and gemmi needs about as much again): a
+# 2000 A molecule at 2 A spacing. Coordinates spanning more are a broken file, not one particle.
+MAX_GRID_VOXELS = 2**30
+
 
 def _read_model(path: Path):
     import gemmi
@@ -56,9 +60,22 @@ def atomic_density(
     xyz = np.array([a.pos.tolist() for ch in model for r in ch for a in r], dtype=np.float64).reshape(-1, 3)
     if len(xyz) == 0:
         raise InputError(path, "atomic model has no heavy atoms")
+    bad = int((~np.isfinite(xyz)).any(axis=1).sum())
+    if bad:
+        raise InputError(path, f"{bad} atoms have NaN or infinite coordinates")
     sigma = 0.225 * resolution
     margin = max(3.0 * sigma + 5.0, 2 * spacing) if margin is None else margin
-    size = np.ceil((xyz.max(0) - xyz.min(0) + 2 * margin) / spacing).astype(int)
+    span = xyz.max(0) - xyz.min(0)
+    size = np.ceil((span + 2 * margin) / spacing).astype(int)
+    if float(np.prod(size.astype(np.float64))) > MAX_GRID_VOXELS:
+        extent = " x ".join(f"{v:.0f}" for v in span)
+        grid = "x".join(str(v) for v in size)
+        raise InputError(
+            path,
+            f"atoms span {extent} A: its density grid at {spacing:g} A spacing would be {grid} "
+            f"voxels, over the limit of {MAX_GRID_VOXELS} (is this one particle? check the "
+            "coordinates, or give a density map instead)",
+        )
     size += size % 2  # even sizes suit FFT-based tools
     origin = xyz.min(0) - margin
     shift = gemmi.Position(*(-origin))
