@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-_OOM_REMEDY = "lower --batch-size"
+_OOM_REMEDY = "ask for less: a smaller --batch-size, box or number of volumes"
 
 
 def _first_line(exc: BaseException) -> str:

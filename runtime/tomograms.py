@@ -85,6 +85,12 @@ def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
     if not names:
         found = sorted({c for df in blocks.values() for c in df.columns})
         raise InputError(path, f"not a tomogram table: no rlnTomoName column (found {', '.join(found[:8])})")
+    if "global" not in names and len(names) > 1:  # which block lists the tomograms is a guess: refuse
+        raise InputError(
+            path,
+            f"several blocks list tomograms (data_{', data_'.join(names)}) and none is data_global; "
+            "keep one, or name it data_global",
+        )
     df = blocks["global" if "global" in names else names[0]].reset_index(drop=True)
     col = next((c for c in RECONSTRUCTION_COLUMNS if c in df.columns), None)
     if col is None:

@@ -263,3 +263,21 @@ def test_listing_keeps_image_name_and_mrc_rows_name_their_file(model_path, input
     listed = starfile.read(inputs["listing"])
     assert list(star["rlnImageName"][: len(listed)]) == list(listed["rlnImageName"])  # the input's own text
     assert star["rlnImageName"].iloc[-1].endswith("sub_03.mrc")
+
+
+def test_tomogram_table_with_several_unnamed_blocks_is_refused(tmp_path):
+    """Without data_global, two blocks that both list tomograms leave the choice to a guess."""
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.tomograms import read_tomogram_table
+
+    block = "loop_\n_rlnTomoName\n_rlnTomoReconstructedTomogram\n{0} {0}.mrc\n"
+    one = tmp_path / "one.star"
+    one.write_text("data_tomos\n\n" + block.format("TS_01"))
+    assert [e.name for e in read_tomogram_table(one)] == ["TS_01"]
+    two = tmp_path / "two.star"
+    two.write_text("data_a\n\n" + block.format("TS_01") + "\ndata_b\n\n" + block.format("TS_02"))
+    with pytest.raises(InputError, match="several blocks list tomograms"):
+        read_tomogram_table(two)
+    named = tmp_path / "named.star"
+    named.write_text("data_global\n\n" + block.format("TS_02") + "\ndata_b\n\n" + block.format("TS_01"))
+    assert [e.name for e in read_tomogram_table(named)] == ["TS_02"]

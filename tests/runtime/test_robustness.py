@@ -219,6 +219,6 @@ def test_out_of_memory_is_one_line_with_the_remedy(model_path, helpers, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[-1].startswith("cryoshift: error: out of host memory (") and err[-1].endswith(
-        "lower --batch-size"
+        "a smaller --batch-size, box or number of volumes"
     )
     assert not any("Traceback" in line for line in err)
