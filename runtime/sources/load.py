@@ -25,15 +25,20 @@ VALUE_LIMIT = 1e15  # |voxel| beyond this overflows float32 sums of squares in t
 
 
 def _check_values(out: np.ndarray, item: Item) -> None:
-    """NaN/Inf, or values so large that z-scoring in float32 overflows (NaN logits), fail the item.
+    """NaN/Inf, values so large that z-scoring in float32 overflows (NaN logits), or a constant
+    box (a pick in a tomogram's zero-filled margin: no signal), fail the item.
 
     Two reductions instead of ``isfinite(...).all()``: no temporary array, and NaN fails both
     comparisons, so one test covers NaN, Inf and absurd magnitudes.
     """
     lo, hi = float(out.min()), float(out.max())
+    where = f" (item {item.id})" if item.id != item.path else ""
+    if lo == hi and abs(lo) < VALUE_LIMIT:  # a confident class for a blank box: silently wrong
+        raise InputError(
+            item.path, f"every voxel is {lo:g}: nothing to classify (a blank or zero-filled region?)" + where
+        )
     if lo > -VALUE_LIMIT and hi < VALUE_LIMIT:
         return
-    where = f" (item {item.id})" if item.id != item.path else ""
     if not np.isfinite(out).all():
         raise InputError(item.path, "contains NaN or infinite values" + where)
     raise InputError(

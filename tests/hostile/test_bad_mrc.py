@@ -276,7 +276,8 @@ def test_odd_sized_float16_and_uint16_volumes_are_read(tmp_path: Path, capsys: C
 
 
 def test_nan_inf_voxels_and_constant_volume(model: Path, tmp_path: Path, capsys: Capsys) -> None:
-    """NaN/Inf volumes are error rows; an all-constant volume (std 0) gives finite outputs."""
+    """NaN/Inf volumes and constant ones (std 0: no signal, e.g. a zero-filled margin) are error
+    rows; the good volume is classified."""
     d = tmp_path / "in"
     d.mkdir()
     v = volumes(3)
@@ -292,9 +293,10 @@ def test_nan_inf_voxels_and_constant_volume(model: Path, tmp_path: Path, capsys:
     code, _, err = run_cli(["classify", model, d, "-o", out, "-q", "-b", "cpu"], capsys)
     assert code == 0, err
     errs = " ".join(errors_table(out).astype(str).to_numpy().ravel())
-    assert "a_nan.mrc" in errs and "b_inf.mrc" in errs
+    assert all(name in errs for name in ("a_nan.mrc", "b_inf.mrc", "c_const.mrc", "d_zero.mrc"))
+    assert "every voxel is 7.5" in errs and "every voxel is 0" in errs
     pred = predictions(out)
-    assert len(pred) == 3
+    assert len(pred) == 1
     scores = pred[["confidence", "shift_score"] + [c for c in pred.columns if c.startswith("prob_")]]
     assert np.isfinite(scores.to_numpy(dtype=np.float64)).all(), pred
     code, _, err = run_cli(["info", d / "a_nan.mrc"], capsys)
