@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from cryoshift.export.result import ExportWarning
-from cryoshift.runtime.contract import MAP_SUFFIXES
 from cryoshift.runtime.errors import InputError
 
 DATASET_VOLUMES = "volumes.mrc"
@@ -46,7 +45,7 @@ def read_volumes(
     MRC volume or a directory of single-volume MRC files; a random subset when there are more.
     A pick table (STAR/CSV) is cropped from ``tomograms`` at ``box_size``."""
     from cryoshift.runtime.labelled_picks import crop_picks, is_pick_table
-    from cryoshift.runtime.mrc import check_finite, open_volume
+    from cryoshift.runtime.mrc import check_finite, is_mrc_path, open_volume
 
     path = Path(path)
     if is_pick_table(path):
@@ -56,7 +55,7 @@ def read_volumes(
     if path.is_dir():
         if (path / DATASET_VOLUMES).is_file():
             return read_volumes(path / DATASET_VOLUMES, box_size, limit, seed)
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in MAP_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if is_mrc_path(p) and p.is_file())  # as classify lists it
         if not files:
             raise InputError(path, f"no {DATASET_VOLUMES} and no MRC files in this directory")
         rng = np.random.default_rng(seed)

@@ -26,6 +26,14 @@ def test_readers(tmp_path: Path, make_blobs) -> None:
     for i in range(3):
         write_volume(folder / f"p{i}.mrc", vols[i], voxel_size=10.0)
     np.testing.assert_allclose(read_volumes(folder, 16), vols[:3])
+    import gzip  # compressed volumes in a folder count too, as they do for classify
+
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    for i in range(2):
+        raw = write_volume(tmp_path / f"q{i}.mrc", vols[i], voxel_size=10.0).read_bytes()
+        (packed / f"q{i}.mrc.gz").write_bytes(gzip.compress(raw))
+    np.testing.assert_allclose(read_volumes(packed, 16), vols[:2])
     with pytest.raises(InputError, match="does not match the model's 24"):
         read_volumes(ds, 24)
     with pytest.raises(InputError, match="no such file"):
