@@ -99,6 +99,10 @@ def place_map(
     return ndimage.map_coordinates(density, coords, order=1, mode="constant", cval=0.0)
 
 
+# |skewness| below this leaves a map's contrast undecided (the 10 A maps of shared/data have 5-46)
+AMBIGUOUS_SKEW = 0.3
+
+
 def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray:
     """Load an MRC density map of any voxel size; dark maps (protein negative) are inverted.
 
@@ -126,6 +130,12 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
     data = data - np.median(border)
     centred = data - data.mean()
     skew = (centred**3).mean() / max((centred**2).mean() ** 1.5, 1e-30)
+    if abs(skew) < AMBIGUOUS_SKEW:  # inverting a map by a coin toss would train on the wrong contrast
+        raise InputError(
+            path,
+            f"cannot tell whether protein is bright or dark in this map (skewness {skew:.2f}, "
+            "deposited maps have 5-50): crop it to the particle or give the model as PDB/mmCIF",
+        )
     if skew < 0:
         data = -data
     if data.max() <= 0:

@@ -110,6 +110,11 @@ def test_mrc_maps_resampled_and_contrast_handled(tmp_path):
     # 40 voxels of 5 A = 200 A -> 20 voxels at 10 A: the blob's width halves in voxels.
     width = (a > 0.5).sum(axis=(0, 1)).astype(bool).sum()
     assert 3 <= width <= 7
+    with mrcfile.new(tmp_path / "noise.mrc") as m:  # no sparse tail either way: contrast undecidable
+        m.set_data(np.random.default_rng(0).normal(size=(24, 24, 24)).astype(np.float32))
+        m.voxel_size = 10.0
+    with pytest.raises(InputError, match=r"noise\.mrc: cannot tell whether protein is bright or dark"):
+        load_structures([str(tmp_path / "noise.mrc")], BOX, 10.0)
 
 
 def test_directory_skips_bad_files_and_named_bad_file_is_an_error(tmp_path):
