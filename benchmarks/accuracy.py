@@ -465,7 +465,8 @@ def markdown(profile: Profile, summary: dict[str, Any]) -> str:
         lines += [
             "",
             f"Template matching speed: {np.median(rates):.2f} subtomograms/s (median, "
-            f"{profile.threads} threads, {profile.tm_rotations} rotations, shifts ±{profile.tm_max_shift}).",
+            f"{profile.threads} thread{'s' if profile.threads != 1 else ''} per job, "
+            f"{profile.tm_rotations} rotations, shifts ±{profile.tm_max_shift}).",
         ]
     return "\n".join(lines) + "\n"
 
