@@ -136,7 +136,9 @@ class RayInference:
             ray.init(
                 address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False
             )
-        ray.data.DataContext.get_current().enable_progress_bars = False
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.execution_options.preserve_order = True  # rows in input order, as a local run writes them
         return {
             "engine": "ray",
             "address": self.address,
@@ -225,8 +227,8 @@ def classify_ray(
 ) -> ClassifySummary:
     """Classify with a pool of ``num_workers`` Ray actors (``num_gpus`` each); same outputs as
     :func:`cryoshift.runtime.classify` (runtime/run.py), whose options ``binning``,
-    ``coordinate_pixel_size``, ``split_by_class`` and ``features`` mean the same here (rows may
-    come in another order than a local run's; ``features.npy`` follows the CSV's order).
+    ``coordinate_pixel_size``, ``split_by_class`` and ``features`` mean the same here (rows in
+    input order, as a local run writes them; ``features.npy`` follows the CSV's order).
     Inputs must be readable from every node.
 
     Example::

@@ -169,7 +169,8 @@ def _nan_model(path: Path) -> Path:
 
 def test_non_finite_model_output_is_an_error_row(tmp_path: Path, capsys: Capsys) -> None:
     nan_model = _nan_model(tmp_path / "nan.onnx")
-    vols = np.stack([np.full((BOX,) * 3, v, np.float32) for v in (1, -1, 2, -3)])
+    checker = 0.1 * ((np.indices((BOX,) * 3).sum(0) % 2) * 2 - 1)  # mean 0: not a blank box
+    vols = np.stack([(v + checker).astype(np.float32) for v in (1, -1, 2, -3)])
     stack = write_stack(tmp_path / "s.mrcs", vols, voxel_size=VOXEL)
     out = tmp_path / "out"
     code, _, err = run_cli(

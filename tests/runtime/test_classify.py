@@ -175,9 +175,9 @@ def test_ray_actor_pool_matches_local_run(model_path, inputs, tmp_path):
         )
     finally:
         ray.shutdown()
-    a = read_results(local.predictions_csv).sort_values("id").reset_index(drop=True)
-    b = read_results(summary.predictions_csv).sort_values("id").reset_index(drop=True)
-    assert list(a["id"]) == list(b["id"])
+    a = read_results(local.predictions_csv)
+    b = read_results(summary.predictions_csv)
+    assert list(a["id"]) == list(b["id"])  # the same rows in the same (input) order
     assert list(a["class_name"]) == list(b["class_name"])
     np.testing.assert_allclose(a["confidence"], b["confidence"], atol=1e-6)
     assert summary.total_errors == local.total_errors == 3
