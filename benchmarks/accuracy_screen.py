@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("screen_work"))
     ap.add_argument("--log", type=Path, default=Path("screen_results.jsonl"))
+    ap.add_argument(
+        "--resume", action="store_true", help="continue a stopped run of the same NAME (same code and config)"
+    )
     args = ap.parse_args(argv)
     import torch
 
@@ -45,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     adapt, test = A.build_target(A.PROFILES["cpu"], args.target, args.draw, args.work)
     volumes, labels = A.load_test(test)
     run_dir = args.work / "runs" / f"{args.name}__{args.target}__d{args.draw}"
-    shutil.rmtree(run_dir, ignore_errors=True)
+    resume = args.resume and (run_dir / "config.json").is_file()
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
     cfg = {
         "source": A.maps_source(),
         "out": str(run_dir),
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         **overrides,
     }
     t0 = time.time()
-    result = train(TrainConfig(**cfg))
+    result = train(TrainConfig(**cfg), resume=resume)
     pred = A.predict(result.model_path, volumes)
     per_epoch = {
         ep: round(float((A.predict(p, volumes) == labels).mean()), 3) for ep, p in checkpoint_epochs(run_dir)

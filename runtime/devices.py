@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.ledger import RunLedgers
 from cryoshift.runtime.pipeline import LABEL, UNKNOWN, RunStats
 from cryoshift.runtime.run import RunOptions, driver_model, refuse_featureless
@@ -92,7 +93,7 @@ class DeviceInference:
             ledgers.drop_features("features of the device workers do not match their rows: no features.npy")
         for names in parts:
             _collect(names, ledgers, stats)
-        manifests = [json.loads(p["manifest"].read_text()) for p in parts]
+        manifests = [read_json_object(p["manifest"], "worker manifest") for p in parts]
         for m in manifests:
             for key in ("read_s", "compute_s", "write_s", "wait_s"):
                 setattr(stats, key, getattr(stats, key) + m["summary"][key])

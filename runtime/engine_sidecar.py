@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.metadata import ModelMetadata
 
 SIDECAR_FORMAT = "cryoshift.engine/1"
@@ -98,11 +99,8 @@ def read_engine_sidecar(path: str | Path) -> EngineSidecar:
     engine = side.with_name(side.name[: -len(SIDECAR_SUFFIX)])
     if not side.is_file():
         raise InputError(engine, f"no sidecar {side.name} next to the engine; re-export it")
-    try:
-        data = json.loads(side.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(side, f"cannot read engine sidecar: {exc}") from exc
-    block = data.get("engine") if isinstance(data, dict) else None
+    data = read_json_object(side, "engine sidecar")
+    block = data.get("engine")
     if not isinstance(block, dict) or block.get("format") != SIDECAR_FORMAT:
         raise InputError(side, f"not a cryoshift engine sidecar (expected engine.format {SIDECAR_FORMAT})")
     missing = [k for k in ("gpu_name", "tensorrt_version", "onnx_sha256", "batch_max") if k not in block]

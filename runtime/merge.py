@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.jsonfile import read_json_object
 
 _SHARD = re.compile(r"^predictions\.shard-(\d+)-of-(\d+)\.csv$")
 
@@ -198,11 +199,9 @@ def _manifests(shards: dict[tuple[int, int], Path], keys: list[tuple[int, int]],
         m = shards[key].with_name(f"manifest.shard-{key[0]}-of-{key[1]}.json")
         if not m.is_file():
             raise InputError(m, "missing: the shard did not finish (rerun it with --resume)")
-        try:
-            manifest = json.loads(m.read_text())
-            str(manifest["model"]["sha256"])  # what every shard manifest has
-        except (ValueError, OSError, KeyError, TypeError) as exc:  # a half-written or foreign file
-            raise InputError(m, f"not a readable shard manifest ({type(exc).__name__}: {exc})") from exc
+        manifest = read_json_object(m, "shard manifest")
+        if not isinstance(manifest.get("model"), dict) or "sha256" not in manifest["model"]:
+            raise InputError(m, "not a readable shard manifest (no model.sha256: a foreign file)")
         manifests.append(manifest)
     if len({m["model"]["sha256"] for m in manifests}) != 1:
         raise InputError(where, "shards were classified with different models")

@@ -481,7 +481,32 @@ def open_volume(path: str | Path, allow_2d: bool = False) -> MrcVolume:
     if mrc.data is None:
         mrc.close()
         raise InputError(path, "cannot read MRC data: file is corrupt")
+    if header["compressed"]:
+        _refuse_trailing_data(path, header, mrc)
     return MrcVolume(path, mrc, header)
+
+
+def _refuse_trailing_data(path: Path, header: dict[str, Any], mrc: Any) -> None:
+    """A compressed file whose data run on past the header's size: the same wrong nx/ny/nz or
+    stale stack header ``read_header`` refuses in an uncompressed file, found only once the data
+    are decompressed (a second decompressing pass; compressed inputs are read whole anyway)."""
+    end = MRC_HEADER_BYTES + header["extended_header_bytes"] + header["data_bytes"]
+    try:
+        with _opener(header["compressed"])(path, "rb") as stream:
+            stream.seek(end)
+            extra = len(stream.read(1 << 20))
+    except (OSError, EOFError, zlib.error) as exc:
+        mrc.close()
+        raise InputError(path, f"cannot read MRC data ({header['compressed']}, corrupt): {exc}") from exc
+    if extra:
+        mrc.close()
+        raise InputError(
+            path,
+            f"file is longer than its header says: header says {header['data_bytes']} bytes of data "
+            f"({header['dtype']}, shape {tuple(header['shape'])}), the decompressed file has "
+            f"{'at least ' if extra == 1 << 20 else ''}{extra} bytes more; fix nx/ny/nz (and nsymbt) "
+            "in the header",
+        )
 
 
 def check_finite(array: np.ndarray, path: str | Path | None = None) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.jsonfile import read_json_object
 
 DPI = 150
 FONT = 10  # pt
@@ -79,15 +79,7 @@ REPORTED_COLUMNS = ("id", "class_name", "confidence", "shift_score")  # what eve
 
 def _json_dict(path: Path) -> dict[str, Any]:
     """A JSON object file (manifest, selection, config), {} when absent; one line when it is not."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise InputError(path, f"not readable JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise InputError(path, f"expected a JSON object, found a {type(data).__name__}")
-    return data
+    return read_json_object(path, "JSON object file") if path.is_file() else {}
 
 
 def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path]:

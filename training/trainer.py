@@ -762,7 +762,7 @@ class _Run:
                 ref_domain, ref_name = self.val_src, "source validation"
             else:
                 ref_domain, ref_name = self.train_src, "source"
-        _, ref_feats = forward_numpy(
+        ref_logits, ref_feats = forward_numpy(
             model, ref_domain.volumes, c.normalisation, self.device, c.eval_batch_size
         )
         ref = calibrate.feature_reference(ref_feats)
@@ -790,7 +790,8 @@ class _Run:
             selection["spectrum_match"] = self.spectrum_summary
         if self.pseudo_summary is not None:
             selection["template_labels"] = self.pseudo_summary
-        self._target_histogram(model)
+        # the target's histogram needs the same forward when the reference is the evaluated target
+        self._target_histogram(model, ref_logits if ref_domain is self.target_eval else None)
         run.write_json(self.dir / "selection.json", selection)
         for line in selection["warnings"]:
             import sys
@@ -810,14 +811,16 @@ class _Run:
             partial, model_path=model_path, selected_epoch=epoch, selection=selection, metadata=metadata
         )
 
-    def _target_histogram(self, model: nn.Module) -> None:
-        """target_classes.csv: how the selected model splits the target among the classes."""
+    def _target_histogram(self, model: nn.Module, logits: np.ndarray | None = None) -> None:
+        """target_classes.csv: how the selected model splits the target among the classes
+        (``logits``: the model's on ``target_eval``, when the caller has them already)."""
         if self.target_eval is None:
             return
         c = self.config
-        logits, _ = forward_numpy(
-            model, self.target_eval.volumes, c.normalisation, self.device, c.eval_batch_size
-        )
+        if logits is None:
+            logits, _ = forward_numpy(
+                model, self.target_eval.volumes, c.normalisation, self.device, c.eval_batch_size
+            )
         shares = class_shares(logits, len(self.class_names))
         lines = ["class,count,share"] + [
             f"{name},{round(share * len(logits))},{share:.4f}"
@@ -847,10 +850,15 @@ class _Run:
             (f"epoch {int(history[0]['epoch'])}", first.to(self.device)),
             ("selected model", model),
         ):
-            _, fs = forward_numpy(net, self.val_src.volumes, c.normalisation, self.device, c.eval_batch_size)
-            tl, ft = forward_numpy(
-                net, self.target_eval.volumes, c.normalisation, self.device, c.eval_batch_size
-            )
+            # one pose: a diagnostic picture, not worth four times the forwards (a quarter of a short
+            # run's wall time went here)
+            with one_pose(net):
+                _, fs = forward_numpy(
+                    net, self.val_src.volumes, c.normalisation, self.device, c.eval_batch_size
+                )
+                tl, ft = forward_numpy(
+                    net, self.target_eval.volumes, c.normalisation, self.device, c.eval_batch_size
+                )
             panels.append((title, fs, ft))
         # The view that shows a collapse: the selected model's target features by predicted class.
         plots.plot_embedding(panels, out / "embedding.png", target_classes=(tl.argmax(1), self.class_names))

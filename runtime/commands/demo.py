@@ -60,8 +60,8 @@ class DemoConfig:
     box_size: int = 32
     voxel_size: float = 10.0
     n_target: int = 600
-    epochs: int = 12
-    sim_per_epoch: int = 1536
+    epochs: int = 8
+    sim_per_epoch: int = 768
     template_labels: int = 300  # target subtomograms the default's template matching labels
     tm_count: int = 150  # target subtomograms the template-matching baseline classifies (it is slow)
     structures: list[str] = field(default_factory=lambda: list(DEMO_STRUCTURES))

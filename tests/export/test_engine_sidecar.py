@@ -72,7 +72,7 @@ def test_tampered_engine_and_bad_sidecars(engine: Path, tmp_path: Path) -> None:
         read_engine_sidecar(tmp_path / "other.engine")
     bad = tmp_path / "bad.engine.json"
     bad.write_text("{not json")
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="not a readable engine sidecar"):
         read_engine_sidecar(bad)
     data = json.loads(sidecar_path(engine).read_text())
     del data["engine"]["tensorrt_version"]

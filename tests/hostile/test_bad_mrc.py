@@ -85,6 +85,14 @@ HOSTILE_MRC = {
     "gzip_short_data.mrc.gz": lambda p: put(
         p, gzip.compress(raw_mrc(p.with_suffix(".tmp"), data=volumes(1)[0].tobytes()[:5000]).read_bytes())
     ),
+    # the same un-updated stack header, compressed (found only once decompressed)
+    "gzip_two_volumes_one_in_header.mrc.gz": lambda p: put(
+        p, gzip.compress(raw_mrc(p.with_suffix(".tmp"), data=volumes(2).tobytes()).read_bytes())
+    ),
+    "bzip2_two_volumes_one_in_header.mrc.bz2": lambda p: put(
+        p,
+        __import__("bz2").compress(raw_mrc(p.with_suffix(".tmp"), data=volumes(2).tobytes()).read_bytes()),
+    ),
     "gzip_corrupt_middle.mrc.gz": lambda p: put(
         p,
         _corrupt_middle(

@@ -1,0 +1,24 @@
+"""Reading the small JSON object files a run leaves behind (manifests, selection, config, sidecars).
+
+One reader so every such file fails the same way: a half-written, foreign or non-object file is
+one :class:`InputError` line naming it, never a traceback or a ``KeyError`` later on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cryoshift.runtime.errors import InputError
+
+
+def read_json_object(path: str | Path, what: str = "JSON object file") -> dict[str, Any]:
+    """The JSON object in ``path``; ``what`` names the file's role in the error line."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(path, f"not a readable {what} ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(path, f"not a readable {what} (a JSON {type(data).__name__}, not an object)")
+    return data
