@@ -103,11 +103,17 @@ def _labels_by_name(names: Any, class_names: list[str], path: Path) -> np.ndarra
     return np.array([index[n] for n in names], dtype=np.int64)
 
 
-def unusable_volumes(volumes: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """Indices of volumes holding NaN/Inf or magnitudes that overflow float32 normalisation.
+# What ``unusable_volumes`` finds, for the messages that name it.
+UNUSABLE = "NaN/Inf, values beyond +-1e15 or one value throughout (a blank box)"
 
-    One such volume turns every loss into NaN. Read in chunks (the stack may be a memory map);
-    NaN fails both comparisons, so per-volume min/max cover NaN, Inf and absurd values alike.
+
+def unusable_volumes(volumes: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Indices of volumes holding NaN/Inf, magnitudes that overflow float32 normalisation, or
+    a single value (a blank or zero-filled box, as classify refuses it).
+
+    One non-finite volume turns every loss into NaN; a blank one gets a confident class that
+    means nothing. Read in chunks (the stack may be a memory map); NaN fails both comparisons,
+    so per-volume min/max cover NaN, Inf and absurd values alike.
     """
     from cryoshift.runtime.sources import VALUE_LIMIT
 
@@ -115,7 +121,8 @@ def unusable_volumes(volumes: np.ndarray, chunk: int = 256) -> np.ndarray:
     for start in range(0, len(volumes), chunk):
         part = np.asarray(volumes[start : start + chunk])
         flat = part.reshape(len(part), -1)
-        ok = (flat.min(axis=1) > -VALUE_LIMIT) & (flat.max(axis=1) < VALUE_LIMIT)
+        lo, hi = flat.min(axis=1), flat.max(axis=1)
+        ok = (lo > -VALUE_LIMIT) & (hi < VALUE_LIMIT) & (lo < hi)
         bad.append(np.flatnonzero(~ok) + start)
     return np.concatenate(bad).astype(np.int64) if bad else np.zeros(0, np.int64)
 
@@ -135,9 +142,7 @@ def load_source_dataset(path: str | Path) -> Domain:
     if len(bad):
         raise InputError(
             path / "volumes.mrc",
-            f"{len(bad)} volumes hold NaN/Inf or values beyond "
-            f"+-1e15 (first: index {bad[0]}); labelled source data "
-            "must be clean",
+            f"{len(bad)} volumes hold {UNUSABLE} (first: index {bad[0]}); labelled source data must be clean",
         )
     return Domain(
         volumes,
@@ -173,9 +178,7 @@ def load_target(
         ds = read_dataset(path, with_labels=oracle_labels)
         volumes = ds.volumes
         bad = unusable_volumes(volumes)
-        skipped = [
-            f"{int(i) + 1:06d}@{path / 'volumes.mrc'}: holds NaN/Inf or values beyond +-1e15" for i in bad
-        ]
+        skipped = [f"{int(i) + 1:06d}@{path / 'volumes.mrc'}: holds {UNUSABLE}" for i in bad]
         if volumes.shape[1:] != (box_size,) * 3:
             shown = "x".join(str(s) for s in volumes.shape[1:])
             raise InputError(

@@ -260,14 +260,13 @@ def evaluate(
     else:
         ds = read_dataset(data, with_labels=True)  # evaluation is where target labels belong
         volumes, label_names = ds.volumes, [ds.class_names[i] for i in ds.labels]
-    from cryoshift.training.data import unusable_volumes
+    from cryoshift.training.data import UNUSABLE, unusable_volumes
 
     bad = unusable_volumes(volumes)
     if len(bad):  # one NaN volume makes NLL/ECE NaN and its prediction arbitrary
         raise InputError(
             data / "volumes.mrc",
-            f"{len(bad)} volumes hold NaN/Inf or values beyond +-1e15 "
-            f"(first: index {bad[0]}); evaluation data must be clean",
+            f"{len(bad)} volumes hold {UNUSABLE} (first: index {bad[0]}); evaluation data must be clean",
         )
     pred = predict(model, volumes, batch_size, device)
     labels = names_to_indices(label_names, pred.metadata.class_names, data)

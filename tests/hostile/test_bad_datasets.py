@@ -162,12 +162,21 @@ def test_evaluate_with_data_that_does_not_fit_the_model(model: Path, tmp_path: P
         assert str(data) in line or str(model) in line, line
 
 
-def test_evaluate_refuses_nan_volumes(model: Path, dataset: Path, tmp_path: Path, capsys: Capsys) -> None:
+@pytest.mark.parametrize("spoil", ["nan", "blank"])
+def test_evaluate_refuses_nan_volumes(
+    spoil: str, model: Path, dataset: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A NaN volume (NaN scores) or a blank one (a confident class for nothing) is refused by
+    evaluate, naming what it found, and is an error row in classify."""
     import mrcfile
 
     with mrcfile.mmap(dataset / "volumes.mrc", "r+") as m:
-        m.data[1, 0, 0, 0] = np.nan
-    assert_error(run_cli(["evaluate", model, dataset, "--out", tmp_path / "ev"], capsys), dataset)
+        if spoil == "nan":
+            m.data[1, 0, 0, 0] = np.nan
+        else:
+            m.data[1] = 0.0
+    line = assert_error(run_cli(["evaluate", model, dataset, "--out", tmp_path / "ev"], capsys), dataset)
+    assert "1 volumes hold" in line and "(first: index 1)" in line, line
     code, _, err = run_cli(["classify", model, dataset, "-o", tmp_path / "cl", "-q", "-b", "cpu"], capsys)
     assert code == 0, err
     assert len(errors_table(tmp_path / "cl")) == 1 and len(predictions(tmp_path / "cl")) == 5

@@ -117,7 +117,8 @@ def test_train_cli_skips_bad_target_items(tmp_path: Path, capsys: Capsys) -> Non
 
 
 def test_train_with_nan_volumes_in_datasets(tmp_path: Path, capsys: Capsys) -> None:
-    """A NaN volume in a target dataset is skipped and reported; in the labelled source it refuses the run."""
+    """A NaN or blank volume in a target dataset is skipped and reported; in the labelled source
+    it refuses the run."""
     pytest.importorskip("torch")
     import mrcfile
 
@@ -130,6 +131,7 @@ def test_train_with_nan_volumes_in_datasets(tmp_path: Path, capsys: Capsys) -> N
     with mrcfile.mmap(tgt / "volumes.mrc", "r+") as m:
         m.data[3, 1, 1, 1] = np.nan
         m.data[4, 0, 0, 0] = 1e30
+        m.data[1] = 0.0  # a blank box: no signal, yet it would take part in the target terms
     argv = [
         "--epochs",
         1,
@@ -148,7 +150,8 @@ def test_train_with_nan_volumes_in_datasets(tmp_path: Path, capsys: Capsys) -> N
     )
     assert code == 0 and "Traceback" not in err, err
     skipped = [ln for ln in err.splitlines() if "skipped target item" in ln]
-    assert len(skipped) == 2 and "000004@" in skipped[0] and "000005@" in skipped[1], err
+    assert len(skipped) == 3, err
+    assert "000002@" in skipped[0] and "000004@" in skipped[1] and "000005@" in skipped[2], err
     with mrcfile.mmap(src / "volumes.mrc", "r+") as m:
         m.data[2, 0, 0, 0] = np.inf
     result = run_cli(["train", "--source", src, "--target", tgt, "--out", tmp_path / "run2", *argv], capsys)

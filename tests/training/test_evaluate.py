@@ -51,16 +51,24 @@ def test_evaluate_refuses_mismatched_data(run_dir: Path, tmp_path: Path) -> None
     from cryoshift.runtime.dataset import write_dataset
 
     other = write_dataset(
-        tmp_path / "other", np.zeros((3, 16, 16, 16), np.float32), [0, 1, 0], ["x", "y"], voxel_size=10.0
+        tmp_path / "other",
+        np.random.default_rng(0).normal(size=(3, 16, 16, 16)).astype(np.float32),
+        [0, 1, 0],
+        ["x", "y"],
+        voxel_size=10.0,
     )
     with pytest.raises(InputError, match="not classes of the model"):
         evaluate(run_dir, other, tmp_path / "o")
-    unlabelled = write_dataset(tmp_path / "u", np.zeros((3, 16, 16, 16), np.float32), voxel_size=10.0)
+    unlabelled = write_dataset(
+        tmp_path / "u",
+        np.random.default_rng(0).normal(size=(3, 16, 16, 16)).astype(np.float32),
+        voxel_size=10.0,
+    )
     with pytest.raises(InputError, match="unlabelled"):
         evaluate(run_dir, unlabelled, tmp_path / "u_out")
     small = write_dataset(
         tmp_path / "s",
-        np.zeros((3, 8, 8, 8), np.float32),
+        np.random.default_rng(0).normal(size=(3, 8, 8, 8)).astype(np.float32),
         [0, 1, 2],
         ["sphere", "rod", "dumbbell"],
         voxel_size=10.0,
