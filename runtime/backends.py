@@ -67,6 +67,7 @@ class Model:
     slots: int = 0  # device input buffers for upload/compute overlap (0: predict only)
     pinned: bool = False  # batch buffers should be pinned host memory (GPU backends)
     device_id: int = 0
+    has_features: bool | None = None  # a 'features' output; None: not known without running it
 
     def predict(self, batch: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Logits (n, K) and features (n, F) for the first ``n`` rows of ``batch`` (B, 1, D, D, D).

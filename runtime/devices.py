@@ -67,7 +67,7 @@ class DeviceInference:
 
     def prepare(self, items: Sequence[Item], cache: VolumeCache, opts: RunOptions) -> dict[str, Any]:
         if opts.features:
-            refuse_featureless(self.model_path)
+            refuse_featureless(self.model)
         return {**self.options, "devices": self.devices}
 
     def parts(self, opts: RunOptions) -> list[dict[str, Path]]:

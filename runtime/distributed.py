@@ -131,7 +131,7 @@ class RayInference:
         import ray
 
         if opts.features:
-            refuse_featureless(self.model_path)
+            refuse_featureless(self.model)
         if not ray.is_initialized():
             ray.init(
                 address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False

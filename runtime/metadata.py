@@ -166,16 +166,17 @@ def ort_failure(exc: BaseException) -> str:
 
 def read_onnx_metadata(path: str | Path) -> ModelMetadata:
     """Metadata of an exported ONNX model, read with onnxruntime (no onnx package needed)."""
+    return read_onnx_model(path)[0]
+
+
+def read_onnx_model(path: str | Path) -> tuple[ModelMetadata, set[str]]:
+    """Metadata and graph output names of an exported ONNX model, from one read ('features' is
+    optional in the model contract: a driver refuses ``--features`` without running the model)."""
     path = Path(path)
     sess = _cpu_session(path)
     meta = ModelMetadata.from_properties(sess.get_modelmeta().custom_metadata_map, path)
     _check_graph(sess, meta, path)
-    return meta
-
-
-def onnx_output_names(path: str | Path) -> set[str]:
-    """The graph outputs of an ONNX model ('features' is optional in the model contract)."""
-    return {o.name for o in _cpu_session(Path(path)).get_outputs()}
+    return meta, {o.name for o in sess.get_outputs()}
 
 
 def _cpu_session(path: Path) -> Any:

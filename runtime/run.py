@@ -186,32 +186,39 @@ FEATURELESS = (
 )
 
 
-def refuse_featureless(model_path: Path) -> None:
+def refuse_featureless(model: Model) -> None:
     """``--features`` on a driver (Ray actors, device workers): refused before any worker starts
     when the ONNX model has no 'features' output, as a local run refuses it, rather than at the
     first batch. A TensorRT engine is checked by its workers (its outputs need TensorRT)."""
-    from cryoshift.runtime.contract import FEATURES
-    from cryoshift.runtime.metadata import is_onnx, onnx_output_names
-
-    if is_onnx(model_path) and FEATURES not in onnx_output_names(model_path):
-        raise InputError(model_path, FEATURELESS)
+    if model.has_features is False:
+        raise InputError(model.path, FEATURELESS)
 
 
 def driver_model(model_path: Path, backend: str, description: str | None = None) -> Model:
     """What a run's driver needs of the model (metadata, sha256) without running it: an ONNX
     model's properties or a TensorRT engine's sidecar, so a GPU-only engine works on a CPU-only
     driver (device workers and Ray actors open the sessions)."""
+    from cryoshift.runtime.contract import FEATURES
     from cryoshift.runtime.engine_sidecar import file_sha256, read_engine_sidecar
-    from cryoshift.runtime.metadata import read_onnx_metadata
+    from cryoshift.runtime.metadata import read_onnx_model
 
+    has_features = None
     if model_path.suffix.lower() == ".engine":
         meta = read_engine_sidecar(model_path).metadata
         backend = "engine"
     else:
-        meta = read_onnx_metadata(model_path)
+        meta, outputs = read_onnx_model(model_path)
+        has_features = FEATURES in outputs
     if not model_path.is_file():
         raise InputError(model_path, "no such file")
-    return Model(model_path, meta, backend, file_sha256(model_path), description=description or backend)
+    return Model(
+        model_path,
+        meta,
+        backend,
+        file_sha256(model_path),
+        description=description or backend,
+        has_features=has_features,
+    )
 
 
 class LocalInference:
