@@ -33,7 +33,8 @@ def mean_power(volumes: np.ndarray | torch.Tensor, chunk: int = 256) -> torch.Te
     total: torch.Tensor | None = None
     n = len(volumes)
     for start in range(0, n, chunk):
-        v = torch.as_tensor(np.asarray(volumes[start : start + chunk], dtype=np.float32))
+        # a copy: a read-only memory map made torch warn about non-writable arrays
+        v = torch.from_numpy(np.array(volumes[start : start + chunk], dtype=np.float32))
         flat = v.flatten(1)
         v = (v - flat.mean(1).view(-1, 1, 1, 1)) / (flat.std(1).view(-1, 1, 1, 1) + 1e-6)
         power = torch.fft.rfftn(v, dim=(-3, -2, -1), norm="ortho").abs().square().sum(0).double()

@@ -45,3 +45,17 @@ def test_strength_zero_is_the_identity_and_draws_are_seeded() -> None:
     a = SpectrumMatch.fit(target, source, seed=7).apply(source)
     b = SpectrumMatch.fit(target, source, seed=7).apply(source)
     np.testing.assert_array_equal(a, b)
+
+
+def test_mean_power_of_a_read_only_stack_warns_nothing() -> None:
+    """A dataset's volumes are a read-only memory map: torch warned about non-writable arrays on
+    the user's terminal; the power is read from a copy, and equals the writable array's."""
+    import warnings
+
+    vols = np.random.default_rng(3).normal(size=(4, 12, 12, 12)).astype(np.float32)
+    frozen = vols.copy()
+    frozen.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        power = mean_power(frozen)
+    assert torch.equal(power, mean_power(vols))
