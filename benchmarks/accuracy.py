@@ -160,6 +160,13 @@ def _make_target(profile: Profile, target: str, draw: int, out: Path) -> None:
     tmp.replace(test)
 
 
+def log_record(record: dict[str, Any], path: Path) -> None:
+    """Print one screen record and append it as a JSON line to ``path`` (the screens' raw records)."""
+    print(json.dumps(record), flush=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
 def load_test(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with np.load(path) as z:
         return z["volumes"], z["labels"]

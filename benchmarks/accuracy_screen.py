@@ -79,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": overrides,
         "shares": np.bincount(pred, minlength=len(A.class_names())).tolist(),
     }
-    print(json.dumps(record), flush=True)
-    with args.log.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    A.log_record(record, args.log)
     return 0
 
 

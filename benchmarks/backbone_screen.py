@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "gflop": round(count_flops(net, 32) / 1e9, 3),
         "minutes": round((time.time() - t0) / 60, 1),
     }
-    print(json.dumps(record), flush=True)
-    with args.log.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    A.log_record(record, args.log)
     return 0
 
 

@@ -13,7 +13,6 @@ target, same matching as training (estimated tilt range, 1,000 rotations):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -85,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 for keep in KEEPS
             },
         }
-        print(json.dumps(record), flush=True)
-        with args.log.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        A.log_record(record, args.log)
     return 0
 
 
