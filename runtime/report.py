@@ -79,7 +79,7 @@ REPORTED_COLUMNS = ("id", "class_name", "confidence", "shift_score")  # what eve
 
 def _json_dict(path: Path) -> dict[str, Any]:
     """A JSON object file (manifest, selection, config), {} when absent; one line when it is not."""
-    return read_json_object(path, "JSON object file") if path.is_file() else {}
+    return read_json_object(path) if path.is_file() else {}
 
 
 def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path]:

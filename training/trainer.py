@@ -748,9 +748,18 @@ class _Run:
         epoch = selection["selected_epoch"]
         model, metadata, _ = load_checkpoint(run.epoch_checkpoint(self.dir, epoch))
         model.to(self.device)
-        val_logits, _ = forward_numpy(
-            model, self.val_src.volumes, c.normalisation, self.device, c.eval_batch_size
-        )
+        outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+        def forward(domain: Domain) -> tuple[np.ndarray, np.ndarray]:
+            """The selected model's (logits, features) of ``domain``, computed once per domain
+            (the feature reference and the target histogram often read the same one)."""
+            if id(domain) not in outputs:
+                outputs[id(domain)] = forward_numpy(
+                    model, domain.volumes, c.normalisation, self.device, c.eval_batch_size
+                )
+            return outputs[id(domain)]
+
+        val_logits, _ = forward(self.val_src)
         temperature = 1.0
         if len(val_logits):
             temperature = calibrate.fit_temperature(val_logits, self.val_src.labels)
@@ -762,9 +771,7 @@ class _Run:
                 ref_domain, ref_name = self.val_src, "source validation"
             else:
                 ref_domain, ref_name = self.train_src, "source"
-        ref_logits, ref_feats = forward_numpy(
-            model, ref_domain.volumes, c.normalisation, self.device, c.eval_batch_size
-        )
+        _, ref_feats = forward(ref_domain)
         ref = calibrate.feature_reference(ref_feats)
         metadata.feature_mean = [float(v) for v in ref.mean]
         metadata.feature_var = [float(v) for v in ref.var]
@@ -790,8 +797,8 @@ class _Run:
             selection["spectrum_match"] = self.spectrum_summary
         if self.pseudo_summary is not None:
             selection["template_labels"] = self.pseudo_summary
-        # the target's histogram needs the same forward when the reference is the evaluated target
-        self._target_histogram(model, ref_logits if ref_domain is self.target_eval else None)
+        if self.target_eval is not None:
+            self._target_histogram(forward(self.target_eval)[0])
         run.write_json(self.dir / "selection.json", selection)
         for line in selection["warnings"]:
             import sys
@@ -811,16 +818,9 @@ class _Run:
             partial, model_path=model_path, selected_epoch=epoch, selection=selection, metadata=metadata
         )
 
-    def _target_histogram(self, model: nn.Module, logits: np.ndarray | None = None) -> None:
-        """target_classes.csv: how the selected model splits the target among the classes
-        (``logits``: the model's on ``target_eval``, when the caller has them already)."""
-        if self.target_eval is None:
-            return
-        c = self.config
-        if logits is None:
-            logits, _ = forward_numpy(
-                model, self.target_eval.volumes, c.normalisation, self.device, c.eval_batch_size
-            )
+    def _target_histogram(self, logits: np.ndarray) -> None:
+        """target_classes.csv: how the selected model (its ``logits`` on ``target_eval``) splits the
+        target among the classes."""
         shares = class_shares(logits, len(self.class_names))
         lines = ["class,count,share"] + [
             f"{name},{round(share * len(logits))},{share:.4f}"
