@@ -364,13 +364,8 @@ def read_header(path: str | Path) -> dict[str, Any]:
                 f"{data_bytes} bytes of data, file has {max(have, 0)}",
             )
         if have > data_bytes:
-            # More data than the header describes: a wrong nx/ny/nz (the data would be read
-            # scrambled) or a stack whose header was never updated (volumes silently left out).
-            raise InputError(
-                path,
-                f"file is longer than its header says: header says {nx}x{ny}x{nz} "
-                f"{MRC_MODE_NAMES[mode]} = {data_bytes} bytes of data, file has {have}; "
-                "fix nx/ny/nz (and nsymbt) in the header",
+            raise _longer_than_header(
+                path, f"{nx}x{ny}x{nz} {MRC_MODE_NAMES[mode]}", data_bytes, f"file has {have}"
             )
     sizes = []
     cella = (header.cella.x, header.cella.y, header.cella.z)
@@ -486,6 +481,17 @@ def open_volume(path: str | Path, allow_2d: bool = False) -> MrcVolume:
     return MrcVolume(path, mrc, header)
 
 
+def _longer_than_header(path: Path, what: str, data_bytes: int, found: str) -> InputError:
+    """More data than the header describes: a wrong nx/ny/nz (the data would be read scrambled) or
+    a stack whose header was never updated (volumes silently left out). One message for both the
+    plain-file check (``read_header``) and the compressed one (``_refuse_trailing_data``)."""
+    return InputError(
+        path,
+        f"file is longer than its header says: header says {what} = {data_bytes} bytes of data, "
+        f"{found}; fix nx/ny/nz (and nsymbt) in the header",
+    )
+
+
 def _refuse_trailing_data(path: Path, header: dict[str, Any], mrc: Any) -> None:
     """A compressed file whose data run on past the header's size: the same wrong nx/ny/nz or
     stale stack header ``read_header`` refuses in an uncompressed file, found only once the data
@@ -500,13 +506,9 @@ def _refuse_trailing_data(path: Path, header: dict[str, Any], mrc: Any) -> None:
         raise InputError(path, f"cannot read MRC data ({header['compressed']}, corrupt): {exc}") from exc
     if extra:
         mrc.close()
-        raise InputError(
-            path,
-            f"file is longer than its header says: header says {header['data_bytes']} bytes of data "
-            f"({header['dtype']}, shape {tuple(header['shape'])}), the decompressed file has "
-            f"{'at least ' if extra == 1 << 20 else ''}{extra} bytes more; fix nx/ny/nz (and nsymbt) "
-            "in the header",
-        )
+        more = f"{'at least ' if extra == 1 << 20 else ''}{extra} bytes more"
+        what = f"shape {tuple(header['shape'])} {header['dtype']}"
+        raise _longer_than_header(path, what, header["data_bytes"], f"the decompressed file has {more}")
 
 
 def check_finite(array: np.ndarray, path: str | Path | None = None) -> None:

@@ -327,6 +327,11 @@ class SimulatedSource:
         self.spectrum = spectrum
         self.generators["spectrum"] = spectrum.generator
 
+    def match_tilt(self, tilt_max: tuple[float, float]) -> None:
+        """Draw tilt ranges (+-degrees) from ``tilt_max`` from now on (target-aware simulation)."""
+        self.config = self.config.replace(tilt_max=tilt_max)
+        self.simulator.config = self.config
+
     def draw(self, n: int) -> Domain:
         """Simulate ``n`` labelled volumes with the source generators."""
         vol, labels, _rows = self.simulator.sample(n)

@@ -50,6 +50,9 @@ from cryoshift.training.select import class_shares, select_epoch, target_scores,
 MAX_TARGET_EVAL = 2000  # target volumes scored per epoch for label-free selection
 LR_SCHEDULES = ("cosine", "constant")
 LR_FLOOR = 0.05  # the cosine schedule's last learning rate, as a share of --lr
+# --tilt-match: simulated tilt ranges span the target's estimate +- this (degrees); the estimate
+# reads 3-4 degrees high on the benchmark targets (spectrum.estimate_tilt_max), well inside it
+TILT_MATCH_MARGIN = 8.0
 
 
 def lr_factor(schedule: str, progress: float) -> float:
@@ -100,6 +103,9 @@ class TrainConfig:
     sim_val: int = 256
     # target-aware simulation: simulated volumes get the target's average power spectrum (spectrum.py)
     spectrum_match: bool = True
+    # target-aware simulation: tilt ranges drawn around the target's, estimated from its spectrum
+    # (+-TILT_MATCH_MARGIN degrees), instead of the preset's whole range
+    tilt_match: bool = False
     # target subtomograms labelled by template matching against the source maps (pseudo_labels.py);
     # 0 = off. Only when the source is simulated from structures (the maps are needed).
     template_labels: int = 600
@@ -415,6 +421,9 @@ class _Run:
             more = len(self.target.skipped) - 10
             if more > 0:
                 print(f"cryoshift: ... and {more} more unreadable target items", file=sys.stderr)
+        self.tilt_summary: dict[str, float] | None = None
+        if c.tilt_match and self.sim is not None and self.target is not None:
+            self._match_tilt()
         self.spectrum_summary: dict[str, float] | None = None
         if c.spectrum_match and self.sim is not None and self.target is not None:
             self._match_spectrum()
@@ -428,6 +437,30 @@ class _Run:
             self.target_eval = self.target.subset(idx)
         else:
             self.target_eval = self.target
+
+    def _match_tilt(self) -> None:
+        """Simulate tilt ranges around the target's, estimated from its spectrum; the simulated
+        validation set is drawn again, so that selection sees what training sees."""
+        from cryoshift.training.spectrum import estimate_tilt_max
+
+        rng = np.random.default_rng(self.config.seed + 8)
+        n = min(len(self.target), 2000)
+        index = np.sort(rng.choice(len(self.target), n, replace=False))
+        estimate = estimate_tilt_max(self.target.take(index))
+        preset = self.sim.config.tilt_max
+        span = (max(20.0, estimate - TILT_MATCH_MARGIN), min(90.0, estimate + TILT_MATCH_MARGIN))
+        for source in (self.sim, self._val_sim):
+            source.match_tilt(span)
+        self.val_src = self._val_sim.draw(max(self.config.sim_val, 1))
+        self.tilt_summary = {"estimate": estimate, "simulated": list(span), "preset": list(preset)}
+        if self.info.is_main:
+            import sys
+
+            print(
+                f"cryoshift: target tilt range estimated +-{estimate:.0f} deg; simulating "
+                f"+-{span[0]:.0f} to +-{span[1]:.0f} deg",
+                file=sys.stderr,
+            )
 
     def _match_spectrum(self) -> None:
         """Fit the target-aware spectrum filter (target vs a fresh simulated draw) and apply it to the
@@ -793,6 +826,8 @@ class _Run:
             }
         )
         selection["warnings"] = training_warnings(history, epoch)
+        if self.tilt_summary is not None:
+            selection["tilt_match"] = self.tilt_summary
         if self.spectrum_summary is not None:
             selection["spectrum_match"] = self.spectrum_summary
         if self.pseudo_summary is not None:

@@ -133,6 +133,12 @@ def command(
         "power spectrum (wedge, CTF envelope, noise colour), measured on the "
         "unlabelled target.",
     ),
+    tilt_match: bool = typer.Option(
+        False,
+        "--tilt-match/--no-tilt-match",
+        help="Target-aware simulation: simulate tilt ranges close to the target's, "
+        "estimated from its spectrum, instead of the preset's whole range.",
+    ),
     template_labels: int = typer.Option(
         600,
         "--template-labels",
@@ -242,6 +248,7 @@ def command(
         sim_preset=sim_preset,
         sim_per_epoch=sim_per_epoch,
         spectrum_match=spectrum_match,
+        tilt_match=tilt_match,
         template_labels=template_labels,
         template_keep=template_keep,
         target_views=target_views,

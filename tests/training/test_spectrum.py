@@ -59,3 +59,20 @@ def test_mean_power_of_a_read_only_stack_warns_nothing() -> None:
         warnings.simplefilter("error")
         power = mean_power(frozen)
     assert torch.equal(power, mean_power(vols))
+
+
+def test_tilt_match_simulates_the_tilt_range_the_estimator_reads_back() -> None:
+    """Target-aware tilt: a source matched to +-50 deg draws only such tilt ranges, and the spectrum
+    estimator finds that range again in its volumes (from a preset spanning 40-70 deg)."""
+    from cryoshift.training.data import SimulatedSource
+    from cryoshift.training.spectrum import estimate_tilt_max
+
+    source = SimulatedSource("builtin:ribosome,builtin:proteasome", 32, 10.0, "broad", seed=3)
+    assert source.config.tilt_max == (40.0, 70.0)
+    source.match_tilt((50.0, 50.0))
+    _, _, rows = source.simulator.sample(4)
+    assert {row["tilt_max"] for row in rows} == {50.0}
+    estimate = estimate_tilt_max(source.draw(200).volumes)
+    assert 46.0 <= estimate <= 56.0
+    source.match_tilt((70.0, 70.0))
+    assert estimate + 8.0 <= estimate_tilt_max(source.draw(200).volumes)
