@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from cryoshift.training.pseudo_labels import ROTATIONS
     from cryoshift.training.simulate.structures import load_structures
     from cryoshift.training.spectrum import estimate_tilt_max
-    from cryoshift.training.template_matching import template_match
+    from cryoshift.training.template_matching import score_margins, template_match
 
     profile = A.PROFILES["cpu"]
     structures = load_structures(A.maps_source().split(","), profile.box, profile.voxel_size, seed=0)
@@ -70,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             voxel_size=profile.voxel_size,
             threads=args.threads,
         )
-        scores = np.sort(np.asarray(res.scores, dtype=np.float64), axis=1)
         pred = np.asarray(res.predictions)
-        margin = scores[:, -1] - scores[:, -2]
+        margin = score_margins(res.scores)
         record = {
             "target": target,
             "draw": args.draw,

@@ -327,9 +327,10 @@ class SimulatedSource:
         self.spectrum = spectrum
         self.generators["spectrum"] = spectrum.generator
 
-    def match_tilt(self, tilt_max: tuple[float, float]) -> None:
-        """Draw tilt ranges (+-degrees) from ``tilt_max`` from now on (target-aware simulation)."""
-        self.config = self.config.replace(tilt_max=tilt_max)
+    def match_target(self, **ranges: tuple[float, float]) -> None:
+        """Draw these simulation parameters (``tilt_max=(lo, hi)``, ``snr=...``) from the given
+        ranges from now on (target-aware simulation)."""
+        self.config = self.config.replace(**ranges)
         self.simulator.config = self.config
 
     def draw(self, n: int) -> Domain:

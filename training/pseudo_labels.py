@@ -29,6 +29,7 @@ class PseudoLabels:
     seconds: float
     matched: int  # target subtomograms matched (before keeping the confident ones)
     class_counts: list[int]  # kept labels per class
+    margins: np.ndarray  # (matched,) best minus second-best class score of every matched volume
 
     def summary(self) -> dict[str, object]:
         return {
@@ -53,7 +54,7 @@ def template_pseudo_labels(
     """Match ``count`` target volumes (seeded subset) against positive ``maps`` (K, D, D, D); keep the
     ``keep`` share of each predicted class with the largest margin between best and second-best class."""
     from cryoshift.training.spectrum import estimate_tilt_max
-    from cryoshift.training.template_matching import template_match
+    from cryoshift.training.template_matching import score_margins, template_match
 
     rng = np.random.default_rng(seed)
     n = min(int(count), len(target))
@@ -63,9 +64,7 @@ def template_pseudo_labels(
     result = template_match(
         volumes, maps, wedge, n_rotations=ROTATIONS, voxel_size=voxel_size, threads=threads
     )
-    scores = np.asarray(result.scores, dtype=np.float64)
-    ordered = np.sort(scores, axis=1)
-    margin = ordered[:, -1] - ordered[:, -2] if scores.shape[1] > 1 else ordered[:, -1]
+    margin = score_margins(result.scores)
     pred = np.asarray(result.predictions, dtype=np.int64)
     chosen = []
     for k in np.unique(pred):
@@ -74,4 +73,4 @@ def template_pseudo_labels(
         chosen.append(members[np.argsort(-margin[members], kind="stable")[:take]])
     sel = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
     counts = np.bincount(pred[sel], minlength=maps.shape[0]).tolist()
-    return PseudoLabels(index[sel], pred[sel], wedge, float(result.seconds), n, counts)
+    return PseudoLabels(index[sel], pred[sel], wedge, float(result.seconds), n, counts, margin)

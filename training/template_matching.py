@@ -44,6 +44,13 @@ class TMResult:
     rotations: np.ndarray | None = None  # (n, 3, 3) best rotation of the predicted class
 
 
+def score_margins(scores: np.ndarray) -> np.ndarray:
+    """Best minus second-best class score per subtomogram (the best score with one class): how
+    clearly template matching tells the classes apart, in the same units for any data."""
+    ordered = np.sort(np.asarray(scores, dtype=np.float64), axis=1)
+    return ordered[:, -1] - ordered[:, -2] if ordered.shape[1] > 1 else ordered[:, -1]
+
+
 def fibonacci_rotations(n: int) -> np.ndarray:
     """A near-uniform set of n rotations (n, 3, 3): a super-Fibonacci spiral of unit quaternions.
 

@@ -106,6 +106,9 @@ class TrainConfig:
     # target-aware simulation: tilt ranges drawn around the target's, estimated from its spectrum
     # (+-TILT_MATCH_MARGIN degrees), instead of the preset's whole range
     tilt_match: bool = False
+    # target-aware simulation: SNR drawn around the level at which simulated volumes are as hard to
+    # tell apart by template matching as the target's (snr_match.py); needs template_labels
+    snr_match: bool = False
     # target subtomograms labelled by template matching against the source maps (pseudo_labels.py);
     # 0 = off. Only when the source is simulated from structures (the maps are needed).
     template_labels: int = 600
@@ -145,6 +148,10 @@ class TrainConfig:
         """Refuse impossible settings before any data is read."""
         if self.epochs is not None and self.epochs < 1:
             raise InputError(None, f"--epochs must be at least 1, not {self.epochs}")
+        if self.snr_match and self.template_labels < 1:
+            raise InputError(
+                None, "--snr-match compares template-matching margins: it needs --template-labels > 0"
+            )
         if not 0 < self.template_keep <= 1:
             raise InputError(None, f"--template-keep must be in (0, 1], not {self.template_keep}")
         from cryoshift.training.backbones import check_test_views_option
@@ -421,16 +428,22 @@ class _Run:
             more = len(self.target.skipped) - 10
             if more > 0:
                 print(f"cryoshift: ... and {more} more unreadable target items", file=sys.stderr)
-        self.tilt_summary: dict[str, float] | None = None
-        if c.tilt_match and self.sim is not None and self.target is not None:
+        simulated_target = self.sim is not None and self.target is not None
+        self.tilt_summary: dict[str, Any] | None = None
+        if c.tilt_match and simulated_target:
             self._match_tilt()
-        self.spectrum_summary: dict[str, float] | None = None
-        if c.spectrum_match and self.sim is not None and self.target is not None:
-            self._match_spectrum()
         self.pseudo: Domain | None = None
         self.pseudo_summary: dict[str, object] | None = None
-        if c.template_labels > 0 and self.sim is not None and self.target is not None:
+        if c.template_labels > 0 and simulated_target:
             self._template_labels()
+        self.snr_summary: dict[str, Any] | None = None
+        if c.snr_match and simulated_target:
+            self._match_snr()
+        if self.tilt_summary is not None or self.snr_summary is not None:
+            self.val_src = self._val_sim.draw(max(c.sim_val, 1))  # validation sees what training sees
+        self.spectrum_summary: dict[str, float] | None = None
+        if c.spectrum_match and simulated_target:
+            self._match_spectrum()
         eval_rng = np.random.default_rng(c.seed + 1)
         if self.target is not None and len(self.target) > MAX_TARGET_EVAL:
             idx = np.sort(eval_rng.choice(len(self.target), MAX_TARGET_EVAL, replace=False))
@@ -438,20 +451,21 @@ class _Run:
         else:
             self.target_eval = self.target
 
+    def _target_sample(self, seed_offset: int) -> np.ndarray:
+        """Up to 2,000 target volumes (a seeded subset) for the target-aware estimates."""
+        rng = np.random.default_rng(self.config.seed + seed_offset)
+        n = min(len(self.target), 2000)
+        return self.target.take(np.sort(rng.choice(len(self.target), n, replace=False)))
+
     def _match_tilt(self) -> None:
-        """Simulate tilt ranges around the target's, estimated from its spectrum; the simulated
-        validation set is drawn again, so that selection sees what training sees."""
+        """Simulate tilt ranges around the target's, estimated from its spectrum."""
         from cryoshift.training.spectrum import estimate_tilt_max
 
-        rng = np.random.default_rng(self.config.seed + 8)
-        n = min(len(self.target), 2000)
-        index = np.sort(rng.choice(len(self.target), n, replace=False))
-        estimate = estimate_tilt_max(self.target.take(index))
+        estimate = estimate_tilt_max(self._target_sample(8))
         preset = self.sim.config.tilt_max
         span = (max(20.0, estimate - TILT_MATCH_MARGIN), min(90.0, estimate + TILT_MATCH_MARGIN))
         for source in (self.sim, self._val_sim):
-            source.match_tilt(span)
-        self.val_src = self._val_sim.draw(max(self.config.sim_val, 1))
+            source.match_target(tilt_max=span)
         self.tilt_summary = {"estimate": estimate, "simulated": list(span), "preset": list(preset)}
         if self.info.is_main:
             import sys
@@ -468,14 +482,49 @@ class _Run:
         what training sees)."""
         from cryoshift.training.spectrum import SpectrumMatch
 
-        rng = np.random.default_rng(self.config.seed + 3)
-        n = min(len(self.target), 2000)
-        index = np.sort(rng.choice(len(self.target), n, replace=False))
-        reference = self._val_sim.draw(max(256, min(n, 1024)))
-        match = SpectrumMatch.fit(self.target.take(index), reference.volumes, seed=self.config.seed + 4)
+        target = self._target_sample(3)
+        reference = self._val_sim.draw(max(256, min(len(target), 1024)))
+        match = SpectrumMatch.fit(target, reference.volumes, seed=self.config.seed + 4)
         self.sim.match_spectrum(match)
         self.val_src.volumes = match.apply(self.val_src.volumes)
         self.spectrum_summary = match.summary()
+
+    def _match_snr(self) -> None:
+        """Simulate SNRs around the level at which simulated volumes are as hard to tell apart by
+        template matching as the target's (snr_match.py), before the spectrum filter is fitted (the
+        filter depends on the noise it is fitted to); the probe gets a provisional filter of its own."""
+        from cryoshift.training.simulate.simulator import Simulator
+        from cryoshift.training.snr_match import PROBE_SNR, match_snr
+        from cryoshift.training.spectrum import SpectrumMatch
+
+        c = self.config
+        probe_config = self.sim.config.replace(snr=PROBE_SNR)
+        probe = Simulator(self.sim.structures, probe_config, device=self.device, seed=c.seed + 9)
+        spectrum = None
+        if c.spectrum_match:
+            reference = probe.sample(512)[0].float().cpu().numpy()
+            spectrum = SpectrumMatch.fit(self._target_sample(3), reference, seed=c.seed + 10).apply
+        preset = self.sim.config.snr
+        found = match_snr(
+            self.matches.margins,
+            probe,
+            self.sim.structures.maps,
+            self.matches.tilt_max,
+            self.voxel_size,
+            filter_volumes=spectrum,
+            threads=c.threads,
+        )
+        for source in (self.sim, self._val_sim):
+            source.match_target(snr=found.simulated)
+        self.snr_summary = found.summary(preset)
+        if self.info.is_main:
+            import sys
+
+            print(
+                f"cryoshift: target as separable as simulated SNR {found.estimate:.3g}; simulating SNR "
+                f"{found.simulated[0]:.3g} to {found.simulated[1]:.3g} ({found.seconds:.0f} s)",
+                file=sys.stderr,
+            )
 
     def _template_labels(self) -> None:
         """Label part of the target by template matching against the source maps (pseudo_labels.py)."""
@@ -502,6 +551,7 @@ class _Run:
             f"{len(found.index)} target subtomograms labelled by template matching",
         )
         self.pseudo_summary = found.summary()
+        self.matches = found
         if self.info.is_main:
             import sys
 
@@ -828,6 +878,8 @@ class _Run:
         selection["warnings"] = training_warnings(history, epoch)
         if self.tilt_summary is not None:
             selection["tilt_match"] = self.tilt_summary
+        if self.snr_summary is not None:
+            selection["snr_match"] = self.snr_summary
         if self.spectrum_summary is not None:
             selection["spectrum_match"] = self.spectrum_summary
         if self.pseudo_summary is not None:

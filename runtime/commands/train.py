@@ -139,6 +139,12 @@ def command(
         help="Target-aware simulation: simulate tilt ranges close to the target's, "
         "estimated from its spectrum, instead of the preset's whole range.",
     ),
+    snr_match: bool = typer.Option(
+        False,
+        "--snr-match/--no-snr-match",
+        help="Target-aware simulation: simulate SNRs at which the maps' template matching tells the "
+        "classes apart about as clearly as on the target (needs --template-labels).",
+    ),
     template_labels: int = typer.Option(
         600,
         "--template-labels",
@@ -249,6 +255,7 @@ def command(
         sim_per_epoch=sim_per_epoch,
         spectrum_match=spectrum_match,
         tilt_match=tilt_match,
+        snr_match=snr_match,
         template_labels=template_labels,
         template_keep=template_keep,
         target_views=target_views,

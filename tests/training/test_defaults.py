@@ -33,8 +33,10 @@ def test_cli_defaults_are_the_trainer_defaults() -> None:
 def test_impossible_schedule_and_template_settings_are_refused_in_one_line(capsys) -> None:
     from cryoshift.runtime.cli import main
 
+    snr_alone = "--snr-match compares template-matching margins: it needs --template-labels > 0"
     for option, value, message in [
         ("--template-keep", "0", "--template-keep must be in (0, 1], not 0.0"),
+        ("--snr-match", "--template-labels=0", snr_alone),
         ("--template-keep", "1.5", "--template-keep must be in (0, 1], not 1.5"),
         ("--test-views", "5", "--test-views must be from 1 to 4, not 5"),
         ("--lr-schedule", "step", "--lr-schedule must be one of cosine, constant, not 'step'"),

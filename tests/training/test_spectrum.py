@@ -69,10 +69,10 @@ def test_tilt_match_simulates_the_tilt_range_the_estimator_reads_back() -> None:
 
     source = SimulatedSource("builtin:ribosome,builtin:proteasome", 32, 10.0, "broad", seed=3)
     assert source.config.tilt_max == (40.0, 70.0)
-    source.match_tilt((50.0, 50.0))
+    source.match_target(tilt_max=(50.0, 50.0))
     _, _, rows = source.simulator.sample(4)
     assert {row["tilt_max"] for row in rows} == {50.0}
     estimate = estimate_tilt_max(source.draw(200).volumes)
     assert 46.0 <= estimate <= 56.0
-    source.match_tilt((70.0, 70.0))
+    source.match_target(tilt_max=(70.0, 70.0))
     assert estimate + 8.0 <= estimate_tilt_max(source.draw(200).volumes)

@@ -13,6 +13,7 @@ from cryoshift.runtime.dataset import read_dataset, write_dataset
 from cryoshift.runtime.errors import InputError
 from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint
 from cryoshift.training.select import training_warnings
+from cryoshift.training.snr_match import PROBE_BINS, SPAN
 from cryoshift.training.trainer import TILT_MATCH_MARGIN, TrainConfig, train
 
 METHODS = ["source-only", "adabn", "dann", "mada", "warp", "cryoshift", "selftrain", "oracle"]
@@ -186,8 +187,8 @@ def test_the_default_budget_is_the_machines_and_is_recorded(domains: dict[str, P
 def test_target_aware_source_resumes_and_reports(
     domains: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Tilt and spectrum matching and template-matching pseudo-labels: recorded, and resume stays
-    bit-identical."""
+    """Tilt, SNR and spectrum matching and template-matching pseudo-labels: recorded, and resume
+    stays bit-identical."""
     kw = {
         "source": "builtin:ribosome,builtin:proteasome,builtin:membrane",
         "box": 16,
@@ -197,12 +198,16 @@ def test_target_aware_source_resumes_and_reports(
         "epochs": 2,
         "spectrum_match": True,
         "tilt_match": True,
+        "snr_match": True,
         "template_labels": 12,
     }
     full = train(_config(domains, tmp_path / "full", **kw))
     sel = json.loads((tmp_path / "full" / "selection.json").read_text())
     tilt, margin = sel["tilt_match"], TILT_MATCH_MARGIN
     assert tilt["simulated"] == [max(20.0, tilt["estimate"] - margin), min(90.0, tilt["estimate"] + margin)]
+    snr = sel["snr_match"]
+    assert snr["simulated"] == pytest.approx([snr["estimate"] / SPAN, snr["estimate"] * SPAN], rel=1e-3)
+    assert snr["preset"] == [0.02, 3.0] and len(snr["curve"]) == PROBE_BINS
     assert sel["spectrum_match"]["gain_max"] >= sel["spectrum_match"]["gain_min"] > 0
     assert sel["template_labels"]["matched"] == 12 and 3 <= sel["template_labels"]["kept"] <= 12
     assert sel["warnings"] == training_warnings(full.history, full.selected_epoch)
