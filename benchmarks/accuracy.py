@@ -160,6 +160,31 @@ def _make_target(profile: Profile, target: str, draw: int, out: Path) -> None:
     tmp.replace(test)
 
 
+def target_screen_parser(doc: str, log: str) -> argparse.ArgumentParser:
+    """The arguments of the screens that score development targets: TARGET..., --draw, --threads,
+    --work (data cache), --log (JSON lines)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("targets", nargs="+", choices=sorted(target_sim.TARGETS))
+    ap.add_argument("--draw", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--work", type=Path, default=Path("screen_work"))
+    ap.add_argument("--log", type=Path, default=Path(log))
+    return ap
+
+
+def labelled_adaptation(
+    target: str, draw: int, work: Path, class_names: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A target's adaptation split (cpu profile) and its labels as indices into ``class_names``;
+    screens read them only to score, on development draws."""
+    from cryoshift.runtime.dataset import read_dataset
+
+    adapt, _ = build_target(PROFILES["cpu"], target, draw, work)
+    ds = read_dataset(adapt, with_labels=True)
+    truth = np.array([class_names.index(str(ds.class_names[i])) for i in ds.labels])
+    return np.array(ds.volumes, dtype=np.float32), truth
+
+
 def log_record(record: dict[str, Any], path: Path) -> None:
     """Print one screen record and append it as a JSON line to ``path`` (the screens' raw records)."""
     print(json.dumps(record), flush=True)

@@ -12,7 +12,6 @@ target, same matching as training (estimated tilt range, 1,000 rotations):
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -38,15 +37,9 @@ def kept_accuracy(pred: np.ndarray, margin: np.ndarray, truth: np.ndarray, keep:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("targets", nargs="+", choices=sorted(A.target_sim.TARGETS))
-    ap.add_argument("--draw", type=int, default=9)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--work", type=Path, default=Path("screen_work"))
-    ap.add_argument("--log", type=Path, default=Path("pseudo_label_screen.jsonl"))
+    ap = A.target_screen_parser(__doc__, "pseudo_label_screen.jsonl")
     args = ap.parse_args(argv)
 
-    from cryoshift.runtime.dataset import read_dataset
     from cryoshift.training.pseudo_labels import ROTATIONS
     from cryoshift.training.simulate.structures import load_structures
     from cryoshift.training.spectrum import estimate_tilt_max
@@ -54,12 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
     profile = A.PROFILES["cpu"]
     structures = load_structures(A.maps_source().split(","), profile.box, profile.voxel_size, seed=0)
-    index = {str(n): i for i, n in enumerate(structures.names)}
     for target in args.targets:
-        adapt, _ = A.build_target(profile, target, args.draw, args.work)
-        ds = read_dataset(adapt, with_labels=True)
-        volumes = np.array(ds.volumes, dtype=np.float32)
-        truth = np.array([index[str(ds.class_names[i])] for i in ds.labels])
+        volumes, truth = A.labelled_adaptation(
+            target, args.draw, args.work, [str(n) for n in structures.names]
+        )
         tilt = estimate_tilt_max(volumes)
         t0 = time.time()
         res = template_match(

@@ -12,7 +12,6 @@ and average spectrum imposed) at fixed SNRs, one JSON line per target, plus the 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -51,34 +50,22 @@ def tm_margins(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("targets", nargs="+", choices=sorted(A.target_sim.TARGETS))
-    ap.add_argument("--draw", type=int, default=9)
-    ap.add_argument("--threads", type=int, default=1)
+    ap = A.target_screen_parser(__doc__, "separability_screen.jsonl")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", type=Path, default=Path("screen_work"))
-    ap.add_argument("--log", type=Path, default=Path("separability_screen.jsonl"))
     args = ap.parse_args(argv)
 
-    from cryoshift.runtime.dataset import read_dataset
     from cryoshift.training.data import SimulatedSource
     from cryoshift.training.snr_match import PROBE_SNR, match_snr
-    from cryoshift.training.spectrum import SpectrumMatch, estimate_tilt_max
-    from cryoshift.training.trainer import TILT_MATCH_MARGIN
+    from cryoshift.training.spectrum import SpectrumMatch, estimate_tilt_max, tilt_match_range
 
     profile = A.PROFILES["cpu"]
     for target in args.targets:
         t0 = time.time()
-        adapt, _ = A.build_target(profile, target, args.draw, args.work)
-        ds = read_dataset(adapt, with_labels=True)
-        volumes = np.array(ds.volumes, dtype=np.float32)
         source = SimulatedSource(A.maps_source(), profile.box, profile.voxel_size, "broad", seed=args.seed)
         maps, names = source.structures.maps, [str(n) for n in source.structures.names]
-        truth = np.array([names.index(str(ds.class_names[i])) for i in ds.labels])
+        volumes, truth = A.labelled_adaptation(target, args.draw, args.work, names)
         tilt = estimate_tilt_max(volumes)
-        source.match_target(
-            tilt_max=(max(20.0, tilt - TILT_MATCH_MARGIN), min(90.0, tilt + TILT_MATCH_MARGIN))
-        )
+        source.match_target(tilt_max=tilt_match_range(tilt))
 
         pred, margins = tm_margins(volumes, maps, tilt, profile.voxel_size, args.threads)
         record = {

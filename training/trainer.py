@@ -50,9 +50,6 @@ from cryoshift.training.select import class_shares, select_epoch, target_scores,
 MAX_TARGET_EVAL = 2000  # target volumes scored per epoch for label-free selection
 LR_SCHEDULES = ("cosine", "constant")
 LR_FLOOR = 0.05  # the cosine schedule's last learning rate, as a share of --lr
-# --tilt-match: simulated tilt ranges span the target's estimate +- this (degrees); the estimate
-# reads 3-4 degrees high on the benchmark targets (spectrum.estimate_tilt_max), well inside it
-TILT_MATCH_MARGIN = 8.0
 
 
 def lr_factor(schedule: str, progress: float) -> float:
@@ -459,11 +456,11 @@ class _Run:
 
     def _match_tilt(self) -> None:
         """Simulate tilt ranges around the target's, estimated from its spectrum."""
-        from cryoshift.training.spectrum import estimate_tilt_max
+        from cryoshift.training.spectrum import estimate_tilt_max, tilt_match_range
 
         estimate = estimate_tilt_max(self._target_sample(8))
         preset = self.sim.config.tilt_max
-        span = (max(20.0, estimate - TILT_MATCH_MARGIN), min(90.0, estimate + TILT_MATCH_MARGIN))
+        span = tilt_match_range(estimate)
         for source in (self.sim, self._val_sim):
             source.match_target(tilt_max=span)
         self.tilt_summary = {"estimate": estimate, "simulated": list(span), "preset": list(preset)}

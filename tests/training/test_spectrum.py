@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cryoshift.training.spectrum import SpectrumMatch, mean_power
+from cryoshift.training.spectrum import TILT_MATCH_MARGIN, SpectrumMatch, mean_power, tilt_match_range
 
 
 def _volumes(n: int, box: int, seed: int, wedge: bool, colour: float) -> np.ndarray:
@@ -76,3 +76,5 @@ def test_tilt_match_simulates_the_tilt_range_the_estimator_reads_back() -> None:
     assert 46.0 <= estimate <= 56.0
     source.match_target(tilt_max=(70.0, 70.0))
     assert estimate + 8.0 <= estimate_tilt_max(source.draw(200).volumes)
+    assert tilt_match_range(51.0) == (51.0 - TILT_MATCH_MARGIN, 51.0 + TILT_MATCH_MARGIN)
+    assert tilt_match_range(25.0)[0] == 20.0 and tilt_match_range(88.0)[1] == 90.0

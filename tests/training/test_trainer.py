@@ -14,7 +14,8 @@ from cryoshift.runtime.errors import InputError
 from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint
 from cryoshift.training.select import training_warnings
 from cryoshift.training.snr_match import PROBE_BINS, SPAN
-from cryoshift.training.trainer import TILT_MATCH_MARGIN, TrainConfig, train
+from cryoshift.training.spectrum import tilt_match_range
+from cryoshift.training.trainer import TrainConfig, train
 
 METHODS = ["source-only", "adabn", "dann", "mada", "warp", "cryoshift", "selftrain", "oracle"]
 
@@ -203,8 +204,8 @@ def test_target_aware_source_resumes_and_reports(
     }
     full = train(_config(domains, tmp_path / "full", **kw))
     sel = json.loads((tmp_path / "full" / "selection.json").read_text())
-    tilt, margin = sel["tilt_match"], TILT_MATCH_MARGIN
-    assert tilt["simulated"] == [max(20.0, tilt["estimate"] - margin), min(90.0, tilt["estimate"] + margin)]
+    tilt = sel["tilt_match"]
+    assert tilt["simulated"] == list(tilt_match_range(tilt["estimate"]))
     snr = sel["snr_match"]
     assert snr["simulated"] == pytest.approx([snr["estimate"] / SPAN, snr["estimate"] * SPAN], rel=1e-3)
     assert snr["preset"] == [0.02, 3.0] and len(snr["curve"]) == PROBE_BINS
