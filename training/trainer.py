@@ -101,7 +101,7 @@ class TrainConfig:
     # target-aware simulation: simulated volumes get the target's average power spectrum (spectrum.py)
     spectrum_match: bool = True
     # target-aware simulation: tilt ranges drawn around the target's, estimated from its spectrum
-    # (+-TILT_MATCH_MARGIN degrees), instead of the preset's whole range
+    # (spectrum.tilt_match_range), instead of the preset's whole range
     tilt_match: bool = False
     # target-aware simulation: SNR drawn around the level at which simulated volumes are as hard to
     # tell apart by template matching as the target's (snr_match.py); needs template_labels
