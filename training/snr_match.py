@@ -6,7 +6,8 @@ range (benchmarks/results/accuracy_levers.md, eighth round), so the network woul
 much cleaner than the ones it must classify. The margin between the best and the second-best class
 score of template matching measures how separable a subtomogram is, in the same units for target and
 simulation, whatever made it hard (dose, ice, structural change). So: template-match a probe of
-simulated volumes whose SNR is spread log-uniformly over a wide range, read off the SNR at which
+simulated volumes whose SNR is spread log-uniformly over a wide range (in the target's tilt range:
+a wider wedge lowers the margins and would read as a cleaner target), read off the SNR at which
 their median margin equals the target's (already matched for the pseudo-labels), and simulate SNRs
 within a factor ``SPAN`` of it. No target label is read.
 """
@@ -19,7 +20,9 @@ from typing import Any
 import numpy as np
 
 PROBE_SNR = (0.001, 3.0)  # the probe's log-uniform SNR range: wider than any preset's
-PROBE_COUNT = 240  # simulated volumes template-matched (about 30 s on one CPU core at 32^3)
+# simulated volumes template-matched (about a minute on one CPU core at 32^3): with 240 the estimate
+# for one target spread 0.012-0.029 over probe seeds (accuracy_levers.md, eighth round)
+PROBE_COUNT = 480
 PROBE_BINS = 8  # SNR bins of the probe's margin curve
 SPAN = 4.0  # simulate SNR from estimate / SPAN to estimate x SPAN
 

@@ -492,10 +492,11 @@ class _Run:
         filter depends on the noise it is fitted to); the probe gets a provisional filter of its own."""
         from cryoshift.training.simulate.simulator import Simulator
         from cryoshift.training.snr_match import PROBE_SNR, match_snr
-        from cryoshift.training.spectrum import SpectrumMatch
+        from cryoshift.training.spectrum import SpectrumMatch, tilt_match_range
 
         c = self.config
-        probe_config = self.sim.config.replace(snr=PROBE_SNR)
+        tilt_range = tilt_match_range(self.matches.tilt_max)  # the probe mimics the target's geometry
+        probe_config = self.sim.config.replace(snr=PROBE_SNR, tilt_max=tilt_range)
         probe = Simulator(self.sim.structures, probe_config, device=self.device, seed=c.seed + 9)
         spectrum = None
         if c.spectrum_match:
