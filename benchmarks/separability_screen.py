@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from cryoshift.training.data import SimulatedSource
-    from cryoshift.training.snr_match import PROBE_SNR, match_snr
+    from cryoshift.training.snr_match import match_snr
     from cryoshift.training.spectrum import SpectrumMatch, estimate_tilt_max, tilt_match_range
 
     profile = A.PROFILES["cpu"]
@@ -84,15 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             simulated[str(snr)] = describe(sim_pred, labels.numpy(), sim_margins)
         record["simulated_tm"] = simulated
-        source.match_target(snr=PROBE_SNR)  # the probe gets its own provisional filter, as in training
-        spectrum = SpectrumMatch.fit(volumes, source.draw(512).volumes, seed=args.seed)
         found = match_snr(
             margins,
             source.simulator,
             maps,
             tilt,
             profile.voxel_size,
-            filter_volumes=spectrum.apply,
+            spectrum_target=volumes,
+            seed=args.seed,
             threads=args.threads,
         )
         record["snr_match"] = found.summary(None)

@@ -24,6 +24,7 @@ PROBE_SNR = (0.001, 3.0)  # the probe's log-uniform SNR range: wider than any pr
 # for one target spread 0.012-0.029 over probe seeds (accuracy_levers.md, eighth round)
 PROBE_COUNT = 480
 PROBE_BINS = 8  # SNR bins of the probe's margin curve
+SPECTRUM_REFERENCE = 512  # simulated volumes the probe's provisional spectrum filter is fitted to
 SPAN = 4.0  # simulate SNR from estimate / SPAN to estimate x SPAN
 
 
@@ -83,31 +84,39 @@ def match_snr(
     tilt_max: float,
     voxel_size: float,
     *,
-    filter_volumes: Any = None,
+    spectrum_target: np.ndarray | None = None,
+    seed: int = 0,
     count: int = PROBE_COUNT,
     threads: int | None = None,
 ) -> SnrMatch:
     """Estimate the target's SNR from its template-matching margins (see the module docstring).
 
     ``simulator`` (a ``simulate.Simulator``) draws the probe with its own configuration but SNR
-    ``PROBE_SNR``; ``filter_volumes`` (numpy -> numpy) is applied to the probe as training applies it
-    to the source (the spectrum match); ``tilt_max`` and ``maps`` are those the target was matched with.
+    ``PROBE_SNR``. With ``spectrum_target`` (target volumes) the probe gets the target's average
+    spectrum as training gives it to the source: a provisional filter (seeded by ``seed``), fitted
+    against a draw at the probe's SNRs, since the final one is fitted after the SNR is set.
+    ``tilt_max`` and ``maps`` are those the target was matched with.
     """
     import time
 
     from cryoshift.training.pseudo_labels import ROTATIONS
+    from cryoshift.training.spectrum import SpectrumMatch
     from cryoshift.training.template_matching import score_margins, template_match
 
     t0 = time.perf_counter()
     config = simulator.config
     simulator.config = config.replace(snr=PROBE_SNR)
     try:
+        spectrum = None
+        if spectrum_target is not None:
+            reference = simulator.sample(SPECTRUM_REFERENCE)[0].float().cpu().numpy()
+            spectrum = SpectrumMatch.fit(spectrum_target, reference, seed=seed)
         volumes, _, rows = simulator.sample(count)
     finally:
         simulator.config = config
     probe = volumes.float().cpu().numpy()
-    if filter_volumes is not None:
-        probe = filter_volumes(probe)
+    if spectrum is not None:
+        probe = spectrum.apply(probe)
     result = template_match(
         probe, maps, tilt_max, n_rotations=ROTATIONS, voxel_size=voxel_size, threads=threads
     )

@@ -489,19 +489,15 @@ class _Run:
     def _match_snr(self) -> None:
         """Simulate SNRs around the level at which simulated volumes are as hard to tell apart by
         template matching as the target's (snr_match.py), before the spectrum filter is fitted (the
-        filter depends on the noise it is fitted to); the probe gets a provisional filter of its own."""
+        filter depends on the noise it is fitted to)."""
         from cryoshift.training.simulate.simulator import Simulator
-        from cryoshift.training.snr_match import PROBE_SNR, match_snr
-        from cryoshift.training.spectrum import SpectrumMatch, tilt_match_range
+        from cryoshift.training.snr_match import match_snr
+        from cryoshift.training.spectrum import tilt_match_range
 
         c = self.config
         tilt_range = tilt_match_range(self.matches.tilt_max)  # the probe mimics the target's geometry
-        probe_config = self.sim.config.replace(snr=PROBE_SNR, tilt_max=tilt_range)
+        probe_config = self.sim.config.replace(tilt_max=tilt_range)
         probe = Simulator(self.sim.structures, probe_config, device=self.device, seed=c.seed + 9)
-        spectrum = None
-        if c.spectrum_match:
-            reference = probe.sample(512)[0].float().cpu().numpy()
-            spectrum = SpectrumMatch.fit(self._target_sample(3), reference, seed=c.seed + 10).apply
         preset = self.sim.config.snr
         found = match_snr(
             self.matches.margins,
@@ -509,7 +505,8 @@ class _Run:
             self.sim.structures.maps,
             self.matches.tilt_max,
             self.voxel_size,
-            filter_volumes=spectrum,
+            spectrum_target=self._target_sample(3) if c.spectrum_match else None,
+            seed=c.seed + 10,
             threads=c.threads,
         )
         for source in (self.sim, self._val_sim):
