@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("name")
     ap.add_argument("backbone")
     ap.add_argument("backbone_kwargs", help="JSON object of backbone keyword arguments")
+    ap.add_argument("--train", default="{}", help="JSON object of TrainConfig overrides (lr, batch_size...)")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--sim-per-epoch", type=int, default=2048)
     ap.add_argument("--preset", default="broad")
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from cryoshift.training.trainer import TrainConfig, train
 
     kwargs = json.loads(args.backbone_kwargs)
+    overrides = json.loads(args.train)
     run_dir = args.work / "backbones" / args.name
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = TrainConfig(
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         progress=False,
     )
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides})
     t0 = time.time()
     train(cfg)
     with (run_dir / "metrics.csv").open() as fh:
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": args.name,
         "backbone": args.backbone,
         "kwargs": kwargs,
+        "train": overrides,
         "preset": args.preset,
         "epochs": args.epochs,
         "sim_per_epoch": args.sim_per_epoch,

@@ -147,3 +147,24 @@ def test_one_pose_scores_one_pose_and_restores_the_views_even_on_error() -> None
     with pytest.raises(RuntimeError), one_pose(viewed):
         raise RuntimeError("scoring failed")
     assert viewed.test_views == 4
+
+
+def test_residual_stages_start_from_the_identity_and_keep_the_layout() -> None:
+    """With its last BatchNorm zeroed, a residual stage passes its input through unchanged; the model
+    keeps the plain model's shapes and features count, so export and the head see no difference."""
+    from cryoshift.training.backbones.cryonet import ResidualConvs
+
+    torch.manual_seed(0)
+    block = ResidualConvs(4, 2).eval()
+    x = torch.relu(torch.randn(2, 4, 6, 6, 6))
+    assert not torch.allclose(block(x), x)
+    last_bn = block.body[-1]
+    torch.nn.init.zeros_(last_bn.weight)
+    torch.nn.init.zeros_(last_bn.bias)
+    torch.testing.assert_close(block(x), x)
+    plain = create_backbone("cryonet-deep-centred", num_classes=3, box_size=16).eval()
+    residual = create_backbone("cryonet-deep-centred", num_classes=3, box_size=16, residual=True).eval()
+    assert any(isinstance(m, ResidualConvs) for m in residual.modules())
+    assert residual.num_features == plain.num_features
+    assert count_flops(residual, 16) == count_flops(plain, 16)
+    assert residual(torch.randn(2, 1, 16, 16, 16)).shape == (2, 3)
