@@ -22,6 +22,43 @@ from ._base import Backbone, check_box, conv_bn_relu
 from ._registry import BACKBONES
 
 
+def _stages(
+    widths: Sequence[int], strides: Sequence[int], depth: int, residual: bool, stem: int = 0
+) -> nn.Sequential:
+    """Conv stages: each a (strided) 3x3x3 conv, then ``depth - 1`` more (plain or residual)."""
+    stages: list[nn.Module] = []
+    c_in = 1
+    if stem:  # one light full-resolution convolution before the strided stages
+        stages.append(conv_bn_relu(1, stem))
+        c_in = stem
+    for width, stride in zip(widths, strides, strict=True):
+        stages.append(conv_bn_relu(c_in, width, stride=stride))
+        if residual and depth > 1:
+            stages.append(ResidualConvs(width, depth - 1))
+        else:
+            stages += [conv_bn_relu(width, width) for _ in range(depth - 1)]
+        c_in = width
+    return nn.Sequential(*stages)
+
+
+def _pool(
+    head: str, channels: int, size: int, strides: Sequence[int], features: int
+) -> tuple[nn.Module, int]:
+    """(pooling module, feature count) of a stage stack's output grid."""
+    if head == "avg":  # translation-invariant: where a feature sits in the box is forgotten
+        return nn.AdaptiveAvgPool3d(1), channels
+    if head == "full":  # picks are centred: a learnt weighting over the final grid keeps the layout
+        for stride in strides:
+            size = -(-size // stride)  # each 3x3x3 conv with padding 1 gives ceil(size / stride)
+        pool = nn.Sequential(
+            nn.Conv3d(channels, features, size, bias=False),
+            nn.BatchNorm3d(features),
+            nn.ReLU(inplace=True),
+        )
+        return pool, features
+    raise ValueError(f"cryonet head must be 'avg' or 'full', not {head!r}")
+
+
 class CryoNet(Backbone):
     def __init__(
         self,
@@ -35,47 +72,44 @@ class CryoNet(Backbone):
         head_features: int = 256,
         residual: bool = False,
         stem: int = 0,
+        centre_crop: int = 0,
+        centre_widths: Sequence[int] = (8, 16, 32, 64),
+        centre_strides: Sequence[int] = (1, 2, 1, 2),
     ):
         super().__init__()
         check_box(box_size, "cryonet")
-        if len(widths) != len(strides) or not widths:
+        if len(widths) != len(strides) or not widths or len(centre_widths) != len(centre_strides):
             raise ValueError("cryonet needs one stride per stage width")
         if not isinstance(depth, int) or depth < 1:
             raise ValueError(f"cryonet depth (convolutions per stage) must be a positive int, not {depth!r}")
-        self.num_classes, self.box_size = num_classes, box_size
-        stages: list[nn.Module] = []
-        c_in = 1
-        if stem:  # one light full-resolution convolution before the strided stages
-            stages.append(conv_bn_relu(1, stem))
-            c_in = stem
-        for width, stride in zip(widths, strides, strict=True):
-            stages.append(conv_bn_relu(c_in, width, stride=stride))
-            if residual and depth > 1:
-                stages.append(ResidualConvs(width, depth - 1))
-            else:
-                stages += [conv_bn_relu(width, width) for _ in range(depth - 1)]
-            c_in = width
-        self.stages = nn.Sequential(*stages)
-        if head == "avg":  # translation-invariant: where a feature sits in the box is forgotten
-            self.pool = nn.AdaptiveAvgPool3d(1)
-            self.num_features = c_in
-        elif head == "full":  # picks are centred: a learnt weighting over the final grid keeps the layout
-            size = box_size
-            for stride in strides:
-                size = -(-size // stride)  # each 3x3x3 conv with padding 1 gives ceil(size / stride)
-            self.pool = nn.Sequential(
-                nn.Conv3d(c_in, head_features, size, bias=False),
-                nn.BatchNorm3d(head_features),
-                nn.ReLU(inplace=True),
+        if centre_crop and not (0 < centre_crop < box_size and (box_size - centre_crop) % 2 == 0):
+            raise ValueError(
+                f"cryonet centre_crop must be smaller than the box ({box_size}) with an even margin, "
+                f"not {centre_crop!r}"
             )
-            self.num_features = head_features
-        else:
-            raise ValueError(f"cryonet head must be 'avg' or 'full', not {head!r}")
+        self.num_classes, self.box_size = num_classes, box_size
+        self.stages = _stages(widths, strides, depth, residual, stem)
+        self.pool, self.num_features = _pool(head, widths[-1], box_size, strides, head_features)
+        # Optional second branch: the central crop at full resolution. Small complexes fill only the
+        # middle of the box, and the main branch halves the resolution in its first convolution.
+        self.centre_crop = int(centre_crop)
+        if self.centre_crop:
+            self.centre_stages = _stages(centre_widths, centre_strides, depth, residual)
+            self.centre_pool, extra = _pool(
+                head, centre_widths[-1], centre_crop, centre_strides, head_features
+            )
+            self.num_features += extra
         self.drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes)
 
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.pool(self.stages(x)), 1)
+        features = torch.flatten(self.pool(self.stages(x)), 1)
+        if not self.centre_crop:
+            return features
+        a = (self.box_size - self.centre_crop) // 2
+        b = a + self.centre_crop
+        centre = self.centre_pool(self.centre_stages(x[:, :, a:b, a:b, a:b]))
+        return torch.cat([features, torch.flatten(centre, 1)], 1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.drop(features))

@@ -168,3 +168,24 @@ def test_residual_stages_start_from_the_identity_and_keep_the_layout() -> None:
     assert residual.num_features == plain.num_features
     assert count_flops(residual, 16) == count_flops(plain, 16)
     assert residual(torch.randn(2, 1, 16, 16, 16)).shape == (2, 3)
+
+
+def test_centre_branch_reads_the_central_crop_at_full_resolution() -> None:
+    """The centre branch adds its features to the main branch's and sees only the central crop; a crop
+    that does not fit the box symmetrically is refused."""
+    torch.manual_seed(0)
+    plain = create_backbone("cryonet-centred", num_classes=3, box_size=24)
+    model = create_backbone("cryonet-centred", num_classes=3, box_size=24, centre_crop=12).eval()
+    assert model.num_features == 2 * plain.num_features
+    x = torch.randn(2, 1, 24, 24, 24)
+    outside = x.clone()
+    outside[..., :4, :, :] += 5.0  # change only voxels outside the central 12^3
+    inside = x.clone()
+    inside[..., 12, 12, 12] += 5.0
+    with torch.no_grad():
+        f, f_out, f_in = (model.forward_features(v)[:, plain.num_features :] for v in (x, outside, inside))
+    torch.testing.assert_close(f_out, f)
+    assert not torch.allclose(f_in, f)
+    for bad in (24, 11, -2):
+        with pytest.raises(ValueError, match="centre_crop"):
+            create_backbone("cryonet-centred", num_classes=3, box_size=24, centre_crop=bad)
