@@ -532,6 +532,8 @@ class _Run:
             self.voxel_size,
             count=c.template_labels,
             keep=c.template_keep,
+            # with --tilt-match the range was estimated already, on as many or more target volumes
+            tilt_max=self.tilt_summary["estimate"] if self.tilt_summary is not None else None,
             seed=c.seed + 5,
             threads=c.threads,
         )

@@ -206,6 +206,7 @@ def test_target_aware_source_resumes_and_reports(
     sel = json.loads((tmp_path / "full" / "selection.json").read_text())
     tilt = sel["tilt_match"]
     assert tilt["simulated"] == list(tilt_match_range(tilt["estimate"]))
+    assert sel["template_labels"]["tilt_max"] == round(tilt["estimate"], 1)  # estimated once, used twice
     snr = sel["snr_match"]
     assert snr["simulated"] == pytest.approx([snr["estimate"] / SPAN, snr["estimate"] * SPAN], rel=1e-3)
     assert snr["preset"] == [0.02, 3.0] and len(snr["curve"]) == PROBE_BINS
