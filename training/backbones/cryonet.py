@@ -82,7 +82,12 @@ class CryoNet(Backbone):
             raise ValueError("cryonet needs one stride per stage width")
         if not isinstance(depth, int) or depth < 1:
             raise ValueError(f"cryonet depth (convolutions per stage) must be a positive int, not {depth!r}")
-        if centre_crop and not (0 < centre_crop < box_size and (box_size - centre_crop) % 2 == 0):
+        for name, value in (("stem", stem), ("centre_crop", centre_crop)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"cryonet {name} must be a non-negative int (0 = off), not {value!r}")
+        if not isinstance(residual, bool):
+            raise ValueError(f"cryonet residual must be true or false, not {residual!r}")
+        if centre_crop and not (centre_crop < box_size and (box_size - centre_crop) % 2 == 0):
             raise ValueError(
                 f"cryonet centre_crop must be smaller than the box ({box_size}) with an even margin, "
                 f"not {centre_crop!r}"

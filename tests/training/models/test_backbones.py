@@ -186,6 +186,10 @@ def test_centre_branch_reads_the_central_crop_at_full_resolution() -> None:
         f, f_out, f_in = (model.forward_features(v)[:, plain.num_features :] for v in (x, outside, inside))
     torch.testing.assert_close(f_out, f)
     assert not torch.allclose(f_in, f)
-    for bad in (24, 11, -2):
+    for bad in (24, 11, -2, 2.5, "12", True):
         with pytest.raises(ValueError, match="centre_crop"):
             create_backbone("cryonet-centred", num_classes=3, box_size=24, centre_crop=bad)
+    with pytest.raises(ValueError, match="stem"):
+        create_backbone("cryonet-centred", num_classes=3, box_size=24, stem="8")
+    with pytest.raises(ValueError, match="residual"):
+        create_backbone("cryonet-deep", num_classes=3, box_size=24, residual="yes")
