@@ -356,12 +356,38 @@ def _labels(column: pd.Series, class_names: list[str], path: Path, vol: MrcVolum
     if bad.any():
         vol.close()
         row = int(np.flatnonzero(bad)[0])
+        value = column.iloc[row]
+        value = value.item() if isinstance(value, np.generic) else value  # 42, not np.int64(42)
         raise InputError(
             path,
             f"{int(bad.sum())} labels are not class indices 0..{len(class_names) - 1} "
-            f"(first: row {row}, label {column.iloc[row]!r})",
+            f"(first: row {row}, label {value!r})",
         )
     return values.astype(np.int64)
+
+
+# What ``unusable_volumes`` finds, for the messages that name it.
+UNUSABLE = "NaN/Inf, values beyond +-1e15 or one value throughout (a blank box)"
+
+
+def unusable_volumes(volumes: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Indices of volumes holding NaN/Inf, magnitudes that overflow float32 normalisation, or
+    a single value (a blank or zero-filled box, as classify refuses it).
+
+    One non-finite volume turns every loss into NaN; a blank one gets a confident class that
+    means nothing. Read in chunks (the stack may be a memory map); NaN fails both comparisons,
+    so per-volume min/max cover NaN, Inf and absurd values alike.
+    """
+    from cryoshift.runtime.sources import VALUE_LIMIT
+
+    bad: list[np.ndarray] = []
+    for start in range(0, len(volumes), chunk):
+        part = np.asarray(volumes[start : start + chunk])
+        flat = part.reshape(len(part), -1)
+        lo, hi = flat.min(axis=1), flat.max(axis=1)
+        ok = (lo > -VALUE_LIMIT) & (hi < VALUE_LIMIT) & (lo < hi)
+        bad.append(np.flatnonzero(~ok) + start)
+    return np.concatenate(bad).astype(np.int64) if bad else np.zeros(0, np.int64)
 
 
 def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
@@ -380,9 +406,10 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
         info = json.loads((directory / META).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(directory / META, f"not valid JSON ({exc})") from exc
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        found = info.get("format") if isinstance(info, dict) else None
-        raise InputError(directory / META, f"unknown format {found!r}, expected {FORMAT!r}")
+    if not isinstance(info, dict):
+        raise InputError(directory / META, f"must hold a JSON object, found a {type(info).__name__}")
+    if info.get("format") != FORMAT:
+        raise InputError(directory / META, f"unknown format {info.get('format')!r}, expected {FORMAT!r}")
     for name in (VOLUMES, TABLE):
         if not (directory / name).is_file():
             raise InputError(directory, f"{name} is missing")

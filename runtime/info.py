@@ -279,7 +279,7 @@ def validate(path: str | Path) -> list[str]:
     except InputError as exc:
         return [exc.reason if exc.path in (None, str(path)) else str(exc)]
     if desc is not None:
-        return []
+        return _dataset_problems(path) if desc.kind == "dataset" else []
     from cryoshift.runtime.mrc import open_volume, volume_stats
 
     problems: list[str] = []
@@ -304,6 +304,16 @@ def validate(path: str | Path) -> list[str]:
     except OSError as exc:
         problems.append(f"cannot read: {' '.join(str(exc.strerror or exc).split())}")
     return problems
+
+
+def _dataset_problems(path: Path) -> list[str]:
+    """A dataset's volumes as train and evaluate check them (every volume is read), so a dataset
+    that validates is one they accept."""
+    from cryoshift.runtime.dataset import UNUSABLE, read_dataset, unusable_volumes
+
+    with read_dataset(path, with_labels=False) as ds:
+        bad = unusable_volumes(ds.volumes)
+    return [f"{len(bad)} volumes hold {UNUSABLE} (first: index {bad[0]})"] if len(bad) else []
 
 
 def _looks_mrc(path: Path) -> bool:

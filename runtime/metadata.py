@@ -45,6 +45,13 @@ class ModelMetadata:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        if isinstance(self.schema_version, bool) or not isinstance(self.schema_version, int):
+            raise ValueError(f"schema_version must be an integer, not {self.schema_version!r}")
+        if not 1 <= self.schema_version <= SCHEMA_VERSION:  # a newer writer may mean other things
+            raise ValueError(
+                f"metadata schema {self.schema_version} is not one this cryoshift reads (1..{SCHEMA_VERSION}); "
+                "a model from a newer cryoshift needs that version"
+            )
         if self.contrast not in CONTRASTS:
             raise ValueError(f"contrast must be one of {CONTRASTS}, not {self.contrast!r}")
         if self.normalisation not in NORMALISATIONS:

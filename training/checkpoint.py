@@ -13,6 +13,7 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts:
 from __future__ import annotations
 
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,13 @@ def _load_failure(exc: Exception) -> str:
     )
 
 
+def _looks_like_mrc_header(path: Path) -> bool:
+    """The MRC2014 'MAP ' stamp at byte 208: the commonest wrong file handed over as a model."""
+    with open(path, "rb") as fh:
+        fh.seek(208)
+        return fh.read(4) == b"MAP "
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = resolve_checkpoint(path)
     if is_onnx(path):  # torch.load would call it "Python objects other than tensors"
@@ -113,6 +121,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "is an ONNX model (already exported), not a training checkpoint; export needs a "
             "training run directory or a checkpoint .pt",
         )
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    # torch.save writes a zip archive (or, in its legacy format, a pickle: protocol byte 0x80); say
+    # what anything else is rather than pass torch's unpickler error about an "operand"
+    if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
+        if not head:
+            kind = "the file is empty"
+        else:
+            kind = "the file is an MRC volume" if _looks_like_mrc_header(path) else f"it starts with {head!r}"
+        raise InputError(path, f"not a readable weights-only checkpoint: {kind}, not a torch.save archive")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing
             warnings.simplefilter("ignore")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from cryoshift.runtime.dataset import UNUSABLE, unusable_volumes
 from cryoshift.runtime.errors import InputError
 
 
@@ -101,30 +102,6 @@ def _labels_by_name(names: Any, class_names: list[str], path: Path) -> np.ndarra
     if missing:
         raise InputError(path, f"classes {missing} are not among the source classes {class_names}")
     return np.array([index[n] for n in names], dtype=np.int64)
-
-
-# What ``unusable_volumes`` finds, for the messages that name it.
-UNUSABLE = "NaN/Inf, values beyond +-1e15 or one value throughout (a blank box)"
-
-
-def unusable_volumes(volumes: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """Indices of volumes holding NaN/Inf, magnitudes that overflow float32 normalisation, or
-    a single value (a blank or zero-filled box, as classify refuses it).
-
-    One non-finite volume turns every loss into NaN; a blank one gets a confident class that
-    means nothing. Read in chunks (the stack may be a memory map); NaN fails both comparisons,
-    so per-volume min/max cover NaN, Inf and absurd values alike.
-    """
-    from cryoshift.runtime.sources import VALUE_LIMIT
-
-    bad: list[np.ndarray] = []
-    for start in range(0, len(volumes), chunk):
-        part = np.asarray(volumes[start : start + chunk])
-        flat = part.reshape(len(part), -1)
-        lo, hi = flat.min(axis=1), flat.max(axis=1)
-        ok = (lo > -VALUE_LIMIT) & (hi < VALUE_LIMIT) & (lo < hi)
-        bad.append(np.flatnonzero(~ok) + start)
-    return np.concatenate(bad).astype(np.int64) if bad else np.zeros(0, np.int64)
 
 
 def load_source_dataset(path: str | Path) -> Domain:

@@ -260,7 +260,7 @@ def evaluate(
     else:
         ds = read_dataset(data, with_labels=True)  # evaluation is where target labels belong
         volumes, label_names = ds.volumes, [ds.class_names[i] for i in ds.labels]
-    from cryoshift.training.data import UNUSABLE, unusable_volumes
+    from cryoshift.runtime.dataset import UNUSABLE, unusable_volumes
 
     bad = unusable_volumes(volumes)
     if len(bad):  # one NaN volume makes NLL/ECE NaN and its prediction arbitrary

@@ -363,3 +363,22 @@ def test_export_refuses_bad_parity_and_calibration_data(tmp_path: Path, capsys: 
     # a gzipped stack is read as classify reads it (it was "MRC file has no data")
     gz = put(tmp_path / "good.mrcs.gz", gzip.compress(good.read_bytes()))
     np.testing.assert_array_equal(read_volumes(gz, BOX), volumes(4))
+
+
+@pytest.mark.parametrize("value", ["99", "0", '"1"'])
+def test_onnx_from_an_unknown_metadata_schema_is_refused(
+    value: str, model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A model stamped with a schema this cryoshift does not know may mean other things by the same
+    fields: refused in one line, before any volume is read."""
+    import onnx
+
+    m = onnx.load(str(model))
+    for entry in m.metadata_props:
+        if entry.key == "cryoshift.schema_version":
+            entry.value = value
+    odd = tmp_path / "odd_schema.onnx"
+    onnx.save(m, str(odd))
+    vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
+    result = run_cli(["classify", odd, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys)
+    assert "schema" in assert_error(result, odd)

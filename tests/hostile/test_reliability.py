@@ -730,3 +730,18 @@ def test_merge_refuses_shards_of_other_inputs_or_settings(
         one_error_line(
             run_cli(["merge", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "m"], capsys), manifest
         )
+
+
+def test_a_volume_or_an_empty_file_given_as_a_checkpoint_is_named_for_what_it_is(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    """Before: torch's unpickler error ("Unsupported operand 16") for an MRC handed over as a model."""
+    from cryoshift.runtime import write_volume
+
+    volume = write_volume(tmp_path / "particle.mrc", np.zeros((8, 8, 8), np.float32), voxel_size=10.0)
+    line = one_error_line(run_cli(["export", volume, "-o", tmp_path / "deploy"], capsys), volume)
+    assert "the file is an MRC volume, not a torch.save archive" in line
+    empty = tmp_path / "model.pt"
+    empty.write_bytes(b"")
+    line = one_error_line(run_cli(["export", empty, "-o", tmp_path / "deploy"], capsys), empty)
+    assert "the file is empty" in line

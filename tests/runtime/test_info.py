@@ -114,3 +114,36 @@ def test_results_tables_are_described_as_results_not_picks(tmp_path: Path) -> No
         assert got["rows"] == "3"
         assert "unknown: 1" in got["classes"] and "ribosome: 1" in got["classes"]
         assert got["shift score"].startswith("median 1.5")
+
+
+def test_validate_reads_a_datasets_volumes_as_train_and_evaluate_do(tmp_path: Path) -> None:
+    """A dataset with one NaN volume is refused by train/evaluate, so validate must not call it ok;
+    a bad label is reported as the plain value, not a numpy repr."""
+    import mrcfile
+
+    from cryoshift.runtime.dataset import read_dataset
+    from cryoshift.runtime.info import validate
+
+    rng = np.random.default_rng(0)
+    ds = write_dataset(
+        tmp_path / "ds", rng.normal(size=(4, 8, 8, 8)), labels=[0, 1, 0, 1], class_names=["a", "b"]
+    )
+    assert validate(ds) == []
+    with mrcfile.open(ds / "volumes.mrc", "r+") as mrc:
+        mrc.data[2] = np.nan
+    problems = validate(ds)
+    assert len(problems) == 1 and "1 volumes hold NaN/Inf" in problems[0] and "index 2" in problems[0]
+    table = pd.read_csv(ds / "particles.csv")
+    table.loc[1, "label"] = 42
+    table.to_csv(ds / "particles.csv", index=False)
+    with pytest.raises(InputError, match=r"label 42\)"):
+        read_dataset(ds, with_labels=True)
+
+
+def test_a_dataset_json_that_is_not_an_object_says_so(tmp_path: Path) -> None:
+    from cryoshift.runtime.dataset import read_dataset
+
+    ds = write_dataset(tmp_path / "ds", np.ones((2, 8, 8, 8)), voxel_size=10.0)
+    (ds / "dataset.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match="must hold a JSON object, found a list"):
+        read_dataset(ds)

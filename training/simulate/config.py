@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,15 +78,24 @@ class SimulationConfig:
             raise InputError(where, f"contrast must be one of {CONTRASTS}, got {self.contrast!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, (tuple, list)):
+            default = f.default
+            if isinstance(default, (bool, str)):
                 continue
-            if len(value) != 2:
+            if isinstance(default, (int, float)):  # a number; NaN would pass every range check below
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise InputError(where, f"{f.name} must be a finite number, got {value!r}")
+                continue
+            if value is None and f.name == "snr":  # no noise
+                continue
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
                 raise InputError(where, f"{f.name} must be a (lo, hi) pair, got {value!r}")
             cast = int if f.name == "neighbours" else float
             try:
                 lo, hi = (cast(v) for v in value)
             except (TypeError, ValueError) as exc:
                 raise InputError(where, f"{f.name} must hold numbers, got {value!r}") from exc
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise InputError(where, f"{f.name} must hold finite numbers, got {value!r}")
             if lo > hi:
                 raise InputError(where, f"{f.name}: lo {lo} is larger than hi {hi}")
             setattr(self, f.name, (lo, hi))

@@ -92,6 +92,17 @@ def test_config_round_trip_and_validation(tmp_path):
         SimulationConfig(snr=(5.0, 1.0))
     with pytest.raises(InputError, match="fidelity"):
         SimulationConfig(fidelity="exact")
+    # a wrong type or a NaN names the field instead of failing in a comparison (or passing it)
+    for bad, field in (
+        ({"snr": "abc"}, "snr must be a"),
+        ({"snr": [float("nan"), 1.0]}, "snr must hold finite"),
+        ({"crowding": float("nan")}, "crowding must be a finite number"),
+        ({"shift_voxels": "1"}, "shift_voxels must be a finite number"),
+        ({"tilt_max": 60}, "tilt_max must be a"),
+    ):
+        with pytest.raises(InputError, match=field):
+            SimulationConfig.from_dict(bad)
+    assert SimulationConfig.from_dict({"snr": None}).snr is None  # noise off stays allowed
 
 
 def test_simulate_dataset_writes_the_format_and_is_reproducible(builtins16, tmp_path):
