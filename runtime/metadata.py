@@ -49,8 +49,8 @@ class ModelMetadata:
             raise ValueError(f"schema_version must be an integer, not {self.schema_version!r}")
         if not 1 <= self.schema_version <= SCHEMA_VERSION:  # a newer writer may mean other things
             raise ValueError(
-                f"metadata schema {self.schema_version} is not one this cryoshift reads (1..{SCHEMA_VERSION}); "
-                "a model from a newer cryoshift needs that version"
+                f"metadata schema {self.schema_version} is not one this cryoshift reads "
+                f"(1..{SCHEMA_VERSION}); a model from a newer cryoshift needs that version"
             )
         if self.contrast not in CONTRASTS:
             raise ValueError(f"contrast must be one of {CONTRASTS}, not {self.contrast!r}")
