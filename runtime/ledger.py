@@ -59,6 +59,26 @@ def _repair_tail(path: Path) -> int:
     return size - keep
 
 
+_START_OVER = (
+    "cannot resume from it: move it (and the run's other files) away, or classify without --resume "
+    "into a new output directory"
+)
+
+
+def csv_damage(path: Path, exc: UnicodeDecodeError | csv.Error) -> str:
+    """Why a CSV could not be read, in words that point at the damaged line: the codec's own offset
+    counts from a buffered chunk, not from the start of the file, so the line is found again here."""
+    if isinstance(exc, csv.Error):
+        return f"damaged: not a readable CSV ({exc})"
+    with open(path, "rb") as fh:  # rows end in newlines, so no UTF-8 character spans two lines
+        for number, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return f"damaged: line {number} is not UTF-8 text (byte 0x{raw[bad.start]:02x})"
+    return f"damaged: not UTF-8 text ({exc.reason})"
+
+
 class Ledger:
     """One append-only CSV file with a fixed header and an ``id`` first column."""
 
@@ -76,6 +96,7 @@ class Ledger:
                 "already exists; pass --resume to continue that run, or choose a new output directory",
             )
         if exists:
+            self._check_header()
             self.repaired_bytes = _repair_tail(self.path)
             self.done = self._read_ids()
         if not self.path.is_file() or self.path.stat().st_size == 0:
@@ -90,19 +111,39 @@ class Ledger:
         csv.writer(buf, lineterminator="\n").writerow([format_value(v) for v in values])
         return buf.getvalue()
 
+    def _check_header(self) -> None:
+        """Refuse a file whose first line is not this run's header before the repair cuts anything,
+        so a damaged or foreign file is left as it was. A start of the header without its newline (a
+        kill while the header was written) is left to the repair, which starts the file again."""
+        with open(self.path, "rb") as fh:
+            first = fh.readline(1 << 20)
+        if not first.endswith(b"\n") and self._line(self.columns).encode().startswith(first):
+            return
+        try:
+            header = next(csv.reader([first.decode("utf-8")]), [])
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise InputError(self.path, f"{csv_damage(self.path, exc)}; {_START_OVER}") from exc
+        if header[:1] != self.columns[:1]:
+            raise InputError(
+                self.path, f"damaged or a foreign file: its first line is not a header; {_START_OVER}"
+            )
+        if header != self.columns:
+            raise InputError(
+                self.path, "was written with other columns (another model?); cannot resume into it"
+            )
+
     def _read_ids(self) -> set[str]:
-        with open(self.path, newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                return set()
-            if header != self.columns:
-                raise InputError(
-                    self.path, "was written with other columns (another model?); cannot resume into it"
-                )
-            ids = [row[0] for row in reader if row]
-            self.rows = len(ids)
-            return set(ids)
+        """The ids already in the file (its header checked before); one line naming the file when a
+        later line is damaged, since resuming into it would lose or repeat items."""
+        try:
+            with open(self.path, newline="") as fh:
+                reader = csv.reader(fh)
+                next(reader, None)
+                ids = [row[0] for row in reader if row]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise InputError(self.path, f"{csv_damage(self.path, exc)}; {_START_OVER}") from exc
+        self.rows = len(ids)
+        return set(ids)
 
     def append(self, rows: Sequence[Sequence[object]]) -> None:
         """Append rows (each starting with its id) durably: write, flush, fsync."""

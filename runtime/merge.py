@@ -3,7 +3,8 @@
 SLURM array tasks write ``predictions.shard-i-of-n.csv`` (and ``errors``, ``manifest``) into
 one folder, or into several. Merging keeps every id exactly once (the first shard that has
 it; a prediction wins over an error row for the same id), refuses shards of different models
-or class lists, says which of the n shards are missing, and writes the usual
+or class lists, says which of the n shards are missing, refuses a damaged shard table (not
+text, a cut-off row, other rows than its manifest counts) naming it, and writes the usual
 ``predictions.csv``/``.star``, ``errors.csv`` and ``manifest.json`` (with per-tomogram class
 counts); predictions.star keeps the input STAR tables' blocks and columns as classify does.
 When every shard has ``features.shard-i-of-n.npy`` (``classify --features``), their rows for the
@@ -17,11 +18,14 @@ import json
 import os
 import re
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.jsonfile import read_json_object
+from cryoshift.runtime.ledger import ERROR_COLUMNS, csv_damage
 
 _SHARD = re.compile(r"^predictions\.shard-(\d+)-of-(\d+)\.csv$")
 
@@ -44,41 +48,146 @@ def find_shards(folders: list[Path]) -> dict[tuple[int, int], Path]:
     return found
 
 
-def _join(
-    parts: list[Path], out: Path, skip: set[str], kept: list[tuple[list[int], int]] | None = None
-) -> tuple[set[str], int]:
-    """Copy rows of ``parts`` into ``out``, each id once and none in ``skip``; returns ids, duplicates.
+class _Table(NamedTuple):
+    """One shard's predictions or errors table, and what its manifest says the shard wrote there."""
 
-    ``kept`` (a list) receives, per part, the positions of the data rows that were copied and
-    the number of data rows the part has."""
+    path: Path
+    key: tuple[int, int]  # (i, n) of the shard
+    manifest: Path
+    rows: int | None  # data rows by the manifest (None: an older manifest that does not say)
+
+    def rerun(self) -> str:
+        return f"rerun shard {self.key[0]}/{self.key[1]} (remove its files first)"
+
+
+def _tables(
+    shards: dict[tuple[int, int], Path], keys: list[tuple[int, int]], manifests: list[dict], kind: str
+) -> list[_Table]:
+    """The shards' ``kind`` tables ("predictions" or "errors"), with the row counts their manifests
+    give (``total_rows`` / ``total_errors``: the data rows of the file when the shard finished)."""
+    count = "total_rows" if kind == "predictions" else "total_errors"
+    out = []
+    for key, manifest in zip(keys, manifests, strict=True):
+        rows = manifest["summary"].get(count)
+        out.append(
+            _Table(
+                shards[key].with_name(f"{kind}.shard-{key[0]}-of-{key[1]}.csv"),
+                key,
+                _manifest_path(shards[key], key),
+                rows if isinstance(rows, int) and not isinstance(rows, bool) else None,
+            )
+        )
+    return out
+
+
+def _header(table: _Table) -> list[str]:
+    """The first row of a shard table; one line naming the file when it is empty or not text."""
+    try:
+        with open(table.path, newline="") as fh:
+            header = next(csv.reader(fh), None)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(table.path, f"{csv_damage(table.path, exc)}; {table.rerun()}") from exc
+    if not header:
+        raise InputError(table.path, f"empty file (no header); {table.rerun()}")
+    return header
+
+
+def _agreed_header(tables: list[_Table], expected: list[str]) -> list[str]:
+    """The columns every shard table has; refuses the table that differs, not whichever came
+    second: the reference is the format's own header when a shard has it, else the majority."""
+    headers = [(t, tuple(_header(t))) for t in tables if t.path.is_file()]
+    found = Counter(h for _, h in headers)
+    if len(found) <= 1:
+        return list(next(iter(found), expected))
+    reference = tuple(expected) if tuple(expected) in found else found.most_common(1)[0][0]
+    table, header = next((t, h) for t, h in headers if h != reference)
+    raise InputError(
+        table.path,
+        f"columns differ from the other shards' ({_difference(header, reference)}): another model "
+        f"or class list, or a damaged file; {table.rerun()}",
+    )
+
+
+def _difference(header: tuple[str, ...], reference: tuple[str, ...]) -> str:
+    """How ``header`` differs from ``reference``, in a few words."""
+    missing = [c for c in reference if c not in header]
+    extra = [c for c in header if c not in reference]
+    words = []
+    if missing:
+        words.append(f"lacks {_names(missing)}")
+    if extra:
+        words.append(f"has extra {_names(extra)}")
+    return ", ".join(words) or "the same columns in another order"
+
+
+def _names(columns: list[str], limit: int = 3) -> str:
+    shown = ", ".join(columns[:limit])
+    return shown + (f" and {len(columns) - limit} more" if len(columns) > limit else "")
+
+
+def _rows(table: _Table, width: int) -> Iterator[list[str]]:
+    """The data rows of a shard table, checked as they are read, so a damaged shard is refused
+    instead of reaching the merged files: a row cut off mid-way, or a table with fewer or more
+    rows than its manifest says the shard wrote (cut short, or changed since)."""
+    with open(table.path, "rb") as fh:  # classify ends every row with a newline
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) != b"\n":
+            raise InputError(table.path, f"its last row is cut off (no newline at the end); {table.rerun()}")
+    n = 0
+    try:
+        with open(table.path, newline="") as fh:
+            reader = csv.reader(fh)
+            next(reader, None)
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != width:
+                    raise InputError(
+                        table.path,
+                        f"line {reader.line_num} has {len(row)} fields for {width} columns (a cut-off or "
+                        f"damaged row); {table.rerun()}",
+                    )
+                n += 1
+                yield row
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(table.path, f"{csv_damage(table.path, exc)}; {table.rerun()}") from exc
+    if table.rows is not None and n != table.rows:
+        raise InputError(
+            table.path,
+            f"{n} rows, but {table.manifest.name} says the shard wrote {table.rows} (cut short or "
+            f"changed since); {table.rerun()}",
+        )
+
+
+def _join(
+    tables: list[_Table],
+    header: list[str],
+    out: Path,
+    skip: set[str],
+    kept: list[tuple[list[int], int]] | None = None,
+) -> tuple[set[str], int]:
+    """Copy rows of ``tables`` into ``out``, each id once and none in ``skip``; returns ids, duplicates.
+
+    A missing table is refused when its manifest says it had rows (errors tables: a missing one
+    would drop those errors without a word). ``kept`` (a list) receives, per table, the positions
+    of the data rows that were copied and the number of data rows the table has."""
     seen: set[str] = set()
     dupes = 0
-    header0: list[str] | None = None
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as dst:
+    with open(out, "w", newline="") as dst:
         writer = csv.writer(dst, lineterminator="\n")
-        for part in parts:
+        writer.writerow(header)
+        for table in tables:
             rows: list[int] = []
             position = -1
-            if not part.is_file():
-                if kept is not None:
-                    kept.append((rows, 0))
-                continue
-            with open(part, newline="") as fh:
-                reader = csv.reader(fh)
-                header = next(reader, None)
-                if header is None:
-                    raise InputError(part, "empty file (no header)")
-                if header0 is None:
-                    header0 = header
-                    writer.writerow(header)
-                elif header != header0:
+            if not table.path.is_file():
+                if table.rows:
                     raise InputError(
-                        part, "columns differ from the other shards (another model or class list)"
+                        table.path,
+                        f"missing, but {table.manifest.name} says the shard wrote {table.rows} rows there; "
+                        f"copy it back next to the manifest, or {table.rerun()}",
                     )
-                for row in reader:
-                    if not row:
-                        continue
+            else:
+                for row in _rows(table, len(header)):
                     position += 1
                     if row[0] in seen or row[0] in skip:
                         dupes += 1
@@ -90,7 +199,6 @@ def _join(
                 kept.append((rows, position + 1))
         dst.flush()
         os.fsync(dst.fileno())
-    tmp.replace(out)
     return seen, dupes
 
 
@@ -130,7 +238,7 @@ def merge_shards(
 
     Returns a :class:`~cryoshift.runtime.summary.ClassifySummary` of the merged set.
     """
-    from cryoshift.runtime.pipeline import RunStats
+    from cryoshift.runtime.pipeline import RunStats, result_columns
     from cryoshift.runtime.summary import ClassifySummary, finish_run, output_names
 
     t0 = time.perf_counter()
@@ -153,13 +261,22 @@ def merge_shards(
     out = Path(out_dir) if out_dir else dirs[0]
     out.mkdir(parents=True, exist_ok=True)
     names = output_names(out, None)
-    preds = [shards[k] for k in keys]
-    errs = [p.with_name(f"errors.shard-{k[0]}-of-{k[1]}.csv") for k, p in zip(keys, preds, strict=True)]
-    kept: list[tuple[list[int], int]] = []
-    done, dup_pred = _join(preds, names["csv"], set(), kept)
-    _, dup_err = _join(errs, names["errors"], done)
-    feature_note = _merge_features(preds, kept, names["csv"])
     first = manifests[0]
+    preds = _tables(shards, keys, manifests, "predictions")
+    errs = _tables(shards, keys, manifests, "errors")
+    pred_header = _agreed_header(preds, result_columns(first["model"].get("class_names") or []))
+    err_header = _agreed_header(errs, list(ERROR_COLUMNS))
+    kept: list[tuple[list[int], int]] = []
+    tmps = [names[k].with_name(f".{names[k].name}.{os.getpid()}.tmp") for k in ("csv", "errors")]
+    try:  # both tables whole or neither: a damaged shard leaves an older merge as it was
+        done, dup_pred = _join(preds, pred_header, tmps[0], set(), kept)
+        _, dup_err = _join(errs, err_header, tmps[1], done)
+        tmps[0].replace(names["csv"])
+        tmps[1].replace(names["errors"])
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+    feature_note = _merge_features([t.path for t in preds], kept, names["csv"])
     summary = ClassifySummary.for_files(
         names, f"merged {len(keys)} of {n} shards: " + first["model"]["description"]
     )
@@ -196,12 +313,14 @@ def _manifests(shards: dict[tuple[int, int], Path], keys: list[tuple[int, int]],
     """The shards' manifests, all of one model."""
     manifests = []
     for key in keys:
-        m = shards[key].with_name(f"manifest.shard-{key[0]}-of-{key[1]}.json")
+        m = _manifest_path(shards[key], key)
         if not m.is_file():
             raise InputError(m, "missing: the shard did not finish (rerun it with --resume)")
         manifest = read_json_object(m, "shard manifest")
         if not isinstance(manifest.get("model"), dict) or "sha256" not in manifest["model"]:
             raise InputError(m, "not a readable shard manifest (no model.sha256: a foreign file)")
+        if not isinstance(manifest.get("summary"), dict):
+            raise InputError(m, "not a readable shard manifest (no summary: a foreign file)")
         manifests.append(manifest)
     if len({m["model"]["sha256"] for m in manifests}) != 1:
         raise InputError(where, "shards were classified with different models")
@@ -218,6 +337,10 @@ def _manifests(shards: dict[tuple[int, int], Path], keys: list[tuple[int, int]],
                     "with the same command line",
                 )
     return manifests
+
+
+def _manifest_path(predictions: Path, key: tuple[int, int]) -> Path:
+    return predictions.with_name(f"manifest.shard-{key[0]}-of-{key[1]}.json")
 
 
 _SAME_IN_EVERY_SHARD = {

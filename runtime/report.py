@@ -16,8 +16,10 @@ one file that can be mailed or opened offline. Needs matplotlib (the ``train`` e
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -82,27 +84,29 @@ def _json_dict(path: Path) -> dict[str, Any]:
     return read_json_object(path) if path.is_file() else {}
 
 
-def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path]:
+def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]:
+    """The predictions (checked row by row), the run's manifest, its folder and the table read."""
     from cryoshift.runtime.results import read_results
 
     folder = path if path.is_dir() else path.parent
-    csv = path if path.is_file() else folder / "predictions.csv"
-    if not csv.is_file():
-        raise InputError(
-            path,
-            "no predictions.csv here (give a classify output folder, a predictions file or "
-            "a training run folder)",
-        )
-    df = read_results(csv)
+    table = path if path.is_file() else folder / "predictions.csv"
+    if not table.is_file():
+        _refuse_folder(path)
+    df = read_results(table)
     missing = [c for c in REPORTED_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(
-            csv,
+            table,
             f"not a cryoshift predictions table: no {', '.join(missing)} column"
             f"{'s' if len(missing) > 1 else ''} (give the output of cryoshift classify)",
         )
+    if table.suffix.lower() == ".star":
+        _check_star_rows(table)
+        _check_numbers(table, df)
+    else:
+        _check_rows(table)
     manifest = _json_dict(folder / "manifest.json")
-    star = csv.with_suffix(".star") if csv.suffix == ".csv" else csv
+    star = table.with_suffix(".star") if table.suffix == ".csv" else table
     if star.is_file() and star.suffix == ".star":  # input columns (labels) travel in the STAR only
         try:
             import starfile
@@ -117,7 +121,129 @@ def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path]:
                     df["true_class"] = df["id"].astype(str).map(truth)
         except Exception:
             pass
-    return df, manifest, folder
+    return df, manifest, folder, table
+
+
+RUN_FILES = ("config.json", "selection.json", "model.pt", "checkpoints")  # what cryoshift train leaves
+
+
+def _refuse_folder(path: Path) -> None:
+    """Say what is missing from a folder that has neither predictions nor metrics: a training run
+    without its metrics.csv is told so, not sent looking for a predictions.csv it never had."""
+    if path.is_dir() and any((path / name).exists() for name in RUN_FILES):
+        raise InputError(
+            path / "metrics.csv",
+            "missing: this training run folder has no metrics table (cryoshift train writes it each "
+            "epoch; the run may have stopped before its first epoch ended)",
+        )
+    raise InputError(
+        path,
+        "no predictions.csv (classify output) or metrics.csv (training run) here; give a classify "
+        "output folder, a predictions file or a training run folder",
+    )
+
+
+NUMERIC_COLUMNS = ("confidence", "shift_score")  # drawn as histograms
+MISSING_TEXT = ("", "nan", "NaN", "<NA>")  # how a results table writes a missing number
+
+
+def _is_number(text: str) -> bool:
+    """Whether a cell holds a number or a missing value (both fine), not other text."""
+    if text.strip() in MISSING_TEXT:
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_rows(path: Path) -> None:
+    """Refuse a predictions CSV with a cut-off row or a non-numeric confidence or shift score, naming
+    the line: pandas fills a short row with NaN and keeps a column with text as text, so the page
+    would otherwise show figures of the wrong numbers without a word."""
+    from cryoshift.runtime.ledger import csv_damage
+
+    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh, delimiter=sep)
+            header = next(reader, None) or []
+            numeric = [(header.index(c), c) for c in NUMERIC_COLUMNS if c in header]
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise InputError(
+                        path,
+                        f"line {reader.line_num} has {len(row)} fields for {len(header)} columns "
+                        "(a cut-off or damaged row)",
+                    )
+                for i, name in numeric:
+                    if not _is_number(row[i]):
+                        raise InputError(path, f"line {reader.line_num}: {name} {row[i]!r} is not a number")
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, csv_damage(path, exc)) from exc
+
+
+def _star_fields(text: str) -> list[str] | None:
+    """The values of one STAR loop row (None when a quote is left open: a row cut off mid-way)."""
+    if '"' not in text and "'" not in text:
+        return text.split()
+    import shlex
+
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return None
+
+
+def _check_star_rows(path: Path) -> None:
+    """Refuse a predictions STAR file with a cut-off or damaged loop row, naming the line: the STAR
+    reader fills a short row with NaN, as pandas does for a CSV (see :func:`_check_rows`)."""
+    width = 0  # labels of the loop being read (0: not in a loop)
+    labels = False  # reading a loop's labels
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
+            text = line.strip()
+            if text == "loop_":
+                width, labels = 0, True
+            elif text.startswith("data_"):
+                width, labels = 0, False
+            elif text.startswith("_"):
+                width += labels  # a key-value pair outside a loop's labels counts for nothing
+            elif text and not text.startswith("#"):
+                labels = False
+                fields = _star_fields(text) if width else []
+                if fields is None or (width and len(fields) != width):
+                    got = "an open quote" if fields is None else f"{len(fields)} fields"
+                    raise InputError(
+                        path, f"line {number} has {got} for {width} columns (a cut-off or damaged row)"
+                    )
+
+
+def _check_numbers(path: Path, df: pd.DataFrame) -> None:
+    """Refuse a predictions table (STAR) whose confidence or shift score holds text, naming the row."""
+    for name in NUMERIC_COLUMNS:
+        if pd.api.types.is_numeric_dtype(df[name]):
+            continue
+        bad = next((i for i, text in enumerate(df[name].astype(str)) if not _is_number(text)), None)
+        if bad is not None:
+            raise InputError(path, f"data row {bad + 1}: {name} {df[name].iloc[bad]!r} is not a number")
+
+
+def _non_finite(path: Path, df: pd.DataFrame) -> list[str]:
+    """One warning per number column with NaN or infinite values: they are left out of its histogram."""
+    notes = []
+    for name in NUMERIC_COLUMNS:
+        values = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
+        bad = int((~np.isfinite(values)).sum())
+        if bad:
+            notes.append(
+                f"{path}: {bad:,} of {len(values):,} rows have a NaN or infinite {name}; "
+                "left out of its histogram"
+            )
+    return notes
 
 
 def _class_order(df: pd.DataFrame, manifest: dict[str, Any]) -> list[str]:
@@ -168,10 +294,13 @@ def _fig_hist(
             ax.hist(sel, bins=bins, alpha=0.6, label=f"{name} (n={len(sel)})", color=colours[name])
     if threshold is not None:
         ax.axvline(threshold, color="k", linestyle="--", label=f"unknown below {threshold:.2f}")
+    if not len(finite):  # every value NaN or infinite: an empty plot that says so
+        ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("subtomograms")
     ax.set_title(title)
-    ax.legend(title="best class")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title="best class")
     return _png(fig)
 
 
@@ -272,13 +401,18 @@ def _fig_confusion(plt: Any, truth: pd.Series, pred: pd.Series, classes: list[st
     return _png(fig), float((truth == pred).mean())
 
 
-def _results_sections(path: Path, plt: Any) -> tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]:
-    df, manifest, folder = _load_results(path)
+def _results_sections(
+    path: Path, plt: Any, notes: list[str]
+) -> tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """The classify output's table, facts and figures; warnings about its values go to ``notes``."""
+    df, manifest, folder, table = _load_results(path)
     if df.empty:
         raise InputError(path, "no predictions to report (the run classified nothing)")
+    notes.extend(_non_finite(table, df))
     classes = _class_order(df, manifest)
     colours = _colours(classes)
     facts = _results_facts(df, manifest, classes)
+    facts += [("warning", note) for note in notes]
     threshold = manifest.get("model", {}).get("unknown_threshold")
     figures = [
         ("Classes per tomogram", "", _fig_counts(plt, df, classes, colours)),
@@ -459,19 +593,27 @@ th{background:#f3f3f3}.figs{display:flex;flex-wrap:wrap;gap:1.2em}figure{margin:
 figure img{width:520px;max-width:100%;height:auto}figcaption{font-size:.9em;color:#555;max-width:34em}"""
 
 
-def build_report(path: str | Path) -> str:
-    """The HTML page for a classify output (folder or predictions file) or a training run folder."""
+def build_report(path: str | Path, notes: list[str] | None = None) -> str:
+    """The HTML page for a classify output (folder or predictions file) or a training run folder.
+
+    ``notes`` (a list) receives one-line warnings about the data (they are on the page too), such as
+    rows with a NaN confidence left out of the histograms."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file or folder")
+    notes = [] if notes is None else notes
     plt = _plt()
     is_run = path.is_dir() and (path / "metrics.csv").is_file()
-    if is_run:
-        table, facts, figures = _run_sections(path, plt)
-        title = f"cryoshift training run {path.name}"
-    else:
-        table, facts, figures = _results_sections(path, plt)
-        title = f"cryoshift results {path.name}"
+    # Drawing warnings (matplotlib's, pandas') are about the library, not the data, which the notes
+    # cover: they would reach the user as raw source lines.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if is_run:
+            table, facts, figures = _run_sections(path, plt)
+            title = f"cryoshift training run {path.name}"
+        else:
+            table, facts, figures = _results_sections(path, plt, notes)
+            title = f"cryoshift results {path.name}"
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
     figs = "".join(
         f'<figure><h2>{html.escape(t)}</h2><img alt="{html.escape(t)}" '
@@ -487,10 +629,11 @@ def build_report(path: str | Path) -> str:
     )
 
 
-def write_report(path: str | Path, out: str | Path | None = None) -> Path:
-    """Write the page to ``out`` (default: ``report.html`` in the folder) and return its path."""
+def write_report(path: str | Path, out: str | Path | None = None, notes: list[str] | None = None) -> Path:
+    """Write the page to ``out`` (default: ``report.html`` in the folder) and return its path;
+    ``notes`` receives the page's warnings (see :func:`build_report`)."""
     path = Path(path)
-    page = build_report(path)
+    page = build_report(path, notes)
     target = Path(out) if out else (path if path.is_dir() else path.parent) / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page)

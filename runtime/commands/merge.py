@@ -26,7 +26,8 @@ def command(
     """Join --shard outputs into predictions.csv/.star, errors.csv and manifest.json.
 
     Every id appears exactly once (a row found in two shards is kept once; a prediction wins
-    over an error row). Shards of another model, or a missing shard, are refused in one line.
+    over an error row). Shards of another model, a missing shard, or a damaged shard table (a
+    cut-off row, fewer rows than its manifest says) are refused in one line naming the file.
 
     Example: cryoshift merge results   (after cryoshift classify ... -o results --shard $I/$N)
     """

@@ -28,4 +28,8 @@ def command(
     """
     from cryoshift.runtime.report import write_report
 
-    typer.echo(f"report: {write_report(path, out)}")
+    notes: list[str] = []
+    written = write_report(path, out, notes)
+    for note in notes:  # data the page leaves out (NaN scores): said here as well as on the page
+        typer.echo(f"cryoshift: warning: {note}", err=True)
+    typer.echo(f"report: {written}")

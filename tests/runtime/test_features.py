@@ -4,6 +4,7 @@ shards, several devices and the report's embedding panel (issue 14)."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 
 import numpy as np
@@ -205,6 +206,10 @@ def test_merge_drops_features_of_duplicate_rows(model_path, inputs, helpers, tmp
     s0, s1 = (tmp_path / "s" / f"predictions.shard-{i}-of-2.csv" for i in range(2))
     extra = s0.read_text().splitlines(keepends=True)[1:3]
     s1.write_text(s1.read_text() + "".join(extra))
+    m1 = tmp_path / "s" / "manifest.shard-1-of-2.json"  # the copy is told to its manifest (merge checks)
+    manifest = json.loads(m1.read_text())
+    manifest["summary"]["total_rows"] += len(extra)
+    m1.write_text(json.dumps(manifest))
     f0, f1 = (np.load(tmp_path / "s" / f"features.shard-{i}-of-2.npy") for i in range(2))
     np.save(tmp_path / "f1.npy", np.concatenate([f1, f0[:2]]))
     shutil.copy(tmp_path / "f1.npy", tmp_path / "s" / "features.shard-1-of-2.npy")

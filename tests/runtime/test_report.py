@@ -95,3 +95,100 @@ def test_report_without_matplotlib_names_the_extra(tmp_path, capsys, monkeypatch
     block_imports(monkeypatch, "matplotlib")
     assert main(["report", str(tmp_path)]) == 2
     assert "cryoshift[train]" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ damaged predictions
+
+CLASSES = ("ribosome", "proteasome")
+
+
+def _predictions(folder, rows=None):
+    """A small classify-style predictions.csv (3 rows) in ``folder``; ``rows`` replace cells."""
+    folder.mkdir(exist_ok=True)
+    table = pd.DataFrame(
+        {
+            "id": ["a.mrc", "b.mrc", "c.mrc"],
+            "class_name": ["ribosome", "proteasome", "ribosome"],
+            "confidence": [0.9, 0.8, 0.7],
+            "shift_score": [1.0, 1.2, 0.9],
+            **{f"prob_{c}": [0.5, 0.5, 0.5] for c in CLASSES},
+        }
+    )
+    for (i, column), value in (rows or {}).items():
+        table[column] = table[column].astype(object)
+        table.loc[i, column] = value
+    path = folder / "predictions.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "Warning" not in err
+    return err
+
+
+def test_report_refuses_a_cut_off_last_row(tmp_path, capsys):
+    path = _predictions(tmp_path / "r")
+    path.write_bytes(path.read_bytes()[:-12])  # the last row loses its last fields
+    assert main(["report", str(tmp_path / "r")]) == 2
+    assert "predictions.csv: line 4 has 4 fields for 6 columns" in _one_error_line(capsys)
+    assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_report_refuses_a_non_numeric_confidence(tmp_path, capsys):
+    _predictions(tmp_path / "r", {(1, "confidence"): "abc"})
+    assert main(["report", str(tmp_path / "r")]) == 2
+    assert "predictions.csv: line 3: confidence 'abc' is not a number" in _one_error_line(capsys)
+
+
+def test_report_refuses_a_cut_or_non_numeric_star_row(tmp_path, capsys):
+    star = tmp_path / "p.star"
+    head = "data_particles\n\nloop_\n_csId #1\n_csClassName #2\n_csConfidence #3\n_csShiftScore #4\n"
+    star.write_text(head + "a.mrc ribosome 0.9 1.0\nb.mrc ribosome 0.8\n")
+    assert main(["report", str(star), "-o", str(tmp_path / "x.html")]) == 2
+    assert "p.star: line 9 has 3 fields for 4 columns" in _one_error_line(capsys)
+    star.write_text(head + "a.mrc ribosome 0.9 1.0\nb.mrc ribosome abc 1.0\n")
+    assert main(["report", str(star), "-o", str(tmp_path / "x.html")]) == 2
+    assert "p.star: data row 2: confidence 'abc' is not a number" in _one_error_line(capsys)
+
+
+def test_report_leaves_nan_and_inf_scores_out_with_one_warning_each(tmp_path, capsys):
+    import warnings
+
+    _predictions(
+        tmp_path / "r", {(0, "confidence"): "nan", (1, "confidence"): "nan", (2, "shift_score"): "inf"}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no library warning leaks out of the figures
+        assert main(["report", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"cryoshift: warning: {tmp_path / 'r' / 'predictions.csv'}: 2 of 3 rows have a NaN or infinite "
+        "confidence; left out of its histogram",
+        f"cryoshift: warning: {tmp_path / 'r' / 'predictions.csv'}: 1 of 3 rows have a NaN or infinite "
+        "shift_score; left out of its histogram",
+    ]
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "2 of 3 rows have a NaN or infinite confidence" in page and len(_pngs(page)) == 3
+    # every value non-finite: still a page, the empty histogram says why
+    _predictions(tmp_path / "r", {(i, "confidence"): "nan" for i in range(3)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["report", str(tmp_path / "r")]) == 0
+    assert "3 of 3 rows have a NaN or infinite confidence" in capsys.readouterr().err
+
+
+def test_report_of_a_run_folder_without_metrics_names_what_is_missing(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"method": "cryoshift"}))
+    assert main(["report", str(run)]) == 2
+    err = _one_error_line(capsys)
+    assert f"{run / 'metrics.csv'}: missing" in err and "predictions.csv" not in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
+    assert "no predictions.csv (classify output) or metrics.csv (training run) here" in _one_error_line(
+        capsys
+    )

@@ -96,6 +96,41 @@ def test_ledger_cuts_partial_last_line_and_checks_header(tmp_path):
         Ledger(path, ["id", "w"], resume=True)
 
 
+def test_resume_into_a_damaged_ledger_is_refused_and_leaves_it_as_it_was(tmp_path):
+    """Random bytes where the results were (a disk error, a bad copy): one line naming the file and
+    what to do; the file is not cut by the partial-line repair."""
+    path = tmp_path / "predictions.csv"
+    garbage = bytes(range(256))[::-1] * 4  # not UTF-8 from its first byte; newlines inside
+    path.write_bytes(garbage)
+    with pytest.raises(InputError, match=r"line 1 is not UTF-8 text.*without --resume") as caught:
+        Ledger(path, ["id", "v"], resume=True)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+    assert path.read_bytes() == garbage
+    # a good header, then damage further on: the damaged line is named
+    path.write_bytes(b"id,v\na,1\n\xff\xfe,2\nb,3")
+    with pytest.raises(InputError, match="line 3 is not UTF-8 text \\(byte 0xff\\)"):
+        Ledger(path, ["id", "v"], resume=True)
+    path.write_text("hello world\nmore text\n")  # text, but not a ledger
+    with pytest.raises(InputError, match="first line is not a header"):
+        Ledger(path, ["id", "v"], resume=True)
+    assert path.read_text() == "hello world\nmore text\n"
+
+
+def test_classify_resume_into_a_corrupt_predictions_csv_says_so_in_one_line(
+    model_path, inputs, tmp_path, capsys
+):
+    from cryoshift.runtime.cli import main
+
+    out = tmp_path / "out"
+    args = ["classify", str(model_path), str(inputs["stack"]), "-o", str(out), "-b", "cpu", "-q"]
+    assert main(args) == 0
+    (out / "predictions.csv").write_bytes(bytes(range(128, 256)) * 8)
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "predictions.csv: damaged: line 1 is not UTF-8 text" in err and "move it" in err
+
+
 _CHILD = """
 import sys
 from cryoshift.runtime import classify
