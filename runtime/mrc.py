@@ -124,6 +124,21 @@ def refuse_foreign(path: str | Path, head: bytes) -> None:
         )
 
 
+def content_kind(path: str | Path) -> str:
+    """What a file holds by its first bytes, for names that do not say (``.txt``, no suffix):
+    ``"mrc"`` (a valid header), ``"compressed"`` (gzip/bzip2: the MRC reader decides),
+    ``"empty"``, ``"text"`` (no NUL byte: a STAR/CSV table) or ``"other"``."""
+    with open(path, "rb") as fh:
+        head = fh.read(MRC_HEADER_BYTES)
+    if not head:
+        return "empty"
+    if raw_header(head) is not None:
+        return "mrc"
+    if _compression(head):
+        return "compressed"
+    return "text" if b"\0" not in head else "other"
+
+
 def refuse_special(path: str | Path) -> None:
     """Refuse an existing path that is neither a regular file nor a directory (a named pipe ...).
 
@@ -150,6 +165,9 @@ def refuse_special(path: str | Path) -> None:
 
 def _check_file(path: Path) -> None:
     if not path.exists():
+        if path.is_symlink():
+            target = os.readlink(path)
+            raise InputError(path, f"dangling symbolic link (points to {target}, which does not exist)")
         raise InputError(path, "no such file")
     if path.is_dir():
         raise InputError(path, "is a directory, expected an MRC file")
@@ -245,6 +263,8 @@ def _check_raw_header(path: Path, compressed: str | None) -> None:
     try:
         with _opener(compressed)(path, "rb") as fh:
             head = fh.read(MRC_HEADER_BYTES)
+            if len(head) < MRC_HEADER_BYTES and head.strip() and b"\0" not in head:
+                raise InputError(path, f"is a text file ({len(head)} bytes), not an MRC file")
             if len(head) < MRC_HEADER_BYTES:
                 raise InputError(
                     path,
@@ -299,6 +319,8 @@ def read_header(path: str | Path) -> dict[str, Any]:
         head = fh.read(MRC_HEADER_BYTES)
     refuse_foreign(path, head)  # an .npz or .npy is named as such, not called a truncated MRC
     compressed = _compression(head)
+    if compressed is None and len(head) < MRC_HEADER_BYTES and b"\0" not in head:
+        raise InputError(path, f"is a text file ({len(head)} bytes), not an MRC file")
     if compressed is None and path.stat().st_size < MRC_HEADER_BYTES:
         raise InputError(
             path,
@@ -385,6 +407,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
         "voxel_size": vs if known else 1.0,
         "voxel_size_known": known,
         "voxel_sizes": tuple(sizes),
+        "cell": tuple(float(c) for c in cella),  # as written (cella, A): shown when it is unusable
         "anisotropic": bool(anisotropic),
         "axis_order": order,
         "is_stack": is_stack,

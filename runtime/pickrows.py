@@ -16,7 +16,6 @@ own formatting decides; rows sharing a 64-bit hash of those keys are then compar
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -39,8 +38,8 @@ def _tenths(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         text = f"{float(v[i]):.1f}"
         if safe[i]:
             k[i] = int(text.replace(".", ""))
-        else:  # absurd magnitudes (such picks fail when cropped): the text's hash stands in
-            k[i] = hash(text) if math.isfinite(v[i]) else 0
+        else:  # absurd magnitudes and nan/inf (such picks fail): the text's hash stands in, so
+            k[i] = hash(text)  # a row of "nan" is never taken for a repeat of one at 0.0
     negzero = (k == 0) & np.signbit(v)
     return k, negzero
 
@@ -108,10 +107,15 @@ class PickSource:
         xyz: np.ndarray,
         tomo_paths: list[str | None],
         reasons: list[str],
+        bad_rows: np.ndarray | None = None,
+        bad_lines: np.ndarray | None = None,
     ):
         self.path, self.key, self.names = path, key, names
         self.tomo, self.xyz = tomo, xyz
         self.tomo_paths, self.reasons = tomo_paths, reasons
+        # Rows whose coordinates are not numbers (sorted) and their file lines: error rows.
+        self.bad_rows = np.zeros(0, np.int64) if bad_rows is None else np.asarray(bad_rows, np.int64)
+        self.bad_lines = np.full(len(self.bad_rows), -1, np.int64) if bad_lines is None else bad_lines
         self.dup_rows, self.dup_rank = repeats(tomo, xyz)
 
     def __len__(self) -> int:
@@ -147,7 +151,19 @@ class PickSource:
                 out.append(Item(ident, "error", path, -1, x, y, z, names[k], reasons[k]))
             else:
                 out.append(Item(ident, "tomogram", tp, -1, x, y, z, names[k]))
+        if len(self.bad_rows):
+            self._fail_bad_rows(rows, out)
         return out
+
+    def _fail_bad_rows(self, rows: np.ndarray, out: list[Item]) -> None:
+        """In place: the items of rows without numeric coordinates become error rows that name
+        their line (a bad row fails alone; the rest of the table is classified)."""
+        from cryoshift.runtime.tables import bad_row_reason
+
+        pos = np.minimum(np.searchsorted(self.bad_rows, rows), len(self.bad_rows) - 1)
+        for j in np.flatnonzero(self.bad_rows[pos] == rows).tolist():
+            row, line = int(rows[j]), int(self.bad_lines[pos[j]])
+            out[j] = out[j]._replace(kind="error", path=self.path, error=bad_row_reason(row, line))
 
 
 class PickRows(Sequence):

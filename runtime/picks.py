@@ -205,11 +205,10 @@ def _ordered(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _check_values(df: pd.DataFrame, path: Path) -> None:
-    bad = ~np.isfinite(df[["x", "y", "z"]].to_numpy(dtype=np.float64)).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        shown = ", ".join(str(r) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
-        raise InputError(path, f"{len(rows)} rows have missing or non-numeric coordinates (rows {shown})")
+    """Refuse rows whose coordinates are not numbers, naming their file lines (tables.py)."""
+    from cryoshift.runtime.tables import PickTable
+
+    PickTable.from_frame(path, df)
 
 
 def _check_table(df: pd.DataFrame, path: Path, what: str) -> None:
@@ -224,14 +223,20 @@ def _check_table(df: pd.DataFrame, path: Path, what: str) -> None:
 
 
 def read_picks(
-    path: str | Path, pixel_size: PerTomo = None, tomo_shape: PerTomo = None, check_inside: bool = True
+    path: str | Path,
+    pixel_size: PerTomo = None,
+    tomo_shape: PerTomo = None,
+    check_inside: bool = True,
+    check_values: bool = True,
 ) -> pd.DataFrame:
     """Picks as a DataFrame: ``tomo_name``, ``x``, ``y``, ``z`` (float pixels) + original columns.
 
     ``pixel_size`` and ``tomo_shape`` are only needed for RELION 5 centred Angstrom
     coordinates (see :func:`centered_to_pixels`). If ``tomo_shape`` is given, coordinates
     outside the tomogram raise :class:`InputError` unless ``check_inside`` is False (batch
-    work: such picks then fail one by one when cropped; :func:`outside` finds them).
+    work: such picks then fail one by one when cropped; :func:`outside` finds them). Rows
+    whose coordinates are not numbers raise, naming their lines, unless ``check_values`` is
+    False (batch work: they stay NaN and become error rows).
     """
     path = Path(path)
     if path.is_dir():
@@ -279,7 +284,8 @@ def read_picks(
     replaced = {"x", "y", "z", "tomo_name", "tomo", "tomogram"}
     extra = df[[c for c in df.columns if str(c).lower() not in replaced]]
     out = _ordered(pd.concat([base, extra], axis=1))
-    _check_values(out, path)
+    if check_values:
+        _check_values(out, path)
     if tomo_shape is not None and check_inside:
         mask = outside(out, tomo_shape)
         if mask.any():
@@ -323,6 +329,20 @@ def read_particle_listing(path: str | Path) -> pd.DataFrame:
     Relative names are resolved against the STAR file's folder; when that file does not
     exist but one relative to the working directory (RELION's project folder) does, that
     one is used. CSV/TSV listings with an ``rlnImageName``, ``path`` or ``image`` column work too.
+    A row that names no usable image (slice ``0@``, an empty name) refuses the listing; batch
+    work reads it with :func:`listing_rows` instead, which reports such rows.
+    """
+    listing, bad = listing_rows(path)
+    if bad:
+        raise InputError(path, next(iter(bad.values())))
+    return listing
+
+
+def listing_rows(path: str | Path) -> tuple[pd.DataFrame, dict[int, str]]:
+    """:func:`read_particle_listing`'s table, and the rows (0-based) that name no usable image
+    with the reason, which names the row's line (a bad row fails alone in batch work).
+
+    A listing in which no row is usable is refused: nothing in it can be classified.
     """
     path = Path(path)
     if path.is_dir():
@@ -344,14 +364,15 @@ def read_particle_listing(path: str | Path) -> pd.DataFrame:
             raise InputError(path, f"no rlnImageName/path column; found {_list(list(df.columns))}")
     base = path.resolve().parent
     paths, index = [], []
+    problems: dict[int, str] = {}
     for i, value in enumerate(df[col].astype(str)):
         m = _IMAGE_RE.match(value)
         name, idx = (m.group(2).strip(), int(m.group(1)) - 1) if m else (value.strip(), -1)
         if m and idx < 0:
-            raise InputError(path, f"row {i}: {value!r} has slice number 0; RELION numbers slices from 1")
-        if not name or name == "nan":
-            raise InputError(path, f"row {i}: empty image name")
-        p = Path(name)
+            problems[i] = f"{value!r} has slice number 0; RELION numbers slices from 1"
+        elif not name or name == "nan":
+            problems[i] = "empty image name"
+        p = Path(name or ".")
         if not p.is_absolute():
             here = base / p
             p = here if here.exists() or not Path(os.getcwd(), p).exists() else Path(os.getcwd(), p)
@@ -359,4 +380,20 @@ def read_particle_listing(path: str | Path) -> pd.DataFrame:
         index.append(idx)
     front = pd.DataFrame({"path": paths, "index": np.asarray(index, dtype=np.int64)})
     rest = df.drop(columns=[c for c in ("path", "index") if c in df.columns]).reset_index(drop=True)
-    return pd.concat([front, rest], axis=1)
+    return pd.concat([front, rest], axis=1), _name_lines(path, problems, len(df))
+
+
+def _name_lines(path: Path, problems: dict[int, str], n_rows: int) -> dict[int, str]:
+    """``problems`` (row -> reason) with each reason led by its row's line; all rows bad: refused."""
+    if not problems:
+        return problems
+    from cryoshift.runtime.tables import data_row_lines, row_text
+
+    rows = np.fromiter(problems, dtype=np.int64, count=len(problems))
+    lines = data_row_lines(path, rows).tolist()
+    named = {int(r): f"{row_text(int(r), n)}: {problems[int(r)]}" for r, n in zip(rows, lines, strict=True)}
+    if len(named) == n_rows:
+        first = next(iter(named.values()))
+        more = f" (and {n_rows - 1} more rows)" if n_rows > 1 else ""
+        raise InputError(path, f"no row names a usable image; {first}{more}")
+    return named

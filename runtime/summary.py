@@ -161,7 +161,7 @@ def finish_run(
         "model": model,
         "inputs": plan.inputs,
         "settings": settings,
-        "data": {"box_size": plan.box_size, "contrast": plan.contrast, "voxel_sizes": plan.voxel_sizes},
+        "data": {"box_size": plan.box_size, "contrast": plan.contrast, "voxel_sizes": _voxel_sizes(plan)},
         "summary": asdict(summary),
         "tomograms": _per_tomogram(names["csv"]),  # class counts per tomogram (picks)
         "features": _features_info(names["csv"]),
@@ -171,6 +171,14 @@ def finish_run(
     tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     tmp.replace(names["manifest"])
     return summary
+
+
+def _voxel_sizes(plan: Any) -> dict[str, float | None]:
+    """The manifest's voxel sizes: null for a file whose header has none (not a made-up 1.0)."""
+    sizes: dict[str, float | None] = dict(plan.voxel_sizes)
+    for path in getattr(plan, "unknown_voxel", ()):
+        sizes.setdefault(path, None)
+    return sizes
 
 
 def _versions() -> dict[str, str]:

@@ -289,23 +289,128 @@ class PickTable:
     columns: list[str]  # every original column, in file order
     centred: bool = False
     blocks: list[tuple[str, int]] | None = None  # STAR: (block name, rows), for info
+    # Rows (0-based, sorted) whose coordinates are not numbers, kept as rows so that each becomes
+    # an error row of its own, and their 1-based file lines (-1 where unknown).
+    bad_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    bad_lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __len__(self) -> int:
         return len(self.tomo)
 
     @classmethod
-    def from_frame(cls, path: str | Path, picks: pd.DataFrame) -> PickTable:
-        """From :func:`~cryoshift.runtime.picks.read_picks`' DataFrame (``tomo_name``, ``x, y, z``)."""
+    def from_frame(cls, path: str | Path, picks: pd.DataFrame, skip_bad_rows: bool = False) -> PickTable:
+        """From :func:`~cryoshift.runtime.picks.read_picks`' DataFrame (``tomo_name``, ``x, y, z``);
+        rows without numeric coordinates are refused, or kept as ``bad_rows`` if ``skip_bad_rows``."""
         codes, names = pd.factorize(picks["tomo_name"].astype(str), use_na_sentinel=False)
         xyz = picks[["x", "y", "z"]].to_numpy(dtype=np.float64)
-        return cls(
+        table = cls(
             Path(path), [str(n) for n in names], codes.astype(np.int32), xyz, list(map(str, picks.columns))
         )
+        table.mark_bad_rows(np.flatnonzero(~np.isfinite(xyz).all(axis=1)), skip_bad_rows)
+        return table
+
+    def mark_bad_rows(self, rows: np.ndarray, skip: bool) -> None:
+        """Record the rows whose coordinates are not numbers, with their file lines.
+
+        Unless ``skip`` (batch planning), any such row refuses the table as before; a table
+        whose every row is bad is refused either way: nothing in it can be classified.
+        """
+        if not len(rows):
+            return
+        lines = data_row_lines(self.path, rows)
+        shown = rows_text(rows, lines)
+        if not skip or len(rows) == len(self):
+            every = (
+                "every row has"
+                if len(rows) == len(self)
+                else ("1 row has" if len(rows) == 1 else f"{len(rows)} rows have")
+            )
+            raise InputError(self.path, f"{every} missing or non-numeric coordinates ({shown})")
+        self.bad_rows = np.asarray(rows, dtype=np.int64)
+        self.bad_lines = lines
 
     def counts(self) -> dict[str, int]:
         """Picks per tomogram name, in order of first appearance."""
         n = np.bincount(self.tomo, minlength=len(self.names))
         return {name: int(c) for name, c in zip(self.names, n, strict=True) if c}
+
+
+def row_text(row: int, line: int) -> str:
+    """``line 12`` (the file's line, 1-based) or, where it is unknown, ``data row 3`` (1-based)."""
+    return f"line {line}" if line > 0 else f"data row {row + 1}"
+
+
+def rows_text(rows: np.ndarray, lines: np.ndarray, limit: int = 5) -> str:
+    """``lines 3, 9`` (file lines, 1-based) or ``data rows 2, 8`` where a line is unknown."""
+    known = bool((lines[:limit] > 0).all())
+    numbers = lines[:limit] if known else np.asarray(rows[:limit]) + 1
+    word = ("line" if known else "data row") + ("s" if len(rows) > 1 else "")
+    more = " ..." if len(rows) > limit else ""
+    return f"{word} {', '.join(str(int(n)) for n in numbers)}{more}"
+
+
+def bad_row_reason(row: int, line: int) -> str:
+    """The errors.csv reason of a pick row whose coordinates are not numbers."""
+    return f"{row_text(row, line)}: missing or non-numeric coordinates (row skipped)"
+
+
+def data_row_lines(path: Path, rows: np.ndarray) -> np.ndarray:
+    """1-based file lines of the 0-based data ``rows`` of a pick or listing table (-1 if unknown).
+
+    Rows are counted as the parsers count them: in a STAR loop, non-blank lines once a ``#``
+    comment is cut off, from the end of the loop header of the block read; in a CSV/TSV, the
+    non-blank lines after the header line. One streaming pass, only when a table has bad rows.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.full(len(rows), -1, dtype=np.int64)
+    try:
+        start, end, star = _data_range(path)
+        with open(path, "rb") as fh:
+            line = fh.read(start).count(b"\n") + 1  # the line holding byte ``start``
+            order = np.argsort(rows, kind="stable")
+            want = rows[order].tolist()
+            k = row = 0
+            pos = start
+            header_left = 0 if star else 1
+            while k < len(want) and pos < end:
+                raw = fh.readline()
+                if not raw:
+                    break
+                pos += len(raw)
+                text = raw.split(b"#", 1)[0] if star else raw
+                if text.strip():
+                    if header_left:
+                        header_left -= 1
+                    else:
+                        while k < len(want) and want[k] == row:
+                            out[order[k]] = line
+                            k += 1
+                        row += 1
+                line += 1
+    except (OSError, InputError):
+        return out  # the rows are still named (data row N)
+    return out
+
+
+def _data_range(path: Path) -> tuple[int, int, bool]:
+    """(first byte, end byte, is STAR) of the rows of the table the readers take from ``path``."""
+    from cryoshift.runtime.picks import STAR_SUFFIXES
+
+    if path.suffix.lower() not in STAR_SUFFIXES:
+        return 0, path.stat().st_size, False
+    block = _pick_layout(path).block if not _is_listing_star(path) else _listing_block(path)
+    return block.data_start, block.end, True
+
+
+def _is_listing_star(path: Path) -> bool:
+    return any("rlnImageName" in b.labels for b in scan_star(path) if b.loop)
+
+
+def _listing_block(path: Path) -> StarBlock:
+    """The loop block :func:`~cryoshift.runtime.picks.read_particle_listing` reads."""
+    blocks = [b for b in scan_star(path) if b.loop and "rlnImageName" in b.labels]
+    name = pick_block(path, [b.name for b in blocks], "rlnImageName")
+    return next(b for b in blocks if b.name == name)
 
 
 def _name_strings(raw: list[Any], numeric: bool) -> list[str]:
@@ -328,14 +433,23 @@ def _name_strings(raw: list[Any], numeric: bool) -> list[str]:
 
 
 def read_pick_table(
-    path: str | Path, pixel_size: Any = None, tomo_shape: Any = None, convert: bool = True
+    path: str | Path,
+    pixel_size: Any = None,
+    tomo_shape: Any = None,
+    convert: bool = True,
+    skip_bad_rows: bool = False,
+    unresolved: str = "refuse",
 ) -> PickTable:
     """A pick table (STAR or CSV/TSV) as a :class:`PickTable`, read in chunks.
 
     The same columns, checks and messages as :func:`cryoshift.runtime.picks.read_picks`, which
     returns every column as a DataFrame; this keeps only the tomogram name and coordinates.
     RELION 5 centred Angstrom coordinates are converted with ``pixel_size`` and ``tomo_shape``
-    (see :func:`~cryoshift.runtime.picks.centered_to_pixels`) unless ``convert`` is False.
+    (see :func:`~cryoshift.runtime.picks.centered_to_pixels`) unless ``convert`` is False;
+    ``unresolved="skip"`` leaves NaN for a tomogram whose facts come back None (the caller
+    knows why and fails those picks). Rows whose coordinates are not numbers refuse the table
+    unless ``skip_bad_rows`` (batch work): then they are kept in ``bad_rows``, each to become an
+    error row, and only a table of nothing but bad rows is refused.
     """
     path = Path(path)
     if path.is_dir():
@@ -360,11 +474,9 @@ def read_pick_table(
         blocks_info = [(name, rows.n if count < 0 else count) for name, count in blocks_info]
     names, tomo = _tomogram_names(rows, layout.tomo_col is not None)
     table = PickTable(path, names, tomo, rows.xyz, layout.columns, layout.centred, blocks_info)
+    table.mark_bad_rows(rows.bad_rows, skip_bad_rows)
     if layout.centred and convert:
-        _centred_to_pixels(table, pixel_size, tomo_shape)
-    if rows.n_bad:
-        shown = ", ".join(str(r) for r in rows.bad_rows[:5]) + (" ..." if rows.n_bad > 5 else "")
-        raise InputError(path, f"{rows.n_bad} rows have missing or non-numeric coordinates (rows {shown})")
+        _centred_to_pixels(table, pixel_size, tomo_shape, skip=unresolved == "skip")
     return table
 
 
@@ -462,16 +574,15 @@ class _PickRows:
     tomo: np.ndarray | None  # codes into ``names_raw``; None without a tomogram column
     names_raw: dict[Any, int]
     n: int
-    n_bad: int
-    bad_rows: list[int]
+    bad_rows: np.ndarray  # every row (0-based) whose coordinates are not numbers
 
 
 def _gather_picks(chunks: Iterator[pd.DataFrame], layout: _PickLayout) -> _PickRows:
     tomo_col = layout.tomo_col
     names_raw: dict[Any, int] = {}
     tomo_parts, xyz_parts = [], []
-    bad_rows: list[int] = []
-    n_bad = n = 0
+    bad_parts: list[np.ndarray] = []
+    n = 0
     for chunk in chunks:
         if tomo_col:
             codes, uniques = pd.factorize(chunk[tomo_col], use_na_sentinel=False)
@@ -486,9 +597,7 @@ def _gather_picks(chunks: Iterator[pd.DataFrame], layout: _PickLayout) -> _PickR
         )
         bad = ~np.isfinite(values).all(axis=1)
         if bad.any():
-            rows = np.flatnonzero(bad)
-            n_bad += len(rows)
-            bad_rows.extend(int(r) + n for r in rows[: max(0, 6 - len(bad_rows))])
+            bad_parts.append(np.flatnonzero(bad).astype(np.int64) + n)
         xyz_parts.append(values)
         n += len(chunk)
     xyz = (
@@ -497,7 +606,8 @@ def _gather_picks(chunks: Iterator[pd.DataFrame], layout: _PickLayout) -> _PickR
     tomo = None
     if tomo_col and tomo_parts:
         tomo = np.concatenate(tomo_parts) if len(tomo_parts) > 1 else tomo_parts[0]
-    return _PickRows(xyz, tomo, names_raw, n, n_bad, bad_rows)
+    bad_rows = np.concatenate(bad_parts) if bad_parts else np.zeros(0, np.int64)
+    return _PickRows(xyz, tomo, names_raw, n, bad_rows)
 
 
 def coordinate_values(column: pd.Series) -> np.ndarray:
@@ -536,14 +646,18 @@ def _na_key(value: Any) -> Any:
     return _NA if value is None or (isinstance(value, float) and value != value) else value
 
 
-def _centred_to_pixels(table: PickTable, pixel_size: Any, tomo_shape: Any) -> None:
-    """In place: Angstrom from the tomogram centre -> pixels, per tomogram (see picks.py)."""
+def _centred_to_pixels(table: PickTable, pixel_size: Any, tomo_shape: Any, skip: bool = False) -> None:
+    """In place: Angstrom from the tomogram centre -> pixels, per tomogram (see picks.py);
+    with ``skip``, a tomogram without facts (None) keeps NaN: its picks fail as error rows."""
     from cryoshift.runtime.picks import _per_tomo
 
     for k, name in enumerate(table.names):
         rows = table.tomo == k
         ps, shape = _per_tomo(pixel_size, name), _per_tomo(tomo_shape, name)
         label = f"tomogram '{name}'" if name else "the tomogram"
+        if skip and (ps is None or shape is None):
+            table.xyz[rows] = np.nan
+            continue
         if ps is None or shape is None:
             raise InputError(
                 table.path,

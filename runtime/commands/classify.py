@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from cryoshift.runtime.commands._options import Backend
+
+if TYPE_CHECKING:
+    from cryoshift.runtime.summary import ClassifySummary
 
 NAME = "classify"
 NO_ARGS_IS_HELP = True
@@ -235,3 +239,21 @@ def command(
     if not quiet:
         for line in summary.lines():
             typer.echo(line)
+    _refuse_empty_result(summary)
+
+
+def _refuse_empty_result(summary: ClassifySummary) -> None:
+    """Nothing classified, every item an error: exit 2 (as for bad input) with one line, even
+    with -q, so a script or a SLURM array does not take an empty result for success.
+
+    A run that classified some items exits 0: errors.csv lists the rest. So does one that had
+    nothing to do (a resumed run already finished, a shard with no items).
+    """
+    from cryoshift.runtime.errors import InputError
+
+    errors = summary.total_errors
+    if summary.total_rows == 0 and errors > 0:
+        items = "the only item" if errors == 1 else f"all {errors} items"
+        raise InputError(
+            None, f"nothing was classified: {items} failed; the reasons are in {summary.errors_csv}"
+        )

@@ -44,6 +44,9 @@ class Plan:
     # STAR tables classified row by row: (path, item id per table row or None); the output STAR
     # copies their blocks and columns (see runtime/star_out.py).
     origins: list[tuple[str, Sequence[str | None]]] = field(default_factory=list)
+    # Files whose header has no usable voxel size: the manifest records null for them, never
+    # the reader's 1.0 stand-in (kept out of ``voxel_sizes``, whose values are all real sizes).
+    unknown_voxel: list[str] = field(default_factory=list)
 
     def shard(self, index: int, count: int) -> Plan:
         """Deterministic partition: every ``count``-th item from position ``index``.
@@ -61,6 +64,7 @@ class Plan:
             self.voxel_sizes,
             self.notes,
             self.origins,
+            self.unknown_voxel,
         )
 
 

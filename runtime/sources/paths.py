@@ -14,15 +14,24 @@ from cryoshift.runtime.sources.items import PlanRefusal
 
 
 def expand(text: str) -> list[Path]:
-    """A path, a directory (its MRC files, sorted) or a glob (sorted matches)."""
+    """A path, a directory (its MRC files, sorted) or a glob (sorted matches).
+
+    A dangling symbolic link with an MRC name in a directory is kept, as a glob keeps it: it
+    then fails as an item ("dangling symbolic link ...") instead of vanishing without a word.
+    """
     if any(ch in text for ch in "*?["):
         return [Path(p) for p in sorted(glob.glob(text, recursive=True))]
     path = Path(text)
     if path.is_dir() and not (path / "dataset.json").is_file():
         from cryoshift.runtime.mrc import is_mrc_path
 
-        return sorted(p for p in path.iterdir() if is_mrc_path(p) and p.is_file())
+        return sorted(p for p in path.iterdir() if is_mrc_path(p) and (p.is_file() or is_dangling(p)))
     return [path]
+
+
+def is_dangling(path: Path) -> bool:
+    """A symbolic link whose target does not exist."""
+    return path.is_symlink() and not path.exists()
 
 
 # Tomogram names: the decorations below (and only these) are ignored when a pick table's name is
@@ -63,6 +72,10 @@ def tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -
     index: dict[str, Path] = {}
     for text in tomograms:
         for path in expand(text):
+            if is_dangling(path) and str(path) != text:
+                # In a folder or glob: indexed, so its picks fail naming it (add_picks).
+                index.setdefault(strip_suffix(path.name), path)
+                continue
             if not path.is_file():
                 reason = "not a file" if path.exists() else os_reason(path, FileNotFoundError())
                 raise PlanRefusal(path, f"tomogram given with --tomograms: {reason}")

@@ -42,27 +42,54 @@ def plan_pick_table(planner: Any, path: Path) -> None:
     )
     in_voxels = centred  # Angstrom picks (and Warp/M picks with a stated pixel size) need no --binning
     rescaled = planner.binning or planner.coordinate_pixel_size
+    problems: dict[str, str] = {}  # tomogram name -> why its picks cannot be converted
     if centred:
         # RELION 5 centred Angstrom coordinates: converted with each tomogram's own header;
-        # picks outside the tomogram become error rows when cropped, like pixel picks.
+        # picks outside the tomogram become error rows when cropped, like pixel picks, and the
+        # picks of a tomogram that cannot be read become error rows naming it (add_picks).
+        def shape(name: str) -> Any:
+            return tomogram_header(planner, path, name)["shape"]
+
         picks = read_pick_table(
             path,
-            pixel_size=lambda name: tomogram_pixel(planner, path, name),
-            tomo_shape=lambda name: tomogram_header(planner, path, name)["shape"],
+            pixel_size=_or_problem(problems, path, lambda name: tomogram_pixel(planner, path, name)),
+            tomo_shape=_or_problem(problems, path, shape),
+            skip_bad_rows=True,
+            unresolved="skip",
         )
     elif rescaled or not star_has(path, "rlnDetectorPixelSize"):
-        picks = read_pick_table(path)  # streamed: only names and coordinates, as arrays
+        picks = read_pick_table(path, skip_bad_rows=True)  # streamed: names and coordinates, as arrays
     else:
-        picks = read_picks(path)
+        picks = read_picks(path, check_values=False)
         if not rescaled:  # Warp/M: the table's own pixel size
             from cryoshift.runtime.warp import scale_to_voxels
 
-            picks, note = scale_to_voxels(path, picks, lambda name: tomogram_pixel(planner, path, name))
+            # A tomogram whose voxel size cannot be known fails its picks (problems), never
+            # cropped at unscaled coordinates.
+            voxel_of = _or_problem(problems, path, lambda name: tomogram_pixel(planner, path, name))
+            picks, note = scale_to_voxels(path, picks, voxel_of)
             if note:
                 planner.notes.append(note)
                 in_voxels = True
-        picks = PickTable.from_frame(path, picks)
-    add_picks(planner, path, picks, scale=not in_voxels)
+        picks = PickTable.from_frame(path, picks, skip_bad_rows=True)
+    add_picks(planner, path, picks, scale=not in_voxels, problems=problems)
+
+
+def _or_problem(problems: dict[str, str], picks: Path, fact: Any) -> Any:
+    """``fact(name)``, or None with the reason kept in ``problems`` when that tomogram cannot be
+    used: its picks become error rows instead of the whole table failing (PlanRefusal still stops)."""
+
+    def get(name: str) -> Any:
+        try:
+            return fact(name)
+        except PlanRefusal:
+            raise
+        except InputError as exc:
+            own = exc.path is None or exc.path == str(picks)
+            problems.setdefault(name, exc.reason if own else f"tomogram {exc.path}: {exc.reason}")
+            return None
+
+    return get
 
 
 def tomogram_header(planner: Any, picks: Path, name: str) -> dict[str, Any]:
@@ -77,10 +104,19 @@ def tomogram_header(planner: Any, picks: Path, name: str) -> dict[str, Any]:
 
 def tomogram_pixel(planner: Any, picks: Path, name: str) -> float:
     """A per voxel of a tomogram: its tomograms.star row (tilt-series pixel x binning) when
-    there is one, else the MRC header."""
+    there is one, else the MRC header; a header without one is refused, never taken as 1 A."""
     header = tomogram_header(planner, picks, name)
     entry = planner.tomo_tables.get(name)
-    return entry.pixel_size if entry is not None and entry.pixel_size else header["voxel_size"]
+    if entry is not None and entry.pixel_size:
+        return entry.pixel_size
+    if not header["voxel_size_known"]:
+        cell = ", ".join(f"{c:g}" for c in header.get("cell", ()))
+        raise InputError(
+            header["path"],
+            f"no usable voxel size in the header (cell = {cell}): cannot bring the picks' "
+            "coordinates to its voxels",
+        )
+    return header["voxel_size"]
 
 
 def coordinate_scale(planner: Any, name: str, vol: Any) -> float:
@@ -89,10 +125,12 @@ def coordinate_scale(planner: Any, name: str, vol: Any) -> float:
         return 1.0 / planner.binning
     if planner.coordinate_pixel_size:
         entry = planner.tomo_tables.get(name)
-        voxel = entry.pixel_size if entry is not None and entry.pixel_size else float(vol.voxel_size or 0)
+        known = getattr(vol, "voxel_size_known", True)  # unset: the reader's 1.0 is no voxel size
+        header = float(vol.voxel_size or 0) if known else 0.0
+        voxel = entry.pixel_size if entry is not None and entry.pixel_size else header
         if voxel <= 0:
             raise InputError(
-                name,
+                getattr(vol, "path", name),
                 "--coordinate-pixel-size needs the tomogram's voxel size, and its "
                 "header has none; use --binning instead",
             )
@@ -100,10 +138,23 @@ def coordinate_scale(planner: Any, name: str, vol: Any) -> float:
     return 1.0
 
 
-def add_picks(planner: Any, path: Path, picks: Any, scale: bool = True) -> None:
+def tomogram_problem(tomo_path: str | Path, exc: InputError) -> str:
+    """The reason written for each pick of an unusable tomogram: it names the tomogram file."""
+    where = exc.path if exc.path and exc.path != str(tomo_path) else None
+    return f"tomogram {tomo_path}: " + (f"{where}: " if where else "") + exc.reason
+
+
+def add_picks(
+    planner: Any, path: Path, picks: Any, scale: bool = True, problems: dict[str, str] | None = None
+) -> None:
     """Plan a :class:`~cryoshift.runtime.tables.PickTable` as one lazy selection of rows
     (:class:`~cryoshift.runtime.pickrows.PickRows`): per tomogram name, in order of first
-    appearance, its file or the reason it has none; items are made from the arrays when read."""
+    appearance, its file or the reason it has none; items are made from the arrays when read.
+
+    A tomogram that cannot be used (unreadable, truncated, 2-D, anisotropic, another voxel size;
+    or listed in ``problems``, found while converting coordinates) fails its own picks, each an
+    error row naming the tomogram file; the other tomograms' picks are classified. Rows whose
+    coordinates are not numbers (``picks.bad_rows``) are error rows naming their line."""
     from cryoshift.runtime.pickrows import PickRows, PickSource, RowIds
 
     index = planner.tomogram_index()
@@ -121,15 +172,12 @@ def add_picks(planner: Any, path: Path, picks: Any, scale: bool = True) -> None:
     tomo = picks.tomo if np.array_equal(remap, np.arange(len(names))) else remap[picks.tomo]
     names = list(unique)
     tomo_for: dict[str, Path] = {}
-    unmatched: dict[str, str] = {}  # picks of a tomogram not given: error rows, not a refusal
+    # Picks of a tomogram not given, or of one that cannot be used: error rows, not a refusal.
+    unmatched: dict[str, str] = dict(problems or {})
     scales = np.ones(len(names))
     for k, name in enumerate(names):
-        if scale and (planner.binning or planner.coordinate_pixel_size):
-            try:
-                vol = planner.cache.get(str(match_tomogram(name, index, path)))
-            except InputError:
-                vol = None
-            scales[k] = coordinate_scale(planner, name, vol) if vol is not None else 1.0
+        if name in unmatched:
+            continue
         try:
             tomo_path = match_tomogram(name, index, path)
         except InputError as exc:
@@ -137,7 +185,15 @@ def add_picks(planner: Any, path: Path, picks: Any, scale: bool = True) -> None:
                 raise
             unmatched[name] = exc.reason
             continue
-        _check_tomogram(planner, tomo_path)
+        try:
+            _check_tomogram(planner, tomo_path)
+            if scale and (planner.binning or planner.coordinate_pixel_size):
+                scales[k] = coordinate_scale(planner, name, planner.cache.get(str(tomo_path)))
+        except PlanRefusal:
+            raise
+        except InputError as exc:
+            unmatched[name] = tomogram_problem(tomo_path, exc)
+            continue
         tomo_for[name] = tomo_path
     if unmatched and not tomo_for:  # nothing matched at all: a naming problem, say it once
         raise InputError(path, next(iter(unmatched.values())))
@@ -147,7 +203,12 @@ def add_picks(planner: Any, path: Path, picks: Any, scale: bool = True) -> None:
     from cryoshift.runtime.tomograms import outside_hint_arrays
 
     shapes = {k: planner.cache.get(str(tomo_for[n])).data.shape for k, n in enumerate(names) if n in tomo_for}
-    hint = outside_hint_arrays(path, xyz, tomo, shapes, planner.tomo_tables)
+    hint_xyz, hint_tomo = xyz, tomo
+    if len(picks.bad_rows):  # rows that are not numbers fail alone: not a hint (a copy only then)
+        good = np.ones(len(tomo), bool)
+        good[picks.bad_rows] = False
+        hint_xyz, hint_tomo = xyz[good], tomo[good]
+    hint = outside_hint_arrays(path, hint_xyz, hint_tomo, shapes, planner.tomo_tables)
     if hint:
         planner.notes.append(hint)
     key = (str(path.resolve()), bool(scale), planner.binning, planner.coordinate_pixel_size)
@@ -159,6 +220,8 @@ def add_picks(planner: Any, path: Path, picks: Any, scale: bool = True) -> None:
         xyz,
         [str(tomo_for[n]) if n in tomo_for else None for n in names],
         [unmatched.get(n, "") for n in names],
+        picks.bad_rows,
+        picks.bad_lines,
     )
     rows = PickRows(source)
     planner.items.add_rows(rows)

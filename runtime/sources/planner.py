@@ -52,6 +52,7 @@ class Planner:
         self.items = ItemList()
         self.failed_inputs: list[InputError] = []  # explicit inputs that became error items
         self.voxel_sizes: dict[str, float] = {}
+        self.unknown_voxel: list[str] = []  # files whose header has no usable voxel size
         self.notes: list[str] = []
         self.origins: list[tuple[str, Sequence[str | None]]] = []
         self.tomo_tables: dict[str, Any] = {}  # rlnTomoName -> TomogramEntry from a tomograms.star
@@ -66,19 +67,44 @@ class Planner:
 
     # -- checks ------------------------------------------------------------------------------
     def check_voxel(self, path: Path | str, vol: Any) -> None:
-        voxel = float(vol.voxel_size or 0.0)
+        """Compare a file's voxel size with the model's and record it for the manifest.
+
+        A mismatch is a problem of that file (InputError): one file given on the command line,
+        one in a folder and one tomogram of a pick table all become error rows while the other
+        inputs go on (PlanRefusal would stop the run for one file). A header without a usable
+        voxel size (cell 0, NaN, Inf or negative) cannot be compared: the file is classified as
+        before, with a note, and the manifest records null, never the reader's 1.0 stand-in.
+        """
+        known = getattr(vol, "voxel_size_known", True) and float(vol.voxel_size or 0.0) > 0
+        if not known:
+            if str(path) not in self.unknown_voxel:
+                self.unknown_voxel.append(str(path))
+                self._note_unknown_voxel(path, vol)
+            return
+        voxel = float(vol.voxel_size)
         self.voxel_sizes[str(path)] = voxel
-        if not getattr(vol, "voxel_size_known", True) or voxel <= 0 or self.model_voxel <= 0:
-            return  # header says "unset": nothing to compare
+        if self.model_voxel <= 0:
+            return
         mismatch = abs(voxel - self.model_voxel) / self.model_voxel
         if mismatch > VOXEL_TOLERANCE and not self.ignore_voxel:
-            raise PlanRefusal(
+            raise InputError(
                 path,
                 f"voxel size {voxel:.3g} A differs from the model's "
                 f"{self.model_voxel:.3g} A "
                 f"by {mismatch:.0%} (> {VOXEL_TOLERANCE:.0%}); rescale the data or pass "
                 "--ignore-voxel-size",
             )
+
+    def _note_unknown_voxel(self, path: Path | str, vol: Any) -> None:
+        """One note per file whose header has no usable voxel size (``info --validate`` flags it)."""
+        header = getattr(vol, "header", None)
+        cell = header.get("cell") if isinstance(header, dict) else getattr(vol, "cell", None)
+        shown = f" (cell = {', '.join(f'{c:g}' for c in cell)})" if cell else ""
+        checked = f" against the model's {self.model_voxel:.3g} A" if self.model_voxel > 0 else ""
+        self.notes.append(
+            f"{path}: no usable voxel size in the header{shown}; classified without checking "
+            f"it{checked} (manifest: null)"
+        )
 
     def check_contrast(self, source: str, contrast: str) -> None:
         if contrast != self.model_contrast:
@@ -92,8 +118,9 @@ class Planner:
     # -- inputs ------------------------------------------------------------------------------
     def add(self, text: str) -> None:
         """Plan one input. A problem with it (missing, dangling link, empty folder, unreadable,
-        wrong type, a stack of the wrong box) becomes one error item and the other inputs go on;
-        :class:`PlanRefusal` (options, data that does not fit the model) stops planning."""
+        wrong type, another voxel size, a stack of the wrong box) becomes one error item and the
+        other inputs go on; :class:`PlanRefusal` (options, a contrast the model was not made
+        for) stops planning."""
         start, n_origins = len(self.items), len(getattr(self, "origins", ()))
         try:
             self._add(text)
@@ -123,15 +150,17 @@ class Planner:
             if path.is_dir():
                 raise InputError(text, "folder holds no MRC files" if any(path.iterdir()) else "empty folder")
             raise InputError(text, "matches no files")
+        from cryoshift.runtime.mrc import is_mrc_path
+
         for p in paths:
             suffix = p.suffix.lower()
-            if len(paths) > 1 and suffix not in TABLE_SUFFIXES and suffix != ".mrcs" and p is not paths[0]:
+            if len(paths) > 1 and is_mrc_path(p) and suffix != ".mrcs" and p is not paths[0]:
                 # Directories and globs can hold millions of single volumes: no header read per
                 # file here (readers check each file); the first one was checked in full.
                 self.items.append(Item(str(p), "file", str(p)))
                 continue
             try:
-                if suffix in TABLE_SUFFIXES:
+                if input_kind(p) == "table":
                     self.add_table(p)
                 else:
                     self.add_volume_file(p, strict=len(paths) == 1 and not p.exists())
@@ -201,32 +230,70 @@ class Planner:
             plan_pick_table(self, path)
 
     def add_listing(self, path: Path) -> None:
-        """A table of subtomogram files and stack slices (rlnImageName, ``path``/``index``)."""
-        from cryoshift.runtime.picks import read_particle_listing
+        """A table of subtomogram files and stack slices (rlnImageName, ``path``/``index``); a row
+        naming no usable image (``0@stack.mrcs``, an empty name) is an error row of its own."""
+        from cryoshift.runtime.picks import listing_rows
 
-        listing = read_particle_listing(path)
+        listing, bad = listing_rows(path)
         start = len(self.items)
-        seen_voxel: set[str] = set()
-        for row in listing.itertuples(index=False):
+        voxel_problem: dict[str, str] = {}  # listed file -> why none of its items can be used
+        for i, row in enumerate(listing.itertuples(index=False)):
             vpath = str(row.path)
             index = _as_index(getattr(row, "index", -1))
-            if vpath not in seen_voxel:
-                seen_voxel.add(vpath)
-                self._check_listed_file(vpath)
-            if index >= 0:
+            if i in bad:
+                ident = _bad_listing_id(path, vpath, i, bad[i])
+                self.items.append(Item(ident, "error", str(path), error=bad[i]))
+                continue
+            if vpath not in voxel_problem:
+                voxel_problem[vpath] = self._check_listed_file(vpath)
+            if voxel_problem[vpath]:
+                ident = stack_id(vpath, index) if index >= 0 else vpath
+                self.items.append(Item(ident, "error", vpath, index, error=voxel_problem[vpath]))
+            elif index >= 0:
                 self.items.append(Item(stack_id(vpath, index), "stack", vpath, index))
             else:
                 self.items.append(Item(vpath, "file", vpath))
         if path.suffix.lower() == ".star":
             self.origins.append((str(path), [it.id for it in self.items[start:]]))
 
-    def _check_listed_file(self, vpath: str) -> None:
-        """Voxel size of a listed file, read once per file; unreadable files fail per item later."""
+    def _check_listed_file(self, vpath: str) -> str:
+        """Voxel size of a listed file, read once per file: "" if fine, else why its items fail
+        (unreadable files fail per item later, with their own reason)."""
         try:
             vol = self.cache.get(vpath)
         except InputError:
-            return
-        self.check_voxel(vpath, vol)
+            return ""
+        try:
+            self.check_voxel(vpath, vol)
+        except InputError as exc:
+            return exc.reason
+        return ""
+
+
+def _bad_listing_id(listing: Path, vpath: str, row: int, reason: str) -> str:
+    """Id of a listing row that names no usable image: RELION's text for ``0@stack`` (its
+    ``000000@`` id cannot clash with a real slice), else the listing and its 1-based row."""
+    if "slice number 0" in reason:
+        return f"{0:06d}@{vpath}"
+    return f"{listing}:row {row + 1}"
+
+
+def input_kind(path: Path) -> str:
+    """``"table"`` (STAR/CSV) or ``"volume"`` (MRC): by the name where it says (``.star``,
+    ``.csv``, ``.tsv``; ``.mrc``, ``.mrcs``, ``.map``, ``.rec`` ...), else by the content
+    (``.txt``, no suffix): text is a table, anything else goes to the MRC reader, which reads a
+    valid header and names what is not one (an .npy, a zip, "not an MRC file")."""
+    from cryoshift.runtime.mrc import content_kind, is_mrc_path
+
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        return "table"
+    if is_mrc_path(path) or not path.is_file():
+        return "volume"  # what is missing or not a regular file: the MRC reader says so
+    try:
+        kind = content_kind(path)
+    except OSError as exc:
+        raise InputError(path, os_reason(path, exc)) from exc
+    return "table" if kind == "text" else "volume"
 
 
 def _missing(value: Any) -> bool:
@@ -271,9 +338,11 @@ def plan_inputs(
 ) -> Plan:
     """Enumerate every item of ``inputs`` in a stable order and check them against the model.
 
-    Refuses (InputError) what can never work: a data contrast or voxel size that differs from
-    the model's, stacks of the wrong box size, missing inputs. Items that are merely bad
-    (a corrupt file among thousands) come back as ``kind == "error"`` items.
+    Refuses (PlanRefusal) what can never work: a data contrast that differs from the model's,
+    bad options. A bad input (missing, unreadable, another voxel size, a stack of the wrong
+    box) or a bad item (a corrupt file among thousands, a pick of an unreadable tomogram, a
+    table row that is not numbers) comes back as ``kind == "error"`` items; only when every
+    input fails is the first reason raised (InputError).
     """
     if contrast is not None and contrast not in CONTRASTS:
         raise InputError(None, f"--contrast must be one of {', '.join(CONTRASTS)}, not {contrast!r}")
@@ -309,4 +378,5 @@ def plan_inputs(
         planner.voxel_sizes,
         planner.notes,
         planner.origins,
+        planner.unknown_voxel,
     )

@@ -143,3 +143,28 @@ def test_volume_stats_match_numpy(tomo: tuple[Path, np.ndarray]) -> None:
     assert s.min == pytest.approx(data.min()) and s.max == pytest.approx(data.max())
     assert s.mean == pytest.approx(data.mean(dtype=np.float64), abs=1e-9)
     assert s.std == pytest.approx(data.std(dtype=np.float64), rel=1e-6)
+
+
+def test_short_text_and_dangling_links_are_named(tmp_path: Path) -> None:
+    """A short text file is not a "truncated MRC"; a dangling link is not "no such file"."""
+    text = tmp_path / "notes.mrc"
+    text.write_text("tomo,x,y,z\nTS_01,1,2,3\n")
+    with pytest.raises(InputError, match=r"is a text file \(23 bytes\), not an MRC file"):
+        read_header(text)
+    link = tmp_path / "link.mrc"
+    link.symlink_to(tmp_path / "gone.mrc")
+    with pytest.raises(
+        InputError, match=r"dangling symbolic link \(points to .*gone\.mrc, which does not exist\)"
+    ):
+        read_header(link)
+
+
+def test_content_kind_tells_mrc_from_text(tmp_path: Path) -> None:
+    from cryoshift.runtime.mrc import content_kind
+
+    vol = write_volume(tmp_path / "v.mrc", np.ones((4, 4, 4), np.float32), voxel_size=1.0)
+    (tmp_path / "t").write_text("x,y,z\n1,2,3\n")
+    (tmp_path / "b").write_bytes(b"\x00\x01" * 700)
+    (tmp_path / "e").write_bytes(b"")
+    kinds = [content_kind(p) for p in (vol, tmp_path / "t", tmp_path / "b", tmp_path / "e")]
+    assert kinds == ["mrc", "text", "other", "empty"]

@@ -100,7 +100,7 @@ def test_table_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no coordinate columns: need x, y, z; found a, b, c"):
         read_picks(tmp_path / "bad.csv")
     (tmp_path / "nan.csv").write_text("x,y,z\n1,2,3\n1,,3\nfoo,2,3\n")
-    with pytest.raises(InputError, match=r"2 rows have missing or non-numeric coordinates \(rows 1, 2\)"):
+    with pytest.raises(InputError, match=r"2 rows have missing or non-numeric coordinates \(lines 3, 4\)"):
         read_picks(tmp_path / "nan.csv")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(InputError, match="file is empty"):
@@ -140,3 +140,33 @@ def test_particle_listing_resolves_paths_and_slices(tmp_path: Path) -> None:
     starfile.write({"particles": pd.DataFrame({"rlnCoordinateX": [1.0]})}, tmp_path / "nolist.star")
     with pytest.raises(InputError, match="no rlnImageName column"):
         read_particle_listing(tmp_path / "nolist.star")
+
+
+def test_pick_table_keeps_bad_rows_with_their_lines_in_batch_work(tmp_path: Path) -> None:
+    from cryoshift.runtime.tables import read_pick_table
+
+    path = tmp_path / "p.csv"
+    path.write_text("tomo,x,y,z\nTS_01,1,2,3\n\nTS_01,abc,2,3\nTS_01,4,5\nTS_01,7,8,9\n")
+    with pytest.raises(InputError, match=r"2 rows have missing or non-numeric coordinates \(lines 4, 5\)"):
+        read_pick_table(path)
+    table = read_pick_table(path, skip_bad_rows=True)
+    assert len(table) == 4 and table.bad_rows.tolist() == [1, 2] and table.bad_lines.tolist() == [4, 5]
+    assert table.xyz[3].tolist() == [7.0, 8.0, 9.0]
+    path.write_text("tomo,x,y,z\nTS_01,,2,3\n")
+    with pytest.raises(InputError, match=r"every row has missing or non-numeric coordinates \(line 2\)"):
+        read_pick_table(path, skip_bad_rows=True)
+
+
+def test_listing_rows_report_slice_zero_and_empty_names(tmp_path: Path) -> None:
+    from cryoshift.runtime.picks import listing_rows
+
+    star = tmp_path / "l.star"
+    star.write_text('data_\n\nloop_\n_rlnImageName\n# note\n1@s.mrcs\n0@s.mrcs\n""\n2@s.mrcs\n')
+    listing, bad = listing_rows(star)
+    assert len(listing) == 4 and listing["index"].tolist()[::3] == [0, 1]
+    assert bad == {
+        1: "line 7: '0@s.mrcs' has slice number 0; RELION numbers slices from 1",
+        2: "line 8: empty image name",
+    }
+    with pytest.raises(InputError, match=r"line 7: '0@s\.mrcs' has slice number 0"):
+        read_particle_listing(star)

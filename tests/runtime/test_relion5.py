@@ -205,20 +205,11 @@ def test_tomograms_star_and_centred_picks_round_trip(model_path, project, tmp_pa
 def test_unbinned_pixel_picks_get_a_hint_and_binning_fixes_them(model_path, project, tmp_path, capsys):
     from cryoshift.runtime.results import read_results
 
-    out = _run(
-        [
-            "classify",
-            str(model_path),
-            str(project["relion4"]),
-            "-t",
-            str(project["tomograms"]),
-            "-o",
-            str(tmp_path / "raw"),
-            "-b",
-            "cpu",
-        ],
-        capsys,
-    )
+    raw = ["classify", str(model_path), str(project["relion4"]), "-t", str(project["tomograms"])]
+    code = main([*raw, "-o", str(tmp_path / "raw"), "-b", "cpu"])
+    out, err = capsys.readouterr()
+    # every pick lies outside: nothing classified is a failure (exit 2), and the hint says why
+    assert code == 2 and "nothing was classified" in err
     assert "look 4x too large" in out and "--binning 4" in out
     for flag in (["--binning", "4"], ["--coordinate-pixel-size", "2.5"]):
         _run(

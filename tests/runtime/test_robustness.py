@@ -257,3 +257,223 @@ def test_out_of_memory_is_one_line_with_the_remedy(model_path, helpers, tmp_path
         "a smaller --batch-size, box or number of volumes"
     )
     assert not any("Traceback" in line for line in err)
+
+
+# ---------------------------------------------------------------------------------------------
+# One bad item in a batch fails alone: reported in errors.csv, the rest classified.
+
+
+def _tomogram(path: Path, voxel: float = 10.0, seed: int = 0) -> Path:
+    data = np.random.default_rng(seed).normal(size=(40, 40, 40)).astype(np.float32)
+    return write_volume(path, data, voxel_size=voxel)
+
+
+def _picks_star(path: Path, rows: list[str]) -> Path:
+    head = "data_particles\n\nloop_\n_rlnTomoName #1\n" + "".join(
+        f"_rlnCoordinate{axis} #{i}\n" for i, axis in enumerate("XYZ", 2)
+    )
+    path.write_text(head + "\n".join(rows) + "\n")
+    return path
+
+
+def _errors(summary) -> dict[str, tuple[str, str]]:
+    errors = read_results(summary.errors_csv)
+    return {r.id: (r.path, r.reason) for r in errors.itertuples()}
+
+
+def test_a_bad_tomogram_fails_only_its_own_picks(model_path, tmp_path):
+    good = _tomogram(tmp_path / "TS_01.mrc")
+    trunc = _tomogram(tmp_path / "TS_trunc.mrc")
+    trunc.write_bytes(trunc.read_bytes()[:5000])
+    _tomogram(tmp_path / "TS_vs5.mrc", voxel=5.0)  # the model's voxels are 10 A
+    (tmp_path / "TS_empty.mrc").write_bytes(b"")
+    picks = _picks_star(
+        tmp_path / "picks.star",
+        ["TS_01 20 20 20", "TS_trunc 8 8 8", "TS_vs5 20 20 20", "TS_01 12 14 16", "TS_empty 9 9 9"],
+    )
+    s = classify(
+        model_path, [str(picks)], tmp_path / "out", tomograms=[str(tmp_path)], backend="cpu", progress=False
+    )
+    assert (s.total_rows, s.total_errors) == (2, 3)
+    assert set(read_results(s.predictions_csv)["path"]) == {str(good)}
+    errors = _errors(s)
+    assert errors["TS_trunc:8.0,8.0,8.0"] == (str(picks), errors["TS_trunc:8.0,8.0,8.0"][1])
+    assert errors["TS_trunc:8.0,8.0,8.0"][1].startswith(f"tomogram {trunc}: file is truncated")
+    assert "TS_vs5.mrc: voxel size 5 A differs from the model's 10 A" in errors["TS_vs5:20.0,20.0,20.0"][1]
+    assert errors["TS_empty:9.0,9.0,9.0"][1].endswith("TS_empty.mrc: file is empty")
+
+
+def test_centred_picks_of_an_unreadable_tomogram_fail_alone(model_path, tmp_path):
+    """RELION 5 centred Angstrom picks need each tomogram's header to be converted: an unreadable
+    one used to refuse the whole table."""
+    _tomogram(tmp_path / "TS_01.mrc")
+    trunc = _tomogram(tmp_path / "TS_bad.mrc")
+    trunc.write_bytes(trunc.read_bytes()[:3000])
+    picks = tmp_path / "centred.star"
+    picks.write_text(
+        "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCenteredCoordinateXAngst #2\n"
+        "_rlnCenteredCoordinateYAngst #3\n_rlnCenteredCoordinateZAngst #4\n"
+        "TS_01 0 0 0\nTS_bad 0 0 0\nTS_01 30 -20 10\n"
+    )
+    s = classify(
+        model_path, [str(picks)], tmp_path / "out", tomograms=[str(tmp_path)], backend="cpu", progress=False
+    )
+    assert (s.total_rows, s.total_errors) == (2, 1)
+    ((ident, (path, reason)),) = _errors(s).items()
+    assert ident.startswith("TS_bad:") and path == str(picks)
+    assert reason.startswith(f"tomogram {trunc}: file is truncated")
+
+
+def test_bad_rows_of_a_pick_table_fail_alone_naming_their_line(model_path, tmp_path):
+    _tomogram(tmp_path / "TS_01.mrc")
+    star = _picks_star(
+        tmp_path / "picks.star",
+        [
+            "TS_01 20 20 20",
+            "# a comment",
+            "TS_01 abc 20 20",
+            "",
+            "TS_01 nan 1 2",
+            "TS_01 12 14 inf",
+            "TS_01 9 9 9",
+        ],
+    )
+    s = classify(
+        model_path, [str(star)], tmp_path / "out", tomograms=[str(tmp_path)], backend="cpu", progress=False
+    )
+    assert (s.total_rows, s.total_errors) == (2, 3)
+    reasons = sorted(reason for path, reason in _errors(s).values() if path == str(star))
+    # header: 7 lines; rows on lines 8, (9 comment), 10, (11 blank), 12, 13, 14
+    assert reasons == [f"line {n}: missing or non-numeric coordinates (row skipped)" for n in (10, 12, 13)]
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("tomo_name,x,y,z\nTS_01,20,20,20\nTS_01,12,14\nTS_01,9,9,9\n")
+    s = classify(
+        model_path, [str(ragged)], tmp_path / "out2", tomograms=[str(tmp_path)], backend="cpu", progress=False
+    )
+    assert (s.total_rows, s.total_errors) == (2, 1)
+    assert [reason for _, reason in _errors(s).values()] == [
+        "line 3: missing or non-numeric coordinates (row skipped)"
+    ]
+
+
+def test_a_table_of_only_bad_rows_is_refused_in_one_line(model_path, tmp_path):
+    _tomogram(tmp_path / "TS_01.mrc")
+    star = _picks_star(tmp_path / "picks.star", ["TS_01 abc 20 20", "TS_01 1 nan 2"])
+    with pytest.raises(InputError, match=r"every row has missing or non-numeric coordinates \(lines 8, 9\)"):
+        classify(
+            model_path,
+            [str(star)],
+            tmp_path / "out",
+            tomograms=[str(tmp_path)],
+            backend="cpu",
+            progress=False,
+        )
+
+
+def test_slice_zero_in_a_listing_is_an_error_row(model_path, helpers, tmp_path):
+    write_stack(tmp_path / "stack.mrcs", helpers.make_volumes(3), voxel_size=helpers.VOXEL)
+    listing = tmp_path / "listing.star"
+    listing.write_text("data_particles\n\nloop_\n_rlnImageName\n1@stack.mrcs\n0@stack.mrcs\n3@stack.mrcs\n")
+    s = classify(model_path, [str(listing)], tmp_path / "out", backend="cpu", progress=False)
+    assert (s.total_rows, s.total_errors) == (2, 1)
+    stack = (tmp_path / "stack.mrcs").resolve()
+    assert _errors(s) == {
+        f"000000@{stack}": (
+            str(listing),
+            "line 6: '0@stack.mrcs' has slice number 0; RELION numbers slices from 1",
+        )
+    }
+    only_bad = tmp_path / "bad.star"
+    only_bad.write_text("data_particles\n\nloop_\n_rlnImageName\n0@stack.mrcs\n")
+    with pytest.raises(InputError, match=r"no row names a usable image; line 5: '0@stack\.mrcs' has slice"):
+        classify(model_path, [str(only_bad)], tmp_path / "out2", backend="cpu", progress=False)
+
+
+def test_voxel_size_mismatch_is_an_error_row_however_the_file_is_given(model_path, helpers, tmp_path):
+    """Given on the command line it used to stop the run; in a folder it was an error row."""
+    vols = helpers.make_volumes(3)
+    for name, voxel, vol in zip(("a.mrc", "vs5.mrc", "b.mrc"), (10.0, 5.0, 10.0), vols, strict=True):
+        write_volume(tmp_path / name, vol, voxel_size=voxel)
+    files = [str(tmp_path / n) for n in ("a.mrc", "vs5.mrc", "b.mrc")]
+    for out, given in (("listed", files), ("glob", [str(tmp_path / "*.mrc")]), ("folder", [str(tmp_path)])):
+        s = classify(model_path, given, tmp_path / out, backend="cpu", progress=False)
+        assert (s.total_rows, s.total_errors) == (2, 1), out
+        ((path, reason),) = _errors(s).values()
+        assert path.endswith("vs5.mrc") and "voxel size 5 A differs from the model's 10 A" in reason
+
+
+def test_nothing_classified_exits_2_with_one_line_even_quiet(model_path, helpers, tmp_path, capsys):
+    from cryoshift.runtime.cli import main
+
+    write_volume(tmp_path / "nan.mrc", np.full((16, 16, 16), np.nan, np.float32), voxel_size=10.0)
+    (tmp_path / "empty.mrc").write_bytes(b"")
+    inputs = [str(tmp_path / "nan.mrc"), str(tmp_path / "empty.mrc")]
+    code = main(["classify", str(model_path), *inputs, "-o", str(tmp_path / "out"), "-b", "cpu", "-q"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.strip().splitlines()[-1] == (
+        "cryoshift: error: nothing was classified: all 2 items failed; "
+        f"the reasons are in {tmp_path / 'out' / 'errors.csv'}"
+    )
+    assert len(read_results(tmp_path / "out" / "errors.csv")) == 2
+    write_volume(tmp_path / "good.mrc", helpers.make_volumes(1)[0], voxel_size=10.0)
+    code = main(
+        ["classify", str(model_path), *inputs, str(tmp_path / "good.mrc"), "-o", str(tmp_path / "o2")]
+    )
+    assert code == 0  # one classified: errors.csv lists the others
+
+
+def test_dangling_link_in_a_folder_is_reported(model_path, helpers, tmp_path):
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    write_volume(folder / "good.mrc", helpers.make_volumes(1)[0], voxel_size=10.0)
+    os.symlink(tmp_path / "nowhere.mrc", folder / "a_broken.mrc")  # sorted first: checked in full
+    os.symlink(tmp_path / "gone.mrc", folder / "z_broken.mrc")  # later: checked by the reader
+    s = classify(model_path, [str(folder)], tmp_path / "out", backend="cpu", progress=False)
+    assert (s.total_rows, s.total_errors) == (1, 2)
+    for name, target in (("a_broken.mrc", "nowhere.mrc"), ("z_broken.mrc", "gone.mrc")):
+        _, reason = _errors(s)[str(folder / name)]
+        assert reason == f"dangling symbolic link (points to {tmp_path / target}, which does not exist)"
+
+
+@pytest.mark.parametrize("cell", [0.0, float("nan"), float("inf"), -160.0])
+def test_unusable_header_voxel_size_is_noted_and_null_in_the_manifest(model_path, helpers, tmp_path, cell):
+    """Such a file used to be classified in silence and recorded as 1.0 A in the manifest."""
+    import struct
+
+    path = write_volume(tmp_path / "v.mrc", helpers.make_volumes(1)[0], voxel_size=10.0)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<3f", raw, 40, cell, cell, cell)
+    path.write_bytes(bytes(raw))
+    s = classify(model_path, [str(path)], tmp_path / "out", backend="cpu", progress=False)
+    assert (s.total_rows, s.total_errors) == (1, 0)
+    (note,) = [n for n in s.notes if "voxel size" in n]
+    assert note.startswith(
+        f"{path}: no usable voxel size in the header (cell = {cell:g}, {cell:g}, {cell:g})"
+    )
+    manifest = json.loads(Path(s.manifest).read_text())
+    assert manifest["data"]["voxel_sizes"] == {str(path): None}
+
+
+def test_txt_files_are_read_by_their_content(model_path, helpers, tmp_path):
+    """A picks table named .txt was read as a truncated MRC; an MRC named .txt is a volume."""
+    _tomogram(tmp_path / "TS_01.mrc")
+    picks = tmp_path / "picks.txt"
+    picks.write_text("tomo_name,x,y,z\nTS_01,20,20,20\nTS_01,12,14,16\n")
+    volume = write_volume(tmp_path / "vol.mrc", helpers.make_volumes(1)[0], voxel_size=10.0)
+    as_txt = tmp_path / "vol.txt"
+    as_txt.write_bytes(volume.read_bytes())
+    s = classify(
+        model_path,
+        [str(picks), str(as_txt)],
+        tmp_path / "out",
+        tomograms=[str(tmp_path / "TS_01.mrc")],
+        backend="cpu",
+        progress=False,
+    )
+    assert (s.total_rows, s.total_errors) == (3, 0)
+    assert set(read_results(s.predictions_csv)["id"]) == {
+        "TS_01:20.0,20.0,20.0",
+        "TS_01:12.0,14.0,16.0",
+        str(as_txt),
+    }
