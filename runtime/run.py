@@ -296,6 +296,8 @@ def one_writer(fn: Any) -> Any:
             shard = parse_shard(shard)
         out = Path(out_dir)
         created = not out.exists()
+        if out.exists() and not out.is_dir():
+            raise InputError(out, "exists and is not a folder; --out names the folder to write results into")
         out.mkdir(parents=True, exist_ok=True)
         try:
             with FolderLock(out, lock_name(tuple(shard) if shard else None), "classify run"):

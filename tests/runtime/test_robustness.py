@@ -70,6 +70,11 @@ def test_missing_input_and_rerun_without_resume_are_refused(model_path, inputs, 
     classify(model_path, [str(inputs["stack"])], tmp_path / "o", backend="cpu", progress=False)
     with pytest.raises(InputError, match="--resume"):
         classify(model_path, [str(inputs["stack"])], tmp_path / "o", backend="cpu", progress=False)
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        classify(model_path, [str(inputs["stack"])], a_file, backend="cpu", progress=False)
+    assert a_file.read_text() == "x"
 
 
 def test_all_bad_items_still_finish_the_run(model_path, tmp_path):
