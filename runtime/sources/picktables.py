@@ -223,6 +223,11 @@ def add_picks(
         picks.bad_rows,
         picks.bad_lines,
     )
+    if len(source.dup_rows):  # kept (a user may mean it), but never without a word
+        planner.notes.append(
+            f"{path}: {len(source.dup_rows)} picks repeat an earlier pick of the same tomogram and "
+            "coordinates; each is classified again, its id suffixed ~2, ~3 ..."
+        )
     rows = PickRows(source)
     planner.items.add_rows(rows)
     if path.suffix.lower() == ".star":

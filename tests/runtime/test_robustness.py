@@ -482,3 +482,16 @@ def test_txt_files_are_read_by_their_content(model_path, helpers, tmp_path):
         "TS_01:12.0,14.0,16.0",
         str(as_txt),
     }
+
+
+def test_repeated_picks_are_classified_again_with_a_note(model_path, tmp_path):
+    """A pick given twice is kept (it may be meant) but said: a note, and ids suffixed ~2."""
+    _tomogram(tmp_path / "TS_01.mrc")
+    star = _picks_star(tmp_path / "picks.star", ["TS_01 20 20 20", "TS_01 12 12 12", "TS_01 20 20 20"])
+    s = classify(
+        model_path, [str(star)], tmp_path / "out", tomograms=[str(tmp_path)], backend="cpu", progress=False
+    )
+    assert s.total_rows == 3
+    assert any("1 picks repeat an earlier pick" in note for note in s.notes), s.notes
+    ids = read_results(s.predictions_csv)["id"].tolist()
+    assert sum(i.endswith("~2") for i in ids) == 1
