@@ -247,7 +247,7 @@ def describe(path: str | Path, full: bool = False) -> Description:
         )
     refuse_special(path)  # a named pipe would block every reader below
     suffix = path.suffix.lower()
-    if is_mrc_path(path):
+    if is_mrc_path(path) or _mrc_by_content(path):
         return _describe_mrc(path, full)
     if suffix in STAR_SUFFIXES or suffix in TABLE_SUFFIXES:
         return _describe_table(path)
@@ -316,7 +316,20 @@ def _dataset_problems(path: Path) -> list[str]:
     return [f"{len(bad)} volumes hold {UNUSABLE} (first: index {bad[0]})"] if len(bad) else []
 
 
+def _mrc_by_content(path: Path) -> bool:
+    """An MRC under a name that does not say what it is (``.txt``, no suffix): classify reads such
+    files by content, so info must too."""
+    from cryoshift.runtime.mrc import content_kind
+
+    if path.suffix.lower() not in ("", ".txt", ".tab", ".dat") or not path.is_file():
+        return False
+    try:
+        return content_kind(path) == "mrc"
+    except OSError:
+        return False  # unreadable: the caller's reader names the problem
+
+
 def _looks_mrc(path: Path) -> bool:
     from cryoshift.runtime.mrc import is_mrc_path
 
-    return is_mrc_path(path) and not path.is_dir()
+    return (is_mrc_path(path) and not path.is_dir()) or _mrc_by_content(path)

@@ -147,3 +147,19 @@ def test_a_dataset_json_that_is_not_an_object_says_so(tmp_path: Path) -> None:
     (ds / "dataset.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="must hold a JSON object, found a list"):
         read_dataset(ds)
+
+
+def test_an_mrc_under_a_name_that_does_not_say_is_described_by_content(tmp_path: Path) -> None:
+    """classify reads .txt and suffixless files by content; info and validate agree with it."""
+    from cryoshift.runtime.info import validate
+
+    volume = write_volume(
+        tmp_path / "v.mrc", np.random.default_rng(0).normal(size=(8, 8, 8)), voxel_size=10.0
+    )
+    for name in ("v.txt", "v"):
+        renamed = tmp_path / name
+        renamed.write_bytes(volume.read_bytes())
+        assert describe(renamed).kind == "mrc"
+        assert validate(renamed) == []
+    (tmp_path / "picks.txt").write_text("tomo_name,x,y,z\nTS_01,1,2,3\n")
+    assert describe(tmp_path / "picks.txt").kind == "picks"
