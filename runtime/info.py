@@ -319,9 +319,11 @@ def _dataset_problems(path: Path) -> list[str]:
 def _mrc_by_content(path: Path) -> bool:
     """An MRC under a name that does not say what it is (``.txt``, no suffix): classify reads such
     files by content, so info must too."""
-    from cryoshift.runtime.mrc import content_kind
+    from cryoshift.runtime.mrc import content_kind, is_mrc_path
+    from cryoshift.runtime.picks import NAMED_TABLE_SUFFIXES
 
-    if path.suffix.lower() not in ("", ".txt", ".tab", ".dat") or not path.is_file():
+    suffix = path.suffix.lower()
+    if suffix in NAMED_TABLE_SUFFIXES or is_mrc_path(path) or not path.is_file():
         return False
     try:
         return content_kind(path) == "mrc"

@@ -41,7 +41,9 @@ CENTERED_COLUMNS = (
 )
 TOMO_COLUMNS = ("rlnTomoName", "tomo_name", "tomo", "tomogram", "rlnMicrographName")
 STAR_SUFFIXES = (".star",)
-TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".tab")
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".tab")  # what info and the readers take as a text table
+# Names that can only be tables; a .txt/.tab (or a suffixless name) may be an MRC, read by content.
+NAMED_TABLE_SUFFIXES = (*STAR_SUFFIXES, ".csv", ".tsv")
 
 # A per-tomogram value: one value for all, a mapping by tomogram name, or a function of the name.
 PerTomo = Union[float, Sequence[int], Mapping[str, Any], Callable[[str], Any], None]

@@ -16,11 +16,10 @@ from typing import Any
 
 from cryoshift.runtime.contract import CONTRASTS, VOXEL_TOLERANCE
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.picks import NAMED_TABLE_SUFFIXES
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
 from cryoshift.runtime.sources.items import Item, Plan, PlanRefusal, stack_id
 from cryoshift.runtime.sources.paths import expand, tomogram_index
-
-TABLE_SUFFIXES = (".star", ".csv", ".tsv")
 
 
 class Planner:
@@ -285,7 +284,7 @@ def input_kind(path: Path) -> str:
     valid header and names what is not one (an .npy, a zip, "not an MRC file")."""
     from cryoshift.runtime.mrc import content_kind, is_mrc_path
 
-    if path.suffix.lower() in TABLE_SUFFIXES:
+    if path.suffix.lower() in NAMED_TABLE_SUFFIXES:
         return "table"
     if is_mrc_path(path) or not path.is_file():
         return "volume"  # what is missing or not a regular file: the MRC reader says so
