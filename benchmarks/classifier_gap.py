@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import accuracy as A
+from separability_screen import tm_margins
 
 SNRS = (0.02, 0.05, 0.2, 1.0)
 PER_SNR = 150
@@ -53,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from cryoshift.training.checkpoint import load_checkpoint
     from cryoshift.training.data import SimulatedSource
     from cryoshift.training.forward import forward_numpy
-    from cryoshift.training.pseudo_labels import ROTATIONS
     from cryoshift.training.spectrum import estimate_tilt_max
-    from cryoshift.training.template_matching import template_match
 
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -72,17 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         volumes, truth = volumes.float().numpy(), labels.numpy()
         logits, _ = forward_numpy(model, volumes, metadata.normalisation, "cpu", 64)
         net = logits.argmax(1)
-        tm = template_match(
-            volumes,
-            source.structures.maps,
-            estimate_tilt_max(volumes),
-            n_rotations=ROTATIONS,
-            voxel_size=profile.voxel_size,
-            threads=args.threads,
+        tm, _ = tm_margins(
+            volumes, source.structures.maps, estimate_tilt_max(volumes), profile.voxel_size, args.threads
         )
         per_snr[str(snr)] = {
             "network": round(float((net == truth).mean()), 4),
-            "template_matching": round(float((np.asarray(tm.predictions) == truth).mean()), 4),
+            "template_matching": round(float((tm == truth).mean()), 4),
             "network_confuses": confused_pairs(truth, net, names),
         }
     record = {
