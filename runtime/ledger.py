@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,36 @@ def csv_damage(path: Path, exc: UnicodeDecodeError | csv.Error) -> str:
             except UnicodeDecodeError as bad:
                 return f"damaged: line {number} is not UTF-8 text (byte 0x{raw[bad.start]:02x})"
     return f"damaged: not UTF-8 text ({exc.reason})"
+
+
+def checked_rows(
+    path: Path, width: int | None = None, *, delimiter: str = ",", encoding: str = "utf-8", advice: str = ""
+) -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) of every non-empty row of a CSV, the header first, each later row checked to
+    have ``width`` fields (default: the header's). A cut-off or damaged row, or bytes that are not
+    text, is refused in one line naming the file and the line (``advice`` appended): pandas would
+    fill a short row with NaN and go on."""
+    tail = f"; {advice}" if advice else ""
+    try:
+        with open(path, newline="", encoding=encoding) as fh:
+            reader = csv.reader(fh, delimiter=delimiter)
+            header = next(reader, None)
+            if header is None:
+                return
+            yield reader.line_num, header
+            width = len(header) if width is None else width
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != width:
+                    raise InputError(
+                        path,
+                        f"line {reader.line_num} has {len(row)} fields for {width} columns "
+                        f"(a cut-off or damaged row){tail}",
+                    )
+                yield reader.line_num, row
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"{csv_damage(path, exc)}{tail}") from exc
 
 
 class Ledger:

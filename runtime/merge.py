@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.jsonfile import read_json_object
-from cryoshift.runtime.ledger import ERROR_COLUMNS, csv_damage
+from cryoshift.runtime.ledger import ERROR_COLUMNS, checked_rows
 
 _SHARD = re.compile(r"^predictions\.shard-(\d+)-of-(\d+)\.csv$")
 
@@ -82,14 +82,10 @@ def _tables(
 
 def _header(table: _Table) -> list[str]:
     """The first row of a shard table; one line naming the file when it is empty or not text."""
-    try:
-        with open(table.path, newline="") as fh:
-            header = next(csv.reader(fh), None)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(table.path, f"{csv_damage(table.path, exc)}; {table.rerun()}") from exc
-    if not header:
+    first = next(checked_rows(table.path, advice=table.rerun()), None)
+    if first is None or not first[1]:
         raise InputError(table.path, f"empty file (no header); {table.rerun()}")
-    return header
+    return first[1]
 
 
 def _agreed_header(tables: list[_Table], expected: list[str]) -> list[str]:
@@ -134,23 +130,11 @@ def _rows(table: _Table, width: int) -> Iterator[list[str]]:
         if fh.read(1) != b"\n":
             raise InputError(table.path, f"its last row is cut off (no newline at the end); {table.rerun()}")
     n = 0
-    try:
-        with open(table.path, newline="") as fh:
-            reader = csv.reader(fh)
-            next(reader, None)
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) != width:
-                    raise InputError(
-                        table.path,
-                        f"line {reader.line_num} has {len(row)} fields for {width} columns (a cut-off or "
-                        f"damaged row); {table.rerun()}",
-                    )
-                n += 1
-                yield row
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(table.path, f"{csv_damage(table.path, exc)}; {table.rerun()}") from exc
+    rows = checked_rows(table.path, width, advice=table.rerun())
+    next(rows, None)  # the header (checked by _agreed_header)
+    for _, row in rows:
+        n += 1
+        yield row
     if table.rows is not None and n != table.rows:
         raise InputError(
             table.path,

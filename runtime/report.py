@@ -16,7 +16,6 @@ one file that can be mailed or opened offline. Needs matplotlib (the ``train`` e
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import warnings
@@ -162,28 +161,16 @@ def _check_rows(path: Path) -> None:
     """Refuse a predictions CSV with a cut-off row or a non-numeric confidence or shift score, naming
     the line: pandas fills a short row with NaN and keeps a column with text as text, so the page
     would otherwise show figures of the wrong numbers without a word."""
-    from cryoshift.runtime.ledger import csv_damage
+    from cryoshift.runtime.ledger import checked_rows
 
     sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh, delimiter=sep)
-            header = next(reader, None) or []
-            numeric = [(header.index(c), c) for c in NUMERIC_COLUMNS if c in header]
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise InputError(
-                        path,
-                        f"line {reader.line_num} has {len(row)} fields for {len(header)} columns "
-                        "(a cut-off or damaged row)",
-                    )
-                for i, name in numeric:
-                    if not _is_number(row[i]):
-                        raise InputError(path, f"line {reader.line_num}: {name} {row[i]!r} is not a number")
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(path, csv_damage(path, exc)) from exc
+    rows = checked_rows(path, delimiter=sep, encoding="utf-8-sig")
+    _, header = next(rows, (0, []))
+    numeric = [(header.index(c), c) for c in NUMERIC_COLUMNS if c in header]
+    for line, row in rows:
+        for i, name in numeric:
+            if not _is_number(row[i]):
+                raise InputError(path, f"line {line}: {name} {row[i]!r} is not a number")
 
 
 def _star_fields(text: str) -> list[str] | None:
