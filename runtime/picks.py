@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -142,7 +143,9 @@ def _read_table(path: Path) -> pd.DataFrame:
 
     options = csv_options(path)
     try:
-        return pd.read_csv(path, **options)
+        with warnings.catch_warnings():  # fields past the header's last column are dropped, as classify does
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            return pd.read_csv(path, **options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(path, f"not a readable table ({type(exc).__name__}: {exc})") from exc
 

@@ -242,6 +242,9 @@ def csv_options(path: Path) -> dict[str, Any]:
         "quoting": csv.QUOTE_MINIMAL,
         "skipinitialspace": True,
         "decimal": "," if sep == ";" else ".",
+        # Rows with more fields than the header must not shift the columns: without this, pandas
+        # takes the first column as the index when every row has one field too many.
+        "index_col": False,
     }
 
 

@@ -95,6 +95,18 @@ def test_csv_and_tsv_any_case_with_tomo_column(tmp_path: Path) -> None:
     assert read_picks(tmp_path / "p.txt")["z"].tolist() == [9.0]
 
 
+def test_trailing_fields_on_every_row_do_not_shift_the_columns(tmp_path: Path) -> None:
+    # pandas would take the first column as the index when each row has one field too many,
+    # reading x as nothing, y as x and the extra field as z: a silently wrong pick.
+    (tmp_path / "p.csv").write_text("x,y,z\n10,20,30,7\n11,21,31,8\n")
+    picks = read_picks(tmp_path / "p.csv")
+    assert picks[["x", "y", "z"]].to_numpy().tolist() == [[10, 20, 30], [11, 21, 31]]
+    (tmp_path / "l.csv").write_text("path,score\na.mrc,0.5,extra\nb.mrc,0.7,extra\n")
+    listing = read_particle_listing(tmp_path / "l.csv")
+    assert [Path(p).name for p in listing["path"]] == ["a.mrc", "b.mrc"]
+    assert listing["score"].tolist() == [0.5, 0.7]
+
+
 def test_table_errors_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("a,b,c\n1,2,3\n")
     with pytest.raises(InputError, match="no coordinate columns: need x, y, z; found a, b, c"):
