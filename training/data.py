@@ -35,6 +35,9 @@ class Domain:
     fingerprint: str
     description: str
     skipped: list[str] = field(default_factory=list)  # "item: reason" for unreadable items
+    # (N, g, g, g) clean particle densities for dense supervision (training/dense.py); simulated
+    # volumes only, NaN rows for volumes that have none
+    particles: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.volumes)
@@ -53,6 +56,10 @@ class Domain:
         if self.labels is not None and other.labels is not None:
             labels = np.concatenate([self.labels, other.labels])
         volumes = np.concatenate([np.asarray(v, np.float32) for v in (self.volumes, other.volumes)])
+        particles = None
+        if self.particles is not None or other.particles is not None:
+            grid = (self.particles if self.particles is not None else other.particles).shape[1:]
+            particles = np.concatenate([_particles_or_nan(d, grid) for d in (self, other)])
         return Domain(
             volumes,
             labels,
@@ -62,6 +69,7 @@ class Domain:
             self.contrast,
             self.fingerprint,
             f"{self.description} + {other.description}",
+            particles=particles,
         )
 
     def subset(self, index: np.ndarray) -> Domain:
@@ -75,7 +83,14 @@ class Domain:
             self.contrast,
             self.fingerprint,
             self.description,
+            particles=None if self.particles is None else self.particles[index],
         )
+
+
+def _particles_or_nan(domain: Domain, grid: tuple[int, ...]) -> np.ndarray:
+    if domain.particles is not None:
+        return domain.particles
+    return np.full((len(domain), *grid), np.nan, dtype=np.float32)
 
 
 def is_dataset(path: str | Path) -> bool:
@@ -298,6 +313,8 @@ class SimulatedSource:
         self.fingerprint = f"sha256:{digest}"
         self.description = f"simulated {structures!r} ({preset})"
         self.spectrum: Any = None  # a training.spectrum.SpectrumMatch once matched to a target
+        # > 0: every draw also carries each particle's clean density on this grid (training/dense.py)
+        self.particle_grid = 0
 
     def match_spectrum(self, spectrum: Any) -> None:
         """Filter every volume drawn from now on with ``spectrum`` (target-aware simulation)."""
@@ -311,8 +328,17 @@ class SimulatedSource:
         self.simulator.config = self.config
 
     def draw(self, n: int) -> Domain:
-        """Simulate ``n`` labelled volumes with the source generators."""
-        vol, labels, _rows = self.simulator.sample(n)
+        """Simulate ``n`` labelled volumes with the source generators (and their clean particle
+        densities, standardised, when ``particle_grid`` is set)."""
+        import torch
+
+        from cryoshift.training.dense import standardise
+
+        particles = None
+        if self.particle_grid:
+            g = self.particle_grid
+            particles = torch.empty((n, g, g, g), device=self.simulator.device)
+        vol, labels, _rows = self.simulator.sample(n, particles=particles)
         volumes = vol.float().cpu().numpy()
         if self.spectrum is not None:
             volumes = self.spectrum.apply(volumes)
@@ -325,4 +351,5 @@ class SimulatedSource:
             self.contrast,
             self.fingerprint,
             self.description,
+            particles=None if particles is None else standardise(particles.cpu().numpy()),
         )

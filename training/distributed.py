@@ -87,19 +87,30 @@ def steps_per_epoch(n: int, batch_size: int, info: DistInfo) -> int:
 
 
 class LossModule(nn.Module):
-    """``forward`` = ``method.losses`` so DDP can hook the backward pass of a method."""
+    """``forward`` = ``method.losses`` (plus dense supervision's loss when it is on), so DDP can
+    hook the backward pass of a method and of the dense decoder."""
 
-    def __init__(self, method: nn.Module):
+    def __init__(self, method: nn.Module, dense: nn.Module | None = None):
         super().__init__()
         self.method = method
+        self.dense = dense
 
-    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        return self.method.losses(*args, **kwargs)
+    def forward(
+        self, *args: Any, source_particles: torch.Tensor | None = None, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        if self.dense is None or source_particles is None:
+            return self.method.losses(*args, **kwargs)
+        self.dense.arm()
+        out = self.method.losses(*args, **kwargs)
+        dense = self.dense.loss(source_particles)
+        out["total"] = out["total"] + self.dense.weight * dense
+        out["dense"] = dense.detach()
+        return out
 
 
-def wrap(method: nn.Module, info: DistInfo) -> nn.Module:
+def wrap(method: nn.Module, info: DistInfo, dense: nn.Module | None = None) -> nn.Module:
     """A callable returning the losses dict; DDP-wrapped when several processes train."""
-    module = LossModule(method)
+    module = LossModule(method, dense)
     if not info.enabled:
         return module
     ids = [torch.device(info.device).index] if info.device.startswith("cuda") else None

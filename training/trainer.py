@@ -113,6 +113,9 @@ class TrainConfig:
     # labelled target volumes (pseudo-labels, the oracle's labels) are shown in wedge-preserving
     # views: 180-degree rotations and 1-voxel shifts (augment.py)
     target_views: bool = True
+    # dense supervision (training/dense.py): weight of a second loss in which an intermediate feature
+    # map predicts each simulated particle's clean density; 0 = off. Simulated sources only.
+    dense_weight: float = 0.0
     # target
     tomograms: list[str] = field(default_factory=list)
     max_target: int | None = None
@@ -151,6 +154,8 @@ class TrainConfig:
             )
         if not 0 < self.template_keep <= 1:
             raise InputError(None, f"--template-keep must be in (0, 1], not {self.template_keep}")
+        if not (math.isfinite(self.dense_weight) and self.dense_weight >= 0):
+            raise InputError(None, f"--dense-weight must be a finite number >= 0, not {self.dense_weight}")
         from cryoshift.training.backbones import check_test_views_option
 
         check_test_views_option(self.test_views)
@@ -383,6 +388,10 @@ class _Run:
         if is_dataset(c.source):
             from cryoshift.training.data import split_validation
 
+            if c.dense_weight > 0:
+                raise InputError(
+                    c.source, "--dense-weight needs a simulated source (the clean particle densities)"
+                )
             full = load_source_dataset(c.source)
             if c.box is not None and c.box != full.box_size:
                 raise InputError(c.source, f"source boxes are {full.box_size}^3 but --box is {c.box}")
@@ -591,7 +600,16 @@ class _Run:
         method, self.backbone_kwargs = _build(c, self.class_names, self.box)
         # channels-last 3-D is what oneDNN/cuDNN convolve fastest (+20 % per step on CPU, measured)
         method.to(self.device, memory_format=torch.channels_last_3d)
+        dense = None
+        if c.dense_weight > 0 and self.sim is not None:
+            from cryoshift.training.dense import DenseSupervision
+
+            dense = DenseSupervision(method.backbone, c.dense_weight)
+            dense.to(self.device, memory_format=torch.channels_last_3d)
+            self.sim.particle_grid = dense.grid
         groups = method.param_groups(c.lr)
+        if dense is not None:
+            groups.append({"name": "dense", "params": list(dense.parameters()), "lr": c.lr})
         optimiser = torch.optim.Adam(groups, lr=c.lr, weight_decay=c.weight_decay)
         use_scaler = self.device.startswith("cuda") and c.amp and not torch.cuda.is_bf16_supported()
         scaler = torch.amp.GradScaler("cuda") if use_scaler else None
@@ -607,6 +625,8 @@ class _Run:
             payload = read_checkpoint(resume_path)
             extra = payload["extra"]
             method.load_state_dict(extra["method_state"])
+            if dense is not None:
+                dense.load_state_dict(extra["dense_state"])
             optimiser.load_state_dict(extra["optimizer_state"])
             if scaler is not None and extra.get("scaler_state"):
                 scaler.load_state_dict(extra["scaler_state"])
@@ -617,7 +637,7 @@ class _Run:
             self.dir.mkdir(parents=True, exist_ok=True)
             run.write_json(self.dir / "config.json", c.to_dict())
             run.write_json(self.dir / "versions.json", run.versions(self.device, info.world_size))
-        loss_fn = distributed.wrap(method, info)
+        loss_fn = distributed.wrap(method, info, dense)
         metadata = self._metadata()
         last = c.epochs if stop_after_epoch is None else min(c.epochs, stop_after_epoch)
         with _progress(c.progress and info.is_main) as bar:
@@ -647,6 +667,9 @@ class _Run:
                     run.write_metrics(self.dir / run.METRICS, history)
                     extra = {
                         "method_state": {k: v.detach().cpu() for k, v in method.state_dict().items()},
+                        "dense_state": {}
+                        if dense is None
+                        else {k: v.detach().cpu() for k, v in dense.state_dict().items()},
                         "optimizer_state": optimiser.state_dict(),
                         "scaler_state": scaler.state_dict() if scaler is not None else {},
                         "rng": run.capture_rng(rngs),
@@ -663,6 +686,8 @@ class _Run:
                         extra=extra,
                     )
                 distributed.barrier(info)
+        if dense is not None:
+            dense.close()
         digest = state_digest(method)
         result = TrainResult(
             self.dir,
@@ -704,7 +729,7 @@ class _Run:
         method.train()
         sums: dict[str, float] = defaultdict(float)
 
-        def load(step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        def load(step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, Any]:
             """Host-side batch of one step (no randomness here: the orders are drawn above)."""
             idx = distributed.rank_slice(order, step, c.batch_size, info)
             if source.labels is None:
@@ -716,18 +741,17 @@ class _Run:
                 if tviews is not None:
                     tx = augment.apply_views(tx, tviews[tidx])
                 ty = self.target.labels[tidx] if self.needs_target_labels else None
-            return source.take(idx), source.labels[idx], tx, ty
+            particles = None if source.particles is None else source.particles[idx]
+            return source.take(idx), source.labels[idx], tx, ty, particles
 
         # One reader thread prepares step k+1 while step k runs, so the device never waits on reads.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryoshift-batches") as pool:
             pending = pool.submit(load, 0)
             for step in range(steps):
-                sx_np, sy_np, tx_np, ty_np = pending.result()
+                batch = pending.result()
                 if step + 1 < steps:
                     pending = pool.submit(load, step + 1)
-                self._step(
-                    method, loss_fn, optimiser, scaler, (sx_np, sy_np, tx_np, ty_np), epoch, step, steps, sums
-                )
+                self._step(method, loss_fn, optimiser, scaler, batch, epoch, step, steps, sums)
                 bar.update(
                     task,
                     advance=c.batch_size * info.world_size,
@@ -743,7 +767,7 @@ class _Run:
         loss_fn: nn.Module,
         optimiser: torch.optim.Optimizer,
         scaler: Any,
-        batch: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None],
+        batch: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None],
         epoch: int,
         step: int,
         steps: int,
@@ -751,7 +775,7 @@ class _Run:
     ) -> None:
         """One optimiser step on a host batch; adds each scalar loss to ``sums``."""
         c = self.config
-        sx_np, sy_np, tx_np, ty_np = batch
+        sx_np, sy_np, tx_np, ty_np, particles_np = batch
         sx = self._to_device(sx_np)
         sy = torch.from_numpy(sy_np).to(self.device)
         tx = None if tx_np is None else self._to_device(tx_np)
@@ -761,7 +785,8 @@ class _Run:
         for group in optimiser.param_groups:
             group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
         with autocast(self.device, c.amp):
-            out = loss_fn(sx, sy, target_x=tx, progress=progress, target_y=ty)
+            particles = None if particles_np is None else torch.from_numpy(particles_np).to(self.device)
+            out = loss_fn(sx, sy, target_x=tx, progress=progress, target_y=ty, source_particles=particles)
         total = out["total"]
         if not torch.isfinite(total):
             raise RuntimeError(

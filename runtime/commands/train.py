@@ -162,6 +162,12 @@ def command(
         "--target-views/--no-target-views",
         help="Show labelled target volumes in wedge-preserving views (180-degree rotations, 1-voxel shifts).",
     ),
+    dense_weight: float = typer.Option(
+        0.0,
+        "--dense-weight",
+        help="Dense supervision: weight of a second loss in which the network also predicts each "
+        "simulated particle's clean density on a coarse grid (0 = off; simulated sources, cryonet family).",
+    ),
     lr_schedule: str = typer.Option(
         "cosine", "--lr-schedule", help="cosine (from --lr down to 5 % of it) or constant."
     ),
@@ -259,6 +265,7 @@ def command(
         template_labels=template_labels,
         template_keep=template_keep,
         target_views=target_views,
+        dense_weight=dense_weight,
         lr_schedule=lr_schedule,
         tomograms=list(tomograms),
         max_target=max_target,

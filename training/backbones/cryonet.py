@@ -119,6 +119,24 @@ class CryoNet(Backbone):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.drop(features))
 
+    def dense_layer(self) -> tuple[nn.Module, int]:
+        """(module, channels) whose output map dense supervision decodes (training/dense.py): the
+        last one before the final strided stage, the finest map that has seen most of the stack
+        (8^3 with 64 channels for the default strides at 32^3)."""
+        modules = list(self.stages)
+        firsts = [i for i, m in enumerate(modules) if _stride(m) > 1]
+        end = firsts[-1] if len(firsts) > 1 else len(modules)
+        channels = [m for m in modules[:end] for m in m.modules() if isinstance(m, nn.Conv3d)][
+            -1
+        ].out_channels
+        return modules[end - 1], channels
+
+
+def _stride(module: nn.Module) -> int:
+    """Stride of a stage module's first convolution (1 for a residual block)."""
+    conv = next((m for m in module.modules() if isinstance(m, nn.Conv3d)), None)
+    return int(conv.stride[0]) if conv is not None else 1
+
 
 class ResidualConvs(nn.Module):
     """``count`` 3x3x3 conv + BatchNorm layers (ReLU between) whose output is added to their input.

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.training.simulate.config import SimulationConfig
@@ -258,8 +259,14 @@ class Simulator:
         packed = torch.stack([p[k] for k in keys], 1).to(device=self.device, dtype=torch.float32)
         return dict(zip(keys, packed.T.contiguous().unbind(0), strict=True))
 
-    def _density(self, p: dict[str, torch.Tensor], neighbours: torch.Tensor) -> torch.Tensor:
-        """Rotated, shifted particles plus their neighbours: (n, D, D, D) density, protein positive."""
+    def _density(
+        self, p: dict[str, torch.Tensor], neighbours: torch.Tensor, particles: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Rotated, shifted particles plus their neighbours: (n, D, D, D) density, protein positive.
+
+        ``particles`` (n, g, g, g), when given, receives the particle alone (no neighbours, no
+        CTF, wedge or noise) averaged down to a g^3 grid: the clean answer for dense supervision.
+        """
         accurate = self.config.fidelity == "tilt"
         labels = p["label"].to(self.device)
         if self.varies:
@@ -269,6 +276,8 @@ class Simulator:
         rad = {k: torch.deg2rad(p[k]).to(self.device, torch.float32) for k in ("rot", "tilt", "psi")}
         shift = torch.stack([p["shift_x"], p["shift_y"], p["shift_z"]], 1).to(self.device, torch.float32)
         out = self._rotate(dens, rad["rot"], rad["tilt"], rad["psi"], shift, accurate)
+        if particles is not None:
+            particles.copy_(F.adaptive_avg_pool3d(out.unsqueeze(1), particles.shape[-1]).squeeze(1))
         if len(neighbours):
             nb = neighbours.to(self.device, torch.float32)
             extra = self._rotate(
@@ -296,11 +305,13 @@ class Simulator:
         generator: torch.Generator | None = None,
         neighbours: torch.Tensor | None = None,
         noise: bool = True,
+        particles: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Render volumes (n, D, D, D) float32 for drawn parameters ``p``.
 
         Rendering the same ``p`` twice with different generators gives two noise realisations of
         the same signal (how the tests measure SNR). ``noise=False`` gives the clean signal.
+        ``particles`` (n, g, g, g), when given, is filled as in ``_density``.
         """
         n = len(p["label"])
         if neighbours is None:
@@ -317,7 +328,7 @@ class Simulator:
         if threads > 1:
             chunk = min(chunk, -(-n // threads))  # at least one chunk per thread
         elif n <= chunk:
-            return self._render_chunk(p, neighbours, noise, seeds if seeds is not None else gen)
+            return self._render_chunk(p, neighbours, noise, seeds if seeds is not None else gen, particles)
         out = torch.empty((n, self.box, self.box, self.box), device=self.device)
         owner = neighbours[:, 0].long() if len(neighbours) else torch.empty(0, dtype=torch.long)
 
@@ -327,7 +338,8 @@ class Simulator:
             nb = neighbours[(owner >= start) & (owner < stop)].clone()
             nb[:, 0] -= start
             noise_source = seeds[start:stop] if seeds is not None else gen
-            out[start:stop] = self._render_chunk(part, nb, noise, noise_source)
+            part_out = particles[start:stop] if particles is not None else None
+            out[start:stop] = self._render_chunk(part, nb, noise, noise_source, part_out)
 
         starts = list(range(0, n, chunk))
         if threads < 2:
@@ -349,10 +361,11 @@ class Simulator:
         neighbours: torch.Tensor,
         noise: bool,
         gen: torch.Generator | list[int],
+        particles: torch.Tensor | None = None,
     ) -> torch.Tensor:
         c = self.config
         t = self._tensors(p)
-        dens = self._density(p, neighbours)
+        dens = self._density(p, neighbours, particles)
         if c.fidelity == "fast":
             vol, signal_var = render_fast(
                 dens, t, self.grid, c.ctf, c.dose_weighting, c.dose_order, noise, gen
@@ -380,11 +393,14 @@ class Simulator:
         self,
         n: int,
         labels: torch.Tensor | None = None,
+        particles: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
         """Simulate ``n`` subtomograms with classes drawn uniformly (or the given ``labels``).
 
         Returns volumes (n, D, D, D) float32 on the simulator's device, labels (n,) long and one
         dict per volume with every drawn parameter (angles in degrees, shifts in voxels).
+        ``particles``, an (n, g, g, g) tensor on the device, receives each particle's clean density
+        on a g^3 grid (``_density``); the volumes are the same with or without it.
         """
         if int(n) <= 0:
             raise InputError(None, f"number of subtomograms to simulate must be positive, got {n}")
@@ -396,7 +412,7 @@ class Simulator:
             raise InputError(None, f"labels must be {n} class indices in 0..{len(self.structures) - 1}")
         p = self.draw(n, labels)
         neighbours, names, poses = self._neighbours(p)
-        vol = self.render(p, neighbours=neighbours)
+        vol = self.render(p, neighbours=neighbours, particles=particles)
         return vol, p["label"].to(self.device), self.rows(p, names, poses)
 
     def rows(

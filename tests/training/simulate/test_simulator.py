@@ -211,3 +211,24 @@ def test_gpu_matches_cpu_parameters_and_physics(builtins16):
     a = clean_cpu.render(p, noise=False)
     b = Simulator(builtins16, cfg, device="cuda", seed=0).render(p, noise=False).cpu()
     assert torch.allclose(a, b, atol=1e-4 * float(a.abs().max()))
+
+
+def test_particle_densities_are_the_clean_particle_alone(builtins16):
+    # Dense supervision's answer: the particle as rotated, shifted and varied into the box, without
+    # neighbours, CTF, wedge or noise, averaged onto a coarse grid; the volumes do not change.
+    cfg = PRESETS["broad"]  # crowding, shifts and structural variants all on
+    plain, _, plain_rows = Simulator(builtins16, cfg, seed=3).sample(8)
+    grid = torch.full((8, 4, 4, 4), float("nan"))
+    vol, _, rows = Simulator(builtins16, cfg, seed=3).sample(8, particles=grid)
+    assert torch.equal(vol, plain) and rows == plain_rows
+    replay = Simulator(builtins16, cfg, seed=3)
+    p = replay.draw(8)
+    neighbours, _, _ = replay._neighbours(p)
+    alone = replay._density(p, torch.empty(0, 9, dtype=torch.float64))
+    expected = torch.nn.functional.adaptive_avg_pool3d(alone.unsqueeze(1), 4).squeeze(1)
+    assert torch.allclose(grid, expected, atol=1e-6)
+    crowded = sorted({int(i) for i in neighbours[:, 0]})
+    assert crowded, "the broad preset should crowd some of 8 volumes"
+    with_neighbours = replay._density(p, neighbours)
+    pooled = torch.nn.functional.adaptive_avg_pool3d(with_neighbours.unsqueeze(1), 4).squeeze(1)
+    assert not torch.allclose(grid[crowded], pooled[crowded], atol=1e-3)
