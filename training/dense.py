@@ -17,6 +17,8 @@ volumes labelled by template matching, a labelled dataset) simply add nothing to
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,21 @@ def standardise(particles: np.ndarray) -> np.ndarray:
     return ((flat - mean) / np.maximum(std, 1e-6)).reshape(particles.shape).astype(np.float32)
 
 
+def check_backbone(name: str, kwargs: dict[str, Any], box: int | None) -> None:
+    """Refuse a backbone without a dense feature map before any data is read (InputError)."""
+    from cryoshift.training.backbones import create_backbone
+
+    try:
+        net = create_backbone(name, num_classes=2, box_size=box or 32, **kwargs)
+    except (ValueError, TypeError):
+        return  # the trainer reports a bad backbone or option in its own words
+    if not hasattr(net, "dense_layer"):
+        raise InputError(None, _NO_DENSE_LAYER.format(name=name))
+
+
+_NO_DENSE_LAYER = "--dense-weight needs a backbone with a dense feature map (the cryonet family), not {name}"
+
+
 class DenseSupervision(nn.Module):
     """Predicts the clean particle density from the backbone's ``dense_layer`` feature map.
 
@@ -44,14 +61,9 @@ class DenseSupervision(nn.Module):
 
     def __init__(self, backbone: nn.Module, weight: float):
         super().__init__()
-        found = getattr(backbone, "dense_layer", lambda: None)()
-        if found is None:
-            raise InputError(
-                None,
-                "--dense-weight needs a backbone with a dense feature map (the cryonet family), "
-                f"not {type(backbone).__name__}",
-            )
-        layer, channels = found
+        if not hasattr(backbone, "dense_layer"):
+            raise InputError(None, _NO_DENSE_LAYER.format(name=type(backbone).__name__))
+        layer, channels = backbone.dense_layer()
         self.weight = float(weight)
         self.decoder = nn.Conv3d(channels, 1, 3, padding=1)
         self._armed = False

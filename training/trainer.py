@@ -156,6 +156,10 @@ class TrainConfig:
             raise InputError(None, f"--template-keep must be in (0, 1], not {self.template_keep}")
         if not (math.isfinite(self.dense_weight) and self.dense_weight >= 0):
             raise InputError(None, f"--dense-weight must be a finite number >= 0, not {self.dense_weight}")
+        if self.dense_weight > 0:
+            from cryoshift.training.dense import check_backbone
+
+            check_backbone(self.backbone, self.backbone_kwargs, self.box)
         from cryoshift.training.backbones import check_test_views_option
 
         check_test_views_option(self.test_views)
@@ -190,6 +194,11 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+# One step's host arrays: source volumes, source labels, target volumes, target labels (the oracle's)
+# and the source's clean particle densities (dense supervision); the optional ones may be None.
+HostBatch = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]
 
 
 def _seed_all(seed: int) -> None:
@@ -729,7 +738,7 @@ class _Run:
         method.train()
         sums: dict[str, float] = defaultdict(float)
 
-        def load(step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, Any]:
+        def load(step: int) -> HostBatch:
             """Host-side batch of one step (no randomness here: the orders are drawn above)."""
             idx = distributed.rank_slice(order, step, c.batch_size, info)
             if source.labels is None:
@@ -767,7 +776,7 @@ class _Run:
         loss_fn: nn.Module,
         optimiser: torch.optim.Optimizer,
         scaler: Any,
-        batch: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None],
+        batch: HostBatch,
         epoch: int,
         step: int,
         steps: int,

@@ -128,6 +128,9 @@ def test_dense_supervision_needs_a_simulated_source_and_a_sane_weight(
 ) -> None:
     with pytest.raises(InputError, match="simulated source"):
         train(_config(tmp_path / "ds", source=str(domains["source"]), box=None, voxel_size=None))
+    with pytest.raises(InputError, match=r"cryonet family\), not cb3d"):
+        train(_config(tmp_path / "cb", backbone="cb3d"))  # before anything is simulated
+    assert not (tmp_path / "cb").exists()
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(InputError, match="--dense-weight"):
             train(_config(tmp_path / "bad", dense_weight=bad))
