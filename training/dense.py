@@ -35,15 +35,26 @@ def standardise(particles: np.ndarray) -> np.ndarray:
     return ((flat - mean) / np.maximum(std, 1e-6)).reshape(particles.shape).astype(np.float32)
 
 
-def check_backbone(name: str, kwargs: dict[str, Any], box: int | None) -> None:
-    """Refuse a backbone without a dense feature map before any data is read (InputError)."""
+# --dense-weight where nobody set it and it applies (a simulated source and a backbone with a dense
+# feature map; elsewhere it is off): benchmarks/results/accuracy_levers.md, tenth round.
+DEFAULT_WEIGHT = 0.0
+
+
+def has_dense_layer(name: str, kwargs: dict[str, Any], box: int | None) -> bool:
+    """Whether backbone ``name`` has a map dense supervision can decode (True when it cannot even be
+    built: the trainer then reports the bad backbone or option in its own words)."""
     from cryoshift.training.backbones import create_backbone
 
     try:
         net = create_backbone(name, num_classes=2, box_size=box or 32, **kwargs)
     except (ValueError, TypeError):
-        return  # the trainer reports a bad backbone or option in its own words
-    if not hasattr(net, "dense_layer"):
+        return True
+    return hasattr(net, "dense_layer")
+
+
+def check_backbone(name: str, kwargs: dict[str, Any], box: int | None) -> None:
+    """Refuse a backbone without a dense feature map before any data is read (InputError)."""
+    if not has_dense_layer(name, kwargs, box):
         raise InputError(None, _NO_DENSE_LAYER.format(name=name))
 
 

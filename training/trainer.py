@@ -114,8 +114,9 @@ class TrainConfig:
     # views: 180-degree rotations and 1-voxel shifts (augment.py)
     target_views: bool = True
     # dense supervision (training/dense.py): weight of a second loss in which an intermediate feature
-    # map predicts each simulated particle's clean density; 0 = off. Simulated sources only.
-    dense_weight: float = 0.0
+    # map predicts each simulated particle's clean density; 0 = off. None: dense.DEFAULT_WEIGHT where
+    # it applies (simulated source, cryonet family), else off; config.json records the weight used
+    dense_weight: float | None = None
     # target
     tomograms: list[str] = field(default_factory=list)
     max_target: int | None = None
@@ -154,9 +155,11 @@ class TrainConfig:
             )
         if not 0 < self.template_keep <= 1:
             raise InputError(None, f"--template-keep must be in (0, 1], not {self.template_keep}")
-        if not (math.isfinite(self.dense_weight) and self.dense_weight >= 0):
+        if self.dense_weight is not None and not (
+            math.isfinite(self.dense_weight) and self.dense_weight >= 0
+        ):
             raise InputError(None, f"--dense-weight must be a finite number >= 0, not {self.dense_weight}")
-        if self.dense_weight > 0:
+        if self.dense_weight:
             from cryoshift.training.dense import check_backbone
 
             check_backbone(self.backbone, self.backbone_kwargs, self.box)
@@ -320,6 +323,18 @@ EPOCHS_REDUCED_PRECISION = 40  # 20 -> 40 epochs: +5.6 / -1.0 points on the dev 
 EPOCHS_FP32 = 20  # fp32 steps are ~2.8x slower on CPU: 40 epochs would pass an hour on 2 cores
 
 
+def default_dense_weight(config: TrainConfig) -> float:
+    """``dense.DEFAULT_WEIGHT`` where dense supervision applies (a simulated source, a backbone with
+    a dense feature map), else 0: like spectrum matching, it is skipped where it cannot work."""
+    from cryoshift.training import dense
+
+    if is_dataset(config.source) or not dense.has_dense_layer(
+        config.backbone, config.backbone_kwargs, config.box
+    ):
+        return 0.0
+    return dense.DEFAULT_WEIGHT
+
+
 def default_epochs(device: str, amp: bool = True) -> int:
     """The default budget: 40 epochs where steps run in bf16/fp16 (a GPU, a CPU with native bf16),
     20 where they run in fp32, so that ``cryoshift train`` with no options fits an hour on 2 cores."""
@@ -375,6 +390,8 @@ class _Run:
             )
         if config.epochs is None:
             config = dataclasses.replace(config, epochs=default_epochs(self.info.device, config.amp))
+        if config.dense_weight is None:
+            config = dataclasses.replace(config, dense_weight=default_dense_weight(config))
         return config
 
     # -- data ------------------------------------------------------------------------------
@@ -397,7 +414,7 @@ class _Run:
         if is_dataset(c.source):
             from cryoshift.training.data import split_validation
 
-            if c.dense_weight > 0:
+            if c.dense_weight:
                 raise InputError(
                     c.source, "--dense-weight needs a simulated source (the clean particle densities)"
                 )
@@ -610,7 +627,7 @@ class _Run:
         # channels-last 3-D is what oneDNN/cuDNN convolve fastest (+20 % per step on CPU, measured)
         method.to(self.device, memory_format=torch.channels_last_3d)
         dense = None
-        if c.dense_weight > 0 and self.sim is not None:
+        if c.dense_weight and self.sim is not None:
             from cryoshift.training.dense import DenseSupervision
 
             dense = DenseSupervision(method.backbone, c.dense_weight)

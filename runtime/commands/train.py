@@ -163,10 +163,11 @@ def command(
         help="Show labelled target volumes in wedge-preserving views (180-degree rotations, 1-voxel shifts).",
     ),
     dense_weight: float = typer.Option(
-        0.0,
+        None,
         "--dense-weight",
         help="Dense supervision: weight of a second loss in which the network also predicts each "
-        "simulated particle's clean density on a coarse grid (0 = off; simulated sources, cryonet family).",
+        "simulated particle's clean density on a coarse grid (0 = off; simulated sources and the "
+        "cryonet family; default: the recommended weight where it applies).",
     ),
     lr_schedule: str = typer.Option(
         "cosine", "--lr-schedule", help="cosine (from --lr down to 5 % of it) or constant."

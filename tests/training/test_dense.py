@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.training import dense as dense_module
 from cryoshift.training.backbones import create_backbone
 from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint
 from cryoshift.training.data import Domain
 from cryoshift.training.dense import DenseSupervision, standardise
-from cryoshift.training.trainer import TrainConfig, train
+from cryoshift.training.trainer import TrainConfig, default_dense_weight, train
 
 
 def _config(out: Path, **kw: object) -> TrainConfig:
@@ -134,3 +135,18 @@ def test_dense_supervision_needs_a_simulated_source_and_a_sane_weight(
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(InputError, match="--dense-weight"):
             train(_config(tmp_path / "bad", dense_weight=bad))
+
+
+def test_the_default_weight_applies_only_where_dense_supervision_can_work(
+    domains: dict[str, Path], tmp_path: Path
+) -> None:
+    simulated = _config(tmp_path / "a", dense_weight=None)
+    assert default_dense_weight(simulated) == dense_module.DEFAULT_WEIGHT
+    # skipped, not refused, where it cannot work: a dataset source, a backbone without a dense map
+    from_dataset = _config(tmp_path / "b", dense_weight=None, source=str(domains["source"]), box=None)
+    assert default_dense_weight(from_dataset) == 0.0
+    assert default_dense_weight(_config(tmp_path / "c", dense_weight=None, backbone="cb3d")) == 0.0
+    result = train(
+        _config(tmp_path / "d", dense_weight=None, source=str(domains["source"]), box=None, epochs=1)
+    )
+    assert json.loads((result.run_dir / "config.json").read_text())["dense_weight"] == 0.0
