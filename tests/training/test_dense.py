@@ -150,3 +150,26 @@ def test_the_default_weight_applies_only_where_dense_supervision_can_work(
         _config(tmp_path / "d", dense_weight=None, source=str(domains["source"]), box=None, epochs=1)
     )
     assert json.loads((result.run_dir / "config.json").read_text())["dense_weight"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "method", ["source-only", "adabn", "dann", "mada", "warp", "cryoshift", "selftrain", "oracle"]
+)
+def test_every_method_passes_the_source_first_so_dense_supervision_reads_its_rows(method: str) -> None:
+    # The contract dense supervision relies on: the first backbone forward of a step has the source
+    # batch as its first rows (alone or concatenated with warped or target volumes).
+    from cryoshift.training.adapt import create_method
+
+    torch.manual_seed(0)
+    net = create_backbone("cryonet-small", num_classes=2, box_size=16)
+    m = create_method(method, backbone=net, num_classes=2, box_size=16)
+    dense = DenseSupervision(net, 1.0)
+    m.eval()  # running BatchNorm statistics: each row's features do not depend on its batch
+    sx, tx = torch.randn(4, 1, 16, 16, 16), torch.randn(4, 1, 16, 16, 16)
+    sy, ty = torch.tensor([0, 1, 0, 1]), torch.tensor([1, 0, 1, 0])
+    dense.arm()
+    m.losses(sx, sy, target_x=tx, progress=0.9, target_y=ty if method == "oracle" else None)
+    captured = dense._take()
+    dense.arm()
+    net(sx)
+    assert torch.allclose(captured[:4], dense._take(), atol=1e-5)

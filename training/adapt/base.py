@@ -136,7 +136,11 @@ class AdaptationMethod(nn.Module):
         progress: float = 1.0,
         target_y: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Scalar losses for one step; ``total`` is what the trainer backpropagates."""
+        """Scalar losses for one step; ``total`` is what the trainer backpropagates.
+
+        The step's first backbone forward must have ``source_x`` as its first rows (alone or
+        concatenated with other volumes): dense supervision reads them there (training/dense.py).
+        """
         self._check_inputs(target_x, target_y, target_required=False)
         ce = self._ce(self.backbone(source_x), source_y)
         return {"total": self.hparams["ce_weight"] * ce, "ce": ce.detach()}
