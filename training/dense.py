@@ -6,13 +6,13 @@ the network needs hundreds of thousands of them before it tells small complexes 
 simulator knows much more about each volume than its class: the clean density of the particle it
 rotated into the box, before neighbours, CTF, wedge and noise were added. Asking an intermediate
 feature map to predict that density on its own coarse grid (a g^3 average, g = box / 4 for the
-cryonet family) is thousands of numbers of supervision per volume; it teaches the features the
+cryonet family) is hundreds of numbers of supervision per volume (512 at 32^3); it teaches the features the
 particle's shape, filled in across the missing wedge, which is what the class decision needs.
 
 The decoder is one 3x3x3 convolution from the feature map to one channel, so nearly all of the
 work has to happen in the backbone. It is a training aid only: it lives beside the backbone, is
-never exported, and costs a few per cent of a step. Volumes without a clean density (target
-volumes labelled by template matching, a labelled dataset) simply add nothing to this loss.
+never exported, and adds one small convolution on an 8^3 map to a step. Volumes without a clean
+density (target volumes labelled by template matching) simply add nothing to this loss.
 """
 
 from __future__ import annotations

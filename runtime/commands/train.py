@@ -166,8 +166,8 @@ def command(
         None,
         "--dense-weight",
         help="Dense supervision: weight of a second loss in which the network also predicts each "
-        "simulated particle's clean density on a coarse grid (0 = off; simulated sources and the "
-        "cryonet family; default: the recommended weight where it applies).",
+        "simulated particle's clean density on a coarse grid (0 = off, the current default; a weight "
+        "needs a simulated source and the cryonet family).",
     ),
     lr_schedule: str = typer.Option(
         "cosine", "--lr-schedule", help="cosine (from --lr down to 5 % of it) or constant."

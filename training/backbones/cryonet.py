@@ -126,10 +126,8 @@ class CryoNet(Backbone):
         modules = list(self.stages)
         firsts = [i for i, m in enumerate(modules) if _stride(m) > 1]
         end = firsts[-1] if len(firsts) > 1 else len(modules)
-        channels = [m for m in modules[:end] for m in m.modules() if isinstance(m, nn.Conv3d)][
-            -1
-        ].out_channels
-        return modules[end - 1], channels
+        convs = [c for stage in modules[:end] for c in stage.modules() if isinstance(c, nn.Conv3d)]
+        return modules[end - 1], convs[-1].out_channels
 
 
 def _stride(module: nn.Module) -> int:
