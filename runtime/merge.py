@@ -106,19 +106,16 @@ def _agreed_header(tables: list[_Table], expected: list[str]) -> list[str]:
 
 def _difference(header: tuple[str, ...], reference: tuple[str, ...]) -> str:
     """How ``header`` differs from ``reference``, in a few words."""
+    from cryoshift.runtime.picks import _list
+
     missing = [c for c in reference if c not in header]
     extra = [c for c in header if c not in reference]
     words = []
     if missing:
-        words.append(f"lacks {_names(missing)}")
+        words.append(f"lacks {_list(missing, limit=3)}")
     if extra:
-        words.append(f"has extra {_names(extra)}")
+        words.append(f"has extra {_list(extra, limit=3)}")
     return ", ".join(words) or "the same columns in another order"
-
-
-def _names(columns: list[str], limit: int = 3) -> str:
-    shown = ", ".join(columns[:limit])
-    return shown + (f" and {len(columns) - limit} more" if len(columns) > limit else "")
 
 
 def _rows(table: _Table, width: int) -> Iterator[list[str]]:

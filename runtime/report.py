@@ -143,12 +143,13 @@ def _refuse_folder(path: Path) -> None:
 
 
 NUMERIC_COLUMNS = ("confidence", "shift_score")  # drawn as histograms
-MISSING_TEXT = ("", "nan", "NaN", "<NA>")  # how a results table writes a missing number
 
 
 def _is_number(text: str) -> bool:
     """Whether a cell holds a number or a missing value (both fine), not other text."""
-    if text.strip() in MISSING_TEXT:
+    from cryoshift.runtime.results import MISSING_VALUES
+
+    if text.strip() in ("", *MISSING_VALUES):
         return True
     try:
         float(text)

@@ -55,6 +55,7 @@ FIXED = {
 FIXED_BACK = {v: k for k, v in FIXED.items()}
 BLOCK = "particles"
 FLOAT_FORMAT = "%.9g"
+MISSING_VALUES = ("nan", "NaN", "<NA>")  # how a results table writes a missing number
 _SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z][a-z0-9]*)*$")
 _CAMEL = re.compile(r"^cs[A-Z][A-Za-z0-9]*$")
 
@@ -164,7 +165,7 @@ def read_results(path: str | Path) -> pd.DataFrame:
     else:
         sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
         try:
-            df = pd.read_csv(path, sep=sep, keep_default_na=False, na_values=["nan", "NaN", "<NA>"])
+            df = pd.read_csv(path, sep=sep, keep_default_na=False, na_values=list(MISSING_VALUES))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise InputError(path, f"not a readable results table ({exc})") from exc
     for c in df.columns:

@@ -22,6 +22,7 @@ from torch import nn
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata, is_onnx
+from cryoshift.runtime.mrc import content_kind
 
 FORMAT = "cryoshift.checkpoint/1"
 RUN_MODEL = "model.pt"  # the label-free selected checkpoint inside a run directory
@@ -106,13 +107,6 @@ def _load_failure(exc: Exception) -> str:
     )
 
 
-def _looks_like_mrc_header(path: Path) -> bool:
-    """The MRC2014 'MAP ' stamp at byte 208: the commonest wrong file handed over as a model."""
-    with open(path, "rb") as fh:
-        fh.seek(208)
-        return fh.read(4) == b"MAP "
-
-
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = resolve_checkpoint(path)
     if is_onnx(path):  # torch.load would call it "Python objects other than tensors"
@@ -129,7 +123,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         if not head:
             kind = "the file is empty"
         else:
-            kind = "the file is an MRC volume" if _looks_like_mrc_header(path) else f"it starts with {head!r}"
+            kind = "the file is an MRC volume" if content_kind(path) == "mrc" else f"it starts with {head!r}"
         raise InputError(path, f"not a readable weights-only checkpoint: {kind}, not a torch.save archive")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing

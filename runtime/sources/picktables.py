@@ -86,7 +86,7 @@ def _or_problem(problems: dict[str, str], picks: Path, fact: Any) -> Any:
             raise
         except InputError as exc:
             own = exc.path is None or exc.path == str(picks)
-            problems.setdefault(name, exc.reason if own else f"tomogram {exc.path}: {exc.reason}")
+            problems.setdefault(name, exc.reason if own else tomogram_problem(exc.path, exc))
             return None
 
     return get
