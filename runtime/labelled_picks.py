@@ -4,7 +4,8 @@
 picks. The label column is the first of ``class``, ``label``, ``class_name``, ``true_class``
 (any case) unless one is named. Classify's own ``csClassName`` is a prediction, never a
 label, and is refused. Picks that cannot be cropped (outside the tomogram, unreadable) are
-skipped and counted; ones with an empty label are skipped too.
+skipped and counted, as are rows with bad coordinates, crops holding NaN/Inf or a blank box, and
+rows with an empty label.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cryoshift.runtime.errors import InputError
 
 LABEL_COLUMNS = ("class", "label", "class_name", "true_class")
 PICK_SUFFIXES = (".star", ".csv", ".tsv", ".txt")
+BAD_CROP = "crop holds NaN/Inf or one value throughout"
 
 
 def is_pick_table(path: str | Path) -> bool:
@@ -45,6 +47,7 @@ def read_labelled_picks(
     **plan_options: object,
 ) -> tuple[np.ndarray, list[str], dict[str, int]]:
     """(volumes (N, D, D, D) float32, label names, counts of skipped picks by reason)."""
+    from cryoshift.runtime.dataset import unusable_volumes
     from cryoshift.runtime.picks import read_star_blocks, star_picks_block
     from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
 
@@ -55,7 +58,8 @@ def read_labelled_picks(
     else:
         from cryoshift.runtime.picks import read_picks
 
-        table = read_picks(path)
+        # unchecked, as the planner reads it: a row with bad coordinates becomes one skipped pick
+        table = read_picks(path, check_values=False)
     column = _label_column([str(c) for c in table.columns], path, label_column)
     labels = table[column].astype(object).where(table[column].notna(), "").astype(str).str.strip().tolist()
     cache = VolumeCache()
@@ -81,6 +85,9 @@ def read_labelled_picks(
             load_item(item, out, cache)
         except InputError as exc:
             skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
+            continue
+        if len(unusable_volumes(out[None])):  # a NaN crop would make every score NaN
+            skipped[BAD_CROP] = skipped.get(BAD_CROP, 0) + 1
             continue
         volumes.append(out.copy())
         names.append(label)
