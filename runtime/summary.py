@@ -88,10 +88,12 @@ class ClassifySummary:
             f"classes: {counts or '-'}",
             f"results: {self.predictions_csv} ({self.total_rows} rows), {self.predictions_star}",
         ]
-        if self.total_errors:
-            out.append(f"errors: {self.errors_csv} ({self.total_errors} rows)")
-        out.extend(f"note: {n}" for n in self.notes)
-        return out
+        return out + self.warning_lines()
+
+    def warning_lines(self) -> list[str]:
+        """The lines ``classify -q`` still prints: failed items and notes about the inputs."""
+        out = [f"errors: {self.errors_csv} ({self.total_errors} rows)"] if self.total_errors else []
+        return out + [f"note: {n}" for n in self.notes]
 
 
 def output_names(out_dir: Path, shard: tuple[int, int] | None) -> dict[str, Path]:

@@ -167,7 +167,8 @@ def command(
         help="copick input: session id of the predicted picks written back "
         "(user cryoshift; default cryoshift-<model sha256[:8]>).",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary; notes (e.g. a file without a voxel size) and the "
+        "error count still go to stderr."),
 ) -> None:
     """Classify experimental subtomograms with an exported model.
 
@@ -239,6 +240,9 @@ def command(
     if not quiet:
         for line in summary.lines():
             typer.echo(line)
+    else:  # quiet hides the report, not what the user must know about the results
+        for line in summary.warning_lines():
+            typer.echo(f"cryoshift: {line}", err=True)
     _refuse_empty_result(summary)
 
 

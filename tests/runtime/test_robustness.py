@@ -460,6 +460,26 @@ def test_unusable_header_voxel_size_is_noted_and_null_in_the_manifest(model_path
     assert manifest["data"]["voxel_sizes"] == {str(path): None}
 
 
+def test_quiet_still_prints_notes_and_errors(model_path, helpers, tmp_path, capsys):
+    """-q hides the summary, not a file classified without its voxel size being checked."""
+    import struct
+
+    from cryoshift.runtime.cli import main
+
+    path = write_volume(tmp_path / "v.mrc", helpers.make_volumes(1)[0], voxel_size=10.0)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<3f", raw, 40, 0.0, 0.0, 0.0)
+    path.write_bytes(bytes(raw))
+    (tmp_path / "empty.mrc").write_bytes(b"")
+    out_dir = tmp_path / "out"
+    args = ["classify", str(model_path), str(path), str(tmp_path / "empty.mrc"), "-o", str(out_dir), "-q"]
+    assert main([*args, "-b", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"cryoshift: errors: {out_dir / 'errors.csv'} (1 rows)" in err.splitlines()
+    assert any(line.startswith(f"cryoshift: note: {path}: no usable voxel size") for line in err.splitlines())
+
+
 def test_txt_files_are_read_by_their_content(model_path, helpers, tmp_path):
     """A picks table named .txt was read as a truncated MRC; an MRC named .txt is a volume."""
     _tomogram(tmp_path / "TS_01.mrc")
