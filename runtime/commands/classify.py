@@ -167,8 +167,13 @@ def command(
         help="copick input: session id of the predicted picks written back "
         "(user cryoshift; default cryoshift-<model sha256[:8]>).",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary; notes (e.g. a file without a voxel size) and the "
-        "error count still go to stderr."),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="No progress bar and no summary; notes (e.g. a file without a voxel size) and "
+        "the error count still go to stderr.",
+    ),
 ) -> None:
     """Classify experimental subtomograms with an exported model.
 
