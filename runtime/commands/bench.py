@@ -41,6 +41,8 @@ def command(
 
     from cryoshift.runtime.bench import run_bench
 
+    if json_out:
+        _check_writable(json_out)  # before minutes of timing, not after
     result = run_bench(
         model, backend.value, batch_size, box, n, workers, repeats, threads, processes=reader_processes
     )
@@ -59,3 +61,19 @@ def command(
     typer.echo(f"medians of {repeats} repeats")
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse an output file that cannot be written (a folder, a missing or read-only folder)."""
+    from cryoshift.runtime.errors import InputError
+
+    if path.is_dir():
+        raise InputError(path, "is a directory; --json takes a file name")
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise InputError(path, f"cannot write: {' '.join(str(exc.strerror or exc).split())}") from exc
+    if not existed:
+        path.unlink()

@@ -101,6 +101,17 @@ def test_cli_bench_reports_inference_and_feed_rates(model_path, tmp_path, capsys
     assert all(fig["rate"] > 0 and fig["errors"] == 0 for fig in result["feed"].values())
 
 
+def test_cli_bench_refuses_an_unwritable_json_before_timing(model_path, tmp_path, capsys):
+    """A --json under a missing folder used to fail only after the whole benchmark had run."""
+    target = tmp_path / "no" / "such" / "bench.json"
+    args = ["bench", str(model_path), "--backend", "cpu", "--n", "4", "--repeats", "1", "--json"]
+    assert main([*args, str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"{target}: cannot write" in err and "inference" not in err
+    assert main([*args, str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
 # Run under the suite's import blocker (torch unimportable from interpreter start).
 _NO_TORCH = r"""
 import sys
