@@ -5,6 +5,11 @@ fsync'ed before the next one is written, so after a crash the file holds whole b
 at most one partial last line. On resume the partial line is cut off, the ids already present
 are read back, and the run skips exactly those, so every input appears once, none lost and
 none duplicated. Bad items go to a second ledger (the errors table) with the same rules.
+
+Every line is UTF-8 text. A file name that is not (Python hands its bytes over as lone
+surrogates) is written with those bytes as backslash escapes (:func:`escape_text`: ``b\\xff.mrc``),
+and ids are compared in that written form, so such an item is classified, resumed and merged as
+any other.
 """
 
 from __future__ import annotations
@@ -29,6 +34,32 @@ def format_value(value: object) -> str:
     if isinstance(value, float):
         return "nan" if value != value else f"{value:.9g}"
     return str(value)
+
+
+def escape_text(text: str) -> str:
+    """``text`` as a ledger writes it: unchanged when it is UTF-8 encodable, else every byte that a
+    non-UTF-8 file name smuggled in (surrogateescape, as ``os.listdir`` decodes it) as ``\\xNN``
+    and any other lone surrogate as ``\\udNNN``: the line stays text that pandas, the STAR writer
+    and ``merge`` read, where the raw surrogate could not be written at all."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that stand for no byte (U+D800..U+DC7F)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class WrittenIds(set[str]):
+    """Ids as a ledger wrote them, asked with the ids of items: an item's id is looked up by its
+    written text (:func:`escape_text`), so an item with a non-UTF-8 name counts as done on resume."""
+
+    def __contains__(self, ident: object) -> bool:
+        return set.__contains__(self, escape_text(ident) if isinstance(ident, str) else ident)
 
 
 def _repair_tail(path: Path) -> int:
@@ -115,7 +146,7 @@ class Ledger:
     def __init__(self, path: str | Path, columns: Sequence[str], resume: bool = False):
         self.path = Path(path)
         self.columns = list(columns)
-        self.done: set[str] = set()
+        self.done: set[str] = set()  # ids as written (see escape_text)
         self.rows = 0  # data rows in the file (resumed ones included)
         self.repaired_bytes = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,9 +168,11 @@ class Ledger:
         self._fh = open(self.path, "a", newline="")  # noqa: SIM115 - held open for the whole run
 
     def _line(self, values: Iterable[object]) -> str:
+        """One CSV line, always UTF-8 encodable (escapes add no comma, quote or newline, so escaping
+        the formatted line equals escaping each cell)."""
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow([format_value(v) for v in values])
-        return buf.getvalue()
+        return escape_text(buf.getvalue())
 
     def _check_header(self) -> None:
         """Refuse a file whose first line is not this run's header before the repair cuts anything,
@@ -187,7 +220,7 @@ class Ledger:
             if exc.filename is None:
                 raise OSError(exc.errno, f"cannot write: {exc.strerror or exc}", str(self.path)) from exc
             raise
-        self.done.update(str(r[0]) for r in rows)
+        self.done.update(escape_text(str(r[0])) for r in rows)
         self.rows += len(rows)
 
     def close(self) -> None:
@@ -241,11 +274,15 @@ class RunLedgers:
             self.notes.extend(self.features.notes)
 
     def todo(self, items: Sequence[Any]) -> Sequence[Any]:
-        """``items`` whose ids neither ledger holds yet."""
-        done = self.results.done | self.errors.done
+        """``items`` whose ids neither ledger holds yet (compared as written: see escape_text)."""
+        done: set[str] = self.results.done | self.errors.done
+        if any("\\" in ident for ident in done):  # escaped ids: look items up by their written text
+            done = WrittenIds(done)
         return items.without(done) if hasattr(items, "without") else [it for it in items if it.id not in done]
 
     def has(self, ident: str) -> bool:
+        """Whether either ledger holds ``ident`` (an item's id, or one read back from a ledger)."""
+        ident = escape_text(ident)
         return ident in self.results.done or ident in self.errors.done
 
     def append(

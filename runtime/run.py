@@ -20,6 +20,9 @@ inferred:
 ``predictions.star`` the same rows for RELION/Warp/ArtiaX, written at the end from the CSV
 ``errors.csv``       one row per bad item with its reason
 ``manifest.json``    model hash, inputs, counts, errors, timings, versions
+``run.json``         the model the run started with, written before its first row: ``resume``
+                     refuses another model (checked against an older run's manifest.json when
+                     there is no run.json), so one table never mixes two models' predictions
 ``features.npy``     with ``features=True``: the model's features, one float32 row per CSV row
                      (runtime/features.py; appended and resumed with the CSV)
 """
@@ -27,6 +30,8 @@ inferred:
 from __future__ import annotations
 
 import functools
+import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -112,6 +117,9 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
     t0 = time.perf_counter()
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     names = output_names(opts.out_dir, opts.shard)
+    model = inference.model_info()
+    if opts.resume:  # before planning and before the ledgers are opened (and their tails cut)
+        check_same_model(names, model)
     # A resumed run goes on writing features when the interrupted one did (the file is there).
     if opts.resume and not opts.features:
         from cryoshift.runtime.features import features_path
@@ -131,6 +139,8 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
         opts.features,
         inference.num_features,
     ) as ledgers:
+        if not opts.resume or not names["run"].is_file():  # the ledgers are ours now: no row yet
+            record_model(names["run"], model)
         summary.notes.extend(ledgers.notes)
         todo = ledgers.todo(items)
         summary.resumed = len(items) - len(todo)
@@ -140,6 +150,61 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
     summary.backend = inference.description
     summary.wall_s = time.perf_counter() - t0
     return finish_run(names, inference.model_info(), plan, summary, {**settings, **opts.settings()})
+
+
+def record_model(path: Path, model: dict[str, Any]) -> None:
+    """Write the model block of a run that is starting (``run.json``), durably and whole, before
+    any row: a run killed before its manifest is written still says which model its rows are of."""
+    record = {
+        "format": "cryoshift.run/1",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": model,
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(record, indent=2, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def recorded_model(names: dict[str, Path]) -> tuple[Path, dict[str, Any]] | None:
+    """The file naming the model the rows in ``names`` are of, and its model block: ``run.json``,
+    else the manifest of a run from before run.json existed; None when neither is there. A file
+    that names no model sha256 is refused: resuming would trust rows of an unknown model."""
+    from cryoshift.runtime.jsonfile import read_json_object
+
+    for key, what in (("run", "run record"), ("manifest", "manifest")):
+        path = names[key]
+        if not path.is_file():
+            continue
+        model = read_json_object(path, what).get("model")
+        if not isinstance(model, dict) or not isinstance(model.get("sha256"), str):
+            raise InputError(
+                path,
+                f"not a readable {what} (no model.sha256), so the model of the rows here is unknown; "
+                "move it away to resume anyway, or classify into a new output directory",
+            )
+        return path, model
+    return None
+
+
+def check_same_model(names: dict[str, Path], model: dict[str, Any]) -> None:
+    """Refuse to resume with another model than the one the run started with: its rows would join
+    the other model's in one table, under a manifest naming only the second."""
+    found = recorded_model(names)
+    if found is None or found[1]["sha256"] == model["sha256"]:
+        return
+    path, old = found
+    raise InputError(
+        path,
+        f"this run was started with model {old.get('path', '?')} (sha256 {old['sha256'][:16]}), not "
+        f"{model.get('path', '?')} (sha256 {str(model['sha256'])[:16]}); resume with that model, or "
+        "classify into a new output directory",
+    )
 
 
 def plan_run(

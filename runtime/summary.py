@@ -22,9 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryoshift.runtime.ledger import escape_text
+
 PREDICTIONS = "predictions"
 ERRORS = "errors"
 MANIFEST = "manifest"
+RUN = "run"  # the model a run started with, written before its first row (runtime/run.py)
 
 
 @dataclass
@@ -88,22 +91,26 @@ class ClassifySummary:
             f"classes: {counts or '-'}",
             f"results: {self.predictions_csv} ({self.total_rows} rows), {self.predictions_star}",
         ]
-        return out + self.warning_lines()
+        return [escape_text(line) for line in out] + self.warning_lines()
 
     def warning_lines(self) -> list[str]:
-        """The lines ``classify -q`` still prints: failed items and notes about the inputs."""
+        """The lines ``classify -q`` still prints: failed items and notes about the inputs. Paths
+        in them are escaped as the ledgers write them: a non-UTF-8 name would make ``print`` fail
+        after the run had finished."""
         out = [f"errors: {self.errors_csv} ({self.total_errors} rows)"] if self.total_errors else []
-        return out + [f"note: {n}" for n in self.notes]
+        return [escape_text(line) for line in out + [f"note: {n}" for n in self.notes]]
 
 
 def output_names(out_dir: Path, shard: tuple[int, int] | None) -> dict[str, Path]:
-    """The files of a run in ``out_dir``: ``csv``, ``star``, ``errors``, ``manifest``."""
+    """The files of a run in ``out_dir``: ``csv``, ``star``, ``errors``, ``manifest`` and ``run``
+    (the model the run started with, so ``--resume`` can refuse another one)."""
     suffix = f".shard-{shard[0]}-of-{shard[1]}" if shard else ""
     return {
         "csv": out_dir / f"{PREDICTIONS}{suffix}.csv",
         "star": out_dir / f"{PREDICTIONS}{suffix}.star",
         "errors": out_dir / f"{ERRORS}{suffix}.csv",
         "manifest": out_dir / f"{MANIFEST}{suffix}.json",
+        "run": out_dir / f"{RUN}{suffix}.json",
     }
 
 
