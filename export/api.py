@@ -116,6 +116,7 @@ def export_checkpoint(
     checkpoint = resolve_checkpoint(checkpoint_or_run)
     say(f"loading {checkpoint}")
     model, metadata, payload = load_checkpoint(checkpoint)
+    check_finite_weights(payload["state_dict"], checkpoint)
     if not metadata.backbone:
         metadata = replace(metadata, backbone=str(payload.get("backbone", "")))
     if test_views is not None:
@@ -183,3 +184,22 @@ def export_checkpoint(
     }
     (out_dir / REPORT).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return results
+
+
+def check_finite_weights(state_dict: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse weights holding NaN/Inf: such a model answers NaN, and the parity check compares NaN
+    with NaN (it reported "max |dlogit| nan ... agreement 100%") instead of naming the cause."""
+    import torch
+
+    bad = [
+        name
+        for name, tensor in state_dict.items()
+        if isinstance(tensor, torch.Tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise InputError(
+            checkpoint, f"checkpoint holds NaN/Inf weights ({bad[0]}{more}); the training run diverged"
+        )

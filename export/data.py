@@ -45,7 +45,7 @@ def read_volumes(
     MRC volume or a directory of single-volume MRC files; a random subset when there are more.
     A pick table (STAR/CSV) is cropped from ``tomograms`` at ``box_size``."""
     from cryoshift.runtime.labelled_picks import crop_picks, is_pick_table
-    from cryoshift.runtime.mrc import check_finite, is_mrc_path, open_volume
+    from cryoshift.runtime.mrc import check_finite, open_volume
 
     path = Path(path)
     if is_pick_table(path):
@@ -55,13 +55,7 @@ def read_volumes(
     if path.is_dir():
         if (path / DATASET_VOLUMES).is_file():
             return read_volumes(path / DATASET_VOLUMES, box_size, limit, seed)
-        files = sorted(p for p in path.iterdir() if is_mrc_path(p) and p.is_file())  # as classify lists it
-        if not files:
-            raise InputError(path, f"no {DATASET_VOLUMES} and no MRC files in this directory")
-        rng = np.random.default_rng(seed)
-        if len(files) > limit:
-            files = [files[i] for i in sorted(rng.choice(len(files), limit, replace=False))]
-        return np.concatenate([read_volumes(f, box_size, 1, seed) for f in files])
+        return _read_folder(path, box_size, limit, seed)
     if not path.is_file():
         raise InputError(path, "no such file or directory")
     # The runtime's reader: gzip/bzip2, axis order, truncated or foreign files named in one line.
@@ -85,6 +79,34 @@ def read_volumes(
     # NaN/Inf would show up later as a failed parity check or a broken int8 range: a data problem.
     check_finite(volumes, path)
     return volumes
+
+
+def _read_folder(path: Path, box_size: int | None, limit: int, seed: int) -> np.ndarray:
+    """One volume from each of up to ``limit`` MRC files of a folder (a random subset when there
+    are more). Batch rule, as for training targets: a file that cannot be used (corrupt, another
+    box, NaN) is skipped with a warning naming it and the reason, and the next file takes its
+    place; only a folder with no usable file is refused."""
+    from cryoshift.runtime.mrc import is_mrc_path
+
+    files = sorted(p for p in path.iterdir() if is_mrc_path(p) and p.is_file())  # as classify lists it
+    if not files:
+        raise InputError(path, f"no {DATASET_VOLUMES} and no MRC files in this directory")
+    order = np.random.default_rng(seed).permutation(len(files)) if len(files) > limit else range(len(files))
+    chosen: dict[int, np.ndarray] = {}
+    skipped: list[InputError] = []
+    for i in order:
+        if len(chosen) >= limit:
+            break
+        try:
+            chosen[int(i)] = read_volumes(files[i], box_size, 1, seed)
+        except InputError as exc:
+            skipped.append(exc)
+            warnings.warn(f"skipped {exc}", ExportWarning, stacklevel=3)
+    if not chosen:
+        raise InputError(
+            path, f"no usable MRC file in this directory ({len(skipped)} skipped; first: {skipped[0]})"
+        )
+    return np.concatenate([chosen[i] for i in sorted(chosen)])
 
 
 def config_data_paths(config: dict[str, Any]) -> list[Path]:

@@ -68,6 +68,20 @@ class Model:
     pinned: bool = False  # batch buffers should be pinned host memory (GPU backends)
     device_id: int = 0
     has_features: bool | None = None  # a 'features' output; None: not known without running it
+    _width_checked: bool = False  # the features width met the metadata once (see _checked)
+
+    def _checked(self, out: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``out`` after the first batch's features width is checked against the metadata: a graph
+        whose width is symbolic could not be checked at load, and a mismatch makes every shift
+        score NaN (an empty features array is a model without them: no shift score, by contract)."""
+        if not self._width_checked:
+            from cryoshift.runtime.metadata import check_feature_width
+
+            width = out[1].shape[1] if out[1].ndim == 2 else 0
+            if width:
+                check_feature_width(width, self.metadata, self.path)
+            self._width_checked = True
+        return out
 
     def predict(self, batch: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Logits (n, K) and features (n, F) for the first ``n`` rows of ``batch`` (B, 1, D, D, D).
@@ -75,6 +89,9 @@ class Model:
         Fixed-shape backends compute the whole (padded) batch and return the first ``n`` rows,
         so GPU kernels are tuned once; the CPU backend computes only the rows it needs.
         """
+        return self._checked(self._predict(batch, n))
+
+    def _predict(self, batch: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
         n = batch.shape[0] if n is None else n
         if not self.fixed_batch:
             return self._runner(np.ascontiguousarray(batch[:n], dtype=self.input_dtype))
@@ -101,7 +118,7 @@ class Model:
     def compute(self, slot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Run the batch held in ``slot``; logits and features of its first ``n`` rows, on the host."""
         logits, features = self._runner.run(slot)
-        return logits[:n], features[:n]
+        return self._checked((logits[:n], features[:n]))
 
     @property
     def num_features(self) -> int:

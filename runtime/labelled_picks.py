@@ -44,9 +44,16 @@ def read_labelled_picks(
     tomograms: list[str],
     box_size: int,
     label_column: str | None = None,
+    model_voxel_size: float = 0.0,
+    model_contrast: str = "dark",
+    ignore_voxel_size: bool = False,
     **plan_options: object,
 ) -> tuple[np.ndarray, list[str], dict[str, int]]:
-    """(volumes (N, D, D, D) float32, label names, counts of skipped picks by reason)."""
+    """(volumes (N, D, D, D) float32, label names, counts of skipped picks by reason).
+
+    Tomograms are checked against ``model_voxel_size`` as classify checks them (0: unknown, not
+    checked): picks of a tomogram of another voxel size are skipped with that reason, and when
+    no pick is left the error line says why."""
     from cryoshift.runtime.dataset import unusable_volumes
     from cryoshift.runtime.picks import read_star_blocks, star_picks_block
     from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
@@ -66,10 +73,11 @@ def read_labelled_picks(
     plan = plan_inputs(
         [str(path)],
         box_size,
-        0.0,
+        model_voxel_size,
+        model_contrast=model_contrast,
         tomograms=list(tomograms),
         cache=cache,
-        ignore_voxel_size=True,
+        ignore_voxel_size=ignore_voxel_size,
         **plan_options,
     )  # type: ignore[arg-type]
     if len(plan.items) != len(labels):

@@ -13,6 +13,7 @@ kept predictions become ``features.npy``, in the order of ``predictions.csv``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -352,18 +353,25 @@ def _shards_plan(first: dict[str, Any], settings: dict[str, Any], summary: Any) 
 
     data, model = first["data"], first["model"]
     plan = Plan([], list(first["inputs"]), data["box_size"], data["contrast"], data["voxel_sizes"])
+    # the shards' relative paths are relative to where they ran, not to where merge runs
+    where = settings.get("working_directory")
+    where = where if where and Path(where).is_dir() else os.getcwd()
     try:
-        return plan_inputs(
-            plan.inputs,
-            model["box_size"],
-            model["voxel_size"],
-            model["contrast"],
-            settings.get("contrast"),
-            settings.get("tomograms"),
-            True,
-            coordinate_pixel_size=settings.get("coordinate_pixel_size"),
-            binning=settings.get("binning"),
-        )
+        with contextlib.chdir(where):
+            replanned = plan_inputs(
+                plan.inputs,
+                model["box_size"],
+                model["voxel_size"],
+                model["contrast"],
+                settings.get("contrast"),
+                settings.get("tomograms"),
+                True,
+                coordinate_pixel_size=settings.get("coordinate_pixel_size"),
+                binning=settings.get("binning"),
+            )
     except (InputError, OSError):
         summary.notes.append("input tables not readable here: predictions.star has the plain columns")
         return plan
+    # the STAR writer reads the input tables again, from merge's own directory
+    replanned.origins = [(os.path.join(where, path), ids) for path, ids in replanned.origins]
+    return replanned

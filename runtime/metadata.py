@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryoshift.runtime.contract import CONTRASTS, INPUT_NAME, LOGITS, NORMALISATIONS
+from cryoshift.runtime.contract import CONTRASTS, FEATURES, INPUT_NAME, LOGITS, NORMALISATIONS
 from cryoshift.runtime.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -81,6 +81,21 @@ class ModelMetadata:
         self.shift_reference = float(self.shift_reference)
         self.feature_mean = [float(v) for v in self.feature_mean]
         self.feature_var = [float(v) for v in self.feature_var]
+        self._check_feature_reference()
+
+    def _check_feature_reference(self) -> None:
+        """The shift score divides by ``feature_var`` element by element against ``feature_mean``:
+        lists of different lengths, a zero or negative variance or a NaN would make every score
+        NaN or Inf, so such metadata is refused here rather than scored."""
+        mean, var = self.feature_mean, self.feature_var
+        if len(mean) != len(var):
+            raise ValueError(f"feature_mean has {len(mean)} values but feature_var has {len(var)}")
+        if not all(math.isfinite(v) for v in mean):
+            raise ValueError("feature_mean holds NaN/Inf")
+        if not all(math.isfinite(v) and v > 0 for v in var):
+            raise ValueError("feature_var must hold finite positive numbers")
+        if not (math.isfinite(self.shift_reference) and self.shift_reference > 0):
+            raise ValueError(f"shift_reference must be a positive number, not {self.shift_reference}")
 
     @property
     def num_classes(self) -> int:
@@ -224,6 +239,26 @@ def _check_graph(sess: Any, meta: ModelMetadata, path: Path) -> None:
     k = outputs[LOGITS][-1] if outputs[LOGITS] else None
     if isinstance(k, int) and k != meta.num_classes:
         raise InputError(path, f"graph gives {k} logits but the metadata names {meta.num_classes} classes")
+    _check_features(outputs.get(FEATURES), meta, path)
     spatial = list(inputs[INPUT_NAME])[2:]
     if any(isinstance(d, int) and d != meta.box_size for d in spatial):
         raise InputError(path, f"graph takes boxes of {spatial} but the metadata says {meta.box_size}^3")
+
+
+def _check_features(shape: list[Any] | None, meta: ModelMetadata, path: Path) -> None:
+    """A ``features`` output whose width differs from the stored feature reference gives a NaN
+    shift score on every row: refused at load, like logits that do not fit the class names.
+    A width the graph leaves symbolic is checked on the first batch (:func:`check_feature_width`)."""
+    width = shape[-1] if shape else None
+    if isinstance(width, int):
+        check_feature_width(width, meta, path)
+
+
+def check_feature_width(width: int, meta: ModelMetadata, path: str | Path) -> None:
+    """Refuse features of ``width`` that the metadata's feature_mean (when it has one) does not fit."""
+    if meta.feature_mean and width != len(meta.feature_mean):
+        raise InputError(
+            path,
+            f"graph gives {width} features but the metadata's feature_mean has {len(meta.feature_mean)} "
+            "values (shift scores would all be NaN); export the model again",
+        )

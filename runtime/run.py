@@ -91,6 +91,8 @@ class RunOptions:
             "split_by_class": self.split_by_class,
             "copick_session": self.copick_session,
             "features": self.features,
+            # relative inputs and -t folders mean something only from here (merge re-plans them)
+            "working_directory": os.getcwd(),
         }
 
 

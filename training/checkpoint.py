@@ -122,6 +122,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
         if not head:
             kind = "the file is empty"
+        elif head == b"PK\x03\x04":  # a zip's first entry without the directory at its end
+            raise InputError(
+                path,
+                "not a readable weights-only checkpoint: a torch.save archive that is truncated or "
+                "damaged (no zip directory at its end: an interrupted save or an incomplete copy)",
+            )
         else:
             kind = "the file is an MRC volume" if content_kind(path) == "mrc" else f"it starts with {head!r}"
         raise InputError(path, f"not a readable weights-only checkpoint: {kind}, not a torch.save archive")

@@ -35,6 +35,7 @@ class Domain:
     fingerprint: str
     description: str
     skipped: list[str] = field(default_factory=list)  # "item: reason" for unreadable items
+    notes: list[str] = field(default_factory=list)  # things used but not checked (unknown voxel size)
     # (N, g, g, g) clean particle densities for dense supervision (training/dense.py); simulated
     # volumes only, NaN rows for volumes that have none
     particles: np.ndarray | None = None
@@ -178,6 +179,7 @@ def load_target(
                 f"target boxes are {shown} but the source boxes are {box_size}^3; "
                 "re-extract the target at the source box size",
             )
+        _check_dataset_voxel(path, ds.meta, voxel_size)
         labels = None
         if oracle_labels:
             names = [ds.class_names[i] for i in np.asarray(ds.labels, dtype=np.int64)]
@@ -208,6 +210,23 @@ def load_target(
     return _load_planned(str(spec), box_size, voxel_size, contrast, tomograms, max_items)
 
 
+def _check_dataset_voxel(path: Path, meta: dict, voxel_size: float) -> None:
+    """A target dataset at another scale than the source cannot adapt the model: refused (all its
+    volumes share the one voxel size of dataset.json, so none would be usable)."""
+    from cryoshift.runtime.contract import VOXEL_TOLERANCE
+
+    voxel = meta.get("voxel_size")
+    if not isinstance(voxel, (int, float)) or not voxel > 0 or not voxel_size or voxel_size <= 0:
+        return
+    mismatch = abs(voxel - voxel_size) / voxel_size
+    if mismatch > VOXEL_TOLERANCE:
+        raise InputError(
+            path / "dataset.json",
+            f"target voxel size {voxel:.3g} A differs from the training voxel size {voxel_size:.3g} A "
+            f"by {mismatch:.0%} (> {VOXEL_TOLERANCE:.0%}); rescale the target",
+        )
+
+
 def _load_planned(
     spec: str,
     box_size: int,
@@ -229,12 +248,18 @@ def _load_planned(
         items = [items[i] for i in keep]
     volumes = np.empty((len(items), box_size, box_size, box_size), dtype=np.float32)
     ok, skipped = [], []
+    unknown = set(plan.unknown_voxel)
     for i, item in enumerate(items):
         try:
-            load_item(item, volumes[i], cache)
+            # the training voxel size: a file of another scale is skipped like any bad item (the
+            # planner read only the first file of a folder; each further file is checked here)
+            load_item(item, volumes[i], cache, voxel_size)
             ok.append(i)
         except InputError as exc:
             skipped.append(f"{item.id}: {exc.reason}")
+            continue
+        if item.kind == "file" and item.path not in unknown and not _voxel_known(item.path):
+            unknown.add(item.path)
     if not ok:
         reason = "no readable target subtomograms" + (f" (first problem: {skipped[0]})" if skipped else "")
         raise InputError(spec, reason)
@@ -250,7 +275,29 @@ def _load_planned(
         f"sha256:{h}",
         f"{len(ok)} subtomograms from {spec}",
         skipped,
+        _unknown_voxel_note(sorted(unknown), voxel_size),
     )
+
+
+def _voxel_known(path: str) -> bool:
+    """Whether an MRC file's header gives a usable voxel size (load_item checks only those)."""
+    from cryoshift.runtime.mrc import read_header
+
+    try:
+        return bool(read_header(Path(path))["voxel_size_known"])
+    except (InputError, OSError):
+        return False
+
+
+def _unknown_voxel_note(paths: list[str], voxel_size: float) -> list[str]:
+    """One note for all target files whose voxel size could not be checked (used as they are)."""
+    if not paths:
+        return []
+    more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+    return [
+        f"{paths[0]}{more}: no usable voxel size in the header; used as target data without checking "
+        f"it against the training voxel size {voxel_size:.3g} A"
+    ]
 
 
 def split_validation(domain: Domain, fraction: float, seed: int) -> tuple[Domain, Domain]:

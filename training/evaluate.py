@@ -185,19 +185,28 @@ def checkpoint_epochs(run_dir: Path) -> list[tuple[int, Path]]:
 def evaluate_run(
     run_dir: Path, volumes: np.ndarray, label_names: Sequence[str], batch_size: int = 64, device: str = "cpu"
 ) -> dict[str, Any]:
-    """Accuracy per epoch checkpoint, the epoch the labels would pick, and the label-free gap."""
-    selection_path = run_dir / "selection.json"
-    selected = None
-    if selection_path.is_file():
-        selected = json.loads(selection_path.read_text()).get("selected_epoch")
-    rows = []
+    """Accuracy per epoch checkpoint, the epoch the labels would pick, and the label-free gap.
+
+    A checkpoint that cannot be read is skipped and listed under ``skipped_epochs`` (epoch, path,
+    reason); a damaged selection.json leaves the label-free choice unknown (``selected_epoch``
+    null, its reason under ``selection_error``) rather than failing the evaluation."""
+    selected, selection_error = _selected_epoch(run_dir / "selection.json")
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     for epoch, path in checkpoint_epochs(run_dir):
-        pred = predict_checkpoint(path, volumes, batch_size, device)
-        labels = names_to_indices(label_names, pred.metadata.class_names, path)
+        try:  # batch rule: one damaged epoch checkpoint is reported, the others are still scored
+            pred = predict_checkpoint(path, volumes, batch_size, device)
+            labels = names_to_indices(label_names, pred.metadata.class_names, path)
+        except InputError as exc:
+            skipped.append({"epoch": epoch, "path": str(path), "reason": exc.reason})
+            continue
         m = classification_metrics(labels, pred.logits.argmax(axis=1), pred.metadata.class_names)
         rows.append({"epoch": epoch, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]})
+    extra: dict[str, Any] = {"skipped_epochs": skipped}
+    if selection_error:
+        extra["selection_error"] = selection_error
     if not rows:
-        return {"epochs": [], "oracle_epoch": None, "selected_epoch": selected}
+        return {"epochs": [], "oracle_epoch": None, "selected_epoch": selected, **extra}
     best = max(rows, key=lambda r: (r["accuracy"], -r["epoch"]))
     chosen = next((r for r in rows if r["epoch"] == selected), None)
     return {
@@ -207,16 +216,66 @@ def evaluate_run(
         "oracle_epoch": best["epoch"],
         "oracle_accuracy": best["accuracy"],
         "selection_gap": (best["accuracy"] - chosen["accuracy"]) if chosen else None,
+        **extra,
     }
 
 
-def _model_box(model: Path) -> int:
-    """Box size of a model, read before any data (labelled picks are cropped at it)."""
-    if is_onnx(model):
-        return read_onnx_metadata(model).box_size
-    from cryoshift.training.checkpoint import load_checkpoint
+def _selected_epoch(path: Path) -> tuple[int | None, str | None]:
+    """The epoch training chose (selection.json), or None and why it could not be read."""
+    from cryoshift.runtime.jsonfile import read_json_object
 
-    return load_checkpoint(model)[1].box_size
+    if not path.is_file():
+        return None, None
+    try:
+        value = read_json_object(path, "selection file").get("selected_epoch")
+    except InputError as exc:
+        return None, str(exc)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        return None, f"{path}: selected_epoch is {value!r}, not an epoch number"
+    return value, None
+
+
+def _model_metadata(model: Path) -> ModelMetadata:
+    """A model's metadata, read before any data: labelled picks are cropped at its box, and the
+    data's voxel size and contrast are checked against its own, as classify does."""
+    if is_onnx(model):
+        return read_onnx_metadata(model)
+    from cryoshift.training.checkpoint import read_checkpoint, resolve_checkpoint
+
+    return ModelMetadata.from_dict(read_checkpoint(model)["metadata"], resolve_checkpoint(model))
+
+
+def voxel_mismatch(voxel: float, model_voxel: float) -> float | None:
+    """The relative voxel-size difference of data and model, None when either is unknown (<= 0)."""
+    if not (voxel > 0 and model_voxel > 0):
+        return None
+    return abs(voxel - model_voxel) / model_voxel
+
+
+def check_dataset_fits(ds: Any, meta: ModelMetadata, ignore_voxel_size: bool = False) -> list[str]:
+    """Refuse a dataset the model was not made for, with classify's words and tolerance: another
+    contrast (the model's answers would be meaningless) or a voxel size off by more than
+    VOXEL_TOLERANCE (unless ``ignore_voxel_size``). Returns notes (a voxel size that is unknown)."""
+    from cryoshift.runtime.contract import VOXEL_TOLERANCE
+
+    where = Path(ds.path) / "dataset.json"
+    if ds.contrast != meta.contrast:
+        raise InputError(
+            where,
+            f"data contrast is {ds.contrast!r} but the model expects {meta.contrast!r}; "
+            f"evaluate a model made for {ds.contrast!r} data",
+        )
+    voxel = float(ds.meta["voxel_size"]) if "voxel_size" in ds.meta else 0.0
+    mismatch = voxel_mismatch(voxel, meta.voxel_size)
+    if mismatch is None:
+        return [f"{where}: no voxel size (or the model has none); evaluated without checking it"]
+    if mismatch > VOXEL_TOLERANCE and not ignore_voxel_size:
+        raise InputError(
+            where,
+            f"voxel size {voxel:.3g} A differs from the model's {meta.voxel_size:.3g} A by {mismatch:.0%} "
+            f"(> {VOXEL_TOLERANCE:.0%}); rescale the data or pass --ignore-voxel-size",
+        )
+    return []
 
 
 def default_out_dir(model: Path, data: Path) -> Path:
@@ -236,6 +295,7 @@ def evaluate(
     device: str = "cpu",
     tomograms: Sequence[str] = (),
     label_column: str | None = None,
+    ignore_voxel_size: bool = False,
 ) -> dict[str, Any]:
     """Score ``model`` (checkpoint, run directory or ONNX) on the labelled dataset ``data``.
 
@@ -243,6 +303,8 @@ def evaluate(
     run directory (``model`` itself or ``run_dir``) every epoch checkpoint is scored too, and the
     report says which epoch the labels would have picked against the label-free choice.
     ``data`` may also be labelled picks (STAR/CSV with a class column) cropped from ``tomograms``.
+    Data of another contrast, or of a voxel size off by more than VOXEL_TOLERANCE (unless
+    ``ignore_voxel_size``), is refused as classify refuses it.
     """
     from cryoshift.runtime.dataset import read_dataset
     from cryoshift.training import plots
@@ -252,13 +314,26 @@ def evaluate(
         raise InputError(model, "no such model (give a .pt checkpoint, a run directory or a .onnx file)")
     from cryoshift.runtime.labelled_picks import is_pick_table, read_labelled_picks
 
+    if data.exists() and not data.is_dir() and not data.is_file():  # reading a FIFO would block
+        raise InputError(
+            data, "is not a regular file (a FIFO, socket or device); give a dataset directory or a pick table"
+        )
     skipped: dict[str, int] = {}
+    notes: list[str] = []
+    meta = _model_metadata(model)
     if is_pick_table(data):  # labelled picks: crop them from the tomograms with the model's box
         volumes, label_names, skipped = read_labelled_picks(
-            data, list(tomograms), _model_box(model), label_column
+            data,
+            list(tomograms),
+            meta.box_size,
+            label_column,
+            model_voxel_size=meta.voxel_size,
+            model_contrast=meta.contrast,
+            ignore_voxel_size=ignore_voxel_size,
         )
     else:
         ds = read_dataset(data, with_labels=True)  # evaluation is where target labels belong
+        notes += check_dataset_fits(ds, meta, ignore_voxel_size)
         volumes, label_names = ds.volumes, [ds.class_names[i] for i in ds.labels]
     from cryoshift.runtime.dataset import UNUSABLE, unusable_volumes
 
@@ -279,6 +354,8 @@ def evaluate(
     }
     if skipped:
         report["skipped_picks"] = skipped
+    if notes:
+        report["notes"] = notes
     out = Path(out_dir) if out_dir is not None else default_out_dir(model, data)
     out.mkdir(parents=True, exist_ok=True)
     run = Path(run_dir) if run_dir is not None else (model if model.is_dir() else None)

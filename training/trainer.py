@@ -20,10 +20,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 import math
 import random
 import time
+import types
+import typing
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from torch import nn
 
 from cryoshift.runtime.contract import CONTRASTS
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.metadata import NORMALISATIONS, ModelMetadata
 from cryoshift.training import augment, calibrate, distributed, log, run
 from cryoshift.training.backbones import one_pose
@@ -62,6 +64,35 @@ def lr_factor(schedule: str, progress: float) -> float:
     if schedule == "constant":
         return 1.0
     return LR_FLOOR + (1.0 - LR_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+def _required(f: dataclasses.Field) -> bool:
+    """Whether a dataclass field has no default (a config without it cannot be built)."""
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value has the type a TrainConfig field declares (str, int, float, bool,
+    None, list[str], dict[str, Any] and their unions): booleans are not numbers, ints are floats."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return True  # a type this check does not know: the constructor and check() decide
 
 
 @dataclass
@@ -138,11 +169,24 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+    def from_dict(cls, data: dict[str, Any], path: str | Path | None = None) -> TrainConfig:
+        """The config in ``data`` (a config.json, a checkpoint's copy); ``path`` names it in errors.
+
+        A damaged or foreign file must be one error line, not a TypeError from the constructor
+        or a wrong-typed setting that fails epochs later."""
+        if not isinstance(data, dict):
+            raise InputError(path, f"not a training config (a JSON {type(data).__name__}, not an object)")
+        fields = dataclasses.fields(cls)
+        unknown = sorted(set(data) - {f.name for f in fields})
         if unknown:
-            raise InputError(None, f"unknown training config keys: {', '.join(unknown)}")
+            raise InputError(path, f"unknown training config keys: {', '.join(unknown)}")
+        missing = [f.name for f in fields if f.name not in data and _required(f)]
+        if missing:
+            raise InputError(path, f"not a training config (missing {', '.join(missing)})")
+        hints = typing.get_type_hints(cls)
+        wrong = [f"{k}={v!r}" for k, v in data.items() if not _fits(v, hints[k])]
+        if wrong:
+            raise InputError(path, f"not a training config (wrong type: {', '.join(wrong)[:200]})")
         return cls(**data)
 
     def check(self) -> None:
@@ -375,7 +419,7 @@ class _Run:
         if self.resume:
             if not stored.is_file():
                 raise InputError(self.dir, "nothing to resume: no config.json in this run directory")
-            old = TrainConfig.from_dict(json.loads(stored.read_text()))
+            old = TrainConfig.from_dict(read_json_object(stored, "training config (config.json)"), stored)
             return dataclasses.replace(
                 old,
                 out=str(self.dir),
@@ -460,6 +504,11 @@ class _Run:
             more = len(self.target.skipped) - 10
             if more > 0:
                 print(f"cryoshift: ... and {more} more unreadable target items", file=sys.stderr)
+        if self.target is not None and self.target.notes and self.info.is_main:
+            import sys
+
+            for note in self.target.notes:
+                print(f"cryoshift: note: {note}", file=sys.stderr)
         simulated_target = self.sim is not None and self.target is not None
         self.tilt_summary: dict[str, Any] | None = None
         if c.tilt_match and simulated_target:

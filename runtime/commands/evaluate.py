@@ -42,6 +42,11 @@ def command(
     ),
     batch_size: int = typer.Option(64, "--batch-size", help="Volumes per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (checkpoints only; ONNX runs on CPU)."),
+    ignore_voxel_size: bool = typer.Option(
+        False,
+        "--ignore-voxel-size",
+        help="Evaluate even if the data's voxel size differs from the model's by more than 5%.",
+    ),
 ) -> None:
     """Score a model on labelled data: accuracy, macro-F1, per-class precision/recall, confusion matrix.
 
@@ -63,7 +68,15 @@ def command(
     from cryoshift.training.evaluate import evaluate
 
     report = evaluate(
-        model, data, out, run, batch_size, device, tomograms=list(tomograms or []), label_column=label_column
+        model,
+        data,
+        out,
+        run,
+        batch_size,
+        device,
+        tomograms=list(tomograms or []),
+        label_column=label_column,
+        ignore_voxel_size=ignore_voxel_size,
     )
     console = Console()
     table = Table(
@@ -81,10 +94,16 @@ def command(
     console.print(
         f"NLL {report['nll']:.3f}  ECE {report['ece']:.3f}  unknown {100 * report['unknown_fraction']:.1f}%"
     )
+    for note in report.get("notes", []):
+        console.print(f"note: {note}")
     if report.get("skipped_picks"):
         skipped = report["skipped_picks"].items()
         console.print("skipped picks: " + ", ".join(f"{n} {why}" for why, n in skipped))
     ck = report.get("checkpoints")
+    for bad in (ck or {}).get("skipped_epochs", []):
+        typer.echo(f"cryoshift: skipped epoch {bad['epoch']}: {bad['path']}: {bad['reason']}", err=True)
+    if (ck or {}).get("selection_error"):
+        typer.echo(f"cryoshift: label-free choice unknown: {ck['selection_error']}", err=True)
     if ck and ck.get("epochs"):
         console.print(
             f"label-free choice: epoch {ck['selected_epoch']} (accuracy {_fmt(ck['selected_accuracy'])}); "

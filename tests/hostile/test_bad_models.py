@@ -5,6 +5,7 @@ the right format tag but broken contents."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import pickle
 from pathlib import Path
 
@@ -382,3 +383,186 @@ def test_onnx_from_an_unknown_metadata_schema_is_refused(
     vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
     result = run_cli(["classify", odd, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys)
     assert "schema" in assert_error(result, odd)
+
+
+def _features_liar(model: Path, path: Path, width: int, symbolic: bool = False) -> Path:
+    """``model`` with a feature reference of ``width`` values (mean and variance agree with each
+    other, not with the graph's features); ``symbolic``: the graph no longer states its width."""
+    import json
+
+    import onnx
+
+    m = onnx.load(str(model))
+    for entry in m.metadata_props:
+        if entry.key == "cryoshift.feature_mean":
+            entry.value = json.dumps([0.0] * width)
+        elif entry.key == "cryoshift.feature_var":
+            entry.value = json.dumps([1.0] * width)
+    if symbolic:
+        out = next(o for o in m.graph.output if o.name == "features")
+        out.type.tensor_type.shape.dim[1].dim_param = "width"
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.mark.parametrize("symbolic", [False, True])
+def test_features_wider_than_their_reference_are_refused(
+    symbolic: bool, model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A features output of another width than feature_mean: every shift score would be NaN.
+    Refused in one line by classify and by info --validate, never scored."""
+    import onnxruntime as ort
+
+    width = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_outputs()[1].shape[1]
+    liar = _features_liar(model, tmp_path / "liar.onnx", width + 3, symbolic)
+    vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
+    out = tmp_path / "o"
+    line = assert_error(run_cli(["classify", liar, vol, "-o", out, "-q", "-b", "cpu"], capsys), liar)
+    assert f"graph gives {width} features but the metadata's feature_mean has {width + 3} values" in line
+    assert not (out / "predictions.csv").exists() or predictions(out).empty
+    if not symbolic:  # a stated width is checked without running the model
+        assert run_cli(["info", "--validate", liar], capsys)[0] != 0
+
+
+def test_feature_reference_of_two_lengths_is_refused(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    import onnx
+
+    m = onnx.load(str(model))
+    for entry in m.metadata_props:
+        if entry.key == "cryoshift.feature_var":
+            entry.value = "[1.0, 1.0]"
+    liar = tmp_path / "two.onnx"
+    onnx.save(m, str(liar))
+    vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
+    line = assert_error(
+        run_cli(["classify", liar, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys), liar
+    )
+    assert "feature_var has 2" in line
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A genuine training run (2 epochs, cryonet-small, 16^3): model.pt, two epoch checkpoints."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.dataset import write_dataset
+    from cryoshift.training.trainer import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    source = write_dataset(
+        root / "source",
+        volumes(12, seed=3),
+        labels=[0, 1] * 6,
+        class_names=["a", "b"],
+        voxel_size=VOXEL,
+    )
+    config = TrainConfig(
+        source=str(source),
+        out=str(root / "run"),
+        method="source-only",
+        backbone="cryonet-small",
+        test_views=1,
+        epochs=2,
+        batch_size=8,
+        device="cpu",
+        threads=1,
+        progress=False,
+        val_fraction=0.25,
+        amp=False,
+    )
+    train(config)
+    return root / "run"
+
+
+def _copy_run(run: Path, where: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, where))
+
+
+def test_evaluate_run_skips_a_corrupt_epoch_checkpoint(
+    tiny_run: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Batch rule: a damaged epoch checkpoint is one line and one entry in evaluation.json; the
+    selected model and the other epochs are still scored (it was rc=2 for the whole evaluation)."""
+    from cryoshift.runtime.dataset import write_dataset
+
+    run = _copy_run(tiny_run, tmp_path / "run")
+    bad = run / "checkpoints" / "epoch_0001.pt"
+    bad.write_bytes(np.random.default_rng(5).bytes(5000))
+    data = write_dataset(tmp_path / "ds", volumes(4, seed=4), [0, 1, 0, 1], ["a", "b"], voxel_size=VOXEL)
+    code, _out, err = run_cli(["evaluate", run, data, "--out", tmp_path / "ev"], capsys)
+    assert code == 0, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if str(bad) in ln]
+    assert len(lines) == 1 and "skipped epoch 1" in lines[0], err
+    report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert report["n"] == 4
+    ck = report["checkpoints"]
+    assert [e["epoch"] for e in ck["epochs"]] == [2]
+    assert [(s["epoch"], s["path"]) for s in ck["skipped_epochs"]] == [(1, str(bad))]
+
+
+def test_export_parity_folder_skips_a_corrupt_file(tmp_path: Path, capsys: Capsys) -> None:
+    """--parity-data FOLDER with one corrupt .mrc among good ones: that file is skipped with a
+    warning naming it and the parity check runs on the rest (it was rc=2 for the whole export);
+    a folder with no usable file is still refused."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from cryoshift.export.data import read_volumes
+
+    ckpt = _checkpoint(tmp_path / "ckpt.pt")
+    folder = tmp_path / "parity"
+    folder.mkdir()
+    good = volumes(3, seed=7)
+    for i, v in enumerate(good):
+        write_volume(folder / f"g{i}.mrc", v, voxel_size=VOXEL)
+    bad = put(folder / "b_corrupt.mrc", np.random.default_rng(1).bytes(3000))
+    with pytest.warns(UserWarning, match=f"skipped {bad}"):
+        got = read_volumes(folder, BOX)
+    np.testing.assert_array_equal(got, good)
+    code, _out, err = run_cli(
+        ["export", ckpt, "-o", tmp_path / "exp", "--no-progress", "--parity-data", folder], capsys
+    )
+    assert code == 0, err
+    flat = err.replace("\n", "")  # rich wraps the warning at the terminal width
+    assert f"skipped {bad}: not an MRC file" in flat and "Traceback" not in err
+    assert (tmp_path / "exp" / "model.onnx").is_file()
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    put(only_bad / "x.mrc", np.random.default_rng(2).bytes(3000))
+    args = ["export", ckpt, "-o", tmp_path / "exp2", "--no-progress", "--parity-data", only_bad]
+    assert "no usable MRC file" in assert_error(run_cli(args, capsys), only_bad)
+
+
+def test_truncated_checkpoint_is_called_truncated(tiny_run: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """A torch.save archive cut short starts with the zip magic like a good one: "truncated or
+    damaged", not "it starts with b'PK\\x03\\x04', not a torch.save archive"."""
+    cut = put(tmp_path / "model.pt", (tiny_run / "model.pt").read_bytes()[:5000])
+    line = assert_error(run_cli(["export", cut, "-o", tmp_path / "exp", "--no-progress"], capsys), cut)
+    assert "truncated or damaged" in line and "not a torch.save archive" not in line
+
+
+def test_export_refuses_nan_weights(tiny_run: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """NaN weights: one line naming them, not a parity report of 'max |dlogit| nan, agreement 100%'."""
+    torch = pytest.importorskip("torch")
+    payload = torch.load(tiny_run / "model.pt", map_location="cpu", weights_only=True)
+    name = next(k for k, v in payload["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+    payload["state_dict"][name] = payload["state_dict"][name].clone()
+    payload["state_dict"][name].view(-1)[0] = float("nan")
+    bad = tmp_path / "nan.pt"
+    torch.save(payload, bad)
+    out = tmp_path / "exp"
+    line = assert_error(run_cli(["export", bad, "-o", out, "--no-progress"], capsys), bad)
+    assert "checkpoint holds NaN/Inf weights" in line and name in line
+    assert not (out / "model.onnx").exists()
+
+
+def test_evaluate_on_a_fifo_says_what_it_is(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    import os
+
+    fifo = tmp_path / "picks.csv"
+    os.mkfifo(fifo)
+    line = assert_error(
+        run_cli(["evaluate", model, fifo, "-t", tmp_path, "--out", tmp_path / "ev"], capsys), fifo
+    )
+    assert "not a regular file" in line and "is a file" not in line

@@ -235,3 +235,72 @@ def test_simulate_refuses_a_voxel_size_that_is_not_a_positive_number(
     pytest.importorskip("torch")
     result = run_cli(["simulate", tmp_path / "sim", "--n", "4", "--box", BOX, "--voxel-size", voxel], capsys)
     assert_error(result, "voxel size must be a positive number")
+
+
+# ---------------------------------------------------------------------------------------------
+# train --resume with a damaged config.json
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{bad", "not a readable training config"),
+        ("[1]", "not an object"),
+        ("{}", "not a training config (missing source, out)"),
+        ('{"source": "builtin", "out": "x", "epochs": "many"}', "wrong type: epochs='many'"),
+        ('{"source": "builtin", "out": "x", "surprise": 1}', "unknown training config keys: surprise"),
+    ],
+)
+def test_train_resume_with_damaged_config_is_one_line(
+    tmp_path: Path, capsys: Capsys, text: str, reason: str
+) -> None:
+    """A half-written or foreign config.json: one error line naming it, exit 2, no traceback."""
+    pytest.importorskip("torch")
+    run = tmp_path / "run"
+    run.mkdir()
+    config = run / "config.json"
+    config.write_text(text)
+    argv = ["train", "--source", "builtin", "--box", str(BOX), "--epochs", "2", "--out", run, "--resume"]
+    line = assert_error(
+        run_cli([*argv, "--device", "cpu", "--no-progress", "--threads", "1"], capsys), config
+    )
+    assert reason in line
+
+
+# ---------------------------------------------------------------------------------------------
+# train --target: volumes of another voxel size
+
+
+def test_train_target_of_another_voxel_size_is_skipped(tmp_path: Path) -> None:
+    """A 5 A volume among 10 A ones is skipped with the reason (it was used for adaptation without a
+    word); a header without a usable voxel size is used, with one note for all such files."""
+    from cryoshift.training.data import load_target
+
+    d = tmp_path / "target"
+    d.mkdir()
+    v = volumes(4)
+    write_volume(d / "a_good.mrc", v[0], voxel_size=VOXEL)
+    write_volume(d / "b_good.mrc", v[1], voxel_size=VOXEL * 1.03)  # within the 5% tolerance
+    write_volume(d / "c_vs5.mrc", v[2], voxel_size=VOXEL / 2)
+    raw_mrc(d / "d_nocell.mrc", cella=0.0, data=v[3].tobytes())
+    dom = load_target(str(d), BOX, VOXEL, "dark", ["a", "b"])
+    assert len(dom) == 3
+    np.testing.assert_array_equal(dom.volumes[:2], v[:2])
+    assert len(dom.skipped) == 1 and dom.skipped[0].startswith(str(d / "c_vs5.mrc"))
+    assert "voxel size 5 A differs" in dom.skipped[0]
+    assert len(dom.notes) == 1 and str(d / "d_nocell.mrc") in dom.notes[0] and "voxel size" in dom.notes[0]
+
+
+def test_train_target_dataset_of_another_voxel_size_is_refused(tmp_path: Path) -> None:
+    from cryoshift.runtime.dataset import write_dataset
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.training.data import load_target
+
+    ds = write_dataset(tmp_path / "ds5", volumes(3), voxel_size=VOXEL / 2)
+    with pytest.raises(
+        InputError, match="target voxel size 5 A differs from the training voxel size 10 A"
+    ) as exc:
+        load_target(str(ds), BOX, VOXEL, "dark", ["a", "b"])
+    assert str(ds / "dataset.json") in str(exc.value)
+    ok = write_dataset(tmp_path / "ds10", volumes(3), voxel_size=VOXEL)
+    assert len(load_target(str(ok), BOX, VOXEL, "dark", ["a", "b"])) == 3

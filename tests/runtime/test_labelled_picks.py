@@ -92,3 +92,103 @@ def test_bad_rows_and_nan_crops_are_skipped_not_fatal(model_path, inputs, tmp_pa
     skipped = report["skipped_picks"]
     assert sum(skipped.values()) == 2 and any("NaN" in why for why in skipped), skipped
     assert any("coordinate" in why for why in skipped), skipped
+
+
+# --- the data must fit the model: voxel size and contrast, as classify checks them ---------------
+
+
+def _tomos_at(tmp_path, inputs, voxels: dict[str, float]):
+    """Copies of the test tomograms with the given voxel sizes in their headers."""
+    import mrcfile
+    import numpy as np
+
+    tomos = tmp_path / "tomos"
+    tomos.mkdir()
+    for name, voxel in voxels.items():
+        with mrcfile.open(inputs["tomos"] / f"{name}.mrc", permissive=True) as src:
+            write_volume(tomos / f"{name}.mrc", np.array(src.data), voxel_size=voxel)
+    return tomos
+
+
+def _labelled(tmp_path):
+    picks = pd.DataFrame(
+        {
+            "tomo": ["TS_01", "TS_01", "TS_02"],
+            "x": [20.0, 8.0, 20.0],
+            "y": [24.0, 8.0, 10.0],
+            "z": [12.0, 8.0, 12.0],
+            "class": ["ribosome", "junk", "proteasome"],
+        }
+    )
+    picks.to_csv(tmp_path / "labelled.csv", index=False)
+    return tmp_path / "labelled.csv"
+
+
+def test_labelled_picks_on_another_voxel_size_are_refused(model_path, inputs, tmp_path, capsys):
+    """Every tomogram at 5 A for a 10 A model: classify's refusal, not a silent score."""
+    tomos = _tomos_at(tmp_path, inputs, {"TS_01": 5.0, "TS_02": 5.0})
+    args = ["evaluate", str(model_path), str(_labelled(tmp_path)), "-t", str(tomos)]
+    assert main([*args, "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert "voxel size 5 A differs from the model's 10 A by 50%" in err and "--ignore-voxel-size" in err
+    assert not (tmp_path / "eval" / "evaluation.json").exists()
+    assert main([*args, "--out", str(tmp_path / "eval"), "--ignore-voxel-size"]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["n"] == 3
+
+
+def test_labelled_picks_of_one_wrong_tomogram_are_skipped(model_path, inputs, tmp_path, capsys):
+    """Batch rule: the picks of the 5 A tomogram are skipped with the reason, the others scored."""
+    tomos = _tomos_at(tmp_path, inputs, {"TS_01": 10.0, "TS_02": 5.0})
+    args = [
+        "evaluate",
+        str(model_path),
+        str(_labelled(tmp_path)),
+        "-t",
+        str(tomos),
+        "--out",
+        str(tmp_path / "e"),
+    ]
+    assert main(args) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "e" / "evaluation.json").read_text())
+    assert report["n"] == 2
+    assert [n for why, n in report["skipped_picks"].items() if "voxel size 5 A" in why] == [1]
+
+
+def _dataset(tmp_path, voxel: float, contrast: str = "dark"):
+    import numpy as np
+
+    from cryoshift.runtime.dataset import write_dataset
+
+    rng = np.random.default_rng(0)
+    return write_dataset(
+        tmp_path / f"ds_{voxel:g}_{contrast}",
+        rng.normal(size=(6, 16, 16, 16)).astype(np.float32),
+        labels=[0, 1, 2, 0, 1, 2],
+        class_names=["ribosome", "proteasome", "junk"],
+        voxel_size=voxel,
+        contrast=contrast,
+    )
+
+
+def test_dataset_of_another_voxel_size_is_refused(model_path, tmp_path, capsys):
+    ds = _dataset(tmp_path, 5.0)
+    args = ["evaluate", str(model_path), str(ds), "--out", str(tmp_path / "eval")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"cryoshift: error: {ds / 'dataset.json'}: voxel size 5 A differs from the model's 10 A"
+    )
+    assert len(err.splitlines()) == 1 and not (tmp_path / "eval").exists()
+    assert main([*args, "--ignore-voxel-size"]) == 0, capsys.readouterr().err
+    # within the tolerance (4%): scored without a word
+    assert (
+        main(["evaluate", str(model_path), str(_dataset(tmp_path, 10.4)), "--out", str(tmp_path / "e2")]) == 0
+    )
+
+
+def test_dataset_of_another_contrast_is_refused(model_path, light_model_path, tmp_path, capsys):
+    light = _dataset(tmp_path, 10.0, "light")
+    assert main(["evaluate", str(model_path), str(light), "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert "data contrast is 'light' but the model expects 'dark'" in err and str(light) in err
+    assert main(["evaluate", str(light_model_path), str(light), "--out", str(tmp_path / "ok")]) == 0

@@ -48,6 +48,35 @@ def test_merge_joins_shards_once_and_keeps_star_columns(model_path, inputs, tmp_
     assert len(star) == len(ref) and "rlnImageName" in star and "csId" in star
 
 
+def test_merge_elsewhere_reads_the_shards_relative_inputs_where_they_ran(
+    model_path, inputs, tmp_path, monkeypatch, capsys
+):
+    """Shards given relative paths, merged from another folder, used to lose the input's columns."""
+    work = tmp_path / "work"
+    shutil.copytree(inputs["tomos"], work / "tomos")
+    shutil.copy(inputs["picks"], work / "picks.star")
+    monkeypatch.chdir(work)
+    for i in range(2):
+        classify(
+            model_path,
+            ["picks.star"],
+            "shards",
+            tomograms=["tomos"],
+            backend="cpu",
+            progress=False,
+            shard=f"{i}/2",
+        )
+    monkeypatch.chdir(tmp_path)
+    assert main(["merge", "work/shards", "-o", "merged"]) == 0
+    assert "not readable here" not in capsys.readouterr().out
+    import starfile
+
+    blocks = starfile.read(tmp_path / "merged" / "predictions.star", always_dict=True)
+    star = blocks["particles"]
+    assert "rlnTomoName" in star and "rlnCoordinateX" in star and "csClassName" in star
+    assert len(star) == len(read_results(tmp_path / "merged" / "predictions.csv"))
+
+
 def test_merge_says_which_shards_are_missing(model_path, inputs, tmp_path, capsys):
     classify(model_path, [str(inputs["stack"])], tmp_path / "s", backend="cpu", progress=False, shard="0/2")
     assert main(["merge", str(tmp_path / "s")]) == 2

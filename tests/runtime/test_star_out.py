@@ -1,0 +1,127 @@
+"""predictions.star must read back with the values written, whatever the names look like.
+
+STAR reads a bare ``data_x`` as a new block, ``_x`` as a label, ``#x`` as a comment, ``loop_``
+as a loop: tomogram names and ids like these must be written in quotes (bug: they were not,
+and the file could not be read by cryoshift's ``info``, by starfile or by RELION).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import starfile
+
+from cryoshift.runtime.results import read_results
+from cryoshift.runtime.star_out import write_predictions_star
+
+HOSTILE = [
+    "data_x",
+    "DATA_y",
+    "_weird",
+    "loop_",
+    "save_a",
+    "stop_",
+    "global_",
+    "#hash",
+    "mid#hash",
+    "$dollar",
+    ";semi",
+    "[bracket",
+    "with space",
+    "_with space",
+    "plain",
+]
+
+
+def _results_csv(path: Path, names: list[str]) -> Path:
+    """A results table as classify writes it: one pick per tomogram name."""
+    n = len(names)
+    pd.DataFrame(
+        {
+            "id": [f"{t}:1.0,2.0,3.0" for t in names],
+            "tomo_name": names,
+            "x": [1.0] * n,
+            "y": [2.0] * n,
+            "z": [3.0] * n,
+            "class_index": [i % 2 for i in range(n)],
+            "class_name": ["_a" if i % 2 == 0 else "data_b" for i in range(n)],
+            "best_class": ["_a" if i % 2 == 0 else "data_b" for i in range(n)],
+            "unknown": [0] * n,
+            "confidence": [0.75] * n,
+            "shift_score": [1.0] * n,
+            "prob__a": [0.75] * n,
+            "prob_data_b": [0.25] * n,
+        }
+    ).to_csv(path, index=False)
+    return path
+
+
+def _check(star: Path, names: list[str]) -> None:
+    """Both readers give back every name and id as written."""
+    table = starfile.read(star, always_dict=True, parse_as_string=["rlnTomoName", "csId"])["particles"]
+    assert list(table["rlnTomoName"]) == names
+    assert list(table["csId"]) == [f"{t}:1.0,2.0,3.0" for t in names]
+    ours = read_results(star)
+    assert list(ours["rlnTomoName"]) == names
+    assert list(ours["id"]) == [f"{t}:1.0,2.0,3.0" for t in names]
+
+
+def test_reserved_names_read_back(tmp_path: Path) -> None:
+    csv = _results_csv(tmp_path / "predictions.csv", HOSTILE)
+    star = tmp_path / "predictions.star"
+    write_predictions_star(csv, star)
+    _check(star, HOSTILE)
+    text = star.read_text()
+    assert '"data_x"' in text and '"_weird"' in text and '"mid#hash"' in text
+    assert "\tplain\t" not in text and "\nplain\t" in text  # ordinary values stay bare
+
+
+def test_reserved_names_read_back_per_class(tmp_path: Path) -> None:
+    csv = _results_csv(tmp_path / "predictions.csv", HOSTILE)
+    star = tmp_path / "predictions.star"
+    split = write_predictions_star(csv, star, split_by_class=True)
+    assert sorted(p.name for p in split) == ["predictions__a.star", "predictions_data_b.star"]
+    for path in split:
+        table = starfile.read(path, always_dict=True, parse_as_string=["rlnTomoName", "csClassName"])[
+            "particles"
+        ]
+        assert set(table["csClassName"]) == {path.stem.removeprefix("predictions_")}
+        assert set(table["rlnTomoName"]) <= set(HOSTILE) and len(table)
+
+
+def test_input_star_rows_and_blocks_read_back(tmp_path: Path) -> None:
+    """Rows that came from an input STAR keep its columns and other blocks, quoted as needed."""
+    names = ["data_x", "_weird", "ok"]
+    src = tmp_path / "picks.star"
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["_opticsGroup1"]})
+    picks = pd.DataFrame(
+        {
+            "rlnTomoName": names,
+            "rlnCoordinateX": [1.0] * 3,
+            "rlnCoordinateY": [2.0] * 3,
+            "rlnCoordinateZ": [3.0] * 3,
+        }
+    )
+    starfile.write({"optics": optics, "particles": picks}, src, quote_all_strings=True)
+    csv = _results_csv(tmp_path / "predictions.csv", names)
+    star = tmp_path / "predictions.star"
+    ids = [f"{t}:1.0,2.0,3.0" for t in names]
+    write_predictions_star(csv, star, origins=[(str(src), ids)])
+    _check(star, names)
+    back = starfile.read(star, always_dict=True, parse_as_string=["rlnOpticsGroupName"])
+    assert list(back["optics"]["rlnOpticsGroupName"]) == ["_opticsGroup1"]
+
+
+@pytest.mark.parametrize("name", ["data_x", "_weird"])
+def test_streamed_star_reads_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The >1M-row path (chunks, no input columns) quotes the same way."""
+    import cryoshift.runtime.star_out as star_out
+
+    monkeypatch.setattr(star_out, "STREAM_ROWS", 1)
+    names = [name, "plain", "#c"]
+    csv = _results_csv(tmp_path / "predictions.csv", names)
+    star = tmp_path / "predictions.star"
+    write_predictions_star(csv, star)
+    _check(star, names)
