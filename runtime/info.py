@@ -226,7 +226,19 @@ def _describe_onnx(path: Path) -> Description:
 
 
 def describe(path: str | Path, full: bool = False) -> Description:
-    """Describe ``path``; unknown kinds and unreadable files raise :class:`InputError`."""
+    """Describe ``path``; unknown kinds and unreadable files raise :class:`InputError`.
+
+    A file-system refusal (no permission for the file or a folder on the way) is an InputError
+    too, so that among several paths the others are still described or validated."""
+    try:
+        return _describe(Path(path), full)
+    except OSError as exc:
+        from cryoshift.runtime.sources.planner import os_error
+
+        raise os_error(path, exc) from exc
+
+
+def _describe(path: Path, full: bool) -> Description:
     from cryoshift.runtime.contract import MRC_HEADER_BYTES
     from cryoshift.runtime.dataset import META, is_dataset
     from cryoshift.runtime.mrc import is_mrc_path, refuse_foreign, refuse_special
@@ -276,6 +288,10 @@ def validate(path: str | Path) -> list[str]:
     path = Path(path)
     try:
         desc = describe(path) if not _looks_mrc(path) else None
+    except OSError as exc:  # _looks_mrc: no permission for a folder on the way
+        from cryoshift.runtime.sources.planner import os_error
+
+        return [os_error(path, exc).reason]
     except InputError as exc:
         return [exc.reason if exc.path in (None, str(path)) else str(exc)]
     if desc is not None:
@@ -302,7 +318,9 @@ def validate(path: str | Path) -> list[str]:
     except InputError as exc:
         problems.append(exc.reason if exc.path in (None, str(path)) else str(exc))
     except OSError as exc:
-        problems.append(f"cannot read: {' '.join(str(exc.strerror or exc).split())}")
+        from cryoshift.runtime.sources.planner import os_error
+
+        problems.append(os_error(path, exc).reason)
     return problems
 
 

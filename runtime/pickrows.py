@@ -109,6 +109,7 @@ class PickSource:
         reasons: list[str],
         bad_rows: np.ndarray | None = None,
         bad_lines: np.ndarray | None = None,
+        bad_reasons: list[str] | None = None,
     ):
         self.path, self.key, self.names = path, key, names
         self.tomo, self.xyz = tomo, xyz
@@ -116,6 +117,8 @@ class PickSource:
         # Rows whose coordinates are not numbers (sorted) and their file lines: error rows.
         self.bad_rows = np.zeros(0, np.int64) if bad_rows is None else np.asarray(bad_rows, np.int64)
         self.bad_lines = np.full(len(self.bad_rows), -1, np.int64) if bad_lines is None else bad_lines
+        # Why each bad row fails ("" = its coordinates are not numbers), aligned with bad_rows.
+        self.bad_reasons = list(bad_reasons) if bad_reasons else [""] * len(self.bad_rows)
         self.dup_rows, self.dup_rank = repeats(tomo, xyz)
 
     def __len__(self) -> int:
@@ -156,14 +159,14 @@ class PickSource:
         return out
 
     def _fail_bad_rows(self, rows: np.ndarray, out: list[Item]) -> None:
-        """In place: the items of rows without numeric coordinates become error rows that name
-        their line (a bad row fails alone; the rest of the table is classified)."""
+        """In place: the items of bad rows (coordinates not numbers, too many fields) become error
+        rows that name their line (a bad row fails alone; the rest of the table is classified)."""
         from cryoshift.runtime.tables import bad_row_reason
 
         pos = np.minimum(np.searchsorted(self.bad_rows, rows), len(self.bad_rows) - 1)
         for j in np.flatnonzero(self.bad_rows[pos] == rows).tolist():
-            row, line = int(rows[j]), int(self.bad_lines[pos[j]])
-            out[j] = out[j]._replace(kind="error", path=self.path, error=bad_row_reason(row, line))
+            row, line, why = int(rows[j]), int(self.bad_lines[pos[j]]), self.bad_reasons[pos[j]]
+            out[j] = out[j]._replace(kind="error", path=self.path, error=bad_row_reason(row, line, why))
 
 
 class PickRows(Sequence):

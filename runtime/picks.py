@@ -100,6 +100,9 @@ def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame]:
     if path.is_dir():
         raise InputError(path, "is a directory, expected a STAR file")
     check_line_lengths(path)
+    from cryoshift.runtime.tables import refuse_repeated_blocks
+
+    refuse_repeated_blocks(path)  # starfile would keep only the last block of a repeated name
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as exc:  # starfile raises assorted parser errors on malformed text

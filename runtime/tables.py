@@ -90,18 +90,16 @@ def scan_star(path: str | Path) -> list[StarBlock]:
         raise InputError(path, "is a directory, expected a STAR file")
     check_line_lengths(path)
     size = path.stat().st_size
-    starts: list[int] = []
-    offset = 0
-    for chunk in _byte_range(path, 0, size):
-        starts.extend(offset + m.start() for m in _DATA_LINE.finditer(chunk))
-        offset += len(chunk)
+    starts = _data_starts(path, size)
+    names = _block_names(path, starts)
+    refuse_repeated_blocks(path, starts, names)
     blocks = []
     with open(path, "rb") as fh:
         for i, start in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else size
             fh.seek(start)
-            first = fh.readline().decode("utf-8", "replace").lstrip("\ufeff").strip()
-            block = StarBlock(first[5:], end=end)
+            fh.readline()
+            block = StarBlock(names[i], end=end)
             pos = fh.tell()
             while pos < end:  # header: blank and comment lines, loop_, labels, key-value lines
                 raw = fh.readline()
@@ -131,6 +129,65 @@ def scan_star(path: str | Path) -> list[StarBlock]:
     if not blocks:
         raise InputError(path, "no data blocks found; not a STAR file or the file is empty")
     return blocks
+
+
+def _data_starts(path: Path, size: int) -> list[int]:
+    """Byte offsets of the ``data_`` lines of a STAR file (one streaming pass)."""
+    starts: list[int] = []
+    offset = 0
+    for chunk in _byte_range(path, 0, size):
+        starts.extend(offset + m.start() for m in _DATA_LINE.finditer(chunk))
+        offset += len(chunk)
+    return starts
+
+
+def _block_names(path: Path, starts: list[int]) -> list[str]:
+    """The name after ``data_`` on each line that starts a block."""
+    names = []
+    with open(path, "rb") as fh:
+        for start in starts:
+            fh.seek(start)
+            first = fh.readline().decode("utf-8", "replace").lstrip("\ufeff").strip()
+            names.append(first[5:])
+    return names
+
+
+def refuse_repeated_blocks(
+    path: Path, starts: list[int] | None = None, names: list[str] | None = None
+) -> None:
+    """Refuse a STAR file in which two ``data_`` blocks share a name, naming their lines.
+
+    Why: ``cat a.star b.star > all.star`` repeats ``data_particles``; starfile keeps the last
+    block of a name and the streaming reader the first, so half the picks vanished without a
+    word. Which one is meant (or both) is the user's call: merge them into one block.
+    """
+    path = Path(path)
+    if starts is None:
+        starts = _data_starts(path, path.stat().st_size)
+    if names is None:
+        names = _block_names(path, starts)
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in first:
+            a, b = _lines_of(path, [starts[first[name]], starts[i]])
+            raise InputError(
+                path,
+                f"two data blocks are named {name!r} (data_{name} at lines {a} and {b}); "
+                "merge them into one block (one loop_ header) or keep one",
+            )
+        first[name] = i
+
+
+def _lines_of(path: Path, offsets: list[int]) -> list[int]:
+    """1-based line numbers of byte ``offsets`` (sorted) in ``path``."""
+    out, line, pos = [], 1, 0
+    todo = list(offsets)
+    for chunk in _byte_range(path, 0, max(offsets) + 1):
+        while todo and todo[0] < pos + len(chunk):
+            out.append(line + chunk.count(b"\n", 0, todo.pop(0) - pos))
+        line += chunk.count(b"\n")
+        pos += len(chunk)
+    return out
 
 
 def pick_block(path: Path, names: list[str], what: str) -> str:
@@ -234,6 +291,7 @@ def csv_options(path: Path) -> dict[str, Any]:
     check_line_lengths(path)
     first = head.splitlines()[0]
     sep = "\t" if "\t" in first else "," if "," in first else ";" if ";" in first else r"\s+"
+    refuse_duplicate_header(path, first, sep)
     # Semicolon tables come from spreadsheets in locales that write decimal commas (1,5).
     return {
         "sep": sep,
@@ -246,6 +304,36 @@ def csv_options(path: Path) -> dict[str, Any]:
         # takes the first column as the index when every row has one field too many.
         "index_col": False,
     }
+
+
+def header_names(first: str, sep: str) -> list[str]:
+    """The column names of a CSV/TSV header line as written (quotes removed, spaces stripped)."""
+    import csv
+
+    if sep == r"\s+":
+        return first.split()
+    return [c.strip() for c in next(csv.reader([first], delimiter=sep, skipinitialspace=True), [])]
+
+
+def refuse_duplicate_header(path: Path, first: str, sep: str) -> None:
+    """Refuse a CSV/TSV whose header names a column twice, as a STAR file with a repeated label is.
+
+    Why: pandas renames the second ``x`` to ``x.1`` and the first was used without a word; which
+    one holds the coordinates is a guess. Names equal but for case count as the same, since
+    columns are found whatever their case (``X`` is ``x``). Empty names are left to pandas.
+    """
+    names = [n.lstrip("\ufeff") for n in header_names(first, sep)]
+    seen: dict[str, str] = {}
+    dup: list[str] = []
+    for name in names:
+        key = name.lower()
+        if key and key in seen and name not in dup:
+            dup.append(name if seen[key] == name else f"{seen[key]}/{name}")
+        seen.setdefault(key, name)
+    if dup:
+        from cryoshift.runtime.picks import _list
+
+        raise InputError(path, f"duplicate column names: {_list(dup)}")
 
 
 def _csv_error(path: Path, exc: Exception) -> InputError:
@@ -296,6 +384,11 @@ class PickTable:
     # an error row of its own, and their 1-based file lines (-1 where unknown).
     bad_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     bad_lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # Why each bad row fails, aligned with ``bad_rows``; "" = its coordinates are not numbers.
+    bad_reasons: list[str] = field(default_factory=list)
+    # (n, 3) rlnCenteredCoordinate*Angst where a table holds them besides pixel coordinates:
+    # the planner checks that both say the same (never one taken silently).
+    angst: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.tomo)
@@ -312,15 +405,30 @@ class PickTable:
         table.mark_bad_rows(np.flatnonzero(~np.isfinite(xyz).all(axis=1)), skip_bad_rows)
         return table
 
-    def mark_bad_rows(self, rows: np.ndarray, skip: bool) -> None:
-        """Record the rows whose coordinates are not numbers, with their file lines.
+    def mark_bad_rows(self, rows: np.ndarray, skip: bool, reasons: dict[int, str] | None = None) -> None:
+        """Record the rows whose coordinates are not numbers (or, in ``reasons``, rows bad for
+        another reason: too many fields), with their file lines.
 
         Unless ``skip`` (batch planning), any such row refuses the table as before; a table
         whose every row is bad is refused either way: nothing in it can be classified.
         """
+        reasons = reasons or {}
+        if reasons:
+            rows = np.union1d(np.asarray(rows, np.int64), np.fromiter(reasons, np.int64, len(reasons)))
         if not len(rows):
             return
         lines = data_row_lines(self.path, rows)
+        if reasons and (not skip or len(rows) == len(self)):
+            first = next(i for i, r in enumerate(rows.tolist()) if r in reasons)
+            every = (
+                "every row is bad"
+                if len(rows) == len(self)
+                else ("1 bad row" if len(rows) == 1 else f"{len(rows)} bad rows")
+            )
+            raise InputError(
+                self.path,
+                f"{every}; {row_text(int(rows[first]), int(lines[first]))}: {reasons[int(rows[first])]}",
+            )
         shown = rows_text(rows, lines)
         if not skip or len(rows) == len(self):
             every = (
@@ -331,6 +439,7 @@ class PickTable:
             raise InputError(self.path, f"{every} missing or non-numeric coordinates ({shown})")
         self.bad_rows = np.asarray(rows, dtype=np.int64)
         self.bad_lines = lines
+        self.bad_reasons = [reasons.get(r, "") for r in self.bad_rows.tolist()]
 
     def counts(self) -> dict[str, int]:
         """Picks per tomogram name, in order of first appearance."""
@@ -352,9 +461,95 @@ def rows_text(rows: np.ndarray, lines: np.ndarray, limit: int = 5) -> str:
     return f"{word} {', '.join(str(int(n)) for n in numbers)}{more}"
 
 
-def bad_row_reason(row: int, line: int) -> str:
-    """The errors.csv reason of a pick row whose coordinates are not numbers."""
-    return f"{row_text(row, line)}: missing or non-numeric coordinates (row skipped)"
+def bad_row_reason(row: int, line: int, why: str = "") -> str:
+    """The errors.csv reason of a bad pick row: ``why``, by default its coordinates are not numbers."""
+    return f"{row_text(row, line)}: {why or 'missing or non-numeric coordinates'} (row skipped)"
+
+
+def overlong_rows(path: Path, n_fields: int, block: StarBlock | None = None) -> dict[int, str]:
+    """Data rows (0-based) of the pick table the readers take from ``path`` that hold more fields
+    than its header names, with the reason (``row has 6 fields, the header names 4``).
+
+    Why: pandas drops fields past the header's last one without a word, so a row whose columns
+    slipped (a missing separator earlier, a pasted extra value) was classified at whatever the
+    first fields said. Rows with too few fields already fail (their coordinates are missing).
+    Counted with numpy over the bytes (whitespace runs or separators per line); lines holding a
+    quote or a ``#`` are counted by the csv/shlex tokenisers instead. Streams in 4 MiB blocks.
+    """
+    from cryoshift.runtime.picks import STAR_SUFFIXES
+
+    star = path.suffix.lower() in STAR_SUFFIXES
+    if star:
+        start, end = (block.data_start, block.end) if block is not None else _data_range(path)[:2]
+        sep, header_left = None, 0
+    else:
+        start, end = 0, path.stat().st_size
+        opts = csv_options(path)
+        sep = None if opts["sep"] == r"\s+" else opts["sep"].encode()
+        header_left = 1
+    out: dict[int, str] = {}
+    row = 0
+    for chunk in _byte_range(path, start, end):
+        counts = _field_counts(chunk, sep, star)
+        if header_left:  # the CSV header: the first non-blank line
+            first = np.flatnonzero(counts)
+            if not len(first):
+                continue
+            counts[: first[0] + 1] = 0
+            header_left = 0
+        row_of = row + np.cumsum(counts > 0) - 1
+        for k in np.flatnonzero(counts > n_fields).tolist():
+            out[int(row_of[k])] = f"row has {int(counts[k])} fields, the header names {n_fields}"
+        row += int(np.count_nonzero(counts))
+    return out
+
+
+_SPECIAL = np.zeros(256, bool)
+_SPECIAL[[ord('"'), ord("'"), ord("#")]] = True
+_SPACE = np.zeros(256, bool)
+_SPACE[[9, 10, 11, 12, 13, 32]] = True
+
+
+def _field_counts(chunk: bytes, sep: bytes | None, star: bool) -> np.ndarray:
+    """Fields on each line of ``chunk`` (whole lines); 0 for a blank (or, in STAR, comment) line."""
+    arr = np.frombuffer(chunk, np.uint8)
+    newline = arr == 10
+    n_lines = int(np.count_nonzero(newline)) + (not chunk.endswith(b"\n"))
+    line = np.cumsum(newline, dtype=np.int32)
+    line -= newline  # a line's newline belongs to it
+    space = _SPACE[arr]
+    starts = ~space
+    starts[1:] &= space[:-1]  # a word starts where a non-space follows a space
+    words = np.bincount(line[starts], minlength=n_lines)
+    if sep is None:
+        counts = words
+    else:
+        counts = np.bincount(line[arr == sep[0]], minlength=n_lines) + 1
+        counts[words == 0] = 0
+    special = _SPECIAL[arr]
+    if special.any():
+        bounds = np.concatenate([[-1], np.flatnonzero(newline), [len(chunk)]])
+        for k in np.unique(line[special]).tolist():
+            text = chunk[bounds[k] + 1 : bounds[k + 1]].decode("utf-8", "replace")
+            counts[k] = _tokens(text, sep, star) if text.strip() else 0
+    return counts
+
+
+def _tokens(text: str, sep: bytes | None, star: bool) -> int:
+    """Fields of one line holding quotes or ``#``, as the parsers split it."""
+    import csv
+
+    if star:  # quotes as the STAR reader sees them (single made double), ``#`` starts a comment
+        try:
+            return len(shlex.split(text.replace("'", '"'), comments=True))
+        except ValueError:
+            return len(text.split())
+    if sep is None:
+        try:
+            return len(shlex.split(text))
+        except ValueError:
+            return len(text.split())
+    return len(next(csv.reader([text], delimiter=sep.decode(), skipinitialspace=True), []))
 
 
 def data_row_lines(path: Path, rows: np.ndarray) -> np.ndarray:
@@ -477,7 +672,8 @@ def read_pick_table(
         blocks_info = [(name, rows.n if count < 0 else count) for name, count in blocks_info]
     names, tomo = _tomogram_names(rows, layout.tomo_col is not None)
     table = PickTable(path, names, tomo, rows.xyz, layout.columns, layout.centred, blocks_info)
-    table.mark_bad_rows(rows.bad_rows, skip_bad_rows)
+    table.angst = rows.angst
+    table.mark_bad_rows(rows.bad_rows, skip_bad_rows, overlong_rows(path, len(layout.columns), layout.block))
     if layout.centred and convert:
         _centred_to_pixels(table, pixel_size, tomo_shape, skip=unresolved == "skip")
     return table
@@ -494,6 +690,7 @@ class _PickLayout:
     centred: bool
     block: Any = None  # the STAR loop block, None for CSV/TSV
     raw_columns: list[str] | None = None  # CSV header as written (before stripping)
+    angst: list[str] | None = None  # centred Angstrom columns also present beside pixel ones
     blocks_info: list[tuple[str, int]] | None = None  # STAR: (block name, rows); -1 = the one read
 
 
@@ -540,25 +737,32 @@ def _pick_layout(path: Path) -> _PickLayout:
             centred,
             block=block,
             blocks_info=[(b.name, b.count_rows(path) if b is not block else -1) for b in blocks],
+            angst=list(CENTERED_COLUMNS) if not centred and set(CENTERED_COLUMNS) <= set(columns) else None,
         )
     raw_columns = csv_columns(path)
     columns = [c.strip() for c in raw_columns]
     cols = [_find(columns, a, r) for a, r in zip("xyz", PIXEL_COLUMNS, strict=True)]
     centred = False
+    cent = [_find(columns, c) for c in CENTERED_COLUMNS]
     if None in cols:
-        cent = [_find(columns, c) for c in CENTERED_COLUMNS]
         if None in cent:
             raise InputError(path, f"no coordinate columns: need x, y, z; found {_list(columns)}")
         cols, centred = cent, True
+    angst = [str(c) for c in cent] if not centred and None not in cent else None
     return _PickLayout(
-        columns, [str(c) for c in cols], _find(columns, *TOMO_COLUMNS), centred, raw_columns=raw_columns
+        columns,
+        [str(c) for c in cols],
+        _find(columns, *TOMO_COLUMNS),
+        centred,
+        raw_columns=raw_columns,
+        angst=angst,
     )
 
 
 def _pick_chunks(path: Path, layout: _PickLayout) -> Iterator[pd.DataFrame]:
     """The tomogram-name and coordinate columns, chunk by chunk, named as in ``layout.columns``."""
     tomo_col = layout.tomo_col
-    wanted = ([tomo_col] if tomo_col else []) + layout.coords
+    wanted = ([tomo_col] if tomo_col else []) + layout.coords + (layout.angst or [])
     if layout.block is not None:
         return star_chunks(path, layout.block, wanted, text=(tomo_col,) if tomo_col else ())
     raw_of = dict(zip(layout.columns, layout.raw_columns or [], strict=True))
@@ -578,6 +782,7 @@ class _PickRows:
     names_raw: dict[Any, int]
     n: int
     bad_rows: np.ndarray  # every row (0-based) whose coordinates are not numbers
+    angst: np.ndarray | None = None  # centred Angstrom beside the pixel coordinates (layout.angst)
 
 
 def _gather_picks(chunks: Iterator[pd.DataFrame], layout: _PickLayout) -> _PickRows:
@@ -585,8 +790,15 @@ def _gather_picks(chunks: Iterator[pd.DataFrame], layout: _PickLayout) -> _PickR
     names_raw: dict[Any, int] = {}
     tomo_parts, xyz_parts = [], []
     bad_parts: list[np.ndarray] = []
+    angst_parts: list[np.ndarray] = []
     n = 0
     for chunk in chunks:
+        if layout.angst:
+            angst_parts.append(
+                np.column_stack([coordinate_values(chunk[c]) for c in layout.angst])
+                if len(chunk)
+                else np.zeros((0, 3))
+            )
         if tomo_col:
             codes, uniques = pd.factorize(chunk[tomo_col], use_na_sentinel=False)
             remap = np.array(
@@ -610,7 +822,8 @@ def _gather_picks(chunks: Iterator[pd.DataFrame], layout: _PickLayout) -> _PickR
     if tomo_col and tomo_parts:
         tomo = np.concatenate(tomo_parts) if len(tomo_parts) > 1 else tomo_parts[0]
     bad_rows = np.concatenate(bad_parts) if bad_parts else np.zeros(0, np.int64)
-    return _PickRows(xyz, tomo, names_raw, n, bad_rows)
+    angst = np.concatenate(angst_parts) if angst_parts else None
+    return _PickRows(xyz, tomo, names_raw, n, bad_rows, angst)
 
 
 def coordinate_values(column: pd.Series) -> np.ndarray:

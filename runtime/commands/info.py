@@ -14,6 +14,7 @@ def command(
     paths: list[Path] = typer.Argument(
         ...,
         metavar="PATH",
+        readable=False,  # an unreadable file is one problem line, the others are still checked
         help="MRC file (.mrc .mrcs .map .rec, gzip ok), picks or listing "
         "(.star .csv .tsv), dataset directory, or ONNX model. Several allowed.",
     ),

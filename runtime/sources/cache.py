@@ -61,5 +61,30 @@ def os_reason(path: str | Path, exc: OSError) -> str:
     if isinstance(exc, IsADirectoryError):
         return "is a directory, expected an MRC file"
     if isinstance(exc, PermissionError):
-        return "permission denied (cannot read the file)"
+        return permission_reason(path)
     return f"cannot read: {' '.join(str(exc.strerror or exc).split())}"
+
+
+def permission_reason(path: str | Path) -> str:
+    """ "permission denied" and what was refused: the file, a folder's listing, or a folder on the
+    way that cannot be entered (named: chmod-ing the file would not help).
+    """
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except PermissionError:
+        folder = path.parent
+        for parent in reversed(path.parents):  # the first folder whose entries cannot be reached
+            try:
+                os.stat(parent)
+            except PermissionError:
+                break
+            folder = parent
+        return f"permission denied (cannot enter folder {folder})"
+    except OSError:
+        return "permission denied"
+    import stat
+
+    if stat.S_ISDIR(st.st_mode):
+        return "permission denied (cannot list the folder)"
+    return "permission denied (cannot read the file)"

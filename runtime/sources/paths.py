@@ -4,6 +4,7 @@ of pick tables matched to tomogram files by the documented rules (README), never
 from __future__ import annotations
 
 import glob
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,93 @@ def expand(text: str) -> list[Path]:
     then fails as an item ("dangling symbolic link ...") instead of vanishing without a word.
     """
     if any(ch in text for ch in "*?["):
-        return [Path(p) for p in sorted(glob.glob(text, recursive=True))]
+        return [Path(p) for p in _unique_files(sorted(safe_glob(text)))]
     path = Path(text)
-    if path.is_dir() and not (path / "dataset.json").is_file():
+    if path.is_dir() and not is_dataset_dir(path):
         from cryoshift.runtime.mrc import is_mrc_path
 
-        return sorted(p for p in path.iterdir() if is_mrc_path(p) and (p.is_file() or is_dangling(p)))
+        try:
+            entries = list(path.iterdir())
+        except PermissionError as exc:
+            raise InputError(path, os_reason(path, exc)) from exc
+        return sorted(p for p in entries if is_mrc_path(p) and (p.is_file() or is_dangling(p)))
     return [path]
+
+
+def safe_glob(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)`` that never descends into a symbolic link to a
+    directory while expanding ``**``.
+
+    Why: Python 3.11's ``**`` follows directory links, so a link to ``.`` listed every file
+    ~40 times (until ELOOP) and two such links made the walk exponential: a hang. Each ``**``
+    is expanded here with ``os.walk(followlinks=False)`` (hidden folders skipped, as glob
+    does); the parts of the pattern between them go to ``glob.glob``, which does not recurse.
+    """
+    parts = pattern.split(os.sep)
+    if "**" not in parts:
+        return glob.glob(pattern)
+    at = parts.index("**")
+    head, tail = os.sep.join(parts[:at]), os.sep.join(parts[at + 1 :])
+    if at == 0:
+        bases = ["."]
+    elif not head:
+        bases = [os.sep]  # the pattern starts with /**
+    elif glob.has_magic(head):
+        bases = glob.glob(head)
+    else:
+        bases = [head]
+    found: list[str] = []
+    for base in bases:
+        if not os.path.isdir(base):
+            continue
+        for folder in _folders(base):
+            prefix = folder if at else os.path.relpath(folder)  # "**/x": names as glob gives them
+            prefix = "" if prefix == "." else prefix
+            if parts[at + 1 :] == [""]:  # "dir/**/": the folders only
+                found.append(os.path.join(prefix, "") if prefix else "")
+                continue
+            if not tail:  # "dir/**": the folder (as "dir/") and everything in it
+                if folder == base and prefix:
+                    found.append(os.path.join(prefix, ""))
+                found.extend(glob.glob(os.path.join(glob.escape(prefix), "*")) if prefix else glob.glob("*"))
+                continue
+            found.extend(safe_glob(os.path.join(glob.escape(prefix), tail) if prefix else tail))
+    return [f for f in dict.fromkeys(found) if f]
+
+
+def _folders(base: str) -> list[str]:
+    """``base`` and every folder below it, without entering symbolic links or hidden folders."""
+    out = []
+    for root, dirs, _files in os.walk(base, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out.append(root)
+    return out
+
+
+def _unique_files(paths: list[str]) -> list[str]:
+    """``paths`` without a file already reached by another path (links): classified once."""
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            out.append(p)  # dangling or unreadable: kept, it fails as an item naming itself
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def is_dataset_dir(path: Path) -> bool:
+    """A cryoshift dataset folder (``dataset.json`` inside); False where it cannot be looked into
+    (no permission): the input then fails naming the folder, not its ``dataset.json``."""
+    try:
+        return path.is_dir() and (path / "dataset.json").is_file()
+    except OSError:
+        return False
 
 
 def is_dangling(path: Path) -> bool:
@@ -64,19 +145,58 @@ def tomogram_key(name: str) -> str:
         key = stripped
 
 
-def tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -> dict[str, Path]:
+class TomogramIndex(dict):
+    """Tomogram files by name (``dict[str, Path]``), plus what matching must not guess past:
+    ``ambiguous`` (a name held by several files: its picks fail naming them all) and
+    ``unreadable`` (``--tomograms`` folders that could not be listed, with the reason: names
+    not found may be in them, so their picks fail saying so)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ambiguous: dict[str, list[Path]] = {}
+        self.unreadable: list[tuple[str, str]] = []
+
+    def add(self, stem: str, path: Path) -> None:
+        """Index ``path`` as ``stem``; a second file of that name makes the name ambiguous."""
+        if stem in self and self[stem] != path:
+            known = self.ambiguous.setdefault(stem, [self[stem]])
+            if path not in known:
+                known.append(path)
+            return
+        self[stem] = path
+
+    def paths_of(self, stem: str) -> list[Path]:
+        """Every file indexed as ``stem``."""
+        return list(self.ambiguous.get(stem, [self[stem]]))
+
+
+def tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -> TomogramIndex:
     """Tomogram files by stem (the name pick tables use); a RELION 5 ``tomograms.star`` adds its
-    tomograms by rlnTomoName (their table rows go into ``tables``)."""
+    tomograms by rlnTomoName (their table rows go into ``tables``).
+
+    Two files of one name are not refused here: only the picks that use that name fail (see
+    :func:`match_tomogram`). A folder that cannot be listed (no permission) is recorded in
+    ``index.unreadable``: picks whose tomogram is not found then fail naming it."""
     from cryoshift.runtime.tomograms import is_tomogram_table, read_tomogram_table
 
-    index: dict[str, Path] = {}
+    index = TomogramIndex()
     for text in tomograms:
-        for path in expand(text):
+        try:
+            paths = expand(text)
+        except InputError as exc:  # a folder that cannot be listed
+            index.unreadable.append((text, exc.reason))
+            continue
+        for path in paths:
             if is_dangling(path) and str(path) != text:
                 # In a folder or glob: indexed, so its picks fail naming it (add_picks).
                 index.setdefault(strip_suffix(path.name), path)
                 continue
-            if not path.is_file():
+            try:
+                is_file = path.is_file()
+            except PermissionError:  # a folder on the way cannot be entered: its picks fail
+                index.add(strip_suffix(path.name), path)  # naming it when it is opened
+                continue
+            if not is_file:
                 reason = "not a file" if path.exists() else os_reason(path, FileNotFoundError())
                 raise PlanRefusal(path, f"tomogram given with --tomograms: {reason}")
             if is_tomogram_table(path):
@@ -85,12 +205,7 @@ def tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -
                     if tables is not None:
                         tables[entry.name] = entry
                 continue
-            stem = strip_suffix(path.name)
-            if stem in index and index[stem] != path:
-                raise PlanRefusal(
-                    path, f"two tomograms are named {stem!r}: {index[stem]} and {path}; give only one of them"
-                )
-            index[stem] = path
+            index.add(strip_suffix(path.name), path)
     return index
 
 
@@ -99,24 +214,45 @@ def match_tomogram(name: str, index: dict[str, Path], picks: Path) -> Path:
     same name once the documented decorations are stripped from both (:func:`tomogram_key`).
     Never a guess: no match, or several, raise :class:`InputError` naming what was found."""
     if not index:
+        unreadable = getattr(index, "unreadable", [])
+        if unreadable:
+            raise InputError(picks, f"no tomogram can be read: {_unreadable_text(unreadable)}")
         raise PlanRefusal(picks, "picks need tomograms: pass them with --tomograms")
+    ambiguous: dict[str, list[Path]] = getattr(index, "ambiguous", {})
     for exact in (name, strip_suffix(name)):
         if exact in index:
+            if exact in ambiguous:
+                _refuse_ambiguous(name, [str(p) for p in ambiguous[exact]], picks)
             return index[exact]
     key = tomogram_key(name)
-    found = sorted({str(p) for stem, p in index.items() if tomogram_key(stem) == key})
+    found = sorted(
+        {str(p) for stem in index if tomogram_key(stem) == key for p in ambiguous.get(stem, [index[stem]])}
+    )
     if len(found) == 1:
         return Path(found[0])
     if found:
-        shown = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
-        raise InputError(
-            picks,
-            f"tomogram name {name!r} is ambiguous: it matches {shown}; "
-            "give only the one meant with --tomograms",
-        )
+        _refuse_ambiguous(name, found, picks)
     names = ", ".join(sorted(index)[:5]) + (" ..." if len(index) > 5 else "")
+    unreadable = getattr(index, "unreadable", [])
+    maybe = f"; it may be in {_unreadable_text(unreadable)}" if unreadable else ""
     raise InputError(
         picks,
         f"no tomogram matches name {name!r} (have: {names}; names must be equal apart "
-        "from folder, file suffix, a rec_ prefix and _<pixel>Apx/_bin<N> suffixes)",
+        f"from folder, file suffix, a rec_ prefix and _<pixel>Apx/_bin<N> suffixes){maybe}",
+    )
+
+
+def _refuse_ambiguous(name: str, found: list[str], picks: Path) -> None:
+    """The picks of a name that several ``--tomograms`` files hold fail, naming the files."""
+    shown = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
+    raise InputError(
+        picks,
+        f"tomogram name {name!r} is ambiguous: it matches {shown}; give only the one meant with --tomograms",
+    )
+
+
+def _unreadable_text(unreadable: list[tuple[str, str]]) -> str:
+    """``--tomograms`` folders that could not be listed, with why (for a pick's error row)."""
+    return "; ".join(f"{text} ({reason})" for text, reason in unreadable[:3]) + (
+        " ..." if len(unreadable) > 3 else ""
     )

@@ -200,13 +200,19 @@ def add_picks(
     xyz = picks.xyz
     if (scales != 1.0).any():
         xyz = xyz * scales[tomo][:, None]
+    bad_rows, bad_lines = picks.bad_rows, picks.bad_lines
+    bad_reasons = getattr(picks, "bad_reasons", None)
+    if getattr(picks, "angst", None) is not None:
+        both = _disagreeing_rows(planner, path, picks, names, tomo, xyz, tomo_for)
+        if both:
+            bad_rows, bad_lines, bad_reasons = _merge_bad_rows(path, picks, both)
     from cryoshift.runtime.tomograms import outside_hint_arrays
 
     shapes = {k: planner.cache.get(str(tomo_for[n])).data.shape for k, n in enumerate(names) if n in tomo_for}
     hint_xyz, hint_tomo = xyz, tomo
-    if len(picks.bad_rows):  # rows that are not numbers fail alone: not a hint (a copy only then)
+    if len(bad_rows):  # rows that are not numbers fail alone: not a hint (a copy only then)
         good = np.ones(len(tomo), bool)
-        good[picks.bad_rows] = False
+        good[bad_rows] = False
         hint_xyz, hint_tomo = xyz[good], tomo[good]
     hint = outside_hint_arrays(path, hint_xyz, hint_tomo, shapes, planner.tomo_tables)
     if hint:
@@ -220,8 +226,9 @@ def add_picks(
         xyz,
         [str(tomo_for[n]) if n in tomo_for else None for n in names],
         [unmatched.get(n, "") for n in names],
-        picks.bad_rows,
-        picks.bad_lines,
+        bad_rows,
+        bad_lines,
+        bad_reasons,
     )
     if len(source.dup_rows):  # kept (a user may mean it), but never without a word
         planner.notes.append(
@@ -232,6 +239,78 @@ def add_picks(
     planner.items.add_rows(rows)
     if path.suffix.lower() == ".star":
         planner.origins.append((str(path), RowIds(rows)))
+
+
+AGREE_VOXELS = 1.0  # pixel and centred Angstrom coordinates of one pick may differ by this much
+
+
+def _disagreeing_rows(
+    planner: Any,
+    path: Path,
+    picks: Any,
+    names: list[str],
+    tomo: np.ndarray,
+    xyz: np.ndarray,
+    tomo_for: dict[str, Path],
+) -> dict[int, str]:
+    """Rows whose pixel coordinates and rlnCenteredCoordinate*Angst (both in the table) are more
+    than :data:`AGREE_VOXELS` apart once brought to the tomogram's voxels, with the reason.
+
+    Why: the pixel columns were used and the others ignored; where they disagree, one of them is
+    wrong and which is unknown, so such a pick fails instead of being cropped at a guess. When
+    every checked row disagrees, the table is refused (a convention, binning or pixel size is
+    off for all of it). Picks whose tomogram has no usable voxel size cannot be checked: they fail.
+    """
+    out: dict[int, str] = {}
+    checked = 0
+    first = ""
+    for k, name in enumerate(names):
+        if name not in tomo_for:
+            continue  # its picks fail already (unmatched or unusable tomogram)
+        rows = np.flatnonzero(tomo == k)
+        vol = planner.cache.get(str(tomo_for[name]))
+        entry = planner.tomo_tables.get(name)
+        known = getattr(vol, "voxel_size_known", True) and float(vol.voxel_size or 0) > 0
+        ps = entry.pixel_size if entry is not None and entry.pixel_size else (vol.voxel_size if known else 0)
+        if not ps:
+            for r in rows.tolist():
+                out[r] = (
+                    "the table holds pixel and centred Angstrom coordinates and the tomogram's "
+                    "voxel size is unknown, so they cannot be checked against each other"
+                )
+            continue
+        size = np.array(vol.data.shape[::-1], dtype=np.float64)
+        expected = picks.angst[rows] / float(ps) + size / 2.0
+        diff = np.abs(expected - xyz[rows])
+        finite = np.isfinite(diff).all(axis=1)
+        checked += int(finite.sum())
+        for j in np.flatnonzero(finite & (diff > AGREE_VOXELS).any(axis=1)).tolist():
+            px, ex = xyz[rows[j]], expected[j]
+            out[int(rows[j])] = (
+                f"pixel coordinates ({px[0]:.1f}, {px[1]:.1f}, {px[2]:.1f}) and "
+                f"rlnCenteredCoordinate*Angst ({ex[0]:.1f}, {ex[1]:.1f}, {ex[2]:.1f} in voxels of "
+                f"{ps:.4g} A) disagree; remove the wrong columns"
+            )
+            first = first or out[int(rows[j])]
+    if checked and sum(1 for r in out if "disagree" in out[r]) == checked:
+        raise InputError(
+            path,
+            f"every pick's {first} (or give --binning / --coordinate-pixel-size if the pixel "
+            "coordinates are not in the tomogram's voxels)",
+        )
+    return out
+
+
+def _merge_bad_rows(path: Path, picks: Any, more: dict[int, str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``picks``' bad rows with ``more`` (row -> reason) added, sorted, with their file lines."""
+    from cryoshift.runtime.tables import data_row_lines
+
+    known = getattr(picks, "bad_reasons", None) or [""] * len(picks.bad_rows)
+    reasons = dict(zip(picks.bad_rows.tolist(), known, strict=True))
+    for row, why in more.items():
+        reasons.setdefault(row, why)
+    rows = np.array(sorted(reasons), dtype=np.int64)
+    return rows, data_row_lines(path, rows), [reasons[r] for r in rows.tolist()]
 
 
 def _check_tomogram(planner: Any, tomo_path: Path) -> None:

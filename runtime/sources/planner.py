@@ -19,7 +19,7 @@ from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.picks import NAMED_TABLE_SUFFIXES
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
 from cryoshift.runtime.sources.items import Item, Plan, PlanRefusal, stack_id
-from cryoshift.runtime.sources.paths import expand, tomogram_index
+from cryoshift.runtime.sources.paths import expand, is_dataset_dir, tomogram_index
 
 
 class Planner:
@@ -62,6 +62,11 @@ class Planner:
         """The ``--tomograms`` files by name (read once, when the first pick table needs them)."""
         if self._tomo_index is None:
             self._tomo_index = tomogram_index(self.tomograms, self.tomo_tables)
+            for text, reason in getattr(self._tomo_index, "unreadable", []):
+                self.notes.append(
+                    f"{text}: --tomograms folder not read ({reason}); picks of tomograms not "
+                    "found elsewhere fail as error rows"
+                )
         return self._tomo_index
 
     # -- checks ------------------------------------------------------------------------------
@@ -122,7 +127,10 @@ class Planner:
         for) stops planning."""
         start, n_origins = len(self.items), len(getattr(self, "origins", ()))
         try:
-            self._add(text)
+            try:
+                self._add(text)
+            except OSError as exc:  # no permission for a folder on the way, ...: this input fails
+                raise os_error(text, exc) from exc
         except PlanRefusal:
             raise
         except InputError as exc:
@@ -141,7 +149,7 @@ class Planner:
             plan(self, text)
             return
         path = Path(text)
-        if path.is_dir() and (path / "dataset.json").is_file():
+        if is_dataset_dir(path):
             self.add_dataset(path)
             return
         paths = expand(text)
@@ -165,10 +173,11 @@ class Planner:
                     self.add_volume_file(p, strict=len(paths) == 1 and not p.exists())
             except PlanRefusal:
                 raise
-            except InputError as exc:
+            except (InputError, OSError) as exc:
                 if len(paths) == 1:
                     raise  # the input itself failed: add() makes it one error item
-                self.items.append(Item(str(p), "error", str(p), error=exc.reason))
+                reason = exc.reason if isinstance(exc, InputError) else os_error(p, exc).reason
+                self.items.append(Item(str(p), "error", str(p), error=reason))
 
     def add_volume_file(self, path: Path, strict: bool = False) -> None:
         from cryoshift.runtime.mrc import check_isotropic, read_header
@@ -277,6 +286,16 @@ def _bad_listing_id(listing: Path, vpath: str, row: int, reason: str) -> str:
     return f"{listing}:row {row + 1}"
 
 
+def os_error(text: str | Path, exc: OSError) -> InputError:
+    """A file-system failure while planning input ``text`` as the InputError of that input (the
+    file the system refused is named when it is not the input itself)."""
+    where = exc.filename if isinstance(exc.filename, str) else str(text)
+    reason = os_reason(where, exc)
+    if where not in (str(text), str(Path(text))):
+        reason = f"{where}: {reason}"
+    return InputError(text, reason)
+
+
 def input_kind(path: Path) -> str:
     """``"table"`` (STAR/CSV) or ``"volume"`` (MRC): by the name where it says (``.star``,
     ``.csv``, ``.tsv``; ``.mrc``, ``.mrcs``, ``.map``, ``.rec`` ...), else by the content
@@ -359,7 +378,7 @@ def plan_inputs(
         binning,
     )
     data_contrast = contrast or "dark"
-    has_non_dataset = any(not (Path(t).is_dir() and (Path(t) / "dataset.json").is_file()) for t in inputs)
+    has_non_dataset = any(not is_dataset_dir(Path(t)) for t in inputs)
     if has_non_dataset:
         planner.check_contrast("--contrast", data_contrast)
     for text in inputs:

@@ -358,3 +358,124 @@ def test_report_of_foreign_or_broken_results_is_refused(tmp_path: Path, capsys: 
         for fname, text in files.items():
             put(folder / fname, text)
         assert_error(run_cli(["report", folder], capsys), folder / culprit)
+
+
+# ---------------------------------------------------------------------------------------------
+# tables that used to be read silently wrong
+
+
+def test_repeated_star_block_is_refused_everywhere(
+    model: Path, tomo: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """``cat a.star b.star``: two data_particles blocks; the second (3 of 5 picks) vanished silently
+    from classify and info, and starfile (training, evaluate) kept only the last one."""
+    block = "data_particles\n\n" + _LOOP
+    joined = put(tmp_path / "cat.star", block + "TS_01 10 10 10\nTS_01 12 12 12\n" + block + "TS_01 8 8 8\n")
+    for argv in (
+        ["info", joined],
+        ["classify", model, joined, "-t", tomo, "-o", tmp_path / "o", "-q", "-b", "cpu"],
+    ):
+        line = assert_error(run_cli(argv, capsys), joined)
+        assert "two data blocks are named 'particles'" in line and "lines 1 and 10" in line, line
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.picks import read_picks, read_star_blocks
+
+    for read in (read_star_blocks, read_picks):
+        with pytest.raises(InputError, match="two data blocks"):
+            read(joined)
+
+
+def test_duplicate_csv_column_is_refused(model: Path, tomo: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """A second ``x`` became ``x.1`` and the first was used; the same table as STAR was refused."""
+    for name, text in (
+        ("dup.csv", "tomo,x,y,z,x\nTS_01,10,10,10,5\n"),
+        ("case.csv", "tomo,x,y,z,X\nTS_01,10,10,10,5\n"),
+    ):
+        path = put(tmp_path / name, text)
+        for argv in (
+            ["info", path],
+            ["classify", model, path, "-t", tomo, "-o", tmp_path / "o", "-q", "-b", "cpu"],
+        ):
+            assert "duplicate column names" in assert_error(run_cli(argv, capsys), path)
+
+
+def test_rows_with_too_many_fields_are_error_rows(
+    model: Path, tomo: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Fields past the header's last column were dropped and the row classified: now an error row
+    naming its line and both counts; the good rows are still classified."""
+    star = put(
+        tmp_path / "long.star",
+        "data_particles\n\n" + _LOOP + "TS_01 10 10 10\nTS_01 12 12 12 7\n# note\nTS_01 14 14 14 # ok\n",
+    )
+    csv = put(tmp_path / "long.csv", 'tomo,x,y,z\nTS_01,10,10,10\nTS_01,12,12,12,1,2\nTS_01,"14",14,14\n')
+    for path, line, fields in ((star, 9, 5), (csv, 3, 6)):
+        out = tmp_path / f"o_{path.suffix[1:]}"
+        assert classified(model, path, tomo, out, capsys) == 2
+        reasons = errors_table(out)["reason"].tolist()
+        assert reasons == [f"line {line}: row has {fields} fields, the header names 4 (row skipped)"], reasons
+        assert "has" in assert_error(run_cli(["info", path], capsys), path)  # info refuses, naming it
+
+
+def test_pixel_and_centred_coordinates_must_agree(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """Both coordinate kinds present: the pixels were used, the Angstrom ignored. Rows where they
+    disagree by more than a voxel fail; a table where every row disagrees is refused."""
+    t = np.random.default_rng(6).normal(0, 1, (40, 60, 60)).astype(np.float32)
+    tomo = write_volume(tmp_path / "TS_01.mrc", t, voxel_size=VOXEL)  # centre (30, 30, 20) voxels
+    header = _LOOP + "".join(
+        f"_rlnCentered{a} #{i}\n"
+        for i, a in enumerate(("CoordinateXAngst", "CoordinateYAngst", "CoordinateZAngst"), start=5)
+    )
+    mixed = put(
+        tmp_path / "mixed.star",
+        "data_particles\n\n"
+        + header
+        + "TS_01 30 30 20 0 0 0\nTS_01 30 30 20 100 100 100\nTS_01 25 25 25 -50 -50 50.4\n",
+    )
+    out = tmp_path / "o"
+    assert classified(model, mixed, tomo, out, capsys) == 2
+    (reason,) = errors_table(out)["reason"].tolist()
+    assert (
+        reason.startswith("line 12: pixel coordinates (30.0, 30.0, 20.0)") and "(40.0, 40.0, 30.0" in reason
+    )
+    wrong = put(tmp_path / "wrong.star", "data_particles\n\n" + header + "TS_01 30 30 20 100 100 100\n")
+    argv = ["classify", model, wrong, "-t", tomo, "-o", tmp_path / "o2", "-q", "-b", "cpu"]
+    assert "disagree" in assert_error(run_cli(argv, capsys), wrong)
+
+
+def test_two_tomograms_of_one_name_fail_only_their_picks(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """Two --tomograms files named 'dup' refused the whole run although no pick used that name;
+    now only the picks of 'dup' fail, naming both files (as the README says)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    t = np.random.default_rng(7).normal(0, 1, (24, 40, 32)).astype(np.float32)
+    for p in ("a/good.mrc", "a/dup.mrc", "b/dup.mrc"):
+        write_volume(tmp_path / p, t, voxel_size=VOXEL)
+    picks = put(tmp_path / "p.csv", "tomo,x,y,z\ngood,16,20,12\ndup,16,20,12\n")
+    out = tmp_path / "o"
+    argv = [
+        "classify",
+        model,
+        picks,
+        "-t",
+        tmp_path / "a",
+        "-t",
+        tmp_path / "b",
+        "-o",
+        out,
+        "-q",
+        "-b",
+        "cpu",
+    ]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert predictions(out)["tomo_name"].tolist() == ["good"]
+    (reason,) = errors_table(out)["reason"].tolist()
+    assert (
+        "'dup' is ambiguous" in reason
+        and str(tmp_path / "a/dup.mrc") in reason
+        and str(tmp_path / "b/dup.mrc") in reason
+    )
+    only_dup = put(tmp_path / "d.csv", "tomo,x,y,z\ndup,16,20,12\n")
+    argv[2] = only_dup
+    assert "ambiguous" in assert_error(run_cli(argv, capsys), only_dup)
