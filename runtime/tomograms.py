@@ -75,6 +75,18 @@ def _number(value: object) -> float | None:
     return out if math.isfinite(out) and out > 0 else None
 
 
+def _positive(row: Any, label: str, path: Path, where: str) -> float | None:
+    """``row[label]`` as a positive number, None when absent; zero, negative or text is refused
+    (a binning of 0 used to be read as 1, which puts centred-Angstrom picks elsewhere)."""
+    raw = row.get(label)
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)) or str(raw).strip() in ("", "nan"):
+        return None
+    value = _number(raw)
+    if value is None:
+        raise InputError(path, f"{where} has {label} {raw!r}; it must be a positive number")
+    return value
+
+
 def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
     """The tomograms listed in a RELION 5 ``tomograms.star`` (see the module docstring)."""
     from cryoshift.runtime.picks import read_star_blocks
@@ -111,8 +123,8 @@ def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
         rec = str(row[col]).strip()
         if not rec or rec == "nan":
             raise InputError(path, f"row {i}: tomogram {name!r} has no {col}")
-        ts_pixel = _number(row.get("rlnTomoTiltSeriesPixelSize"))
-        binning = _number(row.get("rlnTomoTomogramBinning"))
+        ts_pixel = _positive(row, "rlnTomoTiltSeriesPixelSize", path, f"row {i}: tomogram {name!r}")
+        binning = _positive(row, "rlnTomoTomogramBinning", path, f"row {i}: tomogram {name!r}")
         pixel = ts_pixel * (binning or 1.0) if ts_pixel else None
         entries.append(TomogramEntry(name, resolve_relative(rec, path), pixel, ts_pixel, binning))
     return entries

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from cryoshift.runtime.contract import VOXEL_TOLERANCE
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.sources.items import PlanRefusal
 from cryoshift.runtime.sources.paths import match_tomogram
@@ -186,7 +187,7 @@ def add_picks(
             unmatched[name] = exc.reason
             continue
         try:
-            _check_tomogram(planner, tomo_path)
+            _check_tomogram(planner, tomo_path, planner.tomo_tables.get(name))
             if scale and (planner.binning or planner.coordinate_pixel_size):
                 scales[k] = coordinate_scale(planner, name, planner.cache.get(str(tomo_path)))
         except PlanRefusal:
@@ -313,8 +314,10 @@ def _merge_bad_rows(path: Path, picks: Any, more: dict[int, str]) -> tuple[np.nd
     return rows, data_row_lines(path, rows), [reasons[r] for r in rows.tolist()]
 
 
-def _check_tomogram(planner: Any, tomo_path: Path) -> None:
-    """A tomogram to crop from: one volume, isotropic, of the model's voxel size."""
+def _check_tomogram(planner: Any, tomo_path: Path, entry: Any = None) -> None:
+    """A tomogram to crop from: one volume, isotropic, of the model's voxel size; where a
+    tomograms.star row gives its voxel size too (tilt-series pixel x binning), the two agree:
+    centred-Angstrom picks are converted with the STAR's, so a disagreement would crop elsewhere."""
     vol = planner.cache.get(str(tomo_path))
     if vol.is_stack:
         raise InputError(tomo_path, "is a volume stack, not a tomogram")
@@ -323,3 +326,13 @@ def _check_tomogram(planner: Any, tomo_path: Path) -> None:
 
         check_isotropic(vol.header, tomo_path)
     planner.check_voxel(tomo_path, vol)
+    known = getattr(vol, "voxel_size_known", True) and float(vol.voxel_size or 0) > 0
+    if entry is not None and entry.pixel_size and known:
+        header = float(vol.voxel_size)
+        if abs(entry.pixel_size - header) / header > VOXEL_TOLERANCE:
+            raise InputError(
+                tomo_path,
+                f"its header says {header:.4g} A per voxel but tomograms.star gives "
+                f"{entry.pixel_size:.4g} A ({entry.tilt_series_pixel_size:.4g} A x binning "
+                f"{entry.binning or 1:g}); correct whichever is wrong",
+            )

@@ -272,3 +272,37 @@ def test_tomogram_table_with_several_unnamed_blocks_is_refused(tmp_path):
     named = tmp_path / "named.star"
     named.write_text("data_global\n\n" + block.format("TS_02") + "\ndata_b\n\n" + block.format("TS_01"))
     assert [e.name for e in read_tomogram_table(named)] == ["TS_02"]
+
+
+def _set_binning(tomograms: Path, name: str, binning: str) -> None:
+    lines = tomograms.read_text().splitlines()
+    lines = [
+        ln.replace(" 2.500000 4.000000 ", f" 2.500000 {binning} ") if ln.startswith(name) else ln
+        for ln in lines
+    ]
+    tomograms.write_text("\n".join(lines) + "\n")
+
+
+def test_tomograms_star_voxel_size_must_agree_with_the_header(model_path, project, tmp_path, capsys):
+    """tomograms.star saying 2.5 A x 2 = 5 A for a reconstruction whose header says 10 A: the
+    centred-Angstrom picks were converted with 5 A and cropped elsewhere, without a word."""
+    from cryoshift.runtime.results import read_results
+
+    _set_binning(project["tomograms"], "TS_02", "2.000000")
+    out = tmp_path / "out"
+    argv = ["classify", str(model_path), str(project["picks"]), "-t", str(project["tomograms"])]
+    _run([*argv, "-o", str(out), "-b", "cpu", "-q"], capsys)
+    assert len(read_results(out / "predictions.csv")) == len(PIXEL_PICKS["TS_01"])
+    errors = read_results(out / "errors.csv")
+    assert len(errors) == len(PIXEL_PICKS["TS_02"])
+    assert all("header says 10 A per voxel but tomograms.star gives 5 A" in r for r in errors["reason"])
+
+
+@pytest.mark.parametrize("binning", ["0.000000", "-4.000000"])
+def test_tomograms_star_binning_must_be_positive(model_path, project, tmp_path, capsys, binning):
+    """A binning of 0 was read as 1 (picks placed 4x off and reported only as outside)."""
+    _set_binning(project["tomograms"], "TS_02", binning)
+    argv = ["classify", str(model_path), str(project["picks"]), "-t", str(project["tomograms"])]
+    assert main([*argv, "-o", str(tmp_path / "out"), "-b", "cpu", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "tomograms.star" in err and "'TS_02' has rlnTomoTomogramBinning" in err and "positive" in err
