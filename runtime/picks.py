@@ -386,7 +386,8 @@ def listing_rows(path: str | Path) -> tuple[pd.DataFrame, dict[int, str]]:
             p = here if here.exists() or not Path(os.getcwd(), p).exists() else Path(os.getcwd(), p)
         paths.append(str(p.resolve()))
         index.append(idx)
-    front = pd.DataFrame({"path": paths, "index": np.asarray(index, dtype=np.int64)})
+    # object, not pandas' Arrow strings: a path that is not valid UTF-8 (surrogate-escaped) is kept
+    front = pd.DataFrame({"path": pd.Series(paths, dtype=object), "index": np.asarray(index, dtype=np.int64)})
     rest = df.drop(columns=[c for c in ("path", "index") if c in df.columns]).reset_index(drop=True)
     return pd.concat([front, rest], axis=1), _name_lines(path, problems, len(df))
 

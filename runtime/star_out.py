@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cryoshift.runtime.ledger import escape_text
 from cryoshift.runtime.results import StarWriter, star_name, write_star
 
 # Over this many rows, a table is never read whole: results are written to predictions.star in
@@ -151,7 +152,7 @@ def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | N
         for r, ident in enumerate(ids):
             if rows_of is not None and r not in rows_of:
                 continue
-            i = row_of.get(ident) if ident is not None else None
+            i = row_of.get(escape_text(ident)) if ident is not None else None  # ids as the CSV holds them
             if i is not None and not used[i]:
                 used[i] = True
                 keep.append(r)
@@ -193,7 +194,7 @@ def _read_large(path: Path, ids: Sequence[str | None], row_of: dict[str, int]) -
             out[block.name] = dict(block.values)
             continue
         wanted = (
-            {r for r, ident in enumerate(ids) if ident is not None and ident in row_of}
+            {r for r, ident in enumerate(ids) if ident is not None and escape_text(ident) in row_of}
             if block.name == name
             else None
         )

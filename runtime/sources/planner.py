@@ -131,6 +131,10 @@ class Planner:
                 self._add(text)
             except OSError as exc:  # no permission for a folder on the way, ...: this input fails
                 raise os_error(text, exc) from exc
+            except (InputError, MemoryError):
+                raise
+            except Exception as exc:  # a reader library failing on it: this input fails, not the run
+                raise InputError(text, f"unexpected error reading it: {type(exc).__name__}: {exc}") from exc
         except PlanRefusal:
             raise
         except InputError as exc:

@@ -104,6 +104,27 @@ def test_a_non_utf8_file_name_is_classified_and_resumed(model_path, helpers, tmp
     assert len(read_results(out / "predictions.csv")) == 3
 
 
+def test_a_listing_in_a_non_utf8_folder_keeps_its_columns(model_path, helpers, tmp_path):
+    """A STAR listing there crashed planning (pandas' Arrow strings refuse surrogates), and its
+    rows' input columns were then lost in predictions.star (ids matched raw against escaped)."""
+    import starfile
+
+    folder = tmp_path / os.fsdecode(b"d\xfd")
+    try:
+        folder.mkdir()
+    except (OSError, UnicodeEncodeError):  # pragma: no cover - a file system that wants UTF-8 names
+        pytest.skip("this file system refuses file names that are not UTF-8")
+    for name, vol in zip(("a.mrc", "é.mrc"), helpers.make_volumes(2), strict=True):
+        write_volume(folder / name, vol, voxel_size=helpers.VOXEL)
+    listing = folder / "subs.star"
+    listing.write_text("data_\n\nloop_\n_rlnImageName\n_rlnAngleRot\na.mrc 10\né.mrc 20\n")
+    out = tmp_path / "out"
+    s = classify(model_path, [str(listing)], out, backend="cpu", progress=False)
+    assert (s.total_rows, s.total_errors) == (2, 0)
+    star = starfile.read(out / "predictions.star")
+    assert sorted(star["rlnAngleRot"].tolist()) == [10, 20] and len(star) == 2
+
+
 def test_cli_prints_the_summary_of_a_non_utf8_output_folder(model_path, helpers, tmp_path, capsys):
     folder, _ = _folder_with_odd_names(tmp_path, helpers)
     out = tmp_path / os.fsdecode(b"out\xfe")
