@@ -180,10 +180,31 @@ def read_results(path: str | Path) -> pd.DataFrame:
 STAR_NA = "<NA>"  # a missing value, as starfile writes it
 
 
+# STAR (CIF) reads a bare value that starts with one of these characters or words as syntax, not
+# as a value: ``data_x`` opens a block, ``_x`` is a label, ``#`` a comment, ``loop_`` a loop. Such
+# values, empty ones and those with a space go in double quotes; "#" anywhere too (text to STAR,
+# but a comment to starfile's pandas reader). Tabs and line breaks, which no quoting carries
+# through a whitespace-separated table, are written as the escapes \t, \n, \r.
+_RESERVED_START = ("_", "#", "$", "'", '"', ";", "[", "]")
+_RESERVED_WORDS = ("data_", "save_", "loop_", "stop_", "global_")
+_CONTROL = str.maketrans({"\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _needs_quotes(value: str) -> bool:
+    return (
+        not value
+        or " " in value
+        or "#" in value
+        or value.startswith(_RESERVED_START)
+        or value.lower().startswith(_RESERVED_WORDS)
+    )
+
+
 def _quote(value: Any) -> Any:
-    """starfile's rule: a string that is empty or holds a space goes in double quotes."""
-    if isinstance(value, str) and (not value or " " in value):
-        return f'"{value}"'
+    """A text value as a STAR file must hold it to read back the same (see _RESERVED_START)."""
+    if isinstance(value, str):
+        value = value.translate(_CONTROL)
+        return f'"{value}"' if _needs_quotes(value) else value
     return value
 
 
@@ -192,7 +213,14 @@ def _star_column(col: pd.Series) -> pd.Series:
         return col
     if pd.api.types.infer_dtype(col, skipna=False) == "string":  # all text: quoted in one pass
         text = col.astype(object)
-        need = (text.str.len() == 0) | text.str.contains(" ", regex=False)
+        if text.str.contains("[\t\n\r]", regex=True).any():
+            text = text.map(lambda v: v.translate(_CONTROL))
+        need = (
+            (text.str.len() == 0)
+            | text.str.contains("[ #]", regex=True)
+            | text.str.startswith(_RESERVED_START)
+            | text.str.lower().str.startswith(_RESERVED_WORDS)
+        )
         return text.where(~need, '"' + text + '"') if need.any() else text
     return col.map(_quote)  # mixed values: one at a time
 

@@ -43,38 +43,6 @@ STREAM_ROWS = 1_000_000
 INPUT_STREAM_ROWS = 100_000  # an input STAR over this is read in chunks, keeping rows with results
 
 
-# STAR (CIF) reads a bare value that starts with one of these characters or words as syntax,
-# not as a value: ``data_x`` opens a block, ``_x`` is a label, ``#`` a comment, ``loop_`` a
-# loop. Such values are written in double quotes (results.StarWriter quotes the empty ones and
-# those with a space itself, and would double the quotes on them: they are left to it).
-_RESERVED_START = ("_", "#", "$", "'", '"', ";", "[", "]")
-_RESERVED_WORDS = ("data_", "save_", "loop_", "stop_", "global_")
-
-
-def _needs_quotes(value: str) -> bool:
-    """Whether a bare ``value`` would be read as STAR syntax (and is not already quoted by the writer)."""
-    if not value or " " in value:
-        return False
-    # "#" inside a value is text to STAR but a comment to starfile's (and our) pandas reader
-    return value.startswith(_RESERVED_START) or value.lower().startswith(_RESERVED_WORDS) or "#" in value
-
-
-def star_safe(block: pd.DataFrame | dict) -> pd.DataFrame | dict:
-    """``block`` with its text values that STAR would misread put in double quotes, so that
-    predictions.star reads back (RELION, starfile, cryoshift) with the values that were written."""
-
-    def fix(value: object) -> object:
-        return f'"{value}"' if isinstance(value, str) and _needs_quotes(value) else value
-
-    if isinstance(block, dict):
-        return {k: fix(v) for k, v in block.items()}
-    out = block.copy()
-    for c in out.columns:
-        if not pd.api.types.is_numeric_dtype(out[c]) and not pd.api.types.is_bool_dtype(out[c]):
-            out[c] = out[c].map(fix)
-    return out
-
-
 def _data_rows(path: Path) -> int:
     with open(path, "rb") as fh:
         return max(0, sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 22), b"")) - 1)
@@ -246,10 +214,10 @@ def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) ->
                 for i, axis in enumerate("XYZ"):
                     rows.insert(at + 1 + i, f"rlnCoordinate{axis}", np.nan)
             labels = list(rows.columns)
-            writer("", labels).write(star_safe(rows))
+            writer("", labels).write(rows)
             if split_by_class:
                 for name, part in rows.groupby("csClassName", sort=True):
-                    writer(str(name), labels).write(star_safe(part))
+                    writer(str(name), labels).write(part)
         for star in writers.values():
             star.commit()
     finally:
@@ -276,8 +244,7 @@ def write_predictions_star(
         return _stream_plain_star(Path(csv_path), star_path, split_by_class)
     pred = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     blocks = build_star(pred, origins)
-    safe = {n: star_safe(b) for n, b in blocks.items()}
-    write_star(safe, star_path)
+    write_star(blocks, star_path)
     written = []
     if split_by_class:
         particles = blocks["particles"]
@@ -285,8 +252,8 @@ def write_predictions_star(
         for old in star_path.parent.glob(f"{star_path.stem}_*.star"):
             old.unlink()  # a rerun must not leave classes that no longer exist
         for name in sorted(set(names)):
-            part = safe["particles"][names == name].reset_index(drop=True)
+            part = particles[names == name].reset_index(drop=True)
             path = star_path.with_name(f"{star_path.stem}_{_safe(name)}.star")
-            write_star({**safe, "particles": part}, path)
+            write_star({**blocks, "particles": part}, path)
             written.append(path)
     return written

@@ -125,3 +125,22 @@ def test_streamed_star_reads_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     star = tmp_path / "predictions.star"
     write_predictions_star(csv, star)
     _check(star, names)
+
+
+def test_tabs_and_line_breaks_are_written_as_escapes(tmp_path):
+    """A name with a tab or a line break crashed the STAR writer (csv: need to escape)."""
+    names = ["tab\there", "line\nbreak", "plain"]
+    csv_path = _results_csv(tmp_path / "predictions.csv", names)
+    write_predictions_star(csv_path, tmp_path / "predictions.star", [])
+    star = starfile.read(tmp_path / "predictions.star")
+    assert star["rlnTomoName"].tolist() == ["tab\\there", "line\\nbreak", "plain"]
+
+
+def test_results_star_quotes_like_predictions_star(tmp_path):
+    """write_results (the other STAR writer) used the old rule: data_x/_x were written bare."""
+    from cryoshift.runtime.results import write_results
+
+    rows = pd.read_csv(_results_csv(tmp_path / "in.csv", HOSTILE), dtype=str, keep_default_na=False)
+    write_results(rows, tmp_path / "out.csv", tmp_path / "out.star")
+    star = starfile.read(tmp_path / "out.star")
+    assert star["rlnTomoName"].tolist() == HOSTILE
