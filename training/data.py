@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -401,59 +400,3 @@ class SimulatedSource:
             self.description,
             particles=None if particles is None else standardise(particles.cpu().numpy()),
         )
-
-
-class DrawAhead:
-    """Each epoch's simulated volumes, drawn on a background thread while the epoch before trains.
-
-    Why: a training step of the small 3-D networks here barely uses a second CPU core (2 threads
-    train about as many volumes per second as 1), while drawing an epoch in turn took a fifth to a
-    quarter of the wall time. The simulator draws only from its own generators, so drawing earlier
-    changes no volume; :attr:`started_from` keeps their states from before the pending draw, which
-    is what a checkpoint must hold for a resumed run to draw the same volumes.
-    """
-
-    def __init__(self, source: SimulatedSource, n: int):
-        self.source, self.n = source, n
-        self.started_from: dict[str, Any] | None = None  # generator states, while a draw is pending
-        self._thread: threading.Thread | None = None
-        self._result: Domain | None = None
-        self._error: BaseException | None = None
-
-    def start(self) -> None:
-        """Begin drawing the next ``n`` volumes (with this thread's torch thread count)."""
-        import torch
-
-        from cryoshift.training.run import generator_states
-
-        threads = torch.get_num_threads()
-        self.started_from = generator_states(self.source.generators)
-
-        def work() -> None:
-            torch.set_num_threads(threads)  # per thread: the training thread keeps its own setting
-            try:
-                self._result = self.source.draw(self.n)
-            except BaseException as exc:  # raised again by take(), in the training thread
-                self._error = exc
-
-        self._thread = threading.Thread(target=work, name="cryoshift-simulate", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        """Wait for a draw nobody will take (a run stopped early), so no thread outlives the run."""
-        if self._thread is not None:
-            self._thread.join()
-        self._thread = self.started_from = self._result = self._error = None
-
-    def take(self) -> Domain:
-        """The volumes of the pending draw (started now if none is), once they are ready."""
-        if self._thread is None:
-            self.start()
-        assert self._thread is not None
-        self._thread.join()
-        self._thread, self.started_from = None, None
-        result, error, self._result, self._error = self._result, self._error, None, None
-        if error is not None:
-            raise error
-        assert result is not None
-        return result

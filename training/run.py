@@ -127,19 +127,15 @@ def capture_rng(numpy_rngs: dict[str, Any] | None = None) -> dict[str, Any]:
         "python": [int(version), [int(s) for s in state], gauss],
         "torch": torch.get_rng_state(),
         "numpy_global": _np_global_state(),
-        "numpy": generator_states(numpy_rngs or {}),
+        "numpy": {name: _gen_state(rng) for name, rng in (numpy_rngs or {}).items()},
     }
     if torch.cuda.is_available():
         out["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
     return out
 
 
-def generator_states(rngs: dict[str, Any]) -> dict[str, Any]:
-    """The states of named numpy ``Generator``s / ``torch.Generator``s, as :func:`restore_rng` reads them."""
-    return {
-        name: rng.get_state() if isinstance(rng, torch.Generator) else rng.bit_generator.state
-        for name, rng in rngs.items()
-    }
+def _gen_state(rng: Any) -> Any:
+    return rng.get_state() if isinstance(rng, torch.Generator) else rng.bit_generator.state
 
 
 def restore_rng(state: dict[str, Any], numpy_rngs: dict[str, Any] | None = None) -> None:

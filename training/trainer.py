@@ -43,14 +43,7 @@ from cryoshift.runtime.metadata import NORMALISATIONS, ModelMetadata
 from cryoshift.training import augment, calibrate, distributed, log, run
 from cryoshift.training.backbones import one_pose
 from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint, read_checkpoint, save_checkpoint
-from cryoshift.training.data import (
-    Domain,
-    DrawAhead,
-    SimulatedSource,
-    is_dataset,
-    load_source_dataset,
-    load_target,
-)
+from cryoshift.training.data import Domain, SimulatedSource, is_dataset, load_source_dataset, load_target
 from cryoshift.training.forward import forward_numpy
 from cryoshift.training.normalise import normalise
 from cryoshift.training.precision import autocast, cpu_has_native_bf16
@@ -100,15 +93,6 @@ def _fits(value: Any, hint: Any) -> bool:
     if origin is dict:
         return isinstance(value, dict) and all(isinstance(k, str) for k in value)
     return True  # a type this check does not know: the constructor and check() decide
-
-
-def _rng_state(rngs: dict[str, Any], ahead: DrawAhead | None) -> dict[str, Any]:
-    """Every generator's state for a checkpoint; the simulator's as they were before the draw
-    that is under way for the next epoch, which a resumed run makes again."""
-    state = run.capture_rng(rngs)
-    if ahead is not None and ahead.started_from is not None:
-        state["numpy"].update(ahead.started_from)
-    return state
 
 
 @dataclass
@@ -731,15 +715,10 @@ class _Run:
         loss_fn = distributed.wrap(method, info, dense)
         metadata = self._metadata()
         last = c.epochs if stop_after_epoch is None else min(c.epochs, stop_after_epoch)
-        ahead = DrawAhead(self.sim, c.sim_per_epoch) if self.sim is not None else None
         with _progress(c.progress and info.is_main) as bar:
             task = None
             for epoch in range(start + 1, last + 1):
-                source = ahead.take() if ahead is not None else self.train_src
-                if ahead is not None and epoch < c.epochs:
-                    # the next epoch's volumes, while this one trains (also past --stop-after: its
-                    # checkpoint then holds what a run killed here holds, the pending draw's start)
-                    ahead.start()
+                source = self.sim.draw(c.sim_per_epoch) if self.sim is not None else self.train_src
                 if self.pseudo is not None:
                     source = source.concat(self._views(self.pseudo, view_rng))
                 steps = distributed.steps_per_epoch(len(source), c.batch_size, info)
@@ -768,7 +747,7 @@ class _Run:
                         else {k: v.detach().cpu() for k, v in dense.state_dict().items()},
                         "optimizer_state": optimiser.state_dict(),
                         "scaler_state": scaler.state_dict() if scaler is not None else {},
-                        "rng": _rng_state(rngs, ahead),
+                        "rng": run.capture_rng(rngs),
                         "history": history,
                     }
                     save_checkpoint(
@@ -782,8 +761,6 @@ class _Run:
                         extra=extra,
                     )
                 distributed.barrier(info)
-        if ahead is not None:
-            ahead.close()
         if dense is not None:
             dense.close()
         digest = state_digest(method)
