@@ -89,7 +89,7 @@ def command(
     epochs: int = typer.Option(
         None,
         "--epochs",
-        help="Training epochs (passes over the source). Default: 40 where training runs in bf16/fp16 "
+        help="Training epochs (passes over the source). Default: 60 where training runs in bf16/fp16 "
         "(a GPU, a CPU with AMX or AVX512-BF16), 20 in fp32 (about an hour on 2 cores either way).",
     ),
     batch_size: int = typer.Option(

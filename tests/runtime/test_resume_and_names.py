@@ -200,13 +200,19 @@ def test_resume_of_a_killed_run_with_another_model_is_refused(model_path, helper
     assert json.loads((out / "manifest.json").read_text())["model"]["sha256"] == record["sha256"]
 
 
-def test_resume_is_checked_against_an_older_runs_manifest(model_path, helpers, tmp_path):
-    """A folder of a run from before run.json: its complete manifest names the model."""
+def _finished_run(model_path: Path, helpers, tmp_path: Path, n: int) -> tuple[Path, Path, Path]:
+    """(another model, a stack of ``n``, the output folder of a finished run of ``model_path`` on it)."""
     other = helpers.build_model(tmp_path / "other.onnx", seed=1)
     stack = tmp_path / "s.mrcs"
-    write_stack(stack, helpers.make_volumes(6), voxel_size=helpers.VOXEL)
+    write_stack(stack, helpers.make_volumes(n), voxel_size=helpers.VOXEL)
     out = tmp_path / "out"
     classify(model_path, [str(stack)], out, backend="cpu", progress=False)
+    return other, stack, out
+
+
+def test_resume_is_checked_against_an_older_runs_manifest(model_path, helpers, tmp_path):
+    """A folder of a run from before run.json: its complete manifest names the model."""
+    other, stack, out = _finished_run(model_path, helpers, tmp_path, 6)
     (out / "run.json").unlink()
     with pytest.raises(InputError, match=r"manifest\.json: this run was started with model") as caught:
         classify(other, [str(stack)], out, backend="cpu", resume=True, progress=False)
@@ -217,11 +223,7 @@ def test_resume_is_checked_against_an_older_runs_manifest(model_path, helpers, t
 
 
 def test_a_run_without_resume_cannot_replace_the_recorded_model(model_path, helpers, tmp_path):
-    other = helpers.build_model(tmp_path / "other.onnx", seed=1)
-    stack = tmp_path / "s.mrcs"
-    write_stack(stack, helpers.make_volumes(4), voxel_size=helpers.VOXEL)
-    out = tmp_path / "out"
-    classify(model_path, [str(stack)], out, backend="cpu", progress=False)
+    other, stack, out = _finished_run(model_path, helpers, tmp_path, 4)
     record = (out / "run.json").read_bytes()
     with pytest.raises(InputError, match="--resume"):
         classify(other, [str(stack)], out, backend="cpu", progress=False)
