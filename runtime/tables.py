@@ -272,7 +272,8 @@ def star_chunks(
 
 
 def csv_options(path: Path) -> dict[str, Any]:
-    """pandas options for a CSV/TSV/whitespace table; the separator is sniffed from the first line."""
+    """pandas options for a CSV/TSV/whitespace table; the separator is sniffed from the first
+    line that is not blank (the header)."""
     import csv
 
     if not path.exists():
@@ -289,7 +290,7 @@ def csv_options(path: Path) -> dict[str, Any]:
     from cryoshift.runtime.picks import check_line_lengths
 
     check_line_lengths(path)
-    first = head.splitlines()[0]
+    first = next(line for line in head.splitlines() if line.strip())  # pandas skips blank lines too
     sep = "\t" if "\t" in first else "," if "," in first else ";" if ";" in first else r"\s+"
     refuse_duplicate_header(path, first, sep)
     # Semicolon tables come from spreadsheets in locales that write decimal commas (1,5).

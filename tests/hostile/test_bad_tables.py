@@ -399,6 +399,15 @@ def test_duplicate_csv_column_is_refused(model: Path, tomo: Path, tmp_path: Path
             assert "duplicate column names" in assert_error(run_cli(argv, capsys), path)
 
 
+def test_csv_with_blank_lines_before_its_header_is_read(
+    model: Path, tomo: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """The separator was sniffed from the first line even when blank: "no coordinate columns"."""
+    path = put(tmp_path / "blank.csv", "\n\ntomo,x,y,z\nTS_01,10,10,10\nTS_01,12,12,12\n")
+    assert classified(model, path, tomo, tmp_path / "o", capsys) == 2
+    assert len(errors_table(tmp_path / "o")) == 0
+
+
 def test_rows_with_too_many_fields_are_error_rows(
     model: Path, tomo: Path, tmp_path: Path, capsys: Capsys
 ) -> None:
