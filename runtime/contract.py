@@ -28,6 +28,15 @@ NORMALISATIONS = ("zscore", "minmax")  # per-subtomogram, inside the exported gr
 # Data that meets a model --------------------------------------------------------------------------
 VOXEL_TOLERANCE = 0.05  # relative voxel-size mismatch tolerated between data and model
 
+
+def voxel_mismatch(voxel: float, model_voxel: float) -> float | None:
+    """The relative voxel-size difference of data and model (compared with VOXEL_TOLERANCE),
+    None when either is unknown (<= 0)."""
+    if not (voxel > 0 and model_voxel > 0):
+        return None
+    return abs(voxel - model_voxel) / model_voxel
+
+
 # Reduced precision --------------------------------------------------------------------------------
 # fp16 must give the fp32 answer (argmax) on at least this share of subtomograms: the bar of an
 # fp16 export's parity check and of the runtime's fp16 host-to-device transfer check.

@@ -151,7 +151,7 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
     summary.record(stats)
     summary.backend = inference.description
     summary.wall_s = time.perf_counter() - t0
-    return finish_run(names, inference.model_info(), plan, summary, {**settings, **opts.settings()})
+    return finish_run(names, model, plan, summary, {**settings, **opts.settings()})
 
 
 def record_model(path: Path, model: dict[str, Any]) -> None:

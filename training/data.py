@@ -213,13 +213,13 @@ def load_target(
 def _check_dataset_voxel(path: Path, meta: dict, voxel_size: float) -> None:
     """A target dataset at another scale than the source cannot adapt the model: refused (all its
     volumes share the one voxel size of dataset.json, so none would be usable)."""
-    from cryoshift.runtime.contract import VOXEL_TOLERANCE
+    from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
 
     voxel = meta.get("voxel_size")
-    if not isinstance(voxel, (int, float)) or not voxel > 0 or not voxel_size or voxel_size <= 0:
+    if not isinstance(voxel, (int, float)) or not voxel_size:
         return
-    mismatch = abs(voxel - voxel_size) / voxel_size
-    if mismatch > VOXEL_TOLERANCE:
+    mismatch = voxel_mismatch(voxel, voxel_size)
+    if mismatch is not None and mismatch > VOXEL_TOLERANCE:
         raise InputError(
             path / "dataset.json",
             f"target voxel size {voxel:.3g} A differs from the training voxel size {voxel_size:.3g} A "

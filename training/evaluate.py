@@ -245,18 +245,11 @@ def _model_metadata(model: Path) -> ModelMetadata:
     return ModelMetadata.from_dict(read_checkpoint(model)["metadata"], resolve_checkpoint(model))
 
 
-def voxel_mismatch(voxel: float, model_voxel: float) -> float | None:
-    """The relative voxel-size difference of data and model, None when either is unknown (<= 0)."""
-    if not (voxel > 0 and model_voxel > 0):
-        return None
-    return abs(voxel - model_voxel) / model_voxel
-
-
 def check_dataset_fits(ds: Any, meta: ModelMetadata, ignore_voxel_size: bool = False) -> list[str]:
     """Refuse a dataset the model was not made for, with classify's words and tolerance: another
     contrast (the model's answers would be meaningless) or a voxel size off by more than
     VOXEL_TOLERANCE (unless ``ignore_voxel_size``). Returns notes (a voxel size that is unknown)."""
-    from cryoshift.runtime.contract import VOXEL_TOLERANCE
+    from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
 
     where = Path(ds.path) / "dataset.json"
     if ds.contrast != meta.contrast:

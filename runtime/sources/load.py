@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryoshift.runtime.contract import VOXEL_TOLERANCE
+from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
 from cryoshift.runtime.sources.items import Item
 
 
 def _check_item_voxel(item: Item, voxel: float, model_voxel: float | None) -> None:
-    if model_voxel and voxel > 0:
-        mismatch = abs(voxel - model_voxel) / model_voxel
-        if mismatch > VOXEL_TOLERANCE:
-            raise InputError(
-                item.path,
-                f"voxel size {voxel:.3g} A differs from the model's {model_voxel:.3g} A by {mismatch:.0%}",
-            )
+    mismatch = voxel_mismatch(voxel, model_voxel or 0.0)
+    if mismatch is not None and mismatch > VOXEL_TOLERANCE:
+        raise InputError(
+            item.path,
+            f"voxel size {voxel:.3g} A differs from the model's {model_voxel:.3g} A by {mismatch:.0%}",
+        )
 
 
 VALUE_LIMIT = 1e15  # |voxel| beyond this overflows float32 sums of squares in the model's normalisation

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cryoshift.runtime.contract import VOXEL_TOLERANCE
+from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.sources.items import PlanRefusal
 from cryoshift.runtime.sources.paths import match_tomogram
@@ -329,7 +329,7 @@ def _check_tomogram(planner: Any, tomo_path: Path, entry: Any = None) -> None:
     known = getattr(vol, "voxel_size_known", True) and float(vol.voxel_size or 0) > 0
     if entry is not None and entry.pixel_size and known:
         header = float(vol.voxel_size)
-        if abs(entry.pixel_size - header) / header > VOXEL_TOLERANCE:
+        if (voxel_mismatch(entry.pixel_size, header) or 0.0) > VOXEL_TOLERANCE:
             raise InputError(
                 tomo_path,
                 f"its header says {header:.4g} A per voxel but tomograms.star gives "

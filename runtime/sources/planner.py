@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from cryoshift.runtime.contract import CONTRASTS, VOXEL_TOLERANCE
+from cryoshift.runtime.contract import CONTRASTS, VOXEL_TOLERANCE, voxel_mismatch
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.picks import NAMED_TABLE_SUFFIXES
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
@@ -87,9 +87,9 @@ class Planner:
             return
         voxel = float(vol.voxel_size)
         self.voxel_sizes[str(path)] = voxel
-        if self.model_voxel <= 0:
+        mismatch = voxel_mismatch(voxel, self.model_voxel)
+        if mismatch is None:
             return
-        mismatch = abs(voxel - self.model_voxel) / self.model_voxel
         if mismatch > VOXEL_TOLERANCE and not self.ignore_voxel:
             raise InputError(
                 path,
