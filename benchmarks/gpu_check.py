@@ -176,9 +176,16 @@ def make_model(work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, An
     from cryoshift.export import export_model
     from cryoshift.runtime.metadata import ModelMetadata
     from cryoshift.training.backbones import count_flops, create_backbone
+    from cryoshift.training.trainer import TrainConfig
 
+    # Unless told otherwise, the model `cryoshift train` makes by default (six classes, like its demo)
+    defaults = TrainConfig(source="builtin", out="")
+    args.backbone = args.backbone or defaults.backbone
+    args.test_views = args.test_views or defaults.test_views
     torch.manual_seed(0)
-    net = create_backbone(args.backbone, num_classes=args.classes, box_size=args.box).eval()
+    net = create_backbone(
+        args.backbone, num_classes=args.classes, box_size=args.box, test_views=args.test_views
+    ).eval()
     meta = ModelMetadata(
         class_names=[f"class_{i}" for i in range(args.classes)],
         box_size=args.box,
@@ -190,7 +197,7 @@ def make_model(work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, An
         warnings.simplefilter("ignore")
         result = export_model(net, meta, work / "model.onnx")
     return Path(result.path), {
-        "source": f"{args.backbone} (seeded, untrained), exported here",
+        "source": f"{args.backbone}, {args.test_views} test views (seeded, untrained), exported here",
         "gflop_per_subtomogram": round(count_flops(net, args.box) / 1e9, 4),
     }
 
@@ -608,9 +615,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of every row")
     ap.add_argument("--model", help="an exported ONNX to check (default: export the default backbone here)")
-    ap.add_argument("--backbone", default="cryonet")
+    ap.add_argument("--backbone", help="default: the backbone `cryoshift train` uses by default")
+    ap.add_argument("--test-views", type=int, help="default: those `cryoshift train` uses by default")
     ap.add_argument("--box", type=int, default=32)
-    ap.add_argument("--classes", type=int, default=9)
+    ap.add_argument("--classes", type=int, default=6)
+    ap.add_argument("--save-model", type=Path, help="keep the ONNX exported here (for --model)")
     ap.add_argument("--budget", type=float, default=420.0, help="seconds after which rows are skipped")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--reader-processes", action="store_true", help="end-to-end rows with reader processes")
@@ -634,6 +643,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cryoshift-gpu-check-") as tmp:
         work = Path(tmp)
         onnx_path, model_info = make_model(work, args)
+        if args.save_model:
+            import shutil
+
+            shutil.copyfile(onnx_path, args.save_model)
         from cryoshift.runtime.metadata import read_onnx_metadata
 
         box = read_onnx_metadata(onnx_path).box_size
