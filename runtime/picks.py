@@ -6,9 +6,9 @@ a template matcher or a spreadsheet. :func:`read_picks` always returns ``tomo_na
 voxel i centred on i) followed by every original column, untouched.
 
 Accepted inputs
-- STAR (read with ``starfile``): the block holding coordinates is used (RELION 5 writes
-  ``general``/``optics``/``particles``; ``particles`` wins when several qualify; several
-  others and no ``particles`` are refused).
+- STAR (read as ``starfile`` reads it, by runtime/tables.py): the block holding coordinates is
+  used (RELION 5 writes ``general``/``optics``/``particles``; ``particles`` wins when several
+  qualify; several others and no ``particles`` are refused).
   ``rlnCoordinateX/Y/Z`` are pixels; the tomogram is ``rlnTomoName``, else (Warp, M)
   ``rlnMicrographName`` (``TS_01.tomostar``). RELION 5's ``rlnCenteredCoordinateX/Y/ZAngst`` are
   Angstrom relative to the tomogram centre: ``pixel = angst / pixel_size + size / 2``
@@ -41,6 +41,17 @@ CENTERED_COLUMNS = (
     "rlnCenteredCoordinateZAngst",
 )
 TOMO_COLUMNS = ("rlnTomoName", "tomo_name", "tomo", "tomogram", "rlnMicrographName")
+# STAR labels whose values are names (of tomograms, files, classes, results rows): read as written,
+# so a tomogram called ``nan`` or ``<NA>`` is that name, never a missing value (tables._star_options).
+NAME_LABELS = (
+    "rlnTomoName",
+    "rlnMicrographName",
+    "rlnImageName",
+    "rlnTomoParticleName",
+    "csClassName",
+    "csBestClass",
+    "csId",
+)
 STAR_SUFFIXES = (".star",)
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".tab")  # what info and the readers take as a text table
 # Names that can only be tables; a .txt/.tab (or a suffixless name) may be an MRC, read by content.
@@ -89,32 +100,35 @@ def check_line_lengths(path: Path, limit: int = MAX_LINE_BYTES) -> None:
     )
 
 
-def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame]:
-    """All loop blocks of a STAR file as DataFrames (name -> table); key-value blocks become
-    one-row tables. Raises :class:`InputError` for a missing, empty or unparsable file."""
-    import starfile
+def read_star(path: str | Path) -> dict[str, pd.DataFrame | dict[str, Any]]:
+    """Every block of a STAR file, as ``starfile.read(path, always_dict=True)`` gives them (a loop
+    as a DataFrame, numbers as numbers; key-value pairs as a dict), but read by cryoshift's own
+    STAR reader (runtime/tables.py), the one the streaming pick reader uses: names
+    (:data:`NAME_LABELS`) are read as written (``nan`` is a name), a value in single quotes may
+    hold a ``'`` inside it, and the checks of :func:`~cryoshift.runtime.tables.scan_star` (a
+    missing or binary file, over-long lines, two blocks of one name) come with its one pass to
+    find the blocks. A row with more fields than labels is refused naming its line.
+    """
+    from cryoshift.runtime.tables import read_loop, scan_star
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "no such file")
-    if path.is_dir():
-        raise InputError(path, "is a directory, expected a STAR file")
-    check_line_lengths(path)
-    from cryoshift.runtime.tables import refuse_repeated_blocks
+    out: dict[str, pd.DataFrame | dict[str, Any]] = {}
+    for block in scan_star(path):
+        if block.loop:
+            names = tuple(c for c in block.labels if c in NAME_LABELS)
+            out[block.name] = read_loop(path, block, text=names)
+        else:
+            out[block.name] = dict(block.values)
+    return out
 
-    refuse_repeated_blocks(path)  # starfile would keep only the last block of a repeated name
-    try:
-        blocks = starfile.read(path, always_dict=True)
-    except Exception as exc:  # starfile raises assorted parser errors on malformed text
-        raise InputError(path, f"not a readable STAR file ({type(exc).__name__}: {exc})") from exc
+
+def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame]:
+    """All blocks of a STAR file as DataFrames (name -> table, :func:`read_star`); key-value
+    blocks become one-row tables. Raises :class:`InputError` for a missing, empty or unparsable
+    file."""
     out = {}
-    for name, block in blocks.items():
-        if isinstance(block, pd.DataFrame):
-            out[name] = block
-        elif isinstance(block, dict):
-            out[name] = pd.DataFrame([block])
-    if not out:
-        raise InputError(path, "no data blocks found; not a STAR file or the file is empty")
+    for name, block in read_star(path).items():
+        out[name] = pd.DataFrame([block]) if isinstance(block, dict) else block
     return out
 
 
@@ -373,12 +387,14 @@ def listing_rows(path: str | Path) -> tuple[pd.DataFrame, dict[int, str]]:
     base = path.resolve().parent
     paths, index = [], []
     problems: dict[int, str] = {}
-    for i, value in enumerate(df[col].astype(str)):
+    # A missing value (an empty CSV field) names no image; in a STAR file, ``nan`` is a file name.
+    values = df[col].astype(object).where(df[col].notna(), "").astype(str)
+    for i, value in enumerate(values):
         m = _IMAGE_RE.match(value)
         name, idx = (m.group(2).strip(), int(m.group(1)) - 1) if m else (value.strip(), -1)
         if m and idx < 0:
             problems[i] = f"{value!r} has slice number 0; RELION numbers slices from 1"
-        elif not name or name == "nan":
+        elif not name:
             problems[i] = "empty image name"
         p = Path(name or ".")
         if not p.is_absolute():

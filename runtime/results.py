@@ -165,13 +165,23 @@ def read_results(path: str | Path) -> pd.DataFrame:
     else:
         sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
         try:
-            df = pd.read_csv(path, sep=sep, keep_default_na=False, na_values=list(MISSING_VALUES))
+            df = pd.read_csv(path, sep=sep, keep_default_na=False, na_values=_missing_values(path, sep))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise InputError(path, f"not a readable results table ({exc})") from exc
     for c in df.columns:
         if not pd.api.types.is_numeric_dtype(df[c]):
             df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
     return df
+
+
+def _missing_values(path: Path, sep: str) -> dict[str, list[str]]:
+    """Per column of a results CSV, the texts read as missing: :data:`MISSING_VALUES`, except in
+    the name columns (those of picks.NAME_LABELS), where ``nan`` is a tomogram's or class's name."""
+    from cryoshift.runtime.picks import NAME_LABELS
+
+    names = {csv_name(label) for label in NAME_LABELS}
+    header = pd.read_csv(path, sep=sep, nrows=0).columns
+    return {str(c): list(MISSING_VALUES) for c in header if str(c) not in names}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,8 +193,17 @@ STAR_NA = "<NA>"  # a missing value, as starfile writes it
 # STAR (CIF) reads a bare value that starts with one of these characters or words as syntax, not
 # as a value: ``data_x`` opens a block, ``_x`` is a label, ``#`` a comment, ``loop_`` a loop. Such
 # values, empty ones and those with a space go in double quotes; "#" anywhere too (text to STAR,
-# but a comment to starfile's pandas reader). Tabs and line breaks, which no quoting carries
-# through a whitespace-separated table, are written as the escapes \t, \n, \r.
+# but a comment to starfile's pandas reader), and '"' anywhere, doubled inside the quotes
+# (``quo"te`` -> ``"quo""te"``): the one form of a quote in a value that starfile's pandas reader
+# and cryoshift's read back as written. A ``'`` inside quotes is doubled too (``"a ''b''"``):
+# starfile makes every ``'`` a ``"`` and would otherwise split the line wrongly; cryoshift's
+# reader reads ``''`` there as ``'`` (tables.star_quotes). Tabs and line breaks, which no quoting
+# carries through a whitespace-separated table, are written as the escapes \t, \n, \r.
+#
+# Two kinds of names need cryoshift's reader (picks.read_star, tables.star_chunks), as no form
+# of them reads back through starfile: ``nan``/``NaN``/``<NA>`` (starfile reads them as missing
+# even in quotes; cryoshift reads name columns as written) and any holding a ``'`` (starfile makes
+# every ``'`` a ``"``). Bare values are written as they are.
 _RESERVED_START = ("_", "#", "$", "'", '"', ";", "[", "]")
 _RESERVED_WORDS = ("data_", "save_", "loop_", "stop_", "global_")
 _CONTROL = str.maketrans({"\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -195,16 +214,33 @@ def _needs_quotes(value: str) -> bool:
         not value
         or " " in value
         or "#" in value
+        or '"' in value
         or value.startswith(_RESERVED_START)
         or value.lower().startswith(_RESERVED_WORDS)
     )
 
 
 def _quote(value: Any) -> Any:
-    """A text value as a STAR file must hold it to read back the same (see _RESERVED_START)."""
+    """A text value as a STAR loop must hold it to read back the same (see _RESERVED_START)."""
     if isinstance(value, str):
         value = value.translate(_CONTROL)
-        return f'"{value}"' if _needs_quotes(value) else value
+        return '"' + _double_quotes(value) + '"' if _needs_quotes(value) else value
+    return value
+
+
+def _double_quotes(value: str) -> str:
+    """The inside of a double-quoted STAR value: each quote, of either kind, doubled."""
+    return value.replace('"', '""').replace("'", "''")
+
+
+def _quote_pair(value: Any) -> Any:
+    """A text value of a key-value pair (``_key value``), which STAR readers split as a shell
+    does (shlex: quotes of either kind, backslash escapes): in double quotes where needed, as
+    starfile writes them, with a backslash before each ``\\`` and ``"`` inside."""
+    if isinstance(value, str):
+        value = value.translate(_CONTROL)
+        if _needs_quotes(value) or "'" in value or "\\" in value:
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return value
 
 
@@ -217,11 +253,13 @@ def _star_column(col: pd.Series) -> pd.Series:
             text = text.map(lambda v: v.translate(_CONTROL))
         need = (
             (text.str.len() == 0)
-            | text.str.contains("[ #]", regex=True)
+            | text.str.contains('[ #"]', regex=True)
             | text.str.startswith(_RESERVED_START)
             | text.str.lower().str.startswith(_RESERVED_WORDS)
         )
-        return text.where(~need, '"' + text + '"') if need.any() else text
+        if not need.any():
+            return text
+        return text.where(~need, '"' + text.map(_double_quotes) + '"')
     return col.map(_quote)  # mixed values: one at a time
 
 
@@ -244,7 +282,7 @@ def star_rows(rows: pd.DataFrame) -> str:
 def _star_block(name: str, block: pd.DataFrame | dict[str, Any]) -> str:
     """A whole block: key-value pairs (a dict) or a loop (a DataFrame)."""
     if isinstance(block, dict):
-        pairs = "".join(f"_{k}\t\t\t{_quote(v)}\n" for k, v in block.items())
+        pairs = "".join(f"_{k}\t\t\t{_quote_pair(v)}\n" for k, v in block.items())
         return f"data_{name}\n\n{pairs}\n\n"
     return _loop_header(name, list(block.columns)) + star_rows(block) + "\n\n"
 

@@ -97,8 +97,10 @@ def _fill(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | None]]]) -> dict:
-    """The blocks of predictions.star: the input's other blocks, then ``particles``."""
-    import starfile
+    """The blocks of predictions.star: the input's other blocks, then ``particles``. An input STAR
+    is read by cryoshift's reader (picks.read_star), as its picks were: names such as ``nan`` or
+    ``it's`` are carried over as written, not as starfile would read them."""
+    from cryoshift.runtime.picks import read_star
 
     pred = pred.reset_index(drop=True)
     row_of = {ident: i for i, ident in enumerate(pred["id"].astype(str))}
@@ -108,7 +110,7 @@ def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | N
     for path, ids in origins:
         try:
             big = len(ids) > INPUT_STREAM_ROWS
-            blocks = _read_large(Path(path), ids, row_of) if big else starfile.read(path, always_dict=True)
+            blocks = _read_large(Path(path), ids, row_of) if big else read_star(path)
         except Exception:  # the input changed or vanished since planning: fall back to plain rows
             continue
         name = _particles_block(blocks)

@@ -81,7 +81,7 @@ def scan_star(path: str | Path) -> list[StarBlock]:
     then ``_label`` lines make a table whose rows run to the next ``data_`` line; ``_key value``
     lines make a key-value block.
     """
-    from cryoshift.runtime.picks import check_line_lengths
+    from cryoshift.runtime.picks import NAME_LABELS, check_line_lengths
 
     path = Path(path)
     if not path.exists():
@@ -118,10 +118,11 @@ def scan_star(path: str | Path) -> list[StarBlock]:
                             path, f"not a readable STAR file (ValueError: {exc}: {text[:80]!r})"
                         ) from exc
                     block.labels.append(key[1:])
-                    block.values[key[1:]] = _numericise(value)
-                elif block.labels:  # a key-value block ends at its first other line
-                    pos = end
-                    break
+                    named_na = key[1:] in NAME_LABELS and value in NA_TEXT  # a name, as in loops
+                    block.values[key[1:]] = value if named_na else _numericise(value)
+                elif block.labels and text and not text.startswith("#"):
+                    pos = end  # a key-value block ends at its first other line (blank and
+                    break  # comment lines between its pairs are skipped, as starfile does)
                 pos += len(raw)
             block.data_start = min(pos, end)
             if block.loop or block.labels:
@@ -211,60 +212,149 @@ def _numericise(value: str) -> Any:
     return value
 
 
+# A value in single quotes ('a b', as RELION may write) is read as the same value in double quotes,
+# the only quotes pandas' parser knows, with the double quotes inside it doubled. Only a quote
+# that opens a value (after a space or at the start of a line) and its partner before a space or
+# the end of the line delimit; a quote inside a bare value (it's) is text. Inside a double-quoted
+# value, "" is one " (pandas' rule) and '' one ' (how results._quote writes a ', so that starfile,
+# which makes every ' a ", still splits the line right). starfile's rule means no name holding a
+# ' reads back through starfile in any form; through these readers it does.
+_QUOTED = re.compile(rb"""(?m)(?<![^ \t\r\n])(?:"(?:[^"\n]|"")*"|'([^\n]*?)')(?=[ \t\r]|$)""")
+
+
+def _single_to_double(match: re.Match[bytes]) -> bytes:
+    inner = match.group(1)
+    if inner is None:
+        return match.group(0).replace(b"''", b"'")
+    return b'"' + inner.replace(b'"', b'""') + b'"'
+
+
+def star_quotes(data: bytes) -> bytes:
+    """Whole lines of a STAR loop with single-quoted values made double-quoted (see _QUOTED)."""
+    return _QUOTED.sub(_single_to_double, data) if b"'" in data else data
+
+
 class _Slice(io.RawIOBase):
-    """Bytes ``start..end`` of a file as a stream, single quotes made double (as starfile does)."""
+    """Bytes ``start..end`` of a file as a stream, whole lines at a time, quoted values as
+    pandas reads them (:func:`star_quotes`)."""
 
     def __init__(self, path: Path, start: int, end: int):
-        self._fh = open(path, "rb")  # noqa: SIM115 - closed with the stream
-        self._fh.seek(start)
-        self._left = end - start
+        self._blocks = _byte_range(path, start, end)  # its file closes with the generator
+        self._data = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf: Any) -> int:
-        n = min(len(buf), self._left)
-        data = self._fh.read(n).replace(b"'", b'"')
-        self._left -= len(data)
-        buf[: len(data)] = data
-        return len(data)
+        while not len(self._data):
+            block = next(self._blocks, None)
+            if block is None:
+                return 0
+            self._data = memoryview(star_quotes(block))
+        n = min(len(buf), len(self._data))
+        buf[:n] = self._data[:n]
+        self._data = self._data[n:]
+        return n
 
     def close(self) -> None:
-        self._fh.close()
+        self._blocks.close()
         super().close()
+
+
+NA_TEXT = ("nan", "NaN", "<NA>")  # a missing value in a STAR loop, as starfile reads it
+
+
+def _star_options(labels: list[str], text: tuple[str, ...]) -> dict[str, Any]:
+    """pandas options for the rows of a loop block: starfile's, except that ``text`` columns are
+    read as written (str, and ``nan``/``<NA>`` are names there, not missing values: a tomogram
+    may be called that, and reading it as missing would give its picks to another)."""
+    index = {label: i for i, label in enumerate(labels)}
+    return {
+        "delimiter": r"\s+",
+        "header": None,
+        "comment": "#",
+        "names": list(range(len(labels))),
+        "dtype": {index[c]: str for c in text},
+        "keep_default_na": False,
+        "na_values": {i: list(NA_TEXT) for i, label in enumerate(labels) if label not in text},
+        "engine": "c",
+    }
+
+
+def _star_error(path: Path, exc: Exception) -> InputError:
+    return InputError(path, f"not a readable STAR file ({type(exc).__name__}: {exc})")
 
 
 def star_chunks(
     path: Path, block: StarBlock, columns: list[str], text: tuple[str, ...] = (), chunk_rows: int = CHUNK_ROWS
 ) -> Iterator[pd.DataFrame]:
-    """The rows of a loop block in chunks, only ``columns`` (labels); ``text`` columns as str."""
+    """The rows of a loop block in chunks, only ``columns`` (labels); ``text`` columns as written
+    (str, see :func:`_star_options`)."""
     index = {label: i for i, label in enumerate(block.labels)}
     use = [index[c] for c in columns]
     if block.data_start >= block.end:
         return
     stream = io.BufferedReader(_Slice(path, block.data_start, block.end), 1 << 20)
     try:
-        reader = pd.read_csv(
-            stream,
-            delimiter=r"\s+",
-            header=None,
-            comment="#",
-            names=list(range(len(block.labels))),
-            usecols=use,
-            dtype={index[c]: str for c in text},
-            keep_default_na=False,
-            na_values=["nan", "NaN", "<NA>"],
-            engine="c",
-            chunksize=chunk_rows,
-        )
+        options = _star_options(block.labels, text)
+        reader = pd.read_csv(stream, usecols=use, chunksize=chunk_rows, **options)
         for chunk in reader:
             chunk = chunk[use]
             chunk.columns = columns
             yield chunk
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(path, f"not a readable STAR file ({type(exc).__name__}: {exc})") from exc
+        raise _star_error(path, exc) from exc
     finally:
         stream.close()
+
+
+def read_loop(path: Path, block: StarBlock, text: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A whole loop block as starfile reads it (every column; a column of numbers made numbers),
+    but the ``text`` columns are read as written (see :func:`_star_options`): one holding a name
+    written ``nan`` or ``<NA>`` stays text.
+
+    A row with more fields than the block has labels is refused naming its line (pandas would
+    otherwise take the first column as the index when every row has one too many).
+    """
+    labels = list(block.labels)
+    empty = pd.DataFrame(np.zeros((0, len(labels))), columns=labels)  # starfile's empty loop
+    if block.data_start >= block.end:
+        return empty
+    stream = io.BufferedReader(_Slice(path, block.data_start, block.end), 1 << 20)
+    try:
+        df = pd.read_csv(stream, **_star_options(labels, text))
+    except pd.errors.EmptyDataError:
+        return empty
+    except pd.errors.ParserError as exc:
+        raise _overlong_error(path, block) or _star_error(path, exc) from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _star_error(path, exc) from exc
+    finally:
+        stream.close()
+    if not isinstance(df.index, pd.RangeIndex):  # every row had too many fields
+        raise _overlong_error(path, block) or InputError(path, "rows have more fields than labels")
+    df.columns = labels
+    for label in labels:  # starfile's numbers: a column that is all numbers (or missing) is numeric
+        if pd.api.types.is_numeric_dtype(df[label]):
+            continue
+        if label in text and df[label].isin(NA_TEXT).any():
+            continue
+        try:
+            numbers = pd.to_numeric(df[label])
+        except (ValueError, TypeError):
+            continue
+        if not numbers.isna().all():
+            df[label] = numbers
+    return df
+
+
+def _overlong_error(path: Path, block: StarBlock) -> InputError | None:
+    """The refusal of a loop block holding rows with more fields than labels (None if none)."""
+    long = overlong_rows(path, len(block.labels), block)
+    if not long:
+        return None
+    rows = np.fromiter(long, np.int64, len(long))
+    return InputError(path, bad_rows_text(rows, data_row_lines(path, rows, block), long))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,9 +431,10 @@ def _csv_error(path: Path, exc: Exception) -> InputError:
     return InputError(path, f"not a readable table ({type(exc).__name__}: {exc})")
 
 
-def csv_columns(path: Path) -> list[str]:
-    """Column names of a CSV/TSV table (its header only)."""
-    opts = csv_options(path)
+def csv_columns(path: Path, opts: dict[str, Any] | None = None) -> list[str]:
+    """Column names of a CSV/TSV table (its header only); ``opts``: its :func:`csv_options`, when
+    already known (each call of that function reads the whole file once)."""
+    opts = opts or csv_options(path)
     try:
         return [str(c) for c in pd.read_csv(path, nrows=0, **opts).columns]
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
@@ -351,10 +442,15 @@ def csv_columns(path: Path) -> list[str]:
 
 
 def csv_chunks(
-    path: Path, columns: list[str], text: tuple[str, ...] = (), chunk_rows: int = CHUNK_ROWS
+    path: Path,
+    columns: list[str],
+    text: tuple[str, ...] = (),
+    chunk_rows: int = CHUNK_ROWS,
+    opts: dict[str, Any] | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """The rows of a CSV/TSV table in chunks, only ``columns`` (header names as in the file)."""
-    opts = csv_options(path)
+    """The rows of a CSV/TSV table in chunks, only ``columns`` (header names as in the file);
+    ``opts`` as in :func:`csv_columns`."""
+    opts = opts or csv_options(path)
     try:
         reader = pd.read_csv(
             path, usecols=columns, dtype={c: str for c in text}, chunksize=chunk_rows, **opts
@@ -390,6 +486,8 @@ class PickTable:
     # (n, 3) rlnCenteredCoordinate*Angst where a table holds them besides pixel coordinates:
     # the planner checks that both say the same (never one taken silently).
     angst: np.ndarray | None = None
+    # Columns asked for by name (read_pick_table's ``extra``), one value per row as written.
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.tomo)
@@ -406,38 +504,27 @@ class PickTable:
         table.mark_bad_rows(np.flatnonzero(~np.isfinite(xyz).all(axis=1)), skip_bad_rows)
         return table
 
-    def mark_bad_rows(self, rows: np.ndarray, skip: bool, reasons: dict[int, str] | None = None) -> None:
+    def mark_bad_rows(
+        self,
+        rows: np.ndarray,
+        skip: bool,
+        reasons: dict[int, str] | None = None,
+        block: StarBlock | None = None,
+    ) -> None:
         """Record the rows whose coordinates are not numbers (or, in ``reasons``, rows bad for
-        another reason: too many fields), with their file lines.
+        another reason: too many fields), with their file lines (``block``: the STAR loop read).
 
-        Unless ``skip`` (batch planning), any such row refuses the table as before; a table
-        whose every row is bad is refused either way: nothing in it can be classified.
+        Unless ``skip`` (batch planning), any such row refuses the table; a table whose every row
+        is bad is refused either way: nothing in it can be classified.
         """
         reasons = reasons or {}
         if reasons:
             rows = np.union1d(np.asarray(rows, np.int64), np.fromiter(reasons, np.int64, len(reasons)))
         if not len(rows):
             return
-        lines = data_row_lines(self.path, rows)
-        if reasons and (not skip or len(rows) == len(self)):
-            first = next(i for i, r in enumerate(rows.tolist()) if r in reasons)
-            every = (
-                "every row is bad"
-                if len(rows) == len(self)
-                else ("1 bad row" if len(rows) == 1 else f"{len(rows)} bad rows")
-            )
-            raise InputError(
-                self.path,
-                f"{every}; {row_text(int(rows[first]), int(lines[first]))}: {reasons[int(rows[first])]}",
-            )
-        shown = rows_text(rows, lines)
+        lines = data_row_lines(self.path, rows, block)
         if not skip or len(rows) == len(self):
-            every = (
-                "every row has"
-                if len(rows) == len(self)
-                else ("1 row has" if len(rows) == 1 else f"{len(rows)} rows have")
-            )
-            raise InputError(self.path, f"{every} missing or non-numeric coordinates ({shown})")
+            raise InputError(self.path, bad_rows_text(rows, lines, reasons, every=len(rows) == len(self)))
         self.bad_rows = np.asarray(rows, dtype=np.int64)
         self.bad_lines = lines
         self.bad_reasons = [reasons.get(r, "") for r in self.bad_rows.tolist()]
@@ -462,14 +549,34 @@ def rows_text(rows: np.ndarray, lines: np.ndarray, limit: int = 5) -> str:
     return f"{word} {', '.join(str(int(n)) for n in numbers)}{more}"
 
 
+NOT_NUMBERS = "missing or non-numeric coordinates"  # why a bad row fails unless it says otherwise
+
+
 def bad_row_reason(row: int, line: int, why: str = "") -> str:
     """The errors.csv reason of a bad pick row: ``why``, by default its coordinates are not numbers."""
-    return f"{row_text(row, line)}: {why or 'missing or non-numeric coordinates'} (row skipped)"
+    return f"{row_text(row, line)}: {why or NOT_NUMBERS} (row skipped)"
 
 
-def overlong_rows(path: Path, n_fields: int, block: StarBlock | None = None) -> dict[int, str]:
-    """Data rows (0-based) of the pick table the readers take from ``path`` that hold more fields
-    than its header names, with the reason (``row has 6 fields, the header names 4``).
+def bad_rows_text(rows: np.ndarray, lines: np.ndarray, reasons: dict[int, str], every: bool = False) -> str:
+    """The one line that refuses a table for its bad ``rows`` (sorted, with their file ``lines``):
+    how many, then each reason (``reasons[row]``, else :data:`NOT_NUMBERS`) with its lines, e.g.
+    ``2 rows have missing or non-numeric coordinates (lines 3, 4); 6 fields where the header
+    names 4 (line 9)``; ``every``: no row is good."""
+    n = len(rows)
+    head = "every row has" if every else "1 row has" if n == 1 else f"{n} rows have"
+    groups: dict[str, list[int]] = {}
+    for k, row in enumerate(np.asarray(rows).tolist()):
+        groups.setdefault(reasons.get(row) or NOT_NUMBERS, []).append(k)
+    parts = [f"{why} ({rows_text(rows[ks], lines[ks])})" for why, ks in groups.items()]
+    return f"{head} " + "; ".join(parts)
+
+
+def overlong_rows(
+    path: Path, n_fields: int, block: StarBlock | None = None, sep: str | None = None
+) -> dict[int, str]:
+    """Data rows (0-based) of a table that hold more fields than its header names, with the
+    reason (``6 fields where the header names 4``): the rows of the STAR loop ``block``, or of a
+    CSV/TSV table whose separator (:func:`csv_options`) is ``sep``.
 
     Why: pandas drops fields past the header's last one without a word, so a row whose columns
     slipped (a missing separator earlier, a pasted extra value) was classified at whatever the
@@ -477,21 +584,18 @@ def overlong_rows(path: Path, n_fields: int, block: StarBlock | None = None) -> 
     Counted with numpy over the bytes (whitespace runs or separators per line); lines holding a
     quote or a ``#`` are counted by the csv/shlex tokenisers instead. Streams in 4 MiB blocks.
     """
-    from cryoshift.runtime.picks import STAR_SUFFIXES
-
-    star = path.suffix.lower() in STAR_SUFFIXES
-    if star:
-        start, end = (block.data_start, block.end) if block is not None else _data_range(path)[:2]
-        sep, header_left = None, 0
+    star = block is not None
+    if block is not None:
+        start, end, split, header_left = block.data_start, block.end, None, 0
+    elif sep is None:
+        raise ValueError("overlong_rows needs the STAR block or the CSV separator")
     else:
-        start, end = 0, path.stat().st_size
-        opts = csv_options(path)
-        sep = None if opts["sep"] == r"\s+" else opts["sep"].encode()
-        header_left = 1
+        start, end, header_left = 0, path.stat().st_size, 1
+        split = None if sep == r"\s+" else sep.encode()
     out: dict[int, str] = {}
     row = 0
     for chunk in _byte_range(path, start, end):
-        counts = _field_counts(chunk, sep, star)
+        counts = _field_counts(chunk, split, star)
         if header_left:  # the CSV header: the first non-blank line
             first = np.flatnonzero(counts)
             if not len(first):
@@ -500,7 +604,7 @@ def overlong_rows(path: Path, n_fields: int, block: StarBlock | None = None) -> 
             header_left = 0
         row_of = row + np.cumsum(counts > 0) - 1
         for k in np.flatnonzero(counts > n_fields).tolist():
-            out[int(row_of[k])] = f"row has {int(counts[k])} fields, the header names {n_fields}"
+            out[int(row_of[k])] = f"{int(counts[k])} fields where the header names {n_fields}"
         row += int(np.count_nonzero(counts))
     return out
 
@@ -540,9 +644,9 @@ def _tokens(text: str, sep: bytes | None, star: bool) -> int:
     """Fields of one line holding quotes or ``#``, as the parsers split it."""
     import csv
 
-    if star:  # quotes as the STAR reader sees them (single made double), ``#`` starts a comment
+    if star:  # quotes as the STAR reader sees them (star_quotes), ``#`` starts a comment
         try:
-            return len(shlex.split(text.replace("'", '"'), comments=True))
+            return len(shlex.split(star_quotes(text.encode()).decode(), comments=True))
         except ValueError:
             return len(text.split())
     if sep is None:
@@ -553,17 +657,18 @@ def _tokens(text: str, sep: bytes | None, star: bool) -> int:
     return len(next(csv.reader([text], delimiter=sep.decode(), skipinitialspace=True), []))
 
 
-def data_row_lines(path: Path, rows: np.ndarray) -> np.ndarray:
+def data_row_lines(path: Path, rows: np.ndarray, block: StarBlock | None = None) -> np.ndarray:
     """1-based file lines of the 0-based data ``rows`` of a pick or listing table (-1 if unknown).
 
     Rows are counted as the parsers count them: in a STAR loop, non-blank lines once a ``#``
-    comment is cut off, from the end of the loop header of the block read; in a CSV/TSV, the
-    non-blank lines after the header line. One streaming pass, only when a table has bad rows.
+    comment is cut off, from the end of the loop header of the block read (``block``, else the
+    one the readers take); in a CSV/TSV, the non-blank lines after the header line. One
+    streaming pass, only when a table has bad rows.
     """
     rows = np.asarray(rows, dtype=np.int64)
     out = np.full(len(rows), -1, dtype=np.int64)
     try:
-        start, end, star = _data_range(path)
+        start, end, star = (block.data_start, block.end, True) if block is not None else _data_range(path)
         with open(path, "rb") as fh:
             line = fh.read(start).count(b"\n") + 1  # the line holding byte ``start``
             order = np.argsort(rows, kind="stable")
@@ -597,7 +702,7 @@ def _data_range(path: Path) -> tuple[int, int, bool]:
 
     if path.suffix.lower() not in STAR_SUFFIXES:
         return 0, path.stat().st_size, False
-    block = _pick_layout(path).block if not _is_listing_star(path) else _listing_block(path)
+    block = pick_layout(path).block if not _is_listing_star(path) else _listing_block(path)
     return block.data_start, block.end, True
 
 
@@ -614,12 +719,14 @@ def _listing_block(path: Path) -> StarBlock:
 
 def _name_strings(raw: list[Any], numeric: bool) -> list[str]:
     """Tomogram names as read_picks made them from a whole column: a column whose values are all
-    numbers became numbers (``1``, or ``1.0`` once any is missing or fractional); missing is ""."""
+    numbers became numbers (``1``, or ``1.0`` once any is missing or fractional); missing is "".
+    A name written ``nan`` or ``<NA>`` is a name (see _star_options), so its column stays text."""
     values = pd.Series(raw, dtype=object)
     missing = values.isna()
     if numeric and len(values):
         try:
-            nums = pd.to_numeric(values[~missing])
+            named_na = values[~missing].astype(str).str.strip().isin(NA_TEXT).any()
+            nums = None if named_na else pd.to_numeric(values[~missing])
         except (ValueError, TypeError):
             nums = None
         if nums is not None and len(nums):
@@ -638,6 +745,8 @@ def read_pick_table(
     convert: bool = True,
     skip_bad_rows: bool = False,
     unresolved: str = "refuse",
+    extra: tuple[str, ...] = (),
+    layout: _PickLayout | None = None,
 ) -> PickTable:
     """A pick table (STAR or CSV/TSV) as a :class:`PickTable`, read in chunks.
 
@@ -649,6 +758,10 @@ def read_pick_table(
     knows why and fails those picks). Rows whose coordinates are not numbers refuse the table
     unless ``skip_bad_rows`` (batch work): then they are kept in ``bad_rows``, each to become an
     error row, and only a table of nothing but bad rows is refused.
+
+    ``extra`` columns (names as in ``layout.columns``) come along as written, one str per row, in
+    ``table.extra`` (a Warp/M pixel size, a label): the same rows, read with the same checks.
+    ``layout``: :func:`pick_layout`'s, when the caller already has it.
     """
     path = Path(path)
     if path.is_dir():
@@ -659,13 +772,13 @@ def read_pick_table(
             if not entries
             else "is a directory, expected a STAR/CSV file of picks",
         )
-    layout = _pick_layout(path)
+    layout = layout or pick_layout(path)
     dup = sorted({c for i, c in enumerate(layout.columns) if c in layout.columns[:i]})
     if dup:
         from cryoshift.runtime.picks import _list
 
         raise InputError(path, f"duplicate column names: {_list(dup)}")
-    rows = _gather_picks(_pick_chunks(path, layout), layout)
+    rows = _gather_picks(_pick_chunks(path, layout, extra), layout, extra)
     if rows.n == 0:
         raise InputError(path, "no picks: the table has column names but no rows")
     blocks_info = layout.blocks_info
@@ -674,7 +787,10 @@ def read_pick_table(
     names, tomo = _tomogram_names(rows, layout.tomo_col is not None)
     table = PickTable(path, names, tomo, rows.xyz, layout.columns, layout.centred, blocks_info)
     table.angst = rows.angst
-    table.mark_bad_rows(rows.bad_rows, skip_bad_rows, overlong_rows(path, len(layout.columns), layout.block))
+    table.extra = rows.extra
+    sep = None if layout.csv is None else layout.csv["sep"]
+    long = overlong_rows(path, len(layout.columns), layout.block, sep)
+    table.mark_bad_rows(rows.bad_rows, skip_bad_rows, long, layout.block)
     if layout.centred and convert:
         _centred_to_pixels(table, pixel_size, tomo_shape, skip=unresolved == "skip")
     return table
@@ -693,9 +809,12 @@ class _PickLayout:
     raw_columns: list[str] | None = None  # CSV header as written (before stripping)
     angst: list[str] | None = None  # centred Angstrom columns also present beside pixel ones
     blocks_info: list[tuple[str, int]] | None = None  # STAR: (block name, rows); -1 = the one read
+    csv: dict[str, Any] | None = None  # CSV/TSV: csv_options (separator ...), found once
 
 
-def _pick_layout(path: Path) -> _PickLayout:
+def pick_layout(path: Path) -> _PickLayout:
+    """Where the pick table ``path`` keeps its columns (see :class:`_PickLayout`); refuses a table
+    without coordinates, or whose block is a guess, in one line."""
     from cryoshift.runtime.picks import (
         CENTERED_COLUMNS,
         PIXEL_COLUMNS,
@@ -740,7 +859,8 @@ def _pick_layout(path: Path) -> _PickLayout:
             blocks_info=[(b.name, b.count_rows(path) if b is not block else -1) for b in blocks],
             angst=list(CENTERED_COLUMNS) if not centred and set(CENTERED_COLUMNS) <= set(columns) else None,
         )
-    raw_columns = csv_columns(path)
+    opts = csv_options(path)
+    raw_columns = csv_columns(path, opts)
     columns = [c.strip() for c in raw_columns]
     cols = [_find(columns, a, r) for a, r in zip("xyz", PIXEL_COLUMNS, strict=True)]
     centred = False
@@ -757,21 +877,22 @@ def _pick_layout(path: Path) -> _PickLayout:
         centred,
         raw_columns=raw_columns,
         angst=angst,
+        csv=opts,
     )
 
 
-def _pick_chunks(path: Path, layout: _PickLayout) -> Iterator[pd.DataFrame]:
-    """The tomogram-name and coordinate columns, chunk by chunk, named as in ``layout.columns``."""
+def _pick_chunks(path: Path, layout: _PickLayout, extra: tuple[str, ...] = ()) -> Iterator[pd.DataFrame]:
+    """The tomogram-name, coordinate and ``extra`` columns, chunk by chunk, named as in
+    ``layout.columns``."""
     tomo_col = layout.tomo_col
-    wanted = ([tomo_col] if tomo_col else []) + layout.coords + (layout.angst or [])
+    text = ([tomo_col] if tomo_col else []) + [c for c in extra if c != tomo_col]
+    wanted = list(dict.fromkeys(text + layout.coords + (layout.angst or [])))
     if layout.block is not None:
-        return star_chunks(path, layout.block, wanted, text=(tomo_col,) if tomo_col else ())
+        return star_chunks(path, layout.block, wanted, text=tuple(text))
     raw_of = dict(zip(layout.columns, layout.raw_columns or [], strict=True))
     raw_wanted = [raw_of[c] for c in wanted]
-    return (
-        c.set_axis(wanted, axis=1)
-        for c in csv_chunks(path, raw_wanted, text=(raw_of[tomo_col],) if tomo_col else ())
-    )
+    chunks = csv_chunks(path, raw_wanted, text=tuple(raw_of[c] for c in text), opts=layout.csv)
+    return (c.set_axis(wanted, axis=1) for c in chunks)
 
 
 @dataclass
@@ -784,16 +905,22 @@ class _PickRows:
     n: int
     bad_rows: np.ndarray  # every row (0-based) whose coordinates are not numbers
     angst: np.ndarray | None = None  # centred Angstrom beside the pixel coordinates (layout.angst)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # requested columns, as written
 
 
-def _gather_picks(chunks: Iterator[pd.DataFrame], layout: _PickLayout) -> _PickRows:
+def _gather_picks(
+    chunks: Iterator[pd.DataFrame], layout: _PickLayout, extra: tuple[str, ...] = ()
+) -> _PickRows:
     tomo_col = layout.tomo_col
     names_raw: dict[Any, int] = {}
     tomo_parts, xyz_parts = [], []
     bad_parts: list[np.ndarray] = []
     angst_parts: list[np.ndarray] = []
+    extra_parts: dict[str, list[np.ndarray]] = {c: [] for c in extra}
     n = 0
     for chunk in chunks:
+        for c, parts in extra_parts.items():
+            parts.append(chunk[c].to_numpy(dtype=object))
         if layout.angst:
             angst_parts.append(
                 np.column_stack([coordinate_values(chunk[c]) for c in layout.angst])
@@ -824,7 +951,8 @@ def _gather_picks(chunks: Iterator[pd.DataFrame], layout: _PickLayout) -> _PickR
         tomo = np.concatenate(tomo_parts) if len(tomo_parts) > 1 else tomo_parts[0]
     bad_rows = np.concatenate(bad_parts) if bad_parts else np.zeros(0, np.int64)
     angst = np.concatenate(angst_parts) if angst_parts else None
-    return _PickRows(xyz, tomo, names_raw, n, bad_rows, angst)
+    kept = {c: np.concatenate(p) if p else np.zeros(0, object) for c, p in extra_parts.items()}
+    return _PickRows(xyz, tomo, names_raw, n, bad_rows, angst, kept)
 
 
 def coordinate_values(column: pd.Series) -> np.ndarray:

@@ -17,24 +17,30 @@ coordinates are scaled from that pixel size to each reconstruction's voxel size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from cryoshift.runtime.errors import InputError
 
+if TYPE_CHECKING:
+    from cryoshift.runtime.tables import PickTable
+
 DETECTOR_COLUMNS = ("rlnDetectorPixelSize", "rlnMagnification")
 
 
-def coordinate_pixel_sizes(picks: pd.DataFrame) -> np.ndarray | None:
-    """A per coordinate pixel, per row, from ``rlnDetectorPixelSize``/``rlnMagnification``; None
-    when the table does not say (or says nonsense: zero, negative, missing values)."""
-    if not set(DETECTOR_COLUMNS) <= set(picks.columns):
+def coordinate_pixel_sizes(columns: Mapping[str, Any]) -> np.ndarray | None:
+    """A per coordinate pixel, per row, from ``rlnDetectorPixelSize``/``rlnMagnification`` (a
+    table, or a mapping of those columns' values); None when the table does not say (or says
+    nonsense: zero, negative, missing values)."""
+    if not all(c in columns for c in DETECTOR_COLUMNS):
         return None
-    detector = pd.to_numeric(picks[DETECTOR_COLUMNS[0]], errors="coerce").to_numpy(dtype=np.float64)
-    magnification = pd.to_numeric(picks[DETECTOR_COLUMNS[1]], errors="coerce").to_numpy(dtype=np.float64)
+    detector, magnification = (
+        pd.to_numeric(pd.Series(columns[c]), errors="coerce").to_numpy(np.float64) for c in DETECTOR_COLUMNS
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         pixel = detector * 1e4 / magnification
     if not len(pixel) or not (np.isfinite(pixel) & (pixel > 0)).all():
@@ -42,33 +48,29 @@ def coordinate_pixel_sizes(picks: pd.DataFrame) -> np.ndarray | None:
     return pixel
 
 
-def scale_to_voxels(
-    path: Path, picks: pd.DataFrame, voxel_of: Callable[[str], float]
-) -> tuple[pd.DataFrame, str | None]:
-    """Pixel picks with a stated pixel size (see the module docstring) in voxels of their
-    reconstructions, and a note saying what was done; unchanged when the table states none or it
-    already equals the voxel size. ``voxel_of(tomo_name)`` is the reconstruction's voxel size in A
-    (an unmatched name is left alone: its picks become error rows later)."""
-    pixel = coordinate_pixel_sizes(picks)
+def scale_to_voxels(path: Path, picks: PickTable, voxel_of: Callable[[str], float]) -> str | None:
+    """Bring pixel picks with a stated pixel size (see the module docstring; ``picks.extra`` holds
+    the two columns, read_pick_table's ``extra``) to voxels of their reconstructions, in place,
+    and say what was done; unchanged (None) when the table states none or it already equals the
+    voxel size. ``voxel_of(tomo_name)`` is the reconstruction's voxel size in A (an unmatched name
+    is left alone: its picks become error rows later)."""
+    pixel = coordinate_pixel_sizes(picks.extra)
     if pixel is None:
-        return picks, None
-    out = picks.copy()
-    factors = np.ones(len(out))
-    names = out["tomo_name"].astype(str).to_numpy()
-    for name in pd.unique(names):
+        return None
+    factors = np.ones(len(picks))
+    for k, name in enumerate(picks.names):
         try:
             voxel = float(voxel_of(name) or 0.0)
         except InputError:
             continue
-        rows = names == name
+        rows = picks.tomo == k
         if voxel > 0:
             factors[rows] = pixel[rows] / voxel
     if np.allclose(factors, 1.0, rtol=1e-3):
-        return picks, None
-    for axis in ("x", "y", "z"):
-        out[axis] = out[axis].to_numpy(dtype=np.float64) * factors
+        return None
+    picks.xyz = picks.xyz * factors[:, None]
     shown = ", ".join(f"{p:g}" for p in np.unique(pixel)[:3])
-    return out, (
+    return (
         f"{path.name}: coordinates read as {shown} A pixels (rlnDetectorPixelSize/rlnMagnification) "
         "and scaled to the reconstructions' voxels; --coordinate-pixel-size overrides"
     )

@@ -149,21 +149,43 @@ class TomogramIndex(dict):
     """Tomogram files by name (``dict[str, Path]``), plus what matching must not guess past:
     ``ambiguous`` (a name held by several files: its picks fail naming them all) and
     ``unreadable`` (``--tomograms`` folders that could not be listed, with the reason: names
-    not found may be in them, so their picks fail saying so)."""
+    not found may be in them, so their picks fail saying so). ``listed_in`` names the
+    ``tomograms.star`` that gave a file its name, for those messages."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ambiguous: dict[str, list[Path]] = {}
         self.unreadable: list[tuple[str, str]] = []
+        self.listed_in: dict[Path, Path] = {}
 
-    def add(self, stem: str, path: Path) -> None:
-        """Index ``path`` as ``stem``; a second file of that name makes the name ambiguous."""
-        if stem in self and self[stem] != path:
+    def add(self, stem: str, path: Path, listed_in: Path | None = None) -> None:
+        """Index ``path`` as ``stem`` (``listed_in``: the tomograms.star row naming it); another
+        file of that name makes the name ambiguous, however each was given (an MRC file's stem,
+        a tomograms.star rlnTomoName): which one the picks mean would be a guess. The same file
+        reached twice is one file."""
+        if listed_in is not None:
+            self.listed_in.setdefault(path, listed_in)
+        if stem in self and not _same_file(self[stem], path):
             known = self.ambiguous.setdefault(stem, [self[stem]])
-            if path not in known:
+            if not any(_same_file(k, path) for k in known):
                 known.append(path)
             return
-        self[stem] = path
+        self.setdefault(stem, path)
+
+    def describe(self, path: Path | str) -> str:
+        """A file as an error names it: with the tomograms.star that listed it, if one did."""
+        star = self.listed_in.get(Path(path))
+        return f"{path} (rlnTomoName in {star})" if star is not None else str(path)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (as written, else once links and ``..`` are resolved)."""
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one is missing: compare the names
+        return os.path.realpath(a) == os.path.realpath(b)
 
     def paths_of(self, stem: str) -> list[Path]:
         """Every file indexed as ``stem``."""
@@ -175,8 +197,10 @@ def tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -
     tomograms by rlnTomoName (their table rows go into ``tables``).
 
     Two files of one name are not refused here: only the picks that use that name fail (see
-    :func:`match_tomogram`). A folder that cannot be listed (no permission) is recorded in
-    ``index.unreadable``: picks whose tomogram is not found then fail naming it."""
+    :func:`match_tomogram`), whether the name came from two MRC files, two tomograms.star rows
+    or one of each (a STAR row used to replace an MRC of its name without a word). A folder that
+    cannot be listed (no permission) is recorded in ``index.unreadable``: picks whose tomogram is
+    not found then fail naming it."""
     from cryoshift.runtime.tomograms import is_tomogram_table, read_tomogram_table
 
     index = TomogramIndex()
@@ -201,9 +225,9 @@ def tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -
                 raise PlanRefusal(path, f"tomogram given with --tomograms: {reason}")
             if is_tomogram_table(path):
                 for entry in read_tomogram_table(path):
-                    index[entry.name] = entry.path
+                    index.add(entry.name, entry.path, listed_in=path)
                     if tables is not None:
-                        tables[entry.name] = entry
+                        tables.setdefault(entry.name, entry)
                 continue
             index.add(strip_suffix(path.name), path)
     return index
@@ -219,10 +243,11 @@ def match_tomogram(name: str, index: dict[str, Path], picks: Path) -> Path:
             raise InputError(picks, f"no tomogram can be read: {_unreadable_text(unreadable)}")
         raise PlanRefusal(picks, "picks need tomograms: pass them with --tomograms")
     ambiguous: dict[str, list[Path]] = getattr(index, "ambiguous", {})
+    describe = getattr(index, "describe", str)
     for exact in (name, strip_suffix(name)):
         if exact in index:
             if exact in ambiguous:
-                _refuse_ambiguous(name, [str(p) for p in ambiguous[exact]], picks)
+                _refuse_ambiguous(name, [describe(p) for p in ambiguous[exact]], picks)
             return index[exact]
     key = tomogram_key(name)
     found = sorted(
@@ -231,7 +256,7 @@ def match_tomogram(name: str, index: dict[str, Path], picks: Path) -> Path:
     if len(found) == 1:
         return Path(found[0])
     if found:
-        _refuse_ambiguous(name, found, picks)
+        _refuse_ambiguous(name, [describe(p) for p in found], picks)
     names = ", ".join(sorted(index)[:5]) + (" ..." if len(index) > 5 else "")
     unreadable = getattr(index, "unreadable", [])
     maybe = f"; it may be in {_unreadable_text(unreadable)}" if unreadable else ""

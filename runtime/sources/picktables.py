@@ -32,17 +32,23 @@ def star_has(path: Path, label: str) -> bool:
 
 
 def plan_pick_table(planner: Any, path: Path) -> None:
-    """Read the coordinates of the pick table ``path`` and add its rows to ``planner``."""
-    from cryoshift.runtime.picks import read_picks
-    from cryoshift.runtime.tables import PickTable, read_pick_table
+    """Read the coordinates of the pick table ``path`` and add its rows to ``planner``.
 
-    centred = (
-        path.suffix.lower() == ".star"
-        and star_has(path, "rlnCenteredCoordinateXAngst")
-        and not star_has(path, "rlnCoordinateX")
-    )
+    Every kind (RELION pixels or centred Angstrom, Warp/M, CSV) is read by one reader
+    (tables.read_pick_table), so every kind gets its checks: rows with too many fields and rows
+    whose coordinates are not numbers become error rows, and pixel coordinates that disagree with
+    centred Angstrom ones beside them fail (add_picks).
+    """
+    from cryoshift.runtime.tables import pick_layout, read_pick_table
+    from cryoshift.runtime.warp import DETECTOR_COLUMNS, scale_to_voxels
+
+    layout = pick_layout(path)
+    star = path.suffix.lower() == ".star"
+    centred = star and layout.centred
     in_voxels = centred  # Angstrom picks (and Warp/M picks with a stated pixel size) need no --binning
     rescaled = planner.binning or planner.coordinate_pixel_size
+    # Warp/M: the table states its coordinates' pixel size, used unless the user gives one
+    warp = star and not centred and not rescaled and set(DETECTOR_COLUMNS) <= set(layout.columns)
     problems: dict[str, str] = {}  # tomogram name -> why its picks cannot be converted
     if centred:
         # RELION 5 centred Angstrom coordinates: converted with each tomogram's own header;
@@ -57,22 +63,19 @@ def plan_pick_table(planner: Any, path: Path) -> None:
             tomo_shape=_or_problem(problems, path, shape),
             skip_bad_rows=True,
             unresolved="skip",
+            layout=layout,
         )
-    elif rescaled or not star_has(path, "rlnDetectorPixelSize"):
-        picks = read_pick_table(path, skip_bad_rows=True)  # streamed: names and coordinates, as arrays
-    else:
-        picks = read_picks(path, check_values=False)
-        if not rescaled:  # Warp/M: the table's own pixel size
-            from cryoshift.runtime.warp import scale_to_voxels
-
-            # A tomogram whose voxel size cannot be known fails its picks (problems), never
-            # cropped at unscaled coordinates.
-            voxel_of = _or_problem(problems, path, lambda name: tomogram_pixel(planner, path, name))
-            picks, note = scale_to_voxels(path, picks, voxel_of)
-            if note:
-                planner.notes.append(note)
-                in_voxels = True
-        picks = PickTable.from_frame(path, picks, skip_bad_rows=True)
+    else:  # streamed: names and coordinates (and a Warp/M pixel size), as arrays
+        extra = DETECTOR_COLUMNS if warp else ()
+        picks = read_pick_table(path, skip_bad_rows=True, extra=extra, layout=layout)
+    if warp:
+        # A tomogram whose voxel size cannot be known fails its picks (problems), never
+        # cropped at unscaled coordinates.
+        voxel_of = _or_problem(problems, path, lambda name: tomogram_pixel(planner, path, name))
+        note = scale_to_voxels(path, picks, voxel_of)
+        if note:
+            planner.notes.append(note)
+            in_voxels = True
     add_picks(planner, path, picks, scale=not in_voxels, problems=problems)
 
 

@@ -422,8 +422,9 @@ def test_rows_with_too_many_fields_are_error_rows(
         out = tmp_path / f"o_{path.suffix[1:]}"
         assert classified(model, path, tomo, out, capsys) == 2
         reasons = errors_table(out)["reason"].tolist()
-        assert reasons == [f"line {line}: row has {fields} fields, the header names 4 (row skipped)"], reasons
-        assert "has" in assert_error(run_cli(["info", path], capsys), path)  # info refuses, naming it
+        assert reasons == [f"line {line}: {fields} fields where the header names 4 (row skipped)"], reasons
+        refusal = assert_error(run_cli(["info", path], capsys), path)  # info refuses, naming it
+        assert f"1 row has {fields} fields where the header names 4 (line {line})" in refusal
 
 
 def test_pixel_and_centred_coordinates_must_agree(model: Path, tmp_path: Path, capsys: Capsys) -> None:

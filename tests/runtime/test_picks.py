@@ -182,3 +182,73 @@ def test_listing_rows_report_slice_zero_and_empty_names(tmp_path: Path) -> None:
     }
     with pytest.raises(InputError, match=r"line 7: '0@s\.mrcs' has slice number 0"):
         read_particle_listing(star)
+
+
+def test_bad_rows_of_every_kind_are_refused_in_one_wording(tmp_path: Path) -> None:
+    """Rows with too many fields were refused in another wording than rows without numbers
+    ("3 bad rows; line 5: ..."), naming only the first; now one line names every kind with its lines."""
+    from cryoshift.runtime.tables import read_pick_table
+
+    path = tmp_path / "p.csv"
+    path.write_text("tomo,x,y,z\nTS_01,1,2,3\nTS_01,abc,2,3\nTS_01,,2,3\nTS_01,4,5,6,7,8\nTS_01,7,8,9\n")
+    with pytest.raises(InputError) as err:
+        read_pick_table(path)
+    assert err.value.reason == (
+        "3 rows have missing or non-numeric coordinates (lines 3, 4); "
+        "6 fields where the header names 4 (line 5)"
+    )
+    table = read_pick_table(path, skip_bad_rows=True)
+    assert table.bad_rows.tolist() == [1, 2, 3] and table.bad_reasons == [
+        "",
+        "",
+        "6 fields where the header names 4",
+    ]
+
+
+def test_a_csv_pick_table_is_scanned_for_long_lines_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The separator sniffed from a CSV travels with its layout: the whole-file scan for over-long
+    lines (check_line_lengths, run by csv_options) ran three times per table (header, rows and the
+    field count each sniffed the separator again). Counted by wrapping the real function."""
+    import cryoshift.runtime.picks as picks
+    from cryoshift.runtime.tables import read_pick_table
+
+    calls: list[Path] = []
+    real = picks.check_line_lengths
+
+    def counted(path: Path, *args: object) -> None:
+        calls.append(Path(path))
+        real(path, *args)
+
+    monkeypatch.setattr(picks, "check_line_lengths", counted)
+    path = tmp_path / "p.csv"
+    path.write_text("tomo;x;y;z\nTS_01;1,5;2;3\nTS_01;4;5;6;7\n")  # ';': decimal commas
+    table = read_pick_table(path, skip_bad_rows=True)
+    assert table.xyz[0].tolist() == [1.5, 2.0, 3.0] and table.bad_rows.tolist() == [1]  # too many fields
+    assert calls == [path]
+
+
+def test_star_rows_with_too_many_fields_are_refused_naming_their_line(tmp_path: Path) -> None:
+    """read_star_blocks (tomograms.star, listings, results) refused such a table with starfile's
+    pandas message ("Expected 4 fields in line 2, saw 5", lines counted from the loop), or, when
+    every row had one field too many, with a column-count mismatch; now both name the file's line.
+    The repeated-block check comes with the reader's own pass over the file (scan_star)."""
+    from cryoshift.runtime.picks import read_star_blocks
+
+    labels = ("rlnTomoName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
+    head = "data_particles\n\nloop_\n" + "".join(f"_{label} #{i}\n" for i, label in enumerate(labels, 1))
+    one = tmp_path / "one.star"
+    one.write_text(head + "TS_01 1 2 3\n# note\nTS_01 4 5 6 7\n")
+    with pytest.raises(InputError) as err:
+        read_star_blocks(one)
+    assert err.value.reason == "1 row has 5 fields where the header names 4 (line 10)"
+    every = tmp_path / "every.star"
+    every.write_text(head + "TS_01 1 2 3 9\nTS_01 4 5 6 9\n")
+    with pytest.raises(InputError) as err:
+        read_star_blocks(every)
+    assert err.value.reason == "2 rows have 5 fields where the header names 4 (lines 8, 9)"
+    twice = tmp_path / "twice.star"
+    twice.write_text(head + "TS_01 1 2 3\n" + head + "TS_01 4 5 6\n")
+    with pytest.raises(InputError, match="two data blocks are named 'particles'"):
+        read_star_blocks(twice)

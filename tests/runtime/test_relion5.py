@@ -306,3 +306,31 @@ def test_tomograms_star_binning_must_be_positive(model_path, project, tmp_path, 
     assert main([*argv, "-o", str(tmp_path / "out"), "-b", "cpu", "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "tomograms.star" in err and "'TS_02' has rlnTomoTomogramBinning" in err and "positive" in err
+
+
+@pytest.mark.parametrize("star_first", [True, False])
+def test_tomograms_star_and_mrc_of_one_name_fail_only_their_picks(
+    model_path, project, tmp_path, capsys, star_first
+):
+    """A tomograms.star row and an MRC file both named TS_01: the STAR row replaced the MRC without
+    a word (given after it). Now, as for two MRC files of one name, the picks of TS_01 fail naming
+    both sources, and the picks of TS_02 are classified."""
+    from cryoshift.runtime.results import read_results
+
+    other = tmp_path / "other" / "TS_01.mrc"
+    other.parent.mkdir()
+    write_volume(other, np.random.default_rng(9).normal(0, 1, SHAPE).astype(np.float32), voxel_size=VOXEL)
+    sources = [str(project["tomograms"]), str(other)]
+    tomograms = [a for s in (sources if star_first else sources[::-1]) for a in ("-t", s)]
+    out = tmp_path / "out"
+    _run(
+        ["classify", str(model_path), str(project["picks"]), *tomograms, "-o", str(out), "-b", "cpu", "-q"],
+        capsys,
+    )
+    assert set(read_results(out / "predictions.csv")["tomo_name"]) == {"TS_02"}
+    reasons = read_results(out / "errors.csv")["reason"].tolist()
+    rec = project["tomograms"].parent / "tomograms" / "rec_TS_01.mrc"
+    assert len(reasons) == len(PIXEL_PICKS["TS_01"])
+    for reason in reasons:
+        assert "'TS_01' is ambiguous" in reason and str(other) in reason, reason
+        assert f"{rec} (rlnTomoName in {project['tomograms']})" in reason, reason

@@ -144,3 +144,69 @@ def test_results_star_quotes_like_predictions_star(tmp_path):
     write_results(rows, tmp_path / "out.csv", tmp_path / "out.star")
     star = starfile.read(tmp_path / "out.star")
     assert star["rlnTomoName"].tolist() == HOSTILE
+
+
+# Names that read back wrong: a quote inside a quoted value ended it early (starfile could not read
+# the file at all), and nan/<NA> became missing, giving the picks no tomogram (or the only one).
+QUOTES_AND_MISSING = ['quo"te', 'a "b" c', "it's", "a 'b' c", "nan", "NaN", "<NA>", "plain"]
+STARFILE_CANNOT = {"it's", "a 'b' c", "nan", "NaN", "<NA>"}  # starfile: ' becomes ", nan missing
+
+
+def test_quotes_and_missing_markers_in_names_read_back(tmp_path: Path) -> None:
+    """Every name reads back as written through cryoshift's STAR readers (the results reader and
+    the streaming pick reader); starfile reads the file and every name it can read in any form."""
+    from cryoshift.runtime.tables import read_pick_table
+
+    names = QUOTES_AND_MISSING
+    star = tmp_path / "predictions.star"
+    write_predictions_star(_results_csv(tmp_path / "predictions.csv", names), star)
+    ours = read_results(star)
+    assert list(ours["rlnTomoName"]) == names
+    assert list(ours["id"]) == [f"{t}:1.0,2.0,3.0" for t in names]
+    picks = read_pick_table(star)
+    assert [picks.names[k] for k in picks.tomo] == names
+    table = starfile.read(star, always_dict=True, parse_as_string=["rlnTomoName"])["particles"]
+    kept = [(a, b) for a, b in zip(names, table["rlnTomoName"], strict=True) if a not in STARFILE_CANNOT]
+    assert [a for a, _ in kept] == [b for _, b in kept] and len(kept) == 3
+
+
+def test_classify_star_output_round_trips_names(model_path: Path, tmp_path: Path, capsys) -> None:
+    """classify's own predictions.star, classified again as picks, gives the same tomograms and
+    classes; read back as picks, the same names (bug: 'a "b" c' made the file unreadable to
+    starfile, and nan/<NA> tomograms lost their picks' names)."""
+    import numpy as np
+
+    from cryoshift.runtime.cli import main
+    from cryoshift.runtime.mrc import write_volume
+    from cryoshift.runtime.picks import read_picks
+    from cryoshift.runtime.results import write_star
+    from cryoshift.runtime.tables import read_pick_table
+
+    names = QUOTES_AND_MISSING
+    tomos = tmp_path / "tomos"
+    tomos.mkdir()
+    rng = np.random.default_rng(2)
+    for name in names:
+        write_volume(
+            tomos / f"{name}.mrc", rng.normal(0, 1, (24, 32, 32)).astype(np.float32), voxel_size=10.0
+        )
+    picks = pd.DataFrame(
+        {"rlnTomoName": names, "rlnCoordinateX": 16.0, "rlnCoordinateY": 16.0, "rlnCoordinateZ": 12.0}
+    )
+    src = write_star({"particles": picks}, tmp_path / "picks.star")
+
+    def classify(table: Path, out: Path) -> pd.DataFrame:
+        argv = ["classify", str(model_path), str(table), "-t", str(tomos), "-o", str(out), "-b", "cpu", "-q"]
+        assert main(argv) == 0, capsys.readouterr().err
+        assert not (out / "errors.csv").exists() or len(read_results(out / "errors.csv")) == 0
+        return read_results(out / "predictions.csv")
+
+    first = classify(src, tmp_path / "o1")
+    assert list(first["tomo_name"]) == names
+    star = tmp_path / "o1" / "predictions.star"
+    assert list(read_results(star)["rlnTomoName"]) == names
+    assert list(read_picks(star)["tomo_name"]) == names
+    table = read_pick_table(star)
+    assert [table.names[k] for k in table.tomo] == names
+    again = classify(star, tmp_path / "o2")
+    assert list(again["tomo_name"]) == names and list(again["class_name"]) == list(first["class_name"])

@@ -180,3 +180,70 @@ def test_warp_names_need_the_right_reconstruction(model_path, warp, tmp_path, ca
     reasons = read_results(out / "errors.csv")["reason"]
     assert len(reasons) == len(PICKS["TS_01"])
     assert reasons.str.contains("ambiguous").all() and reasons.str.contains("TS_01_20.00Apx").all()
+
+
+def _m_star_with(path: Path, long_row: int | None, wrong_row: int | None) -> Path:
+    """The M particle STAR (unbinned pixels, rlnDetectorPixelSize) with the same picks' centred
+    Angstrom coordinates beside them and a label column; row ``long_row`` has one field too many,
+    row ``wrong_row`` centred coordinates 10 voxels off its pixel ones."""
+    labels = [
+        "rlnCoordinateX",
+        "rlnCoordinateY",
+        "rlnCoordinateZ",
+        "rlnMicrographName",
+        "rlnDetectorPixelSize",
+        "rlnMagnification",
+        "rlnCenteredCoordinateXAngst",
+        "rlnCenteredCoordinateYAngst",
+        "rlnCenteredCoordinateZAngst",
+        "class",
+    ]
+    size = np.array(SHAPE[::-1], dtype=float)
+    rows = []
+    for name, picks in PICKS.items():
+        for x, y, z in picks:
+            centred = (np.array([x, y, z]) - size / 2) * VOXEL
+            if len(rows) == wrong_row:
+                centred[0] += 10 * VOXEL
+            f = VOXEL / TS_PIXEL
+            row = f"{x * f:.6f}\t{y * f:.6f}\t{z * f:.6f}\t{name}.tomostar\t{TS_PIXEL:.6f}\t10000.000000"
+            row += "".join(f"\t{c:.6f}" for c in centred) + f"\tclass{len(rows)}"
+            rows.append(row + ("\t7" if len(rows) == long_row else ""))
+    header = "".join(f"_{label} #{i}\n" for i, label in enumerate(labels, 1))
+    path.write_text("\ndata_\n\nloop_\n" + header + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("hostile", ["long", "wrong"])
+def test_m_star_rows_get_the_checks_of_relion_tables(model_path, warp, tmp_path, capsys, hostile):
+    """Warp/M tables were read through starfile without the checks other pick tables get: a row
+    with one field too many refused the whole table, and pixel coordinates disagreeing with the
+    centred Angstrom ones beside them were cropped without a word. Now each is one error row."""
+    from cryoshift.runtime.results import read_results
+
+    star = _m_star_with(
+        tmp_path / "m.star", 1 if hostile == "long" else None, 3 if hostile == "wrong" else None
+    )
+    out = tmp_path / "out"
+    note = _classify([str(model_path), str(star), "-t", str(warp["reconstruction"]), "-o", str(out)], capsys)
+    assert "rlnDetectorPixelSize" in note  # still scaled by the table's own pixel size
+    assert len(read_results(out / "predictions.csv")) == 4
+    (reason,) = read_results(out / "errors.csv")["reason"]
+    if hostile == "long":
+        assert reason == "line 16: 11 fields where the header names 10 (row skipped)"
+    else:
+        assert reason.startswith("line 18: pixel coordinates (18.0, 20.0, 12.0)") and "disagree" in reason
+
+
+def test_labelled_m_star_skips_its_bad_rows(warp, tmp_path):
+    """Labelled picks (cryoshift evaluate) from a Warp/M table: the row with one field too many
+    refused the whole table, and the disagreeing row was scored; now both are skipped picks and
+    every other row keeps its own label."""
+    from cryoshift.runtime.labelled_picks import read_labelled_picks
+
+    star = _m_star_with(tmp_path / "m.star", 1, 3)
+    volumes, names, skipped = read_labelled_picks(star, [str(warp["reconstruction"])], 16)[:3]
+    assert names == ["class0", "class2", "class4"] and len(volumes) == 3
+    assert sum(skipped.values()) == 2
+    assert any("11 fields where the header names 10" in k for k in skipped), skipped
+    assert any("disagree" in k for k in skipped), skipped
