@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cryoshift.runtime.errors import InputError
 
@@ -48,27 +49,26 @@ def read_labelled_picks(
     model_contrast: str = "dark",
     ignore_voxel_size: bool = False,
     **plan_options: object,
-) -> tuple[np.ndarray, list[str], dict[str, int]]:
-    """(volumes (N, D, D, D) float32, label names, counts of skipped picks by reason).
+) -> tuple[np.ndarray, list[str], dict[str, int], list[str]]:
+    """(volumes (N, D, D, D) float32, label names, counts of skipped picks by reason, notes).
 
     Tomograms are checked against ``model_voxel_size`` as classify checks them (0: unknown, not
     checked): picks of a tomogram of another voxel size are skipped with that reason, and when
-    no pick is left the error line says why."""
+    no pick is left the error line says why. The notes are the planner's (a tomogram without a
+    voxel size, scored unchecked): the report must carry them, as classify's manifest does."""
     from cryoshift.runtime.dataset import unusable_volumes
-    from cryoshift.runtime.picks import read_star_blocks, star_picks_block
     from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
+    from cryoshift.runtime.tables import NA_TEXT, pick_layout, read_pick_table
 
     path = Path(path)
-    if path.suffix.lower() == ".star":
-        # the block the picks are planned from, so labels and picks are the same rows
-        table = star_picks_block(path, read_star_blocks(path))
-    else:
-        from cryoshift.runtime.picks import read_picks
-
-        # unchecked, as the planner reads it: a row with bad coordinates becomes one skipped pick
-        table = read_picks(path, check_values=False)
-    column = _label_column([str(c) for c in table.columns], path, label_column)
-    labels = table[column].astype(object).where(table[column].notna(), "").astype(str).str.strip().tolist()
+    # Labels are read by the reader the planner reads the picks with: the same block and rows,
+    # and its checks (too many fields, coordinates that are not numbers), whose rows become
+    # skipped picks (the planner fails them) instead of refusing the table or shifting labels.
+    layout = pick_layout(path)
+    column = _label_column(layout.columns, path, label_column)
+    table = read_pick_table(path, convert=False, skip_bad_rows=True, extra=(column,), layout=layout)
+    raw = pd.Series(table.extra[column], dtype=object)
+    labels = raw.where(raw.notna(), "").astype(str).str.strip().tolist()
     cache = VolumeCache()
     plan = plan_inputs(
         [str(path)],
@@ -86,7 +86,7 @@ def read_labelled_picks(
     skipped: dict[str, int] = {}
     out = np.empty((box_size,) * 3, dtype=np.float32)
     for item, label in zip(plan.items, labels, strict=True):
-        if not label or label == "nan":
+        if not label or label in NA_TEXT:
             skipped["no label"] = skipped.get("no label", 0) + 1
             continue
         try:
@@ -101,7 +101,7 @@ def read_labelled_picks(
         names.append(label)
     if not volumes:
         raise InputError(path, "no labelled pick could be cropped" + (f" ({skipped})" if skipped else ""))
-    return np.stack(volumes), names, skipped
+    return np.stack(volumes), names, skipped, list(plan.notes)
 
 
 def crop_picks(

@@ -179,6 +179,7 @@ def load_target(
                 f"target boxes are {shown} but the source boxes are {box_size}^3; "
                 "re-extract the target at the source box size",
             )
+        _check_dataset_contrast(path, str(ds.contrast), contrast)
         _check_dataset_voxel(path, ds.meta, voxel_size)
         labels = None
         if oracle_labels:
@@ -208,6 +209,19 @@ def load_target(
     if oracle_labels:
         raise InputError(path, "--oracle-target-labels needs a labelled target dataset directory")
     return _load_planned(str(spec), box_size, voxel_size, contrast, tomograms, max_items)
+
+
+def _check_dataset_contrast(path: Path, target: str, source: str) -> None:
+    """A target dataset of the other contrast convention (protein bright where the source has it
+    dark) is refused as one of another voxel size is: adapting to it would teach the model
+    inverted densities, and the exported model states one contrast (all its volumes share
+    dataset.json's, so none would be usable)."""
+    if target != source:
+        raise InputError(
+            path / "dataset.json",
+            f"target contrast is {target!r} but the source's is {source!r}; give data of one "
+            f"convention (a simulated source: cryoshift simulate --contrast {target})",
+        )
 
 
 def _check_dataset_voxel(path: Path, meta: dict, voxel_size: float) -> None:
@@ -248,22 +262,18 @@ def _load_planned(
         items = [items[i] for i in keep]
     volumes = np.empty((len(items), box_size, box_size, box_size), dtype=np.float32)
     ok, skipped = [], []
-    unknown = set(plan.unknown_voxel)
     for i, item in enumerate(items):
         try:
-            # the training voxel size: a file of another scale is skipped like any bad item (the
-            # planner read only the first file of a folder; each further file is checked here)
+            # the training voxel size: a file of another scale is skipped like any bad item
             load_item(item, volumes[i], cache, voxel_size)
             ok.append(i)
         except InputError as exc:
             skipped.append(f"{item.id}: {exc.reason}")
-            continue
-        if item.kind == "file" and item.path not in unknown and not _voxel_known(item.path):
-            unknown.add(item.path)
     if not ok:
         reason = "no readable target subtomograms" + (f" (first problem: {skipped[0]})" if skipped else "")
         raise InputError(spec, reason)
     h = hashlib.sha256(json.dumps([it.id for it in items]).encode()).hexdigest()[:16]
+    used = {items[i].path for i in ok}  # the planner noted every file without a voxel size
     voxel = next(iter(plan.voxel_sizes.values()), voxel_size)
     return Domain(
         volumes[ok],
@@ -275,18 +285,8 @@ def _load_planned(
         f"sha256:{h}",
         f"{len(ok)} subtomograms from {spec}",
         skipped,
-        _unknown_voxel_note(sorted(unknown), voxel_size),
+        _unknown_voxel_note(sorted(used & set(plan.unknown_voxel)), voxel_size),
     )
-
-
-def _voxel_known(path: str) -> bool:
-    """Whether an MRC file's header gives a usable voxel size (load_item checks only those)."""
-    from cryoshift.runtime.mrc import read_header
-
-    try:
-        return bool(read_header(Path(path))["voxel_size_known"])
-    except (InputError, OSError):
-        return False
 
 
 def _unknown_voxel_note(paths: list[str], voxel_size: float) -> list[str]:

@@ -315,7 +315,7 @@ def evaluate(
     notes: list[str] = []
     meta = _model_metadata(model)
     if is_pick_table(data):  # labelled picks: crop them from the tomograms with the model's box
-        volumes, label_names, skipped = read_labelled_picks(
+        volumes, label_names, skipped, notes = read_labelled_picks(
             data,
             list(tomograms),
             meta.box_size,
@@ -347,8 +347,7 @@ def evaluate(
     }
     if skipped:
         report["skipped_picks"] = skipped
-    if notes:
-        report["notes"] = notes
+    report["notes"] = notes  # what was scored unchecked (a tomogram or dataset without a voxel size)
     out = Path(out_dir) if out_dir is not None else default_out_dir(model, data)
     out.mkdir(parents=True, exist_ok=True)
     run = Path(run_dir) if run_dir is not None else (model if model.is_dir() else None)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cryoshift.runtime.commands._options import Backend
+from cryoshift.runtime.commands._options import NO_PROGRESS, Backend
 
 if TYPE_CHECKING:
     from cryoshift.runtime.summary import ClassifySummary
@@ -167,6 +167,7 @@ def command(
         help="copick input: session id of the predicted picks written back "
         "(user cryoshift; default cryoshift-<model sha256[:8]>).",
     ),
+    no_progress: bool = NO_PROGRESS,
     quiet: bool = typer.Option(
         False,
         "--quiet",
@@ -193,6 +194,7 @@ def command(
     if binning and coordinate_pixel_size:
         raise InputError(None, "give --binning or --coordinate-pixel-size, not both")
     common = dict(
+        progress=not (quiet or no_progress),
         resume=resume,
         unknown_threshold=unknown_threshold,
         tomograms=list(tomograms or []),
@@ -220,7 +222,6 @@ def command(
             num_gpus=ray_gpus,
             address=ray_address,
             threads=threads,
-            progress=not quiet,
             **common,
         )
     else:
@@ -234,7 +235,6 @@ def command(
             batch_size=batch_size,
             workers=workers,
             shard=shard,
-            progress=not quiet,
             threads=threads,
             devices=device_list,
             reader_processes=reader_processes,

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import typer
 
+from cryoshift.runtime.commands._options import NO_PROGRESS
+
 NAME = "demo"
 NO_ARGS_IS_HELP = False
 
@@ -335,7 +337,7 @@ def command(
     threads: int = typer.Option(
         None, "--threads", help="CPU threads for PyTorch and onnxruntime (default: all cores)."
     ),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (logs, CI)."),
+    no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Simulate -> train -> template-match -> export -> classify on built-in structures, and score.
 

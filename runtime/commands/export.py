@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cryoshift.runtime.commands._options import NO_PROGRESS
+
 NAME = "export"
 NO_ARGS_IS_HELP = True
 
@@ -73,7 +75,7 @@ def command(
         help="Poses the graph averages per subtomogram (1-4; default: as trained). "
         "1 classifies 4x faster than 4, ~2 points less accurately.",
     ),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress spinner (logs, CI)."),
+    no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Export a trained checkpoint to deployable artefacts that `cryoshift classify` trusts.
 

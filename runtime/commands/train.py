@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from typer.core import TyperCommand
 
+from cryoshift.runtime.commands._options import NO_PROGRESS
+
 NAME = "train"
 NO_ARGS_IS_HELP = True
 # Without the training wing the methods cannot be listed (the list comes from its registry).
@@ -221,7 +223,7 @@ def command(
         "2-3x faster). Other CPUs always train in fp32.",
     ),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's)."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
+    no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Train a domain-adapted classifier on labelled source + unlabelled target data.
 

@@ -9,17 +9,21 @@ reads headers, never voxel data.
 from __future__ import annotations
 
 import math
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from cryoshift.runtime.contract import CONTRASTS, VOXEL_TOLERANCE, voxel_mismatch
+from cryoshift.runtime.contract import CONTRASTS, MRC_HEADER_BYTES, VOXEL_TOLERANCE, voxel_mismatch
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.picks import NAMED_TABLE_SUFFIXES
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
 from cryoshift.runtime.sources.items import Item, Plan, PlanRefusal, stack_id
 from cryoshift.runtime.sources.paths import expand, is_dataset_dir, tomogram_index
+
+UNKNOWN_VOXEL_NOTES = 20  # files noted one by one for a header without a voxel size; then a count
 
 
 class Planner:
@@ -100,7 +104,11 @@ class Planner:
             )
 
     def _note_unknown_voxel(self, path: Path | str, vol: Any) -> None:
-        """One note per file whose header has no usable voxel size (``info --validate`` flags it)."""
+        """One note per file whose header has no usable voxel size (``info --validate`` flags it),
+        for the first :data:`UNKNOWN_VOXEL_NOTES` of them: a folder of a million such files would
+        bury the summary; :meth:`closing_notes` counts the rest, whose manifest entries say null."""
+        if len(self.unknown_voxel) > UNKNOWN_VOXEL_NOTES:
+            return
         header = getattr(vol, "header", None)
         cell = header.get("cell") if isinstance(header, dict) else getattr(vol, "cell", None)
         shown = f" (cell = {', '.join(f'{c:g}' for c in cell)})" if cell else ""
@@ -109,6 +117,17 @@ class Planner:
             f"{path}: no usable voxel size in the header{shown}; classified without checking "
             f"it{checked} (manifest: null)"
         )
+
+    def closing_notes(self) -> list[str]:
+        """Notes that can only be written once every input is planned (the count of files past
+        the per-file voxel-size notes)."""
+        more = len(self.unknown_voxel) - UNKNOWN_VOXEL_NOTES
+        if more <= 0:
+            return []
+        return [
+            f"{more} more files have no usable voxel size in the header; classified without "
+            "checking it (manifest: null for each)"
+        ]
 
     def check_contrast(self, source: str, contrast: str) -> None:
         if contrast != self.model_contrast:
@@ -166,9 +185,10 @@ class Planner:
         for p in paths:
             suffix = p.suffix.lower()
             if len(paths) > 1 and is_mrc_path(p) and suffix != ".mrcs" and p is not paths[0]:
-                # Directories and globs can hold millions of single volumes: no header read per
-                # file here (readers check each file); the first one was checked in full.
-                self.items.append(Item(str(p), "file", str(p)))
+                # Directories and globs can hold millions of single volumes: the first one was
+                # checked in full, the others get only the voxel-size check every input gets
+                # (a 1 KiB read, see peek_voxel); readers check the rest of each file.
+                self.add_folder_file(p)
                 continue
             try:
                 if input_kind(p) == "table":
@@ -182,6 +202,19 @@ class Planner:
                     raise  # the input itself failed: add() makes it one error item
                 reason = exc.reason if isinstance(exc, InputError) else os_error(p, exc).reason
                 self.items.append(Item(str(p), "error", str(p), error=reason))
+
+    def add_folder_file(self, path: Path) -> None:
+        """One more file of a folder or glob: its voxel size checked and recorded as an explicit
+        file's is (:meth:`check_voxel`: the same note and manifest record for a header without
+        one, the same error row for another size), so how a file was named changes nothing."""
+        header = peek_voxel(path)
+        if header is not None:
+            try:
+                self.check_voxel(path, header)
+            except InputError as exc:
+                self.items.append(Item(str(path), "error", str(path), error=exc.reason))
+                return
+        self.items.append(Item(str(path), "file", str(path)))
 
     def add_volume_file(self, path: Path, strict: bool = False) -> None:
         from cryoshift.runtime.mrc import check_isotropic, read_header
@@ -280,6 +313,40 @@ class Planner:
         except InputError as exc:
             return exc.reason
         return ""
+
+
+def peek_voxel(path: Path) -> SimpleNamespace | None:
+    """The voxel size in the header of a folder's or glob's file, read as cheaply as the fast
+    reader reads it (one 1 KiB read, no mrcfile: planning may meet millions of such files), as
+    the ``voxel_size``/``voxel_size_known``/``cell`` that :meth:`Planner.check_voxel` takes.
+
+    Compressed and unusual headers (other sampling per axis) take the full header reader. None
+    where there is nothing to check (missing, a pipe, anisotropic, not an MRC file): the reader
+    fails that item with its own reason, as before.
+    """
+    from cryoshift.runtime.mrc import raw_header, raw_voxel_size, read_header
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder or a pipe under an MRC name
+            return None
+        h = raw_header(os.read(fd, MRC_HEADER_BYTES))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    voxel = raw_voxel_size(h) if h is not None else None
+    if voxel is not None:
+        known = voxel > 0
+        return SimpleNamespace(voxel_size=voxel if known else 1.0, voxel_size_known=known, cell=h.cell)
+    try:
+        header = read_header(path)
+    except Exception:  # whatever is wrong with it fails this one item when it is read, not the folder
+        return None
+    return None if header["anisotropic"] else SimpleNamespace(**header)
 
 
 def _bad_listing_id(listing: Path, vpath: str, row: int, reason: str) -> str:
@@ -398,7 +465,7 @@ def plan_inputs(
         box_size,
         data_contrast,
         planner.voxel_sizes,
-        planner.notes,
+        planner.notes + planner.closing_notes(),
         planner.origins,
         planner.unknown_voxel,
     )

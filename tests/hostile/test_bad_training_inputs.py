@@ -304,3 +304,35 @@ def test_train_target_dataset_of_another_voxel_size_is_refused(tmp_path: Path) -
     assert str(ds / "dataset.json") in str(exc.value)
     ok = write_dataset(tmp_path / "ds10", volumes(3), voxel_size=VOXEL)
     assert len(load_target(str(ok), BOX, VOXEL, "dark", ["a", "b"])) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# train --target: data of the other contrast convention
+
+
+def test_train_target_dataset_of_another_contrast_is_refused(tmp_path: Path) -> None:
+    """A 'light' target for a 'dark' source was used for adaptation without a word (as a dataset
+    of another voxel size is, it is refused: all its volumes share dataset.json's contrast)."""
+    from cryoshift.runtime.dataset import write_dataset
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.training.data import load_target
+
+    light = write_dataset(tmp_path / "light", volumes(3), voxel_size=VOXEL, contrast="light")
+    with pytest.raises(InputError, match="target contrast is 'light' but the source's is 'dark'") as exc:
+        load_target(str(light), BOX, VOXEL, "dark", ["a", "b"])
+    assert str(light / "dataset.json") in str(exc.value)
+    assert len(load_target(str(light), BOX, VOXEL, "light", ["a", "b"])) == 3
+
+
+def test_train_cli_refuses_a_target_of_another_contrast_in_one_line(
+    tmp_path: Path, capsys: Capsys, dataset: Path
+) -> None:
+    pytest.importorskip("torch")
+    from cryoshift.runtime.dataset import write_dataset
+
+    light = write_dataset(tmp_path / "light", volumes(3), voxel_size=VOXEL, contrast="light")
+    argv = ["train", "--source", dataset, "--target", light, "--out", tmp_path / "run", "--epochs", 1]
+    result = run_cli([*argv, "--backbone", "cryonet-small", "--no-progress", "--threads", 1], capsys)
+    line = assert_error(result, light / "dataset.json")
+    assert "target contrast is 'light' but the source's is 'dark'" in line
+    assert not (tmp_path / "run" / "model.pt").exists()

@@ -333,3 +333,92 @@ def test_relion5_centred_angstrom_picks_use_the_tomogram_header(model_path, inpu
     )
     same = plain.set_index("id").loc[list(df["id"]), "confidence"].to_numpy()
     np.testing.assert_allclose(df["confidence"], same)
+
+
+def _files_some_without_voxel_size(folder: Path, helpers, unset: set[int]) -> list[Path]:
+    """Four single volumes; those in ``unset`` have header cell 0 (no voxel size)."""
+    import struct
+
+    from cryoshift.runtime.mrc import write_volume
+
+    folder.mkdir()
+    paths = []
+    for i, v in enumerate(helpers.make_volumes(4)):
+        path = write_volume(folder / f"sub_{i}.mrc", v, voxel_size=helpers.VOXEL)
+        if i in unset:
+            raw = bytearray(path.read_bytes())
+            struct.pack_into("<3f", raw, 40, 0.0, 0.0, 0.0)
+            path.write_bytes(bytes(raw))
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("named", ["files", "folder", "glob", "listing"])
+def test_a_file_without_voxel_size_is_noted_however_it_was_named(model_path, helpers, tmp_path, named):
+    """Files past the first of a folder or glob were classified without the note and manifest
+    record that the same file named on the command line (or in a STAR listing) gets."""
+    import starfile
+
+    folder = tmp_path / "subs"
+    paths = _files_some_without_voxel_size(folder, helpers, unset={1, 3})
+    if named == "listing":
+        starfile.write(
+            {"particles": pd.DataFrame({"rlnImageName": [str(p) for p in paths]})}, tmp_path / "l.star"
+        )
+    args = {
+        "files": [str(p) for p in paths],
+        "folder": [str(folder)],
+        "glob": [str(folder / "sub_*.mrc")],
+        "listing": [str(tmp_path / "l.star")],
+    }[named]
+    s = classify(model_path, args, tmp_path / "out", backend="cpu", progress=False)
+    assert (s.total_rows, s.total_errors) == (4, 0)
+    noted = [n for n in s.notes if "no usable voxel size in the header" in n]
+    assert [n.split(":")[0] for n in noted] == [str(paths[1]), str(paths[3])]
+    manifest = json.loads(Path(s.manifest).read_text())
+    assert manifest["data"]["voxel_sizes"] == {
+        str(paths[0]): pytest.approx(helpers.VOXEL),
+        str(paths[1]): None,
+        str(paths[2]): pytest.approx(helpers.VOXEL),
+        str(paths[3]): None,
+    }
+
+
+def test_a_folder_file_of_another_voxel_size_fails_as_an_explicit_one_does(model_path, helpers, tmp_path):
+    from cryoshift.runtime.mrc import write_volume
+
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    vols = helpers.make_volumes(2)
+    write_volume(folder / "a.mrc", vols[0], voxel_size=helpers.VOXEL)
+    odd = write_volume(folder / "b.mrc", vols[1], voxel_size=helpers.VOXEL / 2)
+    reasons = []
+    for args in ([str(folder)], [str(folder / "a.mrc"), str(odd)]):
+        s = classify(model_path, args, tmp_path / f"out{len(reasons)}", backend="cpu", progress=False)
+        assert (s.total_rows, s.total_errors) == (1, 1)
+        reasons.append(read_results(s.errors_csv).set_index("id").loc[str(odd), "reason"])
+    assert reasons[0] == reasons[1] and "voxel size 5 A differs from the model's 10 A" in reasons[0]
+
+
+def test_many_files_without_voxel_size_get_a_count_not_a_note_each(helpers, tmp_path):
+    """A folder of thousands of such files would bury the summary: the first few are named, the
+    rest counted in one note; the manifest still records each as null."""
+    import struct
+
+    from cryoshift.runtime.mrc import write_volume
+    from cryoshift.runtime.sources import plan_inputs
+    from cryoshift.runtime.sources.planner import UNKNOWN_VOXEL_NOTES
+
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    n = UNKNOWN_VOXEL_NOTES + 3
+    vol = helpers.make_volumes(1)[0]
+    for i in range(n):
+        path = write_volume(folder / f"sub_{i:03d}.mrc", vol, voxel_size=helpers.VOXEL)
+        raw = bytearray(path.read_bytes())
+        struct.pack_into("<3f", raw, 40, 0.0, 0.0, 0.0)
+        path.write_bytes(bytes(raw))
+    plan = plan_inputs([str(folder)], helpers.BOX, helpers.VOXEL)
+    assert len(plan.unknown_voxel) == n and len(plan.items) == n
+    assert len(plan.notes) == UNKNOWN_VOXEL_NOTES + 1
+    assert plan.notes[-1].startswith("3 more files have no usable voxel size in the header")

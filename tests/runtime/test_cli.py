@@ -73,3 +73,31 @@ def test_several_paths_report_bad_ones_and_go_on(
     assert main(["info", str(tmp_path / "missing.mrc"), str(path)]) == 2
     captured = capsys.readouterr()
     assert "missing.mrc: no such file" in captured.err and "20 x 24 x 28" in captured.out
+
+
+def test_classify_no_progress_hides_the_progress_not_the_summary(
+    model_path: Path, helpers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """classify had only -q (which also hides the summary); --no-progress is the option train,
+    export and demo have for logs and CI."""
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    for i, v in enumerate(helpers.make_volumes(3)):
+        write_volume(folder / f"v{i}.mrc", v, voxel_size=helpers.VOXEL)
+    args = ["classify", str(model_path), str(folder), "-b", "cpu"]
+    assert main([*args, "-o", str(tmp_path / "shown")]) == 0
+    shown = capsys.readouterr()
+    assert "classifying" in shown.out and "cryoshift: backend" in shown.err  # what it hides
+    assert main([*args, "-o", str(tmp_path / "hidden"), "--no-progress"]) == 0
+    hidden = capsys.readouterr()
+    assert "classifying" not in hidden.out and hidden.err == ""
+    assert "classified 3 subtomograms, 0 errors" in hidden.out  # the summary stays
+
+
+def test_every_verb_with_progress_shares_one_no_progress_option() -> None:
+    import inspect
+
+    from cryoshift.runtime.commands import _options, classify, demo, export, train
+
+    for verb in (classify, train, export, demo):
+        assert inspect.signature(verb.command).parameters["no_progress"].default is _options.NO_PROGRESS, verb

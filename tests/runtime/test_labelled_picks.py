@@ -136,19 +136,17 @@ def test_labelled_picks_on_another_voxel_size_are_refused(model_path, inputs, tm
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["n"] == 3
 
 
+def _evaluate(model_path, tmp_path, tomos, out, capsys) -> dict:
+    """``cryoshift evaluate`` of the labelled picks against the tomograms in ``tomos``; its report."""
+    args = ["evaluate", str(model_path), str(_labelled(tmp_path)), "-t", str(tomos), "--out", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    return json.loads((out / "evaluation.json").read_text())
+
+
 def test_labelled_picks_of_one_wrong_tomogram_are_skipped(model_path, inputs, tmp_path, capsys):
     """Batch rule: the picks of the 5 A tomogram are skipped with the reason, the others scored."""
     tomos = _tomos_at(tmp_path, inputs, {"TS_01": 10.0, "TS_02": 5.0})
-    args = [
-        "evaluate",
-        str(model_path),
-        str(_labelled(tmp_path)),
-        "-t",
-        str(tomos),
-        "--out",
-        str(tmp_path / "e"),
-    ]
-    assert main(args) == 0, capsys.readouterr().err
+    _evaluate(model_path, tmp_path, tomos, tmp_path / "e", capsys)
     report = json.loads((tmp_path / "e" / "evaluation.json").read_text())
     assert report["n"] == 2
     assert [n for why, n in report["skipped_picks"].items() if "voxel size 5 A" in why] == [1]
@@ -192,3 +190,26 @@ def test_dataset_of_another_contrast_is_refused(model_path, light_model_path, tm
     err = capsys.readouterr().err
     assert "data contrast is 'light' but the model expects 'dark'" in err and str(light) in err
     assert main(["evaluate", str(light_model_path), str(light), "--out", str(tmp_path / "ok")]) == 0
+
+
+def test_planner_notes_are_carried_into_evaluation_json(model_path, inputs, tmp_path, capsys):
+    """A tomogram without a voxel size is scored unchecked: evaluation.json says so (the planner's
+    note was dropped, so the report looked like a fully checked evaluation)."""
+    import struct
+
+    tomos = _tomos_at(tmp_path, inputs, {"TS_01": 10.0, "TS_02": 10.0})
+    raw = bytearray((tomos / "TS_01.mrc").read_bytes())
+    struct.pack_into("<3f", raw, 40, 0.0, 0.0, 0.0)
+    (tomos / "TS_01.mrc").write_bytes(bytes(raw))
+    _evaluate(model_path, tmp_path, tomos, tmp_path / "e", capsys)
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "e" / "evaluation.json").read_text())
+    assert report["n"] == 3
+    (note,) = report["notes"]
+    assert note.startswith(f"{tomos / 'TS_01.mrc'}: no usable voxel size in the header")
+    assert "note:" in out and "no usable voxel size" in out
+    # checked data: an empty list, so a reader of the report can tell "none" from "not recorded"
+    (tmp_path / "fine").mkdir()
+    fine = _tomos_at(tmp_path / "fine", inputs, {"TS_01": 10.0, "TS_02": 10.0})
+    _evaluate(model_path, tmp_path, fine, tmp_path / "f", capsys)
+    assert json.loads((tmp_path / "f" / "evaluation.json").read_text())["notes"] == []
