@@ -120,8 +120,9 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     names = output_names(opts.out_dir, opts.shard)
     model = inference.model_info()
+    lineage_note = None
     if opts.resume:  # before planning and before the ledgers are opened (and their tails cut)
-        check_same_model(names, model)
+        lineage_note = check_same_model(names, model)
     # A resumed run goes on writing features when the interrupted one did (the file is there).
     if opts.resume and not opts.features:
         from cryoshift.runtime.features import features_path
@@ -132,6 +133,8 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
     settings = inference.prepare(items, cache, opts)
     summary = ClassifySummary.for_files(names, inference.description, planned=len(items))
     summary.notes.extend(inference.notes)
+    if lineage_note:
+        summary.notes.append(lineage_note)
     if duplicates:
         summary.notes.append(f"{duplicates} inputs were given more than once and are classified once")
     with RunLedgers(
@@ -194,19 +197,38 @@ def recorded_model(names: dict[str, Path]) -> tuple[Path, dict[str, Any]] | None
     return None
 
 
-def check_same_model(names: dict[str, Path], model: dict[str, Any]) -> None:
+def check_same_model(names: dict[str, Path], model: dict[str, Any]) -> str | None:
     """Refuse to resume with another model than the one the run started with: its rows would join
-    the other model's in one table, under a manifest naming only the second."""
+    the other model's in one table, under a manifest naming only the second.
+
+    One exception, returned as a note for the summary: the same network in another form, an
+    ONNX model and a TensorRT engine built from it (its sidecar names the ONNX's sha256), as when
+    a run started on CPU nodes goes on on GPU nodes; their outputs agree within export parity.
+    """
     found = recorded_model(names)
     if found is None or found[1]["sha256"] == model["sha256"]:
-        return
+        return None
     path, old = found
+    if _onnx_lineage(old) == model.get("onnx_sha256"):
+        return (
+            f"resumed with {model.get('path', '?')} ({model.get('backend', '?')}), the same network as "
+            f"{old.get('path', '?')} ({old.get('backend', '?')}) this run started with (one was built "
+            "from the other's ONNX); their rows agree within export parity, not bit for bit"
+        )
     raise InputError(
         path,
         f"this run was started with model {old.get('path', '?')} (sha256 {old['sha256'][:16]}), not "
         f"{model.get('path', '?')} (sha256 {str(model['sha256'])[:16]}); resume with that model, or "
         "classify into a new output directory",
     )
+
+
+def _onnx_lineage(model: dict[str, Any]) -> str | None:
+    """A recorded model block's ONNX sha256 (run records from before ``onnx_sha256``: an ONNX
+    model's own sha256; an engine's is unknown)."""
+    if "onnx_sha256" in model:
+        return str(model["onnx_sha256"])
+    return None if model.get("backend") == "engine" else str(model["sha256"])
 
 
 def plan_run(

@@ -114,12 +114,23 @@ def output_names(out_dir: Path, shard: tuple[int, int] | None) -> dict[str, Path
     }
 
 
+def onnx_lineage(model: Any) -> str:
+    """The sha256 of the ONNX model ``model`` computes: its own, or for a TensorRT engine the one
+    its sidecar says it was built from (so a run can be resumed on the engine of its ONNX)."""
+    if model.backend != "engine":
+        return str(model.sha256)
+    from cryoshift.runtime.engine_sidecar import read_engine_sidecar
+
+    return read_engine_sidecar(model.path).onnx_sha256
+
+
 def model_info(model: Any) -> dict[str, Any]:
     """The manifest's ``model`` block for a :class:`~cryoshift.runtime.backends.Model`."""
     meta = model.metadata
     return {
         "path": str(model.path),
         "sha256": model.sha256,
+        "onnx_sha256": onnx_lineage(model),
         "backend": model.backend,
         "description": model.description,
         "class_names": list(meta.class_names),

@@ -259,3 +259,35 @@ def test_an_unreadable_run_record_is_refused_in_one_line(model_path, helpers, tm
     with pytest.raises(InputError, match=r"run\.json: not a readable run record"):
         classify(model_path, [str(stack)], out, backend="cpu", resume=True, progress=False)
     assert (out / "predictions.csv").read_bytes() == rows
+
+
+def test_resume_on_the_tensorrt_engine_of_the_runs_onnx_is_allowed_with_a_note(model_path, helpers, tmp_path):
+    """A run started with an ONNX model may go on with an engine built from it (the sidecar names
+    the ONNX's sha256), as when CPU nodes hand over to GPU nodes; an engine of another ONNX may not.
+    Checked at the record level (running an engine needs TensorRT and a GPU)."""
+    from cryoshift.runtime.engine_sidecar import write_engine_sidecar
+    from cryoshift.runtime.metadata import read_onnx_metadata
+    from cryoshift.runtime.run import check_same_model, driver_model
+    from cryoshift.runtime.summary import model_info
+
+    other, _, out = _finished_run(model_path, helpers, tmp_path, 4)
+    names = output_names(out, None)
+    meta = read_onnx_metadata(model_path)
+    engines = {}
+    for name, onnx in (("own", model_path), ("other", other)):
+        engine = tmp_path / f"{name}.engine"
+        engine.write_bytes(name.encode() * 64)  # the bytes are not run here, only hashed
+        write_engine_sidecar(engine, meta, "NVIDIA H200", "10.0", onnx, (1, 8, 8))
+        engines[name] = model_info(driver_model(engine, "engine"))
+    note = check_same_model(names, engines["own"])
+    assert note and "own.engine (engine)" in note and str(model_path) in note and "export parity" in note
+    with pytest.raises(InputError, match="this run was started with model"):
+        check_same_model(names, engines["other"])
+    # the other way round: a run recorded on the engine, resumed with its ONNX
+    (out / "run.json").write_text(json.dumps({"model": engines["own"]}))
+    assert check_same_model(names, model_info(driver_model(model_path, "cpu")))
+    # a run record from before onnx_sha256 names no engine lineage: refused as before
+    record = {k: v for k, v in engines["own"].items() if k != "onnx_sha256"}
+    (out / "run.json").write_text(json.dumps({"model": record}))
+    with pytest.raises(InputError, match="this run was started with model"):
+        check_same_model(names, model_info(driver_model(model_path, "cpu")))
