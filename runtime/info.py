@@ -2,8 +2,9 @@
 
 Kinds: an MRC volume/stack/tomogram (shape, mode, voxel size, min/max/mean), a STAR or
 CSV/TSV table of picks (rows, tomograms) or of subtomogram files (rlnImageName), a
-labelled dataset directory (classes and counts) and an ONNX model (its cryoshift
-metadata). Cheap by default: MRC statistics are computed from the data only when the file
+labelled dataset directory (classes and counts), an ONNX model (its cryoshift
+metadata) and an atomic model (PDB/mmCIF, gzip ok: atoms, models, extent; needs the 'train'
+extra's gemmi). Cheap by default: MRC statistics are computed from the data only when the file
 is small enough (or ``full=True``); otherwise the header's values are shown.
 """
 
@@ -20,7 +21,7 @@ FULL_STATS_BYTES = 256 * 1024 * 1024
 
 @dataclass
 class Description:
-    """A titled list of (key, value) rows; ``kind`` is mrc | picks | listing | dataset | onnx."""
+    """A titled list of (key, value) rows; ``kind`` is mrc | picks | listing | dataset | onnx | model."""
 
     kind: str
     path: str
@@ -176,6 +177,24 @@ def _describe_results(path: Path) -> Description:
     return d
 
 
+def _is_atomic_model(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith((".pdb", ".ent", ".cif", ".mmcif", ".pdb.gz", ".ent.gz", ".cif.gz", ".mmcif.gz"))
+
+
+def _describe_atomic(path: Path) -> Description:
+    """What simulate and train read from a PDB/mmCIF file (their reader: training/simulate/atomic.py)."""
+    from cryoshift.runtime.errors import require_extra
+
+    require_extra("train", "cryoshift info of an atomic model", "gemmi")
+    from cryoshift.training.simulate.atomic import describe_model
+
+    d = Description("model", str(path))
+    for key, value in describe_model(path):
+        d.add(key, value)
+    return d
+
+
 def _describe_dataset(path: Path) -> Description:
     from cryoshift.runtime.dataset import read_dataset
 
@@ -265,6 +284,8 @@ def _describe(path: Path, full: bool) -> Description:
         return _describe_table(path)
     if is_onnx(path):  # by suffix or content
         return _describe_onnx(path)
+    if _is_atomic_model(path):
+        return _describe_atomic(path)
     try:  # say what a file users mistake for volumes (.npz, .npy ...) is, not just "unknown"
         with open(path, "rb") as fh:
             refuse_foreign(path, fh.read(MRC_HEADER_BYTES))
@@ -273,7 +294,7 @@ def _describe(path: Path, full: bool) -> Description:
     raise InputError(
         path,
         f"unknown file type {suffix or '(no suffix)'!r}; info reads MRC "
-        "(.mrc .mrcs .map .rec), .star, .csv/.tsv, .onnx or a dataset directory",
+        "(.mrc .mrcs .map .rec), .star, .csv/.tsv, .onnx, PDB/mmCIF or a dataset directory",
     )
 
 

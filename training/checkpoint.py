@@ -24,7 +24,8 @@ from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata, is_onnx
 from cryoshift.runtime.mrc import content_kind
 
-FORMAT = "cryoshift.checkpoint/1"
+FORMAT_NAME = "cryoshift.checkpoint"
+FORMAT = f"{FORMAT_NAME}/1"
 RUN_MODEL = "model.pt"  # the label-free selected checkpoint inside a run directory
 
 
@@ -107,6 +108,16 @@ def _load_failure(exc: Exception) -> str:
     )
 
 
+def _is_torch_archive(path: Path) -> bool:
+    """A torch.save zip: every entry under one folder, a ``data.pkl`` among them."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return True  # damaged: torch.load's own refusal says more
+    return any(n.count("/") == 1 and n.endswith("/data.pkl") for n in names)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = resolve_checkpoint(path)
     if is_onnx(path):  # torch.load would call it "Python objects other than tensors"
@@ -131,13 +142,26 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         else:
             kind = "the file is an MRC volume" if content_kind(path) == "mrc" else f"it starts with {head!r}"
         raise InputError(path, f"not a readable weights-only checkpoint: {kind}, not a torch.save archive")
+    if head.startswith(b"PK") and not _is_torch_archive(path):
+        raise InputError(
+            path,
+            "not a readable weights-only checkpoint: a zip archive without torch.save's data.pkl "
+            "(another kind of zip, e.g. a NumPy .npz), not a torch.save archive",
+        )
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
         raise InputError(path, _load_failure(exc)) from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    found = payload.get("format") if isinstance(payload, dict) else None
+    if isinstance(found, str) and found.startswith(FORMAT_NAME + "/") and found != FORMAT:
+        raise InputError(
+            path,
+            f"checkpoint format {found!r} is not one this cryoshift reads ({FORMAT}); a checkpoint "
+            "from a newer cryoshift needs that version",
+        )
+    if found != FORMAT:
         raise InputError(path, f"not a cryoshift checkpoint (expected format {FORMAT})")
     for key, kind in (("backbone", str), ("backbone_kwargs", dict), ("state_dict", dict), ("metadata", dict)):
         if not isinstance(payload.get(key), kind):

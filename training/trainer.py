@@ -479,6 +479,12 @@ class _Run:
             self.train_src = None
             ref = self.val_src
         self.class_names = list(ref.class_names)
+        if len(self.class_names) < 2:  # a classifier of one class answers it for every volume
+            raise InputError(
+                c.source,
+                f"only one class ({', '.join(self.class_names) or 'none'}): a classifier needs at "
+                "least two; add structures or classes (e.g. builtin:NAME, or a decoy class)",
+            )
         self.box, self.voxel_size, self.contrast = ref.box_size, ref.voxel_size, ref.contrast
         self.source_fp = ref.fingerprint
         if c.target is None and (self.needs_target or self.needs_target_labels):

@@ -38,7 +38,8 @@ def command(
         "-s",
         help="Structure sources "
         "(repeatable or comma-separated): 'builtin', 'builtin:NAME', an MRC "
-        "map, a PDB/mmCIF model, or a directory of those. Built-ins: "
+        "map, a PDB/mmCIF model (gzip ok; of several superposed models the first), or a directory "
+        "of those; class names are the file names. Built-ins: "
         f"{', '.join(BUILTIN_NAMES)}.",
     ),
     n: int = typer.Option(2000, "--n", help="Number of subtomograms (classes drawn uniformly)."),

@@ -3,12 +3,17 @@
 gemmi sums the electron scattering factors of every atom on a grid; a Gaussian blur of
 B = 8 pi^2 sigma^2 with sigma = 0.225 * resolution (the molmap convention) limits the map to
 the chosen resolution. Hydrogens and waters are removed: at 1 nm voxels they only add a
-uniform haze.
+uniform haze. Alternate conformations (altlocs) are all kept at their occupancies, as gemmi weighs
+every atom by its occupancy. Of several models the first is used when they are superposed (an NMR
+ensemble); models that lie apart (a biological assembly stored one copy per model) are refused,
+since any one of them would be a wrong particle. Files may be gzipped (``.pdb.gz``, ``.cif.gz``).
 """
 
 from __future__ import annotations
 
+import gzip
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,35 +25,148 @@ from cryoshift.runtime.errors import InputError
 MAX_GRID_VOXELS = 2**30
 
 
-def _read_model(path: Path):
-    import gemmi
+# Largest coordinate file read (uncompressed): the biggest deposited mmCIF files are ~1 GiB.
+MAX_MODEL_BYTES = 2**31
+# Models whose centres lie further apart than this (A) are not an ensemble of one molecule.
+ENSEMBLE_TOLERANCE = 10.0
+MODEL_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
+COMPRESSED_SUFFIX = ".gz"  # gemmi's formats come gzipped from the PDB; bzip2 does not
+
+
+def model_suffix(path: str | Path) -> str:
+    """The atomic-model suffix of a file name (``.pdb``, ``.cif.gz`` ...), or "" if it has none."""
+    name = Path(path).name.lower()
+    for base in MODEL_SUFFIXES:
+        for suffix in (base, base + COMPRESSED_SUFFIX):
+            if name.endswith(suffix):
+                return suffix
+    return ""
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's text as bytes, gunzipped; read in Python so that any file name works (gemmi
+    takes only UTF-8 paths)."""
+    from cryoshift.runtime.sources.cache import os_reason
 
     try:
-        st = gemmi.read_structure(str(path))
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise InputError(path, f"cannot read atomic model ({exc})") from exc
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+            fh.seek(0)
+            if head == b"\x1f\x8b":
+                with gzip.open(fh) as gz:
+                    data = gz.read(MAX_MODEL_BYTES + 1)
+            else:
+                data = fh.read(MAX_MODEL_BYTES + 1)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(path, f"damaged gzip file ({exc})") from exc
+    except OSError as exc:
+        raise InputError(path, os_reason(path, exc)) from exc
+    if len(data) > MAX_MODEL_BYTES:
+        raise InputError(path, f"atomic model is over {MAX_MODEL_BYTES >> 30} GiB of text; not one particle")
+    if not data.strip():
+        raise InputError(path, "file is empty" if not data else "file holds only white space")
+    return data
+
+
+def _parse(path: Path):
+    """The whole file as a gemmi Structure (nothing removed); refusals in one line."""
+    import gemmi
+
+    suffix = model_suffix(path).removesuffix(COMPRESSED_SUFFIX)
+    kind = gemmi.CoorFormat.Mmcif if suffix in (".cif", ".mmcif") else gemmi.CoorFormat.Pdb
+    data = _read_bytes(path)
+    try:
+        st = gemmi.read_structure_string(data, format=kind)
+    except (RuntimeError, ValueError, OSError, IndexError, TypeError) as exc:
+        what = "mmCIF" if kind == gemmi.CoorFormat.Mmcif else "PDB"
+        raise InputError(path, f"cannot read atomic model as {what} ({exc})") from exc
     if len(st) == 0:
         raise InputError(path, "atomic model has no models/atoms")
+    return st
+
+
+def _read_model(path: Path):
+    st = _parse(path)
     st.remove_hydrogens()
     st.remove_waters()
     st.remove_empty_chains()
+    _check_models(path, st)
     return st
+
+
+def _heavy_xyz(model) -> np.ndarray:
+    return np.array([a.pos.tolist() for ch in model for r in ch for a in r], dtype=np.float64).reshape(-1, 3)
+
+
+def _check_models(path: Path, st) -> None:
+    """Several models are fine when superposed (an NMR ensemble: the first is used); apart, they
+    are copies of an assembly or unrelated molecules, and any one of them is the wrong particle."""
+    if len(st) < 2:
+        return
+    centres = [xyz.mean(0) for m in st if len(xyz := _heavy_xyz(m)) and np.isfinite(xyz).all()]
+    if len(centres) < 2:
+        return
+    gaps = np.linalg.norm(np.array(centres[1:]) - centres[0], axis=1)
+    if gaps.max() > ENSEMBLE_TOLERANCE:
+        raise InputError(
+            path,
+            f"{len(st)} models that are not superposed (centres up to {gaps.max():.0f} A apart): an "
+            "assembly stored one copy per model? cryoshift uses one model; write the particle as one "
+            "model (e.g. gemmi or ChimeraX) or give a density map",
+        )
+
+
+def describe_model(path: str | Path) -> list[tuple[str, str]]:
+    """(key, value) rows for ``cryoshift info``: what the file holds and what cryoshift would use.
+
+    Raises :class:`InputError` for what ``simulate`` and ``train`` refuse (no heavy atoms, NaN
+    coordinates, models that are not superposed)."""
+    path = Path(path)
+    st = _parse(path)
+    model = st[0]
+    atoms = [a for ch in model for r in ch for a in r]
+    hydrogens = sum(a.is_hydrogen() for a in atoms)
+    waters = sum(len(r) for ch in model for r in ch if r.is_water())
+    altlocs = sum(a.altloc != "\0" for a in atoms)
+    used = _heavy_xyz(_read_model(path)[0])
+    if len(used) == 0:
+        raise InputError(path, "atomic model has no heavy atoms (hydrogens and waters are left out)")
+    bad = int((~np.isfinite(used)).any(axis=1).sum())
+    if bad:
+        raise InputError(path, f"{bad} atoms have NaN or infinite coordinates")
+    span = used.max(0) - used.min(0)
+    gz = ", gzip" if model_suffix(path).endswith(COMPRESSED_SUFFIX) else ""
+    kind = "mmCIF" if ".cif" in model_suffix(path) else "PDB"
+    rows = [
+        ("type", f"atomic model ({kind}{gz})"),
+        ("models", f"{len(st)}" + (" (superposed: the first is used)" if len(st) > 1 else "")),
+        ("chains", str(len(model))),
+        ("atoms", f"{len(atoms)} ({hydrogens} hydrogens, {waters} in waters, {altlocs} with altlocs)"),
+        ("heavy atoms used", str(len(used))),
+        ("extent (A)", " x ".join(f"{v:.1f}" for v in span) + " (X, Y, Z)"),
+    ]
+    return rows
 
 
 def atom_positions(path: str | Path) -> np.ndarray:
     """(N, 3) x, y, z in Angstrom of the heavy atoms of the first model (after the same cleanup)."""
-    st = _read_model(Path(path))
-    return np.array([a.pos.tolist() for ch in st[0] for r in ch for a in r], dtype=np.float64).reshape(-1, 3)
+    return _heavy_xyz(_read_model(Path(path))[0])
 
 
 def atomic_density(
-    path: str | Path, resolution: float, spacing: float = 2.0, margin: float | None = None
+    path: str | Path,
+    resolution: float,
+    spacing: float = 2.0,
+    margin: float | None = None,
+    voxel_size: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Density of the first model of ``path`` on a grid of about ``spacing`` Angstrom.
 
     Returns ``(density (Z, Y, X) float32, origin_xyz, spacing_xyz)``: voxel (i, j, k) of the map
     sits at x, y, z = origin + (k, j, i) * spacing in the model's Angstrom coordinates (gemmi
-    rounds the grid to FFT-friendly sizes, so the spacing differs slightly per axis).
+    rounds the grid to FFT-friendly sizes, so the spacing differs slightly per axis). With
+    ``voxel_size`` (A) a model whose atoms all fit in less than one voxel is refused: its class
+    would be a featureless blob, and such a model is most often one in nm or a lone ligand.
     """
     import gemmi
 
@@ -57,15 +175,21 @@ def atomic_density(
         raise InputError(path, "resolution and spacing must be positive")
     st = _read_model(path)
     model = st[0]
-    xyz = np.array([a.pos.tolist() for ch in model for r in ch for a in r], dtype=np.float64).reshape(-1, 3)
+    xyz = _heavy_xyz(model)
     if len(xyz) == 0:
-        raise InputError(path, "atomic model has no heavy atoms")
+        raise InputError(path, "atomic model has no heavy atoms (hydrogens and waters are left out)")
     bad = int((~np.isfinite(xyz)).any(axis=1).sum())
     if bad:
         raise InputError(path, f"{bad} atoms have NaN or infinite coordinates")
     sigma = 0.225 * resolution
     margin = max(3.0 * sigma + 5.0, 2 * spacing) if margin is None else margin
     span = xyz.max(0) - xyz.min(0)
+    if voxel_size is not None and span.max() < voxel_size:
+        raise InputError(
+            path,
+            f"its {len(xyz)} heavy atoms span only {span.max():.1f} A, less than one {voxel_size:g} A "
+            "voxel: the class would be a featureless blob (coordinates in nm, or only a ligand?)",
+        )
     size = np.ceil((span + 2 * margin) / spacing).astype(int)
     if float(np.prod(size.astype(np.float64))) > MAX_GRID_VOXELS:
         extent = " x ".join(f"{v:.0f}" for v in span)

@@ -11,7 +11,9 @@ contrast whatever the scale of the file they came from).
 from __future__ import annotations
 
 import difflib
+import errno
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +23,13 @@ from scipy import ndimage
 
 from cryoshift.runtime.contract import MAP_SUFFIXES
 from cryoshift.runtime.errors import InputError
+from cryoshift.training.simulate.atomic import model_suffix
 from cryoshift.training.simulate.builtin import BUILTIN_NAMES, render_builtin
 
-MODEL_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
+# Least share of a structure's density (above 5 % of its peak) that must land inside the box's
+# sphere: less means a box or voxel size far off for this particle (Angstrom taken for nm, a
+# header's voxel size 10x off) or coordinates scattered far apart; the class would be a fragment.
+MIN_IN_BOX = 0.05
 
 
 @dataclass
@@ -42,6 +48,24 @@ class Structures:
 
     def __len__(self) -> int:
         return len(self.names)
+
+
+def map_suffix(path: str | Path) -> str:
+    """The density-map suffix of a file name (``.mrc``, ``.map.gz`` ...), or ""."""
+    from cryoshift.runtime.mrc import mrc_suffix
+
+    suffix = mrc_suffix(path)
+    return suffix if suffix.split(".gz")[0].split(".bz2")[0] in MAP_SUFFIXES else ""
+
+
+def structure_name(path: str | Path) -> str:
+    """Class name of a structure file: its name without the suffix (``1abc.cif.gz`` -> ``1abc``),
+    bytes that are not UTF-8 written as ``\\xNN`` so that every output can hold it."""
+    from cryoshift.runtime.ledger import escape_text
+
+    name = Path(path).name
+    suffix = map_suffix(name) or model_suffix(name)
+    return escape_text(name[: len(name) - len(suffix)] if suffix else Path(name).stem)
 
 
 def soft_sphere(box_size: int, radius: float | None = None, edge: float = 2.0) -> np.ndarray:
@@ -63,6 +87,61 @@ def finish_map(density: np.ndarray, box_size: int) -> np.ndarray:
     return (out / scale).astype(np.float32)
 
 
+def centre_of_mass(density: np.ndarray) -> np.ndarray:
+    """(z, y, x) voxel centre of the positive density."""
+    weights = np.clip(density, 0, None)
+    total = weights.sum()
+    if total <= 0:
+        raise ValueError("map has no positive density")
+    grids = np.indices(density.shape, sparse=True)
+    return np.array([(g * weights).sum() / total for g in grids])
+
+
+def share_in_box(
+    density: np.ndarray,
+    in_voxel: float | np.ndarray,
+    voxel_size: float,
+    box_size: int,
+    centre_zyx: np.ndarray,
+) -> float:
+    """Share of the density above 5 % of its peak inside the sphere of the box (radius D/2 - 2
+    output voxels around ``centre_zyx``), counted on the input grid (the sums run slice by slice)."""
+    in_voxel = np.broadcast_to(np.asarray(in_voxel, dtype=np.float64), (3,))
+    radius = (box_size / 2 - 2.0) * voxel_size  # Angstrom
+    level = 0.05 * float(density.max())
+    dy = ((np.arange(density.shape[1]) - centre_zyx[1]) * in_voxel[1]) ** 2
+    dx = ((np.arange(density.shape[2]) - centre_zyx[2]) * in_voxel[2]) ** 2
+    plane = dy[:, None] + dx[None, :]
+    inside = total = 0.0
+    for z, section in enumerate(density):
+        mass = np.where(section > level, section, 0.0)
+        total += float(mass.sum())
+        dz = ((z - centre_zyx[0]) * in_voxel[0]) ** 2
+        inside += float(mass[plane + dz <= radius**2].sum())
+    return inside / total if total > 0 else 0.0
+
+
+def check_in_box(
+    path: Path,
+    density: np.ndarray,
+    in_voxel: float | np.ndarray,
+    voxel_size: float,
+    box_size: int,
+    centre_zyx: np.ndarray,
+) -> None:
+    """Refuse a structure of which under :data:`MIN_IN_BOX` lands in the box (see there)."""
+    share = share_in_box(density, in_voxel, voxel_size, box_size, centre_zyx)
+    if share < MIN_IN_BOX:
+        extent = np.asarray(density.shape) * np.broadcast_to(np.asarray(in_voxel, dtype=np.float64), (3,))
+        size = " x ".join(f"{v:.0f}" for v in extent[::-1])
+        raise InputError(
+            path,
+            f"only {100 * share:.1f} % of its density falls inside the {box_size}-voxel box "
+            f"({box_size * voxel_size:g} A at {voxel_size:g} A voxels); the structure spans {size} A "
+            "(X, Y, Z): check --voxel-size (Angstrom) and --box, or crop the structure",
+        )
+
+
 def place_map(
     density: np.ndarray,
     in_voxel: float | np.ndarray,
@@ -81,12 +160,7 @@ def place_map(
     if factor.max() > 1.0:
         density = ndimage.gaussian_filter(density, sigma=0.42 * np.maximum(factor, 1.0), mode="constant")
     if centre_zyx is None:
-        weights = np.clip(density, 0, None)
-        total = weights.sum()
-        if total <= 0:
-            raise ValueError("map has no positive density")
-        grids = np.indices(density.shape, sparse=True)
-        centre_zyx = np.array([(g * weights).sum() / total for g in grids])
+        centre_zyx = centre_of_mass(density)
     out_axis = np.arange(box_size) - box_size // 2
     coords = np.stack(
         np.meshgrid(
@@ -141,9 +215,23 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
     if data.max() <= 0:
         raise InputError(path, "map is empty (no density above the solvent level)")
     try:
-        return finish_map(place_map(data, in_voxel, voxel_size, box_size), box_size)
+        centre = centre_of_mass(data)
+        check_in_box(path, data, in_voxel, voxel_size, box_size, centre)
+        out = finish_map(place_map(data, in_voxel, voxel_size, box_size, centre), box_size)
+    except InputError:
+        raise
     except ValueError as exc:
         raise InputError(path, str(exc)) from exc
+    done = (
+        [f"{in_voxel:.4g} A voxels resampled to {voxel_size:g} A"]
+        if abs(in_voxel / voxel_size - 1) > 1e-3
+        else []
+    )
+    if skew < 0:
+        done.append("protein dark, inverted to light")
+    if done:
+        print(f"cryoshift: note: {path}: {'; '.join(done)}", file=sys.stderr)
+    return out
 
 
 def read_atomic_model(path: Path, box_size: int, voxel_size: float, resolution: float | None) -> np.ndarray:
@@ -151,10 +239,17 @@ def read_atomic_model(path: Path, box_size: int, voxel_size: float, resolution: 
     from cryoshift.training.simulate.atomic import atomic_density
 
     density, _origin, spacing_xyz = atomic_density(
-        path, resolution=resolution or 2.0 * voxel_size, spacing=min(voxel_size / 2.0, 2.0)
+        path,
+        resolution=resolution or 2.0 * voxel_size,
+        spacing=min(voxel_size / 2.0, 2.0),
+        voxel_size=voxel_size,
     )
     try:
-        return finish_map(place_map(density, spacing_xyz[::-1], voxel_size, box_size), box_size)
+        centre = centre_of_mass(density)
+        check_in_box(path, density, spacing_xyz[::-1], voxel_size, box_size, centre)
+        return finish_map(place_map(density, spacing_xyz[::-1], voxel_size, box_size, centre), box_size)
+    except InputError:
+        raise
     except ValueError as exc:
         raise InputError(path, str(exc)) from exc
 
@@ -186,15 +281,38 @@ def _expand(source: str) -> list[str]:
         return [source]
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in MAP_SUFFIXES + MODEL_SUFFIXES)
+        # Files with a map or model name; folders (a link to "." included) are not sources, while
+        # a broken link stays in to be reported as a skipped item rather than vanish unsaid.
+        files = sorted(p for p in path.iterdir() if _is_structure_name(p) and not p.is_dir())
         if not files:
             raise InputError(path, "directory holds no MRC maps or PDB/mmCIF models")
         return [str(p) for p in files]
-    if not path.exists():
-        raise InputError(path, "no such file or directory (or use 'builtin' / 'builtin:NAME')")
-    if path.suffix.lower() not in MAP_SUFFIXES + MODEL_SUFFIXES:
-        raise InputError(path, f"unknown structure type {path.suffix!r}: expected MRC map or PDB/mmCIF model")
+    _check_exists(path)
+    if not _is_structure_name(path):
+        raise InputError(
+            path,
+            f"unknown structure type {path.suffix!r}: expected an MRC map (.mrc .map, gzip ok) or a "
+            "PDB/mmCIF model (.pdb .ent .cif .mmcif, gzip ok)",
+        )
     return [str(path)]
+
+
+def _is_structure_name(path: Path) -> bool:
+    return bool(map_suffix(path) or model_suffix(path))
+
+
+def _check_exists(path: Path) -> None:
+    """A missing path, a dangling link or a loop of links, said in words."""
+    from cryoshift.runtime.sources.cache import os_reason
+
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(path, f"symbolic link loop (points to {os.readlink(path)})") from exc
+        if isinstance(exc, FileNotFoundError) and not path.is_symlink():
+            raise InputError(path, "no such file or directory (or use 'builtin' / 'builtin:NAME')") from exc
+        raise InputError(path, os_reason(path, exc)) from exc
 
 
 def load_structures(
@@ -227,8 +345,8 @@ def load_structures(
                     origin = f"{item}?seed={seed}"
                 else:
                     path = Path(item)
-                    name = path.stem
-                    if path.suffix.lower() in MAP_SUFFIXES:
+                    name = structure_name(path)
+                    if map_suffix(path):
                         density = read_density_map(path, box_size, voxel_size)
                     else:
                         density = read_atomic_model(path, box_size, voxel_size, resolution)
@@ -239,8 +357,13 @@ def load_structures(
                 skipped.append(str(exc))
                 print(f"cryoshift: skipped {exc}", file=sys.stderr)
                 continue
-            if name in names:
-                name = f"{name}_{len(names)}"
+            if name in names:  # a renamed class would not say which file it is
+                first = origins[names.index(name)]
+                raise InputError(
+                    item,
+                    f"class name {name!r} is taken already by {first}: class names come from file "
+                    "names, rename one of the files",
+                )
             names.append(name)
             maps.append(density)
             origins.append(origin)

@@ -1,0 +1,262 @@
+"""Hostile and unusual class structures (``simulate --structures``, ``train --source``, ``info``)
+and checkpoints ``export`` cannot use: one line naming the file, never a traceback, never a
+silently wrong class."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hostile_inputs import BOX, VOXEL, Capsys, assert_error, run_cli
+
+from cryoshift.runtime.errors import InputError
+
+pytest.importorskip("gemmi")
+
+
+def _atom(serial: int, x: float, y: float, z: float) -> str:
+    return f"ATOM  {serial:5d}  CA  ALA A{serial:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00           C\n"
+
+
+def _protein(shift: float = 0.0, seed: int = 0) -> str:
+    """80 carbon atoms in a ~50 A blob: a small particle at 10 A voxels."""
+    pts = np.random.default_rng(seed).normal(0, 12, (80, 3)) + shift
+    return "".join(_atom(i + 1, *p) for i, p in enumerate(pts))
+
+
+def _pdb(path: Path, text: str) -> Path:
+    path.write_text(text + "END\n")
+    return path
+
+
+def _cif(path: Path, pdb: Path) -> Path:
+    import gemmi
+
+    st = gemmi.read_structure(str(pdb))
+    st.setup_entities()
+    st.make_mmcif_document().write_file(str(path))
+    return path
+
+
+def _simulate(sources: list[object], tmp_path: Path, capsys: Capsys) -> tuple[int | str, str, str]:
+    args: list[object] = ["simulate", tmp_path / "sim", "--n", 4, "--box", BOX, "--no-progress"]
+    for s in sources:
+        args += ["--structures", s]
+    return run_cli(args, capsys)
+
+
+def test_empty_mmcif_is_one_line(tmp_path: Path, capsys: Capsys) -> None:
+    """gemmi raised IndexError (vector::_M_range_check) through the CLI."""
+    pytest.importorskip("torch")
+    empty = tmp_path / "empty.cif"
+    empty.write_bytes(b"")
+    line = assert_error(_simulate([empty], tmp_path, capsys), empty)
+    assert "file is empty" in line
+
+
+def test_non_utf8_file_name_is_read(tmp_path: Path) -> None:
+    """gemmi takes only UTF-8 paths: a TypeError traceback. The class name escapes the byte."""
+    from cryoshift.training.simulate import load_structures
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    with open(os.fsencode(folder) + b"/caf\xe9.pdb", "w") as fh:
+        fh.write(_protein() + "END\n")
+    s = load_structures([str(folder)], BOX, VOXEL)
+    assert s.names == ["caf\\xe9"] and not s.skipped
+
+
+def test_gzipped_models_and_maps_are_read(tmp_path: Path) -> None:
+    """.pdb.gz, .cif.gz and .mrc.gz were refused as "unknown structure type '.gz'"."""
+    from cryoshift.runtime.mrc import write_volume
+    from cryoshift.training.simulate import load_structures
+
+    pdb = _pdb(tmp_path / "plain.pdb", _protein())
+    cif = _cif(tmp_path / "plain.cif", pdb)
+    (tmp_path / "a.pdb.gz").write_bytes(gzip.compress(pdb.read_bytes()))
+    (tmp_path / "b.cif.gz").write_bytes(gzip.compress(cif.read_bytes()))
+    z, y, x = np.indices((24,) * 3) - 12
+    write_volume(
+        tmp_path / "m.mrc", np.exp(-(x**2 + 2 * y**2 + (z - 2) ** 2) / 8.0).astype(np.float32), VOXEL
+    )
+    (tmp_path / "c.mrc.gz").write_bytes(gzip.compress((tmp_path / "m.mrc").read_bytes()))
+    s = load_structures(
+        [str(tmp_path / n) for n in ("a.pdb.gz", "b.cif.gz", "c.mrc.gz", "plain.pdb")], BOX, VOXEL
+    )
+    assert s.names == ["a", "b", "c", "plain"]
+    assert np.allclose(s.maps[0], s.maps[3], atol=1e-5) and np.allclose(s.maps[1], s.maps[3], atol=1e-4)
+
+
+def test_two_files_of_one_class_name_are_refused(tmp_path: Path, capsys: Capsys) -> None:
+    """a/1abc.pdb and b/1abc.cif became classes '1abc' and '1abc_1' without a word (and in a folder
+    with x.pdb, x.cif and x_1.pdb, class 'x_1' was x.cif, not x_1.pdb)."""
+    pytest.importorskip("torch")
+    from cryoshift.training.simulate import load_structures
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _pdb(tmp_path / "a" / "1abc.pdb", _protein())
+    second = _cif(tmp_path / "b" / "1abc.cif", first)
+    line = assert_error(_simulate([first, second], tmp_path, capsys), second)
+    assert "class name '1abc'" in line and str(first) in line
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _pdb(folder / "x.pdb", _protein())
+    _cif(folder / "x.cif", folder / "x.pdb")
+    _pdb(folder / "x_1.pdb", _protein(seed=1))
+    with pytest.raises(InputError, match="class name 'x' is taken already"):
+        load_structures([str(folder)], BOX, VOXEL)
+    with pytest.raises(InputError, match="class name 'ribosome'"):
+        load_structures(["builtin:ribosome", str(_pdb(tmp_path / "ribosome.pdb", _protein()))], BOX, VOXEL)
+
+
+def test_models_apart_are_refused_superposed_use_the_first(tmp_path: Path) -> None:
+    """Of two models 850 A apart (an assembly stored per model) the first was silently the class."""
+    from cryoshift.training.simulate import load_structures
+
+    apart = tmp_path / "apart.pdb"
+    apart.write_text(
+        f"MODEL        1\n{_protein()}ENDMDL\nMODEL        2\n{_protein(shift=500.0)}ENDMDL\nEND\n"
+    )
+    with pytest.raises(InputError, match="2 models that are not superposed"):
+        load_structures([str(apart)], BOX, VOXEL)
+    with pytest.raises(InputError, match="2 models that are not superposed"):
+        load_structures([str(_cif(tmp_path / "apart.cif", apart))], BOX, VOXEL)
+    nmr = tmp_path / "nmr.pdb"
+    nmr.write_text(f"MODEL        1\n{_protein()}ENDMDL\nMODEL        2\n{_protein(shift=0.5)}ENDMDL\nEND\n")
+    one = _pdb(tmp_path / "one.pdb", _protein())
+    s = load_structures([str(nmr), str(one)], BOX, VOXEL)
+    assert np.allclose(s.maps[0], s.maps[1], atol=1e-5)
+
+
+def test_structure_mostly_outside_the_box_is_refused(tmp_path: Path, capsys: Capsys) -> None:
+    """Two atoms 5000 A apart, or a map whose header says 100 A voxels where 10 were meant: the box
+    held nothing of the particle and the class was a masked, rescaled sliver."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.mrc import write_volume
+
+    far = _pdb(tmp_path / "far.pdb", _atom(1, 0, 0, 0) + _atom(2, 5000, 0, 0) + _atom(3, 5000, 1.5, 0))
+    line = assert_error(_simulate([far], tmp_path, capsys), far)
+    assert "% of its density falls inside the 16-voxel box" in line and line.count(str(far)) == 1
+    z, y, x = np.indices((24,) * 3) - 12
+    blob = np.exp(-(x**2 + 2 * y**2 + (z - 2) ** 2) / 8.0).astype(np.float32)
+    coarse = write_volume(tmp_path / "coarse.mrc", blob, voxel_size=100.0)
+    assert_error(_simulate([coarse], tmp_path, capsys), coarse)
+
+
+def test_structure_smaller_than_a_voxel_is_refused(tmp_path: Path, capsys: Capsys) -> None:
+    """One atom, or atoms in nm: a featureless blob was simulated as a class."""
+    pytest.importorskip("torch")
+    for name, text in (
+        ("atom.pdb", _atom(1, 1, 2, 3)),
+        ("nm.pdb", _atom(1, 0, 0, 0) + _atom(2, 1.5, 0.5, 0)),
+    ):
+        tiny = _pdb(tmp_path / name, text)
+        line = assert_error(_simulate([tiny], tmp_path, capsys), tiny)
+        assert "less than one 10 A voxel" in line
+
+
+def test_map_resampling_and_inversion_are_said(tmp_path: Path, capsys: Capsys) -> None:
+    """A map of another voxel size was resampled, a dark one inverted, and neither was said."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.mrc import write_volume
+
+    z, y, x = np.indices((24,) * 3) - 12
+    blob = np.exp(-(x**2 + 2 * y**2 + (z - 2) ** 2) / 8.0).astype(np.float32)
+    fine = write_volume(tmp_path / "fine.mrc", blob, voxel_size=5.0)
+    dark = write_volume(tmp_path / "dark.mrc", -blob, voxel_size=VOXEL)
+    code, _, err = _simulate([fine, dark], tmp_path, capsys)
+    assert code == 0, err
+    assert f"note: {fine}: 5 A voxels resampled to 10 A" in err
+    assert f"note: {dark}: protein dark, inverted to light" in err
+
+
+def test_symbolic_link_loops(tmp_path: Path, capsys: Capsys) -> None:
+    """A link loop named directly was "no such file"; a link to '.' named x.pdb in a folder was read
+    as a model with "no heavy atoms"."""
+    pytest.importorskip("torch")
+    from cryoshift.training.simulate import load_structures
+
+    loop = tmp_path / "loop.pdb"
+    os.symlink("loop.pdb", loop)
+    line = assert_error(_simulate([loop], tmp_path, capsys), loop)
+    assert "symbolic link loop" in line
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    os.symlink(".", folder / "self.pdb")
+    _pdb(folder / "good.pdb", _protein())
+    _pdb(folder / "good2.pdb", _protein(seed=3))
+    s = load_structures([str(folder)], BOX, VOXEL)
+    assert s.names == ["good", "good2"] and not s.skipped
+
+
+def test_train_with_one_class_is_refused(tmp_path: Path, capsys: Capsys) -> None:
+    """One structure trained a one-class 'classifier' that answered it for every volume."""
+    pytest.importorskip("torch")
+    result = run_cli(
+        [
+            "train",
+            "--source",
+            "builtin:ribosome",
+            "--box",
+            BOX,
+            "--out",
+            tmp_path / "run",
+            "--epochs",
+            1,
+            "--sim-per-epoch",
+            8,
+            "--batch-size",
+            4,
+            "--backbone",
+            "cryonet-small",
+            "--method",
+            "source-only",
+            "--template-labels",
+            0,
+            "--no-progress",
+            "--threads",
+            1,
+        ],
+        capsys,
+    )
+    line = assert_error(result, "builtin:ribosome")
+    assert "only one class (ribosome)" in line
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_info_describes_atomic_models(tmp_path: Path, capsys: Capsys) -> None:
+    """info called a .pdb / .cif.gz an "unknown file type"; a broken one is one line."""
+    pdb = _pdb(tmp_path / "m.pdb", _protein())
+    (tmp_path / "m.cif.gz").write_bytes(gzip.compress(_cif(tmp_path / "m.cif", pdb).read_bytes()))
+    for path in (pdb, tmp_path / "m.cif.gz"):
+        code, out, err = run_cli(["info", path], capsys)
+        assert code == 0 and "heavy atoms used" in out and "80" in out, err
+    only_h = _pdb(tmp_path / "h.pdb", _protein().replace("  CA  ALA", "  H   ALA").replace("C\n", "H\n"))
+    assert "no heavy atoms" in assert_error(run_cli(["info", only_h], capsys), only_h)
+    code, out, _ = run_cli(["info", "--validate", only_h, pdb], capsys)
+    assert code == 1 and f"{pdb}: ok" in out and f"{only_h}: atomic model has no heavy atoms" in out
+
+
+def test_export_refuses_foreign_zip_and_future_checkpoint(tmp_path: Path, capsys: Capsys) -> None:
+    """A zip that is not torch.save's ended in torch's "[enforce fail at inline_container.cc]"; a
+    checkpoint of a newer format was "not a cryoshift checkpoint"."""
+    torch = pytest.importorskip("torch")
+    foreign = tmp_path / "foreign.pt"
+    with zipfile.ZipFile(foreign, "w") as zf:
+        zf.writestr("weights.txt", "1 2 3")
+    line = assert_error(run_cli(["export", foreign, "--out", tmp_path / "a"], capsys), foreign)
+    assert "zip archive without torch.save's data.pkl" in line and "enforce" not in line
+    future = tmp_path / "future.pt"
+    torch.save({"format": "cryoshift.checkpoint/2", "state_dict": {}}, future)
+    line = assert_error(run_cli(["export", future, "--out", tmp_path / "b"], capsys), future)
+    assert "'cryoshift.checkpoint/2' is not one this cryoshift reads" in line and "newer cryoshift" in line
+    text = tmp_path / "text.pt"
+    text.write_text("not weights\n")
+    assert "not a torch.save archive" in assert_error(
+        run_cli(["export", text, "--out", tmp_path / "c"], capsys), text
+    )
