@@ -804,6 +804,8 @@ class _Run:
         order = order_rng.permutation(len(source))
         use_target = self.target is not None and (self.needs_target or self.needs_target_labels)
         torder = order_rng.permutation(len(self.target)) if use_target else None
+        # methods whose target terms run every k-th step only (selftrain's target_every)
+        target_every = max(1, int(getattr(method, "hparams", {}).get("target_every", 1)))
         # the oracle's labelled target volumes get views too (the pseudo-labelled ones get theirs above)
         tviews = None
         if use_target and self.needs_target_labels and c.target_views:
@@ -817,7 +819,7 @@ class _Run:
             if source.labels is None:
                 raise RuntimeError(f"{source.description} has no labels")
             tx = ty = None
-            if use_target:
+            if use_target and step % target_every == 0:
                 tidx = distributed.rank_slice(torder, step, c.batch_size, info)
                 tx = self.target.take(tidx)
                 if tviews is not None:

@@ -223,6 +223,23 @@ def test_target_aware_source_resumes_and_reports(
     assert resumed.state_digest == full.state_digest
 
 
+def test_selftrain_target_every_trains_and_resumes(domains: dict[str, Path], tmp_path: Path) -> None:
+    """The trainer gives selftrain a target batch every k-th step only: the run trains, records the
+    setting, and a resumed run is bit-identical (the steps with a target batch are fixed by step)."""
+    kw = {
+        "method": "selftrain",
+        "epochs": 2,
+        "method_kwargs": {"target_every": 3, "adapt_start": 0.0, "adapt_ramp": 0.01},
+    }
+    full = train(_config(domains, tmp_path / "full", **kw))
+    config = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert config["method_kwargs"]["target_every"] == 3
+    assert all("loss_im" in row for row in full.history)  # the target terms ran
+    train(_config(domains, tmp_path / "cut", **kw), stop_after_epoch=1)
+    resumed = train(_config(domains, tmp_path / "cut", **kw), resume=True)
+    assert resumed.state_digest == full.state_digest
+
+
 def test_cli_train_then_evaluate(domains: dict[str, Path], tmp_path: Path) -> None:
     from cryoshift.runtime.cli import main
 

@@ -63,6 +63,9 @@ class SelfTrain(AdaBN):
         "pseudo_fraction": 0.5,  # share of each predicted class used as pseudo-labels
         "adapt_start": 0.3,  # fraction of training before the target terms start
         "adapt_ramp": 0.2,  # fraction of training over which they ramp up to full weight
+        # the target terms every k-th step: the target pass doubles a step's cost while its terms
+        # are near saturation for most of the run (trainer.py gives the other steps no target batch)
+        "target_every": 1,
     }
 
     def target_weight(self, progress: float) -> float:
@@ -78,12 +81,14 @@ class SelfTrain(AdaBN):
         progress: float = 1.0,
         target_y: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        self._check_inputs(target_x, target_y, target_required=True)
+        # no target batch on the steps between target steps (``target_every``)
+        self._check_inputs(target_x, target_y, target_required=int(self.hparams["target_every"]) == 1)
         ce = self._ce(self.backbone(source_x), source_y)
         total = self.hparams["ce_weight"] * ce
         out = {"ce": ce.detach()}
         weight = self.target_weight(progress)
-        if weight > 0:  # before the ramp the target costs nothing (AdaBN still sees it in finalize)
+        # before the ramp the target costs nothing (AdaBN still sees it in finalize)
+        if weight > 0 and target_x is not None:
             logits = self.backbone(target_x)
             im = information_maximisation_loss(logits)
             mask, labels = balanced_pseudo_labels(logits, float(self.hparams["pseudo_fraction"]))

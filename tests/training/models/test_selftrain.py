@@ -50,6 +50,21 @@ def test_target_terms_follow_the_schedule(toy: dict) -> None:
     assert float(late["total"].detach()) != pytest.approx(float(late["ce"]))
 
 
+def test_target_every_k_steps_leaves_the_steps_between_to_the_source(toy: dict) -> None:
+    """``target_every`` > 1: a step without a target batch trains on the source alone (no error,
+    no target terms); a step with one gets the terms; with the default every step needs one."""
+    torch.manual_seed(0)
+    backbone = create_backbone("cryonet-small", num_classes=3, box_size=16)
+    method = create_method("selftrain", backbone=backbone, num_classes=3, box_size=16, target_every=4)
+    without = method.losses(toy["sx"][:4], toy["sy"][:4], target_x=None, progress=0.9)
+    assert set(without) == {"total", "ce"}
+    assert float(without["total"].detach()) == pytest.approx(float(without["ce"]))
+    with_target = method.losses(toy["sx"][:4], toy["sy"][:4], target_x=toy["tx"][:4], progress=0.9)
+    assert {"im", "pseudo"} <= set(with_target)
+    with pytest.raises(ValueError, match="needs target_x"):
+        _method().losses(toy["sx"][:4], toy["sy"][:4], target_x=None, progress=0.9)
+
+
 def test_selftrain_moves_target_predictions_towards_confident_balanced_classes(toy: dict) -> None:
     """On the toy target (other contrast, offset, noise) self-training raises target IM above
     the source-only run that starts from the same weights and sees the same source batches."""
