@@ -338,7 +338,10 @@ class SimulatedSource:
         preset: str,
         seed: int,
         device: str = "cpu",
+        loaded: Any = None,
     ):
+        """``loaded``: the :class:`Structures` of another source of the same ``structures`` (the
+        validation source of a run): not read, resampled and noted a second time."""
         from cryoshift.training.simulate.config import PRESETS
         from cryoshift.training.simulate.simulator import Simulator
         from cryoshift.training.simulate.structures import load_structures
@@ -347,7 +350,7 @@ class SimulatedSource:
             raise InputError(None, f"unknown --sim-preset {preset!r}; choose one of {', '.join(PRESETS)}")
         voxel = float(voxel_size) if voxel_size is not None else DEFAULT_VOXEL_SIZE
         sources = [s for s in str(structures).split(",") if s]
-        self.structures = load_structures(sources, box_size, voxel, seed=0)
+        self.structures = loaded if loaded is not None else load_structures(sources, box_size, voxel, seed=0)
         self.config = PRESETS[preset]
         self.simulator = Simulator(self.structures, self.config, device=device, seed=seed)
         sim = self.simulator

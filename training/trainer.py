@@ -473,7 +473,9 @@ class _Run:
                 raise InputError(c.source, "not a dataset directory; to simulate from structures give --box")
             dev = self.device
             self.sim = SimulatedSource(c.source, c.box, c.voxel_size, c.sim_preset, c.seed, dev)
-            val_sim = SimulatedSource(c.source, c.box, c.voxel_size, c.sim_preset, c.seed + 7919, dev)
+            val_sim = SimulatedSource(
+                c.source, c.box, c.voxel_size, c.sim_preset, c.seed + 7919, dev, loaded=self.sim.structures
+            )
             self.val_src = val_sim.draw(max(c.sim_val, 1))
             self._val_sim = val_sim
             self.train_src = None

@@ -175,6 +175,30 @@ def test_map_resampling_and_inversion_are_said(tmp_path: Path, capsys: Capsys) -
     assert f"note: {dark}: protein dark, inverted to light" in err
 
 
+def test_train_says_each_structure_note_once(tmp_path: Path, capsys: Capsys) -> None:
+    """train built its source twice (training and validation draws), so every note and skip line
+    about the structures was printed twice, and every map read and resampled twice."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.mrc import write_volume
+
+    z, y, x = np.indices((24,) * 3) - 12
+    blob = np.exp(-(x**2 + 2 * y**2 + (z - 2) ** 2) / 8.0).astype(np.float32)
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    fine = write_volume(folder / "fine.mrc", blob, voxel_size=5.0)
+    write_volume(folder / "other.mrc", np.roll(blob, 3, axis=0) + blob.T, voxel_size=VOXEL)
+    (folder / "broken.pdb").write_text("HEADER nothing here\nEND\n")
+    from cryoshift.training.trainer import TrainConfig, train
+
+    config = TrainConfig(source=str(folder), out=str(tmp_path / "run"), box=BOX, epochs=1, sim_per_epoch=8)
+    config.sim_val, config.batch_size, config.backbone, config.method = 4, 4, "cryonet-small", "source-only"
+    config.template_labels, config.test_views, config.progress, config.threads = 0, 1, False, 1
+    train(config)
+    err = capsys.readouterr().err
+    assert err.count(f"note: {fine}: 5 A voxels resampled to 10 A") == 1
+    assert len([line for line in err.splitlines() if "broken.pdb" in line]) == 1
+
+
 def test_symbolic_link_loops(tmp_path: Path, capsys: Capsys) -> None:
     """A link loop named directly was "no such file"; a link to '.' named x.pdb in a folder was read
     as a model with "no heavy atoms"."""
