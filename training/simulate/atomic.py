@@ -98,6 +98,17 @@ def _heavy_xyz(model) -> np.ndarray:
     return np.array([a.pos.tolist() for ch in model for r in ch for a in r], dtype=np.float64).reshape(-1, 3)
 
 
+def _usable_xyz(path: Path, model) -> np.ndarray:
+    """The heavy atoms' coordinates, refused when there are none or any is not finite."""
+    xyz = _heavy_xyz(model)
+    if len(xyz) == 0:
+        raise InputError(path, "atomic model has no heavy atoms (hydrogens and waters are left out)")
+    bad = int((~np.isfinite(xyz)).any(axis=1).sum())
+    if bad:
+        raise InputError(path, f"{bad} atoms have NaN or infinite coordinates")
+    return xyz
+
+
 def _check_models(path: Path, st) -> None:
     """Several models are fine when superposed (an NMR ensemble: the first is used); apart, they
     are copies of an assembly or unrelated molecules, and any one of them is the wrong particle."""
@@ -128,12 +139,7 @@ def describe_model(path: str | Path) -> list[tuple[str, str]]:
     hydrogens = sum(a.is_hydrogen() for a in atoms)
     waters = sum(len(r) for ch in model for r in ch if r.is_water())
     altlocs = sum(a.altloc != "\0" for a in atoms)
-    used = _heavy_xyz(_read_model(path)[0])
-    if len(used) == 0:
-        raise InputError(path, "atomic model has no heavy atoms (hydrogens and waters are left out)")
-    bad = int((~np.isfinite(used)).any(axis=1).sum())
-    if bad:
-        raise InputError(path, f"{bad} atoms have NaN or infinite coordinates")
+    used = _usable_xyz(path, _read_model(path)[0])
     span = used.max(0) - used.min(0)
     gz = ", gzip" if model_suffix(path).endswith(COMPRESSED_SUFFIX) else ""
     kind = "mmCIF" if ".cif" in model_suffix(path) else "PDB"
@@ -175,12 +181,7 @@ def atomic_density(
         raise InputError(path, "resolution and spacing must be positive")
     st = _read_model(path)
     model = st[0]
-    xyz = _heavy_xyz(model)
-    if len(xyz) == 0:
-        raise InputError(path, "atomic model has no heavy atoms (hydrogens and waters are left out)")
-    bad = int((~np.isfinite(xyz)).any(axis=1).sum())
-    if bad:
-        raise InputError(path, f"{bad} atoms have NaN or infinite coordinates")
+    xyz = _usable_xyz(path, model)
     sigma = 0.225 * resolution
     margin = max(3.0 * sigma + 5.0, 2 * spacing) if margin is None else margin
     span = xyz.max(0) - xyz.min(0)
