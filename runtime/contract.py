@@ -59,3 +59,10 @@ MAP_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec")
 MRC_BASE_SUFFIXES = (*MAP_SUFFIXES, ".st", ".ali")
 MRC_COMPRESSED_SUFFIXES = (".gz", ".bz2")
 MRC_SUFFIXES = MRC_BASE_SUFFIXES + tuple(b + c for b in MRC_BASE_SUFFIXES for c in MRC_COMPRESSED_SUFFIXES)
+# Atomic models of class structures (simulate, train --source, info); gemmi reads them gzipped too,
+# as the PDB serves them (bzip2 it does not)
+ATOMIC_MODEL_BASE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
+ATOMIC_MODEL_COMPRESSED_SUFFIX = ".gz"
+ATOMIC_MODEL_SUFFIXES = ATOMIC_MODEL_BASE_SUFFIXES + tuple(
+    b + ATOMIC_MODEL_COMPRESSED_SUFFIX for b in ATOMIC_MODEL_BASE_SUFFIXES
+)

@@ -10,6 +10,7 @@ is small enough (or ``full=True``); otherwise the header's values are shown.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,20 +178,23 @@ def _describe_results(path: Path) -> Description:
     return d
 
 
+# What a PDB/mmCIF file holds comes from training's reader (training/simulate/atomic.py), which the
+# runtime may not import (the import rule, docs/design.md): the info command passes it in.
+AtomicRows = Callable[[Path], list[tuple[str, str]]]
+
+
 def _is_atomic_model(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith((".pdb", ".ent", ".cif", ".mmcif", ".pdb.gz", ".ent.gz", ".cif.gz", ".mmcif.gz"))
+    from cryoshift.runtime.contract import ATOMIC_MODEL_SUFFIXES
+
+    return path.name.lower().endswith(ATOMIC_MODEL_SUFFIXES)
 
 
-def _describe_atomic(path: Path) -> Description:
-    """What simulate and train read from a PDB/mmCIF file (their reader: training/simulate/atomic.py)."""
-    from cryoshift.runtime.errors import require_extra
-
-    require_extra("train", "cryoshift info of an atomic model", "gemmi")
-    from cryoshift.training.simulate.atomic import describe_model
-
+def _describe_atomic(path: Path, atomic: AtomicRows | None) -> Description:
+    """What simulate and train read from a PDB/mmCIF file, by their reader (``atomic``)."""
+    if atomic is None:
+        raise InputError(path, "an atomic model (PDB/mmCIF): `cryoshift info` describes it")
     d = Description("model", str(path))
-    for key, value in describe_model(path):
+    for key, value in atomic(path):
         d.add(key, value)
     return d
 
@@ -244,20 +248,21 @@ def _describe_onnx(path: Path) -> Description:
     return d
 
 
-def describe(path: str | Path, full: bool = False) -> Description:
+def describe(path: str | Path, full: bool = False, atomic: AtomicRows | None = None) -> Description:
     """Describe ``path``; unknown kinds and unreadable files raise :class:`InputError`.
 
     A file-system refusal (no permission for the file or a folder on the way) is an InputError
-    too, so that among several paths the others are still described or validated."""
+    too, so that among several paths the others are still described or validated. ``atomic``
+    describes PDB/mmCIF files (see :data:`AtomicRows`)."""
     try:
-        return _describe(Path(path), full)
+        return _describe(Path(path), full, atomic)
     except OSError as exc:
         from cryoshift.runtime.sources.planner import os_error
 
         raise os_error(path, exc) from exc
 
 
-def _describe(path: Path, full: bool) -> Description:
+def _describe(path: Path, full: bool, atomic: AtomicRows | None = None) -> Description:
     from cryoshift.runtime.contract import MRC_HEADER_BYTES
     from cryoshift.runtime.dataset import META, is_dataset
     from cryoshift.runtime.mrc import is_mrc_path, refuse_foreign, refuse_special
@@ -285,7 +290,7 @@ def _describe(path: Path, full: bool) -> Description:
     if is_onnx(path):  # by suffix or content
         return _describe_onnx(path)
     if _is_atomic_model(path):
-        return _describe_atomic(path)
+        return _describe_atomic(path, atomic)
     try:  # say what a file users mistake for volumes (.npz, .npy ...) is, not just "unknown"
         with open(path, "rb") as fh:
             refuse_foreign(path, fh.read(MRC_HEADER_BYTES))
@@ -298,7 +303,7 @@ def _describe(path: Path, full: bool) -> Description:
     )
 
 
-def validate(path: str | Path) -> list[str]:
+def validate(path: str | Path, atomic: AtomicRows | None = None) -> list[str]:
     """Problems that make ``path`` unusable for cryoshift, one reason each; [] = usable.
 
     ``cryoshift info --validate`` prints them and exits 1 when there is any (mrcfile.validate
@@ -308,7 +313,7 @@ def validate(path: str | Path) -> list[str]:
     """
     path = Path(path)
     try:
-        desc = describe(path) if not _looks_mrc(path) else None
+        desc = describe(path, atomic=atomic) if not _looks_mrc(path) else None
     except OSError as exc:  # _looks_mrc: no permission for a folder on the way
         from cryoshift.runtime.sources.planner import os_error
 

@@ -49,7 +49,7 @@ def command(
 
         bad = 0
         for path in paths:
-            problems = check(path)
+            problems = check(path, atomic=_atomic_rows)
             bad += bool(problems)
             shown = str(path).replace("\n", "\\n")
             for problem in problems or ["ok"]:
@@ -65,7 +65,7 @@ def command(
     failed = []
     for path in paths:
         try:
-            desc = describe(path, full=full)
+            desc = describe(path, full=full, atomic=_atomic_rows)
         except InputError as exc:
             if len(paths) == 1:
                 raise
@@ -80,3 +80,13 @@ def command(
         console.print(table)
     if failed:
         raise typer.Exit(2)
+
+
+def _atomic_rows(path: Path) -> list[tuple[str, str]]:
+    """A PDB/mmCIF file as simulate and train read it (training's reader; needs gemmi)."""
+    from cryoshift.runtime.errors import require_extra
+
+    require_extra("train", "cryoshift info of an atomic model", "gemmi")
+    from cryoshift.training.simulate.atomic import describe_model
+
+    return describe_model(path)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryoshift.runtime.contract import ATOMIC_MODEL_COMPRESSED_SUFFIX, ATOMIC_MODEL_SUFFIXES
 from cryoshift.runtime.errors import InputError
 
 # Largest density grid computed (float32, ~4 GiB, and gemmi needs about as much again): a
@@ -29,18 +30,13 @@ MAX_GRID_VOXELS = 2**30
 MAX_MODEL_BYTES = 2**31
 # Models whose centres lie further apart than this (A) are not an ensemble of one molecule.
 ENSEMBLE_TOLERANCE = 10.0
-MODEL_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
-COMPRESSED_SUFFIX = ".gz"  # gemmi's formats come gzipped from the PDB; bzip2 does not
+COMPRESSED_SUFFIX = ATOMIC_MODEL_COMPRESSED_SUFFIX
 
 
 def model_suffix(path: str | Path) -> str:
     """The atomic-model suffix of a file name (``.pdb``, ``.cif.gz`` ...), or "" if it has none."""
     name = Path(path).name.lower()
-    for base in MODEL_SUFFIXES:
-        for suffix in (base, base + COMPRESSED_SUFFIX):
-            if name.endswith(suffix):
-                return suffix
-    return ""
+    return next((suffix for suffix in ATOMIC_MODEL_SUFFIXES if name.endswith(suffix)), "")
 
 
 def _read_bytes(path: Path) -> bytes:
