@@ -449,11 +449,21 @@ def csv_chunks(
     opts: dict[str, Any] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """The rows of a CSV/TSV table in chunks, only ``columns`` (header names as in the file);
-    ``opts`` as in :func:`csv_columns`."""
+    ``opts`` as in :func:`csv_columns`.
+
+    Only an empty field is missing: a tomogram may be named ``NA`` or ``nan`` (the ``text``
+    columns keep them as written), and in number columns such words become NaN anyway when
+    the coordinates are converted (a row whose coordinates are not numbers)."""
     opts = opts or csv_options(path)
     try:
         reader = pd.read_csv(
-            path, usecols=columns, dtype={c: str for c in text}, chunksize=chunk_rows, **opts
+            path,
+            usecols=columns,
+            dtype={c: str for c in text},
+            chunksize=chunk_rows,
+            keep_default_na=False,
+            na_values=[""],
+            **opts,
         )
         for chunk in reader:
             yield chunk[columns]

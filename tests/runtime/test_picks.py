@@ -252,3 +252,15 @@ def test_star_rows_with_too_many_fields_are_refused_naming_their_line(tmp_path: 
     twice.write_text(head + "TS_01 1 2 3\n" + head + "TS_01 4 5 6\n")
     with pytest.raises(InputError, match="two data blocks are named 'particles'"):
         read_star_blocks(twice)
+
+
+def test_csv_tomogram_names_na_and_nan_are_names(tmp_path: Path) -> None:
+    """pandas reads NA, nan, NULL... as missing: tomograms so named lost their picks ("not named").
+    Only an empty field is missing; a coordinate written NA is still a bad row."""
+    from cryoshift.runtime.tables import read_pick_table
+
+    path = tmp_path / "p.csv"
+    path.write_text("tomo,x,y,z\nNA,1,2,3\nnan,4,5,6\nNULL,7,8,9\n,1,1,1\nTS_01,NA,2,3\n")
+    table = read_pick_table(path, skip_bad_rows=True)
+    assert [table.names[k] for k in table.tomo] == ["NA", "nan", "NULL", "", "TS_01"]
+    assert table.bad_rows.tolist() == [4]
