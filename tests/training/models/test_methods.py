@@ -79,7 +79,9 @@ def test_target_labels_rejected(name: str, toy: dict) -> None:
         method.losses(toy["sx"][:2], toy["sy"][:2], target_x=toy["tx"][:2], target_y=toy["ty"][:2])
 
 
-@pytest.mark.parametrize("name", ["dann", "mada", "warp", "cryoshift", "selftrain"])
+# selftrain with target_every > 1 (its default) trains on the source alone between target steps;
+# with target_every=1 it refuses a missing target (test_selftrain.py)
+@pytest.mark.parametrize("name", ["dann", "mada", "warp", "cryoshift"])
 def test_missing_target_rejected(name: str, toy: dict) -> None:
     with pytest.raises(ValueError, match="needs target_x"):
         _make(name).losses(toy["sx"][:2], toy["sy"][:2])

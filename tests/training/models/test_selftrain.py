@@ -51,8 +51,8 @@ def test_target_terms_follow_the_schedule(toy: dict) -> None:
 
 
 def test_target_every_k_steps_leaves_the_steps_between_to_the_source(toy: dict) -> None:
-    """``target_every`` > 1: a step without a target batch trains on the source alone (no error,
-    no target terms); a step with one gets the terms; with the default every step needs one."""
+    """``target_every`` > 1 (the default is 4): a step without a target batch trains on the source
+    alone (no error, no target terms); a step with one gets the terms; with 1 every step needs one."""
     torch.manual_seed(0)
     backbone = create_backbone("cryonet-small", num_classes=3, box_size=16)
     method = create_method("selftrain", backbone=backbone, num_classes=3, box_size=16, target_every=4)
@@ -61,8 +61,9 @@ def test_target_every_k_steps_leaves_the_steps_between_to_the_source(toy: dict) 
     assert float(without["total"].detach()) == pytest.approx(float(without["ce"]))
     with_target = method.losses(toy["sx"][:4], toy["sy"][:4], target_x=toy["tx"][:4], progress=0.9)
     assert {"im", "pseudo"} <= set(with_target)
+    every_step = create_method("selftrain", backbone=backbone, num_classes=3, box_size=16, target_every=1)
     with pytest.raises(ValueError, match="needs target_x"):
-        _method().losses(toy["sx"][:4], toy["sy"][:4], target_x=None, progress=0.9)
+        every_step.losses(toy["sx"][:4], toy["sy"][:4], target_x=None, progress=0.9)
 
 
 def test_selftrain_moves_target_predictions_towards_confident_balanced_classes(toy: dict) -> None:
