@@ -187,10 +187,6 @@ def _same_file(a: Path, b: Path) -> bool:
     except OSError:  # one is missing: compare the names
         return os.path.realpath(a) == os.path.realpath(b)
 
-    def paths_of(self, stem: str) -> list[Path]:
-        """Every file indexed as ``stem``."""
-        return list(self.ambiguous.get(stem, [self[stem]]))
-
 
 def tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -> TomogramIndex:
     """Tomogram files by stem (the name pick tables use); a RELION 5 ``tomograms.star`` adds its
