@@ -239,7 +239,7 @@ def merge_shards(
             "or failed?); rerun them, or pass --allow-missing",
         )
     keys = sorted(shards)
-    manifests = _manifests(shards, keys, dirs[0])
+    manifests, model_note = _manifests(shards, keys, dirs[0])
     out = Path(out_dir) if out_dir else dirs[0]
     out.mkdir(parents=True, exist_ok=True)
     names = output_names(out, None)
@@ -282,8 +282,9 @@ def merge_shards(
         summary.notes.append(f"shards {', '.join(map(str, missing))} of {n} were missing")
     if dup_pred or dup_err:
         summary.notes.append(f"{dup_pred + dup_err} rows found in more than one shard were kept once")
-    if feature_note:
-        summary.notes.append(feature_note)
+    for note in (model_note, feature_note):
+        if note:
+            summary.notes.append(note)
     settings = dict(first.get("settings", {}))
     plan = _shards_plan(first, settings, summary)
     settings.update(shard=None, merged_shards=[list(k) for k in keys])
@@ -291,8 +292,12 @@ def merge_shards(
     return finish_run(names, first["model"], plan, summary, settings)
 
 
-def _manifests(shards: dict[tuple[int, int], Path], keys: list[tuple[int, int]], where: Path) -> list[dict]:
-    """The shards' manifests, all of one model."""
+def _manifests(
+    shards: dict[tuple[int, int], Path], keys: list[tuple[int, int]], where: Path
+) -> tuple[list[dict], str | None]:
+    """The shards' manifests, all of one network, and a note when it came in more than one form."""
+    from cryoshift.runtime.summary import recorded_onnx_lineage
+
     manifests = []
     for key in keys:
         m = _manifest_path(shards[key], key)
@@ -304,8 +309,20 @@ def _manifests(shards: dict[tuple[int, int], Path], keys: list[tuple[int, int]],
         if not isinstance(manifest.get("summary"), dict):
             raise InputError(m, "not a readable shard manifest (no summary: a foreign file)")
         manifests.append(manifest)
+    note = None
     if len({m["model"]["sha256"] for m in manifests}) != 1:
-        raise InputError(where, "shards were classified with different models")
+        # An ONNX model on some shards and the TensorRT engine built from it on others (CPU and
+        # GPU nodes of one facility) is one network: accepted, as --resume accepts it, with a note.
+        lineages = {recorded_onnx_lineage(m["model"]) for m in manifests}
+        if len(lineages) != 1 or None in lineages:
+            raise InputError(where, "shards were classified with different models")
+        forms = sorted(
+            {f"{m['model'].get('path', '?')} ({m['model'].get('backend', '?')})" for m in manifests}
+        )
+        note = (
+            f"shards were classified with one network in different forms ({', '.join(forms)}: one "
+            "was built from the other's ONNX); their rows agree within export parity, not bit for bit"
+        )
     # A shard is every n-th item of the planned inputs: shards of other inputs would lose or repeat
     # items, and other settings would give rows of one merged table different meanings.
     for what, value in _SAME_IN_EVERY_SHARD.items():
@@ -318,7 +335,7 @@ def _manifests(shards: dict[tuple[int, int], Path], keys: list[tuple[int, int]],
                     f"{_short(first)}; shard {key[0]}: {_short(value(m))}); rerun the odd shards "
                     "with the same command line",
                 )
-    return manifests
+    return manifests, note
 
 
 def _manifest_path(predictions: Path, key: tuple[int, int]) -> Path:

@@ -45,7 +45,13 @@ from cryoshift.runtime.ledger import RunLedgers
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.pipeline import RunStats, result_columns, run_pipeline
 from cryoshift.runtime.sources import Item, Plan, VolumeCache, parse_shard, plan_inputs
-from cryoshift.runtime.summary import ClassifySummary, finish_run, model_info, output_names
+from cryoshift.runtime.summary import (
+    ClassifySummary,
+    finish_run,
+    model_info,
+    output_names,
+    recorded_onnx_lineage,
+)
 
 
 @dataclass
@@ -209,7 +215,7 @@ def check_same_model(names: dict[str, Path], model: dict[str, Any]) -> str | Non
     if found is None or found[1]["sha256"] == model["sha256"]:
         return None
     path, old = found
-    if _onnx_lineage(old) == model.get("onnx_sha256"):
+    if recorded_onnx_lineage(old) == model.get("onnx_sha256"):
         return (
             f"resumed with {model.get('path', '?')} ({model.get('backend', '?')}), the same network as "
             f"{old.get('path', '?')} ({old.get('backend', '?')}) this run started with (one was built "
@@ -221,14 +227,6 @@ def check_same_model(names: dict[str, Path], model: dict[str, Any]) -> str | Non
         f"{model.get('path', '?')} (sha256 {str(model['sha256'])[:16]}); resume with that model, or "
         "classify into a new output directory",
     )
-
-
-def _onnx_lineage(model: dict[str, Any]) -> str | None:
-    """A recorded model block's ONNX sha256 (run records from before ``onnx_sha256``: an ONNX
-    model's own sha256; an engine's is unknown)."""
-    if "onnx_sha256" in model:
-        return str(model["onnx_sha256"])
-    return None if model.get("backend") == "engine" else str(model["sha256"])
 
 
 def plan_run(

@@ -124,6 +124,14 @@ def onnx_lineage(model: Any) -> str:
     return read_engine_sidecar(model.path).onnx_sha256
 
 
+def recorded_onnx_lineage(model: dict[str, Any]) -> str | None:
+    """A recorded model block's ONNX sha256 (run records from before ``onnx_sha256``: an ONNX
+    model's own sha256; an engine's is unknown)."""
+    if "onnx_sha256" in model:
+        return str(model["onnx_sha256"])
+    return None if model.get("backend") == "engine" else str(model["sha256"])
+
+
 def model_info(model: Any) -> dict[str, Any]:
     """The manifest's ``model`` block for a :class:`~cryoshift.runtime.backends.Model`."""
     meta = model.metadata

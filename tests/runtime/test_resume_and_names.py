@@ -291,3 +291,35 @@ def test_resume_on_the_tensorrt_engine_of_the_runs_onnx_is_allowed_with_a_note(m
     (out / "run.json").write_text(json.dumps({"model": record}))
     with pytest.raises(InputError, match="this run was started with model"):
         check_same_model(names, model_info(driver_model(model_path, "cpu")))
+
+
+def test_merge_accepts_shards_of_one_onnx_and_its_engine_with_a_note(model_path, helpers, tmp_path):
+    """Shards run on CPU nodes with the ONNX and on GPU nodes with the engine built from it are
+    one network (as for --resume); shards of an engine of another ONNX are still refused.
+    Checked at the record level (running an engine needs TensorRT and a GPU)."""
+    from cryoshift.runtime.engine_sidecar import write_engine_sidecar
+    from cryoshift.runtime.metadata import read_onnx_metadata
+    from cryoshift.runtime.run import driver_model
+    from cryoshift.runtime.summary import model_info
+
+    stack = tmp_path / "s.mrcs"
+    write_stack(stack, helpers.make_volumes(6), voxel_size=helpers.VOXEL)
+    out = tmp_path / "out"
+    for i in range(2):
+        classify(model_path, [str(stack)], out, backend="cpu", progress=False, shard=f"{i}/2")
+    other, _, _ = _finished_run(model_path, helpers, tmp_path / "o", 4)
+    meta = read_onnx_metadata(model_path)
+    manifest = out / "manifest.shard-1-of-2.json"
+    original = json.loads(manifest.read_text())
+    for name, onnx in (("own", model_path), ("other", other)):
+        engine = tmp_path / f"{name}.engine"
+        engine.write_bytes(name.encode() * 64)
+        write_engine_sidecar(engine, meta, "NVIDIA H200", "10.0", onnx, (1, 8, 8))
+        manifest.write_text(json.dumps({**original, "model": model_info(driver_model(engine, "engine"))}))
+        if name == "own":
+            s = merge_shards([out])
+            assert s.total_rows == 6
+            assert any("own.engine (engine)" in n and "export parity" in n for n in s.notes)
+        else:
+            with pytest.raises(InputError, match="shards were classified with different models"):
+                merge_shards([out])
