@@ -130,6 +130,14 @@ def load_source_dataset(path: str | Path) -> Domain:
     if not class_names:
         raise InputError(path, "the source dataset has no class names; is it labelled?")
     labels = np.asarray(ds.labels, dtype=np.int64)
+    present = np.unique(labels)
+    if len(class_names) >= 2 and len(present) < 2:  # names alone would let a one-class classifier train
+        held = ", ".join(class_names[i] for i in present if 0 <= i < len(class_names)) or "none"
+        raise InputError(
+            path,
+            f"the labels hold one class ({held}) of the {len(class_names)} named: a classifier needs "
+            "volumes of at least two classes",
+        )
     volumes = ds.volumes
     bad = unusable_volumes(volumes)
     if len(bad):
@@ -252,6 +260,13 @@ def _load_planned(
     """MRC files/stacks or picks + tomograms via the runtime's planner; bad items are skipped."""
     from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
 
+    if contrast != "dark":  # the planner would say "pass --contrast", an option train does not have
+        raise InputError(
+            spec,
+            f"MRC files and picks are read as reconstructed, protein dark, but the source is "
+            f"{contrast!r}; train on a dark source (cryoshift simulate --contrast dark) or give the "
+            "target as a dataset that records its contrast",
+        )
     cache = VolumeCache()
     plan = plan_inputs(
         [spec], box_size, voxel_size, model_contrast=contrast, tomograms=tomograms, cache=cache

@@ -284,3 +284,32 @@ def test_export_refuses_foreign_zip_and_future_checkpoint(tmp_path: Path, capsys
     assert "not a torch.save archive" in assert_error(
         run_cli(["export", text, "--out", tmp_path / "c"], capsys), text
     )
+
+
+def test_map_smaller_than_a_voxel_is_refused(tmp_path: Path, capsys: Capsys) -> None:
+    """A map whose header gives nm-sized voxels as Angstrom (a 24-voxel particle spanning 2.4 A)
+    was shrunk into one voxel and simulated as a featureless class."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.mrc import write_volume
+
+    z, y, x = np.indices((24,) * 3) - 12
+    blob = np.exp(-(x**2 + 2 * y**2 + (z - 2) ** 2) / 8.0).astype(np.float32)
+    tiny = write_volume(tmp_path / "tiny.mrc", blob, voxel_size=0.1)
+    line = assert_error(_simulate([tiny], tmp_path, capsys), tiny)
+    assert "less than one 10 A voxel" in line
+
+
+def test_atoms_of_occupancy_zero_carry_no_density(tmp_path: Path, capsys: Capsys) -> None:
+    """Occupancy-0 atoms add no density: a far-away one must not count towards the extent (the
+    model was refused as mostly outside the box), and a model of only such atoms is refused in one
+    line (its density was empty)."""
+    pytest.importorskip("torch")
+
+    def unoccupied(text: str) -> str:
+        return "".join(line[:54] + "  0.00" + line[60:] + "\n" for line in text.splitlines())
+
+    far = _pdb(tmp_path / "far.pdb", _protein() + unoccupied(_atom(900, 5000, 0, 0)))
+    assert _simulate([far], tmp_path, capsys)[0] == 0
+    empty = _pdb(tmp_path / "empty.pdb", unoccupied(_protein()))
+    line = assert_error(_simulate([empty], tmp_path, capsys), empty)
+    assert "have occupancy 0" in line

@@ -336,3 +336,37 @@ def test_train_cli_refuses_a_target_of_another_contrast_in_one_line(
     line = assert_error(result, light / "dataset.json")
     assert "target contrast is 'light' but the source's is 'dark'" in line
     assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_train_on_a_dataset_whose_labels_hold_one_class_is_refused(tmp_path: Path, capsys: Capsys) -> None:
+    """Two class names but every label the first: a 'classifier' that answers one class trained."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.dataset import write_dataset
+
+    src = write_dataset(
+        tmp_path / "src", volumes(6, seed=1), labels=[0] * 6, class_names=["a", "b"], voxel_size=VOXEL
+    )
+    argv = ["--epochs", 1, "--backbone", "cryonet-small", "--method", "source-only", "--no-progress"]
+    line = assert_error(run_cli(["train", "--source", src, "--out", tmp_path / "run", *argv], capsys), src)
+    assert "the labels hold one class (a) of the 2 named" in line
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_train_light_source_with_an_mrc_target_names_what_to_do(tmp_path: Path, capsys: Capsys) -> None:
+    """A light source with a target of MRC files: the planner's refusal said "pass the right
+    --contrast", an option train does not have."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.dataset import write_dataset
+
+    src = write_dataset(
+        tmp_path / "src",
+        volumes(6, seed=1),
+        labels=[0, 1] * 3,
+        class_names=["a", "b"],
+        voxel_size=VOXEL,
+        contrast="light",
+    )
+    target = write_volume(tmp_path / "t.mrc", volumes(1, seed=2)[0], voxel_size=VOXEL)
+    argv = ["train", "--source", src, "--target", target, "--out", tmp_path / "run", "--epochs", 1]
+    line = assert_error(run_cli([*argv, "--backbone", "cryonet-small", "--no-progress"], capsys), target)
+    assert "--contrast dark" in line and "pass the right" not in line

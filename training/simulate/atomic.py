@@ -91,13 +91,23 @@ def _read_model(path: Path):
 
 
 def _heavy_xyz(model) -> np.ndarray:
-    return np.array([a.pos.tolist() for ch in model for r in ch for a in r], dtype=np.float64).reshape(-1, 3)
+    """The coordinates of the atoms that carry density: an atom of occupancy 0 adds none, so it
+    must not stretch the extent or move the centre the checks below measure either."""
+    xyz = [a.pos.tolist() for ch in model for r in ch for a in r if a.occ > 0]
+    return np.array(xyz, dtype=np.float64).reshape(-1, 3)
 
 
 def _usable_xyz(path: Path, model) -> np.ndarray:
     """The heavy atoms' coordinates, refused when there are none or any is not finite."""
     xyz = _heavy_xyz(model)
     if len(xyz) == 0:
+        unoccupied = sum(1 for ch in model for r in ch for a in r)
+        if unoccupied:  # some modelling tools write 0.00: their density would be empty
+            raise InputError(
+                path,
+                f"all {unoccupied} heavy atoms have occupancy 0, so the model has no density; "
+                "set the occupancies (columns 55-60 of a PDB file, _atom_site.occupancy) to 1",
+            )
         raise InputError(path, "atomic model has no heavy atoms (hydrogens and waters are left out)")
     bad = int((~np.isfinite(xyz)).any(axis=1).sum())
     if bad:

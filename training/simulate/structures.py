@@ -214,6 +214,14 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
         data = -data
     if data.max() <= 0:
         raise InputError(path, "map is empty (no density above the solvent level)")
+    strong = np.nonzero(data > 0.05 * data.max())  # the level share_in_box counts density at
+    span = max(float(idx.max() - idx.min() + 1) for idx in strong) * in_voxel
+    if span < voxel_size:  # as for atomic models: a featureless blob simulated as a class
+        raise InputError(
+            path,
+            f"its density spans only {span:.2g} A, less than one {voxel_size:g} A voxel: the class "
+            "would be a featureless blob (a voxel size in nm in the header, or a map of one atom?)",
+        )
     try:
         centre = centre_of_mass(data)
         check_in_box(path, data, in_voxel, voxel_size, box_size, centre)
