@@ -11,19 +11,22 @@ Arrays are (Z, Y, X) for one volume and (N, Z, Y, X) for a stack, whatever the f
 order (``mapc/mapr/maps``): a file stored with columns along Y or Z is transposed (a view, no
 copy) so every reader sees the same density. Voxel size is in Angstrom, per axis
 ``cella / (mx, my, mz)``; ``voxel_size`` is the X one and ``anisotropic`` says whether the three
-differ by more than :data:`ANISOTROPY_TOLERANCE`.
+differ by more than :data:`ANISOTROPY_TOLERANCE`. Mode-0 bytes are signed, as MRC2014 says,
+except where IMOD's header flags say unsigned (:func:`byte_dtype`; mrcfile ignores those flags).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import mrcfile
 import numpy as np
@@ -35,6 +38,13 @@ ANISOTROPY_TOLERANCE = 0.01  # relative spread of the X/Y/Z voxel sizes still ca
 _GZIP_MAGIC = b"\x1f\x8b"
 _BZIP2_MAGIC = b"BZh"
 _NOT_MRC = "not an MRC file (no 'MAP ' identifier at byte 208 of the header) or the file is corrupt"
+# IMOD's mark (bytes 152-155, "IMOD" in the file's byte order) that imodFlags (bytes 156-159) are set;
+# two of the flags change what mode-0 bytes mean (https://bio3d.colorado.edu/imod/doc/mrc_format.txt).
+IMOD_STAMP = 1146047817
+IMOD_SIGNED_BYTES = 1  # mode 0 bytes are signed; clear (with the stamp): unsigned (IMOD < 4.2.23)
+IMOD_4BIT_BYTES = 16  # mode 0 bytes each hold two 4-bit values
+VOLUME_STACK_SPACE_GROUPS = range(401, 631)  # MRC2014: a stack of volumes, each mz sections deep
+_MRCFILE_MODES = (0, 1, 2, 4, 6, 12)  # modes mrcfile has a dtype for: its byte-order fallback tests these
 # Files users mistake for volumes, known by their first bytes (or suffix when too short to tell):
 # named, they get "is a NumPy .npz archive" instead of "truncated MRC" or "corrupt header".
 _FOREIGN_MAGIC = (
@@ -194,15 +204,26 @@ class RawHeader(NamedTuple):
     axis_order: tuple[int, int, int]  # mapc, mapr, maps
     ispg: int
     nsymbt: int  # extended header bytes
+    byte_order: str = "<"  # "<" or ">", decided as mrcfile decides it (see raw_header)
+    imod_flags: int | None = None  # imodFlags where the IMOD stamp is present, else None
 
 
 def raw_header(head: bytes) -> RawHeader | None:
-    """Decode a header's raw bytes (byte order from the machine stamp; permissive: little-endian
-    unless it says big); None when they are not an MRC header (short, no ``MAP`` identifier)."""
+    """Decode a header's raw bytes; None when they are not an MRC header (short, no ``MAP``
+    identifier).
+
+    Byte order as permissive mrcfile decides it, so these fields always agree with the ones
+    :func:`read_header` gets from mrcfile: big-endian for the stamp 0x11 0x11, else little-endian,
+    and the other order where only that one gives a mode mrcfile knows (files whose stamp lies).
+    """
     if len(head) < MRC_HEADER_BYTES or head[208:211] != b"MAP":
         return None
-    order = ">" if head[212] == 0x11 else "<"
-    ints = [int(v) for v in np.frombuffer(head, f"{order}i4", 24)]
+    order = ">" if head[212] == 0x11 and head[213] == 0x11 else "<"
+    other = "<" if order == ">" else ">"
+    mode = int(np.frombuffer(head, f"{order}i4", 1, 12)[0])
+    if mode not in _MRCFILE_MODES and int(np.frombuffer(head, f"{other}i4", 1, 12)[0]) in _MRCFILE_MODES:
+        order = other
+    ints = [int(v) for v in np.frombuffer(head, f"{order}i4", 40)]
     cell = [float(v) for v in np.frombuffer(head, f"{order}f4", 3, 40)]
     return RawHeader(
         head[212],
@@ -213,7 +234,53 @@ def raw_header(head: bytes) -> RawHeader | None:
         (ints[16], ints[17], ints[18]),
         ints[22],
         ints[23],
+        order,
+        ints[39] if ints[38] == IMOD_STAMP else None,
     )
+
+
+def byte_dtype(imod_flags: int | None) -> np.dtype:
+    """The dtype of mode-0 data: int8 as MRC2014 (and mrcfile) say, but uint8 where IMOD's stamp is
+    present without its signed-bytes flag.
+
+    Why: IMOD wrote unsigned bytes until 4.2.23 and still marks them so; read as int8, every voxel
+    above 127 wraps to a negative value, silently turning bright density dark. mrcfile ignores the
+    flag, so the reader views its int8 data as uint8 (no copy).
+    """
+    if imod_flags is not None and not imod_flags & IMOD_SIGNED_BYTES:
+        return np.dtype(np.uint8)
+    return np.dtype(np.int8)
+
+
+class RawFile(NamedTuple):
+    """A regular file opened by :func:`open_raw_header`, positioned just after its 1 KiB header."""
+
+    file: BinaryIO
+    header: RawHeader | None  # None: not an MRC header (short, no ``MAP`` identifier)
+    size: int  # bytes on disk (``fstat``)
+
+
+@contextlib.contextmanager
+def open_raw_header(path: str | Path) -> Iterator[RawFile | None]:
+    """Open ``path`` and decode its raw header, or give None when it is not a regular file.
+
+    The one cheap open of the fast reader and of planning folders of millions of files: opened
+    non-blocking, so a named pipe under an MRC name never hangs (regular files ignore the flag),
+    and checked with ``fstat`` before anything reads it. OSError from the open, ``fstat`` or the
+    read is the caller's to word.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(info.st_mode):  # a folder or a pipe under an MRC name
+        os.close(fd)
+        yield None
+        return
+    with open(fd, "rb") as fh:
+        yield RawFile(fh, raw_header(fh.read(MRC_HEADER_BYTES)), info.st_size)
 
 
 def read_plain_volume(path: str | Path, out: np.ndarray) -> float | None:
@@ -225,28 +292,28 @@ def read_plain_volume(path: str | Path, out: np.ndarray) -> float | None:
     then takes :func:`open_volume` and its precise error messages.
     """
     box = out.shape[0]
-    # Non-blocking open: a named pipe among the files must not hang this reader (regular files
-    # ignore the flag); anything but a regular file takes open_volume, which refuses it in words.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with open(fd, "rb") as fh:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        h = raw_header(fh.read(MRC_HEADER_BYTES))
-        if h is None or h.stamp != 0x44:
+    with open_raw_header(path) as raw:
+        if raw is None:
+            return None  # not a regular file: open_volume refuses it in words
+        h = raw.header
+        if h is None or h.stamp != 0x44 or h.byte_order != "<":
             return None
         dtype = MRC_MODES.get(h.mode)
-        if dtype is None or h.size != (box, box, box) or 401 <= h.ispg <= 630 or h.nsymbt < 0:
+        if dtype is None or h.size != (box, box, box) or h.ispg in VOLUME_STACK_SPACE_GROUPS or h.nsymbt < 0:
             return None
+        if h.mode == 0:
+            if h.imod_flags is not None and h.imod_flags & IMOD_4BIT_BYTES:
+                return None  # 4-bit values: the full reader refuses them
+            dtype = byte_dtype(h.imod_flags)
         if h.axis_order not in ((1, 2, 3), (0, 0, 0)):
             return None  # another axis order: the full reader transposes it
         voxel = raw_voxel_size(h)
         if voxel is None:
             return None  # anisotropic or odd sampling: the full reader decides
-        if info.st_size != MRC_HEADER_BYTES + h.nsymbt + box**3 * dtype.itemsize:
+        if raw.size != MRC_HEADER_BYTES + h.nsymbt + box**3 * dtype.itemsize:
             return None  # shorter or longer than the header says: the full reader names the problem
-        fh.seek(MRC_HEADER_BYTES + h.nsymbt)
-        data = np.fromfile(fh, dtype=dtype, count=box**3)
+        raw.file.seek(MRC_HEADER_BYTES + h.nsymbt)
+        data = np.fromfile(raw.file, dtype=dtype, count=box**3)
         if data.size != box**3:
             return None
     out[...] = data.reshape(out.shape)
@@ -264,8 +331,34 @@ def raw_voxel_size(h: RawHeader) -> float | None:
     return float(voxel) if np.isfinite(voxel) and voxel > 0 else 0.0
 
 
-def _check_raw_header(path: Path, compressed: str | None) -> None:
-    """Check the identifier and the extended-header size from the raw bytes, before mrcfile.
+def _not_mrc_reason(head: bytes, size: int | None) -> str:
+    """Why a 1 KiB header without the ``MAP`` identifier is refused: a pre-MRC2014 (old CCP4/MRC)
+    file is named as such when its dimensions and mode account for the file's size exactly.
+
+    Why refuse, when permissive mrcfile reads such files: without the identifier nothing tells
+    one from any binary file of the right length, and old files have no machine stamp either, so
+    the byte order is a guess; a clear line beats a volume of silently wrong numbers.
+    """
+    if size is not None:
+        for order in "<>":
+            nx, ny, nz, mode = (int(v) for v in np.frombuffer(head, f"{order}i4", 4))
+            ext = int(np.frombuffer(head, f"{order}i4", 1, 92)[0])
+            dtype = MRC_MODES.get(mode)
+            if dtype is None or min(nx, ny, nz) <= 0 or ext < 0:
+                continue
+            if MRC_HEADER_BYTES + ext + nx * ny * nz * dtype.itemsize == size:
+                return (
+                    "no 'MAP ' identifier at byte 208 of the header, as in old (pre-MRC2014) MRC/CCP4 "
+                    f"files (its {nx}x{ny}x{nz} mode {mode} fits the file size); cryoshift reads "
+                    "MRC2014 files only: save a copy with an MRC2014 writer (e.g. mrcfile, opened "
+                    "with permissive=True)"
+                )
+    return _NOT_MRC
+
+
+def _check_raw_header(path: Path, compressed: str | None) -> RawHeader:
+    """Check the identifier and the extended-header size from the raw bytes, before mrcfile, and
+    return the raw header (for what mrcfile does not decode: IMOD's flags).
 
     Why: mrcfile trusts ``nsymbt`` and tries to read that many bytes (up to 2 GiB) even for
     ``header_only``, so a lying header costs seconds and gigabytes before any check of ours.
@@ -283,7 +376,7 @@ def _check_raw_header(path: Path, compressed: str | None) -> None:
                 )
             raw = raw_header(head)
             if raw is None:
-                raise InputError(path, _NOT_MRC)
+                raise InputError(path, _not_mrc_reason(head, None if compressed else path.stat().st_size))
             ext = raw.nsymbt
             if ext < 0:
                 raise InputError(path, f"corrupt header: negative extended header size {ext}")
@@ -302,6 +395,7 @@ def _check_raw_header(path: Path, compressed: str | None) -> None:
                 )
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(path, f"cannot read {compressed or 'MRC'} data: {exc}") from exc
+    return raw
 
 
 def _open_header(path: Path) -> Any:
@@ -337,7 +431,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
             f"file is truncated: {path.stat().st_size} bytes, shorter than the "
             f"{MRC_HEADER_BYTES}-byte MRC header",
         )
-    _check_raw_header(path, compressed)
+    raw = _check_raw_header(path, compressed)
     header = _open_header(path)
     if not bytes(header.map).startswith(b"MAP"):
         raise InputError(path, _NOT_MRC)
@@ -357,7 +451,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
             path, f"corrupt header: axis order mapc/mapr/maps = {shown} is not a permutation of 1, 2, 3"
         )
     mz, ispg = int(header.mz), int(header.ispg)
-    if 401 <= ispg <= 630 and (mz <= 0 or nz % mz != 0):
+    if ispg in VOLUME_STACK_SPACE_GROUPS and (mz <= 0 or nz % mz != 0):
         # mrcfile reads every such header as a stack of nz // mz volumes: mz = 0 crashes it, and an
         # mz that does not divide nz silently drops the last sections. Neither is a guess to make.
         raise InputError(
@@ -365,7 +459,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
             f"corrupt header: volume stack (space group {ispg}) with mz = {mz} sections per volume, "
             f"which does not divide nz = {nz}",
         )
-    is_stack = 401 <= ispg <= 630
+    is_stack = ispg in VOLUME_STACK_SPACE_GROUPS
     if is_stack and order != (1, 2, 3):
         raise InputError(
             path,
@@ -384,6 +478,18 @@ def read_header(path: str | Path) -> dict[str, Any]:
         if shape[0] == 1:  # one section along Z after reordering: a 2-D image
             shape = shape[1:]
     dtype = MRC_MODES[mode]
+    unsigned_bytes = False
+    if mode == 0 and raw.imod_flags is not None:
+        if raw.imod_flags & IMOD_4BIT_BYTES:  # read as bytes, each would be two voxels in one number
+            raise InputError(
+                path,
+                f"mode 0 with IMOD flag {IMOD_4BIT_BYTES} (imodFlags = {raw.imod_flags}): two 4-bit "
+                "values packed in each byte, which cryoshift does not read; convert it to mode 0, 1 or 2 "
+                "first (IMOD: newstack -mode 1)",
+            )
+        dtype = byte_dtype(raw.imod_flags)
+        unsigned_bytes = dtype == np.uint8
+    dtype_name = dtype.name
     ext = int(header.nsymbt)
     data_bytes = nx * ny * nz * dtype.itemsize
     file_bytes = path.stat().st_size
@@ -392,13 +498,11 @@ def read_header(path: str | Path) -> dict[str, Any]:
         if have < data_bytes:
             raise InputError(
                 path,
-                f"file is truncated: header says {nx}x{ny}x{nz} {MRC_MODE_NAMES[mode]} = "
+                f"file is truncated: header says {nx}x{ny}x{nz} {dtype_name} = "
                 f"{data_bytes} bytes of data, file has {max(have, 0)}",
             )
         if have > data_bytes:
-            raise _longer_than_header(
-                path, f"{nx}x{ny}x{nz} {MRC_MODE_NAMES[mode]}", data_bytes, f"file has {have}"
-            )
+            raise _longer_than_header(path, f"{nx}x{ny}x{nz} {dtype_name}", data_bytes, f"file has {have}")
     sizes = []
     cella = (header.cella.x, header.cella.y, header.cella.z)
     for cell, count in zip(cella, (header.mx, header.my, header.mz), strict=True):
@@ -413,7 +517,8 @@ def read_header(path: str | Path) -> dict[str, Any]:
         "path": str(path),
         "shape": shape,
         "mode": mode,
-        "dtype": MRC_MODE_NAMES[mode],
+        "dtype": dtype_name,  # uint8 for IMOD's unsigned mode-0 bytes (see byte_dtype)
+        "unsigned_bytes": unsigned_bytes,
         "voxel_size": vs if known else 1.0,
         "voxel_size_known": known,
         "voxel_sizes": tuple(sizes),
@@ -448,6 +553,8 @@ class MrcVolume:
         self.anisotropic: bool = header["anisotropic"]
         self.is_stack: bool = header["is_stack"]
         data = mrc.data
+        if header.get("unsigned_bytes"):  # IMOD's unsigned mode 0: mrcfile says int8 (a view, no copy)
+            data = data.view(np.uint8)
         if self.is_stack and data.ndim == 3:  # mrcfile gives 3-D for some one-volume stacks
             data = data.reshape(header["shape"])
         order = header.get("axis_order", (1, 2, 3))

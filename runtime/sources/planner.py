@@ -9,14 +9,12 @@ reads headers, never voxel data.
 from __future__ import annotations
 
 import math
-import os
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from cryoshift.runtime.contract import CONTRASTS, MRC_HEADER_BYTES, VOXEL_TOLERANCE, voxel_mismatch
+from cryoshift.runtime.contract import CONTRASTS, VOXEL_TOLERANCE, voxel_mismatch
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.picks import NAMED_TABLE_SUFFIXES
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
@@ -190,24 +188,32 @@ class Planner:
                 # (a 1 KiB read, see peek_voxel); readers check the rest of each file.
                 self.add_folder_file(p)
                 continue
-            try:
-                if input_kind(p) == "table":
-                    self.add_table(p)
-                else:
-                    self.add_volume_file(p, strict=len(paths) == 1 and not p.exists())
-            except PlanRefusal:
-                raise
-            except (InputError, OSError) as exc:
-                if len(paths) == 1:
-                    raise  # the input itself failed: add() makes it one error item
-                reason = exc.reason if isinstance(exc, InputError) else os_error(p, exc).reason
-                self.items.append(Item(str(p), "error", str(p), error=reason))
+            self.add_listed_file(p, alone=len(paths) == 1)
+
+    def add_listed_file(self, p: Path, alone: bool = False) -> None:
+        """One file of an input, read in full (its header); a bad one becomes an error item, or,
+        when it is the whole input (``alone``), fails that input."""
+        try:
+            if input_kind(p) == "table":
+                self.add_table(p)
+            else:
+                self.add_volume_file(p, strict=alone and not p.exists())
+        except PlanRefusal:
+            raise
+        except (InputError, OSError) as exc:
+            if alone:
+                raise  # the input itself failed: add() makes it one error item
+            reason = exc.reason if isinstance(exc, InputError) else os_error(p, exc).reason
+            self.items.append(Item(str(p), "error", str(p), error=reason))
 
     def add_folder_file(self, path: Path) -> None:
         """One more file of a folder or glob: its voxel size checked and recorded as an explicit
         file's is (:meth:`check_voxel`: the same note and manifest record for a header without
         one, the same error row for another size), so how a file was named changes nothing."""
         header = peek_voxel(path)
+        if header is not None and header.is_stack:  # a volume stack under .mrc: split as when named
+            self.add_listed_file(path)
+            return
         if header is not None:
             try:
                 self.check_voxel(path, header)
@@ -324,24 +330,24 @@ def peek_voxel(path: Path) -> SimpleNamespace | None:
     where there is nothing to check (missing, a pipe, anisotropic, not an MRC file): the reader
     fails that item with its own reason, as before.
     """
-    from cryoshift.runtime.mrc import raw_header, raw_voxel_size, read_header
+    from cryoshift.runtime.mrc import VOLUME_STACK_SPACE_GROUPS, open_raw_header, raw_voxel_size, read_header
 
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
+        with open_raw_header(path) as raw:  # non-blocking: a FIFO must not block
+            if raw is None:  # a folder or a pipe under an MRC name
+                return None
+            h = raw.header
     except OSError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder or a pipe under an MRC name
-            return None
-        h = raw_header(os.read(fd, MRC_HEADER_BYTES))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     voxel = raw_voxel_size(h) if h is not None else None
     if voxel is not None:
         known = voxel > 0
-        return SimpleNamespace(voxel_size=voxel if known else 1.0, voxel_size_known=known, cell=h.cell)
+        return SimpleNamespace(
+            voxel_size=voxel if known else 1.0,
+            voxel_size_known=known,
+            cell=h.cell,
+            is_stack=h.ispg in VOLUME_STACK_SPACE_GROUPS,
+        )
     try:
         header = read_header(path)
     except Exception:  # whatever is wrong with it fails this one item when it is read, not the folder
