@@ -49,9 +49,18 @@ def _plt() -> Any:
             "legend.fontsize": FONT - 1,
             "xtick.labelsize": FONT - 1,
             "ytick.labelsize": FONT - 1,
+            # class and tomogram names are text, not TeX: "$x$" was set in italics, "$\\foo$" broke the page
+            "text.parse_math": False,
         }
     )
     return plt
+
+
+def _legend(ax: Any, entries: list[tuple[Any, str]], **kwargs: Any) -> None:
+    """A legend of exactly these (artist, label) pairs. Explicit, because matplotlib leaves out
+    every label that starts with "_", and a class or a tomogram may well be named so."""
+    if entries:
+        ax.legend([artist for artist, _ in entries], [label for _, label in entries], **kwargs)
 
 
 def _png(fig: Any) -> str:
@@ -251,12 +260,14 @@ def _fig_counts(plt: Any, df: pd.DataFrame, classes: list[str], colours: dict[st
     )
     fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(table) + 3), 3.6))
     bottom = np.zeros(len(table))
+    shown = []
     for name in table.columns:
-        ax.bar(table.index.astype(str), table[name], bottom=bottom, label=name, color=colours[name])
+        bars = ax.bar(table.index.astype(str), table[name], bottom=bottom, color=colours[name])
+        shown.append((bars, str(name)))
         bottom += table[name].to_numpy()
     ax.set_ylabel("subtomograms")
     ax.set_title("Predicted classes per tomogram")
-    ax.legend(title="class", bbox_to_anchor=(1.01, 1), loc="upper left")
+    _legend(ax, shown, title="class", bbox_to_anchor=(1.01, 1), loc="upper left")
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     return _png(fig)
 
@@ -276,19 +287,21 @@ def _fig_hist(
     finite = values[np.isfinite(values)]
     bins = np.linspace(float(finite.min()), float(finite.max()) + 1e-9, 31) if len(finite) else 10
     by = df["best_class"] if "best_class" in df else df["class_name"]
+    shown = []
     for name in classes:
         sel = values[(by == name) & np.isfinite(values)]
         if len(sel):
-            ax.hist(sel, bins=bins, alpha=0.6, label=f"{name} (n={len(sel)})", color=colours[name])
+            _, _, bars = ax.hist(sel, bins=bins, alpha=0.6, color=colours[name])
+            shown.append((bars, f"{name} (n={len(sel)})"))
     if threshold is not None:
-        ax.axvline(threshold, color="k", linestyle="--", label=f"unknown below {threshold:.2f}")
+        line = ax.axvline(threshold, color="k", linestyle="--")
+        shown.append((line, f"unknown below {threshold:.2f}"))
     if not len(finite):  # every value NaN or infinite: an empty plot that says so
         ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("subtomograms")
     ax.set_title(title)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(title="best class")
+    _legend(ax, shown, title="best class")
     return _png(fig)
 
 
@@ -312,22 +325,16 @@ def _fig_embedding(
         xy = np.column_stack([xy[:, 0], np.zeros(len(xy))])
     share = sv**2 / max(float((sv**2).sum()), 1e-30)
     fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    shown = []
     for name in classes:
         sel = predicted == name
         if sel.any():
-            ax.scatter(
-                xy[sel, 0],
-                xy[sel, 1],
-                s=8,
-                alpha=0.7,
-                label=f"{name} ({counts.get(name, 0):,})",
-                color=colours[name],
-                linewidths=0,
-            )
+            dots = ax.scatter(xy[sel, 0], xy[sel, 1], s=8, alpha=0.7, color=colours[name], linewidths=0)
+            shown.append((dots, f"{name} ({counts.get(name, 0):,})"))
     ax.set_xlabel(f"PC 1 ({share[0]:.0%} of variance)")
     ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)" if len(share) > 1 else "PC 2")
     ax.set_title("Target embedding (features), coloured by predicted class")
-    ax.legend(title="predicted", markerscale=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    _legend(ax, shown, title="predicted", markerscale=2, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _png(fig)
 
 

@@ -28,6 +28,7 @@ STYLE = {
     "ytick.labelsize": FONT - 1,
     "figure.dpi": DPI,
     "savefig.dpi": DPI,
+    "text.parse_math": False,  # class names are text, not TeX ("$x$" in italics, "$\\foo$" an error)
 }
 
 

@@ -207,7 +207,9 @@ def test_volume_stack_is_split_into_volumes_of_mz_sections(tmp_path: Path) -> No
         np.testing.assert_array_equal(out, stack[it.index])
 
 
-def test_stacks_in_a_folder_are_split_wherever_they_stand(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+def test_stacks_in_a_folder_are_split_wherever_they_stand(
+    model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
     """A volume stack under a .mrc name is split into its volumes whether it is named first or met
     later in a folder (it was an error row "expected a single volume" there, while the first was
     split); a file of nz images (space group 0) is refused as a non-cubic box."""

@@ -192,3 +192,37 @@ def test_report_of_a_run_folder_without_metrics_names_what_is_missing(tmp_path, 
     assert "no predictions.csv (classify output) or metrics.csv (training run) here" in _one_error_line(
         capsys
     )
+
+
+def test_report_draws_class_names_as_text(tmp_path, capsys, monkeypatch):
+    """A class named "$\\alpha_x$" was set as TeX (a name like "$\\foo$" stopped the report with a
+    mathtext error), and one named "_bg" was left out of every legend (matplotlib hides labels
+    that start with "_")."""
+    from cryoshift.runtime import report
+
+    names = ["$\\foo$", "_bg"]
+    table = pd.DataFrame(
+        {
+            "id": ["a.mrc", "b.mrc", "c.mrc"],
+            "class_name": [names[0], names[1], names[1]],
+            "confidence": [0.9, 0.8, 0.7],
+            "shift_score": [1.0, 1.2, 0.9],
+            **{f"prob_{c}": [0.5, 0.5, 0.5] for c in names},
+        }
+    )
+    (tmp_path / "r").mkdir()
+    table.to_csv(tmp_path / "r" / "predictions.csv", index=False)
+    assert main(["report", str(tmp_path / "r")]) == 0, capsys.readouterr().err
+    assert len(_pngs((tmp_path / "r" / "report.html").read_text())) == 3
+    legends = []
+    real_png = report._png
+
+    def keep_legend(fig):
+        legends.append(
+            [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+        )
+        return real_png(fig)
+
+    monkeypatch.setattr(report, "_png", keep_legend)
+    report._fig_counts(report._plt(), table, names, dict.fromkeys(names, "C0"))
+    assert legends == [names]
