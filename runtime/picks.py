@@ -14,7 +14,8 @@ Accepted inputs
   Angstrom relative to the tomogram centre: ``pixel = angst / pixel_size + size / 2``
   per axis (size in voxels, the centre convention RELION 5 and teamtomo tools share), so
   they need the tomogram's pixel size and size. Refinement shifts
-  (``rlnOriginX/Y/ZAngst``) are not applied; they stay in the table untouched.
+  (``rlnOriginX/Y/ZAngst``) are not applied; they stay in the table untouched, and classify's
+  planning notes how many picks carry them (crops are centred on the coordinates).
 - CSV / TSV / whitespace text with ``x, y, z`` columns (any case), and optionally
   ``tomo``, ``tomo_name`` or ``rlnTomoName`` for the tomogram.
 """
@@ -39,6 +40,12 @@ CENTERED_COLUMNS = (
     "rlnCenteredCoordinateXAngst",
     "rlnCenteredCoordinateYAngst",
     "rlnCenteredCoordinateZAngst",
+)
+# Refinement shifts (RELION 3.1+ in Angstrom, older in pixels): the refined centre is the
+# coordinate minus the shift. Not applied (see the module docstring); planning says when present.
+ORIGIN_COLUMNS = (
+    ("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst"),
+    ("rlnOriginX", "rlnOriginY", "rlnOriginZ"),
 )
 TOMO_COLUMNS = ("rlnTomoName", "tomo_name", "tomo", "tomogram", "rlnMicrographName")
 # STAR labels whose values are names (of tomograms, files, classes, results rows): read as written,

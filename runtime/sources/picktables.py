@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.picks import ORIGIN_COLUMNS
 from cryoshift.runtime.sources.items import PlanRefusal
 from cryoshift.runtime.sources.paths import match_tomogram
 
@@ -50,6 +52,7 @@ def plan_pick_table(planner: Any, path: Path) -> None:
     # Warp/M: the table states its coordinates' pixel size, used unless the user gives one
     warp = star and not centred and not rescaled and set(DETECTOR_COLUMNS) <= set(layout.columns)
     problems: dict[str, str] = {}  # tomogram name -> why its picks cannot be converted
+    shifts = tuple(c for group in ORIGIN_COLUMNS for c in group if star and c in layout.columns)
     if centred:
         # RELION 5 centred Angstrom coordinates: converted with each tomogram's own header;
         # picks outside the tomogram become error rows when cropped, like pixel picks, and the
@@ -63,11 +66,15 @@ def plan_pick_table(planner: Any, path: Path) -> None:
             tomo_shape=_or_problem(problems, path, shape),
             skip_bad_rows=True,
             unresolved="skip",
+            extra=shifts,
             layout=layout,
         )
     else:  # streamed: names and coordinates (and a Warp/M pixel size), as arrays
-        extra = DETECTOR_COLUMNS if warp else ()
+        extra = (DETECTOR_COLUMNS if warp else ()) + shifts
         picks = read_pick_table(path, skip_bad_rows=True, extra=extra, layout=layout)
+    shift_note = _shift_note(path, picks.extra, shifts)
+    if shift_note:
+        planner.notes.append(shift_note)
     if warp:
         # A tomogram whose voxel size cannot be known fails its picks (problems), never
         # cropped at unscaled coordinates.
@@ -77,6 +84,23 @@ def plan_pick_table(planner: Any, path: Path) -> None:
             planner.notes.append(note)
             in_voxels = True
     add_picks(planner, path, picks, scale=not in_voxels, problems=problems)
+
+
+def _shift_note(path: Path, extra: Any, columns: tuple[str, ...]) -> str | None:
+    """A note when picks carry refinement shifts (``rlnOriginX/Y/ZAngst``): cropping at the
+    coordinates alone is what the user asked for only if the shifts are zero, so say it."""
+    if not columns:
+        return None
+    values = np.column_stack([pd.to_numeric(pd.Series(extra[c]), errors="coerce") for c in columns])
+    moved = np.nan_to_num(np.abs(values)).max(axis=1) > 0
+    if not moved.any():
+        return None
+    unit = "A" if columns[0].endswith("Angst") else "pixels"
+    return (
+        f"{path}: {int(moved.sum())} of {len(moved)} picks carry refinement shifts ({', '.join(columns)}, "
+        f"up to {np.nanmax(np.abs(values)):.3g} {unit}), which are not applied: subtomograms are cropped "
+        "at the coordinates; re-centre the picks first (relion_star_handler --center) if they matter"
+    )
 
 
 def _or_problem(problems: dict[str, str], picks: Path, fact: Any) -> Any:

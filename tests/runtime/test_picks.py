@@ -264,3 +264,38 @@ def test_csv_tomogram_names_na_and_nan_are_names(tmp_path: Path) -> None:
     table = read_pick_table(path, skip_bad_rows=True)
     assert [table.names[k] for k in table.tomo] == ["NA", "nan", "NULL", "", "TS_01"]
     assert table.bad_rows.tolist() == [4]
+
+
+def test_refinement_shifts_are_noted_and_not_applied(tmp_path: Path) -> None:
+    """Picks from a refinement carry rlnOriginX/Y/ZAngst; they were ignored without a word, so
+    subtomograms were cropped off the refined centre silently. Now planning says so (they are
+    still not applied: the coordinates are what the table gives)."""
+    from cryoshift.runtime.mrc import write_volume
+    from cryoshift.runtime.sources import plan_inputs
+
+    tomo = write_volume(tmp_path / "TS_01.mrc", np.zeros((20, 24, 28), np.float32), voxel_size=10.0)
+    star = tmp_path / "refined.star"
+    head = "data_particles\n\nloop_\n" + "".join(
+        f"_{c} #{i}\n"
+        for i, c in enumerate(
+            [
+                "rlnTomoName",
+                "rlnCoordinateX",
+                "rlnCoordinateY",
+                "rlnCoordinateZ",
+                "rlnOriginXAngst",
+                "rlnOriginYAngst",
+                "rlnOriginZAngst",
+            ],
+            1,
+        )
+    )
+    for shift, expected in (("-12.5", 1), ("0.0", 0)):
+        star.write_text(head + f"TS_01 10 12 9 {shift} 0 0\nTS_01 14 12 9 0 0 0\n")
+        plan = plan_inputs([str(star)], 8, 10.0, tomograms=[str(tomo)])
+        notes = [n for n in plan.notes if "refinement shifts" in n]
+        assert len(notes) == expected, plan.notes
+        assert [(it.x, it.y, it.z) for it in plan.items] == [(10, 12, 9), (14, 12, 9)]
+    star.write_text(head + "TS_01 10 12 9 -12.5 0 0\nTS_01 14 12 9 0 0 0\n")
+    note = next(n for n in plan_inputs([str(star)], 8, 10.0, tomograms=[str(tomo)]).notes if "shifts" in n)
+    assert "1 of 2 picks" in note and "12.5 A" in note and "not applied" in note and str(star) in note
