@@ -95,6 +95,44 @@ def _fits(value: Any, hint: Any) -> bool:
     return True  # a type this check does not know: the constructor and check() decide
 
 
+# Backbone keywords the trainer sets itself: from the data (a --backbone-opt value was overridden
+# without a word) or from their own option (a --backbone-opt test_views silently beat --test-views).
+_BACKBONE_KEYS_SET_BY_TRAIN = {
+    "num_classes": "it comes from the source's classes",
+    "box_size": "it comes from the source's box size",
+    "test_views": "use --test-views",
+}
+
+
+def _check_method_kwargs(kwargs: dict[str, Any]) -> None:
+    """Refuse ``--hparam`` values of the wrong kind before any data is read.
+
+    Every method hyper-parameter is a number (its default says whether a whole one): a word
+    (``target_every=abc``) or NaN ended in a traceback in the first training step, and a
+    negative count or weight (``target_every=-1``) was clamped or trained without a word. Unknown
+    keys are left to the method registry, which names the valid ones.
+    """
+    from cryoshift.training.adapt.base import known_hparams
+
+    known = known_hparams()
+    for key, value in kwargs.items():
+        if key not in known or value is None:  # None: the default
+            continue
+        whole = isinstance(known[key], int) and not isinstance(known[key], bool)
+        kinds = (int,) if whole else (int, float)
+        number = isinstance(value, kinds) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value < (1 if whole else 0):
+            kind = "a whole number >= 1" if whole else "a finite number >= 0"
+            raise InputError(None, f"--hparam {key} must be {kind}, not {value!r}")
+
+
+def _check_backbone_kwargs(kwargs: dict[str, Any]) -> None:
+    """Refuse ``--backbone-opt`` keys the trainer sets itself (see _BACKBONE_KEYS_SET_BY_TRAIN)."""
+    for key, why in _BACKBONE_KEYS_SET_BY_TRAIN.items():
+        if key in kwargs:
+            raise InputError(None, f"--backbone-opt {key} cannot be set: {why}")
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a training run; saved as config.json and in every checkpoint."""
@@ -212,8 +250,33 @@ class TrainConfig:
         check_test_views_option(self.test_views)
         if self.batch_size < 1:
             raise InputError(None, f"--batch-size must be at least 1, not {self.batch_size}")
-        if self.lr <= 0:
-            raise InputError(None, f"--lr must be positive, not {self.lr}")
+        # NaN passes "<= 0" (Adam then raised a traceback); inf trained a NaN model without a word
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(None, f"--lr must be a finite number above 0, not {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(None, f"--weight-decay must be a finite number >= 0, not {self.weight_decay}")
+        if self.threads is not None and self.threads < 1:  # 0 was ignored, -1 a torch traceback
+            raise InputError(None, f"--threads must be at least 1, not {self.threads}")
+        from cryoshift.training.simulate.config import PRESETS, check_seed
+
+        check_seed("--seed", self.seed)
+        # checked with a dataset source too, where it is unused: a typo should not pass silently
+        if self.sim_preset not in PRESETS:
+            raise InputError(
+                None, f"unknown --sim-preset {self.sim_preset!r}; choose one of {', '.join(PRESETS)}"
+            )
+        if self.sim_per_epoch < 1:
+            raise InputError(None, f"--sim-per-epoch must be at least 1, not {self.sim_per_epoch}")
+        if self.voxel_size is not None and not (math.isfinite(self.voxel_size) and self.voxel_size > 0):
+            raise InputError(None, f"--voxel-size must be a positive number, not {self.voxel_size}")
+        if self.max_target is not None and self.max_target < 1:  # 0 and -1 ended in tracebacks
+            raise InputError(None, f"--max-target must be at least 1, not {self.max_target}")
+        if self.template_labels < 0:  # was taken for 0 (off) without a word
+            raise InputError(
+                None, f"--template-labels must be 0 (off) or a positive count, not {self.template_labels}"
+            )
+        _check_method_kwargs(self.method_kwargs)
+        _check_backbone_kwargs(self.backbone_kwargs)
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError(
                 None, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}"
@@ -350,6 +413,39 @@ def _build(config: TrainConfig, class_names: list[str], box: int) -> tuple[nn.Mo
     return method, backbone_kwargs
 
 
+def _check_source_voxel(source: str, data_voxel: float, option: float | None) -> None:
+    """Refuse a ``--voxel-size`` that contradicts the source dataset's: it was ignored without a
+    word (the dataset's wins), so a user who meant to train at that scale got another one."""
+    from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
+
+    if option is None:
+        return
+    off = voxel_mismatch(option, data_voxel)
+    if off is not None and off > VOXEL_TOLERANCE:
+        raise InputError(
+            source,
+            f"source voxel size is {data_voxel:g} A but --voxel-size is {option:g}; leave --voxel-size "
+            "out with a dataset source (it is for simulating one)",
+        )
+
+
+def _check_split(source: str, full: Domain, train_src: Domain, fraction: float) -> None:
+    """Refuse a --val-fraction that holds out every volume of a class: with every class the model
+    never trained on it, and with all of them training ended in an IndexError traceback."""
+    if full.labels is None or train_src.labels is None:
+        return
+    present = np.unique(full.labels)
+    lost = np.setdiff1d(present, np.unique(train_src.labels))
+    if len(lost):
+        names = ", ".join(str(full.class_names[int(k)]) for k in lost[:5])
+        more = f" and {len(lost) - 5} more" if len(lost) > 5 else ""
+        raise InputError(
+            source,
+            f"--val-fraction {fraction:g} holds out every volume of class {names}{more}, leaving none "
+            f"to train on ({len(full)} source volumes); lower --val-fraction",
+        )
+
+
 def _method_flags(name: str) -> tuple[bool, bool]:
     from cryoshift.training.adapt import METHODS
 
@@ -466,7 +562,18 @@ class _Run:
             full = load_source_dataset(c.source)
             if c.box is not None and c.box != full.box_size:
                 raise InputError(c.source, f"source boxes are {full.box_size}^3 but --box is {c.box}")
+            _check_source_voxel(c.source, full.voxel_size, c.voxel_size)
             self.train_src, self.val_src = split_validation(full, c.val_fraction, c.seed)
+            _check_split(c.source, full, self.train_src, c.val_fraction)
+            if c.val_fraction > 0 and len(self.val_src) == 0 and self.info.is_main:
+                import sys
+
+                print(
+                    f"cryoshift: note: --val-fraction {c.val_fraction:g} of {len(full)} source volumes "
+                    "holds none out (a class needs 2 volumes to give one): the model is not calibrated "
+                    "(temperature 1, no unknown threshold)",
+                    file=sys.stderr,
+                )
             ref = full
         else:
             if c.box is None:

@@ -28,6 +28,32 @@ NO_ARGS_IS_HELP = True
 Pair = Optional[tuple[float, float]]  # noqa: UP045 (typer reads the annotation at run time)
 
 
+def _check_options(device: str, threads: int | None, resolution: float | None) -> None:
+    """Refuse options torch or the density code would take badly, before anything is read: an
+    unknown --device (``CPU``, ``gpu``) and --threads -1 ended in torch tracebacks, --threads 0 was
+    ignored, and --resolution 0 or nan was taken for the default or failed inside gemmi."""
+    import math
+    import re
+
+    if not (device == "cpu" or re.fullmatch(r"cuda(:\d+)?", device)):
+        raise InputError(None, f"--device must be cpu, cuda or cuda:N, not {device!r}")
+    if threads is not None and threads < 1:
+        raise InputError(None, f"--threads must be at least 1, not {threads}")
+    if resolution is not None and not (math.isfinite(resolution) and resolution > 0):
+        raise InputError(None, f"--resolution must be a positive number of Angstrom, not {resolution}")
+
+
+def _check_shift(shift: float, box: int) -> None:
+    """Refuse a shift (--shift or a --config's shift_voxels) that can move the particle's centre out
+    of the box: such volumes hold mostly noise or a neighbour's edge but keep their class label."""
+    if shift >= box / 2:
+        raise InputError(
+            None,
+            f"a shift of {shift:g} voxels can move particles out of the {box}-voxel box; "
+            f"keep --shift under {box / 2:g} (a few voxels is typical)",
+        )
+
+
 def command(
     out_dir: Path = typer.Argument(
         ..., help="Dataset directory to write (volumes.mrc, particles.csv, dataset.json)."
@@ -133,11 +159,15 @@ def command(
     import torch
 
     from cryoshift.training.simulate import PRESETS, SimulationConfig, load_structures, simulate_dataset
+    from cryoshift.training.simulate.config import check_seed
 
     if preset not in PRESETS:
         raise InputError(None, f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if n <= 0 or batch_size <= 0:
         raise InputError(None, "--n and --batch-size must be positive")
+    _check_options(device, threads, resolution)
+    check_seed("--seed", seed)
+    check_seed("--structure-seed", structure_seed)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(None, "--device cuda requested but no CUDA GPU is available")
     if threads:
@@ -169,6 +199,7 @@ def command(
     )
     sources = [s for item in structures for s in item.split(",") if s]
     structs = load_structures(sources, box, voxel_size, seed=structure_seed, resolution=resolution)
+    _check_shift(cfg.shift_voxels, box)  # after load_structures, which names a box too small first
     path = simulate_dataset(
         out_dir, structs, cfg, n, seed=seed, batch_size=batch_size, device=device, progress=not no_progress
     )

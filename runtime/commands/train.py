@@ -58,6 +58,36 @@ def _parse_kv(items: list[str], option: str) -> dict[str, object]:
     return out
 
 
+def _check_target_options(
+    target: str | None,
+    tomograms: list[str],
+    copick_voxel_spacing: float | None,
+    copick_tomo_type: str | None,
+    copick_picks: list[str],
+    copick_run: list[str],
+) -> None:
+    """Refuse options that only describe a --target when there is none: they were ignored without
+    a word, so a forgotten --target trained a source-only model the user did not ask for."""
+    from cryoshift.runtime.errors import InputError
+
+    if target is not None:
+        return
+    given = [
+        name
+        for name, value in (
+            ("--tomograms", tomograms),
+            ("--copick-voxel-spacing", copick_voxel_spacing),
+            ("--copick-tomo-type", copick_tomo_type),
+            ("--copick-picks", copick_picks),
+            ("--copick-run", copick_run),
+        )
+        if value is not None and value != []
+    ]
+    if given:
+        verb = "describes" if len(given) == 1 else "describe"
+        raise InputError(None, f"{', '.join(given)} {verb} the --target, but no --target is given")
+
+
 def command(
     source: str = typer.Option(
         ...,
@@ -239,6 +269,7 @@ def command(
     from cryoshift.runtime.errors import require_extra
 
     require_extra("train", "cryoshift train", "torch")
+    _check_target_options(target, tomograms, copick_voxel_spacing, copick_tomo_type, copick_picks, copick_run)
     if target is not None:
         (target,) = fold_inputs([target], copick_voxel_spacing, copick_tomo_type, copick_picks, copick_run)
     from cryoshift.training.trainer import TrainConfig, train

@@ -19,6 +19,9 @@ from cryoshift.runtime.contract import CONTRASTS
 from cryoshift.runtime.errors import InputError
 
 FIDELITIES = ("fast", "tilt")
+# Largest --seed / --structure-seed: torch's generators take at most 64-bit seeds and the runs add
+# small offsets to them (seed + 7919, ...); 2**62 leaves room for those and is more than any user needs.
+MAX_SEED = 2**62 - 1
 DOSE_ORDERS = ("dose-symmetric", "bidirectional", "sequential")
 
 Range = tuple[float, float]
@@ -178,6 +181,14 @@ class SimulationConfig:
         if base is not None:
             data = {**base.to_dict(), **data}
         return cls.from_dict(data, where=str(path))
+
+
+def check_seed(option: str, seed: int) -> None:
+    """Refuse a seed the random generators cannot take, before any work: a negative one ended in
+    numpy's "expected non-negative integer", one over 2**63 in torch's "Overflow when unpacking
+    long long", both as tracebacks."""
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(None, f"{option} must be a whole number from 0 to 2**62 - 1, not {seed}")
 
 
 def _presets() -> dict[str, SimulationConfig]:

@@ -30,6 +30,10 @@ from cryoshift.training.simulate.builtin import BUILTIN_NAMES, render_builtin
 # sphere: less means a box or voxel size far off for this particle (Angstrom taken for nm, a
 # header's voxel size 10x off) or coordinates scattered far apart; the class would be a fragment.
 MIN_IN_BOX = 0.05
+# Largest box simulated (subtomograms are 16-256 voxels): one volume of box 1000 is 4 GB, and rendering
+# a built-in there asked for 1.5 TB (about 1.5 kB per voxel in builtin.render_builtin), ending in a
+# MemoryError or the kernel's OOM killer instead of a reason.
+MAX_BOX = 512
 
 
 @dataclass
@@ -334,6 +338,13 @@ def load_structures(
     """
     if box_size < 8:
         raise InputError(None, f"box size {box_size} is too small (at least 8 voxels)")
+    if box_size > MAX_BOX:  # before rendering: a built-in at box 1000 asks for terabytes
+        gib = box_size**3 * 4 / 2**30
+        raise InputError(
+            None,
+            f"box size {box_size} is too large (at most {MAX_BOX} voxels; one {box_size}^3 volume "
+            f"is {gib:.1f} GiB): bin the data or crop a smaller box",
+        )
     if not (math.isfinite(voxel_size) and voxel_size > 0):  # NaN passes a plain "<= 0" test
         raise InputError(None, f"voxel size must be a positive number, got {voxel_size}")
     if not sources:
