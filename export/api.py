@@ -21,11 +21,11 @@ import numpy as np
 from torch import nn
 
 from cryoshift.export.data import find_volumes, random_volumes
-from cryoshift.export.formats import FORMATS, select_formats
+from cryoshift.export.formats import FORMATS, artefact_name, select_formats
 from cryoshift.export.job import ExportJob
 from cryoshift.export.onnx import ExportWrapper, complete_metadata, export_onnx
 from cryoshift.export.result import ExportResult, ExportWarning
-from cryoshift.runtime.engine_sidecar import file_sha256
+from cryoshift.runtime.engine_sidecar import SIDECAR_SUFFIX, file_sha256
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata
 
@@ -55,6 +55,18 @@ def export_model(
         )
         parity_volumes, source = random_volumes(16, metadata.box_size), "random volumes"
     return export_onnx(model, metadata, out_path, parity_volumes, opset=opset, parity_source=source)
+
+
+def earlier_export(out_dir: str | Path) -> list[str]:
+    """Names of the files in ``out_dir`` that an export writes (its report, every format's artefact
+    and engine sidecar): a folder holding any of them holds another export."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    engines = {artefact_name("tensorrt", f.precision) for f in FORMATS.values()}
+    names = {REPORT} | {artefact_name(f.name) for f in FORMATS.values()} | engines
+    names |= {engine + SIDECAR_SUFFIX for engine in engines}
+    return sorted(name for name in names if (out_dir / name).exists())
 
 
 def _versions() -> dict[str, str]:

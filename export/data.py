@@ -109,6 +109,34 @@ def _read_folder(path: Path, box_size: int | None, limit: int, seed: int) -> np.
     return np.concatenate([chosen[i] for i in sorted(chosen)])
 
 
+def voxel_and_contrast(path: str | Path) -> tuple[float | None, str | None, Path]:
+    """The voxel size and contrast subtomograms at ``path`` say they have (None: not stated), and
+    the file that says so: a dataset's dataset.json, an MRC's header, or the first MRC of a folder
+    that states a voxel size. Headers only; pick tables say neither (their tomograms do)."""
+    from cryoshift.runtime.dataset import META, is_dataset, read_dataset
+    from cryoshift.runtime.labelled_picks import is_pick_table
+    from cryoshift.runtime.mrc import is_mrc_path, open_volume
+
+    path = Path(path)
+    if is_dataset(path):
+        with read_dataset(path, with_labels=False) as ds:
+            voxel = float(ds.meta["voxel_size"]) if "voxel_size" in ds.meta else None
+            return voxel, ds.contrast, path / META
+    if is_pick_table(path):
+        return None, None, path
+    files = [path] if path.is_file() else []
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if is_mrc_path(p) and p.is_file())
+    for file in files:
+        try:
+            with open_volume(file) as vol:
+                if vol.voxel_size_known:
+                    return float(vol.voxel_size), None, file
+        except InputError:
+            continue  # read_volumes names (or skips) a file it cannot read
+    return None, None, path
+
+
 def config_data_paths(config: dict[str, Any]) -> list[Path]:
     """Existing dataset paths named in a training config (nested dicts searched), target first."""
     found: dict[str, list[Path]] = {}

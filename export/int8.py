@@ -126,6 +126,7 @@ def prepare_int8(job: ExportJob) -> None:
                 "--int8 needs --calibration DATA (target subtomograms); the run's config names no dataset",
             )
         given = paths[0]
+    check_calibration_fits(given, job.metadata)
     tomograms = list(job.config.get("tomograms") or [])
     volumes = read_volumes(given, job.metadata.box_size, CALIBRATION_VOLUMES, tomograms=tomograms)
     if len(volumes) < MIN_CALIBRATION_VOLUMES:  # said here, before any work, naming the data
@@ -135,6 +136,29 @@ def prepare_int8(job: ExportJob) -> None:
         )
     job.calibration_volumes = volumes
     job.calibration_source = str(given)
+
+
+def check_calibration_fits(path: str | Path, metadata: ModelMetadata) -> None:
+    """Refuse calibration data the model would not classify, as classify refuses it: another
+    contrast, or a voxel size off by more than VOXEL_TOLERANCE. int8 ranges taken from such data
+    fit other data than the model meets, and nothing downstream would say so."""
+    from cryoshift.export.data import voxel_and_contrast
+    from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
+
+    voxel, contrast, where = voxel_and_contrast(path)
+    if contrast is not None and contrast != metadata.contrast:
+        raise InputError(
+            where,
+            f"calibration data contrast is {contrast!r} but the model expects {metadata.contrast!r}; "
+            "calibrate on the data the model will classify",
+        )
+    mismatch = None if voxel is None else voxel_mismatch(voxel, metadata.voxel_size)
+    if mismatch is not None and mismatch > VOXEL_TOLERANCE:
+        raise InputError(
+            where,
+            f"calibration data voxel size {voxel:.3g} A differs from the model's {metadata.voxel_size:.3g} A "
+            f"by {mismatch:.0%} (> {VOXEL_TOLERANCE:.0%}); calibrate on the data the model will classify",
+        )
 
 
 def build_int8(job: ExportJob) -> list[ExportResult]:

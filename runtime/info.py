@@ -279,7 +279,9 @@ def _describe(path: Path, full: bool, atomic: AtomicRows | None = None) -> Descr
             raise InputError(path, "empty directory")
         raise InputError(
             path,
-            f"directory is not a cryoshift dataset (no {META}); {len(entries)} entries; give a file instead",
+            _folder_hint(path)
+            or f"directory is not a cryoshift dataset (no {META}); {len(entries)} entries; "
+            "give a file instead",
         )
     refuse_special(path)  # a named pipe would block every reader below
     suffix = path.suffix.lower()
@@ -291,6 +293,12 @@ def _describe(path: Path, full: bool, atomic: AtomicRows | None = None) -> Descr
         return _describe_onnx(path)
     if _is_atomic_model(path):
         return _describe_atomic(path, atomic)
+    if suffix in CHECKPOINT_SUFFIXES:
+        raise InputError(
+            path,
+            "is a PyTorch checkpoint; info describes exported models: run "
+            f"`cryoshift export {path} -o DIR`, then `cryoshift info DIR/model.onnx`",
+        )
     try:  # say what a file users mistake for volumes (.npz, .npy ...) is, not just "unknown"
         with open(path, "rb") as fh:
             refuse_foreign(path, fh.read(MRC_HEADER_BYTES))
@@ -301,6 +309,30 @@ def _describe(path: Path, full: bool, atomic: AtomicRows | None = None) -> Descr
         f"unknown file type {suffix or '(no suffix)'!r}; info reads MRC "
         "(.mrc .mrcs .map .rec), .star, .csv/.tsv, .onnx, PDB/mmCIF or a dataset directory",
     )
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth")  # training's checkpoints (an ONNX model under .pt is read as ONNX)
+
+
+def _folder_hint(path: Path) -> str | None:
+    """What a folder that cryoshift wrote (other than a dataset) is, and which of its files info
+    describes: "not a cryoshift dataset" would suggest that the folder is broken."""
+    if (path / "model.onnx").is_file():
+        return f"is an export folder; give its model: {path / 'model.onnx'}"
+    if (path / "model.pt").is_file() or (path / "checkpoints").is_dir():
+        return (
+            "is a training run directory; info describes exported models: run "
+            f"`cryoshift export {path} -o DIR`, then `cryoshift info DIR/model.onnx`"
+        )
+    from cryoshift.runtime.summary import PREDICTIONS
+
+    for name in (f"{PREDICTIONS}.star", f"{PREDICTIONS}.csv"):
+        if (path / name).is_file():
+            return (
+                f"is a classify results folder; give its table ({path / name}) "
+                f"or run `cryoshift report {path}`"
+            )
+    return None
 
 
 def validate(path: str | Path, atomic: AtomicRows | None = None) -> list[str]:

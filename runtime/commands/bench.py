@@ -70,6 +70,9 @@ def _check_writable(path: Path) -> None:
     if path.is_dir():
         raise InputError(path, "is a directory; --json takes a file name")
     existed = path.exists()
+    if existed and path.is_file() and path.stat().st_size and not _is_bench_json(path):
+        # e.g. --json model.onnx or the engine's model.engine.json: written over after the timing
+        raise InputError(path, "exists and is not an earlier bench result; --json would overwrite it")
     try:
         with path.open("a"):
             pass
@@ -77,3 +80,16 @@ def _check_writable(path: Path) -> None:
         raise InputError(path, f"cannot write: {' '.join(str(exc.strerror or exc).split())}") from exc
     if not existed:
         path.unlink()
+
+
+def _is_bench_json(path: Path) -> bool:
+    """Whether ``path`` holds what --json writes (so a rerun may replace it): a JSON object with
+    the inference and feed figures."""
+    import json
+
+    try:
+        with path.open("rb") as fh:
+            value = json.loads(fh.read(1 << 20))
+    except (OSError, ValueError):
+        return False
+    return isinstance(value, dict) and {"inference", "feed"} <= value.keys()

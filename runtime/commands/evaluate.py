@@ -62,9 +62,11 @@ def command(
     from cryoshift.runtime.errors import require_extra
     from cryoshift.runtime.metadata import is_onnx
 
-    if not is_onnx(model):
+    onnx = is_onnx(model)
+    if not onnx or run is not None:  # --run scores the run's epoch checkpoints with PyTorch
         require_extra("train", "cryoshift evaluate (of a PyTorch checkpoint)", "torch")
     require_extra("train", "cryoshift evaluate (its report plots)", "matplotlib")
+    device = check_options(model, data, out, run, device, tomograms, label_column, onnx, batch_size)
     from cryoshift.training.evaluate import evaluate
 
     report = evaluate(
@@ -111,6 +113,58 @@ def command(
             f"gap {_fmt(ck['selection_gap'])}"
         )
     console.print(f"report: {report['json']}  confusion: {report['confusion_png']}")
+
+
+def check_options(
+    model: Path,
+    data: Path,
+    out: Path | None,
+    run: Path | None,
+    device: str,
+    tomograms: list[str] | None,
+    label_column: str | None,
+    onnx: bool,
+    batch_size: int,
+) -> str:
+    """Refuse option values that would fail only after the data is read or the model has run (a
+    --batch-size below 1, a --device torch does not know, an --out that is a file) or that would
+    be silently ignored (--run naming no training run, --label-column or --tomograms with a
+    dataset directory). Returns the device to use."""
+    from cryoshift.runtime.commands.export import refuse_unfinished_run
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.labelled_picks import is_pick_table
+
+    if batch_size < 1:  # said before labelled picks are cropped, not after
+        raise InputError(None, f"--batch-size must be at least 1, got {batch_size}")
+    if model.is_dir():
+        refuse_unfinished_run(model)
+    if out is not None and out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder; --out names the folder the report is written to")
+    if run is not None:
+        if not run.is_dir():
+            raise InputError(run, "is not a folder; --run takes a training run directory")
+        if not list((run / "checkpoints").glob("epoch_*.pt")):
+            raise InputError(
+                run,
+                "holds no epoch checkpoints (checkpoints/epoch_*.pt); --run takes a training run directory",
+            )
+    if data.is_dir() and not is_pick_table(data):
+        given = [
+            flag for flag, value in (("--tomograms", tomograms), ("--label-column", label_column)) if value
+        ]
+        if given:
+            raise InputError(
+                data,
+                f"is a dataset directory; {' and '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} "
+                "to labelled picks (STAR/CSV)",
+            )
+    if not onnx or run is not None:
+        from cryoshift.training.distributed import resolve_device
+
+        return resolve_device(device)
+    if device not in ("cpu", "auto") and not device.startswith("cuda"):
+        raise InputError(None, f"--device must be cpu or cuda, not {device!r}")
+    return device
 
 
 def _fmt(value: float | None) -> str:

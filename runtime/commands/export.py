@@ -20,6 +20,62 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def refuse_unfinished_run(path: Path) -> None:
+    """A folder without ``model.pt`` (a run that stopped before selecting its model, or no run at
+    all) is named as such, with its newest epoch checkpoint as the way on; the checkpoint reader
+    would only say that ``RUN/model.pt`` is missing, as if the user had typed that path."""
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.training.checkpoint import RUN_MODEL
+
+    if not path.is_dir() or (path / RUN_MODEL).exists():
+        return
+    epochs = sorted((path / "checkpoints").glob("epoch_*.pt")) if (path / "checkpoints").is_dir() else []
+    if epochs:
+        raise InputError(
+            path,
+            f"holds no {RUN_MODEL} (training stopped before it selected a model); "
+            f"give one of its epoch checkpoints instead, e.g. {epochs[-1]}",
+        )
+    raise InputError(
+        path, f"is a folder without {RUN_MODEL}; give a training run directory or a .pt checkpoint"
+    )
+
+
+def refuse_earlier_export(out: Path, checkpoint: Path, test_views: int | None) -> None:
+    """Refuse an --out folder that holds an export of another network. Written over, it would mix
+    two networks' artefacts: an older model.fp16.onnx or model.int8.onnx next to a new model.onnx
+    (whose export.json no longer lists them) would be deployed as if it were the new model.
+
+    The same checkpoint exported again (the README's engine built on the GPU node into the folder
+    the CPU node exported to) is the same network: allowed, unless --test-views changes the graph.
+    """
+    import json
+
+    from cryoshift.export.api import REPORT, earlier_export
+    from cryoshift.runtime.engine_sidecar import file_sha256
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.training.checkpoint import RUN_MODEL
+
+    found = earlier_export(out)
+    if not found:
+        return
+    try:
+        report = json.loads((out / REPORT).read_text())
+        earlier_sha = report["checkpoint_sha256"]
+        earlier_views = report["metadata"]["extra"].get("test_views")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        earlier_sha = earlier_views = None  # no readable record: whose export it is cannot be told
+    source = checkpoint / RUN_MODEL if checkpoint.is_dir() else checkpoint
+    same = earlier_sha is not None and source.is_file() and file_sha256(source) == earlier_sha
+    if same and test_views in (None, earlier_views):
+        return
+    what = "another checkpoint's export" if not same else f"an export with {earlier_views} test views"
+    raise InputError(
+        out,
+        f"already holds {what} ({', '.join(found)}); choose another --out, or delete them to export here",
+    )
+
+
 def command(
     checkpoint: Path = typer.Argument(
         ..., help="Training run directory (its selected model.pt) or a checkpoint .pt file."
@@ -28,8 +84,8 @@ def command(
         ...,
         "--out",
         "-o",
-        help="Output directory (created): model.onnx, the derived "
-        "formats and export.json (what was written, parity, versions).",
+        help="Output directory (created; one holding another checkpoint's export is refused): model.onnx, "
+        "the derived formats and export.json (what was written, parity, versions).",
     ),
     fp16: bool = typer.Option(
         False,
@@ -102,11 +158,12 @@ def command(
     from cryoshift.export import export_checkpoint
     from cryoshift.export.parity import ParityError
     from cryoshift.export.result import ExportWarning
+    from cryoshift.runtime.errors import InputError
 
     if batch_max < 1:
-        from cryoshift.runtime.errors import InputError
-
         raise InputError(None, f"--batch-max must be at least 1, got {batch_max}")
+    refuse_unfinished_run(checkpoint)
+    refuse_earlier_export(out, checkpoint, test_views)
     console = Console(stderr=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -1,0 +1,172 @@
+"""Odd options and option combinations of export, evaluate, bench and info (the files themselves are
+good: hostile file contents are the other test_bad_*.py files' subject). Each was either a
+traceback, an option silently ignored, or an output written over without a word."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hostile_inputs import BOX, VOXEL, Capsys, assert_error, put, run_cli, volumes
+
+from cryoshift.runtime.mrc import write_stack
+
+
+def _checkpoint(path: Path) -> Path:
+    """A genuine (untrained) cryonet-small checkpoint of 16^3 boxes, classes a and b."""
+    from cryoshift.runtime.metadata import ModelMetadata
+    from cryoshift.training.backbones import create_backbone
+    from cryoshift.training.checkpoint import save_checkpoint
+
+    net = create_backbone("cryonet-small", num_classes=2, box_size=BOX)
+    meta = ModelMetadata(class_names=["a", "b"], box_size=BOX, voxel_size=VOXEL)
+    return save_checkpoint(path, net, "cryonet-small", {"num_classes": 2, "box_size": BOX}, meta)
+
+
+@pytest.fixture()
+def ckpt(tmp_path: Path) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    return _checkpoint(tmp_path / "ckpt.pt")
+
+
+def test_export_refuses_an_out_folder_holding_another_networks_export(
+    ckpt: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """An export of another checkpoint (or other test views) into the same folder wrote model.onnx
+    over the first and left the first one's model.int8.onnx beside it, unlisted in the new
+    export.json: a stale model deployed as new. The same checkpoint again (an engine built later
+    into the folder the ONNX went to) is the same network and goes on."""
+    parity = write_stack(tmp_path / "parity.mrcs", volumes(4), voxel_size=VOXEL)
+    out = tmp_path / "deploy"
+    args = ["-o", out, "--no-progress", "--parity-data", parity]
+    code, _, err = run_cli(["export", ckpt, *args], capsys)
+    assert code == 0, err
+    stale = put(out / "model.int8.onnx", b"from an older export")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = Path(shutil.copy(ckpt, tmp_path / "other.pt"))
+    with open(other, "ab") as fh:  # another file: another sha256
+        fh.write(b"\0")
+    line = assert_error(run_cli(["export", other, *args], capsys), out)
+    assert "already holds another checkpoint's export (export.json, model.int8.onnx, model.onnx)" in line
+    line = assert_error(run_cli(["export", ckpt, *args, "--test-views", 2], capsys), out)
+    assert "an export with" in line and "test views" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and stale.is_file()
+    code, _, err = run_cli(["export", ckpt, *args], capsys)
+    assert code == 0, err
+
+
+def test_a_run_folder_without_model_pt_names_its_epoch_checkpoints(
+    ckpt: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """It said "RUN/model.pt: no such checkpoint (give ... a training run directory)", to a user who
+    had given a training run directory."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    epoch = Path(shutil.copy(ckpt, run / "checkpoints" / "epoch_0002.pt"))
+    data = tmp_path / "data"
+    from cryoshift.runtime.dataset import write_dataset
+
+    write_dataset(data, volumes(4), labels=[0, 1, 0, 1], class_names=["a", "b"], voxel_size=VOXEL)
+    for argv in (["export", run, "-o", tmp_path / "o", "--no-progress"], ["evaluate", run, data]):
+        line = assert_error(run_cli(argv, capsys), run)
+        assert "holds no model.pt" in line and str(epoch) in line, line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("odd", ["voxel", "contrast"])
+def test_int8_calibration_data_the_model_would_not_classify_is_refused(
+    odd: str, ckpt: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Calibration data of another voxel size or contrast was used as it was: the int8 model's
+    activation ranges fitted data it will never see, and nothing said so."""
+    from cryoshift.runtime.dataset import write_dataset
+
+    if odd == "voxel":
+        bad = named = write_stack(tmp_path / "cal.mrcs", volumes(12), voxel_size=2 * VOXEL)
+        words = "voxel size 20 A differs from the model's 10 A"
+    else:
+        bad = write_dataset(tmp_path / "cal", volumes(12), voxel_size=VOXEL, contrast="light")
+        named, words = bad / "dataset.json", "contrast is 'light' but the model expects 'dark'"
+    out = tmp_path / "deploy"
+    argv = ["export", ckpt, "-o", out, "--no-progress", "--int8", "--calibration", bad]
+    assert words in assert_error(run_cli(argv, capsys), named)
+    assert not out.exists()
+
+
+def test_evaluate_refuses_odd_options_before_any_work(
+    model: Path, dataset: Path, ckpt: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Before: --device banana / cuda (no GPU) were torch tracebacks, --out FILE said "File exists"
+    after scoring, --batch-size 0 of a checkpoint was a range() traceback, and --run FILE or a
+    folder with no epoch checkpoints, --label-column and --tomograms with a dataset directory were
+    accepted and ignored."""
+    pytest.importorskip("matplotlib")
+    torch = pytest.importorskip("torch")
+    from cryoshift.runtime.dataset import write_dataset
+
+    data_ab = write_dataset(
+        tmp_path / "ab", volumes(4), labels=[0, 1, 0, 1], class_names=["a", "b"], voxel_size=VOXEL
+    )
+    afile = put(tmp_path / "afile", "x")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "ev"
+    cases: list[tuple[list[object], object, str]] = [
+        ([ckpt, data_ab, "--device", "banana"], "--device", "not 'banana'"),
+        ([model, dataset, "--device", "banana"], "--device", "not 'banana'"),
+        ([ckpt, data_ab, "--batch-size", "0"], "--batch-size", "at least 1"),
+        ([model, dataset, "--batch-size", "-1"], "--batch-size", "at least 1"),
+        ([model, dataset, "--out", afile], afile, "not a folder"),
+        ([model, dataset, "--run", afile], afile, "not a folder"),
+        ([model, dataset, "--run", empty], empty, "no epoch checkpoints"),
+        (
+            [model, dataset, "--label-column", "kind"],
+            dataset,
+            "--label-column only applies to labelled picks",
+        ),
+        ([model, dataset, "-t", afile], dataset, "--tomograms only applies to labelled picks"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(([ckpt, data_ab, "--device", "cuda"], "--device cuda", "no CUDA GPU"))
+    for extra, name, words in cases:
+        argv = ["evaluate", *extra] if "--out" in extra else ["evaluate", *extra, "--out", out]
+        line = assert_error(run_cli(argv, capsys), name)
+        assert words in line, line
+        assert not out.exists()
+
+
+def test_bench_json_never_overwrites_the_model(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """`bench model.onnx --json model.onnx` timed for minutes, then wrote the figures over the model."""
+    mine = Path(shutil.copy(model, tmp_path / "model.onnx"))
+    original = mine.read_bytes()
+    other = put(tmp_path / "notes.json", '{"mine": 1}')
+    args = ["bench", mine, "--backend", "cpu", "--n", "2", "--repeats", "1", "--threads", "1", "--json"]
+    for target in (mine, other):
+        assert "not an earlier bench result" in assert_error(run_cli([*args, target], capsys), target)
+    assert mine.read_bytes() == original and other.read_text() == '{"mine": 1}'
+
+
+def test_info_says_what_a_cryoshift_folder_or_checkpoint_is(tmp_path: Path, capsys: Capsys) -> None:
+    """A run, export or results folder was "not a cryoshift dataset ... give a file instead" and a
+    checkpoint "a zip archive (NumPy .npz or similar)": info now names them and the file to give."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    put(run / "config.json", "{}")
+    export = tmp_path / "deploy"
+    export.mkdir()
+    put(export / "model.onnx", b"x")
+    results = tmp_path / "results"
+    results.mkdir()
+    put(results / "predictions.csv", "id\n")
+    ckpt = put(tmp_path / "model.pt", b"PK\x03\x04" + bytes(100))
+    for path, words in (
+        (run, "is a training run directory"),
+        (export, f"is an export folder; give its model: {export / 'model.onnx'}"),
+        (results, f"is a classify results folder; give its table ({results / 'predictions.csv'})"),
+        (ckpt, "is a PyTorch checkpoint"),
+    ):
+        assert words in assert_error(run_cli(["info", path], capsys), path)
+        code, out, _ = run_cli(["info", "--validate", path], capsys)
+        assert code == 1 and words in out
