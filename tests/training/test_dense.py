@@ -143,11 +143,20 @@ def test_the_default_weight_applies_only_where_dense_supervision_can_work(
     simulated = _config(tmp_path / "a", dense_weight=None)
     assert default_dense_weight(simulated) == dense_module.DEFAULT_WEIGHT
     # skipped, not refused, where it cannot work: a dataset source, a backbone without a dense map
-    from_dataset = _config(tmp_path / "b", dense_weight=None, source=str(domains["source"]), box=None)
+    from_dataset = _config(
+        tmp_path / "b", dense_weight=None, source=str(domains["source"]), box=None, voxel_size=None
+    )
     assert default_dense_weight(from_dataset) == 0.0
     assert default_dense_weight(_config(tmp_path / "c", dense_weight=None, backbone="cb3d")) == 0.0
     result = train(
-        _config(tmp_path / "d", dense_weight=None, source=str(domains["source"]), box=None, epochs=1)
+        _config(
+            tmp_path / "d",
+            dense_weight=None,
+            source=str(domains["source"]),
+            box=None,
+            voxel_size=None,
+            epochs=1,
+        )
     )
     assert json.loads((result.run_dir / "config.json").read_text())["dense_weight"] == 0.0
 
