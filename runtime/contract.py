@@ -12,6 +12,8 @@ The contract in words (``docs/design.md``): one float32 input ``subtomograms`` o
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 # ONNX graph names -------------------------------------------------------------------------------
@@ -26,6 +28,8 @@ CONTRASTS = ("dark", "light")
 NORMALISATIONS = ("zscore", "minmax")  # per-subtomogram, inside the exported graph
 
 # Data that meets a model --------------------------------------------------------------------------
+# A --device naming a GPU: torch takes cuda and cuda:N; anything else after 'cuda' was a torch traceback
+CUDA_DEVICE = re.compile(r"cuda(:\d+)?")
 VOXEL_TOLERANCE = 0.05  # relative voxel-size mismatch tolerated between data and model
 
 

@@ -43,6 +43,10 @@ def resolve_device(device: str, local_rank: int = 0) -> str:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
+        from cryoshift.runtime.contract import CUDA_DEVICE
+
+        if not CUDA_DEVICE.fullmatch(device):
+            raise InputError(None, f"--device must be cpu, cuda, cuda:N or auto, not {device!r}")
         if not torch.cuda.is_available():
             raise InputError(None, "--device cuda requested but no CUDA GPU is visible")
         return f"cuda:{local_rank}" if device == "cuda" else device

@@ -33,9 +33,10 @@ def _check_options(device: str, threads: int | None, resolution: float | None) -
     unknown --device (``CPU``, ``gpu``) and --threads -1 ended in torch tracebacks, --threads 0 was
     ignored, and --resolution 0 or nan was taken for the default or failed inside gemmi."""
     import math
-    import re
 
-    if not (device == "cpu" or re.fullmatch(r"cuda(:\d+)?", device)):
+    from cryoshift.runtime.contract import CUDA_DEVICE
+
+    if not (device == "cpu" or CUDA_DEVICE.fullmatch(device)):
         raise InputError(None, f"--device must be cpu, cuda or cuda:N, not {device!r}")
     if threads is not None and threads < 1:
         raise InputError(None, f"--threads must be at least 1, not {threads}")

@@ -40,3 +40,17 @@ def test_two_process_gloo_training_keeps_replicas_identical(domains: dict[str, P
     assert (run / "model.pt").is_file()
     assert json.loads((run / "versions.json").read_text())["world_size"] == 2
     assert (run / "metrics.csv").read_text().count("\n") == 2  # rank 0 alone writes, one row per epoch
+
+
+def test_a_device_that_is_not_cpu_cuda_or_cuda_n_is_refused_in_one_line() -> None:
+    """ "cuda:x" passed as a GPU device (a torch traceback where a GPU is visible); the pattern is
+    the one simulate checks (runtime/contract.CUDA_DEVICE)."""
+    import pytest
+
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.training.distributed import resolve_device
+
+    for bad in ("cuda:x", "cuda0", "cudax", "gpu"):
+        with pytest.raises(InputError, match="--device must be cpu, cuda"):
+            resolve_device(bad)
+    assert resolve_device("cpu") == "cpu"
