@@ -126,8 +126,8 @@ def prepare_int8(job: ExportJob) -> None:
                 "--int8 needs --calibration DATA (target subtomograms); the run's config names no dataset",
             )
         given = paths[0]
-    check_calibration_fits(given, job.metadata)
     tomograms = list(job.config.get("tomograms") or [])
+    check_calibration_fits(given, job.metadata, tomograms)
     volumes = read_volumes(given, job.metadata.box_size, CALIBRATION_VOLUMES, tomograms=tomograms)
     if len(volumes) < MIN_CALIBRATION_VOLUMES:  # said here, before any work, naming the data
         raise InputError(
@@ -138,12 +138,16 @@ def prepare_int8(job: ExportJob) -> None:
     job.calibration_source = str(given)
 
 
-def check_calibration_fits(path: str | Path, metadata: ModelMetadata) -> None:
+def check_calibration_fits(
+    path: str | Path, metadata: ModelMetadata, tomograms: list[str] | None = None
+) -> None:
     """Refuse calibration data the model would not classify, as classify refuses it: another
     contrast, or a voxel size off by more than VOXEL_TOLERANCE. int8 ranges taken from such data
-    fit other data than the model meets, and nothing downstream would say so."""
+    fit other data than the model meets, and nothing downstream would say so. A picks table
+    states no voxel size itself: each tomogram its picks are cropped from (``tomograms``) is
+    checked, and the refusal names that tomogram file."""
     from cryoshift.export.data import voxel_and_contrast
-    from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
+    from cryoshift.runtime.labelled_picks import is_pick_table, pick_tomogram_voxels
 
     voxel, contrast, where = voxel_and_contrast(path)
     if contrast is not None and contrast != metadata.contrast:
@@ -152,6 +156,16 @@ def check_calibration_fits(path: str | Path, metadata: ModelMetadata) -> None:
             f"calibration data contrast is {contrast!r} but the model expects {metadata.contrast!r}; "
             "calibrate on the data the model will classify",
         )
+    _check_calibration_voxel(voxel, where, metadata)
+    if is_pick_table(path) and tomograms:  # without tomograms crop_picks says what is missing
+        for tomogram, tomo_voxel in pick_tomogram_voxels(path, tomograms, metadata.box_size).items():
+            _check_calibration_voxel(tomo_voxel, tomogram, metadata)
+
+
+def _check_calibration_voxel(voxel: float | None, where: str | Path, metadata: ModelMetadata) -> None:
+    """One voxel size of calibration data (None: not stated) against the model's."""
+    from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
+
     mismatch = None if voxel is None else voxel_mismatch(voxel, metadata.voxel_size)
     if mismatch is not None and mismatch > VOXEL_TOLERANCE:
         raise InputError(

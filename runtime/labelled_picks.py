@@ -11,6 +11,7 @@ rows with an empty label.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -109,19 +110,10 @@ def crop_picks(
 ) -> np.ndarray:
     """Up to ``limit`` subtomograms (a random subset) cropped at the picks of a STAR/CSV table
     from ``tomograms`` (int8 calibration and parity data when the training target was picks)."""
-    from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
+    from cryoshift.runtime.sources import VolumeCache, load_item
 
-    path = Path(path)
-    if not tomograms:
-        raise InputError(
-            path,
-            "picks need tomograms to crop from (the run's config names none; give "
-            "--calibration a dataset or MRC stack instead)",
-        )
     cache = VolumeCache()
-    plan = plan_inputs(
-        [str(path)], box_size, 0.0, tomograms=list(tomograms), cache=cache, ignore_voxel_size=True
-    )
+    plan = _plan_unchecked(Path(path), tomograms, box_size, cache)
     items = [it for it in plan.items if it.kind == "tomogram"]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(items))
@@ -138,3 +130,31 @@ def crop_picks(
     if not volumes:
         raise InputError(path, "no pick could be cropped from the tomograms")
     return np.stack(volumes)
+
+
+def pick_tomogram_voxels(path: str | Path, tomograms: list[str], box_size: int) -> dict[str, float]:
+    """Voxel size (A) of each tomogram the picks of ``path`` are cropped from, by file (headers
+    without one are left out). :func:`crop_picks` crops whatever the voxel size (it knows no
+    model), so int8 export checks these against the model, as it checks MRC calibration data:
+    ranges taken at another scale fit data the model never meets."""
+    return dict(_plan_unchecked(Path(path), tomograms, box_size, None).voxel_sizes)
+
+
+def _plan_unchecked(path: Path, tomograms: list[str], box_size: int, cache: Any) -> Any:
+    """The planner's items for a picks table, every tomogram voxel size accepted (and recorded)."""
+    from cryoshift.runtime.sources import VolumeCache, plan_inputs
+
+    if not tomograms:
+        raise InputError(
+            path,
+            "picks need tomograms to crop from (the run's config names none; give "
+            "--calibration a dataset or MRC stack instead)",
+        )
+    return plan_inputs(
+        [str(path)],
+        box_size,
+        0.0,
+        tomograms=list(tomograms),
+        cache=VolumeCache() if cache is None else cache,
+        ignore_voxel_size=True,
+    )

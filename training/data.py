@@ -173,6 +173,7 @@ def load_target(
     physical scale and the exported model could not take both.
     """
     path = Path(spec)
+    _refuse_unused_tomograms(str(spec), tomograms)
     if is_dataset(path):
         from cryoshift.runtime.dataset import read_dataset
 
@@ -217,6 +218,34 @@ def load_target(
     if oracle_labels:
         raise InputError(path, "--oracle-target-labels needs a labelled target dataset directory")
     return _load_planned(str(spec), box_size, voxel_size, contrast, tomograms, max_items)
+
+
+def _refuse_unused_tomograms(spec: str, tomograms: list[str] | None) -> None:
+    """``--tomograms`` with a target that is no picks table (a dataset, a folder or glob of
+    subtomograms, a copick project): only picks are cropped from tomograms, so the option was
+    dropped without a word, and a run meant to adapt to picks in those tomograms adapted to
+    whatever the target held instead."""
+    if not tomograms:
+        return
+    from cryoshift.runtime.labelled_picks import PICK_SUFFIXES
+    from cryoshift.runtime.sources.paths import expand
+
+    path = Path(spec)
+    if spec.startswith("copick:"):
+        kind = "a copick project (the --copick-* options choose its tomograms)"
+    elif is_dataset(path):
+        kind = "a dataset directory"
+    elif path.is_dir():
+        kind = "a folder of subtomograms"
+    elif any(p.suffix.lower() in PICK_SUFFIXES for p in expand(spec)):
+        return  # a table (or a glob of tables); a missing one is said by the planner
+    else:
+        kind = "not a STAR/CSV table"
+    raise InputError(
+        spec,
+        f"--tomograms only applies to a picks STAR/CSV target, and this target is {kind}; "
+        "drop --tomograms or give the picks table as --target",
+    )
 
 
 def _check_dataset_contrast(path: Path, target: str, source: str) -> None:

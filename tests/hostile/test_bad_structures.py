@@ -84,11 +84,13 @@ def test_gzipped_models_and_maps_are_read(tmp_path: Path) -> None:
         tmp_path / "m.mrc", np.exp(-(x**2 + 2 * y**2 + (z - 2) ** 2) / 8.0).astype(np.float32), VOXEL
     )
     (tmp_path / "c.mrc.gz").write_bytes(gzip.compress((tmp_path / "m.mrc").read_bytes()))
-    s = load_structures(
-        [str(tmp_path / n) for n in ("a.pdb.gz", "b.cif.gz", "c.mrc.gz", "plain.pdb")], BOX, VOXEL
+    # One by one: copies of one model in one run are refused as classes of the same map.
+    loaded = [load_structures([str(tmp_path / n)], BOX, VOXEL) for n in ("a.pdb.gz", "b.cif.gz", "c.mrc.gz")]
+    assert [s.names for s in loaded] == [["a"], ["b"], ["c"]]
+    plain = load_structures([str(pdb)], BOX, VOXEL).maps[0]
+    assert np.allclose(loaded[0].maps[0], plain, atol=1e-5) and np.allclose(
+        loaded[1].maps[0], plain, atol=1e-4
     )
-    assert s.names == ["a", "b", "c", "plain"]
-    assert np.allclose(s.maps[0], s.maps[3], atol=1e-5) and np.allclose(s.maps[1], s.maps[3], atol=1e-4)
 
 
 def test_two_files_of_one_class_name_are_refused(tmp_path: Path, capsys: Capsys) -> None:
@@ -129,8 +131,8 @@ def test_models_apart_are_refused_superposed_use_the_first(tmp_path: Path) -> No
     nmr = tmp_path / "nmr.pdb"
     nmr.write_text(f"MODEL        1\n{_protein()}ENDMDL\nMODEL        2\n{_protein(shift=0.5)}ENDMDL\nEND\n")
     one = _pdb(tmp_path / "one.pdb", _protein())
-    s = load_structures([str(nmr), str(one)], BOX, VOXEL)
-    assert np.allclose(s.maps[0], s.maps[1], atol=1e-5)
+    first = load_structures([str(nmr)], BOX, VOXEL).maps[0]
+    assert np.allclose(first, load_structures([str(one)], BOX, VOXEL).maps[0], atol=1e-5)
 
 
 def test_structure_mostly_outside_the_box_is_refused(tmp_path: Path, capsys: Capsys) -> None:
@@ -173,6 +175,43 @@ def test_map_resampling_and_inversion_are_said(tmp_path: Path, capsys: Capsys) -
     assert code == 0, err
     assert f"note: {fine}: 5 A voxels resampled to 10 A" in err
     assert f"note: {dark}: protein dark, inverted to light" in err
+
+
+@pytest.mark.parametrize("voxel", ["1e-6", "1e6"])
+def test_builtins_that_render_as_one_map_are_refused(voxel: str, tmp_path: Path, capsys: Capsys) -> None:
+    """At --voxel-size 1e-6 (every built-in fills the box) or 1e6 (every one is a dot) the classes'
+    maps were identical (correlation 1.000): a dataset of one particle under 9 labels, exit 0."""
+    pytest.importorskip("torch")
+    args = ["simulate", tmp_path / "sim", "--n", 4, "--box", BOX, "--voxel-size", voxel, "--no-progress"]
+    line = assert_error(run_cli(args, capsys), "built-in classes 'ribosome' and 'proteasome'")
+    assert "render as the same map" in line and "correlation 1.0000 > 0.999" in line
+    assert "check --voxel-size" in line
+    assert not (tmp_path / "sim" / "dataset.json").exists()
+
+
+def test_maps_that_are_copies_of_each_other_are_refused(tmp_path: Path, capsys: Capsys) -> None:
+    """Two files of one map (a copy under another name, here at another scale) became two classes
+    the simulator renders alike, and simulate exited 0."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.mrc import write_volume
+
+    z, y, x = np.indices((24,) * 3) - 12
+    blob = np.exp(-(x**2 + 2 * y**2 + (z - 2) ** 2) / 8.0).astype(np.float32)
+    first = write_volume(tmp_path / "first.mrc", blob, voxel_size=VOXEL)
+    copy = write_volume(tmp_path / "copy.mrc", 7.0 * blob, voxel_size=VOXEL)
+    line = assert_error(_simulate([first, copy], tmp_path, capsys), copy)
+    assert f"class 'copy' has the same map as class 'first' ({first})" in line
+    assert "check that the maps differ" in line
+    assert not (tmp_path / "sim" / "dataset.json").exists()
+    folder = tmp_path / "maps"  # copies in a folder: the same, however the files are named
+    folder.mkdir()
+    for name in ("a", "b"):
+        write_volume(folder / f"{name}.mrc", blob, voxel_size=VOXEL)
+    line = assert_error(_simulate([folder], tmp_path, capsys), folder / "b.mrc")
+    assert f"class 'b' has the same map as class 'a' ({folder / 'a.mrc'})" in line
+    other = write_volume(tmp_path / "other.mrc", np.roll(blob, 3, axis=0) + blob.T, voxel_size=VOXEL)
+    code, _, err = _simulate([first, other], tmp_path, capsys)  # maps that differ still pass
+    assert code == 0, err
 
 
 def test_train_says_each_structure_note_once(tmp_path: Path, capsys: Capsys) -> None:

@@ -307,6 +307,50 @@ def test_train_target_dataset_of_another_voxel_size_is_refused(tmp_path: Path) -
 
 
 # ---------------------------------------------------------------------------------------------
+# train --target with --tomograms
+
+
+def test_train_tomograms_with_a_target_that_is_no_picks_table_are_refused(
+    tmp_path: Path, capsys: Capsys, dataset: Path
+) -> None:
+    """--tomograms with a dataset or MRC folder as --target was ignored without a word: only picks
+    are cropped from tomograms. A picks table (or a glob of them) still takes them."""
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.training.data import load_target
+
+    rng = np.random.default_rng(0)
+    tomo = write_volume(tmp_path / "TS_01.mrc", rng.normal(size=(32, 32, 32)).astype(np.float32), VOXEL)
+    folder = tmp_path / "subtomos"
+    folder.mkdir()
+    for i, v in enumerate(volumes(2)):
+        write_volume(folder / f"p{i}.mrc", v, voxel_size=VOXEL)
+    single = folder / "p0.mrc"
+    cases = [
+        (dataset, "a dataset directory"),
+        (folder, "a folder of subtomograms"),
+        (single, "not a STAR/CSV table"),
+        ("copick:project.json", "a copick project"),
+    ]
+    for target, kind in cases:
+        with pytest.raises(InputError) as exc:
+            load_target(str(target), BOX, VOXEL, "dark", ["a", "b"], tomograms=[str(tomo)])
+        line = str(exc.value)
+        assert line.startswith(f"{target}: --tomograms only applies to a picks STAR/CSV target"), line
+        assert kind in line and "\n" not in line
+    picks = put(tmp_path / "picks.csv", "x,y,z\n16,16,16\n12,14,16\n")
+    for target in (picks, tmp_path / "pick*.csv"):
+        assert len(load_target(str(target), BOX, VOXEL, "dark", ["a", "b"], tomograms=[str(tomo)])) == 2
+    assert len(load_target(str(dataset), BOX, VOXEL, "dark", ["a", "b"], tomograms=[])) == 6
+    pytest.importorskip("torch")
+    argv = ["train", "--source", dataset, "--target", dataset, "--tomograms", tomo, "--out", tmp_path / "run"]
+    result = run_cli(
+        [*argv, "--epochs", 1, "--backbone", "cryonet-small", "--no-progress", "--threads", 1], capsys
+    )
+    assert "--tomograms only applies to a picks STAR/CSV target" in assert_error(result, dataset)
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+# ---------------------------------------------------------------------------------------------
 # train --target: data of the other contrast convention
 
 

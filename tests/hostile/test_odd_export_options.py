@@ -1,12 +1,14 @@
-"""Odd options and option combinations of export, evaluate, bench and info (the files themselves are
-good: hostile file contents are the other test_bad_*.py files' subject). Each was either a
-traceback, an option silently ignored, or an output written over without a word."""
+"""Odd options and option combinations of export, evaluate, bench and info, and the inference
+options classify shares with bench (the files themselves are good: hostile file contents are the
+other test_bad_*.py files' subject). Each was either a traceback (or a crash), an option silently
+ignored, or an output written over without a word."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hostile_inputs import BOX, VOXEL, Capsys, assert_error, put, run_cli, volumes
 
@@ -95,6 +97,45 @@ def test_int8_calibration_data_the_model_would_not_classify_is_refused(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("given", [False, True])
+def test_int8_calibration_picks_in_tomograms_of_another_voxel_size_are_refused(
+    given: bool, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Picks (the run's picks target, or --calibration picks.csv) were cropped from their tomograms
+    without a voxel-size check (crop_picks plans with ignore_voxel_size): 20 A tomograms calibrated
+    a 10 A model. Refused in one line naming the tomogram, as MRC calibration data is."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from cryoshift.export.int8 import check_calibration_fits
+    from cryoshift.runtime.metadata import ModelMetadata
+    from cryoshift.runtime.mrc import write_volume
+    from cryoshift.training.backbones import create_backbone
+    from cryoshift.training.checkpoint import save_checkpoint
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(32, 48, 48)).astype(np.float32)
+    coarse = write_volume(tmp_path / "TS_01.mrc", data, voxel_size=2 * VOXEL)
+    picks = put(
+        tmp_path / "picks.csv",
+        "x,y,z\n" + "".join(f"{x},{y},16\n" for x in (12, 24, 36) for y in (12, 24, 36)),
+    )
+    meta = ModelMetadata(class_names=["a", "b"], box_size=BOX, voxel_size=VOXEL)
+    net = create_backbone("cryonet-small", num_classes=2, box_size=BOX)
+    config = {"target": str(picks), "tomograms": [str(coarse)]}
+    ckpt = save_checkpoint(
+        tmp_path / "ckpt.pt", net, "cryonet-small", {"num_classes": 2, "box_size": BOX}, meta, config=config
+    )
+    parity = write_stack(tmp_path / "parity.mrcs", volumes(4), voxel_size=VOXEL)
+    out = tmp_path / "deploy"
+    argv = ["export", ckpt, "-o", out, "--no-progress", "--int8", "--parity-data", parity]
+    line = assert_error(run_cli([*argv, *(["--calibration", picks] if given else [])], capsys), coarse)
+    assert "calibration data voxel size 20 A differs from the model's 10 A" in line
+    assert not out.exists()
+    (tmp_path / "fine").mkdir()
+    fine = write_volume(tmp_path / "fine" / "TS_01.mrc", data, voxel_size=VOXEL)
+    check_calibration_fits(picks, meta, [str(fine)])  # tomograms of the model's voxel size pass
+
+
 def test_evaluate_refuses_odd_options_before_any_work(
     model: Path, dataset: Path, ckpt: Path, tmp_path: Path, capsys: Capsys
 ) -> None:
@@ -146,6 +187,40 @@ def test_bench_json_never_overwrites_the_model(model: Path, tmp_path: Path, caps
     for target in (mine, other):
         assert "not an earlier bench result" in assert_error(run_cli([*args, target], capsys), target)
     assert mine.read_bytes() == original and other.read_text() == '{"mine": 1}'
+
+
+@pytest.mark.parametrize("verb", ["classify", "bench"])
+def test_threads_above_the_cpu_count_are_lowered_to_it(
+    verb: str, model: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--threads 100000` asked onnxruntime for 100000 intra-op threads: a segfault under a memory
+    ulimit. More threads than CPUs are lowered to the CPU count, with a note. The CPU count is made
+    1 here, so that the old code started 3 threads (a failed assertion, not a crashed test run)."""
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    if verb == "classify":
+        stack = write_stack(tmp_path / "s.mrcs", volumes(2), voxel_size=VOXEL)
+        argv = ["classify", model, stack, "-o", tmp_path / "out", "-b", "cpu", "--threads", 3]
+    else:
+        argv = ["bench", model, "--backend", "cpu", "--n", 2, "--repeats", 1, "--threads", 3]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    note = "cryoshift: note: --threads 3 is above the CPU count (1); using 1 threads"
+    assert err.splitlines().count(note) == 1, err
+    assert "1 threads)" in out + err and "3 threads" not in out + err  # the backend line says so too
+
+
+def test_session_options_never_ask_for_more_threads_than_cpus() -> None:
+    """The onnxruntime session options themselves (every CPU session is made from them)."""
+    import os
+
+    from cryoshift.runtime.backends import _ort, _session_options
+
+    ort = _ort()
+    assert _session_options(ort, 100_000).intra_op_num_threads == (os.cpu_count() or 1)
+    assert _session_options(ort, 1).intra_op_num_threads == 1
+    assert _session_options(ort, None).intra_op_num_threads == 0  # onnxruntime's own: all cores
 
 
 def test_info_says_what_a_cryoshift_folder_or_checkpoint_is(tmp_path: Path, capsys: Capsys) -> None:

@@ -9,6 +9,9 @@ is what checkpoints store as ``backbone`` and ``backbone_kwargs``.
 
 from __future__ import annotations
 
+import inspect
+import json
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +29,7 @@ __all__ = [
     "BACKBONES",
     "DEFAULT_BACKBONE",
     "MAX_TEST_VIEWS",
+    "check_backbone_kwarg_types",
     "check_test_views_option",
     "count_flops",
     "create_backbone",
@@ -92,3 +96,72 @@ def check_test_views_option(test_views: int) -> None:
 
     if not 1 <= test_views <= MAX_TEST_VIEWS:
         raise InputError(None, f"--test-views must be from 1 to {MAX_TEST_VIEWS}, not {test_views}")
+
+
+def _constructor_defaults(backbone: str) -> dict[str, Any]:
+    """The keyword defaults of the class that registry entry ``backbone`` builds (its factory's
+    return annotation): the factories take ``**kw``, so their own signature says nothing about
+    what a keyword should be. ValueError for an unknown name (with the closest valid one)."""
+    factory = BACKBONES.get(backbone)
+    built = typing.get_type_hints(factory).get("return")
+    if not isinstance(built, type):
+        return {}
+    return {
+        name: p.default
+        for name, p in inspect.signature(built.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+# Checked default types, in the order tested (bool before int: True is an int to isinstance).
+_KWARG_TYPES: tuple[tuple[type, str], ...] = ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"))
+
+
+def _shown(value: Any) -> str:
+    """A value as the user writes it in ``--backbone-opt NAME=VALUE`` (JSON, strings bare)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def check_backbone_kwarg_types(backbone: str, kwargs: dict[str, Any]) -> None:
+    """Refuse a ``--backbone-opt`` value of another type than the backbone's default for it, in one line.
+
+    Values come from the command line as JSON or bare strings, so ``drop_rate=abc`` reached the
+    constructor as the string 'abc' and failed inside torch ("'<' not supported between instances
+    of 'str' and 'int'"), naming neither the option nor the backbone. int is accepted where a float
+    is expected; a bool is not taken for an int or float (JSON ``true`` for ``depth`` is a typo, not
+    1). Keywords without a default of one of these types (sequences such as ``widths``, unknown
+    names) are left to the constructor.
+    """
+    from cryoshift.runtime.errors import InputError
+
+    try:
+        defaults = _constructor_defaults(backbone)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from exc
+    for name, value in kwargs.items():
+        if name not in defaults:
+            continue
+        default = defaults[name]
+        expected = next((label for kind, label in _KWARG_TYPES if isinstance(default, kind)), None)
+        if expected is None or value is None:  # None keeps the default (create_backbone)
+            continue
+        if expected == "bool":
+            fits = isinstance(value, bool)
+        elif expected == "int":
+            fits = isinstance(value, int) and not isinstance(value, bool)
+        elif expected == "float":
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            fits = isinstance(value, str)
+        if not fits:
+            article = "an" if expected == "int" else "a"
+            raise InputError(
+                None,
+                f"--backbone-opt {name}={_shown(value)}: {backbone} expects {article} {expected} "
+                f"(default {_shown(default)})",
+            )

@@ -34,6 +34,11 @@ MIN_IN_BOX = 0.05
 # a built-in there asked for 1.5 TB (about 1.5 kB per voxel in builtin.render_builtin), ending in a
 # MemoryError or the kernel's OOM killer instead of a reason.
 MAX_BOX = 512
+# Largest Pearson correlation two class maps may have. Above it the simulator renders the same
+# particle for both classes (a voxel size of 1e-6 or 1e6 A makes every built-in one blob or one
+# box-filling sphere; two copies of one map file), and training on them exits 0 with a model that
+# cannot tell them apart. Built-ins at ordinary grids stay below 0.93 (16^3 at 40 A: 0.998).
+MAX_MAP_CORRELATION = 0.999
 
 
 @dataclass
@@ -352,6 +357,7 @@ def load_structures(
     names: list[str] = []
     maps: list[np.ndarray] = []
     origins: list[str] = []
+    given: list[str] = []  # each class's source as the user named it (for messages)
     skipped: list[str] = []
     for source in sources:
         items = _expand(source)
@@ -386,8 +392,63 @@ def load_structures(
             names.append(name)
             maps.append(density)
             origins.append(origin)
+            given.append(item)
     if not maps:
         raise InputError(", ".join(sources), "no structure could be loaded")
-    return Structures(
-        names=names, maps=np.stack(maps), voxel_size=float(voxel_size), sources=origins, skipped=skipped
+    stack = np.stack(maps)
+    _refuse_lookalikes(names, stack, given, box_size, voxel_size)
+    return Structures(names=names, maps=stack, voxel_size=float(voxel_size), sources=origins, skipped=skipped)
+
+
+def _map_correlations(maps: np.ndarray) -> np.ndarray:
+    """(K, K) Pearson correlations of K maps, summed in float64 over chunks of voxels: a float64
+    copy of all maps at once (np.corrcoef) would be K GiB at the largest box."""
+    k = len(maps)
+    flat = maps.reshape(k, -1)
+    n = flat.shape[1]
+    gram = np.zeros((k, k))
+    sums = np.zeros(k)
+    step = max(1, 2**22 // k)
+    for start in range(0, n, step):
+        part = flat[:, start : start + step].astype(np.float64)
+        gram += part @ part.T
+        sums += part.sum(axis=1)
+    cov = gram - np.outer(sums, sums) / n
+    # finish_map leaves zero corners and some positive density: no map is constant (sd > 0)
+    sd = np.sqrt(np.clip(np.diag(cov), 1e-300, None))
+    return np.asarray(cov / np.outer(sd, sd))
+
+
+def _refuse_lookalikes(
+    names: list[str], maps: np.ndarray, given: list[str], box_size: int, voxel_size: float
+) -> None:
+    """Refuse two classes whose maps correlate above MAX_MAP_CORRELATION, naming them (and their
+    files): the simulated classes would be one particle under two labels."""
+    if len(maps) < 2:
+        return
+    corr = _map_correlations(maps)
+    pairs = [
+        (i, j) for i in range(len(maps)) for j in range(i + 1, len(maps)) if corr[i, j] > MAX_MAP_CORRELATION
+    ]
+    if not pairs:
+        return
+    i, j = pairs[0]
+    extra = len(pairs) - 1
+    more = f"; {extra} more pair{'s' if extra > 1 else ''} too" if extra else ""
+    same = f"(Pearson correlation {corr[i, j]:.4f} > {MAX_MAP_CORRELATION:g}{more})"
+    files = [k for k in (i, j) if not given[k].startswith("builtin:")]
+    if not files:
+        raise InputError(
+            None,
+            f"built-in classes {names[i]!r} and {names[j]!r} render as the same map at {voxel_size:g} A "
+            f"per voxel in a {box_size}^3 box {same}: check --voxel-size (Angstrom per voxel; "
+            "subtomograms are typically 2-20 A)",
+        )
+    k = files[-1]  # the error names this file; the message names the other class's source
+    other = i if k == j else j
+    raise InputError(
+        given[k],
+        f"class {names[k]!r} has the same map as class {names[other]!r} ({given[other]}) on the "
+        f"{box_size}^3 grid at {voxel_size:g} A {same}: check that the maps differ and that the "
+        "voxel sizes (map headers, --voxel-size) are right",
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cryoshift.training.backbones import BACKBONES, count_flops, create_backbone
+from cryoshift.runtime.errors import InputError
+from cryoshift.training.backbones import BACKBONES, check_backbone_kwarg_types, count_flops, create_backbone
 
 TINY = {
     "cryonet": {},
@@ -53,6 +54,54 @@ def test_rebuild_from_config_loads_weights() -> None:
     assert "drop_rate" not in model.config  # None keeps the family default
     again = create_backbone(model.backbone_name, **model.config)
     again.load_state_dict(model.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"drop_rate": "abc"}, "--backbone-opt drop_rate=abc: cryonet expects a float (default 0.0)"),
+        ({"depth": 2.5}, "--backbone-opt depth=2.5: cryonet expects an int (default 1)"),
+        ({"depth": True}, "--backbone-opt depth=true: cryonet expects an int (default 1)"),
+        ({"drop_rate": False}, "--backbone-opt drop_rate=false: cryonet expects a float (default 0.0)"),
+        ({"residual": 1}, "--backbone-opt residual=1: cryonet expects a bool (default false)"),
+        ({"head": 3}, "--backbone-opt head=3: cryonet expects a str (default avg)"),
+    ],
+)
+def test_backbone_options_of_another_type_are_refused_in_one_line(kwargs: dict, message: str) -> None:
+    """--backbone-opt drop_rate=abc reached the constructor as a string and failed inside torch."""
+    with pytest.raises(InputError) as exc:
+        check_backbone_kwarg_types("cryonet", kwargs)
+    assert str(exc.value) == message
+
+
+def test_backbone_option_types_pass_what_the_constructor_takes() -> None:
+    """An int where a float is expected is fine; sequences, None (the default) and names the
+    constructor does not know are left to it; an unknown backbone is one line too."""
+    check_backbone_kwarg_types("cryonet", {"drop_rate": 1, "depth": 2, "residual": True, "head": "full"})
+    check_backbone_kwarg_types("cryonet", {"widths": [8, 16], "drop_rate": None, "no_such_option": "x"})
+    check_backbone_kwarg_types("cb3d", {"width": 0.0625, "fc_dim": 64})
+    with pytest.raises(InputError, match=r"--backbone-opt fc_dim=1\.5: cb3d expects an int"):
+        check_backbone_kwarg_types("cb3d", {"fc_dim": 1.5})
+    with pytest.raises(InputError, match="unknown backbone 'cryonett'"):
+        check_backbone_kwarg_types("cryonett", {})
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_every_backbone_passes_its_own_defaults_and_checks_their_types(name: str) -> None:
+    """The check finds the class each registry entry builds (not from a hand-kept list): its own
+    defaults and the tiny test options pass, and a wrong type for any scalar default is refused."""
+    import inspect
+
+    built = type(create_backbone(name, num_classes=2, box_size=16, **TINY[name]))
+    params = inspect.signature(built.__init__).parameters.values()
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    check_backbone_kwarg_types(name, {**defaults, **TINY[name]})
+    scalars = {k: v for k, v in defaults.items() if isinstance(v, (bool, int, float, str))}
+    assert scalars or name == "encoder4", name  # encoder4's only option is its widths
+    for key, value in scalars.items():
+        wrong = 7 if isinstance(value, str) else "abc"
+        with pytest.raises(InputError, match=f"--backbone-opt {key}={wrong}: {name} expects"):
+            check_backbone_kwarg_types(name, {key: wrong})
 
 
 def test_flops_counts_conv_and_linear_exactly() -> None:
