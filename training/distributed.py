@@ -170,3 +170,13 @@ def launch_local(config: Any, nprocs: int) -> list[str]:
     mp.spawn(_local_worker, args=(nprocs, free_port(), config.to_dict(), queue), nprocs=nprocs, join=True)
     digests = dict(queue.get() for _ in range(nprocs))
     return [digests[r] for r in range(nprocs)]
+
+
+def broadcast_from_main(values: np.ndarray, info: DistInfo) -> np.ndarray:
+    """Rank 0's ``values`` on every rank (same shape and dtype everywhere): a choice made from
+    floating-point scores must be one choice, or the ranks train on different data."""
+    if not info.enabled:
+        return values
+    t = torch.from_numpy(np.ascontiguousarray(values)).to(info.device)
+    dist.broadcast(t, src=0)
+    return t.cpu().numpy()

@@ -19,6 +19,10 @@ import numpy as np
 DEFAULT_COUNT = 300  # target subtomograms matched (a few minutes on 2 CPU cores)
 KEEP_FRACTION = 0.6  # share of each class's matches kept, by score margin
 ROTATIONS = 1000
+# how the matches become labels (TrainConfig.template_rule): by margin throughout; by margin and, from
+# the start of self-training, by agreement with the network; by agreement only
+TEMPLATE_RULES = ("margin", "agree", "agree-only")
+AGREE_AT = 0.3  # fraction of training after which the network votes, for methods without adapt_start
 
 
 @dataclass
@@ -30,6 +34,8 @@ class PseudoLabels:
     matched: int  # target subtomograms matched (before keeping the confident ones)
     class_counts: list[int]  # kept labels per class
     margins: np.ndarray  # (matched,) best minus second-best class score of every matched volume
+    matched_index: np.ndarray  # (matched,) rows of the target that were matched
+    predictions: np.ndarray  # (matched,) template matching's class of every matched volume
 
     def summary(self) -> dict[str, object]:
         return {
@@ -73,4 +79,20 @@ def template_pseudo_labels(
         chosen.append(members[np.argsort(-margin[members], kind="stable")[:take]])
     sel = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
     counts = np.bincount(pred[sel], minlength=maps.shape[0]).tolist()
-    return PseudoLabels(index[sel], pred[sel], wedge, float(result.seconds), n, counts, margin)
+    return PseudoLabels(index[sel], pred[sel], wedge, float(result.seconds), n, counts, margin, index, pred)
+
+
+def agreement_labels(found: PseudoLabels, network: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, labels): the matched target volumes whose template-matching class the network
+    predicts too (``network``: its classes of ``found.matched_index``, in that order).
+
+    Why: a fixed share kept by margin suits one target and not another (99.7 % right on a clean
+    target, 80 % on a noisy one; benchmarks/results/accuracy_levers.md, seventh round). Two
+    classifiers that err differently (template matching's rotation search, a network trained on
+    simulation) rarely agree on a wrong class, so their agreement sets a share from the target
+    itself: most of a clean target, less of a noisy one."""
+    network = np.asarray(network)
+    if network.shape != found.predictions.shape:
+        raise ValueError(f"{network.shape[0]} network predictions for {found.matched} matched volumes")
+    agree = network == found.predictions
+    return found.matched_index[agree], found.predictions[agree]

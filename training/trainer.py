@@ -126,11 +126,15 @@ def _check_method_kwargs(kwargs: dict[str, Any]) -> None:
             raise InputError(None, f"--hparam {key} must be {kind}, not {value!r}")
 
 
-def _check_backbone_kwargs(kwargs: dict[str, Any]) -> None:
-    """Refuse ``--backbone-opt`` keys the trainer sets itself (see _BACKBONE_KEYS_SET_BY_TRAIN)."""
+def _check_backbone_kwargs(backbone: str, kwargs: dict[str, Any]) -> None:
+    """Refuse ``--backbone-opt`` keys the trainer sets itself (see _BACKBONE_KEYS_SET_BY_TRAIN)
+    and values of another type than the backbone's default for them."""
+    from cryoshift.training.backbones import check_backbone_kwarg_types
+
     for key, why in _BACKBONE_KEYS_SET_BY_TRAIN.items():
         if key in kwargs:
             raise InputError(None, f"--backbone-opt {key} cannot be set: {why}")
+    check_backbone_kwarg_types(backbone, kwargs)
 
 
 @dataclass
@@ -179,6 +183,11 @@ class TrainConfig:
     # 0 = off. Only when the source is simulated from structures (the maps are needed).
     template_labels: int = 600
     template_keep: float = 0.6  # share of each class's matches kept as labels, by score margin
+    # which matches label the target (pseudo_labels.TEMPLATE_RULES): "margin" keeps template_keep of
+    # each class by score margin throughout; "agree" does so until self-training starts, then keeps
+    # the matches whose class the network trained so far predicts too (agreement_labels); "agree-only"
+    # trains on no target labels before that
+    template_rule: str = "margin"
     # labelled target volumes (pseudo-labels, the oracle's labels) are shown in wedge-preserving
     # views: 180-degree rotations and 1-voxel shifts (augment.py)
     target_views: bool = True
@@ -235,6 +244,13 @@ class TrainConfig:
             raise InputError(
                 None, "--snr-match compares template-matching margins: it needs --template-labels > 0"
             )
+        from cryoshift.training.pseudo_labels import TEMPLATE_RULES
+
+        if self.template_rule not in TEMPLATE_RULES:
+            raise InputError(
+                None,
+                f"--template-rule must be one of {', '.join(TEMPLATE_RULES)}, not {self.template_rule!r}",
+            )
         if not 0 < self.template_keep <= 1:
             raise InputError(None, f"--template-keep must be in (0, 1], not {self.template_keep}")
         if self.dense_weight is not None and not (
@@ -276,7 +292,7 @@ class TrainConfig:
                 None, f"--template-labels must be 0 (off) or a positive count, not {self.template_labels}"
             )
         _check_method_kwargs(self.method_kwargs)
-        _check_backbone_kwargs(self.backbone_kwargs)
+        _check_backbone_kwargs(self.backbone, self.backbone_kwargs)
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError(
                 None, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}"
@@ -737,17 +753,10 @@ class _Run:
             seed=c.seed + 5,
             threads=c.threads,
         )
-        self.pseudo = Domain(
-            self.target.take(found.index),
-            found.labels,
-            self.class_names,
-            self.box,
-            self.voxel_size,
-            self.contrast,
-            self.target.fingerprint,
-            f"{len(found.index)} target subtomograms labelled by template matching",
-        )
-        self.pseudo_summary = found.summary()
+        # agree-only: no target labels until the network can vote on them (_agree)
+        if c.template_rule != "agree-only":
+            self._set_pseudo(found.index, found.labels, "labelled by template matching")
+        self.pseudo_summary = {**found.summary(), "rule": c.template_rule}
         self.matches = found
         if self.info.is_main:
             import sys
@@ -757,6 +766,74 @@ class _Run:
                 f"subtomograms (tilt range +-{found.tilt_max:.0f} deg, {found.seconds:.0f} s)",
                 file=sys.stderr,
             )
+
+    def _set_pseudo(self, rows: Any, labels: Any, how: str) -> None:
+        """Train on target rows ``rows`` with ``labels`` beside the source from now on."""
+        rows = np.asarray(rows, dtype=np.int64)
+        self.pseudo = Domain(
+            self.target.take(rows),
+            np.asarray(labels, dtype=np.int64),
+            self.class_names,
+            self.box,
+            self.voxel_size,
+            self.contrast,
+            self.target.fingerprint,
+            f"{len(rows)} target subtomograms {how}",
+        )
+        self.pseudo_rows = rows
+
+    def _agreement_epoch(self, method: nn.Module) -> int | None:
+        """The epoch after which the template labels become those the network agrees with
+        (template_rule agree/agree-only): the last before the method's target terms start."""
+        if self.config.template_rule == "margin" or self.matches is None:
+            return None
+        from cryoshift.training.pseudo_labels import AGREE_AT
+
+        start = float(getattr(method, "hparams", {}).get("adapt_start", AGREE_AT))
+        return max(1, min(self.config.epochs, math.floor(start * self.config.epochs)))
+
+    def _agree(self, method: nn.Module, epoch: int) -> None:
+        """Relabel: the matched target volumes whose template-matching class the network, as it
+        would be exported now (AdaBN, test views), predicts too (pseudo_labels.agreement_labels)."""
+        from cryoshift.training.pseudo_labels import agreement_labels
+
+        c, found = self.config, self.matches
+        network = np.zeros(found.matched, dtype=np.int64)
+        if self.info.is_main:  # one vote for every rank: a near tie must not split the ranks' data
+            with self._evaluation_rng():
+                backbone = deployable_backbone(
+                    method, self.target, c.normalisation, self.device, c.eval_batch_size
+                )
+                logits, _ = forward_numpy(
+                    backbone,
+                    self.target.take(found.matched_index),
+                    c.normalisation,
+                    self.device,
+                    c.eval_batch_size,
+                )
+            network = logits.argmax(1).astype(np.int64)
+        network = distributed.broadcast_from_main(network, self.info)
+        rows, labels = agreement_labels(found, network)
+        before = 0 if self.pseudo is None else len(self.pseudo)
+        self._set_pseudo(rows, labels, "on whose class template matching and the network agree")
+        self.pseudo_summary.update(
+            agreed=len(rows),
+            agree_epoch=epoch,
+            agreed_class_counts=np.bincount(labels, minlength=len(self.class_names)).tolist(),
+        )
+        if self.info.is_main:
+            import sys
+
+            print(
+                f"cryoshift: after epoch {epoch}, training on the {len(rows)} of {found.matched} matched "
+                f"target subtomograms whose class the network predicts too (was {before})",
+                file=sys.stderr,
+            )
+
+    def _evaluation_rng(self) -> Any:
+        """A block whose random draws (evaluation, AdaBN passes) never shift the training RNG."""
+        cuda_devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+        return torch.random.fork_rng(devices=cuda_devices)
 
     def _views(self, domain: Domain, rng: np.random.Generator) -> Domain:
         """``domain`` with each volume in a fresh wedge-preserving view (when ``target_views``)."""
@@ -824,6 +901,9 @@ class _Run:
             history = list(extra["history"])
             start = int(payload["epoch"])
             run.restore_rng(extra["rng"], rngs)
+            if extra.get("pseudo_rows") is not None:  # labels chosen by agreement before the stop
+                self._set_pseudo(extra["pseudo_rows"], extra["pseudo_labels"], "kept at the stop")
+                self.pseudo_summary = dict(extra["pseudo_summary"])
         if info.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
             run.write_json(self.dir / "config.json", c.to_dict())
@@ -831,6 +911,7 @@ class _Run:
         loss_fn = distributed.wrap(method, info, dense)
         metadata = self._metadata()
         last = c.epochs if stop_after_epoch is None else min(c.epochs, stop_after_epoch)
+        agree_epoch = self._agreement_epoch(method)
         with _progress(c.progress and info.is_main) as bar:
             task = None
             for epoch in range(start + 1, last + 1):
@@ -850,6 +931,8 @@ class _Run:
                 row = {"epoch": epoch, **means, "train_vol_per_s": rate}
                 if info.is_main:
                     row.update(self._end_epoch(method, epoch, metadata))
+                if epoch == agree_epoch:
+                    self._agree(method, epoch)
                 row["seconds"] = time.perf_counter() - t0
                 history.append(row)
                 if info.is_main and log.plain():
@@ -866,6 +949,12 @@ class _Run:
                         "rng": run.capture_rng(rngs),
                         "history": history,
                     }
+                    if agree_epoch is not None and epoch >= agree_epoch:
+                        extra.update(  # lists: a weights-only checkpoint holds no numpy arrays
+                            pseudo_rows=self.pseudo_rows.tolist(),
+                            pseudo_labels=self.pseudo.labels.tolist(),
+                            pseudo_summary=self.pseudo_summary,
+                        )
                     save_checkpoint(
                         resume_path,
                         method.backbone,
@@ -1007,8 +1096,7 @@ class _Run:
     def _end_epoch(self, method: nn.Module, epoch: int, metadata: ModelMetadata) -> dict[str, float]:
         """Deployable model of this epoch: label-free scores and its checkpoint (rank 0)."""
         c = self.config
-        cuda_devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=cuda_devices):  # evaluation never shifts the training RNG
+        with self._evaluation_rng():
             backbone = deployable_backbone(
                 method, self.target, c.normalisation, self.device, c.eval_batch_size
             )

@@ -189,6 +189,13 @@ def command(
         "--template-keep",
         help="Share of each class's template matches kept as labels, the largest score margins first.",
     ),
+    template_rule: str = typer.Option(
+        "margin",
+        "--template-rule",
+        help="Which template matches label the target: margin (the --template-keep share throughout), "
+        "agree (that share until self-training starts, then the matches whose class the network "
+        "predicts too) or agree-only (no target labels before then).",
+    ),
     target_views: bool = typer.Option(
         True,
         "--target-views/--no-target-views",
@@ -298,6 +305,7 @@ def command(
         snr_match=snr_match,
         template_labels=template_labels,
         template_keep=template_keep,
+        template_rule=template_rule,
         target_views=target_views,
         dense_weight=dense_weight,
         lr_schedule=lr_schedule,

@@ -114,6 +114,8 @@ def _train(dataset: Path, out: Path, *options: object) -> list[object]:
         (["--backbone-opt", "num_classes=7"], "--backbone-opt num_classes cannot be set"),  # overridden
         (["--backbone-opt", "box_size=32"], "--backbone-opt box_size cannot be set"),
         (["--backbone-opt", "test_views=2"], "--backbone-opt test_views cannot be set: use --test-views"),
+        (["--backbone-opt", "drop_rate=abc"], "--backbone-opt drop_rate=abc: cryonet-small expects a float"),
+        (["--template-rule", "vote"], "--template-rule must be one of margin, agree, agree-only, not 'vote'"),
         (["--tomograms", "t.mrc"], "--tomograms describes the --target, but no --target is given"),
         (["--copick-run", "r1"], "--copick-run describes the --target, but no --target is given"),
     ],

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cryoshift.training.pseudo_labels import template_pseudo_labels
+from cryoshift.training.pseudo_labels import PseudoLabels, agreement_labels, template_pseudo_labels
 from cryoshift.training.simulate import builtin_structures
 from cryoshift.training.simulate.config import SimulationConfig
 from cryoshift.training.simulate.simulator import Simulator
@@ -47,3 +47,21 @@ def test_pseudo_labels_are_right_and_class_balanced(structures) -> None:
     assert len(np.unique(found.index)) == len(found.index)
     assert (labels[found.index] == found.labels).mean() >= 0.9
     assert sum(found.class_counts) == len(found.index)
+    assert len(found.matched_index) == len(found.predictions) == 20  # every match, for agreement_labels
+    kept = np.searchsorted(found.matched_index, found.index)
+    assert np.array_equal(found.matched_index[kept], found.index)
+    assert np.array_equal(found.predictions[kept], found.labels)
+
+
+def test_agreement_keeps_the_matches_the_network_predicts_too() -> None:
+    """agreement_labels: every matched volume on whose class both classifiers agree, with that class;
+    a network that is always right keeps exactly the matches template matching got right."""
+    truth = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    matched_index = np.array([3, 5, 8, 13, 21, 34, 55, 89])  # rows of a larger target
+    tm = np.array([0, 1, 1, 0, 2, 2, 0, 0])  # wrong on the 3rd, 5th and 8th
+    found = PseudoLabels(matched_index[:2], tm[:2], 60.0, 1.0, 8, [1, 1, 0], np.ones(8), matched_index, tm)
+    rows, labels = agreement_labels(found, truth)
+    assert rows.tolist() == [3, 5, 13, 34, 55] and labels.tolist() == [0, 1, 0, 2, 0]
+    assert len(agreement_labels(found, (tm + 1) % 3)[0]) == 0
+    with pytest.raises(ValueError, match="3 network predictions for 8 matched volumes"):
+        agreement_labels(found, truth[:3])

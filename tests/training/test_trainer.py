@@ -223,6 +223,35 @@ def test_target_aware_source_resumes_and_reports(
     assert resumed.state_digest == full.state_digest
 
 
+@pytest.mark.parametrize("rule", ["agree", "agree-only"])
+def test_template_labels_by_agreement_are_recorded_and_resume(
+    domains: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], rule: str
+) -> None:
+    """--template-rule agree/agree-only: after the epoch before self-training starts, the target
+    labels become the matches the network agrees with; recorded, said, and a run stopped after the
+    vote resumes bit-identically (the chosen rows travel in the resume checkpoint)."""
+    kw = {
+        "source": "builtin:ribosome,builtin:proteasome,builtin:membrane",
+        "box": 16,
+        "sim_per_epoch": 16,
+        "sim_val": 8,
+        "method": "selftrain",
+        "epochs": 3,
+        "template_labels": 12,
+        "template_rule": rule,
+        "method_kwargs": {"adapt_start": 0.4},  # the vote after epoch floor(0.4 x 3) = 1
+    }
+    full = train(_config(domains, tmp_path / "full", **kw))
+    found = json.loads((tmp_path / "full" / "selection.json").read_text())["template_labels"]
+    assert found["rule"] == rule and found["agree_epoch"] == 1 and found["matched"] == 12
+    assert 0 <= found["agreed"] <= 12 and sum(found["agreed_class_counts"]) == found["agreed"]
+    said = f"after epoch 1, training on the {found['agreed']} of 12 matched target subtomograms"
+    assert said in capsys.readouterr().err
+    train(_config(domains, tmp_path / "cut", **kw), stop_after_epoch=2)
+    resumed = train(_config(domains, tmp_path / "cut", **kw), resume=True)
+    assert resumed.state_digest == full.state_digest
+
+
 def test_selftrain_target_every_trains_and_resumes(domains: dict[str, Path], tmp_path: Path) -> None:
     """The trainer gives selftrain a target batch every k-th step only: the run trains, records the
     setting, and a resumed run is bit-identical (the steps with a target batch are fixed by step)."""
