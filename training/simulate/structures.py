@@ -30,15 +30,17 @@ from cryoshift.training.simulate.builtin import BUILTIN_NAMES, render_builtin
 # sphere: less means a box or voxel size far off for this particle (Angstrom taken for nm, a
 # header's voxel size 10x off) or coordinates scattered far apart; the class would be a fragment.
 MIN_IN_BOX = 0.05
-# Largest box simulated (subtomograms are 16-256 voxels): one volume of box 1000 is 4 GB, and rendering
-# a built-in there asked for 1.5 TB (about 1.5 kB per voxel in builtin.render_builtin), ending in a
+# Largest box simulated (subtomograms are 16-256 voxels): one volume of box 1000 is 4 GB (and, before
+# builtin.render_builtin rendered in chunks, rendering a built-in there asked for 1.5 TB), ending in a
 # MemoryError or the kernel's OOM killer instead of a reason.
 MAX_BOX = 512
 # Largest Pearson correlation two class maps may have. Above it the simulator renders the same
 # particle for both classes (a voxel size of 1e-6 or 1e6 A makes every built-in one blob or one
-# box-filling sphere; two copies of one map file), and training on them exits 0 with a model that
-# cannot tell them apart. Built-ins at ordinary grids stay below 0.93 (16^3 at 40 A: 0.998).
-MAX_MAP_CORRELATION = 0.999
+# box-filling sphere: 1.000000; two copies of one map file), and training on them exits 0 with a
+# model that cannot tell them apart. Real but subtle pairs stay below it: built-ins at ordinary
+# grids reach 0.93 (32^3 at 20 A), 0.998 at 16^3 and 40 A, 0.9994 at 16^3 and 1 A; two states of
+# one complex at a coarse voxel size may come close too, and are the user's call.
+MAX_MAP_CORRELATION = 0.99999
 
 
 @dataclass
@@ -343,7 +345,7 @@ def load_structures(
     """
     if box_size < 8:
         raise InputError(None, f"box size {box_size} is too small (at least 8 voxels)")
-    if box_size > MAX_BOX:  # before rendering: a built-in at box 1000 asks for terabytes
+    if box_size > MAX_BOX:  # before rendering: a box of 1000 is 4 GB per map
         gib = box_size**3 * 4 / 2**30
         raise InputError(
             None,
@@ -435,7 +437,7 @@ def _refuse_lookalikes(
     i, j = pairs[0]
     extra = len(pairs) - 1
     more = f"; {extra} more pair{'s' if extra > 1 else ''} too" if extra else ""
-    same = f"(Pearson correlation {corr[i, j]:.4f} > {MAX_MAP_CORRELATION:g}{more})"
+    same = f"(Pearson correlation {corr[i, j]:.6f} > {MAX_MAP_CORRELATION:g}{more})"
     files = [k for k in (i, j) if not given[k].startswith("builtin:")]
     if not files:
         raise InputError(
