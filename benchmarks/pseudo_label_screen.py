@@ -27,13 +27,10 @@ KEEPS = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 def kept_accuracy(pred: np.ndarray, margin: np.ndarray, truth: np.ndarray, keep: float) -> tuple[int, float]:
     """Number kept and their accuracy under training/pseudo_labels.py's per-class margin rule."""
-    chosen = []
-    for k in np.unique(pred):
-        members = np.flatnonzero(pred == k)
-        take = max(1, round(keep * len(members)))
-        chosen.append(members[np.argsort(-margin[members], kind="stable")[:take]])
-    sel = np.concatenate(chosen)
-    return len(sel), float((pred[sel] == truth[sel]).mean())
+    from cryoshift.training.pseudo_labels import kept_by_margin
+
+    mask = kept_by_margin(pred, margin, keep)
+    return int(mask.sum()), float((pred[mask] == truth[mask]).mean())
 
 
 def main(argv: list[str] | None = None) -> int:

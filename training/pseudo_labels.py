@@ -72,14 +72,21 @@ def template_pseudo_labels(
     )
     margin = score_margins(result.scores)
     pred = np.asarray(result.predictions, dtype=np.int64)
-    chosen = []
-    for k in np.unique(pred):
-        members = np.flatnonzero(pred == k)
-        take = max(1, round(keep * len(members)))
-        chosen.append(members[np.argsort(-margin[members], kind="stable")[:take]])
-    sel = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+    sel = np.flatnonzero(kept_by_margin(pred, margin, keep))
     counts = np.bincount(pred[sel], minlength=maps.shape[0]).tolist()
     return PseudoLabels(index[sel], pred[sel], wedge, float(result.seconds), n, counts, margin, index, pred)
+
+
+def kept_by_margin(predictions: np.ndarray, margins: np.ndarray, keep: float) -> np.ndarray:
+    """Mask of the matches kept as labels: per predicted class, the ``keep`` share (at least one)
+    with the largest margin between best and second-best class, so a frequent class cannot crowd
+    out a rare one."""
+    mask = np.zeros(len(predictions), dtype=bool)
+    for k in np.unique(predictions):
+        members = np.flatnonzero(predictions == k)
+        take = max(1, round(keep * len(members)))
+        mask[members[np.argsort(-margins[members], kind="stable")[:take]]] = True
+    return mask
 
 
 def agreement_labels(found: PseudoLabels, network: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
