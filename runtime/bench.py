@@ -16,7 +16,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.hostmem import available_memory, format_bytes
+
 KINDS = ("stack", "files", "tomogram")
+
+
+def _tomogram_shape(n: int, box: int) -> tuple[int, int, int]:
+    """(Z, Y, X) of the bench tomogram that holds ``n`` picks of ``box``: picks overlap, as in real data."""
+    side = max(4 * box, round((n * box**3 / 2) ** (1 / 3)) + box)
+    return max(2 * box, side // 2), side, side
 
 
 def make_bench_data(root: Path, n: int, box: int, voxel_size: float, seed: int = 0) -> dict[str, Any]:
@@ -34,8 +43,7 @@ def make_bench_data(root: Path, n: int, box: int, voxel_size: float, seed: int =
     files.mkdir(exist_ok=True)
     for i in range(n):
         write_volume(files / f"sub_{i:06d}.mrc", vols[i], voxel_size=voxel_size)
-    side = max(4 * box, round((n * box**3 / 2) ** (1 / 3)) + box)  # picks overlap, as in real data
-    tomo = rng.normal(0, 1, (max(2 * box, side // 2), side, side)).astype(np.float32)
+    tomo = rng.normal(0, 1, _tomogram_shape(n, box)).astype(np.float32)
     write_volume(root / "bench_tomo.mrc", tomo, voxel_size=voxel_size)
     nz, ny, nx = tomo.shape
     picks = pd.DataFrame(
@@ -118,6 +126,86 @@ def pipeline_rate(
     }
 
 
+def bench_memory(batch_size: int, model_box: int, feed_box: int, n: int, workers: int) -> dict[str, int]:
+    """Host bytes each step of :func:`run_bench` allocates at once (the steps run one after another).
+
+    ``inference``: the in-memory batch, drawn as float64 then kept as float32 (12 bytes a voxel);
+    ``data``: the feed-rate inputs, the ``n`` volumes then the tomogram, each drawn the same way;
+    ``buffers``: the pipeline's pool of batch buffers (float32). The model's own working memory
+    is not counted (it depends on the network): the check catches what cannot fit at all.
+    """
+    feed = feed_box**3
+    z, y, x = _tomogram_shape(n, feed_box)
+    chunks = -(-n // batch_size)
+    return {
+        "inference": batch_size * model_box**3 * 12,
+        "data": max(n * feed * 12, n * feed * 4 + z * y * x * 12),
+        "buffers": min(chunks, workers + 2) * batch_size * feed * 4,
+    }
+
+
+def check_bench_memory(
+    batch_size: int,
+    model_box: int,
+    box: int | None,
+    n: int,
+    workers: int,
+    available: int | None = None,
+) -> None:
+    """Refuse, in one line naming the options, a bench whose batches or data cannot fit in memory.
+
+    Why: ``--batch-size`` or ``--box`` a few times too large asked for more than the machine has;
+    what the kernel lets allocate then dies in the OOM killer ("Killed", no reason), and may take
+    other jobs of the node with it. ``available`` defaults to :func:`available_memory`.
+    """
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    feed_box = box or model_box
+    need = bench_memory(batch_size, model_box, feed_box, n, workers)
+    step = max(need, key=lambda k: need[k])
+    if need[step] <= available:
+        return
+    at = f"--box {box}" if box else f"the model's box {model_box}"
+    if step == "inference":
+        what = f"--batch-size {batch_size} at the model's box {model_box}"
+        detail = f"the inference batch ({batch_size} x {model_box}^3 voxels, drawn as float64)"
+        remedy = "lower --batch-size"
+    elif step == "data":
+        z, y, x = _tomogram_shape(n, feed_box)
+        what = f"--n {n} at {at}"
+        detail = f"the feed-rate data ({n} x {feed_box}^3 voxels, then a {x} x {y} x {z} tomogram)"
+        remedy = "lower --n or --box"
+    else:
+        buffers = min(-(-n // batch_size), workers + 2)
+        what = f"--batch-size {batch_size} at {at}"
+        detail = f"the pipeline's batch buffers ({buffers} x {batch_size} x {feed_box}^3 float32)"
+        remedy = "lower --batch-size or --box"
+    raise InputError(
+        None,
+        f"{what} needs {format_bytes(need[step])} of host memory for {detail}, but {format_bytes(available)} "
+        f"is available; {remedy}",
+    )
+
+
+def _model_box(path: Path) -> int | None:
+    """The model's box size, read from its metadata (an ONNX model's properties, an engine's
+    sidecar) before any session is made; None when unreadable (load_model then says why)."""
+    from cryoshift.runtime.backends import ENGINE_SUFFIXES
+    from cryoshift.runtime.errors import MissingExtraError
+
+    try:
+        if path.suffix.lower() in ENGINE_SUFFIXES:
+            from cryoshift.runtime.engine_sidecar import read_engine_sidecar
+
+            return read_engine_sidecar(path).metadata.box_size
+        from cryoshift.runtime.metadata import read_onnx_metadata
+
+        return read_onnx_metadata(path).box_size
+    except (InputError, MissingExtraError, OSError):
+        return None
+
+
 def run_bench(
     model_path: Path,
     backend: str = "auto",
@@ -135,6 +223,9 @@ def run_bench(
 
     from cryoshift.runtime.backends import load_model, null_model
 
+    model_box = _model_box(Path(model_path))
+    if model_box is not None:  # before the model's device buffers, the batch and the data
+        check_bench_memory(batch_size, model_box, box, n, workers)
     model = load_model(model_path, backend, batch_size=batch_size, threads=threads)
     result: dict[str, Any] = {
         "model": str(model_path),

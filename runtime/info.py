@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.hostmem import format_bytes
 from cryoshift.runtime.metadata import is_onnx, read_onnx_metadata
 
 FULL_STATS_BYTES = 256 * 1024 * 1024
@@ -79,7 +80,9 @@ def _describe_mrc(path: Path, full: bool) -> Description:
         if order != (1, 2, 3):
             shown = "-".join(str(o) for o in order)
             d.add("axis order", f"{shown} (mapc-mapr-maps; shown and read as Z, Y, X)")
-        d.add("file size", _bytes(h["file_bytes"]) + (f", {h['compressed']}" if h["compressed"] else ""))
+        d.add(
+            "file size", format_bytes(h["file_bytes"]) + (f", {h['compressed']}" if h["compressed"] else "")
+        )
         if full or h["data_bytes"] <= FULL_STATS_BYTES or h["compressed"]:
             s = volume_stats(vol.data)
             d.add("min / max", f"{s.min:.6g} / {s.max:.6g}")
@@ -92,14 +95,6 @@ def _describe_mrc(path: Path, full: bool) -> Description:
                 f"{h['dmin']:.6g} / {h['dmax']:.6g} / {h['dmean']:.6g} (from header; --full computes them)",
             )
     return d
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)  # pragma: no cover
 
 
 def _describe_table(path: Path) -> Description:
@@ -244,7 +239,7 @@ def _describe_onnx(path: Path) -> Description:
         d.add("test views", meta.extra["test_views"])
     if meta.data_fingerprints:
         d.add("data", ", ".join(f"{k}={v}" for k, v in meta.data_fingerprints.items()))
-    d.add("file size", _bytes(path.stat().st_size))
+    d.add("file size", format_bytes(path.stat().st_size))
     return d
 
 

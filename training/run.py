@@ -16,6 +16,7 @@ RUN_DIR/plots/             loss curves, confusion matrix, feature embedding
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import platform
 import random
@@ -158,3 +159,88 @@ def restore_rng(state: dict[str, Any], numpy_rngs: dict[str, Any] | None = None)
 def _np_global_state() -> list[Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return [str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+
+
+# What resume takes from the command line; every other setting comes from the run's config.json.
+_RESUME_TAKES = ("out", "epochs", "device", "progress", "threads")
+# The `cryoshift train` option of a config field, where it is not the field's name with dashes.
+_RESUME_OPTIONS = {
+    "method_kwargs": "--hparam",
+    "backbone_kwargs": "--backbone-opt",
+    "selection_criterion": "--selection",
+}
+_NEGATABLE = ("spectrum_match", "tilt_match", "snr_match", "target_views", "amp")  # --x/--no-x flags
+_NO_OPTION = ("selection_tolerance", "unknown_quantile", "eval_batch_size")  # Python API only
+MAX_RESUME_NOTES = 6  # ignored options named in the note; the rest are counted
+
+
+def _shown(value: Any) -> str:
+    """A config value the way it is typed on the command line, cut to a readable length."""
+    import json
+
+    if value is None:
+        text = "none"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, dict):
+        pairs = (f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in value.items())
+        text = ",".join(pairs) or "none"
+    elif isinstance(value, list):
+        text = ",".join(str(v) for v in value) or "none"
+    else:
+        text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _same_setting(name: str, given: Any, stored: Any) -> bool:
+    """Whether a given setting equals the stored one; a source or target path spelled another way
+    (relative, a trailing slash) that names the same file or folder counts as the same."""
+    if given == stored:
+        return True
+    if name in ("source", "target") and isinstance(given, str) and isinstance(stored, str):
+        import os
+
+        try:
+            return os.path.samefile(given, stored)
+        except (OSError, ValueError):
+            return False
+    return False
+
+
+def ignored_on_resume(given: Any, stored: Any) -> list[str]:
+    """The settings in ``given`` (a TrainConfig) that differ from the resumed run's ``stored``
+    config and so are ignored, as '--lr 0.01 (run: 0.001)'.
+
+    Why only settings away from their defaults: the CLI passes every option, given or not, so a
+    default value is taken for "not given" (resuming with just --source/--out/--resume must not
+    list every setting the run was started with). The fields the trainer fills in (``epochs`` and
+    ``dense_weight`` None, recorded as numbers) are at their None default unless given, so they
+    make no false notes; an option given explicitly at its default cannot be told from an absent
+    one and goes unmentioned. ``_RESUME_TAKES`` are used, not ignored."""
+    notes = []
+    for f in dataclasses.fields(given):
+        if f.name in _RESUME_TAKES:
+            continue
+        value, old = getattr(given, f.name), getattr(stored, f.name)
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if (not required and value == default) or _same_setting(f.name, value, old):
+            continue
+        flag = _RESUME_OPTIONS.get(f.name, "--" + f.name.replace("_", "-"))
+        if f.name in _NO_OPTION:
+            notes.append(f"{f.name}={_shown(value)} (run: {_shown(old)})")
+        elif f.name in _NEGATABLE:
+            on, off = flag, "--no-" + flag[2:]
+            notes.append(f"{on if value else off} (run: {on if old else off})")
+        elif isinstance(value, bool):  # a flag that is only ever switched on
+            notes.append(f"{flag} (run: {'on' if old else 'off'})")
+        else:
+            notes.append(f"{flag} {_shown(value)} (run: {_shown(old)})")
+    return notes
+
+
+def resume_note(ignored: list[str]) -> str:
+    """One line naming the ignored settings (the first MAX_RESUME_NOTES, then a count)."""
+    more = len(ignored) - MAX_RESUME_NOTES
+    listed = ", ".join(ignored[:MAX_RESUME_NOTES]) + (f" and {more} more" if more > 0 else "")
+    return f"resuming with the run's stored settings; ignored: {listed}"

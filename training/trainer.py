@@ -533,6 +533,11 @@ class _Run:
             if not stored.is_file():
                 raise InputError(self.dir, "nothing to resume: no config.json in this run directory")
             old = TrainConfig.from_dict(read_json_object(stored, "training config (config.json)"), stored)
+            ignored = run.ignored_on_resume(config, old)
+            if ignored and self.info.is_main:  # they were dropped without a word
+                import sys
+
+                print(f"cryoshift: note: {run.resume_note(ignored)}", file=sys.stderr)
             return dataclasses.replace(
                 old,
                 out=str(self.dir),

@@ -134,7 +134,8 @@ def command(
         False,
         "--resume",
         help="Continue the killed run in --out from its last "
-        "finished epoch (its stored config wins, except --epochs/--device).",
+        "finished epoch (its stored config wins, except --epochs/--device/--threads/--no-progress; "
+        "a note names the options given otherwise).",
     ),
     device: str = typer.Option(
         "auto", "--device", help="cpu, cuda or auto. Under torchrun each process takes its LOCAL_RANK GPU."

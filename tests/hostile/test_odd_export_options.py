@@ -189,6 +189,50 @@ def test_bench_json_never_overwrites_the_model(model: Path, tmp_path: Path, caps
     assert mine.read_bytes() == original and other.read_text() == '{"mine": 1}'
 
 
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["--batch-size", 10**9], "--batch-size 1000000000 at the model's box 16 needs 44.7 TiB"),
+        (["--box", 4000], "--n 256 at --box 4000 needs"),
+    ],
+)
+def test_bench_refuses_batches_and_data_larger_than_memory_before_allocating(
+    options: list[object],
+    words: str,
+    model: Path,
+    capsys: Capsys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`bench --batch-size 1000000000` (or a --box of 4000) asked numpy for terabytes; sizes a few
+    times the RAM passed the kernel's overcommit and died in the OOM killer ("Killed", no reason,
+    perhaps with other jobs of the node). Refused in one line, before the model is even loaded."""
+    from cryoshift.runtime import backends
+    from cryoshift.runtime.hostmem import available_memory
+
+    if available_memory() is None:
+        pytest.skip("no way to read the available memory here")
+
+    def no_loading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the memory check")
+
+    monkeypatch.setattr(backends, "load_model", no_loading)
+    argv = ["bench", model, "--backend", "cpu", "--n", 256, "--repeats", 1, "--threads", 1, *options]
+    line = assert_error(run_cli(argv, capsys), str(options[0]))
+    assert words in line and "of host memory" in line and "is available; lower " in line, line
+
+
+def test_bench_memory_check_names_the_step_that_does_not_fit() -> None:
+    """The pipeline's batch buffers (a --box larger than the model's) and a bench that fits."""
+    from cryoshift.runtime.bench import bench_memory, check_bench_memory
+    from cryoshift.runtime.errors import InputError
+
+    need = bench_memory(10_000, 16, 64, 256, 2)
+    assert need["buffers"] == 10_000 * 64**3 * 4 > max(need["inference"], need["data"])
+    with pytest.raises(InputError, match=r"^--batch-size 10000 at --box 64 needs 9\.8 GiB .* batch buffers"):
+        check_bench_memory(10_000, 16, 64, 256, 2, available=2**30)
+    check_bench_memory(10_000, 16, 64, 256, 2, available=need["buffers"])  # fits exactly: no refusal
+
+
 @pytest.mark.parametrize("verb", ["classify", "bench"])
 def test_threads_above_the_cpu_count_are_lowered_to_it(
     verb: str, model: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch

@@ -104,6 +104,39 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
     assert (tmp_path / "killed" / "metrics.csv").read_text().count("\n") == 3
 
 
+def test_resume_names_the_options_it_ignores(
+    domains: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Resume keeps the run's stored settings (but epochs, device, progress, threads): options given
+    otherwise were dropped without a word. One note names them; the equal ones, the ones resume
+    takes, those left at their defaults and the ones the trainer fills in (epochs, dense_weight
+    None, recorded as numbers) are not listed."""
+    run = tmp_path / "run"
+    kw = {"method": "source-only", "epochs": 3, "weight_decay": 1e-4}
+    train(_config(domains, run, **kw), stop_after_epoch=1)
+    capsys.readouterr()
+    given = {"lr": 0.01, "template_keep": 0.5, "spectrum_match": False, "weight_decay": 0.0}
+    train(_config(domains, run, **{**kw, **given}, device="cpu", threads=1), resume=True, stop_after_epoch=2)
+    notes = [line for line in capsys.readouterr().err.splitlines() if "resuming" in line]
+    assert notes == [
+        "cryoshift: note: resuming with the run's stored settings; ignored: --lr 0.01 (run: 0.002), "
+        "--no-spectrum-match (run: --spectrum-match), --template-keep 0.5 (run: 0.6)"
+    ]
+    stored = json.loads((run / "config.json").read_text())
+    assert stored["lr"] == 0.002 and stored["template_keep"] == 0.6 and stored["weight_decay"] == 1e-4
+    assert stored["device"] == "cpu"  # taken from the command line, like epochs
+    many = {"lr": 0.01, "lr_schedule": "constant", "seed": 5, "val_fraction": 0.5, "tilt_match": True}
+    many |= {"template_keep": 0.5, "template_rule": "agree", "max_target": 20, "amp": False}
+    many |= {"selection_criterion": "snd"}  # 10 ignored: 6 named, 4 counted
+    train(_config(domains, run, **{**kw, **many}), resume=True, stop_after_epoch=2)
+    (note,) = [line for line in capsys.readouterr().err.splitlines() if "resuming" in line]
+    assert note.endswith("--tilt-match (run: --no-tilt-match), --template-keep 0.5 (run: 0.6) and 4 more")
+    assert note.count("(run: ") == 6
+    train(_config(domains, run, **{**kw, "epochs": None, "dense_weight": None}), resume=True)
+    assert "resuming" not in capsys.readouterr().err
+    assert json.loads((run / "config.json").read_text())["dense_weight"] == 0.0
+
+
 def _permuted_copy(src: Path, dst: Path) -> Path:
     ds = read_dataset(src, with_labels=True)
     labels = np.random.default_rng(5).permutation(ds.labels)

@@ -136,55 +136,103 @@ def _globular(rng: np.random.Generator) -> Blobs:
 _MEMBRANE = "membrane"
 
 
-def _membrane_density(coords: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Lipid bilayer patch (two head-group sheets 4 nm apart), gently curved, with one embedded protein."""
+def _membrane_shape(rng: np.random.Generator) -> tuple[np.ndarray, float, np.ndarray]:
+    """The random tilt, curvature and protein position of a membrane patch, drawn once per map
+    (before rendering, which goes chunk by chunk)."""
     tilt = rng.normal(0, 0.05, 2)
     curvature = 1.0 / rng.uniform(40.0, 80.0)
+    protein = np.array([rng.uniform(3, 6), rng.uniform(-3, 3), 0.0])
+    return tilt, curvature, protein
+
+
+def _membrane_density(
+    coords: np.ndarray, tilt: np.ndarray, curvature: float, protein: np.ndarray
+) -> np.ndarray:
+    """Lipid bilayer patch (two head-group sheets 4 nm apart), gently curved, with one embedded protein."""
     x, y, z = coords[..., 0], coords[..., 1], coords[..., 2]
     mid = 0.5 * curvature * (x**2 + y**2) + tilt[0] * x + tilt[1] * y
     density = np.zeros(coords.shape[:-1])
     for leaflet in (-2.0, 2.0):
         density += np.exp(-((z - mid - leaflet) ** 2) / (2 * 0.9**2))
     density += 0.35 * np.exp(-((z - mid) ** 2) / (2 * 1.6**2))
-    protein = np.array([rng.uniform(3, 6), rng.uniform(-3, 3), 0.0])
     density += 0.9 * np.exp(-((coords - protein) ** 2).sum(-1) / (2 * 2.2**2))
     return density
+
+
+def _blob_density(coords: np.ndarray, blobs: Blobs, nm: float) -> np.ndarray:
+    """Sum of the Gaussian blobs at ``coords`` (N, 3) in nm, 64 blobs at a time."""
+    density = np.zeros(len(coords))
+    for start in range(0, len(blobs), 64):
+        b = blobs[start : start + 64]
+        d2 = ((coords[:, None, :] - b[None, :, :3]) ** 2).sum(-1)
+        # Blurring to at least one voxel keeps each domain band-limited at large voxel sizes.
+        sigma2 = np.maximum(b[:, 3] ** 2, nm**2)
+        density += (b[:, 4] * np.exp(-d2 / (2 * sigma2))).sum(1)
+    return density
+
+
+def _grid_coords(axis: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Coordinates (N, 3), in x, y, z order, of voxels ``start:stop`` of the flattened (Z, Y, X)
+    grid whose every axis is ``axis``: the values a full meshgrid holds there, made per chunk."""
+    n = len(axis)
+    z, rest = np.divmod(np.arange(start, stop), n * n)
+    y, x = np.divmod(rest, n)
+    return np.stack([axis[x], axis[y], axis[z]], axis=-1)
 
 
 BUILTIN_NAMES: list[str] = [*_BUILDERS, _MEMBRANE]
 
 
+# Voxels rendered at once. Each costs ~3 kB at the peak (float64 offsets to 64 blobs, their
+# squares, the Gaussians), so a chunk stays near 100 MB whatever the box: rendered whole, a box of
+# 192 asked for ~20 GB and one of 256 for ~50 GB (the OOM killer, not a reason).
+CHUNK_VOXELS = 1 << 15
+
+
 def render_builtin(
-    name: str, box_size: int, voxel_size: float, seed: int = 0, rotation: np.ndarray | None = None
+    name: str,
+    box_size: int,
+    voxel_size: float,
+    seed: int = 0,
+    rotation: np.ndarray | None = None,
+    *,
+    chunk_voxels: int = CHUNK_VOXELS,
 ) -> np.ndarray:
     """Density (Z, Y, X) of one built-in structure, centre at voxel box_size // 2, unnormalised.
 
     ``voxel_size`` is in Angstrom; structure sizes are physical, so a smaller voxel size gives a
     bigger particle in voxels (and the box may then cut it, like a real crop). ``rotation`` (3x3,
     acting on x, y, z) renders the structure analytically rotated about its centre of mass: an
-    interpolation-free reference for testing rotations (not for the membrane).
+    interpolation-free reference for testing rotations (not for the membrane). The grid is
+    rendered ``chunk_voxels`` voxels at a time, so memory beyond the float32 result stays bounded;
+    every voxel's value is computed the same way whatever the chunk size (bit-identical maps).
     """
     if name not in BUILTIN_NAMES:
         raise KeyError(name)
+    if chunk_voxels < 1:
+        raise ValueError(f"chunk_voxels must be at least 1, not {chunk_voxels}")
     rng = np.random.default_rng([seed, BUILTIN_NAMES.index(name)])
     nm = voxel_size / 10.0
     axis = (np.arange(box_size) - box_size // 2) * nm
-    z, y, x = np.meshgrid(axis, axis, axis, indexing="ij")
-    coords = np.stack([x, y, z], axis=-1)  # nm, (Z, Y, X, 3) in x, y, z order
     if name == _MEMBRANE:
-        return _membrane_density(coords, rng).astype(np.float32)
-    blobs = _BUILDERS[name](rng).copy()
-    mass = blobs[:, 4] * blobs[:, 3] ** 3
-    if name != "filament":  # centre of mass on the box centre (a filament is centred by construction)
-        blobs[:, :3] -= (blobs[:, :3] * mass[:, None]).sum(0) / mass.sum()
-    if rotation is not None:
-        blobs[:, :3] = blobs[:, :3] @ np.asarray(rotation, dtype=np.float64).T
-    flat = coords.reshape(-1, 3)
-    density = np.zeros(len(flat))
-    for start in range(0, len(blobs), 64):
-        b = blobs[start : start + 64]
-        d2 = ((flat[:, None, :] - b[None, :, :3]) ** 2).sum(-1)
-        # Blurring to at least one voxel keeps each domain band-limited at large voxel sizes.
-        sigma2 = np.maximum(b[:, 3] ** 2, nm**2)
-        density += (b[:, 4] * np.exp(-d2 / (2 * sigma2))).sum(1)
-    return density.reshape(box_size, box_size, box_size).astype(np.float32)
+        shape = _membrane_shape(rng)
+
+        def density(coords: np.ndarray) -> np.ndarray:
+            return _membrane_density(coords, *shape)
+
+    else:
+        blobs = _BUILDERS[name](rng).copy()
+        mass = blobs[:, 4] * blobs[:, 3] ** 3
+        if name != "filament":  # centre of mass on the box centre (a filament is centred by construction)
+            blobs[:, :3] -= (blobs[:, :3] * mass[:, None]).sum(0) / mass.sum()
+        if rotation is not None:
+            blobs[:, :3] = blobs[:, :3] @ np.asarray(rotation, dtype=np.float64).T
+
+        def density(coords: np.ndarray) -> np.ndarray:
+            return _blob_density(coords, blobs, nm)
+
+    out = np.empty(box_size**3, dtype=np.float32)
+    for start in range(0, len(out), chunk_voxels):
+        stop = min(start + chunk_voxels, len(out))
+        out[start:stop] = density(_grid_coords(axis, start, stop))
+    return out.reshape(box_size, box_size, box_size)

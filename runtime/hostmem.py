@@ -1,0 +1,64 @@
+"""Host memory: how much this process can still take, and byte counts as people read them.
+
+Why a module: a check that refuses work which cannot fit (bench's batches, and any later one) must
+read the same figure the kernel acts on, cgroup limits included, and say sizes in one style.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory this process can still take without swapping or the OOM killer; None
+    where unknown (then nothing is refused).
+
+    Why MemAvailable and not ``SC_AVPHYS_PAGES`` (MemFree): the kernel gives the page cache back on
+    demand, and on a node that has read a few tomograms MemFree is a small share of what can be
+    allocated, so it would refuse runs that fit. A cgroup v2 limit (a container, a Slurm job)
+    lowers it: /proc/meminfo shows the whole node.
+    """
+    import os
+
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (AttributeError, OSError, ValueError):  # no such sysconf name (macOS)
+            return None
+    room = _cgroup_room()
+    return avail if room is None else min(avail, room)
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under this process's cgroup v2 memory limit (its file cache counted as free, as
+    the kernel reclaims it before the OOM killer acts); None without a limit or cgroup v2."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        rel = next(line[3:] for line in lines if line.startswith("0::"))
+        folder = Path("/sys/fs/cgroup") / rel.lstrip("/")
+        limit = (folder / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        used = int((folder / "memory.current").read_text())
+        stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines())
+        return max(0, int(limit) - used + int(stat.get("file", 0)))
+    except (OSError, ValueError, StopIteration):
+        return None
+
+
+def format_bytes(nbytes: float) -> str:
+    """``nbytes`` in binary units: '512 B', '1.5 KiB', '29.8 TiB'."""
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PiB"
