@@ -36,6 +36,16 @@ def _config(domains: dict[str, Path], out: Path, **kw: object) -> TrainConfig:
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
+# a simulated source of three built-ins, small enough for template matching in seconds
+TINY_SIMULATED_SELFTRAIN = {
+    "source": "builtin:ribosome,builtin:proteasome,builtin:membrane",
+    "box": 16,
+    "sim_per_epoch": 16,
+    "sim_val": 8,
+    "method": "selftrain",
+}
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_trains_end_to_end_and_its_loss_falls(
     domains: dict[str, Path], tmp_path: Path, method: str
@@ -224,11 +234,7 @@ def test_target_aware_source_resumes_and_reports(
     """Tilt, SNR and spectrum matching and template-matching pseudo-labels: recorded, and resume
     stays bit-identical."""
     kw = {
-        "source": "builtin:ribosome,builtin:proteasome,builtin:membrane",
-        "box": 16,
-        "sim_per_epoch": 16,
-        "sim_val": 8,
-        "method": "selftrain",
+        **TINY_SIMULATED_SELFTRAIN,
         "epochs": 2,
         "spectrum_match": True,
         "tilt_match": True,
@@ -264,11 +270,7 @@ def test_template_labels_by_agreement_are_recorded_and_resume(
     labels become the matches the network agrees with; recorded, said, and a run stopped after the
     vote resumes bit-identically (the chosen rows travel in the resume checkpoint)."""
     kw = {
-        "source": "builtin:ribosome,builtin:proteasome,builtin:membrane",
-        "box": 16,
-        "sim_per_epoch": 16,
-        "sim_val": 8,
-        "method": "selftrain",
+        **TINY_SIMULATED_SELFTRAIN,
         "epochs": 3,
         "template_labels": 12,
         "template_rule": rule,
