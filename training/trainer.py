@@ -251,6 +251,12 @@ class TrainConfig:
                 None,
                 f"--template-rule must be one of {', '.join(TEMPLATE_RULES)}, not {self.template_rule!r}",
             )
+        if self.template_rule != "margin" and self.template_labels < 1:
+            raise InputError(
+                None,
+                f"--template-rule {self.template_rule} chooses among template matches: "
+                "it needs --template-labels > 0",
+            )
         if not 0 < self.template_keep <= 1:
             raise InputError(None, f"--template-keep must be in (0, 1], not {self.template_keep}")
         if self.dense_weight is not None and not (
@@ -652,6 +658,7 @@ class _Run:
             self._match_tilt()
         self.pseudo: Domain | None = None
         self.pseudo_summary: dict[str, object] | None = None
+        self.matches = None  # template matching's PseudoLabels, when it ran
         if c.template_labels > 0 and simulated_target:
             self._template_labels()
         self.snr_summary: dict[str, Any] | None = None

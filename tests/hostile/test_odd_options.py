@@ -116,6 +116,10 @@ def _train(dataset: Path, out: Path, *options: object) -> list[object]:
         (["--backbone-opt", "test_views=2"], "--backbone-opt test_views cannot be set: use --test-views"),
         (["--backbone-opt", "drop_rate=abc"], "--backbone-opt drop_rate=abc: cryonet-small expects a float"),
         (["--template-rule", "vote"], "--template-rule must be one of margin, agree, agree-only, not 'vote'"),
+        (
+            ["--template-rule", "agree", "--template-labels", "0"],
+            "--template-rule agree chooses among template",
+        ),
         (["--tomograms", "t.mrc"], "--tomograms describes the --target, but no --target is given"),
         (["--copick-run", "r1"], "--copick-run describes the --target, but no --target is given"),
     ],
