@@ -54,3 +54,29 @@ def test_a_device_that_is_not_cpu_cuda_or_cuda_n_is_refused_in_one_line() -> Non
         with pytest.raises(InputError, match="--device must be cpu, cuda"):
             resolve_device(bad)
     assert resolve_device("cpu") == "cpu"
+
+
+def test_two_process_agreement_vote_is_one_vote(domains: dict[str, Path], tmp_path: Path) -> None:
+    """--template-rule agree: rank 0's vote is broadcast, so both ranks train on the same target
+    labels (different ones would give different epoch lengths: a hang or diverged replicas)."""
+    config = TrainConfig(
+        source="builtin:ribosome,builtin:proteasome,builtin:membrane",
+        target=str(domains["target_unlabelled"]),
+        out=str(tmp_path / "ddp"),
+        box=16,
+        sim_per_epoch=16,
+        sim_val=8,
+        backbone="cryonet-small",
+        epochs=2,
+        batch_size=4,
+        template_labels=12,
+        template_rule="agree",
+        method_kwargs={"adapt_start": 0.5},  # the vote after epoch 1
+        progress=False,
+        threads=1,
+        device="cpu",
+    )
+    digests = launch_local(config, 2)
+    assert len(digests) == 2 and digests[0] == digests[1]
+    found = json.loads((tmp_path / "ddp" / "selection.json").read_text())["template_labels"]
+    assert found["agree_epoch"] == 1 and 0 <= found["agreed"] <= 12
