@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import domain_metrics as dm
 import target_sim
 from _machine import cpu_model
+
+if TYPE_CHECKING:
+    from cryoshift.training.trainer import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASELINES = ("source-only", "adabn", "dann", "mada", "warp", "cryoshift", "oracle")
@@ -212,6 +215,27 @@ def default_settings() -> dict[str, Any]:
     return cfg
 
 
+def default_config(
+    profile: Profile, run_dir: Path, target_dir: Path, seed: int, threads: int | None, **overrides: Any
+) -> TrainConfig:
+    """What ``cryoshift train --source MAPS --target TARGET --box --voxel-size`` runs for a benchmark
+    target, plus ``overrides`` (TrainConfig fields): the one place the benchmark and its screens
+    build the default recipe, so a screen's baseline is the benchmark's."""
+    from cryoshift.training.trainer import TrainConfig
+
+    cfg = TrainConfig(
+        source=maps_source(),
+        out=str(run_dir),
+        target=str(target_dir),
+        box=profile.box,
+        voxel_size=profile.voxel_size,
+        seed=seed,
+        threads=threads,
+        progress=False,
+    )
+    return dataclasses.replace(cfg, **overrides)
+
+
 def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run_dir: Path) -> Path:
     """Train one method with the project's trainer; returns model.pt."""
     from cryoshift.training.trainer import TrainConfig
@@ -220,17 +244,8 @@ def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run
     if method in ("default", "oracle"):
         # The oracle is the ceiling of the default recipe: the same simulation, spectrum matching and
         # budget, with the adaptation split's true labels in place of template-matching pseudo-labels.
-        cfg = TrainConfig(
-            source=maps_source(),
-            out=str(run_dir),
-            target=str(target_dir),
-            box=profile.box,
-            voxel_size=profile.voxel_size,
-            seed=draw,
-            threads=profile.threads,
-            progress=False,
-        )
-        cfg = dataclasses.replace(cfg, **profile.default_overrides)
+        assert target_dir is not None
+        cfg = default_config(profile, run_dir, target_dir, draw, profile.threads, **profile.default_overrides)
         if method == "oracle":
             cfg = dataclasses.replace(cfg, method="oracle", template_labels=0, oracle_target_labels=True)
     else:
@@ -268,6 +283,13 @@ def predict(
 ) -> np.ndarray:
     """Predicted classes; with ``bn_target`` BatchNorm is first re-estimated on it (AdaBN);
     ``test_views`` overrides the poses the model averages (default: as trained)."""
+    return predict_logits(model, volumes, bn_target, test_views).argmax(1)
+
+
+def predict_logits(
+    model: Path, volumes: np.ndarray, bn_target: np.ndarray | None = None, test_views: int | None = None
+) -> np.ndarray:
+    """Class logits (n, classes) of :func:`predict`, for screens that combine models."""
     import torch
 
     from cryoshift.training.adapt import create_method
@@ -291,7 +313,7 @@ def predict(
         method.finalize(batches)
         net = method.backbone
     logits, _ = forward_numpy(net, volumes, meta.normalisation, "cpu", 64)
-    return logits.argmax(1)
+    return logits
 
 
 def template_matching(profile: Profile, target: str, test: Path) -> dict[str, Any]:

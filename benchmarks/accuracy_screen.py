@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from cryoshift.training.evaluate import checkpoint_epochs
-    from cryoshift.training.trainer import TrainConfig, train
+    from cryoshift.training.trainer import train
 
     torch.set_num_threads(args.threads)
     overrides = json.loads(args.overrides)
@@ -51,19 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     resume = args.resume and (run_dir / "config.json").is_file()
     if not resume:
         shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = {
-        "source": A.maps_source(),
-        "out": str(run_dir),
-        "target": str(adapt),
-        "box": 32,
-        "voxel_size": 10.0,
-        "seed": args.draw,
-        "threads": args.threads,
-        "progress": False,
-        **overrides,
-    }
+    overrides = {"seed": args.draw, **overrides}
+    cfg = A.default_config(A.PROFILES["cpu"], run_dir, adapt, threads=args.threads, **overrides)
     t0 = time.time()
-    result = train(TrainConfig(**cfg), resume=resume)
+    result = train(cfg, resume=resume)
     pred = A.predict(result.model_path, volumes)
     per_epoch = {
         ep: round(float((A.predict(p, volumes) == labels).mean()), 3) for ep, p in checkpoint_epochs(run_dir)

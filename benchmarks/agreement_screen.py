@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from cryoshift.training.simulate.structures import load_structures
     from cryoshift.training.spectrum import estimate_tilt_max
     from cryoshift.training.template_matching import score_margins, template_match
-    from cryoshift.training.trainer import TrainConfig, train
+    from cryoshift.training.trainer import train
 
     torch.set_num_threads(args.threads)
     profile = A.PROFILES["cpu"]
@@ -62,16 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         template = np.asarray(res.predictions)
         kept = kept_by_margin(template, score_margins(res.scores), KEEP_FRACTION)
         run_dir = args.work / "runs" / f"vote-{args.regime}__{target}__d{args.draw}"
-        cfg = TrainConfig(
-            source=A.maps_source(),
-            out=str(run_dir),
-            target=str(adapt),
-            box=profile.box,
-            voxel_size=profile.voxel_size,
-            seed=args.draw,
-            threads=args.threads,
-            progress=False,
-            epochs=60,
+        cfg = A.default_config(
+            profile,
+            run_dir,
+            adapt,
+            args.draw,
+            args.threads,
+            epochs=60,  # the vote epochs are of a 60-epoch schedule, on any machine
             template_labels=600 if args.regime == "kept" else 0,
         )
         train(cfg, stop_after_epoch=max(VOTE_EPOCHS))

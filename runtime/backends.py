@@ -34,6 +34,7 @@ import numpy as np
 from cryoshift.runtime.contract import FEATURES, INPUT_NAME, LOGITS, OUTPUT_NAMES
 from cryoshift.runtime.engine_sidecar import file_sha256
 from cryoshift.runtime.errors import InputError, MissingExtraError
+from cryoshift.runtime.hostmem import capped_threads
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.transfer import fp16_input_model, transfer_dtype
 
@@ -196,25 +197,11 @@ class _OrtIoBinding:
         return self.run(0)
 
 
-def _cpu_threads(threads: int | None) -> int | None:
-    """``threads`` lowered to this machine's CPU count, with a note on stderr when it was higher.
-
-    onnxruntime starts one intra-op thread per requested thread, each with its own stack: a
-    ``--threads 100000`` under a memory ulimit segfaulted while the session was created, and even
-    where it fits, threads beyond the cores only take turns on them. None (all cores) stays None.
-    """
-    cpus = os.cpu_count() or 1
-    if threads is None or int(threads) <= cpus:
-        return threads
-    _log(f"note: --threads {threads} is above the CPU count ({cpus}); using {cpus} threads")
-    return cpus
-
-
 def _session_options(ort: Any, threads: int | None) -> Any:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    threads = _cpu_threads(threads)
+    threads = capped_threads(threads)
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
@@ -351,7 +338,7 @@ def _load_onnx(
 
     meta = read_onnx_metadata(path)
     if backend == "cpu":  # lowered once here, so the description says what the session got
-        threads = _cpu_threads(threads)
+        threads = capped_threads(threads)
     wanted = _WANTED_PROVIDER[backend]
     if wanted not in _ort().get_available_providers():
         extra = "gpu" if backend != "cpu" else "cpu"

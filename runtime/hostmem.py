@@ -1,12 +1,35 @@
-"""Host memory: how much this process can still take, and byte counts as people read them.
+"""Host resources: how much memory this process can still take, how many threads are worth asking
+for, and byte counts as people read them.
 
 Why a module: a check that refuses work which cannot fit (bench's batches, and any later one) must
-read the same figure the kernel acts on, cgroup limits included, and say sizes in one style.
+read the same figure the kernel acts on, cgroup limits included, and say sizes in one style; and
+torch (train, simulate, demo) and onnxruntime (classify, bench) must lower ``--threads`` alike.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+
+
+def capped_threads(threads: int | None) -> int | None:
+    """``threads`` lowered to this machine's CPU count, with a note on stderr when it was higher.
+
+    onnxruntime starts one intra-op thread per requested thread, each with its own stack: a
+    ``--threads 100000`` under a memory ulimit segfaulted while the session was created; torch's
+    pool does the same. Even where it fits, threads beyond the cores only take turns on them.
+    None or 0 (all cores) are returned unchanged.
+    """
+    cpus = os.cpu_count() or 1
+    if not threads or int(threads) <= cpus:
+        return threads
+    print(
+        f"cryoshift: note: --threads {threads} is above the CPU count ({cpus}); using {cpus} threads",
+        file=sys.stderr,
+        flush=True,
+    )
+    return cpus
 
 
 def available_memory() -> int | None:
@@ -18,8 +41,6 @@ def available_memory() -> int | None:
     allocated, so it would refuse runs that fit. A cgroup v2 limit (a container, a Slurm job)
     lowers it: /proc/meminfo shows the whole node.
     """
-    import os
-
     avail = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -38,6 +38,7 @@ from torch import nn
 
 from cryoshift.runtime.contract import CONTRASTS
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.hostmem import capped_threads
 from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.metadata import NORMALISATIONS, ModelMetadata
 from cryoshift.training import augment, calibrate, distributed, log, run
@@ -527,6 +528,7 @@ class _Run:
         self.resume = resume
         self.config = self._resolve_config(config)
         if self.config.threads:
+            self.config = dataclasses.replace(self.config, threads=capped_threads(self.config.threads))
             torch.set_num_threads(self.config.threads)
         self.device = info.device
         if self.device.startswith("cuda"):
@@ -804,20 +806,19 @@ class _Run:
         start = float(getattr(method, "hparams", {}).get("adapt_start", AGREE_AT))
         return max(1, min(self.config.epochs, math.floor(start * self.config.epochs)))
 
-    def _agree(self, method: nn.Module, epoch: int) -> None:
+    def _agree(self, deployable: nn.Module | None, epoch: int) -> None:
         """Relabel: the matched target volumes whose template-matching class the network, as it
-        would be exported now (AdaBN, test views), predicts too (pseudo_labels.agreement_labels)."""
+        would be exported now (``deployable``: this epoch's AdaBN copy, with its test views; given
+        on rank 0 only), predicts too (pseudo_labels.agreement_labels)."""
         from cryoshift.training.pseudo_labels import agreement_labels
 
         c, found = self.config, self.matches
         network = np.zeros(found.matched, dtype=np.int64)
         if self.info.is_main:  # one vote for every rank: a near tie must not split the ranks' data
+            assert deployable is not None
             with self._evaluation_rng():
-                backbone = deployable_backbone(
-                    method, self.target, c.normalisation, self.device, c.eval_batch_size
-                )
                 logits, _ = forward_numpy(
-                    backbone,
+                    deployable,
                     self.target.take(found.matched_index),
                     c.normalisation,
                     self.device,
@@ -941,10 +942,12 @@ class _Run:
                 train_s = time.perf_counter() - t0
                 rate = steps * c.batch_size * info.world_size / train_s
                 row = {"epoch": epoch, **means, "train_vol_per_s": rate}
+                deployable = None
                 if info.is_main:
-                    row.update(self._end_epoch(method, epoch, metadata))
+                    scores, deployable = self._end_epoch(method, epoch, metadata)
+                    row.update(scores)
                 if epoch == agree_epoch:
-                    self._agree(method, epoch)
+                    self._agree(deployable, epoch)
                 row["seconds"] = time.perf_counter() - t0
                 history.append(row)
                 if info.is_main and log.plain():
@@ -1105,8 +1108,11 @@ class _Run:
             self.config.normalisation,
         ).contiguous(memory_format=torch.channels_last_3d)
 
-    def _end_epoch(self, method: nn.Module, epoch: int, metadata: ModelMetadata) -> dict[str, float]:
-        """Deployable model of this epoch: label-free scores and its checkpoint (rank 0)."""
+    def _end_epoch(
+        self, method: nn.Module, epoch: int, metadata: ModelMetadata
+    ) -> tuple[dict[str, float], nn.Module]:
+        """Deployable model of this epoch: label-free scores and its checkpoint (rank 0); returns the
+        scores and the deployable model (the agreement vote uses it rather than building another)."""
         c = self.config
         with self._evaluation_rng():
             backbone = deployable_backbone(
@@ -1137,7 +1143,7 @@ class _Run:
                 epoch=epoch,
                 config=c.to_dict(),
             )
-        return row
+        return row, backbone
 
     def _finish(self, history: list[dict[str, Any]], partial: TrainResult) -> TrainResult:
         """Select label-free, calibrate on held-out source, store target feature statistics."""

@@ -160,6 +160,7 @@ def run_demo(
     from cryoshift.runtime import classify
     from cryoshift.runtime.dataset import read_dataset
     from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.hostmem import capped_threads
     from cryoshift.training.demo import simulate_to_dataset, target_config
     from cryoshift.training.evaluate import predict_checkpoint
     from cryoshift.training.simulate.structures import load_structures
@@ -173,6 +174,7 @@ def run_demo(
         raise InputError(None, "demo sizes and epochs must be positive")
     say = say or (lambda _m: None)
     if cfg.threads:
+        cfg.threads = capped_threads(cfg.threads)
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from cryoshift.runtime.errors import InputError, require_extra
+from cryoshift.runtime.hostmem import capped_threads
 
 NAME = "simulate"
 # Names of the built-in structures, for --help (the training wing is not imported here; a test keeps
@@ -171,6 +172,7 @@ def command(
     check_seed("--structure-seed", structure_seed)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(None, "--device cuda requested but no CUDA GPU is available")
+    threads = capped_threads(threads)
     if threads:
         torch.set_num_threads(threads)
     cfg = PRESETS[preset]

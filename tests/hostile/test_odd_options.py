@@ -68,6 +68,29 @@ def test_simulate_keeps_ordinary_odd_boxes(tmp_path: Path, capsys: Capsys) -> No
     assert code == 0, err
 
 
+def test_simulate_lowers_threads_above_the_cpu_count(
+    tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--threads 100000` went to torch.set_num_threads unchanged (as it did to onnxruntime, where it
+    segfaulted under a memory ulimit). It is lowered to the CPU count, with one note; the CPU count
+    is made 1 here, so the old code left torch at 3 threads (a failed assertion, not a crash)."""
+    torch = pytest.importorskip("torch")
+    import os
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    argv = ["simulate", tmp_path / "sim", "--n", 2, "--box", BOX, "--threads", 3, "--no-progress"]
+    try:
+        code, _, err = run_cli(argv, capsys)
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0, err
+    note = "cryoshift: note: --threads 3 is above the CPU count (1); using 1 threads"
+    assert err.splitlines().count(note) == 1, err
+    assert used == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # train
 
