@@ -52,6 +52,7 @@ class Planner:
 
         self.items = ItemList()
         self.failed_inputs: list[InputError] = []  # explicit inputs that became error items
+        self.pick_tables = 0  # inputs planned as picks (the only ones --tomograms applies to)
         self.voxel_sizes: dict[str, float] = {}
         self.unknown_voxel: list[str] = []  # files whose header has no usable voxel size
         self.notes: list[str] = []
@@ -278,6 +279,7 @@ class Planner:
         if _is_listing(path):
             self.add_listing(path)
         else:
+            self.pick_tables += 1
             plan_pick_table(self, path)
 
     def add_listing(self, path: Path) -> None:
@@ -419,6 +421,20 @@ def _is_listing(path: Path) -> bool:
     return bool(cols & {"rlnimagename", "path", "image", "image_name"}) and not cols & {"x", "rlncoordinatex"}
 
 
+def _refuse_unused_tomograms(planner: Planner, inputs: list[str]) -> None:
+    """``--tomograms`` given, but no input is a table of picks (only picks are cropped from
+    tomograms): a listing of subtomogram files, a stack or a folder was read as it is and the
+    option dropped without a word, so a run meant for picks in those tomograms used other data.
+    Not refused when an input failed: it may have been the picks table, and its error was said."""
+    if planner.tomograms and not planner.pick_tables and not planner.failed_inputs:
+        shown = inputs[0] if len(inputs) == 1 else f"{inputs[0]} (and {len(inputs) - 1} more)"
+        raise InputError(
+            shown,
+            "--tomograms only applies to a table of picks (STAR/CSV coordinates), and no input is one; "
+            "drop --tomograms or give the picks table",
+        )
+
+
 def plan_inputs(
     inputs: list[str],
     box_size: int,
@@ -465,6 +481,7 @@ def plan_inputs(
         if len(inputs) == 1:
             raise first
         raise InputError(None, f"none of the {len(inputs)} inputs can be classified; the first: {first}")
+    _refuse_unused_tomograms(planner, inputs)
     return Plan(
         planner.items,
         list(inputs),

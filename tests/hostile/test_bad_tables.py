@@ -277,6 +277,26 @@ def test_listing_slice_zero_is_refused(model: Path, tmp_path: Path, capsys: Caps
         assert_error((code, "", err), listing)
 
 
+def test_tomograms_without_a_picks_table_are_refused(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """`-t TOMO` beside a listing of subtomograms or a stack was dropped without a word (only picks
+    are cropped from tomograms): refused in one line. Beside a picks table it is used as before."""
+    stack = write_stack(tmp_path / "stack.mrcs", volumes(2), voxel_size=VOXEL)
+    listing = _star(tmp_path / "listing.star", pd.DataFrame({"rlnImageName": ["000001@stack.mrcs"]}))
+    tomo = tmp_path / "TS_01.mrc"
+    write_volume(tomo, np.random.default_rng(1).normal(size=(32, 32, 32)).astype(np.float32), VOXEL)
+    for given in (listing, stack):
+        argv = ["classify", model, given, "-o", tmp_path / "o", "-q", "-b", "cpu", "-t", tomo]
+        line = assert_error(run_cli(argv, capsys), given)
+        assert "--tomograms only applies to a table of picks" in line
+        assert not (tmp_path / "o" / "predictions.csv").exists()
+    picks = tmp_path / "TS_01.csv"
+    picks.write_text("x,y,z\n16,16,16\n")
+    argv = ["classify", model, stack, picks, "-o", tmp_path / "ok", "-q", "-b", "cpu", "-t", tomo]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert len(predictions(tmp_path / "ok")) == 3
+
+
 # ---------------------------------------------------------------------------------------------
 # hostile tomograms behind picks
 

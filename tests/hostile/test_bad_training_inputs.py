@@ -337,6 +337,10 @@ def test_train_tomograms_with_a_target_that_is_no_picks_table_are_refused(
         line = str(exc.value)
         assert line.startswith(f"{target}: --tomograms only applies to a picks STAR/CSV target"), line
         assert kind in line and "\n" not in line
+    listing = put(tmp_path / "listing.star", f"data_\n\nloop_\n_rlnImageName #1\n{single}\n")
+    with pytest.raises(InputError) as exc:  # a table, but of subtomogram files, not of picks
+        load_target(str(listing), BOX, VOXEL, "dark", ["a", "b"], tomograms=[str(tomo)])
+    assert str(exc.value).startswith(f"{listing}: --tomograms only applies to a table of picks")
     picks = put(tmp_path / "picks.csv", "x,y,z\n16,16,16\n12,14,16\n")
     for target in (picks, tmp_path / "pick*.csv"):
         assert len(load_target(str(target), BOX, VOXEL, "dark", ["a", "b"], tomograms=[str(tomo)])) == 2
