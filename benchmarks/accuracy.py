@@ -188,11 +188,19 @@ def labelled_adaptation(
     return np.array(ds.volumes, dtype=np.float32), truth
 
 
-def log_record(record: dict[str, Any], path: Path) -> None:
-    """Print one screen record and append it as a JSON line to ``path`` (the screens' raw records)."""
+def log_record(record: dict[str, Any], path: Path | None) -> None:
+    """Print one screen record and append it as a JSON line to ``path`` (the screens' raw records;
+    None: print only)."""
     print(json.dumps(record), flush=True)
-    with path.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    if path is not None:
+        with path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def run_test_split(run: Path) -> Path:
+    """The held-out labelled split of the target a training run adapted to: ``test.npz`` beside
+    the adaptation split its config names (accuracy.py and accuracy_screen.py runs)."""
+    return Path(json.loads((run / "config.json").read_text())["target"]).parent / "test.npz"
 
 
 def load_test(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -31,11 +30,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def test_split(run: Path) -> Path:
-    """The held-out labelled split beside the adaptation split a run was trained on."""
-    return Path(json.loads((run / "config.json").read_text())["target"]).parent / "test.npz"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="training run directories (model.pt inside)")
@@ -43,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log", type=Path, default=None)
     args = ap.parse_args(argv)
-    tests = {test_split(run) for run in args.runs}
+    tests = {A.run_test_split(run) for run in args.runs}
     if len(tests) != 1:
         ap.error(f"the runs were trained for different test splits: {sorted(map(str, tests))}")
     size = args.size or len(args.runs)
@@ -64,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             "members_mean": round(float(np.mean(members)), 4),
             "ensemble": round(float((mean.argmax(1) == labels).mean()), 4),
         }
-        print(json.dumps(record), flush=True)
-        if args.log is not None:
-            with args.log.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+        A.log_record(record, args.log)
     return 0
 
 

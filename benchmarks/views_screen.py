@@ -12,7 +12,6 @@ is how the gain of ``--test-views 4`` was measured on checkpoints that already e
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,18 +30,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     for run in args.runs:
-        config = json.loads((run / "config.json").read_text())
-        test = Path(config["target"]).parent / "test.npz"
+        test = A.run_test_split(run)
         volumes, labels = A.load_test(test)
         record = {"run": run.name, "test": str(test)}
         for views in (1, 4):
             record[f"acc_{views}_views"] = round(
                 float((A.predict(run, volumes, test_views=views) == labels).mean()), 4
             )
-        print(json.dumps(record), flush=True)
-        if args.log is not None:
-            with args.log.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+        A.log_record(record, args.log)
     return 0
 
 
