@@ -33,7 +33,7 @@ import numpy as np
 
 from cryoshift.runtime.contract import FEATURES, INPUT_NAME, LOGITS, OUTPUT_NAMES
 from cryoshift.runtime.engine_sidecar import file_sha256
-from cryoshift.runtime.errors import InputError, MissingExtraError
+from cryoshift.runtime.errors import InputError, MissingExtraError, missing_reason
 from cryoshift.runtime.hostmem import capped_threads
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.transfer import fp16_input_model, transfer_dtype
@@ -603,7 +603,8 @@ def load_model(
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise InputError(None, f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)}){hint}")
     if not path.is_file():
-        raise InputError(path, "no such model file")
+        missing = missing_reason(path, "no such model file")
+        raise InputError(path, "is a folder, not a model file" if path.is_dir() else missing)
     if batch_size < 1:
         raise InputError(None, f"batch size must be positive, not {batch_size}")
     is_engine = path.suffix.lower() in ENGINE_SUFFIXES

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cryoshift.runtime.contract import CONTRASTS
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.mrc import MrcVolume, open_volume
 
 FORMAT = "cryoshift.dataset/1"
@@ -394,7 +394,7 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
     """Open a dataset directory; labels (and the label columns of the table) only if asked for."""
     directory = Path(directory)
     if not directory.exists():
-        raise InputError(directory, "no such directory")
+        raise InputError(directory, missing_reason(directory, "no such directory"))
     if not directory.is_dir():
         raise InputError(directory, f"is a file, expected a dataset directory with {META}")
     if not any(directory.iterdir()):
@@ -402,10 +402,12 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
     if not (directory / META).is_file():
         hint = " (an unfinished write?)" if (directory / VOLUMES).exists() else ""
         raise InputError(directory, f"not a cryoshift dataset: no {META}{hint}")
+    from cryoshift.runtime.jsonfile import JSON_ERRORS
+
     try:
         info = json.loads((directory / META).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(directory / META, f"not valid JSON ({exc})") from exc
+    except (OSError, *JSON_ERRORS) as exc:  # a binary or deeply nested file was a traceback
+        raise InputError(directory / META, f"not valid JSON ({type(exc).__name__}: {exc})") from exc
     if not isinstance(info, dict):
         raise InputError(directory / META, f"must hold a JSON object, found a {type(info).__name__}")
     if info.get("format") != FORMAT:

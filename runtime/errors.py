@@ -7,6 +7,8 @@ text into their errors table instead of stopping.
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 
@@ -39,3 +41,21 @@ def require_extra(extra: str, what: str, *modules: str) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise MissingExtraError(extra, what, exc) from exc
+
+
+def missing_reason(path: str | Path, missing: str = "no such file") -> str:
+    """Why ``path``, which ``Path.exists`` calls absent, cannot be opened: ``missing``, or the
+    symbolic link that cannot be followed. ``exists`` says False for a loop of links as for a
+    dangling one, and "no such file" (or "dangling") misled for a name that is there."""
+    try:
+        os.stat(path)
+        return missing  # there after all (a race): the caller's own words
+    except OSError as exc:
+        loop = exc.errno == errno.ELOOP
+    try:
+        target = os.readlink(path)
+    except OSError:  # not a link itself (a loop may be in a folder on the way)
+        return "symbolic link loop in its path" if loop else missing
+    if loop:
+        return f"symbolic link loop (points to {target}; following it never reaches a file)"
+    return f"dangling symbolic link (points to {target}, which does not exist)"

@@ -161,8 +161,14 @@ class FeatureLedger:
 
 
 def read_features(path: str | Path) -> np.ndarray:
-    """A features file as a read-only memory map (n, F) float32."""
-    return np.load(Path(path), mmap_mode="r", allow_pickle=False)
+    """A features file as a read-only memory map (n, F) float32.
+
+    An array of text (or another non-number dtype) is refused here: ``np.isfinite`` on it was a
+    TypeError traceback in ``report`` and merging copied it as features."""
+    features = np.load(Path(path), mmap_mode="r", allow_pickle=False)
+    if features.dtype.kind not in "fiu":
+        raise InputError(path, f"features must be numbers, found an array of {features.dtype}")
+    return features
 
 
 def join_features(parts: Sequence[tuple[Path, Sequence[int] | None]], out: Path, chunk: int = 65536) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.hostmem import format_bytes
 from cryoshift.runtime.metadata import is_onnx, read_onnx_metadata
 
@@ -106,9 +106,9 @@ def _describe_table(path: Path) -> Description:
     columns = {c for b in scan_star(path) for c in b.labels} if star else set(csv_columns(path))
     if {"csConfidence", "csClassName"} <= columns or {"confidence", "class_name"} <= columns:
         return _describe_results(path)
-    coord_names = ("x", "rlncoordinatex", "rlncenteredcoordinatexangst")
-    has_coords = any(c.lower() in coord_names for c in map(str, columns))
-    if "rlnImageName" in columns and not has_coords:
+    from cryoshift.runtime.sources.planner import is_listing
+
+    if is_listing(path):  # classify's test: a CSV of paths was "no coordinate columns" here
         listing = read_particle_listing(path)
         d = Description("listing", str(path))
         d.add("type", "subtomogram listing (rlnImageName)")
@@ -265,7 +265,7 @@ def _describe(path: Path, full: bool, atomic: AtomicRows | None = None) -> Descr
 
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "no such file or directory")
+        raise InputError(path, missing_reason(path, "no such file or directory"))
     if path.is_dir():
         if is_dataset(path):
             return _describe_dataset(path)

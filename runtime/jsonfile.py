@@ -12,12 +12,16 @@ from typing import Any
 
 from cryoshift.runtime.errors import InputError
 
+# What json.loads raises for a file that is not JSON: JSONDecodeError and UnicodeDecodeError are
+# ValueErrors; RecursionError comes from arrays or objects nested thousands deep ("[[[[...").
+JSON_ERRORS = (ValueError, RecursionError)
+
 
 def read_json_object(path: str | Path, what: str = "JSON object file") -> dict[str, Any]:
     """The JSON object in ``path``; ``what`` names the file's role in the error line."""
     try:
         data = json.loads(Path(path).read_text())
-    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (*JSON_ERRORS, OSError) as exc:
         raise InputError(path, f"not a readable {what} ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict):
         raise InputError(path, f"not a readable {what} (a JSON {type(data).__name__}, not an object)")

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.ledger import ERROR_COLUMNS, checked_rows
 
@@ -36,7 +36,8 @@ def find_shards(folders: list[Path]) -> dict[tuple[int, int], Path]:
     found: dict[tuple[int, int], Path] = {}
     for folder in folders:
         if not folder.is_dir():
-            raise InputError(folder, "no such folder" if not folder.exists() else "not a folder")
+            reason = missing_reason(folder, "no such folder") if not folder.exists() else "not a folder"
+            raise InputError(folder, reason)
         for path in sorted(folder.iterdir()):
             m = _SHARD.match(path.name)
             if m:
@@ -308,6 +309,8 @@ def _manifests(
             raise InputError(m, "not a readable shard manifest (no model.sha256: a foreign file)")
         if not isinstance(manifest.get("summary"), dict):
             raise InputError(m, "not a readable shard manifest (no summary: a foreign file)")
+        if not isinstance(manifest.get("settings", {}), dict):  # _SAME_IN_EVERY_SHARD reads it
+            raise InputError(m, "not a readable shard manifest (settings is not an object: a foreign file)")
         manifests.append(manifest)
     note = None
     if len({m["model"]["sha256"] for m in manifests}) != 1:

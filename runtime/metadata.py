@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from cryoshift.runtime.contract import CONTRASTS, FEATURES, INPUT_NAME, LOGITS, NORMALISATIONS
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, missing_reason
+from cryoshift.runtime.jsonfile import JSON_ERRORS
 
 SCHEMA_VERSION = 1
 PREFIX = "cryoshift."
@@ -126,7 +127,7 @@ class ModelMetadata:
             if key.startswith(PREFIX):
                 try:
                     data[key[len(PREFIX) :]] = json.loads(value)
-                except json.JSONDecodeError as exc:
+                except JSON_ERRORS as exc:
                     raise InputError(source, f"metadata field {key} is not JSON: {exc}") from exc
         return cls.from_dict(data, source)
 
@@ -137,7 +138,7 @@ class ModelMetadata:
     def read_json(cls, path: str | Path) -> ModelMetadata:
         try:
             data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, *JSON_ERRORS) as exc:
             raise InputError(path, f"cannot read model metadata: {exc}") from exc
         return cls.from_dict(data, path)
 
@@ -210,7 +211,7 @@ def _cpu_session(path: Path) -> Any:
 
         raise MissingExtraError("cpu", "reading an ONNX model", exc) from exc
     if not path.is_file():
-        raise InputError(path, "no such file")
+        raise InputError(path, missing_reason(path))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     try:

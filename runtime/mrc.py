@@ -32,7 +32,7 @@ import mrcfile
 import numpy as np
 
 from cryoshift.runtime.contract import MRC_HEADER_BYTES, MRC_MODE_NAMES, MRC_MODES, MRC_SUFFIXES
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, missing_reason
 
 ANISOTROPY_TOLERANCE = 0.01  # relative spread of the X/Y/Z voxel sizes still called isotropic
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -175,10 +175,7 @@ def refuse_special(path: str | Path) -> None:
 
 def _check_file(path: Path) -> None:
     if not path.exists():
-        if path.is_symlink():
-            target = os.readlink(path)
-            raise InputError(path, f"dangling symbolic link (points to {target}, which does not exist)")
-        raise InputError(path, "no such file")
+        raise InputError(path, missing_reason(path))
     if path.is_dir():
         raise InputError(path, "is a directory, expected an MRC file")
     refuse_special(path)
@@ -592,6 +589,14 @@ class MrcVolume:
         )
 
 
+def refuse_2d(path: str | Path, header: dict[str, Any]) -> None:
+    """Refuse a 2-D image (from :func:`read_header`) where a 3-D volume must go: the one wording
+    for opening a volume and for a tomogram known by its header alone."""
+    if len(header["shape"]) == 2:
+        ny, nx = header["shape"]
+        raise InputError(path, f"is a 2-D image ({nx}x{ny}), expected a 3-D volume")
+
+
 def open_volume(path: str | Path, allow_2d: bool = False) -> MrcVolume:
     """Open a volume, a volume stack or a tomogram without reading it (memory map, read-only).
 
@@ -600,9 +605,8 @@ def open_volume(path: str | Path, allow_2d: bool = False) -> MrcVolume:
     """
     path = Path(path)
     header = read_header(path)
-    if len(header["shape"]) == 2 and not allow_2d:
-        ny, nx = header["shape"]
-        raise InputError(path, f"is a 2-D image ({nx}x{ny}), expected a 3-D volume")
+    if not allow_2d:
+        refuse_2d(path, header)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -174,12 +174,23 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise InputError(path, f"not a readable table ({type(exc).__name__}: {exc})") from exc
 
 
-def _find(columns: Sequence[str], *names: str) -> str | None:
+def _find(columns: Sequence[str], *names: str, path: str | Path | None = None) -> str | None:
+    """The column of a CSV named one of ``names`` (aliases of one fact, any case), or None.
+
+    Two of the aliases in one table are refused (with ``path``): which one holds the fact would
+    be a guess, and ``x`` beside a different ``rlnCoordinateX`` (or ``tomo`` beside ``tomo_name``)
+    was silently read from the first alias found."""
     lower = {str(c).strip().lower(): c for c in columns}
-    for n in names:
-        if n.lower() in lower:
-            return lower[n.lower()]
-    return None
+    found = [lower[n.lower()] for n in names if n.lower() in lower]
+    # RELION writes both for tomograms; rlnTomoName wins, as in a STAR file (read_picks)
+    relion_pair = {str(c).lower() for c in found} == {"rlntomoname", "rlnmicrographname"}
+    if len(found) > 1 and path is not None and not relion_pair:
+        raise InputError(
+            path,
+            f"columns {' and '.join(map(str, found))} are two names for one column (one of "
+            f"{', '.join(names)} is read): keep only one; which to read would be a guess",
+        )
+    return found[0] if found else None
 
 
 def _per_tomo(value: PerTomo, name: str) -> Any:
@@ -285,7 +296,7 @@ def read_picks(
     else:
         df = _read_table(path)
         df.columns = [str(c).strip() for c in df.columns]
-        cols = [_find(df.columns, a, r) for a, r in zip("xyz", PIXEL_COLUMNS, strict=True)]
+        cols = [_find(df.columns, a, r, path=path) for a, r in zip("xyz", PIXEL_COLUMNS, strict=True)]
         centered = False
         if None in cols:
             cent = [_find(df.columns, c) for c in CENTERED_COLUMNS]
@@ -294,7 +305,7 @@ def read_picks(
                 raise InputError(path, f"no coordinate columns: need x, y, z; found {found}")
             cols, centered = cent, True
         coords = tuple(cols)
-        tomo_col = _find(df.columns, *TOMO_COLUMNS)
+        tomo_col = _find(df.columns, *TOMO_COLUMNS, path=path)
     df = df.reset_index(drop=True)
     _check_table(df, path, "picks")
     if tomo_col:
@@ -388,7 +399,7 @@ def listing_rows(path: str | Path) -> tuple[pd.DataFrame, dict[int, str]]:
         _check_table(df, path, "subtomograms listed")
     else:
         df = _read_table(path)
-        col = _find(df.columns, "rlnImageName", "path", "image", "image_name")
+        col = _find(df.columns, "rlnImageName", "path", "image", "image_name", path=path)
         if col is None:
             raise InputError(path, f"no rlnImageName/path column; found {_list(list(df.columns))}")
     base = path.resolve().parent

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.jsonfile import read_json_object
 
 DPI = 150
@@ -92,6 +92,45 @@ def _json_dict(path: Path) -> dict[str, Any]:
     return read_json_object(path) if path.is_file() else {}
 
 
+# manifest.json's summary fields the page prints as numbers (_results_facts)
+_SUMMARY_NUMBERS = (
+    "total_errors",
+    "rate",
+    "pipeline_s",
+    "wall_s",
+    "read_s",
+    "compute_s",
+    "write_s",
+    "wait_s",
+)
+
+
+def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a manifest.json whose fields the page reads have another type (an edited or foreign
+    file): a list as ``summary``, text as a time or a number as ``class_names`` were tracebacks."""
+
+    def wrong(field: str, want: str) -> InputError:
+        return InputError(path, f"not a cryoshift classify manifest: {field} is not {want}")
+
+    for key in ("model", "summary", "tomograms"):
+        if not isinstance(manifest.get(key, {}), dict):
+            raise wrong(key, "a JSON object")
+    model, summary = manifest.get("model", {}), manifest.get("summary", {})
+    names = model.get("class_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise wrong("model.class_names", "a list of names")
+    numbers = {"model.unknown_threshold": model.get("unknown_threshold")}
+    numbers.update({f"summary.{k}": summary.get(k) for k in _SUMMARY_NUMBERS})
+    for field, value in numbers.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise wrong(field, "a number")
+    if not isinstance(summary.get("notes", []), list):
+        raise wrong("summary.notes", "a list")
+    for name, counts in manifest.get("tomograms", {}).items():
+        if not isinstance(counts, dict) or not all(type(k) is int for k in counts.values()):
+            raise wrong(f"tomograms.{name}", "an object of class counts")
+
+
 def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]:
     """The predictions (checked row by row), the run's manifest, its folder and the table read."""
     from cryoshift.runtime.results import read_results
@@ -114,6 +153,7 @@ def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]
     else:
         _check_rows(table)
     manifest = _json_dict(folder / "manifest.json")
+    _check_manifest(folder / "manifest.json", manifest)
     star = table.with_suffix(".star") if table.suffix == ".csv" else table
     if star.is_file() and star.suffix == ".star":  # input columns (labels) travel in the STAR only
         try:
@@ -595,7 +635,7 @@ def build_report(path: str | Path, notes: list[str] | None = None) -> str:
     rows with a NaN confidence left out of the histograms."""
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "no such file or folder")
+        raise InputError(path, missing_reason(path, "no such file or folder"))
     notes = [] if notes is None else notes
     plt = _plt()
     is_run = path.is_dir() and (path / "metrics.csv").is_file()

@@ -42,7 +42,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, missing_reason
 
 FIXED = {
     "id": "rlnImageName",
@@ -146,7 +146,7 @@ def read_results(path: str | Path) -> pd.DataFrame:
     """A results table written by :func:`write_results`, from its CSV or its STAR file."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "no such file" if not path.exists() else "is not a file")
+        raise InputError(path, missing_reason(path) if not path.exists() else "is not a file")
     if path.suffix.lower() == ".star":
         from cryoshift.runtime.picks import read_star_blocks
 

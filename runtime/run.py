@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cryoshift.runtime.backends import Model, load_model
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.ledger import RunLedgers
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.pipeline import RunStats, result_columns, run_pipeline
@@ -297,7 +297,7 @@ def driver_model(model_path: Path, backend: str, description: str | None = None)
         meta, outputs = read_onnx_model(model_path)
         has_features = FEATURES in outputs
     if not model_path.is_file():
-        raise InputError(model_path, "no such file")
+        raise InputError(model_path, missing_reason(model_path))
     return Model(
         model_path,
         meta,

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, missing_reason
 
 CHUNK_ROWS = 1 << 20
 _BLOCK = 4 << 20
@@ -85,7 +85,7 @@ def scan_star(path: str | Path) -> list[StarBlock]:
 
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "no such file")
+        raise InputError(path, missing_reason(path))
     if path.is_dir():
         raise InputError(path, "is a directory, expected a STAR file")
     check_line_lengths(path)
@@ -367,7 +367,7 @@ def csv_options(path: Path) -> dict[str, Any]:
     import csv
 
     if not path.exists():
-        raise InputError(path, "no such file")
+        raise InputError(path, missing_reason(path))
     if path.is_dir():
         raise InputError(path, "is a directory, expected a CSV/TSV file")
     try:
@@ -872,7 +872,7 @@ def pick_layout(path: Path) -> _PickLayout:
     opts = csv_options(path)
     raw_columns = csv_columns(path, opts)
     columns = [c.strip() for c in raw_columns]
-    cols = [_find(columns, a, r) for a, r in zip("xyz", PIXEL_COLUMNS, strict=True)]
+    cols = [_find(columns, a, r, path=path) for a, r in zip("xyz", PIXEL_COLUMNS, strict=True)]
     centred = False
     cent = [_find(columns, c) for c in CENTERED_COLUMNS]
     if None in cols:
@@ -883,7 +883,7 @@ def pick_layout(path: Path) -> _PickLayout:
     return _PickLayout(
         columns,
         [str(c) for c in cols],
-        _find(columns, *TOMO_COLUMNS),
+        _find(columns, *TOMO_COLUMNS, path=path),
         centred,
         raw_columns=raw_columns,
         angst=angst,

@@ -3,13 +3,14 @@ readers, and file-system failures said in words."""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, missing_reason
 
 
 class VolumeCache:
@@ -54,10 +55,8 @@ def open_mrc(path: str | Path) -> Any:
 
 def os_reason(path: str | Path, exc: OSError) -> str:
     """A file-system failure in words (no ``[Errno 2]``): what a user can act on."""
-    if isinstance(exc, FileNotFoundError):
-        if os.path.islink(path):
-            return f"dangling symbolic link (points to {os.readlink(path)}, which does not exist)"
-        return "no such file or directory"
+    if isinstance(exc, FileNotFoundError) or exc.errno == errno.ELOOP:
+        return missing_reason(path, "no such file or directory")
     if isinstance(exc, IsADirectoryError):
         return "is a directory, expected an MRC file"
     if isinstance(exc, PermissionError):

@@ -20,6 +20,8 @@ from cryoshift.runtime.picks import ORIGIN_COLUMNS
 from cryoshift.runtime.sources.items import PlanRefusal
 from cryoshift.runtime.sources.paths import match_tomogram
 
+STACK_NOT_TOMOGRAM = "is a volume stack, not a tomogram"  # crop from tomograms (one volume) only
+
 
 def star_has(path: Path, label: str) -> bool:
     """Cheap sniff of a STAR file's column labels (no full parse)."""
@@ -58,7 +60,7 @@ def plan_pick_table(planner: Any, path: Path) -> None:
         # picks outside the tomogram become error rows when cropped, like pixel picks, and the
         # picks of a tomogram that cannot be read become error rows naming it (add_picks).
         def shape(name: str) -> Any:
-            return tomogram_header(planner, path, name)["shape"]
+            return tomogram_shape(planner, path, name)
 
         picks = read_pick_table(
             path,
@@ -128,6 +130,20 @@ def tomogram_header(planner: Any, picks: Path, name: str) -> dict[str, Any]:
     if not name and len(index) == 1:
         name = next(iter(index))
     return read_header(match_tomogram(name, index, picks))
+
+
+def tomogram_shape(planner: Any, picks: Path, name: str) -> tuple[int, int, int]:
+    """(Z, Y, X) voxels of the tomogram a pick table calls ``name``, from its header (to centre
+    RELION 5 picks). A header that is no 3-D volume is refused naming the tomogram, as cropping
+    refuses it, so its picks become error rows (``_or_problem``): a 2-D image's (Y, X) used to
+    fail the whole table as "tomogram size must be (Z, Y, X)", good tomograms' picks included."""
+    from cryoshift.runtime.mrc import refuse_2d
+
+    header = tomogram_header(planner, picks, name)
+    if header["is_stack"]:
+        raise InputError(header["path"], STACK_NOT_TOMOGRAM)
+    refuse_2d(header["path"], header)
+    return header["shape"]
 
 
 def tomogram_pixel(planner: Any, picks: Path, name: str) -> float:
@@ -347,7 +363,7 @@ def _check_tomogram(planner: Any, tomo_path: Path, entry: Any = None) -> None:
     centred-Angstrom picks are converted with the STAR's, so a disagreement would crop elsewhere."""
     vol = planner.cache.get(str(tomo_path))
     if vol.is_stack:
-        raise InputError(tomo_path, "is a volume stack, not a tomogram")
+        raise InputError(tomo_path, STACK_NOT_TOMOGRAM)
     if vol.anisotropic:
         from cryoshift.runtime.mrc import check_isotropic
 

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from cryoshift.runtime.contract import CONTRASTS, VOXEL_TOLERANCE, voxel_mismatch
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.picks import NAMED_TABLE_SUFFIXES
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
 from cryoshift.runtime.sources.items import Item, Plan, PlanRefusal, stack_id
@@ -275,8 +275,8 @@ class Planner:
             from cryoshift.runtime.mrc import refuse_special
 
             refuse_special(path)  # a named pipe is there, just not a file: say so
-            raise InputError(path, "no such file")
-        if _is_listing(path):
+            raise InputError(path, missing_reason(path))
+        if is_listing(path):
             self.add_listing(path)
         else:
             self.pick_tables += 1
@@ -406,7 +406,7 @@ def _as_index(value: Any) -> int:
         return -1
 
 
-def _is_listing(path: Path) -> bool:
+def is_listing(path: Path) -> bool:
     """A table of subtomogram files (rlnImageName / path column) rather than of coordinates."""
     if path.suffix.lower() == ".star":
         from cryoshift.runtime.sources.picktables import star_has

@@ -35,6 +35,8 @@ from cryoshift.runtime.mrc import write_stack
         "contrast_grey",
         "voxel_text",
         "voxel_nan",
+        "json_binary",  # UnicodeDecodeError escaped: a traceback from info and evaluate
+        "json_nested_deep",  # RecursionError escaped the same way
     ],
 )
 def test_broken_dataset(breakage: str, dataset: Path, model: Path, tmp_path: Path, capsys: Capsys) -> None:
@@ -48,6 +50,10 @@ def test_broken_dataset(breakage: str, dataset: Path, model: Path, tmp_path: Pat
         meta.write_text(json.dumps({**info, "box_size": 32}))
     elif breakage == "json_list":
         meta.write_text("[1, 2, 3]")
+    elif breakage == "json_binary":
+        meta.write_bytes(b"\xff\xfe{}")
+    elif breakage == "json_nested_deep":
+        meta.write_text("[" * 100_000 + "]" * 100_000)
     elif breakage == "n_string":
         meta.write_text(json.dumps({**info, "n": "many"}))
     elif breakage == "no_volumes":

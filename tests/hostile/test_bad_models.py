@@ -63,6 +63,9 @@ def test_bad_model_paths(tmp_path: Path, capsys: Capsys) -> None:
     d.mkdir()
     for bad in (d, tmp_path / "missing.onnx", vol):
         assert_error(run_cli(["classify", bad, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys), bad)
+    # a folder was "no such model file"
+    line = assert_error(run_cli(["classify", d, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys), d)
+    assert "is a folder, not a model file" in line, line
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,31 @@ def test_symlink_loop(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     assert len(predictions(tmp_path / "o2")) == 1
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
+def test_symlink_loop_is_named_a_loop_not_missing(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """A loop of links was "no such file or directory" (info), "dangling symbolic link (points to
+    loop.mrc, which does not exist)" (classify) or "no such model file": the name is there."""
+    good = write_volume(tmp_path / "good.mrc", volumes(1)[0], voxel_size=VOXEL)
+    loops = {}
+    for name in ("loop.mrc", "loop.star", "loop.onnx"):
+        loops[name] = tmp_path / name
+        os.symlink(name, loops[name])
+    out = tmp_path / "o"
+    for argv, culprit in (
+        (["info", loops["loop.mrc"]], loops["loop.mrc"]),
+        (["info", loops["loop.star"]], loops["loop.star"]),
+        (["classify", loops["loop.onnx"], good, "-o", out, "-q", "-b", "cpu"], loops["loop.onnx"]),
+        (["classify", model, loops["loop.star"], "-o", out, "-q", "-b", "cpu"], loops["loop.star"]),
+        (["report", loops["loop.mrc"]], loops["loop.mrc"]),
+    ):
+        line = assert_error(run_cli(argv, capsys), culprit)
+        assert "symbolic link loop" in line, line
+    code, _, err = run_cli(["classify", model, loops["loop.mrc"], good, "-o", out, "-q", "-b", "cpu"], capsys)
+    assert code == 0, err
+    (reason,) = errors_table(out)["reason"].tolist()
+    assert reason.startswith("symbolic link loop (points to loop.mrc"), reason
+
+
 def test_spaces_and_unicode_in_paths(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     d = tmp_path / "données été" / "sub tomos ✓"
     d.mkdir(parents=True)

@@ -141,6 +141,36 @@ def test_relion5_centered_picks_outside_become_error_rows(
     assert len(predictions(out)) == 1 and len(errors_table(out)) == 2
 
 
+def test_relion5_centred_picks_of_a_2d_image_or_a_stack_fail_only_their_picks(
+    model: Path, tomo: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Centring needs each tomogram's (Z, Y, X): a 2-D image's header (Y, X) refused the whole
+    table ("tomogram size ... must be (Z, Y, X)", naming the picks), good tomogram's picks included.
+    Now those picks are error rows naming the tomogram, as for pixel picks."""
+    image = raw_mrc(tmp_path / "flat.mrc", nx=32, ny=40, nz=1, ispg=1, data=bytes(32 * 40 * 4))
+    stack = write_stack(tmp_path / "stack.mrcs", volumes(2), voxel_size=VOXEL)
+    picks = _star(
+        tmp_path / "centred.star",
+        pd.DataFrame(
+            {
+                "rlnTomoName": ["TS_01", "flat", "stack"],
+                "rlnCenteredCoordinateXAngst": [0.0, 0.0, 0.0],
+                "rlnCenteredCoordinateYAngst": [0.0, 0.0, 0.0],
+                "rlnCenteredCoordinateZAngst": [0.0, 0.0, 0.0],
+            }
+        ),
+    )
+    out = tmp_path / "out"
+    argv = ["classify", model, picks, "-t", tomo, "-t", image, "-t", stack, "-o", out, "-q", "-b", "cpu"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert predictions(out)["tomo_name"].tolist() == ["TS_01"]
+    assert sorted(errors_table(out)["reason"]) == [
+        f"tomogram {image}: is a 2-D image (32x40), expected a 3-D volume",
+        f"tomogram {stack}: is a volume stack, not a tomogram",
+    ]
+
+
 def classified(model: Path, picks: Path, tomo: Path, out: Path, capsys: Capsys) -> int:
     """Rows predicted by a classify run of ``picks`` that must succeed."""
     code, _, err = run_cli(["classify", model, picks, "-t", tomo, "-o", out, "-q", "-b", "cpu"], capsys)
@@ -380,6 +410,38 @@ def test_report_of_foreign_or_broken_results_is_refused(tmp_path: Path, capsys: 
         assert_error(run_cli(["report", folder], capsys), folder / culprit)
 
 
+def test_report_refuses_a_manifest_of_wrong_types(tmp_path: Path, capsys: Capsys) -> None:
+    """An edited or foreign manifest.json beside good predictions: a list as ``summary``, text as
+    a count or a number as ``class_names`` were AttributeError/ValueError/TypeError tracebacks; a
+    features.npy of text was one too (np.isfinite)."""
+    pytest.importorskip("matplotlib")
+    import json
+
+    preds = "id,class_name,confidence,shift_score\na,x,0.5,1.0\nb,x,0.7,1.0\nc,y,0.9,2.0\n"
+    for i, manifest in enumerate(
+        (
+            {"summary": [1]},
+            {"model": "m.onnx"},
+            {"summary": {"total_errors": "none"}},
+            {"model": {"class_names": 3}},
+            {"tomograms": {"TS_01": [1, 2]}},
+        )
+    ):
+        folder = tmp_path / f"r{i}"
+        folder.mkdir()
+        put(folder / "predictions.csv", preds)
+        put(folder / "manifest.json", json.dumps(manifest))
+        line = assert_error(run_cli(["report", folder], capsys), folder / "manifest.json")
+        assert "not a cryoshift classify manifest" in line, line
+    folder = tmp_path / "features"
+    folder.mkdir()
+    put(folder / "predictions.csv", preds)
+    np.save(folder / "features.npy", np.array([["a", "b"]] * 3))
+    code, _, err = run_cli(["report", folder], capsys)
+    assert code == 0, err
+    assert "features must be numbers" in (folder / "report.html").read_text()
+
+
 # ---------------------------------------------------------------------------------------------
 # tables that used to be read silently wrong
 
@@ -417,6 +479,45 @@ def test_duplicate_csv_column_is_refused(model: Path, tomo: Path, tmp_path: Path
             ["classify", model, path, "-t", tomo, "-o", tmp_path / "o", "-q", "-b", "cpu"],
         ):
             assert "duplicate column names" in assert_error(run_cli(argv, capsys), path)
+
+
+def test_two_names_for_one_csv_column_are_refused(
+    model: Path, tomo: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """``x`` beside another ``rlnCoordinateX`` (or ``tomo`` beside ``tomo_name``): the first alias
+    found was read without a word, cropping elsewhere or from another tomogram."""
+    for name, text, both in (
+        (
+            "xx.csv",
+            "tomo,x,y,z,rlnCoordinateX,rlnCoordinateY,rlnCoordinateZ\nTS_01,10,10,10,5,6,7\n",
+            "x and rlnCoordinateX",
+        ),
+        ("tt.csv", "tomo,tomo_name,x,y,z\nTS_01,TS_02,10,10,10\n", "tomo_name and tomo"),
+    ):
+        path = put(tmp_path / name, text)
+        for argv in (
+            ["info", path],
+            ["classify", model, path, "-t", tomo, "-o", tmp_path / "o", "-q", "-b", "cpu"],
+        ):
+            line = assert_error(run_cli(argv, capsys), path)
+            assert f"columns {both} are two names for one column" in line, line
+    # RELION's own pair is not a guess: rlnTomoName wins, as in a STAR file
+    relion = put(
+        tmp_path / "relion.csv", f"rlnTomoName,rlnMicrographName,x,y,z\n{tomo.stem},other,16,16,16\n"
+    )
+    argv = ["classify", model, relion, "-t", tomo, "-o", tmp_path / "r", "-q", "-b", "cpu"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert len(predictions(tmp_path / "r")) == 1
+
+
+def test_info_describes_a_csv_listing_of_paths_as_classify_reads_it(tmp_path: Path, capsys: Capsys) -> None:
+    """classify reads a CSV with a ``path`` column as a listing; info said "no coordinate columns"."""
+    write_volume(tmp_path / "a.mrc", volumes(1)[0], voxel_size=VOXEL)
+    listing = put(tmp_path / "files.csv", "path\na.mrc\n")
+    code, out, err = run_cli(["info", listing], capsys)
+    assert code == 0, err
+    assert "subtomogram listing" in out
 
 
 def test_csv_with_blank_lines_before_its_header_is_read(

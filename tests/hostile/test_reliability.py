@@ -725,7 +725,13 @@ def test_merge_refuses_shards_of_other_inputs_or_settings(
     assert len(pd.read_csv(tmp_path / "m" / "predictions.csv")) == 7
     manifest = tmp_path / "b" / "manifest.shard-1-of-2.json"
     good = manifest.read_text()
-    for broken in (good[: len(good) // 2], "[1, 2]"):  # cut short, or not a manifest: a traceback before
+    broken_ones = (
+        good[: len(good) // 2],  # cut short, or not a manifest: a traceback before
+        "[1, 2]",
+        "[" * 100_000 + "]" * 100_000,  # nested too deep: RecursionError escaped json.loads
+        good.replace('"settings": {', '"settings": null, "x": {', 1),  # AttributeError on settings
+    )
+    for broken in broken_ones:
         manifest.write_text(broken)
         one_error_line(
             run_cli(["merge", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "m"], capsys), manifest
