@@ -199,8 +199,10 @@ def log_record(record: dict[str, Any], path: Path | None) -> None:
 
 def run_test_split(run: Path) -> Path:
     """The held-out labelled split of the target a training run adapted to: ``test.npz`` beside
-    the adaptation split its config names (accuracy.py and accuracy_screen.py runs)."""
-    return Path(json.loads((run / "config.json").read_text())["target"]).parent / "test.npz"
+    the adaptation split its config names (accuracy.py and accuracy_screen.py runs). ``run`` may
+    be a checkpoint file inside the run directory too (``checkpoints/epoch_0040.pt``)."""
+    folder = next(d for d in (run, *run.parents) if (d / "config.json").is_file())
+    return Path(json.loads((folder / "config.json").read_text())["target"]).parent / "test.npz"
 
 
 def load_test(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -5,8 +5,9 @@ accuracy_screen.py run: its config names the adaptation split ``.../adapt``, who
 ``test.npz`` is the held-out labelled split). Each run is scored alone and, for every group of
 ``--size`` runs (all of them by default), the ensemble that averages the members' softmax
 probabilities. No training: this measures what an ensemble of independently trained models would
-buy before any code trains one (benchmarks/results/accuracy_levers.md, fifteenth round). One JSON
-line per ensemble to ``--log``.
+buy before any code trains one (benchmarks/results/accuracy_levers.md, fifteenth round). Checkpoint
+files of one run (``RUN/checkpoints/epoch_0050.pt``) make a snapshot ensemble. One JSON line per
+ensemble to ``--log``.
 
     python benchmarks/ensemble_screen.py W/runs/default__lamella-60__d9 W/runs/seed1__lamella-60__d9
 """
@@ -32,7 +33,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="+", type=Path, help="training run directories (model.pt inside)")
+    ap.add_argument(
+        "runs", nargs="+", type=Path, help="training run directories (model.pt inside) or checkpoint files"
+    )
     ap.add_argument("--size", type=int, default=None, help="members per ensemble (default: all runs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log", type=Path, default=None)
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         mean = np.mean([probs[run] for run in group], axis=0)
         members = [round(alone[run], 4) for run in group]
         record = {
-            "runs": [run.name for run in group],
+            "runs": [str(run.relative_to(run.parents[2])) if run.is_file() else run.name for run in group],
             "members": members,
             "members_mean": round(float(np.mean(members)), 4),
             "ensemble": round(float((mean.argmax(1) == labels).mean()), 4),
