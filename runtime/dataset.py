@@ -366,6 +366,26 @@ def _labels(column: pd.Series, class_names: list[str], path: Path, vol: MrcVolum
     return values.astype(np.int64)
 
 
+def _check_class_column(
+    column: pd.Series, labels: np.ndarray, class_names: list[str], path: Path, vol: MrcVolume
+) -> None:
+    """The table's class_name must be the name of the row's label. Labels are what training and
+    scoring read; a row relabelled by editing its class_name (the readable column) was silently
+    trained and scored under its old label."""
+    given = column.astype(str).to_numpy()
+    expected = np.asarray(class_names, dtype=object)[labels].astype(str)
+    wrong = np.flatnonzero(column.notna().to_numpy() & (given != expected))
+    if len(wrong):
+        vol.close()
+        row = int(wrong[0])
+        raise InputError(
+            path,
+            f"{len(wrong)} rows' class_name is not the name of their label (first: row {row}, label "
+            f"{int(labels[row])} is {str(expected[row])!r}, class_name {str(given[row])!r}); correct "
+            "the one that is wrong",
+        )
+
+
 # What ``unusable_volumes`` finds, for the messages that name it.
 UNUSABLE = "NaN/Inf, values beyond +-1e15 or one value throughout (a blank box)"
 
@@ -384,10 +404,42 @@ def unusable_volumes(volumes: np.ndarray, chunk: int = 256) -> np.ndarray:
     for start in range(0, len(volumes), chunk):
         part = np.asarray(volumes[start : start + chunk])
         flat = part.reshape(len(part), -1)
-        lo, hi = flat.min(axis=1), flat.max(axis=1)
+        # float64: against a float16 stack (a dataset may be one) the limit became inf in a
+        # RuntimeWarning ("overflow encountered in cast") printed on every training run
+        lo, hi = flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64)
         ok = (lo > -VALUE_LIMIT) & (hi < VALUE_LIMIT) & (lo < hi)
         bad.append(np.flatnonzero(~ok) + start)
     return np.concatenate(bad).astype(np.int64) if bad else np.zeros(0, np.int64)
+
+
+def _voxel_size(info: dict[str, Any], vol: MrcVolume, directory: Path) -> float:
+    """The dataset's voxel size: dataset.json's, which the stack's header must not contradict.
+
+    Without either, the reader's stand-in of 1.0 A became the voxel size of every model trained
+    on the data; with both, a contradiction (one of them edited) was settled for dataset.json
+    without a word, though either may be the wrong one."""
+    from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
+
+    header = float(vol.voxel_size) if vol.voxel_size_known else 0.0
+    if "voxel_size" not in info:
+        if header <= 0:
+            vol.close()
+            raise InputError(
+                directory / META,
+                f"has no 'voxel_size' and the header of {VOLUMES} none either; add the voxel size "
+                '(Angstrom) to dataset.json, e.g. "voxel_size": 10.0',
+            )
+        return header
+    stated = float(info["voxel_size"])
+    off = voxel_mismatch(header, stated)
+    if off is not None and off > VOXEL_TOLERANCE:
+        vol.close()
+        raise InputError(
+            directory / VOLUMES,
+            f"header voxel size {header:.4g} A differs from dataset.json's {stated:.4g} A; correct "
+            "whichever is wrong",
+        )
+    return stated
 
 
 def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
@@ -425,19 +477,23 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
             directory / VOLUMES, f"stack has shape {data.shape}, dataset.json says {n} volumes of {box}^3"
         )
     try:
-        table = pd.read_csv(directory / TABLE)
+        table = pd.read_csv(directory / TABLE, dtype={"class_name": str})  # class '007' is not 7
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         vol.close()
         raise InputError(directory / TABLE, f"not a readable CSV ({exc})") from exc
     if len(table) != n:
         vol.close()
         raise InputError(directory / TABLE, f"has {len(table)} rows, dataset.json says {n}")
+    voxel_size = _voxel_size(info, vol, directory)
     labels = None
     if with_labels:
         if not info.get("labelled") or "label" not in table.columns:
             vol.close()
             raise InputError(directory, "dataset is unlabelled; labels were asked for")
         labels = _labels(table["label"], list(info.get("class_names") or []), directory / TABLE, vol)
+        if "class_name" in table.columns:
+            names = list(info["class_names"])
+            _check_class_column(table["class_name"], labels, names, directory / TABLE, vol)
     else:
         table = table.drop(columns=[c for c in LABEL_COLUMNS if c in table.columns])
     return Dataset(
@@ -445,7 +501,7 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
         volumes=data,
         labels=labels,
         class_names=list(info.get("class_names") or []),
-        voxel_size=float(info.get("voxel_size", vol.voxel_size)),
+        voxel_size=voxel_size,
         contrast=str(info.get("contrast", "dark")),
         table=table,
         meta=info,

@@ -248,6 +248,25 @@ def ignored_on_resume(given: Any, stored: Any) -> list[str]:
     return notes
 
 
+def resume_state_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The settings of ``current`` (the resumed run's config, as a dict) that differ from ``saved``
+    (the config resume.pt was written under), as 'key=saved here, current in config.json'.
+
+    A resume.pt copied from another run, or a config.json edited since, would otherwise load into a
+    network of another shape (a torch traceback) or, if the shapes agree, silently continue a
+    different training. The settings resume takes from the command line may differ; a setting
+    the saved config lacks (one written by an older cryoshift) is not compared."""
+
+    def plain(value: Any) -> Any:  # tuples and lists alike, as config.json holds them
+        return json.loads(json.dumps(value, default=str))
+
+    return [
+        f"{key}={_shown(saved[key])} in it, {_shown(value)} in config.json"
+        for key, value in current.items()
+        if key not in _RESUME_TAKES and key in saved and plain(saved[key]) != plain(value)
+    ]
+
+
 def resume_note(ignored: list[str]) -> str:
     """One line naming the ignored settings (the first MAX_RESUME_NOTES, then a count)."""
     more = len(ignored) - MAX_RESUME_NOTES

@@ -546,7 +546,7 @@ class _Run:
                 import sys
 
                 print(f"cryoshift: note: {run.resume_note(ignored)}", file=sys.stderr)
-            return dataclasses.replace(
+            resolved = dataclasses.replace(
                 old,
                 out=str(self.dir),
                 epochs=old.epochs if config.epochs is None else config.epochs,
@@ -554,6 +554,11 @@ class _Run:
                 progress=config.progress,
                 threads=config.threads,
             )
+            try:  # train() checked the options given; the stored ones win, so check them too
+                resolved.check()
+            except InputError as exc:  # an edited --batch-size 0 or --lr -1 was a torch traceback
+                raise InputError(stored, f"a stored setting is refused: {exc.reason}") from exc
+            return resolved
         if stored.is_file():
             raise InputError(
                 self.dir, "already holds a training run; pass --resume to continue it or choose another --out"
@@ -874,6 +879,59 @@ class _Run:
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
 
+    def _restore(
+        self,
+        path: Path,
+        method: nn.Module,
+        dense: nn.Module | None,
+        optimiser: torch.optim.Optimizer,
+        scaler: Any,
+        rngs: dict[str, Any],
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Load resume.pt into the freshly built run; returns (history, last finished epoch).
+
+        A resume.pt written under another config (copied from another run, or config.json edited
+        since) is refused by name before anything loads: its weights would not fit this network
+        (a torch traceback) or, when they happen to, would continue another training silently. A
+        damaged one (keys missing, wrong types) is one line too, not a KeyError or TypeError."""
+        payload = read_checkpoint(path)
+        saved = payload.get("config")
+        differ = run.resume_state_mismatch(saved, self.config.to_dict()) if isinstance(saved, dict) else []
+        if differ:
+            raise InputError(
+                path,
+                f"was written under another training config than {self.dir / 'config.json'} "
+                f"({'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''}): copied from another "
+                "run, or config.json edited since? Restore the run's own config.json, or start a new "
+                "run without --resume",
+            )
+        try:
+            extra = payload["extra"]
+            history = [dict(row) for row in extra["history"]]
+            start = payload["epoch"]
+            if isinstance(start, bool) or not isinstance(start, int) or start != len(history):
+                raise ValueError(f"epoch {start!r} with {len(history)} epochs of history")
+            method.load_state_dict(extra["method_state"])
+            if dense is not None:
+                dense.load_state_dict(extra["dense_state"])
+            optimiser.load_state_dict(extra["optimizer_state"])
+            if scaler is not None and extra.get("scaler_state"):
+                scaler.load_state_dict(extra["scaler_state"])
+            run.restore_rng(extra["rng"], rngs)
+            if extra.get("pseudo_rows") is not None:  # labels chosen by agreement before the stop
+                self._set_pseudo(extra["pseudo_rows"], extra["pseudo_labels"], "kept at the stop")
+                self.pseudo_summary = dict(extra["pseudo_summary"])
+        except InputError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            what = f"missing {exc}" if isinstance(exc, KeyError) else (str(exc).splitlines() or [""])[0]
+            raise InputError(
+                path,
+                f"damaged resume state ({what[:200] or type(exc).__name__}); start a new run without "
+                "--resume, or restore the file",
+            ) from exc
+        return history, start
+
     # -- main ------------------------------------------------------------------------------
     def execute(self, stop_after_epoch: int | None) -> TrainResult:
         c, info = self.config, self.info
@@ -903,20 +961,7 @@ class _Run:
         start = 0
         resume_path = self.dir / run.CHECKPOINTS / run.RESUME
         if self.resume and resume_path.is_file():
-            payload = read_checkpoint(resume_path)
-            extra = payload["extra"]
-            method.load_state_dict(extra["method_state"])
-            if dense is not None:
-                dense.load_state_dict(extra["dense_state"])
-            optimiser.load_state_dict(extra["optimizer_state"])
-            if scaler is not None and extra.get("scaler_state"):
-                scaler.load_state_dict(extra["scaler_state"])
-            history = list(extra["history"])
-            start = int(payload["epoch"])
-            run.restore_rng(extra["rng"], rngs)
-            if extra.get("pseudo_rows") is not None:  # labels chosen by agreement before the stop
-                self._set_pseudo(extra["pseudo_rows"], extra["pseudo_labels"], "kept at the stop")
-                self.pseudo_summary = dict(extra["pseudo_summary"])
+            history, start = self._restore(resume_path, method, dense, optimiser, scaler, rngs)
         if info.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
             run.write_json(self.dir / "config.json", c.to_dict())

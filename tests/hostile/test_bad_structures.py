@@ -352,3 +352,57 @@ def test_atoms_of_occupancy_zero_carry_no_density(tmp_path: Path, capsys: Capsys
     empty = _pdb(tmp_path / "empty.pdb", unoccupied(_protein()))
     line = assert_error(_simulate([empty], tmp_path, capsys), empty)
     assert "have occupancy 0" in line
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "words"),
+    [
+        ("b", "   nan", "80 atoms have a NaN or infinite occupancy or B-factor"),
+        ("occ", "   nan", "80 atoms have a NaN or infinite occupancy or B-factor"),
+        ("b", "-9999.", "B-factors down to -9999 A^2"),
+    ],
+)
+def test_nan_or_impossible_b_factors_are_named(
+    column: str, value: str, words: str, tmp_path: Path, capsys: Capsys
+) -> None:
+    """gemmi's density of an atom with a NaN B-factor or occupancy, or a B-factor below minus the
+    resolution's blur, is NaN; the model was refused as "only 0.0 % of its density falls inside
+    the 16-voxel box ... check --voxel-size", of a particle that fits."""
+    pytest.importorskip("torch")
+    start = 60 if column == "b" else 54
+    text = "".join(line[:start] + value + line[start + 6 :] + "\n" for line in _protein().splitlines())
+    bad = _pdb(tmp_path / "bad.pdb", text)
+    line = assert_error(_simulate([bad], tmp_path, capsys), bad)
+    assert words in line and "inside the" not in line, line
+
+
+@pytest.mark.parametrize("payload", [b"\x00" * 1000, (_protein() + "END\n").encode("utf-16")])
+def test_model_file_of_no_atoms_is_called_so(payload: bytes, tmp_path: Path, capsys: Capsys) -> None:
+    """NUL bytes or a UTF-16 PDB parse as a model of no atoms: it was "atomic model has no heavy
+    atoms (hydrogens and waters are left out)", as if the file held only those."""
+    pytest.importorskip("torch")
+    bad = tmp_path / "bad.pdb"
+    bad.write_bytes(payload)
+    line = assert_error(_simulate([bad], tmp_path, capsys), bad)
+    assert "holds no atoms: not a PDB file (no ATOM/HETATM records)" in line and "heavy" not in line
+
+
+def test_map_of_small_numbers_is_read_and_a_constant_one_is_called_constant(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    """A map scaled by 1e-20 (other units) was refused as "cannot tell whether protein is bright or
+    dark (skewness 0.00)": the skewness had an absolute floor under its variance. A constant map
+    got that same line, which sends the user to crop a map that holds nothing."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.mrc import write_volume
+    from cryoshift.training.simulate import load_structures
+
+    z, y, x = np.indices((24,) * 3) - 12
+    blob = np.exp(-(x**2 + 2 * y**2 + (z - 2) ** 2) / 8.0).astype(np.float32)
+    plain = write_volume(tmp_path / "plain.mrc", blob, voxel_size=VOXEL)
+    small = write_volume(tmp_path / "small.mrc", blob * np.float32(1e-20), voxel_size=VOXEL)
+    got = load_structures([str(small)], BOX, VOXEL).maps[0]
+    assert np.allclose(got, load_structures([str(plain)], BOX, VOXEL).maps[0], atol=1e-5)
+    flat = write_volume(tmp_path / "flat.mrc", np.full((24,) * 3, 3.0, np.float32), voxel_size=VOXEL)
+    line = assert_error(_simulate([flat], tmp_path, capsys), flat)
+    assert "map is constant (every voxel 3)" in line and "bright or dark" not in line

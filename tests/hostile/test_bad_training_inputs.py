@@ -158,6 +158,80 @@ def test_train_with_nan_volumes_in_datasets(tmp_path: Path, capsys: Capsys) -> N
     assert_error(result, src)
 
 
+def test_train_on_a_float16_dataset_prints_no_warning(tmp_path: Path, capsys: Capsys) -> None:
+    """float16 datasets are a format the writer offers; checking their volumes compared them with
+    the 1e15 limit cast to float16 (inf): "RuntimeWarning: overflow encountered in cast" and its
+    source line on stderr of every training run on one, source or target."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.dataset import write_dataset
+
+    half = volumes(8, seed=1).astype(np.float16)
+    src = write_dataset(tmp_path / "src", half, labels=[0, 1] * 4, class_names=["a", "b"], voxel_size=VOXEL)
+    tgt = write_dataset(tmp_path / "tgt", half[:4], voxel_size=VOXEL)
+    argv = ["train", "--source", src, "--target", tgt, "--out", tmp_path / "run", "--epochs", 1]
+    argv += ["--backbone", "cryonet-small", "--method", "dann", "--no-progress"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "Warning" not in err and err.strip() == "", err
+
+
+@pytest.mark.parametrize("breakage", ["no_voxel_size_anywhere", "header_contradicts_json"])
+def test_train_on_a_dataset_of_unknown_or_contradictory_voxel_size_is_refused(
+    breakage: str, tmp_path: Path, capsys: Capsys
+) -> None:
+    """dataset.json without "voxel_size" and a header without one: the model was stamped 1.0 A (the
+    reader's stand-in) and exit 0. A header saying 20 A against dataset.json's 10 A: dataset.json
+    won without a word."""
+    pytest.importorskip("torch")
+    import json
+
+    import mrcfile
+
+    from cryoshift.runtime.dataset import write_dataset
+
+    src = write_dataset(
+        tmp_path / "src", volumes(8, seed=1), labels=[0, 1] * 4, class_names=["a", "b"], voxel_size=VOXEL
+    )
+    with mrcfile.mmap(src / "volumes.mrc", "r+") as m:
+        m.voxel_size = 0.0 if breakage == "no_voxel_size_anywhere" else 2 * VOXEL
+    if breakage == "no_voxel_size_anywhere":
+        meta = json.loads((src / "dataset.json").read_text())
+        del meta["voxel_size"]
+        (src / "dataset.json").write_text(json.dumps(meta))
+        named, words = src / "dataset.json", "has no 'voxel_size' and the header of volumes.mrc none either"
+    else:
+        named, words = src / "volumes.mrc", "header voxel size 20 A differs from dataset.json's 10 A"
+    argv = ["train", "--source", src, "--out", tmp_path / "run", "--epochs", 1, "--method", "source-only"]
+    line = assert_error(run_cli([*argv, "--backbone", "cryonet-small", "--no-progress"], capsys), named)
+    assert words in line, line
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_train_on_a_table_whose_class_names_contradict_its_labels_is_refused(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    """particles.csv relabelled in its readable column (class_name) but not in 'label': trained
+    under the old labels without a word. Names that read as numbers ('007') still match."""
+    pytest.importorskip("torch")
+    import pandas as pd
+
+    from cryoshift.runtime.dataset import read_dataset, write_dataset
+
+    src = write_dataset(
+        tmp_path / "src", volumes(8, seed=1), labels=[0, 1] * 4, class_names=["a", "b"], voxel_size=VOXEL
+    )
+    table = pd.read_csv(src / "particles.csv")
+    table.loc[3, "class_name"] = "a"  # row 3 is label 1, 'b'
+    table.to_csv(src / "particles.csv", index=False)
+    argv = ["train", "--source", src, "--out", tmp_path / "run", "--epochs", 1, "--method", "source-only"]
+    line = assert_error(
+        run_cli([*argv, "--backbone", "cryonet-small", "--no-progress"], capsys), src / "particles.csv"
+    )
+    assert "1 rows' class_name is not the name of their label (first: row 3, label 1 is 'b'" in line
+    numbers = write_dataset(tmp_path / "num", volumes(2), [0, 1], ["007", "1.50"], voxel_size=VOXEL)
+    assert read_dataset(numbers, with_labels=True).labels.tolist() == [0, 1]
+
+
 # ---------------------------------------------------------------------------------------------
 # simulate --structures and --config
 
@@ -249,6 +323,9 @@ def test_simulate_refuses_a_voxel_size_that_is_not_a_positive_number(
         ("{}", "not a training config (missing source, out)"),
         ('{"source": "builtin", "out": "x", "epochs": "many"}', "wrong type: epochs='many'"),
         ('{"source": "builtin", "out": "x", "surprise": 1}', "unknown training config keys: surprise"),
+        # stored settings were never checked as options are: a ZeroDivisionError / Adam traceback
+        ('{"source": "builtin", "out": "x", "box": 16, "batch_size": 0}', "refused: --batch-size must be"),
+        ('{"source": "builtin", "out": "x", "box": 16, "lr": -1}', "refused: --lr must be a finite number"),
     ],
 )
 def test_train_resume_with_damaged_config_is_one_line(
@@ -265,6 +342,83 @@ def test_train_resume_with_damaged_config_is_one_line(
         run_cli([*argv, "--device", "cpu", "--no-progress", "--threads", "1"], capsys), config
     )
     assert reason in line
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two genuine one-epoch runs (cryonet-small, 16^3, source-only): 'ab' trained on classes a, b
+    and 'abc' on a, b, c; each keeps its checkpoints/resume.pt."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.dataset import write_dataset
+    from cryoshift.training.trainer import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("two_runs")
+    runs = {}
+    for names in ("ab", "abc"):
+        labels = [i % len(names) for i in range(3 * len(names))]
+        source = write_dataset(
+            root / f"src_{names}", volumes(len(labels), seed=1), labels, list(names), voxel_size=VOXEL
+        )
+        config = TrainConfig(source=str(source), out=str(root / names), method="source-only", epochs=1)
+        config.backbone, config.batch_size, config.test_views, config.device = "cryonet-small", 4, 1, "cpu"
+        config.threads, config.progress, config.template_labels, config.amp = 1, False, 0, False
+        train(config)
+        runs[names] = root / names
+    return runs
+
+
+def _tamper_resume(kind: str, run: Path, other: Path) -> str:
+    """Damage the copied run ``run`` as ``kind`` says; returns the words its refusal must hold."""
+    import json
+    import shutil
+
+    import torch
+
+    state = run / "checkpoints" / "resume.pt"
+    if kind == "another_runs_resume_pt":
+        shutil.copy(other / "checkpoints" / "resume.pt", state)
+        return "was written under another training config than"
+    if kind == "config_json_edited":
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, "backbone": "encoder4"}))
+        return "(backbone=cryonet-small in it, encoder4 in config.json)"
+    payload = torch.load(state, map_location="cpu", weights_only=True)
+    if kind == "no_history":
+        del payload["extra"]["history"]
+        words = "damaged resume state (missing 'history')"
+    elif kind == "epoch_beyond_history":
+        payload["epoch"] = 99
+        words = "damaged resume state (epoch 99 with 1 epochs of history)"
+    else:
+        payload["extra"]["optimizer_state"] = {"state": {}, "param_groups": []}
+        words = "damaged resume state (loaded state dict has a different number of parameter groups)"
+    torch.save(payload, state)
+    return words
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["another_runs_resume_pt", "config_json_edited", "no_history", "epoch_beyond_history", "optimizer"],
+)
+def test_train_resume_with_a_foreign_or_damaged_resume_state_is_one_line(
+    kind: str, two_runs: dict[str, Path], tmp_path: Path, capsys: Capsys
+) -> None:
+    """resume.pt of another run (other classes) or a config.json edited since: torch's
+    "Error(s) in loading state_dict" over a dozen lines; a resume.pt with keys missing or of the
+    wrong kind: a KeyError or ValueError traceback; an epoch past its history: exit 0 with nothing
+    trained. Now one line naming resume.pt."""
+    import json
+    import shutil
+
+    run = Path(shutil.copytree(two_runs["ab"], tmp_path / "run"))
+    words = _tamper_resume(kind, run, two_runs["abc"])
+    source = json.loads((run / "config.json").read_text())["source"]
+    argv = ["train", "--source", source, "--out", run, "--epochs", 2, "--resume", "--device", "cpu"]
+    line = assert_error(
+        run_cli([*argv, "--no-progress", "--threads", 1], capsys), run / "checkpoints" / "resume.pt"
+    )
+    assert words in line, line
+    assert len((run / "metrics.csv").read_text().splitlines()) == 2  # the header and epoch 1: no epoch 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,6 +443,28 @@ def test_train_target_of_another_voxel_size_is_skipped(tmp_path: Path) -> None:
     assert len(dom.skipped) == 1 and dom.skipped[0].startswith(str(d / "c_vs5.mrc"))
     assert "voxel size 5 A differs" in dom.skipped[0]
     assert len(dom.notes) == 1 and str(d / "d_nocell.mrc") in dom.notes[0] and "voxel size" in dom.notes[0]
+
+
+def test_train_target_stack_of_another_voxel_size_gives_advice_train_can_follow(tmp_path: Path) -> None:
+    """A 20 A stack as a 10 A training's target (alone, or in a folder) was refused or skipped with
+    "rescale the data or pass --ignore-voxel-size", an option of classify that train does not have."""
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.mrc import write_stack
+    from cryoshift.training.data import load_target
+
+    coarse = write_stack(tmp_path / "coarse.mrcs", volumes(3), voxel_size=2 * VOXEL)
+    with pytest.raises(InputError) as exc:
+        load_target(str(coarse), BOX, VOXEL, "dark", ["a", "b"])
+    line = str(exc.value)
+    assert line.startswith(f"{coarse}: voxel size 20 A differs") and "--ignore-voxel-size" not in line
+    assert "rescale the target to the training voxel size" in line
+    folder = tmp_path / "target"
+    folder.mkdir()
+    write_stack(folder / "coarse.mrcs", volumes(3), voxel_size=2 * VOXEL)
+    write_volume(folder / "good.mrc", volumes(1)[0], voxel_size=VOXEL)
+    dom = load_target(str(folder), BOX, VOXEL, "dark", ["a", "b"])
+    assert len(dom) == 1 and len(dom.skipped) == 1, dom.skipped
+    assert "voxel size 20 A" in dom.skipped[0] and "--ignore-voxel-size" not in dom.skipped[0]
 
 
 def test_train_target_dataset_of_another_voxel_size_is_refused(tmp_path: Path) -> None:

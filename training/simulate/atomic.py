@@ -76,8 +76,12 @@ def _parse(path: Path):
     except (RuntimeError, ValueError, OSError, IndexError, TypeError) as exc:
         what = "mmCIF" if kind == gemmi.CoorFormat.Mmcif else "PDB"
         raise InputError(path, f"cannot read atomic model as {what} ({exc})") from exc
-    if len(st) == 0:
-        raise InputError(path, "atomic model has no models/atoms")
+    if not any(True for model in st for ch in model for r in ch for a in r):
+        # gemmi reads binary junk, a UTF-16 file or a PDB of REMARKs as a model of no atoms; it
+        # was called one with "no heavy atoms (hydrogens and waters are left out)"
+        mmcif = kind == gemmi.CoorFormat.Mmcif
+        what = "mmCIF file (no _atom_site rows)" if mmcif else "PDB file (no ATOM/HETATM records)"
+        raise InputError(path, f"atomic model holds no atoms: not a {what}, or an empty one")
     return st
 
 
@@ -99,13 +103,19 @@ def _heavy_xyz(model) -> np.ndarray:
 
 def _usable_xyz(path: Path, model) -> np.ndarray:
     """The heavy atoms' coordinates, refused when there are none or any is not finite."""
+    # gemmi weighs every atom by its occupancy and blurs it by its B-factor: one NaN made the whole
+    # density NaN, refused as "only 0.0 % of its density falls inside the box" of a fine model
+    atoms = [a for ch in model for r in ch for a in r]
+    odd = sum(1 for a in atoms if not (math.isfinite(a.occ) and math.isfinite(a.b_iso)))
+    if odd:
+        raise InputError(path, f"{odd} atoms have a NaN or infinite occupancy or B-factor")
     xyz = _heavy_xyz(model)
     if len(xyz) == 0:
         unoccupied = sum(1 for ch in model for r in ch for a in r)
         if unoccupied:  # some modelling tools write 0.00: their density would be empty
             raise InputError(
                 path,
-                f"all {unoccupied} heavy atoms have occupancy 0, so the model has no density; "
+                f"all {unoccupied} heavy atoms have occupancy 0 or less, so the model has no density; "
                 "set the occupancies (columns 55-60 of a PDB file, _atom_site.occupancy) to 1",
             )
         raise InputError(path, "atomic model has no heavy atoms (hydrogens and waters are left out)")
@@ -220,6 +230,14 @@ def atomic_density(
     calc = gemmi.DensityCalculatorE()
     calc.d_min = 2.0 * spacing
     calc.blur = 8.0 * math.pi**2 * sigma**2
+    lowest = min(a.b_iso for ch in model for r in ch for a in r)
+    if lowest + calc.blur <= 0:  # each atom is a Gaussian of B-factor + blur: none is defined (NaN)
+        raise InputError(
+            path,
+            f"B-factors down to {lowest:g} A^2: at {resolution:g} A resolution an atom's density needs "
+            f"a B-factor above {-calc.blur:.0f} A^2 (negative B-factors are not physical; check the "
+            "columns 61-66 of a PDB file, _atom_site.B_iso_or_equiv)",
+        )
     calc.rate = 1.0
     calc.set_grid_cell_and_spacegroup(st)
     try:
@@ -228,5 +246,7 @@ def atomic_density(
         raise InputError(path, f"gemmi could not compute density ({exc})") from exc
     grid = calc.grid
     density = np.array(grid, copy=True).transpose(2, 1, 0)  # gemmi (x, y, z) -> (Z, Y, X)
+    if not np.isfinite(density).all():  # what the checks above do not cover (ANISOU records)
+        raise InputError(path, "its density holds NaN or infinite values: check the ANISOU records")
     actual = lengths / np.array([grid.nu, grid.nv, grid.nw], dtype=np.float64)
     return density.astype(np.float32), origin, actual

@@ -211,10 +211,14 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
         raise InputError(path, "map contains NaN or infinite values")
     if in_voxel <= 0:
         raise InputError(path, "voxel size missing in the MRC header (0); set it, e.g. with mrcfile")
+    if data.min() == data.max():  # it was "cannot tell whether protein is bright or dark"
+        raise InputError(path, f"map is constant (every voxel {data.flat[0]:g}): it holds no density")
     border = np.concatenate([data[[0, -1]].ravel(), data[:, [0, -1]].ravel(), data[..., [0, -1]].ravel()])
     data = data - np.median(border)
-    centred = data - data.mean()
-    skew = (centred**3).mean() / max((centred**2).mean() ** 1.5, 1e-30)
+    # in units of its spread: a map of small numbers (1e-20, a scale in other units) is as skewed as
+    # any; an absolute floor under the variance called it "skewness 0.00" and refused it
+    centred = (data - data.mean()) / data.std()
+    skew = float((centred**3).mean())
     if abs(skew) < AMBIGUOUS_SKEW:  # inverting a map by a coin toss would train on the wrong contrast
         raise InputError(
             path,
