@@ -138,6 +138,14 @@ def load_source_dataset(path: str | Path) -> Domain:
             f"the labels hold one class ({held}) of the {len(class_names)} named: a classifier needs "
             "volumes of at least two classes",
         )
+    empty = [name for i, name in enumerate(class_names) if i not in set(present.tolist())]
+    if empty:  # the model would have an output it never saw an example of, without a word
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise InputError(
+            path,
+            f"class {shown} has no volumes among the {len(labels)} labelled ({len(empty)} of "
+            f"{len(class_names)} named classes); simulate more volumes (--n) or drop the class",
+        )
     volumes = ds.volumes
     bad = unusable_volumes(volumes)
     if len(bad):

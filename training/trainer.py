@@ -962,6 +962,16 @@ class _Run:
         resume_path = self.dir / run.CHECKPOINTS / run.RESUME
         if self.resume and resume_path.is_file():
             history, start = self._restore(resume_path, method, dense, optimiser, scaler, rngs)
+        elif self.resume and resume_path.exists():
+            raise InputError(resume_path, "is not a file; restore the run's resume state or start a new run")
+        elif self.resume and info.is_main:  # it started again from scratch without a word
+            import sys
+
+            print(
+                f"cryoshift: note: {resume_path} is missing (the run stopped before its first epoch "
+                "ended, or it was deleted): training from epoch 1",
+                file=sys.stderr,
+            )
         if info.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
             run.write_json(self.dir / "config.json", c.to_dict())

@@ -421,6 +421,28 @@ def test_train_resume_with_a_foreign_or_damaged_resume_state_is_one_line(
     assert len((run / "metrics.csv").read_text().splitlines()) == 2  # the header and epoch 1: no epoch 2
 
 
+def test_train_resume_without_its_resume_state_says_so(
+    two_runs: dict[str, Path], tmp_path: Path, capsys: Capsys
+) -> None:
+    """resume.pt deleted: --resume trained from epoch 1 again without a word (now a note); resume.pt
+    a folder: "resume.pt.tmp: Is a directory" at the first save (now one line naming it)."""
+    import json
+    import shutil
+
+    run = Path(shutil.copytree(two_runs["ab"], tmp_path / "run"))
+    state = run / "checkpoints" / "resume.pt"
+    source = json.loads((run / "config.json").read_text())["source"]
+    argv = ["train", "--source", source, "--out", run, "--epochs", 1, "--resume", "--device", "cpu"]
+    argv += ["--no-progress", "--threads", 1]
+    state.unlink()
+    state.mkdir()
+    assert "is not a file" in assert_error(run_cli(argv, capsys), state)
+    state.rmdir()
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert f"cryoshift: note: {state} is missing" in err and "training from epoch 1" in err
+
+
 # ---------------------------------------------------------------------------------------------
 # train --target: volumes of another voxel size
 
@@ -573,6 +595,23 @@ def test_train_on_a_dataset_whose_labels_hold_one_class_is_refused(tmp_path: Pat
     argv = ["--epochs", 1, "--backbone", "cryonet-small", "--method", "source-only", "--no-progress"]
     line = assert_error(run_cli(["train", "--source", src, "--out", tmp_path / "run", *argv], capsys), src)
     assert "the labels hold one class (a) of the 2 named" in line
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_train_on_a_dataset_with_a_named_class_of_no_volumes_is_refused(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    """Three class names, labels of two (what `simulate --n 2` of three structures writes): a
+    three-class model trained without a word, one output never shown an example."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.dataset import write_dataset
+
+    src = write_dataset(
+        tmp_path / "src", volumes(6, seed=1), labels=[0, 1] * 3, class_names=["a", "b", "c"], voxel_size=VOXEL
+    )
+    argv = ["--epochs", 1, "--backbone", "cryonet-small", "--method", "source-only", "--no-progress"]
+    line = assert_error(run_cli(["train", "--source", src, "--out", tmp_path / "run", *argv], capsys), src)
+    assert "class c has no volumes among the 6 labelled (1 of 3 named classes)" in line
     assert not (tmp_path / "run" / "model.pt").exists()
 
 
