@@ -269,8 +269,10 @@ def _check_numbers(path: Path, df: pd.DataFrame) -> None:
             raise InputError(path, f"data row {bad + 1}: {name} {df[name].iloc[bad]!r} is not a number")
 
 
-def _non_finite(path: Path, df: pd.DataFrame) -> list[str]:
-    """One warning per number column with NaN or infinite values: they are left out of its histogram."""
+def _value_warnings(path: Path, df: pd.DataFrame) -> list[str]:
+    """One warning per number column with NaN or infinite values (left out of its histogram), and
+    one for confidences outside 0-1: classify writes probabilities, so a 7.5 is an edited or
+    foreign table, and its histogram was drawn on a stretched axis without a word."""
     notes = []
     for name in NUMERIC_COLUMNS:
         values = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
@@ -280,6 +282,15 @@ def _non_finite(path: Path, df: pd.DataFrame) -> list[str]:
                 f"{path}: {bad:,} of {len(values):,} rows have a NaN or infinite {name}; "
                 "left out of its histogram"
             )
+        if name == "confidence":
+            finite = values[np.isfinite(values)]
+            outside = int(((finite < 0) | (finite > 1)).sum())
+            if outside:
+                notes.append(
+                    f"{path}: {outside:,} of {len(values):,} rows have a confidence outside 0-1 "
+                    f"(from {finite.min():g} to {finite.max():g}): not classify's probabilities; "
+                    "an edited table?"
+                )
     return notes
 
 
@@ -443,7 +454,7 @@ def _results_sections(
     df, manifest, folder, table = _load_results(path)
     if df.empty:
         raise InputError(path, "no predictions to report (the run classified nothing)")
-    notes.extend(_non_finite(table, df))
+    notes.extend(_value_warnings(table, df))
     classes = _class_order(df, manifest)
     colours = _colours(classes)
     facts = _results_facts(df, manifest, classes)

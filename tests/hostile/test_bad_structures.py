@@ -406,3 +406,22 @@ def test_map_of_small_numbers_is_read_and_a_constant_one_is_called_constant(
     flat = write_volume(tmp_path / "flat.mrc", np.full((24,) * 3, 3.0, np.float32), voxel_size=VOXEL)
     line = assert_error(_simulate([flat], tmp_path, capsys), flat)
     assert "map is constant (every voxel 3)" in line and "bright or dark" not in line
+
+
+@pytest.mark.parametrize("cell", [0.0, -240.0, float("nan")])
+def test_map_of_an_unusable_cell_names_the_cell(cell: float, tmp_path: Path, capsys: Capsys) -> None:
+    """A negative or NaN cell was reported as "voxel size missing in the MRC header (0)", which hid
+    the value written there; a zero cell is still called missing."""
+    pytest.importorskip("torch")
+    import mrcfile
+
+    from cryoshift.runtime.mrc import write_volume
+
+    z, y, x = np.indices((24,) * 3) - 12
+    blob = np.exp(-(x**2 + 2 * y**2 + (z - 2) ** 2) / 8.0).astype(np.float32)
+    path = write_volume(tmp_path / "cell.mrc", blob, voxel_size=VOXEL)
+    with mrcfile.mmap(path, "r+") as m:
+        m.header.cella.x = cell
+    line = assert_error(_simulate([path], tmp_path, capsys), path)
+    words = "missing (cell 0)" if cell == 0 else f"unusable (cell X {cell:g} A)"
+    assert f"voxel size {words} in the MRC header" in line, line

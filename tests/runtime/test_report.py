@@ -179,6 +179,20 @@ def test_report_leaves_nan_and_inf_scores_out_with_one_warning_each(tmp_path, ca
     assert "3 of 3 rows have a NaN or infinite confidence" in capsys.readouterr().err
 
 
+def test_report_warns_of_confidences_outside_zero_to_one(tmp_path, capsys):
+    """An edited table's confidence 7.5 was drawn on a stretched histogram without a word."""
+    _predictions(tmp_path / "r", {(0, "confidence"): "7.5", (1, "confidence"): "-0.5"})
+    assert main(["report", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"cryoshift: warning: {tmp_path / 'r' / 'predictions.csv'}: 2 of 3 rows have a confidence outside "
+        "0-1 (from -0.5 to 7.5): not classify's probabilities; an edited table?"
+    ]
+    _predictions(tmp_path / "r", {(0, "confidence"): "1.0", (1, "confidence"): "0"})  # the ends are fine
+    assert main(["report", str(tmp_path / "r")]) == 0
+    assert capsys.readouterr().err.strip() == ""
+
+
 def test_report_of_a_run_folder_without_metrics_names_what_is_missing(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

@@ -209,8 +209,10 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
         raise InputError(path, f"expected a 3-D density map, got shape {shape}")
     if not np.isfinite(data).all():
         raise InputError(path, "map contains NaN or infinite values")
-    if in_voxel <= 0:
-        raise InputError(path, "voxel size missing in the MRC header (0); set it, e.g. with mrcfile")
+    if in_voxel <= 0:  # a negative or NaN cell was reported as "missing (0)", hiding the value
+        cell = header["cell"][0]
+        what = "missing (cell 0)" if cell == 0 else f"unusable (cell X {cell:g} A)"
+        raise InputError(path, f"voxel size {what} in the MRC header; set it, e.g. with mrcfile")
     if data.min() == data.max():  # it was "cannot tell whether protein is bright or dark"
         raise InputError(path, f"map is constant (every voxel {data.flat[0]:g}): it holds no density")
     border = np.concatenate([data[[0, -1]].ravel(), data[:, [0, -1]].ravel(), data[..., [0, -1]].ravel()])
