@@ -136,7 +136,7 @@ def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]
     from cryoshift.runtime.results import read_results
 
     folder = path if path.is_dir() else path.parent
-    table = path if path.is_file() else folder / "predictions.csv"
+    table = _results_table(path)
     if not table.is_file():
         _refuse_folder(path)
     df = read_results(table)
@@ -173,6 +173,15 @@ def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]
 
 
 RUN_FILES = ("config.json", "selection.json", "model.pt", "checkpoints")  # what cryoshift train leaves
+
+
+def _results_table(path: Path) -> Path:
+    """The predictions table ``path`` names: the file itself, or in a folder predictions.csv, else
+    predictions.star (a folder keeping only the STAR for RELION was "no predictions.csv")."""
+    if path.is_file():
+        return path
+    csv = path / "predictions.csv"
+    return csv if csv.is_file() or not (path / "predictions.star").is_file() else path / "predictions.star"
 
 
 def _refuse_folder(path: Path) -> None:
@@ -451,7 +460,7 @@ def _results_sections(
     path: Path, plt: Any, notes: list[str]
 ) -> tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]:
     """The classify output's table, facts and figures; warnings about its values go to ``notes``."""
-    df, manifest, folder, table = _load_results(path)
+    df, manifest, _folder, table = _load_results(path)
     if df.empty:
         raise InputError(path, "no predictions to report (the run classified nothing)")
     notes.extend(_value_warnings(table, df))
@@ -485,9 +494,7 @@ def _results_sections(
     ]
     from cryoshift.runtime.features import features_path
 
-    embedding = _embedding(
-        plt, features_path(path if path.is_file() else folder / "predictions.csv"), df, classes, colours
-    )
+    embedding = _embedding(plt, features_path(table), df, classes, colours)
     if isinstance(embedding, str):
         facts.append(("target embedding", embedding))
     else:

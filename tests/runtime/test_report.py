@@ -193,6 +193,16 @@ def test_report_warns_of_confidences_outside_zero_to_one(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == ""
 
 
+def test_report_of_a_folder_that_keeps_only_the_star_table(tmp_path, capsys):
+    """A classify folder kept for RELION with predictions.star alone was "no predictions.csv"."""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    head = "data_particles\n\nloop_\n_csId #1\n_csClassName #2\n_csConfidence #3\n_csShiftScore #4\n"
+    (folder / "predictions.star").write_text(head + "a.mrc ribosome 0.9 1.0\nb.mrc proteasome 0.8 1.1\n")
+    assert main(["report", str(folder)]) == 0, capsys.readouterr().err
+    assert "ribosome" in (folder / "report.html").read_text()
+
+
 def test_report_of_a_run_folder_without_metrics_names_what_is_missing(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
