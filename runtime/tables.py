@@ -128,8 +128,21 @@ def scan_star(path: str | Path) -> list[StarBlock]:
             if block.loop or block.labels:
                 blocks.append(block)
     if not blocks:
-        raise InputError(path, "no data blocks found; not a STAR file or the file is empty")
+        raise InputError(path, _why_no_blocks(path))
     return blocks
+
+
+def _why_no_blocks(path: Path) -> str:
+    """Why a file has no STAR data blocks, where the bytes tell: a UTF-16 file (a Windows editor's
+    "Unicode") or one with classic-Mac CR-only line endings holds blocks no line-based reader finds,
+    and "not a STAR file" sent the user looking at the content instead of the encoding."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (b"\x00" in head and b"d\x00a\x00t\x00a\x00_" in head):
+        return "no data blocks found: the file is UTF-16 text; save it as UTF-8"
+    if b"\r" in head and b"\n" not in head and b"data_" in head:
+        return "no data blocks found: lines end in CR only (classic Mac); convert the line endings to LF"
+    return "no data blocks found; not a STAR file or the file is empty"
 
 
 def _data_starts(path: Path, size: int) -> list[int]:

@@ -610,3 +610,22 @@ def test_two_tomograms_of_one_name_fail_only_their_picks(model: Path, tmp_path: 
     only_dup = put(tmp_path / "d.csv", "tomo,x,y,z\ndup,16,20,12\n")
     argv[2] = only_dup
     assert "ambiguous" in assert_error(run_cli(argv, capsys), only_dup)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "cr_only"])
+def test_star_of_utf16_or_cr_only_lines_names_the_encoding(
+    encoding: str, model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A STAR saved as UTF-16 or with classic-Mac CR line endings was "no data blocks found; not a
+    STAR file": the blocks are there, the bytes around them are what to fix."""
+    text = "data_particles\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n_rlnCoordinateZ #3\n16 16 16\n"
+    path = tmp_path / "picks.star"
+    if encoding == "utf-16":
+        path.write_bytes(text.encode("utf-16"))
+        words = "the file is UTF-16 text; save it as UTF-8"
+    else:
+        path.write_bytes(text.replace("\n", "\r").encode())
+        words = "lines end in CR only (classic Mac)"
+    for argv in (["info", path], ["classify", model, path, "-o", tmp_path / "o", "-q", "-b", "cpu"]):
+        line = assert_error(run_cli(argv, capsys), path)
+        assert words in line, line
