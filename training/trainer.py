@@ -521,6 +521,15 @@ def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | Non
         distributed.cleanup(info)
 
 
+def _finite_gradients(optimiser: torch.optim.Optimizer) -> bool:
+    """Whether every gradient the optimiser is about to apply is finite (one reduction per step)."""
+    grads = [q.grad for group in optimiser.param_groups for q in group["params"] if q.grad is not None]
+    if not grads:
+        return True
+    # Not torch._foreach_norm: on the same CPU it returned non-finite norms of finite gradients.
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+
 class _Run:
     def __init__(self, config: TrainConfig, info: distributed.DistInfo, resume: bool):
         self.info = info
@@ -1136,21 +1145,47 @@ class _Run:
         factor = lr_factor(c.lr_schedule, progress)
         for group in optimiser.param_groups:
             group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
-        with autocast(self.device, c.amp):
-            particles = None if particles_np is None else torch.from_numpy(particles_np).to(self.device)
-            out = loss_fn(sx, sy, target_x=tx, progress=progress, target_y=ty, source_particles=particles)
+        particles = None if particles_np is None else torch.from_numpy(particles_np).to(self.device)
+
+        def forward(amp: bool) -> dict[str, Any]:
+            with autocast(self.device, amp):
+                out = loss_fn(sx, sy, target_x=tx, progress=progress, target_y=ty, source_particles=particles)
+            if not torch.isfinite(out["total"]):
+                raise RuntimeError(
+                    f"training diverged at epoch {epoch} step {step} (loss {float(out['total'])}); lower --lr"
+                )
+            return out
+
+        out = forward(c.amp)
         total = out["total"]
-        if not torch.isfinite(total):
-            raise RuntimeError(
-                f"training diverged at epoch {epoch} step {step} (loss {float(total)}); lower --lr"
-            )
         optimiser.zero_grad(set_to_none=True)
-        if scaler is not None:
+        if scaler is not None:  # fp16: the scaler skips steps of non-finite gradients itself
             scaler.scale(total).backward()
             scaler.step(optimiser)
             scaler.update()
         else:
             total.backward()
+            if c.amp and not _finite_gradients(optimiser):
+                # A bf16 step with a finite loss but a non-finite gradient: seen on a 2-core CPU in
+                # one conv weight's gradient, at random and only after other work in the process
+                # (a reduced-precision kernel fault, not the data); the Adam step then made every
+                # weight NaN. The step is redone in fp32. After DDP's all-reduce every rank sees the
+                # same gradients, so every rank redoes it alike.
+                import sys
+
+                print(
+                    f"cryoshift: note: epoch {epoch} step {step}: non-finite gradients in reduced "
+                    "precision with a finite loss; step redone in fp32",
+                    file=sys.stderr,
+                )
+                optimiser.zero_grad(set_to_none=True)
+                out = forward(False)
+                total = out["total"]
+                total.backward()
+                if not _finite_gradients(optimiser):
+                    raise RuntimeError(
+                        f"training diverged at epoch {epoch} step {step} (non-finite gradients); lower --lr"
+                    )
             optimiser.step()
         for key, value in out.items():
             if torch.is_tensor(value) and value.numel() == 1:
