@@ -305,12 +305,16 @@ def _load_planned(
             "target as a dataset that records its contrast",
         )
     cache = VolumeCache()
-    try:
-        plan = plan_inputs(
-            [spec], box_size, voxel_size, model_contrast=contrast, tomograms=tomograms, cache=cache
-        )
-    except InputError as exc:
-        raise InputError(exc.path, _for_train(exc.reason)) from exc
+    plan = plan_inputs(
+        [spec],
+        box_size,
+        voxel_size,
+        model_contrast=contrast,
+        tomograms=tomograms,
+        cache=cache,
+        # train has no --ignore-voxel-size: a target of another scale would adapt to the wrong one
+        voxel_advice="rescale the target to the training voxel size",
+    )
     items = plan.items
     if max_items is not None and len(items) > max_items:
         keep = np.sort(np.random.default_rng(0).choice(len(items), max_items, replace=False))
@@ -323,7 +327,7 @@ def _load_planned(
             load_item(item, volumes[i], cache, voxel_size)
             ok.append(i)
         except InputError as exc:
-            skipped.append(f"{item.id}: {_for_train(exc.reason)}")
+            skipped.append(f"{item.id}: {exc.reason}")
     if not ok:
         reason = "no readable target subtomograms" + (f" (first problem: {skipped[0]})" if skipped else "")
         raise InputError(spec, reason)
@@ -342,17 +346,6 @@ def _load_planned(
         skipped,
         _unknown_voxel_note(sorted(used & set(plan.unknown_voxel)), voxel_size),
     )
-
-
-# The planner's advice for data of another voxel size names classify's --ignore-voxel-size, which
-# train does not have (and a target of another scale would adapt the network to the wrong one).
-_CLASSIFY_VOXEL_ADVICE = "rescale the data or pass --ignore-voxel-size"
-_TRAIN_VOXEL_ADVICE = "rescale the target to the training voxel size"
-
-
-def _for_train(reason: str) -> str:
-    """A planner's reason with the advice train can follow."""
-    return reason.replace(_CLASSIFY_VOXEL_ADVICE, _TRAIN_VOXEL_ADVICE)
 
 
 def _unknown_voxel_note(paths: list[str], voxel_size: float) -> list[str]:

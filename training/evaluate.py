@@ -259,6 +259,8 @@ def check_dataset_fits(ds: Any, meta: ModelMetadata, ignore_voxel_size: bool = F
             f"evaluate a model made for {ds.contrast!r} data",
         )
     voxel = float(ds.meta["voxel_size"]) if "voxel_size" in ds.meta else 0.0
+    from cryoshift.runtime.sources.planner import CLASSIFY_VOXEL_ADVICE
+
     mismatch = voxel_mismatch(voxel, meta.voxel_size)
     if mismatch is None:
         return [f"{where}: no voxel size (or the model has none); evaluated without checking it"]
@@ -266,7 +268,7 @@ def check_dataset_fits(ds: Any, meta: ModelMetadata, ignore_voxel_size: bool = F
         raise InputError(
             where,
             f"voxel size {voxel:.3g} A differs from the model's {meta.voxel_size:.3g} A by {mismatch:.0%} "
-            f"(> {VOXEL_TOLERANCE:.0%}); rescale the data or pass --ignore-voxel-size",
+            f"(> {VOXEL_TOLERANCE:.0%}); {CLASSIFY_VOXEL_ADVICE}",
         )
     return []
 

@@ -24,6 +24,10 @@ from cryoshift.runtime.sources.paths import expand, is_dataset_dir, tomogram_ind
 UNKNOWN_VOXEL_NOTES = 20  # files noted one by one for a header without a voxel size; then a count
 
 
+# How a refusal of data of another voxel size ends for classify and evaluate (plan_inputs).
+CLASSIFY_VOXEL_ADVICE = "rescale the data or pass --ignore-voxel-size"
+
+
 class Planner:
     """Adds the items of one input at a time (:meth:`add`); ``items``, ``voxel_sizes``, ``notes``
     and ``origins`` become the :class:`Plan`."""
@@ -39,8 +43,10 @@ class Planner:
         cache: VolumeCache,
         coordinate_pixel_size: float | None = None,
         binning: float | None = None,
+        voxel_advice: str = CLASSIFY_VOXEL_ADVICE,
     ):
         self.box = box_size
+        self.voxel_advice = voxel_advice
         self.model_voxel = model_voxel
         self.contrast = contrast
         self.model_contrast = model_contrast
@@ -98,8 +104,7 @@ class Planner:
                 path,
                 f"voxel size {voxel:.3g} A differs from the model's "
                 f"{self.model_voxel:.3g} A "
-                f"by {mismatch:.0%} (> {VOXEL_TOLERANCE:.0%}); rescale the data or pass "
-                "--ignore-voxel-size",
+                f"by {mismatch:.0%} (> {VOXEL_TOLERANCE:.0%}); {self.voxel_advice}",
             )
 
     def _note_unknown_voxel(self, path: Path | str, vol: Any) -> None:
@@ -446,6 +451,7 @@ def plan_inputs(
     cache: VolumeCache | None = None,
     coordinate_pixel_size: float | None = None,
     binning: float | None = None,
+    voxel_advice: str = CLASSIFY_VOXEL_ADVICE,
 ) -> Plan:
     """Enumerate every item of ``inputs`` in a stable order and check them against the model.
 
@@ -453,7 +459,8 @@ def plan_inputs(
     bad options. A bad input (missing, unreadable, another voxel size, a stack of the wrong
     box) or a bad item (a corrupt file among thousands, a pick of an unreadable tomogram, a
     table row that is not numbers) comes back as ``kind == "error"`` items; only when every
-    input fails is the first reason raised (InputError).
+    input fails is the first reason raised (InputError). ``voxel_advice`` ends the refusal of
+    another voxel size: what the calling command offers (train has no --ignore-voxel-size).
     """
     if contrast is not None and contrast not in CONTRASTS:
         raise InputError(None, f"--contrast must be one of {', '.join(CONTRASTS)}, not {contrast!r}")
@@ -469,6 +476,7 @@ def plan_inputs(
         cache or VolumeCache(),
         coordinate_pixel_size,
         binning,
+        voxel_advice,
     )
     data_contrast = contrast or "dark"
     has_non_dataset = any(not is_dataset_dir(Path(t)) for t in inputs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tiny_training import TINY_SIMULATED_SELFTRAIN
+
 from cryoshift.training.distributed import DistInfo, launch_local, rank_slice, steps_per_epoch
 from cryoshift.training.trainer import TrainConfig
 
@@ -60,12 +62,9 @@ def test_two_process_agreement_vote_is_one_vote(domains: dict[str, Path], tmp_pa
     """--template-rule agree: rank 0's vote is broadcast, so both ranks train on the same target
     labels (different ones would give different epoch lengths: a hang or diverged replicas)."""
     config = TrainConfig(
-        source="builtin:ribosome,builtin:proteasome,builtin:membrane",
+        **TINY_SIMULATED_SELFTRAIN,
         target=str(domains["target_unlabelled"]),
         out=str(tmp_path / "ddp"),
-        box=16,
-        sim_per_epoch=16,
-        sim_val=8,
         backbone="cryonet-small",
         epochs=2,
         batch_size=4,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_training import TINY_SIMULATED_SELFTRAIN
 
 from cryoshift.runtime.dataset import read_dataset, write_dataset
 from cryoshift.runtime.errors import InputError
@@ -34,16 +35,6 @@ def _config(domains: dict[str, Path], out: Path, **kw: object) -> TrainConfig:
     }
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
-
-
-# a simulated source of three built-ins, small enough for template matching in seconds
-TINY_SIMULATED_SELFTRAIN = {
-    "source": "builtin:ribosome,builtin:proteasome,builtin:membrane",
-    "box": 16,
-    "sim_per_epoch": 16,
-    "sim_val": 8,
-    "method": "selftrain",
-}
 
 
 @pytest.mark.parametrize("method", METHODS)

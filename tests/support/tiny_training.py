@@ -1,0 +1,12 @@
+"""Small training settings shared by the trainer tests (single process and two-process)."""
+
+from __future__ import annotations
+
+# a simulated source of three built-ins, small enough for template matching in seconds
+TINY_SIMULATED_SELFTRAIN = {
+    "source": "builtin:ribosome,builtin:proteasome,builtin:membrane",
+    "box": 16,
+    "sim_per_epoch": 16,
+    "sim_val": 8,
+    "method": "selftrain",
+}
