@@ -116,15 +116,21 @@ def predict_checkpoint(
     return Predictions(logits, feats, metadata)
 
 
-def predict_onnx(path: str | Path, volumes: np.ndarray, batch_size: int = 64) -> Predictions:
-    """Run an exported ONNX model with the runtime's CPU backend (normalisation is inside the graph).
+def predict_onnx(
+    path: str | Path, volumes: np.ndarray, batch_size: int = 64, device: str = "cpu"
+) -> Predictions:
+    """Run an exported ONNX model with the runtime's backends (normalisation is inside the graph):
+    ``cpu``, or ``cuda[:N]`` through onnxruntime's CUDA provider, which refuses in one line where
+    onnxruntime-gpu or the GPU is missing.
 
     "features" is optional for scoring (classify accepts a model without it): without it the
     report has no feature-based numbers, never an onnxruntime traceback.
     """
     from cryoshift.runtime.backends import load_model
 
-    model = load_model(path, backend="cpu", batch_size=batch_size)
+    gpu = device.startswith("cuda")
+    device_id = int(device.partition(":")[2] or 0) if gpu else 0
+    model = load_model(path, backend="cuda" if gpu else "cpu", batch_size=batch_size, device_id=device_id)
     check_box(volumes, model.metadata, path)
     logits, feats = [], []
     for start in range(0, len(volumes), batch_size):
@@ -140,7 +146,7 @@ def predict(model: str | Path, volumes: np.ndarray, batch_size: int = 64, device
     """Dispatch on the model path: ``.onnx`` -> onnxruntime, else a checkpoint or run directory."""
     model = Path(model)
     if is_onnx(model):
-        return predict_onnx(model, volumes, batch_size)
+        return predict_onnx(model, volumes, batch_size, device)
     return predict_checkpoint(model, volumes, batch_size, device)
 
 

@@ -41,7 +41,12 @@ def command(
         "too (implied when MODEL is a run directory).",
     ),
     batch_size: int = typer.Option(64, "--batch-size", help="Volumes per forward pass."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda (checkpoints only; ONNX runs on CPU)."),
+    device: str = typer.Option(
+        "cpu",
+        "--device",
+        help="cpu, cuda or cuda:N (an ONNX model on cuda runs on onnxruntime's CUDA provider; "
+        "auto is cpu for ONNX).",
+    ),
     ignore_voxel_size: bool = typer.Option(
         False,
         "--ignore-voxel-size",
@@ -162,8 +167,12 @@ def check_options(
         from cryoshift.training.distributed import resolve_device
 
         return resolve_device(device)
-    if device not in ("cpu", "auto") and not device.startswith("cuda"):
-        raise InputError(None, f"--device must be cpu or cuda, not {device!r}")
+    from cryoshift.runtime.contract import CUDA_DEVICE
+
+    if device == "auto":  # scores are reproducible on the CPU; cuda is asked for by name
+        return "cpu"
+    if device != "cpu" and not CUDA_DEVICE.fullmatch(device):
+        raise InputError(None, f"--device must be cpu, cuda, cuda:N or auto, not {device!r}")
     return device
 
 

@@ -139,7 +139,8 @@ def test_int8_calibration_picks_in_tomograms_of_another_voxel_size_are_refused(
 def test_evaluate_refuses_odd_options_before_any_work(
     model: Path, dataset: Path, ckpt: Path, tmp_path: Path, capsys: Capsys
 ) -> None:
-    """Before: --device banana / cuda (no GPU) were torch tracebacks, --out FILE said "File exists"
+    """Before: --device banana / cuda (no GPU) were torch tracebacks, --device cuda of an ONNX model
+    was ignored, --out FILE said "File exists"
     after scoring, --batch-size 0 of a checkpoint was a range() traceback, and --run FILE or a
     folder with no epoch checkpoints, --label-column and --tomograms with a dataset directory were
     accepted and ignored."""
@@ -171,6 +172,11 @@ def test_evaluate_refuses_odd_options_before_any_work(
     ]
     if not torch.cuda.is_available():
         cases.append(([ckpt, data_ab, "--device", "cuda"], "--device cuda", "no CUDA GPU"))
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        # was accepted and the ONNX model scored on the CPU without a word
+        cases.append(([model, dataset, "--device", "cuda:0"], model, "CUDA"))
     for extra, name, words in cases:
         argv = ["evaluate", *extra] if "--out" in extra else ["evaluate", *extra, "--out", out]
         line = assert_error(run_cli(argv, capsys), name)
