@@ -70,8 +70,8 @@ def inference_rate(model: Any, batch_size: int, repeats: int = 3, batches: int =
 
     box = model.metadata.box_size
     batch = np.random.default_rng(seed).normal(0, 1, (batch_size, 1, box, box, box)).astype(np.float32)
-    for _ in range(2):
-        model.predict(batch)
+    _first_batch(model, batch)
+    model.predict(batch)
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -79,6 +79,28 @@ def inference_rate(model: Any, batch_size: int, repeats: int = 3, batches: int =
             model.predict(batch)
         rates.append(batches * batch_size / (time.perf_counter() - t0))
     return {"rate": statistics.median(rates), "repeats": rates}
+
+
+def _first_batch(model: Any, batch: Any) -> None:
+    """Run ``model`` on ``batch`` once, refusing in one line a graph that loads but cannot run it.
+
+    A graph with a fixed batch size (``[1, 1, D, H, W]``) or a Reshape to a fixed shape passes every
+    load-time check; onnxruntime then raised its own exception type on the first batch, shown as a
+    traceback. Only this first call is guarded: a failure after a batch ran is not the model's shape.
+    """
+    from cryoshift.runtime.metadata import ort_failure
+
+    try:
+        model.predict(batch)
+    except (InputError, MemoryError):
+        raise
+    except Exception as exc:  # onnxruntime's own types (onnxruntime_pybind11_state.Fail, ...)
+        shape = "x".join(str(d) for d in batch.shape)
+        raise InputError(
+            model.path,
+            f"the model cannot run on a batch of shape {shape} (--batch-size {batch.shape[0]}): "
+            f"{ort_failure(exc)}",
+        ) from exc
 
 
 def pipeline_rate(

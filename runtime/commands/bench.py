@@ -79,7 +79,9 @@ def _check_writable(path: Path) -> None:
     except OSError as exc:
         raise InputError(path, f"cannot write: {' '.join(str(exc.strerror or exc).split())}") from exc
     if not existed:
-        path.unlink()
+        # the file just made, not the name given: for a dangling symbolic link that is its target
+        # (unlinking the link put a plain file in its place and left an empty target behind)
+        path.resolve().unlink()
 
 
 def _is_bench_json(path: Path) -> bool:

@@ -1,0 +1,273 @@
+"""Hostile and careless input to ``cryoshift bench`` and ``cryoshift demo``.
+
+bench: models that are not ONNX or that load but cannot run the benchmark's batch, and odd
+``--json`` targets. demo: bad options refused before any stage runs, and an ``--out`` folder left
+by an earlier demo whose stage outputs were damaged or made with other settings (the demo re-uses
+finished stages: a damaged one is made again, never scored or failed on minutes later).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hostile_inputs import BOX, VOXEL, Capsys, assert_error, run_cli
+
+# the smallest bench that still runs every step
+SMALL = ["--n", 2, "--repeats", 1, "--batch-size", 2, "--workers", 1, "-b", "cpu"]
+
+
+# ---------------------------------------------------------------------------------------------
+# bench: models
+
+
+def _graph_model(path: Path, shape: list[object], fixed_reshape: bool = False) -> Path:
+    """A contract-shaped graph (input 'subtomograms', output 'logits', cryoshift metadata) whose
+    input has ``shape``; ``fixed_reshape`` flattens with a Reshape to batch 1."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cryoshift.runtime.metadata import ModelMetadata
+
+    inits = [numpy_helper.from_array(np.full((2, BOX**3), 1.0 / BOX**3, np.float32), "w")]
+    if fixed_reshape:
+        inits.append(numpy_helper.from_array(np.array([1, BOX**3], np.int64), "shape"))
+        flat = helper.make_node("Reshape", ["subtomograms", "shape"], ["flat"])
+    else:
+        flat = helper.make_node("Flatten", ["subtomograms"], ["flat"], axis=1)
+    graph = helper.make_graph(
+        [flat, helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1)],
+        "odd",
+        [helper.make_tensor_value_info("subtomograms", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        inits,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    for key, value in (
+        ModelMetadata(class_names=["a", "b"], box_size=BOX, voxel_size=VOXEL).to_properties().items()
+    ):
+        entry = m.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(m, str(path))
+    return path
+
+
+def test_bench_refuses_what_is_not_a_model(tmp_path: Path, capsys: Capsys, model: Path) -> None:
+    folder = tmp_path / "folder.onnx"
+    folder.mkdir()
+    data = model.read_bytes()
+    loop = tmp_path / "loop.onnx"
+    os.symlink(tmp_path / "loop2.onnx", loop)
+    os.symlink(loop, tmp_path / "loop2.onnx")
+    bad = [
+        (tmp_path / "text.onnx", b"hello world\n"),
+        (tmp_path / "empty.onnx", b""),
+        (tmp_path / "truncated.onnx", data[: len(data) // 2]),
+        (tmp_path / "model.engine", b"not an engine"),  # no TensorRT, no sidecar
+    ]
+    for path, payload in bad:
+        path.write_bytes(payload)
+    rank4 = _graph_model(tmp_path / "rank4.onnx", ["batch", BOX, BOX, BOX])
+    for path in [*(p for p, _ in bad), folder, loop, rank4, tmp_path / "missing.onnx"]:
+        assert_error(run_cli(["bench", path, *SMALL], capsys), path)
+    line = assert_error(run_cli(["bench", loop, *SMALL], capsys), loop)
+    assert "symbolic link loop" in line
+
+
+@pytest.mark.parametrize(
+    "kind,shape,reshape",
+    [("fixed_batch", [1, 1, BOX, BOX, BOX], False), ("fixed_reshape", ["batch", 1, BOX, BOX, BOX], True)],
+)
+def test_bench_model_that_cannot_run_the_batch(
+    kind: str, shape: list[object], reshape: bool, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A graph that passes every load-time check but fails on the benchmark's batch (a fixed batch
+    of 1, a Reshape to batch 1) was onnxruntime's own exception as a traceback."""
+    path = _graph_model(tmp_path / f"{kind}.onnx", shape, reshape)
+    line = assert_error(run_cli(["bench", path, *SMALL], capsys), path)
+    assert f"batch of shape 2x1x{BOX}x{BOX}x{BOX} (--batch-size 2)" in line, line
+    # the same graph at a batch it takes is benchmarked
+    code, out, err = run_cli(["bench", path, *SMALL[:4], "--batch-size", 1, *SMALL[6:]], capsys)
+    assert code == 0, err
+    assert "inference only" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# bench: --json
+
+
+def test_bench_json_through_a_dangling_link(tmp_path: Path, capsys: Capsys, model: Path) -> None:
+    """--json naming a link to a file not made yet: the figures go to the link's target, and the
+    link stays a link (the check that --json is writable made the target, then unlinked the link:
+    the result landed in a new plain file and an empty target was left behind)."""
+    target = tmp_path / "results" / "bench.json"
+    target.parent.mkdir()
+    link = tmp_path / "bench.json"
+    os.symlink(target, link)
+    code, _, err = run_cli(["bench", model, *SMALL, "--json", link], capsys)
+    assert code == 0, err
+    assert link.is_symlink() and Path(os.readlink(link)) == target
+    result = json.loads(target.read_text())
+    assert {"inference", "feed"} <= result.keys() and result["model_box"] == BOX
+
+
+def test_bench_json_refusals(tmp_path: Path, capsys: Capsys, model: Path) -> None:
+    """Refused before the timing: a folder, a missing parent folder, a file that is no bench result."""
+    for path in (tmp_path, tmp_path / "no" / "such" / "x.json", model):
+        assert_error(run_cli(["bench", model, *SMALL, "--json", path], capsys), path)
+    assert model.stat().st_size > 0 and model.read_bytes()[:1] != b"{"  # not written over
+
+
+# ---------------------------------------------------------------------------------------------
+# demo: options and --out refused before any stage runs
+
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="demo needs torch")
+
+
+@pytest.mark.parametrize(
+    "option,value,words",
+    [
+        ("--seed", -1, "--seed must be a whole number from 0"),  # numpy's traceback
+        ("--threads", -1, "--threads must be at least 1, not -1"),  # torch's traceback
+        ("--threads", 0, "--threads must be at least 1, not 0"),  # refused after the simulation
+    ],
+)
+@needs_torch
+def test_demo_refuses_bad_options_first(
+    option: str, value: int, words: str, tmp_path: Path, capsys: Capsys
+) -> None:
+    out = tmp_path / "demo"
+    result = run_cli(["demo", "--out", out, "--quick", "--no-progress", option, value], capsys)
+    line = assert_error(result, option)
+    assert words in line, line
+    assert not (out / "data").exists()  # nothing simulated
+
+
+@needs_torch
+def test_demo_refuses_a_bad_out(tmp_path: Path, capsys: Capsys) -> None:
+    args = ["--quick", "--no-progress"]
+    dangling = tmp_path / "dangling"
+    os.symlink(tmp_path / "nowhere", dangling)
+    loop = tmp_path / "loop"
+    os.symlink(tmp_path / "loop2", loop)
+    os.symlink(loop, tmp_path / "loop2")
+    for out, words in ((dangling, "dangling symbolic link"), (loop, "symbolic link loop")):  # "File exists"
+        line = assert_error(run_cli(["demo", "--out", out, *args], capsys), out)
+        assert words in line, line
+    # demo.json (written last) a folder: refused before the stages, not after all of them
+    out = tmp_path / "demo"
+    (out / "demo.json").mkdir(parents=True)
+    assert_error(run_cli(["demo", "--out", out, *args], capsys), out / "demo.json")
+    assert not (out / "data").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# demo: re-used stages that are damaged or were made with other settings
+
+TINY = {
+    "n_target": 24,
+    "epochs": 1,
+    "sim_per_epoch": 32,
+    "template_labels": 8,
+    "tm_count": 6,
+    "threads": 1,
+    "progress": False,
+    "structures": ["ribosome", "proteasome", "membrane"],
+}
+SEED = 3
+
+
+def _demo(out: Path, seed: int = SEED) -> tuple[object, list[str]]:
+    from cryoshift.runtime.commands.demo import run_demo
+
+    lines: list[str] = []
+    result = run_demo(out, quick=True, seed=seed, say=lines.append, **TINY)
+    return result, lines
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An --out folder of a finished tiny demo (copied by each test before it is tampered with)."""
+    out = tmp_path_factory.mktemp("finished") / "demo"
+    _demo(out)
+    return out
+
+
+def _copy(finished: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "demo"
+    shutil.copytree(finished, out, symlinks=True)
+    return out
+
+
+def _mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+def _checkpoint_seed(run: Path) -> int:
+    from cryoshift.training.checkpoint import read_checkpoint
+
+    return read_checkpoint(run / "model.pt")["config"]["seed"]
+
+
+@needs_torch
+def test_demo_reuses_intact_stages(finished: Path, tmp_path: Path) -> None:
+    out = _copy(finished, tmp_path)
+    before = {p: _mtime(out / p) for p in ("data/target/volumes.mrc", "runs/default/model.pt")}
+    _, lines = _demo(out)
+    assert not [line for line in lines if "not re-used" in line], lines
+    assert {p: _mtime(out / p) for p in before} == before
+
+
+@needs_torch
+def test_demo_remakes_damaged_stage_outputs(finished: Path, tmp_path: Path) -> None:
+    """A truncated model.pt was re-used as finished and failed the last stage after minutes (the
+    source-only model) or the export; stage records nothing reads (demo.json, config.json) edited
+    or made non-JSON change nothing."""
+    out = _copy(finished, tmp_path)
+    model = out / "runs" / "source-only" / "model.pt"
+    model.write_bytes(model.read_bytes()[:1000])
+    (out / "demo.json").write_text("{not json")
+    (out / "runs" / "default" / "config.json").write_text('{"seed": 99}')
+    default_model = _mtime(out / "runs" / "default" / "model.pt")
+    result, lines = _demo(out)
+    notes = [line for line in lines if "not re-used" in line]
+    assert len(notes) == 1 and str(model) in notes[0] and "truncated or damaged" in notes[0], lines
+    assert _checkpoint_seed(out / "runs" / "source-only") == SEED  # trained again, loads
+    assert _mtime(out / "runs" / "default" / "model.pt") == default_model  # intact: re-used
+    assert json.loads((out / "demo.json").read_text())["config"]["seed"] == SEED
+    assert [r["method"] for r in result.rows] == ["source-only", "template-matching", "default"]
+
+
+@needs_torch
+def test_demo_remakes_a_dataset_with_files_removed(finished: Path, tmp_path: Path) -> None:
+    """volumes.mrc gone but dataset.json there: the target counted as finished and the demo failed
+    at scoring; now it is simulated again, and the runs trained on the old target go with it."""
+    out = _copy(finished, tmp_path)
+    (out / "data" / "target" / "volumes.mrc").unlink()
+    default_model = _mtime(out / "runs" / "default" / "model.pt")
+    result, lines = _demo(out)
+    notes = [line for line in lines if "not re-used" in line]
+    assert len(notes) == 1 and "volumes.mrc is missing" in notes[0], lines
+    assert (out / "data" / "target" / "volumes.mrc").is_file()
+    assert _mtime(out / "runs" / "default" / "model.pt") != default_model
+    assert result.rows[0]["n"] == TINY["n_target"]
+
+
+@needs_torch
+def test_demo_with_another_seed_is_not_the_old_one(finished: Path, tmp_path: Path) -> None:
+    """A re-run with another --seed re-used the old target and models, while demo.json said the
+    new seed: numbers of one run reported as another's."""
+    out = _copy(finished, tmp_path)
+    _, lines = _demo(out, seed=SEED + 1)
+    assert any("made with other settings" in line and "seed" in line for line in lines), lines
+    info = json.loads((out / "data" / "target" / "dataset.json").read_text())
+    assert info["seed"] == SEED + 1 + 1000
+    for run in ("source-only", "default"):
+        assert _checkpoint_seed(out / "runs" / run) == SEED + 1
+    assert json.loads((out / "demo.json").read_text())["config"]["seed"] == SEED + 1
