@@ -13,6 +13,15 @@ import sys
 from pathlib import Path
 
 
+def check_threads(threads: int | None) -> None:
+    """Refuse a ``--threads`` below 1 in one line, before any work: 0 was ignored by torch, -1 a
+    torch traceback (train, simulate, demo; the runtime's options declare min=1)."""
+    if threads is not None and threads < 1:
+        from cryoshift.runtime.errors import InputError
+
+        raise InputError(None, f"--threads must be at least 1, not {threads}")
+
+
 def capped_threads(threads: int | None) -> int | None:
     """``threads`` lowered to this machine's CPU count, with a note on stderr when it was higher.
 

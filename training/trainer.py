@@ -38,7 +38,7 @@ from torch import nn
 
 from cryoshift.runtime.contract import CONTRASTS
 from cryoshift.runtime.errors import InputError
-from cryoshift.runtime.hostmem import capped_threads
+from cryoshift.runtime.hostmem import capped_threads, check_threads
 from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.metadata import NORMALISATIONS, ModelMetadata
 from cryoshift.training import augment, calibrate, distributed, log, run
@@ -278,8 +278,7 @@ class TrainConfig:
             raise InputError(None, f"--lr must be a finite number above 0, not {self.lr}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise InputError(None, f"--weight-decay must be a finite number >= 0, not {self.weight_decay}")
-        if self.threads is not None and self.threads < 1:  # 0 was ignored, -1 a torch traceback
-            raise InputError(None, f"--threads must be at least 1, not {self.threads}")
+        check_threads(self.threads)
         from cryoshift.training.simulate.config import PRESETS, check_seed
 
         check_seed("--seed", self.seed)

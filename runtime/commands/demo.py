@@ -83,6 +83,9 @@ QUICK = {
 }
 
 
+TARGET_SEED = 1000  # the target is simulated with --seed + this (the training runs use --seed)
+
+
 @dataclass
 class DemoResult:
     out_dir: str
@@ -117,32 +120,105 @@ def _score(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> tuple[float, float
     return m["accuracy"], m["macro_f1"]
 
 
-def _train(cfg: DemoConfig, run_dir: Path, target: Path, **settings: Any) -> Path:
+def _remove(path: Path) -> None:
+    """Remove a stage's output (a folder, a file or a link) before the stage is made again."""
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_symlink() or path.exists():
+        path.unlink()
+
+
+def _stale_target(cfg: DemoConfig, tgt_dir: Path) -> str | None:
+    """Why the target dataset in ``tgt_dir`` cannot be re-used, or None when it can.
+
+    Re-used only when it opens as a labelled dataset (every file there, of the size dataset.json
+    says) made by the demo with this run's sizes, classes and seed: a dataset.json alone was once
+    enough, so a folder with volumes.mrc removed failed stages later, and a re-run with another
+    --seed or without --quick silently scored the earlier run's target.
+    """
+    from cryoshift.runtime.dataset import read_dataset
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.jsonfile import read_json_object
+
+    try:
+        read_dataset(tgt_dir, with_labels=True).close()
+        info = read_json_object(tgt_dir / "dataset.json", "dataset description")
+    except InputError as exc:
+        return str(exc)
+    wanted = {
+        "generator": "cryoshift.training.demo",
+        "n": cfg.n_target,
+        "box_size": cfg.box_size,
+        "voxel_size": cfg.voxel_size,
+        "class_names": list(cfg.structures),
+        "seed": cfg.seed + TARGET_SEED,
+    }
+    return _differences(tgt_dir / "dataset.json", info, wanted)
+
+
+def _stale_run(run_dir: Path, wanted: dict[str, Any]) -> str | None:
+    """Why the training run in ``run_dir`` cannot be re-used, or None when it can: its model.pt must
+    load (a truncated or foreign one failed export, or the last stage, after minutes) and must
+    have been trained with ``wanted`` (the settings in the checkpoint's own copy of its config)."""
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint
+
+    model = run_dir / RUN_MODEL
+    if not model.is_file():
+        return f"{model}: missing (an unfinished run)"
+    try:
+        _, _, payload = load_checkpoint(model)
+    except InputError as exc:
+        return str(exc)
+    config = payload.get("config")
+    return _differences(model, config if isinstance(config, dict) else {}, wanted)
+
+
+def _differences(path: Path, found: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    """``path: made with other settings (key found, not wanted; ...)``, or None when all agree."""
+    differ = [f"{k} {found.get(k)!r}, not {v!r}" for k, v in wanted.items() if found.get(k) != v]
+    return f"{path}: made with other settings ({'; '.join(differ)})" if differ else None
+
+
+def _train(cfg: DemoConfig, run_dir: Path, target: Path, say: Callable[[str], None], **settings: Any) -> Path:
     """Train (or re-use a finished run in ``run_dir``) on the built-in structures simulated on the fly."""
     from cryoshift.training.trainer import TrainConfig, train
 
-    if not (run_dir / "model.pt").is_file():
-        if run_dir.exists():
-            import shutil
-
-            shutil.rmtree(run_dir)  # an unfinished run from an interrupted demo
-        source = ",".join(f"builtin:{s}" for s in cfg.structures)
-        train(
-            TrainConfig(
-                source=source,
-                target=str(target),
-                out=str(run_dir),
-                box=cfg.box_size,
-                voxel_size=cfg.voxel_size,
-                epochs=cfg.epochs,
-                sim_per_epoch=cfg.sim_per_epoch,
-                seed=cfg.seed,
-                device="cpu",
-                threads=cfg.threads,
-                progress=cfg.progress,
-                **settings,
-            )
+    source = ",".join(f"builtin:{s}" for s in cfg.structures)
+    # what decides the model (not where it is: a demo folder moved or named another way is re-used)
+    wanted = {
+        "source": source,
+        "box": cfg.box_size,
+        "voxel_size": cfg.voxel_size,
+        "epochs": cfg.epochs,
+        "sim_per_epoch": cfg.sim_per_epoch,
+        "seed": cfg.seed,
+        **settings,
+    }
+    if run_dir.exists() or run_dir.is_symlink():
+        why = _stale_run(run_dir, wanted)
+        if why is None:
+            return run_dir
+        say(f"    not re-used: {why}; training again")
+        _remove(run_dir)  # an unfinished, damaged or other run from an earlier demo
+    train(
+        TrainConfig(
+            source=source,
+            target=str(target),
+            out=str(run_dir),
+            box=cfg.box_size,
+            voxel_size=cfg.voxel_size,
+            epochs=cfg.epochs,
+            sim_per_epoch=cfg.sim_per_epoch,
+            seed=cfg.seed,
+            device="cpu",
+            threads=cfg.threads,
+            progress=cfg.progress,
+            **settings,
         )
+    )
     return run_dir
 
 
@@ -159,7 +235,6 @@ def run_demo(
     from cryoshift.export import export_checkpoint
     from cryoshift.runtime import classify
     from cryoshift.runtime.dataset import read_dataset
-    from cryoshift.runtime.errors import InputError
     from cryoshift.runtime.hostmem import capped_threads
     from cryoshift.training.demo import simulate_to_dataset, target_config
     from cryoshift.training.evaluate import predict_checkpoint
@@ -168,10 +243,7 @@ def run_demo(
 
     sizes = {**(QUICK if quick else {}), **overrides}
     cfg = DemoConfig(out_dir=str(out_dir), quick=quick, seed=seed, **sizes)
-    if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():
-        raise InputError(cfg.out_dir, "exists and is not a directory; choose another --out")
-    if min(cfg.n_target, cfg.epochs, cfg.sim_per_epoch, cfg.tm_count) < 1:
-        raise InputError(None, "demo sizes and epochs must be positive")
+    _check_options(cfg)
     say = say or (lambda _m: None)
     if cfg.threads:
         cfg.threads = capped_threads(cfg.threads)
@@ -193,8 +265,15 @@ def run_demo(
         voxel_size=cfg.voxel_size,
         seed=cfg.seed,
     )
-    if not (tgt_dir / "dataset.json").is_file():
-        simulate_to_dataset(structures, target_config(), cfg.n_target, tgt_dir, cfg.seed + 1000)
+    if tgt_dir.exists() or tgt_dir.is_symlink():
+        why = _stale_target(cfg, tgt_dir)
+        if why is not None:
+            # the runs were trained on the target being replaced: they go with it
+            say(f"    not re-used: {why}; simulating it again (and training again)")
+            _remove(tgt_dir)
+            _remove(out / "runs")
+    if not tgt_dir.exists():
+        simulate_to_dataset(structures, target_config(), cfg.n_target, tgt_dir, cfg.seed + TARGET_SEED)
     seconds["simulate"] = time.perf_counter() - t0
     paths["target"] = str(tgt_dir)
 
@@ -204,6 +283,7 @@ def run_demo(
         cfg,
         out / "runs" / "source-only",
         tgt_dir,
+        say,
         method="source-only",
         template_labels=0,
         spectrum_match=False,
@@ -214,7 +294,7 @@ def run_demo(
         f"3/6 training with cryoshift train's defaults, same budget, {cfg.template_labels} target "
         "subtomograms template-matched for pseudo-labels"
     )
-    default_run = _train(cfg, out / "runs" / "default", tgt_dir, template_labels=cfg.template_labels)
+    default_run = _train(cfg, out / "runs" / "default", tgt_dir, say, template_labels=cfg.template_labels)
     seconds["train default"] = time.perf_counter() - t0
     paths.update({"run source-only": str(so_run), "run default": str(default_run)})
 
@@ -251,10 +331,7 @@ def run_demo(
     t0 = time.perf_counter()
     say("6/6 classifying the whole target with the runtime (onnxruntime, no PyTorch)")
     classify_dir = out / "classify"
-    if classify_dir.exists():  # results of an earlier demo: start over so the throughput is this run's
-        import shutil
-
-        shutil.rmtree(classify_dir)
+    _remove(classify_dir)  # results of an earlier demo: start over so the throughput is this run's
     summary = classify(
         onnx_path, [str(tgt_dir)], classify_dir, backend="cpu", progress=cfg.progress, threads=cfg.threads
     )
@@ -312,6 +389,27 @@ def run_demo(
     return result
 
 
+def _check_options(cfg: DemoConfig) -> None:
+    """Refuse, before any stage runs, what would fail (or be silently ignored) minutes in."""
+    from cryoshift.runtime.errors import InputError, missing_reason
+    from cryoshift.runtime.hostmem import check_threads
+    from cryoshift.training.simulate.config import check_seed
+
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a directory; choose another --out")
+    if out.is_symlink() and not out.exists():  # mkdir said "File exists" for a loop or a dangling link
+        raise InputError(out, f"{missing_reason(out)}; choose another --out")
+    if (out / "demo.json").is_dir():  # written last: it failed after every stage had run
+        raise InputError(out / "demo.json", "is a directory; the demo writes its summary there")
+    # a negative seed was numpy's "expected non-negative integer", --threads -1 torch's
+    # set_num_threads error (tracebacks), and --threads 0 failed at training, after the simulation
+    check_seed("--seed", cfg.seed)
+    check_threads(cfg.threads)
+    if min(cfg.n_target, cfg.epochs, cfg.sim_per_epoch, cfg.tm_count) < 1:
+        raise InputError(None, "demo sizes and epochs must be positive")
+
+
 def _runtime_predictions(csv_path: Path, class_names: list[str], n: int) -> np.ndarray:
     """Predicted class index per dataset row from the runtime's results table (argmax, not "unknown")."""
     import pandas as pd
@@ -361,6 +459,7 @@ def command(
 
     require_extra("train", "cryoshift demo", "torch", "onnx")
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(stderr=False)
@@ -370,7 +469,7 @@ def command(
         seed=seed,
         threads=threads,
         progress=not no_progress,
-        say=lambda line: console.print(f"[bold]demo[/bold] {line}"),
+        say=lambda line: console.print(f"[bold]demo[/bold] {escape(line)}"),  # lines name paths
     )
     table = Table(
         title=f"Target accuracy ({len(result.class_names)} classes, labels held back from training)"

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from cryoshift.runtime.errors import InputError, require_extra
-from cryoshift.runtime.hostmem import capped_threads
+from cryoshift.runtime.hostmem import capped_threads, check_threads
 
 NAME = "simulate"
 # Names of the built-in structures, for --help (the training wing is not imported here; a test keeps
@@ -39,8 +39,7 @@ def _check_options(device: str, threads: int | None, resolution: float | None) -
 
     if not (device == "cpu" or CUDA_DEVICE.fullmatch(device)):
         raise InputError(None, f"--device must be cpu, cuda or cuda:N, not {device!r}")
-    if threads is not None and threads < 1:
-        raise InputError(None, f"--threads must be at least 1, not {threads}")
+    check_threads(threads)
     if resolution is not None and not (math.isfinite(resolution) and resolution > 0):
         raise InputError(None, f"--resolution must be a positive number of Angstrom, not {resolution}")
 
