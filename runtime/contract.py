@@ -31,6 +31,9 @@ NORMALISATIONS = ("zscore", "minmax")  # per-subtomogram, inside the exported gr
 # A --device naming a GPU: torch takes cuda and cuda:N; anything else after 'cuda' was a torch traceback
 CUDA_DEVICE = re.compile(r"cuda(:\d+)?")
 VOXEL_TOLERANCE = 0.05  # relative voxel-size mismatch tolerated between data and model
+# Voxel sizes (A) a dataset may declare: below, finer than any electron microscope samples (or a
+# size in m or um); above, a micrometre per voxel. Outside it, a unit mix-up, not data.
+VOXEL_SIZE_RANGE = (0.01, 10000.0)
 
 
 def voxel_mismatch(voxel: float, model_voxel: float) -> float | None:

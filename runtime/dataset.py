@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryoshift.runtime.contract import CONTRASTS
+from cryoshift.runtime.contract import CONTRASTS, VOXEL_SIZE_RANGE
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.mrc import MrcVolume, open_volume
 
@@ -151,8 +151,7 @@ class DatasetWriter:
             raise InputError(self.directory, f"need n > 0 and box_size > 0, got n={n}, box_size={box_size}")
         if contrast not in CONTRASTS:
             raise InputError(self.directory, f"contrast must be one of {CONTRASTS}, not {contrast!r}")
-        if not (voxel_size and voxel_size > 0):
-            raise InputError(self.directory, f"voxel size must be positive, got {voxel_size}")
+        _check_voxel_size(self.directory, voxel_size, "voxel size")
         self.dtype = np.dtype(dtype)
         modes = {np.dtype(np.float32): 2, np.dtype(np.float16): 12}
         if self.dtype not in modes:
@@ -339,14 +338,27 @@ def _check_meta(info: dict[str, Any], directory: Path) -> None:
     if "contrast" in info and info["contrast"] not in CONTRASTS:
         raise InputError(directory / META, f"'contrast' must be one of {CONTRASTS}, got {info['contrast']!r}")
     if "voxel_size" in info:
-        value = info["voxel_size"]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            raise InputError(directory / META, f"'voxel_size' must be a positive number, got {value!r}")
+        _check_voxel_size(directory / META, info["voxel_size"], "'voxel_size'")
+
+
+def _check_voxel_size(where: Path, value: Any, name: str) -> None:
+    """The one check of a dataset's voxel size, for the writer, dataset.json and a stack header:
+    a positive number within :data:`~cryoshift.runtime.contract.VOXEL_SIZE_RANGE` (Angstrom).
+
+    Why the range: 1e-9 (metres) or 1e9 was accepted and became the voxel size of every model
+    trained on the data, compared with every tomogram later (never matching, or matching nonsense).
+    """
+    from numbers import Real
+
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
+        raise InputError(where, f"{name} must be a positive number, got {value!r}")
+    low, high = VOXEL_SIZE_RANGE
+    if not low <= float(value) <= high:
+        raise InputError(
+            where,
+            f"{name} {value:g} A is outside the plausible {low:g}..{high:g} A per voxel (another unit?); "
+            "give the voxel size in Angstrom",
+        )
 
 
 def _labels(column: pd.Series, class_names: list[str], path: Path, vol: MrcVolume) -> np.ndarray:
@@ -429,6 +441,11 @@ def _voxel_size(info: dict[str, Any], vol: MrcVolume, directory: Path) -> float:
                 f"has no 'voxel_size' and the header of {VOLUMES} none either; add the voxel size "
                 '(Angstrom) to dataset.json, e.g. "voxel_size": 10.0',
             )
+        try:
+            _check_voxel_size(directory / VOLUMES, header, "header voxel size")
+        except InputError:
+            vol.close()
+            raise
         return header
     stated = float(info["voxel_size"])
     off = voxel_mismatch(header, stated)

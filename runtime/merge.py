@@ -4,7 +4,8 @@ SLURM array tasks write ``predictions.shard-i-of-n.csv`` (and ``errors``, ``mani
 one folder, or into several. Merging keeps every id exactly once (the first shard that has
 it; a prediction wins over an error row for the same id), refuses shards of different models
 or class lists, says which of the n shards are missing, refuses a damaged shard table (not
-text, a cut-off row, other rows than its manifest counts) naming it, and writes the usual
+text, a cut-off row, other rows than its manifest counts, a value classify never writes, a folder
+or link loop under its name) naming it, and writes the usual
 ``predictions.csv``/``.star``, ``errors.csv`` and ``manifest.json`` (with per-tomogram class
 counts); predictions.star keeps the input STAR tables' blocks and columns as classify does.
 When every shard has ``features.shard-i-of-n.npy`` (``classify --features``), their rows for the
@@ -16,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -120,10 +122,123 @@ def _difference(header: tuple[str, ...], reference: tuple[str, ...]) -> str:
     return ", ".join(words) or "the same columns in another order"
 
 
-def _rows(table: _Table, width: int) -> Iterator[list[str]]:
-    """The data rows of a shard table, checked as they are read, so a damaged shard is refused
-    instead of reaching the merged files: a row cut off mid-way, or a table with fewer or more
-    rows than its manifest says the shard wrote (cut short, or changed since)."""
+def _not_a_file(path: Path) -> str | None:
+    """What is under a shard file's name when something is there but no regular file (a folder, a
+    symbolic link loop or dangling link, a pipe), in words; None for a regular file or nothing at
+    all (the callers say what an absent one means). Such a file was reported as "missing"."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "is a folder"
+    if not os.path.lexists(path):
+        return None
+    return missing_reason(path, "is a special file")
+
+
+PROBABILITY_SLACK = 1e-6  # probabilities are written to 9 significant digits: sums and maxima agree to this
+
+
+def _prediction_checker(
+    header: list[str], class_names: list[str], first: _Table
+) -> Callable[[list[str]], tuple[str, str] | None]:
+    """A check of one predictions row against what classify writes (pipeline.score_rows through
+    ledger.format_value): (column, problem) for the first value it cannot have written, else None.
+
+    Why: merge copied the shards' values as they were, so an edited or foreign shard (confidence
+    7.5, a class index the model does not have, a class name that is not its index's) reached the
+    merged results without a word. ``class_names`` are the manifest's (the model's); the header's
+    probability columns must be theirs, in order.
+    """
+    from cryoshift.runtime.picks import _list
+    from cryoshift.runtime.pipeline import UNKNOWN
+
+    probs = [c for c in header if c.startswith("prob_")]
+    if class_names and probs != [f"prob_{name}" for name in class_names]:
+        raise InputError(
+            first.path,
+            f"probability columns ({_list(probs, limit=4)}) are not those of the model's classes "
+            f"in {first.manifest.name} ({_list(class_names, limit=4)}); {first.rerun()}",
+        )
+    names = list(class_names) or [c[5:] for c in probs]
+    rank = {name: k for k, name in enumerate(names)}
+    col = {c: i for i, c in enumerate(header)}
+    prob_at = [col[c] for c in probs]
+
+    def number(text: str) -> float | None:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+
+    def integer(text: str) -> int | None:
+        try:
+            return int(text)
+        except ValueError:
+            return None
+
+    def check(row: list[str]) -> tuple[str, str] | None:
+        if "id" in col and not row[col["id"]]:
+            return "id", "empty"
+        index = integer(row[col["index"]]) if "index" in col else -1
+        if index is None or index < -1:
+            return "index", f"{row[col['index']]!r} is not an index (an integer >= -1)"
+        for c in ("x", "y", "z"):
+            value = number(row[col[c]]) if c in col else 0.0
+            if value is None or math.isinf(value):
+                return c, f"{row[col[c]]!r} is not a coordinate (a number, or nan)"
+        k = None
+        if "class_index" in col:
+            k = integer(row[col["class_index"]])
+            if k is None or not -1 <= k < len(names):
+                shown = row[col["class_index"]]
+                return "class_index", f"{shown!r} is not a class of the model (-1 or 0..{len(names) - 1})"
+        if "unknown" in col:
+            flag = row[col["unknown"]]
+            if flag not in ("0", "1"):
+                return "unknown", f"{flag!r} is not 0 or 1"
+            if k is not None and (flag == "1") != (k == -1):
+                return "unknown", f"{flag} where class_index is {k} (-1 exactly when unknown)"
+        if "class_name" in col and k is not None:
+            want = UNKNOWN if k == -1 else names[k]
+            if row[col["class_name"]] != want:
+                return "class_name", f"{row[col['class_name']]!r} is not class {k}'s name {want!r}"
+        best = None
+        if "best_class" in col:
+            best = rank.get(row[col["best_class"]])
+            if best is None:
+                return "best_class", f"{row[col['best_class']]!r} is not one of the model's classes"
+            if k is not None and k not in (-1, best):
+                return "best_class", f"{names[best]!r} where class_index is {k} ({names[k]!r})"
+        values = []
+        for c, i in zip(probs, prob_at, strict=True):
+            value = number(row[i])
+            if value is None or not 0.0 <= value <= 1.0:
+                return c, f"{row[i]!r} is not a probability (0 to 1)"
+            values.append(value)
+        if values and abs(sum(values) - 1.0) > PROBABILITY_SLACK * len(values):
+            return probs[0], f"the probabilities sum to {sum(values):.9g}, not 1"
+        if "confidence" in col:
+            text = row[col["confidence"]]
+            confidence = number(text)
+            if confidence is None or not 0.0 <= confidence <= 1.0:
+                return "confidence", f"{text!r} is not a probability (0 to 1)"
+            if values and best is not None and abs(confidence - values[best]) > PROBABILITY_SLACK:
+                return "confidence", f"{text} is not prob_{names[best]} ({row[prob_at[best]]})"
+            if values and max(values) > confidence + PROBABILITY_SLACK:
+                return "confidence", f"{text} is not the highest probability ({max(values):.9g})"
+        if "shift_score" in col:
+            shift = number(row[col["shift_score"]])
+            if shift is None or shift < 0:  # nan: a model without feature statistics
+                return "shift_score", f"{row[col['shift_score']]!r} is not a shift score (>= 0, or nan)"
+        return None
+
+    return check
+
+
+def _rows(table: _Table, width: int) -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) of the data rows of a shard table, checked as they are read, so a damaged
+    shard is refused instead of reaching the merged files: a row cut off mid-way, or a table with
+    fewer or more rows than its manifest says the shard wrote (cut short, or changed since)."""
     with open(table.path, "rb") as fh:  # classify ends every row with a newline
         fh.seek(-1, os.SEEK_END)
         if fh.read(1) != b"\n":
@@ -131,9 +246,9 @@ def _rows(table: _Table, width: int) -> Iterator[list[str]]:
     n = 0
     rows = checked_rows(table.path, width, advice=table.rerun())
     next(rows, None)  # the header (checked by _agreed_header)
-    for _, row in rows:
+    for line, row in rows:
         n += 1
-        yield row
+        yield line, row
     if table.rows is not None and n != table.rows:
         raise InputError(
             table.path,
@@ -148,12 +263,14 @@ def _join(
     out: Path,
     skip: set[str],
     kept: list[tuple[list[int], int]] | None = None,
+    check: Callable[[list[str]], tuple[str, str] | None] | None = None,
 ) -> tuple[set[str], int]:
     """Copy rows of ``tables`` into ``out``, each id once and none in ``skip``; returns ids, duplicates.
 
     A missing table is refused when its manifest says it had rows (errors tables: a missing one
     would drop those errors without a word). ``kept`` (a list) receives, per table, the positions
-    of the data rows that were copied and the number of data rows the table has."""
+    of the data rows that were copied and the number of data rows the table has. ``check`` gives
+    (column, problem) for a row whose values classify cannot have written: the shard is refused."""
     seen: set[str] = set()
     dupes = 0
     with open(out, "w", newline="") as dst:
@@ -170,8 +287,15 @@ def _join(
                         f"copy it back next to the manifest, or {table.rerun()}",
                     )
             else:
-                for row in _rows(table, len(header)):
+                for line, row in _rows(table, len(header)):
                     position += 1
+                    wrong = check(row) if check else None
+                    if wrong:
+                        raise InputError(
+                            table.path,
+                            f"row {position + 1} (line {line}), column {wrong[0]}: {wrong[1]}, which "
+                            f"classify never writes (an edited or foreign table); {table.rerun()}",
+                        )
                     if row[0] in seen or row[0] in skip:
                         dupes += 1
                         continue
@@ -247,12 +371,18 @@ def merge_shards(
     first = manifests[0]
     preds = _tables(shards, keys, manifests, "predictions")
     errs = _tables(shards, keys, manifests, "errors")
-    pred_header = _agreed_header(preds, result_columns(first["model"].get("class_names") or []))
+    for table in preds + errs:  # a folder or a link loop under a shard table's name is not "missing"
+        problem = _not_a_file(table.path)
+        if problem:
+            raise InputError(table.path, f"{problem}, not a shard table; {table.rerun()}")
+    class_names = first["model"].get("class_names") or []
+    pred_header = _agreed_header(preds, result_columns(class_names))
     err_header = _agreed_header(errs, list(ERROR_COLUMNS))
+    check = _prediction_checker(pred_header, class_names, preds[0])
     kept: list[tuple[list[int], int]] = []
     tmps = [names[k].with_name(f".{names[k].name}.{os.getpid()}.tmp") for k in ("csv", "errors")]
     try:  # both tables whole or neither: a damaged shard leaves an older merge as it was
-        done, dup_pred = _join(preds, pred_header, tmps[0], set(), kept)
+        done, dup_pred = _join(preds, pred_header, tmps[0], set(), kept, check)
         _, dup_err = _join(errs, err_header, tmps[1], done)
         tmps[0].replace(names["csv"])
         tmps[1].replace(names["errors"])
@@ -302,11 +432,17 @@ def _manifests(
     manifests = []
     for key in keys:
         m = _manifest_path(shards[key], key)
+        problem = _not_a_file(m)
+        if problem:
+            raise InputError(m, f"{problem}, not a shard manifest (rerun the shard with --resume)")
         if not m.is_file():
             raise InputError(m, "missing: the shard did not finish (rerun it with --resume)")
         manifest = read_json_object(m, "shard manifest")
         if not isinstance(manifest.get("model"), dict) or "sha256" not in manifest["model"]:
             raise InputError(m, "not a readable shard manifest (no model.sha256: a foreign file)")
+        names = manifest["model"].get("class_names")
+        if names is not None and (not isinstance(names, list) or not all(isinstance(c, str) for c in names)):
+            raise InputError(m, "not a readable shard manifest (model.class_names is not a list of names)")
         if not isinstance(manifest.get("summary"), dict):
             raise InputError(m, "not a readable shard manifest (no summary: a foreign file)")
         if not isinstance(manifest.get("settings", {}), dict):  # _SAME_IN_EVERY_SHARD reads it

@@ -11,8 +11,10 @@ Arrays are (Z, Y, X) for one volume and (N, Z, Y, X) for a stack, whatever the f
 order (``mapc/mapr/maps``): a file stored with columns along Y or Z is transposed (a view, no
 copy) so every reader sees the same density. Voxel size is in Angstrom, per axis
 ``cella / (mx, my, mz)``; ``voxel_size`` is the X one and ``anisotropic`` says whether the three
-differ by more than :data:`ANISOTROPY_TOLERANCE`. Mode-0 bytes are signed, as MRC2014 says,
-except where IMOD's header flags say unsigned (:func:`byte_dtype`; mrcfile ignores those flags).
+differ by more than :data:`ANISOTROPY_TOLERANCE`. No X size (cell or mx unset) is "unknown"; an X
+size with an undefined Y or Z one (my or mz <= 0, that cell 0 or NaN) is a corrupt header. Mode-0
+bytes are signed, as MRC2014 says, except where IMOD's header flags say unsigned
+(:func:`byte_dtype`; mrcfile ignores those flags).
 """
 
 from __future__ import annotations
@@ -509,6 +511,8 @@ def read_header(path: str | Path) -> dict[str, Any]:
     known = vs > 0
     # Compare the axes the volume has (a 2-D image or a stack's section count says nothing about Z).
     axes = sizes[:2] if len(shape) == 2 else sizes
+    if known:
+        _refuse_undefined_axis(path, header, cella, len(axes))
     anisotropic = known and min(axes) > 0 and (max(axes) - min(axes)) / min(axes) > ANISOTROPY_TOLERANCE
     return {
         "path": str(path),
@@ -531,6 +535,30 @@ def read_header(path: str | Path) -> dict[str, Any]:
         "dmax": float(header.dmax),
         "dmean": float(header.dmean),
     }
+
+
+def _refuse_undefined_axis(path: Path, header: Any, cella: tuple[Any, ...], n_axes: int) -> None:
+    """Refuse a header whose X voxel size is set but whose Y (or, for a volume, Z) one is not.
+
+    Why: such an axis used to count as "no size", so the X size became the voxel size of every
+    axis, unchecked; mrcfile itself says inf or a negative size there. A header with no X size
+    stays "voxel size unknown" (classified with a note): that is an absent cell, not a contradiction.
+    """
+    for axis, sampling, cell in list(zip("YZ", ("my", "mz"), cella[1:], strict=True))[: n_axes - 1]:
+        count, low = int(getattr(header, sampling)), axis.lower()
+        if count <= 0:
+            raise InputError(
+                path,
+                f"corrupt header: sampling {sampling}={count} while mx={int(header.mx)}: the {axis} voxel "
+                f"size (cella.{low} / {sampling}) is undefined; set {sampling} (usually n{low})",
+            )
+        size = float(cell) / count
+        if not (np.isfinite(size) and size > 0):
+            raise InputError(
+                path,
+                f"corrupt header: cella.{low}={float(cell):g} while cella.x={float(cella[0]):g}: the {axis} "
+                "voxel size is undefined; set the cell of every axis (or none)",
+            )
 
 
 class MrcVolume:

@@ -30,6 +30,10 @@ CHUNK_ROWS = 1 << 20
 _BLOCK = 4 << 20
 _DATA_LINE = re.compile(rb"(?m)^(?:\xef\xbb\xbf)?[ \t]*data_")  # a UTF-8 BOM may open the file
 _EMPTY_LINE = re.compile(rb"(?m)^[ \t\r]*(?:#[^\n]*)?\n")
+# A line that is only a STAR/CIF keyword cryoshift does not read (nor RELION or starfile): a save
+# frame's ``save_NAME`` ... ``save_``, ``stop_`` (the end of a nested loop) or ``global_``. Keywords
+# are case-insensitive; a row that merely starts with such a name ("save_01 10 10 10") is data.
+_FRAME_LINE = re.compile(rb"(?mi)^(?:\xef\xbb\xbf)?[ \t]*(stop_|global_|save_[^\s#]*)[ \t\r]*(?:#[^\n]*)?$")
 
 
 @dataclass
@@ -146,13 +150,38 @@ def _why_no_blocks(path: Path) -> str:
 
 
 def _data_starts(path: Path, size: int) -> list[int]:
-    """Byte offsets of the ``data_`` lines of a STAR file (one streaming pass)."""
+    """Byte offsets of the ``data_`` lines of a STAR file (one streaming pass), refusing a file
+    with a save frame, ``stop_`` or ``global_`` (:func:`_refuse_keyword`) in the same pass."""
     starts: list[int] = []
     offset = 0
     for chunk in _byte_range(path, 0, size):
         starts.extend(offset + m.start() for m in _DATA_LINE.finditer(chunk))
+        keyword = _FRAME_LINE.search(chunk)
+        if keyword:
+            _refuse_keyword(path, offset + keyword.start(), keyword.group(1).decode("ascii", "replace"))
         offset += len(chunk)
     return starts
+
+
+def _refuse_keyword(path: Path, offset: int, keyword: str) -> None:
+    """Refuse the whole file at its first line holding only a STAR keyword cryoshift does not read.
+
+    Why: such a line was read as a row of the loop above it, so each became an errors row
+    ("missing or non-numeric coordinates") and the rows of a save frame counted as the block's;
+    no reader of picks (RELION, starfile) reads these either, so it is one refusal, not a guess.
+    """
+    (line,) = _lines_of(path, [offset])
+    if keyword.lower() == "stop_":
+        what = f"{keyword!r} (the STAR keyword that ends a nested loop)"
+    elif keyword.lower() == "global_":
+        what = f"{keyword!r} (a STAR global block)"
+    else:
+        what = f"{keyword!r} ({'closes' if keyword.lower() == 'save_' else 'opens'} a STAR save frame)"
+    raise InputError(
+        path,
+        f"line {line}: {what} is STAR syntax cryoshift does not read (nor RELION or starfile); "
+        "write the picks as a loop_ table in a data_ block, without save frames or stop_",
+    )
 
 
 def _block_names(path: Path, starts: list[int]) -> list[str]:
