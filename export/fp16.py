@@ -38,12 +38,15 @@ FP32_OPS = (
     "GroupNormalization",
     "BatchNormalization",
 )
-FIRST_COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+# Where the network proper starts: its first convolution. Matrix products before it belong to the
+# input's preprocessing (the pose normalisation of training/backbones/canonical.py blurs and
+# diagonalises with MatMul), which must stay fp32 and unquantised like the normalisation.
+FIRST_COMPUTE_OPS = ("Conv", "ConvTranspose")
 
 
 def preprocessing_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes that run before the first convolution/matmul on the input's path: the
-    in-graph normalisation."""
+    """Names of the nodes that run before the first convolution on the input's path: the in-graph
+    normalisation (and pose normalisation, where the backbone has it)."""
     graph = model.graph
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:

@@ -31,13 +31,13 @@ def blobs(n: int, seed: int, offset: float = 0.0, scale: float = 1.0) -> tuple[n
     return (offset + scale * vols).astype(np.float32), labels
 
 
-def train_tiny(seed: int = 0, steps: int = 30) -> torch.nn.Module:
+def train_tiny(seed: int = 0, steps: int = 30, **backbone_kwargs: object) -> torch.nn.Module:
     """cryonet-small fitted on normalised blobs (a few seconds on one core)."""
     from cryoshift.training.backbones import create_backbone
     from cryoshift.training.normalise import normalise
 
     torch.manual_seed(seed)
-    model = create_backbone("cryonet-small", num_classes=len(CLASSES), box_size=BOX)
+    model = create_backbone("cryonet-small", num_classes=len(CLASSES), box_size=BOX, **backbone_kwargs)
     vols, labels = blobs(128, seed)
     x = normalise(torch.from_numpy(vols[:, None]))
     y = torch.from_numpy(labels)
@@ -80,6 +80,12 @@ def _few_threads() -> None:
 @pytest.fixture(scope="session")
 def tiny_model() -> torch.nn.Module:
     return train_tiny()
+
+
+@pytest.fixture(scope="session")
+def canonical_model() -> torch.nn.Module:
+    """The same, with pose normalisation in front (backbone option canonical=true)."""
+    return train_tiny(canonical=True)
 
 
 @pytest.fixture(scope="session")

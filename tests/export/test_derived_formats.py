@@ -90,3 +90,28 @@ def test_int8_needs_enough_calibration(exported, parity_volumes, reference, tmp_
         export_int8_onnx(
             path, tmp_path / "x.onnx", read_onnx_metadata(path), parity_volumes[:3], parity_volumes, reference
         )
+
+
+def test_pose_normalised_model_exports_with_parity_in_fp32_fp16_and_int8(
+    canonical_model, parity_volumes, make_blobs, metadata, tmp_path: Path
+) -> None:
+    """The pose normalisation (blur, moments, Jacobi, gathers) runs inside the graph as in PyTorch,
+    and the derived formats keep it fp32 and unquantised: a frame read from fp16 or int8 moments
+    would rotate the particle elsewhere."""
+    from cryoshift.export import export_model
+
+    meta = metadata
+    path = tmp_path / "model.onnx"
+    result = export_model(canonical_model, meta, path, parity_volumes=parity_volumes)
+    assert result.parity is not None and result.parity.passed and result.parity.argmax_agreement == 1.0
+    model = onnx.load(str(path))
+    prefix = [n.op_type for n in model.graph.node if n.name in set(preprocessing_nodes(model))]
+    assert "MatMul" in prefix and "GatherElements" in prefix and "Conv" not in prefix
+    reference = torch_reference(ExportWrapper(canonical_model, meta.normalisation), parity_volumes)[0]
+    half = export_fp16(path, tmp_path / "model.fp16.onnx", meta, parity_volumes, reference, "blobs")
+    assert half.parity is not None and half.parity.passed and half.parity.argmax_agreement >= 0.95
+    calibration = make_blobs(32, seed=11, offset=300.0, scale=40.0)[0]
+    int8 = export_int8_onnx(
+        path, tmp_path / "model.int8.onnx", meta, calibration, parity_volumes, reference, "blobs", "blobs"
+    )
+    assert int8.parity is not None and int8.parity.passed and int8.parity.argmax_agreement >= 0.9

@@ -20,6 +20,7 @@ from torch import nn
 
 from ._base import Backbone, check_box, conv_bn_relu
 from ._registry import BACKBONES
+from .canonical import CanonicalPose
 
 
 def _stages(
@@ -75,6 +76,7 @@ class CryoNet(Backbone):
         centre_crop: int = 0,
         centre_widths: Sequence[int] = (8, 16, 32, 64),
         centre_strides: Sequence[int] = (1, 2, 1, 2),
+        canonical: bool = False,
     ):
         super().__init__()
         check_box(box_size, "cryonet")
@@ -85,14 +87,17 @@ class CryoNet(Backbone):
         for name, value in (("stem", stem), ("centre_crop", centre_crop)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"cryonet {name} must be a non-negative int (0 = off), not {value!r}")
-        if not isinstance(residual, bool):
-            raise ValueError(f"cryonet residual must be true or false, not {residual!r}")
+        for name, flag in (("residual", residual), ("canonical", canonical)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"cryonet {name} must be true or false, not {flag!r}")
         if centre_crop and not (centre_crop < box_size and (box_size - centre_crop) % 2 == 0):
             raise ValueError(
                 f"cryonet centre_crop must be smaller than the box ({box_size}) with an even margin, "
                 f"not {centre_crop!r}"
             )
         self.num_classes, self.box_size = num_classes, box_size
+        # optional pose normalisation in front of everything (backbones/canonical.py)
+        self.canonical = CanonicalPose(box_size) if canonical else None
         self.stages = _stages(widths, strides, depth, residual, stem)
         self.pool, self.num_features = _pool(head, widths[-1], box_size, strides, head_features)
         # Optional second branch: the central crop at full resolution. Small complexes fill only the
@@ -108,6 +113,8 @@ class CryoNet(Backbone):
         self.head = nn.Linear(self.num_features, num_classes)
 
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.canonical is not None:
+            x = self.canonical(x)
         features = torch.flatten(self.pool(self.stages(x)), 1)
         if not self.centre_crop:
             return features
