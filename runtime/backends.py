@@ -70,6 +70,7 @@ class Model:
     device_id: int = 0
     has_features: bool | None = None  # a 'features' output; None: not known without running it
     _width_checked: bool = False  # the features width met the metadata once (see _checked)
+    _ran: set[int] = field(default_factory=set)  # batch rows the graph has run once (see _first_run)
 
     def _checked(self, out: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """``out`` after the first batch's features width is checked against the metadata: a graph
@@ -84,13 +85,40 @@ class Model:
             self._width_checked = True
         return out
 
+    def _first_run(self, rows: int, call: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``call()``, which runs the graph on ``rows`` rows; the first time at that many rows, a
+        failure is the model's: one line naming it and the batch shape.
+
+        Why: a graph with a Reshape to a fixed batch passes every load-time check, then failed on
+        its first batch (or only on a run's smaller last batch) as onnxruntime's own exception, a
+        traceback. A failure at a row count that already ran is not the model's shape: raised as is.
+        """
+        if rows in self._ran:
+            return call()
+        from cryoshift.runtime.metadata import ort_failure
+
+        try:
+            out = call()
+        except (InputError, MemoryError):
+            raise
+        except Exception as exc:  # onnxruntime's own types (onnxruntime_pybind11_state.Fail, ...)
+            box = self.metadata.box_size
+            raise InputError(
+                self.path,
+                f"the model cannot run on a batch of shape {rows}x1x{box}x{box}x{box} "
+                f"(--batch-size {self.batch_size}): {ort_failure(exc)}",
+            ) from exc
+        self._ran.add(rows)
+        return out
+
     def predict(self, batch: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Logits (n, K) and features (n, F) for the first ``n`` rows of ``batch`` (B, 1, D, D, D).
 
         Fixed-shape backends compute the whole (padded) batch and return the first ``n`` rows,
         so GPU kernels are tuned once; the CPU backend computes only the rows it needs.
         """
-        return self._checked(self._predict(batch, n))
+        rows = self.batch_size if self.fixed_batch else (batch.shape[0] if n is None else n)
+        return self._checked(self._first_run(rows, lambda: self._predict(batch, n)))
 
     def _predict(self, batch: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
         n = batch.shape[0] if n is None else n
@@ -118,7 +146,7 @@ class Model:
 
     def compute(self, slot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Run the batch held in ``slot``; logits and features of its first ``n`` rows, on the host."""
-        logits, features = self._runner.run(slot)
+        logits, features = self._first_run(self.batch_size, lambda: self._runner.run(slot))
         return self._checked((logits[:n], features[:n]))
 
     @property
@@ -200,7 +228,11 @@ class _OrtIoBinding:
 def _session_options(ort: Any, threads: int | None) -> Any:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    # Fatal only: a graph that fails on a batch was also printed by onnxruntime as its own
+    # "[E:onnxruntime:...]" line before our one-line error, which says the same (Model._first_run;
+    # session errors all come back as exceptions). Warnings were already off (3). The default
+    # logger (_ort) stays at errors: a GPU provider library that fails to load says why only there.
+    opts.log_severity_level = 4
     threads = capped_threads(threads)
     if threads:
         opts.intra_op_num_threads = int(threads)
@@ -317,6 +349,24 @@ def _ort_session(
     return sess, sess.get_providers()[0]
 
 
+def _fixed_batch(shape: list[Any], batch_size: int, path: Path, box: int) -> int | None:
+    """The input's fixed batch size (None when dynamic, as the contract wants), refused in one line
+    unless it is ``batch_size`` (then every batch is fed at that size, the last one padded).
+
+    Why: such a graph passes every other load-time check, then failed on the first batch of
+    another size as onnxruntime's own exception, a traceback.
+    """
+    rows = shape[0] if shape else None
+    if not isinstance(rows, int) or rows == batch_size:
+        return rows if isinstance(rows, int) else None
+    raise InputError(
+        path,
+        f"input has a fixed batch size {rows}, so it cannot run a batch of shape "
+        f"{batch_size}x1x{box}x{box}x{box} (--batch-size {batch_size}); cryoshift needs a dynamic "
+        f"batch axis: re-export with `cryoshift export` (or pass --batch-size {rows})",
+    )
+
+
 _WANTED_PROVIDER = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -363,10 +413,11 @@ def _load_onnx(
     inputs = sess.get_inputs()
     if not inputs or inputs[0].name != INPUT_NAME:
         raise InputError(path, f"model input must be named {INPUT_NAME!r} (see the model contract)")
+    fixed_rows = _fixed_batch(inputs[0].shape, batch_size, path, meta.box_size)
     slots = (0 if backend == "cpu" else 2) if slots is None else slots
     if backend == "cpu" and not slots:
         runner: Any = _OrtCpu(sess)
-        fixed = False
+        fixed = fixed_rows is not None  # full (padded) batches of that size, a smaller last one too
     else:  # IO binding: GPU backends, or the CPU EP when asked for slots (tests of the GPU path)
         runner = _OrtIoBinding(
             _ort(),

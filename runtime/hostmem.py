@@ -8,6 +8,7 @@ torch (train, simulate, demo) and onnxruntime (classify, bench) must lower ``--t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,43 @@ def capped_threads(threads: int | None) -> int | None:
         flush=True,
     )
     return cpus
+
+
+# Most readers per usable CPU. A reader thread spends part of its time waiting on storage (a
+# parallel file system: milliseconds a read), so a few per core keep the cores busy; more only take
+# turns on them, and each adds a batch buffer to the pool (workers + 2 buffers of batch x box^3).
+# A reader process is a whole interpreter (its own imports, ~100 MB) that exists to use a core the
+# GIL would not give: one per core is the most that helps (never fewer than the default 2).
+READER_THREADS_PER_CPU = 4
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity: a Slurm job's share, not the whole node)."""
+    if hasattr(os, "sched_getaffinity"):
+        with contextlib.suppress(OSError):
+            return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def capped_workers(workers: int, processes: bool = False) -> int:
+    """``--workers`` lowered to :data:`READER_THREADS_PER_CPU` reader threads per usable CPU (one
+    reader process per CPU, at least 2, with ``processes``), with a note on stderr when it was higher.
+
+    Why: ``--workers 100000`` started that many reader threads (or spawned that many processes)
+    before the first batch. 0 (sized to the backend, up to the cores) is returned unchanged.
+    """
+    cpus = usable_cpus()
+    cap = max(2, cpus) if processes else READER_THREADS_PER_CPU * cpus
+    if int(workers) <= cap:
+        return workers
+    kind = "processes" if processes else f"threads ({READER_THREADS_PER_CPU} per CPU)"
+    print(
+        f"cryoshift: note: --workers {workers} is more readers than {cpus} CPU{'s' * (cpus != 1)} "
+        f"can use; using {cap} reader {kind}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return cap
 
 
 def available_memory() -> int | None:

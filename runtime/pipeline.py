@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from cryoshift.runtime.backends import Model
+from cryoshift.runtime.hostmem import capped_workers
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.readers import ProcessReaders, ThreadReaders
 from cryoshift.runtime.scoring import score
@@ -175,7 +176,7 @@ def run_pipeline(
         model,
         chunks,
         batch_size,
-        max(1, int(workers)),
+        capped_workers(max(1, int(workers)), reader_processes),  # a no-op after the CLI capped it
         ready,
         cache or VolumeCache(),
         voxel,

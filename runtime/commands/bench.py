@@ -21,7 +21,9 @@ def command(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Subtomograms per batch."),
     box: int = typer.Option(None, "--box", min=4, help="Box size of the feed-rate data (default: model's)."),
     n: int = typer.Option(256, "--n", min=1, help="Subtomograms per feed-rate input kind."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Readers in the pipeline."),
+    workers: int = typer.Option(
+        2, "--workers", min=1, help="Readers in the pipeline (at most 4 threads or 1 process per CPU)."
+    ),
     reader_processes: bool = typer.Option(False, "--reader-processes", help="Readers are processes."),
     repeats: int = typer.Option(3, "--repeats", min=1, help="Repeats; medians are reported."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU backend: inference threads."),
@@ -53,7 +55,7 @@ def command(
         f"inference only (batch in memory, {result['model_box']}^3)", f"{result['inference']['rate']:,.0f}"
     )
     for kind, fig in result["feed"].items():
-        readers = f"{workers} reader {'processes' if reader_processes else 'threads'}"
+        readers = f"{result['workers']} reader {'processes' if reader_processes else 'threads'}"
         table.add_row(
             f"feed rate, null model: {kind} ({result['feed_box']}^3, {readers})", f"{fig['rate']:,.0f}"
         )

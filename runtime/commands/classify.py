@@ -69,7 +69,7 @@ def command(
         "--workers",
         min=0,
         help="Readers filling batches (threads by default; "
-        "0: as many as the backend can consume, up to the cores).",
+        "0: as many as the backend can consume, up to the cores; at most 4 threads or 1 process per CPU).",
     ),
     transfer: str = typer.Option(
         "fp32",
@@ -188,7 +188,9 @@ def command(
     """
     from cryoshift.runtime.copick_io import fold_inputs, is_copick
     from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.hostmem import capped_workers
 
+    workers = capped_workers(workers, reader_processes)  # once, before the manifest records it
     inputs = fold_inputs(list(inputs), copick_voxel_spacing, copick_tomo_type, copick_picks, copick_run)
     device_list = _devices(devices)
     if binning and coordinate_pixel_size:
