@@ -414,3 +414,23 @@ def test_finite_gradients_sees_one_bad_value() -> None:
     assert _finite_gradients(opt)
     weights[0].grad[1, 2, 0, 1, 1] = float("inf")
     assert not _finite_gradients(opt)
+
+
+def test_pose_normalised_backbone_trains_in_bf16_and_reloads(
+    domains: dict[str, Path], tmp_path: Path
+) -> None:
+    """--backbone-opt canonical=true trains (its frame computed in fp32 under the bf16 autocast),
+    stores the option with the run and rebuilds the same network from the weights-only checkpoint."""
+    import torch
+
+    from cryoshift.training.checkpoint import load_checkpoint
+
+    result = train(_config(domains, tmp_path / "run", backbone_kwargs={"canonical": True}, amp=True))
+    assert np.isfinite(result.history[-1]["loss_total"])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["backbone_kwargs"] == {"canonical": True}
+    model, _, _ = load_checkpoint(result.model_path)
+    assert model.canonical is not None
+    x = torch.randn(3, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.isfinite(model.eval()(x)).all()
