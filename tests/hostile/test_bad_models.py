@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hostile_inputs import BOX, VOXEL, Capsys, assert_error, errors_table, predictions, put, run_cli, volumes
+from tiny_onnx import save_graph
 
 from cryoshift.runtime.mrc import write_stack, write_volume
 
@@ -113,10 +114,7 @@ def test_onnx_with_lying_metadata(
 @pytest.mark.parametrize("kind", ["rank4", "float16", "no_logits"])
 def test_onnx_off_contract_graph(kind: str, tmp_path: Path, capsys: Capsys) -> None:
     """A graph whose input is not float32 (batch, 1, D, H, W), or without 'logits', is refused up front."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
-
-    from cryoshift.runtime.metadata import ModelMetadata
 
     dtype = TensorProto.FLOAT16 if kind == "float16" else TensorProto.FLOAT
     shape = ["batch", BOX, BOX, BOX] if kind == "rank4" else ["batch", 1, BOX, BOX, BOX]
@@ -133,24 +131,14 @@ def test_onnx_off_contract_graph(kind: str, tmp_path: Path, capsys: Capsys) -> N
         [helper.make_tensor_value_info(out_name, dtype, ["batch", 2])],
         [numpy_helper.from_array(w, "w")],
     )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    meta = ModelMetadata(class_names=["a", "b"], box_size=BOX, voxel_size=VOXEL)
-    for key, value in meta.to_properties().items():
-        entry = m.metadata_props.add()
-        entry.key, entry.value = key, value
-    path = tmp_path / f"{kind}.onnx"
-    onnx.save(m, str(path))
+    path = save_graph(graph, tmp_path / f"{kind}.onnx")
     vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
     assert_error(run_cli(["classify", path, vol, "-o", tmp_path / "o", "-q", "-b", "cpu"], capsys), path)
 
 
 def _nan_model(path: Path) -> Path:
     """logits = log(mean voxel) per class: NaN for volumes with a negative mean."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
-
-    from cryoshift.runtime.metadata import ModelMetadata
 
     w = np.full((2, BOX**3), 1.0 / BOX**3, np.float32)
     nodes = [
@@ -161,14 +149,7 @@ def _nan_model(path: Path) -> Path:
     x = helper.make_tensor_value_info("subtomograms", TensorProto.FLOAT, ["batch", 1, BOX, BOX, BOX])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
     graph = helper.make_graph(nodes, "nan", [x], [y], [numpy_helper.from_array(w, "w")])
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    meta = ModelMetadata(class_names=["a", "b"], box_size=BOX, voxel_size=VOXEL)
-    for key, value in meta.to_properties().items():
-        entry = m.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(m, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def test_non_finite_model_output_is_an_error_row(tmp_path: Path, capsys: Capsys) -> None:

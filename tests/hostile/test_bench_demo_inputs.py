@@ -14,9 +14,9 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from hostile_inputs import BOX, VOXEL, Capsys, assert_error, run_cli
+from hostile_inputs import BOX, Capsys, assert_error, run_cli
+from tiny_onnx import linear_model
 
 # the smallest bench that still runs every step
 SMALL = ["--n", 2, "--repeats", 1, "--batch-size", 2, "--workers", 1, "-b", "cpu"]
@@ -24,38 +24,6 @@ SMALL = ["--n", 2, "--repeats", 1, "--batch-size", 2, "--workers", 1, "-b", "cpu
 
 # ---------------------------------------------------------------------------------------------
 # bench: models
-
-
-def _graph_model(path: Path, shape: list[object], fixed_reshape: bool = False) -> Path:
-    """A contract-shaped graph (input 'subtomograms', output 'logits', cryoshift metadata) whose
-    input has ``shape``; ``fixed_reshape`` flattens with a Reshape to batch 1."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from cryoshift.runtime.metadata import ModelMetadata
-
-    inits = [numpy_helper.from_array(np.full((2, BOX**3), 1.0 / BOX**3, np.float32), "w")]
-    if fixed_reshape:
-        inits.append(numpy_helper.from_array(np.array([1, BOX**3], np.int64), "shape"))
-        flat = helper.make_node("Reshape", ["subtomograms", "shape"], ["flat"])
-    else:
-        flat = helper.make_node("Flatten", ["subtomograms"], ["flat"], axis=1)
-    graph = helper.make_graph(
-        [flat, helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1)],
-        "odd",
-        [helper.make_tensor_value_info("subtomograms", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
-        inits,
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    for key, value in (
-        ModelMetadata(class_names=["a", "b"], box_size=BOX, voxel_size=VOXEL).to_properties().items()
-    ):
-        entry = m.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(m, str(path))
-    return path
 
 
 def test_bench_refuses_what_is_not_a_model(tmp_path: Path, capsys: Capsys, model: Path) -> None:
@@ -73,7 +41,7 @@ def test_bench_refuses_what_is_not_a_model(tmp_path: Path, capsys: Capsys, model
     ]
     for path, payload in bad:
         path.write_bytes(payload)
-    rank4 = _graph_model(tmp_path / "rank4.onnx", ["batch", BOX, BOX, BOX])
+    rank4 = linear_model(tmp_path / "rank4.onnx", ["batch", BOX, BOX, BOX])
     for path in [*(p for p, _ in bad), folder, loop, rank4, tmp_path / "missing.onnx"]:
         assert_error(run_cli(["bench", path, *SMALL], capsys), path)
     line = assert_error(run_cli(["bench", loop, *SMALL], capsys), loop)
@@ -89,7 +57,7 @@ def test_bench_model_that_cannot_run_the_batch(
 ) -> None:
     """A graph that passes every load-time check but fails on the benchmark's batch (a fixed batch
     of 1, a Reshape to batch 1) was onnxruntime's own exception as a traceback."""
-    path = _graph_model(tmp_path / f"{kind}.onnx", shape, reshape)
+    path = linear_model(tmp_path / f"{kind}.onnx", shape, 1 if reshape else None)
     line = assert_error(run_cli(["bench", path, *SMALL], capsys), path)
     assert f"batch of shape 2x1x{BOX}x{BOX}x{BOX} (--batch-size 2)" in line, line
     # the same graph at a batch it takes is benchmarked

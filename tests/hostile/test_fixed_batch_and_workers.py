@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hostile_inputs import BOX, VOXEL, Capsys, assert_error, predictions, run_cli, volumes
+from tiny_onnx import linear_model
 
 from cryoshift.runtime.mrc import write_stack
 
@@ -24,37 +25,8 @@ N = 5  # subtomograms in the stack: batches of 2 leave a last batch of 1
 
 
 def _model(path: Path, batch: object = "batch", reshape_to: int | None = None) -> Path:
-    """A contract-shaped classifier (input 'subtomograms' (batch, 1, BOX^3), 2 logits, cryoshift
-    metadata): ``batch`` is the input's batch dimension (an int: fixed); ``reshape_to`` flattens
-    with a Reshape to that fixed batch instead of a Flatten. Logits: mean and minus mean of the box."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from cryoshift.runtime.metadata import ModelMetadata
-
-    w = np.full((2, BOX**3), 1.0 / BOX**3, np.float32)
-    w[1] *= -1
-    inits = [numpy_helper.from_array(w, "w")]
-    if reshape_to is not None:
-        inits.append(numpy_helper.from_array(np.array([reshape_to, BOX**3], np.int64), "shape"))
-        flat = helper.make_node("Reshape", ["subtomograms", "shape"], ["flat"])
-    else:
-        flat = helper.make_node("Flatten", ["subtomograms"], ["flat"], axis=1)
-    graph = helper.make_graph(
-        [flat, helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1)],
-        "odd_batch",
-        [helper.make_tensor_value_info("subtomograms", TensorProto.FLOAT, [batch, 1, BOX, BOX, BOX])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 2])],
-        inits,
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    meta = ModelMetadata(class_names=["bright", "dark"], box_size=BOX, voxel_size=VOXEL)
-    for key, value in meta.to_properties().items():
-        entry = m.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(m, str(path))
-    return path
+    """``batch`` is the input's batch dimension (an int: fixed); see tiny_onnx.linear_model."""
+    return linear_model(path, [batch, 1, BOX, BOX, BOX], reshape_to)
 
 
 @pytest.fixture()

@@ -109,11 +109,53 @@ def build_model(
     meta.shift_reference = float(np.median(dist))
     if not features:
         del model.graph.output[1]
+    return _save(model, path, meta)
+
+
+def _save(model: object, path: Path, meta: ModelMetadata) -> Path:
+    import onnx
+
     for key, value in meta.to_properties().items():
-        entry = model.metadata_props.add()
+        entry = model.metadata_props.add()  # type: ignore[attr-defined]
         entry.key, entry.value = key, value
     onnx.save(model, str(path))
     return path
+
+
+def save_graph(graph: object, path: Path, meta: ModelMetadata | None = None) -> Path:
+    """Save an ``onnx.helper`` graph as an opset-17 model with cryoshift metadata (two classes at
+    BOX and VOXEL unless ``meta`` says otherwise): the odd graphs the hostile tests feed the runtime."""
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = meta or ModelMetadata(class_names=["bright", "dark"], box_size=BOX, voxel_size=VOXEL)
+    return _save(model, path, meta)
+
+
+def linear_model(path: Path, shape: list[object] | None = None, reshape_to: int | None = None) -> Path:
+    """A contract-shaped classifier without a features output: input 'subtomograms' of ``shape``
+    (default (batch, 1, BOX, BOX, BOX); an int batch is a fixed one), logits the mean and minus the
+    mean of the box; ``reshape_to`` flattens with a Reshape to that fixed batch instead of a Flatten."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = shape or ["batch", 1, BOX, BOX, BOX]
+    w = np.full((2, BOX**3), 1.0 / BOX**3, np.float32)
+    w[1] *= -1
+    inits = [numpy_helper.from_array(w, "w")]
+    if reshape_to is not None:
+        inits.append(numpy_helper.from_array(np.array([reshape_to, BOX**3], np.int64), "shape"))
+        flat = helper.make_node("Reshape", ["subtomograms", "shape"], ["flat"])
+    else:
+        flat = helper.make_node("Flatten", ["subtomograms"], ["flat"], axis=1)
+    graph = helper.make_graph(
+        [flat, helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1)],
+        "linear",
+        [helper.make_tensor_value_info("subtomograms", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [shape[0], 2])],
+        inits,
+    )
+    return save_graph(graph, path)
 
 
 def run_onnx(path: Path, volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
