@@ -42,22 +42,29 @@ DEFAULT_WEIGHT = 0.0
 
 def has_dense_layer(name: str, kwargs: dict[str, Any], box: int | None) -> bool:
     """Whether backbone ``name`` has a map dense supervision can decode (True when it cannot even be
-    built: the trainer then reports the bad backbone or option in its own words)."""
+    built: the trainer then reports the bad backbone or option in its own words). A pose-normalised
+    backbone (``canonical``) has none: its maps are of the rotated box, the target density is not."""
     from cryoshift.training.backbones import create_backbone
 
     try:
         net = create_backbone(name, num_classes=2, box_size=box or 32, **kwargs)
     except (ValueError, TypeError):
         return True
-    return hasattr(net, "dense_layer")
+    return hasattr(net, "dense_layer") and getattr(net, "canonical", None) is None
 
 
 def check_backbone(name: str, kwargs: dict[str, Any], box: int | None) -> None:
     """Refuse a backbone without a dense feature map before any data is read (InputError)."""
     if not has_dense_layer(name, kwargs, box):
+        if kwargs.get("canonical"):
+            raise InputError(None, _ROTATED_BOX)
         raise InputError(None, _NO_DENSE_LAYER.format(name=name))
 
 
+_ROTATED_BOX = (
+    "--dense-weight draws the particle in the box's frame, and --backbone-opt canonical=true rotates "
+    "the box into the particle's own first: use one or the other"
+)
 _NO_DENSE_LAYER = "--dense-weight needs a backbone with a dense feature map (the cryonet family), not {name}"
 
 

@@ -132,6 +132,10 @@ def test_dense_supervision_needs_a_simulated_source_and_a_sane_weight(
     with pytest.raises(InputError, match=r"cryonet family\), not cb3d"):
         train(_config(tmp_path / "cb", backbone="cb3d"))  # before anything is simulated
     assert not (tmp_path / "cb").exists()
+    # a pose-normalised backbone's maps are of the rotated box: the particle density would not match
+    with pytest.raises(InputError, match="canonical=true rotates the box"):
+        train(_config(tmp_path / "rot", backbone_kwargs={"canonical": True}))
+    assert not (tmp_path / "rot").exists()
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(InputError, match="--dense-weight"):
             train(_config(tmp_path / "bad", dense_weight=bad))
