@@ -89,6 +89,12 @@ def canonical_model() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="session")
+def antialias_model() -> torch.nn.Module:
+    """The same, with the fixed low-pass in front (backbone option antialias=true)."""
+    return train_tiny(antialias=True)
+
+
+@pytest.fixture(scope="session")
 def parity_volumes() -> np.ndarray:
     return blobs(24, seed=5, offset=300.0, scale=40.0)[0]
 

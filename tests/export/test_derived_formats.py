@@ -115,3 +115,22 @@ def test_pose_normalised_model_exports_with_parity_in_fp32_fp16_and_int8(
         path, tmp_path / "model.int8.onnx", meta, calibration, parity_volumes, reference, "blobs", "blobs"
     )
     assert int8.parity is not None and int8.parity.passed and int8.parity.argmax_agreement >= 0.9
+
+
+def test_antialiased_model_exports_with_its_filter_in_fp32(
+    antialias_model, parity_volumes, metadata, tmp_path: Path
+) -> None:
+    """The fixed low-pass of antialias=true runs inside the graph (MatMul nodes before the first
+    convolution) with fp32 parity, and the fp16 export keeps it in fp32."""
+    from cryoshift.export import export_model
+
+    model = antialias_model
+    path = tmp_path / "model.onnx"
+    result = export_model(model, metadata, path, parity_volumes=parity_volumes)
+    assert result.parity is not None and result.parity.passed and result.parity.argmax_agreement == 1.0
+    graph = onnx.load(str(path))
+    prefix = [n.op_type for n in graph.graph.node if n.name in set(preprocessing_nodes(graph))]
+    assert prefix.count("MatMul") == 3 and "Conv" not in prefix
+    reference = torch_reference(ExportWrapper(model, metadata.normalisation), parity_volumes)[0]
+    half = export_fp16(path, tmp_path / "model.fp16.onnx", metadata, parity_volumes, reference, "blobs")
+    assert half.parity is not None and half.parity.passed and half.parity.argmax_agreement >= 0.95

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .lowpass import separable
+
 # Sizes as fractions of the box, which the user sizes to the particle (at 32^3: a 1.3-voxel
 # Gaussian low-pass, a 10-voxel sphere that holds the particle and little of its neighbours, and
 # a centre moved at most 3 voxels, the reach of template matching's shift search)
@@ -47,20 +49,13 @@ class CanonicalPose(nn.Module):
         r = MASK_RADIUS * box_size
         self.register_buffer("mask", (self.coords.square().sum(1) <= r * r).float(), persistent=False)
 
-    def _blur(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, D, D, D) low-passed along X, then Y, then Z."""
-        b = self.blur
-        x = x @ b
-        x = (x.transpose(-1, -2) @ b).transpose(-1, -2)
-        return (x.transpose(-1, -3) @ b).transpose(-1, -3)
-
     def frames(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, 3) rotations (columns: the particle's axes, zyx) and (N, 3) centres (voxels from
         the box centre) of volumes ``x`` (N, 1, D, D, D), dark protein."""
         x = x.float()
         if self.bin > 1:
             x = F.avg_pool3d(x, self.bin)
-        d = -self._blur(x).flatten(1)  # (N, V), protein positive
+        d = -separable(x, self.blur).flatten(1)  # (N, V), protein positive
         m = self.mask
         level = (d * m).sum(1, keepdim=True) / m.sum()
         w = torch.relu(d - level) * m

@@ -21,6 +21,7 @@ from torch import nn
 from ._base import Backbone, check_box, conv_bn_relu
 from ._registry import BACKBONES
 from .canonical import CanonicalPose
+from .lowpass import AntiAlias
 
 
 def _stages(
@@ -77,6 +78,7 @@ class CryoNet(Backbone):
         centre_widths: Sequence[int] = (8, 16, 32, 64),
         centre_strides: Sequence[int] = (1, 2, 1, 2),
         canonical: bool = False,
+        antialias: bool = False,
     ):
         super().__init__()
         check_box(box_size, "cryonet")
@@ -87,7 +89,7 @@ class CryoNet(Backbone):
         for name, value in (("stem", stem), ("centre_crop", centre_crop)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"cryonet {name} must be a non-negative int (0 = off), not {value!r}")
-        for name, flag in (("residual", residual), ("canonical", canonical)):
+        for name, flag in (("residual", residual), ("canonical", canonical), ("antialias", antialias)):
             if not isinstance(flag, bool):
                 raise ValueError(f"cryonet {name} must be true or false, not {flag!r}")
         if centre_crop and not (centre_crop < box_size and (box_size - centre_crop) % 2 == 0):
@@ -98,6 +100,8 @@ class CryoNet(Backbone):
         self.num_classes, self.box_size = num_classes, box_size
         # optional pose normalisation in front of everything (backbones/canonical.py)
         self.canonical = CanonicalPose(box_size) if canonical else None
+        # optional fixed low-pass before the main branch's strided first convolution (lowpass.py)
+        self.antialias = AntiAlias(box_size) if antialias else None
         self.stages = _stages(widths, strides, depth, residual, stem)
         self.pool, self.num_features = _pool(head, widths[-1], box_size, strides, head_features)
         # Optional second branch: the central crop at full resolution. Small complexes fill only the
@@ -115,7 +119,8 @@ class CryoNet(Backbone):
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.canonical is not None:
             x = self.canonical(x)
-        features = torch.flatten(self.pool(self.stages(x)), 1)
+        main = x if self.antialias is None else self.antialias(x)
+        features = torch.flatten(self.pool(self.stages(main)), 1)
         if not self.centre_crop:
             return features
         a = (self.box_size - self.centre_crop) // 2

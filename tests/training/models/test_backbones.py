@@ -281,3 +281,35 @@ def test_canonical_pose_undoes_a_rotation_of_the_particle() -> None:
     torch.testing.assert_close(logits, logits[:1].expand_as(logits), atol=0.05, rtol=0.0)
     with pytest.raises(ValueError, match="canonical"):
         create_backbone("cryonet-deep", num_classes=3, box_size=24, canonical="yes")
+
+
+def test_antialias_passes_the_particle_band_and_stops_what_the_strided_stem_would_fold() -> None:
+    """antialias=true low-passes the main branch's input: a slow cosine passes almost whole, one at
+    the first convolution's output Nyquist is quartered, one at the input's Nyquist is removed;
+    the cost is nothing learnt (no parameters) and the flag is validated."""
+    import math
+
+    from cryoshift.training.backbones.lowpass import AntiAlias
+
+    box = 24
+    filt = AntiAlias(box)
+
+    def gain(cycles_per_voxel: float) -> float:
+        wave = torch.cos(2 * math.pi * cycles_per_voxel * torch.arange(box, dtype=torch.float32))
+        out = filt(wave.expand(1, 1, box, box, box).contiguous())
+        return float(out[0, 0, 12, 12, 6:18].abs().max() / wave[6:18].abs().max())
+
+    assert gain(1 / 24) > 0.95
+    assert gain(0.25) == pytest.approx(0.25, abs=0.01)
+    assert gain(0.5) < 1e-6
+    flat = torch.full((2, 1, box, box, box), 3.0)
+    torch.testing.assert_close(filt(flat), flat)  # rows renormalised at the box edge
+    plain = create_backbone("cryonet-deep-centred", num_classes=3, box_size=box)
+    model = create_backbone("cryonet-deep-centred", num_classes=3, box_size=box, antialias=True)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in plain.parameters())
+    noise = torch.randn(2, 1, box, box, box)
+    model.load_state_dict(plain.state_dict())  # same weights: only the filtered input differs
+    with torch.no_grad():
+        assert not torch.allclose(model.eval()(noise), plain.eval()(noise))
+    with pytest.raises(ValueError, match="antialias"):
+        create_backbone("cryonet", num_classes=3, box_size=24, antialias=1)
