@@ -140,7 +140,11 @@ def export_checkpoint(
         except ValueError as exc:
             raise InputError(checkpoint, str(exc)) from exc
     views = int(getattr(model, "test_views", 1))
-    metadata = complete_metadata(replace(metadata, extra={**metadata.extra, "test_views": views}), "fp32")
+    extra = {**metadata.extra, "test_views": views}
+    options = backbone_options(payload)
+    if options:  # e.g. canonical=true: the name alone would not say what the graph computes
+        extra["backbone_options"] = options
+    metadata = complete_metadata(replace(metadata, extra=extra), "fp32")
     config: dict[str, Any] = payload.get("config") or {}
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():  # mkdir would only say "File exists"
@@ -215,3 +219,13 @@ def check_finite_weights(state_dict: dict[str, Any], checkpoint: Path) -> None:
         raise InputError(
             checkpoint, f"checkpoint holds NaN/Inf weights ({bad[0]}{more}); the training run diverged"
         )
+
+
+# what create_backbone is given besides the user's options (training/trainer._build)
+_BUILD_ARGUMENTS = ("num_classes", "box_size", "test_views")
+
+
+def backbone_options(payload: dict[str, Any]) -> dict[str, Any]:
+    """The ``--backbone-opt`` settings a checkpoint's network was built with."""
+    kwargs = payload.get("backbone_kwargs") or {}
+    return {k: v for k, v in kwargs.items() if k not in _BUILD_ARGUMENTS}

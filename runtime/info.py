@@ -10,6 +10,7 @@ is small enough (or ``full=True``); otherwise the header's values are shown.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,6 +238,9 @@ def _describe_onnx(path: Path) -> Description:
             d.add(key, value)
     if "test_views" in meta.extra:  # poses averaged per prediction: inference costs that many forwards
         d.add("test views", meta.extra["test_views"])
+    options = meta.extra.get("backbone_options")
+    if isinstance(options, dict) and options:  # e.g. canonical=true changes what the graph computes
+        d.add("backbone options", ", ".join(f"{k}={json.dumps(v)}" for k, v in options.items()))
     if meta.data_fingerprints:
         d.add("data", ", ".join(f"{k}={v}" for k, v in meta.data_fingerprints.items()))
     d.add("file size", format_bytes(path.stat().st_size))

@@ -75,6 +75,7 @@ def test_export_run_directory(run_dir: Path, capsys: pytest.CaptureFixture[str])
     meta = read_onnx_metadata(out / "model.onnx")
     assert meta.class_names == ["sphere", "rod"] and meta.temperature == 1.3
     assert meta.backbone == "cryonet-small" and meta.extra["test_views"] == 1  # as trained
+    assert "backbone_options" not in meta.extra  # built with the backbone's defaults
     assert main(["info", str(out / "model.onnx")]) == 0
     shown = capsys.readouterr().out
     assert "sphere" in shown and "rod" in shown and "13.68" in shown
@@ -167,3 +168,26 @@ def test_export_can_change_the_test_views(
     assert read_onnx_metadata(tmp_path / "model.onnx").extra["test_views"] == 4
     assert main(["info", str(tmp_path / "model.onnx")]) == 0
     assert re.search(r"test views\W+4\b", capsys.readouterr().out)
+
+
+def test_backbone_options_travel_into_the_model_and_info(
+    antialias_model, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A network built with --backbone-opt computes something the backbone's name does not say
+    (here a low-pass in front): the options are in the model's metadata and `info` shows them."""
+    from cryoshift.runtime.metadata import read_onnx_metadata
+    from cryoshift.training.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(
+        tmp_path / "model.pt",
+        antialias_model,
+        "cryonet-small",
+        dict(antialias_model.config),
+        tiny_model_metadata(),
+        config={"target": str(run_dir / "target")},
+    )
+    assert main(["export", str(ckpt), "-o", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert read_onnx_metadata(tmp_path / "o" / "model.onnx").extra["backbone_options"] == {"antialias": True}
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "o" / "model.onnx")]) == 0
+    assert re.search(r"backbone options\W+antialias=true", capsys.readouterr().out)
