@@ -106,7 +106,7 @@ def onnx_runner(
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # fatal only: a refusal is reported by our own line
     opts.intra_op_num_threads = 2
     sess = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 
