@@ -26,7 +26,7 @@ from cryoshift.export.job import ExportJob
 from cryoshift.export.onnx import ExportWrapper, complete_metadata, export_onnx
 from cryoshift.export.result import ExportResult, ExportWarning
 from cryoshift.runtime.engine_sidecar import SIDECAR_SUFFIX, file_sha256
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, check_out_folder
 from cryoshift.runtime.metadata import ModelMetadata
 
 DEFAULT_BATCH_MAX = 256
@@ -147,10 +147,7 @@ def export_checkpoint(
     metadata = complete_metadata(replace(metadata, extra=extra), "fp32")
     config: dict[str, Any] = payload.get("config") or {}
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():  # mkdir would only say "File exists"
-        raise InputError(
-            out_dir, "exists and is not a folder; --out names the folder to write the model into"
-        )
+    check_out_folder(out_dir, "--out", "to write the model into")  # mkdir would say "File exists"
 
     say("reading parity volumes")
     volumes, source = find_volumes(metadata.box_size, parity_data, config, limit=PARITY_VOLUMES)

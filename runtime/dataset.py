@@ -459,6 +459,25 @@ def _voxel_size(info: dict[str, Any], vol: MrcVolume, directory: Path) -> float:
     return stated
 
 
+def _check_order(table: pd.DataFrame, path: Path, vol: Any) -> None:
+    """Refuse a table whose ``index`` column (the writer's 0..n-1) does not read 0..n-1 down the
+    rows: row i describes volume i, so a table sorted by class or with a repeated row paired labels
+    and picks with the wrong volumes without a word (evaluate scored a wrong accuracy)."""
+    if "index" not in table.columns:
+        return
+    values = pd.to_numeric(table["index"], errors="coerce").to_numpy(dtype=np.float64)
+    off = np.flatnonzero(values != np.arange(len(values)))  # NaN differs from every row number
+    if len(off):
+        vol.close()
+        row = int(off[0])
+        raise InputError(
+            path,
+            f"{len(off)} rows are out of volume order (first: row {row} has index "
+            f"{table['index'].iloc[row]!r}); row i must describe volume i of {VOLUMES}: sort the "
+            "table by index and remove repeated rows",
+        )
+
+
 def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
     """Open a dataset directory; labels (and the label columns of the table) only if asked for."""
     directory = Path(directory)
@@ -501,6 +520,7 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
     if len(table) != n:
         vol.close()
         raise InputError(directory / TABLE, f"has {len(table)} rows, dataset.json says {n}")
+    _check_order(table, directory / TABLE, vol)
     voxel_size = _voxel_size(info, vol, directory)
     labels = None
     if with_labels:

@@ -59,3 +59,20 @@ def missing_reason(path: str | Path, missing: str = "no such file") -> str:
     if loop:
         return f"symbolic link loop (points to {target}; following it never reaches a file)"
     return f"dangling symbolic link (points to {target}, which does not exist)"
+
+
+def check_out_folder(out: str | Path, option: str, what: str) -> None:
+    """Refuse an output folder that cannot be made, in words and before any work: mkdir said only
+    "File exists" for a dangling link or a loop of links and "Not a directory" for a path under a
+    file, and said it after the work was done (``what`` says what the folder is for)."""
+    out = Path(out)
+    for folder in (out, *out.parents):
+        if folder.is_symlink() and not folder.exists():
+            on_way = "" if folder == out else f", on the way to {out}"
+            raise InputError(folder, f"{missing_reason(folder)}{on_way}; choose another {option}")
+        if folder.exists():
+            if folder.is_dir():
+                return
+            if folder == out:
+                raise InputError(out, f"exists and is not a folder; {option} names the folder {what}")
+            raise InputError(folder, f"is not a folder, so {option} {out} cannot be made in it")

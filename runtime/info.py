@@ -155,10 +155,14 @@ def _describe_table(path: Path) -> Description:
 
 
 def _describe_results(path: Path) -> Description:
-    """A predictions table written by ``cryoshift classify`` (CSV or STAR: the same rows)."""
+    """A predictions table written by ``cryoshift classify`` (CSV or STAR: the same rows), checked
+    as ``cryoshift report`` checks it: a cut-off row or text as a confidence was a traceback here
+    (the median of text), and predictions in several STAR blocks were described from the first."""
+    from cryoshift.runtime.report import check_result_rows
     from cryoshift.runtime.results import read_results
 
     rows = read_results(path)
+    check_result_rows(path, rows)
     d = Description("results", str(path))
     d.add("type", "classification results")
     d.add("rows", len(rows))
@@ -241,6 +245,8 @@ def _describe_onnx(path: Path) -> Description:
     options = meta.extra.get("backbone_options")
     if isinstance(options, dict) and options:  # e.g. canonical=true changes what the graph computes
         d.add("backbone options", ", ".join(f"{k}={json.dumps(v)}" for k, v in options.items()))
+    elif options not in (None, {}):  # another tool's form: shown as written, not left out unseen
+        d.add("backbone options", f"{json.dumps(options)} (not name=value pairs; as written in the model)")
     if meta.data_fingerprints:
         d.add("data", ", ".join(f"{k}={v}" for k, v in meta.data_fingerprints.items()))
     d.add("file size", format_bytes(path.stat().st_size))
@@ -303,6 +309,8 @@ def _describe(path: Path, full: bool, atomic: AtomicRows | None = None) -> Descr
             refuse_foreign(path, fh.read(MRC_HEADER_BYTES))
     except OSError:
         pass  # unreadable: the unknown-type refusal below still names it
+    if not suffix and path.is_file() and path.stat().st_size == 0:  # read by content, as .txt is
+        raise InputError(path, "file is empty")
     raise InputError(
         path,
         f"unknown file type {suffix or '(no suffix)'!r}; info reads MRC "

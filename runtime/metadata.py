@@ -111,9 +111,12 @@ class ModelMetadata:
         missing = [n for n in ("class_names", "box_size", "voxel_size") if n not in data]
         if missing:
             raise InputError(source, f"model metadata lacks {', '.join(missing)}; not a cryoshift model?")
+        problem = _wrong_type(data)
+        if problem:
+            raise InputError(source, f"invalid model metadata: {problem}")
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: box_size 1e400
             raise InputError(source, f"invalid model metadata: {exc}") from exc
 
     # ONNX metadata_props: flat string map, one JSON value per field.
@@ -141,6 +144,55 @@ class ModelMetadata:
         except (OSError, *JSON_ERRORS) as exc:
             raise InputError(path, f"cannot read model metadata: {exc}") from exc
         return cls.from_dict(data, path)
+
+
+# Field types of stored metadata (ONNX properties, engine sidecars, checkpoints), checked on reading:
+# the constructor converts (int(16.7) is 16, float(True) is 1.0) and an ``extra`` or
+# ``data_fingerprints`` of another type was a traceback in ``cryoshift info``.
+_NUMBERS = ("voxel_size", "temperature", "unknown_threshold", "shift_reference")
+_NUMBER_LISTS = ("feature_mean", "feature_var")
+_TEXTS = ("method", "backbone", "precision", "cryoshift_version", "created")  # contrast: its own check
+_OBJECTS = ("data_fingerprints", "extra")
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number (numpy's too, from a checkpoint); not a bool, which Python counts as one."""
+    from numbers import Real
+
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a field may hold a long list)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _wrong_type(data: dict[str, Any]) -> str | None:
+    """What is wrong with the types of stored metadata ``data`` (None: nothing), in words."""
+    box = data["box_size"]
+    if not _is_number(box) or not math.isfinite(box) or box != int(box):
+        return f"box_size must be a whole number, not {_shown(box)}"
+    for name in _NUMBERS:
+        if name in data and not _is_number(data[name]):
+            return f"{name} must be a number, not {_shown(data[name])}"
+    for name in _NUMBER_LISTS:
+        values = data.get(name, [])
+        if not isinstance(values, list) or not all(_is_number(v) for v in values):
+            return f"{name} must be a list of numbers"
+    for name in _TEXTS:
+        if name in data and not isinstance(data[name], str):
+            return f"{name} must be text, not {_shown(data[name])}"
+    for name in _OBJECTS:
+        if name in data and not isinstance(data[name], dict):
+            return f"{name} must be a JSON object, not {_shown(data[name])}"
+    names = data["class_names"]
+    if isinstance(names, list) and all(isinstance(n, str) for n in names) and len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        return (
+            f"class_names has duplicates: {', '.join(twice)} (predictions of two classes would share a name)"
+        )
+    return None
 
 
 # Tag bytes of the ModelProto fields that follow ir_version (producer_name, ..., graph, opset_import,

@@ -88,8 +88,23 @@ REPORTED_COLUMNS = ("id", "class_name", "confidence", "shift_score")  # what eve
 
 
 def _json_dict(path: Path) -> dict[str, Any]:
-    """A JSON object file (manifest, selection, config), {} when absent; one line when it is not."""
-    return read_json_object(path) if path.is_file() else {}
+    """A JSON object file (manifest, selection, config), {} when absent; one line when it is not.
+
+    A folder or a dangling link under the name is refused, not taken for an absent file: the page
+    would otherwise leave out the run's facts (throughput, the selected epoch) without a word."""
+    if path.is_file():
+        return read_json_object(path)
+    _refuse_not_a_file(path, "a JSON file")
+    return {}
+
+
+def _refuse_not_a_file(path: Path, what: str) -> None:
+    """Refuse ``path`` when something other than a regular file is there (a folder, a dangling or
+    looping link, a pipe); nothing there at all is left to the caller."""
+    if path.is_dir():
+        raise InputError(path, f"is a folder, not {what}")
+    if path.is_symlink() or path.exists():
+        raise InputError(path, missing_reason(path, f"is not a regular file, not {what}"))
 
 
 # manifest.json's summary fields the page prints as numbers (_results_facts)
@@ -126,8 +141,11 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
             raise wrong(field, "a number")
     if not isinstance(summary.get("notes", []), list):
         raise wrong("summary.notes", "a list")
+    threshold = model.get("unknown_threshold")
+    if threshold is not None and not 0 <= threshold <= 1:  # NaN too: drawn as a line "below nan"
+        raise wrong("model.unknown_threshold", "a confidence in 0..1")
     for name, counts in manifest.get("tomograms", {}).items():
-        if not isinstance(counts, dict) or not all(type(k) is int for k in counts.values()):
+        if not isinstance(counts, dict) or not all(type(k) is int and k >= 0 for k in counts.values()):
             raise wrong(f"tomograms.{name}", "an object of class counts")
 
 
@@ -147,11 +165,7 @@ def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]
             f"not a cryoshift predictions table: no {', '.join(missing)} column"
             f"{'s' if len(missing) > 1 else ''} (give the output of cryoshift classify)",
         )
-    if table.suffix.lower() == ".star":
-        _check_star_rows(table)
-        _check_numbers(table, df)
-    else:
-        _check_rows(table)
+    check_result_rows(table, df)
     manifest = _json_dict(folder / "manifest.json")
     _check_manifest(folder / "manifest.json", manifest)
     star = table.with_suffix(".star") if table.suffix == ".csv" else table
@@ -186,7 +200,11 @@ def _results_table(path: Path) -> Path:
 
 def _refuse_folder(path: Path) -> None:
     """Say what is missing from a folder that has neither predictions nor metrics: a training run
-    without its metrics.csv is told so, not sent looking for a predictions.csv it never had."""
+    without its metrics.csv is told so, not sent looking for a predictions.csv it never had. A
+    table that is there but not a file (a folder, a dangling link) is named, not called missing."""
+    if path.is_dir():
+        for name in ("predictions.csv", "predictions.star", "metrics.csv"):
+            _refuse_not_a_file(path / name, "a table")
     if path.is_dir() and any((path / name).exists() for name in RUN_FILES):
         raise InputError(
             path / "metrics.csv",
@@ -225,6 +243,9 @@ def _check_rows(path: Path) -> None:
     sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     rows = checked_rows(path, delimiter=sep, encoding="utf-8-sig")
     _, header = next(rows, (0, []))
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:  # pandas renames the second "confidence.1" and the first was drawn without a word
+        raise InputError(path, f"column {', '.join(repeated)} appears twice; keep one")
     numeric = [(header.index(c), c) for c in NUMERIC_COLUMNS if c in header]
     for line, row in rows:
         for i, name in numeric:
@@ -271,11 +292,33 @@ def _check_star_rows(path: Path) -> None:
 def _check_numbers(path: Path, df: pd.DataFrame) -> None:
     """Refuse a predictions table (STAR) whose confidence or shift score holds text, naming the row."""
     for name in NUMERIC_COLUMNS:
-        if pd.api.types.is_numeric_dtype(df[name]):
+        if name not in df or pd.api.types.is_numeric_dtype(df[name]):
             continue
         bad = next((i for i, text in enumerate(df[name].astype(str)) if not _is_number(text)), None)
         if bad is not None:
             raise InputError(path, f"data row {bad + 1}: {name} {df[name].iloc[bad]!r} is not a number")
+
+
+def _check_star_blocks(path: Path) -> None:
+    """Refuse a predictions STAR file with several blocks of predictions and none named
+    data_particles: the reader took the first, a guess that may report the wrong rows."""
+    from cryoshift.runtime.tables import pick_block, scan_star
+
+    names = [b.name for b in scan_star(path) if {"csConfidence", "csClassName"} & set(b.labels)]
+    if len(names) > 1:
+        pick_block(path, names, "predictions")
+
+
+def check_result_rows(path: Path, df: pd.DataFrame) -> None:
+    """Refuse a predictions table (CSV or STAR, read into ``df``) with a cut-off or damaged row, text
+    in a number column or, in a STAR file, predictions in several blocks. ``cryoshift info`` checks
+    the same, so that it never describes (or crashes on) a table that report refuses."""
+    if path.suffix.lower() == ".star":
+        _check_star_blocks(path)
+        _check_star_rows(path)
+        _check_numbers(path, df)
+    else:
+        _check_rows(path)
 
 
 def _value_warnings(path: Path, df: pd.DataFrame) -> list[str]:
@@ -304,9 +347,11 @@ def _value_warnings(path: Path, df: pd.DataFrame) -> list[str]:
 
 
 def _class_order(df: pd.DataFrame, manifest: dict[str, Any]) -> list[str]:
-    names = list(manifest.get("model", {}).get("class_names") or [])
+    """The model's class names, then other predicted names, then "unknown": each once (a name twice
+    in the manifest made every figure's table have two columns of it: a traceback)."""
+    names = list(dict.fromkeys(manifest.get("model", {}).get("class_names") or []))
     names += sorted(set(df["class_name"]) - set(names) - {"unknown"})
-    return [*names, "unknown"]
+    return [n for n in names if n != "unknown"] + ["unknown"]
 
 
 def _fig_counts(plt: Any, df: pd.DataFrame, classes: list[str], colours: dict[str, Any]) -> str:
@@ -461,8 +506,8 @@ def _results_sections(
 ) -> tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]:
     """The classify output's table, facts and figures; warnings about its values go to ``notes``."""
     df, manifest, _folder, table = _load_results(path)
-    if df.empty:
-        raise InputError(path, "no predictions to report (the run classified nothing)")
+    if df.empty:  # the table is named: a folder's may be its predictions.star
+        raise InputError(table, "no predictions to report (the run classified nothing)")
     notes.extend(_value_warnings(table, df))
     classes = _class_order(df, manifest)
     colours = _colours(classes)
@@ -569,16 +614,85 @@ def _tomogram_table(tomos: dict[str, dict[str, int]], classes: list[str]) -> str
 # --------------------------------------------------------------------------- training runs
 
 
-def _run_sections(run: Path, plt: Any) -> tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]:
+SCORE_COLUMNS = ("src_val_acc", "tgt_im", "snd", "tgt_entropy", "tgt_top_share")  # the selection plot
+
+
+def _plotted(columns: list[str]) -> list[str]:
+    """The metrics columns the page draws against the epoch."""
+    return [c for c in columns if c.startswith("loss")] + [c for c in SCORE_COLUMNS if c in columns]
+
+
+def _read_metrics(path: Path) -> pd.DataFrame:
+    """metrics.csv, every row checked: a cut-off or damaged row, a repeated column, a missing or
+    fractional epoch or text in a drawn column is refused naming the line. pandas filled a short
+    row with NaN, renamed a repeated column ("loss.1") and drew a column holding text as
+    categories, so the page showed other numbers than the file without a word."""
+    from cryoshift.runtime.ledger import checked_rows
+
+    rows = checked_rows(path, encoding="utf-8-sig")
+    _, header = next(rows, (0, None))
+    if not header:
+        blank = "the file is empty" if header is None else "its first line is blank, not column names"
+        raise InputError(path, f"not a readable metrics table: {blank}")
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise InputError(path, f"not a readable metrics table: column {', '.join(repeated)} appears twice")
+    if "epoch" not in header:
+        raise InputError(path, "not a cryoshift training metrics table: no epoch column")
+    drawn = [(header.index(c), c) for c in _plotted(header)]
+    epoch = header.index("epoch")
+    body: list[list[str]] = []
+    for line, row in rows:
+        if not _is_epoch(row[epoch]):
+            raise InputError(path, f"line {line}: epoch {row[epoch]!r} is not a whole number")
+        row[epoch] = str(int(float(row[epoch])))
+        for i, name in drawn:
+            if not _is_number(row[i]):
+                raise InputError(path, f"line {line}: {name} {row[i]!r} is not a number")
+        body.append(row)
+    if not body:
+        raise InputError(path, "no epochs: the table has column names but no rows (the run stopped early?)")
+    metrics = pd.DataFrame(body, columns=header)
+    metrics["epoch"] = metrics["epoch"].astype(np.int64)
+    for _, name in drawn:
+        metrics[name] = pd.to_numeric(metrics[name].str.strip().replace("", "nan"), errors="coerce")
+    return metrics
+
+
+def _is_epoch(text: str) -> bool:
+    """Whether a metrics cell holds an epoch number (``3`` or ``3.0``; not empty, NaN or ``3.5``)."""
     try:
-        metrics = pd.read_csv(run / "metrics.csv")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(run / "metrics.csv", f"not a readable metrics table ({exc})") from exc
-    if "epoch" not in metrics.columns:
-        raise InputError(run / "metrics.csv", "not a cryoshift training metrics table: no epoch column")
+        value = float(text)
+    except ValueError:
+        return False
+    return bool(np.isfinite(value)) and abs(value) < 2**31 and value == int(value)
+
+
+def _check_selection(path: Path, selection: dict[str, Any]) -> None:
+    """Refuse a selection.json whose fields the page reads have another type: text or a list as the
+    epoch was drawn as a category, a dict or a number as ``warnings`` was a traceback, and text
+    was listed one character per warning."""
+    chosen = selection.get("selected_epoch")
+    if chosen is not None and (isinstance(chosen, bool) or not isinstance(chosen, int)):
+        raise InputError(path, f"not a cryoshift selection file: selected_epoch {chosen!r} is not an epoch")
+    if not isinstance(selection.get("warnings", []), list):
+        raise InputError(path, "not a cryoshift selection file: warnings is not a list")
+
+
+def _run_sections(
+    run: Path, plt: Any, notes: list[str]
+) -> tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """A training run's facts and figures; warnings about its files go to ``notes``."""
+    metrics = _read_metrics(run / "metrics.csv")
     selection = _json_dict(run / "selection.json")
+    _check_selection(run / "selection.json", selection)
     config = _json_dict(run / "config.json")
     chosen = selection.get("selected_epoch")
+    if chosen is not None and chosen not in set(metrics["epoch"]):
+        notes.append(
+            f"{run / 'selection.json'}: selected epoch {chosen} is not in metrics.csv (epochs "
+            f"{metrics['epoch'].min()}..{metrics['epoch'].max()}): the two files are from different runs?"
+        )
     facts = [
         ("method", str(config.get("method", "?"))),
         ("backbone", str(config.get("backbone", "?"))),
@@ -588,11 +702,12 @@ def _run_sections(run: Path, plt: Any) -> tuple[str, list[tuple[str, str]], list
         facts.append(("selected epoch", f"{chosen} ({selection.get('rule', '')})"))
     for w in selection.get("warnings", []):
         facts.append(("warning", str(w)))
+    facts += [("warning", note) for note in notes]
     figures = []
-    losses = [c for c in metrics.columns if c.startswith("loss")]
+    losses = [c for c in _plotted(list(metrics.columns)) if c.startswith("loss")]
     if losses:
         figures.append(("Losses", "", _epoch_plot(plt, metrics, losses, chosen, "loss", "Training losses")))
-    scores = [c for c in ("src_val_acc", "tgt_im", "snd", "tgt_entropy", "tgt_top_share") if c in metrics]
+    scores = [c for c in SCORE_COLUMNS if c in metrics]
     if scores:
         figures.append(
             (
@@ -610,13 +725,16 @@ def _run_sections(run: Path, plt: Any) -> tuple[str, list[tuple[str, str]], list
             )
         )
     embedding = run / "plots" / "embedding.png"
-    if embedding.is_file():  # written by the trainer: source vs target, and the target by predicted class
+    png = embedding.read_bytes() if embedding.is_file() else b""
+    if png and not png.startswith(b"\x89PNG\r\n\x1a\n"):  # inlined, it was a broken image on the page
+        facts.append(("feature embedding", f"{embedding} is not a PNG image (damaged?); left out"))
+    elif png:  # written by the trainer: source vs target, and the target by predicted class
         figures.append(
             (
                 "Feature embedding",
                 "PCA of source and target features at the first epoch and for the selected model; the last "
                 "panel colours the target by predicted class, where a collapse onto one class shows.",
-                base64.b64encode(embedding.read_bytes()).decode("ascii"),
+                base64.b64encode(png).decode("ascii"),
             )
         )
     return "", facts, figures
@@ -662,7 +780,7 @@ def build_report(path: str | Path, notes: list[str] | None = None) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if is_run:
-            table, facts, figures = _run_sections(path, plt)
+            table, facts, figures = _run_sections(path, plt, notes)
             title = f"cryoshift training run {path.name}"
         else:
             table, facts, figures = _results_sections(path, plt, notes)
@@ -686,8 +804,39 @@ def write_report(path: str | Path, out: str | Path | None = None, notes: list[st
     """Write the page to ``out`` (default: ``report.html`` in the folder) and return its path;
     ``notes`` receives the page's warnings (see :func:`build_report`)."""
     path = Path(path)
-    page = build_report(path, notes)
     target = Path(out) if out else (path if path.is_dir() else path.parent) / "report.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(page)
+    _check_target(target)
+    page = build_report(path, notes)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(page)
+    except OSError as exc:
+        raise InputError(target, f"cannot write the report: {_write_failure(target, exc)}") from exc
     return target
+
+
+def _check_target(target: Path) -> None:
+    """Refuse, before drawing anything, a page name that is a folder or an existing file other than
+    an HTML page (an earlier report): ``--out`` naming the run's metrics.csv or predictions.csv
+    overwrote it with the page."""
+    if target.is_dir():
+        raise InputError(target, "is a folder; --out takes the name of the HTML file to write")
+    if target.is_file() and target.stat().st_size:
+        with open(target, "rb") as fh:
+            head = fh.read(64).lstrip().lower()
+        if not head.startswith((b"<!doctype html", b"<html")):
+            raise InputError(
+                target, "exists and is not an HTML page; --out would overwrite it (choose another name)"
+            )
+
+
+def _write_failure(target: Path, exc: OSError) -> str:
+    """Why the page could not be written, in words: a dangling link or a file where a folder must
+    be is named ("No such file or directory" and "File exists" said neither)."""
+    if target.is_symlink() and not target.exists():
+        return missing_reason(target)
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        on_the_way = next((p for p in reversed(target.parents) if p.exists() and not p.is_dir()), None)
+        if on_the_way is not None:
+            return f"{on_the_way} is a file, not a folder"
+    return " ".join(str(exc.strerror or exc).split())

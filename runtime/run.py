@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cryoshift.runtime.backends import Model, load_model
-from cryoshift.runtime.errors import InputError, missing_reason
+from cryoshift.runtime.errors import InputError, check_out_folder, missing_reason
 from cryoshift.runtime.ledger import RunLedgers
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.pipeline import RunStats, result_columns, run_pipeline
@@ -383,8 +383,7 @@ def one_writer(fn: Any) -> Any:
             shard = parse_shard(shard)
         out = Path(out_dir)
         created = not out.exists()
-        if out.exists() and not out.is_dir():
-            raise InputError(out, "exists and is not a folder; --out names the folder to write results into")
+        check_out_folder(out, "--out", "to write results into")
         out.mkdir(parents=True, exist_ok=True)
         try:
             with FolderLock(out, lock_name(tuple(shard) if shard else None), "classify run"):

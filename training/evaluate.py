@@ -7,6 +7,7 @@ epoch the labels would have chosen and how far the label-free choice was from it
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, check_out_folder
 from cryoshift.runtime.metadata import ModelMetadata, is_onnx, read_onnx_metadata
 from cryoshift.runtime.scoring import softmax
 from cryoshift.training.calibrate import nll
@@ -279,6 +280,35 @@ def check_dataset_fits(ds: Any, meta: ModelMetadata, ignore_voxel_size: bool = F
     return []
 
 
+def check_conflicting_labels(
+    volumes: np.ndarray, label_names: Sequence[str], source: str | Path, picks: bool = False
+) -> None:
+    """Refuse one subtomogram labelled two ways (a pick listed twice with different classes, a
+    volume copied under another label): one of the labels is wrong, and scoring both counted the
+    model wrong whatever it said. Identical crops under one label are left to the planner's note.
+    Crops of picks are numbered after skipped rows are left out, so picks are not named by index."""
+    seen: dict[bytes, int] = {}
+    clashes: list[tuple[int, int]] = []
+    for i in range(len(volumes)):
+        key = hashlib.blake2b(np.ascontiguousarray(volumes[i]).tobytes(), digest_size=16).digest()
+        first = seen.setdefault(key, i)
+        if first != i and label_names[first] != label_names[i]:
+            clashes.append((first, i))
+    if clashes:
+        i, j = clashes[0]
+        which = (
+            "two picks crop the same subtomogram (one pick listed twice?)"
+            if picks
+            else f"volumes {i} and {j} are the same volume"
+        )
+        more = f" ({len(clashes)} such pairs)" if len(clashes) > 1 else ""
+        raise InputError(
+            source,
+            f"{which}, labelled {label_names[i]!r} and {label_names[j]!r}{more}: one label is "
+            "wrong; remove or correct the wrong row",
+        )
+
+
 def default_out_dir(model: Path, data: Path) -> Path:
     """Where a report goes when --out is not given: inside the run, or next to the model file."""
     name = data.resolve().name or "data"
@@ -313,6 +343,8 @@ def evaluate(
     model, data = Path(model), Path(data)
     if not model.exists():
         raise InputError(model, "no such model (give a .pt checkpoint, a run directory or a .onnx file)")
+    out = Path(out_dir) if out_dir is not None else default_out_dir(model, data)
+    check_out_folder(out, "--out", "the report is written to")
     from cryoshift.runtime.labelled_picks import is_pick_table, read_labelled_picks
 
     if data.exists() and not data.is_dir() and not data.is_file():  # reading a FIFO would block
@@ -344,6 +376,8 @@ def evaluate(
             data / "volumes.mrc",
             f"{len(bad)} volumes hold {UNUSABLE} (first: index {bad[0]}); evaluation data must be clean",
         )
+    picks = not data.is_dir()
+    check_conflicting_labels(volumes, label_names, data if picks else data / "particles.csv", picks)
     pred = predict(model, volumes, batch_size, device)
     labels = names_to_indices(label_names, pred.metadata.class_names, data)
     report: dict[str, Any] = {
@@ -356,7 +390,6 @@ def evaluate(
     if skipped:
         report["skipped_picks"] = skipped
     report["notes"] = notes  # what was scored unchecked (a tomogram or dataset without a voxel size)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(model, data)
     out.mkdir(parents=True, exist_ok=True)
     run = Path(run_dir) if run_dir is not None else (model if model.is_dir() else None)
     if run is not None:

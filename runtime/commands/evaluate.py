@@ -136,15 +136,15 @@ def check_options(
     be silently ignored (--run naming no training run, --label-column or --tomograms with a
     dataset directory). Returns the device to use."""
     from cryoshift.runtime.commands.export import refuse_unfinished_run
-    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.errors import InputError, check_out_folder
     from cryoshift.runtime.labelled_picks import is_pick_table
 
     if batch_size < 1:  # said before labelled picks are cropped, not after
         raise InputError(None, f"--batch-size must be at least 1, got {batch_size}")
     if model.is_dir():
         refuse_unfinished_run(model)
-    if out is not None and out.exists() and not out.is_dir():
-        raise InputError(out, "exists and is not a folder; --out names the folder the report is written to")
+    if out is not None:
+        check_out_folder(out, "--out", "the report is written to")
     if run is not None:
         if not run.is_dir():
             raise InputError(run, "is not a folder; --run takes a training run directory")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cryoshift.runtime.errors import InputError, require_extra
+from cryoshift.runtime.errors import InputError, check_out_folder, require_extra
 from cryoshift.runtime.hostmem import capped_threads, check_threads
 
 NAME = "simulate"
@@ -199,6 +199,7 @@ def command(
         invert_contrast=invert,
         contrast=contrast,
     )
+    check_out_folder(out_dir, "OUT_DIR", "the dataset is written to")  # before large models are read
     sources = [s for item in structures for s in item.split(",") if s]
     structs = load_structures(sources, box, voxel_size, seed=structure_seed, resolution=resolution)
     _check_shift(cfg.shift_voxels, box)  # after load_structures, which names a box too small first

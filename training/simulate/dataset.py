@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from cryoshift.runtime.errors import InputError, check_out_folder
 from cryoshift.training.simulate.config import SimulationConfig
 from cryoshift.training.simulate.simulator import Simulator
 from cryoshift.training.simulate.structures import Structures
+
+if TYPE_CHECKING:
+    from cryoshift.runtime.dataset import DatasetWriter
 
 
 def versions() -> dict[str, str]:
@@ -24,6 +30,46 @@ def versions() -> dict[str, str]:
     except Exception:  # not installed as a distribution (source checkout)
         out["cryoshift"] = "unknown"
     return out
+
+
+# Drawn parameters that can leave a volume without signal (an envelope or dose filter that wipes out
+# every frequency) or beyond float32 (a noise colour or ramp that overflows): named when that happens.
+SIGNAL_PARAMETERS = (
+    ("bfactor", "--bfactor"),
+    ("dose", "--dose"),
+    ("noise_alpha", "--noise-alpha"),
+    ("gradient", "--gradient"),
+    ("snr", "--snr"),
+)
+
+
+def check_volumes(volumes: np.ndarray, rows: list[dict[str, Any]], start: int) -> None:
+    """Refuse simulated volumes that are blank or hold NaN/Inf or absurd values, naming the
+    parameters drawn for the first: ``--bfactor 1e9`` (or a dose of 1e9 with dose weighting) wrote
+    a labelled dataset of all-zero volumes with exit 0, and ``--noise-alpha 100`` failed as
+    "OUT: volumes 0..2 contain NaN/Inf", blaming the output folder."""
+    from cryoshift.runtime.dataset import unusable_volumes
+    from cryoshift.runtime.sources import VALUE_LIMIT
+
+    bad = unusable_volumes(volumes)
+    if not len(bad):
+        return
+    i = int(bad[0])
+    row, v = rows[i], volumes[i]
+    if not np.isfinite(v).all():
+        what = "holds NaN/Inf"
+    elif v.min() == v.max():
+        what = "is blank (one value throughout: no signal is left)"
+    else:
+        what = f"holds values beyond +-{VALUE_LIMIT:g}"
+    drawn = ", ".join(f"{name} {row[name]:.3g}" for name, _ in SIGNAL_PARAMETERS if name in row)
+    options = ", ".join(option for _, option in SIGNAL_PARAMETERS)
+    more = f", like {len(bad) - 1} more of the {len(volumes)} in its batch" if len(bad) > 1 else ""
+    raise InputError(
+        "simulation config",
+        f"simulated volume {start + i} (class {row.get('class_name', '?')}) {what}{more}; drawn for "
+        f"it: {drawn}: bring {options} back to ordinary ranges",
+    )
 
 
 def simulate_dataset(
@@ -46,6 +92,7 @@ def simulate_dataset(
     """
     from cryoshift.runtime.dataset import DatasetWriter
 
+    check_out_folder(out_dir, "OUT_DIR", "the dataset is written to")
     sim = Simulator(structures, config, device=device, seed=seed)
     meta: dict[str, Any] = {
         "generator": generator,
@@ -65,7 +112,7 @@ def simulate_dataset(
         contrast=config.contrast,
         meta=meta,
     )
-    chunks = [min(batch_size, n - start) for start in range(0, n, batch_size)]
+    chunks = [(start, min(batch_size, n - start)) for start in range(0, n, batch_size)]
     try:
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -78,15 +125,22 @@ def simulate_dataset(
             )
             with Progress(*columns, transient=False) as bar:
                 task = bar.add_task("simulating", total=n)
-                for k in chunks:
-                    vol, labels, rows = sim.sample(k)
-                    writer.write(vol.cpu().numpy(), labels.cpu().numpy(), rows)
+                for start, k in chunks:
+                    _write_chunk(sim, writer, start, k)
                     bar.advance(task, k)
         else:
-            for k in chunks:
-                vol, labels, rows = sim.sample(k)
-                writer.write(vol.cpu().numpy(), labels.cpu().numpy(), rows)
+            for start, k in chunks:
+                _write_chunk(sim, writer, start, k)
     except BaseException:
         writer.abort()
         raise
     return writer.close()
+
+
+def _write_chunk(sim: Simulator, writer: DatasetWriter, start: int, k: int) -> None:
+    """Simulate ``k`` volumes (from volume ``start`` on) and append them, once they are known to
+    hold a usable signal."""
+    vol, labels, rows = sim.sample(k)
+    volumes = vol.cpu().numpy()
+    check_volumes(volumes, rows, start)
+    writer.write(volumes, labels.cpu().numpy(), rows)

@@ -15,6 +15,7 @@ import errno
 import math
 import os
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,22 @@ def structure_name(path: str | Path) -> str:
     name = Path(path).name
     suffix = map_suffix(name) or model_suffix(name)
     return escape_text(name[: len(name) - len(suffix)] if suffix else Path(name).stem)
+
+
+def check_class_name(path: str | Path, name: str) -> None:
+    """Refuse a file whose name gives no usable class name: ``.pdb`` or `` .mrc`` gave an empty
+    or blank class that the dataset writer refused only later, naming the output folder and not
+    the file; a line break or tab in the name was kept, and split the summary line, the tables
+    and STAR files (which write it as ``\\n``, so the class read back differs)."""
+    if not name.strip():
+        raise InputError(path, f"its file name gives an empty class name ({name!r}); rename the file")
+    odd = sorted({repr(c) for c in name if unicodedata.category(c) == "Cc"})
+    if odd:
+        raise InputError(
+            path,
+            f"class name {name!r} (the file name) holds control characters ({', '.join(odd)}) that "
+            "tables and STAR files cannot keep; rename the file",
+        )
 
 
 def soft_sphere(box_size: int, radius: float | None = None, edge: float = 2.0) -> np.ndarray:
@@ -379,6 +396,7 @@ def load_structures(
                 else:
                     path = Path(item)
                     name = structure_name(path)
+                    check_class_name(path, name)
                     if map_suffix(path):
                         density = read_density_map(path, box_size, voxel_size)
                     else:
