@@ -334,7 +334,10 @@ def _check_meta(info: dict[str, Any], directory: Path) -> None:
     names = info.get("class_names")
     if names is not None and (not isinstance(names, list) or not all(isinstance(c, str) for c in names)):
         raise InputError(directory / META, f"'class_names' must be a list of names, got {names!r}")
-    _check_class_names(directory / META, names, labelled=bool(info.get("labelled")))
+    labelled = info.get("labelled", False)
+    if not isinstance(labelled, bool):  # bool("no") is True: a string read as labelled
+        raise InputError(directory / META, f"'labelled' must be true or false, got {labelled!r}")
+    _check_class_names(directory / META, names, labelled=labelled)
     if "contrast" in info and info["contrast"] not in CONTRASTS:
         raise InputError(directory / META, f"'contrast' must be one of {CONTRASTS}, got {info['contrast']!r}")
     if "voxel_size" in info:

@@ -34,9 +34,13 @@ def _label_column(columns: list[str], path: Path, name: str | None) -> str:
         if name not in columns and name.lower() not in lower:
             raise InputError(path, f"no label column {name!r}")
         return name if name in columns else lower[name.lower()]
-    for candidate in LABEL_COLUMNS:
-        if candidate in lower:
-            return lower[candidate]
+    present = [lower[c] for c in LABEL_COLUMNS if c in lower]
+    if len(present) > 1:  # taking the first is a guess that may score against the wrong labels
+        raise InputError(
+            path, f"several label columns ({', '.join(present)}); name the one to score with --label-column"
+        )
+    if present:
+        return present[0]
     hint = " (csClassName holds cryoshift's predictions, not labels)" if "csclassname" in lower else ""
     raise InputError(path, f"no label column: need one of {', '.join(LABEL_COLUMNS)}{hint}")
 

@@ -299,22 +299,12 @@ def _check_numbers(path: Path, df: pd.DataFrame) -> None:
             raise InputError(path, f"data row {bad + 1}: {name} {df[name].iloc[bad]!r} is not a number")
 
 
-def _check_star_blocks(path: Path) -> None:
-    """Refuse a predictions STAR file with several blocks of predictions and none named
-    data_particles: the reader took the first, a guess that may report the wrong rows."""
-    from cryoshift.runtime.tables import pick_block, scan_star
-
-    names = [b.name for b in scan_star(path) if {"csConfidence", "csClassName"} & set(b.labels)]
-    if len(names) > 1:
-        pick_block(path, names, "predictions")
-
-
 def check_result_rows(path: Path, df: pd.DataFrame) -> None:
-    """Refuse a predictions table (CSV or STAR, read into ``df``) with a cut-off or damaged row, text
-    in a number column or, in a STAR file, predictions in several blocks. ``cryoshift info`` checks
-    the same, so that it never describes (or crashes on) a table that report refuses."""
+    """Refuse a predictions table (CSV or STAR, read into ``df``) with a cut-off or damaged row or
+    text in a number column (read_results refuses a STAR file with several blocks and none
+    data_particles). ``cryoshift info`` checks the same, so that it never describes (or crashes
+    on) a table that report refuses."""
     if path.suffix.lower() == ".star":
-        _check_star_blocks(path)
         _check_star_rows(path)
         _check_numbers(path, df)
     else:

@@ -149,9 +149,10 @@ def read_results(path: str | Path) -> pd.DataFrame:
         raise InputError(path, missing_reason(path) if not path.exists() else "is not a file")
     if path.suffix.lower() == ".star":
         from cryoshift.runtime.picks import read_star_blocks
+        from cryoshift.runtime.tables import pick_block
 
-        blocks = read_star_blocks(path)
-        df = blocks.get(BLOCK, next(iter(blocks.values()))).reset_index(drop=True).copy()
+        blocks = read_star_blocks(path)  # several blocks and none data_particles: refused, not guessed
+        df = blocks[pick_block(path, list(blocks), "predictions")].reset_index(drop=True).copy()
         if "rlnClassNumber" in df.columns:
             num = pd.to_numeric(df["rlnClassNumber"], errors="coerce")
             df["rlnClassNumber"] = (num - 1).astype(np.int64)

@@ -312,3 +312,18 @@ def test_info_of_an_empty_file_without_suffix_says_it_is_empty(tmp_path: Path, c
     empty = put(tmp_path / "picks", b"")
     line = assert_error(run_cli(["info", empty], capsys), empty)
     assert "file is empty" in line, line
+
+
+def test_a_dataset_labelled_flag_that_is_not_true_or_false_is_refused(tmp_path: Path, capsys: Capsys) -> None:
+    """dataset.json "labelled": "no" was read as labelled (bool of a non-empty string)."""
+    import numpy as np
+
+    from cryoshift.runtime.dataset import write_dataset
+
+    ds = write_dataset(
+        tmp_path / "ds", np.random.default_rng(0).normal(size=(3, 16, 16, 16)).astype(np.float32)
+    )
+    meta = json.loads((ds / "dataset.json").read_text())
+    (ds / "dataset.json").write_text(json.dumps({**meta, "labelled": "no"}))
+    line = assert_error(run_cli(["info", ds], capsys), ds / "dataset.json")
+    assert "'labelled' must be true or false" in line, line

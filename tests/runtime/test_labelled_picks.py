@@ -48,6 +48,19 @@ def test_predictions_are_not_labels(model_path, inputs, tmp_path, capsys):
     assert "csClassName holds cryoshift's predictions" in capsys.readouterr().err
 
 
+def test_two_label_columns_need_label_column(model_path, inputs, tmp_path, capsys):
+    """class and label both present (and disagreeing): the first was taken without a word;
+    --label-column picks one."""
+    rows = {"tomo": ["TS_01", "TS_02"], "x": [20.0, 20.0], "y": [24.0, 10.0], "z": [12.0, 12.0]}
+    rows |= {"class": ["ribosome", "proteasome"], "label": ["junk", "junk"]}
+    pd.DataFrame(rows).to_csv(tmp_path / "two.csv", index=False)
+    args = ["evaluate", str(model_path), str(tmp_path / "two.csv"), "-t", str(inputs["tomos"])]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "several label columns (class, label)" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "b"), "--label-column", "label"]) == 0
+    assert json.loads((tmp_path / "b" / "evaluation.json").read_text())["n"] == 2
+
+
 def test_int8_calibration_crops_picks_from_the_run_tomograms(inputs):
     import numpy as np
 
