@@ -96,12 +96,25 @@ _START_OVER = (
 )
 
 
+def looks_utf16(head: bytes) -> bool:
+    """Whether the first bytes of a file are UTF-16 text (a Windows editor's "Unicode"): a byte
+    order mark, then mostly ASCII once decoded (random bytes may start with a mark too)."""
+    if not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return False
+    codec = "utf-16-le" if head.startswith(b"\xff\xfe") else "utf-16-be"
+    body = head[2 : 2 + (len(head) - 2) // 2 * 2].decode(codec, errors="replace")
+    return bool(body) and sum(ch < "\x80" for ch in body) >= 0.9 * len(body)
+
+
 def csv_damage(path: Path, exc: UnicodeDecodeError | csv.Error) -> str:
     """Why a CSV could not be read, in words that point at the damaged line: the codec's own offset
     counts from a buffered chunk, not from the start of the file, so the line is found again here."""
     if isinstance(exc, csv.Error):
         return f"damaged: not a readable CSV ({exc})"
-    with open(path, "rb") as fh:  # rows end in newlines, so no UTF-8 character spans two lines
+    with open(path, "rb") as fh:
+        if looks_utf16(fh.read(4096)):
+            return "the file is UTF-16 text; save it as UTF-8"
+        fh.seek(0)  # rows end in newlines, so no UTF-8 character spans two lines
         for number, raw in enumerate(fh, 1):
             try:
                 raw.decode("utf-8")

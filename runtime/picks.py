@@ -170,7 +170,11 @@ def _read_table(path: Path) -> pd.DataFrame:
         with warnings.catch_warnings():  # fields past the header's last column are dropped, as classify does
             warnings.simplefilter("ignore", pd.errors.ParserWarning)
             return pd.read_csv(path, **options)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError as exc:
+        from cryoshift.runtime.ledger import csv_damage
+
+        raise InputError(path, csv_damage(path, exc)) from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise InputError(path, f"not a readable table ({type(exc).__name__}: {exc})") from exc
 
 

@@ -167,7 +167,11 @@ def read_results(path: str | Path) -> pd.DataFrame:
         sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
         try:
             df = pd.read_csv(path, sep=sep, keep_default_na=False, na_values=_missing_values(path, sep))
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
+            from cryoshift.runtime.ledger import csv_damage
+
+            raise InputError(path, csv_damage(path, exc)) from exc
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise InputError(path, f"not a readable results table ({exc})") from exc
     for c in df.columns:
         if not pd.api.types.is_numeric_dtype(df[c]):

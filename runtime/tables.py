@@ -142,7 +142,9 @@ def _why_no_blocks(path: Path) -> str:
     and "not a STAR file" sent the user looking at the content instead of the encoding."""
     with open(path, "rb") as fh:
         head = fh.read(4096)
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (b"\x00" in head and b"d\x00a\x00t\x00a\x00_" in head):
+    from cryoshift.runtime.ledger import looks_utf16
+
+    if looks_utf16(head) or (b"\x00" in head and b"d\x00a\x00t\x00a\x00_" in head):
         return "no data blocks found: the file is UTF-16 text; save it as UTF-8"
     if b"\r" in head and b"\n" not in head and b"data_" in head:
         return "no data blocks found: lines end in CR only (classic Mac); convert the line endings to LF"
@@ -415,7 +417,11 @@ def csv_options(path: Path) -> dict[str, Any]:
     try:
         with open(path, newline="") as fh:
             head = fh.read(8192)
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        from cryoshift.runtime.ledger import csv_damage
+
+        raise InputError(path, csv_damage(path, exc)) from exc
+    except OSError as exc:
         raise InputError(path, f"cannot read as text ({exc})") from exc
     if not head.strip():
         raise InputError(path, "file is empty")

@@ -327,3 +327,18 @@ def test_a_dataset_labelled_flag_that_is_not_true_or_false_is_refused(tmp_path: 
     (ds / "dataset.json").write_text(json.dumps({**meta, "labelled": "no"}))
     line = assert_error(run_cli(["info", ds], capsys), ds / "dataset.json")
     assert "'labelled' must be true or false" in line, line
+
+
+@pytest.mark.parametrize("name", ["predictions.csv", "picks.csv"])
+def test_a_utf16_table_is_named_as_such(name: str, tmp_path: Path, capsys: Capsys) -> None:
+    """A table saved as a Windows editor's "Unicode": the codec's words ("can't decode byte 0xff")
+    did not say what to do."""
+    path = tmp_path / name
+    head = (
+        "id,class_name,confidence,shift_score\na,x,0.5,1.0\n"
+        if name == "predictions.csv"
+        else "tomo,x,y,z\nT,1,2,3\n"
+    )
+    path.write_text(head, encoding="utf-16")
+    line = assert_error(run_cli(["info", path], capsys), path)
+    assert "UTF-16 text; save it as UTF-8" in line, line
