@@ -112,7 +112,11 @@ def _read_folder(path: Path, box_size: int | None, limit: int, seed: int) -> np.
 def voxel_and_contrast(path: str | Path) -> tuple[float | None, str | None, Path]:
     """The voxel size and contrast subtomograms at ``path`` say they have (None: not stated), and
     the file that says so: a dataset's dataset.json, an MRC's header, or the first MRC of a folder
-    that states a voxel size. Headers only; pick tables say neither (their tomograms do)."""
+    that states a voxel size. Headers only; pick tables say neither (their tomograms do).
+
+    A folder whose MRC files state voxel sizes more than VOXEL_TOLERANCE apart is refused: the
+    first file's size was checked against the model while the others were read too, so files of
+    another voxel size calibrated the int8 model unchecked."""
     from cryoshift.runtime.dataset import META, is_dataset, read_dataset
     from cryoshift.runtime.labelled_picks import is_pick_table
     from cryoshift.runtime.mrc import is_mrc_path, open_volume
@@ -127,14 +131,36 @@ def voxel_and_contrast(path: str | Path) -> tuple[float | None, str | None, Path
     files = [path] if path.is_file() else []
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if is_mrc_path(p) and p.is_file())
-    for file in files:
+    for i, file in enumerate(files):
         try:
             with open_volume(file) as vol:
-                if vol.voxel_size_known:
-                    return float(vol.voxel_size), None, file
+                voxel = float(vol.voxel_size) if vol.voxel_size_known else None
         except InputError:
             continue  # read_volumes names (or skips) a file it cannot read
+        if voxel is not None:
+            _refuse_mixed_voxel_sizes(path, voxel, file, files[i + 1 :])
+            return voxel, None, file
     return None, None, path
+
+
+def _refuse_mixed_voxel_sizes(folder: Path, first: float, first_file: Path, others: list[Path]) -> None:
+    """Refuse a folder whose files state voxel sizes more than VOXEL_TOLERANCE from the first's,
+    naming both files (a 1 KiB header read each, as classify plans a folder)."""
+    from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
+    from cryoshift.runtime.sources.planner import peek_voxel
+
+    for file in others:
+        header = peek_voxel(file)
+        if header is None or not header.voxel_size_known:
+            continue  # unreadable or unstated: read_volumes skips or reads it as before
+        voxel = float(header.voxel_size)
+        if (voxel_mismatch(voxel, first) or 0.0) > VOXEL_TOLERANCE:
+            raise InputError(
+                folder,
+                f"its MRC files state different voxel sizes ({first_file.name}: {first:.4g} A, "
+                f"{file.name}: {voxel:.4g} A); which one the data has is a guess: give a folder "
+                "of one voxel size",
+            )
 
 
 def config_data_paths(config: dict[str, Any]) -> list[Path]:

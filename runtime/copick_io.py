@@ -225,13 +225,22 @@ def _find_tomogram(config: str, run_name: str, voxel_spacing: float, tomo_type: 
     if vs is None:
         have = ", ".join(f"{v.voxel_size:g}" for v in run.voxel_spacings) or "none"
         raise InputError(config, f"run {run_name!r} has no voxel spacing {voxel_spacing:g} A (has: {have})")
-    tomo = next(iter(vs.get_tomograms(tomo_type)), None)
-    if tomo is None:
+    found = list(vs.get_tomograms(tomo_type))
+    if not found:
         have = ", ".join(t.tomo_type for t in vs.tomograms) or "none"
         raise InputError(
             config, f"run {run_name!r} at {voxel_spacing:g} A has no {tomo_type!r} tomogram (has: {have})"
         )
-    return tomo
+    if len(found) > 1:
+        # copick lists every tomogram of a type (a static and an overlay copy, several portal
+        # depositions): the first was cropped, which may be another reconstruction than meant
+        raise InputError(
+            config,
+            f"run {run_name!r} at {voxel_spacing:g} A has {len(found)} {tomo_type!r} tomograms; which "
+            "one to crop is a guess: keep one of that type in the project (remove or rename the "
+            "others' tomo_type) and pass it with --copick-tomo-type",
+        )
+    return found[0]
 
 
 def open_volume(path: str) -> CopickVolume:

@@ -27,10 +27,12 @@ import pandas as pd
 
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.jsonfile import read_json_object
+from cryoshift.runtime.labelled_picks import LABEL_COLUMNS as PICK_LABEL_COLUMNS
 
 DPI = 150
 FONT = 10  # pt
-LABEL_COLUMNS = ("class", "label", "true_class")
+# the label columns evaluate reads from picks, less class_name (the predictions' own column name)
+LABEL_COLUMNS = tuple(c for c in PICK_LABEL_COLUMNS if c != "class_name")
 
 
 def _plt() -> Any:
@@ -170,20 +172,34 @@ def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]
     _check_manifest(folder / "manifest.json", manifest)
     star = table.with_suffix(".star") if table.suffix == ".csv" else table
     if star.is_file() and star.suffix == ".star":  # input columns (labels) travel in the STAR only
+        particles = None
         try:
             import starfile
 
             particles = starfile.read(star, always_dict=True).get("particles")
-            if particles is not None and "csId" in particles:
-                label = next((c for c in particles.columns if str(c).lower() in LABEL_COLUMNS), None)
-                if label:
-                    truth = dict(
-                        zip(particles["csId"].astype(str), particles[label].astype(str), strict=True)
-                    )
-                    df["true_class"] = df["id"].astype(str).map(truth)
         except Exception:
             pass
+        if particles is not None and "csId" in particles:
+            label = _label_column(star, list(particles.columns))
+            if label:
+                truth = dict(zip(particles["csId"].astype(str), particles[label].astype(str), strict=True))
+                df["true_class"] = df["id"].astype(str).map(truth)
     return df, manifest, folder, table
+
+
+def _label_column(star: Path, columns: list[Any]) -> str | None:
+    """The input column holding the true classes (for the confusion matrix), or None.
+
+    Two of them (``class`` beside ``label``) are refused: the first one found was drawn as the
+    truth, and which column holds it is the user's call, as evaluate refuses it."""
+    found = [str(c) for c in columns if str(c).lower() in LABEL_COLUMNS]
+    if len(found) > 1:
+        raise InputError(
+            star,
+            f"several label columns ({', '.join(found)}) for the confusion matrix; keep only the one "
+            "holding the true classes (in the picks table before classify, or in this file)",
+        )
+    return found[0] if found else None
 
 
 RUN_FILES = ("config.json", "selection.json", "model.pt", "checkpoints")  # what cryoshift train leaves

@@ -83,9 +83,16 @@ def _plain_rows(pred: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([front, _classification(pred)], axis=1)
 
 
-def _particles_block(blocks: dict) -> str:
-    tables = [n for n, b in blocks.items() if isinstance(b, pd.DataFrame)]
-    return "particles" if "particles" in tables else max(tables, key=lambda n: len(blocks[n]))
+def _input_block(path: Path) -> str:
+    """The block of an input STAR whose rows classify read (tables.pick_layout's block of picks,
+    or the listing's), so that predictions join those rows.
+
+    Why: the largest table (or the first loop, for a large file) was taken instead, so a picks
+    block not named data_particles after a data_optics loop of as many rows had its predictions
+    written onto the optics rows, without a word."""
+    from cryoshift.runtime.tables import _is_listing_star, _listing_block, pick_layout
+
+    return (_listing_block(path) if _is_listing_star(path) else pick_layout(path).block).name
 
 
 def _fill(df: pd.DataFrame) -> pd.DataFrame:
@@ -110,10 +117,10 @@ def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | N
     for path, ids in origins:
         try:
             big = len(ids) > INPUT_STREAM_ROWS
-            blocks = _read_large(Path(path), ids, row_of) if big else read_star(path)
+            name = _input_block(Path(path))
+            blocks = _read_large(Path(path), ids, row_of, name) if big else read_star(path)
         except Exception:  # the input changed or vanished since planning: fall back to plain rows
             continue
-        name = _particles_block(blocks)
         table = blocks[name].reset_index(drop=True)
         if len(table) != len(ids) and "\0rows" not in blocks:
             continue
@@ -149,15 +156,14 @@ def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | N
     return {**extra_blocks, "particles": particles}
 
 
-def _read_large(path: Path, ids: Sequence[str | None], row_of: dict[str, int]) -> dict:
+def _read_large(path: Path, ids: Sequence[str | None], row_of: dict[str, int], name: str) -> dict:
     """The blocks of a large input STAR without reading it whole: the other blocks as they are,
-    the particles block with only the rows that have results (their text kept as written), and
-    under the key ``"\0rows"`` the map from input row number to position in that block."""
+    the block ``name`` (:func:`_input_block`) with only the rows that have results (their text
+    kept as written), and under the key ``"\0rows"`` the map from input row number to position
+    in that block."""
     from cryoshift.runtime.tables import scan_star, star_chunks
 
     blocks = scan_star(path)
-    loops = [b for b in blocks if b.loop]
-    name = "particles" if any(b.name == "particles" for b in loops) else loops[0].name
     out: dict = {}
     for block in blocks:
         if not block.loop:
@@ -180,7 +186,7 @@ def _read_large(path: Path, ids: Sequence[str | None], row_of: dict[str, int]) -
         out[block.name] = table
         if wanted is not None:
             out["\0rows"] = {r: i for i, r in enumerate(sorted(wanted))}
-    # the particles block last, as starfile gives it: _particles_block picks it by name or size
+    # the particles block last, as starfile gives it
     return out
 
 

@@ -208,8 +208,10 @@ def tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -
             continue
         for path in paths:
             if is_dangling(path) and str(path) != text:
-                # In a folder or glob: indexed, so its picks fail naming it (add_picks).
-                index.setdefault(strip_suffix(path.name), path)
+                # In a folder or glob: indexed, so its picks fail naming it (add_picks). Beside a
+                # file of its name it makes the name ambiguous, as any second file does: kept out
+                # only when it came second, the picks were silently cropped from the other file.
+                index.add(strip_suffix(path.name), path)
                 continue
             try:
                 is_file = path.is_file()

@@ -282,10 +282,34 @@ class Planner:
             refuse_special(path)  # a named pipe is there, just not a file: say so
             raise InputError(path, missing_reason(path))
         if is_listing(path):
+            self._refuse_listing_with_picks(path)
             self.add_listing(path)
         else:
             self.pick_tables += 1
             plan_pick_table(self, path)
+
+    def _refuse_listing_with_picks(self, path: Path) -> None:
+        """Refuse a STAR that lists extracted subtomograms (``rlnImageName``) and holds pick
+        coordinates too (RELION's particles.star after Extract) when ``--tomograms`` is given.
+
+        Why: it was read as the listing without a word, so with ``-t`` (meant for these picks, or
+        for another input's) the listed files were classified, not crops of the tomograms; which
+        of the two the user means is a guess."""
+        if not self.tomograms or path.suffix.lower() != ".star":
+            return
+        from cryoshift.runtime.picks import CENTERED_COLUMNS, PIXEL_COLUMNS
+        from cryoshift.runtime.sources.picktables import star_has
+
+        coords = next((c for c in (PIXEL_COLUMNS[0], CENTERED_COLUMNS[0]) if star_has(path, c)), None)
+        if coords is None:
+            return
+        raise InputError(
+            path,
+            f"lists subtomogram files (rlnImageName) and holds pick coordinates ({coords}), and "
+            "--tomograms is given: classifying the listed files or cropping the picks from the "
+            "tomograms is a guess; classify it without --tomograms for the listed files, or remove "
+            "its rlnImageName column to crop the picks",
+        )
 
     def add_listing(self, path: Path) -> None:
         """A table of subtomogram files and stack slices (rlnImageName, ``path``/``index``); a row
