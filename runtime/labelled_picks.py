@@ -1,11 +1,11 @@
 """Labelled picks: a pick table (STAR or CSV) with a class column, cropped from its tomograms.
 
 ``cryoshift evaluate MODEL picks.star -t tomograms.star`` scores a model on hand-labelled
-picks. The label column is the first of ``class``, ``label``, ``class_name``, ``true_class``
-(any case) unless one is named. Classify's own ``csClassName`` is a prediction, never a
-label, and is refused. Picks that cannot be cropped (outside the tomogram, unreadable) are
-skipped and counted, as are rows with bad coordinates, crops holding NaN/Inf or a blank box, and
-rows with an empty label.
+picks. The label column is the one of ``class``, ``label``, ``class_name``, ``true_class``
+(any case) the table has, or the one named (a table with several must name one). Classify's
+own ``csClassName`` is a prediction, never a label, and is refused. Picks that cannot be
+cropped (outside the tomogram, unreadable) are skipped and counted, as are rows with bad
+coordinates, crops holding NaN/Inf or a blank box, and rows with an empty label.
 """
 
 from __future__ import annotations

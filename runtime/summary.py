@@ -178,7 +178,10 @@ def finish_run(
     )
     if split:
         summary.notes.append(f"one STAR per class: {', '.join(p.name for p in split)}")
-    if names["csv"].name == f"{PREDICTIONS}.csv" and any(str(t).startswith("copick:") for t in plan.inputs):
+    # a --devices worker (subshard) leaves the copick write to its parent, which writes the whole
+    # result once under the session asked for (the workers wrote their shares under the default one)
+    to_copick = not settings.get("subshard") and any(str(t).startswith("copick:") for t in plan.inputs)
+    if names["csv"].name == f"{PREDICTIONS}.csv" and to_copick:
         from cryoshift.runtime.copick_io import default_session, write_predictions
 
         settings["copick_session"] = settings.get("copick_session") or default_session(model["sha256"])

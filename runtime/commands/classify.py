@@ -74,8 +74,8 @@ def command(
     transfer: str = typer.Option(
         "fp32",
         "--transfer",
-        help="fp16: send half the bytes to the GPU (cast on "
-        "the host, checked against fp32 on the first batch; see the manifest).",
+        help="fp32 or fp16. fp16: send half the bytes to the GPU (cast on "
+        "the host, checked against fp32 on the first 64 subtomograms; see the manifest).",
     ),
     reader_processes: bool = typer.Option(
         False,
@@ -184,7 +184,7 @@ def command(
     Example: cryoshift classify model.onnx picks.star -t 'tomos/*.mrc' stack.mrcs -o results
 
     copick: cryoshift classify model.onnx copick:config.json --copick-voxel-spacing 10
-    --copick-tomo-type wbp --copick-picks ribosome:alice:1 -o results (needs cryoshift[copick]).
+    --copick-tomo-type wbp --copick-picks ribosome:alice:1 -o results (needs the copick extra).
     """
     from cryoshift.runtime.copick_io import fold_inputs, is_copick
     from cryoshift.runtime.errors import InputError
@@ -210,6 +210,10 @@ def command(
     if ray:
         if device_list or shard:
             raise InputError(None, "--ray distributes by itself; drop --devices/--shard")
+        if workers != 2 or reader_processes or transfer != "fp32":  # silently ignored before
+            raise InputError(
+                None, "--ray actors read their own batches; drop --workers/--reader-processes/--transfer"
+            )
         if any(is_copick(t) for t in inputs):
             raise InputError(None, "copick inputs are not yet supported with --ray")
         from cryoshift.runtime.distributed import classify_ray

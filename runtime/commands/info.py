@@ -15,7 +15,7 @@ def command(
         ...,
         metavar="PATH",
         readable=False,  # an unreadable file is one problem line, the others are still checked
-        help="MRC file (.mrc .mrcs .map .rec, gzip ok), picks or listing "
+        help="MRC file (.mrc .mrcs .map .rec .st .ali, gzip/bzip2 ok), picks or listing "
         "(.star .csv .tsv), dataset directory, ONNX model, or atomic model (PDB/mmCIF). Several allowed.",
     ),
     full: bool = typer.Option(

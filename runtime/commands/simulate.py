@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from cryoshift.runtime.commands._options import NO_PROGRESS
 from cryoshift.runtime.errors import InputError, check_out_folder, require_extra
 from cryoshift.runtime.hostmem import capped_threads, check_threads
 
@@ -24,6 +25,8 @@ BUILTIN_NAMES = (
     "globular",
     "membrane",
 )
+# Names of the simulation presets, for --help (a test keeps it equal to training.simulate.PRESETS)
+PRESET_NAMES = ("paper", "realistic", "broad", "tilt", "wide", "clean")
 NO_ARGS_IS_HELP = True
 
 Pair = Optional[tuple[float, float]]  # noqa: UP045 (typer reads the annotation at run time)
@@ -72,9 +75,7 @@ def command(
     n: int = typer.Option(2000, "--n", help="Number of subtomograms (classes drawn uniformly)."),
     box: int = typer.Option(32, "--box", help="Box size in voxels."),
     voxel_size: float = typer.Option(10.0, "--voxel-size", help="Voxel size in Angstrom."),
-    preset: str = typer.Option(
-        "paper", "--preset", help="Starting ranges: paper, realistic, tilt, wide, clean."
-    ),
+    preset: str = typer.Option("paper", "--preset", help="Starting ranges: " + ", ".join(PRESET_NAMES) + "."),
     config: Path | None = typer.Option(
         None,
         "--config",
@@ -141,10 +142,10 @@ def command(
         "--structure-seed",
         help="Seed of the built-in structures' details; keep it fixed so train and test sets share classes.",
     ),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(256, "--batch-size", help="Subtomograms simulated per batch."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
+    no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Simulate a labelled dataset of subtomograms (domain-randomised, Cryo-Shift style).
 

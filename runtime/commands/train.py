@@ -28,12 +28,15 @@ class TrainCommand(TyperCommand):
     def format_help(self, ctx: typer.Context, formatter: object) -> None:
         try:
             from cryoshift.training.adapt import methods_help
-        except ImportError:  # no torch: keep METHOD_HELP
+            from cryoshift.training.backbones import list_backbones
+        except ImportError:  # no torch: keep METHOD_HELP and the backbone examples
             pass
         else:
             for param in self.params:
                 if param.name == "method":
                     param.help = f"Adaptation method: {methods_help(default=param.default)}."
+                if param.name == "backbone":
+                    param.help = f"Backbone registry name: {', '.join(list_backbones())}."
         super().format_help(ctx, formatter)
 
 
@@ -108,9 +111,8 @@ def command(
     backbone: str = typer.Option(
         "cryonet-deep-centred",
         "--backbone",
-        help="Backbone registry name (e.g. "
-        "cryonet-deep-centred, cryonet-centred, cryonet, cryonet-small, "
-        "dsrf3d-v2, encoder4, cb3d).",
+        help="Backbone registry name (e.g. cryonet-deep-centred, cryonet-centred, cryonet; all are "
+        "listed here once the 'train' extra is installed).",
     ),
     test_views: int = typer.Option(
         4,
@@ -138,7 +140,9 @@ def command(
         "a note names the options given otherwise).",
     ),
     device: str = typer.Option(
-        "auto", "--device", help="cpu, cuda or auto. Under torchrun each process takes its LOCAL_RANK GPU."
+        "auto",
+        "--device",
+        help="cpu, cuda, cuda:N or auto. Under torchrun each process takes its LOCAL_RANK GPU.",
     ),
     val_fraction: float = typer.Option(
         0.1, "--val-fraction", help="Held-out share of a source dataset, used for selection and calibration."

@@ -124,9 +124,10 @@ def test_simulate_dataset_writes_the_format_and_is_reproducible(builtins16, tmp_
 
 def test_cli_help_lists_the_builtins():
     from cryoshift.runtime.commands import simulate as verb
-    from cryoshift.training.simulate import BUILTIN_NAMES
+    from cryoshift.training.simulate import BUILTIN_NAMES, PRESETS
 
     assert list(verb.BUILTIN_NAMES) == BUILTIN_NAMES
+    assert list(verb.PRESET_NAMES) == list(PRESETS)
 
 
 def test_cli_writes_a_dataset_and_reports_bad_input(tmp_path, capsys):
