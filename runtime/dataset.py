@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -390,15 +391,25 @@ def _check_class_column(
     given = column.astype(str).to_numpy()
     expected = np.asarray(class_names, dtype=object)[labels].astype(str)
     wrong = np.flatnonzero(column.notna().to_numpy() & (given != expected))
-    if len(wrong):
+    _refuse_rows(
+        wrong,
+        path,
+        vol,
+        "' class_name is not the name of their label",
+        lambda row: f", label {int(labels[row])} is {str(expected[row])!r}, class_name {str(given[row])!r}",
+        "correct the one that is wrong",
+    )
+
+
+def _refuse_rows(
+    bad: np.ndarray, path: Path, vol: MrcVolume, what: str, first: Callable[[int], str], advice: str
+) -> None:
+    """Refuse a table with ``bad`` rows (indices), naming how many and the first (``first`` says
+    what is wrong with it), and close the stack the caller opened."""
+    if len(bad):
         vol.close()
-        row = int(wrong[0])
-        raise InputError(
-            path,
-            f"{len(wrong)} rows' class_name is not the name of their label (first: row {row}, label "
-            f"{int(labels[row])} is {str(expected[row])!r}, class_name {str(given[row])!r}); correct "
-            "the one that is wrong",
-        )
+        row = int(bad[0])
+        raise InputError(path, f"{len(bad)} rows{what} (first: row {row}{first(row)}); {advice}")
 
 
 # What ``unusable_volumes`` finds, for the messages that name it.
@@ -462,7 +473,7 @@ def _voxel_size(info: dict[str, Any], vol: MrcVolume, directory: Path) -> float:
     return stated
 
 
-def _check_order(table: pd.DataFrame, path: Path, vol: Any) -> None:
+def _check_order(table: pd.DataFrame, path: Path, vol: MrcVolume) -> None:
     """Refuse a table whose ``index`` column (the writer's 0..n-1) does not read 0..n-1 down the
     rows: row i describes volume i, so a table sorted by class or with a repeated row paired labels
     and picks with the wrong volumes without a word (evaluate scored a wrong accuracy)."""
@@ -470,15 +481,14 @@ def _check_order(table: pd.DataFrame, path: Path, vol: Any) -> None:
         return
     values = pd.to_numeric(table["index"], errors="coerce").to_numpy(dtype=np.float64)
     off = np.flatnonzero(values != np.arange(len(values)))  # NaN differs from every row number
-    if len(off):
-        vol.close()
-        row = int(off[0])
-        raise InputError(
-            path,
-            f"{len(off)} rows are out of volume order (first: row {row} has index "
-            f"{table['index'].iloc[row]!r}); row i must describe volume i of {VOLUMES}: sort the "
-            "table by index and remove repeated rows",
-        )
+    _refuse_rows(
+        off,
+        path,
+        vol,
+        " are out of volume order",
+        lambda row: f" has index {table['index'].iloc[row]!r}",
+        f"row i must describe volume i of {VOLUMES}: sort the table by index and remove repeated rows",
+    )
 
 
 def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
