@@ -236,7 +236,9 @@ def ort_failure(exc: BaseException) -> str:
         tensor = f" (tensor {where.group(1)})" if where else ""
         return f"its external data file cannot be used{tensor}: {text.split('Error:')[-1].strip()}"
     text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text)
-    return text[:300] or type(exc).__name__
+    if len(text) > 400:  # one line, but with its end: ORT says what failed last (a Reshape's shapes)
+        text = f"{text[:250]} ... {text[-140:]}"
+    return text or type(exc).__name__
 
 
 def read_onnx_metadata(path: str | Path) -> ModelMetadata:

@@ -188,3 +188,16 @@ def test_bench_caps_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     assert err.count(f"--workers {asked} is more readers than 1 CPU can use") == 1, err
     assert "4 reader threads" in out
     assert json.loads(result.read_text())["workers"] == 4
+
+
+def test_a_long_onnxruntime_message_keeps_its_end() -> None:
+    """ORT names what failed at the end of a long message (a Reshape's shapes); cutting it at 300
+    characters dropped exactly that part."""
+    from cryoshift.runtime.metadata import ort_failure
+
+    head = "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Reshape node. "
+    tail = " The input tensor cannot be reshaped. Input shape:{3,8}, requested shape:{1,24}"
+    text = head + "x" * 600 + tail
+    line = ort_failure(RuntimeError(text))
+    assert line.startswith("Non-zero status code") and line.endswith("requested shape:{1,24}")
+    assert len(line) < 420 and "\n" not in line
