@@ -139,7 +139,7 @@ PROBABILITY_SLACK = 1e-6  # probabilities are written to 9 significant digits: s
 
 
 def _prediction_checker(
-    header: list[str], class_names: list[str], first: _Table
+    header: list[str], class_names: list[str], first: _Table, threshold: float | None = None
 ) -> Callable[[list[str]], tuple[str, str] | None]:
     """A check of one predictions row against what classify writes (pipeline.score_rows through
     ledger.format_value): (column, problem) for the first value it cannot have written, else None.
@@ -147,7 +147,8 @@ def _prediction_checker(
     Why: merge copied the shards' values as they were, so an edited or foreign shard (confidence
     7.5, a class index the model does not have, a class name that is not its index's) reached the
     merged results without a word. ``class_names`` are the manifest's (the model's); the header's
-    probability columns must be theirs, in order.
+    probability columns must be theirs, in order. ``threshold`` is the confidence under which the
+    shards said ``unknown`` (the manifests' --unknown-threshold, else the model's).
     """
     from cryoshift.runtime.picks import _list
     from cryoshift.runtime.pipeline import UNKNOWN
@@ -226,6 +227,11 @@ def _prediction_checker(
                 return "confidence", f"{text} is not prob_{names[best]} ({row[prob_at[best]]})"
             if values and max(values) > confidence + PROBABILITY_SLACK:
                 return "confidence", f"{text} is not the highest probability ({max(values):.9g})"
+            flag = row[col["unknown"]] if "unknown" in col else None
+            clear = threshold is not None and abs(confidence - threshold) > PROBABILITY_SLACK
+            if clear and flag is not None and (flag == "1") != (confidence < threshold):
+                side = "under" if confidence < threshold else "over"
+                return "unknown", f"{flag} where the confidence {text} is {side} the threshold {threshold:g}"
         if "shift_score" in col:
             shift = number(row[col["shift_score"]])
             if shift is None or shift < 0:  # nan: a model without feature statistics
@@ -378,7 +384,7 @@ def merge_shards(
     class_names = first["model"].get("class_names") or []
     pred_header = _agreed_header(preds, result_columns(class_names))
     err_header = _agreed_header(errs, list(ERROR_COLUMNS))
-    check = _prediction_checker(pred_header, class_names, preds[0])
+    check = _prediction_checker(pred_header, class_names, preds[0], _threshold(first))
     kept: list[tuple[list[int], int]] = []
     tmps = [names[k].with_name(f".{names[k].name}.{os.getpid()}.tmp") for k in ("csv", "errors")]
     try:  # both tables whole or neither: a damaged shard leaves an older merge as it was
@@ -475,6 +481,15 @@ def _manifests(
                     "with the same command line",
                 )
     return manifests, note
+
+
+def _threshold(manifest: dict[str, Any]) -> float | None:
+    """The confidence under which classify said ``unknown`` in these shards (their settings agree:
+    _SAME_IN_EVERY_SHARD), or None where the manifest does not say."""
+    given = manifest.get("settings", {}).get("unknown_threshold")
+    value = given if given is not None else manifest["model"].get("unknown_threshold")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def _manifest_path(predictions: Path, key: tuple[int, int]) -> Path:

@@ -199,6 +199,24 @@ def test_merge_refuses_rows_whose_values_contradict_each_other(
     assert "row 1 (line 2), column unknown: " in line and "-1 exactly when unknown" in line, line
 
 
+def test_merge_refuses_an_unknown_flag_the_threshold_contradicts(
+    shards: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Shards whose manifests say a threshold of 0.999 (every confidence under it: all unknown)
+    but whose rows say known: the rows were not scored with that threshold (an edited manifest or
+    table), and merge copied them."""
+    import json
+
+    folder = _copy(shards, tmp_path)
+    for manifest in folder.glob("manifest.shard-*.json"):
+        data = json.loads(manifest.read_text())
+        data["settings"]["unknown_threshold"] = 0.999
+        manifest.write_text(json.dumps(data))
+    table = folder / "predictions.shard-0-of-2.csv"
+    line = assert_error(run_cli(["merge", folder, "-o", tmp_path / "m"], capsys), table)
+    assert "column unknown: 0 where the confidence" in line and "under the threshold 0.999" in line, line
+
+
 def test_merge_refuses_probability_columns_of_other_classes(
     shards: Path, tmp_path: Path, capsys: Capsys
 ) -> None:
