@@ -8,6 +8,7 @@ import typer
 from typer.core import TyperCommand
 
 from cryoshift.runtime.commands._options import NO_PROGRESS
+from cryoshift.runtime.commands.simulate import PRESET_NAMES
 
 NAME = "train"
 NO_ARGS_IS_HELP = True
@@ -159,7 +160,7 @@ def command(
     sim_preset: str = typer.Option(
         "broad",
         "--sim-preset",
-        help="Simulation preset when simulating (broad, paper, realistic, tilt, wide, clean).",
+        help=f"Simulation preset when simulating ({', '.join(PRESET_NAMES)}).",
     ),
     sim_per_epoch: int = typer.Option(6144, "--sim-per-epoch", help="Fresh simulated volumes per epoch."),
     spectrum_match: bool = typer.Option(
