@@ -222,6 +222,7 @@ def load_target(
             dataset_fingerprint(path),
             f"dataset {path}",
             skipped,
+            _repeated_volume_note(str(spec), volumes),
         )
     if oracle_labels:
         raise InputError(path, "--oracle-target-labels needs a labelled target dataset directory")
@@ -344,8 +345,30 @@ def _load_planned(
         f"sha256:{h}",
         f"{len(ok)} subtomograms from {spec}",
         skipped,
-        _unknown_voxel_note(sorted(used & set(plan.unknown_voxel)), voxel_size),
+        _unknown_voxel_note(sorted(used & set(plan.unknown_voxel)), voxel_size)
+        + _repeated_volume_note(spec, volumes[ok]),
     )
+
+
+REPEAT_CHECK = 256  # target volumes compared with the first for the repeated-volume note
+
+
+def _repeated_volume_note(spec: str, volumes: np.ndarray) -> list[str]:
+    """A note when every target volume (of up to REPEAT_CHECK, evenly spread) is the same one: a
+    stack or picks table that repeats one entry trained, spectrum-matched and template-matched on
+    one subtomogram as if on many, without a word."""
+    n = len(volumes)
+    if n < 2:
+        return []
+    rows = np.unique(np.linspace(0, n - 1, min(n, REPEAT_CHECK)).astype(np.int64))
+    first = np.asarray(volumes[0])
+    if not all(np.array_equal(np.asarray(volumes[i]), first) for i in rows[1:]):
+        return []
+    which = f"all {n}" if len(rows) == n else f"the {len(rows)} of {n} checked"
+    return [
+        f"{spec}: {which} target volumes are one and the same volume: the model adapts to that one "
+        "subtomogram (a stack or picks table that repeats one entry?)"
+    ]
 
 
 def _unknown_voxel_note(paths: list[str], voxel_size: float) -> list[str]:

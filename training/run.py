@@ -272,3 +272,40 @@ def resume_note(ignored: list[str]) -> str:
     more = len(ignored) - MAX_RESUME_NOTES
     listed = ", ".join(ignored[:MAX_RESUME_NOTES]) + (f" and {more} more" if more > 0 else "")
     return f"resuming with the run's stored settings; ignored: {listed}"
+
+
+# What a run writes into its folder, by the name a refusal gives it.
+_RUN_FILES = {
+    "config.json": "training config",
+    "versions.json": "versions record",
+    METRICS: "metrics",
+    "selection.json": "epoch selection",
+    "target_classes.csv": "target class histogram",
+    "model.pt": "selected model",
+    f"{CHECKPOINTS}/{RESUME}": "resume state",
+}
+_RUN_FOLDERS = {CHECKPOINTS: "checkpoints", "plots": "plots"}
+
+
+def check_run_paths(run_dir: Path) -> None:
+    """Refuse a run folder where a file the run writes is a folder (or a folder it writes into is a
+    file), before any data is read: each was found only when the run came to write it, as
+    "model.pt.tmp: Is a directory" or "plots: File exists", after every epoch had trained."""
+    from cryoshift.runtime.errors import InputError
+
+    for name, what in _RUN_FOLDERS.items():
+        folder = run_dir / name
+        if folder.exists() and not folder.is_dir():
+            raise InputError(
+                folder,
+                f"is not a folder, and the run keeps its {what} there; move it away or choose another --out",
+            )
+    for name, what in _RUN_FILES.items():
+        path = run_dir / name
+        for candidate in (path, path.with_suffix(path.suffix + ".tmp")):  # the atomic writes' temp files
+            if candidate.is_dir():
+                raise InputError(
+                    candidate,
+                    f"is not a file but a folder, where the run writes its {what}; move it away or "
+                    "choose another --out",
+                )

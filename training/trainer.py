@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from cryoshift.runtime.contract import CONTRASTS
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, check_out_folder
 from cryoshift.runtime.hostmem import capped_threads, check_threads
 from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.metadata import NORMALISATIONS, ModelMetadata
@@ -468,6 +468,30 @@ def _check_split(source: str, full: Domain, train_src: Domain, fraction: float) 
         )
 
 
+def _refuse_source_as_target(source: str, target: str) -> None:
+    """Refuse a --target that is the --source dataset (its folder or its volumes.mrc): the run
+    "adapted" to its own labelled data, and selected and calibrated on it, and ended like any
+    other run, so a copy-paste slip gave a source-only model that looked adapted. Checked after
+    the target is read, so the target's own refusals (--tomograms with a dataset) come first."""
+    import os
+
+    if not is_dataset(source):
+        return
+    src = Path(source)
+    for candidate in (src, src / "volumes.mrc"):
+        try:
+            same = os.path.samefile(target, candidate)
+        except (OSError, ValueError):
+            same = False
+        if same:
+            raise InputError(
+                target,
+                f"is the --source dataset {source} itself: the target is the other domain's "
+                "unlabelled data (the experimental subtomograms); give those as --target, or leave "
+                "--target out with --method source-only",
+            )
+
+
 def _method_flags(name: str) -> tuple[bool, bool]:
     from cryoshift.training.adapt import METHODS
 
@@ -534,7 +558,11 @@ class _Run:
         self.info = info
         self.dir = Path(config.out)
         self.resume = resume
+        # an --out that is a file, under a file or a dangling link was "File exists" at the first
+        # write, after the target was read (and template-matched)
+        check_out_folder(self.dir, "--out", "the run is written to")
         self.config = self._resolve_config(config)
+        run.check_run_paths(self.dir)
         if self.config.threads:
             self.config = dataclasses.replace(self.config, threads=capped_threads(self.config.threads))
             torch.set_num_threads(self.config.threads)
@@ -554,10 +582,13 @@ class _Run:
                 import sys
 
                 print(f"cryoshift: note: {run.resume_note(ignored)}", file=sys.stderr)
+            epochs = old.epochs if config.epochs is None else config.epochs
+            if epochs is None:  # "epochs": null (an edited file) was a TypeError traceback after loading
+                raise InputError(stored, 'holds no epoch count ("epochs": null); pass --epochs with --resume')
             resolved = dataclasses.replace(
                 old,
                 out=str(self.dir),
-                epochs=old.epochs if config.epochs is None else config.epochs,
+                epochs=epochs,
                 device=config.device,
                 progress=config.progress,
                 threads=config.threads,
@@ -652,6 +683,7 @@ class _Run:
                 oracle_labels=c.oracle_target_labels,
                 max_items=c.max_target,
             )
+            _refuse_source_as_target(c.source, c.target)
         if self.target is not None and self.info.is_main and log.plain():
             print(log.target_line(self.target), flush=True)
         if self.target is not None and self.target.skipped and self.info.is_main:

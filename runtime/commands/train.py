@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -60,6 +61,38 @@ def _parse_kv(items: list[str], option: str) -> dict[str, object]:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def _check_hparams_of_method(method: str, hparams: dict[str, object]) -> None:
+    """Refuse ``--hparam`` keys the chosen method does not take, before any data is read.
+
+    The registry accepts another method's key and ignores it (one dictionary fits every method
+    in the Python API), so ``--method selftrain --hparam dann_weight=0.5`` trained without the
+    setting and without a word; an unknown key was refused only after the target had been read,
+    with a list of every method's keys. Not on --resume: the run's stored ones win there."""
+    import difflib
+
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.training.adapt import METHODS
+
+    try:
+        factory = METHODS.get(method)
+    except ValueError:  # an unknown method is refused by name later, with the list of methods
+        return
+    own = sorted(factory.defaults())  # type: ignore[attr-defined]
+    takes = f"it takes {', '.join(own)}" if own else "it takes none"
+    for key in hparams:
+        if key in own:
+            continue
+        users = [n for n in METHODS.names() if key in METHODS.get(n).defaults()]  # type: ignore[attr-defined]
+        if users:
+            why = f"is a hyper-parameter of {', '.join(users)}, not of method {method!r}"
+        else:
+            close = difflib.get_close_matches(key, own, n=1)
+            why = f"is not a hyper-parameter of method {method!r}" + (
+                f" (did you mean {close[0]}?)" if close else ""
+            )
+        raise InputError(None, f"--hparam {key} {why}; {takes}")
 
 
 def _check_target_options(
@@ -287,6 +320,8 @@ def command(
         (target,) = fold_inputs([target], copick_voxel_spacing, copick_tomo_type, copick_picks, copick_run)
     from cryoshift.training.trainer import TrainConfig, train
 
+    method_kwargs = _parse_kv(hparam, "--hparam")
+
     config = TrainConfig(
         source=source,
         out=str(out),
@@ -318,13 +353,16 @@ def command(
         tomograms=list(tomograms),
         max_target=max_target,
         oracle_target_labels=oracle_target_labels,
-        method_kwargs=_parse_kv(hparam, "--hparam"),
+        method_kwargs=method_kwargs,
         backbone_kwargs=_parse_kv(backbone_opt, "--backbone-opt"),
         selection_criterion=selection,
         amp=amp,
         threads=threads,
         progress=not no_progress,
     )
+    if not resume:
+        config.check()  # a value of the wrong kind is said first (train() checks again: cheap)
+        _check_hparams_of_method(method, method_kwargs)
     result = train(config, resume=resume)
     if result.model_path is None:  # a non-zero rank under torchrun
         return
@@ -339,4 +377,5 @@ def command(
             f"temperature {meta.temperature:.3f}  unknown_threshold {meta.unknown_threshold:.3f}  "
             f"last source val accuracy {last.get('src_val_acc', float('nan')):.3f}"
         )
-    typer.echo(f"next: cryoshift export {result.run_dir}")
+    # quoted for a shell: a run folder with a space in its name broke the pasted command
+    typer.echo(f"next: cryoshift export {shlex.quote(str(result.run_dir))}")
