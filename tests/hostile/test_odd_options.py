@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hostile_inputs import BOX, VOXEL, Capsys, assert_error, run_cli, volumes
+from hostile_inputs import BOX, VOXEL, Capsys, assert_error, run_cli, train_argv, volumes
 
 # ---------------------------------------------------------------------------------------------
 # simulate
@@ -95,28 +95,6 @@ def test_simulate_lowers_threads_above_the_cpu_count(
 # train
 
 
-def _train(dataset: Path, out: Path, *options: object) -> list[object]:
-    return [
-        "train",
-        "--source",
-        dataset,
-        "--out",
-        out,
-        "--epochs",
-        1,
-        "--backbone",
-        "cryonet-small",
-        "--method",
-        "source-only",
-        "--device",
-        "cpu",
-        "--threads",
-        1,
-        "--no-progress",
-        *options,
-    ]
-
-
 @pytest.mark.parametrize(
     ("options", "reason"),
     [
@@ -151,7 +129,7 @@ def test_train_refuses_odd_options(
     options: list[str], reason: str, tmp_path: Path, capsys: Capsys, dataset: Path
 ) -> None:
     pytest.importorskip("torch")
-    result = run_cli(_train(dataset, tmp_path / "run", *options), capsys)
+    result = run_cli(train_argv(dataset, tmp_path / "run", *options), capsys)
     assert reason in assert_error(result, reason)
     assert not (tmp_path / "run").exists()
 
@@ -162,7 +140,7 @@ def test_train_refuses_a_max_target_of_zero(tmp_path: Path, capsys: Capsys, data
     from cryoshift.runtime.dataset import write_dataset
 
     target = write_dataset(tmp_path / "target", volumes(3, seed=4), voxel_size=VOXEL)
-    argv = _train(dataset, tmp_path / "run", "--target", target, "--max-target", 0)
+    argv = train_argv(dataset, tmp_path / "run", "--target", target, "--max-target", 0)
     argv[argv.index("source-only")] = "selftrain"
     assert_error(run_cli(argv, capsys), "--max-target must be at least 1, not 0")
 
@@ -180,7 +158,7 @@ def test_train_refuses_options_that_contradict_the_source_dataset(
     options: list[str], reason: str, tmp_path: Path, capsys: Capsys, dataset: Path
 ) -> None:
     pytest.importorskip("torch")
-    line = assert_error(run_cli(_train(dataset, tmp_path / "run", *options), capsys), dataset)
+    line = assert_error(run_cli(train_argv(dataset, tmp_path / "run", *options), capsys), dataset)
     assert reason in line
     assert not (tmp_path / "run" / "model.pt").exists()
 
@@ -191,7 +169,7 @@ def test_train_notes_a_source_too_small_to_hold_out_validation(tmp_path: Path, c
     from cryoshift.runtime.dataset import write_dataset
 
     src = write_dataset(tmp_path / "src", volumes(2), labels=[0, 1], class_names=["a", "b"], voxel_size=VOXEL)
-    code, _, err = run_cli(_train(src, tmp_path / "run", "--batch-size", 2), capsys)
+    code, _, err = run_cli(train_argv(src, tmp_path / "run", "--batch-size", 2), capsys)
     assert code == 0, err
     assert "--val-fraction 0.1 of 2 source volumes holds none out" in err
     assert (tmp_path / "run" / "model.pt").is_file()

@@ -14,35 +14,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from hostile_inputs import VOXEL, Capsys, assert_error, run_cli, volumes
-
-
-def _train(source: Path, out: Path, *options: object) -> list[object]:
-    """A one-epoch, one-thread, fp32 source-only run (options given later win)."""
-    return [
-        "train",
-        "--source",
-        source,
-        "--out",
-        out,
-        "--epochs",
-        1,
-        "--backbone",
-        "cryonet-small",
-        "--method",
-        "source-only",
-        "--test-views",
-        1,
-        "--batch-size",
-        4,
-        "--device",
-        "cpu",
-        "--threads",
-        1,
-        "--no-amp",
-        "--no-progress",
-        *options,
-    ]
+from hostile_inputs import VOXEL, Capsys, assert_error, run_cli, train_argv, volumes
 
 
 @pytest.mark.parametrize(
@@ -68,7 +40,7 @@ def test_train_refuses_a_run_folder_holding_the_wrong_kind_of_entry(
         entry.write_text("stray")
     else:
         entry.mkdir()
-    line = assert_error(run_cli(_train(dataset, out), capsys), entry)
+    line = assert_error(run_cli(train_argv(dataset, out), capsys), entry)
     assert words in line and "choose another --out" in line, line
     assert not (out / "metrics.csv").is_file() and not (out / "model.pt").is_file()  # refused before training
 
@@ -87,7 +59,7 @@ def test_train_refuses_an_out_that_cannot_be_a_folder(tmp_path: Path, capsys: Ca
         (dangling, dangling, "dangling symbolic link"),
     ]
     for out, named, words in cases:
-        assert words in assert_error(run_cli(_train(dataset, out), capsys), named)
+        assert words in assert_error(run_cli(train_argv(dataset, out), capsys), named)
     assert not (tmp_path / "nowhere").exists()
 
 
@@ -98,7 +70,7 @@ def test_train_resume_of_a_config_without_an_epoch_count_is_one_line(
     the data and the network were built."""
     pytest.importorskip("torch")
     out = tmp_path / "run"
-    code, _, err = run_cli(_train(dataset, out), capsys)
+    code, _, err = run_cli(train_argv(dataset, out), capsys)
     assert code == 0, err
     config = out / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "epochs": None}))
@@ -115,7 +87,7 @@ def test_train_refuses_the_source_dataset_as_its_own_target(
     data, selected and calibrated on it, and ended like any other, exit 0."""
     pytest.importorskip("torch")
     target = dataset if spelling == "folder" else dataset / "volumes.mrc"
-    argv = _train(dataset, tmp_path / "run", "--target", target, "--method", "dann")
+    argv = train_argv(dataset, tmp_path / "run", "--target", target, "--method", "dann")
     line = assert_error(run_cli(argv, capsys), target)
     assert f"is the --source dataset {dataset} itself" in line, line
     assert not (tmp_path / "run" / "model.pt").exists()
@@ -140,7 +112,9 @@ def test_train_refuses_an_hparam_the_method_does_not_take(
     from cryoshift.runtime.dataset import write_dataset
 
     target = write_dataset(tmp_path / "target", volumes(4, seed=3), voxel_size=VOXEL)
-    argv = _train(dataset, tmp_path / "run", "--target", target, "--method", "selftrain", "--hparam", hparam)
+    argv = train_argv(
+        dataset, tmp_path / "run", "--target", target, "--method", "selftrain", "--hparam", hparam
+    )
     line = assert_error(run_cli(argv, capsys), words)
     assert "it takes adapt_ramp, adapt_start" in line and "warp_sigma" not in line, line
     assert not (tmp_path / "run").exists()
@@ -169,6 +143,6 @@ def test_train_next_step_is_quoted_for_a_shell(tmp_path: Path, capsys: Capsys, d
     """The "next: cryoshift export RUN" line of a run folder with a space broke when pasted."""
     pytest.importorskip("torch")
     out = tmp_path / "my run ü"
-    code, stdout, err = run_cli(_train(dataset, out), capsys)
+    code, stdout, err = run_cli(train_argv(dataset, out), capsys)
     assert code == 0, err
     assert f"next: cryoshift export {shlex.quote(str(out))}" in stdout.splitlines(), stdout

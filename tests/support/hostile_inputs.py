@@ -120,3 +120,31 @@ def put(p: Path, data: bytes | str) -> Path:
     else:
         p.write_bytes(data)
     return p
+
+
+def train_argv(source: Path, out: Path, *options: object) -> list[object]:
+    """A one-epoch, one-thread, fp32 source-only run (options given later win)."""
+    return [
+        "train",
+        "--source",
+        source,
+        "--out",
+        out,
+        "--epochs",
+        1,
+        "--backbone",
+        "cryonet-small",
+        "--method",
+        "source-only",
+        "--test-views",
+        1,
+        "--batch-size",
+        4,
+        "--device",
+        "cpu",
+        "--threads",
+        1,
+        "--no-amp",
+        "--no-progress",
+        *options,
+    ]
