@@ -121,6 +121,8 @@ def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | N
             blocks = _read_large(Path(path), ids, row_of, name) if big else read_star(path)
         except Exception:  # the input changed or vanished since planning: fall back to plain rows
             continue
+        if not isinstance(blocks.get(name), pd.DataFrame):  # read differently than planned: plain rows
+            continue
         table = blocks[name].reset_index(drop=True)
         if len(table) != len(ids) and "\0rows" not in blocks:
             continue
