@@ -90,9 +90,9 @@ def _input_block(path: Path) -> str:
     Why: the largest table (or the first loop, for a large file) was taken instead, so a picks
     block not named data_particles after a data_optics loop of as many rows had its predictions
     written onto the optics rows, without a word."""
-    from cryoshift.runtime.tables import _is_listing_star, _listing_block, pick_layout
+    from cryoshift.runtime.tables import rows_block
 
-    return (_listing_block(path) if _is_listing_star(path) else pick_layout(path).block).name
+    return rows_block(path).name
 
 
 def _fill(df: pd.DataFrame) -> pd.DataFrame:

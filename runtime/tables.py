@@ -760,8 +760,14 @@ def _data_range(path: Path) -> tuple[int, int, bool]:
 
     if path.suffix.lower() not in STAR_SUFFIXES:
         return 0, path.stat().st_size, False
-    block = pick_layout(path).block if not _is_listing_star(path) else _listing_block(path)
+    block = rows_block(path)
     return block.data_start, block.end, True
+
+
+def rows_block(path: Path) -> StarBlock:
+    """The block of a STAR file whose rows classify reads: the listing's (rlnImageName), else
+    the block of picks (:func:`pick_layout`). Results and messages name rows of this block."""
+    return _listing_block(path) if _is_listing_star(path) else pick_layout(path).block
 
 
 def _is_listing_star(path: Path) -> bool:
