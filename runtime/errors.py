@@ -76,3 +76,17 @@ def check_out_folder(out: str | Path, option: str, what: str) -> None:
             if folder == out:
                 raise InputError(out, f"exists and is not a folder; {option} names the folder {what}")
             raise InputError(folder, f"is not a folder, so {option} {out} cannot be made in it")
+
+
+def not_a_file(path: Path) -> str | None:
+    """What is under ``path`` when something is there but no regular file (a folder, a symbolic
+    link loop or dangling link, a pipe), in words; None for a regular file or nothing at all (the
+    callers say what an absent one means). Such a file was reported as "missing" or taken for
+    absent."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "is a folder"
+    if not os.path.lexists(path):
+        return None
+    return missing_reason(path, "is a special file")

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cryoshift.runtime.errors import InputError, missing_reason
+from cryoshift.runtime.errors import InputError, missing_reason, not_a_file
 from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.ledger import ERROR_COLUMNS, checked_rows
 
@@ -120,19 +120,6 @@ def _difference(header: tuple[str, ...], reference: tuple[str, ...]) -> str:
     if extra:
         words.append(f"has extra {_list(extra, limit=3)}")
     return ", ".join(words) or "the same columns in another order"
-
-
-def _not_a_file(path: Path) -> str | None:
-    """What is under a shard file's name when something is there but no regular file (a folder, a
-    symbolic link loop or dangling link, a pipe), in words; None for a regular file or nothing at
-    all (the callers say what an absent one means). Such a file was reported as "missing"."""
-    if path.is_file():
-        return None
-    if path.is_dir():
-        return "is a folder"
-    if not os.path.lexists(path):
-        return None
-    return missing_reason(path, "is a special file")
 
 
 PROBABILITY_SLACK = 1e-6  # probabilities are written to 9 significant digits: sums and maxima agree to this
@@ -378,7 +365,7 @@ def merge_shards(
     preds = _tables(shards, keys, manifests, "predictions")
     errs = _tables(shards, keys, manifests, "errors")
     for table in preds + errs:  # a folder or a link loop under a shard table's name is not "missing"
-        problem = _not_a_file(table.path)
+        problem = not_a_file(table.path)
         if problem:
             raise InputError(table.path, f"{problem}, not a shard table; {table.rerun()}")
     class_names = first["model"].get("class_names") or []
@@ -438,7 +425,7 @@ def _manifests(
     manifests = []
     for key in keys:
         m = _manifest_path(shards[key], key)
-        problem = _not_a_file(m)
+        problem = not_a_file(m)
         if problem:
             raise InputError(m, f"{problem}, not a shard manifest (rerun the shard with --resume)")
         if not m.is_file():

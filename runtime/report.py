@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryoshift.runtime.errors import InputError, missing_reason
+from cryoshift.runtime.errors import InputError, missing_reason, not_a_file
 from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.labelled_picks import LABEL_COLUMNS as PICK_LABEL_COLUMNS
 
@@ -103,10 +103,9 @@ def _json_dict(path: Path) -> dict[str, Any]:
 def _refuse_not_a_file(path: Path, what: str) -> None:
     """Refuse ``path`` when something other than a regular file is there (a folder, a dangling or
     looping link, a pipe); nothing there at all is left to the caller."""
-    if path.is_dir():
-        raise InputError(path, f"is a folder, not {what}")
-    if path.is_symlink() or path.exists():
-        raise InputError(path, missing_reason(path, f"is not a regular file, not {what}"))
+    problem = not_a_file(path)
+    if problem:
+        raise InputError(path, f"{problem}, not {what}")
 
 
 # manifest.json's summary fields the page prints as numbers (_results_facts)
@@ -259,9 +258,9 @@ def _check_rows(path: Path) -> None:
     sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     rows = checked_rows(path, delimiter=sep, encoding="utf-8-sig")
     _, header = next(rows, (0, []))
-    repeated = sorted({c for c in header if header.count(c) > 1})
+    repeated = _repeated(header)
     if repeated:  # pandas renames the second "confidence.1" and the first was drawn without a word
-        raise InputError(path, f"column {', '.join(repeated)} appears twice; keep one")
+        raise InputError(path, f"column {repeated} appears twice; keep one")
     numeric = [(header.index(c), c) for c in NUMERIC_COLUMNS if c in header]
     for line, row in rows:
         for i, name in numeric:
@@ -313,6 +312,11 @@ def _check_numbers(path: Path, df: pd.DataFrame) -> None:
         bad = next((i for i, text in enumerate(df[name].astype(str)) if not _is_number(text)), None)
         if bad is not None:
             raise InputError(path, f"data row {bad + 1}: {name} {df[name].iloc[bad]!r} is not a number")
+
+
+def _repeated(header: list[str]) -> str:
+    """The column names a table header holds more than once, joined ("" when none)."""
+    return ", ".join(sorted({c for c in header if header.count(c) > 1}))
 
 
 def check_result_rows(path: Path, df: pd.DataFrame) -> None:
@@ -640,9 +644,9 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     if not header:
         blank = "the file is empty" if header is None else "its first line is blank, not column names"
         raise InputError(path, f"not a readable metrics table: {blank}")
-    repeated = sorted({c for c in header if header.count(c) > 1})
+    repeated = _repeated(header)
     if repeated:
-        raise InputError(path, f"not a readable metrics table: column {', '.join(repeated)} appears twice")
+        raise InputError(path, f"not a readable metrics table: column {repeated} appears twice")
     if "epoch" not in header:
         raise InputError(path, "not a cryoshift training metrics table: no epoch column")
     drawn = [(header.index(c), c) for c in _plotted(header)]
