@@ -29,9 +29,11 @@ def capped_threads(threads: int | None) -> int | None:
     onnxruntime starts one intra-op thread per requested thread, each with its own stack: a
     ``--threads 100000`` under a memory ulimit segfaulted while the session was created; torch's
     pool does the same. Even where it fits, threads beyond the cores only take turns on them.
-    None or 0 (all cores) are returned unchanged.
+    The cap is the CPUs this process may run on (:func:`usable_cpus`: a Slurm job's share), as for
+    ``--workers``: a job given 4 of a node's 128 cores asked for 128 threads. None or 0 (all cores)
+    are returned unchanged.
     """
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     if not threads or int(threads) <= cpus:
         return threads
     print(

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import queue
 import threading
 import time
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.hostmem import usable_cpus
 from cryoshift.runtime.sources import Item, VolumeCache, load_item
 from cryoshift.runtime.transfer import FP16_MAX, register_pinned
 
@@ -124,7 +124,7 @@ def reader_workers(
     bus_rate = PCIE_BYTES_PER_S / (box**3 * itemsize)
     need = math.ceil(headroom * min(engine_rate, bus_rate) / max(per_reader, 1e-9))
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cpus()
     return max(1, min(need, cores - 1))
 
 

@@ -162,6 +162,20 @@ def test_capped_workers(monkeypatch: pytest.MonkeyPatch, capsys: Capsys) -> None
     assert capped_workers(100000) == READER_THREADS_PER_CPU * 3
 
 
+def test_threads_are_capped_at_this_process_s_cpus_not_the_node_s(
+    monkeypatch: pytest.MonkeyPatch, capsys: Capsys
+) -> None:
+    """A Slurm job given 2 of a node's 128 cores asked onnxruntime and torch for 128 threads when
+    ``--threads`` was above it: the cap was os.cpu_count (the node), ``--workers``'s the affinity."""
+    from cryoshift.runtime.hostmem import capped_threads
+
+    _cpus(monkeypatch, 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    assert capped_threads(2) == 2
+    assert capped_threads(64) == 2
+    assert "--threads 64 is above the CPU count (2); using 2 threads" in capsys.readouterr().err
+
+
 def test_classify_caps_workers(
     tmp_path: Path, stack: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capsys
 ) -> None:

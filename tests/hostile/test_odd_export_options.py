@@ -249,6 +249,7 @@ def test_threads_above_the_cpu_count_are_lowered_to_it(
     import os
 
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     if verb == "classify":
         stack = write_stack(tmp_path / "s.mrcs", volumes(2), voxel_size=VOXEL)
         argv = ["classify", model, stack, "-o", tmp_path / "out", "-b", "cpu", "--threads", 3]
@@ -263,12 +264,12 @@ def test_threads_above_the_cpu_count_are_lowered_to_it(
 
 def test_session_options_never_ask_for_more_threads_than_cpus() -> None:
     """The onnxruntime session options themselves (every CPU session is made from them)."""
-    import os
 
     from cryoshift.runtime.backends import _ort, _session_options
+    from cryoshift.runtime.hostmem import usable_cpus
 
     ort = _ort()
-    assert _session_options(ort, 100_000).intra_op_num_threads == (os.cpu_count() or 1)
+    assert _session_options(ort, 100_000).intra_op_num_threads == usable_cpus()
     assert _session_options(ort, 1).intra_op_num_threads == 1
     assert _session_options(ort, None).intra_op_num_threads == 0  # onnxruntime's own: all cores
 

@@ -79,6 +79,7 @@ def test_simulate_lowers_threads_above_the_cpu_count(
 
     before = torch.get_num_threads()
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     argv = ["simulate", tmp_path / "sim", "--n", 2, "--box", BOX, "--threads", 3, "--no-progress"]
     try:
         code, _, err = run_cli(argv, capsys)
