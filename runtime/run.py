@@ -329,6 +329,7 @@ class LocalInference:
         self.cache = VolumeCache()
 
     def prepare(self, items: Sequence[Item], cache: VolumeCache, opts: RunOptions) -> dict[str, Any]:
+        from cryoshift.runtime.hostmem import capped_workers
         from cryoshift.runtime.readers import auto_workers
         from cryoshift.runtime.transfer import startup_parity
 
@@ -336,7 +337,12 @@ class LocalInference:
         if opts.features and getattr(model._runner, "has_features", True) is False:
             raise InputError(model.path, FEATURELESS)
         self.cache = cache
-        self.workers = self.workers if self.workers >= 1 else auto_workers(model, items)  # 0: sized to it
+        # 0: sized to the model; capped here too, so a library caller's manifest records the readers
+        # that ran (the command line caps first, and this is then a no-op without a second note)
+        if self.workers >= 1:
+            self.workers = capped_workers(self.workers, self.reader_processes)
+        else:
+            self.workers = auto_workers(model, items)
         voxel = None if opts.ignore_voxel_size else self.metadata.voxel_size
         parity = startup_parity(model, items, cache, voxel)
         if opts.progress:

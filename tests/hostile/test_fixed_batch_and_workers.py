@@ -191,6 +191,29 @@ def test_classify_caps_workers(
     assert json.loads((out / "manifest.json").read_text())["settings"]["workers"] == 4
 
 
+def test_library_classify_records_the_capped_workers(
+    tmp_path: Path, stack: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capsys
+) -> None:
+    """run.classify (the Python API) ran 4 reader threads for ``workers=6`` on one CPU (the
+    pipeline caps) but its manifest said 6: only the command line capped before recording."""
+    from cryoshift.runtime.run import classify
+
+    _cpus(monkeypatch, 1)
+    out = tmp_path / "out"
+    classify(
+        _model(tmp_path / "model.onnx"),
+        [str(stack)],
+        out,
+        backend="cpu",
+        batch_size=1,
+        workers=6,
+        progress=False,
+    )
+    assert capsys.readouterr().err.count("--workers 6 is more readers than 1 CPU can use") == 1
+    assert len(predictions(out)) == N
+    assert json.loads((out / "manifest.json").read_text())["settings"]["workers"] == 4
+
+
 def test_bench_caps_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capsys) -> None:
     _cpus(monkeypatch, 1)  # at most 4 reader threads
     model = _model(tmp_path / "model.onnx")
