@@ -158,11 +158,9 @@ def _describe_results(path: Path) -> Description:
     """A predictions table written by ``cryoshift classify`` (CSV or STAR: the same rows), checked
     as ``cryoshift report`` checks it: a cut-off row or text as a confidence was a traceback here
     (the median of text), and predictions in several STAR blocks were described from the first."""
-    from cryoshift.runtime.report import check_result_rows
-    from cryoshift.runtime.results import read_results
+    from cryoshift.runtime.results import read_predictions
 
-    rows = read_results(path)
-    check_result_rows(path, rows)
+    rows = read_predictions(path)
     d = Description("results", str(path))
     d.add("type", "classification results")
     d.add("rows", len(rows))

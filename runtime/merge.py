@@ -4,10 +4,11 @@ SLURM array tasks write ``predictions.shard-i-of-n.csv`` (and ``errors``, ``mani
 one folder, or into several. Merging keeps every id exactly once (the first shard that has
 it; a prediction wins over an error row for the same id), refuses shards of different models
 or class lists, says which of the n shards are missing, refuses a damaged shard table (not
-text, a cut-off row, other rows than its manifest counts, a value classify never writes, a folder
-or link loop under its name) naming it, and writes the usual
-``predictions.csv``/``.star``, ``errors.csv`` and ``manifest.json`` (with per-tomogram class
-counts); predictions.star keeps the input STAR tables' blocks and columns as classify does.
+text, a cut-off row, other rows than its manifest counts, a value classify never writes, an
+errors row without its id, file or reason, a folder or link loop under its name) naming it, and
+writes the usual ``predictions.csv``/``.star``, ``errors.csv`` and ``manifest.json`` (with
+per-tomogram class counts); predictions.star keeps the input STAR tables' blocks and columns as
+classify does.
 When every shard has ``features.shard-i-of-n.npy`` (``classify --features``), their rows for the
 kept predictions become ``features.npy``, in the order of ``predictions.csv``.
 """
@@ -228,6 +229,35 @@ def _prediction_checker(
     return check
 
 
+def _error_checker(header: list[str], tables: list[_Table]) -> Callable[[list[str]], tuple[str, str] | None]:
+    """A check of one errors row against what classify writes: the item's id, its file and why it
+    failed (readers.fill, pipeline.finite_outputs; ledger.ERROR_COLUMNS), each text, none empty.
+    (column, problem) for the first value it cannot have written, else None.
+
+    Why: merge checked the predictions' values only, so an errors row without its id (which the
+    merged errors.csv keys on), its file or its reason reached the merged results without a word.
+    A header other than ``id,path,reason`` in every shard (which the shards then agree on) is
+    refused naming the first errors table."""
+    from cryoshift.runtime.picks import _list
+
+    if header != list(ERROR_COLUMNS):
+        first = next(t for t in tables if t.path.is_file())  # a shard's header, not the default one
+        raise InputError(
+            first.path,
+            f"columns ({_list(header, limit=4)}) are not those of an errors table "
+            f"({', '.join(ERROR_COLUMNS)}); {first.rerun()}",
+        )
+
+    def check(row: list[str]) -> tuple[str, str] | None:
+        for column, value in zip(ERROR_COLUMNS, row, strict=True):
+            text = value.strip() if column == "reason" else value  # an id or a file may be named " "
+            if not text:
+                return column, "empty"
+        return None
+
+    return check
+
+
 def _rows(table: _Table, width: int) -> Iterator[tuple[int, list[str]]]:
     """(line, fields) of the data rows of a shard table, checked as they are read, so a damaged
     shard is refused instead of reaching the merged files: a row cut off mid-way, or a table with
@@ -372,11 +402,12 @@ def merge_shards(
     pred_header = _agreed_header(preds, result_columns(class_names))
     err_header = _agreed_header(errs, list(ERROR_COLUMNS))
     check = _prediction_checker(pred_header, class_names, preds[0], _threshold(first))
+    check_error = _error_checker(err_header, errs)
     kept: list[tuple[list[int], int]] = []
     tmps = [names[k].with_name(f".{names[k].name}.{os.getpid()}.tmp") for k in ("csv", "errors")]
     try:  # both tables whole or neither: a damaged shard leaves an older merge as it was
         done, dup_pred = _join(preds, pred_header, tmps[0], set(), kept, check)
-        _, dup_err = _join(errs, err_header, tmps[1], done)
+        _, dup_err = _join(errs, err_header, tmps[1], done, check=check_error)
         tmps[0].replace(names["csv"])
         tmps[1].replace(names["errors"])
     finally:
@@ -387,18 +418,7 @@ def merge_shards(
         names, f"merged {len(keys)} of {n} shards: " + first["model"]["description"]
     )
     for m in manifests:
-        for key in (
-            "planned",
-            "classified",
-            "errors",
-            "resumed",
-            "unknown",
-            "read_s",
-            "compute_s",
-            "write_s",
-            "wait_s",
-            "pipeline_s",
-        ):
+        for key in (*_SUMMED_COUNTS, *_SUMMED_TIMES):
             setattr(summary, key, getattr(summary, key) + m["summary"].get(key, 0))
     # The rate over the shards' pipeline time summed (their busy time).
     summary.rate = RunStats(summary.classified, summary.errors, wall_s=summary.pipeline_s).rate
@@ -440,6 +460,9 @@ def _manifests(
             raise InputError(m, "not a readable shard manifest (no summary: a foreign file)")
         if not isinstance(manifest.get("settings", {}), dict):  # _SAME_IN_EVERY_SHARD reads it
             raise InputError(m, "not a readable shard manifest (settings is not an object: a foreign file)")
+        odd = _summed_problem(manifest["summary"])
+        if odd:
+            raise InputError(m, f"not a readable shard manifest ({odd}: a foreign or edited file)")
         manifests.append(manifest)
     note = None
     if len({m["model"]["sha256"] for m in manifests}) != 1:
@@ -468,6 +491,33 @@ def _manifests(
                     "with the same command line",
                 )
     return manifests, note
+
+
+# The shard manifests' summary fields merge adds up into the merged manifest.
+_SUMMED_COUNTS = ("planned", "classified", "errors", "resumed", "unknown")
+_SUMMED_TIMES = ("read_s", "compute_s", "write_s", "wait_s", "pipeline_s")
+
+
+def _summed_problem(summary: dict[str, Any]) -> str | None:
+    """What is wrong with a shard manifest's counts and times (None: nothing): text there was a
+    TypeError traceback of the sum, and a NaN or negative one reached the merged manifest."""
+    for key in _SUMMED_COUNTS:
+        value = summary.get(key, 0)
+        if type(value) is not int or value < 0:
+            return f"summary.{key} is not a count (a whole number >= 0)"
+    for key in _SUMMED_TIMES:
+        value = summary.get(key, 0)
+        try:  # float(): an integer too large for a float fails the sum too
+            number = (
+                not isinstance(value, bool)
+                and isinstance(value, (int, float))
+                and 0 <= float(value) < math.inf
+            )
+        except OverflowError:
+            number = False
+        if not number:
+            return f"summary.{key} is not a time in seconds (a finite number >= 0)"
+    return None
 
 
 def _threshold(manifest: dict[str, Any]) -> float | None:

@@ -148,7 +148,8 @@ class ModelMetadata:
 
 # Field types of stored metadata (ONNX properties, engine sidecars, checkpoints), checked on reading:
 # the constructor converts (int(16.7) is 16, float(True) is 1.0) and an ``extra`` or
-# ``data_fingerprints`` of another type was a traceback in ``cryoshift info``.
+# ``data_fingerprints`` of another type was a traceback in ``cryoshift info``. A class name holding a
+# control character (a line break) split info's table, and the lines of every listing naming it.
 _NUMBERS = ("voxel_size", "temperature", "unknown_threshold", "shift_reference")
 _NUMBER_LISTS = ("feature_mean", "feature_var")
 _TEXTS = ("method", "backbone", "precision", "cryoshift_version", "created")  # contrast: its own check
@@ -192,7 +193,21 @@ def _wrong_type(data: dict[str, Any]) -> str | None:
         return (
             f"class_names has duplicates: {', '.join(twice)} (predictions of two classes would share a name)"
         )
+    odd = [n for n in names if isinstance(n, str) and _has_control(n)] if isinstance(names, list) else []
+    if odd:
+        return (
+            f"class_names has a name with a control character (a line break, tab ...): {_shown(odd[0])}; "
+            "it would split the lines of tables and listings"
+        )
     return None
+
+
+def _has_control(text: str) -> bool:
+    """Whether ``text`` holds a control character (tab, line break, escape, DEL, C1) or a Unicode
+    line or paragraph separator: characters that break a line or a table where a name is shown."""
+    import unicodedata
+
+    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
 
 
 # Tag bytes of the ModelProto fields that follow ir_version (producer_name, ..., graph, opset_import,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import pandas as pd
 from cryoshift.runtime.errors import InputError, missing_reason, not_a_file
 from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.labelled_picks import LABEL_COLUMNS as PICK_LABEL_COLUMNS
+from cryoshift.runtime.results import NUMERIC_COLUMNS, is_number, repeated_columns
 
 DPI = 150
 FONT = 10  # pt
@@ -123,7 +125,9 @@ _SUMMARY_NUMBERS = (
 
 def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
     """Refuse a manifest.json whose fields the page reads have another type (an edited or foreign
-    file): a list as ``summary``, text as a time or a number as ``class_names`` were tracebacks."""
+    file): a list as ``summary``, text as a time or a number as ``class_names`` were tracebacks. A
+    count, time or rate of the summary that is NaN, infinite or negative (classify writes none) is
+    refused too: the page printed "nan subtomograms/s" without a word."""
 
     def wrong(field: str, want: str) -> InputError:
         return InputError(path, f"not a cryoshift classify manifest: {field} is not {want}")
@@ -148,25 +152,29 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
     for name, counts in manifest.get("tomograms", {}).items():
         if not isinstance(counts, dict) or not all(type(k) is int and k >= 0 for k in counts.values()):
             raise wrong(f"tomograms.{name}", "an object of class counts")
+    for key in _SUMMARY_NUMBERS:  # NaN, infinite or negative: printed as "nan subtomograms/s"
+        value = summary.get(key)
+        if value is not None and not _finite_at_least_zero(value):
+            raise wrong(f"summary.{key}", "a finite number >= 0")
+
+
+def _finite_at_least_zero(value: float) -> bool:
+    """Whether a JSON number is finite and >= 0 (an integer too large for a float is not)."""
+    try:
+        return math.isfinite(float(value)) and value >= 0
+    except OverflowError:
+        return False
 
 
 def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]:
     """The predictions (checked row by row), the run's manifest, its folder and the table read."""
-    from cryoshift.runtime.results import read_results
+    from cryoshift.runtime.results import read_predictions
 
     folder = path if path.is_dir() else path.parent
     table = _results_table(path)
     if not table.is_file():
         _refuse_folder(path)
-    df = read_results(table)
-    missing = [c for c in REPORTED_COLUMNS if c not in df.columns]
-    if missing:
-        raise InputError(
-            table,
-            f"not a cryoshift predictions table: no {', '.join(missing)} column"
-            f"{'s' if len(missing) > 1 else ''} (give the output of cryoshift classify)",
-        )
-    check_result_rows(table, df)
+    df = read_predictions(table, REPORTED_COLUMNS)
     manifest = _json_dict(folder / "manifest.json")
     _check_manifest(folder / "manifest.json", manifest)
     star = table.with_suffix(".star") if table.suffix == ".csv" else table
@@ -231,104 +239,6 @@ def _refuse_folder(path: Path) -> None:
         "no predictions.csv (classify output) or metrics.csv (training run) here; give a classify "
         "output folder, a predictions file or a training run folder",
     )
-
-
-NUMERIC_COLUMNS = ("confidence", "shift_score")  # drawn as histograms
-
-
-def _is_number(text: str) -> bool:
-    """Whether a cell holds a number or a missing value (both fine), not other text."""
-    from cryoshift.runtime.results import MISSING_VALUES
-
-    if text.strip() in ("", *MISSING_VALUES):
-        return True
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _check_rows(path: Path) -> None:
-    """Refuse a predictions CSV with a cut-off row or a non-numeric confidence or shift score, naming
-    the line: pandas fills a short row with NaN and keeps a column with text as text, so the page
-    would otherwise show figures of the wrong numbers without a word."""
-    from cryoshift.runtime.ledger import checked_rows
-
-    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    rows = checked_rows(path, delimiter=sep, encoding="utf-8-sig")
-    _, header = next(rows, (0, []))
-    repeated = _repeated(header)
-    if repeated:  # pandas renames the second "confidence.1" and the first was drawn without a word
-        raise InputError(path, f"column {repeated} appears twice; keep one")
-    numeric = [(header.index(c), c) for c in NUMERIC_COLUMNS if c in header]
-    for line, row in rows:
-        for i, name in numeric:
-            if not _is_number(row[i]):
-                raise InputError(path, f"line {line}: {name} {row[i]!r} is not a number")
-
-
-def _star_fields(text: str) -> list[str] | None:
-    """The values of one STAR loop row (None when a quote is left open: a row cut off mid-way)."""
-    if '"' not in text and "'" not in text:
-        return text.split()
-    import shlex
-
-    try:
-        return shlex.split(text)
-    except ValueError:
-        return None
-
-
-def _check_star_rows(path: Path) -> None:
-    """Refuse a predictions STAR file with a cut-off or damaged loop row, naming the line: the STAR
-    reader fills a short row with NaN, as pandas does for a CSV (see :func:`_check_rows`)."""
-    width = 0  # labels of the loop being read (0: not in a loop)
-    labels = False  # reading a loop's labels
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, 1):
-            text = line.strip()
-            if text == "loop_":
-                width, labels = 0, True
-            elif text.startswith("data_"):
-                width, labels = 0, False
-            elif text.startswith("_"):
-                width += labels  # a key-value pair outside a loop's labels counts for nothing
-            elif text and not text.startswith("#"):
-                labels = False
-                fields = _star_fields(text) if width else []
-                if fields is None or (width and len(fields) != width):
-                    got = "an open quote" if fields is None else f"{len(fields)} fields"
-                    raise InputError(
-                        path, f"line {number} has {got} for {width} columns (a cut-off or damaged row)"
-                    )
-
-
-def _check_numbers(path: Path, df: pd.DataFrame) -> None:
-    """Refuse a predictions table (STAR) whose confidence or shift score holds text, naming the row."""
-    for name in NUMERIC_COLUMNS:
-        if name not in df or pd.api.types.is_numeric_dtype(df[name]):
-            continue
-        bad = next((i for i, text in enumerate(df[name].astype(str)) if not _is_number(text)), None)
-        if bad is not None:
-            raise InputError(path, f"data row {bad + 1}: {name} {df[name].iloc[bad]!r} is not a number")
-
-
-def _repeated(header: list[str]) -> str:
-    """The column names a table header holds more than once, joined ("" when none)."""
-    return ", ".join(sorted({c for c in header if header.count(c) > 1}))
-
-
-def check_result_rows(path: Path, df: pd.DataFrame) -> None:
-    """Refuse a predictions table (CSV or STAR, read into ``df``) with a cut-off or damaged row or
-    text in a number column (read_results refuses a STAR file with several blocks and none
-    data_particles). ``cryoshift info`` checks the same, so that it never describes (or crashes
-    on) a table that report refuses."""
-    if path.suffix.lower() == ".star":
-        _check_star_rows(path)
-        _check_numbers(path, df)
-    else:
-        _check_rows(path)
 
 
 def _value_warnings(path: Path, df: pd.DataFrame) -> list[str]:
@@ -644,7 +554,7 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     if not header:
         blank = "the file is empty" if header is None else "its first line is blank, not column names"
         raise InputError(path, f"not a readable metrics table: {blank}")
-    repeated = _repeated(header)
+    repeated = repeated_columns(header)
     if repeated:
         raise InputError(path, f"not a readable metrics table: column {repeated} appears twice")
     if "epoch" not in header:
@@ -657,7 +567,7 @@ def _read_metrics(path: Path) -> pd.DataFrame:
             raise InputError(path, f"line {line}: epoch {row[epoch]!r} is not a whole number")
         row[epoch] = str(int(float(row[epoch])))
         for i, name in drawn:
-            if not _is_number(row[i]):
+            if not is_number(row[i]):
                 raise InputError(path, f"line {line}: {name} {row[i]!r} is not a number")
         body.append(row)
     if not body:

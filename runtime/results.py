@@ -33,9 +33,10 @@ missing value ``<NA>``), and the file appears under its name only when complete.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -144,49 +145,217 @@ def _atomic(path: Path, write: object) -> None:
 
 def read_results(path: str | Path) -> pd.DataFrame:
     """A results table written by :func:`write_results`, from its CSV or its STAR file."""
+    path = _table_file(path)
+    return _as_text(_read_star(path) if path.suffix.lower() == ".star" else _read_csv(path))
+
+
+def read_predictions(path: str | Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A predictions table (CSV or STAR) as :func:`read_results` reads it, checked row by row
+    (:func:`check_result_rows`); a CSV is read from the disk once, for both. ``required``: the
+    columns the caller needs, refused in one line when absent (before the rows are checked).
+
+    ``cryoshift report`` and ``cryoshift info`` read predictions through it, so that info never
+    describes (or crashes on) a table that report refuses."""
+    path = _table_file(path)
+    data = None if path.suffix.lower() == ".star" else path.read_bytes()
+    df = _as_text(_read_star(path) if data is None else _read_csv(path, data))
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise InputError(
+            path,
+            f"not a cryoshift predictions table: no {', '.join(missing)} column"
+            f"{'s' if len(missing) > 1 else ''} (give the output of cryoshift classify)",
+        )
+    check_result_rows(path, df, data)
+    return df
+
+
+def _table_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, missing_reason(path) if not path.exists() else "is not a file")
-    if path.suffix.lower() == ".star":
-        from cryoshift.runtime.picks import read_star_blocks
-        from cryoshift.runtime.tables import pick_block
+    return path
 
-        blocks = read_star_blocks(path)  # several blocks and none data_particles: refused, not guessed
-        df = blocks[pick_block(path, list(blocks), "predictions")].reset_index(drop=True).copy()
-        if "rlnClassNumber" in df.columns:
-            num = pd.to_numeric(df["rlnClassNumber"], errors="coerce")
-            df["rlnClassNumber"] = (num - 1).astype(np.int64)
-        if "csId" in df.columns:  # classify's STAR (runtime/star_out.py): csId is the id, input columns stay
-            df.columns = [
-                "id" if c == "csId" else c if c in FIXED_BACK and c != "rlnClassNumber" else csv_name(c)
-                for c in df.columns
-            ]
-        else:
-            df.columns = [csv_name(c) for c in df.columns]
+
+def _read_star(path: Path) -> pd.DataFrame:
+    """The predictions block of a results STAR file, under the CSV's column names."""
+    from cryoshift.runtime.picks import read_star_blocks
+    from cryoshift.runtime.tables import pick_block
+
+    blocks = read_star_blocks(path)  # several blocks and none data_particles: refused, not guessed
+    df = blocks[pick_block(path, list(blocks), "predictions")].reset_index(drop=True).copy()
+    if "rlnClassNumber" in df.columns:
+        num = pd.to_numeric(df["rlnClassNumber"], errors="coerce")
+        df["rlnClassNumber"] = (num - 1).astype(np.int64)
+    if "csId" in df.columns:  # classify's STAR (runtime/star_out.py): csId is the id, input columns stay
+        df.columns = [
+            "id" if c == "csId" else c if c in FIXED_BACK and c != "rlnClassNumber" else csv_name(c)
+            for c in df.columns
+        ]
     else:
-        sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-        try:
-            df = pd.read_csv(path, sep=sep, keep_default_na=False, na_values=_missing_values(path, sep))
-        except UnicodeDecodeError as exc:
-            from cryoshift.runtime.ledger import csv_damage
+        df.columns = [csv_name(c) for c in df.columns]
+    return df
 
-            raise InputError(path, csv_damage(path, exc)) from exc
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise InputError(path, f"not a readable results table ({exc})") from exc
+
+def _read_csv(path: Path, data: bytes | None = None) -> pd.DataFrame:
+    """A results CSV/TSV, from ``data`` (the file's bytes, already read) or else from ``path``."""
+
+    def source() -> Path | io.BytesIO:
+        return path if data is None else io.BytesIO(data)
+
+    sep = _separator(path)
+    try:
+        return pd.read_csv(source(), sep=sep, keep_default_na=False, na_values=_missing_values(source(), sep))
+    except UnicodeDecodeError as exc:
+        from cryoshift.runtime.ledger import csv_damage
+
+        raise InputError(path, csv_damage(path, exc)) from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(path, f"not a readable results table ({exc})") from exc
+
+
+def _as_text(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every column that is not numbers as text (a missing value as "")."""
     for c in df.columns:
         if not pd.api.types.is_numeric_dtype(df[c]):
             df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
     return df
 
 
-def _missing_values(path: Path, sep: str) -> dict[str, list[str]]:
+def _separator(path: Path) -> str:
+    return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+
+
+def _missing_values(source: Path | io.BytesIO, sep: str) -> dict[str, list[str]]:
     """Per column of a results CSV, the texts read as missing: :data:`MISSING_VALUES`, except in
     the name columns (those of picks.NAME_LABELS), where ``nan`` is a tomogram's or class's name."""
     from cryoshift.runtime.picks import NAME_LABELS
 
     names = {csv_name(label) for label in NAME_LABELS}
-    header = pd.read_csv(path, sep=sep, nrows=0).columns
+    header = pd.read_csv(source, sep=sep, nrows=0).columns
     return {str(c): list(MISSING_VALUES) for c in header if str(c) not in names}
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions tables, checked row by row (report and info)
+
+NUMERIC_COLUMNS = ("confidence", "shift_score")  # report draws them as histograms, info summarises them
+
+
+def is_number(text: str) -> bool:
+    """Whether a cell holds a number or a missing value (both fine), not other text."""
+    if text.strip() in ("", *MISSING_VALUES):
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def repeated_columns(header: list[str]) -> str:
+    """The column names a table header holds more than once, joined ("" when none)."""
+    return ", ".join(sorted({c for c in header if header.count(c) > 1}))
+
+
+def check_result_rows(path: Path, df: pd.DataFrame, data: bytes | None = None) -> None:
+    """Refuse a predictions table (CSV or STAR, read into ``df``) with a cut-off or damaged row or
+    text in a number column (read_results refuses a STAR file with several blocks and none
+    data_particles). ``data``: a CSV's bytes, when the caller has read them (else the file is read).
+    :func:`read_predictions` reads a table and checks it."""
+    if path.suffix.lower() == ".star":
+        _check_star_rows(path)
+        _check_numbers(path, df)
+    else:
+        _check_rows(path, path.read_bytes() if data is None else data)
+
+
+def _check_rows(path: Path, data: bytes) -> None:
+    """Refuse a predictions CSV (its bytes ``data``) with a cut-off row or a non-numeric confidence or
+    shift score, naming the line: pandas fills a short row with NaN and keeps a column with text as
+    text, so the page would otherwise show figures of the wrong numbers without a word."""
+    rows = _checked_rows(path, data, _separator(path))
+    _, header = next(rows, (0, []))
+    repeated = repeated_columns(header)
+    if repeated:  # pandas renames the second "confidence.1" and the first was drawn without a word
+        raise InputError(path, f"column {repeated} appears twice; keep one")
+    numeric = [(header.index(c), c) for c in NUMERIC_COLUMNS if c in header]
+    for line, row in rows:
+        for i, name in numeric:
+            if not is_number(row[i]):
+                raise InputError(path, f"line {line}: {name} {row[i]!r} is not a number")
+
+
+def _checked_rows(path: Path, data: bytes, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) of every non-empty row of the CSV ``data`` (the bytes of ``path``), the header
+    first, each later row checked to have the header's width, as ledger.checked_rows reads a file."""
+    from cryoshift.runtime.ledger import csv_damage
+
+    try:
+        with io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh, delimiter=delimiter)
+            header = next(reader, None)
+            if header is None:
+                return
+            yield reader.line_num, header
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise InputError(
+                        path,
+                        f"line {reader.line_num} has {len(row)} fields for {len(header)} columns "
+                        "(a cut-off or damaged row)",
+                    )
+                yield reader.line_num, row
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, csv_damage(path, exc)) from exc
+
+
+def _star_fields(text: str) -> list[str] | None:
+    """The values of one STAR loop row (None when a quote is left open: a row cut off mid-way)."""
+    if '"' not in text and "'" not in text:
+        return text.split()
+    import shlex
+
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return None
+
+
+def _check_star_rows(path: Path) -> None:
+    """Refuse a predictions STAR file with a cut-off or damaged loop row, naming the line: the STAR
+    reader fills a short row with NaN, as pandas does for a CSV (see :func:`_check_rows`)."""
+    width = 0  # labels of the loop being read (0: not in a loop)
+    labels = False  # reading a loop's labels
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
+            text = line.strip()
+            if text == "loop_":
+                width, labels = 0, True
+            elif text.startswith("data_"):
+                width, labels = 0, False
+            elif text.startswith("_"):
+                width += labels  # a key-value pair outside a loop's labels counts for nothing
+            elif text and not text.startswith("#"):
+                labels = False
+                fields = _star_fields(text) if width else []
+                if fields is None or (width and len(fields) != width):
+                    got = "an open quote" if fields is None else f"{len(fields)} fields"
+                    raise InputError(
+                        path, f"line {number} has {got} for {width} columns (a cut-off or damaged row)"
+                    )
+
+
+def _check_numbers(path: Path, df: pd.DataFrame) -> None:
+    """Refuse a predictions table (STAR) whose confidence or shift score holds text, naming the row."""
+    for name in NUMERIC_COLUMNS:
+        if name not in df or pd.api.types.is_numeric_dtype(df[name]):
+            continue
+        bad = next((i for i, text in enumerate(df[name].astype(str)) if not is_number(text)), None)
+        if bad is not None:
+            raise InputError(path, f"data row {bad + 1}: {name} {df[name].iloc[bad]!r} is not a number")
 
 
 # ---------------------------------------------------------------------------------------------
