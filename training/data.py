@@ -287,6 +287,9 @@ def _check_dataset_voxel(path: Path, meta: dict, voxel_size: float) -> None:
         )
 
 
+TRAINING_RUN = "training run"  # what target items are checked against, as their refusals say
+
+
 def _load_planned(
     spec: str,
     box_size: int,
@@ -315,6 +318,9 @@ def _load_planned(
         cache=cache,
         # train has no --ignore-voxel-size: a target of another scale would adapt to the wrong one
         voxel_advice="rescale the target to the training voxel size",
+        # the planner's refusals named "the model's" box and voxel size: there is none yet, the
+        # target is checked against the source's (the scale the run trains at)
+        against=TRAINING_RUN,
     )
     items = plan.items
     if max_items is not None and len(items) > max_items:
@@ -325,7 +331,7 @@ def _load_planned(
     for i, item in enumerate(items):
         try:
             # the training voxel size: a file of another scale is skipped like any bad item
-            load_item(item, volumes[i], cache, voxel_size)
+            load_item(item, volumes[i], cache, voxel_size, against=TRAINING_RUN)
             ok.append(i)
         except InputError as exc:
             skipped.append(f"{item.id}: {exc.reason}")

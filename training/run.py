@@ -59,6 +59,35 @@ def versions(device: str = "cpu", world_size: int = 1) -> dict[str, Any]:
     return info
 
 
+def recorded_version(run_dir: Path) -> str | None:
+    """The cryoshift version a run's versions.json records (None: no such file, or none readable).
+
+    config.json records no version; versions.json, written next to it whenever the run starts or
+    resumes, does, so a config a newer cryoshift wrote can be told apart from a damaged one."""
+    try:
+        data = json.loads((run_dir / "versions.json").read_text())
+    except (OSError, ValueError):
+        return None
+    version = data.get("cryoshift") if isinstance(data, dict) else None
+    return version if isinstance(version, str) and version.strip() else None
+
+
+def is_newer_version(recorded: str, installed: str) -> bool:
+    """Whether version ``recorded`` is later than ``installed``, by their release numbers (1.10 >
+    1.9; a suffix such as .dev1 or +local is not compared); False where either has none."""
+    import re
+
+    def release(version: str) -> tuple[int, ...] | None:
+        found = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
+        return tuple(int(part) for part in found.group(1).split(".")) if found else None
+
+    a, b = release(recorded), release(installed)
+    if a is None or b is None:
+        return False
+    width = max(len(a), len(b))
+    return a + (0,) * (width - len(a)) > b + (0,) * (width - len(b))
+
+
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -192,7 +221,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _same_setting(name: str, given: Any, stored: Any) -> bool:
+def same_setting(name: str, given: Any, stored: Any) -> bool:
     """Whether a given setting equals the stored one; a source or target path spelled another way
     (relative, a trailing slash) that names the same file or folder counts as the same."""
     if given == stored:
@@ -233,7 +262,7 @@ def ignored_on_resume(given: Any, stored: Any) -> list[str]:
         value, old = getattr(given, f.name), getattr(stored, f.name)
         default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if (not required and value == default) or _same_setting(f.name, value, old):
+        if (not required and value == default) or same_setting(f.name, value, old):
             continue
         flag = train_option(f.name)
         if flag is None:

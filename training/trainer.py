@@ -96,6 +96,16 @@ def _fits(value: Any, hint: Any) -> bool:
     return True  # a type this check does not know: the constructor and check() decide
 
 
+def _whose(written_by: str | None) -> str:
+    """Why a config may hold keys this cryoshift does not know: a newer one wrote it (upgrade), or
+    some other version did (a key since renamed or removed) or a hand edit."""
+    from cryoshift.runtime import __version__
+
+    if written_by is not None and run.is_newer_version(written_by, __version__):
+        return f"(written by cryoshift {written_by}, this is {__version__}: upgrade cryoshift)"
+    return "(written by another cryoshift version?)"
+
+
 # Backbone keywords the trainer sets itself: from the data (a --backbone-opt value was overridden
 # without a word) or from their own option (a --backbone-opt test_views silently beat --test-views).
 _BACKBONE_KEYS_SET_BY_TRAIN = {
@@ -110,8 +120,8 @@ def _check_method_kwargs(kwargs: dict[str, Any]) -> None:
 
     Every method hyper-parameter is a number (its default says whether a whole one): a word
     (``target_every=abc``) or NaN ended in a traceback in the first training step, and a
-    negative count or weight (``target_every=-1``) was clamped or trained without a word. Unknown
-    keys are left to the method registry, which names the valid ones.
+    negative count or weight (``target_every=-1``) was clamped or trained without a word. Keys
+    the method does not take are refused next, by :func:`check_method_hparams`.
     """
     from cryoshift.training.adapt.base import known_hparams
 
@@ -125,6 +135,39 @@ def _check_method_kwargs(kwargs: dict[str, Any]) -> None:
         if not number or not math.isfinite(value) or value < (1 if whole else 0):
             kind = "a whole number >= 1" if whole else "a finite number >= 0"
             raise InputError(None, f"--hparam {key} must be {kind}, not {value!r}")
+
+
+def check_method_hparams(method: str, kwargs: dict[str, Any]) -> None:
+    """Refuse ``--hparam`` keys ``method`` does not take, before any data is read.
+
+    The method refuses them too when it is built (adapt/base.check_hparams), but only after the
+    source and the target were read (and template-matched); here the refusal says ``--hparam``,
+    the methods that take the key (if any) and the keys ``method`` takes. Runs after
+    ``TrainConfig.check`` (a value of the wrong kind is said first); an unknown method is left to
+    the registry, which names the methods."""
+    import difflib
+
+    from cryoshift.training.adapt import METHODS
+    from cryoshift.training.adapt.base import methods_taking
+
+    try:
+        factory = METHODS.get(method)
+    except ValueError:  # an unknown method is refused by name later, with the list of methods
+        return
+    own = sorted(factory.defaults())  # type: ignore[attr-defined]
+    takes = f"it takes {', '.join(own)}" if own else "it takes none"
+    for key in kwargs:
+        if key in own:
+            continue
+        users = methods_taking(key)
+        if users:
+            why = f"is a hyper-parameter of {', '.join(users)}, not of method {method!r}"
+        else:
+            close = difflib.get_close_matches(key, own, n=1)
+            why = f"is not a hyper-parameter of method {method!r}" + (
+                f" (did you mean {close[0]}?)" if close else ""
+            )
+        raise InputError(None, f"--hparam {key} {why}; {takes}")
 
 
 def _check_backbone_kwargs(backbone: str, kwargs: dict[str, Any]) -> None:
@@ -217,17 +260,21 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], path: str | Path | None = None) -> TrainConfig:
+    def from_dict(
+        cls, data: dict[str, Any], path: str | Path | None = None, written_by: str | None = None
+    ) -> TrainConfig:
         """The config in ``data`` (a config.json, a checkpoint's copy); ``path`` names it in errors.
 
         A damaged or foreign file must be one error line, not a TypeError from the constructor
-        or a wrong-typed setting that fails epochs later."""
+        or a wrong-typed setting that fails epochs later. ``written_by``: the cryoshift version
+        that wrote it, where known (a run's versions.json): keys this version does not know, from
+        a newer one, then say to upgrade."""
         if not isinstance(data, dict):
             raise InputError(path, f"not a training config (a JSON {type(data).__name__}, not an object)")
         fields = dataclasses.fields(cls)
         unknown = sorted(set(data) - {f.name for f in fields})
         if unknown:
-            raise InputError(path, f"unknown training config keys: {', '.join(unknown)}")
+            raise InputError(path, f"unknown training config keys: {', '.join(unknown)} {_whose(written_by)}")
         missing = [f.name for f in fields if f.name not in data and _required(f)]
         if missing:
             raise InputError(path, f"not a training config (missing {', '.join(missing)})")
@@ -537,6 +584,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | Non
     ``stop_after_epoch`` ends the process after that epoch as a kill would (tests, wall limits).
     """
     config.check()
+    if not resume:  # on --resume the run's stored method and hyper-parameters win (checked there)
+        check_method_hparams(config.method, config.method_kwargs)
     info = distributed.setup(config.device)
     try:
         return _Run(config, info, resume).execute(stop_after_epoch)
@@ -558,6 +607,8 @@ class _Run:
         self.info = info
         self.dir = Path(config.out)
         self.resume = resume
+        self.given_source = config.source  # the --source given (on --resume the stored one wins)
+        self.resume_note: str | None = None  # the options --resume ignores, said once it trains
         # an --out that is a file, under a file or a dangling link was "File exists" at the first
         # write, after the target was read (and template-matched)
         check_out_folder(self.dir, "--out", "the run is written to")
@@ -576,12 +627,12 @@ class _Run:
         if self.resume:
             if not stored.is_file():
                 raise InputError(self.dir, "nothing to resume: no config.json in this run directory")
-            old = TrainConfig.from_dict(read_json_object(stored, "training config (config.json)"), stored)
+            data = read_json_object(stored, "training config (config.json)")
+            old = TrainConfig.from_dict(data, stored, written_by=run.recorded_version(self.dir))
             ignored = run.ignored_on_resume(config, old)
-            if ignored and self.info.is_main:  # they were dropped without a word
-                import sys
-
-                print(f"cryoshift: note: {run.resume_note(ignored)}", file=sys.stderr)
+            if ignored:  # they were dropped without a word; said once the run trains (execute):
+                # before a refusal, "ignored: --source B (run: A)" preceded an error about A
+                self.resume_note = run.resume_note(ignored)
             epochs = old.epochs if config.epochs is None else config.epochs
             if epochs is None:  # "epochs": null (an edited file) was a TypeError traceback after loading
                 raise InputError(stored, 'holds no epoch count ("epochs": null); pass --epochs with --resume')
@@ -595,6 +646,7 @@ class _Run:
             )
             try:  # train() checked the options given; the stored ones win, so check them too
                 resolved.check()
+                check_method_hparams(resolved.method, resolved.method_kwargs)
             except InputError as exc:  # an edited --batch-size 0 or --lr -1 was a torch traceback
                 raise InputError(stored, f"a stored setting is refused: {exc.reason}") from exc
             return resolved
@@ -649,6 +701,8 @@ class _Run:
                 )
             ref = full
         else:
+            if c.box is None and self.resume:  # --box (or --source) given now would be ignored
+                raise InputError(c.source, self._stored_source_gone())
             if c.box is None:
                 raise InputError(c.source, "not a dataset directory; to simulate from structures give --box")
             dev = self.device
@@ -893,6 +947,18 @@ class _Run:
         cuda_devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         return torch.random.fork_rng(devices=cuda_devices)
 
+    def _stored_source_gone(self) -> str:
+        """Why a resumed run's stored source dataset cannot be read: the run trains on it whatever
+        --source says (its resume state and selection were made on it)."""
+        stored = self.config.source
+        why = (
+            f"not a dataset directory (any more?): the run's source, from {self.dir / 'config.json'}; "
+            "--resume trains on the source the run started with"
+        )
+        if not run.same_setting("source", self.given_source, stored):
+            why += f", not on --source {self.given_source}"
+        return why + ": put the dataset back there, or start a new run without --resume"
+
     def _views(self, domain: Domain, rng: np.random.Generator) -> Domain:
         """``domain`` with each volume in a fresh wedge-preserving view (when ``target_views``)."""
         if not self.config.target_views:
@@ -1012,6 +1078,10 @@ class _Run:
                 "ended, or it was deleted): training from epoch 1",
                 file=sys.stderr,
             )
+        if self.resume_note is not None and info.is_main:  # nothing refused the run: it trains
+            import sys
+
+            print(f"cryoshift: note: {self.resume_note}", file=sys.stderr)
         if info.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
             run.write_json(self.dir / "config.json", c.to_dict())

@@ -63,38 +63,6 @@ def _parse_kv(items: list[str], option: str) -> dict[str, object]:
     return out
 
 
-def _check_hparams_of_method(method: str, hparams: dict[str, object]) -> None:
-    """Refuse ``--hparam`` keys the chosen method does not take, before any data is read.
-
-    The registry accepts another method's key and ignores it (one dictionary fits every method
-    in the Python API), so ``--method selftrain --hparam dann_weight=0.5`` trained without the
-    setting and without a word; an unknown key was refused only after the target had been read,
-    with a list of every method's keys. Not on --resume: the run's stored ones win there."""
-    import difflib
-
-    from cryoshift.runtime.errors import InputError
-    from cryoshift.training.adapt import METHODS
-
-    try:
-        factory = METHODS.get(method)
-    except ValueError:  # an unknown method is refused by name later, with the list of methods
-        return
-    own = sorted(factory.defaults())  # type: ignore[attr-defined]
-    takes = f"it takes {', '.join(own)}" if own else "it takes none"
-    for key in hparams:
-        if key in own:
-            continue
-        users = [n for n in METHODS.names() if key in METHODS.get(n).defaults()]  # type: ignore[attr-defined]
-        if users:
-            why = f"is a hyper-parameter of {', '.join(users)}, not of method {method!r}"
-        else:
-            close = difflib.get_close_matches(key, own, n=1)
-            why = f"is not a hyper-parameter of method {method!r}" + (
-                f" (did you mean {close[0]}?)" if close else ""
-            )
-        raise InputError(None, f"--hparam {key} {why}; {takes}")
-
-
 def _check_target_options(
     target: str | None,
     tomograms: list[str],
@@ -360,9 +328,8 @@ def command(
         threads=threads,
         progress=not no_progress,
     )
-    if not resume:
-        config.check()  # a value of the wrong kind is said first (train() checks again: cheap)
-        _check_hparams_of_method(method, method_kwargs)
+    # train() refuses a value of the wrong kind first, then an --hparam key the method does not take
+    # (not on --resume: the run's stored method and hyper-parameters win), before any data is read
     result = train(config, resume=resume)
     if result.model_path is None:  # a non-zero rank under torchrun
         return

@@ -11,6 +11,11 @@ from typing import NamedTuple
 
 from cryoshift.runtime.errors import InputError
 
+# What the data's box and voxel size are checked against, as the refusals name it (plan_inputs,
+# load_item): the model's, for classify, evaluate and export; train checks its target against the
+# training run's (the source's), as no model exists yet.
+CHECKED_AGAINST = "model"
+
 
 class PlanRefusal(InputError):
     """A problem with the run itself (options, data that does not fit the model), not with one

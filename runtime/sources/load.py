@@ -8,15 +8,15 @@ import numpy as np
 from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
-from cryoshift.runtime.sources.items import Item
+from cryoshift.runtime.sources.items import CHECKED_AGAINST, Item
 
 
-def _check_item_voxel(item: Item, voxel: float, model_voxel: float | None) -> None:
+def _check_item_voxel(item: Item, voxel: float, model_voxel: float | None, against: str) -> None:
     mismatch = voxel_mismatch(voxel, model_voxel or 0.0)
     if mismatch is not None and mismatch > VOXEL_TOLERANCE:
         raise InputError(
             item.path,
-            f"voxel size {voxel:.3g} A differs from the model's {model_voxel:.3g} A by {mismatch:.0%}",
+            f"voxel size {voxel:.3g} A differs from the {against}'s {model_voxel:.3g} A by {mismatch:.0%}",
         )
 
 
@@ -47,28 +47,37 @@ def _check_values(out: np.ndarray, item: Item) -> None:
     )
 
 
-def load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: float | None = None) -> None:
+def load_item(
+    item: Item,
+    out: np.ndarray,
+    cache: VolumeCache,
+    voxel_size: float | None = None,
+    against: str = CHECKED_AGAINST,
+) -> None:
     """Fill ``out`` (D, D, D) float32 with ``item``'s voxels or raise InputError with the reason.
 
     ``voxel_size`` (the model's) makes single files of another voxel size fail as items;
-    stacks and tomograms were already checked while planning.
+    stacks and tomograms were already checked while planning. ``against`` names what the box and
+    voxel size are compared with, as plan_inputs' does ("the model's 16^3").
     """
     if item.kind == "error":
         raise InputError(item.path, item.error)
     try:
-        _load_item(item, out, cache, voxel_size)
+        _load_item(item, out, cache, voxel_size, against)
     except OSError as exc:  # a file gone, a dangling link, no permission: said in words
         raise InputError(item.path, os_reason(item.path, exc)) from exc
 
 
-def _load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: float | None) -> None:
+def _load_item(
+    item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: float | None, against: str
+) -> None:
     box = out.shape[0]
     if item.kind == "file":
         from cryoshift.runtime.mrc import read_plain_volume
 
         voxel = read_plain_volume(item.path, out)  # the fast path for plain files
         if voxel is not None:
-            _check_item_voxel(item, voxel, voxel_size)
+            _check_item_voxel(item, voxel, voxel_size, against)
             _check_values(out, item)
             return
         with open_mrc(item.path) as vol:  # not cached: directories can hold millions of files
@@ -77,13 +86,13 @@ def _load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: floa
 
                 check_isotropic(vol.header, item.path)
             if vol.voxel_size_known:
-                _check_item_voxel(item, vol.voxel_size, voxel_size)
+                _check_item_voxel(item, vol.voxel_size, voxel_size, against)
             data = vol.data
             if vol.is_stack or data.ndim != 3:
                 raise InputError(item.path, f"expected a single volume, found shape {tuple(data.shape)}")
             if data.shape != (box, box, box):
                 shown = "x".join(str(s) for s in data.shape)
-                raise InputError(item.path, f"box {shown} does not match the model's {box}^3")
+                raise InputError(item.path, f"box {shown} does not match the {against}'s {box}^3")
             out[...] = data
     elif item.kind == "stack":
         vol = cache.get(item.path)
@@ -92,7 +101,7 @@ def _load_item(item: Item, out: np.ndarray, cache: VolumeCache, voxel_size: floa
             raise InputError(item.path, f"index {item.index} outside stack of {data.shape[0]} volumes")
         if data.shape[1:] != (box, box, box):
             shown = "x".join(str(s) for s in data.shape[1:])
-            raise InputError(item.path, f"box {shown} does not match the model's {box}^3")
+            raise InputError(item.path, f"box {shown} does not match the {against}'s {box}^3")
         out[...] = data[item.index]
     elif item.kind == "tomogram":
         from cryoshift.runtime.crop import crop_box

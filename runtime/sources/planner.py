@@ -18,7 +18,7 @@ from cryoshift.runtime.contract import CONTRASTS, VOXEL_TOLERANCE, voxel_mismatc
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.picks import NAMED_TABLE_SUFFIXES
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
-from cryoshift.runtime.sources.items import Item, Plan, PlanRefusal, stack_id
+from cryoshift.runtime.sources.items import CHECKED_AGAINST, Item, Plan, PlanRefusal, stack_id
 from cryoshift.runtime.sources.paths import expand, is_dataset_dir, tomogram_index
 
 UNKNOWN_VOXEL_NOTES = 20  # files noted one by one for a header without a voxel size; then a count
@@ -44,9 +44,11 @@ class Planner:
         coordinate_pixel_size: float | None = None,
         binning: float | None = None,
         voxel_advice: str = CLASSIFY_VOXEL_ADVICE,
+        against: str = CHECKED_AGAINST,
     ):
         self.box = box_size
         self.voxel_advice = voxel_advice
+        self.against = against
         self.model_voxel = model_voxel
         self.contrast = contrast
         self.model_contrast = model_contrast
@@ -102,7 +104,7 @@ class Planner:
         if mismatch > VOXEL_TOLERANCE and not self.ignore_voxel:
             raise InputError(
                 path,
-                f"voxel size {voxel:.3g} A differs from the model's "
+                f"voxel size {voxel:.3g} A differs from the {self.against}'s "
                 f"{self.model_voxel:.3g} A "
                 f"by {mismatch:.0%} (> {VOXEL_TOLERANCE:.0%}); {self.voxel_advice}",
             )
@@ -116,7 +118,7 @@ class Planner:
         header = getattr(vol, "header", None)
         cell = header.get("cell") if isinstance(header, dict) else getattr(vol, "cell", None)
         shown = f" (cell = {', '.join(f'{c:g}' for c in cell)})" if cell else ""
-        checked = f" against the model's {self.model_voxel:.3g} A" if self.model_voxel > 0 else ""
+        checked = f" against the {self.against}'s {self.model_voxel:.3g} A" if self.model_voxel > 0 else ""
         self.notes.append(
             f"{path}: no usable voxel size in the header{shown}; classified without checking "
             f"it{checked} (manifest: null)"
@@ -251,8 +253,8 @@ class Planner:
             shown = "x".join(str(s) for s in shape)
             raise InputError(
                 path,
-                f"volumes are {shown} but the model takes {self.box}^3 boxes; "
-                "re-extract at the model's box size",
+                f"volumes are {shown} but the {self.against} takes {self.box}^3 boxes; "
+                f"re-extract at the {self.against}'s box size",
             )
 
     def add_dataset(self, path: Path) -> None:
@@ -476,6 +478,7 @@ def plan_inputs(
     coordinate_pixel_size: float | None = None,
     binning: float | None = None,
     voxel_advice: str = CLASSIFY_VOXEL_ADVICE,
+    against: str = CHECKED_AGAINST,
 ) -> Plan:
     """Enumerate every item of ``inputs`` in a stable order and check them against the model.
 
@@ -485,6 +488,8 @@ def plan_inputs(
     table row that is not numbers) comes back as ``kind == "error"`` items; only when every
     input fails is the first reason raised (InputError). ``voxel_advice`` ends the refusal of
     another voxel size: what the calling command offers (train has no --ignore-voxel-size).
+    ``against`` names what box and voxel size the refusals compare with (``"model"``: "the model's
+    10 A"; train's target: ``"training run"``).
     """
     if contrast is not None and contrast not in CONTRASTS:
         raise InputError(None, f"--contrast must be one of {', '.join(CONTRASTS)}, not {contrast!r}")
@@ -501,6 +506,7 @@ def plan_inputs(
         coordinate_pixel_size,
         binning,
         voxel_advice,
+        against,
     )
     data_contrast = contrast or "dark"
     has_non_dataset = any(not is_dataset_dir(Path(t)) for t in inputs)

@@ -5,11 +5,11 @@ exported) plus whatever it needs besides (discriminators, the warp net). The tra
 ``losses``, ``param_groups`` and ``finalize``, so a new method is one file in this package
 (``training/adapt/__init__.py`` imports every module here, which registers it).
 
-Hyper-parameters form one flat namespace shared by all methods: the trainer can pass the same
-dictionary to any method. Each class declares the defaults of the keys it adds in ``HPARAMS``,
-next to the code that reads them; a method takes the ``HPARAMS`` of its whole class hierarchy
-(``defaults()``: a mixin's keys come with the mixin), and a key that no registered method knows
-fails loudly with the closest valid name.
+Hyper-parameters form one flat namespace shared by all methods: a key means one thing, with one
+default, in every method that takes it. Each class declares the defaults of the keys it adds in
+``HPARAMS``, next to the code that reads them; a method takes the ``HPARAMS`` of its whole class
+hierarchy (``defaults()``: a mixin's keys come with the mixin) and refuses every other key,
+another method's included, naming the keys it takes (and the closest one to a misspelling).
 """
 
 from __future__ import annotations
@@ -41,22 +41,39 @@ def known_hparams() -> dict[str, Any]:
     return known
 
 
-def check_hparams(method: type[AdaptationMethod], hparams: dict[str, Any]) -> dict[str, Any]:
-    """``method``'s defaults with ``hparams`` on top (None = default); unknown keys raise ValueError.
+def methods_taking(key: str) -> list[str]:
+    """The registered methods that take hyper-parameter ``key`` (sorted; empty for a key none knows)."""
+    return [name for name in METHODS.names() if key in METHODS.get(name).defaults()]  # type: ignore[attr-defined]
 
-    A key another method uses is accepted and ignored, so one dictionary fits every method.
+
+def check_hparams(method: type[AdaptationMethod], hparams: dict[str, Any]) -> dict[str, Any]:
+    """``method``'s defaults with ``hparams`` on top (None = default).
+
+    A key ``method`` does not take raises ValueError naming the method, the key(s) and the keys it
+    takes. Another method's key used to be accepted and ignored (one dictionary for every method),
+    so ``create_method("selftrain", ..., dann_weight=0.5)`` trained without the setting, without
+    a word; the command line refused it (runtime/commands/train.py), the Python API did not.
     """
     defaults = method.defaults()
-    known = {**known_hparams(), **defaults}
-    for key in hparams:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"method {method.name!r}: unknown hyper-parameter {key!r}; "
-                f"valid: {', '.join(sorted(known))}.{hint}"
-            )
+    refused = [key for key in hparams if key not in defaults]
+    if refused:
+        raise ValueError(_refusal(method.name, refused, sorted(defaults)))
     return {key: default if hparams.get(key) is None else hparams[key] for key, default in defaults.items()}
+
+
+def _refusal(method: str, refused: list[str], takes: list[str]) -> str:
+    """'method M does not take hyper-parameter K (...); it takes A, B. Did you mean ...?'"""
+    shown, hints = [], []
+    for key in refused:
+        users = methods_taking(key)
+        shown.append(f"{key!r} (a hyper-parameter of {', '.join(users)})" if users else repr(key))
+        close = difflib.get_close_matches(key, takes, n=1)
+        if close and not users:
+            hints.append(f"{close[0]!r}" + (f" for {key!r}" if len(refused) > 1 else ""))
+    noun = "hyper-parameter" if len(refused) == 1 else "hyper-parameters"
+    accepted = f"it takes {', '.join(takes)}" if takes else "it takes none"
+    hint = f" Did you mean {', '.join(hints)}?" if hints else ""
+    return f"method {method!r} does not take {noun} {', '.join(shown)}; {accepted}.{hint}"
 
 
 class AdaptationMethod(nn.Module):

@@ -1,0 +1,275 @@
+"""What training says when it refuses or skips something, checked word by word: hyper-parameters
+of another method given through the Python API, a config.json with keys this cryoshift does not
+know, target items that do not fit the run (they were said not to fit "the model's" box or voxel
+size, before there was a model), and a resumed run whose stored source is gone (a note that the
+given --source was ignored came before the error about the stored one).
+
+Each check fires before any training; tiny settings (16^3 volumes) throughout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+from hostile_inputs import BOX, VOXEL, Capsys, assert_error, run_cli, train_argv, volumes
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# ---------------------------------------------------------------------------------------------
+# hyper-parameters a method does not take
+
+
+def _backbone() -> nn.Module:
+    from cryoshift.training.backbones import create_backbone
+
+    return create_backbone("cryonet-small", num_classes=3, box_size=BOX)
+
+
+def test_a_method_refuses_another_methods_hyper_parameter_in_the_python_api() -> None:
+    """create_method("selftrain", dann_weight=0.5) trained without the setting and without a word:
+    check_hparams took any method's key and ignored it (only the command line refused it)."""
+    pytest.importorskip("torch")
+    from cryoshift.training.adapt import METHODS, create_method
+
+    takes = ", ".join(sorted(METHODS.get("selftrain").defaults()))
+    with pytest.raises(ValueError) as exc:
+        create_method("selftrain", backbone=_backbone(), num_classes=3, box_size=BOX, dann_weight=0.5)
+    assert str(exc.value) == (
+        f"method 'selftrain' does not take hyper-parameter 'dann_weight' (a hyper-parameter of dann); "
+        f"it takes {takes}."
+    )
+    # several keys: each named, with its methods where it has some, and the closest spelling
+    with pytest.raises(ValueError) as exc:
+        create_method(
+            "source-only",
+            backbone=_backbone(),
+            num_classes=3,
+            box_size=BOX,
+            warp_sigma=2.0,
+            ce_wieght=1.0,
+        )
+    assert str(exc.value) == (
+        "method 'source-only' does not take hyper-parameters 'warp_sigma' (a hyper-parameter of "
+        "cryoshift, warp), 'ce_wieght'; it takes ce_weight, label_smoothing. "
+        "Did you mean 'ce_weight' for 'ce_wieght'?"
+    )
+    # a key the method takes is still set, and None still means its default
+    method = create_method(
+        "dann", backbone=_backbone(), num_classes=3, box_size=BOX, dann_weight=0.5, grl_max=None
+    )
+    assert method.hparams == {**METHODS.get("dann").defaults(), "dann_weight": 0.5}
+
+
+def test_train_refuses_another_methods_hyper_parameter_before_reading_data(tmp_path: Path) -> None:
+    """The Python API's train() built the method only after the source and the target were read
+    (and template-matched); the refusal now comes first, in the command line's words."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.training.trainer import TrainConfig, train
+
+    out = tmp_path / "run"
+    config = TrainConfig(
+        source=str(tmp_path / "no_such_source"),
+        out=str(out),
+        method="selftrain",
+        method_kwargs={"dann_weight": 0.5},
+    )
+    with pytest.raises(InputError) as exc:
+        train(config)
+    assert "--hparam dann_weight is a hyper-parameter of dann, not of method 'selftrain'; it takes " in str(
+        exc.value
+    )
+    assert not out.exists()
+
+
+def test_train_resume_refuses_a_stored_hyper_parameter_of_another_method(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    """A config.json whose method_kwargs hold another method's key (the Python API once took it):
+    one line naming config.json, not a run that ignores the setting."""
+    pytest.importorskip("torch")
+    from cryoshift.training.trainer import TrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    stored = TrainConfig(
+        source=str(tmp_path / "gone"),
+        out=str(run),
+        epochs=1,
+        method="selftrain",
+        method_kwargs={"warp_sigma": 2.0},
+    )
+    (run / "config.json").write_text(json.dumps(stored.to_dict()))
+    argv = [
+        "train",
+        "--source",
+        tmp_path / "gone",
+        "--out",
+        run,
+        "--resume",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    line = assert_error(run_cli(argv, capsys), run / "config.json")
+    assert "a stored setting is refused: --hparam warp_sigma is a hyper-parameter of cryoshift, warp" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# config.json with keys this cryoshift does not know
+
+
+def _resume_config_with_a_new_key(tmp_path: Path, capsys: Capsys, versions: object) -> str:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"source": "builtin", "out": str(run), "surprise": 1}))
+    if versions is not None:
+        (run / "versions.json").write_text(json.dumps(versions))
+    argv = ["train", "--source", "builtin", "--box", BOX, "--epochs", 1, "--out", run, "--resume"]
+    return assert_error(run_cli([*argv, "--device", "cpu", "--no-progress"], capsys), run / "config.json")
+
+
+def test_a_config_from_a_newer_cryoshift_says_to_upgrade(tmp_path: Path, capsys: Capsys) -> None:
+    """ "unknown training config keys: surprise" did not say that a newer cryoshift wrote the run
+    (its versions.json records which)."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime import __version__
+
+    line = _resume_config_with_a_new_key(tmp_path, capsys, {"cryoshift": "999.1.0", "python": "3.12"})
+    assert line.endswith(
+        f"unknown training config keys: surprise (written by cryoshift 999.1.0, this is {__version__}: "
+        "upgrade cryoshift)"
+    ), line
+
+
+@pytest.mark.parametrize(
+    "versions",
+    [None, {"cryoshift": "0.0.1"}, {"cryoshift": "not a version"}, ["a list"], {"python": "3.12"}],
+    ids=["no_versions_json", "older", "unreadable_version", "not_an_object", "no_cryoshift_key"],
+)
+def test_a_config_with_unknown_keys_hints_at_another_version(
+    versions: object, tmp_path: Path, capsys: Capsys
+) -> None:
+    pytest.importorskip("torch")
+    line = _resume_config_with_a_new_key(tmp_path, capsys, versions)
+    assert line.endswith("unknown training config keys: surprise (written by another cryoshift version?)"), (
+        line
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# target items that do not fit the training run
+
+
+def _odd_target_folder(root: Path) -> Path:
+    """A usable 16^3 volume at 10 A, one at 5 A, a 12^3 volume and a stack of 12^3 volumes."""
+    from cryoshift.runtime.mrc import write_stack, write_volume
+
+    folder = root / "target"
+    folder.mkdir()
+    good, fine = volumes(2)
+    small = np.random.default_rng(1).normal(size=(3, 12, 12, 12)).astype(np.float32)
+    write_volume(folder / "a_good.mrc", good, voxel_size=VOXEL)
+    write_volume(folder / "b_vs5.mrc", fine, voxel_size=VOXEL / 2)
+    write_volume(folder / "c_box12.mrc", small[0], voxel_size=VOXEL)
+    write_stack(folder / "d_box12.mrcs", small[1:], voxel_size=VOXEL)
+    return folder
+
+
+def test_train_says_target_items_do_not_fit_the_training_run_not_the_model(tmp_path: Path) -> None:
+    """Training's skipped target items said the runtime planner's "the model's 16^3" and "the model
+    takes 16^3 boxes": there is no model yet, the target is checked against the source's size."""
+    pytest.importorskip("torch")
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.training.data import load_target
+
+    folder = _odd_target_folder(tmp_path)
+    dom = load_target(str(folder), BOX, VOXEL, "dark", ["a", "b"])
+    assert len(dom) == 1
+    assert dom.skipped == [
+        f"{folder / 'b_vs5.mrc'}: voxel size 5 A differs from the training run's 10 A by 50% (> 5%); "
+        "rescale the target to the training voxel size",
+        f"{folder / 'c_box12.mrc'}: box 12x12x12 does not match the training run's 16^3",
+        f"{folder / 'd_box12.mrcs'}: volumes are 12x12x12 but the training run takes 16^3 boxes; "
+        "re-extract at the training run's box size",
+    ]
+    with pytest.raises(InputError) as exc:  # the stack alone: the whole target is refused
+        load_target(str(folder / "d_box12.mrcs"), BOX, VOXEL, "dark", ["a", "b"])
+    assert "the training run takes 16^3 boxes" in str(exc.value) and "model" not in str(exc.value)
+
+
+def test_classify_still_checks_items_against_the_model(tmp_path: Path) -> None:
+    """The planner and the item loader keep "the model's" wording for classify, evaluate, export."""
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
+
+    folder = _odd_target_folder(tmp_path)
+    cache = VolumeCache()
+    plan = plan_inputs([str(folder)], BOX, VOXEL, cache=cache)
+    reasons = []
+    out = np.empty((BOX,) * 3, dtype=np.float32)
+    for item in plan.items:
+        try:
+            load_item(item, out, cache, VOXEL)
+        except InputError as exc:
+            reasons.append(exc.reason)
+    assert reasons == [
+        "voxel size 5 A differs from the model's 10 A by 50% (> 5%); "
+        "rescale the data or pass --ignore-voxel-size",
+        "box 12x12x12 does not match the model's 16^3",
+        "volumes are 12x12x12 but the model takes 16^3 boxes; re-extract at the model's box size",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# --resume with another --source
+
+
+def _run_with_a_stored_config(tmp_path: Path, **settings: object) -> Path:
+    """A run folder holding only config.json (a run killed before its first epoch ended)."""
+    from cryoshift.training.trainer import TrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    base = {"source": str(tmp_path / "moved_away"), "out": str(run), "epochs": 1, "method": "source-only"}
+    stored = TrainConfig(**{**base, **settings})  # type: ignore[arg-type]
+    (run / "config.json").write_text(json.dumps(stored.to_dict()))
+    return run
+
+
+def test_resume_with_another_source_prints_the_error_alone(
+    tmp_path: Path, capsys: Capsys, dataset: Path
+) -> None:
+    """The run's source dataset moved, --resume --source NEW: a note "ignored: --source NEW (run:
+    OLD)" came first, then "OLD: not a dataset directory; to simulate from structures give --box"
+    (--box is ignored on --resume too). Now one line: the stored source is what resume trains on."""
+    pytest.importorskip("torch")
+    run = _run_with_a_stored_config(tmp_path)
+    stored = tmp_path / "moved_away"
+    line = assert_error(run_cli(train_argv(dataset, run, "--resume"), capsys), stored)
+    assert line == (
+        f"cryoshift: error: {stored}: not a dataset directory (any more?): the run's source, from "
+        f"{run / 'config.json'}; --resume trains on the source the run started with, not on --source "
+        f"{dataset}: put the dataset back there, or start a new run without --resume"
+    )
+    # the same --source as stored: nothing to say about --source
+    line = assert_error(run_cli(train_argv(stored, run, "--resume"), capsys), stored)
+    assert "the run's source" in line and "not on --source" not in line and "--box" not in line
+
+
+def test_resume_refusing_a_stored_setting_prints_no_note_first(
+    tmp_path: Path, capsys: Capsys, dataset: Path
+) -> None:
+    """A refusal of the stored config itself ("epochs": null) came after the note naming the
+    options given otherwise: the run did not resume, so there was nothing they were ignored for."""
+    pytest.importorskip("torch")
+    run = _run_with_a_stored_config(tmp_path, epochs=None)
+    argv = ["train", "--source", dataset, "--out", run, "--resume", "--backbone", "cryonet-small"]
+    argv += ["--device", "cpu", "--threads", 1, "--no-progress"]  # no --epochs
+    line = assert_error(run_cli(argv, capsys), run / "config.json")
+    assert 'holds no epoch count ("epochs": null)' in line
