@@ -36,6 +36,15 @@ VOXEL_TOLERANCE = 0.05  # relative voxel-size mismatch tolerated between data an
 VOXEL_SIZE_RANGE = (0.01, 10000.0)
 
 
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a control character (tab, line break, escape, DEL, C1) or a Unicode
+    line or paragraph separator. Class names are one line of text in every table and listing that
+    shows them (predictions, info, the report), so a model's or a dataset's names may hold none."""
+    import unicodedata
+
+    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
+
+
 def voxel_mismatch(voxel: float, model_voxel: float) -> float | None:
     """The relative voxel-size difference of data and model (compared with VOXEL_TOLERANCE),
     None when either is unknown (<= 0)."""

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryoshift.runtime.contract import CONTRASTS, VOXEL_SIZE_RANGE
+from cryoshift.runtime.contract import CONTRASTS, VOXEL_SIZE_RANGE, has_control_character
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.mrc import MrcVolume, open_volume
 
@@ -110,6 +110,11 @@ def _check_class_names(where: Path, class_names: list[Any] | None, labelled: boo
         raise InputError(where, f"class_names has duplicates: {', '.join(dupes)}")
     if any(not str(c) for c in class_names):
         raise InputError(where, "class_names has an empty name")
+    odd = [str(c) for c in class_names if has_control_character(str(c))]
+    if odd:  # the exported model would refuse them (metadata): a whole training run, then an error
+        raise InputError(
+            where, f"class_names has a name with a control character (a line break, tab ...): {odd[0]!r}"
+        )
 
 
 def _validate_names(directory: Path, class_names: list[str] | None, labels: np.ndarray | None) -> None:

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryoshift.runtime.contract import CONTRASTS, FEATURES, INPUT_NAME, LOGITS, NORMALISATIONS
+from cryoshift.runtime.contract import (
+    CONTRASTS,
+    FEATURES,
+    INPUT_NAME,
+    LOGITS,
+    NORMALISATIONS,
+    has_control_character,
+)
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.jsonfile import JSON_ERRORS
 
@@ -193,21 +200,14 @@ def _wrong_type(data: dict[str, Any]) -> str | None:
         return (
             f"class_names has duplicates: {', '.join(twice)} (predictions of two classes would share a name)"
         )
-    odd = [n for n in names if isinstance(n, str) and _has_control(n)] if isinstance(names, list) else []
+    listed = names if isinstance(names, list) else []
+    odd = [n for n in listed if isinstance(n, str) and has_control_character(n)]
     if odd:
         return (
             f"class_names has a name with a control character (a line break, tab ...): {_shown(odd[0])}; "
             "it would split the lines of tables and listings"
         )
     return None
-
-
-def _has_control(text: str) -> bool:
-    """Whether ``text`` holds a control character (tab, line break, escape, DEL, C1) or a Unicode
-    line or paragraph separator: characters that break a line or a table where a name is shown."""
-    import unicodedata
-
-    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
 
 
 # Tag bytes of the ModelProto fields that follow ir_version (producer_name, ..., graph, opset_import,

@@ -98,6 +98,9 @@ def test_broken_dataset(breakage: str, dataset: Path, model: Path, tmp_path: Pat
     [
         ([], "class_names is empty"),
         (["ribosome", "junk", "ribosome"], "class_names has duplicates: ribosome"),
+        # a line break split every listing; train ran all its epochs before the exported metadata
+        # refused the name
+        (["ribosome", "junk\nmore", "proteasome"], "class_names has a name with a control character"),
     ],
 )
 def test_labelled_dataset_with_empty_or_duplicate_class_names(
@@ -138,6 +141,8 @@ def test_unlabelled_dataset_needs_no_class_names(model: Path, tmp_path: Path, ca
         write_dataset(tmp_path / "w1", volumes(2), labels=[0, 0], class_names=[], voxel_size=VOXEL)
     with pytest.raises(InputError, match="class_names has duplicates: a"):
         write_dataset(tmp_path / "w2", volumes(2), labels=[0, 1], class_names=["a", "a"], voxel_size=VOXEL)
+    with pytest.raises(InputError, match="class_names has a name with a control character"):
+        write_dataset(tmp_path / "w3", volumes(2), labels=[0, 1], class_names=["a", "b\tc"], voxel_size=VOXEL)
 
 
 def test_evaluate_refuses_unlabelled_data(model: Path, tmp_path: Path, capsys: Capsys) -> None:
