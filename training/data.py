@@ -432,12 +432,12 @@ class SimulatedSource:
         validation source of a run): not read, resampled and noted a second time."""
         from cryoshift.training.simulate.config import PRESETS
         from cryoshift.training.simulate.simulator import Simulator
-        from cryoshift.training.simulate.structures import load_structures
+        from cryoshift.training.simulate.structures import load_structures, split_sources
 
         if preset not in PRESETS:
             raise InputError(None, f"unknown --sim-preset {preset!r}; choose one of {', '.join(PRESETS)}")
         voxel = float(voxel_size) if voxel_size is not None else DEFAULT_VOXEL_SIZE
-        sources = [s for s in str(structures).split(",") if s]
+        sources = split_sources([str(structures)])
         self.structures = loaded if loaded is not None else load_structures(sources, box_size, voxel, seed=0)
         self.config = PRESETS[preset]
         self.simulator = Simulator(self.structures, self.config, device=device, seed=seed)

@@ -58,16 +58,86 @@ def _check_shift(shift: float, box: int) -> None:
         )
 
 
+def _check_sizes(voxel_size: float, n: int, resolution: float | None) -> None:
+    """Refuse a --voxel-size, --n or --resolution outside the accepted ranges (config.BOUNDS, where
+    the config fields' ranges are too; --box is checked by load_structures): --voxel-size 1e-6 made
+    every built-in the same map, --n 10**12 ended in mrcfile's traceback."""
+    import math
+
+    from cryoshift.training.simulate.config import check_bound
+
+    if math.isfinite(voxel_size) and voxel_size > 0:  # nan, inf, 0: load_structures says so in words
+        check_bound("voxel_size", voxel_size)
+    check_bound("n", n)
+    if resolution is not None:
+        check_bound("resolution", resolution)
+
+
+def _check_free_folder(out_dir: Path) -> None:
+    """Refuse an OUT_DIR that already holds a dataset: the writer overwrote volumes.mrc and the
+    tables of an earlier dataset without a word."""
+    import os
+
+    from cryoshift.runtime.dataset import META, TABLE, VOLUMES
+
+    found = [name for name in (VOLUMES, TABLE, META) if os.path.lexists(out_dir / name)]
+    if not found:
+        return
+    what = "a dataset" if META in found else f"an unfinished dataset (no {META}: a run that was stopped?)"
+    raise InputError(
+        out_dir,
+        f"already holds {what} ({', '.join(found)}); choose another OUT_DIR, or remove it to simulate here",
+    )
+
+
+def _check_disk_space(out_dir: Path, n: int, box: int) -> None:
+    """Refuse a dataset larger than the free space where it goes, before the work: the volumes are
+    written into a file made at full size up front, which fails (or fills the disk) only later."""
+    import shutil
+
+    from cryoshift.runtime.hostmem import format_bytes
+
+    need = n * box**3 * 4  # float32 volumes; the tables are small next to them
+    folder = next((f for f in (out_dir, *out_dir.parents) if f.is_dir()), None)
+    if folder is None:
+        return
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:  # no answer: the writer says what goes wrong
+        return
+    if need > free:
+        raise InputError(
+            out_dir,
+            f"the dataset needs {format_bytes(need)} ({n} volumes of {box}^3 float32) but only "
+            f"{format_bytes(free)} is free there; lower --n or --box, or choose another OUT_DIR",
+        )
+
+
+def _check_classes(structs, sources: list[str]) -> None:
+    """Refuse a dataset of one class: a classifier needs two, and ``train`` refused it only later."""
+    if len(structs) >= 2:
+        return
+    skipped = f"; {len(structs.skipped)} skipped" if structs.skipped else ""
+    raise InputError(
+        ", ".join(sources),
+        f"gives one class ({structs.names[0]}{skipped}): a classifier needs at least two classes; "
+        "add structures to --structures (e.g. builtin:NAME, maps or models)",
+    )
+
+
 def command(
     out_dir: Path = typer.Argument(
-        ..., help="Dataset directory to write (volumes.mrc, particles.csv, dataset.json)."
+        ...,
+        help="Dataset directory to write (volumes.mrc, particles.csv, dataset.json); one that holds a "
+        "dataset already is refused.",
     ),
     structures: list[str] = typer.Option(
         ["builtin"],
         "--structures",
         "-s",
-        help="Structure sources "
-        "(repeatable or comma-separated): 'builtin', 'builtin:NAME', an MRC "
+        help="Structure sources, at least two classes "
+        "(repeatable or comma-separated; an existing file whose name holds a comma is taken whole): "
+        "'builtin', 'builtin:NAME', an MRC "
         "map, a PDB/mmCIF model (gzip ok; of several superposed models the first), or a directory "
         "of those; class names are the file names. Built-ins: "
         f"{', '.join(BUILTIN_NAMES)}.",
@@ -162,12 +232,14 @@ def command(
 
     from cryoshift.training.simulate import PRESETS, SimulationConfig, load_structures, simulate_dataset
     from cryoshift.training.simulate.config import check_seed
+    from cryoshift.training.simulate.structures import split_sources
 
     if preset not in PRESETS:
         raise InputError(None, f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if n <= 0 or batch_size <= 0:
         raise InputError(None, "--n and --batch-size must be positive")
     _check_options(device, threads, resolution)
+    _check_sizes(voxel_size, n, resolution)
     check_seed("--seed", seed)
     check_seed("--structure-seed", structure_seed)
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -201,9 +273,12 @@ def command(
         contrast=contrast,
     )
     check_out_folder(out_dir, "OUT_DIR", "the dataset is written to")  # before large models are read
-    sources = [s for item in structures for s in item.split(",") if s]
+    _check_free_folder(out_dir)
+    sources = split_sources(structures)
     structs = load_structures(sources, box, voxel_size, seed=structure_seed, resolution=resolution)
+    _check_classes(structs, sources)
     _check_shift(cfg.shift_voxels, box)  # after load_structures, which names a box too small first
+    _check_disk_space(out_dir, n, box)
     path = simulate_dataset(
         out_dir, structs, cfg, n, seed=seed, batch_size=batch_size, device=device, progress=not no_progress
     )

@@ -62,7 +62,7 @@ def test_simulate_keeps_ordinary_odd_boxes(tmp_path: Path, capsys: Capsys) -> No
         "--shift",
         4,
         "--structures",
-        "builtin:rubisco",
+        "builtin:rubisco,builtin:p97",  # two classes: one is refused
     ]
     code, _, err = run_cli([*argv, "--no-progress", "--threads", 1, "--seed", 2**40], capsys)
     assert code == 0, err

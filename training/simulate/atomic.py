@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import sys
 import zlib
 from pathlib import Path
 
@@ -86,12 +87,45 @@ def _parse(path: Path):
 
 
 def _read_model(path: Path):
+    """The model cleaned up for density (no hydrogens, waters or unknown elements), and how many
+    atoms of unknown element were left out of its first model."""
     st = _parse(path)
     st.remove_hydrogens()
     st.remove_waters()
+    unknown = _drop_unknown_elements(path, st)
     st.remove_empty_chains()
     _check_models(path, st)
-    return st
+    return st, unknown
+
+
+def _drop_unknown_elements(path: Path, st) -> int:
+    """Leave out atoms of unknown element (gemmi's X: an element column of X or junk, or a blank one
+    with an atom name it cannot read): gemmi gave them a made-up scattering factor (0.8 x carbon's)
+    and they were simulated without a word. Returns their number in the first model; a model of
+    nothing else is refused."""
+    import gemmi
+
+    unknown = gemmi.Element("X")
+    counts = []
+    for model in st:
+        dropped = 0
+        for chain in model:
+            for residue in chain:
+                for i in reversed(range(len(residue))):
+                    if residue[i].element == unknown:
+                        del residue[i]
+                        dropped += 1
+            for i in reversed(range(len(chain))):
+                if len(chain[i]) == 0:
+                    del chain[i]
+        counts.append(dropped)
+    if counts and counts[0] and not any(True for ch in st[0] for r in ch for a in r):
+        raise InputError(
+            path,
+            f"all {counts[0]} atoms have an unknown element (X), whose scattering cryoshift cannot "
+            "know: set the elements (columns 77-78 of a PDB file, _atom_site.type_symbol)",
+        )
+    return counts[0] if counts else 0
 
 
 def _heavy_xyz(model) -> np.ndarray:
@@ -155,7 +189,8 @@ def describe_model(path: str | Path) -> list[tuple[str, str]]:
     hydrogens = sum(a.is_hydrogen() for a in atoms)
     waters = sum(len(r) for ch in model for r in ch if r.is_water())
     altlocs = sum(a.altloc != "\0" for a in atoms)
-    used = _usable_xyz(path, _read_model(path)[0])
+    cleaned, unknown = _read_model(path)
+    used = _usable_xyz(path, cleaned[0])
     span = used.max(0) - used.min(0)
     gz = ", gzip" if model_suffix(path).endswith(COMPRESSED_SUFFIX) else ""
     kind = "mmCIF" if ".cif" in model_suffix(path) else "PDB"
@@ -164,7 +199,10 @@ def describe_model(path: str | Path) -> list[tuple[str, str]]:
         ("models", f"{len(st)}" + (" (superposed: the first is used)" if len(st) > 1 else "")),
         ("chains", str(len(model))),
         ("atoms", f"{len(atoms)} ({hydrogens} hydrogens, {waters} in waters, {altlocs} with altlocs)"),
-        ("heavy atoms used", str(len(used))),
+        (
+            "heavy atoms used",
+            str(len(used)) + (f" ({unknown} of unknown element left out)" if unknown else ""),
+        ),
         ("extent (A)", " x ".join(f"{v:.1f}" for v in span) + " (X, Y, Z)"),
     ]
     return rows
@@ -172,7 +210,7 @@ def describe_model(path: str | Path) -> list[tuple[str, str]]:
 
 def atom_positions(path: str | Path) -> np.ndarray:
     """(N, 3) x, y, z in Angstrom of the heavy atoms of the first model (after the same cleanup)."""
-    return _heavy_xyz(_read_model(Path(path))[0])
+    return _heavy_xyz(_read_model(Path(path))[0][0])
 
 
 def atomic_density(
@@ -195,9 +233,17 @@ def atomic_density(
     path = Path(path)
     if resolution <= 0 or spacing <= 0:
         raise InputError(path, "resolution and spacing must be positive")
-    st = _read_model(path)
+    st, unknown = _read_model(path)
     model = st[0]
     xyz = _usable_xyz(path, model)
+    if unknown:
+        total = unknown + sum(1 for ch in model for r in ch for a in r)
+        print(
+            f"cryoshift: warning: {path}: {unknown} of {total} "
+            "atoms have an unknown element (X) and are left out of its density; set their elements "
+            "(columns 77-78 of a PDB file, _atom_site.type_symbol) to include them",
+            file=sys.stderr,
+        )
     sigma = 0.225 * resolution
     margin = max(3.0 * sigma + 5.0, 2 * spacing) if margin is None else margin
     span = xyz.max(0) - xyz.min(0)

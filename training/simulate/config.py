@@ -27,6 +27,79 @@ DOSE_ORDERS = ("dose-symmetric", "bidirectional", "sequential")
 Range = tuple[float, float]
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The accepted values of one numeric setting: ``lo`` to ``hi`` (both included) in ``unit``;
+    ``option`` is the ``cryoshift simulate`` option that sets it (None: only ``--config`` does)."""
+
+    lo: float
+    hi: float
+    unit: str
+    option: str | None
+
+
+# The accepted values of every numeric setting of ``cryoshift simulate``, in one place: the
+# SimulationConfig fields (checked by SimulationConfig.validate, so --config files, presets and
+# train's on-the-fly source too) and the options that are no config field (voxel_size, box, n,
+# resolution; checked by the command). Generous: every real facility's values pass (unbinned 0.5 A
+# to heavily binned 50 A voxels, Cs-corrected 0 to 10 mm, defocus to 20 um, tilt to +-90 deg); what
+# lies outside is a typo or a value in other units (Cs in um, defocus in A, SNR in dB) that used to
+# be simulated without a word: --snr 1e-30 wrote pure noise under class labels, --cs -1 a CTF no
+# microscope has, --tilt-step 1000 a "tilt series" of one image.
+BOUNDS: dict[str, Bound] = {
+    # options that are not config fields
+    "voxel_size": Bound(0.5, 50.0, "A", "--voxel-size"),
+    "box": Bound(8, 512, "voxels", "--box"),  # one 512^3 volume is 0.5 GiB
+    "n": Bound(1, 10_000_000, "subtomograms", "--n"),
+    "resolution": Bound(0.5, 500.0, "A", "--resolution"),
+    # SimulationConfig fields (ranges: both ends are checked)
+    "snr": Bound(1e-4, 1e3, "", "--snr"),
+    "tilt_max": Bound(5.0, 90.0, "degrees", "--tilt-max"),
+    "tilt_step": Bound(0.1, 30.0, "degrees", "--tilt-step"),  # and at most the lowest tilt_max
+    "dose": Bound(0.0, 1000.0, "e-/A^2", "--dose"),
+    "defocus_um": Bound(-20.0, 20.0, "um (negative = underfocus)", "--defocus"),
+    "astigmatism_um": Bound(-10.0, 10.0, "um", "--astigmatism"),
+    "voltage_kv": Bound(10.0, 3000.0, "kV", "--voltage"),
+    "cs_mm": Bound(0.0, 10.0, "mm", "--cs"),
+    "amplitude_contrast": Bound(0.0, 0.999, "", "--amplitude-contrast"),
+    "bfactor": Bound(0.0, 5000.0, "A^2", "--bfactor"),
+    "shift_voxels": Bound(0.0, 256.0, "voxels", "--shift"),  # and under half the box (the command)
+    "crowding": Bound(0.0, 1.0, "(a probability)", "--crowding"),
+    "neighbours": Bound(0, 30, "", "--neighbours"),
+    "gradient": Bound(0.0, 100.0, "x the signal's standard deviation", "--gradient"),
+    "noise_alpha": Bound(-4.0, 4.0, "", "--noise-alpha"),
+    "invert_contrast": Bound(0.0, 1.0, "(a probability)", "--invert"),
+    "flex_voxels": Bound(0.0, 10.0, "voxels", None),
+    "p_partial": Bound(0.0, 1.0, "(a probability)", None),
+    "p_extra": Bound(0.0, 1.0, "(a probability)", None),
+    "magnification": Bound(0.5, 2.0, "(a scale factor, 1 = as given)", None),
+}
+
+
+def check_bound(name: str, value: float, where: str | Path | None = None) -> None:
+    """Refuse ``value`` of the setting ``name`` outside its :data:`BOUNDS`, in one line naming the
+    option (and the config field), the value and the accepted range."""
+    bound = BOUNDS[name]
+    if bound.lo <= value <= bound.hi:  # False for NaN
+        return
+    field_names = {f.name for f in dataclasses.fields(SimulationConfig)}
+    if name not in field_names:
+        label = bound.option
+    elif bound.option is None:
+        label = f"{name} (a --config field)"
+    else:
+        label = f"{bound.option} ({name})"
+    accepted = f"{_number(bound.lo)} to {_number(bound.hi)}" + (f" {bound.unit}" if bound.unit else "")
+    raise InputError(where, f"{label} {_number(value)} is outside the accepted range {accepted}")
+
+
+def _number(value: float) -> str:
+    """A number as a user would type it: whole ones below 1e8 in full (10000000, not 1e+07)."""
+    if math.isfinite(value) and float(value).is_integer() and abs(value) < 1e8:
+        return str(int(value))
+    return f"{value:g}"
+
+
 @dataclass
 class SimulationConfig:
     """Ranges for every parameter drawn per subtomogram.
@@ -102,30 +175,18 @@ class SimulationConfig:
             if lo > hi:
                 raise InputError(where, f"{f.name}: lo {lo} is larger than hi {hi}")
             setattr(self, f.name, (lo, hi))
-        if self.snr is not None and self.snr[0] <= 0:
-            raise InputError(where, "snr must be positive (log-uniform range)")
-        if not 0 < self.tilt_max[0] <= 90 or self.tilt_max[1] > 90:
-            raise InputError(where, "tilt_max must lie in (0, 90] degrees")
-        if self.tilt_step[0] <= 0:
-            raise InputError(where, "tilt_step must be positive")
-        if self.voltage_kv[0] <= 0:
-            raise InputError(where, "voltage_kv must be positive")
-        if not (self.amplitude_contrast[0] >= 0 and self.amplitude_contrast[1] < 1):
-            raise InputError(where, "amplitude_contrast must lie in [0, 1)")
-        if not (self.magnification[0] >= 0.5 and self.magnification[1] <= 2.0):
-            raise InputError(where, "magnification must lie in [0.5, 2] (a scale factor, 1 = as given)")
-        for name in ("crowding", "invert_contrast", "p_partial", "p_extra"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise InputError(where, f"{name} is a probability in [0, 1]")
-        if (
-            self.shift_voxels < 0
-            or self.neighbours[0] < 0
-            or min(self.dose) < 0
-            or min(self.bfactor) < 0
-            or min(self.flex_voxels) < 0
-        ):
+        for f in dataclasses.fields(self):  # every numeric field has its BOUNDS entry
+            value = getattr(self, f.name)
+            if f.name not in BOUNDS or value is None:  # a word or a switch; snr None: no noise
+                continue
+            for v in value if isinstance(value, tuple) else (value,):
+                check_bound(f.name, v, where)
+        if self.tilt_step[1] > self.tilt_max[0]:  # fewer than three tilts: -step, 0, +step
             raise InputError(
-                where, "shift_voxels, neighbours, dose, bfactor and flex_voxels must not be negative"
+                where,
+                f"--tilt-step (tilt_step) {self.tilt_step[1]:g} is larger than the tilt range "
+                f"(--tilt-max, tilt_max, from {self.tilt_max[0]:g} degrees): the tilt series would "
+                "hold fewer than three images; real steps are 1-5 degrees",
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -90,9 +90,13 @@ def simulate_dataset(
     Writing is chunked (``batch_size`` volumes at a time), so memory stays flat for any ``n``;
     the same seed and chunking give identical volumes on the same device.
     """
-    from cryoshift.runtime.dataset import DatasetWriter
+    from cryoshift.runtime.dataset import VOLUMES, DatasetWriter
 
     check_out_folder(out_dir, "OUT_DIR", "the dataset is written to")
+    # a stack this call makes is removed if it fails: left behind, it made the folder look like
+    # an unfinished dataset that ``cryoshift simulate`` refuses to write over
+    stack = Path(out_dir) / VOLUMES
+    stack_is_new = not stack.exists() and not stack.is_symlink()
     sim = Simulator(structures, config, device=device, seed=seed)
     meta: dict[str, Any] = {
         "generator": generator,
@@ -133,6 +137,8 @@ def simulate_dataset(
                 _write_chunk(sim, writer, start, k)
     except BaseException:
         writer.abort()
+        if stack_is_new:
+            stack.unlink(missing_ok=True)
         raise
     return writer.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import itertools
 import math
 import os
 import sys
@@ -26,15 +27,17 @@ from cryoshift.runtime.contract import MAP_SUFFIXES
 from cryoshift.runtime.errors import InputError
 from cryoshift.training.simulate.atomic import model_suffix
 from cryoshift.training.simulate.builtin import BUILTIN_NAMES, render_builtin
+from cryoshift.training.simulate.config import BOUNDS
 
 # Least share of a structure's density (above 5 % of its peak) that must land inside the box's
 # sphere: less means a box or voxel size far off for this particle (Angstrom taken for nm, a
 # header's voxel size 10x off) or coordinates scattered far apart; the class would be a fragment.
 MIN_IN_BOX = 0.05
-# Largest box simulated (subtomograms are 16-256 voxels): one volume of box 1000 is 4 GB (and, before
-# builtin.render_builtin rendered in chunks, rendering a built-in there asked for 1.5 TB), ending in a
-# MemoryError or the kernel's OOM killer instead of a reason.
-MAX_BOX = 512
+# Smallest and largest box simulated (config.BOUNDS; subtomograms are 16-256 voxels): one volume of
+# box 1000 is 4 GB (and, before builtin.render_builtin rendered in chunks, rendering a built-in there
+# asked for 1.5 TB), ending in a MemoryError or the kernel's OOM killer instead of a reason.
+MIN_BOX = int(BOUNDS["box"].lo)
+MAX_BOX = int(BOUNDS["box"].hi)
 # Largest Pearson correlation two class maps may have. Above it the simulator renders the same
 # particle for both classes (a voxel size of 1e-6 or 1e6 A makes every built-in one blob or one
 # box-filling sphere: 1.000000; two copies of one map file), and training on them exits 0 with a
@@ -203,6 +206,47 @@ def place_map(
 
 # |skewness| below this leaves a map's contrast undecided (the 10 A maps of shared/data have 5-46)
 AMBIGUOUS_SKEW = 0.3
+# Least mean correlation of a map's voxels with their next neighbours (neighbour_correlation). A
+# density is smooth on the scale of a voxel: the 10 A maps of shared/data have 0.82-0.95, the
+# built-ins 0.8-1 at 2-30 A voxels, a blob of 2 voxels 0.26; noise has about 0 (+-0.01 in a 24^3
+# box). Skewed all-positive noise (exponential, log-normal) passed the contrast check and became a
+# class of noise.
+MIN_NEIGHBOUR_CORRELATION = 0.1
+
+
+def neighbour_correlation(density: np.ndarray) -> float:
+    """Mean Pearson correlation of each voxel with its next neighbour along X, Y and Z, summed
+    section by section (no copy of the map)."""
+    corrs = []
+    for axis in range(3):
+        stack = np.moveaxis(density, axis, 0)
+        sums = np.zeros(5)  # x, y, x^2, y^2, x*y
+        count = 0
+        for here, there in itertools.pairwise(stack):
+            x, y = here.astype(np.float64), there.astype(np.float64)
+            sums += (x.sum(), y.sum(), (x * x).sum(), (y * y).sum(), (x * y).sum())
+            count += x.size
+        if count == 0:
+            continue
+        mx, my = sums[0] / count, sums[1] / count
+        cov = sums[4] / count - mx * my
+        var = (sums[2] / count - mx * mx) * (sums[3] / count - my * my)
+        corrs.append(cov / math.sqrt(var) if var > 0 else 0.0)
+    return float(np.mean(corrs)) if corrs else 0.0
+
+
+def _check_map_shape(path: Path, header: dict) -> None:
+    """Refuse a map of one voxel on any axis in words: 1 x 1 x 1 was called "a 2-D image (1x1)"."""
+    shape = tuple(int(v) for v in header["shape"])
+    if len(shape) == 2:  # nz = 1
+        shape = (1, *shape)
+    if len(shape) != 3 or min(shape) >= 2:  # a stack is refused by read_volume
+        return
+    size = " x ".join(str(v) for v in shape[::-1])
+    what = "a single voxel" if max(shape) == 1 else f"{size} voxels (X, Y, Z)"
+    raise InputError(
+        path, f"the map is {what}: a density map needs at least 2 voxels on every axis (a 3-D map)"
+    )
 
 
 def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray:
@@ -218,6 +262,7 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
     # no gigabyte reads for a lying header) and refuses 2-D images, stacks and NaN/Inf in one line;
     # it also puts any axis order (mapc/mapr/maps) into (Z, Y, X). Resampling assumes cubic voxels.
     header = read_header(path)
+    _check_map_shape(path, header)
     check_isotropic(header, path)
     data = read_volume(path).astype(np.float64)
     in_voxel = float(header["voxel_size"]) if header["voxel_size_known"] else 0.0
@@ -248,6 +293,15 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
         data = -data
     if data.max() <= 0:
         raise InputError(path, "map is empty (no density above the solvent level)")
+    coherence = neighbour_correlation(data)
+    if coherence < MIN_NEIGHBOUR_CORRELATION:
+        shown = round(coherence, 2) + 0.0  # + 0.0: no "-0.00"
+        raise InputError(
+            path,
+            f"its voxels do not correlate with their neighbours (mean correlation {shown:.2f}; "
+            "density maps have 0.8-0.95): this is noise, not a particle's density; give the "
+            "particle's map or its atomic model",
+        )
     strong = np.nonzero(data > 0.05 * data.max())  # the level share_in_box counts density at
     span = max(float(idx.max() - idx.min() + 1) for idx in strong) * in_voxel
     if span < voxel_size:  # as for atomic models: a featureless blob simulated as a class
@@ -366,8 +420,8 @@ def load_structures(
     of those. A file inside a directory that cannot be read is reported on stderr and skipped;
     a file named directly is an error. ``resolution`` (A) applies to atomic models.
     """
-    if box_size < 8:
-        raise InputError(None, f"box size {box_size} is too small (at least 8 voxels)")
+    if box_size < MIN_BOX:
+        raise InputError(None, f"box size {box_size} is too small (at least {MIN_BOX} voxels)")
     if box_size > MAX_BOX:  # before rendering: a box of 1000 is 4 GB per map
         gib = box_size**3 * 4 / 2**30
         raise InputError(
@@ -478,3 +532,26 @@ def _refuse_lookalikes(
         f"{box_size}^3 grid at {voxel_size:g} A {same}: check that the maps differ and that the "
         "voxel sizes (map headers, --voxel-size) are right",
     )
+
+
+def split_sources(items: list[str]) -> list[str]:
+    """``--structures`` (simulate) or ``--source`` (train) values as sources: comma-separated lists
+    are split, but a comma that is part of an existing file or folder name is kept (``a,b.pdb``
+    could be given only inside a folder)."""
+    import os
+
+    sources: list[str] = []
+    for item in items:
+        parts = item.split(",")
+        i = 0
+        while i < len(parts):
+            # the longest run of parts from here that names an existing path, else one part
+            j = next(
+                (j for j in range(len(parts), i + 1, -1) if os.path.lexists(",".join(parts[i:j]))),
+                i + 1,
+            )
+            source = ",".join(parts[i:j])
+            if source:
+                sources.append(source)
+            i = j
+    return sources

@@ -166,7 +166,7 @@ def test_cli_writes_a_dataset_and_reports_bad_input(tmp_path, capsys):
             "simulate",
             str(tmp_path / "sim2"),
             "--structures",
-            "builtin:globular",
+            "builtin:globular,builtin:p97",  # two classes: one is refused
             "--n",
             "2",
             "--box",
