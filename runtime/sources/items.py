@@ -52,6 +52,8 @@ class Plan:
     # Files whose header has no usable voxel size: the manifest records null for them, never
     # the reader's 1.0 stand-in (kept out of ``voxel_sizes``, whose values are all real sizes).
     unknown_voxel: list[str] = field(default_factory=list)
+    # Those of ``notes`` about ``unknown_voxel`` (classify's wording; train says it its own way).
+    voxel_notes: list[str] = field(default_factory=list)
 
     def shard(self, index: int, count: int) -> Plan:
         """Deterministic partition: every ``count``-th item from position ``index``.
@@ -70,6 +72,7 @@ class Plan:
             self.notes,
             self.origins,
             self.unknown_voxel,
+            self.voxel_notes,
         )
 
 

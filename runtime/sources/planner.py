@@ -64,6 +64,7 @@ class Planner:
         self.voxel_sizes: dict[str, float] = {}
         self.unknown_voxel: list[str] = []  # files whose header has no usable voxel size
         self.notes: list[str] = []
+        self.voxel_notes: list[str] = []  # those of notes about headers without a voxel size
         self.origins: list[tuple[str, Sequence[str | None]]] = []
         self.tomo_tables: dict[str, Any] = {}  # rlnTomoName -> TomogramEntry from a tomograms.star
         self.coordinate_pixel_size = coordinate_pixel_size
@@ -119,10 +120,12 @@ class Planner:
         cell = header.get("cell") if isinstance(header, dict) else getattr(vol, "cell", None)
         shown = f" (cell = {', '.join(f'{c:g}' for c in cell)})" if cell else ""
         checked = f" against the {self.against}'s {self.model_voxel:.3g} A" if self.model_voxel > 0 else ""
-        self.notes.append(
+        note = (
             f"{path}: no usable voxel size in the header{shown}; classified without checking "
             f"it{checked} (manifest: null)"
         )
+        self.notes.append(note)
+        self.voxel_notes.append(note)
 
     def closing_notes(self) -> list[str]:
         """Notes that can only be written once every input is planned (the count of files past
@@ -529,4 +532,5 @@ def plan_inputs(
         planner.notes + planner.closing_notes(),
         planner.origins,
         planner.unknown_voxel,
+        planner.voxel_notes + planner.closing_notes(),
     )

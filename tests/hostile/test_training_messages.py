@@ -273,3 +273,23 @@ def test_resume_refusing_a_stored_setting_prints_no_note_first(
     argv += ["--device", "cpu", "--threads", 1, "--no-progress"]  # no --epochs
     line = assert_error(run_cli(argv, capsys), run / "config.json")
     assert 'holds no epoch count ("epochs": null)' in line
+
+
+def test_a_picks_target_keeps_the_planner_s_notes(tmp_path: Path) -> None:
+    """train read a picks target through the runtime's planner and kept only its voxel-size notes:
+    that the picks carry refinement shifts cropping ignores (or that a --tomograms folder could not
+    be read) reached classify's summary but never train's."""
+    from cryoshift.runtime.mrc import write_volume
+    from cryoshift.training.data import _load_planned
+
+    rng = np.random.default_rng(0)
+    tomo = write_volume(
+        tmp_path / "TS_01.mrc", rng.normal(size=(20, 24, 28)).astype(np.float32), voxel_size=10.0
+    )
+    star = tmp_path / "refined.star"
+    columns = ["rlnTomoName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnOriginXAngst"]
+    head = "data_particles\n\nloop_\n" + "".join(f"_{c} #{i}\n" for i, c in enumerate(columns, 1))
+    star.write_text(head + "TS_01 10 12 9 -12.5\nTS_01 14 12 9 0\n")
+    domain = _load_planned(str(star), 8, 10.0, "dark", [str(tomo)], None)
+    assert len(domain.volumes) == 2
+    assert any("refinement shifts" in note and str(star) in note for note in domain.notes), domain.notes
