@@ -351,7 +351,9 @@ def _load_planned(
         f"sha256:{h}",
         f"{len(ok)} subtomograms from {spec}",
         skipped,
-        _unknown_voxel_note(sorted(used & set(plan.unknown_voxel)), voxel_size)
+        # the planner's other notes (an unreadable --tomograms folder, picks' shifts) were dropped
+        [note for note in plan.notes if note not in plan.voxel_notes]
+        + _unknown_voxel_note(sorted(used & set(plan.unknown_voxel)), voxel_size)
         + _repeated_volume_note(spec, volumes[ok]),
     )
 
