@@ -21,6 +21,7 @@ from hostile_inputs import (
     VOXEL,
     Capsys,
     assert_error,
+    classify_in_two_shards,
     errors_table,
     predictions,
     put,
@@ -115,16 +116,13 @@ def test_a_header_without_an_x_voxel_size_stays_unknown(model: Path, tmp_path: P
 @pytest.fixture(scope="module")
 def shards(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two genuine shards (2 of 4 volumes each) of one classify run."""
-    from cryoshift.runtime.cli import main
 
     root = tmp_path_factory.mktemp("shards")
     folder = root / "in"
     folder.mkdir()
     for i, v in enumerate(volumes(4, seed=3)):
         write_volume(folder / f"v{i}.mrc", v, voxel_size=VOXEL)
-    for i in range(2):
-        args = ["classify", model, folder, "-o", root / "shards", "-q", "-b", "cpu", "--shard", f"{i}/2"]
-        assert main([str(a) for a in args]) == 0
+    classify_in_two_shards(model, folder, root / "shards")
     return root / "shards"
 
 

@@ -16,7 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_inputs import BOX, VOXEL, Capsys, assert_error, put, raw_mrc, run_cli, volumes
+from hostile_inputs import (
+    BOX,
+    VOXEL,
+    Capsys,
+    assert_error,
+    classify_in_two_shards,
+    put,
+    raw_mrc,
+    run_cli,
+    volumes,
+)
 
 PREDICTIONS = "id,class_name,confidence,shift_score\na,x,0.5,1.0\nb,y,0.9,1.2\nc,x,0.7,0.9\n"
 
@@ -212,7 +222,6 @@ def test_export_refuses_a_checkpoint_whose_class_name_holds_a_line_break(
 @pytest.fixture(scope="module")
 def shards(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two genuine shards of one classify run over 4 good volumes and 2 of NaN (an errors row each)."""
-    from cryoshift.runtime.cli import main
     from cryoshift.runtime.mrc import write_volume
 
     root = tmp_path_factory.mktemp("shards")
@@ -222,9 +231,7 @@ def shards(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_volume(folder / f"v{i}.mrc", v, voxel_size=VOXEL)
     for i in range(2):
         raw_mrc(folder / f"nan{i}.mrc", data=np.full((BOX, BOX, BOX), np.nan, np.float32).tobytes())
-    for i in range(2):
-        args = ["classify", model, folder, "-o", root / "shards", "-q", "-b", "cpu", "--shard", f"{i}/2"]
-        assert main([str(a) for a in args]) == 0
+    classify_in_two_shards(model, folder, root / "shards")
     for i in range(2):
         assert len(_rows(root / "shards" / f"errors.shard-{i}-of-2.csv")) == 2  # header and one row
     return root / "shards"

@@ -148,3 +148,11 @@ def train_argv(source: Path, out: Path, *options: object) -> list[object]:
         "--no-progress",
         *options,
     ]
+
+
+def classify_in_two_shards(model: Path, folder: Path, out: Path) -> Path:
+    """``out`` after classifying ``folder`` as two SLURM-style shards (``--shard i/2``), for merge."""
+    for i in range(2):
+        args = ["classify", model, folder, "-o", out, "-q", "-b", "cpu", "--shard", f"{i}/2"]
+        assert main([str(a) for a in args]) == 0
+    return out
