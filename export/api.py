@@ -23,15 +23,22 @@ from torch import nn
 from cryoshift.export.data import find_volumes, random_volumes
 from cryoshift.export.formats import FORMATS, artefact_name, select_formats
 from cryoshift.export.job import ExportJob
-from cryoshift.export.onnx import ExportWrapper, complete_metadata, export_onnx
+from cryoshift.export.onnx import (
+    ExportWrapper,
+    check_export_inputs,
+    check_opset,
+    complete_metadata,
+    export_onnx,
+)
 from cryoshift.export.result import ExportResult, ExportWarning
 from cryoshift.runtime.engine_sidecar import SIDECAR_SUFFIX, file_sha256
 from cryoshift.runtime.errors import InputError, check_out_folder
-from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.metadata import ModelMetadata, checked
 
 DEFAULT_BATCH_MAX = 256
 PARITY_VOLUMES = 64
 REPORT = "export.json"
+METADATA_ARGUMENT = "export_model(metadata=...)"  # how a refusal names export_model's metadata
 Progress = Callable[[str], None]
 
 
@@ -45,7 +52,11 @@ def export_model(
     """Export an in-memory backbone (timm-style contract) to a verified fp32 ONNX file.
 
     Without ``parity_volumes`` the parity check runs on random volumes and says so in a warning.
+    Metadata that the runtime would refuse when reading the model (the readers' checks), or that does
+    not describe the model's outputs, raises :class:`InputError` before any file is written.
     """
+    # Refused here, naming the argument, as the runtime would refuse the model when reading it.
+    metadata = checked(metadata, METADATA_ARGUMENT)
     source = "given volumes"
     if parity_volumes is None:
         warnings.warn(
@@ -54,7 +65,9 @@ def export_model(
             stacklevel=2,
         )
         parity_volumes, source = random_volumes(16, metadata.box_size), "random volumes"
-    return export_onnx(model, metadata, out_path, parity_volumes, opset=opset, parity_source=source)
+    return export_onnx(
+        model, metadata, out_path, parity_volumes, opset=opset, parity_source=source, source=METADATA_ARGUMENT
+    )
 
 
 def earlier_export(out_dir: str | Path) -> list[str]:
@@ -99,15 +112,16 @@ def export_checkpoint(
     calibration: str | Path | None = None,
     parity_data: str | Path | None = None,
     opset: int | None = None,
-    batch_max: int = DEFAULT_BATCH_MAX,
+    batch_max: int | None = None,
     progress: Progress | None = None,
     test_views: int | None = None,
 ) -> list[ExportResult]:
     """Export a checkpoint (or a run directory's selected ``model.pt``) to ``out_dir``.
 
-    ``test_views`` overrides how many wedge-preserving poses the graph averages per subtomogram
-    (default: the trained model's; 1 is 4x faster than 4 and a little less accurate). The count
-    is recorded in the artefacts' metadata (``extra.test_views``).
+    ``batch_max`` (TensorRT only; default :data:`DEFAULT_BATCH_MAX`) is the largest batch of the
+    engines' optimisation profile. ``test_views`` overrides how many wedge-preserving poses the
+    graph averages per subtomogram (default: the trained model's; 1 is 4x faster than 4 and a
+    little less accurate). The count is recorded in the artefacts' metadata (``extra.test_views``).
 
     Writes ``model.onnx`` always, then ``model.fp16.onnx`` / ``model.int8.onnx`` / engines as asked;
     every artefact passes its parity check or the export raises
@@ -125,10 +139,13 @@ def export_checkpoint(
         opset=opset,
         batch_max=batch_max,
     )
+    check_opset(opset)  # before the checkpoint is read and any folder is made
     checkpoint = resolve_checkpoint(checkpoint_or_run)
     say(f"loading {checkpoint}")
     model, metadata, payload = load_checkpoint(checkpoint)
     check_finite_weights(payload["state_dict"], checkpoint)
+    config = checkpoint_config(payload, checkpoint)
+    check_built_box(payload, metadata, checkpoint)
     if not metadata.backbone:
         metadata = replace(metadata, backbone=str(payload.get("backbone", "")))
     if test_views is not None:
@@ -145,13 +162,14 @@ def export_checkpoint(
     if options:  # e.g. canonical=true: the name alone would not say what the graph computes
         extra["backbone_options"] = options
     metadata = complete_metadata(replace(metadata, extra=extra), "fp32")
-    config: dict[str, Any] = payload.get("config") or {}
     out_dir = Path(out_dir)
     check_out_folder(out_dir, "--out", "to write the model into")  # mkdir would say "File exists"
+    wrapper = ExportWrapper(model, metadata.normalisation).eval()
+    # What the runtime would refuse in the written model, refused now, naming the checkpoint
+    metadata = check_export_inputs(wrapper, metadata, checkpoint)
 
     say("reading parity volumes")
     volumes, source = find_volumes(metadata.box_size, parity_data, config, limit=PARITY_VOLUMES)
-    wrapper = ExportWrapper(model, metadata.normalisation).eval()
     job = ExportJob(
         checkpoint,
         config,
@@ -162,7 +180,7 @@ def export_checkpoint(
         source,
         say,
         opset=opset,
-        batch_max=batch_max,
+        batch_max=DEFAULT_BATCH_MAX if batch_max is None else batch_max,
         calibration=calibration,
     )
     steps = [FORMATS[name] for name in formats]
@@ -215,6 +233,38 @@ def check_finite_weights(state_dict: dict[str, Any], checkpoint: Path) -> None:
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
         raise InputError(
             checkpoint, f"checkpoint holds NaN/Inf weights ({bad[0]}{more}); the training run diverged"
+        )
+
+
+def checkpoint_config(payload: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """The training config a checkpoint records (it names the datasets parity and calibration data
+    are taken from, and a picks target's tomograms). Another type was a traceback (a list) or read
+    wrongly (``tomograms`` as one string: each of its characters taken for a tomogram)."""
+    config = payload.get("config")
+    if config is None:
+        return {}
+    what = "corrupt cryoshift checkpoint"
+    if not isinstance(config, dict):
+        raise InputError(checkpoint, f"{what}: 'config' should be a dict, found {type(config).__name__}")
+    tomograms = config.get("tomograms")
+    if tomograms is not None and not (
+        isinstance(tomograms, list) and all(isinstance(t, str) for t in tomograms)
+    ):
+        shown = repr(tomograms)[:60]
+        raise InputError(checkpoint, f"{what}: config 'tomograms' should be a list of paths, found {shown}")
+    return config
+
+
+def check_built_box(payload: dict[str, Any], metadata: ModelMetadata, checkpoint: Path) -> None:
+    """Refuse a checkpoint whose network was built for another box than its metadata states: a
+    network of global pooling takes the metadata's box too, so the export went through and wrote a
+    model that classified every subtomogram at a box it was not trained on, without a word."""
+    built = (payload.get("backbone_kwargs") or {}).get("box_size")
+    if built is not None and built != metadata.box_size:
+        raise InputError(
+            checkpoint,
+            f"corrupt cryoshift checkpoint: its network was built for {built!r}^3 boxes but its metadata "
+            f"says {metadata.box_size}^3",
         )
 
 

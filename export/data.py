@@ -82,10 +82,12 @@ def read_volumes(
 
 
 def _read_folder(path: Path, box_size: int | None, limit: int, seed: int) -> np.ndarray:
-    """One volume from each of up to ``limit`` MRC files of a folder (a random subset when there
-    are more). Batch rule, as for training targets: a file that cannot be used (corrupt, another
-    box, NaN) is skipped with a warning naming it and the reason, and the next file takes its
-    place; only a folder with no usable file is refused."""
+    """Up to ``limit`` volumes from the MRC files of a folder (a random subset of the files when
+    there are more): each volume of a single-volume file, and of a stack as many as are still
+    wanted (one volume of a 12-volume stack was read, and its folder called "1 subtomograms").
+    Batch rule, as for training targets: a file that cannot be used (corrupt, another box, NaN) is
+    skipped with a warning naming it and the reason, and the next file takes its place; only a
+    folder with no usable file is refused."""
     from cryoshift.runtime.mrc import is_mrc_path
 
     files = sorted(p for p in path.iterdir() if is_mrc_path(p) and p.is_file())  # as classify lists it
@@ -94,11 +96,13 @@ def _read_folder(path: Path, box_size: int | None, limit: int, seed: int) -> np.
     order = np.random.default_rng(seed).permutation(len(files)) if len(files) > limit else range(len(files))
     chosen: dict[int, np.ndarray] = {}
     skipped: list[InputError] = []
+    count = 0
     for i in order:
-        if len(chosen) >= limit:
+        if count >= limit:
             break
         try:
-            chosen[int(i)] = read_volumes(files[i], box_size, 1, seed)
+            chosen[int(i)] = read_volumes(files[i], box_size, limit - count, seed)
+            count += len(chosen[int(i)])
         except InputError as exc:
             skipped.append(exc)
             warnings.warn(f"skipped {exc}", ExportWarning, stacklevel=3)

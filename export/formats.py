@@ -16,6 +16,7 @@ import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from cryoshift.runtime.contract import FP16_AGREEMENT
@@ -62,7 +63,7 @@ FORMATS: dict[str, Format] = {  # in build order: every format comes after the o
             "onnx",
             ".onnx",
             False,
-            ("opset", "parity_data", "batch_max"),
+            ("opset", "parity_data"),
             None,
             "fp32",
             "fp32 ONNX, dynamic batch, normalisation in the graph (always written)",
@@ -150,7 +151,10 @@ def select_formats(
             raise ValueError(f"unknown export option {option!r}")
         if value is not None and not set(owners) & set(chosen):
             flag = "--" + option.replace("_", "-")
-            raise InputError(str(value), f"{flag} only applies to " + " or ".join(f"--{o}" for o in owners))
+            path = isinstance(value, (str, PurePath))  # a path is named first; a number after the flag
+            given = flag if path else f"{flag} {value}"
+            owned = " or ".join(f"--{o}" for o in owners)
+            raise InputError(str(value) if path else None, f"{given} only applies to {owned}")
     return chosen
 
 

@@ -29,7 +29,7 @@ from cryoshift.export.parity import ParityError, check_onnx_parity, run_batched
 from cryoshift.export.result import ExportResult
 from cryoshift.runtime.contract import INPUT_NAME, OUTPUT_NAMES
 from cryoshift.runtime.errors import InputError
-from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.metadata import ModelMetadata, checked
 from cryoshift.training.normalise import Normalise
 
 DEFAULT_OPSET = 20  # torch's exporter default; ORT >= 1.17 and TensorRT 10+/11 run it
@@ -67,6 +67,55 @@ def complete_metadata(metadata: ModelMetadata, precision: str = "fp32") -> Model
         cryoshift_version=metadata.cryoshift_version or __version__,
         created=metadata.created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def check_opset(opset: int | None) -> int:
+    """The ONNX opset to export with (None: the default); one out of range is refused in one line."""
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise InputError(None, f"--opset {opset} is outside {MIN_OPSET}..{newest} (default {DEFAULT_OPSET})")
+    return opset
+
+
+def check_export_inputs(
+    wrapper: nn.Module, metadata: ModelMetadata, source: str | Path | None
+) -> ModelMetadata:
+    """Refuse, before anything is written, what the runtime would refuse when it reads the model:
+    metadata its readers refuse (:func:`cryoshift.runtime.metadata.checked`: the same checks), and
+    a network whose outputs the metadata does not describe (logits of another number of classes,
+    features of another width than ``feature_mean``), found by one forward pass on a box of the
+    metadata's size. Returns the metadata as the runtime will read it; refusals name ``source``."""
+    from cryoshift.export.data import random_volumes
+    from cryoshift.export.parity import as_model_input
+
+    metadata = checked(metadata, source)
+    box = metadata.box_size
+    wrapper.eval()
+    try:
+        with torch.no_grad():
+            logits, features = wrapper(torch.from_numpy(as_model_input(random_volumes(1, box))))
+    except RuntimeError as exc:  # torch's shape errors: the network is built for another box
+        raise InputError(
+            source, f"the network cannot take boxes of {box}^3 voxels, the metadata's box_size: {exc}"
+        ) from exc
+    classes = int(logits.shape[-1]) if logits.ndim == 2 else None
+    if classes != metadata.num_classes:
+        shape = tuple(logits.shape)
+        raise InputError(
+            source,
+            f"the network's logits have shape {shape} but the metadata names {metadata.num_classes} "
+            f"classes ({', '.join(metadata.class_names)}); the runtime would refuse the model",
+        )
+    width = int(features.shape[-1]) if features.ndim == 2 else None
+    if metadata.feature_mean and width != len(metadata.feature_mean):
+        raise InputError(
+            source,
+            f"the network's features have shape {tuple(features.shape)} but the metadata's feature_mean "
+            f"has {len(metadata.feature_mean)} values (every shift score would be NaN); the runtime "
+            "would refuse the model",
+        )
+    return metadata
 
 
 def set_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:
@@ -179,24 +228,29 @@ def export_onnx(
     parity_volumes: np.ndarray,
     opset: int | None = None,
     parity_source: str = "",
+    source: str | Path | None = None,
 ) -> ExportResult:
     """Write the fp32 ONNX model and prove it against PyTorch; raises :class:`ParityError` (and removes
     the file) when ONNX Runtime disagrees beyond the fp32 tolerance.
+
+    Metadata the runtime would refuse on reading the model, or that does not describe the network's
+    outputs, is refused first (:func:`check_export_inputs`), naming ``source`` (what the model and
+    metadata came from; default ``out_path``), and nothing is written.
 
     The PyTorch reference is computed after the graph is captured, from the module as it is then:
     a graph that went stale (weights changed after tracing, a hook that ran only once) is caught.
     """
     start = time.perf_counter()
-    opset = DEFAULT_OPSET if opset is None else int(opset)
-    newest = onnx.defs.onnx_opset_version()
-    if not MIN_OPSET <= opset <= newest:
-        raise InputError(None, f"--opset {opset} is outside {MIN_OPSET}..{newest} (default {DEFAULT_OPSET})")
+    opset = check_opset(opset)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    source = out_path if source is None else source
+    metadata = checked(metadata, source)  # a ModelMetadata, as the runtime will read it back
     metadata = complete_metadata(metadata, "fp32")
     wrapper = model if isinstance(model, ExportWrapper) else ExportWrapper(model, metadata.normalisation)
     if not metadata.backbone:
         metadata = replace(metadata, backbone=str(getattr(wrapper.backbone, "backbone_name", "")))
+    metadata = check_export_inputs(wrapper, metadata, source)
+    out_path.parent.mkdir(parents=True, exist_ok=True)  # only now: a refusal leaves nothing behind
     wrapper.eval()
     proto = optimise(trace_to_onnx(wrapper, metadata.box_size, opset))
     if not _batch_is_dynamic(proto):
@@ -224,6 +278,7 @@ def build_onnx(job: ExportJob) -> list[ExportResult]:
         job.volumes,
         opset=job.opset,
         parity_source=job.source,
+        source=job.checkpoint,
     )
     job.reference, _ = torch_reference(job.wrapper, job.volumes)  # derived formats are held to PyTorch too
     job.onnx_path = result.path

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,11 +157,13 @@ class ModelMetadata:
 # Field types of stored metadata (ONNX properties, engine sidecars, checkpoints), checked on reading:
 # the constructor converts (int(16.7) is 16, float(True) is 1.0) and an ``extra`` or
 # ``data_fingerprints`` of another type was a traceback in ``cryoshift info``. A class name holding a
-# control character (a line break) split info's table, and the lines of every listing naming it.
+# control character (a line break) split info's table, and the lines of every listing naming it; so
+# did one in any other text info shows (method, backbone, ..., extra.backbone_options).
 _NUMBERS = ("voxel_size", "temperature", "unknown_threshold", "shift_reference")
 _NUMBER_LISTS = ("feature_mean", "feature_var")
 _TEXTS = ("method", "backbone", "precision", "cryoshift_version", "created")  # contrast: its own check
 _OBJECTS = ("data_fingerprints", "extra")
+_SHOWN_EXTRA = ("test_views", "backbone_options")  # the entries of ``extra`` that info shows
 
 
 def _is_number(value: Any) -> bool:
@@ -207,7 +210,55 @@ def _wrong_type(data: dict[str, Any]) -> str | None:
             f"class_names has a name with a control character (a line break, tab ...): {_shown(odd[0])}; "
             "it would split the lines of tables and listings"
         )
+    for where, text in _shown_texts(data):
+        if has_control_character(text):
+            return (
+                f"{where} holds a control character (a line break, tab ...): {_shown(text)}; "
+                "it would split the lines of cryoshift info"
+            )
     return None
+
+
+def _shown_texts(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(field, text) for every text of stored metadata that ``cryoshift info`` shows besides the
+    class names: the text fields, data_fingerprints' names and values, and, in ``extra``, test_views
+    and backbone_options (names and values at any depth). Called after the type checks."""
+    for name in _TEXTS:
+        if isinstance(data.get(name), str):
+            yield name, data[name]
+    yield from _texts_in(data.get("data_fingerprints", {}), "data_fingerprints")
+    extra = data.get("extra", {})
+    for name in _SHOWN_EXTRA:
+        if name in extra:
+            yield from _texts_in(extra[name], f"extra.{name}")
+
+
+def _texts_in(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """Every text in a JSON ``value`` (object names too), with the field it sits in."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _texts_in(key, where)
+            yield from _texts_in(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts_in(item, where)
+
+
+def checked(metadata: ModelMetadata, source: str | Path | None) -> ModelMetadata:
+    """``metadata`` as a reader gets it back from a model written with it: the same round trip
+    (:meth:`ModelMetadata.to_properties`, :meth:`ModelMetadata.from_properties`) and so the same
+    checks. A writer calls it before writing, so that it refuses what the runtime would refuse when
+    it reads the model (an object set after construction, a line break in a text info shows ...);
+    the refusal names ``source``, what the metadata came from."""
+    if not isinstance(metadata, ModelMetadata):
+        raise InputError(source, f"model metadata must be a ModelMetadata, not {type(metadata).__name__}")
+    try:
+        props = metadata.to_properties()
+    except (TypeError, ValueError) as exc:  # json.dumps: an object JSON cannot hold, a circular list
+        raise InputError(source, f"invalid model metadata: not JSON: {exc}") from exc
+    return ModelMetadata.from_properties(props, source)
 
 
 # Tag bytes of the ModelProto fields that follow ir_version (producer_name, ..., graph, opset_import,

@@ -23,11 +23,17 @@ def _size(n: int) -> str:
 def refuse_unfinished_run(path: Path) -> None:
     """A folder without ``model.pt`` (a run that stopped before selecting its model, or no run at
     all) is named as such, with its newest epoch checkpoint as the way on; the checkpoint reader
-    would only say that ``RUN/model.pt`` is missing, as if the user had typed that path."""
-    from cryoshift.runtime.errors import InputError
+    would only say that ``RUN/model.pt`` is missing, as if the user had typed that path. A
+    ``model.pt`` that is a folder or a link to nothing is named as what it is."""
+    from cryoshift.runtime.errors import InputError, not_a_file
     from cryoshift.training.checkpoint import RUN_MODEL
 
-    if not path.is_dir() or (path / RUN_MODEL).exists():
+    if not path.is_dir():
+        return
+    odd = not_a_file(path / RUN_MODEL)  # a folder or a dangling link was "no such checkpoint"
+    if odd:
+        raise InputError(path / RUN_MODEL, f"{odd}, not a checkpoint file")
+    if (path / RUN_MODEL).exists():
         return
     epochs = sorted((path / "checkpoints").glob("epoch_*.pt")) if (path / "checkpoints").is_dir() else []
     if epochs:
@@ -121,9 +127,10 @@ def command(
     ),
     opset: int = typer.Option(None, "--opset", help="ONNX opset (default 20; 17 or newer)."),
     batch_max: int = typer.Option(
-        256,
+        None,
         "--batch-max",
-        help="Largest batch of the TensorRT optimisation profile (engines accept 1..N and are tuned for N).",
+        help="Largest batch of the TensorRT optimisation profile (engines accept 1..N and are tuned for N; "
+        "default 256). Only with --tensorrt.",
     ),
     test_views: int = typer.Option(
         None,
@@ -160,7 +167,7 @@ def command(
     from cryoshift.export.result import ExportWarning
     from cryoshift.runtime.errors import InputError
 
-    if batch_max < 1:
+    if batch_max is not None and batch_max < 1:
         raise InputError(None, f"--batch-max must be at least 1, got {batch_max}")
     refuse_unfinished_run(checkpoint)
     refuse_earlier_export(out, checkpoint, test_views)
