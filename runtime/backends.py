@@ -384,9 +384,11 @@ def _load_onnx(
     transfer: str = "fp32",
     slots: int | None = None,
 ) -> Model:
-    from cryoshift.runtime.metadata import read_onnx_metadata
+    from cryoshift.runtime.metadata import read_onnx_model
 
-    meta = read_onnx_metadata(path)
+    meta, _, input_shape = read_onnx_model(path)
+    # before the backend's session: a TensorRT one builds its engine first (minutes)
+    fixed_rows = _fixed_batch(input_shape, batch_size, path, meta.box_size)
     if backend == "cpu":  # lowered once here, so the description says what the session got
         threads = capped_threads(threads)
     wanted = _WANTED_PROVIDER[backend]
@@ -413,7 +415,6 @@ def _load_onnx(
     inputs = sess.get_inputs()
     if not inputs or inputs[0].name != INPUT_NAME:
         raise InputError(path, f"model input must be named {INPUT_NAME!r} (see the model contract)")
-    fixed_rows = _fixed_batch(inputs[0].shape, batch_size, path, meta.box_size)
     slots = (0 if backend == "cpu" else 2) if slots is None else slots
     if backend == "cpu" and not slots:
         runner: Any = _OrtCpu(sess)

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryoshift.runtime.contract import (
     CONTRASTS,
@@ -312,14 +312,24 @@ def read_onnx_metadata(path: str | Path) -> ModelMetadata:
     return read_onnx_model(path)[0]
 
 
-def read_onnx_model(path: str | Path) -> tuple[ModelMetadata, set[str]]:
-    """Metadata and graph output names of an exported ONNX model, from one read ('features' is
-    optional in the model contract: a driver refuses ``--features`` without running the model)."""
+class OnnxModel(NamedTuple):
+    """What one read of an exported ONNX file tells (:func:`read_onnx_model`)."""
+
+    metadata: ModelMetadata
+    outputs: set[str]  # graph output names: 'features' is optional in the model contract
+    input_shape: list[Any]  # of the input; a dim that is not fixed is a name or None
+
+
+def read_onnx_model(path: str | Path) -> OnnxModel:
+    """Metadata, graph output names and input shape of an exported ONNX model, from one read (a
+    driver refuses ``--features`` without running the model; a backend refuses a fixed batch size
+    before it builds its own session, which for TensorRT takes minutes)."""
     path = Path(path)
     sess = _cpu_session(path)
     meta = ModelMetadata.from_properties(sess.get_modelmeta().custom_metadata_map, path)
     _check_graph(sess, meta, path)
-    return meta, {o.name for o in sess.get_outputs()}
+    shape = next(list(i.shape) for i in sess.get_inputs() if i.name == INPUT_NAME)
+    return OnnxModel(meta, {o.name for o in sess.get_outputs()}, shape)
 
 
 def _cpu_session(path: Path) -> Any:

@@ -294,7 +294,7 @@ def driver_model(model_path: Path, backend: str, description: str | None = None)
         meta = read_engine_sidecar(model_path).metadata
         backend = "engine"
     else:
-        meta, outputs = read_onnx_model(model_path)
+        meta, outputs, _ = read_onnx_model(model_path)
         has_features = FEATURES in outputs
     if not model_path.is_file():
         raise InputError(model_path, missing_reason(model_path))

@@ -57,6 +57,24 @@ def test_a_fixed_batch_input_is_refused_at_load(tmp_path: Path, stack: Path, cap
     assert len(predictions(out)) == N
 
 
+def test_a_fixed_batch_is_refused_before_the_backend_s_session_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal came after the backend's own session was made: for TensorRT that builds the
+    engine first (minutes on a GPU node) only to refuse the model then. It reads the input shape
+    from the file's first read; no backend session is made for a model that is refused."""
+    from cryoshift.runtime import backends
+    from cryoshift.runtime.errors import InputError
+
+    def no_session(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the backend's session was built before the refusal")
+
+    monkeypatch.setattr(backends, "_ort_session", no_session)
+    model = _model(tmp_path / "fixed1.onnx", batch=1)
+    with pytest.raises(InputError, match="input has a fixed batch size 1"):
+        backends.load_model(model, "cpu", batch_size=64)
+
+
 def test_a_fixed_batch_equal_to_batch_size_pads_the_last_batch(
     tmp_path: Path, stack: Path, capfd: Capsys
 ) -> None:
