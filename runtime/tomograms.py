@@ -130,6 +130,9 @@ def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
     return entries
 
 
+MAX_BINNING_HINT = 64  # the largest coordinate-to-tomogram ratio read as a binning mismatch
+
+
 def outside_hint(
     picks: str | Path,
     items: list,
@@ -162,7 +165,7 @@ def outside_hint_arrays(
     import numpy as np
 
     n_out = n_in = 0
-    ratio = -np.inf
+    ratios = []  # per pick: its largest coordinate over the tomogram's size on that axis
     for k, shape in shapes.items():
         rows = np.flatnonzero(tomo == k)
         if not len(rows):
@@ -172,11 +175,21 @@ def outside_hint_arrays(
         near = np.floor(part + 0.5)
         n_out += int(((near < 0) | (near >= size)).any(axis=1).sum())
         n_in += len(rows)
-        ratio = max(ratio, float(np.nanmax(np.abs(part) / size, axis=0).max()))
+        ratios.append(np.abs(part / size).max(axis=1))
     if not n_in or n_out * 2 <= n_in:
         return None
-    # ratio ~N for picks spread over an N-x larger frame
+    # ratio ~N for picks spread over an N-x larger frame: the largest, of the picks no binning
+    # explains left out (one pick at 1e308 made the factor a 300-digit number)
+    per_pick = np.concatenate(ratios)
+    absurd = ~(per_pick <= MAX_BINNING_HINT)  # nan included
     head = f"{n_out} of {n_in} picks in {Path(picks).name} lie outside their tomograms"
+    if absurd.sum() * 2 > n_out:
+        return head + (
+            f"; {int(absurd.sum())} lie more than {MAX_BINNING_HINT}x their tomogram's size away, which no "
+            "binning explains: check the coordinate columns and their unit (tomogram voxels, or "
+            "--coordinate-pixel-size)"
+        )
+    ratio = float(per_pick[~absurd].max(initial=0.0))
     if ratio < 1.5:
         return head + "; check the tomogram names and the coordinate convention"
     factor = max(2, round(ratio))

@@ -334,3 +334,19 @@ def test_tomograms_star_and_mrc_of_one_name_fail_only_their_picks(
     for reason in reasons:
         assert "'TS_01' is ambiguous" in reason and str(other) in reason, reason
         assert f"{rec} (rlnTomoName in {project['tomograms']})" in reason, reason
+
+
+def test_an_absurd_pick_does_not_make_the_binning_hint_absurd() -> None:
+    """The hint's factor was the largest coordinate over the tomogram's size: one pick at 1e308
+    among picks binned by 4 made it "look 156250...x too large" (a 300-digit number)."""
+    from cryoshift.runtime.tomograms import outside_hint_arrays
+
+    rng = np.random.default_rng(0)
+    shape = (50, 100, 100)  # Z, Y, X voxels
+    xyz = rng.uniform(0, 1, (40, 3)) * np.array([400.0, 400.0, 200.0])  # picks of a 4x unbinned frame
+    xyz[0] = (1e308, 5.0, 5.0)
+    hint = outside_hint_arrays("p.star", xyz, np.zeros(40, np.int32), {0: shape})
+    assert hint is not None and "look 4x too large" in hint and "--binning 4" in hint, hint
+    far = np.full((5, 3), 1e9)  # no binning explains these
+    hint = outside_hint_arrays("p.star", far, np.zeros(5, np.int32), {0: shape})
+    assert hint is not None and "which no binning explains" in hint and "e+" not in hint, hint
