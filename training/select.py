@@ -131,11 +131,35 @@ def target_scores(target_logits: np.ndarray, source_logits: np.ndarray | None = 
     }
 
 
-def training_warnings(rows: Sequence[dict[str, Any]], selected_epoch: int | None = None) -> list[str]:
-    """One-line warnings a user must see: collapsed target predictions, saturated discriminators."""
-    if not rows:
-        return []
+# Target subtomograms below which an adapting method has little to learn the target from: its
+# batch statistics, discriminators, template labels and label-free selection all read the target.
+SMALL_TARGET = 100
+
+
+def small_target_warning(n_target: int) -> str | None:
+    """The warning for an adapting run whose target holds fewer than :data:`SMALL_TARGET` volumes
+    (None otherwise): a picks table whose rows mostly failed trained on 1 target subtomogram
+    without a word."""
+    if n_target >= SMALL_TARGET:
+        return None
+    return (
+        f"the target holds only {n_target} subtomogram{'s' * (n_target != 1)}: adaptation learns the "
+        f"target from its volumes and needs hundreds (>= {SMALL_TARGET}); expect no better than "
+        "--method source-only"
+    )
+
+
+def training_warnings(
+    rows: Sequence[dict[str, Any]], selected_epoch: int | None = None, n_target: int | None = None
+) -> list[str]:
+    """One-line warnings a user must see: collapsed target predictions, saturated discriminators,
+    a target too small to adapt to (``n_target``: its size, for a method that adapts)."""
     warnings = []
+    small = None if n_target is None else small_target_warning(n_target)
+    if small:
+        warnings.append(small)
+    if not rows:
+        return warnings
     # select_epoch only chooses a collapsed epoch when every epoch collapsed.
     chosen = next((r for r in rows if int(r["epoch"]) == selected_epoch), rows[-1])
     if float(chosen.get("collapsed", 0.0)) > 0:

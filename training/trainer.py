@@ -48,7 +48,14 @@ from cryoshift.training.data import Domain, SimulatedSource, is_dataset, load_so
 from cryoshift.training.forward import forward_numpy
 from cryoshift.training.normalise import normalise
 from cryoshift.training.precision import autocast, cpu_has_native_bf16
-from cryoshift.training.select import class_shares, select_epoch, target_scores, training_warnings
+from cryoshift.training.select import (
+    SMALL_TARGET,
+    class_shares,
+    select_epoch,
+    small_target_warning,
+    target_scores,
+    training_warnings,
+)
 
 MAX_TARGET_EVAL = 2000  # target volumes scored per epoch for label-free selection
 LR_SCHEDULES = ("cosine", "constant")
@@ -753,6 +760,11 @@ class _Run:
 
             for note in self.target.notes:
                 print(f"cryoshift: note: {note}", file=sys.stderr)
+        small = small_target_warning(self._adapted_target_size() or SMALL_TARGET)
+        if small and self.info.is_main:  # said now, while the run can still be stopped; and at the end
+            import sys
+
+            print(f"cryoshift: warning: {small}", file=sys.stderr)
         simulated_target = self.sim is not None and self.target is not None
         self.tilt_summary: dict[str, Any] | None = None
         if c.tilt_match and simulated_target:
@@ -946,6 +958,12 @@ class _Run:
         """A block whose random draws (evaluation, AdaBN passes) never shift the training RNG."""
         cuda_devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         return torch.random.fork_rng(devices=cuda_devices)
+
+    def _adapted_target_size(self) -> int | None:
+        """How many target volumes the method adapts to (None: it does not adapt to a target)."""
+        if self.target is None or not self.needs_target:
+            return None
+        return len(self.target.volumes)
 
     def _stored_source_gone(self) -> str:
         """Why a resumed run's stored source dataset cannot be read: the run trains on it whatever
@@ -1387,7 +1405,7 @@ class _Run:
                 ),
             }
         )
-        selection["warnings"] = training_warnings(history, epoch)
+        selection["warnings"] = training_warnings(history, epoch, self._adapted_target_size())
         if self.tilt_summary is not None:
             selection["tilt_match"] = self.tilt_summary
         if self.snr_summary is not None:

@@ -132,3 +132,15 @@ def test_saturated_discriminator_is_warned() -> None:
     rows = [{"epoch": 1, "src_val_acc": 0.5, "loss_mada": 0.4, "loss_img_disc": 2e-5}]
     (warning,) = training_warnings(rows, 1)
     assert "img_disc discriminator saturated" in warning
+
+
+def test_a_target_too_small_to_adapt_to_is_warned_about() -> None:
+    """A picks table whose rows mostly failed left one target subtomogram, and an adapting run
+    trained on it without a word."""
+    from cryoshift.training.select import SMALL_TARGET, small_target_warning, training_warnings
+
+    assert small_target_warning(SMALL_TARGET) is None
+    line = small_target_warning(1)
+    assert line is not None and "only 1 subtomogram:" in line and "source-only" in line
+    assert training_warnings([], None, n_target=1) == [line]
+    assert training_warnings([], None, n_target=None) == []  # a method that does not adapt
