@@ -473,18 +473,22 @@ class SimulatedSource:
         import torch
 
         from cryoshift.training.dense import standardise
+        from cryoshift.training.simulate.memory import sample_within_memory
 
         particles = None
         if self.particle_grid:
             g = self.particle_grid
             particles = torch.empty((n, g, g, g), device=self.simulator.device)
-        vol, labels, _rows = self.simulator.sample(n, particles=particles)
-        volumes = vol.float().cpu().numpy()
+        # in batches that fit the memory; the spectrum filter makes ~3 copies of the volumes
+        copies = 3 if self.spectrum is not None else 0
+        volumes, labels = sample_within_memory(
+            self.simulator, n, particles, copies, "--sim-per-epoch (or --sim-val)"
+        )
         if self.spectrum is not None:
             volumes = self.spectrum.apply(volumes)
         return Domain(
             volumes,
-            labels.cpu().numpy().astype(np.int64),
+            labels,
             self.class_names,
             self.box_size,
             self.voxel_size,

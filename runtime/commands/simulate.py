@@ -27,6 +27,7 @@ BUILTIN_NAMES = (
 )
 # Names of the simulation presets, for --help (a test keeps it equal to training.simulate.PRESETS)
 PRESET_NAMES = ("paper", "realistic", "broad", "tilt", "wide", "clean")
+DEFAULT_BATCH = 256  # --batch-size when not given: lowered to fit the memory available
 NO_ARGS_IS_HELP = True
 
 Pair = Optional[tuple[float, float]]  # noqa: UP045 (typer reads the annotation at run time)
@@ -47,12 +48,13 @@ def _check_options(device: str, threads: int | None, resolution: float | None) -
         raise InputError(None, f"--resolution must be a positive number of Angstrom, not {resolution}")
 
 
-def _check_shift(shift: float, box: int) -> None:
+def _check_shift(shift: float, box: int, where: Path | None = None) -> None:
     """Refuse a shift (--shift or a --config's shift_voxels) that can move the particle's centre out
-    of the box: such volumes hold mostly noise or a neighbour's edge but keep their class label."""
+    of the box: such volumes hold mostly noise or a neighbour's edge but keep their class label.
+    ``where``: the --config file the shift came from."""
     if shift >= box / 2:
         raise InputError(
-            None,
+            where,
             f"a shift of {shift:g} voxels can move particles out of the {box}-voxel box; "
             f"keep --shift under {box / 2:g} (a few voxels is typical)",
         )
@@ -125,6 +127,99 @@ def _check_classes(structs, sources: list[str]) -> None:
     )
 
 
+def _check_volume_count(n: int, structs) -> None:
+    """Refuse an --n below the number of classes: each volume's class is drawn at random, so some
+    class surely got no volume, and train refused the dataset ("class X has no volumes") only later.
+    (A larger --n can still leave a class empty by chance: simulate_dataset warns then.)"""
+    k = len(structs)
+    if n >= k:
+        return
+    shown = ", ".join(structs.names[:4]) + (f" and {k - 4} more" if k > 4 else "")
+    raise InputError(
+        None,
+        f"--n {n} is fewer than the {k} classes ({shown}): some class would get no volume, and train "
+        f"refuses such a dataset; use --n {k} or more (hundreds per class to train)",
+    )
+
+
+def _note_positive_defocus(cfg, defocus: Pair, config: Path | None) -> None:
+    """One note when the defocus range reaches above 0 (overfocus here): CTFFIND and RELION write
+    underfocus as positive, and a range copied from them was simulated as overfocus without a word."""
+    import sys
+
+    lo, hi = cfg.defocus_um
+    if hi <= 0 or not cfg.ctf:
+        return
+    if defocus is not None:
+        given = f"--defocus {lo:g} {hi:g}"
+    elif config is not None:
+        given = f"{config}: defocus_um [{lo:g}, {hi:g}]"
+    else:
+        given = f"defocus {lo:g} to {hi:g} um"
+    fix = f"give --defocus {-hi:g} {-lo:g}" if lo >= 0 else "keep both ends at or below 0"
+    print(
+        f"cryoshift: note: {given} reaches {hi:g} um, overfocus: here negative defocus is underfocus "
+        f"(CTFFIND and RELION write underfocus as positive); for underfocus {fix}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _fit_batch(
+    batch_size: int | None, n: int, box: int, classes: int, cfg, device: str, note: bool = True
+) -> int:
+    """The batch to simulate with: refuse an explicit --batch-size whose batch cannot fit the
+    memory available (host, and the GPU's with --device cuda), lower the default to fit with a
+    note (``note``). Why: 256 volumes at --box 512 are 128 GiB before the simulator's working
+    buffers, and what does not fit died in the OOM killer ("Killed") after the stack was made."""
+    import sys
+
+    from cryoshift.runtime.hostmem import format_bytes
+    from cryoshift.training.simulate.memory import batch_memory, largest_batch, memory_available, shortfall
+
+    asked = DEFAULT_BATCH if batch_size is None else batch_size
+    k = min(asked, n)  # the largest batch the run makes
+    available = memory_available(device)
+    short = shortfall(batch_memory(k, box, classes, cfg, device), *available)
+    if short is None:
+        return asked
+    kind, need, have = short
+    fit = largest_batch(k, box, classes, cfg, device, available)
+    varies = _varies(cfg)
+    if fit == 0:
+        kind, need, have = shortfall(batch_memory(1, box, classes, cfg, device), *available)
+        raise InputError(
+            None,
+            f"one volume at --box {box} needs {format_bytes(need)} of {kind} memory ({box}^3 float32 "
+            f"and the simulator's working buffers{varies}), but {format_bytes(have)} is available; "
+            f"lower --box{' (or simulate without structural variability)' if varies else ''}",
+        )
+    detail = f"{k} volumes of {box}^3 float32 and the simulator's working buffers{varies}"
+    if batch_size is not None:
+        raise InputError(
+            None,
+            f"--batch-size {batch_size} at --box {box} needs {format_bytes(need)} of {kind} memory "
+            f"({detail}), but {format_bytes(have)} is available; use --batch-size {fit} or less",
+        )
+    if not note:
+        return fit
+    print(
+        f"cryoshift: note: --batch-size lowered from {asked} to {fit} to fit the memory available "
+        f"({k} volumes at --box {box} need {format_bytes(need)} of {kind} memory, "
+        f"{format_bytes(have)} is available)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return fit
+
+
+def _varies(cfg) -> str:
+    """Words for the bank of structural variants in a memory message, when the config makes one."""
+    from cryoshift.training.simulate.memory import varies
+
+    return ", with the structural variability's variants of every class" if varies(cfg) else ""
+
+
 def command(
     out_dir: Path = typer.Argument(
         ...,
@@ -142,7 +237,9 @@ def command(
         "of those; class names are the file names. Built-ins: "
         f"{', '.join(BUILTIN_NAMES)}.",
     ),
-    n: int = typer.Option(2000, "--n", help="Number of subtomograms (classes drawn uniformly)."),
+    n: int = typer.Option(
+        2000, "--n", help="Number of subtomograms, at least the number of classes (each drawn at random)."
+    ),
     box: int = typer.Option(32, "--box", help="Box size in voxels."),
     voxel_size: float = typer.Option(10.0, "--voxel-size", help="Voxel size in Angstrom."),
     preset: str = typer.Option("paper", "--preset", help="Starting ranges: " + ", ".join(PRESET_NAMES) + "."),
@@ -213,7 +310,12 @@ def command(
         help="Seed of the built-in structures' details; keep it fixed so train and test sets share classes.",
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Subtomograms simulated per batch."),
+    batch_size: int | None = typer.Option(
+        None,
+        "--batch-size",
+        help=f"Subtomograms simulated per batch (default {DEFAULT_BATCH}, lowered to fit the memory "
+        "available; a given one that cannot fit is refused).",
+    ),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
     no_progress: bool = NO_PROGRESS,
 ) -> None:
@@ -231,12 +333,12 @@ def command(
     import torch
 
     from cryoshift.training.simulate import PRESETS, SimulationConfig, load_structures, simulate_dataset
-    from cryoshift.training.simulate.config import check_seed
+    from cryoshift.training.simulate.config import BOUNDS, check_seed
     from cryoshift.training.simulate.structures import split_sources
 
     if preset not in PRESETS:
         raise InputError(None, f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    if n <= 0 or batch_size <= 0:
+    if n <= 0 or (batch_size is not None and batch_size <= 0):
         raise InputError(None, "--n and --batch-size must be positive")
     _check_options(device, threads, resolution)
     _check_sizes(voxel_size, n, resolution)
@@ -274,12 +376,18 @@ def command(
     )
     check_out_folder(out_dir, "OUT_DIR", "the dataset is written to")  # before large models are read
     _check_free_folder(out_dir)
+    if BOUNDS["box"].lo <= box <= BOUNDS["box"].hi:  # a batch that cannot fit, before structures are made
+        _fit_batch(batch_size, n, box, 2, cfg, device, note=False)  # (two classes or more, said later)
     sources = split_sources(structures)
     structs = load_structures(sources, box, voxel_size, seed=structure_seed, resolution=resolution)
     _check_classes(structs, sources)
-    _check_shift(cfg.shift_voxels, box)  # after load_structures, which names a box too small first
+    from_file = shift is None and config is not None and cfg.shift_voxels != PRESETS[preset].shift_voxels
+    _check_shift(cfg.shift_voxels, box, config if from_file else None)  # after load_structures: box too small
+    _check_volume_count(n, structs)
     _check_disk_space(out_dir, n, box)
+    batch = _fit_batch(batch_size, n, box, len(structs), cfg, device)
+    _note_positive_defocus(cfg, defocus, config)
     path = simulate_dataset(
-        out_dir, structs, cfg, n, seed=seed, batch_size=batch_size, device=device, progress=not no_progress
+        out_dir, structs, cfg, n, seed=seed, batch_size=batch, device=device, progress=not no_progress
     )
     typer.echo(f"wrote {n} subtomograms of {len(structs)} classes ({', '.join(structs.names)}) to {path}")

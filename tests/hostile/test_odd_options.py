@@ -81,6 +81,7 @@ def test_simulate_lowers_threads_above_the_cpu_count(
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     argv = ["simulate", tmp_path / "sim", "--n", 2, "--box", BOX, "--threads", 3, "--no-progress"]
+    argv += ["--structures", "builtin:rubisco,builtin:p97"]  # --n 2 of the nine built-ins is refused
     try:
         code, _, err = run_cli(argv, capsys)
         used = torch.get_num_threads()

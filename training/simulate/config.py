@@ -23,6 +23,8 @@ FIDELITIES = ("fast", "tilt")
 # small offsets to them (seed + 7919, ...); 2**62 leaves room for those and is more than any user needs.
 MAX_SEED = 2**62 - 1
 DOSE_ORDERS = ("dose-symmetric", "bidirectional", "sequential")
+# What an error in a config that comes from no file (options, presets, train's source) names
+CONFIG_WHERE = "simulation config"
 
 Range = tuple[float, float]
 
@@ -145,7 +147,7 @@ class SimulationConfig:
 
     def validate(self) -> None:
         """Raise InputError with a one-line reason for values that cannot be simulated."""
-        where = "simulation config"
+        where = CONFIG_WHERE
         if self.fidelity not in FIDELITIES:
             raise InputError(where, f"fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
         if self.dose_order not in DOSE_ORDERS:
@@ -197,8 +199,10 @@ class SimulationConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "simulation config") -> SimulationConfig:
-        """Build from a dict; unknown keys are an error so that typos do not pass silently."""
+    def from_dict(cls, data: dict[str, Any], where: str = CONFIG_WHERE) -> SimulationConfig:
+        """Build from a dict; unknown keys are an error so that typos do not pass silently.
+
+        ``where`` (a --config file's path) is named by every error, validate()'s included."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -213,9 +217,11 @@ class SimulationConfig:
         kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
         try:
             return cls(**kwargs)
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, InputError):
+        except InputError as exc:  # validate() names no file: a --config file's errors name it
+            if exc.path != CONFIG_WHERE or where == CONFIG_WHERE:
                 raise
+            raise InputError(where, exc.reason) from exc
+        except (TypeError, ValueError) as exc:
             raise InputError(where, str(exc)) from exc
 
     def replace(self, **changes: Any) -> SimulationConfig:

@@ -117,6 +117,7 @@ def simulate_dataset(
         meta=meta,
     )
     chunks = [(start, min(batch_size, n - start)) for start in range(0, n, batch_size)]
+    counts = np.zeros(len(structures), np.int64)  # volumes per class
     try:
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -130,23 +131,46 @@ def simulate_dataset(
             with Progress(*columns, transient=False) as bar:
                 task = bar.add_task("simulating", total=n)
                 for start, k in chunks:
-                    _write_chunk(sim, writer, start, k)
+                    counts += _write_chunk(sim, writer, start, k)
                     bar.advance(task, k)
         else:
             for start, k in chunks:
-                _write_chunk(sim, writer, start, k)
+                counts += _write_chunk(sim, writer, start, k)
     except BaseException:
         writer.abort()
         if stack_is_new:
             stack.unlink(missing_ok=True)
         raise
-    return writer.close()
+    path = writer.close()
+    warn_empty_classes(path, sim.class_names, counts)
+    return path
 
 
-def _write_chunk(sim: Simulator, writer: DatasetWriter, start: int, k: int) -> None:
+def warn_empty_classes(path: Path, names: list[str], counts: np.ndarray) -> None:
+    """One warning when the random draw of classes left some class without a volume: train refuses
+    such a dataset ("class X has no volumes"), so the run is better repeated now. (``cryoshift
+    simulate`` refuses an --n below the number of classes, where some class surely gets none.)"""
+    import sys
+
+    empty = [name for name, count in zip(names, counts.tolist(), strict=True) if count == 0]
+    if not empty:
+        return
+    shown = ", ".join(empty[:4]) + (f" and {len(empty) - 4} more" if len(empty) > 4 else "")
+    print(
+        f"cryoshift: warning: {path}: class {shown} got none of the {int(counts.sum())} volumes (each "
+        "volume's class is drawn at random); train refuses a dataset with an empty class: simulate "
+        "more volumes (--n) or draw again (--seed)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _write_chunk(sim: Simulator, writer: DatasetWriter, start: int, k: int) -> np.ndarray:
     """Simulate ``k`` volumes (from volume ``start`` on) and append them, once they are known to
-    hold a usable signal."""
+    hold a usable signal; returns the number of volumes of each class."""
     vol, labels, rows = sim.sample(k)
     volumes = vol.cpu().numpy()
     check_volumes(volumes, rows, start)
-    writer.write(volumes, labels.cpu().numpy(), rows)
+    labels = labels.cpu().numpy()
+    writer.write(volumes, labels, rows)
+    return np.bincount(labels, minlength=len(sim.class_names))

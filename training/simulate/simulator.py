@@ -177,8 +177,9 @@ class Simulator:
 
     @property
     def varies(self) -> bool:
-        c = self.config
-        return max(c.flex_voxels) > 0 or c.p_partial > 0 or c.p_extra > 0 or c.magnification != (1.0, 1.0)
+        from cryoshift.training.simulate.memory import varies
+
+        return varies(self.config)
 
     def _new_variants(self) -> None:
         """VARIANTS structurally varied copies of every map (variability.py), drawn from the generator.
