@@ -172,7 +172,9 @@ def test_train_on_a_float16_dataset_prints_no_warning(tmp_path: Path, capsys: Ca
     argv += ["--backbone", "cryonet-small", "--method", "dann", "--no-progress"]
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
-    assert "Warning" not in err and err.strip() == "", err
+    # nothing but cryoshift's own warning that 4 target volumes are too few to adapt to
+    rest = [line for line in err.splitlines() if "the target holds only 4 subtomograms" not in line]
+    assert "Warning" not in err and rest == [], err
 
 
 @pytest.mark.parametrize("breakage", ["no_voxel_size_anywhere", "header_contradicts_json"])
