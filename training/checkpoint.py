@@ -59,10 +59,32 @@ def save_checkpoint(
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the selected model of a run directory."""
+    """A checkpoint file, or the selected model of a run directory.
+
+    A folder without ``model.pt`` (a run that stopped before selecting its model, or no run at
+    all) is named as such, with its newest epoch checkpoint as the way on, and a ``model.pt`` that
+    is a folder or a link to nothing as what it is: "RUN/model.pt: no such checkpoint" read as if
+    the user had typed that path (export, evaluate, the Python API alike)."""
+    from cryoshift.runtime.errors import not_a_file
+
     path = Path(path)
     if path.is_dir():
-        path = path / RUN_MODEL
+        run, path = path, path / RUN_MODEL
+        odd = not_a_file(path)
+        if odd:
+            raise InputError(path, f"{odd}, not a checkpoint file")
+        if not path.exists():
+            folder = run / "checkpoints"
+            epochs = sorted(folder.glob("epoch_*.pt")) if folder.is_dir() else []
+            if epochs:
+                raise InputError(
+                    run,
+                    f"holds no {RUN_MODEL} (training stopped before it selected a model); "
+                    f"give one of its epoch checkpoints instead, e.g. {epochs[-1]}",
+                )
+            raise InputError(
+                run, f"is a folder without {RUN_MODEL}; give a training run directory or a .pt checkpoint"
+            )
     if not path.is_file():
         raise InputError(path, "no such checkpoint (give a .pt file or a training run directory)")
     return path

@@ -135,14 +135,15 @@ def check_options(
     --batch-size below 1, a --device torch does not know, an --out that is a file) or that would
     be silently ignored (--run naming no training run, --label-column or --tomograms with a
     dataset directory). Returns the device to use."""
-    from cryoshift.runtime.commands.export import refuse_unfinished_run
     from cryoshift.runtime.errors import InputError, check_out_folder
     from cryoshift.runtime.labelled_picks import is_pick_table
 
     if batch_size < 1:  # said before labelled picks are cropped, not after
         raise InputError(None, f"--batch-size must be at least 1, got {batch_size}")
-    if model.is_dir():
-        refuse_unfinished_run(model)
+    if model.is_dir():  # a run folder without its model, named before the data is read
+        from cryoshift.training.checkpoint import resolve_checkpoint
+
+        resolve_checkpoint(model)
     if out is not None:
         check_out_folder(out, "--out", "the report is written to")
     if run is not None:

@@ -20,33 +20,6 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def refuse_unfinished_run(path: Path) -> None:
-    """A folder without ``model.pt`` (a run that stopped before selecting its model, or no run at
-    all) is named as such, with its newest epoch checkpoint as the way on; the checkpoint reader
-    would only say that ``RUN/model.pt`` is missing, as if the user had typed that path. A
-    ``model.pt`` that is a folder or a link to nothing is named as what it is."""
-    from cryoshift.runtime.errors import InputError, not_a_file
-    from cryoshift.training.checkpoint import RUN_MODEL
-
-    if not path.is_dir():
-        return
-    odd = not_a_file(path / RUN_MODEL)  # a folder or a dangling link was "no such checkpoint"
-    if odd:
-        raise InputError(path / RUN_MODEL, f"{odd}, not a checkpoint file")
-    if (path / RUN_MODEL).exists():
-        return
-    epochs = sorted((path / "checkpoints").glob("epoch_*.pt")) if (path / "checkpoints").is_dir() else []
-    if epochs:
-        raise InputError(
-            path,
-            f"holds no {RUN_MODEL} (training stopped before it selected a model); "
-            f"give one of its epoch checkpoints instead, e.g. {epochs[-1]}",
-        )
-    raise InputError(
-        path, f"is a folder without {RUN_MODEL}; give a training run directory or a .pt checkpoint"
-    )
-
-
 def refuse_earlier_export(out: Path, checkpoint: Path, test_views: int | None) -> None:
     """Refuse an --out folder that holds an export of another network. Written over, it would mix
     two networks' artefacts: an older model.fp16.onnx or model.int8.onnx next to a new model.onnx
@@ -166,10 +139,11 @@ def command(
     from cryoshift.export.parity import ParityError
     from cryoshift.export.result import ExportWarning
     from cryoshift.runtime.errors import InputError
+    from cryoshift.training.checkpoint import resolve_checkpoint
 
     if batch_max is not None and batch_max < 1:
         raise InputError(None, f"--batch-max must be at least 1, got {batch_max}")
-    refuse_unfinished_run(checkpoint)
+    resolve_checkpoint(checkpoint)  # a run folder without its model, named before any work
     refuse_earlier_export(out, checkpoint, test_views)
     console = Console(stderr=True)
     with warnings.catch_warnings(record=True) as caught:

@@ -237,6 +237,14 @@ def test_a_run_model_pt_that_is_no_file_says_what_it_is(kind: str, tmp_path: Pat
         run_cli(["export", run, "-o", tmp_path / "o", "--no-progress"], capsys), run / "model.pt"
     )
     assert words in line, line
+    # the Python API says the same (the command's own check had been the only one)
+    from cryoshift.export import export_checkpoint
+    from cryoshift.runtime.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        export_checkpoint(run, tmp_path / "o2")
+    assert str(info.value.path) == str(run / "model.pt") and words in info.value.reason, info.value
+    assert not (tmp_path / "o2").exists()
 
 
 def test_a_folder_holding_stacks_gives_their_volumes(tmp_path: Path) -> None:
