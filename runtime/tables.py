@@ -903,6 +903,7 @@ def pick_layout(path: Path) -> _PickLayout:
                     f"data_{single.name} holds coordinates as key-value pairs; write picks as a loop_ table",
                 )
             found = sorted({c for b in blocks for c in b.labels})
+            _refuse_tomogram_table(path, found)
             raise InputError(
                 path,
                 "no coordinate columns: need rlnCoordinateX/Y/Z or "
@@ -943,6 +944,20 @@ def pick_layout(path: Path) -> _PickLayout:
         angst=angst,
         csv=opts,
     )
+
+
+def _refuse_tomogram_table(path: Path, labels: list[str]) -> None:
+    """Refuse a RELION 5 tomograms.star given where picks are read (``classify model
+    tomograms.star``, the two swapped): "no coordinate columns" did not say it is the other file."""
+    from cryoshift.runtime.tomograms import RECONSTRUCTION_COLUMNS
+
+    rec = next((c for c in RECONSTRUCTION_COLUMNS if c in labels), None)
+    if rec is not None and "rlnTomoName" in labels:
+        raise InputError(
+            path,
+            f"is a table of tomograms (rlnTomoName, {rec}: RELION's tomograms.star), not of picks: "
+            "give it with --tomograms, and the picks (particles.star) as the input",
+        )
 
 
 def _pick_chunks(path: Path, layout: _PickLayout, extra: tuple[str, ...] = ()) -> Iterator[pd.DataFrame]:

@@ -47,6 +47,15 @@ class TomogramEntry:
     pixel_size: float | None  # A per voxel of the reconstruction (tilt-series pixel x binning)
     tilt_series_pixel_size: float | None  # A per unbinned pixel
     binning: float | None
+    size: tuple[float, float, float] | None = None  # rlnTomoSizeX/Y/Z, unbinned pixels
+    written: str = ""  # the reconstruction's path as the table writes it
+
+    def voxels(self) -> tuple[float, float, float] | None:
+        """The reconstruction's (X, Y, Z) voxels the row implies (unbinned size / binning)."""
+        if self.size is None or not self.binning:
+            return None
+        x, y, z = (s / self.binning for s in self.size)
+        return x, y, z
 
 
 def is_tomogram_table(path: str | Path) -> bool:
@@ -93,6 +102,7 @@ def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
 
     path = Path(path)
     blocks = read_star_blocks(path)
+    _refuse_picks(path, blocks)
     names = [n for n, df in blocks.items() if "rlnTomoName" in df.columns]
     if not names:
         found = sorted({c for df in blocks.values() for c in df.columns})
@@ -113,6 +123,7 @@ def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
         )
     entries = []
     seen: set[str] = set()
+    files: dict[str, str] = {}  # reconstruction file -> the tomogram that has it
     for i, row in df.iterrows():
         name = str(row["rlnTomoName"]).strip()
         if not name or name in seen:
@@ -125,9 +136,42 @@ def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
             raise InputError(path, f"row {i}: tomogram {name!r} has no {col}")
         ts_pixel = _positive(row, "rlnTomoTiltSeriesPixelSize", path, f"row {i}: tomogram {name!r}")
         binning = _positive(row, "rlnTomoTomogramBinning", path, f"row {i}: tomogram {name!r}")
-        pixel = ts_pixel * (binning or 1.0) if ts_pixel else None
-        entries.append(TomogramEntry(name, resolve_relative(rec, path), pixel, ts_pixel, binning))
+        # Without a binning the row does not say the reconstruction's voxel size: its header
+        # does (binning 1 was assumed, and the header of a binned reconstruction then refused
+        # as "2.5 A x binning 1").
+        pixel = ts_pixel * binning if ts_pixel and binning else None
+        sizes = [_number(row.get(f"rlnTomoSize{axis}")) for axis in "XYZ"]
+        size = (sizes[0], sizes[1], sizes[2]) if None not in sizes else None
+        rec_path = resolve_relative(rec, path)
+        # Two tomograms with one reconstruction: the picks of one would be cropped from the
+        # other's volume without a word.
+        other = files.setdefault(os.path.realpath(rec_path), name)
+        if other != name:
+            raise InputError(
+                path,
+                f"row {i}: tomogram {name!r} has the reconstruction of tomogram {other!r} ({rec}); "
+                "each tomogram needs its own file",
+            )
+        entries.append(TomogramEntry(name, rec_path, pixel, ts_pixel, binning, size, rec))
     return entries
+
+
+def _refuse_picks(path: Path, blocks: dict[str, Any]) -> None:
+    """Refuse a table of picks given as a tomogram table (``-t particles.star``): it was refused
+    as lacking rlnTomoReconstructedTomogram, which sent users to RELION's Reconstruct job."""
+    from cryoshift.runtime.picks import CENTERED_COLUMNS, PIXEL_COLUMNS
+
+    columns = {c for df in blocks.values() for c in df.columns}
+    if columns & set(RECONSTRUCTION_COLUMNS):
+        return
+    shown = {"rlnCenteredCoordinateX/Y/ZAngst": CENTERED_COLUMNS, "rlnCoordinateX/Y/Z": PIXEL_COLUMNS}
+    coords = next((text for text, labels in shown.items() if set(labels) <= columns), None)
+    if coords is not None:
+        raise InputError(
+            path,
+            f"is a table of picks ({coords}), not of tomograms: give it as an input, and the "
+            "tomograms (tomograms.star or the MRC files) with --tomograms",
+        )
 
 
 MAX_BINNING_HINT = 64  # the largest coordinate-to-tomogram ratio read as a binning mismatch

@@ -8,6 +8,8 @@ copick_io.plan does for copick projects.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,10 @@ from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.picks import ORIGIN_COLUMNS
 from cryoshift.runtime.sources.items import PlanRefusal
-from cryoshift.runtime.sources.paths import match_tomogram
+from cryoshift.runtime.sources.paths import match_tomogram, strip_suffix
 
 STACK_NOT_TOMOGRAM = "is a volume stack, not a tomogram"  # crop from tomograms (one volume) only
+_WARP_PIXEL = re.compile(r"_(\d+(?:\.\d+)?)Apx$")  # Warp's reconstruction names: TS_01_10.00Apx
 
 
 def star_has(path: Path, label: str) -> bool:
@@ -44,13 +47,22 @@ def plan_pick_table(planner: Any, path: Path) -> None:
     centred Angstrom ones beside them fail (add_picks).
     """
     from cryoshift.runtime.tables import pick_layout, read_pick_table
-    from cryoshift.runtime.warp import DETECTOR_COLUMNS, scale_to_voxels
+    from cryoshift.runtime.warp import (
+        DETECTOR_COLUMNS,
+        check_detector_columns,
+        scale_to_voxels,
+        unusable_rows,
+    )
 
     layout = pick_layout(path)
     star = path.suffix.lower() == ".star"
     centred = star and layout.centred
     in_voxels = centred  # Angstrom picks (and Warp/M picks with a stated pixel size) need no --binning
     rescaled = planner.binning or planner.coordinate_pixel_size
+    if star and not centred and not rescaled:
+        check_detector_columns(path, layout.columns)
+    if star and not centred and planner.coordinate_pixel_size:
+        _refuse_mixed_optics(planner, path, layout.columns)
     # Warp/M: the table states its coordinates' pixel size, used unless the user gives one
     warp = star and not centred and not rescaled and set(DETECTOR_COLUMNS) <= set(layout.columns)
     problems: dict[str, str] = {}  # tomogram name -> why its picks cannot be converted
@@ -78,8 +90,11 @@ def plan_pick_table(planner: Any, path: Path) -> None:
     if shift_note:
         planner.notes.append(shift_note)
     if warp:
-        # A tomogram whose voxel size cannot be known fails its picks (problems), never
-        # cropped at unscaled coordinates.
+        # A row without a usable pixel size, and a tomogram whose voxel size cannot be known,
+        # fail their picks (bad rows, problems), never cropped at unscaled coordinates.
+        unusable = unusable_rows(picks.extra)
+        if unusable:
+            _add_bad_rows(path, picks, unusable)
         voxel_of = _or_problem(problems, path, lambda name: tomogram_pixel(planner, path, name))
         note = scale_to_voxels(path, picks, voxel_of)
         if note:
@@ -103,6 +118,69 @@ def _shift_note(path: Path, extra: Any, columns: tuple[str, ...]) -> str | None:
         f"up to {np.nanmax(np.abs(values)):.3g} {unit}), which are not applied: subtomograms are cropped "
         "at the coordinates; re-centre the picks first (relion_star_handler --center) if they matter"
     )
+
+
+def _add_bad_rows(path: Path, picks: Any, more: dict[int, str]) -> None:
+    """Make ``more`` (row -> reason) bad rows of ``picks`` besides those it has; a table whose
+    every row is bad is refused (nothing in it can be classified)."""
+    from cryoshift.runtime.tables import bad_rows_text
+
+    rows, lines, reasons = _merge_bad_rows(path, picks, more)
+    if len(rows) == len(picks):
+        raise InputError(
+            path, bad_rows_text(rows, lines, dict(zip(rows.tolist(), reasons, strict=True)), every=True)
+        )
+    picks.bad_rows, picks.bad_lines, picks.bad_reasons = rows, lines, reasons
+
+
+TILT_SERIES_PIXEL = "rlnTomoTiltSeriesPixelSize"
+
+
+def _refuse_mixed_optics(planner: Any, path: Path, columns: list[str]) -> None:
+    """Refuse ``--coordinate-pixel-size`` for pixel picks whose optics groups (RELION 4's
+    data_optics) have different tilt-series pixel sizes: one value is wrong for some of them, and
+    their picks were cropped at coordinates scaled by it without a word."""
+    from cryoshift.runtime.tables import read_loop, scan_star
+
+    optics = next((b for b in scan_star(path) if b.name == "optics" and b.loop), None)
+    if optics is None or not {"rlnOpticsGroup", TILT_SERIES_PIXEL} <= set(optics.labels):
+        return
+    table = read_loop(path, optics)
+    values = pd.to_numeric(table[TILT_SERIES_PIXEL], errors="coerce")
+    sizes = dict(zip(table["rlnOpticsGroup"].astype(str).str.strip(), values, strict=True))
+    if len(set(sizes.values())) < 2:
+        return
+    if "rlnOpticsGroup" in columns:  # only the groups the picks use (a second read, only here)
+        from cryoshift.runtime.tables import read_pick_table
+
+        used = read_pick_table(path, skip_bad_rows=True, extra=("rlnOpticsGroup",), convert=False)
+        groups = {str(g).strip() for g in set(used.extra["rlnOpticsGroup"])}
+        sizes = {g: v for g, v in sizes.items() if g in groups}
+        if len(set(sizes.values())) < 2:
+            return
+    shown = ", ".join(f"group {g} {v:g} A" for g, v in list(sizes.items())[:4])
+    raise InputError(
+        path,
+        f"--coordinate-pixel-size {planner.coordinate_pixel_size:g} is one pixel size, but the picks' "
+        f"optics groups have different ones (data_optics {TILT_SERIES_PIXEL}: {shown}); classify "
+        "each group's picks on its own, or give --binning if every tomogram is binned alike",
+    )
+
+
+def table_entry(planner: Any, name: str, tomo_path: str | Path | None = None) -> Any:
+    """The tomograms.star row (TomogramEntry) of the tomogram a pick table calls ``name``: by
+    rlnTomoName, else the row listing the file the name matched (``tomo_path``). Picks naming a
+    reconstruction by its file name or path got no row: the table's voxel size and its checks
+    against the header were skipped for them, without a word."""
+    entry = planner.tomo_tables.get(name)
+    if entry is not None or not planner.tomo_tables:
+        return entry
+    if tomo_path is None:
+        try:
+            tomo_path = match_tomogram(name, planner.tomogram_index(), Path(name))
+        except InputError:
+            return None
+    return next((e for e in planner.tomo_tables.values() if Path(e.path) == Path(tomo_path)), None)
 
 
 def _or_problem(problems: dict[str, str], picks: Path, fact: Any) -> Any:
@@ -129,7 +207,25 @@ def tomogram_header(planner: Any, picks: Path, name: str) -> dict[str, Any]:
     index = planner.tomogram_index()
     if not name and len(index) == 1:
         name = next(iter(index))
-    return read_header(match_tomogram(name, index, picks))
+    tomo_path = match_tomogram(name, index, picks)
+    try:
+        return read_header(tomo_path)
+    except InputError as exc:
+        raise _not_found(planner, name, tomo_path, exc) from exc
+
+
+def _not_found(planner: Any, name: str, tomo_path: Path, exc: InputError) -> InputError:
+    """``exc``, for a tomograms.star reconstruction that is not there, saying where it was looked
+    for: the path shown (next to the STAR) read like a path joined wrongly, for a RELION path
+    relative to the project folder."""
+    entry = table_entry(planner, name, tomo_path)
+    if entry is None or not entry.written or os.path.lexists(tomo_path):
+        return exc
+    return InputError(
+        exc.path,
+        f"{exc.reason}; tomograms.star gives {entry.written}, found neither next to it, nor in a "
+        "folder above it, nor in the working directory",
+    )
 
 
 def tomogram_shape(planner: Any, picks: Path, name: str) -> tuple[int, int, int]:
@@ -143,14 +239,42 @@ def tomogram_shape(planner: Any, picks: Path, name: str) -> tuple[int, int, int]
     if header["is_stack"]:
         raise InputError(header["path"], STACK_NOT_TOMOGRAM)
     refuse_2d(header["path"], header)
+    entry = table_entry(planner, name, header["path"])
+    if header["voxel_size_known"]:  # a wrong binning is said as such, before the size it implies
+        _check_entry_voxel(header["path"], header["voxel_size"], entry)
+    _check_size(header["path"], header["shape"], entry)
     return header["shape"]
+
+
+SIZE_TOLERANCE = 2.0  # voxels a reconstruction may differ from tomograms.star's size / binning
+
+
+def _check_size(tomo_path: str | Path, shape: tuple[int, ...], entry: Any) -> None:
+    """The reconstruction's size agrees with its tomograms.star row (rlnTomoSizeX/Y/Z unbinned
+    pixels / binning), where the row gives both: centred-Angstrom picks are placed from the
+    volume's centre, so a trimmed, padded or axis-swapped (XZY) reconstruction put every pick
+    elsewhere without a word."""
+    expected = entry.voxels() if entry is not None else None
+    if expected is None:
+        return
+    have = tuple(int(v) for v in tuple(shape)[::-1])  # (X, Y, Z)
+    if all(abs(h - e) <= SIZE_TOLERANCE for h, e in zip(have, expected, strict=True)):
+        return
+    shown = "x".join(f"{e:.4g}" for e in expected)
+    size = "x".join(f"{s:g}" for s in entry.size)
+    raise InputError(
+        tomo_path,
+        f"it is {have[0]}x{have[1]}x{have[2]} voxels (X, Y, Z) but tomograms.star gives {shown} "
+        f"(rlnTomoSizeX/Y/Z {size} / binning {entry.binning:g}), so centred-Angstrom picks cannot be "
+        "placed in it; give the reconstruction the table describes, or correct rlnTomoSizeX/Y/Z",
+    )
 
 
 def tomogram_pixel(planner: Any, picks: Path, name: str) -> float:
     """A per voxel of a tomogram: its tomograms.star row (tilt-series pixel x binning) when
     there is one, else the MRC header; a header without one is refused, never taken as 1 A."""
     header = tomogram_header(planner, picks, name)
-    entry = planner.tomo_tables.get(name)
+    entry = table_entry(planner, name, header["path"])
     if entry is not None and entry.pixel_size:
         return entry.pixel_size
     if not header["voxel_size_known"]:
@@ -168,7 +292,7 @@ def coordinate_scale(planner: Any, name: str, vol: Any) -> float:
     if planner.binning:
         return 1.0 / planner.binning
     if planner.coordinate_pixel_size:
-        entry = planner.tomo_tables.get(name)
+        entry = table_entry(planner, name, getattr(vol, "path", None))
         known = getattr(vol, "voxel_size_known", True)  # unset: the reader's 1.0 is no voxel size
         header = float(vol.voxel_size or 0) if known else 0.0
         voxel = entry.pixel_size if entry is not None and entry.pixel_size else header
@@ -230,13 +354,13 @@ def add_picks(
             unmatched[name] = exc.reason
             continue
         try:
-            _check_tomogram(planner, tomo_path, planner.tomo_tables.get(name))
+            _check_tomogram(planner, tomo_path, table_entry(planner, name, tomo_path))
             if scale and (planner.binning or planner.coordinate_pixel_size):
                 scales[k] = coordinate_scale(planner, name, planner.cache.get(str(tomo_path)))
         except PlanRefusal:
             raise
         except InputError as exc:
-            unmatched[name] = tomogram_problem(tomo_path, exc)
+            unmatched[name] = tomogram_problem(tomo_path, _not_found(planner, name, tomo_path, exc))
             continue
         tomo_for[name] = tomo_path
     if unmatched and not tomo_for:  # nothing matched at all: a naming problem, say it once
@@ -274,15 +398,28 @@ def add_picks(
         bad_lines,
         bad_reasons,
     )
-    if len(source.dup_rows):  # kept (a user may mean it), but never without a word
+    # kept (a user may mean it), but never without a word; picks that fail anyway (their tomogram
+    # unusable: centred picks then have no coordinates, all "equal") are no repeats to speak of
+    repeated = _real_repeats(source, tomo_for)
+    if repeated:
         planner.notes.append(
-            f"{path}: {len(source.dup_rows)} picks repeat an earlier pick of the same tomogram and "
+            f"{path}: {repeated} picks repeat an earlier pick of the same tomogram and "
             "coordinates; each is classified again, its id suffixed ~2, ~3 ..."
         )
     rows = PickRows(source)
     planner.items.add_rows(rows)
     if path.suffix.lower() == ".star":
         planner.origins.append((str(path), RowIds(rows)))
+
+
+def _real_repeats(source: Any, tomo_for: dict[str, Path]) -> int:
+    """Repeated picks (``source.dup_rows``) of a usable tomogram with numeric coordinates."""
+    rows = source.dup_rows
+    if not len(rows):
+        return 0
+    usable = np.array([n in tomo_for for n in source.names], dtype=bool)
+    keep = usable[source.tomo[rows]] & np.isfinite(source.xyz[rows]).all(axis=1)
+    return int(np.count_nonzero(keep))
 
 
 AGREE_VOXELS = 1.0  # pixel and centred Angstrom coordinates of one pick may differ by this much
@@ -313,7 +450,7 @@ def _disagreeing_rows(
             continue  # its picks fail already (unmatched or unusable tomogram)
         rows = np.flatnonzero(tomo == k)
         vol = planner.cache.get(str(tomo_for[name]))
-        entry = planner.tomo_tables.get(name)
+        entry = table_entry(planner, name, tomo_for[name])
         known = getattr(vol, "voxel_size_known", True) and float(vol.voxel_size or 0) > 0
         ps = entry.pixel_size if entry is not None and entry.pixel_size else (vol.voxel_size if known else 0)
         if not ps:
@@ -370,12 +507,27 @@ def _check_tomogram(planner: Any, tomo_path: Path, entry: Any = None) -> None:
         check_isotropic(vol.header, tomo_path)
     planner.check_voxel(tomo_path, vol)
     known = getattr(vol, "voxel_size_known", True) and float(vol.voxel_size or 0) > 0
-    if entry is not None and entry.pixel_size and known:
-        header = float(vol.voxel_size)
-        if (voxel_mismatch(entry.pixel_size, header) or 0.0) > VOXEL_TOLERANCE:
-            raise InputError(
-                tomo_path,
-                f"its header says {header:.4g} A per voxel but tomograms.star gives "
-                f"{entry.pixel_size:.4g} A ({entry.tilt_series_pixel_size:.4g} A x binning "
-                f"{entry.binning or 1:g}); correct whichever is wrong",
-            )
+    named = _WARP_PIXEL.search(strip_suffix(Path(tomo_path).name)) if known else None
+    if named and (voxel_mismatch(float(named.group(1)), float(vol.voxel_size)) or 0.0) > VOXEL_TOLERANCE:
+        # Warp names a reconstruction by its voxel size (TS_01_10.00Apx.mrc): a header saying
+        # another was used without a word, and one of the two is wrong.
+        raise InputError(
+            tomo_path,
+            f"its name says {float(named.group(1)):g} A per voxel ({named.group(0)[1:]}) but its header "
+            f"says {float(vol.voxel_size):.4g} A; correct whichever is wrong",
+        )
+    if known:
+        _check_entry_voxel(tomo_path, float(vol.voxel_size), entry)
+
+
+def _check_entry_voxel(tomo_path: str | Path, header: float, entry: Any) -> None:
+    """The header's voxel size agrees with the tomograms.star row's (tilt-series pixel x binning)."""
+    if entry is None or not entry.pixel_size:
+        return
+    if (voxel_mismatch(entry.pixel_size, header) or 0.0) > VOXEL_TOLERANCE:
+        raise InputError(
+            tomo_path,
+            f"its header says {header:.4g} A per voxel but tomograms.star gives "
+            f"{entry.pixel_size:.4g} A ({entry.tilt_series_pixel_size:.4g} A x binning "
+            f"{entry.binning:g}); correct whichever is wrong",
+        )
