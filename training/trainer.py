@@ -152,29 +152,17 @@ def check_method_hparams(method: str, kwargs: dict[str, Any]) -> None:
     the methods that take the key (if any) and the keys ``method`` takes. Runs after
     ``TrainConfig.check`` (a value of the wrong kind is said first); an unknown method is left to
     the registry, which names the methods."""
-    import difflib
-
     from cryoshift.training.adapt import METHODS
-    from cryoshift.training.adapt.base import methods_taking
+    from cryoshift.training.adapt.base import hparam_refusal
 
     try:
         factory = METHODS.get(method)
     except ValueError:  # an unknown method is refused by name later, with the list of methods
         return
     own = sorted(factory.defaults())  # type: ignore[attr-defined]
-    takes = f"it takes {', '.join(own)}" if own else "it takes none"
-    for key in kwargs:
-        if key in own:
-            continue
-        users = methods_taking(key)
-        if users:
-            why = f"is a hyper-parameter of {', '.join(users)}, not of method {method!r}"
-        else:
-            close = difflib.get_close_matches(key, own, n=1)
-            why = f"is not a hyper-parameter of method {method!r}" + (
-                f" (did you mean {close[0]}?)" if close else ""
-            )
-        raise InputError(None, f"--hparam {key} {why}; {takes}")
+    refused = [key for key in kwargs if key not in own]
+    if refused:
+        raise InputError(None, hparam_refusal(method, refused, own, prefix="--hparam "))
 
 
 def _check_backbone_kwargs(backbone: str, kwargs: dict[str, Any]) -> None:

@@ -39,9 +39,9 @@ def test_a_method_refuses_another_methods_hyper_parameter_in_the_python_api() ->
     takes = ", ".join(sorted(METHODS.get("selftrain").defaults()))
     with pytest.raises(ValueError) as exc:
         create_method("selftrain", backbone=_backbone(), num_classes=3, box_size=BOX, dann_weight=0.5)
-    assert str(exc.value) == (
-        f"method 'selftrain' does not take hyper-parameter 'dann_weight' (a hyper-parameter of dann); "
-        f"it takes {takes}."
+    assert (
+        str(exc.value)
+        == f"dann_weight is a hyper-parameter of dann, not of method 'selftrain'; it takes {takes}"
     )
     # several keys: each named, with its methods where it has some, and the closest spelling
     with pytest.raises(ValueError) as exc:
@@ -54,9 +54,9 @@ def test_a_method_refuses_another_methods_hyper_parameter_in_the_python_api() ->
             ce_wieght=1.0,
         )
     assert str(exc.value) == (
-        "method 'source-only' does not take hyper-parameters 'warp_sigma' (a hyper-parameter of "
-        "cryoshift, warp), 'ce_wieght'; it takes ce_weight, label_smoothing. "
-        "Did you mean 'ce_weight' for 'ce_wieght'?"
+        "warp_sigma is a hyper-parameter of cryoshift, warp, not of method 'source-only'; "
+        "ce_wieght is not a hyper-parameter of method 'source-only' (did you mean ce_weight?); "
+        "it takes ce_weight, label_smoothing"
     )
     # a key the method takes is still set, and None still means its default
     method = create_method(

@@ -49,31 +49,35 @@ def methods_taking(key: str) -> list[str]:
 def check_hparams(method: type[AdaptationMethod], hparams: dict[str, Any]) -> dict[str, Any]:
     """``method``'s defaults with ``hparams`` on top (None = default).
 
-    A key ``method`` does not take raises ValueError naming the method, the key(s) and the keys it
-    takes. Another method's key used to be accepted and ignored (one dictionary for every method),
-    so ``create_method("selftrain", ..., dann_weight=0.5)`` trained without the setting, without
-    a word; the command line refused it (runtime/commands/train.py), the Python API did not.
+    A key ``method`` does not take raises ValueError (:func:`hparam_refusal`). Another method's key
+    used to be accepted and ignored (one dictionary for every method), so
+    ``create_method("selftrain", ..., dann_weight=0.5)`` trained without the setting, without a
+    word; only the command line refused it.
     """
     defaults = method.defaults()
     refused = [key for key in hparams if key not in defaults]
     if refused:
-        raise ValueError(_refusal(method.name, refused, sorted(defaults)))
+        raise ValueError(hparam_refusal(method.name, refused, sorted(defaults)))
     return {key: default if hparams.get(key) is None else hparams[key] for key, default in defaults.items()}
 
 
-def _refusal(method: str, refused: list[str], takes: list[str]) -> str:
-    """'method M does not take hyper-parameter K (...); it takes A, B. Did you mean ...?'"""
-    shown, hints = [], []
+def hparam_refusal(method: str, refused: list[str], takes: list[str], prefix: str = "") -> str:
+    """Why ``method`` refuses the hyper-parameters ``refused``, one clause per key (the methods that
+    take it, or the closest of ``takes`` to a misspelling), then the keys it takes: the one wording
+    of the Python API and of ``--hparam`` (``prefix``), e.g. "--hparam dann_weight is a
+    hyper-parameter of dann, not of method 'selftrain'; it takes adapt_ramp, ..."."""
+    clauses = []
     for key in refused:
         users = methods_taking(key)
-        shown.append(f"{key!r} (a hyper-parameter of {', '.join(users)})" if users else repr(key))
-        close = difflib.get_close_matches(key, takes, n=1)
-        if close and not users:
-            hints.append(f"{close[0]!r}" + (f" for {key!r}" if len(refused) > 1 else ""))
-    noun = "hyper-parameter" if len(refused) == 1 else "hyper-parameters"
-    accepted = f"it takes {', '.join(takes)}" if takes else "it takes none"
-    hint = f" Did you mean {', '.join(hints)}?" if hints else ""
-    return f"method {method!r} does not take {noun} {', '.join(shown)}; {accepted}.{hint}"
+        if users:
+            why = f"is a hyper-parameter of {', '.join(users)}, not of method {method!r}"
+        else:
+            close = difflib.get_close_matches(key, takes, n=1)
+            why = f"is not a hyper-parameter of method {method!r}" + (
+                f" (did you mean {close[0]}?)" if close else ""
+            )
+        clauses.append(f"{prefix}{key} {why}")
+    return "; ".join(clauses) + (f"; it takes {', '.join(takes)}" if takes else "; it takes none")
 
 
 class AdaptationMethod(nn.Module):

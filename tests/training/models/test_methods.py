@@ -93,7 +93,7 @@ def test_unknown_names_suggest() -> None:
     backbone = create_backbone("cryonet-small", num_classes=3, box_size=16)
     with pytest.raises(ValueError, match="Did you mean 'cryoshift'"):
         create_method("cryoshfit", backbone=backbone, num_classes=3, box_size=16)
-    with pytest.raises(ValueError, match="Did you mean 'disc_hidden'"):
+    with pytest.raises(ValueError, match=r"\(did you mean disc_hidden\?\)"):
         create_method("dann", backbone=backbone, num_classes=3, box_size=16, disc_hiden=8)
     with pytest.raises(ValueError, match="classes"):
         create_method("dann", backbone=backbone, num_classes=4, box_size=16)
