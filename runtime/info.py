@@ -1,7 +1,8 @@
 """``describe(path)``: what a file is and what is in it, for ``cryoshift info``.
 
 Kinds: an MRC volume/stack/tomogram (shape, mode, voxel size, min/max/mean), a STAR or
-CSV/TSV table of picks (rows, tomograms) or of subtomogram files (rlnImageName), a
+CSV/TSV table of picks (rows, tomograms) or of subtomogram files (rlnImageName), a RELION 5
+tomograms.star (tomograms, voxel sizes, reconstructions found, damaged rows), a
 labelled dataset directory (classes and counts), an ONNX model (its cryoshift
 metadata) and an atomic model (PDB/mmCIF, gzip ok: atoms, models, extent; needs the 'train'
 extra's gemmi). Cheap by default: MRC statistics are computed from the data only when the file
@@ -24,7 +25,8 @@ FULL_STATS_BYTES = 256 * 1024 * 1024
 
 @dataclass
 class Description:
-    """A titled list of (key, value) rows; ``kind`` is mrc | picks | listing | dataset | onnx | model."""
+    """A titled list of (key, value) rows; ``kind`` is mrc | picks | listing | tomograms | results |
+    dataset | onnx | model."""
 
     kind: str
     path: str
@@ -107,6 +109,8 @@ def _describe_table(path: Path) -> Description:
     columns = {c for b in scan_star(path) for c in b.labels} if star else set(csv_columns(path))
     if {"csConfidence", "csClassName"} <= columns or {"confidence", "class_name"} <= columns:
         return _describe_results(path)
+    if star and _is_tomogram_table(columns):  # described, not refused with classify's advice
+        return _describe_tomograms(path)
     from cryoshift.runtime.sources.planner import is_listing
 
     if is_listing(path):  # classify's test: a CSV of paths was "no coordinate columns" here
@@ -151,6 +155,71 @@ def _describe_table(path: Path) -> Description:
         extra = [c for c in picks.columns if c not in ("tomo_name", "x", "y", "z")]
     if extra:
         d.add("other columns", ", ".join(map(str, extra[:12])) + (" ..." if len(extra) > 12 else ""))
+    return d
+
+
+def _is_tomogram_table(columns: set[str]) -> bool:
+    """A RELION 5 ``tomograms.star``: tomogram names and reconstruction files (the test classify
+    uses to refuse one given as picks)."""
+    from cryoshift.runtime.tomograms import RECONSTRUCTION_COLUMNS
+
+    return "rlnTomoName" in columns and bool(columns & set(RECONSTRUCTION_COLUMNS))
+
+
+def _tomogram_table_problems(path: Path) -> list[str]:
+    """What makes tomograms of a tomograms.star unusable (their picks fail in classify): damaged
+    rows (pixel size or binning 0, negative, NaN or text) and reconstructions not found."""
+    from cryoshift.runtime.tomograms import read_tomogram_table
+
+    entries = read_tomogram_table(path, keep_damaged=True)
+    problems = [_row_problem(path, e) for e in entries if e.problem]
+    for e in entries:
+        if not e.path.is_file():
+            problems.append(f"tomogram {e.name!r}: reconstruction {e.written} not found ({e.path})")
+    return problems
+
+
+def _row_problem(path: Path, entry: object) -> str:
+    """A damaged row's problem without the table's path (info names the table already)."""
+    problem = str(getattr(entry, "problem", ""))
+    prefix = f"{path}: "
+    return problem[len(prefix) :] if problem.startswith(prefix) else problem
+
+
+def _describe_tomograms(path: Path) -> Description:
+    """A RELION 5 ``tomograms.star`` (what ``--tomograms`` reads): its tomograms, their voxel
+    sizes (tilt-series pixel x binning), whether each reconstruction is found, and damaged rows
+    (whose picks classify fails); read as classify reads it (tomograms.read_tomogram_table)."""
+    from collections import Counter
+
+    from cryoshift.runtime.tomograms import read_tomogram_table
+
+    entries = read_tomogram_table(path, keep_damaged=True)
+    d = Description("tomograms", str(path))
+    d.add("type", "tomogram table (RELION 5 tomograms.star): give it to classify with --tomograms")
+    names = [e.name for e in entries]
+    d.add("tomograms", f"{len(names)}: " + ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
+    voxels: Counter[str] = Counter()
+    for e in entries:
+        if e.problem:
+            continue
+        if e.pixel_size:
+            text = f"{e.tilt_series_pixel_size:.4g} A x binning {e.binning:g} = {e.pixel_size:.4g} A"
+        else:
+            text = "not given (the reconstruction's header is used)"
+        voxels[text] += 1
+    if voxels:
+        d.add("voxel size", "; ".join(f"{text}: {n}" for text, n in voxels.items()))
+    found = [e for e in entries if e.path.is_file()]
+    missing = [e for e in entries if not e.path.is_file()]
+    text = f"{len(found)} found, {len(missing)} missing"
+    if missing:
+        text += f" (first: {missing[0].name} {missing[0].written}, looked for as {missing[0].path})"
+    d.add("reconstructions", text)
+    damaged = [e for e in entries if e.problem]
+    if damaged:
+        first = _row_problem(path, damaged[0])
+        d.add("damaged rows", f"{len(damaged)} (their picks fail in classify; first: {first})")
     return d
 
 
@@ -358,6 +427,8 @@ def validate(path: str | Path, atomic: AtomicRows | None = None) -> list[str]:
     except InputError as exc:
         return [exc.reason if exc.path in (None, str(path)) else str(exc)]
     if desc is not None:
+        if desc.kind == "tomograms":
+            return _tomogram_table_problems(path)
         return _dataset_problems(path) if desc.kind == "dataset" else []
     from cryoshift.runtime.mrc import open_volume, volume_stats
 

@@ -49,6 +49,9 @@ class TomogramEntry:
     binning: float | None
     size: tuple[float, float, float] | None = None  # rlnTomoSizeX/Y/Z, unbinned pixels
     written: str = ""  # the reconstruction's path as the table writes it
+    # Why the row cannot be used (a pixel size or binning that is 0, negative, NaN or text),
+    # naming the table and the row; "" for a usable row. Only this tomogram's picks fail.
+    problem: str = ""
 
     def voxels(self) -> tuple[float, float, float] | None:
         """The reconstruction's (X, Y, Z) voxels the row implies (unbinned size / binning)."""
@@ -84,20 +87,34 @@ def _number(value: object) -> float | None:
     return out if math.isfinite(out) and out > 0 else None
 
 
-def _positive(row: Any, label: str, path: Path, where: str) -> float | None:
-    """``row[label]`` as a positive number, None when absent; zero, negative or text is refused
-    (a binning of 0 used to be read as 1, which puts centred-Angstrom picks elsewhere)."""
-    raw = row.get(label)
-    if raw is None or (isinstance(raw, float) and math.isnan(raw)) or str(raw).strip() in ("", "nan"):
-        return None
+PIXEL_COLUMN = "rlnTomoTiltSeriesPixelSize"
+BINNING_COLUMN = "rlnTomoTomogramBinning"
+SIZE_COLUMNS = ("rlnTomoSizeX", "rlnTomoSizeY", "rlnTomoSizeZ")
+
+
+def _positive(row: Any, label: str, columns: Any) -> tuple[float | None, str]:
+    """``row[label]`` as a positive number, with "" or why it is none. A column the table does
+    not have is "not given" (None, ""); a value of the column that is zero, negative, NaN or text
+    is damaged (a binning of 0 used to be read as 1, and NaN as "not given", the header's voxel
+    size then used without a word)."""
+    if label not in columns:
+        return None, ""
+    raw = row[label]
     value = _number(raw)
     if value is None:
-        raise InputError(path, f"{where} has {label} {raw!r}; it must be a positive number")
-    return value
+        return None, f"{label} {raw!r}; it must be a positive number"
+    return value, ""
 
 
-def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
-    """The tomograms listed in a RELION 5 ``tomograms.star`` (see the module docstring)."""
+def read_tomogram_table(path: str | Path, keep_damaged: bool = False) -> list[TomogramEntry]:
+    """The tomograms listed in a RELION 5 ``tomograms.star`` (see the module docstring).
+
+    A row whose pixel size or binning is damaged (0, negative, NaN, text) is kept with its
+    ``problem`` set: only that tomogram's picks fail (error rows naming the table and the row).
+    A table whose every row is damaged is refused (nothing in it can be used), unless
+    ``keep_damaged`` (``cryoshift info`` describes it); so are missing or duplicated columns,
+    rows without a name or reconstruction, a name listed twice and a file listed twice.
+    """
     from cryoshift.runtime.picks import read_star_blocks
 
     path = Path(path)
@@ -105,7 +122,7 @@ def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
     _refuse_picks(path, blocks)
     names = [n for n, df in blocks.items() if "rlnTomoName" in df.columns]
     if not names:
-        found = sorted({c for df in blocks.values() for c in df.columns})
+        found = sorted({str(c) for df in blocks.values() for c in df.columns})
         raise InputError(path, f"not a tomogram table: no rlnTomoName column (found {', '.join(found[:8])})")
     if "global" not in names and len(names) > 1:  # which block lists the tomograms is a guess: refuse
         raise InputError(
@@ -114,6 +131,10 @@ def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
             "keep one, or name it data_global",
         )
     df = blocks["global" if "global" in names else names[0]].reset_index(drop=True)
+    used = ("rlnTomoName", PIXEL_COLUMN, BINNING_COLUMN, *SIZE_COLUMNS, *RECONSTRUCTION_COLUMNS)
+    twice = [c for c in used if list(df.columns).count(c) > 1]
+    if twice:  # which of the two is meant is a guess (and row[label] was two values)
+        raise InputError(path, f"column {twice[0]} is given twice; keep one")
     col = next((c for c in RECONSTRUCTION_COLUMNS if c in df.columns), None)
     if col is None:
         raise InputError(
@@ -134,13 +155,15 @@ def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
         rec = str(row[col]).strip()
         if not rec or rec == "nan":
             raise InputError(path, f"row {i}: tomogram {name!r} has no {col}")
-        ts_pixel = _positive(row, "rlnTomoTiltSeriesPixelSize", path, f"row {i}: tomogram {name!r}")
-        binning = _positive(row, "rlnTomoTomogramBinning", path, f"row {i}: tomogram {name!r}")
+        ts_pixel, bad_pixel = _positive(row, PIXEL_COLUMN, df.columns)
+        binning, bad_binning = _positive(row, BINNING_COLUMN, df.columns)
+        damaged = " and ".join(b for b in (bad_pixel, bad_binning) if b)
+        problem = f"{path}: row {i}: tomogram {name!r} has {damaged}" if damaged else ""
         # Without a binning the row does not say the reconstruction's voxel size: its header
         # does (binning 1 was assumed, and the header of a binned reconstruction then refused
         # as "2.5 A x binning 1").
         pixel = ts_pixel * binning if ts_pixel and binning else None
-        sizes = [_number(row.get(f"rlnTomoSize{axis}")) for axis in "XYZ"]
+        sizes = [_number(row.get(label)) for label in SIZE_COLUMNS]
         size = (sizes[0], sizes[1], sizes[2]) if None not in sizes else None
         rec_path = resolve_relative(rec, path)
         # Two tomograms with one reconstruction: the picks of one would be cropped from the
@@ -152,7 +175,11 @@ def read_tomogram_table(path: str | Path) -> list[TomogramEntry]:
                 f"row {i}: tomogram {name!r} has the reconstruction of tomogram {other!r} ({rec}); "
                 "each tomogram needs its own file",
             )
-        entries.append(TomogramEntry(name, rec_path, pixel, ts_pixel, binning, size, rec))
+        entries.append(TomogramEntry(name, rec_path, pixel, ts_pixel, binning, size, rec, problem))
+    if entries and all(e.problem for e in entries) and not keep_damaged:
+        first = entries[0].problem[len(f"{path}: ") :]
+        every = f"every row is damaged ({len(entries)} in all), first " if len(entries) > 1 else ""
+        raise InputError(path, f"no usable tomogram: {every}{first}")
     return entries
 
 

@@ -32,9 +32,10 @@ def command(
         "exit 0 if every file is usable, 1 if not.",
     ),
 ) -> None:
-    """Describe an MRC volume, a picks table, a dataset or an ONNX model.
+    """Describe an MRC volume, a picks table, a RELION 5 tomograms.star, a dataset or an ONNX model.
 
-    MRC: shape, mode, voxel size, min/max/mean. Picks (STAR/CSV): rows, tomograms.
+    MRC: shape, mode, voxel size, min/max/mean. Picks (STAR/CSV): rows, tomograms. tomograms.star:
+    tomograms, voxel sizes (pixel x binning), reconstructions found or missing, damaged rows.
 
     Dataset directory: classes and counts. ONNX model: its cryoshift metadata.
 

@@ -208,10 +208,19 @@ def tomogram_header(planner: Any, picks: Path, name: str) -> dict[str, Any]:
     if not name and len(index) == 1:
         name = next(iter(index))
     tomo_path = match_tomogram(name, index, picks)
+    refuse_damaged(table_entry(planner, name, tomo_path))
     try:
         return read_header(tomo_path)
     except InputError as exc:
         raise _not_found(planner, name, tomo_path, exc) from exc
+
+
+def refuse_damaged(entry: Any) -> None:
+    """Refuse the tomograms.star row ``entry`` when it is damaged (a pixel size or binning that
+    is 0, negative, NaN or text): its reason names the table and the row, and only that
+    tomogram's picks fail with it (the header's voxel size is not used in its place)."""
+    if entry is not None and entry.problem:
+        raise InputError(None, entry.problem)
 
 
 def _not_found(planner: Any, name: str, tomo_path: Path, exc: InputError) -> InputError:
@@ -321,7 +330,8 @@ def add_picks(
 
     A tomogram that cannot be used (unreadable, truncated, 2-D, anisotropic, another voxel size;
     or listed in ``problems``, found while converting coordinates) fails its own picks, each an
-    error row naming the tomogram file; the other tomograms' picks are classified. Rows whose
+    error row naming the tomogram file (a damaged tomograms.star row: naming the table and the
+    row); the other tomograms' picks are classified. Rows whose
     coordinates are not numbers (``picks.bad_rows``) are error rows naming their line."""
     from cryoshift.runtime.pickrows import PickRows, PickSource, RowIds
 
@@ -353,8 +363,12 @@ def add_picks(
                 raise
             unmatched[name] = exc.reason
             continue
+        entry = table_entry(planner, name, tomo_path)
+        if entry is not None and entry.problem:  # a damaged tomograms.star row: its picks fail
+            unmatched[name] = entry.problem
+            continue
         try:
-            _check_tomogram(planner, tomo_path, table_entry(planner, name, tomo_path))
+            _check_tomogram(planner, tomo_path, entry)
             if scale and (planner.binning or planner.coordinate_pixel_size):
                 scales[k] = coordinate_scale(planner, name, planner.cache.get(str(tomo_path)))
         except PlanRefusal:

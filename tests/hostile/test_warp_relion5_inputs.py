@@ -258,8 +258,8 @@ def test_tomograms_star_and_particles_star_swapped(model: Path, tmp_path: Path, 
     tomograms, particles = _relion(tmp_path / "relion")
     line = assert_error(run_cli(_classify(model, tomograms, particles, tmp_path / "o1"), capsys), tomograms)
     assert "is a table of tomograms (rlnTomoName, rlnTomoReconstructedTomogram" in line, line
-    line = assert_error(run_cli(["info", tomograms], capsys), tomograms)
-    assert "is a table of tomograms" in line, line
+    code, out, err = run_cli(["info", tomograms], capsys)  # info describes it as what it is
+    assert code == 0 and "tomogram table" in out, out + err
     line = assert_error(run_cli(_classify(model, particles, particles, tmp_path / "o2"), capsys), particles)
     assert "is a table of picks (rlnCenteredCoordinateX/Y/ZAngst), not of tomograms" in line, line
 

@@ -300,12 +300,21 @@ def test_tomograms_star_voxel_size_must_agree_with_the_header(model_path, projec
 
 @pytest.mark.parametrize("binning", ["0.000000", "-4.000000"])
 def test_tomograms_star_binning_must_be_positive(model_path, project, tmp_path, capsys, binning):
-    """A binning of 0 was read as 1 (picks placed 4x off and reported only as outside)."""
+    """A binning of 0 was read as 1 (picks placed 4x off and reported only as outside). Then the
+    whole run was refused for one damaged row; now only that tomogram's picks fail, each naming
+    the table, the row and the value, and the other tomogram's picks are classified."""
+    from cryoshift.runtime.results import read_results
+
     _set_binning(project["tomograms"], "TS_02", binning)
+    out = tmp_path / "out"
     argv = ["classify", str(model_path), str(project["picks"]), "-t", str(project["tomograms"])]
-    assert main([*argv, "-o", str(tmp_path / "out"), "-b", "cpu", "-q"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "tomograms.star" in err and "'TS_02' has rlnTomoTomogramBinning" in err and "positive" in err
+    _run([*argv, "-o", str(out), "-b", "cpu", "-q"], capsys)
+    assert set(read_results(out / "predictions.csv")["tomo_name"]) == {"TS_01"}
+    reasons = read_results(out / "errors.csv")["reason"].tolist()
+    assert len(reasons) == len(PIXEL_PICKS["TS_02"])
+    for reason in reasons:
+        assert f"{project['tomograms']}: row 1: tomogram 'TS_02' has rlnTomoTomogramBinning" in reason, reason
+        assert "positive" in reason, reason
 
 
 @pytest.mark.parametrize("star_first", [True, False])
