@@ -10,14 +10,13 @@ one line. Files are written as RELION 5 writes them (see tests/runtime/test_reli
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hostile_inputs import Capsys, assert_error, errors_table, predictions, run_cli
+from relion5_project import TOMOGRAM_LABELS, write_project
 from tiny_onnx import linear_model
-
-from cryoshift.runtime.mrc import write_volume
 
 SHAPE = (24, 48, 40)  # Z, Y, X voxels of each reconstruction
 VOXEL = 10.0  # 2.5 A tilt series binned 4x
@@ -25,16 +24,6 @@ PICKS = {  # voxels (x, y, z) of the 10 A reconstructions
     "TS_01": [(20.0, 24.0, 12.0), (12.0, 30.0, 10.0)],
     "TS_02": [(18.0, 20.0, 12.0), (28.0, 40.0, 11.0), (10.0, 10.0, 13.0)],
 }
-LABELS = [
-    "rlnTomoName",
-    "rlnTomoTiltSeriesPixelSize",
-    "rlnTomoTomogramBinning",
-    "rlnTomoSizeX",
-    "rlnTomoSizeY",
-    "rlnTomoSizeZ",
-    "rlnTomoReconstructedTomogram",
-]
-GOOD = {"rlnTomoTiltSeriesPixelSize": "2.500000", "rlnTomoTomogramBinning": "4.000000"}
 
 
 @pytest.fixture(scope="module")
@@ -42,50 +31,15 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return linear_model(tmp_path_factory.mktemp("model") / "linear.onnx")
 
 
-def _loop(block: str, labels: list[str], rows: list[str]) -> str:
-    head = "".join(f"_{label} #{i}\n" for i, label in enumerate(labels, 1))
-    return f"\n# version 50001\n\ndata_{block}\n\nloop_\n{head}" + "\n".join(rows) + "\n\n"
-
-
 def _project(
     root: Path,
     values: dict[str, dict[str, str]] | None = None,
-    labels: list[str] = LABELS,
+    labels: Sequence[str] = TOMOGRAM_LABELS,
     written: tuple[str, ...] = tuple(PICKS),
 ) -> tuple[Path, Path]:
-    """<root>/Tomograms/job006/{tomograms.star, tomograms/rec_TS_0N.mrc} and centred-Angstrom
-    picks in <root>/Picks/job007/particles.star; ``values`` replaces a tomogram's pixel size or
-    binning text, ``written`` are the reconstructions written (the others are missing)."""
-    job = root / "Tomograms" / "job006"
-    (job / "tomograms").mkdir(parents=True)
-    rows = []
-    for seed, name in enumerate(PICKS):
-        if name in written:
-            data = np.random.default_rng(seed).normal(0, 1, SHAPE).astype(np.float32)
-            write_volume(job / "tomograms" / f"rec_{name}.mrc", data, voxel_size=VOXEL)
-        given = {**GOOD, **(values or {}).get(name, {})}
-        fields = {
-            **given,
-            "rlnTomoName": name,
-            "rlnTomoSizeX": "160",
-            "rlnTomoSizeY": "192",
-            "rlnTomoSizeZ": "96",
-            "rlnTomoReconstructedTomogram": f"Tomograms/job006/tomograms/rec_{name}.mrc",
-        }
-        rows.append(" ".join(fields[label] for label in labels))
-    tomograms = job / "tomograms.star"
-    tomograms.write_text(_loop("global", labels, rows))
-    size = np.array(SHAPE[::-1], dtype=float)
-    picks = []
-    for name, coords in PICKS.items():
-        for p in coords:
-            c = (np.array(p) - size / 2) * VOXEL
-            picks.append(f"{name} {c[0]:.6f} {c[1]:.6f} {c[2]:.6f}")
-    particles = root / "Picks" / "job007" / "particles.star"
-    particles.parent.mkdir(parents=True)
-    plabels = ["rlnTomoName", *(f"rlnCenteredCoordinate{a}Angst" for a in "XYZ")]
-    particles.write_text(_loop("particles", plabels, picks))
-    return tomograms, particles
+    """The project of :func:`relion5_project.write_project`; ``values`` replaces a tomogram's
+    pixel size or binning text, ``written`` are the reconstructions written."""
+    return write_project(root, PICKS, SHAPE, VOXEL, fields=values, labels=labels, written=written)
 
 
 def _classify(model: Path, picks: Path, tomograms: Path, out: Path) -> list[object]:
@@ -151,7 +105,7 @@ def test_a_table_whose_every_row_is_damaged_is_refused_in_one_line(
 def test_a_column_given_twice_is_refused_in_one_line(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     """rlnTomoTomogramBinning listed twice: the refusal printed a pandas Series ("Name: 0, dtype:
     object") as the value; which of the two columns is meant is a guess, so say that."""
-    labels = [*LABELS[:3], "rlnTomoTomogramBinning", *LABELS[3:]]
+    labels = [*TOMOGRAM_LABELS[:3], "rlnTomoTomogramBinning", *TOMOGRAM_LABELS[3:]]
     tomograms, particles = _project(tmp_path / "relion", labels=labels)
     line = assert_error(run_cli(_classify(model, particles, tomograms, tmp_path / "out"), capsys), tomograms)
     assert "column rlnTomoTomogramBinning is given twice; keep one" in line, line

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hostile_inputs import Capsys, assert_error, errors_table, predictions, run_cli
+from relion5_project import TOMOGRAM_LABELS, reconstruction, star_loop, write_project
 from tiny_onnx import linear_model
-
-from cryoshift.runtime.mrc import write_volume
 
 SHAPE = (24, 48, 40)  # Z, Y, X voxels of each reconstruction
 VOXEL = 10.0  # reconstruction voxel: 2.5 A tilt series binned 4x
@@ -23,15 +21,6 @@ PICKS = {  # pixels (x, y, z) of the 10 A reconstruction
     "TS_01": [(20.0, 24.0, 12.0), (12.0, 30.0, 10.0)],
     "TS_02": [(18.0, 20.0, 12.0), (28.0, 40.0, 11.0)],
 }
-TOMO_LABELS = (
-    "rlnTomoName",
-    "rlnTomoTiltSeriesPixelSize",
-    "rlnTomoTomogramBinning",
-    "rlnTomoSizeX",
-    "rlnTomoSizeY",
-    "rlnTomoSizeZ",
-    "rlnTomoReconstructedTomogram",
-)
 
 
 @pytest.fixture(scope="module")
@@ -39,22 +28,10 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return linear_model(tmp_path_factory.mktemp("model") / "linear.onnx")
 
 
-def _volume(path: Path, shape: tuple[int, int, int] = SHAPE, voxel: float = VOXEL, seed: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_volume(
-        path, np.random.default_rng(seed).normal(0, 1, shape).astype(np.float32), voxel_size=voxel
-    )
-
-
 def put(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
-
-
-def _loop(block: str, labels: list[str] | tuple[str, ...], rows: list[str]) -> str:
-    head = "".join(f"_{label} #{i}\n" for i, label in enumerate(labels, 1))
-    return f"\ndata_{block}\n\nloop_\n{head}" + "\n".join(rows) + "\n\n"
 
 
 def _classify(model: Path, picks: Path, tomograms: Path, out: Path, *options: object) -> list[object]:
@@ -74,7 +51,7 @@ def _warp(root: Path, detector: dict[int, str] | None = None, columns: tuple[str
     ``columns`` (rlnDetectorPixelSize, rlnMagnification) the coordinates are unbinned 2.5 A
     pixels, and ``detector`` replaces row k's rlnDetectorPixelSize."""
     for seed, name in enumerate(PICKS):
-        _volume(root / "reconstruction" / f"{name}_10.00Apx.mrc", seed=seed)
+        reconstruction(root / "reconstruction" / f"{name}_10.00Apx.mrc", SHAPE, VOXEL, seed)
     f = VOXEL / 2.5 if columns else 1.0
     values = {"rlnDetectorPixelSize": "2.500000", "rlnMagnification": "10000.000000"}
     rows = []
@@ -87,7 +64,7 @@ def _warp(root: Path, detector: dict[int, str] | None = None, columns: tuple[str
                 " ".join([f"{x * f:.6f}", f"{y * f:.6f}", f"{z * f:.6f}", f"{name}.tomostar", *extra])
             )
     labels = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnMicrographName", *columns)
-    return put(root / "matching" / "particles.star", _loop("", labels, rows))
+    return put(root / "matching" / "particles.star", star_loop("", labels, rows))
 
 
 @pytest.mark.parametrize("value", ["nan", "0.000000", "-2.500000"])
@@ -144,38 +121,21 @@ def test_warp_reconstruction_whose_name_and_header_disagree(
 
 def _relion(
     root: Path,
-    rows: dict[str, str] | None = None,
-    labels: tuple[str, ...] = TOMO_LABELS,
+    fields: dict[str, dict[str, str]] | None = None,
+    labels: tuple[str, ...] = TOMOGRAM_LABELS,
     names: dict[str, str] | None = None,
 ) -> tuple[Path, Path]:
-    """Tomograms/job006/{tomograms.star, tomograms/rec_TS_0N.mrc} and centred-Angstrom picks in
-    Picks/job007/particles.star; ``rows`` replaces a tomogram's row text (after its name),
-    ``names`` the name the picks give it."""
-    job = root / "Tomograms" / "job006"
-    lines = []
-    for seed, name in enumerate(PICKS):
-        _volume(job / "tomograms" / f"rec_{name}.mrc", seed=seed)
-        rec = f"Tomograms/job006/tomograms/rec_{name}.mrc"
-        lines.append(f"{name} " + (rows or {}).get(name, f"2.500000 4.000000 160 192 96 {rec}"))
-    tomograms = put(job / "tomograms.star", "\n# version 50001\n" + _loop("global", labels, lines))
-    size = np.array(SHAPE[::-1], dtype=float)
-    picks = []
-    for name, coords in PICKS.items():
-        for p in coords:
-            c = (np.array(p) - size / 2) * VOXEL
-            picks.append(f"{(names or {}).get(name, name)} {c[0]:.6f} {c[1]:.6f} {c[2]:.6f}")
-    labels = ["rlnTomoName", *(f"rlnCenteredCoordinate{a}Angst" for a in "XYZ")]
-    particles = put(root / "Picks" / "job007" / "particles.star", _loop("particles", labels, picks))
-    return tomograms, particles
+    """relion5_project.write_project's project of PICKS: ``fields`` replaces a tomogram's row
+    values by column, ``names`` the name the picks give it."""
+    return write_project(root, PICKS, SHAPE, VOXEL, fields=fields, labels=labels, names=names)
 
 
 def test_tomograms_star_without_binning_takes_the_header(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     """No rlnTomoTomogramBinning column: binning 1 was assumed, and every 10 A reconstruction was
     refused as "tomograms.star gives 2.5 A (2.5 A x binning 1)", a binning the table never gave.
     The row does not say the reconstruction's voxel size then; its header does."""
-    labels = tuple(c for c in TOMO_LABELS if c != "rlnTomoTomogramBinning")
-    rows = {n: f"2.500000 160 192 96 Tomograms/job006/tomograms/rec_{n}.mrc" for n in PICKS}
-    tomograms, particles = _relion(tmp_path / "relion", rows, labels)
+    labels = tuple(c for c in TOMOGRAM_LABELS if c != "rlnTomoTomogramBinning")
+    tomograms, particles = _relion(tmp_path / "relion", labels=labels)
     out = tmp_path / "out"
     code, _, err = run_cli(_classify(model, particles, tomograms, out), capsys)
     assert code == 0, err
@@ -187,7 +147,7 @@ def test_tomograms_star_giving_two_tomograms_one_file_is_refused(
 ) -> None:
     """TS_02's row names TS_01's reconstruction (a copy-paste slip): TS_02's picks were cropped
     from TS_01's volume without a word."""
-    rows = {"TS_02": "2.500000 4.000000 160 192 96 Tomograms/job006/tomograms/rec_TS_01.mrc"}
+    rows = {"TS_02": {"rlnTomoReconstructedTomogram": "Tomograms/job006/tomograms/rec_TS_01.mrc"}}
     tomograms, particles = _relion(tmp_path / "relion", rows)
     line = assert_error(run_cli(_classify(model, particles, tomograms, tmp_path / "out"), capsys), tomograms)
     assert "row 1: tomogram 'TS_02' has the reconstruction of tomogram 'TS_01'" in line, line
@@ -201,7 +161,7 @@ def test_reconstruction_of_another_size_than_tomograms_star_says(
     and cropped without a word. Now they fail naming both sizes; TS_01's are classified."""
     tomograms, particles = _relion(tmp_path / "relion")
     rec = tomograms.parent / "tomograms" / "rec_TS_02.mrc"
-    _volume(rec, shape=(48, 24, 40), seed=1)
+    reconstruction(rec, (48, 24, 40), VOXEL, seed=1)
     out = tmp_path / "out"
     code, _, err = run_cli(_classify(model, particles, tomograms, out), capsys)
     assert code == 0, err
@@ -221,7 +181,8 @@ def test_picks_naming_the_reconstruction_file_get_the_table_checks(
     """Picks naming TS_02 by its file (rec_TS_02.mrc) rather than its rlnTomoName got no
     tomograms.star row: its 5 A (2.5 A x binning 2), contradicting the 10 A header, was never
     checked, and the picks were cropped. Now they fail as picks naming TS_02 do."""
-    rows = {"TS_02": "2.500000 2.000000 320 384 192 Tomograms/job006/tomograms/rec_TS_02.mrc"}
+    binned_2 = {"rlnTomoTomogramBinning": "2.000000", "rlnTomoSizeX": "320", "rlnTomoSizeY": "384"}
+    rows = {"TS_02": {**binned_2, "rlnTomoSizeZ": "192"}}
     tomograms, particles = _relion(tmp_path / "relion", rows, names={"TS_02": "rec_TS_02.mrc"})
     out = tmp_path / "out"
     code, _, err = run_cli(_classify(model, particles, tomograms, out), capsys)
@@ -270,7 +231,7 @@ def test_coordinate_pixel_size_for_optics_groups_of_two_pixel_sizes_is_refused(
     """RELION 4 pixel picks of two optics groups (2.5 and 1.25 A tilt series): one
     --coordinate-pixel-size scaled both, so one group's picks were cropped in the wrong places."""
     tomograms, _ = _relion(tmp_path / "relion")
-    optics = _loop(
+    optics = star_loop(
         "optics",
         ("rlnOpticsGroup", "rlnOpticsGroupName", "rlnTomoTiltSeriesPixelSize"),
         ["1 optics1 2.500000", "2 optics2 1.250000"],
@@ -280,7 +241,7 @@ def test_coordinate_pixel_size_for_optics_groups_of_two_pixel_sizes_is_refused(
         f = VOXEL / (2.5 if group == 1 else 1.25)
         rows += [f"{name} {x * f:.6f} {y * f:.6f} {z * f:.6f} {group}" for x, y, z in picks]
     labels = ("rlnTomoName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnOpticsGroup")
-    star = put(tmp_path / "relion4.star", optics + _loop("particles", labels, rows))
+    star = put(tmp_path / "relion4.star", optics + star_loop("particles", labels, rows))
     argv = _classify(model, star, tomograms, tmp_path / "out", "--coordinate-pixel-size", 2.5)
     line = assert_error(run_cli(argv, capsys), star)
     assert "optics groups have different ones" in line and "group 1 2.5 A, group 2 1.25 A" in line, line
