@@ -42,6 +42,18 @@ def _picked(out: Path) -> set[tuple[str, float, float, float]]:
     return {(r.tomo_name, r.x, r.y, r.z) for r in predictions(out).itertuples()}
 
 
+def _only_one_tomogram_classified(
+    argv: list[object], out: Path, capsys: Capsys, kept: str, words: str
+) -> None:
+    """The run goes on (exit 0): ``kept``'s picks are classified, the other tomogram's two picks
+    are error rows whose reasons all hold ``words``."""
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert {r[0] for r in _picked(out)} == {kept}
+    reasons = errors_table(out)["reason"]
+    assert len(reasons) == 2 and all(words in r for r in reasons), reasons
+
+
 # ---------------------------------------------------------------------------------------------
 # Warp 2 / M
 
@@ -106,13 +118,10 @@ def test_warp_reconstruction_whose_name_and_header_disagree(
     star = _warp(tmp_path / "warp")
     rec = tmp_path / "warp" / "reconstruction"
     (rec / "TS_01_10.00Apx.mrc").rename(rec / "TS_01_20.00Apx.mrc")
-    out = tmp_path / "out"
-    code, _, err = run_cli(_classify(model, star, rec, out), capsys)
-    assert code == 0, err
-    assert {r[0] for r in _picked(out)} == {"TS_02.tomostar"}
-    reasons = errors_table(out)["reason"]
-    assert len(reasons) == 2
-    assert all("its name says 20 A per voxel (20.00Apx) but its header says 10 A" in r for r in reasons)
+    words = "its name says 20 A per voxel (20.00Apx) but its header says 10 A"
+    _only_one_tomogram_classified(
+        _classify(model, star, rec, tmp_path / "out"), tmp_path / "out", capsys, "TS_02.tomostar", words
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,17 +171,10 @@ def test_reconstruction_of_another_size_than_tomograms_star_says(
     tomograms, particles = _relion(tmp_path / "relion")
     rec = tomograms.parent / "tomograms" / "rec_TS_02.mrc"
     reconstruction(rec, (48, 24, 40), VOXEL, seed=1)
-    out = tmp_path / "out"
-    code, _, err = run_cli(_classify(model, particles, tomograms, out), capsys)
-    assert code == 0, err
-    assert {r[0] for r in _picked(out)} == {"TS_01"}
-    reasons = errors_table(out)["reason"]
-    assert len(reasons) == 2
-    for reason in reasons:
-        assert (
-            str(rec) in reason
-            and "it is 40x24x48 voxels (X, Y, Z) but tomograms.star gives 40x48x24" in reason
-        )
+    words = f"{rec}: it is 40x24x48 voxels (X, Y, Z) but tomograms.star gives 40x48x24"
+    _only_one_tomogram_classified(
+        _classify(model, particles, tomograms, tmp_path / "out"), tmp_path / "out", capsys, "TS_01", words
+    )
 
 
 def test_picks_naming_the_reconstruction_file_get_the_table_checks(
@@ -184,13 +186,10 @@ def test_picks_naming_the_reconstruction_file_get_the_table_checks(
     binned_2 = {"rlnTomoTomogramBinning": "2.000000", "rlnTomoSizeX": "320", "rlnTomoSizeY": "384"}
     rows = {"TS_02": {**binned_2, "rlnTomoSizeZ": "192"}}
     tomograms, particles = _relion(tmp_path / "relion", rows, names={"TS_02": "rec_TS_02.mrc"})
-    out = tmp_path / "out"
-    code, _, err = run_cli(_classify(model, particles, tomograms, out), capsys)
-    assert code == 0, err
-    assert {r[0] for r in _picked(out)} == {"TS_01"}
-    reasons = errors_table(out)["reason"]
-    assert len(reasons) == 2
-    assert all("header says 10 A per voxel but tomograms.star gives 5 A" in r for r in reasons), reasons
+    words = "header says 10 A per voxel but tomograms.star gives 5 A"
+    _only_one_tomogram_classified(
+        _classify(model, particles, tomograms, tmp_path / "out"), tmp_path / "out", capsys, "TS_01", words
+    )
 
 
 def test_missing_reconstruction_says_where_it_was_looked_for(
