@@ -41,6 +41,7 @@ _LAZY: dict[str, str] = {
     "is_dataset": "dataset",
     "write_results": "results",
     "read_results": "results",
+    "read_predictions": "results",
     "describe": "info",
     # classification (runtime classify issue)
     "load_model": "backends",

@@ -45,7 +45,7 @@ def test_a_predictions_csv_is_opened_once_for_reading_and_checking(
 ) -> None:
     """report and info read the table (pandas: the header, then the rows) and then opened it again
     to check every row: three reads of a file that may be gigabytes."""
-    from cryoshift.runtime.results import read_predictions
+    from cryoshift.runtime import read_predictions  # the public API (runtime/__init__ exports it)
 
     table = put(tmp_path / "predictions.csv", PREDICTIONS)
     opened: list[str] = []
