@@ -7,6 +7,7 @@ one :class:`InputError` line naming it, never a traceback or a ``KeyError`` late
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +27,15 @@ def read_json_object(path: str | Path, what: str = "JSON object file") -> dict[s
     if not isinstance(data, dict):
         raise InputError(path, f"not a readable {what} (a JSON {type(data).__name__}, not an object)")
     return data
+
+
+def is_nonnegative_number(value: Any) -> bool:
+    """Whether a JSON value is a finite number >= 0 (not a bool, not text, not NaN or infinite, not
+    an integer too large for a float): the counts, times and rates of a classify manifest, which
+    report prints and merge adds up."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value)) and value >= 0
+    except OverflowError:
+        return False

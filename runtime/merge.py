@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cryoshift.runtime.errors import InputError, missing_reason, not_a_file
-from cryoshift.runtime.jsonfile import read_json_object
+from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
 from cryoshift.runtime.ledger import ERROR_COLUMNS, checked_rows
 
 _SHARD = re.compile(r"^predictions\.shard-(\d+)-of-(\d+)\.csv$")
@@ -506,16 +506,7 @@ def _summed_problem(summary: dict[str, Any]) -> str | None:
         if type(value) is not int or value < 0:
             return f"summary.{key} is not a count (a whole number >= 0)"
     for key in _SUMMED_TIMES:
-        value = summary.get(key, 0)
-        try:  # float(): an integer too large for a float fails the sum too
-            number = (
-                not isinstance(value, bool)
-                and isinstance(value, (int, float))
-                and 0 <= float(value) < math.inf
-            )
-        except OverflowError:
-            number = False
-        if not number:
+        if not is_nonnegative_number(summary.get(key, 0)):  # an integer too large for a float too
             return f"summary.{key} is not a time in seconds (a finite number >= 0)"
     return None
 

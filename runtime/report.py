@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cryoshift.runtime.errors import InputError, missing_reason, not_a_file
-from cryoshift.runtime.jsonfile import read_json_object
+from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
 from cryoshift.runtime.labelled_picks import LABEL_COLUMNS as PICK_LABEL_COLUMNS
 from cryoshift.runtime.results import NUMERIC_COLUMNS, is_number, repeated_columns
 
@@ -154,16 +153,8 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
             raise wrong(f"tomograms.{name}", "an object of class counts")
     for key in _SUMMARY_NUMBERS:  # NaN, infinite or negative: printed as "nan subtomograms/s"
         value = summary.get(key)
-        if value is not None and not _finite_at_least_zero(value):
+        if value is not None and not is_nonnegative_number(value):
             raise wrong(f"summary.{key}", "a finite number >= 0")
-
-
-def _finite_at_least_zero(value: float) -> bool:
-    """Whether a JSON number is finite and >= 0 (an integer too large for a float is not)."""
-    try:
-        return math.isfinite(float(value)) and value >= 0
-    except OverflowError:
-        return False
 
 
 def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]:
