@@ -49,9 +49,12 @@ class TomogramEntry:
     binning: float | None
     size: tuple[float, float, float] | None = None  # rlnTomoSizeX/Y/Z, unbinned pixels
     written: str = ""  # the reconstruction's path as the table writes it
-    # Why the row cannot be used (a pixel size or binning that is 0, negative, NaN or text),
-    # naming the table and the row; "" for a usable row. Only this tomogram's picks fail.
+    # Why the tomogram cannot be used (a damaged pixel size, binning or size, no reconstruction,
+    # a name listed twice, a file another tomogram gives too), naming the table and the row's
+    # file line; "" for a usable row. Only this tomogram's picks fail.
     problem: str = ""
+    # What the table says about rows no pick can reach (an empty rlnTomoName), for the summary
+    notes: tuple[str, ...] = ()
 
     def voxels(self) -> tuple[float, float, float] | None:
         """The reconstruction's (X, Y, Z) voxels the row implies (unbinned size / binning)."""
@@ -93,27 +96,136 @@ SIZE_COLUMNS = ("rlnTomoSizeX", "rlnTomoSizeY", "rlnTomoSizeZ")
 
 
 def _positive(row: Any, label: str, columns: Any) -> tuple[float | None, str]:
-    """``row[label]`` as a positive number, with "" or why it is none. A column the table does
-    not have is "not given" (None, ""); a value of the column that is zero, negative, NaN or text
-    is damaged (a binning of 0 used to be read as 1, and NaN as "not given", the header's voxel
-    size then used without a word)."""
+    """``row[label]`` as a positive number, with "" or the damaged value as shown in a message.
+    A column the table does not have is "not given" (None, ""); a value of the column that is
+    zero, negative, NaN or text is damaged (a binning of 0 used to be read as 1, and NaN as "not
+    given", the header's voxel size then used without a word)."""
     if label not in columns:
         return None, ""
     raw = row[label]
     value = _number(raw)
     if value is None:
-        return None, f"{label} {raw!r}; it must be a positive number"
+        return None, f"{label} {raw!r}"
     return value, ""
 
 
-def read_tomogram_table(path: str | Path, keep_damaged: bool = False) -> list[TomogramEntry]:
-    """The tomograms listed in a RELION 5 ``tomograms.star`` (see the module docstring).
+@dataclass
+class _Row:
+    """One data row of a tomogram table as read, before the rows are checked against each other."""
 
-    A row whose pixel size or binning is damaged (0, negative, NaN, text) is kept with its
-    ``problem`` set: only that tomogram's picks fail (error rows naming the table and the row).
-    A table whose every row is damaged is refused (nothing in it can be used), unless
-    ``keep_damaged`` (``cryoshift info`` describes it); so are missing or duplicated columns,
-    rows without a name or reconstruction, a name listed twice and a file listed twice.
+    index: int  # 0-based data row
+    name: str
+    written: str  # the reconstruction as written; "" when the row has none
+    path: Path
+    pixel: float | None
+    ts_pixel: float | None
+    binning: float | None
+    size: tuple[float, float, float] | None
+    damaged: list[str]  # the row's damaged values ("rlnTomoSizeX 0.0")
+
+
+def _read_row(path: Path, i: int, row: Any, columns: Any, col: str) -> _Row:
+    """Data row ``i`` (a mapping of ``columns``) of the table ``path``; ``col``: its reconstruction."""
+    rec = str(row[col]).strip()
+    rec = "" if rec == "nan" else rec
+    ts_pixel, bad_pixel = _positive(row, PIXEL_COLUMN, columns)
+    binning, bad_binning = _positive(row, BINNING_COLUMN, columns)
+    sizes, bad_sizes = zip(*(_positive(row, label, columns) for label in SIZE_COLUMNS), strict=True)
+    # A damaged rlnTomoSizeX/Y/Z was dropped without a word, and with it the check of the
+    # reconstruction's size that places centred-Angstrom picks.
+    size = (sizes[0], sizes[1], sizes[2]) if None not in sizes else None
+    # Without a binning the row does not say the reconstruction's voxel size: its header does
+    # (binning 1 was assumed, and the header of a binned reconstruction then refused as
+    # "2.5 A x binning 1").
+    pixel = ts_pixel * binning if ts_pixel and binning else None
+    # No reconstruction: the folder of the table stands in (never read: the row's picks fail).
+    rec_path = resolve_relative(rec, path) if rec else path.resolve().parent
+    damaged = [b for b in (bad_pixel, bad_binning, *bad_sizes) if b]
+    name = str(row["rlnTomoName"]).strip()
+    return _Row(i, name, rec, rec_path, pixel, ts_pixel, binning, size, damaged)
+
+
+def _places(path: Path, block: str, rows: list[int]) -> dict[int, int]:
+    """The file line (1-based) of each 0-based data row of the loop ``block``; -1 where it is not
+    known (a key-value block). One pass over the file, only when a row is to be named."""
+    import numpy as np
+
+    from cryoshift.runtime.tables import data_row_lines, scan_star
+
+    if not rows:
+        return {}
+    star = next((b for b in scan_star(path) if b.name == block and b.loop), None)
+    lines = data_row_lines(path, np.asarray(rows), star) if star is not None else [-1] * len(rows)
+    return {r: int(line) for r, line in zip(rows, lines, strict=True)}
+
+
+def _where(rows: list[int], lines: dict[int, int]) -> str:
+    """``line 15`` / ``lines 14, 15`` (the file's lines), or ``data row 2`` where a line is not
+    known: how every message of this module names a row (as tables.row_text names pick rows)."""
+    import numpy as np
+
+    from cryoshift.runtime.tables import rows_text
+
+    return rows_text(np.asarray(rows), np.asarray([lines.get(r, -1) for r in rows]))
+
+
+def _problems(rows: list[_Row], col: str) -> dict[int, tuple[list[int], str]]:
+    """What makes rows unusable, by the first row of each: (the rows it concerns, why), with the
+    tomogram named. A name listed more than once fails every row of it (which one is meant is a
+    guess); rows of several names sharing one reconstruction file fail each of those names (the
+    picks of one would be cropped from the other's volume). Rows without a name are left out
+    here: no pick can reach them (see :func:`read_tomogram_table`)."""
+    groups: dict[str, list[_Row]] = {}
+    for r in rows:
+        if r.name:
+            groups.setdefault(r.name, []).append(r)
+    owners: dict[str, list[_Row]] = {}  # reconstruction file -> the first row of each name giving it
+    for group in groups.values():
+        for key in dict.fromkeys(os.path.realpath(r.path) for r in group if r.written):
+            owners.setdefault(key, []).append(next(r for r in group if os.path.realpath(r.path) == key))
+    out: dict[int, tuple[list[int], str]] = {}
+    for name, group in groups.items():
+        first = group[0]
+        if len(group) > 1:
+            times = "twice" if len(group) == 2 else f"{len(group)} times"
+            why = f"is listed {times}, so which row is meant is a guess; keep one"
+            out[first.index] = ([r.index for r in group], f"tomogram {name!r} {why}")
+            continue
+        if not first.written:
+            out[first.index] = ([first.index], f"tomogram {name!r} has no {col}")
+            continue
+        others = [o for o in owners[os.path.realpath(first.path)] if o.name != name]
+        if others:
+            shown = ", ".join(repr(o.name) for o in others[:3]) + (" ..." if len(others) > 3 else "")
+            why = f"shares its reconstruction {first.written} with tomogram {shown}"
+            why += "; each tomogram needs its own file"
+            out[first.index] = ([first.index], f"tomogram {name!r} {why}")
+        elif first.damaged:
+            which = (
+                "it must be a positive number"
+                if len(first.damaged) == 1
+                else "each must be a positive number"
+            )
+            out[first.index] = (
+                [first.index],
+                f"tomogram {name!r} has {' and '.join(first.damaged)}; {which}",
+            )
+    return out
+
+
+def read_tomogram_table(path: str | Path, keep_damaged: bool = False) -> list[TomogramEntry]:
+    """The tomograms listed in a RELION 5 ``tomograms.star`` (see the module docstring), one per
+    name, in the order of the table.
+
+    A tomogram that cannot be used is kept with its ``problem`` set, naming the table and its
+    row(s) by file line: only that tomogram's picks fail (error rows). That is a row whose pixel
+    size, binning or rlnTomoSizeX/Y/Z is damaged (0, negative, NaN, text), a row without a
+    reconstruction, a name listed more than once (all its rows) and a reconstruction file that
+    several names give (each of them). A row with an empty rlnTomoName has no picks to fail: it is
+    left out, said in ``notes`` (every entry carries the table's notes; the planner adds them to
+    the run's summary). A table in which no tomogram is usable is refused, unless
+    ``keep_damaged`` (``cryoshift info`` describes it: every row is returned then, a row without a
+    name as an entry named "" with its ``problem``); so are missing or duplicated columns.
     """
     from cryoshift.runtime.picks import read_star_blocks
 
@@ -130,7 +242,8 @@ def read_tomogram_table(path: str | Path, keep_damaged: bool = False) -> list[To
             f"several blocks list tomograms (data_{', data_'.join(names)}) and none is data_global; "
             "keep one, or name it data_global",
         )
-    df = blocks["global" if "global" in names else names[0]].reset_index(drop=True)
+    block = "global" if "global" in names else names[0]
+    df = blocks[block].reset_index(drop=True)
     used = ("rlnTomoName", PIXEL_COLUMN, BINNING_COLUMN, *SIZE_COLUMNS, *RECONSTRUCTION_COLUMNS)
     twice = [c for c in used if list(df.columns).count(c) > 1]
     if twice:  # which of the two is meant is a guess (and row[label] was two values)
@@ -142,45 +255,48 @@ def read_tomogram_table(path: str | Path, keep_damaged: bool = False) -> list[To
             "no reconstruction column: need rlnTomoReconstructedTomogram (run RELION's "
             "Reconstruct tomograms job, or pass the MRC files to -t instead)",
         )
+    rows = [_read_row(path, int(i), row, df.columns, col) for i, row in enumerate(df.to_dict("records"))]
+    problems = _problems(rows, col)
+    unnamed = [r.index for r in rows if not r.name]
+    lines = _places(path, block, sorted({i for rs, _ in problems.values() for i in rs} | set(unnamed)))
+    said = {i: f"{path}: {_where(rs, lines)}: {why}" for i, (rs, why) in problems.items()}
+    for i in unnamed:
+        written = rows[i].written or f"no {col}"
+        said[i] = (
+            f"{path}: {_where([i], lines)}: empty rlnTomoName (reconstruction {written}); no pick can "
+            "name this tomogram, so the row is left out"
+        )
+    notes = tuple(said[i] for i in unnamed)
     entries = []
     seen: set[str] = set()
-    files: dict[str, str] = {}  # reconstruction file -> the tomogram that has it
-    for i, row in df.iterrows():
-        name = str(row["rlnTomoName"]).strip()
-        if not name or name in seen:
-            raise InputError(
-                path, f"row {i}: " + ("empty rlnTomoName" if not name else f"tomogram {name!r} listed twice")
+    for r in rows:
+        if (r.name and r.name in seen) or (not r.name and not keep_damaged):
+            continue
+        seen.add(r.name)
+        problem = said.get(r.index, "")
+        entries.append(
+            TomogramEntry(
+                r.name,
+                r.path,
+                r.pixel,
+                r.ts_pixel,
+                r.binning,
+                r.size,
+                r.written,
+                problem,
+                () if keep_damaged else notes,
             )
-        seen.add(name)
-        rec = str(row[col]).strip()
-        if not rec or rec == "nan":
-            raise InputError(path, f"row {i}: tomogram {name!r} has no {col}")
-        ts_pixel, bad_pixel = _positive(row, PIXEL_COLUMN, df.columns)
-        binning, bad_binning = _positive(row, BINNING_COLUMN, df.columns)
-        damaged = " and ".join(b for b in (bad_pixel, bad_binning) if b)
-        problem = f"{path}: row {i}: tomogram {name!r} has {damaged}" if damaged else ""
-        # Without a binning the row does not say the reconstruction's voxel size: its header
-        # does (binning 1 was assumed, and the header of a binned reconstruction then refused
-        # as "2.5 A x binning 1").
-        pixel = ts_pixel * binning if ts_pixel and binning else None
-        sizes = [_number(row.get(label)) for label in SIZE_COLUMNS]
-        size = (sizes[0], sizes[1], sizes[2]) if None not in sizes else None
-        rec_path = resolve_relative(rec, path)
-        # Two tomograms with one reconstruction: the picks of one would be cropped from the
-        # other's volume without a word.
-        other = files.setdefault(os.path.realpath(rec_path), name)
-        if other != name:
-            raise InputError(
-                path,
-                f"row {i}: tomogram {name!r} has the reconstruction of tomogram {other!r} ({rec}); "
-                "each tomogram needs its own file",
-            )
-        entries.append(TomogramEntry(name, rec_path, pixel, ts_pixel, binning, size, rec, problem))
-    if entries and all(e.problem for e in entries) and not keep_damaged:
-        first = entries[0].problem[len(f"{path}: ") :]
-        every = f"every row is damaged ({len(entries)} in all), first " if len(entries) > 1 else ""
+        )
+    if rows and not keep_damaged and all(e.problem for e in entries):
+        first = said[min(said)][len(f"{path}: ") :]
+        every = f"every row is damaged ({len(rows)} in all), first " if len(rows) > 1 else ""
         raise InputError(path, f"no usable tomogram: {every}{first}")
     return entries
+
+
+def table_notes(entries: Any) -> list[str]:
+    """The notes of the tables ``entries`` (TomogramEntry) came from, each once, in order."""
+    return list(dict.fromkeys(note for e in entries for note in e.notes))
 
 
 def _refuse_picks(path: Path, blocks: dict[str, Any]) -> None:

@@ -216,9 +216,10 @@ def tomogram_header(planner: Any, picks: Path, name: str) -> dict[str, Any]:
 
 
 def refuse_damaged(entry: Any) -> None:
-    """Refuse the tomograms.star row ``entry`` when it is damaged (a pixel size or binning that
-    is 0, negative, NaN or text): its reason names the table and the row, and only that
-    tomogram's picks fail with it (the header's voxel size is not used in its place)."""
+    """Refuse the tomograms.star row ``entry`` when it cannot be used (a damaged pixel size,
+    binning or size, no reconstruction, a name listed twice, a file another row gives: its
+    ``problem``): its reason names the table and the line, and only that tomogram's picks fail
+    with it (the header's voxel size is not used in its place)."""
     if entry is not None and entry.problem:
         raise InputError(None, entry.problem)
 
@@ -334,8 +335,11 @@ def add_picks(
     row); the other tomograms' picks are classified. Rows whose
     coordinates are not numbers (``picks.bad_rows``) are error rows naming their line."""
     from cryoshift.runtime.pickrows import PickRows, PickSource, RowIds
+    from cryoshift.runtime.tomograms import table_notes
 
     index = planner.tomogram_index()
+    # rows of a tomograms.star that no pick can reach (an empty rlnTomoName): said, once
+    planner.notes.extend(n for n in table_notes(planner.tomo_tables.values()) if n not in planner.notes)
     names = list(picks.names)
     if "" in names:  # rows naming no tomogram: the only one given, else a refusal
         if len(index) != 1:

@@ -155,11 +155,14 @@ def test_tomograms_star_giving_two_tomograms_one_file_is_refused(
     model: Path, tmp_path: Path, capsys: Capsys
 ) -> None:
     """TS_02's row names TS_01's reconstruction (a copy-paste slip): TS_02's picks were cropped
-    from TS_01's volume without a word."""
-    rows = {"TS_02": {"rlnTomoReconstructedTomogram": "Tomograms/job006/tomograms/rec_TS_01.mrc"}}
-    tomograms, particles = _relion(tmp_path / "relion", rows)
+    from TS_01's volume without a word. Which tomogram the file holds is a guess, so both fail;
+    with no other tomogram left, the table is refused in one line (with a third tomogram, only
+    these two fail: test_tomogram_table_rows.py)."""
+    rec = "Tomograms/job006/tomograms/rec_TS_01.mrc"
+    tomograms, particles = _relion(tmp_path / "relion", {"TS_02": {"rlnTomoReconstructedTomogram": rec}})
     line = assert_error(run_cli(_classify(model, particles, tomograms, tmp_path / "out"), capsys), tomograms)
-    assert "row 1: tomogram 'TS_02' has the reconstruction of tomogram 'TS_01'" in line, line
+    assert "no usable tomogram: every row is damaged (2 in all), first line 14: " in line, line
+    assert f"tomogram 'TS_01' shares its reconstruction {rec} with tomogram 'TS_02'" in line, line
 
 
 def test_reconstruction_of_another_size_than_tomograms_star_says(

@@ -313,7 +313,10 @@ def test_tomograms_star_binning_must_be_positive(model_path, project, tmp_path, 
     reasons = read_results(out / "errors.csv")["reason"].tolist()
     assert len(reasons) == len(PIXEL_PICKS["TS_02"])
     for reason in reasons:
-        assert f"{project['tomograms']}: row 1: tomogram 'TS_02' has rlnTomoTomogramBinning" in reason, reason
+        # line 22: the file's line of TS_02's row (14 labels from line 7)
+        assert f"{project['tomograms']}: line 22: tomogram 'TS_02' has rlnTomoTomogramBinning" in reason, (
+            reason
+        )
         assert "positive" in reason, reason
 
 
