@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 
 class InputError(ValueError):
@@ -61,21 +62,41 @@ def missing_reason(path: str | Path, missing: str = "no such file") -> str:
     return f"dangling symbolic link (points to {target}, which does not exist)"
 
 
-def check_out_folder(out: str | Path, option: str, what: str) -> None:
-    """Refuse an output folder that cannot be made, in words and before any work: mkdir said only
-    "File exists" for a dangling link or a loop of links and "Not a directory" for a path under a
-    file, and said it after the work was done (``what`` says what the folder is for)."""
+class Blocked(NamedTuple):
+    """What stops a folder from being made (:func:`blocked_folder`)."""
+
+    path: Path  # the folder itself or one above it
+    link: bool  # a dangling link or a loop of links; else something there that is not a folder
+
+
+def blocked_folder(out: str | Path) -> Blocked | None:
+    """What stops the folder ``out`` from being made or used, walking up from it; None when ``out``
+    is a folder or can be made in the nearest folder above it. mkdir says only "File exists" for a
+    link that cannot be followed and "Not a directory" for a path under a file, naming neither:
+    :func:`check_out_folder` and ``cryoshift report`` say it in words."""
     out = Path(out)
     for folder in (out, *out.parents):
         if folder.is_symlink() and not folder.exists():
-            on_way = "" if folder == out else f", on the way to {out}"
-            raise InputError(folder, f"{missing_reason(folder)}{on_way}; choose another {option}")
+            return Blocked(folder, True)
         if folder.exists():
-            if folder.is_dir():
-                return
-            if folder == out:
-                raise InputError(out, f"exists and is not a folder; {option} names the folder {what}")
-            raise InputError(folder, f"is not a folder, so {option} {out} cannot be made in it")
+            return None if folder.is_dir() else Blocked(folder, False)
+    return None
+
+
+def check_out_folder(out: str | Path, option: str, what: str) -> None:
+    """Refuse an output folder that cannot be made (:func:`blocked_folder`), in words and before
+    any work, not when mkdir fails after the work is done (``what`` says what the folder is for)."""
+    out = Path(out)
+    blocked = blocked_folder(out)
+    if blocked is None:
+        return
+    folder, link = blocked
+    if link:
+        on_way = "" if folder == out else f", on the way to {out}"
+        raise InputError(folder, f"{missing_reason(folder)}{on_way}; choose another {option}")
+    if folder == out:
+        raise InputError(out, f"exists and is not a folder; {option} names the folder {what}")
+    raise InputError(folder, f"is not a folder, so {option} {out} cannot be made in it")
 
 
 def not_a_file(path: Path) -> str | None:

@@ -158,12 +158,13 @@ class ModelMetadata:
 # the constructor converts (int(16.7) is 16, float(True) is 1.0) and an ``extra`` or
 # ``data_fingerprints`` of another type was a traceback in ``cryoshift info``. A class name holding a
 # control character (a line break) split info's table, and the lines of every listing naming it; so
-# did one in any other text info shows (method, backbone, ..., extra.backbone_options).
+# did one in any other text info shows (method, backbone, ..., extra.backbone_options). Every other
+# free text is held to the same rule (extra.int8_calibration, a path, is not shown today): a
+# metadata text is one line wherever it goes next.
 _NUMBERS = ("voxel_size", "temperature", "unknown_threshold", "shift_reference")
 _NUMBER_LISTS = ("feature_mean", "feature_var")
 _TEXTS = ("method", "backbone", "precision", "cryoshift_version", "created")  # contrast: its own check
 _OBJECTS = ("data_fingerprints", "extra")
-_SHOWN_EXTRA = ("test_views", "backbone_options")  # the entries of ``extra`` that info shows
 
 
 def _is_number(value: Any) -> bool:
@@ -210,27 +211,26 @@ def _wrong_type(data: dict[str, Any]) -> str | None:
             f"class_names has a name with a control character (a line break, tab ...): {_shown(odd[0])}; "
             "it would split the lines of tables and listings"
         )
-    for where, text in _shown_texts(data):
+    for where, text in _free_texts(data):
         if has_control_character(text):
             return (
                 f"{where} holds a control character (a line break, tab ...): {_shown(text)}; "
-                "it would split the lines of cryoshift info"
+                "a metadata text must be one line, as cryoshift info and listings print it"
             )
     return None
 
 
-def _shown_texts(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(field, text) for every text of stored metadata that ``cryoshift info`` shows besides the
-    class names: the text fields, data_fingerprints' names and values, and, in ``extra``, test_views
-    and backbone_options (names and values at any depth). Called after the type checks."""
+def _free_texts(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(field, text) for every free text of stored metadata besides the class names (checked on
+    their own) and the vocabularies (contrast, normalisation): the text fields, data_fingerprints'
+    and extra's names and values at any depth. Called after the type checks."""
     for name in _TEXTS:
         if isinstance(data.get(name), str):
             yield name, data[name]
-    yield from _texts_in(data.get("data_fingerprints", {}), "data_fingerprints")
-    extra = data.get("extra", {})
-    for name in _SHOWN_EXTRA:
-        if name in extra:
-            yield from _texts_in(extra[name], f"extra.{name}")
+    for name in _OBJECTS:
+        for key, value in data.get(name, {}).items():
+            yield from _texts_in(key, name)
+            yield from _texts_in(value, f"{name}.{key}")
 
 
 def _texts_in(value: Any, where: str) -> Iterator[tuple[str, str]]:

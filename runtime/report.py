@@ -25,10 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryoshift.runtime.errors import InputError, missing_reason, not_a_file
+from cryoshift.runtime.errors import InputError, blocked_folder, missing_reason, not_a_file
 from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
 from cryoshift.runtime.labelled_picks import LABEL_COLUMNS as PICK_LABEL_COLUMNS
-from cryoshift.runtime.results import NUMERIC_COLUMNS, is_number, repeated_columns
+from cryoshift.runtime.results import (
+    NUMERIC_COLUMNS,
+    PredictionTable,
+    is_number,
+    read_prediction_table,
+    repeated_columns,
+)
 
 DPI = 150
 FONT = 10  # pt
@@ -158,31 +164,50 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]:
-    """The predictions (checked row by row), the run's manifest, its folder and the table read."""
-    from cryoshift.runtime.results import read_predictions
+    """The predictions (checked row by row), the run's manifest, its folder and the table read.
 
+    The table is read once: a STAR file gives its label column (the true classes, for the confusion
+    matrix) from that read; a CSV gets it from the predictions.star next to it."""
     folder = path if path.is_dir() else path.parent
     table = _results_table(path)
     if not table.is_file():
         _refuse_folder(path)
-    df = read_predictions(table, REPORTED_COLUMNS)
+    found = read_prediction_table(table, REPORTED_COLUMNS)
+    df = found.rows
     manifest = _json_dict(folder / "manifest.json")
     _check_manifest(folder / "manifest.json", manifest)
-    star = table.with_suffix(".star") if table.suffix == ".csv" else table
-    if star.is_file() and star.suffix == ".star":  # input columns (labels) travel in the STAR only
-        particles = None
-        try:
-            import starfile
-
-            particles = starfile.read(star, always_dict=True).get("particles")
-        except Exception:
-            pass
-        if particles is not None and "csId" in particles:
-            label = _label_column(star, list(particles.columns))
-            if label:
-                truth = dict(zip(particles["csId"].astype(str), particles[label].astype(str), strict=True))
-                df["true_class"] = df["id"].astype(str).map(truth)
+    if found.star_labels is not None:
+        truth = _true_classes(table, found)
+        if truth is not None:
+            df["true_class"] = truth.to_numpy()
+    elif table.suffix == ".csv":
+        truth = _star_true_classes(table.with_suffix(".star"))
+        if truth is not None:
+            df["true_class"] = df["id"].astype(str).map(truth)
     return df, manifest, folder, table
+
+
+def _true_classes(star: Path, found: PredictionTable) -> pd.Series | None:
+    """The true class of each row of classify's predictions.star ``star`` (read into ``found``) as
+    text, from its input label column; None without one. Only classify's STAR (a csId column)
+    carries the picks' columns."""
+    labels = found.star_labels or []
+    label = _label_column(star, labels) if "csId" in labels else None
+    return found.column(label).astype(str) if label else None
+
+
+def _star_true_classes(star: Path) -> dict[str, str] | None:
+    """Id -> true class from the predictions.star written beside a predictions CSV (input columns
+    travel in the STAR only); None without the file or a label column. A STAR file that cannot be
+    read leaves the page without a confusion matrix: the CSV is the table reported."""
+    if not star.is_file():
+        return None
+    try:
+        found = read_prediction_table(star, check=False)
+    except (InputError, OSError):
+        return None
+    truth = _true_classes(star, found)
+    return None if truth is None else dict(zip(found.rows["id"].astype(str), truth, strict=True))
 
 
 def _label_column(star: Path, columns: list[Any]) -> str | None:
@@ -729,7 +754,8 @@ def write_report(path: str | Path, out: str | Path | None = None, notes: list[st
 def _check_target(target: Path) -> None:
     """Refuse, before drawing anything, a page name that is a folder or an existing file other than
     an HTML page (an earlier report): ``--out`` naming the run's metrics.csv or predictions.csv
-    overwrote it with the page."""
+    overwrote it with the page. A folder for it that cannot be made (a file or a dangling link on
+    the way) is refused here too, in the words of :func:`_write_failure`."""
     if target.is_dir():
         raise InputError(target, "is a folder; --out takes the name of the HTML file to write")
     if target.is_file() and target.stat().st_size:
@@ -739,6 +765,19 @@ def _check_target(target: Path) -> None:
             raise InputError(
                 target, "exists and is not an HTML page; --out would overwrite it (choose another name)"
             )
+    blocked = _blocked_folder(target)
+    if blocked:
+        raise InputError(target, f"cannot write the report: {blocked}")
+
+
+def _blocked_folder(target: Path) -> str | None:
+    """Why the folder of the page cannot be made (errors.blocked_folder), in words; None if it can."""
+    blocked = blocked_folder(target.parent)
+    if blocked is None:
+        return None
+    if blocked.link:
+        return f"{blocked.path} is a {missing_reason(blocked.path)}"
+    return f"{blocked.path} is a file, not a folder"
 
 
 def _write_failure(target: Path, exc: OSError) -> str:
@@ -746,8 +785,4 @@ def _write_failure(target: Path, exc: OSError) -> str:
     be is named ("No such file or directory" and "File exists" said neither)."""
     if target.is_symlink() and not target.exists():
         return missing_reason(target)
-    if isinstance(exc, (FileExistsError, NotADirectoryError)):
-        on_the_way = next((p for p in reversed(target.parents) if p.exists() and not p.is_dir()), None)
-        if on_the_way is not None:
-            return f"{on_the_way} is a file, not a folder"
-    return " ".join(str(exc.strerror or exc).split())
+    return _blocked_folder(target) or " ".join(str(exc.strerror or exc).split())

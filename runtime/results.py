@@ -38,7 +38,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -151,14 +151,45 @@ def read_results(path: str | Path) -> pd.DataFrame:
 
 def read_predictions(path: str | Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
     """A predictions table (CSV or STAR) as :func:`read_results` reads it, checked row by row
-    (:func:`check_result_rows`); a CSV is read from the disk once, for both. ``required``: the
-    columns the caller needs, refused in one line when absent (before the rows are checked).
+    (:func:`check_result_rows`). ``required``: the columns the caller needs, refused in one line
+    when absent (before the rows are checked). :func:`read_prediction_table` gives the STAR
+    file's own labels too.
 
     ``cryoshift report`` and ``cryoshift info`` read predictions through it, so that info never
     describes (or crashes on) a table that report refuses."""
+    return read_prediction_table(path, required).rows
+
+
+class PredictionTable(NamedTuple):
+    """What one read of a predictions table gives (:func:`read_prediction_table`)."""
+
+    rows: pd.DataFrame  # named as read_results names them
+    # A STAR file's labels of the block read, in the order of ``rows.columns`` (None for a CSV):
+    # an input column (the true classes) is found by the name the file gives it, not by reading
+    # the file again.
+    star_labels: list[str] | None = None
+
+    def column(self, label: str) -> pd.Series:
+        """The rows' values of the STAR label ``label`` (one of :attr:`star_labels`)."""
+        return self.rows.iloc[:, (self.star_labels or []).index(label)]
+
+
+def read_prediction_table(
+    path: str | Path, required: tuple[str, ...] = (), check: bool = True
+) -> PredictionTable:
+    """:func:`read_predictions` with the STAR file's labels; ``check=False`` leaves out the row
+    check (a table read only for an input column). A CSV is read from the disk once, for the rows
+    and their check; a STAR file by the STAR reader (runtime/tables.py, which reads by byte ranges
+    of the file), its rows then checked in one more pass over its lines."""
     path = _table_file(path)
-    data = None if path.suffix.lower() == ".star" else path.read_bytes()
-    df = _as_text(_read_star(path) if data is None else _read_csv(path, data))
+    data: bytes | None = None
+    labels: list[str] | None = None
+    if path.suffix.lower() == ".star":
+        df, labels = _read_star_labels(path)
+    else:
+        data = path.read_bytes()
+        df = _read_csv(path, data)
+    df = _as_text(df)
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise InputError(
@@ -166,8 +197,9 @@ def read_predictions(path: str | Path, required: tuple[str, ...] = ()) -> pd.Dat
             f"not a cryoshift predictions table: no {', '.join(missing)} column"
             f"{'s' if len(missing) > 1 else ''} (give the output of cryoshift classify)",
         )
-    check_result_rows(path, df, data)
-    return df
+    if check:
+        check_result_rows(path, df, data)
+    return PredictionTable(df, labels)
 
 
 def _table_file(path: str | Path) -> Path:
@@ -179,11 +211,17 @@ def _table_file(path: str | Path) -> Path:
 
 def _read_star(path: Path) -> pd.DataFrame:
     """The predictions block of a results STAR file, under the CSV's column names."""
+    return _read_star_labels(path)[0]
+
+
+def _read_star_labels(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`_read_star`, and the block's own labels (in the order of the columns)."""
     from cryoshift.runtime.picks import read_star_blocks
     from cryoshift.runtime.tables import pick_block
 
     blocks = read_star_blocks(path)  # several blocks and none data_particles: refused, not guessed
     df = blocks[pick_block(path, list(blocks), "predictions")].reset_index(drop=True).copy()
+    labels = [str(c) for c in df.columns]
     if "rlnClassNumber" in df.columns:
         num = pd.to_numeric(df["rlnClassNumber"], errors="coerce")
         df["rlnClassNumber"] = (num - 1).astype(np.int64)
@@ -194,7 +232,7 @@ def _read_star(path: Path) -> pd.DataFrame:
         ]
     else:
         df.columns = [csv_name(c) for c in df.columns]
-    return df
+    return df, labels
 
 
 def _read_csv(path: Path, data: bytes | None = None) -> pd.DataFrame:

@@ -71,7 +71,7 @@ def command(
     if not onnx or run is not None:  # --run scores the run's epoch checkpoints with PyTorch
         require_extra("train", "cryoshift evaluate (of a PyTorch checkpoint)", "torch")
     require_extra("train", "cryoshift evaluate (its report plots)", "matplotlib")
-    device = check_options(model, data, out, run, device, tomograms, label_column, onnx, batch_size)
+    device = check_options(model, data, run, device, tomograms, label_column, onnx, batch_size)
     from cryoshift.training.evaluate import evaluate
 
     report = evaluate(
@@ -123,7 +123,6 @@ def command(
 def check_options(
     model: Path,
     data: Path,
-    out: Path | None,
     run: Path | None,
     device: str,
     tomograms: list[str] | None,
@@ -132,10 +131,11 @@ def check_options(
     batch_size: int,
 ) -> str:
     """Refuse option values that would fail only after the data is read or the model has run (a
-    --batch-size below 1, a --device torch does not know, an --out that is a file) or that would
-    be silently ignored (--run naming no training run, --label-column or --tomograms with a
-    dataset directory). Returns the device to use."""
-    from cryoshift.runtime.errors import InputError, check_out_folder
+    --batch-size below 1, a --device torch does not know) or that would be silently ignored (--run
+    naming no training run, --label-column or --tomograms with a dataset directory). Returns the
+    device to use. An --out that cannot be made is evaluate()'s to refuse (errors.check_out_folder,
+    before the data is read), for the CLI as for a caller from Python."""
+    from cryoshift.runtime.errors import InputError
     from cryoshift.runtime.labelled_picks import is_pick_table
 
     if batch_size < 1:  # said before labelled picks are cropped, not after
@@ -144,8 +144,6 @@ def check_options(
         from cryoshift.training.checkpoint import resolve_checkpoint
 
         resolve_checkpoint(model)
-    if out is not None:
-        check_out_folder(out, "--out", "the report is written to")
     if run is not None:
         if not run.is_dir():
             raise InputError(run, "is not a folder; --run takes a training run directory")

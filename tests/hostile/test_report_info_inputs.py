@@ -227,6 +227,30 @@ def test_report_out_that_cannot_be_written_says_why(plt: None, tmp_path: Path, c
     assert "dangling symbolic link" in line, line
 
 
+def test_report_out_in_a_folder_that_is_a_dangling_link_or_a_loop_says_so(
+    plt: None, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A page in a folder that is a dangling link or a loop of links was "cannot write the report:
+    File exists", naming neither the link nor what is wrong with it (check_out_folder's walk, which
+    other verbs use, named it)."""
+    run = _folder(tmp_path, "run", {"metrics.csv": METRICS})
+    dangling = tmp_path / "dangling"
+    os.symlink(tmp_path / "nowhere", dangling)
+    loop_a, loop_b = tmp_path / "loop_a", tmp_path / "loop_b"
+    os.symlink(loop_b, loop_a)
+    os.symlink(loop_a, loop_b)
+    for folder, words in (
+        (dangling, "is a dangling symbolic link"),
+        (dangling / "deeper", "is a dangling symbolic link"),
+        (loop_a, "is a symbolic link loop"),
+    ):
+        page = folder / "page.html"
+        line = assert_error(run_cli(["report", run, "--out", page], capsys), page)
+        link = dangling if folder.parent == dangling else folder
+        assert f"cannot write the report: {link} {words}" in line, line
+    assert not (tmp_path / "nowhere").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # info: results tables and models
 
@@ -294,6 +318,40 @@ def test_info_refuses_model_metadata_of_wrong_types(
     assert reason.startswith("invalid model metadata") and field in reason, reason  # the file is named for it
     code, out, _ = run_cli(["info", "--validate", liar], capsys)
     assert code == 1 and out.startswith(f"{liar}: invalid model metadata"), out
+
+
+@pytest.mark.parametrize(
+    "value,named",
+    [
+        ('{"int8_calibration": "/data/cal\\nibration", "int8_calibration_n": 32}', "extra.int8_calibration"),
+        ('{"selection_rule": "max target im\\tfake"}', "extra.selection_rule"),
+        ('{"notes": ["ok", "a\\u2028b"]}', "extra.notes"),
+        ('{"report": {"by": "x\\u001b[31m"}}', "extra.report.by"),
+        ('{"calibration\\nsource": "x"}', "extra"),
+    ],
+)
+def test_info_refuses_a_control_character_in_any_extra_metadata_text(
+    value: str, named: str, model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Only the extra entries info shows (test_views, backbone_options) were checked: a line break
+    in extra.int8_calibration (the calibration path export --int8 stores) or in any other entry
+    passed, and went wherever the metadata went next. One line naming the model and the field."""
+    pytest.importorskip("onnx")
+    liar = _edited_model(model, tmp_path, "extra", value)
+    line = assert_error(run_cli(["info", liar], capsys), liar)
+    assert f"invalid model metadata: {named} holds a control character" in line, line
+    code, out, _ = run_cli(["info", "--validate", liar], capsys)
+    assert code == 1 and out.startswith(f"{liar}: invalid model metadata: {named} holds"), out
+
+
+def test_info_describes_an_int8_model_whose_calibration_path_is_one_line(
+    model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """The check is about line breaks and escapes, not about text: spaces and accents are fine."""
+    pytest.importorskip("onnx")
+    fine = _edited_model(model, tmp_path, "extra", '{"int8_calibration": "/data/Ångström cal", "n": 32}')
+    code, _, err = run_cli(["info", fine], capsys)
+    assert code == 0, err
 
 
 def test_info_shows_backbone_options_that_are_not_name_value_pairs(

@@ -203,6 +203,38 @@ def test_report_of_a_folder_that_keeps_only_the_star_table(tmp_path, capsys):
     assert "ribosome" in (folder / "report.html").read_text()
 
 
+_LABELLED_STAR = (
+    "data_particles\n\nloop_\n_csId #1\n_csClassName #2\n_csConfidence #3\n_csShiftScore #4\n_class #5\n"
+    "c.mrc ribosome 0.7 0.9 proteasome\n"  # rows in another order than the CSV's: paired by id
+    "a.mrc ribosome 0.9 1.0 ribosome\n"
+    'd.mrc proteasome 0.6 1.3 ""\n'  # a pick without a label is left out of the matrix
+    "b.mrc proteasome 0.8 1.2 proteasome\n"
+)
+
+
+def test_report_draws_the_confusion_matrix_from_the_star_table_or_the_one_beside_a_csv(tmp_path, capsys):
+    """The input's label column travels in classify's predictions.star only: report takes it from
+    the STAR table it reports (the one read), or from the predictions.star beside a CSV."""
+    star_only = tmp_path / "star"
+    star_only.mkdir()
+    (star_only / "predictions.star").write_text(_LABELLED_STAR)
+    both = tmp_path / "both"
+    both.mkdir()
+    (both / "predictions.star").write_text(_LABELLED_STAR)
+    (both / "predictions.csv").write_text(
+        "id,class_name,confidence,shift_score\na.mrc,ribosome,0.9,1.0\nb.mrc,proteasome,0.8,1.2\n"
+        "c.mrc,ribosome,0.7,0.9\nd.mrc,proteasome,0.6,1.3\n"
+    )
+    for given in (star_only / "predictions.star", star_only, both / "predictions.csv", both):
+        page = tmp_path / "page.html"
+        assert main(["report", str(given), "-o", str(page)]) == 0, capsys.readouterr().err
+        text = page.read_text()
+        assert "Confusion matrix" in text and "0.667 (n=3)" in text, given
+    (both / "predictions.star").unlink()  # a CSV alone carries no labels
+    assert main(["report", str(both), "-o", str(page)]) == 0
+    assert "Confusion matrix" not in page.read_text()
+
+
 def test_report_of_a_run_folder_without_metrics_names_what_is_missing(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
