@@ -144,7 +144,7 @@ def _make_target(profile: Profile, target: str, draw: int, out: Path) -> None:
         import shutil
 
         shutil.rmtree(adapt)
-    physics = target_sim.TARGETS[target]
+    physics = target_sim.ALL_TARGETS[target]
     n = profile.n_adapt + profile.n_test
     volumes, labels, _ = target_sim.make_target(
         physics, n, seed=draw_seed(target, draw), box=profile.box, voxel_size=profile.voxel_size
@@ -167,7 +167,7 @@ def target_screen_parser(doc: str, log: str) -> argparse.ArgumentParser:
     """The arguments of the screens that score development targets: TARGET..., --draw, --threads,
     --work (data cache), --log (JSON lines)."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    ap.add_argument("targets", nargs="+", choices=sorted(target_sim.TARGETS))
+    ap.add_argument("targets", nargs="+", choices=sorted(target_sim.ALL_TARGETS))
     ap.add_argument("--draw", type=int, default=9)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("screen_work"))
@@ -331,7 +331,7 @@ def template_matching(profile: Profile, target: str, test: Path) -> dict[str, An
 
     volumes, _ = load_test(test)
     maps, _ = target_sim.load_maps(box=profile.box, voxel_size=profile.voxel_size)
-    physics = target_sim.TARGETS[target]
+    physics = target_sim.ALL_TARGETS[target]
     res = tm.template_match(
         volumes,
         maps,
@@ -444,7 +444,7 @@ def merged_rows(profile: Profile, rows: list[dict[str, Any]]) -> list[dict[str, 
     scored = {(r["target"], r["method"], r["draw"]) for r in rows}
     on_record = json.loads(path.read_text())["rows"]
     kept = [r for r in on_record if (r["target"], r["method"], r["draw"]) not in scored]
-    order = list(target_sim.TARGETS)
+    order = list(target_sim.ALL_TARGETS)
     return sorted(kept + rows, key=lambda r: (order.index(r["target"]), r["draw"]))
 
 
@@ -487,7 +487,7 @@ def write_results(profile: Profile, summary: dict[str, Any], rows: list[dict[str
         "profile": dataclasses.asdict(profile),
         "classes": target_sim.CLASSES,
         "targets": summary,
-        "target_physics": {t: dataclasses.asdict(target_sim.TARGETS[t]) for t in summary},
+        "target_physics": {t: dataclasses.asdict(target_sim.ALL_TARGETS[t]) for t in summary},
         "default": default_settings(),
         "rows": [
             {k: v for k, v in r.items() if k != "confusion"} | {"confusion": r["confusion"]} for r in rows
@@ -542,7 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard", default="0/1", help="i/n: run only every n-th job (fill the cache)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--methods", default=None, help="comma-separated subset of " + ",".join(ALL_METHODS))
-    ap.add_argument("--targets", default=None, help="comma-separated subset of target_sim.TARGETS")
+    ap.add_argument(
+        "--targets", default=None, help="comma-separated targets of target_sim.ALL_TARGETS (default: TARGETS)"
+    )
     ap.add_argument("--draws", type=int, default=None)
     ap.add_argument("--draw-ids", default=None, help="comma-separated draw indices to run (1,2 adds draws)")
     ap.add_argument(
@@ -566,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
         changes["methods"] = tuple(args.methods.split(","))
     if args.targets:
         changes["targets"] = tuple(args.targets.split(","))
+        unknown = [t for t in changes["targets"] if t not in target_sim.ALL_TARGETS]
+        if unknown:
+            ap.error(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(target_sim.ALL_TARGETS)}")
     if args.draws:
         changes["draws"] = args.draws
     profile = dataclasses.replace(profile, **changes)

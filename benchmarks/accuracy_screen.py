@@ -28,7 +28,7 @@ import accuracy as A
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("name")
-    ap.add_argument("target", choices=sorted(A.target_sim.TARGETS))
+    ap.add_argument("target", choices=sorted(A.target_sim.ALL_TARGETS))
     ap.add_argument("overrides", help="JSON object of TrainConfig fields")
     ap.add_argument("--draw", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)

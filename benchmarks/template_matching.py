@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from target_sim import CLASSES, MAPS_10A, TARGETS, _render, load_maps, make_target
+from target_sim import ALL_TARGETS, CLASSES, MAPS_10A, _render, load_maps, make_target
 
 from cryoshift.training.template_matching import TMResult, template_match
 
@@ -25,7 +25,7 @@ __all__ = ["TMResult", "template_match"]
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Template-matching baseline on a target_sim target.")
-    ap.add_argument("--target", required=True, choices=[*sorted(TARGETS), "clean"])
+    ap.add_argument("--target", required=True, choices=[*sorted(ALL_TARGETS), "clean"])
     ap.add_argument("--n", type=int, default=120)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--box", type=int, default=32)
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         ).numpy()
         tilt_max = 60.0
     else:
-        phys = TARGETS[args.target]
+        phys = ALL_TARGETS[args.target]
         vols, labels, _ = make_target(phys, args.n, args.seed, args.box, threads=args.threads)
         tilt_max = phys.tilt_max
     res = template_match(
