@@ -15,10 +15,14 @@ from typing import Any
 from cryoshift.runtime.errors import InputError, MissingExtraError
 from cryoshift.runtime.metadata import ModelMetadata
 
+# What a source tree that is not installed reports: a stand-in, not a release, so no recorded
+# version is newer or older than it (training/run.is_newer_version).
+UNKNOWN_VERSION = "0.0.0"
+
 try:
     __version__ = version("cryoshift")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+    __version__ = UNKNOWN_VERSION
 
 # Public name -> module that defines it (imported lazily by __getattr__).
 _LAZY: dict[str, str] = {

@@ -40,12 +40,13 @@ LABEL_COLUMNS = ("label", "class_name")
 
 
 def _version() -> str:
+    """This cryoshift's version, for dataset.json (an uninstalled source tree's: UNKNOWN_VERSION)."""
     try:
         from cryoshift.runtime import __version__
 
         return __version__
     except ImportError:  # pragma: no cover
-        return "0.0.0"
+        return "0.0.0"  # cryoshift.runtime.UNKNOWN_VERSION, which did not import
 
 
 def is_dataset(path: str | Path) -> bool:

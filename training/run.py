@@ -74,8 +74,15 @@ def recorded_version(run_dir: Path) -> str | None:
 
 def is_newer_version(recorded: str, installed: str) -> bool:
     """Whether version ``recorded`` is later than ``installed``, by their release numbers (1.10 >
-    1.9; a suffix such as .dev1 or +local is not compared); False where either has none."""
+    1.9; a suffix such as .dev1 or +local is not compared); False where either has none, and
+    where ``installed`` is UNKNOWN_VERSION: a source tree that is not installed reports 0.0.0,
+    and every recorded version was then said to be newer ("upgrade cryoshift")."""
     import re
+
+    from cryoshift.runtime import UNKNOWN_VERSION
+
+    if installed.strip() == UNKNOWN_VERSION:
+        return False
 
     def release(version: str) -> tuple[int, ...] | None:
         found = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
@@ -245,6 +252,39 @@ def train_option(field: str) -> str | None:
     return _RESUME_OPTIONS.get(field, "--" + field.replace("_", "-"))
 
 
+def _without_unused_hparams(config: dict[str, Any]) -> tuple[Any, list[str]]:
+    """A config dict's ``method_kwargs`` without the keys its method never used, and those keys."""
+    from cryoshift.training.adapt.base import unused_hparams
+
+    kwargs, method = config.get("method_kwargs"), config.get("method")
+    if not isinstance(kwargs, dict) or not isinstance(method, str):
+        return kwargs, []  # a damaged config: what reads it refuses it
+    unused = unused_hparams(method, kwargs)
+    return {k: v for k, v in kwargs.items() if k not in unused}, unused
+
+
+def drop_unused_hparams(stored: Any) -> str | None:
+    """Drop from a resumed run's ``stored`` config (a TrainConfig, changed in place) the
+    hyper-parameters of other methods its method never used; the note naming them, or None.
+
+    Why: the Python API once took another method's key and trained without it
+    (``create_method("selftrain", dann_weight=0.5)``), and config.json recorded it; since the
+    method refuses such keys, ``--resume`` of the run was refused, and taking the key out of
+    config.json was refused too (the resume state, written under the old config, no longer
+    matched). The run trained without them, so it resumes without them: the resume state is
+    compared without them too (:func:`resume_state_mismatch`), and the config.json the resumed
+    run writes no longer holds them. A new run still refuses them (check_method_hparams)."""
+    kwargs, unused = _without_unused_hparams({"method": stored.method, "method_kwargs": stored.method_kwargs})
+    if not unused:
+        return None
+    old = stored.method_kwargs
+    stored.method_kwargs = kwargs
+    listed = ", ".join(f"{key}={_shown(old[key])}" for key in unused)
+    noun, verb = ("hyper-parameter", "was") if len(unused) == 1 else ("hyper-parameters", "were")
+    method = stored.method
+    return f"the run's stored {noun} {listed} {verb} never used by {method}; ignored"
+
+
 def ignored_on_resume(given: Any, stored: Any) -> list[str]:
     """The settings in ``given`` (a TrainConfig) that differ from the resumed run's ``stored``
     config and so are ignored, as '--lr 0.01 (run: 0.001)'.
@@ -284,11 +324,16 @@ def resume_state_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> lis
     A resume.pt copied from another run, or a config.json edited since, would otherwise load into a
     network of another shape (a torch traceback) or, if the shapes agree, silently continue a
     different training. The settings resume takes from the command line may differ; a setting
-    the saved config lacks (one written by an older cryoshift) is not compared."""
+    the saved config lacks (one written by an older cryoshift) is not compared, nor are the
+    hyper-parameters its method never used (dropped from config.json too: drop_unused_hparams)."""
 
     def plain(value: Any) -> Any:  # tuples and lists alike, as config.json holds them
         return json.loads(json.dumps(value, default=str))
 
+    saved, current = dict(saved), dict(current)
+    for config in (saved, current):
+        if isinstance(config.get("method_kwargs"), dict):
+            config["method_kwargs"] = _without_unused_hparams(config)[0]
     return [
         f"{key}={_shown(saved[key])} in it, {_shown(value)} in config.json"
         for key, value in current.items()

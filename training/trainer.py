@@ -624,10 +624,12 @@ class _Run:
                 raise InputError(self.dir, "nothing to resume: no config.json in this run directory")
             data = read_json_object(stored, "training config (config.json)")
             old = TrainConfig.from_dict(data, stored, written_by=run.recorded_version(self.dir))
+            unused = run.drop_unused_hparams(old)  # another method's keys it never used
             ignored = run.ignored_on_resume(config, old)
-            if ignored:  # they were dropped without a word; said once the run trains (execute):
+            notes = ([run.resume_note(ignored)] if ignored else []) + ([unused] if unused else [])
+            if notes:  # they were dropped without a word; said once the run trains (execute):
                 # before a refusal, "ignored: --source B (run: A)" preceded an error about A
-                self.resume_note = run.resume_note(ignored)
+                self.resume_note = "; ".join(notes)
             epochs = old.epochs if config.epochs is None else config.epochs
             if epochs is None:  # "epochs": null (an edited file) was a TypeError traceback after loading
                 raise InputError(stored, 'holds no epoch count ("epochs": null); pass --epochs with --resume')

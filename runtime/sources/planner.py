@@ -9,6 +9,7 @@ reads headers, never voxel data.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +27,16 @@ UNKNOWN_VOXEL_NOTES = 20  # files noted one by one for a header without a voxel 
 
 # How a refusal of data of another voxel size ends for classify and evaluate (plan_inputs).
 CLASSIFY_VOXEL_ADVICE = "rescale the data or pass --ignore-voxel-size"
+
+
+# A dataset folder is read as one (its contrast, voxel size and table from dataset.json) only
+# when it is an input itself; met inside a folder or a glob input it is skipped, and the note
+# says how to read it, in the words of the command (by what the items are checked against).
+_NESTED_DATASET_ADVICE = {
+    CHECKED_AGAINST: "a dataset is classified only as an input of its own (e.g. {})",
+    "training run": "a dataset is target data only as the --target itself (--target {})",  # train
+}
+NESTED_DATASETS_SHOWN = 3  # dataset folders named in that note; the rest are counted
 
 
 class Planner:
@@ -184,8 +195,11 @@ class Planner:
         if is_dataset_dir(path):
             self.add_dataset(path)
             return
-        paths = expand(text)
+        paths, datasets = _outside_datasets(text, expand(text))
         if not paths:
+            if datasets:
+                only = "holds no MRC files, only" if path.is_dir() else "matches only"
+                raise InputError(text, f"{only} {self._dataset_note(datasets)}")
             if path.is_dir():
                 raise InputError(text, "folder holds no MRC files" if any(path.iterdir()) else "empty folder")
             raise InputError(text, "matches no files")
@@ -200,6 +214,19 @@ class Planner:
                 self.add_folder_file(p)
                 continue
             self.add_listed_file(p, alone=len(paths) == 1)
+        if datasets:  # said once the input is planned (a failed input is said as its error alone)
+            self.notes.append(f"{text}: skipped {self._dataset_note(datasets)}")
+
+    def _dataset_note(self, datasets: list[Path]) -> str:
+        """The dataset folders a folder or glob input met, and how to read one (by command)."""
+        shown = ", ".join(str(d) for d in datasets[:NESTED_DATASETS_SHOWN])
+        more = len(datasets) - NESTED_DATASETS_SHOWN
+        if len(datasets) == 1:
+            what = f"the dataset folder {shown}"
+        else:
+            what = f"{len(datasets)} dataset folders ({shown}{f' and {more} more' if more > 0 else ''})"
+        advice = _NESTED_DATASET_ADVICE.get(self.against, _NESTED_DATASET_ADVICE[CHECKED_AGAINST])
+        return f"{what}; {advice.format(datasets[0])}"
 
     def add_listed_file(self, p: Path, alone: bool = False) -> None:
         """One file of an input, read in full (its header); a bad one becomes an error item, or,
@@ -355,6 +382,56 @@ class Planner:
         except InputError as exc:
             return exc.reason
         return ""
+
+
+def _outside_datasets(text: str, paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """``paths`` (input ``text`` expanded: :func:`expand`) without what belongs to a dataset
+    folder, and those dataset folders (sorted). A file named on its own is kept, a dataset's
+    volumes.mrc too: only what a folder or a glob met is sorted out.
+
+    Why: a dataset is read as one only when it is an input itself (:meth:`Planner.add_dataset`).
+    Inside a target folder it was passed over without a word, a glob matching it made an error
+    row ("is a directory"), and a recursive glob read its stack as bare volumes, its recorded
+    contrast unchecked: light data trained or classified as dark."""
+    from cryoshift.runtime.mrc import is_mrc_path
+
+    path = Path(text)
+    if path.is_dir():  # a folder: its own MRC files; the datasets are among its sub-folders
+        return paths, _dataset_folders_in(path)
+    if not any(ch in text for ch in "*?["):  # one file (expand's test for a glob)
+        return paths, []
+    kept: list[Path] = []
+    datasets: dict[Path, None] = {}
+    in_dataset: dict[Path, bool] = {}  # each folder looked into once: a glob may match millions
+    for p in paths:
+        if p.parent not in in_dataset:
+            in_dataset[p.parent] = is_dataset_dir(p.parent)
+        if in_dataset[p.parent]:  # a dataset's volumes.mrc, dataset.json, particles.csv
+            datasets[p.parent] = None
+        elif not is_mrc_path(p) and is_dataset_dir(p):  # the glob matched the folder itself
+            datasets[p] = None
+        else:
+            kept.append(p)
+    return kept, sorted(datasets)
+
+
+def _dataset_folders_in(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` that are datasets (sorted; one listing, file types from it)."""
+    from cryoshift.runtime.mrc import is_mrc_path
+
+    found = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    folder_entry = not is_mrc_path(entry.name) and entry.is_dir()
+                except OSError:
+                    continue
+                if folder_entry and is_dataset_dir(Path(entry.path)):
+                    found.append(Path(entry.path))
+    except OSError:  # the walk itself said what it could not read (expand)
+        return []
+    return sorted(found)
 
 
 def peek_voxel(path: Path) -> SimpleNamespace | None:

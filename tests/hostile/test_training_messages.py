@@ -87,11 +87,11 @@ def test_train_refuses_another_methods_hyper_parameter_before_reading_data(tmp_p
     assert not out.exists()
 
 
-def test_train_resume_refuses_a_stored_hyper_parameter_of_another_method(
+def test_train_resume_refuses_a_stored_hyper_parameter_no_method_takes(
     tmp_path: Path, capsys: Capsys
 ) -> None:
-    """A config.json whose method_kwargs hold another method's key (the Python API once took it):
-    one line naming config.json, not a run that ignores the setting."""
+    """A config.json whose method_kwargs hold a key no method takes (a hand edit; the Python API
+    never took one): one line naming config.json, not a run that ignores the setting."""
     pytest.importorskip("torch")
     from cryoshift.training.trainer import TrainConfig
 
@@ -102,7 +102,7 @@ def test_train_resume_refuses_a_stored_hyper_parameter_of_another_method(
         out=str(run),
         epochs=1,
         method="selftrain",
-        method_kwargs={"warp_sigma": 2.0},
+        method_kwargs={"ce_wieght": 2.0},
     )
     (run / "config.json").write_text(json.dumps(stored.to_dict()))
     argv = [
@@ -117,7 +117,99 @@ def test_train_resume_refuses_a_stored_hyper_parameter_of_another_method(
         "--no-progress",
     ]
     line = assert_error(run_cli(argv, capsys), run / "config.json")
-    assert "a stored setting is refused: --hparam warp_sigma is a hyper-parameter of cryoshift, warp" in line
+    assert (
+        "a stored setting is refused: --hparam ce_wieght is not a hyper-parameter of method "
+        "'selftrain' (did you mean ce_weight?)"
+    ) in line
+
+
+def _run_stopped_after_one_epoch(tmp_path: Path, dataset: Path) -> Path:
+    """A real two-epoch source-only run, killed after its first epoch (config.json, resume.pt)."""
+    from cryoshift.training.trainer import TrainConfig, train
+
+    run = tmp_path / "run"
+    config = TrainConfig(
+        source=str(dataset),
+        out=str(run),
+        epochs=2,
+        method="source-only",
+        backbone="cryonet-small",
+        test_views=1,
+        batch_size=4,
+        device="cpu",
+        threads=1,
+        amp=False,
+        progress=False,
+    )
+    train(config, stop_after_epoch=1)
+    return run
+
+
+def _as_an_older_cryoshift_recorded_it(run: Path, kwargs: dict[str, object], in_config: bool) -> None:
+    """Record ``kwargs`` as the run's hyper-parameters in its resume state, and in config.json
+    too (``in_config``) or there without the keys of other methods (taken out by hand)."""
+    import torch
+
+    state = run / "checkpoints" / "resume.pt"
+    payload = torch.load(state, map_location="cpu", weights_only=True)
+    payload["config"]["method_kwargs"] = dict(kwargs)
+    torch.save(payload, state)
+    config = json.loads((run / "config.json").read_text())
+    own = ("ce_weight", "label_smoothing")  # source-only's
+    config["method_kwargs"] = {k: v for k, v in kwargs.items() if in_config or k in own}
+    (run / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("in_config", [True, False], ids=["as_recorded", "config_json_edited"])
+def test_resume_of_a_run_whose_stored_hyper_parameters_include_another_method_s(
+    in_config: bool, tmp_path: Path, capsys: Capsys, dataset: Path
+) -> None:
+    """create_method("source-only", dann_weight=0.5) once trained without the key, and the run
+    recorded it; since the method refuses other methods' keys, --resume of such a run was refused
+    ("a stored setting is refused: --hparam dann_weight is a hyper-parameter of dann ..."), and
+    taking the key out of config.json was refused too (the resume state "was written under another
+    training config"). Now the run resumes without the key, saying so once."""
+    pytest.importorskip("torch")
+    run = _run_stopped_after_one_epoch(tmp_path, dataset)
+    _as_an_older_cryoshift_recorded_it(run, {"dann_weight": 0.5, "ce_weight": 1.0}, in_config)
+    argv = ["train", "--source", dataset, "--out", run, "--resume", "--device", "cpu", "--no-progress"]
+    code, _out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("cryoshift: note:")]
+    if in_config:
+        assert notes == [
+            "cryoshift: note: the run's stored hyper-parameter dann_weight=0.5 was never used by "
+            "source-only; ignored"
+        ]
+    else:  # config.json no longer holds it: nothing was ignored
+        assert notes == []
+    assert json.loads((run / "config.json").read_text())["method_kwargs"] == {"ce_weight": 1.0}
+    assert (run / "metrics.csv").read_text().count("\n") == 3  # the header and both epochs
+    # given again on a resume, another method's key is one of the options resume ignores
+    _as_an_older_cryoshift_recorded_it(run, {"dann_weight": 0.5, "grl_max": 1.0}, in_config=True)
+    code, _out, err = run_cli([*argv, "--epochs", 3, "--hparam", "mada_weight=0.2"], capsys)
+    assert code == 0, err
+    (note,) = [line for line in err.splitlines() if line.startswith("cryoshift: note:")]
+    assert note == (
+        "cryoshift: note: resuming with the run's stored settings; ignored: --hparam mada_weight=0.2 "
+        "(run: none); the run's stored hyper-parameters dann_weight=0.5, grl_max=1 were never used by "
+        "source-only; ignored"
+    )
+
+
+def test_resume_drops_only_keys_of_other_methods(tmp_path: Path) -> None:
+    """What resume drops is what the run's method never used and the Python API once took: another
+    method's key. A misspelling (refused then too) stays refused, a method's own key is kept, and
+    a new run still refuses another method's key
+    (test_train_refuses_another_methods_hyper_parameter_before_reading_data)."""
+    pytest.importorskip("torch")
+    from cryoshift.training.adapt.base import unused_hparams
+
+    assert unused_hparams("source-only", {"dann_weight": 0.5, "ce_weight": 2.0, "ce_wieght": 1}) == [
+        "dann_weight"
+    ]
+    assert unused_hparams("dann", {"dann_weight": 0.5}) == []
+    assert unused_hparams("no-such-method", {"dann_weight": 0.5}) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,6 +237,25 @@ def test_a_config_from_a_newer_cryoshift_says_to_upgrade(tmp_path: Path, capsys:
         f"unknown training config keys: surprise (written by cryoshift 999.1.0, this is {__version__}: "
         "upgrade cryoshift)"
     ), line
+
+
+def test_an_uninstalled_cryoshift_does_not_call_a_recorded_version_newer(
+    tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source tree that is not installed reports version 0.0.0 (runtime/__init__.py), and every
+    recorded version was newer than that: "written by cryoshift 0.1.0, this is 0.0.0: upgrade
+    cryoshift" for a run this very tree wrote."""
+    pytest.importorskip("torch")
+    import cryoshift.runtime
+    from cryoshift.training.run import is_newer_version
+
+    monkeypatch.setattr(cryoshift.runtime, "__version__", cryoshift.runtime.UNKNOWN_VERSION)
+    line = _resume_config_with_a_new_key(tmp_path, capsys, {"cryoshift": "0.1.0"})
+    assert line.endswith("unknown training config keys: surprise (written by another cryoshift version?)"), (
+        line
+    )
+    assert not is_newer_version("999.1.0", "0.0.0")
+    assert is_newer_version("0.1.10", "0.1.9") and not is_newer_version("0.0.0", "0.1.0")
 
 
 @pytest.mark.parametrize(

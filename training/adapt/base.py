@@ -46,6 +46,21 @@ def methods_taking(key: str) -> list[str]:
     return [name for name in METHODS.names() if key in METHODS.get(name).defaults()]  # type: ignore[attr-defined]
 
 
+def unused_hparams(method: str, hparams: dict[str, Any]) -> list[str]:
+    """The keys of ``hparams`` that are another method's and not ``method``'s, in their order.
+
+    :func:`check_hparams` refuses them; before it did, the Python API accepted them and trained
+    without them (``create_method("selftrain", dann_weight=0.5)``), and the run's config.json and
+    resume state recorded them. What resumes such a run drops exactly these: keys no method takes
+    were refused then too (a misspelling, or a newer cryoshift's key), and an unknown ``method``
+    is the registry's to refuse (an empty list)."""
+    try:
+        own = METHODS.get(method).defaults()  # type: ignore[attr-defined]
+    except ValueError:
+        return []
+    return [key for key in hparams if key not in own and methods_taking(key)]
+
+
 def check_hparams(method: type[AdaptationMethod], hparams: dict[str, Any]) -> dict[str, Any]:
     """``method``'s defaults with ``hparams`` on top (None = default).
 
