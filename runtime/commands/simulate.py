@@ -48,7 +48,7 @@ def _check_options(device: str, threads: int | None, resolution: float | None) -
         raise InputError(None, f"--resolution must be a positive number of Angstrom, not {resolution}")
 
 
-def _check_shift(shift: float, box: int, where: Path | None = None) -> None:
+def _check_shift(shift: float, box: int, where: str | None = None) -> None:
     """Refuse a shift (--shift or a --config's shift_voxels) that can move the particle's centre out
     of the box: such volumes hold mostly noise or a neighbour's edge but keep their class label.
     ``where``: the --config file the shift came from."""
@@ -333,7 +333,7 @@ def command(
     import torch
 
     from cryoshift.training.simulate import PRESETS, SimulationConfig, load_structures, simulate_dataset
-    from cryoshift.training.simulate.config import BOUNDS, check_seed
+    from cryoshift.training.simulate.config import BOUNDS, Origin, check_seed
     from cryoshift.training.simulate.structures import split_sources
 
     if preset not in PRESETS:
@@ -352,7 +352,7 @@ def command(
     cfg = PRESETS[preset]
     if config is not None:
         cfg = SimulationConfig.from_json(config, base=cfg)
-    cfg = cfg.replace(
+    options = dict(
         fidelity=fidelity,
         snr=snr,
         tilt_max=tilt_max,
@@ -374,20 +374,30 @@ def command(
         invert_contrast=invert,
         contrast=contrast,
     )
+    # errors name the option that set a bad value, or the --config file (not "simulation config")
+    origin = Origin.of(options, config)
+    cfg = cfg.with_options(options, config)
     check_out_folder(out_dir, "OUT_DIR", "the dataset is written to")  # before large models are read
     _check_free_folder(out_dir)
-    if BOUNDS["box"].lo <= box <= BOUNDS["box"].hi:  # a batch that cannot fit, before structures are made
+    if BOUNDS["box"].lo <= box <= BOUNDS["box"].hi:  # before the structures are made (many files: long)
+        _check_disk_space(out_dir, n, box)  # needs only n and box
         _fit_batch(batch_size, n, box, 2, cfg, device, note=False)  # (two classes or more, said later)
     sources = split_sources(structures)
     structs = load_structures(sources, box, voxel_size, seed=structure_seed, resolution=resolution)
     _check_classes(structs, sources)
-    from_file = shift is None and config is not None and cfg.shift_voxels != PRESETS[preset].shift_voxels
-    _check_shift(cfg.shift_voxels, box, config if from_file else None)  # after load_structures: box too small
+    _check_shift(cfg.shift_voxels, box, origin.path("shift_voxels"))  # after load_structures: box too small
     _check_volume_count(n, structs)
-    _check_disk_space(out_dir, n, box)
     batch = _fit_batch(batch_size, n, box, len(structs), cfg, device)
     _note_positive_defocus(cfg, defocus, config)
     path = simulate_dataset(
-        out_dir, structs, cfg, n, seed=seed, batch_size=batch, device=device, progress=not no_progress
+        out_dir,
+        structs,
+        cfg,
+        n,
+        seed=seed,
+        batch_size=batch,
+        device=device,
+        progress=not no_progress,
+        origin=origin,
     )
     typer.echo(f"wrote {n} subtomograms of {len(structs)} classes ({', '.join(structs.names)}) to {path}")

@@ -429,3 +429,82 @@ def test_map_of_an_unusable_cell_names_the_cell(cell: float, tmp_path: Path, cap
     line = assert_error(_simulate([path], tmp_path, capsys), path)
     words = "missing (cell 0)" if cell == 0 else f"unusable (cell X {cell:g} A)"
     assert f"voxel size {words} in the MRC header" in line, line
+
+
+def _sheet(box: int = 24, planes: int = 2) -> np.ndarray:
+    """A membrane-like sheet filling the box in X and Y, ``planes`` voxels thick in Z, its density
+    varying smoothly along the sheet (so that it is skewed and smooth like a density map)."""
+    z, y, x = np.indices((box,) * 3)
+    sheet = 1.0 + 0.3 * np.sin(x / 3.0) * np.cos(y / 4.0)
+    first = box // 2 - planes // 2
+    return np.where((z >= first) & (z < first + planes), sheet, 0.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("blur", [0.0, 0.5])
+def test_a_map_of_a_thin_sheet_is_refused(blur: float, tmp_path: Path, capsys: Capsys) -> None:
+    """A smooth sheet 2 voxels thick passed every check (one voxel on an axis, noise, the span)
+    and was simulated as a class, whether it filled the box in X and Y or lay tilted in it. A
+    particle's density is at least 3 voxels thick wherever it is wide: one line naming the file."""
+    pytest.importorskip("torch")
+    from scipy import ndimage
+
+    from cryoshift.runtime.mrc import write_volume
+
+    flat = _sheet()
+    tilted = ndimage.rotate(flat, 30, axes=(0, 2), reshape=False, order=1)  # across Z and X
+    for name, data in (("sheet", flat), ("tilted", tilted)):
+        if blur:
+            data = ndimage.gaussian_filter(data, blur)
+        path = write_volume(tmp_path / f"{name}.mrc", data.astype(np.float32), voxel_size=VOXEL)
+        line = assert_error(_simulate([path, "builtin:p97"], tmp_path / name, capsys), path)
+        assert line.startswith(f"cryoshift: error: {path}: its density is a sheet "), line
+        assert "voxels thick across its thinnest direction and" in line, line
+        assert "(a particle's map is at least 3 voxels thick wherever it is that wide)" in line, line
+        assert not (tmp_path / name / "sim" / "volumes.mrc").exists()
+
+
+def test_rods_membrane_patches_and_tightly_cropped_maps_are_taken(tmp_path: Path, capsys: Capsys) -> None:
+    """The check is on thickness, not on touching the box's faces: a rod along one axis (a
+    filament), a membrane patch spanning two (like builtin:membrane), a real complex's map cropped
+    so tightly that its density touches the faces along its long axis, and a sheet 4 voxels thick
+    are all simulated as classes."""
+    pytest.importorskip("torch")
+    import mrcfile
+
+    from cryoshift.runtime.mrc import write_volume
+    from cryoshift.training.simulate import load_structures
+    from cryoshift.training.simulate.builtin import render_builtin
+
+    z, y, x = np.indices((24,) * 3) - 12
+    rod = np.exp(-(y**2 + (z + 1) ** 2) / (2 * 1.5**2)) * (1 + 0.2 * np.cos(x / 2.0))
+    # a rod two voxels wide (DNA at 10 A) and a compact particle 3 voxels across: thin every way
+    # but one, or every way, and no sheet
+    thin_rod = np.exp(-(y**2 + z**2) / (2 * 0.6**2)) * (1 + 0.2 * np.cos(x / 2.0))
+    ball = np.exp(-(x**2 + y**2 + z**2) / (2 * 0.9**2)) * (1 + 0.2 * (x > 0))
+    membrane = render_builtin("membrane", 24, VOXEL, 0)
+    real = Path(__file__).parents[2].parent / "shared" / "data" / "maps" / "10A" / "3d2f.mrc"
+    if not real.exists():
+        pytest.skip(f"{real} is not here")
+    with mrcfile.open(real) as m:
+        complex_ = m.data.astype(np.float32)
+    strong = np.nonzero(complex_ > 0.05 * complex_.max())
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in strong)
+    long_axis = int(np.argmax([s.stop - s.start for s in box]))
+    crop = tuple(s if axis == long_axis else slice(None) for axis, s in enumerate(box))
+    cropped = complex_[crop]  # its density touches both faces along its long axis
+    files = [
+        write_volume(tmp_path / "rod.mrc", rod.astype(np.float32), voxel_size=VOXEL),
+        write_volume(tmp_path / "membrane.mrc", membrane, voxel_size=VOXEL),
+        write_volume(tmp_path / "cropped.mrc", np.ascontiguousarray(cropped), voxel_size=VOXEL),
+        write_volume(tmp_path / "thick.mrc", _sheet(planes=4), voxel_size=VOXEL),
+    ]
+    thin = [
+        write_volume(tmp_path / "thin_rod.mrc", thin_rod.astype(np.float32), voxel_size=VOXEL),
+        write_volume(tmp_path / "ball.mrc", ball.astype(np.float32), voxel_size=VOXEL),
+    ]
+    structures = load_structures([str(f) for f in files + thin], BOX, VOXEL)
+    names = ["rod", "membrane", "cropped", "thick", "thin_rod", "ball"]
+    assert structures.names == names and not structures.skipped, structures.skipped
+    assert all(m.max() > 0 for m in structures.maps)
+    code, _, err = _simulate(files, tmp_path, capsys)
+    assert code == 0, err

@@ -144,17 +144,19 @@ torch.set_num_threads(1)
 from cryoshift.training.simulate import PRESETS, Simulator, Structures
 from cryoshift.training.simulate.memory import batch_memory
 
-box, n = 40, 12
-z, y, x = np.indices((box,) * 3) - box // 2
-maps = np.stack([np.exp(-(x**2 + y**2 + z**2) / 30.0), np.exp(-(2 * x**2 + y**2 + (z - 2) ** 2) / 40.0)])
-structures = Structures(["a", "b"], maps.astype(np.float32), 10.0)
+n = 12
+
+def structures(box):
+    z, y, x = np.indices((box,) * 3) - box // 2
+    maps = np.stack([np.exp(-(x**2 + y**2 + z**2) / 30.0), np.exp(-(2 * x**2 + y**2 + (z - 2) ** 2) / 40.0)])
+    return Structures(["a", "b"], maps.astype(np.float32), 10.0)
 
 def status(key):
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
 
-for preset, extra in json.loads(sys.argv[1]):
+for preset, extra, box in json.loads(sys.argv[1]):
     config = PRESETS[preset].replace(**extra)
-    sim = Simulator(structures, config, seed=0)
+    sim = Simulator(structures(box), config, seed=0)
     sim.sample(2)  # first-call imports and caches (scipy.fft's) are no batch's
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # the peak (VmHWM) starts again from the current RSS
@@ -162,7 +164,7 @@ for preset, extra in json.loads(sys.argv[1]):
     volumes = sim.sample(n)[0]
     used = status("VmHWM") - base
     del sim, volumes
-    print(json.dumps([preset, extra, used, batch_memory(n, box, 2, config, "cpu", threads=1).host]))
+    print(json.dumps([preset, extra, box, used, batch_memory(n, box, 2, config, "cpu", threads=1).host]))
 """
 
 
@@ -170,15 +172,17 @@ def test_the_memory_estimate_bounds_the_simulators_real_peak(tmp_path: Path) -> 
     """The checks rest on an estimate of the simulator's working buffers: it must not be below the
     real peak (the OOM killer again), nor so far above it that batches that fit are refused.
     Measured as the peak RSS of a fresh process (fixed malloc thresholds: freed memory goes back),
-    after a first small batch (imports and caches)."""
+    after a first small batch (imports and caches). At --box 64 a thread renders 4 volumes at once,
+    not the whole batch (Simulator.cpu_chunk): the estimate that counts 4 holds."""
     pytest.importorskip("torch")
     if not os.path.exists("/proc/self/clear_refs"):
         pytest.skip("the peak RSS cannot be reset here (Linux /proc only)")
     cases = [
-        ["paper", {}],
-        ["realistic", {"crowding": 1.0}],  # neighbours in every box
-        ["tilt", {"crowding": 0.5}],
-        ["paper", {"flex_voxels": [0, 1], "magnification": [0.95, 1.05]}],  # a bank of variants
+        ["paper", {}, 40],
+        ["realistic", {"crowding": 1.0}, 40],  # neighbours in every box
+        ["tilt", {"crowding": 0.5}, 40],
+        ["paper", {"flex_voxels": [0, 1], "magnification": [0.95, 1.05]}, 40],  # a bank of variants
+        ["paper", {}, 64],  # chunks of 4 volumes
     ]
     env = {
         **os.environ,
@@ -191,8 +195,8 @@ def test_the_memory_estimate_bounds_the_simulators_real_peak(tmp_path: Path) -> 
     )
     assert done.returncode == 0, done.stderr
     for line in done.stdout.splitlines():
-        preset, extra, used, estimate = json.loads(line)
-        assert used <= estimate <= 2.5 * used, (preset, extra, used >> 20, estimate >> 20)
+        preset, extra, box, used, estimate = json.loads(line)
+        assert used <= estimate <= 2.5 * used, (preset, extra, box, used >> 20, estimate >> 20)
 
 
 def test_train_s_simulated_source_draws_in_batches_that_fit_and_refuses_what_cannot(
@@ -290,6 +294,82 @@ def test_a_config_read_in_python_names_its_file_too(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:  # a config from no file keeps its old name
         SimulationConfig(cs_mm=(-2.0, 2.0))
     assert caught.value.path == "simulation config"
+
+
+@pytest.mark.parametrize(
+    ("options", "line"),
+    [
+        (["--snr", "2", "1"], "--snr: lo 2.0 is larger than hi 1.0"),
+        (["--fidelity", "warp"], "--fidelity must be one of ('fast', 'tilt'), got 'warp'"),
+        (["--contrast", "grey"], "--contrast must be one of ('dark', 'light'), got 'grey'"),
+        (["--dose-order", "random"], "--dose-order must be one of ("),
+        (["--crowding", "nan"], "--crowding must be a finite number, got nan"),
+        (["--cs", "-1", "2"], "--cs (cs_mm) -1 is outside the accepted range 0 to 10 mm"),
+        (["--tilt-max", "10", "20", "--tilt-step", "15", "15"], "--tilt-step (tilt_step) 15 is larger than"),
+    ],
+)
+def test_errors_of_an_option_name_the_option(
+    options: list[str], line: str, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A bad value given on the command line was reported as "simulation config: snr: lo 2.0 ...":
+    neither a file nor the option the user typed. The option comes first now, with no path."""
+    pytest.importorskip("torch")
+    out = tmp_path / "sim"
+    got = assert_error(_simulate(out, capsys, "--n", 4, *options), options[0])
+    assert got.startswith(f"cryoshift: error: {line}"), got
+    assert "simulation config" not in got, got
+    assert not out.exists()
+
+
+def test_an_option_and_a_config_file_are_each_named_for_their_own_values(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    """With --config and options together, an error names where its value came from: the option
+    for a value it set (even over a file that holds a good one), the file for the file's values
+    (an option beside them changes nothing), the file too where a file's value and an option's
+    clash. Good values of both are simulated, the option's over the file's."""
+    pytest.importorskip("torch")
+    config = tmp_path / "sim.json"
+    config.write_text(json.dumps({"snr": [0.1, 1], "tilt_max": [10, 20]}))
+    got = assert_error(
+        _simulate(tmp_path / "a", capsys, "--n", 4, "--config", config, "--snr", 2, 1), "--snr"
+    )
+    assert got == "cryoshift: error: --snr: lo 2.0 is larger than hi 1.0", got
+    got = assert_error(
+        _simulate(tmp_path / "b", capsys, "--n", 4, "--config", config, "--tilt-step", 15, 15), config
+    )
+    assert got.startswith(f"cryoshift: error: {config}: --tilt-step (tilt_step) 15 is larger than"), got
+    config.write_text(json.dumps({"snr": [2, 1]}))
+    got = assert_error(_simulate(tmp_path / "c", capsys, "--n", 4, "--config", config, "--cs", 1, 2), config)
+    assert got == f"cryoshift: error: {config}: snr: lo 2.0 is larger than hi 1.0", got
+    config.write_text(json.dumps({"snr": [0.1, 0.2], "cs_mm": [2, 2]}))
+    code, _, err = _simulate(tmp_path / "d", capsys, "--n", 4, "--config", config, "--snr", 0.5, 2)
+    assert code == 0, err
+    drawn = pd.read_csv(tmp_path / "d" / "particles.csv")
+    assert drawn["snr"].between(0.5, 2).all() and (drawn["cs_mm"] == 2).all()
+
+
+def test_the_check_of_simulated_volumes_names_the_config_file_or_no_file() -> None:
+    """The check of the simulated volumes named "simulation config" whatever set the ranges: now
+    the --config file they came from, or no file when options set every range it names (the
+    reason names the options); a config from Python keeps its old name."""
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.training.simulate.config import Origin
+    from cryoshift.training.simulate.dataset import SIGNAL_PARAMETERS, check_volumes
+
+    volumes = np.zeros((2, BOX, BOX, BOX), np.float32)  # blank: no signal left
+    rows = [{"class_name": "rubisco", "bfactor": 4000.0, "snr": 0.5}] * 2
+    signal = {name: (1.0, 1.0) for name, _ in SIGNAL_PARAMETERS}
+    for origin, path in [
+        (Origin.of({"bfactor": (4000.0, 4000.0)}, "sim.json"), "sim.json"),
+        (Origin.of({"bfactor": (4000.0, 4000.0)}), None),
+        (Origin.of(signal, "sim.json"), None),
+        (None, "simulation config"),
+    ]:
+        with pytest.raises(InputError, match=r"simulated volume 3 \(class rubisco\) is blank") as caught:
+            check_volumes(volumes, rows, 3, origin)
+        assert caught.value.path == path, (origin, caught.value)
+        assert "bring --bfactor, --dose" in caught.value.reason
 
 
 # ---------------------------------------------------------------------------------------------

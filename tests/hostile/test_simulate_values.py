@@ -260,6 +260,38 @@ def test_simulate_refuses_a_dataset_larger_than_the_free_disk(
     assert not (out / "volumes.mrc").exists()
 
 
+def test_the_free_disk_is_checked_before_the_structures_are_made(
+    tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk check ran after the structures were made, which for many PDB/mmCIF files takes
+    long; it needs only --n, --box and float32, so a full disk is said before any file is read."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gemmi")
+    import cryoshift.training.simulate as simulate
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for seed in range(3):
+        _pdb(models / f"m{seed}.pdb", ["C"] * 80, seed=seed)
+    made = []
+    real_load = simulate.load_structures
+
+    def load_structures(*args: object, **kwargs: object) -> object:
+        made.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(simulate, "load_structures", load_structures)
+    real = shutil.disk_usage
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=10_000))
+        out = tmp_path / "sim"
+        line = assert_error(_simulate(out, capsys, structures=str(models)), out)
+    assert "the dataset needs 64.0 KiB (4 volumes of 16^3 float32) but only 9.8 KiB is free" in line, line
+    assert made == [], "the structures were made before the disk check"
+    code, _, err = _simulate(out, capsys, structures=str(models))  # with the space, the same run works
+    assert code == 0 and len(made) == 1, err
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. unknown elements, maps of one voxel on an axis, maps of noise
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,16 @@ FIDELITIES = ("fast", "tilt")
 # small offsets to them (seed + 7919, ...); 2**62 leaves room for those and is more than any user needs.
 MAX_SEED = 2**62 - 1
 DOSE_ORDERS = ("dose-symmetric", "bidirectional", "sequential")
-# What an error in a config that comes from no file (options, presets, train's source) names
+# What an error in a config that comes from no file names (a preset's, train's source's, Python's);
+# one about a value a command-line option set names the option instead (Origin)
 CONFIG_WHERE = "simulation config"
+# The ``cryoshift simulate`` options of the fields that are no number (the numbers' are in BOUNDS)
+WORD_OPTIONS = {
+    "fidelity": "--fidelity",
+    "dose_order": "--dose-order",
+    "dose_weighting": "--dose-weighting",
+    "contrast": "--contrast",
+}
 
 Range = tuple[float, float]
 
@@ -95,6 +103,39 @@ def check_bound(name: str, value: float, where: str | Path | None = None) -> Non
     raise InputError(where, f"{label} {_number(value)} is outside the accepted range {accepted}")
 
 
+def option_of(name: str) -> str | None:
+    """The ``cryoshift simulate`` option that sets the config field ``name`` (None: only --config)."""
+    return WORD_OPTIONS[name] if name in WORD_OPTIONS else BOUNDS[name].option if name in BOUNDS else None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a config's values came from, for its errors to name: the fields in ``options`` were set
+    by command-line options, every other one came from ``where`` (a --config file's path; None for
+    a preset's values under ``cryoshift simulate``'s options; CONFIG_WHERE for a config from Python).
+
+    Why: errors of the option/config merge named "simulation config" for a bad --snr too, which is
+    no file and no option the user gave."""
+
+    where: str | None = CONFIG_WHERE
+    options: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, options: dict[str, Any], where: str | Path | None = None) -> Origin:
+        """The origin of a config that ``options`` (field -> value; None: not given) were put on."""
+        given = frozenset(name for name, value in options.items() if value is not None)
+        return cls(None if where is None else str(where), given)
+
+    def path(self, *names: str) -> str | None:
+        """What an error about the fields ``names`` names before its reason: None when options set
+        them all (the reason names them by their options), else ``where``."""
+        return None if self.options.issuperset(names) else self.where
+
+    def label(self, name: str) -> str:
+        """How a reason names the field ``name``: by its option when an option set it."""
+        return (option_of(name) or name) if name in self.options else name
+
+
 def _number(value: float) -> str:
     """A number as a user would type it: whole ones below 1e8 in full (10000000, not 1e+07)."""
     if math.isfinite(value) and float(value).is_integer() and abs(value) < 1e8:
@@ -141,51 +182,56 @@ class SimulationConfig:
     # voxel sizes are often a few percent off the header's, and homologous complexes differ in size
     magnification: Range = (1.0, 1.0)
     contrast: str = "dark"  # output convention; "dark" like real tomograms
+    # where the values came from, for the errors of validate() (no field: not kept, not compared)
+    origin: InitVar[Origin | None] = None
 
-    def __post_init__(self) -> None:
-        self.validate()
+    def __post_init__(self, origin: Origin | None) -> None:
+        self.validate(origin)
 
-    def validate(self) -> None:
-        """Raise InputError with a one-line reason for values that cannot be simulated."""
-        where = CONFIG_WHERE
-        if self.fidelity not in FIDELITIES:
-            raise InputError(where, f"fidelity must be one of {FIDELITIES}, got {self.fidelity!r}")
-        if self.dose_order not in DOSE_ORDERS:
-            raise InputError(where, f"dose_order must be one of {DOSE_ORDERS}, got {self.dose_order!r}")
-        if self.contrast not in CONTRASTS:
-            raise InputError(where, f"contrast must be one of {CONTRASTS}, got {self.contrast!r}")
+    def validate(self, origin: Origin | None = None) -> None:
+        """Raise InputError with a one-line reason for values that cannot be simulated, naming where
+        the value came from (``origin``; default: CONFIG_WHERE): a --config file, or the option."""
+        at = origin or Origin()
+        for name, value, allowed in (
+            ("fidelity", self.fidelity, FIDELITIES),
+            ("dose_order", self.dose_order, DOSE_ORDERS),
+            ("contrast", self.contrast, CONTRASTS),
+        ):
+            if value not in allowed:
+                raise InputError(at.path(name), f"{at.label(name)} must be one of {allowed}, got {value!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             default = f.default
+            where, label = at.path(f.name), at.label(f.name)
             if isinstance(default, (bool, str)):
                 continue
             if isinstance(default, (int, float)):  # a number; NaN would pass every range check below
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise InputError(where, f"{f.name} must be a finite number, got {value!r}")
+                    raise InputError(where, f"{label} must be a finite number, got {value!r}")
                 continue
             if value is None and f.name == "snr":  # no noise
                 continue
             if not isinstance(value, (tuple, list)) or len(value) != 2:
-                raise InputError(where, f"{f.name} must be a (lo, hi) pair, got {value!r}")
+                raise InputError(where, f"{label} must be a (lo, hi) pair, got {value!r}")
             cast = int if f.name == "neighbours" else float
             try:
                 lo, hi = (cast(v) for v in value)
             except (TypeError, ValueError) as exc:
-                raise InputError(where, f"{f.name} must hold numbers, got {value!r}") from exc
+                raise InputError(where, f"{label} must hold numbers, got {value!r}") from exc
             if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise InputError(where, f"{f.name} must hold finite numbers, got {value!r}")
+                raise InputError(where, f"{label} must hold finite numbers, got {value!r}")
             if lo > hi:
-                raise InputError(where, f"{f.name}: lo {lo} is larger than hi {hi}")
+                raise InputError(where, f"{label}: lo {lo} is larger than hi {hi}")
             setattr(self, f.name, (lo, hi))
         for f in dataclasses.fields(self):  # every numeric field has its BOUNDS entry
             value = getattr(self, f.name)
             if f.name not in BOUNDS or value is None:  # a word or a switch; snr None: no noise
                 continue
             for v in value if isinstance(value, tuple) else (value,):
-                check_bound(f.name, v, where)
+                check_bound(f.name, v, at.path(f.name))
         if self.tilt_step[1] > self.tilt_max[0]:  # fewer than three tilts: -step, 0, +step
             raise InputError(
-                where,
+                at.path("tilt_step", "tilt_max"),
                 f"--tilt-step (tilt_step) {self.tilt_step[1]:g} is larger than the tilt range "
                 f"(--tilt-max, tilt_max, from {self.tilt_max[0]:g} degrees): the tilt series would "
                 "hold fewer than three images; real steps are 1-5 degrees",
@@ -199,10 +245,13 @@ class SimulationConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = CONFIG_WHERE) -> SimulationConfig:
+    def from_dict(
+        cls, data: dict[str, Any], where: str | None = CONFIG_WHERE, options: frozenset[str] = frozenset()
+    ) -> SimulationConfig:
         """Build from a dict; unknown keys are an error so that typos do not pass silently.
 
-        ``where`` (a --config file's path) is named by every error, validate()'s included."""
+        ``where`` (a --config file's path) is named by every error, validate()'s included, but for
+        the fields in ``options``, which command-line options set (see :class:`Origin`)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -216,11 +265,9 @@ class SimulationConfig:
             raise InputError(where, f"unknown simulation parameter(s): {hint}")
         kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
         try:
-            return cls(**kwargs)
-        except InputError as exc:  # validate() names no file: a --config file's errors name it
-            if exc.path != CONFIG_WHERE or where == CONFIG_WHERE:
-                raise
-            raise InputError(where, exc.reason) from exc
+            return cls(**kwargs, origin=Origin(where, frozenset(options)))
+        except InputError:
+            raise
         except (TypeError, ValueError) as exc:
             raise InputError(where, str(exc)) from exc
 
@@ -229,6 +276,15 @@ class SimulationConfig:
         data = self.to_dict()
         data.update({k: v for k, v in changes.items() if v is not None})
         return SimulationConfig.from_dict(data)
+
+    def with_options(self, options: dict[str, Any], where: str | Path | None = None) -> SimulationConfig:
+        """A copy with the command-line ``options`` (field -> value; None: not given) on top, as
+        ``cryoshift simulate`` puts them over --preset and --config. An error about a value an option
+        set names the option (and no file); one about a value of this config names ``where``, the
+        --config file it came from (None: a preset's, which no file holds)."""
+        origin = Origin.of(options, where)
+        given = {name: options[name] for name in origin.options}
+        return SimulationConfig.from_dict({**self.to_dict(), **given}, origin.where, origin.options)
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

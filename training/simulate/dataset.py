@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cryoshift.runtime.errors import InputError, check_out_folder
-from cryoshift.training.simulate.config import SimulationConfig
+from cryoshift.training.simulate.config import Origin, SimulationConfig
 from cryoshift.training.simulate.simulator import Simulator
 from cryoshift.training.simulate.structures import Structures
 
@@ -43,11 +43,14 @@ SIGNAL_PARAMETERS = (
 )
 
 
-def check_volumes(volumes: np.ndarray, rows: list[dict[str, Any]], start: int) -> None:
+def check_volumes(
+    volumes: np.ndarray, rows: list[dict[str, Any]], start: int, origin: Origin | None = None
+) -> None:
     """Refuse simulated volumes that are blank or hold NaN/Inf or absurd values, naming the
     parameters drawn for the first: ``--bfactor 1e9`` (or a dose of 1e9 with dose weighting) wrote
     a labelled dataset of all-zero volumes with exit 0, and ``--noise-alpha 100`` failed as
-    "OUT: volumes 0..2 contain NaN/Inf", blaming the output folder."""
+    "OUT: volumes 0..2 contain NaN/Inf", blaming the output folder. The error names where the
+    ranges came from (``origin``): the --config file, or no file when options set them all."""
     from cryoshift.runtime.dataset import unusable_volumes
     from cryoshift.runtime.sources import VALUE_LIMIT
 
@@ -66,7 +69,7 @@ def check_volumes(volumes: np.ndarray, rows: list[dict[str, Any]], start: int) -
     options = ", ".join(option for _, option in SIGNAL_PARAMETERS)
     more = f", like {len(bad) - 1} more of the {len(volumes)} in its batch" if len(bad) > 1 else ""
     raise InputError(
-        "simulation config",
+        (origin or Origin()).path(*(name for name, _ in SIGNAL_PARAMETERS)),
         f"simulated volume {start + i} (class {row.get('class_name', '?')}) {what}{more}; drawn for "
         f"it: {drawn}: bring {options} back to ordinary ranges",
     )
@@ -82,13 +85,15 @@ def simulate_dataset(
     device: str = "cpu",
     progress: bool = True,
     generator: str = "cryoshift simulate",
+    origin: Origin | None = None,
 ) -> Path:
     """Simulate ``n`` labelled subtomograms into ``out_dir`` (volumes.mrc, particles.csv, dataset.json).
 
     particles.csv holds every parameter drawn per subtomogram; dataset.json records the full
     config, the seed, the structure sources, library versions and ``generator`` (who asked).
     Writing is chunked (``batch_size`` volumes at a time), so memory stays flat for any ``n``;
-    the same seed and chunking give identical volumes on the same device.
+    the same seed and chunking give identical volumes on the same device. ``origin`` says where
+    the config's values came from, for the errors to name (config.Origin).
     """
     from cryoshift.runtime.dataset import VOLUMES, DatasetWriter
 
@@ -131,11 +136,11 @@ def simulate_dataset(
             with Progress(*columns, transient=False) as bar:
                 task = bar.add_task("simulating", total=n)
                 for start, k in chunks:
-                    counts += _write_chunk(sim, writer, start, k)
+                    counts += _write_chunk(sim, writer, start, k, origin)
                     bar.advance(task, k)
         else:
             for start, k in chunks:
-                counts += _write_chunk(sim, writer, start, k)
+                counts += _write_chunk(sim, writer, start, k, origin)
     except BaseException:
         writer.abort()
         if stack_is_new:
@@ -165,12 +170,14 @@ def warn_empty_classes(path: Path, names: list[str], counts: np.ndarray) -> None
     )
 
 
-def _write_chunk(sim: Simulator, writer: DatasetWriter, start: int, k: int) -> np.ndarray:
+def _write_chunk(
+    sim: Simulator, writer: DatasetWriter, start: int, k: int, origin: Origin | None = None
+) -> np.ndarray:
     """Simulate ``k`` volumes (from volume ``start`` on) and append them, once they are known to
     hold a usable signal; returns the number of volumes of each class."""
     vol, labels, rows = sim.sample(k)
     volumes = vol.cpu().numpy()
-    check_volumes(volumes, rows, start)
+    check_volumes(volumes, rows, start, origin)
     labels = labels.cpu().numpy()
     writer.write(volumes, labels, rows)
     return np.bincount(labels, minlength=len(sim.class_names))

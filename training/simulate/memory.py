@@ -8,9 +8,9 @@ structural variability. Measured as peak RSS over ``Simulator.sample`` at boxes 
 (in box^3 float32 volumes, the batch's own volumes included): fast 4.7-6.5 per volume rendered at
 once, tilt 11-15; every neighbour of a crowded volume 2-2.6 (fast) and ~10 (tilt: trilinear
 rotation grids); every structural variant 10-13 while the bank of variants is made. The counts
-below round these up. On the CPU ``Simulator.render`` renders at most ``CPU_CHUNK`` (tilt:
-``CPU_CHUNK_TILT``) volumes per thread at once; on a GPU the whole batch at once (the counts are
-taken to hold there too: not measured on a GPU).
+below round these up. On the CPU ``Simulator.render`` renders at most ``Simulator.cpu_chunk``
+volumes per thread at once (32 at --box 32, fewer at larger boxes: as many voxels); on a GPU the
+whole batch at once (the counts are taken to hold there too: not measured on a GPU).
 """
 
 from __future__ import annotations
@@ -45,14 +45,13 @@ def varies(config: SimulationConfig) -> bool:
     return max(c.flex_voxels) > 0 or c.p_partial > 0 or c.p_extra > 0 or c.magnification != (1.0, 1.0)
 
 
-def in_flight(n: int, fidelity: str, device: str, threads: int) -> int:
-    """Volumes ``Simulator.render`` works on at once in a batch of ``n`` (its chunking)."""
+def in_flight(n: int, fidelity: str, device: str, threads: int, box: int) -> int:
+    """Volumes of ``box``^3 ``Simulator.render`` works on at once in a batch of ``n`` (its chunking)."""
     from cryoshift.training.simulate.simulator import Simulator
 
     if device.startswith("cuda"):
         return n
-    chunk = Simulator.CPU_CHUNK if fidelity == "fast" else Simulator.CPU_CHUNK_TILT
-    return min(n, chunk * max(1, threads))
+    return min(n, Simulator.cpu_chunk(fidelity, box) * max(1, threads))
 
 
 def batch_memory(
@@ -66,7 +65,7 @@ def batch_memory(
         threads = torch.get_num_threads()
     volume = box**3 * 4
     fidelity = config.fidelity
-    at_once = in_flight(n, fidelity, device, threads)
+    at_once = in_flight(n, fidelity, device, threads, box)
     work = at_once * VOLUME_WORK[fidelity]
     if config.crowding > 0:
         lo, hi = config.neighbours

@@ -76,9 +76,13 @@ class Simulator:
     """Domain-randomised subtomogram simulator over a fixed set of structures."""
 
     # On the CPU a batch is rendered in chunks that keep the working set in cache: 32 volumes of
-    # 32^3 render ~2x faster per volume than 256 at once. Fixed sizes, so results never depend on them.
+    # 32^3 render ~2x faster per volume than 256 at once. These are the chunks at --box CHUNK_BOX and
+    # below; larger boxes get fewer volumes per chunk (cpu_chunk), so that a chunk's working buffers
+    # stay as small: 32 volumes per thread at --box 256 were 32 x 7 working volumes of 64 MiB
+    # (14 GiB, memory.py) per thread.
     CPU_CHUNK = 32
     CPU_CHUNK_TILT = 8
+    CHUNK_BOX = 32
     VARIANTS = 16  # structural variants per class and draw, when the config asks for variability
 
     def __init__(
@@ -105,6 +109,16 @@ class Simulator:
         self.radii = self._radii(structures.maps)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(self.seed + 7919)
+
+    @classmethod
+    def cpu_chunk(cls, fidelity: str, box: int) -> int:
+        """Volumes of ``box``^3 one thread renders at once on the CPU: CPU_CHUNK (tilt: CPU_CHUNK_TILT)
+        up to --box CHUNK_BOX, then as many as hold the voxels of those (at least one volume).
+
+        The volumes do not depend on the chunks but for float rounding: a batched FFT rounds a
+        little differently from one volume's (a few 1e-7 of the values)."""
+        most = cls.CPU_CHUNK if fidelity == "fast" else cls.CPU_CHUNK_TILT
+        return max(1, min(most, most * cls.CHUNK_BOX**3 // box**3))
 
     @staticmethod
     def _radii(maps: np.ndarray) -> torch.Tensor:
@@ -319,13 +333,12 @@ class Simulator:
             neighbours = torch.empty(0, 9, dtype=torch.float64)
         noise = noise and self.config.snr is not None
         gen = self.noise_generator if generator is None else generator
-        fast = self.config.fidelity == "fast"
         on_cpu = self.device.type == "cpu"
         # Per-volume noise seeds on the CPU make the data independent of chunking and threads (up to
-        # float rounding of batched kernels; every other step works on each volume on its own).
+        # float rounding of batched kernels, the FFTs': every other step works on each volume alone).
         seeds = torch.randint(0, 2**62, (n,), generator=gen).tolist() if (noise and on_cpu) else None
         threads = torch.get_num_threads() if on_cpu else 1
-        chunk = (self.CPU_CHUNK if fast else self.CPU_CHUNK_TILT) if on_cpu else n
+        chunk = self.cpu_chunk(self.config.fidelity, self.box) if on_cpu else n
         if threads > 1:
             chunk = min(chunk, -(-n // threads))  # at least one chunk per thread
         elif n <= chunk:

@@ -212,6 +212,34 @@ AMBIGUOUS_SKEW = 0.3
 # box). Skewed all-positive noise (exponential, log-normal) passed the contrast check and became a
 # class of noise.
 MIN_NEIGHBOUR_CORRELATION = 0.1
+# Least thickness (map_thickness, in the map's own voxels) of a map's density across its thinnest
+# direction. A particle is a 3-D object several voxels across every way: the 10 A maps of shared/data
+# are 3.5-19 voxels thick, the built-ins 3.3 or more at 2-20 A voxels (the membrane patch 8, a
+# filament at 20 A 4.3). A smooth sheet of 2 voxels filling the box in X and Y (2.0; 2.6 blurred by
+# half a voxel) was taken as a class, as maps of one voxel on an axis and of noise once were.
+# Spanning the box is no reason to refuse: filaments span it along one axis, membrane patches (like
+# builtin:membrane) along two, and a map cropped tightly touches its faces too.
+MIN_THICKNESS = 3.0
+SHEET_RATIO = 3.0  # a density this many times wider across its middle direction than its thinnest is a sheet
+
+
+def map_thickness(idx: tuple[np.ndarray, ...], weights: np.ndarray) -> tuple[float, float]:
+    """How many voxels thick a density is across its thinnest and its middle principal directions:
+    the spread of its voxels ``idx`` (np.nonzero's), weighted by ``weights``, along those axes, as
+    the number of voxel planes a uniform slab of that spread covers (sqrt(12 variance + 1): a sheet
+    of 2 voxels gives 2.0, of 3 voxels 3.0). A sheet is thin across one and wide across the middle
+    one; a rod is thin across both; a small ball is small across all three."""
+    w = weights.astype(np.float64)
+    total = float(w.sum())
+    if total <= 0:
+        return 0.0, 0.0
+    centred = [i - float((i * w).sum() / total) for i in idx]
+    cov = np.empty((3, 3))
+    for a in range(3):
+        for b in range(a, 3):
+            cov[a, b] = cov[b, a] = float((centred[a] * centred[b] * w).sum() / total)
+    thinnest, middle, _ = (math.sqrt(12 * max(float(v), 0.0) + 1) for v in np.linalg.eigvalsh(cov))
+    return thinnest, middle
 
 
 def neighbour_correlation(density: np.ndarray) -> float:
@@ -309,6 +337,16 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
             path,
             f"its density spans only {span:.2g} A, less than one {voxel_size:g} A voxel: the class "
             "would be a featureless blob (a voxel size in nm in the header, or a map of one atom?)",
+        )
+    thick, middle = map_thickness(strong, data[strong])
+    # a sheet as thin as the grid: no particle. A thin rod (DNA at 10 A) or a small compact
+    # particle in coarse voxels is thin across two or three ways and stays a class.
+    if thick < MIN_THICKNESS and middle >= SHEET_RATIO * thick:
+        raise InputError(
+            path,
+            f"its density is a sheet {thick:.1f} voxels thick across its thinnest direction and "
+            f"{middle:.0f} wide across the next (a particle's map is at least {MIN_THICKNESS:g} voxels "
+            "thick wherever it is that wide): give the particle's map or its atomic model",
         )
     try:
         centre = centre_of_mass(data)
