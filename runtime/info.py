@@ -70,15 +70,16 @@ def _describe_mrc(path: Path, full: bool) -> Description:
         if len(shape) == 3:
             d.add("size (X x Y x Z)", f"{shape[2]} x {shape[1]} x {shape[0]}")
         d.add("mode", f"{h['mode']} ({h['dtype']})")
-        unset = "" if vol.voxel_size_known else " (not set in header)"
         if vol.anisotropic:
             sx, sy, sz = vol.voxel_sizes
             d.add(
                 "voxel size (A)",
                 f"{sx:.4g} x {sy:.4g} x {sz:.4g} (X, Y, Z): anisotropic, classify and train refuse it",
             )
+        elif not vol.voxel_size_known:  # the reader's stand-in of 1 was shown as if it were a size
+            d.add("voxel size (A)", _unset_voxel(len(shape), vol.is_stack))
         else:
-            d.add("voxel size (A)", f"{vol.voxel_size:.4g}{unset}")
+            d.add("voxel size (A)", f"{vol.voxel_size:.4g}")
         order = h["axis_order"]
         if order != (1, 2, 3):
             shown = "-".join(str(o) for o in order)
@@ -98,6 +99,17 @@ def _describe_mrc(path: Path, full: bool) -> Description:
                 f"{h['dmin']:.6g} / {h['dmax']:.6g} / {h['dmean']:.6g} (from header; --full computes them)",
             )
     return d
+
+
+def _unset_voxel(ndim: int, stack: bool) -> str:
+    """What the runtime does with a file whose header has no voxel size (cella/mx 0, NaN ...):
+    classify crops it as if its voxels were the model's, without the check (a note says so), and
+    picks in Angstrom (or --coordinate-pixel-size) in a tomogram fail unless a tomograms.star row
+    gives its pixel size (runtime/sources/planner.py check_voxel, picktables.tomogram_pixel)."""
+    if ndim == 2:
+        return "not set in header"
+    text = "not set in header: classify takes it to be the model's, unchecked"
+    return text if stack else text + "; picks in Angstrom need tomograms.star's pixel size"
 
 
 def _describe_table(path: Path) -> Description:
@@ -166,17 +178,37 @@ def _is_tomogram_table(columns: set[str]) -> bool:
     return "rlnTomoName" in columns and bool(columns & set(RECONSTRUCTION_COLUMNS))
 
 
+NO_TOMOGRAMS = "the table lists no tomograms (no data rows)"
+
+
 def _tomogram_table_problems(path: Path) -> list[str]:
     """What makes tomograms of a tomograms.star unusable (their picks fail in classify): damaged
-    rows (pixel size or binning 0, negative, NaN or text) and reconstructions not found."""
+    rows (pixel size or binning 0, negative, NaN or text) and reconstructions not found; a table
+    without rows is one problem (it was "ok"). A row that gives no reconstruction says so in its
+    own problem (its stand-in path, the table's folder, was "reconstruction  not found")."""
     from cryoshift.runtime.tomograms import read_tomogram_table
 
     entries = read_tomogram_table(path, keep_damaged=True)
+    if not entries:
+        return [NO_TOMOGRAMS]
     problems = [_row_problem(path, e) for e in entries if e.problem]
     for e in entries:
-        if not e.path.is_file():
-            problems.append(f"tomogram {e.name!r}: reconstruction {e.written} not found ({e.path})")
+        if e.written and not e.path.is_file():
+            problems.append(
+                f"tomogram {_entry_name(path, e)}: reconstruction {e.written} not found ({e.path})"
+            )
     return problems
+
+
+def _entry_name(path: Path, entry: object) -> str:
+    """A tomogram's name as info shows it: quoted, or ``(no name, line 15)`` for a row whose
+    rlnTomoName is empty (shown as a blank in the list, and as '' in a problem line)."""
+    name = str(getattr(entry, "name", ""))
+    if name:
+        return repr(name)
+    problem = _row_problem(path, entry)  # "line 15: empty rlnTomoName ...", tomograms.py
+    where = problem.split(": ", 1)[0] if ": " in problem else ""
+    return f"(no name, {where})" if where else "(no name)"
 
 
 def _row_problem(path: Path, entry: object) -> str:
@@ -197,8 +229,11 @@ def _describe_tomograms(path: Path) -> Description:
     entries = read_tomogram_table(path, keep_damaged=True)
     d = Description("tomograms", str(path))
     d.add("type", "tomogram table (RELION 5 tomograms.star): give it to classify with --tomograms")
-    names = [e.name for e in entries]
-    d.add("tomograms", f"{len(names)}: " + ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
+    if not entries:  # "0: " and "0 found, 0 missing" said nothing of why
+        d.add("tomograms", f"none: {NO_TOMOGRAMS}")
+        return d
+    names = [e.name or _entry_name(path, e) for e in entries[:10]]
+    d.add("tomograms", f"{len(entries)}: " + ", ".join(names) + (" ..." if len(entries) > 10 else ""))
     voxels: Counter[str] = Counter()
     for e in entries:
         if e.problem:
@@ -210,11 +245,17 @@ def _describe_tomograms(path: Path) -> Description:
         voxels[text] += 1
     if voxels:
         d.add("voxel size", "; ".join(f"{text}: {n}" for text, n in voxels.items()))
-    found = [e for e in entries if e.path.is_file()]
-    missing = [e for e in entries if not e.path.is_file()]
+    # A row without a reconstruction has the table's folder as a stand-in path: no file to find
+    listed = [e for e in entries if e.written]
+    found = [e for e in listed if e.path.is_file()]
+    missing = [e for e in listed if not e.path.is_file()]
     text = f"{len(found)} found, {len(missing)} missing"
     if missing:
-        text += f" (first: {missing[0].name} {missing[0].written}, looked for as {missing[0].path})"
+        gone = missing[0]
+        text += f" (first: {gone.name or _entry_name(path, gone)} {gone.written}, looked for as {gone.path})"
+    if len(listed) < len(entries):
+        unlisted = len(entries) - len(listed)
+        text += f"; {unlisted} {'row gives' if unlisted == 1 else 'rows give'} none"
     d.add("reconstructions", text)
     damaged = [e for e in entries if e.problem]
     if damaged:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hostile_inputs import Capsys, assert_error, put, run_cli
+from hostile_inputs import BOX, Capsys, assert_error, predictions, put, raw_mrc, run_cli
 
 PREDICTIONS = "id,class_name,confidence,shift_score\na,x,0.5,1.0\nb,y,0.9,1.2\nc,x,0.7,0.9\n"
 METRICS = "epoch,loss,src_val_acc,tgt_im\n0,1.0,0.5,0.1\n1,0.8,0.6,0.2\n2,0.6,0.7,0.3\n"
@@ -400,3 +400,31 @@ def test_a_utf16_table_is_named_as_such(name: str, tmp_path: Path, capsys: Capsy
     path.write_text(head, encoding="utf-16")
     line = assert_error(run_cli(["info", path], capsys), path)
     assert "UTF-16 text; save it as UTF-8" in line, line
+
+
+def test_info_of_an_mrc_without_a_voxel_size_shows_no_number(
+    model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A header whose cell is 0 was "voxel size (A) │ 1 (not set in header)": the reader's stand-in
+    looked like a real size. Now it says what classify does with the file (it classifies it as if
+    its voxels were the model's, with a note), which the run below shows."""
+    import numpy as np
+
+    from cryoshift.runtime.info import describe
+
+    data = np.random.default_rng(0).normal(size=(BOX, BOX, BOX)).astype("<f4").tobytes()
+    vol = raw_mrc(tmp_path / "sub.mrc", cella=0.0, data=data)
+    code, out, err = run_cli(["info", vol], capsys)
+    assert code == 0, err
+    shown = next(line for line in out.splitlines() if "voxel size (A)" in line)
+    assert "not set in header: classify takes it to be the model's" in shown, out
+    assert "│ 1 " not in shown, out
+    stack = raw_mrc(tmp_path / "subs.mrcs", nz=3 * BOX, mz=BOX, ispg=401, cella=0.0)
+    voxel = dict(describe(stack).rows)["voxel size (A)"]
+    assert voxel == "not set in header: classify takes it to be the model's, unchecked", voxel
+
+    argv = ["classify", model, vol, "-o", tmp_path / "out", "-q", "-b", "cpu"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert len(predictions(tmp_path / "out")) == 1
+    assert f"{vol}: no usable voxel size in the header" in out + err, (out, err)
