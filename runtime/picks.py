@@ -17,12 +17,15 @@ Accepted inputs
   (``rlnOriginX/Y/ZAngst``) are not applied; they stay in the table untouched, and classify's
   planning notes how many picks carry them (crops are centred on the coordinates).
 - CSV / TSV / whitespace text with ``x, y, z`` columns (any case), and optionally
-  ``tomo``, ``tomo_name`` or ``rlnTomoName`` for the tomogram.
+  ``tomo``, ``tomo_name`` or ``rlnTomoName`` for the tomogram. Leading blank and ``#`` comment
+  lines are skipped (the header is the first other line).
+
+Tomogram names are kept exactly as written, whitespace aside, in every reader: ``001`` is not
+``1`` (:data:`VERBATIM_LABELS`).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -59,6 +62,9 @@ NAME_LABELS = (
     "csBestClass",
     "csId",
 )
+# Of those, the names of tomograms and files: kept exactly as written, never made numbers (a
+# tomogram ``01`` is not ``1``, nor ``1e3`` 1000.0), wherever a table is read.
+VERBATIM_LABELS = ("rlnTomoName", "rlnMicrographName", "rlnImageName", "rlnTomoParticleName")
 STAR_SUFFIXES = (".star",)
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".tab")  # what info and the readers take as a text table
 # Names that can only be tables; a .txt/.tab (or a suffixless name) may be an MRC, read by content.
@@ -111,7 +117,8 @@ def read_star(path: str | Path) -> dict[str, pd.DataFrame | dict[str, Any]]:
     """Every block of a STAR file, as ``starfile.read(path, always_dict=True)`` gives them (a loop
     as a DataFrame, numbers as numbers; key-value pairs as a dict), but read by cryoshift's own
     STAR reader (runtime/tables.py), the one the streaming pick reader uses: names
-    (:data:`NAME_LABELS`) are read as written (``nan`` is a name), a value in single quotes may
+    (:data:`NAME_LABELS`) are read as written (``nan`` is a name), those of tomograms and files
+    (:data:`VERBATIM_LABELS`) never made numbers (``01`` is not ``1``), a value in single quotes may
     hold a ``'`` inside it, and the checks of :func:`~cryoshift.runtime.tables.scan_star` (a
     missing or binary file, over-long lines, two blocks of one name) come with its one pass to
     find the blocks. A row with more fields than labels is refused naming its line.
@@ -123,7 +130,8 @@ def read_star(path: str | Path) -> dict[str, pd.DataFrame | dict[str, Any]]:
     for block in scan_star(path):
         if block.loop:
             names = tuple(c for c in block.labels if c in NAME_LABELS)
-            out[block.name] = read_loop(path, block, text=names)
+            verbatim = tuple(c for c in names if c in VERBATIM_LABELS)
+            out[block.name] = read_loop(path, block, text=names, verbatim=verbatim)
         else:
             out[block.name] = dict(block.values)
     return out
@@ -161,15 +169,28 @@ def _list(columns: Sequence[str], limit: int = 12) -> str:
     return shown + (f" and {len(columns) - limit} more" if len(columns) > limit else "")
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    """CSV/TSV/whitespace text; the separator is sniffed from the first lines (tables.csv_options)."""
-    from cryoshift.runtime.tables import csv_options
+def _read_table(path: Path, names: Sequence[str] = ()) -> pd.DataFrame:
+    """CSV/TSV/whitespace text; the separator is sniffed from the first lines (tables.csv_options).
+
+    The columns called one of ``names`` (any case: tomogram or file names) are read exactly as
+    written, as the streaming reader reads them (tables.csv_chunks): ``01`` stays ``01``, not the
+    number 1, and ``NA`` is a name; only an empty field is missing."""
+    from cryoshift.runtime.tables import csv_columns, csv_options
 
     options = csv_options(path)
+    wanted = {n.lower() for n in names}
+    text = [c for c in csv_columns(path, options) if c.strip().lower() in wanted]
     try:
         with warnings.catch_warnings():  # fields past the header's last column are dropped, as classify does
             warnings.simplefilter("ignore", pd.errors.ParserWarning)
-            return pd.read_csv(path, **options)
+            df = pd.read_csv(path, dtype={c: str for c in text}, **options)
+            if text and df[text].isna().any().any():  # NA, nan ...: names, read again as written
+                written = pd.read_csv(
+                    path, usecols=text, dtype=str, keep_default_na=False, na_values=[""], **options
+                )
+                for c in text:
+                    df[c] = written[c].to_numpy(dtype=object)
+            return df
     except UnicodeDecodeError as exc:
         from cryoshift.runtime.ledger import csv_damage
 
@@ -298,7 +319,7 @@ def read_picks(
         centered = not set(PIXEL_COLUMNS) <= set(df.columns)
         coords = CENTERED_COLUMNS if centered else PIXEL_COLUMNS
     else:
-        df = _read_table(path)
+        df = _read_table(path, TOMO_COLUMNS)
         df.columns = [str(c).strip() for c in df.columns]
         cols = [_find(df.columns, a, r, path=path) for a, r in zip("xyz", PIXEL_COLUMNS, strict=True)]
         centered = False
@@ -363,6 +384,7 @@ def outside(picks: pd.DataFrame, tomo_shape: PerTomo) -> np.ndarray:
 
 
 _IMAGE_RE = re.compile(r"^\s*(\d+)@(.+)$")
+IMAGE_COLUMNS = ("rlnImageName", "path", "image", "image_name")  # a CSV listing's file column
 
 
 def read_particle_listing(path: str | Path) -> pd.DataFrame:
@@ -370,9 +392,11 @@ def read_particle_listing(path: str | Path) -> pd.DataFrame:
 
     Returns ``path`` (absolute) and ``index`` (0-based slice of a stack for
     ``000003@stack.mrcs`` -> 2; -1 for a whole file) followed by the original columns.
-    Relative names are resolved against the STAR file's folder; when that file does not
-    exist but one relative to the working directory (RELION's project folder) does, that
-    one is used. CSV/TSV listings with an ``rlnImageName``, ``path`` or ``image`` column work too.
+    Relative names are looked up as tomograms.star's reconstructions are
+    (:func:`~cryoshift.runtime.tomograms.resolve_relative`): next to the STAR file, then in each
+    folder above it (RELION's project folder: ``Select/job009/particles.star`` names
+    ``Extract/job008/...``), then in the working directory; the first that exists is used.
+    CSV/TSV listings with an ``rlnImageName``, ``path`` or ``image`` column work too.
     A row that names no usable image (slice ``0@``, an empty name) refuses the listing; batch
     work reads it with :func:`listing_rows` instead, which reports such rows.
     """
@@ -402,11 +426,13 @@ def listing_rows(path: str | Path) -> tuple[pd.DataFrame, dict[int, str]]:
         col = "rlnImageName"
         _check_table(df, path, "subtomograms listed")
     else:
-        df = _read_table(path)
-        col = _find(df.columns, "rlnImageName", "path", "image", "image_name", path=path)
+        df = _read_table(path, IMAGE_COLUMNS)
+        col = _find(df.columns, *IMAGE_COLUMNS, path=path)
         if col is None:
             raise InputError(path, f"no rlnImageName/path column; found {_list(list(df.columns))}")
-    base = path.resolve().parent
+    from cryoshift.runtime.tomograms import resolve_relative
+
+    resolved: dict[str, str] = {}  # name -> absolute path (a stack's rows share one name)
     paths, index = [], []
     problems: dict[int, str] = {}
     # A missing value (an empty CSV field) names no image; in a STAR file, ``nan`` is a file name.
@@ -418,11 +444,9 @@ def listing_rows(path: str | Path) -> tuple[pd.DataFrame, dict[int, str]]:
             problems[i] = f"{value!r} has slice number 0; RELION numbers slices from 1"
         elif not name:
             problems[i] = "empty image name"
-        p = Path(name or ".")
-        if not p.is_absolute():
-            here = base / p
-            p = here if here.exists() or not Path(os.getcwd(), p).exists() else Path(os.getcwd(), p)
-        paths.append(str(p.resolve()))
+        if name not in resolved:
+            resolved[name] = str(resolve_relative(name or ".", path).resolve())
+        paths.append(resolved[name])
         index.append(idx)
     # object, not pandas' Arrow strings: a path that is not valid UTF-8 (surrogate-escaped) is kept
     front = pd.DataFrame({"path": pd.Series(paths, dtype=object), "index": np.asarray(index, dtype=np.int64)})

@@ -85,7 +85,7 @@ def scan_star(path: str | Path) -> list[StarBlock]:
     then ``_label`` lines make a table whose rows run to the next ``data_`` line; ``_key value``
     lines make a key-value block.
     """
-    from cryoshift.runtime.picks import NAME_LABELS, check_line_lengths
+    from cryoshift.runtime.picks import NAME_LABELS, VERBATIM_LABELS, check_line_lengths
 
     path = Path(path)
     if not path.exists():
@@ -122,8 +122,9 @@ def scan_star(path: str | Path) -> list[StarBlock]:
                             path, f"not a readable STAR file (ValueError: {exc}: {text[:80]!r})"
                         ) from exc
                     block.labels.append(key[1:])
-                    named_na = key[1:] in NAME_LABELS and value in NA_TEXT  # a name, as in loops
-                    block.values[key[1:]] = value if named_na else _numericise(value)
+                    # a name, as in loops: ``nan`` is a name, ``01`` is not 1
+                    named = key[1:] in VERBATIM_LABELS or (key[1:] in NAME_LABELS and value in NA_TEXT)
+                    block.values[key[1:]] = value if named else _numericise(value)
                 elif block.labels and text and not text.startswith("#"):
                     pos = end  # a key-value block ends at its first other line (blank and
                     break  # comment lines between its pairs are skipped, as starfile does)
@@ -132,14 +133,18 @@ def scan_star(path: str | Path) -> list[StarBlock]:
             if block.loop or block.labels:
                 blocks.append(block)
     if not blocks:
-        raise InputError(path, _why_no_blocks(path))
+        raise InputError(path, _why_no_blocks(path, has_data=bool(starts)))
     return blocks
 
 
-def _why_no_blocks(path: Path) -> str:
+_LOOP_LINE = re.compile(rb"(?m)^(?:\xef\xbb\xbf)?[ \t]*loop_[ \t\r]*$")
+
+
+def _why_no_blocks(path: Path, has_data: bool = False) -> str:
     """Why a file has no STAR data blocks, where the bytes tell: a UTF-16 file (a Windows editor's
     "Unicode") or one with classic-Mac CR-only line endings holds blocks no line-based reader finds,
-    and "not a STAR file" sent the user looking at the content instead of the encoding."""
+    and "not a STAR file" sent the user looking at the content instead of the encoding. A table
+    (``loop_``) without a ``data_`` line above it is said as such: the fix is one line."""
     with open(path, "rb") as fh:
         head = fh.read(4096)
     from cryoshift.runtime.ledger import looks_utf16
@@ -148,6 +153,17 @@ def _why_no_blocks(path: Path) -> str:
         return "no data blocks found: the file is UTF-16 text; save it as UTF-8"
     if b"\r" in head and b"\n" not in head and b"data_" in head:
         return "no data blocks found: lines end in CR only (classic Mac); convert the line endings to LF"
+    if not has_data:
+        offset = 0
+        for chunk in _byte_range(path, 0, path.stat().st_size):
+            loop = _LOOP_LINE.search(chunk)
+            if loop:
+                (line,) = _lines_of(path, [offset + loop.start()])
+                return (
+                    f"line {line}: loop_ without a data_ line above it (RELION and starfile need one); "
+                    "add one (data_particles for picks, data_global for a tomograms.star)"
+                )
+            offset += len(chunk)
     return "no data blocks found; not a STAR file or the file is empty"
 
 
@@ -352,10 +368,13 @@ def star_chunks(
         stream.close()
 
 
-def read_loop(path: Path, block: StarBlock, text: tuple[str, ...] = ()) -> pd.DataFrame:
+def read_loop(
+    path: Path, block: StarBlock, text: tuple[str, ...] = (), verbatim: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """A whole loop block as starfile reads it (every column; a column of numbers made numbers),
     but the ``text`` columns are read as written (see :func:`_star_options`): one holding a name
-    written ``nan`` or ``<NA>`` stays text.
+    written ``nan`` or ``<NA>`` stays text. ``verbatim`` columns (of those) are never made
+    numbers: a tomogram named ``01`` is not tomogram ``1``.
 
     A row with more fields than the block has labels is refused naming its line (pandas would
     otherwise take the first column as the index when every row has one too many).
@@ -381,7 +400,7 @@ def read_loop(path: Path, block: StarBlock, text: tuple[str, ...] = ()) -> pd.Da
     for label in labels:  # starfile's numbers: a column that is all numbers (or missing) is numeric
         if pd.api.types.is_numeric_dtype(df[label]):
             continue
-        if label in text and df[label].isin(NA_TEXT).any():
+        if label in verbatim or (label in text and df[label].isin(NA_TEXT).any()):
             continue
         try:
             numbers = pd.to_numeric(df[label])
@@ -428,11 +447,23 @@ def csv_options(path: Path) -> dict[str, Any]:
     from cryoshift.runtime.picks import check_line_lengths
 
     check_line_lengths(path)
-    first = next(line for line in head.splitlines() if line.strip())  # pandas skips blank lines too
+    skipped, start = csv_header_start(path)
+    # pandas skips blank lines too; lines as text splits them (a CR-only file's lines included)
+    lines = (t for t in head.splitlines() if t.strip() and not t.lstrip("\ufeff").lstrip().startswith("#"))
+    first = next(lines, "")
+    if not first:  # comments longer than the head: the header line by its offset
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            first = fh.readline().decode("utf-8", "replace").lstrip("\ufeff").strip()
+    if not first:
+        raise InputError(path, "no header line: the file holds only blank lines and # comments")
     sep = "\t" if "\t" in first else "," if "," in first else ";" if ";" in first else r"\s+"
     refuse_duplicate_header(path, first, sep)
     # Semicolon tables come from spreadsheets in locales that write decimal commas (1,5).
     return {
+        # Leading blank and ``#`` comment lines (a note of who picked, with what) are skipped:
+        # the header is the first other line.
+        "skiprows": skipped,
         "sep": sep,
         "engine": "python" if sep == r"\s+" else "c",
         "comment": None,
@@ -443,6 +474,20 @@ def csv_options(path: Path) -> dict[str, Any]:
         # takes the first column as the index when every row has one field too many.
         "index_col": False,
     }
+
+
+def csv_header_start(path: Path) -> tuple[int, int]:
+    """(lines before, byte offset of) the header of a CSV/TSV table: its first line that is neither
+    blank nor a ``#`` comment (a UTF-8 BOM aside). Only the leading lines are read."""
+    skipped = offset = 0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            text = raw.lstrip(b"\xef\xbb\xbf").strip() if not skipped else raw.strip()
+            if text and not text.startswith(b"#"):
+                break
+            skipped += 1
+            offset += len(raw)
+    return skipped, offset
 
 
 def header_names(first: str, sep: str) -> list[str]:
@@ -648,13 +693,13 @@ def overlong_rows(
     elif sep is None:
         raise ValueError("overlong_rows needs the STAR block or the CSV separator")
     else:
-        start, end, header_left = 0, path.stat().st_size, 1
+        start, end, header_left = csv_header_start(path)[1], path.stat().st_size, 1
         split = None if sep == r"\s+" else sep.encode()
     out: dict[int, str] = {}
     row = 0
     for chunk in _byte_range(path, start, end):
         counts = _field_counts(chunk, split, star)
-        if header_left:  # the CSV header: the first non-blank line
+        if header_left:  # the CSV header: the first line after blank and # comment lines
             first = np.flatnonzero(counts)
             if not len(first):
                 continue
@@ -759,7 +804,7 @@ def _data_range(path: Path) -> tuple[int, int, bool]:
     from cryoshift.runtime.picks import STAR_SUFFIXES
 
     if path.suffix.lower() not in STAR_SUFFIXES:
-        return 0, path.stat().st_size, False
+        return csv_header_start(path)[1], path.stat().st_size, False
     block = rows_block(path)
     return block.data_start, block.end, True
 
@@ -781,24 +826,15 @@ def _listing_block(path: Path) -> StarBlock:
     return next(b for b in blocks if b.name == name)
 
 
-def _name_strings(raw: list[Any], numeric: bool) -> list[str]:
-    """Tomogram names as read_picks made them from a whole column: a column whose values are all
-    numbers became numbers (``1``, or ``1.0`` once any is missing or fractional); missing is "".
-    A name written ``nan`` or ``<NA>`` is a name (see _star_options), so its column stays text."""
+def _name_strings(raw: list[Any]) -> list[str]:
+    """Tomogram names exactly as written, but for whitespace around them; missing is "".
+
+    Never numbers: ``001``, ``01`` and ``1e3`` are names (facilities and SerialEM/Warp number
+    their tomograms). A column of such names used to be made numbers as starfile/pandas read it,
+    so picks of ``01`` were cropped from ``1.mrc`` and ``001`` matched no file. A name written
+    ``nan`` or ``<NA>`` is a name too (see _star_options)."""
     values = pd.Series(raw, dtype=object)
     missing = values.isna()
-    if numeric and len(values):
-        try:
-            named_na = values[~missing].astype(str).str.strip().isin(NA_TEXT).any()
-            nums = None if named_na else pd.to_numeric(values[~missing])
-        except (ValueError, TypeError):
-            nums = None
-        if nums is not None and len(nums):
-            if missing.any():
-                nums = nums.astype(np.float64)
-            out = values.copy()
-            out[~missing] = nums.astype(str).to_numpy(dtype=object)
-            values = out
     return values.where(~missing, "").astype(str).str.strip().tolist()
 
 
@@ -932,7 +968,9 @@ def pick_layout(path: Path) -> _PickLayout:
     cent = [_find(columns, c) for c in CENTERED_COLUMNS]
     if None in cols:
         if None in cent:
-            raise InputError(path, f"no coordinate columns: need x, y, z; found {_list(columns)}")
+            skipped = opts.get("skiprows", 0)
+            header = f" (line {skipped + 1}, the first after blank and # comment lines)" if skipped else ""
+            raise InputError(path, f"no coordinate columns: need x, y, z; found {_list(columns)}{header}")
         cols, centred = cent, True
     angst = [str(c) for c in cent] if not centred and None not in cent else None
     return _PickLayout(
@@ -1045,10 +1083,10 @@ def coordinate_values(column: pd.Series) -> np.ndarray:
 
 
 def _tomogram_names(rows: _PickRows, has_tomo_col: bool) -> tuple[list[str], np.ndarray]:
-    """Tomogram names and each row's index into them; names equal once stripped/numericised are one."""
+    """Tomogram names and each row's index into them; names equal once stripped are one."""
     if has_tomo_col and rows.tomo is not None:
         raw_names = [None if k is _NA else k for k in rows.names_raw]
-        strings = _name_strings(raw_names, numeric=True)
+        strings = _name_strings(raw_names)
         tomo = rows.tomo
     else:
         tomo, strings = np.zeros(rows.n, np.int32), [""]

@@ -120,7 +120,10 @@ def is_dangling(path: Path) -> bool:
 _NAME_SUFFIXES = (".tomostar",)
 _PIXEL_SUFFIX = re.compile(r"_\d+(?:\.\d+)?Apx$")  # Warp: TS_01_10.00Apx
 _BIN_SUFFIX = re.compile(r"_bin\d+$")  # IMOD/AreTomo binning: TS_01_bin4
-_REC_PREFIX = "rec_"  # IMOD reconstructions: rec_TS_01
+_REC_SUFFIX = re.compile(r"_rec$")  # IMOD/etomo 4.10+ reconstructions: TS_01_rec
+_REC_PREFIX = "rec_"  # RELION 5 reconstructions: rec_TS_01
+# How the messages name those decorations (README, "Tomogram names").
+DECORATIONS = "folder, file suffix, a rec_ prefix and _rec/_<pixel>Apx/_bin<N> suffixes"
 
 
 def strip_suffix(name: str) -> str:
@@ -134,12 +137,13 @@ def strip_suffix(name: str) -> str:
 
 def tomogram_key(name: str) -> str:
     """A tomogram name without its documented decorations: folder, MRC suffix or ``.tomostar``,
-    the ``rec_`` prefix, Warp's ``_<pixel>Apx`` and a ``_bin<N>`` suffix."""
+    the ``rec_`` prefix, IMOD's ``_rec``, Warp's ``_<pixel>Apx`` and a ``_bin<N>`` suffix (in any
+    order: ``TS_01_bin4_rec``)."""
     key = strip_suffix(name)
     if key.startswith(_REC_PREFIX) and len(key) > len(_REC_PREFIX):
         key = key[len(_REC_PREFIX) :]
     while True:
-        stripped = _BIN_SUFFIX.sub("", _PIXEL_SUFFIX.sub("", key))
+        stripped = _REC_SUFFIX.sub("", _BIN_SUFFIX.sub("", _PIXEL_SUFFIX.sub("", key)))
         if stripped == key or not stripped:
             return key
         key = stripped
@@ -147,15 +151,19 @@ def tomogram_key(name: str) -> str:
 
 class TomogramIndex(dict):
     """Tomogram files by name (``dict[str, Path]``), plus what matching must not guess past:
-    ``ambiguous`` (a name held by several files: its picks fail naming them all) and
+    ``ambiguous`` (a name held by several files: its picks fail naming them all),
     ``unreadable`` (``--tomograms`` folders that could not be listed, with the reason: names
-    not found may be in them, so their picks fail saying so). ``listed_in`` names the
+    not found may be in them, so their picks fail saying so) and ``empty`` (``--tomograms``
+    globs and folders that gave no file, with why, named likewise). ``listed_in`` names the
     ``tomograms.star`` that gave a file its name, for those messages."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ambiguous: dict[str, list[Path]] = {}
         self.unreadable: list[tuple[str, str]] = []
+        # ``--tomograms`` globs and folders that gave no file, with why: said by name when picks
+        # find no tomogram ("picks need tomograms: pass them with --tomograms" misled)
+        self.empty: list[tuple[str, str]] = []
         self.listed_in: dict[Path, Path] = {}
 
     def add(self, stem: str, path: Path, listed_in: Path | None = None) -> None:
@@ -206,6 +214,8 @@ def tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -
         except InputError as exc:  # a folder that cannot be listed
             index.unreadable.append((text, exc.reason))
             continue
+        if not paths:
+            index.empty.append((text, _empty_reason(text)))
         for path in paths:
             if is_dangling(path) and str(path) != text:
                 # In a folder or glob: indexed, so its picks fail naming it (add_picks). Beside a
@@ -239,6 +249,14 @@ def match_tomogram(name: str, index: dict[str, Path], picks: Path) -> Path:
         unreadable = getattr(index, "unreadable", [])
         if unreadable:
             raise InputError(picks, f"no tomogram can be read: {_unreadable_text(unreadable)}")
+        empty = getattr(index, "empty", [])
+        if empty:
+            text, reason = empty[0]
+            more = f" (nor do {len(empty) - 1} more --tomograms)" if len(empty) > 1 else ""
+            raise PlanRefusal(
+                text,
+                f"--tomograms {reason}{more}; the picks need their tomograms (MRC files or a tomograms.star)",
+            )
         raise PlanRefusal(picks, "picks need tomograms: pass them with --tomograms")
     ambiguous: dict[str, list[Path]] = getattr(index, "ambiguous", {})
     describe = getattr(index, "describe", str)
@@ -258,10 +276,13 @@ def match_tomogram(name: str, index: dict[str, Path], picks: Path) -> Path:
     names = ", ".join(sorted(index)[:5]) + (" ..." if len(index) > 5 else "")
     unreadable = getattr(index, "unreadable", [])
     maybe = f"; it may be in {_unreadable_text(unreadable)}" if unreadable else ""
+    empty = getattr(index, "empty", [])
+    if empty:
+        maybe += f"; {_empty_text(empty)}"
     raise InputError(
         picks,
-        f"no tomogram matches name {name!r} (have: {names}; names must be equal apart "
-        f"from folder, file suffix, a rec_ prefix and _<pixel>Apx/_bin<N> suffixes){maybe}",
+        f"no tomogram matches name {name!r} (have: {names}; names must be equal apart from "
+        f"{DECORATIONS}){maybe}",
     )
 
 
@@ -272,6 +293,25 @@ def _refuse_ambiguous(name: str, found: list[str], picks: Path) -> None:
         picks,
         f"tomogram name {name!r} is ambiguous: it matches {shown}; give only the one meant with --tomograms",
     )
+
+
+def _empty_text(empty: list[tuple[str, str]]) -> str:
+    """``--tomograms`` globs and folders that hold no tomogram, with why (for a message)."""
+    return "; ".join(f"--tomograms {text}: {reason}" for text, reason in empty[:3]) + (
+        " ..." if len(empty) > 3 else ""
+    )
+
+
+def _empty_reason(text: str) -> str:
+    """Why a ``--tomograms`` glob or folder gave no file (:func:`expand` gave nothing), as the
+    planner says it of inputs."""
+    path = Path(text)
+    try:
+        if path.is_dir():
+            return "folder holds no MRC files" if any(path.iterdir()) else "folder is empty"
+    except OSError:
+        pass
+    return "glob matches no files"
 
 
 def _unreadable_text(unreadable: list[tuple[str, str]]) -> str:
