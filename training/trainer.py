@@ -604,6 +604,7 @@ class _Run:
         self.resume = resume
         self.given_source = config.source  # the --source given (on --resume the stored one wins)
         self.resume_note: str | None = None  # the options --resume ignores, said once it trains
+        self.early_warning: str | None = None  # a warning said when the data is read (and at the end)
         # an --out that is a file, under a file or a dangling link was "File exists" at the first
         # write, after the target was read (and template-matched)
         check_out_folder(self.dir, "--out", "the run is written to")
@@ -751,7 +752,8 @@ class _Run:
             for note in self.target.notes:
                 print(f"cryoshift: note: {note}", file=sys.stderr)
         small = small_target_warning(self._adapted_target_size() or SMALL_TARGET)
-        if small and self.info.is_main:  # said now, while the run can still be stopped; and at the end
+        self.early_warning = small  # said now, while the run can still be stopped; and at the end
+        if small and self.info.is_main:
             import sys
 
             print(f"cryoshift: warning: {small}", file=sys.stderr)
@@ -1410,7 +1412,8 @@ class _Run:
         for line in selection["warnings"]:
             import sys
 
-            print(f"cryoshift: warning: {line}", file=sys.stderr)
+            again = " (as said at the start)" if line == self.early_warning else ""  # not a second finding
+            print(f"cryoshift: warning: {line}{again}", file=sys.stderr)
         model_path = save_checkpoint(
             self.dir / RUN_MODEL,
             model,
