@@ -436,6 +436,17 @@ def score(profile: Profile, work: Path, records: list[dict[str, Any]]) -> list[d
     return rows
 
 
+def read_extra_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of ``--extra-rows``: the accuracy of a model trained by the same recipe on a reported
+    draw's split by another script (accuracy_screen.py), whose run folder is gone (no confusion)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for row in rows:
+        missing = {"target", "method", "draw", "accuracy", "seconds"} - set(row)
+        if missing:
+            raise SystemExit(f"{path}: a row lacks {', '.join(sorted(missing))}: {row}")
+    return rows
+
+
 def merged_rows(profile: Profile, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` plus the on-record rows of ``results/accuracy_<profile>.json`` that they do not rescore."""
     path = RESULTS / f"accuracy_{profile.name}.json"
@@ -460,7 +471,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for method, draws in by_method.items():
             accs = [draws[d]["accuracy"] for d in sorted(draws)]
             entry = dm._mean_sd(accs)
-            entry["macro_f1"] = dm._mean_sd([draws[d]["macro_f1"] for d in sorted(draws)])["mean"]
+            # rows of a screen of the same protocol (--extra-rows) may hold the accuracy alone
+            f1 = [draws[d]["macro_f1"] for d in sorted(draws) if draws[d].get("macro_f1") is not None]
+            entry["macro_f1"] = dm._mean_sd(f1)["mean"] if f1 else None
             gaps = []
             for d in sorted(draws):
                 so = by_method.get("source-only", {}).get(d)
@@ -490,7 +503,7 @@ def write_results(profile: Profile, summary: dict[str, Any], rows: list[dict[str
         "target_physics": {t: dataclasses.asdict(target_sim.ALL_TARGETS[t]) for t in summary},
         "default": default_settings(),
         "rows": [
-            {k: v for k, v in r.items() if k != "confusion"} | {"confusion": r["confusion"]} for r in rows
+            {k: v for k, v in r.items() if k != "confusion"} | {"confusion": r.get("confusion")} for r in rows
         ],
         "machine": {"cpu": cpu_model(), "python": platform.python_version(), "torch": torch.__version__},
         "wall_minutes": round(wall / 60, 1),
@@ -554,6 +567,13 @@ def main(argv: list[str] | None = None) -> int:
         "(adds draws to a table whose earlier work dir is gone)",
     )
     ap.add_argument(
+        "--extra-rows",
+        type=Path,
+        default=None,
+        help="JSON lines of rows scored by a screen of the same protocol (accuracy_screen.py on a "
+        "reported draw: target, method, draw, accuracy, seconds, source): they count as scored now",
+    )
+    ap.add_argument(
         "--collect",
         action="store_true",
         help="only score the jobs already finished in --work "
@@ -594,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     if n > 1:
         return 0
     rows = score(profile, args.work, records)
+    if args.extra_rows:
+        rows += read_extra_rows(args.extra_rows)
     if args.merge:
         rows = merged_rows(profile, rows)
     summary = summarise(rows)
