@@ -216,10 +216,9 @@ def _read_star(path: Path) -> pd.DataFrame:
 
 def _read_star_labels(path: Path) -> tuple[pd.DataFrame, list[str]]:
     """:func:`_read_star`, and the block's own labels (in the order of the columns)."""
-    from cryoshift.runtime.picks import read_star_blocks
     from cryoshift.runtime.tables import pick_block
 
-    blocks = read_star_blocks(path)  # several blocks and none data_particles: refused, not guessed
+    blocks = _star_blocks(path)  # several blocks and none data_particles: refused, not guessed
     df = blocks[pick_block(path, list(blocks), "predictions")].reset_index(drop=True).copy()
     labels = [str(c) for c in df.columns]
     if "rlnClassNumber" in df.columns:
@@ -235,6 +234,25 @@ def _read_star_labels(path: Path) -> tuple[pd.DataFrame, list[str]]:
     return df, labels
 
 
+def _star_blocks(path: Path) -> dict[str, pd.DataFrame]:
+    """Every block of a results STAR file as a DataFrame (key-value blocks as one row), as
+    picks.read_star_blocks reads them, but every name column (picks.NAME_LABELS: csClassName,
+    csBestClass, csId, rlnTomoName ...; and csPath, the ``path`` of :func:`write_results`) as
+    written: a class ``01`` is not 1.0."""
+    from cryoshift.runtime.picks import NAME_LABELS
+    from cryoshift.runtime.tables import read_loop, scan_star
+
+    labels = {*NAME_LABELS, star_name("path")}
+    out = {}
+    for block in scan_star(path):
+        if block.loop:
+            names = tuple(c for c in block.labels if c in labels)
+            out[block.name] = read_loop(path, block, text=names, verbatim=names)
+        else:
+            out[block.name] = pd.DataFrame([dict(block.values)])
+    return out
+
+
 def _read_csv(path: Path, data: bytes | None = None) -> pd.DataFrame:
     """A results CSV/TSV, from ``data`` (the file's bytes, already read) or else from ``path``."""
 
@@ -243,7 +261,15 @@ def _read_csv(path: Path, data: bytes | None = None) -> pd.DataFrame:
 
     sep = _separator(path)
     try:
-        return pd.read_csv(source(), sep=sep, keep_default_na=False, na_values=_missing_values(source(), sep))
+        header = [str(c) for c in pd.read_csv(source(), sep=sep, nrows=0).columns]
+        names = _name_columns()
+        return pd.read_csv(
+            source(),
+            sep=sep,
+            keep_default_na=False,
+            na_values={c: list(MISSING_VALUES) for c in header if c not in names},
+            dtype={c: str for c in header if c in names},
+        )
     except UnicodeDecodeError as exc:
         from cryoshift.runtime.ledger import csv_damage
 
@@ -264,14 +290,14 @@ def _separator(path: Path) -> str:
     return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
 
 
-def _missing_values(source: Path | io.BytesIO, sep: str) -> dict[str, list[str]]:
-    """Per column of a results CSV, the texts read as missing: :data:`MISSING_VALUES`, except in
-    the name columns (those of picks.NAME_LABELS), where ``nan`` is a tomogram's or class's name."""
+def _name_columns() -> set[str]:
+    """The columns of a results CSV that hold names (of subtomograms, files, tomograms, classes):
+    read as written, never made numbers (tomogram ``001`` is not 1, class ``01`` not 1.0) nor
+    missing (``nan`` may be a tomogram's or a class's name). Those of picks.NAME_LABELS, and
+    ``path`` (the file an item was read from)."""
     from cryoshift.runtime.picks import NAME_LABELS
 
-    names = {csv_name(label) for label in NAME_LABELS}
-    header = pd.read_csv(source, sep=sep, nrows=0).columns
-    return {str(c): list(MISSING_VALUES) for c in header if str(c) not in names}
+    return {csv_name(label) for label in NAME_LABELS} | {"path"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -154,15 +154,17 @@ class TomogramIndex(dict):
     ``ambiguous`` (a name held by several files: its picks fail naming them all),
     ``unreadable`` (``--tomograms`` folders that could not be listed, with the reason: names
     not found may be in them, so their picks fail saying so) and ``empty`` (``--tomograms``
-    globs and folders that gave no file, with why, named likewise). ``listed_in`` names the
+    globs and folders that gave no file, and tomograms.star files without a row, with why, named
+    likewise). ``listed_in`` names the
     ``tomograms.star`` that gave a file its name, for those messages."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ambiguous: dict[str, list[Path]] = {}
         self.unreadable: list[tuple[str, str]] = []
-        # ``--tomograms`` globs and folders that gave no file, with why: said by name when picks
-        # find no tomogram ("picks need tomograms: pass them with --tomograms" misled)
+        # ``--tomograms`` globs and folders that gave no file, and tomograms.star files that list
+        # none, with why: said by name when picks find no tomogram ("picks need tomograms: pass
+        # them with --tomograms" misled)
         self.empty: list[tuple[str, str]] = []
         self.listed_in: dict[Path, Path] = {}
 
@@ -232,7 +234,10 @@ def tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -
                 reason = "not a file" if path.exists() else os_reason(path, FileNotFoundError())
                 raise PlanRefusal(path, f"tomogram given with --tomograms: {reason}")
             if is_tomogram_table(path):
-                for entry in read_tomogram_table(path):
+                entries = read_tomogram_table(path)
+                if not entries:  # a loop with labels and no rows: its picks must not say "no match" only
+                    index.empty.append((str(path), "tomograms.star lists no tomograms"))
+                for entry in entries:
                     index.add(entry.name, entry.path, listed_in=path)
                     if tables is not None:
                         tables.setdefault(entry.name, entry)

@@ -523,9 +523,13 @@ def is_listing(path: Path) -> bool:
         from cryoshift.runtime.sources.picktables import star_has
 
         return star_has(path, "rlnImageName")
-    try:
-        with open(path, errors="replace") as fh:
-            header = fh.readline()
+    from cryoshift.runtime.tables import csv_header_start
+
+    try:  # the header: the first line that is not blank or a # comment (a note of who picked)
+        _, start = csv_header_start(path)
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            header = fh.readline().decode("utf-8", "replace").lstrip("\ufeff")
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc}") from exc
     cols = {c.strip().strip('"').lower() for c in header.replace("\t", ",").split(",")}

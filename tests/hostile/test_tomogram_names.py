@@ -105,6 +105,57 @@ def test_classify_writes_the_names_as_given(
         assert '"001"' in (out / "manifest.json").read_text()
 
 
+def test_names_survive_shards_merge_report_and_info(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tomograms ``001``/``002`` and classes ``01``/``02``/``1e3``, classified in two shards and
+    merged: read_predictions (report, info) read the CSV's ``001`` as 1 and ``01`` as 1.0, and the
+    STAR file's class names likewise, so info said "classes: 1: ..." and the report "class 1"."""
+    from tiny_onnx import build_model
+
+    from cryoshift.runtime.results import read_predictions
+
+    classes = ["01", "02", "1e3"]
+    model = build_model(tmp_path / "model.onnx", box=BOX, voxel=VOXEL, classes=classes)
+    folder = tomograms(tmp_path / "tomos", {"001": 0.0, "002": 0.5})
+    picks = tmp_path / "p.csv"
+    picks.write_text(
+        "tomo_name,x,y,z\n" + "".join(f"{n},{x},{y},{z}\n" for n in ("001", "002") for x, y, z in PICKS)
+    )
+    out = tmp_path / "out"
+    for shard in ("0/2", "1/2"):
+        argv = ["classify", model, picks, "-t", folder, "-o", out, "-q", "-b", "cpu", "--shard", shard]
+        code, _, err = run_cli(argv, capsys)
+        assert code == 0, err
+    code, _, err = run_cli(["merge", out], capsys)
+    assert code == 0, err
+    for table in ("predictions.csv", "predictions.star", "predictions.shard-0-of-2.csv"):
+        rows = read_predictions(out / table)
+        names = sorted(rows["rlnTomoName" if table.endswith(".star") else "tomo_name"])  # input columns stay
+        assert names == (["001", "002"] if "shard" in table else ["001", "001", "002", "002"]), table
+        assert set(rows["class_name"]) | set(rows["best_class"]) <= {*classes, "unknown"}, table
+        assert rows["confidence"].dtype.kind == "f", table
+    with open(out / "predictions.csv", newline="") as fh:
+        assert sorted(row["tomo_name"] for row in csv.DictReader(fh)) == ["001", "001", "002", "002"]
+    from cryoshift.runtime.picks import read_star
+
+    written = read_star(out / "predictions.star")["particles"]["rlnTomoName"]
+    assert sorted(written) == ["001", "001", "002", "002"]
+    predicted = sorted(set(read_predictions(out / "predictions.csv")["class_name"]) - {"unknown"})
+    assert predicted, "the tiny model predicted no class: the report/info checks would see none"
+    for table in ("predictions.csv", "predictions.star"):
+        code, text, err = run_cli(["info", out / table], capsys)
+        assert code == 0, err
+        shown = next(line for line in text.splitlines() if "classes" in line)
+        assert all(f"{name}: " in shown for name in predicted), shown
+    code, _, err = run_cli(["report", out], capsys)
+    assert code == 0, err
+    page = (out / "report.html").read_text()
+    for name in predicted:
+        assert f"class {name}<" in page
+    assert "class 1<" not in page and "class 1.0<" not in page and "class 1000" not in page
+
+
 def test_readers_keep_names_as_written(tmp_path: Path) -> None:
     """The DataFrame reader (read_picks), the streaming one (read_pick_table) and read_star agree:
     names as written, whitespace aside; ``NA`` in a CSV is a name, an empty field none."""
@@ -246,6 +297,32 @@ def test_a_second_tomograms_matching_nothing_is_said_when_a_name_is_not_found(tm
         match_tomogram("TS_01", index, tmp_path / "p.csv")
 
 
+def _empty_tomograms_star(path: Path) -> Path:
+    labels = ("rlnTomoName", "rlnTomoTiltSeriesPixelSize", "rlnTomoReconstructedTomogram")
+    path.write_text(star_loop("global", labels, []))
+    return path
+
+
+def test_tomograms_star_without_rows_is_named(
+    tmp_path: Path, model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``-t tomograms.star`` holding labels but no rows gave no tomogram without a word: the picks
+    then said "picks need tomograms: pass them with --tomograms" (they were passed)."""
+    from cryoshift.runtime.sources.paths import match_tomogram, tomogram_index
+
+    star = _empty_tomograms_star(tmp_path / "tomograms.star")
+    picks = csv_picks(tmp_path / "p.csv", "TS_01")
+    argv = ["classify", model, picks, "-t", star, "-o", tmp_path / "out", "-q", "-b", "cpu"]
+    line = assert_error(run_cli(argv, capsys), star)
+    assert "tomograms.star lists no tomograms" in line and "pass them with --tomograms" not in line, line
+    # beside files that do not hold the name: said with the "no tomogram matches"
+    folder = tomograms(tmp_path / "tomos", {"TS_02": 0.0})
+    index = tomogram_index([str(folder), str(star)])
+    said = r"no tomogram matches name 'TS_01'.*tomograms\.star: tomograms\.star lists no tomograms"
+    with pytest.raises(InputError, match=said):
+        match_tomogram("TS_01", index, picks)
+
+
 # --- table formats
 
 
@@ -271,6 +348,26 @@ def test_csv_with_leading_comment_lines(tmp_path: Path) -> None:
     bad.write_text("# note\n# another\nx,y,z\n1,2,3\n1,y,3\n1,2,3,4\n")
     with pytest.raises(InputError, match=r"missing or non-numeric coordinates \(line 5\).*\(line 6\)"):
         read_pick_table(bad)
+
+
+@pytest.mark.parametrize("column", ["path", "rlnImageName"])
+def test_csv_listing_with_leading_comment_lines(tmp_path: Path, column: str) -> None:
+    """A listing of subtomogram files under a ``# note`` line was taken for a pick table (its
+    first line was read as the header): "no coordinate columns: need x, y, z; found path"."""
+    from cryoshift.runtime.sources import VolumeCache, load_item, plan_inputs
+
+    boxes = [ramp(offset)[:BOX, :BOX, :BOX] for offset in (0.0, 0.5)]
+    for i, box in enumerate(boxes):
+        write_volume(tmp_path / f"sub{i}.mrc", box, voxel_size=VOXEL)
+    listing = tmp_path / "listing.csv"
+    listing.write_text(f"# extracted by me\n\n# another note\n{column}\nsub1.mrc\nsub0.mrc\n")
+    cache = VolumeCache()
+    plan = plan_inputs([str(listing)], BOX, VOXEL, cache=cache)
+    assert [Path(it.path).name for it in plan.items] == ["sub1.mrc", "sub0.mrc"]
+    out = np.empty((2, BOX, BOX, BOX), np.float32)
+    for item, box in zip(plan.items, out, strict=True):
+        load_item(item, box, cache)
+    np.testing.assert_array_equal(out, np.stack(boxes[::-1]))
 
 
 def test_csv_comment_above_a_header_without_coordinates_says_which_line_is_the_header(tmp_path: Path) -> None:

@@ -144,3 +144,33 @@ def test_predictions_star_streamed_in_chunks_holds_the_rows_of_the_whole_one(
         pd.testing.assert_frame_equal(read_results(a), read_results(b))
     assert len(read_results(tmp_path / "streamed" / "p.star")) == 40
     assert not list(tmp_path.rglob(".*tmp*"))
+
+
+def test_name_columns_read_back_as_written(tmp_path: Path) -> None:
+    """Names that look like numbers (tomograms ``001``, classes ``01``/``1e3``, a path ``7``) or
+    like a missing value (``nan``) come back as written from the CSV and the STAR file: the CSV
+    gave tomo_name 1 and class_name 1.0, the STAR file class_name 1.0 and best_class 1000.0."""
+    from cryoshift.runtime.results import read_predictions
+
+    table = pd.DataFrame(
+        {
+            "id": ["001", "002", "003"],
+            "path": ["7", "7", "nan"],
+            "tomo_name": ["001", "001", "nan"],
+            "x": [1.0, 2.0, np.nan],
+            "y": [1.0, 2.0, 3.0],
+            "z": [1.0, 2.0, 3.0],
+            "class_index": [0, 1, 0],
+            "class_name": ["01", "1e3", "01"],
+            "best_class": ["01", "1e3", "01"],
+            "confidence": [0.9, 0.8, np.nan],
+        }
+    )
+    write_results(table, tmp_path / "r.csv", tmp_path / "r.star")
+    for path in (tmp_path / "r.csv", tmp_path / "r.star"):
+        back = read_results(path)
+        for column in ("id", "path", "tomo_name", "class_name", "best_class"):
+            assert back[column].tolist() == table[column].tolist(), (path.name, column)
+        assert back["x"].isna().tolist() == [False, False, True]
+        assert back["confidence"].isna().tolist() == [False, False, True]
+        assert read_predictions(path)["tomo_name"].tolist() == ["001", "001", "nan"]
