@@ -279,7 +279,7 @@ def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run
     if (run_dir / "model.pt").is_file():
         return run_dir / "model.pt"
     if (run_dir / "checkpoints" / "resume.pt").is_file() and (run_dir / "config.json").is_file():
-        # a killed run: continue from its last finished epoch (the trainer's resume is bit-identical)
+        # a killed run: continue from its last finished epoch (bit-identical in fp32)
         return run_train(cfg, resume=True).model_path
     if run_dir.exists():  # killed before its first epoch ended: start again from scratch
         import shutil
