@@ -641,7 +641,8 @@ def load_model(
     """Load an exported model for inference.
 
     ``auto`` tries TensorRT EP, then CUDA EP, then CPU (a native engine file always uses
-    ``engine``) and records in ``Model.notes`` why a faster backend was passed over.
+    ``engine``) and, on a machine with a GPU, records in ``Model.notes`` why a faster backend was
+    passed over.
     ``transfer="fp16"`` feeds the graph float16 (cast to float32 inside it). ``slots``: device
     input buffers for overlapping upload and compute (default 2 on GPU backends, 0 on CPU; a
     CPU model with slots runs through IO binding, which is how the tests exercise that path).
@@ -667,15 +668,16 @@ def load_model(
     if backend != "auto":
         return _load_onnx(path, backend, batch_size, threads, device_id, cache_dir, transfer, slots)
     notes: list[str] = []
-    have = available_backends()
-    gpu = gpu_name(device_id) is not None
-    for candidate in ("tensorrt", "cuda"):
+    # Without a GPU the CPU is what auto is expected to choose: nothing was passed over, so
+    # nothing is noted (every CPU run, -q too, said "onnxruntime has no CUDAExecutionProvider
+    # (install cryoshift[gpu])" as if something were broken). With a GPU, a GPU backend that
+    # cannot run is worth a note: the user has the hardware and is not using it.
+    candidates = ("tensorrt", "cuda") if gpu_name(device_id) is not None else ()
+    have = available_backends() if candidates else []
+    for candidate in candidates:
         if candidate not in have:
             provider = _WANTED_PROVIDER[candidate]
             notes.append(f"{candidate}: onnxruntime has no {provider} (install cryoshift[gpu])")
-            continue
-        if not gpu:
-            notes.append(f"{candidate}: no GPU visible")
             continue
         try:
             model = _load_onnx(path, candidate, batch_size, threads, device_id, cache_dir, transfer, slots)

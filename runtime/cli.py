@@ -11,6 +11,7 @@ import os
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from cryoshift.runtime.commands import (
     bench,
@@ -26,8 +27,113 @@ from cryoshift.runtime.commands import (
 )
 from cryoshift.runtime.errors import InputError, MissingExtraError
 
+try:  # newer typer carries its own copy of click
+    from typer._click.exceptions import BadParameter, MissingParameter, UsageError
+except ImportError:  # pragma: no cover - older typer runs on click itself
+    from click.exceptions import BadParameter, MissingParameter, UsageError
+
+
+def _flat(text: str) -> str:
+    """``text`` on one line: runs of whitespace become one space, control characters '?'."""
+    return "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
+
+
+def _given(param: object, argv: tuple[str, ...]) -> tuple[str, str | None]:
+    """How the user wrote option ``param`` and the value given to it, if that is unambiguous.
+
+    The value is shown only for an option that takes one value and was given once: for a
+    repeated option or a pair (``--snr LO HI``) one token could name the wrong value.
+    """
+    opts = [o for o in getattr(param, "opts", []) if o.startswith("-")]
+    seen: list[tuple[str, str | None]] = []
+    for i, token in enumerate(argv):
+        if token == "--":
+            break
+        for opt in opts:
+            if token == opt:
+                seen.append((opt, argv[i + 1] if i + 1 < len(argv) else None))
+            elif opt.startswith("--") and token.startswith(opt + "="):
+                seen.append((opt, token[len(opt) + 1 :]))
+            elif len(opt) == 2 and not token.startswith("--") and token.startswith(opt) and len(token) > 2:
+                seen.append((opt, token[2:]))  # -b1 for -b 1
+    long = next((o for o in opts if o.startswith("--")), opts[0] if opts else str(param))
+    if not seen:
+        return long, None
+    single = len(seen) == 1 and getattr(param, "nargs", 1) == 1 and not getattr(param, "is_flag", False)
+    return seen[-1][0], seen[-1][1] if single else None
+
+
+def usage_error_line(exc: UsageError, argv: tuple[str, ...], command_path: str) -> str:
+    """The one line a usage error prints: what was wrong and where to read how it is done.
+
+    typer/click print the command's usage and a framed panel (several lines, exit 2); the house
+    rule is one ``cryoshift: error:`` line naming the option, e.g. ``--n abc: Input should be a
+    valid integer, unable to parse string as an integer (see cryoshift simulate --help)``.
+    """
+    import shlex
+
+    param = getattr(exc, "param", None)
+    if isinstance(exc, BadParameter) and not isinstance(exc, MissingParameter) and param is not None:
+        reason = exc.message.removeprefix("Value error, ")  # pydantic's prefix: no news to a user
+        if getattr(param, "param_type_name", "") == "option":
+            opt, value = _given(param, argv)
+            quoted = None if value is None else shlex.quote(value)
+            shown = value is not None and f"'{value}'" not in reason and quoted not in reason.split()
+            message = f"{opt} {quoted}: {reason}" if shown else f"{opt}: {reason}"
+        else:
+            message = f"{getattr(param, 'name', param)}: {reason}"
+    else:
+        message = exc.format_message()
+    return f"cryoshift: error: {_flat(message).rstrip('.')} (see {command_path} --help)"
+
+
+class OneLineUsageErrors(TyperGroup):
+    """The root group: a usage error (bad option value, unknown option or command, missing
+    argument) prints one line and exits with its code (2), instead of typer's usage box.
+
+    Parsing happens in ``make_context`` (the root's options) and in ``invoke`` (the command name,
+    then the command's own options): both are covered. ``--help`` and a command run without
+    arguments (which shows its help) are left as they are.
+    """
+
+    _argv: tuple[str, ...] = ()  # the root's arguments, to quote the value an option was given
+
+    def _one_line(self, exc: UsageError, command_path: str) -> typer.Exit:
+        ctx = getattr(exc, "ctx", None)
+        path = ctx.command_path if ctx is not None else command_path
+        typer.echo(usage_error_line(exc, self._argv, path), err=True)
+        return typer.Exit(exc.exit_code)
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: typer.Context | None = None, **extra: object
+    ) -> typer.Context:
+        if parent is None:
+            self._argv = tuple(str(a) for a in args)
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except UsageError as exc:
+            if _shows_help(exc):
+                raise
+            raise self._one_line(exc, info_name or "cryoshift") from None
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            if _shows_help(exc):
+                raise
+            sub = ctx.invoked_subcommand
+            raise self._one_line(exc, f"{ctx.command_path} {sub}" if sub else ctx.command_path) from None
+
+
+def _shows_help(exc: UsageError) -> bool:
+    """A command run without arguments shows its help (printed already) and exits 2: as before."""
+    return type(exc).__name__ == "NoArgsIsHelpError"  # by name, as typer checks it (older click lacks it)
+
+
 app = typer.Typer(
     name="cryoshift",
+    cls=OneLineUsageErrors,
     help="Classify cryo-ET subtomograms with domain-adapted networks: "
     "simulate -> train -> export -> classify.",
     no_args_is_help=True,

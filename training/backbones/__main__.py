@@ -10,11 +10,38 @@ Example: python -m cryoshift.training.backbones --box 32 --bench --pattern 'cryo
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from typing import NoReturn
 
 import torch
 
 from . import BACKBONES, count_flops, create_backbone
+from ._base import MIN_BOX
+
+PROG = "python -m cryoshift.training.backbones"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option prints one ``cryoshift: error:`` line (no usage block), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split()).removeprefix("argument ")
+        self.exit(2, f"cryoshift: error: {text} (see {PROG} --help)\n")
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse values no backbone can take before building any: one line, not a traceback."""
+    if args.box < MIN_BOX:
+        parser.error(f"--box {args.box}: the backbones need a box of at least {MIN_BOX} voxels")
+    for name, value in (("--classes", args.classes), ("--batch", args.batch), ("--threads", args.threads)):
+        if value < 1:
+            parser.error(f"{name} {value}: must be at least 1")
+    if not 0 < args.seconds < float("inf"):  # NaN fails both
+        parser.error(f"--seconds {args.seconds:g}: must be a finite number above 0")
+    if not BACKBONES.names(args.pattern):
+        known = ", ".join(BACKBONES.names())
+        parser.error(f"--pattern {args.pattern!r}: matches no backbone (known: {known})")
 
 
 def _throughput(model: torch.nn.Module, box: int, batch: int, seconds: float) -> float:
@@ -30,7 +57,7 @@ def _throughput(model: torch.nn.Module, box: int, batch: int, seconds: float) ->
 
 def main(argv: list[str] | None = None) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
+    parser = _OneLineParser(prog=PROG, description=__doc__, formatter_class=fmt)
     parser.add_argument("--box", type=int, default=32, help="cubic box size in voxels")
     parser.add_argument("--classes", type=int, default=5, help="number of classes of the head")
     parser.add_argument("--pattern", default="*", help="only backbones matching this glob, e.g. 'cryonet*'")
@@ -39,12 +66,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="time per backbone for --bench")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for --bench")
     args = parser.parse_args(argv)
+    _check(parser, args)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     header = f"{'backbone':<14} {'params':>11} {'features':>8} {'GFLOP':>8}"
     print(header + ("  vol/s (CPU)" if args.bench else ""))
     for name in BACKBONES.names(args.pattern):
-        model = create_backbone(name, num_classes=args.classes, box_size=args.box).eval()
+        try:
+            model = create_backbone(name, num_classes=args.classes, box_size=args.box).eval()
+        except ValueError as exc:  # a family with its own limits (the checks above are everyone's)
+            print(f"cryoshift: error: {name}: {' '.join(str(exc).split())}", file=sys.stderr)
+            raise SystemExit(2) from None
         params = sum(p.numel() for p in model.parameters())
         line = f"{name:<14} {params:>11,} {model.num_features:>8} {count_flops(model, args.box) / 1e9:>8.3f}"
         if args.bench:
