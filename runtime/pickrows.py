@@ -8,7 +8,8 @@ vectorised), ``rows[i]`` and ``rows[a:b:c]`` (another selection, no copy of the 
 :class:`ItemList` chains such selections and ordinary item lists into the planned order.
 
 Item ids are exactly those of the row-by-row planner (the results CSV is the resume ledger):
-``tomogram:x,y,z`` with one decimal, and ``~n`` on the n-th row with the same text. Repeats are
+``tomogram:x,y,z`` with one decimal, and ``~n`` on the n-th row with the same text; a row without
+coordinates (they are not numbers, or could not be converted) is ``tomogram:line N`` instead. Repeats are
 found without formatting every id: each coordinate's one-decimal text is an integer (tenths)
 plus the sign of ``-0.0``, taken from ``rint(10 v)`` except near a rounding tie, where Python's
 own formatting decides; rows sharing a 64-bit hash of those keys are then compared exactly.
@@ -110,6 +111,7 @@ class PickSource:
         bad_rows: np.ndarray | None = None,
         bad_lines: np.ndarray | None = None,
         bad_reasons: list[str] | None = None,
+        unplaced: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         self.path, self.key, self.names = path, key, names
         self.tomo, self.xyz = tomo, xyz
@@ -120,6 +122,10 @@ class PickSource:
         # Why each bad row fails ("" = its coordinates are not numbers), aligned with bad_rows.
         self.bad_reasons = list(bad_reasons) if bad_reasons else [""] * len(self.bad_rows)
         self.dup_rows, self.dup_rank = repeats(tomo, xyz)
+        # Rows without coordinates (not numbers, or centred ones that could not be converted) and
+        # their file lines (sorted by row, -1 where unknown): named by line (see ``ids``).
+        empty = np.zeros(0, np.int64)
+        self.unplaced_rows, self.unplaced_lines = unplaced if unplaced is not None else (empty, empty)
 
     def __len__(self) -> int:
         return len(self.tomo)
@@ -138,7 +144,23 @@ class PickSource:
             hit = np.flatnonzero(self.dup_rows[pos] == rows)
             for j in hit.tolist():
                 out[j] = f"{out[j]}~{int(self.dup_rank[pos[j]])}"
+        if len(self.unplaced_rows):
+            self._name_unplaced(rows, t, out)
         return out
+
+    def _name_unplaced(self, rows: np.ndarray, tomo: list[int], out: list[str]) -> None:
+        """In place: the ids of rows without coordinates name the pick's line in the table
+        (``TS_02:line 11``; ``row 3``, counted from 1, where the line is unknown).
+
+        Why: they were ``TS_02:nan,nan,nan`` (then ``~2``, ``~3`` ...), which says nothing of the
+        pick; such rows always fail, and good picks keep their coordinate ids (resume and merge
+        match on them)."""
+        found = self.unplaced_rows
+        pos = np.minimum(np.searchsorted(found, rows), len(found) - 1)
+        for j in np.flatnonzero(found[pos] == rows).tolist():
+            line = int(self.unplaced_lines[pos[j]])
+            where = f"line {line}" if line > 0 else f"row {int(rows[j]) + 1}"
+            out[j] = f"{self.names[tomo[j]]}:{where}"
 
     def items(self, rows: np.ndarray) -> list[Item]:
         ids = self.ids(rows)

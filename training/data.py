@@ -165,6 +165,51 @@ def load_source_dataset(path: str | Path) -> Domain:
     )
 
 
+# Training settings that act on a simulated source only: each simulates from, or template-matches
+# against, the source's structure maps, which a dataset source does not have. Per setting: its
+# value when off, and how a note names it when it was on (None: part of the one above it).
+SIMULATED_SOURCE_ONLY: tuple[tuple[str, Any, str | None], ...] = (
+    ("spectrum_match", False, "spectrum matching (--spectrum-match)"),
+    ("tilt_match", False, "tilt matching (--tilt-match)"),
+    ("snr_match", False, "SNR matching (--snr-match)"),
+    ("template_labels", 0, "template-matching labels (--template-labels {})"),
+    ("template_rule", "margin", None),  # which template matches label the target: none are made
+)
+
+
+def dataset_source_settings(config: Any) -> tuple[dict[str, Any], str | None]:
+    """For a training run whose source is a dataset folder: the settings of
+    :data:`SIMULATED_SOURCE_ONLY` that were on, at the values that say what runs (off), and one
+    note naming them and why they do not apply (None when none was on, or no --target is given:
+    without one none of them runs for any source). ``({}, None)`` for a simulated source.
+
+    Why: with a dataset source the trainer skips them without a word (they need the maps), while
+    config.json recorded the defaults (``spectrum_match: true``, ``template_labels: 600``) as if
+    they had run. The trainer replaces the config's values with these (config.json then records
+    what ran) and says the note once, when the run starts."""
+    if not is_dataset(config.source):
+        return {}, None
+    changes = {
+        name: off for name, off, _ in SIMULATED_SOURCE_ONLY if getattr(config, name, off) not in (off, None)
+    }
+    named = [
+        what.format(getattr(config, name))
+        for name, _, what in SIMULATED_SOURCE_ONLY
+        if what and name in changes
+    ]
+    if not named or getattr(config, "target", None) is None:
+        return changes, None
+    shown = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    one = len(named) == 1
+    note = (
+        f"--source {config.source} is a dataset: {shown} {'does' if one else 'do'} not apply to it "
+        f"({'it needs' if one else 'they need'} the structure maps of a simulated source, which a "
+        f"dataset does not have); the run trains without {'it' if one else 'them'}, and config.json "
+        f"records {'it' if one else 'them'} off"
+    )
+    return changes, note
+
+
 def load_target(
     spec: str | Path,
     box_size: int,

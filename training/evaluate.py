@@ -310,8 +310,13 @@ def check_conflicting_labels(
 
 
 def default_out_dir(model: Path, data: Path) -> Path:
-    """Where a report goes when --out is not given: inside the run, or next to the model file."""
-    name = data.resolve().name or "data"
+    """Where a report goes when --out is not given: inside the run, or next to the model file.
+
+    Named by the data: a dataset folder by its name (``exp.v2`` stays whole), a pick table by its
+    stem (``particles.star`` -> ``model_eval_particles``: a folder named like the table read as a
+    STAR file)."""
+    resolved = data.resolve()
+    name = (resolved.stem if resolved.is_file() else resolved.name) or "data"
     if model.is_dir():
         return model / "eval" / name
     return model.parent / f"{model.stem}_eval_{name}"

@@ -44,7 +44,14 @@ from cryoshift.runtime.metadata import NORMALISATIONS, ModelMetadata
 from cryoshift.training import augment, calibrate, distributed, log, run
 from cryoshift.training.backbones import one_pose
 from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint, read_checkpoint, save_checkpoint
-from cryoshift.training.data import Domain, SimulatedSource, is_dataset, load_source_dataset, load_target
+from cryoshift.training.data import (
+    Domain,
+    SimulatedSource,
+    dataset_source_settings,
+    is_dataset,
+    load_source_dataset,
+    load_target,
+)
 from cryoshift.training.forward import forward_numpy
 from cryoshift.training.normalise import normalise
 from cryoshift.training.precision import autocast, cpu_has_native_bf16
@@ -605,6 +612,7 @@ class _Run:
         self.given_source = config.source  # the --source given (on --resume the stored one wins)
         self.resume_note: str | None = None  # the options --resume ignores, said once it trains
         self.early_warning: str | None = None  # a warning said when the data is read (and at the end)
+        self.source_note: str | None = None  # the defaults a dataset source cannot use, said when read
         # an --out that is a file, under a file or a dangling link was "File exists" at the first
         # write, after the target was read (and template-matched)
         check_out_folder(self.dir, "--out", "the run is written to")
@@ -656,6 +664,9 @@ class _Run:
             config = dataclasses.replace(config, epochs=default_epochs(self.info.device, config.amp))
         if config.dense_weight is None:
             config = dataclasses.replace(config, dense_weight=default_dense_weight(config))
+        if is_dataset(config.source):  # what a dataset source cannot use: recorded off, said once
+            changes, self.source_note = dataset_source_settings(config)
+            config = dataclasses.replace(config, **changes)
         return config
 
     # -- data ------------------------------------------------------------------------------
@@ -751,6 +762,10 @@ class _Run:
 
             for note in self.target.notes:
                 print(f"cryoshift: note: {note}", file=sys.stderr)
+        if self.source_note and self.info.is_main:  # once source and target are read and accepted
+            import sys
+
+            print(f"cryoshift: note: {self.source_note}", file=sys.stderr)
         small = small_target_warning(self._adapted_target_size() or SMALL_TARGET)
         self.early_warning = small  # said now, while the run can still be stopped; and at the end
         if small and self.info.is_main:

@@ -32,7 +32,8 @@ def command(
     out: Path = typer.Option(
         None,
         "--out",
-        help="Report directory (default: RUN/eval/DATA for a run, MODEL_eval_DATA next to a file).",
+        help="Report directory (default: RUN/eval/DATA for a run, MODEL_eval_DATA next to a file; "
+        "DATA is a pick table's name without its suffix).",
     ),
     run: Path = typer.Option(
         None,

@@ -415,6 +415,7 @@ def add_picks(
         bad_rows,
         bad_lines,
         bad_reasons,
+        _unplaced(path, xyz, bad_rows, bad_lines),
     )
     # kept (a user may mean it), but never without a word; picks that fail anyway (their tomogram
     # unusable: centred picks then have no coordinates, all "equal") are no repeats to speak of
@@ -428,6 +429,29 @@ def add_picks(
     planner.items.add_rows(rows)
     if path.suffix.lower() == ".star":
         planner.origins.append((str(path), RowIds(rows)))
+
+
+def _unplaced(
+    path: Path, xyz: np.ndarray, bad_rows: np.ndarray, bad_lines: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The rows without coordinates (a value that is not a number, or centred ones of a tomogram
+    that could not be converted: NaN) and their file lines, for their ids (pickrows.PickSource);
+    None when every row has them. The lines of bad rows are known; the others are counted once."""
+    from cryoshift.runtime.tables import data_row_lines
+
+    finite = np.ones(len(xyz), bool)
+    for axis in range(3):  # one column at a time: no (n, 3) temporary for a table of millions
+        finite &= np.isfinite(xyz[:, axis])
+    rows = np.flatnonzero(~finite)
+    if not len(rows):
+        return None
+    lines = np.full(len(rows), -1, np.int64)
+    known = np.isin(rows, bad_rows)
+    if known.any():
+        lines[known] = np.asarray(bad_lines, np.int64)[np.searchsorted(bad_rows, rows[known])]
+    if not known.all():
+        lines[~known] = data_row_lines(path, rows[~known])
+    return rows.astype(np.int64), lines
 
 
 def _real_repeats(source: Any, tomo_for: dict[str, Path]) -> int:

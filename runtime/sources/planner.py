@@ -20,7 +20,7 @@ from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.picks import NAMED_TABLE_SUFFIXES
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
 from cryoshift.runtime.sources.items import CHECKED_AGAINST, Item, Plan, PlanRefusal, stack_id
-from cryoshift.runtime.sources.paths import expand, is_dataset_dir, tomogram_index
+from cryoshift.runtime.sources.paths import expand, is_dataset_dir, strip_suffix, tomogram_index
 
 UNKNOWN_VOXEL_NOTES = 20  # files noted one by one for a header without a voxel size; then a count
 
@@ -84,7 +84,15 @@ class Planner:
     def tomogram_index(self) -> dict[str, Path]:
         """The ``--tomograms`` files by name (read once, when the first pick table needs them)."""
         if self._tomo_index is None:
-            self._tomo_index = tomogram_index(self.tomograms, self.tomo_tables)
+            index = tomogram_index(self.tomograms, self.tomo_tables)
+            for text in self.tomograms:  # a pipe under a tomogram's name: expand lists none
+                folder = Path(text)
+                specials = _scan_folder(folder)[1] if folder.is_dir() and not is_dataset_dir(folder) else []
+                for special in specials:  # its picks fail naming what it is, not "no tomogram matches"
+                    index.add(strip_suffix(special.name), special)
+                if specials:  # the folder is not empty of tomograms after all
+                    index.empty = [(t, why) for t, why in index.empty if t != text]
+            self._tomo_index = index
             for text, reason in getattr(self._tomo_index, "unreadable", []):
                 self.notes.append(
                     f"{text}: --tomograms folder not read ({reason}); picks of tomograms not "
@@ -195,7 +203,14 @@ class Planner:
         if is_dataset_dir(path):
             self.add_dataset(path)
             return
-        paths, datasets = _outside_datasets(text, expand(text))
+        expanded = expand(text)
+        unnamed: list[Path] = []
+        if path.is_dir():  # expand lists regular files (and dangling links) only
+            datasets, specials, unnamed = _scan_folder(path)
+            # a pipe under an MRC name: planned as the folder's files are, an error row as if named
+            paths = sorted(expanded + specials) if specials else expanded
+        else:
+            paths, datasets = _outside_datasets(text, expanded)
         if not paths:
             if datasets:
                 only = "holds no MRC files, only" if path.is_dir() else "matches only"
@@ -216,6 +231,8 @@ class Planner:
             self.add_listed_file(p, alone=len(paths) == 1)
         if datasets:  # said once the input is planned (a failed input is said as its error alone)
             self.notes.append(f"{text}: skipped {self._dataset_note(datasets)}")
+        if unnamed:  # never read (no MRC name), but not passed over without a word either
+            self.notes.append(_special_note(text, unnamed))
 
     def _dataset_note(self, datasets: list[Path]) -> str:
         """The dataset folders a folder or glob input met, and how to read one (by command)."""
@@ -397,7 +414,7 @@ def _outside_datasets(text: str, paths: list[Path]) -> tuple[list[Path], list[Pa
 
     path = Path(text)
     if path.is_dir():  # a folder: its own MRC files; the datasets are among its sub-folders
-        return paths, _dataset_folders_in(path)
+        return paths, _scan_folder(path)[0]
     if not any(ch in text for ch in "*?["):  # one file (expand's test for a glob)
         return paths, []
     kept: list[Path] = []
@@ -415,23 +432,55 @@ def _outside_datasets(text: str, paths: list[Path]) -> tuple[list[Path], list[Pa
     return kept, sorted(datasets)
 
 
-def _dataset_folders_in(folder: Path) -> list[Path]:
-    """The sub-folders of ``folder`` that are datasets (sorted; one listing, file types from it)."""
+def _scan_folder(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """What a folder input holds besides the regular MRC files :func:`expand` lists (one listing,
+    file types from it; each sorted): its sub-folders that are datasets, and its entries that are
+    neither a regular file, a folder nor a dangling link (a named pipe, socket or device, or a link
+    to one) with an MRC name and without one.
+
+    Why: a named pipe under an MRC name in a folder input was dropped without a word (named on its
+    own, or met by a glob, it is an error row): each such entry is now planned as the folder's
+    other files are, and fails as an error row saying what it is; one without an MRC name is
+    counted in a note. An entry that cannot be looked at is left to expand, which says so."""
     from cryoshift.runtime.mrc import is_mrc_path
 
-    found = []
+    datasets: list[Path] = []
+    named: list[Path] = []
+    unnamed: list[Path] = []
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
+                mrc = is_mrc_path(entry.name)
                 try:
-                    folder_entry = not is_mrc_path(entry.name) and entry.is_dir()
+                    if entry.is_file():
+                        continue
+                    if entry.is_dir():
+                        if not mrc and is_dataset_dir(Path(entry.path)):
+                            datasets.append(Path(entry.path))
+                        continue
+                    if entry.is_symlink() and not os.path.exists(entry.path):
+                        continue  # dangling: expand keeps those with an MRC name
                 except OSError:
                     continue
-                if folder_entry and is_dataset_dir(Path(entry.path)):
-                    found.append(Path(entry.path))
+                (named if mrc else unnamed).append(Path(entry.path))
     except OSError:  # the walk itself said what it could not read (expand)
-        return []
-    return sorted(found)
+        return [], [], []
+    return sorted(datasets), sorted(named), sorted(unnamed)
+
+
+SPECIALS_SHOWN = 3  # entries named in the note of a folder's pipes, sockets and devices
+
+
+def _special_note(text: str, unnamed: list[Path]) -> str:
+    """The note of a folder input's named pipes, sockets and devices without an MRC name."""
+    shown = ", ".join(p.name for p in unnamed[:SPECIALS_SHOWN])
+    more = len(unnamed) - SPECIALS_SHOWN
+    n = len(unnamed)
+    return (
+        f"{text}: skipped {n} entr{'y' if n == 1 else 'ies'} that {'is' if n == 1 else 'are'} not a "
+        f"regular file (a named pipe, socket or device: {shown}{f' and {more} more' if more > 0 else ''}); "
+        "a folder is read for its MRC files only"
+    )
 
 
 def peek_voxel(path: Path) -> SimpleNamespace | None:

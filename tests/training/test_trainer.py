@@ -119,9 +119,10 @@ def test_resume_names_the_options_it_ignores(
     given = {"lr": 0.01, "template_keep": 0.5, "spectrum_match": False, "weight_decay": 0.0}
     train(_config(domains, run, **{**kw, **given}, device="cpu", threads=1), resume=True, stop_after_epoch=2)
     notes = [line for line in capsys.readouterr().err.splitlines() if "resuming" in line]
+    # a dataset source records spectrum matching off (it cannot run): --no-spectrum-match agrees
     assert notes == [
         "cryoshift: note: resuming with the run's stored settings; ignored: --lr 0.01 (run: 0.002), "
-        "--no-spectrum-match (run: --spectrum-match), --template-keep 0.5 (run: 0.6)"
+        "--template-keep 0.5 (run: 0.6)"
     ]
     stored = json.loads((run / "config.json").read_text())
     assert stored["lr"] == 0.002 and stored["template_keep"] == 0.6 and stored["weight_decay"] == 1e-4
@@ -249,7 +250,8 @@ def test_target_aware_source_resumes_and_reports(
     err = capsys.readouterr().err
     printed = [line for line in err.splitlines() if line.startswith("cryoshift: warning: ")]
     # recorded = what the user saw at the end; the small target also as soon as it was read
-    assert printed == [f"cryoshift: warning: {w}" for w in [small, *sel["warnings"]]]
+    again = [w + " (as said at the start)" if w == small else w for w in sel["warnings"]]
+    assert printed == [f"cryoshift: warning: {w}" for w in [small, *again]]
     shares = (tmp_path / "full" / "target_classes.csv").read_text().splitlines()
     assert shares[0] == "class,count,share" and len(shares) == 4
     train(_config(domains, tmp_path / "cut", **kw), stop_after_epoch=1)
