@@ -5,13 +5,10 @@ Every file is built in ``tmp_path`` by the test itself."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import os
 import struct
-import threading
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +23,7 @@ from hostile_inputs import (
     put,
     raw_mrc,
     run_cli,
+    unblocked_fifos,
     volumes,
 )
 
@@ -164,27 +162,6 @@ def test_info_and_classify_refuse_a_single_bad_file_named_on_its_own(
 # files that are no MRC at all: named pipes, NumPy arrays and archives
 
 
-@contextlib.contextmanager
-def _unblocked(fifo: Path) -> Iterator[None]:
-    """Guard of the pipe tests: a reader blocked on ``fifo`` (the bug) gets end-of-file within
-    seconds, so the test fails on its message instead of hanging. Opening the write end without
-    blocking fails (ENXIO) while nobody reads, so the guard does nothing to a correct run."""
-    stop = threading.Event()
-
-    def unblock() -> None:
-        while not stop.wait(2.0):
-            with contextlib.suppress(OSError):
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-
-    guard = threading.Thread(target=unblock, daemon=True)
-    guard.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        guard.join()
-
-
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_named_pipe_is_not_a_regular_file(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     """A FIFO where an MRC file is expected: "not a regular file" (it was "file is empty"), an
@@ -195,7 +172,7 @@ def test_named_pipe_is_not_a_regular_file(model: Path, tmp_path: Path, capsys: C
         write_volume(d / f"good_{i}.mrc", v, voxel_size=VOXEL)
     fifo = d / "pipe.mrc"
     os.mkfifo(fifo)
-    with _unblocked(fifo):
+    with unblocked_fifos(fifo):
         line = assert_error(run_cli(["info", fifo], capsys), fifo)
         assert "named pipe" in line and "not a regular file" in line, line
         out = tmp_path / "out"

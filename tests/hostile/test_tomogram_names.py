@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hostile_inputs import BOX, VOXEL, assert_error, run_cli
-from relion5_project import star_loop
+from relion5_project import TOMOGRAM_LABELS, star_loop
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.mrc import write_stack, write_volume
@@ -182,15 +182,7 @@ def test_tomograms_star_names_stay_text(tmp_path: Path, layout: str) -> None:
 
     write_volume(tmp_path / "rec_01.mrc", ramp(), voxel_size=VOXEL)
     values = ("01", "2.5", "4", *(str(4 * n) for n in SHAPE[::-1]), "rec_01.mrc")
-    labels = (
-        "rlnTomoName",
-        "rlnTomoTiltSeriesPixelSize",
-        "rlnTomoTomogramBinning",
-        "rlnTomoSizeX",
-        "rlnTomoSizeY",
-        "rlnTomoSizeZ",
-        "rlnTomoReconstructedTomogram",
-    )
+    labels = TOMOGRAM_LABELS
     table = tmp_path / "tomograms.star"
     if layout == "loop":
         table.write_text(star_loop("global", labels, [" ".join(values)]))

@@ -12,18 +12,24 @@ is an error row and the rest goes on; nothing is dropped without a word, nothing
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from hostile_inputs import VOXEL, Capsys, errors_table, predictions, run_cli, train_argv, volumes
+from hostile_inputs import (
+    VOXEL,
+    Capsys,
+    errors_table,
+    predictions,
+    run_cli,
+    train_argv,
+    unblocked_fifos,
+    volumes,
+)
 from relion5_project import write_project
 from tiny_onnx import linear_model
 
@@ -31,27 +37,6 @@ from cryoshift.runtime.dataset import write_dataset
 from cryoshift.runtime.mrc import write_volume
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
-
-
-@contextlib.contextmanager
-def _unblocked(*fifos: Path) -> Iterator[None]:
-    """A reader blocked on one of ``fifos`` (a bug) gets end-of-file within seconds, so a test fails
-    on its message instead of hanging; nothing happens to a run that never opens them."""
-    stop = threading.Event()
-
-    def unblock() -> None:
-        while not stop.wait(2.0):
-            for fifo in fifos:
-                with contextlib.suppress(OSError):
-                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-
-    guard = threading.Thread(target=unblock, daemon=True)
-    guard.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        guard.join()
 
 
 def _classify(model: Path, *inputs: object, out: Path) -> list[object]:
@@ -78,7 +63,7 @@ def test_a_named_pipe_in_a_folder_is_an_error_row(
     os.mkfifo(pipe)
     os.mkfifo(other)
     out = tmp_path / "out"
-    with _unblocked(pipe, other):
+    with unblocked_fifos(pipe, other):
         code, _, err = run_cli(_classify(model, folder, out=out), capsys)
     assert code == 0, err
     assert len(predictions(out)) == 2
@@ -98,7 +83,7 @@ def test_a_folder_of_only_a_named_pipe_says_what_it_is(model: Path, tmp_path: Pa
     folder.mkdir()
     pipe = folder / "only.mrc"
     os.mkfifo(pipe)
-    with _unblocked(pipe):
+    with unblocked_fifos(pipe):
         code, _, err = run_cli(_classify(model, folder, out=tmp_path / "out"), capsys)
     assert code == 2, err
     assert f"{pipe}: is a named pipe (FIFO)" in err, err
@@ -120,7 +105,7 @@ def test_a_named_pipe_in_a_tomograms_folder_fails_its_picks_saying_so(
     table = {"tomo": ["TS_01", "TS_02"], "x": [20.0, 20.0], "y": [24.0, 24.0], "z": [12.0, 12.0]}
     pd.DataFrame(table).to_csv(picks, index=False)
     out = tmp_path / "out"
-    with _unblocked(pipe):
+    with unblocked_fifos(pipe):
         code, _, err = run_cli(_classify(model, picks, "-t", tomos, out=out), capsys)
     assert code == 0, err
     assert predictions(out)["id"].tolist() == ["TS_01:20.0,24.0,12.0"]

@@ -8,9 +8,13 @@ classified. The fixtures they share (``model``, ``dataset``) are in tests/hostil
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +160,25 @@ def classify_in_two_shards(model: Path, folder: Path, out: Path) -> Path:
         args = ["classify", model, folder, "-o", out, "-q", "-b", "cpu", "--shard", f"{i}/2"]
         assert main([str(a) for a in args]) == 0
     return out
+
+
+@contextlib.contextmanager
+def unblocked_fifos(*fifos: Path) -> Iterator[None]:
+    """Guard of the named-pipe tests: a reader blocked on one of ``fifos`` (the bug they test for)
+    gets end-of-file within seconds, so the test fails on its message instead of hanging. Opening
+    the write end without blocking fails (ENXIO) while nobody reads, so a correct run is untouched."""
+    stop = threading.Event()
+
+    def unblock() -> None:
+        while not stop.wait(2.0):
+            for fifo in fifos:
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    guard = threading.Thread(target=unblock, daemon=True)
+    guard.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        guard.join()
