@@ -7,7 +7,7 @@ import glob
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.sources.cache import os_reason
@@ -24,14 +24,53 @@ def expand(text: str) -> list[Path]:
         return [Path(p) for p in _unique_files(sorted(safe_glob(text)))]
     path = Path(text)
     if path.is_dir() and not is_dataset_dir(path):
-        from cryoshift.runtime.mrc import is_mrc_path
-
-        try:
-            entries = list(path.iterdir())
-        except PermissionError as exc:
-            raise InputError(path, os_reason(path, exc)) from exc
-        return sorted(p for p in entries if is_mrc_path(p) and (p.is_file() or is_dangling(p)))
+        return scan_folder(path).files
     return [path]
+
+
+class FolderScan(NamedTuple):
+    """A folder's entries by what a folder input makes of them (:func:`scan_folder`), each sorted."""
+
+    files: list[Path]  # regular files and dangling links with an MRC name: what expand lists
+    datasets: list[Path]  # sub-folders that are datasets (read only as inputs of their own)
+    specials: list[Path]  # named pipes, sockets, devices (or links to one) with an MRC name
+    unnamed: list[Path]  # those without an MRC name
+
+
+def scan_folder(path: Path) -> FolderScan:
+    """One listing of a folder input: what :func:`expand` reads and what it passes over.
+
+    Why one: the planner needs the sub-folders that are datasets (skipped with a note) and the
+    entries that are not regular files (a named pipe under an MRC name fails as an error row, as it
+    does named on its own): it listed the folder a second time for them. An entry that cannot be
+    looked at is left out here; a folder that cannot be listed is refused (InputError)."""
+    from cryoshift.runtime.mrc import is_mrc_path
+
+    try:
+        entries = list(os.scandir(path))
+    except PermissionError as exc:
+        raise InputError(path, os_reason(path, exc)) from exc
+    files: list[Path] = []
+    datasets: list[Path] = []
+    specials: list[Path] = []
+    unnamed: list[Path] = []
+    for entry in entries:
+        p = Path(entry.path)
+        mrc = is_mrc_path(p)
+        if p.is_file() or is_dangling(p):
+            if mrc:
+                files.append(p)
+            continue
+        try:
+            folder = entry.is_dir()
+        except OSError:
+            continue
+        if folder:
+            if not mrc and is_dataset_dir(p):
+                datasets.append(p)
+            continue
+        (specials if mrc else unnamed).append(p)
+    return FolderScan(sorted(files), sorted(datasets), sorted(specials), sorted(unnamed))
 
 
 def safe_glob(pattern: str) -> list[str]:
@@ -211,12 +250,18 @@ def tomogram_index(tomograms: list[str], tables: dict[str, Any] | None = None) -
 
     index = TomogramIndex()
     for text in tomograms:
+        specials: list[Path] = []
         try:
-            paths = expand(text)
+            if Path(text).is_dir() and not is_dataset_dir(Path(text)):
+                paths, _, specials, _ = scan_folder(Path(text))
+            else:
+                paths = expand(text)
         except InputError as exc:  # a folder that cannot be listed
             index.unreadable.append((text, exc.reason))
             continue
-        if not paths:
+        for special in specials:  # a pipe under a tomogram's name: its picks fail naming what it is
+            index.add(strip_suffix(special.name), special)
+        if not paths and not specials:
             index.empty.append((text, _empty_reason(text)))
         for path in paths:
             if is_dangling(path) and str(path) != text:

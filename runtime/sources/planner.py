@@ -9,7 +9,6 @@ reads headers, never voxel data.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +19,7 @@ from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.picks import NAMED_TABLE_SUFFIXES
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
 from cryoshift.runtime.sources.items import CHECKED_AGAINST, Item, Plan, PlanRefusal, stack_id
-from cryoshift.runtime.sources.paths import expand, is_dataset_dir, strip_suffix, tomogram_index
+from cryoshift.runtime.sources.paths import expand, is_dataset_dir, scan_folder, tomogram_index
 
 UNKNOWN_VOXEL_NOTES = 20  # files noted one by one for a header without a voxel size; then a count
 
@@ -84,15 +83,7 @@ class Planner:
     def tomogram_index(self) -> dict[str, Path]:
         """The ``--tomograms`` files by name (read once, when the first pick table needs them)."""
         if self._tomo_index is None:
-            index = tomogram_index(self.tomograms, self.tomo_tables)
-            for text in self.tomograms:  # a pipe under a tomogram's name: expand lists none
-                folder = Path(text)
-                specials = _scan_folder(folder)[1] if folder.is_dir() and not is_dataset_dir(folder) else []
-                for special in specials:  # its picks fail naming what it is, not "no tomogram matches"
-                    index.add(strip_suffix(special.name), special)
-                if specials:  # the folder is not empty of tomograms after all
-                    index.empty = [(t, why) for t, why in index.empty if t != text]
-            self._tomo_index = index
+            self._tomo_index = tomogram_index(self.tomograms, self.tomo_tables)
             for text, reason in getattr(self._tomo_index, "unreadable", []):
                 self.notes.append(
                     f"{text}: --tomograms folder not read ({reason}); picks of tomograms not "
@@ -203,14 +194,13 @@ class Planner:
         if is_dataset_dir(path):
             self.add_dataset(path)
             return
-        expanded = expand(text)
         unnamed: list[Path] = []
-        if path.is_dir():  # expand lists regular files (and dangling links) only
-            datasets, specials, unnamed = _scan_folder(path)
+        if path.is_dir():  # one listing: the MRC files, and what expand passes over
+            files, datasets, specials, unnamed = scan_folder(path)
             # a pipe under an MRC name: planned as the folder's files are, an error row as if named
-            paths = sorted(expanded + specials) if specials else expanded
+            paths = sorted(files + specials) if specials else files
         else:
-            paths, datasets = _outside_datasets(text, expanded)
+            paths, datasets = _outside_datasets(text, expand(text))
         if not paths:
             if datasets:
                 only = "holds no MRC files, only" if path.is_dir() else "matches only"
@@ -402,7 +392,8 @@ class Planner:
 
 
 def _outside_datasets(text: str, paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    """``paths`` (input ``text`` expanded: :func:`expand`) without what belongs to a dataset
+    """``paths`` (a glob or file input ``text`` expanded: :func:`expand`; a folder input's are
+    sorted by :func:`scan_folder`) without what belongs to a dataset
     folder, and those dataset folders (sorted). A file named on its own is kept, a dataset's
     volumes.mrc too: only what a folder or a glob met is sorted out.
 
@@ -412,9 +403,6 @@ def _outside_datasets(text: str, paths: list[Path]) -> tuple[list[Path], list[Pa
     contrast unchecked: light data trained or classified as dark."""
     from cryoshift.runtime.mrc import is_mrc_path
 
-    path = Path(text)
-    if path.is_dir():  # a folder: its own MRC files; the datasets are among its sub-folders
-        return paths, _scan_folder(path)[0]
     if not any(ch in text for ch in "*?["):  # one file (expand's test for a glob)
         return paths, []
     kept: list[Path] = []
@@ -430,42 +418,6 @@ def _outside_datasets(text: str, paths: list[Path]) -> tuple[list[Path], list[Pa
         else:
             kept.append(p)
     return kept, sorted(datasets)
-
-
-def _scan_folder(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
-    """What a folder input holds besides the regular MRC files :func:`expand` lists (one listing,
-    file types from it; each sorted): its sub-folders that are datasets, and its entries that are
-    neither a regular file, a folder nor a dangling link (a named pipe, socket or device, or a link
-    to one) with an MRC name and without one.
-
-    Why: a named pipe under an MRC name in a folder input was dropped without a word (named on its
-    own, or met by a glob, it is an error row): each such entry is now planned as the folder's
-    other files are, and fails as an error row saying what it is; one without an MRC name is
-    counted in a note. An entry that cannot be looked at is left to expand, which says so."""
-    from cryoshift.runtime.mrc import is_mrc_path
-
-    datasets: list[Path] = []
-    named: list[Path] = []
-    unnamed: list[Path] = []
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                mrc = is_mrc_path(entry.name)
-                try:
-                    if entry.is_file():
-                        continue
-                    if entry.is_dir():
-                        if not mrc and is_dataset_dir(Path(entry.path)):
-                            datasets.append(Path(entry.path))
-                        continue
-                    if entry.is_symlink() and not os.path.exists(entry.path):
-                        continue  # dangling: expand keeps those with an MRC name
-                except OSError:
-                    continue
-                (named if mrc else unnamed).append(Path(entry.path))
-    except OSError:  # the walk itself said what it could not read (expand)
-        return [], [], []
-    return sorted(datasets), sorted(named), sorted(unnamed)
 
 
 SPECIALS_SHOWN = 3  # entries named in the note of a folder's pipes, sockets and devices
