@@ -89,10 +89,19 @@ def test_run_directory_and_weights_only_checkpoint(domains: dict[str, Path], tmp
         train(_config(domains, run, method="dann"))
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"method": "cryoshift"},  # warp draws random fields: the RNG state must carry over
+        # the mean teacher's weights and step count must carry over too
+        {"method": "selftrain", "method_kwargs": {"teacher_decay": 0.9, "adapt_start": 0.0}},
+    ],
+    ids=["cryoshift", "selftrain-teacher"],
+)
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
-    domains: dict[str, Path], tmp_path: Path
+    domains: dict[str, Path], tmp_path: Path, kw: dict[str, object]
 ) -> None:
-    kw = {"method": "cryoshift", "epochs": 2}  # warp draws random fields: the RNG state must carry over
+    kw = {**kw, "epochs": 2}
     full = train(_config(domains, tmp_path / "full", **kw))
     killed = train(_config(domains, tmp_path / "killed", **kw), stop_after_epoch=1)
     assert killed.model_path is None and len(killed.history) == 1

@@ -12,6 +12,13 @@ Source and target pass through the backbone separately, so each BatchNorm layer 
 each domain with its own batch statistics during training; ``finalize`` then re-estimates the
 running statistics on the target (AdaBN), which is what the exported model uses.
 
+With ``teacher_decay`` > 0 the pseudo-labels come from a teacher whose weights are an exponential
+moving average of the student's (mean teacher, Tarvainen & Valpola 2017; self-ensembling for
+domain adaptation, French et al. ICLR 2018), and the exported model is that average. A model
+labelling its own batch reinforces its own mistakes on the step it makes them; an average over
+about ``1 / (1 - decay)`` steps changes slowly, and averaged weights sit in flatter minima that
+transfer better to shifted data (SWAD, Cha et al. NeurIPS 2021).
+
 The target terms start at ``adapt_start`` (fraction of training) and ramp up linearly over
 ``adapt_ramp``: self-training on a model that cannot yet classify the source would only
 reinforce noise.
@@ -19,10 +26,13 @@ reinforce noise.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ._registry import METHODS
 from .source_only import AdaBN
@@ -68,7 +78,34 @@ class SelfTrain(AdaBN):
         # batch). 4: self-training epochs 35 % shorter, accuracy unchanged on the development
         # draws (benchmarks/results/accuracy_levers.md, twelfth round)
         "target_every": 4,
+        # > 0: pseudo-labels from, and the exported model is, an exponential moving average of
+        # the weights with this decay per step (0: off; see the module docstring)
+        "teacher_decay": 0.0,
     }
+
+    def __init__(self, backbone: nn.Module, num_classes: int, box_size: int, **hparams: Any):
+        super().__init__(backbone, num_classes, box_size, **hparams)
+        decay = float(self.hparams["teacher_decay"])
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"teacher_decay must be in [0, 1), not {decay}")
+        self.teacher: nn.Module | None = None
+        if decay > 0:
+            self.teacher = copy.deepcopy(backbone).requires_grad_(False)
+            # steps averaged so far: the decay is warmed up as (1 + n) / (10 + n), so that the
+            # first steps' random weights do not linger in the average; a buffer, so it resumes
+            self.register_buffer("teacher_steps", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _update_teacher(self) -> None:
+        """One moving-average step towards the student's current weights (its buffers copied)."""
+        assert self.teacher is not None
+        n = int(self.teacher_steps)
+        decay = min(float(self.hparams["teacher_decay"]), (1 + n) / (10 + n))
+        for mean, current in zip(self.teacher.parameters(), self.backbone.parameters(), strict=True):
+            mean.lerp_(current.detach(), 1.0 - decay)
+        for mean, current in zip(self.teacher.buffers(), self.backbone.buffers(), strict=True):
+            mean.copy_(current)
+        self.teacher_steps += 1
 
     def target_weight(self, progress: float) -> float:
         """0 before ``adapt_start``, then a linear ramp to 1 over ``adapt_ramp`` of training."""
@@ -85,6 +122,8 @@ class SelfTrain(AdaBN):
     ) -> dict[str, torch.Tensor]:
         # no target batch on the steps between target steps (``target_every``)
         self._check_inputs(target_x, target_y, target_required=int(self.hparams["target_every"]) == 1)
+        if self.teacher is not None and self.training:
+            self._update_teacher()  # towards the weights the last optimiser step made
         ce = self._ce(self.backbone(source_x), source_y)
         total = self.hparams["ce_weight"] * ce
         out = {"ce": ce.detach()}
@@ -93,7 +132,12 @@ class SelfTrain(AdaBN):
         if weight > 0 and target_x is not None:
             logits = self.backbone(target_x)
             im = information_maximisation_loss(logits)
-            mask, labels = balanced_pseudo_labels(logits, float(self.hparams["pseudo_fraction"]))
+            labeller = logits
+            if self.teacher is not None:
+                with torch.no_grad():
+                    self.teacher.train(self.backbone.training)  # the student's batch statistics
+                    labeller = self.teacher(target_x)
+            mask, labels = balanced_pseudo_labels(labeller, float(self.hparams["pseudo_fraction"]))
             pseudo = F.cross_entropy(logits[mask], labels[mask])
             total = total + weight * (self.hparams["im_weight"] * im + self.hparams["pseudo_weight"] * pseudo)
             out.update(im=im.detach(), pseudo=pseudo.detach())
@@ -102,3 +146,9 @@ class SelfTrain(AdaBN):
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         return self._groups(lr)
+
+    def finalize(self, target_batches: Iterable[torch.Tensor]) -> None:
+        """The teacher's weights become the model's (when there is one), then AdaBN on the target."""
+        if self.teacher is not None:
+            self.backbone.load_state_dict(self.teacher.state_dict())
+        super().finalize(target_batches)

@@ -91,3 +91,36 @@ def test_selftrain_moves_target_predictions_towards_confident_balanced_classes(t
         return information_maximisation(probs)
 
     assert run("selftrain") > run("source-only") + 0.05
+
+
+def test_teacher_is_a_moving_average_that_labels_and_becomes_the_model(toy: dict) -> None:
+    """``teacher_decay``: the teacher starts as the student, follows it by the warmed-up decay
+    after each optimiser step, is neither trained nor in the backbone's weights, and ``finalize``
+    gives the model its weights (then AdaBN)."""
+    torch.manual_seed(0)
+    backbone = create_backbone("cryonet-small", num_classes=3, box_size=16)
+    method = create_method("selftrain", backbone=backbone, num_classes=3, box_size=16, teacher_decay=0.9)
+    assert method.teacher is not None and not any(p.requires_grad for p in method.teacher.parameters())
+    optimised = {id(p) for g in method.param_groups(1e-2) for p in g["params"]}
+    assert optimised.isdisjoint(id(p) for p in method.teacher.parameters())
+    opt = torch.optim.Adam(method.param_groups(1e-2))
+    method.train()
+    student_before = [p.detach().clone() for p in method.backbone.parameters()]
+    out = method.losses(toy["sx"][:4], toy["sy"][:4], target_x=toy["tx"][:4], progress=0.9)
+    # the first update averages the student with itself
+    for mean, start in zip(method.teacher.parameters(), student_before, strict=True):
+        assert torch.equal(mean, start)
+    opt.zero_grad()
+    out["total"].backward()
+    opt.step()
+    method.losses(toy["sx"][:4], toy["sy"][:4], target_x=None, progress=0.9)
+    first = next(method.teacher.parameters())
+    kept = 2 / 11  # the warmed-up decay of the second update, (1 + 1) / (10 + 1), below 0.9
+    expected = kept * student_before[0] + (1 - kept) * next(method.backbone.parameters()).detach()
+    assert torch.allclose(first, expected, atol=1e-6)
+    assert not torch.allclose(first, next(method.backbone.parameters()))
+    assert int(method.teacher_steps) == 2
+    method.finalize([toy["tx"][:8]])
+    assert torch.equal(next(method.backbone.parameters()), first)
+    with pytest.raises(ValueError, match="teacher_decay"):
+        create_method("selftrain", backbone=backbone, num_classes=3, box_size=16, teacher_decay=1.0)
