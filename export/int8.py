@@ -90,6 +90,7 @@ def export_int8_onnx(
 
     start = time.perf_counter()
     out_path = Path(out_path)
+    check_calibration_path(calibration_source)
     if len(calibration) < MIN_CALIBRATION_VOLUMES:
         raise ValueError(
             f"int8 calibration needs at least {MIN_CALIBRATION_VOLUMES} subtomograms, got {len(calibration)}"
@@ -126,6 +127,7 @@ def prepare_int8(job: ExportJob) -> None:
                 "--int8 needs --calibration DATA (target subtomograms); the run's config names no dataset",
             )
         given = paths[0]
+    check_calibration_path(given, from_config=job.calibration is None)
     tomograms = list(job.config.get("tomograms") or [])
     check_calibration_fits(given, job.metadata, tomograms)
     volumes = read_volumes(given, job.metadata.box_size, CALIBRATION_VOLUMES, tomograms=tomograms)
@@ -136,6 +138,29 @@ def prepare_int8(job: ExportJob) -> None:
         )
     job.calibration_volumes = volumes
     job.calibration_source = str(given)
+
+
+def check_calibration_path(path: str | Path, from_config: bool = False) -> None:
+    """Refuse calibration data whose path holds a line break or other control character, in one
+    line naming the option and the path (escaped, so the line stays one).
+
+    Why: the path is stored in the int8 model's metadata (``extra.int8_calibration``), which the
+    runtime's reader refuses with such a character (runtime/metadata.py): the export went through
+    and wrote a model that ``cryoshift info`` and classify then refused. ``from_config``: the path
+    is the run's config's dataset, not one given with ``--calibration``."""
+    from cryoshift.runtime.contract import has_control_character
+
+    text = str(path)
+    if not has_control_character(text):
+        return
+    option = "--int8 calibration data" if from_config else "--calibration"
+    named = " (named by the run's config)" if from_config else ""
+    raise InputError(
+        None,
+        f"{option} {text!r}{named}: the path holds a line break or other control character, which "
+        "the int8 model's metadata cannot record; give --calibration a path without one (rename or "
+        "link the data)",
+    )
 
 
 def check_calibration_fits(

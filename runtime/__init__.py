@@ -46,6 +46,7 @@ _LAZY: dict[str, str] = {
     "write_results": "results",
     "read_results": "results",
     "read_predictions": "results",
+    "read_prediction_table": "results",
     "describe": "info",
     # classification (runtime classify issue)
     "load_model": "backends",

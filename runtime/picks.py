@@ -62,9 +62,11 @@ NAME_LABELS = (
     "csBestClass",
     "csId",
 )
-# Of those, the names of tomograms and files: kept exactly as written, never made numbers (a
-# tomogram ``01`` is not ``1``, nor ``1e3`` 1000.0), wherever a table is read.
-VERBATIM_LABELS = ("rlnTomoName", "rlnMicrographName", "rlnImageName", "rlnTomoParticleName")
+# The names kept exactly as written, never made numbers, wherever a table is read: all of them. A
+# tomogram ``01`` is not ``1``, nor ``1e3`` 1000.0; a class ``02`` (csClassName, csBestClass) or a
+# row id ``007`` (csId) is not 2 or 7 either: read_star made those numbers, where the results
+# readers (results._star_blocks, _read_csv) kept them as written, so one file read two ways.
+VERBATIM_LABELS = NAME_LABELS
 STAR_SUFFIXES = (".star",)
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".tab")  # what info and the readers take as a text table
 # Names that can only be tables; a .txt/.tab (or a suffixless name) may be an MRC, read by content.
@@ -117,9 +119,9 @@ def read_star(path: str | Path) -> dict[str, pd.DataFrame | dict[str, Any]]:
     """Every block of a STAR file, as ``starfile.read(path, always_dict=True)`` gives them (a loop
     as a DataFrame, numbers as numbers; key-value pairs as a dict), but read by cryoshift's own
     STAR reader (runtime/tables.py), the one the streaming pick reader uses: names
-    (:data:`NAME_LABELS`) are read as written (``nan`` is a name), those of tomograms and files
-    (:data:`VERBATIM_LABELS`) never made numbers (``01`` is not ``1``), a value in single quotes may
-    hold a ``'`` inside it, and the checks of :func:`~cryoshift.runtime.tables.scan_star` (a
+    (:data:`NAME_LABELS`: tomograms, files, classes, ids) are read as written (``nan`` is a name)
+    and never made numbers (``01`` is not ``1``), in loops and key-value pairs alike; a value in
+    single quotes may hold a ``'`` inside it, and the checks of :func:`~cryoshift.runtime.tables.scan_star` (a
     missing or binary file, over-long lines, two blocks of one name) come with its one pass to
     find the blocks. A row with more fields than labels is refused naming its line.
     """
@@ -130,8 +132,7 @@ def read_star(path: str | Path) -> dict[str, pd.DataFrame | dict[str, Any]]:
     for block in scan_star(path):
         if block.loop:
             names = tuple(c for c in block.labels if c in NAME_LABELS)
-            verbatim = tuple(c for c in names if c in VERBATIM_LABELS)
-            out[block.name] = read_loop(path, block, text=names, verbatim=verbatim)
+            out[block.name] = read_loop(path, block, text=names, verbatim=names)
         else:
             out[block.name] = dict(block.values)
     return out

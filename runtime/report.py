@@ -167,7 +167,9 @@ def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]
     """The predictions (checked row by row), the run's manifest, its folder and the table read.
 
     The table is read once: a STAR file gives its label column (the true classes, for the confusion
-    matrix) from that read; a CSV gets it from the predictions.star next to it."""
+    matrix) from that read; a text table (CSV, TSV, any suffix or case) gets it from the STAR file
+    of its name next to it (predictions.csv -> predictions.star). Only ``.csv`` looked there, so a
+    predictions.tsv lost its confusion matrix without a word."""
     folder = path if path.is_dir() else path.parent
     table = _results_table(path)
     if not table.is_file():
@@ -180,7 +182,7 @@ def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]
         truth = _true_classes(table, found)
         if truth is not None:
             df["true_class"] = truth.to_numpy()
-    elif table.suffix == ".csv":
+    else:
         truth = _star_true_classes(table.with_suffix(".star"))
         if truth is not None:
             df["true_class"] = df["id"].astype(str).map(truth)
@@ -197,9 +199,9 @@ def _true_classes(star: Path, found: PredictionTable) -> pd.Series | None:
 
 
 def _star_true_classes(star: Path) -> dict[str, str] | None:
-    """Id -> true class from the predictions.star written beside a predictions CSV (input columns
-    travel in the STAR only); None without the file or a label column. A STAR file that cannot be
-    read leaves the page without a confusion matrix: the CSV is the table reported."""
+    """Id -> true class from the predictions.star written beside a predictions CSV or TSV (input
+    columns travel in the STAR only); None without the file or a label column. A STAR file that
+    cannot be read leaves the page without a confusion matrix: the text table is the one reported."""
     if not star.is_file():
         return None
     try:

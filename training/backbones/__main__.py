@@ -55,6 +55,12 @@ def _throughput(model: torch.nn.Module, box: int, batch: int, seconds: float) ->
     return n / (time.perf_counter() - start)
 
 
+def _name_width(names: list[str]) -> int:
+    """The name column's width: the longest name shown (or the header's word). A fixed 14 let
+    ``cryonet-deep-centred`` (20 characters) push its row's numbers out of their columns."""
+    return max(len("backbone"), *(len(name) for name in names))
+
+
 def main(argv: list[str] | None = None) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _OneLineParser(prog=PROG, description=__doc__, formatter_class=fmt)
@@ -69,16 +75,19 @@ def main(argv: list[str] | None = None) -> None:
     _check(parser, args)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    header = f"{'backbone':<14} {'params':>11} {'features':>8} {'GFLOP':>8}"
+    names = BACKBONES.names(args.pattern)
+    width = _name_width(names)
+    header = f"{'backbone':<{width}} {'params':>11} {'features':>8} {'GFLOP':>8}"
     print(header + ("  vol/s (CPU)" if args.bench else ""))
-    for name in BACKBONES.names(args.pattern):
+    for name in names:
         try:
             model = create_backbone(name, num_classes=args.classes, box_size=args.box).eval()
         except ValueError as exc:  # a family with its own limits (the checks above are everyone's)
             print(f"cryoshift: error: {name}: {' '.join(str(exc).split())}", file=sys.stderr)
             raise SystemExit(2) from None
         params = sum(p.numel() for p in model.parameters())
-        line = f"{name:<14} {params:>11,} {model.num_features:>8} {count_flops(model, args.box) / 1e9:>8.3f}"
+        gflop = count_flops(model, args.box) / 1e9
+        line = f"{name:<{width}} {params:>11,} {model.num_features:>8} {gflop:>8.3f}"
         if args.bench:
             line += f"  {_throughput(model, args.box, args.batch, args.seconds):>11,.0f}"
         print(line, flush=True)
