@@ -238,7 +238,10 @@ def _star_blocks(path: Path) -> dict[str, pd.DataFrame]:
     """Every block of a results STAR file as a DataFrame (key-value blocks as one row), as
     picks.read_star_blocks reads them, but every name column (picks.NAME_LABELS: csClassName,
     csBestClass, csId, rlnTomoName ...; and csPath, the ``path`` of :func:`write_results`) as
-    written: a class ``01`` is not 1.0."""
+    written: a class ``01`` is not 1.0. So is an input column of true classes (``class``,
+    ``label``, ... as the labelled-picks readers name them): a true class ``01`` read as 1 never
+    matched the predicted class ``01``, and report's confusion matrix counted it wrong."""
+    from cryoshift.runtime.labelled_picks import LABEL_COLUMNS
     from cryoshift.runtime.picks import NAME_LABELS
     from cryoshift.runtime.tables import read_loop, scan_star
 
@@ -246,7 +249,7 @@ def _star_blocks(path: Path) -> dict[str, pd.DataFrame]:
     out = {}
     for block in scan_star(path):
         if block.loop:
-            names = tuple(c for c in block.labels if c in labels)
+            names = tuple(c for c in block.labels if c in labels or c.lower() in LABEL_COLUMNS)
             out[block.name] = read_loop(path, block, text=names, verbatim=names)
         else:
             out[block.name] = pd.DataFrame([dict(block.values)])

@@ -75,6 +75,24 @@ def test_report_takes_labels_from_the_star_beside_any_predictions_table(
     assert "Confusion matrix" in text and "0.667 (n=3)" in text
 
 
+def test_report_matches_true_classes_that_look_like_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A STAR's column of true classes ``01``/``02`` was read as numbers (1, 2): no row matched its
+    predicted class ``01``/``02`` and report drew a 0 % confusion matrix for a perfect run."""
+    from cryoshift.runtime.results import read_prediction_table
+
+    star = tmp_path / "predictions.star"
+    star.write_text(
+        "data_particles\n\nloop_\n_csId #1\n_csClassName #2\n_csConfidence #3\n_csShiftScore #4\n"
+        "_label #5\na.mrc 01 0.9 1.0 01\nb.mrc 02 0.8 1.2 02\nc.mrc 01 0.7 0.9 01\n"
+    )
+    assert read_prediction_table(star).rows["label"].tolist() == ["01", "02", "01"]
+    page = tmp_path / "page.html"
+    assert main(["report", str(star), "-o", str(page)]) == 0, capsys.readouterr().err
+    assert "1.000 (n=3)" in page.read_text()
+
+
 def test_read_prediction_table_is_a_lazy_public_reader() -> None:
     """``from cryoshift.runtime import read_prediction_table`` failed, where read_predictions and
     the other public readers are there (loaded on first use)."""
