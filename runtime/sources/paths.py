@@ -19,13 +19,67 @@ def expand(text: str) -> list[Path]:
 
     A dangling symbolic link with an MRC name in a directory is kept, as a glob keeps it: it
     then fails as an item ("dangling symbolic link ...") instead of vanishing without a word.
+    A folder a glob matches is read as a folder input is (:func:`glob_folder_entries`).
     """
-    if any(ch in text for ch in "*?["):
-        return [Path(p) for p in _unique_files(sorted(safe_glob(text)))]
+    if is_glob(text):
+        return [Path(p) for p in _unique_files(_glob_with_folders(text))]
     path = Path(text)
     if path.is_dir() and not is_dataset_dir(path):
         return scan_folder(path).files
     return [path]
+
+
+def is_glob(text: str) -> bool:
+    """Whether an input is a glob (what :func:`expand` expands as one)."""
+    return any(ch in text for ch in "*?[")
+
+
+def _glob_with_folders(pattern: str) -> list[str]:
+    """The sorted matches of ``pattern``, the folders among them read as folder inputs are
+    (:func:`glob_folder_entries`), or left out where the glob matched their entries itself.
+
+    Why: ``T/**`` matches ``T/`` itself and every folder below it, and ``T/*`` a sub-folder:
+    each became an error item ("is a directory"). ``dir/**`` reaches every entry of the folders
+    it matches (as glob does: hidden ones aside), so those are left out; any other glob means
+    what the shell's expansion of it means on the command line (``classify m T/*`` names each
+    sub-folder as an input). A file reached twice is kept once (:func:`_unique_files`). A link
+    to a folder is not entered, as ``**`` enters none (:func:`safe_glob`), nor a folder that
+    cannot be listed: each fails as an item saying what it is."""
+    raw = safe_glob(pattern)
+    folders = {str(Path(m)) for m in raw if _plain_folder(m)}
+    reached = os.path.basename(pattern) == "**"
+    out: list[str] = []
+    for match in raw:
+        path = Path(match)
+        if str(path) not in folders:
+            out.append(str(path))
+        elif not reached:  # a sub-folder the glob matched too (``**/``) is read as one of its own
+            out.extend(e for e in glob_folder_entries(path) if e not in folders)
+        elif not os.access(match, os.R_OK | os.X_OK):  # safe_glob's walk passed it over
+            out.append(str(path))
+    return sorted(dict.fromkeys(out))
+
+
+def _plain_folder(match: str) -> bool:
+    """A glob's match that is a folder, not a link to one (``dir/``, as ``dir/**`` and ``*/``
+    give it, is the folder), and no dataset (read only as an input of its own)."""
+    try:
+        return os.path.isdir(match) and not os.path.islink(match) and not is_dataset_dir(Path(match))
+    except OSError:
+        return False
+
+
+def glob_folder_entries(path: Path) -> list[str]:
+    """A folder a glob matched, as a folder input reads it: its MRC files, and what fails or is
+    noted as an item of a folder input (:class:`FolderScan`: pipes and sub-folders with an MRC
+    name, dataset folders). Its other entries (no MRC name) are left out, as a folder input
+    leaves them, and it is not entered deeper: ``**`` is the way to say that. A folder that
+    cannot be listed stays itself, and fails as an item naming why."""
+    try:
+        scan = scan_folder(path)
+    except InputError:
+        return [str(path)]
+    return [str(p) for p in scan.files + scan.specials + scan.datasets]
 
 
 class FolderScan(NamedTuple):
@@ -33,8 +87,10 @@ class FolderScan(NamedTuple):
 
     files: list[Path]  # regular files and dangling links with an MRC name: what expand lists
     datasets: list[Path]  # sub-folders that are datasets (read only as inputs of their own)
-    specials: list[Path]  # named pipes, sockets, devices (or links to one) with an MRC name
-    unnamed: list[Path]  # those without an MRC name
+    # named pipes, sockets, devices (or links to one) and sub-folders with an MRC name: each fails
+    # as an item saying what it is, as when named on its own (a folder ``x.mrc/`` was passed over)
+    specials: list[Path]
+    unnamed: list[Path]  # pipes, sockets and devices without an MRC name
 
 
 def scan_folder(path: Path) -> FolderScan:
@@ -65,10 +121,10 @@ def scan_folder(path: Path) -> FolderScan:
             folder = entry.is_dir()
         except OSError:
             continue
-        if folder:
-            if not mrc and is_dataset_dir(p):
+        if folder and not mrc:
+            if is_dataset_dir(p):
                 datasets.append(p)
-            continue
+            continue  # a folder input is not read deeper (a glob's ``**`` is)
         (specials if mrc else unnamed).append(p)
     return FolderScan(sorted(files), sorted(datasets), sorted(specials), sorted(unnamed))
 
@@ -147,6 +203,21 @@ def is_dataset_dir(path: Path) -> bool:
         return path.is_dir() and (path / "dataset.json").is_file()
     except OSError:
         return False
+
+
+def dataset_of(path: Path) -> Path | None:
+    """The dataset folder whose own file ``path`` is (its volumes.mrc, particles.csv or
+    dataset.json, by the name given or, for a link, by its target), else None.
+
+    Why: ``DIR/volumes.mrc`` named on its own was classified as a bare volume stack, the
+    contrast that DIR/dataset.json records unchecked: light data read as dark without a word.
+    The planner reads such a file as its dataset (:meth:`Planner.add_dataset`)."""
+    from cryoshift.runtime.dataset import META, TABLE, VOLUMES
+
+    for named in (path, Path(os.path.realpath(path))):
+        if named.name in (VOLUMES, TABLE, META) and is_dataset_dir(named.parent):
+            return named.parent
+    return None
 
 
 def is_dangling(path: Path) -> bool:

@@ -9,6 +9,7 @@ reads headers, never voxel data.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +20,14 @@ from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.picks import NAMED_TABLE_SUFFIXES
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
 from cryoshift.runtime.sources.items import CHECKED_AGAINST, Item, Plan, PlanRefusal, stack_id
-from cryoshift.runtime.sources.paths import expand, is_dataset_dir, scan_folder, tomogram_index
+from cryoshift.runtime.sources.paths import (
+    dataset_of,
+    expand,
+    is_dataset_dir,
+    is_glob,
+    scan_folder,
+    tomogram_index,
+)
 
 UNKNOWN_VOXEL_NOTES = 20  # files noted one by one for a header without a voxel size; then a count
 
@@ -36,6 +44,15 @@ _NESTED_DATASET_ADVICE = {
     "training run": "a dataset is target data only as the --target itself (--target {})",  # train
 }
 NESTED_DATASETS_SHOWN = 3  # dataset folders named in that note; the rest are counted
+
+# A contrast refusal in the words of the command (by what the items are checked against): train
+# has no model yet and no --contrast, its target is checked against the source's convention.
+_CONTRAST_REFUSAL = {
+    CHECKED_AGAINST: "data contrast is {data!r} but the model expects {model!r}; use a model exported "
+    "for {data!r} data or pass the right --contrast",
+    "training run": "target contrast is {data!r} but the source's is {model!r}; give data of one "
+    "convention (a simulated source: cryoshift simulate --contrast {data})",
+}
 
 
 class Planner:
@@ -149,13 +166,11 @@ class Planner:
         ]
 
     def check_contrast(self, source: str, contrast: str) -> None:
+        """Refuse data of another contrast than the model's (its answers would be meaningless),
+        in the words of the command (:data:`_CONTRAST_REFUSAL`)."""
         if contrast != self.model_contrast:
-            raise PlanRefusal(
-                source,
-                f"data contrast is {contrast!r} but the model expects "
-                f"{self.model_contrast!r}; use a model exported for {contrast!r} data "
-                "or pass the right --contrast",
-            )
+            words = _CONTRAST_REFUSAL.get(self.against, _CONTRAST_REFUSAL[CHECKED_AGAINST])
+            raise PlanRefusal(source, words.format(data=contrast, model=self.model_contrast))
 
     # -- inputs ------------------------------------------------------------------------------
     def add(self, text: str) -> None:
@@ -193,6 +208,14 @@ class Planner:
         path = Path(text)
         if is_dataset_dir(path):
             self.add_dataset(path)
+            return
+        owner = None if is_glob(text) else dataset_of(path)
+        if owner is not None:  # DIR/volumes.mrc: the dataset's recorded contrast applies to it
+            self.add_dataset(owner)
+            self.notes.append(
+                f"{text}: read as the dataset {owner} it belongs to (its dataset.json's contrast and "
+                "voxel size checked); name the folder to read a dataset"
+            )
             return
         unnamed: list[Path] = []
         if path.is_dir():  # one listing: the MRC files, and what expand passes over
@@ -239,6 +262,8 @@ class Planner:
         """One file of an input, read in full (its header); a bad one becomes an error item, or,
         when it is the whole input (``alone``), fails that input."""
         try:
+            if p.is_dir():  # a sub-folder named like a volume (x.mrc/), in a folder or a glob
+                raise InputError(p, _folder_reason(p))
             if input_kind(p) == "table":
                 self.add_table(p)
             else:
@@ -256,6 +281,9 @@ class Planner:
         file's is (:meth:`check_voxel`: the same note and manifest record for a header without
         one, the same error row for another size), so how a file was named changes nothing."""
         header = peek_voxel(path)
+        if header is None and path.is_dir():  # a sub-folder named like a volume (x.mrc/)
+            self.items.append(Item(str(path), "error", str(path), error=_folder_reason(path)))
+            return
         if header is not None and header.is_stack:  # a volume stack under .mrc: split as when named
             self.add_listed_file(path)
             return
@@ -403,7 +431,7 @@ def _outside_datasets(text: str, paths: list[Path]) -> tuple[list[Path], list[Pa
     contrast unchecked: light data trained or classified as dark."""
     from cryoshift.runtime.mrc import is_mrc_path
 
-    if not any(ch in text for ch in "*?["):  # one file (expand's test for a glob)
+    if not is_glob(text):  # one file
         return paths, []
     kept: list[Path] = []
     datasets: dict[Path, None] = {}
@@ -418,6 +446,27 @@ def _outside_datasets(text: str, paths: list[Path]) -> tuple[list[Path], list[Pa
         else:
             kept.append(p)
     return kept, sorted(datasets)
+
+
+def _folder_reason(path: Path) -> str:
+    """Why a folder among a folder input's (or a glob's) files is an error row: it has the name
+    of a volume (``x.mrc/``), and a folder input is not read deeper; or a glob matched a link to
+    one, which it does not enter (:func:`paths.safe_glob`). Said, not passed over: the user may
+    expect it classified. One that cannot be listed says why instead."""
+    try:
+        with os.scandir(path):
+            pass
+    except OSError as exc:
+        return os_reason(path, exc)
+    if path.is_symlink():
+        return (
+            "is a link to a folder, not an MRC file; linked folders are not entered (give it as an "
+            "input of its own to read the MRC files in it)"
+        )
+    return (
+        "is a folder, not an MRC file; the sub-folders of a folder input are not read (give it as an "
+        "input of its own, or a glob with **, to read the MRC files in it)"
+    )
 
 
 SPECIALS_SHOWN = 3  # entries named in the note of a folder's pipes, sockets and devices
@@ -537,6 +586,15 @@ def is_listing(path: Path) -> bool:
     return bool(cols & {"rlnimagename", "path", "image", "image_name"}) and not cols & {"x", "rlncoordinatex"}
 
 
+def _reads_as_dataset(text: str) -> bool:
+    """Whether input ``text`` is planned as a dataset (its folder, or one of its own files),
+    whose contrast its dataset.json records: the others are of --contrast (dark by default)."""
+    if is_glob(text) or text.startswith("copick:"):
+        return False
+    path = Path(text)
+    return is_dataset_dir(path) or dataset_of(path) is not None
+
+
 def _refuse_unused_tomograms(planner: Planner, inputs: list[str]) -> None:
     """``--tomograms`` given, but no input is a table of picks (only picks are cropped from
     tomograms): a listing of subtomogram files, a stack or a folder was read as it is and the
@@ -593,10 +651,8 @@ def plan_inputs(
         voxel_advice,
         against,
     )
-    data_contrast = contrast or "dark"
-    has_non_dataset = any(not is_dataset_dir(Path(t)) for t in inputs)
-    if has_non_dataset:
-        planner.check_contrast("--contrast", data_contrast)
+    if any(not _reads_as_dataset(t) for t in inputs):
+        planner.check_contrast("--contrast", contrast or "dark")
     for text in inputs:
         planner.add(text)
     if len(planner.failed_inputs) == len(inputs):  # nothing at all to classify: say why, once
@@ -609,7 +665,9 @@ def plan_inputs(
         planner.items,
         list(inputs),
         box_size,
-        data_contrast,
+        # every input planned was checked to be of the model's contrast: dataset folders by their
+        # dataset.json ("dark", the default of --contrast, was recorded for light datasets)
+        model_contrast,
         planner.voxel_sizes,
         planner.notes + planner.closing_notes(),
         planner.origins,
