@@ -33,6 +33,7 @@ missing value ``<NA>``), and the file appears under its name only when complete.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 import re
@@ -133,14 +134,38 @@ def write_results(rows: pd.DataFrame, csv_path: str | Path, star_path: str | Pat
 
 
 def _atomic(path: Path, write: object) -> None:
+    """``write(tmp)`` to a temporary name beside ``path``, then renamed to it; a file-system
+    failure names ``path`` (:func:`writing_error`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         write(tmp)  # type: ignore[operator]
         os.replace(tmp, path)
+    except OSError as exc:
+        raise writing_error(path, exc) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def writing_error(path: Path, exc: OSError) -> OSError:
+    """``exc`` (raised while ``path`` was written under its temporary name, or renamed to it), as
+    an OSError of the same kind that names ``path`` and says what to do.
+
+    Why: the message named the temporary ``.predictions.NNN.tmp.star`` (a folder in the way said
+    "Is a directory" of a file the user never made), and a full disk named no file at all."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        reason = "a folder of this name is in the way; move it, or choose another output folder"
+    elif exc.errno == errno.ENOSPC:
+        reason = "cannot write: no space left on device; free space or choose another output folder"
+    elif exc.errno == errno.EDQUOT:
+        reason = "cannot write: disk quota exceeded; free space or choose another output folder"
+    else:
+        reason = f"cannot write: {' '.join(str(exc.strerror or exc).split())}"
+    try:
+        return type(exc)(exc.errno, reason, str(path))
+    except TypeError:  # an OSError subclass with its own arguments
+        return OSError(exc.errno, reason, str(path))
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
@@ -559,15 +584,18 @@ class StarWriter:
         self.labels = [str(c) for c in labels]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
-        self._fh: IO[str] | None = open(self._tmp, "w")  # noqa: SIM115 - closed by commit/discard
+        self._fh: IO[str] | None = None
         try:
+            self._fh = open(self._tmp, "w")  # noqa: SIM115 - closed by commit/discard
             self._fh.write(f"# Created by cryoshift {__version__}\n\n\n")
             for block_name, block in (blocks or {}).items():
                 self._fh.write(_star_block(block_name, block))
             if name is not None:
                 self._fh.write(_loop_header(name, self.labels))
-        except BaseException:
+        except BaseException as exc:
             self.discard()
+            if isinstance(exc, OSError):
+                raise writing_error(self.path, exc) from exc
             raise
 
     def _open(self) -> IO[str]:
@@ -579,7 +607,11 @@ class StarWriter:
         """Append rows of the loop block (columns in the order of ``labels``)."""
         if self.name is None or [str(c) for c in rows.columns] != self.labels:
             raise ValueError(f"columns {list(rows.columns)} are not the loop block's labels {self.labels}")
-        self._open().write(star_rows(rows))
+        fh = self._open()
+        try:
+            fh.write(star_rows(rows))
+        except OSError as exc:
+            raise writing_error(self.path, exc) from exc
 
     def commit(self) -> Path:
         """Finish the file and give it its name."""
@@ -590,16 +622,23 @@ class StarWriter:
             fh.close()
             self._fh = None
             os.replace(self._tmp, self.path)
+        except OSError as exc:
+            raise writing_error(self.path, exc) from exc
         finally:
             self.discard()
         return self.path
 
     def discard(self) -> None:
-        """Drop the file being written (a file already under the final name stays)."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        self._tmp.unlink(missing_ok=True)
+        """Drop the file being written (a file already under the final name stays). Closing it
+        may fail again (a full disk: the rest of its buffer): the first failure is the one said."""
+        fh, self._fh = self._fh, None
+        try:
+            if fh is not None:
+                fh.close()
+        except OSError:
+            pass
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> StarWriter:
         return self

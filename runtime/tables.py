@@ -458,6 +458,7 @@ def csv_options(path: Path) -> dict[str, Any]:
     if not first:
         raise InputError(path, "no header line: the file holds only blank lines and # comments")
     sep = "\t" if "\t" in first else "," if "," in first else ";" if ";" in first else r"\s+"
+    refuse_numeric_header(path, first, sep, skipped + 1)
     refuse_duplicate_header(path, first, sep)
     # Semicolon tables come from spreadsheets in locales that write decimal commas (1,5).
     return {
@@ -497,6 +498,47 @@ def header_names(first: str, sep: str) -> list[str]:
     if sep == r"\s+":
         return first.split()
     return [c.strip() for c in next(csv.reader([first], delimiter=sep, skipinitialspace=True), [])]
+
+
+DYNAMO_SUFFIXES = (".tbl",)
+READ_TABLES = (
+    "cryoshift reads picks from STAR (rlnCoordinateX/Y/Z) or CSV/TSV with a header line naming "
+    "x, y, z (and tomo)"
+)
+
+
+def refuse_numeric_header(path: Path, first: str, sep: str, line: int) -> None:
+    """Refuse a table whose header line (line ``line``) holds only numbers: it has no column names.
+
+    Why: its first row was read as the header, so a Dynamo ``.tbl`` (columns by position, many
+    zeros) was refused as "duplicate column names: 1, 0", and another headerless table as having
+    "no coordinate columns" found "10, 20, 30": neither said what is wrong or what is read."""
+    names = [n.lstrip("\ufeff") for n in header_names(first, sep)]
+    if not names or not all(is_number_text(n) for n in names):
+        return
+    if path.suffix.lower() in DYNAMO_SUFFIXES:
+        raise InputError(
+            path,
+            f"a Dynamo table (.tbl, columns by position, no names) is not read; {READ_TABLES}: "
+            "convert it first (x, y, z are Dynamo's columns 24-26 plus the shifts in 4-6; the "
+            "tomogram, column 20)",
+        )
+    from cryoshift.runtime.picks import _list
+
+    where = f"line {line}, the first after blank and # comment lines" if line > 1 else "line 1"
+    raise InputError(
+        path,
+        f"the header line holds numbers, not column names: found {_list(names)} ({where}); {READ_TABLES}",
+    )
+
+
+def is_number_text(text: str) -> bool:
+    """Whether a header field reads as a number (``1``, ``-0.5``, ``1e3``), not a column name."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")
 
 
 def refuse_duplicate_header(path: Path, first: str, sep: str) -> None:
@@ -591,6 +633,9 @@ class PickTable:
     angst: np.ndarray | None = None
     # Columns asked for by name (read_pick_table's ``extra``), one value per row as written.
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    # Whether the table names its tomograms (some row has a name). A "" name of such a table is a
+    # row left empty (a bad row, :func:`blank_name_rows`), not "the only tomogram given".
+    named: bool = False
 
     def __len__(self) -> int:
         return len(self.tomo)
@@ -604,6 +649,7 @@ class PickTable:
         table = cls(
             Path(path), [str(n) for n in names], codes.astype(np.int32), xyz, list(map(str, picks.columns))
         )
+        table.named = table.names != [""]
         table.mark_bad_rows(np.flatnonzero(~np.isfinite(xyz).all(axis=1)), skip_bad_rows)
         return table
 
@@ -857,7 +903,9 @@ def read_pick_table(
     ``unresolved="skip"`` leaves NaN for a tomogram whose facts come back None (the caller
     knows why and fails those picks). Rows whose coordinates are not numbers refuse the table
     unless ``skip_bad_rows`` (batch work): then they are kept in ``bad_rows``, each to become an
-    error row, and only a table of nothing but bad rows is refused.
+    error row, and only a table of nothing but bad rows is refused. In batch work a row whose
+    tomogram name is empty, in a table that names its tomograms, is such a row too
+    (:func:`blank_name_rows`); read otherwise (``info``), its name is "" as written.
 
     ``extra`` columns (names as in ``layout.columns``) come along as written, one str per row, in
     ``table.extra`` (a Warp/M pixel size, a label): the same rows, read with the same checks.
@@ -886,11 +934,13 @@ def read_pick_table(
         blocks_info = [(name, rows.n if count < 0 else count) for name, count in blocks_info]
     names, tomo = _tomogram_names(rows, layout.tomo_col is not None)
     table = PickTable(path, names, tomo, rows.xyz, layout.columns, layout.centred, blocks_info)
+    table.named = names != [""]
     table.angst = rows.angst
     table.extra = rows.extra
     sep = None if layout.csv is None else layout.csv["sep"]
     long = overlong_rows(path, len(layout.columns), layout.block, sep)
-    table.mark_bad_rows(rows.bad_rows, skip_bad_rows, long, layout.block)
+    blank = blank_name_rows(names, tomo, layout.tomo_col) if skip_bad_rows else {}
+    table.mark_bad_rows(rows.bad_rows, skip_bad_rows, {**blank, **long}, layout.block)
     if layout.centred and convert:
         _centred_to_pixels(table, pixel_size, tomo_shape, skip=unresolved == "skip")
     return table
@@ -1080,6 +1130,24 @@ def coordinate_values(column: pd.Series) -> np.ndarray:
     if column.dtype == bool:
         return np.full(len(column), np.nan)
     return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+
+
+def blank_name_rows(names: list[str], tomo: np.ndarray, column: str | None) -> dict[int, str]:
+    """The rows (0-based) of a table that names its tomograms but leaves a row's name empty, with
+    the reason (each becomes an error row naming its line).
+
+    Why: such a row was given to the only ``--tomograms`` file (a guess: exit 0, cropped from a
+    tomogram the row never named) or, with several, refused the whole table as naming no tomogram.
+    A table whose every name is empty names none: the one-tomogram rule applies to it as to a
+    table without the column (README)."""
+    if "" not in names or len(names) < 2:
+        return {}
+    rows = np.flatnonzero(tomo == names.index(""))
+    why = f"{EMPTY_NAME} ({column})" if column else EMPTY_NAME
+    return dict.fromkeys(rows.tolist(), why)
+
+
+EMPTY_NAME = "empty tomogram name"
 
 
 def _tomogram_names(rows: _PickRows, has_tomo_col: bool) -> tuple[list[str], np.ndarray]:

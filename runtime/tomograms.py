@@ -169,12 +169,31 @@ def _where(rows: list[int], lines: dict[int, int]) -> str:
     return rows_text(np.asarray(rows), np.asarray([lines.get(r, -1) for r in rows]))
 
 
-def _problems(rows: list[_Row], col: str) -> dict[int, tuple[list[int], str]]:
+def partial_sizes(columns: Any) -> str:
+    """Why a table's size columns cannot be used when it has some of rlnTomoSizeX/Y/Z but not all
+    ("" when it has all three or none): every tomogram of it fails with this reason.
+
+    Why: with one missing, the size check of the reconstruction was skipped, so an XZY
+    (axis-swapped) reconstruction was cropped with Y and Z swapped, without a word; checking only
+    the axes given would miss a swap into the missing one."""
+    have = [c for c in SIZE_COLUMNS if c in columns]
+    if not have or len(have) == len(SIZE_COLUMNS):
+        return ""
+    missing = [c for c in SIZE_COLUMNS if c not in columns]
+    return (
+        f"the table has {' and '.join(have)} but no {' or '.join(missing)}, so the reconstruction's "
+        "size cannot be checked (a trimmed or axis-swapped one would place picks elsewhere); "
+        "give all three size columns or none"
+    )
+
+
+def _problems(rows: list[_Row], col: str, partial: str = "") -> dict[int, tuple[list[int], str]]:
     """What makes rows unusable, by the first row of each: (the rows it concerns, why), with the
     tomogram named. A name listed more than once fails every row of it (which one is meant is a
     guess); rows of several names sharing one reconstruction file fail each of those names (the
-    picks of one would be cropped from the other's volume). Rows without a name are left out
-    here: no pick can reach them (see :func:`read_tomogram_table`)."""
+    picks of one would be cropped from the other's volume); ``partial`` (:func:`partial_sizes`)
+    fails every name. Rows without a name are left out here: no pick can reach them (see
+    :func:`read_tomogram_table`)."""
     groups: dict[str, list[_Row]] = {}
     for r in rows:
         if r.name:
@@ -200,6 +219,8 @@ def _problems(rows: list[_Row], col: str) -> dict[int, tuple[list[int], str]]:
             why = f"shares its reconstruction {first.written} with tomogram {shown}"
             why += "; each tomogram needs its own file"
             out[first.index] = ([first.index], f"tomogram {name!r} {why}")
+        elif partial:
+            out[first.index] = ([first.index], f"tomogram {name!r}: {partial}")
         elif first.damaged:
             which = (
                 "it must be a positive number"
@@ -220,8 +241,9 @@ def read_tomogram_table(path: str | Path, keep_damaged: bool = False) -> list[To
     A tomogram that cannot be used is kept with its ``problem`` set, naming the table and its
     row(s) by file line: only that tomogram's picks fail (error rows). That is a row whose pixel
     size, binning or rlnTomoSizeX/Y/Z is damaged (0, negative, NaN, text), a row without a
-    reconstruction, a name listed more than once (all its rows) and a reconstruction file that
-    several names give (each of them). A row with an empty rlnTomoName has no picks to fail: it is
+    reconstruction, a name listed more than once (all its rows), a reconstruction file that
+    several names give (each of them), and every row of a table with only some of
+    rlnTomoSizeX/Y/Z. A row with an empty rlnTomoName has no picks to fail: it is
     left out, said in ``notes`` (every entry carries the table's notes; the planner adds them to
     the run's summary). A table in which no tomogram is usable is refused, unless
     ``keep_damaged`` (``cryoshift info`` describes it: every row is returned then, a row without a
@@ -256,7 +278,7 @@ def read_tomogram_table(path: str | Path, keep_damaged: bool = False) -> list[To
             "Reconstruct tomograms job, or pass the MRC files to -t instead)",
         )
     rows = [_read_row(path, int(i), row, df.columns, col) for i, row in enumerate(df.to_dict("records"))]
-    problems = _problems(rows, col)
+    problems = _problems(rows, col, partial_sizes(df.columns))
     unnamed = [r.index for r in rows if not r.name]
     lines = _places(path, block, sorted({i for rs, _ in problems.values() for i in rs} | set(unnamed)))
     said = {i: f"{path}: {_where(rs, lines)}: {why}" for i, (rs, why) in problems.items()}

@@ -379,6 +379,8 @@ def match_tomogram(name: str, index: dict[str, Path], picks: Path) -> Path:
                 f"--tomograms {reason}{more}; the picks need their tomograms (MRC files or a tomograms.star)",
             )
         raise PlanRefusal(picks, "picks need tomograms: pass them with --tomograms")
+    if not name.strip():  # a row that names no tomogram in a table that names them: never a match
+        raise InputError(picks, "empty tomogram name")
     ambiguous: dict[str, list[Path]] = getattr(index, "ambiguous", {})
     describe = getattr(index, "describe", str)
     for exact in (name, strip_suffix(name)):

@@ -67,6 +67,14 @@ def plan_pick_table(planner: Any, path: Path) -> None:
     warp = star and not centred and not rescaled and set(DETECTOR_COLUMNS) <= set(layout.columns)
     problems: dict[str, str] = {}  # tomogram name -> why its picks cannot be converted
     shifts = tuple(c for group in ORIGIN_COLUMNS for c in group if star and c in layout.columns)
+    if centred and rescaled:  # the user may think their picks are binned: say they are not scaled
+        option = "--binning" if planner.binning else "--coordinate-pixel-size"
+        note = (
+            f"{path}: coordinates in centred Angstrom (RELION 5) are placed with each tomogram's own "
+            f"voxel size; {option} applies to pixel coordinates only and is not used for them"
+        )
+        if note not in planner.notes:
+            planner.notes.append(note)
     if centred:
         # RELION 5 centred Angstrom coordinates: converted with each tomogram's own header;
         # picks outside the tomogram become error rows when cropped, like pixel picks, and the
@@ -341,7 +349,9 @@ def add_picks(
     # rows of a tomograms.star that no pick can reach (an empty rlnTomoName): said, once
     planner.notes.extend(n for n in table_notes(planner.tomo_tables.values()) if n not in planner.notes)
     names = list(picks.names)
-    if "" in names:  # rows naming no tomogram: the only one given, else a refusal
+    # rows naming no tomogram in a table that names none: the only one given, else a refusal (a
+    # blank name in a table that names its tomograms is that row's error, tables.blank_name_rows)
+    if "" in names and not getattr(picks, "named", False):
         if len(index) != 1:
             raise PlanRefusal(
                 path,

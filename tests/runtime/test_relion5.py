@@ -362,3 +362,16 @@ def test_an_absurd_pick_does_not_make_the_binning_hint_absurd() -> None:
     far = np.full((5, 3), 1e9)  # no binning explains these
     hint = outside_hint_arrays("p.star", far, np.zeros(5, np.int32), {0: shape})
     assert hint is not None and "which no binning explains" in hint and "e+" not in hint, hint
+
+
+def test_binning_given_for_centred_angstrom_picks_is_said_unused(model_path, project, tmp_path, capsys):
+    """Centred-Angstrom picks are placed with each tomogram's voxel size, so --binning does not
+    apply: it was ignored without a word, and a user who gave it may think their picks scaled."""
+    from cryoshift.runtime.results import read_results
+
+    argv = ["classify", str(model_path), str(project["picks"]), "-t", str(project["tomograms"]), "-b", "cpu"]
+    code = main([*argv, "-o", str(tmp_path / "binned"), "--binning", "4"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "--binning applies to pixel coordinates only and is not used" in out + err
+    assert len(read_results(tmp_path / "binned" / "predictions.csv")) == 7
