@@ -15,6 +15,7 @@ any other.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -221,6 +222,38 @@ class Ledger:
         self.rows = len(ids)
         return set(ids)
 
+    def ids_in_order(self) -> list[str]:
+        """The ids of the data rows, in file order (as written: see escape_text)."""
+        with open(self.path, newline="") as fh:
+            reader = csv.reader(fh)
+            next(reader, None)
+            return [row[0] for row in reader if row]
+
+    def drop(self, ids: set[str]) -> None:
+        """Remove the rows of ``ids`` (as written), durably: the file is rewritten beside itself and
+        put in its place, so a kill leaves the old file or the new one, never half of either."""
+        self._fh.close()
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        kept = 0
+        try:
+            with open(self.path, newline="") as src, open(tmp, "w", newline="") as dst:
+                reader = csv.reader(src)
+                dst.write(self._line(next(reader, self.columns)))
+                for row in reader:
+                    if row and row[0] not in ids:
+                        dst.write(self._line(row))
+                        kept += 1
+                dst.flush()
+                os.fsync(dst.fileno())
+            tmp.replace(self.path)
+        except OSError as exc:  # name the ledger, not the temporary file beside it
+            raise OSError(exc.errno, f"cannot rewrite: {exc.strerror or exc}", str(self.path)) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+            self._fh = open(self.path, "a", newline="")  # noqa: SIM115 - held open for the whole run
+        self.done -= ids
+        self.rows = kept
+
     def append(self, rows: Sequence[Sequence[object]]) -> None:
         """Append rows (each starting with its id) durably: write, flush, fsync."""
         if not rows:
@@ -247,6 +280,77 @@ class Ledger:
         self.close()
 
 
+def row_order_path(features_file: Path) -> Path:
+    """``features[.shard-i-of-n].rowids`` beside ``features[.shard-i-of-n].npy``."""
+    return features_file.with_suffix(".rowids")
+
+
+def _row_hashes(ids: Sequence[str]) -> bytes:
+    return b"".join(hashlib.blake2b(i.encode(), digest_size=RowOrder.WIDTH).digest() for i in ids)
+
+
+class RowOrder:
+    """``features.rowids``: an 8-byte hash of each results row's id (as written), in the order the
+    rows and their features were written; appended, fsync'ed, before the rows go into the CSV.
+
+    Why: features.npy is paired with predictions.csv by position alone. A CSV re-sorted (in a
+    spreadsheet) between a kill and ``--resume --features`` kept its rows, and the resumed run
+    cut and appended features as if the order were the old one: rows paired with other rows'
+    features, without a word. ``csv_ids`` are the CSV's ids in file order when the run starts;
+    they must begin with the ids recorded here (the file may hold more: a batch killed before
+    its rows reached the CSV, cut off here as in the features)."""
+
+    WIDTH = 8
+
+    def __init__(self, path: Path, csv_path: Path, csv_ids: list[str], resume: bool):
+        self.path = path
+        known = 0
+        if resume and path.is_file():
+            known = min(path.stat().st_size // self.WIDTH, len(csv_ids))
+            with open(path, "rb") as fh:
+                recorded = fh.read(known * self.WIDTH)
+            _check_order(csv_path, path, recorded, csv_ids[:known])
+        self._fh = open(path, "r+b" if known else "w+b")  # noqa: SIM115 - held open for the whole run
+        self._fh.truncate(known * self.WIDTH)
+        self._fh.seek(0, os.SEEK_END)
+        # rows written before this file was (a run without --features, or an older cryoshift): as
+        # they are now, so a later re-sort of them is found
+        self.append(csv_ids[known:])
+
+    def append(self, ids: Sequence[str]) -> None:
+        """Record the ids of rows about to be appended to the CSV, durably."""
+        if not ids:
+            return
+        try:
+            self._fh.write(_row_hashes(ids))
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            if exc.filename is None:
+                raise OSError(exc.errno, f"cannot write: {exc.strerror or exc}", str(self.path)) from exc
+            raise
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def _check_order(csv_path: Path, order: Path, recorded: bytes, csv_ids: list[str]) -> None:
+    """Refuse a CSV whose first rows are not, in order, those the features were written for."""
+    now = _row_hashes(csv_ids)
+    if now == recorded:
+        return
+    w = RowOrder.WIDTH
+    row = next(k for k in range(len(csv_ids)) if now[k * w : (k + 1) * w] != recorded[k * w : (k + 1) * w])
+    raise InputError(
+        csv_path,
+        f"data row {row + 1} ({csv_ids[row]}) is not the row whose features were written there: the "
+        "rows were re-sorted or edited since the run was interrupted, and resuming would pair rows "
+        f"with other rows' features; put the rows back in their order ({order.name} records it), or "
+        "classify into a new output directory",
+    )
+
+
 class RunLedgers:
     """The ledgers of one classify run, appended together batch by batch: the results CSV, the
     errors CSV and, with ``features``, ``features.npy`` (runtime/features.py; each batch's
@@ -266,6 +370,8 @@ class RunLedgers:
     ):
         self.notes: list[str] = []
         self.features: Any = None
+        self.order: RowOrder | None = None
+        self._unanswered: tuple[Sequence[Any], Sequence[Any]] | None = None  # items, those without a row
         self.results = Ledger(names["csv"], columns, resume)
         try:
             self.errors = Ledger(names["errors"], ERROR_COLUMNS, resume)
@@ -278,9 +384,10 @@ class RunLedgers:
             from cryoshift.runtime.features import FeatureLedger, features_path
 
             try:
-                self.features = FeatureLedger(
-                    features_path(names["csv"]), self.results.rows, resume, feature_dim
-                )
+                path = features_path(names["csv"])
+                written = self.results.ids_in_order() if self.results.rows else []
+                self.order = RowOrder(row_order_path(path), names["csv"], written, resume)
+                self.features = FeatureLedger(path, self.results.rows, resume, feature_dim)
             except BaseException:
                 self.close()
                 raise
@@ -288,10 +395,32 @@ class RunLedgers:
 
     def todo(self, items: Sequence[Any]) -> Sequence[Any]:
         """``items`` whose ids neither ledger holds yet (compared as written: see escape_text)."""
-        done: set[str] = self.results.done | self.errors.done
-        if any("\\" in ident for ident in done):  # escaped ids: look items up by their written text
-            done = WrittenIds(done)
-        return items.without(done) if hasattr(items, "without") else [it for it in items if it.id not in done]
+        failed = self.errors.done - self.results.done
+        if self._unanswered is not None and self._unanswered[0] is items:  # from failed_before
+            left = self._unanswered[1]
+            return _without(left, failed) if failed else left
+        return _without(items, self.results.done | self.errors.done)
+
+    def failed_before(self, items: Sequence[Any]) -> set[str]:
+        """The ids (as written) of ``items`` that have an error row and no results row: what a
+        resume counts as done although it never gave an answer."""
+        failed = self.errors.done - self.results.done
+        if not failed:
+            return set()
+        left = _without(items, self.results.done)
+        self._unanswered = (items, left)  # todo() goes on from here (each pass formats every id)
+        return {ident for ident in map(escape_text, _ids(left)) if ident in failed}
+
+    def retry(self, ids: set[str]) -> None:
+        """Take the error rows of ``ids`` out of the errors ledger, so :meth:`todo` gives their items
+        again (``classify --resume --retry-errors``).
+
+        Why: a resume counted earlier failures as done, so after fixing their cause (a tomogram
+        found, a file repaired) it classified nothing. Removed first, durably: a kill before they
+        are retried leaves them to the next resume, and an item is never both a row and an error
+        (one that fails again gets a new error row)."""
+        if ids:
+            self.errors.drop(ids)
 
     def has(self, ident: str) -> bool:
         """Whether either ledger holds ``ident`` (an item's id, or one read back from a ledger)."""
@@ -304,6 +433,8 @@ class RunLedgers:
         """One batch: its features (when kept), then its rows, then its error rows; each durable."""
         if self.features is not None and features is not None:
             self.features.append(features)
+        if self.order is not None:
+            self.order.append([escape_text(str(r[0])) for r in rows])
         self.results.append(rows)
         self.errors.append(errors)
 
@@ -314,10 +445,16 @@ class RunLedgers:
             self.features.path.unlink(missing_ok=True)
             self.features = None
             self.notes.append(reason)
+        if self.order is not None:
+            self.order.close()
+            self.order.path.unlink(missing_ok=True)
+            self.order = None
 
     def close(self) -> None:
         if self.features is not None:
             self.features.close()
+        if self.order is not None:
+            self.order.close()
         self.results.close()
         if hasattr(self, "errors"):
             self.errors.close()
@@ -327,3 +464,19 @@ class RunLedgers:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _without(items: Sequence[Any], done: set[str]) -> Sequence[Any]:
+    """``items`` whose ids are not in ``done`` (ids as written: see escape_text)."""
+    if any("\\" in ident for ident in done):  # escaped ids: look items up by their written text
+        done = WrittenIds(done)
+    return items.without(done) if hasattr(items, "without") else [it for it in items if it.id not in done]
+
+
+def _ids(items: Sequence[Any]) -> Iterator[str]:
+    """The ids of ``items`` in order; a pick table's formatted in batches, not item by item."""
+    for segment in getattr(items, "segments", [items]):
+        if hasattr(segment, "ids"):
+            yield from segment.ids()
+        else:
+            yield from (it.id for it in segment)

@@ -1,9 +1,11 @@
 """``merge_shards``: join the outputs of ``classify --shard i/n`` runs into one result set.
 
 SLURM array tasks write ``predictions.shard-i-of-n.csv`` (and ``errors``, ``manifest``) into
-one folder, or into several. Merging keeps every id exactly once (the first shard that has
-it; a prediction wins over an error row for the same id), refuses shards of different models
-or class lists, says which of the n shards are missing, refuses a damaged shard table (not
+one folder, or into several. Merging keeps every id exactly once, refuses shards of different
+models, class lists or settings (:data:`ANSWER_SETTINGS`, shared with ``classify --resume``),
+shards planned from other inputs (a picks table re-sorted between the tasks: their fingerprints
+differ) and results in the output folder that did not come from these shards (an unsharded run,
+another model's merge), says which of the n shards are missing, refuses a damaged shard table (not
 text, a cut-off row, other rows than its manifest counts, a value classify never writes, an
 errors row without its id, file or reason, a folder or link loop under its name) naming it, and
 writes the usual ``predictions.csv``/``.star``, ``errors.csv`` and ``manifest.json`` (with
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
 import math
 import os
@@ -280,22 +283,31 @@ def _rows(table: _Table, width: int) -> Iterator[tuple[int, list[str]]]:
         )
 
 
+class Repeats(NamedTuple):
+    """Ids found again in a later row (of the same shard or another) while joining shard tables."""
+
+    count: int  # rows dropped
+    examples: list[tuple[str, tuple[int, int], tuple[int, int]]]  # (id, first shard, repeating shard)
+
+
 def _join(
     tables: list[_Table],
     header: list[str],
     out: Path,
-    skip: set[str],
+    skip: dict[str, tuple[int, int]],
     kept: list[tuple[list[int], int]] | None = None,
     check: Callable[[list[str]], tuple[str, str] | None] | None = None,
-) -> tuple[set[str], int]:
-    """Copy rows of ``tables`` into ``out``, each id once and none in ``skip``; returns ids, duplicates.
+) -> tuple[dict[str, tuple[int, int]], Repeats]:
+    """Copy rows of ``tables`` into ``out``, each id once and none in ``skip``; returns the ids
+    copied (with the shard each came from) and the repeats dropped (the caller judges them).
 
     A missing table is refused when its manifest says it had rows (errors tables: a missing one
     would drop those errors without a word). ``kept`` (a list) receives, per table, the positions
     of the data rows that were copied and the number of data rows the table has. ``check`` gives
     (column, problem) for a row whose values classify cannot have written: the shard is refused."""
-    seen: set[str] = set()
+    seen: dict[str, tuple[int, int]] = {}
     dupes = 0
+    examples: list[tuple[str, tuple[int, int], tuple[int, int]]] = []
     with open(out, "w", newline="") as dst:
         writer = csv.writer(dst, lineterminator="\n")
         writer.writerow(header)
@@ -319,17 +331,41 @@ def _join(
                             f"row {position + 1} (line {line}), column {wrong[0]}: {wrong[1]}, which "
                             f"classify never writes (an edited or foreign table); {table.rerun()}",
                         )
-                    if row[0] in seen or row[0] in skip:
+                    first = seen.get(row[0]) or skip.get(row[0])
+                    if first is not None:
                         dupes += 1
+                        if len(examples) < 3:
+                            examples.append((row[0], first, table.key))
                         continue
-                    seen.add(row[0])
+                    seen[row[0]] = table.key
                     rows.append(position)
                     writer.writerow(row)
             if kept is not None:
                 kept.append((rows, position + 1))
         dst.flush()
         os.fsync(dst.fileno())
-    return seen, dupes
+    return seen, Repeats(dupes, examples)
+
+
+def _judge_repeats(repeats: Repeats, planned_alike: bool, where: Path) -> str | None:
+    """A note on ids found more than once, or a refusal. Shards whose fingerprints agree split one
+    plan, so an id there twice was planned twice (an input given twice, the same pick in two
+    tables: classify writes it twice too) and is kept once. Without fingerprints (shards of an
+    older version) nothing says the split was one: a repeat is the sign of a table rewritten
+    between the tasks, whose other rows were lost, so it is refused naming the ids."""
+    if not repeats.count:
+        return None
+    if planned_alike:
+        return f"{repeats.count} rows of ids planned more than once (an input given twice?) were kept once"
+    shown = "; ".join(
+        f"{ident} (shard {a[0]}/{a[1]} and shard {b[0]}/{b[1]})" for ident, a, b in repeats.examples
+    )
+    raise InputError(
+        where,
+        f"{repeats.count} rows have an id found in more than one shard row, e.g. {shown}: the shards "
+        "were not split from the same inputs (a picks table rewritten or re-sorted between the shard "
+        "tasks?), so other items are missing; rerun every shard",
+    )
 
 
 def _merge_features(preds: list[Path], kept: list[tuple[list[int], int]], csv_out: Path) -> str | None:
@@ -388,10 +424,12 @@ def merge_shards(
         )
     keys = sorted(shards)
     manifests, model_note = _manifests(shards, keys, dirs[0])
+    planned_alike = _check_planned(manifests, keys, dirs[0])
     out = Path(out_dir) if out_dir else dirs[0]
     out.mkdir(parents=True, exist_ok=True)
     names = output_names(out, None)
     first = manifests[0]
+    _refuse_foreign_results(names, first, n)
     preds = _tables(shards, keys, manifests, "predictions")
     errs = _tables(shards, keys, manifests, "errors")
     for table in preds + errs:  # a folder or a link loop under a shard table's name is not "missing"
@@ -406,8 +444,10 @@ def merge_shards(
     kept: list[tuple[list[int], int]] = []
     tmps = [names[k].with_name(f".{names[k].name}.{os.getpid()}.tmp") for k in ("csv", "errors")]
     try:  # both tables whole or neither: a damaged shard leaves an older merge as it was
-        done, dup_pred = _join(preds, pred_header, tmps[0], set(), kept, check)
+        done, dup_pred = _join(preds, pred_header, tmps[0], {}, kept, check)
         _, dup_err = _join(errs, err_header, tmps[1], done, check=check_error)
+        repeats = Repeats(dup_pred.count + dup_err.count, (dup_pred.examples + dup_err.examples)[:3])
+        repeat_note = _judge_repeats(repeats, planned_alike, dirs[0])
         tmps[0].replace(names["csv"])
         tmps[1].replace(names["errors"])
     finally:
@@ -424,9 +464,7 @@ def merge_shards(
     summary.rate = RunStats(summary.classified, summary.errors, wall_s=summary.pipeline_s).rate
     if missing:
         summary.notes.append(f"shards {', '.join(map(str, missing))} of {n} were missing")
-    if dup_pred or dup_err:
-        summary.notes.append(f"{dup_pred + dup_err} rows found in more than one shard were kept once")
-    for note in (model_note, feature_note):
+    for note in (repeat_note, model_note, feature_note):
         if note:
             summary.notes.append(note)
     settings = dict(first.get("settings", {}))
@@ -434,6 +472,68 @@ def merge_shards(
     settings.update(shard=None, merged_shards=[list(k) for k in keys])
     summary.wall_s = time.perf_counter() - t0
     return finish_run(names, first["model"], plan, summary, settings)
+
+
+def _refuse_foreign_results(names: dict[str, Path], shards: dict[str, Any], n: int) -> None:
+    """Refuse to replace results in the output folder that did not come from shards like these:
+    merging wrote the shards' rows over a whole run of another model (or an unfinished one, whose
+    ``--resume`` then found every row "done"). Accepted: no results yet, or an earlier merge of
+    ``n`` shards of the same model and settings (merging again after more shards finished)."""
+    from cryoshift.runtime.jsonfile import read_json_object
+    from cryoshift.runtime.summary import recorded_onnx_lineage
+
+    def same_model(model: Any) -> bool:
+        if not isinstance(model, dict) or not isinstance(model.get("sha256"), str):
+            return False
+        lineage = recorded_onnx_lineage(model)
+        same_network = lineage is not None and lineage == recorded_onnx_lineage(shards["model"])
+        return model["sha256"] == shards["model"]["sha256"] or same_network
+
+    away = "merge into another folder with -o, or move this folder's results away first"
+    run = names["run"]
+    if run.is_file():  # an unsharded classify run writes (or wrote) this folder's predictions.csv
+        record = read_json_object(run, "run record")
+        model = record.get("model") if isinstance(record.get("model"), dict) else {}
+        if not same_model(model):
+            raise InputError(
+                run,
+                f"this folder holds a classify run of model {model.get('path', '?')} (sha256 "
+                f"{str(model.get('sha256', '?'))[:16]}), not {shards['model'].get('path', '?')} "
+                f"(sha256 {str(shards['model']['sha256'])[:16]}) the shards were classified with; {away}",
+            )
+        differs = answer_mismatch(record, shards)
+        if differs:
+            raise InputError(
+                run,
+                f"this folder holds a classify run of {differs[0]} {differs[1]}, the shards were "
+                f"classified with {differs[2]}; {away}",
+            )
+    tables = [p for p in (names["csv"], names["errors"]) if os.path.lexists(p)]
+    if not tables:
+        return
+    why = None
+    if run.is_file():
+        why = f"{run.name} says an unsharded classify run writes it"
+    elif not names["manifest"].is_file():
+        why = f"no {names['manifest'].name} says where its rows came from (a classify run killed here?)"
+    else:
+        merged = read_json_object(names["manifest"], "manifest")
+        settings = merged.get("settings") if isinstance(merged.get("settings"), dict) else {}
+        split = settings.get("merged_shards")
+        if not isinstance(split, list) or not split:
+            why = f"{names['manifest'].name} is of a classify run, not of a merge"
+        elif any(not isinstance(k, list) or len(k) != 2 or k[1] != n for k in split):
+            why = f"{names['manifest'].name} is of a merge of another split (not of {n} shards)"
+        elif not same_model(merged.get("model")):
+            why = f"{names['manifest'].name} is of a merge of shards of another model"
+        elif answer_mismatch(merged, shards):
+            what, old, new = answer_mismatch(merged, shards)  # type: ignore[misc]
+            why = f"{names['manifest'].name} is of a merge of shards of {what} {old}, these have {new}"
+    if why:
+        raise InputError(
+            tables[0],
+            f"holds results that did not come from these shards ({why}); merging would replace them; {away}",
+        )
 
 
 def _manifests(
@@ -458,7 +558,7 @@ def _manifests(
             raise InputError(m, "not a readable shard manifest (model.class_names is not a list of names)")
         if not isinstance(manifest.get("summary"), dict):
             raise InputError(m, "not a readable shard manifest (no summary: a foreign file)")
-        if not isinstance(manifest.get("settings", {}), dict):  # _SAME_IN_EVERY_SHARD reads it
+        if not isinstance(manifest.get("settings", {}), dict):  # ANSWER_SETTINGS reads it
             raise InputError(m, "not a readable shard manifest (settings is not an object: a foreign file)")
         odd = _summed_problem(manifest["summary"])
         if odd:
@@ -480,16 +580,15 @@ def _manifests(
         )
     # A shard is every n-th item of the planned inputs: shards of other inputs would lose or repeat
     # items, and other settings would give rows of one merged table different meanings.
-    for what, value in _SAME_IN_EVERY_SHARD.items():
-        first = value(manifests[0])
-        for key, m in zip(keys[1:], manifests[1:], strict=True):
-            if value(m) != first:
-                raise InputError(
-                    where,
-                    f"shards were classified with different {what} (shard {keys[0][0]}: "
-                    f"{_short(first)}; shard {key[0]}: {_short(value(m))}); rerun the odd shards "
-                    "with the same command line",
-                )
+    for key, m in zip(keys[1:], manifests[1:], strict=True):
+        differs = answer_mismatch(manifests[0], m, same_plan(planned(manifests[0]), planned(m)))
+        if differs:
+            what, first, other = differs
+            raise InputError(
+                where,
+                f"shards were classified with different {what} (shard {keys[0][0]}: {first}; shard "
+                f"{key[0]}: {other}); rerun the odd shards with the same command line",
+            )
     return manifests, note
 
 
@@ -513,9 +612,9 @@ def _summed_problem(summary: dict[str, Any]) -> str | None:
 
 def _threshold(manifest: dict[str, Any]) -> float | None:
     """The confidence under which classify said ``unknown`` in these shards (their settings agree:
-    _SAME_IN_EVERY_SHARD), or None where the manifest does not say."""
+    ANSWER_SETTINGS), or None where the manifest does not say."""
     given = manifest.get("settings", {}).get("unknown_threshold")
-    value = given if given is not None else manifest["model"].get("unknown_threshold")
+    value = given if given is not None else manifest.get("model", {}).get("unknown_threshold")
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return float(value) if ok else None
 
@@ -524,23 +623,137 @@ def _manifest_path(predictions: Path, key: tuple[int, int]) -> Path:
     return predictions.with_name(f"manifest.shard-{key[0]}-of-{key[1]}.json")
 
 
-_SAME_IN_EVERY_SHARD = {
-    "inputs": lambda m: m.get("inputs"),
+def _resolved(paths: Any, where: Any) -> list[str]:
+    """``paths`` as given, the relative ones joined to the folder the run was started in: the same
+    relative name means other files from another folder (``copick:`` inputs are left as written)."""
+    out = []
+    for text in paths or []:
+        text = str(text)
+        plain = isinstance(where, str) and where and not text.startswith("copick:")
+        out.append(os.path.join(where, text) if plain and not os.path.isabs(text) else text)
+    return out
+
+
+def _setting(name: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda record: record.get("settings", {}).get(name)
+
+
+def _where(record: dict[str, Any]) -> Any:
+    return record.get("settings", {}).get("working_directory")
+
+
+# Everything a row's answer depends on besides the model, read from a run record (run.json) or a
+# manifest (both hold ``inputs``, ``settings`` and ``model``). One definition for every place that
+# joins rows made at different times: the shards merge joins, and a run --resume goes on with.
+# Other inputs would lose or repeat items; other settings would give rows of one table different
+# meanings (judged at another threshold, cropped at other positions).
+ANSWER_SETTINGS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "inputs": lambda record: _resolved(record.get("inputs"), _where(record)),
+    "--tomograms": lambda record: _resolved(record.get("settings", {}).get("tomograms"), _where(record)),
+    "--unknown-threshold": lambda record: _threshold(record),
     **{
-        f"--{name.replace('_', '-')}": (lambda m, name=name: m.get("settings", {}).get(name))
-        for name in (
-            "tomograms",
-            "unknown_threshold",
-            "contrast",
-            "ignore_voxel_size",
-            "coordinate_pixel_size",
-            "binning",
-        )
+        f"--{name.replace('_', '-')}": _setting(name)
+        for name in ("contrast", "ignore_voxel_size", "coordinate_pixel_size", "binning")
     },
 }
 
 
+# Those of ANSWER_SETTINGS whose whole effect is the planned pick coordinates (scaled to the
+# tomograms' voxels): runs that planned the same items at the same coordinates mean the same,
+# however the scale was written (--binning 2, or a --coordinate-pixel-size of half the voxel size).
+PLAN_ONLY = ("--binning", "--coordinate-pixel-size")
+
+
+def answer_mismatch(
+    recorded: dict[str, Any], now: dict[str, Any], same_plan: bool = False
+) -> tuple[str, str, str] | None:
+    """The first of :data:`ANSWER_SETTINGS` that differs between two records: (what, recorded value,
+    new value) as short JSON text; None when the rows of both would mean the same. ``same_plan``:
+    the two planned the same items (:func:`same_plan`), so :data:`PLAN_ONLY` settings agree."""
+    for what, value in ANSWER_SETTINGS.items():
+        if same_plan and what in PLAN_ONLY:
+            continue
+        old, new = value(recorded), value(now)
+        if old != new:
+            return what, _short(old), _short(new)
+    return None
+
+
+# The key of the settings (of a manifest and of run.json) that holds what the run planned from its
+# inputs (runtime/run.py plan_fingerprint): how many items, in which order, from which tomograms.
+PLANNED = "planned_inputs"
+
+
+def planned(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The planned-inputs fingerprint of a record, or None (a run from before fingerprints)."""
+    found = record.get("settings", {}).get(PLANNED)
+    if not isinstance(found, dict) or not isinstance(found.get("files"), dict):
+        return None
+    return found if isinstance(found.get("sha256"), str) else None
+
+
+def same_plan(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Whether two planned-inputs fingerprints are of the same items, in the same order, at the same
+    coordinates (both known)."""
+    if a is None or b is None:
+        return False
+    return (a.get("items"), a["sha256"]) == (b.get("items"), b["sha256"])
+
+
+def changed_files(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The data files (tomograms, stacks) both fingerprints name with another size or modification
+    time: rows made from them before and after read other data under one name."""
+    a, b = old.get("files", {}), new.get("files", {})
+    return sorted(path for path in a.keys() & b.keys() if a[path] != b[path])
+
+
+def _check_planned(manifests: list[dict], keys: list[tuple[int, int]], where: Path) -> bool:
+    """Refuse shards planned from different inputs: a shard is every n-th item of the plan, so a
+    table rewritten (re-sorted, picks added) between the shard tasks splits it differently and
+    loses or repeats items; a tomogram replaced between them gives rows of other data. Returns
+    whether every shard had a fingerprint (shards of older versions have none)."""
+    found = [planned(m) for m in manifests]
+    have = [(k, f) for k, f in zip(keys, found, strict=True) if f is not None]
+    groups: dict[tuple[Any, Any], list[int]] = {}
+    for key, fp in have:
+        groups.setdefault((fp.get("items"), fp["sha256"]), []).append(key[0])
+    if len(groups) > 1:
+        ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), min(kv[1])))
+        most = ranked[0][1]
+        odd = sorted(i for _, shards in ranked[1:] for i in shards)
+        counts = [str(items) for (items, _), _ in ranked]
+        detail = (
+            f"the same {counts[0]} items in another order"
+            if len(set(counts)) == 1
+            else f"{' vs '.join(counts)} items"
+        )
+        raise InputError(
+            where,
+            f"{_shards(odd)} planned other items than {_shards(most)} ({detail}: a picks table "
+            "rewritten or re-sorted between the shard tasks?), so the split would lose or repeat "
+            f"items; rerun {_shards(odd)} with the inputs the others read (remove its files "
+            "first), or rerun every shard",
+        )
+    for (key_a, a), (key_b, b) in itertools.pairwise(have):
+        changed = changed_files(a, b)
+        if changed:
+            raise InputError(
+                changed[0],
+                f"changed between shard {key_a[0]} and shard {key_b[0]} (size or modification time), "
+                "so the shards classified different data under one name; rerun the shards that "
+                "read the old file (remove their files first)",
+            )
+    return len(have) == len(manifests)
+
+
+def _shards(numbers: list[int]) -> str:
+    """``shard 1`` or ``shards 1, 3``."""
+    return ("shard " if len(numbers) == 1 else "shards ") + ", ".join(map(str, numbers))
+
+
 def _short(value: Any, limit: int = 120) -> str:
+    if value is None:
+        return "(not given)"
     text = json.dumps(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -20,16 +20,21 @@ inferred:
 ``predictions.star`` the same rows for RELION/Warp/ArtiaX, written at the end from the CSV
 ``errors.csv``       one row per bad item with its reason
 ``manifest.json``    model hash, inputs, counts, errors, timings, versions
-``run.json``         the model the run started with, written before its first row: ``resume``
-                     refuses another model (checked against an older run's manifest.json when
-                     there is no run.json), so one table never mixes two models' predictions
+``run.json``         the model, inputs and settings the run started with and what it planned
+                     (:func:`plan_fingerprint`), written before its first row: ``resume`` refuses
+                     another model, other inputs or settings, or a tomogram changed since
+                     (checked against an older run's manifest.json when there is no run.json),
+                     and a shard is refused in a folder whose run has another model or settings,
+                     so one table never mixes rows of two meanings
 ``features.npy``     with ``features=True``: the model's features, one float32 row per CSV row
-                     (runtime/features.py; appended and resumed with the CSV)
+                     (runtime/features.py; appended and resumed with the CSV; ``features.rowids``
+                     records the rows' order, so a CSV re-sorted before a resume is refused)
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import sys
@@ -41,7 +46,8 @@ from typing import Any, Protocol
 
 from cryoshift.runtime.backends import Model, load_model
 from cryoshift.runtime.errors import InputError, check_out_folder, missing_reason
-from cryoshift.runtime.ledger import RunLedgers
+from cryoshift.runtime.ledger import RunLedgers, escape_text
+from cryoshift.runtime.merge import PLANNED, answer_mismatch, changed_files, planned, same_plan
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.pipeline import RunStats, result_columns, run_pipeline
 from cryoshift.runtime.sources import Item, Plan, VolumeCache, parse_shard, plan_inputs
@@ -73,6 +79,7 @@ class RunOptions:
     copick_session: str | None = None
     features: bool = False
     progress: bool = True
+    retry_errors: bool = False  # with resume: classify again the items that failed before
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -97,6 +104,7 @@ class RunOptions:
             "split_by_class": self.split_by_class,
             "copick_session": self.copick_session,
             "features": self.features,
+            "retry_errors": self.retry_errors,
             # relative inputs and -t folders mean something only from here (merge re-plans them)
             "working_directory": os.getcwd(),
         }
@@ -127,15 +135,25 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
     names = output_names(opts.out_dir, opts.shard)
     model = inference.model_info()
     lineage_note = None
+    record = None
     if opts.resume:  # before planning and before the ledgers are opened (and their tails cut)
         lineage_note = check_same_model(names, model)
+        record = recorded_run(names)
+        check_same_settings(record, model, opts)  # all but those the plan can show to agree
     # A resumed run goes on writing features when the interrupted one did (the file is there).
     if opts.resume and not opts.features:
         from cryoshift.runtime.features import features_path
 
         opts.features = features_path(names["csv"]).is_file()
     cache = VolumeCache()
-    plan, items, duplicates = plan_run(inference.metadata, opts, cache)
+    plan = plan_all(inference.metadata, opts, cache)
+    fingerprint = plan_fingerprint(plan.items)
+    if opts.shard and not opts.subshard:  # merge joins this shard into the folder's run
+        check_folder_run(output_names(opts.out_dir, None), model, opts, fingerprint)
+    if record is not None:
+        check_same_settings(record, model, opts, fingerprint)
+        check_same_plan(record, fingerprint, opts)
+    plan, items, duplicates = share(plan, opts)
     settings = inference.prepare(items, cache, opts)
     summary = ClassifySummary.for_files(names, inference.description, planned=len(items))
     summary.notes.extend(inference.notes)
@@ -151,8 +169,12 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
         inference.num_features,
     ) as ledgers:
         if not opts.resume or not names["run"].is_file():  # the ledgers are ours now: no row yet
-            record_model(names["run"], model)
+            record_run(names["run"], {"model": model}, opts, fingerprint)
+        elif record is not None and record[0] == names["run"]:
+            record_run(names["run"], record[1], opts, fingerprint)  # tomograms found since, if any
         summary.notes.extend(ledgers.notes)
+        if opts.resume:
+            summary.notes.extend(earlier_errors(ledgers, items, opts))
         todo = ledgers.todo(items)
         summary.resumed = len(items) - len(todo)
         stats = inference.run(todo, ledgers, opts)
@@ -160,21 +182,52 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
     summary.record(stats)
     summary.backend = inference.description
     summary.wall_s = time.perf_counter() - t0
-    return finish_run(names, model, plan, summary, {**settings, **opts.settings()})
+    return finish_run(names, model, plan, summary, {**settings, **opts.settings(), PLANNED: fingerprint})
 
 
-def record_model(path: Path, model: dict[str, Any]) -> None:
-    """Write the model block of a run that is starting (``run.json``), durably and whole, before
-    any row: a run killed before its manifest is written still says which model its rows are of."""
-    record = {
+def earlier_errors(ledgers: RunLedgers, items: Sequence[Item], opts: RunOptions) -> list[str]:
+    """On resume, the items that failed before: tried again with ``retry_errors`` (their error rows
+    replaced by the new outcome), else left as they are and said so. Why: a resume counted them
+    as done without a word, so after a missing tomogram was found it said "0 classified, all
+    already done" while errors.csv still held its picks."""
+    failed = ledgers.failed_before(items)
+    if not failed:
+        return []
+    if opts.retry_errors:
+        ledgers.retry(failed)
+        kept = ledgers.errors.path.name
+        return [f"{len(failed)} items that failed before were tried again ({kept} keeps any that fail again)"]
+    return [
+        f"{len(failed)} of the items already done failed before and were not tried again (they stay in "
+        f"{ledgers.errors.path.name}); resume with --retry-errors to try them again, e.g. after fixing "
+        "a missing tomogram"
+    ]
+
+
+def record_run(path: Path, record: dict[str, Any], opts: RunOptions, fingerprint: dict[str, Any]) -> None:
+    """Write the record of a run (``run.json``), durably and whole, before any row: a run killed
+    before its manifest is written still says which model, inputs and settings its rows are of,
+    for ``--resume`` to hold a new start against (:func:`check_same_settings`).
+
+    ``record`` is the model block of a new run, or the record of a resumed one: its model, start
+    and settings stay; only tomograms the plan reads for the first time (found since) are added."""
+    old = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    settings = {**opts.settings(), **old}
+    files = dict(fingerprint["files"])
+    if isinstance(old.get(PLANNED), dict) and isinstance(old[PLANNED].get("files"), dict):
+        files.update(old[PLANNED]["files"])  # checked equal where both name a file
+    settings[PLANNED] = {**fingerprint, **(old.get(PLANNED) or {}), "files": files}
+    whole = {
         "format": "cryoshift.run/1",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": model,
+        "started": record.get("started") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": record["model"],
+        "inputs": record.get("inputs", list(opts.inputs)),
+        "settings": settings,
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w") as fh:
-            fh.write(json.dumps(record, indent=2, default=str) + "\n")
+            fh.write(json.dumps(whole, indent=2, default=str) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(path)
@@ -182,25 +235,125 @@ def record_model(path: Path, model: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def recorded_model(names: dict[str, Path]) -> tuple[Path, dict[str, Any]] | None:
-    """The file naming the model the rows in ``names`` are of, and its model block: ``run.json``,
-    else the manifest of a run from before run.json existed; None when neither is there. A file
-    that names no model sha256 is refused: resuming would trust rows of an unknown model."""
+def recorded_run(names: dict[str, Path]) -> tuple[Path, dict[str, Any]] | None:
+    """The file recording the run whose rows are in ``names``, and its content: ``run.json``, else
+    the manifest of a run from before run.json existed; None when neither is there. A file that
+    names no model sha256 is refused: resuming would trust rows of an unknown model."""
     from cryoshift.runtime.jsonfile import read_json_object
 
     for key, what in (("run", "run record"), ("manifest", "manifest")):
         path = names[key]
         if not path.is_file():
             continue
-        model = read_json_object(path, what).get("model")
+        record = read_json_object(path, what)
+        model = record.get("model")
         if not isinstance(model, dict) or not isinstance(model.get("sha256"), str):
             raise InputError(
                 path,
                 f"not a readable {what} (no model.sha256), so the model of the rows here is unknown; "
                 "move it away to resume anyway, or classify into a new output directory",
             )
-        return path, model
+        return path, record
     return None
+
+
+def recorded_model(names: dict[str, Path]) -> tuple[Path, dict[str, Any]] | None:
+    """The file naming the model the rows in ``names`` are of, and its model block (see
+    :func:`recorded_run`)."""
+    found = recorded_run(names)
+    return None if found is None else (found[0], found[1]["model"])
+
+
+def check_same_settings(
+    found: tuple[Path, dict[str, Any]] | None,
+    model: dict[str, Any],
+    opts: RunOptions,
+    fingerprint: dict[str, Any] | None = None,
+) -> None:
+    """Refuse to resume with other inputs or settings than the run (``found``: its record) started
+    with, those of merge.ANSWER_SETTINGS, which merge also holds shards to: the rows already
+    written were judged at the old threshold, cropped at the old positions, from the old files,
+    and the new ones would join them under a manifest naming only the new settings.
+
+    Before planning (no ``fingerprint``) the settings whose effect the plan shows (merge.PLAN_ONLY:
+    --binning 2 and the --coordinate-pixel-size of half the voxel size plan the same) wait for it."""
+    if found is None:
+        return
+    path, record = found
+    if not isinstance(record.get("settings"), dict) or "inputs" not in record:
+        return  # a run.json of an older cryoshift: nothing recorded to compare
+    agreed = fingerprint is None or same_plan(planned(record), fingerprint)
+    now = {"model": model, "inputs": opts.inputs, "settings": opts.settings()}
+    differs = answer_mismatch(record, now, agreed)
+    if differs:
+        what, old, new = differs
+        raise InputError(
+            path,
+            f"this run was started with {what} {old}, not {new}; resume with the same {what}, or "
+            "classify into a new output directory (-o)",
+        )
+
+
+def check_same_plan(
+    record: tuple[Path, dict[str, Any]], fingerprint: dict[str, Any], opts: RunOptions
+) -> None:
+    """Refuse to resume on data files that changed since the run started (a tomogram replaced under
+    its name: its old rows and new ones would be of different data), and a shard whose inputs now
+    plan other items or another order (a table re-sorted: its share of the items would no longer
+    be the one the other shards left to it, losing or repeating items)."""
+    path, recorded = record
+    old = planned(recorded)
+    if old is None:
+        return
+    changed = changed_files(old, fingerprint)
+    if changed:
+        raise InputError(
+            changed[0],
+            f"changed since this run started (size or modification time, recorded in {path.name}); its "
+            "rows so far are of the old file: put it back, or classify into a new output directory (-o)",
+        )
+    if opts.shard and (old.get("items"), old["sha256"]) != (fingerprint["items"], fingerprint["sha256"]):
+        raise InputError(
+            path,
+            f"this shard started on inputs that planned {old.get('items')} items; they now plan "
+            f"{fingerprint['items']}{' in another order' if old.get('items') == fingerprint['items'] else ''}"
+            " (a picks table rewritten or re-sorted?), so this shard's share would differ from the one "
+            "the other shards left to it; restore the inputs, or rerun every shard into a new output "
+            "directory (-o)",
+        )
+
+
+def check_folder_run(
+    folder: dict[str, Path], model: dict[str, Any], opts: RunOptions, fingerprint: dict[str, Any]
+) -> None:
+    """A shard is merged into its folder's predictions.csv: refuse to classify one with another
+    model or other settings than the folder's run (``run.json``, or the manifest of a finished
+    run or merge), as a plain ``--resume`` refuses them, before any work; merge would otherwise
+    join rows of two models or settings, or replace the folder's results with another model's."""
+    found = recorded_run(folder)
+    if found is None:
+        return
+    path, record = found
+    old = record["model"]
+    lineage = recorded_onnx_lineage(old)
+    if old["sha256"] != model["sha256"] and (lineage is None or lineage != model.get("onnx_sha256")):
+        raise InputError(
+            path,
+            f"this folder holds a run of model {old.get('path', '?')} (sha256 {old['sha256'][:16]}), "
+            f"not {model.get('path', '?')} (sha256 {str(model['sha256'])[:16]}), and merge would join "
+            "this shard into it; classify the shards into a new output directory (-o)",
+        )
+    if not isinstance(record.get("settings"), dict) or "inputs" not in record:
+        return
+    now = {"model": model, "inputs": opts.inputs, "settings": opts.settings()}
+    differs = answer_mismatch(record, now, same_plan(planned(record), fingerprint))
+    if differs:
+        what, old_value, new = differs
+        raise InputError(
+            path,
+            f"this folder holds a run of {what} {old_value}, not {new}, and merge would join this "
+            "shard into it; classify the shards with the same options, or into a new output directory (-o)",
+        )
 
 
 def check_same_model(names: dict[str, Path], model: dict[str, Any]) -> str | None:
@@ -234,6 +387,12 @@ def plan_run(
 ) -> tuple[Plan, Sequence[Item], int]:
     """The plan of ``opts.inputs`` against the model, this run's items (its shard, each id once,
     its device's share) and how many repeated inputs were dropped."""
+    return share(plan_all(metadata, opts, cache), opts)
+
+
+def plan_all(metadata: ModelMetadata, opts: RunOptions, cache: VolumeCache | None = None) -> Plan:
+    """The plan of ``opts.inputs`` against the model, all its items, before any share is taken
+    (what :func:`plan_fingerprint` describes: every shard of a split plans the same)."""
     plan = plan_inputs(
         opts.inputs,
         metadata.box_size,
@@ -246,6 +405,12 @@ def plan_run(
         coordinate_pixel_size=opts.coordinate_pixel_size,
         binning=opts.binning,
     )
+    return plan
+
+
+def share(plan: Plan, opts: RunOptions) -> tuple[Plan, Sequence[Item], int]:
+    """This run's share of ``plan``: its shard, each id once, its device's share; and how many
+    repeated inputs were dropped."""
     if opts.shard:
         plan = plan.shard(*opts.shard)
     items, duplicates = _dedupe(plan.items)
@@ -253,6 +418,59 @@ def plan_run(
         index, count = opts.subshard
         items = items[index::count]
     return plan, items, duplicates
+
+
+FINGERPRINT_BATCH = 1 << 20  # pick rows hashed at a time
+
+
+def plan_fingerprint(items: Sequence[Item]) -> dict[str, Any]:
+    """What a run planned from its inputs: the number of items, a sha256 of their ids in order, and
+    the size and modification time of every tomogram and stack they are read from.
+
+    Why: a shard is every n-th planned item, so shards (and a shard's resume) that planned other
+    items or another order (a picks table re-sorted between SLURM tasks) lose and repeat items;
+    and rows read from a tomogram replaced under its name are of other data. merge and --resume
+    compare these. Pick tables are hashed from their arrays (tomogram names, coordinates), not
+    from formatted ids; a tomogram's file is left out of the hash, so fixing a missing one keeps
+    the plan (its picks, error rows before, are classified on --resume)."""
+    digest = hashlib.sha256()
+    files: set[str] = set()
+    for segment in getattr(items, "segments", [items]):
+        digest.update(f"segment {len(segment)}\n".encode())
+        source = getattr(segment, "source", None)
+        if source is not None:  # a PickRows selection of a pick table
+            _hash_pick_rows(digest, source, segment.rows)
+            files.update(p for p in source.tomo_paths if p)
+            continue
+        for item in segment:
+            digest.update(escape_text(item.id).encode() + b"\n")
+            if item.kind in ("tomogram", "stack"):
+                files.add(item.path)
+    return {"items": len(items), "sha256": digest.hexdigest(), "files": _stamps(files)}
+
+
+def _hash_pick_rows(digest: Any, source: Any, rows: Any) -> None:
+    import numpy as np
+
+    digest.update("\n".join(escape_text(n) for n in source.names).encode() + b"\n")
+    for start in range(0, len(rows), FINGERPRINT_BATCH):
+        chosen = np.asarray(rows[start : start + FINGERPRINT_BATCH], dtype=np.int64)
+        digest.update(np.ascontiguousarray(source.tomo[chosen], dtype="<i8").tobytes())
+        digest.update(np.ascontiguousarray(source.xyz[chosen], dtype="<f8").tobytes())
+
+
+def _stamps(paths: set[str]) -> dict[str, list[int]]:
+    """[size, mtime_ns] of each file, by absolute path (copick and unreadable paths left out)."""
+    out = {}
+    for path in sorted(paths):
+        if path.startswith("copick:"):
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out[os.path.abspath(path)] = [st.st_size, st.st_mtime_ns]
+    return out
 
 
 def _dedupe(items: Sequence[Item]) -> tuple[Sequence[Item], int]:
@@ -431,6 +649,7 @@ def classify(
     split_by_class: bool = False,
     copick_session: str | None = None,
     features: bool = False,
+    retry_errors: bool = False,
 ) -> ClassifySummary:
     """Classify every subtomogram in ``inputs`` and write results into ``out_dir``.
 
@@ -445,6 +664,8 @@ def classify(
     (default: ``cryoshift-<model sha256[:8]>``). ``features=True`` also writes the model's
     features, one float32 row per results row in the same order, to ``features.npy`` (for the
     report's embedding; a resumed run goes on writing it when the interrupted one did).
+    ``retry_errors=True`` (with ``resume``) classifies again the items that failed before, their
+    error rows replaced by the new outcome (one device only: workers keep their own errors).
     ``workers`` reader threads fill batches (``reader_processes=True``: processes sharing
     memory with this one, for GPUs that consume faster than one Python process reads).
     ``devices=[0, 1, ...]`` runs one worker process per GPU (runtime/devices.py).
@@ -471,10 +692,14 @@ def classify(
         copick_session,
         features,
         progress,
+        retry_errors,
     )
     inference: Inference
     if devices and len(devices) > 1:
         from cryoshift.runtime.devices import DeviceInference
+
+        if retry_errors:  # each worker resumes its own ledgers, errors counted done there
+            raise InputError(None, "--retry-errors works on one device; drop --devices (or give one GPU)")
 
         inference = DeviceInference(
             model.path if isinstance(model, Model) else Path(model),

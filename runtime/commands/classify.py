@@ -91,6 +91,12 @@ def command(
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run in --out: no row is lost or written twice."
     ),
+    retry_errors: bool = typer.Option(
+        False,
+        "--retry-errors",
+        help="With --resume: classify again the items that failed before (e.g. after fixing a "
+        "missing tomogram); errors.csv keeps those that fail again.",
+    ),
     unknown_threshold: float = typer.Option(
         None,
         "--unknown-threshold",
@@ -195,6 +201,8 @@ def command(
     device_list = _devices(devices)
     if binning and coordinate_pixel_size:
         raise InputError(None, "give --binning or --coordinate-pixel-size, not both")
+    if retry_errors and not resume:
+        raise InputError(None, "--retry-errors goes with --resume (a new run has no earlier errors)")
     common = dict(
         progress=not (quiet or no_progress),
         resume=resume,
@@ -210,6 +218,8 @@ def command(
     if ray:
         if device_list or shard:
             raise InputError(None, "--ray distributes by itself; drop --devices/--shard")
+        if retry_errors:
+            raise InputError(None, "--retry-errors is not yet supported with --ray; resume without --ray")
         if workers != 2 or reader_processes or transfer != "fp32":  # silently ignored before
             raise InputError(
                 None, "--ray actors read their own batches; drop --workers/--reader-processes/--transfer"
@@ -246,6 +256,7 @@ def command(
             reader_processes=reader_processes,
             transfer=transfer,
             copick_session=copick_session,
+            retry_errors=retry_errors,
             **common,
         )
     if not quiet:

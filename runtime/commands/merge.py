@@ -22,17 +22,25 @@ def command(
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="Merge even if some of the n shards are missing."
     ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No summary; notes and the error count still go to stderr."
+    ),
 ) -> None:
     """Join --shard outputs into predictions.csv/.star, errors.csv and manifest.json.
 
-    Every id appears exactly once (a row found in two shards is kept once; a prediction wins
-    over an error row). Shards of another model, a missing shard, or a damaged shard table (a
-    cut-off row, fewer rows than its manifest says) are refused in one line naming the file.
+    Every id appears exactly once. Shards of another model or other inputs (a picks table
+    re-sorted between the tasks), a missing shard, a damaged shard table (a cut-off row, fewer
+    rows than its manifest says), or results in the output folder that did not come from these
+    shards are refused in one line naming the file.
 
     Example: cryoshift merge results   (after cryoshift classify ... -o results --shard $I/$N)
     """
     from cryoshift.runtime.merge import merge_shards
 
     summary = merge_shards(list(folders), out, allow_missing=allow_missing)
-    for line in summary.lines():
-        typer.echo(line)
+    if not quiet:
+        for line in summary.lines():
+            typer.echo(line)
+    else:  # quiet hides the report, not what the user must know about the results
+        for line in summary.warning_lines():
+            typer.echo(f"cryoshift: {line}", err=True)
