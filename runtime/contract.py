@@ -45,6 +45,78 @@ def has_control_character(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
 
 
+# Class names ---------------------------------------------------------------------------------------
+# The class_name classify writes for a subtomogram under the confidence threshold: a rejection, not
+# a class. (runtime.pipeline.UNKNOWN is this label.)
+REJECT_LABEL = "unknown"
+# Why two names differing only in case are one name (see class_name_key), in the words of messages
+CASE_REASON = "one file on a case-insensitive file system, and easily taken for one class"
+
+
+def class_name_key(name: str) -> str:
+    """The form in which two class names count as the same name: Unicode-normalised (NFKC) and
+    case-folded, so ``A`` and ``a`` (or a composed and a decomposed ``é``) are one name.
+
+    Why names differing only in case are refused rather than kept apart: per-class outputs named by
+    the class (copick picks, a user's own per-class folders) land in one file on the case-insensitive
+    file systems of macOS and Windows, and a reader of a table takes ``A`` and ``a`` for one class;
+    the cost of refusing is a rename, the cost of accepting is a silently merged class."""
+    import unicodedata
+
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def class_name_problem(name: str) -> str | None:
+    """What makes ``name`` unusable as a class name, as a phrase that completes "class_names has
+    ..." or "its file name gives ..."; None for a usable name. The one rule every reader and writer
+    of class names calls (dataset, model metadata, simulate's file names).
+
+    Refused: an empty or blank name (nothing to show); a control character (it splits the lines of
+    every table and listing, and STAR files cannot keep it); whitespace (a space splits a STAR
+    label, ``prob_b copy``, and the columns of whitespace-separated tables: classify died at its
+    end with a traceback); :data:`REJECT_LABEL`, in any case (the class's predictions and
+    classify's rejections would share one class_name and be counted as one)."""
+    if not name.strip():
+        return f"an empty class name ({name!r})"
+    if has_control_character(name):
+        chars = ", ".join(sorted({repr(c) for c in name if has_control_character(c)}))
+        return (
+            f"a name with a control character: {name!r} holds control characters ({chars}), which "
+            "split the lines of tables and listings"
+        )
+    if any(ch.isspace() for ch in name):
+        return f"a name with whitespace: {name!r} (it splits STAR labels such as prob_NAME); use _ or -"
+    if class_name_key(name) == class_name_key(REJECT_LABEL):
+        return (
+            f"the name {name!r}, classify's label for rejected subtomograms (the class's predictions "
+            "and the rejections could not be told apart)"
+        )
+    return None
+
+
+def class_names_problem(names: list[str]) -> str | None:
+    """What makes a list of class names unusable (a phrase completing "class_names has ..."), None
+    when every name passes :func:`class_name_problem` and no two are one name by
+    :func:`class_name_key` (a duplicate; or names that differ only in case, such as ``A`` and
+    ``a``: refused, not kept apart, for the reasons given there). Labels index the list, so two
+    equal names make every per-class number wrong far from here."""
+    for name in names:
+        problem = class_name_problem(name)
+        if problem:
+            return problem
+    from collections import Counter
+
+    dupes = sorted(n for n, k in Counter(names).items() if k > 1)
+    if dupes:
+        return f"duplicates: {', '.join(dupes)}"
+    first: dict[str, str] = {}
+    for name in names:
+        other = first.setdefault(class_name_key(name), name)
+        if other != name:
+            return f"names that differ only in case: {other!r} and {name!r} ({CASE_REASON})"
+    return None
+
+
 def voxel_mismatch(voxel: float, model_voxel: float) -> float | None:
     """The relative voxel-size difference of data and model (compared with VOXEL_TOLERANCE),
     None when either is unknown (<= 0)."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryoshift.runtime.contract import CONTRASTS, VOXEL_SIZE_RANGE, has_control_character
+from cryoshift.runtime.contract import CONTRASTS, VOXEL_SIZE_RANGE, class_names_problem
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.mrc import MrcVolume, open_volume
 
@@ -67,6 +66,10 @@ class Dataset:
     contrast: str
     table: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    # What the reader settled that dataset.json does not say (the header's voxel size standing in
+    # for a missing one), for the command to print as a note: ``voxel_size`` is the fact to use,
+    # never ``meta["voxel_size"]``, which a dataset.json may lack.
+    notes: list[str] = field(default_factory=list)
     _mrc: MrcVolume | None = field(default=None, repr=False)
 
     @property
@@ -96,26 +99,20 @@ class Dataset:
 def _check_class_names(where: Path, class_names: list[Any] | None, labelled: bool) -> None:
     """The one check of a dataset's class names, for the writer and for a read dataset.json.
 
-    Unlabelled data may have none (the writer stores ``[]``); labelled data needs at least one,
-    and names must be unique and non-empty: labels index them, so a duplicate or an empty list
-    makes every per-class number wrong or meaningless far from here.
+    Unlabelled data may have none (the writer stores ``[]``); labelled data needs at least one.
+    The names themselves follow the contract's class-name rule
+    (:func:`~cryoshift.runtime.contract.class_names_problem`): a model trained on the data carries
+    them, and the runtime refuses a model whose names break it, so the data is refused first, before
+    a whole training run.
     """
     if not class_names:
         if labelled:
             state = "missing" if class_names is None else "empty"
             raise InputError(where, f"class_names is {state}; a labelled dataset needs one name per class")
         return
-    counts = Counter(str(c) for c in class_names)
-    dupes = [name for name, k in counts.items() if k > 1]
-    if dupes:
-        raise InputError(where, f"class_names has duplicates: {', '.join(dupes)}")
-    if any(not str(c) for c in class_names):
-        raise InputError(where, "class_names has an empty name")
-    odd = [str(c) for c in class_names if has_control_character(str(c))]
-    if odd:  # the exported model would refuse them (metadata): a whole training run, then an error
-        raise InputError(
-            where, f"class_names has a name with a control character (a line break, tab ...): {odd[0]!r}"
-        )
+    problem = class_names_problem([str(c) for c in class_names])
+    if problem:
+        raise InputError(where, f"class_names has {problem}")
 
 
 def _validate_names(directory: Path, class_names: list[str] | None, labels: np.ndarray | None) -> None:
@@ -345,10 +342,25 @@ def _check_meta(info: dict[str, Any], directory: Path) -> None:
     if not isinstance(labelled, bool):  # bool("no") is True: a string read as labelled
         raise InputError(directory / META, f"'labelled' must be true or false, got {labelled!r}")
     _check_class_names(directory / META, names, labelled=labelled)
-    if "contrast" in info and info["contrast"] not in CONTRASTS:
-        raise InputError(directory / META, f"'contrast' must be one of {CONTRASTS}, got {info['contrast']!r}")
+    _check_contrast(info, directory / META)
     if "voxel_size" in info:
         _check_voxel_size(directory / META, info["voxel_size"], "'voxel_size'")
+
+
+def _check_contrast(info: dict[str, Any], where: Path) -> None:
+    """dataset.json must say its contrast, as every writer of datasets records it.
+
+    Why no default: a missing key was read as "dark", so light data with the key removed (or
+    written by another tool) was trained as dark and evaluated by dark models, with a wrong
+    accuracy and no word; the contrast cannot be told from the volumes with certainty."""
+    if "contrast" not in info:
+        raise InputError(
+            where,
+            "has no 'contrast'; add "
+            '"contrast": "dark" (protein darker than solvent, as in tomograms) or "light" (as in maps)',
+        )
+    if info["contrast"] not in CONTRASTS:
+        raise InputError(where, f"'contrast' must be one of {CONTRASTS}, got {info['contrast']!r}")
 
 
 def _check_voxel_size(where: Path, value: Any, name: str) -> None:
@@ -444,8 +456,9 @@ def unusable_volumes(volumes: np.ndarray, chunk: int = 256) -> np.ndarray:
     return np.concatenate(bad).astype(np.int64) if bad else np.zeros(0, np.int64)
 
 
-def _voxel_size(info: dict[str, Any], vol: MrcVolume, directory: Path) -> float:
-    """The dataset's voxel size: dataset.json's, which the stack's header must not contradict.
+def _voxel_size(info: dict[str, Any], vol: MrcVolume, directory: Path) -> tuple[float, str | None]:
+    """The dataset's voxel size: dataset.json's, which the stack's header must not contradict, or
+    the header's where dataset.json has none (with a note saying so, the second value).
 
     Without either, the reader's stand-in of 1.0 A became the voxel size of every model trained
     on the data; with both, a contradiction (one of them edited) was settled for dataset.json
@@ -466,7 +479,8 @@ def _voxel_size(info: dict[str, Any], vol: MrcVolume, directory: Path) -> float:
         except InputError:
             vol.close()
             raise
-        return header
+        note = f"{directory / META}: no 'voxel_size'; the header of {VOLUMES} says {header:.4g} A, used"
+        return header, note
     stated = float(info["voxel_size"])
     off = voxel_mismatch(header, stated)
     if off is not None and off > VOXEL_TOLERANCE:
@@ -476,7 +490,7 @@ def _voxel_size(info: dict[str, Any], vol: MrcVolume, directory: Path) -> float:
             f"header voxel size {header:.4g} A differs from dataset.json's {stated:.4g} A; correct "
             "whichever is wrong",
         )
-    return stated
+    return stated, None
 
 
 def _check_order(table: pd.DataFrame, path: Path, vol: MrcVolume) -> None:
@@ -540,7 +554,7 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
         vol.close()
         raise InputError(directory / TABLE, f"has {len(table)} rows, dataset.json says {n}")
     _check_order(table, directory / TABLE, vol)
-    voxel_size = _voxel_size(info, vol, directory)
+    voxel_size, voxel_note = _voxel_size(info, vol, directory)
     labels = None
     if with_labels:
         if not info.get("labelled") or "label" not in table.columns:
@@ -558,8 +572,9 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
         labels=labels,
         class_names=list(info.get("class_names") or []),
         voxel_size=voxel_size,
-        contrast=str(info.get("contrast", "dark")),
+        contrast=str(info["contrast"]),
         table=table,
         meta=info,
+        notes=[voxel_note] if voxel_note else [],
         _mrc=vol,
     )

@@ -21,6 +21,7 @@ from cryoshift.runtime.contract import (
     INPUT_NAME,
     LOGITS,
     NORMALISATIONS,
+    class_names_problem,
     has_control_character,
 )
 from cryoshift.runtime.errors import InputError, missing_reason
@@ -199,18 +200,10 @@ def _wrong_type(data: dict[str, Any]) -> str | None:
         if name in data and not isinstance(data[name], dict):
             return f"{name} must be a JSON object, not {_shown(data[name])}"
     names = data["class_names"]
-    if isinstance(names, list) and all(isinstance(n, str) for n in names) and len(set(names)) < len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        return (
-            f"class_names has duplicates: {', '.join(twice)} (predictions of two classes would share a name)"
-        )
-    listed = names if isinstance(names, list) else []
-    odd = [n for n in listed if isinstance(n, str) and has_control_character(n)]
-    if odd:
-        return (
-            f"class_names has a name with a control character (a line break, tab ...): {_shown(odd[0])}; "
-            "it would split the lines of tables and listings"
-        )
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        problem = class_names_problem(names)
+        if problem:  # a model made before the rule: refused at load, before any work
+            return f"class_names has {problem}; train again with the class renamed"
     for where, text in _free_texts(data):
         if has_control_character(text):
             return (

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from cryoshift.runtime.backends import Model
+from cryoshift.runtime.contract import REJECT_LABEL
 from cryoshift.runtime.hostmem import capped_workers
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.readers import ProcessReaders, ThreadReaders
@@ -37,7 +38,7 @@ from cryoshift.runtime.sources import Item, VolumeCache
 from cryoshift.runtime.transfer import HostAllocator
 
 ID_COLUMNS = ("id", "path", "index", "tomo_name", "x", "y", "z")
-UNKNOWN = "unknown"
+UNKNOWN = REJECT_LABEL  # the label of a rejected prediction (no class may be so named)
 
 
 def result_columns(class_names: Sequence[str]) -> list[str]:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryoshift.runtime.contract import REJECT_LABEL
 from cryoshift.runtime.errors import InputError, blocked_folder, missing_reason, not_a_file
 from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
 from cryoshift.runtime.labelled_picks import LABEL_COLUMNS as PICK_LABEL_COLUMNS
@@ -85,8 +86,8 @@ def _colours(names: list[str]) -> dict[str, Any]:
     import matplotlib
 
     cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
-    out = {n: cmap(i % cmap.N) for i, n in enumerate(n for n in names if n != "unknown")}
-    out["unknown"] = (0.6, 0.6, 0.6, 1.0)
+    out = {n: cmap(i % cmap.N) for i, n in enumerate(n for n in names if n != REJECT_LABEL)}
+    out[REJECT_LABEL] = (0.6, 0.6, 0.6, 1.0)
     return out
 
 
@@ -288,8 +289,8 @@ def _class_order(df: pd.DataFrame, manifest: dict[str, Any]) -> list[str]:
     """The model's class names, then other predicted names, then "unknown": each once (a name twice
     in the manifest made every figure's table have two columns of it: a traceback)."""
     names = list(dict.fromkeys(manifest.get("model", {}).get("class_names") or []))
-    names += sorted(set(df["class_name"]) - set(names) - {"unknown"})
-    return [n for n in names if n != "unknown"] + ["unknown"]
+    names += sorted(set(df["class_name"]) - set(names) - {REJECT_LABEL})
+    return [n for n in names if n != REJECT_LABEL] + [REJECT_LABEL]
 
 
 def _fig_counts(plt: Any, df: pd.DataFrame, classes: list[str], colours: dict[str, Any]) -> str:
@@ -420,7 +421,7 @@ def _embedding(
 
 def _fig_confusion(plt: Any, truth: pd.Series, pred: pd.Series, classes: list[str]) -> tuple[str, float]:
     rows = [c for c in classes if c in set(truth)] + sorted(set(truth) - set(classes))
-    cols = [c for c in classes if c in set(pred) or c != "unknown"]
+    cols = [c for c in classes if c in set(pred) or c != REJECT_LABEL]
     cm = pd.crosstab(truth, pred).reindex(index=rows, columns=cols, fill_value=0)
     fig, ax = plt.subplots(figsize=(1.0 * len(cols) + 2.5, 0.8 * len(rows) + 2))
     im = ax.imshow(cm.to_numpy(), cmap="Blues")
@@ -496,14 +497,14 @@ def _results_facts(df: pd.DataFrame, manifest: dict[str, Any], classes: list[str
     """The report's fact list: counts per class, errors, throughput and time split, the model, notes."""
     summary = manifest.get("summary", {})
     n = len(df)
-    unknown = int((df["class_name"] == "unknown").sum())
+    unknown = int((df["class_name"] == REJECT_LABEL).sum())
     facts = [
         ("subtomograms classified", f"{n:,}"),
         ("unknown (under the confidence threshold)", f"{unknown:,} ({unknown / n:.1%})"),
     ]
     for name in classes:
         k = int((df["class_name"] == name).sum())
-        if k and name != "unknown":
+        if k and name != REJECT_LABEL:
             facts.append((f"class {name}", f"{k:,} ({k / n:.1%})"))
     if summary:
         facts += [

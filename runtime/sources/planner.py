@@ -327,7 +327,7 @@ class Planner:
 
         with read_dataset(path) as ds:  # checks dataset.json against the stack and the table
             info = ds.meta
-        contrast = self.contrast or info.get("contrast") or "dark"
+        contrast = self.contrast or info["contrast"]  # read_dataset refuses a dataset without one
         self.check_contrast(str(path), contrast)
         stack = path / "volumes.mrc"
         vol = open_mrc(stack)

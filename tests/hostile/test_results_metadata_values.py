@@ -189,7 +189,7 @@ def test_the_json_readers_refuse_a_class_name_with_a_line_break(tmp_path: Path) 
         read_engine_sidecar(engine)
     assert refused.value.path == str(side) and "class_names has a name with a control" in refused.value.reason
     # names with spaces, accents or other scripts are names
-    fine = {**data, "class_names": ["80S ribosome", "Ångström", "蛋白酶体", "a_b-c.d"]}
+    fine = {**data, "class_names": ["80S_ribosome", "Ångström", "蛋白酶体", "a_b-c.d"]}
     assert ModelMetadata.from_dict(fine).class_names == fine["class_names"]
 
 

@@ -16,14 +16,13 @@ import itertools
 import math
 import os
 import sys
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from cryoshift.runtime.contract import MAP_SUFFIXES
+from cryoshift.runtime.contract import MAP_SUFFIXES, class_name_key, class_name_problem
 from cryoshift.runtime.errors import InputError
 from cryoshift.training.simulate.atomic import model_suffix
 from cryoshift.training.simulate.builtin import BUILTIN_NAMES, render_builtin
@@ -84,19 +83,33 @@ def structure_name(path: str | Path) -> str:
 
 
 def check_class_name(path: str | Path, name: str) -> None:
-    """Refuse a file whose name gives no usable class name: ``.pdb`` or `` .mrc`` gave an empty
-    or blank class that the dataset writer refused only later, naming the output folder and not
-    the file; a line break or tab in the name was kept, and split the summary line, the tables
-    and STAR files (which write it as ``\\n``, so the class read back differs)."""
-    if not name.strip():
-        raise InputError(path, f"its file name gives an empty class name ({name!r}); rename the file")
-    odd = sorted({repr(c) for c in name if unicodedata.category(c) == "Cc"})
-    if odd:
+    """Refuse a file whose name gives no usable class name, by the contract's class-name rule
+    (:func:`~cryoshift.runtime.contract.class_name_problem`), naming the file: the dataset writer
+    would refuse the name only later, naming the output folder and not the file to rename. (``.pdb``
+    gave an empty class; ``b copy.map`` a class that classify could not write to a STAR file;
+    ``unknown.mrc`` a class whose predictions merged with classify's rejections.)"""
+    problem = class_name_problem(name)
+    if problem:
         raise InputError(
-            path,
-            f"class name {name!r} (the file name) holds control characters ({', '.join(odd)}) that "
-            "tables and STAR files cannot keep; rename the file",
+            path, f"its file name gives {problem}; class names come from file names: rename the file"
         )
+
+
+def check_new_class_name(item: str, name: str, names: list[str], origins: list[str]) -> None:
+    """Refuse a class name that is one of ``names`` already (``origins``: where each came from) by
+    the contract's sameness (:func:`~cryoshift.runtime.contract.class_name_key`: ``X.mrc`` and
+    ``x.pdb`` are one class name), naming the file that took it first: a class renamed behind the
+    user's back would not say which file it is."""
+    keys = [class_name_key(n) for n in names]
+    if class_name_key(name) not in keys:
+        return
+    k = keys.index(class_name_key(name))
+    how = "is taken already" if names[k] == name else f"differs only in case from {names[k]!r}, taken"
+    raise InputError(
+        item,
+        f"class name {name!r} {how} by {origins[k]}: class names come from file names, rename one of "
+        "the files",
+    )
 
 
 def soft_sphere(box_size: int, radius: float | None = None, edge: float = 2.0) -> np.ndarray:
@@ -500,13 +513,7 @@ def load_structures(
                 skipped.append(str(exc))
                 print(f"cryoshift: skipped {exc}", file=sys.stderr)
                 continue
-            if name in names:  # a renamed class would not say which file it is
-                first = origins[names.index(name)]
-                raise InputError(
-                    item,
-                    f"class name {name!r} is taken already by {first}: class names come from file "
-                    "names, rename one of the files",
-                )
+            check_new_class_name(item, name, names, origins)
             names.append(name)
             maps.append(density)
             origins.append(origin)
