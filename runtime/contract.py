@@ -142,7 +142,7 @@ MRC_MODES: dict[int, np.dtype] = {
 }
 MRC_MODE_NAMES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
 # The one suffix table every reader uses. Maps and volumes (structures, parity data, ...):
-MAP_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec")
+MAP_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec", ".ccp4")  # CCP4 maps are MRC files
 # ... plus tilt series and aligned stacks: every MRC file (info, classify inputs, tomograms).
 MRC_BASE_SUFFIXES = (*MAP_SUFFIXES, ".st", ".ali")
 MRC_COMPRESSED_SUFFIXES = (".gz", ".bz2")

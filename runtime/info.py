@@ -61,14 +61,22 @@ def _describe_mrc(path: Path, full: bool) -> Description:
         shape = h["shape"]
         if len(shape) == 2:
             kind = "2-D image (not usable as a volume)"
+        elif h.get("images"):  # was called a "volume" of as many sections as images
+            kind = f"stack of {h['images']} 2-D images (not usable as a map or volume)"
         elif vol.is_stack:
             kind = f"volume stack of {shape[0]}"
         else:
             kind = "volume"
         d.add("type", kind)
-        d.add("shape (Z, Y, X)" if len(shape) == 3 else "shape", tuple(int(s) for s in shape))
-        if len(shape) == 3:
+        dims = tuple(int(s) for s in shape)
+        if h.get("images"):  # the sections are images: no Z axis
+            d.add("shape (N, Y, X)", dims)
+            d.add("image size (X x Y)", f"{shape[2]} x {shape[1]}")
+        elif len(shape) == 3:
+            d.add("shape (Z, Y, X)", dims)
             d.add("size (X x Y x Z)", f"{shape[2]} x {shape[1]} x {shape[0]}")
+        else:
+            d.add("shape", dims)
         d.add("mode", f"{h['mode']} ({h['dtype']})")
         if vol.anisotropic:
             sx, sy, sz = vol.voxel_sizes
@@ -376,7 +384,7 @@ def describe(path: str | Path, full: bool = False, atomic: AtomicRows | None = N
 
 
 def _describe(path: Path, full: bool, atomic: AtomicRows | None = None) -> Description:
-    from cryoshift.runtime.contract import MRC_HEADER_BYTES
+    from cryoshift.runtime.contract import MRC_BASE_SUFFIXES, MRC_HEADER_BYTES
     from cryoshift.runtime.dataset import META, is_dataset
     from cryoshift.runtime.mrc import is_mrc_path, refuse_foreign, refuse_special
     from cryoshift.runtime.picks import STAR_SUFFIXES, TABLE_SUFFIXES
@@ -421,8 +429,8 @@ def _describe(path: Path, full: bool, atomic: AtomicRows | None = None) -> Descr
         raise InputError(path, "file is empty")
     raise InputError(
         path,
-        f"unknown file type {suffix or '(no suffix)'!r}; info reads MRC "
-        "(.mrc .mrcs .map .rec), .star, .csv/.tsv, .onnx, PDB/mmCIF or a dataset directory",
+        f"unknown file type {suffix or '(no suffix)'!r}; info reads MRC ({' '.join(MRC_BASE_SUFFIXES)}, "
+        "gzip/bzip2 ok), .star, .csv/.tsv, .onnx, PDB/mmCIF (gzip ok) or a dataset directory",
     )
 
 
@@ -454,9 +462,9 @@ def validate(path: str | Path, atomic: AtomicRows | None = None) -> list[str]:
     """Problems that make ``path`` unusable for cryoshift, one reason each; [] = usable.
 
     ``cryoshift info --validate`` prints them and exits 1 when there is any (mrcfile.validate
-    style), so scripts can trust the exit code: an MRC must be a 3-D volume or stack with finite
-    voxels (every voxel is read), cubic voxels and a voxel size; tables, datasets and models
-    must be readable.
+    style), so scripts can trust the exit code: an MRC must be a 3-D volume or volume stack (no 2-D
+    image, no stack of 2-D images) with finite voxels (every voxel is read), cubic voxels and a
+    voxel size; tables, datasets and models must be readable.
     """
     path = Path(path)
     try:
@@ -480,6 +488,10 @@ def validate(path: str | Path, atomic: AtomicRows | None = None) -> list[str]:
             if len(h["shape"]) == 2:
                 ny, nx = h["shape"]
                 problems.append(f"is a 2-D image ({nx}x{ny}), not a volume")
+            elif h.get("images"):  # it validated as "ok", and simulate read it as a 3-D map
+                problems.append(
+                    f"is a stack of {h['images']} 2-D images (MRC space group 0, mz = 1), not a volume"
+                )
             if not vol.voxel_size_known:
                 problems.append("voxel size is not set in the header (cella/mx)")
             if vol.anisotropic:

@@ -408,13 +408,37 @@ def _open_header(path: Path) -> Any:
         raise InputError(path, f"not a readable MRC file ({exc})") from exc
 
 
+def image_stack_size(ispg: int, mz: int, nz: int) -> int:
+    """The number of 2-D images in a file whose header says it is a stack of them (space group 0,
+    one section per image: mz = 1, several sections), else 0.
+
+    Why: such a file (a RELION particle stack, mrcfile's ``set_image_stack``) was read as one
+    3-D map of nz sections, a cylinder-shaped "class". Only this unambiguous header is named: a
+    3-D map from mrcfile has ispg 1 and mz = nz, other writers leave ispg 0 or mz 0 on volumes
+    (those stay volumes), and a volume written with mz = 1 and a true Z cell has a Z voxel nz times
+    too large, refused as anisotropic anyway. A single image (nz = 1) is a 2-D image already, and
+    a ``.mrcs`` name adds nothing (its ispg 0, mz 1 files are these; its volume stacks ispg 401).
+    """
+    return nz if ispg == 0 and mz == 1 and nz > 1 else 0
+
+
+def refuse_image_stack(path: str | Path, header: dict[str, Any]) -> None:
+    """Refuse a stack of 2-D images (from :func:`read_header`) where a 3-D map must go."""
+    images = header.get("images", 0)
+    if images:
+        raise InputError(
+            path, f"is a stack of {images} 2-D images (MRC space group 0, mz = 1), not a 3-D map"
+        )
+
+
 def read_header(path: str | Path) -> dict[str, Any]:
     """Header facts without touching the data: cheap enough to call on every tomogram.
 
     Returns a dict with ``shape`` (Z,Y,X) or (N,Z,Y,X), ``mode``, ``dtype``, ``voxel_size``,
-    ``voxel_size_known``, ``is_stack``, ``compressed``, ``data_bytes``, ``file_bytes``, header
-    statistics ``dmin``/``dmax``/``dmean`` and ``extended_header_bytes``. Raises
-    :class:`InputError` for a corrupt, unsupported or truncated file.
+    ``voxel_size_known``, ``is_stack``, ``images`` (:func:`image_stack_size`), ``compressed``,
+    ``data_bytes``, ``file_bytes``, header statistics ``dmin``/``dmax``/``dmean`` and
+    ``extended_header_bytes``. Raises :class:`InputError` for a corrupt, unsupported or truncated
+    file.
     """
     path = Path(path)
     _check_file(path)
@@ -459,6 +483,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
             f"which does not divide nz = {nz}",
         )
     is_stack = ispg in VOLUME_STACK_SPACE_GROUPS
+    images = image_stack_size(ispg, mz, nz)
     if is_stack and order != (1, 2, 3):
         raise InputError(
             path,
@@ -527,6 +552,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
         "anisotropic": bool(anisotropic),
         "axis_order": order,
         "is_stack": is_stack,
+        "images": images,  # > 0: a stack of that many 2-D images (image_stack_size), not a volume
         "compressed": compressed,
         "data_bytes": data_bytes,
         "file_bytes": file_bytes,
@@ -697,10 +723,11 @@ def check_finite(array: np.ndarray, path: str | Path | None = None) -> None:
 def read_volume(path: str | Path) -> np.ndarray:
     """One volume as a float32 (D, H, W) array (a copy; the file is closed on return).
 
-    Rejects 2-D images, stacks of several volumes, non-finite voxels and truncated or
-    corrupt files, each with a one-line :class:`InputError`.
+    Rejects 2-D images, stacks of 2-D images, stacks of several volumes, non-finite voxels and
+    truncated or corrupt files, each with a one-line :class:`InputError`.
     """
     with open_volume(path) as vol:
+        refuse_image_stack(path, vol.header)
         if vol.is_stack:
             if vol.shape[0] != 1:
                 raise InputError(

@@ -319,7 +319,7 @@ def test_atoms_of_unknown_element_are_left_out_with_a_count(tmp_path: Path, caps
         atol=1e-5,
     )
 
-    unknown = _pdb(tmp_path / "unknown.pdb", ["Q"] * 80)  # junk reads as X too
+    unknown = _pdb(tmp_path / "junk.pdb", ["Q"] * 80)  # junk reads as X too
     line = assert_error(_simulate(tmp_path / "sim2", capsys, structures=f"{unknown},builtin:p97"), unknown)
     assert "all 80 atoms have an unknown element (X)" in line, line
 

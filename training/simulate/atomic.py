@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 import sys
 import zlib
 from pathlib import Path
@@ -65,6 +66,25 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
+# gemmi's mmCIF errors start with the name of what it read, "string" for text it was given
+# (string:46:0(1234): ... or string:3 in data_x: ...): the line, the column and byte offset are
+# gemmi's; the name of the file is InputError's
+_GEMMI_PLACE = re.compile(r"^string:(?P<line>\d+)(?::\d+)?(?:\(\d+\))?(?: in (?P<block>\S+))?: ")
+
+
+def _gemmi_reason(exc: BaseException) -> str:
+    """gemmi's message with "line N" (and the mmCIF block) for its "string:N:C(B):" prefix.
+
+    Why: the text is read in Python (:func:`_read_bytes`) and handed to gemmi as a string, so its
+    errors cited "string:46:0", a name the user never gave; the file is named before the reason."""
+    text = str(exc)
+    match = _GEMMI_PLACE.match(text)
+    if match is None:
+        return text
+    block = f", block {match['block']}" if match["block"] else ""
+    return f"line {match['line']}{block}: {text[match.end() :]}"
+
+
 def _parse(path: Path):
     """The whole file as a gemmi Structure (nothing removed); refusals in one line."""
     import gemmi
@@ -76,7 +96,7 @@ def _parse(path: Path):
         st = gemmi.read_structure_string(data, format=kind)
     except (RuntimeError, ValueError, OSError, IndexError, TypeError) as exc:
         what = "mmCIF" if kind == gemmi.CoorFormat.Mmcif else "PDB"
-        raise InputError(path, f"cannot read atomic model as {what} ({exc})") from exc
+        raise InputError(path, f"cannot read atomic model as {what}: {_gemmi_reason(exc)}") from exc
     if not any(True for model in st for ch in model for r in ch for a in r):
         # gemmi reads binary junk, a UTF-16 file or a PDB of REMARKs as a model of no atoms; it
         # was called one with "no heavy atoms (hydrogens and waters are left out)"

@@ -9,8 +9,12 @@ equals ``SimulationConfig()``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import numbers
+import types
+import typing
 from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,12 @@ WORD_OPTIONS = {
     "dose_order": "--dose-order",
     "dose_weighting": "--dose-weighting",
     "contrast": "--contrast",
+}
+# The accepted words of the fields that are words (str), for the type check of every field
+CHOICES: dict[str, tuple[str, ...]] = {
+    "fidelity": FIDELITIES,
+    "dose_order": DOSE_ORDERS,
+    "contrast": CONTRASTS,
 }
 
 Range = tuple[float, float]
@@ -190,39 +200,16 @@ class SimulationConfig:
 
     def validate(self, origin: Origin | None = None) -> None:
         """Raise InputError with a one-line reason for values that cannot be simulated, naming where
-        the value came from (``origin``; default: CONFIG_WHERE): a --config file, or the option."""
+        the value came from (``origin``; default: CONFIG_WHERE): a --config file, or the option.
+
+        Every field is checked against its declared type first (:func:`_conform`), so a JSON
+        ``"ctf": "no"`` is refused instead of being read as true, and ranges become tuples of
+        floats (ints for counts)."""
         at = origin or Origin()
-        for name, value, allowed in (
-            ("fidelity", self.fidelity, FIDELITIES),
-            ("dose_order", self.dose_order, DOSE_ORDERS),
-            ("contrast", self.contrast, CONTRASTS),
-        ):
-            if value not in allowed:
-                raise InputError(at.path(name), f"{at.label(name)} must be one of {allowed}, got {value!r}")
+        hints = _declared_types()
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            default = f.default
-            where, label = at.path(f.name), at.label(f.name)
-            if isinstance(default, (bool, str)):
-                continue
-            if isinstance(default, (int, float)):  # a number; NaN would pass every range check below
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise InputError(where, f"{label} must be a finite number, got {value!r}")
-                continue
-            if value is None and f.name == "snr":  # no noise
-                continue
-            if not isinstance(value, (tuple, list)) or len(value) != 2:
-                raise InputError(where, f"{label} must be a (lo, hi) pair, got {value!r}")
-            cast = int if f.name == "neighbours" else float
-            try:
-                lo, hi = (cast(v) for v in value)
-            except (TypeError, ValueError) as exc:
-                raise InputError(where, f"{label} must hold numbers, got {value!r}") from exc
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise InputError(where, f"{label} must hold finite numbers, got {value!r}")
-            if lo > hi:
-                raise InputError(where, f"{label}: lo {lo} is larger than hi {hi}")
-            setattr(self, f.name, (lo, hi))
+            value = _conform(getattr(self, f.name), hints[f.name], f.name, at)
+            setattr(self, f.name, value)
         for f in dataclasses.fields(self):  # every numeric field has its BOUNDS entry
             value = getattr(self, f.name)
             if f.name not in BOUNDS or value is None:  # a word or a switch; snr None: no noise
@@ -296,7 +283,7 @@ class SimulationConfig:
         ``base`` serves ``cryoshift simulate --preset P --config FILE``: the preset, then the file.
         """
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text(), object_pairs_hook=functools.partial(_unique_keys, path))
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(path, f"cannot read simulation config JSON ({exc})") from exc
         if not isinstance(data, dict):
@@ -304,6 +291,84 @@ class SimulationConfig:
         if base is not None:
             data = {**base.to_dict(), **data}
         return cls.from_dict(data, where=str(path))
+
+
+@functools.cache
+def _declared_types() -> dict[str, Any]:
+    """The declared type of every SimulationConfig field, resolved (the module's annotations are
+    strings): the one source of truth for what a --config value must be."""
+    return typing.get_type_hints(SimulationConfig)
+
+
+def _conform(value: Any, declared: Any, name: str, at: Origin) -> Any:
+    """``value`` of the field ``name`` checked against its ``declared`` type and normalised (ranges
+    to tuples of float, or of int for counts), or InputError naming the field, where it came from,
+    the value and the type expected.
+
+    Why one general check: a per-field one let JSON's ``"ctf": "no"`` through as true (any
+    non-empty string is truthy), truncated ``"neighbours": [1.7, 2.9]`` to (1, 2) and read
+    ``"snr": [true, true]`` as (1, 1); each was simulated without a word."""
+    where, label = at.path(name), at.label(name)
+    if type(declared) is types.UnionType and type(None) in typing.get_args(declared):
+        if value is None:  # snr None: no noise
+            return None
+        (declared,) = (t for t in typing.get_args(declared) if t is not type(None))
+    if declared is bool:
+        if not isinstance(value, bool):
+            raise InputError(
+                where, f"{label} must be true or false (a boolean: not text, not a number), got {value!r}"
+            )
+        return value
+    if declared is str:
+        if not isinstance(value, str) or value not in CHOICES[name]:
+            raise InputError(where, f"{label} must be one of {CHOICES[name]}, got {value!r}")
+        return value
+    if declared in (int, float):
+        if _number_problem(value, declared):
+            raise InputError(where, f"{label} must be a finite number, got {value!r}")
+        return declared(value)
+    kinds = typing.get_args(declared)  # a (lo, hi) range: tuple[float, float] or tuple[int, int]
+    if not isinstance(value, (tuple, list)) or len(value) != len(kinds):
+        raise InputError(where, f"{label} must be a (lo, hi) pair, got {value!r}")
+    for v, kind in zip(value, kinds, strict=True):
+        problem = _number_problem(v, kind)
+        if problem:
+            raise InputError(where, f"{label} must hold {problem}, got {value!r}")
+    lo, hi = (kind(v) for v, kind in zip(value, kinds, strict=True))
+    if lo > hi:
+        raise InputError(where, f"{label}: lo {lo} is larger than hi {hi}")
+    return (lo, hi)
+
+
+def _number_problem(value: Any, kind: type) -> str | None:
+    """What ``value`` lacks to be a number of ``kind`` (float, or int for a count), in words; None
+    when it is one. A bool is no number here (JSON's true would be 1), nor is a string, NaN or
+    Inf, and a count must be whole (1.7 neighbours was truncated to 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return "numbers (true/false and text are not numbers)"
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite:
+        return "finite numbers"
+    if kind is int and not float(value).is_integer():
+        return "whole numbers (a count)"
+    return None
+
+
+def _unique_keys(path: str | Path, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object of ``pairs``, refused when a key repeats: ``json`` keeps the last value
+    without a word, so ``{"snr": [0.1, 1], ..., "snr": [5, 5]}`` simulated the one the user may
+    have meant to replace (json.loads' ``object_pairs_hook``)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise InputError(
+                path, f"{key!r} is given twice in the JSON; keep one (JSON readers keep the last)"
+            )
+        data[key] = value
+    return data
 
 
 def check_seed(option: str, seed: int) -> None:

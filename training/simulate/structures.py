@@ -438,8 +438,8 @@ def _expand(source: str) -> list[str]:
     if not _is_structure_name(path):
         raise InputError(
             path,
-            f"unknown structure type {path.suffix!r}: expected an MRC map (.mrc .map, gzip ok) or a "
-            "PDB/mmCIF model (.pdb .ent .cif .mmcif, gzip ok)",
+            f"unknown structure type {path.suffix!r}: expected an MRC map ({' '.join(MAP_SUFFIXES)}; gzip "
+            "or bzip2 ok) or a PDB/mmCIF model (.pdb .ent .cif .mmcif, gzip ok)",
         )
     return [str(path)]
 
