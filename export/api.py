@@ -42,6 +42,54 @@ METADATA_ARGUMENT = "export_model(metadata=...)"  # how a refusal names export_m
 Progress = Callable[[str], None]
 
 
+class CalibrationNote(ExportWarning):
+    """An export of a model training did not calibrate (an epoch checkpoint, resume.pt, a run
+    trained with --val-fraction 0): it exports, but classify then rejects nothing as unknown or
+    writes no shift score, and said nothing about it. The CLI prints it as a note."""
+
+
+def calibration_note(metadata: ModelMetadata, checkpoint: Path) -> str | None:
+    """What ``checkpoint``'s metadata lacks of what training's calibration gives a model, what
+    that means for classify, and which model has it; None when it lacks nothing.
+
+    Training calibrates only the selected model (model.pt): the temperature and the unknown
+    threshold are fitted on held-out source volumes (none with --val-fraction 0: threshold 0),
+    the shift-score reference is the adapted target's features; epoch checkpoints have neither."""
+    lacking = []
+    if metadata.unknown_threshold == 0.0:
+        temperature = "temperature 1, " if metadata.temperature == 1.0 else ""
+        lacking.append(f"no calibration ({temperature}unknown threshold 0: classify marks nothing unknown)")
+    if not metadata.feature_mean:
+        lacking.append("no shift-score reference (classify writes NaN shift scores)")
+    if not lacking:
+        return None
+    return f"{checkpoint} is not calibrated: it has {' and '.join(lacking)}; {_calibrated_model(checkpoint)}"
+
+
+VAL_FRACTION_WAY = "train with --val-fraction above 0 (held-out source volumes) to calibrate"
+
+
+def _calibrated_model(checkpoint: Path) -> str:
+    """Where the calibrated model of an uncalibrated ``checkpoint`` is, in words: its run's
+    model.pt (for an epoch checkpoint or resume.pt), unless that lacks calibration too (a run
+    trained with --val-fraction 0, whose model.pt is ``checkpoint`` itself or beside it)."""
+    from cryoshift.training.checkpoint import RUN_MODEL, read_checkpoint
+    from cryoshift.training.run import CHECKPOINTS
+
+    run_model = checkpoint.parent.parent / RUN_MODEL
+    if checkpoint.name == RUN_MODEL:
+        return f"its run held no source volumes out (--val-fraction 0?); {VAL_FRACTION_WAY}"
+    if checkpoint.parent.name != CHECKPOINTS or not run_model.is_file():
+        return f"a training run's {RUN_MODEL} is its calibrated model"
+    try:
+        calibrated = ModelMetadata.from_dict(read_checkpoint(run_model)["metadata"]).unknown_threshold > 0
+    except InputError:
+        calibrated = False
+    if calibrated:
+        return f"the run's {run_model} is the calibrated model: export that"
+    return f"the run's {run_model} is not calibrated either (--val-fraction 0?); {VAL_FRACTION_WAY}"
+
+
 def export_model(
     model: nn.Module,
     metadata: ModelMetadata,
@@ -148,6 +196,7 @@ def export_checkpoint(
     check_built_box(payload, metadata, checkpoint)
     if not metadata.backbone:
         metadata = replace(metadata, backbone=str(payload.get("backbone", "")))
+    note = calibration_note(metadata, checkpoint)
     if test_views is not None:
         from cryoshift.training.backbones import check_test_views_option, set_test_views
 
@@ -187,6 +236,8 @@ def export_checkpoint(
     for fmt in steps:  # e.g. int8 calibration data: resolved before any work, so it fails fast
         fmt.prepare_job(job)
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused export leaves no empty folder
+    if note:  # said once the export is under way (a refused one needs no note)
+        warnings.warn(note, CalibrationNote, stacklevel=2)
     results: list[ExportResult] = []
     skipped: list[str] = []
     for fmt in steps:
@@ -209,6 +260,7 @@ def export_checkpoint(
         "formats": {name: FORMATS[name].description for name in formats},
         "results": [r.to_dict() for r in results],
         "skipped": skipped,
+        "notes": [note] if note else [],
         "metadata": metadata.to_dict(),
         "training_config": config,
         "versions": _versions(),

@@ -194,6 +194,50 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+SHOWN_KEYS = 3  # weight names a mismatch names per kind; the rest are counted
+
+
+def state_dict_mismatch(model: nn.Module, state: dict[str, Any]) -> str | None:
+    """How ``state`` (weights by name) does not fit ``model``, in one short line; None if it fits.
+
+    torch's own message lists every missing and unexpected key and every shape on one line that
+    ran to pages for a backbone of another family; here each kind is counted, a few named."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [
+        f"{k} {_shape(state[k])} saved, {_shape(own[k])} built"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    parts = [
+        _listed(keys, what)
+        for keys, what in ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape"))
+        if keys
+    ]
+    return "; ".join(parts) or None
+
+
+def _shape(tensor: Any) -> str:
+    return "x".join(str(n) for n in tensor.shape) or "scalar"
+
+
+def _listed(items: list[str], what: str) -> str:
+    """'3 weights missing (a, b, c)' or '40 weights unexpected (a, b, c and 37 more)'."""
+    more = f" and {len(items) - SHOWN_KEYS} more" if len(items) > SHOWN_KEYS else ""
+    noun = "weight" if len(items) == 1 else "weights"
+    return f"{len(items)} {noun} {what} ({', '.join(items[:SHOWN_KEYS])}{more})"
+
+
+def load_weights(model: nn.Module, state: dict[str, Any]) -> None:
+    """``model.load_state_dict(state)``, refusing weights that do not fit with a short
+    ValueError (:func:`state_dict_mismatch`) rather than torch's list of every key."""
+    problem = state_dict_mismatch(model, state)
+    if problem:
+        raise ValueError(problem)
+    model.load_state_dict(state)
+
+
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelMetadata, dict[str, Any]]:
     """Rebuild the backbone from a checkpoint; returns (model in eval mode, metadata, payload)."""
     from cryoshift.training.backbones import create_backbone
@@ -207,7 +251,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelMetadata, dict[st
             raise InputError(path, exc.reason) from exc
         raise InputError(path, f"cannot rebuild backbone {payload['backbone']!r}: {exc}") from exc
     try:
-        model.load_state_dict(payload["state_dict"])
+        load_weights(model, payload["state_dict"])
     except (RuntimeError, TypeError, ValueError) as exc:
         raise InputError(path, f"weights do not fit backbone {payload['backbone']!r}: {exc}") from exc
     model.eval()

@@ -98,6 +98,48 @@ def is_dataset(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "dataset.json").is_file()
 
 
+def dataset_files(path: str | Path) -> list[str]:
+    """The names of a dataset's files (volumes.mrc, particles.csv, dataset.json) found in folder
+    ``path`` (a link to nothing counts: something is there under the name)."""
+    import os
+
+    from cryoshift.runtime.dataset import META, TABLE, VOLUMES
+
+    return [name for name in (VOLUMES, TABLE, META) if os.path.lexists(Path(path) / name)]
+
+
+def dataset_kind(found: list[str]) -> str:
+    """What a folder holding the dataset files ``found`` (:func:`dataset_files`) holds, in words:
+    without dataset.json it is an unfinished dataset, which no reader can use (simulate writes
+    dataset.json last; train and simulate say it alike)."""
+    from cryoshift.runtime.dataset import META
+
+    if META in found:
+        return "a dataset"
+    return f"an unfinished dataset (no {META}: a simulate run that was stopped?)"
+
+
+UNFINISHED = "an unfinished dataset (a simulate run that was stopped?)"
+
+
+def refuse_unfinished_dataset(path: str | Path, option: str) -> None:
+    """Refuse a folder given as ``option`` that holds a dataset's volumes or table but no
+    dataset.json: it was taken for structures to simulate from ("not a dataset directory; to
+    simulate from structures give --box"), which named neither the missing file nor the cause."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    found = dataset_files(folder)
+    if not found or is_dataset(folder):
+        return
+    raise InputError(
+        folder,
+        f"holds {' and '.join(found)} but no dataset.json: {UNFINISHED}; {option} needs its "
+        "dataset.json (the classes, box and voxel size): simulate the dataset again, or give a "
+        "complete one",
+    )
+
+
 def dataset_fingerprint(path: Path) -> str:
     """Cheap identity of a dataset: hash of its description and the volume file's size/mtime."""
     h = hashlib.sha256()
@@ -108,6 +150,27 @@ def dataset_fingerprint(path: Path) -> str:
     vols = path / "volumes.mrc"
     if vols.is_file():
         h.update(str(vols.stat().st_size).encode())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def structures_fingerprint(structures: Any) -> str:
+    """Identity of the structures a simulated source draws from: each class name with its origin,
+    and for a map or model file its bytes (a built-in is its name and seed; the code makes it).
+
+    Why: a simulated source's own fingerprint hashes the --source text, preset, box and voxel
+    size, so a map file edited (or swapped under the same name) between a run's start and its
+    --resume left it unchanged. Hashed files, not the resampled maps: resampling may differ in
+    the last bits between machines, and a run resumed on another node must not be refused."""
+    h = hashlib.sha256()
+    for name, origin in zip(structures.names, structures.sources, strict=False):
+        path = Path(origin)
+        if origin.startswith("builtin:") or not path.is_file():
+            h.update(f"{name}|{origin}|".encode())
+            continue
+        h.update(f"{name}|file|".encode())  # not its absolute path: the run may resume from elsewhere
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
     return "sha256:" + h.hexdigest()[:16]
 
 

@@ -252,6 +252,83 @@ def _model_metadata(model: Path) -> ModelMetadata:
     return ModelMetadata.from_dict(read_checkpoint(model)["metadata"], resolve_checkpoint(model))
 
 
+# What a model states about its making, compared with its --run's: every checkpoint and export of
+# one run states the same (calibration and precision differ between them, so they are not compared).
+_RUN_IDENTITY = ("class_names", "box_size", "voxel_size", "method", "backbone", "normalisation")
+
+
+def check_model_of_run(model: Path, run_dir: Path, meta: ModelMetadata) -> None:
+    """Refuse a --run that did not make ``model`` (``meta``: its metadata).
+
+    Its epochs were scored beside the model and a "label-free choice ... gap" line compared the
+    run's choice with a model it never made. The model is the run's when it is one of the run's
+    files, or when what it records (classes, box, method, backbone, data fingerprints, and for a
+    checkpoint its training config) is what the run's own model or epoch checkpoints record; an
+    export of any of them (ONNX) records the same."""
+    if _inside(model, run_dir):
+        return
+    reference, where = _run_reference(run_dir)
+    if reference is None:
+        return  # a run with no readable checkpoint: check_options / evaluate_run say so
+    ours, theirs = meta.to_dict(), reference.to_dict()
+    differ = [key for key in _RUN_IDENTITY if ours[key] != theirs[key]]
+    shared = set(meta.data_fingerprints) & set(reference.data_fingerprints)
+    differ += [
+        f"{key} data"
+        for key in sorted(shared)
+        if meta.data_fingerprints[key] != reference.data_fingerprints[key]
+    ]
+    if not differ and not is_onnx(model):
+        differ = _config_differences(model, run_dir)
+    if differ:
+        raise InputError(
+            model,
+            f"was not made by the --run {run_dir}: its {', '.join(differ[:4])} differ from the run's "
+            f"({where}); give the run's own model (or an export of it) with --run, or leave --run out",
+        )
+
+
+def _inside(model: Path, run_dir: Path) -> bool:
+    """Whether ``model`` is the run folder itself or one of its files (model.pt, a checkpoint)."""
+    try:
+        model, run_dir = model.resolve(), run_dir.resolve()
+    except OSError:
+        return False
+    return model == run_dir or run_dir in model.parents
+
+
+def _run_reference(run_dir: Path) -> tuple[ModelMetadata | None, str]:
+    """The metadata a run's models record, and which file it was read from: model.pt, else the
+    newest epoch checkpoint (a run stopped before it selected a model)."""
+    from cryoshift.training.checkpoint import RUN_MODEL, read_checkpoint
+
+    candidates = [run_dir / RUN_MODEL] + [path for _, path in reversed(checkpoint_epochs(run_dir))]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            return ModelMetadata.from_dict(read_checkpoint(path)["metadata"], path), str(path)
+        except InputError:
+            continue  # a damaged one: the next
+    return None, ""
+
+
+def _config_differences(model: Path, run_dir: Path) -> list[str]:
+    """The training settings a checkpoint records that differ from its --run's config.json (the
+    settings a resume may change, such as --epochs, not counted): two runs on the same data
+    differ only there (a seed, a learning rate)."""
+    from cryoshift.runtime.jsonfile import read_json_object
+    from cryoshift.training import run
+    from cryoshift.training.checkpoint import read_checkpoint
+
+    saved = read_checkpoint(model).get("config")
+    stored = run_dir / "config.json"
+    if not isinstance(saved, dict) or not saved or not stored.is_file():
+        return []
+    differ = run.resume_state_mismatch(saved, read_json_object(stored, "training config (config.json)"))
+    return [f"training config ({'; '.join(differ[:2])})"] if differ else []
+
+
 def check_dataset_fits(ds: Any, meta: ModelMetadata, ignore_voxel_size: bool = False) -> list[str]:
     """Refuse a dataset the model was not made for, with classify's words and tolerance: another
     contrast (the model's answers would be meaningless) or a voxel size off by more than
@@ -359,6 +436,8 @@ def evaluate(
     skipped: dict[str, int] = {}
     notes: list[str] = []
     meta = _model_metadata(model)
+    if run_dir is not None:  # before the data is read: whose epochs are scored beside the model
+        check_model_of_run(model, Path(run_dir), meta)
     if is_pick_table(data):  # labelled picks: crop them from the tomograms with the model's box
         volumes, label_names, skipped, notes = read_labelled_picks(
             data,

@@ -43,14 +43,24 @@ from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.metadata import NORMALISATIONS, ModelMetadata
 from cryoshift.training import augment, calibrate, distributed, log, run
 from cryoshift.training.backbones import one_pose
-from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint, read_checkpoint, save_checkpoint
+from cryoshift.training.checkpoint import (
+    RUN_MODEL,
+    load_checkpoint,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
 from cryoshift.training.data import (
     Domain,
     SimulatedSource,
+    dataset_files,
+    dataset_kind,
     dataset_source_settings,
     is_dataset,
     load_source_dataset,
     load_target,
+    refuse_unfinished_dataset,
+    structures_fingerprint,
 )
 from cryoshift.training.forward import forward_numpy
 from cryoshift.training.normalise import normalise
@@ -173,13 +183,14 @@ def check_method_hparams(method: str, kwargs: dict[str, Any]) -> None:
 
 
 def _check_backbone_kwargs(backbone: str, kwargs: dict[str, Any]) -> None:
-    """Refuse ``--backbone-opt`` keys the trainer sets itself (see _BACKBONE_KEYS_SET_BY_TRAIN)
-    and values of another type than the backbone's default for them."""
-    from cryoshift.training.backbones import check_backbone_kwarg_types
+    """Refuse ``--backbone-opt`` keys the trainer sets itself (see _BACKBONE_KEYS_SET_BY_TRAIN),
+    keys the backbone does not take, and values of another type (or range) than its default's."""
+    from cryoshift.training.backbones import check_backbone_kwarg_names, check_backbone_kwarg_types
 
     for key, why in _BACKBONE_KEYS_SET_BY_TRAIN.items():
         if key in kwargs:
             raise InputError(None, f"--backbone-opt {key} cannot be set: {why}")
+    check_backbone_kwarg_names(backbone, kwargs)
     check_backbone_kwarg_types(backbone, kwargs)
 
 
@@ -517,11 +528,18 @@ def _check_split(source: str, full: Domain, train_src: Domain, fraction: float) 
         )
 
 
+_TARGET_ADVICE = (
+    "the target is the other domain's unlabelled data (the experimental subtomograms); give those "
+    "as --target, or leave --target out with --method source-only"
+)
+
+
 def _refuse_source_as_target(source: str, target: str) -> None:
-    """Refuse a --target that is the --source dataset (its folder or its volumes.mrc): the run
-    "adapted" to its own labelled data, and selected and calibrated on it, and ended like any
-    other run, so a copy-paste slip gave a source-only model that looked adapted. Checked after
-    the target is read, so the target's own refusals (--tomograms with a dataset) come first."""
+    """Refuse a --target that is the --source dataset (its folder or its volumes.mrc), or a copy
+    of it: the run "adapted" to its own labelled data, and selected and calibrated on it, and
+    ended like any other run, so a copy-paste slip gave a source-only model that looked adapted.
+    Checked after the target is read, so the target's own refusals (--tomograms with a dataset)
+    come first."""
     import os
 
     if not is_dataset(source):
@@ -533,12 +551,62 @@ def _refuse_source_as_target(source: str, target: str) -> None:
         except (OSError, ValueError):
             same = False
         if same:
-            raise InputError(
-                target,
-                f"is the --source dataset {source} itself: the target is the other domain's "
-                "unlabelled data (the experimental subtomograms); give those as --target, or leave "
-                "--target out with --method source-only",
-            )
+            raise InputError(target, f"is the --source dataset {source} itself: {_TARGET_ADVICE}")
+    if _same_volumes(src / "volumes.mrc", Path(target)):
+        raise InputError(
+            target,
+            f"is a copy of the --source dataset {source} (the same volumes, byte for byte): {_TARGET_ADVICE}",
+        )
+
+
+def _same_volumes(source_volumes: Path, target: Path) -> bool:
+    """Whether ``target`` (a dataset folder or a volume stack) holds the very bytes of
+    ``source_volumes``: a copied dataset has the same fingerprint (dataset.json and the stack's
+    size), but an unlabelled copy or a copied stack does not, so the stacks are compared. Files of
+    another size are told apart without reading them; equal ones are read until they differ."""
+    import filecmp
+
+    stack = target / "volumes.mrc" if target.is_dir() else target
+    try:
+        if not (stack.is_file() and source_volumes.is_file()):
+            return False
+        if stack.stat().st_size != source_volumes.stat().st_size:
+            return False
+        return filecmp.cmp(source_volumes, stack, shallow=False)
+    except OSError:  # unreadable: the target's reader has said what it could not read
+        return False
+
+
+def _refuse_dataset_as_out(out: Path) -> None:
+    """Refuse an --out that holds a dataset (or an unfinished one's files): the run was written
+    in among its volumes, and the folder then read as either a dataset or a run."""
+    found = dataset_files(out) if out.is_dir() else []
+    if found:
+        raise InputError(
+            out,
+            f"holds {dataset_kind(found)} ({', '.join(found)}); --out names the folder the run is "
+            "written to: choose another --out",
+        )
+
+
+UNCALIBRATED = (
+    "the model is not calibrated: temperature 1 (its probabilities as trained) and no unknown "
+    "threshold (classify marks no subtomogram unknown)"
+)
+
+
+def _no_validation_note(fraction: float, n_source: int) -> str:
+    """The note for a dataset source of which no volume is held out: what the model then lacks
+    (calibration, unknown rejection) and what the epoch selection cannot see, said when the run
+    starts rather than found in model.pt's metadata after it."""
+    if fraction > 0:
+        why = (
+            f"--val-fraction {fraction:g} of {n_source} source volumes holds none out (a class "
+            "needs 2 volumes to give one)"
+        )
+    else:
+        why = "--val-fraction 0 holds no source volumes out"
+    return f"{why}: {UNCALIBRATED}, and the epoch is selected without source validation accuracy"
 
 
 def _method_flags(name: str) -> tuple[bool, bool]:
@@ -616,6 +684,7 @@ class _Run:
         # an --out that is a file, under a file or a dangling link was "File exists" at the first
         # write, after the target was read (and template-matched)
         check_out_folder(self.dir, "--out", "the run is written to")
+        _refuse_dataset_as_out(self.dir)
         self.config = self._resolve_config(config)
         run.check_run_paths(self.dir)
         if self.config.threads:
@@ -686,6 +755,7 @@ class _Run:
                 "--oracle-target-labels to confirm (benchmarks only)",
             )
         self.sim: SimulatedSource | None = None
+        refuse_unfinished_dataset(c.source, "--source")
         if is_dataset(c.source):
             from cryoshift.training.data import split_validation
 
@@ -699,15 +769,10 @@ class _Run:
             _check_source_voxel(c.source, full.voxel_size, c.voxel_size)
             self.train_src, self.val_src = split_validation(full, c.val_fraction, c.seed)
             _check_split(c.source, full, self.train_src, c.val_fraction)
-            if c.val_fraction > 0 and len(self.val_src) == 0 and self.info.is_main:
+            if len(self.val_src) == 0 and self.info.is_main:
                 import sys
 
-                print(
-                    f"cryoshift: note: --val-fraction {c.val_fraction:g} of {len(full)} source volumes "
-                    "holds none out (a class needs 2 volumes to give one): the model is not calibrated "
-                    "(temperature 1, no unknown threshold)",
-                    file=sys.stderr,
-                )
+                print(f"cryoshift: note: {_no_validation_note(c.val_fraction, len(full))}", file=sys.stderr)
             ref = full
         else:
             if c.box is None and self.resume:  # --box (or --source) given now would be ignored
@@ -731,7 +796,9 @@ class _Run:
                 "least two; add structures or classes (e.g. builtin:NAME, or a decoy class)",
             )
         self.box, self.voxel_size, self.contrast = ref.box_size, ref.voxel_size, ref.contrast
-        self.source_fp = ref.fingerprint
+        self.fingerprints = {"source": ref.fingerprint}
+        if self.sim is not None:
+            self.fingerprints["source_maps"] = structures_fingerprint(self.sim.structures)
         if c.target is None and (self.needs_target or self.needs_target_labels):
             raise InputError(None, f"method {c.method!r} needs unlabelled target data: give --target")
         self.target = None
@@ -747,6 +814,8 @@ class _Run:
                 max_items=c.max_target,
             )
             _refuse_source_as_target(c.source, c.target)
+            self.fingerprints["target"] = self.target.fingerprint
+        self._check_same_data()  # before the target is template-matched: a refusal comes fast
         if self.target is not None and self.info.is_main and log.plain():
             print(log.target_line(self.target), flush=True)
         if self.target is not None and self.target.skipped and self.info.is_main:
@@ -994,9 +1063,6 @@ class _Run:
     def _metadata(self) -> ModelMetadata:
         from cryoshift.runtime import __version__
 
-        fps = {"source": self.source_fp}
-        if self.target is not None:
-            fps["target"] = self.target.fingerprint
         return ModelMetadata(
             class_names=self.class_names,
             box_size=self.box,
@@ -1005,26 +1071,24 @@ class _Run:
             normalisation=self.config.normalisation,
             method=self.config.method,
             backbone=self.config.backbone,
-            data_fingerprints=fps,
+            data_fingerprints=dict(self.fingerprints),
             cryoshift_version=__version__,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
 
-    def _restore(
-        self,
-        path: Path,
-        method: nn.Module,
-        dense: nn.Module | None,
-        optimiser: torch.optim.Optimizer,
-        scaler: Any,
-        rngs: dict[str, Any],
-    ) -> tuple[list[dict[str, Any]], int]:
-        """Load resume.pt into the freshly built run; returns (history, last finished epoch).
+    def _resume_state(self, path: Path) -> dict[str, Any] | None:
+        """resume.pt of the run being resumed, read before any data (None: not resuming, or no
+        resume.pt: the run starts from epoch 1).
 
         A resume.pt written under another config (copied from another run, or config.json edited
-        since) is refused by name before anything loads: its weights would not fit this network
-        (a torch traceback) or, when they happen to, would continue another training silently. A
-        damaged one (keys missing, wrong types) is one line too, not a KeyError or TypeError."""
+        since) is refused by name: its weights would not fit this network (a torch traceback) or,
+        when they happen to, would continue another training silently."""
+        if not self.resume:
+            return None
+        if not path.is_file():
+            if path.exists():
+                raise InputError(path, "is not a file; restore the run's resume state or start a new run")
+            return None
         payload = read_checkpoint(path)
         saved = payload.get("config")
         differ = run.resume_state_mismatch(saved, self.config.to_dict()) if isinstance(saved, dict) else []
@@ -1036,13 +1100,75 @@ class _Run:
                 "run, or config.json edited since? Restore the run's own config.json, or start a new "
                 "run without --resume",
             )
+        return payload
+
+    def _check_same_data(self) -> None:
+        """Refuse to resume on data other than the run's: the classes and data fingerprints that
+        resume.pt's metadata records against those of the source and target read now.
+
+        The stored config names the same paths, but what is there may have changed: a source
+        dataset simulated again with its classes in another order resumed without a word, trained
+        the last epochs on re-indexed labels and calibrated model.pt on them (with another number
+        of classes, a torch error about the state_dict). A simulated source is drawn afresh each
+        epoch: its fingerprints are of its settings and its structure files, compared alike. A key
+        the stored metadata lacks (a run of an older cryoshift) is not compared."""
+        state = self.resume_state
+        meta = state.get("metadata") if state is not None else None
+        if not isinstance(meta, dict):
+            return
+        c, epoch = self.config, state.get("epoch")
+        trained = f"epoch {epoch}" if epoch == 1 else f"epochs 1-{epoch}"
+        names = meta.get("class_names")
+        if isinstance(names, list) and [str(n) for n in names] != self.class_names:
+            self._refuse_changed(
+                c.source,
+                "the source",
+                f"its classes are {', '.join(self.class_names)}, the run's were {', '.join(map(str, names))}",
+                trained,
+            )
+        stored = meta.get("data_fingerprints")
+        if not isinstance(stored, dict):
+            return
+        inputs = (
+            ("source", c.source, "the source"),
+            ("source_maps", c.source, "the source's structure files"),
+            ("target", c.target, "the target"),
+        )
+        for key, where, what in inputs:
+            old, new = stored.get(key), self.fingerprints.get(key)
+            if old is not None and new is not None and old != new:
+                detail = f"fingerprint {new}, the run's was {old}: re-created or edited since"
+                self._refuse_changed(where, what, detail, trained)
+
+    def _refuse_changed(self, where: str | None, what: str, detail: str, trained: str) -> typing.NoReturn:
+        """The refusal of a resume whose ``what`` (at ``where``) is no longer the run's data."""
+        raise InputError(
+            where,
+            f"{what} changed since the run in {self.dir} trained {trained} on it ({detail}); "
+            "--resume would train the remaining epochs, select and calibrate on other data: start a "
+            "new run with another --out (or put the run's data back)",
+        )
+
+    def _restore(
+        self,
+        path: Path,
+        payload: dict[str, Any],
+        method: nn.Module,
+        dense: nn.Module | None,
+        optimiser: torch.optim.Optimizer,
+        scaler: Any,
+        rngs: dict[str, Any],
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Load resume.pt (``payload``, read and checked by :meth:`_resume_state`) into the freshly
+        built run; returns (history, last finished epoch). A damaged one (keys missing, wrong
+        types) is one line, not a KeyError or TypeError."""
         try:
             extra = payload["extra"]
             history = [dict(row) for row in extra["history"]]
             start = payload["epoch"]
             if isinstance(start, bool) or not isinstance(start, int) or start != len(history):
                 raise ValueError(f"epoch {start!r} with {len(history)} epochs of history")
-            method.load_state_dict(extra["method_state"])
+            load_weights(method, extra["method_state"])
             if dense is not None:
                 dense.load_state_dict(extra["dense_state"])
             optimiser.load_state_dict(extra["optimizer_state"])
@@ -1066,6 +1192,8 @@ class _Run:
     # -- main ------------------------------------------------------------------------------
     def execute(self, stop_after_epoch: int | None) -> TrainResult:
         c, info = self.config, self.info
+        resume_path = self.dir / run.CHECKPOINTS / run.RESUME
+        self.resume_state = self._resume_state(resume_path)
         self._load_data()
         method, self.backbone_kwargs = _build(c, self.class_names, self.box)
         # channels-last 3-D is what oneDNN/cuDNN convolve fastest (+20 % per step on CPU, measured)
@@ -1090,11 +1218,11 @@ class _Run:
             rngs.update(self.sim.generators)
         history: list[dict[str, Any]] = []
         start = 0
-        resume_path = self.dir / run.CHECKPOINTS / run.RESUME
-        if self.resume and resume_path.is_file():
-            history, start = self._restore(resume_path, method, dense, optimiser, scaler, rngs)
-        elif self.resume and resume_path.exists():
-            raise InputError(resume_path, "is not a file; restore the run's resume state or start a new run")
+        if self.resume_state is not None:
+            history, start = self._restore(
+                resume_path, self.resume_state, method, dense, optimiser, scaler, rngs
+            )
+            self.resume_state = None  # the weights are loaded: not kept for the whole run
         elif self.resume and info.is_main:  # it started again from scratch without a word
             import sys
 
@@ -1366,6 +1494,10 @@ class _Run:
         c = self.config
         selection = select_epoch(history, c.selection_tolerance, c.selection_criterion)
         epoch = selection["selected_epoch"]
+        if len(self.val_src) == 0:  # select_epoch counts a missing accuracy as 0.0: none was measured
+            for row in selection["epochs"]:
+                row["src_val_acc"] = None
+            selection["rule"] += "; no source validation data, so the target criterion alone"
         model, metadata, _ = load_checkpoint(run.epoch_checkpoint(self.dir, epoch))
         model.to(self.device)
         outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -1412,7 +1544,7 @@ class _Run:
                 ),
             }
         )
-        selection["warnings"] = training_warnings(history, epoch, self._adapted_target_size())
+        selection["warnings"] = self._warnings(history, epoch)
         if self.tilt_summary is not None:
             selection["tilt_match"] = self.tilt_summary
         if self.snr_summary is not None:
@@ -1442,6 +1574,26 @@ class _Run:
         return dataclasses.replace(
             partial, model_path=model_path, selected_epoch=epoch, selection=selection, metadata=metadata
         )
+
+    def _warnings(self, history: list[dict[str, Any]], epoch: int) -> list[str]:
+        """selection.json's warnings (select.training_warnings). Without source validation data
+        the collapse warning's "while the source classes stay apart" was said of nothing measured:
+        the collapse is then said without that claim."""
+        size = self._adapted_target_size()
+        if len(self.val_src) > 0:
+            return training_warnings(history, epoch, size)
+        lines = training_warnings([{**row, "collapsed": 0.0} for row in history], epoch, size)
+        chosen = next((r for r in history if int(r["epoch"]) == epoch), history[-1])
+        if float(chosen.get("collapsed", 0.0)) > 0:
+            share = 100 * float(chosen.get("tgt_top_share", 0.0))
+            at = 1 if size is not None and small_target_warning(size) else 0  # after the size warning
+            lines.insert(
+                at,
+                f"target predictions collapsed: epoch {epoch} puts {share:.0f} % of the target in one "
+                "class (with no source validation data, whether the source classes stay apart was not "
+                "measured); check the target (contrast, box, voxel size) before trusting it",
+            )
+        return lines
 
     def _target_histogram(self, logits: np.ndarray) -> None:
         """target_classes.csv: how the selected model (its ``logits`` on ``target_eval``) splits the

@@ -166,8 +166,12 @@ def command(
         except ParityError as exc:
             typer.echo(f"cryoshift: error: parity check failed: {exc}", err=True)
             raise typer.Exit(1) from exc
+    from cryoshift.export.api import CalibrationNote
+
     for w in caught:
-        if issubclass(w.category, ExportWarning):
+        if issubclass(w.category, CalibrationNote):  # a fact about the model, not about the export
+            typer.echo(f"cryoshift: note: {w.message}", err=True)
+        elif issubclass(w.category, ExportWarning):
             console.print(f"[yellow]warning:[/] {escape(str(w.message))}")
     table = Table(title=f"cryoshift export -> {out}")
     for col in ("format", "file", "size", "max dlogit", "agreement", "parity", "s"):

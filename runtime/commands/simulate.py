@@ -77,19 +77,36 @@ def _check_sizes(voxel_size: float, n: int, resolution: float | None) -> None:
 
 def _check_free_folder(out_dir: Path) -> None:
     """Refuse an OUT_DIR that already holds a dataset: the writer overwrote volumes.mrc and the
-    tables of an earlier dataset without a word."""
-    import os
+    tables of an earlier dataset without a word. Or a training run: the dataset was written in
+    among its config.json, checkpoints and model.pt, and the folder then read as either."""
+    from cryoshift.training.data import dataset_files, dataset_kind
 
-    from cryoshift.runtime.dataset import META, TABLE, VOLUMES
+    found = dataset_files(out_dir)
+    if found:
+        raise InputError(
+            out_dir,
+            f"already holds {dataset_kind(found)} ({', '.join(found)}); choose another OUT_DIR, or "
+            "remove it to simulate here",
+        )
+    run_files = _training_run_files(out_dir)
+    if run_files:
+        raise InputError(
+            out_dir,
+            f"holds a training run ({', '.join(run_files)}); a dataset written there would mix with "
+            "it: choose another OUT_DIR",
+        )
 
-    found = [name for name in (VOLUMES, TABLE, META) if os.path.lexists(out_dir / name)]
-    if not found:
-        return
-    what = "a dataset" if META in found else f"an unfinished dataset (no {META}: a run that was stopped?)"
-    raise InputError(
-        out_dir,
-        f"already holds {what} ({', '.join(found)}); choose another OUT_DIR, or remove it to simulate here",
-    )
+
+def _training_run_files(folder: Path) -> list[str]:
+    """What marks ``folder`` as a training run: its config.json beside model.pt or checkpoints/
+    (a config.json alone may be anyone's)."""
+    from cryoshift.training.checkpoint import RUN_MODEL
+    from cryoshift.training.run import CHECKPOINTS
+
+    if not (folder / "config.json").is_file():
+        return []
+    marks = [name for name in (RUN_MODEL, CHECKPOINTS) if (folder / name).exists()]
+    return ["config.json", *marks] if marks else []
 
 
 def _check_disk_space(out_dir: Path, n: int, box: int) -> None:

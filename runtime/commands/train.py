@@ -340,9 +340,11 @@ def command(
         f"chosen without target labels)"
     )
     if meta is not None:
+        accuracy = last.get("src_val_acc")  # absent: no source volume was held out to measure it
+        shown = "n/a (no source validation data)" if accuracy is None else f"{accuracy:.3f}"
         typer.echo(
             f"temperature {meta.temperature:.3f}  unknown_threshold {meta.unknown_threshold:.3f}  "
-            f"last source val accuracy {last.get('src_val_acc', float('nan')):.3f}"
+            f"last source val accuracy {shown}"
         )
     # quoted for a shell: a run folder with a space in its name broke the pasted command
     typer.echo(f"next: cryoshift export {shlex.quote(str(result.run_dir))}")

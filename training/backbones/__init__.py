@@ -29,6 +29,7 @@ __all__ = [
     "BACKBONES",
     "DEFAULT_BACKBONE",
     "MAX_TEST_VIEWS",
+    "check_backbone_kwarg_names",
     "check_backbone_kwarg_types",
     "check_test_views_option",
     "count_flops",
@@ -102,15 +103,43 @@ def _constructor_defaults(backbone: str) -> dict[str, Any]:
     """The keyword defaults of the class that registry entry ``backbone`` builds (its factory's
     return annotation): the factories take ``**kw``, so their own signature says nothing about
     what a keyword should be. ValueError for an unknown name (with the closest valid one)."""
-    factory = BACKBONES.get(backbone)
-    built = typing.get_type_hints(factory).get("return")
-    if not isinstance(built, type):
+    built = _built_class(backbone)
+    if built is None:
         return {}
     return {
         name: p.default
         for name, p in inspect.signature(built.__init__).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
+
+
+def _built_class(backbone: str) -> type | None:
+    """The class registry entry ``backbone`` builds (None: its factory does not say)."""
+    built = typing.get_type_hints(BACKBONES.get(backbone)).get("return")
+    return built if isinstance(built, type) else None
+
+
+def _takes_any_keyword(backbone: str) -> bool:
+    """Whether the class ``backbone`` builds takes ``**kwargs`` (or cannot be looked at): then no
+    keyword can be refused as unknown before it is built."""
+    built = _built_class(backbone)
+    if built is None:
+        return True
+    kinds = {p.kind for p in inspect.signature(built.__init__).parameters.values()}
+    return inspect.Parameter.VAR_KEYWORD in kinds
+
+
+# Keywords set by create_backbone's callers, never by --backbone-opt (trainer._BACKBONE_KEYS_SET_BY_TRAIN).
+_BUILD_KEYWORDS = ("num_classes", "box_size", "test_views")
+
+# Ranges of numeric keywords, checked before torch sees them: drop_rate=2 failed inside torch
+# ("dropout probability has to be between 0 and 1") naming neither option nor backbone.
+# Per keyword: the test and how the refusal says the range.
+_KWARG_RANGES: dict[str, tuple[typing.Callable[[float], bool], str]] = {
+    "drop_rate": (lambda v: 0 <= v <= 1, "from 0 to 1"),
+    "width": (lambda v: v > 0, "above 0"),
+    "fc_dim": (lambda v: v >= 1, "at least 1"),
+}
 
 
 # Checked default types, in the order tested (bool before int: True is an int to isinstance).
@@ -125,6 +154,34 @@ def _shown(value: Any) -> str:
         return json.dumps(value)
     except (TypeError, ValueError):
         return repr(value)
+
+
+def check_backbone_kwarg_names(backbone: str, kwargs: dict[str, Any]) -> None:
+    """Refuse a ``--backbone-opt`` key the backbone does not take, naming the keys it does.
+
+    ``--backbone-opt nonsense=1`` reached the constructor and came back as "CryoNet.__init__() got
+    an unexpected keyword argument", naming neither the option nor what would be accepted. A class
+    that takes ``**kwargs`` (none today) is left to its constructor."""
+    from cryoshift.runtime.errors import InputError
+
+    try:
+        defaults = _constructor_defaults(backbone)
+        open_ended = _takes_any_keyword(backbone)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from exc
+    unknown = [name for name in kwargs if name not in defaults]
+    if not unknown or open_ended:
+        return
+    import difflib
+
+    options = sorted(k for k in defaults if k not in _BUILD_KEYWORDS)
+    close = difflib.get_close_matches(unknown[0], options, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise InputError(
+        None,
+        f"--backbone-opt {unknown[0]}: {backbone} has no such option ({hint}it takes "
+        f"{', '.join(options) or 'none'})",
+    )
 
 
 def check_backbone_kwarg_types(backbone: str, kwargs: dict[str, Any]) -> None:
@@ -165,3 +222,21 @@ def check_backbone_kwarg_types(backbone: str, kwargs: dict[str, Any]) -> None:
                 f"--backbone-opt {name}={_shown(value)}: {backbone} expects {article} {expected} "
                 f"(default {_shown(default)})",
             )
+        _check_range(backbone, name, value, default)
+
+
+def _check_range(backbone: str, name: str, value: Any, default: Any) -> None:
+    """Refuse a number outside its keyword's range (:data:`_KWARG_RANGES`), NaN included."""
+    import math
+
+    from cryoshift.runtime.errors import InputError
+
+    if name not in _KWARG_RANGES or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    inside, words = _KWARG_RANGES[name]
+    if not (math.isfinite(value) and inside(value)):
+        raise InputError(
+            None,
+            f"--backbone-opt {name}={_shown(value)}: {backbone} takes {name} {words} "
+            f"(default {_shown(default)})",
+        )

@@ -1,0 +1,288 @@
+"""A run stays one run: --resume goes on only on the data it started with, ``evaluate --run`` takes
+only the run's own model, exports and runs say when a model is not calibrated, a dataset folder
+and a run folder are not written into as the other, and the messages around them are one short
+line that names the problem (16^3 blobs of conftest.py, one- and two-epoch source-only runs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hostile_inputs import Capsys, assert_error, run_cli
+
+from cryoshift.runtime.dataset import read_dataset, write_dataset
+from cryoshift.runtime.errors import InputError
+from cryoshift.training.trainer import TrainConfig, train
+
+
+def _config(source: Path, out: Path, **kw: object) -> TrainConfig:
+    """A tiny source-only run (cryonet-small, one pose, fp32, one thread)."""
+    base: dict[str, object] = {
+        "source": str(source),
+        "out": str(out),
+        "method": "source-only",
+        "backbone": "cryonet-small",
+        "test_views": 1,
+        "epochs": 2,
+        "batch_size": 8,
+        "val_fraction": 0.25,
+        "template_labels": 0,
+        "amp": False,
+        "device": "cpu",
+        "threads": 1,
+        "progress": False,
+    }
+    return TrainConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def _rewrite(
+    original: Path, dst: Path, names: list[str], relabel: dict[int, int], n: int | None = None
+) -> Path:
+    """``original``'s volumes written again to ``dst`` with the classes ``names``, each label k
+    becoming ``relabel[k]`` (a source simulated again with its classes in another order); a
+    fourth name takes every fourth volume."""
+    ds = read_dataset(original, with_labels=True)
+    volumes, labels = np.asarray(ds.volumes), [relabel[int(k)] for k in ds.labels]
+    if len(names) > 3:
+        labels[::4] = [3] * len(labels[::4])
+    n = len(labels) if n is None else n
+    shutil.rmtree(dst, ignore_errors=True)
+    return write_dataset(dst, volumes[:n], labels[:n], names, voxel_size=ds.voxel_size)
+
+
+@pytest.fixture(scope="module")
+def runs(domains: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """'a' and 'b': one epoch on the source, seeds 0 and 1; 'c': on other data (the labelled target)."""
+    root = tmp_path_factory.mktemp("runs")
+    made = {
+        "a": train(_config(domains["source"], root / "a", epochs=1)),
+        "b": train(_config(domains["source"], root / "b", epochs=1, seed=1)),
+        "c": train(_config(domains["target"], root / "c", epochs=1)),
+    }
+    return {name: result.run_dir for name, result in made.items()}
+
+
+# --------------------------------------------------------------------------- --resume on other data
+
+
+@pytest.mark.parametrize(
+    ("names", "relabel", "shown"),
+    [
+        (["dumbbell", "rod", "sphere"], {0: 2, 1: 1, 2: 0}, "dumbbell, rod, sphere"),
+        # a class more: was "damaged resume state (Error(s) in loading state_dict ...)"
+        (["sphere", "rod", "dumbbell", "cube"], {0: 0, 1: 1, 2: 2}, "sphere, rod, dumbbell, cube"),
+    ],
+)
+def test_resume_refuses_a_source_made_again_with_other_classes(
+    domains: dict[str, Path], tmp_path: Path, names: list[str], relabel: dict[int, int], shown: str
+) -> None:
+    """The source simulated again with its classes in another order resumed without a word: the
+    last epochs trained on re-indexed labels and model.pt was calibrated against them."""
+    source = Path(shutil.copytree(domains["source"], tmp_path / "source"))
+    run = tmp_path / "run"
+    train(_config(source, run), stop_after_epoch=1)
+    _rewrite(domains["source"], source, names, relabel)
+    with pytest.raises(InputError) as exc:
+        train(_config(source, run), resume=True)
+    assert exc.value.path == str(source)
+    assert f"its classes are {shown}, the run's were sphere, rod, dumbbell" in exc.value.reason
+    assert "start a new run with another --out" in exc.value.reason
+    assert not (run / "model.pt").exists()
+
+
+def test_resume_refuses_a_changed_source_or_target_and_names_which(
+    domains: dict[str, Path], tmp_path: Path
+) -> None:
+    """Same classes, other volumes: the fingerprint tells; the target is checked as the source is."""
+    source = Path(shutil.copytree(domains["source"], tmp_path / "source"))
+    target = Path(shutil.copytree(domains["target_unlabelled"], tmp_path / "target"))
+    run = tmp_path / "run"
+    config = _config(source, run, method="adabn", target=str(target))
+    train(config, stop_after_epoch=1)
+    train(config, resume=True, stop_after_epoch=1)  # nothing changed: resumes (no epoch left to run)
+
+    ds = read_dataset(target)
+    shutil.rmtree(target)
+    write_dataset(target, np.asarray(ds.volumes)[:20], voxel_size=10.0)
+    with pytest.raises(InputError, match=r"the target changed since .*\(fingerprint") as exc:
+        train(config, resume=True)
+    assert exc.value.path == str(target)
+
+    shutil.rmtree(target)
+    shutil.copytree(domains["target_unlabelled"], target)
+    _rewrite(domains["source"], source, ["sphere", "rod", "dumbbell"], {0: 0, 1: 1, 2: 2}, n=45)
+    with pytest.raises(InputError, match=r"the source changed since .*\(fingerprint") as exc:
+        train(config, resume=True)
+    assert exc.value.path == str(source)
+
+
+def test_resume_refuses_a_simulated_sources_structure_file_edited_since(tmp_path: Path) -> None:
+    """A simulated source is drawn afresh each epoch; its fingerprint was of the --source text, so
+    a map file changed between the start and the resume went unnoticed."""
+    from cryoshift.runtime.mrc import write_volume
+    from cryoshift.training.simulate.structures import load_structures
+
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    found = load_structures(["builtin:ribosome", "builtin:proteasome"], 16, 10.0)
+    for name, density in zip(found.names, found.maps, strict=True):
+        write_volume(maps / f"{name}.mrc", density, voxel_size=10.0)
+    run = tmp_path / "run"
+    config = _config(maps, run, box=16, sim_per_epoch=16, sim_val=8, spectrum_match=False, dense_weight=0.0)
+    train(config, stop_after_epoch=1)
+    train(config, resume=True, stop_after_epoch=1)  # the same files: resumes
+    write_volume(maps / "proteasome.mrc", np.roll(found.maps[1], 3, axis=0), voxel_size=10.0)
+    with pytest.raises(InputError, match="the source's structure files changed since"):
+        train(config, resume=True)
+
+
+# --------------------------------------------------------------------------- a target that is the source
+
+
+@pytest.mark.parametrize("given", ["folder", "stack"])
+def test_a_byte_identical_copy_of_the_source_is_refused_as_target(
+    domains: dict[str, Path], tmp_path: Path, given: str
+) -> None:
+    copy = Path(shutil.copytree(domains["source"], tmp_path / "copy"))
+    target = copy if given == "folder" else copy / "volumes.mrc"
+    with pytest.raises(InputError, match="is a copy of the --source dataset") as exc:
+        train(_config(domains["source"], tmp_path / "run", method="adabn", target=str(target)))
+    assert exc.value.path == str(target)
+
+
+# --------------------------------------------------------------------------- evaluate --run
+
+
+def test_evaluate_refuses_a_run_that_did_not_make_the_model(
+    runs: dict[str, Path], domains: dict[str, Path], tmp_path: Path
+) -> None:
+    """Its epochs were scored beside the model, with a 'label-free choice ... gap' line."""
+    from cryoshift.training.evaluate import evaluate
+
+    with pytest.raises(InputError, match=r"was not made by the --run .*training config \(seed=") as exc:
+        evaluate(runs["a"] / "model.pt", domains["target"], tmp_path / "e1", runs["b"])
+    assert exc.value.path == str(runs["a"] / "model.pt")
+    with pytest.raises(InputError, match="its source data differ"):
+        evaluate(runs["c"], domains["target"], tmp_path / "e2", runs["a"])
+    # the run's own checkpoint, even copied elsewhere, is scored with its run's epochs
+    copy = Path(shutil.copy(runs["a"] / "checkpoints" / "epoch_0001.pt", tmp_path / "mine.pt"))
+    report = evaluate(copy, domains["target"], tmp_path / "e3", runs["a"])
+    assert report["checkpoints"]["epochs"]
+
+
+# --------------------------------------------------------------------------- uncalibrated models
+
+
+def test_export_of_an_epoch_checkpoint_notes_it_is_not_calibrated(
+    runs: dict[str, Path], tmp_path: Path, capsys: Capsys
+) -> None:
+    """It exported with temperature 1, unknown threshold 0 and no shift-score reference; classify
+    then marked nothing unknown and wrote NaN shift scores, and nothing said so."""
+    epoch = runs["a"] / "checkpoints" / "epoch_0001.pt"
+    code, _, err = run_cli(["export", epoch, "-o", tmp_path / "e", "--no-progress"], capsys)
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("cryoshift: note:")]
+    assert len(notes) == 1, err
+    assert "not calibrated" in notes[0] and "classify marks nothing unknown" in notes[0]
+    assert "NaN shift scores" in notes[0]
+    assert f"the run's {runs['a'] / 'model.pt'} is the calibrated model" in notes[0]
+    assert json.loads((tmp_path / "e" / "export.json").read_text())["notes"] == [notes[0][17:]]
+
+    from cryoshift.export.api import CalibrationNote, export_checkpoint
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_checkpoint(runs["a"], tmp_path / "m")
+    assert not [w for w in caught if issubclass(w.category, CalibrationNote)]
+
+
+def test_a_run_without_source_validation_says_so_and_claims_nothing_unmeasured(
+    domains: dict[str, Path], tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--val-fraction 0: nothing said at the start; selection.json recorded src_val_acc 0.0, and a
+    collapse warning said the source classes 'stay apart' with no source data to tell."""
+    from cryoshift.training import trainer
+    from cryoshift.training.select import target_scores
+
+    def collapsed(*args: object) -> dict[str, float]:
+        return {**target_scores(*args), "collapsed": 1.0, "tgt_top_share": 0.9}  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trainer, "target_scores", collapsed)
+    target = domains["target_unlabelled"]
+    run = tmp_path / "run"
+    train(_config(domains["source"], run, method="adabn", target=str(target), val_fraction=0.0, epochs=1))
+    err = capsys.readouterr().err
+    assert "cryoshift: note: --val-fraction 0 holds no source volumes out: the model is not calibrated" in err
+    selection = json.loads((run / "selection.json").read_text())
+    assert [row["src_val_acc"] for row in selection["epochs"]] == [None]
+    (warning,) = [w for w in selection["warnings"] if "collapsed" in w]
+    assert "stay apart was not measured" in warning and "while the source classes stay apart" not in warning
+
+
+# --------------------------------------------------------------------------- a dataset is not a run
+
+
+def test_train_refuses_a_dataset_folder_as_out(domains: dict[str, Path], tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(domains["source"], tmp_path / "data"))
+    with pytest.raises(InputError, match=r"holds a dataset \(volumes.mrc, particles.csv, dataset.json\)"):
+        train(_config(domains["source"], folder))
+    assert not (folder / "config.json").exists()
+
+
+def test_simulate_refuses_a_run_folder(runs: dict[str, Path], capsys: Capsys) -> None:
+    argv = ["simulate", runs["b"], "-s", "builtin:ribosome,builtin:proteasome", "--n", 4, "--box", 16]
+    line = assert_error(run_cli([*argv, "--no-progress"], capsys), runs["b"])
+    assert "holds a training run (config.json, model.pt, checkpoints)" in line
+    assert not (runs["b"] / "dataset.json").exists()
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def test_a_source_folder_without_dataset_json_says_so(domains: dict[str, Path], tmp_path: Path) -> None:
+    """It said 'not a dataset directory; to simulate from structures give --box'."""
+    folder = Path(shutil.copytree(domains["source"], tmp_path / "data"))
+    (folder / "dataset.json").unlink()
+    with pytest.raises(
+        InputError, match=r"holds volumes\.mrc and particles\.csv but no dataset\.json"
+    ) as exc:
+        train(_config(folder, tmp_path / "run"))
+    assert exc.value.path == str(folder) and "--box" not in exc.value.reason
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"nonsense": 1}, "--backbone-opt nonsense: cryonet-small has no such option (it takes antialias,"),
+        ({"drop_rat": 0.1}, "has no such option (did you mean drop_rate? it takes"),
+        ({"drop_rate": 2}, "--backbone-opt drop_rate=2: cryonet-small takes drop_rate from 0 to 1"),
+    ],
+)
+def test_backbone_options_are_named_with_what_is_accepted(
+    domains: dict[str, Path], tmp_path: Path, options: dict[str, object], words: str
+) -> None:
+    """'CryoNet.__init__() got an unexpected keyword argument' and torch's dropout message."""
+    with pytest.raises(InputError) as exc:
+        train(_config(domains["source"], tmp_path / "run", backbone_kwargs=options))
+    assert words in str(exc.value)
+
+
+def test_weights_that_do_not_fit_are_summarised(runs: dict[str, Path], tmp_path: Path) -> None:
+    """torch's message listed every key and shape, on one line of thousands of characters."""
+    import torch
+
+    from cryoshift.training.checkpoint import load_checkpoint
+
+    payload = torch.load(runs["a"] / "model.pt", weights_only=True)
+    payload["backbone"] = "cryonet"  # wider stages than the cryonet-small weights
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(InputError) as exc:
+        load_checkpoint(tmp_path / "other.pt")
+    reason = exc.value.reason
+    assert "weights do not fit backbone 'cryonet': 6 weights missing (stages.3.0.weight," in reason
+    assert "of another shape (stages.0.0.weight 8x1x3x3x3 saved, 16x1x3x3x3 built," in reason
+    assert "Error(s)" not in reason and len(reason) < 400
