@@ -150,10 +150,15 @@ def small_target_warning(n_target: int) -> str | None:
 
 
 def training_warnings(
-    rows: Sequence[dict[str, Any]], selected_epoch: int | None = None, n_target: int | None = None
+    rows: Sequence[dict[str, Any]],
+    selected_epoch: int | None = None,
+    n_target: int | None = None,
+    source_measured: bool = True,
 ) -> list[str]:
     """One-line warnings a user must see: collapsed target predictions, saturated discriminators,
-    a target too small to adapt to (``n_target``: its size, for a method that adapts)."""
+    a target too small to adapt to (``n_target``: its size, for a method that adapts).
+    ``source_measured`` False: the run held out no source validation data, so the collapse warning
+    claims nothing about the source classes."""
     warnings = []
     small = None if n_target is None else small_target_warning(n_target)
     if small:
@@ -164,10 +169,15 @@ def training_warnings(
     chosen = next((r for r in rows if int(r["epoch"]) == selected_epoch), rows[-1])
     if float(chosen.get("collapsed", 0.0)) > 0:
         share = 100 * float(chosen.get("tgt_top_share", 0.0))
+        source = (
+            "while the source classes stay apart"
+            if source_measured
+            else "(with no source validation data, whether the source classes stay apart was not measured)"
+        )
         warnings.append(
             f"target predictions collapsed: epoch {int(chosen['epoch'])} puts {share:.0f} % of "
-            "the target in one class while the source classes stay apart; check the target "
-            "(contrast, box, voxel size) before trusting it"
+            f"the target in one class {source}; check the target (contrast, box, voxel size) before "
+            "trusting it"
         )
     last = rows[-1]
     for key in DISCRIMINATOR_LOSSES:

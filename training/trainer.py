@@ -1576,24 +1576,9 @@ class _Run:
         )
 
     def _warnings(self, history: list[dict[str, Any]], epoch: int) -> list[str]:
-        """selection.json's warnings (select.training_warnings). Without source validation data
-        the collapse warning's "while the source classes stay apart" was said of nothing measured:
-        the collapse is then said without that claim."""
-        size = self._adapted_target_size()
-        if len(self.val_src) > 0:
-            return training_warnings(history, epoch, size)
-        lines = training_warnings([{**row, "collapsed": 0.0} for row in history], epoch, size)
-        chosen = next((r for r in history if int(r["epoch"]) == epoch), history[-1])
-        if float(chosen.get("collapsed", 0.0)) > 0:
-            share = 100 * float(chosen.get("tgt_top_share", 0.0))
-            at = 1 if size is not None and small_target_warning(size) else 0  # after the size warning
-            lines.insert(
-                at,
-                f"target predictions collapsed: epoch {epoch} puts {share:.0f} % of the target in one "
-                "class (with no source validation data, whether the source classes stay apart was not "
-                "measured); check the target (contrast, box, voxel size) before trusting it",
-            )
-        return lines
+        """selection.json's warnings (select.training_warnings); without source validation data
+        the collapse warning claims nothing about the source classes."""
+        return training_warnings(history, epoch, self._adapted_target_size(), len(self.val_src) > 0)
 
     def _target_histogram(self, logits: np.ndarray) -> None:
         """target_classes.csv: how the selected model (its ``logits`` on ``target_eval``) splits the
