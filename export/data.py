@@ -128,8 +128,7 @@ def voxel_and_contrast(path: str | Path) -> tuple[float | None, str | None, Path
     path = Path(path)
     if is_dataset(path):
         with read_dataset(path, with_labels=False) as ds:
-            voxel = float(ds.meta["voxel_size"]) if "voxel_size" in ds.meta else None
-            return voxel, ds.contrast, path / META
+            return ds.voxel_size, ds.contrast, path / META
     if is_pick_table(path):
         return None, None, path
     files = [path] if path.is_file() else []

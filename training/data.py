@@ -305,7 +305,7 @@ def load_target(
                 "re-extract the target at the source box size",
             )
         _check_dataset_contrast(path, str(ds.contrast), contrast)
-        _check_dataset_voxel(path, ds.meta, voxel_size)
+        _check_dataset_voxel(path, ds.voxel_size, voxel_size)
         labels = None
         if oracle_labels:
             names = [ds.class_names[i] for i in np.asarray(ds.labels, dtype=np.int64)]
@@ -378,13 +378,13 @@ def _check_dataset_contrast(path: Path, target: str, source: str) -> None:
         )
 
 
-def _check_dataset_voxel(path: Path, meta: dict, voxel_size: float) -> None:
+def _check_dataset_voxel(path: Path, voxel: float, voxel_size: float) -> None:
     """A target dataset at another scale than the source cannot adapt the model: refused (all its
-    volumes share the one voxel size of dataset.json, so none would be usable)."""
+    volumes share the one voxel size of the dataset, so none would be usable). ``voxel`` is the
+    dataset's (dataset.json's, or its stack header's where dataset.json has none)."""
     from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
 
-    voxel = meta.get("voxel_size")
-    if not isinstance(voxel, (int, float)) or not voxel_size:
+    if not voxel_size:
         return
     mismatch = voxel_mismatch(voxel, voxel_size)
     if mismatch is not None and mismatch > VOXEL_TOLERANCE:
