@@ -51,6 +51,62 @@ def _ort() -> Any:
     return ort
 
 
+def check_outputs(
+    out: tuple[Any, Any], rows: int, meta: ModelMetadata, path: str | Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, features) of one run of the graph on ``rows`` rows, as float32, once they are
+    what the model contract says: floating point, 2-D, exactly ``rows`` rows (one per subtomogram,
+    padding included), one logit per class of the metadata, and the features width the metadata's
+    statistics have (an empty features array is a model without them: no shift score, by contract).
+
+    Why on every run (a few comparisons): a graph whose output shape is decided by the data passes
+    every load-time check. A fixed row concatenated on top shifted every answer onto the next
+    subtomogram, an extra column wrote CSV rows wider than the header, a mean over the batch or a
+    rank-3 output crashed as a traceback, integer or bool logits were scored as floats. All are the
+    model's fault and would hit every batch: the run stops with one line, not an error row.
+    """
+    logits = _contract_output(out[0], LOGITS, rows, f"{rows}x{meta.num_classes}", path)
+    features = _contract_output(out[1], FEATURES, rows, f"{rows}xF", path)
+    if logits.shape[1] != meta.num_classes:
+        raise InputError(
+            path,
+            f"its {LOGITS!r} output has shape {_shape(logits)} for a batch of {rows} subtomograms, but "
+            f"the metadata names {meta.num_classes} classes ({rows}x{meta.num_classes} wanted); "
+            "export the model again",
+        )
+    if features.shape[1]:
+        from cryoshift.runtime.metadata import check_feature_width
+
+        check_feature_width(features.shape[1], meta, path)
+    return logits, features
+
+
+def _shape(array: np.ndarray) -> str:
+    return "x".join(str(d) for d in array.shape) if array.ndim else "() (a scalar)"
+
+
+def _contract_output(value: Any, name: str, rows: int, wanted: str, path: str | Path) -> np.ndarray:
+    """One output as a float32 (rows, width) array, or one line naming it, its shape and the wanted one.
+
+    float16 and float64 are cast (the scores are computed in float64 anyway); anything else
+    (integers, bool, strings) is not a score the contract allows."""
+    array = np.asarray(value)
+    if array.dtype.kind != "f":
+        kind = "text" if array.dtype.kind in "OSU" else str(array.dtype)
+        raise InputError(
+            path,
+            f"its {name!r} output is of type {kind}, not floating point (the model contract "
+            "wants float32); export the model again",
+        )
+    if array.ndim != 2 or array.shape[0] != rows:
+        raise InputError(
+            path,
+            f"its {name!r} output has shape {_shape(array)} for a batch of {rows} subtomograms; the "
+            f"model contract wants {wanted} (one row per subtomogram); export the model again",
+        )
+    return array if array.dtype == np.float32 else array.astype(np.float32)
+
+
 @dataclass
 class Model:
     """A loaded model: metadata plus ``predict``; ``fixed_batch`` backends want full batches."""
@@ -69,21 +125,11 @@ class Model:
     pinned: bool = False  # batch buffers should be pinned host memory (GPU backends)
     device_id: int = 0
     has_features: bool | None = None  # a 'features' output; None: not known without running it
-    _width_checked: bool = False  # the features width met the metadata once (see _checked)
     _ran: set[int] = field(default_factory=set)  # batch rows the graph has run once (see _first_run)
 
-    def _checked(self, out: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """``out`` after the first batch's features width is checked against the metadata: a graph
-        whose width is symbolic could not be checked at load, and a mismatch makes every shift
-        score NaN (an empty features array is a model without them: no shift score, by contract)."""
-        if not self._width_checked:
-            from cryoshift.runtime.metadata import check_feature_width
-
-            width = out[1].shape[1] if out[1].ndim == 2 else 0
-            if width:
-                check_feature_width(width, self.metadata, self.path)
-            self._width_checked = True
-        return out
+    def _outputs(self, out: tuple[Any, Any], rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """One run's raw outputs on ``rows`` rows, checked and as float32 (:func:`check_outputs`)."""
+        return check_outputs(out, rows, self.metadata, self.path)
 
     def _first_run(self, rows: int, call: Any) -> tuple[np.ndarray, np.ndarray]:
         """``call()``, which runs the graph on ``rows`` rows; the first time at that many rows, a
@@ -112,20 +158,23 @@ class Model:
         return out
 
     def predict(self, batch: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Logits (n, K) and features (n, F) for the first ``n`` rows of ``batch`` (B, 1, D, D, D).
+        """Logits (n, K) and features (n, F), float32, for the first ``n`` rows of ``batch`` (B, 1, D, D, D).
 
         Fixed-shape backends compute the whole (padded) batch and return the first ``n`` rows,
-        so GPU kernels are tuned once; the CPU backend computes only the rows it needs.
+        so GPU kernels are tuned once; the CPU backend computes only the rows it needs. Every run
+        of the graph is checked against the contract (:func:`check_outputs`) before any row is
+        sliced off: padding is the only thing dropped here.
         """
         rows = self.batch_size if self.fixed_batch else (batch.shape[0] if n is None else n)
-        return self._checked(self._first_run(rows, lambda: self._predict(batch, n)))
+        return self._first_run(rows, lambda: self._predict(batch, n))
 
     def _predict(self, batch: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
         n = batch.shape[0] if n is None else n
         if not self.fixed_batch:
-            return self._runner(np.ascontiguousarray(batch[:n], dtype=self.input_dtype))
+            return self._outputs(self._runner(np.ascontiguousarray(batch[:n], dtype=self.input_dtype)), n)
         if batch.shape[0] == self.batch_size:
-            logits, features = self._runner(np.ascontiguousarray(batch, dtype=self.input_dtype))
+            full = np.ascontiguousarray(batch, dtype=self.input_dtype)
+            logits, features = self._outputs(self._runner(full), self.batch_size)
             return logits[:n], features[:n]
         # Any other size (API users): run fixed-size pieces, padding the last one.
         pad = np.zeros((self.batch_size, *batch.shape[1:]), self.input_dtype)
@@ -133,10 +182,10 @@ class Model:
         for start in range(0, n, self.batch_size):
             piece = batch[start : min(start + self.batch_size, n)]
             pad[: len(piece)] = piece
-            logits, features = self._runner(pad)
+            logits, features = self._outputs(self._runner(pad), self.batch_size)
             parts.append((logits[: len(piece)].copy(), features[: len(piece)].copy()))
         if not parts:  # n == 0: empty outputs of the right width
-            logits, features = self._runner(pad)
+            logits, features = self._outputs(self._runner(pad), self.batch_size)
             return logits[:0], features[:0]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -146,8 +195,9 @@ class Model:
 
     def compute(self, slot: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Run the batch held in ``slot``; logits and features of its first ``n`` rows, on the host."""
-        logits, features = self._first_run(self.batch_size, lambda: self._runner.run(slot))
-        return self._checked((logits[:n], features[:n]))
+        rows = self.batch_size
+        logits, features = self._first_run(rows, lambda: self._outputs(self._runner.run(slot), rows))
+        return logits[:n], features[:n]
 
     @property
     def num_features(self) -> int:
@@ -549,13 +599,8 @@ class _TrtEngine:
                 logits = bufs[LOGITS].get(stream=stream)
                 feats = bufs[FEATURES].get(stream=stream) if self.has_features else None
                 stream.synchronize()
-        logits = logits.astype(np.float32, copy=False)
-        feats = (
-            feats.astype(np.float32, copy=False)
-            if feats is not None
-            else np.zeros((self.batch_size, 0), np.float32)
-        )
-        return logits, feats
+        # no cast here: Model.compute checks the dtype (an integer output is refused, not cast)
+        return logits, feats if feats is not None else np.zeros((self.batch_size, 0), np.float32)
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.upload(0, batch)

@@ -70,8 +70,9 @@ def inference_rate(model: Any, batch_size: int, repeats: int = 3, batches: int =
 
     box = model.metadata.box_size
     batch = np.random.default_rng(seed).normal(0, 1, (batch_size, 1, box, box, box)).astype(np.float32)
-    # Warm-up. A graph that loads but cannot run this batch (a Reshape to a fixed batch) is refused
-    # here in one line naming the model: Model.predict guards the first run of each batch shape.
+    # Warm-up. A graph that loads but cannot run this batch (a Reshape to a fixed batch), or whose
+    # outputs break the contract (a row count, class count or dtype classify would refuse), is
+    # refused here in one line naming the model, before any rate: Model.predict checks every run.
     model.predict(batch)
     model.predict(batch)
     rates = []

@@ -26,7 +26,8 @@ import numpy as np
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.ledger import RunLedgers
-from cryoshift.runtime.pipeline import LABEL, UNKNOWN, RunStats
+from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.pipeline import LABEL, UNKNOWN, RunStats, rows_without_shift
 from cryoshift.runtime.run import RunOptions, driver_model, refuse_featureless
 from cryoshift.runtime.sources import Item, VolumeCache
 from cryoshift.runtime.summary import output_names
@@ -92,7 +93,7 @@ class DeviceInference:
         if ledgers.features is not None and not all(_features_match(p) for p in parts):
             ledgers.drop_features("features of the device workers do not match their rows: no features.npy")
         for names in parts:
-            _collect(names, ledgers, stats)
+            _collect(names, ledgers, stats, self.metadata)
         manifests = [read_json_object(p["manifest"], "worker manifest") for p in parts]
         for m in manifests:
             for key in ("read_s", "compute_s", "write_s", "wait_s"):
@@ -180,8 +181,9 @@ def _features_match(names: dict[str, Path]) -> bool:
     return path.is_file() and len(read_features(path)) == _ledger_rows(names["csv"])
 
 
-def _collect(names: dict[str, Path], ledgers: RunLedgers, stats: RunStats) -> None:
-    """Append a worker's rows (with their features) and errors that ``ledgers`` do not hold yet."""
+def _collect(names: dict[str, Path], ledgers: RunLedgers, stats: RunStats, metadata: ModelMetadata) -> None:
+    """Append a worker's rows (with their features) and errors that ``ledgers`` do not hold yet;
+    ``metadata``: the model's, for the count of rows without a shift score."""
     feats = None
     if ledgers.features is not None:
         from cryoshift.runtime.features import features_path, read_features
@@ -191,6 +193,7 @@ def _collect(names: dict[str, Path], ledgers: RunLedgers, stats: RunStats) -> No
     keep: list[int] = []
 
     def flush() -> None:
+        stats.shift_missing += rows_without_shift(rows, metadata)
         ledgers.append(rows, [], None if feats is None else np.asarray(feats[keep]))
         rows.clear()
         keep.clear()

@@ -28,7 +28,7 @@ import numpy as np
 
 from cryoshift.runtime.errors import require_extra
 from cryoshift.runtime.ledger import RunLedgers
-from cryoshift.runtime.pipeline import LABEL, UNKNOWN, Progress, RunStats
+from cryoshift.runtime.pipeline import LABEL, UNKNOWN, Progress, RunStats, rows_without_shift
 from cryoshift.runtime.run import RunOptions, driver_model, one_writer, refuse_featureless, run
 from cryoshift.runtime.sources import Item, VolumeCache
 from cryoshift.runtime.summary import ClassifySummary, model_info
@@ -158,6 +158,7 @@ class RayInference:
                     stats.done += len(rows)
                     stats.errors += len(errors)
                     stats.unknown += sum(r[LABEL] == UNKNOWN for r in rows)
+                    stats.shift_missing += rows_without_shift(rows, self.model.metadata)
                     bar.advance(len(rows) + len(errors))
         stats.wall_s = time.perf_counter() - t0
         return stats

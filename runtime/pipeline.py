@@ -69,12 +69,23 @@ class RunStats:
     wall_s: float = 0.0
     upload_s: float = 0.0  # host->device copies on the upload thread (GPU slots), overlapping compute
     host_memory: str = ""  # what the batch buffers are: pinned (how) or pageable
+    shift_missing: int = 0  # rows without a finite shift score though the model has features (see notes)
 
     @property
     def rate(self) -> float:
         """Subtomograms (good and bad) per second of wall time."""
         total = self.done + self.errors
         return total / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def notes(self) -> list[str]:
+        """What the run's summary should say about its rows beyond the counts."""
+        if not self.shift_missing:
+            return []
+        return [
+            f"{self.shift_missing} of {self.done} rows have no shift score (shift_score nan): the "
+            "model's features were not finite for them"
+        ]
 
 
 def _id_fields(item: Item) -> list[Any]:
@@ -84,6 +95,7 @@ def _id_fields(item: Item) -> list[Any]:
 
 
 LABEL = len(ID_COLUMNS) + 1  # position of class_name in a row
+SHIFT = len(ID_COLUMNS) + 5  # position of shift_score in a row
 
 
 def score_rows(
@@ -118,9 +130,18 @@ def score_rows(
 def finite_outputs(
     items: Sequence[Item], logits: np.ndarray, features: np.ndarray
 ) -> tuple[list[Item], np.ndarray, np.ndarray, list[tuple[str, str, str]]]:
-    """Split off items whose logits are not finite: never a NaN "prediction", an error row instead."""
+    """Split off items whose logits are not finite: never a NaN "prediction", an error row instead.
+
+    ``logits`` and ``features`` hold exactly one row per item (``Model.predict`` checks the graph's
+    outputs and drops only its own padding): any other count is refused, never sliced to fit, as
+    an extra row once shifted every answer onto the next subtomogram."""
     items = list(items)
-    bad = ~np.isfinite(logits[: len(items)]).all(axis=1)
+    if logits.ndim != 2 or len(logits) != len(items) or len(features) != len(items):
+        raise ValueError(
+            f"{len(items)} items but logits of shape {logits.shape} and features of shape "
+            f"{features.shape}: one row per item is needed (outputs of Model.predict)"
+        )
+    bad = ~np.isfinite(logits).all(axis=1)
     if not bad.any():
         return items, logits, features, []
     failed = [
@@ -144,6 +165,31 @@ def score_batch(
     (:func:`score_rows`). The one scoring step of every launch mode."""
     scored, logits, features, failed = finite_outputs(items, logits, features)
     return score_rows(scored, logits, features, metadata, unknown_threshold), failed, features
+
+
+def missing_shift_scores(rows: Sequence[Sequence[Any]], features: np.ndarray, metadata: ModelMetadata) -> int:
+    """How many of ``rows`` have no finite shift score although the model gives features and its
+    metadata has their statistics: features that are NaN or infinite (a model without them, or
+    without statistics, has no shift score by contract and is not counted).
+
+    Why: such rows said ``shift_score nan`` with no word anywhere (see :attr:`RunStats.notes`)."""
+    if not rows or not metadata.feature_mean or features.ndim != 2 or not features.shape[1]:
+        return 0
+    return sum(not math.isfinite(row[SHIFT]) for row in rows)
+
+
+def rows_without_shift(rows: Sequence[Sequence[Any]], metadata: ModelMetadata) -> int:
+    """:func:`missing_shift_scores` for rows read back from a worker's table or a Ray actor
+    (values as written, text or numbers), whose features the driver does not hold."""
+    if not metadata.feature_mean:
+        return 0
+    count = 0
+    for row in rows:
+        try:
+            count += not math.isfinite(float(row[SHIFT]))
+        except (TypeError, ValueError):
+            count += 1
+    return count
 
 
 def run_pipeline(
@@ -284,6 +330,7 @@ def _infer_batches(
                 batch.items, logits, features, model.metadata, unknown_threshold
             )
             errors = [*errors, *failed] if failed else errors
+            stats.shift_missing += missing_shift_scores(rows, features, model.metadata)
             if with_features:  # a copy: a backend may reuse its output buffer for the next batch
                 feats = np.array(features[: len(rows)], dtype=np.float32)
             stats.unknown += sum(row[LABEL] == UNKNOWN for row in rows)

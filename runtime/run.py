@@ -180,6 +180,7 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
         stats = inference.run(todo, ledgers, opts)
         summary.notes.extend(n for n in ledgers.notes if n not in summary.notes)
     summary.record(stats)
+    summary.notes.extend(n for n in stats.notes if n not in summary.notes)
     summary.backend = inference.description
     summary.wall_s = time.perf_counter() - t0
     return finish_run(names, model, plan, summary, {**settings, **opts.settings(), PLANNED: fingerprint})

@@ -178,6 +178,49 @@ def score_predictions(pred: Predictions, labels: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def finite_predictions(
+    pred: Predictions, labels: np.ndarray, model: str | Path
+) -> tuple[Predictions, np.ndarray, int]:
+    """The predictions and labels of the volumes whose logits are all finite, and how many were not.
+
+    Why: classify makes such a volume an error row, but evaluate scored NaN logits as predictions
+    (argmax of NaN is class 0: "accuracy 0.500", "NLL nan", a bare NaN in evaluation.json). Those
+    volumes failed; the metrics are of the others. When every volume failed there is nothing to
+    score: refused in one line naming the model."""
+    ok = np.isfinite(pred.logits).all(axis=1)
+    failed = int(len(ok) - ok.sum())
+    if not failed:
+        return pred, labels, 0
+    if not ok.any():
+        raise InputError(
+            model,
+            f"the model's output is not finite (NaN or infinite logits) for all {len(ok)} volumes: "
+            "nothing to score",
+        )
+    features = pred.features[ok] if len(pred.features) == len(ok) else pred.features
+    return Predictions(pred.logits[ok], features, pred.metadata), labels[ok], failed
+
+
+def failed_note(failed: int, total: int) -> str:
+    """The report's one line on volumes left out by :func:`finite_predictions`."""
+    return (
+        f"{failed} of {total} volumes failed: the model's output is not finite for them (NaN or "
+        f"infinite logits); the metrics are of the other {total - failed}"
+    )
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float made None: evaluation.json is strict JSON (a bare
+    NaN is not JSON, and other readers refuse it)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def checkpoint_epochs(run_dir: Path) -> list[tuple[int, Path]]:
     """The epoch checkpoints of a run directory, in epoch order."""
     out = []
@@ -204,11 +247,13 @@ def evaluate_run(
         try:  # batch rule: one damaged epoch checkpoint is reported, the others are still scored
             pred = predict_checkpoint(path, volumes, batch_size, device)
             labels = names_to_indices(label_names, pred.metadata.class_names, path)
+            pred, labels, failed = finite_predictions(pred, labels, path)
         except InputError as exc:
             skipped.append({"epoch": epoch, "path": str(path), "reason": exc.reason})
             continue
         m = classification_metrics(labels, pred.logits.argmax(axis=1), pred.metadata.class_names)
-        rows.append({"epoch": epoch, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]})
+        row = {"epoch": epoch, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+        rows.append({**row, "failed": failed} if failed else row)
     extra: dict[str, Any] = {"skipped_epochs": skipped}
     if selection_error:
         extra["selection_error"] = selection_error
@@ -464,6 +509,9 @@ def evaluate(
     check_conflicting_labels(volumes, label_names, data if picks else data / "particles.csv", picks)
     pred = predict(model, volumes, batch_size, device)
     labels = names_to_indices(label_names, pred.metadata.class_names, data)
+    pred, labels, failed = finite_predictions(pred, labels, model)
+    if failed:
+        notes.append(failed_note(failed, failed + len(labels)))
     report: dict[str, Any] = {
         "model": str(model),
         "data": str(data),
@@ -471,6 +519,8 @@ def evaluate(
         "method": pred.metadata.method,
         **score_predictions(pred, labels),
     }
+    if failed:
+        report["failed_volumes"] = failed
     if skipped:
         report["skipped_picks"] = skipped
     report["notes"] = notes  # what was scored unchecked (a tomogram or dataset without a voxel size)
@@ -484,6 +534,6 @@ def evaluate(
             cm, pred.metadata.class_names, out / "confusion.png", f"{model.name} on {data.name}"
         )
     )
-    (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "evaluation.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     report["json"] = str(out / "evaluation.json")
     return report
