@@ -45,6 +45,23 @@ def has_control_character(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
 
 
+# Unicode categories of characters that do not show as themselves: format characters (Cf: the bidi
+# controls U+202A..U+202E and U+2066..U+2069 that reorder what follows them, zero-width spaces and
+# joiners, the soft hyphen, U+FEFF) and lone surrogates (Cs, which no UTF-8 file can hold).
+INVISIBLE_CATEGORIES = ("Cf", "Cs")
+
+
+def invisible_characters(text: str) -> list[str]:
+    """The characters of ``text`` in :data:`INVISIBLE_CATEGORIES`, as ``U+XXXX`` names, sorted.
+
+    Why a name may hold none: ``ribo``, U+202E (right-to-left override), ``some`` shows as
+    ``riboemos``, so a table or listing shows another name than the one stored, and two names that
+    look the same (one with a zero-width space) are two classes."""
+    import unicodedata
+
+    return sorted({f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in INVISIBLE_CATEGORIES})
+
+
 # Class names ---------------------------------------------------------------------------------------
 # The class_name classify writes for a subtomogram under the confidence threshold: a rejection, not
 # a class. (runtime.pipeline.UNKNOWN is this label.)
@@ -72,9 +89,10 @@ def class_name_problem(name: str) -> str | None:
     of class names calls (dataset, model metadata, simulate's file names).
 
     Refused: an empty or blank name (nothing to show); a control character (it splits the lines of
-    every table and listing, and STAR files cannot keep it); whitespace (a space splits a STAR
-    label, ``prob_b copy``, and the columns of whitespace-separated tables: classify died at its
-    end with a traceback); :data:`REJECT_LABEL`, in any case (the class's predictions and
+    every table and listing, and STAR files cannot keep it); an invisible character
+    (:func:`invisible_characters`: a bidi control makes a listing show another name); whitespace (a
+    space splits a STAR label, ``prob_b copy``, and the columns of whitespace-separated tables:
+    classify died at its end with a traceback); :data:`REJECT_LABEL`, in any case (the class's predictions and
     classify's rejections would share one class_name and be counted as one)."""
     if not name.strip():
         return f"an empty class name ({name!r})"
@@ -83,6 +101,12 @@ def class_name_problem(name: str) -> str | None:
         return (
             f"a name with a control character: {name!r} holds control characters ({chars}), which "
             "split the lines of tables and listings"
+        )
+    hidden = invisible_characters(name)
+    if hidden:
+        return (
+            f"a name with invisible characters: {name!r} holds {', '.join(hidden)} (Unicode format "
+            "characters such as bidi controls or zero-width spaces, which make a name print as another)"
         )
     if any(ch.isspace() for ch in name):
         return f"a name with whitespace: {name!r} (it splits STAR labels such as prob_NAME); use _ or -"

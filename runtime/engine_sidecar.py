@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.jsonfile import read_json_object
-from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.metadata import ModelMetadata, refuse_special
 
 SIDECAR_FORMAT = "cryoshift.engine/1"
 SIDECAR_SUFFIX = ".json"  # model.engine -> model.engine.json
@@ -43,6 +44,24 @@ class EngineSidecar:
     batch_max: int
     onnx_file: str = ""
     compute_capability: str = ""
+
+
+def is_sidecar_name(path: str | Path) -> bool:
+    """Whether ``path`` is named as an engine's sidecar (``model.engine.json``)."""
+    return Path(path).name.lower().endswith(".engine" + SIDECAR_SUFFIX)
+
+
+def check_engine_model_path(path: str | Path) -> None:
+    """Refuse, in one line and before anything opens it, a model path that classify and bench
+    cannot use: an engine's sidecar given for the engine (onnxruntime said "Protobuf parsing
+    failed"), nothing there, a folder, a named pipe or a device (:func:`check_model_path`)."""
+    from cryoshift.runtime.metadata import check_model_path
+
+    path = Path(path)
+    if is_sidecar_name(path):
+        engine = path.with_name(path.name[: -len(SIDECAR_SUFFIX)])
+        raise InputError(path, f"is the JSON sidecar of a TensorRT engine; give the engine itself: {engine}")
+    check_model_path(path)
 
 
 def sidecar_path(engine_path: str | Path) -> Path:
@@ -106,7 +125,9 @@ def read_engine_sidecar(path: str | Path) -> EngineSidecar:
     missing = [k for k in ("gpu_name", "tensorrt_version", "onnx_sha256", "batch_max") if k not in block]
     if missing:
         raise InputError(side, f"engine sidecar lacks {', '.join(missing)}")
+    _refuse_duplicate_keys(side)
     metadata = ModelMetadata.from_dict({k: v for k, v in data.items() if k != "engine"}, side)
+    batch_min, batch_opt, batch_max = _batch_profile(block, side)
     try:
         return EngineSidecar(
             path=engine,
@@ -116,14 +137,94 @@ def read_engine_sidecar(path: str | Path) -> EngineSidecar:
             onnx_sha256=str(block["onnx_sha256"]),
             engine_sha256=str(block.get("engine_sha256", "")),
             precision=str(block.get("precision", metadata.precision)),
-            batch_min=int(block.get("batch_min", 1)),
-            batch_opt=int(block.get("batch_opt", block["batch_max"])),
-            batch_max=int(block["batch_max"]),
+            batch_min=batch_min,
+            batch_opt=batch_opt,
+            batch_max=batch_max,
             onnx_file=str(block.get("onnx_file", "")),
             compute_capability=str(block.get("compute_capability", "")),
         )
     except (TypeError, ValueError) as exc:
         raise InputError(side, f"invalid engine sidecar: {exc}") from exc
+
+
+def _batch_profile(block: dict[str, Any], side: Path) -> tuple[int, int, int]:
+    """(batch_min, batch_opt, batch_max) of the sidecar's engine block: whole numbers >= 1 in that
+    order. A batch_max of -5 was taken as it was: every --batch-size was "above" it, and the advice
+    was to pass --batch-size -5."""
+    values = []
+    for key, default in (("batch_min", 1), ("batch_opt", block["batch_max"]), ("batch_max", None)):
+        value = block.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(
+                side, f"invalid engine sidecar: engine.{key} must be a whole number >= 1, not {value!r}"
+            )
+        values.append(value)
+    low, opt, high = values
+    if not low <= opt <= high:
+        raise InputError(
+            side,
+            f"invalid engine sidecar: its batch sizes must satisfy batch_min <= batch_opt <= batch_max, "
+            f"not {low}, {opt}, {high}",
+        )
+    return low, opt, high
+
+
+def _refuse_duplicate_keys(side: Path) -> None:
+    """Refuse a sidecar that names a field twice (at any depth): json keeps the last one, so a
+    second ``class_names`` (or ``onnx_sha256``) would be used without a word, as an ONNX model's
+    second metadata key was."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [name for name, _ in items]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise InputError(
+                side, f"invalid engine sidecar: it names {', '.join(map(repr, twice))} more than once"
+            )
+        return dict(items)
+
+    json.loads(side.read_text(), object_pairs_hook=pairs)  # read_json_object has parsed it once
+
+
+def reference_onnx(sidecar: EngineSidecar) -> Path | None:
+    """The ONNX model the engine was built from (the fp32 reference of ``--transfer fp16``'s check),
+    or None when the sidecar names none or no file of that name is next to the engine.
+
+    A sidecar is data, so the name in it may not lead the runtime to read other files: it must be
+    a bare file name, it is looked up in the engine's own folder (it was opened relative to the
+    working directory, and ``/etc/passwd`` was opened), a link there must not lead out of that
+    folder, and the file must have the sidecar's ``onnx_sha256`` (an unrelated model in the
+    working directory was loaded as the reference). Anything else is refused in one line."""
+    name = sidecar.onnx_file
+    if not name:
+        return None
+    side = sidecar_path(sidecar.path)
+    if name in (".", "..") or "/" in name or os.sep in name or "\0" in name:
+        raise InputError(
+            side, f"engine.onnx_file must be the name of a file next to the engine, not a path: {name!r}"
+        )
+    folder = sidecar.path.parent
+    candidate = folder / name
+    if not os.path.lexists(candidate):
+        return None
+    target = Path(os.path.realpath(candidate))  # realpath: a loop of links raises nothing here
+    if target.parent != Path(os.path.realpath(folder)):
+        raise InputError(
+            candidate,
+            f"is a link leading out of the engine's folder (to {target}); the ONNX model the engine "
+            "was built from must lie next to it",
+        )
+    refuse_special(candidate)  # a named pipe would block the hash below
+    if not candidate.is_file():
+        reason = "is a folder" if candidate.is_dir() else missing_reason(candidate)
+        raise InputError(candidate, f"{reason}; the sidecar names it as the ONNX model of the engine")
+    if file_sha256(candidate) != sidecar.onnx_sha256:
+        raise InputError(
+            candidate,
+            "is not the ONNX model the engine was built from (its sha256 differs from the sidecar's "
+            "onnx_sha256); put that model next to the engine, or use --transfer fp32",
+        )
+    return candidate
 
 
 def _version_key(version: str) -> tuple[str, ...]:

@@ -8,8 +8,10 @@ guesses box size, contrast, normalisation or class names.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +25,24 @@ from cryoshift.runtime.contract import (
     NORMALISATIONS,
     class_names_problem,
     has_control_character,
+    invisible_characters,
 )
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.jsonfile import JSON_ERRORS
 
 SCHEMA_VERSION = 1
 PREFIX = "cryoshift."
+
+# Size limits of stored metadata, in one place. A model's metadata is copied into every
+# manifest.json, run.json and report, and shown by cryoshift info: a 50 MB ``method`` was accepted
+# and copied into each (info laid it out for minutes). The limits lie far above what any export
+# writes; they are checked on reading, so on writing too (:func:`checked`).
+MAX_PROPERTY_CHARS = 4_000_000  # the JSON text of one cryoshift.* ONNX property, checked before parsing
+MAX_CLASSES = 1000
+MAX_CLASS_NAME_CHARS = 256
+MAX_TEXT_CHARS = 4096  # any other metadata text: method, backbone, ..., extra's names and values
+MAX_FEATURES = 65536  # values of feature_mean and of feature_var
+MAX_OBJECT_ITEMS = 1000  # names and values in data_fingerprints, and in extra, at any depth
 
 
 @dataclass
@@ -80,8 +94,7 @@ class ModelMetadata:
             raise ValueError(f"class_names must be a non-empty list of names, not {self.class_names!r}")
         if self.box_size < 1:
             raise ValueError(f"box_size must be positive, not {self.box_size}")
-        if not math.isfinite(self.voxel_size) or self.voxel_size < 0:
-            raise ValueError(f"voxel_size must be a finite number >= 0, not {self.voxel_size}")
+        self._check_voxel_size()
         self.temperature = float(self.temperature)
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be a positive number, not {self.temperature}")
@@ -92,6 +105,18 @@ class ModelMetadata:
         self.feature_mean = [float(v) for v in self.feature_mean]
         self.feature_var = [float(v) for v in self.feature_var]
         self._check_feature_reference()
+
+    def _check_voxel_size(self) -> None:
+        """A model's voxel size is that of its training data, which training refuses to take
+        without one (``--voxel-size`` and a dataset's must be positive), so a model always has one.
+        0 (or NaN) is no voxel size: the runtime compares data with the model only when both are
+        known (:func:`~cryoshift.runtime.contract.voxel_mismatch`), and a model stating 0 made every
+        run skip that check without a word. So it is refused as invalid metadata, not noted."""
+        if not (math.isfinite(self.voxel_size) and self.voxel_size > 0):
+            raise ValueError(
+                f"voxel_size must be the positive voxel size (A) of the training data, not "
+                f"{self.voxel_size:g} (the voxel size of the data to classify is checked against it)"
+            )
 
     def _check_feature_reference(self) -> None:
         """The shift score divides by ``feature_var`` element by element against ``feature_mean``:
@@ -137,6 +162,12 @@ class ModelMetadata:
         data = {}
         for key, value in props.items():
             if key.startswith(PREFIX):
+                if len(value) > MAX_PROPERTY_CHARS:  # refused before json.loads spends time on it
+                    raise InputError(
+                        source,
+                        f"metadata field {key} is {len(value):,} characters long; at most "
+                        f"{MAX_PROPERTY_CHARS:,} are accepted (a model's metadata is a few KB)",
+                    )
                 try:
                     data[key[len(PREFIX) :]] = json.loads(value)
                 except JSON_ERRORS as exc:
@@ -199,6 +230,9 @@ def _wrong_type(data: dict[str, Any]) -> str | None:
     for name in _OBJECTS:
         if name in data and not isinstance(data[name], dict):
             return f"{name} must be a JSON object, not {_shown(data[name])}"
+    too_large = _too_large(data)
+    if too_large:
+        return too_large
     names = data["class_names"]
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
         problem = class_names_problem(names)
@@ -210,7 +244,59 @@ def _wrong_type(data: dict[str, Any]) -> str | None:
                 f"{where} holds a control character (a line break, tab ...): {_shown(text)}; "
                 "a metadata text must be one line, as cryoshift info and listings print it"
             )
+        hidden = invisible_characters(text)
+        if hidden:  # a bidi control makes cryoshift info show another text than the one stored
+            return (
+                f"{where} holds invisible characters ({', '.join(hidden)}: bidi controls, zero-width "
+                f"spaces ...): {_shown(text)}; a metadata text must print as what it holds"
+            )
     return None
+
+
+def _too_large(data: dict[str, Any]) -> str | None:
+    """Which field of stored metadata ``data`` is over its size limit (``MAX_*`` above), and by how
+    much, in words; None when none is. Called after the type checks."""
+    names = data["class_names"]
+    if isinstance(names, list):
+        if len(names) > MAX_CLASSES:
+            return f"class_names holds {len(names):,} names; at most {MAX_CLASSES:,} are accepted"
+        for name in names:
+            if isinstance(name, str) and len(name) > MAX_CLASS_NAME_CHARS:
+                return (
+                    f"class_names holds a name of {len(name):,} characters ({_shown(name)}); "
+                    f"a class name may have at most {MAX_CLASS_NAME_CHARS}"
+                )
+    for name in _NUMBER_LISTS:
+        count = len(data.get(name, []))
+        if count > MAX_FEATURES:
+            return f"{name} holds {count:,} values; at most {MAX_FEATURES:,} are accepted"
+    for name in _OBJECTS:
+        items = sum(1 for _ in itertools.islice(_items_in(data.get(name, {})), MAX_OBJECT_ITEMS + 1))
+        if items > MAX_OBJECT_ITEMS:
+            return (
+                f"{name} holds more than {MAX_OBJECT_ITEMS:,} names and values; at most "
+                f"{MAX_OBJECT_ITEMS:,} are accepted"
+            )
+    for where, text in _free_texts(data):
+        if len(text) > MAX_TEXT_CHARS:
+            return (
+                f"{where} is {len(text):,} characters long ({_shown(text)}); a metadata text may "
+                f"have at most {MAX_TEXT_CHARS:,}"
+            )
+    return None
+
+
+def _items_in(value: Any) -> Iterator[Any]:
+    """Every name and value in a JSON ``value``, at any depth (lazily: it is counted up to a limit)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _items_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _items_in(item)
+    else:
+        yield value
 
 
 def _free_texts(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -263,6 +349,9 @@ def is_onnx(path: str | Path) -> bool:
     """An exported ONNX model, by suffix or content: one test for every verb that takes a model, so
     a run's ``model.pt`` that is really ONNX goes to onnxruntime rather than to torch.load.
 
+    A path that is there but neither a regular file nor a folder (a named pipe, a device, a socket)
+    is refused (:func:`refuse_special`) rather than opened: a pipe blocked ``evaluate`` forever.
+
     Content: an ONNX file is a protobuf ``ModelProto`` opening with ``ir_version`` (tag byte 0x08,
     a one-byte varint) and then another ModelProto field; a torch checkpoint starts with ``PK``
     (zip) or 0x80 (pickle), so the two cannot be confused.
@@ -270,12 +359,40 @@ def is_onnx(path: str | Path) -> bool:
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         return True
+    refuse_special(path)  # a named pipe would block the read below forever
+    if not path.is_file():
+        return False  # missing, or a folder (a training run): the reader that follows says so
     try:
         with open(path, "rb") as fh:
             head = fh.read(3)
     except OSError:
         return False  # the reader that follows reports the failure
     return len(head) == 3 and head[0] == 0x08 and 0 < head[1] < 0x80 and head[2] in _ONNX_NEXT_TAGS
+
+
+def refuse_special(path: str | Path) -> None:
+    """Refuse a path that is there but is neither a regular file nor a folder (a named pipe, a
+    device, a socket, or a link to one) in one line saying what it is, before anything opens it:
+    opening a pipe blocks until something writes to it. The wording is ``cryoshift info``'s, from
+    the one function (runtime/mrc.py) that every reader calls."""
+    from cryoshift.runtime.mrc import refuse_special as refuse
+
+    refuse(path)
+
+
+def check_model_path(path: str | Path, folders: bool = False) -> None:
+    """Refuse a model path that no verb can read, before anything opens it, in one line: nothing
+    there (or a link that cannot be followed), a folder (unless ``folders``: evaluate takes a
+    training run's), a named pipe, device or socket. classify and bench said "no such model file"
+    for a pipe or a link to /dev/zero; evaluate blocked forever on a pipe."""
+    path = Path(path)
+    if not os.path.lexists(path) or (path.is_symlink() and not path.exists()):
+        raise InputError(path, missing_reason(path, "no such model file"))
+    if path.is_dir():
+        if folders:
+            return
+        raise InputError(path, "is a folder, not a model file")
+    refuse_special(path)
 
 
 def ort_failure(exc: BaseException) -> str:
@@ -319,6 +436,7 @@ def read_onnx_model(path: str | Path) -> OnnxModel:
     before it builds its own session, which for TensorRT takes minutes)."""
     path = Path(path)
     sess = _cpu_session(path)
+    _refuse_duplicate_keys(path)  # before the map, in which onnxruntime kept the last of each
     meta = ModelMetadata.from_properties(sess.get_modelmeta().custom_metadata_map, path)
     _check_graph(sess, meta, path)
     shape = next(list(i.shape) for i in sess.get_inputs() if i.name == INPUT_NAME)
@@ -333,6 +451,7 @@ def _cpu_session(path: Path) -> Any:
         from cryoshift.runtime.errors import MissingExtraError
 
         raise MissingExtraError("cpu", "reading an ONNX model", exc) from exc
+    refuse_special(path)  # "no such file" was the answer for a named pipe
     if not path.is_file():
         raise InputError(path, missing_reason(path))
     opts = ort.SessionOptions()
@@ -354,6 +473,12 @@ def _check_graph(sess: Any, meta: ModelMetadata, path: Path) -> None:
             f"output '{LOGITS}'); has inputs {sorted(inputs)}, outputs {sorted(outputs)}",
         )
     arg = next(i for i in sess.get_inputs() if i.name == INPUT_NAME)
+    if not arg.shape and not _input_shape_declared(path):  # onnxruntime says rank 0 for both
+        raise InputError(
+            path,
+            f"input '{INPUT_NAME}' must be float32 (batch, 1, D, H, W); the graph does not declare "
+            "its shape (export it again with the input shape)",
+        )
     if len(arg.shape) != 5 or arg.type != "tensor(float)":
         raise InputError(
             path,
@@ -386,3 +511,153 @@ def check_feature_width(width: int, meta: ModelMetadata, path: str | Path) -> No
             f"graph gives {width} features but the metadata's feature_mean has {len(meta.feature_mean)} "
             "values (shift scores would all be NaN); export the model again",
         )
+
+
+# Reading a model's protobuf fields from the file, seeking past what is not wanted (a graph's
+# weights): onnxruntime's custom_metadata_map keeps the last of two equal keys and its input shape
+# says rank 0 for a shape the graph does not declare, so the runtime reads those two facts itself.
+# The onnx package would do it but is not a runtime dependency (only the 'train' extra has it).
+# Field numbers (onnx.proto3): ModelProto.graph 7, metadata_props 14; StringStringEntryProto.key 1;
+# GraphProto.input 11; ValueInfoProto.name 1, type 2; TypeProto.tensor_type 1; Tensor.shape 2.
+_GRAPH, _METADATA_PROPS, _GRAPH_INPUT = 7, 14, 11
+_LONGEST_KEY = len(PREFIX) + max(len(f.name) for f in dataclasses.fields(ModelMetadata))
+
+
+def _read_varint(fh: Any) -> int:
+    result = shift = 0
+    while True:
+        byte = fh.read(1)
+        if not byte:
+            raise ValueError("the file ends inside a field")
+        result |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            raise ValueError("a varint longer than 10 bytes")
+
+
+def _skip(fh: Any, number: int, wire: int) -> None:
+    """Move past the payload of a field that is not length-delimited (a group: to its end)."""
+    if wire == 0:
+        _read_varint(fh)
+    elif wire in (1, 5):
+        fh.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+    elif wire == 3:
+        while True:
+            key = _read_varint(fh)
+            if key & 7 == 4:
+                if key >> 3 != number:
+                    raise ValueError("a group closed by another field")
+                return
+            _skip_field(fh, key >> 3, key & 7)
+    else:
+        raise ValueError(f"protobuf wire type {wire}")
+
+
+def _skip_field(fh: Any, number: int, wire: int) -> None:
+    if wire == 2:
+        fh.seek(_read_varint(fh), os.SEEK_CUR)
+    else:
+        _skip(fh, number, wire)
+
+
+def _length_fields(fh: Any, end: int) -> Iterator[tuple[int, int, int]]:
+    """(field number, payload offset, payload length) of the length-delimited fields of the message
+    that runs from the file position to ``end``; the others are skipped, and so is every payload
+    that the loop body leaves unread."""
+    while fh.tell() < end:
+        key = _read_varint(fh)
+        number, wire = key >> 3, key & 7
+        if wire != 2:
+            _skip(fh, number, wire)
+            continue
+        length = _read_varint(fh)
+        start = fh.tell()
+        if start + length > end:
+            raise ValueError("a field runs past the end of its message")
+        yield number, start, length
+        fh.seek(start + length)
+
+
+def _metadata_keys(fh: Any, size: int) -> Iterator[str | None]:
+    """The key of every metadata_props entry (None for a key longer than any cryoshift field's)."""
+    for number, start, length in _length_fields(fh, size):
+        if number != _METADATA_PROPS:
+            continue
+        key: str | None = ""
+        for field_number, field_start, field_length in _length_fields(fh, start + length):
+            if field_number == 1:  # the last key field is the key, as protobuf reads it
+                fh.seek(field_start)
+                raw = fh.read(field_length) if field_length <= _LONGEST_KEY else None
+                key = None if raw is None else raw.decode("utf-8", "replace")
+        yield key
+
+
+def _refuse_duplicate_keys(path: Path) -> None:
+    """Refuse a model that names one cryoshift metadata field twice. onnx.checker rejects such a
+    file; onnxruntime keeps the last value, so a model whose second ``cryoshift.class_names``
+    listed the classes in another order was used with those names, silently."""
+    from collections import Counter
+
+    try:
+        with open(path, "rb") as fh:
+            keys = Counter(k for k in _metadata_keys(fh, os.fstat(fh.fileno()).st_size) if k)
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read the model's metadata_props: {exc}") from exc
+    twice = sorted(k for k, n in keys.items() if n > 1 and k.startswith(PREFIX))
+    if twice:
+        shown = ", ".join(f"{k} ({keys[k]} times)" for k in twice)
+        raise InputError(
+            path,
+            f"metadata names a field more than once: {shown}; onnxruntime would use the last one "
+            "unchecked (onnx.checker refuses such a file): keep one of each",
+        )
+
+
+def _input_shape_declared(path: Path) -> bool:
+    """Whether the graph declares a shape for its input ``subtomograms`` (a scalar's is declared,
+    with no dimension); True when the file cannot be read that far (the caller's message stands)."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            for number, start, length in _length_fields(fh, size):
+                if number == _GRAPH:
+                    return _graph_input_declared(fh, start + length)
+    except (OSError, ValueError):
+        pass
+    return True
+
+
+def _graph_input_declared(fh: Any, end: int) -> bool:
+    for number, start, length in _length_fields(fh, end):
+        if number != _GRAPH_INPUT or length > 1 << 20:
+            continue
+        fh.seek(start)
+        value = fh.read(length)
+        if _name_of(value) == INPUT_NAME:
+            return _has_shape(value)
+    return True
+
+
+def _message_fields(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(field number, payload) of the length-delimited fields of a small message in memory."""
+    import io
+
+    buffer = io.BytesIO(data)
+    for number, start, length in _length_fields(buffer, len(data)):
+        yield number, data[start : start + length]
+
+
+def _name_of(value_info: bytes) -> str:
+    names = [v for n, v in _message_fields(value_info) if n == 1]
+    return names[-1].decode("utf-8", "replace") if names else ""
+
+
+def _has_shape(value_info: bytes) -> bool:
+    for number, type_proto in _message_fields(value_info):
+        if number == 2:
+            for tn, tensor in _message_fields(type_proto):
+                if tn == 1 and any(n == 2 for n, _ in _message_fields(tensor)):
+                    return True
+    return False

@@ -338,18 +338,19 @@ def transfer_parity(model: Any, reference: Any, volumes: np.ndarray) -> Transfer
 
 
 def _reference_model(model: Any) -> Any:
-    """The fp32 model to check an fp16 transfer against: the ONNX on the CPU EP."""
+    """The fp32 model to check an fp16 transfer against: the ONNX on the CPU EP. For an engine, the
+    ONNX it was built from, found as :func:`~cryoshift.runtime.engine_sidecar.reference_onnx` finds
+    it (next to the engine, with the sidecar's sha256); None when there is none."""
     from pathlib import Path
 
     from cryoshift.runtime.backends import load_model
 
-    path = Path(model.path)
+    path: Path | None = Path(model.path)
     if model.backend == "engine":
-        from cryoshift.runtime.engine_sidecar import read_engine_sidecar
+        from cryoshift.runtime.engine_sidecar import read_engine_sidecar, reference_onnx
 
-        onnx_file = read_engine_sidecar(path).onnx_file
-        path = Path(onnx_file) if onnx_file else Path()
-        if not onnx_file or not path.is_file():
+        path = reference_onnx(read_engine_sidecar(model.path))
+        if path is None:
             return None
     return load_model(path, "cpu", batch_size=model.batch_size)
 

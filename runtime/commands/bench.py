@@ -42,7 +42,9 @@ def command(
     from rich.table import Table
 
     from cryoshift.runtime.bench import run_bench
+    from cryoshift.runtime.engine_sidecar import check_engine_model_path
 
+    check_engine_model_path(model)  # a pipe or a device was "no such model file"
     if json_out:
         _check_writable(json_out)  # before minutes of timing, not after
     result = run_bench(

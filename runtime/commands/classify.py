@@ -193,9 +193,11 @@ def command(
     --copick-tomo-type wbp --copick-picks ribosome:alice:1 -o results (needs the copick extra).
     """
     from cryoshift.runtime.copick_io import fold_inputs, is_copick
+    from cryoshift.runtime.engine_sidecar import check_engine_model_path
     from cryoshift.runtime.errors import InputError
     from cryoshift.runtime.hostmem import capped_workers
 
+    check_engine_model_path(model)  # a pipe or a device was "no such model file"
     workers = capped_workers(workers, reader_processes)  # once, before the manifest records it
     inputs = fold_inputs(list(inputs), copick_voxel_spacing, copick_tomo_type, copick_picks, copick_run)
     device_list = _devices(devices)

@@ -66,9 +66,8 @@ def command(
     from rich.table import Table
 
     from cryoshift.runtime.errors import require_extra
-    from cryoshift.runtime.metadata import is_onnx
 
-    onnx = is_onnx(model)
+    onnx = check_model(model)
     if not onnx or run is not None:  # --run scores the run's epoch checkpoints with PyTorch
         require_extra("train", "cryoshift evaluate (of a PyTorch checkpoint)", "torch")
     require_extra("train", "cryoshift evaluate (its report plots)", "matplotlib")
@@ -119,6 +118,29 @@ def command(
             f"gap {_fmt(ck['selection_gap'])}"
         )
     console.print(f"report: {report['json']}  confusion: {report['confusion_png']}")
+
+
+def check_model(model: Path) -> bool:
+    """Refuse a model evaluate cannot read, in one line and before anything opens it; returns
+    whether it is an ONNX model. Refused: nothing there, a named pipe or device (a pipe blocked
+    evaluate forever), a TensorRT engine or its sidecar (they were "not a readable weights-only
+    checkpoint": evaluate scores with onnxruntime or PyTorch, an engine runs only under classify)."""
+    from cryoshift.runtime.backends import ENGINE_SUFFIXES
+    from cryoshift.runtime.engine_sidecar import is_sidecar_name
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.metadata import check_model_path, is_onnx
+
+    check_model_path(model, folders=True)
+    if is_onnx(model):
+        return True
+    if model.suffix.lower() in ENGINE_SUFFIXES or is_sidecar_name(model):
+        what = "the JSON sidecar of a TensorRT engine" if is_sidecar_name(model) else "a TensorRT engine"
+        raise InputError(
+            model,
+            f"is {what}; evaluate takes a checkpoint (.pt), a training run directory or an .onnx model: "
+            "evaluate the ONNX model the engine was built from (classify runs the engine itself)",
+        )
+    return False
 
 
 def check_options(
