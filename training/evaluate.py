@@ -377,7 +377,8 @@ def _config_differences(model: Path, run_dir: Path) -> list[str]:
 def check_dataset_fits(ds: Any, meta: ModelMetadata, ignore_voxel_size: bool = False) -> list[str]:
     """Refuse a dataset the model was not made for, with classify's words and tolerance: another
     contrast (the model's answers would be meaningless) or a voxel size off by more than
-    VOXEL_TOLERANCE (unless ``ignore_voxel_size``). Returns notes (a voxel size that is unknown)."""
+    VOXEL_TOLERANCE (unless ``ignore_voxel_size``). Returns notes: the reader's (the stack
+    header's voxel size standing in for dataset.json's), or a voxel size the model lacks."""
     from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
 
     where = Path(ds.path) / "dataset.json"
@@ -387,19 +388,20 @@ def check_dataset_fits(ds: Any, meta: ModelMetadata, ignore_voxel_size: bool = F
             f"data contrast is {ds.contrast!r} but the model expects {meta.contrast!r}; "
             f"evaluate a model made for {ds.contrast!r} data",
         )
-    voxel = float(ds.meta["voxel_size"]) if "voxel_size" in ds.meta else 0.0
+    voxel = float(ds.voxel_size)  # dataset.json's, else its stack header's (read_dataset)
     from cryoshift.runtime.sources.planner import CLASSIFY_VOXEL_ADVICE
 
+    notes = list(getattr(ds, "notes", []))
     mismatch = voxel_mismatch(voxel, meta.voxel_size)
     if mismatch is None:
-        return [f"{where}: no voxel size (or the model has none); evaluated without checking it"]
+        return [*notes, f"{where}: the model has no voxel size; evaluated without checking it"]
     if mismatch > VOXEL_TOLERANCE and not ignore_voxel_size:
         raise InputError(
             where,
             f"voxel size {voxel:.3g} A differs from the model's {meta.voxel_size:.3g} A by {mismatch:.0%} "
             f"(> {VOXEL_TOLERANCE:.0%}); {CLASSIFY_VOXEL_ADVICE}",
         )
-    return []
+    return notes
 
 
 def check_conflicting_labels(

@@ -75,3 +75,27 @@ def test_evaluate_refuses_mismatched_data(run_dir: Path, tmp_path: Path) -> None
     )
     with pytest.raises(InputError, match="boxes"):
         evaluate(run_dir, small, tmp_path / "s_out")
+
+
+def test_a_dataset_without_a_voxel_size_is_checked_by_its_header(
+    run_dir: Path, domains: dict[str, Path], tmp_path: Path
+) -> None:
+    """dataset.json without ``voxel_size``: its stack header's stands in (with the reader's note);
+    evaluate read dataset.json only, said "evaluated without checking it" and scored 12 A data with
+    a 10 A model."""
+    import shutil
+
+    import mrcfile
+
+    data = shutil.copytree(domains["target"], tmp_path / "t12")
+    meta = json.loads((data / "dataset.json").read_text())
+    del meta["voxel_size"]
+    (data / "dataset.json").write_text(json.dumps(meta))
+    with mrcfile.open(data / "volumes.mrc", mode="r+") as mrc:
+        mrc.voxel_size = 12.0
+    with pytest.raises(InputError, match="voxel size 12 A differs from the model's 10 A"):
+        evaluate(run_dir, data, tmp_path / "o12")
+    with mrcfile.open(data / "volumes.mrc", mode="r+") as mrc:
+        mrc.voxel_size = 10.0
+    report = evaluate(run_dir, data, tmp_path / "o10")
+    assert any("header" in note for note in report["notes"]), report["notes"]
