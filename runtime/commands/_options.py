@@ -7,6 +7,7 @@ module imports it at the top, before ``--help``.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 import typer
 
@@ -23,3 +24,14 @@ class Backend(str, Enum):
     cuda = "cuda"
     tensorrt = "tensorrt"
     engine = "engine"
+
+
+def echo_summary(summary: Any, quiet: bool) -> None:
+    """A run's summary (classify, merge) on stdout; with ``-q`` only its warnings, on stderr:
+    quiet hides the report, not what the user must know about the results."""
+    if not quiet:
+        for line in summary.lines():
+            typer.echo(line)
+        return
+    for line in summary.warning_lines():
+        typer.echo(f"cryoshift: {line}", err=True)

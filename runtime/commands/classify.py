@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cryoshift.runtime.commands._options import NO_PROGRESS, Backend
+from cryoshift.runtime.commands._options import NO_PROGRESS, Backend, echo_summary
 
 if TYPE_CHECKING:
     from cryoshift.runtime.summary import ClassifySummary
@@ -261,12 +261,7 @@ def command(
             retry_errors=retry_errors,
             **common,
         )
-    if not quiet:
-        for line in summary.lines():
-            typer.echo(line)
-    else:  # quiet hides the report, not what the user must know about the results
-        for line in summary.warning_lines():
-            typer.echo(f"cryoshift: {line}", err=True)
+    echo_summary(summary, quiet)
     _refuse_empty_result(summary)
 
 

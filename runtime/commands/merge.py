@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cryoshift.runtime.commands._options import echo_summary
+
 NAME = "merge"
 NO_ARGS_IS_HELP = True
 
@@ -38,9 +40,4 @@ def command(
     from cryoshift.runtime.merge import merge_shards
 
     summary = merge_shards(list(folders), out, allow_missing=allow_missing)
-    if not quiet:
-        for line in summary.lines():
-            typer.echo(line)
-    else:  # quiet hides the report, not what the user must know about the results
-        for line in summary.warning_lines():
-            typer.echo(f"cryoshift: {line}", err=True)
+    echo_summary(summary, quiet)

@@ -182,3 +182,25 @@ def unblocked_fifos(*fifos: Path) -> Iterator[None]:
     finally:
         stop.set()
         guard.join()
+
+
+def without_dataset_voxel_size(dataset: Path, copy_to: Path, header_voxel: float) -> Path:
+    """A copy of ``dataset`` whose dataset.json has no ``voxel_size`` and whose stack header says
+    ``header_voxel``: the reader then stands on the header (runtime/dataset.py)."""
+    import json
+    import shutil
+
+    data = Path(shutil.copytree(dataset, copy_to))
+    meta = json.loads((data / "dataset.json").read_text())
+    del meta["voxel_size"]
+    (data / "dataset.json").write_text(json.dumps(meta))
+    set_header_voxel(data, header_voxel)
+    return data
+
+
+def set_header_voxel(dataset: Path, voxel: float) -> None:
+    """Rewrite the voxel size in a dataset's volumes.mrc header."""
+    import mrcfile
+
+    with mrcfile.open(dataset / "volumes.mrc", mode="r+") as mrc:
+        mrc.voxel_size = voxel

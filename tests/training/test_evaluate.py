@@ -83,19 +83,11 @@ def test_a_dataset_without_a_voxel_size_is_checked_by_its_header(
     """dataset.json without ``voxel_size``: its stack header's stands in (with the reader's note);
     evaluate read dataset.json only, said "evaluated without checking it" and scored 12 A data with
     a 10 A model."""
-    import shutil
+    from hostile_inputs import set_header_voxel, without_dataset_voxel_size
 
-    import mrcfile
-
-    data = shutil.copytree(domains["target"], tmp_path / "t12")
-    meta = json.loads((data / "dataset.json").read_text())
-    del meta["voxel_size"]
-    (data / "dataset.json").write_text(json.dumps(meta))
-    with mrcfile.open(data / "volumes.mrc", mode="r+") as mrc:
-        mrc.voxel_size = 12.0
+    data = without_dataset_voxel_size(domains["target"], tmp_path / "t12", 12.0)
     with pytest.raises(InputError, match="voxel size 12 A differs from the model's 10 A"):
         evaluate(run_dir, data, tmp_path / "o12")
-    with mrcfile.open(data / "volumes.mrc", mode="r+") as mrc:
-        mrc.voxel_size = 10.0
+    set_header_voxel(data, 10.0)
     report = evaluate(run_dir, data, tmp_path / "o10")
     assert any("header" in note for note in report["notes"]), report["notes"]

@@ -294,13 +294,8 @@ def test_a_target_dataset_without_a_voxel_size_is_checked_by_its_header(
     """A target dataset whose dataset.json lacks ``voxel_size`` stands on its stack header's
     (runtime/dataset.py); the target check read only dataset.json, so a 12 A target trained
     beside a 10 A source without a word."""
-    import mrcfile
+    from hostile_inputs import without_dataset_voxel_size
 
-    target = shutil.copytree(domains["target_unlabelled"], tmp_path / "target12")
-    meta = json.loads((target / "dataset.json").read_text())
-    del meta["voxel_size"]
-    (target / "dataset.json").write_text(json.dumps(meta))
-    with mrcfile.open(target / "volumes.mrc", mode="r+") as mrc:
-        mrc.voxel_size = 12.0
+    target = without_dataset_voxel_size(domains["target_unlabelled"], tmp_path / "target12", 12.0)
     with pytest.raises(InputError, match="target voxel size 12 A differs from the training voxel size 10 A"):
         train(_config(domains["source"], tmp_path / "run", method="adabn", target=str(target)))
