@@ -90,7 +90,28 @@ def simulate_split(profile: Profile, spec: dict[str, Any], n: int, seed: int, ou
     spec = dict(spec)
     voxel = profile.voxel_size * float(spec.pop("voxel_scale", 1.0))
     structs, _ = _structures(profile, voxel)
-    return simulate_to_dataset(structs, SimulationConfig.from_dict(spec), n, out, seed)
+    out = simulate_to_dataset(structs, SimulationConfig.from_dict(spec), n, out, seed)
+    if voxel != profile.voxel_size:
+        _claim_voxel_size(out, profile.voxel_size)
+    return out
+
+
+def _claim_voxel_size(dataset: Path, claimed: float) -> None:
+    """Make a dataset simulated at another voxel size claim ``claimed`` (dataset.json and the
+    stack header): the ``optics`` domain's particles are at 1.25x the source's voxel size while its
+    files say the source's, the unnoticed scale error it stands for (as target_sim's
+    ``voxel_scale``). Recording the true size made the trainer refuse the target as another scale,
+    and the benchmark stopped with a traceback."""
+    import json
+
+    import mrcfile
+
+    meta_path = dataset / "dataset.json"
+    meta = json.loads(meta_path.read_text())
+    meta["voxel_size"] = claimed
+    with mrcfile.open(dataset / "volumes.mrc", mode="r+") as mrc:
+        mrc.voxel_size = claimed
+    meta_path.write_text(json.dumps(meta, indent=2))
 
 
 def build_data(

@@ -63,3 +63,15 @@ def test_picks_with_a_class_column_are_cropped(tmp_path: Path) -> None:
         domain_data.picks_to_dataset(
             tmp_path / "nolabel.csv", CLASSES, tmp_path / "x", 16, [tmp_path / "t1.mrc"]
         )
+
+
+def test_the_optics_domain_claims_the_source_voxel_size(tmp_path: Path) -> None:
+    """The optics target is simulated at 1.25x the voxel size but claims the source's (an unnoticed
+    scale error): recording the true size made the trainer refuse it and domain_shift.py stop."""
+    from domains import PROFILES, TARGETS
+
+    profile = PROFILES["tiny"]
+    out = domain_data.simulate_split(profile, TARGETS["optics"], 6, 0, tmp_path / "optics")
+    with read_dataset(out) as ds:
+        assert ds.voxel_size == profile.voxel_size
+        assert ds.meta["voxel_size"] == profile.voxel_size
