@@ -627,6 +627,30 @@ EPOCHS_REDUCED_PRECISION = 60
 EPOCHS_FP32 = 20  # fp32 steps are ~2.8x slower on CPU: 40 epochs would pass an hour on 2 cores
 
 
+RECIPE_METHOD = "selftrain"  # the method the default recipe's target-aware parts were chosen for
+
+
+def recipe_note(config: TrainConfig) -> str | None:
+    """What a method other than the default's gets from the default recipe with a simulated source
+    and a target: template-labelled target subtomograms in its batches and a source shaped to the
+    target's spectrum. Said once at the start, with the options that leave the method alone: a
+    methods developer comparing ``--method source-only`` with ``dann`` through the CLI compared
+    each plus template labels ("the target is never seen" was not so)."""
+    if config.method in (RECIPE_METHOD, "oracle"):
+        return None
+    parts = []
+    if config.template_labels > 0:
+        parts.append(f"{config.template_labels} template-labelled target subtomograms in its batches")
+    if config.spectrum_match:
+        parts.append("a source filtered to the target's spectrum")
+    if not parts:
+        return None
+    return (
+        f"--method {config.method} trains with the default recipe's {' and '.join(parts)}; for the "
+        "method alone (to compare methods) add --template-labels 0 --no-spectrum-match"
+    )
+
+
 def default_dense_weight(config: TrainConfig) -> float:
     """``dense.DEFAULT_WEIGHT`` where dense supervision applies (a simulated source, a backbone with
     a dense feature map), else 0: like spectrum matching, it is skipped where it cannot work."""
@@ -842,6 +866,12 @@ class _Run:
 
             print(f"cryoshift: warning: {small}", file=sys.stderr)
         simulated_target = self.sim is not None and self.target is not None
+        if simulated_target and self.info.is_main:
+            note = recipe_note(c)
+            if note:
+                import sys
+
+                print(f"cryoshift: note: {note}", file=sys.stderr)
         self.tilt_summary: dict[str, Any] | None = None
         if c.tilt_match and simulated_target:
             self._match_tilt()

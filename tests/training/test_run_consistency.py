@@ -299,3 +299,16 @@ def test_a_target_dataset_without_a_voxel_size_is_checked_by_its_header(
     target = without_dataset_voxel_size(domains["target_unlabelled"], tmp_path / "target12", 12.0)
     with pytest.raises(InputError, match="target voxel size 12 A differs from the training voxel size 10 A"):
         train(_config(domains["source"], tmp_path / "run", method="adabn", target=str(target)))
+
+
+def test_a_method_other_than_the_default_is_told_what_the_recipe_adds() -> None:
+    """``--method source-only`` with a simulated source and a target trained on template labels and
+    a spectrum-matched source without a word, though "the target is never seen"."""
+    from cryoshift.training.trainer import recipe_note
+
+    base = {"source": "builtin", "out": "o", "target": "t"}
+    note = recipe_note(TrainConfig(**base, method="source-only"))
+    assert note is not None and "600 template-labelled target subtomograms" in note
+    assert "--template-labels 0 --no-spectrum-match" in note
+    assert recipe_note(TrainConfig(**base, method="dann", template_labels=0, spectrum_match=False)) is None
+    assert recipe_note(TrainConfig(**base, method="selftrain")) is None

@@ -13,7 +13,10 @@ from .base import AdaptationMethod
 
 @METHODS.register("source-only")
 class SourceOnly(AdaptationMethod):
-    """Cross-entropy on labelled simulation; the target is never seen (the baseline to beat)."""
+    """Cross-entropy on labelled simulation; the method never looks at the target (the baseline to
+    beat). With a simulated source and a target, ``cryoshift train``'s default recipe still adds
+    template-labelled target volumes and spectrum matching unless they are turned off
+    (trainer.recipe_note says so when a run starts)."""
 
     name = "source-only"
     summary = "simulation alone, the baseline"
