@@ -586,6 +586,9 @@ def main(argv: list[str] | None = None) -> int:
         changes["threads"] = args.threads
     if args.methods:
         changes["methods"] = tuple(args.methods.split(","))
+        unknown = [m for m in changes["methods"] if m not in ALL_METHODS]
+        if unknown:  # were left out without a word, and --collect then wrote an empty table
+            ap.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(ALL_METHODS)}")
     if args.targets:
         changes["targets"] = tuple(args.targets.split(","))
         unknown = [t for t in changes["targets"] if t not in target_sim.ALL_TARGETS]
