@@ -1226,6 +1226,9 @@ class _Run:
         self.resume_state = self._resume_state(resume_path)
         self._load_data()
         method, self.backbone_kwargs = _build(c, self.class_names, self.box)
+        # every hyper-parameter the method ran with, defaults included (config.json keeps only those
+        # given): a default changed in a later version cannot then be mistaken for this run's
+        self.method_hparams = dict(getattr(method, "hparams", {}))
         # channels-last 3-D is what oneDNN/cuDNN convolve fastest (+20 % per step on CPU, measured)
         method.to(self.device, memory_format=torch.channels_last_3d)
         dense = None
@@ -1575,6 +1578,7 @@ class _Run:
             }
         )
         selection["warnings"] = self._warnings(history, epoch)
+        selection["method_hparams"] = self.method_hparams
         if self.tilt_summary is not None:
             selection["tilt_match"] = self.tilt_summary
         if self.snr_summary is not None:

@@ -82,6 +82,7 @@ def test_run_directory_and_weights_only_checkpoint(domains: dict[str, Path], tmp
     assert meta.extra["selected_epoch"] == result.selected_epoch
     selection = json.loads((run / "selection.json").read_text())
     assert selection["uses_target_labels"] is False and len(selection["epochs"]) == 2
+    assert selection["method_hparams"]["dann_weight"] == 1.0  # defaults recorded, not only those given
     assert json.loads((run / "config.json").read_text())["method"] == "dann"
     assert (run / "metrics.csv").read_text().count("\n") == 3
     # a second run into the same directory is refused, resume is the way to continue
