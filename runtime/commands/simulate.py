@@ -249,8 +249,8 @@ def command(
         "-s",
         help="Structure sources, at least two classes "
         "(repeatable or comma-separated; an existing file whose name holds a comma is taken whole): "
-        "'builtin', 'builtin:NAME', an MRC "
-        "map, a PDB/mmCIF model (gzip ok; of several superposed models the first), or a directory "
+        "'builtin', 'builtin:NAME', an MRC/CCP4 "
+        "map (gzip or bzip2 ok), a PDB/mmCIF model (gzip ok; of several models the first), or a directory "
         "of those; class names are the file names. Built-ins: "
         f"{', '.join(BUILTIN_NAMES)}.",
     ),
