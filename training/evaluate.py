@@ -328,7 +328,8 @@ def check_model_of_run(model: Path, run_dir: Path, meta: ModelMetadata) -> None:
     if differ:
         raise InputError(
             model,
-            f"was not made by the --run {run_dir}: its {', '.join(differ[:4])} differ from the run's "
+            f"was not made by the --run {run_dir}: its {', '.join(differ[:4])} "
+            f"{'differs' if len(differ[:4]) == 1 else 'differ'} from the run's "
             f"({where}); give the run's own model (or an export of it) with --run, or leave --run out",
         )
 

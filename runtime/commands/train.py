@@ -56,6 +56,8 @@ def _parse_kv(items: list[str], option: str) -> dict[str, object]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InputError(None, f"{option} expects key=value, got {item!r}")
+        if key in out:  # the last one won without a word: which was meant is the user's call
+            raise InputError(None, f"{option} {key} is given twice; give each key once")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:

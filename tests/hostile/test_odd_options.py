@@ -114,6 +114,7 @@ def test_simulate_lowers_threads_above_the_cpu_count(
         (["--hparam", "target_every=abc"], "--hparam target_every must be a whole number >= 1"),
         (["--hparam", "target_every=-1"], "--hparam target_every must be a whole number >= 1"),  # clamped
         (["--hparam", "dann_weight=nan"], "--hparam dann_weight must be a finite number >= 0"),
+        (["--hparam", "im_weight=1", "--hparam", "im_weight=2"], "--hparam im_weight is given twice"),
         (["--backbone-opt", "num_classes=7"], "--backbone-opt num_classes cannot be set"),  # overridden
         (["--backbone-opt", "box_size=32"], "--backbone-opt box_size cannot be set"),
         (["--backbone-opt", "test_views=2"], "--backbone-opt test_views cannot be set: use --test-views"),
