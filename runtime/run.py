@@ -281,11 +281,7 @@ def check_same_settings(
     if found is None:
         return
     path, record = found
-    if not isinstance(record.get("settings"), dict) or "inputs" not in record:
-        return  # a run.json of an older cryoshift: nothing recorded to compare
-    agreed = fingerprint is None or same_plan(planned(record), fingerprint)
-    now = {"model": model, "inputs": opts.inputs, "settings": opts.settings()}
-    differs = answer_mismatch(record, now, agreed)
+    differs = _answer_difference(record, model, opts, fingerprint)
     if differs:
         what, old, new = differs
         raise InputError(
@@ -293,6 +289,20 @@ def check_same_settings(
             f"this run was started with {what} {old}, not {new}; resume with the same {what}, or "
             "classify into a new output directory (-o)",
         )
+
+
+def _answer_difference(
+    record: dict[str, Any], model: dict[str, Any], opts: RunOptions, fingerprint: dict[str, Any] | None
+) -> tuple[str, Any, Any] | None:
+    """(setting, recorded value, value now) of the first setting that changes an answer
+    (merge.ANSWER_SETTINGS) in which ``opts`` differ from a run's ``record``; None when none does,
+    or when the record is of an older cryoshift that kept no settings. Without a ``fingerprint``
+    (before planning) the settings whose effect only the plan shows count as agreeing."""
+    if not isinstance(record.get("settings"), dict) or "inputs" not in record:
+        return None
+    agreed = fingerprint is None or same_plan(planned(record), fingerprint)
+    now = {"model": model, "inputs": opts.inputs, "settings": opts.settings()}
+    return answer_mismatch(record, now, agreed)
 
 
 def check_same_plan(
@@ -344,10 +354,7 @@ def check_folder_run(
             f"not {model.get('path', '?')} (sha256 {str(model['sha256'])[:16]}), and merge would join "
             "this shard into it; classify the shards into a new output directory (-o)",
         )
-    if not isinstance(record.get("settings"), dict) or "inputs" not in record:
-        return
-    now = {"model": model, "inputs": opts.inputs, "settings": opts.settings()}
-    differs = answer_mismatch(record, now, same_plan(planned(record), fingerprint))
+    differs = _answer_difference(record, model, opts, fingerprint)
     if differs:
         what, old_value, new = differs
         raise InputError(
