@@ -526,8 +526,8 @@ def _refuse_foreign_results(names: dict[str, Path], shards: dict[str, Any], n: i
             why = f"{names['manifest'].name} is of a merge of another split (not of {n} shards)"
         elif not same_model(merged.get("model")):
             why = f"{names['manifest'].name} is of a merge of shards of another model"
-        elif answer_mismatch(merged, shards):
-            what, old, new = answer_mismatch(merged, shards)  # type: ignore[misc]
+        elif differs := answer_mismatch(merged, shards):
+            what, old, new = differs
             why = f"{names['manifest'].name} is of a merge of shards of {what} {old}, these have {new}"
     if why:
         raise InputError(
@@ -638,8 +638,7 @@ def _setting(name: str) -> Callable[[dict[str, Any]], Any]:
     return lambda record: record.get("settings", {}).get(name)
 
 
-def _where(record: dict[str, Any]) -> Any:
-    return record.get("settings", {}).get("working_directory")
+_where = _setting("working_directory")  # the folder a run's relative inputs are read from
 
 
 # Everything a row's answer depends on besides the model, read from a run record (run.json) or a
