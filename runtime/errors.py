@@ -111,3 +111,23 @@ def not_a_file(path: Path) -> str | None:
     if not os.path.lexists(path):
         return None
     return missing_reason(path, "is a special file")
+
+
+def writing_error(path: Path, exc: OSError) -> OSError:
+    """``exc`` (raised while ``path`` was written under its temporary name, or renamed to it), as
+    an OSError of the same kind that names ``path`` and says what to do.
+
+    Why: the message named the temporary ``.predictions.NNN.tmp.star`` (a folder in the way said
+    "Is a directory" of a file the user never made), and a full disk named no file at all."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        reason = "a folder of this name is in the way; move it, or choose another output folder"
+    elif exc.errno == errno.ENOSPC:
+        reason = "cannot write: no space left on device; free space or choose another output folder"
+    elif exc.errno == errno.EDQUOT:
+        reason = "cannot write: disk quota exceeded; free space or choose another output folder"
+    else:
+        reason = f"cannot write: {' '.join(str(exc.strerror or exc).split())}"
+    try:
+        return type(exc)(exc.errno, reason, str(path))
+    except TypeError:  # an OSError subclass with its own arguments
+        return OSError(exc.errno, reason, str(path))

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.errors import InputError, writing_error
 
 ERROR_COLUMNS = ("id", "path", "reason")
 
@@ -247,7 +247,7 @@ class Ledger:
                 os.fsync(dst.fileno())
             tmp.replace(self.path)
         except OSError as exc:  # name the ledger, not the temporary file beside it
-            raise OSError(exc.errno, f"cannot rewrite: {exc.strerror or exc}", str(self.path)) from exc
+            raise writing_error(self.path, exc) from exc
         finally:
             tmp.unlink(missing_ok=True)
             self._fh = open(self.path, "a", newline="")  # noqa: SIM115 - held open for the whole run
@@ -326,9 +326,7 @@ class RowOrder:
             self._fh.flush()
             os.fsync(self._fh.fileno())
         except OSError as exc:
-            if exc.filename is None:
-                raise OSError(exc.errno, f"cannot write: {exc.strerror or exc}", str(self.path)) from exc
-            raise
+            raise writing_error(self.path, exc) from exc
 
     def close(self) -> None:
         if not self._fh.closed:
