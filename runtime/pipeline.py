@@ -173,15 +173,15 @@ def missing_shift_scores(rows: Sequence[Sequence[Any]], features: np.ndarray, me
     without statistics, has no shift score by contract and is not counted).
 
     Why: such rows said ``shift_score nan`` with no word anywhere (see :attr:`RunStats.notes`)."""
-    if not rows or not metadata.feature_mean or features.ndim != 2 or not features.shape[1]:
+    if features.ndim != 2 or not features.shape[1]:
         return 0
-    return sum(not math.isfinite(row[SHIFT]) for row in rows)
+    return rows_without_shift(rows, metadata)
 
 
 def rows_without_shift(rows: Sequence[Sequence[Any]], metadata: ModelMetadata) -> int:
-    """:func:`missing_shift_scores` for rows read back from a worker's table or a Ray actor
-    (values as written, text or numbers), whose features the driver does not hold."""
-    if not metadata.feature_mean:
+    """:func:`missing_shift_scores` where the features are not at hand: rows read back from a
+    worker's table or a Ray actor (values as written, text or numbers)."""
+    if not rows or not metadata.feature_mean:
         return 0
     count = 0
     for row in rows:
