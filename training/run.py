@@ -228,18 +228,67 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# The config fields that name data files or folders (``source`` a comma list, ``tomograms`` a list).
+PATH_FIELDS = ("source", "target", "tomograms")
+GLOB_CHARS = frozenset("*?[")
+
+
+def _absolute(item: str) -> str:
+    """``item`` as an absolute path when it names a path (one that exists, or a glob pattern);
+    anything else (``builtin:NAME``, a typo the reader will name) as given."""
+    import os
+
+    if os.path.isabs(item) or item.startswith("builtin"):
+        return item
+    if os.path.lexists(item) or GLOB_CHARS & set(item):
+        return os.path.abspath(item)  # not resolve(): a link keeps the name the user gave
+    return item
+
+
+def absolute_data_paths(config: Any) -> dict[str, Any]:
+    """The data paths of a new run's ``config`` (a TrainConfig) made absolute, as the changes to
+    apply: config.json is read later from other folders (``export`` takes parity and int8
+    calibration data from it; ``--resume``, ``evaluate --run``), where a relative ``../data/target``
+    named nothing (random parity volumes, with a warning) or another folder's data."""
+    from cryoshift.training.simulate.structures import split_sources
+
+    changes: dict[str, Any] = {}
+    source = ",".join(_absolute(item) for item in split_sources([config.source]))
+    if source != config.source:
+        changes["source"] = source
+    if config.target is not None and _absolute(config.target) != config.target:
+        changes["target"] = _absolute(config.target)
+    tomograms = [_absolute(item) for item in config.tomograms]
+    if tomograms != list(config.tomograms):
+        changes["tomograms"] = tomograms
+    return changes
+
+
+def _same_path(given: str, stored: str) -> bool:
+    import os
+
+    try:
+        return given == stored or os.path.samefile(given, stored)
+    except (OSError, ValueError):
+        return False
+
+
 def same_setting(name: str, given: Any, stored: Any) -> bool:
-    """Whether a given setting equals the stored one; a source or target path spelled another way
-    (relative, a trailing slash) that names the same file or folder counts as the same."""
+    """Whether a given setting equals the stored one; a data path spelled another way (relative,
+    a trailing slash: config.json records absolute paths) that names the same file or folder
+    counts as the same, item by item for a comma list of sources or a list of tomograms."""
     if given == stored:
         return True
-    if name in ("source", "target") and isinstance(given, str) and isinstance(stored, str):
-        import os
+    if name not in PATH_FIELDS:
+        return False
+    if name == "source" and isinstance(given, str) and isinstance(stored, str):
+        from cryoshift.training.simulate.structures import split_sources
 
-        try:
-            return os.path.samefile(given, stored)
-        except (OSError, ValueError):
-            return False
+        given, stored = split_sources([given]), split_sources([stored])
+    if isinstance(given, str) and isinstance(stored, str):
+        return _same_path(given, stored)
+    if isinstance(given, list) and isinstance(stored, list) and len(given) == len(stored):
+        return all(isinstance(a, str) and isinstance(b, str) and _same_path(a, b) for a, b in zip(given, stored))
     return False
 
 

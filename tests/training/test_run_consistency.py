@@ -177,6 +177,40 @@ def test_evaluate_refuses_a_run_that_did_not_make_the_model(
 # --------------------------------------------------------------------------- uncalibrated models
 
 
+def test_a_run_named_with_relative_paths_records_them_absolute_for_export_elsewhere(
+    domains: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capsys
+) -> None:
+    """config.json recorded --source/--target as typed; ``export`` run from another folder then
+    found no data under ``../source`` and checked parity on random volumes (or on another folder's
+    data of the same name). The run records absolute paths; a resume from the first folder with the
+    same relative names still counts as the same data (no "ignored --source" note)."""
+    work = tmp_path / "work"
+    shutil.copytree(domains["source"], work / "data" / "source")
+    shutil.copytree(domains["target"], work / "data" / "target")
+    monkeypatch.chdir(work)
+    cfg = _config(Path("data/source"), Path("run"), epochs=1, target="data/target")
+    train(cfg)
+    stored = json.loads((work / "run" / "config.json").read_text())
+    assert stored["source"] == str(work / "data" / "source")
+    assert stored["target"] == str(work / "data" / "target")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    from cryoshift.export.api import export_checkpoint
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_checkpoint(work / "run", elsewhere / "deploy")
+    assert not [w for w in caught if "random volumes" in str(w.message)], [str(w.message) for w in caught]
+
+    monkeypatch.chdir(work)
+    capsys.readouterr()
+    result = train(_config(Path("data/source"), Path("run"), epochs=2, target="data/target"), resume=True)
+    assert result.run_dir.resolve() == (work / "run").resolve()
+    assert "ignored" not in capsys.readouterr().err
+
+
 def test_export_of_an_epoch_checkpoint_notes_it_is_not_calibrated(
     runs: dict[str, Path], tmp_path: Path, capsys: Capsys
 ) -> None:
