@@ -288,7 +288,8 @@ def same_setting(name: str, given: Any, stored: Any) -> bool:
     if isinstance(given, str) and isinstance(stored, str):
         return _same_path(given, stored)
     if isinstance(given, list) and isinstance(stored, list) and len(given) == len(stored):
-        return all(isinstance(a, str) and isinstance(b, str) and _same_path(a, b) for a, b in zip(given, stored))
+        pairs = zip(given, stored, strict=True)
+        return all(isinstance(a, str) and isinstance(b, str) and _same_path(a, b) for a, b in pairs)
     return False
 
 

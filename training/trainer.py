@@ -771,6 +771,7 @@ class _Run:
                 None,
                 f"--oracle-target-labels is only for the 'oracle' benchmark method; "
                 f"{c.method!r} never sees target labels",
+        config = dataclasses.replace(config, **run.absolute_data_paths(config))
             )
         if self.needs_target_labels and not c.oracle_target_labels:
             raise InputError(
