@@ -480,21 +480,14 @@ def _refuse_foreign_results(names: dict[str, Path], shards: dict[str, Any], n: i
     ``--resume`` then found every row "done"). Accepted: no results yet, or an earlier merge of
     ``n`` shards of the same model and settings (merging again after more shards finished)."""
     from cryoshift.runtime.jsonfile import read_json_object
-    from cryoshift.runtime.summary import recorded_onnx_lineage
-
-    def same_model(model: Any) -> bool:
-        if not isinstance(model, dict) or not isinstance(model.get("sha256"), str):
-            return False
-        lineage = recorded_onnx_lineage(model)
-        same_network = lineage is not None and lineage == recorded_onnx_lineage(shards["model"])
-        return model["sha256"] == shards["model"]["sha256"] or same_network
+    from cryoshift.runtime.summary import same_network
 
     away = "merge into another folder with -o, or move this folder's results away first"
     run = names["run"]
     if run.is_file():  # an unsharded classify run writes (or wrote) this folder's predictions.csv
         record = read_json_object(run, "run record")
         model = record.get("model") if isinstance(record.get("model"), dict) else {}
-        if not same_model(model):
+        if same_network(model, shards["model"]) is None:
             raise InputError(
                 run,
                 f"this folder holds a classify run of model {model.get('path', '?')} (sha256 "
@@ -524,7 +517,7 @@ def _refuse_foreign_results(names: dict[str, Path], shards: dict[str, Any], n: i
             why = f"{names['manifest'].name} is of a classify run, not of a merge"
         elif any(not isinstance(k, list) or len(k) != 2 or k[1] != n for k in split):
             why = f"{names['manifest'].name} is of a merge of another split (not of {n} shards)"
-        elif not same_model(merged.get("model")):
+        elif same_network(merged.get("model"), shards["model"]) is None:
             why = f"{names['manifest'].name} is of a merge of shards of another model"
         elif differs := answer_mismatch(merged, shards):
             what, old, new = differs

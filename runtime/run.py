@@ -56,7 +56,7 @@ from cryoshift.runtime.summary import (
     finish_run,
     model_info,
     output_names,
-    recorded_onnx_lineage,
+    same_network,
 )
 
 
@@ -346,8 +346,7 @@ def check_folder_run(
         return
     path, record = found
     old = record["model"]
-    lineage = recorded_onnx_lineage(old)
-    if old["sha256"] != model["sha256"] and (lineage is None or lineage != model.get("onnx_sha256")):
+    if same_network(old, model) is None:
         raise InputError(
             path,
             f"this folder holds a run of model {old.get('path', '?')} (sha256 {old['sha256'][:16]}), "
@@ -373,10 +372,10 @@ def check_same_model(names: dict[str, Path], model: dict[str, Any]) -> str | Non
     a run started on CPU nodes goes on on GPU nodes; their outputs agree within export parity.
     """
     found = recorded_model(names)
-    if found is None or found[1]["sha256"] == model["sha256"]:
+    if found is None or same_network(found[1], model) == "file":
         return None
     path, old = found
-    if recorded_onnx_lineage(old) == model.get("onnx_sha256"):
+    if same_network(old, model) == "form":
         return (
             f"resumed with {model.get('path', '?')} ({model.get('backend', '?')}), the same network as "
             f"{old.get('path', '?')} ({old.get('backend', '?')}) this run started with (one was built "

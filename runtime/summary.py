@@ -128,8 +128,22 @@ def recorded_onnx_lineage(model: dict[str, Any]) -> str | None:
     """A recorded model block's ONNX sha256 (run records from before ``onnx_sha256``: an ONNX
     model's own sha256; an engine's is unknown)."""
     if "onnx_sha256" in model:
-        return str(model["onnx_sha256"])
-    return None if model.get("backend") == "engine" else str(model["sha256"])
+        return None if model["onnx_sha256"] is None else str(model["onnx_sha256"])
+    return None if model.get("backend") == "engine" else str(model.get("sha256"))
+
+
+def same_network(recorded: Any, model: dict[str, Any]) -> str | None:
+    """Whether model block ``recorded`` (a run record's, a manifest's) and ``model`` are one
+    network: "file" for the same file (sha256), "form" for the same network in another form (an
+    ONNX model and the TensorRT engine built from it, or two engines of one ONNX: their outputs
+    agree within export parity, not bit for bit), None otherwise. The one rule --resume, a shard
+    classified into a run's folder and merge follow."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("sha256"), str):
+        return None  # a damaged or foreign block is no evidence of anything
+    if recorded["sha256"] == model.get("sha256"):
+        return "file"
+    lineage = recorded_onnx_lineage(recorded)
+    return "form" if lineage is not None and lineage == recorded_onnx_lineage(model) else None
 
 
 def model_info(model: Any) -> dict[str, Any]:
