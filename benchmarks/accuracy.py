@@ -16,6 +16,8 @@ maps? Everything here is fixed a priori; no setting is chosen by looking at test
   DANN, MADA, warp, Cryo-Shift, the oracle, and ``default`` = ``cryoshift train`` with no option
   beyond source/target/box/voxel size (plus seed/threads/out). Source-only is trained once per
   draw and scored on every target; AdaBN is that model with BatchNorm re-estimated per target.
+  ``--methods`` also takes any other registered method (a plugin: README, "Your own method or
+  backbone"), trained by the baselines' recipe (:func:`train`).
 - Spread: ``draws`` data draws, training seed = draw index; mean +- sample s.d. over draws.
 
 Run (2 single-threaded shards share 2 busy cores better than one 2-thread process)::
@@ -50,6 +52,25 @@ if TYPE_CHECKING:
 RESULTS = Path(__file__).resolve().parent / "results"
 BASELINES = ("source-only", "adabn", "dann", "mada", "warp", "cryoshift", "oracle")
 ALL_METHODS = ("template_matching", *BASELINES, "default")
+
+
+def known_methods() -> tuple[str, ...]:
+    """What ``--methods`` takes: :data:`ALL_METHODS`, then every other registered method (the
+    installed plugins), which :func:`train` trains like :data:`BASELINES`. Only these names were
+    taken, so a method of one's own could not be benchmarked beside the baselines."""
+    from cryoshift.training.adapt import METHODS
+
+    return (*ALL_METHODS, *(m for m in METHODS.names() if m not in ALL_METHODS))
+
+
+def unknown_methods(methods: tuple[str, ...]) -> str | None:
+    """Why ``--methods`` refuses some of ``methods`` (they were left out without a word, and
+    ``--collect`` then wrote an empty table), with the names it knows; None when it takes all."""
+    known = known_methods()
+    unknown = [m for m in methods if m not in known]
+    if not unknown:
+        return None
+    return f"unknown method(s) {', '.join(unknown)}; known: {', '.join(known)}"
 
 
 @dataclass(frozen=True)
@@ -516,7 +537,8 @@ def write_results(profile: Profile, summary: dict[str, Any], rows: list[dict[str
 
 
 def markdown(profile: Profile, summary: dict[str, Any]) -> str:
-    methods = [m for m in ALL_METHODS if any(m in per for per in summary.values())]
+    present = {m for per in summary.values() for m in per}
+    methods = [m for m in ALL_METHODS if m in present] + sorted(present - set(ALL_METHODS))  # plugins last
     lines = [
         f"# Accuracy benchmark, profile `{profile.name}`",
         "",
@@ -554,7 +576,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, required=True, help="cache of data, runs and per-job records")
     ap.add_argument("--shard", default="0/1", help="i/n: run only every n-th job (fill the cache)")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--methods", default=None, help="comma-separated subset of " + ",".join(ALL_METHODS))
+    ap.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated subset of " + ",".join(ALL_METHODS) + ", or any other registered method "
+        "(an installed plugin, trained like the baselines)",
+    )
     ap.add_argument(
         "--targets", default=None, help="comma-separated targets of target_sim.ALL_TARGETS (default: TARGETS)"
     )
@@ -586,9 +613,9 @@ def main(argv: list[str] | None = None) -> int:
         changes["threads"] = args.threads
     if args.methods:
         changes["methods"] = tuple(args.methods.split(","))
-        unknown = [m for m in changes["methods"] if m not in ALL_METHODS]
-        if unknown:  # were left out without a word, and --collect then wrote an empty table
-            ap.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(ALL_METHODS)}")
+        refusal = unknown_methods(changes["methods"])
+        if refusal:
+            ap.error(refusal)
     if args.targets:
         changes["targets"] = tuple(args.targets.split(","))
         unknown = [t for t in changes["targets"] if t not in target_sim.ALL_TARGETS]

@@ -139,21 +139,41 @@ _BACKBONE_KEYS_SET_BY_TRAIN = {
 }
 
 
-def _check_method_kwargs(kwargs: dict[str, Any]) -> None:
+def _check_method_kwargs(method: str, kwargs: dict[str, Any]) -> None:
     """Refuse ``--hparam`` values of the wrong kind before any data is read.
 
-    Every method hyper-parameter is a number (its default says whether a whole one): a word
-    (``target_every=abc``) or NaN ended in a traceback in the first training step, and a
-    negative count or weight (``target_every=-1``) was clamped or trained without a word. Keys
-    the method does not take are refused next, by :func:`check_method_hparams`.
+    A hyper-parameter's kind is its default's. The built-in methods' are all numbers (whole ones
+    are counts): a word (``target_every=abc``) or NaN ended in a traceback in the first training
+    step, and a negative count or weight (``target_every=-1``) was clamped or trained without a
+    word, so a number must be finite and >= 0 (a whole one >= 1). A plugin's bool or string
+    default takes a bool or a string; other defaults (None, a list) are left to the method. Keys
+    the method does not take, and the method's own rules on the values (``hparam_problems``), are
+    checked next, by :func:`check_method_hparams`.
     """
+    import contextlib
+
+    from cryoshift.training.adapt import METHODS
     from cryoshift.training.adapt.base import known_hparams
 
+    if not kwargs:
+        return
+    # ``method`` first: a plugin method that cannot be used is then refused in one line when the run
+    # starts (an unknown name too, with the list of methods), not also warned of by known_hparams
+    with contextlib.suppress(ValueError):
+        METHODS.get(method)
     known = known_hparams()
     for key, value in kwargs.items():
         if key not in known or value is None:  # None: the default
             continue
-        whole = isinstance(known[key], int) and not isinstance(known[key], bool)
+        default = known[key]
+        if isinstance(default, (bool, str)):
+            if not isinstance(value, type(default)):
+                kind = "true or false" if isinstance(default, bool) else "a string"
+                raise InputError(None, f"--hparam {key} must be {kind}, not {value!r}")
+            continue
+        if not isinstance(default, (int, float)):
+            continue
+        whole = isinstance(default, int)
         kinds = (int,) if whole else (int, float)
         number = isinstance(value, kinds) and not isinstance(value, bool)
         if not number or not math.isfinite(value) or value < (1 if whole else 0):
@@ -162,13 +182,15 @@ def _check_method_kwargs(kwargs: dict[str, Any]) -> None:
 
 
 def check_method_hparams(method: str, kwargs: dict[str, Any]) -> None:
-    """Refuse ``--hparam`` keys ``method`` does not take, before any data is read.
+    """Refuse ``--hparam`` keys ``method`` does not take, and values its rules refuse, before any
+    data is read.
 
-    The method refuses them too when it is built (adapt/base.check_hparams), but only after the
-    source and the target were read (and template-matched); here the refusal says ``--hparam``,
-    the methods that take the key (if any) and the keys ``method`` takes. Runs after
-    ``TrainConfig.check`` (a value of the wrong kind is said first); an unknown method is left to
-    the registry, which names the methods."""
+    The method refuses both too when it is built (adapt/base.check_hparams and the constructor's
+    call of ``hparam_problems``), but only after the source and the target were read (and
+    template-matched), minutes in; here the refusal says ``--hparam``, the methods that take the
+    key (if any) and the keys ``method`` takes, or the method's own words on the value
+    (``--hparam teacher_decay=1.5``). Runs after ``TrainConfig.check`` (a value of the wrong kind
+    is said first); an unknown method is left to the registry, which names the methods."""
     from cryoshift.training.adapt import METHODS
     from cryoshift.training.adapt.base import hparam_refusal
 
@@ -176,10 +198,15 @@ def check_method_hparams(method: str, kwargs: dict[str, Any]) -> None:
         factory = METHODS.get(method)
     except ValueError:  # an unknown method is refused by name later, with the list of methods
         return
-    own = sorted(factory.defaults())  # type: ignore[attr-defined]
+    defaults = factory.defaults()  # type: ignore[attr-defined]
+    own = sorted(defaults)
     refused = [key for key in kwargs if key not in own]
     if refused:
         raise InputError(None, hparam_refusal(method, refused, own, prefix="--hparam "))
+    merged = {key: default if kwargs.get(key) is None else kwargs[key] for key, default in defaults.items()}
+    problems = factory.hparam_problems(merged)  # type: ignore[attr-defined]
+    if problems:
+        raise InputError(None, "; ".join(f"--hparam {problem}" for problem in problems))
 
 
 def _check_backbone_kwargs(backbone: str, kwargs: dict[str, Any]) -> None:
@@ -357,7 +384,7 @@ class TrainConfig:
             raise InputError(
                 None, f"--template-labels must be 0 (off) or a positive count, not {self.template_labels}"
             )
-        _check_method_kwargs(self.method_kwargs)
+        _check_method_kwargs(self.method, self.method_kwargs)
         _check_backbone_kwargs(self.backbone, self.backbone_kwargs)
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError(
@@ -753,6 +780,7 @@ class _Run:
             raise InputError(
                 self.dir, "already holds a training run; pass --resume to continue it or choose another --out"
             )
+        config = dataclasses.replace(config, **run.absolute_data_paths(config))
         if config.epochs is None:
             config = dataclasses.replace(config, epochs=default_epochs(self.info.device, config.amp))
         if config.dense_weight is None:
@@ -771,7 +799,6 @@ class _Run:
                 None,
                 f"--oracle-target-labels is only for the 'oracle' benchmark method; "
                 f"{c.method!r} never sees target labels",
-        config = dataclasses.replace(config, **run.absolute_data_paths(config))
             )
         if self.needs_target_labels and not c.oracle_target_labels:
             raise InputError(

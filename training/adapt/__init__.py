@@ -5,7 +5,11 @@ with ``backbone``, ``needs_target``, ``needs_target_labels``, ``losses(...)``,
 ``param_groups(lr)`` and ``finalize(target_batches)`` (see ``base.py`` for the contract). Every
 module of this package is imported here, so a new method is one file: its class, registered with
 ``@METHODS.register(name)``, its ``summary`` and its hyper-parameter defaults (``HPARAMS``).
-``known_hparams()`` lists every hyper-parameter, ``methods_help()`` the methods for the CLI.
+A method of another package is an :class:`AdaptationMethod` subclass its distribution declares
+in the ``cryoshift.methods`` entry-point group (``PLUGIN_GROUP``; training/registry.py), so every
+process finds it, ``cryoshift train --resume`` included. ``known_hparams()`` lists every
+hyper-parameter, ``methods_help()`` the methods for the CLI; ``python -m cryoshift.training.adapt``
+lists them with their hyper-parameters.
 """
 
 from __future__ import annotations
@@ -21,11 +25,32 @@ from .base import AdaptationMethod, known_hparams
 from .grl import GradientReversal, grl_lambda, reverse_gradient
 from .warp import Warp
 
+PLUGIN_GROUP = "cryoshift.methods"
+
 for _module in pkgutil.iter_modules(__path__):  # registers the methods
-    importlib.import_module(f"{__name__}.{_module.name}")
+    if _module.name != "__main__":  # the listing command, run by ``python -m`` only
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def _plugin_problem(name: str, obj: object) -> str | None:
+    """Why a ``cryoshift.methods`` entry point's object is not a method (None: it is one).
+
+    A plain function or another class would fail later, in ``known_hparams`` of every run; a
+    class whose ``name`` is not its entry point's (inherited ``'source-only'``) named the wrong
+    method in its own error messages."""
+    if not (isinstance(obj, type) and issubclass(obj, AdaptationMethod)):
+        what = f"class {obj.__name__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
+        return f"is {what}, not a subclass of cryoshift.training.adapt.AdaptationMethod"
+    if obj.name != name:
+        return f"is class {obj.__name__} with name {obj.name!r}: set name = {name!r} in the class"
+    return None
+
+
+METHODS.enable_plugins(PLUGIN_GROUP, check=_plugin_problem)
 
 __all__ = [
     "METHODS",
+    "PLUGIN_GROUP",
     "AdaptationMethod",
     "GradientReversal",
     "Warp",

@@ -10,6 +10,12 @@ default, in every method that takes it. Each class declares the defaults of the 
 ``HPARAMS``, next to the code that reads them; a method takes the ``HPARAMS`` of its whole class
 hierarchy (``defaults()``: a mixin's keys come with the mixin) and refuses every other key,
 another method's included, naming the keys it takes (and the closest one to a misspelling).
+Rules on the values beyond their kind (a range, keys that depend on each other) go in the class's
+``hparam_problems``, which the command line runs before any data is read.
+
+A method of another package follows the same contract and is installed with a
+``cryoshift.methods`` entry point (README, "Your own method or backbone"); its class sets
+``name`` to its entry point's name.
 """
 
 from __future__ import annotations
@@ -115,6 +121,9 @@ class AdaptationMethod(nn.Module):
         self.num_classes = num_classes
         self.box_size = box_size
         self.hparams: dict[str, Any] = check_hparams(type(self), hparams)
+        problems = type(self).hparam_problems(self.hparams)
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -123,6 +132,20 @@ class AdaptationMethod(nn.Module):
         for klass in reversed(cls.__mro__):
             merged.update(vars(klass).get("HPARAMS", {}))
         return merged
+
+    @classmethod
+    def hparam_problems(cls, hparams: dict[str, Any]) -> list[str]:
+        """What is wrong with ``hparams`` (this method's defaults with the given values on top), one
+        clause per problem that starts with the key, e.g. "teacher_decay must be in [0, 1), not 1.5".
+
+        A classmethod, so that the rule lives in one place yet runs before any data is read:
+        ``cryoshift train`` and ``TrainConfig`` call it first (trainer.check_method_hparams, which
+        writes "--hparam " before each clause), the constructor again for the Python API. A rule
+        checked in ``__init__`` alone refused ``--hparam teacher_decay=1.5`` only after the source
+        and target were read, minutes in. Whether each value is a number of the default's kind is
+        checked before (trainer._check_method_kwargs); an override extends
+        ``super().hparam_problems(hparams)``. None by default."""
+        return []
 
     # -- helpers -----------------------------------------------------------------------------
     def _check_inputs(

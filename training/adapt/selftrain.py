@@ -83,11 +83,18 @@ class SelfTrain(AdaBN):
         "teacher_decay": 0.0,
     }
 
+    @classmethod
+    def hparam_problems(cls, hparams: dict[str, Any]) -> list[str]:
+        """The mean teacher keeps this fraction of its average per step: in [0, 1)."""
+        problems = super().hparam_problems(hparams)
+        decay = float(hparams["teacher_decay"])
+        if not 0.0 <= decay < 1.0:
+            problems.append(f"teacher_decay must be in [0, 1), not {decay}")
+        return problems
+
     def __init__(self, backbone: nn.Module, num_classes: int, box_size: int, **hparams: Any):
         super().__init__(backbone, num_classes, box_size, **hparams)
         decay = float(self.hparams["teacher_decay"])
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"teacher_decay must be in [0, 1), not {decay}")
         self.teacher: nn.Module | None = None
         if decay > 0:
             self.teacher = copy.deepcopy(backbone).requires_grad_(False)

@@ -5,6 +5,10 @@ Every backbone takes normalised (B, 1, D, D, D) input for any cubic D >= 16 and 
 ``forward(x) -> logits``. ``model.backbone_name`` is its registry name and ``model.config`` the
 keyword arguments that rebuild it (``create_backbone(model.backbone_name, **model.config)``), which
 is what checkpoints store as ``backbone`` and ``backbone_kwargs``.
+
+A backbone of another package is a factory (or class) its distribution declares in the
+``cryoshift.backbones`` entry-point group (``PLUGIN_GROUP``; training/registry.py): every
+process then finds it by name, so ``cryoshift export``/``evaluate`` rebuild its checkpoints too.
 """
 
 from __future__ import annotations
@@ -24,11 +28,22 @@ from ._registry import BACKBONES
 from .flops import count_flops
 
 DEFAULT_BACKBONE = "cryonet"
+PLUGIN_GROUP = "cryoshift.backbones"
+
+
+def _plugin_problem(name: str, obj: object) -> str | None:
+    """Why a ``cryoshift.backbones`` entry point's object cannot build a backbone (None: it can)."""
+    return None if callable(obj) else f"is a {type(obj).__name__}, not a class or factory function"
+
+
+BACKBONES.enable_plugins(PLUGIN_GROUP, check=_plugin_problem)
 
 __all__ = [
     "BACKBONES",
     "DEFAULT_BACKBONE",
     "MAX_TEST_VIEWS",
+    "PLUGIN_GROUP",
+    "Backbone",
     "check_backbone_kwarg_names",
     "check_backbone_kwarg_types",
     "check_test_views_option",
@@ -114,8 +129,15 @@ def _constructor_defaults(backbone: str) -> dict[str, Any]:
 
 
 def _built_class(backbone: str) -> type | None:
-    """The class registry entry ``backbone`` builds (None: its factory does not say)."""
-    built = typing.get_type_hints(BACKBONES.get(backbone)).get("return")
+    """The class registry entry ``backbone`` builds (None: its factory does not say). A plugin may
+    register the class itself, or a factory whose annotations cannot be resolved here."""
+    entry = BACKBONES.get(backbone)
+    if isinstance(entry, type):
+        return entry
+    try:
+        built = typing.get_type_hints(entry).get("return")
+    except (NameError, TypeError, AttributeError):  # a forward reference this module cannot see
+        return None
     return built if isinstance(built, type) else None
 
 

@@ -2,7 +2,9 @@
 
 Prints parameters, feature size and GFLOP per subtomogram for every registered backbone (the
 numbers the benchmarks' compute bound uses); ``--bench`` also times CPU inference (eval mode,
-no grad, batch already in memory), which is a rough figure on a shared machine.
+no grad, batch already in memory), which is a rough figure on a shared machine. A plugin backbone
+names the distribution that installs it; one that cannot be used is one ``cryoshift: error:``
+line each (exit status 1, the list still shown).
 
 Example: python -m cryoshift.training.backbones --box 32 --bench --pattern 'cryonet*' --threads 2
 """
@@ -61,7 +63,7 @@ def _name_width(names: list[str]) -> int:
     return max(len("backbone"), *(len(name) for name in names))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _OneLineParser(prog=PROG, description=__doc__, formatter_class=fmt)
     parser.add_argument("--box", type=int, default=32, help="cubic box size in voxels")
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="time per backbone for --bench")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for --bench")
     args = parser.parse_args(argv)
+    problems = BACKBONES.problems()  # said below as errors, so the lookups do not warn
     _check(parser, args)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -90,8 +93,12 @@ def main(argv: list[str] | None = None) -> None:
         line = f"{name:<{width}} {params:>11,} {model.num_features:>8} {gflop:>8.3f}"
         if args.bench:
             line += f"  {_throughput(model, args.box, args.batch, args.seconds):>11,.0f}"
-        print(line, flush=True)
+        origin = BACKBONES.origin(name)
+        print(line + (f"  [plugin: {origin}]" if origin else ""), flush=True)
+    for problem in problems:
+        print(f"cryoshift: error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
