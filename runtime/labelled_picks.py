@@ -6,6 +6,11 @@ picks. The label column is the one of ``class``, ``label``, ``class_name``, ``tr
 own ``csClassName`` is a prediction, never a label, and is refused. Picks that cannot be
 cropped (outside the tomogram, unreadable) are skipped and counted, as are rows with bad
 coordinates, crops holding NaN/Inf or a blank box, and rows with an empty label.
+
+Picks are planned by classify's planner, so its refusals hold here too: coordinates that look
+normalised (WarpTools' ``--normalized_coords``), and RELION 4 pixel picks whose data_optics
+pixel size is not the tomogram's voxel size (these commands have no ``--binning`` or
+``--coordinate-pixel-size``: the reason says to rescale the table, ``scale_options=False``).
 """
 
 from __future__ import annotations
@@ -83,7 +88,7 @@ def read_labelled_picks(
         tomograms=list(tomograms),
         cache=cache,
         ignore_voxel_size=ignore_voxel_size,
-        **plan_options,
+        **{"scale_options": False, **plan_options},  # evaluate has no --binning / --coordinate-pixel-size
     )  # type: ignore[arg-type]
     if len(plan.items) != len(labels):
         raise InputError(path, f"{len(plan.items)} picks planned for {len(labels)} rows")
@@ -161,4 +166,5 @@ def _plan_unchecked(path: Path, tomograms: list[str], box_size: int, cache: Any)
         tomograms=list(tomograms),
         cache=VolumeCache() if cache is None else cache,
         ignore_voxel_size=True,
+        scale_options=False,  # export has no --binning / --coordinate-pixel-size
     )

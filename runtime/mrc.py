@@ -300,6 +300,8 @@ def read_plain_volume(path: str | Path, out: np.ndarray) -> float | None:
         dtype = MRC_MODES.get(h.mode)
         if dtype is None or h.size != (box, box, box) or h.ispg in VOLUME_STACK_SPACE_GROUPS or h.nsymbt < 0:
             return None
+        if image_stack_size(h.ispg, h.sampling[2], h.size[2]):
+            return None  # a stack of 2-D images of the box's size: the full reader refuses it
         if h.mode == 0:
             if h.imod_flags is not None and h.imod_flags & IMOD_4BIT_BYTES:
                 return None  # 4-bit values: the full reader refuses them

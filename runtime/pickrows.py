@@ -112,6 +112,7 @@ class PickSource:
         bad_lines: np.ndarray | None = None,
         bad_reasons: list[str] | None = None,
         unplaced: tuple[np.ndarray, np.ndarray] | None = None,
+        padded_rows: np.ndarray | None = None,
     ):
         self.path, self.key, self.names = path, key, names
         self.tomo, self.xyz = tomo, xyz
@@ -126,6 +127,8 @@ class PickSource:
         # their file lines (sorted by row, -1 where unknown): named by line (see ``ids``).
         empty = np.zeros(0, np.int64)
         self.unplaced_rows, self.unplaced_lines = unplaced if unplaced is not None else (empty, empty)
+        # Rows (sorted) whose crop reaches past the tomogram's edge and is padded (picktables.padded_rows)
+        self.padded_rows = empty if padded_rows is None else np.asarray(padded_rows, np.int64)
 
     def __len__(self) -> int:
         return len(self.tomo)
@@ -218,6 +221,18 @@ class PickRows(Sequence):
         for rows in self._batches():
             yield from self.source.ids(rows)
 
+    def padded(self) -> np.ndarray:
+        """The rows of this selection whose crops are padded (their source's ``padded_rows``)."""
+        found = self.source.padded_rows
+        rows = self.rows
+        if not len(found) or not len(rows):
+            return found[:0]
+        if isinstance(rows, range):  # shards are ranges with a step: no array of every row
+            lo, hi = (rows.start, rows[-1] + 1) if rows.step > 0 else (rows[-1], rows.start + 1)
+            found = found[(found >= lo) & (found < hi)]
+            return found[(found - rows.start) % rows.step == 0]
+        return found[np.isin(found, np.asarray(rows, dtype=np.int64))]
+
     def where(self, keep: np.ndarray) -> PickRows:
         """The rows of this selection where ``keep`` (one bool per position) is true."""
         return PickRows(
@@ -309,6 +324,15 @@ class ItemList(Sequence):
                 return seg[i]
             i -= len(seg)
         raise IndexError(i)  # pragma: no cover
+
+    def padded(self) -> int:
+        """How many planned crops reach past their tomogram's edge and are padded (each table row
+        once, however often its table was given); see picktables.padded_rows."""
+        found: dict[Any, list[np.ndarray]] = {}
+        for seg in self.segments:
+            if isinstance(seg, PickRows):
+                found.setdefault(seg.source.key, []).append(seg.padded())
+        return sum(len(np.unique(np.concatenate(parts))) for parts in found.values())
 
     def without(self, done: set[str] | frozenset[str]) -> ItemList:
         """Items whose id is not in ``done`` (a resumed run skips what the ledgers hold)."""

@@ -48,6 +48,7 @@ class ClassifySummary:
     total_errors: int = 0
     class_counts: dict[str, int] = field(default_factory=dict)  # over the whole results file
     unknown: int = 0
+    padded: int = 0  # planned crops that reach past their tomogram's edge (filled with the box's mean)
     wall_s: float = 0.0
     read_s: float = 0.0
     compute_s: float = 0.0
@@ -187,6 +188,9 @@ def finish_run(
     for note in plan.notes:
         if note not in summary.notes:
             summary.notes.append(note)
+    padded_note = _count_padded(plan, summary)
+    if padded_note:
+        summary.notes.append(padded_note)
     split = write_predictions_star(
         names["csv"], names["star"], plan.origins, split_by_class=bool(settings.get("split_by_class"))
     )
@@ -216,6 +220,26 @@ def finish_run(
     tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     tmp.replace(names["manifest"])
     return summary
+
+
+def _count_padded(plan: Any, summary: ClassifySummary) -> str | None:
+    """Count the plan's picks whose crop reaches past the tomogram's edge into ``summary.padded``
+    and say it in one note (None when there are none). Why: crop_box fills the part outside with
+    the mean of the part inside, and that was done without a word; predictions.csv keeps its
+    columns, so the count and the note are where it is said. A plan without pick rows (merge's,
+    when the inputs cannot be read here) leaves the count as it is."""
+    count = getattr(plan.items, "padded", None)
+    if count is None:
+        return None
+    summary.padded = int(count())
+    if not summary.padded:
+        return None
+    box = int(plan.box_size)
+    return (
+        f"{summary.padded} picks lie within {box // 2} voxels (half the {box}^3 box) of their tomogram's "
+        "edge: the part of their crop outside the tomogram is filled with the mean of the part inside "
+        "(manifest: summary.padded)"
+    )
 
 
 def _voxel_sizes(plan: Any) -> dict[str, float | None]:

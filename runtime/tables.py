@@ -893,6 +893,7 @@ def read_pick_table(
     unresolved: str = "refuse",
     extra: tuple[str, ...] = (),
     layout: _PickLayout | None = None,
+    centre: Any = None,
 ) -> PickTable:
     """A pick table (STAR or CSV/TSV) as a :class:`PickTable`, read in chunks.
 
@@ -900,6 +901,8 @@ def read_pick_table(
     returns every column as a DataFrame; this keeps only the tomogram name and coordinates.
     RELION 5 centred Angstrom coordinates are converted with ``pixel_size`` and ``tomo_shape``
     (see :func:`~cryoshift.runtime.picks.centered_to_pixels`) unless ``convert`` is False;
+    ``centre`` (per tomogram, (X, Y, Z) voxels, or None) is the point they are measured from
+    where it is not the middle of ``tomo_shape`` (see :func:`_centred_to_pixels`);
     ``unresolved="skip"`` leaves NaN for a tomogram whose facts come back None (the caller
     knows why and fails those picks). Rows whose coordinates are not numbers refuse the table
     unless ``skip_bad_rows`` (batch work): then they are kept in ``bad_rows``, each to become an
@@ -942,7 +945,7 @@ def read_pick_table(
     blank = blank_name_rows(names, tomo, layout.tomo_col) if skip_bad_rows else {}
     table.mark_bad_rows(rows.bad_rows, skip_bad_rows, {**blank, **long}, layout.block)
     if layout.centred and convert:
-        _centred_to_pixels(table, pixel_size, tomo_shape, skip=unresolved == "skip")
+        _centred_to_pixels(table, pixel_size, tomo_shape, skip=unresolved == "skip", centre=centre)
     return table
 
 
@@ -1176,9 +1179,18 @@ def _na_key(value: Any) -> Any:
     return _NA if value is None or (isinstance(value, float) and value != value) else value
 
 
-def _centred_to_pixels(table: PickTable, pixel_size: Any, tomo_shape: Any, skip: bool = False) -> None:
+def _centred_to_pixels(
+    table: PickTable, pixel_size: Any, tomo_shape: Any, skip: bool = False, centre: Any = None
+) -> None:
     """In place: Angstrom from the tomogram centre -> pixels, per tomogram (see picks.py);
-    with ``skip``, a tomogram without facts (None) keeps NaN: its picks fail as error rows."""
+    with ``skip``, a tomogram without facts (None) keeps NaN: its picks fail as error rows.
+
+    ``centre`` (per tomogram: (X, Y, Z) voxels, or None for the middle of ``tomo_shape``) is the
+    centre RELION measures from: ``rlnTomoSizeX/Y/Z / 2`` of tomograms.star in unbinned pixels,
+    over the binning (ParticleSet::getParticleCoordDecenteredPixel, TomogramSet's w0 / 2.0).
+    Why: the reconstruction's own size may differ from the table's by a voxel or two (accepted,
+    picktables.SIZE_TOLERANCE), and its middle then put every pick that far from RELION's place.
+    """
     from cryoshift.runtime.picks import _per_tomo
 
     for k, name in enumerate(table.names):
@@ -1201,6 +1213,8 @@ def _centred_to_pixels(table: PickTable, pixel_size: Any, tomo_shape: Any, skip:
         shape = tuple(int(s) for s in shape)
         if len(shape) != 3:
             raise InputError(table.path, f"tomogram size of {label} must be (Z, Y, X), got {shape}")
-        size_xyz = np.array(shape[::-1], dtype=np.float64)
-        table.xyz[rows] = table.xyz[rows] / ps + size_xyz / 2.0
+        middle = _per_tomo(centre, name) if centre is not None else None
+        if middle is None:
+            middle = np.array(shape[::-1], dtype=np.float64) / 2.0
+        table.xyz[rows] = table.xyz[rows] / ps + np.asarray(middle, dtype=np.float64)
     table.centred = False

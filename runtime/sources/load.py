@@ -81,6 +81,7 @@ def _load_item(
             _check_values(out, item)
             return
         with open_mrc(item.path) as vol:  # not cached: directories can hold millions of files
+            images = getattr(vol, "header", {}).get("images", 0)  # a stack of 2-D images (mrc.py)
             if vol.anisotropic:
                 from cryoshift.runtime.mrc import check_isotropic
 
@@ -92,7 +93,12 @@ def _load_item(
                 raise InputError(item.path, f"expected a single volume, found shape {tuple(data.shape)}")
             if data.shape != (box, box, box):
                 shown = "x".join(str(s) for s in data.shape)
-                raise InputError(item.path, f"box {shown} does not match the {against}'s {box}^3")
+                what = f" (and it is a stack of {images} 2-D images, not a 3-D map)" if images else ""
+                raise InputError(item.path, f"box {shown} does not match the {against}'s {box}^3{what}")
+            if images:  # box images of box x box were classified as one box^3 volume of them
+                from cryoshift.runtime.mrc import refuse_image_stack
+
+                refuse_image_stack(item.path, vol.header)
             out[...] = data
     elif item.kind == "stack":
         vol = cache.get(item.path)

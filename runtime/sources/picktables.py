@@ -56,7 +56,11 @@ def plan_pick_table(planner: Any, path: Path) -> None:
 
     layout = pick_layout(path)
     star = path.suffix.lower() == ".star"
-    centred = star and layout.centred
+    # Centred Angstrom columns mean the same in a CSV as in a STAR (a CSV has no tomograms.star
+    # of its own: the -t tomograms' headers, or a -t tomograms.star, give pixel size and centre).
+    # A CSV of them used to be refused with "pass the tomogram MRC with --tomograms" although -t
+    # was given.
+    centred = layout.centred
     in_voxels = centred  # Angstrom picks (and Warp/M picks with a stated pixel size) need no --binning
     rescaled = planner.binning or planner.coordinate_pixel_size
     if star and not centred and not rescaled:
@@ -65,8 +69,15 @@ def plan_pick_table(planner: Any, path: Path) -> None:
         _refuse_mixed_optics(planner, path, layout.columns)
     # Warp/M: the table states its coordinates' pixel size, used unless the user gives one
     warp = star and not centred and not rescaled and set(DETECTOR_COLUMNS) <= set(layout.columns)
+    # RELION 4 pixel picks whose data_optics states a tilt-series pixel size (checked per tomogram
+    # below); centred Angstrom columns beside the pixel ones settle the unit (_disagreeing_rows).
+    optics = (
+        _optics_pixel_sizes(path, layout.columns)
+        if star and not centred and not rescaled and not warp and not layout.angst
+        else None
+    )
     problems: dict[str, str] = {}  # tomogram name -> why its picks cannot be converted
-    shifts = tuple(c for group in ORIGIN_COLUMNS for c in group if star and c in layout.columns)
+    shifts = shift_columns(layout.columns)
     if centred and rescaled:  # the user may think their picks are binned: say they are not scaled
         option = "--binning" if planner.binning else "--coordinate-pixel-size"
         note = (
@@ -90,10 +101,15 @@ def plan_pick_table(planner: Any, path: Path) -> None:
             unresolved="skip",
             extra=shifts,
             layout=layout,
+            centre=_or_problem(problems, path, lambda name: tomogram_centre(planner, path, name)),
         )
     else:  # streamed: names and coordinates (and a Warp/M pixel size), as arrays
         extra = (DETECTOR_COLUMNS if warp else ()) + shifts
+        if optics and OPTICS_GROUP in layout.columns:
+            extra += (OPTICS_GROUP,)
         picks = read_pick_table(path, skip_bad_rows=True, extra=extra, layout=layout)
+    if optics:
+        _refuse_ambiguous_pixels(planner, path, picks, optics, problems)
     shift_note = _shift_note(path, picks.extra, shifts)
     if shift_note:
         planner.notes.append(shift_note)
@@ -108,7 +124,22 @@ def plan_pick_table(planner: Any, path: Path) -> None:
         if note:
             planner.notes.append(note)
             in_voxels = True
-    add_picks(planner, path, picks, scale=not in_voxels, problems=problems)
+    add_picks(planner, path, picks, scale=not in_voxels, problems=problems, pixels=not centred)
+
+
+def shift_columns(columns: list[str]) -> tuple[str, ...]:
+    """The refinement-shift columns (``rlnOriginX/Y/ZAngst``, RELION 3's pixel ``rlnOriginX/Y/Z``)
+    a pick table has, named as in ``columns``: a STAR's labels, or a CSV's header, whose names
+    are found whatever their case (as x, y, z are). Why: a CSV carrying them got no "shifts not
+    applied" note while the same picks as a STAR did."""
+    lower = {c.lower(): c for c in reversed(columns)}
+    found = []
+    for group in ORIGIN_COLUMNS:
+        for label in group:
+            name = label if label in columns else lower.get(label.lower())
+            if name is not None and name not in found:
+                found.append(name)
+    return tuple(found)
 
 
 def _shift_note(path: Path, extra: Any, columns: tuple[str, ...]) -> str | None:
@@ -120,7 +151,7 @@ def _shift_note(path: Path, extra: Any, columns: tuple[str, ...]) -> str | None:
     moved = np.nan_to_num(np.abs(values)).max(axis=1) > 0
     if not moved.any():
         return None
-    unit = "A" if columns[0].endswith("Angst") else "pixels"
+    unit = "A" if columns[0].lower().endswith("angst") else "pixels"
     return (
         f"{path}: {int(moved.sum())} of {len(moved)} picks carry refinement shifts ({', '.join(columns)}, "
         f"up to {np.nanmax(np.abs(values)):.3g} {unit}), which are not applied: subtomograms are cropped "
@@ -172,6 +203,87 @@ def _refuse_mixed_optics(planner: Any, path: Path, columns: list[str]) -> None:
         f"--coordinate-pixel-size {planner.coordinate_pixel_size:g} is one pixel size, but the picks' "
         f"optics groups have different ones (data_optics {TILT_SERIES_PIXEL}: {shown}); classify "
         "each group's picks on its own, or give --binning if every tomogram is binned alike",
+    )
+
+
+OPTICS_GROUP = "rlnOpticsGroup"
+
+
+def _optics_pixel_sizes(path: Path, columns: list[str]) -> dict[str, float] | None:
+    """Optics group -> ``rlnTomoTiltSeriesPixelSize`` (A) of a STAR's ``data_optics`` loop (only
+    positive numbers), or None when it states none."""
+    from cryoshift.runtime.tables import read_loop, scan_star
+
+    optics = next((b for b in scan_star(path) if b.name == "optics" and b.loop), None)
+    if optics is None or TILT_SERIES_PIXEL not in optics.labels:
+        return None
+    table = read_loop(path, optics)
+    values = pd.to_numeric(table[TILT_SERIES_PIXEL], errors="coerce")
+    groups = (
+        table[OPTICS_GROUP].astype(str).str.strip()
+        if OPTICS_GROUP in table.columns
+        else pd.Series([str(i + 1) for i in range(len(table))])
+    )
+    sizes = {g: float(v) for g, v in zip(groups, values, strict=True) if np.isfinite(v) and v > 0}
+    return sizes or None
+
+
+def _refuse_ambiguous_pixels(
+    planner: Any, path: Path, picks: Any, optics: dict[str, float], problems: dict[str, str]
+) -> None:
+    """Fail the picks of each tomogram whose voxel size differs from the tilt-series pixel size
+    the table's ``data_optics`` states for them, when neither ``--binning`` nor
+    ``--coordinate-pixel-size`` says what the pixel coordinates are (kept in ``problems``).
+
+    Why: RELION 4 writes rlnCoordinateX/Y/Z in unbinned tilt-series pixels, but picks made on the
+    binned tomogram (and tables written by other tools) carry the same columns in its voxels;
+    they were cropped as voxels without a word, so RELION 4's own picks landed 2x (bin 2) too far
+    out. Which reading is right is the user's to say: the reason offers both.
+    """
+    groups = None
+    if OPTICS_GROUP in picks.extra:
+        groups = np.array([str(g).strip() for g in picks.extra[OPTICS_GROUP]], dtype=object)
+    for k, name in enumerate(picks.names):
+        if name in problems:
+            continue
+        if groups is None:
+            stated = sorted(set(optics.values()))
+        else:
+            used = set(groups[picks.tomo == k].tolist())
+            stated = sorted({v for g, v in optics.items() if g in used})
+        if not stated:
+            continue
+        try:
+            voxel = tomogram_pixel(planner, path, name)
+        except PlanRefusal:
+            raise
+        except InputError:
+            continue  # unmatched, unreadable, no voxel size: add_picks says so as for any pick table
+        off = [v for v in stated if (voxel_mismatch(v, float(voxel)) or 0.0) > VOXEL_TOLERANCE]
+        if off:
+            problems[name] = _pixels_reason(planner, name, off[0], float(voxel))
+
+
+def _pixels_reason(planner: Any, name: str, pixel: float, voxel: float) -> str:
+    """Why pixel picks of tomogram ``name`` are refused (see :func:`_refuse_ambiguous_pixels`),
+    with the way out this command has: classify's options, or (evaluate, train, export, which
+    have none) rescaling the table."""
+    head = (
+        f"the picks of tomogram {name!r} are pixel coordinates (rlnCoordinateX/Y/Z) and data_optics "
+        f"gives {TILT_SERIES_PIXEL} {pixel:g} A, but the tomogram's voxels are {voxel:.4g} A: RELION 4 "
+        "writes such coordinates in tilt-series pixels, while picks made on the binned tomogram are "
+        "in its voxels, so where they lie is a guess; "
+    )
+    if getattr(planner, "scale_options", True):
+        return head + (
+            f"give --coordinate-pixel-size {pixel:g} if they are tilt-series pixels (as RELION 4 "
+            f"writes them), or --coordinate-pixel-size {voxel:.4g} (or --binning 1) if they are the "
+            "tomogram's voxels"
+        )
+    return head + (
+        "this command has no --binning or --coordinate-pixel-size: rescale the coordinates to the "
+        f"tomogram's voxels (x {pixel / voxel:.4g} if they are tilt-series pixels, as RELION 4 writes "
+        f"them), or set {TILT_SERIES_PIXEL} to {voxel:.4g} if they already are"
     )
 
 
@@ -256,12 +368,58 @@ def tomogram_shape(planner: Any, picks: Path, name: str) -> tuple[int, int, int]
     header = tomogram_header(planner, picks, name)
     if header["is_stack"]:
         raise InputError(header["path"], STACK_NOT_TOMOGRAM)
+    if header.get("images"):
+        raise image_stack_error(planner, name, header["path"], header["images"])
     refuse_2d(header["path"], header)
     entry = table_entry(planner, name, header["path"])
     if header["voxel_size_known"]:  # a wrong binning is said as such, before the size it implies
         _check_entry_voxel(header["path"], header["voxel_size"], entry)
     _check_size(header["path"], header["shape"], entry)
     return header["shape"]
+
+
+def tomogram_centre(planner: Any, picks: Path, name: str) -> np.ndarray | None:
+    """(X, Y, Z) voxels RELION 5 measures the centred-Angstrom picks of tomogram ``name`` from:
+    its tomograms.star row's rlnTomoSizeX/Y/Z (unbinned) / 2 / binning; None without such a row
+    (the reconstruction's middle is used then). See tables._centred_to_pixels for why."""
+    header = tomogram_header(planner, picks, name)
+    entry = table_entry(planner, name, header["path"])
+    expected = entry.voxels() if entry is not None else None
+    return None if expected is None else np.asarray(expected, dtype=np.float64) / 2.0
+
+
+IMAGE_STACK = "2-D images"  # what an image-stack refusal says the file holds
+
+
+def image_stack_error(planner: Any, name: str, tomo_path: str | Path, images: int) -> InputError:
+    """The refusal of an MRC whose header marks a stack of ``images`` 2-D images (space group 0,
+    mz = 1: a tilt series, particle images) where a tomogram must go, naming the other
+    ``--tomograms`` files the pick name meets once decorations are stripped (IMOD's raw stack
+    ``TS_01.mrc`` beside its reconstruction ``TS_01_rec.mrc``).
+
+    Why: it was cropped as a tomogram without a word, its images taken for Z sections; and the
+    exact name won over the reconstruction, so the reconstruction is named, not taken instead
+    (which file is meant is the user's to say)."""
+    from cryoshift.runtime.sources.paths import tomogram_key
+
+    others: list[str] = []
+    try:
+        index = planner.tomogram_index()
+        key = tomogram_key(name)
+        others = sorted(
+            {str(p) for stem, p in index.items() if tomogram_key(stem) == key and Path(p) != Path(tomo_path)}
+        )
+    except InputError:
+        pass
+    hint = ""
+    if others:
+        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+        hint = f"; {shown} also matches {name!r}: give only the reconstruction with --tomograms"
+    return InputError(
+        tomo_path,
+        f"is a stack of {images} {IMAGE_STACK} (MRC space group 0, mz = 1: a tilt series?), not a "
+        f"tomogram{hint}",
+    )
 
 
 SIZE_TOLERANCE = 2.0  # voxels a reconstruction may differ from tomograms.star's size / binning
@@ -331,7 +489,12 @@ def tomogram_problem(tomo_path: str | Path, exc: InputError) -> str:
 
 
 def add_picks(
-    planner: Any, path: Path, picks: Any, scale: bool = True, problems: dict[str, str] | None = None
+    planner: Any,
+    path: Path,
+    picks: Any,
+    scale: bool = True,
+    problems: dict[str, str] | None = None,
+    pixels: bool = True,
 ) -> None:
     """Plan a :class:`~cryoshift.runtime.tables.PickTable` as one lazy selection of rows
     (:class:`~cryoshift.runtime.pickrows.PickRows`): per tomogram name, in order of first
@@ -341,7 +504,9 @@ def add_picks(
     or listed in ``problems``, found while converting coordinates) fails its own picks, each an
     error row naming the tomogram file (a damaged tomograms.star row: naming the table and the
     row); the other tomograms' picks are classified. Rows whose
-    coordinates are not numbers (``picks.bad_rows``) are error rows naming their line."""
+    coordinates are not numbers (``picks.bad_rows``) are error rows naming their line.
+    ``pixels``: the coordinates were written as pixels (not centred Angstrom), so a table of
+    fractions of the volume is refused (:func:`_refuse_normalised`)."""
     from cryoshift.runtime.pickrows import PickRows, PickSource, RowIds
     from cryoshift.runtime.tomograms import table_notes
 
@@ -382,7 +547,7 @@ def add_picks(
             unmatched[name] = entry.problem
             continue
         try:
-            _check_tomogram(planner, tomo_path, entry)
+            _check_tomogram(planner, tomo_path, entry, name)
             if scale and (planner.binning or planner.coordinate_pixel_size):
                 scales[k] = coordinate_scale(planner, name, planner.cache.get(str(tomo_path)))
         except PlanRefusal:
@@ -406,10 +571,13 @@ def add_picks(
 
     shapes = {k: planner.cache.get(str(tomo_for[n])).data.shape for k, n in enumerate(names) if n in tomo_for}
     hint_xyz, hint_tomo = xyz, tomo
+    good = None
     if len(bad_rows):  # rows that are not numbers fail alone: not a hint (a copy only then)
         good = np.ones(len(tomo), bool)
         good[bad_rows] = False
         hint_xyz, hint_tomo = xyz[good], tomo[good]
+    if pixels:  # the coordinates as written (before --binning)
+        _refuse_normalised(path, picks.xyz, tomo, shapes, names)
     hint = outside_hint_arrays(path, hint_xyz, hint_tomo, shapes, planner.tomo_tables)
     if hint:
         planner.notes.append(hint)
@@ -426,6 +594,7 @@ def add_picks(
         bad_lines,
         bad_reasons,
         _unplaced(path, xyz, bad_rows, bad_lines),
+        padded_rows(xyz, tomo, shapes, planner.box, bad_rows),
     )
     # kept (a user may mean it), but never without a word; picks that fail anyway (their tomogram
     # unusable: centred picks then have no coordinates, all "equal") are no repeats to speak of
@@ -439,6 +608,86 @@ def add_picks(
     planner.items.add_rows(rows)
     if path.suffix.lower() == ".star":
         planner.origins.append((str(path), RowIds(rows)))
+
+
+NORMALISED_MIN_VOXELS = 8  # a tomogram axis this long holds far more than coordinates of 0 to 1
+
+
+def _refuse_normalised(
+    path: Path, xyz: np.ndarray, tomo: np.ndarray, shapes: dict[int, tuple[int, ...]], names: list[str]
+) -> None:
+    """Refuse a table of pixel picks whose every coordinate lies between 0 and 1 (some not a
+    whole number) while each tomogram they are matched to is at least
+    :data:`NORMALISED_MIN_VOXELS` voxels on every axis.
+
+    Why: WarpTools writes template-matching STARs with ``--normalized_coords`` as fractions of the
+    volume; read as pixels, every pick was cropped at the tomogram's corner, exit 0, without a
+    word. The scale is not guessed (the volume Warp normalised by is not known here): the user
+    exports pixel coordinates instead. ``xyz`` (the table's coordinates as read; values that are
+    not numbers are passed over) and ``tomo`` row by row, ``shapes`` (Z, Y, X) by tomogram number
+    (the matched ones), ``names`` by number. Column reductions first: no copy of a large table
+    unless every value already lies in 0..1.
+    """
+    if not shapes or not len(xyz):
+        return
+    for axis in range(3):
+        column = xyz[:, axis]
+        with np.errstate(invalid="ignore"):
+            low, high = np.fmin.reduce(column), np.fmax.reduce(column)
+        if not (low >= 0.0 and high <= 1.0):  # NaN (nothing finite) fails too
+            return
+    finite = np.isfinite(xyz).all(axis=1)
+    values = xyz[finite]
+    if np.array_equal(values, np.floor(values)):
+        return  # whole voxels 0 and 1: picks at a corner, not fractions
+    used = [int(k) for k in np.unique(tomo[finite]) if int(k) in shapes]
+    if not used or min(min(shapes[k]) for k in used) < NORMALISED_MIN_VOXELS:
+        return
+    first = used[0]
+    nz, ny, nx = shapes[first]
+    more = f" (and {len(used) - 1} more tomograms)" if len(used) > 1 else ""
+    raise InputError(
+        path,
+        f"every pick's coordinates lie between 0 and 1, but tomogram {names[first]!r} is {nx}x{ny}x{nz} "
+        f"voxels{more}: the coordinates look normalised (fractions of the volume, as WarpTools writes "
+        "them with --normalized_coords), not pixels; export the picks in pixel coordinates (without "
+        "--normalized_coords)",
+    )
+
+
+PADDED_CHUNK = 1 << 20  # rows checked at a time: memory stays flat for tables of millions
+
+
+def padded_rows(
+    xyz: np.ndarray, tomo: np.ndarray, shapes: dict[int, tuple[int, ...]], box: int, bad_rows: np.ndarray
+) -> np.ndarray:
+    """The rows (sorted) whose crop of ``box``^3 reaches past their tomogram's edge, though their
+    centre is inside it: crop.crop_box fills the part outside with the mean of the part inside.
+
+    Why: those crops were padded without a word (crop_box's flag was dropped); the run's summary
+    and manifest count them (summary.finish_run, pickrows.ItemList.padded). Computed here, from
+    the coordinates, because the readers' processes keep no count the summary can see. Rows of a
+    tomogram not in ``shapes`` (unusable) and ``bad_rows`` are never counted."""
+    if not shapes or not len(tomo):
+        return np.zeros(0, np.int64)
+    sizes = np.full((int(max(int(tomo.max()), max(shapes)) + 1), 3), -1.0)  # -1: never inside
+    for k, shape in shapes.items():
+        sizes[k] = tuple(shape)[::-1]  # (X, Y, Z)
+    half = int(box) // 2
+    out = []
+    for start in range(0, len(tomo), PADDED_CHUNK):
+        part = slice(start, start + PADDED_CHUNK)
+        size = sizes[tomo[part]]
+        with np.errstate(invalid="ignore"):
+            centre = np.floor(xyz[part] + 0.5)
+            inside = ((centre >= 0) & (centre < size)).all(axis=1)
+            low = centre - half
+            edge = ((low < 0) | (low + box > size)).any(axis=1)
+        out.append(np.flatnonzero(inside & edge) + start)
+    found = np.concatenate(out).astype(np.int64)
+    if len(bad_rows) and len(found):
+        found = found[~np.isin(found, bad_rows)]
+    return found
 
 
 def _unplaced(
@@ -512,7 +761,8 @@ def _disagreeing_rows(
                     "voxel size is unknown, so they cannot be checked against each other"
                 )
             continue
-        size = np.array(vol.data.shape[::-1], dtype=np.float64)
+        table_size = entry.voxels() if entry is not None else None  # RELION's centre (tomogram_centre)
+        size = np.array(table_size if table_size is not None else vol.data.shape[::-1], dtype=np.float64)
         expected = picks.angst[rows] / float(ps) + size / 2.0
         diff = np.abs(expected - xyz[rows])
         finite = np.isfinite(diff).all(axis=1)
@@ -546,13 +796,18 @@ def _merge_bad_rows(path: Path, picks: Any, more: dict[int, str]) -> tuple[np.nd
     return rows, data_row_lines(path, rows), [reasons[r] for r in rows.tolist()]
 
 
-def _check_tomogram(planner: Any, tomo_path: Path, entry: Any = None) -> None:
-    """A tomogram to crop from: one volume, isotropic, of the model's voxel size; where a
+def _check_tomogram(planner: Any, tomo_path: Path, entry: Any = None, name: str = "") -> None:
+    """A tomogram to crop from: one volume (not a stack of volumes, nor of 2-D images: picks
+    ``name`` it), isotropic, of the model's voxel size; where a
     tomograms.star row gives its voxel size too (tilt-series pixel x binning), the two agree:
     centred-Angstrom picks are converted with the STAR's, so a disagreement would crop elsewhere."""
     vol = planner.cache.get(str(tomo_path))
     if vol.is_stack:
         raise InputError(tomo_path, STACK_NOT_TOMOGRAM)
+    header = getattr(vol, "header", None)
+    images = header.get("images", 0) if isinstance(header, dict) else 0
+    if images:
+        raise image_stack_error(planner, name, tomo_path, images)
     if vol.anisotropic:
         from cryoshift.runtime.mrc import check_isotropic
 

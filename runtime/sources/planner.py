@@ -72,8 +72,12 @@ class Planner:
         binning: float | None = None,
         voxel_advice: str = CLASSIFY_VOXEL_ADVICE,
         against: str = CHECKED_AGAINST,
+        scale_options: bool = True,
     ):
         self.box = box_size
+        # Whether the command has --binning / --coordinate-pixel-size (classify): refusals of pixel
+        # picks of an unknown sampling offer them, or (evaluate, train, export) rescaling the table.
+        self.scale_options = scale_options
         self.voxel_advice = voxel_advice
         self.against = against
         self.model_voxel = model_voxel
@@ -622,6 +626,7 @@ def plan_inputs(
     binning: float | None = None,
     voxel_advice: str = CLASSIFY_VOXEL_ADVICE,
     against: str = CHECKED_AGAINST,
+    scale_options: bool | None = None,
 ) -> Plan:
     """Enumerate every item of ``inputs`` in a stable order and check them against the model.
 
@@ -632,7 +637,10 @@ def plan_inputs(
     input fails is the first reason raised (InputError). ``voxel_advice`` ends the refusal of
     another voxel size: what the calling command offers (train has no --ignore-voxel-size).
     ``against`` names what box and voxel size the refusals compare with (``"model"``: "the model's
-    10 A"; train's target: ``"training run"``).
+    10 A"; train's target: ``"training run"``). ``scale_options``: whether the calling command
+    has ``--binning``/``--coordinate-pixel-size`` for the refusals to offer (default: classify's
+    plans, those checked against the model, do; train's target has none; evaluate and export say
+    False through labelled_picks.py).
     """
     if contrast is not None and contrast not in CONTRASTS:
         raise InputError(None, f"--contrast must be one of {', '.join(CONTRASTS)}, not {contrast!r}")
@@ -650,6 +658,7 @@ def plan_inputs(
         binning,
         voxel_advice,
         against,
+        against == CHECKED_AGAINST if scale_options is None else scale_options,
     )
     if any(not _reads_as_dataset(t) for t in inputs):
         planner.check_contrast("--contrast", contrast or "dark")

@@ -124,6 +124,56 @@ def test_warp_reconstruction_whose_name_and_header_disagree(
     )
 
 
+def _normalised(root: Path, label: str = "") -> Path:
+    """A WarpTools template-matching STAR written with ``--normalized_coords``: PICKS as fractions
+    of the volume (x / 40, y / 48, z / 24), the reconstructions as Warp names them; ``label``
+    adds a class column (labelled picks, for evaluate)."""
+    for seed, name in enumerate(PICKS):
+        reconstruction(root / "reconstruction" / f"{name}_10.00Apx.mrc", SHAPE, VOXEL, seed)
+    nz, ny, nx = SHAPE
+    rows = [
+        f"{name}.tomostar {x / nx:.6f} {y / ny:.6f} {z / nz:.6f} 0.4" + (f" {label}" if label else "")
+        for name, picks in PICKS.items()
+        for x, y, z in picks
+    ]
+    labels = ("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
+    labels += ("rlnAutopickFigureOfMerit",) + (("class",) if label else ())
+    return put(root / "matching" / "TS_10.00Apx_ribo_clean.star", star_loop("", labels, rows))
+
+
+def test_warp_normalised_coordinates_are_refused(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """``--normalized_coords`` writes 0-1 fractions of the volume: read as pixels, every pick was
+    cropped at the tomogram's corner (exit 0, no word). Refused in one line, the scale not guessed;
+    evaluate (and train, export: the same reader) refuses it too."""
+    star = _normalised(tmp_path / "warp")
+    rec = tmp_path / "warp" / "reconstruction"
+    line = assert_error(run_cli(_classify(model, star, rec, tmp_path / "out"), capsys), star)
+    assert "every pick's coordinates lie between 0 and 1" in line and "40x48x24 voxels" in line, line
+    assert "look normalised" in line and "--normalized_coords" in line and "pixel coordinates" in line, line
+
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.labelled_picks import read_labelled_picks
+
+    labelled = _normalised(tmp_path / "labelled", label="ribosome")
+    with pytest.raises(InputError) as caught:
+        read_labelled_picks(
+            labelled, [str(tmp_path / "labelled" / "reconstruction")], 16, model_voxel_size=VOXEL
+        )
+    assert caught.value.path == str(labelled) and "look normalised" in caught.value.reason
+
+
+def test_picks_at_the_first_voxels_are_not_taken_for_normalised(
+    model: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Whole-voxel picks at 0 and 1 are picks at a corner (padded), not fractions: classified."""
+    rec = reconstruction(tmp_path / "TS_01.mrc", SHAPE, VOXEL)
+    picks = put(tmp_path / "corner.csv", "tomo,x,y,z\nTS_01,0,0,0\nTS_01,1,1,0\n")
+    out = tmp_path / "out"
+    code, _, err = run_cli(_classify(model, picks, rec, out), capsys)
+    assert code == 0, err
+    assert len(predictions(out)) == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # RELION 5
 
