@@ -171,16 +171,26 @@ def read_features(path: str | Path) -> np.ndarray:
     return features
 
 
-def join_features(parts: Sequence[tuple[Path, Sequence[int] | None]], out: Path, chunk: int = 65536) -> int:
+def join_features(
+    parts: Sequence[tuple[Path, Sequence[int] | None]],
+    out: Path,
+    chunk: int = 65536,
+    order: np.ndarray | None = None,
+) -> int:
     """Write the rows ``keep`` (None: all) of each features file, in order, to ``out`` atomically.
 
     Used where result ledgers are joined (several devices, ``merge`` of shards) with the same
-    row selection as their CSV rows. Returns the rows written.
+    row selection as their CSV rows. ``order`` (indices into the selected rows, the parts one after
+    another): write them in that order instead, the permutation merge gave the joined CSV rows
+    (the inputs' order, not the shards'), so row i still belongs to CSV row i. Memory: the
+    selections and ``chunk`` rows at a time; the files are read as memory maps. Returns the rows
+    written.
     """
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    dim = 0
     try:
         with FeatureLedger(tmp) as dst:
+            sources, selections = [], []
+            dim = 0
             for path, keep in parts:
                 src = read_features(path)
                 if src.ndim != 2:
@@ -188,13 +198,42 @@ def join_features(parts: Sequence[tuple[Path, Sequence[int] | None]], out: Path,
                 if dim and src.shape[1] != dim:
                     raise InputError(path, f"{src.shape[1]} features per row, the other parts {dim}")
                 dim = src.shape[1]
-                rows = np.arange(len(src)) if keep is None else np.asarray(keep, dtype=np.int64)
-                for s in range(0, len(rows), chunk):
-                    dst.append(np.asarray(src[rows[s : s + chunk]]))
-                if not dst.dim:
-                    dst.dim = dim
+                sources.append(src)
+                selections.append(np.arange(len(src)) if keep is None else np.asarray(keep, dtype=np.int64))
+            if order is None:
+                for src, rows in zip(sources, selections, strict=True):
+                    for s in range(0, len(rows), chunk):
+                        dst.append(np.asarray(src[rows[s : s + chunk]]))
+            else:
+                _append_in_order(dst, sources, selections, np.asarray(order, dtype=np.int64), dim, chunk)
+            if not dst.dim:
+                dst.dim = dim
             n = dst.rows
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return n
+
+
+def _append_in_order(
+    dst: FeatureLedger,
+    sources: list[np.ndarray],
+    selections: list[np.ndarray],
+    order: np.ndarray,
+    dim: int,
+    chunk: int,
+) -> None:
+    """Append to ``dst`` the selected rows of ``sources`` (all parts' selections one after another)
+    at the indices ``order``, ``chunk`` rows at a time."""
+    total = sum(len(rows) for rows in selections)
+    if len(order) != total or (total and (order.min() < 0 or order.max() >= total)):
+        raise ValueError(f"order of {len(order)} rows is not a permutation of the {total} selected")
+    starts = np.cumsum([0] + [len(rows) for rows in selections])
+    for s in range(0, len(order), chunk):
+        wanted = order[s : s + chunk]
+        part = np.searchsorted(starts, wanted, side="right") - 1
+        block = np.empty((len(wanted), dim), _DTYPE)
+        for k in np.unique(part).tolist():
+            here = part == k
+            block[here] = sources[k][selections[k][wanted[here] - starts[k]]]
+        dst.append(block)

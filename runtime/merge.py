@@ -10,7 +10,8 @@ text, a cut-off row, other rows than its manifest counts, a value classify never
 errors row without its id, file or reason, a folder or link loop under its name) naming it, and
 writes the usual ``predictions.csv``/``.star``, ``errors.csv`` and ``manifest.json`` (with
 per-tomogram class counts); predictions.star keeps the input STAR tables' blocks and columns as
-classify does.
+classify does. The merged rows are in the order an unsharded run writes them (:func:`_input_order`),
+so row i of predictions.csv is row i of predictions.star.
 When every shard has ``features.shard-i-of-n.npy`` (``classify --features``), their rows for the
 kept predictions become ``features.npy``, in the order of ``predictions.csv``.
 """
@@ -22,13 +23,17 @@ import csv
 import itertools
 import json
 import math
+import mmap
 import os
 import re
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from cryoshift.runtime.errors import InputError, missing_reason, not_a_file
 from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
@@ -290,6 +295,14 @@ class Repeats(NamedTuple):
     examples: list[tuple[str, tuple[int, int], tuple[int, int]]]  # (id, first shard, repeating shard)
 
 
+class _Written(NamedTuple):
+    """Where a joined table's data rows lie, and where each belongs, for :func:`_reorder`."""
+
+    offsets: array  # byte offset of every data row in the joined file, then the file's size
+    planned: array  # each row's position in the re-planned inputs (-1: not planned there)
+    interleaved: array  # row r of shard i's table: r * n + i (its place if the split was exact)
+
+
 def _join(
     tables: list[_Table],
     header: list[str],
@@ -297,18 +310,25 @@ def _join(
     skip: dict[str, tuple[int, int]],
     kept: list[tuple[list[int], int]] | None = None,
     check: Callable[[list[str]], tuple[str, str] | None] | None = None,
-) -> tuple[dict[str, tuple[int, int]], Repeats]:
+    place: Callable[[str], int] | None = None,
+) -> tuple[dict[str, tuple[int, int]], Repeats, _Written]:
     """Copy rows of ``tables`` into ``out``, each id once and none in ``skip``; returns the ids
-    copied (with the shard each came from) and the repeats dropped (the caller judges them).
+    copied (with the shard each came from), the repeats dropped (the caller judges them) and where
+    each copied row lies and belongs (:class:`_Written`: the tables are copied one after another,
+    in shard order; :func:`_reorder` puts them in the inputs' order afterwards, from disk, so
+    millions of rows never sit in memory).
 
     A missing table is refused when its manifest says it had rows (errors tables: a missing one
     would drop those errors without a word). ``kept`` (a list) receives, per table, the positions
     of the data rows that were copied and the number of data rows the table has. ``check`` gives
-    (column, problem) for a row whose values classify cannot have written: the shard is refused."""
+    (column, problem) for a row whose values classify cannot have written: the shard is refused.
+    ``place`` gives an id's position in the re-planned inputs (-1: not there)."""
     seen: dict[str, tuple[int, int]] = {}
     dupes = 0
     examples: list[tuple[str, tuple[int, int], tuple[int, int]]] = []
-    with open(out, "w", newline="") as dst:
+    written = _Written(array("q"), array("q"), array("q"))
+    with open(out, "wb") as fh:
+        dst = _CountingFile(fh)
         writer = csv.writer(dst, lineterminator="\n")
         writer.writerow(header)
         for table in tables:
@@ -339,12 +359,111 @@ def _join(
                         continue
                     seen[row[0]] = table.key
                     rows.append(position)
+                    written.offsets.append(dst.size)
+                    written.planned.append(place(row[0]) if place else -1)
+                    written.interleaved.append(position * table.key[1] + table.key[0])
                     writer.writerow(row)
             if kept is not None:
                 kept.append((rows, position + 1))
-        dst.flush()
-        os.fsync(dst.fileno())
-    return seen, Repeats(dupes, examples)
+        written.offsets.append(dst.size)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return seen, Repeats(dupes, examples), written
+
+
+class _CountingFile:
+    """A binary file that the csv writer writes text to, counting the bytes: the offset of each
+    row, for :func:`_reorder`. UTF-8, as the ledgers' rows are read (ledger.checked_rows)."""
+
+    def __init__(self, fh: Any):
+        self.fh = fh
+        self.size = 0
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8")
+        self.fh.write(data)
+        self.size += len(data)
+        return len(text)
+
+
+REORDER_CHUNK = 1 << 16  # rows copied per step of _reorder
+
+
+def _reorder(path: Path, written: _Written, keys: array) -> np.ndarray | None:
+    """Rewrite the joined table ``path`` with its data rows sorted by ``keys`` (stable); returns
+    the permutation (new row j is old row ``perm[j]``), or None when the rows already are in order.
+
+    Memory: the offsets and keys (8 bytes a row each) and the permutation; the rows are copied
+    from a memory map of the file, never held."""
+    order = _keys(keys)
+    if len(order) < 2 or bool(np.all(order[1:] >= order[:-1])):
+        return None
+    perm = np.argsort(order, kind="stable")
+    starts = _keys(written.offsets)
+    tmp = path.with_name(f"{path.name}.sorted")
+    try:
+        with (
+            open(path, "rb") as src,
+            mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mm,
+            open(tmp, "wb", buffering=1 << 20) as dst,
+        ):
+            dst.write(mm[: int(starts[0])])  # the header
+            for s in range(0, len(perm), REORDER_CHUNK):
+                chunk = perm[s : s + REORDER_CHUNK]
+                for a, b in zip(starts[chunk].tolist(), starts[chunk + 1].tolist(), strict=True):
+                    dst.write(mm[a:b])
+            dst.flush()
+            os.fsync(dst.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return perm
+
+
+def _keys(values: array) -> np.ndarray:
+    """An ``array('q')`` as an int64 array, without a copy."""
+    return np.frombuffer(values, dtype=np.int64) if len(values) else np.zeros(0, np.int64)
+
+
+def _plan_positions(plan: Any) -> dict[str, int]:
+    """Each id of a re-planned input (as the ledgers write it) -> its first position in the plan:
+    the order of an unsharded run's rows (it writes each volume once, where it was first planned)."""
+    from cryoshift.runtime.ledger import escape_text
+
+    out: dict[str, int] = {}
+    position = 0
+    for segment in getattr(plan.items, "segments", [plan.items]):
+        ids = segment.ids() if hasattr(segment, "ids") else (it.id for it in segment)
+        for ident in ids:
+            out.setdefault(escape_text(ident), position)
+            position += 1
+    return out
+
+
+def _interleave_problem(manifests: list[dict], keys: list[tuple[int, int]]) -> str | None:
+    """Why row ``r`` of shard ``i`` cannot be taken to be item ``r * n + i`` of the inputs' order
+    (None: it can). A shard is every n-th item of the planned order (runtime/run.py ``split``), and
+    a shard writes its items in that order, but the places of its error rows among its
+    predictions are not recorded, a resumed shard may have written batches out of order, device
+    workers' rows are joined device by device, and a split of older shards of a plan with repeats
+    (dropped within each shard) is not every n-th item."""
+    for key, manifest in zip(keys, manifests, strict=True):
+        summary, settings = manifest["summary"], manifest.get("settings", {})
+        fingerprint = planned(manifest)
+        shard = f"shard {key[0]}"
+        if fingerprint is None or not isinstance(fingerprint.get("items"), int):
+            return f"{shard} has no plan fingerprint (an older cryoshift)"
+        if summary.get("total_errors") or summary.get("errors"):
+            return f"{shard} has error rows, whose places among its predictions are not recorded"
+        if summary.get("resumed"):
+            return f"{shard} was resumed, and may have written its rows out of order"
+        devices = settings.get("devices")
+        if isinstance(devices, list) and len(devices) > 1:
+            return f"{shard} ran on several devices, whose rows it joined device by device"
+        share = len(range(key[0], fingerprint["items"], key[1]))
+        if summary.get("planned") != share or summary.get("total_rows", summary.get("classified")) != share:
+            return f"{shard} holds other than every {key[1]}-th planned item (repeated inputs dropped?)"
+    return None
 
 
 def _judge_repeats(repeats: Repeats, planned_alike: bool, where: Path) -> str | None:
@@ -368,8 +487,11 @@ def _judge_repeats(repeats: Repeats, planned_alike: bool, where: Path) -> str | 
     )
 
 
-def _merge_features(preds: list[Path], kept: list[tuple[list[int], int]], csv_out: Path) -> str | None:
-    """features.npy of the merged rows when every shard has its features; else a note (or None)."""
+def _merge_features(
+    preds: list[Path], kept: list[tuple[list[int], int]], csv_out: Path, order: np.ndarray | None = None
+) -> str | None:
+    """features.npy of the merged rows when every shard has its features; else a note (or None).
+    ``order``: the permutation :func:`_reorder` gave the rows (None: kept in shard order)."""
     from cryoshift.runtime.features import features_path, join_features, read_features
 
     files = [features_path(p) for p in preds]
@@ -393,8 +515,37 @@ def _merge_features(preds: list[Path], kept: list[tuple[list[int], int]], csv_ou
     if problem:
         out.unlink(missing_ok=True)  # an older merge's features would no longer match the rows
         return f"no {out.name}: {problem} (rerun those shards with --features --resume)"
-    join_features([(f, k[0]) for f, k in zip(files, kept, strict=True)], out)
+    join_features([(f, k[0]) for f, k in zip(files, kept, strict=True)], out, order=order)
     return None
+
+
+def _input_order(
+    preds: _Written, errs: _Written, replanned: bool, manifests: list[dict], keys: list[tuple[int, int]]
+) -> tuple[Callable[[_Written], array] | None, str | None]:
+    """How to put the joined rows in the order an unsharded run writes them (the inputs' order):
+    which sort key of :class:`_Written` (None: keep the shards' order), and a note when it cannot.
+
+    Why: the shard tables were appended one after another, so the merged predictions.csv (and
+    features.npy) listed shard 0's rows, then shard 1's, while predictions.star, rebuilt from the
+    input STAR tables, followed the inputs: row i of the CSV was not row i of the STAR. The
+    re-planned inputs give each id's place; where they cannot be read here (moved) or no longer
+    plan every id, row r of shard i is item r * n + i when the split can be shown to be exact
+    (:func:`_interleave_problem`); else the shards' order stays, and the note says so."""
+    unplanned = sum(int(np.count_nonzero(_keys(w.planned) < 0)) for w in (preds, errs))
+    if replanned and not unplanned:
+        return (lambda w: w.planned), None
+    problem = _interleave_problem(manifests, keys)
+    if problem is None:
+        return (lambda w: w.interleaved), None
+    why = (
+        f"{unplanned} rows have ids the inputs no longer plan (changed since the shards ran?)"
+        if replanned
+        else "the inputs are not readable here"
+    )
+    return None, (
+        f"predictions.csv lists shard 0's rows, then shard 1's ..., not the inputs' order: {why}, "
+        f"and {problem}"
+    )
 
 
 def merge_shards(
@@ -441,19 +592,29 @@ def merge_shards(
     err_header = _agreed_header(errs, list(ERROR_COLUMNS))
     check = _prediction_checker(pred_header, class_names, preds[0], _threshold(first))
     check_error = _error_checker(err_header, errs)
+    settings = dict(first.get("settings", {}))
+    plan_notes: list[str] = []
+    plan, replanned = _shards_plan(first, settings, plan_notes)
+    positions = _plan_positions(plan) if replanned else {}
+    place = (lambda ident: positions.get(ident, -1)) if replanned else None
     kept: list[tuple[list[int], int]] = []
     tmps = [names[k].with_name(f".{names[k].name}.{os.getpid()}.tmp") for k in ("csv", "errors")]
     try:  # both tables whole or neither: a damaged shard leaves an older merge as it was
-        done, dup_pred = _join(preds, pred_header, tmps[0], {}, kept, check)
-        _, dup_err = _join(errs, err_header, tmps[1], done, check=check_error)
+        done, dup_pred, pred_rows = _join(preds, pred_header, tmps[0], {}, kept, check, place)
+        _, dup_err, err_rows = _join(errs, err_header, tmps[1], done, check=check_error, place=place)
+        positions.clear()  # every row placed: the plan's ids are no longer needed
         repeats = Repeats(dup_pred.count + dup_err.count, (dup_pred.examples + dup_err.examples)[:3])
         repeat_note = _judge_repeats(repeats, planned_alike, dirs[0])
+        sort, order_note = _input_order(pred_rows, err_rows, replanned, manifests, keys)
+        order = _reorder(tmps[0], pred_rows, sort(pred_rows)) if sort else None
+        if sort:
+            _reorder(tmps[1], err_rows, sort(err_rows))
         tmps[0].replace(names["csv"])
         tmps[1].replace(names["errors"])
     finally:
         for tmp in tmps:
             tmp.unlink(missing_ok=True)
-    feature_note = _merge_features([t.path for t in preds], kept, names["csv"])
+    feature_note = _merge_features([t.path for t in preds], kept, names["csv"], order)
     summary = ClassifySummary.for_files(
         names, f"merged {len(keys)} of {n} shards: " + first["model"]["description"]
     )
@@ -464,11 +625,9 @@ def merge_shards(
     summary.rate = RunStats(summary.classified, summary.errors, wall_s=summary.pipeline_s).rate
     if missing:
         summary.notes.append(f"shards {', '.join(map(str, missing))} of {n} were missing")
-    for note in (repeat_note, model_note, feature_note):
+    for note in (repeat_note, model_note, feature_note, order_note, *plan_notes):
         if note:
             summary.notes.append(note)
-    settings = dict(first.get("settings", {}))
-    plan = _shards_plan(first, settings, summary)
     settings.update(shard=None, merged_shards=[list(k) for k in keys])
     summary.wall_s = time.perf_counter() - t0
     return finish_run(names, first["model"], plan, summary, settings)
@@ -750,9 +909,12 @@ def _short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _shards_plan(first: dict[str, Any], settings: dict[str, Any], summary: Any) -> Any:
+def _shards_plan(first: dict[str, Any], settings: dict[str, Any], notes: list[str]) -> tuple[Any, bool]:
     """The shards' inputs planned again (headers only), so predictions.star keeps the input tables'
-    blocks and columns; just the facts of the manifest when the inputs cannot be read here."""
+    blocks and columns and the merged rows follow the inputs' order, and True; just the facts of
+    the manifest and False when the inputs cannot be read here. Planned with the shards' own
+    settings (``--ignore-voxel-size`` too: an input refused for its voxel size was one error row
+    there, under its own name), so the ids are the ones the shards wrote."""
     from cryoshift.runtime.sources import Plan, plan_inputs
 
     data, model = first["data"], first["model"]
@@ -769,13 +931,13 @@ def _shards_plan(first: dict[str, Any], settings: dict[str, Any], summary: Any) 
                 model["contrast"],
                 settings.get("contrast"),
                 settings.get("tomograms"),
-                True,
+                bool(settings.get("ignore_voxel_size")),
                 coordinate_pixel_size=settings.get("coordinate_pixel_size"),
                 binning=settings.get("binning"),
             )
     except (InputError, OSError):
-        summary.notes.append("input tables not readable here: predictions.star has the plain columns")
-        return plan
+        notes.append("input tables not readable here: predictions.star has the plain columns")
+        return plan, False
     # the STAR writer reads the input tables again, from merge's own directory
     replanned.origins = [(os.path.join(where, path), ids) for path, ids in replanned.origins]
-    return replanned
+    return replanned, True

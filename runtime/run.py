@@ -33,6 +33,7 @@ inferred:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -49,6 +50,7 @@ from cryoshift.runtime.errors import InputError, check_out_folder, missing_reaso
 from cryoshift.runtime.ledger import RunLedgers, escape_text
 from cryoshift.runtime.merge import PLANNED, answer_mismatch, changed_files, planned, same_plan
 from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.outfiles import write_text
 from cryoshift.runtime.pipeline import RunStats, result_columns, run_pipeline
 from cryoshift.runtime.sources import Item, Plan, VolumeCache, parse_shard, plan_inputs
 from cryoshift.runtime.summary import (
@@ -146,14 +148,14 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
 
         opts.features = features_path(names["csv"]).is_file()
     cache = VolumeCache()
-    plan = plan_all(inference.metadata, opts, cache)
+    plan, duplicates = distinct(plan_all(inference.metadata, opts, cache))
     fingerprint = plan_fingerprint(plan.items)
     if opts.shard and not opts.subshard:  # merge joins this shard into the folder's run
         check_folder_run(output_names(opts.out_dir, None), model, opts, fingerprint)
     if record is not None:
         check_same_settings(record, model, opts, fingerprint)
         check_same_plan(record, fingerprint, opts)
-    plan, items, duplicates = share(plan, opts)
+    plan, items = split(plan, opts)
     settings = inference.prepare(items, cache, opts)
     summary = ClassifySummary.for_files(names, inference.description, planned=len(items))
     summary.notes.extend(inference.notes)
@@ -225,15 +227,7 @@ def record_run(path: Path, record: dict[str, Any], opts: RunOptions, fingerprint
         "inputs": record.get("inputs", list(opts.inputs)),
         "settings": settings,
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps(whole, indent=2, default=str) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(path, json.dumps(whole, indent=2, default=str) + "\n")  # fsync'ed, never through a link
 
 
 def recorded_run(names: dict[str, Path]) -> tuple[Path, dict[str, Any]] | None:
@@ -392,14 +386,14 @@ def check_same_model(names: dict[str, Path], model: dict[str, Any]) -> str | Non
 def plan_run(
     metadata: ModelMetadata, opts: RunOptions, cache: VolumeCache | None = None
 ) -> tuple[Plan, Sequence[Item], int]:
-    """The plan of ``opts.inputs`` against the model, this run's items (its shard, each id once,
-    its device's share) and how many repeated inputs were dropped."""
+    """The plan of ``opts.inputs`` against the model, this run's items (each volume once, its
+    shard, its device's share) and how many repeated inputs were dropped."""
     return share(plan_all(metadata, opts, cache), opts)
 
 
 def plan_all(metadata: ModelMetadata, opts: RunOptions, cache: VolumeCache | None = None) -> Plan:
-    """The plan of ``opts.inputs`` against the model, all its items, before any share is taken
-    (what :func:`plan_fingerprint` describes: every shard of a split plans the same)."""
+    """The plan of ``opts.inputs`` against the model, all its items, before repeats are dropped
+    and any share is taken (every shard of a split plans the same)."""
     plan = plan_inputs(
         opts.inputs,
         metadata.box_size,
@@ -415,15 +409,36 @@ def plan_all(metadata: ModelMetadata, opts: RunOptions, cache: VolumeCache | Non
     return plan
 
 
-def share(plan: Plan, opts: RunOptions) -> tuple[Plan, Sequence[Item], int]:
-    """This run's share of ``plan``: its shard, each id once, its device's share; and how many
-    repeated inputs were dropped."""
+def distinct(plan: Plan) -> tuple[Plan, int]:
+    """``plan`` with each volume once (:func:`_dedupe`), and how many repeats were dropped: what
+    :func:`plan_fingerprint` describes and what the shards split.
+
+    Why before the split: a volume planned twice under two spellings of its path (a folder and
+    one of its files named with ``$PWD/``) could fall into two shards, each keeping its own
+    spelling, and merge (which matches ids as written) then kept both rows; deduplicated first,
+    every volume is in exactly one shard, under the id an unsharded run keeps, and shard ``i``
+    holds items ``i, i + n, ...`` of the order an unsharded run writes (merge interleaves by it)."""
+    items, dropped = _dedupe(plan.items)
+    return (dataclasses.replace(plan, items=items) if dropped else plan), dropped
+
+
+def split(plan: Plan, opts: RunOptions) -> tuple[Plan, Sequence[Item]]:
+    """This run's share of a :func:`distinct` plan: its shard, then its device's share (a device's
+    share never repeats another's ids: the plan holds each once)."""
     if opts.shard:
         plan = plan.shard(*opts.shard)
-    items, duplicates = _dedupe(plan.items)
-    if opts.subshard:  # after the dedupe: one device's share never repeats another's ids
+    items = plan.items
+    if opts.subshard:
         index, count = opts.subshard
         items = items[index::count]
+    return plan, items
+
+
+def share(plan: Plan, opts: RunOptions) -> tuple[Plan, Sequence[Item], int]:
+    """This run's share of ``plan``: each volume once, its shard, its device's share; and how many
+    repeated inputs were dropped."""
+    plan, duplicates = distinct(plan)
+    plan, items = split(plan, opts)
     return plan, items, duplicates
 
 
@@ -432,7 +447,10 @@ FINGERPRINT_BATCH = 1 << 20  # pick rows hashed at a time
 
 def plan_fingerprint(items: Sequence[Item]) -> dict[str, Any]:
     """What a run planned from its inputs: the number of items, a sha256 of their ids in order, and
-    the size and modification time of every tomogram and stack they are read from.
+    the size and modification time of every tomogram and stack they are read from. ``items`` is
+    the plan with each volume once (:func:`distinct`), the order the shards split: shards that
+    split it differently (an older cryoshift's split, before repeats were dropped) differ here only
+    where the inputs repeat a volume, and there merge and --resume refuse them as they should.
 
     Why: a shard is every n-th planned item, so shards (and a shard's resume) that planned other
     items or another order (a picks table re-sorted between SLURM tasks) lose and repeat items;
@@ -481,15 +499,82 @@ def _stamps(paths: set[str]) -> dict[str, list[int]]:
 
 
 def _dedupe(items: Sequence[Item]) -> tuple[Sequence[Item], int]:
-    if hasattr(items, "dedupe"):  # an ItemList: pick tables deduplicated as arrays
-        return items.dedupe()
-    seen: set[str] = set()
+    """The first occurrence of every volume, whatever its path's spelling; and how many were dropped.
+
+    Why: ids are paths as written (a listing's are made absolute, a direct input's stay as given),
+    and repeats were found by comparing ids, so a RELION listing of a stack given with the stack
+    itself, or a folder with ``$PWD/folder/v002.mrc``, classified the same volumes twice (doubled
+    class counts, no note) while the same spelling twice was caught. File-backed items (single
+    volumes, stack slices) compare the file itself (:class:`_FileKeys`) and the slice; pick items
+    are rows of tables, not files: their tables are deduplicated as arrays (``ItemList.dedupe``,
+    by the table's real path) and never stat'ed per pick. The first occurrence keeps its id as
+    written, so ids stay unique and an unsharded run's rows are unchanged where nothing repeats."""
+    from cryoshift.runtime.pickrows import PickRows
+
+    files = _FileKeys()
+    seen: set[Any] = set()
+
+    def fresh(it: Item) -> bool:
+        key = files.of(it)
+        if key is None:
+            return True
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    if hasattr(items, "dedupe"):  # an ItemList: ids already once (pick tables as arrays), then files
+        unique, dropped = items.dedupe()
+        kept = type(unique)(
+            [s if isinstance(s, PickRows) else [it for it in s if fresh(it)] for s in unique.segments]
+        )
+        return kept, dropped + len(unique) - len(kept)
+    ids: set[str] = set()
     out = []
     for it in items:
-        if it.id not in seen:
-            seen.add(it.id)
+        if it.id not in ids and fresh(it):
+            ids.add(it.id)
             out.append(it)
     return out, len(items) - len(out)
+
+
+class _FileKeys:
+    """What identifies the volume of a file-backed item, however its path was written: the file
+    (device and inode: links, ``./``, ``..`` and absolute spellings alike) and the slice index.
+
+    One ``stat`` per file: a stack's (few, many slices each) remembered by path, a single volume's
+    not (a folder of a million files is a million paths, each met once; planning already opened
+    each). A path that cannot be stat'ed (missing: an error row later) or a file system without
+    inode numbers falls back to the real path."""
+
+    def __init__(self) -> None:
+        self._stacks: dict[str, Any] = {}
+
+    def of(self, it: Item) -> tuple[Any, int] | None:
+        """The key of ``it``; None for items that are not a file's volume (picks, error rows)."""
+        if it.kind == "file":
+            return self._identify(it.path), it.index
+        if it.kind != "stack":
+            return None
+        found = self._stacks.get(it.path)
+        if found is None:
+            found = self._stacks[it.path] = self._identify(it.path)
+        return found, it.index
+
+    @staticmethod
+    def _identify(path: str) -> Any:
+        try:
+            st = os.stat(path)
+        except ValueError:  # a NUL in the name: no file has it
+            return os.path.abspath(path)
+        except OSError:
+            st = None
+        if st is not None and st.st_ino:
+            return st.st_dev, st.st_ino
+        try:
+            return os.path.realpath(path)
+        except (OSError, ValueError):
+            return os.path.abspath(path)
 
 
 FEATURELESS = (

@@ -104,15 +104,17 @@ def _fill(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | None]]]) -> dict:
-    """The blocks of predictions.star: the input's other blocks, then ``particles``. An input STAR
-    is read by cryoshift's reader (picks.read_star), as its picks were: names such as ``nan`` or
-    ``it's`` are carried over as written, not as starfile would read them."""
+    """The blocks of predictions.star: the input's other blocks, then ``particles``, whose rows are
+    those of ``pred`` in its order (row i of the STAR is row i of the CSV), whichever input each
+    came from. An input STAR is read by cryoshift's reader (picks.read_star), as its picks were:
+    names such as ``nan`` or ``it's`` are carried over as written, not as starfile would read them."""
     from cryoshift.runtime.picks import read_star
 
     pred = pred.reset_index(drop=True)
     row_of = {ident: i for i, ident in enumerate(pred["id"].astype(str))}
     used = np.zeros(len(pred), dtype=bool)
     parts: list[pd.DataFrame] = []
+    rows_in_csv: list[np.ndarray] = []  # the results row of each part's rows
     extra_blocks: dict[str, object] = {}
     for path, ids in origins:
         try:
@@ -152,9 +154,17 @@ def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | N
         cls = _classification(pred.iloc[where].reset_index(drop=True))
         rows = rows.drop(columns=[c for c in cls.columns if c in rows.columns])
         parts.append(pd.concat([rows, cls], axis=1))
+        rows_in_csv.append(np.asarray(where, dtype=np.int64))
     if (~used).any():
         parts.append(_plain_rows(pred[~used]).reset_index(drop=True))
-    particles = _fill(pd.concat(parts, ignore_index=True)) if parts else _plain_rows(pred)
+        rows_in_csv.append(np.flatnonzero(~used))
+    if not parts:
+        return {**extra_blocks, "particles": _plain_rows(pred)}
+    # In the results' order, not table by table: row i of the STAR is row i of the CSV (a stack
+    # given before a picks STAR had its rows after the picks' in the STAR, first in the CSV).
+    particles = pd.concat(parts, ignore_index=True)
+    particles = particles.iloc[np.argsort(np.concatenate(rows_in_csv), kind="stable")]
+    particles = _fill(particles.reset_index(drop=True))
     return {**extra_blocks, "particles": particles}
 
 
