@@ -1,4 +1,4 @@
-"""Scores and summaries for the domain-shift benchmark (numpy only).
+"""Scores and summaries for the domain-shift benchmark (numpy; macro-F1 is cryoshift evaluate's).
 
 Kept apart from the harness so the arithmetic (macro-F1, gap closed, spread over seeds)
 can be read and checked on its own; target labels enter the benchmark only here.
@@ -30,19 +30,19 @@ def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
 
 
 def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> float:
-    """Unweighted mean of per-class F1 over the classes present in the labels.
+    """Macro-F1 as ``cryoshift evaluate`` reports it (training/evaluate.py classification_metrics,
+    the one definition: scikit-learn's, over the classes in the labels or the predictions); NaN
+    with no samples.
 
     Macro-F1 rather than accuracy alone, because a collapsed model that predicts one big
     class everywhere can still score a respectable accuracy on an unbalanced target.
     """
-    cm = confusion(y_true, y_pred, num_classes)
-    tp = np.diag(cm).astype(float)
-    support = cm.sum(axis=1).astype(float)
-    predicted = cm.sum(axis=0).astype(float)
-    denom = support + predicted
-    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-    present = support > 0
-    return float(f1[present].mean()) if present.any() else float("nan")
+    from cryoshift.training.evaluate import classification_metrics
+
+    if len(y_true) == 0:
+        return float("nan")
+    names = [str(k) for k in range(num_classes)]
+    return float(classification_metrics(np.asarray(y_true), np.asarray(y_pred), names)["macro_f1"])
 
 
 def gap_closed(method: float, source_only: float, oracle: float) -> float | None:

@@ -138,23 +138,27 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
     def wrong(field: str, want: str) -> InputError:
         return InputError(path, f"not a cryoshift classify manifest: {field} is not {want}")
 
-    for key in ("model", "summary", "tomograms"):
+    for key in ("model", "summary", "tomograms", "settings"):
         if not isinstance(manifest.get(key, {}), dict):
             raise wrong(key, "a JSON object")
     model, summary = manifest.get("model", {}), manifest.get("summary", {})
     names = model.get("class_names", [])
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise wrong("model.class_names", "a list of names")
-    numbers = {"model.unknown_threshold": model.get("unknown_threshold")}
+    numbers = {
+        "model.unknown_threshold": model.get("unknown_threshold"),
+        "settings.unknown_threshold": manifest.get("settings", {}).get("unknown_threshold"),
+    }
     numbers.update({f"summary.{k}": summary.get(k) for k in _SUMMARY_NUMBERS})
     for field, value in numbers.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise wrong(field, "a number")
     if not isinstance(summary.get("notes", []), list):
         raise wrong("summary.notes", "a list")
-    threshold = model.get("unknown_threshold")
-    if threshold is not None and not 0 <= threshold <= 1:  # NaN too: drawn as a line "below nan"
-        raise wrong("model.unknown_threshold", "a confidence in 0..1")
+    for field in ("model.unknown_threshold", "settings.unknown_threshold"):
+        threshold = numbers[field]
+        if threshold is not None and not 0 <= threshold <= 1:  # NaN too: drawn as a line "below nan"
+            raise wrong(field, "a confidence in 0..1")
     for name, counts in manifest.get("tomograms", {}).items():
         if not isinstance(counts, dict) or not all(type(k) is int and k >= 0 for k in counts.values()):
             raise wrong(f"tomograms.{name}", "an object of class counts")
@@ -162,6 +166,22 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
         value = summary.get(key)
         if value is not None and not is_nonnegative_number(value):
             raise wrong(f"summary.{key}", "a finite number >= 0")
+
+
+def run_threshold(manifest: dict[str, Any]) -> tuple[float | None, str]:
+    """The confidence under which the run said ``unknown``, and where that value came from.
+
+    ``classify --unknown-threshold`` (the manifest's ``settings.unknown_threshold``) overrides the
+    model's calibrated threshold; the page drew the model's (0.42) on the histogram of a run made
+    with 0.6, so the line did not separate the unknowns of the table. The model's is used where the
+    setting is absent or None (the default), as merge reads it. (None, "") without a manifest."""
+    given = manifest.get("settings", {}).get("unknown_threshold")
+    if given is not None:
+        return float(given), "classify --unknown-threshold"
+    calibrated = manifest.get("model", {}).get("unknown_threshold")
+    if calibrated is not None:
+        return float(calibrated), "the model's calibration"
+    return None, ""
 
 
 def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]:
@@ -325,7 +345,10 @@ def _fig_hist(
     title: str,
     xlabel: str,
     threshold: float | None = None,
+    threshold_source: str = "",
 ) -> str:
+    """Histogram of ``column`` by best class; ``threshold`` is the run's unknown threshold, drawn as
+    a dashed line whose legend names ``threshold_source`` (the run's setting or the model's)."""
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     values = pd.to_numeric(df[column], errors="coerce")
     finite = values[np.isfinite(values)]
@@ -337,9 +360,10 @@ def _fig_hist(
         if len(sel):
             _, _, bars = ax.hist(sel, bins=bins, alpha=0.6, color=colours[name])
             shown.append((bars, f"{name} (n={len(sel)})"))
-    if threshold is not None:
+    if threshold:  # 0 (a model calibrated to reject nothing): no confidence is under it, no line
         line = ax.axvline(threshold, color="k", linestyle="--")
-        shown.append((line, f"unknown below {threshold:.2f}"))
+        source = f" ({threshold_source})" if threshold_source else ""
+        shown.append((line, f"unknown below {threshold:.2f}{source}"))
     if not len(finite):  # every value NaN or infinite: an empty plot that says so
         ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(xlabel)
@@ -450,24 +474,16 @@ def _results_sections(
     notes.extend(_value_warnings(table, df))
     classes = _class_order(df, manifest)
     colours = _colours(classes)
-    facts = _results_facts(df, manifest, classes)
+    threshold, source = run_threshold(manifest)
+    facts = _results_facts(df, manifest, classes, _threshold_text(threshold, source))
     facts += [("warning", note) for note in notes]
-    threshold = manifest.get("model", {}).get("unknown_threshold")
+    line = f"; dashed: the run's unknown threshold ({source})" if threshold else ""
     figures = [
         ("Classes per tomogram", "", _fig_counts(plt, df, classes, colours)),
         (
             "Confidence",
-            "Calibrated max probability per subtomogram, by its best class.",
-            _fig_hist(
-                plt,
-                df,
-                "confidence",
-                classes,
-                colours,
-                "Confidence",
-                "confidence",
-                float(threshold) if threshold else None,
-            ),
+            f"Calibrated max probability per subtomogram, by its best class{line}.",
+            _fig_hist(plt, df, "confidence", classes, colours, "Confidence", "confidence", threshold, source),
         ),
         (
             "Shift score",
@@ -485,22 +501,85 @@ def _results_sections(
         figures.append(embedding)
     if "true_class" in df and df["true_class"].notna().any():
         lab = df[df["true_class"].notna() & (df["true_class"] != "")]
-        png, acc = _fig_confusion(plt, lab["true_class"], lab["class_name"], classes)
-        facts.append(("accuracy on labelled picks", f"{acc:.3f} (n={len(lab)})"))
+        png, _ = _fig_confusion(plt, lab["true_class"], lab["class_name"], classes)
+        facts += labelled_accuracy(lab, _threshold_text(threshold, source))
         figures.append(
-            ("Confusion matrix", "Rows: the labels in the input table; columns: predictions.", png)
+            (
+                "Confusion matrix",
+                "Rows: the labels in the input table; columns: the class classify gave each pick, "
+                f"after unknown rejection (the {REJECT_LABEL} column).",
+                png,
+            )
         )
     return _tomogram_table(manifest.get("tomograms") or {}, classes), facts, figures
 
 
-def _results_facts(df: pd.DataFrame, manifest: dict[str, Any], classes: list[str]) -> list[tuple[str, str]]:
-    """The report's fact list: counts per class, errors, throughput and time split, the model, notes."""
+def _threshold_text(threshold: float | None, source: str) -> str:
+    """``confidence under 0.60, classify --unknown-threshold`` ("" when the run's is not known)."""
+    return "" if threshold is None else f"confidence under {threshold:.2f}, {source}"
+
+
+def labelled_accuracy(lab: pd.DataFrame, threshold: str = "") -> list[tuple[str, str]]:
+    """The accuracy facts of labelled picks (``lab``: rows with a ``true_class``), each saying what
+    it scores. ``threshold``: the run's unknown threshold in words (:func:`_threshold_text`).
+
+    Two numbers, because they differ and were read as one: the page scored the class given
+    (``class_name``, a pick rejected as unknown counting as wrong: 0.500) where ``cryoshift
+    evaluate`` scores the best class of every pick (its argmax, no rejection: 0.522). The best class
+    is the ``best_class`` column (the class given, for a pick not rejected); a table without it for
+    a rejected pick (an older or edited one) is said to lack it, not guessed. Without rejected picks
+    the two are one number, given once."""
+    truth = lab["true_class"].astype(str)
+    given = lab["class_name"].astype(str)
+    rejected = given == REJECT_LABEL
+    n, k = len(lab), int(rejected.sum())
+    best_name = "accuracy on labelled picks, best class (as cryoshift evaluate scores it)"
+    if not k:
+        acc = float((given == truth).mean())
+        return [
+            (
+                "accuracy on labelled picks",
+                f"{acc:.3f} (n={n}): the best class of each pick, as cryoshift evaluate scores it; "
+                "no pick was rejected as unknown",
+            )
+        ]
+    best = lab["best_class"].astype(str) if "best_class" in lab else pd.Series("", index=lab.index)
+    best = best.where(best != "", given.where(~rejected, ""))  # a kept pick's best class is its class
+    lacking = int((best == "").sum())
+    if lacking:
+        best_value = (
+            f"not recoverable: the table has no best class (best_class column) for {lacking} of the "
+            f"{k} picks rejected as unknown"
+        )
+    else:
+        best_value = (
+            f"{float((best == truth).mean()):.3f} (n={n}): the model's best class of every pick, "
+            "unknown rejection not applied"
+        )
+    right = (given == truth) & ~rejected
+    under = f" ({threshold})" if threshold else ""
+    kept = f"; {float(right.sum()) / (n - k):.3f} of the {n - k:,} kept are right" if n > k else ""
+    return [
+        (best_name, best_value),
+        (
+            "accuracy on labelled picks after unknown rejection",
+            f"{float(right.mean()):.3f} (n={n}): the class classify gave; the {k:,} of {n:,} picks "
+            f"rejected as unknown{under} count as wrong{kept}",
+        ),
+    ]
+
+
+def _results_facts(
+    df: pd.DataFrame, manifest: dict[str, Any], classes: list[str], threshold: str = ""
+) -> list[tuple[str, str]]:
+    """The report's fact list: counts per class, errors, throughput and time split, the model, notes.
+    ``threshold``: the run's unknown threshold in words (:func:`_threshold_text`)."""
     summary = manifest.get("summary", {})
     n = len(df)
     unknown = int((df["class_name"] == REJECT_LABEL).sum())
     facts = [
         ("subtomograms classified", f"{n:,}"),
-        ("unknown (under the confidence threshold)", f"{unknown:,} ({unknown / n:.1%})"),
+        (f"unknown ({threshold or 'under the confidence threshold'})", f"{unknown:,} ({unknown / n:.1%})"),
     ]
     for name in classes:
         k = int((df["class_name"] == name).sum())

@@ -21,6 +21,8 @@ def test_accuracy_and_macro_f1_on_a_hand_counted_case() -> None:
     assert dm.macro_f1(y_true, y_pred, 3) == pytest.approx((0.8 + 2 / 3 + 0) / 3)
     cm = dm.confusion(y_true, y_pred, 3)
     assert cm.tolist() == [[2, 1, 0], [0, 2, 0], [0, 1, 0]]
+    # a class only predicted counts (F1 0), one neither labelled nor predicted does not: as evaluate
+    assert dm.macro_f1([0, 0, 1], [0, 2, 1], 4) == pytest.approx((2 / 3 + 1 + 0) / 3)
 
 
 def test_collapsed_model_scores_low_macro_f1() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pandas as pd
 from import_blocker import block_imports
 
@@ -282,3 +283,124 @@ def test_report_draws_class_names_as_text(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(report, "_png", keep_legend)
     report._fig_counts(report._plt(), table, names, dict.fromkeys(names, "C0"))
     assert legends == [names]
+
+
+# ------------------------------------------------------------------ what the accuracy scores
+
+
+def _classify(model, picks, tomos, out, *extra: str) -> None:
+    argv = ["classify", str(model), str(picks), "-t", str(tomos), "-o", str(out), "-b", "cpu", "-q"]
+    assert main([*argv, *extra]) == 0
+
+
+def _facts(page: str) -> dict[str, str]:
+    import html
+
+    return {
+        html.unescape(k): html.unescape(v)
+        for k, v in re.findall(r"<tr><th>([^<]*)</th><td>([^<]*)</td></tr>", page)
+    }
+
+
+def _labelled_run(helpers, inputs, tmp_path) -> tuple[object, float]:
+    """A model calibrated at 0.30 (3 classes: no confidence under 1/3) run on the picks twice: in
+    ``first`` as they are; in ``out`` labelled with each pick's best class (evaluate scores 1.000)
+    and with --unknown-threshold between the two lowest confidences (one pick rejected). Returns the
+    model and that threshold."""
+    import starfile
+
+    model = helpers.build_model(tmp_path / "m.onnx", unknown_threshold=0.3)
+    _classify(model, inputs["picks"], inputs["tomos"], tmp_path / "first")
+    found = pd.read_csv(tmp_path / "first" / "predictions.csv")
+    assert len(found) == 5 and (found["class_name"] == found["best_class"]).all()
+    best = {(r.tomo_name, float(r.x), float(r.y), float(r.z)): r.best_class for r in found.itertuples()}
+    picks = starfile.read(inputs["picks"])
+    columns = ("rlnTomoName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
+    xyz = zip(*(picks[c] for c in columns), strict=True)
+    picks["class"] = [best.get((t, float(x), float(y), float(z)), "junk") for t, x, y, z in xyz]
+    starfile.write({"particles": picks}, tmp_path / "labelled.star")
+    low = np.sort(found["confidence"].to_numpy())
+    threshold = round(float(low[0] + low[1]) / 2, 6)
+    assert low[0] < threshold < low[1]
+    labelled = tmp_path / "labelled.star"
+    _classify(model, labelled, inputs["tomos"], tmp_path / "out", "--unknown-threshold", str(threshold))
+    return model, threshold
+
+
+def test_report_gives_the_best_class_and_the_after_rejection_accuracy(helpers, inputs, tmp_path, capsys):
+    """The page said "accuracy on labelled picks 0.500" (the class given, a pick rejected as unknown
+    counting as wrong) where evaluate said 0.522 (the best class of every pick), neither saying
+    which: the page gives both, each saying what it scores, the first equal to evaluate's."""
+    from cryoshift.training.evaluate import evaluate
+
+    model, threshold = _labelled_run(helpers, inputs, tmp_path)
+    out = tmp_path / "out"
+    assert main(["report", str(out)]) == 0, capsys.readouterr().err
+    facts = _facts((out / "report.html").read_text())
+    under = f"confidence under {threshold:.2f}, classify --unknown-threshold"
+    assert facts["accuracy on labelled picks, best class (as cryoshift evaluate scores it)"] == (
+        "1.000 (n=5): the model's best class of every pick, unknown rejection not applied"
+    )
+    assert facts["accuracy on labelled picks after unknown rejection"] == (
+        f"0.800 (n=5): the class classify gave; the 1 of 5 picks rejected as unknown ({under}) "
+        "count as wrong; 1.000 of the 4 kept are right"
+    )
+    scored = evaluate(model, tmp_path / "labelled.star", tmp_path / "ev", tomograms=[str(inputs["tomos"])])
+    assert scored["accuracy"] == 1.0 and scored["n"] == 5 and "best class" in scored["scored"]
+
+
+def test_report_draws_the_threshold_the_run_used_and_says_whose(
+    helpers, inputs, tmp_path, capsys, monkeypatch
+):
+    """The page drew the model's calibrated threshold ("unknown below 0.30") on the confidence
+    histogram of a run made with --unknown-threshold, whose unknowns lie under another value."""
+    from cryoshift.runtime import report
+
+    _, threshold = _labelled_run(helpers, inputs, tmp_path)
+    legends: list[str] = []
+    real_png = report._png
+
+    def keep_legend(fig):
+        legends.extend(
+            t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()
+        )
+        return real_png(fig)
+
+    monkeypatch.setattr(report, "_png", keep_legend)
+    assert main(["report", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    assert f"unknown below {threshold:.2f} (classify --unknown-threshold)" in legends
+    assert not any("0.30" in text for text in legends)
+    facts = _facts((tmp_path / "out" / "report.html").read_text())
+    assert facts[f"unknown (confidence under {threshold:.2f}, classify --unknown-threshold)"] == "1 (20.0%)"
+    legends.clear()  # a run without --unknown-threshold: the model's calibrated threshold, so named
+    assert main(["report", str(tmp_path / "first")]) == 0
+    assert "unknown below 0.30 (the model's calibration)" in legends
+    facts = _facts((tmp_path / "first" / "report.html").read_text())
+    assert facts["unknown (confidence under 0.30, the model's calibration)"] == "0 (0.0%)"
+
+
+def test_report_says_the_best_class_is_not_recoverable_without_its_column(tmp_path, capsys):
+    """A table without best_class (an older or edited one) cannot give the best class of a pick
+    rejected as unknown: the page says so rather than scoring its rejection as the answer."""
+    star = tmp_path / "predictions.star"
+    star.write_text(
+        "data_particles\n\nloop_\n_csId #1\n_csClassName #2\n_csConfidence #3\n_csShiftScore #4\n_class #5\n"
+        "a.mrc ribosome 0.9 1.0 ribosome\nb.mrc unknown 0.3 1.2 proteasome\nc.mrc ribosome 0.7 0.9 ribosome\n"
+    )
+    page = tmp_path / "page.html"
+    assert main(["report", str(star), "-o", str(page)]) == 0, capsys.readouterr().err
+    facts = _facts(page.read_text())
+    assert facts["accuracy on labelled picks, best class (as cryoshift evaluate scores it)"] == (
+        "not recoverable: the table has no best class (best_class column) for 1 of the 1 picks "
+        "rejected as unknown"
+    )
+    assert facts["accuracy on labelled picks after unknown rejection"].startswith("0.667 (n=3)")
+
+
+def test_report_refuses_a_manifest_threshold_setting_out_of_range(tmp_path, capsys):
+    """settings.unknown_threshold is now drawn, so it is checked as the model's is."""
+    for value in ("1.5", '"high"'):
+        _predictions(tmp_path / "r")
+        (tmp_path / "r" / "manifest.json").write_text(f'{{"settings": {{"unknown_threshold": {value}}}}}')
+        assert main(["report", str(tmp_path / "r")]) == 2
+        assert "settings.unknown_threshold is not" in _one_error_line(capsys)

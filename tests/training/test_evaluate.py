@@ -91,3 +91,29 @@ def test_a_dataset_without_a_voxel_size_is_checked_by_its_header(
     set_header_voxel(data, 10.0)
     report = evaluate(run_dir, data, tmp_path / "o10")
     assert any("header" in note for note in report["notes"]), report["notes"]
+
+
+def test_evaluation_json_says_what_it_scores_and_has_no_f1_for_a_class_absent_from_both(
+    tmp_path: Path,
+) -> None:
+    """One labelled volume of three classes: a class neither in the labels nor predicted has no
+    precision, recall or F1 (JSON null, not 0.0) and stays out of macro-F1, which averages the
+    classes in the labels or the predictions; the report says its accuracy is the best class's."""
+    from tiny_onnx import BOX, CLASSES, VOXEL, build_model, make_volumes
+
+    from cryoshift.runtime.dataset import write_dataset
+
+    model = build_model(tmp_path / "m.onnx")
+    data = write_dataset(
+        tmp_path / "one", make_volumes(1, BOX, 3), [0], CLASSES, voxel_size=VOXEL, contrast="dark"
+    )
+    report = evaluate(model, data, tmp_path / "ev")
+    saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    predicted = int(np.argmax(report["confusion_matrix"][0]))
+    absent = [name for i, name in enumerate(CLASSES) if i not in (0, predicted)]
+    assert absent  # one label, one prediction, three classes
+    for name in absent:
+        assert saved["per_class"][name] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    counted = [row["f1"] for row in saved["per_class"].values() if row["f1"] is not None]
+    assert len(counted) == 3 - len(absent) and saved["macro_f1"] == pytest.approx(np.mean(counted))
+    assert "best class (argmax)" in saved["scored"] and "unknown rejection not applied" in saved["scored"]

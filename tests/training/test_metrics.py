@@ -29,11 +29,34 @@ def test_metrics_match_a_hand_computed_case() -> None:
     assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
 
 
-def test_absent_class_counts_zero_precision_and_is_left_out_of_macro_f1() -> None:
-    m = classification_metrics(np.array([0, 0, 1]), np.array([0, 2, 1]), ["a", "b", "c"])
+def test_macro_f1_counts_a_class_only_predicted_and_leaves_out_one_absent_from_both() -> None:
+    """scikit-learn's convention: classes in the labels or the predictions. Averaging over the true
+    classes alone ignored the false positives into a class the labels lack; a class absent from
+    both has no precision/recall/F1 (None, not 0.0) and is not averaged."""
+    m = classification_metrics(np.array([0, 0, 1]), np.array([0, 2, 1]), ["a", "b", "c", "d"])
     assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
-    assert m["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)
+    assert m["per_class"]["b"]["f1"] == pytest.approx(1.0)
+    assert m["per_class"]["d"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)  # a, b and c; not d
+    # a class in the labels the model never predicts: precision 0 (zero_division=0), counted
+    m = classification_metrics(np.array([0, 1]), np.array([0, 0]), ["a", "b"])
+    assert m["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.0) / 2)
     assert confusion_matrix(np.array([1]), np.array([0]), 2).tolist() == [[0, 0], [1, 0]]
+
+
+def test_macro_f1_is_not_above_accuracy_when_most_predictions_go_to_an_absent_class() -> None:
+    """The tester's labelled picks without ribosomes: 35 of 62 predictions went to ribosome, and
+    macro-F1 (0.418, over proteasome and chaperonin) stood above accuracy (0.355)."""
+    cm = np.array([[0, 0, 0], [11, 20, 0], [24, 5, 2]])  # rows true, columns predicted
+    y_true = np.repeat(np.arange(3), cm.sum(axis=1))
+    y_pred = np.concatenate([np.repeat(np.arange(3), row) for row in cm])
+    m = classification_metrics(y_true, y_pred, ["ribosome", "proteasome", "chaperonin"])
+    assert m["confusion_matrix"] == cm.tolist() and m["accuracy"] == pytest.approx(22 / 62)
+    f1 = {"ribosome": 0.0, "proteasome": 2 * 20 / (25 + 31), "chaperonin": 2 * 2 / (2 + 31)}
+    assert {k: v["f1"] for k, v in m["per_class"].items()} == pytest.approx(f1)
+    assert m["macro_f1"] == pytest.approx(sum(f1.values()) / 3)
+    assert m["macro_f1"] < m["accuracy"]
 
 
 def test_temperature_scaling_reduces_nll_of_an_overconfident_model() -> None:
