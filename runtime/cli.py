@@ -26,6 +26,7 @@ from cryoshift.runtime.commands import (
     train,
 )
 from cryoshift.runtime.errors import InputError, MissingExtraError
+from cryoshift.runtime.terminal import visible
 
 try:  # newer typer carries its own copy of click
     from typer._click.exceptions import BadParameter, MissingParameter, UsageError
@@ -227,12 +228,13 @@ def main(argv: list[str] | None = None) -> int:
             typer.echo(_INTERRUPTED, err=True)
         return code
     except (InputError, MissingExtraError) as exc:
-        typer.echo(f"cryoshift: error: {exc}", err=True)
+        # names from files (a tomogram, a class) may hold escape sequences: shown, not sent to the terminal
+        typer.echo(f"cryoshift: error: {visible(exc)}", err=True)
         return 2
     except OSError as exc:  # the file system refused (a file where a folder must go, no space, ...)
         where = f"{exc.filename}: " if exc.filename else ""
         reason = " ".join(str(exc.strerror or exc).split())
-        typer.echo(f"cryoshift: error: {where}{reason}", err=True)
+        typer.echo(f"cryoshift: error: {visible(where + reason)}", err=True)
         return 2
     except KeyboardInterrupt:
         typer.echo(_INTERRUPTED, err=True)

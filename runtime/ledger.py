@@ -10,6 +10,11 @@ Every line is UTF-8 text. A file name that is not (Python hands its bytes over a
 surrogates) is written with those bytes as backslash escapes (:func:`escape_text`: ``b\\xff.mrc``),
 and ids are compared in that written form, so such an item is classified, resumed and merged as
 any other.
+
+A ledger is written in place, so it is opened without following a link (runtime/outfiles.py): a
+link at its name in the output folder (``errors.csv -> ~/.ssh/authorized_keys``) is refused, in a
+new run as on ``--resume``, and its target never written. A rewrite (:meth:`Ledger.drop`) goes
+through a new temporary file put in its place.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cryoshift.runtime.errors import InputError, writing_error
+from cryoshift.runtime.outfiles import open_in_place, refuse_link, replacing
 
 ERROR_COLUMNS = ("id", "path", "reason")
 
@@ -68,7 +74,7 @@ def _repair_tail(path: Path) -> int:
     size = path.stat().st_size
     if size == 0:
         return 0
-    with open(path, "rb+") as fh:
+    with open_in_place(path, "r+b") as fh:
         fh.seek(-1, os.SEEK_END)
         if fh.read(1) == b"\n":
             return 0
@@ -164,6 +170,7 @@ class Ledger:
         self.rows = 0  # data rows in the file (resumed ones included)
         self.repaired_bytes = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        refuse_link(self.path)  # before the header is read or a partial line cut (open_in_place: race-free)
         exists = self.path.is_file() and self.path.stat().st_size > 0
         if exists and not resume:
             raise InputError(
@@ -175,11 +182,11 @@ class Ledger:
             self.repaired_bytes = _repair_tail(self.path)
             self.done = self._read_ids()
         if not self.path.is_file() or self.path.stat().st_size == 0:
-            with open(self.path, "w", newline="") as fh:
+            with open_in_place(self.path, "w", newline="") as fh:
                 fh.write(self._line(self.columns))
                 fh.flush()
                 os.fsync(fh.fileno())
-        self._fh = open(self.path, "a", newline="")  # noqa: SIM115 - held open for the whole run
+        self._fh = open_in_place(self.path, "a", newline="")  # held open for the whole run
 
     def _line(self, values: Iterable[object]) -> str:
         """One CSV line, always UTF-8 encodable (escapes add no comma, quote or newline, so escaping
@@ -231,26 +238,20 @@ class Ledger:
 
     def drop(self, ids: set[str]) -> None:
         """Remove the rows of ``ids`` (as written), durably: the file is rewritten beside itself and
-        put in its place, so a kill leaves the old file or the new one, never half of either."""
+        put in its place, so a kill leaves the old file or the new one, never half of either (a new
+        temporary file: runtime/outfiles.py)."""
         self._fh.close()
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         kept = 0
         try:
-            with open(self.path, newline="") as src, open(tmp, "w", newline="") as dst:
+            with open(self.path, newline="") as src, replacing(self.path, "w", newline="") as dst:
                 reader = csv.reader(src)
                 dst.write(self._line(next(reader, self.columns)))
                 for row in reader:
                     if row and row[0] not in ids:
                         dst.write(self._line(row))
                         kept += 1
-                dst.flush()
-                os.fsync(dst.fileno())
-            tmp.replace(self.path)
-        except OSError as exc:  # name the ledger, not the temporary file beside it
-            raise writing_error(self.path, exc) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
-            self._fh = open(self.path, "a", newline="")  # noqa: SIM115 - held open for the whole run
+        finally:  # a failure names the ledger, not the temporary file beside it (outfiles.replacing)
+            self._fh = open_in_place(self.path, "a", newline="")  # held open for the whole run
         self.done -= ids
         self.rows = kept
 
@@ -310,7 +311,7 @@ class RowOrder:
             with open(path, "rb") as fh:
                 recorded = fh.read(known * self.WIDTH)
             _check_order(csv_path, path, recorded, csv_ids[:known])
-        self._fh = open(path, "r+b" if known else "w+b")  # noqa: SIM115 - held open for the whole run
+        self._fh = open_in_place(path, "r+b" if known else "w+b")  # held open for the whole run
         self._fh.truncate(known * self.WIDTH)
         self._fh.seek(0, os.SEEK_END)
         # rows written before this file was (a run without --features, or an older cryoshift): as
@@ -370,6 +371,15 @@ class RunLedgers:
         self.features: Any = None
         self.order: RowOrder | None = None
         self._unanswered: tuple[Sequence[Any], Sequence[Any]] | None = None  # items, those without a row
+        # every file the run appends to, checked before any is made: a link at errors.csv left a new
+        # predictions.csv behind, and the next run was told that one "already exists"
+        in_place = [names["csv"], names["errors"]]
+        if features:
+            from cryoshift.runtime.features import features_path
+
+            in_place += [features_path(names["csv"]), row_order_path(features_path(names["csv"]))]
+        for path in in_place:
+            refuse_link(path)
         self.results = Ledger(names["csv"], columns, resume)
         try:
             self.errors = Ledger(names["errors"], ERROR_COLUMNS, resume)

@@ -4,6 +4,10 @@ Why: two ``classify --resume`` runs on one folder both read the same ledger, cla
 missing items and append them twice. The lock is taken on an open file descriptor, so the kernel
 drops it when the process ends however it ends (kill -9 included): a stale lock file never
 blocks a later run. The file holds the holder's pid so the refusal can name it.
+
+The lock file is opened without following a link (runtime/outfiles.py): a link planted at its
+name in a shared folder (``.cryoshift-classify.lock -> victim``) is refused, where it had its
+target truncated and overwritten with a pid.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.outfiles import open_fd_in_place
 
 try:  # POSIX; elsewhere the folder is not locked
     import fcntl
@@ -33,7 +38,7 @@ class FolderLock:
     def acquire(self) -> FolderLock:
         if fcntl is None:  # pragma: no cover
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_fd_in_place(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -16,7 +16,8 @@ Accepted inputs
   they need the tomogram's pixel size and size. Refinement shifts
   (``rlnOriginX/Y/ZAngst``) are not applied; they stay in the table untouched, and classify's
   planning notes how many picks carry them (crops are centred on the coordinates).
-- CSV / TSV / whitespace text with ``x, y, z`` columns (any case), and optionally
+- CSV / TSV / whitespace text with ``x, y, z`` columns (any case), or the three
+  ``rlnCenteredCoordinate*Angst`` columns (read as in a STAR), and optionally
   ``tomo``, ``tomo_name`` or ``rlnTomoName`` for the tomogram. Leading blank and ``#`` comment
   lines are skipped (the header is the first other line).
 

@@ -28,13 +28,16 @@ Every STAR file cryoshift writes goes through :class:`StarWriter` (``write_resul
 particles block in chunks, so a table of millions of rows is never formatted in one piece. The
 text is starfile's (tab-separated; strings that are empty or hold a space in double quotes; a
 missing value ``<NA>``), and the file appears under its name only when complete.
+
+Both files are written as runtime/outfiles.py writes every whole file: to a new temporary file
+beside the name, then put in its place, so a link planted at the name is replaced, never written
+through.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -44,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from cryoshift.runtime.errors import InputError, missing_reason, writing_error
+from cryoshift.runtime.outfiles import PendingFile, replacing
 
 FIXED = {
     "id": "rlnImageName",
@@ -121,7 +125,8 @@ def write_results(rows: pd.DataFrame, csv_path: str | Path, star_path: str | Pat
     """
     df = _prepare(rows)
     csv_path = Path(csv_path)
-    _atomic(csv_path, lambda p: df.to_csv(p, index=False, float_format=FLOAT_FORMAT, na_rep="nan"))
+    with replacing(csv_path, "w", newline="") as fh:
+        df.to_csv(fh, index=False, float_format=FLOAT_FORMAT, na_rep="nan")
     if star_path is not None:
         star = df.copy()
         if "class_index" in star.columns:
@@ -130,21 +135,6 @@ def write_results(rows: pd.DataFrame, csv_path: str | Path, star_path: str | Pat
         star.columns = [star_name(c) for c in star.columns]
         write_star({BLOCK: star}, star_path)
     return csv_path
-
-
-def _atomic(path: Path, write: object) -> None:
-    """``write(tmp)`` to a temporary name beside ``path``, then renamed to it; a file-system
-    failure names ``path`` (:func:`writing_error`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)  # type: ignore[operator]
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise writing_error(path, exc) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
@@ -437,7 +427,10 @@ STAR_NA = "<NA>"  # a missing value, as starfile writes it
 
 # STAR (CIF) reads a bare value that starts with one of these characters or words as syntax, not
 # as a value: ``data_x`` opens a block, ``_x`` is a label, ``#`` a comment, ``loop_`` a loop. Such
-# values, empty ones and those with a space go in double quotes; "#" anywhere too (text to STAR,
+# values, empty ones and those with whitespace go in double quotes: any character str.split()
+# splits on (a space, \v, \f, \x1c-\x1f, \x85, \xa0, \u2028, \u3000 ...), since readers
+# split a row so (a bare ``TS\xa001`` made a row of one field too many, and ``report`` refused
+# cryoshift's own file); "#" anywhere too (text to STAR,
 # but a comment to starfile's pandas reader), and '"' anywhere, doubled inside the quotes
 # (``quo"te`` -> ``"quo""te"``): the one form of a quote in a value that starfile's pandas reader
 # and cryoshift's read back as written. A ``'`` inside quotes is doubled too (``"a ''b''"``):
@@ -452,12 +445,14 @@ STAR_NA = "<NA>"  # a missing value, as starfile writes it
 _RESERVED_START = ("_", "#", "$", "'", '"', ";", "[", "]")
 _RESERVED_WORDS = ("data_", "save_", "loop_", "stop_", "global_")
 _CONTROL = str.maketrans({"\t": "\\t", "\n": "\\n", "\r": "\\r"})
+# What str.split() splits on: for str patterns re's \s is exactly str.isspace()
+_WHITESPACE = re.compile(r"\s")
 
 
 def _needs_quotes(value: str) -> bool:
     return (
         not value
-        or " " in value
+        or _WHITESPACE.search(value) is not None
         or "#" in value
         or '"' in value
         or value.startswith(_RESERVED_START)
@@ -498,7 +493,7 @@ def _star_column(col: pd.Series) -> pd.Series:
             text = text.map(lambda v: v.translate(_CONTROL))
         need = (
             (text.str.len() == 0)
-            | text.str.contains('[ #"]', regex=True)
+            | text.str.contains(r'[\s#"]', regex=True)
             | text.str.startswith(_RESERVED_START)
             | text.str.lower().str.startswith(_RESERVED_WORDS)
         )
@@ -539,8 +534,9 @@ def _loop_header(name: str, labels: list[str]) -> str:
 class StarWriter:
     """One STAR file written as it goes: ``blocks`` whole first, then the loop block ``name``
     whose rows arrive in chunks (:meth:`write`; ``name=None``: no such block). It is written
-    under a temporary name and renamed by :meth:`commit` (``with``: on leaving without an
-    error; an error removes it), so a reader never sees half a file.
+    under a new temporary name (runtime/outfiles.py :class:`PendingFile`) and put in place by
+    :meth:`commit` (``with``: on leaving without an error; an error removes it), so a reader
+    never sees half a file and a link at the name is replaced, not written through.
 
     Example::
 
@@ -561,16 +557,14 @@ class StarWriter:
         self.path = Path(path)
         self.name = name
         self.labels = [str(c) for c in labels]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
-        self._fh: IO[str] | None = None
+        self._pending: PendingFile | None = PendingFile(self.path)  # names self.path if it fails
         try:
-            self._fh = open(self._tmp, "w")  # noqa: SIM115 - closed by commit/discard
-            self._fh.write(f"# Created by cryoshift {__version__}\n\n\n")
+            fh = self._open()
+            fh.write(f"# Created by cryoshift {__version__}\n\n\n")
             for block_name, block in (blocks or {}).items():
-                self._fh.write(_star_block(block_name, block))
+                fh.write(_star_block(block_name, block))
             if name is not None:
-                self._fh.write(_loop_header(name, self.labels))
+                fh.write(_loop_header(name, self.labels))
         except BaseException as exc:
             self.discard()
             if isinstance(exc, OSError):
@@ -578,9 +572,9 @@ class StarWriter:
             raise
 
     def _open(self) -> IO[str]:
-        if self._fh is None:
+        if self._pending is None or self._pending.file is None:
             raise RuntimeError(f"{self.path}: already committed or discarded")
-        return self._fh
+        return self._pending.file
 
     def write(self, rows: pd.DataFrame) -> None:
         """Append rows of the loop block (columns in the order of ``labels``)."""
@@ -595,29 +589,21 @@ class StarWriter:
     def commit(self) -> Path:
         """Finish the file and give it its name."""
         fh = self._open()
+        pending, self._pending = self._pending, None
+        assert pending is not None
         try:
             if self.name is not None:
                 fh.write("\n\n")
-            fh.close()
-            self._fh = None
-            os.replace(self._tmp, self.path)
         except OSError as exc:
+            pending.discard()
             raise writing_error(self.path, exc) from exc
-        finally:
-            self.discard()
-        return self.path
+        return pending.commit()  # fsync'ed, then renamed; a failure names self.path
 
     def discard(self) -> None:
-        """Drop the file being written (a file already under the final name stays). Closing it
-        may fail again (a full disk: the rest of its buffer): the first failure is the one said."""
-        fh, self._fh = self._fh, None
-        try:
-            if fh is not None:
-                fh.close()
-        except OSError:
-            pass
-        finally:
-            self._tmp.unlink(missing_ok=True)
+        """Drop the file being written (a file already under the final name stays)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.discard()
 
     def __enter__(self) -> StarWriter:
         return self

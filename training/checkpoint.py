@@ -23,6 +23,7 @@ from torch import nn
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata, is_onnx
 from cryoshift.runtime.mrc import content_kind
+from cryoshift.runtime.outfiles import replacing
 
 FORMAT_NAME = "cryoshift.checkpoint"
 FORMAT = f"{FORMAT_NAME}/1"
@@ -52,9 +53,10 @@ def save_checkpoint(
         "config": dict(config or {}),
         "extra": dict(extra or {}),
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: a killed run never leaves half a checkpoint
+    # a new temporary file, then renamed (runtime/outfiles.py): a killed run never leaves half a
+    # checkpoint, and a link planted at the name (or at a fixed model.pt.tmp) is never written through
+    with replacing(path, "wb") as fh:
+        torch.save(payload, fh)
     return path
 
 

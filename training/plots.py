@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from cryoshift.runtime.outfiles import replacing
+
 DPI = 150
 FONT = 10  # pt; nothing smaller than FONT - 1 (= 9 pt) is drawn
 STYLE = {
@@ -44,11 +46,17 @@ def pyplot():
 
 
 def save(fig, path: Path) -> Path:
-    """Write ``fig`` as a PNG at ``DPI`` (tight box, so long tick labels are not cut) and close it."""
+    """Write ``fig`` as a PNG at ``DPI`` (tight box, so long tick labels are not cut) and close it.
+
+    Drawn into a new temporary file that is then put in place (runtime/outfiles.py): a link planted
+    at the name in a received run folder (``plots/embedding.png -> victim``) is replaced, never
+    written through, and a reader never sees half an image. The format is the name's suffix."""
     plt = pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with replacing(path, "wb") as fh:
+            fig.savefig(fh, format=path.suffix.lstrip(".").lower() or "png", dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cryoshift.runtime.outfiles import replacing, write_text
+
 CHECKPOINTS = "checkpoints"
 RESUME = "resume.pt"
 METRICS = "metrics.csv"
@@ -96,10 +98,10 @@ def is_newer_version(recorded: str, installed: str) -> bool:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    tmp.replace(path)
+    """Write ``data`` as the whole JSON file ``path`` through a new temporary file put in its place
+    (runtime/outfiles.py): never half a file, never written through a link planted in the run
+    folder (a fixed ``config.json.tmp`` was)."""
+    write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(value: Any) -> Any:
@@ -119,13 +121,11 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     fields: list[str] = []
     for row in rows:
         fields += [k for k in row if k not in fields]
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
+    with replacing(path, "w", newline="") as fh:  # a new temporary file, then renamed (not through a link)
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _fmt(row.get(k, "")) for k in fields})
-    tmp.replace(path)
 
 
 def _fmt(value: Any) -> Any:
@@ -414,7 +414,8 @@ _RUN_FOLDERS = {CHECKPOINTS: "checkpoints", "plots": "plots"}
 def check_run_paths(run_dir: Path) -> None:
     """Refuse a run folder where a file the run writes is a folder (or a folder it writes into is a
     file), before any data is read: each was found only when the run came to write it, as
-    "model.pt.tmp: Is a directory" or "plots: File exists", after every epoch had trained."""
+    "model.pt.tmp: Is a directory" or "plots: File exists", after every epoch had trained. (The
+    temporary files now have new random names: runtime/outfiles.py.)"""
     from cryoshift.runtime.errors import InputError
 
     for name, what in _RUN_FOLDERS.items():
@@ -426,10 +427,9 @@ def check_run_paths(run_dir: Path) -> None:
             )
     for name, what in _RUN_FILES.items():
         path = run_dir / name
-        for candidate in (path, path.with_suffix(path.suffix + ".tmp")):  # the atomic writes' temp files
-            if candidate.is_dir():
-                raise InputError(
-                    candidate,
-                    f"is not a file but a folder, where the run writes its {what}; move it away or "
-                    "choose another --out",
-                )
+        if path.is_dir() and not path.is_symlink():  # a link is replaced when the file is written
+            raise InputError(
+                path,
+                f"is not a file but a folder, where the run writes its {what}; move it away or "
+                "choose another --out",
+            )

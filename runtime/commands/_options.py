@@ -11,6 +11,8 @@ from typing import Any
 
 import typer
 
+from cryoshift.runtime.terminal import visible
+
 # ``--no-progress`` of classify, train, export and demo: one option, one help text. Progress
 # bars and spinners only; summaries, notes and errors are still printed.
 NO_PROGRESS = typer.Option(False, "--no-progress", help="No progress bar or spinner (logs, CI).")
@@ -28,10 +30,11 @@ class Backend(str, Enum):
 
 def echo_summary(summary: Any, quiet: bool) -> None:
     """A run's summary (classify, merge) on stdout; with ``-q`` only its warnings, on stderr:
-    quiet hides the report, not what the user must know about the results."""
+    quiet hides the report, not what the user must know about the results. Lines name tomograms
+    and files from the inputs: their control characters are shown, not sent (runtime/terminal.py)."""
     if not quiet:
         for line in summary.lines():
-            typer.echo(line)
+            typer.echo(visible(line))
         return
     for line in summary.warning_lines():
-        typer.echo(f"cryoshift: {line}", err=True)
+        typer.echo(f"cryoshift: {visible(line)}", err=True)

@@ -384,7 +384,9 @@ def run_demo(
     result = DemoResult(
         str(out), class_names, rows, runtime, {k_: round(v, 1) for k_, v in seconds.items()}, paths
     )
-    (out / "demo.json").write_text(json.dumps({**result.to_dict(), "config": asdict(cfg)}, indent=1) + "\n")
+    from cryoshift.runtime.outfiles import write_text  # never through a link planted in the folder
+
+    write_text(out / "demo.json", json.dumps({**result.to_dict(), "config": asdict(cfg)}, indent=1) + "\n")
     paths["summary"] = str(out / "demo.json")
     return result
 
@@ -459,8 +461,9 @@ def command(
 
     require_extra("train", "cryoshift demo", "torch", "onnx")
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
+
+    from cryoshift.runtime.terminal import markup_safe
 
     console = Console(stderr=False)
     result = run_demo(
@@ -469,7 +472,7 @@ def command(
         seed=seed,
         threads=threads,
         progress=not no_progress,
-        say=lambda line: console.print(f"[bold]demo[/bold] {escape(line)}"),  # lines name paths
+        say=lambda line: console.print(f"[bold]demo[/bold] {markup_safe(line)}"),  # lines name paths
     )
     table = Table(
         title=f"Target accuracy ({len(result.class_names)} classes, labels held back from training)"
@@ -495,7 +498,8 @@ def command(
         f"({rt['rate'] / max(rt['template_matching_rate'], 1e-9):,.0f}x slower)"
     )
     console.print("stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()))
+    paths = {k: markup_safe(v) for k, v in result.paths.items()}
     console.print(
-        f"outputs in {result.out_dir}: model {result.paths['onnx']}, "
-        f"predictions {result.paths['predictions_csv']}, summary {result.paths['summary']}"
+        f"outputs in {markup_safe(result.out_dir)}: model {paths['onnx']}, "
+        f"predictions {paths['predictions_csv']}, summary {paths['summary']}"
     )

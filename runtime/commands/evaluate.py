@@ -66,6 +66,7 @@ def command(
     from rich.table import Table
 
     from cryoshift.runtime.errors import require_extra
+    from cryoshift.runtime.terminal import markup_safe, plain, visible  # class names, paths: from files
 
     onnx = check_model(model)
     if not onnx or run is not None:  # --run scores the run's epoch checkpoints with PyTorch
@@ -87,37 +88,43 @@ def command(
     )
     console = Console()
     table = Table(
-        title=f"{model} on {data}: accuracy {report['accuracy']:.3f}, macro-F1 "
-        f"{report['macro_f1']:.3f} (n={report['n']})",
+        title=plain(
+            f"{model} on {data}: accuracy {report['accuracy']:.3f}, macro-F1 "
+            f"{report['macro_f1']:.3f} (n={report['n']})"
+        ),
         title_justify="left",
     )
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
-    for name, row in report["per_class"].items():
+    for name, row in report["per_class"].items():  # None (n/a): a class neither labelled nor predicted
         table.add_row(
-            name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
+            plain(name), _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]), str(row["support"])
         )
     console.print(table)
+    console.print(f"scored: {report['scored']}")
     console.print(
-        f"NLL {report['nll']:.3f}  ECE {report['ece']:.3f}  unknown {100 * report['unknown_fraction']:.1f}%"
+        f"NLL {report['nll']:.3f}  ECE {report['ece']:.3f}  unknown {100 * report['unknown_fraction']:.1f}% "
+        "(under the model's threshold; not rejected in the scores above)"
     )
     for note in report.get("notes", []):
-        console.print(f"note: {note}")
+        console.print(f"note: {markup_safe(note)}")
     if report.get("skipped_picks"):
         skipped = report["skipped_picks"].items()
-        console.print("skipped picks: " + ", ".join(f"{n} {why}" for why, n in skipped))
+        console.print("skipped picks: " + ", ".join(f"{n} {markup_safe(why)}" for why, n in skipped))
     ck = report.get("checkpoints")
     for bad in (ck or {}).get("skipped_epochs", []):
-        typer.echo(f"cryoshift: skipped epoch {bad['epoch']}: {bad['path']}: {bad['reason']}", err=True)
+        typer.echo(
+            visible(f"cryoshift: skipped epoch {bad['epoch']}: {bad['path']}: {bad['reason']}"), err=True
+        )
     if (ck or {}).get("selection_error"):
-        typer.echo(f"cryoshift: label-free choice unknown: {ck['selection_error']}", err=True)
+        typer.echo(f"cryoshift: label-free choice unknown: {visible(ck['selection_error'])}", err=True)
     if ck and ck.get("epochs"):
         console.print(
             f"label-free choice: epoch {ck['selected_epoch']} (accuracy {_fmt(ck['selected_accuracy'])}); "
             f"labels would choose epoch {ck['oracle_epoch']} (accuracy {_fmt(ck['oracle_accuracy'])}); "
             f"gap {_fmt(ck['selection_gap'])}"
         )
-    console.print(f"report: {report['json']}  confusion: {report['confusion_png']}")
+    console.print(f"report: {markup_safe(report['json'])}  confusion: {markup_safe(report['confusion_png'])}")
 
 
 def check_model(model: Path) -> bool:

@@ -132,13 +132,13 @@ def command(
     import warnings
 
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
     from cryoshift.export import export_checkpoint
     from cryoshift.export.parity import ParityError
     from cryoshift.export.result import ExportWarning
     from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.terminal import markup_safe, plain, visible  # paths and messages name files
     from cryoshift.training.checkpoint import resolve_checkpoint
 
     if batch_max is not None and batch_max < 1:
@@ -164,23 +164,23 @@ def command(
                     test_views=test_views,
                 )
         except ParityError as exc:
-            typer.echo(f"cryoshift: error: parity check failed: {exc}", err=True)
+            typer.echo(f"cryoshift: error: parity check failed: {visible(exc)}", err=True)
             raise typer.Exit(1) from exc
     from cryoshift.export.api import CalibrationNote
 
     for w in caught:
         if issubclass(w.category, CalibrationNote):  # a fact about the model, not about the export
-            typer.echo(f"cryoshift: note: {w.message}", err=True)
+            typer.echo(f"cryoshift: note: {visible(w.message)}", err=True)
         elif issubclass(w.category, ExportWarning):
-            console.print(f"[yellow]warning:[/] {escape(str(w.message))}")
-    table = Table(title=f"cryoshift export -> {out}")
+            console.print(f"[yellow]warning:[/] {markup_safe(w.message)}")
+    table = Table(title=plain(f"cryoshift export -> {out}"))
     for col in ("format", "file", "size", "max dlogit", "agreement", "parity", "s"):
         table.add_column(col, justify="right" if col in ("size", "s", "max dlogit") else "left", no_wrap=True)
     for r in results:
         p = r.parity
         table.add_row(
             r.format,
-            r.path.name,
+            plain(r.path.name),
             _size(r.size_bytes),
             "-" if p is None else f"{p.max_abs_logit_diff:.2e}",
             "-" if p is None else f"{p.argmax_agreement:.0%} of {p.n}",
@@ -190,5 +190,7 @@ def command(
     Console().print(table)
     if results and results[0].parity is not None:
         Console().print(
-            f"parity data: {results[0].parity.source}; report: {out / 'export.json'}", soft_wrap=True
+            f"parity data: {markup_safe(results[0].parity.source)}; "
+            f"report: {markup_safe(out / 'export.json')}",
+            soft_wrap=True,
         )

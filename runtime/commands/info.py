@@ -45,6 +45,10 @@ def command(
 
     Example: cryoshift info tomo.mrc picks.star data/sim model.onnx
     """
+    # Every value shown comes from a file (tomogram and class names, paths): control characters are
+    # shown as escapes and nothing is read as rich markup (runtime/terminal.py).
+    from cryoshift.runtime.terminal import plain, visible
+
     if validate:
         from cryoshift.runtime.info import validate as check
 
@@ -52,9 +56,9 @@ def command(
         for path in paths:
             problems = check(path, atomic=_atomic_rows)
             bad += bool(problems)
-            shown = str(path).replace("\n", "\\n")
+            shown = visible(path)
             for problem in problems or ["ok"]:
-                typer.echo(f"{shown}: {problem}")
+                typer.echo(f"{shown}: {visible(problem)}")
         raise typer.Exit(1 if bad else 0)
     from rich.console import Console
     from rich.table import Table
@@ -70,14 +74,14 @@ def command(
         except InputError as exc:
             if len(paths) == 1:
                 raise
-            typer.echo(f"cryoshift: error: {exc}", err=True)
+            typer.echo(f"cryoshift: error: {visible(exc)}", err=True)
             failed.append(path)
             continue
-        table = Table(title=f"{desc.path} ({desc.kind})", show_header=False, title_justify="left")
+        table = Table(title=plain(f"{desc.path} ({desc.kind})"), show_header=False, title_justify="left")
         table.add_column("key", style="bold")
         table.add_column("value", overflow="fold")
         for key, value in desc.rows:
-            table.add_row(key, value)
+            table.add_row(plain(key), plain(value))
         console.print(table)
     if failed:
         raise typer.Exit(2)

@@ -27,9 +27,10 @@ def command(
     Example: cryoshift report results && xdg-open results/report.html
     """
     from cryoshift.runtime.report import write_report
+    from cryoshift.runtime.terminal import visible  # notes name tomograms and classes from the files
 
     notes: list[str] = []
     written = write_report(path, out, notes)
     for note in notes:  # data the page leaves out (NaN scores): said here as well as on the page
-        typer.echo(f"cryoshift: warning: {note}", err=True)
-    typer.echo(f"report: {written}")
+        typer.echo(f"cryoshift: warning: {visible(note)}", err=True)
+    typer.echo(f"report: {visible(written)}")

@@ -223,15 +223,20 @@ def test_folder_in_the_way_of_predictions_star_is_named(probe: Path, tmp_path: P
     assert ".tmp" not in line and "a folder of this name is in the way" in line, line
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 @pytest.mark.parametrize("final", ["predictions.star", "predictions.csv"])
-def test_full_disk_names_the_result_file(tmp_path: Path, final: str) -> None:
-    """A full disk ("No space left on device", as /dev/full says) named no file, or the temporary one."""
+def test_full_disk_names_the_result_file(tmp_path: Path, final: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk ("No space left on device") named no file, or the temporary one. The temporary
+    file has a new random name now (runtime/outfiles.py), so the disk fills where a network file
+    system or a quota says so: when the written data are synced."""
+    import errno
+
     from cryoshift.runtime.results import write_results, write_star
 
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
     target = tmp_path / final
-    tmp = tmp_path / f".{target.stem}.{os.getpid()}.tmp{target.suffix}"
-    tmp.symlink_to("/dev/full")  # the temporary file the writer opens: every write fails ENOSPC
     rows = pd.DataFrame({"id": ["a"], "x": [1.0]})
     with pytest.raises(OSError) as caught:
         if target.suffix == ".star":
@@ -240,4 +245,4 @@ def test_full_disk_names_the_result_file(tmp_path: Path, final: str) -> None:
             write_results(rows, target)
     assert caught.value.filename == str(target)
     assert "no space left on device" in str(caught.value.strerror), caught.value
-    assert not tmp.exists() and not target.exists()
+    assert not list(tmp_path.iterdir())  # neither the table nor its temporary file

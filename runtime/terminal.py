@@ -1,0 +1,58 @@
+"""Text read from files, made safe to print on a terminal: control characters shown, rich markup inert.
+
+Why: names in a picks table or a model (a tomogram ``TS\\x1b]0;PWNED\\x1b\\\\``, a class
+``[link=https://evil.example]ribosome[/link]``) reached the terminal raw: an escape sequence
+retitled the window or rewrote what was shown, and rich read brackets as markup (a link, blinking
+text, or ``[/]``, a markup error instead of the table). :func:`visible` writes every character
+that does not show as itself as its escape; :func:`markup_safe` also escapes rich markup, for text
+inside a ``console.print`` string, and :func:`plain` makes a rich ``Text`` (no markup, no emoji
+codes) for a table cell or title.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+# Characters that do not show as themselves: controls (escape, bell, C1 such as \x9b, which some
+# terminals take for an escape sequence), format characters (bidi overrides, zero-width joiners)
+# and the Unicode line and paragraph separators.
+_HIDDEN = ("Cc", "Cf", "Zl", "Zp")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if ch in _NAMED:
+        return _NAMED[ch]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def visible(text: object) -> str:
+    """``text`` with every control, format and line-separator character written as its escape
+    (``\\x1b``, ``\\t``, ``\\u202e``); other text as it is."""
+    text = str(text)
+    if text.isprintable():  # the usual case: nothing to do
+        return text
+    return "".join(_escape(ch) if unicodedata.category(ch) in _HIDDEN else ch for ch in text)
+
+
+def markup_safe(text: object) -> str:
+    """:func:`visible`, with rich markup escaped (``[blink]`` prints as ``[blink]``), for text from a
+    file that goes into ``console.print`` or a rich table cell."""
+    from rich.markup import escape
+
+    return escape(visible(text))
+
+
+def plain(text: object) -> Text:
+    """:func:`visible` as a rich ``Text``: printed as it is, never read as markup or emoji codes
+    (``:smile:``), for a rich table cell or title."""
+    from rich.text import Text
+
+    return Text(visible(text))
