@@ -127,6 +127,18 @@ def _validate_names(directory: Path, class_names: list[str] | None, labels: np.n
         )
 
 
+def _stack_label(meta: dict[str, Any]) -> bytes:
+    """The volume stack's MRC label: the cryoshift version, and the seed of a simulated dataset.
+
+    Why: mrcfile's default label stamps the creation time, so two identical ``cryoshift simulate``
+    runs wrote different bytes; the dataset's time of making is not part of what it is.
+    """
+    label = f"cryoshift {_version()} dataset"
+    if isinstance(meta.get("seed"), int):
+        label += f", seed {meta['seed']}"
+    return label.encode("ascii", "replace")[:80]
+
+
 class DatasetWriter:
     """Write a dataset chunk by chunk into a stack created up front (memory-mapped).
 
@@ -174,6 +186,7 @@ class DatasetWriter:
             overwrite=True,
         )
         self._mrc.voxel_size = self.voxel_size
+        self._mrc.header.label[0] = _stack_label(self.meta)
         self._count = 0
         self._labels: list[np.ndarray] = []
         self._rows: list[dict[str, Any]] = []

@@ -319,7 +319,11 @@ def command(
         help="Resolution (A) of densities computed from atomic models (default 2 voxels).",
     ),
     seed: int = typer.Option(
-        0, "--seed", help="Seed of the imaging parameters and noise: the same seed gives the same dataset."
+        0,
+        "--seed",
+        help="Seed of the classes, imaging parameters and noise: the same seed, structures, options and "
+        "--n give the same dataset, whatever --batch-size or --threads (byte for byte on the same "
+        "CPU and library versions; on a GPU to its float rounding).",
     ),
     structure_seed: int = typer.Option(
         0,
@@ -331,7 +335,7 @@ def command(
         None,
         "--batch-size",
         help=f"Subtomograms simulated per batch (default {DEFAULT_BATCH}, lowered to fit the memory "
-        "available; a given one that cannot fit is refused).",
+        "available; a given one that cannot fit is refused). Sets the memory used, not the data.",
     ),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
     no_progress: bool = NO_PROGRESS,
@@ -417,4 +421,8 @@ def command(
         progress=not no_progress,
         origin=origin,
     )
-    typer.echo(f"wrote {n} subtomograms of {len(structs)} classes ({', '.join(structs.names)}) to {path}")
+    from cryoshift.runtime.terminal import visible  # class names come from structure files and configs
+
+    typer.echo(
+        visible(f"wrote {n} subtomograms of {len(structs)} classes ({', '.join(structs.names)}) to {path}")
+    )

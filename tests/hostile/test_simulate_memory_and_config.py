@@ -99,23 +99,14 @@ def test_the_default_batch_size_is_lowered_to_fit_with_a_note(
     ], err
     code, _, err = _simulate(tmp_path / "given", capsys, "--n", 150, "--batch-size", 64)
     assert code == 0, err
-    # the volumes, not the whole file: the header's label holds the time it was written
-    import mrcfile
-
-    with (
-        mrcfile.open(tmp_path / "auto" / "volumes.mrc") as a,
-        mrcfile.open(tmp_path / "given" / "volumes.mrc") as g,
-    ):
-        assert np.array_equal(a.data, g.data)
-    # with the memory to spare, the default stays and says nothing
+    auto = (tmp_path / "auto" / "volumes.mrc").read_bytes()
+    assert (tmp_path / "given" / "volumes.mrc").read_bytes() == auto
+    # with the memory to spare, the default stays and says nothing; the batch size sets the memory
+    # used, not the data: the same seed gives the same file byte for byte (it did not)
     _memory(monkeypatch, _need(150))
     code, _, err = _simulate(tmp_path / "roomy", capsys, "--n", 150)
     assert code == 0 and not _notes(err), err
-    with (
-        mrcfile.open(tmp_path / "roomy" / "volumes.mrc") as r,
-        mrcfile.open(tmp_path / "auto" / "volumes.mrc") as a,
-    ):
-        assert not np.array_equal(r.data, a.data)  # other batches, other draws
+    assert (tmp_path / "roomy" / "volumes.mrc").read_bytes() == auto
 
 
 @pytest.mark.parametrize("given", [[], ["--batch-size", 1]])

@@ -91,9 +91,14 @@ def simulate_dataset(
 
     particles.csv holds every parameter drawn per subtomogram; dataset.json records the full
     config, the seed, the structure sources, library versions and ``generator`` (who asked).
-    Writing is chunked (``batch_size`` volumes at a time), so memory stays flat for any ``n``;
-    the same seed and chunking give identical volumes on the same device. ``origin`` says where
-    the config's values came from, for the errors to name (config.Origin).
+    Writing is chunked (about ``batch_size`` volumes at a time), so memory stays flat for any
+    ``n``. The dataset is a function of (structures, config, seed, n): it is drawn in fixed blocks
+    of 256 volumes and rendered in fixed groups (``Simulator.dataset_cells``, ``sample_cells``),
+    so the batch size (which ``cryoshift simulate`` lowers to fit the memory free) and the
+    thread count change nothing, byte for byte on the CPU (a GPU: to its rounding). A batch
+    is a run of whole groups: one group (at most 32 volumes of up to 32^3, or as many voxels)
+    when ``batch_size`` is smaller. ``origin`` says where the config's values came from, for the
+    errors to name (config.Origin).
     """
     from cryoshift.runtime.dataset import VOLUMES, DatasetWriter
 
@@ -121,7 +126,7 @@ def simulate_dataset(
         contrast=config.contrast,
         meta=meta,
     )
-    chunks = [(start, min(batch_size, n - start)) for start in range(0, n, batch_size)]
+    chunks = batch_cells(sim.dataset_cells(n), batch_size)
     counts = np.zeros(len(structures), np.int64)  # volumes per class
     try:
         if progress:
@@ -135,12 +140,12 @@ def simulate_dataset(
             )
             with Progress(*columns, transient=False) as bar:
                 task = bar.add_task("simulating", total=n)
-                for start, k in chunks:
-                    counts += _write_chunk(sim, writer, start, k, origin)
-                    bar.advance(task, k)
+                for cells in chunks:
+                    counts += _write_chunk(sim, writer, cells, origin)
+                    bar.advance(task, cells[-1][1] - cells[0][0])
         else:
-            for start, k in chunks:
-                counts += _write_chunk(sim, writer, start, k, origin)
+            for cells in chunks:
+                counts += _write_chunk(sim, writer, cells, origin)
     except BaseException:
         writer.abort()
         if stack_is_new:
@@ -170,14 +175,27 @@ def warn_empty_classes(path: Path, names: list[str], counts: np.ndarray) -> None
     )
 
 
+def batch_cells(cells: list[tuple[int, int]], batch_size: int) -> list[list[tuple[int, int]]]:
+    """Consecutive render groups (``Simulator.dataset_cells``) gathered into batches of at most
+    ``batch_size`` volumes, or one group where a group alone is larger: groups are never split,
+    so the batch size decides only how much is held at once, not what is drawn or how it rounds."""
+    batches: list[list[tuple[int, int]]] = []
+    for cell in cells:
+        if batches and cell[1] - batches[-1][0][0] <= batch_size:
+            batches[-1].append(cell)
+        else:
+            batches.append([cell])
+    return batches
+
+
 def _write_chunk(
-    sim: Simulator, writer: DatasetWriter, start: int, k: int, origin: Origin | None = None
+    sim: Simulator, writer: DatasetWriter, cells: list[tuple[int, int]], origin: Origin | None = None
 ) -> np.ndarray:
-    """Simulate ``k`` volumes (from volume ``start`` on) and append them, once they are known to
+    """Simulate the volumes of a run of render groups and append them, once they are known to
     hold a usable signal; returns the number of volumes of each class."""
-    vol, labels, rows = sim.sample(k)
+    vol, labels, rows = sim.sample_cells(cells)
     volumes = vol.cpu().numpy()
-    check_volumes(volumes, rows, start, origin)
+    check_volumes(volumes, rows, cells[0][0], origin)
     labels = labels.cpu().numpy()
     writer.write(volumes, labels, rows)
     return np.bincount(labels, minlength=len(sim.class_names))

@@ -4,8 +4,20 @@
 ``Simulator.batches(batch_size)`` is an endless source for on-the-fly training. Parameters are
 drawn on the CPU from the simulator's own ``torch.Generator`` (``generator``), so a seed gives
 the same parameters on any device. Noise comes from ``noise_generator``: on the CPU as one seed
-per volume (so data do not depend on threads or chunking), on a GPU from the device generator
-(same seed, same device -> same data).
+per volume, on a GPU from the device generator. ``sample`` is a stream: what it draws depends on
+the calls before it and on ``n`` (the same seed and the same sequence of calls give the same
+parameters); its volumes are identical for the same thread count on the same device, and across
+thread counts equal within a few 1e-7 of their scale, not bit for bit, because the thread count
+sets how a batch is split into chunks and a batched FFT rounds each volume a little differently
+for another batch size (the FFT itself runs on one thread either way).
+
+A dataset (``dataset_cells`` and ``sample_cells``, used by ``simulate_dataset``) is instead a
+function of the structures, config, seed and its size: its classes, parameters, neighbours, noise
+seeds and variants are drawn in fixed blocks of 256 volumes, block after block from a generator
+of its own, and the volumes are rendered in fixed groups of indices, each on one torch thread, so
+the batch size, the memory free and the thread count change nothing: on the CPU (the same kind
+and library versions) not a byte; on a GPU the parameters are the same, and the volumes up to
+its float rounding (crowding adds neighbours with atomic adds, in no fixed order).
 
 Recorded angles: rot, tilt, psi are ZYZ Euler angles in degrees of the rotation
 R = Rz(rot) Ry(tilt) Rz(psi) applied to the structure (uniform on SO(3): rot, psi uniform,
@@ -14,9 +26,11 @@ cos(tilt) uniform), then the shift (voxels) is applied. Tilt axis Y, beam along 
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -84,6 +98,10 @@ class Simulator:
     CPU_CHUNK_TILT = 8
     CHUNK_BOX = 32
     VARIANTS = 16  # structural variants per class and draw, when the config asks for variability
+    # A dataset (sample_cells) is drawn in blocks of DATASET_BLOCK volumes, one after the other
+    # from its own generator, with a bank of variants per block (as a draw of simulate's default
+    # 256 volumes had): fixed blocks, not the batches, so that the batch size changes nothing.
+    DATASET_BLOCK = 256
 
     def __init__(
         self,
@@ -109,6 +127,8 @@ class Simulator:
         self.radii = self._radii(structures.maps)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(self.seed + 7919)
+        self._variant_bank: int | None = None  # the dataset block whose variants self._variants holds
+        self._dataset: _DatasetBlock | None = None  # the dataset block drawn last (sample_cells)
 
     @classmethod
     def cpu_chunk(cls, fidelity: str, box: int) -> int:
@@ -135,13 +155,28 @@ class Simulator:
         return list(self.structures.names)
 
     # -- parameters -------------------------------------------------------------------------
-    def _uniform(self, n: int, bounds: tuple[float, float]) -> torch.Tensor:
+    def _uniform(
+        self, n: int, bounds: tuple[float, float], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         lo, hi = float(bounds[0]), float(bounds[1])
-        return lo + (hi - lo) * torch.rand(n, generator=self.generator, dtype=torch.float64)
+        gen = self.generator if generator is None else generator
+        return lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
 
-    def draw(self, n: int, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Draw every parameter for ``n`` subtomograms (CPU float64 tensors; angles in degrees)."""
-        c, gen = self.config, self.generator
+    def draw(
+        self,
+        n: int,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        variants: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """Draw every parameter for ``n`` subtomograms (CPU float64 tensors; angles in degrees).
+
+        ``generator`` (default: the simulator's) is what is drawn from; ``variants=False`` draws
+        no new bank of structural variants (a dataset draws its block's bank after the block's
+        neighbours and noise seeds, from its own generator: sample_cells).
+        """
+        c = self.config
+        gen = self.generator if generator is None else generator
         k = len(self.structures)
         p: dict[str, torch.Tensor] = {}
         p["label"] = (
@@ -160,19 +195,19 @@ class Simulator:
         else:
             lo, hi = math.log(c.snr[0]), math.log(c.snr[1])
             p["snr"] = torch.exp(lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64))
-        p["tilt_max"] = self._uniform(n, c.tilt_max)
+        p["tilt_max"] = self._uniform(n, c.tilt_max, gen)
         p["wedge_angle"] = 90.0 - p["tilt_max"]
-        p["tilt_step"] = self._uniform(n, c.tilt_step)
-        p["dose"] = self._uniform(n, c.dose)
-        p["defocus_um"] = self._uniform(n, c.defocus_um)
-        p["astigmatism_um"] = self._uniform(n, c.astigmatism_um)
-        p["astigmatism_angle"] = self._uniform(n, (0.0, 180.0))
-        p["voltage_kv"] = self._uniform(n, c.voltage_kv)
-        p["cs_mm"] = self._uniform(n, c.cs_mm)
-        p["amplitude_contrast"] = self._uniform(n, c.amplitude_contrast)
-        p["bfactor"] = self._uniform(n, c.bfactor)
-        p["noise_alpha"] = self._uniform(n, c.noise_alpha)
-        p["gradient"] = self._uniform(n, c.gradient)
+        p["tilt_step"] = self._uniform(n, c.tilt_step, gen)
+        p["dose"] = self._uniform(n, c.dose, gen)
+        p["defocus_um"] = self._uniform(n, c.defocus_um, gen)
+        p["astigmatism_um"] = self._uniform(n, c.astigmatism_um, gen)
+        p["astigmatism_angle"] = self._uniform(n, (0.0, 180.0), gen)
+        p["voltage_kv"] = self._uniform(n, c.voltage_kv, gen)
+        p["cs_mm"] = self._uniform(n, c.cs_mm, gen)
+        p["amplitude_contrast"] = self._uniform(n, c.amplitude_contrast, gen)
+        p["bfactor"] = self._uniform(n, c.bfactor, gen)
+        p["noise_alpha"] = self._uniform(n, c.noise_alpha, gen)
+        p["gradient"] = self._uniform(n, c.gradient, gen)
         direction = torch.randn(n, 3, generator=gen, dtype=torch.float64)
         direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
         g = direction * p["gradient"].unsqueeze(1)
@@ -183,7 +218,9 @@ class Simulator:
         count = torch.randint(lo_n, hi_n + 1, (n,), generator=gen)
         p["n_neighbours"] = (count * crowded).double()
         if self.varies:
-            self._new_variants()  # a fresh set of structural variants for every draw
+            if variants:
+                self._new_variants()  # a fresh set of structural variants for every draw
+                self._variant_bank = None
             p["variant"] = torch.randint(0, self.VARIANTS, (n,), generator=gen).double()
         else:
             p["variant"] = torch.full((n,), -1.0, dtype=torch.float64)
@@ -195,22 +232,53 @@ class Simulator:
 
         return varies(self.config)
 
-    def _new_variants(self) -> None:
-        """VARIANTS structurally varied copies of every map (variability.py), drawn from the generator.
+    def _new_variants(self, generator: torch.Generator | None = None, by_class: bool = False) -> None:
+        """VARIANTS structurally varied copies of every map (variability.py), drawn from
+        ``generator`` (default: the simulator's).
 
         Deforming each of thousands of volumes would cost more than simulating them; a fresh bank
-        of variants per draw, each seen under many rotations, costs a few percent.
+        of variants per draw, each seen under many rotations, costs a few percent. ``by_class``
+        (datasets) makes each class's variants on one torch thread, in parallel over classes, so
+        that no reduction is split differently for another thread count; train's draws
+        (``by_class=False``) keep making the whole bank at once, as before.
         """
         from cryoshift.training.simulate import variability
 
-        c, gen, k = self.config, self.generator, len(self.structures)
+        c, gen, k = self.config, self.generator if generator is None else generator, len(self.structures)
         m = k * self.VARIANTS
         label = torch.arange(k).repeat_interleave(self.VARIANTS)
-        rms = self._uniform(m, c.flex_voxels)
+        rms = self._uniform(m, c.flex_voxels, gen)
         missing = torch.rand(m, generator=gen, dtype=torch.float64) < c.p_partial
         extra = torch.rand(m, generator=gen, dtype=torch.float64) < c.p_extra
         numbers = variability.random_numbers(torch.randint(0, 2**62, (m,), generator=gen).tolist())
-        scale = self._uniform(m, c.magnification)
+        scale = self._uniform(m, c.magnification, gen)
+        if not by_class:
+            dens = self._vary(label, rms, missing, extra, numbers, scale)
+            self._variants = dens.view(k, self.VARIANTS, *dens.shape[1:])
+            return
+        # One class per task, each on one torch thread: the bank does not depend on the thread count.
+        parts: list[torch.Tensor] = [torch.empty(0)] * k
+
+        def work(cls: int) -> None:
+            sel = slice(cls * self.VARIANTS, (cls + 1) * self.VARIANTS)
+            mine = {key: value[sel] for key, value in numbers.items()}
+            parts[cls] = self._vary(label[sel], rms[sel], missing[sel], extra[sel], mine, scale[sel])
+
+        self._one_thread_each(work, list(range(k)))
+        self._variants = torch.stack(parts)
+
+    def _vary(
+        self,
+        label: torch.Tensor,
+        rms: torch.Tensor,
+        missing: torch.Tensor,
+        extra: torch.Tensor,
+        numbers: dict[str, torch.Tensor],
+        scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """The varied maps (m, D, D, D) for drawn variant parameters (``_new_variants``)."""
+        from cryoshift.training.simulate import variability
+
         dens = self.maps.index_select(0, label.to(self.device))
         fields = None  # one resampling pass for flex and magnification together
         if bool((rms > 0).any()):
@@ -220,11 +288,12 @@ class Simulator:
             fields = zoom if fields is None else fields + zoom
         if fields is not None:
             dens = variability.deform(dens, fields)
-        dens = variability.vary_composition(dens, self.radii[label], missing, extra, numbers)
-        self._variants = dens.view(k, self.VARIANTS, *dens.shape[1:])
+        return variability.vary_composition(dens, self.radii[label], missing, extra, numbers)
 
-    def _neighbours(self, p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[str], list[str]]:
-        """Draw neighbour particles.
+    def _neighbours(
+        self, p: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, list[str], list[str]]:
+        """Draw neighbour particles (from ``generator``, default the simulator's).
 
         Returns rows (owner index, class, rot, tilt, psi in radians, x, y, z shift in voxels, 0) for
         every neighbour, and per subtomogram the neighbours' class names and poses as text
@@ -236,7 +305,7 @@ class Simulator:
         poses = [""] * len(counts)
         if total == 0:
             return torch.empty(0, 9, dtype=torch.float64), names, poses
-        gen = self.generator
+        gen = self.generator if generator is None else generator
         owner = torch.repeat_interleave(torch.arange(len(counts)), counts)
         cls = torch.randint(0, len(self.structures), (total,), generator=gen)
         u = torch.rand(total, 3, generator=gen, dtype=torch.float64)
@@ -456,3 +525,139 @@ class Simulator:
         while True:
             vol, labels, rows = self.sample(batch_size)
             yield (vol.unsqueeze(1), labels, rows) if with_params else (vol.unsqueeze(1), labels)
+
+    # -- datasets: a function of (structures, config, seed, n), not of batches or threads ------
+    def dataset_cells(self, n: int) -> list[tuple[int, int]]:
+        """The fixed groups (start, stop) in which volumes 0..n-1 of a dataset are rendered: runs of
+        ``cpu_chunk`` indices from the start of every DATASET_BLOCK block, on any device and for
+        any thread count. Why fixed: a batched FFT rounds each volume a little differently for
+        another batch size (a few 1e-7), so groups that followed --batch-size, the memory free or
+        --threads made the bytes follow them too. ``sample_cells`` renders runs of these."""
+        if int(n) <= 0:
+            raise InputError(None, f"number of subtomograms to simulate must be positive, got {n}")
+        size = self.cpu_chunk(self.config.fidelity, self.box)
+        cells: list[tuple[int, int]] = []
+        for block in range(0, int(n), self.DATASET_BLOCK):
+            end = min(int(n), block + self.DATASET_BLOCK)
+            cells.extend((start, min(end, start + size)) for start in range(block, end, size))
+        return cells
+
+    def sample_cells(
+        self, cells: Sequence[tuple[int, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+        """Volumes, labels and parameter rows of a run of consecutive ``dataset_cells(n)``, in order
+        (as ``sample`` returns them).
+
+        The dataset's parameters are drawn in whole blocks of DATASET_BLOCK volumes (classes,
+        parameters, neighbours, noise seeds, then the block's bank of structural variants), block
+        after block from a generator of the seed's own; each cell is rendered on its own, on one
+        torch thread (cells in parallel over torch's thread count). So a dataset cut into any runs
+        of cells is the same, byte for byte on the CPU (a GPU: to its rounding), and a
+        smaller one of the same seed has the same classes and parameters as the start of a larger
+        one. Runs in order are cheapest: an earlier block is drawn again from the start. Unlike
+        ``sample``, this leaves the simulator's generators alone: train's draws are not touched.
+        """
+        cells = [(int(a), int(b)) for a, b in cells]
+        size = self.DATASET_BLOCK
+        for i, (a, b) in enumerate(cells):
+            if not 0 <= a < b or a // size != (b - 1) // size or (i and a != cells[i - 1][1]):
+                raise InputError(None, f"cells must be consecutive runs within {size}-volume blocks: {cells}")
+        if not cells:
+            raise InputError(None, "no cells to simulate")
+        first = cells[0][0]
+        out = torch.empty((cells[-1][1] - first, self.box, self.box, self.box), device=self.device)
+        params: list[dict[str, torch.Tensor]] = []
+        names: list[str] = []
+        poses: list[str] = []
+        for block, group in itertools.groupby(cells, key=lambda cell: cell[0] // size):
+            drawn = self._dataset_block(block)
+            group = list(group)
+            self._render_cells(drawn, group, out[group[0][0] - first : group[-1][1] - first])
+            lo, hi = group[0][0] - block * size, group[-1][1] - block * size
+            params.append({k: v[lo:hi] for k, v in drawn.params.items()})
+            names += drawn.names[lo:hi]
+            poses += drawn.poses[lo:hi]
+        p = {k: torch.cat([q[k] for q in params]) for k in params[0]}
+        return out, p["label"].to(self.device), self.rows(p, names, poses)
+
+    def _render_cells(self, drawn: _DatasetBlock, cells: list[tuple[int, int]], out: torch.Tensor) -> None:
+        """Render ``cells`` (a run within block ``drawn``) into ``out``, each cell on its own."""
+        base, first = drawn.index * self.DATASET_BLOCK, cells[0][0]
+        owner = drawn.neighbours[:, 0].long()
+        noise = self.config.snr is not None
+
+        def work(cell: tuple[int, int]) -> None:
+            a, b = cell[0] - base, cell[1] - base
+            part = {k: v[a:b] for k, v in drawn.params.items()}
+            nb = drawn.neighbours[(owner >= a) & (owner < b)].clone()
+            nb[:, 0] -= a
+            # CPU: one noise seed per volume; a GPU draws a cell's noise at once, from its first seed
+            source: torch.Generator | list[int] = drawn.seeds[a:b]
+            if self.device.type != "cpu":
+                source = torch.Generator(device=self.device).manual_seed(drawn.seeds[a])
+            out[cell[0] - first : cell[1] - first] = self._render_chunk(part, nb, noise, source)
+
+        self._one_thread_each(work, cells)
+
+    def _dataset_block(self, block: int) -> _DatasetBlock:
+        """Block ``block`` of the dataset's draws, with its variants in ``self._variants``: the one
+        drawn last, the next one, or (out of order) the blocks from the first on drawn again."""
+        drawn = self._dataset
+        if drawn is None or block < drawn.index:
+            drawn = None
+            generator = torch.Generator().manual_seed(self.seed)  # the dataset's own stream
+        else:
+            generator = drawn.generator
+        while drawn is None or drawn.index < block:
+            drawn = self._draw_block(generator, 0 if drawn is None else drawn.index + 1)
+        self._dataset = drawn
+        if self.varies and self._variant_bank != block:  # train's sample() made its own since
+            bank = torch.Generator()
+            bank.set_state(drawn.bank_state)
+            self._new_variants(bank, by_class=True)
+            self._variant_bank = block
+        return drawn
+
+    def _draw_block(self, generator: torch.Generator, index: int) -> _DatasetBlock:
+        """Draw dataset block ``index`` (the next from ``generator``) and make its bank of variants.
+
+        A whole block is drawn even where the dataset ends inside it: the volumes a dataset has
+        do not depend on how many come after them."""
+        n = self.DATASET_BLOCK
+        p = self.draw(n, generator=generator, variants=False)
+        neighbours, names, poses = self._neighbours(p, generator)
+        seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
+        bank_state = generator.get_state()
+        if self.varies:
+            self._new_variants(generator, by_class=True)
+            self._variant_bank = index
+        return _DatasetBlock(index, generator, p, neighbours, names, poses, seeds, bank_state)
+
+    def _one_thread_each(self, work: Callable[[Any], None], items: list[Any]) -> None:
+        """Run ``work`` on every item with torch on one thread, the items in parallel over torch's
+        thread count on the CPU. One thread per task makes the result the same for any --threads:
+        torch may split a multi-threaded reduction differently for another thread count."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            if self.device.type == "cpu" and threads > 1 and len(items) > 1:
+                list(_chunk_pool(threads).map(work, items))
+            else:
+                for item in items:
+                    work(item)
+        finally:
+            torch.set_num_threads(threads)
+
+
+@dataclass
+class _DatasetBlock:
+    """One block of a dataset's draws (``Simulator.sample_cells``): the generator goes on to the next."""
+
+    index: int
+    generator: torch.Generator
+    params: dict[str, torch.Tensor]
+    neighbours: torch.Tensor  # rows as Simulator._neighbours gives them, owners within the block
+    names: list[str]
+    poses: list[str]
+    seeds: list[int]  # noise seeds, one per volume
+    bank_state: torch.Tensor  # the generator's state where the block's variants are drawn
