@@ -34,6 +34,7 @@ from cryoshift.export.result import ExportResult, ExportWarning
 from cryoshift.runtime.engine_sidecar import SIDECAR_SUFFIX, file_sha256
 from cryoshift.runtime.errors import InputError, check_out_folder
 from cryoshift.runtime.metadata import ModelMetadata, checked
+from cryoshift.runtime.outfiles import write_text
 
 DEFAULT_BATCH_MAX = 256
 PARITY_VOLUMES = 64
@@ -265,7 +266,9 @@ def export_checkpoint(
         "training_config": config,
         "versions": _versions(),
     }
-    (out_dir / REPORT).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    # out_dir may be an earlier export's folder: a link planted at the name is replaced, never
+    # written through (runtime/outfiles.py)
+    write_text(out_dir / REPORT, json.dumps(report, indent=2, default=str) + "\n")
     return results
 
 

@@ -24,6 +24,7 @@ from cryoshift.export.result import ExportResult
 from cryoshift.runtime.contract import INPUT_NAME, OUTPUT_NAMES
 from cryoshift.runtime.engine_sidecar import query_gpu_name, write_engine_sidecar
 from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.outfiles import write_bytes
 
 TIMING_CACHE = "tensorrt.timing.cache"
 WORKSPACE_BYTES = 4 << 30
@@ -83,9 +84,11 @@ def build_engine(
     if serialized is None:
         raise RuntimeError(f"{onnx_path}: TensorRT engine build failed (see the TensorRT log above)")
     engine_path = Path(engine_path)
-    engine_path.write_bytes(memoryview(serialized))
+    # whole files renamed into place: a link planted at either name is replaced, never written
+    # through (runtime/outfiles.py); a reader never sees half an engine
+    write_bytes(engine_path, memoryview(serialized))
     if cache_path is not None:
-        cache_path.write_bytes(memoryview(config.get_timing_cache().serialize()))
+        write_bytes(cache_path, memoryview(config.get_timing_cache().serialize()))
     return engine_path
 
 

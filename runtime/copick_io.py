@@ -326,6 +326,8 @@ def write_predictions(csv_path: Path, inputs: list[str], session: str) -> list[s
     configs = {parse_spec(t).config for t in inputs if is_copick(t)}
     if not configs:
         return []
+    # before copick's own modules are imported below: a ModuleNotFoundError traceback otherwise
+    require_extra("copick", "writing predictions into copick projects", "copick")
     rows = read_results(csv_path)
     notes = []
     for config in sorted(configs):

@@ -23,6 +23,7 @@ from typing import Any
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.metadata import ModelMetadata, refuse_special
+from cryoshift.runtime.outfiles import write_text
 
 SIDECAR_FORMAT = "cryoshift.engine/1"
 SIDECAR_SUFFIX = ".json"  # model.engine -> model.engine.json
@@ -107,7 +108,7 @@ def write_engine_sidecar(
         "batch_max": int(batch[2]),
     }
     out = sidecar_path(engine_path)
-    out.write_text(json.dumps(data, indent=2) + "\n")
+    write_text(out, json.dumps(data, indent=2) + "\n")  # a link at the name is replaced, not followed
     return out
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.outfiles import open_in_place, replacing_path
 
 HEADER = 128  # bytes: magic, version, length, the header dict padded with spaces, "\n"
 _MAGIC = b"\x93NUMPY\x01\x00"
@@ -83,12 +84,13 @@ class FeatureLedger:
             self.dim = dim_in_file or self.dim
             have = (self.path.stat().st_size - offset) // (4 * self.dim) if self.dim else 0
             keep = min(have, rows_done)
-            self._fh = open(self.path, "r+b")  # noqa: SIM115 - held open for the whole run
+            # held open for the whole run; a link planted at the name is refused, never cut back
+            self._fh = open_in_place(self.path, "r+b")
             self._fh.truncate(offset + keep * 4 * self.dim)
             self.rows = keep
             self._missing = rows_done - keep
         else:
-            self._fh = open(self.path, "w+b")  # noqa: SIM115
+            self._fh = open_in_place(self.path, "w+b")  # a link at the name is refused, not truncated
             self._fh.write(_header(0, self.dim))
             self._missing = rows_done
         if self._missing:
@@ -186,32 +188,28 @@ def join_features(
     selections and ``chunk`` rows at a time; the files are read as memory maps. Returns the rows
     written.
     """
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with FeatureLedger(tmp) as dst:
-            sources, selections = [], []
-            dim = 0
-            for path, keep in parts:
-                src = read_features(path)
-                if src.ndim != 2:
-                    raise InputError(path, f"features must be a 2-D array, found shape {src.shape}")
-                if dim and src.shape[1] != dim:
-                    raise InputError(path, f"{src.shape[1]} features per row, the other parts {dim}")
-                dim = src.shape[1]
-                sources.append(src)
-                selections.append(np.arange(len(src)) if keep is None else np.asarray(keep, dtype=np.int64))
-            if order is None:
-                for src, rows in zip(sources, selections, strict=True):
-                    for s in range(0, len(rows), chunk):
-                        dst.append(np.asarray(src[rows[s : s + chunk]]))
-            else:
-                _append_in_order(dst, sources, selections, np.asarray(order, dtype=np.int64), dim, chunk)
-            if not dst.dim:
-                dst.dim = dim
-            n = dst.rows
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # a new random temporary name (never a fixed one a link could be planted at), renamed onto out
+    with replacing_path(out) as tmp, FeatureLedger(tmp) as dst:
+        sources, selections = [], []
+        dim = 0
+        for path, keep in parts:
+            src = read_features(path)
+            if src.ndim != 2:
+                raise InputError(path, f"features must be a 2-D array, found shape {src.shape}")
+            if dim and src.shape[1] != dim:
+                raise InputError(path, f"{src.shape[1]} features per row, the other parts {dim}")
+            dim = src.shape[1]
+            sources.append(src)
+            selections.append(np.arange(len(src)) if keep is None else np.asarray(keep, dtype=np.int64))
+        if order is None:
+            for src, rows in zip(sources, selections, strict=True):
+                for s in range(0, len(rows), chunk):
+                    dst.append(np.asarray(src[rows[s : s + chunk]]))
+        else:
+            _append_in_order(dst, sources, selections, np.asarray(order, dtype=np.int64), dim, chunk)
+        if not dst.dim:
+            dst.dim = dim
+        n = dst.rows
     return n
 
 

@@ -35,9 +35,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cryoshift.runtime.errors import InputError, missing_reason, not_a_file
+from cryoshift.runtime.copick_io import is_copick
+from cryoshift.runtime.errors import InputError, missing_reason, not_a_file, require_extra
 from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
 from cryoshift.runtime.ledger import ERROR_COLUMNS, checked_rows
+from cryoshift.runtime.outfiles import open_in_place, replacing, replacing_path
 
 _SHARD = re.compile(r"^predictions\.shard-(\d+)-of-(\d+)\.csv$")
 
@@ -327,7 +329,7 @@ def _join(
     dupes = 0
     examples: list[tuple[str, tuple[int, int], tuple[int, int]]] = []
     written = _Written(array("q"), array("q"), array("q"))
-    with open(out, "wb") as fh:
+    with open_in_place(out, "wb") as fh:  # out: a new temporary file (replacing_path), no link followed
         dst = _CountingFile(fh)
         writer = csv.writer(dst, lineterminator="\n")
         writer.writerow(header)
@@ -400,23 +402,18 @@ def _reorder(path: Path, written: _Written, keys: array) -> np.ndarray | None:
         return None
     perm = np.argsort(order, kind="stable")
     starts = _keys(written.offsets)
-    tmp = path.with_name(f"{path.name}.sorted")
-    try:
-        with (
-            open(path, "rb") as src,
-            mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mm,
-            open(tmp, "wb", buffering=1 << 20) as dst,
-        ):
-            dst.write(mm[: int(starts[0])])  # the header
-            for s in range(0, len(perm), REORDER_CHUNK):
-                chunk = perm[s : s + REORDER_CHUNK]
-                for a, b in zip(starts[chunk].tolist(), starts[chunk + 1].tolist(), strict=True):
-                    dst.write(mm[a:b])
-            dst.flush()
-            os.fsync(dst.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # the sorted copy goes to a new random temporary file (not the fixed NAME.sorted a link could
+    # be planted at), renamed onto path once the source is closed (Windows renames no open file)
+    with (
+        replacing(path, "wb") as dst,
+        open(path, "rb") as src,
+        mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mm,
+    ):
+        dst.write(mm[: int(starts[0])])  # the header
+        for s in range(0, len(perm), REORDER_CHUNK):
+            chunk = perm[s : s + REORDER_CHUNK]
+            for a, b in zip(starts[chunk].tolist(), starts[chunk + 1].tolist(), strict=True):
+                dst.write(mm[a:b])
     return perm
 
 
@@ -575,6 +572,10 @@ def merge_shards(
         )
     keys = sorted(shards)
     manifests, model_note = _manifests(shards, keys, dirs[0])
+    if any(is_copick(str(text)) for text in manifests[0].get("inputs") or []):
+        # merge writes the merged predictions into the copick project, as an unsharded run does:
+        # one line naming the extra now, not a traceback once the merged tables are written
+        require_extra("copick", "merging shards of copick inputs", "copick")
     planned_alike = _check_planned(manifests, keys, dirs[0])
     out = Path(out_dir) if out_dir else dirs[0]
     out.mkdir(parents=True, exist_ok=True)
@@ -598,8 +599,11 @@ def merge_shards(
     positions = _plan_positions(plan) if replanned else {}
     place = (lambda ident: positions.get(ident, -1)) if replanned else None
     kept: list[tuple[list[int], int]] = []
-    tmps = [names[k].with_name(f".{names[k].name}.{os.getpid()}.tmp") for k in ("csv", "errors")]
-    try:  # both tables whole or neither: a damaged shard leaves an older merge as it was
+    # both tables whole or neither: a damaged shard leaves an older merge as it was. Each goes to a
+    # new random temporary name (never the fixed .NAME.<pid>.tmp a link could be planted at) and is
+    # renamed onto its name when the block ends without an error (errors.csv first, then the CSV)
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(replacing_path(names[k])) for k in ("csv", "errors")]
         done, dup_pred, pred_rows = _join(preds, pred_header, tmps[0], {}, kept, check, place)
         _, dup_err, err_rows = _join(errs, err_header, tmps[1], done, check=check_error, place=place)
         positions.clear()  # every row placed: the plan's ids are no longer needed
@@ -609,11 +613,6 @@ def merge_shards(
         order = _reorder(tmps[0], pred_rows, sort(pred_rows)) if sort else None
         if sort:
             _reorder(tmps[1], err_rows, sort(err_rows))
-        tmps[0].replace(names["csv"])
-        tmps[1].replace(names["errors"])
-    finally:
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)
     feature_note = _merge_features([t.path for t in preds], kept, names["csv"], order)
     summary = ClassifySummary.for_files(
         names, f"merged {len(keys)} of {n} shards: " + first["model"]["description"]
@@ -909,6 +908,32 @@ def _short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _replan_note(inputs: list[Any], tomograms: Any, where: str, recorded: bool) -> str:
+    """What merge read besides the shard files, in one note: the inputs (and tomograms) the shard
+    manifests name, from which folder.
+
+    Why: the manifests are data (shards are often copied from a cluster, or received), and merge
+    reads the files they name, relative ones from the folder they say the shards ran in; the blocks
+    of those STAR files go into the merged predictions.star. Reading them gives the merged rows the
+    inputs' order and keeps the input tables' blocks, so it stays, but said: a manifest naming files
+    the user did not classify shows here instead of passing unseen."""
+    from cryoshift.runtime.picks import _list
+
+    folder = (
+        f"{where} (the folder the shard manifests say the shards ran in)"
+        if recorded
+        else f"{where} (merge's own folder: the one the shard manifests name is not there)"
+    )
+    tomos = [str(t) for t in tomograms] if isinstance(tomograms, list) else []
+    read = f"inputs {_list([str(t) for t in inputs], limit=5)}" + (
+        f" and tomograms {_list(tomos, limit=5)}" if tomos else ""
+    )
+    return (
+        f"merge re-read the {read} named in the shard manifests, relative names from {folder}, "
+        "so the merged rows follow the inputs and predictions.star keeps their STAR tables' other blocks"
+    )
+
+
 def _shards_plan(first: dict[str, Any], settings: dict[str, Any], notes: list[str]) -> tuple[Any, bool]:
     """The shards' inputs planned again (headers only), so predictions.star keeps the input tables'
     blocks and columns and the merged rows follow the inputs' order, and True; just the facts of
@@ -920,8 +945,9 @@ def _shards_plan(first: dict[str, Any], settings: dict[str, Any], notes: list[st
     data, model = first["data"], first["model"]
     plan = Plan([], list(first["inputs"]), data["box_size"], data["contrast"], data["voxel_sizes"])
     # the shards' relative paths are relative to where they ran, not to where merge runs
-    where = settings.get("working_directory")
-    where = where if where and Path(where).is_dir() else os.getcwd()
+    recorded = settings.get("working_directory")
+    where = recorded if isinstance(recorded, str) and recorded and Path(recorded).is_dir() else os.getcwd()
+    notes.append(_replan_note(plan.inputs, settings.get("tomograms"), where, where == recorded))
     try:
         with contextlib.chdir(where):
             replanned = plan_inputs(

@@ -29,6 +29,7 @@ from cryoshift.runtime.contract import (
 )
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.jsonfile import JSON_ERRORS
+from cryoshift.runtime.outfiles import write_text
 
 SCHEMA_VERSION = 1
 PREFIX = "cryoshift."
@@ -175,7 +176,9 @@ class ModelMetadata:
         return cls.from_dict(data, source)
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the metadata as JSON (whole, renamed into place: a link at ``path`` is replaced,
+        never written through; runtime/outfiles.py)."""
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def read_json(cls, path: str | Path) -> ModelMetadata:

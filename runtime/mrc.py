@@ -5,7 +5,8 @@ shows up as a warning (permissive mode) or a cryptic ValueError. Here the header
 checked against the file size first, so users get one line such as
 ``tomo.mrc: file is truncated: header says 64x64x64 float32 = 1048576 bytes of data,
 file has 524288``. Big files are memory-mapped (read-only); gzip/bzip2 files are read
-into memory because they cannot be mapped.
+into memory because they cannot be mapped (refused in one line first when their header says more
+data than there is memory for: :func:`refuse_decompressing_beyond_memory`).
 
 Arrays are (Z, Y, X) for one volume and (N, Z, Y, X) for a stack, whatever the file's axis
 order (``mapc/mapr/maps``): a file stored with columns along Y or Z is transposed (a view, no
@@ -35,6 +36,7 @@ import numpy as np
 
 from cryoshift.runtime.contract import MRC_HEADER_BYTES, MRC_MODE_NAMES, MRC_MODES, MRC_SUFFIXES
 from cryoshift.runtime.errors import InputError, missing_reason
+from cryoshift.runtime.outfiles import replacing_path
 
 ANISOTROPY_TOLERANCE = 0.01  # relative spread of the X/Y/Z voxel sizes still called isotropic
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -663,6 +665,8 @@ def open_volume(path: str | Path, allow_2d: bool = False) -> MrcVolume:
     header = read_header(path)
     if not allow_2d:
         refuse_2d(path, header)
+    if header["compressed"]:
+        refuse_decompressing_beyond_memory(path, header)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -679,6 +683,40 @@ def open_volume(path: str | Path, allow_2d: bool = False) -> MrcVolume:
     if header["compressed"]:
         _refuse_trailing_data(path, header, mrc)
     return MrcVolume(path, mrc, header)
+
+
+# Peak memory of mrcfile reading a compressed file, in multiples of its decompressed size after the
+# 1 KiB header: for gzip it measures the size by reading the rest whole (joined into one bytes
+# object: twice that size while joining) before it reads the data; bzip2 measures it by seeking.
+_DECOMPRESS_PEAK = {"gzip": 2, "bzip2": 1}
+
+
+def refuse_decompressing_beyond_memory(path: Path, header: dict[str, Any]) -> None:
+    """Refuse a compressed file whose header describes more data than this process has memory for,
+    in one line, before anything is decompressed.
+
+    Why: a compressed file cannot be memory-mapped, so mrcfile decompresses it whole; a few MB of
+    gzip whose header says 1024^3 float32 (a "gzip bomb", or just a tomogram too big for the node)
+    grew to gigabytes before any check and the OOM killer ended the whole batch, not one error row.
+    Only the header's sizes are trusted here (the data are not read): a file that holds less than
+    it says is found truncated later, as before. Nothing is refused where available memory is
+    unknown (:func:`~cryoshift.runtime.hostmem.available_memory`)."""
+    from cryoshift.runtime.hostmem import available_memory, format_bytes
+
+    kind = header["compressed"]
+    size = int(header["extended_header_bytes"]) + int(header["data_bytes"])
+    need = size * _DECOMPRESS_PEAK.get(kind, 2)
+    room = available_memory()
+    if room is None or need <= room:
+        return
+    shape = "x".join(str(n) for n in reversed(header["shape"][-3:]))
+    raise InputError(
+        path,
+        f"{kind}-compressed: its header says {format_bytes(size)} of data ({shape} {header['dtype']}), "
+        f"and reading it takes about {format_bytes(need)} of memory, more than the "
+        f"{format_bytes(room)} available (compressed files are decompressed whole); if the header is "
+        "right, decompress the file to a plain .mrc, which is read from disk as needed",
+    )
 
 
 def _longer_than_header(path: Path, what: str, data_bytes: int, found: str) -> InputError:
@@ -767,22 +805,17 @@ def _write(path: str | Path, array: np.ndarray, voxel_size: float, stack: bool) 
         raise InputError(path, f"expected a {what}, got an array of shape {array.shape}")
     if not voxel_size or voxel_size <= 0:
         raise InputError(path, f"voxel size must be positive, got {voxel_size}")
-    # Write next to the target and rename, so a crash never leaves a half-written MRC behind.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with mrcfile.new(tmp, overwrite=True) as mrc:
-                mrc.set_data(np.ascontiguousarray(array))
-                if stack:
-                    mrc.header.ispg = 401
-                    mrc.header.mz = array.shape[1]
-                mrc.voxel_size = float(voxel_size)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # Written under a new random name beside the target and renamed (runtime/outfiles.py), so a
+    # crash never leaves a half-written MRC behind and a link planted at the name (or at the fixed
+    # .NAME.<pid>.tmp used before) is never written through.
+    with replacing_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(array))
+            if stack:
+                mrc.header.ispg = 401
+                mrc.header.mz = array.shape[1]
+            mrc.voxel_size = float(voxel_size)
     return path
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from cryoshift.runtime.contract import REJECT_LABEL
 from cryoshift.runtime.errors import InputError, blocked_folder, missing_reason, not_a_file
 from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
 from cryoshift.runtime.labelled_picks import LABEL_COLUMNS as PICK_LABEL_COLUMNS
+from cryoshift.runtime.outfiles import write_text
 from cryoshift.runtime.results import (
     NUMERIC_COLUMNS,
     PredictionTable,
@@ -36,6 +39,7 @@ from cryoshift.runtime.results import (
     read_prediction_table,
     repeated_columns,
 )
+from cryoshift.runtime.terminal import visible
 
 DPI = 150
 FONT = 10  # pt
@@ -619,9 +623,9 @@ def _tomogram_table(tomos: dict[str, dict[str, int]], classes: list[str]) -> str
     if not tomos:
         return ""
     cols = [c for c in classes if any(c in v for v in tomos.values())]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    head = "".join(f"<th>{_shown(c)}</th>" for c in cols)
     body = "".join(
-        f"<tr><td>{html.escape(t)}</td>"
+        f"<tr><td>{_shown(t)}</td>"
         + "".join(f"<td>{v.get(c, 0)}</td>" for c in cols)
         + f"<td>{sum(v.values())}</td></tr>"
         for t, v in tomos.items()
@@ -743,8 +747,11 @@ def _run_sections(
             )
         )
     embedding = run / "plots" / "embedding.png"
-    png = embedding.read_bytes() if embedding.is_file() else b""
-    if png and not png.startswith(b"\x89PNG\r\n\x1a\n"):  # inlined, it was a broken image on the page
+    png, refused = _run_file_bytes(run, Path("plots", "embedding.png"))
+    if refused:
+        facts.append(("feature embedding", refused))
+        notes.append(refused)
+    elif png and not png.startswith(b"\x89PNG\r\n\x1a\n"):  # inlined, it was a broken image on the page
         facts.append(("feature embedding", f"{embedding} is not a PNG image (damaged?); left out"))
     elif png:  # written by the trainer: source vs target, and the target by predicted class
         figures.append(
@@ -756,6 +763,32 @@ def _run_sections(
             )
         )
     return "", facts, figures
+
+
+def _run_file_bytes(run: Path, name: Path) -> tuple[bytes, str | None]:
+    """The bytes of the file ``name`` (relative) of the run folder ``run`` to inline in the page
+    (``b""`` when there is none), or why it is not shown.
+
+    Why: the page is mailed and shared, and the figure was inlined by following links: a run
+    folder received from someone, with ``plots/embedding.png -> ~/.ssh/id_ed25519`` (or ``plots``
+    a link to another folder), put a file of the reader's into the page they then sent on. Only a
+    regular file reached without a link, inside the run folder, is read (opened without following a
+    link, non-blocking: a pipe there never hangs the report)."""
+    where = run
+    for part in name.parts:
+        where = where / part
+        if where.is_symlink():
+            return b"", f"not shown: {where} is a link; the report inlines only files inside the run folder"
+    if not os.path.lexists(where):
+        return b"", None
+    try:
+        fd = os.open(where, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        return b"", f"not shown: {where} cannot be read ({' '.join(str(exc.strerror or exc).split())})"
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return b"", f"not shown: {where} is not a regular file"
+        return fh.read(), None
 
 
 def _epoch_plot(plt: Any, metrics: Any, columns: list[str], chosen: Any, ylabel: str, title: str) -> str:
@@ -782,6 +815,16 @@ th{background:#f3f3f3}.figs{display:flex;flex-wrap:wrap;gap:1.2em}figure{margin:
 figure img{width:520px;max-width:100%;height:auto}figcaption{font-size:.9em;color:#555;max-width:34em}"""
 
 
+def _shown(text: str) -> str:
+    """Text from the files (a manifest's notes, selection warnings, names) as the page shows it:
+    HTML-escaped, on one line, every control or line-separator character written as its escape.
+
+    Why: a note in a received manifest held newlines, so the page carried a line of the sender's
+    choosing (an ssh key, which reached ``authorized_keys`` through a link at report.html); a
+    fact is one line of text, and a line break in it is shown, not obeyed."""
+    return html.escape(visible(text))
+
+
 def build_report(path: str | Path, notes: list[str] | None = None) -> str:
     """The HTML page for a classify output (folder or predictions file) or a training run folder.
 
@@ -803,7 +846,7 @@ def build_report(path: str | Path, notes: list[str] | None = None) -> str:
         else:
             table, facts, figures = _results_sections(path, plt, notes)
             title = f"cryoshift results {path.name}"
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
+    rows = "".join(f"<tr><th>{_shown(k)}</th><td>{_shown(v)}</td></tr>" for k, v in facts)
     figs = "".join(
         f'<figure><h2>{html.escape(t)}</h2><img alt="{html.escape(t)}" '
         f'src="data:image/png;base64,{png}"><figcaption>{html.escape(cap)}</figcaption></figure>'
@@ -811,9 +854,9 @@ def build_report(path: str | Path, notes: list[str] | None = None) -> str:
     )
     tomo = f"<h2>Class counts per tomogram</h2>{table}" if table else ""
     return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-        f"<p>{html.escape(str(path.resolve()))}</p><h2>Summary</h2><table>{rows}</table>{tomo}"
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_shown(title)}</title>'
+        f"<style>{_CSS}</style></head><body><h1>{_shown(title)}</h1>"
+        f"<p>{_shown(str(path.resolve()))}</p><h2>Summary</h2><table>{rows}</table>{tomo}"
         f'<div class="figs">{figs}</div></body></html>\n'
     )
 
@@ -827,7 +870,9 @@ def write_report(path: str | Path, out: str | Path | None = None, notes: list[st
     page = build_report(path, notes)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(page)
+        # the whole page under a new name, renamed onto report.html: a link planted there is
+        # replaced, never written through (runtime/outfiles.py)
+        write_text(target, page)
     except OSError as exc:
         raise InputError(target, f"cannot write the report: {_write_failure(target, exc)}") from exc
     return target
@@ -840,7 +885,8 @@ def _check_target(target: Path) -> None:
     the way) is refused here too, in the words of :func:`_write_failure`."""
     if target.is_dir():
         raise InputError(target, "is a folder; --out takes the name of the HTML file to write")
-    if target.is_file() and target.stat().st_size:
+    # a link at the name is replaced by the page, its target left alone: only a file there counts
+    if not target.is_symlink() and target.is_file() and target.stat().st_size:
         with open(target, "rb") as fh:
             head = fh.read(64).lstrip().lower()
         if not head.startswith((b"<!doctype html", b"<html")):
@@ -867,4 +913,5 @@ def _write_failure(target: Path, exc: OSError) -> str:
     be is named ("No such file or directory" and "File exists" said neither)."""
     if target.is_symlink() and not target.exists():
         return missing_reason(target)
-    return _blocked_folder(target) or " ".join(str(exc.strerror or exc).split())
+    said = " ".join(str(exc.strerror or exc).split())
+    return _blocked_folder(target) or said.removeprefix("cannot write: ")  # outfiles' words say it too

@@ -27,13 +27,16 @@ RELION ignores labels it does not know (the ``cs`` ones).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cryoshift.runtime.contract import REJECT_LABEL
 from cryoshift.runtime.ledger import escape_text
 from cryoshift.runtime.results import StarWriter, star_name, write_star
 
@@ -202,27 +205,30 @@ def _read_large(path: Path, ids: Sequence[str | None], row_of: dict[str, int], n
     return out
 
 
-def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) -> list[Path]:
+def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) -> dict[Path, str]:
     """predictions.star for a results table over ``STREAM_ROWS`` rows, written in chunks:
     ``rlnImageName`` or ``rlnTomoName`` + ``rlnCoordinateX/Y/Z`` and the classification columns
     (the input's other columns are not carried over; see the README's limits)."""
     opts = {"dtype": str, "keep_default_na": False}
+    columns = list(pd.read_csv(csv_path, nrows=0, **opts).columns)
+    wanted = ["tomo_name", "x"] + (["class_name"] if split_by_class and "class_name" in columns else [])
     has_pick = has_image = False
-    for chunk in pd.read_csv(csv_path, usecols=["tomo_name", "x"], chunksize=1 << 20, **opts):
+    found: set[str] = set()
+    for chunk in pd.read_csv(csv_path, usecols=wanted, chunksize=1 << 20, **opts):
         pick = (chunk["tomo_name"] != "") & (pd.to_numeric(chunk["x"], errors="coerce").notna())
         has_pick |= bool(pick.any())
         has_image |= bool((~pick).any())
+        if "class_name" in chunk:
+            found.update(chunk["class_name"].astype(str))
+    files = class_star_names(star_path, _model_classes(columns), found) if split_by_class else {}
     writers: dict[str, StarWriter] = {}  # "" -> star_path, class name -> its own file
 
     def writer(key: str, labels: list[str]) -> StarWriter:
         if key not in writers:
-            target = star_path.with_name(f"{star_path.stem}_{_safe(key)}.star") if key else star_path
+            target = star_path.with_name(files[key]) if key else star_path
             writers[key] = StarWriter(target, "particles", labels)
         return writers[key]
 
-    if split_by_class:
-        for old in star_path.parent.glob(f"{star_path.stem}_*.star"):
-            old.unlink()
     try:
         for chunk in pd.read_csv(csv_path, chunksize=1 << 18, **opts):
             rows = _plain_rows(chunk)
@@ -243,11 +249,70 @@ def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) ->
     finally:
         for star in writers.values():
             star.discard()
-    return [writers[k].path for k in sorted(writers) if k]
+    return {writers[k].path: k for k in sorted(writers) if k}
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "class"
+
+
+def _model_classes(columns: Sequence[str]) -> list[str]:
+    """The model's class names, in order, from a results table's ``prob_<class>`` columns."""
+    return [str(c)[len("prob_") :] for c in columns if str(c).startswith("prob_")]
+
+
+def class_star_names(star_path: Path, classes: Sequence[str], found: Iterable[str] = ()) -> dict[str, str]:
+    """Each class name -> the file name of its own STAR next to ``star_path``:
+    ``<stem>_<class>.star``, the name made file-safe (:func:`_safe`), and where two classes give
+    the same file name (``TRiC-α`` and ``TRiC-β`` both ``TRiC-_``; ``Ribo`` and ``ribo`` on a file
+    system that ignores case) each of them with its RELION class number added
+    (``<stem>_TRiC-__1.star``, ``<stem>_TRiC-__2.star``).
+
+    Why: the second class's file replaced the first's, whose particles were lost without a word.
+    ``classes`` are the model's class names in order (class k is RELION class k + 1; ``unknown``
+    is 0), so a class keeps its file name whichever classes a run happened to find; ``found``:
+    names the rows hold besides (numbered after the model's)."""
+    number: dict[str, int] = {REJECT_LABEL: 0}
+    for name in [*classes, *sorted(set(found) - set(classes))]:
+        number.setdefault(name, len(number))
+    base = {name: _safe(name) for name in number}
+    clashes = Counter(part.casefold() for part in base.values())
+    taken = {part.casefold() for part in base.values() if clashes[part.casefold()] == 1}
+    parts = {name: part for name, part in base.items() if clashes[part.casefold()] == 1}
+    for name in sorted(set(number) - set(parts), key=number.__getitem__):
+        part = f"{base[name].rstrip('_') or base[name]}_{number[name]}"
+        while part.casefold() in taken:  # a class named like another's numbered name
+            part = f"{part}_{number[name]}"
+        taken.add(part.casefold())
+        parts[name] = part
+    return {name: f"{star_path.stem}_{part}.star" for name, part in parts.items()}
+
+
+def remove_earlier_class_stars(
+    star_path: Path, recorded: Iterable[object], keep: Iterable[Path] = ()
+) -> list[Path]:
+    """Remove the per-class STARs an earlier run recorded (``recorded``: the file names in its
+    manifest's ``class_stars``) that this run did not write again (``keep``); returns those removed.
+
+    Why: every ``<stem>_*.star`` in the folder was deleted, a user's own
+    ``predictions_curated_by_hand.star`` with them. Only a name cryoshift recorded is removed, and
+    only if it is a plain file name of the form ``<stem>_<class>.star`` in ``star_path``'s folder
+    (a manifest is data: a recorded ``../x.star`` or ``predictions.csv`` is ignored). A link is
+    removed as a link (its target stays); a folder is left."""
+    kept = {Path(p).name for p in keep}
+    removed = []
+    for name in recorded:
+        if not isinstance(name, str) or name in kept or name == star_path.name:
+            continue
+        if Path(name).name != name or not (name.startswith(f"{star_path.stem}_") and name.endswith(".star")):
+            continue
+        path = star_path.with_name(name)
+        if path.is_dir() and not path.is_symlink():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def write_predictions_star(
@@ -255,25 +320,27 @@ def write_predictions_star(
     star_path: str | Path,
     origins: Sequence[tuple[str, Sequence[str | None]]] = (),
     split_by_class: bool = False,
-) -> list[Path]:
-    """Write ``star_path`` from the results CSV (and, with ``split_by_class``, one
-    ``<stem>_<class>.star`` per class name next to it, each with the same other blocks).
-    Returns the per-class files. Files are written under a temporary name and renamed."""
+) -> dict[Path, str]:
+    """Write ``star_path`` from the results CSV (and, with ``split_by_class``, one STAR per class
+    name next to it, each with the same other blocks, named by :func:`class_star_names`).
+    Returns the per-class files, each with its class name (sorted by class name), for the
+    manifest to record: a rerun removes those it does not write again
+    (:func:`remove_earlier_class_stars`), and no other file. Files are written under a temporary
+    name and renamed."""
     star_path = Path(star_path)
     if _data_rows(Path(csv_path)) > STREAM_ROWS:
         return _stream_plain_star(Path(csv_path), star_path, split_by_class)
     pred = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     blocks = build_star(pred, origins)
     write_star(blocks, star_path)
-    written = []
+    written: dict[Path, str] = {}
     if split_by_class:
         particles = blocks["particles"]
         names = particles["csClassName"] if "csClassName" in particles else pd.Series(dtype=str)
-        for old in star_path.parent.glob(f"{star_path.stem}_*.star"):
-            old.unlink()  # a rerun must not leave classes that no longer exist
+        files = class_star_names(star_path, _model_classes(pred.columns), set(names))
         for name in sorted(set(names)):
             part = particles[names == name].reset_index(drop=True)
-            path = star_path.with_name(f"{star_path.stem}_{_safe(name)}.star")
+            path = star_path.with_name(files[name])
             write_star({**blocks, "particles": part}, path)
-            written.append(path)
+            written[path] = name
     return written

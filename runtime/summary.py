@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cryoshift.runtime.ledger import escape_text
+from cryoshift.runtime.outfiles import write_text
 
 PREDICTIONS = "predictions"
 ERRORS = "errors"
@@ -183,7 +184,7 @@ def finish_run(
     summary.total_rows, counts = _count_rows(names["csv"])
     summary.total_errors, _ = _count_rows(names["errors"])
     summary.class_counts = dict(counts)
-    from cryoshift.runtime.star_out import write_predictions_star
+    from cryoshift.runtime.star_out import remove_earlier_class_stars, write_predictions_star
 
     for note in plan.notes:
         if note not in summary.notes:
@@ -191,11 +192,23 @@ def finish_run(
     padded_note = _count_padded(plan, summary)
     if padded_note:
         summary.notes.append(padded_note)
+    earlier = _recorded_class_stars(names["manifest"])
     split = write_predictions_star(
         names["csv"], names["star"], plan.origins, split_by_class=bool(settings.get("split_by_class"))
     )
     if split:
-        summary.notes.append(f"one STAR per class: {', '.join(p.name for p in split)}")
+        shown = [
+            p.name if p.name == f"{names['star'].stem}_{name}.star" else f"{p.name} ({name})"
+            for p, name in split.items()
+        ]
+        summary.notes.append(f"one STAR per class: {', '.join(shown)}")
+    removed = remove_earlier_class_stars(names["star"], earlier, split)
+    if removed and not split:
+        gone = ", ".join(p.name for p in removed)
+        summary.notes.append(
+            f"removed the per-class STARs of an earlier run, now out of date ({gone}); "
+            "--split-by-class writes them"
+        )
     # a --devices worker (subshard) leaves the copick write to its parent, which writes the whole
     # result once under the session asked for (the workers wrote their shares under the default one)
     to_copick = not settings.get("subshard") and any(str(t).startswith("copick:") for t in plan.inputs)
@@ -214,12 +227,27 @@ def finish_run(
         "summary": asdict(summary),
         "tomograms": _per_tomogram(names["csv"]),  # class counts per tomogram (picks)
         "features": _features_info(names["csv"]),
+        # the per-class STARs this run wrote (file -> class): the only files a rerun removes
+        "class_stars": {p.name: name for p, name in split.items()},
         "versions": _versions(),
     }
-    tmp = names["manifest"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    tmp.replace(names["manifest"])
+    # a new random temporary file, never the fixed manifest.json.tmp a link could be planted at
+    write_text(names["manifest"], json.dumps(manifest, indent=2, default=str) + "\n")
     return summary
+
+
+def _recorded_class_stars(manifest: Path) -> list[str]:
+    """The per-class STAR files an earlier run into this folder recorded (its manifest's
+    ``class_stars``); none when there is no readable manifest or it has no such record (an older
+    cryoshift's: its files are left where they are, as any file cryoshift did not record is)."""
+    if not manifest.is_file():  # none yet; a pipe planted there would block the read
+        return []
+    try:
+        record = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    files = record.get("class_stars") if isinstance(record, dict) else None
+    return [name for name in files if isinstance(name, str)] if isinstance(files, dict) else []
 
 
 def _count_padded(plan: Any, summary: ClassifySummary) -> str | None:

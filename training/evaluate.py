@@ -19,6 +19,7 @@ import numpy as np
 
 from cryoshift.runtime.errors import InputError, check_out_folder
 from cryoshift.runtime.metadata import ModelMetadata, is_onnx, read_onnx_metadata
+from cryoshift.runtime.outfiles import write_text
 from cryoshift.runtime.scoring import softmax
 from cryoshift.training.calibrate import nll
 
@@ -550,6 +551,8 @@ def evaluate(
             cm, pred.metadata.class_names, out / "confusion.png", f"{model.name} on {data.name}"
         )
     )
-    (out / "evaluation.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
+    # out (default MODEL_eval_DATA) may be an old or received folder: a link planted at the name is
+    # replaced by the file, never written through (runtime/outfiles.py)
+    write_text(out / "evaluation.json", json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     report["json"] = str(out / "evaluation.json")
     return report
