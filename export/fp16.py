@@ -140,13 +140,14 @@ def export_fp16(
 ) -> ExportResult:
     """Write the fp16 ONNX next to the fp32 one and check it (ORT CPU runs fp16 graphs)."""
     from cryoshift.export.onnx import set_metadata
+    from cryoshift.runtime.outfiles import write_bytes
 
     start = time.perf_counter()
     out_path = Path(out_path)
     half = to_fp16(onnx.load(str(onnx_path)))
     set_metadata(half, replace(metadata, precision="fp16"))
     onnx.checker.check_model(half, full_check=True)
-    onnx.save(half, out_path)
+    write_bytes(out_path, half.SerializeToString())  # a link at the name is replaced, not followed
     report, notes = None, []
     for providers in _fp16_providers():
         try:

@@ -26,6 +26,7 @@ from cryoshift.export.result import ExportResult
 from cryoshift.runtime.contract import INPUT_NAME
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.outfiles import replacing_path
 
 QUANTISED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 CALIBRATION_VOLUMES = 128
@@ -95,12 +96,18 @@ def export_int8_onnx(
         raise ValueError(
             f"int8 calibration needs at least {MIN_CALIBRATION_VOLUMES} subtomograms, got {len(calibration)}"
         )
-    quantise(onnx_path, out_path, calibration)
-    model = onnx.load(str(out_path))
-    extra = {**metadata.extra, "int8_calibration": calibration_source, "int8_calibration_n": len(calibration)}
-    set_metadata(model, replace(metadata, precision="int8", extra=extra))
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, out_path)
+    # a new temporary file put in place (runtime/outfiles.py): a link at the name is replaced, not followed
+    with replacing_path(out_path) as tmp:
+        quantise(onnx_path, tmp, calibration)
+        model = onnx.load(str(tmp))
+        extra = {
+            **metadata.extra,
+            "int8_calibration": calibration_source,
+            "int8_calibration_n": len(calibration),
+        }
+        set_metadata(model, replace(metadata, precision="int8", extra=extra))
+        onnx.checker.check_model(model, full_check=True)
+        tmp.write_bytes(model.SerializeToString())
     report = check_onnx_parity(out_path, parity_volumes, reference_logits, "int8", parity_source)
     if not report.passed:
         out_path.unlink(missing_ok=True)

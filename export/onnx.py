@@ -30,6 +30,7 @@ from cryoshift.export.result import ExportResult
 from cryoshift.runtime.contract import INPUT_NAME, OUTPUT_NAMES
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata, checked
+from cryoshift.runtime.outfiles import write_bytes
 from cryoshift.training.normalise import Normalise
 
 DEFAULT_OPSET = 20  # torch's exporter default; ORT >= 1.17 and TensorRT 10+/11 run it
@@ -257,7 +258,7 @@ def export_onnx(
         raise RuntimeError("exported graph has a fixed batch size; the backbone must not depend on it")
     set_metadata(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, out_path)
+    write_bytes(out_path, proto.SerializeToString())  # a link at the name is replaced, not followed
     reference_logits, _ = torch_reference(wrapper, parity_volumes)
     report = check_onnx_parity(out_path, parity_volumes, reference_logits, "fp32", parity_source)
     if not report.passed:

@@ -276,17 +276,25 @@ def test_export_json_replaces_a_link(tmp_path: Path, capsys: Capsys) -> None:
     )
     parity = write_stack(
         tmp_path / "parity.mrcs",
-        np.random.default_rng(0).normal(0, 1, (4, 16, 16, 16)).astype(np.float32),
+        np.random.default_rng(0).normal(0, 1, (8, 16, 16, 16)).astype(np.float32),
         voxel_size=VOXEL,
     )
     out = tmp_path / "deploy"
     target = _link(out / "export.json", _victim(tmp_path, existing=False))
-    code, _, err = run_cli(["export", ckpt, "-o", out, "--no-progress", "--parity-data", parity], capsys)
+    # the models too: onnx.save (and the int8 quantiser) wrote through a link at their names
+    victims = {
+        name: _link(out / name, tmp_path / "victims" / f"from_{name}")
+        for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx")
+    }
+    argv = ["export", ckpt, "-o", out, "--no-progress", "--parity-data", parity, "--fp16", "--int8"]
+    code, _, err = run_cli([*argv, "--calibration", parity], capsys)
     assert code == 0, err
     _untouched(target, existing=False)
     assert (
         not (out / "export.json").is_symlink() and '"cryoshift.export/1"' in (out / "export.json").read_text()
     )
+    for name, victim in victims.items():
+        assert not victim.exists() and not (out / name).is_symlink(), name
 
 
 def _two_shards(model: Path, job: dict[str, Path], capsys: Capsys) -> Path:
