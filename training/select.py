@@ -154,11 +154,13 @@ def training_warnings(
     selected_epoch: int | None = None,
     n_target: int | None = None,
     source_measured: bool = True,
+    num_classes: int | None = None,
 ) -> list[str]:
-    """One-line warnings a user must see: collapsed target predictions, saturated discriminators,
-    a target too small to adapt to (``n_target``: its size, for a method that adapts).
-    ``source_measured`` False: the run held out no source validation data, so the collapse warning
-    claims nothing about the source classes."""
+    """One-line warnings a user must see: a source loss that never got below guessing (training
+    diverged or learned nothing; ``num_classes`` sets the guess's loss), collapsed target
+    predictions, saturated discriminators, a target too small to adapt to (``n_target``: its size,
+    for a method that adapts). ``source_measured`` False: the run held out no source validation
+    data, so the collapse warning claims nothing about the source classes."""
     warnings = []
     small = None if n_target is None else small_target_warning(n_target)
     if small:
@@ -167,6 +169,9 @@ def training_warnings(
         return warnings
     # select_epoch only chooses a collapsed epoch when every epoch collapsed.
     chosen = next((r for r in rows if int(r["epoch"]) == selected_epoch), rows[-1])
+    unlearned = None if num_classes is None else not_learned_warning(chosen, num_classes)
+    if unlearned:
+        warnings.append(unlearned)
     if float(chosen.get("collapsed", 0.0)) > 0:
         share = 100 * float(chosen.get("tgt_top_share", 0.0))
         source = (
@@ -189,6 +194,28 @@ def training_warnings(
                 "longer aligns them"
             )
     return warnings
+
+
+# A source cross-entropy this far above guessing's, ln(K), is a network that learned nothing.
+NOT_LEARNED_MARGIN = 0.5
+
+
+def not_learned_warning(row: dict[str, Any], num_classes: int) -> str | None:
+    """A warning when epoch ``row``'s source cross-entropy (``loss_ce``) is not finite or above a
+    uniform guess's ln(K) + NOT_LEARNED_MARGIN, else None. Why: ``--lr 1e6`` trained to a loss of
+    2.9e12 and exported a model without a word; the label-free selection cannot see it (every
+    epoch is as bad), and classify then answers with confidence."""
+    value = row.get("loss_ce")
+    if value is None or num_classes < 2:
+        return None
+    loss, chance = float(value), float(np.log(num_classes))
+    if np.isfinite(loss) and loss <= chance + NOT_LEARNED_MARGIN:
+        return None
+    return (
+        f"training did not learn the source: epoch {int(row['epoch'])}'s source cross-entropy is "
+        f"{loss:.3g}, above a uniform guess's {chance:.2f} (ln {num_classes} classes); it diverged or "
+        "never started: check --lr and the source data before trusting the model"
+    )
 
 
 def _criterion(row: dict[str, Any], criterion: str) -> float:

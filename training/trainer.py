@@ -41,6 +41,7 @@ from cryoshift.runtime.errors import InputError, check_out_folder
 from cryoshift.runtime.hostmem import capped_threads, check_threads
 from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.metadata import NORMALISATIONS, ModelMetadata
+from cryoshift.runtime.outfiles import write_text
 from cryoshift.training import augment, calibrate, distributed, log, run
 from cryoshift.training.backbones import one_pose
 from cryoshift.training.checkpoint import (
@@ -1640,7 +1641,9 @@ class _Run:
     def _warnings(self, history: list[dict[str, Any]], epoch: int) -> list[str]:
         """selection.json's warnings (select.training_warnings); without source validation data
         the collapse warning claims nothing about the source classes."""
-        return training_warnings(history, epoch, self._adapted_target_size(), len(self.val_src) > 0)
+        return training_warnings(
+            history, epoch, self._adapted_target_size(), len(self.val_src) > 0, len(self.class_names)
+        )
 
     def _target_histogram(self, logits: np.ndarray) -> None:
         """target_classes.csv: how the selected model (its ``logits`` on ``target_eval``) splits the
@@ -1650,7 +1653,8 @@ class _Run:
             f"{name},{round(share * len(logits))},{share:.4f}"
             for name, share in zip(self.class_names, shares, strict=True)
         ]
-        (self.dir / "target_classes.csv").write_text("\n".join(lines) + "\n")
+        # the run folder may be received (train --resume): a link at the name is replaced, not followed
+        write_text(self.dir / "target_classes.csv", "\n".join(lines) + "\n")
 
     def _plots(self, history: list[dict[str, Any]], model: nn.Module, val_logits: np.ndarray) -> None:
         from cryoshift.training import plots

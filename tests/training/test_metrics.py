@@ -157,6 +157,19 @@ def test_saturated_discriminator_is_warned() -> None:
     assert "img_disc discriminator saturated" in warning
 
 
+def test_a_source_loss_above_guessing_is_warned_about() -> None:
+    """``--lr 1e6`` trained to a source cross-entropy of 2.9e12 and said nothing."""
+    from cryoshift.training.select import training_warnings
+
+    learned = {"epoch": 3, "src_val_acc": 0.9, "loss_ce": 0.4}
+    assert training_warnings([learned], 3, num_classes=6) == []
+    assert training_warnings([{**learned, "loss_ce": 1.9}], 3, num_classes=6) == []  # ln 6 = 1.79
+    for bad in (2.9e12, float("nan"), float("inf")):
+        (line,) = training_warnings([{**learned, "loss_ce": bad}], 3, num_classes=6)
+        assert line.startswith("training did not learn the source: epoch 3") and "--lr" in line
+    assert training_warnings([{**learned, "loss_ce": 2.9e12}], 3) == []  # the class count unknown
+
+
 def test_a_target_too_small_to_adapt_to_is_warned_about() -> None:
     """A picks table whose rows mostly failed left one target subtomogram, and an adapting run
     trained on it without a word."""
