@@ -30,6 +30,7 @@ import pandas as pd
 from cryoshift.runtime.contract import CONTRASTS, VOXEL_SIZE_RANGE, class_names_problem
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.mrc import MrcVolume, open_volume
+from cryoshift.runtime.outfiles import write_text
 
 FORMAT = "cryoshift.dataset/1"
 VOLUMES = "volumes.mrc"
@@ -179,8 +180,11 @@ class DatasetWriter:
         self.meta = dict(meta or {})
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / META).unlink(missing_ok=True)  # the directory is unfinished from now on
+        stack = self.directory / VOLUMES
+        if stack.is_symlink():  # a planted link is replaced, never written through (runtime/outfiles.py)
+            stack.unlink()
         self._mrc = mrcfile.new_mmap(
-            self.directory / VOLUMES,
+            stack,
             shape=(self.n,) + (self.box_size,) * 3,
             mrc_mode=modes[self.dtype],
             overwrite=True,
@@ -268,7 +272,7 @@ class DatasetWriter:
             front["label"] = labels
             front["class_name"] = np.asarray(self.class_names, dtype=object)[labels]
         table = pd.concat([pd.DataFrame(front), table.reset_index(drop=True)], axis=1)
-        table.to_csv(self.directory / TABLE, index=False)
+        write_text(self.directory / TABLE, table.to_csv(index=False))
         info = {
             "format": FORMAT,
             "n": self.n,
@@ -282,7 +286,7 @@ class DatasetWriter:
         }
         for key, value in self.meta.items():
             info.setdefault(key, value)
-        (self.directory / META).write_text(json.dumps(info, indent=2, default=_json_default) + "\n")
+        write_text(self.directory / META, json.dumps(info, indent=2, default=_json_default) + "\n")
         return self.directory
 
     def abort(self) -> None:

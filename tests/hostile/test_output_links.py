@@ -402,3 +402,23 @@ def test_metadata_and_engine_sidecars_replace_a_link(tmp_path: Path) -> None:
     assert read_engine_sidecar(out / "model.engine").gpu_name == "GPU"
     assert target.read_text() == PRECIOUS
     assert not (out / "meta.json").is_symlink() and not (out / "model.engine.json").is_symlink()
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["to-a-file", "dangling"])
+def test_a_dataset_replaces_links_at_its_files(existing: bool, tmp_path: Path) -> None:
+    """A dataset folder written again (simulate into a received folder) wrote volumes.mrc,
+    particles.csv and dataset.json through links planted at their names."""
+    from cryoshift.runtime.dataset import META, TABLE, VOLUMES, read_dataset, write_dataset
+
+    out = tmp_path / "data"
+    targets = {}
+    for name in (VOLUMES, TABLE, META):
+        (tmp_path / name).mkdir()  # one victim folder per file
+        targets[name] = _link(out / name, _victim(tmp_path / name, existing))
+    volumes = np.random.default_rng(0).normal(0, 1, (3, 16, 16, 16)).astype(np.float32)
+    write_dataset(out, volumes, [0, 1, 0], ["a", "b"], voxel_size=VOXEL)
+    for name, target in targets.items():
+        _untouched(target, existing)
+        assert not (out / name).is_symlink(), name
+    with read_dataset(out, with_labels=True) as ds:
+        assert len(ds) == 3 and list(ds.labels) == [0, 1, 0]

@@ -274,7 +274,9 @@ class SimulationConfig:
         return SimulationConfig.from_dict({**self.to_dict(), **given}, origin.where, origin.options)
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        from cryoshift.runtime.outfiles import write_text
+
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")  # a link at the name is replaced
 
     @classmethod
     def from_json(cls, path: str | Path, base: SimulationConfig | None = None) -> SimulationConfig:
