@@ -24,52 +24,20 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
+from crop_probe import SHAPE, build_crop_probe, coded_tomogram, crop_centres
 from hostile_inputs import Capsys, assert_error, errors_table, predictions, put, run_cli
 from relion5_project import TOMOGRAM_LABELS, star_loop
-from tiny_onnx import BOX, VOXEL, save_graph
+from tiny_onnx import BOX, VOXEL
 
 from cryoshift.runtime.errors import InputError
-from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.mrc import write_volume
 
-SHAPE = (24, 48, 40)  # Z, Y, X voxels
-TOMOGRAM_STEP = 500_000.0
 PICKS = [(20, 24, 12), (12, 30, 10), (27, 20, 13)]  # (x, y, z) voxels, each a full box inside SHAPE
 
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A two-class model whose features are its input box, flattened: the crops are checkable."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    n = BOX**3
-    w = np.zeros((2, n), np.float32)
-    w[0], w[1] = 1.0 / n, -1.0 / n
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", ["subtomograms"], ["features"], axis=1),
-            helper.make_node("Gemm", ["features", "w"], ["logits"], transB=1),
-        ],
-        "probe",
-        [helper.make_tensor_value_info("subtomograms", TensorProto.FLOAT, ["batch", 1, BOX, BOX, BOX])],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2]),
-            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", n]),
-        ],
-        [numpy_helper.from_array(w, "w")],
-    )
-    meta = ModelMetadata(
-        class_names=["a", "b"], box_size=BOX, voxel_size=VOXEL, feature_mean=[0.0] * n, feature_var=[1.0] * n
-    )
-    return save_graph(graph, tmp_path_factory.mktemp("probe") / "probe.onnx", meta)
-
-
-def coded(path: Path, k: int = 0, shape: tuple[int, int, int] = SHAPE, voxel: float = VOXEL) -> Path:
-    """A tomogram whose voxel (x, y, z) holds x + 100 y + 10000 z + 1 + k * TOMOGRAM_STEP."""
-    z, y, x = np.indices(shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = (x + 100 * y + 10000 * z + 1 + k * TOMOGRAM_STEP).astype(np.float32)
-    return write_volume(path, data, voxel_size=voxel)
+    return build_crop_probe(tmp_path_factory.mktemp("probe") / "probe.onnx")
 
 
 def image_stack(path: Path, n: int, ny: int, nx: int) -> Path:
@@ -81,17 +49,6 @@ def image_stack(path: Path, n: int, ny: int, nx: int) -> Path:
         m.set_image_stack()
         m.voxel_size = VOXEL
     return path
-
-
-def centres(out: Path) -> list[tuple[int, int, int, int]]:
-    """(tomogram number, x, y, z) each prediction's box was cut at, from its centre voxel."""
-    feats = np.load(out / "features.npy").reshape(-1, BOX, BOX, BOX)
-    found = []
-    for box in feats:
-        v = round(float(box[BOX // 2, BOX // 2, BOX // 2])) - 1
-        k, v = divmod(v, int(TOMOGRAM_STEP))
-        found.append((k, v % 100, (v // 100) % 100, v // 10000))
-    return found
 
 
 def classify(model: Path, picks: Path, tomograms: Path, out: Path, *options: object) -> list[object]:
@@ -129,7 +86,7 @@ def test_relion4_pixels_of_another_size_are_refused_offering_both_readings(
     """Tilt series 5 A, tomogram 10 A (bin 2), coordinates in tilt-series pixels as RELION 4 writes
     them: cropped as voxels, every pick landed 2x too far out (exit 0, no word). Now one line offers
     both readings; each option then crops where it says."""
-    tomo = coded(tmp_path / "TS_01.mrc")
+    tomo = coded_tomogram(tmp_path / "TS_01.mrc")
     star = relion4(tmp_path / "particles.star", 5.0, 2.0, groups)
     line = assert_error(run_cli(classify(probe, star, tomo, tmp_path / "o"), capsys), star)
     assert "rlnTomoTiltSeriesPixelSize 5 A" in line and "voxels are 10 A" in line, line
@@ -138,22 +95,22 @@ def test_relion4_pixels_of_another_size_are_refused_offering_both_readings(
 
     code, _, err = run_cli(classify(probe, star, tomo, tmp_path / "px", "--coordinate-pixel-size", 5), capsys)
     assert code == 0, err
-    assert centres(tmp_path / "px") == [(0, *p) for p in PICKS]
+    assert crop_centres(tmp_path / "px") == [(0, *p) for p in PICKS]
     as_voxels = relion4(tmp_path / "voxels.star", 5.0, 1.0, groups)  # picked on the binned tomogram
     code, _, err = run_cli(classify(probe, as_voxels, tomo, tmp_path / "b1", "--binning", 1), capsys)
     assert code == 0, err
-    assert centres(tmp_path / "b1") == [(0, *p) for p in PICKS]
+    assert crop_centres(tmp_path / "b1") == [(0, *p) for p in PICKS]
 
 
 def test_relion4_pixels_of_the_tomograms_size_are_read_as_voxels(
     probe: Path, tmp_path: Path, capsys: Capsys
 ) -> None:
     """data_optics stating the tomogram's own voxel size (bin 1) leaves no doubt: classified."""
-    tomo = coded(tmp_path / "TS_01.mrc")
+    tomo = coded_tomogram(tmp_path / "TS_01.mrc")
     star = relion4(tmp_path / "particles.star", VOXEL, 1.0)
     code, _, err = run_cli(classify(probe, star, tomo, tmp_path / "o"), capsys)
     assert code == 0, err
-    assert centres(tmp_path / "o") == [(0, *p) for p in PICKS]
+    assert crop_centres(tmp_path / "o") == [(0, *p) for p in PICKS]
 
 
 def test_relion4_pixels_of_another_size_are_refused_where_evaluate_reads_them(tmp_path: Path) -> None:
@@ -161,7 +118,7 @@ def test_relion4_pixels_of_another_size_are_refused_where_evaluate_reads_them(tm
     refusal, saying the table must be rescaled."""
     from cryoshift.runtime.labelled_picks import read_labelled_picks
 
-    tomo = coded(tmp_path / "TS_01.mrc")
+    tomo = coded_tomogram(tmp_path / "TS_01.mrc")
     optics = star_loop("optics", ("rlnOpticsGroup", "rlnTomoTiltSeriesPixelSize"), ["1 5.0"])
     labels = ("rlnTomoName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnOpticsGroup", "class")
     rows = [f"TS_01 {2 * x} {2 * y} {2 * z} 1 ribosome" for x, y, z in PICKS]
@@ -182,7 +139,7 @@ def test_relion4_pixels_of_another_size_are_refused_where_evaluate_reads_them(tm
 def relion5(root: Path, size_x: int, binning: int = 4) -> Path:
     """tomograms.star of TS_01 (2.5 A x bin 4, rlnTomoSizeX ``size_x``; Y and Z as the volume's)
     with a coded reconstruction of SHAPE."""
-    coded(root / "rec_TS_01.mrc")
+    coded_tomogram(root / "rec_TS_01.mrc")
     size = (size_x, SHAPE[1] * binning, SHAPE[0] * binning)
     row = f"TS_01 {VOXEL / binning:.6f} {binning} {size[0]} {size[1]} {size[2]} rec_TS_01.mrc"
     return put(root / "tomograms.star", star_loop("global", TOMOGRAM_LABELS, [row]))
@@ -209,7 +166,7 @@ def test_centred_picks_are_placed_from_tomograms_star_size(
     out = tmp_path / "o"
     code, _, err = run_cli(classify(probe, star, tomograms, out), capsys)
     assert code == 0, err
-    assert centres(out) == [(0, *p) for p in PICKS]
+    assert crop_centres(out) == [(0, *p) for p in PICKS]
     assert predictions(out)[["x", "y", "z"]].values.tolist() == [list(map(float, p)) for p in PICKS]
     # predictions.star writes the input's centred values back as they were (an exact round trip)
     import starfile
@@ -226,25 +183,25 @@ def test_centred_picks_are_placed_from_tomograms_star_size(
     star = put(tmp_path / "both.star", star_loop("particles", labels, both))
     code, _, err = run_cli(classify(probe, star, tomograms, tmp_path / "b"), capsys)
     assert code == 0, err
-    assert centres(tmp_path / "b") == [(0, *p) for p in PICKS]
+    assert crop_centres(tmp_path / "b") == [(0, *p) for p in PICKS]
 
 
 def test_centred_csv_is_read_as_star(probe: Path, tmp_path: Path, capsys: Capsys) -> None:
     """A CSV of rlnCenteredCoordinate*Angst with -t TS_01.mrc was refused with "pass the tomogram
     MRC with --tomograms": it is converted with the header's voxel size and size, as a STAR is."""
-    tomo = coded(tmp_path / "TS_01.mrc")
+    tomo = coded_tomogram(tmp_path / "TS_01.mrc")
     middle = np.array(SHAPE[::-1]) / 2.0
     rows = [",".join(["TS_01", *(f"{c:g}" for c in (np.array(p) - middle) * VOXEL)]) for p in PICKS]
     head = "tomo,rlnCenteredCoordinateXAngst,rlnCenteredCoordinateYAngst,rlnCenteredCoordinateZAngst\n"
     picks = put(tmp_path / "c.csv", head + "\n".join(rows) + "\n")
     code, _, err = run_cli(classify(probe, picks, tomo, tmp_path / "o"), capsys)
     assert code == 0, err
-    assert centres(tmp_path / "o") == [(0, *p) for p in PICKS]
+    assert crop_centres(tmp_path / "o") == [(0, *p) for p in PICKS]
 
 
 def test_csv_refinement_shifts_are_noted_as_in_star(probe: Path, tmp_path: Path, capsys: Capsys) -> None:
     """rlnOriginX/Y/ZAngst in a CSV were dropped without the note a STAR gets."""
-    tomo = coded(tmp_path / "TS_01.mrc")
+    tomo = coded_tomogram(tmp_path / "TS_01.mrc")
     rows = [f"TS_01,{x},{y},{z},{4.0 * i},0,-1.5" for i, (x, y, z) in enumerate(PICKS)]
     picks = put(
         tmp_path / "s.csv", "tomo,x,y,z,rlnOriginXAngst,rlnOriginYAngst,rlnOriginZAngst\n" + "\n".join(rows)
@@ -267,14 +224,14 @@ def test_image_stack_is_no_tomogram_and_never_beats_the_reconstruction(
     name won and the images were cropped as Z sections (exit 0). Now TS_01's picks fail naming
     the stack and the reconstruction; TS_02's picks are classified."""
     folder = tmp_path / "imod"
-    coded(folder / "TS_01_rec.mrc")
+    coded_tomogram(folder / "TS_01_rec.mrc")
     stack = image_stack(folder / "TS_01.mrc", 41, SHAPE[1], SHAPE[2])
-    coded(folder / "TS_02.mrc", k=1)
+    coded_tomogram(folder / "TS_02.mrc", k=1)
     picks = put(tmp_path / "p.csv", "tomo,x,y,z\nTS_01,20,24,12\nTS_02,12,30,10\n")
     out = tmp_path / "o"
     code, _, err = run_cli(classify(probe, picks, folder, out), capsys)
     assert code == 0, err
-    assert centres(out) == [(1, 12, 30, 10)]
+    assert crop_centres(out) == [(1, 12, 30, 10)]
     (reason,) = errors_table(out)["reason"].tolist()
     assert f"tomogram {stack}: is a stack of 41 2-D images" in reason and "not a tomogram" in reason, reason
     assert f"{folder / 'TS_01_rec.mrc'} also matches 'TS_01'" in reason, reason
@@ -310,7 +267,7 @@ def test_image_stack_is_not_one_subtomogram(probe: Path, tmp_path: Path, capsys:
 
 def test_padded_crops_are_counted_and_said(probe: Path, tmp_path: Path, capsys: Capsys) -> None:
     """Picks within half a box of the edge were padded without a word (crop_box's flag dropped)."""
-    tomo = coded(tmp_path / "TS_01.mrc")
+    tomo = coded_tomogram(tmp_path / "TS_01.mrc")
     rows = ["TS_01,0,0,0", "TS_01,20,24,12", "TS_01,39,47,23", "TS_01,27,7,13", "TS_01,99,99,99"]
     picks = put(tmp_path / "e.csv", "tomo,x,y,z\n" + "\n".join(rows) + "\n")
     out = tmp_path / "o"
@@ -331,7 +288,7 @@ def test_padded_count_follows_the_shard(tmp_path: Path) -> None:
     """A shard counts its own rows (ranges with a step), each table row once when given twice."""
     from cryoshift.runtime.sources import plan_inputs
 
-    tomo = coded(tmp_path / "TS_01.mrc")
+    tomo = coded_tomogram(tmp_path / "TS_01.mrc")
     rows = ["TS_01,0,0,0", "TS_01,20,24,12", "TS_01,39,47,23", "TS_01,27,7,13", "TS_01,2,24,12"]
     picks = put(tmp_path / "e.csv", "tomo,x,y,z\n" + "\n".join(rows) + "\n")
     plan = plan_inputs([str(picks)], BOX, VOXEL, tomograms=[str(tomo)])

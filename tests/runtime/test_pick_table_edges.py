@@ -21,68 +21,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from crop_probe import SHAPE, build_crop_probe, coded_tomogram, crop_centres
 from hostile_inputs import Capsys, assert_error, errors_table, predictions, put, run_cli
 from relion5_project import TOMOGRAM_LABELS, write_project
-from tiny_onnx import BOX, VOXEL, save_graph
+from tiny_onnx import VOXEL
 
-from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.mrc import write_volume
-
-SHAPE = (24, 48, 40)  # Z, Y, X voxels
-TOMOGRAM_STEP = 500_000.0  # tomogram k's voxels hold x + 100 y + 10000 z + k * this
 
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A two-class model whose features are its input box, flattened: the crops are checkable."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    n = BOX**3
-    w = np.zeros((2, n), np.float32)
-    w[0], w[1] = 1.0 / n, -1.0 / n
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", ["subtomograms"], ["features"], axis=1),
-            helper.make_node("Gemm", ["features", "w"], ["logits"], transB=1),
-        ],
-        "probe",
-        [helper.make_tensor_value_info("subtomograms", TensorProto.FLOAT, ["batch", 1, BOX, BOX, BOX])],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2]),
-            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", n]),
-        ],
-        [numpy_helper.from_array(w, "w")],
-    )
-    meta = ModelMetadata(
-        class_names=["a", "b"],
-        box_size=BOX,
-        voxel_size=VOXEL,
-        feature_mean=[0.0] * n,
-        feature_var=[1.0] * n,
-    )
-    return save_graph(graph, tmp_path_factory.mktemp("probe") / "probe.onnx", meta)
+    return build_crop_probe(tmp_path_factory.mktemp("probe") / "probe.onnx")
 
 
 def _tomograms(folder: Path, names: tuple[str, ...]) -> dict[str, Path]:
-    """Tomograms whose voxel (x, y, z) holds x + 100 y + 10000 z + k * TOMOGRAM_STEP (k: its number)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    z, y, x = np.indices(SHAPE)
-    out = {}
-    for k, name in enumerate(names):
-        data = (x + 100 * y + 10000 * z + k * TOMOGRAM_STEP).astype(np.float32)
-        out[name] = write_volume(folder / f"{name}.mrc", data, voxel_size=VOXEL)
-    return out
-
-
-def _centres(out: Path) -> list[tuple[int, int, int, int]]:
-    """(tomogram number, x, y, z) each prediction's box was cut at, from its centre voxel."""
-    feats = np.load(out / "features.npy").reshape(-1, BOX, BOX, BOX)
-    found = []
-    for box in feats:
-        v = round(float(box[BOX // 2, BOX // 2, BOX // 2]))
-        k, v = divmod(v, int(TOMOGRAM_STEP))
-        found.append((k, v % 100, (v // 100) % 100, v // 10000))
-    return found
+    """Coded tomograms (crop_probe.py), numbered in the order of ``names``."""
+    return {name: coded_tomogram(folder / f"{name}.mrc", k) for k, name in enumerate(names)}
 
 
 def _classify(model: Path, picks: Path, tomograms: Path, out: Path) -> list[object]:
@@ -103,7 +57,7 @@ def test_blank_name_row_is_an_error_row_not_the_only_tomogram(
     code, _, err = run_cli(_classify(probe, picks, tomos["TS_01"], out), capsys)
     assert code == 0, err
     assert predictions(out)["tomo_name"].tolist() == ["TS_01"]
-    assert _centres(out) == [(0, 10, 11, 12)]
+    assert crop_centres(out) == [(0, 10, 11, 12)]
     reasons = errors_table(out)["reason"].tolist()
     assert "line 4: empty tomogram name (tomo) (row skipped)" in reasons, reasons
     assert sum("TS_02" in r for r in reasons) == 1, reasons
