@@ -50,7 +50,7 @@ LABEL_COLUMNS = tuple(c for c in PICK_LABEL_COLUMNS if c != "class_name")
 def _plt() -> Any:
     from cryoshift.runtime.errors import require_extra
 
-    require_extra("train", "cryoshift report", "matplotlib")
+    require_extra("plots", "cryoshift report", "matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -71,7 +71,7 @@ def command(
     onnx = check_model(model)
     if not onnx or run is not None:  # --run scores the run's epoch checkpoints with PyTorch
         require_extra("train", "cryoshift evaluate (of a PyTorch checkpoint)", "torch")
-    require_extra("train", "cryoshift evaluate (its report plots)", "matplotlib")
+    require_extra("plots", "cryoshift evaluate (its report plots)", "matplotlib")
     device = check_options(model, data, run, device, tomograms, label_column, onnx, batch_size)
     from cryoshift.training.evaluate import evaluate
 

@@ -95,7 +95,7 @@ def test_report_of_a_training_run(tmp_path, capsys):
 def test_report_without_matplotlib_names_the_extra(tmp_path, capsys, monkeypatch):
     block_imports(monkeypatch, "matplotlib")
     assert main(["report", str(tmp_path)]) == 2
-    assert "cryoshift[train]" in capsys.readouterr().err
+    assert "cryoshift[plots]" in capsys.readouterr().err  # matplotlib alone, not torch
 
 
 # ------------------------------------------------------------------ damaged predictions
