@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from cryoshift.runtime.contract import CONTRASTS, VOXEL_TOLERANCE, voxel_mismatch
-from cryoshift.runtime.errors import InputError, missing_reason
+from cryoshift.runtime.errors import InputError, MissingExtraError, missing_reason
 from cryoshift.runtime.picks import NAMED_TABLE_SUFFIXES
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
 from cryoshift.runtime.sources.items import CHECKED_AGAINST, Item, Plan, PlanRefusal, stack_id
@@ -188,8 +188,8 @@ class Planner:
                 self._add(text)
             except OSError as exc:  # no permission for a folder on the way, ...: this input fails
                 raise os_error(text, exc) from exc
-            except (InputError, MemoryError):
-                raise
+            except (InputError, MemoryError, MissingExtraError):
+                raise  # a missing extra (copick) stops the run before any work: every such input needs it
             except Exception as exc:  # a reader library failing on it: this input fails, not the run
                 raise InputError(text, f"unexpected error reading it: {type(exc).__name__}: {exc}") from exc
         except PlanRefusal:

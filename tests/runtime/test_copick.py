@@ -207,14 +207,21 @@ def test_copick_target_for_training(model_path, tmp_path):
     assert np.isclose(centres, tomos["TS_02"][z, y, x]).any()
 
 
-def test_missing_copick_names_the_extra(model_path, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("with_stack", [False, True], ids=["alone", "beside-a-stack"])
+def test_missing_copick_names_the_extra(model_path, tmp_path, capsys, monkeypatch, with_stack):
+    """Beside other inputs, a copick input without the extra was an "unexpected error" row, every
+    other input was classified, and the run failed at the end (no manifest, a rerun refused)."""
+    from cryoshift.runtime.mrc import write_stack
+
     block_imports(monkeypatch, "copick")
     config = tmp_path / "c.json"
     config.write_text("{}")
+    stack = write_stack(tmp_path / "s.mrcs", np.zeros((2, 16, 16, 16), np.float32), voxel_size=10.0)
     code = main(
         [
             "classify",
             str(model_path),
+            *([str(stack)] if with_stack else []),
             f"copick:{config}",
             "--copick-voxel-spacing",
             "10",
@@ -231,3 +238,4 @@ def test_missing_copick_names_the_extra(model_path, tmp_path, capsys, monkeypatc
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "cryoshift[copick]" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o" / "predictions.csv").exists()  # refused before any work
