@@ -34,6 +34,10 @@ VOXEL_TOLERANCE = 0.05  # relative voxel-size mismatch tolerated between data an
 # Voxel sizes (A) a dataset may declare: below, finer than any electron microscope samples (or a
 # size in m or um); above, a micrometre per voxel. Outside it, a unit mix-up, not data.
 VOXEL_SIZE_RANGE = (0.01, 10000.0)
+# classify --binning: how many times finer pixel picks are than the reconstruction. Tomograms are
+# binned 2 to 16 times in practice; beyond 64 (runtime/tomograms.py MAX_BINNING_HINT, the largest
+# ratio read as a binning mismatch) a value is a mistake, and inf scaled every pick to (0, 0, 0).
+MAX_BINNING = 64.0
 
 
 def has_control_character(text: str) -> bool:
@@ -147,6 +151,13 @@ def voxel_mismatch(voxel: float, model_voxel: float) -> float | None:
     if not (voxel > 0 and model_voxel > 0):
         return None
     return abs(voxel - model_voxel) / model_voxel
+
+
+def percent(fraction: float) -> str:
+    """``fraction`` as a percentage for a message, to 3 significant digits ("25%", "6.12%",
+    "6e+29%"): ``{:.0%}`` printed a voxel-size mismatch of a header with a cell of 1e30 A as a
+    30-digit number."""
+    return f"{fraction * 100:.3g}%"
 
 
 # Reduced precision --------------------------------------------------------------------------------

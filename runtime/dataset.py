@@ -523,9 +523,14 @@ def _check_order(table: pd.DataFrame, path: Path, vol: MrcVolume) -> None:
         path,
         vol,
         " are out of volume order",
-        lambda row: f" has index {table['index'].iloc[row]!r}",
+        lambda row: f" has index {_plain(table['index'].iloc[row])!r}",
         f"row i must describe volume i of {VOLUMES}: sort the table by index and remove repeated rows",
     )
+
+
+def _plain(value: Any) -> Any:
+    """A table value as Python has it (0, not ``np.int64(0)``, in a message's repr)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
@@ -540,17 +545,21 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
     if not (directory / META).is_file():
         hint = " (an unfinished write?)" if (directory / VOLUMES).exists() else ""
         raise InputError(directory, f"not a cryoshift dataset: no {META}{hint}")
-    from cryoshift.runtime.jsonfile import JSON_ERRORS
+    from cryoshift.runtime.jsonfile import JSON_ERRORS, JsonContentError, json_failure, parse_json
 
-    try:
-        info = json.loads((directory / META).read_text())
+    try:  # a key given twice was last-wins; a 5000-digit number leaked sys.set_int_max_str_digits()
+        info = parse_json((directory / META).read_text())
+    except JsonContentError as exc:
+        raise InputError(directory / META, str(exc)) from exc
     except (OSError, *JSON_ERRORS) as exc:  # a binary or deeply nested file was a traceback
-        raise InputError(directory / META, f"not valid JSON ({type(exc).__name__}: {exc})") from exc
+        raise InputError(directory / META, f"not valid JSON ({json_failure(exc)})") from exc
     if not isinstance(info, dict):
         raise InputError(directory / META, f"must hold a JSON object, found a {type(info).__name__}")
     if info.get("format") != FORMAT:
         raise InputError(directory / META, f"unknown format {info.get('format')!r}, expected {FORMAT!r}")
     for name in (VOLUMES, TABLE):
+        if (directory / name).is_dir():  # was "missing", which sent the user looking for a file
+            raise InputError(directory / name, "is a directory, not a file (the dataset's " + name + ")")
         if not (directory / name).is_file():
             raise InputError(directory, f"{name} is missing")
     n, box = _count(info, "n", directory), _count(info, "box_size", directory)

@@ -18,12 +18,54 @@ from cryoshift.runtime.errors import InputError
 JSON_ERRORS = (ValueError, RecursionError)
 
 
+# The longest integer a cryoshift JSON file holds is a seed (20 digits); Python refuses to read one
+# of over 4300 digits with a ValueError telling the user to call sys.set_int_max_str_digits().
+MAX_INT_DIGITS = 1000
+
+
+class JsonContentError(ValueError):
+    """A JSON text that parses but that cryoshift refuses (a key given twice, a number too long);
+    its message is the whole reason, in words (no exception name before it)."""
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise JsonContentError(f"holds a number too long ({digits:,} digits)")
+    return int(text)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise JsonContentError(f"{key!r} is given twice; keep one (JSON readers keep the last)")
+        data[key] = value
+    return data
+
+
+def parse_json(text: str, unique_keys: bool = True) -> Any:
+    """``json.loads(text)``, refusing (:class:`JsonContentError`) an integer of more than
+    :data:`MAX_INT_DIGITS` digits and, with ``unique_keys``, an object naming a key twice (json
+    keeps the last value without a word: a dataset.json giving ``class_names`` twice was read with
+    the second list). Other failures raise as json.loads does (:data:`JSON_ERRORS`)."""
+    return json.loads(text, parse_int=_parse_int, object_pairs_hook=_unique_pairs if unique_keys else None)
+
+
+def json_failure(exc: BaseException) -> str:
+    """A JSON reading failure in words: a :class:`JsonContentError` as it says, others with their
+    exception name (``JSONDecodeError: Expecting value: line 1 column 1``)."""
+    return str(exc) if isinstance(exc, JsonContentError) else f"{type(exc).__name__}: {exc}"
+
+
 def read_json_object(path: str | Path, what: str = "JSON object file") -> dict[str, Any]:
-    """The JSON object in ``path``; ``what`` names the file's role in the error line."""
+    """The JSON object in ``path``; ``what`` names the file's role in the error line. Keys given
+    twice are left to the callers that check them in their own words (an engine sidecar); a number
+    too long for Python is refused in one line (:func:`parse_json`)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = parse_json(Path(path).read_text(), unique_keys=False)
     except (*JSON_ERRORS, OSError) as exc:
-        raise InputError(path, f"not a readable {what} ({type(exc).__name__}: {exc})") from exc
+        raise InputError(path, f"not a readable {what} ({json_failure(exc)})") from exc
     if not isinstance(data, dict):
         raise InputError(path, f"not a readable {what} (a JSON {type(data).__name__}, not an object)")
     return data

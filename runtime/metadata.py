@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from cryoshift.runtime.contract import (
     CONTRASTS,
     FEATURES,
     INPUT_NAME,
     LOGITS,
     NORMALISATIONS,
+    VOXEL_SIZE_RANGE,
     class_names_problem,
     has_control_character,
     invisible_characters,
@@ -44,6 +47,20 @@ MAX_CLASS_NAME_CHARS = 256
 MAX_TEXT_CHARS = 4096  # any other metadata text: method, backbone, ..., extra's names and values
 MAX_FEATURES = 65536  # values of feature_mean and of feature_var
 MAX_OBJECT_ITEMS = 1000  # names and values in data_fingerprints, and in extra, at any depth
+
+# Ranges of the numbers the scoring arithmetic (runtime/scoring.py) divides by or squares. Values
+# that merely pass "finite and positive" overflowed there: a temperature of 5e-324 made every
+# probability NaN (and every row class 0), a feature_mean of 1e308 or a shift_reference of 1e-320
+# made every shift score inf. The ranges lie far outside anything training fits (a temperature is
+# searched in [0.05, 20]; a shift reference is a median normalised distance, ~1).
+TEMPERATURE_RANGE = (1e-3, 1e3)
+# Features are float32 model outputs, so their mean lies within float32's range and their variance
+# within its square; within these, (f - mean)^2 / var cannot overflow float64.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FEATURE_MEAN_LIMIT = FLOAT32_MAX
+FEATURE_VAR_LIMIT = FLOAT32_MAX**2
+# The shift score divides the feature distance (at most ~1e42 within the limits above) by this.
+SHIFT_REFERENCE_RANGE = (1e-9, 1e9)
 
 
 @dataclass
@@ -98,7 +115,13 @@ class ModelMetadata:
         self._check_voxel_size()
         self.temperature = float(self.temperature)
         if not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise ValueError(f"temperature must be a positive number, not {self.temperature}")
+            raise ValueError(f"temperature must be a positive number, not {self.temperature:.6g}")
+        low, high = TEMPERATURE_RANGE
+        if not low <= self.temperature <= high:  # softmax(logits / T) overflowed to NaN at 5e-324
+            raise ValueError(
+                f"temperature must lie in [{low:g}, {high:g}] (a calibration temperature is ~1), "
+                f"not {self.temperature:.6g}"
+            )
         self.unknown_threshold = float(self.unknown_threshold)
         if not 0.0 <= self.unknown_threshold <= 1.0:
             raise ValueError(f"unknown_threshold must lie in [0, 1], not {self.unknown_threshold}")
@@ -118,20 +141,47 @@ class ModelMetadata:
                 f"voxel_size must be the positive voxel size (A) of the training data, not "
                 f"{self.voxel_size:g} (the voxel size of the data to classify is checked against it)"
             )
+        low, high = VOXEL_SIZE_RANGE  # what a dataset may declare: a model's came from one
+        if not low <= self.voxel_size <= high:
+            raise ValueError(
+                f"voxel_size must lie in [{low:g}, {high:g}] A (the voxel size of the training data), "
+                f"not {self.voxel_size:.6g}: a unit mix-up, not a voxel size"
+            )
 
     def _check_feature_reference(self) -> None:
         """The shift score divides by ``feature_var`` element by element against ``feature_mean``:
         lists of different lengths, a zero or negative variance or a NaN would make every score
-        NaN or Inf, so such metadata is refused here rather than scored."""
+        NaN or Inf, so such metadata is refused here rather than scored. So are values whose
+        arithmetic overflows (:data:`FEATURE_MEAN_LIMIT`, :data:`SHIFT_REFERENCE_RANGE`): a
+        feature_mean of 1e308 gave inf scores with a note blaming the model's features."""
         mean, var = self.feature_mean, self.feature_var
         if len(mean) != len(var):
             raise ValueError(f"feature_mean has {len(mean)} values but feature_var has {len(var)}")
         if not all(math.isfinite(v) for v in mean):
             raise ValueError("feature_mean holds NaN/Inf")
+        big = next((v for v in mean if abs(v) > FEATURE_MEAN_LIMIT), None)
+        if big is not None:
+            raise ValueError(
+                f"feature_mean holds {big:.6g}; the mean of float32 features lies within "
+                f"+-{FEATURE_MEAN_LIMIT:.6g} (the shift score's arithmetic overflows beyond)"
+            )
         if not all(math.isfinite(v) and v > 0 for v in var):
             raise ValueError("feature_var must hold finite positive numbers")
-        if not (math.isfinite(self.shift_reference) and self.shift_reference > 0):
-            raise ValueError(f"shift_reference must be a positive number, not {self.shift_reference}")
+        big = next((v for v in var if v > FEATURE_VAR_LIMIT), None)
+        if big is not None:
+            raise ValueError(
+                f"feature_var holds {big:.6g}; the variance of float32 features is at most "
+                f"{FEATURE_VAR_LIMIT:.6g}"
+            )
+        reference = self.shift_reference
+        if not (math.isfinite(reference) and reference > 0):
+            raise ValueError(f"shift_reference must be a positive number, not {reference:.6g}")
+        low, high = SHIFT_REFERENCE_RANGE
+        if not low <= reference <= high:  # 1e-320 made every shift score inf
+            raise ValueError(
+                f"shift_reference must lie in [{low:g}, {high:g}] (the median normalised feature "
+                f"distance of the target data, ~1), not {reference:.6g}"
+            )
 
     @property
     def num_classes(self) -> int:

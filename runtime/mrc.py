@@ -470,7 +470,13 @@ def read_header(path: str | Path) -> dict[str, Any]:
     if min(nx, ny, nz) <= 0:
         raise InputError(path, f"corrupt header: dimensions {nx}x{ny}x{nz}")
     order = (int(header.mapc), int(header.mapr), int(header.maps))
-    if order == (0, 0, 0):  # unset in some old writers: the standard order
+    # 0/0/0 is kept as the standard order on purpose: old writers leave the three fields unset
+    # (zero), and the readers such files are made for read them so: IMOD's mrc_head_read accepts
+    # map values 0..4 and sets any that are not a permutation to 1/2/3, and mrcfile reads the data
+    # in file order whatever the fields say (only its validator flags them). Any other
+    # non-permutation (1/1/1, 1/2/2) is refused below: it states an order, a broken one, and
+    # which axis is which would be a guess.
+    if order == (0, 0, 0):
         order = (1, 2, 3)
     if sorted(order) != [1, 2, 3]:
         shown = "/".join(str(o) for o in order)

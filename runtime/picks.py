@@ -386,6 +386,7 @@ def outside(picks: pd.DataFrame, tomo_shape: PerTomo) -> np.ndarray:
 
 
 _IMAGE_RE = re.compile(r"^\s*(\d+)@(.+)$")
+MAX_SLICE = 2**31 - 1  # an MRC header's nz is an int32: no stack has more slices
 IMAGE_COLUMNS = ("rlnImageName", "path", "image", "image_name")  # a CSV listing's file column
 
 
@@ -441,9 +442,20 @@ def listing_rows(path: str | Path) -> tuple[pd.DataFrame, dict[int, str]]:
     values = df[col].astype(object).where(df[col].notna(), "").astype(str)
     for i, value in enumerate(values):
         m = _IMAGE_RE.match(value)
-        name, idx = (m.group(2).strip(), int(m.group(1)) - 1) if m else (value.strip(), -1)
+        digits = m.group(1).lstrip("0") if m else ""
+        # a slice number longer than any int32 is out of range unread: int() of 5000 digits fails
+        too_long = len(digits) > len(str(MAX_SLICE))
+        idx = -1 if not m else MAX_SLICE + 1 if too_long else int(m.group(1)) - 1
+        name = m.group(2).strip() if m else value.strip()
         if m and idx < 0:
             problems[i] = f"{value!r} has slice number 0; RELION numbers slices from 1"
+        elif idx >= MAX_SLICE:
+            # np.int64 overflowed on 99999999999999999999999@stack.mrcs: a traceback in info
+            shown = digits if len(digits) <= 30 else f"{digits[:12]}...({len(digits)} digits)"
+            problems[i] = (
+                f"slice number {shown} is out of range (an MRC stack holds at most {MAX_SLICE:,} slices)"
+            )
+            idx = -1
         elif not name:
             problems[i] = "empty image name"
         if name not in resolved:

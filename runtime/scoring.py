@@ -23,11 +23,18 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
     Temperature scaling is how the model was calibrated, so the runtime applies it before
     reading off a confidence; float64 keeps tiny probabilities from rounding to zero.
+
+    The row maximum is subtracted *before* dividing by the temperature (the same softmax): for
+    finite logits the largest entry is then exactly 0 and the others at most -inf, never
+    ``inf - inf``. Dividing first turned finite logits over a tiny temperature (5e-324) into NaN
+    probabilities, which argmax read as class 0.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, not {temperature}")
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive number, not {temperature}")
+    z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):  # a difference over a tiny temperature is -inf: exp gives 0
+        z /= float(temperature)
     np.exp(z, out=z)
     z /= z.sum(axis=1, keepdims=True)
     return z
@@ -78,8 +85,19 @@ class Scores:
 def score(
     logits: np.ndarray, features: np.ndarray, metadata: ModelMetadata, unknown_threshold: float | None = None
 ) -> Scores:
-    """Score one batch; ``unknown_threshold`` overrides the model's calibrated default."""
+    """Score one batch; ``unknown_threshold`` overrides the model's calibrated default.
+
+    Logits must be finite (the pipeline makes rows with NaN/Inf logits error rows first,
+    runtime/pipeline.py ``finite_outputs``): a row of NaN probabilities would be read by argmax as
+    class 0 with a NaN confidence, a silently wrong answer, so any such row is refused here.
+    """
     probs = softmax(logits, metadata.temperature)
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} of {len(probs)} rows have probabilities that are not finite (their "
+            "logits are not finite): such rows must become error rows before scoring"
+        )
     predicted = probs.argmax(axis=1)
     confidence = probs[np.arange(probs.shape[0]), predicted]
     threshold = metadata.unknown_threshold if unknown_threshold is None else float(unknown_threshold)

@@ -425,6 +425,19 @@ def _overlong_error(path: Path, block: StarBlock) -> InputError | None:
 # CSV / TSV
 
 
+def nul_reason(head: str) -> str:
+    """Why a table whose first characters ``head`` hold NUL bytes cannot be read, in words.
+
+    UTF-16 text without a byte order mark is valid UTF-8 (ASCII with a NUL after or before every
+    character), so it decoded, and its header was shown as ``t\x00o\x00m\x00o\x00`` in "no
+    coordinate columns"; with a mark it is already said to be UTF-16 (ledger.csv_damage)."""
+    pairs = head[: len(head) // 2 * 2]
+    odd, even = pairs[1::2], pairs[0::2]
+    if pairs and (odd.count("\x00") >= 0.9 * len(odd) or even.count("\x00") >= 0.9 * len(even)):
+        return "the file looks like UTF-16 text (a NUL byte beside every character); save it as UTF-8"
+    return "the file holds NUL bytes: not a text table (a binary file, or a damaged one?)"
+
+
 def csv_options(path: Path) -> dict[str, Any]:
     """pandas options for a CSV/TSV/whitespace table; the separator is sniffed from the first
     line that is not blank (the header)."""
@@ -445,6 +458,8 @@ def csv_options(path: Path) -> dict[str, Any]:
         raise InputError(path, f"cannot read as text ({exc})") from exc
     if not head.strip():
         raise InputError(path, "file is empty")
+    if "\x00" in head:
+        raise InputError(path, nul_reason(head))
     from cryoshift.runtime.picks import check_line_lengths
 
     check_line_lengths(path)

@@ -52,6 +52,35 @@ def _devices(text: str | None) -> list[int] | None:
     return devices
 
 
+def _check_scale_options(binning: float | None, coordinate_pixel_size: float | None) -> None:
+    """Refuse a --binning or --coordinate-pixel-size that no data has, in one line, before any work.
+
+    typer's bounds let NaN and inf through (``inf >= 1``), and --binning inf scaled every pick to
+    (0, 0, 0) with exit 0. --coordinate-pixel-size 0 read as "not given" (the planner tests it for
+    truth), so the picks were cropped unscaled without a word.
+    """
+    import math
+
+    from cryoshift.runtime.contract import MAX_BINNING, VOXEL_SIZE_RANGE
+    from cryoshift.runtime.errors import InputError
+
+    if binning is not None and not (math.isfinite(binning) and 1.0 <= binning <= MAX_BINNING):
+        raise InputError(
+            None,
+            f"--binning must be a number from 1 to {MAX_BINNING:g} (how many times finer the picks' "
+            f"pixels are than the reconstruction's voxels), not {binning:.6g}",
+        )
+    low, high = VOXEL_SIZE_RANGE
+    if coordinate_pixel_size is not None and not (
+        math.isfinite(coordinate_pixel_size) and low <= coordinate_pixel_size <= high
+    ):
+        raise InputError(
+            None,
+            f"--coordinate-pixel-size must be a pixel size in A from {low:g} to {high:g} (A per "
+            f"pixel of the picks' coordinates), not {coordinate_pixel_size:.6g}",
+        )
+
+
 def command(
     model: Path = typer.Argument(..., help=_MODEL_HELP),
     inputs: list[str] = typer.Argument(..., help=_INPUTS_HELP),
@@ -127,7 +156,6 @@ def command(
     coordinate_pixel_size: float = typer.Option(
         None,
         "--coordinate-pixel-size",
-        min=0.0,
         help="A per pixel of pixel picks made on another sampling "
         "(e.g. unbinned tilt-series pixels); they are scaled to "
         "the reconstruction's voxels.",
@@ -135,8 +163,7 @@ def command(
     binning: float = typer.Option(
         None,
         "--binning",
-        min=1.0,
-        help="Pixel picks are this many times finer than the reconstruction "
+        help="Pixel picks are this many times finer than the reconstruction, 1 to 64 "
         "(RELION 4 unbinned picks on a bin-4 tomogram: 4).",
     ),
     split_by_class: bool = typer.Option(
@@ -197,6 +224,7 @@ def command(
     from cryoshift.runtime.errors import InputError
     from cryoshift.runtime.hostmem import capped_workers
 
+    _check_scale_options(binning, coordinate_pixel_size)
     check_engine_model_path(model)  # a pipe or a device was "no such model file"
     workers = capped_workers(workers, reader_processes)  # once, before the manifest records it
     inputs = fold_inputs(list(inputs), copick_voxel_spacing, copick_tomo_type, copick_picks, copick_run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
+from cryoshift.runtime.contract import VOXEL_TOLERANCE, percent, voxel_mismatch
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
 from cryoshift.runtime.sources.items import CHECKED_AGAINST, Item
@@ -16,7 +16,8 @@ def _check_item_voxel(item: Item, voxel: float, model_voxel: float | None, again
     if mismatch is not None and mismatch > VOXEL_TOLERANCE:
         raise InputError(
             item.path,
-            f"voxel size {voxel:.3g} A differs from the {against}'s {model_voxel:.3g} A by {mismatch:.0%}",
+            f"voxel size {voxel:.3g} A differs from the {against}'s {model_voxel:.3g} A "
+            f"by {percent(mismatch)}",
         )
 
 

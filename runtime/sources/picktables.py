@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -108,8 +108,10 @@ def plan_pick_table(planner: Any, path: Path) -> None:
         if optics and OPTICS_GROUP in layout.columns:
             extra += (OPTICS_GROUP,)
         picks = read_pick_table(path, skip_bad_rows=True, extra=extra, layout=layout)
-    if optics:
-        _refuse_ambiguous_pixels(planner, path, picks, optics, problems)
+    if optics and optics.damaged:
+        _fail_damaged_optics(planner, path, picks, optics.damaged)
+    if optics and optics.sizes:
+        _refuse_ambiguous_pixels(planner, path, picks, optics.sizes, problems)
     shift_note = _shift_note(path, picks.extra, shifts)
     if shift_note:
         planner.notes.append(shift_note)
@@ -209,23 +211,66 @@ def _refuse_mixed_optics(planner: Any, path: Path, columns: list[str]) -> None:
 OPTICS_GROUP = "rlnOpticsGroup"
 
 
-def _optics_pixel_sizes(path: Path, columns: list[str]) -> dict[str, float] | None:
-    """Optics group -> ``rlnTomoTiltSeriesPixelSize`` (A) of a STAR's ``data_optics`` loop (only
-    positive numbers), or None when it states none."""
+class OpticsPixels(NamedTuple):
+    """What a STAR's ``data_optics`` states of its tilt-series pixel sizes, per optics group."""
+
+    sizes: dict[str, float]  # group -> rlnTomoTiltSeriesPixelSize (A), positive numbers only
+    damaged: dict[str, str]  # group -> the value as written, where it is no positive number
+
+
+def _optics_pixel_sizes(path: Path, columns: list[str]) -> OpticsPixels | None:
+    """The ``rlnTomoTiltSeriesPixelSize`` (A) of each optics group of a STAR's ``data_optics``
+    loop, or None when it states none.
+
+    A value that is no positive finite number (nan, 0, -10, abc, inf) is kept as damaged, as
+    tomograms.star's damaged pixel sizes are (runtime/tomograms.py): such groups were dropped
+    without a word, and their picks cropped as if in the tomogram's voxels."""
     from cryoshift.runtime.tables import read_loop, scan_star
 
     optics = next((b for b in scan_star(path) if b.name == "optics" and b.loop), None)
     if optics is None or TILT_SERIES_PIXEL not in optics.labels:
         return None
-    table = read_loop(path, optics)
+    table = read_loop(path, optics, text=(TILT_SERIES_PIXEL,), verbatim=(TILT_SERIES_PIXEL,))
+    written = table[TILT_SERIES_PIXEL].astype(object).where(table[TILT_SERIES_PIXEL].notna(), "")
     values = pd.to_numeric(table[TILT_SERIES_PIXEL], errors="coerce")
     groups = (
         table[OPTICS_GROUP].astype(str).str.strip()
         if OPTICS_GROUP in table.columns
         else pd.Series([str(i + 1) for i in range(len(table))])
     )
-    sizes = {g: float(v) for g, v in zip(groups, values, strict=True) if np.isfinite(v) and v > 0}
-    return sizes or None
+    sizes: dict[str, float] = {}
+    damaged: dict[str, str] = {}
+    for group, value, raw in zip(groups, values, written, strict=True):
+        if np.isfinite(value) and value > 0:
+            sizes[group] = float(value)
+        else:
+            damaged[group] = str(raw).strip()
+    return OpticsPixels(sizes, damaged) if sizes or damaged else None
+
+
+def _fail_damaged_optics(planner: Any, path: Path, picks: Any, damaged: dict[str, str]) -> None:
+    """Make the picks of each optics group whose ``data_optics`` pixel size is damaged bad rows
+    naming the value (a table whose every pick is in such a group is refused): where those pixel
+    coordinates lie cannot be known. Without an ``rlnOpticsGroup`` column every pick is in them."""
+    if OPTICS_GROUP in picks.extra:
+        groups = [str(g).strip() for g in picks.extra[OPTICS_GROUP]]
+    else:
+        groups = [next(iter(damaged))] * len(picks)
+    way_out = (
+        "; correct data_optics, or give --coordinate-pixel-size or --binning"
+        if getattr(planner, "scale_options", True)
+        else "; correct data_optics"
+    )
+    bad = {
+        row: (
+            f"optics group {group} has {TILT_SERIES_PIXEL} {damaged[group]!r} in data_optics, not a "
+            f"positive number of A, so where its pixel picks lie is unknown{way_out}"
+        )
+        for row, group in enumerate(groups)
+        if group in damaged
+    }
+    if bad:
+        _add_bad_rows(path, picks, bad)
 
 
 def _refuse_ambiguous_pixels(

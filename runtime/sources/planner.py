@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from cryoshift.runtime.contract import CONTRASTS, VOXEL_TOLERANCE, voxel_mismatch
+from cryoshift.runtime.contract import CONTRASTS, VOXEL_TOLERANCE, percent, voxel_mismatch
 from cryoshift.runtime.errors import InputError, MissingExtraError, missing_reason
 from cryoshift.runtime.picks import NAMED_TABLE_SUFFIXES
 from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
@@ -138,7 +138,7 @@ class Planner:
                 path,
                 f"voxel size {voxel:.3g} A differs from the {self.against}'s "
                 f"{self.model_voxel:.3g} A "
-                f"by {mismatch:.0%} (> {VOXEL_TOLERANCE:.0%}); {self.voxel_advice}",
+                f"by {percent(mismatch)} (> {VOXEL_TOLERANCE:.0%}); {self.voxel_advice}",
             )
 
     def _note_unknown_voxel(self, path: Path | str, vol: Any) -> None:
