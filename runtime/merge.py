@@ -11,7 +11,12 @@ errors row without its id, file or reason, a folder or link loop under its name)
 writes the usual ``predictions.csv``/``.star``, ``errors.csv`` and ``manifest.json`` (with
 per-tomogram class counts); predictions.star keeps the input STAR tables' blocks and columns as
 classify does. The merged rows are in the order an unsharded run writes them (:func:`_input_order`),
-so row i of predictions.csv is row i of predictions.star.
+so row i of predictions.csv is row i of predictions.star. Where the inputs planned again here give
+the plan the shards split (its fingerprint theirs), every row is held to it (:class:`_PlanIds`): an
+id it does not plan, one in a shard that does not hold it, or one planned once found twice is
+refused naming the shard table, and a planned id in no shard's table is refused (a note with
+``--allow-missing``). A shard file named ``shard-i-of-n`` with i >= n, and a manifest whose format,
+recorded shard or planning facts are not a classify shard's, are refused naming the file.
 When every shard has ``features.shard-i-of-n.npy`` (``classify --features``), their rows for the
 kept predictions become ``features.npy``, in the order of ``predictions.csv``.
 """
@@ -55,6 +60,10 @@ def find_shards(folders: list[Path]) -> dict[tuple[int, int], Path]:
             m = _SHARD.match(path.name)
             if m:
                 key = (int(m.group(1)), int(m.group(2)))
+                if key[0] >= key[1]:  # classify --shard never writes one: a renamed or foreign file
+                    raise InputError(
+                        path, f"not a shard's table: shard {key[0]} of {key[1]} (a shard i/n has i < n)"
+                    )
                 if key in found:
                     raise InputError(path, f"shard {key[0]}/{key[1]} also in {found[key].parent}")
                 found[key] = path
@@ -125,7 +134,11 @@ def _difference(header: tuple[str, ...], reference: tuple[str, ...]) -> str:
 
     missing = [c for c in reference if c not in header]
     extra = [c for c in header if c not in reference]
+    # a column named twice is neither missing nor extra: without this it read "another order"
+    repeated = [c for c, k in Counter(header).items() if k > Counter(reference)[c]]
     words = []
+    if repeated:
+        words.append(f"repeats {_list(repeated, limit=3)}")
     if missing:
         words.append(f"lacks {_list(missing, limit=3)}")
     if extra:
@@ -313,6 +326,7 @@ def _join(
     kept: list[tuple[list[int], int]] | None = None,
     check: Callable[[list[str]], tuple[str, str] | None] | None = None,
     place: Callable[[str], int] | None = None,
+    claim: Callable[[str, int, str | None], str | None] | None = None,
 ) -> tuple[dict[str, tuple[int, int]], Repeats, _Written]:
     """Copy rows of ``tables`` into ``out``, each id once and none in ``skip``; returns the ids
     copied (with the shard each came from), the repeats dropped (the caller judges them) and where
@@ -324,7 +338,9 @@ def _join(
     would drop those errors without a word). ``kept`` (a list) receives, per table, the positions
     of the data rows that were copied and the number of data rows the table has. ``check`` gives
     (column, problem) for a row whose values classify cannot have written: the shard is refused.
-    ``place`` gives an id's position in the re-planned inputs (-1: not there)."""
+    ``place`` gives an id's position in the re-planned inputs (-1: not there). ``claim`` (the ids
+    of the plan the shards split, :class:`_PlanIds`) gives why a row's id cannot be in this shard's
+    table (shard index, and the table holding an earlier row of it), else None: refused."""
     seen: dict[str, tuple[int, int]] = {}
     dupes = 0
     examples: list[tuple[str, tuple[int, int], tuple[int, int]]] = []
@@ -354,6 +370,19 @@ def _join(
                             f"classify never writes (an edited or foreign table); {table.rerun()}",
                         )
                     first = seen.get(row[0]) or skip.get(row[0])
+                    if claim is not None:
+                        earlier = None
+                        if first is not None:  # skip holds the predictions' ids (errors are joined second)
+                            kind = table.path.name.split(".", 1)[0] if row[0] in seen else "predictions"
+                            earlier = f"{kind}.shard-{first[0]}-of-{first[1]}.csv"
+                        wrong = claim(row[0], table.key[0], earlier)
+                        if wrong:
+                            raise InputError(
+                                table.path,
+                                f"row {position + 1} (line {line}): id {row[0]!r} {wrong} (an edited "
+                                f"table, or one mixed with another shard's: not what classify wrote); "
+                                f"{table.rerun()}",
+                            )
                     if first is not None:
                         dupes += 1
                         if len(examples) < 3:
@@ -422,19 +451,76 @@ def _keys(values: array) -> np.ndarray:
     return np.frombuffer(values, dtype=np.int64) if len(values) else np.zeros(0, np.int64)
 
 
-def _plan_positions(plan: Any) -> dict[str, int]:
-    """Each id of a re-planned input (as the ledgers write it) -> its first position in the plan:
-    the order of an unsharded run's rows (it writes each volume once, where it was first planned)."""
-    from cryoshift.runtime.ledger import escape_text
+class _PlanIds:
+    """The ids of the plan the shards split (the inputs planned again, each volume once: what
+    :func:`~cryoshift.runtime.run.distinct` gives), each with its first position, and where each
+    belongs: a shard is every n-th item of it (runtime/run.py ``split``), so item ``p`` is shard
+    ``p % n``'s.
 
-    out: dict[str, int] = {}
-    position = 0
-    for segment in getattr(plan.items, "segments", [plan.items]):
-        ids = segment.ids() if hasattr(segment, "ids") else (it.id for it in segment)
-        for ident in ids:
-            out.setdefault(escape_text(ident), position)
-            position += 1
-    return out
+    Why: merge kept the first row of every id and dropped the rest with a note that the id was
+    "planned more than once", without looking: a shard table with another shard's row in place of
+    one of its own merged with exit 0, one planned pick lost. With the plan, every row is checked
+    (:meth:`claim`) and every planned id looked for (:meth:`lost`). Memory: one dict entry per id
+    (the positions that sort the merged rows anyway); ids planned more than once (the same pick in
+    two tables), rare, keep the shard of each time."""
+
+    def __init__(self, items: Any, n: int):
+        from cryoshift.runtime.ledger import escape_text
+
+        self.n = n
+        self.first: dict[str, int] = {}
+        self.repeated: dict[str, list[int]] = {}  # id planned more than once -> the shard of each time
+        self.used: Counter[tuple[str, int]] = Counter()  # (repeated id, shard) -> rows found
+        position = 0
+        for segment in getattr(items, "segments", [items]):
+            ids = segment.ids() if hasattr(segment, "ids") else (it.id for it in segment)
+            for ident in ids:
+                text = escape_text(ident)  # as the ledgers write it
+                first = self.first.setdefault(text, position)
+                if first != position:
+                    self.repeated.setdefault(text, [first % n]).append(position % n)
+                position += 1
+
+    def place(self, ident: str) -> int:
+        """The id's first position in the plan (the order an unsharded run writes); -1: not planned."""
+        return self.first.get(ident, -1)
+
+    def claim(self, ident: str, shard: int, earlier: str | None) -> str | None:
+        """Why a row of shard ``shard`` cannot have this id (None: it can). ``earlier``: the table
+        holding an earlier row of the id, if one does."""
+        first = self.first.get(ident)
+        if first is None:
+            return "is not one the shards' inputs plan (they were planned again here)"
+        times = self.repeated.get(ident)
+        if times is None:
+            owner = first % self.n
+            if owner != shard:
+                also = f", and {earlier} holds it too" if earlier else ""
+                return f"belongs to shard {owner}/{self.n} (planned once{also}), not to this one"
+            if earlier:
+                return f"is planned once, but {earlier} has a row of it too"
+            return None
+        planned = times.count(shard)
+        if not planned:
+            shards = ", ".join(map(str, sorted(set(times))))
+            return f"belongs to shards {shards} of {self.n} (planned there), not to this one"
+        self.used[(ident, shard)] += 1
+        if self.used[(ident, shard)] > planned:
+            return f"is planned {planned} times for this shard, but has more rows than that"
+        return None
+
+    def lost(self, found: Callable[[str], bool], present: set[int]) -> tuple[int, list[str]]:
+        """How many planned ids of the ``present`` shards no table holds (``found`` says whether one
+        does), and up to three of them, each with the shards that should hold it."""
+        count, examples = 0, []
+        for ident, first in self.first.items():
+            shards = self.repeated.get(ident) or [first % self.n]
+            if not found(ident) and any(s in present for s in shards):
+                count += 1
+                if len(examples) < 3:
+                    owners = sorted({s for s in shards if s in present})
+                    examples.append(f"{ident!r} of shard {'/'.join(map(str, owners))}")
+        return count, examples
 
 
 def _interleave_problem(manifests: list[dict], keys: list[tuple[int, int]]) -> str | None:
@@ -463,24 +549,60 @@ def _interleave_problem(manifests: list[dict], keys: list[tuple[int, int]]) -> s
     return None
 
 
-def _judge_repeats(repeats: Repeats, planned_alike: bool, where: Path) -> str | None:
-    """A note on ids found more than once, or a refusal. Shards whose fingerprints agree split one
-    plan, so an id there twice was planned twice (an input given twice, the same pick in two
-    tables: classify writes it twice too) and is kept once. Without fingerprints (shards of an
-    older version) nothing says the split was one: a repeat is the sign of a table rewritten
-    between the tasks, whose other rows were lost, so it is refused naming the ids."""
+def _judge_repeats(repeats: Repeats, planned_alike: bool, checked: bool, where: Path) -> str | None:
+    """A note on ids found more than once, or a refusal. ``checked``: every row was held to the
+    plan the shards split (:class:`_PlanIds`), so a repeat left is of an id planned more than once
+    (an input given twice, the same pick in two tables: classify writes it twice too), kept once.
+    Shards whose fingerprints agree split one plan, but where the inputs cannot be read here a
+    repeat may be that, or a shard's row put in place of one of another shard (a planned row then
+    lost): kept once, with a note that says so rather than guessing. Without fingerprints (shards
+    of an older version) nothing says the split was one: a repeat is the sign of a table
+    rewritten between the tasks, whose other rows were lost, so it is refused naming the ids."""
     if not repeats.count:
         return None
-    if planned_alike:
-        return f"{repeats.count} rows of ids planned more than once (an input given twice?) were kept once"
     shown = "; ".join(
         f"{ident} (shard {a[0]}/{a[1]} and shard {b[0]}/{b[1]})" for ident, a, b in repeats.examples
     )
+    if checked:
+        return f"{repeats.count} rows of ids planned more than once (an input given twice?) were kept once"
+    if planned_alike:
+        return (
+            f"{repeats.count} rows repeat the id of an earlier row and were dropped, e.g. {shown}: "
+            "ids planned more than once (the same pick in two tables), or a shard table edited "
+            "with another shard's rows (its own then lost); the inputs are not readable here to "
+            "tell which"
+        )
     raise InputError(
         where,
         f"{repeats.count} rows have an id found in more than one shard row, e.g. {shown}: the shards "
         "were not split from the same inputs (a picks table rewritten or re-sorted between the shard "
         "tasks?), so other items are missing; rerun every shard",
+    )
+
+
+def _judge_lost(
+    ids: _PlanIds,
+    done: dict[str, tuple[int, int]],
+    failed: dict[str, tuple[int, int]],
+    keys: list[tuple[int, int]],
+    allow_missing: bool,
+    where: Path,
+) -> str | None:
+    """Refuse (or with ``allow_missing`` say in a note) planned ids of the shards found that are in
+    none of their predictions or errors: every finished shard writes one row per item of its share,
+    so such an id was lost (a row edited away, replaced by another). Ids of missing shards are
+    those shards' (already said)."""
+    count, examples = ids.lost(lambda ident: ident in done or ident in failed, {k[0] for k in keys})
+    if not count:
+        return None
+    shown = ", ".join(examples) + (", ..." if count > len(examples) else "")
+    if allow_missing:
+        return f"{count} planned ids are in no shard's predictions or errors ({shown}): not merged"
+    raise InputError(
+        where,
+        f"{count} planned ids are in no shard's predictions or errors ({shown}), though every "
+        "shard finished: rows lost from the shard tables; rerun the shards that plan them (remove "
+        "their files first), or pass --allow-missing to merge without them",
     )
 
 
@@ -595,20 +717,29 @@ def merge_shards(
     check_error = _error_checker(err_header, errs)
     settings = dict(first.get("settings", {}))
     plan_notes: list[str] = []
-    plan, replanned = _shards_plan(first, settings, plan_notes)
-    positions = _plan_positions(plan) if replanned else {}
-    place = (lambda ident: positions.get(ident, -1)) if replanned else None
+    plan, ids, theirs = _shards_plan(first, settings, plan_notes, n)
+    replanned = ids is not None
+    checked = theirs and planned_alike  # every row is held to the plan the shards split
+    claim = ids.claim if ids is not None and checked else None
     kept: list[tuple[list[int], int]] = []
     # both tables whole or neither: a damaged shard leaves an older merge as it was. Each goes to a
     # new random temporary name (never the fixed .NAME.<pid>.tmp a link could be planted at) and is
     # renamed onto its name when the block ends without an error (errors.csv first, then the CSV)
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(replacing_path(names[k])) for k in ("csv", "errors")]
-        done, dup_pred, pred_rows = _join(preds, pred_header, tmps[0], {}, kept, check, place)
-        _, dup_err, err_rows = _join(errs, err_header, tmps[1], done, check=check_error, place=place)
-        positions.clear()  # every row placed: the plan's ids are no longer needed
+        place = ids.place if ids is not None else None
+        done, dup_pred, pred_rows = _join(preds, pred_header, tmps[0], {}, kept, check, place, claim)
+        failed, dup_err, err_rows = _join(
+            errs, err_header, tmps[1], done, check=check_error, place=place, claim=claim
+        )
+        lost_note = None
+        if ids is not None and checked:
+            lost_note = _judge_lost(ids, done, failed, keys, allow_missing, dirs[0])
+        ids = None  # every row placed and checked: the plan's ids are no longer needed
+        done.clear()
+        failed.clear()
         repeats = Repeats(dup_pred.count + dup_err.count, (dup_pred.examples + dup_err.examples)[:3])
-        repeat_note = _judge_repeats(repeats, planned_alike, dirs[0])
+        repeat_note = _judge_repeats(repeats, planned_alike, checked, dirs[0])
         sort, order_note = _input_order(pred_rows, err_rows, replanned, manifests, keys)
         order = _reorder(tmps[0], pred_rows, sort(pred_rows)) if sort else None
         if sort:
@@ -624,7 +755,7 @@ def merge_shards(
     summary.rate = RunStats(summary.classified, summary.errors, wall_s=summary.pipeline_s).rate
     if missing:
         summary.notes.append(f"shards {', '.join(map(str, missing))} of {n} were missing")
-    for note in (repeat_note, model_note, feature_note, order_note, *plan_notes):
+    for note in (repeat_note, lost_note, model_note, feature_note, order_note, *plan_notes):
         if note:
             summary.notes.append(note)
     settings.update(shard=None, merged_shards=[list(k) for k in keys])
@@ -714,6 +845,9 @@ def _manifests(
         odd = _summed_problem(manifest["summary"])
         if odd:
             raise InputError(m, f"not a readable shard manifest ({odd}: a foreign or edited file)")
+        odd = _recorded_problem(manifest, key)
+        if odd:
+            raise InputError(m, f"not a readable shard manifest ({odd})")
         manifests.append(manifest)
     note = None
     if len({m["model"]["sha256"] for m in manifests}) != 1:
@@ -741,6 +875,45 @@ def _manifests(
                 f"{key[0]}: {other}); rerun the odd shards with the same command line",
             )
     return manifests, note
+
+
+_FORMAT = re.compile(r"^cryoshift\.classify/\d+$")
+
+
+def _recorded_problem(manifest: dict[str, Any], key: tuple[int, int]) -> str | None:
+    """What is wrong with a shard manifest's format, shard, inputs and data facts (None: nothing).
+
+    Why: merge read ``data`` and the model's box, voxel size and contrast to plan the inputs again
+    with a KeyError or TypeError traceback where they were missing or of another type, and took
+    a manifest of another format or of another shard (``settings.shard`` [5, 3], null: a file
+    renamed or copied over another shard's) as the shard its file name says."""
+    fmt = manifest.get("format")
+    if not isinstance(fmt, str) or not _FORMAT.match(fmt):
+        return f"format {_short(fmt, 40)} is not cryoshift.classify/N: a foreign file"
+    shard = manifest.get("settings", {}).get("shard")
+    if not (isinstance(shard, list) and all(type(v) is int for v in shard) and shard == list(key)):
+        return (
+            f"settings.shard is {_short(shard, 40)}, but the file name says shard [{key[0]}, {key[1]}]: "
+            "renamed, copied over another shard's, or edited"
+        )
+    inputs = manifest.get("inputs")
+    if not isinstance(inputs, list) or not all(isinstance(t, str) for t in inputs):
+        return "inputs is not a list of paths: a foreign or edited file"
+    data, model = manifest.get("data"), manifest["model"]
+    if not isinstance(data, dict):
+        return "no data object (box_size, contrast, voxel_sizes): a foreign or edited file"
+    for where, facts in (("data", data), ("model", model)):
+        size = facts.get("box_size")
+        if type(size) is not int or size < 1:
+            return f"{where}.box_size is not a box size (a whole number >= 1): a foreign or edited file"
+        if not isinstance(facts.get("contrast"), str):
+            return f"{where}.contrast is not a contrast name: a foreign or edited file"
+    if not isinstance(data.get("voxel_sizes"), dict):
+        return "data.voxel_sizes is not an object (file -> voxel size): a foreign or edited file"
+    size = model.get("voxel_size")
+    if not is_nonnegative_number(size) or not size:
+        return "model.voxel_size is not a voxel size (a number > 0): a foreign or edited file"
+    return None
 
 
 # The shard manifests' summary fields merge adds up into the merged manifest.
@@ -934,12 +1107,17 @@ def _replan_note(inputs: list[Any], tomograms: Any, where: str, recorded: bool) 
     )
 
 
-def _shards_plan(first: dict[str, Any], settings: dict[str, Any], notes: list[str]) -> tuple[Any, bool]:
+def _shards_plan(
+    first: dict[str, Any], settings: dict[str, Any], notes: list[str], n: int
+) -> tuple[Any, _PlanIds | None, bool]:
     """The shards' inputs planned again (headers only), so predictions.star keeps the input tables'
-    blocks and columns and the merged rows follow the inputs' order, and True; just the facts of
-    the manifest and False when the inputs cannot be read here. Planned with the shards' own
-    settings (``--ignore-voxel-size`` too: an input refused for its voxel size was one error row
-    there, under its own name), so the ids are the ones the shards wrote."""
+    blocks and columns and the merged rows follow the inputs' order; the ids of that plan as the
+    shards split it (:class:`_PlanIds`); and whether its fingerprint is the one the shards
+    recorded (their plan, so every row can be held to it). Just the facts of the manifest, None
+    and False when the inputs cannot be read here. Planned with the shards' own settings
+    (``--ignore-voxel-size`` too: an input refused for its voxel size was one error row there,
+    under its own name), so the ids are the ones the shards wrote."""
+    from cryoshift.runtime.run import distinct, plan_fingerprint
     from cryoshift.runtime.sources import Plan, plan_inputs
 
     data, model = first["data"], first["model"]
@@ -961,9 +1139,18 @@ def _shards_plan(first: dict[str, Any], settings: dict[str, Any], notes: list[st
                 coordinate_pixel_size=settings.get("coordinate_pixel_size"),
                 binning=settings.get("binning"),
             )
+            split = distinct(replanned)[0].items  # what the shards split (files compared from here)
+            fingerprint = plan_fingerprint(split)
     except (InputError, OSError):
         notes.append("input tables not readable here: predictions.star has the plain columns")
-        return plan, False
+        return plan, None, False
+    plan_ids = _PlanIds(split, n)
+    theirs = same_plan(planned(first), fingerprint)
+    if not theirs and planned(first) is not None:
+        notes.append(
+            "the inputs read here plan other items than the shards did (changed since they ran?): "
+            "their rows were not checked against the plan"
+        )
     # the STAR writer reads the input tables again, from merge's own directory
     replanned.origins = [(os.path.join(where, path), ids) for path, ids in replanned.origins]
-    return replanned, True
+    return replanned, plan_ids, theirs

@@ -188,8 +188,10 @@ def test_shards_merge_and_devices_keep_features_aligned(model_path, inputs, help
     _check_aligned(helpers, model_path, inputs, tmp_path / "dev")
 
 
-def test_merge_drops_features_of_duplicate_rows(model_path, inputs, helpers, tmp_path, capsys):
-    """Two shards holding the same ids (one input given to both): kept once, with its own features."""
+def test_merge_refuses_rows_copied_into_another_shard(model_path, inputs, helpers, tmp_path, capsys):
+    """Rows copied by hand from shard 0 into shard 1 (features too) were "kept once" with a note
+    that they were planned twice; merge re-plans the inputs, knows each id's shard, and refuses
+    (a real repeat, the same picks in two tables, is tests/runtime/test_merge.py's)."""
     import shutil
 
     for i in range(2):
@@ -213,10 +215,11 @@ def test_merge_drops_features_of_duplicate_rows(model_path, inputs, helpers, tmp
     f0, f1 = (np.load(tmp_path / "s" / f"features.shard-{i}-of-2.npy") for i in range(2))
     np.save(tmp_path / "f1.npy", np.concatenate([f1, f0[:2]]))
     shutil.copy(tmp_path / "f1.npy", tmp_path / "s" / "features.shard-1-of-2.npy")
-    assert main(["merge", str(tmp_path / "s")]) == 0
-    assert "kept once" in capsys.readouterr().out
-    _, rows = _check_aligned(helpers, model_path, inputs, tmp_path / "s")
-    assert len(rows) == 12 and rows["id"].is_unique
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "predictions.shard-1-of-2.csv" in err and "belongs to shard 0/2" in err, err
+    assert not (tmp_path / "s" / "predictions.csv").exists()
 
 
 def test_feature_ledger_is_a_valid_npy_at_every_batch(tmp_path):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 
 from cryoshift.runtime import classify
@@ -183,3 +185,160 @@ def test_merge_names_the_shard_whose_columns_differ(three_shards, tmp_path, caps
     err = _one_error_line(capsys)
     assert "predictions.shard-0-of-3.csv: columns differ" in err and "lacks y, z, class_index" in err
     assert "shard-1" not in err
+
+
+# ------------------------------------------------------------------ rows held to the plan
+
+
+def _rows(path):
+    return path.read_text().splitlines(keepends=True)
+
+
+def test_merge_refuses_a_row_of_another_shard_in_place_of_its_own(three_shards, tmp_path, capsys):
+    """Shard 1's first row replaced by shard 0's (row counts unchanged): merge kept the id once
+    with a note that it was "planned more than once" and lost shard 1's item, exit 0."""
+    folder = _copy(three_shards, tmp_path)
+    first = _rows(folder / "predictions.shard-0-of-3.csv")[1]
+    shard = folder / "predictions.shard-1-of-3.csv"
+    rows = _rows(shard)
+    rows[1] = first
+    shard.write_text("".join(rows))
+    assert main(["merge", str(folder)]) == 2
+    err = _one_error_line(capsys)
+    ident = next(iter(read_results(folder / "predictions.shard-0-of-3.csv")["id"]))
+    assert f"predictions.shard-1-of-3.csv: row 1 (line 2): id {ident!r} belongs to shard 0/3" in err
+    assert not (folder / "predictions.csv").exists()
+
+
+def test_merge_refuses_a_row_whose_id_the_inputs_do_not_plan(three_shards, tmp_path, capsys):
+    folder = _copy(three_shards, tmp_path)
+    i = _shard_with_errors(folder)
+    shard = folder / f"errors.shard-{i}-of-3.csv"
+    rows = _rows(shard)
+    rows[1] = "/elsewhere/other.mrc" + rows[1][rows[1].index(",") :]
+    shard.write_text("".join(rows))
+    assert main(["merge", str(folder)]) == 2
+    err = _one_error_line(capsys)
+    assert f"errors.shard-{i}-of-3.csv: row 1 (line 2): id '/elsewhere/other.mrc' is not one" in err
+
+
+def test_merge_refuses_a_planned_id_no_shard_holds_unless_allowed(three_shards, tmp_path, capsys):
+    """A row removed (and its manifest's count with it): every shard finished, one item in none."""
+    folder = _copy(three_shards, tmp_path)
+    shard = folder / "predictions.shard-2-of-3.csv"
+    rows = _rows(shard)
+    lost = next(iter(read_results(shard)["id"]))
+    shard.write_text("".join(rows[:1] + rows[2:]))
+    manifest = folder / "manifest.shard-2-of-3.json"
+    m = json.loads(manifest.read_text())
+    m["summary"]["total_rows"] -= 1
+    manifest.write_text(json.dumps(m))
+    assert main(["merge", str(folder)]) == 2
+    err = _one_error_line(capsys)
+    assert f"1 planned ids are in no shard's predictions or errors ({lost!r} of shard 2)" in err
+    assert "--allow-missing" in err and not (folder / "predictions.csv").exists()
+    assert main(["merge", str(folder), "--allow-missing"]) == 0
+    assert "1 planned ids are in no shard's predictions or errors" in capsys.readouterr().out
+    assert lost not in set(read_results(folder / "predictions.csv")["id"])
+
+
+def test_an_id_planned_in_two_tables_is_kept_once_with_a_true_note(model_path, inputs, tmp_path, capsys):
+    """The same picks in two tables: ids planned twice, in other shards (4 of them), kept once."""
+    copy = tmp_path / "copy.star"
+    shutil.copy(inputs["picks"], copy)
+    args = [str(inputs["picks"]), str(copy)]
+    for i in range(4):
+        classify(
+            model_path,
+            args,
+            tmp_path / "s",
+            tomograms=[str(inputs["tomos"])],
+            backend="cpu",
+            progress=False,
+            shard=f"{i}/4",
+            features=True,
+        )
+    assert main(["merge", str(tmp_path / "s")]) == 0
+    assert "of ids planned more than once (an input given twice?) were kept once" in capsys.readouterr().out
+    merged = read_results(tmp_path / "s" / "predictions.csv")
+    errors = read_results(tmp_path / "s" / "errors.csv")
+    assert merged["id"].is_unique and len(merged) + len(errors) == 6
+    assert np.load(tmp_path / "s" / "features.npy").shape[0] == len(merged)
+
+
+def test_a_repeat_merged_without_readable_inputs_is_not_called_planned_twice(
+    model_path, inputs, tmp_path, monkeypatch, capsys
+):
+    """Inputs moved away: rows cannot be held to the plan, so a repeat is kept once as before, but
+    the note no longer says the id was planned more than once (nothing showed it was)."""
+    shutil.copy(inputs["stack"], tmp_path / "stack.mrcs")
+    monkeypatch.chdir(tmp_path)
+    for i in range(2):
+        classify(model_path, ["stack.mrcs"], "s", backend="cpu", progress=False, shard=f"{i}/2")
+    shard = tmp_path / "s" / "predictions.shard-1-of-2.csv"
+    rows = _rows(shard)
+    rows[1] = _rows(tmp_path / "s" / "predictions.shard-0-of-2.csv")[1]
+    shard.write_text("".join(rows))
+    (tmp_path / "stack.mrcs").rename(tmp_path / "moved.mrcs")
+    assert main(["merge", "s"]) == 0
+    out = capsys.readouterr().out
+    assert "1 rows repeat the id of an earlier row" in out and "not readable here to tell" in out
+    assert "planned more than once (an input given twice?)" not in out
+
+
+# ------------------------------------------------------------------ manifests and names
+
+
+def _edit_manifest(folder, edit):
+    path = folder / "manifest.shard-1-of-3.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (lambda m: m.pop("data"), "no data object"),
+        (lambda m: m.update(data=[1]), "no data object"),
+        (lambda m: m["data"].pop("box_size"), "data.box_size is not a box size"),
+        (lambda m: m["data"].update(voxel_sizes="10"), "data.voxel_sizes is not an object"),
+        (lambda m: m["model"].update(voxel_size="10"), "model.voxel_size is not a voxel size"),
+        (lambda m: m.update(inputs="files"), "inputs is not a list of paths"),
+        (lambda m: m.pop("format"), "format (not given) is not cryoshift.classify/N"),
+        (lambda m: m.update(format="other/1"), 'format "other/1" is not cryoshift.classify/N'),
+        (lambda m: m["settings"].update(shard=[5, 3]), "settings.shard is [5, 3], but the file name"),
+        (lambda m: m["settings"].update(shard=["a", 3]), 'settings.shard is ["a", 3], but'),
+        (lambda m: m["settings"].update(shard=[True, 3]), "settings.shard is [true, 3], but"),
+        (lambda m: m["settings"].update(shard=None), "settings.shard is (not given), but"),
+    ],
+)
+def test_merge_refuses_a_manifest_without_the_facts_it_reads(three_shards, tmp_path, capsys, edit, said):
+    """``data`` missing or not an object was a KeyError/TypeError traceback; a manifest of another
+    format or of another shard than its file name says was merged as that shard."""
+    folder = _copy(three_shards, tmp_path)
+    _edit_manifest(folder, edit)
+    assert main(["merge", str(folder)]) == 2
+    err = _one_error_line(capsys)
+    assert "manifest.shard-1-of-3.json: not a readable shard manifest (" in err and said in err
+
+
+def test_merge_refuses_a_shard_file_whose_index_is_not_below_its_count(three_shards, tmp_path, capsys):
+    folder = _copy(three_shards, tmp_path)
+    for name in ("predictions", "errors"):
+        shutil.copy(folder / f"{name}.shard-2-of-3.csv", folder / f"{name}.shard-3-of-3.csv")
+    shutil.copy(folder / "manifest.shard-2-of-3.json", folder / "manifest.shard-3-of-3.json")
+    assert main(["merge", str(folder)]) == 2
+    err = _one_error_line(capsys)
+    assert "predictions.shard-3-of-3.csv: not a shard's table: shard 3 of 3 (a shard i/n has i < n)" in err
+
+
+def test_merge_says_a_column_is_repeated_not_reordered(three_shards, tmp_path, capsys):
+    folder = _copy(three_shards, tmp_path)
+    shard = folder / "predictions.shard-0-of-3.csv"
+    rows = _rows(shard)  # an extra x column at the end, a value in every row
+    shard.write_text("".join([rows[0].rstrip("\n") + ",x\n"] + [r.rstrip("\n") + ",1\n" for r in rows[1:]]))
+    assert main(["merge", str(folder)]) == 2
+    err = _one_error_line(capsys)
+    assert "predictions.shard-0-of-3.csv: columns differ" in err and "repeats x" in err
+    assert "another order" not in err
