@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.hostmem import format_bytes
-from cryoshift.runtime.metadata import is_onnx, read_onnx_metadata
+from cryoshift.runtime.metadata import CHECKPOINT_SUFFIXES, is_onnx, read_onnx_metadata
 
 FULL_STATS_BYTES = 256 * 1024 * 1024
 
@@ -432,9 +432,6 @@ def _describe(path: Path, full: bool, atomic: AtomicRows | None = None) -> Descr
         f"unknown file type {suffix or '(no suffix)'!r}; info reads MRC ({' '.join(MRC_BASE_SUFFIXES)}, "
         "gzip/bzip2 ok), .star, .csv/.tsv, .onnx, PDB/mmCIF (gzip ok) or a dataset directory",
     )
-
-
-CHECKPOINT_SUFFIXES = (".pt", ".pth")  # training's checkpoints (an ONNX model under .pt is read as ONNX)
 
 
 def _folder_hint(path: Path) -> str | None:

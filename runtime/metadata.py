@@ -512,7 +512,30 @@ def _cpu_session(path: Path) -> Any:
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types for corrupt files
+        if is_checkpoint(path):  # "Protobuf parsing failed" said nothing to a user who gave model.pt
+            raise InputError(
+                path,
+                "is a PyTorch checkpoint, not an exported model: run `cryoshift export "
+                f"{path} -o DIR` and give DIR/model.onnx",
+            ) from exc
         raise InputError(path, f"not a readable ONNX model: {ort_failure(exc)}") from exc
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth")  # training's checkpoints (an ONNX model under .pt is read as ONNX)
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` looks like a torch.save file: its suffix, or a zip archive holding a
+    ``data.pkl`` (the archive's names are listed; nothing is unpickled)."""
+    import zipfile
+
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        return True
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
 
 
 def _check_graph(sess: Any, meta: ModelMetadata, path: Path) -> None:

@@ -550,3 +550,18 @@ def test_evaluate_on_a_fifo_says_what_it_is(model: Path, tmp_path: Path, capsys:
         run_cli(["evaluate", model, fifo, "-t", tmp_path, "--out", tmp_path / "ev"], capsys), fifo
     )
     assert "not a regular file" in line and "is a file" not in line
+
+
+@pytest.mark.parametrize("name", ["model.pt", "model.bin"])
+def test_classify_of_a_checkpoint_says_to_export_it(
+    name: str, tiny_run: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A facility engineer's `classify run/model.pt` said "not a readable ONNX model: Protobuf
+    parsing failed"; info already said what the file is. Found by its suffix or its archive."""
+    import shutil
+
+    model = tmp_path / name
+    shutil.copy(tiny_run / "model.pt", model)
+    stack = put(tmp_path / "s.mrcs", b"")  # never read: the model is refused first
+    line = assert_error(run_cli(["classify", model, stack, "-o", tmp_path / "o", "-q"], capsys), model)
+    assert "is a PyTorch checkpoint, not an exported model" in line and "cryoshift export" in line
