@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hostile_inputs import BOX, VOXEL, Capsys, assert_error, errors_table, predictions, put, run_cli, volumes
-from tiny_onnx import save_graph
+from tiny_onnx import save_graph, with_metadata
 
 from cryoshift.runtime.mrc import write_stack, write_volume
 
@@ -92,14 +92,7 @@ def test_onnx_with_lying_metadata(
 ) -> None:
     """Metadata the runtime trusts must be sane: refused in one line, or probabilities stay finite
     (the shift score is NaN by design when the feature statistics do not fit the features)."""
-    import onnx
-
-    m = onnx.load(str(model))
-    for entry in m.metadata_props:
-        if entry.key == f"cryoshift.{field}":
-            entry.value = value
-    liar = tmp_path / f"liar_{field}.onnx"
-    onnx.save(m, str(liar))
+    liar = with_metadata(model, tmp_path / f"liar_{field}.onnx", field, value)
     vol = write_volume(tmp_path / "v.mrc", volumes(1)[0], voxel_size=VOXEL)
     out = tmp_path / "o"
     result = run_cli(["classify", liar, vol, "-o", out, "-q", "-b", "cpu"], capsys)

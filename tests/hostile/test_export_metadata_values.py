@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hostile_inputs import BOX, VOXEL, Capsys, assert_error, run_cli, volumes
+from tiny_onnx import with_metadata
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.mrc import write_stack
@@ -20,14 +21,7 @@ from cryoshift.runtime.mrc import write_stack
 
 def _edited_model(model: Path, tmp_path: Path, field: str, value: Any) -> Path:
     """A copy of the tiny ONNX ``model`` with metadata ``field`` set to ``value`` (as JSON)."""
-    import onnx
-
-    m = onnx.load(str(model))
-    entry = next(e for e in m.metadata_props if e.key == f"cryoshift.{field}")
-    entry.value = json.dumps(value)
-    path = tmp_path / f"{field}.onnx"
-    onnx.save(m, str(path))
-    return path
+    return with_metadata(model, tmp_path / f"{field}.onnx", field, json.dumps(value))
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hostile_inputs import VOXEL, Capsys, assert_error, errors_table, predictions, run_cli, volumes
+from tiny_onnx import with_metadata
 
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.mrc import write_stack, write_volume
@@ -27,15 +28,7 @@ def _classify(model: Path, *args: object) -> list[object]:
 
 
 def _with_property(model: Path, tmp_path: Path, field: str, value: str) -> Path:
-    import onnx
-
-    m = onnx.load(str(model))
-    for entry in m.metadata_props:
-        if entry.key == f"cryoshift.{field}":
-            entry.value = value
-    out = tmp_path / f"liar_{field}.onnx"
-    onnx.save(m, str(out))
-    return out
+    return with_metadata(model, tmp_path / f"liar_{field}.onnx", field, value)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from hostile_inputs import BOX, Capsys, assert_error, predictions, put, raw_mrc, run_cli
+from tiny_onnx import with_metadata
 
 PREDICTIONS = "id,class_name,confidence,shift_score\na,x,0.5,1.0\nb,y,0.9,1.2\nc,x,0.7,0.9\n"
 METRICS = "epoch,loss,src_val_acc,tgt_im\n0,1.0,0.5,0.1\n1,0.8,0.6,0.2\n2,0.6,0.7,0.3\n"
@@ -281,17 +282,7 @@ def test_info_refuses_results_tables_that_report_refuses(
 
 def _edited_model(model: Path, tmp_path: Path, field: str, value: str) -> Path:
     """A copy of ``model`` with the metadata ``field`` set to the JSON ``value``."""
-    import onnx
-
-    m = onnx.load(str(model))
-    entry = next((e for e in m.metadata_props if e.key == f"cryoshift.{field}"), None)
-    if entry is None:
-        entry = m.metadata_props.add()
-        entry.key = f"cryoshift.{field}"
-    entry.value = value
-    path = tmp_path / f"{field}.onnx"
-    onnx.save(m, str(path))
-    return path
+    return with_metadata(model, tmp_path / f"{field}.onnx", field, value)
 
 
 @pytest.mark.parametrize(

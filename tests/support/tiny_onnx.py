@@ -178,3 +178,18 @@ def make_volumes(n: int, box: int = BOX, seed: int = 0) -> np.ndarray:
         r2 = ((grid - centre) ** 2).sum(0)
         out[i] = -np.exp(-r2 / (2 * radius**2)) * rng.uniform(0.5, 3) + rng.normal(0, 0.3, (box,) * 3)
     return out
+
+
+def with_metadata(model: Path, out: Path, field: str, value: str) -> Path:
+    """A copy of ONNX ``model`` at ``out`` whose metadata ``cryoshift.<field>`` holds the text
+    ``value`` (added when the model has none): a model that lies about itself."""
+    import onnx
+
+    m = onnx.load(str(model))
+    entry = next((e for e in m.metadata_props if e.key == f"cryoshift.{field}"), None)
+    if entry is None:
+        entry = m.metadata_props.add()
+        entry.key = f"cryoshift.{field}"
+    entry.value = value
+    onnx.save(m, str(out))
+    return out
