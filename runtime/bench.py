@@ -16,10 +16,39 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cryoshift.runtime.contract import MAX_BOX
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.hostmem import available_memory, format_bytes
 
 KINDS = ("stack", "files", "tomogram")
+
+# Upper bounds of bench's options (``cryoshift bench --help`` shows them). Without them --repeats
+# 10^23 timed forever and --box 10^108 was an OverflowError traceback in the memory check. A median
+# of 100 repeats is as steady as it gets; 100,000 subtomograms per kind is minutes of reading;
+# 8192 is four times the largest GPU batch classify suggests; MAX_BOX is training's largest box.
+MAX_REPEATS = 100
+MAX_N = 100_000
+MAX_BATCH_SIZE = 8192
+MIN_FEED_BOX = 4  # the feed-rate data's smallest --box (a crop needs a few voxels)
+
+
+def check_bench_options(batch_size: int, box: int | None, n: int, repeats: int) -> None:
+    """Refuse, in one line naming the option and its range, an option bench cannot honour.
+
+    The command's own ranges say the same; this is for :func:`run_bench`'s other callers
+    (``benchmarks/`` scripts), so that no caller reaches float maths on an unbounded int."""
+    limits = (
+        ("--batch-size", batch_size, 1, MAX_BATCH_SIZE),
+        ("--box", box, MIN_FEED_BOX, MAX_BOX),
+        ("--n", n, 1, MAX_N),
+        ("--repeats", repeats, 1, MAX_REPEATS),
+    )
+    for option, value, low, high in limits:
+        if value is None and option == "--box":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            shown = repr(value) if len(repr(value)) <= 20 else f"a number of {len(repr(value))} digits"
+            raise InputError(None, f"{option} must be a whole number from {low} to {high:,}, not {shown}")
 
 
 def _tomogram_shape(n: int, box: int) -> tuple[int, int, int]:
@@ -221,12 +250,17 @@ def run_bench(
     work_dir: Path | None = None,
     processes: bool = False,
 ) -> dict[str, Any]:
-    """Inference-only rate of the model and the null-model feed rate per input kind."""
+    """Inference-only rate of the model and the null-model feed rate per input kind.
+
+    The batch is capped at ``n``: the feed-rate runs never fill a larger one, and --n 4
+    --batch-size 100000 drew and timed a 100,000-box in-memory batch for over a minute."""
     import dataclasses
 
     from cryoshift.runtime.backends import load_model, null_model
     from cryoshift.runtime.hostmem import capped_workers
 
+    check_bench_options(batch_size, box, n, repeats)
+    batch_size = min(batch_size, n)
     workers = capped_workers(workers, processes)  # the figures name the readers that really ran
     model_box = _model_box(Path(model_path))
     if model_box is not None:  # before the model's device buffers, the batch and the data

@@ -28,6 +28,12 @@ CONTRASTS = ("dark", "light")
 NORMALISATIONS = ("zscore", "minmax")  # per-subtomogram, inside the exported graph
 
 # Data that meets a model --------------------------------------------------------------------------
+# Largest box (voxels per side) a model, cryoshift bench's --box and training's --box may have
+# (training/simulate/config.py BOUNDS["box"] reads it): one 512^3 float32 box is 0.5 GiB. A
+# sidecar's box_size of 1e308 (an engine has no graph to bound it) overflowed bench's float maths
+# into a traceback, and --box 10^23 printed a 57-digit memory figure. No lower bound beyond 1: the
+# runtime documents none (the backbones' 16 is training's), so a foreign model of box 8 still runs.
+MAX_BOX = 512
 # A --device naming a GPU: torch takes cuda and cuda:N; anything else after 'cuda' was a torch traceback
 CUDA_DEVICE = re.compile(r"cuda(:\d+)?")
 VOXEL_TOLERANCE = 0.05  # relative voxel-size mismatch tolerated between data and model

@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryoshift.runtime.contract import has_control_character
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.metadata import ModelMetadata, refuse_special
@@ -27,6 +29,12 @@ from cryoshift.runtime.outfiles import write_text
 
 SIDECAR_FORMAT = "cryoshift.engine/1"
 SIDECAR_SUFFIX = ".json"  # model.engine -> model.engine.json
+# What the engine block's text fields may hold. They were taken with str(): an onnx_sha256 of null
+# became the lineage "None", a gpu_name of 2 MB made a 2-million-character error line, a null one
+# "built for GPU 'None'", and an engine_sha256 of 5 said the engine did not match its sidecar.
+ENGINE_PRECISIONS = ("fp32", "fp16", "int8")  # export's formats (export/formats.py TOLERANCES)
+MAX_SIDECAR_TEXT = 255  # a GPU name, a TensorRT version, a file name (255 bytes on most file systems)
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -129,23 +137,70 @@ def read_engine_sidecar(path: str | Path) -> EngineSidecar:
     _refuse_duplicate_keys(side)
     metadata = ModelMetadata.from_dict({k: v for k, v in data.items() if k != "engine"}, side)
     batch_min, batch_opt, batch_max = _batch_profile(block, side)
-    try:
-        return EngineSidecar(
-            path=engine,
-            metadata=metadata,
-            gpu_name=str(block["gpu_name"]),
-            tensorrt_version=str(block["tensorrt_version"]),
-            onnx_sha256=str(block["onnx_sha256"]),
-            engine_sha256=str(block.get("engine_sha256", "")),
-            precision=str(block.get("precision", metadata.precision)),
-            batch_min=batch_min,
-            batch_opt=batch_opt,
-            batch_max=batch_max,
-            onnx_file=str(block.get("onnx_file", "")),
-            compute_capability=str(block.get("compute_capability", "")),
+    return EngineSidecar(
+        path=engine,
+        metadata=metadata,
+        gpu_name=_text(block, "gpu_name", side),
+        tensorrt_version=_text(block, "tensorrt_version", side),
+        onnx_sha256=_sha256(block, "onnx_sha256", side),
+        engine_sha256=_sha256(block, "engine_sha256", side) if "engine_sha256" in block else "",
+        precision=_precision(block, metadata.precision, side),
+        batch_min=batch_min,
+        batch_opt=batch_opt,
+        batch_max=batch_max,
+        onnx_file=_text(block, "onnx_file", side, empty=True) if "onnx_file" in block else "",
+        compute_capability=(
+            _text(block, "compute_capability", side, empty=True) if "compute_capability" in block else ""
+        ),
+    )
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for a message, cut to 40 characters (a 2 MB gpu_name was printed whole)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _text(block: dict[str, Any], key: str, side: Path, empty: bool = False) -> str:
+    """``engine.<key>``: one line of text of at most :data:`MAX_SIDECAR_TEXT` characters (non-empty
+    unless ``empty``), else refused in one line naming the sidecar and the field."""
+    value = block[key]
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_SIDECAR_TEXT
+        or (not empty and not value.strip())
+        or has_control_character(value)
+    ):
+        need = "one line of text" if empty else "a non-empty line of text"
+        raise InputError(
+            side,
+            f"invalid engine sidecar: engine.{key} must be {need} of at most {MAX_SIDECAR_TEXT} "
+            f"characters, not {_shown(value)}",
         )
-    except (TypeError, ValueError) as exc:
-        raise InputError(side, f"invalid engine sidecar: {exc}") from exc
+    return value
+
+
+def _sha256(block: dict[str, Any], key: str, side: Path) -> str:
+    """``engine.<key>``: a SHA-256 as 64 lower-case hex digits (as :func:`file_sha256` writes it)."""
+    value = block[key]
+    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
+        raise InputError(
+            side,
+            f"invalid engine sidecar: engine.{key} must be a SHA-256 of 64 hex digits, not {_shown(value)}",
+        )
+    return value
+
+
+def _precision(block: dict[str, Any], default: str, side: Path) -> str:
+    """``engine.precision`` (the model metadata's when absent): one of :data:`ENGINE_PRECISIONS`."""
+    value = block.get("precision", default)
+    if not isinstance(value, str) or value not in ENGINE_PRECISIONS:
+        raise InputError(
+            side,
+            f"invalid engine sidecar: engine.precision must be one of {', '.join(ENGINE_PRECISIONS)}, "
+            f"not {_shown(value)}",
+        )
+    return value
 
 
 def _batch_profile(block: dict[str, Any], side: Path) -> tuple[int, int, int]:

@@ -24,6 +24,7 @@ from cryoshift.runtime.contract import (
     FEATURES,
     INPUT_NAME,
     LOGITS,
+    MAX_BOX,
     NORMALISATIONS,
     VOXEL_SIZE_RANGE,
     class_names_problem,
@@ -112,6 +113,10 @@ class ModelMetadata:
             raise ValueError(f"class_names must be a non-empty list of names, not {self.class_names!r}")
         if self.box_size < 1:
             raise ValueError(f"box_size must be positive, not {self.box_size}")
+        if self.box_size > MAX_BOX:  # 1e308 was taken from a sidecar, and overflowed bench's maths
+            raise ValueError(
+                f"box_size must be a whole number from 1 to {MAX_BOX}, not {_shown(self.box_size)}"
+            )
         self._check_voxel_size()
         self.temperature = float(self.temperature)
         if not math.isfinite(self.temperature) or self.temperature <= 0:

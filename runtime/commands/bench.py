@@ -9,7 +9,9 @@ from pathlib import Path
 
 import typer
 
+from cryoshift.runtime.bench import MAX_BATCH_SIZE, MAX_N, MAX_REPEATS, MIN_FEED_BOX
 from cryoshift.runtime.commands._options import Backend
+from cryoshift.runtime.contract import MAX_BOX
 
 NAME = "bench"
 NO_ARGS_IS_HELP = True
@@ -18,14 +20,24 @@ NO_ARGS_IS_HELP = True
 def command(
     model: Path = typer.Argument(..., help="Exported model (model.onnx or model.engine)."),
     backend: Backend = typer.Option(Backend.auto, "--backend", "-b", help="Inference backend to time."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Subtomograms per batch."),
-    box: int = typer.Option(None, "--box", min=4, help="Box size of the feed-rate data (default: model's)."),
-    n: int = typer.Option(256, "--n", min=1, help="Subtomograms per feed-rate input kind."),
+    batch_size: int = typer.Option(
+        64, "--batch-size", min=1, max=MAX_BATCH_SIZE, help="Subtomograms per batch (at most --n)."
+    ),
+    box: int = typer.Option(
+        None,
+        "--box",
+        min=MIN_FEED_BOX,
+        max=MAX_BOX,
+        help="Box size of the feed-rate data (default: model's).",
+    ),
+    n: int = typer.Option(256, "--n", min=1, max=MAX_N, help="Subtomograms per feed-rate input kind."),
     workers: int = typer.Option(
         2, "--workers", min=1, help="Readers in the pipeline (at most 4 threads or 1 process per CPU)."
     ),
     reader_processes: bool = typer.Option(False, "--reader-processes", help="Readers are processes."),
-    repeats: int = typer.Option(3, "--repeats", min=1, help="Repeats; medians are reported."),
+    repeats: int = typer.Option(
+        3, "--repeats", min=1, max=MAX_REPEATS, help="Repeats; medians are reported."
+    ),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU backend: inference threads."),
     json_out: Path = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
 ) -> None:
@@ -50,7 +62,7 @@ def command(
     result = run_bench(
         model, backend.value, batch_size, box, n, workers, repeats, threads, processes=reader_processes
     )
-    table = Table(title=f"cryoshift bench: {result['backend']}, batch {batch_size}")
+    table = Table(title=f"cryoshift bench: {result['backend']}, batch {result['batch_size']}")
     table.add_column("measure")
     table.add_column("subtomograms/s", justify="right")
     table.add_row(
@@ -64,7 +76,25 @@ def command(
     Console().print(table)
     typer.echo(f"medians of {repeats} repeats")
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+        _write_json(json_out, json.dumps(result, indent=2) + "\n")
+
+
+def _write_json(path: Path, text: str) -> None:
+    """Write the figures to ``path``, naming it if that fails: a full disk said only "No space left
+    on device". A regular file (or a link's target, which stays a link) is written whole and
+    renamed into place; a device or a pipe (``/dev/stdout``) is written as it is, never replaced."""
+    from cryoshift.runtime.errors import writing_error
+    from cryoshift.runtime.outfiles import write_text
+
+    target = path.resolve()
+    if target.exists() and not target.is_file():
+        try:
+            with target.open("w") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise writing_error(path, exc) from exc
+    else:
+        write_text(target, text)
 
 
 def _check_writable(path: Path) -> None:

@@ -198,8 +198,9 @@ def test_bench_json_never_overwrites_the_model(model: Path, tmp_path: Path, caps
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        (["--batch-size", 10**9], "--batch-size 1000000000 at the model's box 16 needs 44.7 TiB"),
-        (["--box", 4000], "--n 256 at --box 4000 needs"),
+        # within the options' ranges (test_bench_and_sidecar_bounds.py), beyond the memory
+        (["--box", 512], "--n 256 at --box 512 needs"),
+        (["--n", 100_000, "--box", 256], "--n 100000 at --box 256 needs"),
     ],
 )
 def test_bench_refuses_batches_and_data_larger_than_memory_before_allocating(
@@ -209,7 +210,8 @@ def test_bench_refuses_batches_and_data_larger_than_memory_before_allocating(
     capsys: Capsys,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`bench --batch-size 1000000000` (or a --box of 4000) asked numpy for terabytes; sizes a few
+    """`bench --batch-size 1000000000` (or a --box of 4000; both now out of their ranges) asked
+    numpy for terabytes; sizes a few
     times the RAM passed the kernel's overcommit and died in the OOM killer ("Killed", no reason,
     perhaps with other jobs of the node). Refused in one line, before the model is even loaded."""
     from cryoshift.runtime import backends

@@ -19,7 +19,7 @@ from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any
 
-from cryoshift.runtime.contract import CONTRASTS
+from cryoshift.runtime.contract import CONTRASTS, MAX_BOX
 from cryoshift.runtime.errors import InputError
 
 FIDELITIES = ("fast", "tilt")
@@ -69,7 +69,7 @@ class Bound:
 BOUNDS: dict[str, Bound] = {
     # options that are not config fields
     "voxel_size": Bound(0.5, 50.0, "A", "--voxel-size"),
-    "box": Bound(8, 512, "voxels", "--box"),  # one 512^3 volume is 0.5 GiB
+    "box": Bound(8, MAX_BOX, "voxels", "--box"),  # one 512^3 volume is 0.5 GiB (the runtime's bound too)
     "n": Bound(1, 10_000_000, "subtomograms", "--n"),
     "resolution": Bound(0.5, 500.0, "A", "--resolution"),
     # SimulationConfig fields (ranges: both ends are checked)
