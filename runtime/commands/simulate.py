@@ -64,12 +64,12 @@ def _check_sizes(voxel_size: float, n: int, resolution: float | None) -> None:
     """Refuse a --voxel-size, --n or --resolution outside the accepted ranges (config.BOUNDS, where
     the config fields' ranges are too; --box is checked by load_structures): --voxel-size 1e-6 made
     every built-in the same map, --n 10**12 ended in mrcfile's traceback."""
-    import math
 
     from cryoshift.training.simulate.config import check_bound
 
-    if math.isfinite(voxel_size) and voxel_size > 0:  # nan, inf, 0: load_structures says so in words
-        check_bound("voxel_size", voxel_size)
+    # every value, nan, inf and 0 too: load_structures' "voxel size must be a positive number"
+    # named neither the option nor the range
+    check_bound("voxel_size", voxel_size)
     check_bound("n", n)
     if resolution is not None:
         check_bound("resolution", resolution)
@@ -359,8 +359,8 @@ def command(
 
     if preset not in PRESETS:
         raise InputError(None, f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    if n <= 0 or (batch_size is not None and batch_size <= 0):
-        raise InputError(None, "--n and --batch-size must be positive")
+    if batch_size is not None and batch_size <= 0:  # --n is checked against its range below
+        raise InputError(None, f"--batch-size must be at least 1, not {batch_size}")
     _check_options(device, threads, resolution)
     _check_sizes(voxel_size, n, resolution)
     check_seed("--seed", seed)

@@ -29,6 +29,10 @@ from hostile_inputs import BOX, VOXEL, Capsys, assert_error, run_cli, train_argv
         (["--resolution", "nan"], "--resolution must be a positive number"),
         (["--shift", "8"], f"can move particles out of the {BOX}-voxel box"),  # noise labelled as classes
         (["--box", "513"], "box size 513 is too large (at most 512 voxels"),  # terabytes, or the OOM killer
+        # "voxel size must be a positive number, got 0.0" named neither the option nor the range
+        (["--voxel-size", "0"], "--voxel-size 0 is outside the accepted range 0.5 to 50 A"),
+        (["--voxel-size", "nan"], "--voxel-size nan is outside the accepted range"),
+        (["--n", "0"], "--n 0 is outside the accepted range 1 to"),
     ],
 )
 def test_simulate_refuses_odd_options(
