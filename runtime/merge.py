@@ -596,11 +596,12 @@ def _judge_lost(
     if not count:
         return None
     shown = ", ".join(examples) + (", ..." if count > len(examples) else "")
+    ids_are = "planned id is" if count == 1 else "planned ids are"
     if allow_missing:
-        return f"{count} planned ids are in no shard's predictions or errors ({shown}): not merged"
+        return f"{count} {ids_are} in no shard's predictions or errors ({shown}): not merged"
     raise InputError(
         where,
-        f"{count} planned ids are in no shard's predictions or errors ({shown}), though every "
+        f"{count} {ids_are} in no shard's predictions or errors ({shown}), though every "
         "shard finished: rows lost from the shard tables; rerun the shards that plan them (remove "
         "their files first), or pass --allow-missing to merge without them",
     )

@@ -235,10 +235,10 @@ def test_merge_refuses_a_planned_id_no_shard_holds_unless_allowed(three_shards, 
     manifest.write_text(json.dumps(m))
     assert main(["merge", str(folder)]) == 2
     err = _one_error_line(capsys)
-    assert f"1 planned ids are in no shard's predictions or errors ({lost!r} of shard 2)" in err
+    assert f"1 planned id is in no shard's predictions or errors ({lost!r} of shard 2)" in err
     assert "--allow-missing" in err and not (folder / "predictions.csv").exists()
     assert main(["merge", str(folder), "--allow-missing"]) == 0
-    assert "1 planned ids are in no shard's predictions or errors" in capsys.readouterr().out
+    assert "1 planned id is in no shard's predictions or errors" in capsys.readouterr().out
     assert lost not in set(read_results(folder / "predictions.csv")["id"])
 
 
