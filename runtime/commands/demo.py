@@ -488,7 +488,7 @@ def command(
     console.print(table)
     console.print(
         "(one seed, a short budget: a demonstration, not a measurement; the benchmark over data "
-        "draws, with every baseline, is benchmarks/accuracy.py)"
+        "draws, with every baseline, is benchmarks/accuracy.py in the source repository)"
     )
     rt = result.runtime
     console.print(
