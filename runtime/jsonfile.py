@@ -39,7 +39,9 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for key, value in pairs:
         if key in data:
-            raise JsonContentError(f"{key!r} is given twice; keep one (JSON readers keep the last)")
+            raise JsonContentError(
+                f"{key!r} is given twice in the JSON; keep one (JSON readers keep the last)"
+            )
         data[key] = value
     return data
 

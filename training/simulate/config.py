@@ -284,8 +284,12 @@ class SimulationConfig:
 
         ``base`` serves ``cryoshift simulate --preset P --config FILE``: the preset, then the file.
         """
-        try:
-            data = json.loads(Path(path).read_text(), object_pairs_hook=functools.partial(_unique_keys, path))
+        from cryoshift.runtime.jsonfile import JsonContentError, parse_json
+
+        try:  # a key given twice is refused: json keeps the last value without a word
+            data = parse_json(Path(path).read_text())
+        except JsonContentError as exc:
+            raise InputError(path, str(exc)) from exc
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(path, f"cannot read simulation config JSON ({exc})") from exc
         if not isinstance(data, dict):
@@ -357,20 +361,6 @@ def _number_problem(value: Any, kind: type) -> str | None:
     if kind is int and not float(value).is_integer():
         return "whole numbers (a count)"
     return None
-
-
-def _unique_keys(path: str | Path, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object of ``pairs``, refused when a key repeats: ``json`` keeps the last value
-    without a word, so ``{"snr": [0.1, 1], ..., "snr": [5, 5]}`` simulated the one the user may
-    have meant to replace (json.loads' ``object_pairs_hook``)."""
-    data: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in data:
-            raise InputError(
-                path, f"{key!r} is given twice in the JSON; keep one (JSON readers keep the last)"
-            )
-        data[key] = value
-    return data
 
 
 def check_seed(option: str, seed: int) -> None:
