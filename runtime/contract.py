@@ -46,13 +46,18 @@ VOXEL_SIZE_RANGE = (0.01, 10000.0)
 MAX_BINNING = 64.0
 
 
+# Unicode categories of characters that break a line of text: controls (tab, line break, escape,
+# DEL, C1) and the line and paragraph separators.
+CONTROL_CATEGORIES = ("Cc", "Zl", "Zp")
+
+
 def has_control_character(text: str) -> bool:
     """Whether ``text`` holds a control character (tab, line break, escape, DEL, C1) or a Unicode
     line or paragraph separator. Class names are one line of text in every table and listing that
     shows them (predictions, info, the report), so a model's or a dataset's names may hold none."""
     import unicodedata
 
-    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
+    return any(unicodedata.category(ch) in CONTROL_CATEGORIES for ch in text)
 
 
 # Unicode categories of characters that do not show as themselves: format characters (Cf: the bidi

@@ -14,13 +14,15 @@ from __future__ import annotations
 import unicodedata
 from typing import TYPE_CHECKING
 
+from cryoshift.runtime.contract import CONTROL_CATEGORIES
+
 if TYPE_CHECKING:
     from rich.text import Text
 
-# Characters that do not show as themselves: controls (escape, bell, C1 such as \x9b, which some
-# terminals take for an escape sequence), format characters (bidi overrides, zero-width joiners)
-# and the Unicode line and paragraph separators.
-_HIDDEN = ("Cc", "Cf", "Zl", "Zp")
+# Characters that do not show as themselves: controls and line separators (contract.py; escape,
+# bell, C1 such as \x9b, which some terminals take for an escape sequence) and format characters
+# (bidi overrides, zero-width joiners).
+_HIDDEN = (*CONTROL_CATEGORIES, "Cf")
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
