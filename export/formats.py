@@ -107,6 +107,7 @@ FORMATS: dict[str, Format] = {  # in build order: every format comes after the o
 
 # Parity bars. ``rel_logit``: max |logit diff| allowed, scaled by max(1, max |reference logit|);
 # ``agreement``: minimum fraction of identical argmax. Lower precisions: agreement is the bar.
+# one entry for each of runtime/contract.py PRECISIONS
 TOLERANCES: dict[str, tuple[float, float]] = {
     "fp32": (1e-3, 1.0),
     "fp16": (5e-2, FP16_AGREEMENT),

@@ -26,6 +26,8 @@ OUTPUT_NAMES = (LOGITS, FEATURES)
 # dark: protein darker than solvent, as in raw cryo-ET tomograms; light: as in density maps.
 CONTRASTS = ("dark", "light")
 NORMALISATIONS = ("zscore", "minmax")  # per-subtomogram, inside the exported graph
+# Precisions an exported model (ONNX or engine) may have: export/formats.py TOLERANCES has one each
+PRECISIONS = ("fp32", "fp16", "int8")
 
 # Data that meets a model --------------------------------------------------------------------------
 # Largest box (voxels per side) a model, cryoshift bench's --box and training's --box may have

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryoshift.runtime.contract import has_control_character
+from cryoshift.runtime.contract import PRECISIONS, has_control_character
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.metadata import ModelMetadata, refuse_special
@@ -32,7 +32,6 @@ SIDECAR_SUFFIX = ".json"  # model.engine -> model.engine.json
 # What the engine block's text fields may hold. They were taken with str(): an onnx_sha256 of null
 # became the lineage "None", a gpu_name of 2 MB made a 2-million-character error line, a null one
 # "built for GPU 'None'", and an engine_sha256 of 5 said the engine did not match its sidecar.
-ENGINE_PRECISIONS = ("fp32", "fp16", "int8")  # export's formats (export/formats.py TOLERANCES)
 MAX_SIDECAR_TEXT = 255  # a GPU name, a TensorRT version, a file name (255 bytes on most file systems)
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -192,12 +191,12 @@ def _sha256(block: dict[str, Any], key: str, side: Path) -> str:
 
 
 def _precision(block: dict[str, Any], default: str, side: Path) -> str:
-    """``engine.precision`` (the model metadata's when absent): one of :data:`ENGINE_PRECISIONS`."""
+    """``engine.precision`` (the model metadata's when absent): one of :data:`PRECISIONS`."""
     value = block.get("precision", default)
-    if not isinstance(value, str) or value not in ENGINE_PRECISIONS:
+    if not isinstance(value, str) or value not in PRECISIONS:
         raise InputError(
             side,
-            f"invalid engine sidecar: engine.precision must be one of {', '.join(ENGINE_PRECISIONS)}, "
+            f"invalid engine sidecar: engine.precision must be one of {', '.join(PRECISIONS)}, "
             f"not {_shown(value)}",
         )
     return value
