@@ -181,21 +181,18 @@ def _refuse_mixed_optics(planner: Any, path: Path, columns: list[str]) -> None:
     """Refuse ``--coordinate-pixel-size`` for pixel picks whose optics groups (RELION 4's
     data_optics) have different tilt-series pixel sizes: one value is wrong for some of them, and
     their picks were cropped at coordinates scaled by it without a word."""
-    from cryoshift.runtime.tables import read_loop, scan_star
-
-    optics = next((b for b in scan_star(path) if b.name == "optics" and b.loop), None)
-    if optics is None or not {"rlnOpticsGroup", TILT_SERIES_PIXEL} <= set(optics.labels):
+    table = _optics_table(path)
+    if table is None or OPTICS_GROUP not in table.columns:
         return
-    table = read_loop(path, optics)
     values = pd.to_numeric(table[TILT_SERIES_PIXEL], errors="coerce")
-    sizes = dict(zip(table["rlnOpticsGroup"].astype(str).str.strip(), values, strict=True))
+    sizes = dict(zip(table[OPTICS_GROUP].astype(str).str.strip(), values, strict=True))
     if len(set(sizes.values())) < 2:
         return
-    if "rlnOpticsGroup" in columns:  # only the groups the picks use (a second read, only here)
+    if OPTICS_GROUP in columns:  # only the groups the picks use (a second read, only here)
         from cryoshift.runtime.tables import read_pick_table
 
-        used = read_pick_table(path, skip_bad_rows=True, extra=("rlnOpticsGroup",), convert=False)
-        groups = {str(g).strip() for g in set(used.extra["rlnOpticsGroup"])}
+        used = read_pick_table(path, skip_bad_rows=True, extra=(OPTICS_GROUP,), convert=False)
+        groups = {str(g).strip() for g in set(used.extra[OPTICS_GROUP])}
         sizes = {g: v for g, v in sizes.items() if g in groups}
         if len(set(sizes.values())) < 2:
             return
@@ -209,6 +206,17 @@ def _refuse_mixed_optics(planner: Any, path: Path, columns: list[str]) -> None:
 
 
 OPTICS_GROUP = "rlnOpticsGroup"
+
+
+def _optics_table(path: Path) -> pd.DataFrame | None:
+    """A STAR's ``data_optics`` loop (its tilt-series pixel sizes as written), or None when it has
+    none or states no ``rlnTomoTiltSeriesPixelSize``."""
+    from cryoshift.runtime.tables import read_loop, scan_star
+
+    optics = next((b for b in scan_star(path) if b.name == "optics" and b.loop), None)
+    if optics is None or TILT_SERIES_PIXEL not in optics.labels:
+        return None
+    return read_loop(path, optics, text=(TILT_SERIES_PIXEL,), verbatim=(TILT_SERIES_PIXEL,))
 
 
 class OpticsPixels(NamedTuple):
@@ -225,12 +233,9 @@ def _optics_pixel_sizes(path: Path, columns: list[str]) -> OpticsPixels | None:
     A value that is no positive finite number (nan, 0, -10, abc, inf) is kept as damaged, as
     tomograms.star's damaged pixel sizes are (runtime/tomograms.py): such groups were dropped
     without a word, and their picks cropped as if in the tomogram's voxels."""
-    from cryoshift.runtime.tables import read_loop, scan_star
-
-    optics = next((b for b in scan_star(path) if b.name == "optics" and b.loop), None)
-    if optics is None or TILT_SERIES_PIXEL not in optics.labels:
+    table = _optics_table(path)
+    if table is None:
         return None
-    table = read_loop(path, optics, text=(TILT_SERIES_PIXEL,), verbatim=(TILT_SERIES_PIXEL,))
     written = table[TILT_SERIES_PIXEL].astype(object).where(table[TILT_SERIES_PIXEL].notna(), "")
     values = pd.to_numeric(table[TILT_SERIES_PIXEL], errors="coerce")
     groups = (
