@@ -20,13 +20,14 @@ named like a built-in is ignored (a built-in name always means the built-in), sa
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import fnmatch
 import re
 import sys
 from collections.abc import Callable
 from importlib.metadata import Distribution, EntryPoint
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -234,3 +235,12 @@ class Registry(Generic[T]):
             f"{self.kind} {name!r} cannot be used: its plugin ({_distribution(entry)}, entry point "
             f"{entry.value}) {problem}"
         )
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """The parser of the registries' listings (``python -m cryoshift.training.backbones``,
+    ``... .adapt``): a bad option prints one ``cryoshift: error:`` line (no usage block), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split()).removeprefix("argument ")
+        self.exit(2, f"cryoshift: error: {text} (see {self.prog} --help)\n")

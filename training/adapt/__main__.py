@@ -13,20 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from typing import Any, NoReturn
+from typing import Any
+
+from cryoshift.training.registry import OneLineParser
 
 from . import METHODS
 
 PROG = "python -m cryoshift.training.adapt"
 WIDTH = 100
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad option prints one ``cryoshift: error:`` line (no usage block), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        text = " ".join(message.split()).removeprefix("argument ")
-        self.exit(2, f"cryoshift: error: {text} (see {PROG} --help)\n")
 
 
 def _default_method() -> str:
@@ -68,7 +62,7 @@ def describe(name: str, default: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--method", default=None, help="show this method only")

@@ -14,22 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import NoReturn
 
 import torch
+
+from cryoshift.training.registry import OneLineParser
 
 from . import BACKBONES, count_flops, create_backbone
 from ._base import MIN_BOX
 
 PROG = "python -m cryoshift.training.backbones"
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad option prints one ``cryoshift: error:`` line (no usage block), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        text = " ".join(message.split()).removeprefix("argument ")
-        self.exit(2, f"cryoshift: error: {text} (see {PROG} --help)\n")
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -65,7 +58,7 @@ def _name_width(names: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = _OneLineParser(prog=PROG, description=__doc__, formatter_class=fmt)
+    parser = OneLineParser(prog=PROG, description=__doc__, formatter_class=fmt)
     parser.add_argument("--box", type=int, default=32, help="cubic box size in voxels")
     parser.add_argument("--classes", type=int, default=5, help="number of classes of the head")
     parser.add_argument("--pattern", default="*", help="only backbones matching this glob, e.g. 'cryonet*'")
