@@ -311,10 +311,12 @@ def test_simulate_refuses_bad_structure_sources(tmp_path: Path, capsys: Capsys) 
 def test_simulate_refuses_a_voxel_size_that_is_not_a_positive_number(
     voxel: str, tmp_path: Path, capsys: Capsys
 ) -> None:
-    """--voxel-size nan passed the '<= 0' check and ended in a ValueError traceback."""
+    """--voxel-size nan passed the '<= 0' check and ended in a ValueError traceback; then "voxel
+    size must be a positive number" named neither the option nor its range."""
     pytest.importorskip("torch")
     result = run_cli(["simulate", tmp_path / "sim", "--n", "4", "--box", BOX, "--voxel-size", voxel], capsys)
-    assert_error(result, "voxel size must be a positive number")
+    line = assert_error(result, f"--voxel-size {voxel} is outside the accepted range 0.5 to 50 A")
+    assert "positive number" not in line
 
 
 # ---------------------------------------------------------------------------------------------
