@@ -237,8 +237,7 @@ def classify_ray(
         classify_ray("model.onnx", ["/shared/picks.star"], "/shared/out", tomograms=["/shared/tomos"],
                      num_workers=8, num_gpus=1, address="auto")
     """
-    require_extra("distributed", "cryoshift classify --ray", "ray", "ray.data")
-    opts = RunOptions(
+    opts = RunOptions(  # checks the options (binning, ...) first, with or without Ray installed
         list(inputs),
         Path(out_dir),
         resume=resume,
@@ -252,5 +251,6 @@ def classify_ray(
         features=features,
         progress=progress,
     )
+    require_extra("distributed", "cryoshift classify --ray", "ray", "ray.data")
     inference = RayInference(Path(model), backend, batch_size, num_workers, num_gpus, address, threads)
     return run(inference, opts)

@@ -843,6 +843,7 @@ def _manifests(
             raise InputError(m, "not a readable shard manifest (no summary: a foreign file)")
         if not isinstance(manifest.get("settings", {}), dict):  # ANSWER_SETTINGS reads it
             raise InputError(m, "not a readable shard manifest (settings is not an object: a foreign file)")
+        _check_scale_settings(manifest.get("settings", {}), m)
         odd = _summed_problem(manifest["summary"])
         if odd:
             raise InputError(m, f"not a readable shard manifest ({odd}: a foreign or edited file)")
@@ -876,6 +877,20 @@ def _manifests(
                 f"{key[0]}: {other}); rerun the odd shards with the same command line",
             )
     return manifests, note
+
+
+def _check_scale_settings(settings: dict[str, Any], path: Path) -> None:
+    """Refuse a shard manifest whose ``binning`` / ``coordinate_pixel_size`` no run accepts.
+
+    Why: merge plans the shards' inputs again with these settings, and a manifest is data (copied
+    from a cluster, received, edited): a binning of inf put every re-planned pick at (0, 0, 0), and
+    one of 0 planned them unscaled, without a word. The check is classify's own
+    (runtime/run.py scale_problem), with the manifest named."""
+    from cryoshift.runtime.run import scale_problem
+
+    problem = scale_problem(settings.get("binning"), settings.get("coordinate_pixel_size"))
+    if problem:
+        raise InputError(path, f"not a readable shard manifest (its settings: {problem})")
 
 
 _FORMAT = re.compile(r"^cryoshift\.classify/\d+$")

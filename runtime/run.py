@@ -37,6 +37,8 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
+import numbers
 import os
 import sys
 import time
@@ -46,6 +48,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cryoshift.runtime.backends import Model, load_model
+from cryoshift.runtime.contract import MAX_BINNING, VOXEL_SIZE_RANGE
 from cryoshift.runtime.errors import InputError, check_out_folder, missing_reason
 from cryoshift.runtime.ledger import RunLedgers, escape_text
 from cryoshift.runtime.merge import PLANNED, answer_mismatch, changed_files, planned, same_plan
@@ -60,6 +63,68 @@ from cryoshift.runtime.summary import (
     output_names,
     same_network,
 )
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a float when it is a real number, else None (a manifest's ``true`` or ``"2"``
+    is no binning: the setting was written by something other than a run)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _within(value: object, low: float, high: float) -> bool:
+    """Whether ``value`` is a finite number from ``low`` to ``high`` (NaN and inf are not)."""
+    number = _number(value)
+    return number is not None and math.isfinite(number) and low <= number <= high
+
+
+def _shown(value: object) -> str:
+    """A scale setting as a refusal shows it: numbers as the CLI prints them, anything else as written."""
+    number = _number(value)
+    return f"{number:.6g}" if number is not None else repr(value)
+
+
+def _binning_problem(binning: object) -> str | None:
+    """Why ``binning`` scales no picks, or None: typer's bounds and the API let NaN and inf through
+    (``inf >= 1``), and a binning of inf scaled every pick to (0, 0, 0) with exit 0."""
+    if binning is None or _within(binning, 1.0, MAX_BINNING):
+        return None
+    return (
+        f"--binning must be a number from 1 to {MAX_BINNING:g} (how many times finer the picks' "
+        f"pixels are than the reconstruction's voxels), not {_shown(binning)}"
+    )
+
+
+def _pixel_size_problem(coordinate_pixel_size: object) -> str | None:
+    """Why ``coordinate_pixel_size`` is no pixel size, or None: 0 read as "not given" (the planner
+    tests it for truth), so the picks were cropped unscaled without a word."""
+    low, high = VOXEL_SIZE_RANGE
+    if coordinate_pixel_size is None or _within(coordinate_pixel_size, low, high):
+        return None
+    return (
+        f"--coordinate-pixel-size must be a pixel size in A from {low:g} to {high:g} (A per "
+        f"pixel of the picks' coordinates), not {_shown(coordinate_pixel_size)}"
+    )
+
+
+def scale_problem(binning: object, coordinate_pixel_size: object) -> str | None:
+    """Why a ``binning`` / ``coordinate_pixel_size`` pair cannot scale picks, in one line, or None.
+
+    The one check of these settings, whichever way they come: the CLI, :class:`RunOptions` (the
+    API, ``--ray``, device workers) and merge's re-read shard settings. Checked in the CLI alone,
+    the others cropped every pick at (0, 0, 0) for a binning of inf, or unscaled for 0."""
+    problem = _binning_problem(binning) or _pixel_size_problem(coordinate_pixel_size)
+    if problem is None and binning is not None and coordinate_pixel_size is not None:
+        problem = "give --binning or --coordinate-pixel-size, not both"
+    return problem
+
+
+def check_scale_options(binning: object, coordinate_pixel_size: object) -> None:
+    """Raise :class:`InputError` (no path) for a pair :func:`scale_problem` refuses, before any work."""
+    problem = scale_problem(binning, coordinate_pixel_size)
+    if problem:
+        raise InputError(None, problem)
 
 
 @dataclass
@@ -91,6 +156,7 @@ class RunOptions:
         self.subshard = tuple(self.subshard) if self.subshard else None  # type: ignore[assignment]
         if self.unknown_threshold is not None and not 0.0 <= self.unknown_threshold <= 1.0:
             raise InputError(None, f"unknown threshold must lie in [0, 1], not {self.unknown_threshold}")
+        check_scale_options(self.binning, self.coordinate_pixel_size)
 
     def settings(self) -> dict[str, Any]:
         return {

@@ -52,35 +52,6 @@ def _devices(text: str | None) -> list[int] | None:
     return devices
 
 
-def _check_scale_options(binning: float | None, coordinate_pixel_size: float | None) -> None:
-    """Refuse a --binning or --coordinate-pixel-size that no data has, in one line, before any work.
-
-    typer's bounds let NaN and inf through (``inf >= 1``), and --binning inf scaled every pick to
-    (0, 0, 0) with exit 0. --coordinate-pixel-size 0 read as "not given" (the planner tests it for
-    truth), so the picks were cropped unscaled without a word.
-    """
-    import math
-
-    from cryoshift.runtime.contract import MAX_BINNING, VOXEL_SIZE_RANGE
-    from cryoshift.runtime.errors import InputError
-
-    if binning is not None and not (math.isfinite(binning) and 1.0 <= binning <= MAX_BINNING):
-        raise InputError(
-            None,
-            f"--binning must be a number from 1 to {MAX_BINNING:g} (how many times finer the picks' "
-            f"pixels are than the reconstruction's voxels), not {binning:.6g}",
-        )
-    low, high = VOXEL_SIZE_RANGE
-    if coordinate_pixel_size is not None and not (
-        math.isfinite(coordinate_pixel_size) and low <= coordinate_pixel_size <= high
-    ):
-        raise InputError(
-            None,
-            f"--coordinate-pixel-size must be a pixel size in A from {low:g} to {high:g} (A per "
-            f"pixel of the picks' coordinates), not {coordinate_pixel_size:.6g}",
-        )
-
-
 def command(
     model: Path = typer.Argument(..., help=_MODEL_HELP),
     inputs: list[str] = typer.Argument(..., help=_INPUTS_HELP),
@@ -223,14 +194,14 @@ def command(
     from cryoshift.runtime.engine_sidecar import check_engine_model_path
     from cryoshift.runtime.errors import InputError
     from cryoshift.runtime.hostmem import capped_workers
+    from cryoshift.runtime.run import check_scale_options
 
-    _check_scale_options(binning, coordinate_pixel_size)
+    # before any work; the API, --ray and merge go through the same check (runtime/run.py)
+    check_scale_options(binning, coordinate_pixel_size)
     check_engine_model_path(model)  # a pipe or a device was "no such model file"
     workers = capped_workers(workers, reader_processes)  # once, before the manifest records it
     inputs = fold_inputs(list(inputs), copick_voxel_spacing, copick_tomo_type, copick_picks, copick_run)
     device_list = _devices(devices)
-    if binning and coordinate_pixel_size:
-        raise InputError(None, "give --binning or --coordinate-pixel-size, not both")
     if retry_errors and not resume:
         raise InputError(None, "--retry-errors goes with --resume (a new run has no earlier errors)")
     common = dict(
