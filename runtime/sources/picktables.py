@@ -180,13 +180,17 @@ TILT_SERIES_PIXEL = "rlnTomoTiltSeriesPixelSize"
 def _refuse_mixed_optics(planner: Any, path: Path, columns: list[str]) -> None:
     """Refuse ``--coordinate-pixel-size`` for pixel picks whose optics groups (RELION 4's
     data_optics) have different tilt-series pixel sizes: one value is wrong for some of them, and
-    their picks were cropped at coordinates scaled by it without a word."""
+    their picks were cropped at coordinates scaled by it without a word.
+
+    Only usable sizes (positive, finite) differ: a group whose value is damaged (nan, 0, text)
+    states no size the option could contradict (without the option its picks fail, offering
+    --coordinate-pixel-size), and it was shown as "group 2 nan A", as if nan were a pixel size."""
     table = _optics_table(path)
     if table is None or OPTICS_GROUP not in table.columns:
         return
-    values = pd.to_numeric(table[TILT_SERIES_PIXEL], errors="coerce")
-    sizes = dict(zip(table[OPTICS_GROUP].astype(str).str.strip(), values, strict=True))
-    if len(set(sizes.values())) < 2:
+    written = table[TILT_SERIES_PIXEL].astype(object).where(table[TILT_SERIES_PIXEL].notna(), "")
+    sizes = dict(zip(table[OPTICS_GROUP].astype(str).str.strip(), written, strict=True))
+    if len(_usable_sizes(sizes)) < 2:
         return
     if OPTICS_GROUP in columns:  # only the groups the picks use (a second read, only here)
         from cryoshift.runtime.tables import read_pick_table
@@ -194,15 +198,31 @@ def _refuse_mixed_optics(planner: Any, path: Path, columns: list[str]) -> None:
         used = read_pick_table(path, skip_bad_rows=True, extra=(OPTICS_GROUP,), convert=False)
         groups = {str(g).strip() for g in set(used.extra[OPTICS_GROUP])}
         sizes = {g: v for g, v in sizes.items() if g in groups}
-        if len(set(sizes.values())) < 2:
+        if len(_usable_sizes(sizes)) < 2:
             return
-    shown = ", ".join(f"group {g} {v:g} A" for g, v in list(sizes.items())[:4])
+    usable = _usable_sizes(sizes)
+    shown = ", ".join(_group_pixel_text(g, usable.get(g), v) for g, v in list(sizes.items())[:4])
     raise InputError(
         path,
         f"--coordinate-pixel-size {planner.coordinate_pixel_size:g} is one pixel size, but the picks' "
         f"optics groups have different ones (data_optics {TILT_SERIES_PIXEL}: {shown}); classify "
         "each group's picks on its own, or give --binning if every tomogram is binned alike",
     )
+
+
+def _usable_sizes(written: dict[str, Any]) -> dict[str, float]:
+    """The groups of ``written`` (group -> value as written) whose value is a positive finite
+    number of A, as floats (NaN is unequal to itself: two damaged groups read as two sizes)."""
+    values = pd.to_numeric(pd.Series(list(written.values()), dtype=object), errors="coerce")
+    return {g: float(v) for g, v in zip(written, values, strict=True) if np.isfinite(v) and v > 0}
+
+
+def _group_pixel_text(group: str, size: float | None, written: Any) -> str:
+    """One optics group in the mixed-optics refusal: its pixel size, or that it has none usable
+    (with the value as written), never "nan A"."""
+    if size is not None:
+        return f"group {group} {size:g} A"
+    return f"group {group} no usable pixel size ({str(written).strip()!r})"
 
 
 OPTICS_GROUP = "rlnOpticsGroup"
