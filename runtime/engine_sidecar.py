@@ -126,14 +126,13 @@ def read_engine_sidecar(path: str | Path) -> EngineSidecar:
     engine = side.with_name(side.name[: -len(SIDECAR_SUFFIX)])
     if not side.is_file():
         raise InputError(engine, f"no sidecar {side.name} next to the engine; re-export it")
-    data = read_json_object(side, "engine sidecar")
+    data = read_json_object(side, "engine sidecar", duplicate=_named_twice)
     block = data.get("engine")
     if not isinstance(block, dict) or block.get("format") != SIDECAR_FORMAT:
         raise InputError(side, f"not a cryoshift engine sidecar (expected engine.format {SIDECAR_FORMAT})")
     missing = [k for k in ("gpu_name", "tensorrt_version", "onnx_sha256", "batch_max") if k not in block]
     if missing:
         raise InputError(side, f"engine sidecar lacks {', '.join(missing)}")
-    _refuse_duplicate_keys(side)
     metadata = ModelMetadata.from_dict({k: v for k, v in data.items() if k != "engine"}, side)
     batch_min, batch_opt, batch_max = _batch_profile(block, side)
     return EngineSidecar(
@@ -224,21 +223,11 @@ def _batch_profile(block: dict[str, Any], side: Path) -> tuple[int, int, int]:
     return low, opt, high
 
 
-def _refuse_duplicate_keys(side: Path) -> None:
-    """Refuse a sidecar that names a field twice (at any depth): json keeps the last one, so a
+def _named_twice(key: str) -> str:
+    """Why a sidecar naming ``key`` twice (at any depth) is refused: json keeps the last one, so a
     second ``class_names`` (or ``onnx_sha256``) would be used without a word, as an ONNX model's
     second metadata key was."""
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        names = [name for name, _ in items]
-        twice = sorted({name for name in names if names.count(name) > 1})
-        if twice:
-            raise InputError(
-                side, f"invalid engine sidecar: it names {', '.join(map(repr, twice))} more than once"
-            )
-        return dict(items)
-
-    json.loads(side.read_text(), object_pairs_hook=pairs)  # read_json_object has parsed it once
+    return f"invalid engine sidecar: it names {key!r} more than once"
 
 
 def reference_onnx(sidecar: EngineSidecar) -> Path | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,15 @@ class JsonContentError(ValueError):
     its message is the whole reason, in words (no exception name before it)."""
 
 
+class DuplicateKeyError(JsonContentError):
+    """A JSON object naming a key twice; :attr:`key` is that name, so a reader with its own words
+    for it (an engine sidecar's) need not parse the text a second time to find it."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key!r} is given twice in the JSON; keep one (JSON readers keep the last)")
+        self.key = key
+
+
 def _parse_int(text: str) -> int:
     digits = len(text.lstrip("-"))
     if digits > MAX_INT_DIGITS:
@@ -39,18 +49,17 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for key, value in pairs:
         if key in data:
-            raise JsonContentError(
-                f"{key!r} is given twice in the JSON; keep one (JSON readers keep the last)"
-            )
+            raise DuplicateKeyError(key)
         data[key] = value
     return data
 
 
 def parse_json(text: str, unique_keys: bool = True) -> Any:
     """``json.loads(text)``, refusing (:class:`JsonContentError`) an integer of more than
-    :data:`MAX_INT_DIGITS` digits and, with ``unique_keys``, an object naming a key twice (json
-    keeps the last value without a word: a dataset.json giving ``class_names`` twice was read with
-    the second list). Other failures raise as json.loads does (:data:`JSON_ERRORS`)."""
+    :data:`MAX_INT_DIGITS` digits and, with ``unique_keys``, an object naming a key twice
+    (:class:`DuplicateKeyError`; json keeps the last value without a word: a dataset.json giving
+    ``class_names`` twice was read with the second list). Other failures raise as json.loads does
+    (:data:`JSON_ERRORS`)."""
     return json.loads(text, parse_int=_parse_int, object_pairs_hook=_unique_pairs if unique_keys else None)
 
 
@@ -60,12 +69,19 @@ def json_failure(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, JsonContentError) else f"{type(exc).__name__}: {exc}"
 
 
-def read_json_object(path: str | Path, what: str = "JSON object file") -> dict[str, Any]:
-    """The JSON object in ``path``; ``what`` names the file's role in the error line. Keys given
-    twice are left to the callers that check them in their own words (an engine sidecar); a number
-    too long for Python is refused in one line (:func:`parse_json`)."""
+def read_json_object(
+    path: str | Path, what: str = "JSON object file", duplicate: Callable[[str], str] | None = None
+) -> dict[str, Any]:
+    """The JSON object in ``path``; ``what`` names the file's role in the error line. A number too
+    long for Python is refused in one line (:func:`parse_json`). A key given twice is read as json
+    reads it (the last value kept) unless ``duplicate`` is given: then it is refused in one line
+    whose reason is ``duplicate(key)``, the caller's own words (an engine sidecar's), found in the
+    same single parse."""
     try:
-        data = parse_json(Path(path).read_text(), unique_keys=False)
+        data = parse_json(Path(path).read_text(), unique_keys=duplicate is not None)
+    except DuplicateKeyError as exc:
+        assert duplicate is not None  # parse_json checks keys only when it is given
+        raise InputError(path, duplicate(exc.key)) from exc
     except (*JSON_ERRORS, OSError) as exc:
         raise InputError(path, f"not a readable {what} ({json_failure(exc)})") from exc
     if not isinstance(data, dict):

@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hostile_inputs import Capsys, assert_error, run_cli, unblocked_fifos
@@ -211,6 +212,28 @@ def test_a_sidecar_naming_a_field_twice_is_refused(model_path: Path, tmp_path: P
     side.write_text(text.replace('"class_names":', '"class_names": ["x", "y", "z"], "class_names":', 1))
     with pytest.raises(InputError, match="it names 'class_names' more than once"):
         read_engine_sidecar(side)
+
+
+def test_a_sidecar_is_read_and_parsed_once(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The duplicate-key refusal read and parsed the sidecar a second time after the reader had;
+    a field named twice inside the engine block is still refused in the sidecar's words."""
+    side = sidecar_path(_engine(tmp_path, model_path))
+    reads: list[Path] = []
+    read_text = Path.read_text
+
+    def counted(path: Path, *args: Any, **kwargs: Any) -> str:
+        reads.append(path)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    read_engine_sidecar(side)
+    assert reads.count(side) == 1
+    side.write_text(read_text(side).replace('"onnx_sha256":', '"onnx_sha256": "0", "onnx_sha256":', 1))
+    with pytest.raises(InputError, match="invalid engine sidecar: it names 'onnx_sha256' more than once"):
+        read_engine_sidecar(side)
+    assert reads.count(side) == 2
 
 
 def _reference(engine: Path) -> object:
