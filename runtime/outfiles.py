@@ -71,30 +71,50 @@ def refuse_link(path: str | Path) -> None:
         raise InputError(path, LINK_REASON)
 
 
+class NotRegularFileError(Exception):
+    """What :func:`open_regular_fd` found at a path is not a regular file (a folder, a named pipe,
+    a device); each caller says it in its own words."""
+
+
+def open_regular_fd(path: str | Path, flags: int, mode: int = 0o666) -> int:
+    """``os.open(path, flags)`` of a regular file, never through a link at ``path``: the one way
+    both a file written in place (:func:`open_fd_in_place`) and a run file ``cryoshift report``
+    inlines are opened, each caller saying the refusals in its own words.
+
+    A link at ``path`` fails as ``O_NOFOLLOW`` makes it (:class:`OSError` ELOOP, EMLINK on
+    FreeBSD; Windows has no ``O_NOFOLLOW``, so there the caller checks for a link first). Anything
+    else that is not a regular file raises :class:`NotRegularFileError`, the descriptor closed
+    again: a pipe would block a reader (open it with ``O_NONBLOCK``), a device be written to. The
+    descriptor is not inherited by child processes."""
+    fd = os.open(path, flags | _NOFOLLOW | _CLOEXEC | _BINARY, mode)
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise NotRegularFileError(path)
+    return fd
+
+
 def open_fd_in_place(path: str | Path, flags: int, mode: int = 0o666) -> int:
     """``os.open(path, flags)`` that never follows a link at ``path`` (refused: :data:`LINK_REASON`)
     and refuses anything there that is not a regular file (a pipe would block, a device be
-    written to); the descriptor is not inherited by child processes."""
+    written to); the descriptor is not inherited by child processes (:func:`open_regular_fd`)."""
     if not _NOFOLLOW:  # pragma: no cover - Windows
         refuse_link(path)
     try:
-        fd = os.open(path, flags | _NOFOLLOW | _CLOEXEC | _BINARY, mode)
+        return open_regular_fd(path, flags, mode)
+    except NotRegularFileError:
+        raise InputError(
+            path, "is not a regular file; cryoshift writes only regular files in an output folder"
+        ) from None
     except OSError as exc:
         # Linux and macOS say ELOOP for a link refused by O_NOFOLLOW, FreeBSD EMLINK
         if exc.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(path):
             raise InputError(path, LINK_REASON) from None
         raise
-    try:
-        kind = os.fstat(fd).st_mode
-    except OSError:
-        os.close(fd)
-        raise
-    if not stat.S_ISREG(kind):
-        os.close(fd)
-        raise InputError(
-            path, "is not a regular file; cryoshift writes only regular files in an output folder"
-        )
-    return fd
 
 
 def open_in_place(

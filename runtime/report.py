@@ -19,7 +19,6 @@ import base64
 import html
 import io
 import os
-import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from cryoshift.runtime.contract import REJECT_LABEL
 from cryoshift.runtime.errors import InputError, blocked_folder, missing_reason, not_a_file
 from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
 from cryoshift.runtime.labelled_picks import LABEL_COLUMNS as PICK_LABEL_COLUMNS
-from cryoshift.runtime.outfiles import write_text
+from cryoshift.runtime.outfiles import NotRegularFileError, open_regular_fd, write_text
 from cryoshift.runtime.results import (
     NUMERIC_COLUMNS,
     PredictionTable,
@@ -772,8 +771,9 @@ def _run_file_bytes(run: Path, name: Path) -> tuple[bytes, str | None]:
     Why: the page is mailed and shared, and the figure was inlined by following links: a run
     folder received from someone, with ``plots/embedding.png -> ~/.ssh/id_ed25519`` (or ``plots``
     a link to another folder), put a file of the reader's into the page they then sent on. Only a
-    regular file reached without a link, inside the run folder, is read (opened without following a
-    link, non-blocking: a pipe there never hangs the report)."""
+    regular file reached without a link, inside the run folder, is read (opened as a file written in
+    place is, by :func:`~cryoshift.runtime.outfiles.open_regular_fd`, and non-blocking: a pipe there
+    never hangs the report)."""
     where = run
     for part in name.parts:
         where = where / part
@@ -782,12 +782,12 @@ def _run_file_bytes(run: Path, name: Path) -> tuple[bytes, str | None]:
     if not os.path.lexists(where):
         return b"", None
     try:
-        fd = os.open(where, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        fd = open_regular_fd(where, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except NotRegularFileError:
+        return b"", f"not shown: {where} is not a regular file"
     except OSError as exc:
         return b"", f"not shown: {where} cannot be read ({' '.join(str(exc.strerror or exc).split())})"
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            return b"", f"not shown: {where} is not a regular file"
         return fh.read(), None
 
 

@@ -100,6 +100,18 @@ def test_report_still_inlines_the_run_folders_own_figure(plt: None, tmp_path: Pa
     assert base64.b64encode(SECRET).decode() in page and "not shown" not in page
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_report_says_a_figure_that_is_a_pipe_is_not_shown_and_does_not_wait_on_it(
+    plt: None, tmp_path: Path, capsys: Capsys
+) -> None:
+    run = _run_folder(tmp_path)
+    os.mkfifo(run / "plots" / "embedding.png")  # no writer: a blocking open would hang the report
+    code, _, err = run_cli(["report", run, "-o", tmp_path / "page.html"], capsys)
+    assert code == 0, err
+    said = f"not shown: {run / 'plots' / 'embedding.png'} is not a regular file"
+    assert said in (tmp_path / "page.html").read_text() and said in err
+
+
 def test_report_shows_line_breaks_of_a_manifest_note_instead_of_obeying_them(
     plt: None, model: Path, job: dict[str, Path], capsys: Capsys
 ) -> None:

@@ -12,8 +12,10 @@ import pytest
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.outfiles import (
     LINK_REASON,
+    NotRegularFileError,
     open_fd_in_place,
     open_in_place,
+    open_regular_fd,
     replacing,
     replacing_path,
     write_bytes,
@@ -108,6 +110,29 @@ def test_a_file_written_in_place_refuses_a_pipe(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "x.lock")
     with pytest.raises(InputError, match="is not a regular file"):
         os.close(open_fd_in_place(tmp_path / "x.lock", os.O_RDWR | os.O_CREAT))
+
+
+def test_the_shared_opener_reads_a_regular_file_and_leaves_the_words_to_its_callers(tmp_path: Path) -> None:
+    """One opener for files written in place and for the figures ``report`` inlines: a regular file
+    is opened; a link fails as O_NOFOLLOW makes it and anything else raises NotRegularFileError,
+    each caller saying it in its own words (no write-side InputError here)."""
+    victim = _victim(tmp_path)
+    fd = open_regular_fd(victim, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as fh:
+        assert fh.read() == b"precious\n"
+    (tmp_path / "link").symlink_to(victim)
+    with pytest.raises(OSError) as caught:
+        open_regular_fd(tmp_path / "link", os.O_RDONLY)
+    assert not isinstance(caught.value, InputError) and caught.value.errno in (errno.ELOOP, errno.EMLINK)
+    with pytest.raises(NotRegularFileError):
+        open_regular_fd(tmp_path, os.O_RDONLY)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_the_shared_opener_refuses_a_pipe_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "figure.png")
+    with pytest.raises(NotRegularFileError):
+        open_regular_fd(tmp_path / "figure.png", os.O_RDONLY | os.O_NONBLOCK)
 
 
 def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path: Path) -> None:
