@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,6 +43,24 @@ def require_extra(extra: str, what: str, *modules: str) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise MissingExtraError(extra, what, exc) from exc
+
+
+def require_package_extra(extra: str, package: str, *modules: str) -> None:
+    """Like :func:`require_extra`, at the top of ``package``, which cannot be imported without
+    ``modules`` (``cryoshift.training.backbones`` without torch): importing it raises
+    :class:`MissingExtraError`; running it with ``python -m`` prints the one line the ``cryoshift``
+    command prints for a missing extra instead, exit status 2.
+
+    Why: ``python -m PACKAGE`` imports the package while Python is still locating its ``__main__``
+    (``sys.argv[0]`` is ``"-m"`` until then, as the ``-m`` documentation says), so the error
+    comes before ``__main__`` could catch it and runpy shows it as a traceback."""
+    try:
+        require_extra(extra, package, *modules)
+    except MissingExtraError as exc:
+        if sys.argv[:1] != ["-m"]:
+            raise
+        print(f"cryoshift: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def missing_reason(path: str | Path, missing: str = "no such file") -> str:

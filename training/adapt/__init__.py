@@ -18,7 +18,13 @@ import importlib
 import pkgutil
 from typing import Any
 
-from torch import nn
+from cryoshift.runtime.errors import require_package_extra
+
+try:
+    from torch import nn
+except ImportError:  # no torch: the extra to install in one line (`python -m` too), not a traceback
+    require_package_extra("train", __name__, "torch")
+    raise  # torch is there: something else is missing
 
 from ._registry import METHODS
 from .base import AdaptationMethod, known_hparams

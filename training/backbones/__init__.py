@@ -20,7 +20,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from torch import nn
+from cryoshift.runtime.errors import require_package_extra
+
+try:
+    from torch import nn
+except ImportError:  # no torch: the extra to install in one line (`python -m` too), not a traceback
+    require_package_extra("train", __name__, "torch")
+    raise  # torch is there: something else is missing
 
 from . import cb3d, cryonet, dsrf3d, encoder4  # noqa: F401  (registers the families)
 from ._base import MAX_TEST_VIEWS, Backbone, check_test_views
