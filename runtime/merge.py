@@ -965,13 +965,38 @@ def _manifest_path(predictions: Path, key: tuple[int, int]) -> Path:
 
 def _resolved(paths: Any, where: Any) -> list[str]:
     """``paths`` as given, the relative ones joined to the folder the run was started in: the same
-    relative name means other files from another folder (``copick:`` inputs are left as written)."""
+    relative name means other files from another folder (``copick:`` inputs are left as written).
+    Written as pathlib writes them (``./``, ``//`` and a trailing ``/`` dropped, as the planner's
+    ids drop them; ``..`` kept, as a link on the way may lead elsewhere), so ``./stack.mrcs`` and
+    ``g/`` name the files ``stack.mrcs`` and ``g`` do."""
     out = []
     for text in paths or []:
         text = str(text)
         plain = isinstance(where, str) and where and not text.startswith("copick:")
-        out.append(os.path.join(where, text) if plain and not os.path.isabs(text) else text)
+        if plain:
+            text = str(Path(os.path.join(where, text) if not os.path.isabs(text) else text))
+        out.append(text)
     return out
+
+
+def spelled_apart(recorded: dict[str, Any], now: dict[str, Any]) -> list[tuple[str, str]]:
+    """The inputs of two records (run.json, manifests: their ``inputs``) that are written otherwise,
+    position by position, as (recorded, now); empty when they are written alike or are not two
+    lists of one length (other inputs: :data:`ANSWER_SETTINGS` says so).
+
+    Why: ids are built from the inputs as written (``000001@stack.mrcs``, ``g/a.mrc``), so the same
+    files named another way (``$PWD/stack.mrcs``) plan other ids: a resume classified every item
+    again under them, and shards of both spellings could not be merged (said to be a picks table
+    re-sorted). Where the plan is the same (a picks table's ids do not name it), nothing differs."""
+    old, new = recorded.get("inputs"), now.get("inputs")
+    if not isinstance(old, list) or not isinstance(new, list) or len(old) != len(new):
+        return []
+    return [(str(a), str(b)) for a, b in zip(old, new, strict=True) if str(a) != str(b)]
+
+
+def spelling_text(pairs: list[tuple[str, str]], now: str) -> str:
+    """``a (<now>: b); c (<now>: d)``: each input as recorded, and as written in the other record."""
+    return "; ".join(f"{a} ({now}: {b})" for a, b in pairs)
 
 
 def _setting(name: str) -> Callable[[dict[str, Any]], Any]:
@@ -1066,6 +1091,7 @@ def _check_planned(manifests: list[dict], keys: list[tuple[int, int]], where: Pa
             if len(set(counts)) == 1
             else f"{' vs '.join(counts)} items"
         )
+        _refuse_spelled_apart(manifests, keys, most, odd, where)
         raise InputError(
             where,
             f"{_shards(odd)} planned other items than {_shards(most)} ({detail}: a picks table "
@@ -1083,6 +1109,24 @@ def _check_planned(manifests: list[dict], keys: list[tuple[int, int]], where: Pa
                 "read the old file (remove their files first)",
             )
     return len(have) == len(manifests)
+
+
+def _refuse_spelled_apart(
+    manifests: list[dict], keys: list[tuple[int, int]], most: list[int], odd: list[int], where: Path
+) -> None:
+    """Shards that planned other items because their inputs were written otherwise (``stack.mrcs``
+    and ``$PWD/stack.mrcs``: other ids), refused for that cause, not as a table re-sorted."""
+    by_shard = {key[0]: m for key, m in zip(keys, manifests, strict=True)}
+    pairs = spelled_apart(by_shard[most[0]], by_shard[odd[0]])
+    if not pairs:
+        return
+    raise InputError(
+        where,
+        f"{_shards(odd)} {'was' if len(odd) == 1 else 'were'} given the inputs written otherwise than "
+        f"{_shards(most)}: {spelling_text(pairs, f'shard {odd[0]}')}; ids are built from the inputs as "
+        f"written, so the shards planned other items; rerun {_shards(odd)} with the inputs written as "
+        "the others' (remove its files first), or rerun every shard",
+    )
 
 
 def _shards(numbers: list[int]) -> str:

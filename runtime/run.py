@@ -51,11 +51,20 @@ from cryoshift.runtime.backends import Model, load_model
 from cryoshift.runtime.contract import MAX_BINNING, VOXEL_SIZE_RANGE
 from cryoshift.runtime.errors import InputError, check_out_folder, missing_reason
 from cryoshift.runtime.ledger import RunLedgers, escape_text
-from cryoshift.runtime.merge import PLANNED, answer_mismatch, changed_files, planned, same_plan
+from cryoshift.runtime.merge import (
+    PLANNED,
+    answer_mismatch,
+    changed_files,
+    planned,
+    same_plan,
+    spelled_apart,
+    spelling_text,
+)
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.outfiles import write_text
 from cryoshift.runtime.pipeline import RunStats, result_columns, run_pipeline
 from cryoshift.runtime.sources import Item, Plan, VolumeCache, parse_shard, plan_inputs
+from cryoshift.runtime.sources.items import volume_identity
 from cryoshift.runtime.summary import (
     ClassifySummary,
     finish_run,
@@ -219,6 +228,7 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
     if opts.shard and not opts.subshard:  # merge joins this shard into the folder's run
         check_folder_run(output_names(opts.out_dir, None), model, opts, fingerprint)
     if record is not None:
+        check_same_spelling(record, fingerprint, opts)
         check_same_settings(record, model, opts, fingerprint)
         check_same_plan(record, fingerprint, opts)
     plan, items = split(plan, opts)
@@ -363,6 +373,26 @@ def _answer_difference(
     agreed = fingerprint is None or same_plan(planned(record), fingerprint)
     now = {"model": model, "inputs": opts.inputs, "settings": opts.settings()}
     return answer_mismatch(record, now, agreed)
+
+
+def check_same_spelling(
+    record: tuple[Path, dict[str, Any]], fingerprint: dict[str, Any], opts: RunOptions
+) -> None:
+    """Refuse to resume with inputs written otherwise than the run started with (``stack.mrcs``,
+    then ``$PWD/stack.mrcs``) where that plans other items: the ids are built from the inputs as
+    written, so none of the new ids was in the ledger and every item was classified again and
+    appended (16 rows for 8, exit 0). A spelling that plans the same ids (``./stack.mrcs``, ``g/``,
+    a picks table, whose ids do not name it) is accepted: the plan's fingerprint is the same."""
+    path, recorded = record
+    pairs = spelled_apart(recorded, {"inputs": opts.inputs})
+    if not pairs or same_plan(planned(recorded), fingerprint):
+        return
+    raise InputError(
+        path,
+        f"--resume needs the inputs as the run was started with: {spelling_text(pairs, 'given now')}; "
+        "the ids of its rows are built from them as written, so another spelling would classify every "
+        "item again (or classify into a new output directory, -o)",
+    )
 
 
 def check_same_plan(
@@ -574,7 +604,11 @@ def _dedupe(items: Sequence[Item]) -> tuple[Sequence[Item], int]:
     volumes, stack slices) compare the file itself (:class:`_FileKeys`) and the slice; pick items
     are rows of tables, not files: their tables are deduplicated as arrays (``ItemList.dedupe``,
     by the table's real path) and never stat'ed per pick. The first occurrence keeps its id as
-    written, so ids stay unique and an unsharded run's rows are unchanged where nothing repeats."""
+    written, so ids stay unique and an unsharded run's rows are unchanged where nothing repeats.
+
+    An id seen again is dropped too: planning never gives two different items one id (a file
+    named ``000003@v.mrc`` beside the stack ``v.mrc`` is given ``~2``: sources.items.UniqueIds),
+    so it is the same item again, never another volume lost under a note of a repeated input."""
     from cryoshift.runtime.pickrows import PickRows
 
     files = _FileKeys()
@@ -629,18 +663,7 @@ class _FileKeys:
 
     @staticmethod
     def _identify(path: str) -> Any:
-        try:
-            st = os.stat(path)
-        except ValueError:  # a NUL in the name: no file has it
-            return os.path.abspath(path)
-        except OSError:
-            st = None
-        if st is not None and st.st_ino:
-            return st.st_dev, st.st_ino
-        try:
-            return os.path.realpath(path)
-        except (OSError, ValueError):
-            return os.path.abspath(path)
+        return volume_identity(path)
 
 
 FEATURELESS = (
