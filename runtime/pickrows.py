@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cryoshift.runtime.sources.items import Item
+from cryoshift.runtime.sources.items import Item, UniqueIds
 
 BATCH = 65536
 
@@ -264,12 +264,15 @@ class ItemList(Sequence):
 
     def __init__(self, segments: list[Any] | None = None):
         self.segments: list[Any] = [s for s in (segments or []) if len(s)]
+        # The ids handed out by append: never one item's id on another (see UniqueIds).
+        self.ids = UniqueIds()
 
     # -- building (the planner) --------------------------------------------------------------
     def append(self, item: Item) -> None:
+        """Add ``item``, under a suffixed id where another item holds its id (UniqueIds)."""
         if not self.segments or not isinstance(self.segments[-1], list):
             self.segments.append([])
-        self.segments[-1].append(item)
+        self.segments[-1].append(self.ids.admit(item))
 
     def extend(self, items: Any) -> None:
         for it in items:
@@ -280,14 +283,16 @@ class ItemList(Sequence):
             self.segments.append(rows)
 
     def truncate(self, n: int) -> None:
-        """Keep the first ``n`` items (undo what one failed input added)."""
+        """Keep the first ``n`` items (undo what one failed input added), their ids freed."""
         kept, total = [], 0
         for seg in self.segments:
-            if total >= n:
-                break
-            take = min(len(seg), n - total)
-            kept.append(seg if take == len(seg) else seg[:take])
-            total += take
+            take = min(len(seg), max(n - total, 0))
+            if take < len(seg) and isinstance(seg, list):
+                for item in seg[take:]:
+                    self.ids.forget(item)
+            if take:
+                kept.append(seg if take == len(seg) else seg[:take])
+            total += len(seg)
         self.segments = kept
 
     # -- reading -----------------------------------------------------------------------------
@@ -350,8 +355,10 @@ class ItemList(Sequence):
     def dedupe(self) -> tuple[ItemList, int]:
         """First occurrence of every id; returns the items and how many were dropped.
 
-        Ids repeat only when an input is given twice (rows of one table are made distinct):
-        plain items by a set of ids, table rows by table (the same file read the same way)."""
+        Ids repeat only when an item is planned twice: rows of one table are made distinct, and
+        append gives a plain item whose id another item holds a suffix (UniqueIds), so a plain id
+        seen again is the same item again. Plain items by a set of ids, table rows by table (the
+        same file read the same way)."""
         seen: set[str] = set()
         taken: dict[Any, np.ndarray] = {}
         out: list[Any] = []

@@ -678,7 +678,7 @@ def plan_inputs(
         # dataset.json ("dark", the default of --contrast, was recorded for light datasets)
         model_contrast,
         planner.voxel_sizes,
-        planner.notes + planner.closing_notes(),
+        planner.notes + planner.closing_notes() + planner.items.ids.notes(),
         planner.origins,
         planner.unknown_voxel,
         planner.voxel_notes + planner.closing_notes(),
