@@ -501,6 +501,7 @@ def plan_all(metadata: ModelMetadata, opts: RunOptions, cache: VolumeCache | Non
         cache,
         coordinate_pixel_size=opts.coordinate_pixel_size,
         binning=opts.binning,
+        own_output=opts.out_dir,
     )
     return plan
 

@@ -12,26 +12,77 @@ from typing import Any, NamedTuple
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.sources.cache import os_reason
 from cryoshift.runtime.sources.items import PlanRefusal
+from cryoshift.runtime.summary import ERRORS, MANIFEST, PREDICTIONS, RUN
 
 
-def expand(text: str) -> list[Path]:
-    """A path, a directory (its MRC files, sorted) or a glob (sorted matches).
+class Expansion(NamedTuple):
+    """An input expanded (:func:`expand_input`): its files, and the output folders of earlier
+    cryoshift runs its glob met and left out (for the planner's note)."""
+
+    paths: list[Path]
+    results: list[Path]
+
+
+def expand(text: str, own_output: Path | None = None) -> list[Path]:
+    """A path, a directory (its MRC files, sorted) or a glob (sorted matches): the files of
+    :func:`expand_input`, without its record of the results folders left out."""
+    return expand_input(text, own_output).paths
+
+
+def expand_input(text: str, own_output: Path | None = None) -> Expansion:
+    """A path, a directory (its MRC files, sorted) or a glob (sorted matches), by the rule of
+    :func:`is_glob`: text that names an existing file, folder or link is that path.
 
     A dangling symbolic link with an MRC name in a directory is kept, as a glob keeps it: it
     then fails as an item ("dangling symbolic link ...") instead of vanishing without a word.
-    A folder a glob matches is read as a folder input is (:func:`glob_folder_entries`).
+    A folder a glob matches is read as a folder input is (:func:`glob_folder_entries`). What
+    cryoshift runs wrote, this one's into ``own_output`` too, a glob leaves out
+    (:func:`_outside_results`).
     """
     if is_glob(text):
-        return [Path(p) for p in _unique_files(_glob_with_folders(text))]
+        kept, results = _outside_results(text, _glob_with_folders(text), own_output)
+        return Expansion([Path(p) for p in _unique_files(kept)], results)
     path = Path(text)
     if path.is_dir() and not is_dataset_dir(path):
-        return scan_folder(path).files
-    return [path]
+        return Expansion(scan_folder(path).files, [])
+    return Expansion([path], [])
 
 
 def is_glob(text: str) -> bool:
-    """Whether an input is a glob (what :func:`expand` expands as one)."""
-    return any(ch in text for ch in "*?[")
+    """Whether an input is read as a glob pattern (what :func:`expand` expands as one): it holds
+    ``*``, ``?`` or ``[`` and names no existing file, folder or link.
+
+    Why: a file named ``[ab].mrc`` was always a pattern, so it classified ``a.mrc`` instead (a
+    silent wrong answer), or "matched no files" when it was the only file. The rule is the one
+    ``simulate --structures`` follows for commas: text that names something is that path. So
+    the literal file wins even where the pattern would also match other files (``star*.mrc``
+    is that one file when it exists); to mean the pattern then, bracket a plain letter of it
+    (``sta[r]*.mrc``), which no file is named."""
+    return glob.has_magic(text) and not os.path.lexists(text)
+
+
+def no_match_reason(text: str) -> str:
+    """Why a glob input gave no file, said as the planner refuses it ("matches no files"), with
+    the escaped pattern to use where a folder on its way holds glob characters itself.
+
+    Why: ``T[1]/*.mrc`` read the folder ``T[1]`` as the pattern ``T1``, so it matched no files
+    although ``T[1]`` is there; ``T[[]1]/*.mrc`` names it (an existing file named whole is read
+    as itself: :func:`is_glob`)."""
+    escaped = _escape_existing_folders(text)
+    if escaped == text:
+        return "matches no files"
+    return f"matches no files; its folder holds glob characters itself: escape them to name it ({escaped})"
+
+
+def _escape_existing_folders(pattern: str) -> str:
+    """``pattern`` with its longest leading part that names an existing folder escaped
+    (``glob.escape``): the literal folder, not a pattern, as :func:`is_glob` reads a whole path."""
+    parts = pattern.split(os.sep)
+    for end in range(len(parts) - 1, 0, -1):
+        head = os.sep.join(parts[:end])
+        if head and glob.has_magic(head) and os.path.isdir(head):
+            return os.sep.join([glob.escape(head), *parts[end:]])
+    return pattern
 
 
 def _glob_with_folders(pattern: str) -> list[str]:
@@ -194,6 +245,146 @@ def _unique_files(paths: list[str]) -> list[str]:
             seen.add(key)
             out.append(p)
     return out
+
+
+# The files a classify run writes into its output folder (runtime/summary.output_names, features,
+# --split-by-class's predictions_<class>.star, the lock of runtime/run.one_writer, report's page),
+# plain and per shard: how a results folder is known, and which of its files a glob leaves out
+# where the user may have put data beside them (the glob's own folder, this run's output folder).
+_SHARD = r"(?:\.shard-\d+-of-\d+)?"
+_RECORD_NAME = re.compile(rf"^(?:{RUN}|{MANIFEST}){_SHARD}\.json$")
+_LOCK_NAME = re.compile(rf"^\.cryoshift-classify{_SHARD}\.lock$")
+_OUTPUT_NAME = re.compile(
+    rf"^(?:(?:{PREDICTIONS}|{ERRORS}){_SHARD}\.csv|{PREDICTIONS}{_SHARD}(?:_.+)?\.star|(?:{RUN}|{MANIFEST}){_SHARD}\.json"
+    rf"|features{_SHARD}\.npy|report\.html)$",
+    re.DOTALL,
+)
+_RECORD_START = re.compile(rb'^\s*\{\s*"format"\s*:\s*"cryoshift\.')
+RESULTS_SHOWN = 3  # results folders named in the note of a glob that left them out
+
+
+def is_results_dir(path: Path | str) -> bool:
+    """A cryoshift classify output folder: it holds the run's lock file, or a ``run.json`` or
+    ``manifest.json`` (of a shard too) that starts with a cryoshift ``format``. False where it
+    cannot be listed.
+
+    Why the content is read: ``manifest.json`` is a common name, and a data folder that holds
+    another tool's must still be read."""
+    try:
+        with os.scandir(path) as entries:
+            return any(_marks_results(entry) for entry in entries)
+    except OSError:
+        return False
+
+
+def _marks_results(entry: os.DirEntry[str]) -> bool:
+    """Whether one entry of a folder makes it a cryoshift results folder (:func:`is_results_dir`)."""
+    if _LOCK_NAME.match(entry.name):
+        return True
+    if not _RECORD_NAME.match(entry.name):
+        return False
+    try:
+        if not entry.is_file():  # a named pipe under the name would block the read
+            return False
+        with open(entry.path, "rb") as fh:
+            return bool(_RECORD_START.match(fh.read(256)))
+    except OSError:
+        return False
+
+
+def _outside_results(
+    pattern: str, matches: list[str], own_output: Path | None
+) -> tuple[list[str], list[Path]]:
+    """A glob's ``matches`` without what cryoshift runs wrote, and the results folders that held
+    it (sorted): all of an earlier run's results folder below the glob's own folder
+    (:func:`glob_base`); from the glob's own folder, where it is one, and from this run's
+    ``own_output`` (said by no note) the files a run writes (:data:`_OUTPUT_NAME`), never data
+    the user put beside them. This run's folder is left out by name alone because it is a results
+    folder only once the run has written its record: a resumed run would plan otherwise.
+
+    Why: ``D/**`` over a tree holding an earlier run's ``D/res`` read its manifest.json,
+    run.json, predictions.csv/.star and errors.csv as pick tables and listings: error rows
+    (with ``-o D/res --resume`` added to the run's own errors.csv), and its predictions.star
+    planned as a listing; ``D/*`` with ``-o D`` did the same with the files beside the data.
+    What else a results folder the glob starts in holds (``D/res/*.mrc``) was named by the
+    user, and is read."""
+    base = os.path.normpath(glob_base(pattern))
+    own = os.path.realpath(own_output) if own_output is not None else None
+    verdicts: dict[str, str | None] = {}  # folder -> the results folder it is (each looked at once)
+    kept: list[str] = []
+    results: dict[Path, None] = {}
+    for match in matches:
+        folder = _written_by_a_run(os.path.normpath(match), base, own, verdicts)
+        if folder is None:
+            kept.append(match)
+        elif folder != own:
+            results[Path(folder)] = None
+    return kept, sorted(results)
+
+
+def _written_by_a_run(match: str, base: str, own: str | None, verdicts: dict[str, str | None]) -> str | None:
+    """The results folder (or ``own``, resolved) whose output ``match`` is: an earlier run's that
+    holds it at any depth below ``base``, or the folder just above it when ``match`` has a run's
+    file name.
+    None where it is none. Only folders are looked at, each once (``verdicts``): a glob may
+    match millions of files, and a stat of each would double its cost."""
+    folders: list[str] = []
+    parent = os.path.dirname(match)
+    while parent and _below(parent, base):
+        folders.append(parent)
+        parent = os.path.dirname(parent)
+    for folder in reversed(folders):  # the outermost first: a results folder inside one is its
+        found = _verdict(folder, own, verdicts)
+        if found is not None and found != own:
+            return found
+    if _OUTPUT_NAME.match(os.path.basename(match)):
+        return _verdict(os.path.dirname(match) or os.curdir, own, verdicts)
+    return None
+
+
+def _verdict(folder: str, own: str | None, verdicts: dict[str, str | None]) -> str | None:
+    """``own`` where ``folder`` is this run's output folder, ``folder`` where it is another
+    run's (:func:`is_results_dir`), else None; looked at once per folder."""
+    if folder not in verdicts:
+        if own is not None and os.path.realpath(folder) == own:
+            verdicts[folder] = own
+        else:
+            verdicts[folder] = folder if is_results_dir(folder) else None
+    return verdicts[folder]
+
+
+def _below(folder: str, base: str) -> bool:
+    """Whether ``folder`` lies strictly below ``base`` (both as a glob names them, normalised)."""
+    if base in ("", os.curdir):
+        return folder not in ("", os.curdir, os.pardir) and not folder.startswith(os.pardir + os.sep)
+    return folder.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def glob_base(pattern: str) -> str:
+    """The folder a glob starts in: its leading parts without glob characters (``D/res`` of
+    ``D/res/*.mrc``, ``.`` of ``**/*.mrc``)."""
+    parts = pattern.split(os.sep)
+    fixed: list[str] = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    if fixed == [""]:
+        return os.sep
+    return os.sep.join(fixed) or os.curdir
+
+
+def results_note(folders: list[Path]) -> str:
+    """The note of what a glob left out of the results folders it met (the planner prefixes the
+    input)."""
+    shown = ", ".join(str(f) for f in folders[:RESULTS_SHOWN])
+    more = len(folders) - RESULTS_SHOWN
+    where = f"in {shown}" if len(folders) == 1 else f"in {len(folders)} folders: {shown}"
+    tail = f" and {more} more" if more > 0 else ""
+    return (
+        f"left out what earlier cryoshift runs wrote {where}{tail} (results, not input data); "
+        "name a file there to read it"
+    )
 
 
 def is_dataset_dir(path: Path) -> bool:
@@ -434,7 +625,7 @@ def _empty_reason(text: str) -> str:
             return "folder holds no MRC files" if any(path.iterdir()) else "folder is empty"
     except OSError:
         pass
-    return "glob matches no files"
+    return f"glob {no_match_reason(text)}"
 
 
 def _unreadable_text(unreadable: list[tuple[str, str]]) -> str:

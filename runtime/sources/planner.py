@@ -22,9 +22,11 @@ from cryoshift.runtime.sources.cache import VolumeCache, open_mrc, os_reason
 from cryoshift.runtime.sources.items import CHECKED_AGAINST, Item, Plan, PlanRefusal, stack_id
 from cryoshift.runtime.sources.paths import (
     dataset_of,
-    expand,
+    expand_input,
     is_dataset_dir,
     is_glob,
+    no_match_reason,
+    results_note,
     scan_folder,
     tomogram_index,
 )
@@ -73,8 +75,11 @@ class Planner:
         voxel_advice: str = CLASSIFY_VOXEL_ADVICE,
         against: str = CHECKED_AGAINST,
         scale_options: bool = True,
+        own_output: Path | None = None,
     ):
         self.box = box_size
+        # this run's output folder: a glob input over it leaves its files out (paths.expand_input)
+        self.own_output = own_output
         # Whether the command has --binning / --coordinate-pixel-size (classify): refusals of pixel
         # picks of an unknown sampling offer them, or (evaluate, train, export) rescaling the table.
         self.scale_options = scale_options
@@ -222,19 +227,24 @@ class Planner:
             )
             return
         unnamed: list[Path] = []
+        results: list[Path] = []  # earlier runs' output folders a glob met (left out, said once)
         if path.is_dir():  # one listing: the MRC files, and what expand passes over
             files, datasets, specials, unnamed = scan_folder(path)
             # a pipe under an MRC name: planned as the folder's files are, an error row as if named
             paths = sorted(files + specials) if specials else files
         else:
-            paths, datasets = _outside_datasets(text, expand(text))
+            found = expand_input(text, self.own_output)
+            paths, datasets = _outside_datasets(text, found.paths)
+            results = found.results
         if not paths:
             if datasets:
                 only = "holds no MRC files, only" if path.is_dir() else "matches only"
                 raise InputError(text, f"{only} {self._dataset_note(datasets)}")
             if path.is_dir():
                 raise InputError(text, "folder holds no MRC files" if any(path.iterdir()) else "empty folder")
-            raise InputError(text, "matches no files")
+            if results:
+                raise InputError(text, f"matches no input files; {results_note(results)}")
+            raise InputError(text, no_match_reason(text))
         from cryoshift.runtime.mrc import is_mrc_path
 
         for p in paths:
@@ -248,6 +258,8 @@ class Planner:
             self.add_listed_file(p, alone=len(paths) == 1)
         if datasets:  # said once the input is planned (a failed input is said as its error alone)
             self.notes.append(f"{text}: skipped {self._dataset_note(datasets)}")
+        if results:
+            self.notes.append(f"{text}: {results_note(results)}")
         if unnamed:  # never read (no MRC name), but not passed over without a word either
             self.notes.append(_special_note(text, unnamed))
 
@@ -627,6 +639,7 @@ def plan_inputs(
     voxel_advice: str = CLASSIFY_VOXEL_ADVICE,
     against: str = CHECKED_AGAINST,
     scale_options: bool | None = None,
+    own_output: Path | None = None,
 ) -> Plan:
     """Enumerate every item of ``inputs`` in a stable order and check them against the model.
 
@@ -640,7 +653,8 @@ def plan_inputs(
     10 A"; train's target: ``"training run"``). ``scale_options``: whether the calling command
     has ``--binning``/``--coordinate-pixel-size`` for the refusals to offer (default: classify's
     plans, those checked against the model, do; train's target has none; evaluate and export say
-    False through labelled_picks.py).
+    False through labelled_picks.py). ``own_output``: the run's output folder, which a glob input
+    leaves out (:func:`paths.expand_input`).
     """
     if contrast is not None and contrast not in CONTRASTS:
         raise InputError(None, f"--contrast must be one of {', '.join(CONTRASTS)}, not {contrast!r}")
@@ -659,6 +673,7 @@ def plan_inputs(
         voxel_advice,
         against,
         against == CHECKED_AGAINST if scale_options is None else scale_options,
+        own_output,
     )
     if any(not _reads_as_dataset(t) for t in inputs):
         planner.check_contrast("--contrast", contrast or "dark")
