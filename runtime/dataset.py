@@ -29,6 +29,7 @@ import pandas as pd
 
 from cryoshift.runtime.contract import CONTRASTS, VOXEL_SIZE_RANGE, class_names_problem
 from cryoshift.runtime.errors import InputError, missing_reason
+from cryoshift.runtime.literal_paths import for_pandas
 from cryoshift.runtime.mrc import MrcVolume, open_volume
 from cryoshift.runtime.outfiles import write_text
 
@@ -572,7 +573,7 @@ def read_dataset(directory: str | Path, with_labels: bool = False) -> Dataset:
             directory / VOLUMES, f"stack has shape {data.shape}, dataset.json says {n} volumes of {box}^3"
         )
     try:
-        table = pd.read_csv(directory / TABLE, dtype={"class_name": str})  # class '007' is not 7
+        table = pd.read_csv(for_pandas(directory / TABLE), dtype={"class_name": str})  # class '007' is not 7
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         vol.close()
         raise InputError(directory / TABLE, f"not a readable CSV ({exc})") from exc

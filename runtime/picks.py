@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.literal_paths import for_pandas
 from cryoshift.runtime.tables import coordinate_values, pick_block
 
 PIXEL_COLUMNS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
@@ -180,15 +181,16 @@ def _read_table(path: Path, names: Sequence[str] = ()) -> pd.DataFrame:
     from cryoshift.runtime.tables import csv_columns, csv_options
 
     options = csv_options(path)
+    source = for_pandas(path)
     wanted = {n.lower() for n in names}
     text = [c for c in csv_columns(path, options) if c.strip().lower() in wanted]
     try:
         with warnings.catch_warnings():  # fields past the header's last column are dropped, as classify does
             warnings.simplefilter("ignore", pd.errors.ParserWarning)
-            df = pd.read_csv(path, dtype={c: str for c in text}, **options)
+            df = pd.read_csv(source, dtype={c: str for c in text}, **options)
             if text and df[text].isna().any().any():  # NA, nan ...: names, read again as written
                 written = pd.read_csv(
-                    path, usecols=text, dtype=str, keep_default_na=False, na_values=[""], **options
+                    source, usecols=text, dtype=str, keep_default_na=False, na_values=[""], **options
                 )
                 for c in text:
                     df[c] = written[c].to_numpy(dtype=object)

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from cryoshift.runtime.errors import InputError, missing_reason, writing_error
+from cryoshift.runtime.literal_paths import for_pandas
 from cryoshift.runtime.outfiles import PendingFile, replacing
 
 FIXED = {
@@ -253,8 +254,8 @@ def _star_blocks(path: Path) -> dict[str, pd.DataFrame]:
 def _read_csv(path: Path, data: bytes | None = None) -> pd.DataFrame:
     """A results CSV/TSV, from ``data`` (the file's bytes, already read) or else from ``path``."""
 
-    def source() -> Path | io.BytesIO:
-        return path if data is None else io.BytesIO(data)
+    def source() -> str | io.BytesIO:
+        return for_pandas(path) if data is None else io.BytesIO(data)
 
     sep = _separator(path)
     try:

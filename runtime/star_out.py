@@ -38,6 +38,7 @@ import pandas as pd
 
 from cryoshift.runtime.contract import REJECT_LABEL
 from cryoshift.runtime.ledger import escape_text
+from cryoshift.runtime.literal_paths import for_pandas
 from cryoshift.runtime.results import StarWriter, star_name, write_star
 
 # Over this many rows, a table is never read whole: results are written to predictions.star in
@@ -210,11 +211,11 @@ def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) ->
     ``rlnImageName`` or ``rlnTomoName`` + ``rlnCoordinateX/Y/Z`` and the classification columns
     (the input's other columns are not carried over; see the README's limits)."""
     opts = {"dtype": str, "keep_default_na": False}
-    columns = list(pd.read_csv(csv_path, nrows=0, **opts).columns)
+    columns = list(pd.read_csv(for_pandas(csv_path), nrows=0, **opts).columns)
     wanted = ["tomo_name", "x"] + (["class_name"] if split_by_class and "class_name" in columns else [])
     has_pick = has_image = False
     found: set[str] = set()
-    for chunk in pd.read_csv(csv_path, usecols=wanted, chunksize=1 << 20, **opts):
+    for chunk in pd.read_csv(for_pandas(csv_path), usecols=wanted, chunksize=1 << 20, **opts):
         pick = (chunk["tomo_name"] != "") & (pd.to_numeric(chunk["x"], errors="coerce").notna())
         has_pick |= bool(pick.any())
         has_image |= bool((~pick).any())
@@ -230,7 +231,7 @@ def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) ->
         return writers[key]
 
     try:
-        for chunk in pd.read_csv(csv_path, chunksize=1 << 18, **opts):
+        for chunk in pd.read_csv(for_pandas(csv_path), chunksize=1 << 18, **opts):
             rows = _plain_rows(chunk)
             if has_image and "rlnImageName" not in rows:
                 rows.insert(0, "rlnImageName", "")
@@ -330,7 +331,7 @@ def write_predictions_star(
     star_path = Path(star_path)
     if _data_rows(Path(csv_path)) > STREAM_ROWS:
         return _stream_plain_star(Path(csv_path), star_path, split_by_class)
-    pred = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    pred = pd.read_csv(for_pandas(csv_path), dtype=str, keep_default_na=False)
     blocks = build_star(pred, origins)
     write_star(blocks, star_path)
     written: dict[Path, str] = {}

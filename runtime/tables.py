@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cryoshift.runtime.errors import InputError, missing_reason
+from cryoshift.runtime.literal_paths import for_pandas
 
 CHUNK_ROWS = 1 << 20
 _BLOCK = 4 << 20
@@ -587,7 +588,7 @@ def csv_columns(path: Path, opts: dict[str, Any] | None = None) -> list[str]:
     already known (each call of that function reads the whole file once)."""
     opts = opts or csv_options(path)
     try:
-        return [str(c) for c in pd.read_csv(path, nrows=0, **opts).columns]
+        return [str(c) for c in pd.read_csv(for_pandas(path), nrows=0, **opts).columns]
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise _csv_error(path, exc) from exc
 
@@ -608,7 +609,7 @@ def csv_chunks(
     opts = opts or csv_options(path)
     try:
         reader = pd.read_csv(
-            path,
+            for_pandas(path),
             usecols=columns,
             dtype={c: str for c in text},
             chunksize=chunk_rows,

@@ -416,7 +416,9 @@ def _runtime_predictions(csv_path: Path, class_names: list[str], n: int) -> np.n
     """Predicted class index per dataset row from the runtime's results table (argmax, not "unknown")."""
     import pandas as pd
 
-    table = pd.read_csv(csv_path)
+    from cryoshift.runtime.literal_paths import for_pandas
+
+    table = pd.read_csv(for_pandas(csv_path))
     index = {name: i for i, name in enumerate(class_names)}
     pred = np.full(n, -1, dtype=np.int64)
     rows = table["index"].to_numpy(dtype=np.int64)
