@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping, Sequence
+from pathlib import PurePath
+from typing import get_args
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from cryoshift.runtime.commands import (
     bench,
@@ -132,6 +135,67 @@ def _shows_help(exc: UsageError) -> bool:
     return type(exc).__name__ == "NoArgsIsHelpError"  # by name, as typer checks it (older click lacks it)
 
 
+# Parameters that take paths although typed as text (they also take names, globs or
+# ``copick:CONFIG``); every parameter typed ``Path`` is a path anyway. Free-text options
+# (``--devices``, ``--label-column``, ``--copick-*``) are not paths: an empty one may mean something.
+_TEXT_PATHS = frozenset({"inputs", "tomograms", "source", "target", "structures"})
+EMPTY_PATH = "empty path (an unset shell variable?)"
+
+
+def _is_path_type(annotation: object) -> bool:
+    """Whether a parameter annotated ``annotation`` holds paths: ``Path``, ``list[Path]``, ``Path | None``."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, PurePath)
+    return any(_is_path_type(arg) for arg in get_args(annotation))
+
+
+def _takes_paths(param: object) -> bool:
+    """Whether ``param`` (an option or argument of a verb) names files or folders."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    return _is_path_type(annotation) or getattr(param, "name", None) in _TEXT_PATHS
+
+
+def _param_name(param: object) -> str:
+    """How an error names ``param``: an option by its long form, an argument as the usage shows it."""
+    opts = getattr(param, "opts", [])
+    if getattr(param, "param_type_name", "") == "option" and opts:
+        return next((o for o in opts if o.startswith("--")), opts[0])
+    return str(getattr(param, "name", param)).upper()
+
+
+def refuse_empty_paths(params: Sequence[object], raw: Mapping[str, object]) -> None:
+    """Refuse a path option or argument given as ``''`` (``-o "$OUT"`` with OUT unset) in one line.
+
+    Why: ``Path('')`` is ``.``, so an empty --out wrote results into the working folder, an empty
+    input or -t scanned it, with exit status 0. ``raw`` holds the values as typed, before
+    conversion (afterwards ``''`` and ``.`` cannot be told apart)."""
+    for param in params:
+        value = raw.get(getattr(param, "name", None) or "")
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if _takes_paths(param) and "" in values:
+            raise InputError(_param_name(param), EMPTY_PATH)
+
+
+class EmptyPathsRefused(TyperCommand):
+    """A verb's options and arguments parsed as typer does, then an empty path refused
+    (:func:`refuse_empty_paths`); put in front of every verb's command class (:func:`_command_class`)."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        raw, _, _ = self.make_parser(ctx).parse_args(args=list(args))  # the values as typed
+        rest = super().parse_args(ctx, args)  # --help and usage errors first, as before
+        refuse_empty_paths(self.get_params(ctx), raw)
+        return rest
+
+
+def _command_class(module: object) -> type[TyperCommand]:
+    """The command class of a verb's module (its COMMAND_CLASS, else typer's) with
+    :class:`EmptyPathsRefused` in front: one check for every verb, a verb's own class included."""
+    base = getattr(module, "COMMAND_CLASS", None)
+    if base is None:
+        return EmptyPathsRefused
+    return type(base.__name__, (EmptyPathsRefused, base), {"__doc__": base.__doc__})
+
+
 app = typer.Typer(
     name="cryoshift",
     cls=OneLineUsageErrors,
@@ -165,7 +229,7 @@ for _module in (info, simulate, train, evaluate, export, classify, merge, report
     app.command(
         name=_module.NAME,
         no_args_is_help=getattr(_module, "NO_ARGS_IS_HELP", True),
-        cls=getattr(_module, "COMMAND_CLASS", None),
+        cls=_command_class(_module),
     )(_module.command)
 
 
