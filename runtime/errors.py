@@ -102,10 +102,46 @@ def blocked_folder(out: str | Path) -> Blocked | None:
     return None
 
 
+NAME_MAX = 255  # the usual longest file name in bytes, where the file system does not say its own
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that the file system of ``folder`` (which exists) allows."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # Windows has no pathconf; some mounts do not say
+        return NAME_MAX
+
+
+def check_name_length(path: str | Path, option: str) -> None:
+    """Refuse ``path`` in one line, before any work, when a part of it that does not exist yet has
+    a name longer than its file system allows. Why: the failure came after the work ("File name
+    too long" once a whole benchmark had run), or as a bare OSError from a check on the way."""
+    path = Path(path)
+    missing = []
+    for part in (path, *path.parents):
+        if os.path.isdir(part):
+            break
+        missing.append(part)
+    else:
+        part = Path(os.curdir)
+    limit = _name_max(part)
+    for name in reversed(missing):
+        size = len(os.fsencode(name.name))
+        if size > limit:
+            too_long = f"name is {size} bytes; this file system allows at most {limit}"
+            raise InputError(name, f"{too_long}; choose a shorter {option}")
+
+
 def check_out_folder(out: str | Path, option: str, what: str) -> None:
-    """Refuse an output folder that cannot be made (:func:`blocked_folder`), in words and before
-    any work, not when mkdir fails after the work is done (``what`` says what the folder is for)."""
+    """Refuse an output folder that cannot be made (:func:`blocked_folder`, a name too long), in
+    words and before any work, not when mkdir fails after the work is done (``what`` says what the
+    folder is for). A literal ``~`` at its start is said once (literal_paths)."""
+    from cryoshift.runtime.literal_paths import note_unexpanded_tilde
+
     out = Path(out)
+    check_name_length(out, option)
+    note_unexpanded_tilde(out)
     blocked = blocked_folder(out)
     if blocked is None:
         return

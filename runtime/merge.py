@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cryoshift.runtime.copick_io import is_copick
-from cryoshift.runtime.errors import InputError, missing_reason, not_a_file, require_extra
+from cryoshift.runtime.errors import InputError, check_out_folder, missing_reason, not_a_file, require_extra
 from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
 from cryoshift.runtime.ledger import ERROR_COLUMNS, checked_rows
 from cryoshift.runtime.outfiles import open_in_place, replacing, replacing_path
@@ -701,6 +701,8 @@ def merge_shards(
         require_extra("copick", "merging shards of copick inputs", "copick")
     planned_alike = _check_planned(manifests, keys, dirs[0])
     out = Path(out_dir) if out_dir else dirs[0]
+    if out_dir:  # a folder of the user's: refused in words (a name too long, a file there), ~ said
+        check_out_folder(out, "--out", "to write the merged results into")
     out.mkdir(parents=True, exist_ok=True)
     names = output_names(out, None)
     first = manifests[0]

@@ -8,7 +8,8 @@ predictable temporary names (``manifest.json.tmp``, ``.NAME.<pid>.tmp``) were wr
 planted link the same way. Two rules, so no output is ever written through a link:
 
 * A whole file (:class:`PendingFile`, :func:`replacing`, :func:`replacing_path`,
-  :func:`write_text`, :func:`write_bytes`) is written to a new temporary file beside its name,
+  :func:`write_text`, :func:`write_bytes`) is written to a new temporary file beside its name
+  (``.cs-<random>.tmp``, short so that any legal name can be written),
   made by :func:`tempfile.mkstemp` (``O_EXCL`` and a random name: it never follows or reuses
   anything planted), fsync'ed, then :func:`os.replace`\\ d onto the name. A link at the name is
   replaced, never followed; its target is left as it was. A reader never sees half a file.
@@ -134,10 +135,17 @@ def open_in_place(
         raise
 
 
+# A temporary file is ``.cs-<8 random>.tmp`` beside its target: hidden, ending in ``.tmp`` (so a
+# leftover is recognisable), and short. It once held the target's name (``.NAME.<random>.tmp``,
+# 14 bytes more), so a legal name of 242-255 bytes could not be written ("File name too long").
+TEMPORARY_PREFIX = ".cs-"
+TEMPORARY_SUFFIX = ".tmp"
+
+
 def _temporary(path: Path) -> tuple[int, Path]:
-    """A new, empty, exclusively created file beside ``path`` (``.NAME.<random>.tmp``), with the
-    mode a plain ``open`` would have given it."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """A new, empty, exclusively created file beside ``path`` (same folder, so the final rename is
+    atomic), with the mode a plain ``open`` would have given it."""
+    fd, name = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=TEMPORARY_SUFFIX, dir=path.parent)
     if hasattr(os, "fchmod"):
         with contextlib.suppress(OSError):  # a file system without modes (FAT, some mounts): 0600 stays
             os.fchmod(fd, 0o666 & ~_umask())

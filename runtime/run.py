@@ -788,8 +788,8 @@ def one_writer(fn: Any) -> Any:
         if isinstance(shard, str):
             shard = parse_shard(shard)
         out = Path(out_dir)
+        check_out_folder(out, "--out", "to write results into")  # first: exists() raises on a name too long
         created = not out.exists()
-        check_out_folder(out, "--out", "to write results into")
         out.mkdir(parents=True, exist_ok=True)
         try:
             with FolderLock(out, lock_name(tuple(shard) if shard else None), "classify run"):

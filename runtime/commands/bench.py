@@ -98,9 +98,11 @@ def _write_json(path: Path, text: str) -> None:
 
 
 def _check_writable(path: Path) -> None:
-    """Refuse an output file that cannot be written (a folder, a missing or read-only folder)."""
-    from cryoshift.runtime.errors import InputError
+    """Refuse an output file that cannot be written (a name too long, a folder, a missing or
+    read-only folder)."""
+    from cryoshift.runtime.errors import InputError, check_name_length
 
+    check_name_length(path, "--json")
     if path.is_dir():
         raise InputError(path, "is a directory; --json takes a file name")
     existed = path.exists()
