@@ -40,6 +40,7 @@ from cryoshift.runtime.contract import REJECT_LABEL
 from cryoshift.runtime.ledger import escape_text
 from cryoshift.runtime.literal_paths import for_pandas
 from cryoshift.runtime.results import StarWriter, star_name, write_star
+from cryoshift.runtime.sources.items import stack_id
 
 # Over this many rows, a table is never read whole: results are written to predictions.star in
 # chunks without the input's own columns, and an input table gives only the rows with results.
@@ -79,12 +80,29 @@ def _plain_rows(pred: pd.DataFrame) -> pd.DataFrame:
     is_pick = (tomo != "") & x.notna()
     front = pd.DataFrame(index=pred.index)
     if (~is_pick).any():
-        front["rlnImageName"] = np.where(is_pick, "", pred["id"].astype(str))
+        front["rlnImageName"] = np.where(is_pick, "", _image_names(pred))
     if is_pick.any():
         front["rlnTomoName"] = np.where(is_pick, tomo, "")
         for axis in "xyz":
             front[f"rlnCoordinate{axis.upper()}"] = pd.to_numeric(pred[axis], errors="coerce")
     return pd.concat([front, _classification(pred)], axis=1)
+
+
+def _image_names(pred: pd.DataFrame) -> np.ndarray:
+    """RELION image names of volume rows, from their file and slice (``000003@v.mrc``, ``a.mrc``).
+
+    Why not the id: an id may carry a ``~2`` suffix (a file named ``000003@v.mrc`` beside the
+    stack ``v.mrc``: sources.items.UniqueIds), which names no image RELION can read. A row without
+    a path (none is written so today) keeps its id."""
+    ids = pred["id"].astype(str).to_numpy()
+    if "path" not in pred or "index" not in pred:
+        return ids
+    path = pred["path"].astype(object).where(pred["path"].notna(), "").astype(str).to_numpy()
+    index = pd.to_numeric(pred["index"], errors="coerce").fillna(-1).astype(np.int64).to_numpy()
+    names = np.array(
+        [stack_id(p, i) if i >= 0 else p for p, i in zip(path, index, strict=True)], dtype=object
+    )
+    return np.where(path != "", names, ids)
 
 
 def _input_block(path: Path) -> str:

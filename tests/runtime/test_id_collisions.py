@@ -137,3 +137,16 @@ def test_unique_ids_frees_the_ids_of_an_undone_input(tmp_path):
     assert ids.admit(Item("a.mrc", "file", str(tmp_path / "two.mrc"))).id == "a.mrc"
     assert ids.admit(Item("a.mrc", "file", str(tmp_path / "three.mrc"))).id == "a.mrc~2"
     assert ids.notes() and "a.mrc~2" in ids.notes()[0]
+
+
+def test_the_star_names_the_slice_not_its_suffixed_id(model_path, stack_and_lookalike):
+    """predictions.star's rlnImageName was the id, so the slice was written ``000003@v.mrc~2``, a
+    name RELION cannot read: it is the slice's own name, the ``~2`` stays in the CSV's id."""
+    from cryoshift.runtime.picks import read_star
+
+    folder, _ = stack_and_lookalike
+    classify(model_path, ["."], "out", backend="cpu", progress=False)
+    rows = read_results(folder / "out" / "predictions.csv")
+    names = list(read_star(folder / "out" / "predictions.star")["particles"]["rlnImageName"])
+    assert names[list(rows["id"]).index("000003@v.mrc~2")] == "000003@v.mrc"
+    assert not [n for n in names if "~" in n]
