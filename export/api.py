@@ -176,7 +176,8 @@ def export_checkpoint(
     every artefact passes its parity check or the export raises
     :class:`cryoshift.export.parity.ParityError`. TensorRT without a GPU is skipped with a warning.
     """
-    from cryoshift.training.checkpoint import load_checkpoint, resolve_checkpoint
+    from cryoshift.training.checkpoint import checkpoint_config, load_checkpoint, resolve_checkpoint
+    from cryoshift.training.evaluate import check_made_by_its_run
 
     say = progress or (lambda _msg: None)
     formats = select_formats(
@@ -191,10 +192,10 @@ def export_checkpoint(
     check_opset(opset)  # before the checkpoint is read and any folder is made
     checkpoint = resolve_checkpoint(checkpoint_or_run)
     say(f"loading {checkpoint}")
+    # the checkpoint's own checks (parts that disagree, damaged weights) run as it is read
     model, metadata, payload = load_checkpoint(checkpoint)
-    check_finite_weights(payload["state_dict"], checkpoint)
+    check_made_by_its_run(checkpoint)
     config = checkpoint_config(payload, checkpoint)
-    check_built_box(payload, metadata, checkpoint)
     if not metadata.backbone:
         metadata = replace(metadata, backbone=str(payload.get("backbone", "")))
     note = calibration_note(metadata, checkpoint)
@@ -270,57 +271,6 @@ def export_checkpoint(
     # written through (runtime/outfiles.py)
     write_text(out_dir / REPORT, json.dumps(report, indent=2, default=str) + "\n")
     return results
-
-
-def check_finite_weights(state_dict: dict[str, Any], checkpoint: Path) -> None:
-    """Refuse weights holding NaN/Inf: such a model answers NaN, and the parity check compares NaN
-    with NaN (it reported "max |dlogit| nan ... agreement 100%") instead of naming the cause."""
-    import torch
-
-    bad = [
-        name
-        for name, tensor in state_dict.items()
-        if isinstance(tensor, torch.Tensor)
-        and tensor.is_floating_point()
-        and not bool(torch.isfinite(tensor).all())
-    ]
-    if bad:
-        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        raise InputError(
-            checkpoint, f"checkpoint holds NaN/Inf weights ({bad[0]}{more}); the training run diverged"
-        )
-
-
-def checkpoint_config(payload: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
-    """The training config a checkpoint records (it names the datasets parity and calibration data
-    are taken from, and a picks target's tomograms). Another type was a traceback (a list) or read
-    wrongly (``tomograms`` as one string: each of its characters taken for a tomogram)."""
-    config = payload.get("config")
-    if config is None:
-        return {}
-    what = "corrupt cryoshift checkpoint"
-    if not isinstance(config, dict):
-        raise InputError(checkpoint, f"{what}: 'config' should be a dict, found {type(config).__name__}")
-    tomograms = config.get("tomograms")
-    if tomograms is not None and not (
-        isinstance(tomograms, list) and all(isinstance(t, str) for t in tomograms)
-    ):
-        shown = repr(tomograms)[:60]
-        raise InputError(checkpoint, f"{what}: config 'tomograms' should be a list of paths, found {shown}")
-    return config
-
-
-def check_built_box(payload: dict[str, Any], metadata: ModelMetadata, checkpoint: Path) -> None:
-    """Refuse a checkpoint whose network was built for another box than its metadata states: a
-    network of global pooling takes the metadata's box too, so the export went through and wrote a
-    model that classified every subtomogram at a box it was not trained on, without a word."""
-    built = (payload.get("backbone_kwargs") or {}).get("box_size")
-    if built is not None and built != metadata.box_size:
-        raise InputError(
-            checkpoint,
-            f"corrupt cryoshift checkpoint: its network was built for {built!r}^3 boxes but its metadata "
-            f"says {metadata.box_size}^3",
-        )
 
 
 # what create_backbone is given besides the user's options (training/trainer._build)

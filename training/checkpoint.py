@@ -193,7 +193,162 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             raise InputError(
                 path, f"corrupt cryoshift checkpoint: {key!r} should be a {kind.__name__}, found {found}"
             )
+    check_checkpoint(payload, path)
     return payload
+
+
+CORRUPT = "corrupt cryoshift checkpoint"
+
+
+def check_checkpoint(payload: dict[str, Any], path: Path) -> ModelMetadata:
+    """Refuse a checkpoint whose parts disagree, returning its metadata.
+
+    Run by :func:`read_checkpoint`, so export, evaluate and ``--resume`` all refuse the same files:
+    export alone refused some (a config that is not a dict, a box its network was not built for),
+    while evaluate scored them, and nothing compared the metadata with the training config saved
+    beside it, so an edited class order or normalisation was exported and scored as the model's."""
+    config = checkpoint_config(payload, path)
+    check_finite_weights(payload["state_dict"], path)
+    metadata = ModelMetadata.from_dict(payload["metadata"], path)
+    check_built_box(payload, metadata, path)
+    check_metadata_matches_config(metadata, config, path)
+    return metadata
+
+
+def checkpoint_config(payload: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """The training config a checkpoint records (it names the datasets parity and calibration data
+    are taken from, and a picks target's tomograms). Another type was a traceback (a list) or read
+    wrongly (``tomograms`` as one string: each of its characters taken for a tomogram)."""
+    config = payload.get("config")
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise InputError(checkpoint, f"{CORRUPT}: 'config' should be a dict, found {type(config).__name__}")
+    tomograms = config.get("tomograms")
+    if tomograms is not None and not (
+        isinstance(tomograms, list) and all(isinstance(t, str) for t in tomograms)
+    ):
+        shown = repr(tomograms)[:60]
+        raise InputError(
+            checkpoint, f"{CORRUPT}: config 'tomograms' should be a list of paths, found {shown}"
+        )
+    return config
+
+
+def check_finite_weights(state_dict: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse weights holding NaN/Inf: such a model answers NaN, and the parity check compares NaN
+    with NaN (it reported "max |dlogit| nan ... agreement 100%") instead of naming the cause."""
+    bad = [
+        name
+        for name, tensor in state_dict.items()
+        if isinstance(tensor, torch.Tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise InputError(
+            checkpoint,
+            f"checkpoint holds NaN/Inf weights ({bad[0]}{more}): the training run diverged, or the file "
+            "was damaged; use another checkpoint of the run",
+        )
+
+
+def check_built_box(payload: dict[str, Any], metadata: ModelMetadata, checkpoint: Path) -> None:
+    """Refuse a checkpoint whose network was built for another box than its metadata states: a
+    network of global pooling takes the metadata's box too, so the export went through and wrote a
+    model that classified every subtomogram at a box it was not trained on, without a word."""
+    built = payload["backbone_kwargs"].get("box_size")
+    if built is not None and built != metadata.box_size:
+        raise InputError(
+            checkpoint,
+            f"{CORRUPT}: its network was built for {built!r}^3 boxes but its metadata says "
+            f"{metadata.box_size}^3",
+        )
+
+
+def check_metadata_matches_config(metadata: ModelMetadata, config: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse metadata that the training config saved in the same checkpoint contradicts.
+
+    Export and evaluate read the metadata alone: a class order, normalisation or contrast edited
+    there was exported (parity passes, both sides read the same edit) and scored with every class
+    renamed. The config decides what it can: normalisation, method, backbone, a --box or
+    --voxel-size given, and for a source of built-in structures the class names and contrast; the
+    classes of a dataset source are in that dataset, not in the config, and are not compared."""
+    for field, found, expected in _config_expectations(metadata, config):
+        if found != expected:
+            raise InputError(
+                checkpoint,
+                f"{CORRUPT}: its metadata's {field} ({_plain(found)}) contradicts the training config "
+                f"saved with it ({_plain(expected)}): the file was edited or damaged; use the run's own "
+                "checkpoint",
+            )
+
+
+def _config_expectations(metadata: ModelMetadata, config: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(field, metadata's value, value the config implies) for every field the config decides."""
+    pairs: list[tuple[str, Any, Any]] = []
+    for key, found in (("normalisation", metadata.normalisation), ("method", metadata.method)):
+        if isinstance(config.get(key), str) and found:
+            pairs.append((key, found, config[key]))
+    if isinstance(config.get("backbone"), str) and metadata.backbone:
+        pairs.append(("backbone", metadata.backbone, config["backbone"]))
+    box = config.get("box")
+    if isinstance(box, int) and not isinstance(box, bool):
+        pairs.append(("box_size", metadata.box_size, box))
+    pairs += _voxel_expectation(metadata, config)
+    pairs += _builtin_source_expectations(metadata, config)
+    return pairs
+
+
+def _voxel_expectation(metadata: ModelMetadata, config: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The voxel size a --voxel-size implies; a dataset source's own may differ from it within the
+    tolerance training accepts, so only a larger difference counts."""
+    from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
+
+    given = config.get("voxel_size")
+    if isinstance(given, bool) or not isinstance(given, int | float):
+        return []
+    mismatch = voxel_mismatch(float(given), metadata.voxel_size)
+    if mismatch is None or mismatch <= VOXEL_TOLERANCE:
+        return []
+    return [("voxel_size", metadata.voxel_size, float(given))]
+
+
+def _builtin_source_expectations(
+    metadata: ModelMetadata, config: dict[str, Any]
+) -> list[tuple[str, Any, Any]]:
+    """Class names, contrast and voxel size of a source of built-in structures only: they follow
+    from its names and the simulation preset, with no file to read."""
+    from cryoshift.training.data import DEFAULT_VOXEL_SIZE
+    from cryoshift.training.simulate.builtin import BUILTIN_NAMES
+    from cryoshift.training.simulate.config import PRESETS
+
+    source = config.get("source")
+    if not isinstance(source, str) or not source:
+        return []
+    names: list[str] = []
+    for item in source.split(","):
+        if item == "builtin":
+            names += BUILTIN_NAMES
+        elif item.startswith("builtin:"):
+            names.append(item.split(":", 1)[1])
+        else:
+            return []  # files or a dataset: their names are not in the config
+    pairs: list[tuple[str, Any, Any]] = [("class_names", list(metadata.class_names), names)]
+    preset = PRESETS.get(str(config.get("sim_preset")))
+    if preset is not None:
+        pairs.append(("contrast", metadata.contrast, preset.contrast))
+    if config.get("voxel_size") is None:
+        pairs.append(("voxel_size", metadata.voxel_size, DEFAULT_VOXEL_SIZE))
+    return pairs
+
+
+def _plain(value: Any) -> str:
+    """A value as a refusal shows it: a list of names joined, anything else as repr."""
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return repr(value)
 
 
 SHOWN_KEYS = 3  # weight names a mismatch names per kind; the rest are counted
@@ -203,7 +358,9 @@ def state_dict_mismatch(model: nn.Module, state: dict[str, Any]) -> str | None:
     """How ``state`` (weights by name) does not fit ``model``, in one short line; None if it fits.
 
     torch's own message lists every missing and unexpected key and every shape on one line that
-    ran to pages for a backbone of another family; here each kind is counted, a few named."""
+    ran to pages for a backbone of another family; here each kind is counted, a few named. Integer
+    weights where the network has floating-point ones are refused too: torch casts them back
+    silently, and a model of truncated weights (mostly 0) was exported and scored."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -212,11 +369,20 @@ def state_dict_mismatch(model: nn.Module, state: dict[str, Any]) -> str | None:
         for k in own
         if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
     ]
-    parts = [
-        _listed(keys, what)
-        for keys, what in ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape"))
-        if keys
+    retyped = [
+        f"{k} {_dtype(state[k])} saved, {_dtype(own[k])} built"
+        for k in own
+        if isinstance(state.get(k), torch.Tensor)
+        and own[k].is_floating_point()
+        and not state[k].is_floating_point()
     ]
+    kinds = (
+        (missing, "missing"),
+        (unexpected, "unexpected"),
+        (reshaped, "of another shape"),
+        (retyped, "not floating point"),
+    )
+    parts = [_listed(keys, what) for keys, what in kinds if keys]
     return "; ".join(parts) or None
 
 
@@ -258,3 +424,8 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelMetadata, dict[st
         raise InputError(path, f"weights do not fit backbone {payload['backbone']!r}: {exc}") from exc
     model.eval()
     return model, metadata, payload
+
+
+def _dtype(tensor: torch.Tensor) -> str:
+    """'int32' for torch.int32: the name a refusal shows."""
+    return str(tensor.dtype).removeprefix("torch.")

@@ -128,7 +128,21 @@ def predict_checkpoint(
     logits, feats = forward_numpy(model, volumes, metadata.normalisation, device, batch_size)
     if not len(logits):
         logits = np.zeros((0, metadata.num_classes))
+    check_logit_count(logits, metadata, path)
     return Predictions(logits, feats, metadata)
+
+
+def check_logit_count(logits: np.ndarray, metadata: ModelMetadata, model: str | Path) -> None:
+    """Refuse a network whose logits are not one per class its metadata names, in export's words.
+
+    Export refused such a checkpoint while evaluate scored it: a name without a logit became a
+    row of "n/a", and a name more or less shifts which logit is read as which class."""
+    if logits.ndim != 2 or logits.shape[1] != metadata.num_classes:
+        shape = (1, *logits.shape[1:])
+        raise InputError(
+            model,
+            f"the network's logits have shape {shape} but the metadata names {metadata.num_classes} classes",
+        )
 
 
 def predict_onnx(
@@ -286,6 +300,31 @@ def evaluate_run(
     }
 
 
+def check_selection_of_run(run_dir: Path) -> None:
+    """Refuse a run whose selection.json names another epoch than its model.pt was saved at.
+
+    Training writes both from one choice; when they disagree one was replaced (an epoch
+    checkpoint over model.pt) or copied from another run, and evaluate printed selection.json's
+    epoch as the label-free choice, beside the accuracy of a model.pt of another epoch, and a
+    "gap" between them. A selection.json that cannot be read is left to :func:`evaluate_run`."""
+    from cryoshift.training.checkpoint import RUN_MODEL, read_checkpoint
+
+    stored, model = run_dir / "selection.json", run_dir / RUN_MODEL
+    selected, _ = _selected_epoch(stored)
+    if selected is None or not model.is_file():
+        return
+    try:
+        epoch = read_checkpoint(model).get("epoch")
+    except InputError:
+        return  # a damaged model.pt of a --run: evaluate_run scores the run's epochs without it
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch != selected:
+        raise InputError(
+            stored,
+            f"selected_epoch is {selected}, but {model} was saved at epoch {epoch}: one of them was "
+            "replaced or copied from another run; restore the run's own selection.json and model.pt",
+        )
+
+
 def _selected_epoch(path: Path) -> tuple[int | None, str | None]:
     """The epoch training chose (selection.json), or None and why it could not be read."""
     from cryoshift.runtime.jsonfile import read_json_object
@@ -377,6 +416,13 @@ def _config_differences(model: Path, run_dir: Path) -> list[str]:
     """The training settings a checkpoint records that differ from its --run's config.json (the
     settings a resume may change, such as --epochs, not counted): two runs on the same data
     differ only there (a seed, a learning rate)."""
+    differ = _setting_differences(model, run_dir)
+    return [f"training config ({'; '.join(differ[:2])})"] if differ else []
+
+
+def _setting_differences(model: Path, run_dir: Path) -> list[str]:
+    """Each setting of ``run_dir``'s config.json that ``model``'s saved config differs in, as
+    'key=saved in it, stored in config.json'; none when either config is missing."""
     from cryoshift.runtime.jsonfile import read_json_object
     from cryoshift.training import run
     from cryoshift.training.checkpoint import read_checkpoint
@@ -385,8 +431,35 @@ def _config_differences(model: Path, run_dir: Path) -> list[str]:
     stored = run_dir / "config.json"
     if not isinstance(saved, dict) or not saved or not stored.is_file():
         return []
-    differ = run.resume_state_mismatch(saved, read_json_object(stored, "training config (config.json)"))
-    return [f"training config ({'; '.join(differ[:2])})"] if differ else []
+    return run.resume_state_mismatch(saved, read_json_object(stored, "training config (config.json)"))
+
+
+def run_of_checkpoint(checkpoint: Path) -> Path | None:
+    """The run folder a checkpoint file sits in as one of its own (RUN/model.pt or a file of
+    RUN/checkpoints/), or None for a checkpoint anywhere else."""
+    from cryoshift.training.checkpoint import RUN_MODEL
+    from cryoshift.training.run import CHECKPOINTS
+
+    if checkpoint.name == RUN_MODEL:
+        return checkpoint.parent
+    if checkpoint.parent.name == CHECKPOINTS:
+        return checkpoint.parent.parent
+    return None
+
+
+def check_made_by_its_run(checkpoint: Path) -> None:
+    """Refuse a checkpoint in a run folder that the run's config.json did not make.
+
+    A model.pt copied (or linked) from another run was exported and evaluated as this run's: the
+    run's target no longer fitted it and export checked parity on random volumes without saying
+    why; evaluate printed the run's label-free choice and gap beside another run's model. Export
+    and evaluate both call this; a checkpoint outside a run has nothing to be compared with."""
+    run_dir = run_of_checkpoint(checkpoint)
+    differ = _setting_differences(checkpoint, run_dir) if run_dir is not None else []
+    if differ:
+        keys = [item.split("=", 1)[0] for item in differ]
+        verb = "differs" if len(keys) == 1 else "differ"
+        raise InputError(checkpoint, f"was not made by this run ({', '.join(keys)} {verb} from config.json)")
 
 
 def check_dataset_fits(ds: Any, meta: ModelMetadata, ignore_voxel_size: bool = False) -> list[str]:
@@ -498,8 +571,15 @@ def evaluate(
     skipped: dict[str, int] = {}
     notes: list[str] = []
     meta = _model_metadata(model)
+    if not is_onnx(model):
+        from cryoshift.training.checkpoint import resolve_checkpoint
+
+        check_made_by_its_run(resolve_checkpoint(model))
+    run = Path(run_dir) if run_dir is not None else (model if model.is_dir() else None)
     if run_dir is not None:  # before the data is read: whose epochs are scored beside the model
         check_model_of_run(model, Path(run_dir), meta)
+    if run is not None:
+        check_selection_of_run(run)
     if is_pick_table(data):  # labelled picks: crop them from the tomograms with the model's box
         volumes, label_names, skipped, notes = read_labelled_picks(
             data,
@@ -542,7 +622,6 @@ def evaluate(
         report["skipped_picks"] = skipped
     report["notes"] = notes  # what was scored unchecked (a tomogram or dataset without a voxel size)
     out.mkdir(parents=True, exist_ok=True)
-    run = Path(run_dir) if run_dir is not None else (model if model.is_dir() else None)
     if run is not None:
         report["checkpoints"] = evaluate_run(run, volumes, label_names, batch_size, device)
     cm = np.asarray(report["confusion_matrix"])

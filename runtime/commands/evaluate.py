@@ -118,7 +118,12 @@ def command(
         )
     if (ck or {}).get("selection_error"):
         typer.echo(f"cryoshift: label-free choice unknown: {visible(ck['selection_error'])}", err=True)
-    if ck and ck.get("epochs"):
+    if ck and ck.get("epochs") and ck.get("selected_epoch") is None:  # no choice: no "epoch None", no gap
+        console.print(
+            f"label-free choice unknown; labels would choose epoch {ck['oracle_epoch']} "
+            f"(accuracy {_fmt(ck['oracle_accuracy'])})"
+        )
+    elif ck and ck.get("epochs"):
         console.print(
             f"label-free choice: epoch {ck['selected_epoch']} (accuracy {_fmt(ck['selected_accuracy'])}); "
             f"labels would choose epoch {ck['oracle_epoch']} (accuracy {_fmt(ck['oracle_accuracy'])}); "

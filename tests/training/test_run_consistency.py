@@ -6,6 +6,7 @@ line that names the problem (16^3 blobs of conftest.py, one- and two-epoch sourc
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -346,3 +347,147 @@ def test_a_method_other_than_the_default_is_told_what_the_recipe_adds() -> None:
     assert "--template-labels 0 --no-spectrum-match" in note
     assert recipe_note(TrainConfig(**base, method="dann", template_labels=0, spectrum_match=False)) is None
     assert recipe_note(TrainConfig(**base, method="selftrain")) is None
+
+
+# --------------------------------------------------------------------------- a run folder's parts agree
+
+
+def _edit_checkpoint(path: Path, **change: object) -> Path:
+    """``path`` saved again with payload entries ``change``d; ``metadata`` entries are merged."""
+    import torch
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload["metadata"].update(change.pop("metadata", {}))  # type: ignore[arg-type]
+    payload.update(change)
+    torch.save(payload, path)
+    return path
+
+
+def _copy_run(run: Path, dst: Path) -> Path:
+    shutil.copytree(run, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def simulated_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One source-only epoch on three built-in structures: the config alone names the classes."""
+    root = tmp_path_factory.mktemp("simulated")
+    source = Path("builtin:ribosome,builtin:proteasome,builtin:membrane")
+    cfg = _config(source, root / "run", epochs=1, box=16, sim_per_epoch=16, sim_val=8)
+    return train(cfg).run_dir
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("class_names", ["membrane", "proteasome", "ribosome"]),
+        ("normalisation", "minmax"),
+        ("contrast", "light"),
+        ("voxel_size", 5.0),
+    ],
+)
+def test_export_and_evaluate_refuse_metadata_its_own_config_contradicts(
+    field: str, value: object, simulated_run: Path, domains: dict[str, Path], tmp_path: Path, capsys: Capsys
+) -> None:
+    """An edited class order, normalisation or contrast was exported (parity passes: both sides
+    read the same edit) and scored with every class renamed. One line naming model.pt and the field."""
+    run = _copy_run(simulated_run, tmp_path / "run")
+    _edit_checkpoint(run / "model.pt", metadata={field: value})
+    line = assert_error(
+        run_cli(["export", run, "-o", tmp_path / "x", "--no-progress"], capsys), run / "model.pt"
+    )
+    assert f"its metadata's {field}" in line and "contradicts the training config" in line, line
+    assert not (tmp_path / "x").exists()
+    line = assert_error(
+        run_cli(["evaluate", run, domains["target"], "--out", tmp_path / "e"], capsys), "model.pt"
+    )
+    assert f"its metadata's {field}" in line, line
+
+
+def test_integer_weights_are_refused(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Weights cast to int32 (mostly 0) were cast back silently: export passed parity at dlogit 0
+    and evaluate scored the truncated model."""
+    import torch
+
+    from cryoshift.training.checkpoint import load_checkpoint
+
+    path = Path(shutil.copy(runs["a"] / "model.pt", tmp_path / "int.pt"))
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    _edit_checkpoint(
+        path, state_dict={k: v.to(torch.int32) if v.is_floating_point() else v for k, v in state.items()}
+    )
+    with pytest.raises(InputError, match=r"weights not floating point \(\S+ int32 saved, float32 built"):
+        load_checkpoint(path)
+
+
+def test_a_model_from_another_run_is_not_taken_for_the_runs_own(
+    runs: dict[str, Path], domains: dict[str, Path], tmp_path: Path
+) -> None:
+    """Run b's model.pt copied into run a was exported and evaluated as run a's (the --run check
+    skipped a model inside the run folder)."""
+    from cryoshift.export.api import export_checkpoint
+    from cryoshift.training.evaluate import evaluate
+
+    run = _copy_run(runs["a"], tmp_path / "run")
+    shutil.copy(runs["b"] / "model.pt", run / "model.pt")
+    words = r"was not made by this run \(seed differs from config.json\)"
+    with pytest.raises(InputError, match=words) as exc:
+        export_checkpoint(run, tmp_path / "x")
+    assert exc.value.path == str(run / "model.pt")
+    with pytest.raises(InputError, match=words):
+        evaluate(run, domains["target"], tmp_path / "e")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "e").exists()
+
+
+def test_evaluate_refuses_a_selection_of_another_epoch_than_model_pt(
+    runs: dict[str, Path], domains: dict[str, Path], tmp_path: Path
+) -> None:
+    """selection.json's epoch was printed as the label-free choice (with a gap) beside the
+    accuracy of a model.pt of another epoch."""
+    from cryoshift.training.evaluate import evaluate
+
+    run = _copy_run(runs["a"], tmp_path / "run")
+    selection = json.loads((run / "selection.json").read_text())
+    (run / "selection.json").write_text(json.dumps({**selection, "selected_epoch": 2}))
+    with pytest.raises(InputError, match=r"selected_epoch is 2, but .*model.pt was saved at epoch 1") as exc:
+        evaluate(run, domains["target"], tmp_path / "e")
+    assert exc.value.path == str(run / "selection.json")
+
+
+def test_evaluate_without_a_label_free_choice_prints_no_epoch_none(
+    runs: dict[str, Path], domains: dict[str, Path], tmp_path: Path, capsys: Capsys
+) -> None:
+    """An unreadable selection.json printed "label-free choice: epoch None (accuracy n/a)"."""
+    run = _copy_run(runs["a"], tmp_path / "run")
+    (run / "selection.json").write_text("")
+    code, out, err = run_cli(["evaluate", run, domains["target"], "--out", tmp_path / "e"], capsys)
+    assert code == 0, err
+    assert "None" not in out and "gap" not in out
+    assert "label-free choice unknown" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"metadata": {"class_names": ["sphere", "rod", "dumbbell", "cube"]}}, "metadata names 4 classes"),
+        ({"backbone_kwargs": "box"}, "its network was built for 32^3 boxes but its metadata says 16^3"),
+        ({"config": "a string"}, "'config' should be a dict, found str"),
+    ],
+)
+def test_evaluate_refuses_what_export_refuses(
+    change: dict[str, object], words: str, runs: dict[str, Path], domains: dict[str, Path], tmp_path: Path
+) -> None:
+    """Each was refused by export and scored by evaluate (a row "cube n/a", a box the network was
+    not built for, a config that is not one)."""
+    import torch
+
+    from cryoshift.training.evaluate import evaluate
+
+    path = Path(shutil.copy(runs["a"] / "model.pt", tmp_path / "odd.pt"))
+    if change.get("backbone_kwargs") == "box":
+        kwargs = torch.load(path, map_location="cpu", weights_only=True)["backbone_kwargs"]
+        change = {"backbone_kwargs": {**kwargs, "box_size": 32}}
+    _edit_checkpoint(path, **change)
+    with pytest.raises(InputError, match=re.escape(words)) as exc:
+        evaluate(path, domains["target"], tmp_path / "e")
+    assert exc.value.path == str(path)
