@@ -418,6 +418,8 @@ def check_run_paths(run_dir: Path) -> None:
     temporary files now have new random names: runtime/outfiles.py.)"""
     from cryoshift.runtime.errors import InputError
 
+    for name in _RUN_FOLDERS:
+        _refuse_unfollowable_link(run_dir / name)
     for name, what in _RUN_FOLDERS.items():
         folder = run_dir / name
         if folder.exists() and not folder.is_dir():
@@ -433,3 +435,70 @@ def check_run_paths(run_dir: Path) -> None:
                 f"is not a file but a folder, where the run writes its {what}; move it away or "
                 "choose another --out",
             )
+
+
+def _refuse_unfollowable_link(folder: Path) -> None:
+    """Refuse a folder name the run writes into that is a symbolic link loop or a dangling link.
+    Why: ``exists`` calls it absent, so --resume said resume.pt "is missing" and then mkdir failed
+    with a bare "File exists" that named neither the link nor what was wrong with it."""
+    from cryoshift.runtime.errors import InputError, missing_reason
+
+    if folder.is_symlink() and not folder.exists():
+        raise InputError(
+            folder, f"is a {missing_reason(folder)}, not a folder; remove the link or choose another --out"
+        )
+
+
+# --------------------------------------------------------------------------- resume safety
+
+
+def _metrics_row_count(path: Path) -> int:
+    """Epoch rows in metrics.csv; 0 when there is none or it cannot be read (other evidence decides)."""
+    try:
+        return len(read_metrics(path))
+    except (OSError, ValueError, csv.Error):
+        return 0
+
+
+def _epoch_checkpoint_count(run_dir: Path) -> int:
+    """Epoch checkpoints (``epoch_NNNN.pt`` files) in the run's checkpoints folder."""
+    folder = run_dir / CHECKPOINTS
+    try:
+        names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    except OSError:
+        return 0
+    return sum(1 for n in names if n.startswith("epoch_") and n.endswith(".pt") and n[6:-3].isdigit())
+
+
+def finished_epochs(run_dir: Path) -> tuple[int | None, str] | None:
+    """How many epochs the run in ``run_dir`` shows as finished, and the file that shows it
+    (None: nothing finished). Why: --resume without resume.pt trained from epoch 1 over a finished
+    run, overwriting its epoch checkpoints and model.pt; it may do so only when nothing is lost.
+    model.pt alone shows finished work but not how much (the count is then None)."""
+    rows = _metrics_row_count(run_dir / METRICS)
+    if rows:
+        return rows, METRICS
+    checkpoints = _epoch_checkpoint_count(run_dir)
+    if checkpoints:
+        return checkpoints, f"{CHECKPOINTS}/epoch_*.pt"
+    model = run_dir / "model.pt"
+    if model.exists() or model.is_symlink():
+        return None, "model.pt"
+    return None
+
+
+def nonfinite_tensors(state: Any, name: str = "") -> list[str]:
+    """Names (dotted paths) of the floating-point tensors holding NaN/Inf anywhere in ``state``
+    (nested dicts, lists and tuples: weights, optimiser moments). Why: resume.pt with NaN weights
+    resumed and failed at the first step as "training diverged ...; lower --lr", blaming the
+    learning rate for a damaged file."""
+    if isinstance(state, torch.Tensor):
+        finite = not state.is_floating_point() or bool(torch.isfinite(state).all())
+        return [] if finite else [name or "tensor"]
+    if isinstance(state, dict):
+        items = [(f"{name}.{k}" if name else str(k), v) for k, v in state.items()]
+    elif isinstance(state, (list, tuple)):
+        items = [(f"{name}[{i}]", v) for i, v in enumerate(state)]
+    else:
+        return []
+    return [bad for key, value in items for bad in nonfinite_tensors(value, key)]

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from cryoshift.runtime.contract import CONTRASTS
-from cryoshift.runtime.errors import InputError, check_out_folder
+from cryoshift.runtime.errors import InputError, check_out_folder, not_a_file
 from cryoshift.runtime.hostmem import capped_threads, check_threads
 from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.metadata import NORMALISATIONS, ModelMetadata
@@ -715,6 +715,42 @@ def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | Non
         distributed.cleanup(info)
 
 
+class TrainingDiverged(InputError):
+    """The loss or the gradients became NaN/Inf while training. An InputError (a setting to change,
+    not a bug) so that the CLI says it in one line, exit 2; it was a RuntimeError traceback."""
+
+    def __init__(self, where: str):
+        super().__init__(None, f"training diverged at {where}; lower --lr")
+
+
+def _require_stored_config(run_dir: Path, stored: Path) -> None:
+    """Refuse --resume of a folder whose config.json is absent, saying what is there instead (a
+    folder, a symbolic link loop, a special file). Why: each was "no config.json in this run
+    directory", as if the name were free."""
+    problem = not_a_file(stored)
+    if problem:
+        raise InputError(stored, f"{problem}, not the run's training config; nothing to resume: restore it")
+    if not stored.is_file():
+        raise InputError(run_dir, "nothing to resume: no config.json in this run directory")
+
+
+def _refuse_lost_resume_state(run_dir: Path, path: Path) -> None:
+    """Refuse --resume without resume.pt (``path``) when the run shows finished epochs.
+    Why: it trained from epoch 1 again, overwriting the epoch checkpoints and model.pt of the
+    finished run; starting afresh is right only when nothing had finished (the run stopped in its
+    first epoch): the caller then says so in a note."""
+    finished = run.finished_epochs(run_dir)
+    if finished is None:
+        return
+    count, evidence = finished
+    epochs = "epochs" if count is None else f"{count} epoch{'s' if count != 1 else ''}"
+    raise InputError(
+        path,
+        f"missing, but the run has finished {epochs} ({evidence}); restore it, or start a new run in "
+        "another --out",
+    )
+
+
 def _finite_gradients(optimiser: torch.optim.Optimizer) -> bool:
     """Whether every gradient the optimiser is about to apply is finite (one reduction per step)."""
     grads = [q.grad for group in optimiser.param_groups for q in group["params"] if q.grad is not None]
@@ -750,8 +786,7 @@ class _Run:
     def _resolve_config(self, config: TrainConfig) -> TrainConfig:
         stored = self.dir / "config.json"
         if self.resume:
-            if not stored.is_file():
-                raise InputError(self.dir, "nothing to resume: no config.json in this run directory")
+            _require_stored_config(self.dir, stored)
             data = read_json_object(stored, "training config (config.json)")
             old = TrainConfig.from_dict(data, stored, written_by=run.recorded_version(self.dir))
             unused = run.drop_unused_hparams(old)  # another method's keys it never used
@@ -1147,6 +1182,7 @@ class _Run:
         if not path.is_file():
             if path.exists():
                 raise InputError(path, "is not a file; restore the run's resume state or start a new run")
+            _refuse_lost_resume_state(self.dir, path)
             return None
         payload = read_checkpoint(path)
         saved = payload.get("config")
@@ -1159,6 +1195,8 @@ class _Run:
                 "run, or config.json edited since? Restore the run's own config.json, or start a new "
                 "run without --resume",
             )
+        if run.nonfinite_tensors(payload):
+            raise InputError(path, "damaged resume state (NaN/Inf weights); restore it or start a new run")
         return payload
 
     def _check_same_data(self) -> None:
@@ -1289,8 +1327,8 @@ class _Run:
             import sys
 
             print(
-                f"cryoshift: note: {resume_path} is missing (the run stopped before its first epoch "
-                "ended, or it was deleted): training from epoch 1",
+                f"cryoshift: note: {resume_path} is missing and the run shows no finished epoch (it "
+                "stopped before its first epoch ended): training from epoch 1",
                 file=sys.stderr,
             )
         if self.resume_note is not None and info.is_main:  # nothing refused the run: it trains
@@ -1467,9 +1505,7 @@ class _Run:
             with autocast(self.device, amp):
                 out = loss_fn(sx, sy, target_x=tx, progress=progress, target_y=ty, source_particles=particles)
             if not torch.isfinite(out["total"]):
-                raise RuntimeError(
-                    f"training diverged at epoch {epoch} step {step} (loss {float(out['total'])}); lower --lr"
-                )
+                raise TrainingDiverged(f"epoch {epoch} step {step} (loss {float(out['total'].detach())})")
             return out
 
         out = forward(c.amp)
@@ -1499,9 +1535,7 @@ class _Run:
                 total = out["total"]
                 total.backward()
                 if not _finite_gradients(optimiser):
-                    raise RuntimeError(
-                        f"training diverged at epoch {epoch} step {step} (non-finite gradients); lower --lr"
-                    )
+                    raise TrainingDiverged(f"epoch {epoch} step {step} (non-finite gradients)")
             optimiser.step()
         for key, value in out.items():
             if torch.is_tensor(value) and value.numel() == 1:

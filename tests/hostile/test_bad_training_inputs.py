@@ -432,7 +432,8 @@ def test_train_resume_with_a_foreign_or_damaged_resume_state_is_one_line(
 def test_train_resume_without_its_resume_state_says_so(
     two_runs: dict[str, Path], tmp_path: Path, capsys: Capsys
 ) -> None:
-    """resume.pt deleted: --resume trained from epoch 1 again without a word (now a note); resume.pt
+    """resume.pt deleted: --resume trained from epoch 1 again without a word, over the finished
+    run (now refused while the run shows finished epochs, and a note when it shows none); resume.pt
     a folder: "resume.pt.tmp: Is a directory" at the first save (now one line naming it)."""
     import json
     import shutil
@@ -446,6 +447,12 @@ def test_train_resume_without_its_resume_state_says_so(
     state.mkdir()
     assert "is not a file" in assert_error(run_cli(argv, capsys), state)
     state.rmdir()
+    model = (run / "model.pt").read_bytes()
+    line = assert_error(run_cli(argv, capsys), state)
+    assert "missing, but the run has finished 1 epoch (metrics.csv); restore it" in line, line
+    assert (run / "model.pt").read_bytes() == model  # nothing trained over it
+    for finished in (run / "metrics.csv", run / "model.pt", run / "checkpoints" / "epoch_0001.pt"):
+        finished.unlink()  # a run that stopped in its first epoch: nothing to lose
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     assert f"cryoshift: note: {state} is missing" in err and "training from epoch 1" in err
