@@ -165,6 +165,25 @@ def star_picks_block(path: Path, blocks: dict[str, pd.DataFrame]) -> pd.DataFram
     return blocks[pick_block(path, candidates, "coordinates")].reset_index(drop=True)
 
 
+def no_xyz_reason(columns: Sequence[str], where: str = "") -> str:
+    """Why a CSV/text table gives no coordinates (``where``: which line held the header). STAR text
+    under another name (``picks.star.bak``, ``picks.txt``) is read as CSV, and "found
+    data_particles" did not say that the file is STAR, only misnamed."""
+    block = star_block_header(columns)
+    if block:
+        return f"no coordinate columns: looks like a STAR file ({block}); give it a .star name"
+    return f"no coordinate columns: need x, y, z; found {_list(columns)}{where}"
+
+
+def star_block_header(columns: Sequence[str]) -> str | None:
+    """The STAR block name (``data_particles``) a CSV reader took for the header, shown as
+    :func:`~cryoshift.runtime.terminal.visible` shows names; None for any other header."""
+    from cryoshift.runtime.terminal import visible
+
+    first = str(columns[0]).strip() if len(columns) else ""
+    return visible(first) if first.startswith("data_") else None
+
+
 def _list(columns: Sequence[str], limit: int = 12) -> str:
     if not columns:
         return "no columns"
@@ -330,8 +349,7 @@ def read_picks(
         if None in cols:
             cent = [_find(df.columns, c) for c in CENTERED_COLUMNS]
             if None in cent:
-                found = _list(list(df.columns))
-                raise InputError(path, f"no coordinate columns: need x, y, z; found {found}")
+                raise InputError(path, no_xyz_reason(list(df.columns)))
             cols, centered = cent, True
         coords = tuple(cols)
         tomo_col = _find(df.columns, *TOMO_COLUMNS, path=path)

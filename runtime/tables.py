@@ -994,6 +994,7 @@ def pick_layout(path: Path) -> _PickLayout:
         TOMO_COLUMNS,
         _find,
         _list,
+        no_xyz_reason,
     )
 
     if path.suffix.lower() in STAR_SUFFIXES:
@@ -1042,7 +1043,7 @@ def pick_layout(path: Path) -> _PickLayout:
         if None in cent:
             skipped = opts.get("skiprows", 0)
             header = f" (line {skipped + 1}, the first after blank and # comment lines)" if skipped else ""
-            raise InputError(path, f"no coordinate columns: need x, y, z; found {_list(columns)}{header}")
+            raise InputError(path, no_xyz_reason(columns, header))
         cols, centred = cent, True
     angst = [str(c) for c in cent] if not centred and None not in cent else None
     return _PickLayout(

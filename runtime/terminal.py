@@ -58,3 +58,24 @@ def plain(text: object) -> Text:
     from rich.text import Text
 
     return Text(visible(text))
+
+
+def code_points(text: object) -> str:
+    """``text`` with every non-ASCII character written as its escape (``e\\u0301``, ``\\xe9``):
+    for two names that look the same on screen, whose difference is in the code points."""
+    return "".join(ch if ch.isascii() and ch.isprintable() else _escape(ch) for ch in str(text))
+
+
+def normalisation_difference(a: str, b: str) -> str | None:
+    """How ``a`` and ``b`` differ (text to follow "differs only in") when only Unicode normalisation
+    tells them apart (a composed ``é``
+    against ``e`` plus a combining accent, as macOS spells file names), with their code points
+    shown; None when they are equal or differ otherwise. Why: both look the same on screen, so a
+    message that shows only the names gave no clue (or, "differs only in case", the wrong one)."""
+    if a == b:
+        return None
+    for form in ("NFC", "NFKC"):
+        if unicodedata.normalize(form, a) == unicodedata.normalize(form, b):
+            kind = "NFC/NFD" if form == "NFC" else "NFKC compatibility forms"
+            return f"Unicode normalisation ({kind}: '{code_points(a)}' against '{code_points(b)}')"
+    return None

@@ -587,6 +587,7 @@ def match_tomogram(name: str, index: dict[str, Path], picks: Path) -> Path:
         return Path(found[0])
     if found:
         _refuse_ambiguous(name, [describe(p) for p in found], picks)
+    _refuse_normalisation_twin(name, index, picks)
     names = ", ".join(sorted(index)[:5]) + (" ..." if len(index) > 5 else "")
     unreadable = getattr(index, "unreadable", [])
     maybe = f"; it may be in {_unreadable_text(unreadable)}" if unreadable else ""
@@ -598,6 +599,24 @@ def match_tomogram(name: str, index: dict[str, Path], picks: Path) -> Path:
         f"no tomogram matches name {name!r} (have: {names}; names must be equal apart from "
         f"{DECORATIONS}){maybe}",
     )
+
+
+def _refuse_normalisation_twin(name: str, index: dict[str, Path], picks: Path) -> None:
+    """Refuse a name that matches a tomogram only once both are Unicode-normalised (a pick ``TS_é``
+    spelled e + combining accent, as macOS writes names, against a file ``TS_é.mrc`` with the
+    composed é), saying so: "no tomogram matches" showed two names that look identical. Not matched
+    silently: a guess at which tomogram is meant is an error."""
+    from cryoshift.runtime.terminal import normalisation_difference
+
+    key = tomogram_key(name)
+    for stem in sorted(index):
+        difference = normalisation_difference(key, tomogram_key(stem))
+        if difference:
+            raise InputError(
+                picks,
+                f"no tomogram matches name {name!r}: {getattr(index, 'describe', str)(index[stem])} "
+                f"differs only in {difference}; spell the two alike",
+            )
 
 
 def _refuse_ambiguous(name: str, found: list[str], picks: Path) -> None:

@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from cryoshift.runtime.contract import MAP_SUFFIXES, class_name_key, class_name_problem
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.terminal import normalisation_difference
 from cryoshift.training.simulate.atomic import model_suffix
 from cryoshift.training.simulate.builtin import BUILTIN_NAMES, render_builtin
 from cryoshift.training.simulate.config import BOUNDS
@@ -104,12 +105,33 @@ def check_new_class_name(item: str, name: str, names: list[str], origins: list[s
     if class_name_key(name) not in keys:
         return
     k = keys.index(class_name_key(name))
-    how = "is taken already" if names[k] == name else f"differs only in case from {names[k]!r}, taken"
+    if names[k] == name and _same_file(item, origins[k]):
+        raise InputError(item, f"the same file is given twice (as {origins[k]} too): give it once")
     raise InputError(
         item,
-        f"class name {name!r} {how} by {origins[k]}: class names come from file names, rename one of "
-        "the files",
+        f"class name {name!r} {_how_taken(name, names[k])} by {origins[k]}: class names come from file "
+        "names, rename one of the files",
     )
+
+
+def _how_taken(name: str, taken: str) -> str:
+    """How class name ``name`` clashes with the ``taken`` one. Names differing only in Unicode
+    normalisation look identical, so "differs only in case" gave the wrong reason there."""
+    if name == taken:
+        return "is taken already"
+    difference = normalisation_difference(name, taken)
+    if difference:
+        return f"differs only in {difference} from the class name taken"
+    return f"differs only in case from {taken!r}, taken"
+
+
+def _same_file(item: str, origin: str) -> bool:
+    """Whether ``item`` is the file that gave ``origin`` (``m1.mrc`` and ``./m1.mrc``): that is
+    one file given twice, not two files whose names clash. Built-ins are never files."""
+    try:
+        return os.path.samefile(item, origin)
+    except (OSError, ValueError):  # builtin:NAME, or a path that cannot be looked at any more
+        return False
 
 
 def soft_sphere(box_size: int, radius: float | None = None, edge: float = 2.0) -> np.ndarray:
@@ -458,8 +480,20 @@ def _check_exists(path: Path) -> None:
         if exc.errno == errno.ELOOP:
             raise InputError(path, f"symbolic link loop (points to {os.readlink(path)})") from exc
         if isinstance(exc, FileNotFoundError) and not path.is_symlink():
-            raise InputError(path, "no such file or directory (or use 'builtin' / 'builtin:NAME')") from exc
+            reason = f"no such file or directory{_spaces_note(str(path))} (or use 'builtin' / 'builtin:NAME')"
+            raise InputError(path, reason) from exc
         raise InputError(path, os_reason(path, exc)) from exc
+
+
+def _spaces_note(name: str) -> str:
+    """A note naming the space a missing ``name`` starts or ends with (``'m1.mrc, m2.mrc'`` gives
+    `` m2.mrc``): in ``error:  m2.mrc: no such file`` the space cannot be seen."""
+    ends = [
+        where for where, text in (("leading", name.lstrip()), ("trailing", name.rstrip())) if text != name
+    ]
+    if not ends:
+        return ""
+    return f": the name {name!r} has {' and '.join(ends)} white space"
 
 
 def load_structures(
