@@ -49,9 +49,12 @@ class CalibrationNote(ExportWarning):
     writes no shift score, and said nothing about it. The CLI prints it as a note."""
 
 
-def calibration_note(metadata: ModelMetadata, checkpoint: Path) -> str | None:
+def calibration_note(
+    metadata: ModelMetadata, checkpoint: Path, config: dict[str, Any] | None = None
+) -> str | None:
     """What ``checkpoint``'s metadata lacks of what training's calibration gives a model, what
-    that means for classify, and which model has it; None when it lacks nothing.
+    that means for classify, and which model has it; None when it lacks nothing. ``config`` is
+    the training config the checkpoint records (it tells why a model.pt lacks calibration).
 
     Training calibrates only the selected model (model.pt): the temperature and the unknown
     threshold are fitted on held-out source volumes (none with --val-fraction 0: threshold 0),
@@ -64,13 +67,14 @@ def calibration_note(metadata: ModelMetadata, checkpoint: Path) -> str | None:
         lacking.append("no shift-score reference (classify writes NaN shift scores)")
     if not lacking:
         return None
-    return f"{checkpoint} is not calibrated: it has {' and '.join(lacking)}; {_calibrated_model(checkpoint)}"
+    where = _calibrated_model(checkpoint, config or {})
+    return f"{checkpoint} is not calibrated: it has {' and '.join(lacking)}; {where}"
 
 
 VAL_FRACTION_WAY = "train with --val-fraction above 0 (held-out source volumes) to calibrate"
 
 
-def _calibrated_model(checkpoint: Path) -> str:
+def _calibrated_model(checkpoint: Path, config: dict[str, Any]) -> str:
     """Where the calibrated model of an uncalibrated ``checkpoint`` is, in words: its run's
     model.pt (for an epoch checkpoint or resume.pt), unless that lacks calibration too (a run
     trained with --val-fraction 0, whose model.pt is ``checkpoint`` itself or beside it)."""
@@ -79,7 +83,7 @@ def _calibrated_model(checkpoint: Path) -> str:
 
     run_model = checkpoint.parent.parent / RUN_MODEL
     if checkpoint.name == RUN_MODEL:
-        return f"its run held no source volumes out (--val-fraction 0?); {VAL_FRACTION_WAY}"
+        return _why_run_model_uncalibrated(config)
     if checkpoint.parent.name != CHECKPOINTS or not run_model.is_file():
         return f"a training run's {RUN_MODEL} is its calibrated model"
     try:
@@ -89,6 +93,21 @@ def _calibrated_model(checkpoint: Path) -> str:
     if calibrated:
         return f"the run's {run_model} is the calibrated model: export that"
     return f"the run's {run_model} is not calibrated either (--val-fraction 0?); {VAL_FRACTION_WAY}"
+
+
+def _why_run_model_uncalibrated(config: dict[str, Any]) -> str:
+    """Why a model.pt lacks calibration, by the training config it records: a run that held
+    source volumes out calibrates its model.pt, so one without calibration is most likely an
+    epoch checkpoint copied over it (it was blamed on --val-fraction 0 all the same)."""
+    from cryoshift.training.checkpoint import RUN_MODEL
+
+    held_out = config.get("val_fraction")
+    if isinstance(held_out, int | float) and not isinstance(held_out, bool) and held_out > 0:
+        return (
+            f"its run held source volumes out (--val-fraction {held_out:g}), so this is likely an "
+            f"epoch checkpoint (not the run's calibrated {RUN_MODEL}?); restore that to export it"
+        )
+    return f"its run held no source volumes out (--val-fraction 0?); {VAL_FRACTION_WAY}"
 
 
 def export_model(
@@ -198,7 +217,7 @@ def export_checkpoint(
     config = checkpoint_config(payload, checkpoint)
     if not metadata.backbone:
         metadata = replace(metadata, backbone=str(payload.get("backbone", "")))
-    note = calibration_note(metadata, checkpoint)
+    note = calibration_note(metadata, checkpoint, config)
     if test_views is not None:
         from cryoshift.training.backbones import check_test_views_option, set_test_views
 

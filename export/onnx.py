@@ -89,6 +89,7 @@ def check_export_inputs(
     metadata's size. Returns the metadata as the runtime will read it; refusals name ``source``."""
     from cryoshift.export.data import random_volumes
     from cryoshift.export.parity import as_model_input
+    from cryoshift.training.evaluate import check_logit_count  # evaluate refuses in the same words
 
     metadata = checked(metadata, source)
     box = metadata.box_size
@@ -100,14 +101,7 @@ def check_export_inputs(
         raise InputError(
             source, f"the network cannot take boxes of {box}^3 voxels, the metadata's box_size: {exc}"
         ) from exc
-    classes = int(logits.shape[-1]) if logits.ndim == 2 else None
-    if classes != metadata.num_classes:
-        shape = tuple(logits.shape)
-        raise InputError(
-            source,
-            f"the network's logits have shape {shape} but the metadata names {metadata.num_classes} "
-            f"classes ({', '.join(metadata.class_names)}); the runtime would refuse the model",
-        )
+    check_logit_count(logits.numpy(), metadata, source)
     width = int(features.shape[-1]) if features.ndim == 2 else None
     if metadata.feature_mean and width != len(metadata.feature_mean):
         raise InputError(

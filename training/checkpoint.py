@@ -208,6 +208,7 @@ def check_checkpoint(payload: dict[str, Any], path: Path) -> ModelMetadata:
     while evaluate scored them, and nothing compared the metadata with the training config saved
     beside it, so an edited class order or normalisation was exported and scored as the model's."""
     config = checkpoint_config(payload, path)
+    check_epoch(payload, config, path)
     check_finite_weights(payload["state_dict"], path)
     metadata = ModelMetadata.from_dict(payload["metadata"], path)
     check_built_box(payload, metadata, path)
@@ -233,6 +234,27 @@ def checkpoint_config(payload: dict[str, Any], checkpoint: Path) -> dict[str, An
             checkpoint, f"{CORRUPT}: config 'tomograms' should be a list of paths, found {shown}"
         )
     return config
+
+
+def check_epoch(payload: dict[str, Any], config: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse an ``epoch`` that is no epoch of its run (negative, not an integer, beyond the
+    ``epochs`` its saved training config ran): export wrote it into export.json as the model's
+    provenance, and evaluate and report compared it with selection.json. 0 is kept: it is
+    :func:`save_checkpoint`'s default, for a model saved outside a run; a checkpoint without
+    ``epoch`` states none and is left alone."""
+    epoch = payload.get("epoch")
+    if epoch is None:
+        return
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        shown = repr(epoch)[:60]
+        raise InputError(
+            checkpoint, f"{CORRUPT}: 'epoch' should be an epoch number (0 or more), found {shown}"
+        )
+    epochs = config.get("epochs")
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and epoch > epochs > 0:
+        raise InputError(
+            checkpoint, f"{CORRUPT}: 'epoch' is {epoch}, but its training config ran {epochs} epochs"
+        )
 
 
 def check_finite_weights(state_dict: dict[str, Any], checkpoint: Path) -> None:

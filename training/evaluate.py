@@ -132,8 +132,9 @@ def predict_checkpoint(
     return Predictions(logits, feats, metadata)
 
 
-def check_logit_count(logits: np.ndarray, metadata: ModelMetadata, model: str | Path) -> None:
-    """Refuse a network whose logits are not one per class its metadata names, in export's words.
+def check_logit_count(logits: np.ndarray, metadata: ModelMetadata, model: str | Path | None) -> None:
+    """Refuse a network whose logits are not one per class its metadata names; export and
+    evaluate both call it, so both refuse the same models in the same words.
 
     Export refused such a checkpoint while evaluate scored it: a name without a logit became a
     row of "n/a", and a name more or less shifts which logit is read as which class."""
@@ -141,7 +142,8 @@ def check_logit_count(logits: np.ndarray, metadata: ModelMetadata, model: str | 
         shape = (1, *logits.shape[1:])
         raise InputError(
             model,
-            f"the network's logits have shape {shape} but the metadata names {metadata.num_classes} classes",
+            f"the network's logits have shape {shape} but the metadata names {metadata.num_classes} "
+            f"classes ({', '.join(metadata.class_names)})",
         )
 
 
@@ -534,6 +536,38 @@ def default_out_dir(model: Path, data: Path) -> Path:
     return model.parent / f"{model.stem}_eval_{name}"
 
 
+def check_default_out_is_ours(out: Path, data: Path) -> None:
+    """Refuse a default report folder that holds the evaluation of other data.
+
+    The default is named by the data's name alone, so ``evaluate run0 sim16`` and then
+    ``evaluate run0 other/sim16`` both wrote run0/eval/sim16, and the second report silently
+    replaced the first. Evaluating the same data again still replaces its own report."""
+    earlier = _evaluated_data(out / "evaluation.json")
+    if earlier is None or earlier == data.resolve():
+        return
+    raise InputError(
+        out,
+        f"holds the evaluation of {earlier}, other data than {data} of the same name; "
+        "give --out to write this report elsewhere",
+    )
+
+
+def _evaluated_data(report: Path) -> Path | None:
+    """The data an earlier evaluation.json was of, resolved; None when there is no readable one
+    (nothing of value to keep: it is replaced as before). Reports without ``data_path`` recorded
+    the data as given, resolved here from the current folder."""
+    from cryoshift.runtime.jsonfile import read_json_object
+
+    if not report.is_file():
+        return None
+    try:
+        stored = read_json_object(report, "evaluation report")
+    except InputError:
+        return None
+    recorded = stored.get("data_path", stored.get("data"))
+    return Path(recorded).resolve() if isinstance(recorded, str) and recorded else None
+
+
 def evaluate(
     model: str | Path,
     data: str | Path,
@@ -562,6 +596,8 @@ def evaluate(
         raise InputError(model, "no such model (give a .pt checkpoint, a run directory or a .onnx file)")
     out = Path(out_dir) if out_dir is not None else default_out_dir(model, data)
     check_out_folder(out, "--out", "the report is written to")
+    if out_dir is None:
+        check_default_out_is_ours(out, data)
     from cryoshift.runtime.labelled_picks import is_pick_table, read_labelled_picks
 
     if data.exists() and not data.is_dir() and not data.is_file():  # reading a FIFO would block
@@ -611,7 +647,8 @@ def evaluate(
         notes.append(failed_note(failed, failed + len(labels)))
     report: dict[str, Any] = {
         "model": str(model),
-        "data": str(data),
+        "data": str(data),  # as given; data_path: where it is, compared by the next default --out
+        "data_path": str(data.resolve()),
         "box_size": pred.metadata.box_size,
         "method": pred.metadata.method,
         **score_predictions(pred, labels),

@@ -33,7 +33,8 @@ def command(
         None,
         "--out",
         help="Report directory (default: RUN/eval/DATA for a run, MODEL_eval_DATA next to a file; "
-        "DATA is a pick table's name without its suffix).",
+        "DATA is a pick table's name without its suffix; refused when it holds the evaluation of "
+        "other data of that name).",
     ),
     run: Path = typer.Option(
         None,

@@ -491,3 +491,82 @@ def test_evaluate_refuses_what_export_refuses(
     with pytest.raises(InputError, match=re.escape(words)) as exc:
         evaluate(path, domains["target"], tmp_path / "e")
     assert exc.value.path == str(path)
+
+
+# --------------------------------------------------------------------------- evaluate and export outputs
+
+
+def test_evaluate_default_out_keeps_the_report_of_other_data_of_the_same_name(
+    runs: dict[str, Path], domains: dict[str, Path], tmp_path: Path, capsys: Capsys
+) -> None:
+    """``evaluate run0 sim16`` then ``evaluate run0 other/sim16`` both wrote run0/eval/sim16: the
+    second report silently replaced the first. The same data evaluated again still replaces its own."""
+    run = _copy_run(runs["a"], tmp_path / "run")
+    other = Path(shutil.copytree(domains["target"], tmp_path / "other" / domains["target"].name))
+    folder = run / "eval" / domains["target"].name
+    assert run_cli(["evaluate", run, domains["target"]], capsys)[0] == 0
+    line = assert_error(run_cli(["evaluate", run, other], capsys), folder)
+    assert str(domains["target"].resolve()) in line and str(other) in line and "--out" in line, line
+    assert json.loads((folder / "evaluation.json").read_text())["data"] == str(domains["target"])
+    assert run_cli(["evaluate", run, domains["target"]], capsys)[0] == 0
+    assert run_cli(["evaluate", run, other, "--out", tmp_path / "e"], capsys)[0] == 0
+
+
+def test_an_epoch_checkpoint_over_model_pt_is_named_as_such_when_exported(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """An uncalibrated model.pt of a run that held source volumes out was blamed on
+    --val-fraction 0; it is most likely an epoch checkpoint copied over model.pt."""
+    from cryoshift.export.api import CalibrationNote, export_checkpoint
+
+    run = _copy_run(runs["a"], tmp_path / "run")
+    shutil.copy(run / "checkpoints" / "epoch_0001.pt", run / "model.pt")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_checkpoint(run, tmp_path / "x")
+    notes = [str(w.message) for w in caught if issubclass(w.category, CalibrationNote)]
+    assert len(notes) == 1, notes
+    assert "epoch checkpoint (not the run's calibrated model.pt?)" in notes[0], notes[0]
+    assert "held no source volumes out" not in notes[0], notes[0]
+
+
+def test_export_and_evaluate_refuse_a_logit_count_in_the_same_words(
+    runs: dict[str, Path], domains: dict[str, Path], tmp_path: Path
+) -> None:
+    """Export kept its own check, naming the classes; evaluate's said less. One check now."""
+    from cryoshift.export.api import export_checkpoint
+    from cryoshift.training.evaluate import evaluate
+
+    path = Path(shutil.copy(runs["a"] / "model.pt", tmp_path / "odd.pt"))
+    _edit_checkpoint(path, metadata={"class_names": ["sphere", "rod", "dumbbell", "cube"]})
+    with pytest.raises(InputError) as exported:
+        export_checkpoint(path, tmp_path / "x")
+    with pytest.raises(InputError) as evaluated:
+        evaluate(path, domains["target"], tmp_path / "e")
+    assert exported.value.reason == evaluated.value.reason
+    assert "names 4 classes (sphere, rod, dumbbell, cube)" in evaluated.value.reason
+
+
+@pytest.mark.parametrize(("epoch", "shown"), [(-5, "found -5"), ("two", "found 'two'"), (99, "ran 1 epochs")])
+def test_an_epoch_that_is_no_epoch_of_the_run_is_refused(
+    epoch: object, shown: str, runs: dict[str, Path], domains: dict[str, Path], tmp_path: Path, capsys: Capsys
+) -> None:
+    """model.pt's epoch -5, 99 or "two" was exported into export.json's provenance and scored."""
+    run = _copy_run(runs["a"], tmp_path / "run")
+    _edit_checkpoint(run / "model.pt", epoch=epoch)
+    line = assert_error(
+        run_cli(["export", run, "-o", tmp_path / "x", "--no-progress"], capsys), run / "model.pt"
+    )
+    assert "'epoch'" in line and shown in line, line
+    line = assert_error(
+        run_cli(["evaluate", run, domains["target"], "--out", tmp_path / "e"], capsys), run / "model.pt"
+    )
+    assert shown in line, line
+
+
+def test_epoch_0_of_a_model_saved_outside_a_run_is_kept(runs: dict[str, Path], tmp_path: Path) -> None:
+    """save_checkpoint's default epoch is 0: such a checkpoint still reads."""
+    from cryoshift.training.checkpoint import read_checkpoint
+
+    path = _edit_checkpoint(Path(shutil.copy(runs["a"] / "model.pt", tmp_path / "m.pt")), epoch=0)
+    assert read_checkpoint(path)["epoch"] == 0
