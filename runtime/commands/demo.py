@@ -161,15 +161,18 @@ def _stale_target(cfg: DemoConfig, tgt_dir: Path) -> str | None:
 def _stale_run(run_dir: Path, wanted: dict[str, Any]) -> str | None:
     """Why the training run in ``run_dir`` cannot be re-used, or None when it can: its model.pt must
     load (a truncated or foreign one failed export, or the last stage, after minutes) and must
-    have been trained with ``wanted`` (the settings in the checkpoint's own copy of its config)."""
+    have been trained with ``wanted`` (the settings in the checkpoint's own copy of its config),
+    and agree with the run's config.json, as export requires."""
     from cryoshift.runtime.errors import InputError
     from cryoshift.training.checkpoint import RUN_MODEL, load_checkpoint
+    from cryoshift.training.evaluate import check_made_by_its_run
 
     model = run_dir / RUN_MODEL
     if not model.is_file():
         return f"{model}: missing (an unfinished run)"
     try:
         _, _, payload = load_checkpoint(model)
+        check_made_by_its_run(model)  # export refuses a model.pt its run's config.json contradicts
     except InputError as exc:
         return str(exc)
     config = payload.get("config")

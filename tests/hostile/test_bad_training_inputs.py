@@ -396,7 +396,7 @@ def _tamper_resume(kind: str, run: Path, other: Path) -> str:
         words = "damaged resume state (missing 'history')"
     elif kind == "epoch_beyond_history":
         payload["epoch"] = 99
-        words = "damaged resume state (epoch 99 with 1 epochs of history)"
+        words = "corrupt cryoshift checkpoint: 'epoch' is 99, but its training config ran 1 epochs"
     else:
         payload["extra"]["optimizer_state"] = {"state": {}, "param_groups": []}
         words = "damaged resume state (loaded state dict has a different number of parameter groups)"

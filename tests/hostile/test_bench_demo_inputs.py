@@ -195,8 +195,8 @@ def test_demo_reuses_intact_stages(finished: Path, tmp_path: Path) -> None:
 @needs_torch
 def test_demo_remakes_damaged_stage_outputs(finished: Path, tmp_path: Path) -> None:
     """A truncated model.pt was re-used as finished and failed the last stage after minutes (the
-    source-only model) or the export; stage records nothing reads (demo.json, config.json) edited
-    or made non-JSON change nothing."""
+    source-only model) or the export; a run whose config.json contradicts its model.pt (export
+    refuses such a model) is trained again; demo.json, which nothing reads, changes nothing."""
     out = _copy(finished, tmp_path)
     model = out / "runs" / "source-only" / "model.pt"
     model.write_bytes(model.read_bytes()[:1000])
@@ -205,9 +205,10 @@ def test_demo_remakes_damaged_stage_outputs(finished: Path, tmp_path: Path) -> N
     default_model = _mtime(out / "runs" / "default" / "model.pt")
     result, lines = _demo(out)
     notes = [line for line in lines if "not re-used" in line]
-    assert len(notes) == 1 and str(model) in notes[0] and "truncated or damaged" in notes[0], lines
+    assert len(notes) == 2 and str(model) in notes[0] and "truncated or damaged" in notes[0], lines
+    assert "was not made by this run (seed differs from config.json)" in notes[1], lines
     assert _checkpoint_seed(out / "runs" / "source-only") == SEED  # trained again, loads
-    assert _mtime(out / "runs" / "default" / "model.pt") == default_model  # intact: re-used
+    assert _mtime(out / "runs" / "default" / "model.pt") != default_model  # trained again
     assert json.loads((out / "demo.json").read_text())["config"]["seed"] == SEED
     assert [r["method"] for r in result.rows] == ["source-only", "template-matching", "default"]
 
