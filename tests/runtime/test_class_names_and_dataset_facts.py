@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from hostile_inputs import BOX, VOXEL, Capsys, assert_error, run_cli, volumes
+from hostile_inputs import BOX, VOXEL, Capsys, assert_error, density_map, run_cli, volumes
 
 from cryoshift.runtime.contract import REJECT_LABEL, class_name_problem, class_names_problem
 from cryoshift.runtime.dataset import read_dataset, write_dataset
@@ -44,18 +43,6 @@ def _edit_meta(dataset: Path, **changes: object) -> Path:
             info[key] = value
     meta.write_text(json.dumps(info))
     return meta
-
-
-def _density_map(path: Path) -> Path:
-    """A small Gaussian blob saved as an MRC map with a voxel size: a real simulate source."""
-    import mrcfile
-
-    grid = np.indices((BOX,) * 3) - BOX / 2
-    blob = np.exp(-(grid**2).sum(0) / (2 * 2.5**2)).astype(np.float32)
-    with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(blob)
-        mrc.voxel_size = VOXEL
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +164,7 @@ def test_simulate_refuses_a_map_whose_file_name_breaks_the_rule(
     stem: str, tmp_path: Path, capsys: Capsys
 ) -> None:
     pytest.importorskip("torch")
-    source = _density_map(tmp_path / f"{stem}.mrc")
+    source = density_map(tmp_path / f"{stem}.mrc")
     argv = ["simulate", tmp_path / "sim", "--n", 4, "--box", BOX, "--no-progress", "--structures", source]
     argv += ["--structures", "builtin:filament"]  # two classes, as simulate needs
     line = assert_error(run_cli(argv, capsys), source)
@@ -189,8 +176,8 @@ def test_simulate_refuses_file_names_differing_only_in_case(tmp_path: Path) -> N
     from cryoshift.training.simulate import load_structures
 
     (tmp_path / "x").mkdir()
-    first = _density_map(tmp_path / "Ribo.mrc")
-    second = _density_map(tmp_path / "x" / "ribo.mrc")
+    first = density_map(tmp_path / "Ribo.mrc")
+    second = density_map(tmp_path / "x" / "ribo.mrc")
     with pytest.raises(InputError, match="class name 'ribo' differs only in case from 'Ribo'") as refused:
         load_structures([str(first), str(second)], BOX, VOXEL)
     assert refused.value.path == str(second) and "rename one of the files" in refused.value.reason

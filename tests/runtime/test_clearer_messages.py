@@ -7,9 +7,8 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
-import numpy as np
 import pytest
-from hostile_inputs import BOX, VOXEL, Capsys, assert_error, run_cli
+from hostile_inputs import BOX, Capsys, assert_error, density_map, run_cli
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.picks import read_picks
@@ -22,18 +21,6 @@ STAR_PICKS = (
 )
 NFD = unicodedata.normalize("NFD", "é")
 NFC = unicodedata.normalize("NFC", "é")
-
-
-def _density_map(path: Path) -> Path:
-    """A small Gaussian blob saved as an MRC map with a voxel size: a real simulate source."""
-    import mrcfile
-
-    grid = np.indices((BOX,) * 3) - BOX / 2
-    blob = np.exp(-(grid**2).sum(0) / (2 * 2.5**2)).astype(np.float32)
-    with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(blob)
-        mrc.voxel_size = VOXEL
-    return path
 
 
 def _simulate(out: Path, structures: str, capsys: Capsys) -> tuple[int | str, str, str]:
@@ -77,8 +64,8 @@ def test_a_csv_without_coordinates_still_lists_its_columns(tmp_path: Path) -> No
 
 def test_class_names_differing_in_normalisation_say_so(tmp_path: Path, capsys: Capsys) -> None:
     """Was "class name 'é' differs only in case from 'é'": the wrong reason, two identical-looking names."""
-    first = _density_map(tmp_path / f"{NFD}.mrc")
-    second = _density_map(tmp_path / f"{NFC}.mrc")
+    first = density_map(tmp_path / f"{NFD}.mrc")
+    second = density_map(tmp_path / f"{NFC}.mrc")
     line = assert_error(_simulate(tmp_path / "sim", f"{first},{second}", capsys), second)
     assert "differs only in Unicode normalisation (NFC/NFD: '\\xe9' against 'e\\u0301')" in line, line
     assert "case" not in line
@@ -99,8 +86,8 @@ def test_a_pick_name_differing_in_normalisation_is_not_matched(tmp_path: Path) -
 
 def test_a_structure_name_with_a_leading_space_is_quoted(tmp_path: Path, capsys: Capsys) -> None:
     """'m1.mrc, m2.mrc' was "error:  m2.mrc: no such file": the space could not be seen."""
-    first = _density_map(tmp_path / "m1.mrc")
-    _density_map(tmp_path / "m2.mrc")
+    first = density_map(tmp_path / "m1.mrc")
+    density_map(tmp_path / "m2.mrc")
     line = assert_error(_simulate(tmp_path / "sim", f"{first}, {tmp_path / 'm2.mrc'}", capsys), "m2.mrc")
     assert f"the name ' {tmp_path / 'm2.mrc'}' has leading white space" in line, line
 
@@ -109,7 +96,7 @@ def test_one_structure_file_given_twice_is_said_to_be_one_file(
     tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """'m1.mrc,./m1.mrc' was "class name 'm1' is taken already by .../m1.mrc"."""
-    _density_map(tmp_path / "m1.mrc")
+    density_map(tmp_path / "m1.mrc")
     monkeypatch.chdir(tmp_path)
     line = assert_error(_simulate(tmp_path / "sim", "m1.mrc,./m1.mrc", capsys), "m1.mrc")
     assert "the same file is given twice" in line and "taken already" not in line, line
@@ -117,7 +104,7 @@ def test_one_structure_file_given_twice_is_said_to_be_one_file(
 
 def test_two_files_of_one_name_still_clash(tmp_path: Path, capsys: Capsys) -> None:
     (tmp_path / "a").mkdir()
-    first = _density_map(tmp_path / "m1.mrc")
-    second = _density_map(tmp_path / "a" / "m1.mrc")
+    first = density_map(tmp_path / "m1.mrc")
+    second = density_map(tmp_path / "a" / "m1.mrc")
     line = assert_error(_simulate(tmp_path / "sim", f"{first},{second}", capsys), second)
     assert "class name 'm1' is taken already" in line, line

@@ -109,6 +109,18 @@ def volumes(n: int, seed: int = 0) -> np.ndarray:
     return rng.normal(0, 1, (n, BOX, BOX, BOX)).astype(np.float32)
 
 
+def density_map(path: Path) -> Path:
+    """A small Gaussian blob saved as an MRC map with a voxel size: a real simulate source."""
+    import mrcfile
+
+    grid = np.indices((BOX,) * 3) - BOX / 2
+    blob = np.exp(-(grid**2).sum(0) / (2 * 2.5**2)).astype(np.float32)
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(blob)
+        mrc.voxel_size = VOXEL
+    return path
+
+
 def errors_table(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "errors.csv")
 
