@@ -720,7 +720,7 @@ def merge_shards(
     check_error = _error_checker(err_header, errs)
     settings = dict(first.get("settings", {}))
     plan_notes: list[str] = []
-    plan, ids, theirs = _shards_plan(first, settings, plan_notes, n)
+    plan, ids, theirs = _shards_plan(first, settings, plan_notes, n, Path(dirs[0]).resolve())
     replanned = ids is not None
     checked = theirs and planned_alike  # every row is held to the plan the shards split
     claim = ids.claim if ids is not None and checked else None
@@ -1170,7 +1170,7 @@ def _replan_note(inputs: list[Any], tomograms: Any, where: str, recorded: bool) 
 
 
 def _shards_plan(
-    first: dict[str, Any], settings: dict[str, Any], notes: list[str], n: int
+    first: dict[str, Any], settings: dict[str, Any], notes: list[str], n: int, shards_dir: Path
 ) -> tuple[Any, _PlanIds | None, bool]:
     """The shards' inputs planned again (headers only), so predictions.star keeps the input tables'
     blocks and columns and the merged rows follow the inputs' order; the ids of that plan as the
@@ -1178,7 +1178,9 @@ def _shards_plan(
     recorded (their plan, so every row can be held to it). Just the facts of the manifest, None
     and False when the inputs cannot be read here. Planned with the shards' own settings
     (``--ignore-voxel-size`` too: an input refused for its voxel size was one error row there,
-    under its own name), so the ids are the ones the shards wrote."""
+    under its own name), so the ids are the ones the shards wrote; and with the shards' output
+    folder ``shards_dir`` (resolved before the chdir) as theirs, which a glob input leaves out as
+    each shard left its own out (sources.paths.expand_input)."""
     from cryoshift.runtime.run import distinct, plan_fingerprint
     from cryoshift.runtime.sources import Plan, plan_inputs
 
@@ -1200,6 +1202,7 @@ def _shards_plan(
                 bool(settings.get("ignore_voxel_size")),
                 coordinate_pixel_size=settings.get("coordinate_pixel_size"),
                 binning=settings.get("binning"),
+                own_output=shards_dir,
             )
             split = distinct(replanned)[0].items  # what the shards split (files compared from here)
             fingerprint = plan_fingerprint(split)

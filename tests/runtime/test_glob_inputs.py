@@ -266,3 +266,23 @@ def test_the_planner_says_what_a_glob_left_out_and_leaves_its_own_output_out_uns
     assert not any("left out" in n for n in own.notes)
     with pytest.raises(InputError, match="matches no input files; left out what earlier cryoshift runs"):
         plan_inputs([str(tree / "*" / "*")], helpers.BOX, helpers.VOXEL)
+
+
+def test_shards_written_into_the_globbed_folder_merge(
+    tmp_path: Path, model_path: Path, helpers, monkeypatch
+) -> None:
+    """``classify 'D/*' -o D --shard i/2``: each shard leaves its own output files out of the glob
+    without a word, and merge plans the inputs again the same way (it said it had left out "what
+    earlier cryoshift runs wrote in D", the shards' own files)."""
+    from cryoshift.runtime.merge import merge_shards
+    from cryoshift.runtime.results import read_results
+
+    monkeypatch.chdir(tmp_path)
+    for k, volume in enumerate(_volumes(helpers)):
+        _write(tmp_path / "D" / f"{'abc'[k]}.mrc", volume, helpers)
+    for i in range(2):
+        classify(model_path, ["D/*"], "D", backend="cpu", progress=False, shard=f"{i}/2")
+    summary = merge_shards(["D"])
+    rows = read_results(tmp_path / "D" / "predictions.csv")
+    assert list(rows["id"]) == ["D/a.mrc", "D/b.mrc", "D/c.mrc"], summary.notes
+    assert not [n for n in summary.notes if "left out" in n], summary.notes  # its own output, unsaid
