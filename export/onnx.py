@@ -213,7 +213,16 @@ def torch_reference(wrapper: nn.Module, volumes: np.ndarray) -> tuple[np.ndarray
             logits, feats = wrapper(torch.from_numpy(batch))
         return logits.numpy(), feats.numpy()
 
-    return run_batched(run, volumes)
+    logits, feats = run_batched(run, volumes)
+    if not np.isfinite(logits).all():
+        # finite weights that overflow (1e38) answered NaN: parity then "FAILED" at max |dlogit|
+        # nan with 100 % agreement, which read as an exporter bug, not a damaged checkpoint
+        raise InputError(
+            None,
+            "the PyTorch model's logits are not finite on the parity volumes (its weights overflow: "
+            "a diverged or damaged checkpoint); nothing was exported",
+        )
+    return logits, feats
 
 
 def export_onnx(
@@ -253,7 +262,11 @@ def export_onnx(
     set_metadata(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
     write_bytes(out_path, proto.SerializeToString())  # a link at the name is replaced, not followed
-    reference_logits, _ = torch_reference(wrapper, parity_volumes)
+    try:
+        reference_logits, _ = torch_reference(wrapper, parity_volumes)
+    except InputError:  # no reference to hold the file to: it is not left behind as if proven
+        out_path.unlink(missing_ok=True)
+        raise
     report = check_onnx_parity(out_path, parity_volumes, reference_logits, "fp32", parity_source)
     if not report.passed:
         out_path.unlink(missing_ok=True)

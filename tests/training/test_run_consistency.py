@@ -570,3 +570,18 @@ def test_epoch_0_of_a_model_saved_outside_a_run_is_kept(runs: dict[str, Path], t
 
     path = _edit_checkpoint(Path(shutil.copy(runs["a"] / "model.pt", tmp_path / "m.pt")), epoch=0)
     assert read_checkpoint(path)["epoch"] == 0
+
+
+def test_weights_that_overflow_are_named_not_a_parity_failure(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Finite weights of 1e38 answer NaN: export said "fp32 parity FAILED: max |dlogit| nan ...
+    agreement 100%", which reads as an exporter bug rather than a damaged checkpoint."""
+    import torch
+
+    from cryoshift.export.api import export_checkpoint
+
+    path = Path(shutil.copy(runs["a"] / "model.pt", tmp_path / "huge.pt"))
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    _edit_checkpoint(path, state_dict={k: v * 1e38 if v.is_floating_point() else v for k, v in state.items()})
+    with pytest.raises(InputError, match="logits are not finite on the parity volumes"):
+        export_checkpoint(path, tmp_path / "out")
+    assert not (tmp_path / "out" / "model.onnx").exists()
