@@ -268,11 +268,19 @@ def check_finite_weights(state_dict: dict[str, Any], checkpoint: Path) -> None:
         and not bool(torch.isfinite(tensor).all())
     ]
     if bad:
+        from cryoshift.training.run import RESUME
+
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        # a run's resume state has no other copy: it is restored, or the run started afresh
+        advice = (
+            "restore it or start a new run"
+            if checkpoint.name == RESUME
+            else "use another checkpoint of the run"
+        )
         raise InputError(
             checkpoint,
             f"checkpoint holds NaN/Inf weights ({bad[0]}{more}): the training run diverged, or the file "
-            "was damaged; use another checkpoint of the run",
+            f"was damaged; {advice}",
         )
 
 
