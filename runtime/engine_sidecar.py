@@ -23,7 +23,7 @@ from typing import Any
 
 from cryoshift.runtime.contract import PRECISIONS, has_control_character
 from cryoshift.runtime.errors import InputError, missing_reason
-from cryoshift.runtime.jsonfile import read_json_object
+from cryoshift.runtime.jsonfile import read_json_object, shown
 from cryoshift.runtime.metadata import ModelMetadata, refuse_special
 from cryoshift.runtime.outfiles import write_text
 
@@ -153,12 +153,6 @@ def read_engine_sidecar(path: str | Path) -> EngineSidecar:
     )
 
 
-def _shown(value: Any) -> str:
-    """``repr(value)`` for a message, cut to 40 characters (a 2 MB gpu_name was printed whole)."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _text(block: dict[str, Any], key: str, side: Path, empty: bool = False) -> str:
     """``engine.<key>``: one line of text of at most :data:`MAX_SIDECAR_TEXT` characters (non-empty
     unless ``empty``), else refused in one line naming the sidecar and the field."""
@@ -173,7 +167,7 @@ def _text(block: dict[str, Any], key: str, side: Path, empty: bool = False) -> s
         raise InputError(
             side,
             f"invalid engine sidecar: engine.{key} must be {need} of at most {MAX_SIDECAR_TEXT} "
-            f"characters, not {_shown(value)}",
+            f"characters, not {shown(value, 40)}",
         )
     return value
 
@@ -184,7 +178,8 @@ def _sha256(block: dict[str, Any], key: str, side: Path) -> str:
     if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
         raise InputError(
             side,
-            f"invalid engine sidecar: engine.{key} must be a SHA-256 of 64 hex digits, not {_shown(value)}",
+            f"invalid engine sidecar: engine.{key} must be a SHA-256 of 64 hex digits, "
+            f"not {shown(value, 40)}",
         )
     return value
 
@@ -196,7 +191,7 @@ def _precision(block: dict[str, Any], default: str, side: Path) -> str:
         raise InputError(
             side,
             f"invalid engine sidecar: engine.precision must be one of {', '.join(PRECISIONS)}, "
-            f"not {_shown(value)}",
+            f"not {shown(value, 40)}",
         )
     return value
 

@@ -26,17 +26,22 @@ import numpy as np
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.outfiles import open_in_place, replacing_path
+from cryoshift.runtime.summary import PREDICTIONS
 
 HEADER = 128  # bytes: magic, version, length, the header dict padded with spaces, "\n"
 _MAGIC = b"\x93NUMPY\x01\x00"
 _DTYPE = np.dtype("<f4")
+FEATURES_STEM = "features"  # features[.shard-i-of-n].npy beside predictions[.shard-i-of-n].csv
 
 
 def features_path(csv_path: str | Path) -> Path:
     """``features[.shard-i-of-n].npy`` for ``predictions[.shard-i-of-n].csv``."""
     csv_path = Path(csv_path)
     stem = csv_path.stem
-    stem = "features" + stem[len("predictions") :] if stem.startswith("predictions") else stem + ".features"
+    if stem.startswith(PREDICTIONS):
+        stem = FEATURES_STEM + stem[len(PREDICTIONS) :]
+    else:
+        stem = f"{stem}.{FEATURES_STEM}"
     return csv_path.with_name(stem + ".npy")
 
 

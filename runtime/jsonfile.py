@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,31 @@ def read_json_object(
     if not isinstance(data, dict):
         raise InputError(path, f"not a readable {what} (a JSON {type(data).__name__}, not an object)")
     return data
+
+
+def real_number(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (numpy's too, from a checkpoint), else None: not
+    a bool, which Python counts as one, and not text (a settings file's ``true`` or ``"2"`` is no
+    number). An integer too large for a float is infinite here, so range checks refuse it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def is_number_within(value: Any, low: float, high: float) -> bool:
+    """Whether ``value`` is a finite real number from ``low`` to ``high`` (NaN and inf are not)."""
+    number = real_number(value)
+    return number is not None and math.isfinite(number) and low <= number <= high
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for a one-line message, cut to ``limit`` characters: a field may hold a long
+    list, and a 2 MB engine name was once printed whole."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_nonnegative_number(value: Any) -> bool:

@@ -19,6 +19,8 @@ from types import TracebackType
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.outfiles import open_fd_in_place
 
+CLASSIFY_LOCK_STEM = ".cryoshift-classify"  # a classify run's lock: {stem}[.shard-i-of-n].lock
+
 try:  # POSIX; elsewhere the folder is not locked
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -70,4 +72,5 @@ class FolderLock:
 
 def lock_name(shard: tuple[int, int] | None = None) -> str:
     """Shards of one run write different files into one folder: each has its own lock."""
-    return f".cryoshift-classify.shard-{shard[0]}-of-{shard[1]}.lock" if shard else ".cryoshift-classify.lock"
+    suffix = f".shard-{shard[0]}-of-{shard[1]}" if shard else ""
+    return f"{CLASSIFY_LOCK_STEM}{suffix}.lock"

@@ -32,7 +32,7 @@ from cryoshift.runtime.contract import (
     invisible_characters,
 )
 from cryoshift.runtime.errors import InputError, missing_reason
-from cryoshift.runtime.jsonfile import JSON_ERRORS
+from cryoshift.runtime.jsonfile import JSON_ERRORS, real_number, shown
 from cryoshift.runtime.outfiles import write_text
 
 SCHEMA_VERSION = 1
@@ -115,7 +115,7 @@ class ModelMetadata:
             raise ValueError(f"box_size must be positive, not {self.box_size}")
         if self.box_size > MAX_BOX:  # 1e308 was taken from a sidecar, and overflowed bench's maths
             raise ValueError(
-                f"box_size must be a whole number from 1 to {MAX_BOX}, not {_shown(self.box_size)}"
+                f"box_size must be a whole number from 1 to {MAX_BOX}, not {shown(self.box_size)}"
             )
         self._check_voxel_size()
         self.temperature = float(self.temperature)
@@ -257,37 +257,25 @@ _TEXTS = ("method", "backbone", "precision", "cryoshift_version", "created")  # 
 _OBJECTS = ("data_fingerprints", "extra")
 
 
-def _is_number(value: Any) -> bool:
-    """A JSON number (numpy's too, from a checkpoint); not a bool, which Python counts as one."""
-    from numbers import Real
-
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a field may hold a long list)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _wrong_type(data: dict[str, Any]) -> str | None:
     """What is wrong with the types of stored metadata ``data`` (None: nothing), in words."""
     box = data["box_size"]
-    if not _is_number(box) or not math.isfinite(box) or box != int(box):
-        return f"box_size must be a whole number, not {_shown(box)}"
+    number = real_number(box)
+    if number is None or not math.isfinite(number) or number != int(number):
+        return f"box_size must be a whole number, not {shown(box)}"
     for name in _NUMBERS:
-        if name in data and not _is_number(data[name]):
-            return f"{name} must be a number, not {_shown(data[name])}"
+        if name in data and real_number(data[name]) is None:
+            return f"{name} must be a number, not {shown(data[name])}"
     for name in _NUMBER_LISTS:
         values = data.get(name, [])
-        if not isinstance(values, list) or not all(_is_number(v) for v in values):
+        if not isinstance(values, list) or not all(real_number(v) is not None for v in values):
             return f"{name} must be a list of numbers"
     for name in _TEXTS:
         if name in data and not isinstance(data[name], str):
-            return f"{name} must be text, not {_shown(data[name])}"
+            return f"{name} must be text, not {shown(data[name])}"
     for name in _OBJECTS:
         if name in data and not isinstance(data[name], dict):
-            return f"{name} must be a JSON object, not {_shown(data[name])}"
+            return f"{name} must be a JSON object, not {shown(data[name])}"
     too_large = _too_large(data)
     if too_large:
         return too_large
@@ -299,14 +287,14 @@ def _wrong_type(data: dict[str, Any]) -> str | None:
     for where, text in _free_texts(data):
         if has_control_character(text):
             return (
-                f"{where} holds a control character (a line break, tab ...): {_shown(text)}; "
+                f"{where} holds a control character (a line break, tab ...): {shown(text)}; "
                 "a metadata text must be one line, as cryoshift info and listings print it"
             )
         hidden = invisible_characters(text)
         if hidden:  # a bidi control makes cryoshift info show another text than the one stored
             return (
                 f"{where} holds invisible characters ({', '.join(hidden)}: bidi controls, zero-width "
-                f"spaces ...): {_shown(text)}; a metadata text must print as what it holds"
+                f"spaces ...): {shown(text)}; a metadata text must print as what it holds"
             )
     return None
 
@@ -321,7 +309,7 @@ def _too_large(data: dict[str, Any]) -> str | None:
         for name in names:
             if isinstance(name, str) and len(name) > MAX_CLASS_NAME_CHARS:
                 return (
-                    f"class_names holds a name of {len(name):,} characters ({_shown(name)}); "
+                    f"class_names holds a name of {len(name):,} characters ({shown(name)}); "
                     f"a class name may have at most {MAX_CLASS_NAME_CHARS}"
                 )
     for name in _NUMBER_LISTS:
@@ -338,7 +326,7 @@ def _too_large(data: dict[str, Any]) -> str | None:
     for where, text in _free_texts(data):
         if len(text) > MAX_TEXT_CHARS:
             return (
-                f"{where} is {len(text):,} characters long ({_shown(text)}); a metadata text may "
+                f"{where} is {len(text):,} characters long ({shown(text)}); a metadata text may "
                 f"have at most {MAX_TEXT_CHARS:,}"
             )
     return None

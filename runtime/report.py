@@ -38,6 +38,7 @@ from cryoshift.runtime.results import (
     read_prediction_table,
     repeated_columns,
 )
+from cryoshift.runtime.summary import REPORT_HTML
 from cryoshift.runtime.terminal import visible
 
 DPI = 150
@@ -865,7 +866,7 @@ def write_report(path: str | Path, out: str | Path | None = None, notes: list[st
     """Write the page to ``out`` (default: ``report.html`` in the folder) and return its path;
     ``notes`` receives the page's warnings (see :func:`build_report`)."""
     path = Path(path)
-    target = Path(out) if out else (path if path.is_dir() else path.parent) / "report.html"
+    target = Path(out) if out else (path if path.is_dir() else path.parent) / REPORT_HTML
     _check_target(target)
     page = build_report(path, notes)
     try:

@@ -37,8 +37,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
-import numbers
 import os
 import sys
 import time
@@ -50,6 +48,7 @@ from typing import Any, Protocol
 from cryoshift.runtime.backends import Model, load_model
 from cryoshift.runtime.contract import MAX_BINNING, VOXEL_SIZE_RANGE
 from cryoshift.runtime.errors import InputError, check_out_folder, missing_reason
+from cryoshift.runtime.jsonfile import is_number_within, real_number, shown
 from cryoshift.runtime.ledger import RunLedgers, escape_text
 from cryoshift.runtime.merge import (
     PLANNED,
@@ -74,30 +73,16 @@ from cryoshift.runtime.summary import (
 )
 
 
-def _number(value: object) -> float | None:
-    """``value`` as a float when it is a real number, else None (a manifest's ``true`` or ``"2"``
-    is no binning: the setting was written by something other than a run)."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def _within(value: object, low: float, high: float) -> bool:
-    """Whether ``value`` is a finite number from ``low`` to ``high`` (NaN and inf are not)."""
-    number = _number(value)
-    return number is not None and math.isfinite(number) and low <= number <= high
-
-
 def _shown(value: object) -> str:
     """A scale setting as a refusal shows it: numbers as the CLI prints them, anything else as written."""
-    number = _number(value)
-    return f"{number:.6g}" if number is not None else repr(value)
+    number = real_number(value)
+    return f"{number:.6g}" if number is not None else shown(value)
 
 
 def _binning_problem(binning: object) -> str | None:
     """Why ``binning`` scales no picks, or None: typer's bounds and the API let NaN and inf through
     (``inf >= 1``), and a binning of inf scaled every pick to (0, 0, 0) with exit 0."""
-    if binning is None or _within(binning, 1.0, MAX_BINNING):
+    if binning is None or is_number_within(binning, 1.0, MAX_BINNING):
         return None
     return (
         f"--binning must be a number from 1 to {MAX_BINNING:g} (how many times finer the picks' "
@@ -109,7 +94,7 @@ def _pixel_size_problem(coordinate_pixel_size: object) -> str | None:
     """Why ``coordinate_pixel_size`` is no pixel size, or None: 0 read as "not given" (the planner
     tests it for truth), so the picks were cropped unscaled without a word."""
     low, high = VOXEL_SIZE_RANGE
-    if coordinate_pixel_size is None or _within(coordinate_pixel_size, low, high):
+    if coordinate_pixel_size is None or is_number_within(coordinate_pixel_size, low, high):
         return None
     return (
         f"--coordinate-pixel-size must be a pixel size in A from {low:g} to {high:g} (A per "

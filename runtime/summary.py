@@ -29,6 +29,7 @@ PREDICTIONS = "predictions"
 ERRORS = "errors"
 MANIFEST = "manifest"
 RUN = "run"  # the model a run started with, written before its first row (runtime/run.py)
+REPORT_HTML = "report.html"  # `cryoshift report RESULTS` writes it into the results folder
 
 
 @dataclass

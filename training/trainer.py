@@ -1195,8 +1195,11 @@ class _Run:
                 "run, or config.json edited since? Restore the run's own config.json, or start a new "
                 "run without --resume",
             )
-        if run.nonfinite_tensors(payload):
-            raise InputError(path, "damaged resume state (NaN/Inf weights); restore it or start a new run")
+        # read_checkpoint scanned the weights; the rest (optimiser moments, method state) is scanned here
+        bad = run.nonfinite_tensors({key: value for key, value in payload.items() if key != "state_dict"})
+        if bad:
+            advice = "restore it or start a new run"
+            raise InputError(path, f"damaged resume state (NaN/Inf in {bad[0]}); {advice}")
         return payload
 
     def _check_same_data(self) -> None:

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.features import FEATURES_STEM
+from cryoshift.runtime.lock import CLASSIFY_LOCK_STEM
 from cryoshift.runtime.sources.cache import os_reason
 from cryoshift.runtime.sources.items import PlanRefusal
-from cryoshift.runtime.summary import ERRORS, MANIFEST, PREDICTIONS, RUN
+from cryoshift.runtime.summary import ERRORS, MANIFEST, PREDICTIONS, REPORT_HTML, RUN
 
 
 class Expansion(NamedTuple):
@@ -253,10 +255,10 @@ def _unique_files(paths: list[str]) -> list[str]:
 # where the user may have put data beside them (the glob's own folder, this run's output folder).
 _SHARD = r"(?:\.shard-\d+-of-\d+)?"
 _RECORD_NAME = re.compile(rf"^(?:{RUN}|{MANIFEST}){_SHARD}\.json$")
-_LOCK_NAME = re.compile(rf"^\.cryoshift-classify{_SHARD}\.lock$")
+_LOCK_NAME = re.compile(rf"^{re.escape(CLASSIFY_LOCK_STEM)}{_SHARD}\.lock$")
 _OUTPUT_NAME = re.compile(
     rf"^(?:(?:{PREDICTIONS}|{ERRORS}){_SHARD}\.csv|{PREDICTIONS}{_SHARD}(?:_.+)?\.star|(?:{RUN}|{MANIFEST}){_SHARD}\.json"
-    rf"|features{_SHARD}\.npy|report\.html)$",
+    rf"|{FEATURES_STEM}{_SHARD}\.npy|{re.escape(REPORT_HTML)})$",
     re.DOTALL,
 )
 _RECORD_START = re.compile(rb'^\s*\{\s*"format"\s*:\s*"cryoshift\.')

@@ -110,7 +110,8 @@ def test_resume_state_with_nan_is_refused_as_damaged(
     torch.save(payload, state)
     line = assert_error(_resume(run, domains["source"], capsys), state)
     if part == "optimizer_state":
-        assert line.endswith("damaged resume state (NaN/Inf weights); restore it or start a new run"), line
+        assert "damaged resume state (NaN/Inf in extra.optimizer_state.state." in line, line
+        assert line.endswith("); restore it or start a new run"), line
     else:  # read_checkpoint (training/checkpoint.py) refuses NaN in its state_dict first
         assert "NaN/Inf weights" in line and line.endswith("restore it or start a new run"), line
     assert len((run / "metrics.csv").read_text().splitlines()) == 2  # the header and epoch 1
