@@ -44,6 +44,9 @@ def mean_power(volumes: np.ndarray | torch.Tensor, chunk: int = 256) -> torch.Te
     return total / n
 
 
+APPLY_CHUNK = 64  # volumes filtered at once by SpectrumMatch.apply
+
+
 class SpectrumMatch:
     """A fixed Fourier gain sqrt(P_target / P_source), applied with a random strength per volume."""
 
@@ -82,10 +85,15 @@ class SpectrumMatch:
             return np.asarray(volumes, dtype=np.float32)
         lo, hi = self.strength
         power = lo + (hi - lo) * torch.rand(len(v), generator=self.generator)
-        gain = torch.exp(self.log_gain.unsqueeze(0) * power.view(-1, 1, 1, 1))
-        spec = torch.fft.rfftn(v, dim=(-3, -2, -1), norm="ortho") * gain
-        out = torch.fft.irfftn(spec, s=v.shape[-3:], dim=(-3, -2, -1), norm="ortho")
-        return out.numpy().astype(np.float32, copy=False)
+        out = torch.empty_like(v)
+        # in chunks: a whole epoch's volumes at once made gain and spectrum arrays of ~1 GB each,
+        # and the filter ran 2x slower than on chunks that stay in cache (6144 volumes of 32^3)
+        for start in range(0, len(v), APPLY_CHUNK):
+            part = slice(start, start + APPLY_CHUNK)
+            gain = torch.exp(self.log_gain.unsqueeze(0) * power[part].view(-1, 1, 1, 1))
+            spec = torch.fft.rfftn(v[part], dim=(-3, -2, -1), norm="ortho") * gain
+            out[part] = torch.fft.irfftn(spec, s=v.shape[-3:], dim=(-3, -2, -1), norm="ortho")
+        return out.numpy()
 
     def summary(self) -> dict[str, float]:
         """Numbers for the run record: how far the filter moves the source."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from cryoshift.training import spectrum
 from cryoshift.training.spectrum import TILT_MATCH_MARGIN, SpectrumMatch, mean_power, tilt_match_range
 
 
@@ -45,6 +47,19 @@ def test_strength_zero_is_the_identity_and_draws_are_seeded() -> None:
     a = SpectrumMatch.fit(target, source, seed=7).apply(source)
     b = SpectrumMatch.fit(target, source, seed=7).apply(source)
     np.testing.assert_array_equal(a, b)
+
+
+def test_chunked_filter_gives_each_volume_its_own_strength(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The filter runs in chunks of APPLY_CHUNK volumes (2-3x faster than a whole epoch at once):
+    every volume gets the strength drawn for its own index, whatever the chunk boundaries."""
+    source = _volumes(37, 16, seed=1, wedge=False, colour=0.0)
+    target = _volumes(37, 16, seed=2, wedge=True, colour=1.0)
+    monkeypatch.setattr(spectrum, "APPLY_CHUNK", 1000)
+    whole = SpectrumMatch.fit(target, source, seed=3).apply(source)
+    monkeypatch.setattr(spectrum, "APPLY_CHUNK", 5)
+    chunked = SpectrumMatch.fit(target, source, seed=3).apply(source)
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-6)
+    assert chunked.dtype == np.float32
 
 
 def test_mean_power_of_a_read_only_stack_warns_nothing() -> None:
