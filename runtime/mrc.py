@@ -96,8 +96,19 @@ def axis_permutation(order: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def check_isotropic(header: dict[str, Any], path: str | Path | None = None) -> None:
-    """Refuse a volume whose X, Y and Z voxel sizes differ (crops and models assume cubes)."""
+    """Refuse a volume whose X, Y and Z voxel sizes differ (crops and models assume cubes).
+
+    A stack of 2-D images (:func:`image_stack_size`) has a Z "voxel" of nz sections by its cell:
+    it is refused for what it is, not as "anisotropic voxels: 10 x 10 x 320 A", which sent users
+    to resample a file that holds no volume at all."""
     if header.get("anisotropic"):
+        images = header.get("images", 0)
+        if images:
+            raise InputError(
+                path if path is not None else header.get("path"),
+                f"is a stack of {images} 2-D images (MRC space group 0, mz = 1), not a 3-D volume; "
+                "cryoshift reads 3-D subtomograms and maps",
+            )
         sx, sy, sz = header["voxel_sizes"]
         raise InputError(
             path if path is not None else header.get("path"),

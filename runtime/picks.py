@@ -408,17 +408,22 @@ def outside(picks: pd.DataFrame, tomo_shape: PerTomo) -> np.ndarray:
 _IMAGE_RE = re.compile(r"^\s*(\d+)@(.+)$")
 MAX_SLICE = 2**31 - 1  # an MRC header's nz is an int32: no stack has more slices
 IMAGE_COLUMNS = ("rlnImageName", "path", "image", "image_name")  # a CSV listing's file column
+IMAGE_PIXEL = "rlnImagePixelSize"  # a listing STAR's data_optics: the subtomograms' pixel size (A)
+STATED_PIXEL = "stated_pixel_size"  # listing_rows' column of it per row (NaN: the STAR states none)
 
 
 def read_particle_listing(path: str | Path) -> pd.DataFrame:
     """Per-particle subtomogram files as RELION lists them (``rlnImageName``).
 
-    Returns ``path`` (absolute) and ``index`` (0-based slice of a stack for
-    ``000003@stack.mrcs`` -> 2; -1 for a whole file) followed by the original columns.
+    Returns ``path`` (absolute), ``index`` (0-based slice of a stack for
+    ``000003@stack.mrcs`` -> 2; -1 for a whole file) and ``stated_pixel_size`` (the row's optics
+    group's ``data_optics`` rlnImagePixelSize in A; NaN where the file states none) followed by
+    the original columns.
     Relative names are looked up as tomograms.star's reconstructions are
     (:func:`~cryoshift.runtime.tomograms.resolve_relative`): next to the STAR file, then in each
     folder above it (RELION's project folder: ``Select/job009/particles.star`` names
-    ``Extract/job008/...``), then in the working directory; the first that exists is used.
+    ``Extract/job008/...``), then in the working directory; the one that exists is used, and a name
+    found there as two different files fails its rows (which one is meant would be a guess).
     CSV/TSV listings with an ``rlnImageName``, ``path`` or ``image`` column work too.
     A row that names no usable image (slice ``0@``, an empty name) refuses the listing; batch
     work reads it with :func:`listing_rows` instead, which reports such rows.
@@ -448,7 +453,9 @@ def listing_rows(path: str | Path) -> tuple[pd.DataFrame, dict[int, str]]:
         df = blocks[pick_block(path, names, "rlnImageName")].reset_index(drop=True)
         col = "rlnImageName"
         _check_table(df, path, "subtomograms listed")
+        stated = _stated_pixel_sizes(path, blocks.get("optics"), df)
     else:
+        stated = np.full(0, np.nan)
         df = _read_table(path, IMAGE_COLUMNS)
         col = _find(df.columns, *IMAGE_COLUMNS, path=path)
         if col is None:
@@ -456,6 +463,7 @@ def listing_rows(path: str | Path) -> tuple[pd.DataFrame, dict[int, str]]:
     from cryoshift.runtime.tomograms import resolve_relative
 
     resolved: dict[str, str] = {}  # name -> absolute path (a stack's rows share one name)
+    ambiguous: dict[str, str] = {}  # name -> why it names two different files (resolve_relative)
     paths, index = [], []
     problems: dict[int, str] = {}
     # A missing value (an empty CSV field) names no image; in a STAR file, ``nan`` is a file name.
@@ -479,13 +487,65 @@ def listing_rows(path: str | Path) -> tuple[pd.DataFrame, dict[int, str]]:
         elif not name:
             problems[i] = "empty image name"
         if name not in resolved:
-            resolved[name] = str(resolve_relative(name or ".", path).resolve())
+            try:
+                resolved[name] = str(resolve_relative(name or ".", path).resolve())
+            except InputError as exc:  # two different files by that name: this name's rows fail alone
+                resolved[name] = str(path.resolve().parent / name)
+                ambiguous[name] = exc.reason
+        if name in ambiguous and i not in problems:
+            problems[i] = ambiguous[name]
         paths.append(resolved[name])
         index.append(idx)
     # object, not pandas' Arrow strings: a path that is not valid UTF-8 (surrogate-escaped) is kept
-    front = pd.DataFrame({"path": pd.Series(paths, dtype=object), "index": np.asarray(index, dtype=np.int64)})
-    rest = df.drop(columns=[c for c in ("path", "index") if c in df.columns]).reset_index(drop=True)
+    front = pd.DataFrame(
+        {
+            "path": pd.Series(paths, dtype=object),
+            "index": np.asarray(index, dtype=np.int64),
+            STATED_PIXEL: stated if len(stated) == len(df) else np.full(len(df), np.nan),
+        }
+    )
+    ours = ("path", "index", STATED_PIXEL)
+    rest = df.drop(columns=[c for c in ours if c in df.columns]).reset_index(drop=True)
     return pd.concat([front, rest], axis=1), _name_lines(path, problems, len(df))
+
+
+def _stated_pixel_sizes(path: Path, optics: pd.DataFrame | None, df: pd.DataFrame) -> np.ndarray:
+    """Per row of listing ``df``, the ``rlnImagePixelSize`` its optics group states in the STAR's
+    ``data_optics`` (NaN: none stated, or a group data_optics does not list). A stated size that is
+    no positive number, or several sizes and rows that do not say their group, refuse the listing.
+
+    Why: the stated size was never read, so a listing saying 20 A of files whose header says 10 A
+    was classified without a word, and files without a voxel size were classified unchecked
+    though the listing said theirs (the planner compares the two: Planner.add_listing)."""
+    rows = np.full(len(df), np.nan)
+    if optics is None or IMAGE_PIXEL not in optics.columns or not len(optics):
+        return rows
+    values = pd.to_numeric(optics[IMAGE_PIXEL], errors="coerce").to_numpy(dtype=np.float64)
+    group = "rlnOpticsGroup"
+    groups = (
+        optics[group].astype(str).str.strip().tolist()
+        if group in optics.columns
+        else [str(i + 1) for i in range(len(optics))]
+    )
+    sizes = dict(zip(groups, values, strict=True))
+    if group in df.columns:
+        used = df[group].astype(str).str.strip().tolist()
+    elif len(set(values.tolist())) == 1:
+        used = [groups[0]] * len(df)
+    else:
+        raise InputError(
+            path,
+            f"data_optics states several {IMAGE_PIXEL} values ({', '.join(f'{v:g}' for v in values)}) "
+            f"and the particles have no {group} column: which applies to them is a guess",
+        )
+    for name in dict.fromkeys(used):
+        size = sizes.get(name)
+        if size is not None and not (np.isfinite(size) and size > 0):
+            written = optics[IMAGE_PIXEL].iloc[groups.index(name)]
+            raise InputError(
+                path, f"data_optics {IMAGE_PIXEL} of optics group {name} is {written!r}, not a size"
+            )
+    return np.array([sizes.get(name, np.nan) for name in used], dtype=np.float64)
 
 
 def _name_lines(path: Path, problems: dict[int, str], n_rows: int) -> dict[int, str]:

@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from cryoshift.runtime.backends import Model
 from cryoshift.runtime.contract import REJECT_LABEL
 from cryoshift.runtime.hostmem import capped_workers
 from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.polarity import PolarityTally, say
 from cryoshift.runtime.readers import ProcessReaders, ThreadReaders
 from cryoshift.runtime.scoring import score
 from cryoshift.runtime.sources import Item, VolumeCache
@@ -70,6 +71,8 @@ class RunStats:
     upload_s: float = 0.0  # host->device copies on the upload thread (GPU slots), overlapping compute
     host_memory: str = ""  # what the batch buffers are: pinned (how) or pageable
     shift_missing: int = 0  # rows without a finite shift score though the model has features (see notes)
+    polarity: PolarityTally = field(default_factory=PolarityTally)  # of the crops classified
+    contrast: str = ""  # the model's, which ``polarity`` is judged against ("": not judged)
 
     @property
     def rate(self) -> float:
@@ -78,14 +81,22 @@ class RunStats:
         return total / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
+    def warnings(self) -> list[str]:
+        """Notes that are also said on stderr when the run ends: the data's polarity contradicts
+        the model's contrast (runtime/polarity.py)."""
+        said = self.polarity.warning(self.contrast) if self.contrast else None
+        return [said] if said else []
+
+    @property
     def notes(self) -> list[str]:
         """What the run's summary should say about its rows beyond the counts."""
-        if not self.shift_missing:
-            return []
-        return [
-            f"{self.shift_missing} of {self.done} rows have no shift score (shift_score nan): the "
-            "model's features were not finite for them"
-        ]
+        out = list(self.warnings)
+        if self.shift_missing:
+            out.append(
+                f"{self.shift_missing} of {self.done} rows have no shift score (shift_score nan): the "
+                "model's features were not finite for them"
+            )
+        return out
 
 
 def _id_fields(item: Item) -> list[Any]:
@@ -215,7 +226,7 @@ def run_pipeline(
     ``with_features``: ``write_rows(rows, errors, features)`` instead, with the model's features
     of the rows (float32 (len(rows), F), same order; None for a batch without rows).
     """
-    stats = RunStats()
+    stats = RunStats(contrast=model.metadata.contrast)
     chunks = _Chunks(items, batch_size)  # made when read: a pick table's items are never all in memory
     ready: queue.Queue = queue.Queue()
     voxel = model.metadata.voxel_size if check_voxel_size else None
@@ -260,6 +271,8 @@ def run_pipeline(
         stats.wall_s = time.perf_counter() - t_start
         bar.__exit__(None, None, None)
     writer.check()
+    for line in stats.warnings:
+        say(line)
     return stats
 
 
@@ -324,6 +337,7 @@ def _infer_batches(
                 logits, features = model.compute(slot, n)
                 uploader.free.put(slot)  # type: ignore[union-attr]
             else:
+                stats.polarity.add(batch.buffer[:n])  # the crops as the model gets them, read once
                 logits, features = model.predict(batch.buffer, n)
             stats.compute_s += time.perf_counter() - t0
             rows, failed, features = score_batch(
@@ -390,6 +404,7 @@ class _Uploader:
                     slot = self._slot()
                     if slot is None:
                         return
+                    self.stats.polarity.add(batch.buffer[: len(batch.items)])  # before the buffer goes back
                     t0 = time.perf_counter()
                     self.model.upload(slot, batch.buffer)
                     self.stats.upload_s += time.perf_counter() - t0

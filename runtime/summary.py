@@ -59,6 +59,7 @@ class ClassifySummary:
     rate: float = 0.0  # items/s while the pipeline ran (reading, inference, writing rows)
     pipeline_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    warned: list[str] = field(default_factory=list)  # notes the run said on stderr already (see record)
 
     @classmethod
     def for_files(cls, names: dict[str, Path], backend: str, **counts: Any) -> ClassifySummary:
@@ -79,6 +80,9 @@ class ClassifySummary:
         self.read_s, self.compute_s = stats.read_s, stats.compute_s
         self.write_s, self.wait_s = stats.write_s, stats.wait_s
         self.pipeline_s, self.rate = stats.wall_s, stats.rate
+        # the pipeline printed these on stderr as the run ended (a data polarity that contradicts
+        # the model's contrast): they stay notes here (printed, manifest) but ``-q`` repeats none
+        self.warned = list(getattr(stats, "warnings", []))
 
     def lines(self) -> list[str]:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.class_counts.items(), key=lambda kv: -kv[1]))
@@ -94,14 +98,18 @@ class ClassifySummary:
             f"classes: {counts or '-'}",
             f"results: {self.predictions_csv} ({self.total_rows} rows), {self.predictions_star}",
         ]
-        return [escape_text(line) for line in out] + self.warning_lines()
+        return [escape_text(line) for line in out] + self._said_lines(self.notes)
 
     def warning_lines(self) -> list[str]:
-        """The lines ``classify -q`` still prints: failed items and notes about the inputs. Paths
-        in them are escaped as the ledgers write them: a non-UTF-8 name would make ``print`` fail
-        after the run had finished."""
+        """The lines ``classify -q`` still prints: failed items and notes about the inputs, less
+        those the run said on stderr already (:attr:`warned`)."""
+        return self._said_lines([n for n in self.notes if n not in self.warned])
+
+    def _said_lines(self, notes: list[str]) -> list[str]:
+        """The error count and ``notes``. Paths in them are escaped as the ledgers write them: a
+        non-UTF-8 name would make ``print`` fail after the run had finished."""
         out = [f"errors: {self.errors_csv} ({self.total_errors} rows)"] if self.total_errors else []
-        return [escape_text(line) for line in out + [f"note: {n}" for n in self.notes]]
+        return [escape_text(line) for line in out + [f"note: {n}" for n in notes]]
 
 
 def output_names(out_dir: Path, shard: tuple[int, int] | None) -> dict[str, Path]:

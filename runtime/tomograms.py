@@ -13,8 +13,10 @@ RELION 5 (``Reconstruct tomograms`` / ``Denoise`` jobs) writes ``tomograms.star`
 Paths in RELION files are relative to the RELION project directory, which is usually two
 folders above the STAR file (``<project>/Tomograms/job006/tomograms.star``). A relative path
 is looked up next to the STAR file first, then in each folder above it, then in the working
-directory; the first that exists wins (or the one next to the STAR when none does, so the
-error names a sensible path).
+directory; the one that exists is used (or the one next to the STAR when none does, so the
+error names a sensible path). Two different files found there are refused, naming both: which
+one is meant is a guess (the same file reached twice, as the project folder is often the
+working directory too, is no ambiguity).
 
 Half-map (``rlnTomoReconstructedTomogramHalf1``) and denoised
 (``rlnTomoReconstructedTomogramDenoised``) columns are used only when the full
@@ -70,16 +72,36 @@ def is_tomogram_table(path: str | Path) -> bool:
 
 
 def resolve_relative(name: str, star: Path) -> Path:
-    """A path written in a RELION STAR file, resolved as the module docstring says."""
+    """A path written in a RELION STAR file, resolved as the module docstring says.
+
+    Why every place is looked at: the first that existed was used, so with ``Tomograms/TS_01.mrc``
+    next to the STAR and another in the working directory (RELION's project folder, which RELION
+    reads it from) one was picked without a word. Raises InputError (naming ``star``) then."""
     p = Path(name)
     if p.is_absolute():
         return p
     base = star.resolve().parent
     candidates = [base / p, *(parent / p for parent in base.parents), Path(os.getcwd()) / p]
+    found: list[Path] = []  # the files (a folder is never a file to read: "." is everywhere)
     for c in candidates:
-        if c.exists():
-            return c
-    return base / p
+        if c.exists() and not c.is_dir() and not any(_same_file(c, f) for f in found):
+            found.append(c)
+    if len(found) > 1:
+        raise InputError(
+            star,
+            f"{name} is both {found[0]} and {found[1]}, two different files (a relative path is looked "
+            "up next to the STAR file, in each folder above it and in the working directory); which "
+            "one is meant is a guess: write the path in full, or remove the wrong file",
+        )
+    return next((c for c in candidates if c.exists()), base / p)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` are one file (a link, or one folder reached two ways)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _number(value: object) -> float | None:
@@ -122,6 +144,7 @@ class _Row:
     binning: float | None
     size: tuple[float, float, float] | None
     damaged: list[str]  # the row's damaged values ("rlnTomoSizeX 0.0")
+    ambiguous: str = ""  # why the reconstruction's path is a guess (resolve_relative), or ""
 
 
 def _read_row(path: Path, i: int, row: Any, columns: Any, col: str) -> _Row:
@@ -139,10 +162,14 @@ def _read_row(path: Path, i: int, row: Any, columns: Any, col: str) -> _Row:
     # "2.5 A x binning 1").
     pixel = ts_pixel * binning if ts_pixel and binning else None
     # No reconstruction: the folder of the table stands in (never read: the row's picks fail).
-    rec_path = resolve_relative(rec, path) if rec else path.resolve().parent
+    ambiguous = ""
+    try:
+        rec_path = resolve_relative(rec, path) if rec else path.resolve().parent
+    except InputError as exc:  # two files: only this tomogram's picks fail (_problems)
+        rec_path, ambiguous = path.resolve().parent / rec, exc.reason
     damaged = [b for b in (bad_pixel, bad_binning, *bad_sizes) if b]
     name = str(row["rlnTomoName"]).strip()
-    return _Row(i, name, rec, rec_path, pixel, ts_pixel, binning, size, damaged)
+    return _Row(i, name, rec, rec_path, pixel, ts_pixel, binning, size, damaged, ambiguous)
 
 
 def _places(path: Path, block: str, rows: list[int]) -> dict[int, int]:
@@ -212,6 +239,9 @@ def _problems(rows: list[_Row], col: str, partial: str = "") -> dict[int, tuple[
             continue
         if not first.written:
             out[first.index] = ([first.index], f"tomogram {name!r} has no {col}")
+            continue
+        if first.ambiguous:
+            out[first.index] = ([first.index], f"tomogram {name!r}: {first.ambiguous}")
             continue
         others = [o for o in owners[os.path.realpath(first.path)] if o.name != name]
         if others:
@@ -340,6 +370,9 @@ def _refuse_picks(path: Path, blocks: dict[str, Any]) -> None:
 
 
 MAX_BINNING_HINT = 64  # the largest coordinate-to-tomogram ratio read as a binning mismatch
+# A binning scales every axis alike: the picks' reach over the tomogram's size (their largest
+# coordinate / its size) may differ this many times between axes (picks seldom fill the slab's Z)
+AXIS_RATIO_SPREAD = 1.5
 
 
 def outside_hint(
@@ -374,7 +407,7 @@ def outside_hint_arrays(
     import numpy as np
 
     n_out = n_in = 0
-    ratios = []  # per pick: its largest coordinate over the tomogram's size on that axis
+    ratios = []  # per pick and axis: its coordinate over the tomogram's size on that axis
     for k, shape in shapes.items():
         rows = np.flatnonzero(tomo == k)
         if not len(rows):
@@ -384,12 +417,13 @@ def outside_hint_arrays(
         near = np.floor(part + 0.5)
         n_out += int(((near < 0) | (near >= size)).any(axis=1).sum())
         n_in += len(rows)
-        ratios.append(np.abs(part / size).max(axis=1))
+        ratios.append(np.abs(part / size))
     if not n_in or n_out * 2 <= n_in:
         return None
     # ratio ~N for picks spread over an N-x larger frame: the largest, of the picks no binning
     # explains left out (one pick at 1e308 made the factor a 300-digit number)
-    per_pick = np.concatenate(ratios)
+    per_axis = np.concatenate(ratios)
+    per_pick = per_axis.max(axis=1)
     absurd = ~(per_pick <= MAX_BINNING_HINT)  # nan included
     head = f"{n_out} of {n_in} picks in {Path(picks).name} lie outside their tomograms"
     if absurd.sum() * 2 > n_out:
@@ -401,6 +435,9 @@ def outside_hint_arrays(
     ratio = float(per_pick[~absurd].max(initial=0.0))
     if ratio < 1.5:
         return head + "; check the tomogram names and the coordinate convention"
+    reach = per_axis[~absurd].max(axis=0)  # (X, Y, Z): how far the picks reach on each axis
+    if not reach.max() <= reach.min() * AXIS_RATIO_SPREAD:
+        return head + _axes_disagree(reach)
     factor = max(2, round(ratio))
     binnings = sorted({int(e.binning) for e in (tables or {}).values() if e.binning and e.binning > 1})
     if binnings and min(binnings) / 1.5 <= ratio <= max(binnings) * 1.05:
@@ -408,4 +445,17 @@ def outside_hint_arrays(
     return (
         f"{head}; the coordinates look {factor}x too large for the reconstructions (unbinned pixel "
         f"picks?): rerun with --binning {factor} or --coordinate-pixel-size <A per pick pixel>"
+    )
+
+
+def _axes_disagree(reach: Any) -> str:
+    """The hint's end when the picks reach ``reach`` (X, Y, Z) times the tomograms' size on each
+    axis, ratios no one binning gives. Why: the largest ratio was offered as a binning, so a
+    reconstruction with Y and Z swapped (IMOD's un-rotated XZY) read as "3x too large ... rerun
+    with --binning 3", and following it cropped every pick at the wrong place."""
+    shown = ", ".join(f"{a} {r:.2g}x" for a, r in zip("XYZ", reach, strict=True))
+    return (
+        f"; the picks reach {shown} the tomograms' size on each axis, which no one binning explains: "
+        "check the tomograms' axis order against the picks' (a reconstruction with Y and Z swapped, "
+        "as IMOD writes it before rotation?) and the coordinate columns"
     )

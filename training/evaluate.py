@@ -20,6 +20,7 @@ import numpy as np
 from cryoshift.runtime.errors import InputError, check_out_folder
 from cryoshift.runtime.metadata import ModelMetadata, is_onnx, read_onnx_metadata
 from cryoshift.runtime.outfiles import write_text
+from cryoshift.runtime.polarity import say, volumes_warning
 from cryoshift.runtime.scoring import softmax
 from cryoshift.training.calibrate import nll
 
@@ -638,6 +639,10 @@ def evaluate(
             data / "volumes.mrc",
             f"{len(bad)} volumes hold {UNUSABLE} (first: index {bad[0]}); evaluation data must be clean",
         )
+    polarity = volumes_warning(volumes, meta.contrast)  # the declared contrast agreed; do the voxels?
+    if polarity:
+        say(polarity)
+        notes.append(polarity)
     picks = not data.is_dir()
     check_conflicting_labels(volumes, label_names, data if picks else data / "particles.csv", picks)
     pred = predict(model, volumes, batch_size, device)

@@ -69,13 +69,11 @@ def plan_pick_table(planner: Any, path: Path) -> None:
         _refuse_mixed_optics(planner, path, layout.columns)
     # Warp/M: the table states its coordinates' pixel size, used unless the user gives one
     warp = star and not centred and not rescaled and set(DETECTOR_COLUMNS) <= set(layout.columns)
-    # RELION 4 pixel picks whose data_optics states a tilt-series pixel size (checked per tomogram
-    # below); centred Angstrom columns beside the pixel ones settle the unit (_disagreeing_rows).
-    optics = (
-        _optics_pixel_sizes(path, layout.columns)
-        if star and not centred and not rescaled and not warp and not layout.angst
-        else None
-    )
+    # Pixel picks whose files state a pixel size (RELION 4's data_optics, a tomograms.star's
+    # tilt-series pixel and binning): checked per tomogram below, against the options too;
+    # centred Angstrom columns beside the pixel ones settle the unit (_disagreeing_rows).
+    stated = not centred and not warp and not layout.angst
+    optics = _optics_pixel_sizes(path, layout.columns) if star and stated else None
     problems: dict[str, str] = {}  # tomogram name -> why its picks cannot be converted
     shifts = shift_columns(layout.columns)
     if centred and rescaled:  # the user may think their picks are binned: say they are not scaled
@@ -108,10 +106,10 @@ def plan_pick_table(planner: Any, path: Path) -> None:
         if optics and OPTICS_GROUP in layout.columns:
             extra += (OPTICS_GROUP,)
         picks = read_pick_table(path, skip_bad_rows=True, extra=extra, layout=layout)
-    if optics and optics.damaged:
-        _fail_damaged_optics(planner, path, picks, optics.damaged)
-    if optics and optics.sizes:
-        _refuse_ambiguous_pixels(planner, path, picks, optics.sizes, problems)
+    if optics and not rescaled:  # an option says what the coordinates are: the groups need not
+        _fail_unknown_groups(planner, path, picks, optics)
+    if stated:
+        _refuse_ambiguous_pixels(planner, path, picks, optics.sizes if optics else {}, problems, star)
     shift_note = _shift_note(path, picks.extra, shifts)
     if shift_note:
         planner.notes.append(shift_note)
@@ -273,43 +271,87 @@ def _optics_pixel_sizes(path: Path, columns: list[str]) -> OpticsPixels | None:
     return OpticsPixels(sizes, damaged) if sizes or damaged else None
 
 
-def _fail_damaged_optics(planner: Any, path: Path, picks: Any, damaged: dict[str, str]) -> None:
-    """Make the picks of each optics group whose ``data_optics`` pixel size is damaged bad rows
-    naming the value (a table whose every pick is in such a group is refused): where those pixel
-    coordinates lie cannot be known. Without an ``rlnOpticsGroup`` column every pick is in them."""
+def _fail_unknown_groups(planner: Any, path: Path, picks: Any, optics: OpticsPixels) -> None:
+    """Make the picks of each optics group whose ``data_optics`` pixel size is damaged, or that
+    ``data_optics`` does not list at all, bad rows naming the group (a table whose every pick is
+    in such a group is refused): where those pixel coordinates lie cannot be known. Without an
+    ``rlnOpticsGroup`` column every pick is in the table's groups, damaged ones included.
+
+    Why: picks of an unlisted group (data_optics 1 and 2, every pick group 3) skipped the pixel
+    size check and were cropped as tomogram voxels without a word."""
     if OPTICS_GROUP in picks.extra:
         groups = [str(g).strip() for g in picks.extra[OPTICS_GROUP]]
+    elif optics.damaged:
+        groups = [next(iter(optics.damaged))] * len(picks)
     else:
-        groups = [next(iter(damaged))] * len(picks)
+        return
     way_out = (
         "; correct data_optics, or give --coordinate-pixel-size or --binning"
         if getattr(planner, "scale_options", True)
         else "; correct data_optics"
     )
-    bad = {
-        row: (
-            f"optics group {group} has {TILT_SERIES_PIXEL} {damaged[group]!r} in data_optics, not a "
-            f"positive number of A, so where its pixel picks lie is unknown{way_out}"
-        )
-        for row, group in enumerate(groups)
-        if group in damaged
-    }
+    listed = ", ".join(sorted({*optics.sizes, *optics.damaged}))
+
+    def reason(group: str) -> str:
+        if group in optics.damaged:
+            return (
+                f"optics group {group} has {TILT_SERIES_PIXEL} {optics.damaged[group]!r} in data_optics, "
+                f"not a positive number of A, so where its pixel picks lie is unknown{way_out}"
+            )
+        if group not in optics.sizes:
+            return (
+                f"optics group {group or '(empty)'}, which data_optics does not list (it lists group "
+                f"{listed}), so the pixel size of its pixel picks is unknown{way_out}"
+            )
+        return ""
+
+    bad = {row: why for row, why in ((row, reason(g)) for row, g in enumerate(groups)) if why}
     if bad:
         _add_bad_rows(path, picks, bad)
 
 
+class StatedPixel(NamedTuple):
+    """A pixel size the files state for a tomogram's pixel picks, and which file says it."""
+
+    size: float  # A per pixel of the coordinates as the file states them
+    said: str  # "data_optics gives rlnTomoTiltSeriesPixelSize 5 A", as the reasons show it
+
+
+def _stated_pixels(
+    planner: Any, name: str, tomo_path: Path, sizes: list[float], relion: bool
+) -> list[StatedPixel]:
+    """The pixel sizes the files state for the pixel picks of tomogram ``name``: ``sizes`` (the
+    data_optics groups its picks are in), else, for a STAR's picks (``relion``: RELION writes its
+    rlnCoordinateX/Y/Z in tilt-series pixels; a CSV's x, y, z are documented as the
+    reconstruction's voxels), its tomograms.star row's tilt-series pixel where the row gives a
+    binning too (the reconstruction is that many times coarser)."""
+    if sizes:
+        return [StatedPixel(v, f"data_optics gives {TILT_SERIES_PIXEL} {v:g} A") for v in sizes]
+    entry = table_entry(planner, name, tomo_path) if relion else None
+    if entry is None or not entry.pixel_size:
+        return []
+    ts, binning = entry.tilt_series_pixel_size, entry.binning
+    return [StatedPixel(ts, f"tomograms.star gives {TILT_SERIES_PIXEL} {ts:g} A (binning {binning:g})")]
+
+
 def _refuse_ambiguous_pixels(
-    planner: Any, path: Path, picks: Any, optics: dict[str, float], problems: dict[str, str]
+    planner: Any, path: Path, picks: Any, optics: dict[str, float], problems: dict[str, str], relion: bool
 ) -> None:
-    """Fail the picks of each tomogram whose voxel size differs from the tilt-series pixel size
-    the table's ``data_optics`` states for them, when neither ``--binning`` nor
-    ``--coordinate-pixel-size`` says what the pixel coordinates are (kept in ``problems``).
+    """Fail the picks of each tomogram (kept in ``problems``) whose pixel coordinates' stated
+    pixel size (:func:`_stated_pixels`) is not its voxel size when neither ``--binning`` nor
+    ``--coordinate-pixel-size`` says what they are, or is neither the option's reading nor the
+    voxel size when one does.
 
     Why: RELION 4 writes rlnCoordinateX/Y/Z in unbinned tilt-series pixels, but picks made on the
     binned tomogram (and tables written by other tools) carry the same columns in its voxels;
     they were cropped as voxels without a word, so RELION 4's own picks landed 2x (bin 2) too far
-    out. Which reading is right is the user's to say: the reason offers both.
+    out. Which reading is right is the user's to say: the reason offers both. An option that
+    matches neither (``--binning 4`` for 5 A pixels of a 10 A tomogram) cropped every pick at the
+    wrong place, exit 0; so did a stated size that was not the model's where the header gives no
+    voxel size to compare it with (the tomogram is read in the model's voxels then).
     """
+    if not optics and not (relion and _has_tomogram_table(planner)):
+        return  # no file states a pixel size: no header to read for it
     groups = None
     if OPTICS_GROUP in picks.extra:
         groups = np.array([str(g).strip() for g in picks.extra[OPTICS_GROUP]], dtype=object)
@@ -317,43 +359,117 @@ def _refuse_ambiguous_pixels(
         if name in problems:
             continue
         if groups is None:
-            stated = sorted(set(optics.values()))
+            sizes = sorted(set(optics.values()))
         else:
             used = set(groups[picks.tomo == k].tolist())
-            stated = sorted({v for g, v in optics.items() if g in used})
-        if not stated:
-            continue
+            sizes = sorted({v for g, v in optics.items() if g in used})
         try:
-            voxel = tomogram_pixel(planner, path, name)
+            voxel, header = _voxel_of(planner, path, name)
+            stated = _stated_pixels(planner, name, header["path"], sizes, relion)
         except PlanRefusal:
             raise
         except InputError:
-            continue  # unmatched, unreadable, no voxel size: add_picks says so as for any pick table
-        off = [v for v in stated if (voxel_mismatch(v, float(voxel)) or 0.0) > VOXEL_TOLERANCE]
-        if off:
-            problems[name] = _pixels_reason(planner, name, off[0], float(voxel))
+            continue  # unmatched, unreadable: add_picks says so as for any pick table
+        known = voxel is not None
+        voxel = voxel if known else float(getattr(planner, "model_voxel", 0) or 0)
+        if not stated or voxel <= 0:
+            continue
+        why = (
+            _option_reason(planner, name, stated, voxel, known)
+            if planner.binning or planner.coordinate_pixel_size
+            else _pixels_reason(planner, name, stated, voxel, known)
+        )
+        if why:
+            problems[name] = why
 
 
-def _pixels_reason(planner: Any, name: str, pixel: float, voxel: float) -> str:
-    """Why pixel picks of tomogram ``name`` are refused (see :func:`_refuse_ambiguous_pixels`),
-    with the way out this command has: classify's options, or (evaluate, train, export, which
-    have none) rescaling the table."""
-    head = (
-        f"the picks of tomogram {name!r} are pixel coordinates (rlnCoordinateX/Y/Z) and data_optics "
-        f"gives {TILT_SERIES_PIXEL} {pixel:g} A, but the tomogram's voxels are {voxel:.4g} A: RELION 4 "
-        "writes such coordinates in tilt-series pixels, while picks made on the binned tomogram are "
-        "in its voxels, so where they lie is a guess; "
-    )
-    if getattr(planner, "scale_options", True):
-        return head + (
-            f"give --coordinate-pixel-size {pixel:g} if they are tilt-series pixels (as RELION 4 "
+def _has_tomogram_table(planner: Any) -> bool:
+    """Whether ``-t`` gave a tomograms.star (its rows are read with the tomogram index)."""
+    try:
+        planner.tomogram_index()
+    except PlanRefusal:
+        raise
+    except InputError:
+        return False  # add_picks says why, as for any pick table
+    return bool(planner.tomo_tables)
+
+
+def _agree(a: float, b: float) -> bool:
+    """Two pixel sizes the same within the project's voxel-size tolerance."""
+    return (voxel_mismatch(a, b) or 0.0) <= VOXEL_TOLERANCE
+
+
+def _voxels_text(voxel: float, known: bool) -> str:
+    """The tomogram's voxel size in a reason: its own, or the model's standing in for a header
+    without one (the tomogram is cropped as if in the model's voxels then)."""
+    if known:
+        return f"the tomogram's voxels are {voxel:.4g} A"
+    return f"the tomogram's header has no usable voxel size (it is read in the model's {voxel:.4g} A voxels)"
+
+
+def _readings(stated: float, voxel: float, known: bool) -> str:
+    """The options that say each reading of pixel picks: tilt-series pixels of ``stated`` A, or the
+    tomogram's voxels (--coordinate-pixel-size needs the header's voxel size; --binning does not)."""
+    if known:
+        return (
+            f"give --coordinate-pixel-size {stated:g} if they are tilt-series pixels (as RELION 4 "
             f"writes them), or --coordinate-pixel-size {voxel:.4g} (or --binning 1) if they are the "
             "tomogram's voxels"
         )
+    return (
+        f"give --binning {voxel / stated:.4g} if they are tilt-series pixels (as RELION 4 writes "
+        "them), or --binning 1 if they are the tomogram's voxels"
+    )
+
+
+def _pixels_reason(planner: Any, name: str, stated: list[StatedPixel], voxel: float, known: bool) -> str:
+    """Why pixel picks of tomogram ``name`` fail when no option is given (see
+    :func:`_refuse_ambiguous_pixels`), "" when every stated size is the voxel size; with the way
+    out this command has: classify's options, or (evaluate, train, export, which have none)
+    rescaling the table."""
+    off = next((s for s in stated if not _agree(s.size, voxel)), None)
+    if off is None:
+        return ""
+    pixel = off.size
+    head = (
+        f"the picks of tomogram {name!r} are pixel coordinates (rlnCoordinateX/Y/Z) and {off.said}, "
+        f"but {_voxels_text(voxel, known)}: RELION 4 writes such coordinates in tilt-series pixels, "
+        "while picks made on the binned tomogram are in its voxels, so where they lie is a guess; "
+    )
+    if getattr(planner, "scale_options", True):
+        return head + _readings(pixel, voxel, known)
+    already = (
+        f"set {TILT_SERIES_PIXEL} to {voxel:.4g}"
+        if off.said.startswith("data_optics")
+        else "give the tomogram files to --tomograms instead of tomograms.star"
+    )
     return head + (
         "this command has no --binning or --coordinate-pixel-size: rescale the coordinates to the "
         f"tomogram's voxels (x {pixel / voxel:.4g} if they are tilt-series pixels, as RELION 4 writes "
-        f"them), or set {TILT_SERIES_PIXEL} to {voxel:.4g} if they already are"
+        f"them), or {already} if they already are"
+    )
+
+
+def _option_reason(planner: Any, name: str, stated: list[StatedPixel], voxel: float, known: bool) -> str:
+    """Why pixel picks of tomogram ``name`` fail when ``--binning`` / ``--coordinate-pixel-size``
+    reads them as pixels of a size the files do not state (neither a stated tilt-series pixel nor
+    the tomogram's voxel), "" when the option agrees with them. Why: the option was applied
+    without a look at what the table says, and every pick cropped at the wrong place, exit 0."""
+    if planner.binning:
+        option, implied = f"--binning {planner.binning:g}", voxel / planner.binning
+    else:
+        option, implied = (
+            f"--coordinate-pixel-size {planner.coordinate_pixel_size:g}",
+            planner.coordinate_pixel_size,
+        )
+    if _agree(implied, voxel):
+        return ""  # the tomogram's voxels: the reading every refusal offers
+    off = next((s for s in stated if not _agree(implied, s.size)), None)
+    if off is None:
+        return ""
+    return (
+        f"{option} reads the picks of tomogram {name!r} as {implied:.4g} A pixels, but {off.said} and "
+        f"{_voxels_text(voxel, known)}: the option agrees with neither; {_readings(off.size, voxel, known)}"
     )
 
 
@@ -516,21 +632,28 @@ def _check_size(tomo_path: str | Path, shape: tuple[int, ...], entry: Any) -> No
     )
 
 
-def tomogram_pixel(planner: Any, picks: Path, name: str) -> float:
-    """A per voxel of a tomogram: its tomograms.star row (tilt-series pixel x binning) when
-    there is one, else the MRC header; a header without one is refused, never taken as 1 A."""
+def _voxel_of(planner: Any, picks: Path, name: str) -> tuple[float | None, dict[str, Any]]:
+    """A per voxel of a tomogram (its tomograms.star row's tilt-series pixel x binning when there
+    is one, else the MRC header's; None when neither gives one), with its header."""
     header = tomogram_header(planner, picks, name)
     entry = table_entry(planner, name, header["path"])
     if entry is not None and entry.pixel_size:
-        return entry.pixel_size
-    if not header["voxel_size_known"]:
-        cell = ", ".join(f"{c:g}" for c in header.get("cell", ()))
-        raise InputError(
-            header["path"],
-            f"no usable voxel size in the header (cell = {cell}): cannot bring the picks' "
-            "coordinates to its voxels",
-        )
-    return header["voxel_size"]
+        return entry.pixel_size, header
+    return (header["voxel_size"] if header["voxel_size_known"] else None), header
+
+
+def tomogram_pixel(planner: Any, picks: Path, name: str) -> float:
+    """A per voxel of a tomogram (:func:`_voxel_of`); a header without one is refused, never
+    taken as 1 A."""
+    voxel, header = _voxel_of(planner, picks, name)
+    if voxel is not None:
+        return voxel
+    cell = ", ".join(f"{c:g}" for c in header.get("cell", ()))
+    raise InputError(
+        header["path"],
+        f"no usable voxel size in the header (cell = {cell}): cannot bring the picks' "
+        "coordinates to its voxels",
+    )
 
 
 def coordinate_scale(planner: Any, name: str, vol: Any) -> float:

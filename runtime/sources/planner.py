@@ -343,8 +343,7 @@ class Planner:
 
         with read_dataset(path) as ds:  # checks dataset.json against the stack and the table
             info = ds.meta
-        contrast = self.contrast or info["contrast"]  # read_dataset refuses a dataset without one
-        self.check_contrast(str(path), contrast)
+        self.check_contrast(str(path), self._dataset_contrast(path, info["contrast"]))
         stack = path / "volumes.mrc"
         vol = open_mrc(stack)
         from cryoshift.runtime.mrc import check_isotropic
@@ -354,6 +353,20 @@ class Planner:
         data = vol.data if vol.is_stack else vol.data[None]
         self.check_box(stack, data.shape[1:])
         self.items.extend(Item(stack_id(stack, i), "stack", str(stack), i) for i in range(data.shape[0]))
+
+    def _dataset_contrast(self, path: Path, recorded: str) -> str:
+        """The contrast of dataset ``path``: the one its dataset.json records (read_dataset refuses a
+        dataset without one). A ``--contrast`` that says otherwise is refused, never applied.
+
+        Why: the option silently overrode the record, so a light dataset with ``--contrast dark``
+        was classified as dark data (wrong classes, exit 0); which of the two is right is a guess."""
+        if self.contrast is not None and self.contrast != recorded:
+            raise PlanRefusal(
+                str(path),
+                f"its dataset.json records contrast {recorded!r} but --contrast says {self.contrast!r}; "
+                "drop --contrast (a dataset's own record applies) or correct dataset.json",
+            )
+        return recorded
 
     def add_table(self, path: Path) -> None:
         """A STAR/CSV table: a listing of subtomogram files, or picks in tomograms."""
@@ -397,41 +410,72 @@ class Planner:
     def add_listing(self, path: Path) -> None:
         """A table of subtomogram files and stack slices (rlnImageName, ``path``/``index``); a row
         naming no usable image (``0@stack.mrcs``, an empty name) is an error row of its own."""
-        from cryoshift.runtime.picks import listing_rows
+        from cryoshift.runtime.picks import STATED_PIXEL, listing_rows
 
         listing, bad = listing_rows(path)
         start = len(self.items)
-        voxel_problem: dict[str, str] = {}  # listed file -> why none of its items can be used
-        for i, row in enumerate(listing.itertuples(index=False)):
-            vpath = str(row.path)
-            index = _as_index(getattr(row, "index", -1))
+        voxel_problem: dict[tuple[str, float], str] = {}  # (listed file, stated size) -> why its items fail
+        stated_only: set[str] = set()  # files whose header has no voxel size: checked by the STAR's
+        for i, (vpath, index, stated) in enumerate(
+            zip(map(str, listing["path"]), listing["index"], listing[STATED_PIXEL], strict=True)
+        ):
+            index = _as_index(index)
             if i in bad:
                 ident = _bad_listing_id(path, vpath, i, bad[i])
                 self.items.append(Item(ident, "error", str(path), error=bad[i]))
                 continue
-            if vpath not in voxel_problem:
-                voxel_problem[vpath] = self._check_listed_file(vpath)
-            if voxel_problem[vpath]:
+            key = (vpath, float(stated) if stated > 0 else 0.0)
+            if key not in voxel_problem:
+                voxel_problem[key] = self._check_listed_file(path, vpath, key[1], stated_only)
+            if voxel_problem[key]:
                 ident = stack_id(vpath, index) if index >= 0 else vpath
-                self.items.append(Item(ident, "error", vpath, index, error=voxel_problem[vpath]))
+                self.items.append(Item(ident, "error", vpath, index, error=voxel_problem[key]))
             elif index >= 0:
                 self.items.append(Item(stack_id(vpath, index), "stack", vpath, index))
             else:
                 self.items.append(Item(vpath, "file", vpath))
         if path.suffix.lower() == ".star":
             self.origins.append((str(path), [it.id for it in self.items[start:]]))
+        if stated_only:  # no longer "classified without checking", but the check rests on the STAR
+            self.notes.append(
+                f"{path}: {len(stated_only)} listed files have no usable voxel size in their header; "
+                "checked by the listing's data_optics rlnImagePixelSize instead (manifest: that size)"
+            )
 
-    def _check_listed_file(self, vpath: str) -> str:
-        """Voxel size of a listed file, read once per file: "" if fine, else why its items fail
-        (unreadable files fail per item later, with their own reason)."""
+    def _check_listed_file(self, listing: Path, vpath: str, stated: float, stated_only: set[str]) -> str:
+        """Voxel size of a listed file, read once per file (and stated size): "" if fine, else why
+        its items fail (unreadable files fail per item later, with their own reason).
+
+        ``stated``: the listing's ``data_optics`` rlnImagePixelSize for the file's rows (0: none).
+        A header that contradicts it (> VOXEL_TOLERANCE) refuses the listing, as dataset.json
+        against its header is refused: either may be the wrong one. A header without a usable
+        voxel size is checked by the stated size instead of not at all (and added to ``stated_only``)."""
         try:
             vol = self.cache.get(vpath)
         except InputError:
             return ""
+        known = getattr(vol, "voxel_size_known", True) and float(vol.voxel_size or 0.0) > 0
+        if stated > 0 and known:
+            off = voxel_mismatch(float(vol.voxel_size), stated)
+            if off is not None and off > VOXEL_TOLERANCE:
+                raise InputError(
+                    listing,
+                    f"data_optics rlnImagePixelSize {stated:.4g} A differs from the header voxel size "
+                    f"{float(vol.voxel_size):.4g} A of {vpath} by {percent(off)} (> {VOXEL_TOLERANCE:.0%}); "
+                    "correct whichever is wrong",
+                )
         try:
-            self.check_voxel(vpath, vol)
+            if stated > 0 and not known:
+                stated_only.add(vpath)
+                self.check_voxel(vpath, SimpleNamespace(voxel_size=stated, voxel_size_known=True))
+            else:
+                self.check_voxel(vpath, vol)
         except InputError as exc:
-            return exc.reason
+            return (
+                exc.reason
+                if known
+                else f"the listing's data_optics rlnImagePixelSize (the header has none): {exc.reason}"
+            )
         return ""
 
 

@@ -202,15 +202,16 @@ def test_tomograms_star_and_centred_picks_round_trip(model_path, project, tmp_pa
     assert list(second["class_name"]) == list(csv["class_name"])
 
 
-def test_unbinned_pixel_picks_get_a_hint_and_binning_fixes_them(model_path, project, tmp_path, capsys):
+def test_unbinned_pixel_picks_are_refused_and_binning_fixes_them(model_path, project, tmp_path, capsys):
     from cryoshift.runtime.results import read_results
 
     raw = ["classify", str(model_path), str(project["relion4"]), "-t", str(project["tomograms"])]
     code = main([*raw, "-o", str(tmp_path / "raw"), "-b", "cpu"])
     out, err = capsys.readouterr()
-    # every pick lies outside: nothing classified is a failure (exit 2), and the hint says why
-    assert code == 2 and "nothing was classified" in err
-    assert "look 4x too large" in out and "--binning 4" in out
+    # tomograms.star says the tilt series has 2.5 A pixels binned 4x: pixel picks are refused up
+    # front, offering both readings (they were cropped as voxels, every pick outside, and hinted)
+    assert code == 2 and "tomograms.star gives rlnTomoTiltSeriesPixelSize 2.5 A (binning 4)" in err
+    assert "--coordinate-pixel-size 2.5 if they are tilt-series pixels" in err, out
     for flag in (["--binning", "4"], ["--coordinate-pixel-size", "2.5"]):
         _run(
             [
