@@ -28,6 +28,7 @@ from cryoshift.runtime.jsonfile import read_json_object
 from cryoshift.runtime.ledger import RunLedgers
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.pipeline import LABEL, UNKNOWN, RunStats, rows_without_shift
+from cryoshift.runtime.polarity import say
 from cryoshift.runtime.run import RunOptions, driver_model, refuse_featureless
 from cryoshift.runtime.sources import Item, VolumeCache
 from cryoshift.runtime.summary import output_names
@@ -98,6 +99,12 @@ class DeviceInference:
         for m in manifests:
             for key in ("read_s", "compute_s", "write_s", "wait_s"):
                 setattr(stats, key, getattr(stats, key) + m["summary"][key])
+        # each worker judged its own crops' polarity (runtime/polarity.py): its warning is the run's
+        for m in manifests:
+            for line in m["summary"].get("warned", []):
+                if isinstance(line, str) and line not in stats.worker_warnings:
+                    stats.worker_warnings.append(line)
+                    say(line)
         self._worker_model = manifests[0]["model"]
         self.description = f"{len(self.devices)} worker processes: {self._worker_model['description']}"
         stats.wall_s = time.perf_counter() - t0

@@ -29,6 +29,7 @@ import numpy as np
 from cryoshift.runtime.errors import require_extra
 from cryoshift.runtime.ledger import RunLedgers
 from cryoshift.runtime.pipeline import LABEL, UNKNOWN, Progress, RunStats, rows_without_shift
+from cryoshift.runtime.polarity import centre_contrast, say
 from cryoshift.runtime.run import RunOptions, driver_model, one_writer, refuse_featureless, run
 from cryoshift.runtime.sources import Item, VolumeCache
 from cryoshift.runtime.summary import ClassifySummary, model_info
@@ -81,6 +82,7 @@ class Classifier:
             for c in ({f: batch[f][i] for f in _ITEM_FIELDS} for i in range(n))
         ]
         good, errors = fill(chunk, self.buffer, self.cache, self.voxel_size)
+        polarity = centre_contrast(self.buffer[: len(good)])  # of the crops, for the driver's tally
         rows: list[list[Any]] = []
         feats = np.zeros((0, 0), np.float32)
         if good:
@@ -97,6 +99,8 @@ class Classifier:
         ]
         kinds = ["error"] * len(errors) + ["row"] * len(rows)
         out = {"kind": np.array(kinds, dtype=object), "payload": np.array(payloads, dtype=object)}
+        # one value per entry (the column lengths must agree): the good crops', NaN for unread items
+        out["polarity"] = np.concatenate([np.full(n - len(good), np.nan), polarity])
         if self.features:  # each row's float32 bytes as text (exact; error entries have none)
             out["features"] = np.array(
                 [""] * len(errors) + [base64.b64encode(f.tobytes()).decode("ascii") for f in feats],
@@ -150,10 +154,11 @@ class RayInference:
 
     def run(self, todo: Sequence[Item], ledgers: RunLedgers, opts: RunOptions) -> RunStats:
         t0 = time.perf_counter()
-        stats = RunStats()
+        stats = RunStats(contrast=self.model.metadata.contrast)
         if len(todo):
             with Progress(len(todo), "classifying (ray)", enabled=opts.progress) as bar:
-                for rows, errors, feats in self._batches(todo, opts, ledgers.features is not None):
+                for rows, errors, feats, polarity in self._batches(todo, opts, ledgers.features is not None):
+                    stats.polarity.add_values(polarity)
                     ledgers.append(rows, errors, feats)
                     stats.done += len(rows)
                     stats.errors += len(errors)
@@ -161,11 +166,14 @@ class RayInference:
                     stats.shift_missing += rows_without_shift(rows, self.model.metadata)
                     bar.advance(len(rows) + len(errors))
         stats.wall_s = time.perf_counter() - t0
+        for line in stats.warnings:
+            say(line)
         return stats
 
     def _batches(self, todo: Sequence[Item], opts: RunOptions, with_features: bool = False) -> Any:
-        """(rows, errors, features of the rows) of each batch the actor pool returns; features
-        (float32 (len(rows), F), in the order of the rows) only ``with_features``, else None."""
+        """(rows, errors, features of the rows, polarity values) of each batch the actor pool
+        returns; features (float32 (len(rows), F), in the order of the rows) only
+        ``with_features``, else None; polarity: :func:`centre_contrast` of the batch's crops."""
         import ray
         from ray.data import ActorPoolStrategy
 
@@ -198,7 +206,7 @@ class RayInference:
                     feats.append(np.frombuffer(base64.b64decode(f), dtype=np.float32))
                 else:
                     errors.append(values)
-            yield rows, errors, (np.stack(feats) if with_features and rows else None)
+            yield rows, errors, (np.stack(feats) if with_features and rows else None), batch["polarity"]
 
     def model_info(self) -> dict[str, Any]:
         return model_info(self.model)

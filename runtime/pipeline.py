@@ -73,6 +73,7 @@ class RunStats:
     shift_missing: int = 0  # rows without a finite shift score though the model has features (see notes)
     polarity: PolarityTally = field(default_factory=PolarityTally)  # of the crops classified
     contrast: str = ""  # the model's, which ``polarity`` is judged against ("": not judged)
+    worker_warnings: list[str] = field(default_factory=list)  # said by --devices worker processes
 
     @property
     def rate(self) -> float:
@@ -85,7 +86,7 @@ class RunStats:
         """Notes that are also said on stderr when the run ends: the data's polarity contradicts
         the model's contrast (runtime/polarity.py)."""
         said = self.polarity.warning(self.contrast) if self.contrast else None
-        return [said] if said else []
+        return ([said] if said else []) + self.worker_warnings
 
     @property
     def notes(self) -> list[str]:

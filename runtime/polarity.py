@@ -77,7 +77,12 @@ class PolarityTally:
 
     def add(self, volumes: np.ndarray) -> None:
         """Count the volumes of one batch (see :func:`centre_contrast` for the shapes)."""
-        values = centre_contrast(volumes)
+        self.add_values(centre_contrast(volumes))
+
+    def add_values(self, values: np.ndarray) -> None:
+        """Count per-volume :func:`centre_contrast` values computed elsewhere (a Ray actor's);
+        NaN (a constant volume) is left out."""
+        values = np.asarray(values, dtype=np.float64)
         values = values[np.isfinite(values)]
         self.n += len(values)
         self.total += float(values.sum())

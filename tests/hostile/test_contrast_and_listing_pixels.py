@@ -220,3 +220,46 @@ def test_polarity_is_tallied_on_every_pipeline_path(path: str, model: Path, tmp_
     assert summary.classified == 40
     assert any("look light (inverted)" in n for n in summary.notes), summary.notes
     assert summary.warned and summary.warned[0] in summary.notes
+
+
+def test_device_workers_pass_on_their_polarity_warning(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """``--devices``: each worker process judges its own crops; the parent said nothing before
+    (its statistics are rebuilt from the workers' rows), now its summary and stderr carry the warning."""
+    inverted = labelled(tmp_path, "inv", particles(2 * MIN_VOLUMES + 10, sign=+1.0))
+    argv = [
+        "classify",
+        model,
+        inverted,
+        "-o",
+        tmp_path / "o",
+        "--devices",
+        "0,1",
+        "-b",
+        "cpu",
+        "--no-progress",
+    ]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "cryoshift: warning: the data look light (inverted)" in err, err
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert any("look light (inverted)" in n for n in manifest["summary"]["notes"])
+
+
+@pytest.mark.slow
+def test_ray_driver_tallies_the_actors_polarity(model: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """``--ray``: the actors send each crop's centre contrast, the driver judges the run."""
+    pytest.importorskip("ray.data")
+    import ray
+
+    from cryoshift.runtime.distributed import classify_ray
+
+    inverted = labelled(tmp_path, "inv", particles(MIN_VOLUMES + 10, sign=+1.0))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        summary = classify_ray(
+            model, [str(inverted)], tmp_path / "o", backend="cpu", batch_size=8, num_workers=1, progress=False
+        )
+    finally:
+        ray.shutdown()
+    assert any("look light (inverted)" in n for n in summary.notes), summary.notes
+    assert "cryoshift: warning: the data look light (inverted)" in capsys.readouterr().err
