@@ -7,9 +7,12 @@ a node without PyTorch. Errors that users cause print one line and exit with cod
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import PurePath
 from typing import get_args
 
@@ -233,8 +236,59 @@ for _module in (info, simulate, train, evaluate, export, classify, merge, report
     )(_module.command)
 
 
-# Finished rows and checkpoints are already on disk (fsync'd ledgers): say how to go on.
-_INTERRUPTED = "cryoshift: interrupted; rerun with --resume to continue"
+# Finished rows and checkpoints are already on disk (fsync'd ledgers): say how to go on; a verb
+# without --resume starts again (it keeps nothing half-written).
+_RESUME_ADVICE = {True: "rerun with --resume to continue", False: "rerun the command to start again"}
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 128 + 15  # 128 + SIGTERM, as a shell reports a kill (SLURM's time limit)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a SLURM time limit or preemption, ``kill``), raised in the main thread.
+
+    Why: SIGTERM ended every verb at once, with no word and no cleanup: ``finally`` blocks and
+    temporary folders never ran (bench left hundreds of MB under /tmp, train its ``.cs-*.tmp``
+    files). As a KeyboardInterrupt it takes the path Ctrl-C takes, whose cleanup every verb has."""
+
+
+def _verb_has_resume(argv: Sequence[str]) -> bool:
+    """Whether the verb named in ``argv`` (the root's options skipped) takes ``--resume``, read from
+    its command's parameters, so a verb that gains the option is said right without a list."""
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    command = typer.main.get_command(app)
+    found = command.commands.get(verb) if verb and hasattr(command, "commands") else None
+    return any("--resume" in getattr(p, "opts", ()) for p in getattr(found, "params", ()))
+
+
+def interrupted_line(argv: Sequence[str], terminated: bool) -> str:
+    """The one line an interrupted verb prints: what stopped it, and how to go on."""
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
+    return f"cryoshift: {what}; {_RESUME_ADVICE[_verb_has_resume(argv)]}"
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[list[int]]:
+    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread (once: a second
+    one during the cleanup it started is only counted); yields the signals received. Elsewhere (a
+    thread, an embedding program's non-main thread) nothing is installed. The handler before is put
+    back afterwards. Child processes keep their own: device workers and reader processes start from
+    a new interpreter or the fork server (default SIGTERM), and Python handlers are not inherited
+    across exec."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:  # None: a handler set outside Python, which cannot be put back; the default then
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _system_arrow_allocator() -> None:
@@ -281,16 +335,28 @@ def _few_malloc_arenas_under_a_limit() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; returns the exit code (2 for bad input or a missing extra)."""
+    """Console entry point; returns the exit code (2 for bad input or a missing extra, 130 after
+    Ctrl-C, 143 after SIGTERM)."""
     _system_arrow_allocator()
     _few_malloc_arenas_under_a_limit()
+    with _sigterm_raises() as terminated:
+        try:
+            code = _run(argv)
+        except KeyboardInterrupt:  # a SIGTERM just after the verb ended
+            code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C (and Terminated) into a silent exit 130
+        shown = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+        typer.echo(interrupted_line(shown, bool(terminated)), err=True)
+        return EXIT_TERMINATED if terminated else code
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
+    """Run the verb; returns its exit code, having printed the one line of an error users cause."""
     try:
         app(args=argv, prog_name="cryoshift", standalone_mode=True)
     except SystemExit as exc:
-        code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
-        if code == 130:  # typer turns Ctrl-C into a silent exit 130
-            typer.echo(_INTERRUPTED, err=True)
-        return code
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except (InputError, MissingExtraError) as exc:
         # names from files (a tomogram, a class) may hold escape sequences: shown, not sent to the terminal
         typer.echo(f"cryoshift: error: {visible(exc)}", err=True)
@@ -301,8 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"cryoshift: error: {visible(where + reason)}", err=True)
         return 2
     except KeyboardInterrupt:
-        typer.echo(_INTERRUPTED, err=True)
-        return 130
+        return EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as exc:
         # host RAM (MemoryError) or a GPU (torch's OutOfMemoryError, a RuntimeError): one line with
         # the remedy, not a traceback; other RuntimeErrors are bugs and keep theirs

@@ -18,7 +18,9 @@ refused naming the shard table, and a planned id in no shard's table is refused 
 ``--allow-missing``). A shard file named ``shard-i-of-n`` with i >= n, and a manifest whose format,
 recorded shard or planning facts are not a classify shard's, are refused naming the file.
 When every shard has ``features.shard-i-of-n.npy`` (``classify --features``), their rows for the
-kept predictions become ``features.npy``, in the order of ``predictions.csv``.
+kept predictions become ``features.npy``, in the order of ``predictions.csv``. A marker written
+before the tables and removed after the manifest (:data:`PENDING_MERGE`) lets a rerun of a merge
+killed in between finish it; ``--allow-missing`` leaves out shards that did not finish.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from cryoshift.runtime.copick_io import is_copick
 from cryoshift.runtime.errors import InputError, check_out_folder, missing_reason, not_a_file, require_extra
 from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
 from cryoshift.runtime.ledger import ERROR_COLUMNS, checked_rows
-from cryoshift.runtime.outfiles import open_in_place, replacing, replacing_path
+from cryoshift.runtime.outfiles import open_in_place, replacing, replacing_path, write_text
 
 _SHARD = re.compile(r"^predictions\.shard-(\d+)-of-(\d+)\.csv$")
 
@@ -686,6 +688,7 @@ def merge_shards(
         splits = ", ".join(f"of {n}" for n in sorted(counts))
         raise InputError(dirs[0], f"shards of different splits ({splits})")
     n = counts.pop()
+    unfinished = _leave_out_unfinished(shards) if allow_missing else []
     missing = [i for i in range(n) if (i, n) not in shards]
     if missing and not allow_missing:
         raise InputError(
@@ -725,28 +728,35 @@ def merge_shards(
     checked = theirs and planned_alike  # every row is held to the plan the shards split
     claim = ids.claim if ids is not None and checked else None
     kept: list[tuple[list[int], int]] = []
-    # both tables whole or neither: a damaged shard leaves an older merge as it was. Each goes to a
-    # new random temporary name (never the fixed .NAME.<pid>.tmp a link could be planted at) and is
-    # renamed onto its name when the block ends without an error (errors.csv first, then the CSV)
-    with contextlib.ExitStack() as stack:
-        tmps = [stack.enter_context(replacing_path(names[k])) for k in ("csv", "errors")]
-        place = ids.place if ids is not None else None
-        done, dup_pred, pred_rows = _join(preds, pred_header, tmps[0], {}, kept, check, place, claim)
-        failed, dup_err, err_rows = _join(
-            errs, err_header, tmps[1], done, check=check_error, place=place, claim=claim
-        )
-        lost_note = None
-        if ids is not None and checked:
-            lost_note = _judge_lost(ids, done, failed, keys, allow_missing, dirs[0])
-        ids = None  # every row placed and checked: the plan's ids are no longer needed
-        done.clear()
-        failed.clear()
-        repeats = Repeats(dup_pred.count + dup_err.count, (dup_pred.examples + dup_err.examples)[:3])
-        repeat_note = _judge_repeats(repeats, planned_alike, checked, dirs[0])
-        sort, order_note = _input_order(pred_rows, err_rows, replanned, manifests, keys)
-        order = _reorder(tmps[0], pred_rows, sort(pred_rows)) if sort else None
-        if sort:
-            _reorder(tmps[1], err_rows, sort(err_rows))
+    settings.update(shard=None, merged_shards=[list(k) for k in keys])
+    marker, earlier_marker = _mark_pending(names["manifest"], first, settings)
+    try:
+        # both tables whole or neither: a damaged shard leaves an older merge as it was. Each goes to a
+        # new random temporary name (never the fixed .NAME.<pid>.tmp a link could be planted at) and is
+        # renamed onto its name when the block ends without an error (errors.csv first, then the CSV)
+        with contextlib.ExitStack() as stack:
+            tmps = [stack.enter_context(replacing_path(names[k])) for k in ("csv", "errors")]
+            place = ids.place if ids is not None else None
+            done, dup_pred, pred_rows = _join(preds, pred_header, tmps[0], {}, kept, check, place, claim)
+            failed, dup_err, err_rows = _join(
+                errs, err_header, tmps[1], done, check=check_error, place=place, claim=claim
+            )
+            lost_note = None
+            if ids is not None and checked:
+                lost_note = _judge_lost(ids, done, failed, keys, allow_missing, dirs[0])
+            ids = None  # every row placed and checked: the plan's ids are no longer needed
+            done.clear()
+            failed.clear()
+            repeats = Repeats(dup_pred.count + dup_err.count, (dup_pred.examples + dup_err.examples)[:3])
+            repeat_note = _judge_repeats(repeats, planned_alike, checked, dirs[0])
+            sort, order_note = _input_order(pred_rows, err_rows, replanned, manifests, keys)
+            order = _reorder(tmps[0], pred_rows, sort(pred_rows)) if sort else None
+            if sort:
+                _reorder(tmps[1], err_rows, sort(err_rows))
+    except BaseException:
+        if not earlier_marker:  # no table replaced: the folder's results are as they were
+            marker.unlink(missing_ok=True)
+        raise
     feature_note = _merge_features([t.path for t in preds], kept, names["csv"], order)
     summary = ClassifySummary.for_files(
         names, f"merged {len(keys)} of {n} shards: " + first["model"]["description"]
@@ -758,12 +768,39 @@ def merge_shards(
     summary.rate = RunStats(summary.classified, summary.errors, wall_s=summary.pipeline_s).rate
     if missing:
         summary.notes.append(f"shards {', '.join(map(str, missing))} of {n} were missing")
+    if unfinished:
+        summary.notes.append(_unfinished_note(unfinished))
     for note in (repeat_note, lost_note, model_note, feature_note, order_note, *plan_notes):
         if note:
             summary.notes.append(note)
-    settings.update(shard=None, merged_shards=[list(k) for k in keys])
     summary.wall_s = time.perf_counter() - t0
-    return finish_run(names, first["model"], plan, summary, settings)
+    finish_run(names, first["model"], plan, summary, settings)
+    marker.unlink(missing_ok=True)  # the manifest is written: the merge is whole
+    return summary
+
+
+def _leave_out_unfinished(shards: dict[tuple[int, int], Path]) -> list[Path]:
+    """Take the shards with a table but no manifest (killed, or still running) out of ``shards``, as
+    ``--allow-missing`` takes them: missing. Returns their tables. Left in when no shard finished,
+    so that the refusal names the first one.
+
+    Why: ``--allow-missing`` merged past shards that never started but stopped at one killed
+    mid-way, though both are shards that did not finish. Its rows so far are not taken: a shard
+    is merged whole or not at all (its manifest is what says it is whole)."""
+    gone = [key for key, table in shards.items() if not os.path.lexists(_manifest_path(table, key))]
+    if len(gone) == len(shards):
+        return []
+    return [shards.pop(key) for key in sorted(gone)]
+
+
+def _unfinished_note(tables: list[Path]) -> str:
+    """The merged manifest's note on shards left out as unfinished (:func:`_leave_out_unfinished`)."""
+    from cryoshift.runtime.picks import _list
+
+    return (
+        f"left out as missing, unfinished (a table but no manifest: killed, or still running): "
+        f"{_list([str(t) for t in tables], limit=4)}; rerun them with --resume, then merge again"
+    )
 
 
 def _refuse_foreign_results(names: dict[str, Path], shards: dict[str, Any], n: int) -> None:
@@ -797,28 +834,76 @@ def _refuse_foreign_results(names: dict[str, Path], shards: dict[str, Any], n: i
     if not tables:
         return
     why = None
+    pending = pending_merge(names["manifest"])
     if run.is_file():
         why = f"{run.name} says an unsharded classify run writes it"
-    elif not names["manifest"].is_file():
-        why = f"no {names['manifest'].name} says where its rows came from (a classify run killed here?)"
+    elif names["manifest"].is_file():
+        why = _other_merge(names["manifest"], "", shards, n)
+    elif pending.is_file():  # a merge killed before its manifest: these shards' own may finish it
+        why = _other_merge(pending, " (a merge that did not finish)", shards, n)
     else:
-        merged = read_json_object(names["manifest"], "manifest")
-        settings = merged.get("settings") if isinstance(merged.get("settings"), dict) else {}
-        split = settings.get("merged_shards")
-        if not isinstance(split, list) or not split:
-            why = f"{names['manifest'].name} is of a classify run, not of a merge"
-        elif any(not isinstance(k, list) or len(k) != 2 or k[1] != n for k in split):
-            why = f"{names['manifest'].name} is of a merge of another split (not of {n} shards)"
-        elif same_network(merged.get("model"), shards["model"]) is None:
-            why = f"{names['manifest'].name} is of a merge of shards of another model"
-        elif differs := answer_mismatch(merged, shards):
-            what, old, new = differs
-            why = f"{names['manifest'].name} is of a merge of shards of {what} {old}, these have {new}"
+        why = f"no {names['manifest'].name} says where its rows came from (a classify run killed here?)"
     if why:
         raise InputError(
             tables[0],
             f"holds results that did not come from these shards ({why}); merging would replace them; {away}",
         )
+
+
+def _other_merge(record_path: Path, said: str, shards: dict[str, Any], n: int) -> str | None:
+    """Why the merge record ``record_path`` (a merged manifest, or the marker of a merge that did
+    not finish: :func:`pending_merge`) is not of a merge of ``n`` shards like ``shards`` (None: it
+    is, so merging these again may replace its results). ``said`` follows the file's name."""
+    from cryoshift.runtime.summary import same_network
+
+    name = f"{record_path.name}{said}"
+    merged = read_json_object(record_path, "manifest")
+    settings = merged.get("settings") if isinstance(merged.get("settings"), dict) else {}
+    split = settings.get("merged_shards")
+    if not isinstance(split, list) or not split:
+        return f"{name} is of a classify run, not of a merge"
+    if any(not isinstance(k, list) or len(k) != 2 or k[1] != n for k in split):
+        return f"{name} is of a merge of another split (not of {n} shards)"
+    if same_network(merged.get("model"), shards["model"]) is None:
+        return f"{name} is of a merge of shards of another model"
+    if differs := answer_mismatch(merged, shards):
+        what, old, new = differs
+        return f"{name} is of a merge of shards of {what} {old}, these have {new}"
+    return None
+
+
+# Written before a merge puts its tables in place and removed once its manifest is written: a merge
+# killed in between leaves tables without a manifest, which this marker says are a merge's own.
+PENDING_MERGE = ".cryoshift-merge-pending.json"
+
+
+def pending_merge(manifest: Path) -> Path:
+    """The marker of a merge into the folder of ``manifest`` that has not finished (if it exists)."""
+    return manifest.with_name(PENDING_MERGE)
+
+
+def _mark_pending(manifest: Path, first: dict[str, Any], settings: dict[str, Any]) -> tuple[Path, bool]:
+    """Write the marker of a merge starting to replace the results beside ``manifest``: what the
+    merged manifest will say of the shards (model, inputs, settings with ``merged_shards``).
+
+    Why: merge renames its tables into place before finish_run writes the manifest; killed in
+    between (SLURM, kill -9), the tables had no manifest, so every later merge refused them as a
+    classify run's, and the dependent merge job could only be fixed by hand. With the marker a
+    rerun of the same merge recognises them as its own (:func:`_refuse_foreign_results`), and
+    ``report`` says the merge did not finish. Returns the marker and whether one was there
+    already (a merge killed here earlier, whose tables may be in place: it stays if this one fails)."""
+    record = {
+        "format": "cryoshift.merge-pending/1",
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": first["model"],
+        "inputs": first.get("inputs"),
+        "settings": settings,
+    }
+    path = pending_merge(manifest)
+    earlier = path.is_file()
+    write_text(path, json.dumps(record, indent=2, default=str) + "\n")
+    return path, earlier
 
 
 def _manifests(
@@ -834,7 +919,11 @@ def _manifests(
         if problem:
             raise InputError(m, f"{problem}, not a shard manifest (rerun the shard with --resume)")
         if not m.is_file():
-            raise InputError(m, "missing: the shard did not finish (rerun it with --resume)")
+            raise InputError(
+                m,
+                "missing: the shard did not finish (rerun it with --resume, "
+                "or leave it out with --allow-missing)",
+            )
         manifest = read_json_object(m, "shard manifest")
         if not isinstance(manifest.get("model"), dict) or "sha256" not in manifest["model"]:
             raise InputError(m, "not a readable shard manifest (no model.sha256: a foreign file)")

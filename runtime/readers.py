@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import queue
 import threading
 import time
@@ -205,6 +206,28 @@ class ThreadReaders:
             self.ready.put(None)  # one end marker per thread
 
 
+def _end_with_parent() -> None:
+    """End this reader process as soon as the process that started it ends, however it ended.
+
+    Why: after ``kill -9`` of a ``classify --reader-processes`` run its readers waited on their task
+    queue forever (they hold its write end themselves, so it never reports end-of-file), and with
+    them the fork server (each holds its "alive" pipe): ~200 MB of orphans for good. The parent
+    holds the write end of this process's parent sentinel (multiprocessing's own pipe), which
+    becomes readable when the parent is gone; a daemon thread waits on it. A parent that stops its
+    readers (:meth:`ProcessReaders.stop`) outlives them, so the thread never fires then."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not started by multiprocessing (a test calling it directly)
+        return
+
+    def watch() -> None:
+        parent.join()  # waits on the sentinel: returns once the parent has ended
+        os._exit(1)
+
+    threading.Thread(target=watch, name="cryoshift-parent-watch", daemon=True).start()
+
+
 def _process_main(
     shm_name: str,
     shape: tuple[int, ...],
@@ -216,6 +239,7 @@ def _process_main(
     """Reader process: fill shared-memory slots for the chunks it is sent until told to stop."""
     from multiprocessing import shared_memory
 
+    _end_with_parent()
     # Attaching registers the name with the resource tracker this process shares with its parent
     # (a set: no double entry); the parent's unlink() unregisters it once, at the end.
     shm = shared_memory.SharedMemory(name=shm_name)

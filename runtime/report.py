@@ -5,7 +5,8 @@ unknown fraction, confidence and shift-score histograms, throughput and timings 
 manifest.json, a confusion matrix when the input carried labels (a ``class``/``label``
 column travels into predictions.star), and the target embedding coloured by predicted class
 when ``features.npy`` (``classify --features``: one row per prediction, same order) sits next to
-the predictions; without it the summary says how to get it.
+the predictions; without it the summary says how to get it. Results of a run that did not finish
+(a classify run or a merge killed before its manifest) are said to be partial, first.
 For a training run folder: losses, source validation accuracy and target scores per epoch,
 with the epoch that label-free selection chose marked, and the selection rule.
 
@@ -19,6 +20,7 @@ import base64
 import html
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -201,8 +203,9 @@ def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]
         _refuse_folder(path)
     found = read_prediction_table(table, REPORTED_COLUMNS)
     df = found.rows
-    manifest = _json_dict(folder / "manifest.json")
-    _check_manifest(folder / "manifest.json", manifest)
+    manifest_path = _own_files(table)["manifest"]
+    manifest = _json_dict(manifest_path)
+    _check_manifest(manifest_path, manifest)
     if found.star_labels is not None:
         truth = _true_classes(table, found)
         if truth is not None:
@@ -212,6 +215,47 @@ def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]
         if truth is not None:
             df["true_class"] = df["id"].astype(str).map(truth)
     return df, manifest, folder, table
+
+
+_OWN_TABLE = re.compile(r"^predictions(\.shard-(\d+)-of-(\d+))?\.(csv|star)$")
+
+
+def _own_files(table: Path) -> dict[str, Path]:
+    """The files of the run that wrote ``table`` (summary.output_names): a shard's table has its own
+    manifest (``manifest.shard-i-of-n.json``); any other table the folder's ``manifest.json``."""
+    from cryoshift.runtime.summary import output_names
+
+    m = _OWN_TABLE.match(table.name)
+    shard = (int(m.group(2)), int(m.group(3))) if m and m.group(1) else None
+    return output_names(table.parent, shard)
+
+
+def unfinished_note(table: Path, rows: int) -> str | None:
+    """Why the results in ``table`` are not a whole run (None: nothing says so): a classify run
+    killed before its manifest (its run record is there, its manifest not), or a merge killed
+    before its manifest (merge's marker, :func:`~cryoshift.runtime.merge.pending_merge`).
+
+    Why: a killed run's folder was reported as the whole run ("subtomograms classified 104" of 950
+    planned), without a word; the page and stderr now say it, and how to go on."""
+    from cryoshift.runtime.merge import pending_merge
+
+    if not _OWN_TABLE.match(table.name):
+        return None  # a table of the user's: nothing tells whether its run finished
+    files = _own_files(table)
+    manifest = files["manifest"].name
+    if files["manifest"].name == "manifest.json" and pending_merge(files["manifest"]).is_file():
+        return (
+            f"the merge writing these results did not finish (no up-to-date {manifest}; rows so far "
+            f"{rows:,}): rerun cryoshift merge with the same shards to finish it"
+        )
+    if files["run"].is_file() and not files["manifest"].exists():
+        m = _OWN_TABLE.match(table.name)
+        shard = f" --shard {m.group(2)}/{m.group(3)}" if m and m.group(1) else ""
+        return (
+            f"the classify run did not finish (no {manifest}; rows so far {rows:,}): these are partial "
+            f"results; rerun classify with --resume{shard} to finish it"
+        )
+    return None
 
 
 def _true_classes(star: Path, found: PredictionTable) -> pd.Series | None:
@@ -276,6 +320,13 @@ def _refuse_folder(path: Path) -> None:
             path / "metrics.csv",
             "missing: this training run folder has no metrics table (cryoshift train writes it each "
             "epoch; the run may have stopped before its first epoch ended)",
+        )
+    shards = sorted(path.glob("predictions.shard-*-of-*.csv")) if path.is_dir() else []
+    if shards:  # classify --shard output, not merged yet: the tables are there, under their names
+        raise InputError(
+            path,
+            f"no predictions.csv, but shard tables ({shards[0].name}, ...): merge them first "
+            f"(cryoshift merge), or report one shard's table ({shards[0]})",
         )
     raise InputError(
         path,
@@ -473,14 +524,19 @@ def _results_sections(
 ) -> tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]:
     """The classify output's table, facts and figures; warnings about its values go to ``notes``."""
     df, manifest, _folder, table = _load_results(path)
+    unfinished = unfinished_note(table, len(df))
     if df.empty:  # the table is named: a folder's may be its predictions.star
-        raise InputError(table, "no predictions to report (the run classified nothing)")
+        said = f" ({unfinished})" if unfinished else " (the run classified nothing)"
+        raise InputError(table, f"no predictions to report{said}")
+    if unfinished:  # first, on the page and on stderr: every figure below is of part of the run
+        notes.append(unfinished)
     notes.extend(_value_warnings(table, df))
     classes = _class_order(df, manifest)
     colours = _colours(classes)
     threshold, source = run_threshold(manifest)
-    facts = _results_facts(df, manifest, classes, _threshold_text(threshold, source))
-    facts += [("warning", note) for note in notes]
+    facts = [("warning", unfinished)] if unfinished else []
+    facts += _results_facts(df, manifest, classes, _threshold_text(threshold, source))
+    facts += [("warning", note) for note in notes if note != unfinished]
     line = f"; dashed: the run's unknown threshold ({source})" if threshold else ""
     figures = [
         ("Classes per tomogram", "", _fig_counts(plt, df, classes, colours)),
