@@ -34,6 +34,7 @@ from cryoshift.runtime.sources import Item, VolumeCache
 from cryoshift.runtime.summary import output_names
 
 CHUNK = 65536  # rows appended to the run's ledgers at a time
+WORKER_STOP_S = 10.0  # seconds a device worker gets to end after SIGTERM before SIGKILL
 
 
 class DeviceInference:
@@ -80,14 +81,18 @@ class DeviceInference:
         t0 = time.perf_counter()
         parts = self.parts(opts)
         procs = [self._spawn(rank, device, opts) for rank, device in enumerate(self.devices)]
-        if opts.progress:
-            _watch(procs, parts, len(todo))
         failures = []
-        for device, proc in zip(self.devices, procs, strict=True):
-            _stdout, stderr = proc.communicate()
-            if proc.returncode != 0:
-                last = (stderr.strip().splitlines() or ["no output"])[-1]
-                failures.append(f"device {device}: {last}")
+        try:
+            if opts.progress:
+                _watch(procs, parts, len(todo))
+            for device, proc in zip(self.devices, procs, strict=True):
+                _stdout, stderr = proc.communicate()
+                if proc.returncode != 0:
+                    last = (stderr.strip().splitlines() or ["no output"])[-1]
+                    failures.append(f"device {device}: {last}")
+        except BaseException:
+            _stop(procs)
+            raise
         if failures:
             raise InputError(opts.out_dir, "worker failed: " + "; ".join(failures))
         stats = RunStats()
@@ -170,6 +175,21 @@ def worker_main(job_json: str) -> None:
     except InputError as exc:
         print(f"cryoshift: error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """End the device workers when the parent stops early (Ctrl-C, SIGTERM, an error): they ran on
+    after their parent's SIGTERM, holding the GPUs. Their rows so far stay in their ledgers, which
+    ``--resume`` reads."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=WORKER_STOP_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _data_rows(path: Path) -> Iterator[list[str]]:

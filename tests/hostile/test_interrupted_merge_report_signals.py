@@ -232,3 +232,24 @@ def test_reader_processes_end_with_a_killed_parent(tmp_path: Path) -> None:
     for pid in left:  # the test's own orphans, by pid
         os.kill(pid, signal.SIGKILL)
     assert not left, f"still running after their parent was killed: {left}"
+
+
+def test_device_workers_end_when_their_parent_is_interrupted(
+    model: Path, shard_inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capsys
+) -> None:
+    """Ctrl-C or SIGTERM in a ``--devices`` parent: its workers ran on, holding the devices."""
+    import cryoshift.runtime.devices as devices
+
+    spawned: list[subprocess.Popen] = []
+    spawn = devices.DeviceInference._spawn
+
+    def recorded(self: object, *args: object) -> subprocess.Popen:
+        spawned.append(spawn(self, *args))  # type: ignore[arg-type]
+        return spawned[-1]
+
+    monkeypatch.setattr(devices.DeviceInference, "_spawn", recorded)
+    monkeypatch.setattr(devices, "_watch", _interrupt)  # the parent is stopped while they run
+    argv = ["classify", model, shard_inputs, "-o", tmp_path / "o", "--devices", "0,1", "-b", "cpu"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 130 and "rerun with --resume" in err, err
+    assert len(spawned) == 2 and all(proc.poll() is not None for proc in spawned)
