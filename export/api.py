@@ -39,6 +39,8 @@ from cryoshift.runtime.outfiles import write_text
 DEFAULT_BATCH_MAX = 256
 PARITY_VOLUMES = 64
 REPORT = "export.json"
+REPORT_FORMAT = "cryoshift.export/1"
+UNFINISHED = "unfinished"  # export.json's key while the export runs (true); the finished report lacks it
 METADATA_ARGUMENT = "export_model(metadata=...)"  # how a refusal names export_model's metadata
 Progress = Callable[[str], None]
 
@@ -150,6 +152,39 @@ def earlier_export(out_dir: str | Path) -> list[str]:
     return sorted(name for name in names if (out_dir / name).exists())
 
 
+def _begin_report(out_dir: Path, checkpoint: Path, sha: str, metadata: ModelMetadata) -> None:
+    """Write export.json marked unfinished (:data:`UNFINISHED`) before the first artefact; the
+    finished report replaces it. Why: a kill between model.onnx and export.json left artefacts no
+    record named, and the rerun of the same checkpoint was refused as another checkpoint's export.
+    The record says whose export the folder's artefacts are, and that it never finished."""
+    record = {
+        "format": REPORT_FORMAT,
+        UNFINISHED: True,
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": sha,
+        "metadata": metadata.to_dict(),
+    }
+    write_text(out_dir / REPORT, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def _drop_lone_report(out_dir: Path) -> None:
+    """Remove the unfinished record of a failed export that left no artefact (a parity failure of
+    model.onnx removes it): a failure leaves no file. Beside artefacts that passed, it stays: it
+    says whose they are, so the same checkpoint can be exported into the folder again."""
+    if earlier_export(out_dir) == [REPORT]:
+        (out_dir / REPORT).unlink(missing_ok=True)
+
+
+def read_report(out_dir: Path) -> dict[str, Any] | None:
+    """The export.json in ``out_dir`` as a dict; None when it is absent, unreadable or not an object
+    (whose export the folder holds cannot then be told)."""
+    try:
+        report = json.loads((out_dir / REPORT).read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
 def _versions() -> dict[str, str]:
     found = {"python": platform.python_version(), "platform": platform.platform()}
     for name in (
@@ -257,23 +292,29 @@ def export_checkpoint(
     for fmt in steps:  # e.g. int8 calibration data: resolved before any work, so it fails fast
         fmt.prepare_job(job)
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused export leaves no empty folder
+    sha = file_sha256(checkpoint)
+    _begin_report(out_dir, checkpoint, sha, metadata)
     if note:  # said once the export is under way (a refused one needs no note)
         warnings.warn(note, CalibrationNote, stacklevel=2)
     results: list[ExportResult] = []
     skipped: list[str] = []
-    for fmt in steps:
-        reason = fmt.why_not_here()
-        if reason:
-            msg = f"{fmt.skipped} skipped: {reason}"
-            warnings.warn(msg, ExportWarning, stacklevel=2)
-            skipped.append(msg)
-            continue
-        results.extend(fmt.build(job))
+    try:
+        for fmt in steps:
+            reason = fmt.why_not_here()
+            if reason:
+                msg = f"{fmt.skipped} skipped: {reason}"
+                warnings.warn(msg, ExportWarning, stacklevel=2)
+                skipped.append(msg)
+                continue
+            results.extend(fmt.build(job))
+    except Exception:
+        _drop_lone_report(out_dir)
+        raise
 
     report = {
-        "format": "cryoshift.export/1",
+        "format": REPORT_FORMAT,
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint_sha256": sha,
         "epoch": payload.get("epoch"),
         "backbone": payload.get("backbone"),
         "parity_data": source,

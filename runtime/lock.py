@@ -13,6 +13,8 @@ target truncated and overwritten with a pid.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -31,10 +33,17 @@ class FolderLock:
     """Exclusive lock on ``folder / name``; :meth:`acquire` refuses in one line while another process
     holds it."""
 
-    def __init__(self, folder: str | Path, name: str = ".cryoshift.lock", what: str = "cryoshift run"):
+    def __init__(
+        self,
+        folder: str | Path,
+        name: str = ".cryoshift.lock",
+        what: str = "cryoshift run",
+        option: str = "--out",
+    ):
         self.folder = Path(folder)
         self.path = self.folder / name
         self.what = what
+        self.option = option  # how the refusal names the folder's option (simulate: OUT_DIR)
         self._fd: int | None = None
 
     def acquire(self) -> FolderLock:
@@ -49,7 +58,7 @@ class FolderLock:
             raise InputError(
                 self.folder,
                 f"another {self.what} (pid {holder}) is writing to this folder; "
-                "wait for it to finish or choose another --out",
+                f"wait for it to finish or choose another {self.option}",
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -74,3 +83,60 @@ def lock_name(shard: tuple[int, int] | None = None) -> str:
     """Shards of one run write different files into one folder: each has its own lock."""
     suffix = f".shard-{shard[0]}-of-{shard[1]}" if shard else ""
     return f"{CLASSIFY_LOCK_STEM}{suffix}.lock"
+
+
+# The locks of the other writing verbs (their folders hold no classify results: not CLASSIFY_LOCK_STEM)
+SIMULATE_LOCK = ".cryoshift-simulate.lock"  # a simulate run's, in its OUT_DIR
+TRAIN_LOCK = ".cryoshift-train.lock"  # a train run's, in its --out (rank 0 takes it)
+EXPORT_LOCK = ".cryoshift-export.lock"  # an export's, in its -o
+
+
+class Held:
+    """What :func:`holding` yields: the lock, and whether a failure may remove the folder it made."""
+
+    def __init__(self, lock: FolderLock):
+        self.lock = lock
+        self.keep = False
+
+    def keep_folder(self) -> None:
+        """From now on a failure leaves the folder: the writer under way cleans up its own files
+        (simulate removes its partial stack) and the folder stays, as it did before the lock."""
+        self.keep = True
+
+
+@contextmanager
+def holding(folder: str | Path, name: str, what: str, option: str = "--out") -> Iterator[Held]:
+    """Make ``folder`` (and its parents) and hold its lock ``name`` for the ``with`` block.
+
+    Why: simulate, train and export checked their folder once and then wrote for minutes, so two
+    runs started together both passed the check and wrote into each other's files (a dataset of
+    two seeds' volumes under one seed's labels). The lock comes before those checks: the second
+    run is refused in one line naming the first's pid. A run that fails (a refused input) leaves
+    no folder it made behind (until :meth:`Held.keep_folder`), nor a lock file it made; the
+    refused second run touches nothing (the folder is the first's)."""
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    fresh = not os.path.lexists(folder / name)
+    lock = FolderLock(folder, name, what, option).acquire()  # refused: raises before anything is touched
+    held = Held(lock)
+    try:
+        yield held
+    except BaseException:
+        if fresh:
+            _remove_made(folder if created and not held.keep else None, lock)
+        raise
+    finally:
+        lock.release()
+
+
+def _remove_made(folder: Path | None, lock: FolderLock) -> None:
+    """Remove the lock file a failed run made (it is still held: no other run is using it), and
+    ``folder`` (the one the run made) when nothing else is in it: a refused input leaves the
+    folder as it found it."""
+    try:
+        lock.path.unlink()
+        if folder is not None and not any(folder.iterdir()):
+            folder.rmdir()
+    except OSError:  # something appeared or cannot be removed: left as it is
+        pass

@@ -10,7 +10,12 @@ RUN_DIR/checkpoints/epoch_NNNN.pt   backbone weights + metadata of each epoch
 RUN_DIR/checkpoints/resume.pt       everything --resume needs (weights only, RNG as tensors/lists)
 RUN_DIR/model.pt           the selected, calibrated model (what export reads)
 RUN_DIR/plots/             loss curves, confusion matrix, feature embedding
+RUN_DIR/.cryoshift-train.lock  held by the run writing the folder (runtime/lock.py)
 ```
+
+Each epoch writes epoch_NNNN.pt, then resume.pt, then its metrics.csv row: a kill between any two
+leaves a state --resume either continues (resume.pt of this or the epoch before) or restarts from
+epoch 1 with a note (only epoch_0001.pt written: :func:`first_epoch_unsaved`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cryoshift.runtime.outfiles import replacing, write_text
+from cryoshift.runtime.outfiles import TEMPORARY_PREFIX, TEMPORARY_SUFFIX, replacing, write_text
 
 CHECKPOINTS = "checkpoints"
 RESUME = "resume.pt"
@@ -468,6 +473,46 @@ def _epoch_checkpoint_count(run_dir: Path) -> int:
     except OSError:
         return 0
     return sum(1 for n in names if n.startswith("epoch_") and n.endswith(".pt") and n[6:-3].isdigit())
+
+
+FIRST_EPOCH = f"{CHECKPOINTS}/epoch_0001.pt"
+
+
+def first_epoch_unsaved(run_dir: Path) -> bool:
+    """Whether the run was stopped while saving its first epoch: epoch_0001.pt is its only trace
+    (no resume.pt, no metrics row, no other epoch, no model.pt). Why: that checkpoint is written
+    before resume.pt, and a kill between the two (SIGTERM of a SLURM time limit) made every later
+    --resume refuse the run as one whose resume state was lost, with nothing to restore."""
+    if (run_dir / CHECKPOINTS / RESUME).exists() or _metrics_row_count(run_dir / METRICS):
+        return False
+    model = run_dir / "model.pt"
+    if model.exists() or model.is_symlink():
+        return False
+    return _epoch_checkpoint_count(run_dir) == 1 and (run_dir / FIRST_EPOCH).is_file()
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Remove the temporary files (runtime/outfiles.py's ``.cs-*.tmp``) a killed run left in the run
+    folder and its checkpoints folder; returns them. Only regular files of that pattern: nothing
+    else is touched. Called under the run's lock, so no live writer owns them."""
+    removed = []
+    for folder in (run_dir, run_dir / CHECKPOINTS):
+        try:
+            entries = list(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []
+        except OSError:
+            continue
+        for path in entries:
+            name = path.name
+            if not (name.startswith(TEMPORARY_PREFIX) and name.endswith(TEMPORARY_SUFFIX)):
+                continue
+            if path.is_symlink() or not path.is_file():
+                continue
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            removed.append(path)
+    return removed
 
 
 def finished_epochs(run_dir: Path) -> tuple[int | None, str] | None:

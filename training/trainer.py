@@ -17,6 +17,7 @@ Python API (used by the benchmarks)::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -710,9 +711,44 @@ def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | Non
         check_method_hparams(config.method, config.method_kwargs)
     info = distributed.setup(config.device)
     try:
-        return _Run(config, info, resume).execute(stop_after_epoch)
+        out = Path(config.out)
+        # an --out that is a file, under a file or a dangling link was "File exists" at the first
+        # write, after the target was read (and template-matched); both before the lock makes it
+        check_out_folder(out, "--out", "the run is written to")
+        _refuse_dataset_as_out(out)
+        with _one_trainer(out, info):
+            return _Run(config, info, resume).execute(stop_after_epoch)
     finally:
         distributed.cleanup(info)
+
+
+@contextlib.contextmanager
+def _one_trainer(out: Path, info: distributed.DistInfo) -> typing.Iterator[None]:
+    """Hold the run folder's lock (rank 0, the one writer) for the whole training.
+
+    Why: two runs on one --out (fresh, or --resume) both trained to the end, each overwriting the
+    other's epoch checkpoints, metrics.csv and model.pt, and the first reported a model.pt that
+    was the second's. The second is now refused in one line naming the first's pid, before it
+    reads anything; under torchrun every rank is told rank 0's answer, so none waits for it."""
+    from cryoshift.runtime.lock import TRAIN_LOCK, holding
+
+    with contextlib.ExitStack() as stack:
+        refusal: Exception | None = None
+        if info.is_main:
+            try:
+                stack.enter_context(holding(out, TRAIN_LOCK, "train run"))
+            except Exception as exc:  # said on rank 0 once every rank knows (a mkdir error too)
+                refusal = exc
+        held = distributed.broadcast_from_main(np.array([refusal is None], np.int64), info)
+        if refusal is not None:
+            raise refusal
+        if not held[0]:
+            raise InputError(  # the rank that ends first is the one torch reports: say the same
+                out,
+                "another train run is writing to this folder (rank 0 could not lock it; its line "
+                "names the pid)",
+            )
+        yield
 
 
 class TrainingDiverged(InputError):
@@ -738,9 +774,10 @@ def _refuse_lost_resume_state(run_dir: Path, path: Path) -> None:
     """Refuse --resume without resume.pt (``path``) when the run shows finished epochs.
     Why: it trained from epoch 1 again, overwriting the epoch checkpoints and model.pt of the
     finished run; starting afresh is right only when nothing had finished (the run stopped in its
-    first epoch): the caller then says so in a note."""
+    first epoch, or while saving it: epoch_0001.pt comes before resume.pt): the caller then says so
+    in a note."""
     finished = run.finished_epochs(run_dir)
-    if finished is None:
+    if finished is None or run.first_epoch_unsaved(run_dir):
         return
     count, evidence = finished
     epochs = "epochs" if count is None else f"{count} epoch{'s' if count != 1 else ''}"
@@ -769,10 +806,6 @@ class _Run:
         self.resume_note: str | None = None  # the options --resume ignores, said once it trains
         self.early_warning: str | None = None  # a warning said when the data is read (and at the end)
         self.source_note: str | None = None  # the defaults a dataset source cannot use, said when read
-        # an --out that is a file, under a file or a dangling link was "File exists" at the first
-        # write, after the target was read (and template-matched)
-        check_out_folder(self.dir, "--out", "the run is written to")
-        _refuse_dataset_as_out(self.dir)
         self.config = self._resolve_config(config)
         run.check_run_paths(self.dir)
         if self.config.threads:
@@ -1326,14 +1359,23 @@ class _Run:
                 resume_path, self.resume_state, method, dense, optimiser, scaler, rngs
             )
             self.resume_state = None  # the weights are loaded: not kept for the whole run
+            if info.is_main:  # killed after resume.pt, before the metrics row: the row is written now
+                run.write_metrics(self.dir / run.METRICS, history)
         elif self.resume and info.is_main:  # it started again from scratch without a word
             import sys
 
+            when = (
+                f"it stopped while saving its first epoch: only {run.FIRST_EPOCH} was written"
+                if run.first_epoch_unsaved(self.dir)
+                else "it stopped before its first epoch ended"
+            )
             print(
-                f"cryoshift: note: {resume_path} is missing and the run shows no finished epoch (it "
-                "stopped before its first epoch ended): training from epoch 1",
+                f"cryoshift: note: {resume_path} is missing and the run shows no finished epoch "
+                f"({when}): training from epoch 1",
                 file=sys.stderr,
             )
+        if self.resume and info.is_main:
+            run.remove_stale_temporaries(self.dir)
         if self.resume_note is not None and info.is_main:  # nothing refused the run: it trains
             import sys
 
@@ -1374,7 +1416,6 @@ class _Run:
                 if info.is_main and log.plain():
                     print(log.epoch_line(row, c.epochs), flush=True)
                 if info.is_main:
-                    run.write_metrics(self.dir / run.METRICS, history)
                     extra = {
                         "method_state": {k: v.detach().cpu() for k, v in method.state_dict().items()},
                         "dense_state": {}
@@ -1401,6 +1442,9 @@ class _Run:
                         config=c.to_dict(),
                         extra=extra,
                     )
+                    # last: a metrics row shows an epoch whose resume.pt was written
+                    # (_refuse_lost_resume_state), and epoch_NNNN.pt came before both (_end_epoch)
+                    run.write_metrics(self.dir / run.METRICS, history)
                 distributed.barrier(info)
         if dense is not None:
             dense.close()

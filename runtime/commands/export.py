@@ -27,10 +27,10 @@ def refuse_earlier_export(out: Path, checkpoint: Path, test_views: int | None) -
 
     The same checkpoint exported again (the README's engine built on the GPU node into the folder
     the CPU node exported to) is the same network: allowed, unless --test-views changes the graph.
+    So is an unfinished export of it (export.json marked unfinished: killed, or a parity failure),
+    with a note. Artefacts without any export.json cannot be told apart from another network's.
     """
-    import json
-
-    from cryoshift.export.api import REPORT, earlier_export
+    from cryoshift.export.api import REPORT, UNFINISHED, earlier_export, read_report
     from cryoshift.runtime.engine_sidecar import file_sha256
     from cryoshift.runtime.errors import InputError
     from cryoshift.training.checkpoint import RUN_MODEL
@@ -38,21 +38,48 @@ def refuse_earlier_export(out: Path, checkpoint: Path, test_views: int | None) -
     found = earlier_export(out)
     if not found:
         return
+    report = read_report(out)
+    unfinished = report is not None and report.get(UNFINISHED) is True
+    if unfinished and found == [REPORT]:  # stopped before its first artefact: nothing to mix with
+        return
     try:
-        report = json.loads((out / REPORT).read_text())
         earlier_sha = report["checkpoint_sha256"]
         earlier_views = report["metadata"]["extra"].get("test_views")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         earlier_sha = earlier_views = None  # no readable record: whose export it is cannot be told
     source = checkpoint / RUN_MODEL if checkpoint.is_dir() else checkpoint
     same = earlier_sha is not None and source.is_file() and file_sha256(source) == earlier_sha
     if same and test_views in (None, earlier_views):
+        if unfinished:
+            files = ", ".join(found)
+            _note(f"{out}: holds an unfinished export of this checkpoint ({files}); exporting it again")
         return
-    what = "another checkpoint's export" if not same else f"an export with {earlier_views} test views"
+    whose = _whose(report, same, unfinished, earlier_views)
     raise InputError(
         out,
-        f"already holds {what} ({', '.join(found)}); choose another --out, or delete them to export here",
+        f"already holds {whose} ({', '.join(found)}); choose another --out, or delete them to export here",
     )
+
+
+def _whose(report: dict | None, same: bool, unfinished: bool, views: object) -> str:
+    """Whose export a refused --out folder holds, in words (:func:`refuse_earlier_export`)."""
+    from cryoshift.export.api import REPORT
+
+    if report is None:  # an export killed before it wrote any record, or files put there by hand
+        return (
+            f"an export's files but no readable {REPORT} (an export stopped before it finished?), "
+            "so whose checkpoint they are cannot be told"
+        )
+    if same:
+        return f"{'an unfinished export' if unfinished else 'an export'} with {views} test views"
+    return "an unfinished export of another checkpoint" if unfinished else "another checkpoint's export"
+
+
+def _note(text: str) -> None:
+    """One note on stderr (cryoshift's notes' form)."""
+    from cryoshift.runtime.terminal import visible
+
+    typer.echo(f"cryoshift: note: {visible(text)}", err=True)
 
 
 def command(
@@ -137,16 +164,20 @@ def command(
     from cryoshift.export import export_checkpoint
     from cryoshift.export.parity import ParityError
     from cryoshift.export.result import ExportWarning
-    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.errors import InputError, check_out_folder
+    from cryoshift.runtime.lock import EXPORT_LOCK, holding
     from cryoshift.runtime.terminal import markup_safe, plain, visible  # paths and messages name files
     from cryoshift.training.checkpoint import resolve_checkpoint
 
     if batch_max is not None and batch_max < 1:
         raise InputError(None, f"--batch-max must be at least 1, got {batch_max}")
     resolve_checkpoint(checkpoint)  # a run folder without its model, named before any work
-    refuse_earlier_export(out, checkpoint, test_views)
+    check_out_folder(out, "--out", "to write the model into")  # before the lock makes the folder
     console = Console(stderr=True)
-    with warnings.catch_warnings(record=True) as caught:
+    # one export per folder: a second one checked the first's model.onnx (a false parity failure)
+    # or found it gone (an onnxruntime traceback); the lock comes before the earlier-export check
+    with holding(out, EXPORT_LOCK, "export"), warnings.catch_warnings(record=True) as caught:
+        refuse_earlier_export(out, checkpoint, test_views)
         warnings.simplefilter("always")
         try:
             with contextlib.nullcontext() if no_progress else console.status("exporting") as status:

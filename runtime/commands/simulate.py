@@ -353,6 +353,7 @@ def command(
     require_extra("train", "cryoshift simulate", "torch")
     import torch
 
+    from cryoshift.runtime.lock import SIMULATE_LOCK, holding
     from cryoshift.training.simulate import PRESETS, SimulationConfig, load_structures, simulate_dataset
     from cryoshift.training.simulate.config import BOUNDS, Origin, check_seed
     from cryoshift.training.simulate.structures import split_sources
@@ -399,28 +400,32 @@ def command(
     origin = Origin.of(options, config)
     cfg = cfg.with_options(options, config)
     check_out_folder(out_dir, "OUT_DIR", "the dataset is written to")  # before large models are read
-    _check_free_folder(out_dir)
-    if BOUNDS["box"].lo <= box <= BOUNDS["box"].hi:  # before the structures are made (many files: long)
-        _check_disk_space(out_dir, n, box)  # needs only n and box
-        _fit_batch(batch_size, n, box, 2, cfg, device, note=False)  # (two classes or more, said later)
-    sources = split_sources(structures)
-    structs = load_structures(sources, box, voxel_size, seed=structure_seed, resolution=resolution)
-    _check_classes(structs, sources)
-    _check_shift(cfg.shift_voxels, box, origin.path("shift_voxels"))  # after load_structures: box too small
-    _check_volume_count(n, structs)
-    batch = _fit_batch(batch_size, n, box, len(structs), cfg, device)
-    _note_positive_defocus(cfg, defocus, config)
-    path = simulate_dataset(
-        out_dir,
-        structs,
-        cfg,
-        n,
-        seed=seed,
-        batch_size=batch,
-        device=device,
-        progress=not no_progress,
-        origin=origin,
-    )
+    with holding(out_dir, SIMULATE_LOCK, "simulate run", "OUT_DIR") as held:  # before the free-folder check
+        _check_free_folder(out_dir)
+        if BOUNDS["box"].lo <= box <= BOUNDS["box"].hi:  # before the structures are made (many files: long)
+            _check_disk_space(out_dir, n, box)  # needs only n and box
+            _fit_batch(batch_size, n, box, 2, cfg, device, note=False)  # (two classes or more, said later)
+        sources = split_sources(structures)
+        structs = load_structures(sources, box, voxel_size, seed=structure_seed, resolution=resolution)
+        _check_classes(structs, sources)
+        _check_shift(
+            cfg.shift_voxels, box, origin.path("shift_voxels")
+        )  # after load_structures: box too small
+        _check_volume_count(n, structs)
+        batch = _fit_batch(batch_size, n, box, len(structs), cfg, device)
+        _note_positive_defocus(cfg, defocus, config)
+        held.keep_folder()  # the checks passed: a failure from here leaves the folder, as it always did
+        path = simulate_dataset(
+            out_dir,
+            structs,
+            cfg,
+            n,
+            seed=seed,
+            batch_size=batch,
+            device=device,
+            progress=not no_progress,
+            origin=origin,
+        )
     from cryoshift.runtime.terminal import visible  # class names come from structure files and configs
 
     typer.echo(
