@@ -61,6 +61,15 @@ def _placed(out: Path) -> list[tuple[float, float, float]]:
     return [tuple(p) for p in predictions(out)[["x", "y", "z"]].to_numpy(dtype=float).tolist()]
 
 
+def _assert_all_placed(
+    model: Path, picks: Path, tomograms: Path, out: Path, capsys: Capsys, *options: object
+) -> None:
+    """classify exits 0 and crops every pick where it is (the reading the files and options give)."""
+    code, _, err = run_cli(_classify(model, picks, tomograms, out, *options), capsys)
+    assert code == 0, err
+    assert _placed(out) == PICKS
+
+
 # -- 1: the options against what the files state ---------------------------------------------------
 
 
@@ -86,20 +95,14 @@ def test_option_agreeing_with_data_optics_is_used(
     """The reading data_optics states (5 A pixels of 10 A voxels) crops where the picks are."""
     tomos = _tomogram(tmp_path / "tomos")
     star = _pixel_picks(tmp_path / "p.star", 2.0, _optics("5.0"))
-    out = tmp_path / "o"
-    code, _, err = run_cli(_classify(model, star, tomos, out, *option), capsys)
-    assert code == 0, err
-    assert _placed(out) == PICKS
+    _assert_all_placed(model, star, tomos, tmp_path / "o", capsys, *option)
 
 
 def test_binning_one_reads_stated_pixels_as_voxels(model: Path, tmp_path: Path, capsys: Capsys) -> None:
     """--binning 1 (the tomogram's voxels: the other reading the refusal offers) is no contradiction."""
     tomos = _tomogram(tmp_path / "tomos")
     star = _pixel_picks(tmp_path / "p.star", 1.0, _optics("5.0"))
-    out = tmp_path / "o"
-    code, _, err = run_cli(_classify(model, star, tomos, out, "--binning", 1), capsys)
-    assert code == 0, err
-    assert _placed(out) == PICKS
+    _assert_all_placed(model, star, tomos, tmp_path / "o", capsys, "--binning", 1)
 
 
 def _binned_project(root: Path, binning: int) -> tuple[Path, Path]:
@@ -118,10 +121,7 @@ def test_option_contradicting_tomograms_star_is_refused(model: Path, tmp_path: P
     )
     assert "--binning 4 reads the picks of tomogram 'TS_01' as 2.5 A pixels" in line, line
     assert "tomograms.star gives rlnTomoTiltSeriesPixelSize 5 A (binning 2)" in line, line
-    out = tmp_path / "b2"
-    code, _, err = run_cli(_classify(model, star, tomograms, out, "--binning", 2), capsys)
-    assert code == 0, err
-    assert _placed(out) == PICKS
+    _assert_all_placed(model, star, tomograms, tmp_path / "b2", capsys, "--binning", 2)
 
 
 def test_options_stay_as_given_where_the_files_state_nothing(
@@ -130,10 +130,7 @@ def test_options_stay_as_given_where_the_files_state_nothing(
     """No data_optics, no tomograms.star: --binning 3 is the only word on the scale, and is used."""
     tomos = _tomogram(tmp_path / "tomos")
     star = _pixel_picks(tmp_path / "p.star", 3.0)
-    out = tmp_path / "o"
-    code, _, err = run_cli(_classify(model, star, tomos, out, "--binning", 3), capsys)
-    assert code == 0, err
-    assert _placed(out) == PICKS
+    _assert_all_placed(model, star, tomos, tmp_path / "o", capsys, "--binning", 3)
 
 
 # -- 6: pixel picks against a binned tomograms.star entry ------------------------------------------
@@ -159,10 +156,7 @@ def test_pixel_picks_of_an_unbinned_tomograms_star_entry_are_voxels(
     """Binning 1: the tilt-series pixel is the voxel, nothing to guess."""
     tomograms, root = _binned_project(tmp_path / "relion", 1)
     star = _pixel_picks(root / "picks.star", 1.0)
-    out = tmp_path / "o"
-    code, _, err = run_cli(_classify(model, star, tomograms, out), capsys)
-    assert code == 0, err
-    assert _placed(out) == PICKS
+    _assert_all_placed(model, star, tomograms, tmp_path / "o", capsys)
 
 
 # -- 5: optics groups data_optics does not list; a header without a voxel size ---------------------
@@ -204,10 +198,7 @@ def test_stated_pixel_size_beside_a_header_without_one_is_said(
     assert "data_optics gives rlnTomoTiltSeriesPixelSize 5 A" in line, line
     assert "header has no usable voxel size (it is read in the model's 10 A voxels)" in line, line
     assert "--binning 2 if they are tilt-series pixels" in line, line
-    out = tmp_path / "b1"
-    code, _, err = run_cli(_classify(model, star, tomos, out, "--binning", 1), capsys)
-    assert code == 0, err
-    assert _placed(out) == PICKS
+    _assert_all_placed(model, star, tomos, tmp_path / "b1", capsys, "--binning", 1)
 
 
 def test_stated_pixel_size_of_the_models_voxels_needs_no_header(
@@ -215,10 +206,7 @@ def test_stated_pixel_size_of_the_models_voxels_needs_no_header(
 ) -> None:
     tomos = _tomogram(tmp_path / "tomos", voxel=0.0)
     star = _pixel_picks(tmp_path / "p.star", 1.0, _optics("10.0"))
-    out = tmp_path / "o"
-    code, _, err = run_cli(_classify(model, star, tomos, out), capsys)
-    assert code == 0, err
-    assert _placed(out) == PICKS
+    _assert_all_placed(model, star, tomos, tmp_path / "o", capsys)
 
 
 # -- 7: the outside hint offers a binning only for a scale alike on every axis ---------------------
