@@ -122,7 +122,7 @@ def _unset_voxel(ndim: int, stack: bool) -> str:
 
 def _describe_table(path: Path) -> Description:
     """A pick table or listing, streamed (runtime/tables.py): memory stays ~28 bytes per pick."""
-    from cryoshift.runtime.picks import STAR_SUFFIXES, read_particle_listing
+    from cryoshift.runtime.picks import STAR_SUFFIXES, STATED_PIXEL, read_particle_listing
     from cryoshift.runtime.tables import csv_columns, read_pick_table, scan_star
 
     star = path.suffix.lower() in STAR_SUFFIXES
@@ -143,6 +143,9 @@ def _describe_table(path: Path) -> Description:
                 ", ".join(f"{b.name or '(unnamed)'} ({b.count_rows(path)} rows)" for b in scan_star(path)),
             )
         d.add("rows", len(listing))
+        stated = sorted(set(listing[STATED_PIXEL].dropna()))
+        if stated:  # classify checks it against each file's header (and the model)
+            d.add("pixel size", f"{', '.join(f'{v:g}' for v in stated)} A (data_optics rlnImagePixelSize)")
         d.add("files", listing["path"].nunique())
         missing = sum(not Path(p).exists() for p in listing["path"].unique())
         if missing:
@@ -159,6 +162,9 @@ def _describe_table(path: Path) -> Description:
         "coordinates",
         "rlnCenteredCoordinateX/Y/ZAngst (Angstrom from the tomogram centre)" if centered else "pixels",
     )
+    stated = _stated_pick_pixels(path) if star and not centered else None
+    if stated:
+        d.add("pixel size", stated)
     counts = picks.counts()
     if any(counts):
         parts = [f"{k}: {v}" for k, v in counts.items()]
@@ -176,6 +182,19 @@ def _describe_table(path: Path) -> Description:
     if extra:
         d.add("other columns", ", ".join(map(str, extra[:12])) + (" ..." if len(extra) > 12 else ""))
     return d
+
+
+def _stated_pick_pixels(path: Path) -> str | None:
+    """What a pick STAR's ``data_optics`` says the pixel coordinates' pixel size is, per optics
+    group (None: it states none): classify compares it with each tomogram's voxel size."""
+    from cryoshift.runtime.sources.picktables import TILT_SERIES_PIXEL, optics_pixel_sizes
+
+    optics = optics_pixel_sizes(path)
+    if optics is None:
+        return None
+    groups = [f"group {g}: {v:g} A" for g, v in optics.sizes.items()]
+    groups += [f"group {g}: {raw!r} (not a pixel size)" for g, raw in optics.damaged.items()]
+    return f"{', '.join(groups[:10])}{' ...' if len(groups) > 10 else ''} (data_optics {TILT_SERIES_PIXEL})"
 
 
 def _is_tomogram_table(columns: set[str]) -> bool:

@@ -73,7 +73,7 @@ def plan_pick_table(planner: Any, path: Path) -> None:
     # tilt-series pixel and binning): checked per tomogram below, against the options too;
     # centred Angstrom columns beside the pixel ones settle the unit (_disagreeing_rows).
     stated = not centred and not warp and not layout.angst
-    optics = _optics_pixel_sizes(path, layout.columns) if star and stated else None
+    optics = optics_pixel_sizes(path) if star and stated else None
     problems: dict[str, str] = {}  # tomogram name -> why its picks cannot be converted
     shifts = shift_columns(layout.columns)
     if centred and rescaled:  # the user may think their picks are binned: say they are not scaled
@@ -244,7 +244,7 @@ class OpticsPixels(NamedTuple):
     damaged: dict[str, str]  # group -> the value as written, where it is no positive number
 
 
-def _optics_pixel_sizes(path: Path, columns: list[str]) -> OpticsPixels | None:
+def optics_pixel_sizes(path: Path) -> OpticsPixels | None:
     """The ``rlnTomoTiltSeriesPixelSize`` (A) of each optics group of a STAR's ``data_optics``
     loop, or None when it states none.
 

@@ -84,3 +84,25 @@ def test_a_table_without_rows_says_it_lists_no_tomograms(tmp_path: Path, capsys:
     code, out, _ = run_cli(["info", "--validate", tomograms], capsys)
     assert code == 1, out
     assert out.splitlines() == [f"{tomograms}: the table lists no tomograms (no data rows)"], out
+
+
+def test_info_shows_the_pixel_size_a_table_states(tmp_path: Path) -> None:
+    """classify checks a table's stated pixel size against the tomogram (and --binning against
+    both); info showed neither the picks' data_optics size nor a listing's rlnImagePixelSize."""
+    optics = star_loop("optics", ("rlnOpticsGroup", "rlnTomoTiltSeriesPixelSize"), ["1 5.0", "2 abc"])
+    picks = star_loop(
+        "particles",
+        ("rlnTomoName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnOpticsGroup"),
+        ["TS_01 10 10 10 1", "TS_01 12 12 12 2"],
+    )
+    table = tmp_path / "picks.star"
+    table.write_text(optics + picks)
+    assert dict(describe(table).rows)["pixel size"] == (
+        "group 1: 5 A, group 2: 'abc' (not a pixel size) (data_optics rlnTomoTiltSeriesPixelSize)"
+    )
+    listed = star_loop("optics", ("rlnOpticsGroup", "rlnImagePixelSize"), ["1 20.0"]) + star_loop(
+        "particles", ("rlnImageName", "rlnOpticsGroup"), ["000001@stack.mrcs 1"]
+    )
+    listing = tmp_path / "list.star"
+    listing.write_text(listed)
+    assert dict(describe(listing).rows)["pixel size"] == "20 A (data_optics rlnImagePixelSize)"
