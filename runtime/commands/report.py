@@ -22,7 +22,7 @@ def command(
 ) -> None:
     """Write one HTML page (figures inline): class counts per tomogram, confidence and shift-score
     histograms, unknown fraction, throughput, the embedding and a confusion matrix when available;
-    for a run folder, losses and model selection. Needs matplotlib (the train extra).
+    for a run folder, losses and model selection. Needs matplotlib (the plots extra).
 
     Example: cryoshift report results && xdg-open results/report.html
     """

@@ -122,7 +122,8 @@ def command(
         4,
         "--test-views",
         help="Poses each prediction averages (1-4: the identity and the 180-degree rotations that keep the "
-        "missing wedge). 4 is ~2 points more accurate and 4x the inference cost; export can lower it.",
+        "missing wedge). 4 is 0-0.7 points more accurate on the benchmark and 4x the inference cost; "
+        "export can lower it.",
     ),
     epochs: int = typer.Option(
         None,
