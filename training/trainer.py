@@ -1601,9 +1601,10 @@ class _Run:
         """Deployable model of this epoch: label-free scores and its checkpoint (rank 0); returns the
         scores and the deployable model (the agreement vote uses it rather than building another)."""
         c = self.config
-        # in the training's precision: in fp32 these passes (AdaBN over the target's test views, the
-        # scores) took 13 of a 1-thread epoch's 81 s; the checkpoint keeps fp32 weights either way
-        with self._evaluation_rng(), autocast(self.device, c.amp):
+        # in fp32: in bf16 these passes (AdaBN over the target's test views, the scores) took 7 s of
+        # a 1-thread epoch's 81 s instead of 13, but the twentieth round's rule rejected it
+        # (low-dose-45 70.7 % against >= 71.0; benchmarks/results/accuracy_levers.md)
+        with self._evaluation_rng():
             backbone = deployable_backbone(
                 method, self.target, c.normalisation, self.device, c.eval_batch_size
             )
