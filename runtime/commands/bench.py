@@ -62,6 +62,12 @@ def command(
     result = run_bench(
         model, backend.value, batch_size, box, n, workers, repeats, threads, processes=reader_processes
     )
+    if result["batch_size"] < batch_size:  # run_bench caps the batch at --n; said, not only shown
+        typer.echo(
+            f"cryoshift: note: --batch-size {batch_size} is more than --n {n}: timed in batches of "
+            f"{result['batch_size']}",
+            err=True,
+        )
     table = Table(title=f"cryoshift bench: {result['backend']}, batch {result['batch_size']}")
     table.add_column("measure")
     table.add_column("subtomograms/s", justify="right")

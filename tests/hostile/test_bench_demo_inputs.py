@@ -240,3 +240,11 @@ def test_demo_with_another_seed_is_not_the_old_one(finished: Path, tmp_path: Pat
     for run in ("source-only", "default"):
         assert _checkpoint_seed(out / "runs" / run) == SEED + 1
     assert json.loads((out / "demo.json").read_text())["config"]["seed"] == SEED + 1
+
+
+def test_bench_says_when_the_batch_is_capped_at_n(tmp_path: Path, capsys: Capsys, model: Path) -> None:
+    """--batch-size above --n ran in batches of --n, shown only in the table's title."""
+    argv = ["bench", model, "--backend", "cpu", "--n", "4", "--batch-size", "8", "--repeats", "1"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "note: --batch-size 8 is more than --n 4: timed in batches of 4" in err, err
