@@ -767,26 +767,16 @@ def one_writer(fn: Any) -> Any:
 
     @functools.wraps(fn)
     def locked(model: Any, inputs: list[str], out_dir: str | Path, *args: Any, **kwargs: Any) -> Any:
-        from cryoshift.runtime.lock import FolderLock, lock_name
+        from cryoshift.runtime.lock import holding, lock_name
 
         shard = kwargs.get("shard")
         if isinstance(shard, str):
             shard = parse_shard(shard)
         out = Path(out_dir)
         check_out_folder(out, "--out", "to write results into")  # first: exists() raises on a name too long
-        created = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            with FolderLock(out, lock_name(tuple(shard) if shard else None), "classify run"):
-                return fn(model, inputs, out_dir, *args, **kwargs)
-        except BaseException:
-            if created:  # a refused run leaves no empty folder behind (only its lock file was there)
-                leftovers = list(out.iterdir())
-                if all(p.name.endswith(".lock") for p in leftovers):
-                    for p in leftovers:
-                        p.unlink(missing_ok=True)
-                    out.rmdir()
-            raise
+        # a refused or failed run leaves no folder it made and no lock file it made (lock.holding)
+        with holding(out, lock_name(tuple(shard) if shard else None), "classify run"):
+            return fn(model, inputs, out_dir, *args, **kwargs)
 
     return locked
 
