@@ -130,6 +130,31 @@ def holding(folder: str | Path, name: str, what: str, option: str = "--out") -> 
         lock.release()
 
 
+def holder(folder: str | Path, name: str) -> str | None:
+    """The pid (as the lock file says it) of the process that holds ``folder / name`` now, or
+    ``None`` when nothing holds it (or there is no such lock file, or it cannot be read).
+
+    Why: a reader of a folder another verb is writing (``export RUN`` while ``train --resume``
+    trains RUN) would read a model about to be replaced, or be told the run "stopped" before it
+    selected one. Checking takes no lock a writer could trip over: a shared lock is tried on a
+    read-only descriptor and dropped at once; no file is made, no link followed."""
+    if fcntl is None:  # pragma: no cover
+        return None
+    try:
+        fd = os.open(Path(folder) / name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _remove_made(folder: Path | None, lock: FolderLock) -> None:
     """Remove the lock file a failed run made (it is still held: no other run is using it), and
     ``folder`` (the one the run made) when nothing else is in it: a refused input leaves the

@@ -60,17 +60,34 @@ def save_checkpoint(
     return path
 
 
+def _refuse_run_in_training(run: Path) -> None:
+    """A run folder that a ``train`` is writing now has no final model yet (or an older one that is
+    about to be replaced): reading it would export or evaluate a model that is not the run's.
+    Refused, naming the pid; a checkpoint file given by its path is read as it is."""
+    from cryoshift.runtime.lock import TRAIN_LOCK, holder
+
+    pid = holder(run, TRAIN_LOCK)
+    if pid is not None:
+        raise InputError(
+            run,
+            f"a train run (pid {pid}) is writing this folder; its {RUN_MODEL} is (re)written when "
+            f"that run ends: wait for it, or give a checkpoint file by its path",
+        )
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or the selected model of a run directory.
 
     A folder without ``model.pt`` (a run that stopped before selecting its model, or no run at
     all) is named as such, with its newest epoch checkpoint as the way on, and a ``model.pt`` that
     is a folder or a link to nothing as what it is: "RUN/model.pt: no such checkpoint" read as if
-    the user had typed that path (export, evaluate, the Python API alike)."""
+    the user had typed that path (export, evaluate, the Python API alike). A folder that a ``train``
+    run is writing now is refused (:func:`_refuse_run_in_training`)."""
     from cryoshift.runtime.errors import not_a_file
 
     path = Path(path)
     if path.is_dir():
+        _refuse_run_in_training(path)
         run, path = path, path / RUN_MODEL
         odd = not_a_file(path)
         if odd:

@@ -324,3 +324,27 @@ def test_export_into_a_folder_another_export_is_writing_is_refused(
     assert sorted(p.name for p in out.iterdir()) == [EXPORT_LOCK]
     code, _, err = _export(finished, out, capsys)
     assert code == 0, err
+
+
+def test_export_or_evaluate_of_a_run_a_train_is_writing_is_refused(
+    source: Path, finished: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """`export RUN` / `evaluate RUN` while `train --resume` trains RUN read a model.pt about to be
+    replaced (or were told the run "stopped" before selecting one). The run folder is refused
+    while its train lock is held, naming the pid; a checkpoint file given by its path is read."""
+    from cryoshift.runtime.lock import holder
+
+    run = _copy(finished, tmp_path)
+    assert holder(run, TRAIN_LOCK) is None
+    with FolderLock(run, TRAIN_LOCK, "train run"):
+        assert holder(run, TRAIN_LOCK) == str(os.getpid())
+        wanted = f"a train run (pid {os.getpid()}) is writing this folder"
+        line = assert_error(_export(run, tmp_path / "deploy", capsys), run)
+        assert wanted in line, line
+        assert not (tmp_path / "deploy").exists()
+        line = assert_error(run_cli(["evaluate", run, source, "--out", tmp_path / "ev"], capsys), run)
+        assert wanted in line, line
+        code, _, err = _export(run / "model.pt", tmp_path / "deploy", capsys)
+        assert code == 0, err
+    assert holder(run, TRAIN_LOCK) is None  # released: the folder reads again
+    assert holder(tmp_path, TRAIN_LOCK) is None and not (tmp_path / TRAIN_LOCK).exists()  # none made
