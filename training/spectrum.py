@@ -117,6 +117,16 @@ def tilt_match_range(estimate: float) -> tuple[float, float]:
     return max(20.0, estimate - TILT_MATCH_MARGIN), min(90.0, estimate + TILT_MATCH_MARGIN)
 
 
+def _shell_means(power: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Each frequency's shell average of ``power`` (shells one Fourier voxel wide), shaped as it."""
+    box = power.shape[0]
+    shell = torch.round(radius * box).long().expand_as(power).flatten()
+    sums = torch.zeros(int(shell.max()) + 1, dtype=power.dtype).index_add_(0, shell, power.flatten())
+    counts = torch.bincount(shell, minlength=len(sums)).to(power.dtype)
+    means = sums / counts.clamp(min=1)
+    return means[shell].view_as(power).clamp(min=torch.finfo(power.dtype).tiny)
+
+
 def estimate_tilt_max(volumes: np.ndarray, band: tuple[float, float] = (0.08, 0.3)) -> float:
     """The tilt range (+-degrees, tilt axis Y, beam Z) of reconstructed subtomograms, from their spectrum.
 
@@ -125,6 +135,12 @@ def estimate_tilt_max(volumes: np.ndarray, band: tuple[float, float] = (0.08, 0.
     estimate is where that power profile crosses halfway between its level near X (measured
     everywhere) and its level near Z (inside any wedge). Used to build the wedge-aware templates of
     template matching when the tilt range was not given.
+
+    The power is first divided by its average over each frequency shell: the wedge is a feature of
+    angle, not of radius, and in a small box each angle bin holds its own mix of radii. Where the
+    signal dominates the band (a phase plate's strong low frequencies, whose power falls a
+    hundredfold across it) that mix made the profile swing by a factor of e between neighbouring
+    bins, and a +-60 degree target read as +-29-35; shell by shell the profile is the wedge's alone.
     """
     power = mean_power(volumes).float()  # (D, D, D//2+1): z, y, x
     box = power.shape[0]
@@ -132,6 +148,7 @@ def estimate_tilt_max(volumes: np.ndarray, band: tuple[float, float] = (0.08, 0.
     ky = torch.fft.fftfreq(box).view(1, -1, 1)
     kx = torch.fft.rfftfreq(box).view(1, 1, -1)
     radius = torch.sqrt(kz**2 + ky**2 + kx**2)
+    power = power / _shell_means(power, radius)
     angle = torch.rad2deg(torch.atan2(kz.abs(), kx.abs())).expand_as(power)  # 0 = X axis, 90 = beam
     near_plane = (ky.abs() <= 0.5 * torch.sqrt(kz**2 + kx**2)).expand_as(power)
     sel = (radius >= band[0]) & (radius <= band[1]) & near_plane
