@@ -375,15 +375,38 @@ def _checked_rows(path: Path, data: bytes, delimiter: str) -> Iterator[tuple[int
 
 
 def _star_fields(text: str) -> list[str] | None:
-    """The values of one STAR loop row (None when a quote is left open: a row cut off mid-way)."""
+    """The values of one STAR loop row (None when a quote is left open: a row cut off mid-way).
+
+    STAR (CIF) rules: a value opening with a quote ends at the same quote followed by whitespace
+    or the line's end (``'TS"02'``, ``"it's"``); a quote inside a bare value is text (``TS"02``);
+    inside double quotes ``""`` is one quote (the form :func:`_quote` writes). Why not shlex: it
+    read the bare ``TS"02`` cryoshift writes as an open quote."""
     if '"' not in text and "'" not in text:
         return text.split()
-    import shlex
-
-    try:
-        return shlex.split(text)
-    except ValueError:
-        return None
+    fields: list[str] = []
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n:
+            return fields
+        quote = text[i]
+        if quote in "'\"":
+            end = i + 1
+            while True:
+                end = text.find(quote, end)
+                if end < 0:
+                    return None
+                if end + 1 >= n or text[end + 1].isspace():
+                    break
+                end += 2 if quote == '"' and text[end + 1] == '"' else 1  # "" is one " (CSV's form)
+            fields.append(text[i + 1 : end])
+            i = end + 1
+        else:
+            start = i
+            while i < n and not text[i].isspace():
+                i += 1
+            fields.append(text[start:i])
 
 
 def _check_star_rows(path: Path) -> None:
@@ -432,9 +455,13 @@ STAR_NA = "<NA>"  # a missing value, as starfile writes it
 # splits on (a space, \v, \f, \x1c-\x1f, \x85, \xa0, \u2028, \u3000 ...), since readers
 # split a row so (a bare ``TS\xa001`` made a row of one field too many, and ``report`` refused
 # cryoshift's own file); "#" anywhere too (text to STAR,
-# but a comment to starfile's pandas reader), and '"' anywhere, doubled inside the quotes
-# (``quo"te`` -> ``"quo""te"``): the one form of a quote in a value that starfile's pandas reader
-# and cryoshift's read back as written. A ``'`` inside quotes is doubled too (``"a ''b''"``):
+# but a comment to starfile's pandas reader). A value holding a ``"`` and nothing else that needs
+# quotes is written bare (``TS"02``): a quote inside a bare value is text in STAR (CIF), and
+# starfile and cryoshift read it back so (it was ``"TS""02"``, CSV's form, which STAR reads as
+# ``TS""02``). One that also needs quotes (``a "b" c``) keeps CSV's form, ``"a ""b"" c"``: STAR's
+# own form, ``'a "b" c'``, makes starfile (which turns every ``'`` into ``"``) fail on the whole
+# file, while this one starfile and cryoshift read back; RELION may not (see the README's limits).
+# A ``'`` inside double quotes is doubled (``"a ''b''"``):
 # starfile makes every ``'`` a ``"`` and would otherwise split the line wrongly; cryoshift's
 # reader reads ``''`` there as ``'`` (tables.star_quotes). Tabs and line breaks, which no quoting
 # carries through a whitespace-separated table, are written as the escapes \t, \n, \r.
@@ -455,7 +482,6 @@ def _needs_quotes(value: str) -> bool:
         not value
         or _WHITESPACE.search(value) is not None
         or "#" in value
-        or '"' in value
         or value.startswith(_RESERVED_START)
         or value.lower().startswith(_RESERVED_WORDS)
     )
@@ -480,7 +506,7 @@ def _quote_pair(value: Any) -> Any:
     starfile writes them, with a backslash before each ``\\`` and ``"`` inside."""
     if isinstance(value, str):
         value = value.translate(_CONTROL)
-        if _needs_quotes(value) or "'" in value or "\\" in value:
+        if _needs_quotes(value) or "'" in value or '"' in value or "\\" in value:
             return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return value
 
@@ -494,7 +520,7 @@ def _star_column(col: pd.Series) -> pd.Series:
             text = text.map(lambda v: v.translate(_CONTROL))
         need = (
             (text.str.len() == 0)
-            | text.str.contains(r'[\s#"]', regex=True)
+            | text.str.contains(r"[\s#]", regex=True)
             | text.str.startswith(_RESERVED_START)
             | text.str.lower().str.startswith(_RESERVED_WORDS)
         )

@@ -1,16 +1,25 @@
 """``predictions.star``: the classified particles as RELION 5, Warp and ArtiaX read them.
 
 Rows that came from a STAR table (RELION 5 picks, a particles.star, an rlnImageName listing)
-are written back as that table's own rows: every input column with its input value (angles,
-optics group, rlnTomoName, ``rlnCenteredCoordinateX/Y/ZAngst`` or ``rlnCoordinateX/Y/Z``, as
-the input had them; ``rlnImageName`` only if the input had one), plus the classification
-columns, and the file keeps the input's other blocks (``data_general``, ``data_optics``).
-So the file can go straight into RELION 5 *Extract subtomos* or ArtiaX.
+are written back as that table's own rows: every input column with its input text, exactly
+as written (``0007`` stays ``0007``, ``32.458010866358`` keeps its digits: columns are read as
+text, never re-printed as numbers, whatever the table's size), angles, optics group,
+rlnTomoName, ``rlnCenteredCoordinateX/Y/ZAngst`` or ``rlnCoordinateX/Y/Z`` as the input had them
+(``rlnImageName`` only if the input had one), plus the classification columns, and the file
+keeps the input's other blocks (``data_general``, ``data_optics``). So the file can go straight
+into RELION 5 *Extract subtomos* or ArtiaX.
+
+Tomogram picks always carry RELION 5's ``rlnCenteredCoordinateX/Y/ZAngst``: where the input had
+none (CSV picks, RELION 4 pixel picks), they are computed from the voxels cropped
+(:func:`centred_angst`, the inverse of the reader's conversion), so classifying
+predictions.star again with the same ``-t`` crops the same places. No ``data_optics`` is
+invented: one is written only when the input had it.
 
 Classification columns (STAR label <- results CSV column):
 
 ``rlnClassNumber``   class_index + 1 (RELION counts from 1; 0 = unknown). An input
-                     ``rlnClassNumber`` is kept as ``csInputClassNumber``.
+                     ``rlnClassNumber`` is kept as ``csInputClassNumber`` (re-classified
+                     output: :func:`kept_class_label`).
 ``csClassName``      class_name (``unknown`` under the confidence threshold)
 ``csBestClass``      best_class (the argmax even when unknown)
 ``csUnknown``        1 when under the threshold
@@ -21,8 +30,15 @@ Classification columns (STAR label <- results CSV column):
 
 Rows from other inputs (MRC files, stacks, CSV picks) get ``rlnImageName`` (files and stack
 slices, ``000003@stack.mrcs``) or ``rlnTomoName`` + ``rlnCoordinateX/Y/Z`` in reconstruction
-voxels (CSV picks), plus the same classification columns. Rows that failed are in errors.csv.
-RELION ignores labels it does not know (the ``cs`` ones).
+voxels and ``rlnCenteredCoordinateX/Y/ZAngst`` (CSV picks), plus the same classification
+columns. Rows that failed are in errors.csv. RELION ignores labels it does not know (the ``cs``
+ones).
+
+Inputs of different kinds in one run (a pick STAR and MRC files) make one table whose rows lack
+the other kind's columns: those cells are written ``<NA>`` (numbers) or ``""`` (names), and a
+note says so (:func:`mixed_rows_note`). Why not a number: RELION's STAR has no missing value,
+and 0 would be a coordinate or an angle, silently wrong; ``<NA>`` reads back as missing through
+starfile and makes RELION stop rather than use a made-up value.
 """
 
 from __future__ import annotations
@@ -30,22 +46,27 @@ from __future__ import annotations
 import contextlib
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cryoshift.runtime.contract import REJECT_LABEL
+from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.ledger import escape_text
 from cryoshift.runtime.literal_paths import for_pandas
-from cryoshift.runtime.results import StarWriter, star_name, write_star
+from cryoshift.runtime.picks import CENTERED_COLUMNS, NAME_LABELS
+from cryoshift.runtime.results import STAR_NA, StarWriter, star_name, write_star
 from cryoshift.runtime.sources.items import stack_id
 
 # Over this many rows, a table is never read whole: results are written to predictions.star in
-# chunks without the input's own columns, and an input table gives only the rows with results.
+# chunks without the input's own columns. An input table is always read in chunks, as text,
+# keeping only the rows with results (:func:`_read_input`).
 STREAM_ROWS = 1_000_000
-INPUT_STREAM_ROWS = 100_000  # an input STAR over this is read in chunks, keeping rows with results
+INPUT_CLASS_LABEL = "csInputClassNumber"  # where an input's own rlnClassNumber is kept
+# A tomogram's placement: (A per voxel, (X, Y, Z) voxels RELION's centred coordinates count from)
+Placement = tuple[float, Sequence[float]]
 
 
 def _data_rows(path: Path) -> int:
@@ -73,19 +94,115 @@ def _classification(pred: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _plain_rows(pred: pd.DataFrame) -> pd.DataFrame:
-    """Rows with no input STAR row: image name or tomogram + voxel coordinates."""
+def _is_pick(pred: pd.DataFrame) -> pd.Series:
+    """Which results rows are tomogram picks (a tomogram name and coordinates)."""
     tomo = pred["tomo_name"].astype(str) if "tomo_name" in pred else pd.Series("", index=pred.index)
     x = pd.to_numeric(pred.get("x", pd.Series(np.nan, index=pred.index)), errors="coerce")
-    is_pick = (tomo != "") & x.notna()
+    return (tomo != "") & x.notna()
+
+
+def _plain_rows(pred: pd.DataFrame, centred: np.ndarray | None = None) -> pd.DataFrame:
+    """Rows with no input STAR row: image name or tomogram + voxel coordinates, and ``centred``
+    (:func:`_centred_of`: rlnCenteredCoordinate*Angst of the pick rows) when given."""
+    is_pick = _is_pick(pred)
     front = pd.DataFrame(index=pred.index)
     if (~is_pick).any():
         front["rlnImageName"] = np.where(is_pick, "", _image_names(pred))
     if is_pick.any():
-        front["rlnTomoName"] = np.where(is_pick, tomo, "")
+        front["rlnTomoName"] = np.where(is_pick, pred["tomo_name"].astype(str), "")
         for axis in "xyz":
             front[f"rlnCoordinate{axis.upper()}"] = pd.to_numeric(pred[axis], errors="coerce")
+        if centred is not None:
+            for k, label in enumerate(CENTERED_COLUMNS):
+                front[label] = np.where(is_pick, centred[:, k], np.nan)
     return pd.concat([front, _classification(pred)], axis=1)
+
+
+def centred_angst(xyz: np.ndarray, voxel: float, centre: Sequence[float]) -> np.ndarray:
+    """RELION 5 ``rlnCenteredCoordinateX/Y/ZAngst`` of reconstruction voxels ``xyz`` ((n, 3),
+    X Y Z): the exact inverse of how picks are read (tables._centred_to_pixels:
+    ``voxel = angst / pixel_size + centre``), so a written pick is read back at the same voxel.
+    ``voxel``: A per reconstruction voxel; ``centre``: the (X, Y, Z) voxels RELION measures from
+    (tomograms.star's rlnTomoSizeX/Y/Z / 2 / binning, else the reconstruction's middle)."""
+    return (np.asarray(xyz, dtype=np.float64) - np.asarray(centre, dtype=np.float64)) * float(voxel)
+
+
+def _header_placement(tomo_path: str) -> Placement | None:
+    """A tomogram's placement from its MRC header: its voxel size and middle (the reader's own
+    fallback, tables._centred_to_pixels, where no tomograms.star row gives RELION's centre);
+    None when the header cannot be read or states no voxel size."""
+    from cryoshift.runtime.mrc import read_header
+
+    try:
+        header = read_header(tomo_path)
+    except (InputError, OSError):
+        return None
+    if not header.get("voxel_size_known") or not float(header.get("voxel_size") or 0) > 0:
+        return None
+    return float(header["voxel_size"]), np.array(tuple(header["shape"])[::-1], dtype=np.float64) / 2.0
+
+
+def _centred_of(pred: pd.DataFrame, placement: Mapping[str, Placement] | None) -> np.ndarray | None:
+    """rlnCenteredCoordinate*Angst of the pick rows of ``pred`` (NaN for other rows), each
+    tomogram placed by ``placement`` (its MRC path as ``pred``'s ``path`` gives it -> voxel size
+    and centre, as the run's planning used them: Plan.placement) or, when no placement is given at
+    all (a caller outside a run), by its MRC header (:func:`_header_placement`). None when there
+    are no pick rows or one cannot be placed (planning could not tell its voxel size, or its MRC
+    is gone): no column is better than a made-up position. Why not the header within a run: with
+    a tomograms.star, planning places picks by its pixel size x binning and rlnTomoSize / 2, which
+    a header may differ from by up to 5 % and a voxel."""
+    is_pick = _is_pick(pred).to_numpy()
+    if not is_pick.any() or "path" not in pred:
+        return None
+    paths = pred["path"].astype(str).to_numpy()
+    xyz = np.column_stack([pd.to_numeric(pred[a], errors="coerce").to_numpy(dtype=np.float64) for a in "xyz"])
+    out = np.full((len(pred), 3), np.nan)
+    for tomo_path in pd.unique(paths[is_pick]):
+        place = _header_placement(tomo_path) if placement is None else placement.get(tomo_path)
+        if place is None:
+            return None
+        rows = is_pick & (paths == tomo_path)
+        out[rows] = centred_angst(xyz[rows], *place)
+    return out
+
+
+def kept_class_label(columns: Iterable[str]) -> str:
+    """The label under which an input's ``rlnClassNumber`` is kept: ``csInputClassNumber``, or,
+    when the input already has one (cryoshift's own output classified again), the first free of
+    ``csInputClassNumber2``, ``csInputClassNumber3`` ...
+
+    Why: the rename wrote a second ``csInputClassNumber`` column, a STAR that RELION reads one
+    column of and cryoshift refuses. ``csInputClassNumber`` stays the class the picks had before
+    cryoshift first saw them (the user's own labels); each re-classification keeps the class it
+    was given under the next number (the highest is the previous run's), so no class is lost and
+    every label is unique. The previous run's other ``cs`` columns (csClassName, csConfidence ...)
+    are replaced by this run's."""
+    taken = set(columns)
+    label, k = INPUT_CLASS_LABEL, 1
+    while label in taken:
+        k += 1
+        label = f"{INPUT_CLASS_LABEL}{k}"
+    return label
+
+
+def mixed_rows_note(particles: pd.DataFrame, star_name_: str = "predictions.star") -> str | None:
+    """The note on rows that lack RELION columns other rows have (inputs of different kinds in one
+    run: a pick STAR and MRC files), None when there are none (see the module docstring). Only
+    number columns count: every row lacks a name of the other kind (a pick's rlnImageName, an
+    MRC row's rlnTomoName), and an empty name is what such a row has, not a missing value."""
+    rln = [c for c in particles.columns if str(c).startswith("rln") and c not in NAME_LABELS]
+    if not rln or particles.empty:
+        return None
+    cells = particles[rln].astype(object)
+    missing = cells.isna() | cells.isin([STAR_NA, ""])
+    rows = int(missing.any(axis=1).sum())
+    if not rows or rows == len(particles):
+        return None
+    return (
+        f"{star_name_}: {rows} of {len(particles)} rows come from inputs of another kind and lack "
+        'RELION columns the others have (<NA> or "" there), which RELION cannot read; '
+        "classify each kind of input in its own run for a STAR that RELION takes"
+    )
 
 
 def _image_names(pred: pd.DataFrame) -> np.ndarray:
@@ -118,20 +235,34 @@ def _input_block(path: Path) -> str:
 
 
 def _fill(df: pd.DataFrame) -> pd.DataFrame:
-    """Missing cells after joining tables of different columns: "" for text, NaN for numbers."""
+    """Missing cells after joining tables of different columns: "" for names and other text,
+    ``<NA>`` for numbers (a column of input text whose every value is a number counts as numbers:
+    input columns are carried as text)."""
     for c in df.columns:
-        if not pd.api.types.is_numeric_dtype(df[c]):
-            df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
+        if pd.api.types.is_numeric_dtype(df[c]):
+            continue
+        col = df[c].astype(object)
+        present = col[col.notna()]
+        numbers = (
+            c not in NAME_LABELS and len(present) and pd.to_numeric(present, errors="coerce").notna().all()
+        )
+        df[c] = col.where(col.notna(), STAR_NA if numbers else "").astype(str)
     return df
 
 
-def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | None]]]) -> dict:
+def build_star(
+    pred: pd.DataFrame,
+    origins: Sequence[tuple[str, Sequence[str | None]]],
+    placement: Mapping[str, Placement] | None = None,
+) -> dict:
     """The blocks of predictions.star: the input's other blocks, then ``particles``, whose rows are
     those of ``pred`` in its order (row i of the STAR is row i of the CSV), whichever input each
-    came from. An input STAR is read by cryoshift's reader (picks.read_star), as its picks were:
-    names such as ``nan`` or ``it's`` are carried over as written, not as starfile would read them."""
-    from cryoshift.runtime.picks import read_star
-
+    came from. An input STAR is read by cryoshift's reader (:func:`_read_input`), every column as
+    its text: names such as ``nan`` or ``it's``, and values such as ``0007`` or
+    ``1.23456789012345e+05``, are carried over as written (they were re-printed with 9 digits,
+    so IDs lost their zeros and long numbers collapsed, but only in tables under 100,000 rows).
+    ``placement``: per tomogram MRC, its voxel size and centre as planning used them
+    (:func:`_centred_of`), for the rlnCenteredCoordinate*Angst of picks that had none."""
     pred = pred.reset_index(drop=True)
     row_of = {ident: i for i, ident in enumerate(pred["id"].astype(str))}
     used = np.zeros(len(pred), dtype=bool)
@@ -140,9 +271,8 @@ def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | N
     extra_blocks: dict[str, object] = {}
     for path, ids in origins:
         try:
-            big = len(ids) > INPUT_STREAM_ROWS
             name = _input_block(Path(path))
-            blocks = _read_large(Path(path), ids, row_of, name) if big else read_star(path)
+            blocks = _read_input(Path(path), ids, row_of, name)
         except Exception:  # the input changed or vanished since planning: fall back to plain rows
             continue
         if not isinstance(blocks.get(name), pd.DataFrame):  # read differently than planned: plain rows
@@ -151,7 +281,7 @@ def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | N
         if len(table) != len(ids) and "\0rows" not in blocks:
             continue
         keep, where = [], []
-        rows_of = blocks.pop("\0rows", None)  # a large table: only the rows with results were kept
+        rows_of = blocks.pop("\0rows", None)  # only the rows with results were kept
         for r, ident in enumerate(ids):
             if rows_of is not None and r not in rows_of:
                 continue
@@ -172,16 +302,23 @@ def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | N
             continue
         rows = table.iloc[[rows_of[r] for r in keep] if rows_of is not None else keep].reset_index(drop=True)
         if "rlnClassNumber" in rows.columns:
-            rows = rows.rename(columns={"rlnClassNumber": "csInputClassNumber"})
-        cls = _classification(pred.iloc[where].reset_index(drop=True))
+            rows = rows.rename(columns={"rlnClassNumber": kept_class_label(rows.columns)})
+        mine = pred.iloc[where].reset_index(drop=True)
+        cls = _classification(mine)
         rows = rows.drop(columns=[c for c in cls.columns if c in rows.columns])
+        if not set(CENTERED_COLUMNS) & set(rows.columns):  # RELION 4 pixel picks: add RELION 5's
+            centred = _centred_of(mine, placement)
+            if centred is not None and np.isfinite(centred).all():
+                for k, label in enumerate(CENTERED_COLUMNS):
+                    rows[label] = centred[:, k]
         parts.append(pd.concat([rows, cls], axis=1))
         rows_in_csv.append(np.asarray(where, dtype=np.int64))
     if (~used).any():
-        parts.append(_plain_rows(pred[~used]).reset_index(drop=True))
+        rest = pred[~used].reset_index(drop=True)
+        parts.append(_plain_rows(rest, _centred_of(rest, placement)))
         rows_in_csv.append(np.flatnonzero(~used))
     if not parts:
-        return {**extra_blocks, "particles": _plain_rows(pred)}
+        return {**extra_blocks, "particles": _plain_rows(pred, _centred_of(pred, placement))}
     # In the results' order, not table by table: row i of the STAR is row i of the CSV (a stack
     # given before a picks STAR had its rows after the picks' in the STAR, first in the CSV).
     particles = pd.concat(parts, ignore_index=True)
@@ -190,11 +327,11 @@ def build_star(pred: pd.DataFrame, origins: Sequence[tuple[str, Sequence[str | N
     return {**extra_blocks, "particles": particles}
 
 
-def _read_large(path: Path, ids: Sequence[str | None], row_of: dict[str, int], name: str) -> dict:
-    """The blocks of a large input STAR without reading it whole: the other blocks as they are,
-    the block ``name`` (:func:`_input_block`) with only the rows that have results (their text
-    kept as written), and under the key ``"\0rows"`` the map from input row number to position
-    in that block."""
+def _read_input(path: Path, ids: Sequence[str | None], row_of: dict[str, int], name: str) -> dict:
+    """The blocks of an input STAR, of any size, without reading it whole: the other blocks as
+    they are (loops as text), the block ``name`` (:func:`_input_block`) with only the rows that
+    have results (every cell's text kept as written), and under the key ``"\0rows"`` the map
+    from input row number to position in that block."""
     from cryoshift.runtime.tables import scan_star, star_chunks
 
     blocks = scan_star(path)
@@ -227,7 +364,8 @@ def _read_large(path: Path, ids: Sequence[str | None], row_of: dict[str, int], n
 def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) -> dict[Path, str]:
     """predictions.star for a results table over ``STREAM_ROWS`` rows, written in chunks:
     ``rlnImageName`` or ``rlnTomoName`` + ``rlnCoordinateX/Y/Z`` and the classification columns
-    (the input's other columns are not carried over; see the README's limits)."""
+    (the input's other columns, and rlnCenteredCoordinate*Angst, are not written; see the
+    README's limits)."""
     opts = {"dtype": str, "keep_default_na": False}
     columns = list(pd.read_csv(for_pandas(csv_path), nrows=0, **opts).columns)
     wanted = ["tomo_name", "x"] + (["class_name"] if split_by_class and "class_name" in columns else [])
@@ -339,18 +477,24 @@ def write_predictions_star(
     star_path: str | Path,
     origins: Sequence[tuple[str, Sequence[str | None]]] = (),
     split_by_class: bool = False,
+    placement: Mapping[str, Placement] | None = None,
+    notes: list[str] | None = None,
 ) -> dict[Path, str]:
     """Write ``star_path`` from the results CSV (and, with ``split_by_class``, one STAR per class
     name next to it, each with the same other blocks, named by :func:`class_star_names`).
     Returns the per-class files, each with its class name (sorted by class name), for the
     manifest to record: a rerun removes those it does not write again
     (:func:`remove_earlier_class_stars`), and no other file. Files are written under a temporary
-    name and renamed."""
+    name and renamed. ``placement``: see :func:`build_star`; ``notes``: the run's notes, to which
+    :func:`mixed_rows_note` is added."""
     star_path = Path(star_path)
     if _data_rows(Path(csv_path)) > STREAM_ROWS:
         return _stream_plain_star(Path(csv_path), star_path, split_by_class)
     pred = pd.read_csv(for_pandas(csv_path), dtype=str, keep_default_na=False)
-    blocks = build_star(pred, origins)
+    blocks = build_star(pred, origins, placement)
+    note = mixed_rows_note(blocks["particles"], star_path.name)
+    if note and notes is not None and note not in notes:
+        notes.append(note)
     write_star(blocks, star_path)
     written: dict[Path, str] = {}
     if split_by_class:

@@ -56,6 +56,10 @@ class Plan:
     unknown_voxel: list[str] = field(default_factory=list)
     # Those of ``notes`` about ``unknown_voxel`` (classify's wording; train says it its own way).
     voxel_notes: list[str] = field(default_factory=list)
+    # Per tomogram MRC of the picks: (A per voxel, (X, Y, Z) voxels RELION's centred coordinates
+    # count from), as planning placed the picks; predictions.star writes centred Angstrom by it
+    # (runtime/star_out.py), so a pick is written where it was read.
+    placement: dict[str, tuple[float, tuple[float, float, float]]] = field(default_factory=dict)
 
     def shard(self, index: int, count: int) -> Plan:
         """Deterministic partition: every ``count``-th item from position ``index``.
@@ -75,6 +79,7 @@ class Plan:
             self.origins,
             self.unknown_voxel,
             self.voxel_notes,
+            self.placement,
         )
 
 
