@@ -1024,7 +1024,8 @@ def _recorded_problem(manifest: dict[str, Any], key: tuple[int, int]) -> str | N
 
 
 # The shard manifests' summary fields merge adds up into the merged manifest.
-_SUMMED_COUNTS = ("planned", "classified", "errors", "resumed", "unknown")
+# (``unknown`` is then set to the merged file's count by finish_run, as class_counts are)
+_SUMMED_COUNTS = ("planned", "classified", "errors", "resumed", "unknown", "unknown_this_session")
 _SUMMED_TIMES = ("read_s", "compute_s", "write_s", "wait_s", "pipeline_s")
 
 

@@ -16,7 +16,8 @@ inferred:
 :func:`~cryoshift.runtime.distributed.classify_ray` the one for Ray. Files written in
 ``out_dir`` (``<name>.shard-i-of-n.<ext>`` for a shard):
 
-``predictions.csv``  one row per classified subtomogram (the append-only resume ledger)
+``predictions.csv``  one row per classified subtomogram (the append-only resume ledger; ``resume``
+                     refuses it, and errors.csv, holding ids the inputs no longer plan)
 ``predictions.star`` the same rows for RELION/Warp/ArtiaX, written at the end from the CSV
 ``errors.csv``       one row per bad item with its reason
 ``manifest.json``    model hash, inputs, counts, errors, timings, versions
@@ -217,6 +218,8 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
         check_same_settings(record, model, opts, fingerprint)
         check_same_plan(record, fingerprint, opts)
     plan, items = split(plan, opts)
+    if opts.resume:
+        check_done_planned(names, items)
     settings = inference.prepare(items, cache, opts)
     summary = ClassifySummary.for_files(names, inference.description, planned=len(items))
     summary.notes.extend(inference.notes)
@@ -266,6 +269,58 @@ def earlier_errors(ledgers: RunLedgers, items: Sequence[Item], opts: RunOptions)
         f"{ledgers.errors.path.name}); resume with --retry-errors to try them again, e.g. after fixing "
         "a missing tomogram"
     ]
+
+
+def _written_ids(path: Path) -> list[str]:
+    """The ids (as written) of a ledger's whole data rows, read without changing the file: a
+    partial last line (a kill mid-write, which opening the ledger cuts) is left out, and a file
+    that cannot be read is left to the ledger, which refuses it naming the damage."""
+    import csv
+
+    if not path.is_file():
+        return []
+
+    def whole_lines(fh: Any) -> Any:
+        return (line for line in fh if line.endswith("\n"))
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = [row[0] for row in csv.reader(whole_lines(fh)) if row]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    return rows[1:]  # the header's first cell left out
+
+
+def check_done_planned(names: dict[str, Path], items: Sequence[Item]) -> None:
+    """Refuse to resume when the ledgers hold rows of ids the inputs no longer plan, before any
+    work and before the ledgers are opened (so nothing in the output folder changes).
+
+    Why: a pick table edited between two runs (a coordinate corrected) planned a new id for the
+    pick and kept the old id's row: a phantom particle in predictions.csv and the class counts,
+    and a row of ``<NA>`` without coordinates in predictions.star, with exit 0. Ids planned now
+    that the ledgers lack (picks appended to the table) are the work a resume does, and pass."""
+    from cryoshift.runtime.ledger import escape_text
+
+    left: dict[str, Path] = {}  # written ids (in file order) not yet met in the plan -> their ledger
+    for key in ("csv", "errors"):  # predictions first: the example is a result where one is
+        for ident in _written_ids(names[key]):
+            left.setdefault(ident, names[key])
+    if not left:
+        return
+    escaped = any("\\" in ident for ident in left)  # the ledgers escape what is not UTF-8 text
+    for segment in getattr(items, "segments", [items]):
+        ids = segment.ids() if hasattr(segment, "ids") else (it.id for it in segment)
+        for ident in ids:
+            left.pop(escape_text(ident) if escaped else ident, None)
+        if not left:
+            return
+    example = next(iter(left))
+    raise InputError(
+        left[example],
+        f"{len(left)} rows already done are of ids the inputs no longer plan (e.g. {example!r}): the "
+        "inputs changed since this run started (a pick moved or removed?); resuming would keep them "
+        "as results of inputs that are not there, so classify into a new output directory (-o)",
+    )
 
 
 def record_run(path: Path, record: dict[str, Any], opts: RunOptions, fingerprint: dict[str, Any]) -> None:
@@ -614,6 +669,7 @@ def _dedupe(items: Sequence[Item]) -> tuple[Sequence[Item], int]:
         kept = type(unique)(
             [s if isinstance(s, PickRows) else [it for it in s if fresh(it)] for s in unique.segments]
         )
+        kept = _once_across_tables(kept)
         return kept, dropped + len(unique) - len(kept)
     ids: set[str] = set()
     out = []
@@ -622,6 +678,41 @@ def _dedupe(items: Sequence[Item]) -> tuple[Sequence[Item], int]:
             ids.add(it.id)
             out.append(it)
     return out, len(items) - len(out)
+
+
+def _once_across_tables(items: Any) -> Any:
+    """``items`` (an ItemList, each table's rows and each volume once) with a pick whose id an
+    earlier item holds dropped, when two or more pick tables are planned.
+
+    Why: ``ItemList.dedupe`` drops a table's rows given twice by table (the same file), so the
+    same picks in two files (``particles.star`` and a copy of it) were planned twice: an
+    unsharded run wrote every id twice (doubled class counts, under a note saying "classified
+    once") while merge, which keeps an id once, gave each pick once. An id is the tomogram and
+    the coordinates in its voxels (to 0.1), so the same id in two tables is the same pick; one
+    table's own repeats keep their ``~2`` ids (picktables notes them). Only with two tables or
+    more: one table's ids are never formatted here."""
+    import numpy as np
+
+    from cryoshift.runtime.pickrows import PickRows
+
+    tables = {seg.source.key for seg in items.segments if isinstance(seg, PickRows)}
+    if len(tables) < 2:
+        return items
+    seen: set[str] = set()
+    out: list[Any] = []
+    for seg in items.segments:
+        if isinstance(seg, PickRows):
+            fresh = []
+            for ident in seg.ids():
+                fresh.append(ident not in seen)
+                seen.add(ident)
+            keep = np.asarray(fresh, dtype=bool)
+            out.append(seg if keep.all() else seg.where(keep))
+        else:
+            kept = [it for it in seg if it.id not in seen]
+            seen.update(it.id for it in kept)
+            out.append(kept)
+    return type(items)(out)
 
 
 class _FileKeys:

@@ -29,6 +29,7 @@ PREDICTIONS = "predictions"
 ERRORS = "errors"
 MANIFEST = "manifest"
 RUN = "run"  # the model a run started with, written before its first row (runtime/run.py)
+UNKNOWN_COLUMN = "unknown"  # the results table's 0/1 flag column (pipeline.result_columns)
 REPORT_HTML = "report.html"  # `cryoshift report RESULTS` writes it into the results folder
 
 
@@ -49,7 +50,8 @@ class ClassifySummary:
     total_rows: int = 0  # rows in the results file now
     total_errors: int = 0
     class_counts: dict[str, int] = field(default_factory=dict)  # over the whole results file
-    unknown: int = 0
+    unknown: int = 0  # rows flagged unknown in the whole results file (resumed parts included)
+    unknown_this_session: int = 0  # of them, the rows this run wrote (alongside ``classified``)
     padded: int = 0  # planned crops that reach past their tomogram's edge (filled with the box's mean)
     wall_s: float = 0.0
     read_s: float = 0.0
@@ -76,7 +78,9 @@ class ClassifySummary:
 
     def record(self, stats: Any) -> None:
         """Counts and times of a :class:`~cryoshift.runtime.pipeline.RunStats`."""
-        self.classified, self.errors, self.unknown = stats.done, stats.errors, stats.unknown
+        self.classified, self.errors = stats.done, stats.errors
+        # the session's count; finish_run sets ``unknown`` to the whole file's, as class_counts
+        self.unknown_this_session = self.unknown = stats.unknown
         self.read_s, self.compute_s = stats.read_s, stats.compute_s
         self.write_s, self.wait_s = stats.write_s, stats.wait_s
         self.pipeline_s, self.rate = stats.wall_s, stats.rate
@@ -190,8 +194,8 @@ def finish_run(
     ``model`` is the manifest's model block (:func:`model_info`), ``plan`` the run's
     :class:`~cryoshift.runtime.sources.Plan` (its input tables go into predictions.star).
     """
-    summary.total_rows, counts = _count_rows(names["csv"])
-    summary.total_errors, _ = _count_rows(names["errors"])
+    summary.total_rows, counts, summary.unknown = _count_rows(names["csv"])
+    summary.total_errors, _, _ = _count_rows(names["errors"])
     summary.class_counts = dict(counts)
     from cryoshift.runtime.star_out import remove_earlier_class_stars, write_predictions_star
 
@@ -203,7 +207,12 @@ def finish_run(
         summary.notes.append(padded_note)
     earlier = _recorded_class_stars(names["manifest"])
     split = write_predictions_star(
-        names["csv"], names["star"], plan.origins, split_by_class=bool(settings.get("split_by_class"))
+        names["csv"],
+        names["star"],
+        plan.origins,
+        split_by_class=bool(settings.get("split_by_class")),
+        placement=plan.placement,
+        notes=summary.notes,
     )
     if split:
         shown = [
@@ -324,25 +333,30 @@ def _per_tomogram(csv_path: Path) -> dict[str, dict[str, int]]:
     return {name: dict(sorted(n.items())) for name, n in sorted(counts.items())}
 
 
-def _count_rows(csv_path: Path) -> tuple[int, Counter]:
-    """Rows and class counts of a finished results CSV (the whole file, resumed parts included)."""
+def _count_rows(csv_path: Path) -> tuple[int, Counter, int]:
+    """Rows, class counts and rows flagged unknown of a finished results CSV (the whole file,
+    resumed parts included). Why the unknown count is the file's: a resumed run's manifest said
+    only its own session's (3190 of 4109 after a requeued task) beside whole-file class counts."""
     counts: Counter = Counter()
-    n = 0
+    n = unknown = 0
     if not csv_path.is_file():
-        return 0, counts
+        return 0, counts, 0
     with open(csv_path, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
-            return 0, counts
+            return 0, counts, 0
         col = header.index("class_name") if "class_name" in header else None
+        flag = header.index(UNKNOWN_COLUMN) if UNKNOWN_COLUMN in header else None
         for row in reader:
             if not row:
                 continue
             n += 1
             if col is not None:
                 counts[row[col]] += 1
-    return n, counts
+            if flag is not None and row[flag] == "1":
+                unknown += 1
+    return n, counts, unknown
 
 
 def _features_info(csv_path: Path) -> dict[str, Any] | None:

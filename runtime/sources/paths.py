@@ -643,10 +643,44 @@ def _empty_reason(text: str) -> str:
     path = Path(text)
     try:
         if path.is_dir():
-            return "folder holds no MRC files" if any(path.iterdir()) else "folder is empty"
+            return no_mrc_files_reason(text) if any(path.iterdir()) else "folder is empty"
     except OSError:
         pass
     return f"glob {no_match_reason(text)}"
+
+
+NESTED_LOOK = 10_000  # entries of a folder's sub-folders looked at for an MRC file, at most
+
+
+def no_mrc_files_reason(text: str) -> str:
+    """Why a folder that is not empty gave no input: it holds no MRC files; where its sub-folders
+    hold some, saying so with the recursive glob that reads them (quoted for the shell).
+
+    Why: a folder of sub-folders (``files/user01/session1/*.mrc``) was refused with "folder holds
+    no MRC files" alone, which reads as if the data were missing. Folders are read one level deep
+    on purpose (a results folder or a dataset beside the data is not read by accident); the walk
+    stops at the first MRC file or after :data:`NESTED_LOOK` entries."""
+    import shlex
+
+    from cryoshift.runtime.mrc import mrc_suffix
+
+    seen = 0
+    for folder, dirs, files in os.walk(text):
+        dirs.sort()
+        if os.path.normpath(folder) != os.path.normpath(text):
+            for name in sorted(files):
+                suffix = mrc_suffix(name)
+                if suffix:
+                    found = os.path.join(folder, name)
+                    pattern = shlex.quote(f"{text.rstrip(os.sep) or os.sep}{os.sep}**{os.sep}*{suffix}")
+                    return (
+                        f"folder holds no MRC files, but its sub-folders do (e.g. {found}); folders "
+                        f"are read one level deep: give {pattern} (quoted) to read every sub-folder"
+                    )
+        seen += len(dirs) + len(files)
+        if seen > NESTED_LOOK:
+            break
+    return "folder holds no MRC files"
 
 
 def _unreadable_text(unreadable: list[tuple[str, str]]) -> str:

@@ -564,6 +564,24 @@ def tomogram_shape(planner: Any, picks: Path, name: str) -> tuple[int, int, int]
     return header["shape"]
 
 
+def _record_placement(planner: Any, picks: Path, tomo_for: dict[str, Path]) -> None:
+    """Each tomogram's voxel size and RELION centre as its picks are read (:func:`tomogram_pixel`,
+    :func:`tomogram_centre`, else the reconstruction's middle), for the centred-Angstrom columns
+    predictions.star writes (Plan.placement). A tomogram whose voxel size cannot be told gets
+    none: its picks then get no centred columns, never a position from a guessed scale."""
+    for name, tomo_path in tomo_for.items():
+        try:
+            voxel = float(tomogram_pixel(planner, picks, name))
+            centre = tomogram_centre(planner, picks, name)
+        except InputError:
+            continue
+        if centre is None:
+            shape = planner.cache.get(str(tomo_path)).data.shape
+            centre = np.asarray(shape[::-1], dtype=np.float64) / 2.0
+        x, y, z = (float(v) for v in centre)
+        planner.placement[str(tomo_path)] = (voxel, (x, y, z))
+
+
 def tomogram_centre(planner: Any, picks: Path, name: str) -> np.ndarray | None:
     """(X, Y, Z) voxels RELION 5 measures the centred-Angstrom picks of tomogram ``name`` from:
     its tomograms.star row's rlnTomoSizeX/Y/Z (unbinned) / 2 / binning; None without such a row
@@ -751,6 +769,7 @@ def add_picks(
         tomo_for[name] = tomo_path
     if unmatched and not tomo_for:  # nothing matched at all: a naming problem, say it once
         raise InputError(path, next(iter(unmatched.values())))
+    _record_placement(planner, path, tomo_for)
     xyz = picks.xyz
     if (scales != 1.0).any():
         xyz = xyz * scales[tomo][:, None]
@@ -791,12 +810,9 @@ def add_picks(
     )
     # kept (a user may mean it), but never without a word; picks that fail anyway (their tomogram
     # unusable: centred picks then have no coordinates, all "equal") are no repeats to speak of
-    repeated = _real_repeats(source, tomo_for)
-    if repeated:
-        planner.notes.append(
-            f"{path}: {repeated} picks repeat an earlier pick of the same tomogram and "
-            "coordinates; each is classified again, its id suffixed ~2, ~3 ..."
-        )
+    note = _repeats_note(path, *_real_repeats(source, tomo_for))
+    if note:
+        planner.notes.append(note)
     rows = PickRows(source)
     planner.items.add_rows(rows)
     if path.suffix.lower() == ".star":
@@ -906,14 +922,39 @@ def _unplaced(
     return rows.astype(np.int64), lines
 
 
-def _real_repeats(source: Any, tomo_for: dict[str, Path]) -> int:
-    """Repeated picks (``source.dup_rows``) of a usable tomogram with numeric coordinates."""
+def _real_repeats(source: Any, tomo_for: dict[str, Path]) -> tuple[int, int]:
+    """Picks sharing the id of an earlier pick (``source.dup_rows``) of a usable tomogram with
+    numeric coordinates, and how many of them are exact repeats (the same tomogram and the very
+    same coordinates as an earlier row); the others only round alike (ids give 0.1 voxel)."""
     rows = source.dup_rows
     if not len(rows):
-        return 0
+        return 0, 0
     usable = np.array([n in tomo_for for n in source.names], dtype=bool)
-    keep = usable[source.tomo[rows]] & np.isfinite(source.xyz[rows]).all(axis=1)
-    return int(np.count_nonzero(keep))
+    rows = rows[usable[source.tomo[rows]] & np.isfinite(source.xyz[rows]).all(axis=1)]
+    if not len(rows):
+        return 0, 0
+    # an exact repeat is a row whose (tomogram, x, y, z) first occurs at an earlier row
+    keys = np.column_stack([source.tomo.astype(np.float64), source.xyz.astype(np.float64)])
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    exact = first[inverse.reshape(-1)[rows]] < rows
+    return len(rows), int(np.count_nonzero(exact))
+
+
+def _repeats_note(path: Path, repeated: int, exact: int) -> str | None:
+    """The note on picks sharing an id in one table (None: none do). Why two wordings: ids round
+    coordinates to 0.1 voxel, so picks 0.02 voxel apart share one, and they were all called
+    "repeats of an earlier pick of the same tomogram and coordinates"."""
+    if not repeated:
+        return None
+    again = "each is classified again, its id suffixed ~2, ~3 ..."
+    if exact == repeated:
+        same = "repeat an earlier pick of the same tomogram and coordinates"
+        return f"{path}: {repeated} picks {same}; {again}"
+    return (
+        f"{path}: {repeated} picks share an id with an earlier pick (same tomogram, coordinates equal "
+        f"to 0.1 voxel, as ids give them; exact repeats: {exact}, distinct picks that only round "
+        f"alike: {repeated - exact}); {again}"
+    )
 
 
 AGREE_VOXELS = 1.0  # pixel and centred Angstrom coordinates of one pick may differ by this much

@@ -26,6 +26,7 @@ from cryoshift.runtime.sources.paths import (
     is_dataset_dir,
     is_glob,
     no_match_reason,
+    no_mrc_files_reason,
     results_note,
     scan_folder,
     tomogram_index,
@@ -103,6 +104,7 @@ class Planner:
         self.voxel_notes: list[str] = []  # those of notes about headers without a voxel size
         self.origins: list[tuple[str, Sequence[str | None]]] = []
         self.tomo_tables: dict[str, Any] = {}  # rlnTomoName -> TomogramEntry from a tomograms.star
+        self.placement: dict[str, tuple[float, tuple[float, float, float]]] = {}  # Plan.placement
         self.coordinate_pixel_size = coordinate_pixel_size
         self.binning = binning
 
@@ -241,7 +243,7 @@ class Planner:
                 only = "holds no MRC files, only" if path.is_dir() else "matches only"
                 raise InputError(text, f"{only} {self._dataset_note(datasets)}")
             if path.is_dir():
-                raise InputError(text, "folder holds no MRC files" if any(path.iterdir()) else "empty folder")
+                raise InputError(text, no_mrc_files_reason(text) if any(path.iterdir()) else "empty folder")
             if results:
                 raise InputError(text, f"matches no input files; {results_note(results)}")
             raise InputError(text, no_match_reason(text))
@@ -741,4 +743,5 @@ def plan_inputs(
         planner.origins,
         planner.unknown_voxel,
         planner.voxel_notes + planner.closing_notes(),
+        planner.placement,
     )
