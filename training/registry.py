@@ -67,6 +67,7 @@ class Registry(Generic[T]):
         self._builtin: frozenset[str] = frozenset()
         self._loaded = False
         self._origins: dict[str, str] = {}  # plugin entry name -> its distribution, as said
+        self._provided: dict[str, dict[str, str]] = {}  # plugin entry name -> distribution, version
         self._broken: dict[str, str] = {}  # plugin name that cannot be used -> why (one line)
         self._others: list[str] = []  # problems of no usable name (a plugin shadowed by a built-in)
         self._said: set[str] = set()  # problems already said (warned, raised or listed)
@@ -107,8 +108,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            close = difflib.get_close_matches(name, self._entries, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = f" Did you mean {self._closest(name)!r}?" if self._closest(name) else ""
             where = (
                 f" (a {self.kind} of another package is found once its distribution, with a "
                 f"{self.group!r} entry point, is installed)"
@@ -118,6 +118,13 @@ class Registry(Generic[T]):
             raise ValueError(
                 f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}{where}.{hint}"
             ) from None
+
+    def _closest(self, name: str) -> str | None:
+        """The registered name closest to ``name``, case ignored: ``DANN`` matched nothing while
+        ``Selftrain`` found ``selftrain`` (difflib compares characters, and every one differed)."""
+        lowered = {entry.lower(): entry for entry in self._entries}
+        close = difflib.get_close_matches(name.lower(), lowered, n=1)
+        return lowered[close[0]] if close else None
 
     def create(self, name: str, **kwargs: Any) -> T:
         """Build ``name``; keyword arguments that are None keep the entry's default."""
@@ -132,6 +139,14 @@ class Registry(Generic[T]):
         """'distribution NAME VERSION' for an entry a plugin added; None for the others."""
         self._load()
         return self._origins.get(name)
+
+    def provenance(self, name: str) -> dict[str, str] | None:
+        """``{"distribution": NAME, "version": VERSION}`` of the plugin that added ``name`` (None:
+        a built-in, or unknown): what a run records (versions.json), so that two runs of a method
+        whose plugin changed between them can be told apart."""
+        self._load()
+        found = self._provided.get(name)
+        return dict(found) if found is not None else None
 
     def problems(self) -> list[str]:
         """Every plugin that cannot be used or is ignored, one line each: for a listing, which says
@@ -227,8 +242,14 @@ class Registry(Generic[T]):
             self._refuse(name, entry, problem)
             return
         self._entries[name] = obj  # also when its import registered it (the same object)
+        dist = getattr(entry, "dist", None)
+        provided = {
+            "distribution": (dist.metadata.get("Name") if dist is not None else None) or "?",
+            "version": (dist.metadata.get("Version") if dist is not None else None) or "?",
+        }
         for added in (set(self._entries) - set(before)) | {name}:
             self._origins[added] = _distribution(entry)
+            self._provided[added] = provided
 
     def _refuse(self, name: str, entry: EntryPoint, problem: str) -> None:
         self._broken[name] = (

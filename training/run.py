@@ -43,8 +43,27 @@ def epoch_checkpoint(run_dir: Path, epoch: int) -> Path:
     return run_dir / CHECKPOINTS / f"epoch_{epoch:04d}.pt"
 
 
-def versions(device: str = "cpu", world_size: int = 1) -> dict[str, Any]:
-    """Library and machine versions recorded next to every output."""
+def plugin_versions(method: str, backbone: str) -> dict[str, dict[str, str]]:
+    """The installed distributions (name, version) that provide the run's ``method`` and
+    ``backbone`` when plugins do (registry.Registry.provenance), under "method" and "backbone";
+    empty for built-ins. Why: two runs of one plugin method, before and after its package changed,
+    were otherwise recorded alike."""
+    from cryoshift.training.adapt import METHODS
+    from cryoshift.training.backbones import BACKBONES
+
+    found: dict[str, dict[str, str]] = {}
+    for role, registry, name in (("method", METHODS, method), ("backbone", BACKBONES, backbone)):
+        provided = registry.provenance(name)
+        if provided is not None:
+            found[role] = {"name": name, **provided}
+    return found
+
+
+def versions(
+    device: str = "cpu", world_size: int = 1, plugins: dict[str, dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """Library and machine versions recorded next to every output; ``plugins``: the distributions
+    of the plugin method and backbone in use (:func:`plugin_versions`), recorded when any."""
     from cryoshift.runtime import __version__
     from cryoshift.training.precision import cpu_has_native_bf16
 
@@ -63,6 +82,8 @@ def versions(device: str = "cpu", world_size: int = 1) -> dict[str, Any]:
     if torch.cuda.is_available():
         info["cuda"] = torch.version.cuda
         info["gpu"] = torch.cuda.get_device_name(0)
+    if plugins:
+        info["plugins"] = plugins
     return info
 
 

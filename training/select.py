@@ -228,13 +228,22 @@ def _criterion(row: dict[str, Any], criterion: str) -> float:
 
 
 def select_epoch(
-    rows: Sequence[dict[str, Any]], tolerance: float = DEFAULT_TOLERANCE, criterion: str = "im"
+    rows: Sequence[dict[str, Any]],
+    tolerance: float = DEFAULT_TOLERANCE,
+    criterion: str = "im",
+    trained_on_target_labels: bool = False,
 ) -> dict[str, Any]:
     """Pick an epoch from per-epoch rows holding ``epoch``, ``src_val_acc`` and target scores.
 
     Rows without target scores (no target given) select on source accuracy alone. Returns
-    ``{"selected_epoch", "rule", "criterion", "tolerance", "epochs": [{epoch, src_val_acc, snd,
-    tgt_entropy, tgt_im, eligible, score}]}`` (the content of selection.json).
+    ``{"selected_epoch", "rule", "criterion", "tolerance", "uses_target_labels", "epochs":
+    [{epoch, src_val_acc, snd, tgt_entropy, tgt_im, eligible, score}]}`` (the content of
+    selection.json).
+
+    ``uses_target_labels`` is about the whole run, not the selection alone (which never reads
+    target labels): ``trained_on_target_labels``, true for the oracle or a plugin method that
+    trains on them. It was always false, so a comparison that filtered on it took the oracle for
+    a label-free method.
     """
     if not rows:
         raise ValueError("no epochs to select from")
@@ -268,6 +277,6 @@ def select_epoch(
         "collapsed epochs excluded",
         "criterion": criterion,
         "tolerance": tolerance,
-        "uses_target_labels": False,
+        "uses_target_labels": bool(trained_on_target_labels),
         "epochs": epochs,
     }

@@ -144,43 +144,37 @@ _BACKBONE_KEYS_SET_BY_TRAIN = {
 def _check_method_kwargs(method: str, kwargs: dict[str, Any]) -> None:
     """Refuse ``--hparam`` values of the wrong kind before any data is read.
 
-    A hyper-parameter's kind is its default's. The built-in methods' are all numbers (whole ones
-    are counts): a word (``target_every=abc``) or NaN ended in a traceback in the first training
-    step, and a negative count or weight (``target_every=-1``) was clamped or trained without a
-    word, so a number must be finite and >= 0 (a whole one >= 1). A plugin's bool or string
-    default takes a bool or a string; other defaults (None, a list) are left to the method. Keys
-    the method does not take, and the method's own rules on the values (``hparam_problems``), are
-    checked next, by :func:`check_method_hparams`.
+    A hyper-parameter's kind is its default's in ``method`` itself (adapt/base.kind_problems):
+    not in a dictionary merged over every registered method, where a plugin's key of another kind
+    changed what a built-in method accepted. Keys the method does not take, and the method's own
+    rules on the values (``hparam_problems``), are checked next, by :func:`check_method_hparams`;
+    an unknown method is left to the registry, which names the methods.
     """
-    import contextlib
-
     from cryoshift.training.adapt import METHODS
-    from cryoshift.training.adapt.base import known_hparams
+    from cryoshift.training.adapt.base import kind_problems, methods_taking
 
     if not kwargs:
         return
-    # ``method`` first: a plugin method that cannot be used is then refused in one line when the run
-    # starts (an unknown name too, with the list of methods), not also warned of by known_hparams
-    with contextlib.suppress(ValueError):
-        METHODS.get(method)
-    known = known_hparams()
-    for key, value in kwargs.items():
-        if key not in known or value is None:  # None: the default
-            continue
-        default = known[key]
-        if isinstance(default, (bool, str)):
-            if not isinstance(value, type(default)):
-                kind = "true or false" if isinstance(default, bool) else "a string"
-                raise InputError(None, f"--hparam {key} must be {kind}, not {value!r}")
-            continue
-        if not isinstance(default, (int, float)):
-            continue
-        whole = isinstance(default, int)
-        kinds = (int,) if whole else (int, float)
-        number = isinstance(value, kinds) and not isinstance(value, bool)
-        if not number or not math.isfinite(value) or value < (1 if whole else 0):
-            kind = "a whole number >= 1" if whole else "a finite number >= 0"
-            raise InputError(None, f"--hparam {key} must be {kind}, not {value!r}")
+    try:
+        factory = METHODS.get(method)
+    except ValueError:  # refused by name when the run starts, with the list of methods
+        return
+    defaults = dict(factory.defaults())  # type: ignore[attr-defined]
+    # another method's key is refused next, by name; a value of the wrong kind for every method
+    # that takes it is said first, as it always was (methods that disagree on its kind: not)
+    for key in [key for key in kwargs if key not in defaults]:
+        theirs = [METHODS.get(name).defaults()[key] for name in methods_taking(key)]  # type: ignore[attr-defined]
+        if theirs and len({type(value) for value in theirs}) == 1:
+            defaults[key] = theirs[0]
+    problems = kind_problems(defaults, kwargs)
+    if problems:
+        quoted = [  # "mode=1" reads as a number: a string that looks like one needs JSON quotes
+            f"--hparam '{key}=\"{value}\"'"
+            for key, value in kwargs.items()
+            if isinstance(defaults.get(key), str) and isinstance(value, (int, float))
+        ]
+        hint = f" (a string that reads as a number is quoted: {', '.join(quoted)})" if quoted else ""
+        raise InputError(None, "; ".join(f"--hparam {problem}" for problem in problems) + hint)
 
 
 def check_method_hparams(method: str, kwargs: dict[str, Any]) -> None:
@@ -500,7 +494,11 @@ def _progress(enabled: bool):
     )
 
 
-def _build(config: TrainConfig, class_names: list[str], box: int) -> tuple[nn.Module, dict[str, Any]]:
+def _build(
+    config: TrainConfig, class_names: list[str], box: int, method_hparams: dict[str, Any] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The method around its backbone; ``method_hparams`` (a resumed run's, defaults included)
+    replace ``config.method_kwargs`` (the ones given) when not None."""
     from cryoshift.training.adapt import create_method
     from cryoshift.training.backbones import create_backbone
 
@@ -517,7 +515,7 @@ def _build(config: TrainConfig, class_names: list[str], box: int) -> tuple[nn.Mo
             backbone=backbone,
             num_classes=len(class_names),
             box_size=box,
-            **config.method_kwargs,
+            **(config.method_kwargs if method_hparams is None else method_hparams),
         )
     except (ValueError, TypeError) as exc:
         raise InputError(None, str(exc)) from exc
@@ -753,10 +751,20 @@ def _one_trainer(out: Path, info: distributed.DistInfo) -> typing.Iterator[None]
 
 class TrainingDiverged(InputError):
     """The loss or the gradients became NaN/Inf while training. An InputError (a setting to change,
-    not a bug) so that the CLI says it in one line, exit 2; it was a RuntimeError traceback."""
+    not a bug) so that the CLI says it in one line, exit 2; it was a RuntimeError traceback.
 
-    def __init__(self, where: str):
-        super().__init__(None, f"training diverged at {where}; lower --lr")
+    ``method``: the method whose loss was not finite at the run's very first step (no optimiser
+    step yet, so the learning rate cannot be the cause): it is named instead of "lower --lr"."""
+
+    def __init__(self, where: str, method: str | None = None):
+        if method is None:
+            super().__init__(None, f"training diverged at {where}; lower --lr")
+        else:
+            super().__init__(
+                None,
+                f"method {method!r}: losses() returned a non-finite 'total' at {where}, before any "
+                "optimiser step, so not because of the learning rate: check the method's loss",
+            )
 
 
 def _require_stored_config(run_dir: Path, stored: Path) -> None:
@@ -1235,6 +1243,68 @@ class _Run:
             raise InputError(path, f"damaged resume state (NaN/Inf in {bad[0]}); {advice}")
         return payload
 
+    def _resumed_hparams(self) -> dict[str, Any] | None:
+        """The hyper-parameters the resumed run started with (its resume state's, defaults
+        included), for the keys the method takes now; None when not resuming (or a resume state
+        from before they were kept): the config's then apply.
+
+        Why: config.json keeps only the ``--hparam`` values given, so a resumed run took the
+        defaults current then: a plugin's default changed between the two calls trained the rest
+        of the run with the new value, and selection.json recorded it for the whole run. A
+        difference from today's defaults is said in one note line."""
+        state = self.resume_state
+        stored = state.get("extra", {}).get("method_hparams") if isinstance(state, dict) else None
+        if not isinstance(stored, dict):
+            return None
+        from cryoshift.training.adapt import METHODS
+
+        defaults = METHODS.get(self.config.method).defaults()  # type: ignore[attr-defined]
+        now = {
+            k: v if self.config.method_kwargs.get(k) is None else self.config.method_kwargs[k]
+            for k, v in defaults.items()
+        }
+        kept = {key: stored[key] if key in stored else now[key] for key in defaults}
+        changes = [
+            f"{key}={run._shown(kept[key])} (default now {run._shown(now[key])})"
+            for key in defaults
+            if key in stored and stored[key] != now[key]
+        ]
+        changes += [
+            f"{key}={run._shown(now[key])} (new: the run did not have it)"
+            for key in defaults
+            if key not in stored
+        ]
+        changes += [f"{key} (no longer taken; dropped)" for key in stored if key not in defaults]
+        if changes and self.info.is_main:
+            import sys
+
+            print(
+                "cryoshift: note: the run resumes with the hyper-parameters it started with, where "
+                f"today's defaults differ: {', '.join(changes)}",
+                file=sys.stderr,
+            )
+        return kept
+
+    def _note_unreached_start(self, method: nn.Module, steps: int) -> None:
+        """Say when the method's target terms never start in this run: its ``adapt_start`` (a
+        fraction of training, < 1) lies after the run's last step (few epochs, few steps).
+        Why a note, not a refusal: the step count is known only once the data is read, and a
+        short trial run may mean it; it trained as its source-only part without a word."""
+        start = getattr(method, "hparams", {}).get("adapt_start")
+        if not isinstance(start, (int, float)) or not self.info.is_main:
+            return
+        total = max(1, self.config.epochs * steps)
+        last = (total - 1) / total  # the last step's progress (see _step)
+        if start > last:
+            import sys
+
+            print(
+                f"cryoshift: note: adapt_start {start:g}: the target terms of {self.config.method!r} "
+                f"never start in this run (its last step is at {last:.3f} of training, "
+                f"{self.config.epochs} epochs of {steps} steps): give more --epochs or a lower adapt_start",
+                file=sys.stderr,
+            )
+
     def _check_same_data(self) -> None:
         """Refuse to resume on data other than the run's: the classes and data fingerprints that
         resume.pt's metadata records against those of the source and target read now.
@@ -1328,9 +1398,10 @@ class _Run:
         resume_path = self.dir / run.CHECKPOINTS / run.RESUME
         self.resume_state = self._resume_state(resume_path)
         self._load_data()
-        method, self.backbone_kwargs = _build(c, self.class_names, self.box)
+        method, self.backbone_kwargs = _build(c, self.class_names, self.box, self._resumed_hparams())
         # every hyper-parameter the method ran with, defaults included (config.json keeps only those
-        # given): a default changed in a later version cannot then be mistaken for this run's
+        # given): a default changed in a later version cannot then be mistaken for this run's; the
+        # resume state keeps them too, and --resume trains with them (_resumed_hparams)
         self.method_hparams = dict(getattr(method, "hparams", {}))
         # channels-last 3-D is what oneDNN/cuDNN convolve fastest (+20 % per step on CPU, measured)
         method.to(self.device, memory_format=torch.channels_last_3d)
@@ -1383,7 +1454,10 @@ class _Run:
         if info.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
             run.write_json(self.dir / "config.json", c.to_dict())
-            run.write_json(self.dir / "versions.json", run.versions(self.device, info.world_size))
+            run.write_json(
+                self.dir / "versions.json",
+                run.versions(self.device, info.world_size, plugins=run.plugin_versions(c.method, c.backbone)),
+            )
         loss_fn = distributed.wrap(method, info, dense)
         metadata = self._metadata()
         last = c.epochs if stop_after_epoch is None else min(c.epochs, stop_after_epoch)
@@ -1396,6 +1470,7 @@ class _Run:
                     source = source.concat(self._views(self.pseudo, view_rng))
                 steps = distributed.steps_per_epoch(len(source), c.batch_size, info)
                 if task is None:
+                    self._note_unreached_start(method, steps)
                     per_epoch = steps * c.batch_size * info.world_size
                     task = bar.add_task("train", total=per_epoch * (c.epochs - start))
                 t0 = time.perf_counter()
@@ -1425,6 +1500,7 @@ class _Run:
                         "scaler_state": scaler.state_dict() if scaler is not None else {},
                         "rng": run.capture_rng(rngs),
                         "history": history,
+                        "method_hparams": self.method_hparams,
                     }
                     if agree_epoch is not None and epoch >= agree_epoch:
                         extra.update(  # lists: a weights-only checkpoint holds no numpy arrays
@@ -1549,10 +1625,30 @@ class _Run:
         particles = None if particles_np is None else torch.from_numpy(particles_np).to(self.device)
 
         def forward(amp: bool) -> dict[str, Any]:
-            with autocast(self.device, amp):
-                out = loss_fn(sx, sy, target_x=tx, progress=progress, target_y=ty, source_particles=particles)
+            try:
+                with autocast(self.device, amp):
+                    out = loss_fn(
+                        sx, sy, target_x=tx, progress=progress, target_y=ty, source_particles=particles
+                    )
+            except KeyError as exc:  # dense supervision adds its loss to a 'total' that is not there
+                if exc.args != ("total",):
+                    raise
+                out = {}
+            if not isinstance(out, dict) or not torch.is_tensor(out.get("total")):
+                got = (
+                    (", ".join(map(repr, out)) or "nothing") if isinstance(out, dict) else type(out).__name__
+                )
+                raise InputError(
+                    None,
+                    f"method {c.method!r}: losses() returned no 'total' tensor (got {got}); the "
+                    "contract (adapt/base.py): a dict of scalar losses whose 'total' is backpropagated",
+                )
             if not torch.isfinite(out["total"]):
-                raise TrainingDiverged(f"epoch {epoch} step {step} (loss {float(out['total'].detach())})")
+                first = epoch == 1 and step == 0  # no optimiser step yet: not the learning rate
+                raise TrainingDiverged(
+                    f"epoch {epoch} step {step} (loss {float(out['total'].detach())})",
+                    c.method if first else None,
+                )
             return out
 
         out = forward(c.amp)
@@ -1638,7 +1734,12 @@ class _Run:
     def _finish(self, history: list[dict[str, Any]], partial: TrainResult) -> TrainResult:
         """Select label-free, calibrate on held-out source, store target feature statistics."""
         c = self.config
-        selection = select_epoch(history, c.selection_tolerance, c.selection_criterion)
+        selection = select_epoch(
+            history,
+            c.selection_tolerance,
+            c.selection_criterion,
+            trained_on_target_labels=self.needs_target_labels and c.oracle_target_labels,
+        )
         epoch = selection["selected_epoch"]
         if len(self.val_src) == 0:  # select_epoch counts a missing accuracy as 0.0: none was measured
             for row in selection["epochs"]:

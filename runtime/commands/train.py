@@ -45,10 +45,40 @@ class TrainCommand(TyperCommand):
 COMMAND_CLASS = TrainCommand
 
 
-def _parse_kv(items: list[str], option: str) -> dict[str, object]:
-    """``key=value`` pairs; values parsed as JSON when they look like it (numbers, bools, lists)."""
+# Booleans as a user types them besides JSON's true/false (``--hparam use_extra=True``)
+_BOOLEANS = {"true": True, "false": False}
+
+
+def _parse_value(key: str, value: str, option: str) -> object:
+    """One ``key=value``'s value: a number as a user writes it (``5``, ``0.5``, ``.5``, ``5.``,
+    ``1e-3``), a boolean (``true``, ``True``, ``FALSE``), JSON (a list, a quoted string
+    ``'"1"'``), else the text. Why not JSON alone: ``.5``, ``5.`` and ``True`` stayed strings and
+    were refused as "must be a number, not '.5'"; ``null`` is refused, not taken for the
+    default: config.json recorded ``null`` and the run trained with whatever the default was."""
     import json
 
+    from cryoshift.runtime.errors import InputError
+
+    text = value.strip()
+    if text == "null":
+        raise InputError(None, f"{option} {key}={value} is not a value: leave the key out to use its default")
+    if text.lower() in _BOOLEANS:
+        return _BOOLEANS[text.lower()]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "_" in text:  # float() reads 1_000; a user's "1_000" is more likely a word
+        return value
+    try:  # the numbers JSON does not write: .5, 5., +1 (nan and inf too: refused as not finite)
+        number = float(text)
+    except ValueError:
+        return value
+    return int(text) if text.lstrip("+").isdigit() else number
+
+
+def _parse_kv(items: list[str], option: str) -> dict[str, object]:
+    """``key=value`` pairs; values parsed by :func:`_parse_value` (numbers, booleans, JSON)."""
     from cryoshift.runtime.errors import InputError
 
     out: dict[str, object] = {}
@@ -58,10 +88,7 @@ def _parse_kv(items: list[str], option: str) -> dict[str, object]:
             raise InputError(None, f"{option} expects key=value, got {item!r}")
         if key in out:  # the last one won without a word: which was meant is the user's call
             raise InputError(None, f"{option} {key} is given twice; give each key once")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+        out[key] = _parse_value(key, value, option)
     return out
 
 
@@ -338,10 +365,10 @@ def command(
         return
     meta = result.metadata
     last = result.history[-1] if result.history else {}
-    typer.echo(
-        f"model: {result.model_path}  (epoch {result.selected_epoch} of {len(result.history)}, "
-        f"chosen without target labels)"
-    )
+    # the oracle trained on target labels: "without target labels" read as a label-free run
+    labels = (result.selection or {}).get("uses_target_labels")
+    how = "the run trained on target labels" if labels else "chosen without target labels"
+    typer.echo(f"model: {result.model_path}  (epoch {result.selected_epoch} of {len(result.history)}, {how})")
     if meta is not None:
         accuracy = last.get("src_val_acc")  # absent: no source volume was held out to measure it
         shown = "n/a (no source validation data)" if accuracy is None else f"{accuracy:.3f}"

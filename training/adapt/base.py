@@ -10,8 +10,10 @@ default, in every method that takes it. Each class declares the defaults of the 
 ``HPARAMS``, next to the code that reads them; a method takes the ``HPARAMS`` of its whole class
 hierarchy (``defaults()``: a mixin's keys come with the mixin) and refuses every other key,
 another method's included, naming the keys it takes (and the closest one to a misspelling).
-Rules on the values beyond their kind (a range, keys that depend on each other) go in the class's
-``hparam_problems``, which the command line runs before any data is read.
+Each value must be of its default's kind in the method it is given to (``kind_problems``; a
+plugin may give a key of its own another kind). Rules on the values beyond their kind (a range,
+keys that depend on each other) go in the class's ``hparam_problems``, which the command line runs
+before any data is read and the constructor runs again (``check_hparams``).
 
 A method of another package follows the same contract and is installed with a
 ``cryoshift.methods`` entry point (README, "Your own method or backbone"); its class sets
@@ -21,6 +23,7 @@ A method of another package follows the same contract and is installed with a
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -67,19 +70,76 @@ def unused_hparams(method: str, hparams: dict[str, Any]) -> list[str]:
     return [key for key in hparams if key not in own and methods_taking(key)]
 
 
-def check_hparams(method: type[AdaptationMethod], hparams: dict[str, Any]) -> dict[str, Any]:
-    """``method``'s defaults with ``hparams`` on top (None = default).
+def kind_problems(defaults: dict[str, Any], hparams: dict[str, Any]) -> list[str]:
+    """Values of ``hparams`` not of their default's kind in ``defaults`` (one method's own
+    defaults), one clause each, e.g. "target_every must be a whole number >= 1, not 2.5".
 
-    A key ``method`` does not take raises ValueError (:func:`hparam_refusal`). Another method's key
-    used to be accepted and ignored (one dictionary for every method), so
+    Why the method's own defaults: the kind was taken from one dictionary merged over every
+    registered method (:func:`known_hparams`, the last name winning), so a plugin that declared
+    ``teacher_decay`` a string made ``selftrain``'s ``teacher_decay=0.9`` refused, and a plugin's
+    float ``target_every`` let ``selftrain`` take 2.5 (trained as 2, recorded as 2.5). Numbers must
+    be finite and >= 0 (whole ones, counts, >= 1, or >= 0 where the default is 0): a word or NaN
+    ended in a traceback in the first step, a negative weight trained without a word. A bool or
+    string default takes a bool or a string; other defaults (None, a list) are left to the method;
+    None means the default, and keys the method does not take are :func:`hparam_refusal`'s."""
+    problems = []
+    for key, value in hparams.items():
+        if key not in defaults or value is None:
+            continue
+        default = defaults[key]
+        if isinstance(default, (bool, str)):
+            if not isinstance(value, type(default)):
+                kind = "true or false" if isinstance(default, bool) else "a string"
+                problems.append(f"{key} must be {kind}, not {value!r}")
+            continue
+        if not isinstance(default, (int, float)):
+            continue
+        whole = isinstance(default, int)
+        kinds = (int,) if whole else (int, float)
+        number = isinstance(value, kinds) and not isinstance(value, bool)
+        # a count is >= 1, unless its default is 0 (a plugin's warm-up steps): the default is
+        # always a value one may give
+        low = (0 if default == 0 else 1) if whole else 0
+        if not number or not math.isfinite(value) or value < low:
+            kind = f"a whole number >= {low}" if whole else "a finite number >= 0"
+            problems.append(f"{key} must be {kind}, not {value!r}")
+    return problems
+
+
+def in_range(key: str, value: Any, low: float, high: float, low_open: bool, high_open: bool) -> str | None:
+    """The clause refusing ``value`` of ``key`` outside its interval (None: inside), written as
+    the interval, e.g. "pseudo_fraction must be in (0, 1], not 5": the one wording of the ranges."""
+    value = float(value)
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if above and below:
+        return None
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    return f"{key} must be in {interval}, not {value:g}"
+
+
+def check_hparams(method: type[AdaptationMethod], hparams: dict[str, Any]) -> dict[str, Any]:
+    """``method``'s defaults with ``hparams`` on top (None = default), checked as the command line
+    checks them: the keys, the kinds (:func:`kind_problems`) and the method's rules
+    (``hparam_problems``), each refusal a ValueError of one line.
+
+    Another method's key used to be accepted and ignored (one dictionary for every method), so
     ``create_method("selftrain", ..., dann_weight=0.5)`` trained without the setting, without a
-    word; only the command line refused it.
+    word; and NaN, negative or string values passed the Python API (only ``cryoshift train``
+    checked their kind).
     """
     defaults = method.defaults()
     refused = [key for key in hparams if key not in defaults]
     if refused:
         raise ValueError(hparam_refusal(method.name, refused, sorted(defaults)))
-    return {key: default if hparams.get(key) is None else hparams[key] for key, default in defaults.items()}
+    problems = kind_problems(defaults, hparams)
+    if problems:
+        raise ValueError("; ".join(problems))
+    merged = {key: default if hparams.get(key) is None else hparams[key] for key, default in defaults.items()}
+    problems = method.hparam_problems(merged)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return merged
 
 
 def hparam_refusal(method: str, refused: list[str], takes: list[str], prefix: str = "") -> str:
@@ -121,9 +181,6 @@ class AdaptationMethod(nn.Module):
         self.num_classes = num_classes
         self.box_size = box_size
         self.hparams: dict[str, Any] = check_hparams(type(self), hparams)
-        problems = type(self).hparam_problems(self.hparams)
-        if problems:
-            raise ValueError("; ".join(problems))
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -143,9 +200,14 @@ class AdaptationMethod(nn.Module):
         writes "--hparam " before each clause), the constructor again for the Python API. A rule
         checked in ``__init__`` alone refused ``--hparam teacher_decay=1.5`` only after the source
         and target were read, minutes in. Whether each value is a number of the default's kind is
-        checked before (trainer._check_method_kwargs); an override extends
-        ``super().hparam_problems(hparams)``. None by default."""
-        return []
+        checked before (:func:`kind_problems`); an override extends
+        ``super().hparam_problems(hparams)``. Here: ``label_smoothing`` in [0, 1) (torch refuses
+        other values, with a traceback, at the first step)."""
+        value = hparams.get("label_smoothing")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):  # a plugin's own kind
+            return []
+        problem = in_range("label_smoothing", value, 0.0, 1.0, False, True)
+        return [problem] if problem else []
 
     # -- helpers -----------------------------------------------------------------------------
     def _check_inputs(

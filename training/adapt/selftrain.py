@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._registry import METHODS
+from .base import in_range
 from .source_only import AdaBN
 
 
@@ -85,11 +86,27 @@ class SelfTrain(AdaBN):
 
     @classmethod
     def hparam_problems(cls, hparams: dict[str, Any]) -> list[str]:
-        """The mean teacher keeps this fraction of its average per step: in [0, 1)."""
+        """The ranges, refused before any data is read: each value outside one failed or trained
+        something else only at the first target step, a third of the run in.
+
+        ``teacher_decay`` in [0, 1): the mean teacher keeps this fraction of its average per step.
+        ``pseudo_fraction`` in (0, 1]: above 1 topk raised a traceback, 0 still kept one volume
+        per class. ``adapt_start`` in [0, 1): at 1 (or later) the target terms never start, an
+        AdaBN run labelled selftrain (a start the run's last step does not reach is a note,
+        trainer.py). ``adapt_ramp`` in [0, 1]: a fraction of training."""
         problems = super().hparam_problems(hparams)
-        decay = float(hparams["teacher_decay"])
-        if not 0.0 <= decay < 1.0:
-            problems.append(f"teacher_decay must be in [0, 1), not {decay}")
+        rules = (
+            ("teacher_decay", 0.0, 1.0, False, True),
+            ("pseudo_fraction", 0.0, 1.0, True, False),
+            ("adapt_start", 0.0, 1.0, False, True),
+            ("adapt_ramp", 0.0, 1.0, False, False),
+        )
+        for key, low, high, low_open, high_open in rules:
+            problem = in_range(key, hparams[key], low, high, low_open, high_open)
+            if problem and key == "adapt_start" and float(hparams[key]) >= 1.0:
+                problem += " (the target terms would never start)"
+            if problem:
+                problems.append(problem)
         return problems
 
     def __init__(self, backbone: nn.Module, num_classes: int, box_size: int, **hparams: Any):
