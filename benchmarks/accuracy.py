@@ -25,6 +25,12 @@ Run (2 single-threaded shards share 2 busy cores better than one 2-thread proces
     for i in 0 1; do python benchmarks/accuracy.py --profile cpu --work W --shard $i/2 --threads 1 &
     done; wait
     python benchmarks/accuracy.py --profile cpu --work W        # collects, writes results/accuracy_cpu.*
+
+Every cached item of ``--work`` (a target's data, a trained run, a job's record) keeps the settings
+that made it (``*.settings.json`` beside it; inside a record); another profile, budget, method default
+or plugin version on the same ``--work`` is refused, naming what differs. A run whose table would
+drop cells of the results file it replaces (a subset: ``--methods``, ``--targets``, ``--draw-ids``)
+is refused unless ``--merge`` or ``--replace`` is given; ``--out DIR`` writes elsewhere.
 """
 
 from __future__ import annotations
@@ -135,6 +141,94 @@ def class_names() -> list[str]:
     return list(target_sim.CLASSES.values())
 
 
+# --------------------------------------------------------------------------- cache settings
+
+# Beside each cached item of --work (a target's data, a trained run; inside a job record) lie the
+# settings that made it. Items were reused by target/method/draw alone, so a `cpu` table silently
+# held `smoke` models, and an edited method default or plugin version re-printed the old numbers.
+SETTINGS_SUFFIX = ".settings.json"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), so a fresh and a stored one compare."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def settings_file(item: Path) -> Path:
+    """Where the settings of the cached directory ``item`` are kept: next to it, not inside it (the
+    trainer owns a run directory, and a killed one is removed whole)."""
+    return item.with_name(item.name + SETTINGS_SUFFIX)
+
+
+def read_settings(item: Path) -> dict[str, Any] | None:
+    """The stored settings of ``item``; None when it was made before settings were recorded."""
+    path = settings_file(item)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_settings(item: Path, settings: dict[str, Any]) -> None:
+    """Record ``settings`` for ``item`` (atomically: shards read each other's)."""
+    import os
+
+    path = settings_file(item)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_plain(settings), indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(_flat(sub, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def settings_differ(cached: dict[str, Any], now: dict[str, Any], limit: int = 4) -> str:
+    """'key: cached -> now' for the first ``limit`` settings that differ; '' when none does."""
+    old, new = _flat(_plain(cached)), _flat(_plain(now))
+    keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k, "(none)") != new.get(k, "(none)")]
+    shown = [f"{k} {old.get(k, '(none)')!r} -> {new.get(k, '(none)')!r}" for k in keys[:limit]]
+    return "; ".join(shown) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def check_cached(item: Path, settings: dict[str, Any], cached: dict[str, Any] | None) -> None:
+    """Refuse, in one line, to reuse ``item`` when ``cached`` (the settings it was made with) differ
+    from ``settings`` (what this run would make). An item from before settings were recorded
+    (``cached`` None) is reused with a one-line note: it cannot be checked, and remaking the caches of
+    finished benchmarks would cost hours; delete it to have it remade."""
+    if cached is None:
+        print(
+            f"note: {item} was made before cached items recorded their settings: reused unchecked "
+            "(delete it to remake it)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    diff = settings_differ(cached, settings)
+    if diff:
+        raise SystemExit(
+            f"{item} was made with other settings ({diff}): give this run its own --work, "
+            f"or delete {item} (and its {SETTINGS_SUFFIX}) to remake it"
+        )
+
+
+def method_settings(method: str, method_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What a registered method trains with: its merged hyper-parameters (its defaults, which an
+    edit or an upgrade changes, under the given ones) and where it comes from (a plugin's
+    distribution and version; None for a built-in)."""
+    from cryoshift.training.adapt import METHODS
+
+    defaults = getattr(METHODS.get(method), "defaults", dict)()
+    return {
+        "method": method,
+        "method_hparams": {**defaults, **method_kwargs},
+        "method_origin": METHODS.origin(method),
+    }
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -150,11 +244,28 @@ def build_target(profile: Profile, target: str, draw: int, work: Path) -> tuple[
     out = work / "data" / f"{target}__d{draw}"
     adapt, test = out / "adapt", out / "test.npz"
     out.mkdir(parents=True, exist_ok=True)
+    settings = data_settings(profile, target, draw)
     with open(out / ".lock", "w") as lock:  # shards share the cache: one of them makes the data
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not ((adapt / "dataset.json").is_file() and test.is_file()):
+        if (adapt / "dataset.json").is_file() and test.is_file():
+            check_cached(out, settings, read_settings(out))
+        else:
+            write_settings(out, settings)
             _make_target(profile, target, draw, out)
     return adapt, test
+
+
+def data_settings(profile: Profile, target: str, draw: int) -> dict[str, Any]:
+    """What one target's data draw depends on: its physics, split sizes, box, voxel size and seed."""
+    return {
+        "target": target,
+        "physics": dataclasses.asdict(target_sim.ALL_TARGETS[target]),
+        "n_adapt": profile.n_adapt,
+        "n_test": profile.n_test,
+        "box": profile.box,
+        "voxel_size": profile.voxel_size,
+        "seed": draw_seed(target, draw),
+    }
 
 
 def _make_target(profile: Profile, target: str, draw: int, out: Path) -> None:
@@ -267,10 +378,11 @@ def default_config(
     return dataclasses.replace(cfg, **overrides)
 
 
-def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run_dir: Path) -> Path:
-    """Train one method with the project's trainer; returns model.pt."""
+def train_config(
+    profile: Profile, method: str, draw: int, target_dir: Path | None, run_dir: Path
+) -> TrainConfig:
+    """The training config of one method's job (:func:`train`)."""
     from cryoshift.training.trainer import TrainConfig
-    from cryoshift.training.trainer import train as run_train
 
     if method in ("default", "oracle"):
         # The oracle is the ceiling of the default recipe: the same simulation, spectrum matching and
@@ -297,15 +409,39 @@ def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run
             threads=profile.threads,
             progress=False,
         )
+    return cfg
+
+
+def run_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """What a trained run depends on: its whole config but where files lie and how many threads
+    ran it (shards run single-threaded, the collecting run not), with the method's merged
+    hyper-parameters and origin (:func:`method_settings`)."""
+    settings = cfg.to_dict()
+    for key in ("out", "source", "target", "threads", "progress"):
+        settings.pop(key, None)
+    return settings | method_settings(cfg.method, cfg.method_kwargs)
+
+
+def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run_dir: Path) -> Path:
+    """Train one method with the project's trainer; returns model.pt. A finished or killed run in
+    ``run_dir`` is reused or resumed only when made with the same settings (:func:`check_cached`)."""
+    from cryoshift.training.trainer import train as run_train
+
+    cfg = train_config(profile, method, draw, target_dir, run_dir)
+    settings = run_settings(cfg)
+    resumable = (run_dir / "checkpoints" / "resume.pt").is_file() and (run_dir / "config.json").is_file()
+    if (run_dir / "model.pt").is_file() or resumable:
+        check_cached(run_dir, settings, read_settings(run_dir))
     if (run_dir / "model.pt").is_file():
         return run_dir / "model.pt"
-    if (run_dir / "checkpoints" / "resume.pt").is_file() and (run_dir / "config.json").is_file():
+    if resumable:
         # a killed run: continue from its last finished epoch (bit-identical in fp32)
         return run_train(cfg, resume=True).model_path
     if run_dir.exists():  # killed before its first epoch ended: start again from scratch
         import shutil
 
         shutil.rmtree(run_dir)
+    write_settings(run_dir, settings)
     return run_train(cfg).model_path
 
 
@@ -388,13 +524,29 @@ def record_path(work: Path, target: str, method: str, draw: int) -> Path:
     return work / "records" / f"{target.replace('*', 'all')}__{method}__d{draw}.json"
 
 
+def job_settings(profile: Profile, work: Path, target: str, method: str, draw: int) -> dict[str, Any]:
+    """What one job's record depends on: its target's data and the template-matching budget or the
+    trained run's settings."""
+    settings: dict[str, Any] = {} if target == "*" else {"data": data_settings(profile, target, draw)}
+    if method == "template_matching":
+        return settings | {"tm_rotations": profile.tm_rotations, "tm_max_shift": profile.tm_max_shift}
+    key = record_path(work, target, method, draw).stem
+    target_dir = None if method == "source-only" else work / "data" / f"{target}__d{draw}" / "adapt"
+    return settings | {
+        "train": run_settings(train_config(profile, method, draw, target_dir, work / "runs" / key))
+    }
+
+
 def run_job(profile: Profile, work: Path, target: str, method: str, draw: int) -> dict[str, Any]:
     done = record_path(work, target, method, draw)
     key = done.stem
+    settings = job_settings(profile, work, target, method, draw)
     if done.is_file():
-        return json.loads(done.read_text())
+        cached = json.loads(done.read_text())
+        check_cached(done, settings, cached.get("settings"))
+        return cached
     t0 = time.perf_counter()
-    record: dict[str, Any] = {"target": target, "method": method, "draw": draw}
+    record: dict[str, Any] = {"target": target, "method": method, "draw": draw, "settings": _plain(settings)}
     if method == "template_matching":
         _, test = build_target(profile, target, draw, work)
         record.update(template_matching(profile, target, test))
@@ -468,13 +620,65 @@ def read_extra_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def merged_rows(profile: Profile, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` plus the on-record rows of ``results/accuracy_<profile>.json`` that they do not rescore."""
-    path = RESULTS / f"accuracy_{profile.name}.json"
+def results_path(out: Path, profile: Profile) -> Path:
+    """The results file (JSON; the table is its ``.md``) of ``profile`` in the results folder ``out``."""
+    return out / f"accuracy_{profile.name}.json"
+
+
+def cells(rows: list[dict[str, Any]]) -> set[tuple[str, str, int]]:
+    """The (target, method, draw) cells that ``rows`` hold."""
+    return {(r["target"], r["method"], r["draw"]) for r in rows}
+
+
+def replace_refusal(
+    path: Path, new_cells: set[tuple[Any, ...]], keep: str, rows_key: str = "rows", index: str = "draw"
+) -> str | None:
+    """Why a table of ``new_cells`` must not replace the results file ``path`` (a subset run, as the
+    README shows one, silently overwrote the published table): the (target, method, ``index``) cells
+    of its ``rows_key`` rows that it would drop. None when it drops none, or there is no file.
+    ``keep`` names the option that would keep them (``--merge``), if the script has one."""
+    if not path.is_file():
+        return None
+    rows = json.loads(path.read_text()).get(rows_key, [])
+    lost = sorted({(r["target"], r["method"], r[index]) for r in rows} - new_cells, key=str)
+    if not lost:
+        return None
+    shown = ", ".join("/".join(map(str, c)) for c in lost[:3]) + (", ..." if len(lost) > 3 else "")
+    return (
+        f"{path} holds {len(lost)} (target, method, {index}) cell(s) that this run lacks ({shown}): "
+        f"give {keep}--replace to drop them, or --out DIR to write elsewhere"
+    )
+
+
+# The profile settings that make rows of two runs one table; --merge refuses a file made with others.
+MERGE_FIELDS = (
+    "n_adapt",
+    "n_test",
+    "box",
+    "voxel_size",
+    "baseline_epochs",
+    "baseline_sim_per_epoch",
+    "baseline_backbone",
+    "baseline_preset",
+    "tm_rotations",
+    "tm_max_shift",
+    "default_overrides",
+)
+
+
+def merged_rows(profile: Profile, rows: list[dict[str, Any]], out: Path = RESULTS) -> list[dict[str, Any]]:
+    """``rows`` plus the on-record rows of ``<out>/accuracy_<profile>.json`` that they do not rescore."""
+    path = results_path(out, profile)
     if not path.is_file():
         return rows
     scored = {(r["target"], r["method"], r["draw"]) for r in rows}
-    on_record = json.loads(path.read_text())["rows"]
+    record = json.loads(path.read_text())
+    fields = [f for f in MERGE_FIELDS if f in record.get("profile", {})]  # older files: the fields they have
+    then = {f: record["profile"][f] for f in fields}
+    diff = settings_differ(then, {f: getattr(profile, f) for f in fields})
+    if diff:
+        raise SystemExit(f"--merge: {path} was scored with other settings ({diff}); give --out DIR instead")
+    on_record = record["rows"]
     kept = [r for r in on_record if (r["target"], r["method"], r["draw"]) not in scored]
     order = list(target_sim.ALL_TARGETS)
     return sorted(kept + rows, key=lambda r: (order.index(r["target"]), r["draw"]))
@@ -511,7 +715,10 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def write_results(profile: Profile, summary: dict[str, Any], rows: list[dict[str, Any]], wall: float) -> Path:
+def write_results(
+    profile: Profile, summary: dict[str, Any], rows: list[dict[str, Any]], wall: float, out: Path = RESULTS
+) -> Path:
+    """Write ``<out>/accuracy_<profile>.json`` and its ``.md`` table."""
     import platform
 
     import torch
@@ -529,8 +736,8 @@ def write_results(profile: Profile, summary: dict[str, Any], rows: list[dict[str
         "machine": {"cpu": cpu_model(), "python": platform.python_version(), "torch": torch.__version__},
         "wall_minutes": round(wall / 60, 1),
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"accuracy_{profile.name}.json"
+    out.mkdir(parents=True, exist_ok=True)
+    path = results_path(out, profile)
     path.write_text(json.dumps(result, indent=1, default=str) + "\n")
     path.with_suffix(".md").write_text(markdown(profile, summary))
     return path
@@ -594,6 +801,19 @@ def main(argv: list[str] | None = None) -> int:
         "(adds draws to a table whose earlier work dir is gone)",
     )
     ap.add_argument(
+        "--replace",
+        action="store_true",
+        help="let this run's table replace a results file holding (target, method, draw) cells it lacks "
+        "(refused otherwise: a subset run overwrote the published table)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help="results folder for accuracy_<profile>.json/.md (default: benchmarks/results, the published "
+        "tables)",
+    )
+    ap.add_argument(
         "--extra-rows",
         type=Path,
         default=None,
@@ -612,12 +832,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         changes["threads"] = args.threads
     if args.methods:
-        changes["methods"] = tuple(args.methods.split(","))
+        changes["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        if not changes["methods"]:
+            ap.error(f"--methods {args.methods!r} names no method")
         refusal = unknown_methods(changes["methods"])
         if refusal:
             ap.error(refusal)
     if args.targets:
-        changes["targets"] = tuple(args.targets.split(","))
+        changes["targets"] = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+        if not changes["targets"]:  # () means every target
+            ap.error(f"--targets {args.targets!r} names no target")
         unknown = [t for t in changes["targets"] if t not in target_sim.ALL_TARGETS]
         if unknown:
             ap.error(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(target_sim.ALL_TARGETS)}")
@@ -629,6 +853,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(profile.threads)
     i, n = (int(v) for v in args.shard.split("/"))
     draw_ids = None if args.draw_ids is None else {int(v) for v in args.draw_ids.split(",")}
+    keep = "" if args.merge or args.replace or n > 1 else "--merge to keep them, "
+    if keep:  # refuse before hours of work; the cells scored are checked again before writing
+        targets = profile.targets or tuple(target_sim.TARGETS)
+        draws = [d for d in range(profile.draws) if draw_ids is None or d in draw_ids]
+        planned = {(t, m, d) for t in targets for m in profile.methods for d in draws}
+        refusal = replace_refusal(results_path(args.out, profile), planned, keep)
+        if refusal:
+            ap.error(refusal)
     t0 = time.perf_counter()
     records = []
     for j, (target, method, draw) in enumerate(jobs(profile)):
@@ -647,9 +879,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.extra_rows:
         rows += read_extra_rows(args.extra_rows)
     if args.merge:
-        rows = merged_rows(profile, rows)
+        rows = merged_rows(profile, rows, args.out)
+    refusal = replace_refusal(results_path(args.out, profile), cells(rows), keep) if keep else None
+    if refusal:
+        raise SystemExit(f"not written: {refusal} (the scored jobs stay in {args.work})")
     summary = summarise(rows)
-    path = write_results(profile, summary, rows, time.perf_counter() - t0)
+    path = write_results(profile, summary, rows, time.perf_counter() - t0, args.out)
     print(path.with_suffix(".md").read_text())
     return 0
 

@@ -8,7 +8,10 @@ labels are read only here, after training, to score; the oracle alone trains wit
 
 Writes ``benchmarks/results/domain_shift_<profile>.json`` and ``.md`` plus a few PNGs
 (confusion matrices, feature embeddings) under ``benchmarks/results/domain_shift_<profile>/``.
-Runs are cached in the work directory, so an interrupted benchmark resumes where it stopped.
+Runs are cached in the work directory, so an interrupted benchmark resumes where it stopped; the
+data and each run keep the settings that made them and are refused under others (another profile,
+budget, method default or plugin version). ``--out DIR`` writes the results elsewhere; a run lacking
+(target, method, seed) cells of the results file it would replace is refused without ``--replace``.
 
     .venv/bin/python benchmarks/domain_shift.py --profile cpu
     .venv/bin/python benchmarks/domain_shift.py --profile tiny --work /tmp/ds_tiny
@@ -35,7 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import domain_data
 import domain_metrics as dm
 import domain_plots
-from domains import METHODS, PROFILES, TARGET_NOTES, TARGETS, Profile
+from accuracy import (
+    check_cached,
+    method_settings,
+    read_settings,
+    replace_refusal,
+    settings_differ,
+    write_settings,
+)
+from domains import METHODS, PROFILES, SOURCE, TARGET_NOTES, TARGETS, Profile
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -126,6 +137,48 @@ def label_chosen(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+# The profile settings the simulated data depend on (the data cache of --work is refused under others).
+DATA_FIELDS = (
+    "structures",
+    "box_size",
+    "voxel_size",
+    "n_source",
+    "n_source_val",
+    "n_target",
+    "n_target_test",
+    "source_overrides",
+)
+
+
+def check_data_cache(profile: Profile, data_dir: Path, targets: list[str]) -> None:
+    """Refuse a data cache simulated with other settings, before any of it is reused; record this
+    run's settings (those of targets simulated by an earlier run with other targets are kept).
+    The cache was reused by split name alone, so another profile's data went unnoticed."""
+    settings: dict[str, Any] = {f: getattr(profile, f) for f in DATA_FIELDS}
+    settings["source"] = {**SOURCE, **profile.source_overrides}
+    settings["targets"] = {t: TARGETS[t] for t in targets}
+    cached = read_settings(data_dir)
+    if cached is None and (data_dir / "data.json").is_file():
+        check_cached(data_dir, settings, None)  # simulated before settings were recorded: a note
+        return
+    if cached is not None:
+        shared = {k: v for k, v in settings.items() if k != "targets"}
+        shared["targets"] = {t: spec for t, spec in settings["targets"].items() if t in cached["targets"]}
+        mine = {k: v for k, v in cached.items() if k != "targets"}
+        mine["targets"] = {t: spec for t, spec in cached["targets"].items() if t in settings["targets"]}
+        check_cached(data_dir, shared, mine)
+        settings["targets"] = {**cached["targets"], **settings["targets"]}
+    write_settings(data_dir, settings)
+
+
+def run_settings(profile: Profile, method: str) -> dict[str, Any]:
+    """What one trained run depends on besides its data (:func:`check_data_cache`) and seed: the
+    budget and the method's merged hyper-parameters and origin. Only the profile's ``--hparam``s and
+    epochs were compared, so an edited method default or plugin version re-printed old numbers."""
+    budget = {f: getattr(profile, f) for f in ("backbone", "epochs", "batch_size", "lr")}
+    return budget | method_settings(method, dict(profile.method_hparams.get(method, {})))
+
+
 def run_benchmark(
     profile: Profile,
     work: Path,
@@ -137,6 +190,7 @@ def run_benchmark(
     tomograms: list[Path] | None = None,
     shard: tuple[int, int] = (0, 1),
     threads: int | None = None,
+    out: Path = RESULTS,
 ) -> dict[str, Any] | None:
     """Train and score every (target, method, seed); with ``shard=(i, n)`` only every n-th job.
 
@@ -147,6 +201,8 @@ def run_benchmark(
 
     import torch
 
+    from cryoshift.training.checkpoint import RUN_MODEL
+
     if threads:
         profile = dataclasses.replace(profile, threads=threads)
     torch.set_num_threads(profile.threads)
@@ -154,6 +210,7 @@ def run_benchmark(
     if shard[0] > 0:  # shard 0 simulates the data; the others wait for it rather than race
         while not (work / "data" / "data.json").is_file():
             time.sleep(5)
+    check_data_cache(profile, work / "data", targets)
     data = domain_data.build_data(profile, work / "data", targets, user_targets, tomograms)
     runs: list[dict[str, Any]] = []
     cache = work / "runs"
@@ -165,17 +222,27 @@ def run_benchmark(
         key = f"{target}__{method}__s{seed}"
         done = cache / f"{key}.json"
         hparams = profile.method_hparams.get(method, {})
+        settings = run_settings(profile, method)
         if done.is_file():
             cached = json.loads(done.read_text())
-            settings = (cached.get("hparams", hparams), cached.get("epochs", profile.epochs))
-            if settings != (hparams, profile.epochs):
-                raise SystemExit(
-                    f"{done} was trained with other settings ({cached.get('hparams')}, "
-                    f"{cached.get('epochs')} epochs): give this profile its own --work"
-                )
+            if "settings" not in cached:  # a record of an older harness: what it recorded must match
+                then = {
+                    "hparams": cached.get("hparams", hparams),
+                    "epochs": cached.get("epochs", profile.epochs),
+                }
+                diff = settings_differ(then, {"hparams": hparams, "epochs": profile.epochs})
+                if diff:
+                    raise SystemExit(
+                        f"{done} was made with other settings ({diff}): give this run its own --work"
+                    )
+            check_cached(done, settings, cached.get("settings"))
             runs.append(label_chosen(cached))
             continue
         run_dir = work / "train" / key
+        if (run_dir / RUN_MODEL).is_file():  # trained, not scored (killed in between)
+            check_cached(run_dir, settings, read_settings(run_dir))
+        else:
+            write_settings(run_dir, settings)
         t0 = time.perf_counter()
         domain_data.train_method(profile, method, data, target, seed, run_dir)
         train_s = time.perf_counter() - t0
@@ -186,6 +253,7 @@ def run_benchmark(
             "train_seconds": round(train_s, 1),
             "hparams": hparams,
             "epochs": profile.epochs,
+            "settings": settings,
         }
         record.update(score_run(run_dir, data.targets[target].test, data.source_val, data.num_classes))
         record["run_dir"] = str(run_dir)
@@ -224,17 +292,22 @@ def run_benchmark(
         ),
     }
     if plots:
-        result["figures"] = make_figures(profile, data, runs, methods)
+        result["figures"] = make_figures(profile, data, runs, methods, out)
     return result
 
 
 def make_figures(
-    profile: Profile, data: domain_data.BenchData, runs: list[dict[str, Any]], methods: list[str]
+    profile: Profile,
+    data: domain_data.BenchData,
+    runs: list[dict[str, Any]],
+    methods: list[str],
+    results: Path = RESULTS,
 ) -> list[str]:
-    """Confusion matrices and PCA embeddings for the first seed, a few methods only."""
+    """Confusion matrices and PCA embeddings for the first seed, a few methods only, in the
+    folder ``domain_shift_<profile>`` of ``results``."""
     from cryoshift.training.checkpoint import RUN_MODEL
 
-    out = RESULTS / f"domain_shift_{profile.name}"
+    out = results / f"domain_shift_{profile.name}"
     figures: list[str] = []
     seed = min(r["seed"] for r in runs)
     show = [m for m in ("source-only", "cryoshift", "oracle") if m in methods]
@@ -252,7 +325,7 @@ def make_figures(
                 f"{method} on {target} (seed {seed}): acc {run['accuracy']:.2f}",
                 out / f"confusion_{target}_{method}.png",
             )
-            figures.append(str(path.relative_to(RESULTS.parent)))
+            figures.append(str(path.relative_to(results.parent)))
             if method == "oracle":
                 continue
             model = Path(run["run_dir"]) / RUN_MODEL
@@ -267,14 +340,19 @@ def make_figures(
                 f"{method}, target {target}, seed {seed}",
                 out / f"embedding_{target}_{method}.png",
             )
-            figures.append(str(path.relative_to(RESULTS.parent)))
+            figures.append(str(path.relative_to(results.parent)))
     return figures
 
 
-def write_results(result: dict[str, Any], name: str) -> tuple[Path, Path]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path = RESULTS / f"domain_shift_{name}.json"
-    md_path = RESULTS / f"domain_shift_{name}.md"
+def results_path(out: Path, name: str) -> Path:
+    """The results file (JSON; the table is its ``.md``) of profile ``name`` in the results folder ``out``."""
+    return out / f"domain_shift_{name}.json"
+
+
+def write_results(result: dict[str, Any], name: str, out: Path = RESULTS) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = results_path(out, name)
+    md_path = json_path.with_suffix(".md")
     json_path.write_text(json.dumps(result, indent=1, default=str))
     prof = result["profile"]
     notes = dict(TARGET_NOTES)
@@ -357,6 +435,19 @@ def main(argv: list[str] | None = None) -> int:
         help="i/n: run every n-th job only (fills the cache; then run without it to report)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (profile default)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help="results folder for domain_shift_<profile>.json/.md and its figures (default: "
+        "benchmarks/results, the published tables)",
+    )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="let this run replace a results file holding (target, method, seed) cells it lacks "
+        "(refused otherwise: a subset run overwrote the published table)",
+    )
     args = parser.parse_args(argv)
     refusal = unknown_methods(list(args.methods))
     if refusal:
@@ -365,6 +456,12 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds if args.seeds is not None else profile.seeds
     work = args.work or Path(f"/tmp/cryoshift_ds_{profile.name}")
     shard = tuple(int(v) for v in args.shard.split("/"))
+    if shard[1] == 1 and not args.replace:  # refused before any training, not after
+        names = [*args.targets, *(f"user_{p.stem or p.name}" for p in args.target_dataset)]
+        planned = {(t, m, s) for t in names for m in args.methods for s in seeds}
+        refusal = replace_refusal(results_path(args.out, profile.name), planned, "", "runs", "seed")
+        if refusal:
+            parser.error(refusal)
     result = run_benchmark(
         profile,
         work,
@@ -376,11 +473,12 @@ def main(argv: list[str] | None = None) -> int:
         tomograms=list(args.tomograms),
         shard=shard,
         threads=args.threads,
+        out=args.out,
     )
     if result is None:
         print(f"shard {args.shard} done; run again without --shard to write the report")
         return 0
-    json_path, md_path = write_results(result, profile.name)
+    json_path, md_path = write_results(result, profile.name, args.out)
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")
     return 0
