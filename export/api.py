@@ -327,6 +327,10 @@ def export_checkpoint(
         "training_config": config,
         "versions": _versions(),
     }
+    if any(r.format == "int8" for r in results):  # the two counts, and whether parity was held out
+        from cryoshift.export.int8 import int8_record
+
+        report["int8_calibration"] = int8_record(job)
     # out_dir may be an earlier export's folder: a link planted at the name is replaced, never
     # written through (runtime/outfiles.py)
     write_text(out_dir / REPORT, json.dumps(report, indent=2, default=str) + "\n")

@@ -81,6 +81,16 @@ def read_volumes(
     return volumes
 
 
+def volume_digests(volumes: np.ndarray) -> list[bytes]:
+    """One digest per volume of its float32 voxels: the same volume read twice (by two draws from
+    one data set, or from a dataset folder and its volumes.mrc) has the same digest, whatever
+    path, reader or draw brought it. Used to hold int8 parity volumes out of calibration."""
+    import hashlib
+
+    data = np.ascontiguousarray(volumes, dtype=np.float32)
+    return [hashlib.blake2b(v.tobytes(), digest_size=16).digest() for v in data]
+
+
 def _read_folder(path: Path, box_size: int | None, limit: int, seed: int) -> np.ndarray:
     """Up to ``limit`` volumes from the MRC files of a folder (a random subset of the files when
     there are more): each volume of a single-volume file, and of a stack as many as are still

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from cryoshift.export.formats import artefact_name
 from cryoshift.export.fp16 import preprocessing_nodes
 from cryoshift.export.job import ExportJob
 from cryoshift.export.parity import ParityError, as_model_input, check_onnx_parity
-from cryoshift.export.result import ExportResult
+from cryoshift.export.result import ExportResult, ExportWarning
 from cryoshift.runtime.contract import INPUT_NAME
 from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.metadata import ModelMetadata
@@ -31,6 +32,12 @@ from cryoshift.runtime.outfiles import replacing_path
 QUANTISED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 CALIBRATION_VOLUMES = 128
 MIN_CALIBRATION_VOLUMES = 8  # fewer give activation ranges of no use
+# The int8 parity check runs on parity volumes that are not calibration volumes (one data set
+# often serves both: the run's target by default). Fewer than this many held out say little, so
+# then the check runs on every parity volume, in-sample, and export.json and a warning say so.
+MIN_HELD_OUT_PARITY = 8
+IN_SAMPLE = "in-sample"
+HELD_OUT = "held out"
 
 
 def _reader(volumes: np.ndarray, batch: int = 8):
@@ -85,8 +92,11 @@ def export_int8_onnx(
     reference_logits: np.ndarray,
     parity_source: str = "",
     calibration_source: str = "",
+    split_note: str = "",
 ) -> ExportResult:
-    """Write the Q/DQ int8 ONNX and check its agreement with PyTorch on ORT CPU."""
+    """Write the Q/DQ int8 ONNX and check its agreement with PyTorch on ORT CPU (on
+    ``parity_volumes``: :func:`build_int8` gives those held out from ``calibration``, and
+    ``split_note`` says how they relate)."""
     from cryoshift.export.onnx import set_metadata
 
     start = time.perf_counter()
@@ -113,8 +123,9 @@ def export_int8_onnx(
         out_path.unlink(missing_ok=True)
         raise ParityError(out_path, report)
     note = f"calibrated on {len(calibration)} volumes from {calibration_source or 'given data'}"
+    notes = [note, split_note] if split_note else [note]
     seconds = time.perf_counter() - start
-    return ExportResult("int8", out_path, out_path.stat().st_size, report, seconds, [note])
+    return ExportResult("int8", out_path, out_path.stat().st_size, report, seconds, notes)
 
 
 def prepare_int8(job: ExportJob) -> None:
@@ -137,14 +148,74 @@ def prepare_int8(job: ExportJob) -> None:
     check_calibration_path(given, from_config=job.calibration is None)
     tomograms = list(job.config.get("tomograms") or [])
     check_calibration_fits(given, job.metadata, tomograms)
-    volumes = read_volumes(given, job.metadata.box_size, CALIBRATION_VOLUMES, tomograms=tomograms)
-    if len(volumes) < MIN_CALIBRATION_VOLUMES:  # said here, before any work, naming the data
+    # Enough for the calibration set even when every parity volume is among them (the same data)
+    pool = read_volumes(
+        given, job.metadata.box_size, CALIBRATION_VOLUMES + len(job.volumes), tomograms=tomograms
+    )
+    if len(pool) < MIN_CALIBRATION_VOLUMES:  # said here, before any work, naming the data
         raise InputError(
             given,
-            f"{len(volumes)} subtomograms; int8 calibration needs at least {MIN_CALIBRATION_VOLUMES}",
+            f"{len(pool)} subtomograms; int8 calibration needs at least {MIN_CALIBRATION_VOLUMES}",
         )
-    job.calibration_volumes = volumes
+    job.calibration_volumes = calibration_apart_from(pool, job.volumes)
     job.calibration_source = str(given)
+
+
+def calibration_apart_from(pool: np.ndarray, parity: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Up to :data:`CALIBRATION_VOLUMES` calibration volumes from ``pool`` that are not ``parity``
+    volumes, so the int8 parity check is measured on volumes calibration never saw.
+
+    Why: calibration and parity volumes were two draws from the same data with the same seed
+    (the run's target by default): 46 of 64 parity volumes were calibration volumes. When too few
+    other volumes are left (small data), parity volumes are moved over until calibration has half
+    the data (at least :data:`MIN_CALIBRATION_VOLUMES`); if that leaves fewer than
+    :data:`MIN_HELD_OUT_PARITY` parity volumes out, the whole pool calibrates and the parity check
+    is in-sample (:func:`int8_parity_split` says so)."""
+    from cryoshift.export.data import volume_digests
+
+    in_parity = set(volume_digests(parity))
+    shared = np.array([d in in_parity for d in volume_digests(pool)], dtype=bool)
+    apart = np.flatnonzero(~shared)
+    if len(apart) >= MIN_CALIBRATION_VOLUMES:
+        if len(apart) > CALIBRATION_VOLUMES:
+            apart = np.sort(np.random.default_rng(seed).choice(apart, CALIBRATION_VOLUMES, replace=False))
+        return pool[apart]
+    wanted = max(MIN_CALIBRATION_VOLUMES, min(CALIBRATION_VOLUMES, len(pool) // 2))
+    moved = np.flatnonzero(shared)[: wanted - len(apart)]
+    if int(shared.sum()) - len(moved) < MIN_HELD_OUT_PARITY:  # nothing useful left to hold out
+        return pool[:CALIBRATION_VOLUMES]
+    return pool[np.sort(np.concatenate([apart, moved]))]
+
+
+def int8_parity_split(job: ExportJob) -> tuple[np.ndarray, str, int]:
+    """(indices of ``job.volumes`` the int8 parity check runs on, :data:`HELD_OUT` or
+    :data:`IN_SAMPLE`, how many of those volumes are also calibration volumes): the parity volumes
+    that are not calibration volumes when at least :data:`MIN_HELD_OUT_PARITY` are (or all of
+    them are), else every parity volume, in-sample."""
+    from cryoshift.export.data import volume_digests
+
+    if job.calibration_volumes is None:
+        raise RuntimeError("the int8 parity split needs the calibration volumes (prepare_int8)")
+    calibrated = set(volume_digests(job.calibration_volumes))
+    shared = np.array([d in calibrated for d in volume_digests(job.volumes)], dtype=bool)
+    held = np.flatnonzero(~shared)
+    if len(held) >= MIN_HELD_OUT_PARITY or len(held) == len(job.volumes):
+        return held, HELD_OUT, 0
+    return np.arange(len(job.volumes)), IN_SAMPLE, int(shared.sum())
+
+
+def int8_record(job: ExportJob) -> dict[str, object]:
+    """What export.json records of the int8 calibration and its parity check: the two counts, and
+    whether the parity volumes were held out from calibration or were partly calibration volumes."""
+    index, kind, overlap = int8_parity_split(job)
+    return {
+        "calibration_data": job.calibration_source,
+        "calibration_volumes": len(job.calibration_volumes),
+        "parity_data": job.source,
+        "parity_volumes": len(index),
+        "parity": kind,
+        "parity_volumes_also_calibrated": overlap,
+    }
 
 
 def check_calibration_path(path: str | Path, from_config: bool = False) -> None:
@@ -213,15 +284,25 @@ def build_int8(job: ExportJob) -> list[ExportResult]:
     if job.calibration_volumes is None:
         prepare_int8(job)
     job.say("calibrating int8 Q/DQ ONNX")
+    index, kind, overlap = int8_parity_split(job)
+    if kind == IN_SAMPLE:
+        split = (
+            f"{IN_SAMPLE}: {overlap} of the {len(index)} parity volumes are also calibration volumes "
+            "(too few volumes to hold any out)"
+        )
+        warnings.warn(f"int8 parity check is {split}", ExportWarning, stacklevel=2)
+    else:
+        split = f"parity on {len(index)} volumes {HELD_OUT} from calibration"
     result = export_int8_onnx(
         onnx_path,
         job.out_dir / artefact_name("int8"),
         job.metadata,
         job.calibration_volumes,
-        job.volumes,
-        reference,
-        job.source,
+        job.volumes[index],
+        reference[index],
+        f"{job.source} ({split})",
         job.calibration_source,
+        split,
     )
     job.onnx_variants.append((result.path, "int8"))
     return [result]

@@ -4,7 +4,8 @@ Kinds: an MRC volume/stack/tomogram (shape, mode, voxel size, min/max/mean), a S
 CSV/TSV table of picks (rows, tomograms) or of subtomogram files (rlnImageName), a RELION 5
 tomograms.star (tomograms, voxel sizes, reconstructions found, damaged rows), a
 labelled dataset directory (classes and counts), an ONNX model (its cryoshift
-metadata) and an atomic model (PDB/mmCIF, gzip ok: atoms, models, extent; needs the 'train'
+metadata), a TensorRT engine or its ``.engine.json`` sidecar (the model's metadata and what the
+engine was built for) and an atomic model (PDB/mmCIF, gzip ok: atoms, models, extent; needs the 'train'
 extra's gemmi). Cheap by default: MRC statistics are computed from the data only when the file
 is small enough (or ``full=True``); otherwise the header's values are shown.
 """
@@ -16,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryoshift.runtime.engine_sidecar import EngineSidecar, is_sidecar_name
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.hostmem import format_bytes
-from cryoshift.runtime.metadata import CHECKPOINT_SUFFIXES, is_onnx, read_onnx_metadata
+from cryoshift.runtime.metadata import CHECKPOINT_SUFFIXES, ModelMetadata, is_onnx, read_onnx_metadata
 
 FULL_STATS_BYTES = 256 * 1024 * 1024
 
@@ -26,7 +28,7 @@ FULL_STATS_BYTES = 256 * 1024 * 1024
 @dataclass
 class Description:
     """A titled list of (key, value) rows; ``kind`` is mrc | picks | listing | tomograms | results |
-    dataset | onnx | model."""
+    dataset | onnx | engine | model."""
 
     kind: str
     path: str
@@ -101,6 +103,8 @@ def _describe_mrc(path: Path, full: bool) -> Description:
             d.add("mean / std", f"{s.mean:.6g} / {s.std:.6g}")
             if s.nonfinite:
                 d.add("non-finite voxels", f"{s.nonfinite} (NaN/Inf: unusable until fixed)")
+        elif not h["dmax"] >= h["dmin"]:  # MRC2014: dmax < dmin says "not computed" (NaN: not either)
+            d.add("min / max / mean", "not in header (--full computes them)")
         else:
             d.add(
                 "min / max / mean",
@@ -363,6 +367,13 @@ def _describe_onnx(path: Path) -> Description:
     meta = read_onnx_metadata(path)
     d = Description("onnx", str(path))
     d.add("type", "ONNX model")
+    _add_model_rows(d, meta)
+    d.add("file size", format_bytes(path.stat().st_size))
+    return d
+
+
+def _add_model_rows(d: Description, meta: ModelMetadata) -> None:
+    """The cryoshift metadata of a model, as an ONNX model and an engine's sidecar both carry it."""
     d.add("classes", f"{meta.num_classes}: {', '.join(meta.class_names)}")
     d.add("box size", meta.box_size)
     d.add("voxel size (A)", f"{meta.voxel_size:.4g}")
@@ -384,8 +395,81 @@ def _describe_onnx(path: Path) -> Description:
         d.add("backbone options", f"{json.dumps(options)} (not name=value pairs; as written in the model)")
     if meta.data_fingerprints:
         d.add("data", ", ".join(f"{k}={v}" for k, v in meta.data_fingerprints.items()))
-    d.add("file size", format_bytes(path.stat().st_size))
+
+
+NEEDS_TENSORRT = "needs TensorRT to check"
+
+
+def _describe_engine(path: Path) -> Description:
+    """A TensorRT engine (``model.engine``) or its sidecar (``model.engine.json``), from the sidecar
+    (runtime/engine_sidecar.py): the model, the GPU, TensorRT version, precision and batch profile it
+    was built for, whether the engine file is the one described, and whether this machine could run
+    it. Why: info refused both as an unknown file type, so a facility had to open the JSON by hand
+    to see what an engine it was given was built for. An engine without its sidecar is one line
+    (read_engine_sidecar's refusal), as classify says it."""
+    from cryoshift.runtime.engine_sidecar import read_engine_sidecar, sidecar_path
+
+    side = read_engine_sidecar(path)
+    d = Description("engine", str(path))
+    d.add("type", f"TensorRT engine (described by its sidecar {sidecar_path(side.path).name})")
+    _add_model_rows(d, side.metadata)
+    gpu = side.gpu_name + (
+        f" (compute capability {side.compute_capability})" if side.compute_capability else ""
+    )
+    d.add("built for GPU", gpu)
+    d.add("TensorRT", side.tensorrt_version)
+    d.add("engine precision", side.precision)
+    d.add("batch profile", f"min {side.batch_min}, opt {side.batch_opt}, max {side.batch_max}")
+    if side.onnx_file:
+        d.add("built from", f"{side.onnx_file} (sha256 {side.onnx_sha256[:12]}...)")
+    d.add("engine file", _engine_file_state(side))
+    d.add("this machine", _engine_fits_here(side))
     return d
+
+
+def _engine_file_state(side: EngineSidecar) -> str:
+    """Size of the engine file and whether it is the one the sidecar describes (classify's check)."""
+    from cryoshift.runtime.engine_sidecar import verify_engine_file
+
+    try:
+        verify_engine_file(side)
+    except InputError as exc:
+        return exc.reason
+    size = format_bytes(side.path.stat().st_size)
+    return (
+        f"{size}, sha256 matches the sidecar"
+        if side.engine_sha256
+        else f"{size} (the sidecar gives no sha256)"
+    )
+
+
+def _engine_fits_here(side: EngineSidecar) -> str:
+    """Whether classify would accept the engine here, told without importing TensorRT: the GPU name
+    by nvidia-smi (classify's lookup) and TensorRT's version from its installed package metadata,
+    compared by classify's rule (check_engine_compatible)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from cryoshift.runtime.engine_sidecar import check_engine_compatible, query_gpu_name
+
+    gpu = query_gpu_name(0)
+    if gpu is None:
+        return "no: no GPU visible (nvidia-smi)"
+    if gpu.strip().lower() != side.gpu_name.strip().lower():
+        return f"no: this machine's GPU is {gpu!r}"
+    trt = None
+    for dist in ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-libs"):
+        try:
+            trt = version(dist)
+            break
+        except PackageNotFoundError:
+            continue
+    if trt is None:
+        return f"GPU matches ({gpu}); TensorRT is not installed here ({NEEDS_TENSORRT})"
+    try:
+        check_engine_compatible(side, gpu, trt)
+    except InputError:
+        return f"no: this machine has TensorRT {trt}"
+    return f"yes (GPU {gpu}, TensorRT {trt})"
 
 
 def describe(path: str | Path, full: bool = False, atomic: AtomicRows | None = None) -> Description:
@@ -403,6 +487,7 @@ def describe(path: str | Path, full: bool = False, atomic: AtomicRows | None = N
 
 
 def _describe(path: Path, full: bool, atomic: AtomicRows | None = None) -> Description:
+    from cryoshift.runtime.backends import ENGINE_SUFFIXES
     from cryoshift.runtime.contract import MRC_BASE_SUFFIXES, MRC_HEADER_BYTES
     from cryoshift.runtime.dataset import META, is_dataset
     from cryoshift.runtime.mrc import is_mrc_path, refuse_foreign, refuse_special
@@ -433,6 +518,8 @@ def _describe(path: Path, full: bool, atomic: AtomicRows | None = None) -> Descr
         return _describe_onnx(path)
     if _is_atomic_model(path):
         return _describe_atomic(path, atomic)
+    if suffix in ENGINE_SUFFIXES or is_sidecar_name(path):
+        return _describe_engine(path)
     if suffix in CHECKPOINT_SUFFIXES:
         raise InputError(
             path,
@@ -449,7 +536,8 @@ def _describe(path: Path, full: bool, atomic: AtomicRows | None = None) -> Descr
     raise InputError(
         path,
         f"unknown file type {suffix or '(no suffix)'!r}; info reads MRC ({' '.join(MRC_BASE_SUFFIXES)}, "
-        "gzip/bzip2 ok), .star, .csv/.tsv, .onnx, PDB/mmCIF (gzip ok) or a dataset directory",
+        "gzip/bzip2 ok), .star, .csv/.tsv, .onnx, .engine/.engine.json, PDB/mmCIF (gzip ok) or a "
+        "dataset directory",
     )
 
 
@@ -494,6 +582,8 @@ def validate(path: str | Path, atomic: AtomicRows | None = None) -> list[str]:
     if desc is not None:
         if desc.kind == "tomograms":
             return _tomogram_table_problems(path)
+        if desc.kind == "engine":  # a sidecar without its engine, or another engine under its name
+            return _engine_problems(path)
         return _dataset_problems(path) if desc.kind == "dataset" else []
     from cryoshift.runtime.mrc import open_volume, volume_stats
 
@@ -525,6 +615,18 @@ def validate(path: str | Path, atomic: AtomicRows | None = None) -> list[str]:
 
         problems.append(os_error(path, exc).reason)
     return problems
+
+
+def _engine_problems(path: Path) -> list[str]:
+    """What classify would refuse of an engine before loading it, wherever it runs: the engine
+    file missing next to its sidecar, or not the file the sidecar describes (sha256)."""
+    from cryoshift.runtime.engine_sidecar import read_engine_sidecar, verify_engine_file
+
+    try:
+        verify_engine_file(read_engine_sidecar(path))
+    except InputError as exc:
+        return [str(exc)]
+    return []
 
 
 def _dataset_problems(path: Path) -> list[str]:

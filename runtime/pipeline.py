@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -496,18 +497,56 @@ class _Chunks(Sequence):
         return list(self.items[k * self.size : (k + 1) * self.size])
 
 
-class Progress:
-    """A rich progress bar with subtomograms/second and ETA (a no-op when disabled)."""
+# In a log (stdout not a terminal), a plain progress line every this many seconds or this
+# fraction of the work, whichever comes first, plus one at the end.
+PLAIN_PROGRESS_SECONDS = 30.0
+PLAIN_PROGRESS_FRACTION = 0.1
 
-    def __init__(self, total: int, description: str, enabled: bool = True):
+
+def plain_output() -> bool:
+    """True when stdout goes to a file or a pipe (SLURM, ``> log``, ``| tee``): the same rule as
+    ``train``'s per-epoch lines (training/log.py ``plain``). Why: rich draws only its last frame
+    when not on a terminal, so a long run said nothing about progress until it ended."""
+    try:
+        return not sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return True
+
+
+def _clock(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+class Progress:
+    """A rich progress bar with subtomograms/second and ETA on a terminal; in a log, a plain line
+    (``classifying 230/2300 (10%) 671 subtomograms/s ETA 0:00:03``) every ``every_s`` seconds or
+    ``every_fraction`` of the total, and at the end. A no-op when disabled."""
+
+    def __init__(
+        self,
+        total: int,
+        description: str,
+        enabled: bool = True,
+        plain: bool | None = None,
+        every_s: float = PLAIN_PROGRESS_SECONDS,
+        every_fraction: float = PLAIN_PROGRESS_FRACTION,
+    ):
         self.enabled = enabled and total > 0
         self.total = total
         self.description = description
+        self.plain = plain_output() if plain is None else plain
+        self.every_s, self.every_fraction = every_s, every_fraction
         self._progress: Any = None
         self._task: Any = None
+        self._done = 0
+        self._t0 = self._last_t = 0.0
+        self._last_done = 0
 
     def __enter__(self) -> Progress:
-        if self.enabled:
+        if self.enabled and self.plain:
+            self._t0 = self._last_t = time.perf_counter()
+        elif self.enabled:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -537,7 +576,28 @@ class Progress:
             speed = self._progress.tasks[0].speed
             if speed:
                 self._progress.update(self._task, rate=f"{speed:,.0f} subtomograms/s")
+        elif self.enabled and self.plain:
+            self._done += n
+            now = time.perf_counter()
+            step = max(1, math.ceil(self.total * self.every_fraction))
+            if now - self._last_t >= self.every_s or self._done - self._last_done >= step:
+                self._line(now)
+
+    def _line(self, now: float) -> None:
+        """One plain line: done/total, percent, rate since the start and the time left at it."""
+        self._last_t, self._last_done = now, self._done
+        elapsed = now - self._t0
+        rate = self._done / elapsed if elapsed > 0 else 0.0
+        parts = [f"{self.description} {self._done}/{self.total} ({100 * self._done / self.total:.0f}%)"]
+        if rate > 0:
+            parts.append(f"{rate:,.0f} subtomograms/s")
+            if self._done < self.total:
+                parts.append(f"ETA {_clock((self.total - self._done) / rate)}")
+        parts.append(f"elapsed {_clock(elapsed)}")
+        print(" ".join(parts), flush=True)
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.__exit__(None, None, None)
+        elif self.enabled and self.plain and self._done != self._last_done:
+            self._line(time.perf_counter())

@@ -4,16 +4,15 @@ how many target items it read."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 
 def plain() -> bool:
-    """True when stdout goes to a file or a pipe."""
-    try:
-        return not sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return True
+    """True when stdout goes to a file or a pipe: the rule classify's plain progress lines follow
+    (runtime/pipeline.py ``plain_output``), defined there once."""
+    from cryoshift.runtime.pipeline import plain_output
+
+    return plain_output()
 
 
 def target_line(target: Any) -> str:

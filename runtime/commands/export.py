@@ -198,6 +198,7 @@ def command(
             typer.echo(f"cryoshift: error: parity check failed: {visible(exc)}", err=True)
             raise typer.Exit(1) from exc
     from cryoshift.export.api import CalibrationNote
+    from cryoshift.export.int8 import IN_SAMPLE
 
     for w in caught:
         if issubclass(w.category, CalibrationNote):  # a fact about the model, not about the export
@@ -215,7 +216,10 @@ def command(
             _size(r.size_bytes),
             "-" if p is None else f"{p.max_abs_logit_diff:.2e}",
             "-" if p is None else f"{p.argmax_agreement:.0%} of {p.n}",
-            "not checked" if p is None else ("ok" if p.passed else "FAILED"),
+            "not checked"
+            if p is None
+            else ("ok" if p.passed else "FAILED")
+            + (" (in-sample)" if any(n.startswith(IN_SAMPLE) for n in r.notes) else ""),
             f"{r.seconds:.1f}",
         )
     Console().print(table)

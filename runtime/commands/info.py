@@ -16,7 +16,8 @@ def command(
         metavar="PATH",
         readable=False,  # an unreadable file is one problem line, the others are still checked
         help="MRC file (.mrc .mrcs .map .rec .st .ali, gzip/bzip2 ok), picks or listing "
-        "(.star .csv .tsv), dataset directory, ONNX model, or atomic model (PDB/mmCIF). Several allowed.",
+        "(.star .csv .tsv), dataset directory, ONNX model, TensorRT engine or its .engine.json sidecar, "
+        "or atomic model (PDB/mmCIF). Several allowed.",
     ),
     full: bool = typer.Option(
         False,
@@ -37,7 +38,9 @@ def command(
     MRC: shape, mode, voxel size, min/max/mean. Picks (STAR/CSV): rows, tomograms. tomograms.star:
     tomograms, voxel sizes (pixel x binning), reconstructions found or missing, damaged rows.
 
-    Dataset directory: classes and counts. ONNX model: its cryoshift metadata.
+    Dataset directory: classes and counts. ONNX model: its cryoshift metadata. TensorRT engine (or
+    its .engine.json sidecar): the model's metadata and the GPU, TensorRT version, precision and
+    batch profile it was built for, and whether this machine could run it.
 
     With several paths, bad ones are reported, the rest described; exit code 2.
 
