@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import starfile
+from relion5_project import TOMOGRAM_LABELS, star_loop
 
 from cryoshift.runtime.cli import main
 from cryoshift.runtime.mrc import write_volume
@@ -43,22 +44,8 @@ def _tomograms(root: Path) -> Path:
         mrc = root / f"rec_{name}.mrc"
         write_volume(mrc, rng.normal(0, 1, SHAPE).astype(np.float32), voxel_size=VOXEL)
         rows.append(f"{name} 2.500000 4.000000 160 192 96 rec_{name}.mrc")
-    labels = [
-        "rlnTomoName",
-        "rlnTomoTiltSeriesPixelSize",
-        "rlnTomoTomogramBinning",
-        "rlnTomoSizeX",
-        "rlnTomoSizeY",
-        "rlnTomoSizeZ",
-        "rlnTomoReconstructedTomogram",
-    ]
     star = root / "tomograms.star"
-    star.write_text(
-        "data_global\n\nloop_\n"
-        + "".join(f"_{label} #{i}\n" for i, label in enumerate(labels, 1))
-        + "\n".join(rows)
-        + "\n\n"
-    )
+    star.write_text(star_loop("global", TOMOGRAM_LABELS, rows))
     return star
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
 from pathlib import Path
 
 import pytest
+from plugin_dist import write_distribution
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.training.trainer import TrainConfig, train
@@ -68,18 +68,6 @@ class NanLoss(AdaptationMethod):
         ce = self._ce(self.backbone(source_x), source_y)
         return {"total": ce * float("nan"), "ce": ce.detach()}
 '''
-
-
-def write_distribution(site: Path, dist: str, modules: dict[str, str], entry_points: str) -> Path:
-    """A distribution as installed in ``site``: its modules and its ``dist-info`` folder."""
-    site.mkdir(parents=True, exist_ok=True)
-    for module, source in modules.items():
-        (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
-    return site
 
 
 ENTRY_POINTS = """

@@ -13,11 +13,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from plugin_dist import write_distribution
 
 from cryoshift.training.registry import Registry
 
@@ -82,18 +82,6 @@ class TinyNet(Backbone):
 def tiny_net(num_classes: int, box_size: int, **kw) -> TinyNet:
     return TinyNet(num_classes, box_size, **kw)
 '''
-
-
-def write_distribution(site: Path, dist: str, modules: dict[str, str], entry_points: str) -> Path:
-    """A distribution as installed in ``site``: its modules and its ``dist-info`` folder."""
-    site.mkdir(parents=True, exist_ok=True)
-    for module, source in modules.items():
-        (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
-    return site
 
 
 def _builtin() -> object:
