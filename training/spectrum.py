@@ -108,7 +108,7 @@ class SpectrumMatch:
 
 
 # --tilt-match: simulated tilt ranges span the target's estimate +- this (degrees); the estimate
-# reads 1-4 degrees high on simulated and benchmark volumes (the edge blurs outwards), well inside it
+# reads 1-5 degrees high on simulated and benchmark volumes (the edge blurs outwards), inside it
 TILT_MATCH_MARGIN = 8.0
 
 
@@ -140,7 +140,8 @@ def estimate_tilt_max(volumes: np.ndarray, band: tuple[float, float] = (0.08, 0.
     angle, not of radius, and in a small box each angle bin holds its own mix of radii. Where the
     signal dominates the band (a phase plate's strong low frequencies, whose power falls a
     hundredfold across it) that mix made the profile swing by a factor of e between neighbouring
-    bins, and a +-60 degree target read as +-29-35; shell by shell the profile is the wedge's alone.
+    bins, and a +-60 degree target read as +-29-35; shell by shell the profile is the wedge's alone
+    (the five benchmark targets read 63/55/49/45/63 for 60/50/45/40/60).
     """
     power = mean_power(volumes).float()  # (D, D, D//2+1): z, y, x
     box = power.shape[0]

@@ -85,7 +85,7 @@ def test_tilt_range_is_read_from_the_spectrum_of_any_microscope(name: str) -> No
     """Template matching's wedge comes from the target's spectrum when the tilt range is not given.
     On a phase-plate target (strong low frequencies, power falling steeply across the band) the
     angle profile, measured without dividing out each frequency shell's level, read +-29 for +-60:
-    every template had a wedge twice too wide. The estimate reads 1-4 degrees high elsewhere."""
+    every template had a wedge twice too wide. The estimate reads 1-5 degrees high elsewhere."""
     from cryoshift.training.spectrum import estimate_tilt_max
 
     physics = ts.ALL_TARGETS[name]
