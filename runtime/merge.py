@@ -767,16 +767,79 @@ def merge_shards(
     # The rate over the shards' pipeline time summed (their busy time).
     summary.rate = RunStats(summary.classified, summary.errors, wall_s=summary.pipeline_s).rate
     if missing:
-        summary.notes.append(f"shards {', '.join(map(str, missing))} of {n} were missing")
+        summary.notes.append(_missing_note(summary, first, missing, n))
     if unfinished:
         summary.notes.append(_unfinished_note(unfinished))
     for note in (repeat_note, lost_note, model_note, feature_note, order_note, *plan_notes):
         if note:
             summary.notes.append(note)
+    leftovers = _shard_class_stars(shards, keys, manifests) if settings.get("split_by_class") else []
+    if leftovers:
+        summary.notes.append(
+            f"removed the shards' {len(leftovers)} per-class STARs "
+            f"(predictions.shard-i-of-{n}_<class>.star): the merged per-class STARs replace them"
+        )
     summary.wall_s = time.perf_counter() - t0
     finish_run(names, first["model"], plan, summary, settings)
     marker.unlink(missing_ok=True)  # the manifest is written: the merge is whole
+    kept = _remove_files(leftovers)
+    if kept:
+        summary.notes.append(f"could not remove {len(kept)} per-shard per-class STARs: {'; '.join(kept[:3])}")
     return summary
+
+
+def _missing_note(summary: Any, first: dict[str, Any], missing: list[int], n: int) -> str:
+    """The note on shards an ``--allow-missing`` merge went without; sets ``summary.planned`` to the
+    whole plan where the shards' manifests record it (``planned_inputs.items``: the plan the shards
+    split), so that planned minus rows is what the merge lacks.
+
+    Why: planned was the merged shards' sum (13,333 of a 20,000-volume plan with one of 3 shards
+    missing), so the manifest showed nothing missing; the shortfall was only in this note."""
+    shards = f"shards {', '.join(map(str, missing))} of {n} were missing"
+    fingerprint = planned(first)
+    whole = fingerprint.get("items") if fingerprint else None
+    merged = summary.planned
+    if type(whole) is not int or whole < merged:
+        return f"{shards}; summary.planned counts only the {merged} items of the merged shards"
+    summary.planned = whole
+    return f"{shards}: {whole - merged} of the {whole} planned items are in them and not in this merge"
+
+
+def _shard_class_stars(
+    shards: dict[tuple[int, int], Path], keys: list[tuple[int, int]], manifests: list[dict]
+) -> list[Path]:
+    """The per-class STARs the merged shards wrote (``predictions.shard-i-of-n_<class>.star``, as each
+    shard's manifest records them under ``class_stars``) that are there now: the merged per-class
+    STARs replace them. Only a plain file name of that shard's form, recorded by its own manifest,
+    is taken (a manifest is data); a folder or a file the shard did not record is left alone.
+
+    Why: they stayed beside the merged ``predictions_<class>.star``, two sets of the same picks."""
+    from cryoshift.runtime.summary import output_names
+
+    found = []
+    for key, manifest in zip(keys, manifests, strict=True):
+        star = output_names(shards[key].parent, key)["star"]
+        recorded = manifest.get("class_stars")
+        for name in recorded if isinstance(recorded, dict) else {}:
+            if not isinstance(name, str) or Path(name).name != name:
+                continue
+            if not (name.startswith(f"{star.stem}_") and name.endswith(".star")):
+                continue
+            path = star.with_name(name)
+            if path.is_file() and not path.is_symlink():
+                found.append(path)
+    return found
+
+
+def _remove_files(paths: list[Path]) -> list[str]:
+    """Remove ``paths``; returns 'path: reason' for each that could not be (a read-only folder)."""
+    kept = []
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            kept.append(f"{path}: {exc.strerror or exc}")
+    return kept
 
 
 def _leave_out_unfinished(shards: dict[tuple[int, int], Path]) -> list[Path]:

@@ -757,6 +757,22 @@ def _check_selection(path: Path, selection: dict[str, Any]) -> None:
         raise InputError(path, "not a cryoshift selection file: warnings is not a list")
 
 
+def _hparams_text(selection: dict[str, Any], config: dict[str, Any]) -> str:
+    """The method's hyper-parameters as the page shows them: selection.json's (the values trained
+    with, defaults included), else config.json's ``--hparam`` values, said to be those alone.
+
+    Why: the page showed method and backbone only, so two runs of one method with other
+    hyper-parameters looked alike."""
+    hparams = selection.get("method_hparams")
+    if isinstance(hparams, dict):
+        return ", ".join(f"{k}={v}" for k, v in hparams.items()) or "none"
+    given = config.get("method_kwargs")
+    if isinstance(given, dict) and given:
+        shown = ", ".join(f"{k}={v}" for k, v in given.items())
+        return f"{shown} (given with --hparam; selection.json does not record the others)"
+    return "not recorded (selection.json has no method_hparams)"
+
+
 def _run_sections(
     run: Path, plt: Any, notes: list[str]
 ) -> tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]:
@@ -774,6 +790,7 @@ def _run_sections(
     facts = [
         ("method", str(config.get("method", "?"))),
         ("backbone", str(config.get("backbone", "?"))),
+        ("hyper-parameters", _hparams_text(selection, config)),
         ("epochs run", str(len(metrics))),
     ]
     if chosen is not None:

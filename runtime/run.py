@@ -226,7 +226,8 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
     if lineage_note:
         summary.notes.append(lineage_note)
     if duplicates:
-        summary.notes.append(f"{duplicates} inputs were given more than once and are classified once")
+        again = "were given more than once and are classified once"
+        summary.notes.append(f"{duplicates} picks or volumes {again}")
     with RunLedgers(
         names,
         result_columns(inference.metadata.class_names),

@@ -437,6 +437,119 @@ def _setting_differences(model: Path, run_dir: Path) -> list[str]:
     return run.resume_state_mismatch(saved, read_json_object(stored, "training config (config.json)"))
 
 
+# What evaluation.json's "training" records of how the model was made, so two evaluations can be
+# compared without opening their runs: the method's hyper-parameters (defaults included), the seed,
+# the recipe's target-aware parts (template labels, spectrum matching), whether target labels were
+# trained on, and the versions that trained it.
+TRAINING_FIELDS = (
+    "method_hparams",
+    "seed",
+    "template_labels",
+    "spectrum_match",
+    "uses_target_labels",
+    "cryoshift_version",
+    "torch_version",
+)
+
+
+def _read_run_json(path: Path) -> dict[str, Any]:
+    """A run file's JSON object, or {} when it is missing or unreadable (then its facts are
+    recorded as unknown, never guessed)."""
+    from cryoshift.runtime.jsonfile import read_json_object
+
+    if not path.is_file():
+        return {}
+    try:
+        return read_json_object(path, "training run record")
+    except InputError:
+        return {}
+
+
+def _checkpoint_config(model: Path) -> dict[str, Any]:
+    """The training config a checkpoint (file or run folder) records; {} for ONNX or none."""
+    if is_onnx(model):
+        return {}
+    from cryoshift.training.checkpoint import read_checkpoint, resolve_checkpoint
+
+    try:
+        config = read_checkpoint(resolve_checkpoint(model)).get("config")
+    except InputError:
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def training_record(model: Path, meta: ModelMetadata, run_dir: Path | None = None) -> dict[str, Any]:
+    """How ``model`` was trained, read from what its run wrote: selection.json (the method's
+    hyper-parameters with defaults, whether target labels were used), config.json (seed, template
+    labels, spectrum matching) and versions.json (cryoshift, torch, plugins).
+
+    The run is the model's own folder (a run folder, its model.pt or an epoch checkpoint) or
+    ``run_dir`` (evaluate's --run, already checked to have made it). A model outside a run records
+    what it holds itself (a checkpoint's config: the ``--hparam`` values given, not the defaults
+    then in force; an ONNX model: its metadata) and lists the rest under ``unknown``; nothing is
+    filled in from today's defaults, which may differ from the ones it was trained with.
+
+    Why: evaluation.json had the method alone, so comparing two evaluations meant opening each
+    run's selection.json, and a ``source-only`` model trained with template-labelled target
+    volumes read as the method alone."""
+    run = run_dir
+    if run is None and model.is_dir():
+        run = model
+    elif run is None and not is_onnx(model):
+        run = run_of_checkpoint(model)
+    selection = _read_run_json(run / "selection.json") if run is not None else {}
+    config = _read_run_json(run / "config.json") if run is not None else {}
+    versions = _read_run_json(run / "versions.json") if run is not None else {}
+    names = ("selection.json", "config.json", "versions.json")
+    read = [str(run / name) for name in names if (run / name).is_file()] if run is not None else []
+    if not config:
+        config = _checkpoint_config(model)
+        if config:
+            read.append(f"{model} (its training config)")
+    record: dict[str, Any] = {"method": meta.method, "run": str(run) if run is not None else None}
+    hparams = selection.get("method_hparams")
+    record["method_hparams"] = hparams if isinstance(hparams, dict) else None
+    given = config.get("method_kwargs")
+    if record["method_hparams"] is None and isinstance(given, dict):
+        record["method_hparams_given"] = given  # --hparam values only; the defaults are not recorded
+    for key in ("seed", "template_labels", "spectrum_match"):
+        record[key] = config.get(key)
+    uses = selection.get("uses_target_labels")
+    if uses is None and "oracle_target_labels" in config:  # trained on them only by --oracle-target-labels
+        uses = bool(config["oracle_target_labels"]) and config.get("method") == "oracle"
+    record["uses_target_labels"] = uses
+    record["cryoshift_version"] = versions.get("cryoshift") or meta.cryoshift_version or None
+    record["torch_version"] = versions.get("torch")
+    if versions.get("plugins"):
+        record["plugins"] = versions["plugins"]
+    record["read_from"] = read
+    record["unknown"] = [key for key in TRAINING_FIELDS if record.get(key) is None]
+    return record
+
+
+def training_summary(record: dict[str, Any]) -> str:
+    """One line of :func:`training_record` for evaluate's output (``unknown`` where not recorded)."""
+
+    def shown(key: str) -> str:
+        value = record.get(key)
+        return "unknown" if value is None else str(value)
+
+    hparams = record.get("method_hparams")
+    if hparams is None and record.get("method_hparams_given") is not None:
+        params = ", ".join(f"{k}={v}" for k, v in record["method_hparams_given"].items())
+        params = f"given {params or 'none'}; defaults unknown"
+    elif hparams is None:
+        params = "unknown"
+    else:
+        params = ", ".join(f"{k}={v}" for k, v in hparams.items()) or "none"
+    return (
+        f"trained: method {record.get('method')} ({params}), seed {shown('seed')}, template labels "
+        f"{shown('template_labels')}, spectrum matching {shown('spectrum_match')}, target labels "
+        f"{shown('uses_target_labels')}; cryoshift {shown('cryoshift_version')}, "
+        f"torch {shown('torch_version')}"
+    )
+
+
 def run_of_checkpoint(checkpoint: Path) -> Path | None:
     """The run folder a checkpoint file sits in as one of its own (RUN/model.pt or a file of
     RUN/checkpoints/), or None for a checkpoint anywhere else."""
@@ -656,6 +769,7 @@ def evaluate(
         "data_path": str(data.resolve()),
         "box_size": pred.metadata.box_size,
         "method": pred.metadata.method,
+        "training": training_record(model, pred.metadata, Path(run_dir) if run_dir is not None else None),
         **score_predictions(pred, labels),
     }
     if failed:

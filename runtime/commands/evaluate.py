@@ -103,6 +103,10 @@ def command(
         )
     console.print(table)
     console.print(f"scored: {report['scored']}")
+    if report.get("training"):  # what the model was trained with, to compare evaluations by
+        from cryoshift.training.evaluate import training_summary
+
+        console.print(markup_safe(training_summary(report["training"])))
     console.print(
         f"NLL {report['nll']:.3f}  ECE {report['ece']:.3f}  unknown {100 * report['unknown_fraction']:.1f}% "
         "(under the model's threshold; not rejected in the scores above)"

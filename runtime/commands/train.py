@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import Any
 
 import typer
 from typer.core import TyperCommand
@@ -364,17 +365,37 @@ def command(
     if result.model_path is None:  # a non-zero rank under torchrun
         return
     meta = result.metadata
-    last = result.history[-1] if result.history else {}
     # the oracle trained on target labels: "without target labels" read as a label-free run
     labels = (result.selection or {}).get("uses_target_labels")
     how = "the run trained on target labels" if labels else "chosen without target labels"
     typer.echo(f"model: {result.model_path}  (epoch {result.selected_epoch} of {len(result.history)}, {how})")
     if meta is not None:
-        accuracy = last.get("src_val_acc")  # absent: no source volume was held out to measure it
-        shown = "n/a (no source validation data)" if accuracy is None else f"{accuracy:.3f}"
         typer.echo(
-            f"temperature {meta.temperature:.3f}  unknown_threshold {meta.unknown_threshold:.3f}  "
-            f"last source val accuracy {shown}"
+            selected_model_line(
+                meta.temperature, meta.unknown_threshold, result.history, result.selected_epoch
+            )
         )
     # quoted for a shell: a run folder with a space in its name broke the pasted command
     typer.echo(f"next: cryoshift export {shlex.quote(str(result.run_dir))}")
+
+
+def selected_model_line(
+    temperature: float, unknown_threshold: float, history: list[dict[str, Any]], selected_epoch: int | None
+) -> str:
+    """train's summary line of the selected model: its temperature, unknown threshold and the
+    source validation accuracy of the SELECTED epoch (``history``'s row of that epoch).
+
+    Why: the line printed the last epoch's accuracy next to the selected epoch's temperature and
+    threshold, so an earlier selected epoch was shown with another epoch's accuracy."""
+    row = next((r for r in history if r.get("epoch") == selected_epoch), None)
+    accuracy = None if row is None else row.get("src_val_acc")  # absent: no source volume held out
+    if row is None:
+        shown = "n/a (the selected epoch is not in the history)"
+    elif accuracy is None:
+        shown = "n/a (no source validation data)"
+    else:
+        shown = f"{accuracy:.3f}"
+    return (
+        f"temperature {temperature:.3f}  unknown_threshold {unknown_threshold:.3f}  "
+        f"source val accuracy {shown} (selected epoch {selected_epoch})"
+    )

@@ -105,7 +105,8 @@ def test_the_same_picks_in_two_tables_are_classified_once_as_shards_and_merge_do
     rows = read_results(whole.predictions_csv)
     assert rows["id"].is_unique and len(rows) == len(PICKS)
     assert sum(whole.class_counts.values()) == len(PICKS)
-    assert any(f"{2 * len(PICKS)} inputs were given more than once" in n for n in whole.notes), whole.notes
+    twice = f"{2 * len(PICKS)} picks or volumes were given more than once"
+    assert any(twice in n for n in whole.notes), whole.notes
     assert "<NA>" not in Path(whole.predictions_star).read_text()
     for i in range(2):
         _run(model_path, [star, copy], tmp_path / "sharded", tmp_path, shard=f"{i}/2")

@@ -152,7 +152,7 @@ def test_a_listing_of_a_stack_and_the_stack_itself_are_classified_once(model_pat
     ]
     assert list(rows["id"][4:]) == ["000003@stack.mrcs", "000005@stack.mrcs"]
     assert sum(summary.class_counts.values()) == 6
-    assert any("4 inputs were given more than once" in n for n in summary.notes)
+    assert any("4 picks or volumes were given more than once" in n for n in summary.notes)
 
 
 @pytest.mark.parametrize("shards", [1, 2, 3])
