@@ -195,9 +195,13 @@ MAP_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec", ".ccp4")  # CCP4 maps are MRC f
 MRC_BASE_SUFFIXES = (*MAP_SUFFIXES, ".st", ".ali")
 MRC_COMPRESSED_SUFFIXES = (".gz", ".bz2")
 MRC_SUFFIXES = MRC_BASE_SUFFIXES + tuple(b + c for b in MRC_BASE_SUFFIXES for c in MRC_COMPRESSED_SUFFIXES)
+# RCSB's biological assembly files are PDB text named 1abc.pdb1, 1abc.pdb2 ... (one per assembly); a
+# folder of them was left out without a word and a named one refused as an unknown type. Up to 99:
+# entries list a few assemblies, rarely more than ten.
+RCSB_ASSEMBLY_SUFFIXES = tuple(f".pdb{n}" for n in range(1, 100))
 # Atomic models of class structures (simulate, train --source, info); gemmi reads them gzipped too,
 # as the PDB serves them (bzip2 it does not)
-ATOMIC_MODEL_BASE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
+ATOMIC_MODEL_BASE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", *RCSB_ASSEMBLY_SUFFIXES)
 ATOMIC_MODEL_COMPRESSED_SUFFIX = ".gz"
 ATOMIC_MODEL_SUFFIXES = ATOMIC_MODEL_BASE_SUFFIXES + tuple(
     b + ATOMIC_MODEL_COMPRESSED_SUFFIX for b in ATOMIC_MODEL_BASE_SUFFIXES

@@ -521,6 +521,38 @@ def split_validation(domain: Domain, fraction: float, seed: int) -> tuple[Domain
 DEFAULT_VOXEL_SIZE = 10.0  # Angstrom, when simulating without --voxel-size
 
 
+def _skipped_parts(line: str) -> dict[str, str]:
+    """A load_structures skip line (``PATH: REASON``) as ``{"file": PATH, "reason": REASON}``.
+
+    The path ends at the first ``": "`` after a structure file name (a map or model suffix): a
+    folder or reason may hold ``": "`` too. A line without one is kept whole as the reason."""
+    from cryoshift.training.simulate.atomic import model_suffix
+    from cryoshift.training.simulate.structures import map_suffix
+
+    start = 0
+    while (cut := line.find(": ", start)) >= 0:
+        head = line[:cut]
+        if map_suffix(head) or model_suffix(head):
+            return {"file": head, "reason": line[cut + 2 :]}
+        start = cut + 1
+    return {"file": "", "reason": line}
+
+
+def structures_summary(record: dict[str, Any]) -> str | None:
+    """train's closing line for a --source folder with skipped files (``7 of 8 structures used;
+    skipped: g.mrc (voxel size missing ...)``), or None when every file was used."""
+    skipped = record.get("skipped") or []
+    if not skipped:
+        return None
+    used = len(record.get("used") or [])
+    shown = [f"{Path(s['file']).name or '?'} ({s['reason']})" for s in skipped[:3]]
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return (
+        f"{used} of {used + len(skipped)} structures used; skipped: {'; '.join(shown)}{more} "
+        "(selection.json source_structures)"
+    )
+
+
 class SimulatedSource:
     """Labelled source drawn from the simulator on the fly, fresh volumes every epoch.
 
@@ -563,6 +595,21 @@ class SimulatedSource:
         self.spectrum: Any = None  # a training.spectrum.SpectrumMatch once matched to a target
         # > 0: every draw also carries each particle's clean density on this grid (training/dense.py)
         self.particle_grid = 0
+
+    def structures_record(self) -> dict[str, Any]:
+        """What became of each structure file: the classes made (and from what) and the files of a
+        folder that could not be read, with why.
+
+        Why: load_structures skips an unreadable file inside a --source folder with one line on
+        stderr among the resampling notes; the run then trained without that class and nothing in
+        it said so (simulate records the same in dataset.json ``structures_skipped``). The trainer
+        writes this to selection.json as ``source_structures`` and train's summary says it."""
+        names = self.structures.names
+        sources = self.structures.sources or [""] * len(names)  # Structures made without provenance
+        return {
+            "used": [{"class": name, "source": source} for name, source in zip(names, sources, strict=True)],
+            "skipped": [_skipped_parts(line) for line in self.structures.skipped],
+        }
 
     def match_spectrum(self, spectrum: Any) -> None:
         """Filter every volume drawn from now on with ``spectrum`` (target-aware simulation)."""

@@ -382,6 +382,8 @@ class TrainConfig:
             )
         _check_method_kwargs(self.method, self.method_kwargs)
         _check_backbone_kwargs(self.backbone, self.backbone_kwargs)
+        if self.box is not None:  # after the name and options: a typo is not "box too small"
+            check_backbone_box(self.backbone, self.backbone_kwargs, self.box)
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError(
                 None, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}"
@@ -520,6 +522,30 @@ def _build(
     except (ValueError, TypeError) as exc:
         raise InputError(None, str(exc)) from exc
     return method, backbone_kwargs
+
+
+def check_backbone_box(backbone: str, kwargs: dict[str, Any], box: int, where: str | None = None) -> None:
+    """Refuse a box the backbone cannot take before any data is read (or, for a dataset source,
+    before the target is read and template-matched).
+
+    Why: ``--box 15`` read the target, template-matched it and only then stopped with "backbone
+    'cryonet' needs ... >= 16", naming the family and not the registry name in use (the default
+    when no --backbone was given). A box of MIN_BOX or more every built-in family takes, so only a
+    smaller one is tried on the backbone itself: a plugin backbone may take it."""
+    from cryoshift.training.backbones import create_backbone
+    from cryoshift.training.backbones._base import MIN_BOX
+
+    if box >= MIN_BOX:
+        return
+    try:
+        create_backbone(backbone, num_classes=2, box_size=box, **kwargs)
+    except (ValueError, TypeError) as exc:
+        default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "backbone")
+        who = f"the default backbone {backbone}" if backbone == default else f"backbone {backbone}"
+        what = "a box of" if where else "--box"
+        raise InputError(
+            where, f"{what} {box} is too small for {who} ({exc}); use a box of at least {MIN_BOX} voxels"
+        ) from exc
 
 
 def _check_source_voxel(source: str, data_voxel: float, option: float | None) -> None:
@@ -895,6 +921,7 @@ class _Run:
             full = load_source_dataset(c.source)
             if c.box is not None and c.box != full.box_size:
                 raise InputError(c.source, f"source boxes are {full.box_size}^3 but --box is {c.box}")
+            check_backbone_box(c.backbone, c.backbone_kwargs, full.box_size, where=c.source)
             _check_source_voxel(c.source, full.voxel_size, c.voxel_size)
             self.train_src, self.val_src = split_validation(full, c.val_fraction, c.seed)
             _check_split(c.source, full, self.train_src, c.val_fraction)
@@ -1801,6 +1828,8 @@ class _Run:
             selection["spectrum_match"] = self.spectrum_summary
         if self.pseudo_summary is not None:
             selection["template_labels"] = self.pseudo_summary
+        if self.sim is not None:  # the classes made and the structure files skipped (and why)
+            selection["source_structures"] = self.sim.structures_record()
         if self.target_eval is not None:
             self._target_histogram(forward(self.target_eval)[0])
         run.write_json(self.dir / "selection.json", selection)

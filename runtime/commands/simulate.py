@@ -132,6 +132,24 @@ def _check_disk_space(out_dir: Path, n: int, box: int) -> None:
         )
 
 
+def _note_untrainable_box(box: int) -> None:
+    """Say that ``train`` cannot use a dataset of boxes under the built-in backbones' minimum.
+
+    Why: simulate takes boxes from 8, which have other uses (tests, figures, other tools), but
+    train refused such a dataset only after reading it and its target; the user learnt it after
+    both runs. (A plugin backbone may take smaller boxes, hence "built-in".)"""
+    import sys
+
+    from cryoshift.training.backbones._base import MIN_BOX
+
+    if box < MIN_BOX:
+        print(
+            f"cryoshift: note: --box {box} is below the {MIN_BOX} voxels the built-in backbones need: "
+            "`cryoshift train` cannot train on this dataset",
+            file=sys.stderr,
+        )
+
+
 def _check_classes(structs, sources: list[str]) -> None:
     """Refuse a dataset of one class: a classifier needs two, and ``train`` refused it only later."""
     if len(structs) >= 2:
@@ -405,6 +423,7 @@ def command(
         if BOUNDS["box"].lo <= box <= BOUNDS["box"].hi:  # before the structures are made (many files: long)
             _check_disk_space(out_dir, n, box)  # needs only n and box
             _fit_batch(batch_size, n, box, 2, cfg, device, note=False)  # (two classes or more, said later)
+            _note_untrainable_box(box)
         sources = split_sources(structures)
         structs = load_structures(sources, box, voxel_size, seed=structure_seed, resolution=resolution)
         _check_classes(structs, sources)

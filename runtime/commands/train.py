@@ -375,6 +375,15 @@ def command(
                 meta.temperature, meta.unknown_threshold, result.history, result.selected_epoch
             )
         )
+    # a --source folder's unreadable structure files: said at the start among the notes, and the
+    # run then trained without those classes; said again here (and kept in selection.json)
+    record = (result.selection or {}).get("source_structures")
+    if record:
+        from cryoshift.training.data import structures_summary
+
+        line = structures_summary(record)
+        if line:
+            typer.echo(f"source: {line}")
     # quoted for a shell: a run folder with a space in its name broke the pasted command
     typer.echo(f"next: cryoshift export {shlex.quote(str(result.run_dir))}")
 

@@ -26,7 +26,10 @@ MAX_TEST_VIEWS = len(ROTATIONS)
 def check_box(box_size: int, name: str) -> int:
     """Reject boxes the pooling stages cannot handle (ValueError: programmer/config input)."""
     if not isinstance(box_size, int) or isinstance(box_size, bool) or box_size < MIN_BOX:
-        raise ValueError(f"backbone {name!r} needs an integer box_size >= {MIN_BOX}, got {box_size!r}")
+        # the family's name (cryonet, cb3d ...): the registry name in use is the caller's to say
+        raise ValueError(
+            f"backbones of the {name} family need an integer box_size >= {MIN_BOX}, got {box_size!r}"
+        )
     return box_size
 
 
