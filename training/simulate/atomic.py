@@ -97,13 +97,59 @@ def _parse(path: Path):
     except (RuntimeError, ValueError, OSError, IndexError, TypeError) as exc:
         what = "mmCIF" if kind == gemmi.CoorFormat.Mmcif else "PDB"
         raise InputError(path, f"cannot read atomic model as {what}: {_gemmi_reason(exc)}") from exc
-    if not any(True for model in st for ch in model for r in ch for a in r):
+    if kind == gemmi.CoorFormat.Mmcif and not _has_atoms(st):
+        st = _read_without_alt_id(data) or st
+    if not _has_atoms(st):
         # gemmi reads binary junk, a UTF-16 file or a PDB of REMARKs as a model of no atoms; it
         # was called one with "no heavy atoms (hydrogens and waters are left out)"
         mmcif = kind == gemmi.CoorFormat.Mmcif
         what = "mmCIF file (no _atom_site rows)" if mmcif else "PDB file (no ATOM/HETATM records)"
         raise InputError(path, f"atomic model holds no atoms: not a {what}, or an empty one")
     return st
+
+
+def _has_atoms(st) -> bool:
+    return any(True for model in st for ch in model for r in ch for a in r)
+
+
+def _read_without_alt_id(text: str):
+    """The structure of an mmCIF file whose ``_atom_site`` loop lacks ``label_alt_id``, read with
+    that column added as "." (no altloc), or None. Why: gemmi (0.7) reads no atoms at all from such
+    a loop, and several modelling tools write these short files; they were refused as "holds no
+    atoms"."""
+    import gemmi
+
+    try:
+        block = gemmi.cif.read_string(text).sole_block()
+        table = block.find_mmcif_category("_atom_site.")
+        if not table.loop or "_atom_site.label_alt_id" in list(table.tags):
+            return None
+        table.loop.add_columns(["_atom_site.label_alt_id"], ".")
+        st = gemmi.make_structure_from_block(block)
+    except (RuntimeError, ValueError, IndexError, TypeError, AttributeError):
+        return None
+    return st if _has_atoms(st) else None
+
+
+_PDB_COORDINATE_POINTS = (34, 42, 50)  # 0-based columns of the decimal points of X, Y, Z (8.3f)
+
+
+def _overflowing_coordinates(path: Path) -> int:
+    """How many ATOM/HETATM records of a PDB file have coordinates that do not fit their 8.3f
+    columns (31-54; -8800.000 is nine characters): gemmi then reads shifted numbers, an occupancy
+    of 0 among them, and the model was refused for its occupancies."""
+    if ".cif" in model_suffix(path) or ".mmcif" in model_suffix(path):
+        return 0
+    try:
+        lines = _read_bytes(path).decode("latin-1").splitlines()
+    except InputError:
+        return 0
+    return sum(
+        1
+        for line in lines
+        if line.startswith(("ATOM", "HETATM"))
+        and any(len(line) <= c or line[c] != "." for c in _PDB_COORDINATE_POINTS)
+    )
 
 
 def _read_model(path: Path):
@@ -166,6 +212,14 @@ def _usable_xyz(path: Path, model) -> np.ndarray:
     xyz = _heavy_xyz(model)
     if len(xyz) == 0:
         unoccupied = sum(1 for ch in model for r in ch for a in r)
+        overflow = _overflowing_coordinates(path)
+        if overflow:
+            raise InputError(
+                path,
+                f"{overflow} ATOM/HETATM records have coordinates that overflow their PDB columns "
+                "(31-54, 8 characters each, e.g. -8800.000 is 9), so every number after them is "
+                "misread: move the model near the origin or write it as mmCIF",
+            )
         if unoccupied:  # some modelling tools write 0.00: their density would be empty
             raise InputError(
                 path,
