@@ -267,11 +267,12 @@ def test_simulate_structure_axis_order(tmp_path: Path) -> None:
 
     vol = density(4, (20, 24, 28))
     vol[vol < 1.5] = 0
-    a = load_structures([str(write_ordered(tmp_path / "a.mrc", vol, (1, 2, 3)))], BOX, VOXEL)
-    b = load_structures([str(write_ordered(tmp_path / "b.mrc", vol, (2, 1, 3)))], BOX, VOXEL)
+    box = 2 * BOX  # the scattered density spans 200-280 A: it must fit the box's sphere (structures.py)
+    a = load_structures([str(write_ordered(tmp_path / "a.mrc", vol, (1, 2, 3)))], box, VOXEL)
+    b = load_structures([str(write_ordered(tmp_path / "b.mrc", vol, (2, 1, 3)))], box, VOXEL)
     np.testing.assert_allclose(a.maps, b.maps, atol=1e-6)
     with pytest.raises(InputError, match="anisotropic"):
-        load_structures([str(write_ordered(tmp_path / "c.mrc", vol, (1, 2, 3), (10, 10, 13)))], BOX, VOXEL)
+        load_structures([str(write_ordered(tmp_path / "c.mrc", vol, (1, 2, 3), (10, 10, 13)))], box, VOXEL)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,9 @@ from cryoshift.training.simulate.config import BOUNDS
 # deliberate choice of the benchmarks (TRiC, 4v94, keeps 57 % in 16^3 x 20 A and 79 % in 32^3 x
 # 10 A), so between this and WARN_IN_BOX the share lost is only said.
 MIN_IN_BOX = 0.5
-WARN_IN_BOX = 0.9  # below this share inside the box's sphere, a note says how much is cropped
+# below this share inside the box's sphere, a note says how much is cropped (not higher: a compact
+# particle that fills its cube loses its corners' tails to the sphere, 10-15 %, and is no fragment)
+WARN_IN_BOX = 0.8
 # A filament or a membrane patch is longer than any box along one or two axes by nature
 # (subtomograms of microtubules, actin, membranes): one larger than the box along fewer than all
 # three axes is cropped with a note down to this share, refused only below it (coordinates
@@ -255,7 +257,7 @@ def check_in_box(
     extent = [
         (float(i.max() - i.min()) + 1) * v if i.size else 0.0 for i, v in zip(strong, voxels, strict=True)
     ]
-    elongated = sum(span > box_size * voxel_size for span in extent) < 3
+    elongated = 1 <= sum(span > box_size * voxel_size for span in extent) <= 2
     least = MIN_IN_BOX_ELONGATED if elongated else MIN_IN_BOX
     if share >= least:
         shape = " (longer than the box along one or two axes: a filament or membrane?)" if elongated else ""
