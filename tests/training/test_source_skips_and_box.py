@@ -11,36 +11,12 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
+from tiny_protein import pdb_text
 
 from cryoshift.runtime.cli import main
 from cryoshift.runtime.mrc import write_volume
 
 VOXEL = 4.0
-# A small asymmetric "protein": 14 carbons about 12 A across (as in simulate/test_structures.py)
-ATOMS = [
-    (12.0, 4.0, -6.0),
-    (13.4, 4.6, -5.8),
-    (14.6, 3.7, -5.2),
-    (14.4, 2.5, -4.9),
-    (15.8, 4.3, -5.0),
-    (17.0, 3.6, -4.4),
-    (18.2, 4.4, -4.1),
-    (18.1, 5.6, -3.7),
-    (19.5, 3.6, -3.9),
-    (13.2, 6.0, -6.6),
-    (20.8, 4.0, -3.0),
-    (21.6, 5.2, -2.4),
-    (9.0, 1.0, -8.0),
-    (11.0, 2.2, -7.1),
-]
-
-
-def _pdb_text() -> str:
-    lines = []
-    for i, (x, y, z) in enumerate(ATOMS, start=1):
-        coords = f"{x:8.3f}{y:8.3f}{z:8.3f}"
-        lines.append(f"ATOM  {i:5d}  C   ALA A{1 + i // 5:4d}    {coords}  1.00 20.00           C")
-    return "\n".join(lines) + "\nEND\n"
 
 
 def _blob(path: Path, stretch: tuple[float, float, float]) -> Path:
@@ -55,7 +31,7 @@ def _structure_folder(folder: Path) -> Path:
     folder.mkdir()
     _blob(folder / "a.mrc", (1.5, 3.0, 2.0))
     _blob(folder / "b.mrc", (3.5, 1.2, 1.2))
-    (folder / "t.pdb1").write_text(_pdb_text())
+    (folder / "t.pdb1").write_text(pdb_text())
     bad = _blob(folder / "g.mrc", (2.0, 2.0, 3.0))
     with mrcfile.mmap(bad, "r+") as m:
         m.header.cella.x = 0.0  # "voxel size missing (cell 0)": skipped inside a folder
@@ -94,11 +70,11 @@ def test_rcsb_assembly_files_are_read_as_pdb_named_or_in_a_folder(tmp_path: Path
 
     folder = tmp_path / "assemblies"
     folder.mkdir()
-    (folder / "1abc.pdb1").write_text(_pdb_text())
-    (folder / "2xyz.pdb12.gz").write_bytes(gzip.compress(_pdb_text().replace("ALA A", "ALA B").encode()))
+    (folder / "1abc.pdb1").write_text(pdb_text())
+    (folder / "2xyz.pdb12.gz").write_bytes(gzip.compress(pdb_text().replace("ALA A", "ALA B").encode()))
     _blob(folder / "m.mrc", (1.5, 3.0, 2.0))
     reference = tmp_path / "ref.pdb"
-    reference.write_text(_pdb_text())
+    reference.write_text(pdb_text())
     loaded = load_structures([str(folder / "1abc.pdb1"), str(folder / "m.mrc")], 16, VOXEL)
     assert loaded.names == ["1abc", "m"] and not loaded.skipped
     expected = load_structures([str(reference), str(folder / "m.mrc")], 16, VOXEL).maps[0]

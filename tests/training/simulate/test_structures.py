@@ -5,6 +5,7 @@ from __future__ import annotations
 import mrcfile
 import numpy as np
 import pytest
+from tiny_protein import ATOMS, pdb_text
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.training.simulate import BUILTIN_NAMES, builtin_structures, load_structures
@@ -12,31 +13,9 @@ from cryoshift.training.simulate.atomic import atom_positions, atomic_density
 
 from .conftest import BOX, VOXEL, centroid
 
-# A tiny made-up "protein": 3 residues of backbone + a few side-chain carbons, asymmetric.
-ATOMS = [
-    (12.0, 4.0, -6.0),
-    (13.4, 4.6, -5.8),
-    (14.6, 3.7, -5.2),
-    (14.4, 2.5, -4.9),
-    (15.8, 4.3, -5.0),
-    (17.0, 3.6, -4.4),
-    (18.2, 4.4, -4.1),
-    (18.1, 5.6, -3.7),
-    (19.5, 3.6, -3.9),
-    (13.2, 6.0, -6.6),
-    (20.8, 4.0, -3.0),
-    (21.6, 5.2, -2.4),
-    (9.0, 1.0, -8.0),
-    (11.0, 2.2, -7.1),
-]
-
 
 def write_pdb(path) -> None:
-    lines = []
-    for i, (x, y, z) in enumerate(ATOMS, start=1):
-        coords = f"{x:8.3f}{y:8.3f}{z:8.3f}"
-        lines.append(f"ATOM  {i:5d}  C   ALA A{1 + i // 5:4d}    {coords}  1.00 20.00           C")
-    path.write_text("\n".join(lines) + "\nEND\n")
+    path.write_text(pdb_text())
 
 
 def test_builtins_are_many_distinct_and_deterministic(builtins16):
