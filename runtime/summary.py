@@ -29,7 +29,6 @@ PREDICTIONS = "predictions"
 ERRORS = "errors"
 MANIFEST = "manifest"
 RUN = "run"  # the model a run started with, written before its first row (runtime/run.py)
-UNKNOWN_COLUMN = "unknown"  # the results table's 0/1 flag column (pipeline.result_columns)
 REPORT_HTML = "report.html"  # `cryoshift report RESULTS` writes it into the results folder
 
 
@@ -347,7 +346,7 @@ def _count_rows(csv_path: Path) -> tuple[int, Counter, int]:
         if header is None:
             return 0, counts, 0
         col = header.index("class_name") if "class_name" in header else None
-        flag = header.index(UNKNOWN_COLUMN) if UNKNOWN_COLUMN in header else None
+        flag = header.index("unknown") if "unknown" in header else None  # pipeline.result_columns
         for row in reader:
             if not row:
                 continue
