@@ -278,12 +278,12 @@ def build_star(
         if not isinstance(blocks.get(name), pd.DataFrame):  # read differently than planned: plain rows
             continue
         table = blocks[name].reset_index(drop=True)
-        if len(table) != len(ids) and "\0rows" not in blocks:
+        rows_of = blocks.pop("\0rows")  # input row -> its place in ``table``: rows with results only
+        if len(table) != len(rows_of):  # the input shrank since planning: plain rows
             continue
         keep, where = [], []
-        rows_of = blocks.pop("\0rows", None)  # only the rows with results were kept
         for r, ident in enumerate(ids):
-            if rows_of is not None and r not in rows_of:
+            if r not in rows_of:
                 continue
             i = row_of.get(escape_text(ident)) if ident is not None else None  # ids as the CSV holds them
             if i is not None and not used[i]:
@@ -300,7 +300,7 @@ def build_star(
                 extra_blocks[block_name] = joined.drop_duplicates().reset_index(drop=True)
         if not keep:
             continue
-        rows = table.iloc[[rows_of[r] for r in keep] if rows_of is not None else keep].reset_index(drop=True)
+        rows = table.iloc[[rows_of[r] for r in keep]].reset_index(drop=True)
         if "rlnClassNumber" in rows.columns:
             rows = rows.rename(columns={"rlnClassNumber": kept_class_label(rows.columns)})
         mine = pred.iloc[where].reset_index(drop=True)
