@@ -221,13 +221,12 @@ def share_in_box(
     central 50 A and passed whole into a 160 A box (solvent noise is masked off before this)."""
     in_voxel = np.broadcast_to(np.asarray(in_voxel, dtype=np.float64), (3,))
     radius = (box_size / 2 - 2.0) * voxel_size  # Angstrom
-    level = 0.0
     dy = ((np.arange(density.shape[1]) - centre_zyx[1]) * in_voxel[1]) ** 2
     dx = ((np.arange(density.shape[2]) - centre_zyx[2]) * in_voxel[2]) ** 2
     plane = dy[:, None] + dx[None, :]
     inside = total = 0.0
     for z, section in enumerate(density):
-        mass = np.where(section > level, section, 0.0)
+        mass = np.maximum(section, 0.0)
         total += float(mass.sum())
         dz = ((z - centre_zyx[0]) * in_voxel[0]) ** 2
         inside += float(mass[plane + dz <= radius**2].sum())
@@ -527,7 +526,7 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
         noise_share = noise / data.max()
         data = mask_particle(path, data, noise)
     touching = touches_faces(data, noise)
-    strong = np.nonzero(data > 0.05 * data.max())  # the level share_in_box counts density at
+    strong = np.nonzero(data > 0.05 * data.max())  # the particle's span and thickness
     span = max(float(idx.max() - idx.min() + 1) for idx in strong) * in_voxel
     if span < voxel_size:  # as for atomic models: a featureless blob simulated as a class
         raise InputError(
