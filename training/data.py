@@ -521,23 +521,6 @@ def split_validation(domain: Domain, fraction: float, seed: int) -> tuple[Domain
 DEFAULT_VOXEL_SIZE = 10.0  # Angstrom, when simulating without --voxel-size
 
 
-def _skipped_parts(line: str) -> dict[str, str]:
-    """A load_structures skip line (``PATH: REASON``) as ``{"file": PATH, "reason": REASON}``.
-
-    The path ends at the first ``": "`` after a structure file name (a map or model suffix): a
-    folder or reason may hold ``": "`` too. A line without one is kept whole as the reason."""
-    from cryoshift.training.simulate.atomic import model_suffix
-    from cryoshift.training.simulate.structures import map_suffix
-
-    start = 0
-    while (cut := line.find(": ", start)) >= 0:
-        head = line[:cut]
-        if map_suffix(head) or model_suffix(head):
-            return {"file": head, "reason": line[cut + 2 :]}
-        start = cut + 1
-    return {"file": "", "reason": line}
-
-
 def structures_summary(record: dict[str, Any]) -> str | None:
     """train's closing line for a --source folder with skipped files (``7 of 8 structures used;
     skipped: g.mrc (voxel size missing ...)``), or None when every file was used."""
@@ -608,7 +591,7 @@ class SimulatedSource:
         sources = self.structures.sources or [""] * len(names)  # Structures made without provenance
         return {
             "used": [{"class": name, "source": source} for name, source in zip(names, sources, strict=True)],
-            "skipped": [_skipped_parts(line) for line in self.structures.skipped],
+            "skipped": [skip.record() for skip in self.structures.skipped],
         }
 
     def match_spectrum(self, spectrum: Any) -> None:

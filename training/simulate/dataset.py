@@ -114,7 +114,7 @@ def simulate_dataset(
         "device": str(device),
         "simulation": config.to_dict(),
         "structures": list(structures.sources),
-        "structures_skipped": list(structures.skipped),
+        "structures_skipped": [skip.record() for skip in structures.skipped],  # {"file", "reason"}
         "versions": versions(),
     }
     writer = DatasetWriter(

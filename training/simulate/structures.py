@@ -90,6 +90,22 @@ HALF_MAP_NAME = re.compile(r"half_map_[12]|half[12](?![0-9])", re.IGNORECASE)
 MASK_NAME = re.compile(r"_msk(_|$)", re.IGNORECASE)
 
 
+@dataclass(frozen=True)
+class SkippedSource:
+    """A structure file of a source folder that could not be loaded (``file``), and why.
+
+    Why two fields: the skip was kept as one ``"PATH: REASON"`` string and split back apart for
+    selection.json, which cut a name holding ``": "`` in the wrong place (``x.mrc: copy.mrc`` was
+    recorded as ``x.mrc``); the path and reason are known apart where the load fails."""
+
+    file: str
+    reason: str
+
+    def record(self) -> dict[str, str]:
+        """As written to dataset.json ``structures_skipped`` and selection.json ``source_structures``."""
+        return {"file": self.file, "reason": self.reason}
+
+
 @dataclass
 class Structures:
     """K density maps on a common grid: ``maps[k]`` is class ``names[k]``."""
@@ -98,7 +114,7 @@ class Structures:
     maps: np.ndarray  # (K, D, D, D) float32, protein positive, centred, comparable scale
     voxel_size: float  # Angstrom
     sources: list[str] = field(default_factory=list)  # where each map came from (provenance)
-    skipped: list[str] = field(default_factory=list)  # "path: reason" for sources that failed
+    skipped: list[SkippedSource] = field(default_factory=list)  # the source files that failed
 
     @property
     def box_size(self) -> int:
@@ -692,7 +708,7 @@ def load_structures(
     maps: list[np.ndarray] = []
     origins: list[str] = []
     given: list[str] = []  # each class's source as the user named it (for messages)
-    skipped: list[str] = []
+    skipped: list[SkippedSource] = []
     for source in sources:
         items = _expand(source)
         from_dir = len(items) > 1 and Path(source).is_dir()
@@ -714,7 +730,7 @@ def load_structures(
             except InputError as exc:
                 if not from_dir:
                     raise
-                skipped.append(str(exc))
+                skipped.append(SkippedSource(exc.path if exc.path is not None else item, exc.reason))
                 print(f"cryoshift: skipped {exc}", file=sys.stderr)
                 continue
             check_new_class_name(item, name, names, origins)

@@ -131,7 +131,7 @@ def test_directory_skips_bad_files_and_named_bad_file_is_an_error(tmp_path):
         m.voxel_size = 10.0
     (tmp_path / "broken.mrc").write_bytes(b"not an mrc file at all")
     s = load_structures([str(tmp_path)], BOX, VOXEL)
-    assert s.names == ["good"] and len(s.skipped) == 1 and "broken.mrc" in s.skipped[0]
+    assert s.names == ["good"] and len(s.skipped) == 1 and s.skipped[0].file == str(tmp_path / "broken.mrc")
     with pytest.raises(InputError, match=r"broken\.mrc"):
         load_structures([str(tmp_path / "broken.mrc")], BOX, VOXEL)
     with pytest.raises(InputError, match="did you mean ribosome"):
