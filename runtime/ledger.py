@@ -3,8 +3,12 @@
 The results CSV *is* the resume ledger: every finished batch is appended, flushed and
 fsync'ed before the next one is written, so after a crash the file holds whole batches plus
 at most one partial last line. On resume the partial line is cut off, the ids already present
-are read back, and the run skips exactly those, so every input appears once, none lost and
-none duplicated. Bad items go to a second ledger (the errors table) with the same rules.
+are read back (:func:`written_ids`, once: resume's checks read them before the files are opened
+and hand them on), and the run skips exactly those, so every input appears once, none lost and
+none duplicated. A resumed run ends by sorting the rows into the plan's order
+(:meth:`RunLedgers.put_in_order`): what it appended (items tried again, or left by the killed run)
+takes the place an uninterrupted run gives it. Bad items go to a second ledger (the errors
+table) with the same rules.
 
 Every line is UTF-8 text. A file name that is not (Python hands its bytes over as lone
 surrogates) is written with those bytes as backslash escapes (:func:`escape_text`: ``b\\xff.mrc``),
@@ -22,15 +26,20 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import mmap
 import os
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cryoshift.runtime.errors import InputError, writing_error
 from cryoshift.runtime.outfiles import open_in_place, refuse_link, replacing
 
-ERROR_COLUMNS = ("id", "path", "reason")
+ID_COLUMN = "id"  # every ledger's first column
+ERROR_COLUMNS = (ID_COLUMN, "path", "reason")
 
 
 def format_value(value: object) -> str:
@@ -160,14 +169,84 @@ def checked_rows(
         raise InputError(path, f"{csv_damage(path, exc)}{tail}") from exc
 
 
+def written_ids(path: Path, strict: bool = False) -> list[str] | None:
+    """The ids (as written) of a ledger's whole data rows, in file order: the one reader of a
+    ledger's ids. A partial last line (a kill mid-write, which opening the ledger cuts) is left
+    out, and the file is not changed; an absent file has none. A file that cannot be read is
+    refused in one line naming the damage (``strict``), or else gives None, as does a file whose
+    first line is no ledger's header: resume's checks, which read the ledgers before they are
+    opened, leave those to :class:`Ledger`, which checks the header first (a foreign file is named
+    so, not as rows of ids the inputs do not plan)."""
+    if not path.is_file():
+        return []
+
+    def whole_lines(fh: Iterable[str]) -> Iterator[str]:
+        return (line for line in fh if line.endswith("\n"))
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(whole_lines(fh))
+            header = next(reader, None)
+            if not strict and header is not None and header[:1] != [ID_COLUMN]:
+                return None  # no ledger's header: the Ledger names the file a foreign one
+            return [row[0] for row in reader if row]
+    except OSError:
+        if strict:
+            raise
+        return None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        if not strict:
+            return None
+        raise InputError(path, f"{csv_damage(path, exc)}; {_START_OVER}") from exc
+
+
+def _ids_and_offsets(path: Path) -> tuple[list[str], np.ndarray]:
+    """The ids of a ledger's data rows in file order, and the byte offset where each row starts
+    (one more: the end of the last), for :meth:`Ledger.sort_rows`. A row may span lines (a name
+    holding a line break is quoted), so offsets are taken where the csv reader ends a row."""
+    ends = array("q", [0])  # byte offset after each line read
+
+    def lines(fh: Iterable[bytes]) -> Iterator[str]:
+        for raw in fh:
+            ends.append(ends[-1] + len(raw))
+            yield raw.decode("utf-8")
+
+    ids: list[str] = []
+    starts = array("q")
+    try:
+        with open(path, "rb") as fh:
+            reader = csv.reader(lines(fh))
+            next(reader, None)
+            starts.append(ends[reader.line_num])
+            for row in reader:
+                if row:
+                    ids.append(row[0])
+                    starts.append(ends[reader.line_num])
+                else:  # an empty line: not a row, the next one starts after it
+                    starts[-1] = ends[reader.line_num]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"{csv_damage(path, exc)}; {_START_OVER}") from exc
+    return ids, np.frombuffer(starts, dtype=np.int64) if len(starts) else np.zeros(1, np.int64)
+
+
+_SORT_CHUNK = 1 << 16  # rows copied per step of Ledger.sort_rows
+
+
 class Ledger:
     """One append-only CSV file with a fixed header and an ``id`` first column."""
 
-    def __init__(self, path: str | Path, columns: Sequence[str], resume: bool = False):
+    def __init__(
+        self, path: str | Path, columns: Sequence[str], resume: bool = False, known: list[str] | None = None
+    ):
+        """``known``: the ids :func:`written_ids` read from the file before it was opened (resume's
+        checks), so the file is not read twice; None: read here."""
         self.path = Path(path)
         self.columns = list(columns)
         self.done: set[str] = set()  # ids as written (see escape_text)
         self.rows = 0  # data rows in the file (resumed ones included)
+        self.opened_ids: list[str] = []  # the ids of the rows found on opening, in file order
+        self._old_rows = 0  # rows the file held before this run appended any (resumed, kept by drop)
+        self._appended = False
         self.repaired_bytes = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         refuse_link(self.path)  # before the header is read or a partial line cut (open_in_place: race-free)
@@ -180,7 +259,7 @@ class Ledger:
         if exists:
             self._check_header()
             self.repaired_bytes = _repair_tail(self.path)
-            self.done = self._read_ids()
+            self.done = self._read_ids(known)
         if not self.path.is_file() or self.path.stat().st_size == 0:
             with open_in_place(self.path, "w", newline="") as fh:
                 fh.write(self._line(self.columns))
@@ -216,25 +295,53 @@ class Ledger:
                 self.path, "was written with other columns (another model?); cannot resume into it"
             )
 
-    def _read_ids(self) -> set[str]:
-        """The ids already in the file (its header checked before); one line naming the file when a
-        later line is damaged, since resuming into it would lose or repeat items."""
-        try:
-            with open(self.path, newline="") as fh:
-                reader = csv.reader(fh)
-                next(reader, None)
-                ids = [row[0] for row in reader if row]
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise InputError(self.path, f"{csv_damage(self.path, exc)}; {_START_OVER}") from exc
-        self.rows = len(ids)
+    def _read_ids(self, known: list[str] | None) -> set[str]:
+        """The ids already in the file (its header checked before and its partial line cut): those
+        ``known`` (:func:`written_ids` read them before the file was opened), else read now; one line
+        naming the file when a later line is damaged, since resuming into it would lose or repeat
+        items."""
+        ids = known if known is not None else written_ids(self.path, strict=True)
+        assert ids is not None
+        self.rows = self._old_rows = len(ids)
+        self.opened_ids = ids
         return set(ids)
 
     def ids_in_order(self) -> list[str]:
         """The ids of the data rows, in file order (as written: see escape_text)."""
-        with open(self.path, newline="") as fh:
-            reader = csv.reader(fh)
-            next(reader, None)
-            return [row[0] for row in reader if row]
+        ids = written_ids(self.path, strict=True)
+        assert ids is not None
+        return ids
+
+    def sort_rows(self, place: dict[str, int]) -> np.ndarray | None:
+        """Rewrite the file with its data rows in the order of their ids' ``place`` (stable; an id
+        without one goes last); returns the permutation (new row j is old row ``perm[j]``), or
+        None when the rows already are in that order (the file is then left untouched).
+
+        Why: a resume appends, so the rows of items tried again (``--retry-errors``) or left over
+        by a killed run came after the rows written before them, and the table was not the one an
+        uninterrupted run writes. Durable as :meth:`drop`: a new temporary file put in place, so a
+        kill leaves the old table or the sorted one. Memory: a key and a byte offset per row; the
+        rows are copied from a memory map of the file, never held."""
+        ids, starts = _ids_and_offsets(self.path)
+        keys = np.fromiter((place.get(i, len(place)) for i in ids), dtype=np.int64, count=len(ids))
+        if len(keys) < 2 or bool(np.all(keys[1:] >= keys[:-1])):
+            return None
+        perm = np.argsort(keys, kind="stable")
+        self._fh.close()
+        try:
+            with (
+                replacing(self.path, "wb") as dst,
+                open(self.path, "rb") as src,
+                mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mm,
+            ):
+                dst.write(mm[: int(starts[0])])  # the header
+                for s in range(0, len(perm), _SORT_CHUNK):
+                    chunk = perm[s : s + _SORT_CHUNK]
+                    for a, b in zip(starts[chunk].tolist(), starts[chunk + 1].tolist(), strict=True):
+                        dst.write(mm[a:b])
+        finally:
+            self._fh = open_in_place(self.path, "a", newline="")  # held open for the whole run
+        return perm
 
     def drop(self, ids: set[str]) -> None:
         """Remove the rows of ``ids`` (as written), durably: the file is rewritten beside itself and
@@ -253,7 +360,13 @@ class Ledger:
         finally:  # a failure names the ledger, not the temporary file beside it (outfiles.replacing)
             self._fh = open_in_place(self.path, "a", newline="")  # held open for the whole run
         self.done -= ids
-        self.rows = kept
+        self.rows = self._old_rows = kept
+
+    @property
+    def appended_to_old(self) -> bool:
+        """Whether this run appended rows after rows already there (a resume): they may be out of
+        the plan's order (:meth:`sort_rows`)."""
+        return self._appended and self._old_rows > 0
 
     def append(self, rows: Sequence[Sequence[object]]) -> None:
         """Append rows (each starting with its id) durably: write, flush, fsync."""
@@ -269,6 +382,7 @@ class Ledger:
             raise
         self.done.update(escape_text(str(r[0])) for r in rows)
         self.rows += len(rows)
+        self._appended = True
 
     def close(self) -> None:
         if not self._fh.closed:
@@ -366,7 +480,11 @@ class RunLedgers:
         resume: bool = False,
         features: bool = False,
         feature_dim: int = 0,
+        written: dict[str, list[str] | None] | None = None,
     ):
+        """``written``: the ids of the ``csv`` and ``errors`` ledgers as :func:`written_ids` read
+        them before (resume's checks): each file is then read once."""
+        written = written or {}
         self.notes: list[str] = []
         self.features: Any = None
         self.order: RowOrder | None = None
@@ -380,9 +498,9 @@ class RunLedgers:
             in_place += [features_path(names["csv"]), row_order_path(features_path(names["csv"]))]
         for path in in_place:
             refuse_link(path)
-        self.results = Ledger(names["csv"], columns, resume)
+        self.results = Ledger(names["csv"], columns, resume, written.get("csv"))
         try:
-            self.errors = Ledger(names["errors"], ERROR_COLUMNS, resume)
+            self.errors = Ledger(names["errors"], ERROR_COLUMNS, resume, written.get("errors"))
         except BaseException:
             self.results.close()
             raise
@@ -393,13 +511,56 @@ class RunLedgers:
 
             try:
                 path = features_path(names["csv"])
-                written = self.results.ids_in_order() if self.results.rows else []
-                self.order = RowOrder(row_order_path(path), names["csv"], written, resume)
+                ordered = self.results.opened_ids
+                self.order = RowOrder(row_order_path(path), names["csv"], ordered, resume)
                 self.features = FeatureLedger(path, self.results.rows, resume, feature_dim)
             except BaseException:
                 self.close()
                 raise
             self.notes.extend(self.features.notes)
+        self.results.opened_ids = self.errors.opened_ids = []  # read: not kept for the whole run
+
+    def put_in_order(self, items: Sequence[Any]) -> None:
+        """Sort both tables' rows into the order of ``items`` (the run's plan), the order an
+        uninterrupted run writes them, with the features (and their row record) of the rows; for
+        the end of a resumed run, after its last batch (the ledgers are not appended to again).
+
+        Why: a resume appends, so the rows of items tried again (``--retry-errors``), or left over
+        by the killed run, came last in predictions.csv and predictions.star: two runs of the same
+        inputs differed, and rows paired with picks by position were paired wrongly. Each file is
+        sorted only when the run appended to rows already there (else it already is in order).
+        Each file is a new temporary file put in place; the CSV first, the features then and their
+        row record last, so a kill between them leaves a row record the CSV no longer follows,
+        which the next ``--resume --features`` refuses, never features paired with other rows."""
+        if not any(led.appended_to_old for led in (self.results, self.errors)):
+            return
+        place: dict[str, int] = {}
+        for position, ident in enumerate(_ids(items)):
+            place.setdefault(escape_text(ident), position)
+        if self.errors.appended_to_old:
+            self.errors.sort_rows(place)
+        if not self.results.appended_to_old:
+            return
+        perm = self.results.sort_rows(place)
+        if perm is None or (self.features is None and self.order is None):
+            return
+        from cryoshift.runtime.features import join_features
+
+        if self.features is not None:
+            self.features.close()  # its rows filled to the CSV's (NaN where none were kept)
+            if self.features.rows == len(perm):
+                join_features([(self.features.path, None)], self.features.path, order=perm)
+            else:  # features of a width never learnt: they could not follow the rows, so none
+                self.drop_features(
+                    f"{self.features.path.name} removed: its {self.features.rows} rows could not be put "
+                    f"in the order of the {len(perm)} results rows"
+                )
+        if self.order is not None:
+            self.order.close()
+            ids = self.results.ids_in_order()
+            with replacing(self.order.path, "wb") as fh:
+                for s in range(0, len(ids), _SORT_CHUNK):
+                    fh.write(_row_hashes(ids[s : s + _SORT_CHUNK]))
 
     def todo(self, items: Sequence[Any]) -> Sequence[Any]:
         """``items`` whose ids neither ledger holds yet (compared as written: see escape_text)."""

@@ -17,7 +17,8 @@ inferred:
 ``out_dir`` (``<name>.shard-i-of-n.<ext>`` for a shard):
 
 ``predictions.csv``  one row per classified subtomogram (the append-only resume ledger; ``resume``
-                     refuses it, and errors.csv, holding ids the inputs no longer plan)
+                     refuses it, and errors.csv, holding ids the inputs no longer plan, and ends
+                     by putting both in the inputs' order, the rows an uninterrupted run writes)
 ``predictions.star`` the same rows for RELION/Warp/ArtiaX, written at the end from the CSV
 ``errors.csv``       one row per bad item with its reason
 ``manifest.json``    model hash, inputs, counts, errors, timings, versions
@@ -50,7 +51,7 @@ from cryoshift.runtime.backends import Model, load_model
 from cryoshift.runtime.contract import MAX_BINNING, VOXEL_SIZE_RANGE
 from cryoshift.runtime.errors import InputError, check_out_folder, missing_reason
 from cryoshift.runtime.jsonfile import is_number_within, real_number, shown
-from cryoshift.runtime.ledger import RunLedgers, escape_text
+from cryoshift.runtime.ledger import RunLedgers, escape_text, written_ids
 from cryoshift.runtime.merge import (
     PLANNED,
     answer_mismatch,
@@ -218,8 +219,10 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
         check_same_settings(record, model, opts, fingerprint)
         check_same_plan(record, fingerprint, opts)
     plan, items = split(plan, opts)
+    written = None
     if opts.resume:
-        check_done_planned(names, items)
+        written = written_ledger_ids(names)
+        check_done_planned(names, items, written)
     settings = inference.prepare(items, cache, opts)
     summary = ClassifySummary.for_files(names, inference.description, planned=len(items))
     summary.notes.extend(inference.notes)
@@ -234,7 +237,9 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
         opts.resume,
         opts.features,
         inference.num_features,
+        written,
     ) as ledgers:
+        written = None  # the ledgers hold them now
         if not opts.resume or not names["run"].is_file():  # the ledgers are ours now: no row yet
             record_run(names["run"], {"model": model}, opts, fingerprint)
         elif record is not None and record[0] == names["run"]:
@@ -245,6 +250,8 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
         todo = ledgers.todo(items)
         summary.resumed = len(items) - len(todo)
         stats = inference.run(todo, ledgers, opts)
+        if opts.resume:  # rows tried again or left over came last: in the plan's order, as a whole run
+            ledgers.put_in_order(items)
         summary.notes.extend(n for n in ledgers.notes if n not in summary.notes)
     summary.record(stats)
     summary.notes.extend(n for n in stats.notes if n not in summary.notes)
@@ -272,27 +279,16 @@ def earlier_errors(ledgers: RunLedgers, items: Sequence[Item], opts: RunOptions)
     ]
 
 
-def _written_ids(path: Path) -> list[str]:
-    """The ids (as written) of a ledger's whole data rows, read without changing the file: a
-    partial last line (a kill mid-write, which opening the ledger cuts) is left out, and a file
-    that cannot be read is left to the ledger, which refuses it naming the damage."""
-    import csv
-
-    if not path.is_file():
-        return []
-
-    def whole_lines(fh: Any) -> Any:
-        return (line for line in fh if line.endswith("\n"))
-
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = [row[0] for row in csv.reader(whole_lines(fh)) if row]
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return []
-    return rows[1:]  # the header's first cell left out
+def written_ledger_ids(names: dict[str, Path]) -> dict[str, list[str] | None]:
+    """The ids of the rows the run's ledgers (``csv``, ``errors``) hold, read once on resume, before
+    they are opened (:func:`~cryoshift.runtime.ledger.written_ids`), for :func:`check_done_planned`
+    and then :class:`RunLedgers` (None: unreadable, left to the ledger to refuse)."""
+    return {key: written_ids(names[key]) for key in ("csv", "errors")}
 
 
-def check_done_planned(names: dict[str, Path], items: Sequence[Item]) -> None:
+def check_done_planned(
+    names: dict[str, Path], items: Sequence[Item], written: dict[str, list[str] | None] | None = None
+) -> None:
     """Refuse to resume when the ledgers hold rows of ids the inputs no longer plan, before any
     work and before the ledgers are opened (so nothing in the output folder changes).
 
@@ -300,11 +296,10 @@ def check_done_planned(names: dict[str, Path], items: Sequence[Item]) -> None:
     pick and kept the old id's row: a phantom particle in predictions.csv and the class counts,
     and a row of ``<NA>`` without coordinates in predictions.star, with exit 0. Ids planned now
     that the ledgers lack (picks appended to the table) are the work a resume does, and pass."""
-    from cryoshift.runtime.ledger import escape_text
-
+    written = written_ledger_ids(names) if written is None else written
     left: dict[str, Path] = {}  # written ids (in file order) not yet met in the plan -> their ledger
     for key in ("csv", "errors"):  # predictions first: the example is a result where one is
-        for ident in _written_ids(names[key]):
+        for ident in written[key] or ():
             left.setdefault(ident, names[key])
     if not left:
         return

@@ -361,22 +361,35 @@ def _read_input(path: Path, ids: Sequence[str | None], row_of: dict[str, int], n
     return out
 
 
-def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) -> dict[Path, str]:
+def _stream_plain_star(
+    csv_path: Path,
+    star_path: Path,
+    split_by_class: bool,
+    placement: Mapping[str, Placement] | None = None,
+) -> dict[Path, str]:
     """predictions.star for a results table over ``STREAM_ROWS`` rows, written in chunks:
-    ``rlnImageName`` or ``rlnTomoName`` + ``rlnCoordinateX/Y/Z`` and the classification columns
-    (the input's other columns, and rlnCenteredCoordinate*Angst, are not written; see the
-    README's limits)."""
+    ``rlnImageName`` or ``rlnTomoName`` + ``rlnCoordinateX/Y/Z``, the pick rows'
+    rlnCenteredCoordinate*Angst as :func:`build_star` writes them (``placement``: see there), and
+    the classification columns (the input's other columns are not written; see the README's
+    limits). The first pass over the table finds which columns every chunk must carry: the
+    centred ones only when every pick's tomogram can be placed (one that cannot: none, as in
+    :func:`_centred_of`)."""
     opts = {"dtype": str, "keep_default_na": False}
     columns = list(pd.read_csv(for_pandas(csv_path), nrows=0, **opts).columns)
     wanted = ["tomo_name", "x"] + (["class_name"] if split_by_class and "class_name" in columns else [])
+    wanted += ["path"] if "path" in columns else []
     has_pick = has_image = False
     found: set[str] = set()
+    tomo_paths: set[str] = set()
     for chunk in pd.read_csv(for_pandas(csv_path), usecols=wanted, chunksize=1 << 20, **opts):
         pick = (chunk["tomo_name"] != "") & (pd.to_numeric(chunk["x"], errors="coerce").notna())
         has_pick |= bool(pick.any())
         has_image |= bool((~pick).any())
+        if "path" in chunk:
+            tomo_paths.update(chunk["path"][pick].astype(str))
         if "class_name" in chunk:
             found.update(chunk["class_name"].astype(str))
+    places = _placed(tomo_paths, placement) if has_pick and "path" in columns else None
     files = class_star_names(star_path, _model_classes(columns), found) if split_by_class else {}
     writers: dict[str, StarWriter] = {}  # "" -> star_path, class name -> its own file
 
@@ -388,7 +401,7 @@ def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) ->
 
     try:
         for chunk in pd.read_csv(for_pandas(csv_path), chunksize=1 << 18, **opts):
-            rows = _plain_rows(chunk)
+            rows = _plain_rows(chunk, None if places is None else _centred_of(chunk, places))
             if has_image and "rlnImageName" not in rows:
                 rows.insert(0, "rlnImageName", "")
             if has_pick and "rlnTomoName" not in rows:
@@ -396,6 +409,9 @@ def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) ->
                 rows.insert(at, "rlnTomoName", "")
                 for i, axis in enumerate("XYZ"):
                     rows.insert(at + 1 + i, f"rlnCoordinate{axis}", np.nan)
+                if places is not None:  # a chunk without picks: no centred coordinates either
+                    for i, label in enumerate(CENTERED_COLUMNS):
+                        rows.insert(at + 4 + i, label, np.nan)
             labels = list(rows.columns)
             writer("", labels).write(rows)
             if split_by_class:
@@ -407,6 +423,20 @@ def _stream_plain_star(csv_path: Path, star_path: Path, split_by_class: bool) ->
         for star in writers.values():
             star.discard()
     return {writers[k].path: k for k in sorted(writers) if k}
+
+
+def _placed(
+    tomo_paths: Iterable[str], placement: Mapping[str, Placement] | None
+) -> dict[str, Placement] | None:
+    """Each tomogram MRC's placement, as :func:`_centred_of` finds it (``placement``, else its
+    header), read once for a whole streamed table; None when one cannot be placed."""
+    out: dict[str, Placement] = {}
+    for tomo_path in sorted(tomo_paths):
+        place = _header_placement(tomo_path) if placement is None else placement.get(tomo_path)
+        if place is None:
+            return None
+        out[tomo_path] = place
+    return out
 
 
 def _safe(name: str) -> str:
@@ -489,7 +519,7 @@ def write_predictions_star(
     :func:`mixed_rows_note` is added."""
     star_path = Path(star_path)
     if _data_rows(Path(csv_path)) > STREAM_ROWS:
-        return _stream_plain_star(Path(csv_path), star_path, split_by_class)
+        return _stream_plain_star(Path(csv_path), star_path, split_by_class, placement)
     pred = pd.read_csv(for_pandas(csv_path), dtype=str, keep_default_na=False)
     blocks = build_star(pred, origins, placement)
     note = mixed_rows_note(blocks["particles"], star_path.name)
