@@ -27,10 +27,11 @@ Run (2 single-threaded shards share 2 busy cores better than one 2-thread proces
     python benchmarks/accuracy.py --profile cpu --work W        # collects, writes results/accuracy_cpu.*
 
 Every cached item of ``--work`` (a target's data, a trained run, a job's record) keeps the settings
-that made it (``*.settings.json`` beside it; inside a record); another profile, budget, method default
-or plugin version on the same ``--work`` is refused, naming what differs. A run whose table would
-drop cells of the results file it replaces (a subset: ``--methods``, ``--targets``, ``--draw-ids``)
-is refused unless ``--merge`` or ``--replace`` is given; ``--out DIR`` writes elsewhere.
+that made it (``*.settings.json`` beside it; inside a record: ``_cache.py``); another profile, budget,
+method default (the trainer's default epoch count included) or plugin version on the same ``--work``
+is refused, naming what differs. A run whose table would drop cells of the results file it replaces
+(a subset: ``--methods``, ``--targets``, ``--draw-ids``) is refused unless ``--merge`` or
+``--replace`` is given; ``--out DIR`` writes elsewhere.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import domain_metrics as dm
 import target_sim
+from _cache import check_cached, method_settings, plain, read_settings, settings_differ, write_settings
+from _cache import settings_file as settings_file  # re-exported: tests and older scripts use it
 from _machine import cpu_model
 
 if TYPE_CHECKING:
@@ -139,94 +142,6 @@ def maps_source() -> str:
 def class_names() -> list[str]:
     """Class names as the trainer derives them from the map files (their stems)."""
     return list(target_sim.CLASSES.values())
-
-
-# --------------------------------------------------------------------------- cache settings
-
-# Beside each cached item of --work (a target's data, a trained run; inside a job record) lie the
-# settings that made it. Items were reused by target/method/draw alone, so a `cpu` table silently
-# held `smoke` models, and an edited method default or plugin version re-printed the old numbers.
-SETTINGS_SUFFIX = ".settings.json"
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists), so a fresh and a stored one compare."""
-    return json.loads(json.dumps(value, default=str))
-
-
-def settings_file(item: Path) -> Path:
-    """Where the settings of the cached directory ``item`` are kept: next to it, not inside it (the
-    trainer owns a run directory, and a killed one is removed whole)."""
-    return item.with_name(item.name + SETTINGS_SUFFIX)
-
-
-def read_settings(item: Path) -> dict[str, Any] | None:
-    """The stored settings of ``item``; None when it was made before settings were recorded."""
-    path = settings_file(item)
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def write_settings(item: Path, settings: dict[str, Any]) -> None:
-    """Record ``settings`` for ``item`` (atomically: shards read each other's)."""
-    import os
-
-    path = settings_file(item)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_plain(settings), indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key, sub in value.items():
-            out.update(_flat(sub, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: value}
-
-
-def settings_differ(cached: dict[str, Any], now: dict[str, Any], limit: int = 4) -> str:
-    """'key: cached -> now' for the first ``limit`` settings that differ; '' when none does."""
-    old, new = _flat(_plain(cached)), _flat(_plain(now))
-    keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k, "(none)") != new.get(k, "(none)")]
-    shown = [f"{k} {old.get(k, '(none)')!r} -> {new.get(k, '(none)')!r}" for k in keys[:limit]]
-    return "; ".join(shown) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
-def check_cached(item: Path, settings: dict[str, Any], cached: dict[str, Any] | None) -> None:
-    """Refuse, in one line, to reuse ``item`` when ``cached`` (the settings it was made with) differ
-    from ``settings`` (what this run would make). An item from before settings were recorded
-    (``cached`` None) is reused with a one-line note: it cannot be checked, and remaking the caches of
-    finished benchmarks would cost hours; delete it to have it remade."""
-    if cached is None:
-        print(
-            f"note: {item} was made before cached items recorded their settings: reused unchecked "
-            "(delete it to remake it)",
-            file=sys.stderr,
-            flush=True,
-        )
-        return
-    diff = settings_differ(cached, settings)
-    if diff:
-        raise SystemExit(
-            f"{item} was made with other settings ({diff}): give this run its own --work, "
-            f"or delete {item} (and its {SETTINGS_SUFFIX}) to remake it"
-        )
-
-
-def method_settings(method: str, method_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """What a registered method trains with: its merged hyper-parameters (its defaults, which an
-    edit or an upgrade changes, under the given ones) and where it comes from (a plugin's
-    distribution and version; None for a built-in)."""
-    from cryoshift.training.adapt import METHODS
-
-    defaults = getattr(METHODS.get(method), "defaults", dict)()
-    return {
-        "method": method,
-        "method_hparams": {**defaults, **method_kwargs},
-        "method_origin": METHODS.origin(method),
-    }
 
 
 # --------------------------------------------------------------------------- data
@@ -412,11 +327,46 @@ def train_config(
     return cfg
 
 
+# TrainConfig fields whose None the trainer resolves when a run starts (config.json records the value
+# used). They were keyed as None, so a change of the default epoch count reused the old runs.
+RESOLVED_AT_START = ("epochs", "dense_weight")
+
+
+def resolved_defaults(cfg: TrainConfig) -> dict[str, Any]:
+    """The values the trainer gives the :data:`RESOLVED_AT_START` fields that ``cfg`` leaves None,
+    resolved as it does in this process: epochs by the precision its device trains in (60 in
+    bf16/fp16, 20 in fp32), the dense-supervision weight by the backbone and source."""
+    from cryoshift.training.distributed import resolve_device
+    from cryoshift.training.trainer import default_dense_weight, default_epochs
+
+    out: dict[str, Any] = {}
+    if cfg.epochs is None:
+        out["epochs"] = default_epochs(resolve_device(cfg.device), cfg.amp)
+    if cfg.dense_weight is None:
+        out["dense_weight"] = default_dense_weight(cfg)
+    return out
+
+
+def with_values_used(cached: dict[str, Any] | None, run_dir: Path) -> dict[str, Any] | None:
+    """``cached`` (a trained run's settings) with the :data:`RESOLVED_AT_START` fields that it
+    recorded as None (before they were keyed resolved) read from what the run used, its config.json:
+    such runs are checked, not refused for the None alone."""
+    config = run_dir / "config.json"
+    if cached is None or not config.is_file():
+        return cached
+    unresolved = [key for key in RESOLVED_AT_START if key in cached and cached[key] is None]
+    if not unresolved:
+        return cached
+    used = json.loads(config.read_text())
+    return cached | {key: used.get(key) for key in unresolved}
+
+
 def run_settings(cfg: TrainConfig) -> dict[str, Any]:
     """What a trained run depends on: its whole config but where files lie and how many threads
-    ran it (shards run single-threaded, the collecting run not), with the method's merged
-    hyper-parameters and origin (:func:`method_settings`)."""
-    settings = cfg.to_dict()
+    ran it (shards run single-threaded, the collecting run not), with the defaults the trainer
+    resolves at start (:func:`resolved_defaults`) and the method's merged hyper-parameters and
+    origin (:func:`method_settings`)."""
+    settings = cfg.to_dict() | resolved_defaults(cfg)
     for key in ("out", "source", "target", "threads", "progress"):
         settings.pop(key, None)
     return settings | method_settings(cfg.method, cfg.method_kwargs)
@@ -431,7 +381,7 @@ def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run
     settings = run_settings(cfg)
     resumable = (run_dir / "checkpoints" / "resume.pt").is_file() and (run_dir / "config.json").is_file()
     if (run_dir / "model.pt").is_file() or resumable:
-        check_cached(run_dir, settings, read_settings(run_dir))
+        check_cached(run_dir, settings, with_values_used(read_settings(run_dir), run_dir))
     if (run_dir / "model.pt").is_file():
         return run_dir / "model.pt"
     if resumable:
@@ -543,10 +493,13 @@ def run_job(profile: Profile, work: Path, target: str, method: str, draw: int) -
     settings = job_settings(profile, work, target, method, draw)
     if done.is_file():
         cached = json.loads(done.read_text())
-        check_cached(done, settings, cached.get("settings"))
+        then = cached.get("settings")
+        if then is not None and "train" in then:  # a record of a run: None defaults as the run used them
+            then = then | {"train": with_values_used(then["train"], work / "runs" / key)}
+        check_cached(done, settings, then)
         return cached
     t0 = time.perf_counter()
-    record: dict[str, Any] = {"target": target, "method": method, "draw": draw, "settings": _plain(settings)}
+    record: dict[str, Any] = {"target": target, "method": method, "draw": draw, "settings": plain(settings)}
     if method == "template_matching":
         _, test = build_target(profile, target, draw, work)
         record.update(template_matching(profile, target, test))

@@ -3,8 +3,8 @@
 Builds the fixed data of one profile (source train + source test, and per target an
 unlabelled adaptation split plus a held-out labelled test split), trains one method on it
 with the project's trainer, and predicts with a checkpoint. Data are cached in the work
-directory, so re-running the benchmark re-uses them. Every method of a profile sees exactly
-the same files.
+directory, so re-running the benchmark re-uses them, each split only under the settings that made
+it (``_cache``). Every method of a profile sees exactly the same files.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cache import content_digest, reuse_or_record
 from domains import SOURCE, TARGETS, Profile, structure_paths
 
 
@@ -80,9 +81,25 @@ def _structures(profile: Profile, voxel_size: float) -> Any:
     return structs, {cls: p.stem for cls, p in paths.items()}
 
 
+def split_settings(profile: Profile, spec: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
+    """What one simulated split depends on: the domain, its size and seed, and the profile's grid and
+    structures. The seed of a target follows its place in ``--targets``, so the same target of
+    another ``--targets`` list is other data."""
+    return {
+        "spec": spec,
+        "n": n,
+        "seed": seed,
+        "structures": profile.structures,
+        "box_size": profile.box_size,
+        "voxel_size": profile.voxel_size,
+    }
+
+
 def simulate_split(profile: Profile, spec: dict[str, Any], n: int, seed: int, out: Path) -> Path:
-    """Simulate ``n`` labelled volumes of one domain into a dataset directory (cached)."""
-    if (out / "dataset.json").is_file():
+    """Simulate ``n`` labelled volumes of one domain into a dataset directory (cached, and reused
+    only under the same :func:`split_settings`: it was reused by name alone, so a split of another
+    seed or size passed for this one)."""
+    if reuse_or_record(out, split_settings(profile, spec, n, seed), (out / "dataset.json").is_file()):
         return out
     from cryoshift.training.demo import simulate_to_dataset
     from cryoshift.training.simulate.config import SimulationConfig
@@ -166,7 +183,11 @@ def split_user_target(
     from cryoshift.runtime.errors import InputError
 
     adapt, test = out / "adapt", out / "test"
-    if (adapt / "dataset.json").is_file() and (test / "dataset.json").is_file():
+    if not path.exists():
+        raise InputError(path, "no such labelled dataset folder or picks file")
+    settings = user_split_settings(path, class_names, box_size, tomograms, seed)
+    made = (adapt / "dataset.json").is_file() and (test / "dataset.json").is_file()
+    if reuse_or_record(out, settings, made):
         return adapt, test
     if not is_dataset(path):
         path = picks_to_dataset(path, class_names, out / "full", box_size, tomograms or [])
@@ -191,6 +212,25 @@ def split_user_target(
                 meta={"generator": f"domain_shift split of {path}"},
             )
     return adapt, test
+
+
+def user_split_settings(
+    path: Path, class_names: list[str], box_size: int, tomograms: list[Path] | None, seed: int
+) -> dict[str, Any]:
+    """What the split of a user's labelled set depends on: the set itself (path and content, and the
+    tomograms a picks table is cropped from), the classes, box and seed. It was reused by folder
+    name alone, so another ``--target-dataset`` of the same name reused the first one's split."""
+    from cryoshift.runtime.dataset import is_dataset
+
+    picks = not is_dataset(path)
+    return {
+        "dataset": str(path.resolve()),
+        "dataset_content": content_digest(path),
+        "tomograms": {str(t.resolve()): content_digest(t) for t in tomograms or []} if picks else {},
+        "class_names": class_names,
+        "box_size": box_size,
+        "seed": seed,
+    }
 
 
 CLASS_COLUMNS = ("rlnClassName", "class_name", "class", "label")

@@ -9,8 +9,9 @@ labels are read only here, after training, to score; the oracle alone trains wit
 Writes ``benchmarks/results/domain_shift_<profile>.json`` and ``.md`` plus a few PNGs
 (confusion matrices, feature embeddings) under ``benchmarks/results/domain_shift_<profile>/``.
 Runs are cached in the work directory, so an interrupted benchmark resumes where it stopped; the
-data and each run keep the settings that made them and are refused under others (another profile,
-budget, method default or plugin version). ``--out DIR`` writes the results elsewhere; a run lacking
+data (each simulated split, each ``--target-dataset`` split) and each run keep the settings that made
+them and are refused under others (another profile, budget, method default or plugin version, another
+dataset). ``--out DIR`` writes the results elsewhere; a run lacking
 (target, method, seed) cells of the results file it would replace is refused without ``--replace``.
 
     .venv/bin/python benchmarks/domain_shift.py --profile cpu
@@ -38,14 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import domain_data
 import domain_metrics as dm
 import domain_plots
-from accuracy import (
-    check_cached,
-    method_settings,
-    read_settings,
-    replace_refusal,
-    settings_differ,
-    write_settings,
-)
+from _cache import check_cached, method_settings, read_settings, settings_differ, write_settings
+from accuracy import replace_refusal
 from domains import METHODS, PROFILES, SOURCE, TARGET_NOTES, TARGETS, Profile
 
 RESULTS = Path(__file__).resolve().parent / "results"
