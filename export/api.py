@@ -232,6 +232,7 @@ def export_checkpoint(
     """
     from cryoshift.training.checkpoint import checkpoint_config, load_checkpoint, resolve_checkpoint
     from cryoshift.training.evaluate import check_made_by_its_run
+    from cryoshift.training.trainer import RECIPE
 
     say = progress or (lambda _msg: None)
     formats = select_formats(
@@ -263,6 +264,10 @@ def export_checkpoint(
             raise InputError(checkpoint, str(exc)) from exc
     views = int(getattr(model, "test_views", 1))
     extra = {**metadata.extra, "test_views": views}
+    if RECIPE not in extra:  # a checkpoint from before training recorded it: its run's record
+        recipe = recorded_recipe(checkpoint, config)
+        if recipe is not None:
+            extra[RECIPE] = recipe
     options = backbone_options(payload)
     if options:  # e.g. canonical=true: the name alone would not say what the graph computes
         extra["backbone_options"] = options
@@ -335,6 +340,30 @@ def export_checkpoint(
     # written through (runtime/outfiles.py)
     write_text(out_dir / REPORT, json.dumps(report, indent=2, default=str) + "\n")
     return results
+
+
+def recorded_recipe(checkpoint: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The recipe (training/trainer.training_recipe) of a checkpoint whose metadata lacks it
+    (trained before cryoshift recorded it there), from its run's selection.json, which names each
+    target-aware part that ran; None where there is no such record (a checkpoint outside a run, a
+    run that did not finish): unknown, never guessed from the options, which a dataset source or
+    a run without a target ignores. Why: the exported model of such a ``source-only`` run trained
+    with template labels read as the method alone."""
+    from cryoshift.runtime.jsonfile import read_json_object
+    from cryoshift.training.evaluate import run_of_checkpoint
+    from cryoshift.training.trainer import RECIPE_PARTS, training_recipe
+
+    run_dir = run_of_checkpoint(checkpoint)
+    if run_dir is None or not config or not (run_dir / "selection.json").is_file():
+        return None
+    try:
+        selection = read_json_object(run_dir / "selection.json", "epoch selection (selection.json)")
+    except InputError:
+        return None
+    uses = selection.get("uses_target_labels")
+    if not isinstance(uses, bool):  # trained on them only by --oracle-target-labels (as evaluate reads it)
+        uses = bool(config.get("oracle_target_labels")) and config.get("method") == "oracle"
+    return training_recipe(config, [name for name in RECIPE_PARTS if name in selection], uses)
 
 
 # what create_backbone is given besides the user's options (training/trainer._build)

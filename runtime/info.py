@@ -393,6 +393,9 @@ def _add_model_rows(d: Description, meta: ModelMetadata) -> None:
         d.add("backbone options", ", ".join(f"{k}={json.dumps(v)}" for k, v in options.items()))
     elif options not in (None, {}):  # another tool's form: shown as written, not left out unseen
         d.add("backbone options", f"{json.dumps(options)} (not name=value pairs; as written in the model)")
+    recipe = meta.extra.get("recipe")  # what the method trained with besides its losses (template labels ...)
+    if isinstance(recipe, dict) and recipe:
+        d.add("trained with", ", ".join(f"{k}={json.dumps(v)}" for k, v in recipe.items()))
     if meta.data_fingerprints:
         d.add("data", ", ".join(f"{k}={v}" for k, v in meta.data_fingerprints.items()))
 

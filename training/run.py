@@ -2,7 +2,8 @@
 
 ```
 RUN_DIR/config.json        the TrainConfig (re-runnable: TrainConfig.from_dict)
-RUN_DIR/versions.json      python, torch, numpy, cryoshift, platform, device
+RUN_DIR/versions.json      python, torch, numpy, cryoshift, platform, device of the first session;
+                           "sessions": the same, with start time and first epoch, of each session
 RUN_DIR/metrics.csv        one row per epoch (losses, source val accuracy, label-free scores)
 RUN_DIR/selection.json     label-free per-epoch scores, the selected epoch and warnings (collapse, saturation)
 RUN_DIR/target_classes.csv the selected model's predicted-class histogram of the target
@@ -87,16 +88,66 @@ def versions(
     return info
 
 
-def recorded_version(run_dir: Path) -> str | None:
-    """The cryoshift version a run's versions.json records (None: no such file, or none readable).
+VERSIONS = "versions.json"
+SESSIONS = "sessions"  # versions.json's list of the run's sessions: its start and each --resume
 
-    config.json records no version; versions.json, written next to it whenever the run starts or
-    resumes, does, so a config a newer cryoshift wrote can be told apart from a damaged one."""
+
+def _read_versions(run_dir: Path) -> dict[str, Any] | None:
+    """A run's versions.json as an object (None: no such file, or not a readable JSON object)."""
     try:
-        data = json.loads((run_dir / "versions.json").read_text())
+        data = json.loads((run_dir / VERSIONS).read_text())
     except (OSError, ValueError):
         return None
-    version = data.get("cryoshift") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def session_versions(
+    run_dir: Path, current: dict[str, Any], first_epoch: int, resumed: bool
+) -> dict[str, Any]:
+    """The versions.json a session that trains from ``first_epoch`` writes: the run's first
+    session's versions at the top (as before: what started the run), and under ``sessions`` one
+    entry per session (``started``, ``first_epoch`` and its :func:`versions`), this one last.
+
+    Why: versions.json was rewritten by every --resume, so a run trained across two cryoshift or
+    torch versions recorded only its last session's, and said nothing of the first. A versions.json
+    of an older cryoshift (no ``sessions``) is kept as the first session, its start unknown (None);
+    an unreadable one is not guessed at: the sessions it held are lost, and ``earlier_sessions``
+    says so."""
+    from datetime import datetime, timezone
+
+    session = {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "first_epoch": first_epoch,
+        **current,
+    }
+    earlier = _read_versions(run_dir) if resumed else None
+    if earlier is None:
+        record: dict[str, Any] = {**current, SESSIONS: [session]}
+        if resumed:
+            record["earlier_sessions"] = f"unknown: {VERSIONS} was missing or unreadable when resumed"
+        return record
+    first = {key: value for key, value in earlier.items() if key != SESSIONS}
+    sessions = earlier.get(SESSIONS)
+    if not isinstance(sessions, list):  # written before sessions were kept: its one session
+        sessions = [{"started": None, "first_epoch": None, **first}]
+    return {**first, SESSIONS: [*sessions, session]}
+
+
+def recorded_version(run_dir: Path) -> str | None:
+    """The cryoshift version that last wrote the run's config.json, from its versions.json: the last
+    session's (None: no such file, or none readable).
+
+    config.json records no version; versions.json, written next to it whenever the run starts or
+    resumes, does, so a config a newer cryoshift wrote can be told apart from a damaged one. Its
+    top holds the first session's versions, so the last entry of ``sessions`` is read first."""
+    data = _read_versions(run_dir)
+    if data is None:
+        return None
+    sessions = data.get(SESSIONS)
+    last = sessions[-1] if isinstance(sessions, list) and sessions else None
+    version = last.get("cryoshift") if isinstance(last, dict) else None
+    if not (isinstance(version, str) and version.strip()):
+        version = data.get("cryoshift")
     return version if isinstance(version, str) and version.strip() else None
 
 
@@ -223,6 +274,10 @@ def _np_global_state() -> list[Any]:
     return [str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
 
 
+# The TrainConfig fields only a source simulated on the fly uses: recorded as None (null in
+# config.json) for a dataset source, which draws no simulated volumes. A resume state written
+# before that (an older cryoshift recorded the defaults) holds the values: not a difference.
+SIMULATION_ONLY = ("sim_preset", "sim_per_epoch", "sim_val")
 # What resume takes from the command line; every other setting comes from the run's config.json.
 _RESUME_TAKES = ("out", "epochs", "device", "progress", "threads")
 # The `cryoshift train` option of a config field, where it is not the field's name with dashes.
@@ -236,8 +291,9 @@ _NO_OPTION = ("selection_tolerance", "unknown_quantile", "eval_batch_size", "sim
 MAX_RESUME_NOTES = 6  # ignored options named in the note; the rest are counted
 
 
-def _shown(value: Any) -> str:
-    """A config value the way it is typed on the command line, cut to a readable length."""
+def shown_setting(value: Any) -> str:
+    """A config value the way it is typed on the command line, cut to a readable length: how the
+    resume notes and refusals here and the trainer's hyper-parameter notes show a setting."""
     import json
 
     if value is None:
@@ -261,9 +317,17 @@ GLOB_CHARS = frozenset("*?[")
 
 def _absolute(item: str) -> str:
     """``item`` as an absolute path when it names a path (one that exists, or a glob pattern);
-    anything else (``builtin:NAME``, a typo the reader will name) as given."""
+    anything else (``builtin:NAME``, a typo the reader will name) as given. A ``copick:CONFIG?query``
+    spec is no path (its ``?`` is no glob): only its config file is made absolute."""
     import os
 
+    from cryoshift.runtime.copick_io import PREFIX as COPICK
+
+    if item.startswith(COPICK):
+        config, sep, query = item[len(COPICK) :].partition("?")
+        if config and "://" not in config and not os.path.isabs(config):
+            config = os.path.abspath(os.path.expanduser(config))
+        return f"{COPICK}{config}{sep}{query}"
     if os.path.isabs(item) or item.startswith("builtin"):
         return item
     if os.path.lexists(item) or GLOB_CHARS & set(item):
@@ -355,7 +419,7 @@ def drop_unused_hparams(stored: Any) -> str | None:
         return None
     old = stored.method_kwargs
     stored.method_kwargs = kwargs
-    listed = ", ".join(f"{key}={_shown(old[key])}" for key in unused)
+    listed = ", ".join(f"{key}={shown_setting(old[key])}" for key in unused)
     noun, verb = ("hyper-parameter", "was") if len(unused) == 1 else ("hyper-parameters", "were")
     method = stored.method
     return f"the run's stored {noun} {listed} {verb} never used by {method}; ignored"
@@ -382,14 +446,14 @@ def ignored_on_resume(given: Any, stored: Any) -> list[str]:
             continue
         flag = train_option(f.name)
         if flag is None:
-            notes.append(f"{f.name}={_shown(value)} (run: {_shown(old)})")
+            notes.append(f"{f.name}={shown_setting(value)} (run: {shown_setting(old)})")
         elif f.name in _NEGATABLE:
             on, off = flag, "--no-" + flag[2:]
             notes.append(f"{on if value else off} (run: {on if old else off})")
         elif isinstance(value, bool):  # a flag that is only ever switched on
             notes.append(f"{flag} (run: {'on' if old else 'off'})")
         else:
-            notes.append(f"{flag} {_shown(value)} (run: {_shown(old)})")
+            notes.append(f"{flag} {shown_setting(value)} (run: {shown_setting(old)})")
     return notes
 
 
@@ -401,7 +465,9 @@ def resume_state_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> lis
     network of another shape (a torch traceback) or, if the shapes agree, silently continue a
     different training. The settings resume takes from the command line may differ; a setting
     the saved config lacks (one written by an older cryoshift) is not compared, nor are the
-    hyper-parameters its method never used (dropped from config.json too: drop_unused_hparams)."""
+    hyper-parameters its method never used (dropped from config.json too: drop_unused_hparams),
+    nor a :data:`SIMULATION_ONLY` setting either records as unused (None: a dataset source, whose
+    older resume states hold the defaults)."""
 
     def plain(value: Any) -> Any:  # tuples and lists alike, as config.json holds them
         return json.loads(json.dumps(value, default=str))
@@ -410,10 +476,14 @@ def resume_state_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> lis
     for config in (saved, current):
         if isinstance(config.get("method_kwargs"), dict):
             config["method_kwargs"] = _without_unused_hparams(config)[0]
+
+    def unused(key: str) -> bool:  # a simulation setting recorded as not used (a dataset source)
+        return key in SIMULATION_ONLY and (saved[key] is None or current[key] is None)
+
     return [
-        f"{key}={_shown(saved[key])} in it, {_shown(value)} in config.json"
+        f"{key}={shown_setting(saved[key])} in it, {shown_setting(value)} in config.json"
         for key, value in current.items()
-        if key not in _RESUME_TAKES and key in saved and plain(saved[key]) != plain(value)
+        if key not in _RESUME_TAKES and key in saved and not unused(key) and plain(saved[key]) != plain(value)
     ]
 
 
@@ -427,7 +497,7 @@ def resume_note(ignored: list[str]) -> str:
 # What a run writes into its folder, by the name a refusal gives it.
 _RUN_FILES = {
     "config.json": "training config",
-    "versions.json": "versions record",
+    VERSIONS: "versions record",
     METRICS: "metrics",
     "selection.json": "epoch selection",
     "target_classes.csv": "target class histogram",

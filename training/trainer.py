@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import hashlib
 import math
+import os
 import random
 import time
 import types
@@ -248,9 +249,12 @@ class TrainConfig:
     # simulated source (when ``source`` is not a dataset directory)
     box: int | None = None
     voxel_size: float | None = None
-    sim_preset: str = "broad"
-    sim_per_epoch: int = 6144  # 3x the earlier 2048: bf16 made it affordable, +2 points on both dev targets
-    sim_val: int = 256
+    # run.SIMULATION_ONLY: config.json records them null for a dataset source (none is simulated);
+    # None given with a simulated source means the default here
+    sim_preset: str | None = "broad"
+    # 3x the earlier 2048: bf16 made it affordable, +2 points on both dev targets
+    sim_per_epoch: int | None = 6144
+    sim_val: int | None = 256
     # target-aware simulation: simulated volumes get the target's average power spectrum (spectrum.py)
     spectrum_match: bool = True
     # target-aware simulation: tilt ranges drawn around the target's, estimated from its spectrum
@@ -366,11 +370,11 @@ class TrainConfig:
 
         check_seed("--seed", self.seed)
         # checked with a dataset source too, where it is unused: a typo should not pass silently
-        if self.sim_preset not in PRESETS:
+        if self.sim_preset is not None and self.sim_preset not in PRESETS:
             raise InputError(
                 None, f"unknown --sim-preset {self.sim_preset!r}; choose one of {', '.join(PRESETS)}"
             )
-        if self.sim_per_epoch < 1:
+        if self.sim_per_epoch is not None and self.sim_per_epoch < 1:
             raise InputError(None, f"--sim-per-epoch must be at least 1, not {self.sim_per_epoch}")
         if self.voxel_size is not None and not (math.isfinite(self.voxel_size) and self.voxel_size > 0):
             raise InputError(None, f"--voxel-size must be a positive number, not {self.voxel_size}")
@@ -681,6 +685,7 @@ EPOCHS_FP32 = 20  # fp32 steps are ~2.8x slower on CPU: 40 epochs would pass an 
 
 
 RECIPE_METHOD = "selftrain"  # the method the default recipe's target-aware parts were chosen for
+RECIPE = "recipe"  # the model metadata's extra entry naming what the method trained with (_Run._recipe)
 
 
 def recipe_note(config: TrainConfig) -> str | None:
@@ -714,6 +719,50 @@ def default_dense_weight(config: TrainConfig) -> float:
     ):
         return 0.0
     return dense.DEFAULT_WEIGHT
+
+
+# The target-aware parts of the recipe a run records as run or not, by the name selection.json
+# gives each one's summary when it ran (_Run._finish).
+RECIPE_PARTS = ("template_labels", "spectrum_match", "tilt_match", "snr_match")
+
+
+def training_recipe(config: dict[str, Any], ran: list[str], target_labels: bool) -> dict[str, Any]:
+    """What a model's method trained with besides its own losses, for the model's metadata
+    (``extra.recipe``, carried into every exported artefact): of :data:`RECIPE_PARTS`, those that
+    ``ran`` (not the options given: a dataset source, or no target, runs none of them), the dense
+    supervision weight used and whether target labels were trained on. ``template_labels``: the
+    target subtomograms asked of template matching (0: none), as config.json and evaluation.json
+    count them. ``config``: the run's config as a dict (a config.json).
+
+    Why: the metadata's ``method`` alone called a model ``source-only`` that trained on
+    template-labelled target subtomograms and a source filtered to the target's spectrum;
+    evaluation.json's training record said so, the model a facility receives did not."""
+    matched = "template_labels" in ran
+    dense = config.get("dense_weight")  # the weight used (a dataset source refuses one above 0)
+    return {
+        "template_labels": int(config.get("template_labels") or 0) if matched else 0,
+        "template_rule": config.get("template_rule") if matched else None,
+        **{name: name in ran for name in RECIPE_PARTS if name != "template_labels"},
+        "dense_weight": float(dense) if isinstance(dense, (int, float)) else 0.0,
+        "target_labels": target_labels,
+    }
+
+
+def _simulation_settings(config: TrainConfig) -> dict[str, Any]:
+    """The changes that make ``config``'s :data:`run.SIMULATION_ONLY` settings say what the run
+    uses: None for a dataset source (it simulates nothing), the field's default where a simulated
+    source has None. Why: config.json recorded ``sim_preset: broad, sim_per_epoch: 6144`` for a
+    run on a dataset folder, as if it had drawn 6144 simulated volumes an epoch."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    dataset = is_dataset(config.source)
+    changes = {}
+    for name in run.SIMULATION_ONLY:
+        value = getattr(config, name)
+        if dataset and value is not None:
+            changes[name] = None
+        elif not dataset and value is None:
+            changes[name] = defaults[name]
+    return changes
 
 
 def default_epochs(device: str, amp: bool = True) -> int:
@@ -867,12 +916,14 @@ class _Run:
                 raise InputError(stored, 'holds no epoch count ("epochs": null); pass --epochs with --resume')
             resolved = dataclasses.replace(
                 old,
-                out=str(self.dir),
+                out=os.path.abspath(self.dir),
                 epochs=epochs,
                 device=config.device,
                 progress=config.progress,
                 threads=config.threads,
             )
+            # an older run's config.json recorded the simulation defaults for a dataset source too
+            resolved = dataclasses.replace(resolved, **_simulation_settings(resolved))
             try:  # train() checked the options given; the stored ones win, so check them too
                 resolved.check()
                 check_method_hparams(resolved.method, resolved.method_kwargs)
@@ -884,6 +935,11 @@ class _Run:
                 self.dir, "already holds a training run; pass --resume to continue it or choose another --out"
             )
         config = dataclasses.replace(config, **run.absolute_data_paths(config))
+        # config.json is read from other folders (export, evaluate --run, a methods developer's
+        # notes): a relative --out said nowhere where the run was. abspath, not resolve: a link
+        # keeps the name the user gave
+        config = dataclasses.replace(config, out=os.path.abspath(config.out))
+        config = dataclasses.replace(config, **_simulation_settings(config))
         if config.epochs is None:
             config = dataclasses.replace(config, epochs=default_epochs(self.info.device, config.amp))
         if config.dense_weight is None:
@@ -1236,7 +1292,20 @@ class _Run:
             data_fingerprints=dict(self.fingerprints),
             cryoshift_version=__version__,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            extra={RECIPE: self._recipe()},
         )
+
+    def _recipe(self) -> dict[str, Any]:
+        """The model metadata's ``extra.recipe`` (:func:`training_recipe`) of this run."""
+        summaries = {
+            "template_labels": self.pseudo_summary,
+            "spectrum_match": self.spectrum_summary,
+            "tilt_match": self.tilt_summary,
+            "snr_match": self.snr_summary,
+        }
+        ran = [name for name, summary in summaries.items() if summary is not None]
+        target_labels = bool(self.needs_target_labels and self.config.oracle_target_labels)
+        return training_recipe(self.config.to_dict(), ran, target_labels)
 
     def _resume_state(self, path: Path) -> dict[str, Any] | None:
         """resume.pt of the run being resumed, read before any data (None: not resuming, or no
@@ -1292,12 +1361,12 @@ class _Run:
         }
         kept = {key: stored[key] if key in stored else now[key] for key in defaults}
         changes = [
-            f"{key}={run._shown(kept[key])} (default now {run._shown(now[key])})"
+            f"{key}={run.shown_setting(kept[key])} (default now {run.shown_setting(now[key])})"
             for key in defaults
             if key in stored and stored[key] != now[key]
         ]
         changes += [
-            f"{key}={run._shown(now[key])} (new: the run did not have it)"
+            f"{key}={run.shown_setting(now[key])} (new: the run did not have it)"
             for key in defaults
             if key not in stored
         ]
@@ -1481,10 +1550,12 @@ class _Run:
         if info.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
             run.write_json(self.dir / "config.json", c.to_dict())
-            run.write_json(
-                self.dir / "versions.json",
-                run.versions(self.device, info.world_size, plugins=run.plugin_versions(c.method, c.backbone)),
+            current = run.versions(
+                self.device, info.world_size, plugins=run.plugin_versions(c.method, c.backbone)
             )
+            # the run's first session stays on record; this one is added (run.session_versions)
+            record = run.session_versions(self.dir, current, start + 1, resumed=self.resume)
+            run.write_json(self.dir / run.VERSIONS, record)
         loss_fn = distributed.wrap(method, info, dense)
         metadata = self._metadata()
         last = c.epochs if stop_after_epoch is None else min(c.epochs, stop_after_epoch)
@@ -1803,6 +1874,7 @@ class _Run:
         metadata.feature_var = [float(v) for v in ref.var]
         metadata.shift_reference = float(ref.shift_reference)
         metadata.extra = {
+            RECIPE: self._recipe(),
             "selected_epoch": epoch,
             "selection_rule": selection["rule"],
             "unknown_quantile": c.unknown_quantile,
