@@ -9,9 +9,11 @@ CLI builds from its ``--copick-*`` options::
 
 - ``voxel_spacing`` (A) and ``tomo_type`` (``wbp``, ``denoised`` ...): the tomogram cropped in each
   run. Both required; a run without that tomogram is one error row naming what it has.
-- ``picks=OBJECT[:USER[:SESSION]]`` (repeatable; ``*`` or an empty part matches any): the pick sets
-  read. Picks made by ``cryoshift`` itself are never read back unless asked for by that user. A
-  point in several selected sets (two users picked it) is one particle, classified once.
+- ``picks=OBJECT[:USER[:SESSION]]`` (repeatable; ``*`` or an empty USER or SESSION matches any;
+  OBJECT must be given, ``*`` for any): the pick sets read. Picks made by ``cryoshift`` itself
+  are never read back unless asked for by that user. A point in several selected sets (two users
+  picked it) is one particle, classified once. Names are matched in copick's spelling (see
+  :func:`copick_name`).
 - ``runs``: only these runs (default: every run).
 
 Coordinates: copick stores Angstrom; a pick's centre is its location plus the translation of its
@@ -24,8 +26,11 @@ again (:func:`open_volume`): level ``0`` of the OME-Zarr array, read lazily per 
 Write-back (:func:`write_predictions`): each predicted class (not ``unknown``) becomes a pick set
 of the object of the same name, user ``cryoshift``, one session id, location in Angstrom, the
 confidence as the point's ``score``. A class the config has no pickable object for is not written
-(a note says so; the config file is never changed). Writing again to the same session replaces
-those picks.
+(a note says so; the config file is never changed). A prediction belongs to its particle, so writing
+again to the same session replaces only the earlier predictions at the positions this job classified
+(in whatever class they were): a job over other picks (another object, user, run) keeps the session's
+earlier predictions, and a rerun over the same picks leaves no stale or duplicate point. Session ids
+are written in copick's spelling (copick turns ``_``, ``/``, spaces ... into ``-``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,25 @@ USER = "cryoshift"
 
 def is_copick(text: str | Path) -> bool:
     return str(text).startswith(PREFIX)
+
+
+def copick_name(text: str) -> str:
+    """``text`` as copick stores a user, session or object name: copick silently turns ``_``, ``/``,
+    spaces ... into ``-`` (``my_session`` is stored as ``my-session``), so a name is compared and
+    reported in that form, never in the one typed."""
+    require_extra("copick", "naming copick picks", "copick")
+    from copick.util.escape import sanitize_name
+
+    try:
+        return sanitize_name(str(text), suppress_warnings=True)
+    except ValueError as exc:
+        raise InputError(None, f"copick name {text!r} has no usable character (letters, digits, -)") from exc
+
+
+def session_id(session: str) -> str:
+    """The id copick stores the session ``session`` under (see :func:`copick_name`): what the run
+    summary and the manifest should name, and what ``--copick-picks OBJECT:cryoshift:SESSION`` finds."""
+    return copick_name(session)
 
 
 @dataclass(frozen=True)
@@ -65,14 +89,14 @@ class PickSelector:
         return ":".join([self.object, self.user or "*", self.session or "*"])
 
     def matches(self, picks: Any) -> bool:
-        if self.object != "*" and picks.pickable_object_name != self.object:
+        if self.object != "*" and picks.pickable_object_name != copick_name(self.object):
             return False
         if self.user is None:
             if picks.user_id == USER:  # our own predictions are output, not input, unless named
                 return False
-        elif picks.user_id != self.user:
+        elif picks.user_id != copick_name(self.user):
             return False
-        return self.session is None or picks.session_id == self.session
+        return self.session is None or picks.session_id == copick_name(self.session)
 
 
 @dataclass(frozen=True)
@@ -182,8 +206,50 @@ def open_root(config: str) -> Any:
         try:
             _ROOTS[config] = copick.from_file(config)
         except (ValueError, KeyError, TypeError, OSError) as exc:
-            raise InputError(config, f"not a usable copick config ({type(exc).__name__}: {exc})") from exc
+            raise InputError(config, _config_problem(exc)) from exc
     return _ROOTS[config]
+
+
+def _config_problem(exc: Exception) -> str:
+    """One line for a config copick cannot load: pydantic's report (``ValidationError``, hundreds
+    of characters over several lines) cut to the fields that are missing or wrong."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            found = errors()
+        except Exception:  # any other error type: its own text below
+            found = None
+        if found:
+            missing = sorted({".".join(map(str, e["loc"])) for e in found if e.get("type") == "missing"})
+            wrong = sorted({str(e["loc"][0]) for e in found if e.get("type") != "missing" and e["loc"]})
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"invalid {', '.join(wrong)}"] if wrong else []
+            )
+            return f"not a copick config: {'; '.join(parts)}"
+    text = " ".join(str(exc).split())
+    return f"not a usable copick config ({type(exc).__name__}: {text[:200]})"
+
+
+def _roots(root: Any) -> str:
+    """The config's roots as written (``overlay_root ..., static_root ...``), for messages."""
+    shown = [
+        f"{key} {getattr(root.config, key)}"
+        for key in ("overlay_root", "static_root")
+        if getattr(root.config, key, None)
+    ]
+    return ", ".join(shown) or "no local roots"
+
+
+def _relative_root(root: Any) -> bool:
+    """Whether a root of the config is a relative local path: copick reads it from the current
+    folder, not the config's, so the project depends on where cryoshift was started."""
+    for key in ("overlay_root", "static_root"):
+        value = getattr(root.config, key, None)
+        if value and value.startswith("local://"):
+            value = value[len("local://") :]
+        if value and "://" not in value and not Path(value).expanduser().is_absolute():
+            return True
+    return False
 
 
 def tomogram_path(config: str, run: str, voxel_spacing: float, tomo_type: str) -> str:
@@ -268,6 +334,13 @@ def plan(planner: Any, text: str) -> None:
     spec = parse_spec(text)
     root = open_root(spec.config)
     runs = list(root.runs)
+    if not runs:
+        hint = (
+            ": a relative root is read from the current folder, not the config's; make it absolute"
+            if _relative_root(root)
+            else ""
+        )
+        raise InputError(spec.config, f"the copick project has no runs ({_roots(root)}){hint}")
     if spec.runs:
         known = {r.name for r in runs}
         missing = [r for r in spec.runs if r not in known]
@@ -300,10 +373,28 @@ def plan(planner: Any, text: str) -> None:
             for x, y, z in xyz.tolist()
         )
     if not n_picks:
-        wanted = ", ".join(s.text() for s in spec.picks)
-        raise InputError(spec.config, f"no copick picks match {wanted} in {len(runs)} runs")
+        raise InputError(spec.config, _no_picks(root, runs, spec.picks))
     if not n_ok and first_problem is not None:  # no run has the tomogram asked for: say why, once
         raise first_problem
+
+
+def _no_picks(root: Any, runs: list[Any], selectors: tuple[PickSelector, ...]) -> str:
+    """Why no pick set matched: an object the config lacks, or the pick sets the runs have
+    (OBJECT:USER:SESSION, what ``--copick-picks`` takes)."""
+    wanted = ", ".join(s.text() for s in selectors)
+    where = f"in {len(runs)} run{'' if len(runs) == 1 else 's'}"
+    objects = sorted(o.name for o in root.config.pickable_objects)
+    unknown = sorted(
+        {s.object for s in selectors if s.object != "*" and copick_name(s.object) not in objects}
+    )
+    if unknown:
+        return (
+            f"no copick picks match {wanted}: object {', '.join(unknown)} not in the config "
+            f"(has: {', '.join(objects) or 'none'})"
+        )
+    have = sorted({f"{p.pickable_object_name}:{p.user_id}:{p.session_id}" for r in runs for p in r.picks})
+    shown = ", ".join(have[:12]) + (f" and {len(have) - 12} more" if len(have) > 12 else "")
+    return f"no copick picks match {wanted} {where} (pick sets there: {shown or 'none'})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,16 +402,78 @@ def plan(planner: Any, text: str) -> None:
 
 
 def default_session(model_sha256: str) -> str:
-    """One session per model: rerunning a model replaces its picks, another model adds a session."""
+    """One session per model: rerunning a model replaces its predictions, another model adds a session."""
     digest = str(model_sha256).split(":")[-1]
     return f"cryoshift-{digest[:8]}" if digest else "cryoshift"
 
 
-def write_predictions(csv_path: Path, inputs: list[str], session: str) -> list[str]:
-    """Predicted picks of the copick inputs back into their projects (see the module docstring).
-    Returns notes for the run summary."""
+# Two points closer than this (in voxels) are one particle: ids and the CSV keep 0.1 voxel.
+SAME_PARTICLE_VOXELS = 0.05
+
+
+def _write_run(
+    run: Any, group: Any, spacing: float, session: str, objects: set[str]
+) -> tuple[int, int, dict]:
+    """This job's predictions for one run into the session's pick sets. Points of the session at a
+    position this job classified (``group``, every row including ``unknown``) are this job's to
+    replace, whatever class they were; every other point of the session is another job's and kept.
+    Returns (written, replaced, skipped classes)."""
     import numpy as np
 
+    job = group[["x", "y", "z"]].to_numpy(dtype=np.float64) * spacing  # Angstrom
+    tolerance = SAME_PARTICLE_VOXELS * spacing
+
+    def kept(picks: Any) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.asarray(picks.full_positions(), dtype=np.float64).reshape(-1, 3)
+        scores = np.asarray(picks.scores(), dtype=np.float64).reshape(-1)
+        # sorted by x, each point checks only the few job points within the tolerance in x
+        # (an all-pairs distance matrix is gigabytes for runs of tens of thousands of picks)
+        order = np.argsort(job[:, 0])
+        lo = np.searchsorted(job[order, 0], pos[:, 0] - tolerance, side="left")
+        hi = np.searchsorted(job[order, 0], pos[:, 0] + tolerance, side="right")
+        same = np.zeros(len(pos), dtype=bool)
+        for i in np.nonzero(hi > lo)[0]:
+            near = job[order[lo[i] : hi[i]]]
+            same[i] = bool((np.abs(near - pos[i]).max(axis=1) <= tolerance).any())
+        return pos[~same], scores[~same]
+
+    new: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    skipped: dict[str, int] = {}
+    for name, picks in group[group["class_index"] >= 0].groupby("class_name", sort=True):
+        obj = copick_name(str(name))  # "unknown" rows (class_index < 0) are replaced, not placed
+        if obj not in objects:
+            skipped[str(name)] = skipped.get(str(name), 0) + len(picks)
+            continue
+        xyz = picks[["x", "y", "z"]].to_numpy(dtype=np.float64) * spacing
+        new[obj] = (xyz, picks["confidence"].to_numpy(dtype=np.float64))
+    written = replaced = 0
+    for old in run.get_picks(user_id=USER, session_id=session):
+        pos, scores = kept(old)
+        replaced += len(old.points) - len(pos)
+        add_pos, add_scores = new.pop(old.pickable_object_name, (np.zeros((0, 3)), np.zeros(0)))
+        if len(pos) == len(old.points) and not len(add_pos):
+            continue  # nothing of this job's in this set: left as it is
+        _store(old, np.concatenate([pos, add_pos]), np.concatenate([scores, add_scores]), spacing)
+        written += len(add_pos)
+    for obj, (add_pos, add_scores) in new.items():
+        _store(run.new_picks(obj, session, user_id=USER, exist_ok=True), add_pos, add_scores, spacing)
+        written += len(add_pos)
+    return written, replaced, skipped
+
+
+def _store(target: Any, positions: Any, scores: Any, spacing: float) -> None:
+    target.from_numpy(positions, scores=scores)
+    target.meta.voxel_spacing = spacing
+    # identity transforms: cryoshift predicts no orientation, so none is claimed
+    target.meta.trust_orientation = False
+    target.store()
+
+
+def write_predictions(csv_path: Path, inputs: list[str], session: str) -> list[str]:
+    """Predicted picks of the copick inputs back into their projects (see the module docstring).
+    Returns notes for the run summary. A project that cannot be written (overlay unwritable) is one
+    line saying predictions.csv is complete and ``--resume`` retries the write (replacing by
+    position makes the retry exact)."""
     from cryoshift.runtime.results import read_results
 
     configs = {parse_spec(t).config for t in inputs if is_copick(t)}
@@ -328,42 +481,38 @@ def write_predictions(csv_path: Path, inputs: list[str], session: str) -> list[s
         return []
     # before copick's own modules are imported below: a ModuleNotFoundError traceback otherwise
     require_extra("copick", "writing predictions into copick projects", "copick")
+    stored = session_id(session)
+    shown_session = stored if stored == session else f"{stored} (copick's spelling of {session!r})"
     rows = read_results(csv_path)
     notes = []
     for config in sorted(configs):
-        from copick.util.escape import sanitize_name
-
+        _ROOTS.pop(config, None)  # the project as it is now, not as planning listed it
         root = open_root(config)
         objects = {o.name for o in root.config.pickable_objects}
         mine = rows[rows["path"].astype(str).str.startswith(f"{PREFIX}{config}#")]
         if mine.empty:
             continue
-        written, skipped = 0, {}
-        for path, group in mine.groupby("path", sort=True):
-            _, run_name, spacing, _ = _parse_tomogram_path(str(path))
-            run = root.get_run(run_name)
-            for name, picks in group.groupby("class_name", sort=True):
-                if (picks["class_index"] < 0).all():
-                    continue  # "unknown": under the confidence threshold, not a prediction to place
-                obj = name if name in objects else sanitize_name(str(name), suppress_warnings=True)
-                if obj not in objects:
-                    skipped[str(name)] = skipped.get(str(name), 0) + len(picks)
-                    continue
-                target = run.new_picks(obj, session, user_id=USER, exist_ok=True)
-                xyz = picks[["x", "y", "z"]].to_numpy(dtype=np.float64) * spacing
-                target.from_numpy(xyz, scores=picks["confidence"].to_numpy(dtype=np.float64))
-                target.meta.voxel_spacing = spacing
-                target.store()
-                written += len(picks)
-            # A class predicted by an earlier run of this session but not now: its picks are emptied.
-            for old in run.get_picks(user_id=USER, session_id=session):
-                if old.pickable_object_name not in {
-                    sanitize_name(str(n), suppress_warnings=True)
-                    for n in group["class_name"][group["class_index"] >= 0]
-                }:
-                    old.from_numpy(np.zeros((0, 3)))
-        notes.append(f"copick: {written} picks written to {config} as user {USER}, session {session}")
+        written, replaced, skipped = 0, 0, {}
+        try:
+            for path, group in mine.groupby("path", sort=True):
+                _, run_name, spacing, _ = _parse_tomogram_path(str(path))
+                done, gone, left = _write_run(root.get_run(run_name), group, spacing, stored, objects)
+                written, replaced = written + done, replaced + gone
+                for name, n in left.items():
+                    skipped[name] = skipped.get(name, 0) + n
+        except OSError as exc:
+            raise InputError(
+                config,
+                f"could not write the predictions into the copick overlay_root "
+                f"{getattr(root.config, 'overlay_root', None)} ({exc.strerror or exc}); "
+                f"{csv_path.name} is complete: fix that and rerun the same command with --resume "
+                "to write them",
+            ) from exc
+        note = f"copick: {written} picks written to {config} as user {USER}, session {shown_session}"
+        if replaced:
+            note += f" (replacing {replaced} earlier predictions of that session at the same picks)"
+        notes.append(note)
         if skipped:
-            shown = ", ".join(f"{k} ({v})" for k, v in sorted(skipped.items()))
-            notes.append(f"copick: classes without a pickable object in {config}, not written: {shown}")
+            listed = ", ".join(f"{k} ({v})" for k, v in sorted(skipped.items()))
+            notes.append(f"copick: classes without a pickable object in {config}, not written: {listed}")
     return notes

@@ -481,6 +481,14 @@ def describe(path: str | Path, full: bool = False, atomic: AtomicRows | None = N
     A file-system refusal (no permission for the file or a folder on the way) is an InputError
     too, so that among several paths the others are still described or validated. ``atomic``
     describes PDB/mmCIF files (see :data:`AtomicRows`)."""
+    from cryoshift.runtime.copick_io import is_copick
+
+    if is_copick(path) and not Path(path).exists():  # "no such file or directory" misled
+        raise InputError(
+            path,
+            "info does not read copick projects: classify one with --copick-voxel-spacing, "
+            "--copick-tomo-type and --copick-picks (the errors name what it lacks)",
+        )
     try:
         return _describe(Path(path), full, atomic)
     except OSError as exc:
