@@ -29,7 +29,7 @@ from cryoshift.runtime.ledger import RunLedgers
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.pipeline import LABEL, UNKNOWN, RunStats, rows_without_shift
 from cryoshift.runtime.polarity import say
-from cryoshift.runtime.run import RunOptions, driver_model, refuse_featureless
+from cryoshift.runtime.run import RunOptions, cpu_devices_note, driver_model, refuse_featureless
 from cryoshift.runtime.sources import Item, VolumeCache
 from cryoshift.runtime.summary import output_names
 
@@ -112,6 +112,8 @@ class DeviceInference:
                     say(line)
         self._worker_model = manifests[0]["model"]
         self.description = f"{len(self.devices)} worker processes: {self._worker_model['description']}"
+        if self._worker_model.get("backend") == "cpu":  # GPUs asked for, none used: said, not silent
+            stats.worker_warnings.append(cpu_devices_note(self.devices, self.options["backend"]))
         stats.wall_s = time.perf_counter() - t0
         return stats
 

@@ -457,6 +457,18 @@ def ort_failure(exc: BaseException) -> str:
         where = re.search(r"initializer: ([^.\s]+)", text)
         tensor = f" (tensor {where.group(1)})" if where else ""
         return f"its external data file cannot be used{tensor}: {text.split('Error:')[-1].strip()}"
+    ir = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", text)
+    if ir:  # ORT's C++ text named a header file; the remedy is what the user needs
+        return (
+            f"the model is ONNX IR version {ir.group(1)}, newer than this onnxruntime reads "
+            f"({ir.group(2)}): upgrade onnxruntime, or export with an older onnx"
+        )
+    opset = re.search(r"Opset (\d+) is under development.*?domain (\S+) is till opset (\d+)", text)
+    if opset:
+        return (
+            f"the model needs opset {opset.group(1)} of {opset.group(2)}, newer than this onnxruntime "
+            f"supports ({opset.group(3)}): upgrade onnxruntime, or export it again with `cryoshift export`"
+        )
     text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text)
     if len(text) > 400:  # one line, but with its end: ORT says what failed last (a Reshape's shapes)
         text = f"{text[:250]} ... {text[-140:]}"
@@ -540,6 +552,13 @@ def _check_graph(sess: Any, meta: ModelMetadata, path: Path) -> None:
             path,
             f"graph does not follow the cryoshift model contract (input '{INPUT_NAME}', "
             f"output '{LOGITS}'); has inputs {sorted(inputs)}, outputs {sorted(outputs)}",
+        )
+    if len(inputs) > 1:  # refused at load, on every path (it failed at the first batch, -o made)
+        names = ", ".join(repr(name) for name in inputs)
+        raise InputError(
+            path,
+            f"graph has {len(inputs)} inputs ({names}); a cryoshift model has one, {INPUT_NAME!r} "
+            "(see the model contract): re-export with `cryoshift export`",
         )
     arg = next(i for i in sess.get_inputs() if i.name == INPUT_NAME)
     if not arg.shape and not _input_shape_declared(path):  # onnxruntime says rank 0 for both

@@ -31,7 +31,8 @@ import numpy as np
 
 from cryoshift.runtime.backends import Model
 from cryoshift.runtime.contract import REJECT_LABEL
-from cryoshift.runtime.hostmem import capped_workers
+from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.hostmem import available_memory, capped_workers, format_bytes
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.polarity import PolarityTally, say
 from cryoshift.runtime.readers import ProcessReaders, ThreadReaders
@@ -205,6 +206,37 @@ def rows_without_shift(rows: Sequence[Sequence[Any]], metadata: ModelMetadata) -
     return count
 
 
+def batch_rows(model: Model, batch_size: int, n: int) -> int:
+    """Rows of each read buffer: ``batch_size``, but never more than the ``n`` items to classify
+    (a fixed-batch runner excepted: it is fed whole batches of the size it was built for).
+
+    Why: buffers are allocated whole, so ``--batch-size 100000000`` on 2 picks asked for 1.49 TiB
+    and failed after the output folder was made, though one batch of 2 does the same work."""
+    if model.fixed_batch:
+        return batch_size
+    return max(1, min(int(batch_size), int(n)))
+
+
+def check_buffer_memory(model: Model, batch_size: int, n: int, workers: int) -> None:
+    """Refuse, in one line naming --batch-size, read buffers that cannot fit in host memory, before
+    the output folder holds anything (the pool of :func:`run_pipeline`: up to ``workers + 2``
+    batches of :func:`batch_rows` rows). Where the free memory is unknown nothing is refused.
+
+    Why: the allocation failed at the first batch, after run.json was written, as an exit-1 error
+    that left a folder a plain rerun was then refused for ("already exists; pass --resume")."""
+    rows = batch_rows(model, batch_size, n)
+    buffers = max(1, min(-(-max(n, 1) // rows), max(1, workers) + 2))
+    need = buffers * rows * model.metadata.box_size**3 * np.dtype(model.input_dtype).itemsize
+    free = available_memory()
+    if free is not None and need > free:
+        raise InputError(
+            None,
+            f"--batch-size {batch_size}: the read buffers ({buffers} batches of {rows} x "
+            f"{model.metadata.box_size}^3 voxels) need {format_bytes(need)}, more than the "
+            f"{format_bytes(free)} of memory free; lower --batch-size (or --workers)",
+        )
+
+
 def run_pipeline(
     model: Model,
     items: Sequence[Item],
@@ -229,6 +261,7 @@ def run_pipeline(
     of the rows (float32 (len(rows), F), same order; None for a batch without rows).
     """
     stats = RunStats(contrast=model.metadata.contrast)
+    batch_size = batch_rows(model, batch_size, len(items))
     chunks = _Chunks(items, batch_size)  # made when read: a pick table's items are never all in memory
     ready: queue.Queue = queue.Queue()
     voxel = model.metadata.voxel_size if check_voxel_size else None

@@ -63,7 +63,7 @@ from cryoshift.runtime.merge import (
 )
 from cryoshift.runtime.metadata import ModelMetadata
 from cryoshift.runtime.outfiles import write_text
-from cryoshift.runtime.pipeline import RunStats, result_columns, run_pipeline
+from cryoshift.runtime.pipeline import RunStats, check_buffer_memory, result_columns, run_pipeline
 from cryoshift.runtime.sources import Item, Plan, VolumeCache, parse_shard, plan_inputs
 from cryoshift.runtime.sources.items import volume_identity
 from cryoshift.runtime.summary import (
@@ -214,14 +214,13 @@ def run(inference: Inference, opts: RunOptions) -> ClassifySummary:
     fingerprint = plan_fingerprint(plan.items)
     if opts.shard and not opts.subshard:  # merge joins this shard into the folder's run
         check_folder_run(output_names(opts.out_dir, None), model, opts, fingerprint)
+    written = written_ledger_ids(names) if opts.resume else None
     if record is not None:
         check_same_spelling(record, fingerprint, opts)
         check_same_settings(record, model, opts, fingerprint)
-        check_same_plan(record, fingerprint, opts)
+        check_same_plan(record, fingerprint, opts, written["csv"] if written else None)
     plan, items = split(plan, opts)
-    written = None
-    if opts.resume:
-        written = written_ledger_ids(names)
+    if written is not None:
         check_done_planned(names, items, written)
     settings = inference.prepare(items, cache, opts)
     summary = ClassifySummary.for_files(names, inference.description, planned=len(items))
@@ -328,10 +327,14 @@ def record_run(path: Path, record: dict[str, Any], opts: RunOptions, fingerprint
     and settings stay; only tomograms the plan reads for the first time (found since) are added."""
     old = record.get("settings") if isinstance(record.get("settings"), dict) else {}
     settings = {**opts.settings(), **old}
-    files = dict(fingerprint["files"])
-    if isinstance(old.get(PLANNED), dict) and isinstance(old[PLANNED].get("files"), dict):
-        files.update(old[PLANNED]["files"])  # checked equal where both name a file
-    settings[PLANNED] = {**fingerprint, **(old.get(PLANNED) or {}), "files": files}
+    recorded = old.get(PLANNED) if isinstance(old.get(PLANNED), dict) else {}
+    stamps = {}
+    for key in ("files", VOLUMES):
+        was = recorded.get(key) if isinstance(recorded.get(key), dict) else {}
+        # checked equal where both name a file, but for a volume without a result row (a failed one
+        # fixed since, for --retry-errors): its stamp is now the file its new row will be of
+        stamps[key] = {**was, **fingerprint[key]}
+    settings[PLANNED] = {**fingerprint, **recorded, **stamps}
     whole = {
         "format": "cryoshift.run/1",
         "started": record.get("started") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -432,22 +435,28 @@ def check_same_spelling(
 
 
 def check_same_plan(
-    record: tuple[Path, dict[str, Any]], fingerprint: dict[str, Any], opts: RunOptions
+    record: tuple[Path, dict[str, Any]],
+    fingerprint: dict[str, Any],
+    opts: RunOptions,
+    done: Sequence[str] | None = None,
 ) -> None:
     """Refuse to resume on data files that changed since the run started (a tomogram replaced under
-    its name: its old rows and new ones would be of different data), and a shard whose inputs now
-    plan other items or another order (a table re-sorted: its share of the items would no longer
-    be the one the other shards left to it, losing or repeating items)."""
+    its name: its old rows and new ones would be of different data; a single volume with a result
+    row in ``done``, the ids predictions.csv holds, which would keep its stale answer), and a shard
+    whose inputs now plan other items or another order (a table re-sorted: its share of the items
+    would no longer be the one the other shards left to it, losing or repeating items)."""
     path, recorded = record
     old = planned(recorded)
     if old is None:
         return
-    changed = changed_files(old, fingerprint)
+    changed = changed_files(old, fingerprint) or _changed_done_volumes(old, fingerprint, done)
     if changed:
+        more = f" (and {len(changed) - 1} more input files)" if len(changed) > 1 else ""
         raise InputError(
             changed[0],
-            f"changed since this run started (size or modification time, recorded in {path.name}); its "
-            "rows so far are of the old file: put it back, or classify into a new output directory (-o)",
+            f"changed since this run started{more} (size or modification time, recorded in "
+            f"{path.name}); its rows so far are of the old file: put it back, or classify into a new "
+            "output directory (-o)",
         )
     if opts.shard and (old.get("items"), old["sha256"]) != (fingerprint["items"], fingerprint["sha256"]):
         raise InputError(
@@ -458,6 +467,21 @@ def check_same_plan(
             "the other shards left to it; restore the inputs, or rerun every shard into a new output "
             "directory (-o)",
         )
+
+
+def _changed_done_volumes(old: dict[str, Any], new: dict[str, Any], done: Sequence[str] | None) -> list[str]:
+    """The single volume files both fingerprints stamp (``volumes``) with another size or
+    modification time, and whose row in ``done`` (result ids; None: all count) is a result: one
+    that failed before and was fixed since is what --retry-errors is for. A record of an older
+    cryoshift stamps no volumes: nothing to compare."""
+    a, b = old.get(VOLUMES), new.get(VOLUMES)
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return []
+    changed = sorted(path for path in a.keys() & b.keys() if a[path] != b[path])
+    if not changed or done is None:
+        return changed
+    results = {escape_text(os.path.abspath(ident)) for ident in done}  # a volume's id is its path
+    return [path for path in changed if escape_text(path) in results]
 
 
 def check_folder_run(
@@ -576,11 +600,16 @@ def share(plan: Plan, opts: RunOptions) -> tuple[Plan, Sequence[Item], int]:
 
 
 FINGERPRINT_BATCH = 1 << 20  # pick rows hashed at a time
+# The fingerprint's stamps (size, mtime_ns) of the single volume files planned, beside "files"
+# (tomograms, stacks): a volume replaced under its name kept its old row on --resume (exit 0, a
+# stale answer). One stat per file (planning has already opened each); merge does not compare them.
+VOLUMES = "volumes"
 
 
 def plan_fingerprint(items: Sequence[Item]) -> dict[str, Any]:
     """What a run planned from its inputs: the number of items, a sha256 of their ids in order, and
-    the size and modification time of every tomogram and stack they are read from. ``items`` is
+    the size and modification time of every tomogram and stack they are read from, and apart
+    (:data:`VOLUMES`) of every single volume file. ``items`` is
     the plan with each volume once (:func:`distinct`), the order the shards split: shards that
     split it differently (an older cryoshift's split, before repeats were dropped) differ here only
     where the inputs repeat a volume, and there merge and --resume refuse them as they should.
@@ -593,6 +622,7 @@ def plan_fingerprint(items: Sequence[Item]) -> dict[str, Any]:
     the plan (its picks, error rows before, are classified on --resume)."""
     digest = hashlib.sha256()
     files: set[str] = set()
+    volumes: set[str] = set()
     for segment in getattr(items, "segments", [items]):
         digest.update(f"segment {len(segment)}\n".encode())
         source = getattr(segment, "source", None)
@@ -604,7 +634,10 @@ def plan_fingerprint(items: Sequence[Item]) -> dict[str, Any]:
             digest.update(escape_text(item.id).encode() + b"\n")
             if item.kind in ("tomogram", "stack"):
                 files.add(item.path)
-    return {"items": len(items), "sha256": digest.hexdigest(), "files": _stamps(files)}
+            elif item.kind == "file":
+                volumes.add(item.path)
+    stamps = {"files": _stamps(files), VOLUMES: _stamps(volumes)}
+    return {"items": len(items), "sha256": digest.hexdigest(), **stamps}
 
 
 def _hash_pick_rows(digest: Any, source: Any, rows: Any) -> None:
@@ -815,6 +848,7 @@ class LocalInference:
             self.workers = capped_workers(self.workers, self.reader_processes)
         else:
             self.workers = auto_workers(model, items)
+        check_buffer_memory(model, self.batch_size, len(items), self.workers)  # before any row
         voxel = None if opts.ignore_voxel_size else self.metadata.voxel_size
         parity = startup_parity(model, items, cache, voxel)
         if opts.progress:
@@ -968,4 +1002,21 @@ def classify(
                 transfer=transfer,
             )
         inference = LocalInference(model, batch_size, workers, reader_processes, transfer)
+        if devices and model.backend == "cpu":
+            inference.notes.append(cpu_devices_note(devices, backend))
     return run(inference, opts)
+
+
+def cpu_devices_note(devices: list[int], backend: str) -> str:
+    """The note of a run given a GPU (``--devices``) that ran on the CPU.
+
+    Why a note, not a refusal: ``--backend auto`` is documented to fall back to the CPU, and a job
+    script shared between GPU and CPU nodes should still run; but the user asked for a GPU and
+    believed one was used (exit 0, nothing said)."""
+    shown = ",".join(map(str, devices))
+    if backend == "cpu":
+        return f"--devices {shown}: ran on the CPU, as --backend cpu asks"
+    return (
+        f"--devices {shown}: no usable CUDA GPU here (or onnxruntime without CUDA: pip install "
+        "'cryoshift[gpu]'); ran on the CPU"
+    )

@@ -158,10 +158,16 @@ def predict_onnx(
     "features" is optional for scoring (classify accepts a model without it): without it the
     report has no feature-based numbers, never an onnxruntime traceback.
     """
-    from cryoshift.runtime.backends import load_model
+    from cryoshift.runtime.backends import available_backends, load_model
 
     gpu = device.startswith("cuda")
     device_id = int(device.partition(":")[2] or 0) if gpu else 0
+    if gpu and "cuda" not in available_backends():  # the backends' own advice names classify's --backend
+        raise InputError(
+            path,
+            f"--device {device} needs onnxruntime with CUDAExecutionProvider, which this install lacks: "
+            "pip install 'cryoshift[gpu]' (or use --device cpu)",
+        )
     model = load_model(path, backend="cuda" if gpu else "cpu", batch_size=batch_size, device_id=device_id)
     check_box(volumes, model.metadata, path)
     logits, feats = [], []

@@ -49,6 +49,9 @@ def _devices(text: str | None) -> list[int] | None:
         raise InputError(None, f"--devices {text!r}: give GPU numbers separated by commas (0,1)") from None
     if len(set(devices)) != len(devices):
         raise InputError(None, f"--devices {text!r} lists a GPU twice")
+    negative = [d for d in devices if d < 0]
+    if negative:  # was run on the CPU without a word (exit 0)
+        raise InputError(None, f"--devices {text!r}: GPU numbers start at 0, not {negative[0]}")
     return devices
 
 
