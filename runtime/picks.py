@@ -191,22 +191,26 @@ def _list(columns: Sequence[str], limit: int = 12) -> str:
     return shown + (f" and {len(columns) - limit} more" if len(columns) > limit else "")
 
 
-def _read_table(path: Path, names: Sequence[str] = ()) -> pd.DataFrame:
+def _read_table(path: Path, names: Sequence[str] = (), keep_long: bool = False) -> pd.DataFrame:
     """CSV/TSV/whitespace text; the separator is sniffed from the first lines (tables.csv_options).
 
     The columns called one of ``names`` (any case: tomogram or file names) are read exactly as
     written, as the streaming reader reads them (tables.csv_chunks): ``01`` stays ``01``, not the
-    number 1, and ``NA`` is a name; only an empty field is missing."""
+    number 1, and ``NA`` is a name; only an empty field is missing. ``keep_long``: a row with more
+    fields than the header is read without its extra fields (the caller makes it an error row,
+    tables.wrong_width_rows), not refused with the parser's message."""
     from cryoshift.runtime.tables import csv_columns, csv_options
 
     options = csv_options(path)
     source = for_pandas(path)
     wanted = {n.lower() for n in names}
-    text = [c for c in csv_columns(path, options) if c.strip().lower() in wanted]
+    header = csv_columns(path, options)
+    text = [c for c in header if c.strip().lower() in wanted]
+    usecols = {"usecols": list(range(len(header)))} if keep_long else {}
     try:
         with warnings.catch_warnings():  # fields past the header's last column are dropped, as classify does
             warnings.simplefilter("ignore", pd.errors.ParserWarning)
-            df = pd.read_csv(source, dtype={c: str for c in text}, **options)
+            df = pd.read_csv(source, dtype={c: str for c in text}, **options, **usecols)
             if text and df[text].isna().any().any():  # NA, nan ...: names, read again as written
                 written = pd.read_csv(
                     source, usecols=text, dtype=str, keep_default_na=False, na_values=[""], **options
@@ -406,6 +410,8 @@ def outside(picks: pd.DataFrame, tomo_shape: PerTomo) -> np.ndarray:
 
 
 _IMAGE_RE = re.compile(r"^\s*(\d+)@(.+)$")
+# what was meant as a slice number but is none: -1@st.mrcs, 1.5@st.mrcs, @st.mrcs, +2@st.mrcs
+_NOT_SLICE = re.compile(r"^\s*([-+]?[\d.]*(?:[eE][-+]?\d+)?)@(.+)$")
 MAX_SLICE = 2**31 - 1  # an MRC header's nz is an int32: no stack has more slices
 IMAGE_COLUMNS = ("rlnImageName", "path", "image", "image_name")  # a CSV listing's file column
 IMAGE_PIXEL = "rlnImagePixelSize"  # a listing STAR's data_optics: the subtomograms' pixel size (A)
@@ -444,28 +450,37 @@ def listing_rows(path: str | Path) -> tuple[pd.DataFrame, dict[int, str]]:
     if path.is_dir():
         what = "empty directory" if not any(path.iterdir()) else "is a directory"
         raise InputError(path, f"{what}, expected a STAR file listing subtomograms")
+    from cryoshift.runtime.tables import wrong_width_rows
+
+    problems: dict[int, str] = {}
     if path.suffix.lower() in STAR_SUFFIXES:
-        blocks = read_star_blocks(path)
+        blocks, listing_block = _listing_star_blocks(path)
         names = [n for n, df in blocks.items() if "rlnImageName" in df.columns]
         if not names:
             found = sorted({c for df in blocks.values() for c in df.columns})
             raise InputError(path, f"no rlnImageName column (a per-particle listing); found {_list(found)}")
-        df = blocks[pick_block(path, names, "rlnImageName")].reset_index(drop=True)
+        chosen = pick_block(path, names, "rlnImageName")
+        df = blocks[chosen].reset_index(drop=True)
         col = "rlnImageName"
         _check_table(df, path, "subtomograms listed")
+        if chosen in listing_block:  # a loop (a key-value block is one row, its fields named)
+            block = listing_block[chosen]
+            problems.update(wrong_width_rows(path, len(block.labels), block))
         stated = _stated_pixel_sizes(path, blocks.get("optics"), df)
     else:
+        from cryoshift.runtime.tables import csv_options
+
         stated = np.full(0, np.nan)
-        df = _read_table(path, IMAGE_COLUMNS)
+        df = _read_table(path, IMAGE_COLUMNS, keep_long=True)
         col = _find(df.columns, *IMAGE_COLUMNS, path=path)
         if col is None:
             raise InputError(path, f"no rlnImageName/path column; found {_list(list(df.columns))}")
+        problems.update(wrong_width_rows(path, len(df.columns), sep=csv_options(path)["sep"]))
     from cryoshift.runtime.tomograms import resolve_relative
 
     resolved: dict[str, str] = {}  # name -> absolute path (a stack's rows share one name)
     ambiguous: dict[str, str] = {}  # name -> why it names two different files (resolve_relative)
     paths, index = [], []
-    problems: dict[int, str] = {}
     # A missing value (an empty CSV field) names no image; in a STAR file, ``nan`` is a file name.
     values = df[col].astype(object).where(df[col].notna(), "").astype(str)
     for i, value in enumerate(values):
@@ -475,7 +490,18 @@ def listing_rows(path: str | Path) -> tuple[pd.DataFrame, dict[int, str]]:
         too_long = len(digits) > len(str(MAX_SLICE))
         idx = -1 if not m else MAX_SLICE + 1 if too_long else int(m.group(1)) - 1
         name = m.group(2).strip() if m else value.strip()
-        if m and idx < 0:
+        wrong = None if m else _NOT_SLICE.match(value)
+        if i in problems:  # a row with too many or too few fields: its fields may be shifted
+            pass
+        elif wrong:  # "-1@st.mrcs" was looked up as a file of that name: "no such file"
+            shown = wrong.group(1).strip()
+            problems[i] = (
+                f"{value.strip()!r}: no slice number before '@'"
+                if not shown
+                else f"{value.strip()!r}: slice number {shown!r} is not a whole number >= 1"
+            ) + " (RELION writes N@stack, N from 1)"
+            name = wrong.group(2).strip()
+        elif m and idx < 0:
             problems[i] = f"{value!r} has slice number 0; RELION numbers slices from 1"
         elif idx >= MAX_SLICE:
             # np.int64 overflowed on 99999999999999999999999@stack.mrcs: a traceback in info
@@ -507,6 +533,26 @@ def listing_rows(path: str | Path) -> tuple[pd.DataFrame, dict[int, str]]:
     ours = ("path", "index", STATED_PIXEL)
     rest = df.drop(columns=[c for c in ours if c in df.columns]).reset_index(drop=True)
     return pd.concat([front, rest], axis=1), _name_lines(path, problems, len(df))
+
+
+def _listing_star_blocks(path: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Every block of a listing STAR as :func:`read_star_blocks` gives them, and its loop blocks
+    holding ``rlnImageName`` (name -> tables.StarBlock), whose rows with too many fields are
+    kept (their fields past the labels dropped) to become error rows, not refuse the listing."""
+    from cryoshift.runtime.tables import read_loop, scan_star
+
+    frames: dict[str, pd.DataFrame] = {}
+    listing: dict[str, Any] = {}
+    for block in scan_star(path):
+        if not block.loop:
+            frames[block.name] = pd.DataFrame([dict(block.values)])
+            continue
+        names = tuple(c for c in block.labels if c in NAME_LABELS)
+        keep = "rlnImageName" in block.labels
+        frames[block.name] = read_loop(path, block, text=names, verbatim=names, keep_long=keep)
+        if keep:
+            listing[block.name] = block
+    return frames, listing
 
 
 def _stated_pixel_sizes(path: Path, optics: pd.DataFrame | None, df: pd.DataFrame) -> np.ndarray:

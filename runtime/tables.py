@@ -96,7 +96,8 @@ def scan_star(path: str | Path) -> list[StarBlock]:
         raise InputError(path, "is a directory, expected a STAR file")
     check_line_lengths(path)
     size = path.stat().st_size
-    starts = _data_starts(path, size)
+    loops: list[int] = []
+    starts = _data_starts(path, size, loops)
     names = _block_names(path, starts)
     refuse_repeated_blocks(path, starts, names)
     blocks = []
@@ -111,9 +112,12 @@ def scan_star(path: str | Path) -> list[StarBlock]:
                 raw = fh.readline()
                 text = raw.decode("utf-8", "replace").strip()
                 if block.loop:
-                    if not text.startswith("_"):
+                    # RELION reads a loop's labels past blank and comment lines (one after loop_
+                    # gave "found no columns"); the first other line is the first row
+                    if not text.startswith("_") and not (text == "" or text.startswith("#")):
                         break
-                    block.labels.append(text.split()[0][1:])
+                    if text.startswith("_"):
+                        block.labels.append(text.split()[0][1:])
                 elif text.startswith("loop_"):
                     block.loop = True
                 elif text.startswith("_"):
@@ -132,6 +136,7 @@ def scan_star(path: str | Path) -> list[StarBlock]:
                     break  # comment lines between its pairs are skipped, as starfile does)
                 pos += len(raw)
             block.data_start = min(pos, end)
+            _refuse_second_loop(path, block, start, loops)
             if block.loop or block.labels:
                 blocks.append(block)
     if not blocks:
@@ -139,7 +144,26 @@ def scan_star(path: str | Path) -> list[StarBlock]:
     return blocks
 
 
-_LOOP_LINE = re.compile(rb"(?m)^(?:\xef\xbb\xbf)?[ \t]*loop_[ \t\r]*$")
+_LOOP_LINE = re.compile(rb"(?m)^(?:\xef\xbb\xbf)?[ \t]*loop_[ \t\r]*(?:#[^\n]*)?$")
+
+
+def _refuse_second_loop(path: Path, block: StarBlock, start: int, loops: list[int]) -> None:
+    """Refuse a data block holding two ``loop_`` tables (``loops``: byte offsets of every
+    ``loop_`` line of the file, sorted; ``start``: the block's ``data_`` line).
+
+    Why: the rows of a loop run to the next ``data_`` line, so a second ``loop_`` and its labels
+    became error rows and its rows were read with the first loop's column order (swapped axes,
+    no word where the columns differ only in order). RELION, starfile and cryoshift read one
+    table per block, so which columns the second one's rows have is not guessed."""
+    inside = [o for o in loops if start <= o < block.end]
+    if len(inside) < 2:
+        return
+    first, second = _lines_of(path, inside[:2])
+    raise InputError(
+        path,
+        f"data_{block.name} holds two loop_ tables (lines {first} and {second}); a STAR block holds "
+        f"one table: put the second in a data_ block of its own, or merge them under one loop_ header",
+    )
 
 
 def _why_no_blocks(path: Path, has_data: bool = False) -> str:
@@ -169,13 +193,16 @@ def _why_no_blocks(path: Path, has_data: bool = False) -> str:
     return "no data blocks found; not a STAR file or the file is empty"
 
 
-def _data_starts(path: Path, size: int) -> list[int]:
+def _data_starts(path: Path, size: int, loops: list[int] | None = None) -> list[int]:
     """Byte offsets of the ``data_`` lines of a STAR file (one streaming pass), refusing a file
-    with a save frame, ``stop_`` or ``global_`` (:func:`_refuse_keyword`) in the same pass."""
+    with a save frame, ``stop_`` or ``global_`` (:func:`_refuse_keyword`) in the same pass; the
+    offsets of its ``loop_`` lines are added to ``loops`` when given."""
     starts: list[int] = []
     offset = 0
     for chunk in _byte_range(path, 0, size):
         starts.extend(offset + m.start() for m in _DATA_LINE.finditer(chunk))
+        if loops is not None:
+            loops.extend(offset + m.start() for m in _LOOP_LINE.finditer(chunk))
         keyword = _FRAME_LINE.search(chunk)
         if keyword:
             _refuse_keyword(path, offset + keyword.start(), keyword.group(1).decode("ascii", "replace"))
@@ -371,7 +398,11 @@ def star_chunks(
 
 
 def read_loop(
-    path: Path, block: StarBlock, text: tuple[str, ...] = (), verbatim: tuple[str, ...] = ()
+    path: Path,
+    block: StarBlock,
+    text: tuple[str, ...] = (),
+    verbatim: tuple[str, ...] = (),
+    keep_long: bool = False,
 ) -> pd.DataFrame:
     """A whole loop block as starfile reads it (every column; a column of numbers made numbers),
     but the ``text`` columns are read as written (see :func:`_star_options`): one holding a name
@@ -379,7 +410,9 @@ def read_loop(
     numbers: a tomogram named ``01`` is not tomogram ``1``.
 
     A row with more fields than the block has labels is refused naming its line (pandas would
-    otherwise take the first column as the index when every row has one too many).
+    otherwise take the first column as the index when every row has one too many), unless
+    ``keep_long``: then its fields past the last label are dropped, for a caller that makes such
+    rows error rows of their own (:func:`wrong_width_rows`; batch work goes on past one bad row).
     """
     labels = list(block.labels)
     empty = pd.DataFrame(np.zeros((0, len(labels))), columns=labels)  # starfile's empty loop
@@ -387,7 +420,8 @@ def read_loop(
         return empty
     stream = io.BufferedReader(_Slice(path, block.data_start, block.end), 1 << 20)
     try:
-        df = pd.read_csv(stream, **_star_options(labels, text))
+        usecols = {"usecols": list(range(len(labels)))} if keep_long else {}
+        df = pd.read_csv(stream, **_star_options(labels, text), **usecols)
     except pd.errors.EmptyDataError:
         return empty
     except pd.errors.ParserError as exc:
@@ -653,6 +687,8 @@ class PickTable:
     # Whether the table names its tomograms (some row has a name). A "" name of such a table is a
     # row left empty (a bad row, :func:`blank_name_rows`), not "the only tomogram given".
     named: bool = False
+    # What the reader had to decide and the user should know (mixed decimal marks), one line each.
+    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.tomo)
@@ -750,6 +786,29 @@ def overlong_rows(
     Counted with numpy over the bytes (whitespace runs or separators per line); lines holding a
     quote or a ``#`` are counted by the csv/shlex tokenisers instead. Streams in 4 MiB blocks.
     """
+    return _width_rows(path, n_fields, block, sep, short=False)
+
+
+def wrong_width_rows(
+    path: Path, n_fields: int, block: StarBlock | None = None, sep: str | None = None
+) -> dict[int, str]:
+    """:func:`overlong_rows`, and the rows with fewer fields than the header names too.
+
+    Why: a listing row one field short was taken silently (pandas fills the missing columns with
+    NaN), and one field too many refused the whole listing; both are now error rows of their own,
+    as in pick tables (rows of picks with too few fields already fail: their coordinates are
+    missing)."""
+    return _width_rows(path, n_fields, block, sep, short=True)
+
+
+def _width_text(count: int, n_fields: int) -> str:
+    return f"{count} field{'s' if count != 1 else ''} where the header names {n_fields}"
+
+
+def _width_rows(
+    path: Path, n_fields: int, block: StarBlock | None, sep: str | None, short: bool
+) -> dict[int, str]:
+    """Rows with more fields than ``n_fields`` (and, with ``short``, fewer): see overlong_rows."""
     star = block is not None
     if block is not None:
         start, end, split, header_left = block.data_start, block.end, None, 0
@@ -769,8 +828,9 @@ def overlong_rows(
             counts[: first[0] + 1] = 0
             header_left = 0
         row_of = row + np.cumsum(counts > 0) - 1
-        for k in np.flatnonzero(counts > n_fields).tolist():
-            out[int(row_of[k])] = f"{int(counts[k])} fields where the header names {n_fields}"
+        wrong = (counts > n_fields) | ((counts > 0) & (counts < n_fields)) if short else counts > n_fields
+        for k in np.flatnonzero(wrong).tolist():
+            out[int(row_of[k])] = _width_text(int(counts[k]), n_fields)
         row += int(np.count_nonzero(counts))
     return out
 
@@ -951,6 +1011,7 @@ def read_pick_table(
     rows = _gather_picks(_pick_chunks(path, layout, extra), layout, extra)
     if rows.n == 0:
         raise InputError(path, "no picks: the table has column names but no rows")
+    marks_note = rows.marks.check(path) if rows.marks is not None else None
     blocks_info = layout.blocks_info
     if blocks_info is not None:
         blocks_info = [(name, rows.n if count < 0 else count) for name, count in blocks_info]
@@ -959,6 +1020,8 @@ def read_pick_table(
     table.named = names != [""]
     table.angst = rows.angst
     table.extra = rows.extra
+    if marks_note:
+        table.notes.append(marks_note)
     sep = None if layout.csv is None else layout.csv["sep"]
     long = overlong_rows(path, len(layout.columns), layout.block, sep)
     blank = blank_name_rows(names, tomo, layout.tomo_col) if skip_bad_rows else {}
@@ -1081,6 +1144,8 @@ def _pick_chunks(path: Path, layout: _PickLayout, extra: tuple[str, ...] = ()) -
         return star_chunks(path, layout.block, wanted, text=tuple(text))
     raw_of = dict(zip(layout.columns, layout.raw_columns or [], strict=True))
     raw_wanted = [raw_of[c] for c in wanted]
+    if _decimal_comma(layout):  # numbers as written: which decimal mark each uses is checked
+        text = list(dict.fromkeys(text + layout.coords + (layout.angst or [])))
     chunks = csv_chunks(path, raw_wanted, text=tuple(raw_of[c] for c in text), opts=layout.csv)
     return (c.set_axis(wanted, axis=1) for c in chunks)
 
@@ -1096,6 +1161,74 @@ class _PickRows:
     bad_rows: np.ndarray  # every row (0-based) whose coordinates are not numbers
     angst: np.ndarray | None = None  # centred Angstrom beside the pixel coordinates (layout.angst)
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # requested columns, as written
+    marks: DecimalMarks | None = None  # a decimal-comma table's marks (None: not such a table)
+
+
+def _decimal_comma(layout: _PickLayout) -> bool:
+    """Whether ``layout`` is a CSV read with decimal commas (a ';' table, csv_options)."""
+    return layout.csv is not None and layout.csv.get("decimal") == ","
+
+
+# a number whose point may group thousands (1.016, 12.500.000): read as a decimal point, a guess
+_GROUPED = r"^[-+]?\d{1,3}(?:\.\d{3})+$"
+
+
+@dataclass
+class DecimalMarks:
+    """The decimal marks the coordinates of a ';' table are written with: the first row (0-based)
+    and text of a decimal comma (16,5), of a decimal point (16.5), and of a point that may group
+    thousands (1.016).
+
+    Why: ';' tables are read with decimal commas (spreadsheets of comma locales), and a value
+    written with a point was read as a decimal point without a word: ``16,5`` and ``16.5`` are
+    the same, but beside decimal commas ``1.016`` may be 1016 (a German spreadsheet's grouping)."""
+
+    comma: tuple[int, str] | None = None
+    point: tuple[int, str] | None = None
+    grouped: tuple[int, str] | None = None
+
+    def values(self, column: pd.Series, offset: int) -> np.ndarray:
+        """``column`` (text as written) as float64, a decimal comma read as a point; the first
+        row of each mark is kept (``offset``: the chunk's first row)."""
+        text = column.where(column.notna(), "").astype(str).str.strip()
+        comma = text.str.contains(",", regex=False).to_numpy()
+        point = text.str.contains(".", regex=False).to_numpy() & ~comma
+        for name, rows in (("comma", comma), ("point", point)):
+            if getattr(self, name) is None and rows.any():
+                k = int(np.argmax(rows))
+                setattr(self, name, (offset + k, str(text.iloc[k])))
+        if self.grouped is None and point.any():
+            grouped = text.str.match(_GROUPED).to_numpy() & point
+            if grouped.any():
+                k = int(np.argmax(grouped))
+                self.grouped = (offset + k, str(text.iloc[k]))
+        return coordinate_values(text.str.replace(",", ".", regex=False) if comma.any() else text)
+
+    def check(self, path: Path) -> str | None:
+        """Refuse a table mixing decimal commas with a point that may group thousands (which
+        number is meant is a guess); the note on other mixed marks (both read as decimal marks);
+        None when the table uses one mark."""
+        if self.comma is None or self.point is None:
+            return None
+        rows = np.array(sorted({self.comma[0], self.point[0], (self.grouped or self.point)[0]}), np.int64)
+        line = dict(zip(rows.tolist(), data_row_lines(path, rows).tolist(), strict=True))
+
+        def shown(first: tuple[int, str]) -> str:
+            return f"{first[1]!r} on {row_text(first[0], line[first[0]])}"
+
+        comma = shown(self.comma)
+        if self.grouped is not None:
+            raise InputError(
+                path,
+                f"numbers are written with decimal commas ({comma}) and points ({shown(self.grouped)}): "
+                "the point may group thousands (1.016 = 1016) or mark decimals (1.016); write every "
+                "number with one decimal mark",
+            )
+        point = shown(self.point)
+        return (
+            f"{path}: numbers are written with decimal commas ({comma}) and decimal points ({point}); "
+            "both are read as decimal marks (16,5 = 16.5): check that this is what the table means"
+        )
 
 
 def _gather_picks(
@@ -1107,15 +1240,18 @@ def _gather_picks(
     bad_parts: list[np.ndarray] = []
     angst_parts: list[np.ndarray] = []
     extra_parts: dict[str, list[np.ndarray]] = {c: [] for c in extra}
+    marks = DecimalMarks() if _decimal_comma(layout) else None
     n = 0
+
+    def numbers(column: pd.Series) -> np.ndarray:
+        return coordinate_values(column) if marks is None else marks.values(column, n)
+
     for chunk in chunks:
         for c, parts in extra_parts.items():
             parts.append(chunk[c].to_numpy(dtype=object))
         if layout.angst:
             angst_parts.append(
-                np.column_stack([coordinate_values(chunk[c]) for c in layout.angst])
-                if len(chunk)
-                else np.zeros((0, 3))
+                np.column_stack([numbers(chunk[c]) for c in layout.angst]) if len(chunk) else np.zeros((0, 3))
             )
         if tomo_col:
             codes, uniques = pd.factorize(chunk[tomo_col], use_na_sentinel=False)
@@ -1124,9 +1260,7 @@ def _gather_picks(
             )
             tomo_parts.append(remap[codes] if len(codes) else np.zeros(0, np.int32))
         values = (
-            np.column_stack([coordinate_values(chunk[c]) for c in layout.coords])
-            if len(chunk)
-            else np.zeros((0, 3))
+            np.column_stack([numbers(chunk[c]) for c in layout.coords]) if len(chunk) else np.zeros((0, 3))
         )
         bad = ~np.isfinite(values).all(axis=1)
         if bad.any():
@@ -1142,7 +1276,7 @@ def _gather_picks(
     bad_rows = np.concatenate(bad_parts) if bad_parts else np.zeros(0, np.int64)
     angst = np.concatenate(angst_parts) if angst_parts else None
     kept = {c: np.concatenate(p) if p else np.zeros(0, object) for c, p in extra_parts.items()}
-    return _PickRows(xyz, tomo, names_raw, n, bad_rows, angst, kept)
+    return _PickRows(xyz, tomo, names_raw, n, bad_rows, angst, kept, marks)
 
 
 def coordinate_values(column: pd.Series) -> np.ndarray:

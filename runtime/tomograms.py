@@ -131,6 +131,20 @@ def _positive(row: Any, label: str, columns: Any) -> tuple[float | None, str]:
     return value, ""
 
 
+NOT_WHOLE = "not a whole number of pixels"  # a damaged rlnTomoSizeX/Y/Z, as its message says
+
+
+def _whole_size(row: Any, label: str, columns: Any) -> tuple[float | None, str]:
+    """:func:`_positive` for an rlnTomoSizeX/Y/Z, which must be a whole number of pixels too.
+
+    Why: 256.5 was accepted, and its half-pixel centre moved every centred pick (x = 16.0625
+    instead of 16); a size that is not whole is a damaged row, not a size to guess from."""
+    value, bad = _positive(row, label, columns)
+    if value is not None and not float(value).is_integer():
+        return None, f"{label} {row[label]!r} ({NOT_WHOLE})"
+    return value, bad
+
+
 @dataclass
 class _Row:
     """One data row of a tomogram table as read, before the rows are checked against each other."""
@@ -153,7 +167,7 @@ def _read_row(path: Path, i: int, row: Any, columns: Any, col: str) -> _Row:
     rec = "" if rec == "nan" else rec
     ts_pixel, bad_pixel = _positive(row, PIXEL_COLUMN, columns)
     binning, bad_binning = _positive(row, BINNING_COLUMN, columns)
-    sizes, bad_sizes = zip(*(_positive(row, label, columns) for label in SIZE_COLUMNS), strict=True)
+    sizes, bad_sizes = zip(*(_whole_size(row, label, columns) for label in SIZE_COLUMNS), strict=True)
     # A damaged rlnTomoSizeX/Y/Z was dropped without a word, and with it the check of the
     # reconstruction's size that places centred-Angstrom picks.
     size = (sizes[0], sizes[1], sizes[2]) if None not in sizes else None
@@ -257,6 +271,8 @@ def _problems(rows: list[_Row], col: str, partial: str = "") -> dict[int, tuple[
                 if len(first.damaged) == 1
                 else "each must be a positive number"
             )
+            if any(NOT_WHOLE in d for d in first.damaged):
+                which += " (rlnTomoSizeX/Y/Z a whole one)"
             out[first.index] = (
                 [first.index],
                 f"tomogram {name!r} has {' and '.join(first.damaged)}; {which}",

@@ -3,6 +3,8 @@ tomogram, checked (voxel size, NaN/Inf, absurd values) so that a bad item fails 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from cryoshift.runtime.contract import VOXEL_TOLERANCE, percent, voxel_mismatch
@@ -22,11 +24,14 @@ def _check_item_voxel(item: Item, voxel: float, model_voxel: float | None, again
 
 
 VALUE_LIMIT = 1e15  # |voxel| beyond this overflows float32 sums of squares in the model's normalisation
+# |voxel| all below this: float32 subnormals (precision lost, z-scoring amplifies the rounding)
+VALUE_FLOOR = 1e-30
 
 
 def _check_values(out: np.ndarray, item: Item) -> None:
-    """NaN/Inf, values so large that z-scoring in float32 overflows (NaN logits), or a constant
-    box (a pick in a tomogram's zero-filled margin: no signal), fail the item.
+    """NaN/Inf, values so large that z-scoring in float32 overflows (NaN logits), so small that
+    they are float32 subnormals (the model classifies rounding noise), or a constant box (a pick
+    in a tomogram's zero-filled margin: no signal), fail the item.
 
     Two reductions instead of ``isfinite(...).all()``: no temporary array, and NaN fails both
     comparisons, so one test covers NaN, Inf and absurd magnitudes.
@@ -38,6 +43,12 @@ def _check_values(out: np.ndarray, item: Item) -> None:
             item.path, f"every voxel is {lo:g}: nothing to classify (a blank or zero-filled region?)" + where
         )
     if lo > -VALUE_LIMIT and hi < VALUE_LIMIT:
+        if max(abs(lo), abs(hi)) < VALUE_FLOOR:  # a confident class for rounding noise: silently wrong
+            raise InputError(
+                item.path,
+                f"values are all below {VALUE_FLOOR:.0e} in magnitude (float32 subnormals, most precision "
+                "lost): not subtomogram intensities; rescale the data" + where,
+            )
         return
     if not np.isfinite(out).all():
         raise InputError(item.path, "contains NaN or infinite values" + where)
@@ -90,6 +101,13 @@ def _load_item(
             if vol.voxel_size_known:
                 _check_item_voxel(item, vol.voxel_size, voxel_size, against)
             data = vol.data
+            if vol.is_stack and data.ndim == 4:  # a listing row naming a stack without N@
+                n = data.shape[0]
+                raise InputError(
+                    item.path,
+                    f"is a stack of {n} volumes, not one volume: name one slice of it "
+                    f"(N@{Path(item.path).name}, N from 1 to {n})",
+                )
             if vol.is_stack or data.ndim != 3:
                 raise InputError(item.path, f"expected a single volume, found shape {tuple(data.shape)}")
             if data.shape != (box, box, box):
@@ -105,7 +123,12 @@ def _load_item(
         vol = cache.get(item.path)
         data = vol.data if vol.data.ndim == 4 else vol.data[None]
         if not 0 <= item.index < data.shape[0]:
-            raise InputError(item.path, f"index {item.index} outside stack of {data.shape[0]} volumes")
+            # the slice as a listing writes it (N@stack, from 1): "index 3" was 0-based and the
+            # listing's 4@ could not be found in it
+            n = data.shape[0]
+            raise InputError(
+                item.path, f"slice {item.index + 1} is out of range 1..{n} (the stack holds {n} volumes)"
+            )
         if data.shape[1:] != (box, box, box):
             shown = "x".join(str(s) for s in data.shape[1:])
             raise InputError(item.path, f"box {shown} does not match the {against}'s {box}^3")

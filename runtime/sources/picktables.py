@@ -65,10 +65,12 @@ def plan_pick_table(planner: Any, path: Path) -> None:
     rescaled = planner.binning or planner.coordinate_pixel_size
     if star and not centred and not rescaled:
         check_detector_columns(path, layout.columns)
-    if star and not centred and planner.coordinate_pixel_size:
-        _refuse_mixed_optics(planner, path, layout.columns)
     # Warp/M: the table states its coordinates' pixel size, used unless the user gives one
     warp = star and not centred and not rescaled and set(DETECTOR_COLUMNS) <= set(layout.columns)
+    if star and not centred and (planner.coordinate_pixel_size or not (warp or layout.angst)):
+        _refuse_groupless_picks(path, layout)  # before any reading of the groups' sizes
+    if star and not centred and planner.coordinate_pixel_size:
+        _refuse_mixed_optics(planner, path, layout.columns)
     # Pixel picks whose files state a pixel size (RELION 4's data_optics, a tomograms.star's
     # tilt-series pixel and binning): checked per tomogram below, against the options too;
     # centred Angstrom columns beside the pixel ones settle the unit (_disagreeing_rows).
@@ -110,6 +112,7 @@ def plan_pick_table(planner: Any, path: Path) -> None:
         _fail_unknown_groups(planner, path, picks, optics)
     if stated:
         _refuse_ambiguous_pixels(planner, path, picks, optics.sizes if optics else {}, problems, star)
+    planner.notes.extend(n for n in picks.notes if n not in planner.notes)  # mixed decimal marks
     shift_note = _shift_note(path, picks.extra, shifts)
     if shift_note:
         planner.notes.append(shift_note)
@@ -205,6 +208,34 @@ def _refuse_mixed_optics(planner: Any, path: Path, columns: list[str]) -> None:
         f"--coordinate-pixel-size {planner.coordinate_pixel_size:g} is one pixel size, but the picks' "
         f"optics groups have different ones (data_optics {TILT_SERIES_PIXEL}: {shown}); classify "
         "each group's picks on its own, or give --binning if every tomogram is binned alike",
+    )
+
+
+def _refuse_groupless_picks(path: Path, layout: Any) -> None:
+    """Refuse pixel picks without an ``rlnOpticsGroup`` column beside a ``data_optics`` of optics
+    groups whose tilt-series pixel sizes differ: which group, so which pixel size, applies to each
+    pick is unknown.
+
+    Why: each path guessed another group (no option: group 1's size; ``--binning``: group 2's;
+    ``--coordinate-pixel-size``: "the picks' optics groups have different ones"), three messages
+    for one problem. Groups of one size (or damaged sizes, which _fail_unknown_groups reports)
+    leave nothing to choose."""
+    if OPTICS_GROUP in layout.columns:
+        return
+    optics = optics_pixel_sizes(path)
+    if optics is None or len(optics.sizes) < 2:
+        return
+    sizes = list(optics.sizes.values())
+    if all(_agree(sizes[0], v) for v in sizes[1:]):
+        return
+    shown = ", ".join(f"group {g} {v:g} A" for g, v in list(optics.sizes.items())[:4])
+    more = f" and {len(sizes) - 4} more" if len(sizes) > 4 else ""
+    block = f"data_{layout.block.name}" if layout.block is not None else "the picks"
+    raise InputError(
+        path,
+        f"{block} has no {OPTICS_GROUP} column, but data_optics lists {len(sizes)} optics groups of "
+        f"different {TILT_SERIES_PIXEL} ({shown}{more}): which applies to each pick is unknown; add "
+        f"an {OPTICS_GROUP} column to {block}, or keep only the picks' group in data_optics",
     )
 
 
@@ -560,7 +591,9 @@ def tomogram_shape(planner: Any, picks: Path, name: str) -> tuple[int, int, int]
     entry = table_entry(planner, name, header["path"])
     if header["voxel_size_known"]:  # a wrong binning is said as such, before the size it implies
         _check_entry_voxel(header["path"], header["voxel_size"], entry)
-    _check_size(header["path"], header["shape"], entry)
+    note = _check_size(header["path"], header["shape"], entry, name)
+    if note and note not in planner.notes:
+        planner.notes.append(note)
     return header["shape"]
 
 
@@ -629,19 +662,34 @@ def image_stack_error(planner: Any, name: str, tomo_path: str | Path, images: in
 SIZE_TOLERANCE = 2.0  # voxels a reconstruction may differ from tomograms.star's size / binning
 
 
-def _check_size(tomo_path: str | Path, shape: tuple[int, ...], entry: Any) -> None:
+def _check_size(tomo_path: str | Path, shape: tuple[int, ...], entry: Any, name: str = "") -> str | None:
     """The reconstruction's size agrees with its tomograms.star row (rlnTomoSizeX/Y/Z unbinned
     pixels / binning), where the row gives both: centred-Angstrom picks are placed from the
     volume's centre, so a trimmed, padded or axis-swapped (XZY) reconstruction put every pick
-    elsewhere without a word."""
+    elsewhere without a word.
+
+    A difference within :data:`SIZE_TOLERANCE` is accepted with the note returned (None where
+    the sizes are equal): the picks are placed from the table's centre, as RELION places them,
+    and that is half a voxel per voxel of difference from the reconstruction's middle, which
+    was done without a word (a table one binned voxel off shifted every pick by half a voxel)."""
     expected = entry.voxels() if entry is not None else None
     if expected is None:
-        return
+        return None
     have = tuple(int(v) for v in tuple(shape)[::-1])  # (X, Y, Z)
-    if all(abs(h - e) <= SIZE_TOLERANCE for h, e in zip(have, expected, strict=True)):
-        return
     shown = "x".join(f"{e:.4g}" for e in expected)
     size = "x".join(f"{s:g}" for s in entry.size)
+    if all(abs(h - e) <= SIZE_TOLERANCE for h, e in zip(have, expected, strict=True)):
+        if all(h == e for h, e in zip(have, expected, strict=True)):
+            return None
+        centre = ", ".join(f"{e / 2:g}" for e in expected)
+        middle = ", ".join(f"{h / 2:g}" for h in have)
+        return (
+            f"{tomo_path}: tomogram {name or entry.name!r} is {have[0]}x{have[1]}x{have[2]} voxels (X, Y, Z) "
+            f"but tomograms.star gives {shown} (rlnTomoSizeX/Y/Z {size} / binning {entry.binning:g}); its "
+            f"centred-Angstrom picks are placed from the table's centre ({centre}), as RELION places "
+            f"them, not the reconstruction's middle ({middle}); correct rlnTomoSizeX/Y/Z if the "
+            "reconstruction is right"
+        )
     raise InputError(
         tomo_path,
         f"it is {have[0]}x{have[1]}x{have[2]} voxels (X, Y, Z) but tomograms.star gives {shown} "
