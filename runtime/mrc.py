@@ -41,6 +41,12 @@ from cryoshift.runtime.outfiles import replacing_path
 ANISOTROPY_TOLERANCE = 0.01  # relative spread of the X/Y/Z voxel sizes still called isotropic
 _GZIP_MAGIC = b"\x1f\x8b"
 _BZIP2_MAGIC = b"BZh"
+# Compressions cryoshift does not unpack, by magic bytes and by the suffix after an MRC name
+# (``good.mrc.xz``): named, they get "decompress it" instead of "not an MRC file ... corrupt".
+UNREAD_COMPRESSIONS = (
+    (b"\xfd7zXZ\x00", "xz", (".xz",)),
+    (b"\x28\xb5\x2f\xfd", "zstd", (".zst", ".zstd")),
+)
 _NOT_MRC = "not an MRC file (no 'MAP ' identifier at byte 208 of the header) or the file is corrupt"
 # IMOD's mark (bytes 152-155, "IMOD" in the file's byte order) that imodFlags (bytes 156-159) are set;
 # two of the flags change what mode-0 bytes mean (https://bio3d.colorado.edu/imod/doc/mrc_format.txt).
@@ -138,8 +144,26 @@ def foreign_format(path: str | Path, head: bytes) -> str | None:
     return what if what and head[208:211] != b"MAP" else None
 
 
+def unread_compressed_name(path: str | Path) -> bool:
+    """Whether a file name is an MRC name under a compression cryoshift does not read
+    (``TS_01.mrc.xz``, ``x.map.zst``): a folder input lists it, so that it fails as an item
+    saying "decompress it" instead of being passed over without a word."""
+    name = Path(path).name.lower()
+    for _, _, suffixes in UNREAD_COMPRESSIONS:
+        for suffix in suffixes:
+            if name.endswith(suffix) and is_mrc_path(name[: -len(suffix)]):
+                return True
+    return False
+
+
 def refuse_foreign(path: str | Path, head: bytes) -> None:
-    """Raise :class:`InputError` saying what ``path`` is when :func:`foreign_format` knows it."""
+    """Raise :class:`InputError` saying what ``path`` is when :func:`foreign_format` knows it, or
+    which compression it is under when cryoshift does not read that one (xz, zstd)."""
+    for magic, name, _ in UNREAD_COMPRESSIONS:
+        if head.startswith(magic):
+            raise InputError(
+                path, f"is {name}-compressed; cryoshift reads gzip and bzip2: decompress it ({name} -d)"
+            )
     what = foreign_format(path, head)
     if what:
         raise InputError(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import os
 import re
 import warnings
@@ -693,6 +694,7 @@ def _tomogram_table(tomos: dict[str, dict[str, int]], classes: list[str]) -> str
 
 
 SCORE_COLUMNS = ("src_val_acc", "tgt_im", "snd", "tgt_entropy", "tgt_top_share")  # the selection plot
+ACCURACY_SUFFIX = "_acc"  # metrics columns holding an accuracy: a share, from 0 to 1
 
 
 def _plotted(columns: list[str]) -> list[str]:
@@ -700,11 +702,12 @@ def _plotted(columns: list[str]) -> list[str]:
     return [c for c in columns if c.startswith("loss")] + [c for c in SCORE_COLUMNS if c in columns]
 
 
-def _read_metrics(path: Path) -> pd.DataFrame:
+def _read_metrics(path: Path, notes: list[str]) -> pd.DataFrame:
     """metrics.csv, every row checked: a cut-off or damaged row, a repeated column, a missing or
-    fractional epoch or text in a drawn column is refused naming the line. pandas filled a short
-    row with NaN, renamed a repeated column ("loss.1") and drew a column holding text as
-    categories, so the page showed other numbers than the file without a word."""
+    fractional epoch, text in a drawn column or an accuracy outside 0..1 is refused naming the
+    line. pandas filled a short row with NaN, renamed a repeated column ("loss.1") and drew a
+    column holding text as categories, so the page showed other numbers than the file without a
+    word. A NaN or infinite loss is a diverged run, not damage: said in ``notes``."""
     from cryoshift.runtime.ledger import checked_rows
 
     rows = checked_rows(path, encoding="utf-8-sig")
@@ -720,6 +723,7 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     drawn = [(header.index(c), c) for c in _plotted(header)]
     epoch = header.index("epoch")
     body: list[list[str]] = []
+    diverged: dict[str, list[int]] = {}  # loss column -> epochs whose cell says NaN or inf
     for line, row in rows:
         if not _is_epoch(row[epoch]):
             raise InputError(path, f"line {line}: epoch {row[epoch]!r} is not a whole number")
@@ -727,14 +731,58 @@ def _read_metrics(path: Path) -> pd.DataFrame:
         for i, name in drawn:
             if not is_number(row[i]):
                 raise InputError(path, f"line {line}: {name} {row[i]!r} is not a number")
+            if name.endswith(ACCURACY_SUFFIX) and not _accuracy_or_missing(row[i]):
+                raise InputError(
+                    path,
+                    f"line {line}: {name} {row[i].strip()!r} is not an accuracy (a number from 0 to 1): "
+                    "a damaged table",
+                )
+            value = _cell_number(row[i])
+            if name.startswith("loss") and value is not None and not math.isfinite(value):
+                diverged.setdefault(name, []).append(int(row[epoch]))
         body.append(row)
     if not body:
         raise InputError(path, "no epochs: the table has column names but no rows (the run stopped early?)")
+    note = _diverged_note(path, diverged)
+    if note:
+        notes.append(note)
     metrics = pd.DataFrame(body, columns=header)
     metrics["epoch"] = metrics["epoch"].astype(np.int64)
     for _, name in drawn:
         metrics[name] = pd.to_numeric(metrics[name].str.strip().replace("", "nan"), errors="coerce")
     return metrics
+
+
+def _accuracy_or_missing(text: str) -> bool:
+    """Whether a metrics cell holds an accuracy (0 to 1) or nothing (a run without validation data
+    writes an empty cell). Why: ``inf`` or ``nan`` there was drawn (or left out) without a word,
+    though the trainer never writes one: the table was damaged."""
+    value = _cell_number(text)  # "nan" is refused: the trainer writes a missing accuracy as ""
+    return value is None or 0.0 <= value <= 1.0
+
+
+def _cell_number(text: str) -> float | None:
+    """A metrics cell's number (NaN and inf too), or None for an empty or ``<NA>`` one."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _diverged_note(path: Path, diverged: dict[str, list[int]]) -> str | None:
+    """A note naming the epochs whose loss cell says NaN or inf (``diverged``: column -> epochs),
+    or None. Why: a loss that is not finite is a real training signal (the run diverged), not a
+    damaged table, but the loss plot left those epochs out without a word."""
+    if not diverged:
+        return None
+    first = min(min(epochs) for epochs in diverged.values())
+    named = ", ".join(
+        f"{name} at {len(epochs)} epoch{'s' if len(epochs) > 1 else ''}" for name, epochs in diverged.items()
+    )
+    return (
+        f"{path}: the loss is NaN or infinite from epoch {first} ({named}): training diverged "
+        "there (a lower --lr may help); the loss plot leaves those epochs out"
+    )
 
 
 def _is_epoch(text: str) -> bool:
@@ -777,7 +825,7 @@ def _run_sections(
     run: Path, plt: Any, notes: list[str]
 ) -> tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]:
     """A training run's facts and figures; warnings about its files go to ``notes``."""
-    metrics = _read_metrics(run / "metrics.csv")
+    metrics = _read_metrics(run / "metrics.csv", notes)
     selection = _json_dict(run / "selection.json")
     _check_selection(run / "selection.json", selection)
     config = _json_dict(run / "config.json")

@@ -21,6 +21,39 @@ import numpy as np
 from cryoshift.runtime.dataset import UNUSABLE, unusable_volumes
 from cryoshift.runtime.errors import InputError
 
+SKIPPED_ITEMS = "skipped_items.csv"  # in the run folder: every target item train left out, and why
+
+
+class Skipped(str):
+    """One skipped item as the run says it ("item: reason"), its two parts kept for
+    :data:`SKIPPED_ITEMS`: an item id (a path, ``N@stack``, a pick) may itself hold ": ", so the
+    line is not split back."""
+
+    item: str
+    reason: str
+
+    def __new__(cls, item: str, reason: str) -> Skipped:
+        line = super().__new__(cls, f"{item}: {reason}")
+        line.item, line.reason = item, reason
+        return line
+
+    def __getnewargs__(self) -> tuple[str, str]:  # pickle and copy (spawned workers) rebuild it
+        return self.item, self.reason
+
+
+def skipped_table(skipped: list[str]) -> str:
+    """:data:`SKIPPED_ITEMS`'s text: a CSV of ``item,reason``, one row per skipped item (a plain
+    string, of no known parts, is all reason)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["item", "reason"])
+    for line in skipped:
+        writer.writerow([line.item, line.reason] if isinstance(line, Skipped) else ["", line])
+    return out.getvalue()
+
 
 @dataclass
 class Domain:
@@ -34,7 +67,8 @@ class Domain:
     contrast: str
     fingerprint: str
     description: str
-    skipped: list[str] = field(default_factory=list)  # "item: reason" for unreadable items
+    # "item: reason" for unreadable items (:class:`Skipped`), all written to SKIPPED_ITEMS by train
+    skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # things used but not checked (unknown voxel size)
     # (N, g, g, g) clean particle densities for dense supervision (training/dense.py); simulated
     # volumes only, NaN rows for volumes that have none
@@ -296,7 +330,8 @@ def load_target(
         ds = read_dataset(path, with_labels=oracle_labels)
         volumes = ds.volumes
         bad = unusable_volumes(volumes)
-        skipped = [f"{int(i) + 1:06d}@{path / 'volumes.mrc'}: holds {UNUSABLE}" for i in bad]
+        stack = path / "volumes.mrc"
+        skipped: list[str] = [Skipped(f"{int(i) + 1:06d}@{stack}", f"holds {UNUSABLE}") for i in bad]
         if volumes.shape[1:] != (box_size,) * 3:
             shown = "x".join(str(s) for s in volumes.shape[1:])
             raise InputError(
@@ -435,14 +470,15 @@ def _load_planned(
         keep = np.sort(np.random.default_rng(0).choice(len(items), max_items, replace=False))
         items = [items[i] for i in keep]
     volumes = np.empty((len(items), box_size, box_size, box_size), dtype=np.float32)
-    ok, skipped = [], []
+    ok: list[int] = []
+    skipped: list[str] = []
     for i, item in enumerate(items):
         try:
             # the training voxel size: a file of another scale is skipped like any bad item
             load_item(item, volumes[i], cache, voxel_size, against=TRAINING_RUN)
             ok.append(i)
         except InputError as exc:
-            skipped.append(f"{item.id}: {exc.reason}")
+            skipped.append(Skipped(item.id, exc.reason))
     if not ok:
         reason = "no readable target subtomograms" + (f" (first problem: {skipped[0]})" if skipped else "")
         raise InputError(spec, reason)

@@ -7,6 +7,7 @@ RUN_DIR/versions.json      python, torch, numpy, cryoshift, platform, device of 
 RUN_DIR/metrics.csv        one row per epoch (losses, source val accuracy, label-free scores)
 RUN_DIR/selection.json     label-free per-epoch scores, the selected epoch and warnings (collapse, saturation)
 RUN_DIR/target_classes.csv the selected model's predicted-class histogram of the target
+RUN_DIR/skipped_items.csv  every target item left out (unreadable or unfit), with why: item,reason
 RUN_DIR/checkpoints/epoch_NNNN.pt   backbone weights + metadata of each epoch
 RUN_DIR/checkpoints/resume.pt       everything --resume needs (weights only, RNG as tensors/lists)
 RUN_DIR/model.pt           the selected, calibrated model (what export reads)

@@ -54,6 +54,7 @@ from cryoshift.training.checkpoint import (
     save_checkpoint,
 )
 from cryoshift.training.data import (
+    SKIPPED_ITEMS,
     Domain,
     SimulatedSource,
     dataset_files,
@@ -63,6 +64,7 @@ from cryoshift.training.data import (
     load_source_dataset,
     load_target,
     refuse_unfinished_dataset,
+    skipped_table,
     structures_fingerprint,
 )
 from cryoshift.training.forward import forward_numpy
@@ -78,6 +80,7 @@ from cryoshift.training.select import (
 )
 
 MAX_TARGET_EVAL = 2000  # target volumes scored per epoch for label-free selection
+SKIPPED_SHOWN = 10  # skipped target items named on the terminal; all are in data.SKIPPED_ITEMS
 LR_SCHEDULES = ("cosine", "constant")
 LR_FLOOR = 0.05  # the cosine schedule's last learning rate, as a share of --lr
 
@@ -1033,11 +1036,15 @@ class _Run:
         if self.target is not None and self.target.skipped and self.info.is_main:
             import sys
 
-            for line in self.target.skipped[:10]:
+            for line in self.target.skipped[:SKIPPED_SHOWN]:
                 print(f"cryoshift: skipped target item {line}", file=sys.stderr)
-            more = len(self.target.skipped) - 10
-            if more > 0:
-                print(f"cryoshift: ... and {more} more unreadable target items", file=sys.stderr)
+            more = len(self.target.skipped) - SKIPPED_SHOWN
+            if more > 0:  # all of them are in the run folder (written when training starts: fit)
+                print(
+                    f"cryoshift: ... and {more} more unreadable target items (all "
+                    f"{len(self.target.skipped)}, with reasons: {self.dir / SKIPPED_ITEMS})",
+                    file=sys.stderr,
+                )
         if self.target is not None and self.target.notes and self.info.is_main:
             import sys
 
@@ -1556,6 +1563,7 @@ class _Run:
             # the run's first session stays on record; this one is added (run.session_versions)
             record = run.session_versions(self.dir, current, start + 1, resumed=self.resume)
             run.write_json(self.dir / run.VERSIONS, record)
+            self._write_skipped()
         loss_fn = distributed.wrap(method, info, dense)
         metadata = self._metadata()
         last = c.epochs if stop_after_epoch is None else min(c.epochs, stop_after_epoch)
@@ -1923,6 +1931,17 @@ class _Run:
         return dataclasses.replace(
             partial, model_path=model_path, selected_epoch=epoch, selection=selection, metadata=metadata
         )
+
+    def _write_skipped(self) -> None:
+        """skipped_items.csv: every target item this session left out, with its reason (the
+        terminal names the first SKIPPED_SHOWN only), or no such file when none was. Why: the
+        rest were recorded nowhere, and a target of many bad files could not be repaired."""
+        path = self.dir / SKIPPED_ITEMS
+        skipped = self.target.skipped if self.target is not None else []
+        if skipped:
+            write_text(path, skipped_table(skipped))
+        elif path.is_symlink() or path.is_file():  # an earlier session's list is not this one's
+            path.unlink()
 
     def _warnings(self, history: list[dict[str, Any]], epoch: int) -> list[str]:
         """selection.json's warnings (select.training_warnings); without source validation data

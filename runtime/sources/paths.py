@@ -138,7 +138,9 @@ def glob_folder_entries(path: Path) -> list[str]:
 class FolderScan(NamedTuple):
     """A folder's entries by what a folder input makes of them (:func:`scan_folder`), each sorted."""
 
-    files: list[Path]  # regular files and dangling links with an MRC name: what expand lists
+    # regular files and dangling links with an MRC name (compressed ones too, xz and zstd included,
+    # which fail as items: mrc.unread_compressed_name): what expand lists
+    files: list[Path]
     datasets: list[Path]  # sub-folders that are datasets (read only as inputs of their own)
     # named pipes, sockets, devices (or links to one) and sub-folders with an MRC name: each fails
     # as an item saying what it is, as when named on its own (a folder ``x.mrc/`` was passed over)
@@ -153,7 +155,7 @@ def scan_folder(path: Path) -> FolderScan:
     entries that are not regular files (a named pipe under an MRC name fails as an error row, as it
     does named on its own): it listed the folder a second time for them. An entry that cannot be
     looked at is left out here; a folder that cannot be listed is refused (InputError)."""
-    from cryoshift.runtime.mrc import is_mrc_path
+    from cryoshift.runtime.mrc import is_mrc_path, unread_compressed_name
 
     try:
         entries = list(os.scandir(path))
@@ -165,7 +167,8 @@ def scan_folder(path: Path) -> FolderScan:
     unnamed: list[Path] = []
     for entry in entries:
         p = Path(entry.path)
-        mrc = is_mrc_path(p)
+        # an MRC name under xz or zstd is listed, so that it fails as an item saying "decompress it"
+        mrc = is_mrc_path(p) or unread_compressed_name(p)
         if p.is_file() or is_dangling(p):
             if mrc:
                 files.append(p)

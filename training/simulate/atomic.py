@@ -92,6 +92,8 @@ def _parse(path: Path):
     suffix = model_suffix(path).removesuffix(COMPRESSED_SUFFIX)
     kind = gemmi.CoorFormat.Mmcif if suffix in (".cif", ".mmcif") else gemmi.CoorFormat.Pdb
     data = _read_bytes(path)
+    if kind == gemmi.CoorFormat.Pdb and b"*" in data:  # the byte test keeps the common case free
+        _refuse_starred_coordinates(path, data)
     try:
         st = gemmi.read_structure_string(data, format=kind)
     except (RuntimeError, ValueError, OSError, IndexError, TypeError) as exc:
@@ -106,6 +108,30 @@ def _parse(path: Path):
         what = "mmCIF file (no _atom_site rows)" if mmcif else "PDB file (no ATOM/HETATM records)"
         raise InputError(path, f"atomic model holds no atoms: not a {what}, or an empty one")
     return st
+
+
+_PDB_XYZ_COLUMNS = slice(30, 54)  # columns 31-54 of an ATOM/HETATM record: X, Y, Z as 8.3f
+
+
+def _refuse_starred_coordinates(path: Path, data: bytes) -> None:
+    """Refuse a PDB file with an atom whose coordinate is ``********``: what PDB writers print for
+    a value their 8 columns cannot hold (10000 A and more, or -1000 A and less), as in large
+    assemblies.
+
+    Why: gemmi reads that field as 0 without a word, so each such atom was put at the origin and
+    the simulated density was silently wrong. mmCIF has no column limits."""
+    starred = [
+        number
+        for number, line in enumerate(data.decode("latin-1").splitlines(), 1)
+        if line.startswith(("ATOM", "HETATM")) and "*" in line[_PDB_XYZ_COLUMNS]
+    ]
+    if starred:
+        some = f"{len(starred)} atoms have" if len(starred) > 1 else "1 atom has"
+        raise InputError(
+            path,
+            f"line {starred[0]}: {some} an overflowed coordinate (********: beyond the 8 columns a PDB "
+            "file gives X, Y and Z), which would be read as 0; use mmCIF for models this large",
+        )
 
 
 def _has_atoms(st) -> bool:
