@@ -1,10 +1,13 @@
-"""Screening of accuracy levers on a development draw (never a reported draw of accuracy.py).
+"""Screening of accuracy levers on a development draw (draw 9 by default; the reported draws of
+accuracy.py are 0-2).
 
-One training configuration on one target of ``target_sim`` (draw 9 by default: the reported
-draws are 0-2), test accuracy of the label-free selected epoch and, for information only, of
-every epoch. One JSON line per run is appended to ``--log``. This is how the defaults of
-``cryoshift train`` were chosen (benchmarks/results/accuracy_levers.md); the claims are then
-measured by accuracy.py on other draws.
+One training configuration on one target of ``target_sim``, test accuracy of the label-free
+selected epoch and, for information only, of every epoch. One JSON line per run is appended to
+``--log``. This is how the defaults of ``cryoshift train`` were chosen
+(benchmarks/results/accuracy_levers.md); the claims are then measured by accuracy.py on other
+draws. The one exception, said where it is used: a chosen default validated with ``--draw 0``
+(the same protocol as accuracy.py's draw 0), whose rows accuracy.py then takes with
+``--extra-rows`` (results/accuracy_d0_current_default.jsonl); nothing was screened there.
 
     python benchmarks/accuracy_screen.py NAME lamella-60 '{"method": "selftrain", "spectrum_match": true}'
 """
