@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from _cache import content_digest, reuse_or_record
 from domains import SOURCE, TARGETS, Profile, structure_paths
+
+if TYPE_CHECKING:
+    from cryoshift.training.trainer import TrainConfig
 
 
 @dataclass
@@ -285,20 +288,15 @@ def picks_to_dataset(
     )
 
 
-def train_method(
+def train_config(
     profile: Profile, method: str, data: BenchData, target: str, seed: int, run_dir: Path
-) -> Path:
-    """Train ``method`` with the profile's budget; a finished run directory is re-used."""
-    from cryoshift.training.checkpoint import RUN_MODEL
-    from cryoshift.training.trainer import TrainConfig, train
+) -> TrainConfig:
+    """The training config of one (target, method, seed) job with the profile's budget: the one
+    place that builds it, so the run cache is keyed by what :func:`train_method` trains with
+    (domain_shift.run_settings), every default of TrainConfig included."""
+    from cryoshift.training.trainer import TrainConfig
 
-    if (run_dir / RUN_MODEL).is_file():
-        return run_dir
-    if run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)  # unfinished (killed) run: start it again from scratch
-    config = TrainConfig(
+    return TrainConfig(
         source=str(data.source_train),
         target=str(data.targets[target].adapt),
         out=str(run_dir),
@@ -314,7 +312,23 @@ def train_method(
         oracle_target_labels=method == "oracle",
         method_kwargs=dict(profile.method_hparams.get(method, {})),
     )
-    train(config)
+
+
+def train_method(
+    profile: Profile, method: str, data: BenchData, target: str, seed: int, run_dir: Path
+) -> Path:
+    """Train ``method`` with the profile's budget (:func:`train_config`); a finished run directory
+    is re-used."""
+    from cryoshift.training.checkpoint import RUN_MODEL
+    from cryoshift.training.trainer import train
+
+    if (run_dir / RUN_MODEL).is_file():
+        return run_dir
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)  # unfinished (killed) run: start it again from scratch
+    train(train_config(profile, method, data, target, seed, run_dir))
     return run_dir
 
 

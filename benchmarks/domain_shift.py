@@ -10,8 +10,8 @@ Writes ``benchmarks/results/domain_shift_<profile>.json`` and ``.md`` plus a few
 (confusion matrices, feature embeddings) under ``benchmarks/results/domain_shift_<profile>/``.
 Runs are cached in the work directory, so an interrupted benchmark resumes where it stopped; the
 data (each simulated split, each ``--target-dataset`` split) and each run keep the settings that made
-them and are refused under others (another profile, budget, method default or plugin version, another
-dataset). ``--out DIR`` writes the results elsewhere; a run lacking
+them and are refused under others (another profile, budget, TrainConfig default, method default or
+plugin version, another dataset). ``--out DIR`` writes the results elsewhere; a run lacking
 (target, method, seed) cells of the results file it would replace is refused without ``--replace``.
 
     .venv/bin/python benchmarks/domain_shift.py --profile cpu
@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import domain_data
 import domain_metrics as dm
 import domain_plots
-from _cache import check_cached, method_settings, read_settings, settings_differ, write_settings
+from _cache import check_cached, read_settings, settings_differ, write_settings
 from accuracy import replace_refusal
+from accuracy import run_settings as config_settings
 from domains import METHODS, PROFILES, SOURCE, TARGET_NOTES, TARGETS, Profile
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -129,7 +130,6 @@ def label_chosen(record: dict[str, Any]) -> dict[str, Any]:
         record["accuracy_label_chosen"] = per_ckpt[best]
         record["label_chosen_checkpoint"] = best
     return record
-    return record
 
 
 # The profile settings the simulated data depend on (the data cache of --work is refused under others).
@@ -166,12 +166,33 @@ def check_data_cache(profile: Profile, data_dir: Path, targets: list[str]) -> No
     write_settings(data_dir, settings)
 
 
-def run_settings(profile: Profile, method: str) -> dict[str, Any]:
-    """What one trained run depends on besides its data (:func:`check_data_cache`) and seed: the
-    budget and the method's merged hyper-parameters and origin. Only the profile's ``--hparam``s and
-    epochs were compared, so an edited method default or plugin version re-printed old numbers."""
-    budget = {f: getattr(profile, f) for f in ("backbone", "epochs", "batch_size", "lr")}
-    return budget | method_settings(method, dict(profile.method_hparams.get(method, {})))
+def run_settings(
+    profile: Profile, method: str, data: domain_data.BenchData, target: str, seed: int, run_dir: Path
+) -> dict[str, Any]:
+    """What one trained run depends on besides its data (:func:`check_data_cache`): the whole
+    training config :func:`domain_data.train_method` trains with, keyed as accuracy.py keys its runs
+    (``accuracy.run_settings``: every TrainConfig field but where files lie and the thread count,
+    the method's merged hyper-parameters and origin). Only the budget and the method were keyed, so
+    a changed TrainConfig default (test_views, lr_schedule, selection_criterion, amp) reused old runs."""
+    return config_settings(domain_data.train_config(profile, method, data, target, seed, run_dir))
+
+
+def check_run(item: Path, settings: dict[str, Any], cached: dict[str, Any] | None) -> None:
+    """:func:`check_cached` for a trained run; one keyed before its whole config was (its settings
+    hold no ``seed``: the budget and the method alone) is checked on the keys it recorded and reused
+    with a one-line note, as an item from before settings were recorded is: the rest cannot be
+    checked (the run's config.json holds the config as resolved, not as given), and remaking a
+    finished benchmark's runs would cost hours."""
+    if cached is None or "seed" in cached:
+        check_cached(item, settings, cached)
+        return
+    check_cached(item, {key: settings.get(key) for key in cached}, cached)
+    print(
+        f"note: {item} was keyed by its budget and method alone: reused with its other training "
+        "settings unchecked (delete it to remake it)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def run_benchmark(
@@ -217,7 +238,8 @@ def run_benchmark(
         key = f"{target}__{method}__s{seed}"
         done = cache / f"{key}.json"
         hparams = profile.method_hparams.get(method, {})
-        settings = run_settings(profile, method)
+        run_dir = work / "train" / key
+        settings = run_settings(profile, method, data, target, seed, run_dir)
         if done.is_file():
             cached = json.loads(done.read_text())
             if "settings" not in cached:  # a record of an older harness: what it recorded must match
@@ -230,12 +252,11 @@ def run_benchmark(
                     raise SystemExit(
                         f"{done} was made with other settings ({diff}): give this run its own --work"
                     )
-            check_cached(done, settings, cached.get("settings"))
+            check_run(done, settings, cached.get("settings"))
             runs.append(label_chosen(cached))
             continue
-        run_dir = work / "train" / key
         if (run_dir / RUN_MODEL).is_file():  # trained, not scored (killed in between)
-            check_cached(run_dir, settings, read_settings(run_dir))
+            check_run(run_dir, settings, read_settings(run_dir))
         else:
             write_settings(run_dir, settings)
         t0 = time.perf_counter()

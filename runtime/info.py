@@ -185,6 +185,8 @@ def _describe_table(path: Path) -> Description:
         extra = [c for c in picks.columns if c not in ("tomo_name", "x", "y", "z")]
     if extra:
         d.add("other columns", ", ".join(map(str, extra[:12])) + (" ..." if len(extra) > 12 else ""))
+    for note in picks.notes:  # what the reader decided (mixed decimal marks): classify says it too
+        d.add("note", note)
     return d
 
 

@@ -229,7 +229,36 @@ def _ids_and_offsets(path: Path) -> tuple[list[str], np.ndarray]:
     return ids, np.frombuffer(starts, dtype=np.int64) if len(starts) else np.zeros(1, np.int64)
 
 
-_SORT_CHUNK = 1 << 16  # rows copied per step of Ledger.sort_rows
+_SORT_CHUNK = 1 << 16  # rows copied per step of sort_file_rows
+
+
+def sort_file_rows(path: Path, starts: np.ndarray, keys: np.ndarray) -> np.ndarray | None:
+    """Rewrite the CSV file ``path`` with its data rows sorted by ``keys`` (stable); returns the
+    permutation (new row j is old row ``perm[j]``), or None when the rows already are in order
+    (the file is then left untouched). ``starts``: the byte offset where each data row starts,
+    then one more (the end of the last); the bytes before the first row (the header) are kept.
+
+    Why one helper: a resumed run's ledgers (:meth:`Ledger.sort_rows`) and merged shard tables
+    (runtime/merge.py) are put in the plan's order the same way. Durable: the sorted copy goes to
+    a new random temporary file (not a fixed NAME.sorted a link could be planted at) put in place
+    once the source is closed, so a kill leaves the old table or the sorted one. Memory: a key and
+    a byte offset per row and the permutation; the rows are copied from a memory map of the file,
+    never held. The caller closes any handle it holds on ``path`` first (Windows renames no open
+    file)."""
+    if len(keys) < 2 or bool(np.all(keys[1:] >= keys[:-1])):
+        return None
+    perm = np.argsort(keys, kind="stable")
+    with (
+        replacing(path, "wb") as dst,
+        open(path, "rb") as src,
+        mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mm,
+    ):
+        dst.write(mm[: int(starts[0])])  # the header
+        for s in range(0, len(perm), _SORT_CHUNK):
+            chunk = perm[s : s + _SORT_CHUNK]
+            for a, b in zip(starts[chunk].tolist(), starts[chunk + 1].tolist(), strict=True):
+                dst.write(mm[a:b])
+    return perm
 
 
 class Ledger:
@@ -320,28 +349,16 @@ class Ledger:
         Why: a resume appends, so the rows of items tried again (``--retry-errors``) or left over
         by a killed run came after the rows written before them, and the table was not the one an
         uninterrupted run writes. Durable as :meth:`drop`: a new temporary file put in place, so a
-        kill leaves the old table or the sorted one. Memory: a key and a byte offset per row; the
-        rows are copied from a memory map of the file, never held."""
+        kill leaves the old table or the sorted one (:func:`sort_file_rows`)."""
         ids, starts = _ids_and_offsets(self.path)
         keys = np.fromiter((place.get(i, len(place)) for i in ids), dtype=np.int64, count=len(ids))
         if len(keys) < 2 or bool(np.all(keys[1:] >= keys[:-1])):
             return None
-        perm = np.argsort(keys, kind="stable")
         self._fh.close()
         try:
-            with (
-                replacing(self.path, "wb") as dst,
-                open(self.path, "rb") as src,
-                mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mm,
-            ):
-                dst.write(mm[: int(starts[0])])  # the header
-                for s in range(0, len(perm), _SORT_CHUNK):
-                    chunk = perm[s : s + _SORT_CHUNK]
-                    for a, b in zip(starts[chunk].tolist(), starts[chunk + 1].tolist(), strict=True):
-                        dst.write(mm[a:b])
+            return sort_file_rows(self.path, starts, keys)
         finally:
             self._fh = open_in_place(self.path, "a", newline="")  # held open for the whole run
-        return perm
 
     def drop(self, ids: set[str]) -> None:
         """Remove the rows of ``ids`` (as written), durably: the file is rewritten beside itself and

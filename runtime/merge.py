@@ -30,7 +30,6 @@ import csv
 import itertools
 import json
 import math
-import mmap
 import os
 import re
 import time
@@ -45,8 +44,8 @@ import numpy as np
 from cryoshift.runtime.copick_io import is_copick
 from cryoshift.runtime.errors import InputError, check_out_folder, missing_reason, not_a_file, require_extra
 from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
-from cryoshift.runtime.ledger import ERROR_COLUMNS, checked_rows
-from cryoshift.runtime.outfiles import open_in_place, replacing, replacing_path, write_text
+from cryoshift.runtime.ledger import ERROR_COLUMNS, checked_rows, sort_file_rows
+from cryoshift.runtime.outfiles import open_in_place, replacing_path, write_text
 
 _SHARD = re.compile(r"^predictions\.shard-(\d+)-of-(\d+)\.csv$")
 
@@ -419,33 +418,11 @@ class _CountingFile:
         return len(text)
 
 
-REORDER_CHUNK = 1 << 16  # rows copied per step of _reorder
-
-
 def _reorder(path: Path, written: _Written, keys: array) -> np.ndarray | None:
-    """Rewrite the joined table ``path`` with its data rows sorted by ``keys`` (stable); returns
-    the permutation (new row j is old row ``perm[j]``), or None when the rows already are in order.
-
-    Memory: the offsets and keys (8 bytes a row each) and the permutation; the rows are copied
-    from a memory map of the file, never held."""
-    order = _keys(keys)
-    if len(order) < 2 or bool(np.all(order[1:] >= order[:-1])):
-        return None
-    perm = np.argsort(order, kind="stable")
-    starts = _keys(written.offsets)
-    # the sorted copy goes to a new random temporary file (not the fixed NAME.sorted a link could
-    # be planted at), renamed onto path once the source is closed (Windows renames no open file)
-    with (
-        replacing(path, "wb") as dst,
-        open(path, "rb") as src,
-        mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mm,
-    ):
-        dst.write(mm[: int(starts[0])])  # the header
-        for s in range(0, len(perm), REORDER_CHUNK):
-            chunk = perm[s : s + REORDER_CHUNK]
-            for a, b in zip(starts[chunk].tolist(), starts[chunk + 1].tolist(), strict=True):
-                dst.write(mm[a:b])
-    return perm
+    """Rewrite the joined table ``path`` with its data rows sorted by ``keys`` (stable), as a
+    resumed run's ledgers are (ledger.sort_file_rows); returns the permutation (new row j is old
+    row ``perm[j]``), or None when the rows already are in order."""
+    return sort_file_rows(path, _keys(written.offsets), _keys(keys))
 
 
 def _keys(values: array) -> np.ndarray:

@@ -782,9 +782,10 @@ def overlong_rows(
 
     Why: pandas drops fields past the header's last one without a word, so a row whose columns
     slipped (a missing separator earlier, a pasted extra value) was classified at whatever the
-    first fields said. Rows with too few fields already fail (their coordinates are missing).
-    Counted with numpy over the bytes (whitespace runs or separators per line); lines holding a
-    quote or a ``#`` are counted by the csv/shlex tokenisers instead. Streams in 4 MiB blocks.
+    first fields said. Rows with too few fields: :func:`wrong_width_rows` (pick tables and
+    listings make both error rows). Counted with numpy over the bytes (whitespace runs or
+    separators per line); lines holding a quote or a ``#`` are counted by the csv/shlex
+    tokenisers instead. Streams in 4 MiB blocks.
     """
     return _width_rows(path, n_fields, block, sep, short=False)
 
@@ -1023,9 +1024,13 @@ def read_pick_table(
     if marks_note:
         table.notes.append(marks_note)
     sep = None if layout.csv is None else layout.csv["sep"]
-    long = overlong_rows(path, len(layout.columns), layout.block, sep)
+    # rows of another width than the header's are error rows; one whose coordinates are missing keeps
+    # that reason. A row short only in a later column (rlnOpticsGroup) was read with NaN there
+    coordless = set(rows.bad_rows.tolist())
+    width = wrong_width_rows(path, len(layout.columns), layout.block, sep)
+    width = {row: why for row, why in width.items() if row not in coordless}
     blank = blank_name_rows(names, tomo, layout.tomo_col) if skip_bad_rows else {}
-    table.mark_bad_rows(rows.bad_rows, skip_bad_rows, {**blank, **long}, layout.block)
+    table.mark_bad_rows(rows.bad_rows, skip_bad_rows, {**blank, **width}, layout.block)
     if layout.centred and convert:
         _centred_to_pixels(table, pixel_size, tomo_shape, skip=unresolved == "skip", centre=centre)
     return table

@@ -487,7 +487,8 @@ def _checkpoint_config(model: Path) -> dict[str, Any]:
 def training_record(model: Path, meta: ModelMetadata, run_dir: Path | None = None) -> dict[str, Any]:
     """How ``model`` was trained, read from what its run wrote: selection.json (the method's
     hyper-parameters with defaults, whether target labels were used), config.json (seed, template
-    labels, spectrum matching) and versions.json (cryoshift, torch, plugins).
+    labels, spectrum matching) and versions.json (cryoshift, torch, plugins: the first session's, and
+    every session's when a --resume ran under others).
 
     The run is the model's own folder (a run folder, its model.pt or an epoch checkpoint) or
     ``run_dir`` (evaluate's --run, already checked to have made it). A model outside a run records
@@ -505,8 +506,10 @@ def training_record(model: Path, meta: ModelMetadata, run_dir: Path | None = Non
         run = run_of_checkpoint(model)
     selection = _read_run_json(run / "selection.json") if run is not None else {}
     config = _read_run_json(run / "config.json") if run is not None else {}
-    versions = _read_run_json(run / "versions.json") if run is not None else {}
-    names = ("selection.json", "config.json", "versions.json")
+    from cryoshift.training.run import VERSIONS
+
+    versions = _read_run_json(run / VERSIONS) if run is not None else {}
+    names = ("selection.json", "config.json", VERSIONS)
     read = [str(run / name) for name in names if (run / name).is_file()] if run is not None else []
     if not config:
         config = _checkpoint_config(model)
@@ -528,9 +531,41 @@ def training_record(model: Path, meta: ModelMetadata, run_dir: Path | None = Non
     record["torch_version"] = versions.get("torch")
     if versions.get("plugins"):
         record["plugins"] = versions["plugins"]
+    sessions = _session_versions(versions)
+    if sessions:
+        record["sessions"] = sessions
+    if versions.get("earlier_sessions"):
+        record["earlier_sessions"] = versions["earlier_sessions"]
     record["read_from"] = read
     record["unknown"] = [key for key in TRAINING_FIELDS if record.get(key) is None]
     return record
+
+
+# What each session of a run is listed with in evaluation.json when the sessions' versions differ.
+SESSION_FIELDS = ("started", "first_epoch", "cryoshift", "torch", "plugins")
+
+
+def _session_versions(versions: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The sessions of a run's versions.json (its start and each --resume, training/run.py
+    ``session_versions``), each with :data:`SESSION_FIELDS`, when they ran under different cryoshift,
+    torch or plugin versions; None when they all ran under the same ones (or none are listed).
+
+    Why: the top of versions.json is the run's FIRST session, so a run resumed under another
+    cryoshift or torch read as trained wholly under the first one's."""
+    from cryoshift.training.run import SESSIONS
+
+    listed = versions.get(SESSIONS)
+    if not isinstance(listed, list):
+        return None
+    sessions = [
+        {key: entry.get(key) for key in SESSION_FIELDS if key != "plugins" or entry.get(key)}
+        for entry in listed
+        if isinstance(entry, dict)
+    ]
+    kinds = {
+        json.dumps([s.get(k) for k in ("cryoshift", "torch", "plugins")], sort_keys=True) for s in sessions
+    }
+    return sessions if len(kinds) > 1 else None
 
 
 def training_summary(record: dict[str, Any]) -> str:
@@ -552,7 +587,18 @@ def training_summary(record: dict[str, Any]) -> str:
         f"trained: method {record.get('method')} ({params}), seed {shown('seed')}, template labels "
         f"{shown('template_labels')}, spectrum matching {shown('spectrum_match')}, target labels "
         f"{shown('uses_target_labels')}; cryoshift {shown('cryoshift_version')}, "
-        f"torch {shown('torch_version')}"
+        f"torch {shown('torch_version')}{_resumed_under(record)}"
+    )
+
+
+def _resumed_under(record: dict[str, Any]) -> str:
+    """', resumed under cryoshift X, torch Y (from epoch N)' for each later session of a run whose
+    sessions ran under different versions (:func:`_session_versions`), else ''."""
+    later = record.get("sessions") or []
+    return "".join(
+        f"; resumed from epoch {s.get('first_epoch')} under cryoshift {s.get('cryoshift')}, "
+        f"torch {s.get('torch')}"
+        for s in later[1:]
     )
 
 

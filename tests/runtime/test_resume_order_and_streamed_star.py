@@ -24,14 +24,18 @@ from cryoshift.runtime.picks import CENTERED_COLUMNS
 from cryoshift.runtime.results import read_results
 
 
-def _volumes(helpers, folder: Path, bad: set[int]) -> list[Path]:
-    """Eight volumes v00..v07 in ``folder``; those numbered in ``bad`` are corrupt files."""
+def _volumes(helpers, folder: Path, bad: set[int], only: set[int] | None = None) -> list[Path]:
+    """Eight volumes v00..v07 in ``folder``; those numbered in ``bad`` are corrupt files; with
+    ``only``, just those are (re)written (a repair touches the broken files, not the good ones,
+    which --resume would refuse as changed since their rows were written)."""
     folder.mkdir(parents=True, exist_ok=True)
     vols = helpers.make_volumes(8, helpers.BOX, 3)
     paths = []
     for i in range(8):
         p = folder / f"v{i:02d}.mrc"
-        if i in bad:
+        if only is not None and i not in only:
+            pass
+        elif i in bad:
             p.write_bytes(b"\x00" * 2000)
         else:
             write_volume(p, vols[i], voxel_size=helpers.VOXEL)
@@ -51,7 +55,7 @@ def test_retried_rows_take_their_place_in_the_inputs_order(model_path, helpers, 
     out = tmp_path / "resumed"
     first = _run(model_path, Path("data"), out)
     assert first.total_errors == 2
-    _volumes(helpers, Path("data"), bad=set())  # the corrupt files repaired
+    _volumes(helpers, Path("data"), bad=set(), only={2, 5})  # the corrupt files repaired
     resumed = _run(model_path, Path("data"), out, resume=True, retry_errors=True)
     assert resumed.total_errors == 0
     whole = tmp_path / "whole"
@@ -80,7 +84,7 @@ def test_errors_that_fail_again_keep_the_inputs_order(model_path, helpers, tmp_p
     _volumes(helpers, Path("data"), bad={1, 4, 6})
     out = tmp_path / "resumed"
     _run(model_path, Path("data"), out)
-    _volumes(helpers, Path("data"), bad={1, 6})  # only v04 repaired: v01 and v06 fail again
+    _volumes(helpers, Path("data"), bad={1, 6}, only={4})  # only v04 repaired: v01 and v06 fail again
     _run(model_path, Path("data"), out, resume=True, retry_errors=True)
     whole = tmp_path / "whole"
     _run(model_path, Path("data"), whole)
