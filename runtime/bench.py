@@ -10,9 +10,13 @@ scripts use the same functions.
 
 from __future__ import annotations
 
+import errno
+import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +138,7 @@ def pipeline_rate(
 
     rates, stats = [], None
     for _ in range(repeats):
-        with tempfile.TemporaryDirectory(prefix="cryoshift-bench-") as tmp:
+        with scratch_dir("cryoshift-bench-") as tmp:
             t0 = time.perf_counter()
             opts = RunOptions(
                 data[kind]["inputs"], Path(tmp), tomograms=data[kind]["tomograms"], progress=False
@@ -238,6 +242,57 @@ def _model_box(path: Path) -> int | None:
         return None
 
 
+# why a probe file could not be written, for the errnos that are about space, not the folder
+_SPACE_CAUSES = {
+    errno.EFBIG: "File too large (a file-size limit: ulimit -f)",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+@contextmanager
+def scratch_dir(prefix: str, where: Path | None = None) -> Iterator[str]:
+    """``tempfile.TemporaryDirectory(prefix=prefix, dir=where)`` whose failure says the real cause.
+
+    Why: Python finds its temporary folder by writing a probe file in each candidate; under a
+    file-size limit of 0 (``ulimit -f 0``) or on a full disk every probe fails, and the error was
+    only "No usable temporary directory found in ['/tmp', ...]", which blames the folders. The
+    probe is repeated here to name the folder and why a file cannot be written there."""
+    try:
+        made = tempfile.TemporaryDirectory(prefix=prefix, dir=where)
+    except FileNotFoundError as exc:
+        cause = _unwritable_temporary_folder([where] if where else None)
+        if cause is None:
+            raise
+        raise cause from exc
+    with made as tmp:
+        yield tmp
+
+
+def _unwritable_temporary_folder(folders: list[Path] | None) -> InputError | None:
+    """The error for the first of ``folders`` (default: the folders Python tries) where a small file
+    cannot be written for lack of space or a file-size limit; None when none fails that way."""
+    candidates = folders or getattr(tempfile, "_candidate_tempdir_list", lambda: [])()
+    for folder in candidates:
+        try:
+            fd, name = tempfile.mkstemp(prefix=".cryoshift-probe-", dir=folder)
+        except OSError:
+            continue  # missing or not writable: not the folder the user expects to be used
+        try:
+            os.write(fd, b"probe")
+        except OSError as exc:
+            if exc.errno in _SPACE_CAUSES:
+                return InputError(
+                    folder,
+                    f"cannot write bench's temporary data here: {_SPACE_CAUSES[exc.errno]}; "
+                    "free space, raise the limit, or set TMPDIR to another folder",
+                )
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    return None
+
+
 def run_bench(
     model_path: Path,
     backend: str = "auto",
@@ -279,7 +334,7 @@ def run_bench(
     result["feed_box"] = feed_meta.box_size
     result["model_box"] = model.metadata.box_size
     null = null_model(feed_meta, batch_size=batch_size)
-    with tempfile.TemporaryDirectory(prefix="cryoshift-bench-data-", dir=work_dir) as tmp:
+    with scratch_dir("cryoshift-bench-data-", work_dir) as tmp:
         data = make_bench_data(Path(tmp), n, feed_meta.box_size, feed_meta.voxel_size)
         result["feed"] = {
             kind: pipeline_rate(null, data, kind, batch_size, workers, repeats, processes) for kind in KINDS

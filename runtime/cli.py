@@ -32,6 +32,7 @@ from cryoshift.runtime.commands import (
     train,
 )
 from cryoshift.runtime.errors import InputError, MissingExtraError
+from cryoshift.runtime.ledger import RESUME_HINT
 from cryoshift.runtime.terminal import visible
 
 try:  # newer typer carries its own copy of click
@@ -238,7 +239,7 @@ for _module in (info, simulate, train, evaluate, export, classify, merge, report
 
 # Finished rows and checkpoints are already on disk (fsync'd ledgers): say how to go on; a verb
 # without --resume starts again (it keeps nothing half-written).
-_RESUME_ADVICE = {True: "rerun with --resume to continue", False: "rerun the command to start again"}
+_RESUME_ADVICE = {True: RESUME_HINT, False: "rerun the command to start again"}
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 EXIT_TERMINATED = 128 + 15  # 128 + SIGTERM, as a shell reports a kill (SLURM's time limit)
 
@@ -334,9 +335,29 @@ def _few_malloc_arenas_under_a_limit() -> None:
         ctypes.CDLL(None).mallopt(_M_ARENA_MAX, ARENAS_UNDER_LIMIT)
 
 
+CWD_GONE = "the current directory no longer exists (deleted under this shell): cd to an existing folder"
+
+
+def _cwd_gone() -> bool:
+    """Whether the working directory was deleted under this process (``os.getcwd()`` fails).
+
+    Why: from a deleted directory ``import torch`` dies with "Intel oneMKL FATAL ERROR: Cannot load
+    libtorch_cpu.so" (a broken install, it seems), and classify failed with a bare "No such file or
+    directory" after making a partial output folder. Checked first, before any heavy import or
+    any folder is made, so every verb says the real cause."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit code (2 for bad input or a missing extra, 130 after
     Ctrl-C, 143 after SIGTERM)."""
+    if _cwd_gone():
+        typer.echo(f"cryoshift: error: {CWD_GONE}", err=True)
+        return 2
     _system_arrow_allocator()
     _few_malloc_arenas_under_a_limit()
     with _sigterm_raises() as terminated:

@@ -8,10 +8,17 @@ blocks a later run. The file holds the holder's pid so the refusal can name it.
 The lock file is opened without following a link (runtime/outfiles.py): a link planted at its
 name in a shared folder (``.cryoshift-classify.lock -> victim``) is refused, where it had its
 target truncated and overwritten with a pid.
+
+The lock file gets the mode any other output gets (``0666 & ~umask``): a run folder shared by a
+group (umask 002, every data file group-writable) had a 0644 lock, so a colleague's ``--resume``
+was refused with "Permission denied" on the one file it could not open. A lock file that still
+cannot be opened for writing (made 0644 by an older cryoshift) is locked through a read-only
+descriptor: ``flock`` needs no write access; only the holder's pid is not written then.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,10 +56,13 @@ class FolderLock:
     def acquire(self) -> FolderLock:
         if fcntl is None:  # pragma: no cover
             return self
-        fd = open_fd_in_place(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd, writable = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)  # not "held by another" (a file system without flock): said as it is
+                raise OSError(exc.errno, f"cannot lock: {exc.strerror}", str(self.path)) from exc
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise InputError(
@@ -60,10 +70,30 @@ class FolderLock:
                 f"another {self.what} (pid {holder}) is writing to this folder; "
                 f"wait for it to finish or choose another {self.option}",
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
+
+    def _open(self) -> tuple[int, bool]:
+        """The lock file's descriptor (made with the umask's mode, as every output is) and whether
+        it is writable: an existing lock this user may only read (another user's, made 0644 by
+        an older cryoshift) is opened read-only, which ``flock`` accepts. One that cannot even be
+        read is refused in one line saying it may be removed when no run is using the folder."""
+        try:
+            return open_fd_in_place(self.path, os.O_RDWR | os.O_CREAT, 0o666), True
+        except PermissionError:
+            if not os.path.lexists(self.path):
+                raise  # the folder itself is not writable: said as it is
+        try:
+            return open_fd_in_place(self.path, os.O_RDONLY), False
+        except PermissionError:
+            raise InputError(
+                self.path,
+                "Permission denied (the lock file of another user); when no cryoshift run is "
+                "writing this folder it can be removed",
+            ) from None
 
     def release(self) -> None:
         if self._fd is not None:

@@ -18,6 +18,10 @@ planted link the same way. Two rules, so no output is ever written through a lin
   its name is refused in one line (:data:`LINK_REASON`) instead of followed. Windows has no
   ``O_NOFOLLOW``; there the name is checked with :func:`os.path.islink` first.
 
+Neither rule ever puts a file in place of something that is not one: a device, a named pipe or
+a socket at a name is refused in one line (:func:`refuse_special`); ``report -o /dev/full`` had
+replaced the device with the page.
+
 Reading through a link is left alone: inputs (a picks table, a tomogram) are often links.
 """
 
@@ -37,6 +41,7 @@ from typing import IO, Any
 from cryoshift.runtime.errors import InputError, writing_error
 
 LINK_REASON = "is a symbolic link; cryoshift does not write through links in an output folder"
+NOT_REGULAR_REASON = "not a regular file; cryoshift writes only regular files in an output folder"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation below Python's own
@@ -70,6 +75,33 @@ def refuse_link(path: str | Path) -> None:
     """Refuse ``path`` in one line when it is a symbolic link (the portable check)."""
     if os.path.islink(path):
         raise InputError(path, LINK_REASON)
+
+
+def special_kind(path: str | Path, follow: bool = False) -> str | None:
+    """What ``path`` is in words ("a device", "a named pipe (FIFO)", "a socket") when it exists and
+    is neither a regular file, a folder nor (unless ``follow``) a symbolic link; None otherwise
+    (missing or unreadable included: writing it says why)."""
+    try:
+        mode = os.stat(path).st_mode if follow else os.lstat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def refuse_special(path: str | Path) -> None:
+    """Refuse in one line a whole file to be written at ``path`` when a device, a named pipe or a
+    socket is there: the rename would replace it (``/dev/full`` became a regular file)."""
+    kind = special_kind(path)
+    if kind:
+        raise InputError(path, f"is {kind}, {NOT_REGULAR_REASON}")
 
 
 class NotRegularFileError(Exception):
@@ -108,9 +140,7 @@ def open_fd_in_place(path: str | Path, flags: int, mode: int = 0o666) -> int:
     try:
         return open_regular_fd(path, flags, mode)
     except NotRegularFileError:
-        raise InputError(
-            path, "is not a regular file; cryoshift writes only regular files in an output folder"
-        ) from None
+        raise InputError(path, f"is {NOT_REGULAR_REASON}") from None
     except OSError as exc:
         # Linux and macOS say ELOOP for a link refused by O_NOFOLLOW, FreeBSD EMLINK
         if exc.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(path):
@@ -168,6 +198,7 @@ class PendingFile:
         self, path: str | Path, mode: str = "w", encoding: str | None = None, newline: str | None = None
     ):
         self.path = Path(path)
+        refuse_special(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd, self.tmp = _temporary(self.path)
@@ -246,6 +277,7 @@ def replacing_path(path: str | Path) -> Iterator[Path]:
     not from one swapped in during the write by someone watching the folder; write through
     :func:`replacing` where the library takes a file object."""
     path = Path(path)
+    refuse_special(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, tmp = _temporary(path)

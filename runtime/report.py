@@ -33,7 +33,7 @@ from cryoshift.runtime.contract import REJECT_LABEL
 from cryoshift.runtime.errors import InputError, blocked_folder, missing_reason, not_a_file
 from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
 from cryoshift.runtime.labelled_picks import LABEL_COLUMNS as PICK_LABEL_COLUMNS
-from cryoshift.runtime.outfiles import NotRegularFileError, open_regular_fd, write_text
+from cryoshift.runtime.outfiles import NotRegularFileError, open_regular_fd, special_kind, write_text
 from cryoshift.runtime.results import (
     NUMERIC_COLUMNS,
     PredictionTable,
@@ -947,6 +947,36 @@ def _shown(text: str) -> str:
     return html.escape(visible(text))
 
 
+# how a page's title starts, by whether it is about a training run (True) or classify results
+_TITLES = {True: "cryoshift training run", False: "cryoshift results"}
+_WHAT = {True: "a training run", False: "classify results"}
+
+
+def _is_run(path: Path) -> bool:
+    """Whether the page for ``path`` is a training run's (a run folder has metrics.csv)."""
+    return path.is_dir() and (path / "metrics.csv").is_file()
+
+
+def _other_report(target: Path, is_run: bool) -> None:
+    """Refuse to write the default ``report.html`` over the page of the other kind.
+
+    Why: a folder may hold a training run and classify results (``classify -o RUN``): ``report
+    RUN`` and ``report RUN/predictions.csv`` both wrote RUN/report.html, each replacing the other's
+    page without a word."""
+    try:
+        with open(target, "rb") as fh:  # a regular file: _check_target refused anything else
+            head = fh.read(4096).decode("utf-8", errors="replace")
+    except OSError:
+        return
+    found = re.search(r"<title>([^<]*)</title>", head)
+    if found and found.group(1).startswith(_TITLES[not is_run] + " "):
+        raise InputError(
+            target,
+            f"holds the report of {_WHAT[not is_run]} in this folder; write this report of "
+            f"{_WHAT[is_run]} elsewhere with --out (or remove that page)",
+        )
+
+
 def build_report(path: str | Path, notes: list[str] | None = None) -> str:
     """The HTML page for a classify output (folder or predictions file) or a training run folder.
 
@@ -957,17 +987,17 @@ def build_report(path: str | Path, notes: list[str] | None = None) -> str:
         raise InputError(path, missing_reason(path, "no such file or folder"))
     notes = [] if notes is None else notes
     plt = _plt()
-    is_run = path.is_dir() and (path / "metrics.csv").is_file()
+    is_run = _is_run(path)
     # Drawing warnings (matplotlib's, pandas') are about the library, not the data, which the notes
     # cover: they would reach the user as raw source lines.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if is_run:
             table, facts, figures = _run_sections(path, plt, notes)
-            title = f"cryoshift training run {path.name}"
+            title = f"{_TITLES[True]} {path.name}"
         else:
             table, facts, figures = _results_sections(path, plt, notes)
-            title = f"cryoshift results {path.name}"
+            title = f"{_TITLES[False]} {path.name}"
     rows = "".join(f"<tr><th>{_shown(k)}</th><td>{_shown(v)}</td></tr>" for k, v in facts)
     figs = "".join(
         f'<figure><h2>{html.escape(t)}</h2><img alt="{html.escape(t)}" '
@@ -989,6 +1019,8 @@ def write_report(path: str | Path, out: str | Path | None = None, notes: list[st
     path = Path(path)
     target = Path(out) if out else (path if path.is_dir() else path.parent) / REPORT_HTML
     _check_target(target)
+    if not out and not target.is_symlink() and target.is_file():
+        _other_report(target, _is_run(path))
     page = build_report(path, notes)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -1004,9 +1036,20 @@ def _check_target(target: Path) -> None:
     """Refuse, before drawing anything, a page name that is a folder or an existing file other than
     an HTML page (an earlier report): ``--out`` naming the run's metrics.csv or predictions.csv
     overwrote it with the page. A folder for it that cannot be made (a file or a dangling link on
-    the way) is refused here too, in the words of :func:`_write_failure`."""
+    the way) is refused here too, in the words of :func:`_write_failure`.
+
+    A device, a named pipe or a socket at the name, or a link to one (``/dev/stdout``), is refused
+    too: the page is written whole and renamed into place, which replaced ``/dev/full`` and the
+    ``/dev/stdout`` link with a regular file. A link to anything else is replaced by the page, its
+    target left alone, as for every file cryoshift writes (runtime/outfiles.py)."""
     if target.is_dir():
         raise InputError(target, "is a folder; --out takes the name of the HTML file to write")
+    kind = special_kind(target, follow=True)
+    if kind:
+        link = "a symbolic link to " if target.is_symlink() else ""
+        raise InputError(
+            target, f"is {link}{kind}, not a regular file; --out takes the name of the HTML file to write"
+        )
     # a link at the name is replaced by the page, its target left alone: only a file there counts
     if not target.is_symlink() and target.is_file() and target.stat().st_size:
         with open(target, "rb") as fh:
