@@ -31,7 +31,7 @@ import os
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -40,6 +40,11 @@ from cryoshift.runtime.outfiles import open_in_place, refuse_link, replacing
 
 ID_COLUMN = "id"  # every ledger's first column
 ERROR_COLUMNS = (ID_COLUMN, "path", "reason")
+
+
+# What a verb that stopped part way (a full disk) says: its finished work is on disk (classify's
+# fsync'd ledgers, train's checkpoints) and ``--resume`` goes on from it.
+RESUME_HINT = "rerun with --resume to continue"
 
 
 def format_value(value: object) -> str:
@@ -395,15 +400,16 @@ class Ledger:
             os.fsync(self._fh.fileno())
         except OSError as exc:  # disk full, quota, I/O error: say which file could not be written
             if exc.filename is None:
-                raise OSError(exc.errno, f"cannot write: {exc.strerror or exc}", str(self.path)) from exc
+                raise writing_error(self.path, exc) from exc
             raise
         self.done.update(escape_text(str(r[0])) for r in rows)
         self.rows += len(rows)
         self._appended = True
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
+        """Close the file. Closing writes what a failed append left in the buffer, and may fail
+        again (a full disk): named like an append's failure, never a bare "File too large"."""
+        _close_naming(self._fh, self.path)
 
     def __enter__(self) -> Ledger:
         return self
@@ -461,8 +467,7 @@ class RowOrder:
             raise writing_error(self.path, exc) from exc
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
+        _close_naming(self._fh, self.path)
 
 
 def _check_order(csv_path: Path, order: Path, recorded: bytes, csv_ids: list[str]) -> None:
@@ -587,6 +592,11 @@ class RunLedgers:
             return _without(left, failed) if failed else left
         return _without(items, self.results.done | self.errors.done)
 
+    def unanswered(self, items: Sequence[Any]) -> Sequence[Any]:
+        """``items`` with neither a results row nor an error row now (unlike :meth:`todo`, never the
+        list remembered before the run): after a run, what it failed to write."""
+        return _without(items, self.results.done | self.errors.done)
+
     def failed_before(self, items: Sequence[Any]) -> set[str]:
         """The ids (as written) of ``items`` that have an error row and no results row: what a
         resume counts as done although it never gave an answer."""
@@ -637,19 +647,40 @@ class RunLedgers:
             self.order = None
 
     def close(self) -> None:
-        if self.features is not None:
-            self.features.close()
-        if self.order is not None:
-            self.order.close()
-        self.results.close()
-        if hasattr(self, "errors"):
-            self.errors.close()
+        """Close every file, each even when another fails; the first failure is raised."""
+        failed: list[BaseException] = []
+        for ledger in (self.features, self.order, self.results, getattr(self, "errors", None)):
+            if ledger is None:
+                continue
+            try:
+                ledger.close()
+            except OSError as exc:
+                failed.append(exc)
+        if failed:
+            raise failed[0]
 
     def __enter__(self) -> RunLedgers:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        """Close; when the run already failed (a full disk mid-batch), a failure to close (the same
+        disk, flushing the rest of the batch) is not raised over it: the first error names the file
+        and its cause, the second said only "File too large", naming nothing."""
+        try:
+            self.close()
+        except OSError:
+            if exc_type is None:
+                raise
+
+
+def _close_naming(fh: IO[Any], path: Path) -> None:
+    """Close ``fh`` (a ledger's file at ``path``); a failure to write its buffer names ``path``."""
+    if fh.closed:
+        return
+    try:
+        fh.close()
+    except OSError as exc:
+        raise writing_error(path, exc) from exc
 
 
 def _without(items: Sequence[Any], done: set[str]) -> Sequence[Any]:

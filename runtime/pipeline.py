@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -454,12 +454,17 @@ class _OrderedWriter:
     """The writer thread: batches finish out of order (several readers); rows are written in
     input order. On the way out (a failed run), batches still waiting for an earlier one are
     written anyway: they are finished work, and the resume ledger does not need input order. An
-    error of ``write_rows`` stops the writing and is raised in the model thread (:meth:`check`)."""
+    error of ``write_rows`` stops the writing and is raised in the model thread (:meth:`check`).
+
+    Whatever ends the thread is such an error, and so is a thread that ended without being closed:
+    a progress line that failed (stdout a closed pipe) once killed it unseen, and the run went on to
+    write a manifest claiming every row while predictions.csv held a fifth of them."""
 
     def __init__(self, write_rows: Callable[..., None], with_features: bool, bar: Progress, stats: RunStats):
         self.write_rows, self.with_features, self.bar, self.stats = write_rows, with_features, bar, stats
         self.jobs: queue.Queue = queue.Queue()
         self.errors: list[BaseException] = []
+        self.closed = False
         self.thread = threading.Thread(target=self._run, name="cryoshift-writer", daemon=True)
 
     def start(self) -> None:
@@ -470,14 +475,27 @@ class _OrderedWriter:
 
     def close(self) -> None:
         """Write what is pending and end the thread."""
+        self.closed = True
         self.jobs.put(None)
         self.thread.join()
 
     def check(self) -> None:
+        """Raise the error that stopped the writing, if any: the run must not go on (or end as if
+        complete) with batches that were never written."""
         if self.errors:
             raise self.errors[0]
+        if not self.closed and self.thread.ident is not None and not self.thread.is_alive():
+            raise RuntimeError(
+                "the results writer thread ended before the run did; rows after it were not written"
+            )
 
     def _run(self) -> None:
+        try:
+            self._write_in_order()
+        except BaseException as exc:  # surfaced in the model thread (check), never lost with the thread
+            self.errors.append(exc)
+
+    def _write_in_order(self) -> None:
         pending: dict[int, tuple[list[list[Any]], list[tuple[str, str, str]], Any]] = {}
         expected = 0
         closing = False
@@ -507,7 +525,7 @@ class _OrderedWriter:
         except BaseException as exc:  # surfaced in the model thread after the run
             self.errors.append(exc)
         self.stats.write_s += time.perf_counter() - t0
-        self.bar.advance(len(rows) + len(errors))
+        self.bar.advance(len(rows) + len(errors))  # never raises (Progress.advance)
 
 
 class _Chunks(Sequence):
@@ -530,18 +548,19 @@ class _Chunks(Sequence):
         return list(self.items[k * self.size : (k + 1) * self.size])
 
 
-# In a log (stdout not a terminal), a plain progress line every this many seconds or this
+# In a log (stderr not a terminal), a plain progress line every this many seconds or this
 # fraction of the work, whichever comes first, plus one at the end.
 PLAIN_PROGRESS_SECONDS = 30.0
 PLAIN_PROGRESS_FRACTION = 0.1
 
 
-def plain_output() -> bool:
-    """True when stdout goes to a file or a pipe (SLURM, ``> log``, ``| tee``): the same rule as
-    ``train``'s per-epoch lines (training/log.py ``plain``). Why: rich draws only its last frame
-    when not on a terminal, so a long run said nothing about progress until it ended."""
+def plain_output(stream: TextIO | None = None) -> bool:
+    """True when ``stream`` (default stdout) goes to a file or a pipe (SLURM, ``> log``, ``| tee``):
+    ``train``'s per-epoch lines follow it on stdout (training/log.py ``plain``), classify's progress
+    on stderr, where it is written. Why: rich draws only its last frame when not on a terminal, so
+    a long run said nothing about progress until it ended."""
     try:
-        return not sys.stdout.isatty()
+        return not (sys.stdout if stream is None else stream).isatty()
     except (AttributeError, ValueError):
         return True
 
@@ -554,7 +573,12 @@ def _clock(seconds: float) -> str:
 class Progress:
     """A rich progress bar with subtomograms/second and ETA on a terminal; in a log, a plain line
     (``classifying 230/2300 (10%) 671 subtomograms/s ETA 0:00:03``) every ``every_s`` seconds or
-    ``every_fraction`` of the total, and at the end. A no-op when disabled."""
+    ``every_fraction`` of the total, and at the end. A no-op when disabled.
+
+    Both go to stderr, never stdout: stdout carries the summary, and is the stream a pipe reader
+    (``| head``) closes. A write that fails (a closed pipe, a full log disk) ends the progress
+    output, never the run: :meth:`advance` runs on the writer thread, and a progress line that
+    raised there once killed it, so the rows after it were never written."""
 
     def __init__(
         self,
@@ -565,10 +589,11 @@ class Progress:
         every_s: float = PLAIN_PROGRESS_SECONDS,
         every_fraction: float = PLAIN_PROGRESS_FRACTION,
     ):
-        self.enabled = enabled and total > 0
+        self.stream: TextIO | None = sys.stderr  # None when stderr is closed (``2>&-``): nothing to say
+        self.enabled = enabled and total > 0 and self.stream is not None
         self.total = total
         self.description = description
-        self.plain = plain_output() if plain is None else plain
+        self.plain = plain_output(self.stream) if plain is None else plain
         self.every_s, self.every_fraction = every_s, every_fraction
         self._progress: Any = None
         self._task: Any = None
@@ -580,6 +605,7 @@ class Progress:
         if self.enabled and self.plain:
             self._t0 = self._last_t = time.perf_counter()
         elif self.enabled:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -597,24 +623,38 @@ class Progress:
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
+                console=Console(file=self.stream),
                 transient=False,
             )
-            self._progress.__enter__()
-            self._task = self._progress.add_task(self.description, total=self.total, rate="")
+            self._quietly(self._progress.__enter__)
+            if self._progress is not None:
+                self._task = self._progress.add_task(self.description, total=self.total, rate="")
         return self
 
     def advance(self, n: int) -> None:
+        """Count ``n`` more done; never raises (see the class docstring)."""
         if self._progress is not None:
-            self._progress.advance(self._task, n)
-            speed = self._progress.tasks[0].speed
-            if speed:
-                self._progress.update(self._task, rate=f"{speed:,.0f} subtomograms/s")
+            self._quietly(self._advance_bar, n)
         elif self.enabled and self.plain:
             self._done += n
             now = time.perf_counter()
             step = max(1, math.ceil(self.total * self.every_fraction))
             if now - self._last_t >= self.every_s or self._done - self._last_done >= step:
-                self._line(now)
+                self._quietly(self._line, now)
+
+    def _advance_bar(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+        speed = self._progress.tasks[0].speed
+        if speed:
+            self._progress.update(self._task, rate=f"{speed:,.0f} subtomograms/s")
+
+    def _quietly(self, write: Callable[..., Any], *args: Any) -> None:
+        """Call ``write``; if the stream refuses (OSError; ValueError: closed), stop all progress output."""
+        try:
+            write(*args)
+        except (OSError, ValueError):
+            self.enabled = False
+            self._progress = None
 
     def _line(self, now: float) -> None:
         """One plain line: done/total, percent, rate since the start and the time left at it."""
@@ -627,10 +667,11 @@ class Progress:
             if self._done < self.total:
                 parts.append(f"ETA {_clock((self.total - self._done) / rate)}")
         parts.append(f"elapsed {_clock(elapsed)}")
-        print(" ".join(parts), flush=True)
+        print(" ".join(parts), file=self.stream, flush=True)
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
-            self._progress.__exit__(None, None, None)
+            bar = self._progress
+            self._quietly(lambda: bar.__exit__(None, None, None))
         elif self.enabled and self.plain and self._done != self._last_done:
-            self._line(time.perf_counter())
+            self._quietly(self._line, time.perf_counter())

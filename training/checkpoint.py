@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cryoshift.runtime.errors import InputError
+from cryoshift.runtime.ledger import RESUME_HINT
 from cryoshift.runtime.metadata import ModelMetadata, is_onnx
 from cryoshift.runtime.mrc import content_kind
 from cryoshift.runtime.outfiles import replacing
@@ -55,9 +56,35 @@ def save_checkpoint(
     }
     # a new temporary file, then renamed (runtime/outfiles.py): a killed run never leaves half a
     # checkpoint, and a link planted at the name (or at a fixed model.pt.tmp) is never written through
-    with replacing(path, "wb") as fh:
-        torch.save(payload, fh)
+    try:
+        with replacing(path, "wb") as fh:
+            try:
+                torch.save(payload, fh)
+            except RuntimeError as exc:
+                cause = _os_error(exc)
+                if cause is None:
+                    raise
+                # as the OSError it is: replacing() drops the temporary file and names ``path``
+                raise OSError(cause.errno, cause.strerror, cause.filename) from exc
+    except OSError as exc:  # every epoch up to the last checkpoint written is kept: train --resume goes on
+        raise OSError(exc.errno, f"{exc.strerror}; {RESUME_HINT}", exc.filename) from exc
     return path
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError under a RuntimeError of torch.save (its zip writer, inline_container.cc, turns a
+    failed write into "[enforce fail at inline_container.cc] unexpected pos ..." and chains the
+    OSError); None when there is none (a real bug, kept as it is).
+
+    Why: a full disk or file-size limit during ``train`` ended in a 40-line traceback."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, OSError):
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return None
 
 
 def _refuse_run_in_training(run: Path) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 
 def plain() -> bool:
-    """True when stdout goes to a file or a pipe: the rule classify's plain progress lines follow
-    (runtime/pipeline.py ``plain_output``), defined there once."""
+    """True when stdout, where train's epoch lines go, is a file or a pipe (runtime/pipeline.py
+    ``plain_output``, the one rule; classify's progress applies it to stderr, where it writes)."""
     from cryoshift.runtime.pipeline import plain_output
 
     return plain_output()

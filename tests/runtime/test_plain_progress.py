@@ -1,6 +1,7 @@
-"""``classify`` into a log (stdout not a terminal: SLURM, ``> log``) prints plain progress lines,
-as ``train`` prints one line per epoch; rich drew only its last frame there, so a long run said
-nothing until it ended. ``--no-progress`` and ``-q`` silence them."""
+"""``classify`` into a log (stderr not a terminal: SLURM, ``2> log``) prints plain progress lines on
+stderr, as ``train`` prints one line per epoch; rich drew only its last frame there, so a long run
+said nothing until it ended. ``--no-progress`` and ``-q`` silence them. Never on stdout: a reader
+of stdout that left (``| head``) once killed the writer thread through them."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def test_classify_into_a_log_prints_plain_lines_and_no_rich_frame(
 ) -> None:
     _classify(model_path, stack, tmp_path / "r")
     out, err = capsys.readouterr()
-    lines = [line for line in out.splitlines() if line.startswith("classifying ")]
-    assert lines, out
+    assert "classifying " not in out  # stdout holds the summary alone
+    lines = [line for line in err.splitlines() if line.startswith("classifying ")]
+    assert lines, err
     assert all(LINE.match(line) for line in lines), lines
     assert [int(LINE.match(line).group(1)) for line in lines][-1] == 40  # the last line says done
     assert "ETA" in lines[0]  # 5 batches of 8 are each over 10 %: a line each, the early ones with an ETA
@@ -57,15 +59,15 @@ def test_lines_come_every_interval_or_fraction_and_once_at_the_end(
     with Progress(1000, "classifying", plain=True, every_s=0.0, every_fraction=1.0) as bar:
         for _ in range(3):
             bar.advance(10)  # an interval of 0 s: a line each time
-    assert capsys.readouterr().out.count("classifying ") == 3
+    assert capsys.readouterr().err.count("classifying ") == 3
     with Progress(1000, "classifying", plain=True, every_s=3600.0, every_fraction=0.25) as bar:
         for _ in range(10):
             bar.advance(100)  # a line at 25 %, 50 %, 75 %, 100 %; nothing from the clock
-    out = capsys.readouterr().out
-    assert [line.split()[1] for line in out.splitlines()] == ["300/1000", "600/1000", "900/1000", "1000/1000"]
+    err = capsys.readouterr().err
+    assert [line.split()[1] for line in err.splitlines()] == ["300/1000", "600/1000", "900/1000", "1000/1000"]
     with Progress(1000, "classifying", plain=True, every_s=3600.0, every_fraction=1.0) as bar:
         bar.advance(10)  # nothing due: only the closing line
-    assert capsys.readouterr().out.splitlines()[0].startswith("classifying 10/1000 (1%)")
+    assert capsys.readouterr().err.splitlines()[0].startswith("classifying 10/1000 (1%)")
     with Progress(1000, "classifying", enabled=False, plain=True, every_s=0.0) as bar:
         bar.advance(10)
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr() == ("", "")

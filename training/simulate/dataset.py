@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cryoshift.runtime.errors import InputError, check_out_folder
+from cryoshift.runtime.errors import InputError, check_out_folder, writing_error
 from cryoshift.training.simulate.config import Origin, SimulationConfig
 from cryoshift.training.simulate.simulator import Simulator
 from cryoshift.training.simulate.structures import Structures
@@ -100,13 +100,16 @@ def simulate_dataset(
     when ``batch_size`` is smaller. ``origin`` says where the config's values came from, for the
     errors to name (config.Origin).
     """
-    from cryoshift.runtime.dataset import VOLUMES, DatasetWriter
+    from cryoshift.runtime.dataset import META, TABLE, VOLUMES
 
     check_out_folder(out_dir, "OUT_DIR", "the dataset is written to")
-    # a stack this call makes is removed if it fails: left behind, it made the folder look like
-    # an unfinished dataset that ``cryoshift simulate`` refuses to write over
-    stack = Path(out_dir) / VOLUMES
-    stack_is_new = not stack.exists() and not stack.is_symlink()
+    # the files this call makes are removed if it fails: left behind, a stack made the folder look
+    # like an unfinished dataset that ``cryoshift simulate`` refuses to write over
+    made = [
+        Path(out_dir) / name
+        for name in (VOLUMES, TABLE, META)
+        if not (Path(out_dir) / name).exists() and not (Path(out_dir) / name).is_symlink()
+    ]
     sim = Simulator(structures, config, device=device, seed=seed)
     meta: dict[str, Any] = {
         "generator": generator,
@@ -117,19 +120,13 @@ def simulate_dataset(
         "structures_skipped": [skip.record() for skip in structures.skipped],  # {"file", "reason"}
         "versions": versions(),
     }
-    writer = DatasetWriter(
-        out_dir,
-        n,
-        structures.box_size,
-        structures.voxel_size,
-        sim.class_names,
-        contrast=config.contrast,
-        meta=meta,
-    )
     chunks = batch_cells(sim.dataset_cells(n), batch_size)
     counts = np.zeros(len(structures), np.int64)  # volumes per class
+    writer: DatasetWriter | None = None
     try:
+        writer = _open_writer(out_dir, n, structures, sim.class_names, config.contrast, meta)
         if progress:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
             columns = (
@@ -138,7 +135,8 @@ def simulate_dataset(
                 MofNCompleteColumn(),
                 TimeRemainingColumn(),
             )
-            with Progress(*columns, transient=False) as bar:
+            # on stderr, as classify's: stdout holds the one result line (a pipe reader may leave)
+            with Progress(*columns, transient=False, console=Console(stderr=True)) as bar:
                 task = bar.add_task("simulating", total=n)
                 for cells in chunks:
                     counts += _write_chunk(sim, writer, cells, origin)
@@ -146,14 +144,57 @@ def simulate_dataset(
         else:
             for cells in chunks:
                 counts += _write_chunk(sim, writer, cells, origin)
+        path = writer.close()
+    except OSError as exc:  # a full disk, a file-size limit: say which file, and that nothing is left
+        _remove_unfinished(writer, made)
+        shown = exc if exc.filename is not None else writing_error(Path(out_dir) / VOLUMES, exc)
+        raise OSError(shown.errno, f"{shown.strerror}; {REMOVED_UNFINISHED}", shown.filename) from exc
     except BaseException:
-        writer.abort()
-        if stack_is_new:
-            stack.unlink(missing_ok=True)
+        _remove_unfinished(writer, made)
         raise
-    path = writer.close()
     warn_empty_classes(path, sim.class_names, counts)
     return path
+
+
+# What a failed simulate says of its folder (_remove_unfinished took out what it had written).
+REMOVED_UNFINISHED = "the unfinished dataset was removed; rerun the command to start again"
+
+
+def _open_writer(
+    out_dir: str | Path,
+    n: int,
+    structures: Structures,
+    class_names: list[str],
+    contrast: str,
+    meta: dict[str, Any],
+) -> DatasetWriter:
+    """The dataset writer, whose stack is made (full size) at once: the first write a full disk fails."""
+    from cryoshift.runtime.dataset import DatasetWriter
+
+    return DatasetWriter(
+        out_dir,
+        n,
+        structures.box_size,
+        structures.voxel_size,
+        class_names,
+        contrast=contrast,
+        meta=meta,
+    )
+
+
+def _remove_unfinished(writer: DatasetWriter | None, made: list[Path]) -> None:
+    """Close the stack of a failed simulate and remove the files it made. Closing may fail again (a
+    full disk: the rest of a buffer): the first failure is the one said, and the files still go.
+    Why: the stack was removed only after a clean close, so a full disk left a partial volumes.mrc
+    that the next ``simulate`` refused ("already holds an unfinished dataset")."""
+    try:
+        if writer is not None:
+            writer.abort()
+    except OSError:
+        pass
+    finally:
+        for path in made:
+            path.unlink(missing_ok=True)
 
 
 def warn_empty_classes(path: Path, names: list[str], counts: np.ndarray) -> None:
