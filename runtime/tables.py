@@ -867,20 +867,26 @@ def _field_counts(chunk: bytes, sep: bytes | None, star: bool) -> np.ndarray:
     return counts
 
 
+# A whitespace-separated field as pandas' C parser reads it (the STAR and whitespace-table readers):
+# a double quote opens a quoted field only at the field's start ("" inside is one quote); one
+# inside a word is a letter (quo"te); a # outside quotes starts a comment, mid-word too (ab#c: ab).
+_WORD = re.compile(r'"(?:[^"]|"")*"(?=[\s#]|$)|[^\s#]+|#')
+
+
 def _tokens(text: str, sep: bytes | None, star: bool) -> int:
-    """Fields of one line holding quotes or ``#``, as the parsers split it."""
+    """Fields of one line holding quotes or ``#``, as the parsers split it. Why not shlex: it
+    opened a quote in mid-word (``quo"te 1 2`` was one field), so a row of quoted names counted
+    short and was made an error row of a well-formed table."""
     import csv
 
-    if star:  # quotes as the STAR reader sees them (star_quotes), ``#`` starts a comment
-        try:
-            return len(shlex.split(star_quotes(text.encode()).decode(), comments=True))
-        except ValueError:
-            return len(text.split())
-    if sep is None:
-        try:
-            return len(shlex.split(text))
-        except ValueError:
-            return len(text.split())
+    if star or sep is None:  # a STAR's single quotes as its reader sees them (star_quotes)
+        line = star_quotes(text.encode()).decode() if star else text
+        count = 0
+        for word in _WORD.findall(line):
+            if word == "#":
+                break
+            count += 1
+        return count
     return len(next(csv.reader([text], delimiter=sep.decode(), skipinitialspace=True), []))
 
 
