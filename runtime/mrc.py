@@ -36,7 +36,7 @@ import numpy as np
 
 from cryoshift.runtime.contract import MRC_HEADER_BYTES, MRC_MODE_NAMES, MRC_MODES, MRC_SUFFIXES
 from cryoshift.runtime.errors import InputError, missing_reason
-from cryoshift.runtime.outfiles import replacing_path
+from cryoshift.runtime.outfiles import replacing_path, special_kind
 
 ANISOTROPY_TOLERANCE = 0.01  # relative spread of the X/Y/Z voxel sizes still called isotropic
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -195,20 +195,9 @@ def refuse_special(path: str | Path) -> None:
     one for reading blocks until something writes to it, so such paths are refused by kind, from
     ``stat`` alone, before anything opens them.
     """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return  # missing or unreadable: the caller's open says so in words
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+    kind = special_kind(path, follow=True)  # missing or unreadable: None, the caller's open says so
+    if kind is None:
         return
-    if stat.S_ISFIFO(mode):
-        kind = "a named pipe (FIFO)"
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        kind = "a device"
-    elif stat.S_ISSOCK(mode):
-        kind = "a socket"
-    else:
-        kind = "a special file"
     raise InputError(path, f"is {kind}, not a regular file; cryoshift reads data from regular files only")
 
 
