@@ -64,12 +64,6 @@ def copick_name(text: str) -> str:
         raise InputError(None, f"copick name {text!r} has no usable character (letters, digits, -)") from exc
 
 
-def session_id(session: str) -> str:
-    """The id copick stores the session ``session`` under (see :func:`copick_name`): what the run
-    summary and the manifest should name, and what ``--copick-picks OBJECT:cryoshift:SESSION`` finds."""
-    return copick_name(session)
-
-
 @dataclass(frozen=True)
 class PickSelector:
     object: str
@@ -481,7 +475,7 @@ def write_predictions(csv_path: Path, inputs: list[str], session: str) -> list[s
         return []
     # before copick's own modules are imported below: a ModuleNotFoundError traceback otherwise
     require_extra("copick", "writing predictions into copick projects", "copick")
-    stored = session_id(session)
+    stored = copick_name(session)
     shown_session = stored if stored == session else f"{stored} (copick's spelling of {session!r})"
     rows = read_results(csv_path)
     notes = []

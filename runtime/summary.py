@@ -230,12 +230,12 @@ def finish_run(
     # result once under the session asked for (the workers wrote their shares under the default one)
     to_copick = not settings.get("subshard") and any(str(t).startswith("copick:") for t in plan.inputs)
     if names["csv"].name == f"{PREDICTIONS}.csv" and to_copick:
-        from cryoshift.runtime.copick_io import default_session, session_id, write_predictions
+        from cryoshift.runtime.copick_io import copick_name, default_session, write_predictions
 
         # the id copick stores (it spells my_session as my-session): the manifest names what is there
         asked = settings.get("copick_session") or default_session(model["sha256"])
         summary.notes.extend(write_predictions(names["csv"], plan.inputs, asked))
-        settings["copick_session"] = session_id(asked)
+        settings["copick_session"] = copick_name(asked)
     manifest = {
         "format": "cryoshift.classify/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
