@@ -19,7 +19,12 @@ Accepted inputs
 - CSV / TSV / whitespace text with ``x, y, z`` columns (any case), or the three
   ``rlnCenteredCoordinate*Angst`` columns (read as in a STAR), and optionally
   ``tomo``, ``tomo_name`` or ``rlnTomoName`` for the tomogram. Leading blank and ``#`` comment
-  lines are skipped (the header is the first other line).
+  lines are skipped (the header is the first other line). The coordinates are read by the reader
+  classify uses (tables.read_pick_table: decimal marks, rows of another width than the header),
+  so both refuse the same rows with the same line. Their ``x, y, z`` are the reconstruction's
+  voxels (README, Picks): a tomograms.star's tilt-series pixel and binning state the unit of a
+  STAR's ``rlnCoordinateX/Y/Z`` only; classify's ``--binning``/``--coordinate-pixel-size``
+  rescale both alike, and nothing here rescales them.
 
 Tomogram names are kept exactly as written, whitespace aside, in every reader: ``001`` is not
 ``1`` (:data:`VERBATIM_LABELS`).
@@ -314,6 +319,41 @@ def _check_table(df: pd.DataFrame, path: Path, what: str) -> None:
         raise InputError(path, f"no {what}: the table has column names but no rows")
 
 
+def _csv_picks(
+    path: Path, check_values: bool
+) -> tuple[pd.DataFrame, str | None, bool, tuple[str, ...], np.ndarray]:
+    """A CSV/TSV pick table for :func:`read_picks`: every column as pandas reads it, the
+    tomogram-name column, whether the coordinates are centred Angstrom, their columns, and the
+    coordinates as the CLI's reader reads them (tables.read_pick_table).
+
+    Why that reader: it holds the rules for the coordinates of a table, one place each, and this
+    API read them with pandas alone: a ``;`` table mixing decimal commas and points refused a good
+    row as "non-numeric" (line 2 for ``12,5`` where line 3 held ``16.5``), a row with more
+    fields than the header was read from its first fields (``12,5,3,5,4,5`` under ``x,y,z`` as
+    12, 5, 3), and one such row among others showed pandas' tokenizer message instead of the
+    file's line. Rows refused here are refused by ``classify`` with the same line. With
+    ``check_values`` False (batch work) a row of another width than the header keeps NaN
+    coordinates (an error row, as classify makes it), never the coordinates its first fields give.
+    A note on what the reader decided (decimal commas and points both read as decimal marks) is
+    a :class:`UserWarning` and kept in the table's ``attrs["notes"]``.
+    """
+    from cryoshift.runtime.tables import EMPTY_NAME, pick_layout, read_pick_table
+
+    layout = pick_layout(path)
+    table = read_pick_table(path, convert=False, skip_bad_rows=not check_values, layout=layout)
+    df = _read_table(path, TOMO_COLUMNS, keep_long=True)
+    df.columns = [str(c).strip() for c in df.columns]
+    if len(df) != len(table):  # both count the non-blank lines after the header: never expected
+        raise InputError(path, f"read as {len(df)} rows and as {len(table)} rows: check the table's quoting")
+    xyz = table.xyz.copy()
+    reasons = zip(table.bad_rows.tolist(), table.bad_reasons, strict=True)
+    xyz[[r for r, why in reasons if why and not why.startswith(EMPTY_NAME)]] = np.nan
+    for note in table.notes:
+        warnings.warn(note, UserWarning, stacklevel=3)
+    df.attrs["notes"] = list(table.notes)
+    return df, layout.tomo_col, layout.centred, tuple(layout.coords), xyz
+
+
 def read_picks(
     path: str | Path,
     pixel_size: PerTomo = None,
@@ -345,18 +385,9 @@ def read_picks(
         tomo_col = next((c for c in ("rlnTomoName", "rlnMicrographName") if c in df.columns), None)
         centered = not set(PIXEL_COLUMNS) <= set(df.columns)
         coords = CENTERED_COLUMNS if centered else PIXEL_COLUMNS
+        xyz = None
     else:
-        df = _read_table(path, TOMO_COLUMNS)
-        df.columns = [str(c).strip() for c in df.columns]
-        cols = [_find(df.columns, a, r, path=path) for a, r in zip("xyz", PIXEL_COLUMNS, strict=True)]
-        centered = False
-        if None in cols:
-            cent = [_find(df.columns, c) for c in CENTERED_COLUMNS]
-            if None in cent:
-                raise InputError(path, no_xyz_reason(list(df.columns)))
-            cols, centered = cent, True
-        coords = tuple(cols)
-        tomo_col = _find(df.columns, *TOMO_COLUMNS, path=path)
+        df, tomo_col, centered, coords, xyz = _csv_picks(path, check_values)
     df = df.reset_index(drop=True)
     _check_table(df, path, "picks")
     if tomo_col:
@@ -365,7 +396,10 @@ def read_picks(
     else:
         tomo = pd.Series([""] * len(df), dtype=object)
     base = pd.DataFrame({"tomo_name": tomo.to_numpy(dtype=object).astype(str)}, index=df.index)
-    values = np.column_stack([coordinate_values(df[c]) for c in coords]) if len(df) else np.zeros((0, 3))
+    if xyz is not None:
+        values = xyz
+    else:
+        values = np.column_stack([coordinate_values(df[c]) for c in coords]) if len(df) else np.zeros((0, 3))
     if centered:
         base[list(CENTERED_COLUMNS)] = values
         base = centered_to_pixels(base, pixel_size, tomo_shape, path).drop(columns=list(CENTERED_COLUMNS))
@@ -375,6 +409,7 @@ def read_picks(
     replaced = {"x", "y", "z", "tomo_name", "tomo", "tomogram"}
     extra = df[[c for c in df.columns if str(c).lower() not in replaced]]
     out = _ordered(pd.concat([base, extra], axis=1))
+    out.attrs["notes"] = list(df.attrs.get("notes", []))
     if check_values:
         _check_values(out, path)
     if tomo_shape is not None and check_inside:

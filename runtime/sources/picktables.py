@@ -18,7 +18,7 @@ import pandas as pd
 
 from cryoshift.runtime.contract import VOXEL_TOLERANCE, voxel_mismatch
 from cryoshift.runtime.errors import InputError
-from cryoshift.runtime.picks import ORIGIN_COLUMNS
+from cryoshift.runtime.picks import ORIGIN_COLUMNS, PIXEL_COLUMNS
 from cryoshift.runtime.sources.items import PlanRefusal
 from cryoshift.runtime.sources.paths import match_tomogram, strip_suffix
 
@@ -111,7 +111,9 @@ def plan_pick_table(planner: Any, path: Path) -> None:
     if optics and not rescaled:  # an option says what the coordinates are: the groups need not
         _fail_unknown_groups(planner, path, picks, optics)
     if stated:
-        _refuse_ambiguous_pixels(planner, path, picks, optics.sizes if optics else {}, problems, star)
+        # RELION's pixel columns mean the same in a CSV (a particles.star saved as a table) as in a STAR
+        relion = star or tuple(layout.coords) == PIXEL_COLUMNS
+        _refuse_ambiguous_pixels(planner, path, picks, optics.sizes if optics else {}, problems, relion)
     planner.notes.extend(n for n in picks.notes if n not in planner.notes)  # mixed decimal marks
     shift_note = _shift_note(path, picks.extra, shifts)
     if shift_note:

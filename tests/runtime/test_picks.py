@@ -97,10 +97,11 @@ def test_csv_and_tsv_any_case_with_tomo_column(tmp_path: Path) -> None:
 
 def test_trailing_fields_on_every_row_do_not_shift_the_columns(tmp_path: Path) -> None:
     # pandas would take the first column as the index when each row has one field too many,
-    # reading x as nothing, y as x and the extra field as z: a silently wrong pick.
+    # reading x as nothing, y as x and the extra field as z: a silently wrong pick. Which field is
+    # extra cannot be known ("12,5,3,5,4,5" under x,y,z is three decimal commas): refused, as classify does
     (tmp_path / "p.csv").write_text("x,y,z\n10,20,30,7\n11,21,31,8\n")
-    picks = read_picks(tmp_path / "p.csv")
-    assert picks[["x", "y", "z"]].to_numpy().tolist() == [[10, 20, 30], [11, 21, 31]]
+    with pytest.raises(InputError, match=r"every row has 4 fields where the header names 3 \(lines 2, 3\)"):
+        read_picks(tmp_path / "p.csv")
     # a listing row with a field too many is an error row (which field is extra is not guessed: an
     # unquoted comma in a path looks the same); every row so: the listing is refused, naming one
     (tmp_path / "l.csv").write_text("path,score\na.mrc,0.5,extra\nb.mrc,0.7,extra\n")
