@@ -8,12 +8,19 @@ The readers and writers are loaded on first use (``cryoshift.runtime.read_volume
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from cryoshift.runtime.errors import InputError, MissingExtraError
 from cryoshift.runtime.metadata import ModelMetadata
+
+# onnxruntime (1.2x+ on Linux) starts a usage telemetry when first imported: it writes a session file
+# $TMPDIR/.ses (left behind by every run) and an event store under ~/.cache/Microsoft/DeveloperTools/
+# (usage events). cryoshift makes no network use and leaves no files it did not write, so every
+# wing opts out here, before any of them imports onnxruntime; a user's own setting wins.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 # What a source tree that is not installed reports: a stand-in, not a release, so no recorded
 # version is newer or older than it (training/run.is_newer_version).

@@ -138,7 +138,7 @@ def pipeline_rate(
 
     rates, stats = [], None
     for _ in range(repeats):
-        with scratch_dir("cryoshift-bench-") as tmp:
+        with scratch_dir(SCRATCH_PREFIX) as tmp:
             t0 = time.perf_counter()
             opts = RunOptions(
                 data[kind]["inputs"], Path(tmp), tomograms=data[kind]["tomograms"], progress=False
@@ -250,14 +250,29 @@ _SPACE_CAUSES = {
 }
 
 
+# Every scratch folder bench makes is named SCRATCH_PREFIX...; OWNER_FILE inside it is locked
+# (flock) by the run that made it for as long as the folder is in use.
+SCRATCH_PREFIX = "cryoshift-bench-"
+OWNER_FILE = ".owner"
+
+
 @contextmanager
 def scratch_dir(prefix: str, where: Path | None = None) -> Iterator[str]:
-    """``tempfile.TemporaryDirectory(prefix=prefix, dir=where)`` whose failure says the real cause.
+    """``tempfile.TemporaryDirectory(prefix=prefix, dir=where)`` whose failure says the real cause,
+    and which a later run removes if this one is killed.
 
     Why: Python finds its temporary folder by writing a probe file in each candidate; under a
     file-size limit of 0 (``ulimit -f 0``) or on a full disk every probe fails, and the error was
     only "No usable temporary directory found in ['/tmp', ...]", which blames the folders. The
-    probe is repeated here to name the folder and why a file cannot be written there."""
+    probe is repeated here to name the folder and why a file cannot be written there.
+
+    A run ended by SIGKILL (the OOM killer, ``scancel`` after its grace time) cleans nothing up:
+    each left its data folder (``n`` volumes, twice, and a tomogram) in the temporary folder, one
+    more per killed run. So the folder holds a lock while in use (:func:`_hold_owner_lock`), and
+    each new one first removes the bench folders beside it whose lock nobody holds
+    (:func:`_sweep_stale`)."""
+    if not prefix.startswith(SCRATCH_PREFIX):
+        raise ValueError(f"a bench scratch folder's prefix starts with {SCRATCH_PREFIX!r}, not {prefix!r}")
     try:
         made = tempfile.TemporaryDirectory(prefix=prefix, dir=where)
     except FileNotFoundError as exc:
@@ -266,7 +281,69 @@ def scratch_dir(prefix: str, where: Path | None = None) -> Iterator[str]:
             raise
         raise cause from exc
     with made as tmp:
-        yield tmp
+        _sweep_stale(Path(tmp).parent, keep=Path(tmp).name)
+        with _hold_owner_lock(Path(tmp)):
+            yield tmp
+
+
+@contextmanager
+def _hold_owner_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder/OWNER_FILE`` while the block runs (released by the kernel
+    when the process dies, however it dies). The file is locked under another name and renamed
+    to OWNER_FILE, so a sweeper never finds it unlocked while its run lives. Without ``fcntl``
+    (Windows) or file locks (some network file systems) nothing is held, and nothing is swept."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    pending = folder / f"{OWNER_FILE}.new"
+    fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.replace(pending, folder / OWNER_FILE)
+        except OSError:
+            pass  # no locks here: the folder is removed at the end as before, never swept
+        yield
+    finally:
+        os.close(fd)
+
+
+def _sweep_stale(parent: Path, keep: str) -> None:
+    """Remove the bench scratch folders in ``parent`` (other than ``keep``) that this user owns and
+    whose OWNER_FILE nobody holds locked: their run was killed. A folder without that file (being
+    made, or from an older cryoshift) and one that cannot be opened or locked are left alone."""
+    import shutil
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(SCRATCH_PREFIX) and e.name != keep]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not entry.is_dir(follow_symlinks=False) or info.st_uid != os.getuid():
+                continue
+            fd = os.open(
+                os.path.join(entry.path, OWNER_FILE),
+                os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+            )
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # held: its run is alive
+            continue
+        try:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def _unwritable_temporary_folder(folders: list[Path] | None) -> InputError | None:
@@ -334,7 +411,7 @@ def run_bench(
     result["feed_box"] = feed_meta.box_size
     result["model_box"] = model.metadata.box_size
     null = null_model(feed_meta, batch_size=batch_size)
-    with scratch_dir("cryoshift-bench-data-", work_dir) as tmp:
+    with scratch_dir(f"{SCRATCH_PREFIX}data-", work_dir) as tmp:
         data = make_bench_data(Path(tmp), n, feed_meta.box_size, feed_meta.voxel_size)
         result["feed"] = {
             kind: pipeline_rate(null, data, kind, batch_size, workers, repeats, processes) for kind in KINDS

@@ -86,44 +86,57 @@ def command(
 
 
 def _write_json(path: Path, text: str) -> None:
-    """Write the figures to ``path``, naming it if that fails: a full disk said only "No space left
-    on device". A regular file (or a link's target, which stays a link) is written whole and
-    renamed into place; a device or a pipe (``/dev/stdout``) is written as it is, never replaced."""
-    from cryoshift.runtime.errors import writing_error
+    """Write the figures as the whole file ``path``, as every cryoshift output is written
+    (runtime/outfiles.py): under a new temporary name beside it, then renamed into place, so a
+    reader never sees half a file and a link at the name is replaced, its target left alone. A full
+    disk is said naming ``path``. A device or a pipe there was refused before the timing
+    (:func:`_check_writable`); one that appeared since is refused here, never written into."""
     from cryoshift.runtime.outfiles import write_text
 
-    target = path.resolve()
-    if target.exists() and not target.is_file():
-        try:
-            with target.open("w") as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise writing_error(path, exc) from exc
-    else:
-        write_text(target, text)
+    _refuse_special(path)
+    write_text(path, text)
+
+
+def _refuse_special(path: Path) -> None:
+    """Refuse in one line a device, a named pipe or a socket at ``path``, or a link to one, as
+    ``report -o`` does: ``--json /dev/full`` was written into (a pipe with no reader blocked
+    forever), and a link was written through to its target."""
+    from cryoshift.runtime.errors import InputError
+    from cryoshift.runtime.outfiles import special_kind
+
+    kind = special_kind(path, follow=True)
+    if kind:
+        link = "a symbolic link to " if path.is_symlink() else ""
+        raise InputError(path, f"is {link}{kind}, not a regular file; --json takes a file name to write")
 
 
 def _check_writable(path: Path) -> None:
-    """Refuse an output file that cannot be written (a name too long, a folder, a missing or
-    read-only folder)."""
+    """Refuse, before minutes of timing, an output file that cannot be written: a name too long,
+    a folder, a device or a pipe (or a link to one), an existing file that is not an earlier bench
+    result, or a missing or read-only folder. Probed as :func:`_write_json` writes: a new file
+    beside the name, removed again; nothing at the name is opened (a pipe would block, a link be
+    followed)."""
+    import os
+    import tempfile
+
     from cryoshift.runtime.errors import InputError, check_name_length
+    from cryoshift.runtime.outfiles import TEMPORARY_PREFIX, TEMPORARY_SUFFIX
 
     check_name_length(path, "--json")
     if path.is_dir():
         raise InputError(path, "is a directory; --json takes a file name")
-    existed = path.exists()
-    if existed and path.is_file() and path.stat().st_size and not _is_bench_json(path):
+    _refuse_special(path)
+    # a link at the name is replaced, its target left alone: only a file there counts
+    if not path.is_symlink() and path.is_file() and path.stat().st_size and not _is_bench_json(path):
         # e.g. --json model.onnx or the engine's model.engine.json: written over after the timing
         raise InputError(path, "exists and is not an earlier bench result; --json would overwrite it")
     try:
-        with path.open("a"):
-            pass
+        fd, probe = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=TEMPORARY_SUFFIX, dir=path.parent)
     except OSError as exc:
-        raise InputError(path, f"cannot write: {' '.join(str(exc.strerror or exc).split())}") from exc
-    if not existed:
-        # the file just made, not the name given: for a dangling symbolic link that is its target
-        # (unlinking the link put a plain file in its place and left an empty target behind)
-        path.resolve().unlink()
+        reason = " ".join(str(exc.strerror or exc).split())
+        raise InputError(path, f"cannot write: {reason}") from exc
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _is_bench_json(path: Path) -> bool:
