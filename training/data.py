@@ -27,7 +27,12 @@ SKIPPED_ITEMS = "skipped_items.csv"  # in the run folder: every target item trai
 class Skipped(str):
     """One skipped item as the run says it ("item: reason"), its two parts kept for
     :data:`SKIPPED_ITEMS`: an item id (a path, ``N@stack``, a pick) may itself hold ": ", so the
-    line is not split back."""
+    line is not split back.
+
+    Not one type with :class:`~cryoshift.training.simulate.structures.SkippedSource` (a source
+    structure file and why, a dataclass): these are target items, used as their ``"item: reason"``
+    string by the run's messages and its callers (compared, split, formatted), which a dataclass
+    would change."""
 
     item: str
     reason: str
@@ -263,8 +268,9 @@ def load_source_dataset(path: str | Path) -> Domain:
 
 
 # Training settings that act on a simulated source only: each simulates from, or template-matches
-# against, the source's structure maps, which a dataset source does not have. Per setting: its
-# value when off, and how a note names it when it was on (None: part of the one above it).
+# against, the source's structure maps, which a dataset source does not have; each also measures
+# or labels the target, so none runs without one either. Per setting: its value when off, and how
+# a note names it when it was on (None: part of the one above it).
 SIMULATED_SOURCE_ONLY: tuple[tuple[str, Any, str | None], ...] = (
     ("spectrum_match", False, "spectrum matching (--spectrum-match)"),
     ("tilt_match", False, "tilt matching (--tilt-match)"),
@@ -286,9 +292,7 @@ def dataset_source_settings(config: Any) -> tuple[dict[str, Any], str | None]:
     what ran) and says the note once, when the run starts."""
     if not is_dataset(config.source):
         return {}, None
-    changes = {
-        name: off for name, off, _ in SIMULATED_SOURCE_ONLY if getattr(config, name, off) not in (off, None)
-    }
+    changes = _settings_on(config)
     named = [
         what.format(getattr(config, name))
         for name, _, what in SIMULATED_SOURCE_ONLY
@@ -305,6 +309,27 @@ def dataset_source_settings(config: Any) -> tuple[dict[str, Any], str | None]:
         f"records {'it' if one else 'them'} off"
     )
     return changes, note
+
+
+def _settings_on(config: Any) -> dict[str, Any]:
+    """The settings of :data:`SIMULATED_SOURCE_ONLY` that ``config`` has on, at their off values."""
+    return {
+        name: off for name, off, _ in SIMULATED_SOURCE_ONLY if getattr(config, name, off) not in (off, None)
+    }
+
+
+def no_target_settings(config: Any) -> dict[str, Any]:
+    """For a training run without a target (``--target`` not given), of any source: the settings
+    of :data:`SIMULATED_SOURCE_ONLY` that were on, at the values that say what runs (off), as
+    :func:`dataset_source_settings` records them for a dataset source; ``{}`` with a target.
+
+    Why: each measures or labels the target, so without one the trainer skips them, while
+    config.json of a simulated-source run recorded the defaults (``template_labels: 600``,
+    ``spectrum_match: true``) as if they had run. No note, as for a dataset source without a
+    target: nothing target-aware runs without a target, for any source."""
+    if getattr(config, "target", None) is not None:
+        return {}
+    return _settings_on(config)
 
 
 def load_target(

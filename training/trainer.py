@@ -63,6 +63,7 @@ from cryoshift.training.data import (
     is_dataset,
     load_source_dataset,
     load_target,
+    no_target_settings,
     refuse_unfinished_dataset,
     skipped_table,
     structures_fingerprint,
@@ -943,6 +944,7 @@ class _Run:
         # keeps the name the user gave
         config = dataclasses.replace(config, out=os.path.abspath(config.out))
         config = dataclasses.replace(config, **_simulation_settings(config))
+        config = dataclasses.replace(config, **no_target_settings(config))  # off without a target
         if config.epochs is None:
             config = dataclasses.replace(config, epochs=default_epochs(self.info.device, config.amp))
         if config.dense_weight is None:

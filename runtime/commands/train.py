@@ -359,9 +359,13 @@ def command(
         threads=threads,
         progress=not no_progress,
     )
+    from cryoshift.training.log import progress_on_stderr
+
     # train() refuses a value of the wrong kind first, then an --hparam key the method does not take
-    # (not on --resume: the run's stored method and hyper-parameters win), before any data is read
-    result = train(config, resume=resume)
+    # (not on --resume: the run's stored method and hyper-parameters win), before any data is read.
+    # Its progress (bar, epoch lines) goes to stderr: stdout holds only the results printed below
+    with progress_on_stderr():
+        result = train(config, resume=resume)
     if result.model_path is None:  # a non-zero rank under torchrun
         return
     meta = result.metadata

@@ -67,7 +67,8 @@ def test_train_skips_a_dataset_folder_inside_the_target_with_a_note(
     target = spec.format(folder=folder)
     code, out, err = run_cli(train_argv(dataset, tmp_path / "run", "--target", target), capsys)
     assert code == 0, err
-    assert "cryoshift: target: 3 items read" in out.splitlines()  # the three subtomograms, no more
+    assert "cryoshift: target: 3 items read" in err.splitlines()  # the three subtomograms, no more
+    assert "items read" not in out  # progress, not a result: stderr
     notes = [line for line in err.splitlines() if "note:" in line and "is a dataset: " not in line]
     assert notes == [_train_note(target, folder / "sim")]  # (and the dataset source's own note)
     assert "skipped target item" not in err  # the dataset folder is no bad target item
