@@ -9,7 +9,10 @@ from what, with which library versions.
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,11 +33,12 @@ from cryoshift.export.onnx import (
     complete_metadata,
     export_onnx,
 )
+from cryoshift.export.parity import ParityError
 from cryoshift.export.result import ExportResult, ExportWarning
 from cryoshift.runtime.engine_sidecar import SIDECAR_SUFFIX, file_sha256
 from cryoshift.runtime.errors import InputError, check_out_folder
 from cryoshift.runtime.metadata import ModelMetadata, checked
-from cryoshift.runtime.outfiles import write_text
+from cryoshift.runtime.outfiles import TEMPORARY_PREFIX, TEMPORARY_SUFFIX, write_text
 
 DEFAULT_BATCH_MAX = 256
 PARITY_VOLUMES = 64
@@ -153,10 +157,11 @@ def earlier_export(out_dir: str | Path) -> list[str]:
 
 
 def _begin_report(out_dir: Path, checkpoint: Path, sha: str, metadata: ModelMetadata) -> None:
-    """Write export.json marked unfinished (:data:`UNFINISHED`) before the first artefact; the
-    finished report replaces it. Why: a kill between model.onnx and export.json left artefacts no
-    record named, and the rerun of the same checkpoint was refused as another checkpoint's export.
-    The record says whose export the folder's artefacts are, and that it never finished."""
+    """Write export.json marked unfinished (:data:`UNFINISHED`) just before the staged artefacts
+    are moved into ``out_dir`` (:func:`_commit`); the finished report replaces it. Why: a kill
+    between the moves and export.json left artefacts no record named, and the rerun of the same
+    checkpoint was refused as another checkpoint's export. The record says whose export the
+    folder's artefacts are, and that it never finished."""
     record = {
         "format": REPORT_FORMAT,
         UNFINISHED: True,
@@ -167,12 +172,41 @@ def _begin_report(out_dir: Path, checkpoint: Path, sha: str, metadata: ModelMeta
     write_text(out_dir / REPORT, json.dumps(record, indent=2, default=str) + "\n")
 
 
-def _drop_lone_report(out_dir: Path) -> None:
-    """Remove the unfinished record of a failed export that left no artefact (a parity failure of
-    model.onnx removes it): a failure leaves no file. Beside artefacts that passed, it stays: it
-    says whose they are, so the same checkpoint can be exported into the folder again."""
-    if earlier_export(out_dir) == [REPORT]:
-        (out_dir / REPORT).unlink(missing_ok=True)
+# The folder an export builds its artefacts in, inside --out: hidden and ending in ``.tmp`` like
+# outfiles' temporary files, with a prefix of its own so that only an export's leftovers are removed.
+STAGING_PREFIX = TEMPORARY_PREFIX + "export-"
+
+
+def staging_folder(out_dir: Path) -> Path:
+    """A new, empty folder inside ``out_dir`` that the formats are built in, after removing those
+    a killed export left. Why: the builders wrote straight into ``out_dir``, and a re-export into
+    an earlier export's folder replaced its finished export.json (then its model.onnx) before the
+    new artefacts were proven; a kill part-way left the earlier artefacts without their record.
+    Built aside, the earlier export stays whole until :func:`_commit`. The CLI holds the folder's
+    export lock, so no other export is building in it. The TensorRT timing cache is copied in, so
+    engines built again are built from it as before."""
+    from cryoshift.export.tensorrt import TIMING_CACHE
+
+    for entry in out_dir.iterdir():
+        name = entry.name
+        if name.startswith(STAGING_PREFIX) and name.endswith(TEMPORARY_SUFFIX) and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix=TEMPORARY_SUFFIX, dir=out_dir))
+    cache = out_dir / TIMING_CACHE
+    if cache.is_file() and not cache.is_symlink():
+        shutil.copyfile(cache, staging / TIMING_CACHE)
+    return staging
+
+
+def _commit(staging: Path, out_dir: Path, results: list[ExportResult]) -> list[ExportResult]:
+    """Move every file built in ``staging`` (artefacts, engine sidecars, the timing cache) into
+    ``out_dir``, each by one rename (a link at the name is replaced, never followed), remove the
+    staging folder, and return ``results`` naming the files where they now are."""
+    for entry in sorted(staging.iterdir()):
+        if not entry.name.startswith(TEMPORARY_PREFIX):  # a builder's own unfinished temporary
+            os.replace(entry, out_dir / entry.name)
+    shutil.rmtree(staging, ignore_errors=True)
+    return [replace(r, path=out_dir / r.path.name) if r.path.parent == staging else r for r in results]
 
 
 def read_report(out_dir: Path) -> dict[str, Any] | None:
@@ -229,6 +263,8 @@ def export_checkpoint(
     Writes ``model.onnx`` always, then ``model.fp16.onnx`` / ``model.int8.onnx`` / engines as asked;
     every artefact passes its parity check or the export raises
     :class:`cryoshift.export.parity.ParityError`. TensorRT without a GPU is skipped with a warning.
+    The formats are built in a staging folder inside ``out_dir`` and moved into it once all passed:
+    an export that fails or is stopped (killed included) leaves an earlier export there whole.
     """
     from cryoshift.training.checkpoint import checkpoint_config, load_checkpoint, resolve_checkpoint
     from cryoshift.training.evaluate import check_made_by_its_run
@@ -298,7 +334,9 @@ def export_checkpoint(
         fmt.prepare_job(job)
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused export leaves no empty folder
     sha = file_sha256(checkpoint)
-    _begin_report(out_dir, checkpoint, sha, metadata)
+    # Built aside; the folder's earlier export (its export.json included) stays as it was until
+    # every format passed, and stays as it was when one fails or the export is stopped
+    job.out_dir = staging_folder(out_dir)
     if note:  # said once the export is under way (a refused one needs no note)
         warnings.warn(note, CalibrationNote, stacklevel=2)
     results: list[ExportResult] = []
@@ -312,9 +350,15 @@ def export_checkpoint(
                 skipped.append(msg)
                 continue
             results.extend(fmt.build(job))
-    except Exception:
-        _drop_lone_report(out_dir)
+    except ParityError as exc:  # named where the user looks for it, not in the removed staging folder
+        shutil.rmtree(job.out_dir, ignore_errors=True)
+        raise ParityError(out_dir / Path(exc.path).name, exc.report) from None
+    except BaseException:
+        shutil.rmtree(job.out_dir, ignore_errors=True)
         raise
+    _begin_report(out_dir, checkpoint, sha, metadata)
+    results = _commit(job.out_dir, out_dir, results)
+    job.out_dir = out_dir
 
     report = {
         "format": REPORT_FORMAT,

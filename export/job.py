@@ -5,6 +5,10 @@ builder that the formats table names for each requested format, in build order. 
 what they need and leave what later formats build on: the fp32 ONNX step sets ``onnx_path`` and
 ``reference`` (PyTorch logits every artefact is held to), every ONNX step appends to
 ``onnx_variants`` (the TensorRT step builds one engine per variant).
+
+Builders write into ``out_dir``, which during :func:`export_checkpoint` is a staging folder inside
+``--out`` (:func:`cryoshift.export.api.staging_folder`): the artefacts reach ``--out``, and the
+earlier export's files there are replaced, only once every format has passed.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ class ExportJob:
     checkpoint: Path
     config: dict[str, Any]  # the training run's config (names its datasets)
     metadata: ModelMetadata
-    out_dir: Path
+    out_dir: Path  # where builders write artefacts: the staging folder while export_checkpoint builds
     wrapper: Any  # ExportWrapper: normalise -> backbone -> (logits, features), in eval mode
     volumes: np.ndarray  # parity volumes (N, D, D, D)
     source: str  # where the parity volumes came from

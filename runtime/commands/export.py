@@ -27,8 +27,9 @@ def refuse_earlier_export(out: Path, checkpoint: Path, test_views: int | None) -
 
     The same checkpoint exported again (the README's engine built on the GPU node into the folder
     the CPU node exported to) is the same network: allowed, unless --test-views changes the graph.
-    So is an unfinished export of it (export.json marked unfinished: killed, or a parity failure),
-    with a note. Artefacts without any export.json cannot be told apart from another network's.
+    So is an unfinished export of it (export.json marked unfinished: killed while its artefacts
+    were moved into the folder), with a note. Artefacts without any export.json cannot be told
+    apart from another network's.
     """
     from cryoshift.export.api import REPORT, UNFINISHED, earlier_export, read_report
     from cryoshift.runtime.engine_sidecar import file_sha256

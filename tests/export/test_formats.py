@@ -52,9 +52,13 @@ def test_export_checkpoint_calls_the_builders_the_table_names(
 
     onnx_path = tmp_path / "out" / "model.onnx"
     assert [r.format for r in results] == ["onnx"] and onnx_path.is_file()
+    # the builders run in the export's staging folder inside out/, moved into out/ once all passed
+    built = calls[0][1]
+    assert built.name == "model.onnx" and built.parent.parent == tmp_path / "out"
+    assert not built.parent.exists()  # removed once its files were moved
     assert calls == [
-        ("fp16", onnx_path, [(onnx_path, "fp32")], True),
-        ("tensorrt", onnx_path, [(onnx_path, "fp32")], True),
+        ("fp16", built, [(built, "fp32")], True),
+        ("tensorrt", built, [(built, "fp32")], True),
     ]
     report = json.loads((tmp_path / "out" / "export.json").read_text())
     assert report["requested"] == ["onnx", "fp16", "tensorrt"] and report["skipped"] == []
