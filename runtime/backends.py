@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,7 +294,9 @@ def _session_options(ort: Any, threads: int | None) -> Any:
 
 def _log(message: str) -> None:
     """Progress notes for slow one-off steps, on stderr (stdout stays for results)."""
-    print(f"cryoshift: {message}", file=sys.stderr, flush=True)
+    from cryoshift.runtime.terminal import say
+
+    say(f"cryoshift: {message}")
 
 
 def gpu_name(device_id: int = 0) -> str | None:

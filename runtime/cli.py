@@ -180,14 +180,64 @@ def refuse_empty_paths(params: Sequence[object], raw: Mapping[str, object]) -> N
             raise InputError(_param_name(param), EMPTY_PATH)
 
 
+CWD_GONE = "the current directory no longer exists (deleted under this shell): cd to an existing folder"
+
+# Verbs checked to run from a deleted working directory once every path they are given is
+# absolute: they read the files named and write only where told. Every other verb is refused
+# there whatever it is given (the safe rule; a verb joins the list once checked): simulate, train,
+# export and evaluate import torch, which dies there ("Intel oneMKL FATAL ERROR: Cannot load
+# libtorch_cpu.so"); classify records the working directory (the folder its relative inputs are
+# read from); merge re-reads the shards' inputs inside ``contextlib.chdir``, which must come back to
+# it (from a deleted one the re-read failed and predictions.star lost its input tables' blocks).
+CWD_FREE_VERBS = frozenset({"info", "bench"})
+
+
+def _cwd_gone() -> bool:
+    """Whether the working directory was deleted under this process (``os.getcwd()`` fails)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False
+
+
+def needs_cwd(verb: str, params: Sequence[object], raw: Mapping[str, object]) -> bool:
+    """Whether ``verb``, given the option and argument values ``raw`` (as typed), uses the working
+    directory: always, unless it is one of :data:`CWD_FREE_VERBS`; for those, when a path is relative
+    (given, or a default left unset)."""
+    if verb not in CWD_FREE_VERBS:
+        return True
+    for param in params:
+        if not _takes_paths(param):
+            continue
+        name = getattr(param, "name", None) or ""
+        value = raw[name] if name in raw else getattr(param, "default", None)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, (str, PurePath)) and not os.path.isabs(v) for v in values):
+            return True
+    return False
+
+
 class EmptyPathsRefused(TyperCommand):
     """A verb's options and arguments parsed as typer does, then an empty path refused
-    (:func:`refuse_empty_paths`); put in front of every verb's command class (:func:`_command_class`)."""
+    (:func:`refuse_empty_paths`); put in front of every verb's command class (:func:`_command_class`).
+
+    First, a verb that needs the working directory (:func:`needs_cwd`) is refused when it was
+    deleted under this shell (:data:`CWD_GONE`): before any heavy import or any folder is made,
+    so every such verb says the real cause (classify said a bare "No such file or directory" after
+    making a partial output folder). Decided here, on click's own parse of the verb's arguments,
+    not on a second reading of argv, so ``--`` and option values that look like paths are read as
+    click reads them. Help (``--help``, a verb without arguments) is shown as ever."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         raw, _, _ = self.make_parser(ctx).parse_args(args=list(args))  # the values as typed
-        rest = super().parse_args(ctx, args)  # --help and usage errors first, as before
-        refuse_empty_paths(self.get_params(ctx), raw)
+        params = self.get_params(ctx)
+        shows_help = raw.get("help") or (self.no_args_is_help and not args)
+        if not shows_help and _cwd_gone() and needs_cwd(self.name or "", params, raw):
+            typer.echo(f"cryoshift: error: {CWD_GONE}", err=True)
+            raise typer.Exit(2)
+        rest = super().parse_args(ctx, args)  # --help and usage errors before an empty path
+        refuse_empty_paths(params, raw)
         return rest
 
 
@@ -335,29 +385,9 @@ def _few_malloc_arenas_under_a_limit() -> None:
         ctypes.CDLL(None).mallopt(_M_ARENA_MAX, ARENAS_UNDER_LIMIT)
 
 
-CWD_GONE = "the current directory no longer exists (deleted under this shell): cd to an existing folder"
-
-
-def _cwd_gone() -> bool:
-    """Whether the working directory was deleted under this process (``os.getcwd()`` fails).
-
-    Why: from a deleted directory ``import torch`` dies with "Intel oneMKL FATAL ERROR: Cannot load
-    libtorch_cpu.so" (a broken install, it seems), and classify failed with a bare "No such file or
-    directory" after making a partial output folder. Checked first, before any heavy import or
-    any folder is made, so every verb says the real cause."""
-    try:
-        os.getcwd()
-    except FileNotFoundError:
-        return True
-    return False
-
-
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit code (2 for bad input or a missing extra, 130 after
     Ctrl-C, 143 after SIGTERM)."""
-    if _cwd_gone():
-        typer.echo(f"cryoshift: error: {CWD_GONE}", err=True)
-        return 2
     _system_arrow_allocator()
     _few_malloc_arenas_under_a_limit()
     with _sigterm_raises() as terminated:

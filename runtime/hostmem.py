@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from pathlib import Path
+
+from cryoshift.runtime.terminal import say
 
 
 def check_threads(threads: int | None) -> None:
@@ -36,11 +37,7 @@ def capped_threads(threads: int | None) -> int | None:
     cpus = usable_cpus()
     if not threads or int(threads) <= cpus:
         return threads
-    print(
-        f"cryoshift: note: --threads {threads} is above the CPU count ({cpus}); using {cpus} threads",
-        file=sys.stderr,
-        flush=True,
-    )
+    say(f"cryoshift: note: --threads {threads} is above the CPU count ({cpus}); using {cpus} threads")
     return cpus
 
 
@@ -72,11 +69,9 @@ def capped_workers(workers: int, processes: bool = False) -> int:
     if int(workers) <= cap:
         return workers
     kind = "processes" if processes else f"threads ({READER_THREADS_PER_CPU} per CPU)"
-    print(
+    say(
         f"cryoshift: note: --workers {workers} is more readers than {cpus} CPU{'s' * (cpus != 1)} "
-        f"can use; using {cap} reader {kind}",
-        file=sys.stderr,
-        flush=True,
+        f"can use; using {cap} reader {kind}"
     )
     return cap
 

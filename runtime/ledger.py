@@ -13,7 +13,9 @@ table) with the same rules.
 Every line is UTF-8 text. A file name that is not (Python hands its bytes over as lone
 surrogates) is written with those bytes as backslash escapes (:func:`escape_text`: ``b\\xff.mrc``),
 and ids are compared in that written form, so such an item is classified, resumed and merged as
-any other.
+any other. A name holding a line break (``\\r`` or ``\\n``, which Linux allows) is quoted
+(:func:`csv_line`), and a row is whole only where its quotes are closed: a kill inside such a name
+leaves a partial row that resume cuts, as a partial line.
 
 A ledger is written in place, so it is opened without following a link (runtime/outfiles.py): a
 link at its name in the output folder (``errors.csv -> ~/.ssh/authorized_keys``) is refused, in a
@@ -83,32 +85,80 @@ class WrittenIds(set[str]):
         return set.__contains__(self, escape_text(ident) if isinstance(ident, str) else ident)
 
 
+def csv_line(cells: Iterable[str]) -> str:
+    """One CSV row as the ledgers write it: ended by ``\\n``, a cell quoted when it holds a comma, a
+    quote, ``\\n`` or ``\\r``.
+
+    Why not ``csv.writer(lineterminator="\\n")``: before Python 3.12 that writer quotes only the
+    characters of its line terminator, so a file name holding a bare ``\\r`` was written unquoted,
+    and every reader (the csv module's, pandas') ended the row there: ``classify`` failed after its
+    last batch with a traceback, and ``--resume`` read a row that is no item's. Written with the
+    terminator ``\\r\\n`` both characters are quoted, then ``\\n`` alone ends the line."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow(cells)
+    return buf.getvalue()[:-2] + "\n"
+
+
 def _repair_tail(path: Path) -> int:
-    """Truncate a partial last line (a write killed mid-line); returns bytes removed."""
+    """Truncate a partial last row (a write killed mid-row); returns bytes removed."""
     size = path.stat().st_size
     if size == 0:
         return 0
     with open_in_place(path, "r+b") as fh:
-        fh.seek(-1, os.SEEK_END)
-        if fh.read(1) == b"\n":
+        keep = _end_of_whole_rows(fh, size)
+        if keep == size:
             return 0
-        # Walk back to the last newline in blocks.
-        pos = size
-        block = 65536
-        keep = 0
-        while pos > 0:
-            start = max(0, pos - block)
-            fh.seek(start)
-            chunk = fh.read(pos - start)
-            nl = chunk.rfind(b"\n")
-            if nl >= 0:
-                keep = start + nl + 1
-                break
-            pos = start
         fh.truncate(keep)
         fh.flush()
         os.fsync(fh.fileno())
     return size - keep
+
+
+def _after_last_newline(fh: IO[bytes], pos: int) -> int:
+    """The offset after the last b"\\n" in the first ``pos`` bytes of ``fh`` (0: none), found
+    walking back in blocks."""
+    block = 65536
+    while pos > 0:
+        start = max(0, pos - block)
+        fh.seek(start)
+        nl = fh.read(pos - start).rfind(b"\n")
+        if nl >= 0:
+            return start + nl + 1
+        pos = start
+    return 0
+
+
+def _quotes(fh: IO[bytes], start: int, end: int) -> int:
+    """How many b'"' bytes ``fh`` holds in [start, end)."""
+    fh.seek(start)
+    count, left = 0, end - start
+    while left > 0:
+        chunk = fh.read(min(left, 1 << 20))
+        if not chunk:
+            break
+        count += chunk.count(b'"')
+        left -= len(chunk)
+    return count
+
+
+def _end_of_whole_rows(fh: IO[bytes], size: int) -> int:
+    """The offset after the last whole row of a ledger of ``size`` bytes: after its last line break
+    that lies outside quotes (an even number of quotes before it, as :func:`csv_line` writes).
+
+    Why not simply the last line break: a name holding one is quoted over two lines, and a kill
+    mid-row could leave the file ending just after the break inside the quotes; that line was taken
+    for a whole row, ``--resume`` read its cut name as an id the inputs do not plan and refused to
+    go on (and a row appended after it would have continued the open quote)."""
+    end = _after_last_newline(fh, size)
+    if _quotes(fh, 0, end) % 2 == 0:  # the usual case: one pass counting quotes, in C
+        return end
+    while end > 0:  # inside a quoted name: back line by line until the quotes before are even
+        before = _after_last_newline(fh, end - 1)
+        odd = _quotes(fh, before, end) % 2
+        end = before
+        if odd:
+            return end
+    return end
 
 
 _START_OVER = (
@@ -174,27 +224,64 @@ def checked_rows(
         raise InputError(path, f"{csv_damage(path, exc)}{tail}") from exc
 
 
+def _read_ledger(path: Path, offsets: bool = False) -> tuple[list[str] | None, list[str], array]:
+    """The one parser of a ledger file: its header (None for an empty file), the ids of its whole
+    data rows in file order, and (``offsets``) the byte offset where each data row starts, then one
+    more (the end of the last). A partial last row (a kill mid-write: a partial last line, or lines
+    that end inside a quoted name, see :func:`_end_of_whole_rows`) is left out.
+
+    Read as bytes and split at b"\\n" only, each line decoded as UTF-8: a row may span lines (a name
+    holding a line break is quoted), so offsets are taken where the csv reader ends a row; a text
+    reader would also end a line at a quoted lone "\\r". Damage raises UnicodeDecodeError or
+    csv.Error, a failed read OSError: the callers say what they mean."""
+    ends = array("q", [0])  # byte offset after each whole line read
+
+    def whole_lines(fh: Iterable[bytes]) -> Iterator[str]:
+        held: list[bytes] = []  # lines of a row whose quoted name holds a line break, until it ends
+        quotes = 0
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                return  # a partial last line: no row (opening the ledger cuts it)
+            quotes += raw.count(b'"')
+            held.append(raw)
+            if quotes % 2:
+                continue  # the line break is inside quotes: the row goes on
+            for line in held:
+                if offsets:
+                    ends.append(ends[-1] + len(line))
+                yield line.decode("utf-8")
+            held.clear()
+        # lines still held: a row cut inside its quoted name (a kill mid-row); no row either
+
+    ids: list[str] = []
+    starts = array("q")
+    with open(path, "rb") as fh:
+        reader = csv.reader(whole_lines(fh))
+        header = next(reader, None)
+        if not offsets:
+            return header, [row[0] for row in reader if row], starts
+        starts.append(ends[reader.line_num])
+        for row in reader:
+            if row:
+                ids.append(row[0])
+                starts.append(ends[reader.line_num])
+            else:  # an empty line: not a row, the next one starts after it
+                starts[-1] = ends[reader.line_num]
+    return header, ids, starts
+
+
 def written_ids(path: Path, strict: bool = False) -> list[str] | None:
-    """The ids (as written) of a ledger's whole data rows, in file order: the one reader of a
-    ledger's ids. A partial last line (a kill mid-write, which opening the ledger cuts) is left
-    out, and the file is not changed; an absent file has none. A file that cannot be read is
-    refused in one line naming the damage (``strict``), or else gives None, as does a file whose
-    first line is no ledger's header: resume's checks, which read the ledgers before they are
-    opened, leave those to :class:`Ledger`, which checks the header first (a foreign file is named
-    so, not as rows of ids the inputs do not plan)."""
+    """The ids (as written) of a ledger's whole data rows, in file order (:func:`_read_ledger`). A
+    partial last line (a kill mid-write, which opening the ledger cuts) is left out, and the file is
+    not changed; an absent file has none. A file that cannot be read is refused in one line naming
+    the damage (``strict``), or else gives None, as does a file whose first line is no ledger's
+    header: resume's checks, which read the ledgers before they are opened, leave those to
+    :class:`Ledger`, which checks the header first (a foreign file is named so, not as rows of ids
+    the inputs do not plan)."""
     if not path.is_file():
         return []
-
-    def whole_lines(fh: Iterable[str]) -> Iterator[str]:
-        return (line for line in fh if line.endswith("\n"))
-
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.reader(whole_lines(fh))
-            header = next(reader, None)
-            if not strict and header is not None and header[:1] != [ID_COLUMN]:
-                return None  # no ledger's header: the Ledger names the file a foreign one
-            return [row[0] for row in reader if row]
+        header, ids, _ = _read_ledger(path)
     except OSError:
         if strict:
             raise
@@ -203,35 +290,19 @@ def written_ids(path: Path, strict: bool = False) -> list[str] | None:
         if not strict:
             return None
         raise InputError(path, f"{csv_damage(path, exc)}; {_START_OVER}") from exc
+    if not strict and header is not None and header[:1] != [ID_COLUMN]:
+        return None  # no ledger's header: the Ledger names the file a foreign one
+    return ids
 
 
 def _ids_and_offsets(path: Path) -> tuple[list[str], np.ndarray]:
     """The ids of a ledger's data rows in file order, and the byte offset where each row starts
-    (one more: the end of the last), for :meth:`Ledger.sort_rows`. A row may span lines (a name
-    holding a line break is quoted), so offsets are taken where the csv reader ends a row."""
-    ends = array("q", [0])  # byte offset after each line read
-
-    def lines(fh: Iterable[bytes]) -> Iterator[str]:
-        for raw in fh:
-            ends.append(ends[-1] + len(raw))
-            yield raw.decode("utf-8")
-
-    ids: list[str] = []
-    starts = array("q")
+    (one more: the end of the last), for :meth:`Ledger.sort_rows` (:func:`_read_ledger`)."""
     try:
-        with open(path, "rb") as fh:
-            reader = csv.reader(lines(fh))
-            next(reader, None)
-            starts.append(ends[reader.line_num])
-            for row in reader:
-                if row:
-                    ids.append(row[0])
-                    starts.append(ends[reader.line_num])
-                else:  # an empty line: not a row, the next one starts after it
-                    starts[-1] = ends[reader.line_num]
+        _, ids, starts = _read_ledger(path, offsets=True)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(path, f"{csv_damage(path, exc)}; {_START_OVER}") from exc
-    return ids, np.frombuffer(starts, dtype=np.int64) if len(starts) else np.zeros(1, np.int64)
+    return ids, np.frombuffer(starts, dtype=np.int64)
 
 
 _SORT_CHUNK = 1 << 16  # rows copied per step of sort_file_rows
@@ -302,11 +373,9 @@ class Ledger:
         self._fh = open_in_place(self.path, "a", newline="")  # held open for the whole run
 
     def _line(self, values: Iterable[object]) -> str:
-        """One CSV line, always UTF-8 encodable (escapes add no comma, quote or newline, so escaping
-        the formatted line equals escaping each cell)."""
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow([format_value(v) for v in values])
-        return escape_text(buf.getvalue())
+        """One CSV line (:func:`csv_line`), always UTF-8 encodable (escapes add no comma, quote or
+        line break, so escaping the formatted line equals escaping each cell)."""
+        return escape_text(csv_line([format_value(v) for v in values]))
 
     def _check_header(self) -> None:
         """Refuse a file whose first line is not this run's header before the repair cuts anything,

@@ -14,7 +14,6 @@ back from ``$HOME/res``: another run's rows, with exit status 0. Two rules keep 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 # the literal ``~...`` folders said already in this process: simulate checks its folder twice, and
@@ -46,6 +45,6 @@ def note_unexpanded_tilde(out: str | Path) -> None:
     if note is None or key in _noted:
         return
     _noted.add(key)
-    from cryoshift.runtime.terminal import visible
+    from cryoshift.runtime.terminal import say
 
-    print(f"cryoshift: note: {visible(note)}", file=sys.stderr)
+    say(f"cryoshift: note: {note}")

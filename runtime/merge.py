@@ -26,7 +26,6 @@ killed in between finish it; ``--allow-missing`` leaves out shards that did not 
 from __future__ import annotations
 
 import contextlib
-import csv
 import itertools
 import json
 import math
@@ -44,7 +43,7 @@ import numpy as np
 from cryoshift.runtime.copick_io import is_copick
 from cryoshift.runtime.errors import InputError, check_out_folder, missing_reason, not_a_file, require_extra
 from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
-from cryoshift.runtime.ledger import ERROR_COLUMNS, checked_rows, sort_file_rows
+from cryoshift.runtime.ledger import ERROR_COLUMNS, checked_rows, csv_line, sort_file_rows
 from cryoshift.runtime.outfiles import open_in_place, replacing_path, write_text
 
 _SHARD = re.compile(r"^predictions\.shard-(\d+)-of-(\d+)\.csv$")
@@ -348,8 +347,7 @@ def _join(
     written = _Written(array("q"), array("q"), array("q"))
     with open_in_place(out, "wb") as fh:  # out: a new temporary file (replacing_path), no link followed
         dst = _CountingFile(fh)
-        writer = csv.writer(dst, lineterminator="\n")
-        writer.writerow(header)
+        dst.write(csv_line(header))  # the ledgers' row format: a name holding \r stays one cell
         for table in tables:
             rows: list[int] = []
             position = -1
@@ -394,7 +392,7 @@ def _join(
                     written.offsets.append(dst.size)
                     written.planned.append(place(row[0]) if place else -1)
                     written.interleaved.append(position * table.key[1] + table.key[0])
-                    writer.writerow(row)
+                    dst.write(csv_line(row))
             if kept is not None:
                 kept.append((rows, position + 1))
         written.offsets.append(dst.size)
@@ -404,7 +402,7 @@ def _join(
 
 
 class _CountingFile:
-    """A binary file that the csv writer writes text to, counting the bytes: the offset of each
+    """A binary file that rows are written to as text, counting the bytes: the offset of each
     row, for :func:`_reorder`. UTF-8, as the ledgers' rows are read (ledger.checked_rows)."""
 
     def __init__(self, fh: Any):

@@ -17,7 +17,6 @@ axis (:data:`GRID`), about a millisecond per batch of 64 on one core: negligible
 from __future__ import annotations
 
 import math
-import sys
 from functools import lru_cache
 
 import numpy as np
@@ -129,5 +128,10 @@ def volumes_warning(volumes: np.ndarray, model_contrast: str, chunk: int = 256) 
 
 
 def say(warning: str) -> None:
-    """The one stderr line of a polarity warning (the note itself goes where the run's notes go)."""
-    print(f"cryoshift: warning: {warning}", file=sys.stderr, flush=True)
+    """The one stderr line of a polarity warning (the note itself goes where the run's notes go).
+    It comes after every row was written: a line that cannot be printed (stderr a pipe whose reader
+    is gone) is dropped by :func:`cryoshift.runtime.terminal.say`, never raised, so the manifest and
+    predictions.star are still written; the warning is kept in the manifest's notes anyway."""
+    from cryoshift.runtime.terminal import say as say_line
+
+    say_line(f"cryoshift: warning: {warning}")

@@ -41,7 +41,6 @@ import functools
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -74,6 +73,7 @@ from cryoshift.runtime.summary import (
     output_names,
     same_network,
 )
+from cryoshift.runtime.terminal import say
 
 
 def _shown(value: object) -> str:
@@ -906,7 +906,7 @@ class LocalInference:
         parity = startup_parity(model, items, cache, voxel)
         if opts.progress:
             passed = f"; passed over: {'; '.join(model.notes)}" if model.notes else ""
-            print(f"cryoshift: backend {model.description}{passed}", file=sys.stderr, flush=True)
+            say(f"cryoshift: backend {model.description}{passed}")
         return {
             "backend": model.backend,
             "batch_size": self.batch_size,

@@ -13,7 +13,6 @@ Shard runs name their files ``<name>.shard-i-of-n.<ext>`` (:func:`output_names`)
 
 from __future__ import annotations
 
-import csv
 import json
 import platform
 import time
@@ -22,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryoshift.runtime.ledger import escape_text
+from cryoshift.runtime.ledger import checked_rows, escape_text
 from cryoshift.runtime.outfiles import write_text
 
 PREDICTIONS = "predictions"
@@ -322,41 +321,42 @@ def _per_tomogram(csv_path: Path) -> dict[str, dict[str, int]]:
     counts: dict[str, Counter] = {}
     if not csv_path.is_file():
         return {}
-    with open(csv_path, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if not header or "tomo_name" not in header or "class_name" not in header:
-            return {}
-        t, c = header.index("tomo_name"), header.index("class_name")
-        for row in reader:
-            if row and row[t]:
-                counts.setdefault(row[t], Counter())[row[c]] += 1
+    rows = checked_rows(csv_path)  # a damaged row is named, not read as another tomogram's
+    _, header = next(rows, (0, []))
+    if "tomo_name" not in header or "class_name" not in header:
+        rows.close()  # not picks: the rest is not read (and the file is closed now)
+        return {}
+    t, c = header.index("tomo_name"), header.index("class_name")
+    for _, row in rows:
+        if row[t]:
+            counts.setdefault(row[t], Counter())[row[c]] += 1
     return {name: dict(sorted(n.items())) for name, n in sorted(counts.items())}
 
 
 def _count_rows(csv_path: Path) -> tuple[int, Counter, int]:
     """Rows, class counts and rows flagged unknown of a finished results CSV (the whole file,
     resumed parts included). Why the unknown count is the file's: a resumed run's manifest said
-    only its own session's (3190 of 4109 after a requeued task) beside whole-file class counts."""
+    only its own session's (3190 of 4109 after a requeued task) beside whole-file class counts.
+
+    Read by :func:`~cryoshift.runtime.ledger.checked_rows`, each row checked to have the header's
+    width: a row cut in two (a name holding a bare ``\\r``, which the ledgers now quote) ended the
+    run with an IndexError traceback after its last batch, and is now one line naming the file."""
     counts: Counter = Counter()
     n = unknown = 0
     if not csv_path.is_file():
         return 0, counts, 0
-    with open(csv_path, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            return 0, counts, 0
-        col = header.index("class_name") if "class_name" in header else None
-        flag = header.index("unknown") if "unknown" in header else None  # pipeline.result_columns
-        for row in reader:
-            if not row:
-                continue
-            n += 1
-            if col is not None:
-                counts[row[col]] += 1
-            if flag is not None and row[flag] == "1":
-                unknown += 1
+    rows = checked_rows(csv_path)
+    _, header = next(rows, (0, None))
+    if header is None:
+        return 0, counts, 0
+    col = header.index("class_name") if "class_name" in header else None
+    flag = header.index("unknown") if "unknown" in header else None  # pipeline.result_columns
+    for _, row in rows:
+        n += 1
+        if col is not None:
+            counts[row[col]] += 1
+        if flag is not None and row[flag] == "1":
+            unknown += 1
     return n, counts, unknown
 
 

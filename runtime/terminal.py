@@ -7,12 +7,19 @@ text, or ``[/]``, a markup error instead of the table). :func:`visible` writes e
 that does not show as itself as its escape; :func:`markup_safe` also escapes rich markup, for text
 inside a ``console.print`` string, and :func:`plain` makes a rich ``Text`` (no markup, no emoji
 codes) for a table cell or title.
+
+:func:`say` is the one guarded writer of cryoshift's own lines (notes, warnings, the error count,
+a run's summary): a line that cannot be printed is dropped, never raised, so a reader gone from
+the pipe (``cryoshift classify ... 2>&1 | head -1``) does not stop a run before its results and
+manifest are written.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import unicodedata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from cryoshift.runtime.contract import CONTROL_CATEGORIES
 
@@ -79,3 +86,47 @@ def normalisation_difference(a: str, b: str) -> str | None:
             kind = "NFC/NFD" if form == "NFC" else "NFKC compatibility forms"
             return f"Unicode normalisation ({kind}: '{code_points(a)}' against '{code_points(b)}')"
     return None
+
+
+def say(line: object, err: bool = True) -> bool:
+    """Print ``line`` (:func:`visible`: one line, controls shown) on stderr (``err``) or stdout;
+    False when it could not be (the stream then goes to the null device, so later lines "print").
+
+    Why: the lines cryoshift prints about a run (notes, the error count, the summary) come before
+    or after rows it must write, and one that cannot be printed (stderr a pipe whose reader is
+    gone, ``cryoshift classify ... 2>&1 | head -1``; a hung-up terminal; a stream closed) raised
+    BrokenPipeError and stopped the run before its manifest (or its first row) was written. Results
+    and manifest matter more than a line: it is dropped, every note is kept in the manifest, and
+    the stream's descriptor then goes to the null device (:func:`_to_devnull`), so later lines and
+    Python's flush at exit fail no more. A character the stream cannot encode (a name on a
+    Latin-1 terminal) is written as its escape, not taken for a gone reader."""
+    stream = sys.stderr if err else sys.stdout
+    if stream is None:  # no stream at all (started with ``2>&-`` under some launchers)
+        return False
+    text = visible(line)
+    try:
+        try:
+            print(text, file=stream, flush=True)
+        except UnicodeEncodeError:  # a ValueError, but the stream is fine: escape what it cannot encode
+            encoding = getattr(stream, "encoding", None) or "ascii"
+            print(text.encode(encoding, "backslashreplace").decode(encoding), file=stream, flush=True)
+    except (OSError, ValueError):  # BrokenPipeError, EIO; ValueError: the stream is closed
+        _to_devnull(stream)
+        return False
+    return True
+
+
+def _to_devnull(stream: TextIO) -> None:
+    """Point the file descriptor under ``stream`` at the null device (Python's advice for a broken
+    pipe, https://docs.python.org/3/library/signal.html#note-on-sigpipe), so what its buffer still
+    holds and whatever is written later go nowhere instead of raising; a stream with no descriptor
+    (replaced by a test harness) is left alone."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
