@@ -577,10 +577,23 @@ def refuse_numeric_header(path: Path, first: str, sep: str, line: int) -> None:
     from cryoshift.runtime.picks import _list
 
     where = f"line {line}, the first after blank and # comment lines" if line > 1 else "line 1"
+    imod = f"; {IMOD_POINTS_HINT}" if sep == r"\s+" and len(names) in (3, 4, 5) else ""
     raise InputError(
         path,
-        f"the header line holds numbers, not column names: found {_list(names)} ({where}); {READ_TABLES}",
+        f"the header line holds numbers, not column names: found {_list(names)} ({where}); "
+        f"{READ_TABLES}{imod}",
     )
+
+
+# IMOD's model format (bio3d.colorado.edu/imod/doc/binspec.html): coordinates run 0 to NX in X and
+# 0 to NY in Y but -0.5 to NZ - 0.5 in Z, so voxel i's centre is i + 0.5 in X and Y and i in Z;
+# cryoshift's x, y, z are voxel centres counted from 0. Not converted here: a headerless table
+# of 3 to 5 numbers is not surely model2point's, so the user is told what to subtract.
+IMOD_POINTS_HINT = (
+    "an IMOD point file (model2point: x y z, or object and contour numbers before them) needs such "
+    "a header too, and IMOD models put voxel i's centre at i + 0.5 in X and Y (at i in Z): "
+    "subtract 0.5 from x and y (cryoshift's x, y, z are voxel centres counted from 0)"
+)
 
 
 def is_number_text(text: str) -> bool:
@@ -1036,10 +1049,20 @@ def read_pick_table(
     width = wrong_width_rows(path, len(layout.columns), layout.block, sep)
     width = {row: why for row, why in width.items() if row not in coordless}
     blank = blank_name_rows(names, tomo, layout.tomo_col) if skip_bad_rows else {}
-    table.mark_bad_rows(rows.bad_rows, skip_bad_rows, {**blank, **width}, layout.block)
+    try:
+        table.mark_bad_rows(rows.bad_rows, skip_bad_rows, {**blank, **width}, layout.block)
+    except InputError as exc:
+        # ``12,5,3,5,4,5`` under x,y,z (decimal commas, as European spreadsheets write them) splits
+        # every number in two: the field count alone did not say why every row is too long
+        if sep == "," and len(overlong_rows(path, len(layout.columns), sep=sep)) == rows.n:
+            raise InputError(path, f"{exc.reason}; {DECIMAL_COMMA_HINT}") from exc
+        raise
     if layout.centred and convert:
         _centred_to_pixels(table, pixel_size, tomo_shape, skip=unresolved == "skip", centre=centre)
     return table
+
+
+DECIMAL_COMMA_HINT = "decimal commas? write the table with ';' as separator"
 
 
 @dataclass
@@ -1087,6 +1110,8 @@ def pick_layout(path: Path) -> _PickLayout:
                 )
             found = sorted({c for b in blocks for c in b.labels})
             _refuse_tomogram_table(path, found)
+            refuse_optimisation_set(path, blocks)
+            _refuse_m_species(path, found)
             raise InputError(
                 path,
                 "no coordinate columns: need rlnCoordinateX/Y/Z or "
@@ -1143,6 +1168,54 @@ def _refuse_tomogram_table(path: Path, labels: list[str]) -> None:
             f"is a table of tomograms (rlnTomoName, {rec}: RELION's tomograms.star), not of picks: "
             "give it with --tomograms, and the picks (particles.star) as the input",
         )
+
+
+OPTIMISATION_SET_FILES = {"rlnTomoParticlesFile": "picks", "rlnTomoTomogramsFile": "tomograms"}
+
+
+def refuse_optimisation_set(path: Path, blocks: list[StarBlock]) -> None:
+    """Refuse a RELION 5 optimisation set (``rlnTomoParticlesFile``, ``rlnTomoTomogramsFile``: the
+    input RELION's tomography jobs take) given where picks (or tomograms) are read, naming the
+    files inside it; ``blocks``: its :func:`scan_star`.
+
+    Why: it was refused as "no coordinate columns", which did not say it is a file of file names,
+    nor which two files to give instead. It is not followed: its paths are relative to the RELION
+    project folder, which need not be where cryoshift runs, and which file is meant is the user's
+    to say."""
+    named = {
+        label: str(b.values[label])
+        for b in blocks
+        if not b.loop
+        for label in OPTIMISATION_SET_FILES
+        if label in b.values
+    }
+    if not named:
+        return
+    inside = " and ".join(f"the {OPTIMISATION_SET_FILES[k]} {v}" for k, v in named.items())
+    particles = named.get("rlnTomoParticlesFile", "particles.star")
+    tomograms = named.get("rlnTomoTomogramsFile", "tomograms.star")
+    raise InputError(
+        path,
+        f"is a RELION 5 optimisation set, a file of file names: it names {inside}; give those instead: "
+        f"{particles} as the input, -t {tomograms} (its paths are relative to the RELION project folder)",
+    )
+
+
+def _refuse_m_species(path: Path, labels: list[str]) -> None:
+    """Refuse a Warp/M species (population) particle file (``wrpCoordinateX1`` ...,
+    ``wrpSourceName``): its coordinates, one set per temporal sample, are M's own and not read.
+
+    Why: the generic "no coordinate columns ... found wrpAnglePsi1 ..." did not say which file this
+    is or what to give instead."""
+    if "wrpCoordinateX1" not in labels and "wrpSourceName" not in labels:
+        return
+    raise InputError(
+        path,
+        "is a Warp/M species particle file (wrpCoordinateX1/Y1/Z1, wrpSourceName), which cryoshift "
+        "does not read; give the picks as a RELION or Warp particle STAR (rlnCoordinateX/Y/Z or "
+        "rlnCenteredCoordinateX/Y/ZAngst, with the tomogram named) or a CSV with a header naming "
+        "x, y, z, tomo",
+    )
 
 
 def _pick_chunks(path: Path, layout: _PickLayout, extra: tuple[str, ...] = ()) -> Iterator[pd.DataFrame]:
@@ -1354,7 +1427,7 @@ def _centred_to_pixels(
     centre RELION measures from: ``rlnTomoSizeX/Y/Z / 2`` of tomograms.star in unbinned pixels,
     over the binning (ParticleSet::getParticleCoordDecenteredPixel, TomogramSet's w0 / 2.0).
     Why: the reconstruction's own size may differ from the table's by a voxel or two (accepted,
-    picktables.SIZE_TOLERANCE), and its middle then put every pick that far from RELION's place.
+    tomograms.SIZE_TOLERANCE), and its middle then put every pick that far from RELION's place.
     """
     from cryoshift.runtime.picks import _per_tomo
 

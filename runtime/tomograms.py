@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,9 @@ def read_tomogram_table(path: str | Path, keep_damaged: bool = False) -> list[To
     _refuse_picks(path, blocks)
     names = [n for n, df in blocks.items() if "rlnTomoName" in df.columns]
     if not names:
+        from cryoshift.runtime.tables import refuse_optimisation_set, scan_star
+
+        refuse_optimisation_set(path, scan_star(path))  # -t optimisation_set.star: name its tables
         found = sorted({str(c) for df in blocks.values() for c in df.columns})
         raise InputError(path, f"not a tomogram table: no rlnTomoName column (found {', '.join(found[:8])})")
     if "global" not in names and len(names) > 1:  # which block lists the tomograms is a guess: refuse
@@ -383,6 +387,52 @@ def _refuse_picks(path: Path, blocks: dict[str, Any]) -> None:
             f"is a table of picks ({coords}), not of tomograms: give it as an input, and the "
             "tomograms (tomograms.star or the MRC files) with --tomograms",
         )
+
+
+# A reconstruction whose MRC Y axis is at most this fraction of both X and Z looks un-rotated.
+# Why this bound: IMOD's ``tilt`` writes X, Z, Y (the MRC's Y is the specimen's thickness) until
+# ``trimvol -rx`` / ``clip rotx`` rotates it; a slab is rarely more than half as thick as it is
+# wide, so an un-rotated one has Y at most about half of X and Z (the tester's 88x48x72: 2/3).
+# A rotated tomogram (RELION, Warp, IMOD after rotation) has Z, its thickness, thinnest, and is
+# never taken for one whatever the bound; only a tomogram cropped narrower in Y than its
+# thickness would be, and a tomograms.star stating its size lets it through (unrotated_reason).
+SIZE_TOLERANCE = 2.0  # voxels a reconstruction may differ from tomograms.star's size / binning
+UNROTATED_Y_FRACTION = Fraction(2, 3)
+
+
+def unrotated_reason(shape: tuple[int, ...], entry: TomogramEntry | None = None) -> str:
+    """Why a tomogram of ``shape`` (Z, Y, X voxels) looks un-rotated (stored XZY), or "".
+
+    Why: picks in X, Y, Z were cropped from such a file with Y and Z swapped, exit 0 and no word
+    (every pick still fell inside, so :func:`outside_hint` never spoke); which axis is the
+    thickness is a guess, so its picks fail. A tomograms.star row (``entry``) whose
+    rlnTomoSizeX/Y/Z / binning agree with the file is the user's confirmation that Y is right."""
+    if len(shape) != 3:
+        return ""
+    x, y, z = (int(v) for v in tuple(shape)[::-1])
+    if not y <= UNROTATED_Y_FRACTION * min(x, z):
+        return ""
+    expected = entry.voxels() if entry is not None else None
+    stated = ""
+    if expected is not None:
+        if all(abs(h - e) <= SIZE_TOLERANCE for h, e in zip((x, y, z), expected, strict=True)):
+            return ""  # the table states this size: Y is the thin axis on purpose
+        stated = f" (tomograms.star gives {'x'.join(f'{e:.4g}' for e in expected)})"
+    return (
+        f"it is {x}x{y}x{z} voxels (X, Y, Z){stated}, Y at most {UNROTATED_Y_FRACTION} of X and Z, so it "
+        "looks un-rotated (stored XZY, Y the specimen's thickness, as IMOD's tilt writes it before "
+        "trimvol -rx or clip rotx) and its picks would be cropped with Y and Z swapped; rotate it "
+        "(trimvol -rx in.mrc out.mrc), or, if Y really is its thinnest axis, give it in a "
+        "tomograms.star whose rlnTomoSizeX/Y/Z (unbinned) state this size"
+    )
+
+
+def refuse_unrotated(path: str | Path, shape: tuple[int, ...], entry: TomogramEntry | None = None) -> None:
+    """Raise InputError naming ``path`` when :func:`unrotated_reason` finds it un-rotated: only
+    that tomogram's picks fail (error rows), the others' are classified."""
+    reason = unrotated_reason(shape, entry)
+    if reason:
+        raise InputError(path, reason)
 
 
 MAX_BINNING_HINT = 64  # the largest coordinate-to-tomogram ratio read as a binning mismatch

@@ -21,6 +21,7 @@ from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.picks import ORIGIN_COLUMNS, PIXEL_COLUMNS
 from cryoshift.runtime.sources.items import PlanRefusal
 from cryoshift.runtime.sources.paths import match_tomogram, strip_suffix
+from cryoshift.runtime.tomograms import SIZE_TOLERANCE
 
 STACK_NOT_TOMOGRAM = "is a volume stack, not a tomogram"  # crop from tomograms (one volume) only
 _WARP_PIXEL = re.compile(r"_(\d+(?:\.\d+)?)Apx$")  # Warp's reconstruction names: TS_01_10.00Apx
@@ -36,6 +37,36 @@ def star_has(path: Path, label: str) -> bool:
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc}") from exc
     return False
+
+
+STACKS_2D = "rlnTomoSubTomosAre2DStacks"  # RELION 5 Extract's data_general flag (1: the default)
+
+
+def refuse_2d_extraction(path: Path) -> None:
+    """Refuse a RELION 5 Extract particles.star whose ``rlnImageName`` files are per-particle
+    stacks of 2-D tilt-series images (``data_general`` ``rlnTomoSubTomosAre2DStacks 1``), naming
+    what it is and what to give instead; a STAR without an ``rlnImageName`` listing passes.
+
+    Why: with ``-t`` it was told to delete rlnImageName; without, each stack became an error row
+    ("stack of 41 2-D images"): neither said that the file holds no subtomograms, and that the
+    picks the extraction started from (its input particles.star) are what cryoshift crops."""
+    from cryoshift.runtime.tables import scan_star
+
+    if path.suffix.lower() != ".star":
+        return
+    blocks = scan_star(path)
+    if not any(b.loop and "rlnImageName" in b.labels for b in blocks):
+        return  # picks (RELION 5's picking jobs write the flag too): no listing to mistake
+    flag = next((b.values[STACKS_2D] for b in blocks if not b.loop and STACKS_2D in b.values), None)
+    if str(flag).strip() not in ("1", "1.0"):
+        return
+    raise InputError(
+        path,
+        f"is a RELION 5 Extract output of 2-D tilt-series stacks ({STACKS_2D} 1: rlnImageName names "
+        "per-particle stacks of 2-D images, not subtomograms); give the picks' particles.star from "
+        "the picking or refinement job (the Extract job's input) with -t tomograms.star instead, or "
+        "extract 3-D subtomograms (Extract's 2D stacks option off)",
+    )
 
 
 def plan_pick_table(planner: Any, path: Path) -> None:
@@ -75,7 +106,10 @@ def plan_pick_table(planner: Any, path: Path) -> None:
     # tilt-series pixel and binning): checked per tomogram below, against the options too;
     # centred Angstrom columns beside the pixel ones settle the unit (_disagreeing_rows).
     stated = not centred and not warp and not layout.angst
-    optics = optics_pixel_sizes(path) if star and stated else None
+    # Both kinds: the stated size is one reading of the pixel columns in the agreement check
+    # (cryoshift's own predictions.star of a --binning run holds unbinned pixels beside centred)
+    both = star and not centred and not warp and bool(layout.angst)
+    optics = optics_pixel_sizes(path) if star and (stated or both) else None
     problems: dict[str, str] = {}  # tomogram name -> why its picks cannot be converted
     shifts = shift_columns(layout.columns)
     if centred and rescaled:  # the user may think their picks are binned: say they are not scaled
@@ -108,7 +142,7 @@ def plan_pick_table(planner: Any, path: Path) -> None:
         if optics and OPTICS_GROUP in layout.columns:
             extra += (OPTICS_GROUP,)
         picks = read_pick_table(path, skip_bad_rows=True, extra=extra, layout=layout)
-    if optics and not rescaled:  # an option says what the coordinates are: the groups need not
+    if optics and stated and not rescaled:  # an option says what the coordinates are: the groups need not
         _fail_unknown_groups(planner, path, picks, optics)
     if stated:
         # RELION's pixel columns mean the same in a CSV (a particles.star saved as a table) as in a STAR
@@ -129,7 +163,15 @@ def plan_pick_table(planner: Any, path: Path) -> None:
         if note:
             planner.notes.append(note)
             in_voxels = True
-    add_picks(planner, path, picks, scale=not in_voxels, problems=problems, pixels=not centred)
+    add_picks(
+        planner,
+        path,
+        picks,
+        scale=not in_voxels,
+        problems=problems,
+        pixels=not centred,
+        optics=optics if both else None,
+    )
 
 
 def shift_columns(columns: list[str]) -> tuple[str, ...]:
@@ -661,9 +703,6 @@ def image_stack_error(planner: Any, name: str, tomo_path: str | Path, images: in
     )
 
 
-SIZE_TOLERANCE = 2.0  # voxels a reconstruction may differ from tomograms.star's size / binning
-
-
 def _check_size(tomo_path: str | Path, shape: tuple[int, ...], entry: Any, name: str = "") -> str | None:
     """The reconstruction's size agrees with its tomograms.star row (rlnTomoSizeX/Y/Z unbinned
     pixels / binning), where the row gives both: centred-Angstrom picks are placed from the
@@ -756,6 +795,7 @@ def add_picks(
     scale: bool = True,
     problems: dict[str, str] | None = None,
     pixels: bool = True,
+    optics: OpticsPixels | None = None,
 ) -> None:
     """Plan a :class:`~cryoshift.runtime.tables.PickTable` as one lazy selection of rows
     (:class:`~cryoshift.runtime.pickrows.PickRows`): per tomogram name, in order of first
@@ -767,7 +807,9 @@ def add_picks(
     row); the other tomograms' picks are classified. Rows whose
     coordinates are not numbers (``picks.bad_rows``) are error rows naming their line.
     ``pixels``: the coordinates were written as pixels (not centred Angstrom), so a table of
-    fractions of the volume is refused (:func:`_refuse_normalised`)."""
+    fractions of the volume is refused (:func:`_refuse_normalised`). ``optics``: the
+    ``data_optics`` pixel sizes of a table holding pixel and centred Angstrom columns, one
+    reading of its pixel columns (:func:`_disagreeing_rows`)."""
     from cryoshift.runtime.pickrows import PickRows, PickSource, RowIds
     from cryoshift.runtime.tomograms import table_notes
 
@@ -826,9 +868,12 @@ def add_picks(
     bad_rows, bad_lines = picks.bad_rows, picks.bad_lines
     bad_reasons = getattr(picks, "bad_reasons", None)
     if getattr(picks, "angst", None) is not None:
-        both = _disagreeing_rows(planner, path, picks, names, tomo, xyz, tomo_for)
-        if both:
-            bad_rows, bad_lines, bad_reasons = _merge_bad_rows(path, picks, both)
+        checked = _disagreeing_rows(planner, path, picks, names, tomo, xyz, tomo_for, optics)
+        if len(checked.placed):  # agreeing as stated-size pixels: the centred columns place them
+            xyz = xyz.copy() if xyz is picks.xyz else xyz
+            xyz[checked.placed] = checked.centred
+        if checked.bad:
+            bad_rows, bad_lines, bad_reasons = _merge_bad_rows(path, picks, checked.bad)
     from cryoshift.runtime.tomograms import outside_hint_arrays
 
     shapes = {k: planner.cache.get(str(tomo_for[n])).data.shape for k, n in enumerate(names) if n in tomo_for}
@@ -1010,6 +1055,37 @@ def _repeats_note(path: Path, repeated: int, exact: int) -> str | None:
 AGREE_VOXELS = 1.0  # pixel and centred Angstrom coordinates of one pick may differ by this much
 
 
+class Agreement(NamedTuple):
+    """What :func:`_disagreeing_rows` found of a table holding pixel and centred Angstrom columns."""
+
+    bad: dict[int, str]  # row -> why it fails (the two disagree, or cannot be checked)
+    placed: np.ndarray  # rows whose pixel columns agree only read as the stated pixel size
+    centred: np.ndarray  # (len(placed), 3) their voxels from the centred Angstrom columns
+
+
+def _row_stated_sizes(
+    planner: Any, path: Path, picks: Any, names: list[str], tomo: np.ndarray, optics: OpticsPixels | None
+) -> np.ndarray:
+    """Per row, the pixel size (A) the files state for its pixel columns, NaN where none: its
+    optics group's ``rlnTomoTiltSeriesPixelSize`` (the table's one size without a group column),
+    else, for a STAR, its tomograms.star row's tilt-series pixel (RELION writes
+    rlnCoordinateX/Y/Z in tilt-series pixels)."""
+    sizes = np.full(len(tomo), np.nan)
+    if optics is not None and optics.sizes:
+        if OPTICS_GROUP in picks.extra:
+            groups = [str(g).strip() for g in picks.extra[OPTICS_GROUP]]
+            sizes[:] = [optics.sizes.get(g, np.nan) for g in groups]
+        elif len(set(optics.sizes.values())) == 1:
+            sizes[:] = next(iter(optics.sizes.values()))
+    if path.suffix.lower() == ".star" and planner.tomo_tables:
+        for k, name in enumerate(names):
+            entry = table_entry(planner, name)
+            rows = np.flatnonzero((tomo == k) & np.isnan(sizes))
+            if entry is not None and entry.pixel_size and len(rows):
+                sizes[rows] = entry.tilt_series_pixel_size
+    return sizes
+
+
 def _disagreeing_rows(
     planner: Any,
     path: Path,
@@ -1018,7 +1094,8 @@ def _disagreeing_rows(
     tomo: np.ndarray,
     xyz: np.ndarray,
     tomo_for: dict[str, Path],
-) -> dict[int, str]:
+    optics: OpticsPixels | None = None,
+) -> Agreement:
     """Rows whose pixel coordinates and rlnCenteredCoordinate*Angst (both in the table) are more
     than :data:`AGREE_VOXELS` apart once brought to the tomogram's voxels, with the reason.
 
@@ -1026,10 +1103,24 @@ def _disagreeing_rows(
     wrong and which is unknown, so such a pick fails instead of being cropped at a guess. When
     every checked row disagrees, the table is refused (a convention, binning or pixel size is
     off for all of it). Picks whose tomogram has no usable voxel size cannot be checked: they fail.
+
+    Without --binning / --coordinate-pixel-size, pixel columns in the pixel size the files state
+    (``optics``' groups, else tomograms.star's tilt-series pixel, as RELION 4 writes them) that
+    agree with the centred ones are accepted, placed by the centred columns. Why: cryoshift's own
+    predictions.star of a ``--binning`` run (unbinned pixels beside centred Angstrom) was refused
+    when read again, and evaluate and train have no --binning to give.
     """
     out: dict[int, str] = {}
+    placed: list[np.ndarray] = []
+    centred: list[np.ndarray] = []
     checked = 0
     first = ""
+    optioned = bool(planner.binning or planner.coordinate_pixel_size)
+    stated = (
+        np.full(len(tomo), np.nan)
+        if optioned
+        else _row_stated_sizes(planner, path, picks, names, tomo, optics)
+    )
     for k, name in enumerate(names):
         if name not in tomo_for:
             continue  # its picks fail already (unmatched or unusable tomogram)
@@ -1051,21 +1142,37 @@ def _disagreeing_rows(
         diff = np.abs(expected - xyz[rows])
         finite = np.isfinite(diff).all(axis=1)
         checked += int(finite.sum())
-        for j in np.flatnonzero(finite & (diff > AGREE_VOXELS).any(axis=1)).tolist():
+        far = finite & (diff > AGREE_VOXELS).any(axis=1)
+        # the same pixel columns read as pixels of the stated size (NaN: none stated)
+        as_stated = np.abs(expected - xyz[rows] * (stated[rows] / float(ps))[:, None])
+        agree = far & np.isfinite(as_stated).all(axis=1) & (as_stated <= AGREE_VOXELS).all(axis=1)
+        if agree.any():
+            placed.append(rows[agree])
+            centred.append(expected[agree])
+        for j in np.flatnonzero(far & ~agree).tolist():
             px, ex = xyz[rows[j]], expected[j]
+            also = (
+                f", nor read as pixels of the stated {stated[rows[j]]:.4g} A"
+                if np.isfinite(stated[rows[j]])
+                else ""
+            )
             out[int(rows[j])] = (
                 f"pixel coordinates ({px[0]:.1f}, {px[1]:.1f}, {px[2]:.1f}) and "
                 f"rlnCenteredCoordinate*Angst ({ex[0]:.1f}, {ex[1]:.1f}, {ex[2]:.1f} in voxels of "
-                f"{ps:.4g} A) disagree; remove the wrong columns"
+                f"{ps:.4g} A) disagree{also}; remove the wrong columns"
             )
             first = first or out[int(rows[j])]
     if checked and sum(1 for r in out if "disagree" in out[r]) == checked:
-        raise InputError(
-            path,
-            f"every pick's {first} (or give --binning / --coordinate-pixel-size if the pixel "
-            "coordinates are not in the tomogram's voxels)",
+        way_out = (
+            " (or give --binning / --coordinate-pixel-size if the pixel coordinates are not in the "
+            "tomogram's voxels)"
+            if getattr(planner, "scale_options", True)
+            else ""
         )
-    return out
+        raise InputError(path, f"every pick's {first}{way_out}")
+    if placed:
+        return Agreement(out, np.concatenate(placed), np.concatenate(centred))
+    return Agreement(out, np.zeros(0, np.int64), np.zeros((0, 3)))
 
 
 def _merge_bad_rows(path: Path, picks: Any, more: dict[int, str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -1096,6 +1203,7 @@ def _check_tomogram(planner: Any, tomo_path: Path, entry: Any = None, name: str 
         from cryoshift.runtime.mrc import check_isotropic
 
         check_isotropic(vol.header, tomo_path)
+    planner.check_tomogram_axes(tomo_path, vol)  # an un-rotated (XZY) reconstruction: its picks fail
     planner.check_voxel(tomo_path, vol)
     known = getattr(vol, "voxel_size_known", True) and float(vol.voxel_size or 0) > 0
     named = _WARP_PIXEL.search(strip_suffix(Path(tomo_path).name)) if known else None

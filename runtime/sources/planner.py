@@ -148,6 +148,21 @@ class Planner:
                 f"by {percent(mismatch)} (> {VOXEL_TOLERANCE:.0%}); {self.voxel_advice}",
             )
 
+    def check_tomogram_axes(self, path: Path | str, vol: Any) -> None:
+        """Refuse a ``--tomograms`` file that looks un-rotated (stored XZY, as IMOD's ``tilt``
+        writes it: :func:`~cryoshift.runtime.tomograms.unrotated_reason`) unless the tomograms.star
+        row listing it states that size; InputError, so only its picks fail.
+
+        Called by picktables._check_tomogram, the check every tomogram gets before its picks are
+        cropped, whether given in a folder, a glob or a table."""
+        from cryoshift.runtime.tomograms import refuse_unrotated
+
+        shape = getattr(vol, "shape", None)
+        if shape is None:
+            return
+        entry = next((e for e in self.tomo_tables.values() if Path(e.path) == Path(path)), None)
+        refuse_unrotated(path, tuple(shape), entry)
+
     def _note_unknown_voxel(self, path: Path | str, vol: Any) -> None:
         """One note per file whose header has no usable voxel size (``info --validate`` flags it),
         for the first :data:`UNKNOWN_VOXEL_NOTES` of them: a folder of a million such files would
@@ -380,6 +395,9 @@ class Planner:
             refuse_special(path)  # a named pipe is there, just not a file: say so
             raise InputError(path, missing_reason(path))
         if is_listing(path):
+            from cryoshift.runtime.sources.picktables import refuse_2d_extraction
+
+            refuse_2d_extraction(path)  # RELION 5 Extract's 2-D tilt-series stacks: not subtomograms
             self._refuse_listing_with_picks(path)
             self.add_listing(path)
         else:

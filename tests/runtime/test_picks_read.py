@@ -55,8 +55,12 @@ def test_decimal_commas_in_a_comma_table_are_refused_naming_the_rows(tmp_path: P
     """``12,5,3,5,4,5`` under ``x,y,z`` was read as (12, 5, 3): a silently wrong pick."""
     path = tmp_path / "comma.csv"
     path.write_text("x,y,z\n12,5,3,5,4,5\n1,5,2,5,3,5\n")
-    assert _reason(path) == "every row has 6 fields where the header names 3 (lines 2, 3)"
-    assert _reason(path, check_values=False) == "every row has 6 fields where the header names 3 (lines 2, 3)"
+    want = (
+        "every row has 6 fields where the header names 3 (lines 2, 3); "
+        "decimal commas? write the table with ';' as separator"
+    )
+    assert _reason(path) == want
+    assert _reason(path, check_values=False) == want
 
 
 def test_a_row_with_more_fields_than_the_header_is_one_cryoshift_line(tmp_path: Path) -> None:
