@@ -30,21 +30,61 @@ confidence as the point's ``score``. A class the config has no pickable object f
 again to the same session replaces only the earlier predictions at the positions this job classified
 (in whatever class they were): a job over other picks (another object, user, run) keeps the session's
 earlier predictions, and a rerun over the same picks leaves no stale or duplicate point. Session ids
-are written in copick's spelling (copick turns ``_``, ``/``, spaces ... into ``-``).
+are written in copick's spelling (copick turns ``_``, ``/``, spaces ... into ``-``). Two jobs
+writing one session at once take turns per run (:func:`_writer_lock`), so neither loses the other's
+points. Only particle objects (``is_particle: true``) get picks: a class whose object is a
+segmentation object is not written (one note names it).
+
+copick resolves a relative ``overlay_root``/``static_root`` against the current folder, not the
+config's; such a config is refused unless cryoshift runs in the config's folder, where both readings
+are the same folder (:func:`_check_roots`). Importing copick reconfigures Python's root logger to
+print on stdout; cryoshift undoes that (:func:`require_copick`): stdout is for results.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from cryoshift.runtime.errors import InputError, require_extra
+from cryoshift.runtime.lock import FolderLock
 
 PREFIX = "copick:"
 USER = "cryoshift"
+
+
+def require_copick(what: str) -> None:
+    """Import copick (or raise the one line naming the extra) without letting it take over logging.
+
+    Why: every copick module calls ``copick.util.log.get_logger`` on import, which runs
+    ``logging.basicConfig(force=True)`` with a rich handler printing on stdout at INFO level: from
+    then on copick's messages and any library's log records (urllib3's retries ...) were printed
+    among the results on stdout, and the root logger's own handlers were dropped. The root logger
+    is put back as it was, and copick's modules imported later get a plain logger (their warnings
+    reach stderr through Python's default handling)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        require_extra("copick", what, "copick")
+        import copick.util.log as copick_log
+
+        copick_log.get_logger = _plain_logger
+    finally:
+        if root.handlers != handlers or root.level != level:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+
+
+def _plain_logger(name: str, debug: bool = False) -> logging.Logger:
+    """copick's ``get_logger`` without its ``basicConfig`` (see :func:`require_copick`)."""
+    return logging.getLogger(name)
 
 
 def is_copick(text: str | Path) -> bool:
@@ -55,7 +95,7 @@ def copick_name(text: str) -> str:
     """``text`` as copick stores a user, session or object name: copick silently turns ``_``, ``/``,
     spaces ... into ``-`` (``my_session`` is stored as ``my-session``), so a name is compared and
     reported in that form, never in the one typed."""
-    require_extra("copick", "naming copick picks", "copick")
+    require_copick("naming copick picks")
     from copick.util.escape import sanitize_name
 
     try:
@@ -191,17 +231,39 @@ _ROOTS: dict[str, Any] = {}
 
 def open_root(config: str) -> Any:
     """The copick root of a config file (cached per process)."""
-    require_extra("copick", "reading copick projects", "copick")
+    require_copick("reading copick projects")
     if config not in _ROOTS:
         import copick
 
         if not Path(config).is_file():
             raise InputError(config, "copick config: no such file")
         try:
-            _ROOTS[config] = copick.from_file(config)
+            root = copick.from_file(config)
         except (ValueError, KeyError, TypeError, OSError) as exc:
             raise InputError(config, _config_problem(exc)) from exc
+        _check_roots(config, root)
+        _ROOTS[config] = root
     return _ROOTS[config]
+
+
+def _check_roots(config: str, root: Any) -> None:
+    """Refuse a relative root unless the current folder is the config's folder.
+
+    Why: copick reads a relative ``overlay_root``/``static_root`` from the current folder, not
+    the config's (``from_file`` never learns where the config is). Started elsewhere (another
+    shell, a shard, ``merge`` later), the same command read and wrote another folder's project,
+    or found none. Following copick (current folder) is only safe where it is also the config's
+    folder: there both readings are the same folder. Elsewhere the config is refused, naming
+    the root, rather than guessing which folder was meant."""
+    relative = _relative_roots(root)
+    if not relative or Path.cwd().resolve() == Path(config).expanduser().resolve().parent:
+        return
+    raise InputError(
+        config,
+        f"relative copick root ({', '.join(relative)}): copick reads it from the current folder "
+        f"({Path.cwd()}), not the config's folder; make it absolute in the config "
+        "(local:///full/path) or run cryoshift in the config's folder",
+    )
 
 
 def _config_problem(exc: Exception) -> str:
@@ -234,16 +296,27 @@ def _roots(root: Any) -> str:
     return ", ".join(shown) or "no local roots"
 
 
-def _relative_root(root: Any) -> bool:
-    """Whether a root of the config is a relative local path: copick reads it from the current
-    folder, not the config's, so the project depends on where cryoshift was started."""
+def _local_path(url: str | None) -> Path | None:
+    """The local folder of a root (``local:///a/b``, ``file:///a/b``, ``/a/b``, ``a/b``), or
+    ``None`` for a remote one (``s3://``, ``ssh://`` ...)."""
+    if not url:
+        return None
+    for scheme in ("local://", "file://"):
+        if url.startswith(scheme):
+            url = url[len(scheme) :]
+    return None if "://" in url else Path(url)
+
+
+def _relative_roots(root: Any) -> list[str]:
+    """The config's roots that are relative local paths (``overlay_root local://proj/overlay``):
+    copick reads them from the current folder, not the config's."""
+    found = []
     for key in ("overlay_root", "static_root"):
         value = getattr(root.config, key, None)
-        if value and value.startswith("local://"):
-            value = value[len("local://") :]
-        if value and "://" not in value and not Path(value).expanduser().is_absolute():
-            return True
-    return False
+        path = _local_path(value)
+        if path is not None and not path.is_absolute():
+            found.append(f"{key} {value}")
+    return found
 
 
 def tomogram_path(config: str, run: str, voxel_spacing: float, tomo_type: str) -> str:
@@ -331,7 +404,7 @@ def plan(planner: Any, text: str) -> None:
     if not runs:
         hint = (
             ": a relative root is read from the current folder, not the config's; make it absolute"
-            if _relative_root(root)
+            if _relative_roots(root)
             else ""
         )
         raise InputError(spec.config, f"the copick project has no runs ({_roots(root)}){hint}")
@@ -463,6 +536,45 @@ def _store(target: Any, positions: Any, scores: Any, spacing: float) -> None:
     target.store()
 
 
+# How long a write-back waits for another job writing the same run and session (its own write
+# takes seconds): far longer means that job hangs, and this one stops with the lock's one line.
+WRITER_WAIT_S = 600.0
+
+
+@contextmanager
+def _writer_lock(root: Any, run_name: str, session: str) -> Iterator[None]:
+    """Hold the write-back lock of ``session`` in run ``run_name`` (waiting for another holder).
+
+    Why: writing is read-modify-write of the session's pick files (points of other jobs are kept,
+    this job's replaced); two classify jobs writing one session at once both read the files
+    before either stored, and the later store dropped the other's points. The lock covers every
+    object of the session in that run, since a rerun moves a particle's point between objects.
+    It is a ``FolderLock`` file ``.cryoshift-copick-SESSION.lock`` in the run's overlay folder
+    (copick reads only ``VoxelSpacing*`` and its own subfolders there), so it holds across
+    processes (and hosts, where the shared file system supports ``flock``). A remote overlay
+    (``s3://`` ...) cannot be locked: writers of one session there are not serialised."""
+    overlay = _local_path(getattr(root.config, "overlay_root", None))
+    if overlay is None:
+        yield
+        return
+    folder = overlay / "ExperimentRuns" / run_name  # as copick reads it (no ``~`` expansion)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(folder, f".cryoshift-copick-{session}.lock", "cryoshift copick write-back")
+    deadline = time.monotonic() + WRITER_WAIT_S
+    while True:
+        try:
+            lock.acquire()
+            break
+        except InputError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def write_predictions(csv_path: Path, inputs: list[str], session: str) -> list[str]:
     """Predicted picks of the copick inputs back into their projects (see the module docstring).
     Returns notes for the run summary. A project that cannot be written (overlay unwritable) is one
@@ -474,7 +586,7 @@ def write_predictions(csv_path: Path, inputs: list[str], session: str) -> list[s
     if not configs:
         return []
     # before copick's own modules are imported below: a ModuleNotFoundError traceback otherwise
-    require_extra("copick", "writing predictions into copick projects", "copick")
+    require_copick("writing predictions into copick projects")
     stored = copick_name(session)
     shown_session = stored if stored == session else f"{stored} (copick's spelling of {session!r})"
     rows = read_results(csv_path)
@@ -482,7 +594,9 @@ def write_predictions(csv_path: Path, inputs: list[str], session: str) -> list[s
     for config in sorted(configs):
         _ROOTS.pop(config, None)  # the project as it is now, not as planning listed it
         root = open_root(config)
-        objects = {o.name for o in root.config.pickable_objects}
+        # picks belong to particle objects; a segmentation object (is_particle false) gets none
+        particles = {o.name for o in root.config.pickable_objects if o.is_particle}
+        others = {o.name for o in root.config.pickable_objects if not o.is_particle}
         mine = rows[rows["path"].astype(str).str.startswith(f"{PREFIX}{config}#")]
         if mine.empty:
             continue
@@ -490,7 +604,10 @@ def write_predictions(csv_path: Path, inputs: list[str], session: str) -> list[s
         try:
             for path, group in mine.groupby("path", sort=True):
                 _, run_name, spacing, _ = _parse_tomogram_path(str(path))
-                done, gone, left = _write_run(root.get_run(run_name), group, spacing, stored, objects)
+                with _writer_lock(root, run_name, stored):
+                    run = root.get_run(run_name)
+                    run.refresh_picks()  # the files as they are now: another job may just have written
+                    done, gone, left = _write_run(run, group, spacing, stored, particles)
                 written, replaced = written + done, replaced + gone
                 for name, n in left.items():
                     skipped[name] = skipped.get(name, 0) + n
@@ -506,7 +623,15 @@ def write_predictions(csv_path: Path, inputs: list[str], session: str) -> list[s
         if replaced:
             note += f" (replacing {replaced} earlier predictions of that session at the same picks)"
         notes.append(note)
-        if skipped:
-            listed = ", ".join(f"{k} ({v})" for k, v in sorted(skipped.items()))
+        segmented = {k: v for k, v in skipped.items() if copick_name(k) in others}
+        if segmented:
+            listed = ", ".join(f"{k} ({v})" for k, v in sorted(segmented.items()))
+            notes.append(
+                f"copick: predictions not written under objects that are not particles "
+                f"(is_particle false) in {config}: {listed}"
+            )
+        missing = {k: v for k, v in skipped.items() if k not in segmented}
+        if missing:
+            listed = ", ".join(f"{k} ({v})" for k, v in sorted(missing.items()))
             notes.append(f"copick: classes without a pickable object in {config}, not written: {listed}")
     return notes
