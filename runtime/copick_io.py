@@ -73,9 +73,12 @@ def require_copick(what: str) -> None:
     handlers, level = list(root.handlers), root.level
     try:
         require_extra("copick", what, "copick")
-        import copick.util.log as copick_log
-
-        copick_log.get_logger = _plain_logger
+        try:
+            import copick.util.log as copick_log
+        except ImportError:  # another copick layout: only the root logger is put back
+            copick_log = None
+        if copick_log is not None and hasattr(copick_log, "get_logger"):
+            copick_log.get_logger = _plain_logger
     finally:
         if root.handlers != handlers or root.level != level:
             root.handlers[:] = handlers
