@@ -131,8 +131,9 @@ class Model:
         return check_outputs(out, rows, self.metadata, self.path)
 
     def _first_run(self, rows: int, call: Any) -> tuple[np.ndarray, np.ndarray]:
-        """``call()``, which runs the graph on ``rows`` rows; the first time at that many rows, a
-        failure is the model's: one line naming it and the batch shape.
+        """``call()``, which runs the graph on ``rows`` rows of the model's input shape
+        (:meth:`check_batch` checked the rest); the first time at that many rows, a failure is the
+        model's: one line naming it and the shape of the batch run.
 
         Why: a graph with a Reshape to a fixed batch passes every load-time check, then failed on
         its first batch (or only on a run's smaller last batch) as onnxruntime's own exception, a
@@ -147,14 +148,33 @@ class Model:
         except (InputError, MemoryError):
             raise
         except Exception as exc:  # onnxruntime's own types (onnxruntime_pybind11_state.Fail, ...)
-            box = self.metadata.box_size
             raise InputError(
                 self.path,
-                f"the model cannot run on a batch of shape {rows}x1x{box}x{box}x{box} "
+                f"the model cannot run on a batch of shape {self.batch_shape(rows)} "
                 f"(--batch-size {self.batch_size}): {ort_failure(exc)}",
             ) from exc
         self._ran.add(rows)
         return out
+
+    def batch_shape(self, rows: int | str = "N") -> str:
+        """The input shape the model runs on, ``rows``x1xDxDxD (D: the model's box size)."""
+        box = self.metadata.box_size
+        return f"{rows}x1x{box}x{box}x{box}"
+
+    def check_batch(self, batch: np.ndarray) -> None:
+        """Refuse a ``batch`` that is not (N, 1, D, D, D) of the model's box size D, in one line
+        naming the shape passed and the shape expected. Why: onnxruntime's own error on a wrong
+        box or a missing channel axis was reported under the model's shape (the one expected), so
+        a caller of :meth:`predict` read their array's shape as the right one."""
+        shape = getattr(batch, "shape", None)
+        box = self.metadata.box_size
+        if shape is None or tuple(shape[1:]) != (1, box, box, box):
+            passed = _shape(batch) if shape is not None else f"a {type(batch).__name__}, not an array"
+            raise InputError(
+                self.path,
+                f"predict() was passed a batch of shape {passed}; the model takes "
+                f"{self.batch_shape()} (N volumes, 1 channel, box {box})",
+            )
 
     def predict(self, batch: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Logits (n, K) and features (n, F), float32, for the first ``n`` rows of ``batch`` (B, 1, D, D, D).
@@ -162,8 +182,10 @@ class Model:
         Fixed-shape backends compute the whole (padded) batch and return the first ``n`` rows,
         so GPU kernels are tuned once; the CPU backend computes only the rows it needs. Every run
         of the graph is checked against the contract (:func:`check_outputs`) before any row is
-        sliced off: padding is the only thing dropped here.
+        sliced off: padding is the only thing dropped here. A batch of another shape is refused,
+        naming it (:meth:`check_batch`).
         """
+        self.check_batch(batch)
         rows = self.batch_size if self.fixed_batch else (batch.shape[0] if n is None else n)
         return self._first_run(rows, lambda: self._predict(batch, n))
 

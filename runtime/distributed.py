@@ -238,7 +238,7 @@ def classify_ray(
     :func:`cryoshift.runtime.classify` (runtime/run.py), whose options ``binning``,
     ``coordinate_pixel_size``, ``split_by_class`` and ``features`` mean the same here (rows in
     input order, as a local run writes them; ``features.npy`` follows the CSV's order).
-    Inputs must be readable from every node.
+    Inputs (one path or a list) must be readable from every node.
 
     Example::
 
@@ -246,7 +246,7 @@ def classify_ray(
                      num_workers=8, num_gpus=1, address="auto")
     """
     opts = RunOptions(  # checks the options (binning, ...) first, with or without Ray installed
-        list(inputs),
+        inputs,
         Path(out_dir),
         resume=resume,
         unknown_threshold=unknown_threshold,

@@ -42,7 +42,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,6 +74,23 @@ from cryoshift.runtime.summary import (
     same_network,
 )
 from cryoshift.runtime.terminal import say
+
+
+def path_list(value: object, name: str) -> list[str]:
+    """``value`` (a path, or a list of paths; str or ``os.PathLike``) as a list of str.
+
+    Why: ``classify(model, "particles/", out)`` took the string for a list and classified each of
+    its characters, '/' included (the root folder was scanned); one path is one input. ``name``:
+    the argument, named when ``value`` is neither (a number, None)."""
+    if isinstance(value, (str, os.PathLike)):
+        return [os.fspath(value)]  # type: ignore[list-item]
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):  # a generator is fine
+        raise TypeError(f"{name} must be a path or a list of paths, not {type(value).__name__}: {value!r}")
+    items = [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+    odd = [v for v in items if not isinstance(v, str)]
+    if odd:
+        raise TypeError(f"{name} must be a path or a list of paths; {odd[0]!r} is a {type(odd[0]).__name__}")
+    return items
 
 
 def _shown(value: object) -> str:
@@ -146,6 +163,9 @@ class RunOptions:
     retry_errors: bool = False  # with resume: classify again the items that failed before
 
     def __post_init__(self) -> None:
+        self.inputs = path_list(self.inputs, "inputs")  # one path given alone is one input
+        if self.tomograms is not None:
+            self.tomograms = path_list(self.tomograms, "tomograms")
         self.out_dir = Path(self.out_dir)
         if isinstance(self.shard, str):
             self.shard = parse_shard(self.shard)
@@ -940,7 +960,7 @@ def one_writer(fn: Any) -> Any:
     folder is refused in one line naming the holder's pid instead of duplicating rows."""
 
     @functools.wraps(fn)
-    def locked(model: Any, inputs: list[str], out_dir: str | Path, *args: Any, **kwargs: Any) -> Any:
+    def locked(model: Any, inputs: Any, out_dir: str | Path, *args: Any, **kwargs: Any) -> Any:
         from cryoshift.runtime.lock import holding, lock_name
 
         shard = kwargs.get("shard")
@@ -958,7 +978,7 @@ def one_writer(fn: Any) -> Any:
 @one_writer
 def classify(
     model: str | Path | Model,
-    inputs: list[str],
+    inputs: str | Path | Iterable[str | Path],
     out_dir: str | Path,
     backend: str = "auto",
     batch_size: int = 64,
@@ -967,7 +987,7 @@ def classify(
     shard: str | tuple[int, int] | None = None,
     unknown_threshold: float | None = None,
     progress: bool = True,
-    tomograms: list[str] | None = None,
+    tomograms: str | Path | Iterable[str | Path] | None = None,
     contrast: str | None = None,
     ignore_voxel_size: bool = False,
     threads: int | None = None,
@@ -984,8 +1004,9 @@ def classify(
 ) -> ClassifySummary:
     """Classify every subtomogram in ``inputs`` and write results into ``out_dir``.
 
-    ``inputs`` mixes MRC files, globs, directories, volume stacks, STAR listings
-    (rlnImageName), pick tables (with ``tomograms`` to crop from) and dataset directories.
+    ``inputs`` (one path, or a list of them) mixes MRC files, globs, directories, volume stacks,
+    STAR listings (rlnImageName), pick tables (with ``tomograms`` to crop from) and dataset
+    directories.
     A bad item is written to ``errors.csv`` and the run goes on; ``resume=True`` continues a
     killed run without losing or duplicating a row. ``shard="i/n"`` keeps every n-th item.
     ``binning`` (or ``coordinate_pixel_size``, A per pick pixel) scales pixel picks made on
@@ -1001,6 +1022,11 @@ def classify(
     memory with this one, for GPUs that consume faster than one Python process reads).
     ``devices=[0, 1, ...]`` runs one worker process per GPU (runtime/devices.py).
 
+    Both ``reader_processes=True`` and ``devices`` start processes that re-import the calling
+    script (forkserver/spawn): a script calling ``classify`` must do so under
+    ``if __name__ == "__main__":``, or each child runs the script's body again (its own classify
+    run, an extra output folder) and dies with multiprocessing's "bootstrapping phase" error.
+
     Example::
 
         summary = classify("model.onnx", ["particles/", "picks.star"], "out",
@@ -1008,7 +1034,7 @@ def classify(
         print("\\n".join(summary.lines()))
     """
     opts = RunOptions(
-        list(inputs),
+        inputs,  # type: ignore[arg-type]  # RunOptions makes it a list (one path is one input)
         Path(out_dir),
         resume,
         shard,

@@ -1,6 +1,7 @@
 """A small registry by name, for backbones and adaptation methods, open to installed plugins.
 
-A duplicate name raises (two modules silently overwriting each other is a bug), and an
+A duplicate name raises (two modules silently overwriting each other is a bug) unless it is the
+same definition run again (a re-run notebook cell) or ``register(name, replace=True)``, and an
 unknown name lists the valid ones with the closest match.
 
 Plugins come from another installed distribution's entry points (``enable_plugins(group)``), e.g.
@@ -58,6 +59,27 @@ def _named(dist: Distribution) -> str:
     return f"{dist.metadata.get('Name') or '?'} {dist.metadata.get('Version') or '?'}"
 
 
+def _qualified(obj: object) -> str:
+    """``module.QualName`` of a registered class or function (what an error names)."""
+    module = getattr(obj, "__module__", None) or "?"
+    return f"{module}.{getattr(obj, '__qualname__', None) or type(obj).__qualname__}"
+
+
+def _same_definition(held: object, new: object) -> bool:
+    """Whether ``new`` is ``held`` defined again: the same object, or the same qualified name
+    from the same module (a re-run notebook cell or re-imported script defines a new class object
+    each time; a different module or name is another definition, never replaced silently)."""
+    if held is new:
+        return True
+    qualname = getattr(new, "__qualname__", None)
+    return (
+        qualname is not None
+        and "<locals>" not in qualname
+        and qualname == getattr(held, "__qualname__", None)
+        and getattr(new, "__module__", None) == getattr(held, "__module__", None)
+    )
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
@@ -72,11 +94,32 @@ class Registry(Generic[T]):
         self._others: list[str] = []  # problems of no usable name (a plugin shadowed by a built-in)
         self._said: set[str] = set()  # problems already said (warned, raised or listed)
 
-    def register(self, name: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(
+        self, name: str | None = None, *, replace: bool = False
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator registering a class or factory under ``name`` (default: its ``__name__``).
+
+        A name already taken by another object raises ``ValueError``: two modules silently
+        overwriting each other is a bug. Two cases replace the entry instead:
+
+        - the same object, or one of the same qualified name from the same module: a notebook cell
+          or script section run again (the class is a new object each time it is defined), so
+          editing and re-running the cell that defines a method or backbone just works;
+        - ``replace=True``: the caller means to swap the entry (e.g. a built-in for a variant).
+
+        A replaced plugin entry no longer records its plugin's distribution (``origin``)."""
+
         def decorate(fn: Callable[..., T]) -> Callable[..., T]:
             key = name or fn.__name__
-            if key in self._entries:
-                raise ValueError(f"{self.kind} {key!r} is already registered")
+            held = self._entries.get(key)
+            if held is not None and not replace and not _same_definition(held, fn):
+                raise ValueError(
+                    f"{self.kind} {key!r} is already registered by {_qualified(held)}; pass "
+                    f"register({key!r}, replace=True) to replace it with {_qualified(fn)}"
+                )
+            if held is not None and held is not fn:
+                self._origins.pop(key, None)
+                self._provided.pop(key, None)
             self._entries[key] = fn
             return fn
 

@@ -127,6 +127,24 @@ def _fits(value: Any, hint: Any) -> bool:
     return True  # a type this check does not know: the constructor and check() decide
 
 
+def _type_name(hint: Any) -> str:
+    """A TrainConfig field's type as an error says it: ``int or None``, ``a list of str``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    if origin is dict:
+        return "a dict with str keys"
+    return getattr(hint, "__name__", str(hint))
+
+
+# The TrainConfig fields that name files or folders: a pathlib.Path given from Python is their str
+_PATH_FIELDS = ("source", "out", "target")
+
+
 def _whose(written_by: str | None) -> str:
     """Why a config may hold keys this cryoshift does not know: a newer one wrote it (upgrade), or
     some other version did (a key since renamed or removed) or a hand edit."""
@@ -300,7 +318,23 @@ class TrainConfig:
     threads: int | None = None
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Take what a config built in Python may hold for what it stands for: a ``pathlib.Path``
+        (any ``os.PathLike``) as its str (config.json records str, and ``source`` is split on ','),
+        a numpy scalar as the Python number or bool it holds (a checkpoint, loaded weights-only,
+        refuses numpy objects: ``epochs=np.int64(2)`` trained, then failed reading epoch 1's
+        checkpoint), tomograms given as a tuple as a list. Types are checked by :meth:`check`."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.generic):
+                setattr(self, f.name, value.item())
+            elif f.name in _PATH_FIELDS and isinstance(value, os.PathLike):
+                setattr(self, f.name, os.fspath(value))
+        if isinstance(self.tomograms, (list, tuple)):
+            self.tomograms = [os.fspath(t) if isinstance(t, os.PathLike) else t for t in self.tomograms]
+
     def to_dict(self) -> dict[str, Any]:
+        """The config as plain data: what config.json and every checkpoint store."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -330,6 +364,7 @@ class TrainConfig:
 
     def check(self) -> None:
         """Refuse impossible settings before any data is read."""
+        self._check_types()
         if self.epochs is not None and self.epochs < 1:
             raise InputError(None, f"--epochs must be at least 1, not {self.epochs}")
         if self.snr_match and self.template_labels < 1:
@@ -404,6 +439,22 @@ class TrainConfig:
             raise InputError(None, f"--selection must be one of {', '.join(CRITERIA)}")
         if not 0 <= self.val_fraction < 1:
             raise InputError(None, f"--val-fraction must be in [0, 1), not {self.val_fraction}")
+
+    def _check_types(self) -> None:
+        """Refuse a field of another type than declared, in one line naming the field, its value
+        and the type expected. Why: a config built in Python (``epochs="2"``) failed with a raw
+        TypeError inside the range checks below, or later in training; the CLI types its options
+        and :meth:`from_dict` checks a config file the same way."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _fits(value, hints[f.name]):
+                shown = repr(value) if len(repr(value)) <= 100 else repr(value)[:97] + "..."
+                raise InputError(
+                    None,
+                    f"TrainConfig {f.name}={shown} has the wrong type ({type(value).__name__}): "
+                    f"expected {_type_name(hints[f.name])}",
+                )
 
 
 @dataclass
@@ -776,27 +827,74 @@ def default_epochs(device: str, amp: bool = True) -> int:
     return EPOCHS_REDUCED_PRECISION if fast else EPOCHS_FP32
 
 
-def train(config: TrainConfig, resume: bool = False, stop_after_epoch: int | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    stop_after_epoch: int | None = None,
+    *,
+    log_lines: bool | None = None,
+) -> TrainResult:
     """Train, select label-free, calibrate and write a run directory.
 
     ``resume`` continues the run in ``config.out`` from its last finished epoch (its stored
     config wins, except ``epochs``, ``device``, ``progress`` and ``threads``).
-    ``stop_after_epoch`` ends the process after that epoch as a kill would (tests, wall limits).
+    ``stop_after_epoch`` stops after that epoch and returns, leaving the run folder as a kill
+    would (resumable with ``resume=True``; tests, wall limits): the result's ``model_path`` is
+    None, as no model was selected. The process goes on.
+    ``log_lines``: whether the plain lines (one per epoch, the target count) are printed when
+    stdout is not a terminal; None follows ``config.progress``, so ``progress=False`` prints no
+    progress at all (a notebook's stdout is no terminal). The CLI passes True: a SLURM log keeps
+    its epoch lines under ``--no-progress``, which drops only the bar.
+
+    The process is left as it was found (:func:`_process_state_kept`): the global random
+    generators (which the run seeds from ``config.seed``), torch's thread count and matplotlib's
+    backend and settings. The global generators are shared, so two ``train`` calls in threads of
+    one process are not reproducible; run them in separate processes.
     """
     config.check()
     if not resume:  # on --resume the run's stored method and hyper-parameters win (checked there)
         check_method_hparams(config.method, config.method_kwargs)
-    info = distributed.setup(config.device)
+    with _process_state_kept():
+        info = distributed.setup(config.device)
+        try:
+            out = Path(config.out)
+            # an --out that is a file, under a file or a dangling link was "File exists" at the
+            # first write, after the target was read (and template-matched); both before the lock
+            check_out_folder(out, "--out", "the run is written to")
+            _refuse_dataset_as_out(out)
+            with _one_trainer(out, info):
+                lines = config.progress if log_lines is None else log_lines
+                return _Run(config, info, resume, lines).execute(stop_after_epoch)
+        finally:
+            distributed.cleanup(info)
+
+
+@contextlib.contextmanager
+def _process_state_kept() -> typing.Iterator[None]:
+    """Give back, on return or exception, what training sets for the whole process: the global
+    ``random``, numpy and torch (CPU, and CUDA where already initialised) generators, torch's
+    thread count and cuDNN autotuning.
+
+    Why: ``train()`` from a notebook or a script left them changed. The caller's next draws were
+    those of ``config.seed`` whatever it had seeded (a later "random" split fixed without a word),
+    and its later torch work ran on ``--threads``. The run itself still seeds and draws from the
+    global generators (its weights' initialisation, dropout and every method's own draws), so its
+    results stay bit-identical for a seed and its resume state keeps recording them."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    torch_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    threads, benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     try:
-        out = Path(config.out)
-        # an --out that is a file, under a file or a dangling link was "File exists" at the first
-        # write, after the target was read (and template-matched); both before the lock makes it
-        check_out_folder(out, "--out", "the run is written to")
-        _refuse_dataset_as_out(out)
-        with _one_trainer(out, info):
-            return _Run(config, info, resume).execute(stop_after_epoch)
+        yield
     finally:
-        distributed.cleanup(info)
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = benchmark
 
 
 @contextlib.contextmanager
@@ -885,8 +983,9 @@ def _finite_gradients(optimiser: torch.optim.Optimizer) -> bool:
 
 
 class _Run:
-    def __init__(self, config: TrainConfig, info: distributed.DistInfo, resume: bool):
+    def __init__(self, config: TrainConfig, info: distributed.DistInfo, resume: bool, log_lines: bool):
         self.info = info
+        self.log_lines = log_lines  # the plain lines in a log (train's ``log_lines``)
         self.dir = Path(config.out)
         self.resume = resume
         self.given_source = config.source  # the --source given (on --resume the stored one wins)
@@ -1033,7 +1132,7 @@ class _Run:
             _refuse_source_as_target(c.source, c.target)
             self.fingerprints["target"] = self.target.fingerprint
         self._check_same_data()  # before the target is template-matched: a refusal comes fast
-        if self.target is not None and self.info.is_main and log.plain():
+        if self.target is not None and self.info.is_main and self._plain():
             print(log.target_line(self.target), flush=True)
         if self.target is not None and self.target.skipped and self.info.is_main:
             import sys
@@ -1256,6 +1355,10 @@ class _Run:
                 f"target subtomograms whose class the network predicts too (was {before})",
                 file=sys.stderr,
             )
+
+    def _plain(self) -> bool:
+        """Whether to print a plain progress line now: asked for, and stdout not a terminal."""
+        return self.log_lines and log.plain()
 
     def _evaluation_rng(self) -> Any:
         """A block whose random draws (evaluation, AdaBN passes) never shift the training RNG."""
@@ -1596,7 +1699,7 @@ class _Run:
                     self._agree(deployable, epoch)
                 row["seconds"] = time.perf_counter() - t0
                 history.append(row)
-                if info.is_main and log.plain():
+                if info.is_main and self._plain():
                     print(log.epoch_line(row, c.epochs), flush=True)
                 if info.is_main:
                     extra = {

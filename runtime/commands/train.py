@@ -365,7 +365,7 @@ def command(
     # (not on --resume: the run's stored method and hyper-parameters win), before any data is read.
     # Its progress (bar, epoch lines) goes to stderr: stdout holds only the results printed below
     with progress_on_stderr():
-        result = train(config, resume=resume)
+        result = train(config, resume=resume, log_lines=True)
     if result.model_path is None:  # a non-zero rank under torchrun
         return
     meta = result.metadata

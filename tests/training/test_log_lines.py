@@ -20,7 +20,7 @@ def test_plain_epoch_lines_when_stdout_is_a_file(domains: dict[str, Path], tmp_p
         progress=False,
         val_fraction=0.25,
     )
-    train(config)
+    train(config, log_lines=True)
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("cryoshift: target: ") and "items read" in line for line in lines)
     epochs = [line for line in lines if line.startswith("epoch ")]
