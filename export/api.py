@@ -37,6 +37,7 @@ from cryoshift.export.parity import ParityError
 from cryoshift.export.result import ExportResult, ExportWarning
 from cryoshift.runtime.engine_sidecar import SIDECAR_SUFFIX, file_sha256
 from cryoshift.runtime.errors import InputError, check_out_folder
+from cryoshift.runtime.lock import EXPORT_LOCK, holding
 from cryoshift.runtime.metadata import ModelMetadata, checked
 from cryoshift.runtime.outfiles import TEMPORARY_PREFIX, TEMPORARY_SUFFIX, write_text
 
@@ -49,7 +50,12 @@ METADATA_ARGUMENT = "export_model(metadata=...)"  # how a refusal names export_m
 Progress = Callable[[str], None]
 
 
-class CalibrationNote(ExportWarning):
+class ExportNote(ExportWarning):
+    """A fact about the export or the model, not a problem with it: the CLI prints it as a note
+    (``cryoshift: note: ...``), where other :class:`ExportWarning` s are printed as warnings."""
+
+
+class CalibrationNote(ExportNote):
     """An export of a model training did not calibrate (an epoch checkpoint, resume.pt, a run
     trained with --val-fraction 0): it exports, but classify then rejects nothing as unknown or
     writes no shift score, and said nothing about it. The CLI prints it as a note."""
@@ -156,6 +162,62 @@ def earlier_export(out_dir: str | Path) -> list[str]:
     return sorted(name for name in names if (out_dir / name).exists())
 
 
+def refuse_earlier_export(out_dir: Path, checkpoint: Path, test_views: int | None) -> None:
+    """Refuse an --out folder that holds an export of another network. Written over, it would mix
+    two networks' artefacts: an older model.fp16.onnx or model.int8.onnx next to a new model.onnx
+    (whose export.json no longer lists them) would be deployed as if it were the new model.
+
+    The same checkpoint exported again (the README's engine built on the GPU node into the folder
+    the CPU node exported to) is the same network: allowed, unless ``test_views`` changes the
+    graph. So is an unfinished export of it (export.json marked unfinished: killed while its
+    artefacts were moved into the folder), with an :class:`ExportNote`. Artefacts without any
+    export.json cannot be told apart from another network's. Checked by :func:`export_checkpoint`
+    (under the folder's export lock), so the Python API refuses what the CLI refuses.
+    """
+    from cryoshift.training.checkpoint import RUN_MODEL
+
+    found = earlier_export(out_dir)
+    if not found:
+        return
+    report = read_report(out_dir)
+    unfinished = report is not None and report.get(UNFINISHED) is True
+    if unfinished and found == [REPORT]:  # stopped before its first artefact: nothing to mix with
+        return
+    try:
+        earlier_sha = report["checkpoint_sha256"]
+        earlier_views = report["metadata"]["extra"].get("test_views")
+    except (KeyError, TypeError, AttributeError):
+        earlier_sha = earlier_views = None  # no readable record: whose export it is cannot be told
+    source = checkpoint / RUN_MODEL if checkpoint.is_dir() else checkpoint
+    same = earlier_sha is not None and source.is_file() and file_sha256(source) == earlier_sha
+    if same and test_views in (None, earlier_views):
+        if unfinished:
+            files = ", ".join(found)
+            warnings.warn(
+                f"{out_dir}: holds an unfinished export of this checkpoint ({files}); exporting it again",
+                ExportNote,
+                stacklevel=3,
+            )
+        return
+    whose = _whose(report, same, unfinished, earlier_views)
+    raise InputError(
+        out_dir,
+        f"already holds {whose} ({', '.join(found)}); choose another --out, or delete them to export here",
+    )
+
+
+def _whose(report: dict[str, Any] | None, same: bool, unfinished: bool, views: object) -> str:
+    """Whose export a refused --out folder holds, in words (:func:`refuse_earlier_export`)."""
+    if report is None:  # an export killed before it wrote any record, or files put there by hand
+        return (
+            f"an export's files but no readable {REPORT} (an export stopped before it finished?), "
+            "so whose checkpoint they are cannot be told"
+        )
+    if same:
+        return f"{'an unfinished export' if unfinished else 'an export'} with {views} test views"
+    return "an unfinished export of another checkpoint" if unfinished else "another checkpoint's export"
+
+
 def _begin_report(out_dir: Path, checkpoint: Path, sha: str, metadata: ModelMetadata) -> None:
     """Write export.json marked unfinished (:data:`UNFINISHED`) just before the staged artefacts
     are moved into ``out_dir`` (:func:`_commit`); the finished report replaces it. Why: a kill
@@ -182,9 +244,9 @@ def staging_folder(out_dir: Path) -> Path:
     a killed export left. Why: the builders wrote straight into ``out_dir``, and a re-export into
     an earlier export's folder replaced its finished export.json (then its model.onnx) before the
     new artefacts were proven; a kill part-way left the earlier artefacts without their record.
-    Built aside, the earlier export stays whole until :func:`_commit`. The CLI holds the folder's
-    export lock, so no other export is building in it. The TensorRT timing cache is copied in, so
-    engines built again are built from it as before."""
+    Built aside, the earlier export stays whole until :func:`_commit`. :func:`export_checkpoint`
+    holds the folder's export lock, so no other export is building in it. The TensorRT timing
+    cache is copied in, so engines built again are built from it as before."""
     from cryoshift.export.tensorrt import TIMING_CACHE
 
     for entry in out_dir.iterdir():
@@ -265,6 +327,11 @@ def export_checkpoint(
     :class:`cryoshift.export.parity.ParityError`. TensorRT without a GPU is skipped with a warning.
     The formats are built in a staging folder inside ``out_dir`` and moved into it once all passed:
     an export that fails or is stopped (killed included) leaves an earlier export there whole.
+
+    The export holds ``out_dir``'s lock (``.cryoshift-export.lock``) while it runs: a second export
+    into the folder, from this process or another, raises :class:`InputError` naming the first's
+    pid. A folder holding another checkpoint's export (or this one's with other ``test_views``)
+    raises :class:`InputError` too (:func:`refuse_earlier_export`).
     """
     from cryoshift.training.checkpoint import checkpoint_config, load_checkpoint, resolve_checkpoint
     from cryoshift.training.evaluate import check_made_by_its_run
@@ -282,108 +349,114 @@ def export_checkpoint(
     )
     check_opset(opset)  # before the checkpoint is read and any folder is made
     checkpoint = resolve_checkpoint(checkpoint_or_run)
-    say(f"loading {checkpoint}")
-    # the checkpoint's own checks (parts that disagree, damaged weights) run as it is read
-    model, metadata, payload = load_checkpoint(checkpoint)
-    check_made_by_its_run(checkpoint)
-    config = checkpoint_config(payload, checkpoint)
-    if not metadata.backbone:
-        metadata = replace(metadata, backbone=str(payload.get("backbone", "")))
-    note = calibration_note(metadata, checkpoint, config)
-    if test_views is not None:
-        from cryoshift.training.backbones import check_test_views_option, set_test_views
-
-        check_test_views_option(test_views)
-        try:  # a model that cannot average poses must not be labelled as doing so
-            set_test_views(model, test_views, str(payload.get("backbone", "")))
-        except ValueError as exc:
-            raise InputError(checkpoint, str(exc)) from exc
-    views = int(getattr(model, "test_views", 1))
-    extra = {**metadata.extra, "test_views": views}
-    if RECIPE not in extra:  # a checkpoint from before training recorded it: its run's record
-        recipe = recorded_recipe(checkpoint, config)
-        if recipe is not None:
-            extra[RECIPE] = recipe
-    options = backbone_options(payload)
-    if options:  # e.g. canonical=true: the name alone would not say what the graph computes
-        extra["backbone_options"] = options
-    metadata = complete_metadata(replace(metadata, extra=extra), "fp32")
     out_dir = Path(out_dir)
     check_out_folder(out_dir, "--out", "to write the model into")  # mkdir would say "File exists"
-    wrapper = ExportWrapper(model, metadata.normalisation).eval()
-    # What the runtime would refuse in the written model, refused now, naming the checkpoint
-    metadata = check_export_inputs(wrapper, metadata, checkpoint)
+    # One export per folder, for the CLI and the Python API alike: a second one checked the first's
+    # model.onnx (a false parity failure) or found it gone (an onnxruntime traceback), and one into
+    # another checkpoint's folder left a model.fp16.onnx of that network beside this model.onnx.
+    # The lock comes before the earlier-export check and the long checkpoint read; a refused export
+    # leaves no folder or lock file it made (runtime/lock.holding).
+    with holding(out_dir, EXPORT_LOCK, "export"):
+        refuse_earlier_export(out_dir, checkpoint, test_views)
+        say(f"loading {checkpoint}")
+        # the checkpoint's own checks (parts that disagree, damaged weights) run as it is read
+        model, metadata, payload = load_checkpoint(checkpoint)
+        check_made_by_its_run(checkpoint)
+        config = checkpoint_config(payload, checkpoint)
+        if not metadata.backbone:
+            metadata = replace(metadata, backbone=str(payload.get("backbone", "")))
+        note = calibration_note(metadata, checkpoint, config)
+        if test_views is not None:
+            from cryoshift.training.backbones import check_test_views_option, set_test_views
 
-    say("reading parity volumes")
-    volumes, source = find_volumes(metadata.box_size, parity_data, config, limit=PARITY_VOLUMES)
-    job = ExportJob(
-        checkpoint,
-        config,
-        metadata,
-        out_dir,
-        wrapper,
-        volumes,
-        source,
-        say,
-        opset=opset,
-        batch_max=DEFAULT_BATCH_MAX if batch_max is None else batch_max,
-        calibration=calibration,
-    )
-    steps = [FORMATS[name] for name in formats]
-    for fmt in steps:  # e.g. int8 calibration data: resolved before any work, so it fails fast
-        fmt.prepare_job(job)
-    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused export leaves no empty folder
-    sha = file_sha256(checkpoint)
-    # Built aside; the folder's earlier export (its export.json included) stays as it was until
-    # every format passed, and stays as it was when one fails or the export is stopped
-    job.out_dir = staging_folder(out_dir)
-    if note:  # said once the export is under way (a refused one needs no note)
-        warnings.warn(note, CalibrationNote, stacklevel=2)
-    results: list[ExportResult] = []
-    skipped: list[str] = []
-    try:
-        for fmt in steps:
-            reason = fmt.why_not_here()
-            if reason:
-                msg = f"{fmt.skipped} skipped: {reason}"
-                warnings.warn(msg, ExportWarning, stacklevel=2)
-                skipped.append(msg)
-                continue
-            results.extend(fmt.build(job))
-    except ParityError as exc:  # named where the user looks for it, not in the removed staging folder
-        shutil.rmtree(job.out_dir, ignore_errors=True)
-        raise ParityError(out_dir / Path(exc.path).name, exc.report) from None
-    except BaseException:
-        shutil.rmtree(job.out_dir, ignore_errors=True)
-        raise
-    _begin_report(out_dir, checkpoint, sha, metadata)
-    results = _commit(job.out_dir, out_dir, results)
-    job.out_dir = out_dir
+            check_test_views_option(test_views)
+            try:  # a model that cannot average poses must not be labelled as doing so
+                set_test_views(model, test_views, str(payload.get("backbone", "")))
+            except ValueError as exc:
+                raise InputError(checkpoint, str(exc)) from exc
+        views = int(getattr(model, "test_views", 1))
+        extra = {**metadata.extra, "test_views": views}
+        if RECIPE not in extra:  # a checkpoint from before training recorded it: its run's record
+            recipe = recorded_recipe(checkpoint, config)
+            if recipe is not None:
+                extra[RECIPE] = recipe
+        options = backbone_options(payload)
+        if options:  # e.g. canonical=true: the name alone would not say what the graph computes
+            extra["backbone_options"] = options
+        metadata = complete_metadata(replace(metadata, extra=extra), "fp32")
+        wrapper = ExportWrapper(model, metadata.normalisation).eval()
+        # What the runtime would refuse in the written model, refused now, naming the checkpoint
+        metadata = check_export_inputs(wrapper, metadata, checkpoint)
 
-    report = {
-        "format": REPORT_FORMAT,
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": sha,
-        "epoch": payload.get("epoch"),
-        "backbone": payload.get("backbone"),
-        "parity_data": source,
-        "requested": formats,
-        "formats": {name: FORMATS[name].description for name in formats},
-        "results": [r.to_dict() for r in results],
-        "skipped": skipped,
-        "notes": [note] if note else [],
-        "metadata": metadata.to_dict(),
-        "training_config": config,
-        "versions": _versions(),
-    }
-    if any(r.format == "int8" for r in results):  # the two counts, and whether parity was held out
-        from cryoshift.export.int8 import int8_record
+        say("reading parity volumes")
+        volumes, source = find_volumes(metadata.box_size, parity_data, config, limit=PARITY_VOLUMES)
+        job = ExportJob(
+            checkpoint,
+            config,
+            metadata,
+            out_dir,
+            wrapper,
+            volumes,
+            source,
+            say,
+            opset=opset,
+            batch_max=DEFAULT_BATCH_MAX if batch_max is None else batch_max,
+            calibration=calibration,
+        )
+        steps = [FORMATS[name] for name in formats]
+        for fmt in steps:  # e.g. int8 calibration data: resolved before any work, so it fails fast
+            fmt.prepare_job(job)
+        sha = file_sha256(checkpoint)
+        # Built aside; the folder's earlier export (its export.json included) stays as it was until
+        # every format passed, and stays as it was when one fails or the export is stopped
+        job.out_dir = staging_folder(out_dir)
+        if note:  # said once the export is under way (a refused one needs no note)
+            warnings.warn(note, CalibrationNote, stacklevel=2)
+        results: list[ExportResult] = []
+        skipped: list[str] = []
+        try:
+            for fmt in steps:
+                reason = fmt.why_not_here()
+                if reason:
+                    msg = f"{fmt.skipped} skipped: {reason}"
+                    warnings.warn(msg, ExportWarning, stacklevel=2)
+                    skipped.append(msg)
+                    continue
+                results.extend(fmt.build(job))
+        except ParityError as exc:  # named where the user looks for it, not in the removed staging folder
+            shutil.rmtree(job.out_dir, ignore_errors=True)
+            raise ParityError(out_dir / Path(exc.path).name, exc.report) from None
+        except BaseException:
+            shutil.rmtree(job.out_dir, ignore_errors=True)
+            raise
+        _begin_report(out_dir, checkpoint, sha, metadata)
+        results = _commit(job.out_dir, out_dir, results)
+        job.out_dir = out_dir
 
-        report["int8_calibration"] = int8_record(job)
-    # out_dir may be an earlier export's folder: a link planted at the name is replaced, never
-    # written through (runtime/outfiles.py)
-    write_text(out_dir / REPORT, json.dumps(report, indent=2, default=str) + "\n")
-    return results
+        report = {
+            "format": REPORT_FORMAT,
+            "checkpoint": str(checkpoint),
+            "checkpoint_sha256": sha,
+            "epoch": payload.get("epoch"),
+            "backbone": payload.get("backbone"),
+            "parity_data": source,
+            "requested": formats,
+            "formats": {name: FORMATS[name].description for name in formats},
+            "results": [r.to_dict() for r in results],
+            "skipped": skipped,
+            "notes": [note] if note else [],
+            "metadata": metadata.to_dict(),
+            "training_config": config,
+            "versions": _versions(),
+        }
+        if any(r.format == "int8" for r in results):  # the two counts, and whether parity was held out
+            from cryoshift.export.int8 import int8_record
+
+            report["int8_calibration"] = int8_record(job)
+        # out_dir may be an earlier export's folder: a link planted at the name is replaced, never
+        # written through (runtime/outfiles.py)
+        write_text(out_dir / REPORT, json.dumps(report, indent=2, default=str) + "\n")
+        return results
 
 
 def recorded_recipe(checkpoint: Path, config: dict[str, Any]) -> dict[str, Any] | None:

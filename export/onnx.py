@@ -14,6 +14,7 @@ import io
 import logging
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -162,14 +163,17 @@ def method_in_words(metadata: ModelMetadata) -> str:
 
 
 @contextlib.contextmanager
-def _quiet():
-    """torch.onnx prints progress lines and warnings for optional packages; keep the console clean."""
+def _quiet() -> Iterator[None]:
+    """torch.onnx logs progress and warns about optional packages; keep the console clean. Its
+    progress lines are printed only when asked (``verbose``, which trace_to_onnx sets to False).
+    Why not ``redirect_stdout``: it swaps ``sys.stdout`` for every thread of the process, so a
+    library caller's other threads lost what they printed during an export."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:

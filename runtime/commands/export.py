@@ -20,69 +20,6 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def refuse_earlier_export(out: Path, checkpoint: Path, test_views: int | None) -> None:
-    """Refuse an --out folder that holds an export of another network. Written over, it would mix
-    two networks' artefacts: an older model.fp16.onnx or model.int8.onnx next to a new model.onnx
-    (whose export.json no longer lists them) would be deployed as if it were the new model.
-
-    The same checkpoint exported again (the README's engine built on the GPU node into the folder
-    the CPU node exported to) is the same network: allowed, unless --test-views changes the graph.
-    So is an unfinished export of it (export.json marked unfinished: killed while its artefacts
-    were moved into the folder), with a note. Artefacts without any export.json cannot be told
-    apart from another network's.
-    """
-    from cryoshift.export.api import REPORT, UNFINISHED, earlier_export, read_report
-    from cryoshift.runtime.engine_sidecar import file_sha256
-    from cryoshift.runtime.errors import InputError
-    from cryoshift.training.checkpoint import RUN_MODEL
-
-    found = earlier_export(out)
-    if not found:
-        return
-    report = read_report(out)
-    unfinished = report is not None and report.get(UNFINISHED) is True
-    if unfinished and found == [REPORT]:  # stopped before its first artefact: nothing to mix with
-        return
-    try:
-        earlier_sha = report["checkpoint_sha256"]
-        earlier_views = report["metadata"]["extra"].get("test_views")
-    except (KeyError, TypeError, AttributeError):
-        earlier_sha = earlier_views = None  # no readable record: whose export it is cannot be told
-    source = checkpoint / RUN_MODEL if checkpoint.is_dir() else checkpoint
-    same = earlier_sha is not None and source.is_file() and file_sha256(source) == earlier_sha
-    if same and test_views in (None, earlier_views):
-        if unfinished:
-            files = ", ".join(found)
-            _note(f"{out}: holds an unfinished export of this checkpoint ({files}); exporting it again")
-        return
-    whose = _whose(report, same, unfinished, earlier_views)
-    raise InputError(
-        out,
-        f"already holds {whose} ({', '.join(found)}); choose another --out, or delete them to export here",
-    )
-
-
-def _whose(report: dict | None, same: bool, unfinished: bool, views: object) -> str:
-    """Whose export a refused --out folder holds, in words (:func:`refuse_earlier_export`)."""
-    from cryoshift.export.api import REPORT
-
-    if report is None:  # an export killed before it wrote any record, or files put there by hand
-        return (
-            f"an export's files but no readable {REPORT} (an export stopped before it finished?), "
-            "so whose checkpoint they are cannot be told"
-        )
-    if same:
-        return f"{'an unfinished export' if unfinished else 'an export'} with {views} test views"
-    return "an unfinished export of another checkpoint" if unfinished else "another checkpoint's export"
-
-
-def _note(text: str) -> None:
-    """One note on stderr (cryoshift's notes' form)."""
-    from cryoshift.runtime.terminal import visible
-
-    typer.echo(f"cryoshift: note: {visible(text)}", err=True)
-
-
 def command(
     checkpoint: Path = typer.Argument(
         ..., help="Training run directory (its selected model.pt) or a checkpoint .pt file."
@@ -166,7 +103,6 @@ def command(
     from cryoshift.export.parity import ParityError
     from cryoshift.export.result import ExportWarning
     from cryoshift.runtime.errors import InputError, check_out_folder
-    from cryoshift.runtime.lock import EXPORT_LOCK, holding
     from cryoshift.runtime.terminal import markup_safe, plain, visible  # paths and messages name files
     from cryoshift.training.checkpoint import resolve_checkpoint
 
@@ -175,10 +111,9 @@ def command(
     resolve_checkpoint(checkpoint)  # a run folder without its model, named before any work
     check_out_folder(out, "--out", "to write the model into")  # before the lock makes the folder
     console = Console(stderr=True)
-    # one export per folder: a second one checked the first's model.onnx (a false parity failure)
-    # or found it gone (an onnxruntime traceback); the lock comes before the earlier-export check
-    with holding(out, EXPORT_LOCK, "export"), warnings.catch_warnings(record=True) as caught:
-        refuse_earlier_export(out, checkpoint, test_views)
+    # export_checkpoint holds the folder's export lock and refuses another checkpoint's export
+    # folder (export/api.refuse_earlier_export), for this command and the Python API alike
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             with contextlib.nullcontext() if no_progress else console.status("exporting") as status:
@@ -198,11 +133,11 @@ def command(
         except ParityError as exc:
             typer.echo(f"cryoshift: error: parity check failed: {visible(exc)}", err=True)
             raise typer.Exit(1) from exc
-    from cryoshift.export.api import CalibrationNote
+    from cryoshift.export.api import ExportNote
     from cryoshift.export.int8 import IN_SAMPLE
 
     for w in caught:
-        if issubclass(w.category, CalibrationNote):  # a fact about the model, not about the export
+        if issubclass(w.category, ExportNote):  # a fact about the model or the folder, not a problem
             typer.echo(f"cryoshift: note: {visible(w.message)}", err=True)
         elif issubclass(w.category, ExportWarning):
             console.print(f"[yellow]warning:[/] {markup_safe(w.message)}")

@@ -371,9 +371,9 @@ def command(
     require_extra("train", "cryoshift simulate", "torch")
     import torch
 
-    from cryoshift.runtime.lock import SIMULATE_LOCK, holding
     from cryoshift.training.simulate import PRESETS, SimulationConfig, load_structures, simulate_dataset
     from cryoshift.training.simulate.config import BOUNDS, Origin, check_seed
+    from cryoshift.training.simulate.dataset import simulate_lock
     from cryoshift.training.simulate.structures import split_sources
 
     if preset not in PRESETS:
@@ -418,7 +418,8 @@ def command(
     origin = Origin.of(options, config)
     cfg = cfg.with_options(options, config)
     check_out_folder(out_dir, "OUT_DIR", "the dataset is written to")  # before large models are read
-    with holding(out_dir, SIMULATE_LOCK, "simulate run", "OUT_DIR") as held:  # before the free-folder check
+    # the lock simulate_dataset holds, taken here before the free-folder check (it goes on under it)
+    with simulate_lock(out_dir) as held:
         _check_free_folder(out_dir)
         if BOUNDS["box"].lo <= box <= BOUNDS["box"].hi:  # before the structures are made (many files: long)
             _check_disk_space(out_dir, n, box)  # needs only n and box

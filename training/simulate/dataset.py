@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +19,7 @@ from cryoshift.training.simulate.structures import Structures
 
 if TYPE_CHECKING:
     from cryoshift.runtime.dataset import DatasetWriter
+    from cryoshift.runtime.lock import Held
 
 
 def versions() -> dict[str, str]:
@@ -75,6 +80,37 @@ def check_volumes(
     )
 
 
+# The OUT_DIRs whose simulate lock this thread holds (real path -> the lock), so that
+# simulate_dataset inside ``cryoshift simulate`` (which takes the lock before its checks) goes on
+# under the command's lock. Per thread: another thread's call into the folder is refused.
+_HELD_HERE = threading.local()
+
+
+@contextmanager
+def simulate_lock(out_dir: str | Path) -> Iterator[Held]:
+    """Make ``out_dir`` and hold its simulate lock (runtime/lock.SIMULATE_LOCK) for the ``with``
+    block; a second simulate into the folder, from another process or thread, raises
+    :class:`InputError` naming the first's pid ("choose another OUT_DIR").
+
+    Why here and not only in the CLI: two ``simulate_dataset`` calls into one folder both
+    returned and left a dataset of one seed's labels over both seeds' volumes. Reentrant in one
+    thread: ``cryoshift simulate`` holds it over its checks and this module's writing."""
+    from cryoshift.runtime.lock import SIMULATE_LOCK, holding
+
+    held: dict[str, Held] = _HELD_HERE.__dict__.setdefault("folders", {})
+    key = os.path.realpath(out_dir)
+    if key in held:  # this thread holds it already (the CLI's checks, then the writing)
+        yield held[key]
+        return
+    with holding(out_dir, SIMULATE_LOCK, "simulate run", "OUT_DIR") as lock:
+        key = os.path.realpath(out_dir)  # the folder exists now: its real path is settled
+        held[key] = lock
+        try:
+            yield lock
+        finally:
+            del held[key]
+
+
 def simulate_dataset(
     out_dir: str | Path,
     structures: Structures,
@@ -99,10 +135,32 @@ def simulate_dataset(
     is a run of whole groups: one group (at most 32 volumes of up to 32^3, or as many voxels)
     when ``batch_size`` is smaller. ``origin`` says where the config's values came from, for the
     errors to name (config.Origin).
+
+    The call holds ``out_dir``'s simulate lock (:func:`simulate_lock`), as ``cryoshift simulate``
+    does: a second call into the same folder while this one runs raises :class:`InputError`.
     """
+    check_out_folder(out_dir, "OUT_DIR", "the dataset is written to")
+    with simulate_lock(out_dir):
+        return _simulate_into(
+            out_dir, structures, config, n, seed, batch_size, device, progress, generator, origin
+        )
+
+
+def _simulate_into(
+    out_dir: str | Path,
+    structures: Structures,
+    config: SimulationConfig,
+    n: int,
+    seed: int,
+    batch_size: int,
+    device: str,
+    progress: bool,
+    generator: str,
+    origin: Origin | None,
+) -> Path:
+    """:func:`simulate_dataset`'s work, under the folder's lock."""
     from cryoshift.runtime.dataset import META, TABLE, VOLUMES
 
-    check_out_folder(out_dir, "OUT_DIR", "the dataset is written to")
     # the files this call makes are removed if it fails: left behind, a stack made the folder look
     # like an unfinished dataset that ``cryoshift simulate`` refuses to write over
     made = [
