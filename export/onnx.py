@@ -130,15 +130,6 @@ def set_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:
     )
 
 
-# What each target-aware part of the training recipe (metadata extra.recipe) gave the method, in words
-_RECIPE_WORDS = {
-    "spectrum_match": "a source filtered to the target's spectrum",
-    "tilt_match": "a source tilt range matched to the target's",
-    "snr_match": "a source noise level matched to the target's",
-    "target_labels": "target labels",
-}
-
-
 def method_in_words(metadata: ModelMetadata) -> str:
     """``"; method M"`` plus what the method trained with besides its own losses, by the metadata's
     ``extra.recipe`` (``""`` without a method). ``method`` is by design the adaptation method's
@@ -147,7 +138,7 @@ def method_in_words(metadata: ModelMetadata) -> str:
     (``--method source-only`` included). Why: the model's description said the method alone, and a
     ``source-only`` model read as one that never saw the target. A model without the record (made
     before cryoshift wrote it) is described by its method alone, claiming nothing."""
-    from cryoshift.training.trainer import RECIPE
+    from cryoshift.training.trainer import RECIPE, RECIPE_WORDS
 
     if not metadata.method:
         return ""
@@ -157,7 +148,7 @@ def method_in_words(metadata: ModelMetadata) -> str:
         count = recipe.get("template_labels")
         if isinstance(count, int) and not isinstance(count, bool) and count > 0:
             parts.append(f"pseudo-labels from template matching on {count} target subtomograms")
-        parts += [words for key, words in _RECIPE_WORDS.items() if recipe.get(key) is True]
+        parts += [words for key, words in RECIPE_WORDS.items() if recipe.get(key) is True]
     with_parts = f", trained with {', '.join(parts)}" if parts else ""
     return f"; method {metadata.method}{with_parts}"
 

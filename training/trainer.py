@@ -755,7 +755,7 @@ def recipe_note(config: TrainConfig) -> str | None:
     if config.template_labels > 0:
         parts.append(f"{config.template_labels} template-labelled target subtomograms in its batches")
     if config.spectrum_match:
-        parts.append("a source filtered to the target's spectrum")
+        parts.append(RECIPE_WORDS["spectrum_match"])
     if not parts:
         return None
     return (
@@ -779,6 +779,14 @@ def default_dense_weight(config: TrainConfig) -> float:
 # The target-aware parts of the recipe a run records as run or not, by the name selection.json
 # gives each one's summary when it ran (_Run._finish).
 RECIPE_PARTS = ("template_labels", "spectrum_match", "tilt_match", "snr_match")
+# What each target-aware part other than the template labels gave the method, in words (the
+# start-of-run note, the exported model's description)
+RECIPE_WORDS = {
+    "spectrum_match": "a source filtered to the target's spectrum",
+    "tilt_match": "a source tilt range matched to the target's",
+    "snr_match": "a source noise level matched to the target's",
+    "target_labels": "target labels",
+}
 
 
 def training_recipe(config: dict[str, Any], ran: list[str], target_labels: bool) -> dict[str, Any]:

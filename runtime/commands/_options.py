@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from cryoshift.runtime.terminal import say
+from cryoshift.runtime.terminal import say, visible
 
 # ``--no-progress`` of classify, train, export and demo: one option, one help text. Progress
 # bars and spinners only; summaries, notes and errors are still printed.
@@ -34,7 +34,7 @@ def echo_summary(summary: Any, quiet: bool) -> None:
     and files from the inputs: their control characters are shown, not sent (runtime/terminal.py)."""
     if not quiet:
         for line in summary.lines():
-            say(line, err=False)  # a line that cannot be printed never stops the run (terminal.say)
+            typer.echo(visible(line))  # stdout, the result: undelivered ends the run with 1 (typer's EPIPE)
         return
     for line in summary.warning_lines():
-        say(f"cryoshift: {line}")
+        say(f"cryoshift: {line}")  # stderr: a warning that cannot be printed never stops the run

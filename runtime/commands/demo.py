@@ -326,6 +326,9 @@ def run_demo(
 
     t0 = time.perf_counter()
     say("5/6 exporting the default model to ONNX")
+    # exported every time, so the demo's own earlier export (of a model since retrained: another
+    # checkpoint, which export refuses to write beside) is removed first
+    _remove(out / "export")
     exported = export_checkpoint(default_run, out / "export")
     onnx_path = next(r.path for r in exported if str(r.path).endswith(".onnx"))
     seconds["export"] = time.perf_counter() - t0

@@ -71,17 +71,17 @@ def test_bench_model_that_cannot_run_the_batch(
 
 
 def test_bench_json_through_a_dangling_link(tmp_path: Path, capsys: Capsys, model: Path) -> None:
-    """--json naming a link to a file not made yet: the figures go to the link's target, and the
-    link stays a link (the check that --json is writable made the target, then unlinked the link:
-    the result landed in a new plain file and an empty target was left behind)."""
+    """--json naming a link to a file not made yet: like every whole-file output, the link is
+    replaced by the figures' file and never written through, and no empty target is left behind
+    (the check that --json is writable once made the target, then the result landed beside it)."""
     target = tmp_path / "results" / "bench.json"
     target.parent.mkdir()
     link = tmp_path / "bench.json"
     os.symlink(target, link)
     code, _, err = run_cli(["bench", model, *SMALL, "--json", link], capsys)
     assert code == 0, err
-    assert link.is_symlink() and Path(os.readlink(link)) == target
-    result = json.loads(target.read_text())
+    assert not link.is_symlink() and not target.exists()
+    result = json.loads(link.read_text())
     assert {"inference", "feed"} <= result.keys() and result["model_box"] == BOX
 
 
