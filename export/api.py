@@ -103,7 +103,7 @@ def _calibrated_model(checkpoint: Path, config: dict[str, Any]) -> str:
     except InputError:
         calibrated = False
     if calibrated:
-        return f"the run's {run_model} is the calibrated model: export that"
+        return f"the run's {run_model} is the calibrated model: use that"
     return f"the run's {run_model} is not calibrated either (--val-fraction 0?); {VAL_FRACTION_WAY}"
 
 

@@ -28,6 +28,16 @@ PICK_SUFFIXES = (".star", ".csv", ".tsv", ".txt")
 BAD_CROP = "crop holds NaN/Inf or one value throughout"
 
 
+def labels_not_classes(labels: Any, model_classes: Any) -> list[str]:
+    """The labels (sorted, as text) that are not class names of the model exactly as written.
+
+    The one rule for scoring labels: ``evaluate`` refuses a table with any, ``report`` gives its
+    page no accuracy (labels written as class numbers, ``1`` for the first class, or ``Zeta`` for
+    ``zeta``, were scored as wrong answers)."""
+    known = set(model_classes)
+    return sorted({str(n) for n in labels if n not in known})
+
+
 def is_pick_table(path: str | Path) -> bool:
     path = Path(path)
     return path.is_file() and path.suffix.lower() in PICK_SUFFIXES

@@ -2,11 +2,13 @@
 
 For a classify output folder (or a predictions CSV/STAR): per-tomogram class counts, the
 unknown fraction, confidence and shift-score histograms, throughput and timings from
-manifest.json, a confusion matrix when the input carried labels (a ``class``/``label``
-column travels into predictions.star), and the target embedding coloured by predicted class
-when ``features.npy`` (``classify --features``: one row per prediction, same order) sits next to
-the predictions; without it the summary says how to get it. Results of a run that did not finish
-(a classify run or a merge killed before its manifest) are said to be partial, first.
+manifest.json, a confusion matrix when the input carried labels (a ``class``, ``label``,
+``class_name`` or ``true_class`` column travels into predictions.star; labels that are not the
+model's class names get no accuracy, as evaluate refuses them), and the target embedding
+coloured by predicted class when ``features.npy`` (``classify --features``: one row per
+prediction, same order) sits next to the predictions; without it the summary says how to get
+it. Results of a run that did not finish (a classify run or a merge killed before its manifest)
+are said to be partial, first.
 For a training run folder: losses, source validation accuracy and target scores per epoch,
 with the epoch that label-free selection chose marked, and the selection rule.
 
@@ -33,6 +35,7 @@ from cryoshift.runtime.contract import REJECT_LABEL
 from cryoshift.runtime.errors import InputError, blocked_folder, missing_reason, not_a_file
 from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
 from cryoshift.runtime.labelled_picks import LABEL_COLUMNS as PICK_LABEL_COLUMNS
+from cryoshift.runtime.labelled_picks import labels_not_classes
 from cryoshift.runtime.outfiles import NotRegularFileError, open_regular_fd, special_kind, write_text
 from cryoshift.runtime.results import (
     NUMERIC_COLUMNS,
@@ -42,12 +45,15 @@ from cryoshift.runtime.results import (
     repeated_columns,
 )
 from cryoshift.runtime.summary import REPORT_HTML
+from cryoshift.runtime.tables import NA_TEXT
 from cryoshift.runtime.terminal import visible
 
 DPI = 150
 FONT = 10  # pt
-# the label columns evaluate reads from picks, less class_name (the predictions' own column name)
-LABEL_COLUMNS = tuple(c for c in PICK_LABEL_COLUMNS if c != "class_name")
+# the label columns evaluate reads from picks, class_name included: the true classes are found among
+# predictions.star's labels, where classify's own class is csClassName, so an input class_name is
+# the picks' column (it was left out, and a table labelled in it got no accuracy, without a word)
+LABEL_COLUMNS = PICK_LABEL_COLUMNS
 
 
 def _plt() -> Any:
@@ -209,6 +215,7 @@ def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]
     _check_manifest(manifest_path, manifest)
     if found.star_labels is not None:
         truth = _true_classes(table, found)
+        df = _own_columns(df, found.star_labels)
         if truth is not None:
             df["true_class"] = truth.to_numpy()
     else:
@@ -216,6 +223,18 @@ def _load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any], Path, Path]
         if truth is not None:
             df["true_class"] = df["id"].astype(str).map(truth)
     return df, manifest, folder, table
+
+
+def _own_columns(df: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """``df`` (read from a STAR file whose labels are ``labels``) without the input columns that
+    share a name with one of classify's columns: an input ``class_name`` (the picks' labels) beside
+    classify's ``csClassName`` (read as ``class_name``) made ``df["class_name"]`` two columns, and
+    the page a traceback. An input column keeps its STAR label as its name; classify's are renamed.
+    """
+    names = [str(c) for c in df.columns]
+    clash = pd.Index(names).duplicated(keep=False)
+    keep = [not (clash[i] and names[i] == str(labels[i])) for i in range(len(names))]
+    return df.loc[:, keep] if not all(keep) else df
 
 
 _OWN_TABLE = re.compile(r"^predictions(\.shard-(\d+)-of-(\d+))?\.(csv|star)$")
@@ -404,18 +423,30 @@ def _fig_hist(
     threshold_source: str = "",
 ) -> str:
     """Histogram of ``column`` by best class; ``threshold`` is the run's unknown threshold, drawn as
-    a dashed line whose legend names ``threshold_source`` (the run's setting or the model's)."""
+    a dashed line whose legend names ``threshold_source`` (the run's setting or the model's).
+
+    The classes are stacked, and the legend sits outside the axes: overlaid half-transparent bars
+    hid a small class under a larger one (``alpha (n=5)`` showed 2 bars) and the legend covered
+    the tallest bar, so the picture said other counts than the table."""
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     values = pd.to_numeric(df[column], errors="coerce")
     finite = values[np.isfinite(values)]
     bins = np.linspace(float(finite.min()), float(finite.max()) + 1e-9, 31) if len(finite) else 10
     by = df["best_class"] if "best_class" in df else df["class_name"]
+    drawn = [(name, values[(by == name) & np.isfinite(values)]) for name in classes]
+    drawn = [(name, sel) for name, sel in drawn if len(sel)]
     shown = []
-    for name in classes:
-        sel = values[(by == name) & np.isfinite(values)]
-        if len(sel):
-            _, _, bars = ax.hist(sel, bins=bins, alpha=0.6, color=colours[name])
-            shown.append((bars, f"{name} (n={len(sel)})"))
+    if drawn:
+        _, _, bars = ax.hist(
+            [sel.to_numpy() for _, sel in drawn],
+            bins=bins,
+            stacked=True,
+            color=[colours[name] for name, _ in drawn],
+            edgecolor="white",
+            linewidth=0.4,
+        )
+        bars = bars if len(drawn) > 1 else [bars]  # one data set: one container, not a list of them
+        shown = [(b, f"{name} (n={len(sel)})") for b, (name, sel) in zip(bars, drawn, strict=True)]
     if threshold:  # 0 (a model calibrated to reject nothing): no confidence is under it, no line
         line = ax.axvline(threshold, color="k", linestyle="--")
         source = f" ({threshold_source})" if threshold_source else ""
@@ -425,7 +456,7 @@ def _fig_hist(
     ax.set_xlabel(xlabel)
     ax.set_ylabel("subtomograms")
     ax.set_title(title)
-    _legend(ax, shown, title="best class")
+    _legend(ax, shown, title="best class", bbox_to_anchor=(1.01, 1), loc="upper left")
     return _png(fig)
 
 
@@ -532,6 +563,13 @@ def _results_sections(
     if unfinished:  # first, on the page and on stderr: every figure below is of part of the run
         notes.append(unfinished)
     notes.extend(_value_warnings(table, df))
+    lab = _labelled_rows(df)
+    model_classes = _model_classes(df, manifest)
+    not_classes = None
+    if not lab.empty and model_classes is not None:
+        not_classes = label_problem(lab, model_classes, _labels_file(table))
+    if not_classes:  # on the page and on stderr: the accuracy is left out, not scored as wrong
+        notes.append(not_classes)
     classes = _class_order(df, manifest)
     colours = _colours(classes)
     threshold, source = run_threshold(manifest)
@@ -560,19 +598,69 @@ def _results_sections(
         facts.append(("target embedding", embedding))
     else:
         figures.append(embedding)
-    if "true_class" in df and df["true_class"].notna().any():
-        lab = df[df["true_class"].notna() & (df["true_class"] != "")]
+    if not lab.empty:
         png, _ = _fig_confusion(plt, lab["true_class"], lab["class_name"], classes)
-        facts += labelled_accuracy(lab, _threshold_text(threshold, source))
+        if model_classes is None:
+            unchecked = "not checked against the model's classes (no manifest.json, no prob_ columns)"
+            facts.append(("labels", unchecked))
+        if not not_classes:
+            facts += labelled_accuracy(lab, _threshold_text(threshold, source))
         figures.append(
             (
                 "Confusion matrix",
                 "Rows: the labels in the input table; columns: the class classify gave each pick, "
-                f"after unknown rejection (the {REJECT_LABEL} column).",
+                f"after unknown rejection (the {REJECT_LABEL} column)."
+                + (" Some labels are not classes of the model: no accuracy is given." if not_classes else ""),
                 png,
             )
         )
     return _tomogram_table(manifest.get("tomograms") or {}, classes), facts, figures
+
+
+def _labelled_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a true class: an empty or missing label (``nan``, ``<NA>``) is no label, as
+    evaluate skips it (runtime/labelled_picks.py), so both score the same picks."""
+    if "true_class" not in df:
+        return df.iloc[:0]
+    truth = df["true_class"]
+    return df[truth.notna() & ~truth.astype(str).str.strip().isin(("", *NA_TEXT))]
+
+
+def _labels_file(table: Path) -> Path:
+    """The file the true classes of ``table`` are read from: a STAR table itself, a text table the
+    STAR file of its name beside it (:func:`_load_results`)."""
+    return table if table.suffix.lower() == ".star" else table.with_suffix(".star")
+
+
+def _model_classes(df: pd.DataFrame, manifest: dict[str, Any]) -> list[str] | None:
+    """The model's class names: the manifest's, else those of the table's ``prob_<class>`` columns
+    (classify writes one per class of the model); None when neither says."""
+    names = manifest.get("model", {}).get("class_names")
+    if names:
+        return [str(n) for n in names]
+    probs = [str(c)[len("prob_") :] for c in df.columns if str(c).startswith("prob_") and len(str(c)) > 5]
+    return probs or None
+
+
+def label_problem(lab: pd.DataFrame, model_classes: list[str], table: Path) -> str | None:
+    """Why the labels of ``lab`` cannot be scored against a model of ``model_classes``, or None.
+
+    evaluate's rule (:func:`~cryoshift.runtime.labelled_picks.labels_not_classes`): a label is a
+    class name of the model, exactly as written, and a table with any other label is refused. The
+    page scored such a label as a wrong answer without a word: labels written as class numbers
+    (``1``, ``2``) gave "accuracy 0.000 (as cryoshift evaluate scores it)", ``Zeta`` for ``zeta``
+    0.133 where it is 0.467. The page keeps its other figures, so the accuracy is left out and this
+    note says why."""
+    truth = lab["true_class"].astype(str)
+    missing = labels_not_classes(truth, model_classes)
+    if not missing:
+        return None
+    carry = int(truth.isin(missing).sum())
+    return (
+        f"{table}: classes {missing} are not classes of the model ({model_classes}); "
+        f"{carry:,} of {len(truth):,} labelled picks carry them: no accuracy given (cryoshift "
+        "evaluate refuses these labels too); write the labels as the model's class names"
+    )
 
 
 def _threshold_text(threshold: float | None, source: str) -> str:

@@ -194,9 +194,12 @@ def predict(model: str | Path, volumes: np.ndarray, batch_size: int = 64, device
 def names_to_indices(
     label_names: Sequence[str], model_classes: Sequence[str], source: str | Path
 ) -> np.ndarray:
-    """Per-sample class names -> model class indices."""
+    """Per-sample class names -> model class indices (a name that is no class is refused:
+    :func:`~cryoshift.runtime.labelled_picks.labels_not_classes`)."""
+    from cryoshift.runtime.labelled_picks import labels_not_classes
+
     index = {name: i for i, name in enumerate(model_classes)}
-    missing = sorted({str(n) for n in label_names if n not in index})
+    missing = labels_not_classes(label_names, model_classes)
     if missing:
         raise InputError(source, f"classes {missing} are not classes of the model ({list(model_classes)})")
     return np.array([index[n] for n in label_names], dtype=int)
@@ -469,6 +472,19 @@ def _read_run_json(path: Path) -> dict[str, Any]:
         return read_json_object(path, "training run record")
     except InputError:
         return {}
+
+
+def uncalibrated_note(model: Path, meta: ModelMetadata) -> str | None:
+    """Export's "is not calibrated" note for a checkpoint (an epoch's, resume.pt, a run trained
+    with --val-fraction 0) whose ``meta`` lacks training's calibration; None for a calibrated one
+    or an ONNX model. Why: evaluate of an epoch checkpoint reported temperature-1 NLL/ECE and
+    "unknown 0.0 %" (it has no threshold) as if they were the model's, where export said why."""
+    if is_onnx(model):
+        return None
+    from cryoshift.export.api import calibration_note
+    from cryoshift.training.checkpoint import resolve_checkpoint
+
+    return calibration_note(meta, resolve_checkpoint(model), _checkpoint_config(model))
 
 
 def _checkpoint_config(model: Path) -> dict[str, Any]:
@@ -810,6 +826,12 @@ def evaluate(
         notes.append(polarity)
     picks = not data.is_dir()
     check_conflicting_labels(volumes, label_names, data if picks else data / "particles.csv", picks)
+    uncalibrated = uncalibrated_note(model, meta)
+    if uncalibrated:
+        from cryoshift.runtime.terminal import say as say_line
+
+        say_line(f"cryoshift: note: {uncalibrated}")
+        notes.append(uncalibrated)
     pred = predict(model, volumes, batch_size, device)
     labels = names_to_indices(label_names, pred.metadata.class_names, data)
     pred, labels, failed = finite_predictions(pred, labels, model)

@@ -99,6 +99,23 @@ def collapse_share(num_classes: int) -> float:
     return float(min(0.9, max(0.5, 2.5 / max(num_classes, 1))))
 
 
+# Share of the target taken by one predicted class at which an epoch counts as collapsed whatever its
+# source predictions do. Why: the rule above flags a target collapse only while the source stays
+# spread, so an epoch answering one class for both domains (a 2-epoch toy: chance on the source,
+# 100 % of the target in one class) stayed eligible, beat a better epoch and was exported unwarned.
+ONE_CLASS_SHARE = 0.95
+
+
+def is_collapsed(row: dict[str, Any]) -> bool:
+    """Whether an epoch's record (a metrics.csv / history row) counts as collapsed: flagged by
+    :func:`target_scores`, or (a row recorded before the one-class rule, read back on resume) with
+    at least :data:`ONE_CLASS_SHARE` of the target in one class."""
+    if float(row.get("collapsed", 0.0) or 0.0) > 0:
+        return True
+    top = float(row.get("tgt_top_share", 0.0) or 0.0)
+    return bool(np.isfinite(top) and top >= ONE_CLASS_SHARE)
+
+
 def class_shares(logits: np.ndarray, num_classes: int | None = None) -> np.ndarray:
     """Fraction of samples predicted as each class (the predicted-class histogram, normalised)."""
     logits = np.asarray(logits)
@@ -111,22 +128,27 @@ def class_shares(logits: np.ndarray, num_classes: int | None = None) -> np.ndarr
 def target_scores(target_logits: np.ndarray, source_logits: np.ndarray | None = None) -> dict[str, float]:
     """Every label-free target criterion of one model (rows of metrics.csv / selection.json).
 
-    ``tgt_top_share`` is the share of the commonest predicted target class; ``collapsed`` (1/0) is set
-    when it passes :func:`collapse_share` while the source predictions (if given) do not, i.e. the
-    model sends most of the target to one class although it keeps the source classes apart.
+    ``tgt_top_share`` is the share of the commonest predicted target class (``src_top_share``: the
+    same on the source, when given); ``collapsed`` (1/0) is set when it passes :func:`collapse_share`
+    while the source predictions (if given) do not, i.e. the model sends most of the target to one
+    class although it keeps the source classes apart, or when it reaches :data:`ONE_CLASS_SHARE`
+    whatever the source does (a model answering one class for everything is no better).
     """
     probs = softmax(target_logits)
     k = probs.shape[1] if probs.ndim == 2 else 0
     top = float(class_shares(target_logits).max()) if len(probs) else 0.0
     source_top = 0.0
+    scores: dict[str, float] = {}
     if source_logits is not None and len(source_logits):
         source_top = float(class_shares(source_logits).max())
-    collapsed = top > collapse_share(k) and source_top <= collapse_share(k)
+        scores["src_top_share"] = source_top
+    collapsed = (top > collapse_share(k) and source_top <= collapse_share(k)) or top >= ONE_CLASS_SHARE
     return {
         "snd": soft_neighbourhood_density(probs),
         "tgt_entropy": mean_entropy(probs),
         "tgt_im": information_maximisation(probs),
         "tgt_top_share": top,
+        **scores,
         "collapsed": float(collapsed),
     }
 
@@ -172,17 +194,13 @@ def training_warnings(
     unlearned = None if num_classes is None else not_learned_warning(chosen, num_classes)
     if unlearned:
         warnings.append(unlearned)
-    if float(chosen.get("collapsed", 0.0)) > 0:
+    if is_collapsed(chosen):
         share = 100 * float(chosen.get("tgt_top_share", 0.0))
-        source = (
-            "while the source classes stay apart"
-            if source_measured
-            else "(with no source validation data, whether the source classes stay apart was not measured)"
-        )
+        every = " (as every epoch does)" if len(rows) > 1 and all(is_collapsed(r) for r in rows) else ""
         warnings.append(
             f"target predictions collapsed: epoch {int(chosen['epoch'])} puts {share:.0f} % of "
-            f"the target in one class {source}; check the target (contrast, box, voxel size) before "
-            "trusting it"
+            f"the target in one class{every}{_source_clause(chosen, source_measured, num_classes)} "
+            "before trusting it"
         )
     last = rows[-1]
     for key in DISCRIMINATOR_LOSSES:
@@ -194,6 +212,30 @@ def training_warnings(
                 "longer aligns them"
             )
     return warnings
+
+
+TARGET_ADVICE = "; check the target (contrast, box, voxel size)"
+
+
+def _source_clause(row: dict[str, Any], source_measured: bool, num_classes: int | None) -> str:
+    """The collapse warning's words on the source (apart, mostly one class too, or not measured)
+    and what to check, from a leading space or ";" on. A model that answers one class on the source
+    too learned nothing from it, so the advice is then about training, not the target."""
+    if not source_measured:
+        return (
+            " (with no source validation data, whether the source classes stay apart was not measured)"
+            + TARGET_ADVICE
+        )
+    source = row.get("src_top_share")
+    if source is None or source == "":  # a row recorded before src_top_share: flagged only if apart
+        apart = float(row.get("collapsed", 0.0) or 0.0) > 0
+        return (" while the source classes stay apart" if apart else "") + TARGET_ADVICE
+    if float(source) > collapse_share(num_classes or 1):
+        return (
+            f" and {100 * float(source):.0f} % of the source validation data too: it has not learned to "
+            "tell the classes apart; check the source data, --epochs and --lr"
+        )
+    return " while the source classes stay apart" + TARGET_ADVICE
 
 
 # A source cross-entropy this far above guessing's, ln(K), is a network that learned nothing.
@@ -250,7 +292,7 @@ def select_epoch(
     if criterion not in CRITERIA:
         raise ValueError(f"unknown selection criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
     # A collapsed epoch is never chosen, unless every epoch collapsed (then the warning says so).
-    usable = [r for r in rows if float(r.get("collapsed", 0.0)) == 0] or list(rows)
+    usable = [r for r in rows if not is_collapsed(r)] or list(rows)
     best_acc = max(float(r.get("src_val_acc", 0.0)) for r in usable)
     epochs = []
     for r in rows:
@@ -265,7 +307,7 @@ def select_epoch(
                 "tgt_entropy": float(r.get("tgt_entropy", float("nan"))),
                 "tgt_im": float(r.get("tgt_im", float("nan"))),
                 "tgt_top_share": float(r.get("tgt_top_share", float("nan"))),
-                "collapsed": bool(float(r.get("collapsed", 0.0))),
+                "collapsed": is_collapsed(r),
                 "eligible": bool(eligible),
                 "score": value if eligible else -1.0,
             }

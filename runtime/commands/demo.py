@@ -92,8 +92,12 @@ class DemoResult:
     class_names: list[str]
     rows: list[dict[str, Any]]  # one per model: model, method, accuracy, macro_f1, n, where
     runtime: dict[str, Any]  # classify throughput (subtomograms/s), backend, outputs
-    seconds: dict[str, float]  # wall time per stage
+    # wall time per stage; None for a stage re-used from an earlier demo in the folder (``reused``)
+    seconds: dict[str, float | None]
     paths: dict[str, str]
+    # the stages (keys of ``seconds``) taken from an earlier run in --out, not run: their time was
+    # the check that they can be re-used (0.1 s for a training), once recorded as if it were theirs
+    reused: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         """Plain-text summary (the CLI renders the same numbers with rich)."""
@@ -111,6 +115,13 @@ class DemoResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def stage_times(self) -> str:
+        """``stages (s): simulate re-used, train source-only 64, ...``: a re-used stage says so
+        rather than giving the seconds spent finding it finished."""
+        return "stages (s): " + ", ".join(
+            f"{k} re-used (earlier run)" if v is None else f"{k} {v:.0f}" for k, v in self.seconds.items()
+        )
 
 
 def _score(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> tuple[float, float]:
@@ -185,8 +196,11 @@ def _differences(path: Path, found: dict[str, Any], wanted: dict[str, Any]) -> s
     return f"{path}: made with other settings ({'; '.join(differ)})" if differ else None
 
 
-def _train(cfg: DemoConfig, run_dir: Path, target: Path, say: Callable[[str], None], **settings: Any) -> Path:
-    """Train (or re-use a finished run in ``run_dir``) on the built-in structures simulated on the fly."""
+def _train(
+    cfg: DemoConfig, run_dir: Path, target: Path, say: Callable[[str], None], **settings: Any
+) -> tuple[Path, bool]:
+    """Train (or re-use a finished run in ``run_dir``) on the built-in structures simulated on the
+    fly; the run and whether it was re-used (its time is then not a training time)."""
     from cryoshift.training.trainer import TrainConfig, train
 
     source = ",".join(f"builtin:{s}" for s in cfg.structures)
@@ -203,7 +217,8 @@ def _train(cfg: DemoConfig, run_dir: Path, target: Path, say: Callable[[str], No
     if run_dir.exists() or run_dir.is_symlink():
         why = _stale_run(run_dir, wanted)
         if why is None:
-            return run_dir
+            say(f"    re-used: the finished run in {run_dir} (made by an earlier demo)")
+            return run_dir, True
         say(f"    not re-used: {why}; training again")
         _remove(run_dir)  # an unfinished, damaged or other run from an earlier demo
     train(
@@ -222,7 +237,7 @@ def _train(cfg: DemoConfig, run_dir: Path, target: Path, say: Callable[[str], No
             **settings,
         )
     )
-    return run_dir
+    return run_dir, False
 
 
 def run_demo(
@@ -255,6 +270,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     paths: dict[str, str] = {}
+    reused: list[str] = []  # stages found finished in --out (their seconds are not theirs)
 
     t0 = time.perf_counter()
     tgt_dir = out / "data" / "target"
@@ -275,14 +291,17 @@ def run_demo(
             say(f"    not re-used: {why}; simulating it again (and training again)")
             _remove(tgt_dir)
             _remove(out / "runs")
-    if not tgt_dir.exists():
+    if tgt_dir.exists():
+        say(f"    re-used: the target in {tgt_dir} (made by an earlier demo)")
+        reused.append("simulate")
+    else:
         simulate_to_dataset(structures, target_config(), cfg.n_target, tgt_dir, cfg.seed + TARGET_SEED)
     seconds["simulate"] = time.perf_counter() - t0
     paths["target"] = str(tgt_dir)
 
     t0 = time.perf_counter()
     say(f"2/6 training source-only: simulation alone ({cfg.epochs} epochs x {cfg.sim_per_epoch})")
-    so_run = _train(
+    so_run, again = _train(
         cfg,
         out / "runs" / "source-only",
         tgt_dir,
@@ -292,13 +311,17 @@ def run_demo(
         spectrum_match=False,
     )
     seconds["train source-only"] = time.perf_counter() - t0
+    reused += ["train source-only"] if again else []
     t0 = time.perf_counter()
     say(
         f"3/6 training with cryoshift train's defaults, same budget, {cfg.template_labels} target "
         "subtomograms template-matched for pseudo-labels"
     )
-    default_run = _train(cfg, out / "runs" / "default", tgt_dir, say, template_labels=cfg.template_labels)
+    default_run, again = _train(
+        cfg, out / "runs" / "default", tgt_dir, say, template_labels=cfg.template_labels
+    )
     seconds["train default"] = time.perf_counter() - t0
+    reused += ["train default"] if again else []
     paths.update({"run source-only": str(so_run), "run default": str(default_run)})
 
     # Scoring and the template-matching baseline: the only places target labels are read.
@@ -387,9 +410,8 @@ def run_demo(
         "wall_s": summary.wall_s,
         "template_matching_rate": float(tm.rate),
     }
-    result = DemoResult(
-        str(out), class_names, rows, runtime, {k_: round(v, 1) for k_, v in seconds.items()}, paths
-    )
+    timed = {k_: None if k_ in reused else round(v, 1) for k_, v in seconds.items()}
+    result = DemoResult(str(out), class_names, rows, runtime, timed, paths, reused)
     from cryoshift.runtime.outfiles import write_text  # never through a link planted in the folder
 
     write_text(out / "demo.json", json.dumps({**result.to_dict(), "config": asdict(cfg)}, indent=1) + "\n")
@@ -505,7 +527,7 @@ def command(
         f"{rt['template_matching_rate']:.1f} subtomograms/s "
         f"({rt['rate'] / max(rt['template_matching_rate'], 1e-9):,.0f}x slower)"
     )
-    console.print("stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()))
+    console.print(result.stage_times())
     paths = {k: markup_safe(v) for k, v in result.paths.items()}
     console.print(
         f"outputs in {markup_safe(result.out_dir)}: model {paths['onnx']}, "

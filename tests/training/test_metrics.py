@@ -129,8 +129,8 @@ def test_collapse_is_flagged_never_selected_and_warned() -> None:
     spread = np.eye(6)[rng.integers(0, 6, 120)] * 3
     assert target_scores(collapsed, balanced_source)["collapsed"] == 1.0
     assert target_scores(spread, balanced_source)["collapsed"] == 0.0
-    # a source that itself predicts one class is not a target collapse
-    assert target_scores(collapsed, collapsed)["collapsed"] == 0.0
+    # one class on the source too is a collapse as well (the model learned nothing)
+    assert target_scores(collapsed, collapsed)["collapsed"] == 1.0
     assert collapse_share(6) == 0.5 and collapse_share(2) == 0.9
     assert collapse_share(3) == pytest.approx(2.5 / 3)
 
