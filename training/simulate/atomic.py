@@ -2,11 +2,13 @@
 
 gemmi sums the electron scattering factors of every atom on a grid; a Gaussian blur of
 B = 8 pi^2 sigma^2 with sigma = 0.225 * resolution (the molmap convention) limits the map to
-the chosen resolution. Hydrogens and waters are removed: at 1 nm voxels they only add a
-uniform haze. Alternate conformations (altlocs) are all kept at their occupancies, as gemmi weighs
-every atom by its occupancy. Of several models the first is used when they are superposed (an NMR
-ensemble); models that lie apart (a biological assembly stored one copy per model) are refused,
-since any one of them would be a wrong particle. Files may be gzipped (``.pdb.gz``, ``.cif.gz``).
+the chosen resolution. Hydrogens and waters (the PDB's names and molecular dynamics' ones,
+:data:`MD_WATER_NAMES`) are removed: at 1 nm voxels they only add a uniform haze. Alternate
+conformations (altlocs) are all kept at their occupancies, as gemmi weighs every atom by its
+occupancy. The models of an RCSB biological-assembly file (``.pdb1``, ``.pdb2`` ...) are the copies
+of one assembly and all are used. Of several models in another file the first is used when they are
+superposed (an NMR ensemble); models that lie apart (an assembly stored one copy per model) are
+refused, since any one of them would be a wrong particle. Files may be gzipped (``.pdb.gz``, ``.cif.gz``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoshift.runtime.contract import ATOMIC_MODEL_COMPRESSED_SUFFIX, ATOMIC_MODEL_SUFFIXES
+from cryoshift.runtime.contract import (
+    ATOMIC_MODEL_COMPRESSED_SUFFIX,
+    ATOMIC_MODEL_SUFFIXES,
+    RCSB_ASSEMBLY_SUFFIXES,
+)
 from cryoshift.runtime.errors import InputError
 
 # Largest density grid computed (float32, ~4 GiB, and gemmi needs about as much again): a
@@ -33,6 +39,11 @@ MAX_MODEL_BYTES = 2**31
 # Models whose centres lie further apart than this (A) are not an ensemble of one molecule.
 ENSEMBLE_TOLERANCE = 10.0
 COMPRESSED_SUFFIX = ATOMIC_MODEL_COMPRESSED_SUFFIX
+# Residue names of water in molecular-dynamics snapshots (GROMACS SOL, CHARMM TIP3 that a PDB file's
+# 3 columns cut to TIP, AMBER WAT/TP3 ...). gemmi's remove_waters and is_water know only HOH, WAT,
+# H2O and DOD, so a snapshot of a conformational state kept every water oxygen and its class was a
+# block of solvent. They are the water models' names in the force fields' residue libraries.
+MD_WATER_NAMES = ("SOL", "TIP", "TIP3", "TIP4", "TIP5", "TP3", "T3P", "T4P", "SPC", "SPCE", "OPC")
 
 
 def model_suffix(path: str | Path) -> str:
@@ -182,12 +193,50 @@ def _read_model(path: Path):
     """The model cleaned up for density (no hydrogens, waters or unknown elements), and how many
     atoms of unknown element were left out of its first model."""
     st = _parse(path)
+    _merge_assembly(path, st)
     st.remove_hydrogens()
     st.remove_waters()
+    _remove_md_waters(st)
     unknown = _drop_unknown_elements(path, st)
     st.remove_empty_chains()
     _check_models(path, st)
     return st, unknown
+
+
+def is_assembly_file(path: str | Path) -> bool:
+    """Whether ``path`` is an RCSB biological-assembly file (``.pdb1``, ``.pdb2.gz`` ...)."""
+    return model_suffix(path).removesuffix(COMPRESSED_SUFFIX) in RCSB_ASSEMBLY_SUFFIXES
+
+
+def _merge_assembly(path: Path, st) -> None:
+    """Put every MODEL of an RCSB assembly file into the first: there each MODEL is one copy of the
+    assembly (that is what the format means), never an NMR ensemble. Why: copies whose centres
+    lie within ENSEMBLE_TOLERANCE (an intertwined or coiled-coil dimer) were taken for an ensemble
+    and the first alone simulated, a monomer for a dimer; copies further apart were refused."""
+    if not is_assembly_file(path) or len(st) < 2:
+        return
+    first = st[0]
+    for model in list(st)[1:]:
+        for chain in model:
+            first.add_chain(chain)
+    while len(st) > 1:
+        del st[len(st) - 1]
+
+
+def _remove_md_waters(st) -> None:
+    """Remove the residues named as molecular-dynamics water (:data:`MD_WATER_NAMES`), in every
+    model; one gemmi selection, as deleting 10^5 residues one by one is quadratic."""
+    import gemmi
+
+    names = set(MD_WATER_NAMES)
+    if not any(r.name in names for model in st for ch in model for r in ch):
+        return  # (the selection also removes an emptied model: a hydrogens-only file lost its model)
+    gemmi.Selection(f"({','.join(MD_WATER_NAMES)})").remove_selected(st)
+
+
+def _is_water(residue) -> bool:
+    """Water by gemmi's names (HOH, WAT, H2O, DOD) or a molecular-dynamics name."""
+    return residue.is_water() or residue.name in MD_WATER_NAMES
 
 
 def _drop_unknown_elements(path: Path, st) -> int:
@@ -284,10 +333,12 @@ def describe_model(path: str | Path) -> list[tuple[str, str]]:
     coordinates, models that are not superposed)."""
     path = Path(path)
     st = _parse(path)
+    models = len(st)
+    _merge_assembly(path, st)
     model = st[0]
     atoms = [a for ch in model for r in ch for a in r]
     hydrogens = sum(a.is_hydrogen() for a in atoms)
-    waters = sum(len(r) for ch in model for r in ch if r.is_water())
+    waters = sum(len(r) for ch in model for r in ch if _is_water(r))
     altlocs = sum(a.altloc != "\0" for a in atoms)
     cleaned, unknown = _read_model(path)
     used = _usable_xyz(path, cleaned[0])
@@ -296,7 +347,7 @@ def describe_model(path: str | Path) -> list[tuple[str, str]]:
     kind = "mmCIF" if ".cif" in model_suffix(path) else "PDB"
     rows = [
         ("type", f"atomic model ({kind}{gz})"),
-        ("models", f"{len(st)}" + (" (superposed: the first is used)" if len(st) > 1 else "")),
+        ("models", f"{models}" + _models_note(path, models)),
         ("chains", str(len(model))),
         ("atoms", f"{len(atoms)} ({hydrogens} hydrogens, {waters} in waters, {altlocs} with altlocs)"),
         (
@@ -306,6 +357,15 @@ def describe_model(path: str | Path) -> list[tuple[str, str]]:
         ("extent (A)", " x ".join(f"{v:.1f}" for v in span) + " (X, Y, Z)"),
     ]
     return rows
+
+
+def _models_note(path: Path, models: int) -> str:
+    """What ``cryoshift info`` says cryoshift does with a file's several models."""
+    if models < 2:
+        return ""
+    if is_assembly_file(path):
+        return " (copies of one biological assembly: all are used)"
+    return " (superposed: the first is used)"
 
 
 def atom_positions(path: str | Path) -> np.ndarray:

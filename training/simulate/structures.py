@@ -410,8 +410,10 @@ def solvent_level(data: np.ndarray) -> tuple[float, float]:
 
 # Least share of a map's border voxels above TOUCH_LEVEL x its peak (and above the noise) for the
 # density to "touch the faces": the masked maps of shared/data have none; a tight crop of the
-# tripod of the tests 24 %.
-TOUCH_SHARE = 0.01
+# tripod of the tests 24 %. A box cutting through a particle shows only the cut's cross-section on
+# the border: cutting 5-8 % of the density off the maps of shared/data/maps/10A leaves 0.2-2.4 % of
+# the border above the level (1 % let a 6 % cut pass unsaid), so 0.1 %: every cut of 5 % or more.
+TOUCH_SHARE = 0.001
 TOUCH_LEVEL = 0.1
 
 
@@ -483,6 +485,73 @@ def _refuse_half_map_or_mask(path: Path, data: np.ndarray) -> None:
         raise InputError(path, f"this is a mask ({why}), not a particle's density: give the particle's map")
 
 
+def _refuse_unmarked_bytes(path: Path, header: dict, raw: np.ndarray) -> None:
+    """Refuse a mode-0 (8-bit) map without IMOD's stamp that holds negative bytes.
+
+    Why: MRC2014 says mode-0 bytes are signed, but old tools and converters write unsigned bytes
+    without IMOD's stamp that says so; read signed, every voxel above 127 (the particle's core)
+    wrapped to negative and the class was a hollow shell, silently. Without the stamp the bytes are
+    ambiguous, and nothing in a density proves either reading; only where no byte is negative (all
+    below 128) do both readings agree, and the map is read."""
+    from cryoshift.runtime.mrc import _check_raw_header
+
+    if header["mode"] != 0 or header["unsigned_bytes"]:
+        return
+    if _check_raw_header(path, header["compressed"]).imod_flags is not None:  # stamped: signed as said
+        return
+    negative = int(np.count_nonzero(raw < 0))
+    if negative:
+        raise InputError(
+            path,
+            f"an 8-bit (mode 0) map without IMOD's flag that says whether its bytes are signed, and "
+            f"{negative} voxels are negative read signed (as the core of an unsigned map, above 127, "
+            "would be): give it as a float32 (mode 2) map",
+        )
+
+
+# A masked map (exactly constant outside its mask) whose solvent inside the mask, measured in the
+# shell of MASK_SHELL voxels just inside it, lies more than MASKED_OFFSET_SHARE of the map's range
+# from the outside level: a subtomogram average masked in tomogram grey levels. Deposited masked maps
+# have 0.000-0.002 (shared/data/maps/10A); an average with its solvent at 0.1 x its peak 0.04 (still
+# a fair class), at 0.3 x its peak 0.15 (a solid ball of the wrong contrast).
+MASKED_OFFSET_SHARE = 0.1
+MASK_SHELL = 3
+# ... and only when the mask encloses more than its shell (this share of the voxels inside it lie
+# deeper): a thin sheet or slab is all shell, its own density read as "solvent"
+MASKED_DEEP_SHARE = 0.1
+
+
+def _refuse_masked_solvent_offset(path: Path, data: np.ndarray, level: float, noise: float) -> None:
+    """Refuse a masked map whose solvent inside the mask is far from the level outside it.
+
+    Why: the face that varies least is then the exact constant outside the mask, so the map counted
+    as clean with solvent there; the masked solvent plateau inside (a dark average on a tomogram's
+    grey level, then masked) became a solid ball of density, of the wrong contrast, silently. Not
+    corrected: the mask's soft edge scales the plateau by an unknown profile, so no one level can be
+    subtracted safely."""
+    spread = float(data.max() - data.min())
+    if noise > NOISE_FLOOR * spread:  # not masked: solvent_level measured real solvent noise
+        return
+    outside = np.abs(data - level) <= 1e-6 * spread
+    shell = ~outside & ndimage.binary_dilation(outside, iterations=MASK_SHELL)
+    if not shell.any():
+        return
+    inside = data[~outside]
+    solvent = float(np.median(data[shell]))
+    span = float(inside.max() - inside.min())
+    deep = ~outside & ~shell  # further inside than the shell: where a masked average's particle is
+    if span <= 0 or deep.sum() < MASKED_DEEP_SHARE * inside.size:
+        return  # no inside beyond the shell: the object itself is thin (a sheet, a slab), no plateau
+    share = abs(solvent - level) / span
+    if share > MASKED_OFFSET_SHARE:
+        raise InputError(
+            path,
+            f"a masked map whose solvent inside the mask is at {solvent:.4g}, not {level:g} as outside "
+            f"it ({100 * share:.0f} % of its range): subtract the solvent level (or unmask) before "
+            "using it",
+        )
+
+
 def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray:
     """Load an MRC density map of any voxel size; dark maps (protein negative) are inverted.
 
@@ -498,7 +567,9 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
     header = read_header(path)
     _check_map_shape(path, header)
     check_isotropic(header, path)
-    data = read_volume(path).astype(np.float64)
+    raw = read_volume(path)
+    _refuse_unmarked_bytes(path, header, raw)
+    data = raw.astype(np.float64)
     in_voxel = float(header["voxel_size"]) if header["voxel_size_known"] else 0.0
     if data.ndim != 3 or min(data.shape) < 2:
         shape = None if data is None else data.shape
@@ -513,6 +584,7 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
         raise InputError(path, f"map is constant (every voxel {data.flat[0]:g}): it holds no density")
     _refuse_half_map_or_mask(path, data)
     level, noise = solvent_level(data)
+    _refuse_masked_solvent_offset(path, data, level, noise)
     data = data - level
     # in units of its spread: a map of small numbers (1e-20, a scale in other units) is as skewed as
     # any; an absolute floor under the variance called it "skewness 0.00" and refused it
@@ -580,7 +652,7 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
         done.append(f"solvent noise ({100 * noise_share:.2g} % of the peak) masked off around the particle")
     if touching:
         done.append(
-            f"its density touches the map's faces ({100 * touching:.0f} % of the border is density: "
+            f"its density touches the map's faces ({100 * touching:.2g} % of the border is density: "
             "cropped tightly?); what lay beyond them is missing from the class, give the uncropped map"
         )
     if done:
@@ -742,6 +814,7 @@ def load_structures(
         raise InputError(", ".join(sources), "no structure could be loaded")
     stack = np.stack(maps)
     _refuse_lookalikes(names, stack, given, box_size, voxel_size)
+    _refuse_turned_lookalikes(names, stack, given)
     return Structures(names=names, maps=stack, voxel_size=float(voxel_size), sources=origins, skipped=skipped)
 
 
@@ -802,6 +875,116 @@ def _refuse_lookalikes(
         "two samplings, a half map)? check that the maps differ and that the voxel sizes (map "
         "headers, --voxel-size) are right",
     )
+
+
+# Rotation-invariant near-duplicates. The simulator turns every particle at random, so one structure
+# in two orientations or hands (two depositions of one complex, each in its own frame; a hand-flipped
+# reconstruction) gives the same class under two labels, though the maps correlate 0.53-0.81 as they
+# lie. A pair is a candidate when its invariants agree: the square roots of the sorted eigenvalues
+# of the density's second moments within TURNED_SHAPE_TOLERANCE of the largest (one map turned or
+# mirrored: 0.003; the closest distinct maps of shared/data/maps/10A at 32^3 x 10 A: 0.057) and its
+# radial profiles correlating above TURNED_PROFILE_CORRELATION (1.000 against 0.986 and less among
+# those). A candidate is then aligned (TURNED_ROTATIONS near-uniform rotations and as many mirrored,
+# the best refined to TURNED_FINEST_DEG) on a grid of at most TURNED_GRID voxels, and refused above
+# MAX_FILE_MAP_CORRELATION (one map turned 17 or 90 degrees or mirrored: 0.996-0.997).
+TURNED_SHAPE_TOLERANCE = 0.03
+TURNED_PROFILE_CORRELATION = 0.99
+TURNED_ROTATIONS = 400
+TURNED_FINEST_DEG = 0.5
+TURNED_GRID = 32
+
+
+def _shape_invariants(density: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Square roots of the sorted eigenvalues of a map's second moments (its positive density), its
+    radial mass profile (1-voxel shells around its centre of mass) and that centre (z, y, x)."""
+    weights = np.clip(density.astype(np.float64), 0, None).ravel()
+    weights = weights / weights.sum()
+    idx = np.indices(density.shape).reshape(3, -1).astype(np.float64)
+    centre = idx @ weights
+    offsets = idx - centre[:, None]
+    cov = (offsets * weights) @ offsets.T
+    radius = np.rint(np.sqrt((offsets**2).sum(0))).astype(int)
+    profile = np.bincount(radius, weights=weights)[: density.shape[0]]
+    return np.sqrt(np.clip(np.linalg.eigvalsh(cov), 0, None)), profile, centre
+
+
+def _turned(density: np.ndarray, matrix: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``density`` rotated (or mirrored) by ``matrix`` about voxel ``source``, moved onto ``target``."""
+    return ndimage.affine_transform(
+        density, matrix, offset=source - matrix @ target, order=1, mode="constant"
+    )
+
+
+def _best_aligned_correlation(
+    a: np.ndarray, b: np.ndarray, centre_a: np.ndarray, centre_b: np.ndarray
+) -> float:
+    """The highest Pearson correlation of map ``a`` with map ``b`` turned about its centre of mass
+    onto ``a``'s, proper rotations and mirror images alike: a coarse near-uniform search, the best
+    three refined by halving steps about each axis."""
+    from scipy.spatial.transform import Rotation
+
+    from cryoshift.training.template_matching import fibonacci_rotations
+
+    def corr(matrix: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel(), _turned(b, matrix, centre_b, centre_a).ravel())[0, 1])
+
+    rotations = fibonacci_rotations(TURNED_ROTATIONS)
+    candidates = [*rotations, *(r @ np.diag([-1.0, 1.0, 1.0]) for r in rotations)]
+    scores = [corr(m) for m in candidates]
+    best = -1.0
+    for k in np.argsort(scores)[-3:]:
+        matrix, score, step = candidates[k], scores[k], 8.0
+        while step >= TURNED_FINEST_DEG:
+            moves = [
+                Rotation.from_rotvec(math.radians(sign * step) * axis).as_matrix() @ matrix
+                for axis in np.eye(3)
+                for sign in (1, -1)
+            ]
+            moved = [corr(m) for m in moves]
+            if max(moved) > score:
+                score, matrix = max(moved), moves[int(np.argmax(moved))]
+            else:
+                step /= 2
+        best = max(best, score)
+    return best
+
+
+def _refuse_turned_lookalikes(names: list[str], maps: np.ndarray, given: list[str]) -> None:
+    """Refuse two classes, at least one from a file, that are one structure turned or mirrored
+    (see TURNED_SHAPE_TOLERANCE), naming both files: the simulator turns every particle at random,
+    so the two classes would be one particle under two labels. _refuse_lookalikes compares the maps
+    only as they lie."""
+    if len(maps) < 2:
+        return
+    box = maps.shape[-1]
+    factor = min(1.0, TURNED_GRID / box)
+    small = [
+        np.clip(m.astype(np.float64), 0, None)
+        if factor == 1.0
+        else ndimage.zoom(
+            ndimage.gaussian_filter(np.clip(m.astype(np.float64), 0, None), 0.42 / factor), factor, order=1
+        )
+        for m in maps
+    ]
+    invariants = [_shape_invariants(m) for m in small]
+    for i, j in itertools.combinations(range(len(maps)), 2):
+        if given[i].startswith("builtin:") and given[j].startswith("builtin:"):
+            continue
+        (axes_i, profile_i, centre_i), (axes_j, profile_j, centre_j) = invariants[i], invariants[j]
+        if np.abs(axes_i - axes_j).max() > TURNED_SHAPE_TOLERANCE * max(axes_i.max(), axes_j.max()):
+            continue
+        if np.corrcoef(profile_i, profile_j)[0, 1] <= TURNED_PROFILE_CORRELATION:
+            continue
+        score = _best_aligned_correlation(small[i], small[j], centre_i, centre_j)
+        if score > MAX_FILE_MAP_CORRELATION:
+            k, other = (j, i) if not given[j].startswith("builtin:") else (i, j)
+            raise InputError(
+                given[k],
+                f"class {names[k]!r} is the same structure as class {names[other]!r} ({given[other]}) "
+                f"turned or mirrored (Pearson correlation {score:.4f} > {MAX_FILE_MAP_CORRELATION:g} "
+                "once aligned): the simulator turns particles at random, so they would be one class "
+                "under two labels; give one of them",
+            )
 
 
 def split_sources(items: list[str]) -> list[str]:
