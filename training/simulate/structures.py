@@ -509,49 +509,6 @@ def _refuse_unmarked_bytes(path: Path, header: dict, raw: np.ndarray) -> None:
         )
 
 
-# A masked map (exactly constant outside its mask) whose solvent inside the mask, measured in the
-# shell of MASK_SHELL voxels just inside it, lies more than MASKED_OFFSET_SHARE of the map's range
-# from the outside level: a subtomogram average masked in tomogram grey levels. Deposited masked maps
-# have 0.000-0.002 (shared/data/maps/10A); an average with its solvent at 0.1 x its peak 0.04 (still
-# a fair class), at 0.3 x its peak 0.15 (a solid ball of the wrong contrast).
-MASKED_OFFSET_SHARE = 0.1
-MASK_SHELL = 3
-# ... and only when the mask encloses more than its shell (this share of the voxels inside it lie
-# deeper): a thin sheet or slab is all shell, its own density read as "solvent"
-MASKED_DEEP_SHARE = 0.1
-
-
-def _refuse_masked_solvent_offset(path: Path, data: np.ndarray, level: float, noise: float) -> None:
-    """Refuse a masked map whose solvent inside the mask is far from the level outside it.
-
-    Why: the face that varies least is then the exact constant outside the mask, so the map counted
-    as clean with solvent there; the masked solvent plateau inside (a dark average on a tomogram's
-    grey level, then masked) became a solid ball of density, of the wrong contrast, silently. Not
-    corrected: the mask's soft edge scales the plateau by an unknown profile, so no one level can be
-    subtracted safely."""
-    spread = float(data.max() - data.min())
-    if noise > NOISE_FLOOR * spread:  # not masked: solvent_level measured real solvent noise
-        return
-    outside = np.abs(data - level) <= 1e-6 * spread
-    shell = ~outside & ndimage.binary_dilation(outside, iterations=MASK_SHELL)
-    if not shell.any():
-        return
-    inside = data[~outside]
-    solvent = float(np.median(data[shell]))
-    span = float(inside.max() - inside.min())
-    deep = ~outside & ~shell  # further inside than the shell: where a masked average's particle is
-    if span <= 0 or deep.sum() < MASKED_DEEP_SHARE * inside.size:
-        return  # no inside beyond the shell: the object itself is thin (a sheet, a slab), no plateau
-    share = abs(solvent - level) / span
-    if share > MASKED_OFFSET_SHARE:
-        raise InputError(
-            path,
-            f"a masked map whose solvent inside the mask is at {solvent:.4g}, not {level:g} as outside "
-            f"it ({100 * share:.0f} % of its range): subtract the solvent level (or unmask) before "
-            "using it",
-        )
-
-
 def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray:
     """Load an MRC density map of any voxel size; dark maps (protein negative) are inverted.
 
@@ -584,7 +541,6 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
         raise InputError(path, f"map is constant (every voxel {data.flat[0]:g}): it holds no density")
     _refuse_half_map_or_mask(path, data)
     level, noise = solvent_level(data)
-    _refuse_masked_solvent_offset(path, data, level, noise)
     data = data - level
     # in units of its spread: a map of small numbers (1e-20, a scale in other units) is as skewed as
     # any; an absolute floor under the variance called it "skewness 0.00" and refused it

@@ -1,5 +1,5 @@
 """Source structures that became silently wrong classes (structures tester's report): MD waters,
-masked maps with a solvent offset, unstamped unsigned bytes, a box cutting the particle, RCSB
+unstamped unsigned bytes, a box cutting the particle, RCSB
 assembly files. Each test writes a tiny real map or model and goes through the real loaders."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_md_waters_are_removed_and_counted(tmp_path: Path, resname: str, atom: s
     assert rows["heavy atoms used"] == str(len(xyz))
 
 
-# --- 2. masked map with a solvent offset inside the mask ----------------------------------------
+# --- maps the tests write ----------------------------------------
 
 
 def _blob(size: int = 32) -> np.ndarray:
@@ -88,44 +88,6 @@ def _write_map(path: Path, data: np.ndarray, voxel: float = VOXEL, dtype=np.floa
         m.set_data(np.ascontiguousarray(data).astype(dtype))
         m.voxel_size = voxel
     return path
-
-
-def _sphere_mask(size: int, radius: float, edge: float = 2.0) -> np.ndarray:
-    z, y, x = np.indices((size, size, size)) - size / 2
-    return np.clip((radius - np.sqrt(x**2 + y**2 + z**2)) / edge, 0.0, 1.0)
-
-
-@pytest.mark.parametrize("offset", [0.3, 0.5, -0.4])
-def test_masked_average_with_solvent_offset_is_refused(tmp_path: Path, offset: float) -> None:
-    """A subtomogram average (dark particle on the tomogram's grey level, noise) multiplied by a
-    soft sphere: exactly 0 outside, a plateau inside. It became a solid ball of wrong contrast."""
-    rng = np.random.default_rng(0)
-    size = 32
-    average = (-_blob(size) + offset + rng.normal(scale=0.05, size=(size,) * 3)) * _sphere_mask(size, 11)
-    path = _write_map(tmp_path / "sta.mrc", average)
-    with pytest.raises(InputError, match="masked map whose solvent inside the mask is at") as info:
-        load_structures([str(path)], BOX, VOXEL)
-    assert "subtract the solvent level (or unmask)" in str(info.value)
-    assert "\n" not in str(info.value)
-    # in a folder it is skipped with that reason, the other class still loads
-    folder = tmp_path / "src"
-    folder.mkdir()
-    path.rename(folder / "sta.mrc")
-    _write_map(folder / "good.mrc", _blob(size))
-    _write_map(folder / "other.mrc", np.transpose(_blob(size), (2, 1, 0)) ** 2)
-    loaded = load_structures([str(folder)], BOX, VOXEL)
-    assert loaded.names == ["good", "other"]
-    assert [s.file for s in loaded.skipped] == [str(folder / "sta.mrc")]
-    assert "solvent inside the mask" in loaded.skipped[0].reason
-
-
-def test_masked_map_at_zero_solvent_still_loads(tmp_path: Path) -> None:
-    """The control: the same average with its solvent at 0 inside the mask is a fine class."""
-    size = 32
-    clean = _blob(size) * _sphere_mask(size, 11)
-    loaded = _class(_write_map(tmp_path / "clean.mrc", clean))
-    reference = _class(_write_map(tmp_path / "ref.mrc", _blob(size)))
-    assert _corr(loaded, reference) > 0.99
 
 
 # --- 3. unsigned bytes without IMOD's stamp -----------------------------------------------------
