@@ -61,67 +61,6 @@ class CalibrationNote(ExportNote):
     writes no shift score, and said nothing about it. The CLI prints it as a note."""
 
 
-def calibration_note(
-    metadata: ModelMetadata, checkpoint: Path, config: dict[str, Any] | None = None
-) -> str | None:
-    """What ``checkpoint``'s metadata lacks of what training's calibration gives a model, what
-    that means for classify, and which model has it; None when it lacks nothing. ``config`` is
-    the training config the checkpoint records (it tells why a model.pt lacks calibration).
-
-    Training calibrates only the selected model (model.pt): the temperature and the unknown
-    threshold are fitted on held-out source volumes (none with --val-fraction 0: threshold 0),
-    the shift-score reference is the adapted target's features; epoch checkpoints have neither."""
-    lacking = []
-    if metadata.unknown_threshold == 0.0:
-        temperature = "temperature 1, " if metadata.temperature == 1.0 else ""
-        lacking.append(f"no calibration ({temperature}unknown threshold 0: classify marks nothing unknown)")
-    if not metadata.feature_mean:
-        lacking.append("no shift-score reference (classify writes NaN shift scores)")
-    if not lacking:
-        return None
-    where = _calibrated_model(checkpoint, config or {})
-    return f"{checkpoint} is not calibrated: it has {' and '.join(lacking)}; {where}"
-
-
-VAL_FRACTION_WAY = "train with --val-fraction above 0 (held-out source volumes) to calibrate"
-
-
-def _calibrated_model(checkpoint: Path, config: dict[str, Any]) -> str:
-    """Where the calibrated model of an uncalibrated ``checkpoint`` is, in words: its run's
-    model.pt (for an epoch checkpoint or resume.pt), unless that lacks calibration too (a run
-    trained with --val-fraction 0, whose model.pt is ``checkpoint`` itself or beside it)."""
-    from cryoshift.training.checkpoint import RUN_MODEL, read_checkpoint
-    from cryoshift.training.run import CHECKPOINTS
-
-    run_model = checkpoint.parent.parent / RUN_MODEL
-    if checkpoint.name == RUN_MODEL:
-        return _why_run_model_uncalibrated(config)
-    if checkpoint.parent.name != CHECKPOINTS or not run_model.is_file():
-        return f"a training run's {RUN_MODEL} is its calibrated model"
-    try:
-        calibrated = ModelMetadata.from_dict(read_checkpoint(run_model)["metadata"]).unknown_threshold > 0
-    except InputError:
-        calibrated = False
-    if calibrated:
-        return f"the run's {run_model} is the calibrated model: use that"
-    return f"the run's {run_model} is not calibrated either (--val-fraction 0?); {VAL_FRACTION_WAY}"
-
-
-def _why_run_model_uncalibrated(config: dict[str, Any]) -> str:
-    """Why a model.pt lacks calibration, by the training config it records: a run that held
-    source volumes out calibrates its model.pt, so one without calibration is most likely an
-    epoch checkpoint copied over it (it was blamed on --val-fraction 0 all the same)."""
-    from cryoshift.training.checkpoint import RUN_MODEL
-
-    held_out = config.get("val_fraction")
-    if isinstance(held_out, int | float) and not isinstance(held_out, bool) and held_out > 0:
-        return (
-            f"its run held source volumes out (--val-fraction {held_out:g}), so this is likely an "
-            f"epoch checkpoint (not the run's calibrated {RUN_MODEL}?); restore that to export it"
-        )
-    return f"its run held no source volumes out (--val-fraction 0?); {VAL_FRACTION_WAY}"
-
-
 def export_model(
     model: nn.Module,
     metadata: ModelMetadata,
@@ -333,7 +272,12 @@ def export_checkpoint(
     pid. A folder holding another checkpoint's export (or this one's with other ``test_views``)
     raises :class:`InputError` too (:func:`refuse_earlier_export`).
     """
-    from cryoshift.training.checkpoint import checkpoint_config, load_checkpoint, resolve_checkpoint
+    from cryoshift.training.checkpoint import (
+        calibration_note,
+        checkpoint_config,
+        load_checkpoint,
+        resolve_checkpoint,
+    )
     from cryoshift.training.evaluate import check_made_by_its_run
     from cryoshift.training.trainer import RECIPE
 

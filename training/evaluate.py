@@ -481,8 +481,7 @@ def uncalibrated_note(model: Path, meta: ModelMetadata) -> str | None:
     "unknown 0.0 %" (it has no threshold) as if they were the model's, where export said why."""
     if is_onnx(model):
         return None
-    from cryoshift.export.api import calibration_note
-    from cryoshift.training.checkpoint import resolve_checkpoint
+    from cryoshift.training.checkpoint import calibration_note, resolve_checkpoint
 
     return calibration_note(meta, resolve_checkpoint(model), _checkpoint_config(model))
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from crop_probe import SHAPE, build_crop_probe, coded_tomogram, crop_centres
 from hostile_inputs import Capsys, assert_error, errors_table, predictions, put, run_cli
-from relion5_project import star_loop
+from relion5_project import TOMOGRAM_LABELS, star_loop
 from tiny_onnx import VOXEL
 
 from cryoshift.runtime.errors import InputError
@@ -88,18 +88,9 @@ def test_unrotated_tomogram_alone_is_one_line(probe: Path, tmp_path: Path, capsy
 
 def tomograms_star(root: Path, rec: Path, size_xyz: tuple[int, int, int]) -> Path:
     """A tomograms.star listing ``rec`` as TS_01 with rlnTomoSizeX/Y/Z ``size_xyz`` voxels x BINNING."""
-    labels = (
-        "rlnTomoName",
-        "rlnTomoTiltSeriesPixelSize",
-        "rlnTomoTomogramBinning",
-        "rlnTomoSizeX",
-        "rlnTomoSizeY",
-        "rlnTomoSizeZ",
-        "rlnTomoReconstructedTomogram",
-    )
     sizes = " ".join(str(n * BINNING) for n in size_xyz)
     row = f"TS_01 {VOXEL / BINNING:.6f} {BINNING:.6f} {sizes} {rec}"
-    return put(root / "tomograms.star", star_loop("global", labels, [row]))
+    return put(root / "tomograms.star", star_loop("global", TOMOGRAM_LABELS, [row]))
 
 
 def test_tomograms_star_stating_the_size_confirms_it(probe: Path, tmp_path: Path, capsys: Capsys) -> None:
