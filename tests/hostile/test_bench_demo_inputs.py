@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hostile_inputs import BOX, Capsys, assert_error, run_cli
 from tiny_onnx import linear_model
+from tiny_training import TINY_DEMO
 
 # the smallest bench that still runs every step
 SMALL = ["--n", 2, "--repeats", 1, "--batch-size", 2, "--workers", 1, "-b", "cpu"]
@@ -138,16 +139,6 @@ def test_demo_refuses_a_bad_out(tmp_path: Path, capsys: Capsys) -> None:
 # ---------------------------------------------------------------------------------------------
 # demo: re-used stages that are damaged or were made with other settings
 
-TINY = {
-    "n_target": 24,
-    "epochs": 1,
-    "sim_per_epoch": 32,
-    "template_labels": 8,
-    "tm_count": 6,
-    "threads": 1,
-    "progress": False,
-    "structures": ["ribosome", "proteasome", "membrane"],
-}
 SEED = 3
 
 
@@ -155,7 +146,7 @@ def _demo(out: Path, seed: int = SEED) -> tuple[object, list[str]]:
     from cryoshift.runtime.commands.demo import run_demo
 
     lines: list[str] = []
-    result = run_demo(out, quick=True, seed=seed, say=lines.append, **TINY)
+    result = run_demo(out, quick=True, seed=seed, say=lines.append, **TINY_DEMO)
     return result, lines
 
 
@@ -225,7 +216,7 @@ def test_demo_remakes_a_dataset_with_files_removed(finished: Path, tmp_path: Pat
     assert len(notes) == 1 and "volumes.mrc is missing" in notes[0], lines
     assert (out / "data" / "target" / "volumes.mrc").is_file()
     assert _mtime(out / "runs" / "default" / "model.pt") != default_model
-    assert result.rows[0]["n"] == TINY["n_target"]
+    assert result.rows[0]["n"] == TINY_DEMO["n_target"]
 
 
 @needs_torch

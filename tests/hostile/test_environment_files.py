@@ -34,9 +34,14 @@ METRICS = "epoch,loss,src_val_acc,tgt_im\n0,1.0,0.5,0.1\n1,0.8,0.6,0.2\n"
 def results(model: Path, tmp_path: Path, capsys: Capsys) -> Path:
     """A real classify output of four small volumes."""
     pytest.importorskip("matplotlib")
+    return _classified(model, tmp_path, capsys, 4)
+
+
+def _classified(model: Path, tmp_path: Path, capsys: Capsys, n: int) -> Path:
+    """``tmp_path/out``: classify's output of ``n`` small volumes written to ``tmp_path/vols``."""
     folder = tmp_path / "vols"
     folder.mkdir()
-    for i, v in enumerate(volumes(4)):
+    for i, v in enumerate(volumes(n)):
         write_volume(folder / f"v{i}.mrc", v, voxel_size=VOXEL)
     out = tmp_path / "out"
     code, _, err = run_cli(["classify", model, folder, "-o", out, "-q", "-b", "cpu"], capsys)
@@ -126,13 +131,7 @@ def test_report_default_page_does_not_replace_the_page_of_another_kind(results: 
 
 def test_lock_file_honours_the_umask(umask_002: None, model: Path, tmp_path: Path, capsys: Capsys) -> None:
     """Under umask 002 every output was group-writable except the lock (always 0644)."""
-    folder = tmp_path / "vols"
-    folder.mkdir()
-    for i, v in enumerate(volumes(2)):
-        write_volume(folder / f"v{i}.mrc", v, voxel_size=VOXEL)
-    out = tmp_path / "out"
-    code, _, err = run_cli(["classify", model, folder, "-o", out, "-q", "-b", "cpu"], capsys)
-    assert code == 0, err
+    out = _classified(model, tmp_path, capsys, 2)
     assert stat.S_IMODE((out / ".cryoshift-classify.lock").stat().st_mode) == 0o664
     other = tmp_path / "other"
     other.mkdir()

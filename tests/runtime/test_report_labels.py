@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_training import TINY_DEMO
 
 from cryoshift.runtime.cli import main
 
@@ -177,22 +178,12 @@ def test_demo_says_which_stages_it_reused(tmp_path):
     pytest.importorskip("torch")
     from cryoshift.runtime.commands.demo import run_demo
 
-    tiny = {
-        "n_target": 24,
-        "epochs": 1,
-        "sim_per_epoch": 32,
-        "template_labels": 8,
-        "tm_count": 6,
-        "threads": 1,
-        "progress": False,
-        "structures": ["ribosome", "proteasome", "membrane"],
-    }
     out = tmp_path / "demo"
-    first = run_demo(out, quick=True, seed=3, **tiny)
+    first = run_demo(out, quick=True, seed=3, **TINY_DEMO)
     assert first.reused == [] and all(isinstance(v, float) for v in first.seconds.values())
     assert "re-used" not in first.stage_times()
     lines: list[str] = []
-    again = run_demo(out, quick=True, seed=3, say=lines.append, **tiny)
+    again = run_demo(out, quick=True, seed=3, say=lines.append, **TINY_DEMO)
     stages = ["simulate", "train source-only", "train default"]
     assert again.reused == stages
     assert [k for k, v in again.seconds.items() if v is None] == stages

@@ -10,3 +10,15 @@ TINY_SIMULATED_SELFTRAIN = {
     "sim_val": 8,
     "method": "selftrain",
 }
+
+# `run_demo` in seconds: three built-ins, one epoch, a tiny target (the demo and report tests)
+TINY_DEMO = {
+    "n_target": 24,
+    "epochs": 1,
+    "sim_per_epoch": 32,
+    "template_labels": 8,
+    "tm_count": 6,
+    "threads": 1,
+    "progress": False,
+    "structures": ["ribosome", "proteasome", "membrane"],
+}
