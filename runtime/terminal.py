@@ -8,10 +8,11 @@ that does not show as itself as its escape; :func:`markup_safe` also escapes ric
 inside a ``console.print`` string, and :func:`plain` makes a rich ``Text`` (no markup, no emoji
 codes) for a table cell or title.
 
-:func:`say` is the one guarded writer of cryoshift's own lines (notes, warnings, the error count,
-a run's summary): a line that cannot be printed is dropped, never raised, so a reader gone from
-the pipe (``cryoshift classify ... 2>&1 | head -1``) does not stop a run before its results and
-manifest are written.
+:func:`say` is the one guarded writer of cryoshift's own lines on stderr (notes, warnings, the
+error count, the summary's warnings under ``-q``): a line that cannot be printed is dropped, never
+raised, so a reader gone from the pipe (``cryoshift classify ... 2>&1 | head -1``) does not stop a
+run before its results and manifest are written. The summary on stdout is a result and is not
+guarded (undelivered, the run exits 1).
 """
 
 from __future__ import annotations
