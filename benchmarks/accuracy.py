@@ -134,14 +134,16 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def maps_source() -> str:
-    """The user's maps, as ``cryoshift train --source`` takes them (comma-separated paths)."""
-    return ",".join(str(target_sim.MAPS_10A / f"{code}.mrc") for code in target_sim.CLASSES.values())
+def maps_source(target: str | None = None) -> str:
+    """The user's maps, as ``cryoshift train --source`` takes them (comma-separated paths): the
+    benchmark's six, or the held-out target's own (``target_sim.classes_of``)."""
+    codes = target_sim.classes_of(target or "").values()
+    return ",".join(str(target_sim.MAPS_10A / f"{code}.mrc") for code in codes)
 
 
-def class_names() -> list[str]:
+def class_names(target: str | None = None) -> list[str]:
     """Class names as the trainer derives them from the map files (their stems)."""
-    return list(target_sim.CLASSES.values())
+    return list(target_sim.classes_of(target or "").values())
 
 
 # --------------------------------------------------------------------------- data
@@ -171,8 +173,9 @@ def build_target(profile: Profile, target: str, draw: int, work: Path) -> tuple[
 
 
 def data_settings(profile: Profile, target: str, draw: int) -> dict[str, Any]:
-    """What one target's data draw depends on: its physics, split sizes, box, voxel size and seed."""
-    return {
+    """What one target's data draw depends on: its physics, split sizes, box, voxel size and seed
+    (and its classes, where it has its own)."""
+    settings = {
         "target": target,
         "physics": dataclasses.asdict(target_sim.ALL_TARGETS[target]),
         "n_adapt": profile.n_adapt,
@@ -181,6 +184,9 @@ def data_settings(profile: Profile, target: str, draw: int) -> dict[str, Any]:
         "voxel_size": profile.voxel_size,
         "seed": draw_seed(target, draw),
     }
+    if target in target_sim.TARGET_CLASSES:  # the six benchmark classes stay unkeyed: caches carry on
+        settings["classes"] = target_sim.classes_of(target)
+    return settings
 
 
 def _make_target(profile: Profile, target: str, draw: int, out: Path) -> None:
@@ -194,9 +200,14 @@ def _make_target(profile: Profile, target: str, draw: int, out: Path) -> None:
     physics = target_sim.ALL_TARGETS[target]
     n = profile.n_adapt + profile.n_test
     volumes, labels, _ = target_sim.make_target(
-        physics, n, seed=draw_seed(target, draw), box=profile.box, voxel_size=profile.voxel_size
+        physics,
+        n,
+        seed=draw_seed(target, draw),
+        box=profile.box,
+        voxel_size=profile.voxel_size,
+        classes=target_sim.classes_of(target),
     )
-    names = class_names()
+    names = class_names(target)
     out.mkdir(parents=True, exist_ok=True)
     write_dataset(
         adapt,
@@ -273,7 +284,13 @@ def default_settings() -> dict[str, Any]:
 
 
 def default_config(
-    profile: Profile, run_dir: Path, target_dir: Path, seed: int, threads: int | None, **overrides: Any
+    profile: Profile,
+    run_dir: Path,
+    target_dir: Path,
+    seed: int,
+    threads: int | None,
+    target: str | None = None,
+    **overrides: Any,
 ) -> TrainConfig:
     """What ``cryoshift train --source MAPS --target TARGET --box --voxel-size`` runs for a benchmark
     target, plus ``overrides`` (TrainConfig fields): the one place the benchmark and its screens
@@ -281,7 +298,7 @@ def default_config(
     from cryoshift.training.trainer import TrainConfig
 
     cfg = TrainConfig(
-        source=maps_source(),
+        source=maps_source(target),
         out=str(run_dir),
         target=str(target_dir),
         box=profile.box,
@@ -294,21 +311,28 @@ def default_config(
 
 
 def train_config(
-    profile: Profile, method: str, draw: int, target_dir: Path | None, run_dir: Path
+    profile: Profile,
+    method: str,
+    draw: int,
+    target_dir: Path | None,
+    run_dir: Path,
+    target: str | None = None,
 ) -> TrainConfig:
-    """The training config of one method's job (:func:`train`)."""
+    """The training config of one method's job (:func:`train`); ``target`` names its classes."""
     from cryoshift.training.trainer import TrainConfig
 
     if method in ("default", "oracle"):
         # The oracle is the ceiling of the default recipe: the same simulation, spectrum matching and
         # budget, with the adaptation split's true labels in place of template-matching pseudo-labels.
         assert target_dir is not None
-        cfg = default_config(profile, run_dir, target_dir, draw, profile.threads, **profile.default_overrides)
+        cfg = default_config(
+            profile, run_dir, target_dir, draw, profile.threads, target, **profile.default_overrides
+        )
         if method == "oracle":
             cfg = dataclasses.replace(cfg, method="oracle", template_labels=0, oracle_target_labels=True)
     else:
         cfg = TrainConfig(
-            source=maps_source(),
+            source=maps_source(target),
             out=str(run_dir),
             target=None if target_dir is None else str(target_dir),
             method=method,
@@ -372,12 +396,19 @@ def run_settings(cfg: TrainConfig) -> dict[str, Any]:
     return settings | method_settings(cfg.method, cfg.method_kwargs)
 
 
-def train(profile: Profile, method: str, draw: int, target_dir: Path | None, run_dir: Path) -> Path:
+def train(
+    profile: Profile,
+    method: str,
+    draw: int,
+    target_dir: Path | None,
+    run_dir: Path,
+    target: str | None = None,
+) -> Path:
     """Train one method with the project's trainer; returns model.pt. A finished or killed run in
     ``run_dir`` is reused or resumed only when made with the same settings (:func:`check_cached`)."""
     from cryoshift.training.trainer import train as run_train
 
-    cfg = train_config(profile, method, draw, target_dir, run_dir)
+    cfg = train_config(profile, method, draw, target_dir, run_dir, target)
     settings = run_settings(cfg)
     resumable = (run_dir / "checkpoints" / "resume.pt").is_file() and (run_dir / "config.json").is_file()
     if (run_dir / "model.pt").is_file() or resumable:
@@ -437,7 +468,9 @@ def template_matching(profile: Profile, target: str, test: Path) -> dict[str, An
     from cryoshift.training import template_matching as tm
 
     volumes, _ = load_test(test)
-    maps, _ = target_sim.load_maps(box=profile.box, voxel_size=profile.voxel_size)
+    maps, _ = target_sim.load_maps(
+        target_sim.classes_of(target), box=profile.box, voxel_size=profile.voxel_size
+    )
     physics = target_sim.ALL_TARGETS[target]
     res = tm.template_match(
         volumes,
@@ -483,7 +516,7 @@ def job_settings(profile: Profile, work: Path, target: str, method: str, draw: i
     key = record_path(work, target, method, draw).stem
     target_dir = None if method == "source-only" else work / "data" / f"{target}__d{draw}" / "adapt"
     return settings | {
-        "train": run_settings(train_config(profile, method, draw, target_dir, work / "runs" / key))
+        "train": run_settings(train_config(profile, method, draw, target_dir, work / "runs" / key, target))
     }
 
 
@@ -508,7 +541,7 @@ def run_job(profile: Profile, work: Path, target: str, method: str, draw: int) -
         record["model"] = str(model)
     else:
         adapt, _ = build_target(profile, target, draw, work)
-        model = train(profile, method, draw, adapt, work / "runs" / key)
+        model = train(profile, method, draw, adapt, work / "runs" / key, target)
         record["model"] = str(model)
     record["seconds"] = round(time.perf_counter() - t0, 1)
     done.parent.mkdir(parents=True, exist_ok=True)
@@ -520,7 +553,6 @@ def score(profile: Profile, work: Path, records: list[dict[str, Any]]) -> list[d
     """One row per (target, method, draw) with accuracy and macro-F1 on the test split."""
     from cryoshift.runtime.dataset import read_dataset
 
-    k = len(target_sim.CLASSES)
     rows = []
     targets = profile.targets or tuple(target_sim.TARGETS)
     # every network is scored as `cryoshift export` deploys the default: with its test-time views
@@ -532,6 +564,7 @@ def score(profile: Profile, work: Path, records: list[dict[str, Any]]) -> list[d
                 continue  # --collect: this target's draw has no finished job yet
             adapt, test = build_target(profile, target, draw, work)
             volumes, labels = load_test(test)
+            k = len(target_sim.classes_of(target))
             for rec in records:
                 if rec["draw"] != draw or rec["target"] not in (target, "*"):
                     continue
@@ -798,6 +831,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [t for t in changes["targets"] if t not in target_sim.ALL_TARGETS]
         if unknown:
             ap.error(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(target_sim.ALL_TARGETS)}")
+        own = [t for t in changes["targets"] if t in target_sim.TARGET_CLASSES]
+        shared = {"source-only", "adabn"} & set(changes.get("methods", profile.methods))
+        if own and shared:  # source-only trains once per draw on the six benchmark classes
+            ap.error(f"{', '.join(sorted(shared))} cannot score {', '.join(own)} (its own classes)")
     if args.draws:
         changes["draws"] = args.draws
     profile = dataclasses.replace(profile, **changes)

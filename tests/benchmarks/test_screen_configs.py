@@ -47,3 +47,20 @@ def test_ensemble_averages_probabilities() -> None:
     assert np.allclose(softmax(a).sum(1), 1.0)
     mean = (softmax(a) + softmax(b)) / 2
     assert (mean.argmax(1) == truth).all()
+
+
+def test_held_out_structures_train_and_match_their_own_maps(tmp_path: Path) -> None:
+    """holdout-structures has six other complexes: its default and oracle runs get those maps as
+    --source, its data keys them, and source-only (one run per draw on the benchmark's six classes)
+    is refused for it rather than scored against the wrong classes."""
+    profile = A.PROFILES["cpu"]
+    own = A.target_sim.classes_of("holdout-structures")
+    assert set(own.values()).isdisjoint(A.target_sim.CLASSES.values()) and len(own) == 6
+    for method in ("default", "oracle"):
+        cfg = A.train_config(profile, method, 0, tmp_path / "a", tmp_path / "r", "holdout-structures")
+        assert [Path(p).stem for p in cfg.source.split(",")] == list(own.values())
+    assert A.train_config(profile, "default", 0, tmp_path / "a", tmp_path / "r").source == A.maps_source()
+    assert A.data_settings(profile, "holdout-structures", 0)["classes"] == own
+    assert "classes" not in A.data_settings(profile, "lamella-60", 0)  # older caches keep their keys
+    with pytest.raises(SystemExit):
+        A.main(["--targets", "holdout-structures", "--methods", "source-only,default", "--work", str(tmp_path)])
