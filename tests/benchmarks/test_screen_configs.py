@@ -63,4 +63,6 @@ def test_held_out_structures_train_and_match_their_own_maps(tmp_path: Path) -> N
     assert A.data_settings(profile, "holdout-structures", 0)["classes"] == own
     assert "classes" not in A.data_settings(profile, "lamella-60", 0)  # older caches keep their keys
     with pytest.raises(SystemExit):
-        A.main(["--targets", "holdout-structures", "--methods", "source-only,default", "--work", str(tmp_path)])
+        A.main(
+            ["--targets", "holdout-structures", "--methods", "source-only,default", "--work", str(tmp_path)]
+        )
