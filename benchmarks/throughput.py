@@ -150,6 +150,7 @@ def naive_loop(wrapper: Any, files: list[Path], out_csv: Path) -> int:
     import torch
 
     from cryoshift.runtime.mrc import read_volume
+    from cryoshift.runtime.results import write_results
 
     rows = []
     with torch.no_grad():
@@ -158,7 +159,9 @@ def naive_loop(wrapper: Any, files: list[Path], out_csv: Path) -> int:
             logits, _features = wrapper(x)
             p = torch.softmax(logits, dim=1)[0]
             rows.append({"path": str(path), "class": int(p.argmax()), "confidence": float(p.max())})
-    pd.DataFrame(rows).to_csv(out_csv, index=False)
+    # cryoshift's CSV rule (results.write_results): pandas' to_csv wrote a path holding a bare \r
+    # unquoted, and every reader split its row there
+    write_results(pd.DataFrame(rows), out_csv)
     return len(rows)
 
 

@@ -67,6 +67,7 @@ def make_bench_data(root: Path, n: int, box: int, voxel_size: float, seed: int =
     import pandas as pd
 
     from cryoshift.runtime.mrc import write_stack, write_volume
+    from cryoshift.runtime.results import write_results
 
     rng = np.random.default_rng(seed)
     vols = rng.normal(0, 1, (n, box, box, box)).astype(np.float32)
@@ -87,7 +88,7 @@ def make_bench_data(root: Path, n: int, box: int, voxel_size: float, seed: int =
             "z": rng.uniform(0, nz - 1, n).round(1),
         }
     )
-    picks.to_csv(root / "picks.csv", index=False)
+    write_results(picks, root / "picks.csv")  # the CSV rule of every table cryoshift writes
     return {
         "stack": {"inputs": [str(root / "stack.mrcs")], "tomograms": []},
         "files": {"inputs": [str(files)], "tomograms": []},

@@ -29,6 +29,7 @@ import pandas as pd
 
 from cryoshift.runtime.contract import CONTRASTS, VOXEL_SIZE_RANGE, class_names_problem
 from cryoshift.runtime.errors import InputError, missing_reason
+from cryoshift.runtime.ledger import frame_csv_text
 from cryoshift.runtime.literal_paths import for_pandas
 from cryoshift.runtime.mrc import MrcVolume, open_volume
 from cryoshift.runtime.outfiles import write_text
@@ -273,7 +274,7 @@ class DatasetWriter:
             front["label"] = labels
             front["class_name"] = np.asarray(self.class_names, dtype=object)[labels]
         table = pd.concat([pd.DataFrame(front), table.reset_index(drop=True)], axis=1)
-        write_text(self.directory / TABLE, table.to_csv(index=False))
+        write_text(self.directory / TABLE, frame_csv_text(table, index=False))
         info = {
             "format": FORMAT,
             "n": self.n,

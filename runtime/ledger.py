@@ -99,6 +99,22 @@ def csv_line(cells: Iterable[str]) -> str:
     return buf.getvalue()[:-2] + "\n"
 
 
+def frame_csv_text(frame: Any, **to_csv_options: Any) -> str:
+    """A pandas DataFrame as CSV text by :func:`csv_line`'s rule (``\\n`` ends a row; a cell holding a
+    comma, a quote, ``\\n`` or ``\\r`` is quoted), every value as ``DataFrame.to_csv`` formats it
+    with ``to_csv_options``.
+
+    Why: pandas writes through Python's csv writer, with the same flaw as ``csv.writer`` (see
+    :func:`csv_line`): a bare ``\\r`` in a file name was written unquoted and split its row for
+    every reader. Only a frame holding a ``\\r`` takes the slower way (written with ``\\r\\n``,
+    read back by the csv module, each row through :func:`csv_line`)."""
+    text = frame.to_csv(lineterminator="\n", **to_csv_options)
+    if "\r" not in text:
+        return text
+    whole = frame.to_csv(lineterminator="\r\n", **to_csv_options)
+    return "".join(csv_line(row) for row in csv.reader(io.StringIO(whole, newline="")))
+
+
 def _repair_tail(path: Path) -> int:
     """Truncate a partial last row (a write killed mid-row); returns bytes removed."""
     size = path.stat().st_size

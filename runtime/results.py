@@ -27,7 +27,11 @@ Every STAR file cryoshift writes goes through :class:`StarWriter` (``write_resul
 ``predictions.star`` in runtime/star_out.py): the blocks before the particles whole, then the
 particles block in chunks, so a table of millions of rows is never formatted in one piece. The
 text is starfile's (tab-separated; strings that are empty or hold a space in double quotes; a
-missing value ``<NA>``), and the file appears under its name only when complete.
+missing value ``<NA>``), and the file appears under its name only when complete. A name no STAR
+value carries back as written (:func:`star_problem`: a line break, two spaces in a row, a quote
+in a value that must be quoted) is refused by ``write_results`` and left out of predictions.star
+with a note, never written as another name. CSV cells holding a comma, a quote or a line break
+(``\\r`` too) are quoted, as the ledgers quote them.
 
 Both files are written as runtime/outfiles.py writes every whole file: to a new temporary file
 beside the name, then put in its place, so a link planted at the name is replaced, never written
@@ -47,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from cryoshift.runtime.errors import InputError, missing_reason, writing_error
+from cryoshift.runtime.ledger import frame_csv_text
 from cryoshift.runtime.literal_paths import for_pandas
 from cryoshift.runtime.outfiles import PendingFile, replacing
 
@@ -126,8 +131,15 @@ def write_results(rows: pd.DataFrame, csv_path: str | Path, star_path: str | Pat
     """
     df = _prepare(rows)
     csv_path = Path(csv_path)
+    if star_path is not None:
+        bad = star_problems(df)
+        if bad:
+            raise InputError(
+                Path(star_path),
+                f"cannot hold {bad[0][1]}; write the CSV alone (no STAR path) or rename the item",
+            )
     with replacing(csv_path, "w", newline="") as fh:
-        df.to_csv(fh, index=False, float_format=FLOAT_FORMAT, na_rep="nan")
+        fh.write(frame_csv_text(df, index=False, float_format=FLOAT_FORMAT, na_rep="nan"))
     if star_path is not None:
         star = df.copy()
         if "class_index" in star.columns:
@@ -464,7 +476,9 @@ STAR_NA = "<NA>"  # a missing value, as starfile writes it
 # A ``'`` inside double quotes is doubled (``"a ''b''"``):
 # starfile makes every ``'`` a ``"`` and would otherwise split the line wrongly; cryoshift's
 # reader reads ``''`` there as ``'`` (tables.star_quotes). Tabs and line breaks, which no quoting
-# carries through a whitespace-separated table, are written as the escapes \t, \n, \r.
+# carries through a whitespace-separated table, are written as the escapes \t, \n, \r. The
+# writers of results refuse such names first, and those with a quote that need quotes
+# (:func:`star_problem`: RELION reads none of these forms back); the forms stay for other callers.
 #
 # Two kinds of names need cryoshift's reader (picks.read_star, tables.star_chunks), as no form
 # of them reads back through starfile: ``nan``/``NaN``/``<NA>`` (starfile reads them as missing
@@ -485,6 +499,61 @@ def _needs_quotes(value: str) -> bool:
         or value.startswith(_RESERVED_START)
         or value.lower().startswith(_RESERVED_WORDS)
     )
+
+
+# What no STAR value can carry so that RELION reads it back as written (its reader, src/strings.cpp:
+# simplify and unescape run on every line before nextTokenInSTAR splits it): a tab (read as a
+# space), \n \r \v \f \b \a (dropped), two spaces in a row (read as one, inside quotes too), and
+# a quote of either kind in a value that must be quoted (RELION ends a quoted value at its quote
+# followed by whitespace and knows no doubling: ``"a ""b"" c"`` is two values to it, ``"a ''b''"``
+# reads as ``a ''b''``; the undoubled ``'a "b" c'`` or ``"a 'b'"`` makes starfile misread the
+# row). A quote inside a bare value is text to every reader (``TS"02``, ``it's``).
+_NOT_CARRIED = re.compile("[\t\n\r\v\f\b\a]|  ")
+_QUOTES = re.compile("[\"']")
+
+
+def star_problem(value: str) -> str | None:
+    """Why the text ``value`` cannot be a STAR loop value that reads back as written through
+    RELION, starfile and cryoshift's readers (None when it can: see _NOT_CARRIED). The writers of
+    results (:func:`write_results`, runtime/star_out.py) refuse such an item rather than write a
+    value that names another file or tomogram."""
+    found = _NOT_CARRIED.search(value)
+    if found is not None:
+        if found.group(0) == "  ":
+            return "holds two spaces in a row, which RELION reads as one"
+        return f"holds the control character {found.group(0)!r}, which RELION drops or reads as a space"
+    if _QUOTES.search(value) and _needs_quotes(value):
+        return (
+            "holds a quote and needs quoting (whitespace, or a start STAR reads as syntax): "
+            "no STAR quoting of it reads back as written in both RELION and starfile"
+        )
+    return None
+
+
+def star_problems(rows: pd.DataFrame, name: str = "id") -> list[tuple[int, str]]:
+    """(position, line) of each row of ``rows`` holding a text cell that :func:`star_problem`
+    refuses, the line naming the row (its ``name`` column, else its number), the value and why;
+    [] when every row can be written. Only those rows are looked at one by one."""
+    bad = np.zeros(len(rows), dtype=bool)
+    text = [c for c in rows.columns if not pd.api.types.is_numeric_dtype(rows[c])]
+    for c in text:
+        col = rows[c].astype(object).where(rows[c].notna(), "").astype(str)
+        bad |= col.str.contains(_NOT_CARRIED).to_numpy(dtype=bool)
+        quoted = col.str.contains(_QUOTES).to_numpy(dtype=bool)
+        if quoted.any():  # only these few looked at one by one
+            bad[quoted] |= col[quoted].map(_needs_quotes).to_numpy(dtype=bool)
+    out = []
+    for i in np.flatnonzero(bad):
+        row = rows.iloc[i]
+        label = f"{row[name]!r}" if name in rows.columns else f"row {i + 1}"
+        for c in text:
+            value = "" if pd.isna(row[c]) else str(row[c])
+            reason = star_problem(value)
+            if reason is not None:
+                shown = "" if c == name or value == str(row.get(name)) else f" ({c} {value!r})"
+                out.append((int(i), f"{label}{shown}: {reason}"))
+                break
+    return out
 
 
 def _quote(value: Any) -> Any:

@@ -32,7 +32,9 @@ Rows from other inputs (MRC files, stacks, CSV picks) get ``rlnImageName`` (file
 slices, ``000003@stack.mrcs``) or ``rlnTomoName`` + ``rlnCoordinateX/Y/Z`` in reconstruction
 voxels and ``rlnCenteredCoordinateX/Y/ZAngst`` (CSV picks), plus the same classification
 columns. Rows that failed are in errors.csv. RELION ignores labels it does not know (the ``cs``
-ones).
+ones). A row holding a name no STAR value carries back as written (a line break, two spaces in a
+row, a quote in a value that must be quoted: results.star_problem) is left out, with a note naming
+it (:func:`leave_out_unwritable`); predictions.csv keeps it.
 
 Inputs of different kinds in one run (a pick STAR and MRC files) make one table whose rows lack
 the other kind's columns: those cells are written ``<NA>`` (numbers) or ``""`` (names), and a
@@ -57,7 +59,7 @@ from cryoshift.runtime.errors import InputError
 from cryoshift.runtime.ledger import escape_text
 from cryoshift.runtime.literal_paths import for_pandas
 from cryoshift.runtime.picks import CENTERED_COLUMNS, NAME_LABELS
-from cryoshift.runtime.results import STAR_NA, StarWriter, star_name, write_star
+from cryoshift.runtime.results import STAR_NA, StarWriter, star_name, star_problems, write_star
 from cryoshift.runtime.sources.items import stack_id
 
 # Over this many rows, a table is never read whole: results are written to predictions.star in
@@ -65,6 +67,7 @@ from cryoshift.runtime.sources.items import stack_id
 # keeping only the rows with results (:func:`_read_input`).
 STREAM_ROWS = 1_000_000
 INPUT_CLASS_LABEL = "csInputClassNumber"  # where an input's own rlnClassNumber is kept
+NAMED_LEFT_OUT = 10  # rows left out of predictions.star named one by one in the notes; the rest counted
 # A tomogram's placement: (A per voxel, (X, Y, Z) voxels RELION's centred coordinates count from)
 Placement = tuple[float, Sequence[float]]
 
@@ -203,6 +206,37 @@ def mixed_rows_note(particles: pd.DataFrame, star_name_: str = "predictions.star
         'RELION columns the others have (<NA> or "" there), which RELION cannot read; '
         "classify each kind of input in its own run for a STAR that RELION takes"
     )
+
+
+def leave_out_unwritable(
+    particles: pd.DataFrame, star_name_: str, notes: list[str] | None, named: int = 0
+) -> tuple[pd.DataFrame, int]:
+    """``particles`` without the rows holding a name no STAR value carries back as written
+    (results.star_problem: a line break, two spaces in a row, a quote in a value that must be
+    quoted), each named in a note (the first ``NAMED_LEFT_OUT - named`` of them; ``named``: how
+    many earlier chunks named), and how many rows were left out.
+
+    Why: such a name was written as another (``a\\rb.mrc`` as the text ``a\\rb.mrc``, ``a  b`` read
+    by RELION as ``a b``), so RELION looked for a file or tomogram that is not there, or read
+    the row into the wrong columns. The row stays in predictions.csv, which carries any name."""
+    bad = star_problems(particles, "csId")
+    if not bad:
+        return particles, 0
+    if notes is not None:
+        for _, line in bad[: max(0, NAMED_LEFT_OUT - named)]:
+            notes.append(f"{star_name_}: left out {line}; the item is in predictions.csv")
+    keep = np.ones(len(particles), dtype=bool)
+    keep[[i for i, _ in bad]] = False
+    return particles[keep].reset_index(drop=True), len(bad)
+
+
+def _left_out_note(star_name_: str, count: int, notes: list[str] | None) -> None:
+    """The note counting the rows left out beyond the ones named (:func:`leave_out_unwritable`)."""
+    if notes is not None and count > NAMED_LEFT_OUT:
+        notes.append(
+            f"{star_name_}: {count} rows left out in all ({count - NAMED_LEFT_OUT} not named above) "
+            "for names no STAR value carries back as written; they are in predictions.csv"
+        )
 
 
 def _image_names(pred: pd.DataFrame) -> np.ndarray:
@@ -366,6 +400,7 @@ def _stream_plain_star(
     star_path: Path,
     split_by_class: bool,
     placement: Mapping[str, Placement] | None = None,
+    notes: list[str] | None = None,
 ) -> dict[Path, str]:
     """predictions.star for a results table over ``STREAM_ROWS`` rows, written in chunks:
     ``rlnImageName`` or ``rlnTomoName`` + ``rlnCoordinateX/Y/Z``, the pick rows'
@@ -373,7 +408,8 @@ def _stream_plain_star(
     the classification columns (the input's other columns are not written; see the README's
     limits). The first pass over the table finds which columns every chunk must carry: the
     centred ones only when every pick's tomogram can be placed (one that cannot: none, as in
-    :func:`_centred_of`)."""
+    :func:`_centred_of`). Rows whose names no STAR value carries are left out, each named in
+    ``notes`` (:func:`leave_out_unwritable`)."""
     opts = {"dtype": str, "keep_default_na": False}
     columns = list(pd.read_csv(for_pandas(csv_path), nrows=0, **opts).columns)
     wanted = ["tomo_name", "x"] + (["class_name"] if split_by_class and "class_name" in columns else [])
@@ -399,9 +435,12 @@ def _stream_plain_star(
             writers[key] = StarWriter(target, "particles", labels)
         return writers[key]
 
+    left_out = 0
     try:
         for chunk in pd.read_csv(for_pandas(csv_path), chunksize=1 << 18, **opts):
             rows = _plain_rows(chunk, None if places is None else _centred_of(chunk, places))
+            rows, dropped = leave_out_unwritable(rows, star_path.name, notes, left_out)
+            left_out += dropped
             if has_image and "rlnImageName" not in rows:
                 rows.insert(0, "rlnImageName", "")
             if has_pick and "rlnTomoName" not in rows:
@@ -419,6 +458,7 @@ def _stream_plain_star(
                     writer(str(name), labels).write(part)
         for star in writers.values():
             star.commit()
+        _left_out_note(star_path.name, left_out, notes)
     finally:
         for star in writers.values():
             star.discard()
@@ -519,9 +559,11 @@ def write_predictions_star(
     :func:`mixed_rows_note` is added."""
     star_path = Path(star_path)
     if _data_rows(Path(csv_path)) > STREAM_ROWS:
-        return _stream_plain_star(Path(csv_path), star_path, split_by_class, placement)
+        return _stream_plain_star(Path(csv_path), star_path, split_by_class, placement, notes)
     pred = pd.read_csv(for_pandas(csv_path), dtype=str, keep_default_na=False)
     blocks = build_star(pred, origins, placement)
+    blocks["particles"], left_out = leave_out_unwritable(blocks["particles"], star_path.name, notes)
+    _left_out_note(star_path.name, left_out, notes)
     note = mixed_rows_note(blocks["particles"], star_path.name)
     if note and notes is not None and note not in notes:
         notes.append(note)

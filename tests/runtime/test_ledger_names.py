@@ -47,13 +47,16 @@ def _classify(model: Path, folder: Path, out: Path, *more: str) -> int:
     return main(["classify", str(model), str(folder), "-o", str(out), "-b", "cpu", "-q", *more])
 
 
-def test_names_holding_line_breaks_are_classified_whole(model_path, helpers, tmp_path):
+def test_names_holding_line_breaks_are_classified_whole(model_path, helpers, tmp_path, capsys):
     """A bare ``\\r`` in a name was written unquoted (Python 3.11's csv writer quotes only its line
     terminator's characters), and the run ended after its last batch with an IndexError traceback
-    in the row count; each row now holds its whole name, in every table the run writes."""
+    in the row count; each row now holds its whole name, in every CSV the run writes. No STAR
+    value carries a line break back as written, so predictions.star leaves those rows out, each
+    named in a note (it wrote them as escapes, the names of no file)."""
     folder = _folder(tmp_path, helpers)
     out = tmp_path / "out"
     assert _classify(model_path, folder, out) == 0
+    err = capsys.readouterr().err
     rows = _rows(out / "predictions.csv")
     assert [r[0] for r in rows] == [str(folder / n) for n in GOOD]
     with open(out / "predictions.csv", newline="", encoding="utf-8") as fh:
@@ -63,9 +66,15 @@ def test_names_holding_line_breaks_are_classified_whole(model_path, helpers, tmp
     assert (summary["total_rows"], summary["total_errors"]) == (len(GOOD), 1)
     assert sum(summary["class_counts"].values()) == len(GOOD)
     assert written_ids(out / "predictions.csv", strict=True) == [str(folder / n) for n in GOOD]
-    # the STAR file has one line per row (its names escaped), not a row cut at the \r
+    # the STAR file holds the plain names only, one line each; each line-break name is in a note
     star = (out / "predictions.star").read_text().splitlines()
-    assert sum(line.startswith(str(folder)) for line in star) == len(GOOD)
+    assert [line.split("\t")[0] for line in star if line.startswith(str(folder))] == [
+        str(folder / n) for n in ("z_1.mrc", "z_2.mrc")
+    ]
+    notes = [line for line in err.splitlines() if "predictions.star: left out" in line]
+    assert len(notes) == 4, err
+    for name, note in zip(GOOD[:4], notes, strict=True):
+        assert repr(str(folder / name)) in note and "predictions.csv" in note
 
 
 @pytest.mark.parametrize("cut", ["inside_quoted_name", "mid_line_after_cr_name"])
