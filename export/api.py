@@ -47,6 +47,9 @@ REPORT = "export.json"
 REPORT_FORMAT = "cryoshift.export/1"
 UNFINISHED = "unfinished"  # export.json's key while the export runs (true); the finished report lacks it
 METADATA_ARGUMENT = "export_model(metadata=...)"  # how a refusal names export_model's metadata
+# metadata.extra's record of the test views a model's calibration was fitted for, written when an
+# export's --test-views differs from them (extra.test_views is the count the graph averages)
+CALIBRATION_VIEWS = "calibration_test_views"
 Progress = Callable[[str], None]
 
 
@@ -59,6 +62,44 @@ class CalibrationNote(ExportNote):
     """An export of a model training did not calibrate (an epoch checkpoint, resume.pt, a run
     trained with --val-fraction 0): it exports, but classify then rejects nothing as unknown or
     writes no shift score, and said nothing about it. The CLI prints it as a note."""
+
+
+class CalibrationViewsWarning(ExportWarning):
+    """An export whose ``test_views`` differs from the count the model's calibration was fitted
+    for (:func:`calibration_views_note`). A problem, not a fact: the CLI prints it as a warning."""
+
+
+def calibration_views_note(metadata: ModelMetadata, checkpoint: Path, fitted: int, views: int) -> str | None:
+    """What is wrong with ``metadata``'s calibration in a graph that averages ``views`` poses when
+    training fitted it for ``fitted``; None when they agree or there is no calibration to be wrong.
+
+    Why: training fits the temperature and the unknown threshold on held-out source logits, and the
+    shift-score reference on target features, all averaged over the run's test views (4 by
+    default). One pose is less sure than four and its features spread wider, so the same numbers
+    in a 1-view model misstate its confidences, unknown calls and shift scores; the export said
+    nothing. Export cannot refit them: the held-out volumes are
+    rebuilt by the training run (its seeded split or simulation, its tilt/SNR/spectrum matching),
+    so the numbers are kept, recorded (``extra.calibration_test_views``) and said, never silently."""
+    if views == fitted:
+        return None
+    parts = []
+    if metadata.temperature != 1.0:
+        parts.append("temperature")
+    if metadata.unknown_threshold > 0:
+        parts.append("unknown threshold")
+    if metadata.feature_mean:
+        parts.append("shift-score reference")
+    if not parts:  # nothing fitted (calibration_note says so): nothing to be wrong
+        return None
+    surer = "less" if views < fitted else "more"
+    return (
+        f"{checkpoint}: its calibration ({', '.join(parts)}) was fitted for {fitted} test views and is "
+        f"not valid for the {views} this model averages (a graph averaging {views} is {surer} sure than one "
+        f"averaging {fitted}): "
+        "its confidences, unknown calls and shift scores will be off; export cannot refit it (only the "
+        f"training run rebuilds its held-out data): train with --test-views {views} for a model "
+        f"calibrated for {views}"
+    )
 
 
 def export_model(
@@ -260,6 +301,10 @@ def export_checkpoint(
     engines' optimisation profile. ``test_views`` overrides how many wedge-preserving poses the
     graph averages per subtomogram (default: the trained model's; 1 is 4x faster than 4 and a
     little less accurate). The count is recorded in the artefacts' metadata (``extra.test_views``).
+    A count other than the one training calibrated for keeps that calibration (export cannot refit
+    it), warns (:class:`CalibrationViewsWarning`) and records the fitted count in the metadata
+    (``extra.calibration_test_views``) and export.json's ``notes``. Exports in several threads of
+    one process are safe: the graph step runs one at a time (``export.onnx.GRAPH_LOCK``).
 
     Writes ``model.onnx`` always, then ``model.fp16.onnx`` / ``model.int8.onnx`` / engines as asked;
     every artefact passes its parity check or the export raises
@@ -310,6 +355,7 @@ def export_checkpoint(
         if not metadata.backbone:
             metadata = replace(metadata, backbone=str(payload.get("backbone", "")))
         note = calibration_note(metadata, checkpoint, config)
+        fitted = int(getattr(model, "test_views", 1))  # what training's calibration averaged
         if test_views is not None:
             from cryoshift.training.backbones import check_test_views_option, set_test_views
 
@@ -320,6 +366,9 @@ def export_checkpoint(
                 raise InputError(checkpoint, str(exc)) from exc
         views = int(getattr(model, "test_views", 1))
         extra = {**metadata.extra, "test_views": views}
+        views_note = calibration_views_note(metadata, checkpoint, fitted, views)
+        if views_note:
+            extra[CALIBRATION_VIEWS] = fitted
         if RECIPE not in extra:  # a checkpoint from before training recorded it: its run's record
             recipe = recorded_recipe(checkpoint, config)
             if recipe is not None:
@@ -356,6 +405,8 @@ def export_checkpoint(
         job.out_dir = staging_folder(out_dir)
         if note:  # said once the export is under way (a refused one needs no note)
             warnings.warn(note, CalibrationNote, stacklevel=2)
+        if views_note:
+            warnings.warn(views_note, CalibrationViewsWarning, stacklevel=2)
         results: list[ExportResult] = []
         skipped: list[str] = []
         try:
@@ -388,7 +439,7 @@ def export_checkpoint(
             "formats": {name: FORMATS[name].description for name in formats},
             "results": [r.to_dict() for r in results],
             "skipped": skipped,
-            "notes": [note] if note else [],
+            "notes": [n for n in (note, views_note) if n],
             "metadata": metadata.to_dict(),
             "training_config": config,
             "versions": _versions(),

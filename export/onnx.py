@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -153,23 +154,70 @@ def method_in_words(metadata: ModelMetadata) -> str:
     return f"; method {metadata.method}{with_parts}"
 
 
+# The loggers whose chatter an export keeps off the console: torch.onnx's "torchvision is not
+# installed" warnings, and onnxscript's and onnx_ir's pass-by-pass lines when logging is set up.
+QUIET_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")
+
+# One graph export (torch.onnx.export, then onnxslim) at a time in this process. Why: torch.onnx's
+# exporter keeps process-wide state (its tracing mode stacks, the warnings filters the export
+# sets): two threads exporting at once broke each other's torch.export step ("Trying to pop empty
+# mode stack"), fell back to TorchScript or failed. Re-entrant, so a caller may hold it too.
+GRAPH_LOCK = threading.RLock()
+
+
+class _ExportChatter(logging.Filter):
+    """Drops the records below ERROR that :data:`QUIET_LOGGERS` (or their children) log from one
+    thread, the exporting one; every other record passes, the other threads' included."""
+
+    def __init__(self, thread: int) -> None:
+        super().__init__()
+        self.thread = thread
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread or record.levelno >= logging.ERROR:
+            return True
+        return not any(record.name == n or record.name.startswith(n + ".") for n in QUIET_LOGGERS)
+
+
+def _handlers_reached() -> list[logging.Handler]:
+    """The handlers that records of :data:`QUIET_LOGGERS` and their children reach (propagation
+    followed up to the root; Python's last-resort handler when there is none)."""
+    found: list[logging.Handler] = []
+    for name in QUIET_LOGGERS:
+        logger: logging.Logger | None = logging.getLogger(name)
+        while logger is not None:
+            found += [h for h in logger.handlers if h not in found]
+            logger = logger.parent if logger.propagate else None
+    last = logging.lastResort
+    if last is not None and last not in found:
+        found.append(last)
+    return found
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """torch.onnx logs progress and warns about optional packages; keep the console clean. Its
-    progress lines are printed only when asked (``verbose``, which trace_to_onnx sets to False).
-    Why not ``redirect_stdout``: it swaps ``sys.stdout`` for every thread of the process, so a
-    library caller's other threads lost what they printed during an export."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+    """Hold :data:`GRAPH_LOCK` and keep torch.onnx's, onnxscript's and onnx_ir's chatter (below
+    ERROR, logged by this thread) and Python warnings off the console while the graph is made.
+    Its progress lines are printed only when asked (``verbose``, which trace_to_onnx sets False).
+
+    Why a filter on the handlers, removed after, and not logger levels: setting the levels
+    changed loggers other code owns, for every thread, and two exports at once restored each
+    other's ERROR level as the one found (torch.onnx logged nothing afterwards, for good). No
+    logger's level or filters change; other threads' records pass. Why not ``redirect_stdout``:
+    it swaps ``sys.stdout`` for every thread, so a library caller's other threads lost what they
+    printed during an export."""
+    chatter = _ExportChatter(threading.get_ident())
+    with GRAPH_LOCK:
+        handlers = _handlers_reached()
+        for handler in handlers:
+            handler.addFilter(chatter)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            for handler in handlers:
+                handler.removeFilter(chatter)
 
 
 def trace_to_onnx(wrapper: nn.Module, box_size: int, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
