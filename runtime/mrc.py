@@ -464,9 +464,11 @@ def read_header(path: str | Path) -> dict[str, Any]:
 
     Returns a dict with ``shape`` (Z,Y,X) or (N,Z,Y,X), ``mode``, ``dtype``, ``voxel_size``,
     ``voxel_size_known``, ``is_stack``, ``images`` (:func:`image_stack_size`), ``compressed``,
-    ``data_bytes``, ``file_bytes``, header statistics ``dmin``/``dmax``/``dmean`` and
-    ``extended_header_bytes``. Raises :class:`InputError` for a corrupt, unsupported or truncated
-    file.
+    ``data_bytes``, ``file_bytes``, header statistics ``dmin``/``dmax``/``dmean``,
+    ``extended_header_bytes`` and ``imod_flags`` (IMOD's imodFlags where the file carries IMOD's
+    stamp, else None: for a mode-0 map, None means nothing says whether its bytes are signed or
+    unsigned, see :func:`byte_dtype`). Raises :class:`InputError` for a corrupt, unsupported or
+    truncated file.
     """
     path = Path(path)
     _check_file(path)
@@ -579,6 +581,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
         "mode": mode,
         "dtype": dtype_name,  # uint8 for IMOD's unsigned mode-0 bytes (see byte_dtype)
         "unsigned_bytes": unsigned_bytes,
+        "imod_flags": raw.imod_flags,  # None: no IMOD stamp (mode 0: signed or unsigned unknown)
         "voxel_size": vs if known else 1.0,
         "voxel_size_known": known,
         "voxel_sizes": tuple(sizes),

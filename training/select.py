@@ -178,11 +178,12 @@ def training_warnings(
     source_measured: bool = True,
     num_classes: int | None = None,
 ) -> list[str]:
-    """One-line warnings a user must see: a source loss that never got below guessing (training
-    diverged or learned nothing; ``num_classes`` sets the guess's loss), collapsed target
-    predictions, saturated discriminators, a target too small to adapt to (``n_target``: its size,
-    for a method that adapts). ``source_measured`` False: the run held out no source validation
-    data, so the collapse warning claims nothing about the source classes."""
+    """One-line warnings a user must see: a selected model that did not learn the source (its
+    source validation accuracy at chance, :func:`not_learned_warning`; ``num_classes`` sets
+    chance), collapsed target predictions, saturated discriminators, a target too small to adapt to
+    (``n_target``: its size, for a method that adapts). ``source_measured`` False: the run held
+    out no source validation data, so the collapse warning claims nothing about the source
+    classes."""
     warnings = []
     small = None if n_target is None else small_target_warning(n_target)
     if small:
@@ -240,22 +241,53 @@ def _source_clause(row: dict[str, Any], source_measured: bool, num_classes: int 
 
 # A source cross-entropy this far above guessing's, ln(K), is a network that learned nothing.
 NOT_LEARNED_MARGIN = 0.5
+# A source validation accuracy within this share of the way from chance (1/K) to 1 is a network
+# that learned nothing (a tenth: 25 % of 4 classes warns up to 32.5 %, 2 classes up to 55 %).
+NOT_LEARNED_GAIN = 0.1
+
+
+def _value(row: dict[str, Any], key: str) -> float | None:
+    """``row[key]`` as a float, None when absent or empty (metrics.csv writes a missing one as "")."""
+    value = row.get(key)
+    return None if value is None or value == "" else float(value)
 
 
 def not_learned_warning(row: dict[str, Any], num_classes: int) -> str | None:
-    """A warning when epoch ``row``'s source cross-entropy (``loss_ce``) is not finite or above a
-    uniform guess's ln(K) + NOT_LEARNED_MARGIN, else None. Why: ``--lr 1e6`` trained to a loss of
-    2.9e12 and exported a model without a word; the label-free selection cannot see it (every
-    epoch is as bad), and classify then answers with confidence."""
-    value = row.get("loss_ce")
-    if value is None or num_classes < 2:
+    """A warning when epoch ``row``'s model did not learn the source, else None.
+
+    The signal is the source validation accuracy (``src_val_acc``): within :data:`NOT_LEARNED_GAIN`
+    of chance, 1/K, the network tells the classes apart no better than a guess. Why not the
+    training cross-entropy (``loss_ce``) alone: it is the mean over an epoch's steps, so a few
+    diverging steps make it huge while the model the epoch ends with classifies well, and such a
+    run was told it had learned nothing. The loss still decides where it is the only evidence: no
+    source validation data, a non-finite loss (the weights diverged), or a loss above a uniform
+    guess's ln(K) + :data:`NOT_LEARNED_MARGIN` with the source answered as one class
+    (``src_top_share`` >= :data:`ONE_CLASS_SHARE`), as ``--lr 1e6`` does: on an unbalanced source
+    that class's share reads as a fair accuracy."""
+    if num_classes < 2:
         return None
-    loss, chance = float(value), float(np.log(num_classes))
-    if np.isfinite(loss) and loss <= chance + NOT_LEARNED_MARGIN:
+    epoch, chance = int(row["epoch"]), 1.0 / num_classes
+    accuracy, loss = _value(row, "src_val_acc"), _value(row, "loss_ce")
+    if (
+        accuracy is not None
+        and np.isfinite(accuracy)
+        and accuracy <= chance + NOT_LEARNED_GAIN * (1 - chance)
+    ):
+        return (
+            f"training did not learn the source: epoch {epoch}'s source validation accuracy is "
+            f"{100 * accuracy:.0f} %, about chance ({100 * chance:.0f} % for {num_classes} classes); it "
+            "diverged or never started: check --lr and the source data before trusting the model"
+        )
+    if loss is None:
+        return None
+    guess = float(np.log(num_classes))
+    one_class = (_value(row, "src_top_share") or 0.0) >= ONE_CLASS_SHARE
+    unmeasured = accuracy is None or not np.isfinite(accuracy)
+    if np.isfinite(loss) and (loss <= guess + NOT_LEARNED_MARGIN or not (unmeasured or one_class)):
         return None
     return (
-        f"training did not learn the source: epoch {int(row['epoch'])}'s source cross-entropy is "
-        f"{loss:.3g}, above a uniform guess's {chance:.2f} (ln {num_classes} classes); it diverged or "
+        f"training did not learn the source: epoch {epoch}'s source cross-entropy is "
+        f"{loss:.3g}, above a uniform guess's {guess:.2f} (ln {num_classes} classes); it diverged or "
         "never started: check --lr and the source data before trusting the model"
     )
 

@@ -164,9 +164,14 @@ def test_a_source_loss_above_guessing_is_warned_about() -> None:
     learned = {"epoch": 3, "src_val_acc": 0.9, "loss_ce": 0.4}
     assert training_warnings([learned], 3, num_classes=6) == []
     assert training_warnings([{**learned, "loss_ce": 1.9}], 3, num_classes=6) == []  # ln 6 = 1.79
-    for bad in (2.9e12, float("nan"), float("inf")):
+    for bad in (float("nan"), float("inf")):
         (line,) = training_warnings([{**learned, "loss_ce": bad}], 3, num_classes=6)
         assert line.startswith("training did not learn the source: epoch 3") and "--lr" in line
+    # a huge mean loss with a good validation accuracy learned the source; one class for all did not
+    assert training_warnings([{**learned, "loss_ce": 2.9e12}], 3, num_classes=6) == []
+    diverged = {**learned, "loss_ce": 2.9e12, "src_top_share": 1.0}
+    (line,) = training_warnings([diverged], 3, num_classes=6)
+    assert line.startswith("training did not learn the source: epoch 3") and "--lr" in line
     assert training_warnings([{**learned, "loss_ce": 2.9e12}], 3) == []  # the class count unknown
 
 

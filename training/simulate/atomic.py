@@ -44,6 +44,31 @@ COMPRESSED_SUFFIX = ATOMIC_MODEL_COMPRESSED_SUFFIX
 # H2O and DOD, so a snapshot of a conformational state kept every water oxygen and its class was a
 # block of solvent. They are the water models' names in the force fields' residue libraries.
 MD_WATER_NAMES = ("SOL", "TIP", "TIP3", "TIP4", "TIP5", "TP3", "T3P", "T4P", "SPC", "SPCE", "OPC")
+# Above this many heavy atoms a model's density takes tens of seconds to minutes (gemmi sums every
+# atom on a 2 A grid: 300k atoms ~25 s, 1.5M ~2 min single-threaded), so one note on stderr says
+# so before the wait instead of a silent pause that looks like a hang.
+LARGE_MODEL_ATOMS = 200_000
+# An atom name that, without its leading digits, starts with H: a hydrogen's (HB2, 1HG1, HD21) in
+# the PDB's and the force fields' conventions. Used only to word the note about atoms of unknown
+# element (a blank element column with such a name is read as X), never to drop an atom.
+HYDROGEN_NAME = re.compile(r"^[0-9]*H")
+# Residues whose atom names say their elements: the amino acids (with selenomethionine,
+# selenocysteine, pyrrolysine, UNK and the protonation-state names of AMBER and CHARMM) and the
+# nucleotides. In them a name's first letter is the element (CA, CB, CG1 carbon; N*, O*, S*, P;
+# H*, and D* in neutron models, hydrogens; leading digits as in 1HB aside), SE* selenium.
+POLYMER_RESIDUE_NAMES = frozenset(
+    {
+        *("ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE"),
+        *("LEU", "LYS", "MET", "PHE", "PRO", "SER", "THR", "TRP", "TYR", "VAL"),
+        *("MSE", "SEC", "PYL", "UNK", "HID", "HIE", "HIP", "HSD", "HSE", "HSP"),
+        *("CYX", "CYM", "ASH", "GLH", "LYN"),
+        *("A", "C", "G", "U", "I", "N", "DA", "DC", "DG", "DT", "DU", "DI", "DN"),
+    }
+)
+POLYMER_ATOM_ELEMENTS = "CNOSPHD"  # the first letters of a polymer residue's atom names
+# An ATOM/HETATM record whose element columns (77-78) are blank or missing; possessive, so a
+# file that has them is scanned in one pass with no backtracking.
+_BLANK_ELEMENT_RECORD = re.compile(rb"^(?:ATOM  |HETATM)[^\r\n]{0,70}+(?: ?+\r?$|  )", re.MULTILINE)
 
 
 def model_suffix(path: str | Path) -> str:
@@ -97,7 +122,8 @@ def _gemmi_reason(exc: BaseException) -> str:
 
 
 def _parse(path: Path):
-    """The whole file as a gemmi Structure (nothing removed); refusals in one line."""
+    """The whole file as a gemmi Structure (nothing removed) and how many of its first model's atoms
+    got their elements from their names (:func:`_name_blank_elements`); refusals in one line."""
     import gemmi
 
     suffix = model_suffix(path).removesuffix(COMPRESSED_SUFFIX)
@@ -118,7 +144,65 @@ def _parse(path: Path):
         mmcif = kind == gemmi.CoorFormat.Mmcif
         what = "mmCIF file (no _atom_site rows)" if mmcif else "PDB file (no ATOM/HETATM records)"
         raise InputError(path, f"atomic model holds no atoms: not a {what}, or an empty one")
-    return st
+    named = _name_blank_elements(data, st) if kind == gemmi.CoorFormat.Pdb else 0
+    return st, named
+
+
+def _element_from_atom_name(name: str) -> str:
+    """The element a polymer residue's atom name means (see :data:`POLYMER_RESIDUE_NAMES`), or ""
+    for a name that follows no such rule (the element is then left as gemmi read it)."""
+    bare = name.lstrip("0123456789").upper()
+    if bare.startswith("SE"):
+        return "Se"
+    return bare[:1] if bare[:1] and bare[:1] in POLYMER_ATOM_ELEMENTS else ""
+
+
+def _blank_element_atoms(data: bytes) -> set[tuple[int, str]]:
+    """(serial, atom name) of the ATOM/HETATM records whose element columns (77-78) are blank."""
+    if not _BLANK_ELEMENT_RECORD.search(data):
+        return set()
+    blank = set()
+    for line in data.split(b"\n"):
+        if line.startswith((b"ATOM  ", b"HETATM")) and not line[76:78].strip():
+            try:
+                blank.add((int(line[6:11]), line[12:16].decode("latin-1").strip()))
+            except ValueError:  # a serial in hybrid-36 or stars: its element stays as gemmi read it
+                continue
+    return blank
+
+
+def _name_blank_elements(data: bytes, st) -> int:
+    """Set the element of each atom whose PDB record has blank element columns from its name where
+    the name says it: in a :data:`POLYMER_RESIDUE_NAMES` residue, and in a single-atom residue named
+    as its atom and as an element (a CA ion: calcium). Returns how many atoms of the first model
+    were set.
+
+    Why: gemmi reads a blank element from the name's alignment (a name in columns 13-14 is a
+    two-letter element), so the left-aligned ``CA`` that many tools write became calcium, and
+    ``HG`` mercury: every C-alpha scattered as calcium without a word. A right-aligned ion ``CA``
+    was read as carbon."""
+    import gemmi
+
+    blank = _blank_element_atoms(data)
+    if not blank:  # the common case: every record has its element
+        return 0
+    named = 0
+    for number, model in enumerate(st):
+        for chain in model:
+            for residue in chain:
+                polymer = residue.name in POLYMER_RESIDUE_NAMES
+                ion = not polymer and all(a.name == residue.name for a in residue)
+                if not (polymer or ion):
+                    continue
+                for atom in residue:
+                    if (atom.serial, atom.name) not in blank:
+                        continue
+                    element = _element_from_atom_name(atom.name) if polymer else atom.name
+                    if not element or gemmi.Element(element).name == "X":
+                        continue
+                    atom.element = gemmi.Element(element)
+                    named += number == 0
+    return named
 
 
 _PDB_XYZ_COLUMNS = slice(30, 54)  # columns 31-54 of an ATOM/HETATM record: X, Y, Z as 8.3f
@@ -190,17 +274,19 @@ def _overflowing_coordinates(path: Path) -> int:
 
 
 def _read_model(path: Path):
-    """The model cleaned up for density (no hydrogens, waters or unknown elements), and how many
-    atoms of unknown element were left out of its first model."""
-    st = _parse(path)
+    """The model cleaned up for density (no hydrogens, waters or unknown elements), how many atoms
+    of unknown element were left out of its first model, how many of those have a hydrogen's
+    name (:data:`HYDROGEN_NAME`), and how many atoms got their elements from their names
+    (:func:`_name_blank_elements`)."""
+    st, named = _parse(path)
     _merge_assembly(path, st)
     st.remove_hydrogens()
     st.remove_waters()
     _remove_md_waters(st)
-    unknown = _drop_unknown_elements(path, st)
+    unknown, hydrogen_named = _drop_unknown_elements(path, st)
     st.remove_empty_chains()
     _check_models(path, st)
-    return st, unknown
+    return st, unknown, hydrogen_named, named
 
 
 def is_assembly_file(path: str | Path) -> bool:
@@ -242,18 +328,22 @@ def _is_water(residue) -> bool:
 def _drop_unknown_elements(path: Path, st) -> int:
     """Leave out atoms of unknown element (gemmi's X: an element column of X or junk, or a blank one
     with an atom name it cannot read): gemmi gave them a made-up scattering factor (0.8 x carbon's)
-    and they were simulated without a word. Returns their number in the first model; a model of
-    nothing else is refused."""
+    and they were simulated without a word. Returns their number in the first model and how many
+    of those have a hydrogen's name (a PDB file without an element column whose hydrogens are
+    named ``HB2``: left out as hydrogens are anyway); a model of nothing else is refused."""
     import gemmi
 
     unknown = gemmi.Element("X")
     counts = []
-    for model in st:
+    hydrogen_named = 0
+    for number, model in enumerate(st):
         dropped = 0
         for chain in model:
             for residue in chain:
                 for i in reversed(range(len(residue))):
                     if residue[i].element == unknown:
+                        if number == 0 and HYDROGEN_NAME.match(residue[i].name):
+                            hydrogen_named += 1
                         del residue[i]
                         dropped += 1
             for i in reversed(range(len(chain))):
@@ -266,27 +356,38 @@ def _drop_unknown_elements(path: Path, st) -> int:
             f"all {counts[0]} atoms have an unknown element (X), whose scattering cryoshift cannot "
             "know: set the elements (columns 77-78 of a PDB file, _atom_site.type_symbol)",
         )
-    return counts[0] if counts else 0
+    return (counts[0] if counts else 0), hydrogen_named
 
 
-def _heavy_xyz(model) -> np.ndarray:
+def _atom_table(model) -> np.ndarray:
+    """(N, 5) x, y, z, occupancy, B-factor of every atom of ``model``, in one pass over the atoms.
+
+    Why one table: the checks and the density each walked the atoms in Python (coordinates, then
+    occupancies and B-factors, then the lowest B-factor), seconds per pass for a model of 10^5-10^6
+    atoms; one pass and numpy for the rest cost a fraction."""
+    values = [v for ch in model for r in ch for a in r for v in (*a.pos.tolist(), a.occ, a.b_iso)]
+    return np.array(values, dtype=np.float64).reshape(-1, 5)
+
+
+def _heavy_xyz(model, table: np.ndarray | None = None) -> np.ndarray:
     """The coordinates of the atoms that carry density: an atom of occupancy 0 adds none, so it
-    must not stretch the extent or move the centre the checks below measure either."""
-    xyz = [a.pos.tolist() for ch in model for r in ch for a in r if a.occ > 0]
-    return np.array(xyz, dtype=np.float64).reshape(-1, 3)
+    must not stretch the extent or move the centre the checks below measure either. ``table``:
+    :func:`_atom_table` of ``model``, when the caller has it."""
+    table = _atom_table(model) if table is None else table
+    return np.ascontiguousarray(table[table[:, 3] > 0, :3])
 
 
-def _usable_xyz(path: Path, model) -> np.ndarray:
+def _usable_xyz(path: Path, model, table: np.ndarray | None = None) -> np.ndarray:
     """The heavy atoms' coordinates, refused when there are none or any is not finite."""
     # gemmi weighs every atom by its occupancy and blurs it by its B-factor: one NaN made the whole
     # density NaN, refused as "only 0.0 % of its density falls inside the box" of a fine model
-    atoms = [a for ch in model for r in ch for a in r]
-    odd = sum(1 for a in atoms if not (math.isfinite(a.occ) and math.isfinite(a.b_iso)))
+    table = _atom_table(model) if table is None else table
+    odd = int((~np.isfinite(table[:, 3:])).any(axis=1).sum())
     if odd:
         raise InputError(path, f"{odd} atoms have a NaN or infinite occupancy or B-factor")
-    xyz = _heavy_xyz(model)
+    xyz = _heavy_xyz(model, table)
     if len(xyz) == 0:
-        unoccupied = sum(1 for ch in model for r in ch for a in r)
+        unoccupied = len(table)
         overflow = _overflowing_coordinates(path)
         if overflow:
             raise InputError(
@@ -332,7 +433,7 @@ def describe_model(path: str | Path) -> list[tuple[str, str]]:
     Raises :class:`InputError` for what ``simulate`` and ``train`` refuse (no heavy atoms, NaN
     coordinates, models that are not superposed)."""
     path = Path(path)
-    st = _parse(path)
+    st, _named = _parse(path)
     models = len(st)
     _merge_assembly(path, st)
     model = st[0]
@@ -340,7 +441,7 @@ def describe_model(path: str | Path) -> list[tuple[str, str]]:
     hydrogens = sum(a.is_hydrogen() for a in atoms)
     waters = sum(len(r) for ch in model for r in ch if _is_water(r))
     altlocs = sum(a.altloc != "\0" for a in atoms)
-    cleaned, unknown = _read_model(path)
+    cleaned, unknown, _hydrogen_named, _named = _read_model(path)
     used = _usable_xyz(path, cleaned[0])
     span = used.max(0) - used.min(0)
     gz = ", gzip" if model_suffix(path).endswith(COMPRESSED_SUFFIX) else ""
@@ -373,6 +474,31 @@ def atom_positions(path: str | Path) -> np.ndarray:
     return _heavy_xyz(_read_model(Path(path))[0][0])
 
 
+def _unknown_elements_line(path: Path, unknown: int, total: int, hydrogen_named: int) -> str:
+    """The stderr line about ``unknown`` atoms of unknown element (of ``total``) left out of a
+    model's density, ``hydrogen_named`` of them named as hydrogens (:data:`HYDROGEN_NAME`).
+
+    Why three wordings: a PDB file without an element column whose hydrogens are named ``HB2`` was
+    told to "set their elements to include them"; hydrogens are left out of the density anyway, so
+    for them there is nothing to set, and for the others there is."""
+    lead = f"{unknown} of {total} atoms have an unknown element (X) and are left out of its density"
+    if hydrogen_named == unknown:
+        return (
+            f"cryoshift: note: {path}: {lead}; all are named as hydrogens (H...), which are left out "
+            "anyway: nothing to set"
+        )
+    others = ""
+    if hydrogen_named:
+        others = (
+            f" ({hydrogen_named} of them are named as hydrogens, left out anyway; "
+            f"{unknown - hydrogen_named} are not)"
+        )
+    return (
+        f"cryoshift: warning: {path}: {lead}{others}; set their elements (columns 77-78 of a PDB "
+        "file, _atom_site.type_symbol) to include them"
+    )
+
+
 def atomic_density(
     path: str | Path,
     resolution: float,
@@ -393,16 +519,25 @@ def atomic_density(
     path = Path(path)
     if resolution <= 0 or spacing <= 0:
         raise InputError(path, "resolution and spacing must be positive")
-    st, unknown = _read_model(path)
+    st, unknown, hydrogen_named, named = _read_model(path)
     model = st[0]
-    xyz = _usable_xyz(path, model)
-    if unknown:
-        total = unknown + sum(1 for ch in model for r in ch for a in r)
+    table = _atom_table(model)
+    xyz = _usable_xyz(path, model, table)
+    if named:
         print(
-            f"cryoshift: warning: {path}: {unknown} of {total} "
-            "atoms have an unknown element (X) and are left out of its density; set their elements "
-            "(columns 77-78 of a PDB file, _atom_site.type_symbol) to include them",
+            f"cryoshift: note: {path}: {named} atoms have blank element columns (77-78) and got their "
+            "elements from their names: in amino acids and nucleotides CA, CB ... are carbon, in an "
+            "ion CA is calcium",
             file=sys.stderr,
+        )
+    if unknown:
+        print(_unknown_elements_line(path, unknown, unknown + len(table), hydrogen_named), file=sys.stderr)
+    if len(xyz) > LARGE_MODEL_ATOMS:
+        print(
+            f"cryoshift: note: {path}: {len(xyz)} heavy atoms; computing their density takes a while "
+            "(about 2 minutes per million atoms)",
+            file=sys.stderr,
+            flush=True,
         )
     sigma = 0.225 * resolution
     margin = max(3.0 * sigma + 5.0, 2 * spacing) if margin is None else margin
@@ -425,18 +560,16 @@ def atomic_density(
         )
     size += size % 2  # even sizes suit FFT-based tools
     origin = xyz.min(0) - margin
-    shift = gemmi.Position(*(-origin))
-    for ch in model:
-        for r in ch:
-            for a in r:
-                a.pos = a.pos + shift
+    # one translation in gemmi (the rotation is the identity, so B-factors and ANISOU stay as they
+    # are), not a Python loop over the atoms
+    model.transform_pos_and_adp(gemmi.Transform(gemmi.Mat33(), gemmi.Vec3(*(-origin))))
     lengths = size * spacing
     st.cell = gemmi.UnitCell(float(lengths[0]), float(lengths[1]), float(lengths[2]), 90.0, 90.0, 90.0)
     st.spacegroup_hm = "P 1"
     calc = gemmi.DensityCalculatorE()
     calc.d_min = 2.0 * spacing
     calc.blur = 8.0 * math.pi**2 * sigma**2
-    lowest = min(a.b_iso for ch in model for r in ch for a in r)
+    lowest = float(table[:, 4].min())
     if lowest + calc.blur <= 0:  # each atom is a Gaussian of B-factor + blur: none is defined (NaN)
         raise InputError(
             path,

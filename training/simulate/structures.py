@@ -272,13 +272,17 @@ def check_in_box(
     extent = [
         (float(i.max() - i.min()) + 1) * v if i.size else 0.0 for i, v in zip(strong, voxels, strict=True)
     ]
-    elongated = 1 <= sum(span > box_size * voxel_size for span in extent) <= 2
+    longer = sum(span > box_size * voxel_size for span in extent)
+    elongated = 1 <= longer <= 2
     least = MIN_IN_BOX_ELONGATED if elongated else MIN_IN_BOX
     if share >= least:
-        shape = " (longer than the box along one or two axes: a filament or membrane?)" if elongated else ""
+        # what was measured, not a guess at what the particle is: TRiC (4v94) at 32^3 x 10 A is
+        # longer than the box along one axis and was called "a filament or membrane?"
+        axes = "one axis" if longer == 1 else "two axes"
+        shape = f"; the structure is longer than the box along {axes}" if elongated else ""
         print(
             f"cryoshift: note: {path}: {100 * share:.0f} % of its density falls inside the sphere of "
-            f"the {box_size}-voxel box ({box}){shape}; the class is cropped to it",
+            f"the {box_size}-voxel box ({box}{shape}); the class is cropped to it",
             file=sys.stderr,
         )
         return
@@ -331,6 +335,12 @@ AMBIGUOUS_SKEW = 0.3
 # box). Skewed all-positive noise (exponential, log-normal) passed the contrast check and became a
 # class of noise.
 MIN_NEIGHBOUR_CORRELATION = 0.1
+# A map refused for its neighbour correlation whose largest value is HOT_RATIO times its 99.9th
+# percentile (of |value|) or more, carried by at most HOT_VOXELS voxels, is a density spoiled by hot
+# voxels (one 1000x voxel in a fine map gives correlation 0.02), not noise: said so. Noise maps
+# reach 1.4 (exponential noise, 24^3); a density's own peak is a few times its 99.9th percentile.
+HOT_RATIO = 20.0
+HOT_VOXELS = 8
 # Least thickness (map_thickness, in the map's own voxels) of a map's density across its thinnest
 # direction. A particle is a 3-D object several voxels across every way: the 10 A maps of shared/data
 # are 3.5-19 voxels thick, the built-ins 3.3 or more at 2-20 A voxels (the membrane patch 8, a
@@ -382,6 +392,22 @@ def neighbour_correlation(density: np.ndarray) -> float:
     return float(np.mean(corrs)) if corrs else 0.0
 
 
+def _incoherence_reason(data: np.ndarray) -> str:
+    """Why a map's voxels do not correlate with their neighbours, and what to do (``data``:
+    solvent 0, protein positive). Why: a fine map with one hot voxel 1000x its peak was called
+    "noise, not a particle's density"; its few extreme voxels are the fault (HOT_RATIO)."""
+    peak = float(data.max())
+    typical = float(np.percentile(np.abs(data), 99.9))
+    hot = int(np.count_nonzero(data > 0.5 * peak))
+    if hot <= HOT_VOXELS and peak >= HOT_RATIO * max(typical, 1e-300):
+        some = "voxel stands" if hot == 1 else f"{hot} voxels stand"
+        return (
+            f"its brightest {some} {peak / typical:.0f} times above the 99.9th percentile of the rest "
+            "(hot voxels or corrupted values?): clip or zero them and give the map again"
+        )
+    return "this is noise, not a particle's density; give the particle's map or its atomic model"
+
+
 def _check_map_shape(path: Path, header: dict) -> None:
     """Refuse a map of one voxel on any axis in words: 1 x 1 x 1 was called "a 2-D image (1x1)"."""
     shape = tuple(int(v) for v in header["shape"])
@@ -396,16 +422,59 @@ def _check_map_shape(path: Path, header: dict) -> None:
     )
 
 
+def _quietest_face(data: np.ndarray) -> np.ndarray:
+    """The border face of ``data`` that varies least (by its MAD): the one :func:`solvent_level`
+    measures the solvent on."""
+    faces = [np.take(data, end, axis=axis) for axis in range(3) for end in (0, -1)]
+    spreads = [float(np.median(np.abs(face - np.median(face)))) for face in faces]
+    return faces[int(np.argmin(spreads))]
+
+
+# Least mean neighbour correlation of the voxels of a map's quietest face for that face to hold
+# density rather than solvent noise (ambiguous_contrast_advice): the tight crops of the maps of
+# shared/data (the particle on every face) have 0.73-0.84, a face of white noise 0.00 (+-0.01).
+SMOOTH_FACE = 0.5
+
+
+def ambiguous_contrast_advice(data: np.ndarray, noise: float) -> str:
+    """What to do with a map whose contrast cannot be told (skewness near 0), by what its quietest
+    face holds (``data`` with the solvent level removed, ``noise`` its sigma).
+
+    Why: every such map was told "crop it to the particle", also a map cropped tightly already
+    (its faces cut through the particle: the fix is a margin of solvent) and a map whose solvent
+    noise drowns the particle (the fix is less noise, or a closer crop)."""
+    face = _quietest_face(data).astype(np.float64)
+    pairs = [(face[1:], face[:-1]), (face[:, 1:], face[:, :-1])]
+    corrs = [
+        float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+        for a, b in pairs
+        if a.size > 1 and a.std() > 0 and b.std() > 0
+    ]
+    smooth = float(np.mean(corrs)) if corrs else 0.0
+    if smooth >= SMOOTH_FACE:
+        return (
+            f"even its quietest face holds smooth density (neighbour correlation {smooth:.2f}), so the "
+            "particle fills the map to its faces (cropped tightly?): pad it with solvent on every side "
+            "(a margin of a few voxels) or give the model as PDB/mmCIF"
+        )
+    if noise > 0:
+        share = 100 * noise / float(np.abs(data).max())
+        return (
+            f"its solvent noise (sigma {share:.2g} % of the largest value, on its quietest face) hides "
+            "the particle: low-pass filter the map or crop it closer around the particle, or give the "
+            "model as PDB/mmCIF"
+        )
+    return "check that it is a particle's density, or give the model as PDB/mmCIF"
+
+
 def solvent_level(data: np.ndarray) -> tuple[float, float]:
     """The solvent's level and noise (sigma) of a map: the median and the MAD (x 1.4826) of the
     border face that varies least. Why one face and not the whole border: a map cropped tightly has
     protein on some faces, and the whole border's median subtracted protein as "solvent"; a face
     the particle does not touch is flat (a masked map) or noise only (an unmasked one)."""
-    faces = [np.take(data, end, axis=axis).ravel() for axis in range(3) for end in (0, -1)]
-    medians = [float(np.median(face)) for face in faces]
-    spreads = [float(np.median(np.abs(face - m))) for face, m in zip(faces, medians, strict=True)]
-    best = int(np.argmin(spreads))
-    return medians[best], 1.4826 * spreads[best]
+    face = _quietest_face(data)
+    median = float(np.median(face))
+    return median, 1.4826 * float(np.median(np.abs(face - median)))
 
 
 # Least share of a map's border voxels above TOUCH_LEVEL x its peak (and above the noise) for the
@@ -426,6 +495,36 @@ def touches_faces(data: np.ndarray, noise: float) -> float:
     level = max(TOUCH_LEVEL * float(data.max()), PARTICLE_SIGMAS * noise)
     share = float(np.mean(border > level))
     return share if share >= TOUCH_SHARE else 0.0
+
+
+# A bright detached piece (a gold bead, contamination): a connected piece of the density above
+# PIECE_LEVEL x the map's peak, apart from the largest piece (the particle, by voxels), whose own
+# peak is BRIGHT_PIECE times the particle's or more. Such a piece is kept in the class and, as the
+# brightest voxels, sets finish_map's scale, so a note names it. Safe margins: the 16 maps of
+# shared/data/maps/10A (loaded at 32^3 x 10 A) and the built-ins are one piece at this level; the
+# brightest second piece of an unmasked 1.06 A map with 5 % noise peaks at 0.05 x its particle's;
+# a 7-voxel bead at 8x a map's peak gives 8.
+PIECE_LEVEL = 0.02
+BRIGHT_PIECE = 2.0
+
+
+def bright_detached_piece(data: np.ndarray) -> tuple[float, int] | None:
+    """(peak ratio, voxels) of the brightest piece of ``data`` (solvent 0, protein positive) that is
+    detached from the particle and BRIGHT_PIECE times brighter than it or more, else None."""
+    above = data > PIECE_LEVEL * float(data.max())
+    labels, count = ndimage.label(above)
+    if count < 2:
+        return None
+    index = np.arange(1, count + 1)
+    sizes = np.asarray(ndimage.sum(above, labels, index))
+    peaks = np.asarray(ndimage.maximum(data, labels, index))
+    main = int(np.argmax(sizes))
+    if peaks[main] <= 0:
+        return None
+    others = np.delete(np.arange(count), main)
+    brightest = int(others[np.argmax(peaks[others])])
+    ratio = float(peaks[brightest] / peaks[main])
+    return (ratio, int(sizes[brightest])) if ratio >= BRIGHT_PIECE else None
 
 
 def mask_particle(path: Path, data: np.ndarray, noise: float) -> np.ndarray:
@@ -493,11 +592,9 @@ def _refuse_unmarked_bytes(path: Path, header: dict, raw: np.ndarray) -> None:
     wrapped to negative and the class was a hollow shell, silently. Without the stamp the bytes are
     ambiguous, and nothing in a density proves either reading; only where no byte is negative (all
     below 128) do both readings agree, and the map is read."""
-    from cryoshift.runtime.mrc import _check_raw_header
-
     if header["mode"] != 0 or header["unsigned_bytes"]:
         return
-    if _check_raw_header(path, header["compressed"]).imod_flags is not None:  # stamped: signed as said
+    if header["imod_flags"] is not None:  # stamped: signed as its flag says
         return
     negative = int(np.count_nonzero(raw < 0))
     if negative:
@@ -550,7 +647,7 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
         raise InputError(
             path,
             f"cannot tell whether protein is bright or dark in this map (skewness {skew:.2f}, "
-            "deposited maps have 5-50): crop it to the particle or give the model as PDB/mmCIF",
+            f"deposited maps have 5-50): {ambiguous_contrast_advice(data, noise)}",
         )
     if skew < 0:
         data = -data
@@ -562,14 +659,14 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
         raise InputError(
             path,
             f"its voxels do not correlate with their neighbours (mean correlation {shown:.2f}; "
-            "density maps have 0.8-0.95): this is noise, not a particle's density; give the "
-            "particle's map or its atomic model",
+            f"density maps have 0.8-0.95): {_incoherence_reason(data)}",
         )
     masked = noise > NOISE_FLOOR * data.max()  # unmasked: a clean map goes on untouched
     if masked:
         noise_share = noise / data.max()
         data = mask_particle(path, data, noise)
     touching = touches_faces(data, noise)
+    bright = bright_detached_piece(data)
     strong = np.nonzero(data > 0.05 * data.max())  # the particle's span and thickness
     span = max(float(idx.max() - idx.min() + 1) for idx in strong) * in_voxel
     if span < voxel_size:  # as for atomic models: a featureless blob simulated as a class
@@ -610,6 +707,12 @@ def read_density_map(path: Path, box_size: int, voxel_size: float) -> np.ndarray
         done.append(
             f"its density touches the map's faces ({100 * touching:.2g} % of the border is density: "
             "cropped tightly?); what lay beyond them is missing from the class, give the uncropped map"
+        )
+    if bright:
+        done.append(
+            f"a detached piece of {bright[1]} voxels, apart from the particle, is {bright[0]:.1f} times "
+            "as bright as it (a gold bead or contamination?); it is kept in the class and sets its "
+            "scale: mask it off if it is not part of the particle"
         )
     if done:
         print(f"cryoshift: note: {path}: {'; '.join(done)}", file=sys.stderr)
