@@ -84,6 +84,18 @@ def _shape(array: np.ndarray) -> str:
     return "x".join(str(d) for d in array.shape) if array.ndim else "() (a scalar)"
 
 
+# numpy dtype kinds a batch may have: float, signed and unsigned integer (cast to the input type)
+_REAL_KINDS = "fiu"
+
+
+def _rows(mask: np.ndarray, shown: int = 8) -> str:
+    """``rows 1, 3`` (``row 1``) of a boolean mask, the first ``shown`` and how many more."""
+    rows = np.flatnonzero(mask)
+    named = ", ".join(str(int(r)) for r in rows[:shown])
+    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+    return f"{'row' if len(rows) == 1 else 'rows'} {named}{more}"
+
+
 def _contract_output(value: Any, name: str, rows: int, wanted: str, path: str | Path) -> np.ndarray:
     """One output as a float32 (rows, width) array, or one line naming it, its shape and the wanted one.
 
@@ -165,7 +177,11 @@ class Model:
         """Refuse a ``batch`` that is not (N, 1, D, D, D) of the model's box size D, in one line
         naming the shape passed and the shape expected. Why: onnxruntime's own error on a wrong
         box or a missing channel axis was reported under the model's shape (the one expected), so
-        a caller of :meth:`predict` read their array's shape as the right one."""
+        a caller of :meth:`predict` read their array's shape as the right one.
+
+        Its type must be a real number (float or integer: cast to the model's input type). Why:
+        a bool batch was cast to 0/1 volumes and a complex one lost its imaginary part (a numpy
+        ComplexWarning at most), each classified without a word."""
         shape = getattr(batch, "shape", None)
         box = self.metadata.box_size
         if shape is None or tuple(shape[1:]) != (1, box, box, box):
@@ -175,6 +191,47 @@ class Model:
                 f"predict() was passed a batch of shape {passed}; the model takes "
                 f"{self.batch_shape()} (N volumes, 1 channel, box {box})",
             )
+        dtype = getattr(batch, "dtype", None)
+        if dtype is not None and np.dtype(dtype).kind not in _REAL_KINDS:
+            raise InputError(
+                self.path,
+                f"predict() was passed a batch of type {dtype}; the model takes real numbers "
+                f"({np.dtype(self.input_dtype)}; other float and integer types are cast)",
+            )
+
+    def check_values(self, batch: np.ndarray, n: int) -> None:
+        """Refuse a batch whose first ``n`` volumes hold NaN/Inf, or values beyond +-VALUE_LIMIT
+        (or beyond the model's float16 input range with ``transfer="fp16"``), in one line naming
+        those volumes by their row.
+
+        Why: the graph returned NaN logits for them (an all-NaN batch came back all NaN, a partly
+        NaN one NaN rows among good ones), which a caller's ``argmax`` reads as class 0. classify
+        refuses such a volume when it is read ("contains NaN or infinite values",
+        runtime/sources/load.py) and makes it an error row; an array has no file to name, so its
+        rows are named. Per-volume min and max: NaN fails both comparisons, so one test covers
+        NaN, Inf and absurd magnitudes (and a float64 value that float32 cannot hold)."""
+        if n <= 0:
+            return
+        from cryoshift.runtime.sources import VALUE_LIMIT
+
+        held = float(np.finfo(np.dtype(self.input_dtype)).max)  # float16: 65504, itself allowed
+        flat = np.asarray(batch[:n]).reshape(n, -1)
+        lo, hi = flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64)
+        ok = (lo > -VALUE_LIMIT) & (hi < VALUE_LIMIT) & (lo >= -held) & (hi <= held)
+        if ok.all():
+            return
+        nonfinite = ~(np.isfinite(lo) & np.isfinite(hi))
+        parts = []
+        if nonfinite.any():
+            parts.append(f"NaN or infinite values in {_rows(nonfinite)}")
+        if (~ok & ~nonfinite).any():
+            limit = f"+-{VALUE_LIMIT:.0e}" if held > VALUE_LIMIT else f"+-{held:g} (float16 input)"
+            parts.append(f"values beyond {limit} in {_rows(~ok & ~nonfinite)}")
+        raise InputError(
+            self.path,
+            f"predict() was passed a batch of {n} volumes with {'; '.join(parts)}: the model would "
+            "return NaN or meaningless logits for them; drop or fix those volumes",
+        )
 
     def predict(self, batch: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Logits (n, K) and features (n, F), float32, for the first ``n`` rows of ``batch`` (B, 1, D, D, D).
@@ -182,10 +239,17 @@ class Model:
         Fixed-shape backends compute the whole (padded) batch and return the first ``n`` rows,
         so GPU kernels are tuned once; the CPU backend computes only the rows it needs. Every run
         of the graph is checked against the contract (:func:`check_outputs`) before any row is
-        sliced off: padding is the only thing dropped here. A batch of another shape is refused,
-        naming it (:meth:`check_batch`).
+        sliced off: padding is the only thing dropped here. A batch of another shape or of a type
+        that is not a real number is refused, naming it (:meth:`check_batch`), and so are volumes
+        holding NaN/Inf or absurd values, naming their rows (:meth:`check_values`).
+
+        A float64 or integer batch is cast to the model's input type (float32, or float16 with
+        ``transfer="fp16"``): subtomogram intensities lose nothing a float32 graph would use, and
+        values float32 cannot hold are refused before the cast. An empty batch (0 volumes) gives
+        empty arrays, (0, K) and (0, F), as numpy reductions over nothing do.
         """
         self.check_batch(batch)
+        self.check_values(batch, batch.shape[0] if n is None else n)
         rows = self.batch_size if self.fixed_batch else (batch.shape[0] if n is None else n)
         return self._first_run(rows, lambda: self._predict(batch, n))
 

@@ -17,7 +17,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,54 @@ from cryoshift.runtime.summary import output_names
 CHUNK = 65536  # rows appended to the run's ledgers at a time
 WORKER_STOP_S = 10.0  # seconds a device worker gets to end after SIGTERM before SIGKILL
 
+# What parse_devices accepts, for the messages that refuse the rest.
+DEVICE_FORMS = "a GPU number (0), a list of them ([0, 1]) or a comma-separated string ('0,1')"
+
+
+def parse_devices(value: str | int | Iterable[int] | None, name: str = "devices") -> list[int] | None:
+    """The GPU numbers of ``classify(devices=...)`` and ``--devices`` (``name``, for the
+    messages): None or empty for no choice (device 0), else a list of distinct numbers >= 0.
+
+    Accepted: ``0``, ``[0, 1]`` (any iterable of integers) and ``"0,1"`` (the CLI's text, spaces
+    and a trailing comma allowed). Anything else is refused in one line naming ``name``, the value
+    and these forms. Why one parser for both: the API took ``devices=1`` as a bare TypeError
+    (``len()`` of an int), ``devices="0,1"`` as the three devices '0', ',' and '1' (one worker
+    process each, CUDA_VISIBLE_DEVICES=','), ``devices="cpu"`` as devices 'c', 'p', 'u', and
+    ``[0, 1.5]`` as is, while the CLI refused each of these in one line.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            devices = [int(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            hint = (
+                "; the CPU is chosen by the backend (backend='cpu', --backend cpu)"
+                if value.strip().lower() == "cpu"
+                else ""
+            )
+            raise InputError(None, f"{name} {value!r}: give {DEVICE_FORMS}{hint}") from None
+    elif isinstance(value, Integral) and not isinstance(value, bool):
+        devices = [int(value)]
+    elif isinstance(value, (bytes, dict, bool)) or not isinstance(value, Iterable):
+        raise InputError(None, f"{name} {value!r} is a {type(value).__name__}: give {DEVICE_FORMS}")
+    else:
+        devices = []
+        for device in value:
+            if isinstance(device, bool) or not isinstance(device, Integral):
+                raise InputError(
+                    None,
+                    f"{name}: {device!r} is a {type(device).__name__}, not a GPU number: give {DEVICE_FORMS}",
+                )
+            devices.append(int(device))
+    shown = ",".join(map(str, devices))
+    if len(set(devices)) != len(devices):
+        raise InputError(None, f"{name} {shown} lists a GPU twice")
+    negative = [d for d in devices if d < 0]
+    if negative:  # was run on the CPU without a word (exit 0)
+        raise InputError(None, f"{name} {shown}: GPU numbers start at 0, not {negative[0]}")
+    return devices or None
+
 
 class DeviceInference:
     """One worker process per device, each classifying its share into ``parts/device-N``."""
@@ -52,7 +101,7 @@ class DeviceInference:
         transfer: str = "fp32",
     ):
         self.model_path = Path(model_path)
-        self.devices = list(devices)
+        self.devices = parse_devices(devices) or []
         self.model = driver_model(self.model_path, backend)  # metadata and hash: the workers run it
         self.metadata = self.model.metadata
         self.description = f"{len(devices)} worker processes: {backend}"

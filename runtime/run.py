@@ -991,7 +991,7 @@ def classify(
     contrast: str | None = None,
     ignore_voxel_size: bool = False,
     threads: int | None = None,
-    devices: list[int] | None = None,
+    devices: int | str | Iterable[int] | None = None,
     subshard: tuple[int, int] | None = None,
     reader_processes: bool = False,
     transfer: str = "fp32",
@@ -1020,7 +1020,8 @@ def classify(
     error rows replaced by the new outcome (one device only: workers keep their own errors).
     ``workers`` reader threads fill batches (``reader_processes=True``: processes sharing
     memory with this one, for GPUs that consume faster than one Python process reads).
-    ``devices=[0, 1, ...]`` runs one worker process per GPU (runtime/devices.py).
+    ``devices`` (a GPU number, a list of them or ``"0,1"``) runs one worker process per GPU
+    (runtime/devices.py).
 
     Both ``reader_processes=True`` and ``devices`` start processes that re-import the calling
     script (forkserver/spawn): a script calling ``classify`` must do so under
@@ -1033,6 +1034,9 @@ def classify(
                            tomograms=["tomos/*.mrc"], backend="cpu")
         print("\\n".join(summary.lines()))
     """
+    from cryoshift.runtime.devices import parse_devices  # here, not at the top: devices imports run
+
+    devices = parse_devices(devices)
     opts = RunOptions(
         inputs,  # type: ignore[arg-type]  # RunOptions makes it a list (one path is one input)
         Path(out_dir),

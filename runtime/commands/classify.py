@@ -38,23 +38,6 @@ _SHARD_HELP = (
 )
 
 
-def _devices(text: str | None) -> list[int] | None:
-    from cryoshift.runtime.errors import InputError
-
-    if not text:
-        return None
-    try:
-        devices = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(None, f"--devices {text!r}: give GPU numbers separated by commas (0,1)") from None
-    if len(set(devices)) != len(devices):
-        raise InputError(None, f"--devices {text!r} lists a GPU twice")
-    negative = [d for d in devices if d < 0]
-    if negative:  # was run on the CPU without a word (exit 0)
-        raise InputError(None, f"--devices {text!r}: GPU numbers start at 0, not {negative[0]}")
-    return devices
-
-
 def command(
     model: Path = typer.Argument(..., help=_MODEL_HELP),
     inputs: list[str] = typer.Argument(..., help=_INPUTS_HELP),
@@ -204,7 +187,9 @@ def command(
     check_engine_model_path(model)  # a pipe or a device was "no such model file"
     workers = capped_workers(workers, reader_processes)  # once, before the manifest records it
     inputs = fold_inputs(list(inputs), copick_voxel_spacing, copick_tomo_type, copick_picks, copick_run)
-    device_list = _devices(devices)
+    from cryoshift.runtime.devices import parse_devices
+
+    device_list = parse_devices(devices, "--devices")
     if retry_errors and not resume:
         raise InputError(None, "--retry-errors goes with --resume (a new run has no earlier errors)")
     common = dict(
