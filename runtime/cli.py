@@ -187,9 +187,9 @@ CWD_GONE = "the current directory no longer exists (deleted under this shell): c
 # there whatever it is given (the safe rule; a verb joins the list once checked): simulate, train,
 # export and evaluate import torch, which dies there ("Intel oneMKL FATAL ERROR: Cannot load
 # libtorch_cpu.so"); classify records the working directory (the folder its relative inputs are
-# read from); merge re-reads the shards' inputs inside ``contextlib.chdir``, which must come back to
-# it (from a deleted one the re-read failed and predictions.star lost its input tables' blocks).
-CWD_FREE_VERBS = frozenset({"info", "bench"})
+# read from). merge re-reads the shards' inputs in their run's folder and comes back through a
+# handle on the working directory (merge._working_in), so a deleted one is no obstacle.
+CWD_FREE_VERBS = frozenset({"info", "bench", "merge"})
 
 
 def _cwd_gone() -> bool:

@@ -90,6 +90,8 @@ def _describe_mrc(path: Path, full: bool) -> Description:
             d.add("voxel size (A)", _unset_voxel(len(shape), vol.is_stack))
         else:
             d.add("voxel size (A)", f"{vol.voxel_size:.4g}")
+        if kind == "volume":
+            _add_axes_note(d, dims)
         order = h["axis_order"]
         if order != (1, 2, 3):
             shown = "-".join(str(o) for o in order)
@@ -111,6 +113,18 @@ def _describe_mrc(path: Path, full: bool) -> Description:
                 f"{h['dmin']:.6g} / {h['dmax']:.6g} / {h['dmean']:.6g} (from header; --full computes them)",
             )
     return d
+
+
+def _add_axes_note(d: Description, dims: tuple[int, ...]) -> None:
+    """Say when a volume looks like an un-rotated IMOD reconstruction (stored XZY), by classify's
+    own rule (tomograms.unrotated_reason): classify refuses its picks, so info, which describes and
+    refuses nothing, shows the reason and the fix (``trimvol -rx``) as one row before the user runs
+    classify. Why: info showed such a file as an ordinary volume."""
+    from cryoshift.runtime.tomograms import unrotated_reason
+
+    reason = unrotated_reason(dims)
+    if reason:
+        d.add("axes", f"classify refuses its picks: {reason}")
 
 
 def _unset_voxel(ndim: int, stack: bool) -> str:

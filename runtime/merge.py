@@ -650,13 +650,15 @@ def merge_shards(
 ) -> Any:
     """Merge shard outputs found in ``folders`` into ``out_dir`` (default: the first folder).
 
-    Returns a :class:`~cryoshift.runtime.summary.ClassifySummary` of the merged set.
+    Returns a :class:`~cryoshift.runtime.summary.ClassifySummary` of the merged set. Runs from a
+    deleted current directory when every path is absolute; a relative one there is refused.
     """
     from cryoshift.runtime.pipeline import RunStats, result_columns
     from cryoshift.runtime.summary import ClassifySummary, finish_run, output_names
 
     t0 = time.perf_counter()
     dirs = [Path(f) for f in folders]
+    _refuse_relative_without_cwd([*dirs, *([Path(out_dir)] if out_dir else [])])
     shards = find_shards(dirs)
     counts = {n for _, n in shards}
     if len(counts) != 1:
@@ -1271,7 +1273,7 @@ def _short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _replan_note(inputs: list[Any], tomograms: Any, where: str, recorded: bool) -> str:
+def _replan_note(inputs: list[Any], tomograms: Any, where: str | None, recorded: bool) -> str:
     """What merge read besides the shard files, in one note: the inputs (and tomograms) the shard
     manifests name, from which folder.
 
@@ -1282,17 +1284,23 @@ def _replan_note(inputs: list[Any], tomograms: Any, where: str, recorded: bool) 
     the user did not classify shows here instead of passing unseen."""
     from cryoshift.runtime.picks import _list
 
-    folder = (
-        f"{where} (the folder the shard manifests say the shards ran in)"
-        if recorded
-        else f"{where} (merge's own folder: the one the shard manifests name is not there)"
-    )
+    if where is None:  # merge's folder was deleted under it, and the shards' is not here
+        relative = (
+            "relative names from no folder (merge's own was deleted and the one the shard manifests "
+            "name is not there)"
+        )
+    elif recorded:
+        relative = f"relative names from {where} (the folder the shard manifests say the shards ran in)"
+    else:
+        relative = (
+            f"relative names from {where} (merge's own folder: the one the shard manifests name is not there)"
+        )
     tomos = [str(t) for t in tomograms] if isinstance(tomograms, list) else []
     read = f"inputs {_list([str(t) for t in inputs], limit=5)}" + (
         f" and tomograms {_list(tomos, limit=5)}" if tomos else ""
     )
     return (
-        f"merge re-read the {read} named in the shard manifests, relative names from {folder}, "
+        f"merge re-read the {read} named in the shard manifests, {relative}, "
         "so the merged rows follow the inputs and predictions.star keeps their STAR tables' other blocks"
     )
 
@@ -1316,10 +1324,10 @@ def _shards_plan(
     plan = Plan([], list(first["inputs"]), data["box_size"], data["contrast"], data["voxel_sizes"])
     # the shards' relative paths are relative to where they ran, not to where merge runs
     recorded = settings.get("working_directory")
-    where = recorded if isinstance(recorded, str) and recorded and Path(recorded).is_dir() else os.getcwd()
+    where = recorded if isinstance(recorded, str) and recorded and Path(recorded).is_dir() else _cwd()
     notes.append(_replan_note(plan.inputs, settings.get("tomograms"), where, where == recorded))
     try:
-        with contextlib.chdir(where):
+        with _working_in(where):
             replanned = plan_inputs(
                 plan.inputs,
                 model["box_size"],
@@ -1345,5 +1353,48 @@ def _shards_plan(
             "their rows were not checked against the plan"
         )
     # the STAR writer reads the input tables again, from merge's own directory
-    replanned.origins = [(os.path.join(where, path), ids) for path, ids in replanned.origins]
+    replanned.origins = [(os.path.join(where or "", path), ids) for path, ids in replanned.origins]
     return replanned, plan_ids, theirs
+
+
+def _refuse_relative_without_cwd(paths: list[Path]) -> None:
+    """A relative path given while the current directory was deleted names nothing: refused in the
+    CLI's words (cli.CWD_GONE), not as "no such folder" for a folder that may well exist."""
+    relative = next((p for p in paths if not p.is_absolute()), None)
+    if relative is not None and _cwd() is None:
+        from cryoshift.runtime.cli import CWD_GONE
+
+        raise InputError(relative, CWD_GONE)
+
+
+def _cwd() -> str | None:
+    """The current directory, None when it was deleted under this process (merge run there with
+    absolute paths: the shards' absolute inputs are still read, relative ones are not)."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
+
+
+@contextlib.contextmanager
+def _working_in(where: str | None) -> Iterator[None]:
+    """Run the block in the folder ``where`` (None: where it is), then come back.
+
+    Why not ``contextlib.chdir``: it saves the current directory by name (``os.getcwd()``), which
+    fails when that folder was deleted under the shell, so merge run there with absolute paths
+    lost the input tables' blocks in predictions.star. A handle on the current directory
+    (``os.fchdir``) comes back to it, deleted or not."""
+    if where is None:
+        yield
+        return
+    if not hasattr(os, "fchdir"):  # no handle on a folder (Windows, where a cwd cannot be deleted)
+        with contextlib.chdir(where):
+            yield
+        return
+    here = os.open(".", os.O_RDONLY)
+    try:
+        os.chdir(where)
+        yield
+    finally:
+        os.fchdir(here)
+        os.close(here)

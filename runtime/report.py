@@ -56,27 +56,55 @@ FONT = 10  # pt
 LABEL_COLUMNS = PICK_LABEL_COLUMNS
 
 
-def _plt() -> Any:
+STYLE = {
+    "font.size": FONT,
+    "axes.titlesize": FONT + 1,
+    "legend.fontsize": FONT - 1,
+    "xtick.labelsize": FONT - 1,
+    "ytick.labelsize": FONT - 1,
+    # class and tomogram names are text, not TeX: "$x$" was set in italics, "$\\foo$" broke the page
+    "text.parse_math": False,
+}
+
+
+class _Figures:
+    """What the figure functions draw with (pyplot's ``subplots`` and ``setp``), without pyplot.
+
+    Why: the report switched the whole process to the Agg backend (``matplotlib.use``) and
+    changed its rcParams, so a notebook that called :func:`build_report` lost its interactive
+    backend and kept the report's fonts. Each figure here is a ``Figure`` on its own Agg canvas
+    (no backend needed, nothing left in pyplot's list of figures), drawn in :data:`STYLE` from
+    :meth:`subplots` until :func:`_png` renders it (``matplotlib.rc_context``: text and ticks read
+    the style when made, some only when drawn), after which the rcParams are as they were."""
+
+    def subplots(self, figsize: tuple[float, float]) -> tuple[Any, Any]:
+        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        style = matplotlib.rc_context(STYLE)
+        style.__enter__()  # left in _png, once the figure is drawn
+        try:
+            fig = Figure(figsize=figsize)
+            FigureCanvasAgg(fig)
+            fig.cryoshift_style = style
+            return fig, fig.subplots()
+        except BaseException:
+            style.__exit__(None, None, None)
+            raise
+
+    @staticmethod
+    def setp(*args: Any, **kwargs: Any) -> Any:
+        from matplotlib.artist import setp
+
+        return setp(*args, **kwargs)
+
+
+def _plt() -> _Figures:
     from cryoshift.runtime.errors import require_extra
 
     require_extra("plots", "cryoshift report", "matplotlib")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update(
-        {
-            "font.size": FONT,
-            "axes.titlesize": FONT + 1,
-            "legend.fontsize": FONT - 1,
-            "xtick.labelsize": FONT - 1,
-            "ytick.labelsize": FONT - 1,
-            # class and tomogram names are text, not TeX: "$x$" was set in italics, "$\\foo$" broke the page
-            "text.parse_math": False,
-        }
-    )
-    return plt
+    return _Figures()
 
 
 def _legend(ax: Any, entries: list[tuple[Any, str]], **kwargs: Any) -> None:
@@ -87,11 +115,15 @@ def _legend(ax: Any, entries: list[tuple[Any, str]], **kwargs: Any) -> None:
 
 
 def _png(fig: Any) -> str:
+    """The figure as base64 PNG; the style its :meth:`_Figures.subplots` set is undone here."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    try:
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    finally:
+        style = getattr(fig, "cryoshift_style", None)
+        if style is not None:
+            del fig.cryoshift_style
+            style.__exit__(None, None, None)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -1076,9 +1108,12 @@ def build_report(path: str | Path, notes: list[str] | None = None) -> str:
     notes = [] if notes is None else notes
     plt = _plt()
     is_run = _is_run(path)
+    import matplotlib
+
     # Drawing warnings (matplotlib's, pandas') are about the library, not the data, which the notes
-    # cover: they would reach the user as raw source lines.
-    with warnings.catch_warnings():
+    # cover: they would reach the user as raw source lines. rc_context: a figure left undrawn by an
+    # error leaves no style behind (_Figures)
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")
         if is_run:
             table, facts, figures = _run_sections(path, plt, notes)

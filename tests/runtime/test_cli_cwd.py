@@ -81,13 +81,13 @@ def test_verbs_that_need_the_directory_are_still_refused(
     model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A relative path (info's input, bench's --json), or a verb not checked to run without the
-    directory (merge, whose re-read of the shards' inputs goes back to it), is refused in one line
+    directory (classify, which records it as its inputs' folder), is refused in one line
     before anything is made; help and --version need no directory and are shown."""
     _in_deleted_cwd(tmp_path, monkeypatch)
     refused = [
         ["info", "model.onnx"],
         ["bench", str(model_path), "-b", "cpu", "--n", "4", "--json", "bench.json"],
-        ["merge", str(tmp_path / "shards"), "-o", str(tmp_path / "merged")],
+        ["merge", str(tmp_path / "shards"), "-o", "merged"],
         ["classify", str(model_path), str(tmp_path / "vols"), "-o", str(tmp_path / "out")],
     ]
     for argv in refused:
