@@ -95,8 +95,9 @@ def test_a_calcium_ion_without_element_column_stays_calcium(tmp_path: Path, ion_
 
 
 def test_the_not_learned_warning_reads_the_source_validation_accuracy() -> None:
-    """A high source loss with a good validation accuracy learned the source; an accuracy at chance
-    did not, whatever the loss says."""
+    """A high source loss with a good validation accuracy learned the source; a high loss with an
+    accuracy at chance did not; a low loss is no warning (a toy run's few validation volumes read
+    near chance by chance)."""
     from cryoshift.training.select import training_warnings
 
     high_loss_good_accuracy = [
@@ -105,12 +106,13 @@ def test_the_not_learned_warning_reads_the_source_validation_accuracy() -> None:
     ]
     assert training_warnings(high_loss_good_accuracy, 2, num_classes=4) == []
     at_chance = [
-        {"epoch": 1, "src_val_acc": 0.26, "loss_ce": 0.3},
-        {"epoch": 2, "src_val_acc": 0.24, "loss_ce": 0.2},
+        {"epoch": 1, "src_val_acc": 0.26, "loss_ce": 3.0},
+        {"epoch": 2, "src_val_acc": 0.24, "loss_ce": 2.2},  # ln 4 + 0.5 = 1.89
     ]
     (line,) = training_warnings(at_chance, 2, num_classes=4)
-    assert line.startswith("training did not learn the source: epoch 2") and "24 %" in line
-    assert "25 %" in line and "--lr" in line
+    assert line.startswith("training did not learn the source: epoch 2") and "--lr" in line
+    low_loss = [{"epoch": 1, "src_val_acc": 0.24, "loss_ce": 0.2}]
+    assert training_warnings(low_loss, 1, num_classes=4) == []
     # a diverged run that answers one class on an unbalanced source scores its majority share
     one_class = [{"epoch": 1, "src_val_acc": 0.7, "loss_ce": 2.9e12, "src_top_share": 1.0}]
     (line,) = training_warnings(one_class, 1, num_classes=2)
