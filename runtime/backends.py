@@ -233,7 +233,9 @@ class Model:
             "return NaN or meaningless logits for them; drop or fix those volumes",
         )
 
-    def predict(self, batch: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, batch: np.ndarray, n: int | None = None, *, values_checked: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Logits (n, K) and features (n, F), float32, for the first ``n`` rows of ``batch`` (B, 1, D, D, D).
 
         Fixed-shape backends compute the whole (padded) batch and return the first ``n`` rows,
@@ -247,9 +249,14 @@ class Model:
         ``transfer="fp16"``): subtomogram intensities lose nothing a float32 graph would use, and
         values float32 cannot hold are refused before the cast. An empty batch (0 volumes) gives
         empty arrays, (0, K) and (0, F), as numpy reductions over nothing do.
+
+        ``values_checked=True``: the caller checked every volume's values when it read them (the
+        classify pipeline refuses a non-finite volume as an error row), so the per-volume pass of
+        :meth:`check_values` over the batch is not repeated on the hot path.
         """
         self.check_batch(batch)
-        self.check_values(batch, batch.shape[0] if n is None else n)
+        if not values_checked:
+            self.check_values(batch, batch.shape[0] if n is None else n)
         rows = self.batch_size if self.fixed_batch else (batch.shape[0] if n is None else n)
         return self._first_run(rows, lambda: self._predict(batch, n))
 

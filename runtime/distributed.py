@@ -86,7 +86,7 @@ class Classifier:
         rows: list[list[Any]] = []
         feats = np.zeros((0, 0), np.float32)
         if good:
-            logits, features = self.model.predict(self.buffer, len(good))
+            logits, features = self.model.predict(self.buffer, len(good), values_checked=True)
             rows, failed, features = score_batch(
                 [chunk[i] for i in good], logits, features, self.model.metadata, self.threshold
             )

@@ -373,7 +373,7 @@ def _infer_batches(
                 uploader.free.put(slot)  # type: ignore[union-attr]
             else:
                 stats.polarity.add(batch.buffer[:n])  # the crops as the model gets them, read once
-                logits, features = model.predict(batch.buffer, n)
+                logits, features = model.predict(batch.buffer, n, values_checked=True)
             stats.compute_s += time.perf_counter() - t0
             rows, failed, features = score_batch(
                 batch.items, logits, features, model.metadata, unknown_threshold
