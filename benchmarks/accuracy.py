@@ -396,19 +396,13 @@ def run_settings(cfg: TrainConfig) -> dict[str, Any]:
     return settings | method_settings(cfg.method, cfg.method_kwargs)
 
 
-def train(
-    profile: Profile,
-    method: str,
-    draw: int,
-    target_dir: Path | None,
-    run_dir: Path,
-    target: str | None = None,
-) -> Path:
-    """Train one method with the project's trainer; returns model.pt. A finished or killed run in
-    ``run_dir`` is reused or resumed only when made with the same settings (:func:`check_cached`)."""
+def train(cfg: TrainConfig) -> Path:
+    """Train one job's config (:func:`train_config`) with the project's trainer; returns model.pt.
+    A finished or killed run in its folder is reused or resumed only when made with the same
+    settings (:func:`check_cached`)."""
     from cryoshift.training.trainer import train as run_train
 
-    cfg = train_config(profile, method, draw, target_dir, run_dir, target)
+    run_dir = Path(cfg.out)
     settings = run_settings(cfg)
     resumable = (run_dir / "checkpoints" / "resume.pt").is_file() and (run_dir / "config.json").is_file()
     if (run_dir / "model.pt").is_file() or resumable:
@@ -537,11 +531,11 @@ def run_job(profile: Profile, work: Path, target: str, method: str, draw: int) -
         _, test = build_target(profile, target, draw, work)
         record.update(template_matching(profile, target, test))
     elif method == "source-only":
-        model = train(profile, method, draw, None, work / "runs" / key)
+        model = train(train_config(profile, method, draw, None, work / "runs" / key))
         record["model"] = str(model)
     else:
         adapt, _ = build_target(profile, target, draw, work)
-        model = train(profile, method, draw, adapt, work / "runs" / key, target)
+        model = train(train_config(profile, method, draw, adapt, work / "runs" / key, target))
         record["model"] = str(model)
     record["seconds"] = round(time.perf_counter() - t0, 1)
     done.parent.mkdir(parents=True, exist_ok=True)
