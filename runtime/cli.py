@@ -31,7 +31,7 @@ from cryoshift.runtime.commands import (
     simulate,
     train,
 )
-from cryoshift.runtime.errors import InputError, MissingExtraError
+from cryoshift.runtime.errors import CWD_GONE, InputError, MissingExtraError
 from cryoshift.runtime.ledger import RESUME_HINT
 from cryoshift.runtime.terminal import visible
 
@@ -179,8 +179,6 @@ def refuse_empty_paths(params: Sequence[object], raw: Mapping[str, object]) -> N
         if _takes_paths(param) and "" in values:
             raise InputError(_param_name(param), EMPTY_PATH)
 
-
-CWD_GONE = "the current directory no longer exists (deleted under this shell): cd to an existing folder"
 
 # Verbs checked to run from a deleted working directory once every path they are given is
 # absolute: they read the files named and write only where told. Every other verb is refused

@@ -102,6 +102,9 @@ def blocked_folder(out: str | Path) -> Blocked | None:
     return None
 
 
+# What a verb says when the working directory was deleted under the shell (the CLI's check, merge's
+# refusal of a relative path there).
+CWD_GONE = "the current directory no longer exists (deleted under this shell): cd to an existing folder"
 NAME_MAX = 255  # the usual longest file name in bytes, where the file system does not say its own
 
 

@@ -41,7 +41,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cryoshift.runtime.copick_io import is_copick
-from cryoshift.runtime.errors import InputError, check_out_folder, missing_reason, not_a_file, require_extra
+from cryoshift.runtime.errors import (
+    CWD_GONE,
+    InputError,
+    check_out_folder,
+    missing_reason,
+    not_a_file,
+    require_extra,
+)
 from cryoshift.runtime.jsonfile import is_nonnegative_number, read_json_object
 from cryoshift.runtime.ledger import ERROR_COLUMNS, checked_rows, csv_line, sort_file_rows
 from cryoshift.runtime.outfiles import open_in_place, replacing_path, write_text
@@ -1359,11 +1366,9 @@ def _shards_plan(
 
 def _refuse_relative_without_cwd(paths: list[Path]) -> None:
     """A relative path given while the current directory was deleted names nothing: refused in the
-    CLI's words (cli.CWD_GONE), not as "no such folder" for a folder that may well exist."""
+    CLI's words (errors.CWD_GONE), not as "no such folder" for a folder that may well exist."""
     relative = next((p for p in paths if not p.is_absolute()), None)
     if relative is not None and _cwd() is None:
-        from cryoshift.runtime.cli import CWD_GONE
-
         raise InputError(relative, CWD_GONE)
 
 
