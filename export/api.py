@@ -38,7 +38,7 @@ from cryoshift.export.result import ExportResult, ExportWarning
 from cryoshift.runtime.engine_sidecar import SIDECAR_SUFFIX, file_sha256
 from cryoshift.runtime.errors import InputError, check_out_folder
 from cryoshift.runtime.lock import EXPORT_LOCK, holding
-from cryoshift.runtime.metadata import ModelMetadata, checked
+from cryoshift.runtime.metadata import CALIBRATION_VIEWS, ModelMetadata, checked
 from cryoshift.runtime.outfiles import TEMPORARY_PREFIX, TEMPORARY_SUFFIX, write_text
 
 DEFAULT_BATCH_MAX = 256
@@ -47,9 +47,6 @@ REPORT = "export.json"
 REPORT_FORMAT = "cryoshift.export/1"
 UNFINISHED = "unfinished"  # export.json's key while the export runs (true); the finished report lacks it
 METADATA_ARGUMENT = "export_model(metadata=...)"  # how a refusal names export_model's metadata
-# metadata.extra's record of the test views a model's calibration was fitted for, written when an
-# export's --test-views differs from them (extra.test_views is the count the graph averages)
-CALIBRATION_VIEWS = "calibration_test_views"
 Progress = Callable[[str], None]
 
 

@@ -20,7 +20,13 @@ from pathlib import Path
 from cryoshift.runtime.engine_sidecar import EngineSidecar, is_sidecar_name
 from cryoshift.runtime.errors import InputError, missing_reason
 from cryoshift.runtime.hostmem import format_bytes
-from cryoshift.runtime.metadata import CHECKPOINT_SUFFIXES, ModelMetadata, is_onnx, read_onnx_metadata
+from cryoshift.runtime.metadata import (
+    CALIBRATION_VIEWS,
+    CHECKPOINT_SUFFIXES,
+    ModelMetadata,
+    is_onnx,
+    read_onnx_metadata,
+)
 
 FULL_STATS_BYTES = 256 * 1024 * 1024
 
@@ -404,6 +410,13 @@ def _add_model_rows(d: Description, meta: ModelMetadata) -> None:
             d.add(key, value)
     if "test_views" in meta.extra:  # poses averaged per prediction: inference costs that many forwards
         d.add("test views", meta.extra["test_views"])
+    fitted = meta.extra.get(CALIBRATION_VIEWS)
+    if fitted is not None and fitted != meta.extra.get("test_views"):  # export warned; whoever got the model
+        d.add(
+            "calibration",
+            f"fitted for {fitted} test views, not the {meta.extra.get('test_views', '?')} this model "
+            "averages: its confidences, unknown calls and shift scores are off",
+        )
     options = meta.extra.get("backbone_options")
     if isinstance(options, dict) and options:  # e.g. canonical=true changes what the graph computes
         d.add("backbone options", ", ".join(f"{k}={json.dumps(v)}" for k, v in options.items()))

@@ -44,6 +44,9 @@ PREFIX = "cryoshift."
 # writes; they are checked on reading, so on writing too (:func:`checked`).
 MAX_PROPERTY_CHARS = 4_000_000  # the JSON text of one cryoshift.* ONNX property, checked before parsing
 MAX_CLASSES = 1000
+# extra's record of the test views a model's calibration was fitted for, written by an export whose
+# --test-views differs from them (extra["test_views"] is the count the graph averages)
+CALIBRATION_VIEWS = "calibration_test_views"
 MAX_CLASS_NAME_CHARS = 256
 MAX_TEXT_CHARS = 4096  # any other metadata text: method, backbone, ..., extra's names and values
 MAX_FEATURES = 65536  # values of feature_mean and of feature_var

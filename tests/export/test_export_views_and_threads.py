@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from cryoshift.export.api import CALIBRATION_VIEWS, CalibrationViewsWarning, export_checkpoint
+from cryoshift.export.api import CalibrationViewsWarning, export_checkpoint
 from cryoshift.runtime.cli import main
-from cryoshift.runtime.metadata import ModelMetadata
+from cryoshift.runtime.metadata import CALIBRATION_VIEWS, ModelMetadata
 from cryoshift.runtime.mrc import write_stack
 
 LOGGERS = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")
@@ -94,6 +94,10 @@ def test_the_cli_prints_it_as_a_warning(
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert code == 0, err
     assert "warning: " in err and "fitted for 4 test views and is not valid for the 1" in err, err
+    # whoever receives the model reads it too: info names both counts
+    assert main(["info", str(tmp_path / "deploy-1view" / "model.onnx")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "fitted for 4 test views, not the 1 this model averages" in out, out
 
 
 def test_an_export_leaves_logger_levels_and_other_threads_records_alone(
