@@ -280,13 +280,21 @@ def _read_model(path: Path):
     (:func:`_name_blank_elements`)."""
     st, named = _parse(path)
     _merge_assembly(path, st)
+    unknown, hydrogen_named = _clean_model(path, st)
+    return st, unknown, hydrogen_named, named
+
+
+def _clean_model(path: Path, st) -> tuple[int, int]:
+    """Remove what carries no density from a parsed (assembly-merged) structure, in place:
+    hydrogens, waters (MD ones too), atoms of unknown element, empty chains; then check its models.
+    Returns :func:`_drop_unknown_elements`'s counts."""
     st.remove_hydrogens()
     st.remove_waters()
     _remove_md_waters(st)
     unknown, hydrogen_named = _drop_unknown_elements(path, st)
     st.remove_empty_chains()
     _check_models(path, st)
-    return st, unknown, hydrogen_named, named
+    return unknown, hydrogen_named
 
 
 def is_assembly_file(path: str | Path) -> bool:
@@ -437,20 +445,23 @@ def describe_model(path: str | Path) -> list[tuple[str, str]]:
     models = len(st)
     _merge_assembly(path, st)
     model = st[0]
+    chains = len(model)
     atoms = [a for ch in model for r in ch for a in r]
+    n_atoms = len(atoms)
     hydrogens = sum(a.is_hydrogen() for a in atoms)
     waters = sum(len(r) for ch in model for r in ch if _is_water(r))
     altlocs = sum(a.altloc != "\0" for a in atoms)
-    cleaned, unknown, _hydrogen_named, _named = _read_model(path)
-    used = _usable_xyz(path, cleaned[0])
+    del atoms  # the cleanup below removes some of them from the structure, which is parsed once
+    unknown, _hydrogen_named = _clean_model(path, st)
+    used = _usable_xyz(path, st[0])
     span = used.max(0) - used.min(0)
     gz = ", gzip" if model_suffix(path).endswith(COMPRESSED_SUFFIX) else ""
     kind = "mmCIF" if ".cif" in model_suffix(path) else "PDB"
     rows = [
         ("type", f"atomic model ({kind}{gz})"),
         ("models", f"{models}" + _models_note(path, models)),
-        ("chains", str(len(model))),
-        ("atoms", f"{len(atoms)} ({hydrogens} hydrogens, {waters} in waters, {altlocs} with altlocs)"),
+        ("chains", str(chains)),
+        ("atoms", f"{n_atoms} ({hydrogens} hydrogens, {waters} in waters, {altlocs} with altlocs)"),
         (
             "heavy atoms used",
             str(len(used)) + (f" ({unknown} of unknown element left out)" if unknown else ""),
