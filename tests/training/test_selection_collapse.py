@@ -104,22 +104,26 @@ def test_a_row_recorded_before_the_rule_is_judged_by_its_target_share() -> None:
 
 @pytest.fixture(scope="module")
 def run_dir(domains: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("collapse") / "run"
+    _train_tiny(domains["source"], domains["target_unlabelled"], out)
+    return out
+
+
+def _train_tiny(source: Path, target: Path, out: Path) -> None:
+    """Two source-only epochs of cryonet-small: the runs whose selection these tests read."""
     from cryoshift.training.trainer import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("collapse") / "run"
-    train(
-        TrainConfig(
-            source=str(domains["source"]),
-            target=str(domains["target_unlabelled"]),
-            out=str(out),
-            method="source-only",
-            backbone="cryonet-small",
-            epochs=2,
-            batch_size=8,
-            progress=False,
-        )
+    config = TrainConfig(
+        source=str(source),
+        target=str(target),
+        out=str(out),
+        method="source-only",
+        backbone="cryonet-small",
+        epochs=2,
+        batch_size=8,
+        progress=False,
     )
-    return out
+    train(config)
 
 
 def test_a_healthy_real_run_flags_nothing(run_dir: Path) -> None:
@@ -135,7 +139,6 @@ def test_a_real_run_that_learned_nothing_is_warned_as_collapsed(tmp_path: Path) 
     answers one class on the source validation data and on the target. The old rule flagged
     nothing (the source was "collapsed" too) and wrote ``warnings: []``."""
     from cryoshift.runtime.dataset import write_dataset
-    from cryoshift.training.trainer import TrainConfig, train
 
     rng = np.random.default_rng(0)
     z, y, x = np.mgrid[:16, :16, :16] - 7.5
@@ -153,17 +156,7 @@ def test_a_real_run_that_learned_nothing_is_warned_as_collapsed(tmp_path: Path) 
         tmp_path / "tgt", base * 3 + 5 + noise[48:], None, None, voxel_size=10.0, contrast="dark"
     )
     run = tmp_path / "run"
-    config = TrainConfig(
-        source=str(source),
-        target=str(target),
-        out=str(run),
-        method="source-only",
-        backbone="cryonet-small",
-        epochs=2,
-        batch_size=8,
-        progress=False,
-    )
-    train(config)
+    _train_tiny(source, target, run)
     selection = json.loads((run / "selection.json").read_text())
     assert [e["tgt_top_share"] for e in selection["epochs"]] == [1.0, 1.0]
     assert all(e["collapsed"] for e in selection["epochs"])

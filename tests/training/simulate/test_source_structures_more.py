@@ -141,6 +141,14 @@ def _copies(gap: float) -> tuple[np.ndarray, np.ndarray]:
     return one, two
 
 
+def _two_models(one: np.ndarray, two: np.ndarray) -> str:
+    """A PDB text of two MODELs, ``one`` and ``two``."""
+    models = [
+        f"MODEL        {i}\n" + "".join(_protein_lines(xyz)) + "ENDMDL\n" for i, xyz in ((1, one), (2, two))
+    ]
+    return "".join(models) + "END\n"
+
+
 @pytest.mark.parametrize("gap", [6.0, 40.0])
 def test_assembly_file_models_are_the_copies(tmp_path: Path, gap: float) -> None:
     """An RCSB .pdb1 stores each copy as a MODEL. Copies whose centres lie within 10 A (an
@@ -148,13 +156,7 @@ def test_assembly_file_models_are_the_copies(tmp_path: Path, gap: float) -> None
     apart were refused, though the README lists .pdb1 files as supported."""
     one, two = _copies(gap)
     assembly = tmp_path / "dimer.pdb1"
-    assembly.write_text(
-        "MODEL        1\n"
-        + "".join(_protein_lines(one))
-        + "ENDMDL\nMODEL        2\n"
-        + "".join(_protein_lines(two))
-        + "ENDMDL\nEND\n"
-    )
+    assembly.write_text(_two_models(one, two))
     chains = tmp_path / "chains.pdb"
     chains.write_text("".join(_protein_lines(one, "A") + _protein_lines(two, "B")) + "END\n")
     monomer = tmp_path / "monomer.pdb"
@@ -170,13 +172,7 @@ def test_ordinary_pdb_ensemble_still_uses_the_first_model(tmp_path: Path) -> Non
     """The same two superposed-ish models in a .pdb file: an NMR ensemble, the first is used."""
     one, two = _copies(6.0)
     nmr = tmp_path / "nmr.pdb"
-    nmr.write_text(
-        "MODEL        1\n"
-        + "".join(_protein_lines(one))
-        + "ENDMDL\nMODEL        2\n"
-        + "".join(_protein_lines(two))
-        + "ENDMDL\nEND\n"
-    )
+    nmr.write_text(_two_models(one, two))
     monomer = tmp_path / "monomer.pdb"
     monomer.write_text("".join(_protein_lines(one)) + "END\n")
     assert _corr(_class(nmr), _class(monomer)) > 0.9999
