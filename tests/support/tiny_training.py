@@ -11,6 +11,15 @@ TINY_SIMULATED_SELFTRAIN = {
     "method": "selftrain",
 }
 
+# two epochs of the smallest backbone on a dataset source (the conftest's domains): runs whose
+# records, selection and evaluation the tests read
+TINY_DATASET_RUN = {
+    "backbone": "cryonet-small",
+    "epochs": 2,
+    "batch_size": 8,
+    "progress": False,
+}
+
 # `run_demo` in seconds: three built-ins, one epoch, a tiny target (the demo and report tests)
 TINY_DEMO = {
     "n_target": 24,

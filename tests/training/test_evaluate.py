@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_training import TINY_DATASET_RUN
 
 from cryoshift.runtime.errors import InputError
 from cryoshift.training.evaluate import evaluate
@@ -22,10 +23,7 @@ def run_dir(domains: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
             target=str(domains["target_unlabelled"]),
             out=str(out),
             method="adabn",
-            backbone="cryonet-small",
-            epochs=2,
-            batch_size=8,
-            progress=False,
+            **TINY_DATASET_RUN,
         )
     )
     return out

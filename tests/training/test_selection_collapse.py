@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_training import TINY_DATASET_RUN
 
 from cryoshift.training.select import ONE_CLASS_SHARE, select_epoch, target_scores, training_warnings
 
@@ -113,17 +114,11 @@ def _train_tiny(source: Path, target: Path, out: Path) -> None:
     """Two source-only epochs of cryonet-small: the runs whose selection these tests read."""
     from cryoshift.training.trainer import TrainConfig, train
 
-    config = TrainConfig(
-        source=str(source),
-        target=str(target),
-        out=str(out),
-        method="source-only",
-        backbone="cryonet-small",
-        epochs=2,
-        batch_size=8,
-        progress=False,
+    train(
+        TrainConfig(
+            source=str(source), target=str(target), out=str(out), method="source-only", **TINY_DATASET_RUN
+        )
     )
-    train(config)
 
 
 def test_a_healthy_real_run_flags_nothing(run_dir: Path) -> None:
